@@ -1,0 +1,88 @@
+"""What the taps hand to attribution: work events and request info.
+
+A work event says that request ``request_id`` kept the accelerator busy from
+``t0_s`` to ``t1_s`` (sidecar monotonic seconds) doing ``units`` of work in one
+phase. ``units`` are tokens for prefill/decode and pixels x frames x steps for
+denoise. ``steps`` is how many engine iterations the event covers (1 for a
+per-iteration event from the vLLM plugin; many for a whole-phase event built
+from a span). ``context_tokens`` is the KV context the request attended to,
+summed over those steps (0 where unknown).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from sidecar.errors import WorkEventError
+
+__all__ = ["Phase", "RequestInfo", "WorkEvent"]
+
+
+class Phase(IntEnum):
+    """What a request was doing; ``IDLE`` is for energy no request caused."""
+
+    PREFILL = 0
+    DECODE = 1
+    DENOISE = 2
+    IDLE = 3
+
+    @property
+    def label(self) -> str:
+        """The ``jouletrace.phase`` attribute value."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkEvent:
+    """One stretch of one request's work. Validate with :meth:`check`."""
+
+    request_id: str
+    t0_s: float
+    t1_s: float
+    phase: Phase
+    units: float
+    steps: float = 1.0
+    context_tokens: float = 0.0
+
+    def check(self) -> None:
+        """Raise :class:`WorkEventError` if the event is impossible."""
+        for name in ("t0_s", "t1_s", "units", "steps", "context_tokens"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise WorkEventError(f"work event {self.request_id!r}: {name}={value} is not finite")
+        if self.t1_s < self.t0_s:
+            raise WorkEventError(
+                f"work event {self.request_id!r}: ends before it starts "
+                f"(t0_s={self.t0_s:.6f}, t1_s={self.t1_s:.6f})"
+            )
+        for name in ("units", "steps", "context_tokens"):
+            if getattr(self, name) < 0:
+                raise WorkEventError(f"work event {self.request_id!r}: {name} is negative")
+        if self.phase is Phase.IDLE:
+            raise WorkEventError(f"work event {self.request_id!r}: phase idle is not work")
+        if not self.request_id:
+            raise WorkEventError("work event without a request id")
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What is known about a request besides its work (from spans, plugin, proxy).
+
+    ``end_s`` set means the request has finished: no more work will come for
+    it, and its record becomes final once the energy timeline covers ``end_s``
+    plus one counter update.
+    """
+
+    request_id: str
+    model: str = "unknown"
+    operation: str = "chat"  # gen_ai.operation.name: chat, text_completion, image_generation, video_generation
+    task: str = "unknown"  # jouletrace.task (from the client's span or the loadgen)
+    start_s: float | None = None
+    end_s: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    output_units: float = 0.0  # images or videos for diffusion requests
+    unit: str = "token"  # token, image, video
+    attributes: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,126 @@
+"""What attribution hands out: per-request energy records and the snapshot.
+
+Both are immutable. Exporters read one :class:`Snapshot` per scrape, so every
+number on a page agrees; finished :class:`RequestEnergy` records go to the
+histograms, the ledger and the HTTP API. Energies are joules, times are
+sidecar monotonic seconds unless the name says ``unix``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["DeviceSnapshot", "FitSnapshot", "RequestEnergy", "SelfStats", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnergy:
+    """Energy attributed to one request, with its breakdown.
+
+    ``final`` is false while ticks that overlap the request are still open;
+    ``approximate`` is true when the request's busy window is shorter than the
+    counter's update period, so its share rests on few counter updates.
+    ``energy_source`` is ``measured``, ``estimate``, ``simulated`` or ``replay``.
+    """
+
+    request_id: str
+    model: str
+    operation: str
+    task: str
+    unit: str  # token, image, video
+    energy_j: float
+    phase_j: dict[str, float]  # prefill / decode / denoise -> J
+    component_j: dict[str, float]  # fitted rule only: static, step, prefill, decode, context, denoise -> J (model terms, scaled)
+    prompt_tokens: int
+    output_tokens: int
+    output_units: float  # tokens for LLMs, images or videos for diffusion
+    start_s: float | None
+    end_s: float | None
+    end_unix_s: float | None
+    busy_s: float  # seconds of accelerator time this request shared in
+    approximate: bool
+    final: bool
+    rule: str
+    energy_source: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def joules_per_output_unit(self) -> float | None:
+        """J per output token / image / video; ``None`` without output."""
+        return self.energy_j / self.output_units if self.output_units > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the HTTP API and ledger show it."""
+        out = asdict(self)
+        out["joules_per_output_unit"] = self.joules_per_output_unit
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSnapshot:
+    """One device's cumulative energy (J, since the sidecar started) and latest status."""
+
+    id: str
+    name: str
+    type: str
+    energy_j: float
+    idle_energy_j: float
+    power_w: float | None = None
+    utilization: float | None = None
+    sm_clock_mhz: float | None = None
+    memory_used_bytes: float | None = None
+    power_limit_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FitSnapshot:
+    """The fitted energy model: the study's diagnosis numbers.
+
+    dE = static_w * tick_s + busy_w * busy_s + j_per_step * steps
+         + j_per_prefill_token * prefill + j_per_decode_token * decode
+         + j_per_context_token * context + j_per_denoise_unit * denoise_units
+    """
+
+    static_w: float = 0.0
+    busy_w: float = 0.0
+    j_per_step: float = 0.0
+    j_per_prefill_token: float = 0.0
+    j_per_decode_token: float = 0.0
+    j_per_context_token: float = 0.0
+    j_per_denoise_unit: float = 0.0
+    r2: float = 0.0  # coefficient of determination over the fit window
+    ticks: int = 0  # ticks in the fit window
+
+
+@dataclass(frozen=True, slots=True)
+class SelfStats:
+    """The sidecar's own health, exported as ``jouletrace.*`` self-metrics."""
+
+    update_period_s: float | None = None  # measured energy-counter update period
+    tick_lag_s: float = 0.0  # now minus the end of the last sealed tick
+    dropped_events: dict[str, int] = field(default_factory=dict)  # reason -> count
+    conservation_error_j: float = 0.0  # |measured - attributed - idle| over all sealed ticks
+    measured_j: float = 0.0  # energy over all sealed ticks
+    counter_resets: int = 0
+    pending_requests: int = 0
+    sealed_ticks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything exporters show, consistent as of ``t_s``.
+
+    Cumulative maps are keyed by tuples of attribute values:
+    ``phase_energy_j[(model, phase)]``, ``output_units[(model, unit)]``.
+    """
+
+    t_s: float
+    energy_source: str
+    rule: str
+    devices: tuple[DeviceSnapshot, ...] = ()
+    phase_energy_j: dict[tuple[str, str], float] = field(default_factory=dict)
+    output_units: dict[tuple[str, str], float] = field(default_factory=dict)
+    throughput_per_watt: dict[str, float] = field(default_factory=dict)  # model -> units/s/W (= units/J)
+    fit: FitSnapshot = field(default_factory=FitSnapshot)
+    stats: SelfStats = field(default_factory=SelfStats)

@@ -1,0 +1,97 @@
+"""The meter protocol: one ``read()`` that returns cumulative joules per device.
+
+Every meter converts its vendor units once, here at the boundary, and hands
+the rest of the sidecar joules (J), watts (W) and seconds (s). Timestamps are
+seconds on the sidecar's monotonic clock (the same clock the taps convert
+work-event times into), so energy and work line up without wall-clock drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "DeviceInfo",
+    "DeviceStatus",
+    "EnergyMeter",
+    "EnergySource",
+    "Reading",
+]
+
+
+class EnergySource(str, Enum):
+    """Where a meter's joules come from; shown on every output as ``energy.source``."""
+
+    MEASURED = "measured"  # a hardware counter (NVML, RAPL)
+    INTEGRATED = "integrated"  # hardware power readings integrated over time (pre-Volta NVML)
+    ESTIMATE = "estimate"  # a model (cpu-model): never presented as a measurement
+    SIMULATED = "simulated"  # the simulated GPU (tests, benchmarks, demo)
+    REPLAY = "replay"  # a recorded trace played back
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device a meter reads.
+
+    ``wrap_j`` is the counter's range in joules where it wraps (RAPL's
+    ``max_energy_range_uj``); ``None`` where the counter only resets (NVML).
+    """
+
+    id: str  # stable id: GPU UUID, powercap zone path, "cpu"
+    name: str  # human name: "NVIDIA H100 80GB HBM3", "package-0"
+    type: str = "gpu"  # hw.type: gpu, cpu
+    wrap_j: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One poll: cumulative energy per device at one instant.
+
+    ``energy_j[i]`` belongs to ``meter.devices[i]``. It is the counter as read
+    (after unit conversion), so it may go backwards on a reset or a wrap; the
+    timeline, not the meter, turns that into energy.
+    """
+
+    t_s: float
+    energy_j: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Slower-changing device state (the study's latent metrics); ``None`` = not available."""
+
+    device_id: str
+    power_w: float | None = None  # instant power
+    utilization: float | None = None  # 0..1, fraction of time a kernel ran
+    sm_clock_mhz: float | None = None
+    memory_used_bytes: float | None = None
+    power_limit_w: float | None = None
+
+
+@runtime_checkable
+class EnergyMeter(Protocol):
+    """What the sidecar needs from any energy source."""
+
+    @property
+    def source(self) -> EnergySource:
+        """Measured, estimate, simulated or replay: labels every output."""
+        ...
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        """The devices read, in the order of ``Reading.energy_j``."""
+        ...
+
+    def read(self) -> Reading:
+        """Cumulative joules per device now. Cheap: called every poll (default 20 ms)."""
+        ...
+
+    def status(self) -> tuple[DeviceStatus, ...]:
+        """Power, utilization, clocks, memory per device. Called less often (default 0.5 s)."""
+        ...
+
+    def close(self) -> None:
+        """Release the library or files."""
+        ...
