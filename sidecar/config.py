@@ -1,0 +1,199 @@
+"""One typed config: every knob has one name across flag, environment and Helm.
+
+A knob ``poll_interval_s`` is the flag ``--poll-interval-s``, the environment
+variable ``JOULETRACE_POLL_INTERVAL_S`` and the Helm value
+``sidecar.config.poll_interval_s``. Precedence: flag > environment > default.
+Every error names the knob and where its bad value came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sidecar.errors import ConfigError
+
+__all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
+
+METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
+SPLITS = ("fitted", "tokens", "output-tokens", "equal")
+
+
+@dataclass(frozen=True, slots=True)
+class Knob:
+    """One configuration knob: its name, type, default and one line of help (with units)."""
+
+    name: str
+    cast: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+def _positive(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = cast(text)
+        if value <= 0:
+            raise ValueError(f"must be > 0, got {text!r}")
+        return value
+
+    parse.__name__ = f"positive {cast.__name__}"
+    return parse
+
+
+def _non_negative(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = cast(text)
+        if value < 0:
+            raise ValueError(f"must be >= 0, got {text!r}")
+        return value
+
+    parse.__name__ = f"non-negative {cast.__name__}"
+    return parse
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port 0..65535, got {text!r}")
+    return value
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("meter", str, "nvml", "energy source", METERS),
+    Knob("devices", str, "all", "devices to read: 'all' or comma-separated GPU indices / UUIDs"),
+    Knob("split", str, "fitted", "how a tick's energy is split among the requests in it", SPLITS),
+    Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
+    Knob("host", str, "0.0.0.0", "address the HTTP server (/metrics, API, probes) binds"),
+    Knob("port", _port, 9464, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
+    Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
+    Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
+    Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
+    Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work events before it is sealed"),
+    Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
+    Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
+    Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
+    Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
+    Knob("ledger_max_age_s", _positive(float), 7 * 86400.0, "seconds a ledger record is kept"),
+    Knob("replay_path", str, "", "CSV trace for --meter replay"),
+    Knob("replay_speed", _positive(float), 1.0, "replay speed factor for --meter replay"),
+    Knob("cpu_idle_w", _non_negative(float), 10.0, "cpu-model estimate: watts at 0 % CPU"),
+    Knob("cpu_max_w", _positive(float), 65.0, "cpu-model estimate: watts at 100 % CPU"),
+    Knob("sim_requests", _positive(int), 200, "--meter sim: requests in the simulated workload"),
+    Knob("sim_seed", int, 0, "--meter sim: random seed of the simulated workload"),
+    Knob("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    """The sidecar's settings; see :data:`KNOBS` for units and meaning."""
+
+    meter: str = "nvml"
+    devices: str = "all"
+    split: str = "fitted"
+    model: str = "unknown"
+    host: str = "0.0.0.0"
+    port: int = 9464
+    poll_interval_s: float = 0.02
+    status_interval_s: float = 0.5
+    tick_interval_s: float = 0.1
+    settle_s: float = 2.0
+    fit_window_ticks: int = 600
+    timeline_capacity: int = 65536
+    ledger_path: str = "jouletrace-ledger.db"
+    ledger_max_rows: int = 1_000_000
+    ledger_max_age_s: float = 7 * 86400.0
+    replay_path: str = ""
+    replay_speed: float = 1.0
+    cpu_idle_w: float = 10.0
+    cpu_max_w: float = 65.0
+    sim_requests: int = 200
+    sim_seed: int = 0
+    log_level: str = "info"
+
+    def device_list(self) -> list[str] | None:
+        """``None`` for all devices, else the ids in order."""
+        if self.devices.strip().lower() in ("", "all"):
+            return None
+        return [d.strip() for d in self.devices.split(",") if d.strip()]
+
+
+def flag_name(knob: str) -> str:
+    """``poll_interval_s`` -> ``--poll-interval-s``."""
+    return "--" + knob.replace("_", "-")
+
+
+def env_name(knob: str) -> str:
+    """``poll_interval_s`` -> ``JOULETRACE_POLL_INTERVAL_S``."""
+    return "JOULETRACE_" + knob.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per knob; values stay strings so errors are ours and name the knob."""
+    for knob in KNOBS:
+        extra = f" (one of: {', '.join(knob.choices)})" if knob.choices else ""
+        parser.add_argument(
+            flag_name(knob.name),
+            dest=knob.name,
+            default=None,
+            metavar=knob.name.upper(),
+            help=f"{knob.help}{extra}; env {env_name(knob.name)}; default {knob.default!r}",
+        )
+
+
+def _parse(knob: Knob, raw: str, origin: str) -> Any:
+    try:
+        value = knob.cast(raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{knob.name}: bad value {raw!r} from {origin}: {err}") from err
+    if knob.choices is not None and value not in knob.choices:
+        raise ConfigError(
+            f"{knob.name}: {raw!r} from {origin} is not one of {', '.join(knob.choices)}"
+        )
+    return value
+
+
+def load_config(
+    args: argparse.Namespace | Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SidecarConfig:
+    """Build the config from parsed flags (or a mapping) over the environment over defaults."""
+    env = os.environ if environ is None else environ
+    given: Mapping[str, Any] = vars(args) if isinstance(args, argparse.Namespace) else (args or {})
+    unknown = set(given) - {k.name for k in KNOBS} - _NON_KNOB_ARGS
+    if unknown:
+        raise ConfigError(f"unknown config knob(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for knob in KNOBS:
+        flag_value = given.get(knob.name)
+        if flag_value is not None:
+            values[knob.name] = _parse(knob, str(flag_value), flag_name(knob.name))
+        elif env_name(knob.name) in env:
+            values[knob.name] = _parse(knob, env[env_name(knob.name)], env_name(knob.name))
+    config = SidecarConfig(**values)
+    if config.cpu_max_w < config.cpu_idle_w:
+        raise ConfigError(f"cpu_max_w ({config.cpu_max_w}) is below cpu_idle_w ({config.cpu_idle_w})")
+    if config.meter == "replay" and not config.replay_path:
+        raise ConfigError("replay_path: --meter replay needs a trace file (--replay-path or JOULETRACE_REPLAY_PATH)")
+    return config
+
+
+# argparse keys that are not knobs (subcommand plumbing).
+_NON_KNOB_ARGS = {"command", "func"}
+
+
+def _check_knobs_match_fields(knobs: Sequence[Knob]) -> None:
+    names = [k.name for k in knobs]
+    field_names = [f.name for f in fields(SidecarConfig)]
+    if names != field_names:
+        raise AssertionError(f"KNOBS and SidecarConfig fields differ: {names} vs {field_names}")
+    for knob, fld in zip(knobs, fields(SidecarConfig), strict=True):
+        if knob.default != fld.default:
+            raise AssertionError(f"default of {knob.name} differs: {knob.default!r} vs {fld.default!r}")
+
+
+_check_knobs_match_fields(KNOBS)
