@@ -77,7 +77,8 @@ class RequestInfo:
 
     request_id: str
     model: str = "unknown"
-    operation: str = "chat"  # gen_ai.operation.name: chat, text_completion, image_generation, video_generation
+    # gen_ai.operation.name: chat, text_completion, image_generation, video_generation
+    operation: str = "chat"
     task: str = "unknown"  # jouletrace.task (from the client's span or the loadgen)
     start_s: float | None = None
     end_s: float | None = None

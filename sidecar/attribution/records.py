@@ -31,7 +31,8 @@ class RequestEnergy:
     unit: str  # token, image, video
     energy_j: float
     phase_j: dict[str, float]  # prefill / decode / denoise -> J
-    component_j: dict[str, float]  # fitted rule only: static, step, prefill, decode, context, denoise -> J (model terms, scaled)
+    # fitted rule only: the model terms busy, step, prefill, decode, context, denoise -> J (scaled)
+    component_j: dict[str, float]
     prompt_tokens: int
     output_tokens: int
     output_units: float  # tokens for LLMs, images or videos for diffusion

@@ -1,0 +1,264 @@
+"""The attributor: seals ticks of measured energy and shares them among requests.
+
+Data flow (one direction): taps call :meth:`Attributor.add_work` and
+:meth:`Attributor.add_request`; the app calls :meth:`Attributor.advance` with
+the time up to which work is assumed complete (now minus ``settle_s``). Each
+counter edge up to then closes a tick: the work events overlapping it are cut
+out (:mod:`.tick`), the split rule shares the tick's measured energy
+(:mod:`.rules`), and the shares are added to their requests. A request's record
+becomes final once the sealed timeline covers its end plus one counter
+update; :meth:`advance` returns the records that became final.
+
+Late work (for time already sealed) cannot change sealed ticks: the part before
+the sealed horizon is dropped and counted, never silently re-attributed.
+Conservation holds by construction and is checked: per tick, attributed +
+idle == measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import RequestEnergy
+from sidecar.attribution.requests import RequestTable, build_record
+from sidecar.attribution.rules import SplitRule
+from sidecar.attribution.tick import EventArrays, cut_tick
+from sidecar.attribution.totals import Totals
+from sidecar.errors import WorkEventError
+from sidecar.timeline import Timeline
+
+__all__ = ["Attributor"]
+
+log = logging.getLogger(__name__)
+
+_EPS_S = 1e-9  # float slack when comparing times (s)
+_PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
+_EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
+
+
+class Attributor:
+    """Splits a timeline's measured energy among the requests that did work."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        rule: SplitRule,
+        *,
+        model: str = "unknown",
+        energy_source: str = "measured",
+        request_timeout_s: float = 600.0,
+        unix_offset: Callable[[], float] = lambda: time.time() - time.monotonic(),
+    ) -> None:
+        self.timeline = timeline
+        self.rule = rule
+        self.model = model
+        self.energy_source = energy_source
+        self.request_timeout_s = request_timeout_s
+        self._unix_offset = unix_offset
+        self.requests = RequestTable()
+        self.totals = Totals(len(timeline.devices))
+        self.dropped: Counter[str] = Counter()
+        self._new: list[tuple[float, float, float, float, float, float, float]] = []
+        self._pending = _EMPTY
+        self._sealed_t: float | None = None  # time of the last sealed edge
+        self._sealed_e = 0.0
+        self._sealed_e_dev = np.zeros(len(timeline.devices))
+        self._finalized: OrderedDict[str, None] = OrderedDict()  # recent final ids (bounded)
+
+    # ---- ingest (cheap: called per event) -------------------------------------
+    def add_work(self, event: WorkEvent) -> bool:
+        """Queue one work event; invalid or post-final events are rejected and counted."""
+        try:
+            event.check()
+        except WorkEventError as err:
+            self.dropped["invalid"] += 1
+            log.debug("rejected work event: %s", err)
+            return False
+        if event.request_id in self._finalized:
+            self.dropped["after_final"] += 1
+            return False
+        code = self.requests.code(event.request_id)
+        self._new.append(
+            (code, int(event.phase), event.t0_s, event.t1_s, event.units, event.steps, event.context_tokens)
+        )
+        return True
+
+    def add_work_many(self, events: Iterable[WorkEvent]) -> int:
+        """Queue many events; returns how many were accepted."""
+        return sum(self.add_work(e) for e in events)
+
+    def add_request(self, info: RequestInfo) -> None:
+        """Record or update what is known about a request (model, task, tokens, end)."""
+        if info.request_id in self._finalized:
+            self.dropped["info_after_final"] += 1
+            return
+        self.requests.code(info.request_id)
+        acc = self.requests.get(info.request_id)
+        assert acc is not None
+        acc.info = info
+
+    # ---- progress -------------------------------------------------------------
+    @property
+    def sealed_until_s(self) -> float | None:
+        """End of the last sealed tick (s), None before the first counter edge."""
+        return self._sealed_t
+
+    def advance(self, seal_until_s: float) -> list[RequestEnergy]:
+        """Seal every tick that ends by ``seal_until_s``; return records that became final."""
+        t_edges, e_edges, e_dev_edges = self.timeline.edges_after(
+            self._sealed_t if self._sealed_t is not None else float("-inf")
+        )
+        keep = t_edges <= seal_until_s
+        t_edges, e_edges, e_dev_edges = t_edges[keep], e_edges[keep], e_dev_edges[keep]
+        if self._sealed_t is None:
+            if t_edges.size == 0:
+                return []
+            self._sealed_t, self._sealed_e = float(t_edges[0]), float(e_edges[0])
+            self._sealed_e_dev = e_dev_edges[0].copy()
+            t_edges, e_edges, e_dev_edges = t_edges[1:], e_edges[1:], e_dev_edges[1:]
+        self._merge_new()
+        for t, e, e_dev in zip(t_edges.tolist(), e_edges.tolist(), e_dev_edges, strict=True):
+            self._seal(t, e - self._sealed_e, e_dev - self._sealed_e_dev)
+            self._sealed_t, self._sealed_e, self._sealed_e_dev = t, e, e_dev.copy()
+        self._drop_consumed()
+        return self._finalize()
+
+    def _merge_new(self) -> None:
+        if not self._new:
+            return
+        arr = np.asarray(self._new, dtype=float)
+        self._new = []
+        req, phase = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+        t0, t1, units, steps, ctx = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6]
+        sealed = self._sealed_t
+        assert sealed is not None
+        gone = (t1 < sealed) | ((t1 == sealed) & (t0 < sealed))
+        if gone.any():
+            self.dropped["late"] += int(gone.sum())
+        clip = ~gone & (t0 < sealed)
+        if clip.any():
+            self.dropped["late_clipped"] += int(clip.sum())
+            left = (t1[clip] - sealed) / (t1[clip] - t0[clip])
+            units[clip] *= left
+            steps[clip] *= left
+            ctx[clip] *= left
+            t0[clip] = sealed
+        ok = ~gone
+        p = self._pending
+        self._pending = EventArrays(
+            np.concatenate([p.req, req[ok]]),
+            np.concatenate([p.phase, phase[ok]]),
+            np.concatenate([p.t0, t0[ok]]),
+            np.concatenate([p.t1, t1[ok]]),
+            np.concatenate([p.units, units[ok]]),
+            np.concatenate([p.steps, steps[ok]]),
+            np.concatenate([p.ctx, ctx[ok]]),
+        )
+
+    def _seal(self, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
+        assert self._sealed_t is not None
+        tick = cut_tick(self._pending, self._sealed_t, t1, energy_j)
+        self.rule.observe(tick)
+        if tick.idle:
+            idle_j, row_j = energy_j, None
+        else:
+            split = self.rule.split(tick)
+            idle_j, row_j = split.idle_j, split.row_j
+            self.requests.add_energy(
+                tick.req, tick.phase, row_j, split.component_j, tick.time_share,
+                self._pending.t0[tick.rows], self._pending.t1[tick.rows],
+            )
+            self._add_model_energy(t1, tick.req, tick.phase, row_j)
+        dev_total = float(energy_dev_j.sum())
+        idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
+        self.totals.add_tick(t1, energy_j, idle_j, idle_dev)
+        self.totals.add_idle_label(self.model, idle_j)
+
+    def _add_model_energy(self, t_s: float, req: np.ndarray, phase: np.ndarray, row_j: np.ndarray) -> None:
+        codes, inverse = np.unique(req, return_inverse=True)
+        per = np.zeros((codes.size, 3))
+        np.add.at(per, (inverse, phase), row_j)
+        by_model: dict[str, np.ndarray] = {}
+        for k, code in enumerate(codes.tolist()):
+            acc = self.requests.by_code(code)
+            info = acc.info if acc is not None else None
+            model = info.model if info is not None and info.model != "unknown" else self.model
+            by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
+        for model, joules in by_model.items():
+            for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
+                if j:
+                    self.totals.add_model_energy(t_s, model, label, j)
+
+    def _drop_consumed(self) -> None:
+        p, sealed = self._pending, self._sealed_t
+        if sealed is None or len(p) == 0:
+            return
+        keep = (p.t1 > sealed) | ((p.t1 == p.t0) & (p.t0 >= sealed))
+        if not keep.all():
+            self._pending = EventArrays(
+                p.req[keep], p.phase[keep], p.t0[keep], p.t1[keep], p.units[keep], p.steps[keep], p.ctx[keep]
+            )
+
+    def _finalize(self) -> list[RequestEnergy]:
+        sealed = self._sealed_t
+        if sealed is None:
+            return []
+        period = self.timeline.update_period_s() or 0.0
+        live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
+        out: list[RequestEnergy] = []
+        for acc in self.requests.live():
+            end = acc.info.end_s if acc.info is not None else None
+            inferred = False
+            if end is None:
+                last = acc.last_t if np.isfinite(acc.last_t) else None
+                if last is None or sealed - last < self.request_timeout_s:
+                    continue
+                inferred = True
+            elif sealed < end + period - _EPS_S:
+                continue
+            code = self.requests.code(acc.request_id)
+            if code in live_work and not inferred:
+                continue  # work after its stated end is still pending
+            record = self._record(acc.request_id, final=True, end_inferred=inferred)
+            out.append(record)
+            self._forget(acc.request_id)
+            if record.output_units > 0:
+                self.totals.add_output(sealed, record.model, record.unit, record.output_units)
+        return out
+
+    def _forget(self, request_id: str) -> None:
+        self.requests.remove(request_id)
+        self._finalized[request_id] = None
+        while len(self._finalized) > 100_000:
+            self._finalized.popitem(last=False)
+
+    def _record(self, request_id: str, *, final: bool, end_inferred: bool = False) -> RequestEnergy:
+        acc = self.requests.get(request_id)
+        assert acc is not None
+        end = acc.info.end_s if acc.info is not None and acc.info.end_s is not None else None
+        return build_record(
+            acc,
+            final=final,
+            default_model=self.model,
+            rule=self.rule.name,
+            energy_source=self.energy_source,
+            update_period_s=self.timeline.update_period_s(),
+            end_unix_s=None if end is None else end + self._unix_offset(),
+            extra_attributes={"end_inferred": "true"} if end_inferred else None,
+        )
+
+    def record(self, request_id: str) -> RequestEnergy | None:
+        """The provisional record of a live request (``final`` false), or None."""
+        if self.requests.get(request_id) is None:
+            return None
+        return self._record(request_id, final=False)
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._pending) + len(self._new)

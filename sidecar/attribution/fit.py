@@ -1,0 +1,105 @@
+"""The fitted energy model, estimated online over recent ticks.
+
+For tick k the model is
+
+    dE_k = static_w * tick_s + busy_w * busy_s + j_per_step * steps
+           + j_prefill * prefill_tokens + j_decode * decode_tokens
+           + j_context * context_tokens + j_denoise * denoise_units
+
+with every coefficient non-negative. It is fitted by non-negative least
+squares with a small ridge term over the last ``window`` ticks (idle ticks
+included: they pin the static power). Columns are scaled to unit RMS before
+the solve so that seconds and token counts weigh alike. The coefficients are
+also the study's diagnosis: static power, energy per step, energy per token.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from scipy.optimize import nnls
+
+from sidecar.attribution.events import Phase
+from sidecar.attribution.records import FitSnapshot
+from sidecar.attribution.tick import TickWork
+
+__all__ = ["FEATURES", "EnergyModelFit", "tick_features"]
+
+FEATURES = ("tick_s", "busy_s", "steps", "prefill", "decode", "context", "denoise")
+
+
+def tick_features(tick: TickWork) -> np.ndarray:
+    """The regressors of one tick, in the order of :data:`FEATURES`."""
+    units_by_phase = np.bincount(tick.phase, weights=tick.units, minlength=3)
+    return np.array(
+        [
+            tick.duration_s,
+            tick.busy_s,
+            float(tick.step_share.sum()),
+            float(units_by_phase[Phase.PREFILL]),
+            float(units_by_phase[Phase.DECODE]),
+            float(tick.ctx.sum()),
+            float(units_by_phase[Phase.DENOISE]),
+        ]
+    )
+
+
+class EnergyModelFit:
+    """Online non-negative ridge regression of tick energy on tick work."""
+
+    def __init__(self, window: int = 600, min_busy_ticks: int = 30, ridge: float = 1e-4) -> None:
+        self.window = window
+        self.min_busy_ticks = min_busy_ticks
+        self.ridge = ridge
+        self._x: deque[np.ndarray] = deque(maxlen=window)
+        self._y: deque[float] = deque(maxlen=window)
+        self._busy = 0  # busy ticks seen (saturates; only gates readiness)
+        self.coef: np.ndarray | None = None
+        self.r2 = 0.0
+
+    def add(self, x: np.ndarray, energy_j: float) -> None:
+        """Add one tick's regressors and measured energy, and refit."""
+        self._x.append(x)
+        self._y.append(energy_j)
+        if x[1] > 0:
+            self._busy = min(self._busy + 1, self.window)
+        if self._busy >= self.min_busy_ticks:
+            self._refit()
+
+    @property
+    def ready(self) -> bool:
+        return self.coef is not None
+
+    def _refit(self) -> None:
+        x = np.vstack(self._x)
+        y = np.asarray(self._y)
+        scale = np.sqrt(np.mean(x * x, axis=0))
+        used = scale > 0
+        xs = x[:, used] / scale[used]
+        k = int(used.sum())
+        lam = np.sqrt(self.ridge * len(y))
+        a = np.vstack([xs, lam * np.eye(k)])
+        b = np.concatenate([y, np.zeros(k)])
+        sol, _ = nnls(a, b, maxiter=50 * k)
+        coef = np.zeros(x.shape[1])
+        coef[used] = sol / scale[used]
+        self.coef = coef
+        resid = y - x @ coef
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        self.r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 0.0
+
+    def snapshot(self) -> FitSnapshot:
+        """The coefficients in named units (zeros before the first fit)."""
+        c = self.coef if self.coef is not None else np.zeros(len(FEATURES))
+        return FitSnapshot(
+            static_w=float(c[0]),
+            busy_w=float(c[1]),
+            j_per_step=float(c[2]),
+            j_per_prefill_token=float(c[3]),
+            j_per_decode_token=float(c[4]),
+            j_per_context_token=float(c[5]),
+            j_per_denoise_unit=float(c[6]),
+            r2=self.r2,
+            ticks=len(self._y),
+        )

@@ -1,0 +1,154 @@
+"""Split rules: how one tick's measured energy is shared by the work in it.
+
+Every rule returns non-negative per-event energies that, with the tick's idle
+part, add up to the tick's measured energy exactly (conservation by
+construction: a rule only chooses *weights*).
+
+* ``fitted`` (default): the fitted model's terms, each shared by its own key —
+  static + busy power by equal time shares, the per-step cost by equal step
+  shares, token and context costs to the request that caused them — then
+  scaled so the tick's measured energy is met. The model's static power times
+  the idle part of a busy tick stays idle. Until the model has seen enough
+  busy ticks it falls back to ``tokens``.
+* ``tokens``: by tokens (or denoise work units) processed in the tick.
+* ``output-tokens``: by decode (output) tokens in the tick — the ML.ENERGY
+  benchmark's "J/token x output tokens", applied per tick.
+* ``equal``: every request in the tick gets the same share.
+
+Rules other than ``fitted`` give no idle part inside a busy tick. When a rule's
+weights are all zero (say, only prefill in an ``output-tokens`` tick) it falls
+back to equal time shares, then to equal shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from sidecar.attribution.events import Phase
+from sidecar.attribution.fit import EnergyModelFit, tick_features
+from sidecar.attribution.tick import TickWork
+
+__all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
+
+COMPONENTS = ("busy", "step", "prefill", "decode", "context", "denoise")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Per-event energies (J) of one tick, the idle part (J), and optional model components (J)."""
+
+    row_j: np.ndarray
+    idle_j: float
+    component_j: np.ndarray | None = None  # rows x len(COMPONENTS), scaled like row_j
+
+
+class SplitRule(Protocol):
+    name: str
+
+    def observe(self, tick: TickWork) -> None:
+        """See every sealed tick, idle ones included (for rules that learn)."""
+        ...
+
+    def split(self, tick: TickWork) -> Split:
+        """Share a busy tick's energy."""
+        ...
+
+
+def _by_weights(tick: TickWork, weights: np.ndarray) -> Split:
+    total = float(weights.sum())
+    if total <= 0:
+        weights = tick.time_share
+        total = float(weights.sum())
+    if total <= 0:
+        weights = _equal_per_request(tick)
+        total = float(weights.sum())
+    return Split(tick.energy_j * weights / total, 0.0)
+
+
+def _equal_per_request(tick: TickWork) -> np.ndarray:
+    _, inverse, counts = np.unique(tick.req, return_inverse=True, return_counts=True)
+    out: np.ndarray = 1.0 / counts[inverse]
+    return out
+
+
+class _Stateless:
+    name = "stateless"
+
+    def observe(self, tick: TickWork) -> None:
+        return None
+
+
+class EqualRule(_Stateless):
+    name = "equal"
+
+    def split(self, tick: TickWork) -> Split:
+        return _by_weights(tick, _equal_per_request(tick))
+
+
+class TokensRule(_Stateless):
+    name = "tokens"
+
+    def split(self, tick: TickWork) -> Split:
+        return _by_weights(tick, tick.units)
+
+
+class OutputTokensRule(_Stateless):
+    name = "output-tokens"
+
+    def split(self, tick: TickWork) -> Split:
+        return _by_weights(tick, np.where(tick.phase == Phase.DECODE, tick.units, 0.0))
+
+
+class FittedRule:
+    name = "fitted"
+
+    def __init__(self, fit: EnergyModelFit | None = None) -> None:
+        self.fit = fit or EnergyModelFit()
+
+    def observe(self, tick: TickWork) -> None:
+        self.fit.add(tick_features(tick), tick.energy_j)
+
+    def split(self, tick: TickWork) -> Split:
+        c = self.fit.coef
+        if c is None:
+            return TokensRule().split(tick)
+        static_w, busy_w, j_step, j_pre, j_dec, j_ctx, j_den = (float(v) for v in c)
+        phase = tick.phase
+        comp = np.column_stack(
+            [
+                (static_w + busy_w) * tick.time_share,
+                j_step * tick.step_share,
+                np.where(phase == Phase.PREFILL, j_pre * tick.units, 0.0),
+                np.where(phase == Phase.DECODE, j_dec * tick.units, 0.0),
+                j_ctx * tick.ctx,
+                np.where(phase == Phase.DENOISE, j_den * tick.units, 0.0),
+            ]
+        )
+        idle_model = static_w * max(tick.duration_s - tick.busy_s, 0.0)
+        rows_model = comp.sum(axis=1)
+        total = float(rows_model.sum()) + idle_model
+        if total <= 0 or float(rows_model.sum()) <= 0:
+            return TokensRule().split(tick)
+        scale = tick.energy_j / total
+        return Split(rows_model * scale, idle_model * scale, comp * scale)
+
+
+RULES = ("fitted", "tokens", "output-tokens", "equal")
+
+
+def make_rule(name: str, *, fit_window_ticks: int = 600) -> SplitRule:
+    """The rule called ``name`` (one of :data:`RULES`)."""
+    if name == "fitted":
+        return FittedRule(EnergyModelFit(window=fit_window_ticks))
+    simple: dict[str, Callable[[], SplitRule]] = {
+        "tokens": TokensRule,
+        "output-tokens": OutputTokensRule,
+        "equal": EqualRule,
+    }
+    if name not in simple:
+        raise ValueError(f"unknown split rule {name!r}; choose one of {', '.join(RULES)}")
+    return simple[name]()

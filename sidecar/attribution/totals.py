@@ -1,0 +1,86 @@
+"""Running totals of sealed energy: by model and phase, idle per device, conservation.
+
+These are what the cumulative metrics show. Everything is in joules; the
+throughput-per-watt window is in seconds of sealed time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+import numpy as np
+
+__all__ = ["Totals"]
+
+
+class Totals:
+    """Cumulative energy accounting over sealed ticks."""
+
+    def __init__(self, n_devices: int, *, tpw_window_s: float = 60.0) -> None:
+        self.measured_j = 0.0  # sum of sealed ticks' measured energy
+        self.attributed_j = 0.0  # sum given to requests
+        self.idle_j = 0.0  # sum kept as idle
+        self.idle_dev_j = np.zeros(n_devices)
+        self.phase_energy_j: dict[tuple[str, str], float] = defaultdict(float)
+        self.output_units: dict[tuple[str, str], float] = defaultdict(float)
+        self.sealed_ticks = 0
+        self._tpw_window_s = tpw_window_s
+        self._energy_window: deque[tuple[float, str, float]] = deque()  # (t, model or "", J)
+        self._units_window: deque[tuple[float, str, float]] = deque()  # (t, model, units)
+
+    def add_tick(self, t_s: float, measured_j: float, idle_j: float, idle_dev_j: np.ndarray) -> None:
+        self.sealed_ticks += 1
+        self.measured_j += measured_j
+        self.idle_j += idle_j
+        self.idle_dev_j += idle_dev_j
+        if idle_j > 0:
+            self._energy_window.append((t_s, "", idle_j))
+
+    def add_model_energy(self, t_s: float, model: str, phase: str, energy_j: float) -> None:
+        self.attributed_j += energy_j
+        self.phase_energy_j[(model, phase)] += energy_j
+        self._energy_window.append((t_s, model, energy_j))
+
+    def add_idle_label(self, model: str, idle_j: float) -> None:
+        """Idle energy is shown under the server's model with phase ``idle``."""
+        self.phase_energy_j[(model, "idle")] += idle_j
+
+    def add_output(self, t_s: float, model: str, unit: str, units: float) -> None:
+        self.output_units[(model, unit)] += units
+        self._units_window.append((t_s, model, units))
+
+    @property
+    def conservation_error_j(self) -> float:
+        """|measured - attributed - idle| over every sealed tick (J); float rounding only."""
+        return abs(self.measured_j - self.attributed_j - self.idle_j)
+
+    def throughput_per_watt(self, now_s: float) -> dict[str, float]:
+        """Output units per joule (= units/s per W) per model over the recent window.
+
+        A model's energy is its attributed energy plus its share (by attributed
+        energy) of the idle energy in the window: static power is part of the
+        cost of serving, as in the study.
+        """
+        horizon = now_s - self._tpw_window_s
+        for window in (self._energy_window, self._units_window):
+            while window and window[0][0] < horizon:
+                window.popleft()
+        active: dict[str, float] = defaultdict(float)
+        idle = 0.0
+        for _, model, joules in self._energy_window:
+            if model:
+                active[model] += joules
+            else:
+                idle += joules
+        units: dict[str, float] = defaultdict(float)
+        for _, model, n in self._units_window:
+            units[model] += n
+        total_active = sum(active.values())
+        out: dict[str, float] = {}
+        for model, n in units.items():
+            energy = active.get(model, 0.0)
+            if total_active > 0:
+                energy += idle * energy / total_active
+            if energy > 0:
+                out[model] = n / energy
+        return out

@@ -1,0 +1,168 @@
+"""Cumulative energy per device over time, from raw counter polls.
+
+The meter hands raw counters; this module turns them into a monotone energy
+timeline:
+
+* **Resets and wraps.** A counter that goes backwards either wrapped (the
+  device has a ``wrap_j`` range, like RAPL) and gained ``raw + wrap_j - prev``,
+  or was reset (driver reload, NVML) and gained ``raw`` since it restarted
+  from zero. Either way energy never goes negative.
+* **Update edges.** NVML's counter changes about every 100 ms while we poll
+  every 20 ms, so most polls repeat the last value. An *edge* is a poll at
+  which the summed counter changed; the update happened somewhere between the
+  previous poll and this one, so the edge is dated at their midpoint (error
+  at most half a poll). Edges are where energy is known exactly; attribution
+  cuts time into ticks between consecutive edges. When the counter does not
+  move for ``max_tick_s`` (no power, or a stalled counter) a *forced* edge
+  with unchanged energy keeps ticks short.
+* **Measured update period.** The median spacing of recent unforced edges.
+* **Interpolation.** Energy at any time is linear between the edges around it.
+
+Storage is a ring buffer of edges (``capacity``), so memory is bounded.
+Units: seconds (sidecar monotonic clock) and joules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from sidecar.meters.base import DeviceInfo, Reading
+
+__all__ = ["Timeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Timeline:
+    """Edges of the summed energy counter of a set of devices, with per-device energy."""
+
+    def __init__(
+        self,
+        devices: Sequence[DeviceInfo],
+        *,
+        capacity: int = 65536,
+        max_tick_s: float = 1.0,
+    ) -> None:
+        if not devices:
+            raise ValueError("a timeline needs at least one device")
+        self.devices = tuple(devices)
+        self.capacity = capacity
+        self.max_tick_s = max_tick_s
+        n = len(self.devices)
+        self._t = np.zeros(capacity)  # edge times (s)
+        self._e = np.zeros(capacity)  # summed energy at each edge (J since the first poll)
+        self._e_dev = np.zeros((capacity, n))  # per-device energy at each edge (J)
+        self._forced = np.zeros(capacity, dtype=bool)
+        self._count = 0  # edges ever written; the ring holds the last `capacity`
+        self._last_raw: np.ndarray | None = None
+        self._energy_dev = np.zeros(n)  # unwrapped cumulative energy per device (J)
+        self._last_poll_t: float | None = None
+        self.resets = 0
+        self.wraps = 0
+        self.out_of_order = 0
+        self.polls = 0
+
+    # ---- ingest -------------------------------------------------------------
+    def add(self, reading: Reading) -> bool:
+        """Add one poll; return True if it made an edge."""
+        raw = np.asarray(reading.energy_j, dtype=float)
+        if raw.shape != (len(self.devices),):
+            raise ValueError(f"reading has {raw.size} devices, timeline has {len(self.devices)}")
+        t = reading.t_s
+        if self._last_poll_t is not None and t <= self._last_poll_t:
+            self.out_of_order += 1
+            return False
+        self.polls += 1
+        prev_t = self._last_poll_t
+        self._last_poll_t = t
+        if self._last_raw is None:
+            self._last_raw = raw  # the first poll is only a base: its update time is unknown
+            return False
+        delta = raw - self._last_raw
+        for i in np.flatnonzero(delta < 0):
+            delta[i] = self._backwards_gain(int(i), float(self._last_raw[i]), float(raw[i]))
+        self._last_raw = raw
+        if np.any(delta > 0):
+            self._energy_dev += delta
+            assert prev_t is not None
+            self._append(0.5 * (prev_t + t), forced=False)
+            return True
+        if self._count and t - self.last_edge_t >= self.max_tick_s:
+            self._append(t, forced=True)
+            return True
+        return False
+
+    def _backwards_gain(self, i: int, prev: float, raw: float) -> float:
+        wrap = self.devices[i].wrap_j
+        if wrap is not None and prev - raw > 0.5 * wrap:
+            self.wraps += 1
+            return raw + wrap - prev
+        self.resets += 1
+        log.warning(
+            "energy counter of %s went backwards (%.3f J -> %.3f J): counting a reset",
+            self.devices[i].id,
+            prev,
+            raw,
+        )
+        return max(raw, 0.0)
+
+    def _append(self, t: float, *, forced: bool) -> None:
+        slot = self._count % self.capacity
+        self._t[slot] = t
+        self._e_dev[slot] = self._energy_dev
+        self._e[slot] = float(self._energy_dev.sum())
+        self._forced[slot] = forced
+        self._count += 1
+
+    # ---- queries ------------------------------------------------------------
+    @property
+    def edge_count(self) -> int:
+        """Edges ever recorded (the ring holds the newest ``capacity``)."""
+        return self._count
+
+    @property
+    def last_edge_t(self) -> float:
+        return float(self._t[(self._count - 1) % self.capacity]) if self._count else float("-inf")
+
+    @property
+    def energy_j(self) -> np.ndarray:
+        """Unwrapped energy per device since the first poll (J), as of the last poll.
+
+        Ticks start at the first edge (the first poll's own update time is
+        unknown), so energy before it counts here but is never attributed.
+        """
+        return self._energy_dev.copy()
+
+    def _ordered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = min(self._count, self.capacity)
+        start = self._count - n
+        idx = (np.arange(start, self._count)) % self.capacity
+        return self._t[idx], self._e[idx], self._e_dev[idx], self._forced[idx]
+
+    def edges_after(self, t_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges with time > ``t_s``: (times s, summed energy J, per-device energy J)."""
+        t, e, e_dev, _ = self._ordered()
+        first = int(np.searchsorted(t, t_s, side="right"))
+        return t[first:], e[first:], e_dev[first:]
+
+    def energy_at(self, t_s: float) -> float:
+        """Summed energy at ``t_s`` (J), linear between edges; clamped to the known range."""
+        t, e, _, _ = self._ordered()
+        if t.size == 0:
+            return 0.0
+        return float(np.interp(t_s, t, e))
+
+    def energy_between(self, t0_s: float, t1_s: float) -> float:
+        """Energy of all devices over [t0_s, t1_s] (J), by interpolation between edges."""
+        return self.energy_at(t1_s) - self.energy_at(t0_s)
+
+    def update_period_s(self, recent: int = 64) -> float | None:
+        """Median spacing of the last ``recent`` unforced edges (s); None before there are two."""
+        t, _, _, forced = self._ordered()
+        t_real = t[~forced][-recent:]
+        if t_real.size < 3:
+            return None
+        return float(np.median(np.diff(t_real)))
