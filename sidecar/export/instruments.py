@@ -1,0 +1,266 @@
+"""The table of jouletrace's observable instruments: name, unit, meaning, and how each reads a snapshot.
+
+Each :class:`ObservableSpec` turns one :class:`~sidecar.attribution.records.Snapshot`
+into ``(value, attributes)`` pairs. Units are OTel/UCUM units; the Prometheus
+reader turns them into name suffixes (``J`` -> ``_joules``, ``W`` -> ``_watts``,
+``s`` -> ``_seconds``, ``By`` -> ``_bytes``, ``Hz`` -> ``_hertz``; ``1`` and
+``{annotations}`` add nothing; counters add ``_total``). Values are in the unit
+named: joules, watts, seconds, bytes, hertz, or a plain ratio/count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sidecar.attribution.records import DeviceSnapshot, Snapshot
+
+__all__ = ["ENERGY_PER_OUTPUT_TOKEN", "OBSERVABLES", "REQUEST_ENERGY", "ObservableSpec", "device_attributes"]
+
+REQUEST_ENERGY = "gen_ai.server.request.energy"
+ENERGY_PER_OUTPUT_TOKEN = "gen_ai.server.energy_per_output_token"
+
+Points = Iterable[tuple[float, dict[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservableSpec:
+    """One observable instrument: a counter (monotonic, cumulative) or a gauge."""
+
+    name: str
+    unit: str
+    description: str
+    counter: bool
+    observe: Callable[[Snapshot], Points]
+
+
+def device_attributes(device: DeviceSnapshot, source: str) -> dict[str, str]:
+    """The ``hw.*`` attribute set of one device, with the snapshot's ``energy.source``."""
+    return {"hw.id": device.id, "hw.type": device.type, "hw.name": device.name, "energy.source": source}
+
+
+def _per_device(value: Callable[[DeviceSnapshot], float | None]) -> Callable[[Snapshot], Points]:
+    def observe(snap: Snapshot) -> Points:
+        for device in snap.devices:
+            v = value(device)
+            if v is not None:
+                yield v, device_attributes(device, snap.energy_source)
+
+    return observe
+
+
+def _hertz(device: DeviceSnapshot) -> float | None:
+    return None if device.sm_clock_mhz is None else device.sm_clock_mhz * 1e6
+
+
+def _phase_energy(snap: Snapshot) -> Points:
+    for (model, phase), energy_j in snap.phase_energy_j.items():
+        yield (
+            energy_j,
+            {"gen_ai.request.model": model, "jouletrace.phase": phase, "energy.source": snap.energy_source},
+        )
+
+
+def _output_units(snap: Snapshot) -> Points:
+    for (model, unit), units in snap.output_units.items():
+        yield units, {"gen_ai.request.model": model, "jouletrace.unit": unit}
+
+
+def _throughput_per_watt(snap: Snapshot) -> Points:
+    for model, value in snap.throughput_per_watt.items():
+        yield value, {"gen_ai.request.model": model, "energy.source": snap.energy_source}
+
+
+def _stat(
+    value: Callable[[Snapshot], float | None], *, sourced: bool = False
+) -> Callable[[Snapshot], Points]:
+    def observe(snap: Snapshot) -> Points:
+        v = value(snap)
+        if v is not None:
+            yield v, ({"energy.source": snap.energy_source} if sourced else {})
+
+    return observe
+
+
+def _dropped(snap: Snapshot) -> Points:
+    for reason, count in snap.stats.dropped_events.items():
+        yield count, {"reason": reason}
+
+
+def _fit(value: Callable[[Snapshot], float]) -> Callable[[Snapshot], Points]:
+    """A fitted-model number, shown only once the fit has seen at least one tick."""
+
+    def observe(snap: Snapshot) -> Points:
+        if snap.fit.ticks > 0:
+            yield value(snap), {"energy.source": snap.energy_source}
+
+    return observe
+
+
+def _fit_per_token(snap: Snapshot) -> Points:
+    if snap.fit.ticks > 0:
+        yield (
+            snap.fit.j_per_prefill_token,
+            {"jouletrace.phase": "prefill", "energy.source": snap.energy_source},
+        )
+        yield snap.fit.j_per_decode_token, {"jouletrace.phase": "decode", "energy.source": snap.energy_source}
+
+
+_DEVICE = "per device (hw.id = GPU UUID)"
+
+OBSERVABLES: tuple[ObservableSpec, ...] = (
+    # --- hardware: the meter's view of each device
+    ObservableSpec(
+        "hw.energy",
+        "J",
+        f"Energy consumed since the sidecar started, in joules (J), {_DEVICE}.",
+        True,
+        _per_device(lambda d: d.energy_j),
+    ),
+    ObservableSpec(
+        "hw.power", "W", f"Power draw, in watts (W), {_DEVICE}.", False, _per_device(lambda d: d.power_w)
+    ),
+    ObservableSpec(
+        "hw.gpu.utilization",
+        "1",
+        f"GPU utilization as a ratio 0..1, {_DEVICE}.",
+        False,
+        _per_device(lambda d: d.utilization),
+    ),
+    ObservableSpec(
+        "hw.gpu.memory.usage",
+        "By",
+        f"GPU memory in use, in bytes (By), {_DEVICE}.",
+        False,
+        _per_device(lambda d: d.memory_used_bytes),
+    ),
+    ObservableSpec(
+        "jouletrace.gpu.sm_clock",
+        "Hz",
+        f"Streaming-multiprocessor clock, in hertz (Hz), {_DEVICE}.",
+        False,
+        _per_device(_hertz),
+    ),
+    ObservableSpec(
+        "jouletrace.gpu.power_limit",
+        "W",
+        f"Enforced power limit, in watts (W), {_DEVICE}.",
+        False,
+        _per_device(lambda d: d.power_limit_w),
+    ),
+    # --- inference: attributed energy and output
+    ObservableSpec(
+        "gen_ai.server.energy",
+        "J",
+        "Energy attributed per model and phase (prefill, decode, denoise, idle), in joules (J).",
+        True,
+        _phase_energy,
+    ),
+    ObservableSpec(
+        "gen_ai.server.output.units",
+        "{unit}",
+        "Output produced per model, counted in jouletrace.unit (tokens, images or videos).",
+        True,
+        _output_units,
+    ),
+    ObservableSpec(
+        "gen_ai.server.throughput_per_watt",
+        "{unit}/s/W",
+        "Output units per second per watt (= output units per joule) over the recent window, per model.",
+        False,
+        _throughput_per_watt,
+    ),
+    # --- the sidecar's own health
+    ObservableSpec(
+        "jouletrace.meter.update_period",
+        "s",
+        "Measured update period of the energy counter, in seconds (s).",
+        False,
+        _stat(lambda s: s.stats.update_period_s),
+    ),
+    ObservableSpec(
+        "jouletrace.attribution.lag",
+        "s",
+        "Now minus the end of the last sealed attribution tick, in seconds (s).",
+        False,
+        _stat(lambda s: s.stats.tick_lag_s),
+    ),
+    ObservableSpec(
+        "jouletrace.events.dropped",
+        "{event}",
+        "Work events dropped, per reason (count).",
+        True,
+        _dropped,
+    ),
+    ObservableSpec(
+        "jouletrace.conservation.error",
+        "J",
+        "|measured - attributed - idle| over all sealed ticks, in joules (J); should stay near 0.",
+        False,
+        _stat(lambda s: s.stats.conservation_error_j, sourced=True),
+    ),
+    ObservableSpec(
+        "jouletrace.counter.resets",
+        "{reset}",
+        "Energy-counter resets and wraps handled (count).",
+        True,
+        _stat(lambda s: s.stats.counter_resets),
+    ),
+    ObservableSpec(
+        "jouletrace.requests.pending",
+        "{request}",
+        "Requests whose energy is not final yet (count).",
+        False,
+        _stat(lambda s: s.stats.pending_requests),
+    ),
+    # --- the fitted energy model: the study's diagnosis
+    ObservableSpec(
+        "jouletrace.model.static_power",
+        "W",
+        "Fitted static power, drawn busy or idle, in watts (W).",
+        False,
+        _fit(lambda s: s.fit.static_w),
+    ),
+    ObservableSpec(
+        "jouletrace.model.busy_power",
+        "W",
+        "Fitted extra power while the accelerator is busy, in watts (W).",
+        False,
+        _fit(lambda s: s.fit.busy_w),
+    ),
+    ObservableSpec(
+        "jouletrace.model.energy_per_step",
+        "J",
+        "Fitted fixed energy per engine step (weights streamed once per step), in joules (J).",
+        False,
+        _fit(lambda s: s.fit.j_per_step),
+    ),
+    ObservableSpec(
+        "jouletrace.model.energy_per_token",
+        "J",
+        "Fitted energy per processed token, per phase (prefill, decode), in joules (J).",
+        False,
+        _fit_per_token,
+    ),
+    ObservableSpec(
+        "jouletrace.model.energy_per_context_token",
+        "J",
+        "Fitted attention energy per token of context per step, in joules (J).",
+        False,
+        _fit(lambda s: s.fit.j_per_context_token),
+    ),
+    ObservableSpec(
+        "jouletrace.model.energy_per_denoise_unit",
+        "J",
+        "Fitted energy per denoising work unit (pixels x frames x steps), in joules (J).",
+        False,
+        _fit(lambda s: s.fit.j_per_denoise_unit),
+    ),
+    ObservableSpec(
+        "jouletrace.model.fit_r2",
+        "1",
+        "Coefficient of determination (R^2) of the energy fit over its window.",
+        False,
+        _fit(lambda s: s.fit.r2),
+    ),
+)

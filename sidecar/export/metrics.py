@@ -1,0 +1,215 @@
+"""OpenTelemetry metrics for jouletrace, exposed as Prometheus text from our own registry.
+
+One :class:`MetricsExporter` owns an OTel ``MeterProvider`` whose only reader is a
+``PrometheusMetricReader`` registered in the exporter's own
+``prometheus_client.CollectorRegistry`` (never the global ``REGISTRY``), so each
+exporter, and each test, starts empty. Observable instruments read the latest
+:class:`~sidecar.attribution.records.Snapshot` in their callbacks; :meth:`render`
+pins one snapshot for the whole scrape, so every number on a page agrees.
+Finished :class:`~sidecar.attribution.records.RequestEnergy` records go into
+histograms through :meth:`record`. A request id is never a label: views keep only
+the listed attribute keys.
+
+``energy.source`` (``measured``, ``estimate``, ``simulated``, ``replay``,
+``integrated``) labels every series that carries joules or watts, so an estimate
+is never mistaken for a measurement.
+
+Prometheus names (verified with opentelemetry-exporter-prometheus 0.66b2 and
+prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.txt)::
+
+    name                                              type       labels (besides the otel_scope_* ones)
+    hw_energy_joules_total                            counter    hw_id, hw_type, hw_name, energy_source
+    hw_power_watts                                    gauge      hw_id, hw_type, hw_name, energy_source
+    hw_gpu_utilization                                gauge      same (a ratio 0..1)
+    hw_gpu_memory_usage_bytes                         gauge      same
+    jouletrace_gpu_sm_clock_hertz                     gauge      same
+    jouletrace_gpu_power_limit_watts                  gauge      same
+    gen_ai_server_energy_joules_total                 counter    gen_ai_request_model, jouletrace_phase,
+                                                                 energy_source
+    gen_ai_server_request_energy_joules               histogram  gen_ai_request_model, gen_ai_operation_name,
+                                                                 jouletrace_task, energy_source
+    gen_ai_server_energy_per_output_token_joules      histogram  gen_ai_request_model, jouletrace_task,
+                                                                 energy_source
+    gen_ai_server_output_units_total                  counter    gen_ai_request_model, jouletrace_unit
+    gen_ai_server_throughput_per_watt_per_s_W         gauge      gen_ai_request_model, energy_source
+    jouletrace_meter_update_period_seconds            gauge      -
+    jouletrace_attribution_lag_seconds                gauge      -
+    jouletrace_events_dropped_total                   counter    reason
+    jouletrace_conservation_error_joules              gauge      energy_source
+    jouletrace_counter_resets_total                   counter    -
+    jouletrace_requests_pending                       gauge      -
+    jouletrace_model_static_power_watts               gauge      energy_source
+    jouletrace_model_busy_power_watts                 gauge      energy_source
+    jouletrace_model_energy_per_step_joules           gauge      energy_source
+    jouletrace_model_energy_per_token_joules          gauge      jouletrace_phase (prefill|decode),
+                                                                 energy_source
+    jouletrace_model_energy_per_context_token_joules  gauge      energy_source
+    jouletrace_model_energy_per_denoise_unit_joules   gauge      energy_source
+    jouletrace_model_fit_r2                           gauge      energy_source
+    target_info                                       gauge      the OTel resource attributes
+
+Histograms expose ``_bucket``/``_count``/``_sum``. The fitted-model gauges
+(``jouletrace_model_*``) appear only once the fit has seen a tick
+(``FitSnapshot.ticks > 0``); any per-device gauge whose value is ``None`` is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import threading
+from collections.abc import Callable, Iterable
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sidecar.attribution.records import RequestEnergy, Snapshot
+from sidecar.export import instruments
+
+__all__ = ["ENERGY_PER_TOKEN_BUCKETS_J", "REQUEST_ENERGY_BUCKETS_J", "MetricsExporter"]
+
+
+def _one_two_five(low: float, high: float) -> tuple[float, ...]:
+    """1-2-5 log-spaced bucket boundaries from ``low`` to ``high`` inclusive."""
+    out: list[float] = []
+    decade = low
+    while decade <= high * (1 + 1e-9):
+        for mantissa in (1.0, 2.0, 5.0):
+            value = float(f"{decade * mantissa:.6g}")
+            if value <= high * (1 + 1e-9):
+                out.append(value)
+        decade *= 10
+    return tuple(out)
+
+
+# 10 mJ (a tiny CPU request) to 2 MJ (above the study's largest video request, ~1.16 MJ).
+REQUEST_ENERGY_BUCKETS_J: tuple[float, ...] = _one_two_five(0.01, 2e6)
+# 0.1 mJ to 10 J per output token.
+ENERGY_PER_TOKEN_BUCKETS_J: tuple[float, ...] = _one_two_five(1e-4, 10.0)
+
+_REQUEST_KEYS = {"gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source"}
+_PER_TOKEN_KEYS = {"gen_ai.request.model", "jouletrace.task", "energy.source"}
+
+
+def _scope_version() -> str:
+    try:
+        return importlib.metadata.version("jouletrace")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+class MetricsExporter:
+    """Owns the OTel meter provider, its Prometheus reader and a private registry.
+
+    ``snapshot`` returns the latest immutable snapshot; it is called once per
+    :meth:`render` (and once per callback when something else collects the
+    registry). ``resource`` defaults to ``Resource.create`` with
+    ``service.name=jouletrace-sidecar`` (merged with ``OTEL_RESOURCE_ATTRIBUTES``).
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        resource: Resource | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._pinned: Snapshot | None = None
+        self._render_lock = threading.Lock()
+        self._closed = False
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._reader = PrometheusMetricReader(registry=self.registry)
+        views = [
+            View(
+                instrument_name=instruments.REQUEST_ENERGY,
+                aggregation=ExplicitBucketHistogramAggregation(REQUEST_ENERGY_BUCKETS_J),
+                attribute_keys=_REQUEST_KEYS,
+            ),
+            View(
+                instrument_name=instruments.ENERGY_PER_OUTPUT_TOKEN,
+                aggregation=ExplicitBucketHistogramAggregation(ENERGY_PER_TOKEN_BUCKETS_J),
+                attribute_keys=_PER_TOKEN_KEYS,
+            ),
+        ]
+        self._provider = MeterProvider(
+            metric_readers=[self._reader],
+            resource=resource
+            if resource is not None
+            else Resource.create({"service.name": "jouletrace-sidecar"}),
+            views=views,
+        )
+        meter = self._provider.get_meter("jouletrace", _scope_version())
+        self._request_energy = meter.create_histogram(
+            instruments.REQUEST_ENERGY,
+            unit="J",
+            description="Energy attributed to each finished request, in joules (J).",
+        )
+        self._per_token = meter.create_histogram(
+            instruments.ENERGY_PER_OUTPUT_TOKEN,
+            unit="J",
+            description="joules per output token: a finished LLM request's energy (J) / its output tokens.",
+        )
+        for spec in instruments.OBSERVABLES:
+            make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
+            make(
+                spec.name,
+                callbacks=[self._callback(spec.observe)],
+                unit=spec.unit,
+                description=spec.description,
+            )
+
+    def _current(self) -> Snapshot:
+        pinned = self._pinned
+        return pinned if pinned is not None else self._snapshot()
+
+    def _callback(
+        self, observe: Callable[[Snapshot], Iterable[tuple[float, dict[str, str]]]]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, attrs) for value, attrs in observe(self._current())]
+
+        return callback
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every instrument, from one snapshot."""
+        with self._render_lock:
+            self._pinned = self._snapshot()
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self._pinned = None
+
+    def record(self, records: Iterable[RequestEnergy]) -> int:
+        """Record final requests in the histograms; returns how many were recorded.
+
+        Records with ``final=False`` are skipped (they are still growing), as are
+        non-finite or negative energies. Record each final request once.
+        J/token is recorded only for ``unit == "token"`` with output tokens > 0.
+        """
+        recorded = 0
+        for rec in records:
+            if not rec.final or not math.isfinite(rec.energy_j) or rec.energy_j < 0:
+                continue
+            attrs = {
+                "gen_ai.request.model": rec.model,
+                "gen_ai.operation.name": rec.operation,
+                "jouletrace.task": rec.task,
+                "energy.source": rec.energy_source,
+            }
+            self._request_energy.record(rec.energy_j, attrs)
+            if rec.unit == "token" and rec.output_tokens > 0:
+                per_token = {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS}
+                self._per_token.record(rec.energy_j / rec.output_tokens, per_token)
+            recorded += 1
+        return recorded
+
+    def shutdown(self) -> None:
+        """Stop the provider and unregister the reader from the registry (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._provider.shutdown()

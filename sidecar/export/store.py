@@ -1,0 +1,231 @@
+"""The ledger: finished request energy records in one SQLite file (WAL).
+
+One table, ``requests``, keyed by request id. The main numbers (joules, tokens,
+output units, seconds) are columns so the file can be queried with ``sqlite3``;
+the whole record, as :meth:`RequestEnergy.to_json` gives it, is kept in the
+``record_json`` column and is what :meth:`Ledger.get` returns.
+
+Retention runs on every :meth:`Ledger.put_many`: records stored more than
+``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
+epoch) are deleted, then the oldest beyond ``max_rows``. A re-put record counts
+as new. One process writes a ledger file; reads and writes are thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from sidecar.attribution.records import RequestEnergy
+from sidecar.errors import ConfigError
+
+__all__ = ["SCHEMA_VERSION", "Ledger"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,               -- put order, newest highest
+    stored_unix_s REAL NOT NULL,        -- wall clock when stored (retention age)
+    end_unix_s REAL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    task TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    energy_j REAL NOT NULL,
+    joules_per_output_unit REAL,
+    prompt_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    output_units REAL NOT NULL,
+    busy_s REAL NOT NULL,
+    approximate INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    energy_source TEXT NOT NULL,
+    record_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_seq ON requests (seq);
+CREATE INDEX IF NOT EXISTS requests_stored ON requests (stored_unix_s);
+"""
+
+_COLUMNS = (
+    "request_id, seq, stored_unix_s, end_unix_s, model, operation, task, unit, energy_j, "
+    "joules_per_output_unit, prompt_tokens, output_tokens, output_units, busy_s, approximate, "
+    "rule, energy_source, record_json"
+)
+_INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_UPDATE = (
+    "UPDATE requests SET "
+    + ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
+    + " WHERE request_id = ?"
+)
+
+
+class Ledger:
+    """SQLite store of final :class:`RequestEnergy` records, with retention.
+
+    ``path`` is a file path or ``":memory:"``. ``max_rows`` bounds the rows kept;
+    ``max_age_s`` (seconds) bounds how long a record is kept after it was stored;
+    ``clock`` returns wall-clock seconds since the epoch. A path that cannot be
+    opened as a ledger raises :class:`ConfigError` naming ``ledger_path``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_rows: int = 1_000_000,
+        max_age_s: float = 7 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_rows < 1:
+            raise ConfigError(f"ledger_max_rows: must be at least 1, got {max_rows}")
+        if not max_age_s > 0:
+            raise ConfigError(f"ledger_max_age_s: must be positive seconds, got {max_age_s}")
+        self.path = str(path)
+        self.max_rows = max_rows
+        self.max_age_s = float(max_age_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn = self._open(self.path)
+        self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        self._seq: int = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+
+    @staticmethod
+    def _open(path: str) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"ledger_path: {path!r} has ledger schema {version}, newer than this jouletrace "
+                    f"({SCHEMA_VERSION}); use a new file or upgrade jouletrace"
+                )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return conn
+        except sqlite3.Error as err:
+            if conn is not None:
+                conn.close()
+            raise ConfigError(
+                f"ledger_path: cannot use {path!r} as the SQLite ledger ({err}); "
+                "point ledger_path at a writable file (or '' to keep no ledger)"
+            ) from err
+        except ConfigError:
+            if conn is not None:
+                conn.close()
+            raise
+
+    @property
+    def journal_mode(self) -> str:
+        """SQLite's journal mode: ``wal`` for a file, ``memory`` for ``":memory:"``."""
+        with self._lock:
+            mode: str = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+
+    def put_many(self, records: Iterable[RequestEnergy]) -> int:
+        """Insert or replace final records in one transaction, then apply retention.
+
+        Returns how many records were written. A record with ``final=False``
+        raises ``ValueError`` (nothing of the batch is written).
+        """
+        batch = list(records)
+        for rec in batch:
+            if not rec.final:
+                raise ValueError(f"ledger stores final records only; {rec.request_id!r} is not final")
+        with self._lock:
+            now = self._clock()
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for rec in batch:
+                    self._seq += 1
+                    row = _row(rec, self._seq, now)
+                    cur.execute(_INSERT, row)
+                    if cur.rowcount == 1:
+                        self._rows += 1
+                    else:
+                        cur.execute(_UPDATE, (*row[1:], rec.request_id))
+                cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
+                self._rows -= cur.rowcount
+                if self._rows > self.max_rows:
+                    excess = self._rows - self.max_rows
+                    cur.execute(
+                        "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)",
+                        (excess,),
+                    )
+                    self._rows -= cur.rowcount
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+                raise
+        return len(batch)
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        """The stored record (``RequestEnergy.to_json()`` form), or ``None`` if unknown."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return None if row is None else _load(row[0])
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Up to ``limit`` records, most recently stored first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT record_json FROM requests ORDER BY seq DESC LIMIT ?", (max(0, limit),)
+            ).fetchall()
+        return [_load(r[0]) for r in rows]
+
+    def count(self) -> int:
+        """Rows in the ledger now."""
+        with self._lock:
+            n: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        return n
+
+    def close(self) -> None:
+        """Close the database (idempotent); later calls raise ``sqlite3.ProgrammingError``."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
+    return (
+        rec.request_id,
+        seq,
+        now,
+        rec.end_unix_s,
+        rec.model,
+        rec.operation,
+        rec.task,
+        rec.unit,
+        rec.energy_j,
+        rec.joules_per_output_unit,
+        rec.prompt_tokens,
+        rec.output_tokens,
+        rec.output_units,
+        rec.busy_s,
+        int(rec.approximate),
+        rec.rule,
+        rec.energy_source,
+        json.dumps(rec.to_json(), separators=(",", ":")),
+    )
+
+
+def _load(text: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(text)
+    return record

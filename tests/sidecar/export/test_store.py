@@ -1,0 +1,140 @@
+"""The SQLite ledger: round trips, upserts, retention by rows and age, WAL, clear errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import ConfigError
+from sidecar.export.store import Ledger
+from tests.sidecar.export.factories import make_record
+
+
+class FakeClock:
+    """Wall-clock seconds since the epoch that only move when told."""
+
+    def __init__(self, t: float = 1_780_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with Ledger(":memory:") as led:
+        yield led
+
+
+def test_put_then_get_returns_the_records_json_form(ledger: Ledger) -> None:
+    rec = make_record()
+    assert ledger.put_many([rec]) == 1
+    assert ledger.get("req-0001") == rec.to_json()
+
+
+def test_unknown_request_id_gets_none(ledger: Ledger) -> None:
+    assert ledger.get("never-seen") is None
+
+
+def test_put_of_a_known_id_replaces_the_record(ledger: Ledger) -> None:
+    ledger.put_many([make_record(energy_j=1.0)])
+    ledger.put_many([make_record(energy_j=2.0)])
+    got = ledger.get("req-0001")
+    assert got is not None and got["energy_j"] == 2.0
+    assert ledger.count() == 1
+
+
+def test_main_numbers_are_queryable_columns(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path) as led:
+        led.put_many([make_record()])
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT energy_j, output_tokens, joules_per_output_unit, energy_source FROM requests"
+        ).fetchone()
+    assert row == (12.5, 250, 0.05, "measured")
+
+
+def test_recent_lists_the_most_recently_stored_first(ledger: Ledger) -> None:
+    ledger.put_many([make_record(request_id=f"r{i}") for i in range(5)])
+    ledger.put_many([make_record(request_id="r1")])
+    assert [r["request_id"] for r in ledger.recent(3)] == ["r1", "r4", "r3"]
+
+
+def test_retention_keeps_only_the_newest_max_rows() -> None:
+    with Ledger(":memory:", max_rows=3) as led:
+        led.put_many([make_record(request_id=f"r{i}") for i in range(5)])
+        assert led.count() == 3
+        assert led.get("r0") is None and led.get("r1") is None
+        led.put_many([make_record(request_id="r5")])
+        assert sorted(r["request_id"] for r in led.recent(10)) == ["r3", "r4", "r5"]
+
+
+def test_retention_drops_records_older_than_max_age() -> None:
+    clock = FakeClock()
+    with Ledger(":memory:", max_age_s=60.0, clock=clock) as led:
+        led.put_many([make_record(request_id="old")])
+        clock.t += 30.0
+        led.put_many([make_record(request_id="mid")])
+        clock.t += 45.0  # "old" is now 75 s old, "mid" 45 s
+        led.put_many([make_record(request_id="new")])
+        assert led.get("old") is None
+        assert led.get("mid") is not None
+        assert led.count() == 2
+
+
+def test_file_ledger_is_wal_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as led:
+        assert led.journal_mode == "wal"
+        led.put_many([make_record(request_id="a"), make_record(request_id="b")])
+    with Ledger(str(path), max_rows=2) as led:
+        assert led.count() == 2
+        led.put_many([make_record(request_id="c")])  # count carried over: oldest goes
+        assert led.get("a") is None and led.get("c") is not None
+
+
+def test_non_final_record_is_refused_and_nothing_of_the_batch_written(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="req-open"):
+        ledger.put_many([make_record(request_id="ok"), make_record(request_id="req-open", final=False)])
+    assert ledger.count() == 0
+
+
+def test_corrupt_file_raises_config_error_naming_the_knob_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(ConfigError, match=r"ledger_path.*corrupt\.db"):
+        Ledger(path)
+
+
+def test_unopenable_path_raises_config_error_naming_the_knob_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "ledger.db"
+    with pytest.raises(ConfigError, match=r"ledger_path.*no-such-dir"):
+        Ledger(path)
+
+
+def test_bad_retention_limits_name_their_knobs() -> None:
+    with pytest.raises(ConfigError, match="ledger_max_rows"):
+        Ledger(":memory:", max_rows=0)
+    with pytest.raises(ConfigError, match="ledger_max_age_s"):
+        Ledger(":memory:", max_age_s=0)
+
+
+def test_puts_and_reads_from_many_threads_lose_nothing(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "t.db") as led:
+
+        def writer(k: int) -> None:
+            for i in range(25):
+                led.put_many([make_record(request_id=f"t{k}-{i}")])
+                assert led.get(f"t{k}-{i}") is not None
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert led.count() == 100
