@@ -72,7 +72,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
     Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
-    Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work events before it is sealed"),
+    Knob(
+        "settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"
+    ),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
     Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
@@ -151,9 +153,7 @@ def _parse(knob: Knob, raw: str, origin: str) -> Any:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{knob.name}: bad value {raw!r} from {origin}: {err}") from err
     if knob.choices is not None and value not in knob.choices:
-        raise ConfigError(
-            f"{knob.name}: {raw!r} from {origin} is not one of {', '.join(knob.choices)}"
-        )
+        raise ConfigError(f"{knob.name}: {raw!r} from {origin} is not one of {', '.join(knob.choices)}")
     return value
 
 
@@ -178,7 +178,9 @@ def load_config(
     if config.cpu_max_w < config.cpu_idle_w:
         raise ConfigError(f"cpu_max_w ({config.cpu_max_w}) is below cpu_idle_w ({config.cpu_idle_w})")
     if config.meter == "replay" and not config.replay_path:
-        raise ConfigError("replay_path: --meter replay needs a trace file (--replay-path or JOULETRACE_REPLAY_PATH)")
+        raise ConfigError(
+            "replay_path: --meter replay needs a trace file (--replay-path or JOULETRACE_REPLAY_PATH)"
+        )
     return config
 
 

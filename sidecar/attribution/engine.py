@@ -18,6 +18,7 @@ idle == measured.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import RequestTable, build_record
 from sidecar.attribution.rules import SplitRule
-from sidecar.attribution.tick import EventArrays, cut_tick
+from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals
 from sidecar.errors import WorkEventError
 from sidecar.timeline import Timeline
@@ -53,6 +54,7 @@ class Attributor:
         model: str = "unknown",
         energy_source: str = "measured",
         request_timeout_s: float = 600.0,
+        max_held_ticks: int = 300,
         unix_offset: Callable[[], float] = lambda: time.time() - time.monotonic(),
     ) -> None:
         self.timeline = timeline
@@ -70,6 +72,8 @@ class Attributor:
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
         self._finalized: OrderedDict[str, None] = OrderedDict()  # recent final ids (bounded)
+        self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
+        self.max_held_ticks = max_held_ticks
 
     # ---- ingest (cheap: called per event) -------------------------------------
     def add_work(self, event: WorkEvent) -> bool:
@@ -127,7 +131,13 @@ class Attributor:
             self._seal(t, e - self._sealed_e, e_dev - self._sealed_e_dev)
             self._sealed_t, self._sealed_e, self._sealed_e_dev = t, e, e_dev.copy()
         self._drop_consumed()
-        return self._finalize()
+        if self._held and (
+            self.rule.ready or len(self._held) >= self.max_held_ticks or seal_until_s == math.inf
+        ):
+            for tick, e_dev in self._held:
+                self._split(tick, e_dev)
+            self._held = []
+        return [] if self._held else self._finalize()
 
     def _merge_new(self) -> None:
         if not self._new:
@@ -165,16 +175,22 @@ class Attributor:
         assert self._sealed_t is not None
         tick = cut_tick(self._pending, self._sealed_t, t1, energy_j)
         self.rule.observe(tick)
+        if not tick.idle and (self._held or not self.rule.ready):
+            self._held.append((tick, energy_dev_j))  # split once the rule has learned
+            return
+        self._split(tick, energy_dev_j)
+
+    def _split(self, tick: TickWork, energy_dev_j: np.ndarray) -> None:
+        energy_j, t1 = tick.energy_j, tick.t1_s
         if tick.idle:
-            idle_j, row_j = energy_j, None
+            idle_j = energy_j
         else:
             split = self.rule.split(tick)
-            idle_j, row_j = split.idle_j, split.row_j
+            idle_j = split.idle_j
             self.requests.add_energy(
-                tick.req, tick.phase, row_j, split.component_j, tick.time_share,
-                self._pending.t0[tick.rows], self._pending.t1[tick.rows],
+                tick.req, tick.phase, split.row_j, split.component_j, tick.time_share, tick.a, tick.b
             )
-            self._add_model_energy(t1, tick.req, tick.phase, row_j)
+            self._add_model_energy(t1, tick.req, tick.phase, split.row_j)
         dev_total = float(energy_dev_j.sum())
         idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
         self.totals.add_tick(t1, energy_j, idle_j, idle_dev)

@@ -5,8 +5,10 @@ A work event says that request ``request_id`` kept the accelerator busy from
 phase. ``units`` are tokens for prefill/decode and pixels x frames x steps for
 denoise. ``steps`` is how many engine iterations the event covers (1 for a
 per-iteration event from the vLLM plugin; many for a whole-phase event built
-from a span). ``context_tokens`` is the KV context the request attended to,
-summed over those steps (0 where unknown).
+from a span). ``context_tokens`` is the attention work: query-key pairs, i.e.
+for each token processed, the KV length it attended over, summed (a decode
+step at KV length L adds L; a prefill chunk of k tokens ending at KV length L
+adds k*(L - (k-1)/2) under causal attention); 0 where unknown.
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@ For tick k the model is
 
     dE_k = static_w * tick_s + busy_w * busy_s + j_per_step * steps
            + j_prefill * prefill_tokens + j_decode * decode_tokens
-           + j_context * context_tokens + j_denoise * denoise_units
+           + j_prefill_ctx * prefill_pairs + j_decode_ctx * decode_context
+           + j_denoise * denoise_units
+
+Attention work has two coefficients: prefill attention is compute-bound
+(query-key pairs of a chunk), decode attention is memory-bound (reading the
+KV cache), so their joules per unit differ by an order of magnitude.
 
 with every coefficient non-negative. It is fitted by non-negative least
 squares with a small ridge term over the last ``window`` ticks (idle ticks
@@ -26,12 +31,13 @@ from sidecar.attribution.tick import TickWork
 
 __all__ = ["FEATURES", "EnergyModelFit", "tick_features"]
 
-FEATURES = ("tick_s", "busy_s", "steps", "prefill", "decode", "context", "denoise")
+FEATURES = ("tick_s", "busy_s", "steps", "prefill", "decode", "prefill_ctx", "decode_ctx", "denoise")
 
 
 def tick_features(tick: TickWork) -> np.ndarray:
     """The regressors of one tick, in the order of :data:`FEATURES`."""
     units_by_phase = np.bincount(tick.phase, weights=tick.units, minlength=3)
+    ctx_by_phase = np.bincount(tick.phase, weights=tick.ctx, minlength=3)
     return np.array(
         [
             tick.duration_s,
@@ -39,7 +45,8 @@ def tick_features(tick: TickWork) -> np.ndarray:
             float(tick.step_share.sum()),
             float(units_by_phase[Phase.PREFILL]),
             float(units_by_phase[Phase.DECODE]),
-            float(tick.ctx.sum()),
+            float(ctx_by_phase[Phase.PREFILL]),
+            float(ctx_by_phase[Phase.DECODE]),
             float(units_by_phase[Phase.DENOISE]),
         ]
     )
@@ -98,8 +105,9 @@ class EnergyModelFit:
             j_per_step=float(c[2]),
             j_per_prefill_token=float(c[3]),
             j_per_decode_token=float(c[4]),
-            j_per_context_token=float(c[5]),
-            j_per_denoise_unit=float(c[6]),
+            j_per_prefill_context_token=float(c[5]),
+            j_per_context_token=float(c[6]),
+            j_per_denoise_unit=float(c[7]),
             r2=self.r2,
             ticks=len(self._y),
         )

@@ -80,7 +80,8 @@ class FitSnapshot:
 
     dE = static_w * tick_s + busy_w * busy_s + j_per_step * steps
          + j_per_prefill_token * prefill + j_per_decode_token * decode
-         + j_per_context_token * context + j_per_denoise_unit * denoise_units
+         + j_per_prefill_context_token * prefill_pairs
+         + j_per_context_token * decode_context + j_per_denoise_unit * denoise_units
     """
 
     static_w: float = 0.0
@@ -88,7 +89,8 @@ class FitSnapshot:
     j_per_step: float = 0.0
     j_per_prefill_token: float = 0.0
     j_per_decode_token: float = 0.0
-    j_per_context_token: float = 0.0
+    j_per_context_token: float = 0.0  # decode attention, per KV token read
+    j_per_prefill_context_token: float = 0.0  # prefill attention, per query-key pair
     j_per_denoise_unit: float = 0.0
     r2: float = 0.0  # coefficient of determination over the fit window
     ticks: int = 0  # ticks in the fit window

@@ -8,8 +8,9 @@ construction: a rule only chooses *weights*).
   static + busy power by equal time shares, the per-step cost by equal step
   shares, token and context costs to the request that caused them — then
   scaled so the tick's measured energy is met. The model's static power times
-  the idle part of a busy tick stays idle. Until the model has seen enough
-  busy ticks it falls back to ``tokens``.
+  the idle part of a busy tick stays idle. While the model has not yet seen
+  enough busy ticks the attributor holds busy ticks back and splits them
+  once the first fit exists (``tokens`` is the fallback only if it never does).
 * ``tokens``: by tokens (or denoise work units) processed in the tick.
 * ``output-tokens``: by decode (output) tokens in the tick — the ML.ENERGY
   benchmark's "J/token x output tokens", applied per tick.
@@ -34,7 +35,7 @@ from sidecar.attribution.tick import TickWork
 
 __all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
 
-COMPONENTS = ("busy", "step", "prefill", "decode", "context", "denoise")
+COMPONENTS = ("busy", "step", "prefill", "decode", "context", "denoise")  # context: both phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,11 @@ class Split:
 
 class SplitRule(Protocol):
     name: str
+
+    @property
+    def ready(self) -> bool:
+        """False while the rule is still learning; the attributor then holds busy ticks."""
+        ...
 
     def observe(self, tick: TickWork) -> None:
         """See every sealed tick, idle ones included (for rules that learn)."""
@@ -77,6 +83,7 @@ def _equal_per_request(tick: TickWork) -> np.ndarray:
 
 class _Stateless:
     name = "stateless"
+    ready = True
 
     def observe(self, tick: TickWork) -> None:
         return None
@@ -109,6 +116,10 @@ class FittedRule:
     def __init__(self, fit: EnergyModelFit | None = None) -> None:
         self.fit = fit or EnergyModelFit()
 
+    @property
+    def ready(self) -> bool:
+        return self.fit.ready
+
     def observe(self, tick: TickWork) -> None:
         self.fit.add(tick_features(tick), tick.energy_j)
 
@@ -116,7 +127,7 @@ class FittedRule:
         c = self.fit.coef
         if c is None:
             return TokensRule().split(tick)
-        static_w, busy_w, j_step, j_pre, j_dec, j_ctx, j_den = (float(v) for v in c)
+        static_w, busy_w, j_step, j_pre, j_dec, j_pre_ctx, j_dec_ctx, j_den = (float(v) for v in c)
         phase = tick.phase
         comp = np.column_stack(
             [
@@ -124,7 +135,7 @@ class FittedRule:
                 j_step * tick.step_share,
                 np.where(phase == Phase.PREFILL, j_pre * tick.units, 0.0),
                 np.where(phase == Phase.DECODE, j_dec * tick.units, 0.0),
-                j_ctx * tick.ctx,
+                np.where(phase == Phase.PREFILL, j_pre_ctx, j_dec_ctx) * tick.ctx,
                 np.where(phase == Phase.DENOISE, j_den * tick.units, 0.0),
             ]
         )

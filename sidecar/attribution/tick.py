@@ -4,8 +4,9 @@ A tick is the time between two counter edges; its measured energy is exact.
 For every work event overlapping the tick this module computes, clipped to
 the tick:
 
-* ``units``, ``ctx``: the event's units and context tokens, pro rata of the
-  overlap (all of them for an instantaneous event inside the tick);
+* ``units``, ``ctx``: the event's units and attention work (query-key
+  pairs), pro rata of the overlap (all of it for an instantaneous event
+  inside the tick);
 * ``time_share`` (s): the event's share of busy time when every instant is
   shared equally by the events active at that instant, i.e.
   ``∫ 1/n(t) dt`` over the overlap. Summed over events it is the tick's busy
@@ -51,7 +52,7 @@ class TickWork:
     t0_s: float
     t1_s: float
     energy_j: float
-    rows: np.ndarray  # indices into the EventArrays the tick was cut from
+    rows: np.ndarray  # indices into the EventArrays the tick was cut from (valid until it is compacted)
     req: np.ndarray
     phase: np.ndarray
     units: np.ndarray
@@ -59,6 +60,8 @@ class TickWork:
     time_share: np.ndarray  # s
     step_share: np.ndarray  # steps
     busy_s: float
+    a: np.ndarray  # event starts clipped to the tick (s)
+    b: np.ndarray  # event ends clipped to the tick (s)
 
     @property
     def duration_s(self) -> float:
@@ -77,7 +80,7 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
     rows = np.flatnonzero(overlap | inside_instant)
     if rows.size == 0:
         empty = np.zeros(0)
-        return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, empty, empty, empty, empty, 0.0)
+        return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, empty, empty, empty, empty, 0.0, empty, empty)
     e0, e1 = ev.t0[rows], ev.t1[rows]
     a = np.maximum(e0, t0_s)
     b = np.minimum(e1, t1_s)
@@ -90,7 +93,19 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
     rate = np.where(is_instant, 0.0, ev.steps[rows] / np.where(is_instant, 1.0, dur))
     step_share = np.where(is_instant, ev.steps[rows], time_share * rate)
     return TickWork(
-        t0_s, t1_s, energy_j, rows, ev.req[rows], ev.phase[rows], units, ctx, time_share, step_share, busy_s
+        t0_s,
+        t1_s,
+        energy_j,
+        rows,
+        ev.req[rows],
+        ev.phase[rows],
+        units,
+        ctx,
+        time_share,
+        step_share,
+        busy_s,
+        a,
+        b,
     )
 
 

@@ -1,0 +1,62 @@
+"""Assemble the immutable :class:`Snapshot` the exporters read, from the sidecar's parts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, SelfStats, Snapshot
+from sidecar.attribution.rules import FittedRule
+
+if TYPE_CHECKING:
+    from sidecar.app import Sidecar
+
+__all__ = ["build_snapshot"]
+
+
+def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
+    """One consistent view of device energy, attribution totals, the fit and self-stats."""
+    att = sidecar.attributor
+    totals = att.totals
+    status = {s.device_id: s for s in sidecar.status}
+    energy = sidecar.timeline.energy_j
+    devices = []
+    for i, dev in enumerate(sidecar.meter.devices):
+        st = status.get(dev.id)
+        devices.append(
+            DeviceSnapshot(
+                id=dev.id,
+                name=dev.name,
+                type=dev.type,
+                energy_j=float(energy[i]),
+                idle_energy_j=float(totals.idle_dev_j[i]),
+                power_w=st.power_w if st else None,
+                utilization=st.utilization if st else None,
+                sm_clock_mhz=st.sm_clock_mhz if st else None,
+                memory_used_bytes=st.memory_used_bytes if st else None,
+                power_limit_w=st.power_limit_w if st else None,
+            )
+        )
+    rule = att.rule
+    fit = rule.fit.snapshot() if isinstance(rule, FittedRule) else FitSnapshot()
+    sealed = att.sealed_until_s
+    dropped = dict(att.dropped)
+    return Snapshot(
+        t_s=now_s,
+        energy_source=att.energy_source,
+        rule=rule.name,
+        devices=tuple(devices),
+        phase_energy_j=dict(totals.phase_energy_j),
+        output_units=dict(totals.output_units),
+        throughput_per_watt=totals.throughput_per_watt(sealed if sealed is not None else now_s),
+        fit=fit,
+        stats=SelfStats(
+            update_period_s=sidecar.timeline.update_period_s(),
+            tick_lag_s=max(now_s - sealed, 0.0) if sealed is not None else 0.0,
+            dropped_events=dropped,
+            conservation_error_j=totals.conservation_error_j,
+            measured_j=totals.measured_j,
+            counter_resets=sidecar.timeline.resets,
+            pending_requests=len(att.requests),
+            sealed_ticks=totals.sealed_ticks,
+        ),
+    )
