@@ -9,7 +9,7 @@ work-event times into), so energy and work line up without wall-clock drift.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-class EnergySource(str, Enum):
+class EnergySource(StrEnum):
     """Where a meter's joules come from; shown on every output as ``energy.source``."""
 
     MEASURED = "measured"  # a hardware counter (NVML, RAPL)
