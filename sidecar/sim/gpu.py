@@ -35,10 +35,11 @@ Who owns the static power (``static_split``):
   time)``, its own time being its terms of ``tau0`` (e.g. 40 us per prefill
   token). A prefill chunk that makes a step 20 ms longer pays for that static
   power itself instead of charging the decodes that happened to share the step.
-  Note: ``tau`` is (up to jitter) linear in the tokens, so from energy alone a
-  fit cannot tell static power x time (shared under ``equal``) from per-token
-  cost (owned); a fit of per-step and per-token costs recovers the
-  ``shapley`` truth, while the ``equal`` truth needs ``static_w`` known.
+  Note: ``tau`` is (up to jitter) linear in the tokens, so static power x
+  time (shared under ``equal``) and per-token cost (owned) are nearly
+  collinear regressors; the two conventions differ exactly in who gets that
+  part. A split rule that shares ``static_w * busy_s`` equally is scored
+  against ``equal``; one that folds it into per-token costs, against ``shapley``.
 
 Power cap (700 W): if ``energy_j / tau`` exceeds ``power_cap_w``, the clocks
 drop and the step is stretched to ``tau = energy_j / power_cap_w``; the
