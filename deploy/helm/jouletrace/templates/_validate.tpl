@@ -1,0 +1,12 @@
+{{/* Value combinations the schema cannot express; each message names the values to change. */}}
+{{- define "jouletrace.validate" -}}
+{{- if and (eq .Values.gpu.visibility "init-probe") (hasKey .Values.sidecar.config "devices") }}
+{{- fail "sidecar.config.devices is filled in by gpu.visibility=init-probe; to list GPUs yourself set gpu.visibility=explicit" }}
+{{- end }}
+{{- if and (eq .Values.gpu.visibility "explicit") (not (hasKey .Values.sidecar.config "devices")) }}
+{{- fail "gpu.visibility=explicit needs sidecar.config.devices (GPU UUIDs or indices, or \"all\" when the pod owns its node)" }}
+{{- end }}
+{{- if and (eq .Values.mode "existing-pod") (empty .Values.existingPod.selector) }}
+{{- fail "mode=existing-pod needs existingPod.selector: the labels of your inference pods" }}
+{{- end }}
+{{- end }}
