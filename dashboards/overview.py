@@ -39,18 +39,18 @@ _UNITS = f"gen_ai_server_output_units_total{{{MODEL}}}"
 # not +Inf. group_left keeps energy_source from the energy side.
 J_PER_TOKEN = (
     f"sum by (gen_ai_request_model, energy_source) (rate({_ACTIVE}[{RATE}]))\n"
-    f"/ on (gen_ai_request_model) group_left\n"
+    f"/ on (gen_ai_request_model) group_left ()\n"
     f"(sum by (gen_ai_request_model) (rate({_TOKENS}[{RATE}])) > 0)"
 )
 TOKENS_PER_J = (
     f"sum by (gen_ai_request_model) (rate({_TOKENS}[{RATE}]))\n"
-    f"/ on (gen_ai_request_model) group_right\n"
+    f"/ on (gen_ai_request_model) group_right ()\n"
     f"(sum by (gen_ai_request_model, energy_source) (rate({_ACTIVE}[{RATE}])) > 0)"
 )
 # One model produces one kind of unit: tokens (LLM), images or videos (diffusion).
 J_PER_UNIT = (
     f"sum by (gen_ai_request_model) (rate({_ACTIVE}[{RATE}]))\n"
-    f"/ on (gen_ai_request_model) group_right\n"
+    f"/ on (gen_ai_request_model) group_right ()\n"
     f"(sum by (gen_ai_request_model, jouletrace_unit) (rate({_UNITS}[{RATE}])) > 0)"
 )
 
@@ -218,7 +218,7 @@ def _phases() -> list[PanelBuilder]:
             [
                 Query(
                     f"sum by (jouletrace_phase) (increase({energy}[$__range]))\n"
-                    f"/ ignoring (jouletrace_phase) group_left\n"
+                    f"/ ignoring (jouletrace_phase) group_left ()\n"
                     f"sum (increase({energy}[$__range]))",
                     "{{jouletrace_phase}}",
                     instant=True,
