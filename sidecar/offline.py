@@ -58,7 +58,11 @@ def attribute_offline(
         request_timeout_s=math.inf,
         unix_offset=lambda: 0.0,
     )
-    poll_t = np.arange(0.0, duration_s + poll_s, poll_s)
+    # The live poller dithers its period by ±25 % so polls do not beat with the counter's grid.
+    rng = np.random.default_rng(0)
+    steps = poll_s * rng.uniform(0.75, 1.25, size=int(duration_s / poll_s) + 2)
+    poll_t = np.cumsum(steps) - steps[0]
+    poll_t = poll_t[poll_t <= duration_s + poll_s]
     values = counter(poll_t)
     by_end = sorted(events, key=lambda e: e.t1_s)
     infos = sorted(requests, key=lambda r: r.end_s if r.end_s is not None else math.inf)

@@ -5,8 +5,8 @@ part, add up to the tick's measured energy exactly (conservation by
 construction: a rule only chooses *weights*).
 
 * ``fitted`` (default): the fitted model's terms, each shared by its own key —
-  static + busy power by equal time shares, the per-step cost by equal step
-  shares, token and context costs to the request that caused them — then
+  the static power floor by equal time shares, the per-step cost by equal step
+  shares, token and attention costs to the request that caused them — then
   scaled so the tick's measured energy is met. The model's static power times
   the idle part of a busy tick stays idle. While the model has not yet seen
   enough busy ticks the attributor holds busy ticks back and splits them
@@ -127,11 +127,11 @@ class FittedRule:
         c = self.fit.coef
         if c is None:
             return TokensRule().split(tick)
-        static_w, busy_w, j_step, j_pre, j_dec, j_pre_ctx, j_dec_ctx, j_den = (float(v) for v in c)
+        static_w, _, j_step, j_pre, j_dec, j_pre_ctx, j_dec_ctx, j_den = (float(v) for v in c)
         phase = tick.phase
         comp = np.column_stack(
             [
-                (static_w + busy_w) * tick.time_share,
+                static_w * tick.time_share,
                 j_step * tick.step_share,
                 np.where(phase == Phase.PREFILL, j_pre * tick.units, 0.0),
                 np.where(phase == Phase.DECODE, j_dec * tick.units, 0.0),

@@ -10,14 +10,17 @@ tokens ending at KV length ``L`` has ``k * (L - (k - 1) / 2)`` pairs)::
     tau0 = 6 ms + 40 us * P + 60 us * n + 40 ns * C + 1.3 ns * Q
     tau  = tau0 * LogNormal(0, 0.05)                       (jitter)
 
-Energy, summed from parts that each have an owner (the ground truth)::
+Energy, summed from parts that each have an owner (the ground truth, default
+``static_split="floor"``)::
 
-    shared   = static_w * tau + step_fixed_j               230 W * tau + 1.2 J
-    prefill  = 22 mJ * k + 0.4 uJ * pairs                  per prefill member
-    decode   = e_d(n) + 8 uJ * L                           per decode member
+    floor    = idle_w * tau                                75 W * tau, shared equally
+    fixed    = (static_w - idle_w) * t_fixed + step_fixed  155 W * 6 ms + 1.2 J, shared equally
+    own time = (static_w - idle_w) * (the member's terms of tau0)   its own
+    prefill  = 22 mJ * k + 0.4 uJ * pairs                  per prefill member, its own
+    decode   = e_d(n) + 8 uJ * L                           per decode member, its own
     e_d(n)   = 18 mJ + 22 mJ / (1 + (n - 1) / 4)           40 mJ at n=1, 20.5 mJ at n=32
-    noise    = LogNormal(0, 0.04)                          one factor per step
-    member_j = noise * (shared / len(members) + own part)  (static_split="equal")
+    noise    = LogNormal(0, 0.04)                          one factor per step, on all but the floor
+    member_j = floor / n + noise * (fixed / n + own time + own part)
     energy_j = sum(member_j)
 
 ``e_d(n)`` is nonlinear in the batch: memory-bound decode gets cheaper per
@@ -28,7 +31,13 @@ decode step ~460 W; a single-sequence decode step ~430 W.
 
 Who owns the static power (``static_split``):
 
-- ``"equal"`` (default): ``static_w * tau`` is shared equally by the step's
+- ``"floor"`` (default): what the GPU draws anyway (``idle_w``) is shared
+  equally for the step's whole time; above that floor, the fixed time and
+  energy of a step are shared and the time each member's tokens add is its
+  own. This is the convention the fitted rule can identify from counters
+  (see sidecar/attribution/fit.py); under the power cap the floor grows with
+  the stretched time and the caused parts shrink, energy unchanged.
+- ``"equal"``: ``static_w * tau`` is shared equally by the step's
   members, like the per-step fixed cost.
 - ``"shapley"``: the Shapley value of the step's cost. Only the fixed time
   is joint: a member gets ``static_w * jitter * (t_fixed_s / n + its own
@@ -66,7 +75,7 @@ from sidecar.sim.scheduler import Member
 
 __all__ = ["GpuConfig", "GpuModel", "StaticSplit", "StepCost"]
 
-StaticSplit = Literal["equal", "shapley"]
+StaticSplit = Literal["floor", "equal", "shapley"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +102,14 @@ class GpuConfig:
     gap_s: tuple[float, float] = (0.5e-3, 3e-3)
     hiccup_prob: float = 0.01
     hiccup_s: tuple[float, float] = (5e-3, 20e-3)
-    static_split: StaticSplit = "equal"
+    static_split: StaticSplit = "floor"
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the knob that is invalid."""
-        if self.static_split not in ("equal", "shapley"):
-            raise ConfigError(f"gpu.static_split must be 'equal' or 'shapley', got {self.static_split!r}")
+        if self.static_split not in ("floor", "equal", "shapley"):
+            raise ConfigError(
+                f"gpu.static_split must be 'floor', 'equal' or 'shapley', got {self.static_split!r}"
+            )
         for name in self.__dataclass_fields__:
             if name == "static_split":
                 continue
@@ -180,6 +191,8 @@ class GpuModel:
         tau = tau0 * jitter
         noise = float(np.exp(cfg.energy_noise_sigma * rng.standard_normal()))
         n = max(len(members), 1)
+        if cfg.static_split == "floor":
+            return self._floor_split(members, own, own_time, tau, jitter, noise)
         if cfg.static_split == "equal":
             share = (cfg.static_w * tau + cfg.step_fixed_j) / n
             member_j = tuple(noise * (share + o) for o in own)
@@ -192,6 +205,37 @@ class GpuModel:
         if capped:
             tau = energy_j / cfg.power_cap_w
         return StepCost(tau, energy_j, member_j, capped)
+
+    def _floor_split(
+        self,
+        members: Sequence[Member],
+        own: list[float],
+        own_time: list[float],
+        tau: float,
+        jitter: float,
+        noise: float,
+    ) -> StepCost:
+        """The default truth: the idle floor is shared, what the step adds above it is caused.
+
+        ``idle_w * tau`` (what the GPU would draw anyway) is shared equally by the
+        members; above the floor, the fixed time and fixed energy of a step are
+        shared equally, and the time and energy each member's own tokens add are
+        its own. Under the power cap the step stretches: the floor grows with the
+        longer time and the dynamic parts shrink in proportion, energy unchanged.
+        """
+        cfg = self.config
+        n = max(len(members), 1)
+        above_w = (cfg.static_w - cfg.idle_w) * jitter
+        shared = (above_w * cfg.t_fixed_s + cfg.step_fixed_j) / n
+        dynamic = [noise * (shared + above_w * ot + o) for o, ot in zip(own, own_time, strict=True)]
+        energy_j = cfg.idle_w * tau + sum(dynamic)
+        capped = energy_j > cfg.power_cap_w * tau
+        if capped:
+            tau = energy_j / cfg.power_cap_w
+            scale = (energy_j - cfg.idle_w * tau) / sum(dynamic)
+            dynamic = [d * scale for d in dynamic]
+        floor_share = cfg.idle_w * tau / n
+        return StepCost(tau, energy_j, tuple(floor_share + d for d in dynamic), capped)
 
     def gap_s(self) -> float:
         """CPU time between two steps (s), drawn at ``idle_w``."""

@@ -11,8 +11,8 @@ Event modes:
 
 - ``iteration`` (default): one :class:`WorkEvent` per member per step, as the
   vLLM stat-logger plugin would tell: ``t0_s``/``t1_s`` = the step,
-  ``units`` = tokens processed, ``steps`` = 1, ``context_tokens`` = the KV
-  length attended over.
+  ``units`` = tokens processed, ``steps`` = 1, ``context_tokens`` = the
+  attention work (query-key pairs, see :func:`attention_work`).
 - ``phase``: per request one prefill event (first prefill step's start to the
   end of the step that finished the prompt; units = prompt tokens) and, if it
   decoded, one decode event (first token to last token; units = output
@@ -47,7 +47,7 @@ from sidecar.sim.gpu import GpuConfig, GpuModel, StepCost
 from sidecar.sim.scheduler import Member, SchedulerConfig, Step, schedule
 from sidecar.sim.workload import SimRequest, WorkloadConfig, generate
 
-__all__ = ["MODEL_NAME", "EventMode", "SimConfig", "SimRun", "simulate"]
+__all__ = ["MODEL_NAME", "EventMode", "SimConfig", "SimRun", "attention_work", "simulate"]
 
 EventMode = Literal["iteration", "phase"]
 GapTruth = Literal["idle", "shared"]
@@ -194,10 +194,21 @@ def simulate(config: SimConfig, seed: int) -> SimRun:
     )
 
 
+def attention_work(m: Member) -> float:
+    """Query-key pairs a member attends over in a step (``WorkEvent.context_tokens``).
+
+    Decode: one query over the KV length. Prefill: a chunk of ``k`` tokens ending
+    at KV length ``L`` under causal attention, ``k * (L - (k - 1) / 2)``.
+    """
+    if m.phase is Phase.PREFILL:
+        return m.tokens * (m.context_tokens - (m.tokens - 1) / 2.0)
+    return float(m.tokens * m.context_tokens)
+
+
 def _iteration_events(steps: list[Step]) -> list[WorkEvent]:
     """One event per member per step."""
     return [
-        WorkEvent(m.request_id, s.t0_s, s.t1_s, m.phase, float(m.tokens), 1.0, float(m.context_tokens))
+        WorkEvent(m.request_id, s.t0_s, s.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))
         for s in steps
         for m in s.members
     ]
@@ -212,12 +223,12 @@ def _phase_events(steps: list[Step], first_token_s: dict[str, float]) -> list[Wo
             a = acc.get((m.request_id, m.phase))
             if a is None:
                 t0 = s.t0_s if m.phase is Phase.PREFILL else first_token_s[m.request_id]
-                acc[(m.request_id, m.phase)] = [t0, s.t1_s, m.tokens, 1.0, m.context_tokens]
+                acc[(m.request_id, m.phase)] = [t0, s.t1_s, m.tokens, 1.0, attention_work(m)]
             else:
                 a[1] = s.t1_s
                 a[2] += m.tokens
                 a[3] += 1.0
-                a[4] += m.context_tokens
+                a[4] += attention_work(m)
     events = [WorkEvent(rid, a[0], a[1], phase, a[2], a[3], a[4]) for (rid, phase), a in acc.items()]
     events.sort(key=lambda e: e.t1_s)
     return events

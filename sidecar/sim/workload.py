@@ -96,6 +96,7 @@ class WorkloadConfig:
     burst_size: int = 60
     burst_gap_s: float = 20.0
     kinds: tuple[RequestKind, ...] = DEFAULT_KINDS
+    start_s: float = 0.0  # idle lead-in before the first arrival (s): a sidecar starts before traffic
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the knob that is invalid."""
@@ -107,6 +108,8 @@ class WorkloadConfig:
             raise ConfigError(f"workload.rate_per_s must be > 0, got {self.rate_per_s}")
         if self.burst_size < 1:
             raise ConfigError(f"workload.burst_size must be >= 1, got {self.burst_size}")
+        if not self.start_s >= 0:
+            raise ConfigError(f"workload.start_s must be >= 0, got {self.start_s}")
         if self.burst_gap_s < 0:
             raise ConfigError(f"workload.burst_gap_s must be >= 0, got {self.burst_gap_s}")
         names = {k.name for k in self.kinds}
@@ -147,9 +150,9 @@ def _arrivals(config: WorkloadConfig, rng: np.random.Generator) -> np.ndarray:
     """Arrival times in seconds, non-decreasing, the first at or after 0."""
     n = config.n_requests
     if config.arrivals == "all-at-once" or n == 0:
-        return np.zeros(n)
+        return np.full(n, config.start_s)
     gaps = rng.exponential(1.0 / config.rate_per_s, size=n)
     gaps[0] = 0.0
     if config.arrivals == "bursts":
         gaps[config.burst_size :: config.burst_size] = config.burst_gap_s
-    return np.cumsum(gaps)
+    return config.start_s + np.cumsum(gaps)

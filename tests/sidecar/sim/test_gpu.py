@@ -19,7 +19,7 @@ MIXED_STEP = (
 )
 
 
-@pytest.mark.parametrize("split", ["equal", "shapley"])
+@pytest.mark.parametrize("split", ["floor", "equal", "shapley"])
 def test_member_truths_sum_to_the_step_energy(split: str) -> None:
     gpu = GpuModel(GpuConfig(static_split=split), np.random.default_rng(0))  # type: ignore[arg-type]
     for _ in range(50):
@@ -30,11 +30,33 @@ def test_member_truths_sum_to_the_step_energy(split: str) -> None:
 
 
 def test_shapley_moves_static_power_from_decodes_to_the_prefill() -> None:
-    equal = GpuModel(GpuConfig(), np.random.default_rng(1)).step(MIXED_STEP)
+    equal = GpuModel(GpuConfig(static_split="equal"), np.random.default_rng(1)).step(MIXED_STEP)
     shapley = GpuModel(GpuConfig(static_split="shapley"), np.random.default_rng(1)).step(MIXED_STEP)
     assert shapley.energy_j == pytest.approx(equal.energy_j, rel=1e-12)
     assert shapley.member_j[2] > equal.member_j[2]
     assert shapley.member_j[0] < equal.member_j[0]
+
+
+def test_floor_truth_shares_only_idle_power_times_step_time_equally() -> None:
+    cfg = GpuConfig(energy_noise_sigma=0.0, time_jitter_sigma=0.0, power_cap_w=1e6)
+    cost = GpuModel(cfg, np.random.default_rng(3)).step(MIXED_STEP)
+    floor = cfg.idle_w * cost.tau_s / 3
+    fixed = ((cfg.static_w - cfg.idle_w) * cfg.t_fixed_s + cfg.step_fixed_j) / 3
+    d1_own = cfg.decode_token_j(2) + cfg.e_context_token_j * 300
+    d1_time = cfg.t_decode_seq_s + cfg.t_context_token_s * 300
+    assert cost.member_j[0] == pytest.approx(floor + fixed + d1_own + (cfg.static_w - cfg.idle_w) * d1_time)
+    assert cost.member_j[2] > cost.member_j[1] > cost.member_j[0]  # the prefill chunk pays for its own time
+
+
+def test_capped_floor_step_keeps_energy_and_grows_the_shared_floor() -> None:
+    capped = GpuModel(GpuConfig(power_cap_w=300.0, energy_noise_sigma=0.0), np.random.default_rng(4))
+    free = GpuModel(GpuConfig(power_cap_w=1e6, energy_noise_sigma=0.0), np.random.default_rng(4))
+    a, b = capped.step(MIXED_STEP), free.step(MIXED_STEP)
+    assert a.capped and not b.capped
+    assert a.energy_j == pytest.approx(b.energy_j)
+    assert sum(a.member_j) == pytest.approx(a.energy_j)
+    assert a.member_j[0] > b.member_j[0]  # decodes share a longer floor
+    assert a.member_j[2] < b.member_j[2]
 
 
 def test_decode_token_cost_falls_with_batch_size_and_flattens() -> None:
