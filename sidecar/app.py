@@ -10,8 +10,10 @@ drives three periodic jobs and the HTTP server:
   ticks up to ``now - settle_s``, hand final records to the histograms and the
   ledger, and publish a new immutable snapshot.
 
-Every job is a plain method taking ``now_s``, so tests drive them with a fake
-clock instead of sleeping.
+In :meth:`Sidecar.run` the meter is read on its own thread (:mod:`.poller`:
+an NVML read can take 3-35 ms) and the tick job drains the readings into the
+timeline. Every job is also a plain method (``poll``, ``read_status``,
+``tick(now_s)``), so tests drive them with a fake clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sidecar.export.api import Served, make_app, serve
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
+from sidecar.poller import Poller
 from sidecar.snapshot import build_snapshot
 from sidecar.timeline import Timeline
 
@@ -69,15 +72,22 @@ class Sidecar:
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
         self.attributor = Attributor(
             self.timeline,
-            make_rule(config.split, fit_window_ticks=config.fit_window_ticks),
+            make_rule(
+                config.split,
+                fit_window_ticks=config.fit_window_ticks,
+                fit_warmup_ticks=config.fit_warmup_ticks,
+            ),
             model=config.model,
             energy_source=meter.source.value,
+            max_held_ticks=config.fit_warmup_ticks + 100,
         )
         self.ledger = ledger
         self.on_final = on_final
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
+        self._poller: Poller | None = None
+        self.http_port: int | None = None
         self._recent: OrderedDict[str, RequestEnergy] = OrderedDict()  # finals, when no ledger
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot)
@@ -118,6 +128,7 @@ class Sidecar:
     def tick(self, now_s: float | None = None, *, seal_until_s: float | None = None) -> list[RequestEnergy]:
         """Pull source work, seal ticks up to ``now - settle_s``, publish final records and a snapshot."""
         now = self.clock() if now_s is None else now_s
+        self._drain_poller()
         for source in self.sources:
             events, infos = source.due(now)
             for event in events:
@@ -139,6 +150,16 @@ class Sidecar:
                 self.on_final(finals)
         self._snapshot = build_snapshot(self, now)
         return finals
+
+    def _drain_poller(self) -> None:
+        poller = self._poller
+        if poller is None:
+            return
+        while poller.readings:
+            self.timeline.add(poller.readings.popleft())
+        self._status = poller.status
+        self.meter_errors = poller.errors
+        self.lost = self.lost or poller.lost
 
     # ---- what exporters read ---------------------------------------------------
     @property
@@ -176,17 +197,17 @@ class Sidecar:
             served = await serve(app, self.config.host, self.config.port)
             self.http_port = served.port
             log.info("serving /metrics and /v1/requests on %s", served.url)
-        jobs = [
-            asyncio.create_task(self._every(self.config.poll_interval_s, self.poll, stop)),
-            asyncio.create_task(self._every(self.config.status_interval_s, self.read_status, stop)),
-            asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop)),
-        ]
+        self._poller = Poller(
+            self.meter, poll_s=self.config.poll_interval_s, status_s=self.config.status_interval_s
+        )
+        self._poller.start()
+        ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
         try:
             await stop.wait()
         finally:
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            self._poller.stop()
             if served is not None:
                 await served.close()
 

@@ -1,7 +1,7 @@
 """The ``jouletrace`` command: one entry point, one subcommand per job.
 
-    jouletrace sidecar [--meter nvml ...]   run the sidecar (every knob: --help)
-    jouletrace demo                         the CPU demo: sidecar + simulated GPU + short workload
+jouletrace sidecar [--meter nvml ...]   run the sidecar (every knob: --help)
+jouletrace demo                         the CPU demo: sidecar + simulated GPU + short workload
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             knobs = {k: v for k, v in vars(args).items() if k != "command"}
             config = load_config(knobs)
             _setup_logging(config.log_level)
-            return asyncio.run(_run_sidecar(config))
+            code: int = asyncio.run(_run_sidecar(config))
+            return code
         if args.command == "demo":
             _setup_logging("warning")
             from sidecar.demo import run_demo

@@ -76,6 +76,7 @@ KNOBS: tuple[Knob, ...] = (
         "settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"
     ),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
+    Knob("fit_warmup_ticks", _positive(int), 200, "busy ticks the fitted model sees before it splits"),
     Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
     Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
@@ -105,6 +106,7 @@ class SidecarConfig:
     tick_interval_s: float = 0.1
     settle_s: float = 2.0
     fit_window_ticks: int = 600
+    fit_warmup_ticks: int = 200
     timeline_capacity: int = 65536
     ledger_path: str = "jouletrace-ledger.db"
     ledger_max_rows: int = 1_000_000

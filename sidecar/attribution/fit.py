@@ -127,5 +127,5 @@ class EnergyModelFit:
             j_per_context_token=float(c[6]),
             j_per_denoise_unit=float(c[7]),
             r2=self.r2,
-            ticks=len(self._y),
+            ticks=len(self._y) if self.coef is not None else 0,
         )

@@ -151,10 +151,10 @@ class FittedRule:
 RULES = ("fitted", "tokens", "output-tokens", "equal")
 
 
-def make_rule(name: str, *, fit_window_ticks: int = 600) -> SplitRule:
+def make_rule(name: str, *, fit_window_ticks: int = 600, fit_warmup_ticks: int = 200) -> SplitRule:
     """The rule called ``name`` (one of :data:`RULES`)."""
     if name == "fitted":
-        return FittedRule(EnergyModelFit(window=fit_window_ticks))
+        return FittedRule(EnergyModelFit(window=fit_window_ticks, min_busy_ticks=fit_warmup_ticks))
     simple: dict[str, Callable[[], SplitRule]] = {
         "tokens": TokensRule,
         "output-tokens": OutputTokensRule,
