@@ -64,15 +64,24 @@ class SplitRule(Protocol):
         ...
 
 
-def _by_weights(tick: TickWork, weights: np.ndarray) -> Split:
+_TINY = 1e-300  # below this a weight sum is treated as zero (denormals lose precision)
+
+
+def _shares(weights: np.ndarray) -> np.ndarray | None:
+    """Weights normalised to sum 1 (divide first: energy x tiny / tiny underflows), or None."""
     total = float(weights.sum())
-    if total <= 0:
-        weights = tick.time_share
-        total = float(weights.sum())
-    if total <= 0:
-        weights = _equal_per_request(tick)
-        total = float(weights.sum())
-    return Split(tick.energy_j * weights / total, 0.0)
+    if not total > _TINY or not np.isfinite(total):
+        return None
+    shares: np.ndarray = weights / total
+    return shares
+
+
+def _by_weights(tick: TickWork, weights: np.ndarray) -> Split:
+    for candidate in (weights, tick.time_share, _equal_per_request(tick)):
+        shares = _shares(candidate)
+        if shares is not None:
+            return Split(tick.energy_j * shares, 0.0)
+    raise AssertionError("equal shares always sum to 1")
 
 
 def _equal_per_request(tick: TickWork) -> np.ndarray:
@@ -142,10 +151,10 @@ class FittedRule:
         idle_model = static_w * max(tick.duration_s - tick.busy_s, 0.0)
         rows_model = comp.sum(axis=1)
         total = float(rows_model.sum()) + idle_model
-        if total <= 0 or float(rows_model.sum()) <= 0:
+        if not float(rows_model.sum()) > _TINY or not np.isfinite(total):
             return TokensRule().split(tick)
-        scale = tick.energy_j / total
-        return Split(rows_model * scale, idle_model * scale, comp * scale)
+        energy = tick.energy_j
+        return Split(energy * (rows_model / total), energy * (idle_model / total), energy * (comp / total))
 
 
 RULES = ("fitted", "tokens", "output-tokens", "equal")

@@ -1,0 +1,88 @@
+"""The whole sidecar path on a simulated GPU and a fake clock: meter -> timeline -> attribution -> exports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.app import Sidecar
+from sidecar.config import SidecarConfig
+from sidecar.export.store import Ledger
+from sidecar.sim.meter import SimFeeder, SimMeter
+from sidecar.sim.run import MODEL_NAME, SimConfig, SimRun, simulate
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def run() -> SimRun:
+    base = SimConfig()
+    return simulate(replace(base, workload=replace(base.workload, n_requests=60, start_s=1.0)), seed=3)
+
+
+def drive(run: SimRun, clock: FakeClock, sidecar: Sidecar, until_s: float) -> None:
+    """Poll every 20 ms and tick every 100 ms of fake time."""
+    step = 0
+    while clock.t < until_s:
+        clock.t += 0.02
+        step += 1
+        sidecar.poll()
+        if step % 5 == 0:
+            sidecar.tick()
+
+
+def samples(text: bytes, name: str) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            if s.name == name:
+                out.append((s.labels, s.value))
+    return out
+
+
+def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) -> None:
+    clock = FakeClock()
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
+    ledger = Ledger(":memory:")
+    sidecar = Sidecar(
+        config, SimMeter(run, clock=clock, t0=0.0), sources=[SimFeeder(run, 0.0)], clock=clock, ledger=ledger
+    )
+    assert sidecar.ready()[0] is False  # no counter update seen yet
+    drive(run, clock, sidecar, run.duration_s / 2)
+    assert sidecar.ready()[0] is True
+    live = [r for r in run.requests if sidecar.attributor.record(r.request_id) is not None]
+    assert live, "some requests are in flight half way through"
+    provisional = sidecar.lookup(live[0].request_id)
+    assert provisional is not None and provisional["final"] is False
+    drive(run, clock, sidecar, run.duration_s + 2.0)
+    sidecar.tick(seal_until_s=math.inf)
+
+    assert ledger.count() == len(run.requests)
+    record = sidecar.lookup(run.requests[0].request_id)
+    assert record is not None and record["final"] is True and record["energy_source"] == "simulated"
+    totals = sidecar.attributor.totals
+    assert totals.conservation_error_j < 1e-9 * totals.measured_j
+    attributed = sum(ledger.get(r.request_id)["energy_j"] for r in run.requests)  # type: ignore[index]
+    assert attributed == pytest.approx(totals.attributed_j, rel=1e-9)
+
+    text = sidecar.exporter.render()
+    counts = samples(text, "gen_ai_server_request_energy_joules_count")  # one series per task
+    assert sum(v for _, v in counts) == len(run.requests)
+    assert {lab["jouletrace_task"] for lab, _ in counts} == {q.kind for q in run.workload}
+    assert all(lab["energy_source"] == "simulated" for lab, _ in counts)
+    phases = {lab["jouletrace_phase"]: v for lab, v in samples(text, "gen_ai_server_energy_joules_total")}
+    assert phases["prefill"] > 0 and phases["decode"] > 0 and phases["idle"] > 0
+    assert sum(phases.values()) == pytest.approx(totals.measured_j, rel=1e-6)
+    ((_, tokens),) = samples(text, "gen_ai_server_output_units_total")
+    assert tokens == sum(r.output_tokens for r in run.requests)
+    ((_, period),) = samples(text, "jouletrace_meter_update_period_seconds")
+    assert period == pytest.approx(0.1, rel=0.05)
