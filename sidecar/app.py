@@ -39,17 +39,25 @@ from sidecar.poller import Poller
 from sidecar.snapshot import build_snapshot
 from sidecar.timeline import Timeline
 
-__all__ = ["Sidecar", "WorkSource"]
+__all__ = ["Service", "Sidecar", "WorkSource"]
 
 log = logging.getLogger(__name__)
 
 
 class WorkSource(Protocol):
-    """A pull-style source of work (the simulated GPU's feeder; taps push instead)."""
+    """A source of work drained at each tick (taps, the simulated GPU's feeder)."""
 
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
         """Work events and request infos that have happened by ``now_s``."""
         ...
+
+
+class Service(Protocol):
+    """Something with its own server or thread that runs while the sidecar runs (a tap)."""
+
+    def start(self) -> int: ...
+
+    def stop(self, grace_s: float = 1.0) -> None: ...
 
 
 class Sidecar:
@@ -61,6 +69,7 @@ class Sidecar:
         meter: EnergyMeter,
         *,
         sources: Sequence[WorkSource] = (),
+        services: Sequence[Service] = (),
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
         on_final: Callable[[list[RequestEnergy]], None] | None = None,
@@ -68,6 +77,7 @@ class Sidecar:
         self.config = config
         self.meter = meter
         self.sources = list(sources)
+        self.services = list(services)
         self.clock = clock
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
         self.attributor = Attributor(
@@ -201,6 +211,8 @@ class Sidecar:
             self.meter, poll_s=self.config.poll_interval_s, status_s=self.config.status_interval_s
         )
         self._poller.start()
+        for service in self.services:
+            service.start()
         ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
         try:
             await stop.wait()
@@ -208,6 +220,8 @@ class Sidecar:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             self._poller.stop()
+            for service in self.services:
+                service.stop()
             if served is not None:
                 await served.close()
 

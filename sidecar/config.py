@@ -69,6 +69,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
     Knob("host", str, "0.0.0.0", "address the HTTP server (/metrics, API, probes) binds"),
     Knob("port", _port, 9464, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
+    Knob("otlp_port", _port, 4317, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
     Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
     Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
@@ -101,6 +102,7 @@ class SidecarConfig:
     model: str = "unknown"
     host: str = "0.0.0.0"
     port: int = 9464
+    otlp_port: int = 4317
     poll_interval_s: float = 0.02
     status_interval_s: float = 0.5
     tick_interval_s: float = 0.1

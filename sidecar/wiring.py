@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from sidecar.app import Sidecar, WorkSource
+from sidecar.app import Service, Sidecar, WorkSource
 from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
@@ -46,9 +46,21 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         clock=clock,
         extra={"sim": sim_meter},
     )
+    services: list[Service] = []
+    if config.otlp_port:
+        from sidecar.taps.otlp import OtlpReceiver
+        from sidecar.taps.spans import SpanHandler, WallToMono
+
+        to_mono = WallToMono(mono=clock)
+        handlers: list[SpanHandler] = []
+        # span handlers, one line each (vLLM llm_request spans, diffusion batch spans):
+        del to_mono  # until the first handler uses it
+        receiver = OtlpReceiver(handlers, host=config.host, port=config.otlp_port)
+        sources.append(receiver)
+        services.append(receiver)
     ledger = (
         Ledger(config.ledger_path, max_rows=config.ledger_max_rows, max_age_s=config.ledger_max_age_s)
         if config.ledger_path
         else None
     )
-    return Sidecar(config, meter, sources=sources, clock=clock, ledger=ledger)
+    return Sidecar(config, meter, sources=sources, services=services, clock=clock, ledger=ledger)
