@@ -1,90 +1,73 @@
 """The ``jouletrace`` command: one entry point, one subcommand per job.
 
-jouletrace sidecar [--meter nvml ...]   run the sidecar (every knob: --help)
-jouletrace demo                         the CPU demo: sidecar + simulated GPU + short workload
+    jouletrace sidecar [--meter nvml ...]   run the sidecar (every knob: --help)
+    jouletrace demo                         the CPU demo: sidecar + simulated GPU + short workload
+    jouletrace models build ...             tiny offline models (servers/models)
+    jouletrace vllm serve ...               vLLM with jouletrace attached (servers/vllm)
+    jouletrace diffusion serve ...          the diffusion server (servers/diffusion)
+    jouletrace loadgen ...                  the study's task mixes (loadgen)
+
+Each subcommand lives in its own module, imported only when it runs (the
+sidecar never imports torch): the module has ``add_arguments(parser)`` and
+``run(args) -> int``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
-from sidecar.config import SidecarConfig, add_arguments, load_config
 from sidecar.errors import JouletraceError
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
 
-log = logging.getLogger("jouletrace")
+# command -> (help, module with add_arguments(parser) and run(args) -> int)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sidecar": ("run the sidecar next to an inference server", "sidecar.cli_sidecar"),
+    "demo": ("CPU demo: the sidecar on a simulated GPU with a short workload", "sidecar.cli_demo"),
+    "models": ("build tiny offline models (LLM, image, video)", "servers.models.cli"),
+    "vllm": ("start vLLM with jouletrace attached", "servers.vllm.cli"),
+    "diffusion": ("serve text-to-image / text-to-video with batch spans", "servers.diffusion.cli"),
+    "loadgen": ("replay the study's task mixes and report energy", "loadgen.cli"),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jouletrace", description="Where do our joules go?")
-    sub = parser.add_subparsers(dest="command", required=True)
-    side = sub.add_parser("sidecar", help="run the sidecar next to an inference server")
-    add_arguments(side)
-    demo = sub.add_parser("demo", help="CPU demo: the sidecar on a simulated GPU with a short workload")
-    demo.add_argument("--requests", type=int, default=48, help="simulated requests (default 48)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed of the workload")
-    demo.add_argument("--port", type=int, default=9464, help="port of /metrics while the demo runs (0: any)")
-    demo.add_argument("--speed", type=float, default=1.0, help="play the simulation this many times faster")
-    demo.add_argument("--rows", type=int, default=12, help="requests to list in the table")
-    return parser
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is not there (e.g. servers/ in a sidecar-only image)
+        return False
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: entry for name, entry in COMMANDS.items() if _installed(entry[1])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jouletrace`` console script."""
-    args = _parser().parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    commands = _available()
+    parser = argparse.ArgumentParser(prog="jouletrace", description="Where do our joules go?")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = args_in[0] if args_in and args_in[0] in commands else None
+    for name, (help_text, module_name) in commands.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+    args = parser.parse_args(args_in)
+    module = importlib.import_module(commands[args.command][1])
     try:
-        if args.command == "sidecar":
-            knobs = {k: v for k, v in vars(args).items() if k != "command"}
-            config = load_config(knobs)
-            _setup_logging(config.log_level)
-            code: int = asyncio.run(_run_sidecar(config))
-            return code
-        if args.command == "demo":
-            _setup_logging("warning")
-            from sidecar.demo import run_demo
-
-            return run_demo(
-                n_requests=args.requests, seed=args.seed, port=args.port, speed=args.speed, rows=args.rows
-            )
+        code: int = module.run(args)
+        return code
     except JouletraceError as err:
         print(f"jouletrace: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 2
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-async def _run_sidecar(config: SidecarConfig) -> int:
-    from sidecar.wiring import build_sidecar
-
-    sidecar = build_sidecar(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "jouletrace sidecar: meter=%s (%s) devices=%s split=%s port=%d",
-        config.meter,
-        sidecar.meter.source.value,
-        ",".join(d.id for d in sidecar.meter.devices),
-        config.split,
-        config.port,
-    )
-    try:
-        await sidecar.run(stop)
-    finally:
-        sidecar.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -73,9 +73,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
     Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
-    Knob(
-        "settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"
-    ),
+    Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
     Knob("fit_warmup_ticks", _positive(int), 200, "busy ticks the fitted model sees before it splits"),
     Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
@@ -147,7 +145,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=knob.name,
             default=None,
             metavar=knob.name.upper(),
-            help=f"{knob.help}{extra}; env {env_name(knob.name)}; default {knob.default!r}",
+            help=f"{knob.help}{extra}; env {env_name(knob.name)}; default {knob.default!r}".replace(
+                "%", "%%"
+            ),
         )
 
 
