@@ -1,15 +1,19 @@
 # jouletrace: the two commands a newcomer needs are `make demo` and `make test`.
-# Each sets up what it needs itself (into .venv), so they work on a fresh machine.
+# Each sets up what it needs itself, so they work on a fresh machine:
+#   .venv       the sidecar, the diffusion server, the load generator, dev tools (torch: CPU wheel)
+#   .venv-vllm  vLLM in its own environment, as in production where vLLM runs in its own container
 
-PY      := .venv/bin/python
-STAMP   := .venv/.installed
+PY        := .venv/bin/python
+STAMP     := .venv/.installed
+VLLM_PY   := .venv-vllm/bin/python
+VLLM_STAMP:= .venv-vllm/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
-demo: $(STAMP)            ## the main job on the CPU default: sidecar + simulated GPU + short workload
+demo: $(STAMP) $(VLLM_STAMP)   ## the main job on the CPU default
 	$(PY) -m sidecar.cli demo
 
-test: $(STAMP) system-deps ## lint, types, then every test (integration tests included)
+test: $(STAMP) $(VLLM_STAMP) system-deps   ## lint, types, then every test (integration tests included)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
@@ -19,19 +23,22 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-bench: $(STAMP)           ## the benchmarks that back our numbers
+bench: $(STAMP)                ## the benchmarks that back our numbers
 	$(PY) benchmarks/attribution_accuracy.py
 	$(PY) benchmarks/ingest.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[sidecar,dev]'
+	$(PY) -m pip install -q -e '.[sidecar,diffusion,loadgen,dev]'
 	touch $(STAMP)
 
-.PHONY: system-deps
-system-deps:              ## Debian packages the integration tests use (prometheus, promtool)
+$(VLLM_STAMP): pyproject.toml scripts/setup-vllm-venv.sh
+	scripts/setup-vllm-venv.sh .venv-vllm
+	touch $(VLLM_STAMP)
+
+system-deps:                   ## Debian packages the integration tests start (prometheus, promtool)
 	scripts/install-system-deps.sh
 
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-vllm .pytest_cache .mypy_cache .ruff_cache
