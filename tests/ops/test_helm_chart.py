@@ -236,3 +236,18 @@ def test_values_schema_lists_exactly_the_sidecars_knobs_with_their_types_and_cho
         prop = config["properties"][knob.name]
         assert prop["type"] == kinds[type(knob.default)], knob.name
         assert prop.get("enum") == (list(knob.choices) if knob.choices else None), knob.name
+
+
+def _pod_spec(kube: FakeKube, values: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = _one(render(kube, CHART, values), "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_otlp_port_knob_moves_the_receiver_and_zero_turns_tracing_off(kube: FakeKube) -> None:
+    pod = _pod_spec(kube, {"sidecar": {"config": {"otlp_port": 14317}}})
+    assert "--otlp-traces-endpoint=grpc://localhost:14317" in _container(pod, "vllm")["args"]
+    port = {"name": "otlp-grpc", "containerPort": 14317, "protocol": "TCP"}
+    assert port in _container(pod, "jouletrace")["ports"]
+    off = _pod_spec(kube, {"sidecar": {"config": {"otlp_port": 0}}})
+    assert not [a for a in _container(off, "vllm")["args"] if "otlp" in a]
+    assert [p["name"] for p in _container(off, "jouletrace")["ports"]] == ["metrics"]

@@ -58,9 +58,13 @@ app.kubernetes.io/part-of: jouletrace
 {{- if eq .Values.mode "vllm" }}{{ toYaml .Values.vllm }}{{ else }}{{ toYaml .Values.diffusion }}{{ end }}
 {{- end }}
 
-{{/* The sidecar's port (its `port` knob). */}}
+{{/* The sidecar's ports: its `port` and `otlp_port` knobs. */}}
 {{- define "jouletrace.port" -}}
 {{- .Values.sidecar.config.port | default 9464 | int }}
+{{- end }}
+
+{{- define "jouletrace.otlpPort" -}}
+{{- if hasKey .Values.sidecar.config "otlp_port" }}{{ .Values.sidecar.config.otlp_port | int }}{{ else }}4317{{ end }}
 {{- end }}
 
 {{/*
@@ -176,9 +180,11 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
     - name: metrics
       containerPort: {{ include "jouletrace.port" . }}
       protocol: TCP
+    {{- if ne (include "jouletrace.otlpPort" .) "0" }}
     - name: otlp-grpc
-      containerPort: {{ .Values.sidecar.otlpPort }}
+      containerPort: {{ include "jouletrace.otlpPort" . }}
       protocol: TCP
+    {{- end }}
   livenessProbe:
     {{- toYaml .Values.sidecar.livenessProbe | nindent 4 }}
   readinessProbe:
