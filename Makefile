@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[sidecar,diffusion,loadgen,dev]'
+	# Helm's Go library for chart lint; it declares Python >= 3.12 but works on 3.11
+	$(PY) -m pip install -q --ignore-requires-python 'helm-sdkpy==0.1.32'
 	touch $(STAMP)
 
 $(VLLM_STAMP): pyproject.toml scripts/setup-vllm-venv.sh

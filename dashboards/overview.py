@@ -89,7 +89,7 @@ def _efficiency() -> list[PanelBuilder]:
             [
                 Query(
                     f"avg by (gen_ai_request_model, energy_source) "
-                    f"(gen_ai_server_throughput_per_watt_per_s_W{{{MODEL}}})",
+                    f"(gen_ai_server_throughput_per_watt{{{MODEL}}})",
                     _LEGEND_MS,
                     instant=True,
                 )
@@ -135,7 +135,7 @@ def _efficiency() -> list[PanelBuilder]:
             [
                 Query(
                     f"avg by (gen_ai_request_model, energy_source) "
-                    f"(gen_ai_server_throughput_per_watt_per_s_W{{{MODEL}}})",
+                    f"(gen_ai_server_throughput_per_watt{{{MODEL}}})",
                     _LEGEND_MS,
                 )
             ],
@@ -332,7 +332,7 @@ def _health() -> list[PanelBuilder]:
                     "dropped {{pod}} {{reason}}",
                 ),
                 Query(
-                    f"sum by (pod) (increase(jouletrace_counter_resets_total{{{HW}}}[{RATE}]))",
+                    f"sum by (pod) (increase(jouletrace_meter_resets_total{{{HW}}}[{RATE}]))",
                     "resets {{pod}}",
                 ),
             ],

@@ -55,7 +55,7 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
             dropped_events=dropped,
             conservation_error_j=totals.conservation_error_j,
             measured_j=totals.measured_j,
-            counter_resets=sidecar.timeline.resets,
+            counter_resets=sidecar.timeline.resets + sidecar.timeline.wraps,
             pending_requests=len(att.requests),
             sealed_ticks=totals.sealed_ticks,
         ),

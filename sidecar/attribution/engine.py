@@ -38,6 +38,7 @@ __all__ = ["Attributor"]
 
 log = logging.getLogger(__name__)
 
+DROP_REASONS = ("invalid", "late", "late_clipped", "after_final", "info_after_final")
 _EPS_S = 1e-9  # float slack when comparing times (s)
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 _EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
@@ -65,7 +66,8 @@ class Attributor:
         self._unix_offset = unix_offset
         self.requests = RequestTable()
         self.totals = Totals(len(timeline.devices))
-        self.dropped: Counter[str] = Counter()
+        # every reason exported from the start, so a rate() has a series before the first drop
+        self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self._new: list[tuple[float, float, float, float, float, float, float]] = []
         self._pending = _EMPTY
         self._sealed_t: float | None = None  # time of the last sealed edge

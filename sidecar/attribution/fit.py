@@ -71,7 +71,7 @@ class EnergyModelFit:
         self.ridge = ridge
         self._x: deque[np.ndarray] = deque(maxlen=window)
         self._y: deque[float] = deque(maxlen=window)
-        self._busy = 0  # busy ticks seen (saturates; only gates readiness)
+        self._busy = 0  # busy ticks seen, up to min_busy_ticks (only gates readiness)
         self.coef: np.ndarray | None = None  # per FEATURES; busy_s's entry is always 0
         self.r2 = 0.0
         self.busy_w = 0.0
@@ -81,7 +81,7 @@ class EnergyModelFit:
         self._x.append(x)
         self._y.append(energy_j)
         if x[_BUSY] > 0:
-            self._busy = min(self._busy + 1, self.window)
+            self._busy = min(self._busy + 1, self.min_busy_ticks)
         if self._busy >= self.min_busy_ticks:
             self._refit()
 

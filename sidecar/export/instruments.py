@@ -165,7 +165,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
     ),
     ObservableSpec(
         "gen_ai.server.throughput_per_watt",
-        "{unit}/s/W",
+        "{unit}",  # units/s per W; "{unit}/s/W" would make Prometheus append an abbreviated-unit suffix
         "Output units per second per watt (= output units per joule) over the recent window, per model.",
         False,
         _throughput_per_watt,
@@ -200,7 +200,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         _stat(lambda s: s.stats.conservation_error_j, sourced=True),
     ),
     ObservableSpec(
-        "jouletrace.counter.resets",
+        "jouletrace.meter.resets",
         "{reset}",
         "Energy-counter resets and wraps handled (count).",
         True,

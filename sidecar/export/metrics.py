@@ -31,12 +31,12 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     gen_ai_server_energy_per_output_token_joules      histogram  gen_ai_request_model, jouletrace_task,
                                                                  energy_source
     gen_ai_server_output_units_total                  counter    gen_ai_request_model, jouletrace_unit
-    gen_ai_server_throughput_per_watt_per_s_W         gauge      gen_ai_request_model, energy_source
+    gen_ai_server_throughput_per_watt         gauge      gen_ai_request_model, energy_source
     jouletrace_meter_update_period_seconds            gauge      -
     jouletrace_attribution_lag_seconds                gauge      -
     jouletrace_events_dropped_total                   counter    reason
     jouletrace_conservation_error_joules              gauge      energy_source
-    jouletrace_counter_resets_total                   counter    -
+    jouletrace_meter_resets_total                   counter    -
     jouletrace_requests_pending                       gauge      -
     jouletrace_model_static_power_watts               gauge      energy_source
     jouletrace_model_busy_power_watts                 gauge      energy_source

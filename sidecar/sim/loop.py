@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
-from sidecar.sim.meter import DEVICE_NAME, SimFeeder
+from sidecar.sim.meter import DEVICE_NAME, SimFeeder, sim_status
 from sidecar.sim.run import SimConfig, SimRun, simulate
 
 __all__ = ["LoopingSim"]
@@ -81,15 +81,7 @@ class LoopingSim:
     def status(self) -> tuple[DeviceStatus, ...]:
         t = self._clock()
         seg = self._segment_at(t)
-        trace = seg.run.trace
-        return (
-            DeviceStatus(
-                device_id=self._devices[0].id,
-                power_w=trace.power_at(t - seg.start_s),
-                utilization=trace.utilization(t - seg.start_s, 1.0),
-                power_limit_w=seg.run.config.gpu.power_cap_w,
-            ),
-        )
+        return (sim_status(seg.run, t - seg.start_s, self._devices[0].id),)
 
     def close(self) -> None:
         """Nothing to release."""

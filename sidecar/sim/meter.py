@@ -23,7 +23,7 @@ from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
 from sidecar.sim.run import SimRun
 
-__all__ = ["DEVICE_NAME", "SimFeeder", "SimMeter"]
+__all__ = ["DEVICE_NAME", "SimFeeder", "SimMeter", "sim_status"]
 
 DEVICE_NAME = "simulated H100-class GPU"
 
@@ -64,20 +64,33 @@ class SimMeter:
         return Reading(t, (self._run.counter.value_at(t - self.t0),))
 
     def status(self) -> tuple[DeviceStatus, ...]:
-        """Instant power (W), utilization over the last window, and the power cap."""
-        sim_t = self._clock() - self.t0
-        trace = self._run.trace
-        return (
-            DeviceStatus(
-                device_id=self._devices[0].id,
-                power_w=trace.power_at(sim_t),
-                utilization=trace.utilization(sim_t, self._window_s),
-                power_limit_w=self._run.config.gpu.power_cap_w,
-            ),
-        )
+        """Instant power (W), utilization, SM clock, memory and the power cap, simulated."""
+        return (sim_status(self._run, self._clock() - self.t0, self._devices[0].id, self._window_s),)
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+WEIGHTS_BYTES = 16e9  # an 8B-parameter model in BF16
+KV_BYTES = 2e9  # KV cache in use at full utilization (simulated, linear in utilization)
+SM_CLOCK_MHZ = 1980.0  # held while a CUDA context is open (measured on an H200: docs/measurements/nvml.md)
+SM_CLOCK_CAPPED_MHZ = 1500.0  # at the power cap the clocks drop (1425-1545 MHz measured)
+
+
+def sim_status(run: SimRun, sim_t: float, device_id: str, window_s: float = 1.0) -> DeviceStatus:
+    """The simulated GPU's latent metrics at simulated time ``sim_t`` (s)."""
+    trace = run.trace
+    power_w = trace.power_at(sim_t)
+    utilization = trace.utilization(sim_t, window_s)
+    cap_w = run.config.gpu.power_cap_w
+    return DeviceStatus(
+        device_id=device_id,
+        power_w=power_w,
+        utilization=utilization,
+        sm_clock_mhz=SM_CLOCK_CAPPED_MHZ if power_w >= 0.97 * cap_w else SM_CLOCK_MHZ,
+        memory_used_bytes=WEIGHTS_BYTES + KV_BYTES * utilization,
+        power_limit_w=cap_w,
+    )
 
 
 class SimFeeder:

@@ -60,15 +60,12 @@ DATA_DEADLINE_S = 45.0
 # Series the sim meter does not produce yet (its DeviceStatus carries no SM clock and no
 # memory reading), reported to the sim's owner. A query reading only these may return
 # nothing; the test fails once they appear, so that this list gets emptied.
-KNOWN_MISSING_SERIES = {"jouletrace_gpu_sm_clock_hertz", "hw_gpu_memory_usage_bytes"}
+KNOWN_MISSING_SERIES: set[str] = set()
 
 # promtool's lint findings on the sidecar's exposition that come from the sidecar's metric
 # names and are reported to its owners (see docs/alerts.md and the issue note). The test fails
 # on any other finding, and on a listed one that no longer appears (then delete it here).
-KNOWN_LINT_FINDINGS = {
-    "gen_ai_server_throughput_per_watt_per_s_W metric names should not contain abbreviated units",
-    "jouletrace_counter_resets_total metric name should not include type 'counter'",
-}
+KNOWN_LINT_FINDINGS: set[str] = set()
 
 
 def _free_port() -> int:
