@@ -1,0 +1,208 @@
+"""The sidecar when its meter fails: a lost device makes it unready, a failed read is counted and passes.
+
+Each test drives ``Sidecar.poll``/``tick``/``lookup``/``ready`` by hand on a
+fake clock, with a scripted fake meter; nothing runs in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sidecar.app import Sidecar
+from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.config import SidecarConfig
+from sidecar.errors import DeviceLost, MeterError, MeterReadError
+from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
+
+POLL_S = 0.02
+
+
+class FakeClock:
+    def __init__(self, t_s: float = 100.0) -> None:
+        self.t_s = t_s
+
+    def __call__(self) -> float:
+        return self.t_s
+
+
+class ScriptedMeter:
+    """Gains 10 J every 5th read (a 100 ms counter polled every 20 ms); ``fail(n)`` may raise on read n."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        fail: Callable[[int], MeterError | None] = lambda n: None,
+        wrap_j: float | None = None,
+        start_j: float = 5000.0,
+    ) -> None:
+        self._clock = clock
+        self._fail = fail
+        self.start_j = start_j
+        self._wrap_j = wrap_j
+        self.reads = 0
+        self.status_reads = 0
+        self.status_error: MeterError | None = None
+        self._devices = (DeviceInfo(id="GPU-fake", name="fake GPU", wrap_j=wrap_j),)
+
+    @property
+    def source(self) -> EnergySource:
+        return EnergySource.SIMULATED
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        return self._devices
+
+    def read(self) -> Reading:
+        self.reads += 1
+        error = self._fail(self.reads)
+        if error is not None:
+            raise error
+        value = self.start_j + 10.0 * (self.reads // 5)
+        if self._wrap_j is not None:
+            value %= self._wrap_j
+        return Reading(self._clock(), (value,))
+
+    def reset_counter(self) -> None:
+        """The driver reloads: the next read starts again from 0 J."""
+        self.start_j = -10.0 * ((self.reads + 1) // 5)
+
+    def status(self) -> tuple[DeviceStatus, ...]:
+        self.status_reads += 1
+        if self.status_error is not None:
+            raise self.status_error
+        return (DeviceStatus(device_id="GPU-fake", power_w=500.0),)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_sidecar(clock: FakeClock) -> Iterator[Callable[[ScriptedMeter], Sidecar]]:
+    built: list[Sidecar] = []
+
+    def make(meter: ScriptedMeter) -> Sidecar:
+        sidecar = Sidecar(SidecarConfig(meter="sim", settle_s=0.5), meter, clock=clock)
+        built.append(sidecar)
+        return sidecar
+
+    yield make
+    for sidecar in built:
+        sidecar.close()
+
+
+def poll_for(sidecar: Sidecar, clock: FakeClock, seconds: float) -> None:
+    for _ in range(round(seconds / POLL_S)):
+        clock.t_s += POLL_S
+        sidecar.poll()
+
+
+def test_a_sidecar_is_unready_until_the_counter_has_updated_then_ready(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    sidecar = make_sidecar(ScriptedMeter(clock))
+    ok, reason = sidecar.ready()
+    assert not ok and "waiting for the energy counter" in reason
+    poll_for(sidecar, clock, 1.0)
+    assert sidecar.ready() == (True, "simulated energy from 1 device(s)")
+
+
+def test_a_lost_device_makes_the_sidecar_unready_with_the_reason(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock, fail=lambda n: DeviceLost("GPU-fake fell off the bus") if n > 50 else None)
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 0.9)  # 45 good reads
+    assert sidecar.ready()[0]
+    poll_for(sidecar, clock, 0.2)  # read 51 finds the device gone
+    ok, reason = sidecar.ready()
+    assert not ok
+    assert reason == "meter lost its device: GPU-fake fell off the bus"
+    assert sidecar.lost == "GPU-fake fell off the bus"
+    assert sidecar.meter_errors == 0  # a lost device is not a transient read error
+
+
+def test_after_the_device_is_lost_the_meter_is_no_longer_read(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock, fail=lambda n: DeviceLost("gone") if n >= 3 else None)
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 1.0)
+    sidecar.read_status()
+    assert meter.reads == 3
+    assert meter.status_reads == 0
+
+
+def test_after_the_device_is_lost_ticks_and_lookups_still_answer(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock, fail=lambda n: DeviceLost("gone") if n > 40 else None)
+    sidecar = make_sidecar(meter)
+    t_start = clock.t_s
+    sidecar.add_request(RequestInfo("req-1", model="m", start_s=t_start))
+    sidecar.add_work(WorkEvent("req-1", t_start + 0.1, t_start + 0.3, Phase.DECODE, 10.0))
+    poll_for(sidecar, clock, 1.5)
+    assert sidecar.lost == "gone"
+    sidecar.tick()  # does not raise
+    assert sidecar.snapshot().t_s == clock.t_s  # a fresh snapshot is still published
+    record = sidecar.lookup("req-1")
+    assert record is not None and record["request_id"] == "req-1"
+    assert sidecar.lookup("nope") is None
+    assert not sidecar.ready()[0]
+
+
+def test_a_failed_read_is_counted_and_the_sidecar_keeps_polling(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock, fail=lambda n: MeterReadError("timeout") if n % 4 == 0 else None)
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 2.0)  # 100 reads, every 4th fails
+    assert sidecar.meter_errors == 25
+    assert sidecar.lost is None
+    assert sidecar.timeline.polls == 75
+    assert sidecar.ready()[0]
+    sidecar.tick()
+    assert sidecar.snapshot().devices[0].energy_j > 0
+
+
+def test_a_failed_status_read_is_counted_and_keeps_the_last_status(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock)
+    sidecar = make_sidecar(meter)
+    sidecar.read_status()
+    meter.status_error = MeterReadError("busy")
+    sidecar.read_status()
+    assert sidecar.meter_errors == 1
+    assert sidecar.status == (DeviceStatus(device_id="GPU-fake", power_w=500.0),)
+    assert sidecar.lost is None
+
+
+def test_a_counter_reset_is_counted_in_the_snapshot(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock)
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 0.5)
+    meter.reset_counter()
+    poll_for(sidecar, clock, 0.5)
+    sidecar.tick()
+    assert sidecar.snapshot().stats.counter_resets == 1
+
+
+# jouletrace_counter_resets_total is documented as "resets and wraps handled".
+def test_a_counter_wrap_is_counted_in_the_snapshot_like_a_reset(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock, wrap_j=5100.0)  # 5000 J + 10 J per 100 ms wraps after 1 s
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 2.0)
+    assert sidecar.timeline.wraps == 1
+    sidecar.tick()
+    assert sidecar.snapshot().stats.counter_resets == 1
