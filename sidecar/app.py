@@ -131,6 +131,9 @@ class Sidecar:
             return
         try:
             self._status = self.meter.status()
+        except DeviceLost as err:
+            self.lost = str(err)
+            log.error("energy meter lost its device: %s; /readyz now fails", err)
         except MeterError as err:
             self.meter_errors += 1
             log.debug("status read failed: %s", err)

@@ -9,6 +9,7 @@ Every error names the knob and where its bad value came from.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -33,9 +34,15 @@ class Knob:
     choices: tuple[str, ...] | None = None
 
 
+def _finite(value: Any, text: str) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _positive(cast: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        value = cast(text)
+        value = _finite(cast(text), text)
         if value <= 0:
             raise ValueError(f"must be > 0, got {text!r}")
         return value
@@ -46,7 +53,7 @@ def _positive(cast: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _non_negative(cast: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        value = cast(text)
+        value = _finite(cast(text), text)
         if value < 0:
             raise ValueError(f"must be >= 0, got {text!r}")
         return value

@@ -43,7 +43,8 @@ class GridClock:
         g = self._phase + j * self._period
         if lo_s - self.slack_s <= g <= hi_s + self.slack_s:
             self.on_grid += 1
-            return min(max(g, lo_s), hi_s)
+            # inside (lo, hi]: the poll at lo still read the old value, so never date it there
+            return min(max(g, lo_s + 1e-6), hi_s)
         self.off_grid += 1
         return mid
 

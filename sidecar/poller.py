@@ -67,5 +67,8 @@ class Poller:
             except MeterError as err:
                 self.errors += 1
                 log.warning("energy read failed (%s); will retry", err)
+            except Exception:  # a bug in a meter must not silently stop the readings
+                self.errors += 1
+                log.exception("energy read raised unexpectedly; will retry")
             period = self.poll_s * self._rng.uniform(0.75, 1.25)
             self._stop.wait(max(period - (time.monotonic() - started), 0.0))

@@ -10,6 +10,7 @@ seconds; energy: joules.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -50,6 +51,8 @@ class LoopingSim:
         start = clock() if t0 is None else t0
         self._segments = [_Segment(0, simulate(config, seed), start, 0.0)]
         self._devices = (DeviceInfo(id=device_id, name=DEVICE_NAME, type="gpu"),)
+        # read() runs on the poller thread and due() on the event loop: both may extend the chain
+        self._lock = threading.RLock()
 
     # ---- EnergyMeter ------------------------------------------------------------
     @property
@@ -61,16 +64,18 @@ class LoopingSim:
         return self._devices
 
     def _segment_at(self, t_s: float) -> _Segment:
-        while t_s >= self._segments[-1].end_s:
-            last = self._segments[-1]
-            value = last.offset_j + last.run.counter.value_at(last.run.duration_s)
-            run = simulate(self.config, self.seed + last.index + 1)
-            self._segments.append(_Segment(last.index + 1, run, last.end_s, value))
-            del self._segments[:-2]  # keep the current and the previous run only
-        for seg in reversed(self._segments):
-            if t_s >= seg.start_s:
-                return seg
-        return self._segments[0]
+        with self._lock:
+            while t_s >= self._segments[-1].end_s:
+                last = self._segments[-1]
+                value = last.offset_j + last.run.counter.value_at(last.run.duration_s)
+                run = simulate(self.config, self.seed + last.index + 1)
+                self._segments.append(_Segment(last.index + 1, run, last.end_s, value))
+            # forget runs whose work has all been released (never the current one)
+            self._segments = [seg for seg in self._segments[:-1] if not seg.feeder.done] + self._segments[-1:]
+            for seg in reversed(self._segments):
+                if t_s >= seg.start_s:
+                    return seg
+            return self._segments[0]
 
     def read(self) -> Reading:
         """The chained counter now (J)."""
@@ -89,10 +94,12 @@ class LoopingSim:
     # ---- work source ---------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
         """Work and finished requests of every live run up to ``now_s``, ids prefixed by run."""
-        self._segment_at(now_s)
+        with self._lock:
+            self._segment_at(now_s)
+            segments = list(self._segments)
         events: list[WorkEvent] = []
         infos: list[RequestInfo] = []
-        for seg in self._segments:
+        for seg in segments:
             ev, inf = seg.feeder.due(now_s)
             prefix = f"r{seg.index}-"
             events += [replace(e, request_id=prefix + e.request_id) for e in ev]

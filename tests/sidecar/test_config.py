@@ -145,11 +145,6 @@ NON_FINITE = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py: _positive/_non_negative(float) accept 'nan' and 'inf' (nan <= 0 is False), "
-    "so e.g. --poll-interval-s nan makes the poller spin with no wait and --settle-s inf never seals",
-)
 @pytest.mark.parametrize(("knob", "text"), NON_FINITE, ids=[f"{k}={v}" for k, v in NON_FINITE])
 def test_a_non_finite_number_is_a_bad_value(knob: str, text: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{knob}:"):

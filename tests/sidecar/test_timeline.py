@@ -113,11 +113,6 @@ def test_every_edge_is_dated_inside_its_change_window(steps: list[tuple[float, f
     assert timeline.edge_count == sum(1 for _, gain in steps if gain > 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GridClock.date clamps a grid point that falls just before the window to lo_s itself, "
-    "so the edge is dated AT the previous poll, whose reading still showed the old value",
-)
 def test_a_grid_dated_edge_is_never_dated_at_the_previous_poll_itself() -> None:
     """A late update (jitter) seen by a poll just after its grid point is still dated after that poll."""
     timeline = Timeline([GPU])

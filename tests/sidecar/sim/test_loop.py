@@ -140,12 +140,6 @@ def test_nothing_is_released_twice_when_due_is_asked_about_the_same_time_again(
     assert sim.due(end_s) == ([], [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LoopingSim._segment_at has no lock: the poller thread's read() and the tick's due() can both "
-    "see the run end, both simulate the next run and both append it with the same index, so every "
-    "'r1-' request is released twice and the first run's unreleased tail is dropped",
-)
 def test_a_read_on_the_poller_thread_and_due_on_the_loop_at_a_run_boundary_release_each_request_once(
     runs: tuple[SimRun, SimRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
