@@ -14,5 +14,7 @@ def test_importing_every_sidecar_module_pulls_in_no_torch_and_no_diffusers() -> 
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'diffusers', 'transformers'))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == ""
