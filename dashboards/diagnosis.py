@@ -9,7 +9,6 @@ engine step, shared by the batch), J per prefill / decode token and per context 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.panels import (
     HW,
@@ -18,13 +17,10 @@ from dashboards.panels import (
     VLLM,
     PanelBuilder,
     Query,
-    note,
-    reset_ids,
-    row,
+    dashboard,
     scatter,
     stat_panel,
     timeseries,
-    variables,
 )
 
 __all__ = ["UID", "build"]
@@ -268,37 +264,15 @@ def _batch() -> list[PanelBuilder]:
 
 def build() -> db.Dashboard:
     """The Diagnosis dashboard, ready to encode as JSON."""
-    reset_ids()
-    dash = (
-        db.Dashboard("jouletrace / Diagnosis")
-        .uid(UID)
-        .description("Why J/token is what it is: latent metrics, static power, the fitted energy model.")
-        .tags(["jouletrace", "energy", "gen-ai"])
-        .editable()
-        .time("now-3h", "now")
-        .refresh("30s")
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .timezone("browser")
-        .link(
-            db.DashboardLink("jouletrace")
-            .type(dm.DashboardLinkType.DASHBOARDS)
-            .tags(["jouletrace"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+    return dashboard(
+        "jouletrace / Diagnosis",
+        UID,
+        "Why J/token is what it is: latent metrics, static power, the fitted energy model.",
+        _README,
+        (
+            ("Latent metrics", _latent),
+            ("Static power wastage", _static),
+            ("Fitted energy model", _fitted),
+            ("J/token vs batch size", _batch),
+        ),
     )
-    for variable in variables():
-        dash = dash.with_variable(variable)
-    dash = dash.with_panel(note("How to read this dashboard", _README))
-    rows = (
-        ("Latent metrics", _latent()),
-        ("Static power wastage", _static()),
-        ("Fitted energy model", _fitted()),
-        ("J/token vs batch size", _batch()),
-    )
-    for title, panels in rows:
-        dash = dash.with_row(row(title))
-        for panel in panels:
-            dash = dash.with_panel(panel)
-    return dash

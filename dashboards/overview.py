@@ -9,7 +9,6 @@ estimate is drawn dashed orange, a simulation or replay dotted purple.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.panels import (
     HW,
@@ -17,13 +16,10 @@ from dashboards.panels import (
     RATE,
     PanelBuilder,
     Query,
+    dashboard,
     heatmap,
-    note,
-    reset_ids,
-    row,
     stat_panel,
     timeseries,
-    variables,
 )
 
 __all__ = ["UID", "build"]
@@ -344,38 +340,16 @@ def _health() -> list[PanelBuilder]:
 
 def build() -> db.Dashboard:
     """The Overview dashboard, ready to encode as JSON."""
-    reset_ids()
-    dash = (
-        db.Dashboard("jouletrace / Overview")
-        .uid(UID)
-        .description("Per-request GPU energy: J/token, J/image, J/video, power, phases, sidecar health.")
-        .tags(["jouletrace", "energy", "gen-ai"])
-        .editable()
-        .time("now-3h", "now")
-        .refresh("30s")
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .timezone("browser")
-        .link(
-            db.DashboardLink("jouletrace")
-            .type(dm.DashboardLinkType.DASHBOARDS)
-            .tags(["jouletrace"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+    return dashboard(
+        "jouletrace / Overview",
+        UID,
+        "Per-request GPU energy: J/token, J/image, J/video, power, phases, sidecar health.",
+        _README,
+        (
+            ("Energy efficiency", _efficiency),
+            ("GPU power and energy", _gpu),
+            ("Where the joules go: prefill / decode / denoise / idle", _phases),
+            ("Per-request energy", _per_request),
+            ("Sidecar health", _health),
+        ),
     )
-    for variable in variables():
-        dash = dash.with_variable(variable)
-    dash = dash.with_panel(note("How to read this dashboard", _README))
-    rows = (
-        ("Energy efficiency", _efficiency()),
-        ("GPU power and energy", _gpu()),
-        ("Where the joules go: prefill / decode / denoise / idle", _phases()),
-        ("Per-request energy", _per_request()),
-        ("Sidecar health", _health()),
-    )
-    for title, panels in rows:
-        dash = dash.with_row(row(title))
-        for panel in panels:
-            dash = dash.with_panel(panel)
-    return dash

@@ -8,7 +8,7 @@ end-to-end test) still matches: ``namespace=~".*"`` matches an absent label.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -293,3 +293,44 @@ def variables() -> list[db.DatasourceVariable | db.QueryVariable]:
         ),
         query_var("pod", "Pod", 'label_values(hw_energy_joules_total{namespace=~"$namespace"}, pod)'),
     ]
+
+
+def dashboard(
+    title: str,
+    uid: str,
+    description: str,
+    readme: str,
+    rows: Sequence[tuple[str, Callable[[], Sequence[Builder[dm.Panel]]]]],
+) -> db.Dashboard:
+    """A jouletrace dashboard: shared settings, the variables, a how-to-read note, then titled rows.
+
+    Each row's panels are built when the row is laid out, so panel ids follow layout order.
+    """
+    reset_ids()
+    dash = (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["jouletrace", "energy", "gen-ai"])
+        .editable()
+        .time("now-3h", "now")
+        .refresh("30s")
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .timezone("browser")
+        .link(
+            db.DashboardLink("jouletrace")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags(["jouletrace"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    for variable in variables():
+        dash = dash.with_variable(variable)
+    dash = dash.with_panel(note("How to read this dashboard", readme))
+    for row_title, make_panels in rows:
+        dash = dash.with_row(row(row_title))
+        for panel in make_panels():
+            dash = dash.with_panel(panel)
+    return dash
