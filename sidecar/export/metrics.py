@@ -30,6 +30,9 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
                                                                  jouletrace_task, energy_source
     gen_ai_server_energy_per_output_token_joules      histogram  gen_ai_request_model, jouletrace_task,
                                                                  energy_source
+    gen_ai_server_energy_per_output_unit_joules       histogram  gen_ai_request_model, jouletrace_task,
+                                                                 jouletrace_unit (image|video|frame|
+                                                                 video_second), energy_source
     gen_ai_server_output_units_total                  counter    gen_ai_request_model, jouletrace_unit
     gen_ai_server_throughput_per_watt         gauge      gen_ai_request_model, energy_source
     jouletrace_meter_update_period_seconds            gauge      -
@@ -93,6 +96,16 @@ ENERGY_PER_TOKEN_BUCKETS_J: tuple[float, ...] = _one_two_five(1e-4, 10.0)
 
 _REQUEST_KEYS = {"gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source"}
 _PER_TOKEN_KEYS = {"gen_ai.request.model", "jouletrace.task", "energy.source"}
+_PER_UNIT_KEYS = _PER_TOKEN_KEYS | {"jouletrace.unit"}
+
+
+def _float(text: str | None) -> float:
+    """A record attribute as a finite number, 0.0 if absent or not a number."""
+    try:
+        value = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _scope_version() -> str:
@@ -135,6 +148,11 @@ class MetricsExporter:
                 aggregation=ExplicitBucketHistogramAggregation(ENERGY_PER_TOKEN_BUCKETS_J),
                 attribute_keys=_PER_TOKEN_KEYS,
             ),
+            View(
+                instrument_name=instruments.ENERGY_PER_OUTPUT_UNIT,
+                aggregation=ExplicitBucketHistogramAggregation(REQUEST_ENERGY_BUCKETS_J),
+                attribute_keys=_PER_UNIT_KEYS,
+            ),
         ]
         self._provider = MeterProvider(
             metric_readers=[self._reader],
@@ -153,6 +171,12 @@ class MetricsExporter:
             instruments.ENERGY_PER_OUTPUT_TOKEN,
             unit="J",
             description="joules per output token: a finished LLM request's energy (J) / its output tokens.",
+        )
+        self._per_unit = meter.create_histogram(
+            instruments.ENERGY_PER_OUTPUT_UNIT,
+            unit="J",
+            description="joules per image, video, frame or video second (jouletrace.unit) of a finished "
+            "diffusion request: its energy (J) / its output in that unit.",
         )
         for spec in instruments.OBSERVABLES:
             make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
@@ -189,7 +213,9 @@ class MetricsExporter:
 
         Records with ``final=False`` are skipped (they are still growing), as are
         non-finite or negative energies. Record each final request once.
-        J/token is recorded only for ``unit == "token"`` with output tokens > 0.
+        J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
+        J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
+        ``unit`` image or video with output units > 0.
         """
         recorded = 0
         for rec in records:
@@ -205,8 +231,24 @@ class MetricsExporter:
             if rec.unit == "token" and rec.output_tokens > 0:
                 per_token = {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS}
                 self._per_token.record(rec.energy_j / rec.output_tokens, per_token)
+            elif rec.unit in ("image", "video") and rec.output_units > 0:
+                self._record_per_unit(rec, {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS})
             recorded += 1
         return recorded
+
+    def _record_per_unit(self, rec: RequestEnergy, attrs: dict[str, str]) -> None:
+        """J per image or video; for videos also J per frame and J per second of video."""
+        self._per_unit.record(rec.energy_j / rec.output_units, {**attrs, "jouletrace.unit": rec.unit})
+        if rec.unit != "video":
+            return
+        frames = _float(rec.attributes.get("video_frames"))
+        fps = _float(rec.attributes.get("video_fps"))
+        if frames > 0:
+            all_frames = frames * rec.output_units
+            self._per_unit.record(rec.energy_j / all_frames, {**attrs, "jouletrace.unit": "frame"})
+            if fps > 0:
+                seconds = all_frames / fps
+                self._per_unit.record(rec.energy_j / seconds, {**attrs, "jouletrace.unit": "video_second"})
 
     def shutdown(self) -> None:
         """Stop the provider and unregister the reader from the registry (idempotent)."""

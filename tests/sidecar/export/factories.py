@@ -65,6 +65,7 @@ def golden_records() -> list[RequestEnergy]:
             energy_j=1.16e6,
             output_tokens=0,
             output_units=1.0,
+            attributes={"video_frames": "81", "video_fps": "16"},
         ),
     ]
 
