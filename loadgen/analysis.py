@@ -1,0 +1,231 @@
+"""The study's analysis on a run's results: steady-state window, J/token two ways, per-task energy.
+
+**Steady-state window** (the study's protocol): with ``N`` successful requests and
+batch cap ``B``, the window opens when ``B`` requests have their first token and
+closes when ``N - B - 1`` requests have finished. It needs ``N >= B + 2`` and a
+close after the open; otherwise the whole phase (first send to last finish) is
+used and the window says so (``kind: "full-run"``). The study also drops a run
+whose mean running batch is below 85 % of ``B``; we compute the mean batch from
+the client's view (requests between first token and finish, time-weighted) and
+flag ``batch_ok`` instead of dropping.
+
+**J/token by the study's method**: window energy / output tokens generated in the
+window. Window energy is the sidecar's device counter (``hw_energy_joules_total``)
+interpolated at the window edges; tokens are counted from the stream's chunk times.
+
+**Per-request sum over the same window**: each request's sidecar energy, prorated to
+the window: its prefill energy (``phase_j["prefill"]``) counts when its first token
+falls inside the window, the rest in proportion to its output tokens inside the
+window. Diffusion requests are prorated by time overlap. The two figures agree when
+attribution conserves energy and the window has no idle time (attribution keeps
+idle energy apart, so idle inside the window makes the sum smaller).
+
+Failed requests are counted and excluded from every energy figure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from loadgen.records import Result
+
+__all__ = [
+    "Window",
+    "analyse_phase",
+    "energy_at",
+    "mean_batch",
+    "power_series",
+    "steady_window",
+    "task_summary",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A measurement window on the run's clock (seconds from start)."""
+
+    open_s: float
+    close_s: float
+    kind: str  # steady-state or full-run
+    reason: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return self.close_s - self.open_s
+
+
+def steady_window(results: Sequence[Result], batch_cap: int) -> Window | None:
+    """The study's window over successful ``results``; ``None`` if none finished."""
+    spans = [
+        (r.first_token_s if r.first_token_s is not None else r.finished_s, r.finished_s, r.sent_s)
+        for r in results
+        if r.ok and r.finished_s is not None
+    ]
+    if not spans:
+        return None
+    n, b = len(spans), batch_cap
+    first = sorted(float(s[0] or 0.0) for s in spans)
+    done = sorted(float(s[1] or 0.0) for s in spans)
+    if b >= 1 and n >= b + 2:
+        open_s, close_s = first[b - 1], done[n - b - 2]
+        if close_s > open_s:
+            return Window(open_s, close_s, "steady-state")
+        reason = "the window closed before it opened (requests too short for this batch cap)"
+    else:
+        reason = f"N={n} successful requests < B+2={b + 2}: no steady state"
+    start = min(s[2] for s in spans)
+    return Window(start, max(done), "full-run", reason)
+
+
+def energy_at(samples: Sequence[tuple[float, float]], t_s: float) -> float | None:
+    """The cumulative energy (J) at ``t_s``, linearly interpolated; ``None`` outside the samples."""
+    if len(samples) < 2 or t_s < samples[0][0] or t_s > samples[-1][0]:
+        return None
+    times = [s[0] for s in samples]
+    i = bisect.bisect_right(times, t_s)
+    if i >= len(samples):
+        return samples[-1][1]
+    (ta, ea), (tb, eb) = samples[i - 1], samples[i]
+    return ea if tb == ta else ea + (eb - ea) * (t_s - ta) / (tb - ta)
+
+
+def power_series(samples: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(t_s, power_w)`` at the midpoints between consecutive energy samples."""
+    out = []
+    for (ta, ea), (tb, eb) in itertools.pairwise(samples):
+        if tb > ta:
+            out.append(((ta + tb) / 2, (eb - ea) / (tb - ta)))
+    return out
+
+
+def units_in(r: Result, w: Window) -> float:
+    """Output units the request produced inside the window (tokens by chunk time; diffusion at finish)."""
+    if r.request.unit == "token":
+        return float(
+            sum(n for t, n in zip(r.chunk_s, r.chunk_tokens, strict=False) if w.open_s <= t <= w.close_s)
+        )
+    return r.output_units if r.finished_s is not None and w.open_s <= r.finished_s <= w.close_s else 0.0
+
+
+def energy_in(r: Result, w: Window) -> float:
+    """The request's sidecar energy prorated to the window (see the module docstring), J."""
+    e = r.energy_j or 0.0
+    if r.request.unit == "token":
+        phases = (r.energy or {}).get("phase_j") or {}
+        prefill = float(phases.get("prefill", 0.0)) if isinstance(phases, dict) else 0.0
+        prefill = min(prefill, e)
+        inside_first = r.first_token_s is not None and w.open_s <= r.first_token_s <= w.close_s
+        frac = units_in(r, w) / r.output_tokens if r.output_tokens else 0.0
+        return (prefill if inside_first else 0.0) + (e - prefill) * frac
+    a, b = r.sent_s, r.finished_s if r.finished_s is not None else r.sent_s
+    if b <= a:
+        return e if w.open_s <= a <= w.close_s else 0.0
+    return e * max(0.0, min(b, w.close_s) - max(a, w.open_s)) / (b - a)
+
+
+def mean_batch(results: Sequence[Result], w: Window) -> float:
+    """Time-weighted number of requests between first token and finish inside the window."""
+    if w.duration_s <= 0:
+        return 0.0
+    busy = 0.0
+    for r in results:
+        if not r.ok or r.first_token_s is None or r.finished_s is None:
+            continue
+        busy += max(0.0, min(r.finished_s, w.close_s) - max(r.first_token_s, w.open_s))
+    return busy / w.duration_s
+
+
+def _pct(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float] | None:
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs} | {"mean": float(arr.mean())}
+
+
+def _error_kind(error: str) -> str:
+    return error.split(":", 1)[0][:60]
+
+
+def analyse_phase(
+    results: Sequence[Result], samples: Sequence[tuple[float, float]], batch_cap: int, unit: str
+) -> dict[str, Any]:
+    """Every figure of one phase (see the module docstring). Energies J, times s, powers W."""
+    ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    out: dict[str, Any] = {
+        "unit": unit,
+        "requests": len(results),
+        "ok": len(ok),
+        "failed": len(failed),
+        "errors": dict(Counter(_error_kind(r.error or "unfinished") for r in failed)),
+        "batch_cap": batch_cap,
+        "latency_s": {
+            "ttft": _pct([r.ttft_s for r in ok if r.ttft_s is not None]),
+            "itl": _pct([x for r in ok for x in r.itl_s]),
+            "e2e": _pct([r.e2e_s for r in ok if r.e2e_s is not None]),
+        },
+        "arrival_error_ms": _pct([1000 * r.arrival_error_s for r in results], (50, 99, 100)),
+    }
+    window = steady_window(ok, batch_cap)
+    if window is None:
+        out["window"] = None
+        return out
+    units = sum(units_in(r, window) for r in ok)
+    out["window"] = asdict(window) | {"duration_s": window.duration_s}
+    out["window_units"] = units
+    out["mean_batch"] = mean_batch(ok, window) if unit == "token" else None
+    out["batch_ok"] = out["mean_batch"] >= 0.85 * batch_cap if out["mean_batch"] is not None else None
+    out["throughput_units_per_s"] = units / window.duration_s if window.duration_s > 0 else None
+    e0, e1 = energy_at(samples, window.open_s), energy_at(samples, window.close_s)
+    energy = None if e0 is None or e1 is None else e1 - e0
+    out["window_energy_j"] = energy
+    out["avg_power_w"] = energy / window.duration_s if energy is not None and window.duration_s > 0 else None
+    out["j_per_unit_study"] = energy / units if energy is not None and units > 0 else None
+    out["units_per_j"] = units / energy if energy and units > 0 else None  # = throughput per watt
+    with_energy = [r for r in ok if r.energy_j is not None]
+    out["requests_with_energy"] = len(with_energy)
+    if with_energy:
+        per_req = sum(energy_in(r, window) for r in with_energy)
+        out["per_request_sum_j"] = per_req
+        out["j_per_unit_per_request_sum"] = per_req / units if units > 0 else None
+        out["per_request_vs_study"] = per_req / energy - 1.0 if energy else None
+        out["energy_sources"] = sorted({str((r.energy or {}).get("energy_source")) for r in with_energy})
+    else:
+        out["per_request_sum_j"] = None
+        out["j_per_unit_per_request_sum"] = None
+        out["per_request_vs_study"] = None
+    return out
+
+
+def task_summary(results: Sequence[Result], task: str, unit: str) -> dict[str, Any]:
+    """Per-task figures from per-request records: energy per response, J/unit, lengths vs targets."""
+    mine = [r for r in results if r.request.task == task]
+    ok = [r for r in mine if r.ok]
+    out: dict[str, Any] = {
+        "task": task,
+        "unit": unit,
+        "requests": len(mine),
+        "ok": len(ok),
+        "failed": len(mine) - len(ok),
+    }
+    if unit == "token":
+        out["output_tokens"] = _pct([float(r.output_tokens) for r in ok])
+        out["target_output_tokens"] = _pct([float(r.request.target_output_tokens or 0) for r in mine])
+        out["prompt_tokens"] = _pct([float(r.prompt_tokens) for r in ok if r.prompt_tokens is not None])
+    energies = [r for r in ok if r.energy_j is not None]
+    out["requests_with_energy"] = len(energies)
+    if energies:
+        total_e = sum(r.energy_j or 0.0 for r in energies)
+        total_u = sum(r.output_units for r in energies)
+        out["energy_per_response_j"] = _pct([r.energy_j or 0.0 for r in energies])
+        out["j_per_unit"] = total_e / total_u if total_u > 0 else None
+        out["approximate"] = sum(1 for r in energies if (r.energy or {}).get("approximate"))
+        out["not_final"] = sum(1 for r in energies if not (r.energy or {}).get("final"))
+    return out

@@ -1,0 +1,197 @@
+"""``jouletrace loadgen``: ``run`` a mix, ``compare`` two runs (the regression gate), ``sweep`` concurrency.
+
+    jouletrace loadgen run --mix study-llm --server-url http://127.0.0.1:8000 --out results/
+    jouletrace loadgen compare results/base results/new --max-regression 10%
+    jouletrace loadgen sweep --mix study-llm --concurrency 1,4,16,64 --out results/sweep
+
+Sweeps over concurrency levels run here; sweeping vLLM's batch cap (``--max-num-seqs``,
+restarting the server through ``jouletrace vllm serve``) is not built yet: run one
+``jouletrace loadgen run`` per server configuration and compare them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+_HELP = {
+    "mix": "a preset (study-llm, study-diffusion, study-all) or a mix YAML file",
+    "server_url": "OpenAI-compatible LLM server base URL",
+    "diffusion_url": "jouletrace diffusion server base URL ('' skips the diffusion tasks)",
+    "sidecar_url": "jouletrace sidecar base URL ('' runs without energy)",
+    "otlp_endpoint": "OTLP/gRPC host:port for the client spans ('' keeps them local)",
+    "model": "model name to request ('' = the first the server lists)",
+    "diffusion_model": "model name sent to the diffusion server ('' = the study's model name)",
+    "requests": "total requests (split over tasks by weight)",
+    "arrivals": "all | poisson:RATE | gamma:RATE:BURSTINESS | concurrency:C | replay:PATH[:SPEED]",
+    "phases": "per-task (one steady-state window per task), mixed, or auto (per-task for 'all')",
+    "batch_cap": "B of the steady-state window (the server's max batch; default: concurrency, else 256)",
+    "scale": "multiply token lengths/caps, diffusion resolution, steps and frames (small machines: 0.05)",
+    "max_model_len": "context limit in tokens (default: what the server reports)",
+    "seed": "seed of every random draw",
+    "timeout_s": "per-request timeout, seconds",
+    "energy_wait_s": "seconds to wait for final energy records after the run",
+    "scrape_interval_s": "seconds between reads of the sidecar's energy counter",
+    "enable_multimodal": "send Image Chat / Video Chat (the served model takes images and video)",
+    "ignore_eos": "enforce drawn output lengths with ignore_eos (vLLM); --no-ignore-eos lets outputs end",
+    "tokenize": "calibrate prompt lengths with the server's /tokenize (--no-tokenize: 1 word = 1 token)",
+    "fim_template": "FIM template with {prefix} and {suffix} for Code Completion",
+    "image_model": "study model whose steps Text to Image uses",
+    "video_model": "study model whose resolution/frames/steps Text to Video uses",
+    "run_id": "prefix of request ids (X-Request-Id)",
+    "out_dir": "folder for results.json, requests.csv and plots ('' writes none)",
+}
+
+
+def _add_run_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    from loadgen.config import RunConfig
+
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name])
+        elif f.name in ("requests", "batch_cap", "max_model_len"):
+            p.add_argument(flag, type=int, default=None, help=_HELP[f.name])
+        else:
+            cast = type(default)
+            text = _HELP[f.name].replace("%", "%%") + " (default: %(default)s)"
+            p.add_argument(flag, type=cast, default=default, help=text)
+    p.add_argument("--out", dest="out_dir", default=argparse.SUPPRESS, help="alias of --out-dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``run``, ``compare`` and ``sweep`` sub-subcommands."""
+    sub = parser.add_subparsers(dest="loadgen_command", required=True, metavar="ACTION")
+    run_p = sub.add_parser("run", help="run a task mix and report energy")
+    _add_run_flags(run_p)
+    cmp_p = sub.add_parser("compare", help="regression gate: exit 1 when energy per unit got worse")
+    cmp_p.add_argument("baseline", help="baseline results.json (or its folder)")
+    cmp_p.add_argument("run", help="new results.json (or its folder)")
+    cmp_p.add_argument("--max-regression", default="10%", help="allowed worsening, e.g. 10%% or 0.1")
+    sw_p = sub.add_parser("sweep", help="repeat a run over concurrency levels (J/token vs batch size)")
+    _add_run_flags(sw_p, skip=("arrivals", "batch_cap", "phases"))
+    sw_p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
+
+
+def _config(args: argparse.Namespace, **override: Any) -> Any:
+    from loadgen.config import RunConfig
+
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return RunConfig(**(values | override))
+
+
+async def _run_one(cfg: Any, quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from loadgen.runner import run as run_mix
+
+    if quiet or not sys.stderr.isatty():
+        return await run_mix(cfg)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as progress:
+        return await run_mix(cfg, progress)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from loadgen.report import print_table, to_json, write_results
+
+    cfg = _config(args)
+    outcome = asyncio.run(_run_one(cfg, args.quiet))
+    if cfg.out_path is not None:
+        from loadgen.plots import plot_run
+
+        data = write_results(outcome, cfg.out_path)
+        plot_run(data, cfg.out_path)
+    else:
+        data = to_json(outcome)
+    if not args.quiet:
+        print_table(data)
+        if cfg.out_path is not None:
+            print(f"results: {cfg.out_path / 'results.json'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from loadgen.compare import compare, load_results, parse_threshold, render
+
+    threshold = parse_threshold(args.max_regression)
+    rows = compare(load_results(args.baseline), load_results(args.run), threshold)
+    text, regressed = render(rows, threshold)
+    print(text)
+    return 1 if regressed else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from loadgen.errors import InputError
+    from loadgen.report import headline, write_results
+
+    try:
+        levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    except ValueError as err:
+        raise InputError(f"--concurrency {args.concurrency!r}: expected comma-separated integers") from err
+    if not levels or min(levels) <= 0:
+        raise InputError(f"--concurrency {args.concurrency!r}: levels must be > 0")
+    base_out = Path(args.out_dir) if args.out_dir else None
+    points = []
+    for c in levels:
+        out = str(base_out / f"concurrency-{c}") if base_out else ""
+        cfg = _config(
+            args,
+            arrivals=f"concurrency:{c}",
+            batch_cap=c,
+            phases="mixed",
+            out_dir=out,
+            requests=args.requests or max(8, 4 * c),
+            run_id=f"{args.run_id}-c{c}",
+        )
+        outcome = asyncio.run(_run_one(cfg, args.quiet))
+        data = write_results(outcome, cfg.out_path) if cfg.out_path else None
+        h = headline(outcome.phases, outcome.tasks)
+        phase = outcome.phases[0] if outcome.phases else {}
+        e2e = ((phase.get("latency_s") or {}).get("e2e") or {}).get("p50")
+        points.append(
+            {
+                "batch": c,
+                "j_per_token": h["j_per_token"],
+                "tokens_per_j": h["tokens_per_j"],
+                "avg_power_w": phase.get("avg_power_w"),
+                "mean_batch": phase.get("mean_batch"),
+                "throughput_tokens_per_s": phase.get("throughput_units_per_s"),
+                "e2e_p50_s": e2e,
+                "failed": phase.get("failed"),
+            }
+        )
+        del data
+        if not args.quiet:
+            print(f"concurrency {c}: J/token {h['j_per_token']} tokens/J {h['tokens_per_j']}")
+    if base_out is not None:
+        from loadgen.plots import plot_sweep
+
+        base_out.mkdir(parents=True, exist_ok=True)
+        (base_out / "sweep.json").write_text(json.dumps({"points": points}, indent=1), encoding="utf-8")
+        plot_sweep(points, base_out)
+    if not args.quiet:
+        print(json.dumps(points, indent=1))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen action; returns the exit status."""
+    action = args.loadgen_command
+    if action == "run":
+        return _cmd_run(args)
+    if action == "compare":
+        return _cmd_compare(args)
+    return _cmd_sweep(args)

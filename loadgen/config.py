@@ -1,0 +1,52 @@
+"""A run's settings, one typed object; every field is a ``jouletrace loadgen run`` flag of the same name."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loadgen.factories import DEFAULT_FIM_TEMPLATE
+from loadgen.tasks import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
+
+__all__ = ["RunConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Settings of one run (units in the names: seconds ``_s``)."""
+
+    mix: str = "study-llm"  # a preset or a mix YAML path
+    server_url: str = "http://127.0.0.1:8000"  # OpenAI-compatible LLM server
+    diffusion_url: str = ""  # jouletrace diffusion server ('' = skip diffusion tasks)
+    sidecar_url: str = "http://127.0.0.1:9464"  # '' = no energy
+    otlp_endpoint: str = "127.0.0.1:4317"  # where client spans go ('' = not exported)
+    model: str = ""  # '' = the first model the server lists
+    diffusion_model: str = ""  # '' = the task's study model name
+    requests: int | None = None  # total requests; default: the mix's, else 64
+    arrivals: str = "all"
+    phases: str = "auto"  # per-task, mixed, or auto (per-task for all-at-once)
+    batch_cap: int | None = None  # B of the steady-state window; default: the concurrency, else 256
+    scale: float = 1.0
+    max_model_len: int | None = None  # default: what the server reports
+    seed: int = 0
+    timeout_s: float = 600.0
+    energy_wait_s: float = 15.0
+    scrape_interval_s: float = 0.2
+    enable_multimodal: bool = False
+    ignore_eos: bool = True
+    tokenize: bool = True
+    fim_template: str = DEFAULT_FIM_TEMPLATE
+    image_model: str = DEFAULT_IMAGE_MODEL
+    video_model: str = DEFAULT_VIDEO_MODEL
+    run_id: str = "lg"
+    out_dir: str = ""  # '' = no files
+
+    @property
+    def out_path(self) -> Path | None:
+        """The results folder, or ``None``."""
+        return Path(self.out_dir) if self.out_dir else None
+
+    def to_json(self) -> dict[str, Any]:
+        """For results.json."""
+        return asdict(self)

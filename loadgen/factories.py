@@ -1,0 +1,201 @@
+"""Request factories: a task spec + a seeded generator -> :class:`~loadgen.records.Request` s.
+
+Per task:
+
+- Text Conversation (``lm-arena-chat``): a multi-turn history; the drawn prompt
+  length is split over ``2k-1`` alternating user/assistant messages, ``k = 1 +
+  min(4, L // 250)`` turns (first turns short, later ones carry history).
+- Problem Solving (``gpqa``): one question and four choices.
+- Code Completion (``sourcegraph-fim``): a prefix and suffix wrapped in the FIM
+  template (``--fim-template``, default Qwen/StarCoder tokens), sent to
+  ``/v1/completions``.
+- Image Chat / Video Chat: short text plus a generated JPEG / 32-frame clip
+  (:mod:`loadgen.media`), as ``image_url`` / ``video_url`` parts.
+- Text to Image / Text to Video: the study's resolution, steps and frames.
+
+Output lengths are enforced with ``max_tokens`` = the drawn length and
+``ignore_eos`` (a vLLM extension; ``--no-ignore-eos`` lets outputs end naturally,
+as the study did). With a context limit the drawn length is clipped to what fits
+after the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from loadgen.media import data_url, jpeg_image, video_clip
+from loadgen.prompts import PromptBuilder
+from loadgen.records import Request
+from loadgen.tasks import TaskSpec
+
+__all__ = ["DEFAULT_FIM_TEMPLATE", "FactoryOptions", "base_body", "make_requests"]
+
+DEFAULT_FIM_TEMPLATE = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+_MEDIA_VARIANTS = 4  # distinct generated images/clips per run (generation costs CPU, not the point)
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryOptions:
+    """How requests are shaped; temperatures and top_p are the study's sampling settings."""
+
+    model: str
+    max_model_len: int | None = None
+    ignore_eos: bool = True
+    stream: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.95
+    fim_template: str = DEFAULT_FIM_TEMPLATE
+    diffusion_model: str = ""  # the model name sent to the diffusion server ('' = the task's)
+    template_margin_tokens: int = 32  # room left for the chat template when clipping to the context
+
+
+def base_body(api: str, opts: FactoryOptions, max_tokens: int) -> dict[str, Any]:
+    """The common body of an LLM request (sampling, length enforcement, streaming with usage)."""
+    body: dict[str, Any] = {
+        "model": opts.model,
+        "max_tokens": int(max_tokens),
+        "temperature": opts.temperature,
+        "top_p": opts.top_p,
+    }
+    if opts.ignore_eos:
+        body["ignore_eos"] = True
+    if opts.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _clip_output(drawn: int, prompt_tokens: int, opts: FactoryOptions) -> int:
+    if opts.max_model_len is None:
+        return drawn
+    room = opts.max_model_len - prompt_tokens - opts.template_margin_tokens
+    return max(1, min(drawn, room))
+
+
+def _history(builder: PromptBuilder, tokens: int) -> list[dict[str, Any]]:
+    turns = 1 + min(4, tokens // 250)
+    shares = builder.split(tokens, 2 * turns - 1)
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": builder.text(n)}
+        for i, n in enumerate(shares)
+    ]
+
+
+def _question(builder: PromptBuilder, tokens: int) -> list[dict[str, Any]]:
+    q, *choices = builder.split(tokens, 5)
+    lines = [builder.text(q) + "?"]
+    lines += [f"({letter}) {builder.text(n)}" for letter, n in zip("ABCD", choices, strict=False)]
+    lines.append("Think step by step, then answer with the letter of the correct choice.")
+    return [{"role": "user", "content": "\n".join(lines)}]
+
+
+class _Media:
+    """Generated JPEGs and clips, a few variants each, made on first use."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int], str] = {}
+
+    def image(self, variant: int, side_px: int) -> str:
+        key = ("image", variant, side_px)
+        if key not in self._cache:
+            self._cache[key] = data_url(jpeg_image(variant, side_px), "image/jpeg")
+        return self._cache[key]
+
+    def video(self, variant: int, side_px: int, frames: int) -> str:
+        key = ("video", variant, side_px * 1000 + frames)
+        if key not in self._cache:
+            self._cache[key] = data_url(video_clip(variant, side_px, frames), "video/x-msvideo")
+        return self._cache[key]
+
+
+def _llm_request(
+    spec: TaskSpec,
+    rid: str,
+    rng: np.random.Generator,
+    builder: PromptBuilder,
+    opts: FactoryOptions,
+    media: _Media,
+) -> Request:
+    assert spec.output is not None and spec.prompt is not None
+    prompt_tokens = int(spec.prompt.sample(rng, 1)[0])
+    drawn = int(spec.output.sample(rng, 1)[0])
+    media_tokens = 0
+    if spec.api == "completions":
+        pre, suf = builder.split(prompt_tokens, 2) if prompt_tokens > 1 else (1, 1)
+        prompt = opts.fim_template.format(
+            prefix=builder.text(pre, code=True), suffix=builder.text(suf, code=True)
+        )
+        max_tokens = _clip_output(drawn, prompt_tokens, opts)
+        body = base_body("completions", opts, max_tokens) | {"prompt": prompt}
+    else:
+        if spec.id == "gpqa":
+            messages = _question(builder, prompt_tokens)
+        elif spec.multimodal:
+            variant = int(rng.integers(0, _MEDIA_VARIANTS))
+            if spec.video_frames:
+                part = {
+                    "type": "video_url",
+                    "video_url": {"url": media.video(variant, spec.media_side_px, spec.video_frames)},
+                }
+            else:
+                part = {"type": "image_url", "image_url": {"url": media.image(variant, spec.media_side_px)}}
+            messages = [
+                {"role": "user", "content": [{"type": "text", "text": builder.text(prompt_tokens)}, part]}
+            ]
+            media_tokens = 64  # unknown vision-token count; keep a margin when clipping to the context
+        else:
+            messages = _history(builder, prompt_tokens)
+        max_tokens = _clip_output(drawn, prompt_tokens + media_tokens, opts)
+        body = base_body("chat", opts, max_tokens) | {"messages": messages}
+    return Request(
+        id=rid,
+        task=spec.id,
+        api=spec.api,
+        path=spec.path,
+        body=body,
+        unit="token",
+        target_output_tokens=max_tokens,
+        target_prompt_tokens=prompt_tokens,
+    )
+
+
+def _diffusion_request(
+    spec: TaskSpec, rid: str, rng: np.random.Generator, builder: PromptBuilder, opts: FactoryOptions
+) -> Request:
+    body: dict[str, Any] = {
+        "model": opts.diffusion_model or spec.diffusion_model,
+        "prompt": builder.text(int(rng.integers(12, 48))),
+        "n": 1,
+        "size": f"{spec.width}x{spec.height}",
+        "steps": spec.steps,
+        "seed": int(rng.integers(0, 2**31 - 1)),
+    }
+    if spec.api == "videos":
+        body |= {"num_frames": spec.num_frames, "fps": spec.fps}
+    else:
+        body["response_format"] = "b64_json"
+    return Request(id=rid, task=spec.id, api=spec.api, path=spec.path, body=body, unit=spec.unit, units=1.0)
+
+
+def make_requests(
+    spec: TaskSpec,
+    n: int,
+    rng: np.random.Generator,
+    builder: PromptBuilder,
+    opts: FactoryOptions,
+    id_prefix: str,
+    start: int = 0,
+) -> list[Request]:
+    """``n`` requests of ``spec``, ids ``{id_prefix}-{index:06d}`` from ``start``."""
+    media = _Media()
+    out: list[Request] = []
+    for i in range(start, start + n):
+        rid = f"{id_prefix}-{i:06d}"
+        if spec.diffusion:
+            out.append(_diffusion_request(spec, rid, rng, builder, opts))
+        else:
+            out.append(_llm_request(spec, rid, rng, builder, opts, media))
+    return out

@@ -1,0 +1,227 @@
+"""Turning a run into results: ``results.json``, ``requests.csv`` and the terminal table.
+
+``results.json`` (schema ``jouletrace.loadgen/1``) holds the config, the study's
+protocol, skipped tasks with reasons, one block per phase (window, J/unit by the
+study's method next to the per-request sum, latency, arrival error), one block per
+task, and ``headline``: the figures the regression gate compares
+(``j_per_token``, ``j_per_image``, ``j_per_video``, ``tokens_per_j`` and
+``task_j_per_unit``). Headline J/unit prefers the study's method (window energy /
+window units) and falls back to the per-request sum where the window had no energy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loadgen.analysis import power_series
+from loadgen.runner import RunOutcome
+from loadgen.tasks import study_protocol
+
+__all__ = ["SCHEMA", "headline", "print_table", "to_json", "write_csv", "write_results"]
+
+SCHEMA = "jouletrace.loadgen/1"
+_UNIT_KEY = {"token": "j_per_token", "image": "j_per_image", "video": "j_per_video"}
+
+
+def _phase_j_per_unit(p: dict[str, Any]) -> tuple[float | None, str]:
+    if p.get("j_per_unit_study") is not None:
+        return p["j_per_unit_study"], "study"
+    if p.get("j_per_unit_per_request_sum") is not None:
+        return p["j_per_unit_per_request_sum"], "per-request"
+    return None, "none"
+
+
+def headline(phases: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gate's figures: J per token / image / video over all phases of that unit, and per task."""
+    out: dict[str, Any] = {"task_j_per_unit": {}, "method": {}}
+    for unit, key in _UNIT_KEY.items():
+        energy = units = 0.0
+        for p in phases:
+            if p.get("unit") != unit:
+                continue
+            e = p.get("window_energy_j")
+            if e is None and p.get("per_request_sum_j") is not None:
+                e = p["per_request_sum_j"]
+            if e is not None and p.get("window_units"):
+                energy += e
+                units += p["window_units"]
+        out[key] = energy / units if units > 0 else None
+    out["tokens_per_j"] = 1 / out["j_per_token"] if out.get("j_per_token") else None
+    for p in phases:
+        if p["phase"] != "mixed":
+            value, method = _phase_j_per_unit(p)
+            out["task_j_per_unit"][p["phase"]] = value
+            out["method"][p["phase"]] = method
+    for t in tasks:  # mixed phases: per task from the per-request records
+        if t["task"] not in out["task_j_per_unit"] and t.get("j_per_unit") is not None:
+            out["task_j_per_unit"][t["task"]] = t["j_per_unit"]
+            out["method"][t["task"]] = "per-request"
+    return out
+
+
+def to_json(o: RunOutcome) -> dict[str, Any]:
+    """The whole run as results.json's object."""
+    return {
+        "schema": SCHEMA,
+        "created_unix_s": time.time(),
+        "config": o.config.to_json(),
+        "meta": o.meta,
+        "study_protocol": study_protocol(),
+        "skipped": o.skipped,
+        "headline": headline(o.phases, o.tasks),
+        "phases": o.phases,
+        "tasks": o.tasks,
+        "energy_samples": o.samples,
+        "power_w": power_series(o.samples),
+    }
+
+
+_CSV_FIELDS = (
+    "id",
+    "task",
+    "phase",
+    "api",
+    "status",
+    "error",
+    "target_s",
+    "sent_s",
+    "ttft_s",
+    "e2e_s",
+    "itl_mean_s",
+    "output_tokens",
+    "target_output_tokens",
+    "prompt_tokens",
+    "target_prompt_tokens",
+    "output_units",
+    "finish_reason",
+    "response_id",
+    "trace_id",
+    "energy_j",
+    "prefill_j",
+    "decode_j",
+    "approximate",
+    "final",
+    "energy_source",
+    "energy_note",
+)
+
+
+def write_csv(o: RunOutcome, path: Path) -> None:
+    """One row per request (times in s from the run's start, energies in J)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(_CSV_FIELDS)
+        for r in o.results:
+            e = r.energy or {}
+            phases = e.get("phase_j") or {}
+            itl = r.itl_s
+            w.writerow(
+                [
+                    r.request.id,
+                    r.request.task,
+                    r.request.phase,
+                    r.request.api,
+                    r.status,
+                    r.error or "",
+                    f"{r.target_s:.6f}",
+                    f"{r.sent_s:.6f}",
+                    r.ttft_s,
+                    r.e2e_s,
+                    sum(itl) / len(itl) if itl else "",
+                    r.output_tokens,
+                    r.request.target_output_tokens,
+                    r.prompt_tokens,
+                    r.request.target_prompt_tokens,
+                    r.output_units,
+                    r.finish_reason or "",
+                    r.response_id or "",
+                    r.trace_id or "",
+                    r.energy_j,
+                    phases.get("prefill"),
+                    phases.get("decode"),
+                    e.get("approximate"),
+                    e.get("final"),
+                    e.get("energy_source"),
+                    r.energy_note or "",
+                ]
+            )
+
+
+def write_results(o: RunOutcome, out_dir: Path) -> dict[str, Any]:
+    """Write results.json and requests.csv into ``out_dir``; return the JSON object."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = to_json(o)
+    (out_dir / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    write_csv(o, out_dir / "requests.csv")
+    return data
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def print_table(data: dict[str, Any], console: Console | None = None) -> None:
+    """The terminal report: one row per task, then the headline and skipped tasks."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    phases = {p["phase"]: p for p in data["phases"]}
+    table = Table(title=f"jouletrace loadgen: {data['meta']['mix']['name']}")
+    for col in (
+        "task",
+        "ok/failed",
+        "out tok p50",
+        "J/unit (study)",
+        "J/unit (per-req)",
+        "agree",
+        "J/response p50",
+        "TTFT p50 s",
+        "e2e p50 s",
+        "window",
+    ):
+        table.add_column(col, justify="right" if col != "task" else "left")
+    for t in data["tasks"]:
+        p = phases.get(t["task"], phases.get("mixed", {}))
+        lat = p.get("latency_s", {}) or {}
+        window = p.get("window") or {}
+        agree = p.get("per_request_vs_study")
+        table.add_row(
+            f"{t['task']} ({t['unit']})",
+            f"{t['ok']}/{t['failed']}",
+            _fmt((t.get("output_tokens") or {}).get("p50")),
+            _fmt(p.get("j_per_unit_study")) if t["task"] in phases else "-",
+            _fmt(p.get("j_per_unit_per_request_sum") if t["task"] in phases else t.get("j_per_unit")),
+            f"{100 * agree:+.2f} %" if isinstance(agree, float) and t["task"] in phases else "-",
+            _fmt((t.get("energy_per_response_j") or {}).get("p50")),
+            _fmt((lat.get("ttft") or {}).get("p50")),
+            _fmt((lat.get("e2e") or {}).get("p50")),
+            f"{window.get('kind', '-')} {_fmt(window.get('duration_s'))} s" if window else "-",
+        )
+    console.print(table)
+    h = data["headline"]
+    console.print(
+        f"J/token {_fmt(h.get('j_per_token'))}  tokens/J {_fmt(h.get('tokens_per_j'))}  "
+        f"J/image {_fmt(h.get('j_per_image'))}  J/video {_fmt(h.get('j_per_video'))}"
+    )
+    sources = sorted({s for p in data["phases"] for s in p.get("energy_sources", [])})
+    if sources:
+        console.print(f"energy source: {', '.join(sources)}")
+    for task, reason in data["skipped"].items():
+        console.print(f"[yellow]skipped[/yellow] {task}: {reason}")
+    failed = sum(p["failed"] for p in data["phases"])
+    if failed:
+        errors: dict[str, int] = {}
+        for p in data["phases"]:
+            for k, v in p["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        console.print(f"[red]{failed} failed request(s)[/red], excluded from energy figures: {errors}")

@@ -1,0 +1,147 @@
+"""Reading the sidecar: its device-energy counter over time, and each request's energy record.
+
+- :class:`EnergySampler` scrapes ``GET /metrics`` every ``interval_s`` and keeps
+  ``(t_s, energy_j)``: the sum over devices of ``hw_energy_joules_total``
+  (cumulative joules), ``t_s`` on the run's clock (seconds from ``t0``, the middle
+  of the scrape's round trip). Window energy is the difference of this counter,
+  interpolated linearly at the window's edges; power over time is its slope.
+- :func:`fetch_records` polls ``GET /v1/requests/{id}`` for every finished request
+  until the record is ``final`` or a bounded wait runs out. The id tried first is
+  the ``X-Request-Id`` the client sent, then the server's response id (vLLM prefixes
+  ``chatcmpl-``/``cmpl-``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from loadgen.errors import UnreachableError
+from loadgen.records import Result
+
+__all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "probe_sidecar"]
+
+ENERGY_METRIC = "hw_energy_joules_total"
+
+
+def parse_energy(text: str) -> float | None:
+    """Sum of every ``hw_energy_joules_total`` sample in a Prometheus exposition (J), ``None`` if absent."""
+    total = 0.0
+    seen = False
+    for line in text.splitlines():
+        if line.startswith(ENERGY_METRIC) and line[len(ENERGY_METRIC)] in "{ ":
+            try:
+                total += float(line.rsplit(maxsplit=1)[-1])
+                seen = True
+            except ValueError:
+                continue
+    return total if seen else None
+
+
+async def probe_sidecar(session: aiohttp.ClientSession, url: str) -> None:
+    """``GET {url}/healthz`` and one ``/metrics`` read; raise :class:`UnreachableError` naming the URL."""
+    try:
+        async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            if resp.status != 200:
+                raise UnreachableError(
+                    f"sidecar at {url} answered /healthz with HTTP {resp.status} (--sidecar-url)"
+                )
+        async with session.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        raise UnreachableError(
+            f"cannot reach the sidecar at {url} ({type(err).__name__}: {err}); start it "
+            "(`jouletrace sidecar`) or pass --sidecar-url '' to run without energy"
+        ) from err
+    if parse_energy(text) is None:
+        raise UnreachableError(f"the sidecar at {url} exports no {ENERGY_METRIC} yet (is its meter running?)")
+
+
+@dataclass
+class EnergySampler:
+    """Samples the sidecar's cumulative device energy while a run goes on."""
+
+    url: str
+    t0: float
+    interval_s: float = 0.2
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (t_s from t0, J)
+    errors: int = 0
+
+    async def sample_once(self, session: aiohttp.ClientSession) -> None:
+        """One scrape; failures are counted, never raised."""
+        before = time.perf_counter()
+        try:
+            async with session.get(f"{self.url}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self.errors += 1
+            return
+        after = time.perf_counter()
+        energy = parse_energy(text)
+        if energy is None:
+            self.errors += 1
+            return
+        self.samples.append(((before + after) / 2 - self.t0, energy))
+
+    async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        """Sample until ``stop`` is set, then once more."""
+        while not stop.is_set():
+            await self.sample_once(session)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+        await self.sample_once(session)
+
+
+async def _fetch_one(
+    session: aiohttp.ClientSession, url: str, result: Result, deadline: float, poll_s: float
+) -> None:
+    ids = [result.request.id]
+    if result.response_id and result.response_id not in ids:
+        ids.append(result.response_id)
+    last: dict[str, object] | None = None
+    while True:
+        for rid in ids:
+            try:
+                async with session.get(
+                    f"{url}/v1/requests/{rid}", timeout=aiohttp.ClientTimeout(total=5)
+                ) as resp:
+                    if resp.status == 200:
+                        last = await resp.json(content_type=None)
+                        ids = [rid]
+                        break
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                continue
+        if last is not None and last.get("final"):
+            result.energy = dict(last)
+            return
+        if time.monotonic() >= deadline:
+            if last is None:
+                result.energy_note = "no record: the sidecar did not attribute this request (no tap saw it)"
+            else:
+                result.energy = dict(last)
+                result.energy_note = "record not final when the wait ran out"
+            return
+        await asyncio.sleep(poll_s)
+
+
+async def fetch_records(
+    session: aiohttp.ClientSession,
+    url: str,
+    results: list[Result],
+    wait_s: float,
+    poll_s: float = 0.25,
+    parallel: int = 32,
+) -> None:
+    """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all."""
+    deadline = time.monotonic() + wait_s
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(r: Result) -> None:
+        async with gate:
+            await _fetch_one(session, url, r, deadline, poll_s)
+
+    await asyncio.gather(*(one(r) for r in results if r.ok))
