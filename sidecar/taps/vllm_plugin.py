@@ -1,0 +1,223 @@
+"""Receiver of the vLLM plugin's datagrams (UDP): per-iteration work and finished requests.
+
+The plugin (servers/vllm/plugin.py) sends one datagram per engine iteration
+(format: :mod:`.vllm_wire`). ``due()`` drains the socket (non-blocking, on the
+sidecar's loop) and turns the stream into
+
+* **decode work per iteration**: every request whose prefill has finished and
+  that has not finished yet decodes one token in each iteration (continuous
+  batching), over ``[previous iteration end, this iteration end]``, reading a
+  KV cache of ``prompt + generated`` tokens;
+* **prefill work** when a request's first token arrives: its computed prompt
+  tokens over ``[end - prefill_s, end]``, with causal attention pairs;
+* a :class:`RequestInfo` when it finishes (tokens, start = arrival, end).
+
+The plugin "claims" every request it emitted work for (:meth:`claims`), so the
+span handler does not add the same work again. When the plugin cannot see
+per-request starts (``live: false``), finished requests get whole-phase work
+from their timings, as spans would.
+
+Faults: UDP needs no connection, so either side can restart. Undecodable
+datagrams are counted (``malformed``); sequence gaps are counted (``lost``); a new
+vLLM process id resets the in-flight state (``restarts``); at most
+``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest.
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from bisect import bisect_right
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_spans import normalize_request_id, phase_events
+from sidecar.taps.vllm_wire import decode
+
+__all__ = ["PluginReceiver"]
+
+log = logging.getLogger(__name__)
+
+_MAX_CLAIMS = 100_000
+_HISTORY = 4096  # (wall, prompt, generation) cumulative points kept for the /metrics comparison
+
+
+class PluginReceiver:
+    """A UDP endpoint for the vLLM stat-logger plugin; a work source and a service."""
+
+    def __init__(
+        self,
+        to_mono: Callable[[float], float],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9466,
+        default_model: str = "unknown",
+        max_gap_s: float = 0.5,
+        max_per_drain: int = 50_000,
+    ) -> None:
+        self.to_mono = to_mono
+        self.host, self.port = host, port
+        self.model = default_model
+        self.max_gap_s = max_gap_s
+        self.max_per_drain = max_per_drain
+        self.counts: Counter[str] = Counter()
+        self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
+        self.live = False
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._seq = -1
+        self._last_end: float | None = None
+        self._step_s = 0.02  # running estimate of an iteration's duration
+        self._decoding: dict[str, list[int]] = {}  # request id -> [prompt tokens, generated so far]
+        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
+        self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
+
+    # ---- service ---------------------------------------------------------------------
+    def start(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        sock.bind((self.host, self.port))
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        log.info("vLLM plugin receiver on udp://%s:%d", self.host, self.port)
+        return int(self.port)
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # ---- source ----------------------------------------------------------------------
+    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+        """Drain waiting datagrams; return the work and request infos they describe."""
+        out = TapOutput()
+        sock = self._sock
+        for _ in range(self.max_per_drain if sock is not None else 0):
+            try:
+                data = sock.recv(65536)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.counts["errors"] += 1
+                break
+            self.feed(data, out)
+        return out.events, out.infos
+
+    def feed(self, data: bytes, out: TapOutput) -> None:
+        """Handle one datagram (also the entry point for tests)."""
+        try:
+            msg = decode(data)
+        except ValueError:
+            self.counts["malformed"] += 1
+            return
+        self.counts["received"] += 1
+        try:
+            self._message(msg, out)
+        except (TypeError, ValueError, IndexError) as err:
+            self.counts["malformed"] += 1
+            log.debug("bad plugin message: %s", err)
+
+    def claims(self, request_id: str) -> bool:
+        """Whether the plugin supplied this request's work (so spans must not)."""
+        return request_id in self._claimed
+
+    def tokens_until(self, unix_s: float) -> tuple[int, int] | None:
+        """Cumulative (prompt, generation) tokens of iterations recorded by ``unix_s``, if known."""
+        if not self._history or unix_s < self._history[0][0]:
+            return None
+        i = bisect_right([h[0] for h in self._history], unix_s) - 1
+        return self._history[i][1], self._history[i][2]
+
+    # ---- internals -------------------------------------------------------------------------
+    def _message(self, msg: dict[str, Any], out: TapOutput) -> None:
+        pid, seq = msg["pid"], msg["seq"]
+        if pid != self._pid:
+            if self._pid is not None:
+                self.counts["restarts"] += 1
+                self._decoding.clear()
+                self._last_end = None
+            self._pid, self._seq = pid, seq - 1
+        if seq > self._seq + 1:
+            self.counts["lost"] += seq - self._seq - 1
+        self._seq = max(self._seq, seq)
+        if isinstance(msg.get("model"), str) and msg["model"]:
+            self.model = msg["model"]
+        self.live = bool(msg.get("live", False))
+        if "sched" in msg:
+            running, waiting, kv = msg["sched"][:3]
+            self.sched = (float(running), float(waiting), float(kv))
+        t_rec = self.to_mono(float(msg["wall"]))
+        t_end = t_rec
+        if "it" in msg:
+            it = msg["it"]
+            t_end = t_rec - max(float(it[0]), 0.0)
+            self._iteration(t_end, int(it[1]), out)
+            self._cum[0] += int(it[2]) + (int(it[3]) if len(it) > 3 else 0)
+            self._cum[1] += int(it[1])
+            self._history.append((float(msg["wall"]), self._cum[0], self._cum[1]))
+            self.counts["iterations"] += 1
+        for row in msg.get("start", []):
+            self._start(row, t_end, out)
+        for row in msg.get("fin", []):
+            self._finish(row, t_rec, t_end, out)
+
+    def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
+        last = self._last_end
+        if last is not None and 0.0 < t_end - last <= self.max_gap_s:
+            t_start = last
+            self._step_s += 0.1 * ((t_end - last) - self._step_s)
+        else:
+            t_start = t_end - self._step_s
+        self._last_end = max(t_end, last or t_end)
+        if self._decoding and generation_tokens < len(self._decoding):
+            self.counts["membership_mismatch"] += 1
+        for request_id, state in self._decoding.items():
+            kv_len = state[0] + state[1]
+            out.events.append(WorkEvent(request_id, t_start, t_end, Phase.DECODE, 1.0, 1.0, float(kv_len)))
+            state[1] += 1
+
+    def _start(self, row: list[Any], t_end: float, out: TapOutput) -> None:
+        request_id = normalize_request_id(str(row[0]))
+        prompt, computed, prefill_s = int(row[1]), int(row[2]), max(float(row[3]), 0.0)
+        if computed > 0:
+            pairs = computed * (prompt - (computed - 1) / 2)
+            steps = max(1.0, round(prefill_s / self._step_s)) if self._step_s > 0 else 1.0
+            out.events.append(
+                WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
+            )
+        self._decoding[request_id] = [prompt, 1]
+        self._claim(request_id)
+
+    def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:
+        raw = str(row[0])
+        request_id = normalize_request_id(raw)
+        prompt, generated = int(row[1]), int(row[2])
+        prefill_s, decode_s, e2e_s = float(row[4]), float(row[5]), float(row[6])
+        if self._decoding.pop(request_id, None) is None and request_id not in self._claimed:
+            out.events.extend(phase_events(request_id, t_end, prompt, generated, prefill_s, decode_s))
+            self._claim(request_id)
+        reason = str(row[7]) if len(row) > 7 else ""
+        out.infos.append(
+            RequestInfo(
+                request_id,
+                model=self.model,
+                operation="chat" if raw.startswith("chatcmpl-") else "text_completion",
+                start_s=t_rec - max(e2e_s, 0.0),
+                end_s=t_end,
+                prompt_tokens=prompt,
+                output_tokens=generated,
+                attributes={"vllm.request_id": raw, "finish_reason": reason},
+            )
+        )
+        self.counts["finished"] += 1
+
+    def _claim(self, request_id: str) -> None:
+        self._claimed[request_id] = None
+        while len(self._claimed) > _MAX_CLAIMS:
+            self._claimed.popitem(last=False)

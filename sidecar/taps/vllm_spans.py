@@ -1,0 +1,185 @@
+"""vLLM's ``llm_request`` spans -> request infos, and phase-level work when the plugin is absent.
+
+vLLM (``--otlp-traces-endpoint``) sends one ``llm_request`` span per finished
+request: start = arrival; attributes from ``vllm/tracing/utils.py``
+(:data:`SPAN_ATTRIBUTES`). From it this handler makes
+
+* a :class:`RequestInfo`: model, prompt/completion tokens, start/end on the
+  sidecar clock, and the task from a client span of the same trace (a span
+  with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
+  either arrival order;
+* two work events, unless the plugin already supplied this request's work:
+  prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
+  step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
+  step per token), each with its attention work (query-key pairs).
+
+**No double counting.** The vLLM plugin's per-iteration work is better than
+these whole-phase events. The rule: a request's work comes from the plugin
+if the plugin claimed it (``claims(request_id)``: it emitted work for it),
+else from its span. The plugin's datagram for a request arrives before its
+span (vLLM batches span exports), and the plugin source is drained first in
+each tick, so the claim is known when the span is handled.
+
+Request ids are normalized (:func:`normalize_request_id`): vLLM's id for a
+chat request is ``chatcmpl-<X-Request-Id>`` (``cmpl-`` for completions), so
+the record is keyed by what the client sent in ``X-Request-Id``.
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
+
+__all__ = [
+    "SPAN_ATTRIBUTES",
+    "SPAN_NAME",
+    "TASK_ATTRIBUTE",
+    "VllmSpanHandler",
+    "normalize_request_id",
+    "phase_events",
+]
+
+SPAN_NAME = "llm_request"
+TASK_ATTRIBUTE = "jouletrace.task"
+# The attribute names this handler reads (pinned by a contract test against the installed vLLM).
+SPAN_ATTRIBUTES = {
+    "request_id": "gen_ai.request.id",
+    "prompt_tokens": "gen_ai.usage.prompt_tokens",
+    "completion_tokens": "gen_ai.usage.completion_tokens",
+    "queue_s": "gen_ai.latency.time_in_queue",
+    "ttft_s": "gen_ai.latency.time_to_first_token",
+    "e2e_s": "gen_ai.latency.e2e",
+    "prefill_s": "gen_ai.latency.time_in_model_prefill",
+    "decode_s": "gen_ai.latency.time_in_model_decode",
+    "inference_s": "gen_ai.latency.time_in_model_inference",
+}
+_PREFIXES = ("chatcmpl-", "cmpl-")
+_MAX_REMEMBERED = 50_000
+_V = TypeVar("_V")
+
+
+def normalize_request_id(raw: str) -> str:
+    """vLLM's request id -> the id the client sent: strip ``chatcmpl-`` / ``cmpl-``."""
+    for prefix in _PREFIXES:
+        if raw.startswith(prefix) and len(raw) > len(prefix):
+            return raw[len(prefix) :]
+    return raw
+
+
+def phase_events(
+    request_id: str,
+    end_s: float,
+    prompt_tokens: int,
+    completion_tokens: int,
+    prefill_s: float,
+    decode_s: float,
+) -> list[WorkEvent]:
+    """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
+
+    Prefill: all prompt tokens as one step, causal attention ``p(p+1)/2`` query-key
+    pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
+    step each, reading KV lengths ``p+1 .. p+n``.
+    """
+    prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
+    decode_t0 = end_s - decode_s
+    out = []
+    if prompt_tokens > 0:
+        pairs = prompt_tokens * (prompt_tokens + 1) / 2
+        out.append(
+            WorkEvent(request_id, decode_t0 - prefill_s, decode_t0, Phase.PREFILL, prompt_tokens, 1.0, pairs)
+        )
+    n = completion_tokens - 1
+    if n > 0:
+        ctx = n * prompt_tokens + n * (n + 1) / 2
+        out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
+    return out
+
+
+def _num(attrs: dict[str, AttrValue], key: str) -> float:
+    value = attrs.get(SPAN_ATTRIBUTES[key], 0)
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+class VllmSpanHandler:
+    """A :class:`~sidecar.taps.spans.SpanHandler` for vLLM's ``llm_request`` spans and client spans."""
+
+    def __init__(
+        self,
+        to_mono: Callable[[float], float],
+        *,
+        model: Callable[[], str] = lambda: "unknown",
+        claims: Callable[[str], bool] = lambda request_id: False,
+        on_span: Callable[[str, ReceivedSpan], None] | None = None,
+    ) -> None:
+        self.to_mono = to_mono
+        self.model = model
+        self.claims = claims
+        self.on_span = on_span
+        self._task_by_trace: OrderedDict[str, str] = OrderedDict()
+        self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
+        self.requests = 0  # llm_request spans handled
+        self.work_from_spans = 0  # of which the span supplied the work
+        self.tasks_joined = 0
+
+    def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
+        if span.name == SPAN_NAME and SPAN_ATTRIBUTES["request_id"] in span.attributes:
+            self._request(span, out)
+            return True
+        task = span.attributes.get(TASK_ATTRIBUTE)
+        if isinstance(task, str):
+            self._client(span.trace_id, task, out)
+            return True
+        return False
+
+    def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
+        attrs = span.attributes
+        raw_id = str(attrs[SPAN_ATTRIBUTES["request_id"]])
+        request_id = normalize_request_id(raw_id)
+        start_s = self.to_mono(span.start_unix_s)
+        e2e_s = _num(attrs, "e2e_s")
+        end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
+        prompt, completion = int(_num(attrs, "prompt_tokens")), int(_num(attrs, "completion_tokens"))
+        info = RequestInfo(
+            request_id,
+            model=self.model(),
+            operation="chat" if raw_id.startswith("chatcmpl-") else "text_completion",
+            task=self._task_by_trace.get(span.trace_id, "unknown"),
+            start_s=start_s,
+            end_s=end_s,
+            prompt_tokens=prompt,
+            output_tokens=completion,
+            attributes={"vllm.request_id": raw_id, "trace_id": span.trace_id},
+        )
+        if info.task != "unknown":
+            self.tasks_joined += 1
+        self.requests += 1
+        out.infos.append(info)
+        self._remember(self._info_by_trace, span.trace_id, info)
+        if not self.claims(request_id):
+            self.work_from_spans += 1
+            out.events.extend(
+                phase_events(
+                    request_id, end_s, prompt, completion, _num(attrs, "prefill_s"), _num(attrs, "decode_s")
+                )
+            )
+        if self.on_span is not None:
+            self.on_span(request_id, span)
+
+    def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
+        self._remember(self._task_by_trace, trace_id, task)
+        info = self._info_by_trace.pop(trace_id, None)
+        if info is not None and info.task == "unknown":  # the request span came first
+            self.tasks_joined += 1
+            out.infos.append(replace(info, task=task))
+
+    @staticmethod
+    def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+        table[key] = value
+        while len(table) > _MAX_REMEMBERED:
+            table.popitem(last=False)
