@@ -77,6 +77,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("host", str, "0.0.0.0", "address the HTTP server (/metrics, API, probes) binds"),
     Knob("port", _port, 9464, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
     Knob("otlp_port", _port, 4317, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
+    Knob("plugin_port", _port, 9466, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
+    Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
+    Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
+    Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
     Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
     Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
@@ -108,6 +112,10 @@ class SidecarConfig:
     host: str = "0.0.0.0"
     port: int = 9464
     otlp_port: int = 4317
+    plugin_port: int = 9466
+    vllm_metrics_url: str = ""
+    vllm_metrics_interval_s: float = 1.0
+    otlp_forward_endpoint: str = ""
     poll_interval_s: float = 0.02
     status_interval_s: float = 0.5
     tick_interval_s: float = 0.1

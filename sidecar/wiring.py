@@ -12,6 +12,7 @@ from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
 from sidecar.meters.base import EnergyMeter
 from sidecar.taps.diffusion import DiffusionSpanHandler
+from sidecar.taps.vllm import VllmTaps, attach_vllm
 
 __all__ = ["build_sidecar"]
 
@@ -48,6 +49,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         extra={"sim": sim_meter},
     )
     services: list[Service] = []
+    vllm_taps: VllmTaps | None = None
     if config.otlp_port:
         from sidecar.taps.otlp import OtlpReceiver
         from sidecar.taps.spans import SpanHandler, WallToMono
@@ -56,6 +58,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         handlers: list[SpanHandler] = []
         # span handlers, one line each (vLLM llm_request spans, diffusion batch spans):
         handlers.append(DiffusionSpanHandler(to_mono))
+        vllm_taps = attach_vllm(config, to_mono, handlers, sources, services)  # plugin drained before spans
         receiver = OtlpReceiver(handlers, host=config.host, port=config.otlp_port)
         sources.append(receiver)
         services.append(receiver)
@@ -64,4 +67,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         if config.ledger_path
         else None
     )
-    return Sidecar(config, meter, sources=sources, services=services, clock=clock, ledger=ledger)
+    on_final = vllm_taps.on_final if vllm_taps is not None else None  # enriched spans
+    return Sidecar(
+        config, meter, sources=sources, services=services, clock=clock, ledger=ledger, on_final=on_final
+    )

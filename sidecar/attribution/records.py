@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DeviceSnapshot", "FitSnapshot", "RequestEnergy", "SelfStats", "Snapshot"]
+__all__ = ["DeviceSnapshot", "FitSnapshot", "RequestEnergy", "SelfStats", "Snapshot", "TapReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,20 @@ class FitSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class TapReport:
+    """What a tap reports about itself (a source's ``tap_stats()``), for the self-metrics.
+
+    ``events``: (tap, outcome) -> count (received, ignored, dropped, lost, malformed, ...);
+    ``token_mismatch``: phase -> tokens by which two taps disagree (vLLM /metrics minus plugin);
+    ``server``: the inference server's latent state (running, waiting, kv_cache_usage 0..1).
+    """
+
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    token_mismatch: dict[str, float] = field(default_factory=dict)
+    server: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SelfStats:
     """The sidecar's own health, exported as ``jouletrace.*`` self-metrics."""
 
@@ -108,6 +122,7 @@ class SelfStats:
     counter_resets: int = 0
     pending_requests: int = 0
     sealed_ticks: int = 0
+    taps: TapReport = field(default_factory=TapReport)  # merged over the taps that report
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,21 @@ def _dropped(snap: Snapshot) -> Points:
         yield count, {"reason": reason}
 
 
+def _tap_events(snap: Snapshot) -> Points:
+    for (tap, outcome), count in snap.stats.taps.events.items():
+        yield count, {"jouletrace.tap": tap, "outcome": outcome}
+
+
+def _token_mismatch(snap: Snapshot) -> Points:
+    for phase, tokens in snap.stats.taps.token_mismatch.items():
+        yield tokens, {"jouletrace.phase": phase}
+
+
+def _server_state(snap: Snapshot) -> Points:
+    for quantity, value in snap.stats.taps.server.items():
+        yield value, {"jouletrace.quantity": quantity}
+
+
 def _fit(value: Callable[[Snapshot], float]) -> Callable[[Snapshot], Points]:
     """A fitted-model number, shown only once the fit has seen at least one tick."""
 
@@ -221,6 +236,28 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "Requests whose energy is not final yet (count).",
         False,
         _stat(lambda s: s.stats.pending_requests),
+    ),
+    ObservableSpec(
+        "jouletrace.tap.events",
+        "{event}",
+        "What each tap received, ignored, dropped or lost, per tap and outcome (count).",
+        True,
+        _tap_events,
+    ),
+    ObservableSpec(
+        "jouletrace.tap.token_mismatch",
+        "{token}",
+        "Tokens by which vLLM's /metrics counters exceed the plugin's iterations, per phase "
+        "(0 when the taps agree).",
+        False,
+        _token_mismatch,
+    ),
+    ObservableSpec(
+        "jouletrace.server.state",
+        "1",
+        "The inference server's latent state: running and waiting requests (count), KV-cache usage (0..1).",
+        False,
+        _server_state,
     ),
     # --- the fitted energy model: the study's diagnosis
     ObservableSpec(
