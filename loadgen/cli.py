@@ -28,7 +28,7 @@ _HELP = {
     "sidecar_url": "jouletrace sidecar base URL ('' runs without energy)",
     "otlp_endpoint": "OTLP/gRPC host:port for the client spans ('' keeps them local)",
     "model": "model name to request ('' = the first the server lists)",
-    "diffusion_model": "model name sent to the diffusion server ('' = the study's model name)",
+    "diffusion_model": "model name sent to the diffusion server ('' = none: the server's own)",
     "requests": "total requests (split over tasks by weight)",
     "arrivals": "all | poisson:RATE | gamma:RATE:BURSTINESS | concurrency:C | replay:PATH[:SPEED]",
     "phases": "per-task (one steady-state window per task), mixed, or auto (per-task for 'all')",

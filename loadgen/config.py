@@ -22,7 +22,7 @@ class RunConfig:
     sidecar_url: str = "http://127.0.0.1:9464"  # '' = no energy
     otlp_endpoint: str = "127.0.0.1:4317"  # where client spans go ('' = not exported)
     model: str = ""  # '' = the first model the server lists
-    diffusion_model: str = ""  # '' = the task's study model name
+    diffusion_model: str = ""  # '' = send no model name (the server's own)
     requests: int | None = None  # total requests; default: the mix's, else 64
     arrivals: str = "all"
     phases: str = "auto"  # per-task, mixed, or auto (per-task for all-at-once)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from loadgen.errors import InputError, where
-from loadgen.factories import FactoryOptions, base_body
+from loadgen.factories import FactoryOptions, base_body, diffusion_body
 from loadgen.records import Request
 from loadgen.tasks import TaskSpec
 
@@ -130,22 +130,7 @@ def requests_from_rows(
         _line, row = rows[k % len(rows)]
         rid = f"{id_prefix}-{start + k:06d}"
         if spec.diffusion:
-            w, h = (int(x) for x in row.get("size", f"{spec.width}x{spec.height}").split("x"))
-            body: dict[str, Any] = {
-                "model": opts.diffusion_model or spec.diffusion_model,
-                "prompt": row["prompt"],
-                "n": 1,
-                "size": f"{w}x{h}",
-                "steps": int(row.get("steps", spec.steps)),
-                "seed": int(row.get("seed", int(rng.integers(0, 2**31 - 1)))),
-            }
-            if spec.api == "videos":
-                body |= {
-                    "num_frames": int(row.get("num_frames", spec.num_frames)),
-                    "fps": int(row.get("fps", spec.fps)),
-                }
-            else:
-                body["response_format"] = "b64_json"
+            body = diffusion_body(spec, row["prompt"], opts, rng, row)
             out.append(
                 Request(
                     id=rid, task=spec.id, api=spec.api, path=spec.path, body=body, unit=spec.unit, units=1.0

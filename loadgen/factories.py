@@ -31,7 +31,7 @@ from loadgen.prompts import PromptBuilder
 from loadgen.records import Request
 from loadgen.tasks import TaskSpec
 
-__all__ = ["DEFAULT_FIM_TEMPLATE", "FactoryOptions", "base_body", "make_requests"]
+__all__ = ["DEFAULT_FIM_TEMPLATE", "FactoryOptions", "base_body", "diffusion_body", "make_requests"]
 
 DEFAULT_FIM_TEMPLATE = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
 _MEDIA_VARIANTS = 4  # distinct generated images/clips per run (generation costs CPU, not the point)
@@ -162,21 +162,42 @@ def _llm_request(
     )
 
 
+def diffusion_body(
+    spec: TaskSpec,
+    prompt: str,
+    opts: FactoryOptions,
+    rng: np.random.Generator,
+    row: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body of an images/videos request: the study's size, steps (and frames, fps), a seed.
+
+    ``model`` is only sent when ``--diffusion-model`` names one (the server serves one model
+    per kind and refuses another name); ``row`` (a dataset line) overrides any field.
+    """
+    row = row or {}
+    body: dict[str, Any] = {
+        "prompt": prompt,
+        "n": 1,
+        "size": str(row.get("size", f"{spec.width}x{spec.height}")),
+        "steps": int(row.get("steps", spec.steps)),
+        "seed": int(row.get("seed", int(rng.integers(0, 2**31 - 1)))),
+    }
+    if opts.diffusion_model:
+        body["model"] = opts.diffusion_model
+    if spec.api == "videos":
+        body |= {
+            "num_frames": int(row.get("num_frames", spec.num_frames)),
+            "fps": int(row.get("fps", spec.fps)),
+        }
+    else:
+        body["response_format"] = "b64_json"
+    return body
+
+
 def _diffusion_request(
     spec: TaskSpec, rid: str, rng: np.random.Generator, builder: PromptBuilder, opts: FactoryOptions
 ) -> Request:
-    body: dict[str, Any] = {
-        "model": opts.diffusion_model or spec.diffusion_model,
-        "prompt": builder.text(int(rng.integers(12, 48))),
-        "n": 1,
-        "size": f"{spec.width}x{spec.height}",
-        "steps": spec.steps,
-        "seed": int(rng.integers(0, 2**31 - 1)),
-    }
-    if spec.api == "videos":
-        body |= {"num_frames": spec.num_frames, "fps": spec.fps}
-    else:
-        body["response_format"] = "b64_json"
+    body = diffusion_body(spec, builder.text(int(rng.integers(12, 48))), opts, rng)
     return Request(id=rid, task=spec.id, api=spec.api, path=spec.path, body=body, unit=spec.unit, units=1.0)
 
 

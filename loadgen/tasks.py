@@ -9,7 +9,8 @@ media shape for the multimodal tasks and the diffusion parameters, and the study
 reference energies for the report. :func:`scale_task` shrinks a spec for small
 machines (``--scale``): token lengths and caps, diffusion resolution, steps and
 frames all multiply by the factor, with floors (8 tokens of prompt, 64 px, 2 steps,
-3 frames) so a scaled request still exercises the same code path.
+5 frames; sides stay multiples of 16 and frame counts 4k + 1, as the video models
+need) so a scaled request still exercises the same code path.
 """
 
 from __future__ import annotations
@@ -170,6 +171,11 @@ def _px(value: int, factor: float) -> int:
     return max(64, round(value * factor / 16) * 16)
 
 
+def _frames(value: int, factor: float) -> int:
+    """Scale a frame count, keep it 4k + 1 (video VAEs compress time by 4), at least 5."""
+    return max(5, 4 * round((value * factor - 1) / 4) + 1)
+
+
 def scale_task(spec: TaskSpec, factor: float, max_model_len: int | None = None) -> TaskSpec:
     """``spec`` shrunk (or grown) by ``factor`` and fitted into ``max_model_len`` tokens.
 
@@ -196,6 +202,6 @@ def scale_task(spec: TaskSpec, factor: float, max_model_len: int | None = None) 
             width=_px(spec.width, factor),
             height=_px(spec.height, factor),
             steps=max(2, math.ceil(spec.steps * factor)),
-            num_frames=max(3, round(spec.num_frames * factor)) if spec.num_frames else 0,
+            num_frames=_frames(spec.num_frames, factor) if spec.num_frames else 0,
         )
     return out

@@ -51,7 +51,7 @@ class FakeServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._gate = asyncio.Semaphore(self.batch_cap)
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -79,7 +79,12 @@ class FakeServer:
 
     def _note(self, request: web.Request, body: dict[str, Any]) -> None:
         self.seen.append(
-            {"headers": dict(request.headers), "path": request.path, "body": body, "t": time.perf_counter()}
+            {
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "path": request.path,
+                "body": body,
+                "t": time.perf_counter(),
+            }
         )
 
     async def _llm(self, request: web.Request) -> web.StreamResponse:

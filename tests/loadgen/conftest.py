@@ -1,0 +1,105 @@
+"""Fixtures of the loadgen tests: the fake OpenAI server (in a thread) and a real sidecar process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.loadgen.fake_server import FakeServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadedFake:
+    """A :class:`FakeServer` on its own event loop in a daemon thread (for code that calls asyncio.run)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.server = FakeServer(**kwargs)  # type: ignore[arg-type]
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        self.url = self.server.url
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def fake() -> Iterator[ThreadedFake]:
+    server = ThreadedFake(token_s=0.002, batch_cap=8)
+    yield server
+    server.close()
+
+
+class SidecarProcess:
+    """``python -m sidecar.cli sidecar --meter cpu-model`` on free ports, stopped by its pid."""
+
+    def __init__(self, log: Path) -> None:
+        self.port, self.otlp_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1",
+               "--port", str(self.port), "--otlp-port", str(self.otlp_port), "--ledger-path", "",
+               "--log-level", "warning"]  # fmt: skip
+        self.log = log
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.otlp = f"127.0.0.1:{self.otlp_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"sidecar did not start: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
+    proc = SidecarProcess(tmp_path_factory.mktemp("sidecar") / "sidecar.log")
+    yield proc
+    proc.stop()
