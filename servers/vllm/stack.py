@@ -36,6 +36,7 @@ class Request:
     words: int
     max_tokens: int
     task: str = "chat"
+    traceparent: str = ""  # W3C trace context: vLLM's span becomes a child of the client's
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +143,11 @@ def chat(url: str, model: str, req: Request, timeout_s: float = 120.0) -> Result
         "ignore_eos": True,
         "temperature": 0.0,
     }
+    headers = {"Content-Type": "application/json", "X-Request-Id": req.request_id}
+    if req.traceparent:
+        headers["traceparent"] = req.traceparent
     http = urllib.request.Request(
-        f"{url}/v1/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "X-Request-Id": req.request_id},
+        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers=headers
     )
     t0 = time.monotonic()
     with urllib.request.urlopen(http, timeout=timeout_s) as resp:

@@ -44,6 +44,7 @@ METRIC_NAMES = {
     "vllm:kv_cache_usage_perc": "kv_cache_usage",
 }
 _COUNTERS = ("prompt", "generation", "iterations")
+_ARRIVAL_S = 0.3  # the plugin's datagrams for a moment have been drained this long after it
 
 TokensAt = Callable[[float], tuple[int, int] | None]
 
@@ -90,7 +91,7 @@ class MetricsScraper:
         self.mismatch: dict[str, float] = {}
         self._prev: dict[str, float] | None = None
         self._base: tuple[float, float, int, int] | None = None  # M_prompt, M_gen, P_prompt, P_gen
-        # before, after (Unix s), M_prompt, M_gen of the last scrape, checked at the next one
+        # before, after (Unix s), M_prompt, M_gen of the last scrape, checked _ARRIVAL_S later
         self._pending_check: tuple[float, float, float, float] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._future: Future[tuple[float, float, str]] | None = None
@@ -121,6 +122,8 @@ class MetricsScraper:
             except ValueError as err:
                 self.counts["malformed"] += 1
                 log.debug("bad exposition from %s: %s", self.url, err)
+        if self._pending_check is not None and time.time() >= self._pending_check[1] + _ARRIVAL_S:
+            self._check()
         now = self.clock()
         if self._future is None and self._pool is not None and now >= self._next_s:
             self._next_s = now + self.interval_s
@@ -139,18 +142,19 @@ class MetricsScraper:
             for k in _COUNTERS:
                 self.totals[k] += values.get(k, 0.0) - self._prev.get(k, 0.0)
         self._prev = values
-        self._check(before_s, after_s, values.get("prompt", 0.0), values.get("generation", 0.0))
+        if self.plugin_tokens is not None:
+            m_prompt, m_gen = values.get("prompt", 0.0), values.get("generation", 0.0)
+            self._pending_check = (before_s, after_s, m_prompt, m_gen)
 
-    def _check(self, before_s: float, after_s: float, m_prompt: float, m_gen: float) -> None:
-        """Compare with the plugin one scrape late, once its datagrams for that time have arrived.
+    def _check(self) -> None:
+        """Compare the last scrape with the plugin, once its datagrams for that time have arrived.
 
         Only scrapes during which no iteration was recorded count: then the counters
-        and the plugin's cumulative tokens describe exactly the same iterations.
+        and the plugin's cumulative tokens describe exactly the same iterations. The
+        first such scrape is the baseline.
         """
-        if self.plugin_tokens is None:
-            return
-        pending, self._pending_check = self._pending_check, (before_s, after_s, m_prompt, m_gen)
-        if pending is None:
+        pending, self._pending_check = self._pending_check, None
+        if pending is None or self.plugin_tokens is None:
             return
         plugin = self.plugin_tokens(pending[0])
         if plugin is None or plugin != self.plugin_tokens(pending[1]):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class PluginReceiver:
         self._claimed: OrderedDict[str, None] = OrderedDict()
         self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
         self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
+        self._started_wall: float | None = None  # Unix time the receiver started listening
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
@@ -84,6 +86,7 @@ class PluginReceiver:
         sock.bind((self.host, self.port))
         sock.setblocking(False)
         self._sock = sock
+        self._started_wall = time.time()
         self.port = sock.getsockname()[1]
         log.info("vLLM plugin receiver on udp://%s:%d", self.host, self.port)
         return int(self.port)
@@ -129,8 +132,10 @@ class PluginReceiver:
 
     def tokens_until(self, unix_s: float) -> tuple[int, int] | None:
         """Cumulative (prompt, generation) tokens of iterations recorded by ``unix_s``, if known."""
-        if not self._history or unix_s < self._history[0][0]:
+        if self._started_wall is None or unix_s < self._started_wall:
             return None
+        if not self._history or unix_s < self._history[0][0]:
+            return 0, 0
         i = bisect_right([h[0] for h in self._history], unix_s) - 1
         return self._history[i][1], self._history[i][2]
 
