@@ -39,6 +39,8 @@ __all__ = ["Runner", "ServerSettings", "make_app"]
 
 log = logging.getLogger(__name__)
 
+_PREFIX = {"image": "img", "video": "vid"}  # request ids: img-<uuid hex>, vid-<uuid hex>
+
 
 class Runner(Protocol):
     """Runs one batch as one pipeline call; ``models`` maps kind -> served model name."""
@@ -122,7 +124,11 @@ def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None =
         batcher = holder["batcher"]
         loop = asyncio.get_running_loop()
         job = Job(
-            f"{kind[:3]}-{uuid.uuid4().hex}", spec, loop.create_future(), time.monotonic(), time.time_ns()
+            f"{_PREFIX[kind]}-{uuid.uuid4().hex}",
+            spec,
+            loop.create_future(),
+            time.monotonic(),
+            time.time_ns(),
         )
         parent = Tracing.parent(request.headers)
         try:

@@ -1,0 +1,75 @@
+"""Real processes for the diffusion tests: free ports, JSON over HTTP, start/stop with logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def http(method: str, url: str, body: Any = None, timeout_s: float = 60.0) -> tuple[int, Any, dict[str, str]]:
+    """(status, parsed JSON or text, lower-case headers) of one request; HTTP errors are returned."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            raw, status, headers = resp.read(), resp.status, {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as err:
+        raw, status, headers = err.read(), err.code, {k.lower(): v for k, v in err.headers.items()}
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text), headers
+    except json.JSONDecodeError:
+        return status, text, headers
+
+
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``python argv`` with output to ``log``; JOULETRACE_* from the caller's shell are dropped."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}
+    env = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def wait_for(ok: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if ok():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
