@@ -198,6 +198,7 @@ class PluginReceiver:
             )
         self._decoding[request_id] = [prompt, 1]
         self._claim(request_id)
+        self.counts["starts"] += 1
 
     def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:
         raw = str(row[0])
@@ -207,6 +208,7 @@ class PluginReceiver:
         if self._decoding.pop(request_id, None) is None and request_id not in self._claimed:
             out.events.extend(phase_events(request_id, t_end, prompt, generated, prefill_s, decode_s))
             self._claim(request_id)
+            self.counts["whole_phase"] += 1
         reason = str(row[7]) if len(row) > 7 else ""
         out.infos.append(
             RequestInfo(

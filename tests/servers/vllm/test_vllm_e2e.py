@@ -162,6 +162,8 @@ def test_plugin_and_metrics_taps_agree_and_spans_add_no_second_copy_of_the_work(
     assert taps[("vllm_plugin", "iterations")] > 0 and taps.get(("vllm_plugin", "lost"), 0) == 0
     assert taps[("vllm_spans", "requests")] >= len(traffic["results"])
     assert taps[("vllm_spans", "work_from_spans")] == 0  # the plugin claimed every request
+    assert taps[("vllm_plugin", "starts")] >= len(traffic["results"]) - 1  # per-iteration membership
+    assert taps.get(("vllm_plugin", "membership_mismatch"), 0) == 0
     assert taps[("vllm_metrics", "scrapes")] > 0
     mismatch = {lab["jouletrace_phase"]: v for lab, v in m["jouletrace_tap_token_mismatch"]}
     assert mismatch == {"prefill": 0.0, "decode": 0.0}

@@ -1,0 +1,185 @@
+"""The vLLM plugin (with a stand-in for vLLM's base class) and the sidecar's UDP receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from sidecar.attribution.events import Phase
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_plugin import PluginReceiver
+from sidecar.taps.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
+
+
+def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.0, **kw: Any) -> bytes:
+    m: dict[str, Any] = {"v": 1, "pid": pid, "seq": seq, "wall": wall, "model": "tiny", "live": True, **kw}
+    if it is not None:
+        m["it"] = it
+    return json.dumps(m).encode()
+
+
+def receiver() -> PluginReceiver:
+    return PluginReceiver(lambda unix_s: unix_s - 900.0)
+
+
+def test_iterations_become_per_request_prefill_and_decode_work() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(
+        msg(0, [0.0, 2, 30, 0, 0], wall=1000.00, start=[["chatcmpl-a", 10, 10, 0.02], ["b", 20, 20, 0.02]]),
+        out,
+    )
+    prefills = [e for e in out.events if e.phase is Phase.PREFILL]
+    assert [(e.request_id, e.units, e.t1_s) for e in prefills] == [("a", 10, 100.0), ("b", 20, 100.0)]
+    assert prefills[0].context_tokens == 10 * 11 / 2
+    out = TapOutput()
+    rx.feed(msg(1, [0.005, 2, 0, 0, 0], wall=1000.02), out)
+    decodes = [(e.request_id, e.phase, e.units, e.steps, e.context_tokens) for e in out.events]
+    assert decodes == [("a", Phase.DECODE, 1, 1, 11), ("b", Phase.DECODE, 1, 1, 21)]
+    assert out.events[0].t0_s == pytest.approx(100.0) and out.events[0].t1_s == pytest.approx(100.015)
+    assert rx.claims("a") and rx.claims("b") and not rx.claims("c")
+
+
+def test_a_finished_request_gets_its_info_and_leaves_the_batch() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 10, 0, 0], start=[["chatcmpl-a", 10, 10, 0.02]]), out)
+    rx.feed(
+        msg(1, [0.0, 1, 0, 0, 0], wall=1000.1, fin=[["chatcmpl-a", 10, 2, 0.0, 0.02, 0.1, 0.5, "length"]]),
+        out,
+    )
+    (info,) = out.infos
+    assert (info.request_id, info.model, info.output_tokens, info.end_s) == (
+        "a",
+        "tiny",
+        2,
+        pytest.approx(100.1),
+    )
+    assert info.start_s == pytest.approx(99.6) and info.attributes["finish_reason"] == "length"
+    later = TapOutput()
+    rx.feed(msg(2, [0.0, 0, 0, 0, 0], wall=1000.2), later)
+    assert later.events == []
+
+
+def test_without_live_membership_finished_requests_get_whole_phase_work() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 0, 0, 0], live=False, fin=[["cmpl-z", 8, 5, 0.0, 0.1, 0.4, 0.6, "stop"]]), out)
+    assert [e.phase for e in out.events] == [Phase.PREFILL, Phase.DECODE] and rx.claims("z")
+    assert rx.counts["whole_phase"] == 1
+
+
+def test_lost_malformed_and_restarts_are_counted_and_a_restart_empties_the_batch() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["a", 5, 5, 0.01]]), out)
+    rx.feed(msg(3, [0.0, 1, 0, 0, 0], wall=1000.01), out)
+    rx.feed(b"\xff not json", out)
+    rx.feed(json.dumps({"v": 99}).encode(), out)
+    rx.feed(json.dumps({"v": 1, "pid": 7, "seq": 4, "wall": 1.0, "it": [0, "x"]}).encode(), out)
+    assert rx.counts["lost"] == 2 and rx.counts["malformed"] == 3
+    fresh = TapOutput()
+    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=8, wall=1001.0), fresh)  # vLLM restarted: new pid, seq from 0
+    assert rx.counts["restarts"] == 1 and fresh.events == [] and rx.counts["lost"] == 2
+
+
+def test_token_totals_by_time_for_the_metrics_cross_check() -> None:
+    rx = receiver()
+    rx.start()
+    try:
+        now = time.time()
+        rx.feed(msg(0, [0.0, 3, 10, 2, 0], wall=now + 1), TapOutput())
+        rx.feed(msg(1, [0.0, 4, 0, 0, 0], wall=now + 2), TapOutput())
+        assert rx.tokens_until(now - 100) is None  # before the receiver listened
+        assert rx.tokens_until(now + 0.5) == (0, 0)
+        assert rx.tokens_until(now + 1.5) == (12, 3) and rx.tokens_until(now + 9) == (12, 7)
+    finally:
+        rx.stop()
+
+
+def test_long_messages_are_split_into_datagrams_under_the_limit_and_counted_once() -> None:
+    fins = [[f"chatcmpl-{i:040d}", 1, 1, 0.0, 0.0, 0.0, 0.0, "stop"] for i in range(400)]
+    parts = encode({"v": 1, "pid": 1, "seq": 0, "wall": 1.0, "it": [0, 400, 0, 0, 0], "fin": fins})
+    assert len(parts) == 3 and all(len(p) <= MAX_DATAGRAM_BYTES for p in parts)
+    decoded = [decode(p) for p in parts]
+    assert sum(len(d["fin"]) for d in decoded) == 400 and ["it" in d for d in decoded] == [True, False, False]
+
+
+# ---- the plugin itself, with a stand-in for vLLM's base class -----------------------------------
+
+
+@dataclass
+class PromptStats:
+    computed: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass
+class Iteration:
+    num_generation_tokens: int = 1
+    prompt_token_stats: PromptStats = field(default_factory=PromptStats)
+    num_preempted_reqs: int = 0
+    finished_requests: list[Any] = field(default_factory=list)
+    time_to_first_tokens_iter: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Sched:
+    num_running_reqs: int = 1
+    num_waiting_reqs: int = 0
+    kv_cache_usage: float = 0.25
+
+
+@pytest.fixture
+def plugin_class(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    loggers = types.ModuleType("vllm.v1.metrics.loggers")
+    loggers.StatLoggerBase = object  # type: ignore[attr-defined]
+    for name in ("vllm", "vllm.v1", "vllm.v1.metrics"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "vllm.v1.metrics.loggers", loggers)
+    monkeypatch.delitem(sys.modules, "servers.vllm.plugin", raising=False)
+    from servers.vllm.plugin import JouletraceStatLogger
+
+    yield JouletraceStatLogger
+    sys.modules.pop("servers.vllm.plugin", None)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_plugin_survives_the_sidecar_being_down_and_reaches_it_once_it_is_back(
+    plugin_class: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_udp_port()
+    monkeypatch.setenv("JOULETRACE_PLUGIN_PORT", str(port))
+    config = types.SimpleNamespace(model_config=types.SimpleNamespace(served_model_name="tiny"))
+    plugin = plugin_class(config)
+    for _ in range(50):  # nobody listening: never raises, never blocks
+        plugin.record(Sched(), Iteration())
+    rx = PluginReceiver(lambda s: s, host="127.0.0.1", port=port)
+    rx.start()
+    try:
+        plugin.record(Sched(), Iteration(num_generation_tokens=3, prompt_token_stats=PromptStats(7, 1)))
+        deadline = time.monotonic() + 2
+        while rx.counts["iterations"] == 0 and time.monotonic() < deadline:
+            rx.due(0.0)
+        assert rx.counts["iterations"] == 1 and rx.model == "tiny"
+        assert rx.sched == (1.0, 0.0, 0.25) and rx.tokens_until(time.time() + 1) == (8, 3)
+        assert rx.counts["lost"] == 0  # a receiver that starts late takes the stream as it finds it
+    finally:
+        rx.stop()
+    plugin.record(None, Iteration())  # sidecar gone again
+    assert plugin.sent >= 1
+
+
+def test_the_plugin_never_raises_into_vllm_on_stats_it_does_not_understand(plugin_class: type) -> None:
+    plugin = plugin_class(types.SimpleNamespace())
+    plugin.record(object(), object())
+    assert plugin.dropped == 1

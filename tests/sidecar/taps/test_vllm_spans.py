@@ -1,0 +1,93 @@
+"""vLLM llm_request spans -> request infos and (without the plugin) whole-phase work."""
+
+from __future__ import annotations
+
+from sidecar.attribution.events import Phase
+from sidecar.taps.spans import ReceivedSpan, TapOutput
+from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
+
+
+def llm_span(raw_id: str = "chatcmpl-abc", trace: str = "t1", **attrs: float) -> ReceivedSpan:
+    values = {
+        "gen_ai.request.id": raw_id,
+        "gen_ai.usage.prompt_tokens": 100,
+        "gen_ai.usage.completion_tokens": 11,
+        "gen_ai.latency.e2e": 2.0,
+        "gen_ai.latency.time_in_model_prefill": 0.5,
+        "gen_ai.latency.time_in_model_decode": 1.0,
+        "gen_ai.latency.time_in_queue": 0.2,
+    }
+    values.update(attrs)
+    return ReceivedSpan(trace, "s1", "", "llm_request", 1000.0, 1002.1, dict(values))
+
+
+def handler(**kw: object) -> VllmSpanHandler:
+    return VllmSpanHandler(lambda unix_s: unix_s - 900.0, model=lambda: "m", **kw)  # type: ignore[arg-type]
+
+
+def test_a_span_becomes_a_request_info_keyed_by_the_client_id_on_the_sidecar_clock() -> None:
+    out = TapOutput()
+    assert handler().handle(llm_span(), out)
+    (info,) = out.infos
+    assert info.request_id == "abc" and info.model == "m" and info.operation == "chat"
+    assert (info.start_s, info.end_s) == (100.0, 102.0)  # start + e2e
+    assert (info.prompt_tokens, info.output_tokens) == (100, 11)
+    assert info.attributes["vllm.request_id"] == "chatcmpl-abc"
+
+
+def test_without_the_plugin_the_span_supplies_prefill_and_decode_work() -> None:
+    out = TapOutput()
+    handler().handle(llm_span(), out)
+    prefill, decode = out.events
+    assert (prefill.phase, prefill.t0_s, prefill.t1_s, prefill.units) == (Phase.PREFILL, 100.5, 101.0, 100)
+    assert prefill.context_tokens == 100 * 101 / 2
+    assert (decode.phase, decode.t0_s, decode.t1_s, decode.units, decode.steps) == (
+        Phase.DECODE,
+        101.0,
+        102.0,
+        10,
+        10,
+    )
+    assert decode.context_tokens == sum(100 + j for j in range(1, 11))
+
+
+def test_a_request_the_plugin_claimed_gets_its_info_but_no_second_copy_of_its_work() -> None:
+    out = TapOutput()
+    h = handler(claims=lambda rid: rid == "abc")
+    h.handle(llm_span(), out)
+    h.handle(llm_span("chatcmpl-other", "t2"), out)
+    assert {e.request_id for e in out.events} == {"other"}
+    assert [i.request_id for i in out.infos] == ["abc", "other"]
+    assert (h.requests, h.work_from_spans) == (2, 1)
+
+
+def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> None:
+    h = handler()
+    client = ReceivedSpan("t1", "c1", "", "client", 1000.0, 1003.0, {"jouletrace.task": "code"})
+    first = TapOutput()
+    assert h.handle(client, first) and not first.infos
+    h.handle(llm_span(), first)
+    assert first.infos[0].task == "code"
+    later = TapOutput()
+    h.handle(llm_span("chatcmpl-x", "t9"), later)
+    h.handle(ReceivedSpan("t9", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), later)
+    assert [(i.request_id, i.task) for i in later.infos] == [("x", "unknown"), ("x", "chat")]
+
+
+def test_spans_that_are_not_vllm_requests_are_left_for_others() -> None:
+    out = TapOutput()
+    assert not handler().handle(ReceivedSpan("t", "s", "", "llm_request", 0, 1, {}), out)
+    assert not handler().handle(ReceivedSpan("t", "s", "", "GET /health", 0, 1, {"x": 1}), out)
+    assert out.events == [] and out.infos == []
+
+
+def test_request_ids_lose_only_vllms_own_prefixes() -> None:
+    assert normalize_request_id("chatcmpl-abc") == "abc"
+    assert normalize_request_id("cmpl-abc-0") == "abc-0"
+    assert normalize_request_id("chatcmpl-") == "chatcmpl-"
+    assert normalize_request_id("my-id") == "my-id"
+
+
+def test_a_one_token_request_has_prefill_work_only() -> None:
+    events = phase_events("r", 10.0, 5, 1, 0.1, 0.0)
+    assert [e.phase for e in events] == [Phase.PREFILL]
