@@ -40,7 +40,8 @@ __all__ = ["JouletraceStatLogger"]
 log = logging.getLogger("jouletrace.vllm_plugin")
 
 DEFAULT_PORT = 9466
-_HEARTBEAT_S = 1.0  # scheduler-only messages at most this often
+_HEARTBEAT_S = 1.0  # scheduler-only messages (and sweeps for aborted requests) at most this often
+_MAX_GONE = 500  # aborted ids per message; beyond that they are dropped (bounded datagrams)
 
 
 class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is untyped here
@@ -64,7 +65,8 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
         self._last_send = 0.0
         self._frame: FrameType | None = None  # vLLM's output-handler loop
         self._frame_searched = False
-        self._started: set[str] = set()  # internal ids whose first token was reported
+        self._started: dict[str, str] = {}  # external -> internal id, first token reported
+        self._last_sweep = 0.0
 
     # ---- StatLoggerBase -------------------------------------------------------------------
     def record(
@@ -115,6 +117,11 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
                 it.num_preempted_reqs,
             ]
             msg["start"] = starts
+            for f in it.finished_requests:
+                self._started.pop(f.request_id, None)
+            if self._frame is not None and mono - self._last_sweep >= _HEARTBEAT_S:
+                msg["gone"] = self._sweep()
+                self._last_sweep = mono
             msg["fin"] = [
                 [
                     f.request_id,
@@ -152,9 +159,9 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
         starts: list[list[Any]] = []
         for internal_id, state in states.items():
             st = state.stats
-            if st is None or st.first_token_ts <= 0.0 or internal_id in self._started:
+            if st is None or st.first_token_ts <= 0.0 or state.external_req_id in self._started:
                 continue
-            self._started.add(internal_id)
+            self._started[state.external_req_id] = internal_id
             cached = int(getattr(state, "num_cached_tokens", 0) or 0)
             starts.append(
                 [
@@ -164,9 +171,16 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
                     round(max(st.first_token_ts - st.scheduled_ts, 0.0), 6),
                 ]
             )
-        if len(self._started) > 2 * len(states) + 256:
-            self._started &= set(states)
         return end_ago, starts
+
+    def _sweep(self) -> list[str]:
+        """External ids of started requests that left vLLM without finishing (aborted)."""
+        assert self._frame is not None
+        states = self._frame.f_locals["output_processor"].request_states
+        gone = [ext for ext, internal in self._started.items() if internal not in states]
+        for ext in gone:
+            del self._started[ext]
+        return gone[:_MAX_GONE]
 
 
 def _find_output_loop(frame: FrameType | None, depth: int = 8) -> FrameType | None:

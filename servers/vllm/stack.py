@@ -75,8 +75,9 @@ class Stack:
         return f"http://127.0.0.1:{self.ports['sidecar']}"
 
     def start(self, timeout_s: float = 240.0) -> Stack:
-        self.ports = {"vllm": free_port(), "sidecar": free_port(), "otlp": free_port()}
-        self.ports["plugin"] = free_port(socket.SOCK_DGRAM)
+        wanted = {"vllm": socket.SOCK_STREAM, "sidecar": socket.SOCK_STREAM, "otlp": socket.SOCK_STREAM}
+        wanted["plugin"] = socket.SOCK_DGRAM
+        self.ports = {name: self.ports.get(name) or free_port(kind) for name, kind in wanted.items()}
         if self.sidecar:
             self.start_sidecar()
         otlp = f"localhost:{self.ports['otlp']}" if self.sidecar else None

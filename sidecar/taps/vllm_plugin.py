@@ -171,6 +171,9 @@ class PluginReceiver:
             self._start(row, t_end, out)
         for row in msg.get("fin", []):
             self._finish(row, t_rec, t_end, out)
+        for raw in msg.get("gone", []):  # left vLLM without finishing (aborted): stop its decode work
+            if self._decoding.pop(normalize_request_id(str(raw)), None) is not None:
+                self.counts["aborted"] += 1
 
     def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
         last = self._last_end

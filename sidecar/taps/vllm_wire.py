@@ -19,6 +19,7 @@ measured on the plugin's monotonic clock, so no cross-process clock offset enter
            ``[[request_id, prompt_tokens, computed_tokens, prefill_s], ...]``
 ``fin``    finished requests: ``[[request_id, prompt_tokens, generation_tokens, queued_s,
            prefill_s, decode_s, e2e_s, finish_reason], ...]``
+``gone``   (at most once a second) started requests that left vLLM without finishing (aborted)
 ``live``   true when the plugin sees per-request starts (``start`` is complete)
 """
 

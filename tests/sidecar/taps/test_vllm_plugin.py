@@ -67,6 +67,15 @@ def test_a_finished_request_gets_its_info_and_leaves_the_batch() -> None:
     assert later.events == []
 
 
+def test_a_request_that_left_vllm_without_finishing_stops_getting_decode_work() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 2, 10, 0, 0], start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01]]), out)
+    rx.feed(msg(1, [0.0, 1, 0, 0, 0], wall=1000.01, gone=["b"]), out)  # b was aborted (client went away)
+    later = TapOutput()
+    rx.feed(msg(2, [0.0, 1, 0, 0, 0], wall=1000.02), later)
+    assert [e.request_id for e in later.events] == ["a"] and rx.counts["aborted"] == 1
+
+
 def test_without_live_membership_finished_requests_get_whole_phase_work() -> None:
     rx, out = receiver(), TapOutput()
     rx.feed(msg(0, [0.0, 1, 0, 0, 0], live=False, fin=[["cmpl-z", 8, 5, 0.0, 0.1, 0.4, 0.6, "stop"]]), out)
