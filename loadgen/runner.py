@@ -201,7 +201,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             "videos": (cfg.diffusion_url or "").rstrip("/"),
         }
         tracer = ClientTracer(cfg.otlp_endpoint)
-        t0 = time.perf_counter()
+        t0, t0_unix_s = time.perf_counter(), time.time()
         sampler = (
             EnergySampler(cfg.sidecar_url.rstrip("/"), t0, cfg.scrape_interval_s) if cfg.sidecar_url else None
         )
@@ -235,12 +235,14 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         if cfg.sidecar_url:
             await fetch_records(session, cfg.sidecar_url.rstrip("/"), all_results, cfg.energy_wait_s)
     samples = sampler.samples if sampler else []
+    idle_samples = sampler.idle_samples if sampler else []
     phases = []
     for name, rs, schedule in phase_results:
         unit = rs[0].request.unit if rs else "token"
         cap = cfg.batch_cap or schedule.max_in_flight or min(DEFAULT_BATCH_CAP, len(rs))
         phases.append(
-            {"phase": name, "arrivals": schedule.describe()} | analyse_phase(rs, samples, cap, unit)
+            {"phase": name, "arrivals": schedule.describe()}
+            | analyse_phase(rs, samples, cap, unit, idle_samples)
         )
     tasks = [task_summary(all_results, e.task, specs[e.task].unit) for e in active_mix.entries]
     meta = {
@@ -260,5 +262,6 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             if s.diffusion
         },
         "energy_scrape_errors": sampler.errors if sampler else None,
+        "t0_unix_s": t0_unix_s,
     }
     return RunOutcome(cfg, all_results, phases, tasks, skipped, samples, meta)

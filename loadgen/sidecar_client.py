@@ -4,11 +4,14 @@
   ``(t_s, energy_j)``: the sum over devices of ``hw_energy_joules_total``
   (cumulative joules), ``t_s`` on the run's clock (seconds from ``t0``, the middle
   of the scrape's round trip). Window energy is the difference of this counter,
-  interpolated linearly at the window's edges; power over time is its slope.
+  interpolated linearly at the window's edges; power over time is its slope. The
+  sidecar's idle energy (its ``idle`` phase) is sampled too, dated to the last
+  sealed tick, so the analysis can show what attribution kept as idle in a window.
 - :func:`fetch_records` polls ``GET /v1/requests/{id}`` for every finished request
-  until the record is ``final`` or a bounded wait runs out. The id tried first is
-  the ``X-Request-Id`` the client sent, then the server's response id (vLLM prefixes
-  ``chatcmpl-``/``cmpl-``).
+  until the record is ``final`` or a bounded wait runs out. The ids tried: the
+  ``X-Request-Id`` the client sent, the same with ``-0`` (vLLM names a completions
+  request ``cmpl-<id>-<prompt index>`` and the sidecar strips only the prefix), then
+  the server's response id.
 """
 
 from __future__ import annotations
@@ -23,22 +26,39 @@ import aiohttp
 from loadgen.errors import UnreachableError
 from loadgen.records import Result
 
-__all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "probe_sidecar"]
+__all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "parse_idle", "probe_sidecar"]
 
 ENERGY_METRIC = "hw_energy_joules_total"
+IDLE_METRIC = "gen_ai_server_energy_joules_total"
+LAG_METRIC = "jouletrace_attribution_lag_seconds"
 
 
-def parse_energy(text: str) -> float | None:
-    """Sum of every ``hw_energy_joules_total`` sample in a Prometheus exposition (J), ``None`` if absent."""
-    total = 0.0
-    seen = False
+def _sum_samples(text: str, name: str, label: str = "") -> tuple[float, bool]:
+    total, seen = 0.0, False
     for line in text.splitlines():
-        if line.startswith(ENERGY_METRIC) and line[len(ENERGY_METRIC)] in "{ ":
+        if line.startswith(name) and line[len(name)] in "{ " and label in line:
             try:
                 total += float(line.rsplit(maxsplit=1)[-1])
                 seen = True
             except ValueError:
                 continue
+    return total, seen
+
+
+def parse_idle(text: str) -> tuple[float, float] | None:
+    """(idle J attributed so far, attribution lag s) from the sidecar's exposition, ``None`` if absent.
+
+    Idle energy (``gen_ai_server_energy_joules_total{jouletrace_phase="idle"}``) is known only
+    up to the last sealed tick, ``jouletrace_attribution_lag_seconds`` behind the counter.
+    """
+    idle, seen = _sum_samples(text, IDLE_METRIC, 'jouletrace_phase="idle"')
+    lag, seen_lag = _sum_samples(text, LAG_METRIC)
+    return (idle, lag) if seen and seen_lag else None
+
+
+def parse_energy(text: str) -> float | None:
+    """Sum of every ``hw_energy_joules_total`` sample in a Prometheus exposition (J), ``None`` if absent."""
+    total, seen = _sum_samples(text, ENERGY_METRIC)
     return total if seen else None
 
 
@@ -69,6 +89,7 @@ class EnergySampler:
     t0: float
     interval_s: float = 0.2
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t_s from t0, J)
+    idle_samples: list[tuple[float, float]] = field(default_factory=list)  # (sealed t_s from t0, idle J)
     errors: int = 0
 
     async def sample_once(self, session: aiohttp.ClientSession) -> None:
@@ -85,7 +106,11 @@ class EnergySampler:
         if energy is None:
             self.errors += 1
             return
-        self.samples.append(((before + after) / 2 - self.t0, energy))
+        t_s = (before + after) / 2 - self.t0
+        self.samples.append((t_s, energy))
+        idle = parse_idle(text)
+        if idle is not None and (not self.idle_samples or t_s - idle[1] > self.idle_samples[-1][0]):
+            self.idle_samples.append((t_s - idle[1], idle[0]))
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set, then once more."""
@@ -99,7 +124,8 @@ class EnergySampler:
 async def _fetch_one(
     session: aiohttp.ClientSession, url: str, result: Result, deadline: float, poll_s: float
 ) -> None:
-    ids = [result.request.id]
+    rid0 = result.request.id
+    ids = [rid0, f"{rid0}-0"]  # vLLM's completions id is cmpl-<X-Request-Id>-<prompt index>
     if result.response_id and result.response_id not in ids:
         ids.append(result.response_id)
     last: dict[str, object] | None = None
