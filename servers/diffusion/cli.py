@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -25,13 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from servers.diffusion.shapes import Limits
 
     d = Limits()
-    parser.add_argument("action", nargs="?", choices=["serve"], default="serve", help="what to do (serve)")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["serve", "demo"],
+        default="serve",
+        help="serve (default), or demo: tiny pipelines + sidecar, a few images and a video with their joules",
+    )
     parser.add_argument(
         "--model",
         action="append",
-        required=True,
-        help="pipeline folder or hub id; repeat for one image and one video model",
+        default=[],
+        help="pipeline folder or hub id; repeat for one image and one video model (serve)",
     )
+    parser.add_argument("--out", default="demo-output", help="demo: where images and videos are written")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
@@ -68,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "demo":
+        from servers.diffusion.demo import run_demo
+
+        return run_demo(Path(args.out), Path(os.environ.get("JOULETRACE_MODELS_DIR", "models")))
+    if not args.model:
+        print(
+            "jouletrace diffusion serve: --model is required (a pipeline folder or hub id)", file=sys.stderr
+        )
+        return 2
     import uvicorn
 
     from servers.diffusion.app import ServerSettings, make_app

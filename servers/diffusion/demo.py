@@ -1,0 +1,136 @@
+"""``jouletrace diffusion demo``: a few images and a short video, with their joules, on this CPU.
+
+Builds the tiny pipelines (cached under ``$JOULETRACE_MODELS_DIR``, default
+``./models``), starts the sidecar (``cpu-model`` meter: the joules are an
+ESTIMATE from CPU utilization, not a measurement) and the diffusion server as
+real processes, sends four concurrent images (one batch), one image alone and
+two concurrent videos, waits for each request's final energy record and
+prints it. Outputs are written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_demo"]
+
+_EXT = {"image/png": "png", "video/mp4": "mp4", "image/gif": "gif"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _http(url: str, body: Any = None, timeout_s: float = 120.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if _http(url, timeout_s=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def _final(sidecar: str, request_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, body = _http(f"{sidecar}/v1/requests/{request_id}", timeout_s=5)
+        if status == 200 and body.get("final"):
+            return dict(body)
+        time.sleep(0.3)
+    raise RuntimeError(f"no final energy record for {request_id}")
+
+
+def run_demo(out: Path, models_dir: Path) -> int:
+    """Run the demo; returns a process exit code."""
+    from servers.models.diffusion import BUILDERS
+
+    image_dir = BUILDERS["image"](models_dir / "tiny-image")
+    video_dir = BUILDERS["video"](models_dir / "tiny-video")
+    out.mkdir(parents=True, exist_ok=True)
+    otlp, side_port, port = _free_port(), _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}
+    env["JOULETRACE_PLUGIN_PORT"] = "0"  # no vLLM in this demo
+    logs = Path(tempfile.mkdtemp(prefix="jouletrace-diffusion-demo-"))
+    py = sys.executable
+    side_argv = [py, "-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
+    side_argv += ["--otlp-port", str(otlp), "--port", str(side_port), "--ledger-path", ""]
+    side_argv += ["--settle-s", "1", "--fit-warmup-ticks", "25", "--log-level", "warning"]
+    serve_argv = [py, "-m", "servers.diffusion", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    serve_argv += [
+        "--model",
+        str(image_dir),
+        "--model",
+        str(video_dir),
+        "--otlp-endpoint",
+        f"127.0.0.1:{otlp}",
+    ]
+    serve_argv += ["--max-batch-size", "4", "--max-wait-ms", "300", "--log-level", "warning"]
+    with (logs / "sidecar.log").open("wb") as slog, (logs / "server.log").open("wb") as dlog:
+        sidecar = subprocess.Popen(side_argv, env=env, stdout=slog, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(serve_argv, env=env, stdout=dlog, stderr=subprocess.STDOUT)
+    side, base = f"http://127.0.0.1:{side_port}", f"http://127.0.0.1:{port}"
+    try:
+        _wait(f"{side}/readyz", sidecar, 60)
+        _wait(f"{base}/health", server, 180)
+        image = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 8}
+        video = {"prompt": "waves on rocks", "size": "64x64", "num_frames": 9, "steps": 8, "fps": 8}
+        img_url, vid_url = f"{base}/v1/images/generations", f"{base}/v1/videos/generations"
+        with ThreadPoolExecutor(4) as pool:
+            _http(img_url, image)  # warm-up of both batch shapes (kernel set-up), not shown
+            list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
+            answers = list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
+            answers.append(_http(img_url, {**image, "seed": 9}))
+            answers += list(pool.map(lambda k: _http(vid_url, {**video, "seed": k}), range(2)))
+        print(f"{'request':<14} {'batch':>9} {'J (estimate)':>13} {'per unit':>22}  file")
+        for status, body in answers:
+            if status != 200:
+                print(f"request failed: {status} {body}")
+                return 1
+            rec = _final(side, body["id"])
+            item = body["data"][0]
+            path = out / f"{body['id'][:12]}.{_EXT[item['mime_type']]}"
+            path.write_bytes(base64.b64decode(item["b64_json"]))
+            per = f"{rec['joules_per_output_unit']:.2f} J/{rec['unit']}"
+            if rec["unit"] == "video":
+                per += f", {rec['energy_j'] / float(rec['attributes']['video_frames']):.2f} J/frame"
+            batch = f"#{body['batch']['id'].rsplit('-', 1)[-1]} x{body['batch']['size']}"
+            print(f"{body['id'][:12]:<14} {batch:>9} {rec['energy_j']:>13.2f} {per:>22}  {path}")
+        print("Joules are a cpu-model ESTIMATE (CPU utilization x a 10-65 W envelope), not a measurement.")
+        return 0
+    finally:
+        for proc in (server, sidecar):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
