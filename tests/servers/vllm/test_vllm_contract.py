@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -45,41 +46,41 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def installed() -> dict[str, object]:
+def installed() -> dict[str, Any]:
     out = subprocess.run(
         [str(vllm_python()), "-c", PROBE], capture_output=True, text=True, timeout=120, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_span_name_and_every_span_attribute_we_read_exist_in_vllm(installed: dict[str, object]) -> None:
-    assert set(SPAN_ATTRIBUTES.values()) <= set(installed["span_attributes"])  # type: ignore[arg-type]
+def test_span_name_and_every_span_attribute_we_read_exist_in_vllm(installed: dict[str, Any]) -> None:
+    assert set(SPAN_ATTRIBUTES.values()) <= set(installed["span_attributes"])
     assert f'span_name="{SPAN_NAME}"' in str(installed["output_processor_src"])
 
 
-def test_the_stats_fields_the_plugin_reads_exist(installed: dict[str, object]) -> None:
+def test_the_stats_fields_the_plugin_reads_exist(installed: dict[str, Any]) -> None:
     assert installed["group"] == "vllm.stat_logger_plugins"
-    finished = set(installed["finished_fields"])  # type: ignore[arg-type]
+    finished = set(installed["finished_fields"])
     assert {"request_id", "finish_reason", "num_prompt_tokens", "num_generation_tokens", "queued_time",
             "prefill_time", "decode_time", "e2e_latency"} <= finished  # fmt: skip
-    iteration = set(installed["iteration_attrs"])  # type: ignore[arg-type]
+    iteration = set(installed["iteration_attrs"])
     assert {"iteration_timestamp", "num_generation_tokens", "prompt_token_stats", "num_preempted_reqs",
             "finished_requests", "time_to_first_tokens_iter"} <= iteration  # fmt: skip
-    assert {"computed", "cached_tokens"} <= set(installed["prompt_stats_fields"])  # type: ignore[arg-type]
-    assert {"num_running_reqs", "num_waiting_reqs", "kv_cache_usage"} <= set(installed["scheduler_fields"])  # type: ignore[arg-type]
-    assert {"first_token_ts", "scheduled_ts"} <= set(installed["request_stats_fields"])  # type: ignore[arg-type]
+    assert {"computed", "cached_tokens"} <= set(installed["prompt_stats_fields"])
+    assert {"num_running_reqs", "num_waiting_reqs", "kv_cache_usage"} <= set(installed["scheduler_fields"])
+    assert {"first_token_ts", "scheduled_ts"} <= set(installed["request_stats_fields"])
     init = str(installed["request_state_init"])
     for attr in ("self.external_req_id", "self.prompt_len", "self.num_cached_tokens", "self.stats"):
         assert attr in init
 
 
-def test_the_output_loop_has_the_locals_the_plugin_finds_it_by(installed: dict[str, object]) -> None:
+def test_the_output_loop_has_the_locals_the_plugin_finds_it_by(installed: dict[str, Any]) -> None:
     src = str(installed["output_loop_src"])
     assert "output_processor = self.output_processor" in src
     assert "outputs = await engine_core.get_output_async()" in src and ".record(" in src
 
 
-def test_vllm_prefixes_the_client_request_id_as_we_strip_it(installed: dict[str, object]) -> None:
+def test_vllm_prefixes_the_client_request_id_as_we_strip_it(installed: dict[str, Any]) -> None:
     assert 'f"chatcmpl-{self._base_request_id(raw_request' in str(installed["chat_src"])
 
 
