@@ -184,7 +184,10 @@ def test_vllm_keeps_serving_while_the_sidecar_is_down_and_a_restarted_sidecar_pi
     after = run_workload(stack.vllm_url, stack.served_name, [Request(f"after-{i}", 10, 16) for i in range(3)])
     records = wait_final(stack.sidecar_url, [r.request_id for r in after], timeout_s=60)
     assert all(records[r.request_id]["final"] and records[r.request_id]["energy_j"] > 0 for r in after)
-    assert get_json(f"{stack.sidecar_url}/v1/requests/down-0") is None
+    # vLLM's exporter retries the spans of requests served while the sidecar was down; they may
+    # arrive, but their work lies before the new sidecar's first counter edge: no energy is invented.
+    missed = get_json(f"{stack.sidecar_url}/v1/requests/down-0")
+    assert missed is None or missed["energy_j"] == 0.0
     taps = {
         (lab["jouletrace_tap"], lab["outcome"]): v
         for lab, v in metrics(stack.sidecar_url)["jouletrace_tap_events_total"]
