@@ -41,6 +41,10 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     jouletrace_conservation_error_joules              gauge      energy_source
     jouletrace_meter_resets_total                   counter    -
     jouletrace_requests_pending                       gauge      -
+    jouletrace_tap_events_total                       counter    jouletrace_tap, outcome
+    jouletrace_tap_token_mismatch                     gauge      jouletrace_phase (prefill|decode)
+    jouletrace_server_state                           gauge      jouletrace_quantity (running|waiting|
+                                                                 kv_cache_usage)
     jouletrace_model_static_power_watts               gauge      energy_source
     jouletrace_model_busy_power_watts                 gauge      energy_source
     jouletrace_model_energy_per_step_joules           gauge      energy_source

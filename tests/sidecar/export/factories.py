@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, RequestEnergy, SelfStats, Snapshot
+from sidecar.attribution.records import (
+    DeviceSnapshot,
+    FitSnapshot,
+    RequestEnergy,
+    SelfStats,
+    Snapshot,
+    TapReport,
+)
 
 LLM = "meta-llama/Llama-3.1-8B-Instruct"
 IMAGE = "black-forest-labs/FLUX.1-dev"
@@ -128,5 +135,14 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
             counter_resets=1,
             pending_requests=4,
             sealed_ticks=12_000,
+            taps=TapReport(
+                events={
+                    ("vllm_plugin", "iterations"): 5000,
+                    ("vllm_plugin", "lost"): 2,
+                    ("otlp", "ignored"): 7,
+                },
+                token_mismatch={"prefill": 0.0, "decode": 2.0},
+                server={"running": 12.0, "waiting": 3.0, "kv_cache_usage": 0.42},
+            ),
         ),
     )
