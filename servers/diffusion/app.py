@@ -151,7 +151,7 @@ def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None =
                     return Response(status_code=499)
         batch = job.batch
         assert batch is not None
-        if batch.error is not None:
+        if job.future.exception() is not None:  # retrieved here, so asyncio does not log it again
             trace_out.request_span(job, parent, "disconnected" if gone else "error", 0)
             metrics.request(kind, "error")
             return _error(500, f"batch {batch.batch_id} failed: {type(batch.error).__name__}: {batch.error}")
