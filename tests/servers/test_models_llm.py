@@ -37,3 +37,12 @@ def test_the_registry_lists_the_llms_and_caches_under_one_folder(monkeypatch: py
     assert {"llama", "qwen"} <= set(builders())
     monkeypatch.setenv("JOULETRACE_MODELS_DIR", "/x")
     assert default_dir("llama") == Path("/x/tiny-llama")
+
+
+def test_the_build_command_names_the_kinds_it_knows_when_asked_for_another(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sidecar.cli import main
+
+    assert main(["models", "build", "gpt-17"]) == 2
+    assert "llama" in capsys.readouterr().out

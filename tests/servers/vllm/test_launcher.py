@@ -1,0 +1,44 @@
+"""The launcher: vLLM's command line and environment, and the CPU build's version workaround."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+import pytest
+
+from servers.vllm.cli import _launcher_flags, add_arguments
+from servers.vllm.launcher import VLLM_CLI, serve_command, serve_env, vllm_python
+
+
+def test_serve_points_tracing_at_the_sidecar_echoes_request_ids_and_passes_vllm_args_through() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["serve", "/m", "--port", "8011", "--dtype", "float32", "--plugin-port", "7000"])
+    flags, rest = _launcher_flags(args.rest)
+    assert (flags.port, flags.plugin_port, rest) == (8011, 7000, ["--dtype", "float32"])
+    cmd = serve_command("/m", port=flags.port, otlp_endpoint=flags.sidecar_otlp, extra=rest)
+    assert cmd[1:4] == [str(VLLM_CLI), "serve", "/m"] and cmd[-2:] == ["--dtype", "float32"]
+    assert "--enable-request-id-headers" in cmd
+    assert cmd[cmd.index("--otlp-traces-endpoint") + 1] == "localhost:4317"
+    assert "--otlp-traces-endpoint" not in serve_command("/m", otlp_endpoint=None)
+
+
+def test_the_environment_brings_spans_in_quickly_and_names_the_plugin_port() -> None:
+    env = serve_env(plugin_port=7000, base={"VLLM_CPU_KVCACHE_SPACE": "4"})
+    assert env["JOULETRACE_PLUGIN_PORT"] == "7000" and env["OTEL_BSP_SCHEDULE_DELAY"] == "100"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "4"  # a user's setting wins
+    assert serve_env(base={})["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+@pytest.mark.integration
+def test_the_wrapper_answers_vllms_version_lookup_in_the_cpu_build() -> None:
+    if not vllm_python().exists():
+        pytest.fail("run scripts/setup-vllm-venv.sh .venv-vllm")
+    probe = (
+        f"import runpy, importlib.metadata as m; runpy.run_path({str(VLLM_CLI)!r}); print(m.version('vllm'))"
+    )
+    out = subprocess.run(
+        [str(vllm_python()), "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip().startswith("0.32.0")
