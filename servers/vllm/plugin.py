@@ -31,13 +31,14 @@ import time
 from types import FrameType
 from typing import Any
 
+from vllm.logger import init_logger
 from vllm.v1.metrics.loggers import StatLoggerBase
 
 from sidecar.taps.vllm_wire import VERSION, encode
 
 __all__ = ["JouletraceStatLogger"]
 
-log = logging.getLogger("jouletrace.vllm_plugin")
+log: logging.Logger = init_logger("vllm.plugins.jouletrace")  # under "vllm": shows in its log
 
 DEFAULT_PORT = 9466
 _HEARTBEAT_S = 1.0  # scheduler-only messages (and sweeps for aborted requests) at most this often
@@ -82,7 +83,7 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
             self.dropped += 1
 
     def log_engine_initialized(self) -> None:
-        log.info("jouletrace plugin: sending iteration stats to udp://%s:%d", *self.addr)
+        log.info("jouletrace plugin: per-iteration stats to udp://%s:%d", *self.addr)
 
     def log(self) -> None:
         if self.dropped:

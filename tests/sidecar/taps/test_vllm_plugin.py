@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import time
@@ -147,6 +148,9 @@ class Sched:
 def plugin_class(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
     loggers = types.ModuleType("vllm.v1.metrics.loggers")
     loggers.StatLoggerBase = object  # type: ignore[attr-defined]
+    logger = types.ModuleType("vllm.logger")
+    logger.init_logger = logging.getLogger  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm.logger", logger)
     for name in ("vllm", "vllm.v1", "vllm.v1.metrics"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "vllm.v1.metrics.loggers", loggers)
