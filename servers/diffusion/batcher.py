@@ -142,8 +142,9 @@ class Batcher:
         oldest = self._queue[0]
         picked: list[Job] = []
         items = 0
-        for job in self._queue:
-            if job.spec.shape == oldest.spec.shape and items + job.spec.n <= self.max_batch_size:
+        for job in self._queue:  # the oldest always goes, even if its n alone exceeds the batch size
+            fits = items + job.spec.n <= self.max_batch_size
+            if job is oldest or (job.spec.shape == oldest.spec.shape and fits):
                 picked.append(job)
                 items += job.spec.n
         return picked, self.clock() - oldest.arrival_s

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,24 +52,31 @@ class Served:
         return http("POST", f"{self.url}{path}", body, timeout_s=20)
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
+@contextlib.contextmanager
+def serving(settings: ServerSettings) -> Iterator[Served]:
+    """The app on a real uvicorn server in a thread, with a fake pipeline."""
     runner = FakeRunner()
-    limits = Limits(max_n=4, max_steps=50, max_frames=33, max_side_px=256)
-    settings = ServerSettings(limits=limits, max_batch_size=4, max_wait_ms=20, max_queue_items=4)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(make_app(runner, settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    config = uvicorn.Config(make_app(runner, settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield Served(f"http://127.0.0.1:{port}", runner)
-    runner.gate.set()
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", runner)
+    finally:
+        runner.gate.set()
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    limits = Limits(max_n=4, max_steps=50, max_frames=33, max_side_px=256)
+    with serving(ServerSettings(limits=limits, max_batch_size=4, max_wait_ms=20, max_queue_items=4)) as s:
+        yield s
 
 
 IMG = "/v1/images/generations"
@@ -171,3 +180,11 @@ def test_an_exception_in_a_batch_fails_only_its_requests_with_500_and_the_server
     assert served.post(IMG, OK_IMAGE)[0] == 200
     status, health, _ = http("GET", f"{served.url}/health")
     assert status == 200 and health["status"] == "ok"
+
+
+def test_response_format_url_writes_the_file_and_answers_a_file_url(tmp_path: Path) -> None:
+    with serving(ServerSettings(output_dir=tmp_path)) as s:
+        status, body, _ = s.post(VID, {**OK_VIDEO, "response_format": "url"})
+    assert status == 200, body
+    url = body["data"][0]["url"]
+    assert url.startswith("file://") and Path(url.removeprefix("file://")).stat().st_size > 0

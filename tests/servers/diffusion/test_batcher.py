@@ -124,3 +124,15 @@ async def test_an_exception_fails_only_its_batch_and_the_loop_goes_on(
         await bad.future
     assert await good.future == ["good/0"]
     assert done[0].error is not None and done[1].error is None
+
+
+async def test_a_request_larger_than_the_batch_size_runs_alone_instead_of_blocking_the_queue(
+    running: tuple[Batcher, FakePipeline, list[Batch]],
+) -> None:
+    batcher, pipe, _ = running
+    big, small = job("big", spec(n=6)), job("small", spec())
+    batcher.max_queue_items = 16
+    batcher.submit(big)
+    batcher.submit(small)
+    assert len(await big.future) == 6 and await small.future == ["small/0"]
+    assert pipe.batches == [["big"], ["small"]]
