@@ -7,6 +7,8 @@ PY        := .venv/bin/python
 STAMP     := .venv/.installed
 VLLM_PY   := .venv-vllm/bin/python
 VLLM_STAMP:= .venv-vllm/.installed
+# tiny offline models are built once (seconds) and reused by the demo and the tests
+export JOULETRACE_MODELS_DIR ?= $(CURDIR)/models
 
 .PHONY: demo test lint bench clean system-deps
 
@@ -26,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)                ## the benchmarks that back our numbers
 	$(PY) benchmarks/attribution_accuracy.py
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/diffusion_batching.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
