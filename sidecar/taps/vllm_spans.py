@@ -65,10 +65,18 @@ _V = TypeVar("_V")
 
 
 def normalize_request_id(raw: str) -> str:
-    """vLLM's request id -> the id the client sent: strip ``chatcmpl-`` / ``cmpl-``."""
+    """vLLM's request id -> the id the client sent.
+
+    Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
+    request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
+    the others ``<id>-<i>``.
+    """
     for prefix in _PREFIXES:
         if raw.startswith(prefix) and len(raw) > len(prefix):
-            return raw[len(prefix) :]
+            rest = raw[len(prefix) :]
+            if prefix == "cmpl-" and rest.endswith("-0") and len(rest) > 2:
+                rest = rest[:-2]
+            return rest
     return raw
 
 

@@ -193,3 +193,22 @@ def test_vllm_keeps_serving_while_the_sidecar_is_down_and_a_restarted_sidecar_pi
         for lab, v in metrics(stack.sidecar_url)["jouletrace_tap_events_total"]
     }
     assert taps[("vllm_plugin", "iterations")] > 0 and taps.get(("vllm_plugin", "lost"), 0) == 0
+
+
+def test_a_completions_request_is_found_by_its_x_request_id_too(
+    traffic: dict[str, Any], vllm_stack: Stack
+) -> None:
+    import json
+
+    body = {"model": "tiny-llama", "prompt": "energy per token", "max_tokens": 8, "ignore_eos": True}
+    http = urllib.request.Request(
+        f"{vllm_stack.vllm_url}/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": "plain-1"},
+    )
+    with urllib.request.urlopen(http, timeout=60) as resp:
+        out = json.loads(resp.read())
+    assert out["usage"]["completion_tokens"] == 8
+    rec = wait_final(vllm_stack.sidecar_url, ["plain-1"], timeout_s=30)["plain-1"]
+    assert rec["output_tokens"] == 8 and rec["operation"] == "text_completion"
+    assert rec["attributes"]["vllm.request_id"] == "cmpl-plain-1-0"

@@ -83,7 +83,8 @@ def test_spans_that_are_not_vllm_requests_are_left_for_others() -> None:
 
 def test_request_ids_lose_only_vllms_own_prefixes() -> None:
     assert normalize_request_id("chatcmpl-abc") == "abc"
-    assert normalize_request_id("cmpl-abc-0") == "abc-0"
+    assert normalize_request_id("cmpl-abc-0") == "abc"  # completions: prompt 0 of request abc
+    assert normalize_request_id("cmpl-abc-2") == "abc-2"
     assert normalize_request_id("chatcmpl-") == "chatcmpl-"
     assert normalize_request_id("my-id") == "my-id"
 
