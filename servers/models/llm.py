@@ -15,6 +15,7 @@ of ``.venv``); imported only when a model is built.
 from __future__ import annotations
 
 import json
+import shutil
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,21 @@ def _tokenizer() -> Any:
     )
 
 
-def _save(out: Path, make_model: Any) -> Path:
-    """Build (tokenizer, then model from it) into ``out`` unless it is already complete."""
-    if (out / _DONE).exists():
-        return out
+def _save(final: Path, make_model: Any) -> Path:
+    """Build (tokenizer, then model from it) into ``final`` unless it is already complete.
+
+    Built in a temporary sibling folder and renamed into place, so two processes building
+    the same model at once (test runs sharing the cache) never see a half-written folder.
+    """
+    if (final / _DONE).exists():
+        return final
+    import tempfile
+
     import torch
     from transformers import GenerationConfig
 
-    out.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     torch.manual_seed(SEED)
     tok = _tokenizer()
     model = make_model(tok)
@@ -87,7 +95,13 @@ def _save(out: Path, make_model: Any) -> Path:
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg_path.write_text(json.dumps(cfg, indent=2))
     (out / _DONE).write_text("ok\n")
-    return out
+    if final.exists() and not (final / _DONE).exists():
+        shutil.rmtree(final)  # an incomplete folder from an interrupted older build
+    try:
+        out.rename(final)
+    except OSError:  # another process finished first: use its copy
+        shutil.rmtree(out, ignore_errors=True)
+    return final
 
 
 def build_llama(out: Path) -> Path:
