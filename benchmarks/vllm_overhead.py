@@ -26,10 +26,12 @@ Per round the ratios are taken; the medians over rounds are reported, with min a
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,12 +59,52 @@ def start_vllm(
     return proc, port
 
 
-def measure(port: int, requests: list[Request]) -> tuple[float, float]:
-    """(output tokens per second, p50 latency in s) of one run."""
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants (Linux /proc)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def measure(port: int, requests: list[Request], vllm_pid: int, sidecar_pid: int | None = None) -> Run:
+    """Throughput, p50 latency and CPU per 1000 output tokens (vLLM's processes, the sidecar)."""
+    cpu0 = tree_cpu_s(vllm_pid), tree_cpu_s(sidecar_pid) if sidecar_pid else 0.0
     t0 = time.monotonic()
     results = run_workload(f"http://127.0.0.1:{port}", "tiny-llama", requests, concurrency=16)
     wall = time.monotonic() - t0
-    return sum(r.completion_tokens for r in results) / wall, statistics.median(r.latency_s for r in results)
+    cpu1 = tree_cpu_s(vllm_pid), tree_cpu_s(sidecar_pid) if sidecar_pid else 0.0
+    tokens = sum(r.completion_tokens for r in results)
+    return Run(
+        tokens / wall,
+        statistics.median(r.latency_s for r in results),
+        1000 * (cpu1[0] - cpu0[0]) / tokens,
+        1000 * (cpu1[1] - cpu0[1]) / tokens,
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    tokens_per_s: float
+    p50_s: float
+    vllm_cpu_s_per_ktok: float  # CPU seconds of vLLM's processes per 1000 output tokens
+    sidecar_cpu_s_per_ktok: float
 
 
 def plugin_record_us() -> float | None:
@@ -118,14 +160,13 @@ def main() -> int:
     requests = [Request(f"r{i}", 20 + 10 * (i % 5), args.max_tokens) for i in range(args.requests)]
     for _, port in (bare, instr):
         run_workload(f"http://127.0.0.1:{port}", "tiny-llama", [Request(f"w{i}", 20, 8) for i in range(8)])
-    ratios: dict[str, list[tuple[float, float]]] = {"instrumented/bare": [], "attached/instrumented": []}
+    runs: dict[str, list[Run]] = {m: [] for m in MODES}
     try:
         for rnd in range(args.rounds):
-            runs: dict[str, tuple[float, float]] = {}
             for mode in MODES[rnd % 3 :] + MODES[: rnd % 3]:
                 time.sleep(PAUSE_S)
                 if mode == "bare":
-                    runs[mode] = measure(bare[1], requests)
+                    runs[mode].append(measure(bare[1], requests, bare[0].popen.pid))
                     continue
                 # the same OTLP port: a do-nothing collector, or the sidecar
                 sink = (
@@ -136,32 +177,54 @@ def main() -> int:
                     sink.start()
                 time.sleep(1.0)
                 try:
-                    runs[mode] = measure(instr[1], requests)
+                    runs[mode].append(
+                        measure(
+                            instr[1], requests, instr[0].popen.pid, sidecar.popen.pid if sidecar else None
+                        )
+                    )
                 finally:
                     if sink is not None:
                         sink.stop(0.1)
                     if sidecar is not None:
                         sidecar.stop()
-            for key in ratios:
-                a, b = key.split("/")
-                ratios[key].append((runs[a][0] / runs[b][0], runs[a][1] / runs[b][1]))
-            line = ", ".join(f"{m} {runs[m][0]:.0f} tok/s p50 {runs[m][1]:.3f} s" for m in MODES)
+            line = ", ".join(
+                f"{m} {runs[m][-1].tokens_per_s:.0f} tok/s p50 {runs[m][-1].p50_s:.3f} s" for m in MODES
+            )
             print(f"  round {rnd + 1}: {line}", flush=True)
     finally:
         bare[0].stop()
         instr[0].stop()
-    for key, values in ratios.items():
-        tput, lat = [v[0] for v in values], [v[1] for v in values]
+    return report(runs)
+
+
+def report(runs: dict[str, list[Run]]) -> int:
+    """Print the per-round ratios' medians, the CPU accounting, and the last line."""
+    tput: dict[str, list[float]] = {}
+    for a, b in (("instrumented", "bare"), ("attached", "instrumented")):
+        t = [x.tokens_per_s / y.tokens_per_s for x, y in zip(runs[a], runs[b], strict=True)]
+        lat = [x.p50_s / y.p50_s for x, y in zip(runs[a], runs[b], strict=True)]
+        tput[a] = t
         print(
-            f"{key:>22}: throughput ratio {statistics.median(tput):.4f} (min {min(tput):.4f}, "
-            f"max {max(tput):.4f}), p50 latency ratio {statistics.median(lat):.4f}"
+            f"{a + '/' + b:>22}: throughput ratio {statistics.median(t):.4f} (min {min(t):.4f}, "
+            f"max {max(t):.4f}), p50 latency ratio {statistics.median(lat):.4f}"
         )
+    cpu = {m: statistics.median(r.vllm_cpu_s_per_ktok for r in runs[m]) for m in MODES}
+    side = statistics.median(r.sidecar_cpu_s_per_ktok for r in runs["attached"])
+    print(
+        "CPU s per 1000 output tokens (median): vLLM bare {bare:.3f}, instrumented {instrumented:.3f}, "
+        "attached {attached:.3f}; the sidecar itself {side:.3f}".format(**cpu, side=side)
+    )
+    print(
+        f"  vLLM's processes work {100 * (cpu['attached'] / cpu['instrumented'] - 1):+.2f}% more with the "
+        f"sidecar attached (its /metrics scrapes); the sidecar adds {100 * side / cpu['attached']:.2f}% "
+        "of vLLM's CPU (on a GPU host that is host CPU, not GPU time)"
+    )
     record_us = plugin_record_us()
     if record_us is not None:
         print(f"plugin record(): {record_us:.1f} µs per iteration (in vLLM's output loop)")
-    vllm_side = 100 * (1 - statistics.median(v[0] for v in ratios["instrumented/bare"]))
+    vllm_side = 100 * (1 - statistics.median(tput["instrumented"]))
     print(f"vLLM's own tracing + the plugin inside vLLM: {vllm_side:.2f}% of throughput (two servers: noisy)")
-    ours = 100 * (1 - statistics.median(v[0] for v in ratios["attached/instrumented"]))
+    ours = 100 * (1 - statistics.median(tput["attached"]))
     print(f"overhead {ours:.2f}%")
     return 0
 
