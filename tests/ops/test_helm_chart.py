@@ -129,6 +129,15 @@ def test_vllm_sends_its_request_spans_to_the_sidecar_on_localhost(kube: FakeKube
     assert _env(vllm)["OTEL_EXPORTER_OTLP_TRACES_INSECURE"] == "true"
 
 
+def test_vllm_plugin_and_metrics_tap_point_at_each_other_on_localhost(kube: FakeKube) -> None:
+    values = {"mode": "vllm", "vllm": {"port": 8123}, "sidecar": {"config": {"plugin_port": 9500}}}
+    pod = _one(render(kube, CHART, values), "Deployment")["spec"]["template"]["spec"]
+    vllm, sidecar = _env(_container(pod, "vllm")), _env(_container(pod, "jouletrace"))
+    assert vllm["JOULETRACE_PLUGIN_PORT"] == sidecar["JOULETRACE_PLUGIN_PORT"] == "9500"
+    assert sidecar["JOULETRACE_VLLM_METRICS_URL"] == "http://localhost:8123/metrics"
+    assert vllm["OTEL_BSP_SCHEDULE_DELAY"] == "100"  # request spans leave vLLM within 100 ms
+
+
 def test_diffusion_mode_with_dra_shares_one_claim_between_server_and_sidecar(kube: FakeKube) -> None:
     docs = render(kube, CHART, _values(CHART / "ci" / "diffusion-values.yaml"))
     pod = _one(docs, "Deployment")["spec"]["template"]["spec"]

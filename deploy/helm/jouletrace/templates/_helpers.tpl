@@ -63,6 +63,10 @@ app.kubernetes.io/part-of: jouletrace
 {{- .Values.sidecar.config.port | default 9464 | int }}
 {{- end }}
 
+{{- define "jouletrace.pluginPort" -}}
+{{- if hasKey .Values.sidecar.config "plugin_port" }}{{ .Values.sidecar.config.plugin_port | int }}{{ else }}9466{{ end }}
+{{- end }}
+
 {{- define "jouletrace.otlpPort" -}}
 {{- if hasKey .Values.sidecar.config "otlp_port" }}{{ .Values.sidecar.config.otlp_port | int }}{{ else }}4317{{ end }}
 {{- end }}
@@ -87,6 +91,10 @@ A knob value as the sidecar parses it. Helm reads YAML numbers as float64, which
 {{- end }}
 {{- if eq .Values.gpu.visibility "dra" }}
 {{- $_ := set $knobs "devices" "all" }}
+{{- end }}
+{{- /* vLLM mode: the /metrics tap scrapes vLLM on localhost unless told otherwise */}}
+{{- if and (eq .Values.mode "vllm") (not (hasKey $knobs "vllm_metrics_url")) }}
+{{- $_ := set $knobs "vllm_metrics_url" (printf "http://localhost:%d/metrics" (int .Values.vllm.port)) }}
 {{- end }}
 {{- toYaml $knobs }}
 {{- end }}
