@@ -2,6 +2,7 @@
 
 - ``all``: every request at t = 0 (the study's protocol: the server's batch cap limits concurrency);
 - ``poisson:RATE``: exponential gaps, RATE requests/s;
+- ``constant:RATE``: evenly spaced, RATE requests/s;
 - ``gamma:RATE:BURSTINESS``: gamma gaps with mean 1/RATE and shape BURSTINESS
   (1 = Poisson, < 1 burstier, > 1 more regular; the same knob as ``vllm bench serve``);
 - ``concurrency:C``: a closed loop: C requests in flight, the next leaves when one finishes;
@@ -24,7 +25,16 @@ from numpy.typing import NDArray
 
 from loadgen.errors import InputError, where
 
-__all__ = ["Schedule", "all_at_once", "concurrency", "gamma", "parse_arrivals", "poisson", "replay"]
+__all__ = [
+    "Schedule",
+    "all_at_once",
+    "concurrency",
+    "constant",
+    "gamma",
+    "parse_arrivals",
+    "poisson",
+    "replay",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,15 @@ def gamma(n: int, rate_per_s: float, burstiness: float, seed: int, kind: str = "
     if kind == "gamma":
         params["burstiness"] = burstiness
     return Schedule(offsets, kind, params=params | {"seed": seed})
+
+
+def constant(n: int, rate_per_s: float) -> Schedule:
+    """Evenly spaced arrivals, ``1/rate_per_s`` s apart (the first at t = 0)."""
+    if rate_per_s <= 0:
+        raise InputError(f"arrival rate must be > 0, got {rate_per_s}")
+    return Schedule(
+        np.arange(n, dtype=np.float64) / rate_per_s, "constant", params={"rate_per_s": rate_per_s}
+    )
 
 
 def concurrency(n: int, limit: int) -> Schedule:
@@ -142,6 +161,8 @@ def parse_arrivals(text: str, n: int | None, seed: int) -> Schedule:
             return all_at_once(n)
         if kind == "poisson" and len(args) == 1:
             return poisson(n, float(args[0]), seed)
+        if kind == "constant" and len(args) == 1:
+            return constant(n, float(args[0]))
         if kind == "gamma" and len(args) == 2:
             return gamma(n, float(args[0]), float(args[1]), seed)
         if kind == "concurrency" and len(args) == 1:
@@ -149,6 +170,6 @@ def parse_arrivals(text: str, n: int | None, seed: int) -> Schedule:
     except ValueError as err:
         raise InputError(f"--arrivals {text!r}: {err}") from err
     raise InputError(
-        f"--arrivals {text!r}: expected all, poisson:RATE, gamma:RATE:BURSTINESS, concurrency:C "
-        "or replay:PATH[:SPEED]"
+        f"--arrivals {text!r}: expected all, poisson:RATE, constant:RATE, gamma:RATE:BURSTINESS, "
+        "concurrency:C or replay:PATH[:SPEED]"
     )

@@ -30,7 +30,8 @@ _HELP = {
     "model": "model name to request ('' = the first the server lists)",
     "diffusion_model": "model name sent to the diffusion server ('' = none: the server's own)",
     "requests": "total requests (split over tasks by weight)",
-    "arrivals": "all | poisson:RATE | gamma:RATE:BURSTINESS | concurrency:C | replay:PATH[:SPEED]",
+    "arrivals": "all | poisson:RATE | constant:RATE | gamma:RATE:BURSTINESS | concurrency:C "
+    "| replay:PATH[:SPEED]",
     "phases": "per-task (one steady-state window per task), mixed, or auto (per-task for 'all')",
     "batch_cap": "B of the steady-state window (the server's max batch; default: concurrency, else 256)",
     "scale": "multiply token lengths/caps, diffusion resolution, steps and frames (small machines: 0.05)",

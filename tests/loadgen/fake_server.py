@@ -47,7 +47,17 @@ class FakeServer:
         app.router.add_post("/v1/videos/generations", self._diffusion)
         if self.tokenize:
             app.router.add_post("/tokenize", self._tokenize)
+        app.router.add_get("/_arrivals", self._arrivals)
+        app.router.add_post("/_reset", self._reset)
         return app
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        """Arrival times (``time.perf_counter``, CLOCK_MONOTONIC: comparable across processes)."""
+        return web.json_response({"t": [s["t"] for s in self.seen]})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.seen.clear()
+        return web.json_response({"ok": True})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._gate = asyncio.Semaphore(self.batch_cap)
@@ -77,19 +87,20 @@ class FakeServer:
             {"count": len(str(body.get("prompt", "")).split()), "max_model_len": self.max_model_len}
         )
 
-    def _note(self, request: web.Request, body: dict[str, Any]) -> None:
+    def _note(self, request: web.Request, body: dict[str, Any], t: float | None = None) -> None:
         self.seen.append(
             {
                 "headers": {k.lower(): v for k, v in request.headers.items()},
                 "path": request.path,
                 "body": body,
-                "t": time.perf_counter(),
+                "t": t if t is not None else time.perf_counter(),
             }
         )
 
     async def _llm(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.perf_counter()
         body = await request.json()
-        self._note(request, body)
+        self._note(request, body, arrived)
         text = json.dumps(body.get("messages") or body.get("prompt"))
         if "FAIL" in text:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)

@@ -66,3 +66,8 @@ def test_replay_rejects_decreasing_timestamps_and_too_few_of_them(tmp_path: Path
 def test_malformed_arrival_specs_are_input_errors(bad: str) -> None:
     with pytest.raises(InputError, match=r"--arrivals|must be > 0"):
         parse_arrivals(bad, 10, seed=0)
+
+
+def test_constant_rate_spaces_requests_evenly() -> None:
+    s = parse_arrivals("constant:4", 5, seed=0)
+    assert s.offsets_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
