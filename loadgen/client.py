@@ -149,6 +149,31 @@ def _read_json(data: dict[str, Any], result: Result, now: float) -> None:
         result.output_units = float(len(items)) if isinstance(items, list) else 1.0
 
 
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    result: Result,
+    t0: float,
+    timeout_s: float,
+) -> None:
+    async with session.post(
+        url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as resp:
+        result.status = resp.status
+        if resp.status >= 400:
+            text = await resp.text()
+            result.error = f"HTTP {resp.status}: {text[:300]}"
+            return
+        if result.request.body.get("stream"):
+            await _read_stream(resp, result, t0)
+        else:
+            data = await resp.json(content_type=None)
+            _read_json(data, result, time.perf_counter() - t0)
+        result.finished_s = time.perf_counter() - t0
+
+
 async def send(
     session: aiohttp.ClientSession,
     base_url: str,
@@ -165,20 +190,16 @@ async def send(
     body = json.dumps(req.body)
     result.sent_s = time.perf_counter() - t0
     try:
-        async with session.post(
-            base_url + req.path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
-            result.status = resp.status
-            if resp.status >= 400:
-                text = await resp.text()
-                result.error = f"HTTP {resp.status}: {text[:300]}"
-                return result
-            if req.body.get("stream"):
-                await _read_stream(resp, result, t0)
-            else:
-                data = await resp.json(content_type=None)
-                _read_json(data, result, time.perf_counter() - t0)
-            result.finished_s = time.perf_counter() - t0
+        for attempt in (0, 1):
+            try:
+                await _post(session, base_url + req.path, body, headers, result, t0, timeout_s)
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # a kept-alive connection the server closed just before we reused it: nothing was
+                # answered, so sending again is safe (once; counted in ``retries``)
+                if attempt or result.status is not None or result.chunk_s:
+                    raise
+                result.retries += 1
     except TimeoutError:
         result.error = f"timeout after {timeout_s:g} s"
     except (aiohttp.ClientError, OSError, ValueError) as err:

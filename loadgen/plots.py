@@ -49,10 +49,12 @@ def plot_run(data: dict[str, Any], out_dir: Path) -> list[Path]:
     if power:
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.plot([p[0] for p in power], [p[1] for p in power], lw=1)
-        for ph in data["phases"]:
+        for i, ph in enumerate(data["phases"]):
             w = ph.get("window")
             if w:
-                ax.axvspan(w["open_s"], w["close_s"], alpha=0.15, label=f"{ph['phase']} window")
+                ax.axvspan(
+                    w["open_s"], w["close_s"], alpha=0.2, color=f"C{i + 1}", label=f"{ph['phase']} window"
+                )
         ax.set_xlabel("time since start (s)")
         ax.set_ylabel("power (W)")
         ax.set_title("Device power (sidecar counter)")

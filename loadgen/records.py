@@ -60,6 +60,7 @@ class Result:
     finish_reason: str | None = None
     energy: dict[str, Any] | None = None  # the sidecar's record, as JSON
     energy_note: str | None = None  # why there is no (final) record
+    retries: int = 0  # resent once after the server closed a kept-alive connection unanswered
 
     @property
     def ok(self) -> bool:

@@ -111,6 +111,7 @@ _CSV_FIELDS = (
     "final",
     "energy_source",
     "energy_note",
+    "retries",
 )
 
 
@@ -151,6 +152,7 @@ def write_csv(o: RunOutcome, path: Path) -> None:
                     e.get("final"),
                     e.get("energy_source"),
                     r.energy_note or "",
+                    r.retries,
                 ]
             )
 

@@ -171,7 +171,8 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
     mix = load_mix(cfg.mix, set(specs_raw))
     skipped = _skips(mix, specs_raw, cfg)
     active_mix = mix.without(set(skipped))
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    # idle connections are dropped before servers do (uvicorn closes them after 5 s)
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=3.0)
     async with aiohttp.ClientSession(connector=connector) as session:
         active = [specs_raw[e.task] for e in active_mix.entries]
         info = await _preflight(session, cfg, active)

@@ -4,7 +4,8 @@ It streams exactly ``max_tokens`` tokens (as vLLM does with ``ignore_eos``), one
 chunk per token, ``token_s`` apart, with at most ``batch_cap`` requests decoding at
 once (the rest queue, like a server's batch cap). It also answers ``/v1/models``,
 ``/tokenize`` (1 token per word), the diffusion endpoints, and fails on purpose:
-a prompt containing ``FAIL`` gets HTTP 500, ``HANG`` never answers. Every request's
+a prompt containing ``FAIL`` gets HTTP 500, ``HANG`` never answers, the first ``DROP``
+has its connection closed unanswered. Every request's
 headers are kept in ``seen`` so tests can check ``X-Request-Id`` and ``traceparent``.
 
 Run it alone: ``python -m tests.loadgen.fake_server --port 8000``.
@@ -34,6 +35,7 @@ class FakeServer:
     max_model_len: int = 4096
     tokenize: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
+    dropped: bool = False
     url: str = ""
     _runner: web.AppRunner | None = None
     _gate: asyncio.Semaphore | None = None
@@ -106,6 +108,11 @@ class FakeServer:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if "HANG" in text:
             await asyncio.sleep(3600)
+        if "DROP" in text and not self.dropped:  # close the connection unanswered, once
+            self.dropped = True
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
         n = int(body.get("max_tokens") or 16)
         prompt_tokens = len(text.split())
         chat = request.path.endswith("chat/completions")

@@ -72,6 +72,18 @@ async def test_failures_and_timeouts_are_recorded_per_request_without_stopping_t
     assert good.ok and good.output_tokens == 4
 
 
+async def test_a_connection_closed_unanswered_is_sent_again_once() -> None:
+    server = FakeServer(token_s=0.0)
+    url = await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            res = await send(session, url, Result(_chat("d", 3, "DROP"), 0.0), time.perf_counter(),
+                             ClientTracer(None), 10)  # fmt: skip
+    finally:
+        await server.stop()
+    assert res.ok and res.retries == 1 and res.output_tokens == 3
+
+
 async def test_an_unreachable_server_is_a_clear_error_naming_url_and_flag() -> None:
     port = free_port()
     async with aiohttp.ClientSession() as session:
