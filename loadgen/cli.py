@@ -1,12 +1,12 @@
-"""``jouletrace loadgen``: ``run`` a mix, ``compare`` two runs (the regression gate), ``sweep`` concurrency.
+"""``jouletrace loadgen``: ``run`` a mix, ``compare`` two runs (the regression gate), ``sweep``.
 
     jouletrace loadgen run --mix study-llm --server-url http://127.0.0.1:8000 --out results/
     jouletrace loadgen compare results/base results/new --max-regression 10%
     jouletrace loadgen sweep --mix study-llm --concurrency 1,4,16,64 --out results/sweep
+    jouletrace loadgen sweep --mix study-llm --batch-caps 8,16,32 --vllm-model llama --out results/caps
 
-Sweeps over concurrency levels run here; sweeping vLLM's batch cap (``--max-num-seqs``,
-restarting the server through ``jouletrace vllm serve``) is not built yet: run one
-``jouletrace loadgen run`` per server configuration and compare them.
+A concurrency sweep drives the server you name; a batch-cap sweep starts vLLM with each
+``--max-num-seqs`` (and a sidecar) through the vLLM launcher (:mod:`loadgen.sweep`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -72,6 +71,8 @@ def _add_run_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loadgen.sweep import DEFAULT_VLLM_ARGS
+
     """``run``, ``compare`` and ``sweep`` sub-subcommands."""
     sub = parser.add_subparsers(dest="loadgen_command", required=True, metavar="ACTION")
     run_p = sub.add_parser("run", help="run a task mix and report energy")
@@ -83,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sw_p = sub.add_parser("sweep", help="repeat a run over concurrency levels (J/token vs batch size)")
     _add_run_flags(sw_p, skip=("arrivals", "batch_cap", "phases"))
     sw_p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
+    sw_p.add_argument("--batch-caps", default="", help="comma-separated vLLM --max-num-seqs (restarts vLLM)")
+    sw_p.add_argument("--vllm-model", default="llama", help="--batch-caps: model folder or tiny model name")
+    sw_p.add_argument("--vllm-args", default=DEFAULT_VLLM_ARGS, help="--batch-caps: more vLLM serve flags")
+    sw_p.add_argument("--sidecar-meter", default="cpu-model", help="--batch-caps: the sidecar's --meter")
 
 
 def _config(args: argparse.Namespace, **override: Any) -> Any:
@@ -135,56 +140,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from loadgen.errors import InputError
-    from loadgen.report import headline, write_results
+    from loadgen.sweep import parse_levels, run_sweep
 
-    try:
-        levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-    except ValueError as err:
-        raise InputError(f"--concurrency {args.concurrency!r}: expected comma-separated integers") from err
-    if not levels or min(levels) <= 0:
-        raise InputError(f"--concurrency {args.concurrency!r}: levels must be > 0")
-    base_out = Path(args.out_dir) if args.out_dir else None
-    points = []
-    for c in levels:
-        out = str(base_out / f"concurrency-{c}") if base_out else ""
-        cfg = _config(
-            args,
-            arrivals=f"concurrency:{c}",
-            batch_cap=c,
-            phases="mixed",
-            out_dir=out,
-            requests=args.requests or max(8, 4 * c),
-            run_id=f"{args.run_id}-c{c}",
-        )
-        outcome = asyncio.run(_run_one(cfg, args.quiet))
-        data = write_results(outcome, cfg.out_path) if cfg.out_path else None
-        h = headline(outcome.phases, outcome.tasks)
-        phase = outcome.phases[0] if outcome.phases else {}
-        e2e = ((phase.get("latency_s") or {}).get("e2e") or {}).get("p50")
-        points.append(
-            {
-                "batch": c,
-                "j_per_token": h["j_per_token"],
-                "tokens_per_j": h["tokens_per_j"],
-                "avg_power_w": phase.get("avg_power_w"),
-                "mean_batch": phase.get("mean_batch"),
-                "throughput_tokens_per_s": phase.get("throughput_units_per_s"),
-                "e2e_p50_s": e2e,
-                "failed": phase.get("failed"),
-            }
-        )
-        del data
+    caps = parse_levels(args.batch_caps, "--batch-caps") if args.batch_caps else None
+    levels = None if caps else parse_levels(args.concurrency, "--concurrency")
+
+    def show(p: dict[str, Any]) -> None:
         if not args.quiet:
-            print(f"concurrency {c}: J/token {h['j_per_token']} tokens/J {h['tokens_per_j']}")
-    if base_out is not None:
-        from loadgen.plots import plot_sweep
+            print(
+                f"{p['kind']} {p['batch']}: J/token {p['j_per_token']} tokens/J {p['tokens_per_j']}",
+                flush=True,
+            )
 
-        base_out.mkdir(parents=True, exist_ok=True)
-        (base_out / "sweep.json").write_text(json.dumps({"points": points}, indent=1), encoding="utf-8")
-        plot_sweep(points, base_out)
+    points = run_sweep(
+        _config(args), lambda cfg: asyncio.run(_run_one(cfg, args.quiet)), concurrency=levels,
+        batch_caps=caps, vllm_model=args.vllm_model, vllm_args=args.vllm_args,
+        sidecar_meter=args.sidecar_meter, on_point=show,
+    )  # fmt: skip
     if not args.quiet:
-        print(json.dumps(points, indent=1))
+        print(json.dumps(points, indent=1, default=str))
     return 0
 
 

@@ -97,13 +97,14 @@ def plot_sweep(points: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     xs = [p["batch"] for p in pts]
     ax.plot(xs, [p["j_per_token"] for p in pts], "o-", label="J/token")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (concurrency)")
+    kind = "vLLM --max-num-seqs" if pts[0].get("kind") == "batch-cap" else "concurrency"
+    ax.set_xlabel(f"batch size ({kind})")
     ax.set_ylabel("J/token")
     ax2 = ax.twinx()
     ax2.plot(xs, [p.get("tokens_per_j") or 0 for p in pts], "s--", color="tab:orange", label="tokens/J")
-    ax2.set_ylabel("throughput per watt (tokens/s/W = tokens/J)")
+    ax2.set_ylabel("tokens/J (= tokens/s per W)")
     ax.set_title("J/token vs batch size")
-    fig.legend(loc="upper right", fontsize=8)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.88), fontsize=8)
     written = [_save(fig, out_dir / "j_per_token_vs_batch.png")]
     frontier = [(p["e2e_p50_s"], p["j_per_token"], f"B={p['batch']}") for p in pts if p.get("e2e_p50_s")]
     if frontier:

@@ -133,3 +133,42 @@ def test_a_concurrency_sweep_writes_one_point_per_level_and_the_batch_plot(
     assert (tmp_path / "j_per_token_vs_batch.png").stat().st_size > 1000
     assert (tmp_path / "concurrency-4" / "results.json").exists()
     assert main(["loadgen", "compare", str(tmp_path / "concurrency-4"), str(tmp_path / "concurrency-4")]) == 0
+
+
+def test_a_batch_cap_sweep_restarts_the_server_per_cap_and_uses_the_cap_as_b(
+    tmp_path: Path, sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vLLM launcher is replaced by the fake server (a real restart per cap is ~45 s on CPU)."""
+    import contextlib
+    from collections.abc import Iterator
+    from types import SimpleNamespace
+    from typing import Any
+
+    import loadgen.sweep
+
+    started: list[int] = []
+
+    @contextlib.contextmanager
+    def fake_vllm(model: str, cap: int, vllm_args: str, meter: str, log_dir: Path) -> Iterator[Any]:
+        started.append(cap)
+        server = ThreadedFake(token_s=0.002, batch_cap=cap)
+        try:
+            yield SimpleNamespace(
+                vllm_url=server.url, sidecar_url=sidecar.url, ports={"otlp": sidecar.otlp_port}
+            )
+        finally:
+            server.close()
+
+    monkeypatch.setattr(loadgen.sweep, "_vllm", fake_vllm)
+    rc = main([
+        "loadgen", "sweep", "--mix", "study-llm", "--batch-caps", "2,8", "--scale", "0.02",
+        "--requests", "24", "--energy-wait-s", "0", "--quiet", "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert rc == 0 and started == [2, 8]
+    points = json.loads((tmp_path / "sweep.json").read_text())["points"]
+    assert [(p["kind"], p["batch"]) for p in points] == [("batch-cap", 2), ("batch-cap", 8)]
+    for p in points:
+        data = json.loads((tmp_path / f"batch-cap-{p['batch']}" / "results.json").read_text())
+        assert data["phases"][0]["batch_cap"] == p["batch"]
+        assert data["phases"][0]["window"]["kind"] == "steady-state"
+    assert (tmp_path / "j_per_token_vs_batch.png").exists()
