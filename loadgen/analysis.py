@@ -70,8 +70,13 @@ class Window:
         return self.close_s - self.open_s
 
 
-def steady_window(results: Sequence[Result], batch_cap: int) -> Window | None:
-    """The study's window over successful ``results``; ``None`` if none finished."""
+def steady_window(results: Sequence[Result], batch_cap: int, min_window_s: float = 0.0) -> Window | None:
+    """The study's window over successful ``results``; ``None`` if none finished.
+
+    A steady-state window shorter than ``min_window_s`` falls back to the full run (the
+    study required 20-30 s; energy between two counter samples is interpolated, so a
+    window of a few sample intervals is noise).
+    """
     spans = [
         (r.first_token_s if r.first_token_s is not None else r.finished_s, r.finished_s, r.sent_s)
         for r in results
@@ -84,9 +89,12 @@ def steady_window(results: Sequence[Result], batch_cap: int) -> Window | None:
     done = sorted(float(s[1] or 0.0) for s in spans)
     if b >= 1 and n >= b + 2:
         open_s, close_s = first[b - 1], done[n - b - 2]
-        if close_s > open_s:
+        if close_s - open_s >= max(min_window_s, 1e-9):
             return Window(open_s, close_s, "steady-state")
-        reason = "the window closed before it opened (requests too short for this batch cap)"
+        if close_s > open_s:
+            reason = f"the steady-state window lasted {close_s - open_s:.3g} s < {min_window_s:g} s minimum"
+        else:
+            reason = "the window closed before it opened (requests too short for this batch cap)"
     else:
         reason = f"N={n} successful requests < B+2={b + 2}: no steady state"
     start = min(s[2] for s in spans)
@@ -211,6 +219,7 @@ def analyse_phase(
     batch_cap: int,
     unit: str,
     idle_samples: Sequence[tuple[float, float]] = (),
+    min_window_s: float = 0.0,
 ) -> dict[str, Any]:
     """Every figure of one phase (see the module docstring). Energies J, times s, powers W."""
     ok = [r for r in results if r.ok]
@@ -229,7 +238,7 @@ def analyse_phase(
         },
         "arrival_error_ms": _pct([1000 * r.arrival_error_s for r in results], (50, 99, 100)),
     }
-    window = steady_window(ok, batch_cap)
+    window = steady_window(ok, batch_cap, min_window_s)
     if window is None:
         out["window"] = None
         return out

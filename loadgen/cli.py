@@ -4,6 +4,7 @@
     jouletrace loadgen compare results/base results/new --max-regression 10%
     jouletrace loadgen sweep --mix study-llm --concurrency 1,4,16,64 --out results/sweep
     jouletrace loadgen sweep --mix study-llm --batch-caps 8,16,32 --vllm-model llama --out results/caps
+    jouletrace loadgen demo --out results/demo     # CPU stack + short study-all (make demo)
 
 A concurrency sweep drives the server you name; a batch-cap sweep starts vLLM with each
 ``--max-num-seqs`` (and a sidecar) through the vLLM launcher (:mod:`loadgen.sweep`).
@@ -16,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -33,6 +35,7 @@ _HELP = {
     "| replay:PATH[:SPEED]",
     "phases": "per-task (one steady-state window per task), mixed, or auto (per-task for 'all')",
     "batch_cap": "B of the steady-state window (the server's max batch; default: concurrency, else 256)",
+    "min_window_s": "shortest steady-state window, s (shorter: the whole phase is used; the study: 20-30 s)",
     "scale": "multiply token lengths/caps, diffusion resolution, steps and frames (small machines: 0.05)",
     "max_model_len": "context limit in tokens (default: what the server reports)",
     "seed": "seed of every random draw",
@@ -81,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cmp_p.add_argument("baseline", help="baseline results.json (or its folder)")
     cmp_p.add_argument("run", help="new results.json (or its folder)")
     cmp_p.add_argument("--max-regression", default="10%", help="allowed worsening, e.g. 10%% or 0.1")
+    demo_p = sub.add_parser("demo", help="start the CPU stack (vLLM, diffusion, sidecar) and run study-all")
+    demo_p.add_argument("--requests", type=int, default=120, help="total requests (default 120)")
+    demo_p.add_argument("--scale", type=float, default=0.05, help="length/resolution scale (default 0.05)")
+    demo_p.add_argument("--out", dest="out_dir", default="results/demo", help="results folder")
+    demo_p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    demo_p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     sw_p = sub.add_parser("sweep", help="repeat a run over concurrency levels (J/token vs batch size)")
     _add_run_flags(sw_p, skip=("arrivals", "batch_cap", "phases"))
     sw_p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
@@ -162,11 +171,31 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from loadgen.config import RunConfig
+    from loadgen.cpu_demo import run_cpu_demo
+    from loadgen.plots import plot_run
+    from loadgen.report import print_table, write_results
+
+    cfg = RunConfig(mix="study-all", requests=args.requests, scale=args.scale, seed=args.seed, batch_cap=32,
+                    out_dir=args.out_dir, energy_wait_s=20, run_id="demo")  # fmt: skip
+    out = Path(args.out_dir)
+    outcome = run_cpu_demo(cfg, lambda c: asyncio.run(_run_one(c, args.quiet)), out / "logs")
+    data = write_results(outcome, out)
+    plot_run(data, out)
+    if not args.quiet:
+        print_table(data)
+        print(f"results and plots: {out}/")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen action; returns the exit status."""
     action = args.loadgen_command
     if action == "run":
         return _cmd_run(args)
+    if action == "demo":
+        return _cmd_demo(args)
     if action == "compare":
         return _cmd_compare(args)
     return _cmd_sweep(args)

@@ -27,6 +27,7 @@ class RunConfig:
     arrivals: str = "all"
     phases: str = "auto"  # per-task, mixed, or auto (per-task for all-at-once)
     batch_cap: int | None = None  # B of the steady-state window; default: the concurrency, else 256
+    min_window_s: float = 1.0  # a shorter steady-state window falls back to the full run
     scale: float = 1.0
     max_model_len: int | None = None  # default: what the server reports
     seed: int = 0

@@ -249,7 +249,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         cap = cfg.batch_cap or schedule.max_in_flight or min(DEFAULT_BATCH_CAP, len(rs))
         phases.append(
             {"phase": name, "arrivals": schedule.describe()}
-            | analyse_phase(rs, samples, cap, unit, idle_samples)
+            | analyse_phase(rs, samples, cap, unit, idle_samples, cfg.min_window_s)
         )
     tasks = [task_summary(all_results, e.task, specs[e.task].unit) for e in active_mix.entries]
     meta = {

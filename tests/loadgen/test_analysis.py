@@ -59,6 +59,13 @@ def test_too_few_requests_for_the_batch_cap_fall_back_to_the_full_run_and_say_wh
     assert (w.open_s, w.close_s) == (0.0, 4.0)
 
 
+def test_a_steady_window_shorter_than_the_minimum_falls_back_to_the_full_run() -> None:
+    results = [_result(i, 0.1 * i, 1.0 + i) for i in range(10)]
+    w = steady_window(results, batch_cap=3, min_window_s=10.0)
+    assert w is not None and w.kind == "full-run" and "< 10 s minimum" in w.reason
+    assert (w.open_s, w.close_s) == (0.0, 10.0)
+
+
 def test_failed_requests_are_not_part_of_the_window() -> None:
     ok = [_result(i, 0.1 * i, 1.0 + i) for i in range(10)]
     failed = [_result(99, 0.0, 0.5, error="HTTP 500: boom")]
