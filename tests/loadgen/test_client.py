@@ -84,6 +84,33 @@ async def test_a_connection_closed_unanswered_is_sent_again_once() -> None:
     assert res.ok and res.retries == 1 and res.output_tokens == 3
 
 
+async def test_the_progress_bar_gets_one_task_per_phase_and_one_advance_per_request() -> None:
+    class Bar:
+        def __init__(self) -> None:
+            self.tasks: dict[int, tuple[str, int]] = {}
+            self.done: dict[int, int] = {}
+
+        def add_task(self, name: str, total: int) -> int:
+            self.tasks[len(self.tasks)] = (name, total)
+            return len(self.tasks) - 1
+
+        def advance(self, task: int) -> None:
+            self.done[task] = self.done.get(task, 0) + 1
+
+    server = FakeServer(token_s=0.0)
+    url = await server.start()
+    bar = Bar()
+    try:
+        cfg = RunConfig(
+            mix="study-llm", server_url=url, sidecar_url="", otlp_endpoint="", requests=9, scale=0.02
+        )
+        await run(cfg, bar)
+    finally:
+        await server.stop()
+    assert [name for name, _ in bar.tasks.values()] == ["lm-arena-chat", "gpqa", "sourcegraph-fim"]
+    assert all(bar.done[i] == total for i, (_, total) in bar.tasks.items())
+
+
 async def test_an_unreachable_server_is_a_clear_error_naming_url_and_flag() -> None:
     port = free_port()
     async with aiohttp.ClientSession() as session:
