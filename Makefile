@@ -10,9 +10,12 @@ VLLM_STAMP:= .venv-vllm/.installed
 # tiny offline models are built once (seconds) and reused by the demo and the tests
 export JOULETRACE_MODELS_DIR ?= $(CURDIR)/models
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo demo-sim test lint bench clean system-deps
 
-demo: $(STAMP) $(VLLM_STAMP)   ## the main job on the CPU default
+demo: $(STAMP) $(VLLM_STAMP)   ## the main job on the CPU default: vLLM + diffusion + sidecar + the study's task mix
+	$(PY) -m sidecar.cli loadgen demo --out results/demo
+
+demo-sim: $(STAMP)             ## the sidecar on a simulated GPU whose per-request truth is known
 	$(PY) -m sidecar.cli demo
 
 test: $(STAMP) $(VLLM_STAMP) system-deps   ## lint, types, then every test (integration tests included)
@@ -25,10 +28,12 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-bench: $(STAMP)                ## the benchmarks that back our numbers
+bench: $(STAMP) $(VLLM_STAMP)  ## the benchmarks that back our numbers (about 15 minutes)
 	$(PY) benchmarks/attribution_accuracy.py
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/diffusion_batching.py
+	$(PY) benchmarks/loadgen_rate.py
+	$(PY) benchmarks/vllm_overhead.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv

@@ -184,7 +184,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     data = write_results(outcome, out)
     plot_run(data, out)
     if not args.quiet:
-        print_table(data)
+        from rich.console import Console
+
+        from loadgen.request_table import print_requests
+
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        print_requests(outcome.results, console)
+        print_table(data, console)
         print(f"results and plots: {out}/")
     return 0
 
