@@ -28,9 +28,16 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _source_note(sources: set[str]) -> str:
+    """Title suffix naming where the joules came from; an estimate always says so."""
+    shown = sorted(s for s in sources if s and s != "measured")
+    return f" [{', '.join(shown)} energy]" if shown else ""
+
+
 def plot_run(data: dict[str, Any], out_dir: Path) -> list[Path]:
     """Plots of one results.json object; returns the files written."""
     written: list[Path] = []
+    note = _source_note({s for p in data["phases"] for s in p.get("energy_sources", [])})
     tasks = [t for t in data["tasks"] if t.get("energy_per_response_j")]
     if tasks:
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -41,7 +48,7 @@ def plot_run(data: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.scatter(names, p90, color="black", marker="_", s=200, label="p90")
         ax.set_yscale("log")
         ax.set_ylabel("energy per response (J)")
-        ax.set_title("Energy per response by task")
+        ax.set_title("Energy per response by task" + note)
         ax.legend()
         ax.tick_params(axis="x", rotation=20)
         written.append(_save(fig, out_dir / "energy_per_response.png"))
@@ -57,7 +64,7 @@ def plot_run(data: dict[str, Any], out_dir: Path) -> list[Path]:
                 )
         ax.set_xlabel("time since start (s)")
         ax.set_ylabel("power (W)")
-        ax.set_title("Device power (sidecar counter)")
+        ax.set_title("Device power (sidecar counter)" + note)
         if data["phases"]:
             ax.legend(fontsize=7)
         written.append(_save(fig, out_dir / "power.png"))
@@ -73,18 +80,18 @@ def plot_run(data: dict[str, Any], out_dir: Path) -> list[Path]:
         and (ph.get("j_per_unit_study") or ph.get("j_per_unit_per_request_sum"))
     ]
     if pts:
-        written.append(_frontier(pts, out_dir))
+        written.append(_frontier(pts, out_dir, note))
     return written
 
 
-def _frontier(pts: list[tuple[float, float, str]], out_dir: Path) -> Path:
+def _frontier(pts: list[tuple[float, float, str]], out_dir: Path, note: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter([p[0] for p in pts], [p[1] for p in pts])
     for x, y, label in pts:
         ax.annotate(label, (x, y), fontsize=7)
     ax.set_xlabel("e2e latency p50 (s)")
     ax.set_ylabel("J/token")
-    ax.set_title("Time-energy frontier")
+    ax.set_title("Time-energy frontier" + note)
     return _save(fig, out_dir / "latency_vs_j_per_token.png")
 
 
@@ -103,10 +110,11 @@ def plot_sweep(points: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     ax2 = ax.twinx()
     ax2.plot(xs, [p.get("tokens_per_j") or 0 for p in pts], "s--", color="tab:orange", label="tokens/J")
     ax2.set_ylabel("tokens/J (= tokens/s per W)")
-    ax.set_title("J/token vs batch size")
+    note = _source_note({s for p in pts for s in str(p.get("energy_source", "")).split(",")})
+    ax.set_title("J/token vs batch size" + note)
     fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.88), fontsize=8)
     written = [_save(fig, out_dir / "j_per_token_vs_batch.png")]
     frontier = [(p["e2e_p50_s"], p["j_per_token"], f"B={p['batch']}") for p in pts if p.get("e2e_p50_s")]
     if frontier:
-        written.append(_frontier(frontier, out_dir))
+        written.append(_frontier(frontier, out_dir, note))
     return written

@@ -59,6 +59,7 @@ def _point(level: int, outcome: RunOutcome) -> dict[str, Any]:
         "e2e_p50_s": ((phase.get("latency_s") or {}).get("e2e") or {}).get("p50"),
         "failed": phase.get("failed"),
         "window": phase.get("window"),
+        "energy_source": ",".join(sorted({s for p in outcome.phases for s in p.get("energy_sources", [])})),
     }
 
 
