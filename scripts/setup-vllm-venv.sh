@@ -11,7 +11,7 @@ set -euo pipefail
 venv="${1:-.venv-vllm}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 test -x "$venv/bin/python" || python3 -m venv "$venv"
-py="$venv/bin/python"
+py="$(cd "$venv" && pwd)/bin/python"  # absolute: some checks below run from /
 pip=("$py" -m pip install -q --disable-pip-version-check)
 
 has() { "$py" -m pip show -q "$1" >/dev/null 2>&1; }
@@ -36,10 +36,14 @@ fi
 # Our stat-logger plugin: installed without dependencies (the plugin is stdlib-only) so
 # the `vllm.stat_logger_plugins` entry point in pyproject.toml registers in vLLM's env.
 # Editable, so a change to servers/vllm/plugin.py needs no reinstall.
-if ! "$py" -c 'import importlib.metadata as m, sys
+# The checks run from / : run from the repo, Python would find the entry point in the repo's
+# own jouletrace.egg-info (left by the main .venv's editable install) and not in the venv.
+registered() {
+  (cd / && "$py" -c 'import importlib.metadata as m, sys
 eps = m.entry_points(group="vllm.stat_logger_plugins")
-sys.exit(0 if any(e.name == "jouletrace" for e in eps) else 1)' 2>/dev/null; then
-  "${pip[@]}" --no-deps -e "$repo"
-fi
-"$py" -c 'import vllm, servers.vllm.plugin' >/dev/null
+sys.exit(0 if any(e.name == "jouletrace" for e in eps) else 1)') 2>/dev/null
+}
+registered || "${pip[@]}" --no-deps -e "$repo"
+registered || { echo "setup-vllm-venv: the jouletrace plugin did not register in $venv" >&2; exit 1; }
+(cd / && "$py" -c 'import vllm, servers.vllm.plugin') >/dev/null
 echo "vLLM environment ready: $venv"
