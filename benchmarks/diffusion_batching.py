@@ -55,9 +55,8 @@ def sd15_random(device: str, dtype: Any) -> Any:
     import importlib
 
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from servers.models.diffusion import _clip_tokenizer
+    from servers.models.diffusion import _clip_tokenizer, clip_text_encoder, sd_pipeline
 
     d: Any = importlib.import_module("diffusers")
     tokenizer = _clip_tokenizer()
@@ -72,32 +71,8 @@ def sd15_random(device: str, dtype: Any) -> Any:
             latent_channels=4,
             sample_size=512,
         )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    scheduler = d.DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
-    )
-    pipe = d.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+        text_encoder = clip_text_encoder(tokenizer, hidden=768, intermediate=3072, layers=12, heads=12)
+    pipe = sd_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)
     return pipe.to(device=device, dtype=dtype)
 
 

@@ -119,10 +119,51 @@ def _params(*modules: Any) -> int:
     return int(sum(p.numel() for m in modules for p in m.parameters()))
 
 
+def clip_text_encoder(tokenizer: Any, *, hidden: int, intermediate: int, layers: int, heads: int) -> Any:
+    """A random-init CLIP text encoder sized for ``tokenizer`` (77-token context)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def sd_pipeline(*, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> Any:
+    """A Stable-Diffusion pipeline over the given parts, with SD's DDIM scheduler settings."""
+    d = _diffusers()
+    scheduler = d.DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return d.StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_image(out: Path | str, *, size: str = "xs", seed: int = 0) -> BuildResult:
     """Write a tiny Stable-Diffusion pipeline to ``out``; sizes in :data:`SIZES`."""
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     d = _diffusers()
 
@@ -151,37 +192,8 @@ def build_image(out: Path | str, *, size: str = "xs", seed: int = 0) -> BuildRes
         up_block_types=["UpDecoderBlock2D"] * 2,
         norm_num_groups=8,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = d.DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = d.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    text_encoder = clip_text_encoder(tokenizer, hidden=64, intermediate=128, layers=2, heads=4)
+    pipe = sd_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)
     pipe.save_pretrained(str(out))
     return BuildResult(
         Path(out), "StableDiffusionPipeline", _params(unet, vae, text_encoder), time.perf_counter() - t0
