@@ -12,6 +12,8 @@ from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
 from sidecar.meters.base import EnergyMeter
 from sidecar.taps.diffusion import DiffusionSpanHandler
+from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.spans import SpanHandler, WallToMono
 from sidecar.taps.vllm import VllmTaps, attach_vllm
 
 __all__ = ["build_sidecar"]
@@ -49,16 +51,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         extra={"sim": sim_meter},
     )
     services: list[Service] = []
-    vllm_taps: VllmTaps | None = None
+    to_mono = WallToMono(mono=clock)
+    # span handlers, one line each (diffusion batch spans; vLLM's llm_request spans via attach_vllm)
+    handlers: list[SpanHandler] = [DiffusionSpanHandler(to_mono)]
+    # the vLLM plugin and /metrics taps work without OTLP; the plugin is drained before spans
+    vllm_taps: VllmTaps = attach_vllm(config, to_mono, handlers, sources, services)
     if config.otlp_port:
-        from sidecar.taps.otlp import OtlpReceiver
-        from sidecar.taps.spans import SpanHandler, WallToMono
-
-        to_mono = WallToMono(mono=clock)
-        handlers: list[SpanHandler] = []
-        # span handlers, one line each (vLLM llm_request spans, diffusion batch spans):
-        handlers.append(DiffusionSpanHandler(to_mono))
-        vllm_taps = attach_vllm(config, to_mono, handlers, sources, services)  # plugin drained before spans
         receiver = OtlpReceiver(handlers, host=config.host, port=config.otlp_port)
         sources.append(receiver)
         services.append(receiver)
@@ -67,7 +65,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         if config.ledger_path
         else None
     )
-    on_final = vllm_taps.on_final if vllm_taps is not None else None  # enriched spans
     return Sidecar(
-        config, meter, sources=sources, services=services, clock=clock, ledger=ledger, on_final=on_final
+        config,
+        meter,
+        sources=sources,
+        services=services,
+        clock=clock,
+        ledger=ledger,
+        on_final=vllm_taps.on_final,  # enriched spans
     )

@@ -36,3 +36,13 @@ def test_plugin_scraper_and_forwarder_are_off_unless_configured() -> None:
         assert sidecar.snapshot().stats.taps.events[("vllm_spans", "work_from_spans")] == 0
     finally:
         sidecar.close()
+
+
+def test_the_plugin_and_metrics_taps_work_without_an_otlp_receiver() -> None:
+    sidecar = build_sidecar(config(otlp_port=0, plugin_port=9466, vllm_metrics_url="http://x/metrics"))
+    try:
+        assert not any(isinstance(s, OtlpReceiver) for s in sidecar.sources)
+        taps = next(s for s in sidecar.sources if isinstance(s, VllmTaps))
+        assert taps.plugin is not None and taps.scraper is not None
+    finally:
+        sidecar.close()
