@@ -24,7 +24,7 @@ BUILDERS: dict[str, Builder] = {}
 
 # Modules that register more builders when imported: each has a ``BUILDERS`` dict
 # (kind -> builder). Missing modules are skipped, so a slim image still works.
-PROVIDERS: tuple[str, ...] = ("servers.models.llm", "servers.models.diffusion")
+PROVIDERS: tuple[str, ...] = ("servers.models.llm", "servers.models.vlm", "servers.models.diffusion")
 
 
 def builders() -> dict[str, Builder]:
@@ -53,7 +53,9 @@ def default_dir(kind: str) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     build = sub.add_parser("build", help="build a tiny offline model (cached: a complete folder is kept)")
-    build.add_argument("kind", help="model kind: llama, qwen (LLMs); image, video (diffusion)")
+    build.add_argument(
+        "kind", help="model kind: llama, qwen (LLMs); vlm (image chat); image, video (diffusion)"
+    )
     build.add_argument(
         "--out", type=Path, default=None, help="output folder (default ~/.cache/jouletrace/models/tiny-KIND)"
     )
