@@ -104,27 +104,33 @@ def _save(final: Path, make_model: Any) -> Path:
     return final
 
 
+def tiny_llama_config(tok: Any, **overrides: Any) -> Any:
+    """The tiny Llama's config (4 layers, hidden 256, 4 heads of 64, 2 KV heads); ``overrides`` win."""
+    from transformers import LlamaConfig
+
+    fields: dict[str, Any] = {
+        "vocab_size": VOCAB_SIZE,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+        "bos_token_id": None,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    return LlamaConfig(**{**fields, **overrides})
+
+
 def build_llama(out: Path) -> Path:
     """A 4-layer Llama (hidden 256, 4 heads of 64, 2 KV heads, tied embeddings) into ``out``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     def make(tok: Any) -> Any:
-        cfg = LlamaConfig(
-            vocab_size=VOCAB_SIZE,
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=64,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-            bos_token_id=None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            dtype="float32",
-        )
-        return LlamaForCausalLM(cfg)
+        return LlamaForCausalLM(tiny_llama_config(tok, dtype="float32"))
 
     return _save(out, make)
 

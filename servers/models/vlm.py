@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servers.models.llm import VOCAB_SIZE, _save
+from servers.models.llm import VOCAB_SIZE, _save, tiny_llama_config
 
 __all__ = ["BUILDERS", "IMAGE_SIDE_PX", "IMAGE_TOKENS", "build_vlm"]
 
@@ -47,7 +47,7 @@ CHAT_TEMPLATE = (
 
 def build_vlm(out: Path) -> Path:
     """A 4-layer Llama (hidden 256) + 2-layer vision tower (hidden 128) Idefics3 into ``out``."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, LlamaConfig
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -56,19 +56,10 @@ def build_vlm(out: Path) -> Path:
             {"additional_special_tokens": ["<|endoftext|>", "<|im_start|>", *_IMAGE_SPECIALS]}
         )
         tok.chat_template = CHAT_TEMPLATE
-        text = LlamaConfig(
+        text = tiny_llama_config(
+            tok,
             vocab_size=VOCAB_SIZE + 64,  # room for the image tokens; still a multiple of 64
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=64,
-            max_position_embeddings=2048,
             tie_word_embeddings=False,
-            bos_token_id=None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
         )
         vision = Idefics3VisionConfig(
             hidden_size=128,
