@@ -21,11 +21,11 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import RequestTable, build_record
 from sidecar.attribution.rules import SplitRule
@@ -69,6 +69,7 @@ class Attributor:
         # every reason exported from the start, so a rate() has a series before the first drop
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self._new: list[tuple[float, float, float, float, float, float, float]] = []
+        self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 7 columns
         self._pending = _EMPTY
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
@@ -78,8 +79,10 @@ class Attributor:
         self.max_held_ticks = max_held_ticks
 
     # ---- ingest (cheap: called per event) -------------------------------------
-    def add_work(self, event: WorkEvent) -> bool:
-        """Queue one work event; invalid or post-final events are rejected and counted."""
+    def add_work(self, event: WorkEvent | StepBatch) -> bool:
+        """Queue one work event or step batch; invalid or post-final work is rejected and counted."""
+        if isinstance(event, StepBatch):
+            return self._add_step(event)
         try:
             event.check()
         except WorkEventError as err:
@@ -95,9 +98,29 @@ class Attributor:
         )
         return True
 
-    def add_work_many(self, events: Iterable[WorkEvent]) -> int:
-        """Queue many events; returns how many were accepted."""
-        return sum(self.add_work(e) for e in events)
+    def _add_step(self, step: StepBatch) -> bool:
+        """Queue every member of one engine step as one array append (members after final dropped)."""
+        try:
+            step.check()
+        except WorkEventError as err:
+            self.dropped["invalid"] += 1
+            log.debug("rejected step batch: %s", err)
+            return False
+        keep = [i for i, rid in enumerate(step.request_ids) if rid not in self._finalized]
+        if len(keep) < len(step.request_ids):
+            self.dropped["after_final"] += len(step.request_ids) - len(keep)
+        if not keep:
+            return False
+        rows = np.empty((len(keep), 7))
+        rows[:, 0] = [self.requests.code(step.request_ids[i]) for i in keep]
+        rows[:, 1] = step.phase[keep]
+        rows[:, 2] = step.t0_s
+        rows[:, 3] = step.t1_s
+        rows[:, 4] = step.units[keep]
+        rows[:, 5] = 1.0
+        rows[:, 6] = step.context_tokens[keep]
+        self._new_steps.append(rows)
+        return True
 
     def add_request(self, info: RequestInfo) -> None:
         """Record or update what is known about a request (model, task, tokens, end)."""
@@ -142,10 +165,10 @@ class Attributor:
         return [] if self._held else self._finalize()
 
     def _merge_new(self) -> None:
-        if not self._new:
+        if not self._new and not self._new_steps:
             return
-        arr = np.asarray(self._new, dtype=float)
-        self._new = []
+        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
+        self._new, self._new_steps = [], []
         req, phase = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
         t0, t1, units, steps, ctx = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6]
         sealed = self._sealed_t
@@ -279,4 +302,4 @@ class Attributor:
 
     @property
     def pending_events(self) -> int:
-        return len(self._pending) + len(self._new)
+        return len(self._pending) + len(self._new) + sum(len(r) for r in self._new_steps)

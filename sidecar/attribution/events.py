@@ -17,9 +17,11 @@ import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import numpy as np
+
 from sidecar.errors import WorkEventError
 
-__all__ = ["Phase", "RequestInfo", "WorkEvent"]
+__all__ = ["Phase", "RequestInfo", "StepBatch", "WorkEvent"]
 
 
 class Phase(IntEnum):
@@ -66,6 +68,44 @@ class WorkEvent:
             raise WorkEventError(f"work event {self.request_id!r}: phase idle is not work")
         if not self.request_id:
             raise WorkEventError("work event without a request id")
+
+
+@dataclass(frozen=True, slots=True)
+class StepBatch:
+    """One engine step's work for all its members at once, as parallel arrays.
+
+    The exact membership a scheduler hook sees: the step ran from ``t0_s`` to
+    ``t1_s`` (sidecar monotonic seconds); member ``i`` is ``request_ids[i]``,
+    worked in ``phase[i]`` (a :class:`Phase` value), processed ``units[i]``
+    tokens and ``context_tokens[i]`` query-key pairs. Each member takes part
+    in exactly one step (``steps`` = 1). Ingested as one array append, not one
+    Python object per member. Validate with :meth:`check`.
+    """
+
+    t0_s: float
+    t1_s: float
+    request_ids: tuple[str, ...]
+    phase: np.ndarray  # int, Phase values (PREFILL or DECODE)
+    units: np.ndarray  # tokens
+    context_tokens: np.ndarray  # query-key pairs
+
+    def check(self) -> None:
+        """Raise :class:`WorkEventError` if the step is impossible."""
+        n = len(self.request_ids)
+        if not (math.isfinite(self.t0_s) and math.isfinite(self.t1_s)) or self.t1_s < self.t0_s:
+            raise WorkEventError(f"step batch: bad times t0_s={self.t0_s}, t1_s={self.t1_s}")
+        for name in ("phase", "units", "context_tokens"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise WorkEventError(f"step batch: {name} has shape {arr.shape}, expected ({n},)")
+        if not (np.all(np.isfinite(self.units)) and np.all(np.isfinite(self.context_tokens))):
+            raise WorkEventError("step batch: units or context_tokens not finite")
+        if np.any(self.units < 0) or np.any(self.context_tokens < 0):
+            raise WorkEventError("step batch: negative units or context_tokens")
+        if n and not np.all((self.phase >= Phase.PREFILL) & (self.phase <= Phase.DENOISE)):
+            raise WorkEventError("step batch: phase must be prefill, decode or denoise")
+        if not all(self.request_ids):
+            raise WorkEventError("step batch: member without a request id")
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from sidecar.attribution.engine import Attributor
@@ -126,3 +127,39 @@ def test_short_request_is_flagged_approximate() -> None:
     att.add_request(RequestInfo("short", end_s=0.23, output_tokens=2))
     got = {r.request_id: r for r in att.advance(math.inf)}
     assert got["short"].approximate and not got["long"].approximate
+
+
+def test_a_step_batch_is_attributed_exactly_like_its_members_as_events() -> None:
+    """One array event per engine step (the scheduler hook's path) gives the per-event numbers."""
+    from sidecar.attribution.events import StepBatch
+
+    def run(use_batch: bool) -> dict[str, float]:
+        att = Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+        att.add_work(WorkEvent("a", 0.0, 0.1, Phase.DECODE, 10))
+        if use_batch:
+            step = StepBatch(
+                0.1,
+                0.2,
+                ("a", "b"),
+                np.array([Phase.DECODE, Phase.PREFILL]),
+                np.array([10.0, 50.0]),
+                np.array([0.0, 0.0]),
+            )
+            assert att.add_work(step)
+        else:
+            att.add_work(WorkEvent("a", 0.1, 0.2, Phase.DECODE, 10))
+            att.add_work(WorkEvent("b", 0.1, 0.2, Phase.PREFILL, 50))
+        att.add_request(RequestInfo("a", model="m", end_s=0.2, output_tokens=20))
+        att.add_request(RequestInfo("b", model="m", end_s=0.2, prompt_tokens=50, output_tokens=1))
+        return {r.request_id: r.energy_j for r in att.advance(math.inf)}
+
+    assert run(True) == pytest.approx(run(False))
+
+
+def test_a_step_batch_with_a_bad_array_is_rejected_and_counted() -> None:
+    from sidecar.attribution.events import StepBatch
+
+    att = Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+    bad = StepBatch(0.1, 0.2, ("a",), np.array([Phase.DECODE]), np.array([math.nan]), np.array([0.0]))
+    assert not att.add_work(bad)
+    assert att.dropped["invalid"] == 1
