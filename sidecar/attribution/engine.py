@@ -212,9 +212,7 @@ class Attributor:
         else:
             split = self.rule.split(tick)
             idle_j = split.idle_j
-            self.requests.add_energy(
-                tick.req, tick.phase, split.row_j, split.component_j, tick.time_share, tick.a, tick.b
-            )
+            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b)
             self._add_model_energy(t1, tick.req, tick.phase, split.row_j)
         dev_total = float(energy_dev_j.sum())
         idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
@@ -292,6 +290,8 @@ class Attributor:
             update_period_s=self.timeline.update_period_s(),
             end_unix_s=None if end is None else end + self._unix_offset(),
             extra_attributes={"end_inferred": "true"} if end_inferred else None,
+            interval_j=self.rule.interval_j(float(acc.phase_j.sum()), acc.work, acc.unexplained_j),
+            fit_quality=self.rule.quality(),
         )
 
     def record(self, request_id: str) -> RequestEnergy | None:

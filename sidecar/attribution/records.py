@@ -22,6 +22,9 @@ class RequestEnergy:
     ``approximate`` is true when the request's busy window is shorter than the
     counter's update period, so its share rests on few counter updates.
     ``energy_source`` is ``measured``, ``estimate``, ``simulated`` or ``replay``.
+    ``energy_low_j``/``energy_high_j`` bound the attribution's uncertainty (an
+    estimate of it, about 95 %); ``fit_quality`` says whether the fitted model
+    that split the energy was trustworthy when the record was built.
     """
 
     request_id: str
@@ -45,6 +48,12 @@ class RequestEnergy:
     rule: str
     energy_source: str
     attributes: dict[str, str] = field(default_factory=dict)
+    # an estimate of the attribution's own uncertainty: a ~95 % interval (J) around energy_j
+    # (fitted rule: from the fit's coefficient covariance and the part the model did not explain)
+    energy_low_j: float | None = None
+    energy_high_j: float | None = None
+    # fitted rule: ok, ill-conditioned, held, floor-unmeasured, floor-stale, warmup ("" for other rules)
+    fit_quality: str = ""
 
     @property
     def joules_per_output_unit(self) -> float | None:
@@ -78,10 +87,16 @@ class DeviceSnapshot:
 class FitSnapshot:
     """The fitted energy model: the study's diagnosis numbers.
 
-    dE = static_w * tick_s + busy_w * busy_s + j_per_step * steps
+    dE = static_w * tick_s + j_per_step * steps
          + j_per_prefill_token * prefill + j_per_decode_token * decode
          + j_per_prefill_context_token * prefill_pairs
          + j_per_context_token * decode_context + j_per_denoise_unit * denoise_units
+
+    ``static_w`` is the idle floor, measured (``floor_source``: measured,
+    restored, override; ``none``: fitted as a last resort). ``busy_w`` is
+    descriptive: mean power above the floor over the busy ticks of the window.
+    ``condition``: condition number of the fit window's scaled design matrix;
+    ``ok``: well-conditioned with a measured or given floor.
     """
 
     static_w: float = 0.0
@@ -94,6 +109,11 @@ class FitSnapshot:
     j_per_denoise_unit: float = 0.0
     r2: float = 0.0  # coefficient of determination over the fit window
     ticks: int = 0  # ticks in the fit window
+    condition: float = 0.0
+    ok: bool = False
+    floor_source: str = "none"
+    floor_age_s: float | None = None  # since the newest idle observation
+    floor_stale: bool = True
 
 
 @dataclass(frozen=True, slots=True)

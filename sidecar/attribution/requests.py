@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.fit import WORK
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.rules import COMPONENTS
+from sidecar.attribution.rules import COMPONENTS, Split
 
 __all__ = ["Accumulator", "RequestTable"]
 
@@ -28,6 +29,8 @@ class Accumulator:
     info: RequestInfo | None = None
     phase_j: np.ndarray = field(default_factory=lambda: np.zeros(3))
     component_j: np.ndarray = field(default_factory=lambda: np.zeros(len(COMPONENTS)))
+    work: np.ndarray = field(default_factory=lambda: np.zeros(len(WORK)))  # fitted regressors, scaled
+    unexplained_j: float = 0.0  # energy the fitted model's scaling moved onto this request
     busy_s: float = 0.0
     first_t: float = float("inf")  # earliest work seen (s)
     last_t: float = float("-inf")  # latest work seen (s)
@@ -73,8 +76,7 @@ class RequestTable:
         self,
         req: np.ndarray,
         phase: np.ndarray,
-        row_j: np.ndarray,
-        component_j: np.ndarray | None,
+        split: Split,
         time_share: np.ndarray,
         t0: np.ndarray,
         t1: np.ndarray,
@@ -83,16 +85,20 @@ class RequestTable:
         codes, inverse = np.unique(req, return_inverse=True)
         n = codes.size
         phase_j = np.zeros((n, 3))
-        np.add.at(phase_j, (inverse, phase), row_j)
+        np.add.at(phase_j, (inverse, phase), split.row_j)
+        component_j = split.component_j
         busy = np.bincount(inverse, weights=time_share, minlength=n)
         first = np.full(n, np.inf)
         np.minimum.at(first, inverse, t0)
         last = np.full(n, -np.inf)
         np.maximum.at(last, inverse, t1)
-        comp = None
-        if component_j is not None:
+        comp = work = unexplained = None
+        if component_j is not None and split.work is not None:
             comp = np.zeros((n, component_j.shape[1]))
             np.add.at(comp, inverse, component_j)
+            work = np.zeros((n, split.work.shape[1]))
+            np.add.at(work, inverse, split.work)
+            unexplained = np.bincount(inverse, weights=split.unexplained_j, minlength=n)
         for k, code in enumerate(codes.tolist()):
             acc = self._accs.get(code)
             if acc is None:  # finalized while its late work was pending; counted upstream
@@ -101,8 +107,10 @@ class RequestTable:
             acc.busy_s += float(busy[k])
             acc.first_t = min(acc.first_t, float(first[k]))
             acc.last_t = max(acc.last_t, float(last[k]))
-            if comp is not None:
+            if comp is not None and work is not None and unexplained is not None:
                 acc.component_j += comp[k]
+                acc.work += work[k]
+                acc.unexplained_j += float(unexplained[k])
                 acc.has_components = True
 
 
@@ -116,6 +124,8 @@ def build_record(
     update_period_s: float | None,
     end_unix_s: float | None,
     extra_attributes: dict[str, str] | None = None,
+    interval_j: tuple[float, float] | None = None,
+    fit_quality: str = "",
 ) -> RequestEnergy:
     """The immutable record of an accumulator, final or provisional."""
     info = acc.info or RequestInfo(acc.request_id, model=default_model)
@@ -148,6 +158,9 @@ def build_record(
         rule=rule,
         energy_source=energy_source,
         attributes={**info.attributes, **(extra_attributes or {})},
+        energy_low_j=None if interval_j is None else interval_j[0],
+        energy_high_j=None if interval_j is None else interval_j[1],
+        fit_quality=fit_quality,
     )
 
 

@@ -5,10 +5,10 @@ part, add up to the tick's measured energy exactly (conservation by
 construction: a rule only chooses *weights*).
 
 * ``fitted`` (default): the fitted model's terms, each shared by its own key —
-  the static power floor by equal time shares, the per-step cost by equal step
+  the measured idle floor by equal time shares, the per-step cost by equal step
   shares, token and attention costs to the request that caused them — then
-  scaled so the tick's measured energy is met. The model's static power times
-  the idle part of a busy tick stays idle. While the model has not yet seen
+  scaled so the tick's measured energy is met. The floor times the idle part
+  of a busy tick stays idle. While the model has not yet seen
   enough busy ticks the attributor holds busy ticks back and splits them
   once the first fit exists (``tokens`` is the fallback only if it never does).
 * ``tokens``: by tokens (or denoise work units) processed in the tick.
@@ -30,12 +30,13 @@ from typing import Protocol
 import numpy as np
 
 from sidecar.attribution.events import Phase
-from sidecar.attribution.fit import EnergyModelFit, tick_features
+from sidecar.attribution.fit import EnergyModelFit, work_features
+from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.tick import TickWork
 
 __all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
 
-COMPONENTS = ("busy", "step", "prefill", "decode", "context", "denoise")  # context: both phases
+COMPONENTS = ("floor", "step", "prefill", "decode", "context", "denoise")  # context: both phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Split:
     row_j: np.ndarray
     idle_j: float
     component_j: np.ndarray | None = None  # rows x len(COMPONENTS), scaled like row_j
+    work: np.ndarray | None = None  # rows x len(fit.WORK): the regressors, scaled like row_j
+    unexplained_j: np.ndarray | None = None  # per row: energy the scaling to the measurement moved
 
 
 class SplitRule(Protocol):
@@ -61,6 +64,16 @@ class SplitRule(Protocol):
 
     def split(self, tick: TickWork) -> Split:
         """Share a busy tick's energy."""
+        ...
+
+    def interval_j(
+        self, energy_j: float, work: np.ndarray, unexplained_j: float
+    ) -> tuple[float, float] | None:
+        """An estimated ~95 % interval around a request's energy (None where the rule has none)."""
+        ...
+
+    def quality(self) -> str:
+        """How trustworthy the rule's split is right now ("" for rules that do not learn)."""
         ...
 
 
@@ -97,6 +110,14 @@ class _Stateless:
     def observe(self, tick: TickWork) -> None:
         return None
 
+    def interval_j(
+        self, energy_j: float, work: np.ndarray, unexplained_j: float
+    ) -> tuple[float, float] | None:
+        return None
+
+    def quality(self) -> str:
+        return ""
+
 
 class EqualRule(_Stateless):
     name = "equal"
@@ -130,40 +151,83 @@ class FittedRule:
         return self.fit.ready
 
     def observe(self, tick: TickWork) -> None:
-        self.fit.add(tick_features(tick), tick.energy_j)
+        if tick.idle:
+            self.fit.observe_idle(tick.t1_s, tick.duration_s, tick.energy_j)
+        else:
+            self.fit.add(work_features(tick).sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
+
+    def interval_j(
+        self, energy_j: float, work: np.ndarray, unexplained_j: float
+    ) -> tuple[float, float] | None:
+        """Coefficient uncertainty (1.96 sd of the request's work priced by the fit) plus the
+        energy the model did not explain and the scaling to the measurement moved onto it."""
+        if self.fit.coef is None:
+            return None
+        half_j = 1.96 * self.fit.interval_sd_j(work) + unexplained_j
+        return max(energy_j - half_j, 0.0), energy_j + half_j
+
+    def quality(self) -> str:
+        fit = self.fit
+        if fit.coef is None:
+            return "warmup"
+        floor = fit.floor.reading(fit.now_s)
+        if floor.source == "none":
+            return "floor-unmeasured"
+        if fit.held:
+            return "held"
+        if not fit.ok:
+            return "ill-conditioned"
+        return "floor-stale" if floor.stale else "ok"
 
     def split(self, tick: TickWork) -> Split:
-        c = self.fit.coef
-        if c is None:
+        coef = self.fit.coef
+        if coef is None:
             return TokensRule().split(tick)
-        static_w, _, j_step, j_pre, j_dec, j_pre_ctx, j_dec_ctx, j_den = (float(v) for v in c)
-        phase = tick.phase
+        work = work_features(tick)
+        c = coef.work
         comp = np.column_stack(
             [
-                static_w * tick.time_share,
-                j_step * tick.step_share,
-                np.where(phase == Phase.PREFILL, j_pre * tick.units, 0.0),
-                np.where(phase == Phase.DECODE, j_dec * tick.units, 0.0),
-                np.where(phase == Phase.PREFILL, j_pre_ctx, j_dec_ctx) * tick.ctx,
-                np.where(phase == Phase.DENOISE, j_den * tick.units, 0.0),
+                coef.floor_w * tick.time_share,
+                c[0] * work[:, 0],
+                c[1] * work[:, 1],
+                c[2] * work[:, 2],
+                c[3] * work[:, 3] + c[4] * work[:, 4],
+                c[5] * work[:, 5],
             ]
         )
-        idle_model = static_w * max(tick.duration_s - tick.busy_s, 0.0)
+        idle_model = coef.floor_w * max(tick.duration_s - tick.busy_s, 0.0)
         rows_model = comp.sum(axis=1)
         total = float(rows_model.sum()) + idle_model
         if not float(rows_model.sum()) > _TINY or not np.isfinite(total):
             return TokensRule().split(tick)
-        energy = tick.energy_j
-        return Split(energy * (rows_model / total), energy * (idle_model / total), energy * (comp / total))
+        factor = tick.energy_j / total
+        row_j = rows_model * factor
+        return Split(row_j, idle_model * factor, comp * factor, work * factor, np.abs(row_j - rows_model))
 
 
 RULES = ("fitted", "tokens", "output-tokens", "equal")
 
 
-def make_rule(name: str, *, fit_window_ticks: int = 600, fit_warmup_ticks: int = 200) -> SplitRule:
+def make_rule(
+    name: str,
+    *,
+    fit_window_ticks: int = 600,
+    fit_warmup_ticks: int = 50,
+    floor: FloorEstimate | None = None,
+    max_condition: float = 1000.0,
+    fit_rows_of_ticks: int = 5,
+) -> SplitRule:
     """The rule called ``name`` (one of :data:`RULES`)."""
     if name == "fitted":
-        return FittedRule(EnergyModelFit(window=fit_window_ticks, min_busy_ticks=fit_warmup_ticks))
+        return FittedRule(
+            EnergyModelFit(
+                window=fit_window_ticks,
+                min_busy_ticks=fit_warmup_ticks,
+                floor=floor,
+                max_condition=max_condition,
+                rows_of_ticks=fit_rows_of_ticks,
+            )
+        )
     simple: dict[str, Callable[[], SplitRule]] = {
         "tokens": TokensRule,
         "output-tokens": OutputTokensRule,

@@ -1,0 +1,59 @@
+"""The ways work reaches the attributor, for a simulated run: each a source for :mod:`sidecar.offline`.
+
+``oracle`` hands over the simulator's own per-step events (a ceiling, not a
+user path); ``plugin`` and ``spans`` feed the bytes the real senders would send
+(:mod:`sidecar.sim.taps`) to the real receivers, exactly as the live sidecar's
+taps get them.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from sidecar.attribution.events import WorkEvent
+from sidecar.offline import EventSource, PayloadSource, Source
+from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
+from sidecar.sim.taps import plugin_datagrams, span_exports, to_mono
+from sidecar.taps.otlp import decode_request
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_plugin import PluginReceiver
+from sidecar.taps.vllm_spans import VllmSpanHandler
+
+__all__ = ["PATHS", "source_for"]
+
+MAX_GAP_S = 0.5  # a CPU gap up to this long between two steps belongs to the later step (as the receivers do)
+
+PATHS = ("plugin", "spans", "oracle", "study-rule")
+
+
+def source_for(run: SimRun, path: str) -> Source:
+    """A fresh source delivering ``run``'s work the way ``path`` does."""
+    if path == "oracle":
+        return EventSource(_present(run), run.requests)
+    if path == "plugin":
+        receiver = PluginReceiver(to_mono, default_model=MODEL_NAME)
+        return PayloadSource(receiver.feed, plugin_datagrams(run))
+    if path == "spans":
+        handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)
+
+        def feed(data: bytes, out: TapOutput) -> None:
+            for span in decode_request(ExportTraceServiceRequest.FromString(data)):
+                handler.handle(span, out)
+
+        return PayloadSource(feed, span_exports(run))
+    raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+
+
+def _present(run: SimRun) -> list[WorkEvent]:
+    """The simulator's per-step events, each step starting where the previous one ended
+    (the floor of the CPU gap between steps goes to the step's members, as the receivers give it)."""
+    out: list[WorkEvent] = []
+    prev_t1 = None
+    for step in run.steps:
+        t0 = prev_t1 if prev_t1 is not None and 0.0 < step.t0_s - prev_t1 <= MAX_GAP_S else step.t0_s
+        out.extend(
+            WorkEvent(m.request_id, t0, step.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))
+            for m in step.members
+        )
+        prev_t1 = step.t1_s
+    return out
