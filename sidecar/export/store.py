@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS requests (
     energy_source TEXT NOT NULL,
     record_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (      -- small named states kept across restarts (the idle floor)
+    key TEXT PRIMARY KEY,
+    stored_unix_s REAL NOT NULL,
+    value_json TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS requests_seq ON requests (seq);
 CREATE INDEX IF NOT EXISTS requests_stored ON requests (stored_unix_s);
 """
@@ -184,6 +189,21 @@ class Ledger:
                 "SELECT record_json FROM requests ORDER BY seq DESC LIMIT ?", (max(0, limit),)
             ).fetchall()
         return [_load(r[0]) for r in rows]
+
+    def save_state(self, key: str, value: dict[str, Any]) -> None:
+        """Keep a small named state (JSON-able) across restarts, replacing the last one."""
+        text = json.dumps(value, separators=(",", ":"))
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO state (key, stored_unix_s, value_json) VALUES (?, ?, ?)",
+                (key, self._clock(), text),
+            )
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        """The state saved under ``key``, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT value_json FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _load(row[0])
 
     def count(self) -> int:
         """Rows in the ledger now."""

@@ -35,6 +35,7 @@ from typing import TypeVar
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
+from sidecar.taps.step_clock import StepClock
 
 __all__ = [
     "SPAN_ATTRIBUTES",
@@ -87,12 +88,15 @@ def phase_events(
     completion_tokens: int,
     prefill_s: float,
     decode_s: float,
+    clock: StepClock | None = None,
 ) -> list[WorkEvent]:
     """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
 
     Prefill: all prompt tokens as one step, causal attention ``p(p+1)/2`` query-key
     pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
-    step each, reading KV lengths ``p+1 .. p+n``.
+    step each, reading KV lengths ``p+1 .. p+n``; with a ``clock`` (the engine's
+    shared step rate, :mod:`.step_clock`) the tokens follow the step rate over the
+    window instead of spreading evenly.
     """
     prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
     decode_t0 = end_s - decode_s
@@ -103,9 +107,19 @@ def phase_events(
             WorkEvent(request_id, decode_t0 - prefill_s, decode_t0, Phase.PREFILL, prompt_tokens, 1.0, pairs)
         )
     n = completion_tokens - 1
-    if n > 0:
+    if n <= 0:
+        return out
+    if clock is None:
         ctx = n * prompt_tokens + n * (n + 1) / 2
         out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
+        return out
+    clock.observe(decode_t0, end_s, float(n))
+    done = 0.0
+    for a_s, b_s, share in clock.segments(decode_t0, end_s):
+        k = n * share
+        ctx = k * prompt_tokens + ((done + k) * (done + k + 1) - done * (done + 1)) / 2
+        out.append(WorkEvent(request_id, a_s, b_s, Phase.DECODE, k, k, ctx))
+        done += k
     return out
 
 
@@ -129,6 +143,7 @@ class VllmSpanHandler:
         self.model = model
         self.claims = claims
         self.on_span = on_span
+        self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
         self.requests = 0  # llm_request spans handled
@@ -173,7 +188,13 @@ class VllmSpanHandler:
             self.work_from_spans += 1
             out.events.extend(
                 phase_events(
-                    request_id, end_s, prompt, completion, _num(attrs, "prefill_s"), _num(attrs, "decode_s")
+                    request_id,
+                    end_s,
+                    prompt,
+                    completion,
+                    _num(attrs, "prefill_s"),
+                    _num(attrs, "decode_s"),
+                    self.clock,
                 )
             )
         if self.on_span is not None:

@@ -1,0 +1,48 @@
+"""Spans give each request's decode count over its window; the shared step clock puts the tokens
+where the steps were (slow steps while a long prefill ran), not evenly over the window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sidecar.taps.step_clock import StepClock
+from sidecar.taps.vllm_spans import phase_events
+
+
+def _observe_true_rate(clock: StepClock, rate, windows) -> None:  # type: ignore[no-untyped-def]
+    for t0, t1 in windows:
+        ts = np.linspace(t0, t1, 2001)
+        clock.observe(t0, t1, float(np.trapezoid(rate(ts), ts)))
+
+
+def test_segments_follow_a_step_rate_that_halves_in_the_middle() -> None:
+    def rate(t):  # type: ignore[no-untyped-def]
+        return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
+
+    clock = StepClock(bin_s=0.1, iterations=200)
+    rng = np.random.default_rng(0)
+    windows = [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)]
+    _observe_true_rate(clock, rate, windows)
+    segments = clock.segments(2.0, 8.0)
+    assert sum(s for _, _, s in segments) == pytest.approx(1.0)
+    share_slow = sum(s for a, b, s in segments if a >= 4.0 and b <= 6.0)
+    assert share_slow == pytest.approx(100 / 500, abs=0.04)  # 2 s at 50/s of 500 steps in all
+
+
+def test_with_nothing_known_a_window_is_one_piece() -> None:
+    assert StepClock().segments(1.0, 2.0) == [(1.0, 2.0, 1.0)]
+
+
+def test_phase_events_with_a_clock_keep_the_token_and_context_totals() -> None:
+    clock = StepClock()
+    for k in range(20):
+        clock.observe(0.1 * k, 0.1 * k + 3.0, 150.0)
+    events = phase_events(
+        "r", 5.0, prompt_tokens=100, completion_tokens=51, prefill_s=0.5, decode_s=3.0, clock=clock
+    )
+    decode = [e for e in events if e.phase.label == "decode"]
+    assert len(decode) > 1
+    assert sum(e.units for e in decode) == pytest.approx(50.0)
+    assert sum(e.context_tokens for e in decode) == pytest.approx(50 * 100 + 50 * 51 / 2)
+    assert decode[0].t0_s == pytest.approx(2.0) and decode[-1].t1_s == pytest.approx(5.0)
