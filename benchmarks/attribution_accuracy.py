@@ -47,7 +47,7 @@ KINDS = ("prefill-heavy", "decode-heavy", "mixed")
 
 def attribute(run: SimRun, path: str) -> OfflineResult:
     rule = "output-tokens" if path == "study-rule" else "fitted"
-    source = source_for(run, "plugin" if path == "study-rule" else path)
+    source = source_for(run, "hook" if path == "study-rule" else path)
     return attribute_offline(
         run.counter.values_at,
         GPU,
@@ -126,7 +126,7 @@ def main() -> None:
             print(report_row(path, merged))
             worst[path] = max(worst[path], float(np.percentile(merged["rel"], 95)) * 100)
             worst_conservation = max(worst_conservation, conservation)
-    x, y, z = worst["plugin"], worst["spans"], worst["study-rule"]
+    x, y, z = worst["hook"], worst["spans"], worst["study-rule"]
     print(
         f"(worst scenario per path; {time.perf_counter() - start:.0f} s; "
         f"stat-logger plugin {worst['plugin']:.1f}%)"

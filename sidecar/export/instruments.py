@@ -130,6 +130,14 @@ def _fit_per_token(snap: Snapshot) -> Points:
         yield snap.fit.j_per_decode_token, {"jouletrace.phase": "decode", "energy.source": snap.energy_source}
 
 
+def _floor_age(snap: Snapshot) -> Points:
+    if snap.fit.ticks > 0 and snap.fit.floor_age_s is not None:
+        yield (
+            snap.fit.floor_age_s,
+            {"jouletrace.floor.source": snap.fit.floor_source, "energy.source": snap.energy_source},
+        )
+
+
 _DEVICE = "per device (hw.id = GPU UUID)"
 
 OBSERVABLES: tuple[ObservableSpec, ...] = (
@@ -263,7 +271,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
     ObservableSpec(
         "jouletrace.model.static_power",
         "W",
-        "Fitted static power, drawn busy or idle, in watts (W).",
+        "Idle power floor, measured from idle ticks (or set by floor_w), drawn busy or idle, in watts (W).",
         False,
         _fit(lambda s: s.fit.static_w),
     ),
@@ -308,5 +316,26 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "Coefficient of determination (R^2) of the energy fit over its window.",
         False,
         _fit(lambda s: s.fit.r2),
+    ),
+    ObservableSpec(
+        "jouletrace.model.fit_condition",
+        "1",
+        "Condition number of the energy fit's window (large: the work coefficients are not pinned down).",
+        False,
+        _fit(lambda s: s.fit.condition),
+    ),
+    ObservableSpec(
+        "jouletrace.model.fit_ok",
+        "1",
+        "1 while the fit is well conditioned with a measured (or given) idle floor, else 0.",
+        False,
+        _fit(lambda s: 1.0 if s.fit.ok else 0.0),
+    ),
+    ObservableSpec(
+        "jouletrace.model.floor_age",
+        "s",
+        "Seconds since the idle floor was last observed (an idle tick), by floor source.",
+        False,
+        _floor_age,
     ),
 )

@@ -1,7 +1,7 @@
 """The ways work reaches the attributor, for a simulated run: each a source for :mod:`sidecar.offline`.
 
 ``oracle`` hands over the simulator's own per-step events (a ceiling, not a
-user path); ``plugin`` and ``spans`` feed the bytes the real senders would send
+user path); ``hook``, ``plugin`` and ``spans`` feed the bytes the real senders would send
 (:mod:`sidecar.sim.taps`) to the real receivers, exactly as the live sidecar's
 taps get them.
 """
@@ -13,9 +13,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sidecar.attribution.events import WorkEvent
 from sidecar.offline import EventSource, PayloadSource, Source
 from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
-from sidecar.sim.taps import plugin_datagrams, span_exports, to_mono
+from sidecar.sim.taps import hook_datagrams, plugin_datagrams, span_exports, to_mono
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
 
@@ -23,13 +24,16 @@ __all__ = ["PATHS", "source_for"]
 
 MAX_GAP_S = 0.5  # a CPU gap up to this long between two steps belongs to the later step (as the receivers do)
 
-PATHS = ("plugin", "spans", "oracle", "study-rule")
+PATHS = ("hook", "plugin", "spans", "oracle", "study-rule")
 
 
 def source_for(run: SimRun, path: str) -> Source:
     """A fresh source delivering ``run``'s work the way ``path`` does."""
     if path == "oracle":
         return EventSource(_present(run), run.requests)
+    if path == "hook":
+        hook = HookReceiver(to_mono, default_model=MODEL_NAME)
+        return PayloadSource(hook.feed, hook_datagrams(run))
     if path == "plugin":
         receiver = PluginReceiver(to_mono, default_model=MODEL_NAME)
         return PayloadSource(receiver.feed, plugin_datagrams(run))

@@ -3,6 +3,9 @@
 The accuracy benchmark and the tests drive the *real* receivers with these
 bytes, so the path measured is the path users run:
 
+* :func:`hook_datagrams`: the vLLM scheduler hook's UDP datagrams
+  (servers/vllm/scheduler_hook.py, format :mod:`sidecar.contracts.scheduler_wire`):
+  every step's members with their scheduled tokens and KV tokens before the step;
 * :func:`plugin_datagrams`: the vLLM stat-logger plugin's UDP datagrams
   (servers/vllm/plugin.py, format :mod:`sidecar.taps.vllm_wire`), one per
   engine step: the step's token counts, the requests whose prefill finished
@@ -23,11 +26,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow
+from sidecar.contracts.scheduler_wire import encode as hook_encode
 from sidecar.sim.run import SimRun
 from sidecar.taps.vllm_spans import SPAN_ATTRIBUTES, SPAN_NAME
 from sidecar.taps.vllm_wire import VERSION, encode
 
-__all__ = ["UNIX_OFFSET_S", "Payloads", "plugin_datagrams", "span_exports", "to_mono"]
+__all__ = ["UNIX_OFFSET_S", "Payloads", "hook_datagrams", "plugin_datagrams", "span_exports", "to_mono"]
 
 UNIX_OFFSET_S = 1.7e9  # simulated second 0 is this Unix time
 Payloads = list[tuple[float, bytes]]
@@ -75,6 +80,36 @@ def plugin_datagrams(run: SimRun, *, model: str = "sim-llm") -> Payloads:
             "fin": fins,
         }
         out.extend((wall, data) for data in encode(message))
+    return out
+
+
+def hook_datagrams(run: SimRun, *, model: str = "sim-llm") -> Payloads:
+    """The vLLM scheduler hook's datagrams (:mod:`sidecar.contracts.scheduler_wire`), one per step."""
+    info = {r.request_id: r for r in run.requests}
+    index: dict[str, int] = {}
+    out: Payloads = []
+    seq = 0
+    for step in run.steps:
+        wall = step.t1_s + _RECORD_DELAY_S
+        new, fin = [], []
+        for m in step.members:
+            r = info[m.request_id]
+            if m.request_id not in index:
+                index[m.request_id] = len(index)
+                new.append(NewRow(index[m.request_id], m.request_id, r.prompt_tokens, wall - (r.start_s or 0.0)))
+            if r.end_s == step.t1_s:
+                fin.append(FinRow(index[m.request_id], r.output_tokens, "length"))
+        row = StepRow(
+            wall - step.t0_s,
+            wall - step.t1_s,
+            [index[m.request_id] for m in step.members],
+            [m.tokens for m in step.members],
+            [m.context_tokens - m.tokens for m in step.members],  # KV before the step
+        )
+        message = Message(_PID, seq, wall + UNIX_OFFSET_S, model, new, [row], fin, [])
+        datagrams = hook_encode(message)
+        seq += len(datagrams)
+        out.extend((wall, data) for data in datagrams)
     return out
 
 

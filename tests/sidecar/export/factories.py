@@ -125,6 +125,11 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
             j_per_denoise_unit=0.0,
             r2=0.97,
             ticks=fit_ticks,
+            condition=42.0,
+            ok=True,
+            floor_source="measured",
+            floor_age_s=12.5,
+            floor_stale=False,
         ),
         stats=SelfStats(
             update_period_s=0.1,
