@@ -112,7 +112,7 @@ def main() -> None:
         runs = [simulate(scenario(name, n_requests=args.requests), seed) for seed in range(args.seeds)]
         idle_share = np.mean([r.idle_truth_j / r.total_j for r in runs])
         print(
-            f"{name}: {args.seeds} x {args.requests} requests, "
+            f"{name}: {args.seeds} x {len(runs[0].workload)} requests, "
             f"{sum(r.duration_s for r in runs):.0f} s simulated, idle {idle_share * 100:.0f} % of energy"
         )
         for path in PATHS:

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vllm": ("start vLLM with jouletrace attached", "servers.vllm.cli"),
     "diffusion": ("serve text-to-image / text-to-video with batch spans", "servers.diffusion.cli"),
     "loadgen": ("replay the study's task mixes and report energy", "loadgen.cli"),
+    "attribute": (
+        "re-attribute a recorded run (counter CSV + iteration stream) offline",
+        "sidecar.cli_attribute",
+    ),
 }
 
 

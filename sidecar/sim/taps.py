@@ -96,7 +96,8 @@ def hook_datagrams(run: SimRun, *, model: str = "sim-llm") -> Payloads:
             r = info[m.request_id]
             if m.request_id not in index:
                 index[m.request_id] = len(index)
-                new.append(NewRow(index[m.request_id], m.request_id, r.prompt_tokens, wall - (r.start_s or 0.0)))
+                arrival_ago_s = wall - (r.start_s or 0.0)
+                new.append(NewRow(index[m.request_id], m.request_id, r.prompt_tokens, arrival_ago_s))
             if r.end_s == step.t1_s:
                 fin.append(FinRow(index[m.request_id], r.output_tokens, "length"))
         row = StepRow(
