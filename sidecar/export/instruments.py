@@ -132,10 +132,7 @@ def _fit_per_token(snap: Snapshot) -> Points:
 
 def _floor_age(snap: Snapshot) -> Points:
     if snap.fit.ticks > 0 and snap.fit.floor_age_s is not None:
-        yield (
-            snap.fit.floor_age_s,
-            {"jouletrace.floor.source": snap.fit.floor_source, "energy.source": snap.energy_source},
-        )
+        yield snap.fit.floor_age_s, {"energy.source": snap.energy_source}
 
 
 _DEVICE = "per device (hw.id = GPU UUID)"
@@ -334,7 +331,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
     ObservableSpec(
         "jouletrace.model.floor_age",
         "s",
-        "Seconds since the idle floor was last observed (an idle tick), by floor source.",
+        "Seconds since the idle floor was last observed (an idle tick or a restored measurement).",
         False,
         _floor_age,
     ),

@@ -55,7 +55,7 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     jouletrace_model_fit_r2                           gauge      energy_source
     jouletrace_model_fit_condition                    gauge      energy_source
     jouletrace_model_fit_ok                           gauge      energy_source
-    jouletrace_model_floor_age_seconds                gauge      jouletrace_floor_source, energy_source
+    jouletrace_model_floor_age_seconds                gauge      energy_source
     target_info                                       gauge      the OTel resource attributes
 
 Histograms expose ``_bucket``/``_count``/``_sum``. The fitted-model gauges
