@@ -56,7 +56,9 @@ _LEGEND_MS = "{{gen_ai_request_model}} ({{energy_source}})"
 # Recording rules of deploy/prometheus/jouletrace-rules.yaml (group jouletrace.expected): the
 # measured J/token per pod, and the J/token last week's median fitted costs give today's work.
 _MEASURED_J_PER_TOKEN = f"namespace_pod_model:jouletrace_joules_per_output_token:ratio_rate5m{{{MODEL}}}"
-_EXPECTED_J_PER_TOKEN = f"namespace_pod:jouletrace_expected_joules_per_output_token:baseline_model_rate5m{{{HW}}}"
+_EXPECTED_J_PER_TOKEN = (
+    f"namespace_pod:jouletrace_expected_joules_per_output_token:baseline_model_rate5m{{{HW}}}"
+)
 
 _README = (
     "Energy comes from the GPUs' own counters (NVML), split among the requests of each batch by the "
