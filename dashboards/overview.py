@@ -9,6 +9,7 @@ estimate is drawn dashed orange, a simulation or replay dotted purple.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.panels import (
     HW,
@@ -52,6 +53,13 @@ J_PER_UNIT = (
 
 _LEGEND_MS = "{{gen_ai_request_model}} ({{energy_source}})"
 
+# Recording rules of deploy/prometheus/jouletrace-rules.yaml (group jouletrace.expected): the
+# measured J/token per pod, and the J/token last week's median fitted costs give today's work.
+_MEASURED_J_PER_TOKEN = f"namespace_pod_model:jouletrace_joules_per_output_token:ratio_rate5m{{{MODEL}}}"
+_EXPECTED_J_PER_TOKEN = (
+    f"namespace_pod:jouletrace_expected_joules_per_output_token:baseline_model_rate5m{{{HW}}}"
+)
+
 _README = (
     "Energy comes from the GPUs' own counters (NVML), split among the requests of each batch by the "
     "jouletrace sidecar. **Solid** lines are measured; **dashed orange** is an *estimate* (no energy "
@@ -59,6 +67,26 @@ _README = (
     "apart, never hidden: J/token excludes it; the phase breakdown shows it. "
     "Why a number moved: see the *jouletrace / Diagnosis* dashboard."
 )
+
+
+def _measured_vs_expected() -> PanelBuilder:
+    panel = timeseries(
+        "J/token: measured vs expected from the fitted model",
+        "Solid: measured J per output token (idle excluded), per pod. Dashed: what it should be if "
+        "last week's median fitted costs (per step, per token, idle floor) held, for the work vLLM "
+        "reports now (steps, prompt and generated tokens, busy time). A change in load moves both "
+        "lines; a regression opens a gap. The expected line leaves out attention over context, so "
+        "it runs a little below: watch the gap change. Needs jouletrace's recording rules.",
+        "joule",
+        [
+            Query(_MEASURED_J_PER_TOKEN, "{{pod}} {{gen_ai_request_model}}: measured"),
+            Query(_EXPECTED_J_PER_TOKEN, "{{pod}}: expected at this batch size"),
+        ],
+        width=24,
+        fill=0,
+    )
+    dashed = dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})
+    return panel.override_by_query("B", [dashed])
 
 
 def _efficiency() -> list[PanelBuilder]:
@@ -136,6 +164,7 @@ def _efficiency() -> list[PanelBuilder]:
                 )
             ],
         ),
+        _measured_vs_expected(),
     ]
 
 

@@ -5,16 +5,20 @@
 #
 # Build context: the repository root. The torch wheel from PyPI bundles its CUDA runtime;
 # the driver comes from the node (NVIDIA container runtime).
+# BASE: any image with Python 3.11 and its venv module (see sidecar.Dockerfile).
+ARG BASE=python:3.11-slim
 
-FROM python:3.11-slim
+FROM ${BASE}
+# A CA bundle for pip where TLS is intercepted (mounted into the build, e.g. /etc/ssl/certs).
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    HOME=/tmp HF_HOME=/cache/huggingface
+    HOME=/tmp HF_HOME=/cache/huggingface PATH=/opt/jouletrace/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.m[d] ./
 COPY sidecar ./sidecar
 COPY servers ./servers
-RUN pip install ".[diffusion]" && rm -rf /src \
+RUN python3 -m venv /opt/jouletrace && pip install ".[diffusion]" && rm -rf /src \
  && install -d -o 65532 -g 65532 /cache
 USER 65532:65532
 WORKDIR /tmp

@@ -7,8 +7,10 @@
 #
 # Build context: the repository root. The entrypoint stays upstream's (`vllm serve`).
 
+# BASE: upstream's image (a mirror of it where the registry is out of reach).
 ARG VLLM_VERSION=v0.11.0
-FROM vllm/vllm-openai:${VLLM_VERSION}
+ARG BASE=vllm/vllm-openai:${VLLM_VERSION}
+FROM ${BASE}
 COPY pyproject.toml README.m[d] /opt/jouletrace/
 COPY sidecar /opt/jouletrace/sidecar
 COPY servers /opt/jouletrace/servers

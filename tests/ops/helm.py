@@ -56,8 +56,9 @@ class FakeKube:
     """A Kubernetes API server just real enough for ``helm install``: discovery, 404 on every
     read (nothing exists yet), 201 on every create. It stores nothing."""
 
-    def __init__(self) -> None:
-        handler = _handler()
+    def __init__(self, minor: int = 31) -> None:
+        """``minor``: the Kubernetes 1.x version the server reports (Helm's .Capabilities.KubeVersion)."""
+        handler = _handler(minor)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -81,7 +82,7 @@ class FakeKube:
         self._server.server_close()
 
 
-def _handler() -> type[BaseHTTPRequestHandler]:
+def _handler(minor: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -97,7 +98,7 @@ def _handler() -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/version":
-                return self._send(200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0"})
+                return self._send(200, {"major": "1", "minor": str(minor), "gitVersion": f"v1.{minor}.0"})
             if path == "/api":
                 return self._send(200, {"kind": "APIVersions", "versions": ["v1"]})
             if path == "/apis":

@@ -6,6 +6,9 @@
 {{- if and (eq .Values.gpu.visibility "explicit") (not (hasKey .Values.sidecar.config "devices")) }}
 {{- fail "gpu.visibility=explicit needs sidecar.config.devices (GPU UUIDs or indices, or \"all\" when the pod owns its node)" }}
 {{- end }}
+{{- if and (eq .Values.gpu.visibility "dra") (semverCompare "<1.31.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail "gpu.visibility=dra needs Kubernetes 1.31 or later (pod resourceClaims[].resourceClaimTemplateName); on this cluster use gpu.visibility=init-probe or explicit" }}
+{{- end }}
 {{- if and (eq .Values.mode "existing-pod") (empty .Values.existingPod.selector) }}
 {{- fail "mode=existing-pod needs existingPod.selector: the labels of your inference pods" }}
 {{- end }}
