@@ -1,6 +1,6 @@
 """The sidecar's exceptions, one hierarchy.
 
-    JouletraceError
+    JouletraceError              (sidecar.contracts.errors, shared with the load generator)
     ├── ConfigError              a knob has a bad value (names the knob)
     ├── MeterError               anything below a meter
     │   ├── MeterUnavailable     no such meter here (driver, library, files missing); says the fix
@@ -17,6 +17,8 @@ meter boundary, with ``raise ... from err`` so the original stays visible.
 
 from __future__ import annotations
 
+from sidecar.contracts.errors import JouletraceError
+
 __all__ = [
     "ConfigError",
     "DeviceLost",
@@ -29,10 +31,6 @@ __all__ = [
     "ReplayFormatError",
     "WorkEventError",
 ]
-
-
-class JouletraceError(Exception):
-    """Base of every error jouletrace raises on purpose."""
 
 
 class ConfigError(JouletraceError):

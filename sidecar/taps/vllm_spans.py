@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 SPAN_NAME = "llm_request"
-TASK_ATTRIBUTE = "jouletrace.task"
 # The attribute names this handler reads (pinned by a contract test against the installed vLLM).
 SPAN_ATTRIBUTES = {
     "request_id": "gen_ai.request.id",

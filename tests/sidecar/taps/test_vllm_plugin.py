@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from sidecar.attribution.events import Phase
+from sidecar.contracts.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
-from sidecar.taps.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
 
 
 def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.0, **kw: Any) -> bytes:
