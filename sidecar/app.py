@@ -6,7 +6,7 @@ drives three periodic jobs and the HTTP server:
 
 * poll (every ``poll_interval_s``, default 20 ms): read the energy counters;
 * status (every ``status_interval_s``): power, utilization, clocks, memory;
-* tick (every ``tick_interval_s``): pull work from pull-style sources, seal
+* tick (every ``tick_interval_s``): drain the taps in their order, seal
   ticks up to ``now - settle_s``, hand final records to the histograms and the
   ledger, and publish a new immutable snapshot.
 
@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
@@ -37,27 +37,12 @@ from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
 from sidecar.snapshot import build_snapshot
+from sidecar.taps.tap import Tap
 from sidecar.timeline import Timeline
 
-__all__ = ["Service", "Sidecar", "WorkSource"]
+__all__ = ["Sidecar"]
 
 log = logging.getLogger(__name__)
-
-
-class WorkSource(Protocol):
-    """A source of work drained at each tick (taps, the simulated GPU's feeder)."""
-
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
-        """Work events and request infos that have happened by ``now_s``."""
-        ...
-
-
-class Service(Protocol):
-    """Something with its own server or thread that runs while the sidecar runs (a tap)."""
-
-    def start(self) -> int: ...
-
-    def stop(self, grace_s: float = 1.0) -> None: ...
 
 
 class Sidecar:
@@ -68,16 +53,14 @@ class Sidecar:
         config: SidecarConfig,
         meter: EnergyMeter,
         *,
-        sources: Sequence[WorkSource] = (),
-        services: Sequence[Service] = (),
+        taps: Sequence[Tap] = (),
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
         on_final: Callable[[list[RequestEnergy]], None] | None = None,
     ) -> None:
         self.config = config
         self.meter = meter
-        self.sources = list(sources)
-        self.services = list(services)
+        self.taps = tuple(taps)  # drained in this order at each tick
         self.clock = clock
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
         self.attributor = Attributor(
@@ -142,8 +125,8 @@ class Sidecar:
         """Pull source work, seal ticks up to ``now - settle_s``, publish final records and a snapshot."""
         now = self.clock() if now_s is None else now_s
         self._drain_poller()
-        for source in self.sources:
-            events, infos = source.due(now)
+        for tap in self.taps:
+            events, infos = tap.due(now)
             for event in events:
                 self.attributor.add_work(event)
             for info in infos:
@@ -214,8 +197,8 @@ class Sidecar:
             self.meter, poll_s=self.config.poll_interval_s, status_s=self.config.status_interval_s
         )
         self._poller.start()
-        for service in self.services:
-            service.start()
+        for tap in self.taps:
+            tap.start()
         ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
         try:
             await stop.wait()
@@ -223,8 +206,8 @@ class Sidecar:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             self._poller.stop()
-            for service in self.services:
-                service.stop()
+            for tap in self.taps:
+                tap.stop()
             if served is not None:
                 await served.close()
 

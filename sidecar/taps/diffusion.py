@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import (
     BATCH_ID,
     BATCH_MEMBER_UNITS,
@@ -80,6 +81,11 @@ class DiffusionSpanHandler:
             self._request(span, out)
             return True
         return False
+
+    def stats(self) -> TapReport:
+        """Batch and request spans turned into work, and malformed ones (``diffusion_spans``)."""
+        counts = {"batches": self.batches, "requests": self.requests, "malformed": self.malformed}
+        return TapReport(events={("diffusion_spans", k): v for k, v in counts.items()})
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)

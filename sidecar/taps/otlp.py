@@ -28,7 +28,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
 from sidecar.taps.spans import AttrValue, ReceivedSpan, SpanHandler, TapOutput
+from sidecar.taps.tap import merge_reports
 
 __all__ = ["OtlpReceiver", "decode_request"]
 
@@ -154,3 +156,9 @@ class OtlpReceiver:
             if not any(h.handle(span, out) for h in self.handlers):
                 self.ignored += 1
         return out.events, out.infos
+
+    def stats(self) -> TapReport:
+        """Spans received, ignored (no handler claimed them) and dropped, plus each handler's counters."""
+        own = TapReport(events={("otlp", "received"): self.received, ("otlp", "ignored"): self.ignored,
+                                ("otlp", "dropped"): self.dropped})  # fmt: skip
+        return merge_reports([own, *(h.stats() for h in self.handlers)])

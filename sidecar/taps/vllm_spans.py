@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 
@@ -144,6 +145,15 @@ class VllmSpanHandler:
             self._client(span.trace_id, task, out)
             return True
         return False
+
+    def stats(self) -> TapReport:
+        """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
+        counts = {
+            "requests": self.requests,
+            "work_from_spans": self.work_from_spans,
+            "tasks_joined": self.tasks_joined,
+        }
+        return TapReport(events={("vllm_spans", k): v for k, v in counts.items()})
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         attrs = span.attributes

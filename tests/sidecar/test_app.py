@@ -13,6 +13,7 @@ from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.sim.meter import SimFeeder, SimMeter
 from sidecar.sim.run import MODEL_NAME, SimConfig, SimRun, simulate
+from sidecar.taps.tap import SourceTap
 
 
 class FakeClock:
@@ -54,7 +55,11 @@ def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) ->
     config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
     ledger = Ledger(":memory:")
     sidecar = Sidecar(
-        config, SimMeter(run, clock=clock, t0=0.0), sources=[SimFeeder(run, 0.0)], clock=clock, ledger=ledger
+        config,
+        SimMeter(run, clock=clock, t0=0.0),
+        taps=[SourceTap(SimFeeder(run, 0.0))],
+        clock=clock,
+        ledger=ledger,
     )
     assert sidecar.ready()[0] is False  # no counter update seen yet
     drive(run, clock, sidecar, run.duration_s / 2)
