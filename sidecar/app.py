@@ -10,10 +10,10 @@ drives three periodic jobs and the HTTP server:
   ticks up to ``now - settle_s``, hand final records to the histograms and the
   ledger, and publish a new immutable snapshot.
 
-In :meth:`Sidecar.run` the meter is read on its own thread (:mod:`.poller`:
-an NVML read can take 3-35 ms) and the tick job drains the readings into the
-timeline. Every job is also a plain method (``poll``, ``read_status``,
-``tick(now_s)``), so tests drive them with a fake clock instead of sleeping.
+The meter is read on its own thread (:mod:`.poller`: an NVML read can take
+3-35 ms) and the tick job drains the readings into the timeline. Tests drive
+the same code by hand on a fake clock (``sidecar.poller.read_once()``, then
+``tick(now_s)``) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +29,6 @@ from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
 from sidecar.config import SidecarConfig
-from sidecar.errors import DeviceLost, MeterError
 from sidecar.export.api import Served, make_app, serve
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
@@ -43,6 +41,8 @@ from sidecar.timeline import Timeline
 __all__ = ["Sidecar"]
 
 log = logging.getLogger(__name__)
+
+_IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
 
 
 class Sidecar:
@@ -74,14 +74,16 @@ class Sidecar:
             energy_source=meter.source.value,
             max_held_ticks=config.fit_warmup_ticks + 100,
         )
-        self.ledger = ledger
+        # finals, for lookups: the configured ledger, else the most recent ones in memory
+        self.ledger = ledger if ledger is not None else Ledger(":memory:", max_rows=_IN_MEMORY_RECORDS)
         self.on_final = on_final
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
-        self._poller: Poller | None = None
+        self.poller = Poller(
+            meter, poll_s=config.poll_interval_s, status_s=config.status_interval_s, clock=clock
+        )
         self.http_port: int | None = None
-        self._recent: OrderedDict[str, RequestEnergy] = OrderedDict()  # finals, when no ledger
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot)
 
@@ -94,33 +96,7 @@ class Sidecar:
         """Record what is known about a request; ``end_s`` set means it finished."""
         self.attributor.add_request(info)
 
-    # ---- the periodic jobs ----------------------------------------------------
-    def poll(self) -> None:
-        """Read the energy counters once."""
-        if self.lost:
-            return
-        try:
-            self.timeline.add(self.meter.read())
-        except DeviceLost as err:
-            self.lost = str(err)
-            log.error("energy meter lost its device: %s; /readyz now fails", err)
-        except MeterError as err:
-            self.meter_errors += 1
-            log.warning("energy read failed (%s); will retry", err)
-
-    def read_status(self) -> None:
-        """Read power, utilization, clocks and memory once."""
-        if self.lost:
-            return
-        try:
-            self._status = self.meter.status()
-        except DeviceLost as err:
-            self.lost = str(err)
-            log.error("energy meter lost its device: %s; /readyz now fails", err)
-        except MeterError as err:
-            self.meter_errors += 1
-            log.debug("status read failed: %s", err)
-
+    # ---- the periodic job -------------------------------------------------------
     def tick(self, now_s: float | None = None, *, seal_until_s: float | None = None) -> list[RequestEnergy]:
         """Pull source work, seal ticks up to ``now - settle_s``, publish final records and a snapshot."""
         now = self.clock() if now_s is None else now_s
@@ -135,22 +111,14 @@ class Sidecar:
         finals = self.attributor.advance(until)
         if finals:
             self.exporter.record(finals)
-            if self.ledger is not None:
-                self.ledger.put_many(finals)
-            else:
-                for rec in finals:
-                    self._recent[rec.request_id] = rec
-                while len(self._recent) > 10_000:
-                    self._recent.popitem(last=False)
+            self.ledger.put_many(finals)
             if self.on_final is not None:
                 self.on_final(finals)
         self._snapshot = build_snapshot(self, now)
         return finals
 
     def _drain_poller(self) -> None:
-        poller = self._poller
-        if poller is None:
-            return
+        poller = self.poller
         while poller.readings:
             self.timeline.add(poller.readings.popleft())
         self._status = poller.status
@@ -166,13 +134,10 @@ class Sidecar:
         return self._snapshot
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
-        """A request's record: final from the ledger (or memory), else provisional."""
-        if self.ledger is not None:
-            stored = self.ledger.get(request_id)
-            if stored is not None:
-                return stored
-        elif request_id in self._recent:
-            return self._recent[request_id].to_json()
+        """A request's record: final from the ledger, else provisional."""
+        stored = self.ledger.get(request_id)
+        if stored is not None:
+            return stored
         live = self.attributor.record(request_id)
         return None if live is None else live.to_json()
 
@@ -193,10 +158,7 @@ class Sidecar:
             served = await serve(app, self.config.host, self.config.port)
             self.http_port = served.port
             log.info("serving /metrics and /v1/requests on %s", served.url)
-        self._poller = Poller(
-            self.meter, poll_s=self.config.poll_interval_s, status_s=self.config.status_interval_s
-        )
-        self._poller.start()
+        self.poller.start()
         for tap in self.taps:
             tap.start()
         ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
@@ -205,7 +167,7 @@ class Sidecar:
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-            self._poller.stop()
+            self.poller.stop()
             for tap in self.taps:
                 tap.stop()
             if served is not None:
@@ -227,6 +189,5 @@ class Sidecar:
 
     def close(self) -> None:
         self.exporter.shutdown()
-        if self.ledger is not None:
-            self.ledger.close()
+        self.ledger.close()
         self.meter.close()

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -94,10 +94,6 @@ class Attributor:
             (code, int(event.phase), event.t0_s, event.t1_s, event.units, event.steps, event.context_tokens)
         )
         return True
-
-    def add_work_many(self, events: Iterable[WorkEvent]) -> int:
-        """Queue many events; returns how many were accepted."""
-        return sum(self.add_work(e) for e in events)
 
     def add_request(self, info: RequestInfo) -> None:
         """Record or update what is known about a request (model, task, tokens, end)."""
@@ -276,7 +272,3 @@ class Attributor:
         if self.requests.get(request_id) is None:
             return None
         return self._record(request_id, final=False)
-
-    @property
-    def pending_events(self) -> int:
-        return len(self._pending) + len(self._new)
