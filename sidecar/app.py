@@ -28,7 +28,8 @@ from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
-from sidecar.config import SidecarConfig
+from sidecar.config import SidecarConfig, env_name, flag_name
+from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
@@ -151,27 +152,40 @@ class Sidecar:
 
     # ---- running -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, serve_http: bool = True) -> None:
-        """Run until ``stop`` is set; then seal what can be sealed and close."""
+        """Start HTTP, the poller and the taps; run until ``stop`` is set; stop them all.
+
+        A part that cannot start (its port in use) raises :class:`StartupError` naming
+        its knob, after everything that did start has been stopped again.
+        """
         served: Served | None = None
-        if serve_http:
-            app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
-            served = await serve(app, self.config.host, self.config.port)
-            self.http_port = served.port
-            log.info("serving /metrics and /v1/requests on %s", served.url)
-        self.poller.start()
-        for tap in self.taps:
-            tap.start()
-        ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
+        ticker: asyncio.Task[None] | None = None
         try:
+            if serve_http:
+                served = await self._serve_http()
+            self.poller.start()
+            for tap in self.taps:
+                _start(tap, self.config)
+            ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
             await stop.wait()
         finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
             self.poller.stop()
-            for tap in self.taps:
+            for tap in reversed(self.taps):  # safe on a tap that never (or only half) started
                 tap.stop()
             if served is not None:
                 await served.close()
+
+    async def _serve_http(self) -> Served:
+        app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
+        try:
+            served = await serve(app, self.config.host, self.config.port)
+        except OSError as err:
+            raise StartupError(_cannot_listen(self.config, "port", err)) from err
+        self.http_port = served.port
+        log.info("serving /metrics and /v1/requests on %s", served.url)
+        return served
 
     async def _every(self, period_s: float, job: Callable[[], object], stop: asyncio.Event) -> None:
         next_t = time.monotonic()
@@ -191,3 +205,20 @@ class Sidecar:
         self.exporter.shutdown()
         self.ledger.close()
         self.meter.close()
+
+
+def _start(tap: Tap, config: SidecarConfig) -> None:
+    try:
+        tap.start()
+    except OSError as err:
+        if not tap.knob:
+            raise StartupError(f"{type(tap).__name__} could not start: {err}") from err
+        raise StartupError(_cannot_listen(config, tap.knob, err)) from err
+
+
+def _cannot_listen(config: SidecarConfig, knob: str, err: OSError) -> str:
+    """One line: the address, the cause, and the knob (flag and environment variable) that moves it."""
+    port = getattr(config, knob)  # every knob is a SidecarConfig field of the same name
+    flag, env = flag_name(knob), env_name(knob)
+    cause = err.strerror or str(err)
+    return f"cannot listen on {config.host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"

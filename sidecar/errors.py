@@ -8,6 +8,7 @@
     │   ├── NotSupported         the device cannot do what was asked (e.g. energy counter pre-Volta)
     │   ├── DeviceLost           the GPU fell off the bus or the driver went away
     │   └── MeterReadError       a read failed for another reason (transient)
+    ├── StartupError             a part could not start (a port in use); names the knob to change
     ├── ReplayFormatError        a malformed replay file (names file and line)
     └── WorkEventError           a work event that is negative, inverted or otherwise invalid
 
@@ -29,6 +30,7 @@ __all__ = [
     "MeterUnavailable",
     "NotSupported",
     "ReplayFormatError",
+    "StartupError",
     "WorkEventError",
 ]
 
@@ -59,6 +61,10 @@ class DeviceLost(MeterError):
 
 class MeterReadError(MeterError):
     """A read failed for a reason that may pass (timeout, busy)."""
+
+
+class StartupError(JouletraceError):
+    """A server or tap could not start (e.g. its port is in use); the message names the knob."""
 
 
 class ReplayFormatError(JouletraceError):

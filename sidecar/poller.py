@@ -61,10 +61,15 @@ class Poller:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop the thread (a no-op if it never started)."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self.running:
             self._thread.join(timeout=5.0)
 
     def read_once(self) -> None:

@@ -16,6 +16,7 @@ drops the newest spans and counts them (``dropped``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections import deque
@@ -93,6 +94,8 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpReceiver:
     """A gRPC OTLP trace endpoint feeding span handlers."""
 
+    knob = "otlp_port"  # named when the port cannot be bound
+
     def __init__(
         self,
         handlers: Sequence[SpanHandler],
@@ -122,9 +125,14 @@ class OtlpReceiver:
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
-        bound: int = server.add_insecure_port(f"{self.host}:{self.port}")
+        try:
+            bound: int = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:  # grpcio >= 1.6x raises instead of returning 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind the OTLP receiver to {self.host}:{self.port}")
+            raise OSError(
+                errno.EADDRINUSE, f"cannot bind the OTLP receiver to {self.host}:{self.port} (in use?)"
+            )
         server.start()
         self._server = server
         self.port = bound

@@ -7,9 +7,11 @@ that order, so a tap whose output another depends on comes first (the vLLM
 plugin's claims before the spans that would otherwise duplicate its work).
 
 ``start()`` binds its socket or thread and returns the bound port (0 if it has
-none); ``stop(grace_s)`` undoes that; ``due(now_s)`` returns the work events and
-request infos made since the last call (sidecar monotonic seconds); ``stats()``
-returns the tap's counters for the self-metrics. A span handler
+none; an ``OSError`` if it cannot bind, which the sidecar reports naming the
+tap's ``knob``); ``stop(grace_s)`` undoes that, also after a failed start;
+``due(now_s)`` returns the work events and request infos made since the last
+call (sidecar monotonic seconds); ``stats()`` returns the tap's counters for
+the self-metrics. A span handler
 (:class:`~sidecar.taps.spans.SpanHandler`) is not a tap: it lives inside the
 OTLP receiver, which reports its handlers' counters with its own.
 """
@@ -36,6 +38,8 @@ class WorkSource(Protocol):
 class Tap(WorkSource, Protocol):
     """A work source with a lifetime and counters."""
 
+    knob: str  # the config knob of the port it listens on ('' for none): named when start() fails
+
     def start(self) -> int:
         """Start serving; the bound port, or 0 for a tap without one."""
         ...
@@ -51,6 +55,8 @@ class Tap(WorkSource, Protocol):
 
 class SourceTap:
     """A plain :class:`WorkSource` as a tap: nothing to start, nothing to count."""
+
+    knob = ""
 
     def __init__(self, source: WorkSource) -> None:
         self.source = source

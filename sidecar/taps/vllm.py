@@ -30,6 +30,8 @@ __all__ = ["VllmTaps", "attach_vllm"]
 class VllmTaps:
     """The vLLM taps the config enabled, as one :class:`~sidecar.taps.tap.Tap`."""
 
+    knob = "plugin_port"  # the only one of them that binds a port
+
     def __init__(
         self,
         spans: VllmSpanHandler,
