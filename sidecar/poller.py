@@ -59,6 +59,11 @@ class Poller:
         self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
 
     def start(self) -> None:
+        """Start the thread (again, after a stop: a sidecar may be run more than once)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
         self._thread.start()
 
     @property

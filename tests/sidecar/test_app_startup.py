@@ -85,3 +85,23 @@ def test_a_failed_start_stops_what_had_started(busy_tcp: int) -> None:
             s.bind(("127.0.0.1", http_port))  # the HTTP port is free again
     finally:
         sidecar.close()
+
+
+def test_a_sidecar_can_be_run_again_after_it_stopped() -> None:
+    config = SidecarConfig(
+        meter="cpu-model", host="127.0.0.1", port=0, otlp_port=0, plugin_port=0, ledger_path=""
+    )
+    sidecar = build_sidecar(config)
+
+    async def run_briefly() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        await sidecar.run(stop)
+
+    try:
+        asyncio.run(run_briefly())
+        polls = sidecar.timeline.polls
+        asyncio.run(run_briefly())  # the poller thread starts afresh
+        assert sidecar.timeline.polls > polls > 0 and not sidecar.poller.running
+    finally:
+        sidecar.close()
