@@ -74,9 +74,9 @@ def _add_run_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``run``, ``compare``, ``demo`` and ``sweep`` sub-subcommands."""
     from loadgen.sweep import DEFAULT_VLLM_ARGS
 
-    """``run``, ``compare`` and ``sweep`` sub-subcommands."""
     sub = parser.add_subparsers(dest="loadgen_command", required=True, metavar="ACTION")
     run_p = sub.add_parser("run", help="run a task mix and report energy")
     _add_run_flags(run_p)

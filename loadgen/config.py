@@ -8,6 +8,7 @@ from typing import Any
 
 from loadgen.factories import DEFAULT_FIM_TEMPLATE
 from loadgen.tasks import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
+from sidecar.contracts.ports import HTTP_PORT, LLM_SERVER_PORT, OTLP_PORT
 
 __all__ = ["RunConfig"]
 
@@ -17,10 +18,10 @@ class RunConfig:
     """Settings of one run (units in the names: seconds ``_s``)."""
 
     mix: str = "study-llm"  # a preset or a mix YAML path
-    server_url: str = "http://127.0.0.1:8000"  # OpenAI-compatible LLM server
+    server_url: str = f"http://127.0.0.1:{LLM_SERVER_PORT}"  # OpenAI-compatible LLM server
     diffusion_url: str = ""  # jouletrace diffusion server ('' = skip diffusion tasks)
-    sidecar_url: str = "http://127.0.0.1:9464"  # '' = no energy
-    otlp_endpoint: str = "127.0.0.1:4317"  # where client spans go ('' = not exported)
+    sidecar_url: str = f"http://127.0.0.1:{HTTP_PORT}"  # '' = no energy
+    otlp_endpoint: str = f"127.0.0.1:{OTLP_PORT}"  # where client spans go ('' = not exported)
     model: str = ""  # '' = the first model the server lists
     diffusion_model: str = ""  # '' = send no model name (the server's own)
     requests: int | None = None  # total requests; default: the mix's, else 64

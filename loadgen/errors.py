@@ -1,6 +1,6 @@
 """The load generator's exceptions.
 
-    JouletraceError (sidecar.errors)
+    JouletraceError (sidecar.contracts.errors)
     └── LoadgenError
         ├── InputError         a bad flag, task, mix, dataset or trace file (names file, line, field)
         └── UnreachableError   the server or sidecar does not answer before the run (names the URL)
@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from sidecar.errors import JouletraceError
+from sidecar.contracts.errors import JouletraceError
 
 __all__ = ["InputError", "LoadgenError", "UnreachableError", "where"]
 

@@ -12,6 +12,9 @@
   ``X-Request-Id`` the client sent, the same with ``-0`` (vLLM names a completions
   request ``cmpl-<id>-<prompt index>`` and the sidecar strips only the prefix), then
   the server's response id.
+
+The exposition is read with ``prometheus_client.parser`` (the reference parser); a
+scrape it cannot parse counts as a failed sample.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.errors import UnreachableError
 from loadgen.records import Result
@@ -33,16 +38,18 @@ IDLE_METRIC = "gen_ai_server_energy_joules_total"
 LAG_METRIC = "jouletrace_attribution_lag_seconds"
 
 
-def _sum_samples(text: str, name: str, label: str = "") -> tuple[float, bool]:
+def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+    """Sum of the samples called ``name`` with ``labels``; ``None`` if none or the text does not parse."""
     total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in "{ " and label in line:
-            try:
-                total += float(line.rsplit(maxsplit=1)[-1])
-                seen = True
-            except ValueError:
-                continue
-    return total, seen
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                    total += sample.value
+                    seen = True
+    except ValueError:  # the reference parser's error for a malformed exposition
+        return None
+    return total if seen else None
 
 
 def parse_idle(text: str) -> tuple[float, float] | None:
@@ -51,15 +58,14 @@ def parse_idle(text: str) -> tuple[float, float] | None:
     Idle energy (``gen_ai_server_energy_joules_total{jouletrace_phase="idle"}``) is known only
     up to the last sealed tick, ``jouletrace_attribution_lag_seconds`` behind the counter.
     """
-    idle, seen = _sum_samples(text, IDLE_METRIC, 'jouletrace_phase="idle"')
-    lag, seen_lag = _sum_samples(text, LAG_METRIC)
-    return (idle, lag) if seen and seen_lag else None
+    idle = _sum_samples(text, IDLE_METRIC, {"jouletrace_phase": "idle"})
+    lag = _sum_samples(text, LAG_METRIC)
+    return (idle, lag) if idle is not None and lag is not None else None
 
 
 def parse_energy(text: str) -> float | None:
     """Sum of every ``hw_energy_joules_total`` sample in a Prometheus exposition (J), ``None`` if absent."""
-    total, seen = _sum_samples(text, ENERGY_METRIC)
-    return total if seen else None
+    return _sum_samples(text, ENERGY_METRIC)
 
 
 async def probe_sidecar(session: aiohttp.ClientSession, url: str) -> None:

@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loadgen.records import Request, Result
+from sidecar.contracts.span_attributes import CLIENT_REQUEST_ID, TASK
 
 __all__ = ["ClientTracer"]
 
@@ -48,8 +49,8 @@ class ClientTracer:
     def start(self, request: Request, headers: dict[str, str]) -> Span:
         """Start the request's span and write ``traceparent`` into ``headers``."""
         attrs: dict[str, Any] = {
-            "jouletrace.task": request.task,
-            "jouletrace.request.id": request.id,
+            TASK: request.task,
+            CLIENT_REQUEST_ID: request.id,
             "gen_ai.operation.name": request.api,
             "http.request.method": "POST",
             "url.path": request.path,

@@ -6,14 +6,14 @@ drives three periodic jobs and the HTTP server:
 
 * poll (every ``poll_interval_s``, default 20 ms): read the energy counters;
 * status (every ``status_interval_s``): power, utilization, clocks, memory;
-* tick (every ``tick_interval_s``): pull work from pull-style sources, seal
+* tick (every ``tick_interval_s``): drain the taps in their order, seal
   ticks up to ``now - settle_s``, hand final records to the histograms and the
   ledger, and publish a new immutable snapshot.
 
-In :meth:`Sidecar.run` the meter is read on its own thread (:mod:`.poller`:
-an NVML read can take 3-35 ms) and the tick job drains the readings into the
-timeline. Every job is also a plain method (``poll``, ``read_status``,
-``tick(now_s)``), so tests drive them with a fake clock instead of sleeping.
+The meter is read on its own thread (:mod:`.poller`: an NVML read can take
+3-35 ms) and the tick job drains the readings into the timeline. Tests drive
+the same code by hand on a fake clock (``sidecar.poller.read_once()``, then
+``tick(now_s)``) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -21,43 +21,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
-from sidecar.config import SidecarConfig
-from sidecar.errors import DeviceLost, MeterError
+from sidecar.config import SidecarConfig, env_name, flag_name
+from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
 from sidecar.snapshot import build_snapshot
+from sidecar.taps.tap import Tap
 from sidecar.timeline import Timeline
 
-__all__ = ["Service", "Sidecar", "WorkSource"]
+__all__ = ["Sidecar"]
 
 log = logging.getLogger(__name__)
 
-
-class WorkSource(Protocol):
-    """A source of work drained at each tick (taps, the simulated GPU's feeder)."""
-
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
-        """Work events and request infos that have happened by ``now_s``."""
-        ...
-
-
-class Service(Protocol):
-    """Something with its own server or thread that runs while the sidecar runs (a tap)."""
-
-    def start(self) -> int: ...
-
-    def stop(self, grace_s: float = 1.0) -> None: ...
+_IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
 
 
 class Sidecar:
@@ -68,16 +54,14 @@ class Sidecar:
         config: SidecarConfig,
         meter: EnergyMeter,
         *,
-        sources: Sequence[WorkSource] = (),
-        services: Sequence[Service] = (),
+        taps: Sequence[Tap] = (),
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
         on_final: Callable[[list[RequestEnergy]], None] | None = None,
     ) -> None:
         self.config = config
         self.meter = meter
-        self.sources = list(sources)
-        self.services = list(services)
+        self.taps = tuple(taps)  # drained in this order at each tick
         self.clock = clock
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
         self.attributor = Attributor(
@@ -91,14 +75,16 @@ class Sidecar:
             energy_source=meter.source.value,
             max_held_ticks=config.fit_warmup_ticks + 100,
         )
-        self.ledger = ledger
+        # finals, for lookups: the configured ledger, else the most recent ones in memory
+        self.ledger = ledger if ledger is not None else Ledger(":memory:", max_rows=_IN_MEMORY_RECORDS)
         self.on_final = on_final
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
-        self._poller: Poller | None = None
+        self.poller = Poller(
+            meter, poll_s=config.poll_interval_s, status_s=config.status_interval_s, clock=clock
+        )
         self.http_port: int | None = None
-        self._recent: OrderedDict[str, RequestEnergy] = OrderedDict()  # finals, when no ledger
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot)
 
@@ -111,39 +97,13 @@ class Sidecar:
         """Record what is known about a request; ``end_s`` set means it finished."""
         self.attributor.add_request(info)
 
-    # ---- the periodic jobs ----------------------------------------------------
-    def poll(self) -> None:
-        """Read the energy counters once."""
-        if self.lost:
-            return
-        try:
-            self.timeline.add(self.meter.read())
-        except DeviceLost as err:
-            self.lost = str(err)
-            log.error("energy meter lost its device: %s; /readyz now fails", err)
-        except MeterError as err:
-            self.meter_errors += 1
-            log.warning("energy read failed (%s); will retry", err)
-
-    def read_status(self) -> None:
-        """Read power, utilization, clocks and memory once."""
-        if self.lost:
-            return
-        try:
-            self._status = self.meter.status()
-        except DeviceLost as err:
-            self.lost = str(err)
-            log.error("energy meter lost its device: %s; /readyz now fails", err)
-        except MeterError as err:
-            self.meter_errors += 1
-            log.debug("status read failed: %s", err)
-
+    # ---- the periodic job -------------------------------------------------------
     def tick(self, now_s: float | None = None, *, seal_until_s: float | None = None) -> list[RequestEnergy]:
         """Pull source work, seal ticks up to ``now - settle_s``, publish final records and a snapshot."""
         now = self.clock() if now_s is None else now_s
         self._drain_poller()
-        for source in self.sources:
-            events, infos = source.due(now)
+        for tap in self.taps:
+            events, infos = tap.due(now)
             for event in events:
                 self.attributor.add_work(event)
             for info in infos:
@@ -152,22 +112,14 @@ class Sidecar:
         finals = self.attributor.advance(until)
         if finals:
             self.exporter.record(finals)
-            if self.ledger is not None:
-                self.ledger.put_many(finals)
-            else:
-                for rec in finals:
-                    self._recent[rec.request_id] = rec
-                while len(self._recent) > 10_000:
-                    self._recent.popitem(last=False)
+            self.ledger.put_many(finals)
             if self.on_final is not None:
                 self.on_final(finals)
         self._snapshot = build_snapshot(self, now)
         return finals
 
     def _drain_poller(self) -> None:
-        poller = self._poller
-        if poller is None:
-            return
+        poller = self.poller
         while poller.readings:
             self.timeline.add(poller.readings.popleft())
         self._status = poller.status
@@ -183,13 +135,10 @@ class Sidecar:
         return self._snapshot
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
-        """A request's record: final from the ledger (or memory), else provisional."""
-        if self.ledger is not None:
-            stored = self.ledger.get(request_id)
-            if stored is not None:
-                return stored
-        elif request_id in self._recent:
-            return self._recent[request_id].to_json()
+        """A request's record: final from the ledger, else provisional."""
+        stored = self.ledger.get(request_id)
+        if stored is not None:
+            return stored
         live = self.attributor.record(request_id)
         return None if live is None else live.to_json()
 
@@ -203,30 +152,40 @@ class Sidecar:
 
     # ---- running -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, serve_http: bool = True) -> None:
-        """Run until ``stop`` is set; then seal what can be sealed and close."""
+        """Start HTTP, the poller and the taps; run until ``stop`` is set; stop them all.
+
+        A part that cannot start (its port in use) raises :class:`StartupError` naming
+        its knob, after everything that did start has been stopped again.
+        """
         served: Served | None = None
-        if serve_http:
-            app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
-            served = await serve(app, self.config.host, self.config.port)
-            self.http_port = served.port
-            log.info("serving /metrics and /v1/requests on %s", served.url)
-        self._poller = Poller(
-            self.meter, poll_s=self.config.poll_interval_s, status_s=self.config.status_interval_s
-        )
-        self._poller.start()
-        for service in self.services:
-            service.start()
-        ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
+        ticker: asyncio.Task[None] | None = None
         try:
+            if serve_http:
+                served = await self._serve_http()
+            self.poller.start()
+            for tap in self.taps:
+                _start(tap, self.config)
+            ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
             await stop.wait()
         finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-            self._poller.stop()
-            for service in self.services:
-                service.stop()
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+            self.poller.stop()
+            for tap in reversed(self.taps):  # safe on a tap that never (or only half) started
+                tap.stop()
             if served is not None:
                 await served.close()
+
+    async def _serve_http(self) -> Served:
+        app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
+        try:
+            served = await serve(app, self.config.host, self.config.port)
+        except OSError as err:
+            raise StartupError(_cannot_listen(self.config, "port", err)) from err
+        self.http_port = served.port
+        log.info("serving /metrics and /v1/requests on %s", served.url)
+        return served
 
     async def _every(self, period_s: float, job: Callable[[], object], stop: asyncio.Event) -> None:
         next_t = time.monotonic()
@@ -244,6 +203,22 @@ class Sidecar:
 
     def close(self) -> None:
         self.exporter.shutdown()
-        if self.ledger is not None:
-            self.ledger.close()
+        self.ledger.close()
         self.meter.close()
+
+
+def _start(tap: Tap, config: SidecarConfig) -> None:
+    try:
+        tap.start()
+    except OSError as err:
+        if not tap.knob:
+            raise StartupError(f"{type(tap).__name__} could not start: {err}") from err
+        raise StartupError(_cannot_listen(config, tap.knob, err)) from err
+
+
+def _cannot_listen(config: SidecarConfig, knob: str, err: OSError) -> str:
+    """One line: the address, the cause, and the knob (flag and environment variable) that moves it."""
+    port = getattr(config, knob)  # every knob is a SidecarConfig field of the same name
+    flag, env = flag_name(knob), env_name(knob)
+    cause = err.strerror or str(err)
+    return f"cannot listen on {config.host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"

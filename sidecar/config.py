@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sidecar.contracts.ports import HTTP_PORT, OTLP_PORT, PLUGIN_PORT
 from sidecar.errors import ConfigError
 
 __all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
@@ -75,9 +76,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("split", str, "fitted", "how a tick's energy is split among the requests in it", SPLITS),
     Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
     Knob("host", str, "0.0.0.0", "address the HTTP server (/metrics, API, probes) binds"),
-    Knob("port", _port, 9464, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
-    Knob("otlp_port", _port, 4317, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
-    Knob("plugin_port", _port, 9466, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
+    Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
+    Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
+    Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
@@ -110,9 +111,9 @@ class SidecarConfig:
     split: str = "fitted"
     model: str = "unknown"
     host: str = "0.0.0.0"
-    port: int = 9464
-    otlp_port: int = 4317
-    plugin_port: int = 9466
+    port: int = HTTP_PORT
+    otlp_port: int = OTLP_PORT
+    plugin_port: int = PLUGIN_PORT
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""

@@ -20,6 +20,7 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.config import SidecarConfig
 from sidecar.sim.meter import SimFeeder, SimMeter
 from sidecar.sim.run import MODEL_NAME, SimConfig, SimRun, simulate
+from sidecar.taps.tap import SourceTap
 
 __all__ = ["run_demo"]
 
@@ -71,13 +72,13 @@ def run_demo(*, n_requests: int, seed: int, port: int, speed: float, rows: int) 
     sidecar = Sidecar(
         config,
         SimMeter(run, clock=clock, t0=t0),
-        sources=[SimFeeder(run, t0)],
+        taps=[SourceTap(SimFeeder(run, t0))],
         clock=clock,
         on_final=finals.extend,
     )
     try:
         asyncio.run(_serve(sidecar, run.duration_s + 3.0, speed))
-        finals.extend(sidecar.tick(seal_until_s=float("inf")))
+        sidecar.tick(seal_until_s=float("inf"))  # its finals reach `finals` through on_final
     finally:
         sidecar.close()
     _report(run, finals, sidecar, rows)

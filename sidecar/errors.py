@@ -1,6 +1,6 @@
 """The sidecar's exceptions, one hierarchy.
 
-    JouletraceError
+    JouletraceError              (sidecar.contracts.errors, shared with the load generator)
     ├── ConfigError              a knob has a bad value (names the knob)
     ├── MeterError               anything below a meter
     │   ├── MeterUnavailable     no such meter here (driver, library, files missing); says the fix
@@ -8,6 +8,7 @@
     │   ├── NotSupported         the device cannot do what was asked (e.g. energy counter pre-Volta)
     │   ├── DeviceLost           the GPU fell off the bus or the driver went away
     │   └── MeterReadError       a read failed for another reason (transient)
+    ├── StartupError             a part could not start (a port in use); names the knob to change
     ├── ReplayFormatError        a malformed replay file (names file and line)
     └── WorkEventError           a work event that is negative, inverted or otherwise invalid
 
@@ -16,6 +17,8 @@ meter boundary, with ``raise ... from err`` so the original stays visible.
 """
 
 from __future__ import annotations
+
+from sidecar.contracts.errors import JouletraceError
 
 __all__ = [
     "ConfigError",
@@ -27,12 +30,9 @@ __all__ = [
     "MeterUnavailable",
     "NotSupported",
     "ReplayFormatError",
+    "StartupError",
     "WorkEventError",
 ]
-
-
-class JouletraceError(Exception):
-    """Base of every error jouletrace raises on purpose."""
 
 
 class ConfigError(JouletraceError):
@@ -61,6 +61,10 @@ class DeviceLost(MeterError):
 
 class MeterReadError(MeterError):
     """A read failed for a reason that may pass (timeout, busy)."""
+
+
+class StartupError(JouletraceError):
+    """A server or tap could not start (e.g. its port is in use); the message names the knob."""
 
 
 class ReplayFormatError(JouletraceError):

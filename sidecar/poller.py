@@ -9,15 +9,21 @@ the loop drains them into the timeline at each tick.
 The period is dithered by ±25 % (uniform) so polls do not beat with the
 counter's own update grid; that is what lets the timeline date updates to
 about a millisecond (sidecar/grid.py). Units: seconds.
+
+One poll is :meth:`Poller.read_once` (energy, and status when due, with the
+error handling); the thread calls it in a loop, tests call it by hand on a fake
+clock, so both run the same code.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from sidecar.errors import DeviceLost, MeterError
 from sidecar.meters.base import DeviceStatus, EnergyMeter, Reading
@@ -31,7 +37,13 @@ class Poller:
     """A daemon thread reading energy every ``poll_s`` and status every ``status_s``."""
 
     def __init__(
-        self, meter: EnergyMeter, *, poll_s: float, status_s: float, seed: int | None = None
+        self,
+        meter: EnergyMeter,
+        *,
+        poll_s: float,
+        status_s: float,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.meter = meter
         self.poll_s = poll_s
@@ -40,35 +52,54 @@ class Poller:
         self.status: tuple[DeviceStatus, ...] = ()
         self.errors = 0
         self.lost: str | None = None
+        self._clock = clock
+        self._next_status_s = -math.inf
         self._stop = threading.Event()
         self._rng = random.Random(seed)
         self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
 
     def start(self) -> None:
+        """Start the thread (again, after a stop: a sidecar may be run more than once)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
+        """Stop the thread (a no-op if it never started)."""
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        if self.running:
+            self._thread.join(timeout=5.0)
+
+    def read_once(self) -> None:
+        """Read the energy counters, and the status when it is due; a lost device ends all reads."""
+        if self.lost is not None:
+            return
+        now_s = self._clock()
+        try:
+            self.readings.append(self.meter.read())
+            if now_s >= self._next_status_s:
+                self._next_status_s = now_s + self.status_s
+                self.status = self.meter.status()
+        except DeviceLost as err:
+            self.lost = str(err)
+            log.error("energy meter lost its device: %s; /readyz now fails", err)
+        except MeterError as err:
+            self.errors += 1
+            log.warning("energy read failed (%s); will retry", err)
+        except Exception:  # a bug in a meter must not silently stop the readings
+            self.errors += 1
+            log.exception("energy read raised unexpectedly; will retry")
 
     def _loop(self) -> None:
-        next_status = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.lost is None:
             started = time.monotonic()
-            try:
-                self.readings.append(self.meter.read())
-                if started >= next_status:
-                    self.status = self.meter.status()
-                    next_status = started + self.status_s
-            except DeviceLost as err:
-                self.lost = str(err)
-                log.error("energy meter lost its device: %s; /readyz now fails", err)
-                return
-            except MeterError as err:
-                self.errors += 1
-                log.warning("energy read failed (%s); will retry", err)
-            except Exception:  # a bug in a meter must not silently stop the readings
-                self.errors += 1
-                log.exception("energy read raised unexpectedly; will retry")
+            self.read_once()
             period = self.poll_s * self._rng.uniform(0.75, 1.25)
             self._stop.wait(max(period - (time.monotonic() - started), 0.0))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, SelfStats, Snapshot, TapReport
+from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, SelfStats, Snapshot
 from sidecar.attribution.rules import FittedRule
+from sidecar.taps.tap import merge_reports
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -58,19 +59,6 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
             counter_resets=sidecar.timeline.resets + sidecar.timeline.wraps,
             pending_requests=len(att.requests),
             sealed_ticks=totals.sealed_ticks,
-            taps=_tap_report(sidecar),
+            taps=merge_reports(tap.stats() for tap in sidecar.taps),
         ),
     )
-
-
-def _tap_report(sidecar: Sidecar) -> TapReport:
-    """Merge the ``tap_stats()`` of every source that has one."""
-    merged = TapReport()
-    for source in sidecar.sources:
-        stats = getattr(source, "tap_stats", None)
-        if stats is not None:
-            report: TapReport = stats()
-            merged.events.update(report.events)
-            merged.token_mismatch.update(report.token_mismatch)
-            merged.server.update(report.server)
-    return merged

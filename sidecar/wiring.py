@@ -1,4 +1,4 @@
-"""Build a :class:`~sidecar.app.Sidecar` from its config: meter, sources, ledger."""
+"""Build a :class:`~sidecar.app.Sidecar` from its config: meter, taps (in drain order), ledger."""
 
 from __future__ import annotations
 
@@ -6,26 +6,27 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from sidecar.app import Service, Sidecar, WorkSource
+from sidecar.app import Sidecar
 from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
 from sidecar.meters.base import EnergyMeter
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
-from sidecar.taps.spans import SpanHandler, WallToMono
-from sidecar.taps.vllm import VllmTaps, attach_vllm
+from sidecar.taps.spans import WallToMono
+from sidecar.taps.tap import SourceTap, Tap
+from sidecar.taps.vllm import attach_vllm
 
 __all__ = ["build_sidecar"]
 
 
 def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monotonic) -> Sidecar:
     """The sidecar the config asks for; ``--meter sim`` brings its own simulated workload."""
-    sources: list[WorkSource] = []
     if config.meter == "sim" and config.model == "unknown":
         from sidecar.sim.run import MODEL_NAME
 
         config = replace(config, model=MODEL_NAME)
+    sim_taps: list[Tap] = []  # filled by the meter factory only for --meter sim
 
     def sim_meter(meter_clock: Callable[[], float]) -> EnergyMeter:
         from sidecar.sim.loop import LoopingSim
@@ -37,7 +38,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
             config.sim_seed,
             clock=meter_clock,
         )
-        sources.append(sim)
+        sim_taps.append(SourceTap(sim))
         return sim
 
     meter = make_meter(
@@ -50,27 +51,19 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         clock=clock,
         extra={"sim": sim_meter},
     )
-    services: list[Service] = []
     to_mono = WallToMono(mono=clock)
-    # span handlers, one line each (diffusion batch spans; vLLM's llm_request spans via attach_vllm)
-    handlers: list[SpanHandler] = [DiffusionSpanHandler(to_mono)]
-    # the vLLM plugin and /metrics taps work without OTLP; the plugin is drained before spans
-    vllm_taps: VllmTaps = attach_vllm(config, to_mono, handlers, sources, services)
-    if config.otlp_port:
-        receiver = OtlpReceiver(handlers, host=config.host, port=config.otlp_port)
-        sources.append(receiver)
-        services.append(receiver)
+    vllm = attach_vllm(config, to_mono)  # plugin and /metrics taps work without OTLP
+    spans = (
+        OtlpReceiver([DiffusionSpanHandler(to_mono), vllm.spans], host=config.host, port=config.otlp_port)
+        if config.otlp_port
+        else None
+    )
+    # Drain order: the vLLM plugin before the spans, so its claims are known before the
+    # spans of the same tick are handled (else a request's work would be counted twice).
+    taps: list[Tap] = [*sim_taps, vllm, *([spans] if spans is not None else [])]
     ledger = (
         Ledger(config.ledger_path, max_rows=config.ledger_max_rows, max_age_s=config.ledger_max_age_s)
         if config.ledger_path
         else None
     )
-    return Sidecar(
-        config,
-        meter,
-        sources=sources,
-        services=services,
-        clock=clock,
-        ledger=ledger,
-        on_final=vllm_taps.on_final,  # enriched spans
-    )
+    return Sidecar(config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final)

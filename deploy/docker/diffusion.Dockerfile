@@ -16,7 +16,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp HF_HOME=/cache/huggingface PATH=/opt/jouletrace/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.m[d] ./
-COPY sidecar ./sidecar
+# the server needs only the stdlib contracts (span attribute names), not the sidecar itself
+COPY sidecar/__init__.py ./sidecar/
+COPY sidecar/contracts ./sidecar/contracts
 COPY servers ./servers
 RUN python3 -m venv /opt/jouletrace && pip install ".[diffusion]" && rm -rf /src \
  && install -d -o 65532 -g 65532 /cache

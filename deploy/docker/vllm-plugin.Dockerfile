@@ -12,7 +12,9 @@ ARG VLLM_VERSION=v0.11.0
 ARG BASE=vllm/vllm-openai:${VLLM_VERSION}
 FROM ${BASE}
 COPY pyproject.toml README.m[d] /opt/jouletrace/
-COPY sidecar /opt/jouletrace/sidecar
+# the plugin needs only the stdlib contracts (sidecar/contracts), not the sidecar itself
+COPY sidecar/__init__.py /opt/jouletrace/sidecar/
+COPY sidecar/contracts /opt/jouletrace/sidecar/contracts
 COPY servers /opt/jouletrace/servers
 # vLLM's image installs with uv; --no-deps keeps its torch and friends exactly as shipped.
 RUN uv pip install --system --no-deps /opt/jouletrace \

@@ -1,4 +1,4 @@
-"""Batch and request spans, sent to the sidecar over OTLP/gRPC (attribute names: sidecar.taps.diffusion).
+"""Batch and request spans, sent to the sidecar over OTLP/gRPC (names: sidecar.contracts.span_attributes).
 
 A batch span covers exactly one pipeline call (start/end in Unix ns taken on
 the worker thread around the call); a request span covers arrival to
@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from servers.diffusion.batcher import Batch, Job
-from sidecar.taps import diffusion as attrs
+from sidecar.contracts import span_attributes as attrs
 
 __all__ = ["Tracing"]
 

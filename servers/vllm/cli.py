@@ -17,6 +17,8 @@ import argparse
 import os
 import sys
 
+from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -34,9 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--host", default="127.0.0.1")
-    own.add_argument("--port", type=int, default=8000)
-    own.add_argument("--sidecar-otlp", default="localhost:4317", help="sidecar OTLP/gRPC host:port ('' off)")
-    own.add_argument("--plugin-port", type=int, default=int(os.environ.get("JOULETRACE_PLUGIN_PORT", "9466")))
+    own.add_argument("--port", type=int, default=LLM_SERVER_PORT)
+    own.add_argument(
+        "--sidecar-otlp", default=f"localhost:{OTLP_PORT}", help="sidecar OTLP/gRPC host:port ('' off)"
+    )
+    own.add_argument(
+        "--plugin-port", type=int, default=int(os.environ.get("JOULETRACE_PLUGIN_PORT", str(PLUGIN_PORT)))
+    )
     return own.parse_known_args(rest)
 
 

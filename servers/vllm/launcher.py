@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
+
 __all__ = ["REPO", "Process", "free_port", "serve_command", "serve_env", "vllm_python", "wait_http"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +53,8 @@ def serve_command(
     model: str,
     *,
     host: str = "127.0.0.1",
-    port: int = 8000,
-    otlp_endpoint: str | None = "localhost:4317",
+    port: int = LLM_SERVER_PORT,
+    otlp_endpoint: str | None = f"localhost:{OTLP_PORT}",
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``vllm serve`` command line (through the CPU-safe wrapper)."""
@@ -64,7 +66,7 @@ def serve_command(
 
 
 def serve_env(
-    *, plugin_host: str = "127.0.0.1", plugin_port: int = 9466, base: Mapping[str, str] | None = None
+    *, plugin_host: str = "127.0.0.1", plugin_port: int = PLUGIN_PORT, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """vLLM's environment: tracing, plugin address, CPU KV cache size."""
     env = dict(os.environ if base is None else base)

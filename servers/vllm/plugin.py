@@ -4,7 +4,7 @@ Registered under the entry point group ``vllm.stat_logger_plugins`` (see
 pyproject.toml); vLLM's ``AsyncLLM`` loads it in the API-server process and
 calls :meth:`JouletraceStatLogger.record` after every batch of engine outputs.
 
-What it sends (format: :mod:`sidecar.taps.vllm_wire`): the iteration's token
+What it sends (format: :mod:`sidecar.contracts.vllm_wire`): the iteration's token
 counts and the scheduler's running/waiting/KV usage (``IterationStats`` and
 ``SchedulerStats``), the requests that finished with their timings
 (``IterationStats.finished_requests``: id, token counts, queue/prefill/decode
@@ -34,13 +34,13 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from sidecar.taps.vllm_wire import VERSION, encode
+from sidecar.contracts.ports import PLUGIN_PORT as DEFAULT_PORT
+from sidecar.contracts.vllm_wire import VERSION, encode
 
 __all__ = ["JouletraceStatLogger"]
 
 log: logging.Logger = init_logger("vllm.plugins.jouletrace")  # under "vllm": shows in its log
 
-DEFAULT_PORT = 9466
 _HEARTBEAT_S = 1.0  # scheduler-only messages (and sweeps for aborted requests) at most this often
 _MAX_GONE = 500  # aborted ids per message; beyond that they are dropped (bounded datagrams)
 

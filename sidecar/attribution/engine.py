@@ -299,7 +299,3 @@ class Attributor:
         if self.requests.get(request_id) is None:
             return None
         return self._record(request_id, final=False)
-
-    @property
-    def pending_events(self) -> int:
-        return len(self._pending) + len(self._new) + sum(len(r) for r in self._new_steps)

@@ -7,7 +7,7 @@ bytes, so the path measured is the path users run:
   (servers/vllm/scheduler_hook.py, format :mod:`sidecar.contracts.scheduler_wire`):
   every step's members with their scheduled tokens and KV tokens before the step;
 * :func:`plugin_datagrams`: the vLLM stat-logger plugin's UDP datagrams
-  (servers/vllm/plugin.py, format :mod:`sidecar.taps.vllm_wire`), one per
+  (servers/vllm/plugin.py, format :mod:`sidecar.contracts.vllm_wire`), one per
   engine step: the step's token counts, the requests whose prefill finished
   in it (with ``prefill_s`` = first token - first scheduled, as vLLM's request
   stats give it) and the requests that finished, with their timings.
@@ -30,7 +30,7 @@ from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow
 from sidecar.contracts.scheduler_wire import encode as hook_encode
 from sidecar.sim.run import SimRun
 from sidecar.taps.vllm_spans import SPAN_ATTRIBUTES, SPAN_NAME
-from sidecar.taps.vllm_wire import VERSION, encode
+from sidecar.contracts.vllm_wire import VERSION, encode
 
 __all__ = ["UNIX_OFFSET_S", "Payloads", "hook_datagrams", "plugin_datagrams", "span_exports", "to_mono"]
 

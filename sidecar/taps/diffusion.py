@@ -16,8 +16,8 @@ call and sends, over OTLP:
 :class:`~sidecar.attribution.events.WorkEvent` (phase ``DENOISE``) per member
 over the batch interval, with the member's units, so a tick's energy is split
 by work units (equal shares for a homogeneous batch), and a request span into
-a finished :class:`~sidecar.attribution.events.RequestInfo`. Attribute names
-live here, once; the server imports them.
+a finished :class:`~sidecar.attribution.events.RequestInfo`. Attribute names:
+:mod:`sidecar.contracts.span_attributes` (the server imports them from there too).
 """
 
 from __future__ import annotations
@@ -26,49 +26,30 @@ import logging
 from collections.abc import Callable
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
+from sidecar.contracts.span_attributes import (
+    BATCH_ID,
+    BATCH_MEMBER_UNITS,
+    BATCH_MEMBERS,
+    BATCH_SPAN,
+    DENOISE_STEPS,
+    MODEL,
+    OPERATION,
+    OUTPUT_FPS,
+    OUTPUT_FRAMES,
+    OUTPUT_UNITS,
+    REQUEST_ID,
+    REQUEST_SPAN,
+    SPAN_KIND,
+    TASK,
+    UNIT,
+    WORK_UNITS,
+)
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 
-__all__ = [
-    "BATCH_ID",
-    "BATCH_MEMBERS",
-    "BATCH_MEMBER_UNITS",
-    "BATCH_SIZE",
-    "BATCH_SPAN",
-    "DENOISE_STEPS",
-    "OUTPUT_FPS",
-    "OUTPUT_FRAMES",
-    "OUTPUT_HEIGHT",
-    "OUTPUT_UNITS",
-    "OUTPUT_WIDTH",
-    "REQUEST_ID",
-    "REQUEST_SPAN",
-    "REQUEST_STATUS",
-    "SPAN_KIND",
-    "DiffusionSpanHandler",
-]
+__all__ = ["DiffusionSpanHandler"]
 
 log = logging.getLogger(__name__)
-
-SPAN_KIND = "jouletrace.span"
-BATCH_SPAN = "diffusion.batch"
-REQUEST_SPAN = "diffusion.request"
-BATCH_ID = "jouletrace.batch.id"
-BATCH_SIZE = "jouletrace.batch.size"  # items (images or videos) in the batch
-BATCH_MEMBERS = "jouletrace.batch.members"  # request ids, one per member
-BATCH_MEMBER_UNITS = "jouletrace.batch.member_units"  # work units per member, same order
-WORK_UNITS = "jouletrace.work.units"  # pixels x frames x steps x items
-DENOISE_STEPS = "jouletrace.denoise.steps"
-OUTPUT_WIDTH = "jouletrace.output.width"  # px
-OUTPUT_HEIGHT = "jouletrace.output.height"  # px
-OUTPUT_FRAMES = "jouletrace.output.frames"
-OUTPUT_FPS = "jouletrace.output.fps"  # frames per second of the returned video
-OUTPUT_UNITS = "jouletrace.output.units"  # images, or 1 per video
-UNIT = "jouletrace.unit"  # image, video
-REQUEST_ID = "gen_ai.request.id"
-MODEL = "gen_ai.request.model"
-OPERATION = "gen_ai.operation.name"
-TASK = "jouletrace.task"
-REQUEST_STATUS = "jouletrace.request.status"  # ok, error, disconnected
 
 
 def _num(value: AttrValue | None, default: float = 0.0) -> float:
@@ -100,6 +81,11 @@ class DiffusionSpanHandler:
             self._request(span, out)
             return True
         return False
+
+    def stats(self) -> TapReport:
+        """Batch and request spans turned into work, and malformed ones (``diffusion_spans``)."""
+        counts = {"batches": self.batches, "requests": self.requests, "malformed": self.malformed}
+        return TapReport(events={("diffusion_spans", k): v for k, v in counts.items()})
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)

@@ -16,6 +16,7 @@ drops the newest spans and counts them (``dropped``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections import deque
@@ -28,7 +29,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
 from sidecar.taps.spans import AttrValue, ReceivedSpan, SpanHandler, TapOutput
+from sidecar.taps.tap import merge_reports
 
 __all__ = ["OtlpReceiver", "decode_request"]
 
@@ -91,6 +94,8 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpReceiver:
     """A gRPC OTLP trace endpoint feeding span handlers."""
 
+    knob = "otlp_port"  # named when the port cannot be bound
+
     def __init__(
         self,
         handlers: Sequence[SpanHandler],
@@ -120,9 +125,14 @@ class OtlpReceiver:
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
-        bound: int = server.add_insecure_port(f"{self.host}:{self.port}")
+        try:
+            bound: int = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:  # grpcio >= 1.6x raises instead of returning 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind the OTLP receiver to {self.host}:{self.port}")
+            raise OSError(
+                errno.EADDRINUSE, f"cannot bind the OTLP receiver to {self.host}:{self.port} (in use?)"
+            )
         server.start()
         self._server = server
         self.port = bound
@@ -154,3 +164,9 @@ class OtlpReceiver:
             if not any(h.handle(span, out) for h in self.handlers):
                 self.ignored += 1
         return out.events, out.infos
+
+    def stats(self) -> TapReport:
+        """Spans received, ignored (no handler claimed them) and dropped, plus each handler's counters."""
+        own = TapReport(events={("otlp", "received"): self.received, ("otlp", "ignored"): self.ignored,
+                                ("otlp", "dropped"): self.dropped})  # fmt: skip
+        return merge_reports([own, *(h.stats() for h in self.handlers)])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
 
 __all__ = ["ReceivedSpan", "SpanHandler", "TapOutput", "WallToMono"]
 
@@ -47,6 +48,10 @@ class SpanHandler(Protocol):
     """Turns the spans it knows into work; returns False for spans that are not its own."""
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool: ...
+
+    def stats(self) -> TapReport:
+        """The handler's counters (reported with the OTLP receiver's)."""
+        ...
 
 
 class WallToMono:

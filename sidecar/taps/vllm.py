@@ -1,10 +1,12 @@
 """The vLLM taps as one unit: span handler, plugin receiver, /metrics scraper, span forwarder.
 
-:func:`attach_vllm` builds what the config asks for and registers it with the
-sidecar's wiring (one line at the span-handler marker). :class:`VllmTaps` is
-one work source (it drains the plugin first, so the plugin's claims are known
-before spans of the same tick are handled; the OTLP receiver is drained after
-it) and one service, and reports the taps' counters for the self-metrics.
+:func:`attach_vllm` builds what the config asks for and returns it; the wiring
+(:mod:`sidecar.wiring`) puts :attr:`VllmTaps.spans` among the OTLP receiver's
+span handlers and :class:`VllmTaps` itself in the ordered tap list, before the
+receiver (the plugin's claims must be known before spans of the same tick are
+handled). :class:`VllmTaps` is one :class:`~sidecar.taps.tap.Tap`: it drains
+the plugin, then the scraper, and reports their counters (and the forwarder's);
+the span handler's counters come with the OTLP receiver's.
 
 Knobs: ``plugin_port`` (UDP, 0 off), ``vllm_metrics_url`` ('' off),
 ``vllm_metrics_interval_s``, ``otlp_forward_endpoint`` ('' off), ``model``.
@@ -12,34 +14,23 @@ Knobs: ``plugin_port`` (UDP, 0 off), ``vllm_metrics_url`` ('' off),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import RequestEnergy, TapReport
 from sidecar.config import SidecarConfig
-from sidecar.taps.otlp import OtlpReceiver
-from sidecar.taps.spans import SpanHandler
 from sidecar.taps.vllm_forward import SpanForwarder
 from sidecar.taps.vllm_metrics import MetricsScraper
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
 
-if TYPE_CHECKING:
-    from sidecar.app import Service, WorkSource
-
 __all__ = ["VllmTaps", "attach_vllm"]
 
 
-def _otlp_counts(sources: Sequence[object]) -> dict[str, int]:
-    for source in sources:
-        if isinstance(source, OtlpReceiver):
-            return {"received": source.received, "ignored": source.ignored, "dropped": source.dropped}
-    return {}
-
-
 class VllmTaps:
-    """The vLLM taps the config enabled; a work source and a service."""
+    """The vLLM taps the config enabled, as one :class:`~sidecar.taps.tap.Tap`."""
+
+    knob = "plugin_port"  # the only one of them that binds a port
 
     def __init__(
         self,
@@ -49,7 +40,6 @@ class VllmTaps:
         forwarder: SpanForwarder | None = None,
     ) -> None:
         self.spans, self.plugin, self.scraper, self.forwarder = spans, plugin, scraper, forwarder
-        self.otlp_counts: Callable[[], dict[str, int]] = dict
 
     def start(self) -> int:
         for part in (self.plugin, self.scraper, self.forwarder):
@@ -76,14 +66,9 @@ class VllmTaps:
         if self.forwarder is not None:
             self.forwarder.on_final(records)
 
-    def tap_stats(self) -> TapReport:
+    def stats(self) -> TapReport:
         """Counters per tap and outcome, the plugin-vs-/metrics token mismatch, vLLM's load."""
         events: dict[tuple[str, str], int] = {}
-        for key, value in self.otlp_counts().items():
-            events[("otlp", key)] = value
-        events[("vllm_spans", "requests")] = self.spans.requests
-        events[("vllm_spans", "work_from_spans")] = self.spans.work_from_spans
-        events[("vllm_spans", "tasks_joined")] = self.spans.tasks_joined
         server: dict[str, float] = {}
         mismatch: dict[str, float] = {}
         if self.plugin is not None:
@@ -100,14 +85,8 @@ class VllmTaps:
         return TapReport(events=events, token_mismatch=mismatch, server=server)
 
 
-def attach_vllm(
-    config: SidecarConfig,
-    to_mono: Callable[[float], float],
-    handlers: list[SpanHandler],
-    sources: list[WorkSource],
-    services: list[Service],
-) -> VllmTaps:
-    """Build the vLLM taps from ``config``, add the span handler, the source and the service."""
+def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> VllmTaps:
+    """The vLLM taps ``config`` asks for (the span handler always; the others by their knobs)."""
     plugin = (
         PluginReceiver(to_mono, host=config.host, port=config.plugin_port, default_model=config.model)
         if config.plugin_port
@@ -133,9 +112,4 @@ def attach_vllm(
         claims=plugin.claims if plugin is not None else (lambda request_id: False),
         on_span=forwarder.on_span if forwarder is not None else None,
     )
-    taps = VllmTaps(spans, plugin, scraper, forwarder)
-    taps.otlp_counts = lambda: _otlp_counts(sources)  # the receiver is added to sources after us
-    handlers.append(spans)
-    sources.append(taps)
-    services.append(taps)
-    return taps
+    return VllmTaps(spans, plugin, scraper, forwarder)

@@ -4,101 +4,105 @@ The span handler hands over every ``llm_request`` span (:meth:`SpanForwarder.on_
 the sidecar hands over final records (:meth:`SpanForwarder.on_final`). When
 both are there for a request id, the span is re-sent to an upstream OTLP/gRPC
 endpoint (an OTel Collector, Tempo, Jaeger) with the same trace and span ids,
-its attributes, and
+parent, times, resource and attributes, plus the ``jouletrace.energy.*``
+attributes (:mod:`sidecar.contracts.span_attributes`): joules, prefill and
+decode joules, joules per output token (absent without output), approximate,
+source and rule, and the task when known.
 
-``jouletrace.energy.joules``, ``.prefill_joules``, ``.decode_joules``,
-``.joules_per_output_token`` (absent without output), ``.approximate``,
-``jouletrace.energy.source`` and ``jouletrace.energy.rule``.
-
-Sending runs on its own thread with a bounded queue: a slow or absent
-upstream costs the sidecar nothing but dropped (counted) spans.
+Sending is the OpenTelemetry SDK's: a ``BatchSpanProcessor`` (its own thread,
+batches of up to 512) in front of the ``OTLPSpanExporter`` (gRPC, retries
+transient errors with backoff within ``timeout_s``). At most ``max_queue`` spans
+wait; beyond that they are dropped and counted, so a slow or absent upstream
+costs the sidecar nothing but dropped (counted) spans. Counters
+(``span_forward`` tap): ``forwarded``, ``failed`` (export gave up), ``dropped``,
+``malformed`` (ids that are not hex).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from sidecar.attribution.records import RequestEnergy
+from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.spans import AttrValue, ReceivedSpan
 
-__all__ = ["SpanForwarder", "energy_attributes"]
+__all__ = ["SpanForwarder", "energy_attributes", "enriched_span"]
 
 log = logging.getLogger(__name__)
 
-_MAX_WAITING = 20_000
+_MAX_WAITING = 20_000  # spans waiting for their record, and records waiting for their span
+_SCHEDULE_DELAY_MS = 200  # how long a batch may wait to fill before it is sent
 _V = TypeVar("_V")
 
 
 def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
     """The ``jouletrace.energy.*`` attributes of a final record (joules)."""
-    attrs: dict[str, AttrValue] = {
-        "jouletrace.energy.joules": rec.energy_j,
-        "jouletrace.energy.prefill_joules": rec.phase_j.get("prefill", 0.0),
-        "jouletrace.energy.decode_joules": rec.phase_j.get("decode", 0.0),
-        "jouletrace.energy.approximate": rec.approximate,
-        "jouletrace.energy.source": rec.energy_source,
-        "jouletrace.energy.rule": rec.rule,
+    out: dict[str, AttrValue] = {
+        attrs.ENERGY_J: rec.energy_j,
+        attrs.ENERGY_PREFILL_J: rec.phase_j.get("prefill", 0.0),
+        attrs.ENERGY_DECODE_J: rec.phase_j.get("decode", 0.0),
+        attrs.ENERGY_APPROXIMATE: rec.approximate,
+        attrs.ENERGY_SOURCE: rec.energy_source,
+        attrs.ENERGY_RULE: rec.rule,
     }
     per_unit = rec.joules_per_output_unit
     if per_unit is not None:
-        attrs["jouletrace.energy.joules_per_output_token"] = per_unit
+        out[attrs.ENERGY_J_PER_OUTPUT_TOKEN] = per_unit
     if rec.task != "unknown":
-        attrs["jouletrace.task"] = rec.task
-    return attrs
+        out[attrs.TASK] = rec.task
+    return out
 
 
-def _any(value: AttrValue) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[_any(v) for v in value]))
-    return AnyValue(string_value=str(value))
+def _context(trace_id: int, span_hex: str) -> SpanContext:
+    return SpanContext(
+        trace_id, int(span_hex, 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
 
 
-def _kvs(attrs: dict[str, AttrValue]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_any(v)) for k, v in attrs.items()]
-
-
-def _hex(text: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return b""
-
-
-def enriched_span(span: ReceivedSpan, rec: RequestEnergy) -> ResourceSpans:
-    """The OTLP ``ResourceSpans`` of ``span`` with ``rec``'s energy attributes added."""
-    out = Span(
-        trace_id=_hex(span.trace_id),
-        span_id=_hex(span.span_id),
-        parent_span_id=_hex(span.parent_span_id),
+def enriched_span(span: ReceivedSpan, rec: RequestEnergy) -> ReadableSpan:
+    """``span`` as the SDK's finished span, with ``rec``'s energy attributes; ``ValueError`` for bad ids."""
+    trace_id = int(span.trace_id, 16)
+    return ReadableSpan(
         name=span.name,
-        kind=Span.SPAN_KIND_SERVER,
-        start_time_unix_nano=int(span.start_unix_s * 1e9),
-        end_time_unix_nano=int(span.end_unix_s * 1e9),
-        attributes=_kvs({**span.attributes, **energy_attributes(rec)}),
+        context=_context(trace_id, span.span_id),
+        parent=_context(trace_id, span.parent_span_id) if span.parent_span_id else None,
+        resource=Resource(dict(span.resource)),
+        attributes={**span.attributes, **energy_attributes(rec)},
+        kind=SpanKind.SERVER,
+        start_time=int(span.start_unix_s * 1e9),
+        end_time=int(span.end_unix_s * 1e9),
+        instrumentation_scope=InstrumentationScope(span.scope or "vllm", "jouletrace"),
     )
-    scope = InstrumentationScope(name=span.scope or "vllm", version="jouletrace")
-    return ResourceSpans(
-        resource=Resource(attributes=_kvs(span.resource)),
-        scope_spans=[ScopeSpans(scope=scope, spans=[out])],
-    )
+
+
+class _CountingExporter(SpanExporter):
+    """The OTLP exporter, counting what it delivered and what it gave up on."""
+
+    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], None]) -> None:
+        self._inner = inner
+        self._on_result = on_result
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        self._on_result(len(spans), result is SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 class SpanForwarder:
@@ -107,24 +111,29 @@ class SpanForwarder:
     def __init__(self, endpoint: str, *, max_queue: int = 10_000, timeout_s: float = 5.0) -> None:
         self.endpoint = endpoint.removeprefix("grpc://").removeprefix("http://")
         self.timeout_s = timeout_s
+        self.max_queue = max_queue
         self.counts: Counter[str] = Counter()
         self._spans: OrderedDict[str, ReceivedSpan] = OrderedDict()
         self._finals: OrderedDict[str, RequestEnergy] = OrderedDict()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[ResourceSpans | None] = queue.Queue(maxsize=max_queue)
-        self._thread: threading.Thread | None = None
+        self._in_flight = 0  # handed to the processor, not yet exported or failed
+        self._processor: BatchSpanProcessor | None = None
 
     def start(self) -> int:
-        self._thread = threading.Thread(target=self._run, name="jouletrace-forward", daemon=True)
-        self._thread.start()
+        exporter = OTLPSpanExporter(endpoint=self.endpoint, insecure=True, timeout=self.timeout_s)
+        self._processor = BatchSpanProcessor(
+            _CountingExporter(exporter, self._exported),
+            max_queue_size=self.max_queue,
+            schedule_delay_millis=_SCHEDULE_DELAY_MS,
+            max_export_batch_size=min(512, self.max_queue),
+        )
         return 0
 
     def stop(self, grace_s: float = 1.0) -> None:
-        if self._thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=grace_s)
-            self._thread.join(timeout=grace_s + self.timeout_s)
-            self._thread = None
+        """Send what is queued, then close the exporter (an unreachable upstream: at most ``timeout_s``)."""
+        processor, self._processor = self._processor, None
+        if processor is not None:
+            processor.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
 
     def on_span(self, request_id: str, span: ReceivedSpan) -> None:
         """A request span arrived (sidecar loop)."""
@@ -147,40 +156,24 @@ class SpanForwarder:
 
     def _send(self, span: ReceivedSpan, rec: RequestEnergy) -> None:
         try:
-            self._queue.put_nowait(enriched_span(span, rec))
-        except queue.Full:
-            self.counts["dropped"] += 1
+            readable = enriched_span(span, rec)
+        except ValueError:
+            self.counts["malformed"] += 1
+            return
+        processor = self._processor
+        with self._lock:
+            if processor is None or self._in_flight >= self.max_queue:
+                self.counts["dropped"] += 1
+                return
+            self._in_flight += 1
+        processor.on_end(readable)
 
-    def _run(self) -> None:
-        channel = grpc.insecure_channel(self.endpoint)
-        stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < 512:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._export(stub, batch)
-                        return
-                    batch.append(item)
-                self._export(stub, batch)
-        finally:
-            channel.close()
-
-    def _export(self, stub: trace_service_pb2_grpc.TraceServiceStub, batch: list[ResourceSpans]) -> None:
-        try:
-            request = trace_service_pb2.ExportTraceServiceRequest(resource_spans=batch)
-            stub.Export(request, timeout=self.timeout_s)
-            self.counts["forwarded"] += len(batch)
-        except grpc.RpcError as err:
-            self.counts["failed"] += len(batch)
-            log.debug("forwarding %d spans to %s failed: %s", len(batch), self.endpoint, err)
+    def _exported(self, n: int, ok: bool) -> None:
+        with self._lock:
+            self._in_flight -= n
+            self.counts["forwarded" if ok else "failed"] += n
+        if not ok:
+            log.debug("forwarding %d spans to %s failed", n, self.endpoint)
 
 
 def _put(table: OrderedDict[str, _V], key: str, value: _V) -> None:

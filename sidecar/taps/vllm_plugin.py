@@ -1,7 +1,7 @@
 """Receiver of the vLLM plugin's datagrams (UDP): per-iteration work and finished requests.
 
 The plugin (servers/vllm/plugin.py) sends one datagram per engine iteration
-(format: :mod:`.vllm_wire`). ``due()`` drains the socket (non-blocking, on the
+(format: :mod:`sidecar.contracts.vllm_wire`). ``due()`` drains the socket (non-blocking, on the
 sidecar's loop) and turns the stream into
 
 * **decode work per iteration**: every request whose prefill has finished and
@@ -35,9 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.contracts.vllm_wire import decode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
-from sidecar.taps.vllm_wire import decode
 
 __all__ = ["PluginReceiver"]
 

@@ -34,6 +34,8 @@ from dataclasses import replace
 from typing import TypeVar
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
+from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 from sidecar.taps.step_clock import StepClock
 
@@ -47,7 +49,6 @@ __all__ = [
 ]
 
 SPAN_NAME = "llm_request"
-TASK_ATTRIBUTE = "jouletrace.task"
 # The attribute names this handler reads (pinned by a contract test against the installed vLLM).
 SPAN_ATTRIBUTES = {
     "request_id": "gen_ai.request.id",
@@ -159,6 +160,15 @@ class VllmSpanHandler:
             self._client(span.trace_id, task, out)
             return True
         return False
+
+    def stats(self) -> TapReport:
+        """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
+        counts = {
+            "requests": self.requests,
+            "work_from_spans": self.work_from_spans,
+            "tasks_joined": self.tasks_joined,
+        }
+        return TapReport(events={("vllm_spans", k): v for k, v in counts.items()})
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         attrs = span.attributes

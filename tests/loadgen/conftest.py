@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.loadgen.fake_server import FakeServer
+from tests.support import free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ThreadedFake:
@@ -76,17 +68,11 @@ class SidecarProcess:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.otlp = f"127.0.0.1:{self.otlp_port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"sidecar did not start: {log.read_text()[-2000:]}")
+        try:
+            wait_http(f"{self.url}/healthz", 30, self.proc, log)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -15,8 +15,8 @@ from loadgen.runner import run
 from loadgen.tracing import ClientTracer
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
-from tests.loadgen.conftest import free_port
 from tests.loadgen.fake_server import FakeServer
+from tests.support import free_port
 
 
 def _chat(rid: str, tokens: int, content: str = "hello there") -> Request:

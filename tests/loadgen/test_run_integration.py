@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.cli import main
-from tests.loadgen.conftest import SidecarProcess, ThreadedFake, free_port
+from tests.loadgen.conftest import SidecarProcess, ThreadedFake
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +46,7 @@ import yaml
 
 from tests.ops.conftest import REPO, RULES
 from tests.ops.promql import grafana_to_promql, operands
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,6 @@ KNOWN_MISSING_SERIES: set[str] = set()
 KNOWN_LINT_FINDINGS: set[str] = set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -102,20 +95,6 @@ def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> _Pr
     with log.open("w") as out:
         popen = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     return _Proc(popen, log)
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout_s: float, proc: _Proc) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.popen.returncode}:\n{proc.tail()}")
-        try:
-            if check():
-                return
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{what} not up within {timeout_s} s; its log:\n{proc.tail()}")
 
 
 def _stop(proc: _Proc) -> None:
@@ -205,16 +184,22 @@ def stack() -> Iterator[Stack]:
     vllm = VllmStandIn(model="sim-llm")
     try:
         started_s = time.monotonic()
-        sidecar_port = _free_port()
+        sidecar_port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "sidecar.cli", "sidecar", "--meter", "sim", "--port", str(sidecar_port)]
         argv += ["--host", "127.0.0.1", "--ledger-path", "", "--fit-warmup-ticks", "20"]
         sidecar = _start(argv, tmp / "sidecar.log", env=env)
         procs.append(sidecar)
         sidecar_url = f"http://127.0.0.1:{sidecar_port}"
-        _wait_for("sidecar", lambda: _get(f"{sidecar_url}/healthz")[0] == 200, STARTUP_TIMEOUT_S, sidecar)
+        wait_for(
+            lambda: _get(f"{sidecar_url}/healthz")[0] == 200,
+            STARTUP_TIMEOUT_S,
+            sidecar.popen,
+            sidecar.log,
+            what="sidecar",
+        )
 
-        prom_port = _free_port()
+        prom_port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
@@ -236,13 +221,20 @@ def stack() -> Iterator[Stack]:
         )
         procs.append(prometheus)
         prom_url = f"http://127.0.0.1:{prom_port}"
-        _wait_for("prometheus", lambda: _get(f"{prom_url}/-/ready")[0] == 200, STARTUP_TIMEOUT_S, prometheus)
+        wait_for(
+            lambda: _get(f"{prom_url}/-/ready")[0] == 200,
+            STARTUP_TIMEOUT_S,
+            prometheus.popen,
+            prometheus.log,
+            what="prometheus",
+        )
         stack = Stack(sidecar_url, prom_url, started_s)
-        _wait_for(
-            "samples from both targets",
+        wait_for(
             lambda: len(stack.query("up == 1")["data"]["result"]) == 2,
             STARTUP_TIMEOUT_S,
-            prometheus,
+            prometheus.popen,
+            prometheus.log,
+            what="samples from both targets",
         )
         yield stack
     finally:

@@ -13,14 +13,8 @@ from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.sim.meter import SimFeeder, SimMeter
 from sidecar.sim.run import MODEL_NAME, SimConfig, SimRun, simulate
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from sidecar.taps.tap import SourceTap
+from tests.support import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +26,10 @@ def run() -> SimRun:
 def drive(run: SimRun, clock: FakeClock, sidecar: Sidecar, until_s: float) -> None:
     """Poll every 20 ms and tick every 100 ms of fake time."""
     step = 0
-    while clock.t < until_s:
-        clock.t += 0.02
+    while clock.t_s < until_s:
+        clock.advance(0.02)
         step += 1
-        sidecar.poll()
+        sidecar.poller.read_once()
         if step % 5 == 0:
             sidecar.tick()
 
@@ -50,11 +44,15 @@ def samples(text: bytes, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
     ledger = Ledger(":memory:")
     sidecar = Sidecar(
-        config, SimMeter(run, clock=clock, t0=0.0), sources=[SimFeeder(run, 0.0)], clock=clock, ledger=ledger
+        config,
+        SimMeter(run, clock=clock, t0=0.0),
+        taps=[SourceTap(SimFeeder(run, 0.0))],
+        clock=clock,
+        ledger=ledger,
     )
     assert sidecar.ready()[0] is False  # no counter update seen yet
     drive(run, clock, sidecar, run.duration_s / 2)
@@ -86,3 +84,16 @@ def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) ->
     assert tokens == sum(r.output_tokens for r in run.requests)
     ((_, period),) = samples(text, "jouletrace_meter_update_period_seconds")
     assert period == pytest.approx(0.1, rel=0.05)
+
+
+def test_without_a_ledger_file_final_records_are_looked_up_from_an_in_memory_ledger(run: SimRun) -> None:
+    clock = FakeClock(0.0)
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50, ledger_path="")
+    meter = SimMeter(run, clock=clock, t0=0.0)
+    sidecar = Sidecar(config, meter, taps=[SourceTap(SimFeeder(run, 0.0))], clock=clock)
+    drive(run, clock, sidecar, run.duration_s + 2.0)
+    sidecar.tick(seal_until_s=math.inf)
+    assert sidecar.ledger.count() == len(run.requests)
+    record = sidecar.lookup(run.requests[-1].request_id)
+    assert record is not None and record["final"] is True
+    sidecar.close()

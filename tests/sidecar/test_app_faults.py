@@ -1,7 +1,8 @@
 """The sidecar when its meter fails: a lost device makes it unready, a failed read is counted and passes.
 
-Each test drives ``Sidecar.poll``/``tick``/``lookup``/``ready`` by hand on a
-fake clock, with a scripted fake meter; nothing runs in the background.
+Each test drives the sidecar's own poller (``Poller.read_once``, the body of
+its thread's loop) and ``tick``/``lookup``/``ready`` by hand on a fake clock,
+with a scripted fake meter; nothing runs in the background.
 """
 
 from __future__ import annotations
@@ -15,16 +16,9 @@ from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.config import SidecarConfig
 from sidecar.errors import DeviceLost, MeterError, MeterReadError
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
+from tests.support import FakeClock
 
 POLL_S = 0.02
-
-
-class FakeClock:
-    def __init__(self, t_s: float = 100.0) -> None:
-        self.t_s = t_s
-
-    def __call__(self) -> float:
-        return self.t_s
 
 
 class ScriptedMeter:
@@ -80,7 +74,7 @@ class ScriptedMeter:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 @pytest.fixture
@@ -98,9 +92,11 @@ def make_sidecar(clock: FakeClock) -> Iterator[Callable[[ScriptedMeter], Sidecar
 
 
 def poll_for(sidecar: Sidecar, clock: FakeClock, seconds: float) -> None:
+    """Poll every 20 ms of fake time, then tick once (the tick drains the poller's readings)."""
     for _ in range(round(seconds / POLL_S)):
         clock.t_s += POLL_S
-        sidecar.poll()
+        sidecar.poller.read_once()
+    sidecar.tick()
 
 
 def test_a_sidecar_is_unready_until_the_counter_has_updated_then_ready(
@@ -134,9 +130,9 @@ def test_after_the_device_is_lost_the_meter_is_no_longer_read(
     meter = ScriptedMeter(clock, fail=lambda n: DeviceLost("gone") if n >= 3 else None)
     sidecar = make_sidecar(meter)
     poll_for(sidecar, clock, 1.0)
-    sidecar.read_status()
-    assert meter.reads == 3
-    assert meter.status_reads == 0
+    assert (meter.reads, meter.status_reads) == (3, 1)  # status was read once, on the first poll
+    poll_for(sidecar, clock, 1.0)
+    assert (meter.reads, meter.status_reads) == (3, 1)
 
 
 def test_after_the_device_is_lost_ticks_and_lookups_still_answer(
@@ -176,9 +172,10 @@ def test_a_failed_status_read_is_counted_and_keeps_the_last_status(
 ) -> None:
     meter = ScriptedMeter(clock)
     sidecar = make_sidecar(meter)
-    sidecar.read_status()
+    poll_for(sidecar, clock, POLL_S)  # the first poll reads the status too
     meter.status_error = MeterReadError("busy")
-    sidecar.read_status()
+    poll_for(sidecar, clock, sidecar.config.status_interval_s + POLL_S)  # the status is due again
+    assert meter.status_reads == 2
     assert sidecar.meter_errors == 1
     assert sidecar.status == (DeviceStatus(device_id="GPU-fake", power_w=500.0),)
     assert sidecar.lost is None

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar.cli import main
 from sidecar.config import KNOBS, env_name, flag_name
 from sidecar.meters.replay import ReplayMeter
+from tests.support import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 H200_TRACE = REPO / "tests" / "data" / "nvml_h200_full.csv"
@@ -81,32 +80,12 @@ def test_help_lists_every_knob_with_its_env_var_and_exits_0(
 # ---- the real process ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=2.0) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"sidecar exited early with {proc.returncode}"
-        try:
-            if condition():
-                return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s} s")
 
 
 def samples(base: str, name: str) -> list[tuple[dict[str, str], float]]:

@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http(method: str, url: str, body: Any = None, timeout_s: float = 60.0) -> tuple[int, Any, dict[str, str]]:
@@ -49,20 +39,6 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
         return subprocess.Popen(
             [sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def wait_for(ok: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if ok():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,8 @@ import uvicorn
 from servers.diffusion.app import ServerSettings, make_app
 from servers.diffusion.batcher import Batch
 from servers.diffusion.shapes import Limits
-from tests.servers.diffusion.procs import free_port, http
+from tests.servers.diffusion.procs import http
+from tests.support import free_port
 
 
 class FakeRunner:

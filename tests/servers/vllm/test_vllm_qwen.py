@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servers.vllm.demo import wait_final
-from servers.vllm.launcher import free_port
 from servers.vllm.stack import Request, Stack, run_workload
 from sidecar.taps.vllm_plugin import PluginReceiver
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 

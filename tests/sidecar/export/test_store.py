@@ -12,16 +12,7 @@ import pytest
 from sidecar.errors import ConfigError
 from sidecar.export.store import Ledger
 from tests.sidecar.export.factories import make_record
-
-
-class FakeClock:
-    """Wall-clock seconds since the epoch that only move when told."""
-
-    def __init__(self, t: float = 1_780_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support import FakeClock
 
 
 @pytest.fixture
@@ -75,12 +66,12 @@ def test_retention_keeps_only_the_newest_max_rows() -> None:
 
 
 def test_retention_drops_records_older_than_max_age() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_780_000_000.0)  # Unix seconds
     with Ledger(":memory:", max_age_s=60.0, clock=clock) as led:
         led.put_many([make_record(request_id="old")])
-        clock.t += 30.0
+        clock.t_s += 30.0
         led.put_many([make_record(request_id="mid")])
-        clock.t += 45.0  # "old" is now 75 s old, "mid" 45 s
+        clock.t_s += 45.0  # "old" is now 75 s old, "mid" 45 s
         led.put_many([make_record(request_id="new")])
         assert led.get("old") is None
         assert led.get("mid") is not None

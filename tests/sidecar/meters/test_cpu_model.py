@@ -9,7 +9,7 @@ import pytest
 from sidecar.errors import ConfigError, MeterReadError, MeterUnavailable
 from sidecar.meters.base import EnergyMeter, EnergySource
 from sidecar.meters.cpu_model import CpuModelMeter
-from tests.sidecar.meters.fake_clock import FakeClock
+from tests.support import FakeClock
 
 
 class ProcStat:

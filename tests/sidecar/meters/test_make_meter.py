@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.errors import ConfigError, MeterUnavailable
 from sidecar.meters import METERS, CpuModelMeter, EnergyMeter, RaplMeter, ReplayMeter, make_meter
-from tests.sidecar.meters.fake_clock import FakeClock
+from tests.support import FakeClock
 
 
 def test_the_meter_names_are_the_documented_four() -> None:
@@ -41,7 +41,7 @@ def test_replay_and_rapl_and_cpu_model_are_built_on_the_given_clock(tmp_path: Pa
     zone.mkdir(parents=True)
     (zone / "energy_uj").write_text("1000000\n")
     rapl = make_meter("rapl", rapl_root=tmp_path / "powercap", clock=clock)
-    assert isinstance(rapl, RaplMeter) and rapl.read().t_s == clock.t
+    assert isinstance(rapl, RaplMeter) and rapl.read().t_s == clock.t_s
 
     stat = Path("/proc/stat")
     if stat.exists():

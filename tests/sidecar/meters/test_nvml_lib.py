@@ -17,8 +17,8 @@ from sidecar.errors import (
     NotSupported,
 )
 from sidecar.meters.nvml_lib import NVML_ERRORS, NvmlLib
-from tests.sidecar.meters.fake_clock import FakeClock
 from tests.sidecar.meters.fake_nvml import FakeGpu, FakeNvml, steady
+from tests.support import FakeClock
 
 UUID = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
 

@@ -11,8 +11,8 @@ from sidecar.errors import ConfigError, DeviceLost, DeviceNotFound, MeterUnavail
 from sidecar.meters.base import DeviceStatus, EnergyMeter, EnergySource
 from sidecar.meters.nvml import NvmlMeter
 from sidecar.meters.nvml_lib import NvmlLib
-from tests.sidecar.meters.fake_clock import FakeClock
 from tests.sidecar.meters.fake_nvml import FakeGpu, FakeNvml, steady, with_reset
+from tests.support import FakeClock
 
 UUIDS = [f"GPU-{i}{i}{i}{i}0000-1111-2222-3333-444455556666" for i in range(3)]
 
@@ -72,7 +72,7 @@ def test_selecting_a_gpu_twice_is_a_config_error() -> None:
 def test_read_returns_the_counters_in_joules_at_the_clock_time() -> None:
     fake, clock = fleet()
     m = meter(fake, clock)
-    clock.t = 2.5
+    clock.t_s = 2.5
     reading = m.read()
     assert reading.t_s == 2.5
     assert reading.energy_j == pytest.approx((250.0, 500.0, 750.0))
@@ -82,9 +82,9 @@ def test_a_counter_reset_passes_through_raw_for_the_timeline() -> None:
     gpu = FakeGpu(uuid=UUIDS[0], energy_j=with_reset(steady(200.0, 9000.0), at_s=5.0, residual_j=0.25))
     fake, clock = fleet(gpu)
     m = meter(fake, clock)
-    clock.t = 4.9
+    clock.t_s = 4.9
     before = m.read().energy_j[0]
-    clock.t = 5.1
+    clock.t_s = 5.1
     after = m.read().energy_j[0]
     assert before == pytest.approx(9000.0 + 200.0 * 4.9)
     assert after == pytest.approx(0.25 + 200.0 * 0.1)  # went backwards: not hidden, not fixed
@@ -98,7 +98,7 @@ def test_pre_volta_integrates_power_by_trapezoid_and_says_so_once(caplog: pytest
         assert m.source is EnergySource.INTEGRATED
         readings = []
         for step in range(21):  # 0 .. 2 s every 0.1 s
-            clock.t = step * 0.1
+            clock.t_s = step * 0.1
             readings.append(m.read())
     assert readings[0].energy_j == (0.0,)
     # the trapezoid is exact for a linear ramp: ∫0^2 (100 + 10 t) dt = 200 + 20 = 220 J
@@ -112,7 +112,7 @@ def test_pre_volta_falls_back_to_power_usage_when_the_instant_field_is_missing()
     fake, clock = fleet(gpu)
     m = meter(fake, clock)
     m.read()
-    clock.t = 4.0
+    clock.t_s = 4.0
     assert m.read().energy_j[0] == pytest.approx(200.0)
 
 
@@ -152,9 +152,9 @@ def test_a_gpu_lost_mid_run_raises_device_lost_naming_it() -> None:
     gpus = [FakeGpu(uuid=UUIDS[0]), FakeGpu(uuid=UUIDS[1], lost_at_s=3.0)]
     fake, clock = fleet(*gpus)
     m = meter(fake, clock)
-    clock.t = 2.0
+    clock.t_s = 2.0
     m.read()
-    clock.t = 3.0
+    clock.t_s = 3.0
     with pytest.raises(DeviceLost, match=UUIDS[1]) as info:
         m.read()
     assert isinstance(info.value.__cause__, DeviceLost)

@@ -9,7 +9,7 @@ import pytest
 from sidecar.errors import MeterReadError, MeterUnavailable
 from sidecar.meters.base import EnergyMeter, EnergySource
 from sidecar.meters.rapl import RaplMeter
-from tests.sidecar.meters.fake_clock import FakeClock
+from tests.support import FakeClock
 
 MAX_UJ = 262143328850  # a real package's max_energy_range_uj (~262 kJ)
 

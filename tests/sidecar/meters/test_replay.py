@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sidecar.errors import ConfigError, ReplayFormatError
 from sidecar.meters.base import DeviceStatus, EnergyMeter, EnergySource, Reading
 from sidecar.meters.replay import ReplayMeter
-from tests.sidecar.meters.fake_clock import FakeClock
+from tests.support import FakeClock
 
 HEADER = (
     "t_s,device,energy_j,power_w,utilization,sm_clock_mhz,memory_used_bytes,power_avg_w,phase,poll_cost_s"
@@ -74,7 +74,7 @@ def test_playback_follows_the_clock_times_speed(tmp_path: Path, speed: float) ->
     expectations = [(0.0, 0), (0.05, 0), (0.1, 1), (0.15, 1), (0.2, 2), (0.299, 2), (0.3, 3), (9.0, 3)]
     polls = list(m.readings())
     for trace_dt, index in expectations:
-        clock.t = 500.0 + trace_dt / speed
+        clock.t_s = 500.0 + trace_dt / speed
         reading = m.read()
         assert reading.energy_j == polls[index].energy_j, (trace_dt, speed)
         assert reading.t_s == pytest.approx(500.0 + (polls[index].t_s - 10.0) / speed)
@@ -161,7 +161,7 @@ def test_read_at_any_clock_time_returns_the_files_values_of_the_latest_poll(
     for index, fraction in probes:
         k = min(index, len(times) - 1)
         nxt = times[k + 1] if k + 1 < len(times) else times[k] + 1.0
-        clock.t = 123.0 + (times[k] + fraction * (nxt - times[k]) - times[0]) / speed
+        clock.t_s = 123.0 + (times[k] + fraction * (nxt - times[k]) - times[0]) / speed
         reading = m.read()
         assert reading.energy_j == expected[k]
         assert reading.t_s == pytest.approx(123.0 + (times[k] - times[0]) / speed)

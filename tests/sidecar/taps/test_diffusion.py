@@ -12,7 +12,7 @@ from servers.diffusion.batcher import Batch, Job
 from servers.diffusion.shapes import JobSpec, Shape
 from servers.diffusion.tracing import Tracing
 from sidecar.attribution.events import Phase
-from sidecar.taps import diffusion as attrs
+from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput

@@ -1,14 +1,21 @@
-"""Enriched spans: the request span, re-sent upstream with its final energy, in either arrival order."""
+"""Enriched spans: the request span, re-sent upstream with its final energy, in either arrival order.
+
+The upstream is the sidecar's own OTLP/gRPC receiver, in process: the spans go
+through the OTel SDK's batch processor and OTLP exporter over real gRPC.
+"""
 
 from __future__ import annotations
 
-import socket
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from sidecar.attribution.records import RequestEnergy
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_forward import SpanForwarder
+from tests.support import free_port, wait_for
 
 
 class Sink:
@@ -18,6 +25,9 @@ class Sink:
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         self.spans.append(span)
         return True
+
+    def stats(self) -> object:
+        return None
 
 
 def record(request_id: str, energy_j: float = 6.0, output: float = 3.0) -> RequestEnergy:
@@ -29,39 +39,50 @@ def record(request_id: str, energy_j: float = 6.0, output: float = 3.0) -> Reque
     )  # fmt: skip
 
 
-def span(raw_id: str) -> ReceivedSpan:
+def span(raw_id: str, trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> ReceivedSpan:
     return ReceivedSpan(
-        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "00f067aa0ba902b7", "llm_request",
+        trace_id, "b7ad6b7169203331", "00f067aa0ba902b7", "llm_request",
         1000.0, 1002.0, {"gen_ai.request.id": raw_id, "gen_ai.usage.completion_tokens": 3},
         {"service.name": "vllm"}, "vllm.llm_engine",
     )  # fmt: skip
 
 
-def collect(receiver: OtlpReceiver, sink: Sink, n: int) -> list[ReceivedSpan]:
-    deadline = time.monotonic() + 5
-    while len(sink.spans) < n and time.monotonic() < deadline:
+def collect(receiver: OtlpReceiver, sink: Sink, n: int, timeout_s: float = 10.0) -> list[ReceivedSpan]:
+    def enough() -> bool:
         receiver.due(0.0)
-        time.sleep(0.02)
+        return len(sink.spans) >= n
+
+    wait_for(enough, timeout_s, what=f"{n} forwarded spans", interval_s=0.02)
     return sink.spans
 
 
-def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first() -> None:
+@pytest.fixture
+def upstream() -> Iterator[tuple[OtlpReceiver, Sink]]:
     sink = Sink()
-    upstream = OtlpReceiver([sink], host="127.0.0.1", port=0)
-    upstream.start()
-    fwd = SpanForwarder(f"127.0.0.1:{upstream.port}")
+    receiver = OtlpReceiver([sink], host="127.0.0.1", port=0)  # type: ignore[list-item]
+    receiver.start()
+    yield receiver, sink
+    receiver.stop()
+
+
+def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first(
+    upstream: tuple[OtlpReceiver, Sink],
+) -> None:
+    receiver, sink = upstream
+    fwd = SpanForwarder(f"127.0.0.1:{receiver.port}")
     fwd.start()
     try:
         fwd.on_span("a", span("chatcmpl-a"))  # span first
         fwd.on_final([record("a"), record("b", 2.0, 0.0)])  # record first for b
         fwd.on_span("b", span("chatcmpl-b"))
-        spans = {s.attributes["gen_ai.request.id"]: s for s in collect(upstream, sink, 2)}
+        spans = {s.attributes["gen_ai.request.id"]: s for s in collect(receiver, sink, 2)}
     finally:
         fwd.stop()
-        upstream.stop()
     a = spans["chatcmpl-a"]
-    assert a.trace_id == "0af7651916cd43dd8448eb211c80319c" and a.parent_span_id == "00f067aa0ba902b7"
-    assert a.resource["service.name"] == "vllm" and a.start_unix_s == 1000.0
+    assert a.trace_id == "0af7651916cd43dd8448eb211c80319c" and a.span_id == "b7ad6b7169203331"
+    assert a.parent_span_id == "00f067aa0ba902b7" and a.name == "llm_request" and a.scope == "vllm.llm_engine"
+    assert a.resource["service.name"] == "vllm" and (a.start_unix_s, a.end_unix_s) == (1000.0, 1002.0)
+    assert a.attributes["gen_ai.usage.completion_tokens"] == 3  # vLLM's own attributes are kept
     assert a.attributes["jouletrace.energy.joules"] == 6.0
     assert a.attributes["jouletrace.energy.prefill_joules"] == 1.0
     assert a.attributes["jouletrace.energy.decode_joules"] == 5.0
@@ -69,22 +90,69 @@ def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first() -> N
     assert (
         a.attributes["jouletrace.energy.approximate"] is False and a.attributes["jouletrace.task"] == "code"
     )
+    assert a.attributes["jouletrace.energy.source"] == "measured"
     assert "jouletrace.energy.joules_per_output_token" not in spans["chatcmpl-b"].attributes
-    assert fwd.counts["forwarded"] == 2
+    assert fwd.counts["forwarded"] == 2 and fwd.counts["failed"] == 0
+
+
+def test_an_upstream_that_comes_up_late_still_gets_the_span_through_the_exporters_retries() -> None:
+    port = free_port()
+    fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=8.0)
+    fwd.start()
+    sink = Sink()
+    receiver = OtlpReceiver([sink], host="127.0.0.1", port=port)  # type: ignore[list-item]
+    try:
+        fwd.on_span("a", span("chatcmpl-a"))
+        fwd.on_final([record("a")])
+        time.sleep(0.6)  # the first export (after the 200 ms batch delay) finds nobody listening
+        receiver.start()
+        assert [s.attributes["gen_ai.request.id"] for s in collect(receiver, sink, 1)] == ["chatcmpl-a"]
+        wait_for(lambda: fwd.counts["forwarded"] == 1, 5.0, what="the export's result")
+        assert fwd.counts["failed"] == 0
+    finally:
+        fwd.stop()
+        receiver.stop()
 
 
 def test_an_absent_upstream_costs_failed_exports_not_the_sidecar() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=0.2)
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}", timeout_s=0.2)  # nothing listens there
     fwd.start()
-    t0 = time.monotonic()
+    try:
+        t0 = time.monotonic()
+        fwd.on_span("a", span("chatcmpl-a"))
+        fwd.on_final([record("a")])
+        assert time.monotonic() - t0 < 0.05  # handing over never waits for the network
+        wait_for(lambda: fwd.counts["failed"] == 1, 5.0, what="a failed export")
+    finally:
+        fwd.stop()
+    assert fwd.counts["forwarded"] == 0
+
+
+def test_beyond_the_queue_bound_spans_are_dropped_and_counted() -> None:
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}", max_queue=2, timeout_s=0.2)
+    fwd.start()
+    try:
+        for i in range(5):
+            fwd.on_span(f"r{i}", span(f"chatcmpl-r{i}"))
+        fwd.on_final([record(f"r{i}") for i in range(5)])
+        assert fwd.counts["dropped"] == 3
+    finally:
+        fwd.stop()
+
+
+def test_a_span_with_ids_that_are_not_hex_is_counted_not_sent() -> None:
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}", timeout_s=0.2)
+    fwd.start()
+    try:
+        fwd.on_span("a", span("chatcmpl-a", trace_id="not-hex"))
+        fwd.on_final([record("a")])
+        assert fwd.counts["malformed"] == 1 and fwd.counts["dropped"] == 0
+    finally:
+        fwd.stop()
+
+
+def test_before_start_and_after_stop_spans_are_dropped_and_counted() -> None:
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}")
     fwd.on_span("a", span("chatcmpl-a"))
     fwd.on_final([record("a")])
-    assert time.monotonic() - t0 < 0.05  # handing over never waits for the network
-    deadline = time.monotonic() + 5
-    while fwd.counts["failed"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    fwd.stop()
-    assert fwd.counts["failed"] == 1
+    assert fwd.counts["dropped"] == 1

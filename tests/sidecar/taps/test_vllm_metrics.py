@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.taps.vllm_metrics import MetricsScraper, parse_metrics
+from tests.support import free_port
 
 
 def exposition(prompt: float, generation: float, iterations: float = 0, running: float = 2) -> str:
@@ -107,9 +108,7 @@ def test_a_scrape_that_hangs_times_out_off_the_loop_and_is_counted(hanging_serve
 
 
 def test_a_refused_scrape_is_an_error_not_a_crash() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     s = MetricsScraper(f"http://127.0.0.1:{port}/metrics", interval_s=0.01, timeout_s=0.5)
     s.start()
     try:

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from sidecar.attribution.events import Phase
+from sidecar.contracts.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
-from sidecar.taps.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
+from tests.support import free_port
 
 
 def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.0, **kw: Any) -> bytes:
@@ -161,16 +162,10 @@ def plugin_class(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
     sys.modules.pop("servers.vllm.plugin", None)
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_plugin_survives_the_sidecar_being_down_and_reaches_it_once_it_is_back(
     plugin_class: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     monkeypatch.setenv("JOULETRACE_PLUGIN_PORT", str(port))
     config = types.SimpleNamespace(model_config=types.SimpleNamespace(served_model_name="tiny"))
     plugin = plugin_class(config)

@@ -1,11 +1,20 @@
-"""The vLLM taps in the sidecar's wiring: built from knobs, plugin drained before spans, self-metrics."""
+"""The taps in the sidecar's wiring: built from knobs, one ordered list, the plugin drained before spans."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from sidecar.app import Sidecar
 from sidecar.config import SidecarConfig
+from sidecar.contracts.vllm_wire import VERSION, Iteration, Start, encode
 from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.spans import AttrValue, ReceivedSpan
 from sidecar.taps.vllm import VllmTaps
 from sidecar.wiring import build_sidecar
+from tests.support import free_port
 
 
 def config(**kw: object) -> SidecarConfig:
@@ -13,17 +22,33 @@ def config(**kw: object) -> SidecarConfig:
     return SidecarConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def test_the_vllm_taps_come_with_the_otlp_receiver_and_the_plugin_is_drained_first() -> None:
+def test_the_taps_are_one_list_with_the_vllm_taps_before_the_otlp_receiver() -> None:
     sidecar = build_sidecar(config(otlp_port=4317, plugin_port=9466, vllm_metrics_url="http://x/metrics",
                                    otlp_forward_endpoint="127.0.0.1:1"))  # fmt: skip
     try:
-        kinds = [type(s) for s in sidecar.sources]
-        assert kinds.index(VllmTaps) < kinds.index(OtlpReceiver)
-        taps = next(s for s in sidecar.sources if isinstance(s, VllmTaps))
-        assert taps.plugin is not None and taps.scraper is not None and taps.forwarder is not None
-        assert sidecar.on_final == taps.on_final
-        report = taps.tap_stats()
-        assert report.events[("otlp", "received")] == 0 and report.events[("vllm_spans", "requests")] == 0
+        assert [type(t) for t in sidecar.taps] == [VllmTaps, OtlpReceiver]
+        vllm, receiver = sidecar.taps
+        assert isinstance(vllm, VllmTaps) and isinstance(receiver, OtlpReceiver)
+        assert vllm.plugin is not None and vllm.scraper is not None and vllm.forwarder is not None
+        assert vllm.spans in receiver.handlers
+        assert sidecar.on_final == vllm.on_final
+    finally:
+        sidecar.close()
+
+
+def test_the_snapshot_reports_every_taps_counters_including_the_span_handlers() -> None:
+    sidecar = build_sidecar(config(otlp_port=4317, plugin_port=9466, vllm_metrics_url="http://x/metrics"))
+    try:
+        events = sidecar.snapshot().stats.taps.events
+        for key in [
+            ("otlp", "received"),
+            ("otlp", "ignored"),
+            ("vllm_spans", "requests"),
+            ("vllm_spans", "work_from_spans"),
+            ("diffusion_spans", "batches"),
+            ("diffusion_spans", "malformed"),
+        ]:
+            assert events.get(key) == 0, key
     finally:
         sidecar.close()
 
@@ -31,9 +56,9 @@ def test_the_vllm_taps_come_with_the_otlp_receiver_and_the_plugin_is_drained_fir
 def test_plugin_scraper_and_forwarder_are_off_unless_configured() -> None:
     sidecar = build_sidecar(config(otlp_port=4317, plugin_port=0))
     try:
-        taps = next(s for s in sidecar.sources if isinstance(s, VllmTaps))
-        assert (taps.plugin, taps.scraper, taps.forwarder) == (None, None, None)
-        assert sidecar.snapshot().stats.taps.events[("vllm_spans", "work_from_spans")] == 0
+        vllm = sidecar.taps[0]
+        assert isinstance(vllm, VllmTaps)
+        assert (vllm.plugin, vllm.scraper, vllm.forwarder) == (None, None, None)
     finally:
         sidecar.close()
 
@@ -41,8 +66,64 @@ def test_plugin_scraper_and_forwarder_are_off_unless_configured() -> None:
 def test_the_plugin_and_metrics_taps_work_without_an_otlp_receiver() -> None:
     sidecar = build_sidecar(config(otlp_port=0, plugin_port=9466, vllm_metrics_url="http://x/metrics"))
     try:
-        assert not any(isinstance(s, OtlpReceiver) for s in sidecar.sources)
-        taps = next(s for s in sidecar.sources if isinstance(s, VllmTaps))
-        assert taps.plugin is not None and taps.scraper is not None
+        (vllm,) = sidecar.taps
+        assert isinstance(vllm, VllmTaps) and vllm.plugin is not None and vllm.scraper is not None
     finally:
         sidecar.close()
+
+
+def _llm_request_span(raw_id: str) -> ReceivedSpan:
+    attrs: dict[str, AttrValue] = {
+        "gen_ai.request.id": raw_id,
+        "gen_ai.usage.prompt_tokens": 10,
+        "gen_ai.usage.completion_tokens": 5,
+        "gen_ai.latency.e2e": 0.5,
+        "gen_ai.latency.time_in_model_prefill": 0.1,
+        "gen_ai.latency.time_in_model_decode": 0.3,
+    }
+    return ReceivedSpan("t1", "s1", "", "llm_request", 1000.0, 1000.5, attrs)
+
+
+@pytest.fixture
+def plugin_and_spans() -> Iterator[Sidecar]:
+    sidecar = build_sidecar(config(otlp_port=free_port(), plugin_port=free_port(socket.SOCK_DGRAM)))
+    for tap in sidecar.taps:
+        tap.start()
+    try:
+        yield sidecar
+    finally:
+        for tap in sidecar.taps:
+            tap.stop()
+        sidecar.close()
+
+
+def _same_tick(sidecar: Sidecar) -> None:
+    """The plugin's datagram for request 'abc' and vLLM's span for it arrive before one tick."""
+    vllm, receiver = sidecar.taps
+    assert isinstance(vllm, VllmTaps) and isinstance(receiver, OtlpReceiver) and vllm.plugin is not None
+    message = {"v": VERSION, "pid": 1, "seq": 0, "wall": 1000.0, "model": "m", "live": True,
+               "it": Iteration(0.0, 1, 10), "start": [Start("chatcmpl-abc", 10, 10, 0.1)]}  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for data in encode(message):
+            s.sendto(data, ("127.0.0.1", vllm.plugin.port))  # loopback: queued before sendto returns
+    receiver.accept([_llm_request_span("chatcmpl-abc")])
+
+
+def test_in_the_wired_order_the_plugins_claim_stops_the_span_from_adding_the_work_twice(
+    plugin_and_spans: Sidecar,
+) -> None:
+    _same_tick(plugin_and_spans)
+    plugin_and_spans.tick()
+    events = plugin_and_spans.snapshot().stats.taps.events
+    assert events[("vllm_plugin", "starts")] == 1 and events[("vllm_spans", "requests")] == 1
+    assert events[("vllm_spans", "work_from_spans")] == 0
+
+
+def test_drained_the_other_way_round_the_span_would_add_the_work_again(plugin_and_spans: Sidecar) -> None:
+    """Why the order matters: the same arrivals with the receiver drained first."""
+    wired = plugin_and_spans
+    _same_tick(wired)
+    reversed_order = Sidecar(wired.config, wired.meter, taps=list(reversed(wired.taps)), clock=wired.clock)
+    reversed_order.tick()
+    events = reversed_order.snapshot().stats.taps.events
+    assert events[("vllm_plugin", "starts")] == 1 and events[("vllm_spans", "work_from_spans")] == 1

@@ -1,0 +1,163 @@
+"""The datagram format between the vLLM stat-logger plugin and the sidecar (stdlib only).
+
+One UDP datagram per engine iteration (per ``record()`` call with stats),
+compact JSON, at most :data:`MAX_DATAGRAM_BYTES`. The plugin imports this module
+inside vLLM, so it must stay free of numpy, grpc and the rest of the sidecar.
+
+Keys (times in seconds; ``*_ago`` is how long before ``wall`` a thing happened,
+measured on the plugin's monotonic clock, so no cross-process clock offset enters):
+
+``v``      format version (1)
+``pid``    the vLLM front-end process id (a new pid means vLLM restarted)
+``seq``    message number per pid, from 0 (gaps mean lost datagrams)
+``wall``   Unix time of the ``record()`` call
+``model``  served model name
+``it``     the iteration (an :class:`Iteration`), or absent on a scheduler-only heartbeat
+``sched``  the scheduler's state (a :class:`Sched`)
+``start``  requests whose prefill finished in this iteration (first token): :class:`Start` rows
+``fin``    finished requests: :class:`Finish` rows
+``gone``   (at most once a second) started requests that left vLLM without finishing (aborted)
+``live``   true when the plugin sees per-request starts (``start`` is complete)
+
+Rows travel as JSON arrays (compact); the named tuples below give their fields
+names on both ends. A named tuple *is* a tuple, so the plugin passes them to
+:func:`encode` as they are; the receiver reads a row with ``Finish.parse(row)``,
+which converts the types and raises ``ValueError`` for a short or mistyped row.
+Fields may be added at the end of a row only (older readers ignore them; a
+newer reader of an older row gets the field's default).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+__all__ = ["MAX_DATAGRAM_BYTES", "VERSION", "Finish", "Iteration", "Sched", "Start", "decode", "encode"]
+
+VERSION = 1
+MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
+_MAX_ROWS = 150  # request rows per datagram; more go into follow-up datagrams
+
+
+class Iteration(NamedTuple):
+    """``it``: one engine iteration's token counts."""
+
+    end_ago_s: float  # how long before ``wall`` the iteration ended
+    generation_tokens: int
+    prompt_computed: int  # prompt tokens computed (prefill) in this iteration
+    prompt_cached: int = 0  # prompt tokens served from the prefix cache
+    preempted: int = 0  # requests preempted in this iteration
+
+    @classmethod
+    def parse(cls, row: Any) -> Iteration:
+        """A received ``it`` array; ``ValueError`` if it is short or mistyped."""
+        values = _fields(row, 3, 5)
+        return cls(float(values[0]), *(int(v) for v in values[1:]))
+
+
+class Sched(NamedTuple):
+    """``sched``: the scheduler's load after the iteration."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float  # 0..1
+
+    @classmethod
+    def parse(cls, row: Any) -> Sched:
+        """A received ``sched`` array; ``ValueError`` if it is short or mistyped."""
+        running, waiting, kv = _fields(row, 3, 3)
+        return cls(int(running), int(waiting), float(kv))
+
+
+class Start(NamedTuple):
+    """A ``start`` row: a request whose prefill finished in this iteration."""
+
+    request_id: str
+    prompt_tokens: int
+    computed_tokens: int  # prompt tokens computed (the rest came from the prefix cache)
+    prefill_s: float
+
+    @classmethod
+    def parse(cls, row: Any) -> Start:
+        """A received ``start`` row; ``ValueError`` if it is short or mistyped."""
+        request_id, prompt, computed, prefill_s = _fields(row, 4, 4)
+        return cls(str(request_id), int(prompt), int(computed), float(prefill_s))
+
+
+class Finish(NamedTuple):
+    """A ``fin`` row: a finished request and its timings."""
+
+    request_id: str
+    prompt_tokens: int
+    generation_tokens: int
+    queued_s: float
+    prefill_s: float
+    decode_s: float
+    e2e_s: float
+    finish_reason: str = ""  # stop, length, abort, ...
+
+    @classmethod
+    def parse(cls, row: Any) -> Finish:
+        """A received ``fin`` row; ``ValueError`` if it is short or mistyped."""
+        values = _fields(row, 7, 8)
+        request_id, prompt, generated, queued_s, prefill_s, decode_s, e2e_s = values[:7]
+        reason = str(values[7]) if len(values) > 7 else ""
+        times = (float(queued_s), float(prefill_s), float(decode_s), float(e2e_s))
+        return cls(str(request_id), int(prompt), int(generated), *times, reason)
+
+
+def _fields(row: Any, least: int, most: int) -> list[Any]:
+    """The first ``most`` items of a row that must have at least ``least``; no bools or nulls."""
+    if not isinstance(row, list | tuple) or len(row) < least:
+        raise ValueError(f"expected a row of at least {least} fields, got {row!r:.80}")
+    values = list(row[:most])
+    if any(v is None or isinstance(v, bool | dict | list) for v in values):
+        raise ValueError(f"a row field is null, boolean or nested: {row!r:.80}")
+    return values
+
+
+def encode(message: dict[str, Any]) -> list[bytes]:
+    """One message as one or more datagrams (long ``start``/``fin`` lists are split).
+
+    Follow-up datagrams carry only their rows (no ``it``), so iteration totals are
+    counted once. Rows that alone exceed the size limit are dropped.
+    """
+    starts: list[Any] = message.get("start") or []
+    fins: list[Any] = message.get("fin") or []
+    head = {k: v for k, v in message.items() if k not in ("start", "fin")}
+    out: list[bytes] = []
+    first = True
+    i = j = 0
+    while first or i < len(starts) or j < len(fins):
+        keep = head if first else {k: v for k, v in head.items() if k in ("v", "pid", "seq", "wall", "model")}
+        part: dict[str, Any] = dict(keep)
+        part["start"] = starts[i : i + _MAX_ROWS]
+        part["fin"] = fins[j : j + _MAX_ROWS]
+        i += _MAX_ROWS
+        j += _MAX_ROWS
+        data = json.dumps(part, separators=(",", ":")).encode()
+        if len(data) <= MAX_DATAGRAM_BYTES:
+            out.append(data)
+        first = False
+    return out
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Parse one datagram; raises ``ValueError`` for anything that is not a v1 message."""
+    try:
+        message = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON: {err}") from err
+    if not isinstance(message, dict) or message.get("v") != VERSION:
+        raise ValueError("not a jouletrace v1 message")
+    for key, kind in (("pid", int), ("seq", int), ("wall", (int, float))):
+        if not isinstance(message.get(key), kind):
+            raise ValueError(f"bad or missing {key!r}")
+    for key in ("start", "fin"):
+        rows = message.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, list) and r for r in rows):
+            raise ValueError(f"bad {key!r}")
+    it = message.get("it")
+    if it is not None and (not isinstance(it, list) or len(it) < 3):
+        raise ValueError("bad 'it'")
+    return message

@@ -1,0 +1,84 @@
+"""The seam every tap plugs into: :class:`Tap` (start, stop, due, stats).
+
+A tap is one way work reaches the sidecar: the OTLP span receiver, the vLLM
+plugin + /metrics taps, a simulated workload. The sidecar holds an ordered
+list of taps (built in :mod:`sidecar.wiring`); at each tick it drains them in
+that order, so a tap whose output another depends on comes first (the vLLM
+plugin's claims before the spans that would otherwise duplicate its work).
+
+``start()`` binds its socket or thread and returns the bound port (0 if it has
+none; an ``OSError`` if it cannot bind, which the sidecar reports naming the
+tap's ``knob``); ``stop(grace_s)`` undoes that, also after a failed start;
+``due(now_s)`` returns the work events and request infos made since the last
+call (sidecar monotonic seconds); ``stats()`` returns the tap's counters for
+the self-metrics. A span handler
+(:class:`~sidecar.taps.spans.SpanHandler`) is not a tap: it lives inside the
+OTLP receiver, which reports its handlers' counters with its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
+
+__all__ = ["SourceTap", "Tap", "WorkSource", "merge_reports"]
+
+
+class WorkSource(Protocol):
+    """Anything with work to drain at each tick (a simulated workload's feeder)."""
+
+    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+        """Work events and request infos that have happened by ``now_s``."""
+        ...
+
+
+class Tap(WorkSource, Protocol):
+    """A work source with a lifetime and counters."""
+
+    knob: str  # the config knob of the port it listens on ('' for none): named when start() fails
+
+    def start(self) -> int:
+        """Start serving; the bound port, or 0 for a tap without one."""
+        ...
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Stop serving (idempotent; safe on a tap that never started)."""
+        ...
+
+    def stats(self) -> TapReport:
+        """The tap's counters, for the ``jouletrace.tap.*`` self-metrics."""
+        ...
+
+
+class SourceTap:
+    """A plain :class:`WorkSource` as a tap: nothing to start, nothing to count."""
+
+    knob = ""
+
+    def __init__(self, source: WorkSource) -> None:
+        self.source = source
+
+    def start(self) -> int:
+        return 0
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        return None
+
+    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+        return self.source.due(now_s)
+
+    def stats(self) -> TapReport:
+        return TapReport()
+
+
+def merge_reports(reports: Iterable[TapReport]) -> TapReport:
+    """One report from many (later reports win on a repeated key)."""
+    merged = TapReport()
+    for report in reports:
+        merged.events.update(report.events)
+        merged.token_mismatch.update(report.token_mismatch)
+        merged.server.update(report.server)
+    return merged

@@ -1,0 +1,38 @@
+"""Reading the sidecar's /metrics: device energy and idle energy from a real exposition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadgen.sidecar_client import parse_energy, parse_idle
+
+# The sidecar exporter's own output (its golden file: two devices, an idle series, the lag gauge).
+GOLDEN = (Path(__file__).parents[1] / "sidecar" / "export" / "golden_metrics.txt").read_text()
+
+
+def test_device_energy_is_the_sum_over_every_device_series() -> None:
+    assert parse_energy(GOLDEN) == pytest.approx(152000.25 + 148500.0)
+
+
+def test_idle_energy_comes_with_the_attribution_lag() -> None:
+    assert parse_idle(GOLDEN) == pytest.approx((41000.0, 0.25))
+
+
+def test_a_metric_whose_name_only_starts_like_the_energy_counter_is_not_counted() -> None:
+    text = "# TYPE hw_energy_joules_total_extra counter\nhw_energy_joules_total_extra 5.0\n"
+    assert parse_energy(text) is None
+
+
+def test_only_the_phase_label_itself_selects_the_idle_series() -> None:
+    text = (
+        'gen_ai_server_energy_joules_total{xjouletrace_phase="idle",jouletrace_phase="decode"} 7.0\n'
+        "jouletrace_attribution_lag_seconds 0.1\n"
+    )
+    assert parse_idle(text) is None
+
+
+@pytest.mark.parametrize("text", ["", "<html>502 Bad Gateway</html>", "hw_energy_joules_total{broken 1\n"])
+def test_an_absent_or_unparseable_exposition_reads_as_no_energy(text: str) -> None:
+    assert parse_energy(text) is None and parse_idle(text) is None

@@ -1,0 +1,55 @@
+"""The plugin's wire rows: named on both ends, JSON arrays in between, strict when read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sidecar.contracts.vllm_wire import VERSION, Finish, Iteration, Sched, Start, decode, encode
+
+
+def test_named_rows_travel_as_arrays_and_read_back_by_name() -> None:
+    message = {
+        "v": VERSION,
+        "pid": 7,
+        "seq": 0,
+        "wall": 100.0,
+        "it": Iteration(0.002, 3, 16, 4),
+        "sched": Sched(3, 1, 0.25),
+        "start": [Start("cmpl-a", 20, 16, 0.05)],
+        "fin": [Finish("cmpl-b", 12, 8, 0.01, 0.02, 0.3, 0.33, "stop")],
+    }
+    (data,) = encode(message)
+    assert json.loads(data)["fin"] == [["cmpl-b", 12, 8, 0.01, 0.02, 0.3, 0.33, "stop"]]  # compact arrays
+    got = decode(data)
+    finish = Finish.parse(got["fin"][0])
+    assert finish.request_id == "cmpl-b" and finish.decode_s == 0.3 and finish.finish_reason == "stop"
+    assert Start.parse(got["start"][0]).computed_tokens == 16
+    assert Iteration.parse(got["it"]) == Iteration(0.002, 3, 16, 4, 0)
+    assert Sched.parse(got["sched"]).kv_cache_usage == 0.25
+
+
+def test_optional_trailing_fields_take_their_defaults() -> None:
+    assert Finish.parse(["r", 1, 2, 0, 0, 0, 0]).finish_reason == ""
+    assert Iteration.parse([0.0, 1, 2]) == Iteration(0.0, 1, 2, 0, 0)
+
+
+def test_extra_trailing_fields_from_a_newer_plugin_are_ignored() -> None:
+    assert Start.parse(["r", 1, 1, 0.1, "future"]) == Start("r", 1, 1, 0.1)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["r", 1, 2],  # short
+        "not a row",
+        ["r", "x", 1, 0.1],  # a token count that is not a number
+        ["r", None, 1, 0.1],  # null
+        ["r", True, 1, 0.1],  # a boolean is not a count
+        ["r", [1], 1, 0.1],  # nested
+    ],
+)
+def test_bad_start_rows_raise_value_error(row: object) -> None:
+    with pytest.raises(ValueError):
+        Start.parse(row)

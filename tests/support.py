@@ -1,0 +1,84 @@
+"""Helpers shared by the tests: a free port, waiting for a process or URL, a clock that moves when told."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["FakeClock", "free_port", "http_ok", "wait_for", "wait_http"]
+
+
+class FakeClock:
+    """Seconds that change only when the test sets ``t_s`` or calls :meth:`advance`."""
+
+    def __init__(self, t_s: float = 1000.0) -> None:
+        self.t_s = t_s
+
+    def __call__(self) -> float:
+        return self.t_s
+
+    def advance(self, dt_s: float) -> None:
+        self.t_s += dt_s
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that was free a moment ago (TCP by default, ``SOCK_DGRAM`` for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _why(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, log: Path | None) -> str:
+    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    code = f" (exit code {proc.returncode})" if proc is not None and proc.returncode is not None else ""
+    return f"{code}\n{tail}" if tail else code
+
+
+def wait_for(
+    check: Callable[[], bool],
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
+    log: Path | None = None,
+    what: str = "condition",
+    interval_s: float = 0.1,
+) -> None:
+    """Poll ``check`` until it is true; fail at once if ``proc`` exits (quoting ``log``'s tail).
+
+    A check that raises ``OSError`` (connection refused, a URL error) counts as not yet.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited early{_why(proc, log)}")
+        try:
+            if check():
+                return
+        except OSError:  # not listening yet (urllib.error.URLError is an OSError)
+            pass
+        time.sleep(interval_s)
+    raise AssertionError(f"{what}: not within {timeout_s} s{_why(proc, log)}")
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """True if ``GET url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return 200 <= int(resp.status) < 300
+    except urllib.error.HTTPError:
+        return False
+
+
+def wait_http(
+    url: str,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Wait until ``GET url`` answers 2xx (see :func:`wait_for`)."""
+    wait_for(lambda: http_ok(url), timeout_s, proc, log, what=url)
