@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sidecar.attribution.engine import Attributor
-from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
 from sidecar.config import SidecarConfig
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class WorkSource(Protocol):
     """A source of work drained at each tick (taps, the simulated GPU's feeder)."""
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]:
         """Work events and request infos that have happened by ``now_s``."""
         ...
 

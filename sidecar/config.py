@@ -78,6 +78,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("port", _port, 9464, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
     Knob("otlp_port", _port, 4317, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
     Knob("plugin_port", _port, 9466, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
+    Knob("hook_port", _port, 9467, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
@@ -113,6 +114,7 @@ class SidecarConfig:
     port: int = 9464
     otlp_port: int = 4317
     plugin_port: int = 9466
+    hook_port: int = 9467
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""

@@ -1,0 +1,1 @@
+"""Stable public formats between jouletrace's parts and the outside (stdlib only)."""
