@@ -117,23 +117,25 @@ class StepStream:
         self._new.append((i, ext, int(req.num_prompt_tokens), float(req.arrival_time)))
         return i
 
-    def ended(self, key: object, t_s: float) -> None:
-        """The batch scheduled as ``key`` ended at ``t_s`` (its output is back)."""
+    def ended(self, key: object, t_s: float) -> tuple[float, int]:
+        """The batch scheduled as ``key`` ended at ``t_s``; returns (its duration in s, its members)."""
         while self._inflight:
             k, t0, idx, scheduled, before = self._inflight.popleft()
             self._n_ended += 1
-            if k is key:
-                if idx:
-                    t0 = min(max(t0, self._last_end), t_s)
-                    self._steps.append((t0, t_s, idx, scheduled, before))
-                    self.steps += 1
-                    self.step_s += t_s - t0
-                    if self._first_pending is None:
-                        self._first_pending = t_s
-                self._last_end = max(self._last_end, t_s)
-                return
-            self.unpaired += 1  # a batch that never came back (should not happen): skipped
+            if k is not key:
+                self.unpaired += 1  # a batch that never came back (should not happen): skipped
+                continue
+            self._last_end, t0 = max(self._last_end, t_s), min(max(t0, self._last_end), t_s)
+            if not idx:
+                return 0.0, 0
+            self._steps.append((t0, t_s, idx, scheduled, before))
+            self.steps += 1
+            self.step_s += t_s - t0
+            if self._first_pending is None:
+                self._first_pending = t_s
+            return t_s - t0, len(idx)
         self.unpaired += 1
+        return 0.0, 0
 
     def request(self, engine_id: str) -> Any:
         """vLLM's Request of a member still in flight here, else None."""

@@ -28,7 +28,9 @@ Never raises into vLLM: every addition is in ``try``; failures are counted
 (``errors``). Where: ``JOULETRACE_HOOK_HOST`` (default 127.0.0.1),
 ``JOULETRACE_HOOK_PORT`` (default :data:`sidecar.contracts.scheduler_wire.DEFAULT_PORT`).
 ``JOULETRACE_HOOK_LOG_S`` (default 60): seconds between log lines with the
-hook's own cost (``hook us/step``, measured with ``perf_counter`` around its code).
+hook's own cost per step (``perf_counter`` around its code in ``schedule()`` and
+``update_from_output()``) and the steps' duration, over all steps and over
+steps at the full batch (``max_num_seqs`` members).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
         super().__init__(*args, **kwargs)
         self._jt: StepStream | None = None
         self._jt_errors = 0
-        self._jt_hook_s = 0.0
+        self._jt_sched_s = 0.0  # cost of the hook in the last schedule()
+        # steps, hook s, step s: over all steps and over steps at the full batch (max_num_seqs members)
+        self._jt_cost = {"all": [0, 0.0, 0.0], "full": [0, 0.0, 0.0]}
         self._jt_log_s = float(os.environ.get("JOULETRACE_HOOK_LOG_S", "60"))
         self._jt_logged = time.monotonic()
         try:
@@ -87,6 +91,7 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
             log.warning("jouletrace scheduler hook disabled", exc_info=True)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        p0 = time.perf_counter()
         t0 = time.monotonic()
         jt = self._jt
         if jt is not None:
@@ -104,15 +109,17 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                 jt.scheduled(out, t0, members, scheduled, before, self.requests.__getitem__)
             except Exception:
                 self._jt_errors += 1
-        self._jt_hook_s += (c0 - t0) + (time.perf_counter() - c1)
+        self._jt_sched_s = (c0 - p0) + (time.perf_counter() - c1)
         return out
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
+        p0 = time.perf_counter()
         t1 = time.monotonic()
         jt = self._jt
+        step_s, members = 0.0, 0
         if jt is not None:
             try:
-                jt.ended(scheduler_output, t1)
+                step_s, members = jt.ended(scheduler_output, t1)
             except Exception:
                 self._jt_errors += 1
         c0 = time.perf_counter()
@@ -124,9 +131,16 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                 jt.maybe_flush(idle=not self.has_requests())
             except Exception:
                 self._jt_errors += 1
-            if c1 - self._jt_logged >= self._jt_log_s:
-                self._jt_log(jt, c1)
-        self._jt_hook_s += (c0 - t1) + (time.perf_counter() - c1)
+            if t1 - self._jt_logged >= self._jt_log_s:
+                self._jt_log(jt, t1)
+        if members:  # one schedule() and one update_from_output() per step
+            cost_s = self._jt_sched_s + (c0 - p0) + (time.perf_counter() - c1)
+            kinds = ("all", "full") if members >= self.scheduler_config.max_num_seqs else ("all",)
+            for kind in kinds:
+                acc = self._jt_cost[kind]
+                acc[0] += 1
+                acc[1] += cost_s
+                acc[2] += step_s
         return result
 
     def _jt_finished(self, jt: StepStream) -> None:
@@ -147,11 +161,17 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
             self._jt_errors += 1
 
     def _jt_log(self, jt: StepStream, now: float) -> None:
-        steps = max(jt.steps, 1)
+        """One line with the hook's counters and its own cost per step (``perf_counter`` around its code)."""
+        parts = []
+        for kind, (n, hook_s, step_s) in self._jt_cost.items():
+            if n:
+                label = "all" if kind == "all" else f"batch {self.scheduler_config.max_num_seqs}"
+                parts.append(
+                    f"{label}: {n} steps, hook us/step {1e6 * hook_s / n:.1f}, step ms {1e3 * step_s / n:.3f}"
+                )
         log.info(
-            "jouletrace hook: %d steps, %d sent, %d dropped, %d errors | hook us/step %.1f | step ms %.2f",
-            jt.steps, jt.sent, jt.dropped, self._jt_errors, 1e6 * self._jt_hook_s / steps,
-            1e3 * jt.step_s / steps,
+            "jouletrace hook: %d sent, %d dropped, %d errors | %s",
+            jt.sent, jt.dropped, self._jt_errors, " | ".join(parts),
         )  # fmt: skip
         self._jt_logged = now
 
