@@ -28,9 +28,10 @@ Never raises into vLLM: every addition is in ``try``; failures are counted
 (``errors``). Where: ``JOULETRACE_HOOK_HOST`` (default 127.0.0.1),
 ``JOULETRACE_HOOK_PORT`` (default :data:`sidecar.contracts.scheduler_wire.DEFAULT_PORT`).
 ``JOULETRACE_HOOK_LOG_S`` (default 60): seconds between log lines with the
-hook's own cost per step (``perf_counter`` around its code in ``schedule()`` and
-``update_from_output()``) and the steps' duration, over all steps and over
-steps at the full batch (``max_num_seqs`` members).
+hook's own cost per step on vLLM's loop (``perf_counter`` around its code in
+``schedule()`` and ``update_from_output()``) and the steps' duration, over all
+steps and over steps at the full batch (``max_num_seqs`` members), and the
+sender thread's CPU per member sent (``time.thread_time``).
 """
 
 from __future__ import annotations
@@ -169,9 +170,11 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                 parts.append(
                     f"{label}: {n} steps, hook us/step {1e6 * hook_s / n:.1f}, step ms {1e3 * step_s / n:.3f}"
                 )
+        per_member_us = 1e6 * jt.sender_cpu_s / max(jt.sent_members, 1)
         log.info(
-            "jouletrace hook: %d sent, %d dropped, %d errors | %s",
-            jt.sent, jt.dropped, self._jt_errors, " | ".join(parts),
+            "jouletrace hook: %d sent, %d dropped, %d errors"
+            " | sender thread: %d members, CPU us/member %.3f | %s",
+            jt.sent, jt.dropped, self._jt_errors, jt.sent_members, per_member_us, " | ".join(parts),
         )  # fmt: skip
         self._jt_logged = now
 

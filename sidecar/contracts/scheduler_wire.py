@@ -171,7 +171,7 @@ def decode(data: bytes) -> Message:
         new=[_new(r) for r in _list(raw.get("new", []), "new")],
         steps=[_step(r) for r in _list(raw.get("steps", []), "steps")],
         fin=[_fin(r) for r in _list(raw.get("fin", []), "fin")],
-        gone=[_int(i, "gone idx") for i in _list(raw.get("gone", []), "gone")],
+        gone=_ints(_list(raw.get("gone", []), "gone"), "gone idx", _MAX_INT),
     )
 
 
@@ -199,9 +199,9 @@ def _step(row: Any) -> StepRow:
     return StepRow(
         t0_ago,
         t1_ago,
-        [_int(i, "member idx") for i in arrays[0]],
-        [_int(k, "scheduled", _MAX_TOKENS) for k in arrays[1]],
-        [_int(p, "computed_before", _MAX_TOKENS) for p in arrays[2]],
+        _ints(arrays[0], "member idx", _MAX_INT),
+        _ints(arrays[1], "scheduled", _MAX_TOKENS),
+        _ints(arrays[2], "computed_before", _MAX_TOKENS),
     )
 
 
@@ -228,6 +228,13 @@ def _int(value: Any, name: str, high: int = _MAX_INT) -> int:
     if type(value) is not int or not 0 <= value <= high:
         raise ValueError(f"{name} is not an integer in 0..{high}")
     return value
+
+
+def _ints(values: list[Any], name: str, high: int) -> list[int]:
+    """A list of integers in 0..high, checked at C speed (a step has hundreds)."""
+    if values and not (set(map(type, values)) == {int} and min(values) >= 0 and max(values) <= high):
+        raise ValueError(f"{name} is not a list of integers in 0..{high}")
+    return values
 
 
 def _time(value: Any, name: str, low: float = 0.0, high: float = _MAX_AGO_S) -> float:

@@ -53,18 +53,41 @@ _MAX_JUMP = 10_000
 
 
 class _Req:
-    """One request in flight: ids, prompt, arrival, furthest KV position, last step."""
+    """One request: its ids, arrival and its slot in the receiver's per-request arrays."""
 
-    __slots__ = ("arrival_s", "end_s", "high", "last_k", "prompt", "raw", "request_id")
+    __slots__ = ("arrival_s", "raw", "request_id", "slot")
 
-    def __init__(self, row: NewRow, base_s: float) -> None:
+    def __init__(self, row: NewRow, base_s: float, slot: int) -> None:
         self.raw = row.request_id
         self.request_id = normalize_request_id(row.request_id)
-        self.prompt = row.prompt_tokens
         self.arrival_s = base_s - row.arrival_ago_s
-        self.end_s: float | None = None
-        self.high = 0  # furthest KV position reached (tokens computed at least once)
-        self.last_k = 0  # tokens in its previous step
+        self.slot = slot
+
+
+class _Slots:
+    """Per-request state as arrays (a step's members are read and updated at once)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.ids: list[str] = [""] * capacity
+        self.prompt = np.zeros(capacity, dtype=np.int64)
+        self.high = np.zeros(capacity, dtype=np.int64)  # furthest KV position reached
+        self.last_k = np.zeros(capacity, dtype=np.int64)  # tokens in its previous step
+        self.end_s = np.full(capacity, np.nan)  # end of its last step
+        self.free = list(range(capacity - 1, -1, -1))
+
+    def take(self, request_id: str, prompt: int) -> int:
+        if not self.free:
+            n = len(self.ids)
+            self.ids += [""] * n
+            self.prompt, self.high, self.last_k = (
+                np.concatenate([a, np.zeros(n, np.int64)]) for a in (self.prompt, self.high, self.last_k)
+            )
+            self.end_s = np.concatenate([self.end_s, np.full(n, np.nan)])
+            self.free = list(range(2 * n - 1, n - 1, -1))
+        slot = self.free.pop()
+        self.ids[slot] = request_id
+        self.prompt[slot], self.high[slot], self.last_k[slot], self.end_s[slot] = prompt, 0, 0, np.nan
+        return slot
 
 
 class HookReceiver:
@@ -91,6 +114,8 @@ class HookReceiver:
         self._seq = -1  # highest seq seen of this pid
         self._live: OrderedDict[int, _Req] = OrderedDict()
         self._recent: OrderedDict[int, _Req] = OrderedDict()
+        self._slot: dict[int, int] = {}  # idx (live or recent) -> slot
+        self._slots = _Slots()
         self._claimed: OrderedDict[str, None] = OrderedDict()
 
     # ---- service ---------------------------------------------------------------------
@@ -174,55 +199,61 @@ class HookReceiver:
         for idx in list(self._live):
             self._end(idx, None, "abort", base_s, out)
         self._recent.clear()
+        self._slot.clear()
+        self._slots = _Slots()
 
     def _new(self, row: NewRow, base_s: float) -> None:
-        if row.idx in self._live or row.idx in self._recent:
+        if row.idx in self._slot:
             self.counts["duplicate_new"] += 1
             return
-        req = _Req(row, base_s)
+        slot = self._slots.take(normalize_request_id(row.request_id), row.prompt_tokens)
+        req = _Req(row, base_s, slot)
         self._live[row.idx] = req
+        self._slot[row.idx] = slot
         if len(self._live) > self.max_requests:
-            self._live.popitem(last=False)
+            self._forget(*self._live.popitem(last=False))
             self.counts["evicted"] += 1
         self._claimed[req.request_id] = None
         while len(self._claimed) > _MAX_CLAIMS:
             self._claimed.popitem(last=False)
 
+    def _forget(self, idx: int, req: _Req) -> None:
+        del self._slot[idx]
+        self._slots.free.append(req.slot)
+
     def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
         t1_s = base_s - step.t1_ago_s
-        ids: list[str] = []
-        phase: list[int] = []
-        units: list[int] = []
-        pairs: list[float] = []
-        live, recent = self._live, self._recent
-        for i, k, p in zip(step.idx, step.scheduled, step.computed_before, strict=True):
-            req = live.get(i)
-            if req is None:
-                req = recent.get(i)
-                self.counts["unknown_member" if req is None else "after_fin"] += 1
-                if req is None:
-                    continue
-            back = req.high - p  # a step back: recompute after preemption (not a spec rollback)
-            first = max(req.prompt, req.high) if back > req.last_k else req.prompt
-            ids.append(req.request_id)
-            phase.append(Phase.PREFILL if p < first and k > 0 else Phase.DECODE)
-            units.append(k)
-            pairs.append(k * p + k * (k + 1) / 2)
-            req.high = max(req.high, p + k)
-            req.last_k = k
-            req.end_s = t1_s
+        found = list(map(self._slot.get, step.idx))
+        k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
+        if None in found:
+            known = [i for i, slot in enumerate(found) if slot is not None]
+            self.counts["unknown_member"] += len(found) - len(known)
+            found, k, p = [found[i] for i in known], k[known], p[known]
+        n_live = len(self._live.keys() & set(step.idx))
+        if n_live < len(found):
+            self.counts["after_fin"] += len(found) - n_live
         self.counts["steps"] += 1
-        self.counts["members"] += len(ids)
-        if not ids:
+        self.counts["members"] += len(found)
+        if not found:
             return
+        st = self._slots
+        slots = np.array(found, dtype=np.int64)
+        high, last_k, prompt = st.high[slots], st.last_k[slots], st.prompt[slots]
+        # prefill: a prompt token, or a recomputed one after a step back by more than the previous
+        # step's tokens (a preemption; a speculative-decoding rollback is never that far)
+        first = np.where(high - p > last_k, np.maximum(prompt, high), prompt)
+        phase = np.where((p < first) & (k > 0), int(Phase.PREFILL), int(Phase.DECODE)).astype(np.int8)
+        st.high[slots] = np.maximum(high, p + k)
+        st.last_k[slots] = k
+        st.end_s[slots] = t1_s
         out.events.append(
             StepBatch(
                 base_s - step.t0_ago_s,
                 t1_s,
-                tuple(ids),
-                np.array(phase, dtype=np.int8),
-                np.array(units, dtype=np.float64),
-                np.array(pairs, dtype=np.float64),
+                tuple(map(st.ids.__getitem__, found)),
+                phase,
+                k.astype(np.float64),
+                k * p + k * (k + 1) / 2,
             )
         )
 
@@ -233,9 +264,11 @@ class HookReceiver:
             return
         self._recent[idx] = req
         while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
+            self._forget(*self._recent.popitem(last=False))
+        st, slot = self._slots, req.slot
+        prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
         if output_tokens is None:  # aborted: the tokens sampled so far
-            output_tokens = req.high - req.prompt + 1 if req.high >= req.prompt else 0
+            output_tokens = high - prompt + 1 if high >= prompt else 0
             self.counts["aborted"] += 1
         else:
             self.counts["finished"] += 1
@@ -245,8 +278,8 @@ class HookReceiver:
                 model=self.model,
                 operation="chat" if req.raw.startswith("chatcmpl-") else "text_completion",
                 start_s=req.arrival_s,
-                end_s=req.end_s if req.end_s is not None else base_s,
-                prompt_tokens=req.prompt,
+                end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
+                prompt_tokens=prompt,
                 output_tokens=output_tokens,
                 attributes={"vllm.request_id": req.raw, "finish_reason": reason},
             )
