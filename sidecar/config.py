@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sidecar.contracts.ports import HTTP_PORT, OTLP_PORT, PLUGIN_PORT
+from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT
 from sidecar.errors import ConfigError
 
 __all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
@@ -79,6 +79,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
     Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
+    Knob("hook_port", _port, HOOK_PORT, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
@@ -114,6 +115,7 @@ class SidecarConfig:
     port: int = HTTP_PORT
     otlp_port: int = OTLP_PORT
     plugin_port: int = PLUGIN_PORT
+    hook_port: int = HOOK_PORT
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""

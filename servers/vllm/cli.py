@@ -1,9 +1,11 @@
-"""``jouletrace vllm serve MODEL [--port P] [--sidecar-otlp H:P] [--plugin-port U] [vLLM args...]``
-and ``jouletrace vllm demo``.
+"""``jouletrace vllm serve MODEL [--port P] [--sidecar-otlp H:P] [--plugin-port U] [--hook-port U]
+[--no-scheduler-hook] [vLLM args...]`` and ``jouletrace vllm demo``.
 
 ``serve`` replaces itself with vLLM (from ``.venv-vllm``) started as
 :mod:`servers.vllm.launcher` describes: tracing to the sidecar, the plugin's
-datagrams to ``--plugin-port``, request-id headers on. Every argument it does
+datagrams to ``--plugin-port``, the scheduler hook's to ``--hook-port``
+(``--no-scheduler-hook``: vLLM's own scheduler, the plugin alone), request-id
+headers on. Every argument it does
 not know goes to ``vllm serve`` unchanged (e.g. ``--dtype float32 --enforce-eager
 --max-model-len 512`` on a CPU).
 
@@ -17,7 +19,7 @@ import argparse
 import os
 import sys
 
-from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
+from sidecar.contracts.ports import HOOK_PORT, LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,6 +45,10 @@ def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own.add_argument(
         "--plugin-port", type=int, default=int(os.environ.get("JOULETRACE_PLUGIN_PORT", str(PLUGIN_PORT)))
     )
+    own.add_argument(
+        "--hook-port", type=int, default=int(os.environ.get("JOULETRACE_HOOK_PORT", str(HOOK_PORT)))
+    )
+    own.add_argument("--no-scheduler-hook", dest="scheduler_hook", action="store_false")
     return own.parse_known_args(rest)
 
 
@@ -65,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         host=flags.host,
         port=flags.port,
         otlp_endpoint=flags.sidecar_otlp or None,
+        scheduler_hook=flags.scheduler_hook,
         extra=vllm_args,
     )
-    env = serve_env(plugin_port=flags.plugin_port)
+    env = serve_env(plugin_port=flags.plugin_port, hook_port=flags.hook_port)
     sys.stdout.flush()
     os.execve(cmd[0], cmd, env)  # vLLM takes over this process: signals reach it directly

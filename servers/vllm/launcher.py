@@ -1,4 +1,4 @@
-"""Start vLLM with jouletrace attached: tracing to the sidecar, the plugin on, request ids echoed.
+"""Start vLLM with jouletrace attached: tracing, the scheduler hook and the plugin on, request ids echoed.
 
 :func:`serve_command` and :func:`serve_env` build the command line and
 environment; :class:`Process` runs one child with its output in a log file
@@ -11,6 +11,11 @@ What is set, and why:
   span per request (the span tap);
 * ``--enable-request-id-headers``: vLLM echoes ``X-Request-Id``; a client that
   sends one can look its energy up by it (``docs/vllm.md``);
+* ``--scheduler-cls servers.vllm.scheduler_hook.JouletraceScheduler`` (unless
+  turned off, or the arguments name another scheduler): every engine step's
+  exact members to the sidecar (``JOULETRACE_HOOK_HOST/PORT``);
+* ``PYTHONPATH`` starts with this checkout, so vLLM loads the hook and the
+  plugin from the same code as the sidecar that receives them;
 * ``OTEL_BSP_SCHEDULE_DELAY=100`` (ms): vLLM's span processor batches for 5 s
   by default; spans must reach the sidecar before the request's record is
   final (``settle_s``), or the client's task joins too late;
@@ -36,11 +41,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
+from sidecar.contracts.ports import HOOK_PORT, LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
 
-__all__ = ["REPO", "Process", "free_port", "serve_command", "serve_env", "vllm_python", "wait_http"]
+__all__ = [
+    "REPO",
+    "SCHEDULER_HOOK",
+    "Process",
+    "free_port",
+    "serve_command",
+    "serve_env",
+    "vllm_python",
+    "wait_http",
+]
 
 REPO = Path(__file__).resolve().parents[2]
+SCHEDULER_HOOK = "servers.vllm.scheduler_hook.JouletraceScheduler"
 VLLM_CLI = Path(__file__).resolve().with_name("vllm_cli.py")
 
 
@@ -55,6 +70,7 @@ def serve_command(
     host: str = "127.0.0.1",
     port: int = LLM_SERVER_PORT,
     otlp_endpoint: str | None = f"localhost:{OTLP_PORT}",
+    scheduler_hook: bool = True,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``vllm serve`` command line (through the CPU-safe wrapper)."""
@@ -62,14 +78,23 @@ def serve_command(
     cmd.append("--enable-request-id-headers")
     if otlp_endpoint:
         cmd += ["--otlp-traces-endpoint", otlp_endpoint]
+    if scheduler_hook and not any(a.split("=")[0] == "--scheduler-cls" for a in extra):
+        cmd += ["--scheduler-cls", SCHEDULER_HOOK]
     return cmd + list(extra)
 
 
 def serve_env(
-    *, plugin_host: str = "127.0.0.1", plugin_port: int = PLUGIN_PORT, base: Mapping[str, str] | None = None
+    *,
+    plugin_host: str = "127.0.0.1",
+    plugin_port: int = PLUGIN_PORT,
+    hook_port: int = HOOK_PORT,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """vLLM's environment: tracing, plugin address, CPU KV cache size."""
+    """vLLM's environment: tracing, plugin and hook addresses, this checkout first, CPU KV cache size."""
     env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["JOULETRACE_HOOK_HOST"] = plugin_host
+    env["JOULETRACE_HOOK_PORT"] = str(hook_port)
     env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "100")
     env.setdefault("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -58,6 +58,7 @@ class Stack:
     log_dir: Path = Path("/tmp/jouletrace-vllm")
     meter: str = "cpu-model"
     sidecar: bool = True  # False: vLLM alone (no tracing, the plugin sends into the void)
+    hook: bool = True  # the scheduler hook in vLLM (False: vLLM's own scheduler, the plugin alone)
     scrape: bool = True
     forward_endpoint: str = ""
     sidecar_args: Sequence[str] = ()
@@ -76,7 +77,7 @@ class Stack:
 
     def start(self, timeout_s: float = 240.0) -> Stack:
         wanted = {"vllm": socket.SOCK_STREAM, "sidecar": socket.SOCK_STREAM, "otlp": socket.SOCK_STREAM}
-        wanted["plugin"] = socket.SOCK_DGRAM
+        wanted["plugin"] = wanted["hook"] = socket.SOCK_DGRAM
         self.ports = {name: self.ports.get(name) or free_port(kind) for name, kind in wanted.items()}
         if self.sidecar:
             self.start_sidecar()
@@ -85,9 +86,11 @@ class Stack:
             str(self.model_dir),
             port=self.ports["vllm"],
             otlp_endpoint=otlp,
+            scheduler_hook=self.hook,
             extra=["--served-model-name", self.served_name, *self.vllm_args],
         )
-        vllm = Process("vllm", cmd, self.log_dir / "vllm.log", serve_env(plugin_port=self.ports["plugin"]))
+        env = serve_env(plugin_port=self.ports["plugin"], hook_port=self.ports["hook"])
+        vllm = Process("vllm", cmd, self.log_dir / "vllm.log", env)
         self.procs["vllm"] = vllm
         try:
             self.startup_s["vllm"] = wait_http(f"{self.vllm_url}/health", timeout_s, vllm)
@@ -102,6 +105,7 @@ class Stack:
         args = [
             "--meter", self.meter, "--host", "127.0.0.1", "--port", str(p["sidecar"]),
             "--otlp-port", str(p["otlp"]), "--plugin-port", str(p["plugin"]), "--model", self.served_name,
+            "--hook-port", str(p["hook"] if self.hook else 0),
             "--ledger-path", "", "--settle-s", "1.0", "--fit-warmup-ticks", "20", "--log-level", "warning",
         ]  # fmt: skip
         if self.scrape:

@@ -28,9 +28,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow
 from sidecar.contracts.scheduler_wire import encode as hook_encode
+from sidecar.contracts.vllm_wire import VERSION, encode
 from sidecar.sim.run import SimRun
 from sidecar.taps.vllm_spans import SPAN_ATTRIBUTES, SPAN_NAME
-from sidecar.contracts.vllm_wire import VERSION, encode
 
 __all__ = ["UNIX_OFFSET_S", "Payloads", "hook_datagrams", "plugin_datagrams", "span_exports", "to_mono"]
 
@@ -190,4 +190,5 @@ def _any(v: object) -> AnyValue:
 def _export(spans: list[Span], model: str) -> bytes:
     resource = ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])
     resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=model)))
-    return ExportTraceServiceRequest(resource_spans=[resource]).SerializeToString()
+    data: bytes = ExportTraceServiceRequest(resource_spans=[resource]).SerializeToString()
+    return data

@@ -28,7 +28,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
 from sidecar.taps.spans import AttrValue, ReceivedSpan, SpanHandler, TapOutput
 from sidecar.taps.tap import merge_reports
@@ -154,7 +154,7 @@ class OtlpReceiver:
                 spans = spans[: max(room, 0)]
             self._queue.extend(spans)
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
         """Hand every queued span to the handlers; return what they made."""
         with self._lock:
             spans = list(self._queue)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
 
 __all__ = ["ReceivedSpan", "SpanHandler", "TapOutput", "WallToMono"]
@@ -40,7 +40,7 @@ class ReceivedSpan:
 class TapOutput:
     """What a handler made of spans: work events and request infos (sidecar clock)."""
 
-    events: list[WorkEvent] = field(default_factory=list)
+    events: list[WorkEvent | StepBatch] = field(default_factory=list)
     infos: list[RequestInfo] = field(default_factory=list)
 
 

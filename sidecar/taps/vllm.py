@@ -1,14 +1,17 @@
-"""The vLLM taps as one unit: span handler, plugin receiver, /metrics scraper, span forwarder.
+"""The vLLM taps as one unit: span handler, hook and plugin receivers, /metrics scraper, span forwarder.
 
 :func:`attach_vllm` builds what the config asks for and returns it; the wiring
 (:mod:`sidecar.wiring`) puts :attr:`VllmTaps.spans` among the OTLP receiver's
 span handlers and :class:`VllmTaps` itself in the ordered tap list, before the
 receiver (the plugin's claims must be known before spans of the same tick are
 handled). :class:`VllmTaps` is one :class:`~sidecar.taps.tap.Tap`: it drains
-the plugin, then the scraper, and reports their counters (and the forwarder's);
+the scheduler hook, then the plugin (the hook's claims are known before the
+plugin's datagrams), then the scraper, and reports their counters (and the forwarder's);
 the span handler's counters come with the OTLP receiver's.
+A request's work comes from the first of hook, plugin, span that has it; the
+others add only what they know about it (infos, timings).
 
-Knobs: ``plugin_port`` (UDP, 0 off), ``vllm_metrics_url`` ('' off),
+Knobs: ``hook_port`` (UDP, 0 off), ``plugin_port`` (UDP, 0 off), ``vllm_metrics_url`` ('' off),
 ``vllm_metrics_interval_s``, ``otlp_forward_endpoint`` ('' off), ``model``.
 """
 
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import RequestEnergy, TapReport
 from sidecar.config import SidecarConfig
 from sidecar.taps.vllm_forward import SpanForwarder
+from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_metrics import MetricsScraper
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
@@ -38,24 +42,26 @@ class VllmTaps:
         plugin: PluginReceiver | None = None,
         scraper: MetricsScraper | None = None,
         forwarder: SpanForwarder | None = None,
+        hook: HookReceiver | None = None,
     ) -> None:
         self.spans, self.plugin, self.scraper, self.forwarder = spans, plugin, scraper, forwarder
+        self.hook = hook
 
     def start(self) -> int:
-        for part in (self.plugin, self.scraper, self.forwarder):
+        for part in (self.hook, self.plugin, self.scraper, self.forwarder):
             if part is not None:
                 part.start()
         return self.plugin.port if self.plugin is not None else 0
 
     def stop(self, grace_s: float = 1.0) -> None:
-        for part in (self.plugin, self.scraper, self.forwarder):
+        for part in (self.hook, self.plugin, self.scraper, self.forwarder):
             if part is not None:
                 part.stop(grace_s)
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
-        events: list[WorkEvent] = []
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+        events: list[WorkEvent | StepBatch] = []
         infos: list[RequestInfo] = []
-        for part in (self.plugin, self.scraper):
+        for part in (self.hook, self.plugin, self.scraper):  # order matters: claims
             if part is not None:
                 e, i = part.due(now_s)
                 events += e
@@ -71,6 +77,8 @@ class VllmTaps:
         events: dict[tuple[str, str], int] = {}
         server: dict[str, float] = {}
         mismatch: dict[str, float] = {}
+        if self.hook is not None:
+            events.update({("vllm_hook", k): v for k, v in self.hook.counts.items()})
         if self.plugin is not None:
             events.update({("vllm_plugin", k): v for k, v in self.plugin.counts.items()})
             if self.plugin.sched is not None:
@@ -87,8 +95,19 @@ class VllmTaps:
 
 def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> VllmTaps:
     """The vLLM taps ``config`` asks for (the span handler always; the others by their knobs)."""
+    hook = (
+        HookReceiver(to_mono, host=config.host, port=config.hook_port, default_model=config.model)
+        if config.hook_port
+        else None
+    )
     plugin = (
-        PluginReceiver(to_mono, host=config.host, port=config.plugin_port, default_model=config.model)
+        PluginReceiver(
+            to_mono,
+            host=config.host,
+            port=config.plugin_port,
+            default_model=config.model,
+            claimed_by=hook.claims if hook is not None else None,
+        )
         if config.plugin_port
         else None
     )
@@ -104,12 +123,16 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
     )
 
     def model() -> str:
-        return plugin.model if plugin is not None and plugin.model != "unknown" else config.model
+        for part in (hook, plugin):
+            if part is not None and part.model != "unknown":
+                return part.model
+        return config.model
 
+    claimers = [part.claims for part in (hook, plugin) if part is not None]
     spans = VllmSpanHandler(
         to_mono,
         model=model,
-        claims=plugin.claims if plugin is not None else (lambda request_id: False),
+        claims=lambda request_id: any(claims(request_id) for claims in claimers),
         on_span=forwarder.on_span if forwarder is not None else None,
     )
-    return VllmTaps(spans, plugin, scraper, forwarder)
+    return VllmTaps(spans, plugin, scraper, forwarder, hook)

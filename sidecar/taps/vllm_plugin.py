@@ -13,7 +13,10 @@ sidecar's loop) and turns the stream into
 * a :class:`RequestInfo` when it finishes (tokens, start = arrival, end).
 
 The plugin "claims" every request it emitted work for (:meth:`claims`), so the
-span handler does not add the same work again. When the plugin cannot see
+span handler does not add the same work again. When the scheduler hook is on
+(``claimed_by``: :meth:`sidecar.taps.vllm_hook.HookReceiver.claims`), requests
+the hook claims get no work from here (the hook's per-step work is exact);
+their infos and timings still come from here. When the plugin cannot see
 per-request starts (``live: false``), finished requests get whole-phase work
 from their timings, as spans would.
 
@@ -34,7 +37,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
@@ -59,8 +62,10 @@ class PluginReceiver:
         default_model: str = "unknown",
         max_gap_s: float = 0.5,
         max_per_drain: int = 50_000,
+        claimed_by: Callable[[str], bool] | None = None,
     ) -> None:
         self.to_mono = to_mono
+        self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
         self.host, self.port = host, port
         self.model = default_model
         self.max_gap_s = max_gap_s
@@ -97,7 +102,7 @@ class PluginReceiver:
             self._sock = None
 
     # ---- source ----------------------------------------------------------------------
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
         out = TapOutput()
         sock = self._sock
@@ -193,6 +198,11 @@ class PluginReceiver:
     def _start(self, row: list[Any], t_end: float, out: TapOutput) -> None:
         request_id = normalize_request_id(str(row[0]))
         prompt, computed, prefill_s = int(row[1]), int(row[2]), max(float(row[3]), 0.0)
+        self.counts["starts"] += 1
+        if self.claimed_by is not None and self.claimed_by(request_id):
+            self.counts["claimed_by_hook"] += 1
+            self._claim(request_id)
+            return
         if computed > 0:
             pairs = computed * (prompt - (computed - 1) / 2)
             steps = max(1.0, round(prefill_s / self._step_s)) if self._step_s > 0 else 1.0
@@ -201,14 +211,17 @@ class PluginReceiver:
             )
         self._decoding[request_id] = [prompt, 1]
         self._claim(request_id)
-        self.counts["starts"] += 1
 
     def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:
         raw = str(row[0])
         request_id = normalize_request_id(raw)
         prompt, generated = int(row[1]), int(row[2])
         prefill_s, decode_s, e2e_s = float(row[4]), float(row[5]), float(row[6])
-        if self._decoding.pop(request_id, None) is None and request_id not in self._claimed:
+        elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
+        decoding = self._decoding.pop(request_id, None)
+        if decoding is not None and elsewhere:  # the hook's claim came after our start: both counted it
+            self.counts["double_counted"] += 1
+        if decoding is None and request_id not in self._claimed and not elsewhere:
             out.events.extend(phase_events(request_id, t_end, prompt, generated, prefill_s, decode_s))
             self._claim(request_id)
             self.counts["whole_phase"] += 1

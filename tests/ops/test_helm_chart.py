@@ -138,6 +138,18 @@ def test_vllm_plugin_and_metrics_tap_point_at_each_other_on_localhost(kube: Fake
     assert vllm["OTEL_BSP_SCHEDULE_DELAY"] == "100"  # request spans leave vLLM within 100 ms
 
 
+def test_vllm_runs_the_scheduler_hook_sending_to_the_sidecars_hook_port(kube: FakeKube) -> None:
+    hook = "--scheduler-cls=servers.vllm.scheduler_hook.JouletraceScheduler"
+    values = {"mode": "vllm", "sidecar": {"config": {"hook_port": 9600}}}
+    pod = _one(render(kube, CHART, values), "Deployment")["spec"]["template"]["spec"]
+    assert hook in _container(pod, "vllm")["args"]
+    assert _env(_container(pod, "vllm"))["JOULETRACE_HOOK_PORT"] == "9600"
+    assert _env(_container(pod, "jouletrace"))["JOULETRACE_HOOK_PORT"] == "9600"
+    for off in ({"vllm": {"schedulerHook": False}}, {"sidecar": {"config": {"hook_port": 0}}}):
+        pod = _one(render(kube, CHART, {"mode": "vllm", **off}), "Deployment")["spec"]["template"]["spec"]
+        assert hook not in _container(pod, "vllm")["args"], off
+
+
 def test_diffusion_mode_with_dra_shares_one_claim_between_server_and_sidecar(kube: FakeKube) -> None:
     docs = render(kube, CHART, _values(CHART / "ci" / "diffusion-values.yaml"))
     pod = _one(docs, "Deployment")["spec"]["template"]["spec"]

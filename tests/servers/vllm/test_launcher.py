@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from servers.vllm.cli import _launcher_flags, add_arguments
-from servers.vllm.launcher import VLLM_CLI, serve_command, serve_env, vllm_python
+from servers.vllm.launcher import REPO, SCHEDULER_HOOK, VLLM_CLI, serve_command, serve_env, vllm_python
 
 
 def test_serve_points_tracing_at_the_sidecar_echoes_request_ids_and_passes_vllm_args_through() -> None:
@@ -29,6 +29,24 @@ def test_the_environment_brings_spans_in_quickly_and_names_the_plugin_port() -> 
     assert env["JOULETRACE_PLUGIN_PORT"] == "7000" and env["OTEL_BSP_SCHEDULE_DELAY"] == "100"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "4"  # a user's setting wins
     assert serve_env(base={})["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_the_scheduler_hook_is_on_by_default_and_yields_to_a_flag_or_another_scheduler() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags, rest = _launcher_flags(parser.parse_args(["serve", "/m", "--hook-port", "7001"]).rest)
+    cmd = serve_command("/m", scheduler_hook=flags.scheduler_hook, extra=rest)
+    assert cmd[cmd.index("--scheduler-cls") + 1] == SCHEDULER_HOOK and flags.hook_port == 7001
+    off, rest = _launcher_flags(parser.parse_args(["serve", "/m", "--no-scheduler-hook"]).rest)
+    assert "--scheduler-cls" not in serve_command("/m", scheduler_hook=off.scheduler_hook, extra=rest)
+    mine = serve_command("/m", extra=["--scheduler-cls=my.Scheduler"])
+    assert [a for a in mine if a.startswith("--scheduler-cls")] == ["--scheduler-cls=my.Scheduler"]
+
+
+def test_vllm_loads_the_hook_from_this_checkout_and_sends_to_the_hook_port() -> None:
+    env = serve_env(hook_port=7001, base={"PYTHONPATH": "/x"})
+    assert env["JOULETRACE_HOOK_PORT"] == "7001" and env["JOULETRACE_HOOK_HOST"] == "127.0.0.1"
+    assert env["PYTHONPATH"].split(":") == [str(REPO), "/x"]
 
 
 @pytest.mark.integration

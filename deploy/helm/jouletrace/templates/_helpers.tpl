@@ -67,6 +67,10 @@ app.kubernetes.io/part-of: jouletrace
 {{- if hasKey .Values.sidecar.config "plugin_port" }}{{ .Values.sidecar.config.plugin_port | int }}{{ else }}9466{{ end }}
 {{- end }}
 
+{{- define "jouletrace.hookPort" -}}
+{{- if hasKey .Values.sidecar.config "hook_port" }}{{ .Values.sidecar.config.hook_port | int }}{{ else }}9467{{ end }}
+{{- end }}
+
 {{- define "jouletrace.otlpPort" -}}
 {{- if hasKey .Values.sidecar.config "otlp_port" }}{{ .Values.sidecar.config.otlp_port | int }}{{ else }}4317{{ end }}
 {{- end }}

@@ -1,0 +1,237 @@
+"""The scheduler hook's stream: engine steps in, datagrams (sidecar.contracts.scheduler_wire) out.
+
+vLLM-free so it can be tested anywhere; :mod:`servers.vllm.scheduler_hook` feeds
+it from inside vLLM's scheduler. Per step: :meth:`StepStream.scheduled` when a
+batch is scheduled (members, scheduled tokens, tokens already in the KV cache),
+:meth:`StepStream.ended` when its output is back, :meth:`StepStream.finished`
+when a request leaves. A step runs from the later of its scheduling and the
+previous step's end (with async scheduling the next batch is scheduled while
+the previous one still runs) to its end.
+
+Flushing: after a step ends, when the oldest unsent step is ``flush_s`` old
+(default 20 ms: one datagram per step when steps are longer, a few steps per
+datagram when they are shorter), when the engine has nothing left to do, and
+at once when a request is new or finished: the sidecar then learns of it
+before vLLM's front end (and so the stat-logger plugin) does, which is what
+lets the sidecar's claims keep the plugin from counting the same work.
+A finish is held until every step scheduled before it has ended and been
+queued, so a receiver never sees a member's step after its ``fin``.
+
+Encoding (JSON of every member's integers, the bulk of the cost at large
+batches) and sending run on a daemon thread: vLLM's loop only hands over the
+lists it already built (with async scheduling, or while it waits for the GPU,
+the thread runs alongside). Never blocks, never raises: a bounded hand-over
+queue, a non-blocking socket, one ``sendto`` per datagram, errors dropped and
+counted (``dropped``). Stdlib + the wire module only.
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, encode
+
+__all__ = ["StepStream", "external_id"]
+
+_SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
+_MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
+_MAX_AGO_S = 86_400.0
+_MAX_QUEUED = 1000  # flushes waiting for the sender thread
+
+
+# one flush: (mono, wall, new, steps, fin, gone) as captured on vLLM's loop
+_Batch = tuple[float, float, list[tuple[int, str, int, float]], list[Any], list[FinRow], list[int]]
+
+
+def external_id(internal: str, randomized: bool = True) -> str:
+    """vLLM's engine request id -> the id the front end knows (e.g. ``chatcmpl-<X-Request-Id>``)."""
+    return _SUFFIX.sub("", internal) if randomized else internal
+
+
+class StepStream:
+    """Buffers steps and finishes of one engine and sends them to the sidecar over UDP."""
+
+    def __init__(
+        self,
+        model: str,
+        addr: tuple[str, int],
+        *,
+        flush_s: float = 0.02,
+        randomized_ids: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        send: Callable[[bytes], Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.addr = addr
+        self.flush_s = flush_s
+        self.randomized_ids = randomized_ids
+        self.clock, self.wall = clock, wall
+        self.pid = os.getpid()
+        self.seq = 0
+        self.sent = self.dropped = self.steps = self.unpaired = 0
+        self.step_s = 0.0  # summed duration of the steps sent
+        self.sender_cpu_s = 0.0  # CPU time of encoding and sending (on the sender thread, if any)
+        self.sent_members = 0
+        self._queue: queue.SimpleQueue[_Batch] | None = None
+        if send is None:  # a real socket: a sender thread encodes and sends, off vLLM's loop
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sock: socket.socket | None = sock
+            send = self._sendto
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._sender, name="jouletrace-hook", daemon=True).start()
+        else:
+            self._sock = None
+        self._send = send
+        self._idx: dict[str, int] = {}  # engine request id -> wire idx
+        self._req: dict[str, Any] = {}  # engine request id -> vLLM's Request (it outlives vLLM's table)
+        self._next_idx = 0
+        self._inflight: deque[tuple[object, float, list[int], list[int], list[int]]] = deque()
+        self._last_end = -float("inf")
+        self._n_scheduled = 0  # batches scheduled so far
+        self._n_ended = 0  # batches ended so far
+        self._new: list[tuple[int, str, int, float]] = []  # idx, external id, prompt, arrival (Unix s)
+        self._steps: list[tuple[float, float, list[int], list[int], list[int]]] = []
+        self._fin: list[tuple[int, FinRow]] = []  # (scheduled batches it must wait for, row)
+        self._gone: list[tuple[int, int]] = []
+        self._first_pending: float | None = None
+
+    def scheduled(
+        self,
+        key: object,
+        t_s: float,
+        members: list[str],
+        scheduled: list[int],
+        before: list[int],
+        request: Callable[[str], Any],
+    ) -> None:
+        """A batch was scheduled at ``t_s``; ``request(id)`` gives vLLM's Request of a new member."""
+        idx = list(map(self._idx.get, members))
+        if None in idx:
+            for i, value in enumerate(idx):
+                if value is None:
+                    idx[i] = self._admit(members[i], request(members[i]))
+        self._inflight.append((key, t_s, idx, scheduled, before))  # type: ignore[arg-type]
+        self._n_scheduled += 1
+
+    def _admit(self, engine_id: str, req: Any) -> int:
+        i = self._next_idx
+        self._next_idx += 1
+        self._idx[engine_id] = i
+        self._req[engine_id] = req
+        ext = external_id(engine_id, self.randomized_ids)
+        self._new.append((i, ext, int(req.num_prompt_tokens), float(req.arrival_time)))
+        return i
+
+    def ended(self, key: object, t_s: float) -> tuple[float, int]:
+        """The batch scheduled as ``key`` ended at ``t_s``; returns (its duration in s, its members)."""
+        while self._inflight:
+            k, t0, idx, scheduled, before = self._inflight.popleft()
+            self._n_ended += 1
+            if k is not key:
+                self.unpaired += 1  # a batch that never came back (should not happen): skipped
+                continue
+            self._last_end, t0 = max(self._last_end, t_s), min(max(t0, self._last_end), t_s)
+            if not idx:
+                return 0.0, 0
+            self._steps.append((t0, t_s, idx, scheduled, before))
+            self.steps += 1
+            self.step_s += t_s - t0
+            if self._first_pending is None:
+                self._first_pending = t_s
+            return t_s - t0, len(idx)
+        self.unpaired += 1
+        return 0.0, 0
+
+    def request(self, engine_id: str) -> Any:
+        """vLLM's Request of a member still in flight here, else None."""
+        return self._req.get(engine_id)
+
+    def finished(self, engine_id: str, output_tokens: int, reason: str, aborted: bool) -> None:
+        """A request left the engine (``aborted``: without finishing)."""
+        self._req.pop(engine_id, None)
+        i = self._idx.pop(engine_id, None)
+        if i is None:
+            return  # never scheduled: nothing was sent about it
+        if aborted:
+            self._gone.append((self._n_scheduled, i))
+        else:
+            self._fin.append((self._n_scheduled, FinRow(i, int(output_tokens), reason[:32])))
+        if self._first_pending is None:
+            self._first_pending = self.clock()
+
+    def maybe_flush(self, idle: bool) -> None:
+        """Send if the oldest unsent step is ``flush_s`` old, many are waiting, or the engine is idle."""
+        first = self._first_pending
+        if first is None and not self._new:
+            return
+        if (
+            idle
+            or self._new  # a request's first step: before the front end hears of it (claims)
+            or (self._fin and self._fin[0][0] <= self._n_ended)
+            or (self._gone and self._gone[0][0] <= self._n_ended)
+            or len(self._steps) >= _MAX_PENDING_STEPS
+            or (first is not None and self.clock() - first >= self.flush_s)
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send everything that is ready now."""
+        mono, wall = self.clock(), self.wall()
+        ended = self._n_ended
+        fin = [row for n, row in self._fin if n <= ended]
+        gone = [i for n, i in self._gone if n <= ended]
+        self._fin = [(n, row) for n, row in self._fin if n > ended]
+        self._gone = [(n, i) for n, i in self._gone if n > ended]
+        batch = (mono, wall, self._new, self._steps, fin, gone)
+        self._new, self._steps = [], []
+        self._first_pending = mono if (self._fin or self._gone) else None
+        if not (batch[2] or batch[3] or fin or gone):
+            return
+        if self._queue is None:
+            self._encode_send(batch)
+        elif self._queue.qsize() < _MAX_QUEUED:
+            self._queue.put(batch)
+        else:  # the sender cannot keep up: drop (counted) rather than grow without bound
+            self.dropped += 1
+
+    def _sender(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = self._queue.get()
+            try:
+                self._encode_send(batch)
+            except Exception:  # never let the thread die on one bad batch
+                self.dropped += 1
+
+    def _encode_send(self, batch: _Batch) -> None:
+        c0 = time.thread_time()
+        mono, wall, new_raw, steps_raw, fin, gone = batch
+        new = [NewRow(i, ext, prompt, _ago(wall - arrival)) for i, ext, prompt, arrival in new_raw]
+        steps = [StepRow(_ago(mono - t0), _ago(mono - t1), i, k, p) for t0, t1, i, k, p in steps_raw]
+        for data in encode(Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone)):
+            self.seq += 1
+            self._send(data)
+        self.sent_members += sum(len(st.idx) for st in steps)
+        self.sender_cpu_s += time.thread_time() - c0
+
+    def _sendto(self, data: bytes) -> None:
+        try:
+            self._sock.sendto(data, self.addr)  # type: ignore[union-attr]
+            self.sent += 1
+        except OSError:  # sidecar away (ECONNREFUSED), buffer full (EAGAIN): drop
+            self.dropped += 1
+
+
+def _ago(seconds: float) -> float:
+    return round(min(max(seconds, 0.0), _MAX_AGO_S), 6)

@@ -1,0 +1,251 @@
+"""The scheduler hook's wire: every vLLM engine step's exact members, as compact JSON over UDP.
+
+A **stable public format** (version 2). The scheduler hook
+(``servers/vllm/scheduler_hook.py``) encodes with it inside vLLM; the sidecar's
+:class:`sidecar.taps.vllm_hook.HookReceiver` decodes it (``feed(data, out)``);
+anyone may encode their own engine's or simulator's steps with :func:`encode`
+and feed them to the receiver. Stdlib only: it is imported inside vLLM.
+
+One datagram is one UTF-8 JSON object, at most :data:`MAX_DATAGRAM_BYTES`::
+
+    {"v": 2, "kind": "sched", "pid": 4242, "seq": 17, "wall": 1764400000.123, "model": "llama",
+     "new":   [[idx, request_id, prompt_tokens, arrival_ago_s], ...],
+     "steps": [[t0_ago_s, t1_ago_s, [idx, ...], [scheduled_tokens, ...], [computed_before, ...]], ...],
+     "fin":   [[idx, output_tokens, reason], ...],
+     "gone":  [idx, ...]}
+
+``pid``    the sender's process id; a new pid means the engine restarted (its
+           requests in flight are gone).
+``seq``    datagram number per pid, consecutive from 0 (a gap means lost datagrams).
+``wall``   Unix time (s) when the datagram was built. Every ``*_ago_s`` is how
+           long before ``wall`` something happened, on the sender's monotonic
+           clock, so no clock offset between processes enters; a receiver
+           places it at ``its_clock(wall) - ago``.
+``model``  served model name.
+``new``    requests seen for the first time: ``idx`` is a small integer that
+           stands for ``request_id`` in every later row of this pid (never
+           reused within a pid); ``prompt_tokens`` the prompt length;
+           ``arrival_ago_s`` when the request arrived at the engine.
+``steps``  engine steps in order, each running from ``t0`` to ``t1`` (steps do
+           not overlap), with three parallel arrays, one entry per member:
+           its ``idx``, the tokens it had scheduled in the step (prompt chunk,
+           recomputed tokens after preemption, one decode token, or decode +
+           speculative tokens), and ``computed_before``: its tokens already in
+           the KV cache before the step (computed earlier or prefix-cache
+           hits). So a member's tokens sit at KV positions ``computed_before``
+           .. ``computed_before + scheduled - 1``: prefill chunks, prefix-cache
+           hits and recompute after preemption are exact.
+``fin``    requests that finished in the engine: output tokens, finish reason
+           (``stop``, ``length``, ``abort``, ...).
+``gone``   requests that left without finishing (aborted by the client or the
+           front end).
+
+``new``, ``steps``, ``fin`` and ``gone`` may each be absent or empty. A request's
+``new`` row comes in the same or an earlier datagram than its first step.
+Limits (a decoder rejects the datagram otherwise): integers are JSON integers
+(not booleans) in ``0 .. 2**53``; token counts ``<= 2**31``; times are finite,
+``0 <= ago_s <= 86400`` and ``t0_ago_s >= t1_ago_s``; ``request_id``
+1..256 characters, ``model`` and ``reason`` at most 256 and 32; at most
+:data:`MAX_MEMBERS` members per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NamedTuple
+
+from sidecar.contracts.ports import HOOK_PORT
+
+__all__ = [
+    "DEFAULT_PORT",
+    "KIND",
+    "MAX_DATAGRAM_BYTES",
+    "MAX_MEMBERS",
+    "VERSION",
+    "FinRow",
+    "Message",
+    "NewRow",
+    "StepRow",
+    "decode",
+    "encode",
+]
+
+VERSION = 2
+KIND = "sched"
+DEFAULT_PORT = HOOK_PORT
+MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
+MAX_MEMBERS = 65_536
+_MAX_INT = 2**53
+_MAX_TOKENS = 2**31
+_MAX_AGO_S = 86_400.0
+
+
+class NewRow(NamedTuple):
+    idx: int
+    request_id: str
+    prompt_tokens: int
+    arrival_ago_s: float
+
+
+class StepRow(NamedTuple):
+    t0_ago_s: float
+    t1_ago_s: float
+    idx: list[int]
+    scheduled: list[int]
+    computed_before: list[int]
+
+
+class FinRow(NamedTuple):
+    idx: int
+    output_tokens: int
+    reason: str
+
+
+class Message(NamedTuple):
+    pid: int
+    seq: int
+    wall: float
+    model: str
+    new: list[NewRow]
+    steps: list[StepRow]
+    fin: list[FinRow]
+    gone: list[int]
+
+
+_SECTIONS = ("new", "steps", "fin", "gone")
+
+
+def encode(message: Message) -> list[bytes]:
+    """``message`` as datagrams with ``seq``, ``seq + 1``, ...; rows kept in order.
+
+    Usually one datagram; a long message is split between rows (``new`` rows
+    first, then steps, finishes, aborts), each part under the size limit. The
+    sender advances its ``seq`` by the number of datagrams. A single row that
+    alone exceeds the limit (a step of tens of thousands of members) is dropped.
+    """
+    head: dict[str, Any] = {
+        "v": VERSION,
+        "kind": KIND,
+        "pid": message.pid,
+        "seq": message.seq,
+        "wall": message.wall,
+        "model": message.model,
+    }
+    whole = dict(head, new=message.new, steps=message.steps, fin=message.fin, gone=message.gone)
+    data = _dumps(whole)
+    if len(data) <= MAX_DATAGRAM_BYTES:
+        return [data]
+    budget = MAX_DATAGRAM_BYTES - len(_dumps(dict(head, seq=_MAX_INT, **{k: [] for k in _SECTIONS})))
+    parts: list[dict[str, list[Any]]] = [{k: [] for k in _SECTIONS}]
+    used = 0
+    for key in _SECTIONS:
+        for row in getattr(message, key):
+            size = len(_dumps(row)) + 1
+            if size > budget:
+                continue
+            if used + size > budget:
+                parts.append({k: [] for k in _SECTIONS})
+                used = 0
+            parts[-1][key].append(row)
+            used += size
+    return [_dumps(dict(head, seq=message.seq + i, **part)) for i, part in enumerate(parts)]
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one datagram; ``ValueError`` (saying what) for anything malformed."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"not JSON: {err}") from err
+    if not isinstance(raw, dict) or raw.get("v") != VERSION or raw.get("kind") != KIND:
+        raise ValueError("not a jouletrace v2 scheduler message")
+    wall = _time(raw.get("wall"), "wall", 0.0, math.inf)
+    return Message(
+        pid=_int(raw.get("pid"), "pid"),
+        seq=_int(raw.get("seq"), "seq"),
+        wall=wall,
+        model=_str(raw.get("model", ""), "model", 0, 256),
+        new=[_new(r) for r in _list(raw.get("new", []), "new")],
+        steps=[_step(r) for r in _list(raw.get("steps", []), "steps")],
+        fin=[_fin(r) for r in _list(raw.get("fin", []), "fin")],
+        gone=_ints(_list(raw.get("gone", []), "gone"), "gone idx", _MAX_INT),
+    )
+
+
+def _new(row: Any) -> NewRow:
+    idx, request_id, prompt, ago = _row(row, 4, "new")
+    return NewRow(
+        _int(idx, "new idx"),
+        _str(request_id, "request_id", 1, 256),
+        _int(prompt, "prompt_tokens", _MAX_TOKENS),
+        _time(ago, "arrival_ago_s"),
+    )
+
+
+def _step(row: Any) -> StepRow:
+    t0, t1, idx, scheduled, before = _row(row, 5, "step")
+    t0_ago, t1_ago = _time(t0, "t0_ago_s"), _time(t1, "t1_ago_s")
+    if t0_ago < t1_ago:
+        raise ValueError("step ends before it starts (t0_ago_s < t1_ago_s)")
+    arrays = [
+        _list(a, name) for a, name in ((idx, "idx"), (scheduled, "scheduled"), (before, "computed_before"))
+    ]
+    n = len(arrays[0])
+    if n > MAX_MEMBERS or any(len(a) != n for a in arrays):
+        raise ValueError("step arrays of different lengths (or too long)")
+    return StepRow(
+        t0_ago,
+        t1_ago,
+        _ints(arrays[0], "member idx", _MAX_INT),
+        _ints(arrays[1], "scheduled", _MAX_TOKENS),
+        _ints(arrays[2], "computed_before", _MAX_TOKENS),
+    )
+
+
+def _fin(row: Any) -> FinRow:
+    idx, output, reason = _row(row, 3, "fin")
+    return FinRow(
+        _int(idx, "fin idx"), _int(output, "output_tokens", _MAX_TOKENS), _str(reason, "reason", 0, 32)
+    )
+
+
+def _row(row: Any, n: int, name: str) -> list[Any]:
+    if not isinstance(row, list) or len(row) != n:
+        raise ValueError(f"{name} row is not a list of {n}")
+    return row
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{name!r} is not a list")
+    return value
+
+
+def _int(value: Any, name: str, high: int = _MAX_INT) -> int:
+    if type(value) is not int or not 0 <= value <= high:
+        raise ValueError(f"{name} is not an integer in 0..{high}")
+    return value
+
+
+def _ints(values: list[Any], name: str, high: int) -> list[int]:
+    """A list of integers in 0..high, checked at C speed (a step has hundreds)."""
+    if values and not (set(map(type, values)) == {int} and min(values) >= 0 and max(values) <= high):
+        raise ValueError(f"{name} is not a list of integers in 0..{high}")
+    return values
+
+
+def _time(value: Any, name: str, low: float = 0.0, high: float = _MAX_AGO_S) -> float:
+    if type(value) not in (int, float) or not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} is not a finite number in {low}..{high}")
+    return float(value)
+
+
+def _str(value: Any, name: str, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise ValueError(f"{name} is not a string of {low}..{high} characters")
+    return value

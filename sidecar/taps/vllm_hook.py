@@ -1,0 +1,286 @@
+"""Receiver of the scheduler hook's datagrams (UDP): every engine step's exact members.
+
+The hook (servers/vllm/scheduler_hook.py, or anything that speaks
+:mod:`sidecar.contracts.scheduler_wire`) sends each step's members with their
+scheduled tokens and the tokens already in their KV cache. :meth:`HookReceiver.feed`
+(the public entry point; ``due()`` drains the socket into it) makes
+
+* one :class:`StepBatch` per step over ``[t0, t1]``: per member, ``units`` =
+  its scheduled tokens; ``context_tokens`` = query-key pairs under causal
+  attention, ``k*p + k*(k+1)/2`` for ``k`` tokens starting at KV position
+  ``p``; phase PREFILL if any of its tokens is prefill - a prompt token
+  (position < prompt) or a recomputed one (below the furthest position it
+  reached, after a preemption: a step back by more than its previous step's
+  tokens, which a speculative-decoding rollback never is) - else DECODE;
+* a :class:`RequestInfo` at ``fin`` (start = arrival, end = end of its last
+  step, prompt and output tokens, model) and at ``gone`` (aborted: output
+  tokens from the furthest KV position reached, ``finish_reason`` abort).
+
+Times: ``to_mono(wall) - ago``. It claims every request it hears of
+(:meth:`claims`), so neither the stat-logger plugin nor the span handler adds
+the same request's work again (the hook sends a request's first step at once,
+before vLLM's front end hears of it).
+
+Counters (``counts``): received, malformed (and ``malformed:<reason>``), lost
+(datagrams missing from the sequence; a jump of more than 10,000 counts as a
+restart instead), restarts (a new pid, or the sequence jumping: the old
+in-flight requests end as aborted), steps, members, unknown_member (an idx
+without its ``new`` row, e.g. lost: that member is skipped), after_fin,
+evicted (more than ``max_requests`` in flight). Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.contracts.scheduler_wire import DEFAULT_PORT, Message, NewRow, StepRow, decode
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_spans import normalize_request_id
+
+__all__ = ["HookReceiver"]
+
+log = logging.getLogger(__name__)
+
+_MAX_CLAIMS = 100_000
+_RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
+_MAX_JUMP = 10_000
+
+
+class _Req:
+    """One request: its ids, arrival and its slot in the receiver's per-request arrays."""
+
+    __slots__ = ("arrival_s", "raw", "request_id", "slot")
+
+    def __init__(self, row: NewRow, base_s: float, slot: int) -> None:
+        self.raw = row.request_id
+        self.request_id = normalize_request_id(row.request_id)
+        self.arrival_s = base_s - row.arrival_ago_s
+        self.slot = slot
+
+
+class _Slots:
+    """Per-request state as arrays (a step's members are read and updated at once)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.ids: list[str] = [""] * capacity
+        self.prompt = np.zeros(capacity, dtype=np.int64)
+        self.high = np.zeros(capacity, dtype=np.int64)  # furthest KV position reached
+        self.last_k = np.zeros(capacity, dtype=np.int64)  # tokens in its previous step
+        self.end_s = np.full(capacity, np.nan)  # end of its last step
+        self.free = list(range(capacity - 1, -1, -1))
+
+    def take(self, request_id: str, prompt: int) -> int:
+        if not self.free:
+            n = len(self.ids)
+            self.ids += [""] * n
+            self.prompt, self.high, self.last_k = (
+                np.concatenate([a, np.zeros(n, np.int64)]) for a in (self.prompt, self.high, self.last_k)
+            )
+            self.end_s = np.concatenate([self.end_s, np.full(n, np.nan)])
+            self.free = list(range(2 * n - 1, n - 1, -1))
+        slot = self.free.pop()
+        self.ids[slot] = request_id
+        self.prompt[slot], self.high[slot], self.last_k[slot], self.end_s[slot] = prompt, 0, 0, np.nan
+        return slot
+
+
+class HookReceiver:
+    """A UDP endpoint for the scheduler hook; a work source and a service."""
+
+    def __init__(
+        self,
+        to_mono: Callable[[float], float],
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        default_model: str = "unknown",
+        max_per_drain: int = 50_000,
+        max_requests: int = 100_000,
+    ) -> None:
+        self.to_mono = to_mono
+        self.host, self.port = host, port
+        self.model = default_model
+        self.max_per_drain = max_per_drain
+        self.max_requests = max_requests
+        self.counts: Counter[str] = Counter()
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._seq = -1  # highest seq seen of this pid
+        self._live: OrderedDict[int, _Req] = OrderedDict()
+        self._recent: OrderedDict[int, _Req] = OrderedDict()
+        self._slot: dict[int, int] = {}  # idx (live or recent) -> slot
+        self._slots = _Slots()
+        self._claimed: OrderedDict[str, None] = OrderedDict()
+
+    # ---- service ---------------------------------------------------------------------
+    def start(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        sock.bind((self.host, self.port))
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        log.info("vLLM scheduler hook receiver on udp://%s:%d", self.host, self.port)
+        return int(self.port)
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # ---- source ----------------------------------------------------------------------
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+        """Drain waiting datagrams; return the step batches and request infos they describe."""
+        out = TapOutput()
+        sock = self._sock
+        for _ in range(self.max_per_drain if sock is not None else 0):
+            try:
+                data = sock.recv(65536)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.counts["errors"] += 1
+                break
+            self.feed(data, out)
+        return out.events, out.infos
+
+    def feed(self, data: bytes, out: TapOutput) -> None:
+        """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
+        try:
+            msg = decode(data)
+        except ValueError as err:
+            self.counts["malformed"] += 1
+            self.counts[f"malformed:{str(err).split(':')[0][:40]}"] += 1
+            return
+        self.counts["received"] += 1
+        base_s = self.to_mono(msg.wall)
+        self._sequence(msg, base_s, out)
+        if msg.model:
+            self.model = msg.model
+        for row in msg.new:
+            self._new(row, base_s)
+        for step in msg.steps:
+            self._step(step, base_s, out)
+        for fin in msg.fin:
+            self._end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
+        for idx in msg.gone:
+            self._end(idx, None, "abort", base_s, out)
+
+    def claims(self, request_id: str) -> bool:
+        """Whether the hook supplies this request's work (so the plugin and spans must not)."""
+        return request_id in self._claimed
+
+    # ---- internals -------------------------------------------------------------------------
+    def _sequence(self, msg: Message, base_s: float, out: TapOutput) -> None:
+        if msg.pid == self._pid:
+            jump = msg.seq - self._seq
+            if 1 <= jump <= _MAX_JUMP + 1:
+                self.counts["lost"] += jump - 1
+            elif jump <= 0 and msg.seq != 0 and -jump < _MAX_JUMP:
+                self.counts["out_of_order"] += 1
+                return
+            else:  # a far jump or a sequence restarting at 0: a new sender on this pid
+                self._restart(base_s, out)
+        else:
+            if self._pid is not None:
+                self._restart(base_s, out)
+            self._pid = msg.pid
+        self._seq = msg.seq
+
+    def _restart(self, base_s: float, out: TapOutput) -> None:
+        """The engine restarted: its requests in flight will not finish; they end as aborted."""
+        self.counts["restarts"] += 1
+        for idx in list(self._live):
+            self._end(idx, None, "abort", base_s, out)
+        self._recent.clear()
+        self._slot.clear()
+        self._slots = _Slots()
+
+    def _new(self, row: NewRow, base_s: float) -> None:
+        if row.idx in self._slot:
+            self.counts["duplicate_new"] += 1
+            return
+        slot = self._slots.take(normalize_request_id(row.request_id), row.prompt_tokens)
+        req = _Req(row, base_s, slot)
+        self._live[row.idx] = req
+        self._slot[row.idx] = slot
+        if len(self._live) > self.max_requests:
+            self._forget(*self._live.popitem(last=False))
+            self.counts["evicted"] += 1
+        self._claimed[req.request_id] = None
+        while len(self._claimed) > _MAX_CLAIMS:
+            self._claimed.popitem(last=False)
+
+    def _forget(self, idx: int, req: _Req) -> None:
+        del self._slot[idx]
+        self._slots.free.append(req.slot)
+
+    def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
+        t1_s = base_s - step.t1_ago_s
+        found = list(map(self._slot.get, step.idx))
+        k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
+        if None in found:
+            known = [i for i, slot in enumerate(found) if slot is not None]
+            self.counts["unknown_member"] += len(found) - len(known)
+            found, k, p = [found[i] for i in known], k[known], p[known]
+        n_live = len(self._live.keys() & set(step.idx))
+        if n_live < len(found):
+            self.counts["after_fin"] += len(found) - n_live
+        self.counts["steps"] += 1
+        self.counts["members"] += len(found)
+        if not found:
+            return
+        st = self._slots
+        slots = np.array(found, dtype=np.int64)
+        high, last_k, prompt = st.high[slots], st.last_k[slots], st.prompt[slots]
+        # prefill: a prompt token, or a recomputed one after a step back by more than the previous
+        # step's tokens (a preemption; a speculative-decoding rollback is never that far)
+        first = np.where(high - p > last_k, np.maximum(prompt, high), prompt)
+        phase = np.where((p < first) & (k > 0), int(Phase.PREFILL), int(Phase.DECODE)).astype(np.int8)
+        st.high[slots] = np.maximum(high, p + k)
+        st.last_k[slots] = k
+        st.end_s[slots] = t1_s
+        out.events.append(
+            StepBatch(
+                base_s - step.t0_ago_s,
+                t1_s,
+                tuple(map(st.ids.__getitem__, found)),
+                phase,
+                k.astype(np.float64),
+                k * p + k * (k + 1) / 2,
+            )
+        )
+
+    def _end(self, idx: int, output_tokens: int | None, reason: str, base_s: float, out: TapOutput) -> None:
+        req = self._live.pop(idx, None)
+        if req is None:
+            self.counts["unknown_end"] += 1
+            return
+        self._recent[idx] = req
+        while len(self._recent) > _RECENT:
+            self._forget(*self._recent.popitem(last=False))
+        st, slot = self._slots, req.slot
+        prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
+        if output_tokens is None:  # aborted: the tokens sampled so far
+            output_tokens = high - prompt + 1 if high >= prompt else 0
+            self.counts["aborted"] += 1
+        else:
+            self.counts["finished"] += 1
+        out.infos.append(
+            RequestInfo(
+                req.request_id,
+                model=self.model,
+                operation="chat" if req.raw.startswith("chatcmpl-") else "text_completion",
+                start_s=req.arrival_s,
+                end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
+                prompt_tokens=prompt,
+                output_tokens=output_tokens,
+                attributes={"vllm.request_id": req.raw, "finish_reason": reason},
+            )
+        )

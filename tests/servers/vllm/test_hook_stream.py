@@ -1,0 +1,157 @@
+"""The scheduler hook's step stream (vLLM-free): pairing, async overlap, finishes held, flushing, ids."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+from servers.vllm.hook_stream import StepStream, external_id
+from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, decode
+
+
+@dataclass
+class FakeRequest:
+    num_prompt_tokens: int
+    arrival_time: float
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 10.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def stream(flush_s: float = 0.02) -> tuple[StepStream, list[Message], Clock]:
+    sent: list[Message] = []
+    clock = Clock()
+    s = StepStream(
+        "tiny", ("127.0.0.1", 9), flush_s=flush_s, clock=clock, wall=lambda: 1000.0 + clock.t,
+        send=lambda data: sent.append(decode(data)),
+    )  # fmt: skip
+    return s, sent, clock
+
+
+REQS = {"chatcmpl-a-0123abcd": FakeRequest(10, 1009.5), "chatcmpl-b-89abcdef": FakeRequest(4, 1009.9)}
+
+
+def test_external_id_strips_vllms_random_suffix_only() -> None:
+    assert external_id("chatcmpl-x-0123abcd") == "chatcmpl-x"
+    assert external_id("cmpl-x-0-0123abcd") == "cmpl-x-0"
+    assert external_id("chatcmpl-x-0123abcd", randomized=False) == "chatcmpl-x-0123abcd"
+    assert external_id("plain") == "plain"
+
+
+def test_a_synchronous_step_is_sent_with_its_new_members_at_once() -> None:
+    s, sent, clock = stream()
+    a, b = REQS
+    s.scheduled("out1", 10.0, [a, b], [6, 4], [0, 0], REQS.__getitem__)
+    clock.t = 10.05
+    s.ended("out1", 10.05)
+    s.maybe_flush(idle=False)
+    (m,) = sent
+    assert m.new == [NewRow(0, "chatcmpl-a", 10, 0.55), NewRow(1, "chatcmpl-b", 4, 0.15)]
+    assert m.steps == [StepRow(0.05, 0.0, [0, 1], [6, 4], [0, 0])]
+    assert (m.seq, m.model) == (0, "tiny")
+
+
+def test_short_steps_are_batched_until_flush_s_and_sent_when_idle() -> None:
+    s, sent, clock = stream(flush_s=0.02)
+    a, _ = REQS
+    s.scheduled(1, 10.0, [a], [10], [0], REQS.__getitem__)
+    clock.t = 10.005
+    s.ended(1, 10.005)
+    s.maybe_flush(idle=False)  # new member: sent at once
+    for i in range(2, 5):
+        s.scheduled(i, clock.t, [a], [1], [8 + i], REQS.__getitem__)
+        clock.t += 0.005
+        s.ended(i, clock.t)
+        s.maybe_flush(idle=False)
+    assert [len(m.steps) for m in sent] == [1]  # three short decode steps wait (15 ms < 20 ms)
+    s.scheduled(5, clock.t, [a], [1], [13], REQS.__getitem__)
+    clock.t += 0.02  # the oldest waiting step is now 25 ms old
+    s.ended(5, clock.t)
+    s.maybe_flush(idle=False)
+    assert [len(m.steps) for m in sent] == [1, 4]
+    s.scheduled(6, clock.t, [a], [1], [14], REQS.__getitem__)
+    clock.t += 0.001
+    s.ended(6, clock.t)
+    s.maybe_flush(idle=True)
+    assert [len(m.steps) for m in sent] == [1, 4, 1] and [m.seq for m in sent] == [0, 1, 2]
+
+
+def test_with_async_scheduling_a_step_starts_when_the_previous_one_ends() -> None:
+    s, sent, clock = stream()
+    a, _ = REQS
+    s.scheduled("n1", 10.00, [a], [10], [0], REQS.__getitem__)
+    s.scheduled("n2", 10.01, [a], [1], [10], REQS.__getitem__)  # scheduled while n1 runs
+    clock.t = 10.05
+    s.ended("n1", 10.05)
+    clock.t = 10.08
+    s.ended("n2", 10.08)
+    s.flush()
+    steps = [st for m in sent for st in m.steps]
+    assert [(round(10.08 - st.t0_ago_s, 6), round(10.08 - st.t1_ago_s, 6)) for st in steps] == [
+        (10.0, 10.05),
+        (10.05, 10.08),
+    ]
+
+
+def test_a_finish_waits_until_every_step_scheduled_before_it_has_ended() -> None:
+    s, sent, clock = stream()
+    a, b = REQS
+    s.scheduled("n1", 10.0, [a, b], [10, 4], [0, 0], REQS.__getitem__)
+    s.scheduled("n2", 10.01, [a, b], [1, 1], [10, 4], REQS.__getitem__)  # b rides along once more
+    clock.t = 10.05
+    s.ended("n1", 10.05)
+    assert s.request(b) is REQS[b]
+    s.finished(b, 1, "length", aborted=False)  # found when n1's output came back
+    s.maybe_flush(idle=False)
+    assert [m.fin for m in sent] == [[]]
+    clock.t = 10.08
+    s.ended("n2", 10.08)
+    s.finished(a, 2, "abort", aborted=True)
+    s.maybe_flush(idle=False)
+    assert sent[-1].fin == [FinRow(1, 1, "length")] and sent[-1].gone == [0]
+    assert s.request(a) is None and s.request(b) is None
+
+
+def test_a_request_never_scheduled_sends_nothing_and_a_lost_batch_is_counted() -> None:
+    s, sent, _ = stream()
+    s.finished("never-seen", 0, "abort", aborted=True)
+    s.scheduled("n1", 10.0, [], [], [], REQS.__getitem__)
+    s.ended("other", 10.1)
+    s.flush()
+    assert sent == [] and s.unpaired == 2
+
+
+def test_a_sender_thread_encodes_and_sends_and_counts_send_errors() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5.0)
+        s = StepStream("tiny", rx.getsockname())  # a real socket: the thread sends
+        a, _ = REQS
+        for i in range(3):
+            s.scheduled(i, 1.0, [a], [1], [10 + i], REQS.__getitem__)
+            s.ended(i, 1.1)
+            s.flush()
+        got = [decode(rx.recv(65536)) for _ in range(3)]
+    assert [m.seq for m in got] == [0, 1, 2] and [m.steps[0].computed_before for m in got] == [
+        [10],
+        [11],
+        [12],
+    ]
+    deadline = time.monotonic() + 5.0
+    while s.sent_members < 3 and time.monotonic() < deadline:  # counted just after the last send
+        time.sleep(0.01)
+    assert s.sent_members == 3 and s.sender_cpu_s > 0
+    lost = StepStream("tiny", ("127.0.0.1", 1))  # nobody listens: errors are counted, not raised
+    lost.scheduled(0, 1.0, [a], [1], [10], REQS.__getitem__)
+    lost.ended(0, 1.1)
+    lost.flush()
+    deadline = time.monotonic() + 5.0
+    while lost.sent + lost.dropped < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lost.sent + lost.dropped == 1

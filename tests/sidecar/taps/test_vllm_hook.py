@@ -1,0 +1,223 @@
+"""The scheduler hook's receiver on hand-made datagrams: exact steps, request ends, faults, claims."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from sidecar.attribution.events import Phase, StepBatch
+from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, encode
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_hook import HookReceiver
+from sidecar.taps.vllm_plugin import PluginReceiver
+from tests.sidecar.taps.test_vllm_plugin import msg as plugin_msg
+
+WALL = 1000.0  # the receiver's clock is Unix time - 900
+
+
+def rx() -> HookReceiver:
+    return HookReceiver(lambda unix_s: unix_s - 900.0)
+
+
+def dgram(seq: int, *, pid: int = 7, wall: float = WALL, **sections: object) -> bytes:
+    m = Message(pid, seq, wall, "tiny", *(list(sections.get(k, [])) for k in ("new", "steps", "fin", "gone")))  # type: ignore[call-overload]
+    (data,) = encode(m)
+    return data
+
+
+def steps(out: TapOutput) -> list[StepBatch]:
+    return [e for e in out.events if isinstance(e, StepBatch)]
+
+
+def members(batch: StepBatch) -> list[tuple[str, Phase, float, float]]:
+    return [
+        (rid, Phase(int(p)), float(u), float(c))
+        for rid, p, u, c in zip(
+            batch.request_ids, batch.phase, batch.units, batch.context_tokens, strict=True
+        )
+    ]
+
+
+def test_chunked_prefill_then_decode_is_exact_per_step() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "chatcmpl-a", 10, 0.5), NewRow(1, "chatcmpl-b", 4, 0.3)],
+            steps=[
+                StepRow(0.30, 0.20, [0, 1], [6, 4], [0, 0]),  # a: first chunk; b: whole prompt
+                StepRow(0.20, 0.10, [0, 1], [4, 1], [6, 4]),  # a: last chunk; b: decodes
+                StepRow(0.10, 0.00, [0, 1], [1, 1], [10, 5]),  # both decode
+            ],
+        ),
+        out,
+    )
+    s0, s1, s2 = steps(out)
+    assert (s0.t0_s, s0.t1_s) == pytest.approx((99.7, 99.8))
+    assert members(s0) == [("a", Phase.PREFILL, 6, 21), ("b", Phase.PREFILL, 4, 10)]
+    assert members(s1) == [("a", Phase.PREFILL, 4, 4 * 6 + 10), ("b", Phase.DECODE, 1, 5)]
+    assert members(s2) == [("a", Phase.DECODE, 1, 11), ("b", Phase.DECODE, 1, 6)]
+    assert all(b.check() is None for b in (s0, s1, s2))
+    assert r.claims("a") and r.claims("b") and not r.claims("c")
+    assert (r.counts["steps"], r.counts["members"]) == (3, 6)
+
+
+def test_a_prefix_cache_hit_costs_only_the_tokens_computed() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 100, 0.1)], steps=[StepRow(0.1, 0.0, [0], [36], [64])]), out)
+    (s,) = steps(out)
+    assert members(s) == [("a", Phase.PREFILL, 36, 36 * 64 + 36 * 37 / 2)]
+
+
+def test_recompute_after_preemption_is_prefill_and_a_spec_rollback_is_not() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "a", 8, 0.5), NewRow(1, "b", 8, 0.5)],
+            steps=[
+                StepRow(0.5, 0.4, [0, 1], [8, 8], [0, 0]),
+                StepRow(0.4, 0.3, [0, 1], [1, 4], [8, 8]),  # b: decode + 3 speculative tokens
+                StepRow(0.3, 0.2, [0, 1], [1, 4], [9, 10]),  # b: 2 rejected: back from 12 to 10
+                StepRow(0.2, 0.1, [0], [11], [0]),  # a preempted and resumed: prompt + 2 outputs + 1
+            ],
+        ),
+        out,
+    )
+    *_, rollback, resumed = steps(out)
+    assert members(rollback)[1] == ("b", Phase.DECODE, 4, 4 * 10 + 10)
+    assert members(resumed) == [("a", Phase.PREFILL, 11, 66)]
+
+
+def test_fin_makes_a_request_info_from_arrival_to_its_last_step() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "chatcmpl-a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.feed(
+        dgram(1, wall=WALL + 0.1, steps=[StepRow(0.4, 0.3, [0], [1], [5])], fin=[FinRow(0, 2, "length")]), out
+    )
+    (info,) = out.infos
+    assert (info.request_id, info.model, info.operation, info.prompt_tokens, info.output_tokens) == (
+        "a", "tiny", "chat", 5, 2,
+    )  # fmt: skip
+    assert (info.start_s, info.end_s) == pytest.approx((99.0, 99.8))
+    assert info.attributes == {"vllm.request_id": "chatcmpl-a", "finish_reason": "length"}
+
+
+def test_an_aborted_request_ends_with_the_tokens_it_sampled() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "a", 5, 1.0)],
+            steps=[StepRow(0.5, 0.4, [0], [5], [0]), StepRow(0.4, 0.3, [0], [1], [5])],
+        ),
+        out,
+    )
+    r.feed(dgram(1, gone=[0]), out)
+    (info,) = out.infos
+    assert (info.output_tokens, info.attributes["finish_reason"], info.end_s) == (
+        2,
+        "abort",
+        pytest.approx(99.7),
+    )
+    assert r.counts["aborted"] == 1
+
+
+def test_a_member_after_its_fin_still_counts_and_an_unknown_one_is_skipped() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "a", 5, 1.0)],
+            steps=[StepRow(0.5, 0.4, [0], [5], [0])],
+            fin=[FinRow(0, 1, "stop")],
+        ),
+        out,
+    )
+    r.feed(dgram(1, steps=[StepRow(0.4, 0.3, [0, 9], [1, 1], [5, 3])]), out)
+    assert members(steps(out)[-1]) == [("a", Phase.DECODE, 1, 6)]
+    assert (r.counts["after_fin"], r.counts["unknown_member"]) == (1, 1)
+
+
+def test_a_new_pid_is_a_restart_that_ends_the_old_requests_as_aborted() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.feed(dgram(0, pid=8, new=[NewRow(0, "b", 3, 0.1)], steps=[StepRow(0.1, 0.0, [0], [3], [0])]), out)
+    assert [(i.request_id, i.attributes["finish_reason"]) for i in out.infos] == [("a", "abort")]
+    assert members(steps(out)[-1])[0][0] == "b"  # idx 0 now means the new engine's request
+    assert r.counts["restarts"] == 1
+
+
+def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_counts_a_restart() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)]), out)
+    r.feed(dgram(4), out)
+    assert r.counts["lost"] == 3
+    r.feed(dgram(2), out)  # late: processed, not lost twice
+    assert (r.counts["lost"], r.counts["out_of_order"]) == (3, 1)
+    r.feed(dgram(10**12), out)
+    assert (r.counts["lost"], r.counts["restarts"]) == (3, 1)
+    r.feed(dgram(0), out)  # the same pid starting over (a container restart)
+    assert r.counts["restarts"] == 2
+
+
+def test_malformed_datagrams_are_counted_by_reason_and_cost_nothing_else() -> None:
+    r, out = rx(), TapOutput()
+    r.feed(b"garbage", out)
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)]).replace(b'"tiny"', b"7"), out)
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    assert r.counts["malformed"] == 2
+    assert r.counts["malformed:not JSON"] == 1
+    assert len(steps(out)) == 1
+
+
+def test_the_plugin_adds_no_work_for_requests_the_hook_claims() -> None:
+    hook, out = rx(), TapOutput()
+    plugin = PluginReceiver(lambda unix_s: unix_s - 900.0, claimed_by=hook.claims)
+    hook.feed(
+        dgram(0, new=[NewRow(0, "chatcmpl-a", 10, 1.0)], steps=[StepRow(0.5, 0.4, [0], [10], [0])]), out
+    )
+    plugin.feed(
+        plugin_msg(0, [0.0, 2, 30, 0, 0], start=[["chatcmpl-a", 10, 10, 0.02], ["chatcmpl-b", 20, 20, 0.02]]),
+        out,
+    )
+    plugin.feed(plugin_msg(1, [0.0, 2, 0, 0, 0], wall=1000.02), out)
+    fin = [
+        ["chatcmpl-a", 10, 2, 0.0, 0.02, 0.1, 0.5, "length"],
+        ["chatcmpl-c", 5, 2, 0.0, 0.02, 0.1, 0.5, "length"],
+    ]
+    plugin.feed(plugin_msg(2, [0.0, 1, 0, 0, 0], wall=1000.04, fin=fin), out)
+    work = [e for e in out.events if not isinstance(e, StepBatch)]
+    assert "a" not in {e.request_id for e in work}  # a's work is the hook's step only
+    assert {e.request_id for e in work} == {"b", "c"}  # the plugin still covers what the hook did not see
+    assert {i.request_id for i in out.infos} == {"a", "c"}  # infos still come from the plugin
+    assert plugin.counts["claimed_by_hook"] == 1 and plugin.counts["double_counted"] == 0
+    total_a = sum(
+        float(np.sum(b.units[[i for i, x in enumerate(b.request_ids) if x == "a"]])) for b in steps(out)
+    )
+    assert total_a == 10
+
+
+def test_due_drains_the_socket_without_blocking() -> None:
+    r = HookReceiver(lambda unix_s: unix_s - 900.0, port=0)
+    port = r.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(
+                dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]),
+                ("127.0.0.1", port),
+            )
+            s.sendto(b"junk", ("127.0.0.1", port))
+        deadline = time.monotonic() + 2.0
+        events: list[object] = []
+        while not events and time.monotonic() < deadline:
+            events, _ = r.due(0.0)  # type: ignore[assignment]
+        assert len(events) == 1 and r.counts["received"] == 1
+        r.due(0.0)
+        assert r.counts["malformed"] == 1
+        assert r.due(0.0) == ([], [])  # nothing waiting: returns at once
+    finally:
+        r.stop()
