@@ -29,7 +29,7 @@ def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.
 
 
 def receiver() -> PluginReceiver:
-    return PluginReceiver(lambda unix_s: unix_s - 900.0)
+    return PluginReceiver(lambda unix_s: unix_s - 900.0, port=0)  # 0: any free port, never the default
 
 
 def test_iterations_become_per_request_prefill_and_decode_work() -> None:
