@@ -26,11 +26,13 @@ from typing import Any
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
 from sidecar.config import SidecarConfig, env_name, flag_name
 from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve
+from sidecar.export.floor_state import FloorKeeper
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
@@ -64,19 +66,28 @@ class Sidecar:
         self.taps = tuple(taps)  # drained in this order at each tick
         self.clock = clock
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
+        # finals, for lookups: the configured ledger, else the most recent ones in memory
+        self.ledger = ledger if ledger is not None else Ledger(":memory:", max_rows=_IN_MEMORY_RECORDS)
+        floor = FloorEstimate(
+            ",".join(d.id for d in meter.devices),
+            override_w=config.floor_w or None,
+            stale_after_s=config.floor_stale_s,
+        )
+        self.floor_keeper = FloorKeeper(floor, self.ledger)  # the idle floor across restarts
+        self.floor_keeper.restore(clock())
         self.attributor = Attributor(
             self.timeline,
             make_rule(
                 config.split,
                 fit_window_ticks=config.fit_window_ticks,
                 fit_warmup_ticks=config.fit_warmup_ticks,
+                floor=floor,
+                max_condition=config.fit_max_condition,
             ),
             model=config.model,
             energy_source=meter.source.value,
             max_held_ticks=config.fit_warmup_ticks + 100,
         )
-        # finals, for lookups: the configured ledger, else the most recent ones in memory
-        self.ledger = ledger if ledger is not None else Ledger(":memory:", max_rows=_IN_MEMORY_RECORDS)
         self.on_final = on_final
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
@@ -115,6 +126,7 @@ class Sidecar:
             self.ledger.put_many(finals)
             if self.on_final is not None:
                 self.on_final(finals)
+        self.floor_keeper.save(now)
         self._snapshot = build_snapshot(self, now)
         return finals
 
@@ -174,6 +186,7 @@ class Sidecar:
             self.poller.stop()
             for tap in reversed(self.taps):  # safe on a tap that never (or only half) started
                 tap.stop()
+            self.floor_keeper.save(self.clock(), force=True)
             if served is not None:
                 await served.close()
 

@@ -88,7 +88,25 @@ KNOBS: tuple[Knob, ...] = (
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
     Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
-    Knob("fit_warmup_ticks", _positive(int), 200, "busy ticks the fitted model sees before it splits"),
+    Knob("fit_warmup_ticks", _positive(int), 50, "busy ticks the fitted model sees before it splits"),
+    Knob(
+        "fit_max_condition",
+        _positive(float),
+        1000.0,
+        "fit windows above this condition number hold the last good fit",
+    ),
+    Knob(
+        "floor_w",
+        _non_negative(float),
+        0.0,
+        "idle power floor of the devices in W; 0: measure it from idle ticks",
+    ),
+    Knob(
+        "floor_stale_s",
+        _positive(float),
+        3600.0,
+        "seconds without an idle tick after which the floor is stale",
+    ),
     Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
     Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
@@ -124,7 +142,10 @@ class SidecarConfig:
     tick_interval_s: float = 0.1
     settle_s: float = 2.0
     fit_window_ticks: int = 600
-    fit_warmup_ticks: int = 200
+    fit_warmup_ticks: int = 50
+    fit_max_condition: float = 1000.0
+    floor_w: float = 0.0
+    floor_stale_s: float = 3600.0
     timeline_capacity: int = 65536
     ledger_path: str = "jouletrace-ledger.db"
     ledger_max_rows: int = 1_000_000
