@@ -97,3 +97,30 @@ def test_without_a_ledger_file_final_records_are_looked_up_from_an_in_memory_led
     record = sidecar.lookup(run.requests[-1].request_id)
     assert record is not None and record["final"] is True
     sidecar.close()
+
+
+def test_a_restarted_sidecar_starts_from_the_idle_floor_its_predecessor_measured(
+    run: SimRun, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The floor is saved in the ledger; a sidecar restarted under load (no idle yet) restores it."""
+    path = tmp_path / "ledger.db"
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5)
+    clock = FakeClock(0.0)
+    first = Sidecar(
+        config,
+        SimMeter(run, clock=clock, t0=0.0),
+        taps=[SourceTap(SimFeeder(run, 0.0))],
+        clock=clock,
+        ledger=Ledger(path),
+    )
+    drive(run, clock, first, 10.0)
+    measured = first.attributor.rule.fit.floor.power_w(clock.t_s)  # type: ignore[attr-defined]
+    assert measured == pytest.approx(run.config.gpu.idle_w, rel=0.02)
+    first.floor_keeper.save(clock.t_s, force=True)
+    first.close()
+    clock2 = FakeClock(0.0)
+    second = Sidecar(config, SimMeter(run, clock=clock2, t0=0.0), clock=clock2, ledger=Ledger(path))
+    reading = second.attributor.rule.fit.floor.reading(0.0)  # type: ignore[attr-defined]
+    assert reading.source == "restored"
+    assert reading.power_w == pytest.approx(measured)
+    second.close()
