@@ -25,8 +25,11 @@ __all__ = [
     "DENOISE_STEPS",
     "ENERGY_APPROXIMATE",
     "ENERGY_DECODE_J",
+    "ENERGY_FIT_QUALITY",
+    "ENERGY_HIGH_J",
     "ENERGY_J",
     "ENERGY_J_PER_OUTPUT_TOKEN",
+    "ENERGY_LOW_J",
     "ENERGY_PREFILL_J",
     "ENERGY_RULE",
     "ENERGY_SOURCE",
@@ -83,3 +86,7 @@ ENERGY_J_PER_OUTPUT_TOKEN = "jouletrace.energy.joules_per_output_token"
 ENERGY_APPROXIMATE = "jouletrace.energy.approximate"
 ENERGY_SOURCE = "jouletrace.energy.source"  # measured source (nvml, rapl, ...) or estimate
 ENERGY_RULE = "jouletrace.energy.rule"  # the split rule
+# the record's ~95 % interval: an estimate of the split's own uncertainty
+ENERGY_LOW_J = "jouletrace.energy.low_joules"
+ENERGY_HIGH_J = "jouletrace.energy.high_joules"
+ENERGY_FIT_QUALITY = "jouletrace.energy.fit_quality"  # ok, held, ill-conditioned, floor-unmeasured, ...

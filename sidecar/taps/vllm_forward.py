@@ -59,6 +59,11 @@ def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
     per_unit = rec.joules_per_output_unit
     if per_unit is not None:
         out[attrs.ENERGY_J_PER_OUTPUT_TOKEN] = per_unit
+    if rec.energy_low_j is not None and rec.energy_high_j is not None:
+        out[attrs.ENERGY_LOW_J] = rec.energy_low_j
+        out[attrs.ENERGY_HIGH_J] = rec.energy_high_j
+    if rec.fit_quality:
+        out[attrs.ENERGY_FIT_QUALITY] = rec.fit_quality
     if rec.task != "unknown":
         out[attrs.TASK] = rec.task
     return out

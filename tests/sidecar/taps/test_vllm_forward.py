@@ -36,6 +36,7 @@ def record(request_id: str, energy_j: float = 6.0, output: float = 3.0) -> Reque
         phase_j={"prefill": 1.0, "decode": energy_j - 1.0, "denoise": 0.0}, component_j={}, prompt_tokens=5,
         output_tokens=int(output), output_units=output, start_s=0.0, end_s=1.0, end_unix_s=1.0, busy_s=1.0,
         approximate=False, final=True, rule="fitted", energy_source="measured",
+        energy_low_j=0.8 * energy_j, energy_high_j=1.2 * energy_j, fit_quality="ok",
     )  # fmt: skip
 
 
@@ -91,6 +92,9 @@ def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first(
         a.attributes["jouletrace.energy.approximate"] is False and a.attributes["jouletrace.task"] == "code"
     )
     assert a.attributes["jouletrace.energy.source"] == "measured"
+    assert a.attributes["jouletrace.energy.low_joules"] == pytest.approx(4.8)  # the record's interval
+    assert a.attributes["jouletrace.energy.high_joules"] == pytest.approx(7.2)
+    assert a.attributes["jouletrace.energy.fit_quality"] == "ok"
     assert "jouletrace.energy.joules_per_output_token" not in spans["chatcmpl-b"].attributes
     assert fwd.counts["forwarded"] == 2 and fwd.counts["failed"] == 0
 
