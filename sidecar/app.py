@@ -31,7 +31,7 @@ from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
 from sidecar.config import SidecarConfig
 from sidecar.errors import DeviceLost, MeterError
-from sidecar.export.api import Served, make_app, serve
+from sidecar.export.api import Served, make_app, serve, timeline_energy
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
@@ -206,7 +206,10 @@ class Sidecar:
         """Run until ``stop`` is set; then seal what can be sealed and close."""
         served: Served | None = None
         if serve_http:
-            app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
+            app = make_app(
+                metrics=self.exporter.render, lookup=self.lookup, ready=self.ready,
+                energy=timeline_energy(self.timeline, clock=self.clock),
+            )  # fmt: skip
             served = await serve(app, self.config.host, self.config.port)
             self.http_port = served.port
             log.info("serving /metrics and /v1/requests on %s", served.url)
