@@ -90,7 +90,8 @@ def test_study_j_per_token_and_per_request_sum_agree_when_attribution_conserves_
     assert out["window_energy_j"] == pytest.approx(40.0 * out["window"]["duration_s"])
     assert out["j_per_unit_study"] == pytest.approx(out["window_energy_j"] / out["window_units"])
     assert out["per_request_vs_study"] == pytest.approx(0.0, abs=0.05)
-    assert out["mean_batch"] == pytest.approx(4.0, rel=0.05) and out["batch_ok"]
+    assert out["mean_batch"] == pytest.approx(4.0, rel=0.05) and out["comparable"]
+    assert out["j_per_unit_window"] == out["j_per_unit_study"]
 
 
 def test_failures_are_counted_by_kind_and_excluded_from_energy() -> None:

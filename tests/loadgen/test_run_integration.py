@@ -56,7 +56,7 @@ def test_study_all_run_writes_results_csv_plots_with_window_energy_and_skips_mul
     assert set(phases) == {"lm-arena-chat", "gpqa", "sourcegraph-fim", "text-to-image", "text-to-video"}
     chat = phases["lm-arena-chat"]
     assert chat["window"]["kind"] == "steady-state" and chat["failed"] == 0
-    assert chat["window_energy_j"] > 0 and chat["j_per_unit_study"] > 0
+    assert chat["window_energy_j"] > 0 and chat["j_per_unit_window"] > 0
     assert data["headline"]["j_per_token"] > 0 and data["headline"]["j_per_image"] > 0
     assert data["headline"]["tokens_per_j"] == pytest.approx(1 / data["headline"]["j_per_token"])
     rows = list(csv.DictReader((tmp_path / "requests.csv").open()))
