@@ -185,7 +185,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from loadgen.report import print_table, write_results
 
     cfg = RunConfig(mix="study-all", requests=args.requests, scale=args.scale, seed=args.seed, batch_cap=32,
-                    prompt_scale=args.prompt_scale, out_dir=args.out_dir, energy_wait_s=60,
+                    prompt_scale=args.prompt_scale, out_dir=args.out_dir, energy_wait_s=60, min_window_s=5.0,
                     run_id="demo")  # fmt: skip
     out = Path(args.out_dir)
     outcome = run_cpu_demo(cfg, lambda c: asyncio.run(_run_one(c, args.quiet)), out / "logs")

@@ -158,9 +158,9 @@ def _batch(raw: Any) -> dict[str, Any] | None:
     size, start, end = raw.get("size"), raw.get("start_unix_s"), raw.get("end_unix_s")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         return None
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (start, end)):
+    if isinstance(start, bool) or isinstance(end, bool):
         return None
-    if not 0 < float(start) <= float(end):
+    if not isinstance(start, int | float) or not isinstance(end, int | float) or not 0 < start <= end:
         return None
     return {"id": raw["id"], "size": size, "start_unix_s": float(start), "end_unix_s": float(end)}
 

@@ -17,9 +17,11 @@ queueing and prefill are not counted: a slight underestimate of vLLM's
 85 % of ``B``. Such a run is reported as *not comparable*, with the reason, and its
 window figure is never shown as the study's figure (``j_per_unit_study`` stays empty;
 ``j_per_unit_window`` keeps what the window measured). A run with no steady-state
-window (too few requests for ``B``, or a window shorter than ``--min-window-s``) is not
-comparable either. Diffusion phases follow the study's timed batches instead
-(:mod:`loadgen.batches`); they are comparable when at least one batch was measured.
+window (too few requests for ``B``, or a window shorter than ``--min-window-s``, below
+which the whole phase is measured instead) is not comparable either, nor is a window
+shorter than the study's minimum of 20 s (:data:`STUDY_MIN_WINDOW_S`). Diffusion phases
+follow the study's timed batches instead (:mod:`loadgen.batches`); they are comparable
+when at least one batch was measured.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ import numpy as np
 
 from loadgen.records import Result
 
-__all__ = ["MIN_BATCH_FRACTION", "WINDOW_RULE", "comparability", "running_profile"]
+__all__ = ["MIN_BATCH_FRACTION", "STUDY_MIN_WINDOW_S", "WINDOW_RULE", "comparability", "running_profile"]
 
 MIN_BATCH_FRACTION = 0.85
+STUDY_MIN_WINDOW_S = 20.0  # the study: windows of at least 20-30 s
 WINDOW_RULE = (
     "window opens at the B-th first token and closes at the (N-B-1)-th finish (request events, "
     "not gauge samples); dips of the running count below B while a finished request is replaced "
     "never close it and count, time-weighted, in the mean running batch; a request runs from its "
-    "first token to its finish; a run whose mean running batch is < 85 % of B is not comparable"
+    "first token to its finish; a run whose window is < 20 s or whose mean running batch is < 85 % of B "
+    "is not comparable"
 )
 
 
@@ -91,6 +95,10 @@ def comparability(phase: dict[str, Any]) -> tuple[bool, str]:
     window = phase.get("window") or {}
     if window.get("kind") != "steady-state":
         return False, f"no steady-state window: {window.get('reason') or 'none'}"
+    duration = float(window.get("duration_s") or 0.0)
+    if duration < STUDY_MIN_WINDOW_S:
+        lasted = f"the steady-state window lasted {duration:.3g} s"
+        return False, f"{lasted} < {STUDY_MIN_WINDOW_S:g} s (the study's minimum)"
     cap, mean = int(phase["batch_cap"]), float(phase.get("mean_batch") or 0.0)
     need = MIN_BATCH_FRACTION * cap
     if mean < need:

@@ -222,8 +222,8 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             method += (
                 f"; each prompt fitted to its target with /tokenize (chat template applied): {fit.to_json()}"
             )
-        for r in requests:
-            r.slot = None  # the closures are not needed any more
+        for req in requests:
+            req.slot = None  # the closures are not needed any more
         gpu = cfg.gpu
         if not gpu and cfg.sidecar_url:
             gpu = ", ".join(await fetch_device_names(session, cfg.sidecar_url.rstrip("/")))

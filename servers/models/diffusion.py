@@ -298,7 +298,6 @@ def build_cogvideox(out: Path | str, *, size: str = "xs", seed: int = 0) -> Buil
             relative_attention_num_buckets=8,
             pad_token_id=0,
             eos_token_id=1,
-            decoder_start_token_id=0,
         )
     )
     transformer = d.CogVideoXTransformer3DModel(

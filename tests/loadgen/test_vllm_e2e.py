@@ -107,8 +107,8 @@ def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcom
     assert phase["window"]["kind"] == "steady-state"
     assert phase["window"]["duration_s"] > 5
     assert phase["j_per_unit_window"] > 0
-    if not phase["comparable"]:  # the 85 % rule: reported, with its reason, never as the study's figure
-        assert phase["j_per_unit_study"] is None and "85 %" in phase["not_comparable_reason"]
+    if not phase["comparable"]:  # the study's rules: reported, with the reason, never as the study's figure
+        assert phase["j_per_unit_study"] is None and phase["not_comparable_reason"]
     energy, idle = phase["window_energy_j"], phase["window_idle_j"]
     assert phase["per_request_plus_idle_vs_study"] == pytest.approx(0.0, abs=0.01)
     if idle > 0.01 * energy:
