@@ -62,7 +62,7 @@ def run_cpu_demo(cfg: RunConfig, run_one: Callable[[RunConfig], RunOutcome], log
     # longer than the longest batch, or a batch's first seconds are sealed as idle before its span
     # arrives (a tiny batch takes ~10 s on two busy cores)
     stack = Stack(llama, log_dir=log_dir, sidecar_args=("--settle-s", str(DEMO_SETTLE_S)))
-    stack.start()
+    stack.start(timeout_s=600.0)  # a busy 2-core machine can take minutes to start vLLM
     diffusion: subprocess.Popen[bytes] | None = None
     try:
         port, log = free_port(), log_dir / "diffusion.log"

@@ -8,7 +8,7 @@
 - ``latency_vs_j_per_token.png``: the time-energy frontier (e2e latency p50 vs J/token), one point
   per phase or sweep level;
 - ``j_per_token_vs_batch.png`` (sweeps): J/token vs batch size with throughput per watt (tokens/J)
-  on a second axis.
+  on a second axis, and the study's published J/token vs batch curves of the swept tasks (grey).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from loadgen.reference import published
 from loadgen.report_study import study_range
 
 __all__ = ["plot_run", "plot_sweep"]
@@ -140,6 +141,17 @@ def _frontier(pts: list[tuple[float, float, str]], out_dir: Path, note: str = ""
     return _save(fig, out_dir / "latency_vs_j_per_token.png")
 
 
+def _study_curves(ax: Any, tasks: set[str]) -> None:
+    """The study's published J/token vs max_num_seqs curves of the swept tasks, grey, log-log."""
+    curves = [c for c in published().get("j_per_token_vs_batch", []) if c.get("task") in tasks]
+    for c in curves:
+        xs = sorted(int(k) for k in c["points"])
+        label = f"study: {c['model']} {c['task']} {c['gpu']}"
+        ax.plot(xs, [c["points"][x] for x in xs], ":", color="grey", lw=1, label=label)
+    if curves:
+        ax.set_yscale("log")
+
+
 def plot_sweep(points: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """J/token vs batch size (with tokens/J) and the frontier, from sweep points."""
     pts = [p for p in points if p.get("j_per_token")]
@@ -152,6 +164,7 @@ def plot_sweep(points: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     kind = "vLLM --max-num-seqs" if pts[0].get("kind") == "batch-cap" else "concurrency"
     ax.set_xlabel(f"batch size ({kind})")
     ax.set_ylabel("J/token")
+    _study_curves(ax, {t for p in pts for t in p.get("tasks", [])})
     ax2 = ax.twinx()
     ax2.plot(xs, [p.get("tokens_per_j") or 0 for p in pts], "s--", color="tab:orange", label="tokens/J")
     ax2.set_ylabel("tokens/J (= tokens/s per W)")

@@ -72,3 +72,26 @@ def test_unknown_tasks_have_no_reference_and_cells_render() -> None:
     assert summary_cell({"median": 0.26, "range": [0.07, 2.06]}) == "0.26 [0.07-2.06]"
     assert summary_cell({"range": [0.2, 0.2]}) == "[0.2]"
     assert summary_cell(None) == "-"
+
+
+def test_the_plots_put_the_run_beside_the_studys_ranges_and_curves(tmp_path: Path) -> None:
+    from loadgen.plots import plot_run, plot_sweep
+
+    def task(name: str, unit: str, j: float, p50: float) -> dict[str, object]:
+        per_response = {"p50": p50, "p90": 2 * p50}
+        return {"task": name, "unit": unit, "study": task_reference(name), "j_per_unit": j,
+                "energy_per_response_j": per_response}  # fmt: skip
+
+    tasks = [task("lm-arena-chat", "token", 0.3, 8.0), task("text-to-image", "image", 150.0, 150.0)]
+    phases = [
+        {"phase": "lm-arena-chat", "unit": "token", "j_per_unit_study": None, "j_per_unit_window": 0.3},
+        {"phase": "text-to-image", "unit": "image", "j_per_unit_study": 150.0, "j_per_unit_window": 150.0},
+    ]
+    written = plot_run({"phases": phases, "tasks": tasks, "power_w": []}, tmp_path)
+    assert {p.name for p in written} == {"energy_per_response.png", "vs_study.png"}
+    assert all(p.stat().st_size > 1000 for p in written)
+    points = [
+        {"batch": b, "j_per_token": 1 / b, "tokens_per_j": b, "tasks": ["lm-arena-chat"]} for b in (4, 16)
+    ]
+    (sweep,) = plot_sweep(points, tmp_path)
+    assert sweep.name == "j_per_token_vs_batch.png" and sweep.stat().st_size > 1000
