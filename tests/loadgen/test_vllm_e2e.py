@@ -85,7 +85,12 @@ def test_output_lengths_follow_the_tasks_fitted_distribution(outcome: RunOutcome
 def test_the_sidecar_attributed_every_request_with_its_task(outcome: RunOutcome) -> None:
     missing = [r.request.id for r in outcome.results if r.energy is None or not r.energy.get("final")]
     assert missing == []
-    assert all(r.energy and r.energy["task"] == r.request.task for r in outcome.results)
+    wrong = [
+        (r.request.id, (r.energy or {}).get("task"))
+        for r in outcome.results
+        if not r.energy or r.energy["task"] != r.request.task
+    ]
+    assert wrong == []
     assert all((r.energy_j or 0) > 0 for r in outcome.results)
 
 
