@@ -246,7 +246,7 @@ def analyse_phase(
         out["comparable"], out["not_comparable_reason"] = False, "no request finished"
         return out
     out |= _window_figures(ok, samples, idle_samples, window, batch_cap, unit)
-    if unit != "token" and batches is not None:
+    if unit != "token" and batches:  # without timed batches the phase window stays, not comparable
         out |= batch_figures(batches)
     comparable, why = comparability(out)
     out["comparable"] = comparable

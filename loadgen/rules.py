@@ -91,7 +91,7 @@ def comparability(phase: dict[str, Any]) -> tuple[bool, str]:
         measured = phase.get("batches_measured") or 0
         if measured:
             return True, f"{measured} timed batch(es) measured"
-        return False, "no timed batch could be measured (no batch times from the server, or no energy)"
+        return False, "no timed batch measured (no batch times from the server, or no /v1/energy)"
     window = phase.get("window") or {}
     if window.get("kind") != "steady-state":
         return False, f"no steady-state window: {window.get('reason') or 'none'}"
