@@ -105,13 +105,14 @@ def _study_bars(ax: Any, tasks: list[dict[str, Any]], key: str) -> None:
                 hi.append(rng[1])
         if xs:
             ax.vlines(xs, lo, hi, color=color, lw=3, alpha=0.7, label=f"study {g.upper()} range")
+            ax.scatter(xs + xs, lo + hi, color=color, marker="_", s=120)  # a one-model range still shows
 
 
 def _vs_study(data: dict[str, Any], out_dir: Path, note: str) -> Path:
     """Per task: your J/unit (study method, or per-request sum) beside the study's ranges (log scale)."""
     phases = {p["phase"]: p for p in data["phases"]}
     tasks = [t for t in data["tasks"] if t.get("study")]
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     for i, t in enumerate(tasks):
         p = phases.get(t["task"], {})
         mine = p.get("j_per_unit_study")
@@ -126,7 +127,7 @@ def _vs_study(data: dict[str, Any], out_dir: Path, note: str) -> Path:
     ax.set_title("Your run beside the study (ML.ENERGY, min-energy configs)" + note, fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=False))
-    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out_dir / "vs_study.png")
 
 
