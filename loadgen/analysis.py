@@ -4,10 +4,9 @@
 batch cap ``B``, the window opens when ``B`` requests have their first token and
 closes when ``N - B - 1`` requests have finished. It needs ``N >= B + 2`` and a
 close after the open; otherwise the whole phase (first send to last finish) is
-used and the window says so (``kind: "full-run"``). The study also drops a run
-whose mean running batch is below 85 % of ``B``; we compute the mean batch from
-the client's view (requests between first token and finish, time-weighted) and
-flag ``batch_ok`` instead of dropping.
+used and the window says so (``kind: "full-run"``). How dips of the running count
+are treated, and the 85 % rule (a run below is reported as not comparable, never as
+the study's figure): :mod:`loadgen.rules`.
 
 **J/token by the study's method**: window energy / output tokens generated in the
 window. Window energy is the sidecar's device counter (``hw_energy_joules_total``)
@@ -29,6 +28,8 @@ overlap. The two figures agree when
 attribution conserves energy and the window has no idle time (attribution keeps
 idle energy apart, so idle inside the window makes the sum smaller).
 
+Diffusion phases are measured per timed batch instead (:mod:`loadgen.batches`).
+
 Failed requests are counted and excluded from every energy figure.
 """
 
@@ -43,7 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.batches import TimedBatch, batch_figures
 from loadgen.records import Result
+from loadgen.rules import comparability, running_profile
+from loadgen.summary import pct as _pct
+from loadgen.summary import task_summary
 
 __all__ = [
     "Window",
@@ -202,13 +207,6 @@ def mean_batch(results: Sequence[Result], w: Window) -> float:
     return busy / w.duration_s
 
 
-def _pct(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float] | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs} | {"mean": float(arr.mean())}
-
-
 def _error_kind(error: str) -> str:
     return error.split(":", 1)[0][:60]
 
@@ -220,8 +218,12 @@ def analyse_phase(
     unit: str,
     idle_samples: Sequence[tuple[float, float]] = (),
     min_window_s: float = 0.0,
+    batches: Sequence[TimedBatch] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of one phase (see the module docstring). Energies J, times s, powers W."""
+    """Every figure of one phase (see the module docstring). Energies J, times s, powers W.
+
+    ``batches``: the diffusion phase's timed batches with their energy, when known.
+    """
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     out: dict[str, Any] = {
@@ -241,12 +243,38 @@ def analyse_phase(
     window = steady_window(ok, batch_cap, min_window_s)
     if window is None:
         out["window"] = None
+        out["comparable"], out["not_comparable_reason"] = False, "no request finished"
         return out
+    out |= _window_figures(ok, samples, idle_samples, window, batch_cap, unit)
+    if unit != "token" and batches:  # without timed batches the phase window stays, not comparable
+        out |= batch_figures(batches)
+    comparable, why = comparability(out)
+    out["comparable"] = comparable
+    out["not_comparable_reason"] = "" if comparable else why
+    out["comparability"] = why
+    out["j_per_unit_window"] = out.get("j_per_unit_study")
+    if not comparable:
+        out["j_per_unit_study"] = None  # never shown as the study's figure
+    return out
+
+
+def _window_figures(
+    ok: Sequence[Result],
+    samples: Sequence[tuple[float, float]],
+    idle_samples: Sequence[tuple[float, float]],
+    window: Window,
+    batch_cap: int,
+    unit: str,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"batch_cap": batch_cap}
     units = sum(units_in(r, window) for r in ok)
     out["window"] = asdict(window) | {"duration_s": window.duration_s}
     out["window_units"] = units
-    out["mean_batch"] = mean_batch(ok, window) if unit == "token" else None
-    out["batch_ok"] = out["mean_batch"] >= 0.85 * batch_cap if out["mean_batch"] is not None else None
+    if unit == "token":
+        out["running"] = running_profile(ok, window.open_s, window.close_s, batch_cap)
+        out["mean_batch"] = out["running"]["mean_batch"]
+    else:
+        out["mean_batch"] = None
     out["throughput_units_per_s"] = units / window.duration_s if window.duration_s > 0 else None
     e0, e1 = energy_at(samples, window.open_s), energy_at(samples, window.close_s)
     energy = None if e0 is None or e1 is None else e1 - e0
@@ -273,31 +301,4 @@ def analyse_phase(
         out["per_request_sum_j"] = None
         out["j_per_unit_per_request_sum"] = None
         out["per_request_vs_study"] = None
-    return out
-
-
-def task_summary(results: Sequence[Result], task: str, unit: str) -> dict[str, Any]:
-    """Per-task figures from per-request records: energy per response, J/unit, lengths vs targets."""
-    mine = [r for r in results if r.request.task == task]
-    ok = [r for r in mine if r.ok]
-    out: dict[str, Any] = {
-        "task": task,
-        "unit": unit,
-        "requests": len(mine),
-        "ok": len(ok),
-        "failed": len(mine) - len(ok),
-    }
-    if unit == "token":
-        out["output_tokens"] = _pct([float(r.output_tokens) for r in ok])
-        out["target_output_tokens"] = _pct([float(r.request.target_output_tokens or 0) for r in mine])
-        out["prompt_tokens"] = _pct([float(r.prompt_tokens) for r in ok if r.prompt_tokens is not None])
-    energies = [r for r in ok if r.energy_j is not None]
-    out["requests_with_energy"] = len(energies)
-    if energies:
-        total_e = sum(r.energy_j or 0.0 for r in energies)
-        total_u = sum(r.output_units for r in energies)
-        out["energy_per_response_j"] = _pct([r.energy_j or 0.0 for r in energies])
-        out["j_per_unit"] = total_e / total_u if total_u > 0 else None
-        out["approximate"] = sum(1 for r in energies if (r.energy or {}).get("approximate"))
-        out["not_final"] = sum(1 for r in energies if not (r.energy or {}).get("final"))
     return out

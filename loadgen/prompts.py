@@ -10,8 +10,10 @@ from a *tokens-per-word ratio*:
 - ``heuristic``: 1 word = 1 token, used when the server has no tokenize endpoint
   (the results say which method was used).
 
-The chat template adds a few tokens per message on top; the prompt lengths the
-server reports (``usage.prompt_tokens``) are recorded per request.
+The chat template adds a few tokens per message on top; :mod:`loadgen.prompt_fit` then
+grows or trims each request's prompt until the server's own count (``/tokenize`` with
+the chat template) is the drawn target. The prompt lengths the server reports
+(``usage.prompt_tokens``) are recorded per request.
 """
 
 from __future__ import annotations
@@ -62,11 +64,15 @@ class PromptBuilder:
         """Words to draw for ``tokens`` tokens (at least 1)."""
         return max(1, round(tokens / self.tokens_per_word))
 
-    def text(self, tokens: int, code: bool = False) -> str:
-        """About ``tokens`` tokens of text (code-like when ``code``)."""
+    def words(self, tokens: int, code: bool = False) -> list[str]:
+        """Words for about ``tokens`` tokens, drawn from the pool (code-like when ``code``)."""
         pool = CODE_WORDS if code else WORDS
         idx = self.rng.integers(0, len(pool), size=self.words_for(tokens))
-        words = [pool[i] for i in idx]
+        return [pool[i] for i in idx]
+
+    @staticmethod
+    def join(words: list[str], code: bool = False) -> str:
+        """Words as text; code breaks a line every nine words."""
         if code:
             out: list[str] = []
             for i, w in enumerate(words):
@@ -75,6 +81,10 @@ class PromptBuilder:
                     out.append("\n   ")
             return " ".join(out)
         return " ".join(words)
+
+    def text(self, tokens: int, code: bool = False) -> str:
+        """About ``tokens`` tokens of text (code-like when ``code``)."""
+        return self.join(self.words(tokens, code), code)
 
     def split(self, tokens: int, parts: int) -> list[int]:
         """Split ``tokens`` into ``parts`` positive shares (random, summing to ``tokens``)."""

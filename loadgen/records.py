@@ -7,10 +7,24 @@ Energies are joules, straight from the sidecar's ``GET /v1/requests/{id}`` recor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Request", "Result"]
+__all__ = ["PromptSlot", "Request", "Result"]
+
+
+@dataclass(slots=True)
+class PromptSlot:
+    """The part of a prompt the length fitter may grow or trim, and how to write it back.
+
+    ``render(words)`` rewrites the request's body with ``words`` in the slot.
+    """
+
+    words: list[str]
+    render: Callable[[list[str]], None]
+    code: bool = False
+    min_words: int = 1  # fewer words than this cannot shorten the prompt (one per part)
 
 
 @dataclass(slots=True)
@@ -32,6 +46,7 @@ class Request:
     target_prompt_tokens: int | None = None
     units: float = 0.0  # expected output units for diffusion (images / videos)
     phase: str = ""  # which phase of the run it belongs to
+    slot: PromptSlot | None = None  # where the prompt-length fitter may add or trim words
 
 
 @dataclass(slots=True)
@@ -61,6 +76,8 @@ class Result:
     energy: dict[str, Any] | None = None  # the sidecar's record, as JSON
     energy_note: str | None = None  # why there is no (final) record
     retries: int = 0  # resent once after the server closed a kept-alive connection unanswered
+    served_model: str | None = None  # the model the server says it used (diffusion responses)
+    batch: dict[str, Any] | None = None  # diffusion: the server's batch (id, size, start/end_unix_s)
 
     @property
     def ok(self) -> bool:

@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import power_series
+from loadgen.report_study import print_study_table
+from loadgen.rules import WINDOW_RULE
 from loadgen.runner import RunOutcome
 from loadgen.tasks import study_protocol
 
@@ -34,6 +36,8 @@ _UNIT_KEY = {"token": "j_per_token", "image": "j_per_image", "video": "j_per_vid
 def _phase_j_per_unit(p: dict[str, Any]) -> tuple[float | None, str]:
     if p.get("j_per_unit_study") is not None:
         return p["j_per_unit_study"], "study"
+    if p.get("j_per_unit_window") is not None:
+        return p["j_per_unit_window"], "window (not comparable with the study)"
     if p.get("j_per_unit_per_request_sum") is not None:
         return p["j_per_unit_per_request_sum"], "per-request"
     return None, "none"
@@ -75,6 +79,7 @@ def to_json(o: RunOutcome) -> dict[str, Any]:
         "config": o.config.to_json(),
         "meta": o.meta,
         "study_protocol": study_protocol(),
+        "window_rule": WINDOW_RULE,
         "skipped": o.skipped,
         "headline": headline(o.phases, o.tasks),
         "phases": o.phases,
@@ -174,6 +179,34 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _prompt_cell(t: dict[str, Any]) -> str:
+    target, measured = t.get("target_prompt_tokens"), t.get("prompt_tokens")
+    if not target or not measured:
+        return "-"
+    vs = t.get("prompt_vs_target") or {}
+    err = f" ({100 * vs['mean']:+.1f} %/{100 * vs['p50']:+.1f} %)" if "mean" in vs and "p50" in vs else ""
+    want, got = (
+        f"{_fmt(target['mean'])}/{_fmt(target['p50'])}",
+        f"{_fmt(measured['mean'])}/{_fmt(measured['p50'])}",
+    )
+    return f"{want} -> {got}{err}"
+
+
+def _comparable_cell(task: str, p: dict[str, Any], notes: list[str]) -> str:
+    if p.get("comparable"):
+        return "comparable"
+    notes.append(
+        f"({len(notes) + 1}) {task} is NOT comparable with the study: {p.get('not_comparable_reason')}"
+    )
+    return f"NO ({len(notes)})"
+
+
+def _window_cell(p: dict[str, Any], window: dict[str, Any]) -> str:
+    if p.get("timed_batches") is not None:
+        return f"{p.get('batches_measured', 0)} timed batches"
+    return f"{window.get('kind', '-')} {_fmt(window.get('duration_s'))} s" if window else "-"
+
+
 def print_table(data: dict[str, Any], console: Console | None = None) -> None:
     """The terminal report: one row per task, then the headline and skipped tasks."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
@@ -183,16 +216,19 @@ def print_table(data: dict[str, Any], console: Console | None = None) -> None:
         "task",
         "ok/failed",
         "out tok p50",
-        "J/unit (study)",
+        "prompt tok mean/p50 target -> measured",
+        "J/unit (study method)",
         "J/unit (per-req)",
         "agree",
         "J/response p50",
-        "TTFT p50 s",
         "e2e p50 s",
         "window",
+        "vs the study",
     ):
-        table.add_column(col, justify="right" if col != "task" else "left")
+        table.add_column(col, justify="right" if col not in ("task", "vs the study") else "left")
+    notes: list[str] = []
     for t in data["tasks"]:
+        own = t["task"] in phases
         p = phases.get(t["task"], phases.get("mixed", {}))
         lat = p.get("latency_s", {}) or {}
         window = p.get("window") or {}
@@ -201,15 +237,20 @@ def print_table(data: dict[str, Any], console: Console | None = None) -> None:
             f"{t['task']} ({t['unit']})",
             f"{t['ok']}/{t['failed']}",
             _fmt((t.get("output_tokens") or {}).get("p50")),
-            _fmt(p.get("j_per_unit_study")) if t["task"] in phases else "-",
-            _fmt(p.get("j_per_unit_per_request_sum") if t["task"] in phases else t.get("j_per_unit")),
-            f"{100 * agree:+.2f} %" if isinstance(agree, float) and t["task"] in phases else "-",
+            _prompt_cell(t),
+            _fmt(p.get("j_per_unit_window")) if own else "-",
+            _fmt(p.get("j_per_unit_per_request_sum") if own else t.get("j_per_unit")),
+            f"{100 * agree:+.2f} %" if isinstance(agree, float) and own else "-",
             _fmt((t.get("energy_per_response_j") or {}).get("p50")),
-            _fmt((lat.get("ttft") or {}).get("p50")),
             _fmt((lat.get("e2e") or {}).get("p50")),
-            f"{window.get('kind', '-')} {_fmt(window.get('duration_s'))} s" if window else "-",
+            _window_cell(p, window),
+            _comparable_cell(t["task"], p, notes) if own else "-",
         )
     console.print(table)
+    for note in notes:
+        console.print(note)
+    console.print(f"window rule: {data.get('window_rule', WINDOW_RULE)}")
+    print_study_table(data, console)
     h = data["headline"]
     console.print(
         f"J/token {_fmt(h.get('j_per_token'))}  tokens/J {_fmt(h.get('tokens_per_j'))}  "

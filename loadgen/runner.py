@@ -6,12 +6,15 @@ Order of work (nothing is sent until every check has passed):
    model, no diffusion server, no LLM server);
 2. pre-flight: the LLM server (``/v1/models``: model id, context length), the
    diffusion server, the sidecar (``/healthz`` and its energy counter);
-3. calibrate prompt lengths through ``/tokenize`` (or fall back to the heuristic);
-4. allocate requests to tasks by weight and build them (synthetic or dataset rows);
+3. calibrate tokens per word through ``/tokenize`` (or fall back to the heuristic);
+4. allocate requests to tasks by weight and build them (synthetic or dataset rows), then
+   fit each prompt to its drawn length as the server counts it (:mod:`loadgen.prompt_fit`);
 5. send them phase by phase (``per-task``: one phase per task, the study's protocol,
    so each task gets its own steady-state window; ``mixed``: one phase, tasks
    interleaved) while the sidecar's energy counter is sampled;
-6. flush the client spans, fetch every request's energy record, analyse.
+6. flush the client spans, fetch every request's energy record and each diffusion
+   batch's energy (:mod:`loadgen.batches`), analyse, and put the study's published
+   figures beside each task (:mod:`loadgen.reference`).
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ import numpy as np
 
 from loadgen.analysis import analyse_phase, task_summary
 from loadgen.arrivals import Schedule, parse_arrivals
+from loadgen.batches import TimedBatch, measure_batches, timed_batches
 from loadgen.client import ServerInfo, calibrate_tokens_per_word, probe_server, send
 from loadgen.config import RunConfig
 from loadgen.datasets import load_rows, requests_from_rows
 from loadgen.errors import InputError
 from loadgen.factories import FactoryOptions, make_requests
 from loadgen.mixes import Mix, allocate, load_mix
+from loadgen.prompt_fit import fit_prompts
 from loadgen.prompts import PromptBuilder
 from loadgen.records import Request, Result
+from loadgen.reference import task_reference
 from loadgen.sidecar_client import EnergySampler, fetch_records, probe_sidecar
+from loadgen.sidecar_energy import fetch_device_names, fetch_interval_energy
 from loadgen.tasks import TaskSpec, load_tasks, scale_task
 from loadgen.tracing import ClientTracer
 
@@ -165,6 +172,14 @@ def _phases(cfg: RunConfig, requests: list[Request]) -> list[tuple[str, list[Req
     return [("mixed", [requests[int(i)] for i in order_idx])]
 
 
+def _served(task: str, llm_model: str, results: list[Result]) -> str:
+    """The model that served ``task``: the diffusion server's answer for diffusion, else the LLM's."""
+    for r in results:
+        if r.request.task == task and r.request.unit != "token" and r.served_model:
+            return r.served_model
+    return llm_model
+
+
 async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
     """Run ``cfg`` end to end (see the module docstring)."""
     specs_raw = load_tasks(cfg.image_model, cfg.video_model)
@@ -178,7 +193,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         info = await _preflight(session, cfg, active)
         model = cfg.model or (info.models[0] if info and info.models else "")
         max_len = cfg.max_model_len or (info.max_model_len if info else None)
-        specs = {k: scale_task(v, cfg.scale, max_len) for k, v in specs_raw.items()}
+        specs = {k: scale_task(v, cfg.scale, max_len, cfg.prompt_factor) for k, v in specs_raw.items()}
         tpw, method = 1.0, "heuristic (1 word = 1 token)"
         if info is not None and cfg.tokenize:
             measured = await calibrate_tokens_per_word(session, cfg.server_url.rstrip("/"), model)
@@ -201,6 +216,17 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             opts,
             lambda rng: PromptBuilder(rng, tokens_per_word=tpw, method=method),
         )
+        fit = None
+        if info is not None and cfg.tokenize and method.startswith("tokenize"):
+            fit = await fit_prompts(session, cfg.server_url.rstrip("/"), model, requests, tpw)
+            method += (
+                f"; each prompt fitted to its target with /tokenize (chat template applied): {fit.to_json()}"
+            )
+        for req in requests:
+            req.slot = None  # the closures are not needed any more
+        gpu = cfg.gpu
+        if not gpu and cfg.sidecar_url:
+            gpu = ", ".join(await fetch_device_names(session, cfg.sidecar_url.rstrip("/")))
         urls = {
             "chat": cfg.server_url.rstrip("/"),
             "completions": cfg.server_url.rstrip("/"),
@@ -239,8 +265,17 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
                 await sampling
             await asyncio.to_thread(tracer.shutdown)  # the sidecar joins tasks by these spans
         all_results = [r for _, rs, _ in phase_results for r in rs]
+        batches: dict[str, list[TimedBatch]] = {}
         if cfg.sidecar_url:
-            await fetch_records(session, cfg.sidecar_url.rstrip("/"), all_results, cfg.energy_wait_s)
+            url = cfg.sidecar_url.rstrip("/")
+            await fetch_records(session, url, all_results, cfg.energy_wait_s)
+            for name, rs, _ in phase_results:
+                if rs and rs[0].request.unit != "token":
+                    batches[name] = timed_batches(rs)
+                    await measure_batches(
+                        batches[name],
+                        lambda a, b: fetch_interval_energy(session, url, a, b, cfg.energy_wait_s),
+                    )
     samples = sampler.samples if sampler else []
     idle_samples = sampler.idle_samples if sampler else []
     phases = []
@@ -249,9 +284,11 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         cap = cfg.batch_cap or schedule.max_in_flight or min(DEFAULT_BATCH_CAP, len(rs))
         phases.append(
             {"phase": name, "arrivals": schedule.describe()}
-            | analyse_phase(rs, samples, cap, unit, idle_samples, cfg.min_window_s)
+            | analyse_phase(rs, samples, cap, unit, idle_samples, cfg.min_window_s, batches.get(name))
         )
     tasks = [task_summary(all_results, e.task, specs[e.task].unit) for e in active_mix.entries]
+    for t in tasks:
+        t["study"] = task_reference(t["task"], model=_served(t["task"], model, all_results), gpu=gpu)
     meta = {
         "model": model,
         "max_model_len": max_len,
@@ -268,6 +305,9 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             for k, s in specs.items()
             if s.diffusion
         },
+        "prompt_distributions": {k: o.describe() for k, s in specs.items() if (o := s.prompt) is not None},
+        "prompt_fit": fit.to_json() if fit is not None else None,
+        "gpu": gpu,
         "energy_scrape_errors": sampler.errors if sampler else None,
         "t0_unix_s": t0_unix_s,
     }

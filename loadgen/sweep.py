@@ -59,6 +59,8 @@ def _point(level: int, outcome: RunOutcome) -> dict[str, Any]:
         "e2e_p50_s": ((phase.get("latency_s") or {}).get("e2e") or {}).get("p50"),
         "failed": phase.get("failed"),
         "window": phase.get("window"),
+        "comparable": phase.get("comparable"),
+        "tasks": [t["task"] for t in outcome.tasks],
         "energy_source": ",".join(sorted({s for p in outcome.phases for s in p.get("energy_sources", [])})),
     }
 

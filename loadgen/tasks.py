@@ -176,19 +176,23 @@ def _frames(value: int, factor: float) -> int:
     return max(5, 4 * round((value * factor - 1) / 4) + 1)
 
 
-def scale_task(spec: TaskSpec, factor: float, max_model_len: int | None = None) -> TaskSpec:
+def scale_task(
+    spec: TaskSpec, factor: float, max_model_len: int | None = None, prompt_factor: float | None = None
+) -> TaskSpec:
     """``spec`` shrunk (or grown) by ``factor`` and fitted into ``max_model_len`` tokens.
 
-    With a context limit, prompts are capped at half the context and outputs at
-    the other half minus a 16-token margin for the chat template; the exact
-    per-request clip against the real prompt length happens in the factory.
+    ``prompt_factor`` (default ``factor``) scales prompt lengths on their own. With a
+    context limit, prompts are capped at half the context and outputs at the other half
+    minus a 16-token margin for the chat template; the exact per-request clip against
+    the real prompt length happens in the factory.
     """
-    if factor <= 0:
-        raise InputError(f"--scale must be > 0, got {factor}")
+    pf = factor if prompt_factor is None else prompt_factor
+    if factor <= 0 or pf <= 0:
+        raise InputError(f"--scale and --prompt-scale must be > 0, got {factor} and {pf}")
     out = spec
     if spec.output is not None and spec.prompt is not None:
         o = spec.output.scaled(factor) if factor != 1 else spec.output
-        p = spec.prompt.scaled(factor) if factor != 1 else spec.prompt
+        p = spec.prompt.scaled(pf) if pf != 1 else spec.prompt
         if max_model_len is not None:
             p_cap = max(p.minimum, min(p.cap, max_model_len // 2))
             o_cap = max(1, min(o.cap, max_model_len - p_cap - 16))

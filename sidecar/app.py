@@ -31,7 +31,7 @@ from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
 from sidecar.config import SidecarConfig, env_name, flag_name
 from sidecar.errors import StartupError
-from sidecar.export.api import Served, make_app, serve
+from sidecar.export.api import Served, make_app, serve, timeline_energy
 from sidecar.export.floor_state import FloorKeeper
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
@@ -191,7 +191,12 @@ class Sidecar:
                 await served.close()
 
     async def _serve_http(self) -> Served:
-        app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
+        app = make_app(
+            metrics=self.exporter.render,
+            lookup=self.lookup,
+            ready=self.ready,
+            energy=timeline_energy(self.timeline, clock=self.clock),
+        )
         try:
             served = await serve(app, self.config.host, self.config.port)
         except OSError as err:

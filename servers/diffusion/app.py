@@ -8,7 +8,9 @@
     GET  /metrics                 the server's own counters (Prometheus text)
 
 Every response of a request that ran carries ``id`` (the request id the
-sidecar's ``/v1/requests/{id}`` knows) and ``batch`` (id and size). Errors
+sidecar's ``/v1/requests/{id}`` knows) and ``batch``: its id, size (items) and the
+pipeline call's start and end (``start_unix_s``, ``end_unix_s``), so a client can time
+each batch as the study does (the sidecar's ``/v1/energy`` over that interval). Errors
 use the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``:
 400/404 for bad input (naming the field and the limit), 429 with Retry-After
 when the queue is full, 500 when the request's batch failed.
@@ -167,7 +169,12 @@ def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None =
             "id": job.request_id,
             "created": int(time.time()),
             "model": spec.shape.model,
-            "batch": {"id": batch.batch_id, "size": batch.items},
+            "batch": {
+                "id": batch.batch_id,
+                "size": batch.items,
+                "start_unix_s": batch.start_unix_ns / 1e9,
+                "end_unix_s": batch.end_unix_ns / 1e9,
+            },
             "data": data,
         }
         return JSONResponse(body, headers={"X-Request-Id": job.request_id})

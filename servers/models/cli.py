@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     build = sub.add_parser("build", help="build a tiny offline model (cached: a complete folder is kept)")
     build.add_argument(
-        "kind", help="model kind: llama, qwen (LLMs); vlm (image chat); image, video (diffusion)"
+        "kind",
+        help="model kind: llama, qwen (LLMs); vlm (image chat); image, video (Wan), cogvideox (diffusion)",
     )
     build.add_argument(
         "--out", type=Path, default=None, help="output folder (default ~/.cache/jouletrace/models/tiny-KIND)"

@@ -1,4 +1,4 @@
-"""The sidecar's HTTP surface: /metrics, /v1/requests/{request_id}, /healthz, /readyz.
+"""The sidecar's HTTP surface: /metrics, /v1/requests/{request_id}, /v1/energy, /healthz, /readyz.
 
 The app only calls what it is given, so it knows nothing of meters, attribution
 or SQLite: ``metrics()`` returns the Prometheus exposition bytes,
@@ -13,20 +13,37 @@ Routes:
 - ``GET /v1/requests/{request_id}``: 200 with the record as JSON (energies in
   joules, times in seconds); 404 ``{"error": ..., "request_id": ...}`` when the
   id is unknown or not yet seen.
+- ``GET /v1/energy?start_unix_s=&end_unix_s=``: 200 with the device energy over that
+  interval (J, all devices, read-only from the timeline: linear between counter
+  updates), ``covered`` false when the interval reaches past the newest counter update
+  or before the oldest kept one (ask again later / it is gone); 400
+  ``{"error": ..., "param": ...}`` for a missing, non-finite or reversed bound or an
+  interval longer than :data:`MAX_INTERVAL_S` (rejections are counted in
+  ``app[ENERGY_REJECTED]``). Only served when ``make_app`` is given ``energy``
+  (:func:`timeline_energy`).
 - ``GET /healthz``: 200 ``ok`` while the process serves.
 - ``GET /readyz``: 200 ``{"ready": true, "reason": ...}`` or 503 with ``"ready": false``.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-__all__ = ["Served", "make_app", "serve"]
+if TYPE_CHECKING:
+    from sidecar.timeline import Timeline
+
+__all__ = ["ENERGY_REJECTED", "MAX_INTERVAL_S", "Served", "make_app", "serve", "timeline_energy"]
+
+MAX_INTERVAL_S = 86_400.0  # one day: longer than any timeline ring keeps
+ENERGY_REJECTED: web.AppKey[list[int]] = web.AppKey("energy_rejected", list)
+EnergyQuery = Callable[[float, float], dict[str, Any]]
 
 NOT_FOUND = (
     "unknown request id: the sidecar has not seen this request yet (its span or work events may still be on "
@@ -39,8 +56,9 @@ def make_app(
     metrics: Callable[[], bytes],
     lookup: Callable[[str], dict[str, Any] | None],
     ready: Callable[[], tuple[bool, str]],
+    energy: EnergyQuery | None = None,
 ) -> web.Application:
-    """Build the aiohttp application over the three callables (see the module docstring)."""
+    """Build the aiohttp application over the callables (see the module docstring)."""
 
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -59,12 +77,73 @@ def make_app(
         ok, reason = ready()
         return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
 
+    async def get_energy(request: web.Request) -> web.Response:
+        assert energy is not None
+        bounds, error = _interval(request.query)
+        if bounds is None:
+            request.app[ENERGY_REJECTED][0] += 1
+            return web.json_response({"error": error[1], "param": error[0]}, status=400)
+        return web.json_response(energy(*bounds))
+
     app = web.Application()
+    app[ENERGY_REJECTED] = [0]
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/requests/{request_id}", get_request)
+    if energy is not None:
+        app.router.add_get("/v1/energy", get_energy)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+def _interval(query: Any) -> tuple[tuple[float, float] | None, tuple[str, str]]:
+    """``((start, end), _)`` from the query, or ``(None, (param, message))``."""
+    values: list[float] = []
+    for name in ("start_unix_s", "end_unix_s"):
+        raw = query.get(name)
+        if raw is None:
+            return None, (name, f"{name}: required (Unix seconds)")
+        try:
+            value = float(raw)
+        except ValueError:
+            return None, (name, f"{name}: {raw[:40]!r} is not a number")
+        if not math.isfinite(value) or value < 0:
+            return None, (name, f"{name}: {raw[:40]!r} must be a finite number >= 0")
+        values.append(value)
+    start, end = values
+    if end < start:
+        return None, ("end_unix_s", f"end_unix_s ({end}) is before start_unix_s ({start})")
+    if end - start > MAX_INTERVAL_S:
+        return None, (
+            "end_unix_s",
+            f"end_unix_s: the interval ({end - start:.0f} s) is longer than {MAX_INTERVAL_S:.0f} s",
+        )
+    return (start, end), ("", "")
+
+
+def timeline_energy(
+    timeline: Timeline, *, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+) -> EnergyQuery:
+    """The ``energy`` callable of :func:`make_app` over a timeline on the ``clock`` (monotonic) axis.
+
+    Unix seconds become timeline seconds by the current offset ``wall() - clock()``.
+    """
+
+    def query(start_unix_s: float, end_unix_s: float) -> dict[str, Any]:
+        offset = wall() - clock()
+        t0, t1 = start_unix_s - offset, end_unix_s - offset
+        times, _, _ = timeline.edges_after(float("-inf"))
+        covered = times.size >= 2 and float(times[0]) <= t0 and t1 <= float(times[-1])
+        return {
+            "start_unix_s": start_unix_s,
+            "end_unix_s": end_unix_s,
+            "energy_j": timeline.energy_between(t0, t1),
+            "covered": bool(covered),
+            "devices": [d.id for d in timeline.devices],
+            "newest_update_unix_s": float(times[-1]) + offset if times.size else None,
+        }
+
+    return query
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 It streams exactly ``max_tokens`` tokens (as vLLM does with ``ignore_eos``), one SSE
 chunk per token, ``token_s`` apart, with at most ``batch_cap`` requests decoding at
 once (the rest queue, like a server's batch cap). It also answers ``/v1/models``,
-``/tokenize`` (1 token per word), the diffusion endpoints, and fails on purpose:
+``/tokenize`` (1 token per word, plus 3 per chat message and 2 for the answer's header),
+the diffusion endpoints, and fails on purpose:
 a prompt containing ``FAIL`` gets HTTP 500, ``HANG`` never answers, the first ``DROP``
 has its connection closed unanswered. Every request's
 headers are kept in ``seen`` so tests can check ``X-Request-Id`` and ``traceparent``.
@@ -85,9 +86,11 @@ class FakeServer:
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         body = await request.json()
-        return web.json_response(
-            {"count": len(str(body.get("prompt", "")).split()), "max_model_len": self.max_model_len}
-        )
+        count = len(str(body.get("prompt", "")).split())
+        for m in body.get("messages") or []:  # a fake chat template: 3 tokens per message, 2 to answer
+            count += 3 + len(str(m.get("content", "")).split())
+        count += 2 if body.get("messages") else 0
+        return web.json_response({"count": count, "max_model_len": self.max_model_len})
 
     def _note(self, request: web.Request, body: dict[str, Any], t: float | None = None) -> None:
         self.seen.append(

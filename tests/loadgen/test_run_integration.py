@@ -57,8 +57,11 @@ def test_study_all_run_writes_results_csv_plots_with_window_energy_and_skips_mul
     assert set(phases) == {"lm-arena-chat", "gpqa", "sourcegraph-fim", "text-to-image", "text-to-video"}
     chat = phases["lm-arena-chat"]
     assert chat["window"]["kind"] == "steady-state" and chat["failed"] == 0
-    assert chat["window_energy_j"] > 0 and chat["j_per_unit_study"] > 0
+    assert chat["window_energy_j"] > 0 and chat["j_per_unit_window"] > 0
     assert data["headline"]["j_per_token"] > 0 and data["headline"]["j_per_image"] > 0
+    image = phases["text-to-image"]  # the fake diffusion server names no batches: no timed batch
+    assert image["comparable"] is False and "no timed batch" in image["not_comparable_reason"]
+    assert image["j_per_unit_study"] is None and image["j_per_unit_window"] > 0
     assert data["headline"]["tokens_per_j"] == pytest.approx(1 / data["headline"]["j_per_token"])
     rows = list(csv.DictReader((tmp_path / "requests.csv").open()))
     assert len(rows) == 60

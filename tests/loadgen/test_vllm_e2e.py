@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 BATCH_CAP = 32  # servers.vllm.stack.CPU_ARGS: --max-num-seqs 32
 SCALE = 0.05
+PROMPT_SCALE = 0.5  # prompts longer than GPQA's fixed parts (choices, instruction, chat template)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def outcome(stack: Any) -> RunOutcome:
     cfg = RunConfig(
         mix="study-llm", server_url=stack.vllm_url, sidecar_url=stack.sidecar_url,
         otlp_endpoint=f"127.0.0.1:{stack.ports['otlp']}", requests=400, scale=SCALE, batch_cap=BATCH_CAP,
-        phases="mixed", energy_wait_s=30, seed=1,
+        phases="mixed", energy_wait_s=30, seed=1, prompt_scale=PROMPT_SCALE,
     )  # fmt: skip
     return asyncio.run(run(cfg))
 
@@ -84,15 +85,35 @@ def test_output_lengths_follow_the_tasks_fitted_distribution(outcome: RunOutcome
 def test_the_sidecar_attributed_every_request_with_its_task(outcome: RunOutcome) -> None:
     missing = [r.request.id for r in outcome.results if r.energy is None or not r.energy.get("final")]
     assert missing == []
-    assert all(r.energy and r.energy["task"] == r.request.task for r in outcome.results)
+    wrong = [
+        (r.request.id, (r.energy or {}).get("task"))
+        for r in outcome.results
+        if not r.energy or r.energy["task"] != r.request.task
+    ]
+    assert wrong == []
     assert all((r.energy_j or 0) > 0 for r in outcome.results)
+
+
+@pytest.mark.parametrize("task", ["lm-arena-chat", "sourcegraph-fim", "gpqa"])
+def test_prompt_lengths_as_vllm_counts_them_are_within_2_percent_of_their_targets(
+    outcome: RunOutcome, task: str
+) -> None:
+    """``usage.prompt_tokens`` (vLLM's own count, chat template included) vs the drawn targets."""
+    mine = [r for r in outcome.results if r.request.task == task]
+    target = np.asarray([r.request.target_prompt_tokens for r in mine], dtype=float)
+    measured = np.asarray([r.prompt_tokens for r in mine], dtype=float)
+    assert measured.mean() == pytest.approx(target.mean(), rel=0.02)
+    assert np.median(measured) == pytest.approx(np.median(target), rel=0.02)
+    assert outcome.meta["prompt_fit"]["failed"] == 0
 
 
 def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcome: RunOutcome) -> None:
     (phase,) = outcome.phases
     assert phase["window"]["kind"] == "steady-state"
     assert phase["window"]["duration_s"] > 5
-    assert phase["j_per_unit_study"] > 0
+    assert phase["j_per_unit_window"] > 0
+    if not phase["comparable"]:  # the study's rules: reported, with the reason, never as the study's figure
+        assert phase["j_per_unit_study"] is None and phase["not_comparable_reason"]
     energy, idle = phase["window_energy_j"], phase["window_idle_j"]
     assert phase["per_request_plus_idle_vs_study"] == pytest.approx(0.0, abs=0.01)
     if idle > 0.01 * energy:
@@ -100,5 +121,5 @@ def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcom
             f"the sidecar booked {100 * idle / energy:.1f} % of the window as idle (the CPU was busy "
             "with other processes): per-request + idle agreed; per-request alone is not comparable"
         )
-    study = phase["j_per_unit_study"]
+    study = phase["j_per_unit_window"]
     assert phase["j_per_unit_per_request_sum"] == pytest.approx(study, rel=0.01)

@@ -126,6 +126,8 @@ def test_good_requests_return_images_and_videos_with_their_batch(served: Served)
     assert status == 200 and len(body["data"]) == 2 and body["data"][0]["mime_type"] == "image/png"
     assert body["id"].startswith("img-") and headers["x-request-id"] == body["id"]
     assert body["batch"]["size"] == 2
+    batch = body["batch"]  # the pipeline call's own interval, for timing the batch as the study does
+    assert 0 < batch["start_unix_s"] <= batch["end_unix_s"] <= time.time()
     status, body, _ = served.post(VID, {**OK_VIDEO, "format": "gif"})
     assert status == 200 and body["data"][0]["mime_type"] == "image/gif" and body["data"][0]["b64_json"]
 
