@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sidecar.config import SidecarConfig
+from sidecar.contracts.scheduler_wire import Message, NewRow, StepRow, encode
 from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm import VllmTaps
 from sidecar.wiring import build_sidecar
 
@@ -46,3 +48,34 @@ def test_the_plugin_and_metrics_taps_work_without_an_otlp_receiver() -> None:
         assert taps.plugin is not None and taps.scraper is not None
     finally:
         sidecar.close()
+
+
+def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans() -> None:
+    sidecar = build_sidecar(config(otlp_port=4317, plugin_port=9466, hook_port=9467))
+    try:
+        taps = next(s for s in sidecar.sources if isinstance(s, VllmTaps))
+        assert taps.hook is not None and taps.plugin is not None
+        assert taps.plugin.claimed_by == taps.hook.claims
+        (data,) = encode(
+            Message(
+                1,
+                0,
+                1000.0,
+                "m",
+                [NewRow(0, "chatcmpl-a", 5, 0.1)],
+                [StepRow(0.1, 0.0, [0], [5], [0])],
+                [],
+                [],
+            )
+        )
+        taps.hook.feed(data, TapOutput())
+        assert taps.spans.claims("a") and not taps.spans.claims("b")
+        assert taps.tap_stats().events[("vllm_hook", "steps")] == 1
+    finally:
+        sidecar.close()
+    off = build_sidecar(config(otlp_port=4317, plugin_port=9466, hook_port=0))
+    try:
+        taps = next(s for s in off.sources if isinstance(s, VllmTaps))
+        assert taps.hook is None and taps.plugin is not None and taps.plugin.claimed_by is None
+    finally:
+        off.close()
