@@ -31,8 +31,7 @@ Never raises into vLLM: every addition is in ``try``; failures are counted
 hook's own cost per step on vLLM's loop (``perf_counter`` around its code in
 ``schedule()`` and ``update_from_output()``: wall time, so waits for the GIL or
 a core count too; and ``time.thread_time``: its CPU time) and the steps' duration, over all
-steps and over steps at the full batch (``max_num_seqs`` members), and the
-sender thread's CPU per member sent (``time.thread_time``).
+steps and over steps at the full batch (``max_num_seqs`` members).
 """
 
 from __future__ import annotations
@@ -175,11 +174,9 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                     f"{label}: {n} steps, hook us/step {1e6 * hook_s / n:.1f}, "
                     f"step ms {1e3 * step_s / n:.3f}, hook CPU us/step {1e6 * cpu_s / n:.1f}"
                 )
-        per_member_us = 1e6 * jt.sender_cpu_s / max(jt.sent_members, 1)
         log.info(
-            "jouletrace hook: %d sent, %d dropped, %d errors"
-            " | sender thread: %d members, CPU us/member %.3f | %s",
-            jt.sent, jt.dropped, self._jt_errors, jt.sent_members, per_member_us, " | ".join(parts),
+            "jouletrace hook: %d sent, %d dropped, %d errors | %s",
+            jt.sent, jt.dropped, self._jt_errors, " | ".join(parts),
         )  # fmt: skip
         self._jt_logged = now
 
