@@ -6,14 +6,12 @@ Load: ``--requests`` chat requests (short prompts, ``--max-tokens`` output token
 ``--concurrency`` in flight, so most steps run the full batch of 256.
 
 * The hook times its own code on vLLM's loop with ``perf_counter`` (its additions in
-  ``schedule()`` and ``update_from_output()``, per step) next to the step's duration (from
-  one step's end to the next's, as it sends them), over all steps and over steps at the
-  full batch, and its sender thread's CPU time (``time.thread_time``: JSON encoding and
-  ``sendto``) per member sent; it logs both every second (``JOULETRACE_HOOK_LOG_S=1``);
-  this script reads the last line from vLLM's log. Same run, same steps.
-* The hook's cost per step at batch 256 = its time on the loop + 256 x the sender's CPU
-  per member (counted in full, although the thread runs alongside vLLM's loop); the share
-  is that over the step's duration.
+  ``schedule()`` and ``update_from_output()``, encoding and ``sendto`` included, per step)
+  next to the step's duration (from one step's end to the next's, as it sends them), over
+  all steps and over steps at the full batch, and logs both every second
+  (``JOULETRACE_HOOK_LOG_S=1``); this script reads the last line from vLLM's log. Same run,
+  same steps: the share is hook time / step time. Its CPU time (``time.thread_time``) is
+  printed too: on a busy machine the wall time also holds waits for a core.
 * The receiver: this thread's CPU time (``time.thread_time``) in ``due()`` (drain, decode,
   one StepBatch per step) per step received.
 
@@ -44,8 +42,9 @@ from sidecar.taps.vllm_hook import HookReceiver
 
 BATCH = 256
 VLLM_ARGS = ("--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--max-num-seqs", str(BATCH))
-LINE = re.compile(r"(all|batch \d+): (\d+) steps, hook us/step ([\d.]+), step ms ([\d.]+)")
-SENDER = re.compile(r"sender thread: (\d+) members, CPU us/member ([\d.]+)")
+LINE = re.compile(
+    r"(all|batch \d+): (\d+) steps, hook us/step ([\d.]+), step ms ([\d.]+), hook CPU us/step ([\d.]+)"
+)
 
 
 class Drain:
@@ -73,15 +72,13 @@ class Drain:
         self.thread.join(5.0)
 
 
-def hook_lines(log: Path) -> dict[str, tuple[float, float, float]]:
-    """The hook's last logged figures: kind -> (steps, us/step, step ms); sender -> (members, us/member)."""
-    out: dict[str, tuple[float, float, float]] = {}
+def hook_lines(log: Path) -> dict[str, tuple[float, ...]]:
+    """The hook's last logged figures: kind -> (steps, hook us/step, step ms, hook CPU us/step)."""
+    out: dict[str, tuple[float, ...]] = {}
     for line in log.read_text(errors="replace").splitlines():
         if "jouletrace hook:" in line:
-            for kind, n, us, ms in LINE.findall(line):
-                out["all" if kind == "all" else "full"] = (int(n), float(us), float(ms))
-            for members, us_member in SENDER.findall(line):
-                out["sender"] = (int(members), float(us_member), 0.0)
+            for kind, n, us, ms, cpu in LINE.findall(line):
+                out["all" if kind == "all" else "full"] = (int(n), float(us), float(ms), float(cpu))
     return out
 
 
@@ -127,26 +124,24 @@ def main() -> int:
         print(f"no steps at batch {BATCH} were logged (raise --concurrency); hook figures: {figures}")
         return 1
     tokens = sum(r.completion_tokens for r in results)
-    n_all, us_all, ms_all = figures["all"]
-    n_full, us_full, ms_full = figures["full"]
-    members, us_member, _ = figures.get("sender", (0, 0.0, 0.0))
-    total_us = us_full + BATCH * us_member
+    n_all, us_all, ms_all, cpu_all = figures["all"]
+    n_full, us_full, ms_full, cpu_full = figures["full"]
     rx_steps = drain.batches if drain else 0
     rx_us = 1e6 * (drain.cpu_s if drain else 0.0) / max(rx_steps, 1)
     print(f"{len(results)} requests, {tokens} output tokens in {wall_s:.1f} s ({tokens / wall_s:.0f} tok/s)")
-    print(f"all steps: {n_all:.0f}, hook on vLLM's loop {us_all:.1f} us/step, step {ms_all:.2f} ms")
     print(
-        f"at batch {BATCH}: {n_full:.0f} steps, hook on vLLM's loop {us_full:.1f} us/step, "
-        f"step {ms_full:.2f} ms"
+        f"all steps: {n_all:.0f}, hook on vLLM's loop {us_all:.1f} us/step (CPU {cpu_all:.1f}), "
+        f"step {ms_all:.2f} ms"
     )
     print(
-        f"sender thread: {members:.0f} members, {us_member:.3f} us CPU/member "
-        f"({BATCH * us_member:.1f} us per full step)"
+        f"at batch {BATCH}: {n_full:.0f} steps, hook on vLLM's loop {us_full:.1f} us/step "
+        f"(CPU {cpu_full:.1f}), "
+        f"step {ms_full:.2f} ms"
     )
     print(f"receiver: {rx_steps} steps, {drain.members if drain else 0} members, {rx_us:.1f} us CPU/step")
     print(f"receiver counts: {dict(rx.counts)}")
     print(
-        f"hook us/step {total_us:.1f} | step ms {ms_full:.2f} | share {100 * total_us / (1e3 * ms_full):.3f}%"
+        f"hook us/step {us_full:.1f} | step ms {ms_full:.2f} | share {100 * us_full / (1e3 * ms_full):.3f}%"
     )
     return 0
 

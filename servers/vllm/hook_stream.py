@@ -17,22 +17,19 @@ lets the sidecar's claims keep the plugin from counting the same work.
 A finish is held until every step scheduled before it has ended and been
 queued, so a receiver never sees a member's step after its ``fin``.
 
-Encoding (JSON of every member's integers, the bulk of the cost at large
-batches) and sending run on a daemon thread: vLLM's loop only hands over the
-lists it already built (with async scheduling, or while it waits for the GPU,
-the thread runs alongside). Never blocks, never raises: a bounded hand-over
-queue, a non-blocking socket, one ``sendto`` per datagram, errors dropped and
-counted (``dropped``). Stdlib + the wire module only.
+Encoding and sending run on vLLM's loop, at the flush: a sender thread was
+tried and measured worse (``benchmarks/hook_overhead.py``): the loop then
+waited for the GIL while the thread encoded, milliseconds per step. Never
+blocks, never raises: a non-blocking socket, one ``sendto`` per datagram, send
+errors dropped and counted (``dropped``). Stdlib + the wire module only.
 Units: seconds, tokens.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import re
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,11 +42,6 @@ __all__ = ["StepStream", "external_id"]
 _SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
 _MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
 _MAX_AGO_S = 86_400.0
-_MAX_QUEUED = 1000  # flushes waiting for the sender thread
-
-
-# one flush: (mono, wall, new, steps, fin, gone) as captured on vLLM's loop
-_Batch = tuple[float, float, list[tuple[int, str, int, float]], list[Any], list[FinRow], list[int]]
 
 
 def external_id(internal: str, randomized: bool = True) -> str:
@@ -80,16 +72,11 @@ class StepStream:
         self.seq = 0
         self.sent = self.dropped = self.steps = self.unpaired = 0
         self.step_s = 0.0  # summed duration of the steps sent
-        self.sender_cpu_s = 0.0  # CPU time of encoding and sending (on the sender thread, if any)
-        self.sent_members = 0
-        self._queue: queue.SimpleQueue[_Batch] | None = None
-        if send is None:  # a real socket: a sender thread encodes and sends, off vLLM's loop
+        if send is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             self._sock: socket.socket | None = sock
             send = self._sendto
-            self._queue = queue.SimpleQueue()
-            threading.Thread(target=self._sender, name="jouletrace-hook", daemon=True).start()
         else:
             self._sock = None
         self._send = send
@@ -193,37 +180,15 @@ class StepStream:
         gone = [i for n, i in self._gone if n <= ended]
         self._fin = [(n, row) for n, row in self._fin if n > ended]
         self._gone = [(n, i) for n, i in self._gone if n > ended]
-        batch = (mono, wall, self._new, self._steps, fin, gone)
+        new = [NewRow(i, ext, prompt, _ago(wall - arrival)) for i, ext, prompt, arrival in self._new]
+        steps = [StepRow(_ago(mono - t0), _ago(mono - t1), i, k, p) for t0, t1, i, k, p in self._steps]
         self._new, self._steps = [], []
         self._first_pending = mono if (self._fin or self._gone) else None
-        if not (batch[2] or batch[3] or fin or gone):
+        if not (new or steps or fin or gone):
             return
-        if self._queue is None:
-            self._encode_send(batch)
-        elif self._queue.qsize() < _MAX_QUEUED:
-            self._queue.put(batch)
-        else:  # the sender cannot keep up: drop (counted) rather than grow without bound
-            self.dropped += 1
-
-    def _sender(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = self._queue.get()
-            try:
-                self._encode_send(batch)
-            except Exception:  # never let the thread die on one bad batch
-                self.dropped += 1
-
-    def _encode_send(self, batch: _Batch) -> None:
-        c0 = time.thread_time()
-        mono, wall, new_raw, steps_raw, fin, gone = batch
-        new = [NewRow(i, ext, prompt, _ago(wall - arrival)) for i, ext, prompt, arrival in new_raw]
-        steps = [StepRow(_ago(mono - t0), _ago(mono - t1), i, k, p) for t0, t1, i, k, p in steps_raw]
         for data in encode(Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone)):
             self.seq += 1
             self._send(data)
-        self.sent_members += sum(len(st.idx) for st in steps)
-        self.sender_cpu_s += time.thread_time() - c0
 
     def _sendto(self, data: bytes) -> None:
         try:

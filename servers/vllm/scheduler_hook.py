@@ -29,9 +29,9 @@ Never raises into vLLM: every addition is in ``try``; failures are counted
 ``JOULETRACE_HOOK_PORT`` (default :data:`sidecar.contracts.scheduler_wire.DEFAULT_PORT`).
 ``JOULETRACE_HOOK_LOG_S`` (default 60): seconds between log lines with the
 hook's own cost per step on vLLM's loop (``perf_counter`` around its code in
-``schedule()`` and ``update_from_output()``) and the steps' duration, over all
-steps and over steps at the full batch (``max_num_seqs`` members), and the
-sender thread's CPU per member sent (``time.thread_time``).
+``schedule()`` and ``update_from_output()``: wall time, so waits for the GIL or
+a core count too; and ``time.thread_time``: its CPU time) and the steps' duration, over all
+steps and over steps at the full batch (``max_num_seqs`` members).
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
         super().__init__(*args, **kwargs)
         self._jt: StepStream | None = None
         self._jt_errors = 0
-        self._jt_sched_s = 0.0  # cost of the hook in the last schedule()
+        self._jt_sched = (0.0, 0.0)  # the hook's wall and CPU time in the last schedule()
         # steps, hook s, step s: over all steps and over steps at the full batch (max_num_seqs members)
-        self._jt_cost = {"all": [0, 0.0, 0.0], "full": [0, 0.0, 0.0]}
+        # steps, hook wall s, step s, hook CPU s
+        self._jt_cost = {"all": [0, 0.0, 0.0, 0.0], "full": [0, 0.0, 0.0, 0.0]}
         self._jt_log_s = float(os.environ.get("JOULETRACE_HOOK_LOG_S", "60"))
         self._jt_logged = time.monotonic()
         try:
@@ -92,14 +93,14 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
             log.warning("jouletrace scheduler hook disabled", exc_info=True)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
-        p0 = time.perf_counter()
+        p0, q0 = time.perf_counter(), time.thread_time()
         t0 = time.monotonic()
         jt = self._jt
         if jt is not None:
             self._jt_finished(jt)
-        c0 = time.perf_counter()
+        c0, d0 = time.perf_counter(), time.thread_time()
         out = super().schedule(*args, **kwargs)
-        c1 = time.perf_counter()
+        c1, d1 = time.perf_counter(), time.thread_time()
         if jt is not None:
             try:
                 new = out.scheduled_new_reqs
@@ -110,11 +111,11 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                 jt.scheduled(out, t0, members, scheduled, before, self.requests.__getitem__)
             except Exception:
                 self._jt_errors += 1
-        self._jt_sched_s = (c0 - p0) + (time.perf_counter() - c1)
+        self._jt_sched = ((c0 - p0) + (time.perf_counter() - c1), (d0 - q0) + (time.thread_time() - d1))
         return out
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
-        p0 = time.perf_counter()
+        p0, q0 = time.perf_counter(), time.thread_time()
         t1 = time.monotonic()
         jt = self._jt
         step_s, members = 0.0, 0
@@ -123,9 +124,9 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                 step_s, members = jt.ended(scheduler_output, t1)
             except Exception:
                 self._jt_errors += 1
-        c0 = time.perf_counter()
+        c0, d0 = time.perf_counter(), time.thread_time()
         result = super().update_from_output(scheduler_output, model_runner_output)
-        c1 = time.perf_counter()
+        c1, d1 = time.perf_counter(), time.thread_time()
         if jt is not None:
             self._jt_finished(jt)
             try:
@@ -135,13 +136,15 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
             if t1 - self._jt_logged >= self._jt_log_s:
                 self._jt_log(jt, t1)
         if members:  # one schedule() and one update_from_output() per step
-            cost_s = self._jt_sched_s + (c0 - p0) + (time.perf_counter() - c1)
+            cost_s = self._jt_sched[0] + (c0 - p0) + (time.perf_counter() - c1)
+            cpu_s = self._jt_sched[1] + (d0 - q0) + (time.thread_time() - d1)
             kinds = ("all", "full") if members >= self.scheduler_config.max_num_seqs else ("all",)
             for kind in kinds:
                 acc = self._jt_cost[kind]
                 acc[0] += 1
                 acc[1] += cost_s
                 acc[2] += step_s
+                acc[3] += cpu_s
         return result
 
     def _jt_finished(self, jt: StepStream) -> None:
@@ -164,17 +167,16 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
     def _jt_log(self, jt: StepStream, now: float) -> None:
         """One line with the hook's counters and its own cost per step (``perf_counter`` around its code)."""
         parts = []
-        for kind, (n, hook_s, step_s) in self._jt_cost.items():
+        for kind, (n, hook_s, step_s, cpu_s) in self._jt_cost.items():
             if n:
                 label = "all" if kind == "all" else f"batch {self.scheduler_config.max_num_seqs}"
                 parts.append(
-                    f"{label}: {n} steps, hook us/step {1e6 * hook_s / n:.1f}, step ms {1e3 * step_s / n:.3f}"
+                    f"{label}: {n} steps, hook us/step {1e6 * hook_s / n:.1f}, "
+                    f"step ms {1e3 * step_s / n:.3f}, hook CPU us/step {1e6 * cpu_s / n:.1f}"
                 )
-        per_member_us = 1e6 * jt.sender_cpu_s / max(jt.sent_members, 1)
         log.info(
-            "jouletrace hook: %d sent, %d dropped, %d errors"
-            " | sender thread: %d members, CPU us/member %.3f | %s",
-            jt.sent, jt.dropped, self._jt_errors, jt.sent_members, per_member_us, " | ".join(parts),
+            "jouletrace hook: %d sent, %d dropped, %d errors | %s",
+            jt.sent, jt.dropped, self._jt_errors, " | ".join(parts),
         )  # fmt: skip
         self._jt_logged = now
 

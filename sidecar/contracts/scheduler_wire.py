@@ -132,8 +132,7 @@ def encode(message: Message) -> list[bytes]:
         "wall": message.wall,
         "model": message.model,
     }
-    whole = dict(head, new=message.new, steps=message.steps, fin=message.fin, gone=message.gone)
-    data = _dumps(whole)
+    data = _whole(head, message)
     if len(data) <= MAX_DATAGRAM_BYTES:
         return [data]
     budget = MAX_DATAGRAM_BYTES - len(_dumps(dict(head, seq=_MAX_INT, **{k: [] for k in _SECTIONS})))
@@ -154,6 +153,37 @@ def encode(message: Message) -> list[bytes]:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+# The JSON text of the last array of each of a step's three columns: consecutive decode steps
+# usually have the same members and the same scheduled tokens, so their text is reused.
+_last_arrays: list[tuple[list[int], str]] = [([], "[]"), ([], "[]"), ([], "[]")]
+
+
+def _array(values: list[int], column: int) -> str:
+    last, text = _last_arrays[column]
+    if values == last:
+        return text
+    text = json.dumps(values, separators=(",", ":"))
+    _last_arrays[column] = (list(values), text)
+    return text
+
+
+def _whole(head: dict[str, Any], message: Message) -> bytes:
+    """One datagram's JSON, the same as ``json.dumps`` of the message, step arrays reused when unchanged."""
+    steps = ",".join(
+        f"[{json.dumps(s.t0_ago_s, allow_nan=False)},{json.dumps(s.t1_ago_s, allow_nan=False)},"
+        f"{_array(s.idx, 0)},{_array(s.scheduled, 1)},{_array(s.computed_before, 2)}]"
+        for s in message.steps
+    )
+    parts = (
+        _dumps(head)[:-1],
+        b',"new":' + _dumps(message.new),
+        b',"steps":[' + steps.encode() + b"]",
+        b',"fin":' + _dumps(message.fin),
+        b',"gone":' + _dumps(message.gone) + b"}",
+    )
+    return b"".join(parts)
 
 
 def decode(data: bytes) -> Message:

@@ -35,6 +35,7 @@ import logging
 import socket
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -223,11 +224,12 @@ class HookReceiver:
 
     def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
         t1_s = base_s - step.t1_ago_s
-        found = list(map(self._slot.get, step.idx))
+        looked_up = list(map(self._slot.get, step.idx))
         k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
-        if None in found:
-            known = [i for i, slot in enumerate(found) if slot is not None]
-            self.counts["unknown_member"] += len(found) - len(known)
+        found = cast(list[int], looked_up)
+        if None in looked_up:
+            known = [i for i, slot in enumerate(looked_up) if slot is not None]
+            self.counts["unknown_member"] += len(looked_up) - len(known)
             found, k, p = [found[i] for i in known], k[known], p[known]
         n_live = len(self._live.keys() & set(step.idx))
         if n_live < len(found):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 
 from servers.vllm.hook_stream import StepStream, external_id
@@ -127,11 +126,11 @@ def test_a_request_never_scheduled_sends_nothing_and_a_lost_batch_is_counted() -
     assert sent == [] and s.unpaired == 2
 
 
-def test_a_sender_thread_encodes_and_sends_and_counts_send_errors() -> None:
+def test_a_real_socket_sends_and_send_errors_are_counted_not_raised() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(5.0)
-        s = StepStream("tiny", rx.getsockname())  # a real socket: the thread sends
+        s = StepStream("tiny", rx.getsockname())
         a, _ = REQS
         for i in range(3):
             s.scheduled(i, 1.0, [a], [1], [10 + i], REQS.__getitem__)
@@ -143,15 +142,10 @@ def test_a_sender_thread_encodes_and_sends_and_counts_send_errors() -> None:
         [11],
         [12],
     ]
-    deadline = time.monotonic() + 5.0
-    while s.sent_members < 3 and time.monotonic() < deadline:  # counted just after the last send
-        time.sleep(0.01)
-    assert s.sent_members == 3 and s.sender_cpu_s > 0
-    lost = StepStream("tiny", ("127.0.0.1", 1))  # nobody listens: errors are counted, not raised
-    lost.scheduled(0, 1.0, [a], [1], [10], REQS.__getitem__)
-    lost.ended(0, 1.1)
-    lost.flush()
-    deadline = time.monotonic() + 5.0
-    while lost.sent + lost.dropped < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert lost.sent + lost.dropped == 1
+    assert s.sent == 3
+    lost = StepStream("tiny", ("127.0.0.1", 1))  # nobody listens
+    for i in range(3):
+        lost.scheduled(i, 1.0, [a], [1], [10 + i], REQS.__getitem__)
+        lost.ended(i, 1.1)
+        lost.flush()
+    assert lost.sent + lost.dropped == 3

@@ -49,6 +49,18 @@ def test_a_message_round_trips_in_one_compact_datagram() -> None:
     assert decode(data) == m
 
 
+def test_the_datagram_is_plain_json_of_the_message_and_a_reused_array_text_never_goes_stale() -> None:
+    m = message(model='m"x', new=[NewRow(0, 'a"b', 3, 0.1)])
+    (data,) = encode(m)
+    plain = json.dumps({"v": 2, "kind": "sched", **m._asdict()})
+    assert json.loads(data) == json.loads(plain)
+    idx = [0, 1]
+    first = encode(message(steps=[StepRow(0.2, 0.1, idx, [1, 1], [5, 5])]))
+    idx[1] = 9  # the same list object, changed: its text must not be reused
+    second = encode(message(steps=[StepRow(0.2, 0.1, idx, [1, 1], [6, 6])]))
+    assert decode(first[0]).steps[0].idx == [0, 1] and decode(second[0]).steps[0].idx == [0, 9]
+
+
 def test_sections_may_be_absent() -> None:
     got = decode(raw())
     assert (got.new, got.steps, got.fin, got.gone) == ([], [], [], [])

@@ -9,9 +9,11 @@ import pytest
 
 from sidecar.app import Sidecar
 from sidecar.config import SidecarConfig
+from sidecar.contracts.scheduler_wire import Message, NewRow, StepRow
+from sidecar.contracts.scheduler_wire import encode as encode_steps
 from sidecar.contracts.vllm_wire import VERSION, Iteration, Start, encode
 from sidecar.taps.otlp import OtlpReceiver
-from sidecar.taps.spans import AttrValue, ReceivedSpan
+from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 from sidecar.taps.vllm import VllmTaps
 from sidecar.wiring import build_sidecar
 from tests.support import free_port
@@ -127,3 +129,34 @@ def test_drained_the_other_way_round_the_span_would_add_the_work_again(plugin_an
     reversed_order.tick()
     events = reversed_order.snapshot().stats.taps.events
     assert events[("vllm_plugin", "starts")] == 1 and events[("vllm_spans", "work_from_spans")] == 1
+
+
+def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans() -> None:
+    sidecar = build_sidecar(config(otlp_port=4317, plugin_port=9466, hook_port=9467))
+    try:
+        taps = next(t for t in sidecar.taps if isinstance(t, VllmTaps))
+        assert taps.hook is not None and taps.plugin is not None
+        assert taps.plugin.claimed_by == taps.hook.claims
+        (data,) = encode_steps(
+            Message(
+                1,
+                0,
+                1000.0,
+                "m",
+                [NewRow(0, "chatcmpl-a", 5, 0.1)],
+                [StepRow(0.1, 0.0, [0], [5], [0])],
+                [],
+                [],
+            )
+        )
+        taps.hook.feed(data, TapOutput())
+        assert taps.spans.claims("a") and not taps.spans.claims("b")
+        assert taps.stats().events[("vllm_hook", "steps")] == 1
+    finally:
+        sidecar.close()
+    off = build_sidecar(config(otlp_port=4317, plugin_port=9466, hook_port=0))
+    try:
+        taps = next(t for t in off.taps if isinstance(t, VllmTaps))
+        assert taps.hook is None and taps.plugin is not None and taps.plugin.claimed_by is None
+    finally:
+        off.close()
