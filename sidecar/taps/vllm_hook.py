@@ -16,7 +16,10 @@ scheduled tokens and the tokens already in their KV cache. :meth:`HookReceiver.f
   step, prompt and output tokens, model) and at ``gone`` (aborted: output
   tokens from the furthest KV position reached, ``finish_reason`` abort).
 
-Times: ``to_mono(wall) - ago``. It claims every request it hears of
+Times: ``to_mono(wall) - ago``. A step starts where the previous one ended when
+the CPU gap between them is at most ``max_gap_s`` (0.5 s): the floor the GPU
+draws while the engine prepares the next batch goes to that batch's members
+(they are present); a longer pause is idle. It claims every request it hears of
 (:meth:`claims`), so neither the stat-logger plugin nor the span handler adds
 the same request's work again (the hook sends a request's first step at once,
 before vLLM's front end hears of it).
@@ -103,8 +106,11 @@ class HookReceiver:
         default_model: str = "unknown",
         max_per_drain: int = 50_000,
         max_requests: int = 100_000,
+        max_gap_s: float = 0.5,
     ) -> None:
         self.to_mono = to_mono
+        self.max_gap_s = max_gap_s
+        self._last_t1: float | None = None  # end of the previous step (sidecar clock)
         self.host, self.port = host, port
         self.model = default_model
         self.max_per_drain = max_per_drain
@@ -197,6 +203,7 @@ class HookReceiver:
     def _restart(self, base_s: float, out: TapOutput) -> None:
         """The engine restarted: its requests in flight will not finish; they end as aborted."""
         self.counts["restarts"] += 1
+        self._last_t1 = None
         for idx in list(self._live):
             self._end(idx, None, "abort", base_s, out)
         self._recent.clear()
@@ -223,7 +230,11 @@ class HookReceiver:
         self._slots.free.append(req.slot)
 
     def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
-        t1_s = base_s - step.t1_ago_s
+        t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
+        last = self._last_t1
+        if last is not None and 0.0 < t0_s - last <= self.max_gap_s:
+            t0_s = last  # the CPU gap before a step belongs to its members: they are present
+        self._last_t1 = t1_s if last is None else max(last, t1_s)
         looked_up = list(map(self._slot.get, step.idx))
         k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
         found = cast(list[int], looked_up)
@@ -250,7 +261,7 @@ class HookReceiver:
         st.end_s[slots] = t1_s
         out.events.append(
             StepBatch(
-                base_s - step.t0_ago_s,
+                t0_s,
                 t1_s,
                 tuple(map(st.ids.__getitem__, found)),
                 phase,

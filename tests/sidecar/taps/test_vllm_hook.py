@@ -221,3 +221,23 @@ def test_due_drains_the_socket_without_blocking() -> None:
         assert r.due(0.0) == ([], [])  # nothing waiting: returns at once
     finally:
         r.stop()
+
+
+def test_a_short_cpu_gap_before_a_step_belongs_to_the_step_and_a_long_pause_stays_idle() -> None:
+    """The floor drawn while the engine prepares the next batch goes to that batch's members."""
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "chatcmpl-a", 4, 2.0)],
+            steps=[
+                StepRow(2.00, 1.90, [0], [4], [0]),
+                StepRow(1.88, 1.80, [0], [1], [4]),  # 20 ms CPU gap before it: the step starts at 1.90
+                StepRow(0.10, 0.00, [0], [1], [5]),  # 1.7 s pause: idle, the step starts when it starts
+            ],
+        ),
+        out,
+    )
+    s0, s1, s2 = steps(out)
+    assert s1.t0_s == pytest.approx(s0.t1_s)
+    assert s2.t0_s == pytest.approx(WALL - 900.0 - 0.10)
