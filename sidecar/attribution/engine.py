@@ -117,7 +117,7 @@ class Attributor:
         rows[:, 2] = step.t0_s
         rows[:, 3] = step.t1_s
         rows[:, 4] = step.units[keep]
-        rows[:, 5] = 1.0
+        rows[:, 5] = step.steps
         rows[:, 6] = step.context_tokens[keep]
         self._new_steps.append(rows)
         return True

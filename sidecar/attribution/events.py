@@ -78,8 +78,9 @@ class StepBatch:
     ``t1_s`` (sidecar monotonic seconds); member ``i`` is ``request_ids[i]``,
     worked in ``phase[i]`` (a :class:`Phase` value), processed ``units[i]``
     tokens and ``context_tokens[i]`` query-key pairs. Each member takes part
-    in exactly one step (``steps`` = 1). Ingested as one array append, not one
-    Python object per member. Validate with :meth:`check`.
+    in ``steps`` engine steps (1 for a step; 0 for the CPU gap after a step,
+    in which its members are present but no step runs). Ingested as one array
+    append, not one Python object per member. Validate with :meth:`check`.
     """
 
     t0_s: float
@@ -88,12 +89,15 @@ class StepBatch:
     phase: np.ndarray  # int, Phase values (PREFILL or DECODE)
     units: np.ndarray  # tokens
     context_tokens: np.ndarray  # query-key pairs
+    steps: float = 1.0  # engine steps each member takes part in (0: a CPU gap the members are present in)
 
     def check(self) -> None:
         """Raise :class:`WorkEventError` if the step is impossible."""
         n = len(self.request_ids)
         if not (math.isfinite(self.t0_s) and math.isfinite(self.t1_s)) or self.t1_s < self.t0_s:
             raise WorkEventError(f"step batch: bad times t0_s={self.t0_s}, t1_s={self.t1_s}")
+        if not (math.isfinite(self.steps) and self.steps >= 0):
+            raise WorkEventError(f"step batch: steps={self.steps} must be finite and >= 0")
         for name in ("phase", "units", "context_tokens"):
             arr = getattr(self, name)
             if arr.shape != (n,):

@@ -148,7 +148,8 @@ class FittedRule:
 
     @property
     def ready(self) -> bool:
-        return self.fit.ready
+        """A fit exists and is well conditioned (held ticks wait for one; the attributor bounds the wait)."""
+        return self.fit.ready and (self.fit.ok or self.fit.held)
 
     def observe(self, tick: TickWork) -> None:
         if tick.idle:

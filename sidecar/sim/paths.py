@@ -22,7 +22,7 @@ from sidecar.taps.vllm_spans import VllmSpanHandler
 
 __all__ = ["PATHS", "source_for"]
 
-MAX_GAP_S = 0.5  # a CPU gap up to this long between two steps belongs to the later step (as the receivers do)
+MAX_GAP_S = 0.05  # the CPU gap after a step, up to this long, has its members present (as the hook receiver)
 
 PATHS = ("hook", "plugin", "spans", "oracle", "study-rule")
 
@@ -49,15 +49,16 @@ def source_for(run: SimRun, path: str) -> Source:
 
 
 def _present(run: SimRun) -> list[WorkEvent]:
-    """The simulator's per-step events, each step starting where the previous one ended
-    (the floor of the CPU gap between steps goes to the step's members, as the receivers give it)."""
+    """The simulator's per-step events, plus each step's members present (no work) in the CPU gap
+    after it, up to ``MAX_GAP_S``, as the hook receiver gives it."""
     out: list[WorkEvent] = []
-    prev_t1 = None
+    prev = None
     for step in run.steps:
-        t0 = prev_t1 if prev_t1 is not None and 0.0 < step.t0_s - prev_t1 <= MAX_GAP_S else step.t0_s
+        if prev is not None and 0.0 < step.t0_s - prev.t1_s <= MAX_GAP_S:
+            out.extend(WorkEvent(m.request_id, prev.t1_s, step.t0_s, m.phase, 0.0, 0.0) for m in prev.members)
         out.extend(
-            WorkEvent(m.request_id, t0, step.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))
+            WorkEvent(m.request_id, step.t0_s, step.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))
             for m in step.members
         )
-        prev_t1 = step.t1_s
+        prev = step
     return out

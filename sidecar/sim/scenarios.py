@@ -13,9 +13,9 @@ server gets traffic, so the floor has been seen once) and then:
   falls 2x from batch 1 to 32), twice the energy noise, 5 % of steps followed
   by a 5-20 ms CPU hiccup; Poisson arrivals, 2 ms counter jitter.
 
-In every scenario the truth gives the floor drawn in the CPU gap between two
-steps to the members of the step (they are present, waiting for the next
-step), as the receivers do. Not in the default list, ``idle-gaps`` is
+In every scenario the truth gives the floor drawn in the CPU gap after a step
+to that step's members (they are present while the engine handles the step's
+output and schedules the next), as the hook receiver does. Not in the default list, ``idle-gaps`` is
 ``steady`` with the other convention (those gaps idle), to show what the
 convention is worth.
 """

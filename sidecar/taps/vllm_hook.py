@@ -16,10 +16,11 @@ scheduled tokens and the tokens already in their KV cache. :meth:`HookReceiver.f
   step, prompt and output tokens, model) and at ``gone`` (aborted: output
   tokens from the furthest KV position reached, ``finish_reason`` abort).
 
-Times: ``to_mono(wall) - ago``. A step starts where the previous one ended when
-the CPU gap between them is at most ``max_gap_s`` (0.5 s): the floor the GPU
-draws while the engine prepares the next batch goes to that batch's members
-(they are present); a longer pause is idle. It claims every request it hears of
+Times: ``to_mono(wall) - ago``. The CPU gap after a step, up to ``max_gap_s``
+(50 ms: the engine handling the step's output and scheduling the next), is
+one more array event for the step's members with no work and no step: they
+are present, so they share the floor the GPU draws meanwhile; a longer pause
+(waiting for an arrival) is idle. It claims every request it hears of
 (:meth:`claims`), so neither the stat-logger plugin nor the span handler adds
 the same request's work again (the hook sends a request's first step at once,
 before vLLM's front end hears of it).
@@ -106,11 +107,11 @@ class HookReceiver:
         default_model: str = "unknown",
         max_per_drain: int = 50_000,
         max_requests: int = 100_000,
-        max_gap_s: float = 0.5,
+        max_gap_s: float = 0.05,
     ) -> None:
         self.to_mono = to_mono
         self.max_gap_s = max_gap_s
-        self._last_t1: float | None = None  # end of the previous step (sidecar clock)
+        self._last: StepBatch | None = None  # the previous step, whose members own the CPU gap after it
         self.host, self.port = host, port
         self.model = default_model
         self.max_per_drain = max_per_drain
@@ -203,7 +204,7 @@ class HookReceiver:
     def _restart(self, base_s: float, out: TapOutput) -> None:
         """The engine restarted: its requests in flight will not finish; they end as aborted."""
         self.counts["restarts"] += 1
-        self._last_t1 = None
+        self._last = None
         for idx in list(self._live):
             self._end(idx, None, "abort", base_s, out)
         self._recent.clear()
@@ -231,10 +232,7 @@ class HookReceiver:
 
     def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
         t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
-        last = self._last_t1
-        if last is not None and 0.0 < t0_s - last <= self.max_gap_s:
-            t0_s = last  # the CPU gap before a step belongs to its members: they are present
-        self._last_t1 = t1_s if last is None else max(last, t1_s)
+        self._gap(t0_s, out)
         looked_up = list(map(self._slot.get, step.idx))
         k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
         found = cast(list[int], looked_up)
@@ -259,16 +257,24 @@ class HookReceiver:
         st.high[slots] = np.maximum(high, p + k)
         st.last_k[slots] = k
         st.end_s[slots] = t1_s
-        out.events.append(
-            StepBatch(
-                t0_s,
-                t1_s,
-                tuple(map(st.ids.__getitem__, found)),
-                phase,
-                k.astype(np.float64),
-                k * p + k * (k + 1) / 2,
-            )
+        batch = StepBatch(
+            t0_s,
+            t1_s,
+            tuple(map(st.ids.__getitem__, found)),
+            phase,
+            k.astype(np.float64),
+            k * p + k * (k + 1) / 2,
         )
+        out.events.append(batch)
+        self._last = batch
+
+    def _gap(self, t0_s: float, out: TapOutput) -> None:
+        """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
+        last = self._last
+        if last is None or not 0.0 < t0_s - last.t1_s <= self.max_gap_s:
+            return
+        zeros = np.zeros(len(last.request_ids))
+        out.events.append(StepBatch(last.t1_s, t0_s, last.request_ids, last.phase, zeros, zeros, steps=0.0))
 
     def _end(self, idx: int, output_tokens: int | None, reason: str, base_s: float, out: TapOutput) -> None:
         req = self._live.pop(idx, None)

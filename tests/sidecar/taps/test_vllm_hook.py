@@ -223,21 +223,23 @@ def test_due_drains_the_socket_without_blocking() -> None:
         r.stop()
 
 
-def test_a_short_cpu_gap_before_a_step_belongs_to_the_step_and_a_long_pause_stays_idle() -> None:
-    """The floor drawn while the engine prepares the next batch goes to that batch's members."""
+def test_a_short_cpu_gap_after_a_step_is_its_members_presence_and_a_long_pause_stays_idle() -> None:
+    """The floor drawn while the engine handles a step's output goes to that step's members."""
     r, out = rx(), TapOutput()
     r.feed(
         dgram(
             0,
-            new=[NewRow(0, "chatcmpl-a", 4, 2.0)],
+            new=[NewRow(0, "chatcmpl-a", 4, 2.0), NewRow(1, "chatcmpl-b", 4, 2.0)],
             steps=[
-                StepRow(2.00, 1.90, [0], [4], [0]),
-                StepRow(1.88, 1.80, [0], [1], [4]),  # 20 ms CPU gap before it: the step starts at 1.90
-                StepRow(0.10, 0.00, [0], [1], [5]),  # 1.7 s pause: idle, the step starts when it starts
+                StepRow(2.00, 1.90, [0, 1], [4, 4], [0, 0]),
+                StepRow(1.88, 1.80, [0], [1], [4]),  # 20 ms CPU gap before it: a and b were present
+                StepRow(0.10, 0.00, [0], [1], [5]),  # 1.7 s pause: idle, nobody's
             ],
         ),
         out,
     )
-    s0, s1, s2 = steps(out)
-    assert s1.t0_s == pytest.approx(s0.t1_s)
+    s0, gap, s1, s2 = steps(out)
+    assert (gap.t0_s, gap.t1_s) == pytest.approx((s0.t1_s, s1.t0_s))
+    assert gap.request_ids == ("a", "b") and gap.steps == 0.0
+    assert gap.units.sum() == 0.0 and gap.context_tokens.sum() == 0.0
     assert s2.t0_s == pytest.approx(WALL - 900.0 - 0.10)
