@@ -192,7 +192,7 @@ class MetricsExporter:
         self._tenant_energy = meter.create_counter(
             instruments.TENANT_ENERGY,
             unit="J",
-            description="Energy of finished requests per tenant (top-N by energy, then other), in joules (J).",
+            description="Energy of finished requests per tenant (top-N by energy, then other), in joules.",
         )
         self._tenant_tokens = meter.create_counter(
             instruments.TENANT_OUTPUT_TOKENS,

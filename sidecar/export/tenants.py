@@ -5,7 +5,9 @@ so its values are unbounded; a metric label must not be. :class:`TenantLabels`
 keeps the cumulative energy of at most ``tracked`` tenants (Space-Saving: a
 new tenant in a full table takes the smallest one's place and count, so a heavy
 tenant is never missed) and hands out at most ``top_n`` named labels: a tenant
-gets its own once it is among the ``top_n`` heaviest tracked and a slot is free.
+gets its own once it is among the ``top_n`` heaviest tracked, holds at least
+``1 / (4 top_n)`` of the energy seen (so a flood of one-off tenants cannot
+take the slots) and a slot is free.
 A named tenant keeps its slot (its counters are cumulative); every other tenant
 is ``other``, and a request without a tenant is ``none``. So the series per
 model are at most ``top_n + 2``, whatever the clients send.
@@ -29,6 +31,7 @@ class TenantLabels:
         self.tracked = tracked if tracked is not None else max(8 * top_n, 64)
         self._energy_j: dict[str, float] = {}
         self._named: set[str] = set()
+        self._total_j = 0.0
 
     def label(self, tenant: str | None, energy_j: float) -> str:
         """Count ``energy_j`` for ``tenant``; the label its series carry."""
@@ -37,7 +40,9 @@ class TenantLabels:
         if tenant in self._named:
             return tenant
         self._count(tenant, energy_j)
-        if len(self._named) < self.top_n and tenant in self._heaviest():
+        self._total_j += energy_j
+        heavy = self._energy_j.get(tenant, 0.0) >= self._total_j / (4 * self.top_n)
+        if heavy and len(self._named) < self.top_n and tenant in self._heaviest():
             self._named.add(tenant)
             return tenant
         return OTHER

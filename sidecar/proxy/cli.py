@@ -21,12 +21,17 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_knobs(parser)
     parser.add_argument(
-        "--upstream", dest="proxy_upstream", default=None, metavar="URL",
+        "--upstream",
+        dest="proxy_upstream",
+        default=None,
+        metavar="URL",
         help="the OpenAI-compatible server to proxy, e.g. http://localhost:8000 (= --proxy-upstream)",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.proxy_upstream and not os.environ.get(env_name("proxy_upstream")):
-        raise ConfigError("proxy_upstream: jouletrace proxy needs --upstream URL (or JOULETRACE_PROXY_UPSTREAM)")
+        raise ConfigError(
+            "proxy_upstream: jouletrace proxy needs --upstream URL (or JOULETRACE_PROXY_UPSTREAM)"
+        )
     return cli_sidecar.run(args)

@@ -47,9 +47,17 @@ RECORD_URL = "X-Jouletrace-Record-Url"
 ENERGY_HEADER = "X-Jouletrace-Energy-Joules"
 TASK_HEADER = "X-Jouletrace-Task"
 _HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
-}  # fmt: skip
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 _MAX_JSON_ANSWER_BYTES = 64 << 20  # a plain completion answer read whole to add energy; more passes raw
 
 
@@ -88,8 +96,11 @@ def make_proxy_app(ctx: ProxyContext, max_body_bytes: int) -> web.Application:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             ctx.counts.add("too_large")
-            return _error(413, f"request body over the proxy's limit of {max_body_bytes} bytes "
-                          "(knob proxy_max_body_bytes)", "request_too_large")  # fmt: skip
+            return _error(
+                413,
+                f"request body over the proxy's limit of {max_body_bytes} bytes (knob proxy_max_body_bytes)",
+                "request_too_large",
+            )
         if request.path in COMPLETION_PATHS and request.method == "POST":
             return await _completion(ctx, request, body)
         return await _plain(ctx, request, body)
@@ -108,10 +119,11 @@ async def _open(
         return await ctx.session.request(
             request.method, url, headers=headers, data=body or None, allow_redirects=False
         )
-    except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as err:
+    except (TimeoutError, aiohttp.ClientConnectionError, OSError) as err:
         ctx.counts.add("upstream_down")
-        return _error(502, f"upstream {ctx.upstream} unreachable: {type(err).__name__}: {err}",
-                      "upstream_unavailable")  # fmt: skip
+        return _error(
+            502, f"upstream {ctx.upstream} unreachable: {type(err).__name__}: {err}", "upstream_unavailable"
+        )
 
 
 async def _plain(ctx: ProxyContext, request: web.Request, body: bytes) -> web.StreamResponse:
@@ -183,9 +195,12 @@ async def _completion(ctx: ProxyContext, request: web.Request, body: bytes) -> w
 
 
 async def _answer(
-    ctx: ProxyContext, request: web.Request, upstream: aiohttp.ClientResponse, trace: RequestTrace,
+    ctx: ProxyContext,
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    trace: RequestTrace,
     facts: BodyFacts,
-) -> web.StreamResponse:  # fmt: skip
+) -> web.StreamResponse:
     if upstream.status >= 400:
         trace.outcome = "error"
     ours = {REQUEST_ID: trace.request_id, RECORD_URL: ctx.record_url(request, trace.request_id)}
@@ -230,18 +245,26 @@ def _json_answer(
 
 
 async def _stream(
-    ctx: ProxyContext, request: web.Request, upstream: aiohttp.ClientResponse, trace: RequestTrace,
-    facts: BodyFacts, ours: dict[str, str],
-) -> web.StreamResponse:  # fmt: skip
+    ctx: ProxyContext,
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    trace: RequestTrace,
+    facts: BodyFacts,
+    ours: dict[str, str],
+) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(_forward_headers(upstream.headers, _HOP))
     response.headers.update(ours)
     await response.prepare(request)
     framer = SseFramer()
     relay = StreamRelay(
-        trace, strip_usage=facts.asked_usage, clock=ctx.clock, in_flight=lambda: ctx.in_flight,
-        energy=ctx.energy, counts=ctx.counts,
-    )  # fmt: skip
+        trace,
+        strip_usage=facts.asked_usage,
+        clock=ctx.clock,
+        in_flight=lambda: ctx.in_flight,
+        energy=ctx.energy,
+        counts=ctx.counts,
+    )
     async for piece in upstream.content.iter_any():
         out = b"".join(relay.relay(event) for event in framer.feed(piece))
         if out:

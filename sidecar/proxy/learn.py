@@ -28,8 +28,8 @@ from typing import Any
 __all__ = [
     "MAX_TOKENS",
     "BodyFacts",
-    "RequestTrace",
     "Rejections",
+    "RequestTrace",
     "clean_label",
     "inspect_body",
     "new_request_id",
@@ -107,7 +107,9 @@ def _prompt_chars(doc: dict[str, Any]) -> int:
             if isinstance(content, str):
                 total += len(content)
             elif isinstance(content, list):
-                total += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+                total += sum(
+                    len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
     return total
 
 

@@ -5,9 +5,9 @@ event as framed by :class:`~sidecar.proxy.sse.SseFramer`, it records the
 chunk's time on the request's trace and returns the bytes to send on:
 
 * a content chunk: its time is recorded (one token), the bytes go on unchanged;
-* the usage chunk: its token counts are recorded; if the proxy asked for usage
-  on the client's behalf the chunk is dropped (the client never asked for it),
-  else the ``energy`` object is added to it;
+* a usage chunk: its token counts are recorded; a usage-only chunk
+  (``choices: []``) that the proxy asked for on the client's behalf is dropped
+  (the client never asked for it); any other gets the ``energy`` object;
 * anything else (role-only chunks, ``[DONE]``, comments, keep-alives): unchanged;
 * malformed events (``data`` that is not JSON): unchanged, and counted.
 """
@@ -98,10 +98,7 @@ class StreamRelay:
         tokens = usage_tokens(usage, self.counts)
         if tokens is not None:
             self.trace.usage = tokens
-        if self.strip_usage:
-            if not doc.get("choices"):
-                return b""  # the usage-only chunk the client did not ask for
-            rest = {k: v for k, v in doc.items() if k != "usage"}
-            return _sse(rest)
+        if self.strip_usage and not doc.get("choices"):
+            return b""  # the usage-only chunk the client did not ask for
         doc["energy"] = self.energy(self.trace)
         return _sse(doc)

@@ -71,10 +71,14 @@ class ProxyTap:
         self._live: dict[str, TraceCursor] = {}
         self._seen: set[str] = set()  # ids whose start info was handed on
         self._ctx = ProxyContext(
-            upstream=self.upstream, clock=clock, begin=self._begin, energy=self._energy,
+            upstream=self.upstream,
+            clock=clock,
+            begin=self._begin,
+            energy=self._energy,
             record_url=lambda req, rid: f"{record_base(req.host)}/v1/requests/{rid}",
-            counts=self.counts, tenant_header=tenant_header,
-        )  # fmt: skip
+            counts=self.counts,
+            tenant_header=tenant_header,
+        )
         self._app = make_proxy_app(self._ctx, max_body_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -119,7 +123,9 @@ class ProxyTap:
         ready.wait()
         if failure:
             err = failure[0]
-            raise ConfigError(f"proxy_port: cannot serve the proxy on {self.host}:{self.port}: {err}") from err
+            raise ConfigError(
+                f"proxy_port: cannot serve the proxy on {self.host}:{self.port}: {err}"
+            ) from err
         log.info("OpenAI proxy on http://%s:%d -> %s", self.host, self.port, self.upstream)
         return self.port
 
@@ -178,6 +184,12 @@ class ProxyTap:
                 self._live.pop(rid, None)
                 self._seen.discard(rid)
         return events, infos
+
+    @property
+    def live_requests(self) -> int:
+        """Completions registered and not yet handed on as finished."""
+        with self._lock:
+            return len(self._live)
 
     def stats(self) -> TapReport:
         """Requests by outcome and rejected fields, as ``jouletrace.tap.events{jouletrace_tap="proxy"}``."""

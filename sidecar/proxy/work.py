@@ -95,10 +95,15 @@ class TraceCursor:
             decode_ctx = (out_tokens - 1) * p + out_tokens * (out_tokens - 1) / 2.0
             events.append(
                 WorkEvent(
-                    trace.request_id, split_s, end_s, Phase.DECODE,
-                    float(out_tokens - 1), float(out_tokens - 1), decode_ctx,
+                    trace.request_id,
+                    split_s,
+                    end_s,
+                    Phase.DECODE,
+                    float(out_tokens - 1),
+                    float(out_tokens - 1),
+                    decode_ctx,
                 )
-            )  # fmt: skip
+            )
         return events
 
 

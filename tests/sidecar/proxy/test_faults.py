@@ -1,0 +1,138 @@
+"""Faults: upstream down, slow, malformed; a client that leaves mid-stream aborts the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sidecar.errors import ConfigError
+from sidecar.proxy.tap import ProxyTap
+from tests.sidecar.proxy.conftest import drain, start_tap
+from tests.support import free_port
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+class Upstream:
+    """A hand-made upstream: a slow stream that notes whether it was cut off, and broken SSE."""
+
+    def __init__(self) -> None:
+        self.cut_off = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _slow(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for _ in range(200):
+                await resp.write(b'data: {"choices":[{"delta":{"content":"w"}}]}\n\n')
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            self.cut_off.set()
+            raise
+        return resp
+
+    async def _broken(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"delta":{"content":"w"}}]}\n\ndata: {oops\n\n')
+        await resp.write(b'data: {"choices":[],"usage":{"prompt_tokens":"NaN","completion_tokens":1e99}}\n\n')
+        await resp.write(b"data: no blank line at the end")
+        return resp
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._slow)
+        app.router.add_post("/v1/completions", self._broken)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, ProxyTap]]:
+    up = Upstream()
+    await up.start()
+    tap = start_tap(up.url)
+    try:
+        yield up, tap
+    finally:
+        tap.stop()
+        await up.stop()
+
+
+async def test_an_unreachable_upstream_is_a_502_with_a_clear_body_and_counted() -> None:
+    tap = start_tap(f"http://127.0.0.1:{free_port()}")
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"http://127.0.0.1:{tap.port}/v1/chat/completions", json=CHAT) as r,
+        ):
+            body = await r.json()
+        assert r.status == 502 and body["error"]["type"] == "upstream_unavailable"
+        assert "unreachable" in body["error"]["message"]
+        assert tap.stats().events[("proxy", "upstream_down")] == 1
+        assert tap.due(time.monotonic()) == ([], [])  # nothing reached an engine
+    finally:
+        tap.stop()
+
+
+async def test_a_slow_stream_is_relayed_as_it_comes_and_does_not_hold_other_requests(
+    upstream: tuple[Upstream, ProxyTap],
+) -> None:
+    up, tap = upstream
+    url = f"http://127.0.0.1:{tap.port}"
+    async with aiohttp.ClientSession() as s, s.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        t0 = time.monotonic()
+        first = await r.content.readuntil(b"\n\n")
+        assert b'"content":"w"' in first and time.monotonic() - t0 < 2.0  # not held until the end (10 s)
+        async with s.post(f"{url}/v1/completions", json={"prompt": "x"}) as other:
+            await other.read()  # another request is answered while the slow one streams
+        # the client leaves mid-stream: the proxy closes the upstream connection
+    await asyncio.wait_for(up.cut_off.wait(), timeout=5.0)
+    for _ in range(50):
+        if tap.stats().events.get(("proxy", "disconnected")):
+            break
+        await asyncio.sleep(0.1)
+    assert tap.stats().events[("proxy", "disconnected")] == 1
+    work, infos = await drain(tap)
+    statuses = {i.attributes["jouletrace.request.status"] for i in infos if i.end_s is not None}
+    assert work and "disconnected" in statuses
+
+
+async def test_malformed_upstream_sse_is_passed_through_and_counted(
+    upstream: tuple[Upstream, ProxyTap],
+) -> None:
+    _, tap = upstream
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"http://127.0.0.1:{tap.port}/v1/completions", json={"prompt": "x", "stream": True}) as r,
+    ):
+        text = await r.text()
+    assert "data: {oops\n\n" in text and text.endswith("data: no blank line at the end")
+    counts = tap.stats().events
+    assert counts[("proxy", "malformed_sse")] == 2 and counts[("proxy", "usage")] == 1
+    work, infos = await drain(tap)
+    assert len(work) == 1 and infos[-1].prompt_tokens == 1  # the prompt's estimate, not "NaN"
+
+
+def test_a_bad_upstream_url_or_a_taken_port_names_the_knob() -> None:
+    with pytest.raises(ConfigError, match="proxy_upstream"):
+        start_tap("localhost:8000")
+    first = start_tap("http://127.0.0.1:1")
+    try:
+        with pytest.raises(ConfigError, match="proxy_port"):
+            start_tap("http://127.0.0.1:1", port=first.port)
+    finally:
+        first.stop()
