@@ -1,0 +1,130 @@
+"""What the proxy adds to a stream: the same streams direct and through ``jouletrace proxy``.
+
+Setup, all on this machine, in one run:
+
+* the fast fake OpenAI server (``tests/loadgen/fake_server.py``) in its own process,
+  streaming ``--max-tokens`` chunks ``--token-ms`` apart per request (no batch cap);
+* ``jouletrace proxy --upstream <fake>`` in its own process: the whole sidecar as users
+  run it (cpu-model meter, ticks, attribution), with the proxy tap on its own thread;
+* the client in this process: ``--streams`` concurrent streaming chat completions
+  (aiohttp), each with ``stream_options.include_usage`` so the proxy adds the energy object.
+
+Rounds alternate direct and proxied (``--rounds`` each, direct first), the same
+requests each time. Per stream the client notes the time to the first content chunk
+(TTFT) and to the last byte. The proxy's added latency is the difference of the
+percentiles of proxied and direct TTFT over all rounds; the last-byte figures are
+printed above it.
+
+    .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 3]
+
+Last line: ``proxy added p50 X ms | p99 Y ms | streams Z`` (TTFT; Z streams per round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support import free_port, wait_http  # noqa: E402
+
+
+async def _one(session: aiohttp.ClientSession, url: str, max_tokens: int) -> tuple[float, float]:
+    body = {
+        "model": "fake-llm",
+        "messages": [{"role": "user", "content": "how much energy did this take"}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    ttft = None
+    async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
+        async for line in resp.content:
+            if ttft is None and line.startswith(b"data: {") and b'"content"' in line:
+                ttft = time.perf_counter() - t0
+    if ttft is None:
+        raise RuntimeError(f"no content chunk from {url}")
+    return ttft, time.perf_counter() - t0
+
+
+async def _round(url: str, streams: int, max_tokens: int) -> list[tuple[float, float]]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return list(await asyncio.gather(*(_one(session, url, max_tokens) for _ in range(streams))))
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=200, help="concurrent streams per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per mode")
+    ap.add_argument("--max-tokens", type=int, default=16, help="chunks per stream")
+    ap.add_argument("--token-ms", type=float, default=5.0, help="fake server: ms between chunks")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    fake_port, proxy_port, api_port = free_port(), free_port(), free_port()
+    fake_url, proxy_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{proxy_port}"
+    py = sys.executable
+    fake = _start([py, "-m", "tests.loadgen.fake_server", "--port", str(fake_port),
+                   "--token-s", str(args.token_ms / 1e3)], tmp / "fake.log")  # fmt: skip
+    proxy = _start([py, "-m", "sidecar.cli", "proxy", "--upstream", fake_url, "--proxy-port", str(proxy_port),
+                    "--port", str(api_port), "--host", "127.0.0.1", "--otlp-port", "0", "--plugin-port", "0",
+                    "--meter", "cpu-model", "--ledger-path", "", "--log-level", "warning"], tmp / "proxy.log")  # fmt: skip
+    try:
+        wait_http(f"{fake_url}/v1/models", 30, fake, tmp / "fake.log")
+        wait_http(f"{proxy_url}/v1/models", 60, proxy, tmp / "proxy.log")
+        asyncio.run(_round(proxy_url, 8, 2))  # warm both paths
+        asyncio.run(_round(fake_url, 8, 2))
+        results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
+        for r in range(args.rounds):
+            for mode, url in (("direct", fake_url), ("proxy", proxy_url)):
+                got = asyncio.run(_round(url, args.streams, args.max_tokens))
+                results[mode] += got
+                ttft = [g[0] for g in got]
+                print(
+                    f"round {r + 1} {mode:6s} TTFT p50 {_pct(ttft, 50):7.2f} ms  p99 {_pct(ttft, 99):7.2f} ms"
+                )
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10) as resp:
+            tap_lines = [ln for ln in resp.read().decode().splitlines() if 'jouletrace_tap="proxy"' in ln]
+        print("proxy tap counters:", "; ".join(ln.split("{")[0] + " " + ln.split('outcome="')[1].split('"')[0]
+                                              + "=" + ln.rsplit(" ", 1)[1] for ln in tap_lines))  # fmt: skip
+    finally:
+        for proc in (proxy, fake):
+            proc.terminate()
+            proc.wait(timeout=15)
+    d_ttft = [x[0] for x in results["direct"]]
+    p_ttft = [x[0] for x in results["proxy"]]
+    d_end = [x[1] for x in results["direct"]]
+    p_end = [x[1] for x in results["proxy"]]
+    print(f"last byte direct p50 {_pct(d_end, 50):.2f} ms p99 {_pct(d_end, 99):.2f} ms | "
+          f"proxy p50 {_pct(p_end, 50):.2f} ms p99 {_pct(p_end, 99):.2f} ms")  # fmt: skip
+    print(f"TTFT      direct p50 {_pct(d_ttft, 50):.2f} ms p99 {_pct(d_ttft, 99):.2f} ms | "
+          f"proxy p50 {_pct(p_ttft, 50):.2f} ms p99 {_pct(p_ttft, 99):.2f} ms")  # fmt: skip
+    added_p50 = _pct(p_ttft, 50) - _pct(d_ttft, 50)
+    added_p99 = _pct(p_ttft, 99) - _pct(d_ttft, 99)
+    print(json.dumps({"streams": args.streams, "rounds": args.rounds, "max_tokens": args.max_tokens}))
+    print(f"proxy added p50 {added_p50:.2f} ms | p99 {added_p99:.2f} ms | streams {args.streams}")
+
+
+if __name__ == "__main__":
+    main()
