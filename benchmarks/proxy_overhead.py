@@ -85,11 +85,45 @@ def main() -> None:
     fake_port, proxy_port, api_port = free_port(), free_port(), free_port()
     fake_url, proxy_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{proxy_port}"
     py = sys.executable
-    fake = _start([py, "-m", "tests.loadgen.fake_server", "--port", str(fake_port),
-                   "--token-s", str(args.token_ms / 1e3)], tmp / "fake.log")  # fmt: skip
-    proxy = _start([py, "-m", "sidecar.cli", "proxy", "--upstream", fake_url, "--proxy-port", str(proxy_port),
-                    "--port", str(api_port), "--host", "127.0.0.1", "--otlp-port", "0", "--plugin-port", "0",
-                    "--meter", "cpu-model", "--ledger-path", "", "--log-level", "warning"], tmp / "proxy.log")  # fmt: skip
+    fake = _start(
+        [
+            py,
+            "-m",
+            "tests.loadgen.fake_server",
+            "--port",
+            str(fake_port),
+            "--token-s",
+            str(args.token_ms / 1e3),
+        ],
+        tmp / "fake.log",
+    )
+    proxy = _start(
+        [
+            py,
+            "-m",
+            "sidecar.cli",
+            "proxy",
+            "--upstream",
+            fake_url,
+            "--proxy-port",
+            str(proxy_port),
+            "--port",
+            str(api_port),
+            "--host",
+            "127.0.0.1",
+            "--otlp-port",
+            "0",
+            "--plugin-port",
+            "0",
+            "--meter",
+            "cpu-model",
+            "--ledger-path",
+            "",
+            "--log-level",
+            "warning",
+        ],
+        tmp / "proxy.log",
+    )
     try:
         wait_http(f"{fake_url}/v1/models", 30, fake, tmp / "fake.log")
         wait_http(f"{proxy_url}/v1/models", 60, proxy, tmp / "proxy.log")
@@ -106,8 +140,13 @@ def main() -> None:
                 )
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10) as resp:
             tap_lines = [ln for ln in resp.read().decode().splitlines() if 'jouletrace_tap="proxy"' in ln]
-        print("proxy tap counters:", "; ".join(ln.split("{")[0] + " " + ln.split('outcome="')[1].split('"')[0]
-                                              + "=" + ln.rsplit(" ", 1)[1] for ln in tap_lines))  # fmt: skip
+        print(
+            "proxy tap counters:",
+            "; ".join(
+                ln.split("{")[0] + " " + ln.split('outcome="')[1].split('"')[0] + "=" + ln.rsplit(" ", 1)[1]
+                for ln in tap_lines
+            ),
+        )
     finally:
         for proc in (proxy, fake):
             proc.terminate()
@@ -116,10 +155,14 @@ def main() -> None:
     p_ttft = [x[0] for x in results["proxy"]]
     d_end = [x[1] for x in results["direct"]]
     p_end = [x[1] for x in results["proxy"]]
-    print(f"last byte direct p50 {_pct(d_end, 50):.2f} ms p99 {_pct(d_end, 99):.2f} ms | "
-          f"proxy p50 {_pct(p_end, 50):.2f} ms p99 {_pct(p_end, 99):.2f} ms")  # fmt: skip
-    print(f"TTFT      direct p50 {_pct(d_ttft, 50):.2f} ms p99 {_pct(d_ttft, 99):.2f} ms | "
-          f"proxy p50 {_pct(p_ttft, 50):.2f} ms p99 {_pct(p_ttft, 99):.2f} ms")  # fmt: skip
+    print(
+        f"last byte direct p50 {_pct(d_end, 50):.2f} ms p99 {_pct(d_end, 99):.2f} ms | "
+        f"proxy p50 {_pct(p_end, 50):.2f} ms p99 {_pct(p_end, 99):.2f} ms"
+    )
+    print(
+        f"TTFT      direct p50 {_pct(d_ttft, 50):.2f} ms p99 {_pct(d_ttft, 99):.2f} ms | "
+        f"proxy p50 {_pct(p_ttft, 50):.2f} ms p99 {_pct(p_ttft, 99):.2f} ms"
+    )
     added_p50 = _pct(p_ttft, 50) - _pct(d_ttft, 50)
     added_p99 = _pct(p_ttft, 99) - _pct(d_ttft, 99)
     print(json.dumps({"streams": args.streams, "rounds": args.rounds, "max_tokens": args.max_tokens}))
