@@ -6,6 +6,9 @@
 {{- if and (eq .Values.gpu.visibility "explicit") (not (hasKey .Values.sidecar.config "devices")) }}
 {{- fail "gpu.visibility=explicit needs sidecar.config.devices (GPU UUIDs or indices, or \"all\" when the pod owns its node)" }}
 {{- end }}
+{{- if and .Values.proxy.enabled (ne .Values.mode "vllm") (not .Values.sidecar.config.proxy_upstream) }}
+{{- fail "proxy.enabled outside mode=vllm needs sidecar.config.proxy_upstream: the OpenAI server's URL as the sidecar sees it (e.g. http://localhost:8000)" }}
+{{- end }}
 {{- if and (eq .Values.mode "existing-pod") (empty .Values.existingPod.selector) }}
 {{- fail "mode=existing-pod needs existingPod.selector: the labels of your inference pods" }}
 {{- end }}
