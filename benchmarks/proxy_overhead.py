@@ -9,13 +9,14 @@ Setup, all on this machine, in one run:
 * the client in this process: ``--streams`` concurrent streaming chat completions
   (aiohttp), each with ``stream_options.include_usage`` so the proxy adds the energy object.
 
-Rounds alternate direct and proxied (``--rounds`` each, direct first), the same
-requests each time. Per stream the client notes the time to the first content chunk
-(TTFT) and to the last byte. The proxy's added latency is the difference of the
-percentiles of proxied and direct TTFT over all rounds; the last-byte figures are
-printed above it.
+A warm-up round at full concurrency per mode first (connection pools filled), then
+``--rounds`` pairs of rounds, direct then proxied, the same requests each time. Per stream
+the client notes the time to the first content chunk (TTFT) and to the last byte. Per pair,
+the proxy's added latency is proxied minus direct TTFT at p50 and at p99; the figures
+reported are the medians over the pairs (paired, so the drift of a shared machine's load
+cancels as far as it can).
 
-    .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 3]
+    .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5]
 
 Last line: ``proxy added p50 X ms | p99 Y ms | streams Z`` (TTFT; Z streams per round).
 """
@@ -77,7 +78,7 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=200, help="concurrent streams per round")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per mode")
+    ap.add_argument("--rounds", type=int, default=5, help="pairs of rounds (direct, proxied)")
     ap.add_argument("--max-tokens", type=int, default=16, help="chunks per stream")
     ap.add_argument("--token-ms", type=float, default=5.0, help="fake server: ms between chunks")
     args = ap.parse_args()
@@ -127,17 +128,21 @@ def main() -> None:
     try:
         wait_http(f"{fake_url}/v1/models", 30, fake, tmp / "fake.log")
         wait_http(f"{proxy_url}/v1/models", 60, proxy, tmp / "proxy.log")
-        asyncio.run(_round(proxy_url, 8, 2))  # warm both paths
-        asyncio.run(_round(fake_url, 8, 2))
+        for url in (fake_url, proxy_url):  # warm both paths at full concurrency
+            asyncio.run(_round(url, args.streams, 2))
         results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
+        added: list[tuple[float, float]] = []
         for r in range(args.rounds):
+            pair: dict[str, tuple[float, float]] = {}
             for mode, url in (("direct", fake_url), ("proxy", proxy_url)):
                 got = asyncio.run(_round(url, args.streams, args.max_tokens))
                 results[mode] += got
                 ttft = [g[0] for g in got]
+                pair[mode] = (_pct(ttft, 50), _pct(ttft, 99))
                 print(
-                    f"round {r + 1} {mode:6s} TTFT p50 {_pct(ttft, 50):7.2f} ms  p99 {_pct(ttft, 99):7.2f} ms"
+                    f"round {r + 1} {mode:6s} TTFT p50 {pair[mode][0]:7.2f} ms  p99 {pair[mode][1]:7.2f} ms"
                 )
+            added.append((pair["proxy"][0] - pair["direct"][0], pair["proxy"][1] - pair["direct"][1]))
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10) as resp:
             tap_lines = [ln for ln in resp.read().decode().splitlines() if 'jouletrace_tap="proxy"' in ln]
         print(
@@ -163,8 +168,9 @@ def main() -> None:
         f"TTFT      direct p50 {_pct(d_ttft, 50):.2f} ms p99 {_pct(d_ttft, 99):.2f} ms | "
         f"proxy p50 {_pct(p_ttft, 50):.2f} ms p99 {_pct(p_ttft, 99):.2f} ms"
     )
-    added_p50 = _pct(p_ttft, 50) - _pct(d_ttft, 50)
-    added_p99 = _pct(p_ttft, 99) - _pct(d_ttft, 99)
+    added_p50 = float(np.median([a[0] for a in added]))
+    added_p99 = float(np.median([a[1] for a in added]))
+    print("added per pair (p50, p99 ms):", ", ".join(f"({a:.2f}, {b:.2f})" for a, b in added))
     print(json.dumps({"streams": args.streams, "rounds": args.rounds, "max_tokens": args.max_tokens}))
     print(f"proxy added p50 {added_p50:.2f} ms | p99 {added_p99:.2f} ms | streams {args.streams}")
 
