@@ -26,6 +26,7 @@ def _kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def _sidecar(docs: list[dict[str, Any]]) -> dict[str, Any]:
     pod = _kind(docs, "Deployment")["spec"]["template"]["spec"]
     (container,) = [c for c in pod["initContainers"] if c["name"] == "jouletrace"]
+    assert isinstance(container, dict)
     return container
 
 

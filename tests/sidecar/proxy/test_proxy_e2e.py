@@ -215,7 +215,7 @@ def traffic(engine: Engine) -> dict[str, Any]:
 
     results = asyncio.run(_traffic(engine))
     client = openai.OpenAI(base_url=f"{engine.proxy_url}/v1", api_key="unused")
-    stream = client.chat.completions.create(
+    raw = client.chat.completions.with_raw_response.create(
         model=engine.model,
         messages=[{"role": "user", "content": "hello"}],
         max_tokens=5,
@@ -223,16 +223,17 @@ def traffic(engine: Engine) -> dict[str, Any]:
         stream_options={"include_usage": True},
         extra_headers={"X-Request-Id": f"{engine.name}-sdk"},
     )
-    chunks = list(stream)
+    chunks = list(raw.parse())
+    last = chunks[-1]
     results.append(
         {
-            "status": 200,
-            "id": f"{engine.name}-sdk",
+            "status": raw.status_code,
+            "id": raw.headers.get("X-Request-Id"),
             "stream": True,
             "asked_usage": True,
-            "usage": chunks[-1].usage.model_dump(),
-            "energy": chunks[-1].model_extra["energy"],
-            "record_url": f"{engine.sidecar_url}/v1/requests/{engine.name}-sdk",
+            "usage": last.usage.model_dump() if last.usage is not None else None,
+            "energy": (last.model_extra or {}).get("energy"),
+            "record_url": raw.headers.get("X-Jouletrace-Record-Url"),
         }
     )
     records = wait_final(engine.sidecar_url, [r["id"] for r in results], timeout_s=90)
