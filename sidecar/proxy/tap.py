@@ -75,7 +75,7 @@ class ProxyTap:
             clock=clock,
             begin=self._begin,
             energy=self._energy,
-            record_url=lambda req, rid: f"{record_base(req.host)}/v1/requests/{rid}",
+            record_url=lambda req, rid: f"{record_base(req.url.host or self.host)}/v1/requests/{rid}",
             counts=self.counts,
             tenant_header=tenant_header,
         )
