@@ -3,18 +3,23 @@
 Setup, all on this machine, in one run:
 
 * the fast fake OpenAI server (``tests/loadgen/fake_server.py``) in its own process,
-  streaming ``--max-tokens`` chunks ``--token-ms`` apart per request (no batch cap);
+  streaming ``--max-tokens`` chunks ``--token-ms`` apart per request (no batch cap;
+  defaults 32 chunks 50 ms apart, so each stream lasts about 1.6 s);
 * ``jouletrace proxy --upstream <fake>`` in its own process: the whole sidecar as users
   run it (cpu-model meter, ticks, attribution), with the proxy tap on its own thread;
-* the client in this process: ``--streams`` concurrent streaming chat completions
-  (aiohttp), each with ``stream_options.include_usage`` so the proxy adds the energy object.
+* the client in this process: ``--streams`` streaming chat completions (aiohttp) started
+  evenly over ``--ramp-s`` (default 1 s, so all 200 are open at once at the peak; 0 sends
+  them as one burst), each with ``stream_options.include_usage`` so the proxy adds the
+  energy object.
 
 A warm-up round at full concurrency per mode first (connection pools filled), then
 ``--rounds`` pairs of rounds, direct then proxied, the same requests each time. Per stream
 the client notes the time to the first content chunk (TTFT) and to the last byte. Per pair,
 the proxy's added latency is proxied minus direct TTFT at p50 and at p99; the figures
 reported are the medians over the pairs (paired, so the drift of a shared machine's load
-cancels as far as it can).
+cancels as far as it can). The CPU time the proxy process and the fake server use during
+the proxied rounds is printed per stream: unlike latency, it does not depend on how busy
+the machine is.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5]
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,14 +67,29 @@ async def _one(session: aiohttp.ClientSession, url: str, max_tokens: int) -> tup
     return ttft, time.perf_counter() - t0
 
 
-async def _round(url: str, streams: int, max_tokens: int) -> list[tuple[float, float]]:
+async def _later(
+    delay_s: float, session: aiohttp.ClientSession, url: str, max_tokens: int
+) -> tuple[float, float]:
+    await asyncio.sleep(delay_s)
+    return await _one(session, url, max_tokens)
+
+
+async def _round(url: str, streams: int, max_tokens: int, ramp_s: float = 0.0) -> list[tuple[float, float]]:
+    """``streams`` streams, started evenly over ``ramp_s`` seconds (0: all at once)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        return list(await asyncio.gather(*(_one(session, url, max_tokens) for _ in range(streams))))
+        starts = [ramp_s * i / streams for i in range(streams)]
+        return list(await asyncio.gather(*(_later(t, session, url, max_tokens) for t in starts)))
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -79,8 +100,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=200, help="concurrent streams per round")
     ap.add_argument("--rounds", type=int, default=5, help="pairs of rounds (direct, proxied)")
-    ap.add_argument("--max-tokens", type=int, default=16, help="chunks per stream")
-    ap.add_argument("--token-ms", type=float, default=5.0, help="fake server: ms between chunks")
+    ap.add_argument("--max-tokens", type=int, default=32, help="chunks per stream")
+    ap.add_argument("--token-ms", type=float, default=50.0, help="fake server: ms between chunks")
+    ap.add_argument("--ramp-s", type=float, default=1.0, help="streams start evenly over this (0: a burst)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     fake_port, proxy_port, api_port = free_port(), free_port(), free_port()
@@ -132,11 +154,16 @@ def main() -> None:
             asyncio.run(_round(url, args.streams, 2))
         results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
         added: list[tuple[float, float]] = []
+        cpu_s = {"fake": 0.0, "proxy": 0.0}
         for r in range(args.rounds):
             pair: dict[str, tuple[float, float]] = {}
             for mode, url in (("direct", fake_url), ("proxy", proxy_url)):
-                got = asyncio.run(_round(url, args.streams, args.max_tokens))
+                before = {"fake": _cpu_s(fake.pid), "proxy": _cpu_s(proxy.pid)}
+                got = asyncio.run(_round(url, args.streams, args.max_tokens, args.ramp_s))
                 results[mode] += got
+                if mode == "proxy":
+                    for name, proc in (("fake", fake), ("proxy", proxy)):
+                        cpu_s[name] += _cpu_s(proc.pid) - before[name]
                 ttft = [g[0] for g in got]
                 pair[mode] = (_pct(ttft, 50), _pct(ttft, 99))
                 print(
@@ -170,8 +197,15 @@ def main() -> None:
     )
     added_p50 = float(np.median([a[0] for a in added]))
     added_p99 = float(np.median([a[1] for a in added]))
+    n = args.streams * args.rounds
+    print(
+        f"CPU per proxied stream: proxy process {cpu_s['proxy'] / n * 1e3:.2f} ms, "
+        f"fake server {cpu_s['fake'] / n * 1e3:.2f} ms (the engine's own HTTP work, for scale)"
+    )
     print("added per pair (p50, p99 ms):", ", ".join(f"({a:.2f}, {b:.2f})" for a, b in added))
-    print(json.dumps({"streams": args.streams, "rounds": args.rounds, "max_tokens": args.max_tokens}))
+    print(
+        json.dumps({k: getattr(args, k) for k in ("streams", "rounds", "max_tokens", "token_ms", "ramp_s")})
+    )
     print(f"proxy added p50 {added_p50:.2f} ms | p99 {added_p99:.2f} ms | streams {args.streams}")
 
 
