@@ -9,9 +9,10 @@ arrives, a plain JSON one gets an ``energy`` object (and an
 ``X-Jouletrace-Energy-Joules`` header) once it is complete.
 
 Faults: an unreachable upstream is a 502 with a JSON error body (counted
-``upstream_down``); a body over ``max_body_bytes`` is a 413 (``too_large``);
-a client that goes away mid-stream closes the upstream connection, so the
-engine aborts the request (``disconnected``).
+``upstream_down``); an upstream that breaks off mid-answer cuts the client off
+too (``upstream_broken``); a body over ``max_body_bytes`` is a 413
+(``too_large``); a client that goes away mid-stream closes the upstream
+connection, so the engine aborts the request (``disconnected``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def _error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _cut_off(ctx: ProxyContext, request: web.Request, answered: bool) -> web.StreamResponse:
+    """The upstream broke off mid-answer (counted ``upstream_broken``): a 502 if the client has
+    had nothing yet, else its connection is cut too, so it sees a truncated answer, not a clean end."""
+    ctx.counts.add("upstream_broken")
+    if not answered:
+        return _error(502, f"upstream {ctx.upstream} broke off its answer", "upstream_broken")
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=502)  # never sent: the connection is closed
+
+
 def make_proxy_app(ctx: ProxyContext, max_body_bytes: int) -> web.Application:
     """The aiohttp app that forwards everything to ``ctx.upstream``."""
 
@@ -131,8 +143,8 @@ async def _plain(ctx: ProxyContext, request: web.Request, body: bytes) -> web.St
     upstream = await _open(ctx, request, body, _forward_headers(request.headers, _HOP))
     if isinstance(upstream, web.Response):
         return upstream
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(_forward_headers(upstream.headers, _HOP))
         await response.prepare(request)
         async for piece in upstream.content.iter_any():
@@ -142,6 +154,8 @@ async def _plain(ctx: ProxyContext, request: web.Request, body: bytes) -> web.St
     except (ConnectionError, asyncio.CancelledError):
         ctx.counts.add("disconnected")
         raise
+    except aiohttp.ClientError:
+        return _cut_off(ctx, request, response.prepared)
     finally:
         upstream.close()
 
@@ -188,6 +202,9 @@ async def _completion(ctx: ProxyContext, request: web.Request, body: bytes) -> w
         trace.outcome = "disconnected"
         ctx.counts.add("disconnected")
         raise
+    except aiohttp.ClientError:  # the upstream broke off mid-answer (engine crashed, connection cut)
+        trace.outcome = "upstream_broken"
+        return _cut_off(ctx, request, trace.answered)
     finally:
         ctx.in_flight -= 1
         trace.end_s = ctx.clock()
@@ -214,6 +231,7 @@ async def _answer(
     response.headers.extend(_forward_headers(upstream.headers, _HOP))
     response.headers.update(ours)
     await response.prepare(request)
+    trace.answered = True
     async for piece in upstream.content.iter_any():
         await response.write(piece)
     await response.write_eof()
@@ -256,6 +274,7 @@ async def _stream(
     response.headers.extend(_forward_headers(upstream.headers, _HOP))
     response.headers.update(ours)
     await response.prepare(request)
+    trace.answered = True
     framer = SseFramer()
     relay = StreamRelay(
         trace,

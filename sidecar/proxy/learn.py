@@ -181,7 +181,8 @@ class RequestTrace:
     usage: tuple[int, int] | None = None  # (prompt, completion) tokens from the upstream
     response_model: str | None = None
     status: int = 0
-    outcome: str = "ok"  # ok, error, disconnected, upstream_down, malformed
+    answered: bool = False  # the client has had the response's headers
+    outcome: str = "ok"  # ok, error, disconnected, upstream_down, upstream_broken
     end_s: float | None = None
     done: bool = False
 

@@ -39,6 +39,13 @@ class Upstream:
         return resp
 
     async def _broken(self, request: web.Request) -> web.StreamResponse:
+        if (await request.json()).get("cut"):  # one chunk, then the connection dies mid-answer
+            cut = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await cut.prepare(request)
+            await cut.write(b'data: {"choices":[{"text":"w"}]}\n\n')
+            assert request.transport is not None
+            request.transport.close()
+            return cut
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(b'data: {"choices":[{"delta":{"content":"w"}}]}\n\ndata: {oops\n\n')
@@ -125,6 +132,24 @@ async def test_malformed_upstream_sse_is_passed_through_and_counted(
     assert counts[("proxy", "malformed_sse")] == 2 and counts[("proxy", "usage")] == 1
     work, infos = await drain(tap)
     assert len(work) == 1 and infos[-1].prompt_tokens == 1  # the prompt's estimate, not "NaN"
+
+
+async def test_an_upstream_that_breaks_off_mid_stream_cuts_the_client_off_too(
+    upstream: tuple[Upstream, ProxyTap],
+) -> None:
+    _, tap = upstream
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"http://127.0.0.1:{tap.port}/v1/completions", json={"prompt": "x", "stream": True, "cut": True}
+        ) as r,
+    ):
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):  # a truncated answer, not a clean end
+            await r.read()
+    work, infos = await drain(tap)
+    assert tap.stats().events[("proxy", "upstream_broken")] == 1
+    assert infos[-1].attributes["jouletrace.request.status"] == "upstream_broken" and len(work) == 1
 
 
 def test_a_bad_upstream_url_or_a_taken_port_names_the_knob() -> None:
