@@ -9,6 +9,8 @@ its chunk timing, so no spans are needed. One concept per module:
 * :mod:`.learn`: what a request says (validated), and its trace;
 * :mod:`.relay`: each SSE event learned from, usage stripped or energy added;
 * :mod:`.forward`: the aiohttp app that forwards every request;
+* :mod:`.upstream`: the shared context, the upstream call, headers, error answers;
+* :mod:`.completion`: a completion learned from and answered with its energy;
 * :mod:`.work`: work events and request infos from a trace's timing;
 * :mod:`.energy`: the provisional energy priced by the live fitted model;
 * :mod:`.tap`: the proxy as a :class:`~sidecar.taps.tap.Tap` on its own thread;

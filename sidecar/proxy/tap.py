@@ -28,8 +28,9 @@ from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
 from sidecar.errors import ConfigError
 from sidecar.proxy.energy import Prices, RequestWork, provisional_energy
-from sidecar.proxy.forward import ProxyContext, make_proxy_app
+from sidecar.proxy.forward import make_proxy_app
 from sidecar.proxy.learn import Rejections, RequestTrace, new_request_id
+from sidecar.proxy.upstream import ProxyContext
 from sidecar.proxy.work import TraceCursor, request_info
 
 __all__ = ["ProxyTap", "check_upstream"]
