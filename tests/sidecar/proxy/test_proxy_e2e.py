@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -195,6 +196,27 @@ async def _call(
     return out
 
 
+def _warm_up(eng: Engine, timeout_s: float = 240.0) -> list[str]:
+    """Send streams until the fitted model has fitted (its R^2 is on /metrics).
+
+    Before that the attributor holds busy ticks, so nothing can become final, and the
+    response's energy is priced by power share; afterwards both are the fitted model's.
+    """
+    deadline = time.monotonic() + timeout_s
+    ids: list[str] = []
+    batch = [(_body(eng.model, i, stream=True, max_tokens=32), {"X-Tenant": "warm-up"}) for i in range(4)]
+    while "jouletrace_model_fit_r2" not in metrics(eng.sidecar_url):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the energy model did not fit within {timeout_s} s of warm-up traffic")
+
+        async def send() -> list[dict[str, Any]]:
+            async with aiohttp.ClientSession() as session:
+                return list(await asyncio.gather(*(_call(session, eng.proxy_url, b, h) for b, h in batch)))
+
+        ids += [str(r["id"]) for r in asyncio.run(send())]
+    return ids
+
+
 async def _traffic(eng: Engine) -> list[dict[str, Any]]:
     usage = {"stream_options": {"include_usage": True}}
     calls = [
@@ -213,6 +235,7 @@ async def _traffic(eng: Engine) -> list[dict[str, Any]]:
 def traffic(engine: Engine) -> dict[str, Any]:
     import openai
 
+    warm_ids = _warm_up(engine)
     results = asyncio.run(_traffic(engine))
     client = openai.OpenAI(base_url=f"{engine.proxy_url}/v1", api_key="unused")
     raw = client.chat.completions.with_raw_response.create(
@@ -237,7 +260,9 @@ def traffic(engine: Engine) -> dict[str, Any]:
         }
     )
     records = wait_final(engine.sidecar_url, [r["id"] for r in results], timeout_s=90)
-    return {"results": results, "records": records}
+    warm = wait_final(engine.sidecar_url, warm_ids, timeout_s=30)
+    time.sleep(1.0)  # one more tick, so /metrics has every final record
+    return {"results": results, "records": records, "warm_up": warm}
 
 
 def test_every_response_names_its_request_and_record_and_carries_energy(
@@ -250,6 +275,7 @@ def test_every_response_names_its_request_and_record_and_carries_energy(
         if res["asked_usage"]:
             energy = res["energy"]
             assert energy["final"] is False and energy["source"] == "estimate" and energy["joules"] > 0, res
+            assert energy["basis"] == "fitted" and 0 <= energy["uncertainty_joules"] <= energy["joules"], res
         elif engine.name == "vllm":
             assert res["usage"] is None  # the usage chunk it never asked for was stripped
 
@@ -271,6 +297,8 @@ def test_energy_is_conserved_and_tenants_are_on_metrics(engine: Engine, traffic:
     error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
     assert measured > 0 and error <= 1e-9 * measured + 1e-9
     busy = sum(v for lab, v in m["gen_ai_server_energy_joules_total"] if lab["jouletrace_phase"] != "idle")
-    assert sum(r["energy_j"] for r in traffic["records"].values()) == pytest.approx(busy, rel=1e-6)
+    every = [*traffic["records"].values(), *traffic["warm_up"].values()]
+    assert all(r["final"] for r in every)
+    assert sum(r["energy_j"] for r in every) == pytest.approx(busy, rel=1e-6)
     tenants = {lab["jouletrace_tenant"] for lab, _ in m["gen_ai_server_tenant_energy_joules_total"]}
     assert {"team-a", "team-b", "acme", "none"} <= tenants
