@@ -107,14 +107,22 @@ async def _answer(
     kind = upstream.headers.get("Content-Type", "")
     if kind.startswith("text/event-stream"):
         return await _stream(ctx, request, upstream, trace, facts, ours)
+    head = b""
     if kind.startswith("application/json") and upstream.status < 400:
-        raw = await upstream.content.read(MAX_JSON_ANSWER_BYTES)
-        return _json_answer(ctx, upstream, trace, raw, ours)
+        async for piece in upstream.content.iter_any():  # the whole answer, unless it is huge
+            head += piece
+            if len(head) > MAX_JSON_ANSWER_BYTES:
+                ctx.counts.add("answer_too_large")
+                break
+        else:
+            return _json_answer(ctx, upstream, trace, head, ours)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(forward_headers(upstream.headers, HOP))
     response.headers.update(ours)
     await response.prepare(request)
     trace.answered = True
+    if head:
+        await response.write(head)
     async for piece in upstream.content.iter_any():
         await response.write(piece)
     await response.write_eof()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -39,7 +40,21 @@ class Upstream:
         return resp
 
     async def _broken(self, request: web.Request) -> web.StreamResponse:
-        if (await request.json()).get("cut"):  # one chunk, then the connection dies mid-answer
+        body = await request.json()
+        if body.get("pieces"):  # a plain answer that arrives in pieces
+            doc = {
+                "choices": [{"text": "w" * 100_000}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9},
+            }
+            raw = json.dumps(doc).encode()
+            whole = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await whole.prepare(request)
+            for i in range(0, len(raw), 30_000):
+                await whole.write(raw[i : i + 30_000])
+                await asyncio.sleep(0.05)
+            await whole.write_eof()
+            return whole
+        if body.get("cut"):  # one chunk, then the connection dies mid-answer
             cut = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await cut.prepare(request)
             await cut.write(b'data: {"choices":[{"text":"w"}]}\n\n')
@@ -150,6 +165,22 @@ async def test_an_upstream_that_breaks_off_mid_stream_cuts_the_client_off_too(
     work, infos = await drain(tap)
     assert tap.stats().events[("proxy", "upstream_broken")] == 1
     assert infos[-1].attributes["jouletrace.request.status"] == "upstream_broken" and len(work) == 1
+
+
+async def test_a_plain_answer_arriving_in_pieces_is_read_whole_before_energy_is_added(
+    upstream: tuple[Upstream, ProxyTap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, tap = upstream
+    url = f"http://127.0.0.1:{tap.port}/v1/completions"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json={"prompt": "x", "pieces": True}) as r:
+            doc = await r.json()
+        assert len(doc["choices"][0]["text"]) == 100_000 and doc["energy"]["final"] is False
+        monkeypatch.setattr("sidecar.proxy.completion.MAX_JSON_ANSWER_BYTES", 50_000)
+        async with s.post(url, json={"prompt": "x", "pieces": True}) as r:
+            doc = await r.json()  # too large to hold: passed through whole, without energy
+        assert len(doc["choices"][0]["text"]) == 100_000 and "energy" not in doc
+    assert tap.stats().events[("proxy", "answer_too_large")] == 1
 
 
 def test_a_bad_upstream_url_or_a_taken_port_names_the_knob() -> None:
