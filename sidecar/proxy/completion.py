@@ -141,7 +141,7 @@ def _json_answer(
     if not isinstance(doc, dict):
         ctx.counts.add("malformed_json")
         return web.Response(status=upstream.status, body=raw, headers=headers)
-    if "usage" in doc:
+    if doc.get("usage") is not None:
         trace.usage = usage_tokens(doc["usage"], ctx.counts)
     trace.response_model = clean_label(doc.get("model"), "response_model", ctx.counts)
     share = 1.0 / max(ctx.in_flight, 1)
