@@ -28,7 +28,7 @@ from typing import Any
 __all__ = [
     "MAX_TOKENS",
     "BodyFacts",
-    "Rejections",
+    "Counts",
     "RequestTrace",
     "clean_label",
     "inspect_body",
@@ -42,8 +42,8 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
-class Rejections:
-    """Counts of rejected fields, by field (thread-safe)."""
+class Counts:
+    """Thread-safe counters by name: outcomes (streams, disconnected, ...) and rejected fields."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class Rejections:
             return dict(self._counts)
 
 
-def clean_label(value: object, what: str, rejections: Rejections) -> str | None:
+def clean_label(value: object, what: str, rejections: Counts) -> str | None:
     """``value`` if it is a short printable id-like string; else None (counted when present)."""
     if value is None:
         return None
@@ -68,7 +68,7 @@ def clean_label(value: object, what: str, rejections: Rejections) -> str | None:
     return None
 
 
-def clean_traceparent(value: str | None, rejections: Rejections) -> str | None:
+def clean_traceparent(value: str | None, rejections: Counts) -> str | None:
     """A W3C ``traceparent`` if well formed (it is passed on either way; only learning needs it)."""
     if value is None:
         return None
@@ -113,7 +113,7 @@ def _prompt_chars(doc: dict[str, Any]) -> int:
     return total
 
 
-def inspect_body(path: str, body: bytes, rejections: Rejections) -> BodyFacts:
+def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
     """Read a completions request body; anything else (or unparsable) is passed on as is."""
     if path not in COMPLETION_PATHS or not body:
         return BodyFacts(body)
@@ -139,7 +139,7 @@ def inspect_body(path: str, body: bytes, rejections: Rejections) -> BodyFacts:
     return BodyFacts(new_body, model, stream, user, asked_usage=True, prompt_chars=facts.prompt_chars)
 
 
-def usage_tokens(usage: object, rejections: Rejections) -> tuple[int, int] | None:
+def usage_tokens(usage: object, rejections: Counts) -> tuple[int, int] | None:
     """(prompt, completion) tokens of an OpenAI ``usage`` object, or None if it is not a sane one."""
     if not isinstance(usage, dict):
         rejections.add("usage")

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.proxy.learn import Rejections, RequestTrace, clean_label, usage_tokens
+from sidecar.proxy.learn import Counts, RequestTrace, clean_label, usage_tokens
 from sidecar.proxy.sse import DONE, SseEvent, parse_data
 
 __all__ = ["StreamRelay", "is_content_chunk"]
@@ -57,7 +57,7 @@ class StreamRelay:
         clock: Callable[[], float],
         in_flight: Callable[[], int],
         energy: Callable[[RequestTrace], dict[str, Any]],
-        counts: Rejections,
+        counts: Counts,
     ) -> None:
         self.trace = trace
         self.strip_usage = strip_usage

@@ -29,7 +29,7 @@ from sidecar.attribution.records import TapReport
 from sidecar.errors import ConfigError
 from sidecar.proxy.energy import Prices, RequestWork, provisional_energy
 from sidecar.proxy.forward import make_proxy_app
-from sidecar.proxy.learn import Rejections, RequestTrace, new_request_id
+from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
 from sidecar.proxy.upstream import ProxyContext
 from sidecar.proxy.work import TraceCursor, request_info
 
@@ -66,7 +66,7 @@ class ProxyTap:
         self.upstream = check_upstream(upstream)
         self.host, self.port = host, port
         self.hold_s, self.model, self.clock = hold_s, model, clock
-        self.counts = Rejections()
+        self.counts = Counts()
         self._prices, self._record_base = prices, record_base
         self._lock = threading.Lock()
         self._live: dict[str, TraceCursor] = {}

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sidecar.proxy.learn import Rejections, RequestTrace
+from sidecar.proxy.learn import Counts, RequestTrace
 
 __all__ = [
     "ENERGY_HEADER",
@@ -53,7 +53,7 @@ class ProxyContext:
     begin: Callable[[RequestTrace], str]  # registers a trace; returns its (possibly new) id
     energy: Callable[[RequestTrace], dict[str, Any]]
     record_url: Callable[[web.Request, str], str]
-    counts: Rejections
+    counts: Counts
     tenant_header: str = ""
     session: aiohttp.ClientSession | None = None
     in_flight: int = 0
