@@ -14,11 +14,13 @@ engine steps: each interval between its chunks divided by the proxied requests
 in flight at that moment (the floor and a step's fixed cost are shared by the
 batch, as attribution shares them).
 
-Uncertainty (one standard deviation, J): the fit on this branch publishes no
-coefficient covariance, so it is the coarse ``E * sqrt(1 - R^2)`` of the fit
-window; before the first fit the figure is the devices' current power times
-``shared_s`` (``basis: "power-share"``) with an uncertainty of 100 %. Both are
-labelled by ``basis``; ``source`` is the meter's (``measured``, ``estimate``, ...).
+Uncertainty (one standard deviation, J): with the work coefficients' covariance
+(``Prices.work_cov``, in the order of :data:`WORK`), ``sqrt(w' C w)`` for the
+request's work vector ``w``; without one (the snapshot publishes none) the
+coarse ``E * sqrt(1 - R^2)`` of the fit window. Before the first fit the figure
+is the devices' current power times ``shared_s`` (``basis: "power-share"``)
+with an uncertainty of 100 %. ``source`` is the meter's (``measured``,
+``estimate``, ...).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from typing import Any
 
 from sidecar.attribution.records import Snapshot
 
-__all__ = ["Prices", "ProvisionalEnergy", "RequestWork", "prices_from_snapshot", "provisional_energy"]
+__all__ = ["WORK", "Prices", "ProvisionalEnergy", "RequestWork", "prices_from_snapshot", "provisional_energy"]
+
+# the work terms priced, in the order of a covariance matrix of their coefficients
+WORK = ("steps", "prefill", "decode", "prefill_pairs", "decode_context")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class Prices:
     j_per_context_token: float = 0.0
     r2: float = 0.0
     power_w: float = 0.0  # the devices' current power (the pre-fit price)
+    work_cov: tuple[tuple[float, ...], ...] | None = None  # J^2/unit^2, rows and columns in WORK order
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +109,19 @@ def provisional_energy(prices: Prices, work: RequestWork) -> ProvisionalEnergy:
         energy_j = max(prices.power_w * work.shared_s, 0.0)
         return ProvisionalEnergy(energy_j, energy_j, "power-share", prices.source)
     decode_context = o * p + o * (o - 1) / 2.0  # token i of the output attends over p + i
-    energy_j = (
-        prices.floor_w * work.shared_s
-        + prices.j_per_step * work.shared_steps
-        + prices.j_per_prefill_token * p
-        + prices.j_per_decode_token * o
-        + prices.j_per_prefill_pair * p * (p + 1) / 2.0
-        + prices.j_per_context_token * decode_context
+    w = (work.shared_steps, float(p), float(o), p * (p + 1) / 2.0, decode_context)  # WORK order
+    coef = (
+        prices.j_per_step,
+        prices.j_per_prefill_token,
+        prices.j_per_decode_token,
+        prices.j_per_prefill_pair,
+        prices.j_per_context_token,
     )
+    energy_j = prices.floor_w * work.shared_s + sum(c * x for c, x in zip(coef, w, strict=True))
     energy_j = energy_j if math.isfinite(energy_j) and energy_j > 0 else 0.0
-    spread = math.sqrt(min(max(1.0 - prices.r2, 0.0), 1.0))
-    return ProvisionalEnergy(energy_j, energy_j * spread, "fitted", prices.source)
+    if prices.work_cov is not None:
+        var = sum(w[i] * prices.work_cov[i][j] * w[j] for i in range(len(w)) for j in range(len(w)))
+        sd_j = math.sqrt(var) if math.isfinite(var) and var > 0 else 0.0
+    else:
+        sd_j = energy_j * math.sqrt(min(max(1.0 - prices.r2, 0.0), 1.0))
+    return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source)

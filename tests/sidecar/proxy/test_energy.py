@@ -62,3 +62,12 @@ def test_prices_come_from_the_snapshot_fit_once_it_has_ticks() -> None:
 def test_a_non_finite_price_never_yields_a_non_finite_figure() -> None:
     got = provisional_energy(Prices("measured", True, floor_w=float("nan")), WORK)
     assert got.energy_j == 0.0 and math.isfinite(got.uncertainty_j)
+
+
+def test_with_the_coefficients_covariance_the_uncertainty_is_the_works_standard_deviation() -> None:
+    cov = [[0.0] * 5 for _ in range(5)]
+    cov[2][2] = 0.01  # decode J/token: sd 0.1 J
+    cov[0][0] = 0.04  # J/step: sd 0.2 J
+    prices = Prices("measured", True, j_per_decode_token=0.5, work_cov=tuple(tuple(r) for r in cov))
+    got = provisional_energy(prices, WORK)
+    assert got.uncertainty_j == pytest.approx(math.sqrt((4 * 0.1) ** 2 + (2.5 * 0.2) ** 2))
