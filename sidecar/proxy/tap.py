@@ -49,6 +49,8 @@ def check_upstream(url: str) -> str:
 class ProxyTap:
     """An OpenAI-compatible reverse proxy that is also a work source."""
 
+    knob = "proxy_port"  # the knob of the port it listens on (the Tap protocol's start-up error names it)
+
     def __init__(
         self,
         upstream: str,
@@ -107,13 +109,14 @@ class ProxyTap:
 
         def main() -> None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
             try:
                 loop.run_until_complete(self._serve())
             except BaseException as err:  # reported to start() below
                 failure.append(err)
+                loop.close()
                 ready.set()
                 return
+            self._loop = loop
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._shutdown())
@@ -123,6 +126,7 @@ class ProxyTap:
         self._thread.start()
         ready.wait()
         if failure:
+            self._thread = None
             err = failure[0]
             raise ConfigError(
                 f"proxy_port: cannot serve the proxy on {self.host}:{self.port}: {err}"

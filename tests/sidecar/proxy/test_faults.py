@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.errors import ConfigError
 from sidecar.proxy.tap import ProxyTap
-from tests.sidecar.proxy.conftest import drain, start_tap
+from tests.sidecar.proxy.conftest import PRICES, drain, start_tap
 from tests.support import free_port
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -187,8 +187,12 @@ def test_a_bad_upstream_url_or_a_taken_port_names_the_knob() -> None:
     with pytest.raises(ConfigError, match="proxy_upstream"):
         start_tap("localhost:8000")
     first = start_tap("http://127.0.0.1:1")
+    second = ProxyTap("http://127.0.0.1:1", prices=lambda: PRICES, record_base=str, port=first.port)
     try:
+        assert second.knob == "proxy_port"
         with pytest.raises(ConfigError, match="proxy_port"):
-            start_tap("http://127.0.0.1:1", port=first.port)
+            second.start()
+        second.stop()  # safe after a failed start
+        assert second.due(0.0) == ([], [])
     finally:
         first.stop()
