@@ -11,6 +11,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
+from dashboards import tenants
 from dashboards.panels import (
     HW,
     MODEL,
@@ -379,6 +380,7 @@ def build() -> db.Dashboard:
             ("GPU power and energy", _gpu),
             ("Where the joules go: prefill / decode / denoise / idle", _phases),
             ("Per-request energy", _per_request),
+            ("Energy per tenant (OpenAI proxy)", tenants.panels),
             ("Sidecar health", _health),
         ),
     )

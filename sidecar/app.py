@@ -97,7 +97,7 @@ class Sidecar:
         )
         self.http_port: int | None = None
         self._snapshot = build_snapshot(self, clock())
-        self.exporter = MetricsExporter(lambda: self._snapshot)
+        self.exporter = MetricsExporter(lambda: self._snapshot, tenant_top_n=config.tenant_top_n)
 
     # ---- the in-process API the taps use ------------------------------------
     def add_work(self, event: WorkEvent) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT
+from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT
 from sidecar.errors import ConfigError
 
 __all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
@@ -117,6 +117,22 @@ KNOBS: tuple[Knob, ...] = (
     Knob("cpu_max_w", _positive(float), 65.0, "cpu-model estimate: watts at 100 % CPU"),
     Knob("sim_requests", _positive(int), 200, "--meter sim: requests in the simulated workload"),
     Knob("sim_seed", int, 0, "--meter sim: random seed of the simulated workload"),
+    Knob(
+        "proxy_upstream",
+        str,
+        "",
+        "OpenAI-compatible server the proxy forwards to, e.g. http://localhost:8000 ('' off)",
+    ),
+    Knob("proxy_host", str, "127.0.0.1", "address the OpenAI proxy binds"),
+    Knob("proxy_port", _port, PROXY_PORT, "port of the OpenAI proxy (when proxy_upstream is set)"),
+    Knob("proxy_tenant_header", str, "", "request header naming the tenant ('' : the OpenAI 'user' field)"),
+    Knob(
+        "proxy_max_body_bytes",
+        _positive(int),
+        8 << 20,
+        "largest request body the proxy accepts (bytes; more: 413)",
+    ),
+    Knob("tenant_top_n", _positive(int), 10, "tenants with their own series; the rest are 'other'"),
     Knob("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),
 )
 
@@ -156,6 +172,12 @@ class SidecarConfig:
     cpu_max_w: float = 65.0
     sim_requests: int = 200
     sim_seed: int = 0
+    proxy_upstream: str = ""
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = PROXY_PORT
+    proxy_tenant_header: str = ""
+    proxy_max_body_bytes: int = 8 << 20
+    tenant_top_n: int = 10
     log_level: str = "info"
 
     def device_list(self) -> list[str] | None:

@@ -61,9 +61,14 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     # Drain order: the vLLM plugin before the spans, so its claims are known before the
     # spans of the same tick are handled (else a request's work would be counted twice).
     taps: list[Tap] = [*sim_taps, vllm, *([spans] if spans is not None else [])]
+    if config.proxy_upstream:  # the OpenAI proxy tap: independent of the others, drained last
+        from sidecar.proxy.wire import proxy_tap
+
+        taps.append(proxy_tap(config, lambda: sidecar, clock))
     ledger = (
         Ledger(config.ledger_path, max_rows=config.ledger_max_rows, max_age_s=config.ledger_max_age_s)
         if config.ledger_path
         else None
     )
-    return Sidecar(config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final)
+    sidecar = Sidecar(config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final)
+    return sidecar

@@ -45,6 +45,7 @@ __all__ = [
     "REQUEST_STATUS",
     "SPAN_KIND",
     "TASK",
+    "TENANT",
     "UNIT",
     "WORK_UNITS",
 ]
@@ -77,6 +78,7 @@ CLIENT_REQUEST_ID = "jouletrace.request.id"  # the load generator's own id for a
 MODEL = "gen_ai.request.model"
 OPERATION = "gen_ai.operation.name"
 TASK = "jouletrace.task"  # the workload's task, e.g. text-to-image (set by the client)
+TENANT = "jouletrace.tenant"  # who asked (the proxy: a configured header or the OpenAI user field)
 
 # ---- energy the sidecar adds to forwarded spans (joules) ---------------------------------------
 ENERGY_J = "jouletrace.energy.joules"

@@ -20,6 +20,8 @@ __all__ = [
     "ENERGY_PER_OUTPUT_UNIT",
     "OBSERVABLES",
     "REQUEST_ENERGY",
+    "TENANT_ENERGY",
+    "TENANT_OUTPUT_TOKENS",
     "ObservableSpec",
     "device_attributes",
 ]
@@ -28,6 +30,11 @@ REQUEST_ENERGY = "gen_ai.server.request.energy"
 ENERGY_PER_OUTPUT_TOKEN = "gen_ai.server.energy_per_output_token"
 # J per image / video / frame / video second (jouletrace.unit), one observation per diffusion request
 ENERGY_PER_OUTPUT_UNIT = "gen_ai.server.energy_per_output_unit"
+
+# per tenant (jouletrace.tenant: top-N by energy, then "other"; sidecar/export/tenants.py), from final
+# records: J by tenant, and output tokens by tenant so J/token by tenant is one ratio of two rates
+TENANT_ENERGY = "gen_ai.server.tenant.energy"
+TENANT_OUTPUT_TOKENS = "gen_ai.server.tenant.output_tokens"
 
 Points = Iterable[tuple[float, dict[str, str]]]
 

@@ -34,6 +34,9 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
                                                                  jouletrace_unit (image|video|frame|
                                                                  video_second), energy_source
     gen_ai_server_output_units_total                  counter    gen_ai_request_model, jouletrace_unit
+    gen_ai_server_tenant_energy_joules_total          counter    gen_ai_request_model, jouletrace_tenant
+                                                                 (top-N, other, none), energy_source
+    gen_ai_server_tenant_output_tokens_total          counter    gen_ai_request_model, jouletrace_tenant
     gen_ai_server_throughput_per_watt         gauge      gen_ai_request_model, energy_source
     jouletrace_meter_update_period_seconds            gauge      -
     jouletrace_attribution_lag_seconds                gauge      -
@@ -78,7 +81,9 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.attribution.records import RequestEnergy, Snapshot
+from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
+from sidecar.export.tenants import TenantLabels
 
 __all__ = ["ENERGY_PER_TOKEN_BUCKETS_J", "REQUEST_ENERGY_BUCKETS_J", "MetricsExporter"]
 
@@ -137,8 +142,10 @@ class MetricsExporter:
         *,
         resource: Resource | None = None,
         registry: CollectorRegistry | None = None,
+        tenant_top_n: int = 10,
     ) -> None:
         self._snapshot = snapshot
+        self._tenants = TenantLabels(tenant_top_n)
         self._pinned: Snapshot | None = None
         self._render_lock = threading.Lock()
         self._closed = False
@@ -184,6 +191,16 @@ class MetricsExporter:
             unit="J",
             description="joules per image, video, frame or video second (jouletrace.unit) of a finished "
             "diffusion request: its energy (J) / its output in that unit.",
+        )
+        self._tenant_energy = meter.create_counter(
+            instruments.TENANT_ENERGY,
+            unit="J",
+            description="Energy of finished requests per tenant (top-N by energy, then other), in joules.",
+        )
+        self._tenant_tokens = meter.create_counter(
+            instruments.TENANT_OUTPUT_TOKENS,
+            unit="{token}",
+            description="Output tokens of finished requests per tenant (same tenant labels as the energy).",
         )
         for spec in instruments.OBSERVABLES:
             make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
@@ -238,10 +255,18 @@ class MetricsExporter:
             if rec.unit == "token" and rec.output_tokens > 0:
                 per_token = {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS}
                 self._per_token.record(rec.energy_j / rec.output_tokens, per_token)
+                self._record_tenant(rec)
             elif rec.unit in ("image", "video") and rec.output_units > 0:
                 self._record_per_unit(rec, {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS})
             recorded += 1
         return recorded
+
+    def _record_tenant(self, rec: RequestEnergy) -> None:
+        """Energy and output tokens per tenant (bounded labels: :class:`TenantLabels`)."""
+        tenant = self._tenants.label(rec.attributes.get(TENANT), rec.energy_j)
+        attrs = {"gen_ai.request.model": rec.model, "jouletrace.tenant": tenant}
+        self._tenant_energy.add(rec.energy_j, {**attrs, "energy.source": rec.energy_source})
+        self._tenant_tokens.add(rec.output_tokens, attrs)
 
     def _record_per_unit(self, rec: RequestEnergy, attrs: dict[str, str]) -> None:
         """J per image or video; for videos also J per frame and J per second of video."""

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers.diffusion.procs import free_port, http, start, stop, wait_for
+from tests.servers.diffusion.procs import http, start, stop
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -39,6 +39,8 @@ EXPECTED_TYPES = {
     "gen_ai_server_energy_per_output_token_joules": "histogram",
     "gen_ai_server_energy_per_output_unit_joules": "histogram",
     "gen_ai_server_output_units": "counter",
+    "gen_ai_server_tenant_energy_joules": "counter",
+    "gen_ai_server_tenant_output_tokens": "counter",
     "gen_ai_server_throughput_per_watt": "gauge",
     "jouletrace_meter_update_period_seconds": "gauge",
     "jouletrace_attribution_lag_seconds": "gauge",

@@ -63,8 +63,9 @@ app.kubernetes.io/part-of: jouletrace
 {{- .Values.sidecar.config.port | default 9464 | int }}
 {{- end }}
 
+{{- /* proxy.enabled: the proxy is the only tap (else vLLM's requests would be counted twice) */}}
 {{- define "jouletrace.pluginPort" -}}
-{{- if hasKey .Values.sidecar.config "plugin_port" }}{{ .Values.sidecar.config.plugin_port | int }}{{ else }}9466{{ end }}
+{{- if .Values.proxy.enabled }}0{{ else if hasKey .Values.sidecar.config "plugin_port" }}{{ .Values.sidecar.config.plugin_port | int }}{{ else }}9466{{ end }}
 {{- end }}
 
 {{- define "jouletrace.hookPort" -}}
@@ -72,7 +73,11 @@ app.kubernetes.io/part-of: jouletrace
 {{- end }}
 
 {{- define "jouletrace.otlpPort" -}}
-{{- if hasKey .Values.sidecar.config "otlp_port" }}{{ .Values.sidecar.config.otlp_port | int }}{{ else }}4317{{ end }}
+{{- if .Values.proxy.enabled }}0{{ else if hasKey .Values.sidecar.config "otlp_port" }}{{ .Values.sidecar.config.otlp_port | int }}{{ else }}4317{{ end }}
+{{- end }}
+
+{{- define "jouletrace.proxyPort" -}}
+{{- if hasKey .Values.sidecar.config "proxy_port" }}{{ .Values.sidecar.config.proxy_port | int }}{{ else }}8001{{ end }}
 {{- end }}
 
 {{/*
@@ -99,6 +104,14 @@ A knob value as the sidecar parses it. Helm reads YAML numbers as float64, which
 {{- /* vLLM mode: the /metrics tap scrapes vLLM on localhost unless told otherwise */}}
 {{- if and (eq .Values.mode "vllm") (not (hasKey $knobs "vllm_metrics_url")) }}
 {{- $_ := set $knobs "vllm_metrics_url" (printf "http://localhost:%d/metrics" (int .Values.vllm.port)) }}
+{{- end }}
+{{- if .Values.proxy.enabled }}
+{{- if and (eq .Values.mode "vllm") (not (hasKey $knobs "proxy_upstream")) }}
+{{- $_ := set $knobs "proxy_upstream" (printf "http://localhost:%d" (int .Values.vllm.port)) }}
+{{- end }}
+{{- if not (hasKey $knobs "proxy_host") }}{{ $_ := set $knobs "proxy_host" "0.0.0.0" }}{{ end }}
+{{- $_ := set $knobs "otlp_port" (include "jouletrace.otlpPort" . | int) }}
+{{- $_ := set $knobs "plugin_port" (include "jouletrace.pluginPort" . | int) }}
 {{- end }}
 {{- toYaml $knobs }}
 {{- end }}
@@ -195,6 +208,11 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
     {{- if ne (include "jouletrace.otlpPort" .) "0" }}
     - name: otlp-grpc
       containerPort: {{ include "jouletrace.otlpPort" . }}
+      protocol: TCP
+    {{- end }}
+    {{- if .Values.proxy.enabled }}
+    - name: proxy
+      containerPort: {{ include "jouletrace.proxyPort" . }}
       protocol: TCP
     {{- end }}
   livenessProbe:

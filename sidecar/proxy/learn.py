@@ -1,0 +1,191 @@
+"""What the proxy learns about one request, validated at the edge.
+
+Everything here comes from a client or an upstream we do not control, so every
+field is checked before it is kept: ids, task and tenant are short printable
+strings (else replaced or dropped, and counted); token counts are finite
+integers in range (else ignored, and counted). A bad field never costs the
+request: it is forwarded unchanged, only what we learn from it is dropped.
+
+:func:`inspect_body` reads the request body once (model, stream flag, tenant
+from the OpenAI ``user`` field) and decides whether to ask the upstream for a
+usage chunk (``stream_options.include_usage``) that the client did not ask for.
+:class:`RequestTrace` is the per-request record the forwarder fills in on the
+proxy's thread and the tap reads on the sidecar's: arrival, each chunk's time,
+end, usage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_TOKENS",
+    "BodyFacts",
+    "Counts",
+    "RequestTrace",
+    "clean_label",
+    "inspect_body",
+    "new_request_id",
+    "usage_tokens",
+]
+
+MAX_TOKENS = 10_000_000  # per request; more is not a usage figure we believe
+_LABEL = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+class Counts:
+    """Thread-safe counters by name: outcomes (streams, disconnected, ...) and rejected fields."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, what: str) -> None:
+        with self._lock:
+            self._counts[what] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def clean_label(value: object, what: str, rejections: Counts) -> str | None:
+    """``value`` if it is a short printable id-like string; else None (counted when present)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _LABEL.fullmatch(value):
+        return value
+    rejections.add(what)
+    return None
+
+
+def clean_traceparent(value: str | None, rejections: Counts) -> str | None:
+    """A W3C ``traceparent`` if well formed (it is passed on either way; only learning needs it)."""
+    if value is None:
+        return None
+    if _TRACEPARENT.fullmatch(value.strip().lower()):
+        return value.strip().lower()
+    rejections.add("traceparent")
+    return None
+
+
+def new_request_id() -> str:
+    """A request id for a request that came without a usable one."""
+    return f"jt-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFacts:
+    """What the request body says, and the body to send upstream."""
+
+    body: bytes  # unchanged unless usage was asked for on the client's behalf
+    model: str | None = None
+    stream: bool = False
+    user: str | None = None
+    asked_usage: bool = False  # the proxy added stream_options.include_usage
+    prompt_chars: int = 0  # characters of prompt text (an estimate's basis until usage arrives)
+
+
+def _prompt_chars(doc: dict[str, Any]) -> int:
+    total = 0
+    prompt = doc.get("prompt")
+    if isinstance(prompt, str):
+        total += len(prompt)
+    messages = doc.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                total += len(content)
+            elif isinstance(content, list):
+                total += sum(
+                    len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+    return total
+
+
+def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
+    """Read a completions request body; anything else (or unparsable) is passed on as is."""
+    if path not in COMPLETION_PATHS or not body:
+        return BodyFacts(body)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        rejections.add("body")
+        return BodyFacts(body)
+    if not isinstance(doc, dict):
+        rejections.add("body")
+        return BodyFacts(body)
+    model = clean_label(doc.get("model"), "model", rejections)
+    user = clean_label(doc.get("user"), "user", rejections)
+    stream = doc.get("stream") is True
+    facts = BodyFacts(body, model, stream, user, prompt_chars=_prompt_chars(doc))
+    options = doc.get("stream_options")
+    if not stream or (isinstance(options, dict) and options.get("include_usage") is True):
+        return facts
+    if options is not None and not isinstance(options, dict):
+        return facts  # the client's own malformed stream_options: the upstream answers it
+    doc["stream_options"] = {**(options or {}), "include_usage": True}
+    new_body = json.dumps(doc, separators=(",", ":")).encode()
+    return BodyFacts(new_body, model, stream, user, asked_usage=True, prompt_chars=facts.prompt_chars)
+
+
+def usage_tokens(usage: object, rejections: Counts) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object, or None if it is not a sane one."""
+    if not isinstance(usage, dict):
+        rejections.add("usage")
+        return None
+    out: list[int] = []
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            rejections.add("usage")
+            return None
+        if not math.isfinite(value) or value < 0 or value > MAX_TOKENS or value != int(value):
+            rejections.add("usage")
+            return None
+        out.append(int(value))
+    return out[0], out[1]
+
+
+@dataclass(slots=True)
+class RequestTrace:
+    """One proxied completion: filled in by the forwarder, read by the tap.
+
+    Times are the sidecar's monotonic seconds. ``chunk_s`` grows by append only
+    (one writer), so the tap can read a prefix without a lock; the fields set at
+    the end (``usage``, ``end_s``) are set before ``done`` is.
+    """
+
+    request_id: str
+    arrival_s: float
+    path: str
+    model: str | None = None
+    stream: bool = False
+    task: str | None = None
+    tenant: str | None = None
+    traceparent: str | None = None
+    prompt_chars: int = 0
+    chunk_s: list[float] = field(default_factory=list)  # times of content chunks (a token each)
+    shared_s: float = 0.0  # wall seconds, each divided by the proxied requests then in flight
+    shared_steps: float = 0.0  # chunks (engine steps), each divided likewise
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens from the upstream
+    response_model: str | None = None
+    status: int = 0
+    answered: bool = False  # the client has had the response's headers
+    outcome: str = "ok"  # ok, error, disconnected, upstream_down, upstream_broken
+    end_s: float | None = None
+    done: bool = False
+
+    @property
+    def first_token_s(self) -> float | None:
+        return self.chunk_s[0] if self.chunk_s else None

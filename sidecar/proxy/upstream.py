@@ -1,0 +1,98 @@
+"""What every forwarded request shares: the context, the upstream call, headers, error answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sidecar.proxy.learn import Counts, RequestTrace
+
+__all__ = [
+    "ENERGY_HEADER",
+    "HOP",
+    "RECORD_URL",
+    "REQUEST_ID",
+    "TASK_HEADER",
+    "ProxyContext",
+    "cut_off",
+    "error",
+    "forward_headers",
+    "open_upstream",
+]
+
+REQUEST_ID = "X-Request-Id"
+RECORD_URL = "X-Jouletrace-Record-Url"
+ENERGY_HEADER = "X-Jouletrace-Energy-Joules"
+TASK_HEADER = "X-Jouletrace-Task"
+HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+MAX_JSON_ANSWER_BYTES = 64 << 20  # a plain completion answer read whole to add energy; more passes raw
+
+
+@dataclass(slots=True)
+class ProxyContext:
+    """What the handler needs: where to forward, how to learn, what to count."""
+
+    upstream: str  # base URL, no trailing slash
+    clock: Callable[[], float]
+    begin: Callable[[RequestTrace], str]  # registers a trace; returns its (possibly new) id
+    energy: Callable[[RequestTrace], dict[str, Any]]
+    record_url: Callable[[web.Request, str], str]
+    counts: Counts
+    tenant_header: str = ""
+    session: aiohttp.ClientSession | None = None
+    in_flight: int = 0
+
+
+def forward_headers(headers: Any, drop: set[str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        if key.lower() not in drop:
+            out.add(key, value)
+    return out
+
+
+def error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+
+
+def cut_off(ctx: ProxyContext, request: web.Request, answered: bool) -> web.StreamResponse:
+    """The upstream broke off mid-answer (counted ``upstream_broken``): a 502 if the client has
+    had nothing yet, else its connection is cut too, so it sees a truncated answer, not a clean end."""
+    ctx.counts.add("upstream_broken")
+    if not answered:
+        return error(502, f"upstream {ctx.upstream} broke off its answer", "upstream_broken")
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=502)  # never sent: the connection is closed
+
+
+async def open_upstream(
+    ctx: ProxyContext, request: web.Request, body: bytes, headers: CIMultiDict[str]
+) -> aiohttp.ClientResponse | web.Response:
+    assert ctx.session is not None
+    url = ctx.upstream + request.rel_url.raw_path_qs
+    try:
+        return await ctx.session.request(
+            request.method, url, headers=headers, data=body or None, allow_redirects=False
+        )
+    except (TimeoutError, aiohttp.ClientConnectionError, OSError) as err:
+        ctx.counts.add("upstream_down")
+        return error(
+            502, f"upstream {ctx.upstream} unreachable: {type(err).__name__}: {err}", "upstream_unavailable"
+        )

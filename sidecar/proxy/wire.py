@@ -1,0 +1,43 @@
+"""The proxy tap from the sidecar's config: prices from the sidecar's latest snapshot, records on its API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sidecar.config import SidecarConfig
+from sidecar.proxy.energy import Prices, prices_from_snapshot
+from sidecar.proxy.tap import ProxyTap
+
+if TYPE_CHECKING:
+    from sidecar.app import Sidecar
+
+__all__ = ["proxy_tap"]
+
+_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+
+
+def proxy_tap(config: SidecarConfig, sidecar: Callable[[], Sidecar], clock: Callable[[], float]) -> ProxyTap:
+    """The proxy tap; ``sidecar()`` returns the sidecar it feeds (built after its taps)."""
+
+    def prices() -> Prices:
+        return prices_from_snapshot(sidecar().snapshot())
+
+    def record_base(client_host: str) -> str:
+        # the sidecar's API: where the client reached the proxy when the API listens on every address
+        host = client_host if config.host in _WILDCARDS else config.host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{sidecar().http_port or config.port}"
+
+    return ProxyTap(
+        config.proxy_upstream,
+        prices=prices,
+        record_base=record_base,
+        host=config.proxy_host,
+        port=config.proxy_port,
+        tenant_header=config.proxy_tenant_header,
+        max_body_bytes=config.proxy_max_body_bytes,
+        hold_s=config.settle_s / 2,
+        model=config.model,
+        clock=clock,
+    )

@@ -1,0 +1,42 @@
+"""``jouletrace proxy``: the sidecar with its proxy; start-up errors name the knob."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.cli import main
+
+
+def test_proxy_without_an_upstream_names_the_knob(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOULETRACE_PROXY_UPSTREAM", raising=False)
+    assert main(["proxy", "--meter", "sim"]) == 2
+    assert "proxy_upstream" in capsys.readouterr().err
+
+
+def test_a_bad_upstream_url_is_one_line_naming_the_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "proxy",
+        "--upstream",
+        "localhost:8000",
+        "--meter",
+        "sim",
+        "--ledger-path",
+        "",
+        "--otlp-port",
+        "0",
+    ]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("jouletrace: proxy_upstream: 'localhost:8000'")
+
+
+def test_upstream_is_the_short_spelling_of_proxy_upstream() -> None:
+    import argparse
+
+    from sidecar.proxy.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--upstream", "http://a:1"]).proxy_upstream == "http://a:1"
+    assert parser.parse_args(["--proxy-upstream", "http://b:2"]).proxy_upstream == "http://b:2"

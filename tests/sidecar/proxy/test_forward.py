@@ -1,0 +1,137 @@
+"""The proxy in front of a fake OpenAI server: passthrough, learning, energy in the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from sidecar.attribution.events import Phase
+from tests.sidecar.proxy.conftest import Proxied, drain
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _chat(**fields: object) -> dict[str, object]:
+    return {
+        "model": "m",
+        "messages": [{"role": "user", "content": "one two three"}],
+        "max_tokens": 4,
+        **fields,
+    }
+
+
+def _events(text: str) -> list[object]:
+    out: list[object] = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[6:]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+async def test_a_stream_without_usage_is_relayed_without_the_usage_chunk_the_proxy_asked_for(
+    proxied: Proxied,
+) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{proxied.url}/v1/chat/completions",
+            json=_chat(stream=True),
+            headers={"traceparent": TRACEPARENT},
+        ) as r,
+    ):
+        text = await r.text()
+        rid = r.headers["X-Request-Id"]
+        assert (
+            r.status == 200
+            and r.headers["X-Jouletrace-Record-Url"] == f"http://127.0.0.1:9464/v1/requests/{rid}"
+        )
+    events = _events(text)
+    assert events[-1] == "[DONE]" and len(events) == 5
+    assert all("usage" not in e for e in events[:-1] if isinstance(e, dict))
+    upstream = proxied.fake.seen[-1]
+    assert upstream["body"]["stream_options"] == {"include_usage": True}
+    assert upstream["headers"]["traceparent"] == TRACEPARENT and upstream["headers"]["x-request-id"] == rid
+
+
+async def test_a_client_that_asked_for_usage_gets_it_with_a_provisional_energy_object(
+    proxied: Proxied,
+) -> None:
+    body = _chat(stream=True, stream_options={"include_usage": True}, user="acme")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{proxied.url}/v1/chat/completions", json=body, headers={"X-Request-Id": "client-id-7"}) as r,
+    ):
+        events = _events(await r.text())
+        assert r.headers["X-Request-Id"] == "client-id-7"
+    usage_chunk = events[-2]
+    assert isinstance(usage_chunk, dict) and usage_chunk["usage"]["completion_tokens"] == 4
+    energy = usage_chunk["energy"]
+    assert energy["final"] is False and energy["source"] == "estimate" and energy["basis"] == "fitted"
+    assert energy["joules"] > 0 and 0 < energy["uncertainty_joules"] < energy["joules"]
+    work, infos = await drain(proxied.tap)
+    assert [e.phase for e in work] == [Phase.PREFILL] + [Phase.DECODE] * 3
+    assert infos[-1].request_id == "client-id-7" and infos[-1].attributes["jouletrace.tenant"] == "acme"
+    assert (infos[-1].prompt_tokens, infos[-1].output_tokens) == (6, 4)  # the fake: words of the JSON
+
+
+async def test_a_plain_completion_gets_energy_in_its_body_and_a_header(proxied: Proxied) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{proxied.url}/v1/completions",
+            json={"model": "m", "prompt": "hi", "max_tokens": 3},
+            headers={"X-Tenant": "team-a", "X-Jouletrace-Task": "text-conversation"},
+        ) as r,
+    ):
+        doc = await r.json()
+        assert float(r.headers["X-Jouletrace-Energy-Joules"]) == doc["energy"]["joules"] > 0
+    assert (
+        doc["usage"] == {"prompt_tokens": 1, "completion_tokens": 3} and doc["choices"][0]["text"] == "w w w "
+    )
+    _, infos = await drain(proxied.tap)
+    assert infos[-1].task == "text-conversation" and infos[-1].attributes["jouletrace.tenant"] == "team-a"
+
+
+async def test_other_paths_and_upstream_errors_pass_through_unchanged(proxied: Proxied) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{proxied.url}/v1/models") as r:
+            assert r.status == 200 and (await r.json())["data"][0]["id"] == "fake-llm"
+        async with s.post(
+            f"{proxied.url}/v1/chat/completions", json=_chat(messages=[{"content": "FAIL"}])
+        ) as r:
+            assert r.status == 500 and (await r.json()) == {"error": {"message": "injected failure"}}
+        async with s.get(f"{proxied.url}/no/such/path?x=1") as r:
+            assert r.status == 404
+    work: list[object] = []
+    for _ in range(100):  # the sidecar's ticks, until the failed request is forgotten
+        work += proxied.tap.due(time.monotonic())[0]
+        if proxied.tap.live_requests == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert proxied.tap.live_requests == 0 and work == []  # the failed request did no work
+
+
+async def test_hostile_headers_are_replaced_or_dropped_and_counted(proxied: Proxied) -> None:
+    bad = {"X-Request-Id": "id with spaces", "X-Tenant": "t" * 500, "traceparent": "junk"}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{proxied.url}/v1/chat/completions", json=_chat(user=12), headers=bad) as r,
+    ):
+        assert r.status == 200 and r.headers["X-Request-Id"].startswith("jt-")
+    assert proxied.fake.seen[-1]["headers"]["traceparent"] == "junk"  # propagated as is; only not learned
+    counts = proxied.tap.stats().events
+    for field in ("request_id", "tenant", "traceparent", "user"):
+        assert counts[("proxy", field)] == 1
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(proxied: Proxied) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{proxied.url}/v1/chat/completions", json=_chat(messages=[{"content": "x" * 10_000}])) as r,
+    ):
+        assert r.status == 413 and "proxy_max_body_bytes" in (await r.json())["error"]["message"]
+    assert proxied.tap.stats().events[("proxy", "too_large")] == 1 and proxied.fake.seen == []

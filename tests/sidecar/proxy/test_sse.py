@@ -1,0 +1,41 @@
+"""SSE framing: events as soon as complete, bytes unchanged, a broken upstream never held."""
+
+from __future__ import annotations
+
+from sidecar.proxy.sse import DONE, SseFramer, parse_data
+
+STREAM = b'data: {"a": 1}\n\n: keep-alive\n\ndata: {"b":\r\ndata: 2}\r\n\r\ndata: [DONE]\n\n'
+
+
+def test_every_split_of_a_stream_yields_the_same_events_and_bytes() -> None:
+    for cut in range(1, len(STREAM)):
+        framer = SseFramer()
+        events = framer.feed(STREAM[:cut]) + framer.feed(STREAM[cut:]) + framer.close()
+        assert b"".join(e.raw for e in events) == STREAM
+        assert [e.data for e in events] == ['{"a": 1}', None, '{"b":\n2}', DONE]
+
+
+def test_an_event_is_returned_as_soon_as_its_blank_line_arrives() -> None:
+    framer = SseFramer()
+    assert framer.feed(b'data: {"a": 1}\n') == []
+    assert [e.data for e in framer.feed(b"\n")] == ['{"a": 1}']
+
+
+def test_an_unterminated_event_past_the_limit_is_handed_on_raw_and_counted() -> None:
+    framer = SseFramer(max_event_bytes=10)
+    out = framer.feed(b"data: " + b"x" * 20)
+    assert b"".join(e.raw for e in out) == b"data: " + b"x" * 20 and framer.oversized == 1
+
+
+def test_the_tail_of_a_stream_without_a_final_blank_line_is_not_lost() -> None:
+    framer = SseFramer()
+    assert framer.feed(b"data: [DONE]") == []
+    assert [e.raw for e in framer.close()] == [b"data: [DONE]"]
+
+
+def test_parse_data_tells_json_objects_done_and_garbage_apart() -> None:
+    assert parse_data('{"x": 1}') == {"x": 1}
+    assert parse_data(" [DONE] ") == DONE
+    assert parse_data("not json") is None
+    assert parse_data("[1, 2]") is None
+    assert parse_data(None) is None

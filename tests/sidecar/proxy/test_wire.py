@@ -1,0 +1,32 @@
+"""The proxy tap built from the sidecar's config: record URLs point at the sidecar's API."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from sidecar.config import load_config
+from sidecar.proxy.wire import proxy_tap
+
+
+def _record_base(host: str, client_host: str, http_port: int | None = None) -> str:
+    config = load_config({"proxy_upstream": "http://localhost:8000", "host": host, "port": "9464"})
+    sidecar: Any = SimpleNamespace(http_port=http_port)
+    tap = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)
+    return tap._record_base(client_host)
+
+
+def test_a_wildcard_api_address_is_reached_by_the_name_the_client_used() -> None:
+    assert _record_base("0.0.0.0", "llm.ml.svc") == "http://llm.ml.svc:9464"
+    assert _record_base("::", "::1") == "http://[::1]:9464"
+
+
+def test_a_specific_api_address_and_the_bound_port_win() -> None:
+    assert _record_base("127.0.0.1", "llm.ml.svc", http_port=40123) == "http://127.0.0.1:40123"
+
+
+def test_the_tap_takes_its_knobs_from_the_config() -> None:
+    config = load_config({"proxy_upstream": "http://engine:8000/", "proxy_port": "0", "settle_s": "3"})
+    sidecar: Any = SimpleNamespace(http_port=None)
+    tap = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)
+    assert (tap.upstream, tap.host, tap.port, tap.hold_s) == ("http://engine:8000", "127.0.0.1", 0, 1.5)
