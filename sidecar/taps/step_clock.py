@@ -7,7 +7,7 @@ decode count is the number of steps in its window, ``n_i = ∫ r(t) dt`` over
 ``[first_i, last_i]``, with ``r(t)`` the step rate. Steps are slower while long
 prefill chunks run, so spreading each request's tokens uniformly over its own
 window puts decode tokens where prefill really ran, and biases the fitted model
-(the prefill cost comes out 20-35 % low on the accuracy benchmark).
+(the fitted prefill cost comes out low).
 
 :class:`StepClock` estimates ``r(t)`` on a grid of ``bin_s`` from every
 window seen in the last ``horizon_s``, by multiplicative updates (the
