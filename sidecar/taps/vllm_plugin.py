@@ -22,7 +22,8 @@ from their timings, as spans would.
 
 Faults: UDP needs no connection, so either side can restart. Undecodable
 datagrams are counted (``malformed``); sequence gaps are counted (``lost``); a new
-vLLM process id resets the in-flight state (``restarts``); at most
+vLLM process id ends the old one's requests in flight as aborted
+(``restarts``, ``aborted_on_restart``); at most
 ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest.
 Units: seconds, tokens.
 """
@@ -149,9 +150,7 @@ class PluginReceiver:
         pid, seq = msg["pid"], msg["seq"]
         if pid != self._pid:
             if self._pid is not None:
-                self.counts["restarts"] += 1
-                self._decoding.clear()
-                self._last_end = None
+                self._restart(self.to_mono(float(msg["wall"])), out)
             self._pid, self._seq = pid, seq - 1
         if seq > self._seq + 1:
             self.counts["lost"] += seq - self._seq - 1
@@ -179,6 +178,26 @@ class PluginReceiver:
         for raw in msg.get("gone", []):  # left vLLM without finishing (aborted): stop its decode work
             if self._decoding.pop(normalize_request_id(str(raw)), None) is not None:
                 self.counts["aborted"] += 1
+
+    def _restart(self, now_s: float, out: TapOutput) -> None:
+        """vLLM restarted: its requests in flight will not finish; they end as aborted (counted),
+        at the old process's last iteration (else when the new one was first heard)."""
+        self.counts["restarts"] += 1
+        end_s = self._last_end if self._last_end is not None else now_s
+        for request_id, (prompt, generated) in self._decoding.items():
+            self.counts["aborted_on_restart"] += 1
+            out.infos.append(
+                RequestInfo(
+                    request_id,
+                    model=self.model,
+                    end_s=end_s,
+                    prompt_tokens=prompt,
+                    output_tokens=generated,  # the prefill's token plus one per decode step
+                    attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
+                )
+            )
+        self._decoding.clear()
+        self._last_end = None
 
     def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
         last = self._last_end
