@@ -151,7 +151,8 @@ class Attributor:
         code = self.requests.code(info.request_id)
         acc = self.requests.get(info.request_id)
         assert acc is not None
-        if info.end_s is not None and info.end_s > self.requests.now_s + self.max_future_s:
+        horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
+        if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
         acc.info = info

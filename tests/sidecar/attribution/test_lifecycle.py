@@ -109,3 +109,9 @@ def test_provisional_lists_every_open_request() -> None:
     att.advance(math.inf)
     (rec,) = att.provisional()
     assert rec.request_id == "open" and not rec.final and rec.energy_j == pytest.approx(50.0)
+
+
+def test_an_end_given_before_the_first_seal_is_kept() -> None:
+    att = _att(max_future_s=60.0)
+    att.add_request(RequestInfo("early", end_s=0.5, output_tokens=1))
+    assert att.dropped["future"] == 0 and att.requests.get("early").info.end_s == 0.5  # type: ignore[union-attr]
