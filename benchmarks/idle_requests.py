@@ -21,8 +21,9 @@ import time
 
 import numpy as np
 
-from sidecar.attribution.engine import _EPS_S, Attributor
+from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.lifecycle import _EPS_S
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import make_rule
 from sidecar.meters.base import DeviceInfo, Reading

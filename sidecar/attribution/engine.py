@@ -27,8 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.lifecycle import RequestLifecycle
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Accumulator, RequestTable, build_record
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals
@@ -51,12 +52,11 @@ DROP_REASONS = (
     "evicted",  # requests ended early because max_requests were in flight
     "energy_unknown",  # final records whose work was lost (kept out of the histograms)
 )
-_EPS_S = 1e-9  # float slack when comparing times (s)
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 _EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
 
 
-class Attributor:
+class Attributor(RequestLifecycle):
     """Splits a timeline's measured energy among the requests that did work."""
 
     def __init__(
@@ -305,109 +305,3 @@ class Attributor:
             self._pending = EventArrays(
                 p.req[keep], p.phase[keep], p.t0[keep], p.t1[keep], p.units[keep], p.steps[keep], p.ctx[keep]
             )
-
-    def _finalize(self) -> list[RequestEnergy]:
-        """Records that became final: only requests whose check time has come are looked at."""
-        sealed = self._sealed_t
-        if sealed is None:
-            return []
-        period = self.timeline.update_period_s() or 0.0
-        table = self.requests
-        due = table.due(sealed)
-        if not due:
-            return []
-        live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
-        out: list[RequestEnergy] = []
-        later: list[tuple[int, float]] = []
-        for code in due:
-            acc = table.by_code(code)
-            assert acc is not None
-            end = acc.info.end_s if acc.info is not None else None
-            if end is None:
-                if acc.seen_s == -math.inf:  # seen before the first seal: as if seen then
-                    acc.seen_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
-                last = max(acc.last_t, acc.seen_s)
-                if sealed - last < self.request_timeout_s:
-                    later.append((code, last + self.request_timeout_s))
-                    continue
-                self.dropped["expired"] += 1
-            elif sealed < end + period - _EPS_S:
-                later.append((code, end + period))
-                continue
-            elif code in live_work:
-                later.append((code, sealed))  # work after its stated end is still pending
-                continue
-            out.append(self._final(acc, end_inferred=end is None))
-        for code, check_s in later:
-            table.schedule(code, check_s)
-        return out
-
-    def _evict(self) -> list[RequestEnergy]:
-        """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
-        out: list[RequestEnergy] = []
-        while self.max_requests is not None and len(self.requests) > self.max_requests:
-            acc = self.requests.oldest()
-            assert acc is not None
-            self.dropped["evicted"] += 1
-            out.append(self._final(acc, end_inferred=True, unknown="evicted"))
-        return out
-
-    def _final(self, acc: Accumulator, *, end_inferred: bool, unknown: str = "") -> RequestEnergy:
-        """Build a request's final record, forget it, and count its output."""
-        if not unknown:
-            unknown = self._unknown_reason(acc)
-        if unknown:
-            self.dropped["energy_unknown"] += 1
-        record = self._record(acc.request_id, final=True, end_inferred=end_inferred, unknown=unknown)
-        self._forget(acc.request_id)
-        if record.output_units > 0 and not unknown and self._sealed_t is not None:
-            self.totals.add_output(self._sealed_t, record.model, record.unit, record.output_units)
-        return record
-
-    def _unknown_reason(self, acc: Accumulator) -> str:
-        """Why a request's energy is unknown ('' if known): its work was lost or never covered."""
-        if acc.lost_rows:
-            return "work_lost"
-        info, first = acc.info, self._first_sealed_t
-        if np.isfinite(acc.first_t) or info is None or first is None:
-            return ""
-        end = info.end_s if info.end_s is not None else info.start_s
-        return "not_covered" if end is not None and end < first else ""
-
-    def provisional(self) -> list[RequestEnergy]:
-        """Records of every live request (``final`` false), oldest first: what a stop leaves open."""
-        return [self._record(acc.request_id, final=False) for acc in self.requests.live()]
-
-    def _forget(self, request_id: str) -> None:
-        self.requests.remove(request_id)
-        self._finalized[request_id] = None
-        while len(self._finalized) > 100_000:
-            self._finalized.popitem(last=False)
-
-    def _record(
-        self, request_id: str, *, final: bool, end_inferred: bool = False, unknown: str = ""
-    ) -> RequestEnergy:
-        acc = self.requests.get(request_id)
-        assert acc is not None
-        extra = {"end_inferred": "true"} if end_inferred else {}
-        if unknown:
-            extra |= {"energy_unknown": "true", "energy_unknown_reason": unknown}
-        end = acc.info.end_s if acc.info is not None and acc.info.end_s is not None else None
-        return build_record(
-            acc,
-            final=final,
-            default_model=self.model,
-            rule=self.rule.name,
-            energy_source=self.energy_source,
-            update_period_s=self.timeline.update_period_s(),
-            end_unix_s=None if end is None else end + self._unix_offset(),
-            extra_attributes=extra or None,
-            interval_j=self.rule.interval_j(float(acc.phase_j.sum()), acc.work, acc.unexplained_j),
-            fit_quality="warmup" if acc.warmup_split else self.rule.quality(),
-        )
-
-    def record(self, request_id: str) -> RequestEnergy | None:
-        """The provisional record of a live request (``final`` false), or None."""
-        if self.requests.get(request_id) is None:
-            return None
-        return self._record(request_id, final=False)
