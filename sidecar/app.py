@@ -37,7 +37,7 @@ from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
-from sidecar.shutdown import restore_provisional, seal_stop
+from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
 from sidecar.taps.tap import Tap
 from sidecar.timeline import Timeline
@@ -105,7 +105,7 @@ class Sidecar:
         self.http_port: int | None = None
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
-        self.restored = restore_provisional(self.ledger)  # what a stopped sidecar left open
+        self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot)
 
@@ -162,9 +162,7 @@ class Sidecar:
         if stored is not None:
             return stored
         live = self.attributor.record(request_id)
-        if live is not None:
-            return live.to_json()
-        return self.restored.get(request_id)
+        return None if live is None else live.to_json()
 
     def ready(self) -> tuple[bool, str]:
         """Ready once the counter has been seen to update (so ticks can be sealed)."""

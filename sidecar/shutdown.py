@@ -9,9 +9,10 @@ final: histograms and ledger), and every request still open is stored as
 period has run out are skipped, except storing what is open, so the process
 exits within ``shutdown_grace_s``.
 
-:func:`restore_provisional` loads those records at start, so
-``/v1/requests/{id}`` still answers for them (``final`` false, attribute
-``restored`` true) until a final record replaces them.
+:func:`resume_provisional` takes them up at start: each continues as a live
+request with the energy it had (attribute ``resumed``), so ``/v1/requests/{id}``
+answers for it; the stop's gap is lost work, so its final record is marked
+``energy_unknown`` (its energy is a lower bound) and stays out of the histograms.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from sidecar.export.store import Ledger
-
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
 
-__all__ = ["PROVISIONAL_KEY", "restore_provisional", "seal_stop"]
+__all__ = ["PROVISIONAL_KEY", "resume_provisional", "seal_stop"]
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +91,21 @@ def _store_open(sidecar: Sidecar) -> int:
     return len(records)
 
 
-def restore_provisional(ledger: Ledger) -> dict[str, dict[str, Any]]:
-    """Provisional records a stopped sidecar stored, by request id (marked ``restored``)."""
+def resume_provisional(sidecar: Sidecar) -> int:
+    """Take up the requests a stopped sidecar stored as provisional; the stored list is then
+    emptied, so a later crash cannot resume (and count) them twice. Returns how many."""
     try:
-        state = ledger.load_state(PROVISIONAL_KEY)
+        state = sidecar.ledger.load_state(PROVISIONAL_KEY)
     except Exception:
         log.exception("could not load provisional records")
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for rec in (state or {}).get("records", [])[:MAX_STORED]:
-        if isinstance(rec, dict) and isinstance(rec.get("request_id"), str):
-            rec["final"] = False
-            rec["attributes"] = {**(rec.get("attributes") or {}), "restored": "true"}
-            out[rec["request_id"]] = rec
-    return out
+        return 0
+    saved = (state or {}).get("records", [])
+    if not isinstance(saved, list) or not saved:
+        return 0
+    now_s = sidecar.clock()
+    resumed = sum(
+        sidecar.attributor.resume(rec, now_s) for rec in saved[:MAX_STORED] if isinstance(rec, dict)
+    )
+    sidecar.ledger.save_state(PROVISIONAL_KEY, {"records": []})
+    log.info("resumed %d of %d requests a stopped sidecar left open", resumed, len(saved))
+    return resumed

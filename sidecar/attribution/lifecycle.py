@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import Accumulator, RequestTable, build_record
 from sidecar.attribution.rules import SplitRule
@@ -27,6 +29,7 @@ from sidecar.timeline import Timeline
 __all__ = ["RequestLifecycle"]
 
 _EPS_S = 1e-9  # float slack when comparing times (s)
+_PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
 _FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late work
 
 
@@ -153,3 +156,45 @@ class RequestLifecycle:
         if self.requests.get(request_id) is None:
             return None
         return self._record(request_id, final=False)
+
+    def resume(self, saved: dict[str, Any], now_s: float) -> bool:
+        """Take up a request a stopped sidecar stored as provisional (its ``to_json`` form).
+
+        It continues with the energy it had; the stop's gap is lost work, so its final
+        record will be ``energy_unknown`` (a lower bound). An end after ``now_s`` (another
+        boot's clock) is dropped: the timeout ends it. False (nothing changed) if unusable.
+        """
+        try:
+            rid = str(saved["request_id"])
+            phase_j = np.array([float(saved["phase_j"].get(p.label, 0.0)) for p in _PHASES])
+            busy_s = float(saved["busy_s"])
+            end = None if saved.get("end_s") is None else float(saved["end_s"])
+            start = None if saved.get("start_s") is None else float(saved["start_s"])
+            info = RequestInfo(
+                rid,
+                model=str(saved["model"]),
+                operation=str(saved["operation"]),
+                task=str(saved["task"]),
+                start_s=start,
+                end_s=end if end is not None and end <= now_s else None,
+                prompt_tokens=int(saved["prompt_tokens"]),
+                output_tokens=int(saved["output_tokens"]),
+                unit=str(saved["unit"]),
+                attributes={
+                    **{str(k): str(v) for k, v in dict(saved["attributes"]).items()},
+                    "resumed": "true",
+                },
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            return False
+        if not (np.isfinite(phase_j).all() and (phase_j >= 0).all() and math.isfinite(busy_s)):
+            return False
+        if self.requests.get(rid) is not None or rid in self._finalized:
+            return False
+        code = self.requests.code(rid)
+        acc = self.requests.by_code(code)
+        assert acc is not None
+        acc.phase_j, acc.busy_s, acc.info, acc.lost_rows = phase_j, max(busy_s, 0.0), info, 1
+        if info.end_s is not None:
+            self.requests.schedule(code, info.end_s)
+        return True

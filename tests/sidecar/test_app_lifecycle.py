@@ -104,11 +104,22 @@ def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisiona
     assert state is not None and [r["request_id"] for r in state["records"]] == ["open"]
     sidecar.close()
 
-    restarted = _sidecar(clock, tmp_path / "ledger.db", ScriptedTap())
+    open_j = state["records"][0]["energy_j"]
+    tap = ScriptedTap()
+    restarted = _sidecar(clock, tmp_path / "ledger.db", tap)
     try:
         seen = restarted.lookup("open")
-        assert seen is not None and seen["final"] is False and seen["attributes"]["restored"] == "true"
-        assert seen["energy_j"] > 0
+        assert seen is not None and seen["final"] is False and seen["attributes"]["resumed"] == "true"
+        assert seen["energy_j"] == pytest.approx(open_j) and restarted.resumed == 1
+        assert restarted.ledger.load_state("provisional") == {"records": []}  # never resumed twice
+        clock.t_s += 5.0  # the gap while no sidecar ran
+        tap.events = [WorkEvent("open", 106.0, 106.5, Phase.DECODE, 8)]
+        tap.infos = [RequestInfo("open", end_s=106.5, output_tokens=40)]
+        poll_for(restarted, clock, 1.0)
+        restarted.shutdown()
+        final = restarted.ledger.get("open")
+        assert final is not None and final["final"] and final["energy_j"] > open_j
+        assert final["attributes"]["energy_unknown"] == "true"  # the stop's gap: a lower bound
     finally:
         restarted.close()
 

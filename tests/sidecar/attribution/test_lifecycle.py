@@ -115,3 +115,28 @@ def test_an_end_given_before_the_first_seal_is_kept() -> None:
     att = _att(max_future_s=60.0)
     att.add_request(RequestInfo("early", end_s=0.5, output_tokens=1))
     assert att.dropped["future"] == 0 and att.requests.get("early").info.end_s == 0.5  # type: ignore[union-attr]
+
+
+def test_resume_takes_up_a_stored_record_and_refuses_a_broken_one() -> None:
+    att = _att()
+    saved = {
+        "request_id": "r",
+        "model": "m",
+        "operation": "chat",
+        "task": "t",
+        "unit": "token",
+        "phase_j": {"prefill": 1.0, "decode": 2.0},
+        "busy_s": 0.5,
+        "start_s": 1.0,
+        "end_s": 1e12,  # another boot's clock: dropped, the timeout ends it
+        "prompt_tokens": 3,
+        "output_tokens": 4,
+        "attributes": {},
+    }
+    assert att.resume(saved, now_s=10.0)
+    rec = att.record("r")
+    assert rec is not None and rec.energy_j == pytest.approx(3.0) and rec.end_s is None
+    assert not att.resume(saved, now_s=10.0)  # already live
+    assert not att.resume({"request_id": "x"}, now_s=10.0)
+    assert not att.resume({**saved, "request_id": "y", "phase_j": {"decode": float("nan")}}, now_s=10.0)
+    assert att.requests.get("x") is None and att.requests.get("y") is None
