@@ -120,8 +120,15 @@ class RequestLifecycle:
         return "not_covered" if end is not None and end < first else ""
 
     def provisional(self) -> list[RequestEnergy]:
-        """Records of every live request (``final`` false), oldest first: what a stop leaves open."""
-        return [self._record(acc.request_id, final=False) for acc in self.requests.live()]
+        """Records of every live request (``final`` false), oldest first: what a stop leaves open.
+
+        Attribute ``end_stated`` says ``end_s`` is the request's stated end (not its last work)."""
+        return [
+            self._record(
+                acc.request_id, final=False, stated=acc.info is not None and acc.info.end_s is not None
+            )
+            for acc in self.requests.live()
+        ]
 
     def _forget(self, request_id: str) -> None:
         self.requests.remove(request_id)
@@ -130,13 +137,21 @@ class RequestLifecycle:
             self._finalized.popitem(last=False)
 
     def _record(
-        self, request_id: str, *, final: bool, end_inferred: bool = False, unknown: str = ""
+        self,
+        request_id: str,
+        *,
+        final: bool,
+        end_inferred: bool = False,
+        unknown: str = "",
+        stated: bool = False,
     ) -> RequestEnergy:
         acc = self.requests.get(request_id)
         assert acc is not None
         extra = {"end_inferred": "true"} if end_inferred else {}
         if unknown:
             extra |= {"energy_unknown": "true", "energy_unknown_reason": unknown}
+        if stated:
+            extra["end_stated"] = "true"
         end = acc.info.end_s if acc.info is not None and acc.info.end_s is not None else None
         return build_record(
             acc,
@@ -168,7 +183,9 @@ class RequestLifecycle:
             rid = str(saved["request_id"])
             phase_j = np.array([float(saved["phase_j"].get(p.label, 0.0)) for p in _PHASES])
             busy_s = float(saved["busy_s"])
-            end = None if saved.get("end_s") is None else float(saved["end_s"])
+            attributes = {str(k): str(v) for k, v in dict(saved["attributes"]).items()}
+            stated = attributes.pop("end_stated", "") == "true"  # else end_s is its last work
+            end = float(saved["end_s"]) if stated and saved.get("end_s") is not None else None
             start = None if saved.get("start_s") is None else float(saved["start_s"])
             info = RequestInfo(
                 rid,
@@ -180,10 +197,7 @@ class RequestLifecycle:
                 prompt_tokens=int(saved["prompt_tokens"]),
                 output_tokens=int(saved["output_tokens"]),
                 unit=str(saved["unit"]),
-                attributes={
-                    **{str(k): str(v) for k, v in dict(saved["attributes"]).items()},
-                    "resumed": "true",
-                },
+                attributes={**attributes, "resumed": "true"},
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             return False

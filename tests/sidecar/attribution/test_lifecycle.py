@@ -129,9 +129,9 @@ def test_resume_takes_up_a_stored_record_and_refuses_a_broken_one() -> None:
         "busy_s": 0.5,
         "start_s": 1.0,
         "end_s": 1e12,  # another boot's clock: dropped, the timeout ends it
+        "attributes": {"end_stated": "true"},
         "prompt_tokens": 3,
         "output_tokens": 4,
-        "attributes": {},
     }
     assert att.resume(saved, now_s=10.0)
     rec = att.record("r")
@@ -140,3 +140,17 @@ def test_resume_takes_up_a_stored_record_and_refuses_a_broken_one() -> None:
     assert not att.resume({"request_id": "x"}, now_s=10.0)
     assert not att.resume({**saved, "request_id": "y", "phase_j": {"decode": float("nan")}}, now_s=10.0)
     assert att.requests.get("x") is None and att.requests.get("y") is None
+
+
+def test_a_stop_marks_stated_ends_so_resume_keeps_them_and_not_last_work_times() -> None:
+    att = _att()
+    att.add_work(WorkEvent("ending", 0.0, 9.5, Phase.DECODE, 5))
+    att.add_request(RequestInfo("ending", end_s=9.95))
+    att.add_work(WorkEvent("running", 0.0, 9.5, Phase.DECODE, 5))
+    att.advance(math.inf)  # the last edge is 10.0: 'ending' needs 10.0 covered
+    saved = {r.request_id: r.to_json() for r in att.provisional()}
+    assert saved["ending"]["attributes"] == {"end_stated": "true"} and saved["running"]["attributes"] == {}
+    later = _att()
+    assert later.resume(saved["ending"], now_s=20.0) and later.resume(saved["running"], now_s=20.0)
+    assert later.requests.get("ending").info.end_s == 9.95  # type: ignore[union-attr]
+    assert later.requests.get("running").info.end_s is None  # type: ignore[union-attr]
