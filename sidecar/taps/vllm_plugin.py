@@ -23,7 +23,8 @@ from their timings, as spans would.
 Faults: UDP needs no connection, so either side can restart. Undecodable
 datagrams are counted (``malformed``); sequence gaps are counted (``lost``); a new
 vLLM process id ends the old one's requests in flight as aborted
-(``restarts``, ``aborted_on_restart``); at most
+(``restarts``, ``aborted_on_restart``); at most ``max_decoding`` starts
+without a fin are kept (the oldest is dropped, ``evicted``); at most
 ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest.
 Units: seconds, tokens.
 """
@@ -64,6 +65,7 @@ class PluginReceiver:
         max_gap_s: float = 0.5,
         max_per_drain: int = 50_000,
         claimed_by: Callable[[str], bool] | None = None,
+        max_decoding: int = 4096,
     ) -> None:
         self.to_mono = to_mono
         self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
@@ -71,6 +73,7 @@ class PluginReceiver:
         self.model = default_model
         self.max_gap_s = max_gap_s
         self.max_per_drain = max_per_drain
+        self.max_decoding = max_decoding  # starts without a fin kept; beyond, the oldest is dropped
         self.counts: Counter[str] = Counter()
         self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
         self.live = False
@@ -229,6 +232,9 @@ class PluginReceiver:
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
         self._decoding[request_id] = [prompt, 1]
+        if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
+            del self._decoding[next(iter(self._decoding))]
+            self.counts["evicted"] += 1
         self._claim(request_id)
 
     def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:

@@ -34,3 +34,12 @@ def test_a_restart_before_any_iteration_ends_them_when_the_new_process_is_heard(
     assert (
         info.request_id == "a" and info.end_s == pytest.approx(103.0) and info.output_tokens == 1
     )  # the prefill's token
+
+
+def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.max_decoding = 2
+    rx.feed(msg(0, start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01], ["c", 5, 5, 0.01]]), out)
+    later = TapOutput()
+    rx.feed(msg(1, [0.0, 2, 0, 0, 0], wall=1000.02), later)
+    assert [e.request_id for e in later.events] == ["b", "c"] and rx.counts["evicted"] == 1
