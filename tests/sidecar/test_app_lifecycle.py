@@ -15,6 +15,7 @@ import pytest
 from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
+from sidecar.cli_sidecar import start_watchdog
 from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from tests.sidecar.test_app_faults import ScriptedMeter, poll_for
@@ -138,3 +139,13 @@ def test_run_stops_through_the_seal_when_stop_is_set(tmp_path: Path) -> None:
         assert sidecar.ledger.load_state("provisional") == {"records": []}
     finally:
         sidecar.close()
+
+
+def test_the_stop_watchdog_exits_1_when_the_stop_overruns_and_can_be_cancelled() -> None:
+    fired: list[int] = []
+    timer = start_watchdog(0.05, fired.append)
+    timer.join(2.0)
+    assert fired == [1]
+    quiet: list[int] = []
+    start_watchdog(5.0, quiet.append).cancel()
+    assert quiet == []
