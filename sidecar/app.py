@@ -37,6 +37,7 @@ from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
+from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
 from sidecar.taps.tap import Tap
 from sidecar.timeline import Timeline
@@ -46,6 +47,7 @@ __all__ = ["Sidecar"]
 log = logging.getLogger(__name__)
 
 _IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
+_FAILING_TICKS = 3  # consecutive failed tick runs that make /readyz unready
 
 
 class Sidecar:
@@ -86,7 +88,12 @@ class Sidecar:
             ),
             model=config.model,
             energy_source=meter.source.value,
+            request_timeout_s=config.request_timeout_s,
             max_held_ticks=config.fit_warmup_ticks + 100,
+            warmup_max_s=config.fit_warmup_max_s,
+            max_requests=config.max_requests,
+            max_pending_rows=config.max_pending_rows,
+            max_future_s=config.max_future_s,
         )
         self.on_final = on_final
         self.meter_errors = 0
@@ -96,6 +103,9 @@ class Sidecar:
             meter, poll_s=config.poll_interval_s, status_s=config.status_interval_s, clock=clock
         )
         self.http_port: int | None = None
+        self.tick_failures = 0  # tick runs that raised, ever
+        self.tick_failing = 0  # consecutive ones, up to the last run
+        self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot, tenant_top_n=config.tenant_top_n)
 
@@ -158,6 +168,8 @@ class Sidecar:
         """Ready once the counter has been seen to update (so ticks can be sealed)."""
         if self.lost:
             return False, f"meter lost its device: {self.lost}"
+        if self.tick_failing >= _FAILING_TICKS:
+            return False, f"the tick job failed {self.tick_failing} times in a row (see the log)"
         if self.timeline.update_period_s() is None:
             return False, "waiting for the energy counter to update (need 3 updates)"
         return True, f"{self.meter.source.value} energy from {len(self.meter.devices)} device(s)"
@@ -177,18 +189,28 @@ class Sidecar:
             self.poller.start()
             for tap in self.taps:
                 _start(tap, self.config)
-            ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self.tick, stop))
+            ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self._tick_job, stop))
             await stop.wait()
         finally:
             if ticker is not None:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
-            self.poller.stop()
-            for tap in reversed(self.taps):  # safe on a tap that never (or only half) started
-                tap.stop()
-            self.floor_keeper.save(self.clock(), force=True)
+            await asyncio.to_thread(self.shutdown)
             if served is not None:
                 await served.close()
+
+    def _tick_job(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            self.tick_failures += 1
+            self.tick_failing += 1
+            raise
+        self.tick_failing = 0
+
+    def shutdown(self) -> None:
+        """Stop the taps and the poller, seal what they left and store it; within ``shutdown_grace_s``."""
+        seal_stop(self, self.config.shutdown_grace_s)
 
     async def _serve_http(self) -> Served:
         app = make_app(

@@ -5,14 +5,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import threading
+from collections.abc import Callable
 
 from sidecar.config import SidecarConfig, load_config
 from sidecar.config import add_arguments as add_knobs
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "start_watchdog"]
 
 log = logging.getLogger("jouletrace")
+
+_EXIT_SLACK_S = 1.0  # beyond shutdown_grace_s for closing the HTTP server and the interpreter's exit
+
+
+def start_watchdog(after_s: float, exit_now: Callable[[int], None] = os._exit) -> threading.Timer:
+    """Exit with status 1 if the stop is still running ``after_s`` seconds after the signal
+    (a hung tap or ledger must not hold the pod past its grace period)."""
+
+    def fire() -> None:
+        log.error("stop took longer than %.1f s; exiting without finishing it", after_s)
+        logging.shutdown()
+        exit_now(1)
+
+    timer = threading.Timer(after_s, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +55,14 @@ async def _run(config: SidecarConfig) -> int:
     sidecar = build_sidecar(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            start_watchdog(config.shutdown_grace_s + _EXIT_SLACK_S)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     log.info(
         "jouletrace sidecar: meter=%s (%s) devices=%s split=%s port=%d otlp_port=%d",
         config.meter,

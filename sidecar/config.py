@@ -107,6 +107,12 @@ KNOBS: tuple[Knob, ...] = (
         3600.0,
         "seconds without an idle tick after which the floor is stale",
     ),
+    Knob("fit_warmup_max_s", _positive(float), 30.0, "seconds busy ticks wait for the fit, then fallback"),
+    Knob("request_timeout_s", _positive(float), 600.0, "seconds without work after which a request ends"),
+    Knob("max_requests", _positive(int), 50_000, "requests in flight; beyond it the oldest ends (counted)"),
+    Knob("max_pending_rows", _positive(int), 500_000, "work rows awaiting their tick; beyond: refused"),
+    Knob("max_future_s", _positive(float), 300.0, "work or ends claimed this far ahead are refused (s)"),
+    Knob("shutdown_grace_s", _positive(float), 10.0, "seconds SIGTERM may take to seal and flush"),
     Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
     Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
@@ -162,6 +168,12 @@ class SidecarConfig:
     fit_max_condition: float = 1000.0
     floor_w: float = 0.0
     floor_stale_s: float = 3600.0
+    fit_warmup_max_s: float = 30.0
+    request_timeout_s: float = 600.0
+    max_requests: int = 50_000
+    max_pending_rows: int = 500_000
+    max_future_s: float = 300.0
+    shutdown_grace_s: float = 10.0
     timeline_capacity: int = 65536
     ledger_path: str = "jouletrace-ledger.db"
     ledger_max_rows: int = 1_000_000

@@ -17,6 +17,7 @@ idle == measured.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -26,8 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.lifecycle import RequestLifecycle
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import RequestTable, build_record
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals
@@ -38,13 +40,23 @@ __all__ = ["Attributor"]
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("invalid", "late", "late_clipped", "after_final", "info_after_final")
-_EPS_S = 1e-9  # float slack when comparing times (s)
+DROP_REASONS = (
+    "invalid",
+    "late",
+    "late_clipped",
+    "after_final",
+    "info_after_final",
+    "future",  # work or an end claimed beyond max_future_s ahead of the sealed time
+    "pending_cap",  # work rows refused because max_pending_rows were pending
+    "expired",  # requests ended by request_timeout_s without a stated end
+    "evicted",  # requests ended early because max_requests were in flight
+    "energy_unknown",  # final records whose work was lost (kept out of the histograms)
+)
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 _EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
 
 
-class Attributor:
+class Attributor(RequestLifecycle):
     """Splits a timeline's measured energy among the requests that did work."""
 
     def __init__(
@@ -56,6 +68,10 @@ class Attributor:
         energy_source: str = "measured",
         request_timeout_s: float = 600.0,
         max_held_ticks: int = 300,
+        warmup_max_s: float = math.inf,
+        max_requests: int | None = None,
+        max_pending_rows: int | None = None,
+        max_future_s: float = math.inf,
         unix_offset: Callable[[], float] = lambda: time.time() - time.monotonic(),
     ) -> None:
         self.timeline = timeline
@@ -64,7 +80,12 @@ class Attributor:
         self.energy_source = energy_source
         self.request_timeout_s = request_timeout_s
         self._unix_offset = unix_offset
-        self.requests = RequestTable()
+        self.requests = RequestTable(request_timeout_s)
+        self.warmup_max_s = warmup_max_s  # seconds busy ticks may wait for the fit (then: fallback)
+        self.max_requests = max_requests  # in-flight cap; the oldest is evicted (counted)
+        self.max_pending_rows = max_pending_rows  # pending work cap; newer rows refused (counted)
+        self.max_future_s = max_future_s  # work or ends beyond sealed time + this are refused
+        self._first_sealed_t: float | None = None
         self.totals = Totals(len(timeline.devices))
         # every reason exported from the start, so a rate() has a series before the first drop
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
@@ -127,10 +148,16 @@ class Attributor:
         if info.request_id in self._finalized:
             self.dropped["info_after_final"] += 1
             return
-        self.requests.code(info.request_id)
+        code = self.requests.code(info.request_id)
         acc = self.requests.get(info.request_id)
         assert acc is not None
+        horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
+        if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
+            self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
+            info = dataclasses.replace(info, end_s=None)
         acc.info = info
+        if info.end_s is not None:
+            self.requests.schedule(code, info.end_s)
 
     # ---- progress -------------------------------------------------------------
     @property
@@ -150,21 +177,38 @@ class Attributor:
                 return []
             self._sealed_t, self._sealed_e = float(t_edges[0]), float(e_edges[0])
             self._sealed_e_dev = e_dev_edges[0].copy()
+            self._first_sealed_t = self._sealed_t
             t_edges, e_edges, e_dev_edges = t_edges[1:], e_edges[1:], e_dev_edges[1:]
-        self._merge_new()
+        self._merge_new(seal_until_s)
         for t, e, e_dev in zip(t_edges.tolist(), e_edges.tolist(), e_dev_edges, strict=True):
             self._seal(t, e - self._sealed_e, e_dev - self._sealed_e_dev)
             self._sealed_t, self._sealed_e, self._sealed_e_dev = t, e, e_dev.copy()
+        self.requests.now_s = self._sealed_t
         self._drop_consumed()
         if self._held and (
-            self.rule.ready or len(self._held) >= self.max_held_ticks or seal_until_s == math.inf
+            self.rule.ready
+            or len(self._held) >= self.max_held_ticks
+            or (self._sealed_t or 0.0) - self._held[0][0].t0_s >= self.warmup_max_s
+            or seal_until_s == math.inf
         ):
-            for tick, e_dev in self._held:
-                self._split(tick, e_dev)
-            self._held = []
-        return [] if self._held else self._finalize()
+            self._release_held()
+        if self._held:
+            return []
+        return self._finalize() + self._evict()
 
-    def _merge_new(self) -> None:
+    def _release_held(self) -> None:
+        """Split the held ticks now; without a fit they go by the fallback rule, and their requests say so."""
+        fallback = not self.rule.ready
+        for tick, e_dev in self._held:
+            self._split(tick, e_dev)
+            if fallback:
+                for code in np.unique(tick.req).tolist():
+                    acc = self.requests.by_code(code)
+                    if acc is not None:
+                        acc.warmup_split = True
+        self._held = []
+
+    def _merge_new(self, seal_until_s: float) -> None:
         if not self._new and not self._new_steps:
             return
         arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
@@ -176,6 +220,18 @@ class Attributor:
         gone = (t1 < sealed) | ((t1 == sealed) & (t0 < sealed))
         if gone.any():
             self.dropped["late"] += int(gone.sum())
+            self._mark_lost(req[gone])
+        future = ~gone & (t1 > seal_until_s + self.max_future_s)
+        if future.any():
+            self.dropped["future"] += int(future.sum())
+            self._mark_lost(req[future])
+            gone |= future
+        room = None if self.max_pending_rows is None else self.max_pending_rows - len(self._pending)
+        if room is not None and int((~gone).sum()) > room:
+            over = np.flatnonzero(~gone)[max(room, 0) :]  # the newest rows beyond the cap
+            self.dropped["pending_cap"] += int(over.size)
+            self._mark_lost(req[over])
+            gone[over] = True
         clip = ~gone & (t0 < sealed)
         if clip.any():
             self.dropped["late_clipped"] += int(clip.sum())
@@ -195,6 +251,12 @@ class Attributor:
             np.concatenate([p.steps, steps[ok]]),
             np.concatenate([p.ctx, ctx[ok]]),
         )
+
+    def _mark_lost(self, codes: np.ndarray) -> None:
+        for code in np.unique(codes).tolist():
+            acc = self.requests.by_code(code)
+            if acc is not None:
+                acc.lost_rows += 1
 
     def _seal(self, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
         assert self._sealed_t is not None
@@ -243,59 +305,3 @@ class Attributor:
             self._pending = EventArrays(
                 p.req[keep], p.phase[keep], p.t0[keep], p.t1[keep], p.units[keep], p.steps[keep], p.ctx[keep]
             )
-
-    def _finalize(self) -> list[RequestEnergy]:
-        sealed = self._sealed_t
-        if sealed is None:
-            return []
-        period = self.timeline.update_period_s() or 0.0
-        live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
-        out: list[RequestEnergy] = []
-        for acc in self.requests.live():
-            end = acc.info.end_s if acc.info is not None else None
-            inferred = False
-            if end is None:
-                last = acc.last_t if np.isfinite(acc.last_t) else None
-                if last is None or sealed - last < self.request_timeout_s:
-                    continue
-                inferred = True
-            elif sealed < end + period - _EPS_S:
-                continue
-            code = self.requests.code(acc.request_id)
-            if code in live_work and not inferred:
-                continue  # work after its stated end is still pending
-            record = self._record(acc.request_id, final=True, end_inferred=inferred)
-            out.append(record)
-            self._forget(acc.request_id)
-            if record.output_units > 0:
-                self.totals.add_output(sealed, record.model, record.unit, record.output_units)
-        return out
-
-    def _forget(self, request_id: str) -> None:
-        self.requests.remove(request_id)
-        self._finalized[request_id] = None
-        while len(self._finalized) > 100_000:
-            self._finalized.popitem(last=False)
-
-    def _record(self, request_id: str, *, final: bool, end_inferred: bool = False) -> RequestEnergy:
-        acc = self.requests.get(request_id)
-        assert acc is not None
-        end = acc.info.end_s if acc.info is not None and acc.info.end_s is not None else None
-        return build_record(
-            acc,
-            final=final,
-            default_model=self.model,
-            rule=self.rule.name,
-            energy_source=self.energy_source,
-            update_period_s=self.timeline.update_period_s(),
-            end_unix_s=None if end is None else end + self._unix_offset(),
-            extra_attributes={"end_inferred": "true"} if end_inferred else None,
-            interval_j=self.rule.interval_j(float(acc.phase_j.sum()), acc.work, acc.unexplained_j),
-            fit_quality=self.rule.quality(),
-        )
-
-    def record(self, request_id: str) -> RequestEnergy | None:
-        """The provisional record of a live request (``final`` false), or None."""
-        if self.requests.get(request_id) is None:
-            return None
-        return self._record(request_id, final=False)

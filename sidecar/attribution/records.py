@@ -143,6 +143,7 @@ class SelfStats:
     pending_requests: int = 0
     sealed_ticks: int = 0
     taps: TapReport = field(default_factory=TapReport)  # merged over the taps that report
+    job_failures: dict[str, int] = field(default_factory=dict)  # periodic job -> failed runs
 
 
 @dataclass(frozen=True, slots=True)

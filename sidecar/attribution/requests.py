@@ -7,6 +7,8 @@ slot freed, so memory follows live requests, not history.
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,15 +37,27 @@ class Accumulator:
     first_t: float = float("inf")  # earliest work seen (s)
     last_t: float = float("-inf")  # latest work seen (s)
     has_components: bool = False
+    seen_s: float = float("-inf")  # sealed time when first seen (s); -inf: before the first seal
+    lost_rows: int = 0  # work rows dropped whole (late: for time already sealed or never covered)
+    warmup_split: bool = False  # a tick was split by the fallback rule after the warm-up time bound
 
 
 class RequestTable:
-    """Live requests by id and by code."""
+    """Live requests by id and by code, with a heap of the times each is next worth checking.
 
-    def __init__(self) -> None:
+    The heap makes finalization incremental: a pass looks only at requests whose
+    check time has come (their end, or their last work plus the timeout), never at
+    every idle request. Entries are hints: a popped request is re-checked and
+    re-scheduled if it is not done yet; entries of removed requests are skipped.
+    """
+
+    def __init__(self, timeout_s: float = math.inf) -> None:
         self._codes: dict[str, int] = {}
         self._accs: dict[int, Accumulator] = {}
         self._next = 0
+        self.timeout_s = timeout_s
+        self.now_s = float("-inf")  # the latest sealed time: new requests are seen then
+        self._due: list[tuple[float, int]] = []
 
     def __len__(self) -> int:
         return len(self._accs)
@@ -55,8 +69,36 @@ class RequestTable:
             code = self._next
             self._next += 1
             self._codes[request_id] = code
-            self._accs[code] = Accumulator(request_id)
+            self._accs[code] = Accumulator(request_id, seen_s=self.now_s)
+            if math.isfinite(self.timeout_s):
+                self.schedule(code, self.now_s + self.timeout_s)
         return code
+
+    def schedule(self, code: int, check_s: float) -> None:
+        """Look at ``code`` again once the sealed time reaches ``check_s`` (never if not finite)."""
+        if check_s < math.inf:
+            heapq.heappush(self._due, (check_s if check_s > -math.inf else -math.inf, code))
+
+    def due(self, until_s: float) -> list[int]:
+        """Live codes with a check time ``<= until_s``, oldest first, each once (popped)."""
+        if len(self._due) > 4 * len(self._accs) + 1024:  # drop entries of removed requests
+            self._due = [e for e in self._due if e[1] in self._accs]
+            heapq.heapify(self._due)
+        heap, found = self._due, set()
+        while heap and heap[0][0] <= until_s:
+            code = heapq.heappop(heap)[1]
+            if code in self._accs:
+                found.add(code)
+        return sorted(found)
+
+    def oldest(self) -> Accumulator | None:
+        """The live request seen first (the one a cap evicts)."""
+        return next(iter(self._accs.values()), None)
+
+    @property
+    def scheduled(self) -> int:
+        """Entries in the check heap (bounded by a few per live request)."""
+        return len(self._due)
 
     def get(self, request_id: str) -> Accumulator | None:
         code = self._codes.get(request_id)

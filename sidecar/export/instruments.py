@@ -103,6 +103,11 @@ def _dropped(snap: Snapshot) -> Points:
         yield count, {"reason": reason}
 
 
+def _job_failures(snap: Snapshot) -> Points:
+    for job, count in snap.stats.job_failures.items():
+        yield count, {"job": job}
+
+
 def _tap_events(snap: Snapshot) -> Points:
     for (tap, outcome), count in snap.stats.taps.events.items():
         yield count, {"jouletrace.tap": tap, "outcome": outcome}
@@ -227,6 +232,13 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "Work events dropped, per reason (count).",
         True,
         _dropped,
+    ),
+    ObservableSpec(
+        "jouletrace.job.failures",
+        "{failure}",
+        "Runs of a periodic job (tick) that raised; /readyz is unready while they keep failing (count).",
+        True,
+        _job_failures,
     ),
     ObservableSpec(
         "jouletrace.conservation.error",

@@ -41,6 +41,7 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     jouletrace_meter_update_period_seconds            gauge      -
     jouletrace_attribution_lag_seconds                gauge      -
     jouletrace_events_dropped_total                   counter    reason
+    jouletrace_job_failures_total                     counter    job (tick)
     jouletrace_conservation_error_joules              gauge      energy_source
     jouletrace_meter_resets_total                   counter    -
     jouletrace_requests_pending                       gauge      -
@@ -236,7 +237,9 @@ class MetricsExporter:
         """Record final requests in the histograms; returns how many were recorded.
 
         Records with ``final=False`` are skipped (they are still growing), as are
-        non-finite or negative energies. Record each final request once.
+        non-finite or negative energies and records whose energy is unknown (attribute
+        ``energy_unknown``: their work was lost; the attributor counts them). Record each
+        final request once.
         J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
         J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
         ``unit`` image or video with output units > 0.
@@ -244,6 +247,8 @@ class MetricsExporter:
         recorded = 0
         for rec in records:
             if not rec.final or not math.isfinite(rec.energy_j) or rec.energy_j < 0:
+                continue
+            if rec.attributes.get("energy_unknown") == "true":
                 continue
             attrs = {
                 "gen_ai.request.model": rec.model,

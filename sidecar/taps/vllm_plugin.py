@@ -22,7 +22,9 @@ from their timings, as spans would.
 
 Faults: UDP needs no connection, so either side can restart. Undecodable
 datagrams are counted (``malformed``); sequence gaps are counted (``lost``); a new
-vLLM process id resets the in-flight state (``restarts``); at most
+vLLM process id ends the old one's requests in flight as aborted
+(``restarts``, ``aborted_on_restart``); at most ``max_decoding`` starts
+without a fin are kept (the oldest is dropped, ``evicted``); at most
 ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest.
 Units: seconds, tokens.
 """
@@ -63,6 +65,7 @@ class PluginReceiver:
         max_gap_s: float = 0.5,
         max_per_drain: int = 50_000,
         claimed_by: Callable[[str], bool] | None = None,
+        max_decoding: int = 4096,
     ) -> None:
         self.to_mono = to_mono
         self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
@@ -70,6 +73,7 @@ class PluginReceiver:
         self.model = default_model
         self.max_gap_s = max_gap_s
         self.max_per_drain = max_per_drain
+        self.max_decoding = max_decoding  # starts without a fin kept; beyond, the oldest is dropped
         self.counts: Counter[str] = Counter()
         self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
         self.live = False
@@ -149,9 +153,7 @@ class PluginReceiver:
         pid, seq = msg["pid"], msg["seq"]
         if pid != self._pid:
             if self._pid is not None:
-                self.counts["restarts"] += 1
-                self._decoding.clear()
-                self._last_end = None
+                self._restart(self.to_mono(float(msg["wall"])), out)
             self._pid, self._seq = pid, seq - 1
         if seq > self._seq + 1:
             self.counts["lost"] += seq - self._seq - 1
@@ -179,6 +181,26 @@ class PluginReceiver:
         for raw in msg.get("gone", []):  # left vLLM without finishing (aborted): stop its decode work
             if self._decoding.pop(normalize_request_id(str(raw)), None) is not None:
                 self.counts["aborted"] += 1
+
+    def _restart(self, now_s: float, out: TapOutput) -> None:
+        """vLLM restarted: its requests in flight will not finish; they end as aborted (counted),
+        at the old process's last iteration (else when the new one was first heard)."""
+        self.counts["restarts"] += 1
+        end_s = self._last_end if self._last_end is not None else now_s
+        for request_id, (prompt, generated) in self._decoding.items():
+            self.counts["aborted_on_restart"] += 1
+            out.infos.append(
+                RequestInfo(
+                    request_id,
+                    model=self.model,
+                    end_s=end_s,
+                    prompt_tokens=prompt,
+                    output_tokens=generated,  # the prefill's token plus one per decode step
+                    attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
+                )
+            )
+        self._decoding.clear()
+        self._last_end = None
 
     def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
         last = self._last_end
@@ -210,6 +232,9 @@ class PluginReceiver:
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
         self._decoding[request_id] = [prompt, 1]
+        if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
+            del self._decoding[next(iter(self._decoding))]
+            self.counts["evicted"] += 1
         self._claim(request_id)
 
     def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:

@@ -135,6 +135,7 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
             update_period_s=0.1,
             tick_lag_s=0.25,
             dropped_events={"unknown_request": 3},
+            job_failures={"tick": 2},
             conservation_error_j=1e-9,
             measured_j=300_500.25,
             counter_resets=1,

@@ -45,6 +45,7 @@ EXPECTED_TYPES = {
     "jouletrace_meter_update_period_seconds": "gauge",
     "jouletrace_attribution_lag_seconds": "gauge",
     "jouletrace_events_dropped": "counter",
+    "jouletrace_job_failures": "counter",
     "jouletrace_conservation_error_joules": "gauge",
     "jouletrace_meter_resets": "counter",
     "jouletrace_requests_pending": "gauge",

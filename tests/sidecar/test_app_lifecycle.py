@@ -1,0 +1,151 @@
+"""The sidecar's lifecycle on a fake clock: a failing tick job, and a stop that seals and stores.
+
+Uses the scripted fake meter of ``test_app_faults`` (an NVIDIA GPU cannot run here);
+the real process is stopped with SIGTERM in ``test_shutdown_process``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from sidecar.app import Sidecar
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.records import TapReport
+from sidecar.cli_sidecar import start_watchdog
+from sidecar.config import SidecarConfig
+from sidecar.export.store import Ledger
+from tests.sidecar.test_app_faults import ScriptedMeter, poll_for
+from tests.support import FakeClock
+
+
+class ScriptedTap:
+    """A tap that raises from ``due`` while ``broken``, else hands out what it was given."""
+
+    knob = ""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.events: list[WorkEvent | StepBatch] = []
+        self.infos: list[RequestInfo] = []
+        self.stopped = False
+
+    def start(self) -> int:
+        return 0
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        self.stopped = True
+
+    def due(self, now_s: float) -> tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]:
+        if self.broken:
+            raise OverflowError("a poison value")
+        out = (self.events, self.infos)
+        self.events, self.infos = [], []
+        return out
+
+    def stats(self) -> TapReport:
+        return TapReport()
+
+
+def test_a_tick_job_that_keeps_failing_is_counted_and_makes_readyz_unready_until_it_recovers() -> None:
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = Sidecar(SidecarConfig(meter="sim", settle_s=0.5), ScriptedMeter(clock), taps=[tap], clock=clock)
+    try:
+        poll_for(sidecar, clock, 1.0)
+        assert sidecar.ready()[0]
+        tap.broken = True
+        for _ in range(3):
+            with pytest.raises(OverflowError):
+                sidecar._tick_job()
+        ok, reason = sidecar.ready()
+        assert not ok and "failed 3 times in a row" in reason
+        assert 'jouletrace_job_failures_total{job="tick"' in sidecar.exporter.render().decode()
+        tap.broken = False
+        sidecar._tick_job()
+        assert sidecar.ready()[0] and sidecar.tick_failures == 3
+        text = sidecar.exporter.render().decode()
+        assert any(
+            line.startswith("jouletrace_job_failures_total{") and line.endswith(" 3.0")
+            for line in text.splitlines()
+        )
+    finally:
+        sidecar.close()
+
+
+def _sidecar(clock: FakeClock, ledger_path: Path, tap: ScriptedTap) -> Sidecar:
+    config = SidecarConfig(meter="sim", settle_s=30.0, split="tokens", shutdown_grace_s=5.0)
+    return Sidecar(config, ScriptedMeter(clock), taps=[tap], clock=clock, ledger=Ledger(str(ledger_path)))
+
+
+def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisional(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = _sidecar(clock, tmp_path / "ledger.db", tap)
+    poll_for(sidecar, clock, 1.0)  # t = 101
+    tap.events = [
+        WorkEvent("done", 100.2, 100.6, Phase.DECODE, 8),
+        WorkEvent("open", 100.2, 102.0, Phase.DECODE, 8),
+    ]
+    tap.infos = [RequestInfo("done", end_s=100.6, output_tokens=8)]
+    poll_for(sidecar, clock, 0.2)
+    assert sidecar.lookup("done")["final"] is False  # settle_s = 30: nothing sealed yet
+    tap.infos = [RequestInfo("late_info", end_s=100.4, output_tokens=1)]  # still queued in the tap at stop
+    tap.events = [WorkEvent("late_info", 100.2, 100.4, Phase.DECODE, 1)]
+    sidecar.shutdown()
+    assert tap.stopped
+    ledger = sidecar.ledger
+    done = ledger.get("done")
+    assert done is not None and done["final"] and done["energy_j"] > 0
+    assert ledger.get("late_info") is not None
+    state = ledger.load_state("provisional")
+    assert state is not None and [r["request_id"] for r in state["records"]] == ["open"]
+    sidecar.close()
+
+    open_j = state["records"][0]["energy_j"]
+    tap = ScriptedTap()
+    restarted = _sidecar(clock, tmp_path / "ledger.db", tap)
+    try:
+        seen = restarted.lookup("open")
+        assert seen is not None and seen["final"] is False and seen["attributes"]["resumed"] == "true"
+        assert seen["energy_j"] == pytest.approx(open_j) and restarted.resumed == 1
+        assert restarted.ledger.load_state("provisional") == {"records": []}  # never resumed twice
+        clock.t_s += 5.0  # the gap while no sidecar ran
+        tap.events = [WorkEvent("open", 106.0, 106.5, Phase.DECODE, 8)]
+        tap.infos = [RequestInfo("open", end_s=106.5, output_tokens=40)]
+        poll_for(restarted, clock, 1.0)
+        restarted.shutdown()
+        final = restarted.ledger.get("open")
+        assert final is not None and final["final"] and final["energy_j"] > open_j
+        assert final["attributes"]["energy_unknown"] == "true"  # the stop's gap: a lower bound
+    finally:
+        restarted.close()
+
+
+def test_run_stops_through_the_seal_when_stop_is_set(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    sidecar = _sidecar(clock, tmp_path / "ledger.db", ScriptedTap())
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        await sidecar.run(stop, serve_http=False)
+
+    try:
+        asyncio.run(main())
+        assert sidecar.ledger.load_state("provisional") == {"records": []}
+    finally:
+        sidecar.close()
+
+
+def test_the_stop_watchdog_exits_1_when_the_stop_overruns_and_can_be_cancelled() -> None:
+    fired: list[int] = []
+    timer = start_watchdog(0.05, fired.append)
+    timer.join(2.0)
+    assert fired == [1]
+    quiet: list[int] = []
+    start_watchdog(5.0, quiet.append).cancel()
+    assert quiet == []
