@@ -27,8 +27,9 @@ def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.
     return json.dumps(m).encode()
 
 
-def receiver() -> PluginReceiver:
-    return PluginReceiver(lambda unix_s: unix_s - 900.0)
+def receiver(**kw: Any) -> PluginReceiver:
+    """A receiver on a fake clock: datagrams are dated around Unix time 1000 s."""
+    return PluginReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: 1000.0, **kw)
 
 
 def test_iterations_become_per_request_prefill_and_decode_work() -> None:
@@ -98,7 +99,7 @@ def test_lost_malformed_and_restarts_are_counted_and_a_restart_empties_the_batch
 
 
 def test_token_totals_by_time_for_the_metrics_cross_check() -> None:
-    rx = receiver()
+    rx = PluginReceiver(lambda unix_s: unix_s - 900.0)
     rx.start()
     try:
         now = time.time()
