@@ -30,8 +30,9 @@ def record(request_id: str, energy_j: float = 6.0, output: float = 3.0) -> Reque
 
 
 def span(raw_id: str) -> ReceivedSpan:
+    span_id = "b7ad6b71692033" + raw_id.encode().hex()[-2:]  # one span per request
     return ReceivedSpan(
-        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "00f067aa0ba902b7", "llm_request",
+        "0af7651916cd43dd8448eb211c80319c", span_id, "00f067aa0ba902b7", "llm_request",
         1000.0, 1002.0, {"gen_ai.request.id": raw_id, "gen_ai.usage.completion_tokens": 3},
         {"service.name": "vllm"}, "vllm.llm_engine",
     )  # fmt: skip
@@ -47,7 +48,7 @@ def collect(receiver: OtlpReceiver, sink: Sink, n: int) -> list[ReceivedSpan]:
 
 def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first() -> None:
     sink = Sink()
-    upstream = OtlpReceiver([sink], host="127.0.0.1", port=0)
+    upstream = OtlpReceiver([sink], host="127.0.0.1", port=0, wall=lambda: 1001.0)  # the spans' fake clock
     upstream.start()
     fwd = SpanForwarder(f"127.0.0.1:{upstream.port}")
     fwd.start()
