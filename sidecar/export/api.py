@@ -12,13 +12,19 @@ Routes:
 - ``GET /metrics``: 200, Prometheus text, ``Content-Type: prometheus_client.CONTENT_TYPE_LATEST``.
 - ``GET /v1/requests/{request_id}``: 200 with the record as JSON (energies in
   joules, times in seconds); 404 ``{"error": ..., "request_id": ...}`` when the
-  id is unknown or not yet seen.
+  id is unknown or not yet seen; 400 ``{"error": ..., "reason": ...}`` when the id
+  fails the taps' id check (:func:`sidecar.taps.validate.request_id`: empty, over
+  256 characters, not printable), counted in ``counts["rejected_<reason>"]``; 500
+  ``{"error": ...}`` when the lookup fails (counted ``lookup_errors``; the server
+  keeps serving).
 - ``GET /healthz``: 200 ``ok`` while the process serves.
 - ``GET /readyz``: 200 ``{"ready": true, "reason": ...}`` or 503 with ``"ready": false``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +32,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sidecar.taps import validate as v
+
 __all__ = ["Served", "make_app", "serve"]
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND = (
     "unknown request id: the sidecar has not seen this request yet (its span or work events may still be on "
@@ -39,15 +49,29 @@ def make_app(
     metrics: Callable[[], bytes],
     lookup: Callable[[str], dict[str, Any] | None],
     ready: Callable[[], tuple[bool, str]],
+    counts: Counter[str] | None = None,
 ) -> web.Application:
-    """Build the aiohttp application over the three callables (see the module docstring)."""
+    """Build the aiohttp application over the three callables (see the module docstring).
+
+    ``counts`` receives the refused requests by outcome (a fresh ``Counter`` if not given).
+    """
+    refused: Counter[str] = Counter() if counts is None else counts
 
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_request(request: web.Request) -> web.Response:
-        request_id = request.match_info["request_id"]
-        record = lookup(request_id)
+        try:
+            request_id = v.request_id(request.match_info["request_id"])
+        except v.Rejected as err:
+            v.note(refused, err)
+            return web.json_response({"error": f"bad request id: {err}", "reason": err.reason}, status=400)
+        try:
+            record = lookup(request_id)
+        except Exception:  # a failing store must not take the API down: 500 for this request, go on
+            refused["lookup_errors"] += 1
+            log.exception("lookup of %r failed", request_id)
+            return web.json_response({"error": "lookup failed", "request_id": request_id}, status=500)
         if record is None:
             return web.json_response({"error": NOT_FOUND, "request_id": request_id}, status=404)
         return web.json_response(record)
