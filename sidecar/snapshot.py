@@ -73,4 +73,6 @@ def _tap_report(sidecar: Sidecar) -> TapReport:
             merged.events.update(report.events)
             merged.token_mismatch.update(report.token_mismatch)
             merged.server.update(report.server)
+    if sidecar.ledger is not None:  # stored, unstorable, write_errors, dropped
+        merged.events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})
     return merged
