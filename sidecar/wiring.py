@@ -57,7 +57,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     # the vLLM plugin and /metrics taps work without OTLP; the plugin is drained before spans
     vllm_taps: VllmTaps = attach_vllm(config, to_mono, handlers, sources, services)
     if config.otlp_port:
-        receiver = OtlpReceiver(handlers, host=config.host, port=config.otlp_port)
+        receiver = OtlpReceiver(
+            handlers,
+            host=config.otlp_host,
+            port=config.otlp_port,
+            max_message_bytes=config.otlp_max_message_bytes,
+        )
         sources.append(receiver)
         services.append(receiver)
     ledger = (

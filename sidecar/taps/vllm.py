@@ -109,7 +109,7 @@ def attach_vllm(
 ) -> VllmTaps:
     """Build the vLLM taps from ``config``, add the span handler, the source and the service."""
     plugin = (
-        PluginReceiver(to_mono, host=config.host, port=config.plugin_port, default_model=config.model)
+        PluginReceiver(to_mono, host=config.plugin_host, port=config.plugin_port, default_model=config.model)
         if config.plugin_port
         else None
     )
