@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -99,6 +99,7 @@ class Sidecar:
         self._poller: Poller | None = None
         self.http_port: int | None = None
         self._recent: OrderedDict[str, RequestEnergy] = OrderedDict()  # finals, when no ledger
+        self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot)
 
@@ -206,7 +207,9 @@ class Sidecar:
         """Run until ``stop`` is set; then seal what can be sealed and close."""
         served: Served | None = None
         if serve_http:
-            app = make_app(metrics=self.exporter.render, lookup=self.lookup, ready=self.ready)
+            app = make_app(
+                metrics=self.exporter.render, lookup=self.lookup, ready=self.ready, counts=self.api_counts
+            )
             served = await serve(app, self.config.host, self.config.port)
             self.http_port = served.port
             log.info("serving /metrics and /v1/requests on %s", served.url)

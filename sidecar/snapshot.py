@@ -75,4 +75,5 @@ def _tap_report(sidecar: Sidecar) -> TapReport:
             merged.server.update(report.server)
     if sidecar.ledger is not None:  # stored, unstorable, write_errors, dropped
         merged.events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})
+    merged.events.update({("http_api", k): n for k, n in sidecar.api_counts.items()})
     return merged

@@ -147,3 +147,38 @@ async def test_a_failing_lookup_is_a_500_for_that_request_and_the_server_keeps_s
         assert (await fetch(served, "/v1/requests/fine"))[0] == 200
     finally:
         await served.close()
+
+
+async def test_the_running_sidecar_exports_refused_http_requests_in_the_tap_events_metric() -> None:
+    import asyncio
+
+    from sidecar.config import SidecarConfig
+    from sidecar.wiring import build_sidecar
+
+    config = SidecarConfig(meter="cpu-model", port=0, otlp_port=0, plugin_port=0, ledger_path="")
+    sidecar = build_sidecar(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sidecar.run(stop))
+    try:
+        while sidecar.http_port is None:
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sidecar.http_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/v1/requests/" + "x" * 300) as resp:
+                assert resp.status == 400
+            sidecar.tick()
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+    finally:
+        stop.set()
+        await task
+        sidecar.close()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    refused = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "jouletrace_tap_events_total" and s.labels["jouletrace_tap"] == "http_api"
+    }
+    assert refused == {"rejected_bad_id": 1.0}
