@@ -96,14 +96,14 @@ class VllmTaps:
 def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> VllmTaps:
     """The vLLM taps ``config`` asks for (the span handler always; the others by their knobs)."""
     hook = (
-        HookReceiver(to_mono, host=config.host, port=config.hook_port, default_model=config.model)
+        HookReceiver(to_mono, host=config.hook_host, port=config.hook_port, default_model=config.model)
         if config.hook_port
         else None
     )
     plugin = (
         PluginReceiver(
             to_mono,
-            host=config.host,
+            host=config.plugin_host,
             port=config.plugin_port,
             default_model=config.model,
             claimed_by=hook.claims if hook is not None else None,
