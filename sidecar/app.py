@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,6 +107,7 @@ class Sidecar:
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
+        self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
         self._snapshot = build_snapshot(self, clock())
         self.exporter = MetricsExporter(lambda: self._snapshot, tenant_top_n=config.tenant_top_n)
 
@@ -218,6 +220,7 @@ class Sidecar:
             lookup=self.lookup,
             ready=self.ready,
             energy=timeline_energy(self.timeline, clock=self.clock),
+            counts=self.api_counts,
         )
         try:
             served = await serve(app, self.config.host, self.config.port)
@@ -259,6 +262,7 @@ def _start(tap: Tap, config: SidecarConfig) -> None:
 def _cannot_listen(config: SidecarConfig, knob: str, err: OSError) -> str:
     """One line: the address, the cause, and the knob (flag and environment variable) that moves it."""
     port = getattr(config, knob)  # every knob is a SidecarConfig field of the same name
+    host = getattr(config, knob.removesuffix("port") + "host")  # port -> host, otlp_port -> otlp_host, ...
     flag, env = flag_name(knob), env_name(knob)
     cause = err.strerror or str(err)
-    return f"cannot listen on {config.host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"
+    return f"cannot listen on {host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"

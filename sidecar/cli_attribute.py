@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -76,9 +77,10 @@ def load_stream(path: Path) -> list[tuple[float, bytes]]:
 class _Dispatch:
     """Feeds each payload to the receiver of its wire version (v2: hook, v1: plugin), hook first."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, wall: Callable[[], float]) -> None:
         self.hook = HookReceiver(lambda unix_s: unix_s, default_model=model)
-        self.plugin = PluginReceiver(lambda unix_s: unix_s, default_model=model)
+        # the plugin receiver dates each datagram against ``wall``: the replay's clock, not today's
+        self.plugin = PluginReceiver(lambda unix_s: unix_s, default_model=model, wall=wall)
 
     def feed(self, data: bytes, out: TapOutput) -> None:
         (self.hook.feed if b'"v":2' in data[:16].replace(b" ", b"") else self.plugin.feed)(data, out)
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     meter = ReplayMeter(args.energy)
     devices = meter.devices
     readings = [Reading(r.t_s + args.energy_offset_s, r.energy_j) for r in meter.readings()]
-    dispatch = _Dispatch(args.model)
+    dispatch = _Dispatch(args.model, wall=lambda: source.now_s)
     source = PayloadSource(dispatch.feed, load_stream(args.iterations))
     floor = FloorEstimate(",".join(d.id for d in devices), override_w=args.floor_w)
     rule = make_rule(args.rule, floor=floor)

@@ -75,10 +75,14 @@ KNOBS: tuple[Knob, ...] = (
     Knob("devices", str, "all", "devices to read: 'all' or comma-separated GPU indices / UUIDs"),
     Knob("split", str, "fitted", "how a tick's energy is split among the requests in it", SPLITS),
     Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
-    Knob("host", str, "0.0.0.0", "address the HTTP server (/metrics, API, probes) binds"),
+    Knob("host", str, "127.0.0.1", "address the HTTP server (/metrics, API, probes) binds (only it)"),
     Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
+    Knob("otlp_host", str, "127.0.0.1", "address the OTLP/gRPC trace receiver binds"),
     Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
+    Knob("otlp_max_message_bytes", _positive(int), 4 * 1024 * 1024, "largest OTLP export accepted, bytes"),
+    Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
+    Knob("hook_host", str, "127.0.0.1", "address the vLLM scheduler hook's UDP receiver binds"),
     Knob("hook_port", _port, HOOK_PORT, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
@@ -151,10 +155,14 @@ class SidecarConfig:
     devices: str = "all"
     split: str = "fitted"
     model: str = "unknown"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = HTTP_PORT
+    otlp_host: str = "127.0.0.1"
     otlp_port: int = OTLP_PORT
+    otlp_max_message_bytes: int = 4 * 1024 * 1024
+    plugin_host: str = "127.0.0.1"
     plugin_port: int = PLUGIN_PORT
+    hook_host: str = "127.0.0.1"
     hook_port: int = HOOK_PORT
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0

@@ -70,6 +70,11 @@ class GridClock:
         self._period, self._phase = float(period), float(phase)
 
     @property
+    def phase_s(self) -> float | None:
+        """The fitted time of grid point 0 (s), None while the grid is unknown."""
+        return self._phase
+
+    @property
     def period_s(self) -> float | None:
         """The fitted update period (s), None while the grid is unknown."""
         return self._period

@@ -79,8 +79,10 @@ class PayloadSource:
         self._payloads = sorted(payloads, key=lambda p: p[0])
         self._t = [p[0] for p in self._payloads]
         self._i = 0
+        self.now_s = float("-inf")  # the replay's clock (payload time): "now" for receivers that date-check
 
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+        self.now_s = now_s
         out = TapOutput()
         j = bisect_right(self._t, now_s)
         for _, data in self._payloads[self._i : j]:

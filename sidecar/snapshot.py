@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, SelfStats, Snapshot
+from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, SelfStats, Snapshot, TapReport
 from sidecar.attribution.rules import FittedRule
 from sidecar.taps.tap import merge_reports
 
@@ -59,7 +59,14 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
             counter_resets=sidecar.timeline.resets + sidecar.timeline.wraps,
             pending_requests=len(att.requests),
             sealed_ticks=totals.sealed_ticks,
-            taps=merge_reports(tap.stats() for tap in sidecar.taps),
+            taps=merge_reports([*(tap.stats() for tap in sidecar.taps), _own_report(sidecar)]),
             job_failures={"tick": sidecar.tick_failures},
         ),
     )
+
+
+def _own_report(sidecar: Sidecar) -> TapReport:
+    """The ledger's counters (stored, unstorable, write_errors, dropped) and the refused HTTP requests."""
+    events = {("ledger", k): n for k, n in sidecar.ledger.counts.items()}
+    events.update({("http_api", k): n for k, n in sidecar.api_counts.items()})
+    return TapReport(events=events)

@@ -54,7 +54,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     to_mono = WallToMono(mono=clock)
     vllm = attach_vllm(config, to_mono)  # plugin and /metrics taps work without OTLP
     spans = (
-        OtlpReceiver([DiffusionSpanHandler(to_mono), vllm.spans], host=config.host, port=config.otlp_port)
+        OtlpReceiver(
+            [DiffusionSpanHandler(to_mono), vllm.spans],
+            host=config.otlp_host,
+            port=config.otlp_port,
+            max_message_bytes=config.otlp_max_message_bytes,
+        )
         if config.otlp_port
         else None
     )

@@ -118,7 +118,7 @@ class FitSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class TapReport:
-    """What a tap reports about itself (a source's ``tap_stats()``), for the self-metrics.
+    """What a tap reports about itself (a tap's ``stats()``), for the self-metrics.
 
     ``events``: (tap, outcome) -> count (received, ignored, dropped, lost, malformed, ...);
     ``token_mismatch``: phase -> tokens by which two taps disagree (vLLM /metrics minus plugin);

@@ -12,29 +12,38 @@ Routes:
 - ``GET /metrics``: 200, Prometheus text, ``Content-Type: prometheus_client.CONTENT_TYPE_LATEST``.
 - ``GET /v1/requests/{request_id}``: 200 with the record as JSON (energies in
   joules, times in seconds); 404 ``{"error": ..., "request_id": ...}`` when the
-  id is unknown or not yet seen.
+  id is unknown or not yet seen; 400 ``{"error": ..., "reason": ...}`` when the id
+  fails the taps' id check (:func:`sidecar.taps.validate.request_id`: empty, over
+  256 characters, not printable), counted in ``counts["rejected_<reason>"]``; 500
+  ``{"error": ...}`` when the lookup fails (counted ``lookup_errors``; the server
+  keeps serving).
 - ``GET /v1/energy?start_unix_s=&end_unix_s=``: 200 with the device energy over that
   interval (J, all devices, read-only from the timeline: linear between counter
   updates), ``covered`` false when the interval reaches past the newest counter update
   or before the oldest kept one (ask again later / it is gone); 400
   ``{"error": ..., "param": ...}`` for a missing, non-finite or reversed bound or an
   interval longer than :data:`MAX_INTERVAL_S` (rejections are counted in
-  ``app[ENERGY_REJECTED]``). Only served when ``make_app`` is given ``energy``
-  (:func:`timeline_energy`).
+  ``app[ENERGY_REJECTED]`` and in ``counts["rejected_energy_interval"]``); 500 when the
+  query fails (counted ``energy_errors``). Only served when ``make_app`` is given
+  ``energy`` (:func:`timeline_energy`).
 - ``GET /healthz``: 200 ``ok`` while the process serves.
 - ``GET /readyz``: 200 ``{"ready": true, "reason": ...}`` or 503 with ``"ready": false``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from sidecar.taps import validate as v
 
 if TYPE_CHECKING:
     from sidecar.timeline import Timeline
@@ -44,6 +53,8 @@ __all__ = ["ENERGY_REJECTED", "MAX_INTERVAL_S", "Served", "make_app", "serve", "
 MAX_INTERVAL_S = 86_400.0  # one day: longer than any timeline ring keeps
 ENERGY_REJECTED: web.AppKey[list[int]] = web.AppKey("energy_rejected", list)
 EnergyQuery = Callable[[float, float], dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND = (
     "unknown request id: the sidecar has not seen this request yet (its span or work events may still be on "
@@ -57,15 +68,29 @@ def make_app(
     lookup: Callable[[str], dict[str, Any] | None],
     ready: Callable[[], tuple[bool, str]],
     energy: EnergyQuery | None = None,
+    counts: Counter[str] | None = None,
 ) -> web.Application:
-    """Build the aiohttp application over the callables (see the module docstring)."""
+    """Build the aiohttp application over the callables (see the module docstring).
+
+    ``counts`` receives the refused requests by outcome (a fresh ``Counter`` if not given).
+    """
+    refused: Counter[str] = Counter() if counts is None else counts
 
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_request(request: web.Request) -> web.Response:
-        request_id = request.match_info["request_id"]
-        record = lookup(request_id)
+        try:
+            request_id = v.request_id(request.match_info["request_id"])
+        except v.Rejected as err:
+            v.note(refused, err)
+            return web.json_response({"error": f"bad request id: {err}", "reason": err.reason}, status=400)
+        try:
+            record = lookup(request_id)
+        except Exception:  # a failing store must not take the API down: 500 for this request, go on
+            refused["lookup_errors"] += 1
+            log.exception("lookup of %r failed", request_id)
+            return web.json_response({"error": "lookup failed", "request_id": request_id}, status=500)
         if record is None:
             return web.json_response({"error": NOT_FOUND, "request_id": request_id}, status=404)
         return web.json_response(record)
@@ -82,8 +107,15 @@ def make_app(
         bounds, error = _interval(request.query)
         if bounds is None:
             request.app[ENERGY_REJECTED][0] += 1
+            refused["rejected_energy_interval"] += 1
             return web.json_response({"error": error[1], "param": error[0]}, status=400)
-        return web.json_response(energy(*bounds))
+        try:
+            answer = energy(*bounds)
+        except Exception:  # as for lookups: 500 for this request, the server goes on
+            refused["energy_errors"] += 1
+            log.exception("energy query %r failed", bounds)
+            return web.json_response({"error": "energy query failed"}, status=500)
+        return web.json_response(answer)
 
     app = web.Application()
     app[ENERGY_REJECTED] = [0]

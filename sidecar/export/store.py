@@ -9,14 +9,25 @@ Retention runs on every :meth:`Ledger.put_many`: records stored more than
 ``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
 epoch) are deleted, then the oldest beyond ``max_rows``. A re-put record counts
 as new. One process writes a ledger file; reads and writes are thread-safe.
+
+Faults never cost good records: a record that cannot be stored (an integer
+too large for SQLite, a value it refuses) is skipped and counted
+(``unstorable``) and the rest of its batch is written; when the write itself
+fails (disk full, I/O error) the batch is kept in memory (at most
+``max_pending`` records, the oldest dropped and counted as ``dropped``), still
+served by :meth:`Ledger.get`, counted (``write_errors``) and written with the
+next batch once the disk has room again. :attr:`Ledger.counts` holds these
+counters for the self-metrics.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,11 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
+
+log = logging.getLogger(__name__)
+
+# What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
+_RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 
 SCHEMA_VERSION = 1
 
@@ -86,6 +102,7 @@ class Ledger:
         max_rows: int = 1_000_000,
         max_age_s: float = 7 * 86400,
         clock: Callable[[], float] = time.time,
+        max_pending: int = 100_000,
     ) -> None:
         if max_rows < 1:
             raise ConfigError(f"ledger_max_rows: must be at least 1, got {max_rows}")
@@ -95,6 +112,9 @@ class Ledger:
         self.max_rows = max_rows
         self.max_age_s = float(max_age_s)
         self._clock = clock
+        self.max_pending = max_pending
+        self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped
+        self._pending: OrderedDict[str, RequestEnergy] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
         self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
@@ -138,45 +158,80 @@ class Ledger:
     def put_many(self, records: Iterable[RequestEnergy]) -> int:
         """Insert or replace final records in one transaction, then apply retention.
 
-        Returns how many records were written. A record with ``final=False``
-        raises ``ValueError`` (nothing of the batch is written).
+        Returns how many records were written now (records kept back earlier
+        because the write failed are written first). A record that cannot be
+        stored is skipped and counted; a failed write keeps the batch pending
+        (see the module docstring). A record with ``final=False`` raises
+        ``ValueError`` (nothing of the batch is written): that is a caller's bug.
         """
         batch = list(records)
         for rec in batch:
             if not rec.final:
                 raise ValueError(f"ledger stores final records only; {rec.request_id!r} is not final")
         with self._lock:
-            now = self._clock()
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            for rec in batch:
+                self._pending.pop(rec.request_id, None)
+                self._pending[rec.request_id] = rec
+            todo = list(self._pending.values())
             try:
-                for rec in batch:
-                    self._seq += 1
-                    row = _row(rec, self._seq, now)
+                written = self._write(todo)
+            except sqlite3.OperationalError as err:  # disk full, I/O error, locked: keep, retry next time
+                self.counts["write_errors"] += 1
+                log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
+                while len(self._pending) > self.max_pending:
+                    self._pending.popitem(last=False)
+                    self.counts["dropped"] += 1
+                return 0
+            self._pending.clear()
+        return written
+
+    def _write(self, batch: list[RequestEnergy]) -> int:
+        now = self._clock()
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        written = 0
+        try:
+            for rec in batch:
+                try:
+                    row = _row(rec, self._seq + 1, now)
                     cur.execute(_INSERT, row)
-                    if cur.rowcount == 1:
-                        self._rows += 1
-                    else:
+                    inserted = cur.rowcount == 1
+                    if not inserted:
                         cur.execute(_UPDATE, (*row[1:], rec.request_id))
-                cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
-                self._rows -= cur.rowcount
-                if self._rows > self.max_rows:
-                    excess = self._rows - self.max_rows
-                    cur.execute(
-                        "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)",
-                        (excess,),
-                    )
-                    self._rows -= cur.rowcount
-                cur.execute("COMMIT")
-            except BaseException:
+                except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
+                    self.counts["unstorable"] += 1
+                    log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
+                    continue
+                self._seq += 1
+                self._rows += inserted
+                written += 1
+            self._retain(cur, now)
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
                 cur.execute("ROLLBACK")
-                self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-                raise
-        return len(batch)
+            self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+            raise
+        self.counts["stored"] += written
+        return written
+
+    def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
+        cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
+        self._rows -= cur.rowcount
+        if self._rows > self.max_rows:
+            excess = self._rows - self.max_rows
+            cur.execute(
+                "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)", (excess,)
+            )
+            self._rows -= cur.rowcount
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         """The stored record (``RequestEnergy.to_json()`` form), or ``None`` if unknown."""
         with self._lock:
+            pending = self._pending.get(request_id)
+            if pending is not None:
+                return pending.to_json()
             row = self._conn.execute(
                 "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
             ).fetchone()

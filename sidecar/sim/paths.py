@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sidecar.attribution.events import WorkEvent
 from sidecar.offline import EventSource, PayloadSource, Source
 from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
-from sidecar.sim.taps import hook_datagrams, plugin_datagrams, span_exports, to_mono
+from sidecar.sim.taps import UNIX_OFFSET_S, hook_datagrams, plugin_datagrams, span_exports, to_mono
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import HookReceiver
@@ -35,8 +35,13 @@ def source_for(run: SimRun, path: str) -> Source:
         hook = HookReceiver(to_mono, default_model=MODEL_NAME)
         return PayloadSource(hook.feed, hook_datagrams(run))
     if path == "plugin":
-        receiver = PluginReceiver(to_mono, default_model=MODEL_NAME)
-        return PayloadSource(receiver.feed, plugin_datagrams(run))
+
+        def sim_now() -> float:  # the receiver dates datagrams against "now": the replay's Unix time
+            return UNIX_OFFSET_S + source.now_s
+
+        receiver = PluginReceiver(to_mono, default_model=MODEL_NAME, wall=sim_now)
+        source = PayloadSource(receiver.feed, plugin_datagrams(run))
+        return source
     if path == "spans":
         handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)
 

@@ -18,11 +18,17 @@ over the batch interval, with the member's units, so a tick's energy is split
 by work units (equal shares for a homogeneous batch), and a request span into
 a finished :class:`~sidecar.attribution.events.RequestInfo`. Attribute names:
 :mod:`sidecar.contracts.span_attributes` (the server imports them from there too).
+
+Every value is checked (:mod:`.validate`) before anything is made: ids,
+amounts (finite, >= 0, under a bound), names; a bad one raises
+:class:`~sidecar.taps.validate.Rejected` and the receiver drops that span only.
+A batch span whose per-member units do not match its members falls back to
+equal shares (counted in ``malformed``).
 """
 
 from __future__ import annotations
 
-import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
@@ -45,22 +51,35 @@ from sidecar.contracts.span_attributes import (
     UNIT,
     WORK_UNITS,
 )
+from sidecar.taps import validate as v
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 
 __all__ = ["DiffusionSpanHandler"]
 
-log = logging.getLogger(__name__)
+
+_MAX_UNITS = 1e18  # pixels x frames x steps x items of one request or batch
+_MAX_COUNT = 1e7  # steps, frames, fps, images of one request
+_MAX_REMEMBERED = 50_000  # request ids kept to refuse a second request span for one request
 
 
-def _num(value: AttrValue | None, default: float = 0.0) -> float:
-    if isinstance(value, bool) or value is None:
+def _amount(value: AttrValue | None, what: str, maximum: float = _MAX_COUNT, default: float = 0.0) -> float:
+    """A finite amount in ``0..maximum``; a numeric string is read as its number; absent -> default."""
+    if value is None:
         return default
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value))
-    except ValueError:
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise v.Rejected("wrong_type", f"{what}: {value[:32]!r} is not a number") from None
+        return v.count(number, what, maximum)
+    return v.count(value, what, maximum)
+
+
+def _name(value: AttrValue | None, what: str, default: str) -> str:
+    """A short printable name (model, operation, task, unit: they become metric labels)."""
+    if value is None:
         return default
+    return v.request_id(value, what)
 
 
 class DiffusionSpanHandler:
@@ -71,6 +90,7 @@ class DiffusionSpanHandler:
         self.batches = 0
         self.requests = 0
         self.malformed = 0
+        self._handled: OrderedDict[str, None] = OrderedDict()
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         kind = span.attributes.get(SPAN_KIND)
@@ -85,52 +105,56 @@ class DiffusionSpanHandler:
     def stats(self) -> TapReport:
         """Batch and request spans turned into work, and malformed ones (``diffusion_spans``)."""
         counts = {"batches": self.batches, "requests": self.requests, "malformed": self.malformed}
-        return TapReport(events={("diffusion_spans", k): v for k, v in counts.items()})
+        return TapReport(events={("diffusion_spans", k): n for k, n in counts.items()})
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)
-        members = [str(m) for m in members_raw] if isinstance(members_raw, list) else []
-        if not members:
-            self.malformed += 1
-            log.warning("diffusion batch span %s has no members; ignored", span.span_id)
-            return
+        if not isinstance(members_raw, list) or not members_raw:
+            raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
+        members = [v.request_id(m, BATCH_MEMBERS) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)
-        units = [_num(u) for u in units_raw] if isinstance(units_raw, list) else []
+        units = (
+            [_amount(u, BATCH_MEMBER_UNITS, _MAX_UNITS) for u in units_raw]
+            if isinstance(units_raw, list)
+            else []
+        )
+        steps = _amount(span.attributes.get(DENOISE_STEPS), DENOISE_STEPS, default=1.0)
         if len(units) != len(members):  # fall back to equal shares of the batch's work
-            self.malformed += 1
-            total = _num(span.attributes.get(WORK_UNITS), float(len(members)))
+            total = _amount(span.attributes.get(WORK_UNITS), WORK_UNITS, _MAX_UNITS, float(len(members)))
             units = [total / len(members)] * len(members)
+            self.malformed += 1
         t0_s = self._to_mono(span.start_unix_s)
         t1_s = self._to_mono(span.end_unix_s)
-        steps = _num(span.attributes.get(DENOISE_STEPS), 1.0)
         for request_id, member_units in zip(members, units, strict=True):
             out.events.append(WorkEvent(request_id, t0_s, t1_s, Phase.DENOISE, member_units, steps=steps))
         self.batches += 1
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         a = span.attributes
-        request_id = str(a.get(REQUEST_ID, ""))
-        if not request_id:
-            self.malformed += 1
-            return
-        unit = str(a.get(UNIT, "image"))
+        request_id = v.request_id(a.get(REQUEST_ID), REQUEST_ID)
+        if request_id in self._handled:
+            raise v.Rejected("duplicate", f"diffusion request span for {request_id!r} already handled")
+        unit = _name(a.get(UNIT), UNIT, "image")
         attributes = {"trace_id": span.trace_id}
         if BATCH_ID in a:
-            attributes["batch_id"] = str(a[BATCH_ID])
+            attributes["batch_id"] = v.request_id(a[BATCH_ID], BATCH_ID)
         if unit == "video":
-            attributes["video_frames"] = f"{_num(a.get(OUTPUT_FRAMES)):g}"
-            attributes["video_fps"] = f"{_num(a.get(OUTPUT_FPS)):g}"
+            attributes["video_frames"] = f"{_amount(a.get(OUTPUT_FRAMES), OUTPUT_FRAMES):g}"
+            attributes["video_fps"] = f"{_amount(a.get(OUTPUT_FPS), OUTPUT_FPS):g}"
         out.infos.append(
             RequestInfo(
                 request_id,
-                model=str(a.get(MODEL, "unknown")),
-                operation=str(a.get(OPERATION, f"{unit}_generation")),
-                task=str(a.get(TASK, f"text-to-{unit}")),
+                model=_name(a.get(MODEL), MODEL, "unknown"),
+                operation=_name(a.get(OPERATION), OPERATION, f"{unit}_generation"),
+                task=_name(a.get(TASK), TASK, f"text-to-{unit}"),
                 start_s=self._to_mono(span.start_unix_s),
                 end_s=self._to_mono(span.end_unix_s),
-                output_units=_num(a.get(OUTPUT_UNITS)),
+                output_units=_amount(a.get(OUTPUT_UNITS), OUTPUT_UNITS),
                 unit=unit,
                 attributes=attributes,
             )
         )
+        self._handled[request_id] = None
+        while len(self._handled) > _MAX_REMEMBERED:
+            self._handled.popitem(last=False)
         self.requests += 1

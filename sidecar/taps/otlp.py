@@ -8,10 +8,22 @@ attribution is only ever touched from one thread. The receiver is a work
 source: ``due(now_s)`` returns the events and request infos made since the
 last call.
 
-Faults: a payload over ``max_message_bytes`` is refused by gRPC with
-RESOURCE_EXHAUSTED; an undecodable one fails its call (gRPC status), never
-the server; spans no handler claims are counted (``ignored``); a full queue
-drops the newest spans and counts them (``dropped``).
+Faults, as an OpenTelemetry collector handles them:
+
+* an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and
+  counted (``refused_too_large``; gRPC itself refuses, uncounted, anything over
+  twice the limit, so a flood cannot make the sidecar buffer it), an
+  undecodable one with INVALID_ARGUMENT (``refused_undecodable``);
+* each span is checked when it arrives (:mod:`.validate`): one that ends before
+  it starts, lasts over a day or is dated far from the sidecar's clock, or
+  repeats a (trace id, span id) already received (an exporter's retry) is
+  rejected and counted (``rejected_<reason>``); a full queue drops the newest
+  spans (``dropped``). The export's response carries ``partial_success`` with
+  the number of spans refused and why; the other spans of the export are kept;
+* each span is handed to the handlers on its own: a handler that rejects it
+  (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
+  costs that span only (``rejected_<reason>``, ``internal_errors``); spans no
+  handler claims are counted (``ignored``).
 """
 
 from __future__ import annotations
@@ -19,23 +31,29 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections import deque
-from collections.abc import Iterable, Sequence
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
+from sidecar.taps import validate as v
 from sidecar.taps.spans import AttrValue, ReceivedSpan, SpanHandler, TapOutput
 from sidecar.taps.tap import merge_reports
 
-__all__ = ["OtlpReceiver", "decode_request"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "OtlpReceiver", "decode_request"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_MAX_REMEMBERED_SPANS = 100_000  # (trace id, span id) pairs kept to spot an exporter's retries
 
 
 def _value(v: AnyValue) -> AttrValue:
@@ -80,15 +98,17 @@ def decode_request(req: trace_service_pb2.ExportTraceServiceRequest) -> list[Rec
     return out
 
 
-class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self._receiver = receiver
-
-    def Export(  # the gRPC method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self._receiver.accept(decode_request(request))
+def _respond(rejected: Counter[str]) -> trace_service_pb2.ExportTraceServiceResponse:
+    """OK, or ``partial_success`` naming how many spans were refused and why."""
+    n = sum(rejected.values())
+    if not n:
         return trace_service_pb2.ExportTraceServiceResponse()
+    why = ", ".join(f"{count} {reason}" for reason, count in sorted(rejected.items()))
+    return trace_service_pb2.ExportTraceServiceResponse(
+        partial_success=trace_service_pb2.ExportTracePartialSuccess(
+            rejected_spans=n, error_message=f"jouletrace refused {n} span(s): {why}"
+        )
+    )
 
 
 class OtlpReceiver:
@@ -100,31 +120,49 @@ class OtlpReceiver:
         self,
         handlers: Sequence[SpanHandler],
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 4317,
-        max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_queued_spans: int = 100_000,
+        wall: Callable[[], float] = time.time,
+        limits: v.Limits = v.LIMITS,
     ) -> None:
         self.handlers = list(handlers)
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
+        self.counts: Counter[str] = Counter()
         self._queue: deque[ReceivedSpan] = deque()
         self._max_queued = max_queued_spans
+        self._wall = wall  # Unix seconds now, to date-check spans
+        self._limits = limits
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
-        self.received = 0
-        self.ignored = 0
-        self.dropped = 0
+
+    @property
+    def received(self) -> int:
+        return self.counts["received"]
+
+    @property
+    def ignored(self) -> int:
+        return self.counts["ignored"]
+
+    @property
+    def dropped(self) -> int:
+        return self.counts["dropped"]
 
     def start(self) -> int:
         """Start serving; returns the bound port (``port=0`` picks a free one)."""
-        options = [
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+        options = [  # up to twice the limit reaches export() to be counted; gRPC refuses the rest
+            ("grpc.max_receive_message_length", 2 * self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
+        export = grpc.unary_unary_rpc_method_handler(
+            self.export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {"Export": export}),))
         try:
             bound: int = server.add_insecure_port(f"{self.host}:{self.port}")
         except RuntimeError:  # grpcio >= 1.6x raises instead of returning 0
@@ -144,29 +182,88 @@ class OtlpReceiver:
             self._server.stop(grace_s).wait()
             self._server = None
 
-    def accept(self, spans: list[ReceivedSpan]) -> None:
-        """Queue decoded spans (called on gRPC worker threads, or directly by tests)."""
+    def export(self, payload: bytes, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+        """The gRPC method: size check, decode, accept (on gRPC worker threads)."""
+        if len(payload) > self.max_message_bytes:
+            self._count("refused_too_large")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"export of {len(payload)} bytes is over the limit of {self.max_message_bytes} "
+                "(otlp_max_message_bytes)",
+            )
+        try:
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(payload)
+            spans = decode_request(request)
+        except Exception as err:  # protobuf's DecodeError (untyped), or anything decode_request cannot read
+            self._count("refused_undecodable")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP trace export: {err}")
+        return _respond(self.accept(spans))
+
+    def accept(self, spans: list[ReceivedSpan]) -> Counter[str]:
+        """Check and queue decoded spans (gRPC worker threads, or tests); returns the refused, by reason."""
+        refused: Counter[str] = Counter()
+        now_s = self._wall()
         with self._lock:
-            self.received += len(spans)
-            room = self._max_queued - len(self._queue)
-            if room < len(spans):
-                self.dropped += len(spans) - max(room, 0)
-                spans = spans[: max(room, 0)]
-            self._queue.extend(spans)
+            self.counts["received"] += len(spans)
+            for span in spans:
+                try:
+                    self._check(span, now_s)
+                except v.Rejected as err:
+                    v.note(self.counts, err)
+                    refused[err.reason] += 1
+                    continue
+                if len(self._queue) >= self._max_queued:
+                    self.counts["dropped"] += 1
+                    refused["queue_full"] += 1
+                    continue
+                self._queue.append(span)
+        return refused
+
+    def _check(self, span: ReceivedSpan, now_s: float) -> None:
+        v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
+        v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
+        key = (span.trace_id, span.span_id)
+        if key in self._seen:
+            raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
+        self._seen[key] = None
+        while len(self._seen) > _MAX_REMEMBERED_SPANS:
+            self._seen.popitem(last=False)
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[outcome] += n
 
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
-        """Hand every queued span to the handlers; return what they made."""
+        """Hand every queued span to the handlers, each on its own; return what they made."""
         with self._lock:
             spans = list(self._queue)
             self._queue.clear()
         out = TapOutput()
+        outcomes: Counter[str] = Counter()
         for span in spans:
-            if not any(h.handle(span, out) for h in self.handlers):
-                self.ignored += 1
+            one = TapOutput()  # a span's output joins the tick's only if the span was handled whole
+            try:
+                claimed = any(h.handle(span, one) for h in self.handlers)
+            except v.Rejected as err:
+                v.note(outcomes, err)
+                log.debug("span rejected: %s", err)
+                continue
+            except Exception:  # a bug must not cost the other spans: count, log, go on
+                outcomes["internal_errors"] += 1
+                log.exception("span %s (%s) could not be handled", span.span_id, span.name)
+                continue
+            if not claimed:
+                outcomes["ignored"] += 1
+            out.events += one.events
+            out.infos += one.infos
+        if outcomes:
+            with self._lock:
+                self.counts.update(outcomes)
         return out.events, out.infos
 
     def stats(self) -> TapReport:
-        """Spans received, ignored (no handler claimed them) and dropped, plus each handler's counters."""
-        own = TapReport(events={("otlp", "received"): self.received, ("otlp", "ignored"): self.ignored,
-                                ("otlp", "dropped"): self.dropped})  # fmt: skip
+        """Spans received, refused, rejected (by reason), dropped, ignored; plus each handler's counters."""
+        with self._lock:  # received, ignored and dropped always (0 until one happens)
+            counts = {"received": 0, "ignored": 0, "dropped": 0, **self.counts}
+        own = TapReport(events={("otlp", k): n for k, n in counts.items()})
         return merge_reports([own, *(h.stats() for h in self.handlers)])

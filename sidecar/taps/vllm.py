@@ -34,7 +34,7 @@ __all__ = ["VllmTaps", "attach_vllm"]
 class VllmTaps:
     """The vLLM taps the config enabled, as one :class:`~sidecar.taps.tap.Tap`."""
 
-    knob = "plugin_port"  # the only one of them that binds a port
+    knob = "plugin_port"  # the port knob of the part that is starting (hook_port or plugin_port)
 
     def __init__(
         self,
@@ -48,9 +48,12 @@ class VllmTaps:
         self.hook = hook
 
     def start(self) -> int:
-        for part in (self.hook, self.plugin, self.scraper, self.forwarder):
+        ports = (("hook_port", self.hook), ("plugin_port", self.plugin))
+        for knob, part in (*ports, ("", self.scraper), ("", self.forwarder)):
             if part is not None:
+                self.knob = knob  # named if this part cannot start (the hook and the plugin bind ports)
                 part.start()
+        self.knob = "plugin_port"
         return self.plugin.port if self.plugin is not None else 0
 
     def stop(self, grace_s: float = 1.0) -> None:
@@ -96,14 +99,14 @@ class VllmTaps:
 def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> VllmTaps:
     """The vLLM taps ``config`` asks for (the span handler always; the others by their knobs)."""
     hook = (
-        HookReceiver(to_mono, host=config.host, port=config.hook_port, default_model=config.model)
+        HookReceiver(to_mono, host=config.hook_host, port=config.hook_port, default_model=config.model)
         if config.hook_port
         else None
     )
     plugin = (
         PluginReceiver(
             to_mono,
-            host=config.host,
+            host=config.plugin_host,
             port=config.plugin_port,
             default_model=config.model,
             claimed_by=hook.claims if hook is not None else None,

@@ -14,7 +14,10 @@ counter deltas: :attr:`mismatch` is (counter delta - plugin delta) since both
 were first seen, per phase (tokens; 0 when they agree), exported as a
 self-metric. Counters that go backwards mean vLLM restarted: the baselines are
 taken again (``restarts``). A scrape that times out or fails is counted and
-retried at the next interval. Units: seconds, tokens.
+retried at the next interval. Every sample read must be a finite, non-negative
+number (:mod:`.validate`); one that is not is skipped and counted
+(``rejected_<reason>``), the others of the scrape are used; an exposition the
+parser cannot read at all is counted (``malformed``). Units: seconds, tokens.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.taps import validate as v
 
 __all__ = ["METRIC_NAMES", "MetricsScraper", "parse_metrics"]
 
@@ -46,17 +50,28 @@ METRIC_NAMES = {
 _COUNTERS = ("prompt", "generation", "iterations")
 _ARRIVAL_S = 0.3  # the plugin's datagrams for a moment have been drained this long after it
 
+_MAX_VALUE = 1e18  # tokens, requests or a fraction: anything larger is not a real counter
 TokensAt = Callable[[float], tuple[int, int] | None]
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """The samples of :data:`METRIC_NAMES` in a Prometheus exposition, summed over label sets."""
+def parse_metrics(text: str, rejected: Counter[str] | None = None) -> dict[str, float]:
+    """The samples of :data:`METRIC_NAMES` in a Prometheus exposition, summed over label sets.
+
+    A sample that is not a finite number in ``0..1e18`` is skipped and counted in ``rejected``.
+    """
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             key = METRIC_NAMES.get(sample.name)
-            if key is not None:
-                out[key] = out.get(key, 0.0) + float(sample.value)
+            if key is None:
+                continue
+            try:
+                value = v.count(sample.value, sample.name, _MAX_VALUE)
+            except v.Rejected as err:
+                if rejected is not None:
+                    v.note(rejected, err)
+                continue
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
@@ -119,7 +134,7 @@ class MetricsScraper:
             except OSError as err:
                 self.counts["timeouts" if "timed out" in str(err) else "errors"] += 1
                 log.debug("scrape of %s failed: %s", self.url, err)
-            except ValueError as err:
+            except Exception as err:  # whatever the parser makes of garbage: this scrape only
                 self.counts["malformed"] += 1
                 log.debug("bad exposition from %s: %s", self.url, err)
         if self._pending_check is not None and time.time() >= self._pending_check[1] + _ARRIVAL_S:
@@ -132,7 +147,10 @@ class MetricsScraper:
 
     def ingest(self, text: str, before_s: float, after_s: float) -> None:
         """Take one exposition scraped between Unix times ``before_s`` and ``after_s`` (tests call it)."""
-        values = parse_metrics(text)
+        values = parse_metrics(text, self.counts)
+        for k in _COUNTERS:  # a counter whose sample was refused keeps its last value (not a reset)
+            if k not in values and self._prev is not None and k in self._prev:
+                values[k] = self._prev[k]
         self.counts["scrapes"] += 1
         self.latest = values
         if self._prev is not None and any(values.get(k, 0.0) < self._prev.get(k, 0.0) for k in _COUNTERS):

@@ -21,11 +21,19 @@ per-request starts (``live: false``), finished requests get whole-phase work
 from their timings, as spans would.
 
 Faults: UDP needs no connection, so either side can restart. Undecodable
-datagrams are counted (``malformed``); sequence gaps are counted (``lost``); a new
-vLLM process id ends the old one's requests in flight as aborted
-(``restarts``, ``aborted_on_restart``); at most ``max_decoding`` starts
-without a fin are kept (the oldest is dropped, ``evicted``); at most
-``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest.
+datagrams are counted (``malformed``); every part of a datagram (``wall``,
+``it``, ``sched``, each ``start``/``fin``/``gone`` row) is checked on its own
+(:mod:`.vllm_plugin_rows`, :mod:`.validate`): a bad part is dropped and counted
+as ``rejected_<reason>`` and the good rows next to it are used; a ``wall`` that
+cannot be dated rejects its datagram. Sequence numbers (:mod:`.sequence`):
+gaps count ``lost``, late datagrams ``reordered``, replays ``rejected_duplicate``
+(dropped), jumps beyond a window ``seq_jumps`` (not losses). A repeated start or
+finish of one request is a ``rejected_duplicate``. A new vLLM process id ends the
+old one's requests in flight as aborted (``restarts``, ``aborted_on_restart``); at
+most ``max_decoding`` starts without a fin are kept (the oldest is dropped,
+``evicted``); at most ``max_per_drain`` datagrams are read
+per tick, the kernel buffer bounds the rest. A bug while handling one datagram
+is counted (``internal_errors``) and logged, never raised into the tick.
 Units: seconds, tokens.
 """
 
@@ -41,7 +49,17 @@ from typing import Any
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.contracts.vllm_wire import decode
+from sidecar.taps import validate as v
+from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_plugin_rows import (
+    FinishRow,
+    StartRow,
+    parse_finish,
+    parse_iteration,
+    parse_sched,
+    parse_start,
+)
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
 
 __all__ = ["PluginReceiver"]
@@ -66,6 +84,7 @@ class PluginReceiver:
         max_per_drain: int = 50_000,
         claimed_by: Callable[[str], bool] | None = None,
         max_decoding: int = 4096,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
         self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
@@ -78,12 +97,14 @@ class PluginReceiver:
         self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
         self.live = False
         self._sock: socket.socket | None = None
+        self._wall = wall  # Unix seconds now, to date-check datagrams
         self._pid: int | None = None
-        self._seq = -1
+        self._seqs = SeqTracker(self.counts)
         self._last_end: float | None = None
         self._step_s = 0.02  # running estimate of an iteration's duration
         self._decoding: dict[str, list[int]] = {}  # request id -> [prompt tokens, generated so far]
         self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # recent finishes, to refuse replays
         self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
         self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
         self._started_wall: float | None = None  # Unix time the receiver started listening
@@ -131,9 +152,12 @@ class PluginReceiver:
         self.counts["received"] += 1
         try:
             self._message(msg, out)
-        except (TypeError, ValueError, IndexError) as err:
-            self.counts["malformed"] += 1
-            log.debug("bad plugin message: %s", err)
+        except v.Rejected as err:  # the datagram's header: nothing in it can be dated
+            v.note(self.counts, err)
+            log.debug("plugin datagram rejected: %s", err)
+        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
+            self.counts["internal_errors"] += 1
+            log.exception("plugin datagram could not be handled")
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
@@ -150,36 +174,36 @@ class PluginReceiver:
 
     # ---- internals -------------------------------------------------------------------------
     def _message(self, msg: dict[str, Any], out: TapOutput) -> None:
+        wall_s = v.unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
         if pid != self._pid:
             if self._pid is not None:
-                self._restart(self.to_mono(float(msg["wall"])), out)
-            self._pid, self._seq = pid, seq - 1
-        if seq > self._seq + 1:
-            self.counts["lost"] += seq - self._seq - 1
-        self._seq = max(self._seq, seq)
-        if isinstance(msg.get("model"), str) and msg["model"]:
-            self.model = msg["model"]
-        self.live = bool(msg.get("live", False))
-        if "sched" in msg:
-            running, waiting, kv = msg["sched"][:3]
-            self.sched = (float(running), float(waiting), float(kv))
-        t_rec = self.to_mono(float(msg["wall"]))
-        t_end = t_rec
-        if "it" in msg:
-            it = msg["it"]
-            t_end = t_rec - max(float(it[0]), 0.0)
-            self._iteration(t_end, int(it[1]), out)
-            self._cum[0] += int(it[2]) + (int(it[3]) if len(it) > 3 else 0)
-            self._cum[1] += int(it[1])
-            self._history.append((float(msg["wall"]), self._cum[0], self._cum[1]))
-            self.counts["iterations"] += 1
+                self._restart(self.to_mono(wall_s), out)
+            self._pid = pid
+            self._seqs.reset()
+        if not self._seqs.see(seq):
+            return
+        model = msg.get("model")
+        if isinstance(model, str) and model and len(model) <= 256 and model.isprintable():
+            self.model = model
+        self.live = msg.get("live", False) is True
+        t_rec = self.to_mono(wall_s)
+        t_end = self._parts(msg, wall_s, t_rec, out)
         for row in msg.get("start", []):
-            self._start(row, t_end, out)
+            self._row(self._start, parse_start, row, t_end, out)
         for row in msg.get("fin", []):
-            self._finish(row, t_rec, t_end, out)
-        for raw in msg.get("gone", []):  # left vLLM without finishing (aborted): stop its decode work
-            if self._decoding.pop(normalize_request_id(str(raw)), None) is not None:
+            self._row(self._finish, parse_finish, row, (t_rec, t_end), out)
+        gone = msg.get("gone", [])
+        if not isinstance(gone, list):
+            v.note(self.counts, v.Rejected("malformed", "gone: not a list"))
+            gone = []
+        for raw in gone:
+            try:  # left vLLM without finishing (aborted): stop its decode work
+                request_id = normalize_request_id(v.request_id(raw, "gone id"))
+            except v.Rejected as err:
+                v.note(self.counts, err)
+                continue
+            if self._decoding.pop(request_id, None) is not None:
                 self.counts["aborted"] += 1
 
     def _restart(self, now_s: float, out: TapOutput) -> None:
@@ -202,6 +226,44 @@ class PluginReceiver:
         self._decoding.clear()
         self._last_end = None
 
+    def _parts(self, msg: dict[str, Any], wall_s: float, t_rec: float, out: TapOutput) -> float:
+        """Handle ``sched`` and ``it``, each on its own; returns when the iteration ended."""
+        t_end = t_rec
+        try:
+            if "sched" in msg:
+                self.sched = parse_sched(msg["sched"])
+        except v.Rejected as err:
+            v.note(self.counts, err)
+        if "it" not in msg:
+            return t_end
+        try:
+            it = parse_iteration(msg["it"])
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return t_end
+        t_end = t_rec - it.end_ago_s
+        self._iteration(t_end, it.generation_tokens, out)
+        self._cum[0] += it.prompt_tokens
+        self._cum[1] += it.generation_tokens
+        self._history.append((wall_s, self._cum[0], self._cum[1]))
+        self.counts["iterations"] += 1
+        return t_end
+
+    def _row(
+        self,
+        apply: Callable[[Any, Any, TapOutput], None],
+        parse: Callable[[list[Any]], Any],
+        row: list[Any],
+        when: Any,
+        out: TapOutput,
+    ) -> None:
+        """Parse one row and apply it; a bad row is counted and changes nothing."""
+        try:
+            apply(parse(row), when, out)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            log.debug("plugin row rejected: %s", err)
+
     def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
         last = self._last_end
         if last is not None and 0.0 < t_end - last <= self.max_gap_s:
@@ -217,55 +279,65 @@ class PluginReceiver:
             out.events.append(WorkEvent(request_id, t_start, t_end, Phase.DECODE, 1.0, 1.0, float(kv_len)))
             state[1] += 1
 
-    def _start(self, row: list[Any], t_end: float, out: TapOutput) -> None:
-        request_id = normalize_request_id(str(row[0]))
-        prompt, computed, prefill_s = int(row[1]), int(row[2]), max(float(row[3]), 0.0)
+    def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
+        request_id = row.request_id
+        if request_id in self._decoding or request_id in self._finished:
+            raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
             self.counts["claimed_by_hook"] += 1
             self._claim(request_id)
             return
-        if computed > 0:
-            pairs = computed * (prompt - (computed - 1) / 2)
+        if row.computed_tokens > 0:
+            computed, prefill_s = row.computed_tokens, row.prefill_s
+            pairs = computed * (row.prompt_tokens - (computed - 1) / 2)
             steps = max(1.0, round(prefill_s / self._step_s)) if self._step_s > 0 else 1.0
             out.events.append(
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
-        self._decoding[request_id] = [prompt, 1]
+        self._decoding[request_id] = [row.prompt_tokens, 1]
         if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
             del self._decoding[next(iter(self._decoding))]
             self.counts["evicted"] += 1
         self._claim(request_id)
 
-    def _finish(self, row: list[Any], t_rec: float, t_end: float, out: TapOutput) -> None:
-        raw = str(row[0])
-        request_id = normalize_request_id(raw)
-        prompt, generated = int(row[1]), int(row[2])
-        prefill_s, decode_s, e2e_s = float(row[4]), float(row[5]), float(row[6])
+    def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
+        t_rec, t_end = when
+        request_id = row.request_id
+        if request_id in self._finished:
+            raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._decoding.pop(request_id, None)
         if decoding is not None and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
         if decoding is None and request_id not in self._claimed and not elsewhere:
-            out.events.extend(phase_events(request_id, t_end, prompt, generated, prefill_s, decode_s))
+            out.events.extend(
+                phase_events(
+                    request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
+                )
+            )
             self._claim(request_id)
             self.counts["whole_phase"] += 1
-        reason = str(row[7]) if len(row) > 7 else ""
         out.infos.append(
             RequestInfo(
                 request_id,
                 model=self.model,
-                operation="chat" if raw.startswith("chatcmpl-") else "text_completion",
-                start_s=t_rec - max(e2e_s, 0.0),
+                operation="chat" if row.raw_id.startswith("chatcmpl-") else "text_completion",
+                start_s=t_rec - row.e2e_s,
                 end_s=t_end,
-                prompt_tokens=prompt,
-                output_tokens=generated,
-                attributes={"vllm.request_id": raw, "finish_reason": reason},
+                prompt_tokens=row.prompt_tokens,
+                output_tokens=row.generation_tokens,
+                attributes={"vllm.request_id": row.raw_id, "finish_reason": row.reason},
             )
         )
+        self._remember(self._finished, request_id)
         self.counts["finished"] += 1
 
     def _claim(self, request_id: str) -> None:
-        self._claimed[request_id] = None
-        while len(self._claimed) > _MAX_CLAIMS:
-            self._claimed.popitem(last=False)
+        self._remember(self._claimed, request_id)
+
+    @staticmethod
+    def _remember(table: OrderedDict[str, None], request_id: str) -> None:
+        table[request_id] = None
+        while len(table) > _MAX_CLAIMS:
+            table.popitem(last=False)

@@ -20,6 +20,12 @@ else from its span. The plugin's datagram for a request arrives before its
 span (vLLM batches span exports), and the plugin source is drained first in
 each tick, so the claim is known when the span is handled.
 
+Every value read is checked (:mod:`.validate`) before anything changes: an id
+that is not a printable string, a token count that is not a whole number in
+range, a latency that is negative, NaN or over a day, or a request id already
+handled (a duplicate span) raises :class:`~sidecar.taps.validate.Rejected`, so
+the receiver drops that span only and counts why.
+
 Request ids are normalized (:func:`normalize_request_id`): vLLM's id for a
 chat request is ``chatcmpl-<X-Request-Id>`` (``cmpl-`` for completions), so
 the record is keyed by what the client sent in ``X-Request-Id``.
@@ -36,6 +42,7 @@ from typing import TypeVar
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
+from sidecar.taps import validate as v
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 from sidecar.taps.step_clock import StepClock
 
@@ -124,9 +131,14 @@ def phase_events(
     return out
 
 
-def _num(attrs: dict[str, AttrValue], key: str) -> float:
-    value = attrs.get(SPAN_ATTRIBUTES[key], 0)
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def _tokens(attrs: dict[str, AttrValue], key: str) -> int:
+    name = SPAN_ATTRIBUTES[key]
+    return v.tokens(attrs[name], name) if name in attrs else 0
+
+
+def _seconds(attrs: dict[str, AttrValue], key: str) -> float:
+    name = SPAN_ATTRIBUTES[key]
+    return v.duration_s(attrs[name], name) if name in attrs else 0.0
 
 
 class VllmSpanHandler:
@@ -147,6 +159,7 @@ class VllmSpanHandler:
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
+        self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
@@ -168,16 +181,23 @@ class VllmSpanHandler:
             "work_from_spans": self.work_from_spans,
             "tasks_joined": self.tasks_joined,
         }
-        return TapReport(events={("vllm_spans", k): v for k, v in counts.items()})
+        return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         attrs = span.attributes
-        raw_id = str(attrs[SPAN_ATTRIBUTES["request_id"]])
-        request_id = normalize_request_id(raw_id)
+        raw_id = v.request_id(attrs[SPAN_ATTRIBUTES["request_id"]], SPAN_ATTRIBUTES["request_id"])
+        request_id = v.request_id(normalize_request_id(raw_id))
+        if request_id in self._handled:
+            raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
+        prompt, completion = _tokens(attrs, "prompt_tokens"), _tokens(attrs, "completion_tokens")
+        e2e_s, prefill_s, decode_s = (
+            _seconds(attrs, "e2e_s"),
+            _seconds(attrs, "prefill_s"),
+            _seconds(attrs, "decode_s"),
+        )
         start_s = self.to_mono(span.start_unix_s)
-        e2e_s = _num(attrs, "e2e_s")
         end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
-        prompt, completion = int(_num(attrs, "prompt_tokens")), int(_num(attrs, "completion_tokens"))
+        self._remember(self._handled, request_id, None)
         info = RequestInfo(
             request_id,
             model=self.model(),
@@ -197,15 +217,7 @@ class VllmSpanHandler:
         if not self.claims(request_id):
             self.work_from_spans += 1
             out.events.extend(
-                phase_events(
-                    request_id,
-                    end_s,
-                    prompt,
-                    completion,
-                    _num(attrs, "prefill_s"),
-                    _num(attrs, "decode_s"),
-                    self.clock,
-                )
+                phase_events(request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock)
             )
         if self.on_span is not None:
             self.on_span(request_id, span)

@@ -105,6 +105,42 @@ def test_sidecar_config_becomes_jouletrace_env_vars_with_the_sidecars_own_names(
     assert ours["JOULETRACE_PORT"] == "9464"
 
 
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.stem)
+def test_the_chart_binds_every_listener_explicitly_and_only_http_beyond_localhost(
+    path: Path, kube: FakeKube
+) -> None:
+    docs = render(kube, CHART, _values(path))
+    if _by_kind(docs, "Deployment"):
+        env = _env(_container(_one(docs, "Deployment")["spec"]["template"]["spec"], "jouletrace"))
+    else:  # existing-pod: the patch for the user's Deployment carries the same env
+        env = _knob_env_in_patch(docs)
+    assert env["JOULETRACE_HOST"] == "0.0.0.0"  # Prometheus and the kubelet reach it on the pod IP
+    assert env["JOULETRACE_OTLP_HOST"] == "127.0.0.1" and env["JOULETRACE_PLUGIN_HOST"] == "127.0.0.1"
+    assert env["JOULETRACE_HOOK_HOST"] == "127.0.0.1"
+
+
+def _knob_env_in_patch(docs: list[dict[str, Any]]) -> dict[str, str]:
+    for cm in _by_kind(docs, "ConfigMap"):
+        for text in cm.get("data", {}).values():
+            if "JOULETRACE_HOST" in text:
+                patch = yaml.safe_load(text)
+                for container in _walk_containers(patch):
+                    if container.get("name") == "jouletrace":
+                        return _env(container)
+    raise AssertionError("no sidecar patch with the listener knobs")
+
+
+def _walk_containers(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "image" in node and "name" in node:
+            yield node
+        for value in node.values():
+            yield from _walk_containers(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_containers(item)
+
+
 def test_init_probe_gives_sidecar_and_server_the_same_gpus(kube: FakeKube) -> None:
     values = {"mode": "vllm", "gpu": {"count": 2}}
     pod = _one(render(kube, CHART, values), "Deployment")["spec"]["template"]["spec"]

@@ -70,6 +70,15 @@ def test_the_plugins_udp_port_in_use_exits_2_naming_plugin_port(
     assert "Address already in use" in err and "JOULETRACE_PLUGIN_PORT" in err
 
 
+def test_the_hooks_udp_port_in_use_exits_2_naming_hook_port(
+    busy_udp: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_sidecar(*_ports(hook_port=busy_udp))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jouletrace: cannot listen on 127.0.0.1:{busy_udp} (--hook-port)")
+    assert "Address already in use" in err and "JOULETRACE_HOOK_PORT" in err
+
+
 def test_a_failed_start_stops_what_had_started(busy_tcp: int) -> None:
     http_port = free_port()
     config = SidecarConfig(

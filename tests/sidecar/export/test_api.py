@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,3 +105,80 @@ async def test_readyz_is_200_when_ready_and_503_with_the_reason_when_not(
     status, ctype, body = await fetch(server, "/readyz")
     assert status == 503 and ctype.startswith("application/json")
     assert json.loads(body) == {"ready": False, "reason": "no energy reading yet from meter nvml"}
+
+
+@pytest.mark.parametrize("path", ["/v1/requests/" + "x" * 300, "/v1/requests/a%0Ab", "/v1/requests/%7F"])
+async def test_a_request_id_that_fails_the_id_check_gets_400_with_the_reason_and_is_counted(
+    path: str,
+) -> None:
+    counts: Counter[str] = Counter()
+    looked_up: list[str] = []
+
+    def lookup(request_id: str) -> dict[str, Any] | None:
+        looked_up.append(request_id)
+        return None
+
+    served = await serve(
+        make_app(metrics=bytes, lookup=lookup, ready=lambda: (True, ""), counts=counts), "127.0.0.1", 0
+    )
+    try:
+        status, _, body = await fetch(served, path)
+        assert status == 400 and json.loads(body)["reason"] == "bad_id"
+        assert counts["rejected_bad_id"] == 1 and looked_up == []
+        assert (await fetch(served, "/healthz"))[0] == 200
+    finally:
+        await served.close()
+
+
+async def test_a_failing_lookup_is_a_500_for_that_request_and_the_server_keeps_serving() -> None:
+    counts: Counter[str] = Counter()
+
+    def lookup(request_id: str) -> dict[str, Any] | None:
+        if request_id == "boom":
+            raise OverflowError("int too large")
+        return {"request_id": request_id}
+
+    served = await serve(
+        make_app(metrics=bytes, lookup=lookup, ready=lambda: (True, ""), counts=counts), "127.0.0.1", 0
+    )
+    try:
+        status, _, body = await fetch(served, "/v1/requests/boom")
+        assert status == 500 and json.loads(body)["request_id"] == "boom" and counts["lookup_errors"] == 1
+        assert (await fetch(served, "/v1/requests/fine"))[0] == 200
+    finally:
+        await served.close()
+
+
+async def test_the_running_sidecar_exports_refused_http_requests_in_the_tap_events_metric() -> None:
+    import asyncio
+
+    from sidecar.config import SidecarConfig
+    from sidecar.wiring import build_sidecar
+
+    config = SidecarConfig(meter="cpu-model", port=0, otlp_port=0, plugin_port=0, ledger_path="")
+    sidecar = build_sidecar(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sidecar.run(stop))
+    try:
+        while sidecar.http_port is None:
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sidecar.http_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/v1/requests/" + "x" * 300) as resp:
+                assert resp.status == 400
+            sidecar.tick()
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+    finally:
+        stop.set()
+        await task
+        sidecar.close()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    refused = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "jouletrace_tap_events_total" and s.labels["jouletrace_tap"] == "http_api"
+    }
+    assert refused == {"rejected_bad_id": 1.0}

@@ -39,9 +39,8 @@ def test_a_batch_span_becomes_one_denoise_event_per_member_split_by_work_units(
 ) -> None:
     loop = asyncio.new_event_loop()
     jobs = [_job(loop, "img-a", IMAGE, 1), _job(loop, "img-b", IMAGE, 3)]
-    batch = Batch(
-        "b-1", IMAGE, jobs, start_unix_ns=1_700_000_000_000_000_000, end_unix_ns=1_700_000_002_000_000_000
-    )
+    start_ns = time.time_ns() - 2_000_000_000
+    batch = Batch("b-1", IMAGE, jobs, start_unix_ns=start_ns, end_unix_ns=start_ns + 2_000_000_000)
     for j in jobs:
         j.batch = batch
     tracing = Tracing(f"127.0.0.1:{receiver.port}", schedule_delay_ms=10)
@@ -56,7 +55,7 @@ def test_a_batch_span_becomes_one_denoise_event_per_member_split_by_work_units(
     unit = 64 * 32 * 1 * 4  # pixels x frames x steps
     assert [e.units for e in events] == [unit, 3 * unit]
     assert all(e.phase is Phase.DENOISE and e.steps == 4 for e in events)
-    assert events[0].t0_s == pytest.approx(1_700_000_000.0 - 1_000.0)
+    assert events[0].t0_s == pytest.approx(start_ns / 1e9 - 1_000.0)
     assert events[0].t1_s - events[0].t0_s == pytest.approx(2.0)
     by_id = {i.request_id: i for i in infos}
     b = by_id["img-b"]

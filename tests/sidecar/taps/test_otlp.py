@@ -80,7 +80,7 @@ def test_oversized_and_malformed_payloads_get_a_grpc_error_and_the_server_stays_
 
 
 def test_a_full_queue_drops_and_counts_instead_of_growing() -> None:
-    rec = OtlpReceiver([Recorder()], max_queued_spans=2)
+    rec = OtlpReceiver([Recorder()], max_queued_spans=2, wall=lambda: 1.0)
     spans = [ReceivedSpan("t", f"s{i}", "", "work", 0.0, 1.0, {"rid": f"r{i}"}) for i in range(5)]
     rec.accept(spans)
     events, _ = rec.due(0.0)

@@ -41,8 +41,9 @@ def record(request_id: str, energy_j: float = 6.0, output: float = 3.0) -> Reque
 
 
 def span(raw_id: str, trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> ReceivedSpan:
+    span_id = "b7ad6b71692033" + raw_id.encode().hex()[-2:]  # one span per request
     return ReceivedSpan(
-        trace_id, "b7ad6b7169203331", "00f067aa0ba902b7", "llm_request",
+        trace_id, span_id, "00f067aa0ba902b7", "llm_request",
         1000.0, 1002.0, {"gen_ai.request.id": raw_id, "gen_ai.usage.completion_tokens": 3},
         {"service.name": "vllm"}, "vllm.llm_engine",
     )  # fmt: skip
@@ -60,8 +61,8 @@ def collect(receiver: OtlpReceiver, sink: Sink, n: int, timeout_s: float = 10.0)
 @pytest.fixture
 def upstream() -> Iterator[tuple[OtlpReceiver, Sink]]:
     sink = Sink()
-    receiver = OtlpReceiver([sink], host="127.0.0.1", port=0)  # type: ignore[list-item]
-    receiver.start()
+    receiver = OtlpReceiver([sink], host="127.0.0.1", port=0, wall=lambda: 1001.0)  # type: ignore[list-item]
+    receiver.start()  # wall: the spans' fake clock (the receiver refuses spans dated far from now)
     yield receiver, sink
     receiver.stop()
 
@@ -80,7 +81,7 @@ def test_spans_are_forwarded_with_energy_attributes_whichever_comes_first(
     finally:
         fwd.stop()
     a = spans["chatcmpl-a"]
-    assert a.trace_id == "0af7651916cd43dd8448eb211c80319c" and a.span_id == "b7ad6b7169203331"
+    assert a.trace_id == "0af7651916cd43dd8448eb211c80319c" and a.span_id == span("chatcmpl-a").span_id
     assert a.parent_span_id == "00f067aa0ba902b7" and a.name == "llm_request" and a.scope == "vllm.llm_engine"
     assert a.resource["service.name"] == "vllm" and (a.start_unix_s, a.end_unix_s) == (1000.0, 1002.0)
     assert a.attributes["gen_ai.usage.completion_tokens"] == 3  # vLLM's own attributes are kept
@@ -104,7 +105,7 @@ def test_an_upstream_that_comes_up_late_still_gets_the_span_through_the_exporter
     fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=8.0)
     fwd.start()
     sink = Sink()
-    receiver = OtlpReceiver([sink], host="127.0.0.1", port=port)  # type: ignore[list-item]
+    receiver = OtlpReceiver([sink], host="127.0.0.1", port=port, wall=lambda: 1001.0)  # type: ignore[list-item]
     try:
         fwd.on_span("a", span("chatcmpl-a"))
         fwd.on_final([record("a")])

@@ -176,7 +176,7 @@ def test_malformed_datagrams_are_counted_by_reason_and_cost_nothing_else() -> No
 
 def test_the_plugin_adds_no_work_for_requests_the_hook_claims() -> None:
     hook, out = rx(), TapOutput()
-    plugin = PluginReceiver(lambda unix_s: unix_s - 900.0, claimed_by=hook.claims)
+    plugin = PluginReceiver(lambda unix_s: unix_s - 900.0, claimed_by=hook.claims, wall=lambda: 1000.0)
     hook.feed(
         dgram(0, new=[NewRow(0, "chatcmpl-a", 10, 1.0)], steps=[StepRow(0.5, 0.4, [0], [10], [0])]), out
     )

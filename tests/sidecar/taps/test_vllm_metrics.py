@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import math
 import socket
 import threading
 import time
@@ -119,3 +121,44 @@ def test_a_refused_scrape_is_an_error_not_a_crash() -> None:
         assert s.counts["errors"] >= 1
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"), [("NaN", "not_finite"), ("+Inf", "not_finite"), ("-7", "negative")]
+)
+def test_a_poison_sample_is_skipped_and_counted_and_the_other_samples_are_used(bad: str, reason: str) -> None:
+    s = MetricsScraper("http://127.0.0.1:1/metrics")
+    s.ingest(exposition(10, 5, 3), 0.0, 0.0)
+    poisoned = exposition(20, 9, 5).replace(
+        'generation_tokens_total{engine="0",model_name="m"} 9', f"X {bad}"
+    )
+    s.ingest(poisoned.replace("X", 'generation_tokens_total{engine="0",model_name="m"}'), 0.0, 0.0)
+    assert (
+        s.counts[f"rejected_{reason}"] == 1 and s.counts["restarts"] == 0
+    )  # a skipped counter is not a reset
+    assert s.totals["prompt"] == 10 and s.totals["generation"] == 0
+    assert all(math.isfinite(x) for x in s.latest.values())
+
+
+def test_a_garbage_metrics_page_is_counted_and_never_reaches_the_tick() -> None:
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"vllm:prompt_tokens_total{{{ \x00\xff garbage\n# TYPE x y z\n}")
+
+        def log_message(self, *args: object) -> None: ...
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s = MetricsScraper(f"http://127.0.0.1:{server.server_address[1]}/metrics", interval_s=0.01, timeout_s=1.0)
+    s.start()
+    try:
+        deadline = time.monotonic() + 5
+        while s.counts["malformed"] < 2 and time.monotonic() < deadline:
+            s.due(0.0)  # never raises
+            time.sleep(0.01)
+        assert s.counts["malformed"] >= 2
+    finally:
+        s.stop()
+        server.shutdown()

@@ -28,8 +28,9 @@ def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.
     return json.dumps(m).encode()
 
 
-def receiver() -> PluginReceiver:
-    return PluginReceiver(lambda unix_s: unix_s - 900.0, port=0)  # 0: any free port, never the default
+def receiver(**kw: Any) -> PluginReceiver:
+    """A receiver on a fake clock: datagrams are dated around Unix time 1000 s (port 0: any free one)."""
+    return PluginReceiver(lambda unix_s: unix_s - 900.0, port=0, wall=lambda: 1000.0, **kw)
 
 
 def test_iterations_become_per_request_prefill_and_decode_work() -> None:
@@ -99,7 +100,7 @@ def test_lost_malformed_and_restarts_are_counted_and_a_restart_empties_the_batch
 
 
 def test_token_totals_by_time_for_the_metrics_cross_check() -> None:
-    rx = receiver()
+    rx = PluginReceiver(lambda unix_s: unix_s - 900.0, port=0)  # the real clock: datagrams dated now
     rx.start()
     try:
         now = time.time()

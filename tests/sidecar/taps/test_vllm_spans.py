@@ -97,8 +97,10 @@ def test_a_one_token_request_has_prefill_work_only() -> None:
 def test_the_receiver_counts_spans_that_are_neither_vllm_requests_nor_client_tasks() -> None:
     from sidecar.taps.otlp import OtlpReceiver
 
-    receiver = OtlpReceiver([handler()])
-    receiver.accept([llm_span(), ReceivedSpan("t", "s", "", "Overall Loading", 0, 1, {"code.function": "f"})])
+    receiver = OtlpReceiver([handler()], wall=lambda: 1000.0)
+    receiver.accept(
+        [llm_span(), ReceivedSpan("t", "s", "", "Overall Loading", 999, 1000, {"code.function": "f"})]
+    )
     events, infos = receiver.due(0.0)
     assert [i.request_id for i in infos] == ["abc"] and len(events) == 2
     assert (receiver.received, receiver.ignored) == (2, 1)

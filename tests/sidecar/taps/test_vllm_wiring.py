@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -74,7 +76,7 @@ def test_the_plugin_and_metrics_taps_work_without_an_otlp_receiver() -> None:
         sidecar.close()
 
 
-def _llm_request_span(raw_id: str) -> ReceivedSpan:
+def _llm_request_span(raw_id: str, end_unix_s: float) -> ReceivedSpan:
     attrs: dict[str, AttrValue] = {
         "gen_ai.request.id": raw_id,
         "gen_ai.usage.prompt_tokens": 10,
@@ -83,7 +85,7 @@ def _llm_request_span(raw_id: str) -> ReceivedSpan:
         "gen_ai.latency.time_in_model_prefill": 0.1,
         "gen_ai.latency.time_in_model_decode": 0.3,
     }
-    return ReceivedSpan("t1", "s1", "", "llm_request", 1000.0, 1000.5, attrs)
+    return ReceivedSpan("t1", "s1", "", "llm_request", end_unix_s - 0.5, end_unix_s, attrs)
 
 
 @pytest.fixture
@@ -103,12 +105,13 @@ def _same_tick(sidecar: Sidecar) -> None:
     """The plugin's datagram for request 'abc' and vLLM's span for it arrive before one tick."""
     vllm, receiver = sidecar.taps
     assert isinstance(vllm, VllmTaps) and isinstance(receiver, OtlpReceiver) and vllm.plugin is not None
-    message = {"v": VERSION, "pid": 1, "seq": 0, "wall": 1000.0, "model": "m", "live": True,
+    now = time.time()  # both receivers refuse what is dated far from their clock
+    message = {"v": VERSION, "pid": 1, "seq": 0, "wall": now, "model": "m", "live": True,
                "it": Iteration(0.0, 1, 10), "start": [Start("chatcmpl-abc", 10, 10, 0.1)]}  # fmt: skip
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for data in encode(message):
             s.sendto(data, ("127.0.0.1", vllm.plugin.port))  # loopback: queued before sendto returns
-    receiver.accept([_llm_request_span("chatcmpl-abc")])
+    receiver.accept([_llm_request_span("chatcmpl-abc", now)])
 
 
 def test_in_the_wired_order_the_plugins_claim_stops_the_span_from_adding_the_work_twice(
@@ -160,3 +163,45 @@ def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans
         assert taps.hook is None and taps.plugin is not None and taps.plugin.claimed_by is None
     finally:
         off.close()
+
+
+def test_every_listener_binds_localhost_unless_its_own_knob_says_otherwise() -> None:
+    defaults = SidecarConfig()
+    assert (defaults.host, defaults.otlp_host, defaults.plugin_host, defaults.hook_host) == ("127.0.0.1",) * 4
+    otlp_port, plugin_port = free_port(), free_port(socket.SOCK_DGRAM)
+    hook_port = free_port(socket.SOCK_DGRAM)
+    sidecar = build_sidecar(replace(defaults, meter="cpu-model", port=0, ledger_path="", otlp_port=otlp_port,
+                                    plugin_port=plugin_port, hook_port=hook_port))  # fmt: skip
+    try:
+        for tap in sidecar.taps:
+            tap.start()
+        taps = next(t for t in sidecar.taps if isinstance(t, VllmTaps))
+        assert taps.plugin is not None and taps.plugin._sock is not None
+        assert taps.plugin._sock.getsockname() == ("127.0.0.1", plugin_port)
+        assert taps.hook is not None and (taps.hook.host, taps.hook.port) == ("127.0.0.1", hook_port)
+        receiver = next(t for t in sidecar.taps if isinstance(t, OtlpReceiver))
+        assert (receiver.host, receiver.port) == ("127.0.0.1", otlp_port)
+    finally:
+        for tap in sidecar.taps:
+            tap.stop()
+        sidecar.close()
+
+
+def test_the_http_host_no_longer_moves_the_otlp_plugin_and_hook_listeners() -> None:
+    moved = build_sidecar(config(host="192.0.2.1", otlp_port=4317, plugin_port=9466, hook_port=9467))
+    own = build_sidecar(config(otlp_host="127.0.0.2", otlp_port=4317, plugin_host="127.0.0.3",
+                               plugin_port=9466, hook_host="127.0.0.4", hook_port=9467,
+                               otlp_max_message_bytes=1024))  # fmt: skip
+    try:  # built, not started
+        for sidecar, otlp_host, plugin_host, hook_host in (
+            (moved, "127.0.0.1", "127.0.0.1", "127.0.0.1"),
+            (own, "127.0.0.2", "127.0.0.3", "127.0.0.4"),
+        ):
+            receiver = next(t for t in sidecar.taps if isinstance(t, OtlpReceiver))
+            taps = next(t for t in sidecar.taps if isinstance(t, VllmTaps))
+            assert receiver.host == otlp_host and taps.plugin is not None and taps.plugin.host == plugin_host
+            assert taps.hook is not None and taps.hook.host == hook_host
+        assert next(t for t in own.taps if isinstance(t, OtlpReceiver)).max_message_bytes == 1024
+    finally:
+        moved.close()
+        own.close()

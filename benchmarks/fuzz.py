@@ -1,0 +1,122 @@
+"""Fuzz the sidecar's inputs: >= 100,000 hostile cases through the real tap code.
+
+The hypothesis strategies of the test suite (``tests/sidecar/taps/fuzzing.py``), at a
+large count: vLLM plugin datagrams (good rows next to rows with one hostile field),
+OTLP trace exports serialized to protobuf and handed to the receiver's gRPC method
+(good vLLM and diffusion spans next to poisoned ones), arbitrary bytes as datagrams
+and as exports, and arbitrary request ids in the HTTP API's URL (aiohttp's router and
+the real handler). Each case asserts that no exception escapes except the documented
+gRPC refusal, and that no good item next to a bad one is lost.
+
+Cases run in ``--workers`` processes, each with its own hypothesis seed; a property
+that fails stops in that worker and counts one failure (its falsifying case is
+printed). Ends with one line ``cases N failures F``.
+
+    .venv/bin/python benchmarks/fuzz.py [--cases 100000] [--workers 2] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the strategies live in the test tree
+
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sidecar.export.api import make_app  # noqa: E402
+from tests.sidecar.taps import fuzzing as f  # noqa: E402
+
+# share of the cases per property (sums to 1)
+SHARES: dict[str, float] = {
+    "plugin_datagram": 0.35,
+    "otlp_export": 0.35,
+    "plugin_bytes": 0.1,
+    "otlp_bytes": 0.1,
+    "http_path": 0.1,
+}
+KNOWN: dict[str, dict[str, Any]] = {"req-1": {"request_id": "req-1"}}
+
+
+def _property(name: str) -> tuple[Any, Callable[[Any], None]]:
+    """The strategy and the check of one property."""
+    if name == "plugin_datagram":
+        return f.plugin_datagrams(), f.check_plugin_datagram
+    if name == "otlp_export":
+        return f.otlp_exports(), f.check_otlp_export
+    if name == "plugin_bytes":
+        return st.binary(max_size=2048), f.check_plugin_bytes
+    if name == "otlp_bytes":
+        return st.binary(max_size=2048), f.check_otlp_bytes
+    app = make_app(metrics=bytes, lookup=KNOWN.get, ready=lambda: (True, ""))
+    loop = asyncio.new_event_loop()
+    return st.one_of(f.http_ids, st.sampled_from(sorted(KNOWN))), lambda rid: loop.run_until_complete(
+        f.check_http_path(app, KNOWN, rid)
+    )
+
+
+def run_share(name: str, n: int, worker_seed: int) -> tuple[str, int, int, str]:
+    """Run ``n`` cases of one property in this process: (name, cases, failures, report)."""
+    count = [0]
+    strategy, check = _property(name)
+
+    @seed(worker_seed)
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def prop(case: Any) -> None:
+        count[0] += 1
+        check(case)
+
+    try:
+        prop()
+    except Exception:  # hypothesis re-raises the failing case's error with the case in its notes
+        return name, count[0], 1, traceback.format_exc(limit=8)
+    return name, count[0], 0, ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    jobs = []
+    for i, (name, share) in enumerate(SHARES.items()):
+        per_worker = -(-int(args.cases * share) // args.workers)  # ceil: at least the share in all
+        jobs += [(name, per_worker, args.seed * 1000 + 10 * i + w) for w in range(args.workers)]
+    t0 = time.perf_counter()
+    totals: dict[str, list[int]] = {name: [0, 0] for name in SHARES}
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for name, cases, failures, report in pool.map(run_share, *zip(*jobs, strict=True)):
+            totals[name][0] += cases
+            totals[name][1] += failures
+            if report:
+                print(f"FAILED {name}:\n{report}", file=sys.stderr)
+    wall_s = time.perf_counter() - t0
+    for name, (cases, failures) in totals.items():
+        print(f"{name:16s} cases {cases:7d} failures {failures}")
+    n = sum(c for c, _ in totals.values())
+    print(f"{args.workers} worker(s), {wall_s:.0f} s, {n / wall_s:.0f} cases/s")
+    print(f"cases {n} failures {sum(f for _, f in totals.values())}")
+
+
+if __name__ == "__main__":
+    main()

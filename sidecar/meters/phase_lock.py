@@ -1,0 +1,173 @@
+"""When to read one device's energy counter: lock onto its update grid, read just after each update.
+
+An NVML energy read costs ~3.3 ms of CPU on an H200 (docs/measurements/nvml.md)
+and the counter only changes every 100 ms, on a grid of fixed phase. Polling
+every 20 ms spends five reads per update; for eight GPUs read one after another
+that is more than a core, and the pass (8 x 3.3 ms) no longer fits in the
+period. :class:`PhaseLock` schedules the reads of one device instead:
+
+* **search**: dithered reads every ``search_s`` until :class:`~sidecar.grid.GridClock`
+  has fitted the grid (period and phase) to the change windows;
+* **locked**: one read ``after_s`` past each predicted update, so each update
+  costs one read. Every ``probe_every``-th update also gets a **probe**: one read
+  at a random offset (up to ``spread_s``) around the predicted update.
+
+Every read brackets the updates: a read that saw the old value is a lower bound
+of the next update, one that saw the new value an upper bound, whatever delayed
+the read (a delay only loosens a bound, it never makes one wrong). The grid
+``update_k = phase + k * period`` is the line that fits between the bounds of the
+last ``fit_updates`` updates with the most room on both sides (found over a small
+set of candidate periods around the current one); each update is dated at its
+grid point. When no grid fits the bounds any more (a driver reload, a clock
+step), the lock is dropped and the search starts again.
+
+:attr:`PhaseLock.phase_error_s` (half the room the bounds leave the grid) says how
+well the phase is locked: the self-metric. The class is clock-free: the caller
+reads the device when :meth:`next_read_s` says (a due read of a locked device
+before any search read) and reports each read with :meth:`observe`.
+Units: seconds, joules.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+
+import numpy as np
+
+from sidecar.grid import GridClock
+
+__all__ = ["PhaseLock"]
+
+_PERIOD_STEPS = np.linspace(-1e-3, 1e-3, 81)  # relative period corrections tried at each refit
+
+
+class PhaseLock:
+    """The read schedule of one device's energy counter."""
+
+    def __init__(
+        self,
+        *,
+        search_s: float = 0.01,
+        after_s: float = 0.002,
+        probe_every: int = 4,
+        spread_s: float = 0.006,
+        chase_s: float = 0.002,
+        fit_updates: int = 128,
+        seed: int | None = None,
+    ) -> None:
+        self.search_s, self.after_s, self.chase_s = search_s, after_s, chase_s
+        self.probe_every, self.spread_s = probe_every, spread_s
+        self._rng = random.Random(seed)
+        self._grid = GridClock(min_windows=32)
+        self._bounds: deque[tuple[int, float, float]] = deque(maxlen=fit_updates)  # (index, lo, hi)
+        self._phase_s: float | None = None  # time of update 0
+        self._period_s: float | None = None
+        self._room_s: float | None = None  # room the bounds leave the grid on each side
+        self._last: tuple[float, float] | None = None  # (sample time, value) of the previous read
+        self._lower_s = -math.inf  # latest sample that saw the value before the coming update
+        self._plan: list[float] = []  # start times of the reads planned for the coming update
+        self.reads = 0
+        self.updates = 0
+        self.unlocks = 0
+
+    # ---- what the caller asks ----------------------------------------------------------
+    @property
+    def locked(self) -> bool:
+        return self._phase_s is not None
+
+    @property
+    def phase_error_s(self) -> float | None:
+        """Half the room the recent bounds leave the grid (s): the dating error is within it;
+        negative when the bounds slightly disagree (update jitter). None while searching."""
+        return self._room_s if self.locked else None
+
+    def next_read_s(self) -> float:
+        """When (start time, s) this device wants its next read."""
+        if self._last is None:
+            return -math.inf  # read now
+        t_last = self._last[0]
+        if not self.locked:
+            return t_last + self.search_s * self._rng.uniform(0.75, 1.25)
+        if not self._plan:
+            self._plan = self._plan_update(t_last)
+        return self._plan[0]
+
+    def observe(self, start_s: float, end_s: float, energy_j: float) -> float | None:
+        """A read started at ``start_s`` and returned at ``end_s``; the dated update time if it saw one."""
+        self.reads += 1
+        t = 0.5 * (start_s + end_s)  # when the counter was sampled, as well as we can tell
+        if self._plan:
+            self._plan.pop(0)
+        last, self._last = self._last, (t, energy_j)
+        if last is None or energy_j == last[1]:
+            self._lower_s = t
+            if last is not None and self.locked and not self._plan and self._past_predicted(t):
+                self._plan = [end_s + self.chase_s]  # the update is late: look again soon
+            return None
+        self.updates += 1
+        self._plan = []
+        lo_s, self._lower_s = self._lower_s, -math.inf
+        return self._date(max(lo_s, last[0]), t)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _plan_update(self, t_last: float) -> list[float]:
+        """Read start times for the first update after ``t_last``."""
+        phase, period = self._phase_s, self._period_s
+        assert phase is not None and period is not None
+        k = math.floor((t_last - phase) / period) + 1
+        predicted = phase + k * period
+        after = max(predicted + self.after_s + max(self._room_s or 0.0, 0.0), t_last)
+        if k % self.probe_every:
+            return [after]
+        probe = predicted + self._rng.uniform(-self.spread_s, self.spread_s)
+        return [max(probe, t_last), after] if probe < after - 0.001 else [after]
+
+    def _past_predicted(self, t: float) -> bool:
+        phase, period = self._phase_s, self._period_s
+        assert phase is not None and period is not None
+        return (t - phase) % period < 0.5 * period  # past an update that has not shown yet
+
+    def _date(self, lo_s: float, hi_s: float) -> float:
+        if not self.locked:
+            dated = self._grid.date(lo_s, hi_s)
+            if self._grid.period_s is not None and self._grid.phase_s is not None:
+                self._phase_s, self._period_s = self._grid.phase_s, self._grid.period_s
+            return dated
+        phase, period = self._phase_s, self._period_s
+        assert phase is not None and period is not None
+        k = math.ceil((lo_s - phase) / period)  # the first grid point after the lower bound
+        if phase + k * period > hi_s + 0.5 * period:  # the grid has slipped: use the nearest point
+            k = round((0.5 * (lo_s + hi_s) - phase) / period)
+        self._bounds.append((k, lo_s, hi_s))
+        self._refit()
+        if self._room_s is not None and self._room_s < -0.005:  # no grid fits the bounds any more
+            self._unlock()
+            return 0.5 * (lo_s + hi_s)
+        grid_t = self._phase_s + k * self._period_s  # type: ignore[operator]
+        return min(max(grid_t, lo_s + 1e-6), hi_s)
+
+    def _refit(self) -> None:
+        """The grid with the most room between the bounds, over candidate periods near the current."""
+        period = self._period_s
+        assert period is not None
+        k = np.array([b[0] for b in self._bounds], float)
+        lo = np.array([b[1] for b in self._bounds])
+        hi = np.array([b[2] for b in self._bounds])
+        k_rel = k - k[-1]
+        periods = period * (1.0 + _PERIOD_STEPS)  # candidates
+        shifted_lo = lo[None, :] - periods[:, None] * k_rel[None, :]  # bounds of update k[-1]
+        shifted_hi = hi[None, :] - periods[:, None] * k_rel[None, :]
+        low, high = shifted_lo.max(axis=1), shifted_hi.min(axis=1)
+        best = int(np.argmax(high - low))
+        self._period_s = float(periods[best])
+        self._phase_s = float(0.5 * (low[best] + high[best]) - self._period_s * k[-1])
+        self._room_s = float(0.5 * (high[best] - low[best]))
+
+    def _unlock(self) -> None:
+        self.unlocks += 1
+        self._phase_s = self._period_s = self._room_s = None
+        self._grid = GridClock(min_windows=32)
+        self._bounds.clear()
+        self._plan = []

@@ -1,0 +1,65 @@
+"""Sequence numbers of one datagram stream -> lost, reordered, duplicate, jumps (bounded).
+
+A sender numbers its datagrams 0, 1, 2, ... . The receiver learns from the
+numbers what the network (or a hostile sender) did:
+
+* a gap of ``k`` numbers counts ``k`` datagrams ``lost`` (a late one that then
+  arrives counts ``reordered`` too, so true losses are ``lost - reordered``);
+* a number seen in the last ``remember`` datagrams is a ``rejected_duplicate``:
+  :meth:`SeqTracker.see` returns False and the datagram must not be used again;
+* a jump of more than ``window`` numbers, forward or back, is not a loss but a
+  restart of the numbering (``seq_jumps``): the tracker takes the new number as
+  its base, so one datagram with ``seq = 10**30`` adds 1 to a counter, not 1e30.
+
+Counts go into the caller's ``Counter``, so they join the tap's other counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+__all__ = ["SeqTracker"]
+
+
+class SeqTracker:
+    """The numbering of one stream; :meth:`reset` when the sender restarts."""
+
+    def __init__(self, counts: Counter[str], *, window: int = 10_000, remember: int = 4096) -> None:
+        self.counts = counts
+        self.window = window
+        self._last: int | None = None
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+        self._remember = remember
+
+    def reset(self) -> None:
+        """The sender restarted: the next number is taken as it comes."""
+        self._last = None
+        self._seen.clear()
+        self._order.clear()
+
+    def see(self, seq: int) -> bool:
+        """Account for datagram ``seq``; False if it is a duplicate (drop it)."""
+        last = self._last
+        if seq in self._seen:
+            self.counts["rejected_duplicate"] += 1
+            return False
+        if last is None or abs(seq - last) > self.window:
+            if last is not None:
+                self.counts["seq_jumps"] += 1
+                self._seen.clear()
+                self._order.clear()
+            self._last = seq
+        elif seq > last:
+            self.counts["lost"] += seq - last - 1
+            self._last = seq
+        else:
+            self.counts["reordered"] += 1
+        self._remember_seq(seq)
+        return True
+
+    def _remember_seq(self, seq: int) -> None:
+        self._seen.add(seq)
+        self._order.append(seq)
+        while len(self._order) > self._remember:
+            self._seen.discard(self._order.popleft())

@@ -1,0 +1,150 @@
+"""One set of checks for everything a tap receives: type, finite, in range, sane times, ids.
+
+Every tap (plugin datagram rows, OTLP spans, HTTP parameters) passes each value
+it uses through these functions before it changes any state. A value that fails
+raises :class:`Rejected` with a short ``reason`` from :data:`REASONS`; the tap
+drops that one item (a row, a span), counts ``rejected_<reason>`` in its
+counters (exported as ``jouletrace_tap_events_total{outcome="rejected_<reason>"}``)
+and goes on with the next item. The set of reasons is fixed, so the label stays
+bounded whatever the input.
+
+Limits (:class:`Limits`) are generous bounds on what a real server sends, not
+tuning knobs: they stop numbers that cannot be real (1e30 tokens, a request of
+75 years, a span dated a century away) from reaching attribution or the ledger.
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "LIMITS",
+    "REASONS",
+    "Limits",
+    "Rejected",
+    "count",
+    "duration_s",
+    "interval_s",
+    "note",
+    "number",
+    "request_id",
+    "tokens",
+    "unix_s",
+]
+
+REASONS = (
+    "wrong_type",  # not a number / not a string where one is needed
+    "not_finite",  # NaN, Inf, or an integer too large for a float
+    "negative",  # a count or duration below 0
+    "out_of_range",  # beyond the limit (tokens, durations, fractions)
+    "bad_id",  # an empty, over-long or non-printable id
+    "end_before_start",  # an interval that ends before it starts
+    "bad_time",  # a timestamp too far from the sidecar's own clock
+    "duplicate",  # an id (request, span, datagram) already handled
+    "malformed",  # a structure that is not what the format says (missing fields, wrong shape)
+)
+
+
+class Rejected(ValueError):
+    """An input item failed a check; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason if reason in REASONS else "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on values a real inference server can send."""
+
+    max_tokens: int = 10_000_000  # per request or per iteration (the longest context windows)
+    max_duration_s: float = 86_400.0  # a request, phase or span longer than a day is not real
+    max_skew_s: float = 86_400.0  # a timestamp this far from the sidecar's wall clock is not real
+    max_id_chars: int = 256
+    clock_jitter_s: float = 1.0  # a duration this little below 0 is rounding between clocks: read as 0
+
+
+LIMITS = Limits()
+
+
+def number(value: Any, what: str) -> float:
+    """A finite real number (int or float; never bool, str or None)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Rejected("wrong_type", f"{what}: expected a number, got {type(value).__name__}")
+    try:
+        x = float(value)
+    except OverflowError:
+        raise Rejected("not_finite", f"{what}: integer too large for a float") from None
+    if not math.isfinite(x):
+        raise Rejected("not_finite", f"{what}: {x} is not finite")
+    return x
+
+
+def tokens(value: Any, what: str, limits: Limits = LIMITS) -> int:
+    """A token count: a whole number in ``0..max_tokens`` (an integral float is accepted)."""
+    x = number(value, what)
+    if x < 0:
+        raise Rejected("negative", f"{what}: {x:g} tokens is negative")
+    if x > limits.max_tokens:
+        raise Rejected("out_of_range", f"{what}: {x:g} tokens is over {limits.max_tokens}")
+    if not x.is_integer():
+        raise Rejected("wrong_type", f"{what}: {x:g} is not a whole number of tokens")
+    return int(x)
+
+
+def count(value: Any, what: str, maximum: float) -> float:
+    """A non-negative finite amount up to ``maximum`` (work units, requests, fractions)."""
+    x = number(value, what)
+    if x < 0:
+        raise Rejected("negative", f"{what}: {x:g} is negative")
+    if x > maximum:
+        raise Rejected("out_of_range", f"{what}: {x:g} is over {maximum:g}")
+    return x
+
+
+def duration_s(value: Any, what: str, limits: Limits = LIMITS) -> float:
+    """A duration in seconds in ``0..max_duration_s`` (down to ``-clock_jitter_s`` reads as 0)."""
+    x = number(value, what)
+    if -limits.clock_jitter_s <= x < 0:
+        return 0.0
+    if x < 0:
+        raise Rejected("negative", f"{what}: {x:g} s is negative")
+    if x > limits.max_duration_s:
+        raise Rejected("out_of_range", f"{what}: {x:g} s is over {limits.max_duration_s:g} s")
+    return x
+
+
+def unix_s(value: Any, what: str, now_unix_s: float, limits: Limits = LIMITS) -> float:
+    """A Unix time within ``max_skew_s`` of the sidecar's wall clock ``now_unix_s``."""
+    x = number(value, what)
+    if abs(x - now_unix_s) > limits.max_skew_s:
+        raise Rejected("bad_time", f"{what}: {x:.3f} is more than {limits.max_skew_s:g} s from now")
+    return x
+
+
+def interval_s(start_s: float, end_s: float, what: str, limits: Limits = LIMITS) -> float:
+    """Check ``start_s <= end_s`` and a sane length; returns the length in seconds."""
+    if end_s < start_s:
+        raise Rejected("end_before_start", f"{what}: ends {start_s - end_s:.6f} s before it starts")
+    length = end_s - start_s
+    if length > limits.max_duration_s:
+        raise Rejected("out_of_range", f"{what}: lasts {length:g} s, over {limits.max_duration_s:g} s")
+    return length
+
+
+def request_id(value: Any, what: str = "request id", limits: Limits = LIMITS) -> str:
+    """A request id: a non-empty printable string of at most ``max_id_chars`` characters."""
+    if not isinstance(value, str):
+        raise Rejected("bad_id", f"{what}: expected a string, got {type(value).__name__}")
+    if not value or len(value) > limits.max_id_chars or not value.isprintable():
+        raise Rejected("bad_id", f"{what}: empty, longer than {limits.max_id_chars} or not printable")
+    return value
+
+
+def note(counts: Counter[str], err: Rejected) -> None:
+    """Count one rejection under ``rejected_<reason>``."""
+    counts[f"rejected_{err.reason}"] += 1

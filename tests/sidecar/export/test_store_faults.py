@@ -1,0 +1,97 @@
+"""Ledger faults: a record SQLite refuses costs only itself; a full disk keeps records and resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sidecar.export.store import Ledger
+from tests.sidecar.export.factories import make_record
+
+
+def test_a_record_that_cannot_be_stored_is_skipped_and_counted_and_its_batch_is_kept() -> None:
+    with Ledger(":memory:") as led:
+        good = [make_record(request_id=f"ok-{i}") for i in range(20)]
+        poison = make_record(request_id="poison", output_tokens=10**30)  # "Python int too large" for SQLite
+        assert led.put_many([*good[:10], poison, *good[10:]]) == 20
+        assert led.count() == 20 and led.get("poison") is None
+        assert all(led.get(f"ok-{i}") is not None for i in range(20))
+        assert (led.counts["unstorable"], led.counts["stored"]) == (1, 20)
+        assert led.put_many([make_record(request_id="later")]) == 1  # the ledger goes on
+
+
+def _fill_up(led: Ledger) -> None:
+    """SQLite's own page limit: writes then fail with SQLITE_FULL, as on a full disk."""
+    pages = led._conn.execute("PRAGMA page_count").fetchone()[0]
+    led._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_keeps_serving_counts_and_writes_the_records_once_there_is_room(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as led:
+        led.put_many([make_record(request_id="before")])
+        _fill_up(led)
+        big = {"trace_id": "x" * 50_000}  # more than the pages left
+        assert led.put_many([make_record(request_id=f"full-{i}", attributes=big) for i in range(5)]) == 0
+        assert led.counts["write_errors"] == 1
+        assert led.get("full-3") is not None and led.get("before") is not None  # still served, from memory
+        led._conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        assert led.put_many([make_record(request_id="after")]) == 6
+        assert led.count() == 7 and led.get("full-3") is not None
+
+
+def test_records_kept_while_the_disk_is_full_are_bounded(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db", max_pending=3) as led:
+        led.put_many([make_record(request_id="first")])
+        _fill_up(led)
+        big = {"trace_id": "x" * 50_000}
+        for i in range(5):
+            led.put_many([make_record(request_id=f"r{i}", attributes=big)])
+        assert led.counts["dropped"] == 2 and led.get("r0") is None and led.get("r4") is not None
+
+
+def test_the_sidecar_keeps_ticking_on_a_full_ledger_and_exports_its_counters(tmp_path: Path) -> None:
+    import math
+    from dataclasses import replace
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sidecar.app import Sidecar
+    from sidecar.config import SidecarConfig
+    from sidecar.sim.meter import SimFeeder, SimMeter
+    from sidecar.sim.run import MODEL_NAME, SimConfig, simulate
+    from sidecar.taps.tap import SourceTap
+
+    base = SimConfig()
+    run = simulate(replace(base, workload=replace(base.workload, n_requests=20, start_s=1.0)), seed=3)
+    now = [0.0]
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=20)
+    led = Ledger(tmp_path / "ledger.db")
+    sidecar = Sidecar(
+        config,
+        SimMeter(run, clock=lambda: now[0], t0=0.0),
+        taps=[SourceTap(SimFeeder(run, 0.0))],
+        clock=lambda: now[0],
+        ledger=led,
+    )
+    _fill_up(led)
+    while now[0] < run.duration_s + 2.0:
+        now[0] += 0.02
+        sidecar.poller.read_once()
+        if round(now[0] / 0.02) % 5 == 0:
+            sidecar.tick()
+    sidecar.tick(seal_until_s=math.inf)
+    assert led.counts["write_errors"] >= 1
+    assert all(sidecar.lookup(r.request_id) is not None for r in run.requests)  # served from memory
+    text = sidecar.exporter.render().decode()
+    outcomes = {
+        s.labels["outcome"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "jouletrace_tap_events_total" and s.labels.get("jouletrace_tap") == "ledger"
+    }
+    assert "write_errors" in outcomes
+    led._conn.execute("PRAGMA max_page_count = 1073741823")
+    sidecar.tick(
+        seal_until_s=math.inf
+    )  # nothing new is final: the kept records are written on the next batch
+    led.put_many([])
+    assert led.count() == len(run.requests)

@@ -1,0 +1,142 @@
+"""Hostile plugin datagrams: a bad row is rejected and counted, good rows next to it are kept."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from sidecar.attribution.events import Phase
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_plugin import PluginReceiver
+
+
+def raw(seq: int, pid: int = 7, wall: str = "1000.0", **parts: Any) -> bytes:
+    """A datagram as text, so values JSON cannot write (Infinity, 1e400, 10**400) can be spliced in."""
+    head = f'"v":1,"pid":{pid},"seq":{seq},"wall":{wall},"model":"tiny","live":true'
+    body = "".join(f',"{k}":{v if isinstance(v, str) else json.dumps(v)}' for k, v in parts.items())
+    return ("{" + head + body + "}").encode()
+
+
+def receiver() -> PluginReceiver:
+    return PluginReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: 1000.0)
+
+
+HUGE = "1" + "0" * 400  # an integer too large for a float: float() raises OverflowError
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("Infinity", "not_finite"),
+        ("NaN", "not_finite"),
+        ("1e400", "not_finite"),
+        (HUGE, "not_finite"),
+        ("-7", "negative"),
+        ("1e30", "out_of_range"),
+        ('"abc"', "wrong_type"),
+        ("null", "wrong_type"),
+    ],
+)
+def test_a_poison_number_in_one_row_rejects_that_row_and_keeps_the_good_rows(bad: str, reason: str) -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(
+        raw(
+            0,
+            it="[0.0,1,15,0,0]",
+            start=f'[["good",5,5,0.01],["bad",{bad},5,0.01],["good2",10,10,0.01]]',
+        ),
+        out,
+    )
+    assert sorted(e.request_id for e in out.events if e.phase is Phase.PREFILL) == ["good", "good2"]
+    fin = TapOutput()
+    rx.feed(
+        raw(
+            1,
+            wall="1000.1",
+            it="[0.0,2,0,0,0]",
+            fin=f'[["good",5,2,0,0.01,0.05,{bad},"stop"],["good2",10,2,0,0.01,0.05,0.1,"stop"]]',
+        ),
+        fin,
+    )
+    assert [i.request_id for i in fin.infos] == ["good2"]
+    assert rx.counts[f"rejected_{reason}"] == 2 and rx.counts["internal_errors"] == 0
+
+
+@pytest.mark.parametrize("bad", ["Infinity", "1e400", HUGE, "-5", '"x"'])
+def test_a_poison_iteration_is_dropped_and_the_rows_of_its_datagram_still_count(bad: str) -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it=f"[{bad},1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    assert [e.request_id for e in out.events] == ["a"] and rx.counts["iterations"] == 0
+    assert sum(n for k, n in rx.counts.items() if k.startswith("rejected_")) == 1
+
+
+@pytest.mark.parametrize("wall", ["Infinity", "1e400", HUGE, "4102444800.0", "-100000.0"])
+def test_a_datagram_that_cannot_be_dated_is_rejected_whole_and_counted(wall: str) -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, wall=wall, it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    assert out.events == [] and out.infos == []
+    assert rx.counts["rejected_not_finite"] + rx.counts["rejected_bad_time"] == 1
+
+
+def test_bad_ids_sched_and_gone_entries_are_rejected_one_by_one() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it="[0.0,1,5,0,0]", start='[["",5,5,0.01],[42,5,5,0.01],["a",5,5,0.01]]'), out)
+    rx.feed(raw(1, sched='[1,2,"x"]', gone='[null,"a"]'), out)
+    rx.feed(raw(2, sched="[1,2,0.5]", gone='"not a list"'), out)
+    assert rx.counts["rejected_bad_id"] == 3 and rx.counts["aborted"] == 1
+    assert rx.counts["rejected_wrong_type"] == 1 and rx.counts["rejected_malformed"] == 1
+    assert rx.sched == (1.0, 2.0, 0.5)
+
+
+def test_a_repeated_start_or_finish_is_a_counted_duplicate_and_adds_no_work() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    rx.feed(raw(1, wall="1000.02", it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    fin = '[["a",5,3,0,0.01,0.05,0.1,"stop"]]'
+    rx.feed(raw(2, wall="1000.04", it="[0.0,1,0,0,0]", fin=fin), out)
+    rx.feed(raw(3, wall="1000.06", it="[0.0,1,0,0,0]", fin=fin), out)
+    assert [e.phase for e in out.events] == [Phase.PREFILL, Phase.DECODE, Phase.DECODE]
+    assert len(out.infos) == 1 and rx.counts["rejected_duplicate"] == 2
+
+
+def test_sequence_numbers_cannot_poison_the_loss_counter() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    rx.feed(raw(10**30, it="[0.0,1,0,0,0]"), out)  # a jump: a restart of the numbering, not 1e30 lost
+    rx.feed(raw(1), out)  # back to the real stream: another jump
+    rx.feed(raw(4), out)  # two datagrams lost
+    rx.feed(raw(3), out)  # one of them came late
+    n_events = len(out.events)
+    rx.feed(raw(4, it="[0.0,1,0,0,0]"), out)  # replayed: dropped, no decode work added
+    assert len(out.events) == n_events
+    assert (rx.counts["lost"], rx.counts["seq_jumps"], rx.counts["reordered"]) == (2, 2, 1)
+    assert rx.counts["rejected_duplicate"] == 1
+
+
+def test_one_poison_datagram_costs_no_other_datagram_of_the_tick_over_real_udp() -> None:
+    rx = PluginReceiver(lambda unix_s: unix_s, host="127.0.0.1", port=0)
+    port = rx.start()
+    now = time.time()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            good = '[["g{i}",10,1,0,0.01,0.05,0.1,"stop"]]'
+            for i in range(20):
+                tx.sendto(raw(2 * i, wall=f"{now}", live="false", fin=good.format(i=i)), ("127.0.0.1", port))
+                poison = f'[["p{i}",10,{HUGE},0,0.01,0.05,0.1,"stop"]]'
+                tx.sendto(
+                    raw(2 * i + 1, wall=f"{now}", it=f"[{HUGE},1,1,0,0]", fin=poison), ("127.0.0.1", port)
+                )
+            tx.sendto(b"\x00garbage", ("127.0.0.1", port))
+        infos: list[Any] = []
+        deadline = time.monotonic() + 5
+        while len(infos) < 20 and time.monotonic() < deadline:
+            infos += rx.due(0.0)[1]
+    finally:
+        rx.stop()
+    assert sorted(i.request_id for i in infos) == sorted(f"g{i}" for i in range(20))
+    assert rx.counts["received"] == 40 and rx.counts["malformed"] == 1
+    assert rx.counts["rejected_not_finite"] == 40 and rx.counts["internal_errors"] == 0
