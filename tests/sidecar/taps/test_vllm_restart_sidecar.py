@@ -27,7 +27,9 @@ def send(port: int, pid: int, seq: int, wall: float, **kw: Any) -> None:
 
 def test_a_new_vllm_pid_makes_the_old_requests_final_as_aborted_within_a_second() -> None:
     clock = FakeClock(100.0)
-    rx = PluginReceiver(lambda unix_s: unix_s - 900.0, port=0, wall=lambda: clock.t_s + 900.0)  # wall 1000 = 100 s
+    rx = PluginReceiver(
+        lambda unix_s: unix_s - 900.0, port=0, wall=lambda: clock.t_s + 900.0
+    )  # wall 1000 = 100 s
     port = rx.start()
     config = SidecarConfig(meter="sim", settle_s=0.5, split="tokens", request_timeout_s=600.0)
     sidecar = Sidecar(config, ScriptedMeter(clock), taps=[SourceTap(rx)], clock=clock)
