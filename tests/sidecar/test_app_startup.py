@@ -36,7 +36,7 @@ def busy_udp() -> Iterator[int]:
 
 
 def _ports(**busy: int) -> list[str]:
-    ports = {"port": free_port(), "otlp_port": 0, "plugin_port": 0, **busy}
+    ports = {"port": free_port(), "otlp_port": 0, "plugin_port": 0, "hook_port": 0, **busy}
     return [arg for knob, port in ports.items() for arg in (f"--{knob.replace('_', '-')}", str(port))]
 
 
@@ -82,7 +82,13 @@ def test_the_hooks_udp_port_in_use_exits_2_naming_hook_port(
 def test_a_failed_start_stops_what_had_started(busy_tcp: int) -> None:
     http_port = free_port()
     config = SidecarConfig(
-        meter="cpu-model", host="127.0.0.1", port=http_port, otlp_port=busy_tcp, plugin_port=0, ledger_path=""
+        meter="cpu-model",
+        host="127.0.0.1",
+        port=http_port,
+        otlp_port=busy_tcp,
+        plugin_port=0,
+        hook_port=0,
+        ledger_path="",
     )
     sidecar = build_sidecar(config)
     try:
@@ -98,7 +104,7 @@ def test_a_failed_start_stops_what_had_started(busy_tcp: int) -> None:
 
 def test_a_sidecar_can_be_run_again_after_it_stopped() -> None:
     config = SidecarConfig(
-        meter="cpu-model", host="127.0.0.1", port=0, otlp_port=0, plugin_port=0, ledger_path=""
+        meter="cpu-model", host="127.0.0.1", port=0, otlp_port=0, plugin_port=0, hook_port=0, ledger_path=""
     )
     sidecar = build_sidecar(config)
 

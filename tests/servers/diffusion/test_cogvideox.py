@@ -23,7 +23,8 @@ from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
-VIDEO = {"prompt": "a kite over the sea", "size": "64x64", "num_frames": 5, "steps": 3, "fps": 8}
+# long enough (several counter updates) that the members' ticks and the batch interval nearly coincide
+VIDEO = {"prompt": "a kite over the sea", "size": "64x64", "num_frames": 9, "steps": 12, "fps": 8}
 
 
 @pytest.fixture(scope="module")

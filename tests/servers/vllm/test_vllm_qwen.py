@@ -36,6 +36,7 @@ def qwen_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack
         served_name="tiny-qwen",
         log_dir=tmp_path_factory.mktemp("qwen"),
         sidecar_args=("--plugin-port", "0", "--fit-warmup-ticks", "2"),  # spans only; little traffic
+        hook=False,  # no scheduler hook either: the spans must carry the work
     )
     stack.ports["plugin"] = plugin.port
     stack.start()
