@@ -148,8 +148,8 @@ class FittedRule:
 
     @property
     def ready(self) -> bool:
-        """A fit exists and is well conditioned (held ticks wait for one; the attributor bounds the wait)."""
-        return self.fit.ready and (self.fit.ok or self.fit.held)
+        """A fit exists (records split while it is ill-conditioned say so in ``fit_quality``)."""
+        return self.fit.ready
 
     def observe(self, tick: TickWork) -> None:
         if tick.idle:
