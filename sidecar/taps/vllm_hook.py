@@ -46,6 +46,7 @@ import numpy as np
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, Message, NewRow, StepRow, decode
 from sidecar.taps.spans import TapOutput
+from sidecar.taps.udp import bind_udp, drain
 from sidecar.taps.vllm_spans import normalize_request_id
 
 __all__ = ["HookReceiver"]
@@ -128,10 +129,7 @@ class HookReceiver:
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-        sock.bind((self.host, self.port))
-        sock.setblocking(False)
+        sock = bind_udp(self.host, self.port)
         self._sock = sock
         self.port = sock.getsockname()[1]
         log.info("vLLM scheduler hook receiver on udp://%s:%d", self.host, self.port)
@@ -145,17 +143,7 @@ class HookReceiver:
     # ---- source ----------------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
         """Drain waiting datagrams; return the step batches and request infos they describe."""
-        out = TapOutput()
-        sock = self._sock
-        for _ in range(self.max_per_drain if sock is not None else 0):
-            try:
-                data = sock.recv(65536)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.counts["errors"] += 1
-                break
-            self.feed(data, out)
+        out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
         return out.events, out.infos
 
     def feed(self, data: bytes, out: TapOutput) -> None:

@@ -52,6 +52,7 @@ from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
+from sidecar.taps.udp import bind_udp, drain
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
     StartRow,
@@ -111,10 +112,7 @@ class PluginReceiver:
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-        sock.bind((self.host, self.port))
-        sock.setblocking(False)
+        sock = bind_udp(self.host, self.port)
         self._sock = sock
         self._started_wall = time.time()
         self.port = sock.getsockname()[1]
@@ -129,17 +127,7 @@ class PluginReceiver:
     # ---- source ----------------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
-        out = TapOutput()
-        sock = self._sock
-        for _ in range(self.max_per_drain if sock is not None else 0):
-            try:
-                data = sock.recv(65536)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.counts["errors"] += 1
-                break
-            self.feed(data, out)
+        out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
         return out.events, out.infos
 
     def feed(self, data: bytes, out: TapOutput) -> None:
