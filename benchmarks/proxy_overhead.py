@@ -138,6 +138,8 @@ def main() -> None:
             "0",
             "--plugin-port",
             "0",
+            "--hook-port",
+            "0",
             "--meter",
             "cpu-model",
             "--ledger-path",

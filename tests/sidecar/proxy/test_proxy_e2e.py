@@ -138,6 +138,8 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 "0",
                 "--plugin-port",
                 "0",
+                "--hook-port",
+                "0",
                 "--meter",
                 "cpu-model",
                 "--model",
