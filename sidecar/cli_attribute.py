@@ -29,6 +29,7 @@ from typing import TextIO
 
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.rules import RULES, make_rule
+from sidecar.contracts.scheduler_wire import VERSION as HOOK_VERSION
 from sidecar.errors import ConfigError
 from sidecar.meters.base import Reading
 from sidecar.meters.replay import ReplayMeter
@@ -83,7 +84,10 @@ class _Dispatch:
         self.plugin = PluginReceiver(lambda unix_s: unix_s, default_model=model, wall=wall)
 
     def feed(self, data: bytes, out: TapOutput) -> None:
-        (self.hook.feed if b'"v":2' in data[:16].replace(b" ", b"") else self.plugin.feed)(data, out)
+        # the message's own "v" field, wherever the encoder put it (load_stream checked it is JSON)
+        message = json.loads(data)
+        is_hook = isinstance(message, dict) and message.get("v") == HOOK_VERSION
+        (self.hook.feed if is_hook else self.plugin.feed)(data, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,3 +66,18 @@ def test_a_stream_line_that_is_not_a_message_is_a_clear_error(
     iterations.write_bytes(iterations.read_bytes() + b"not json\n")
     assert main(["attribute", "--energy", str(counter), "--iterations", str(iterations)]) == 2
     assert "iterations.jsonl:" in capsys.readouterr().err
+
+
+def test_a_message_is_routed_by_its_own_version_field_whatever_the_key_order(
+    tmp_path: Path, run: SimRun
+) -> None:
+    """Another encoder may put "v" anywhere and add spaces: the hook's messages still reach the hook."""
+    counter, iterations = write_recording(run, tmp_path / "rec")
+    lines = [json.loads(line) for line in iterations.read_text().splitlines()]
+    iterations.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in lines))  # "v" near the end
+    out = tmp_path / "records.jsonl"
+    assert (
+        main(["attribute", "--energy", str(counter), "--iterations", str(iterations), "--out", str(out)]) == 0
+    )
+    records = {json.loads(line)["request_id"] for line in out.read_text().splitlines()}
+    assert records == set(run.truth_j)
