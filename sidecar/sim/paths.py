@@ -16,13 +16,12 @@ from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
 from sidecar.sim.taps import UNIX_OFFSET_S, hook_datagrams, plugin_datagrams, span_exports, to_mono
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.vllm_hook import HookReceiver
+from sidecar.taps.vllm_hook import MAX_GAP_S, HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
 
 __all__ = ["PATHS", "source_for"]
 
-MAX_GAP_S = 0.05  # the CPU gap after a step, up to this long, has its members present (as the hook receiver)
 
 PATHS = ("hook", "plugin", "spans", "oracle", "study-rule")
 

@@ -49,7 +49,9 @@ from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
 from sidecar.taps.vllm_spans import normalize_request_id
 
-__all__ = ["HookReceiver"]
+__all__ = ["MAX_GAP_S", "HookReceiver"]
+
+MAX_GAP_S = 0.05  # a CPU gap after a step up to this long has the step's members present
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ class HookReceiver:
         default_model: str = "unknown",
         max_per_drain: int = 50_000,
         max_requests: int = 100_000,
-        max_gap_s: float = 0.05,
+        max_gap_s: float = MAX_GAP_S,
     ) -> None:
         self.to_mono = to_mono
         self.max_gap_s = max_gap_s
