@@ -3,7 +3,9 @@
 A discrete-event simulation (no GPU needed; not a measurement of one): 8 fake GPUs
 (``tests/sidecar/meters/fake_nvml.py``, read through the sidecar's ``NvmlLib``),
 each counter updating every 100 ms on its own random phase with 0.2 ms jitter per
-update and its own clock drift (±50 ppm). Each energy read takes the time and CPU
+update and its own clock drift (±50 ppm), by the per-update increments recorded
+on the H200 (``tests/data/nvml_h200_full.csv``: idle, matmul, bursty, cooldown),
+each device starting at its own place in the recording. Each energy read takes the time and CPU
 recorded on an H200 (``tests/data/nvml_h200_read_cost.json``: the read that sees a
 new value and the one that does not, sampled from their recorded quantiles; CPU =
 wall as recorded), during which the poll thread can do nothing else; the counter is
@@ -15,12 +17,15 @@ Two schedules, same devices, same seed:
   all 8 GPUs one after another, stamp the pass with its midpoint, date each change
   on a per-device :class:`~sidecar.grid.GridClock` (generous: the timeline keeps one);
 * **phase-locked**: :class:`~sidecar.meters.phase_lock.PhaseLock` per device; the
-  thread always does the read that is due first.
+  thread always does the read that is due first. While a device's increments are
+  steady it reads every 2nd update only (back-off), so the energy of the update in
+  between is interpolated: reported as the error of the energy per update.
 
 Reported after a warm-up (``--warmup-s``): the error of each dated update against
-the true update time (p50, p99), the reads per update, and the poll thread's CPU
-as % of one core. Ends with one line ``devices 8 edge p99 X ms | core % Y``
-(phase-locked).
+the true update time (p50, p99), the reads per update, the poll thread's CPU as %
+of one core, and the error of each true update's energy when the dated readings
+are interpolated linearly as the timeline does (p99, % of that update's energy).
+Ends with one line ``devices 8 edge p99 X ms | core % Y`` (phase-locked).
 
     .venv/bin/python benchmarks/nvml_poll_scale.py [--devices 8] [--duration-s 60] [--seed 0]
 """
@@ -47,8 +52,16 @@ from sidecar.meters.phase_lock import PhaseLock  # noqa: E402
 from tests.sidecar.meters.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 
 COST = REPO / "tests" / "data" / "nvml_h200_read_cost.json"
+TRACE = REPO / "tests" / "data" / "nvml_h200_full.csv"
 PERIOD_S = 0.1
-POWER_W = 350.0
+
+
+def recorded_increments_j() -> np.ndarray:
+    """Energy added by each counter update in the H200 recording (J), in order."""
+    rows = [ln.split(",") for ln in TRACE.read_text(encoding="utf-8").splitlines() if ln[:1].isdigit()]
+    energy_j = np.array([float(r[2]) for r in rows])
+    changes = energy_j[np.flatnonzero(np.diff(energy_j) != 0) + 1]
+    return np.diff(changes)
 
 
 def quantile_sampler(stats: dict[str, float], rng: random.Random) -> Callable[[], float]:
@@ -63,6 +76,7 @@ def quantile_sampler(stats: dict[str, float], rng: random.Random) -> Callable[[]
 class Device:
     gpu: FakeGpu
     edges: list[float]  # true update times (s)
+    counter_j: np.ndarray  # counter value after each update (J)
     seen: int = 0  # updates before the last sample
 
     def updates_before(self, t_s: float) -> int:
@@ -70,12 +84,16 @@ class Device:
 
 
 def make_devices(n: int, duration_s: float, rng: random.Random) -> list[Device]:
+    increments = recorded_increments_j()
     devices = []
     for i in range(n):
         phase, period = rng.uniform(0, PERIOD_S), PERIOD_S * (1 + rng.uniform(-50e-6, 50e-6))
-        edges = [phase + k * period + rng.gauss(0, 0.0002) for k in range(int(duration_s / period) + 2)]
-        dev = Device(FakeGpu(uuid=f"GPU-{i}"), edges)
-        dev.gpu.energy_j = lambda t, d=dev: 1000.0 + POWER_W * PERIOD_S * d.updates_before(t)
+        count = int(duration_s / period) + 2
+        edges = [phase + k * period + rng.gauss(0, 0.0002) for k in range(count)]
+        steps = np.roll(increments, -i * len(increments) // n)[np.arange(count) % len(increments)]
+        counter = 1000.0 + np.concatenate([[0.0], np.cumsum(steps)])
+        dev = Device(FakeGpu(uuid=f"GPU-{i}"), edges, counter)
+        dev.gpu.energy_j = lambda t, d=dev: float(d.counter_j[d.updates_before(t)])
         devices.append(dev)
     return devices
 
@@ -97,6 +115,7 @@ class Sim:
         self.reads = 0  # reads after the warm-up
         self.warmup_s = 0.0
         self.errors: list[float] = []
+        self.dated: list[list[tuple[float, float]]] = [[] for _ in devices]  # (dated s, counter J)
 
     def read(self, i: int) -> tuple[float, float, float]:
         """Read device ``i`` now: (start, end, energy J); advances the clock by the read's cost."""
@@ -113,8 +132,9 @@ class Sim:
             self.reads += 1
         return start, self.now, energy
 
-    def score(self, i: int, dated_s: float, warmup_s: float) -> None:
+    def score(self, i: int, dated_s: float, warmup_s: float, energy_j: float) -> None:
         """Error of a dated update against the true update nearest to it."""
+        self.dated[i].append((dated_s, energy_j))
         edges = self.devices[i].edges
         j = bisect.bisect_left(edges, dated_s)
         nearest = min((edges[k] for k in (j - 1, j) if 0 <= k < len(edges)), key=lambda e: abs(e - dated_s))
@@ -132,7 +152,7 @@ def run_baseline(sim: Sim, duration_s: float, warmup_s: float, rng: random.Rando
         for i, value in enumerate(values):
             prev = last[i]
             if prev is not None and value != prev[1]:
-                sim.score(i, grids[i].date(prev[0], t_s), warmup_s)
+                sim.score(i, grids[i].date(prev[0], t_s), warmup_s, value)
             last[i] = (t_s, value)
         sim.now = max(sim.now, t0 + 0.02 * rng.uniform(0.75, 1.25))
 
@@ -146,10 +166,25 @@ def run_locked(sim: Sim, duration_s: float, warmup_s: float, seed: int) -> list[
         ready = [j for j, t in enumerate(due) if t <= sim.now and locks[j].locked]
         if ready:  # a locked device's planned read goes before any search read
             i = min(ready, key=lambda j: due[j])
-        dated = locks[i].observe(*sim.read(i))
+        start_s, end_s, energy_j = sim.read(i)
+        dated = locks[i].observe(start_s, end_s, energy_j)
         if dated is not None:
-            sim.score(i, dated, warmup_s)
+            sim.score(i, dated, warmup_s, energy_j)
     return locks
+
+
+def update_energy_error_pct(sim: Sim, duration_s: float, warmup_s: float) -> float:
+    """p99 error of each true update's energy, the dated readings interpolated linearly (%)."""
+    errors = []
+    for dev, dated in zip(sim.devices, sim.dated, strict=True):
+        t_d, e_d = np.array([d[0] for d in dated]), np.array([d[1] for d in dated])
+        edges = np.asarray(dev.edges)
+        keep = (edges > max(warmup_s, t_d[0])) & (edges < min(duration_s, t_d[-1]))
+        idx = np.flatnonzero(keep)
+        est = np.interp(edges[idx], t_d, e_d) - np.interp(edges[idx - 1], t_d, e_d)
+        true = dev.counter_j[idx + 1] - dev.counter_j[idx]
+        errors.extend(np.abs(est - true) / true * 100.0)
+    return float(np.percentile(errors, 99))
 
 
 def report(name: str, sim: Sim, duration_s: float, warmup_s: float) -> tuple[float, float]:
@@ -158,9 +193,11 @@ def report(name: str, sim: Sim, duration_s: float, warmup_s: float) -> tuple[flo
     err_ms = np.asarray(sim.errors) * 1e3
     core_pct = 100.0 * sim.cpu_s / (duration_s - warmup_s)
     p50, p99 = float(np.percentile(err_ms, 50)), float(np.percentile(err_ms, 99))
+    energy_pct = update_energy_error_pct(sim, duration_s, warmup_s)
     print(
         f"{name:13s} dated updates {err_ms.size:6d}  edge error p50 {p50:5.2f} ms  p99 {p99:6.2f} ms  "
-        f"reads/update {sim.reads / max(updates, 1):4.2f}  core % {core_pct:5.1f}"
+        f"reads/update {sim.reads / max(updates, 1):4.2f}  core % {core_pct:5.1f}  "
+        f"energy/update error p99 {energy_pct:5.1f} %"
     )
     return p99, core_pct
 

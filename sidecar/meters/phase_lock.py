@@ -9,8 +9,16 @@ period. :class:`PhaseLock` schedules the reads of one device instead:
 * **search**: dithered reads every ``search_s`` until :class:`~sidecar.grid.GridClock`
   has fitted the grid (period and phase) to the change windows;
 * **locked**: one read ``after_s`` past each predicted update, so each update
-  costs one read. Every ``probe_every``-th update also gets a **probe**: one read
-  at a random offset (up to ``spread_s``) around the predicted update.
+  costs one read. Every ``probe_every``-th planned read is preceded by a **probe**:
+  one read up to ``spread_s`` before the predicted update (where a grid fitted
+  late shows);
+* **backed off**: while the counter is steady (the last ``steady_n`` per-update
+  increments within ``steady_rel`` of each other) a locked device is read after
+  every ``max_stride``-th update only. One read then sees ``max_stride`` updates;
+  it is dated at the last of them, and the energy between two reads is split
+  evenly over the updates in between (the timeline's linear interpolation), which
+  is what a steady counter does. Any change in the increments goes back to one
+  read per update. The trade: fewer reads for coarser energy ticks while steady.
 
 Every read brackets the updates: a read that saw the old value is a lower bound
 of the next update, one that saw the new value an upper bound, whatever delayed
@@ -55,13 +63,21 @@ class PhaseLock:
         spread_s: float = 0.006,
         chase_s: float = 0.002,
         fit_updates: int = 128,
+        max_stride: int = 2,
+        steady_rel: float = 0.05,
+        steady_n: int = 3,
         seed: int | None = None,
     ) -> None:
         self.search_s, self.after_s, self.chase_s = search_s, after_s, chase_s
         self.probe_every, self.spread_s = probe_every, spread_s
+        self.max_stride, self.steady_rel = max_stride, steady_rel
+        self._seen: deque[tuple[int, float]] = deque(maxlen=steady_n + 1)  # (grid index, J) of dated reads
+        self._planned = 0  # reads planned while locked (every probe_every-th gets a probe)
+        self._short = False  # the last read saw fewer updates than it was planned for
         self._rng = random.Random(seed)
         self._grid = GridClock(min_windows=32)
         self._bounds: deque[tuple[int, float, float]] = deque(maxlen=fit_updates)  # (index, lo, hi)
+        self._windows: deque[tuple[float, float]] = deque(maxlen=fit_updates)  # the search's (lo, hi)
         self._phase_s: float | None = None  # time of update 0
         self._period_s: float | None = None
         self._room_s: float | None = None  # room the bounds leave the grid on each side
@@ -76,6 +92,25 @@ class PhaseLock:
     @property
     def locked(self) -> bool:
         return self._phase_s is not None
+
+    @property
+    def stride(self) -> int:
+        """Updates per planned read: ``max_stride`` while the counter is steady, else 1."""
+        return 1 if self._steady_step_j() is None else self.max_stride
+
+    def _steady_step_j(self) -> float | None:
+        """The energy per update (J) while the last increments agree within ``steady_rel``, else None."""
+        if not self.locked or len(self._seen) < (self._seen.maxlen or 0):
+            return None
+        (k0, e0), *rest = self._seen
+        steps = []
+        for k, e in rest:
+            if k <= k0:
+                return None
+            steps.append((e - e0) / (k - k0))
+            k0, e0 = k, e
+        low, high = min(steps), max(steps)
+        return float(np.median(steps)) if high - low <= self.steady_rel * abs(high) else None
 
     @property
     def phase_error_s(self) -> float | None:
@@ -109,7 +144,11 @@ class PhaseLock:
         self.updates += 1
         self._plan = []
         lo_s, self._lower_s = self._lower_s, -math.inf
-        return self._date(max(lo_s, last[0]), t)
+        self._short = False
+        dated = self._date(max(lo_s, last[0]), t, energy_j)
+        if self._short:  # it saw fewer updates than planned: the last one is late, look again soon
+            self._plan = [end_s + self.chase_s]
+        return dated
 
     # ---- internals ---------------------------------------------------------------------------
     def _plan_update(self, t_last: float) -> list[float]:
@@ -117,11 +156,15 @@ class PhaseLock:
         phase, period = self._phase_s, self._period_s
         assert phase is not None and period is not None
         k = math.floor((t_last - phase) / period) + 1
+        self._planned += 1
+        probe_now = self._planned % self.probe_every == 0
+        if not probe_now:
+            k += self.stride - 1  # back off while steady; a probe cycle reads the next update
         predicted = phase + k * period
         after = max(predicted + self.after_s + max(self._room_s or 0.0, 0.0), t_last)
-        if k % self.probe_every:
+        if not probe_now:
             return [after]
-        probe = predicted + self._rng.uniform(-self.spread_s, self.spread_s)
+        probe = predicted - self._rng.uniform(0.0, self.spread_s)  # a grid fitted late shows here
         return [max(probe, t_last), after] if probe < after - 0.001 else [after]
 
     def _past_predicted(self, t: float) -> bool:
@@ -129,24 +172,40 @@ class PhaseLock:
         assert phase is not None and period is not None
         return (t - phase) % period < 0.5 * period  # past an update that has not shown yet
 
-    def _date(self, lo_s: float, hi_s: float) -> float:
+    def _date(self, lo_s: float, hi_s: float, energy_j: float) -> float:
         if not self.locked:
             dated = self._grid.date(lo_s, hi_s)
+            self._windows.append((lo_s, hi_s))
             if self._grid.period_s is not None and self._grid.phase_s is not None:
-                self._phase_s, self._period_s = self._grid.phase_s, self._grid.period_s
+                self._lock(self._grid.phase_s, self._grid.period_s)
             return dated
         phase, period = self._phase_s, self._period_s
         assert phase is not None and period is not None
-        k = math.ceil((lo_s - phase) / period)  # the first grid point after the lower bound
-        if phase + k * period > hi_s + 0.5 * period:  # the grid has slipped: use the nearest point
+        # The last update the read saw: reads come just after a predicted update (or late, up to
+        # 3/4 period), probes shortly before one; one read may see several (back-off, failed reads).
+        k = math.floor((hi_s - phase) / period + 0.25)
+        if phase + k * period < lo_s - 0.5 * period:  # the grid has slipped: use the nearest point
             k = round((0.5 * (lo_s + hi_s) - phase) / period)
+        k = self._count_by_energy(k, energy_j)
         self._bounds.append((k, lo_s, hi_s))
         self._refit()
         if self._room_s is not None and self._room_s < -0.005:  # no grid fits the bounds any more
             self._unlock()
             return 0.5 * (lo_s + hi_s)
+        self._seen.append((k, energy_j))
         grid_t = self._phase_s + k * self._period_s  # type: ignore[operator]
         return min(max(grid_t, lo_s + 1e-6), hi_s)
+
+    def _count_by_energy(self, k: int, energy_j: float) -> int:
+        """While steady, a read meant to see several updates may have come just before the last
+        one: the energy it saw says how many updates it holds."""
+        step = self._steady_step_j()
+        if step is None or step <= 0 or not self._seen:
+            return k
+        k_prev, e_prev = self._seen[-1]
+        seen = round((energy_j - e_prev) / step)
+        self._short = 1 <= seen < k - k_prev
+        return k_prev + seen if self._short else k
 
     def _refit(self) -> None:
         """The grid with the most room between the bounds, over candidate periods near the current."""
@@ -165,9 +224,19 @@ class PhaseLock:
         self._phase_s = float(0.5 * (low[best] + high[best]) - self._period_s * k[-1])
         self._room_s = float(0.5 * (high[best] - low[best]))
 
+    def _lock(self, phase_s: float, period_s: float) -> None:
+        """Lock onto the search's grid, its (narrow) change windows the first bounds of the fit."""
+        self._phase_s, self._period_s = phase_s, period_s
+        for lo_s, hi_s in self._windows:
+            self._bounds.append((round((0.5 * (lo_s + hi_s) - phase_s) / period_s), lo_s, hi_s))
+        self._windows.clear()
+        self._refit()
+
     def _unlock(self) -> None:
         self.unlocks += 1
         self._phase_s = self._period_s = self._room_s = None
         self._grid = GridClock(min_windows=32)
         self._bounds.clear()
+        self._windows.clear()
+        self._seen.clear()
         self._plan = []
