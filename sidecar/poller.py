@@ -13,6 +13,14 @@ about a millisecond (sidecar/grid.py). Units: seconds.
 One poll is :meth:`Poller.read_once` (energy, and status when due, with the
 error handling); the thread calls it in a loop, tests call it by hand on a fake
 clock, so both run the same code.
+
+With ``phase_lock`` and a meter whose counters update on a fixed grid (NVML,
+:class:`~sidecar.meters.phased.GridMeter`), each device is read on its own
+schedule instead (:class:`~sidecar.meters.phased.PhasedReader`: one read just
+after each predicted update, every 2nd while steady, rare probes), and one poll
+is the one device read that is due. Other meters (CPU model, replay, RAPL,
+integrated power) keep the fixed period. :attr:`Poller.phase` says per device
+whether its phase is locked and how well (the self-metric).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections.abc import Callable
 
 from sidecar.errors import DeviceLost, MeterError
 from sidecar.meters.base import DeviceStatus, EnergyMeter, Reading
+from sidecar.meters.phased import GridMeter, PhasedReader
 
 __all__ = ["Poller"]
 
@@ -44,6 +53,7 @@ class Poller:
         status_s: float,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        phase_lock: bool = False,
     ) -> None:
         self.meter = meter
         self.poll_s = poll_s
@@ -57,6 +67,22 @@ class Poller:
         self._stop = threading.Event()
         self._rng = random.Random(seed)
         self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
+        self.phased: PhasedReader | None = None
+        if phase_lock and isinstance(meter, GridMeter) and meter.fixed_grid:
+            self.phased = PhasedReader(meter, len(meter.devices), poll_s=poll_s, clock=clock, seed=seed)
+
+    @property
+    def phase(self) -> tuple[tuple[bool, float | None], ...] | None:
+        """Per device: (phase locked, |phase error| s or None); None on the fixed-period path."""
+        if self.phased is None:
+            return None
+        if self.lost is not None:
+            return tuple((False, None) for _ in self.phased.locks)
+        out = []
+        for lock in self.phased.locks:
+            error_s = lock.phase_error_s
+            out.append((lock.locked, None if error_s is None else abs(error_s)))
+        return tuple(out)
 
     def start(self) -> None:
         """Start the thread (again, after a stop: a sidecar may be run more than once)."""
@@ -83,7 +109,11 @@ class Poller:
             return
         now_s = self._clock()
         try:
-            self.readings.append(self.meter.read())
+            if self.phased is not None:
+                if self.phased.next_due_s() <= now_s:
+                    self.readings.extend(self.phased.read_due())
+            else:
+                self.readings.append(self.meter.read())
             if now_s >= self._next_status_s:
                 self._next_status_s = now_s + self.status_s
                 self.status = self.meter.status()
@@ -101,5 +131,8 @@ class Poller:
         while not self._stop.is_set() and self.lost is None:
             started = time.monotonic()
             self.read_once()
-            period = self.poll_s * self._rng.uniform(0.75, 1.25)
-            self._stop.wait(max(period - (time.monotonic() - started), 0.0))
+            if self.phased is not None:
+                wait_s = min(self.phased.next_due_s(), self._next_status_s) - self._clock()
+            else:
+                wait_s = self.poll_s * self._rng.uniform(0.75, 1.25) - (time.monotonic() - started)
+            self._stop.wait(min(max(wait_s, 0.0), 1.0))

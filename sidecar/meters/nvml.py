@@ -89,6 +89,20 @@ class NvmlMeter:
         )
         return Reading(t_s=t_s, energy_j=energy_j)
 
+    @property
+    def fixed_grid(self) -> bool:
+        """True when every GPU has an energy counter (they update on a fixed 100 ms grid on an H200);
+        the poller then phase-locks each GPU's reads. Integrated power has no grid."""
+        return not any(g.integrate for g in self._gpus)
+
+    def read_device(self, index: int) -> float:
+        """One GPU's energy counter (J), for per-device read schedules (``fixed_grid`` only)."""
+        gpu = self._gpus[index]
+        if gpu.integrate:
+            raise NotSupported(f"GPU {gpu.info.id} integrates power: it has no counter to read alone")
+        with _about(gpu):
+            return self._lib.total_energy_j(gpu.handle)
+
     def status(self) -> tuple[DeviceStatus, ...]:
         """Power (W), utilization (0..1), SM clock (MHz), memory used (B), power limit (W).
 

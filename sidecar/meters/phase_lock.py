@@ -150,6 +150,11 @@ class PhaseLock:
             self._plan = [end_s + self.chase_s]
         return dated
 
+    def reset(self) -> None:
+        """Drop the lock and search again (the caller could not read for a while)."""
+        if self.locked:
+            self._unlock()
+
     # ---- internals ---------------------------------------------------------------------------
     def _plan_update(self, t_last: float) -> list[float]:
         """Read start times for the first update after ``t_last``."""
@@ -161,7 +166,7 @@ class PhaseLock:
         if not probe_now:
             k += self.stride - 1  # back off while steady; a probe cycle reads the next update
         predicted = phase + k * period
-        after = max(predicted + self.after_s + max(self._room_s or 0.0, 0.0), t_last)
+        after = max(predicted + self.after_s, t_last)
         if not probe_now:
             return [after]
         probe = predicted - self._rng.uniform(0.0, self.spread_s)  # a grid fitted late shows here
