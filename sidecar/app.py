@@ -101,7 +101,11 @@ class Sidecar:
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
         self.poller = Poller(
-            meter, poll_s=config.poll_interval_s, status_s=config.status_interval_s, clock=clock
+            meter,
+            poll_s=config.poll_interval_s,
+            status_s=config.status_interval_s,
+            clock=clock,
+            phase_lock=config.poll_schedule == "phase-lock",
         )
         self.http_port: int | None = None
         self.tick_failures = 0  # tick runs that raised, ever

@@ -22,6 +22,7 @@ __all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_
 
 METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
 SPLITS = ("fitted", "tokens", "output-tokens", "equal")
+POLL_SCHEDULES = ("phase-lock", "fixed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
     Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
+    Knob(
+        "poll_schedule",
+        str,
+        "phase-lock",
+        "phase-lock: read each GPU just after its counter's predicted update (NVML); fixed: every poll",
+        POLL_SCHEDULES,
+    ),
     Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
     Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"),
@@ -168,6 +176,7 @@ class SidecarConfig:
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""
     poll_interval_s: float = 0.02
+    poll_schedule: str = "phase-lock"
     status_interval_s: float = 0.5
     tick_interval_s: float = 0.1
     settle_s: float = 2.0

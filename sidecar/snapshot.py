@@ -21,8 +21,10 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
     status = {s.device_id: s for s in sidecar.status}
     energy = sidecar.timeline.energy_j
     devices = []
+    phase = sidecar.poller.phase
     for i, dev in enumerate(sidecar.meter.devices):
         st = status.get(dev.id)
+        locked, phase_error_s = phase[i] if phase is not None else (None, None)
         devices.append(
             DeviceSnapshot(
                 id=dev.id,
@@ -35,6 +37,8 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
                 sm_clock_mhz=st.sm_clock_mhz if st else None,
                 memory_used_bytes=st.memory_used_bytes if st else None,
                 power_limit_w=st.power_limit_w if st else None,
+                phase_locked=locked,
+                phase_error_s=phase_error_s,
             )
         )
     rule = att.rule

@@ -81,6 +81,8 @@ class DeviceSnapshot:
     sm_clock_mhz: float | None = None
     memory_used_bytes: float | None = None
     power_limit_w: float | None = None
+    phase_locked: bool | None = None  # reads phase-locked to the counter's grid; None: fixed-period path
+    phase_error_s: float | None = None  # half the room the lock's bounds leave its grid (s)
 
 
 @dataclass(frozen=True, slots=True)

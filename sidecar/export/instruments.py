@@ -189,6 +189,22 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         False,
         _per_device(lambda d: d.power_limit_w),
     ),
+    ObservableSpec(
+        "jouletrace.meter.phase_locked",
+        "1",
+        "1 while the reads of a device are phase-locked to its counter's update grid, 0 while it searches "
+        f"(fixed-period reads); absent for meters read on a fixed period, {_DEVICE}.",
+        False,
+        _per_device(lambda d: None if d.phase_locked is None else float(d.phase_locked)),
+    ),
+    ObservableSpec(
+        "jouletrace.meter.phase_error",
+        "s",
+        "Half the room the recent reads leave a device's fitted update grid, in seconds (s): how well "
+        f"its phase is locked (updates are dated within about this), {_DEVICE}.",
+        False,
+        _per_device(lambda d: d.phase_error_s),
+    ),
     # --- inference: attributed energy and output
     ObservableSpec(
         "gen_ai.server.energy",

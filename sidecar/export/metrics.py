@@ -24,6 +24,8 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     hw_gpu_memory_usage_bytes                         gauge      same
     jouletrace_gpu_sm_clock_hertz                     gauge      same
     jouletrace_gpu_power_limit_watts                  gauge      same
+    jouletrace_meter_phase_locked                     gauge      same (1 locked, 0 searching; NVML only)
+    jouletrace_meter_phase_error_seconds              gauge      same (NVML only, while locked)
     gen_ai_server_energy_joules_total                 counter    gen_ai_request_model, jouletrace_phase,
                                                                  energy_source
     gen_ai_server_request_energy_joules               histogram  gen_ai_request_model, gen_ai_operation_name,

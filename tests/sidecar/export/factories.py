@@ -95,6 +95,8 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
                 sm_clock_mhz=1980.0,
                 memory_used_bytes=64_000_000_000.0,
                 power_limit_w=700.0,
+                phase_locked=True,
+                phase_error_s=0.00025,
             ),
             DeviceSnapshot(
                 id="GPU-8f4c2a1e-0000-4000-8000-000000000001",
@@ -105,6 +107,7 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
                 utilization=0.85,
                 memory_used_bytes=63_500_000_000.0,
                 power_limit_w=700.0,
+                phase_locked=False,  # searching: no phase error
             ),
         ),
         phase_energy_j={

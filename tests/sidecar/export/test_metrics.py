@@ -34,6 +34,8 @@ EXPECTED_TYPES = {
     "hw_gpu_memory_usage_bytes": "gauge",
     "jouletrace_gpu_sm_clock_hertz": "gauge",
     "jouletrace_gpu_power_limit_watts": "gauge",
+    "jouletrace_meter_phase_locked": "gauge",
+    "jouletrace_meter_phase_error_seconds": "gauge",
     "gen_ai_server_energy_joules": "counter",
     "gen_ai_server_request_energy_joules": "histogram",
     "gen_ai_server_energy_per_output_token_joules": "histogram",
