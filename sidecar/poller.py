@@ -104,12 +104,16 @@ class Poller:
             self._thread.join(timeout=5.0)
 
     def read_once(self) -> None:
-        """Read the energy counters, and the status when it is due; a lost device ends all reads."""
+        """Read the energy counters, and the status when it is due; a lost device ends all reads.
+
+        Phase-locked: the one device read that is due, if any; after :meth:`stop`, every device."""
         if self.lost is not None:
             return
         now_s = self._clock()
         try:
-            if self.phased is not None:
+            if self.phased is not None and self._stop.is_set():  # after stop(): one last pass
+                self.readings.extend(self.phased.read_all())
+            elif self.phased is not None:
                 if self.phased.next_due_s() <= now_s:
                     self.readings.extend(self.phased.read_due())
             else:

@@ -87,6 +87,7 @@ class PhaseLock:
         self.reads = 0
         self.updates = 0
         self.unlocks = 0
+        self.short_reads = 0  # reads that, backed off, saw fewer updates than planned
 
     # ---- what the caller asks ----------------------------------------------------------
     @property
@@ -147,6 +148,7 @@ class PhaseLock:
         self._short = False
         dated = self._date(max(lo_s, last[0]), t, energy_j)
         if self._short:  # it saw fewer updates than planned: the last one is late, look again soon
+            self.short_reads += 1
             self._plan = [end_s + self.chase_s]
         return dated
 

@@ -85,7 +85,16 @@ class PhasedReader:
 
         A meter error propagates after the device's retry is scheduled.
         """
-        i = min(range(len(self.locks)), key=self._due)
+        self._read(min(range(len(self.locks)), key=self._due))
+        return self._emit()
+
+    def read_all(self) -> list[Reading]:
+        """Read every device now (the last pass before a stop): the readings reach up to now."""
+        for i in range(len(self.locks)):
+            self._read(i)
+        return self._emit()
+
+    def _read(self, i: int) -> None:
         start_s = self._clock()
         try:
             energy_j = self._meter.read_device(i)
@@ -100,7 +109,6 @@ class PhasedReader:
         elif dated_s is not None:
             self._pending[i].append((dated_s, energy_j))
         self._sampled_s[i] = 0.5 * (start_s + end_s)
-        return self._emit()
 
     def _due(self, i: int) -> float:
         return max(self.locks[i].next_read_s(), self._retry_s[i])

@@ -60,3 +60,43 @@ def test_a_counter_that_jumps_phase_drops_the_lock_and_locks_again() -> None:
     assert lock.unlocks >= 1 and lock.locked
     late = [err for start, err in dated if start > 40.0]
     assert float(np.percentile(np.abs(late), 99)) < 0.005
+
+
+def run_energy(
+    edges: list[float], steps_j: list[float], until_s: float, lock: PhaseLock
+) -> list[tuple[float, float]]:
+    """Like :func:`run`, the counter adding ``steps_j[k]`` at update k: (read start, dating error)."""
+    counter = np.concatenate([[0.0], np.cumsum(steps_j)])
+    out, now = [], 0.0
+    while now < until_s:
+        start = max(now, lock.next_read_s())
+        k = bisect.bisect_right(edges, start + READ_S / 2)
+        now = start + READ_S
+        dated = lock.observe(start, now, float(counter[k]))
+        if dated is not None:
+            out.append((start, dated - edges[k - 1]))
+    return out
+
+
+def test_a_steady_counter_is_read_every_second_update_and_a_changing_one_every_update() -> None:
+    edges = grid(0.0371, 0.1000, 60.0)
+    steps = [70.0] * 300 + [70.0 if k % 3 else 20.0 for k in range(len(edges) - 300)]  # bursts from 30 s
+    lock = PhaseLock(seed=5)
+    run_energy(edges, steps, 10.0, lock)
+    reads = lock.reads
+    steady = run_energy(edges, steps, 29.0, lock)
+    assert (lock.reads - reads) / 190 < 0.7  # every 2nd update, plus probes
+    assert float(np.percentile(np.abs([e for s, e in steady if s > 10.0]), 99)) < 0.005
+    reads = lock.reads
+    bursty = run_energy(edges, steps, 60.0, lock)
+    assert (lock.reads - reads) / 290 > 0.9  # the increments change: one read per update again
+    assert float(np.percentile(np.abs([e for s, e in bursty if s > 31.0]), 99)) < 0.005
+
+
+def test_a_late_update_under_back_off_is_counted_by_its_energy_and_chased() -> None:
+    edges = grid(0.0371, 0.1000, 30.0)
+    late = [t + 0.004 * (k % 50 == 0 and t > 15.0) for k, t in enumerate(edges)]  # every 5 s, 4 ms late
+    lock = PhaseLock(seed=6)
+    dated = run_energy(late, [70.0] * len(late), 30.0, lock)
+    assert lock.stride == 2 and lock.unlocks == 0 and lock.short_reads >= 1
+    assert float(np.percentile(np.abs([e for s, e in dated if s > 15.0]), 99)) < 0.005

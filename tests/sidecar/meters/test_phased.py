@@ -136,3 +136,17 @@ def test_a_lost_gpu_stops_the_reads_and_says_unlocked() -> None:
     assert rig.poller.lost is not None and "GPU-1" in rig.poller.lost
     assert rig.poller.phase == ((False, None), (False, None))
     assert NVML_ERROR_GPU_IS_LOST  # the fake raises the real pynvml error for it
+
+
+def test_the_last_read_after_a_stop_brings_every_device_up_to_now() -> None:
+    rig = Rig(devices=2)
+    rig.run(12.0)
+    rig.now = 12.35  # between scheduled reads
+    rig.poller.stop()  # the thread never ran: only the flag, as the shutdown path does
+    rig.poller.read_once()
+    while rig.poller.readings:
+        rig.timeline.add(rig.poller.readings.popleft())
+    t, _, energy_dev = rig.timeline.edges_after(-1.0)
+    expected = [rig.values[int(np.searchsorted(e, 12.35, "right")) - 1] for e in rig.edges]
+    assert (energy_dev[-1] + rig.values[0]).tolist() == pytest.approx(expected)
+    assert t[-1] > 12.2
