@@ -84,6 +84,14 @@ class Poller:
             out.append((lock.locked, None if error_s is None else abs(error_s)))
         return tuple(out)
 
+    @property
+    def update_period_s(self) -> float | None:
+        """The counters' update period as the locked devices fitted it (median, s); None if none is."""
+        periods = (
+            sorted(p for lock in self.phased.locks if (p := lock.period_s) is not None) if self.phased else []
+        )
+        return periods[len(periods) // 2] if periods else None
+
     def start(self) -> None:
         """Start the thread (again, after a stop: a sidecar may be run more than once)."""
         if self.running:

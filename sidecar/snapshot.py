@@ -55,7 +55,8 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
         throughput_per_watt=totals.throughput_per_watt(sealed if sealed is not None else now_s),
         fit=fit,
         stats=SelfStats(
-            update_period_s=sidecar.timeline.update_period_s(),
+            # phase-locked devices fit the period; the timeline's edges come from all devices at once
+            update_period_s=sidecar.poller.update_period_s or sidecar.timeline.update_period_s(),
             tick_lag_s=max(now_s - sealed, 0.0) if sealed is not None else 0.0,
             dropped_events=dropped,
             conservation_error_j=totals.conservation_error_j,

@@ -95,6 +95,11 @@ class PhaseLock:
         return self._phase_s is not None
 
     @property
+    def period_s(self) -> float | None:
+        """The fitted update period (s); None while searching."""
+        return self._period_s if self.locked else None
+
+    @property
     def stride(self) -> int:
         """Updates per planned read: ``max_stride`` while the counter is steady, else 1."""
         return 1 if self._steady_step_j() is None else self.max_stride
