@@ -362,7 +362,23 @@ def _health() -> list[PanelBuilder]:
                     "resets {{pod}}",
                 ),
             ],
-            width=16,
+            width=12,
+            fill=0,
+        ),
+        timeseries(
+            "Energy-counter phase error",
+            "Per GPU: how well the reads are locked to the counter's update grid (NVML with "
+            "poll_schedule=phase-lock); updates are dated within about this. A GPU whose lock is lost "
+            "has no value (jouletrace_meter_phase_locked = 0: read on the fixed poll period until it "
+            "locks again).",
+            "s",
+            [
+                Query(
+                    f"max by (pod, hw_id) (jouletrace_meter_phase_error_seconds{{{HW}}})",
+                    "{{pod}} {{hw_id}}",
+                )
+            ],
+            width=12,
             fill=0,
         ),
     ]
