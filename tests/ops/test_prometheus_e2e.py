@@ -64,7 +64,9 @@ DATA_DEADLINE_S = 45.0
 # The fit-quality and floor-age gauges come with the fitted model's change to a measured floor
 # (jouletrace_model_fit_condition, jouletrace_model_floor_age_seconds), developed alongside the
 # rules that read them: delete them here once the sidecar exports them.
-KNOWN_MISSING_SERIES: set[str] = set()
+# The phase-lock gauges exist only for meters whose counters update on a fixed grid read one
+# device at a time (NVML); the sim meter is read on the fixed poll period, so it has none.
+KNOWN_MISSING_SERIES: set[str] = {"jouletrace_meter_phase_error_seconds"}
 
 # promtool's lint findings on the sidecar's exposition that come from the sidecar's metric
 # names and are reported to its owners (see docs/alerts.md and the issue note). The test fails
