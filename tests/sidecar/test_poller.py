@@ -146,3 +146,45 @@ def test_stop_joins_the_thread_and_reading_stops(start: Callable[..., Poller]) -
     (thread,) = meter.read_threads
     assert not thread.is_alive()  # joined: no read can follow
     assert not meter.closed  # the poller does not own the meter
+
+
+class GridFakeMeter(FakeMeter):
+    """Two devices whose counters step every 20 ms (real time) on their own phases; read one at a time."""
+
+    fixed_grid = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t0 = time.monotonic()
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        return (DeviceInfo(id="GPU-a", name="fake GPU"), DeviceInfo(id="GPU-b", name="fake GPU"))
+
+    def read_device(self, index: int) -> float:
+        self.reads += 1
+        self.read_threads.add(threading.current_thread())
+        return float(int((time.monotonic() - self.t0 - 0.007 * index) / 0.02))
+
+
+def test_the_phase_locked_thread_reads_as_due_and_fills_readings_in_time_order() -> None:
+    meter = GridFakeMeter()
+    poller = Poller(meter, poll_s=0.004, status_s=10.0, seed=0, phase_lock=True)
+    assert poller.phased is not None and poller.phase == ((False, None), (False, None))
+    poller.start()
+    try:
+        wait_until(lambda: len(poller.readings) >= 40)
+    finally:
+        poller.stop()
+    readings = list(poller.readings)
+    assert all(a.t_s < b.t_s for a, b in itertools.pairwise(readings))
+    for i in range(2):
+        values = [r.energy_j[i] for r in readings]
+        assert values == sorted(values)
+    assert threading.main_thread() not in meter.read_threads
+    elapsed_s = time.monotonic() - meter.t0
+    assert meter.reads < 2 * elapsed_s / 0.004 * 1.5  # waits between reads: not a busy loop
+
+
+def test_a_meter_without_a_fixed_grid_keeps_the_fixed_period() -> None:
+    assert Poller(FakeMeter(), poll_s=0.02, status_s=1.0, phase_lock=True).phased is None
