@@ -84,6 +84,7 @@ class PhaseLock:
         self._last: tuple[float, float] | None = None  # (sample time, value) of the previous read
         self._lower_s = -math.inf  # latest sample that saw the value before the coming update
         self._plan: list[float] = []  # start times of the reads planned for the coming update
+        self._search_due_s: float | None = None  # the next search read, once drawn
         self.reads = 0
         self.updates = 0
         self.unlocks = 0
@@ -130,7 +131,9 @@ class PhaseLock:
             return -math.inf  # read now
         t_last = self._last[0]
         if not self.locked:
-            return t_last + self.search_s * self._rng.uniform(0.75, 1.25)
+            if self._search_due_s is None:  # drawn once per read: asking again gives the same answer
+                self._search_due_s = t_last + self.search_s * self._rng.uniform(0.75, 1.25)
+            return self._search_due_s
         if not self._plan:
             self._plan = self._plan_update(t_last)
         return self._plan[0]
@@ -138,6 +141,7 @@ class PhaseLock:
     def observe(self, start_s: float, end_s: float, energy_j: float) -> float | None:
         """A read started at ``start_s`` and returned at ``end_s``; the dated update time if it saw one."""
         self.reads += 1
+        self._search_due_s = None
         t = 0.5 * (start_s + end_s)  # when the counter was sampled, as well as we can tell
         if self._plan:
             self._plan.pop(0)
