@@ -16,10 +16,12 @@ Two schedules, same devices, same seed:
 * **baseline** (what the sidecar does today): every 20 ms (dithered ±25 %), read
   all 8 GPUs one after another, stamp the pass with its midpoint, date each change
   on a per-device :class:`~sidecar.grid.GridClock` (generous: the timeline keeps one);
-* **phase-locked**: :class:`~sidecar.meters.phase_lock.PhaseLock` per device; the
-  thread always does the read that is due first. While a device's increments are
-  steady it reads every 2nd update only (back-off), so the energy of the update in
-  between is interpolated: reported as the error of the energy per update.
+* **phase-locked**: the sidecar's :class:`~sidecar.meters.phased.PhasedReader` (one
+  :class:`~sidecar.meters.phase_lock.PhaseLock` per device, the read due first, a locked
+  device's before a searching one's), scored on the readings it hands the timeline.
+  While a device's increments are steady it reads every 2nd update only (back-off),
+  so the energy of the update in between is interpolated: reported as the error of
+  the energy per update.
 
 Reported after a warm-up (``--warmup-s``): the error of each dated update against
 the true update time (p50, p99), the reads per update, the poll thread's CPU as %
@@ -49,6 +51,7 @@ sys.path.insert(0, str(REPO))  # the fake NVML lives in the test tree
 from sidecar.grid import GridClock  # noqa: E402
 from sidecar.meters.nvml_lib import NvmlLib  # noqa: E402
 from sidecar.meters.phase_lock import PhaseLock  # noqa: E402
+from sidecar.meters.phased import PhasedReader  # noqa: E402
 from tests.sidecar.meters.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 
 COST = REPO / "tests" / "data" / "nvml_h200_read_cost.json"
@@ -157,20 +160,32 @@ def run_baseline(sim: Sim, duration_s: float, warmup_s: float, rng: random.Rando
         sim.now = max(sim.now, t0 + 0.02 * rng.uniform(0.75, 1.25))
 
 
+class SimGridMeter:
+    """The simulated GPUs as the sidecar's per-device meter (``GridMeter``): each read costs sim time."""
+
+    fixed_grid = True
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+
+    def read_device(self, index: int) -> float:
+        return self.sim.read(index)[2]
+
+
 def run_locked(sim: Sim, duration_s: float, warmup_s: float, seed: int) -> list[PhaseLock]:
-    locks = [PhaseLock(seed=seed + i) for i in range(len(sim.devices))]
+    """The sidecar's own per-device scheduler (``PhasedReader``, as ``Poller`` runs it with the
+    default 20 ms ``poll_interval_s`` for the search); scored on the readings it hands the timeline."""
+    reader = PhasedReader(SimGridMeter(sim), len(sim.devices), poll_s=0.02, clock=lambda: sim.now, seed=seed)
+    last: tuple[float, ...] | None = None
     while sim.now < duration_s:
-        due = [lock.next_read_s() for lock in locks]
-        i = int(np.argmin(due))
-        sim.now = max(sim.now, due[i])
-        ready = [j for j, t in enumerate(due) if t <= sim.now and locks[j].locked]
-        if ready:  # a locked device's planned read goes before any search read
-            i = min(ready, key=lambda j: due[j])
-        start_s, end_s, energy_j = sim.read(i)
-        dated = locks[i].observe(start_s, end_s, energy_j)
-        if dated is not None:
-            sim.score(i, dated, warmup_s, energy_j)
-    return locks
+        sim.now = max(sim.now, reader.next_due_s())
+        for reading in reader.read_due():
+            if last is not None:
+                for i, (old, new) in enumerate(zip(last, reading.energy_j, strict=True)):
+                    if new != old:  # the timeline sees device i's update at this reading
+                        sim.score(i, reading.t_s, warmup_s, new)
+            last = reading.energy_j
+    return reader.locks
 
 
 def update_energy_error_pct(sim: Sim, duration_s: float, warmup_s: float) -> tuple[float, float]:

@@ -85,7 +85,11 @@ class PhasedReader:
 
         A meter error propagates after the device's retry is scheduled.
         """
-        self._read(min(range(len(self.locks)), key=self._due))
+        due = [self._due(i) for i in range(len(self.locks))]
+        now_s = self._clock()
+        locked = [i for i, t in enumerate(due) if t <= now_s and self.locks[i].locked]
+        # a locked device's planned read is timed to its update: it goes before any search read
+        self._read(min(locked or range(len(due)), key=due.__getitem__))
         return self._emit()
 
     def read_all(self) -> list[Reading]:
