@@ -19,6 +19,11 @@ period. :class:`PhaseLock` schedules the reads of one device instead:
   evenly over the updates in between (the timeline's linear interpolation), which
   is what a steady counter does. Any change in the increments goes back to one
   read per update. The trade: fewer reads for coarser energy ticks while steady.
+  A backed-off read whose energy says it saw fewer updates than planned counts
+  them so (once: then one read per update until the increments agree again);
+* **chase**: a read that finds the predicted update not there yet looks again
+  2, 4, 8 ... ms later (``max_chases`` times), so a late update is bracketed and a
+  grid that moved shows as bounds no grid fits.
 
 Every read brackets the updates: a read that saw the old value is a lower bound
 of the next update, one that saw the new value an upper bound, whatever delayed
@@ -62,6 +67,7 @@ class PhaseLock:
         probe_every: int = 4,
         spread_s: float = 0.006,
         chase_s: float = 0.002,
+        max_chases: int = 5,
         fit_updates: int = 128,
         max_stride: int = 2,
         steady_rel: float = 0.05,
@@ -74,6 +80,8 @@ class PhaseLock:
         self._seen: deque[tuple[int, float]] = deque(maxlen=steady_n + 1)  # (grid index, J) of dated reads
         self._planned = 0  # reads planned while locked (every probe_every-th gets a probe)
         self._short = False  # the last read saw fewer updates than it was planned for
+        self._chases = 0  # reads since the last update that found it late
+        self.max_chases = max_chases
         self._rng = random.Random(seed)
         self._grid = GridClock(min_windows=32)
         self._bounds: deque[tuple[int, float, float]] = deque(maxlen=fit_updates)  # (index, lo, hi)
@@ -149,9 +157,12 @@ class PhaseLock:
         if last is None or energy_j == last[1]:
             self._lower_s = t
             if last is not None and self.locked and not self._plan and self._past_predicted(t):
-                self._plan = [end_s + self.chase_s]  # the update is late: look again soon
+                self._chases += 1
+                if self._chases <= self.max_chases:  # the update is late: look again, 2, 4, 8 ... ms on
+                    self._plan = [end_s + self.chase_s * 2 ** (self._chases - 1)]
             return None
         self.updates += 1
+        self._chases = 0
         self._plan = []
         lo_s, self._lower_s = self._lower_s, -math.inf
         self._short = False
@@ -221,7 +232,12 @@ class PhaseLock:
         k_prev, e_prev = self._seen[-1]
         seen = round((energy_j - e_prev) / step)
         self._short = 1 <= seen < k - k_prev
-        return k_prev + seen if self._short else k
+        if not self._short:
+            return k
+        # A power drop reads the same; trust this count once: one read per update until the
+        # increments agree again, numbered by time (a wrong count must not carry on).
+        self._seen.clear()
+        return k_prev + seen
 
     def _refit(self) -> None:
         """The grid with the most room between the bounds, over candidate periods near the current."""
