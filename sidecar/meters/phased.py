@@ -65,14 +65,13 @@ class PhasedReader:
         self._meter = meter
         self._clock = clock
         self.poll_s, self.heartbeat_s, self.unlock_after_errors = poll_s, heartbeat_s, unlock_after_errors
-        base = 0 if seed is None else seed
         self.locks = [
-            PhaseLock(search_s=poll_s, seed=None if seed is None else base + i) for i in range(devices)
+            PhaseLock(search_s=poll_s, seed=None if seed is None else seed + i) for i in range(devices)
         ]
         self._retry_s = [-math.inf] * devices  # no read before this (after a failed read)
         self._failures = [0] * devices  # failed reads in a row
         self._sampled_s = [-math.inf] * devices  # the last sample of each device
-        self._value: list[float | None] = [None] * devices  # value as of the last emitted reading
+        self._value = [math.nan] * devices  # value as of the last emitted reading (nan: not read yet)
         self._pending: list[list[tuple[float, float]]] = [[] for _ in range(devices)]  # (dated s, J)
         self._emitted_s = -math.inf
 
@@ -108,7 +107,7 @@ class PhasedReader:
         end_s = self._clock()
         self._failures[i] = 0
         dated_s = self.locks[i].observe(start_s, end_s, energy_j)
-        if self._value[i] is None:
+        if math.isnan(self._value[i]):
             self._value[i] = energy_j  # the base value
         elif dated_s is not None:
             self._pending[i].append((dated_s, energy_j))
@@ -128,24 +127,27 @@ class PhasedReader:
         horizon_s = min(self._sampled_s)
         if horizon_s == -math.inf:
             return []
+        changes = sorted((t, i, e) for i, p in enumerate(self._pending) for t, e in p if t <= horizon_s)
+        for _, i, _ in changes:
+            self._pending[i].pop(0)
         values = self._value
         out: list[Reading] = []
-        if self._emitted_s == -math.inf:  # the first reading: the timeline's base
-            out.append(Reading(horizon_s, tuple(v or 0.0 for v in values)))
+        if self._emitted_s == -math.inf:  # the first reading, the timeline's base: as of the horizon
+            for _, i, energy_j in changes:
+                values[i] = energy_j
+            changes = []
+            out.append(Reading(horizon_s, tuple(values)))
             self._emitted_s = horizon_s
-        changes = sorted((t, i, e) for i, p in enumerate(self._pending) for t, e in p if t <= horizon_s)
         for t_s, i, energy_j in changes:
-            self._pending[i].pop(0)
-            if t_s - BRACKET_S > self._emitted_s:
-                out.append(Reading(t_s - BRACKET_S, tuple(v or 0.0 for v in values)))
+            if t_s - BRACKET_S > self._emitted_s:  # every device just before the update
+                out.append(Reading(t_s - BRACKET_S, tuple(values)))
             values[i] = energy_j
             t_s = max(t_s, self._emitted_s + 1e-9)
-            if out and out[-1].t_s == t_s:
-                out[-1] = Reading(t_s, tuple(v or 0.0 for v in values))
-            else:
-                out.append(Reading(t_s, tuple(v or 0.0 for v in values)))
+            if out and out[-1].t_s == t_s:  # two devices' updates dated at one instant
+                out.pop()
+            out.append(Reading(t_s, tuple(values)))
             self._emitted_s = t_s
-        if horizon_s - self._emitted_s >= self.heartbeat_s:
-            out.append(Reading(horizon_s, tuple(v or 0.0 for v in values)))
+        if horizon_s - self._emitted_s >= self.heartbeat_s:  # no update for a while: say so
+            out.append(Reading(horizon_s, tuple(values)))
             self._emitted_s = horizon_s
         return out

@@ -96,6 +96,7 @@ def test_the_recorded_h200_counter_is_dated_within_5_ms_at_about_one_read_per_up
     for lock, before in zip(phased.locks, reads_before, strict=True):
         assert (lock.reads - before) / 560 < 1.0  # 560 updates in 56 s; a 20 ms poll reads 5 per update
     assert rig.poller.phase is not None and all(locked for locked, _ in rig.poller.phase)
+    assert rig.timeline.out_of_order == 0  # readings come in time order, the first one included
     # nothing lost or made up on the way: at every edge each device holds a value its counter had
     _, _, energy_dev = rig.timeline.edges_after(-1.0)
     held = np.round(energy_dev + rig.values[0], 3)
