@@ -71,7 +71,7 @@ class PhaseLock:
         fit_updates: int = 128,
         max_stride: int = 2,
         steady_rel: float = 0.05,
-        steady_n: int = 3,
+        steady_n: int = 5,
         seed: int | None = None,
     ) -> None:
         self.search_s, self.after_s, self.chase_s = search_s, after_s, chase_s

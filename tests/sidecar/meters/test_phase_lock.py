@@ -95,7 +95,7 @@ def test_a_steady_counter_is_read_every_second_update_and_a_changing_one_every_u
 
 def test_a_late_update_under_back_off_is_counted_by_its_energy_and_chased() -> None:
     edges = grid(0.0371, 0.1000, 30.0)
-    late = [t + 0.004 * (k % 50 == 0 and t > 15.0) for k, t in enumerate(edges)]  # every 5 s, 4 ms late
+    late = [t + 0.004 * (k % 51 == 0 and t > 15.0) for k, t in enumerate(edges)]  # every 5.1 s, 4 ms late
     lock = PhaseLock(seed=6)
     dated = run_energy(late, [70.0] * len(late), 30.0, lock)
     assert lock.stride == 2 and lock.unlocks == 0 and lock.short_reads >= 1
