@@ -5,15 +5,15 @@ A discrete-event simulation (no GPU needed; not a measurement of one): 8 fake GP
 each counter updating every 100 ms on its own random phase with 0.2 ms jitter per
 update and its own clock drift (±50 ppm), by the per-update increments recorded
 on the H200 (``tests/data/nvml_h200_full.csv``: idle, matmul, bursty, cooldown),
-each device starting at its own place in the recording. Each energy read takes the time and CPU
-recorded on an H200 (``tests/data/nvml_h200_read_cost.json``: the read that sees a
+each device starting at its own place in the recording. Each energy read takes the
+time and CPU recorded on an H200 (``tests/data/nvml_h200_read_cost.json``: the read that sees a
 new value and the one that does not, sampled from their recorded quantiles; CPU =
 wall as recorded), during which the poll thread can do nothing else; the counter is
 sampled in the middle of the read.
 
 Two schedules, same devices, same seed:
 
-* **baseline** (what the sidecar does today): every 20 ms (dithered ±25 %), read
+* **baseline** (``poll_schedule=fixed``, the sidecar before phase-locking): every 20 ms (dithered ±25 %), read
   all 8 GPUs one after another, stamp the pass with its midpoint, date each change
   on a per-device :class:`~sidecar.grid.GridClock` (generous: the timeline keeps one);
 * **phase-locked**: the sidecar's :class:`~sidecar.meters.phased.PhasedReader` (one
