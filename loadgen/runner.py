@@ -34,6 +34,7 @@ from loadgen.arrivals import Schedule, parse_arrivals
 from loadgen.batches import TimedBatch, measure_batches, timed_batches
 from loadgen.client import ServerInfo, calibrate_tokens_per_word, probe_server, send
 from loadgen.config import RunConfig
+from loadgen.conservation import client_lag, conservation
 from loadgen.datasets import load_rows, requests_from_rows
 from loadgen.errors import InputError
 from loadgen.factories import FactoryOptions, make_requests
@@ -43,7 +44,7 @@ from loadgen.prompts import PromptBuilder
 from loadgen.records import Request, Result
 from loadgen.reference import task_reference
 from loadgen.sidecar_client import EnergySampler, fetch_records, probe_sidecar
-from loadgen.sidecar_energy import fetch_device_names, fetch_interval_energy
+from loadgen.sidecar_energy import energy_grid, fetch_device_names, fetch_energy_series, fetch_interval_energy
 from loadgen.tasks import TaskSpec, load_tasks, scale_task
 from loadgen.tracing import ClientTracer
 
@@ -266,9 +267,16 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             await asyncio.to_thread(tracer.shutdown)  # the sidecar joins tasks by these spans
         all_results = [r for _, rs, _ in phase_results for r in rs]
         batches: dict[str, list[TimedBatch]] = {}
+        series, note = None, "no sidecar"
         if cfg.sidecar_url:
             url = cfg.sidecar_url.rstrip("/")
             await fetch_records(session, url, all_results, cfg.energy_wait_s)
+            if sampler is not None:
+                await sampler.sample_once(session)  # idle sealed past every final record
+            if sampler is not None and len(sampler.samples) >= 2:
+                first_s = min(sampler.samples[0][0], *(t for t, _ in sampler.idle_samples[:1]))
+                grid = energy_grid(first_s, sampler.samples[-1][0], cfg.scrape_interval_s)
+                series, note = await fetch_energy_series(session, url, t0_unix_s, grid, cfg.energy_wait_s)
             for name, rs, _ in phase_results:
                 if rs and rs[0].request.unit != "token":
                     batches[name] = timed_batches(rs)
@@ -277,6 +285,8 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
                         lambda a, b: fetch_interval_energy(session, url, a, b, cfg.energy_wait_s),
                     )
     samples = sampler.samples if sampler else []
+    if series is not None:
+        samples = series
     idle_samples = sampler.idle_samples if sampler else []
     phases = []
     for name, rs, schedule in phase_results:
@@ -309,6 +319,14 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         "prompt_fit": fit.to_json() if fit is not None else None,
         "gpu": gpu,
         "energy_scrape_errors": sampler.errors if sampler else None,
+        "conservation": conservation(all_results, samples, idle_samples, t0_unix_s),
+        "client_lag_s": client_lag(all_results, t0_unix_s),
+        "energy_series": {
+            "source": "sidecar timeline (/v1/energy)" if series is not None else "scrapes of /metrics",
+            "points": len(samples),
+            "scrapes": len(sampler.samples) if sampler else 0,
+            "note": note,
+        },
         "t0_unix_s": t0_unix_s,
     }
     return RunOutcome(cfg, all_results, phases, tasks, skipped, samples, meta)
