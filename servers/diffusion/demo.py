@@ -73,9 +73,10 @@ def _final(sidecar: str, request_id: str, timeout_s: float = 60.0) -> dict[str, 
 def run_demo(out: Path, models_dir: Path) -> int:
     """Run the demo; returns a process exit code."""
     from servers.models.diffusion import BUILDERS
+    from servers.models.video import BUILDERS as VIDEO_BUILDERS
 
     image_dir = BUILDERS["image"](models_dir / "tiny-image")
-    video_dir = BUILDERS["video"](models_dir / "tiny-video")
+    video_dir = VIDEO_BUILDERS["video"](models_dir / "tiny-video")
     out.mkdir(parents=True, exist_ok=True)
     otlp, side_port, port = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}

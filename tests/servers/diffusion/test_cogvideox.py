@@ -31,7 +31,7 @@ VIDEO = {"prompt": "a kite over the sea", "size": "64x64", "num_frames": 9, "ste
 
 @pytest.fixture(scope="module")
 def cogvideox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from servers.models.diffusion import BUILDERS
+    from servers.models.video import BUILDERS
 
     root = os.environ.get("JOULETRACE_MODELS_DIR")
     folder = Path(root) / "tiny-cogvideox" if root else tmp_path_factory.mktemp("models") / "tiny-cogvideox"
