@@ -25,6 +25,8 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.bounded import gather_bounded
+
 __all__ = [
     "device_names",
     "energy_grid",
@@ -91,14 +93,12 @@ async def fetch_energy_series(
     """
     if len(times_s) < 2:
         return None, "fewer than two points asked"
-    gate = asyncio.Semaphore(parallel)
     start_unix_s = t0_unix_s + times_s[0]
-
-    async def one(t_s: float) -> tuple[float | None, str]:
-        async with gate:
-            return await fetch_interval_energy(session, url, start_unix_s, t0_unix_s + t_s, wait_s)
-
-    got = await asyncio.gather(*(one(t) for t in times_s[1:]))
+    got = await gather_bounded(
+        lambda t_s: fetch_interval_energy(session, url, start_unix_s, t0_unix_s + t_s, wait_s),
+        times_s[1:],
+        parallel,
+    )
     series = [(times_s[0], 0.0)]
     for t_s, (energy_j, note) in zip(times_s[1:], got, strict=True):
         if energy_j is None:
