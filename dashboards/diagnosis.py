@@ -41,6 +41,11 @@ _TOKENS = f'gen_ai_server_output_units_total{{{MODEL}, jouletrace_unit="token"}}
 
 
 def _latent() -> list[PanelBuilder]:
+    return _batch_and_gpu() + _tokens_and_memory()
+
+
+def _batch_and_gpu() -> list[PanelBuilder]:
+    """The batch and the queue, KV-cache pressure, GPU utilization and clock against power."""
     return [
         timeseries(
             "Batch size: running and waiting requests",
@@ -83,6 +88,12 @@ def _latent() -> list[PanelBuilder]:
             fill=0,
             right_axis={"B": "watt"},
         ),
+    ]
+
+
+def _tokens_and_memory() -> list[PanelBuilder]:
+    """vLLM's token throughput, the sidecar's coverage of it, GPU memory."""
+    return [
         timeseries(
             "Tokens per second: prompt and generation",
             "vLLM's prompt (prefill) and generation (decode) token throughput.",
@@ -124,6 +135,11 @@ def _latent() -> list[PanelBuilder]:
 
 
 def _static() -> list[PanelBuilder]:
+    return _static_power() + _static_fit()
+
+
+def _static_power() -> list[PanelBuilder]:
+    """Idle energy share, and the fit's static and busy power against the measured power."""
     measured_w = f"sum by (namespace, pod, energy_source) (rate(hw_energy_joules_total{{{HW}}}[{RATE}]))"
     return [
         timeseries(
@@ -158,6 +174,12 @@ def _static() -> list[PanelBuilder]:
             ],
             fill=0,
         ),
+    ]
+
+
+def _static_fit() -> list[PanelBuilder]:
+    """The fitted static share of the power bill now, and how well the fit explains the energy."""
+    return [
         stat_panel(
             "Static power share (fitted)",
             "Fitted static power over measured average power, now: the part of the power bill "

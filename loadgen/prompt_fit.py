@@ -24,13 +24,13 @@ change) and datasets' rows are sent as written.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from loadgen.bounded import gather_bounded
 from loadgen.prompts import CODE_WORDS, WORDS
 from loadgen.records import Request
 
@@ -131,13 +131,7 @@ async def fit_prompts(
 ) -> FitStats:
     """Fit every request with a slot and a target (see the module docstring); returns the tally."""
     stats = FitStats()
-    gate = asyncio.Semaphore(parallel)
     tpw = max(0.25, tokens_per_word)
-
-    async def one(req: Request) -> None:
-        async with gate:
-            await _fit_one(session, url, model, req, tpw, stats)
-
     todo = [r for r in requests if r.slot is not None and r.target_prompt_tokens is not None]
-    await asyncio.gather(*(one(r) for r in todo))
+    await gather_bounded(lambda req: _fit_one(session, url, model, req, tpw, stats), todo, parallel)
     return stats

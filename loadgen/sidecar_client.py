@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.bounded import gather_bounded
 from loadgen.errors import UnreachableError
 from loadgen.records import Result
 
@@ -170,10 +171,5 @@ async def fetch_records(
 ) -> None:
     """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all."""
     deadline = time.monotonic() + wait_s
-    gate = asyncio.Semaphore(parallel)
-
-    async def one(r: Result) -> None:
-        async with gate:
-            await _fetch_one(session, url, r, deadline, poll_s)
-
-    await asyncio.gather(*(one(r) for r in results if r.ok))
+    ok = [r for r in results if r.ok]
+    await gather_bounded(lambda r: _fetch_one(session, url, r, deadline, poll_s), ok, parallel)

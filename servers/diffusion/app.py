@@ -76,54 +76,25 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None = None) -> FastAPI:
-    """The FastAPI app; the batcher runs while the app's lifespan does."""
-    trace_out = tracing or Tracing(None)
-    holder: dict[str, Batcher] = {}
+@dataclass
+class _Service:
+    """What the handlers share: settings, metrics, tracing, the video formats, the batcher once started."""
 
-    def on_batch(batch: Batch) -> None:
-        trace_out.batch_span(batch)
-        metrics.batch(batch)
+    settings: ServerSettings
+    metrics: ServerMetrics
+    tracing: Tracing
+    formats: tuple[str, ...]
+    holder: dict[str, Batcher] = field(default_factory=dict)
 
-    metrics = ServerMetrics(lambda: holder["batcher"].queued_items if "batcher" in holder else 0)
-    formats = video_formats()
+    def on_batch(self, batch: Batch) -> None:
+        self.tracing.batch_span(batch)
+        self.metrics.batch(batch)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = Batcher(
-            runner,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_ms / 1e3,
-            max_queue_items=settings.max_queue_items,
-            on_batch=on_batch,
-        )
-        holder["batcher"] = batcher
-        task = asyncio.create_task(batcher.run())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            batcher.close()
-            trace_out.shutdown()
-
-    app = FastAPI(title="jouletrace diffusion server", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.holder = holder
-
-    async def generate(request: Request, kind: str, parse: Callable[[Any], JobSpec]) -> Response:
-        try:
-            spec = parse(await request.json())
-        except InvalidRequest as err:
-            metrics.request(kind, "invalid")
-            return _error(err.status, str(err), err.field)
-        except ValueError:
-            metrics.request(kind, "invalid")
-            return _error(400, "body: not valid JSON", "body")
-        if spec.response_format == "url" and settings.output_dir is None:
-            metrics.request(kind, "invalid")
-            return _error(400, "response_format: 'url' needs the server's --output-dir", "response_format")
-        batcher = holder["batcher"]
+    async def generate(self, request: Request, kind: str, parse: Callable[[Any], JobSpec]) -> Response:
+        """Parse, queue, wait for the batch (or the client leaving), answer."""
+        spec = await self._parse(request, kind, parse)
+        if isinstance(spec, Response):
+            return spec
         loop = asyncio.get_running_loop()
         job = Job(
             f"{_PREFIX[kind]}-{uuid.uuid4().hex}",
@@ -133,42 +104,77 @@ def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None =
             time.time_ns(),
         )
         parent = Tracing.parent(request.headers)
+        rejected = self._submit(kind, job)
+        if rejected is not None:
+            return rejected
+        gone = await self._wait(request, job)
+        if gone is None:  # cancelled before it ran
+            self.metrics.request(kind, "cancelled")
+            return Response(status_code=499)
+        return await self._respond(kind, job, parent, gone)
+
+    async def _parse(
+        self, request: Request, kind: str, parse: Callable[[Any], JobSpec]
+    ) -> JobSpec | Response:
+        """The job's spec, or the 400 that names the bad field (counted ``invalid``)."""
         try:
-            batcher.submit(job)
+            spec = parse(await request.json())
+        except InvalidRequest as err:
+            self.metrics.request(kind, "invalid")
+            return _error(err.status, str(err), err.field)
+        except ValueError:
+            self.metrics.request(kind, "invalid")
+            return _error(400, "body: not valid JSON", "body")
+        if spec.response_format == "url" and self.settings.output_dir is None:
+            self.metrics.request(kind, "invalid")
+            return _error(400, "response_format: 'url' needs the server's --output-dir", "response_format")
+        return spec
+
+    def _submit(self, kind: str, job: Job) -> Response | None:
+        """Queue the job; the 429 with Retry-After when the queue is full."""
+        try:
+            self.holder["batcher"].submit(job)
         except QueueFull as err:
-            metrics.request(kind, "rejected")
+            self.metrics.request(kind, "rejected")
             retry = f"{err.retry_after_s:.0f}"
             return _error(
                 429,
-                f"queue full ({settings.max_queue_items} items); retry after {retry} s",
+                f"queue full ({self.settings.max_queue_items} items); retry after {retry} s",
                 headers={"Retry-After": retry},
             )
+        return None
+
+    async def _wait(self, request: Request, job: Job) -> bool | None:
+        """Until the job's batch is done: whether the client left meanwhile; ``None`` if cancelled unrun."""
         gone = False
         while not job.future.done():
-            await asyncio.wait({job.future}, timeout=settings.disconnect_poll_s)
+            await asyncio.wait({job.future}, timeout=self.settings.disconnect_poll_s)
             if not job.future.done() and not gone and await request.is_disconnected():
                 gone = True
-                if batcher.cancel(job):
-                    metrics.request(kind, "cancelled")
-                    return Response(status_code=499)
+                if self.holder["batcher"].cancel(job):
+                    return None
+        return gone
+
+    async def _respond(self, kind: str, job: Job, parent: Any, gone: bool) -> Response:
+        """The 500 of a failed batch, 499 for a client that left, else the outputs and the batch's times."""
         batch = job.batch
         assert batch is not None
         if job.future.exception() is not None:  # retrieved here, so asyncio does not log it again
-            trace_out.request_span(job, parent, "disconnected" if gone else "error", 0)
-            metrics.request(kind, "error")
+            self.tracing.request_span(job, parent, "disconnected" if gone else "error", 0)
+            self.metrics.request(kind, "error")
             return _error(500, f"batch {batch.batch_id} failed: {type(batch.error).__name__}: {batch.error}")
         outputs = job.future.result()
         if gone:  # ran for nobody; its energy is still counted
-            trace_out.request_span(job, parent, "disconnected", len(outputs))
-            metrics.request(kind, "disconnected")
+            self.tracing.request_span(job, parent, "disconnected", len(outputs))
+            self.metrics.request(kind, "disconnected")
             return Response(status_code=499)
-        data = await asyncio.to_thread(_encode, job, outputs, formats, settings.output_dir)
-        trace_out.request_span(job, parent, "ok", len(outputs))
-        metrics.request(kind, "ok", len(outputs))
+        data = await asyncio.to_thread(_encode, job, outputs, self.formats, self.settings.output_dir)
+        self.tracing.request_span(job, parent, "ok", len(outputs))
+        self.metrics.request(kind, "ok", len(outputs))
         body = {
             "id": job.request_id,
             "created": int(time.time()),
-            "model": spec.shape.model,
+            "model": job.spec.shape.model,
             "batch": {
                 "id": batch.batch_id,
                 "size": batch.items,
@@ -179,19 +185,55 @@ def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None =
         }
         return JSONResponse(body, headers={"X-Request-Id": job.request_id})
 
+
+def _lifespan(
+    runner: Runner, service: _Service
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Start the batcher with the app, stop it (and flush tracing) when the app stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = service.settings
+        batcher = Batcher(
+            runner,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1e3,
+            max_queue_items=settings.max_queue_items,
+            on_batch=service.on_batch,
+        )
+        service.holder["batcher"] = batcher
+        task = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            batcher.close()
+            service.tracing.shutdown()
+
+    return lifespan
+
+
+def make_app(runner: Runner, settings: ServerSettings, tracing: Tracing | None = None) -> FastAPI:
+    """The FastAPI app; the batcher runs while the app's lifespan does."""
+    holder: dict[str, Batcher] = {}
+    metrics = ServerMetrics(lambda: holder["batcher"].queued_items if "batcher" in holder else 0)
+    service = _Service(settings, metrics, tracing or Tracing(None), video_formats(), holder)
+    app = FastAPI(title="jouletrace diffusion server", lifespan=_lifespan(runner, service))
+    app.state.metrics = metrics
+    app.state.holder = holder
     runner_models = runner.models
+    limits, steps, formats = settings.limits, settings.default_steps, service.formats
 
     @app.post("/v1/images/generations")
     async def images(request: Request) -> Response:
-        limits, steps = settings.limits, settings.default_steps
-        return await generate(
+        return await service.generate(
             request, "image", lambda b: parse_image(b, runner_models.get("image"), limits, steps)
         )
 
     @app.post("/v1/videos/generations")
     async def videos(request: Request) -> Response:
-        limits, steps = settings.limits, settings.default_steps
-        return await generate(
+        return await service.generate(
             request, "video", lambda b: parse_video(b, runner_models.get("video"), limits, steps, formats)
         )
 

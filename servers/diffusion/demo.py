@@ -70,17 +70,10 @@ def _final(sidecar: str, request_id: str, timeout_s: float = 60.0) -> dict[str, 
     raise RuntimeError(f"no final energy record for {request_id}")
 
 
-def run_demo(out: Path, models_dir: Path) -> int:
-    """Run the demo; returns a process exit code."""
-    from servers.models.diffusion import BUILDERS
-
-    image_dir = BUILDERS["image"](models_dir / "tiny-image")
-    video_dir = BUILDERS["video"](models_dir / "tiny-video")
-    out.mkdir(parents=True, exist_ok=True)
-    otlp, side_port, port = _free_port(), _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}
-    env["JOULETRACE_PLUGIN_PORT"] = "0"  # no vLLM in this demo
-    logs = Path(tempfile.mkdtemp(prefix="jouletrace-diffusion-demo-"))
+def _commands(
+    image_dir: Path, video_dir: Path, otlp: int, side_port: int, port: int
+) -> tuple[list[str], list[str]]:
+    """The sidecar's and the diffusion server's command lines (this interpreter, local ports)."""
     py = sys.executable
     side_argv = [py, "-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
     side_argv += ["--otlp-port", str(otlp), "--port", str(side_port), "--ledger-path", ""]
@@ -95,6 +88,56 @@ def run_demo(out: Path, models_dir: Path) -> int:
         f"127.0.0.1:{otlp}",
     ]
     serve_argv += ["--max-batch-size", "4", "--max-wait-ms", "300", "--log-level", "warning"]
+    return side_argv, serve_argv
+
+
+def _send(base: str) -> list[tuple[int, Any]]:
+    """A warm-up, then 4 images twice (batched), one alone, and 2 videos; their answers."""
+    image = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 8}
+    video = {"prompt": "waves on rocks", "size": "64x64", "num_frames": 9, "steps": 8, "fps": 8}
+    img_url, vid_url = f"{base}/v1/images/generations", f"{base}/v1/videos/generations"
+    with ThreadPoolExecutor(4) as pool:
+        _http(img_url, image)  # warm-up of both batch shapes (kernel set-up), not shown
+        list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
+        answers = list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
+        answers.append(_http(img_url, {**image, "seed": 9}))
+        answers += list(pool.map(lambda k: _http(vid_url, {**video, "seed": k}), range(2)))
+    return answers
+
+
+def _show(answers: list[tuple[int, Any]], side: str, out: Path) -> int:
+    """Write each output under ``out`` and print its batch and energy record; exit code."""
+    print(f"{'request':<14} {'batch':>9} {'J (estimate)':>13} {'per unit':>22}  file")
+    for status, body in answers:
+        if status != 200:
+            print(f"request failed: {status} {body}")
+            return 1
+        rec = _final(side, body["id"])
+        item = body["data"][0]
+        path = out / f"{body['id'][:12]}.{_EXT[item['mime_type']]}"
+        path.write_bytes(base64.b64decode(item["b64_json"]))
+        per = f"{rec['joules_per_output_unit']:.2f} J/{rec['unit']}"
+        if rec["unit"] == "video":
+            per += f", {rec['energy_j'] / float(rec['attributes']['video_frames']):.2f} J/frame"
+        batch = f"#{body['batch']['id'].rsplit('-', 1)[-1]} x{body['batch']['size']}"
+        print(f"{body['id'][:12]:<14} {batch:>9} {rec['energy_j']:>13.2f} {per:>22}  {path}")
+    print("Joules are a cpu-model ESTIMATE (CPU utilization x a 10-65 W envelope), not a measurement.")
+    return 0
+
+
+def run_demo(out: Path, models_dir: Path) -> int:
+    """Run the demo; returns a process exit code."""
+    from servers.models.diffusion import BUILDERS
+    from servers.models.video import BUILDERS as VIDEO_BUILDERS
+
+    image_dir = BUILDERS["image"](models_dir / "tiny-image")
+    video_dir = VIDEO_BUILDERS["video"](models_dir / "tiny-video")
+    out.mkdir(parents=True, exist_ok=True)
+    otlp, side_port, port = _free_port(), _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}
+    env["JOULETRACE_PLUGIN_PORT"] = "0"  # no vLLM in this demo
+    logs = Path(tempfile.mkdtemp(prefix="jouletrace-diffusion-demo-"))
+    side_argv, serve_argv = _commands(image_dir, video_dir, otlp, side_port, port)
     with (logs / "sidecar.log").open("wb") as slog, (logs / "server.log").open("wb") as dlog:
         sidecar = subprocess.Popen(side_argv, env=env, stdout=slog, stderr=subprocess.STDOUT)
         server = subprocess.Popen(serve_argv, env=env, stdout=dlog, stderr=subprocess.STDOUT)
@@ -102,31 +145,8 @@ def run_demo(out: Path, models_dir: Path) -> int:
     try:
         _wait(f"{side}/readyz", sidecar, 60)
         _wait(f"{base}/health", server, 180)
-        image = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 8}
-        video = {"prompt": "waves on rocks", "size": "64x64", "num_frames": 9, "steps": 8, "fps": 8}
-        img_url, vid_url = f"{base}/v1/images/generations", f"{base}/v1/videos/generations"
-        with ThreadPoolExecutor(4) as pool:
-            _http(img_url, image)  # warm-up of both batch shapes (kernel set-up), not shown
-            list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
-            answers = list(pool.map(lambda k: _http(img_url, {**image, "seed": k}), range(4)))
-            answers.append(_http(img_url, {**image, "seed": 9}))
-            answers += list(pool.map(lambda k: _http(vid_url, {**video, "seed": k}), range(2)))
-        print(f"{'request':<14} {'batch':>9} {'J (estimate)':>13} {'per unit':>22}  file")
-        for status, body in answers:
-            if status != 200:
-                print(f"request failed: {status} {body}")
-                return 1
-            rec = _final(side, body["id"])
-            item = body["data"][0]
-            path = out / f"{body['id'][:12]}.{_EXT[item['mime_type']]}"
-            path.write_bytes(base64.b64decode(item["b64_json"]))
-            per = f"{rec['joules_per_output_unit']:.2f} J/{rec['unit']}"
-            if rec["unit"] == "video":
-                per += f", {rec['energy_j'] / float(rec['attributes']['video_frames']):.2f} J/frame"
-            batch = f"#{body['batch']['id'].rsplit('-', 1)[-1]} x{body['batch']['size']}"
-            print(f"{body['id'][:12]:<14} {batch:>9} {rec['energy_j']:>13.2f} {per:>22}  {path}")
-        print("Joules are a cpu-model ESTIMATE (CPU utilization x a 10-65 W envelope), not a measurement.")
-        return 0
+        answers = _send(base)
+        return _show(answers, side, out)
     finally:
         for proc in (server, sidecar):
             proc.terminate()

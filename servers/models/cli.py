@@ -24,7 +24,12 @@ BUILDERS: dict[str, Builder] = {}
 
 # Modules that register more builders when imported: each has a ``BUILDERS`` dict
 # (kind -> builder). Missing modules are skipped, so a slim image still works.
-PROVIDERS: tuple[str, ...] = ("servers.models.llm", "servers.models.vlm", "servers.models.diffusion")
+PROVIDERS: tuple[str, ...] = (
+    "servers.models.llm",
+    "servers.models.vlm",
+    "servers.models.diffusion",
+    "servers.models.video",
+)
 
 
 def builders() -> dict[str, Builder]:

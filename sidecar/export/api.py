@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,22 +62,11 @@ NOT_FOUND = (
 )
 
 
-def make_app(
-    *,
-    metrics: Callable[[], bytes],
-    lookup: Callable[[str], dict[str, Any] | None],
-    ready: Callable[[], tuple[bool, str]],
-    energy: EnergyQuery | None = None,
-    counts: Counter[str] | None = None,
-) -> web.Application:
-    """Build the aiohttp application over the callables (see the module docstring).
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
-    ``counts`` receives the refused requests by outcome (a fresh ``Counter`` if not given).
-    """
-    refused: Counter[str] = Counter() if counts is None else counts
 
-    async def get_metrics(request: web.Request) -> web.Response:
-        return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def _request_handler(lookup: Callable[[str], dict[str, Any] | None], refused: Counter[str]) -> Handler:
+    """``GET /v1/requests/{request_id}``: 400 for a bad id, 404 unknown, 500 when the lookup fails."""
 
     async def get_request(request: web.Request) -> web.Response:
         try:
@@ -95,15 +84,13 @@ def make_app(
             return web.json_response({"error": NOT_FOUND, "request_id": request_id}, status=404)
         return web.json_response(record)
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    return get_request
 
-    async def readyz(request: web.Request) -> web.Response:
-        ok, reason = ready()
-        return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
+
+def _energy_handler(energy: EnergyQuery, refused: Counter[str]) -> Handler:
+    """``GET /v1/energy``: 400 for a bad interval, 500 when the query fails."""
 
     async def get_energy(request: web.Request) -> web.Response:
-        assert energy is not None
         bounds, error = _interval(request.query)
         if bounds is None:
             request.app[ENERGY_REJECTED][0] += 1
@@ -117,12 +104,39 @@ def make_app(
             return web.json_response({"error": "energy query failed"}, status=500)
         return web.json_response(answer)
 
+    return get_energy
+
+
+def make_app(
+    *,
+    metrics: Callable[[], bytes],
+    lookup: Callable[[str], dict[str, Any] | None],
+    ready: Callable[[], tuple[bool, str]],
+    energy: EnergyQuery | None = None,
+    counts: Counter[str] | None = None,
+) -> web.Application:
+    """Build the aiohttp application over the callables (see the module docstring).
+
+    ``counts`` receives the refused requests by outcome (a fresh ``Counter`` if not given).
+    """
+    refused: Counter[str] = Counter() if counts is None else counts
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok, reason = ready()
+        return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
+
     app = web.Application()
     app[ENERGY_REJECTED] = [0]
     app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/v1/requests/{request_id}", get_request)
+    app.router.add_get("/v1/requests/{request_id}", _request_handler(lookup, refused))
     if energy is not None:
-        app.router.add_get("/v1/energy", get_energy)
+        app.router.add_get("/v1/energy", _energy_handler(energy, refused))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

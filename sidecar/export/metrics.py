@@ -77,7 +77,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
@@ -130,6 +130,22 @@ def _scope_version() -> str:
         return ""
 
 
+def _views() -> list[View]:
+    """Histogram buckets and kept attributes of the per-request histograms."""
+    return [
+        View(
+            instrument_name=name,
+            aggregation=ExplicitBucketHistogramAggregation(buckets),
+            attribute_keys=keys,
+        )
+        for name, buckets, keys in (
+            (instruments.REQUEST_ENERGY, REQUEST_ENERGY_BUCKETS_J, _REQUEST_KEYS),
+            (instruments.ENERGY_PER_OUTPUT_TOKEN, ENERGY_PER_TOKEN_BUCKETS_J, _PER_TOKEN_KEYS),
+            (instruments.ENERGY_PER_OUTPUT_UNIT, REQUEST_ENERGY_BUCKETS_J, _PER_UNIT_KEYS),
+        )
+    ]
+
+
 class MetricsExporter:
     """Owns the OTel meter provider, its Prometheus reader and a private registry.
 
@@ -154,31 +170,27 @@ class MetricsExporter:
         self._closed = False
         self.registry = registry if registry is not None else CollectorRegistry()
         self._reader = PrometheusMetricReader(registry=self.registry)
-        views = [
-            View(
-                instrument_name=instruments.REQUEST_ENERGY,
-                aggregation=ExplicitBucketHistogramAggregation(REQUEST_ENERGY_BUCKETS_J),
-                attribute_keys=_REQUEST_KEYS,
-            ),
-            View(
-                instrument_name=instruments.ENERGY_PER_OUTPUT_TOKEN,
-                aggregation=ExplicitBucketHistogramAggregation(ENERGY_PER_TOKEN_BUCKETS_J),
-                attribute_keys=_PER_TOKEN_KEYS,
-            ),
-            View(
-                instrument_name=instruments.ENERGY_PER_OUTPUT_UNIT,
-                aggregation=ExplicitBucketHistogramAggregation(REQUEST_ENERGY_BUCKETS_J),
-                attribute_keys=_PER_UNIT_KEYS,
-            ),
-        ]
         self._provider = MeterProvider(
             metric_readers=[self._reader],
             resource=resource
             if resource is not None
             else Resource.create({"service.name": "jouletrace-sidecar"}),
-            views=views,
+            views=_views(),
         )
         meter = self._provider.get_meter("jouletrace", _scope_version())
+        self._create_histograms(meter)
+        self._create_tenant_counters(meter)
+        for spec in instruments.OBSERVABLES:
+            make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
+            make(
+                spec.name,
+                callbacks=[self._callback(spec.observe)],
+                unit=spec.unit,
+                description=spec.description,
+            )
+
+    def _create_histograms(self, meter: Meter) -> None:
+        """Per finished request: its energy, J per output token, J per diffusion output unit."""
         self._request_energy = meter.create_histogram(
             instruments.REQUEST_ENERGY,
             unit="J",
@@ -195,6 +207,9 @@ class MetricsExporter:
             description="joules per image, video, frame or video second (jouletrace.unit) of a finished "
             "diffusion request: its energy (J) / its output in that unit.",
         )
+
+    def _create_tenant_counters(self, meter: Meter) -> None:
+        """Energy and output tokens of finished requests, per tenant."""
         self._tenant_energy = meter.create_counter(
             instruments.TENANT_ENERGY,
             unit="J",
@@ -205,14 +220,6 @@ class MetricsExporter:
             unit="{token}",
             description="Output tokens of finished requests per tenant (same tenant labels as the energy).",
         )
-        for spec in instruments.OBSERVABLES:
-            make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
-            make(
-                spec.name,
-                callbacks=[self._callback(spec.observe)],
-                unit=spec.unit,
-                description=spec.description,
-            )
 
     def _current(self) -> Snapshot:
         pinned = self._pinned

@@ -114,6 +114,49 @@ class SimRun:
         return self.counter.trace
 
 
+def _cpu_gap_j(steps: list[Step], gaps_s: list[float], duration_s: float, idle_w: float) -> FloatArray:
+    """The CPU gap's energy after each step (not the idle wait for an arrival that may follow it)."""
+    if not steps:
+        return np.zeros(0)
+    next_t0 = np.array([s.t0_s for s in steps[1:]] + [duration_s])
+    t1 = np.array([s.t1_s for s in steps])
+    gap_j: FloatArray = idle_w * np.minimum(np.array(gaps_s), next_t0 - t1)
+    return gap_j
+
+
+def _truth(
+    workload: list[SimRequest], steps: list[Step], costs: list[StepCost], gap_j: FloatArray, shared: bool
+) -> tuple[dict[str, float], dict[str, dict[Phase, float]]]:
+    """Each request's true energy, in all and per phase: its step shares (+ its gap shares if ``shared``)."""
+    truth_j = {r.request_id: 0.0 for r in workload}
+    truth_phase_j = {r.request_id: {Phase.PREFILL: 0.0, Phase.DECODE: 0.0} for r in workload}
+    for step, cost, g in zip(steps, costs, gap_j.tolist(), strict=True):
+        g_each = g / len(step.members) if shared else 0.0
+        for m, e in zip(step.members, cost.member_j, strict=True):
+            truth_j[m.request_id] += e + g_each
+            truth_phase_j[m.request_id][m.phase] += e + g_each
+    return truth_j, truth_phase_j
+
+
+def _request_infos(workload: list[SimRequest], finish_s: dict[str, float]) -> list[RequestInfo]:
+    """What the sidecar learns of each request (as the OTLP tap would tell it)."""
+    return [
+        RequestInfo(
+            request_id=r.request_id,
+            model=MODEL_NAME,
+            operation="chat",
+            task=r.kind,
+            start_s=r.arrival_s,
+            end_s=finish_s[r.request_id],
+            prompt_tokens=r.prompt_tokens,
+            output_tokens=r.output_tokens,
+            output_units=float(r.output_tokens),
+            unit="token",
+        )
+        for r in workload
+    ]
+
+
 def simulate(config: SimConfig, seed: int) -> SimRun:
     """Run the whole simulation for ``config`` with random stream ``seed``."""
     config.check()
@@ -138,18 +181,9 @@ def simulate(config: SimConfig, seed: int) -> SimRun:
     steps = result.steps
     last_s = steps[-1].t1_s if steps else max((r.arrival_s for r in workload), default=0.0)
     duration_s = last_s + config.tail_s
-    # The CPU gap after each step (not the idle wait for an arrival that may follow it).
-    next_t0 = np.array([s.t0_s for s in steps[1:]] + [duration_s])
-    t1 = np.array([s.t1_s for s in steps])
-    gap_j = config.gpu.idle_w * np.minimum(np.array(gaps_s), next_t0 - t1) if steps else np.zeros(0)
+    gap_j = _cpu_gap_j(steps, gaps_s, duration_s, config.gpu.idle_w)
     shared = config.gap_truth == "shared"
-    truth_j = {r.request_id: 0.0 for r in workload}
-    truth_phase_j = {r.request_id: {Phase.PREFILL: 0.0, Phase.DECODE: 0.0} for r in workload}
-    for step, cost, g in zip(steps, costs, gap_j.tolist(), strict=True):
-        g_each = g / len(step.members) if shared else 0.0
-        for m, e in zip(step.members, cost.member_j, strict=True):
-            truth_j[m.request_id] += e + g_each
-            truth_phase_j[m.request_id][m.phase] += e + g_each
+    truth_j, truth_phase_j = _truth(workload, steps, costs, gap_j, shared)
     step_energy_j = np.array([c.energy_j for c in costs], dtype=np.float64)
     trace = EnergyTrace(
         [s.t0_s for s in steps], [s.t1_s for s in steps], step_energy_j, config.gpu.idle_w, duration_s
@@ -159,21 +193,6 @@ def simulate(config: SimConfig, seed: int) -> SimRun:
         events = _iteration_events(steps)
     else:
         events = _phase_events(steps, result.first_token_s)
-    requests = [
-        RequestInfo(
-            request_id=r.request_id,
-            model=MODEL_NAME,
-            operation="chat",
-            task=r.kind,
-            start_s=r.arrival_s,
-            end_s=result.finish_s[r.request_id],
-            prompt_tokens=r.prompt_tokens,
-            output_tokens=r.output_tokens,
-            output_units=float(r.output_tokens),
-            unit="token",
-        )
-        for r in workload
-    ]
     return SimRun(
         config=config,
         seed=seed,
@@ -182,7 +201,7 @@ def simulate(config: SimConfig, seed: int) -> SimRun:
         step_energy_j=step_energy_j,
         step_capped=np.array([c.capped for c in costs], dtype=bool),
         events=events,
-        requests=requests,
+        requests=_request_infos(workload, result.finish_s),
         first_token_s=result.first_token_s,
         truth_j=truth_j,
         truth_phase_j=truth_phase_j,

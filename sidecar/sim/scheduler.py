@@ -103,6 +103,67 @@ class _Running:
         self.generated = 0  # output tokens produced
 
 
+def _compose(
+    running: list[_Running], waiting: deque[SimRequest], max_seqs: int, max_tokens: int
+) -> tuple[list[Member], list[_Running], list[tuple[_Running, int]]]:
+    """One step's batch under the token budget: (members, the decodes, the prefill chunks).
+
+    Every decode gets one token, then partial prefills continue (FCFS), then waiting
+    requests are admitted (moved into ``running``) while there is budget and a free seat.
+    """
+    members: list[Member] = []
+    decoding: list[_Running] = []
+    budget = max_tokens
+    for r in running:  # 1. every decode gets one token
+        if budget == 0:
+            break
+        if r.computed == r.prompt:
+            members.append(Member(r.request_id, Phase.DECODE, 1, r.prompt + r.generated))
+            decoding.append(r)
+            budget -= 1
+    chunked: list[tuple[_Running, int]] = []
+    for r in running:  # 2a. partial prefills continue, FCFS
+        if budget == 0:
+            break
+        if r.computed < r.prompt:
+            chunk = min(r.prompt - r.computed, budget)
+            chunked.append((r, chunk))
+            budget -= chunk
+    while waiting and budget > 0 and len(running) < max_seqs:  # 2b. admissions
+        r = _Running(waiting.popleft())
+        running.append(r)
+        chunk = min(r.prompt, budget)
+        chunked.append((r, chunk))
+        budget -= chunk
+    for r, chunk in chunked:
+        members.append(Member(r.request_id, Phase.PREFILL, chunk, r.computed + chunk))
+    return members, decoding, chunked
+
+
+def _advance(
+    running: list[_Running],
+    decoding: list[_Running],
+    chunked: list[tuple[_Running, int]],
+    t1: float,
+    first_token_s: dict[str, float],
+    finish_s: dict[str, float],
+) -> list[_Running]:
+    """Book a step that ended at ``t1``: tokens generated, prompts computed; the requests still running."""
+    for r in decoding:
+        r.generated += 1
+    for r, chunk in chunked:
+        r.computed += chunk
+        if r.computed == r.prompt:  # the last chunk yields the first output token
+            r.generated = 1
+            first_token_s[r.request_id] = t1
+    if any(r.generated == r.output for r in running):
+        for r in running:
+            if r.generated == r.output:
+                finish_s[r.request_id] = t1
+        running = [r for r in running if r.generated < r.output]
+    return running
+
+
 def schedule(
     requests: Sequence[SimRequest],
     config: SchedulerConfig,
@@ -133,46 +194,10 @@ def schedule(
         if not waiting and not running:
             t = pending[0].arrival_s  # idle until the next arrival
             continue
-        members: list[Member] = []
-        decoding: list[_Running] = []
-        budget = max_tokens
-        for r in running:  # 1. every decode gets one token
-            if budget == 0:
-                break
-            if r.computed == r.prompt:
-                members.append(Member(r.request_id, Phase.DECODE, 1, r.prompt + r.generated))
-                decoding.append(r)
-                budget -= 1
-        chunked: list[tuple[_Running, int]] = []
-        for r in running:  # 2a. partial prefills continue, FCFS
-            if budget == 0:
-                break
-            if r.computed < r.prompt:
-                chunk = min(r.prompt - r.computed, budget)
-                chunked.append((r, chunk))
-                budget -= chunk
-        while waiting and budget > 0 and len(running) < max_seqs:  # 2b. admissions
-            r = _Running(waiting.popleft())
-            running.append(r)
-            chunk = min(r.prompt, budget)
-            chunked.append((r, chunk))
-            budget -= chunk
-        for r, chunk in chunked:
-            members.append(Member(r.request_id, Phase.PREFILL, chunk, r.computed + chunk))
+        members, decoding, chunked = _compose(running, waiting, max_seqs, max_tokens)
         batch = tuple(members)
         t1 = t + execute(batch)
         steps.append(Step(t, t1, batch))
-        for r in decoding:
-            r.generated += 1
-        for r, chunk in chunked:
-            r.computed += chunk
-            if r.computed == r.prompt:  # the last chunk yields the first output token
-                r.generated = 1
-                first_token_s[r.request_id] = t1
-        if any(r.generated == r.output for r in running):
-            for r in running:
-                if r.generated == r.output:
-                    finish_s[r.request_id] = t1
-            running = [r for r in running if r.generated < r.output]
+        running = _advance(running, decoding, chunked, t1, first_token_s, finish_s)
         t = t1 + gap()
     return ScheduleResult(steps, first_token_s, finish_s)

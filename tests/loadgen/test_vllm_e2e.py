@@ -8,15 +8,9 @@ short on two CPU cores). Asserts that:
   ``ignore_eos``), and the drawn lengths follow each task's fitted distribution;
 - the sidecar attributed every request, labelled with its task (joined through the
   client spans' ``jouletrace.task``);
+- attribution conserves the run's energy: requests + idle = device energy within 1 %;
 - J/token by the study's method (window energy / window tokens) and the per-request
-  sum over the same window agree within 1 %.
-
-On the CPU default the meter estimates the whole machine (cpu-model), so when other
-processes keep the CPU busy while the engine waits, the sidecar rightly books those
-ticks as idle; then the per-request sum plus the window's idle energy is what must
-agree with the window energy (and the plain per-request check is reported as skipped
-with the idle share, since the window is then not the study's "GPU is the only
-bottleneck" steady state).
+  sum over the same window agree within 1 %, when the loadgen kept time (see that test).
 """
 
 from __future__ import annotations
@@ -107,7 +101,40 @@ def test_prompt_lengths_as_vllm_counts_them_are_within_2_percent_of_their_target
     assert outcome.meta["prompt_fit"]["failed"] == 0
 
 
+def test_requests_plus_idle_equal_the_runs_device_energy_within_1_percent(outcome: RunOutcome) -> None:
+    """Conservation seen from outside (:mod:`loadgen.conservation`): no edge cuts a request.
+
+    From an idle reading before the first request to one taken after every record was
+    final, on the sidecar's own timeline: nothing is prorated, so this holds however
+    loaded the machine is (the loadgen's own timing does not enter).
+    """
+    assert outcome.meta["energy_series"]["source"] == "sidecar timeline (/v1/energy)"
+    cons = outcome.meta["conservation"]
+    assert cons["reason"] == "" and cons["not_final"] == 0 and cons["requests"] == 400
+    assert cons["idle_j"] >= 0 and cons["device_j"] > cons["requests_j"] > 0
+    assert cons["error"] == pytest.approx(0.0, abs=0.01)
+
+
 def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcome: RunOutcome) -> None:
+    """The window's two figures, and why they need not agree on a loaded machine.
+
+    ``j_per_unit_window`` is all the energy the device drew in the window (idle gaps
+    included, as the study counts static power) per window token; the per-request sum
+    is what attribution gave to requests, prorated to the window by each request's
+    chunk times (:func:`loadgen.analysis.energy_in`). They agree within 1 % when (a)
+    the sidecar booked no idle in the window and (b) the loadgen dated chunks when the
+    server sent them. On two shared cores neither need hold: other processes stall the
+    engine between steps (booked as idle, rightly outside every request) and starve the
+    loadgen, which then reads chunks in bursts, late. A lag of d at a window edge moves
+    about d / duration of the window's energy across that edge in the proration. What
+    this test printed when skipped: lag p99 1.24 s, window 61 s, idle 2.0 %: per-request
+    + idle vs window -2.6 %; lag p99 0.24 s, window 38 s, idle 0.0 %: +1.4 % (0.6 % per
+    edge predicted); lag p99 0.31 s, window 32 s, idle 0.0 %: +0.7 %. That is the
+    proration's error, not attribution's: conservation over the whole run (the test
+    above) passed in all three. So the 1 % check runs only when the
+    client's lag (p99) is under 0.5 % of the window per edge and idle under 0.5 % of it;
+    otherwise it is skipped with the measured figures.
+    """
     (phase,) = outcome.phases
     assert phase["window"]["kind"] == "steady-state"
     assert phase["window"]["duration_s"] > 5
@@ -115,11 +142,12 @@ def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcom
     if not phase["comparable"]:  # the study's rules: reported, with the reason, never as the study's figure
         assert phase["j_per_unit_study"] is None and phase["not_comparable_reason"]
     energy, idle = phase["window_energy_j"], phase["window_idle_j"]
-    assert phase["per_request_plus_idle_vs_study"] == pytest.approx(0.0, abs=0.01)
-    if idle > 0.01 * energy:
+    lag_s, duration_s = outcome.meta["client_lag_s"]["p99"], phase["window"]["duration_s"]
+    if lag_s > 0.005 * duration_s or idle > 0.005 * energy:
         pytest.skip(
-            f"the sidecar booked {100 * idle / energy:.1f} % of the window as idle (the CPU was busy "
-            "with other processes): per-request + idle agreed; per-request alone is not comparable"
+            f"not comparable to 1 %: the loadgen saw finishes up to {lag_s:.2f} s late (p99; window "
+            f"{duration_s:.0f} s) and the sidecar booked {100 * idle / energy:.1f} % of the window as idle; "
+            f"per-request + idle vs window: {100 * phase['per_request_plus_idle_vs_study']:+.1f} %"
         )
-    study = phase["j_per_unit_window"]
-    assert phase["j_per_unit_per_request_sum"] == pytest.approx(study, rel=0.01)
+    assert phase["per_request_plus_idle_vs_study"] == pytest.approx(0.0, abs=0.01)
+    assert phase["j_per_unit_per_request_sum"] == pytest.approx(phase["j_per_unit_window"], rel=0.01)

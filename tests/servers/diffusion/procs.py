@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -49,3 +50,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_sidecar(otlp_port: int, port: int, settle_s: float, log: Path) -> subprocess.Popen[bytes]:
+    """The sidecar for a diffusion test: cpu-model meter, local ports, no ledger, model name ``tiny``.
+
+    Spans arrive when a batch ends, so ``settle_s`` must outlast a batch on a busy CPU. No
+    vLLM here: its plugin's UDP receiver stays off (a fixed port would collide with other sidecars).
+    """
+    argv = ["-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
+    argv += ["--otlp-port", str(otlp_port), "--port", str(port), "--ledger-path", ""]
+    argv += ["--settle-s", f"{settle_s:g}", "--fit-warmup-ticks", "25", "--model", "tiny"]
+    return start(argv, log, env={"JOULETRACE_PLUGIN_PORT": "0"})
+
+
+def final_record(sidecar_url: str, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The sidecar's record of ``request_id`` once final; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    status, body = 0, None
+    while time.monotonic() < deadline:
+        status, body, _ = http("GET", f"{sidecar_url}/v1/requests/{request_id}")
+        if status == 200 and body.get("final"):
+            return dict(body)
+        time.sleep(0.25)
+    raise AssertionError(f"no final record for {request_id}: {status} {body}")

@@ -15,12 +15,11 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers.diffusion.procs import http, start, stop
+from tests.servers.diffusion.procs import final_record, http, start, start_sidecar, stop
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ VIDEO = {"prompt": "a kite over the sea", "size": "64x64", "num_frames": 9, "ste
 
 @pytest.fixture(scope="module")
 def cogvideox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from servers.models.diffusion import BUILDERS
+    from servers.models.video import BUILDERS
 
     root = os.environ.get("JOULETRACE_MODELS_DIR")
     folder = Path(root) / "tiny-cogvideox" if root else tmp_path_factory.mktemp("models") / "tiny-cogvideox"
@@ -42,11 +41,8 @@ def cogvideox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def urls(cogvideox: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     logs = tmp_path_factory.mktemp("logs")
     otlp, side_port, server_port = free_port(), free_port(), free_port()
-    sidecar_argv = ["-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
-    sidecar_argv += ["--otlp-port", str(otlp), "--port", str(side_port), "--ledger-path", ""]
     # spans arrive when a batch ends: hold ticks longer than a batch takes on a busy CPU
-    sidecar_argv += ["--settle-s", "20", "--fit-warmup-ticks", "25", "--model", "tiny"]
-    sidecar = start(sidecar_argv, logs / "sidecar.log", env={"JOULETRACE_PLUGIN_PORT": "0"})
+    sidecar = start_sidecar(otlp, side_port, 20, logs / "sidecar.log")
     server_argv = ["-m", "servers.diffusion", "serve", "--host", "127.0.0.1", "--port", str(server_port)]
     server_argv += ["--model", str(cogvideox), "--otlp-endpoint", f"127.0.0.1:{otlp}"]
     server_argv += ["--max-batch-size", "2", "--max-wait-ms", "500"]
@@ -67,18 +63,6 @@ def test_the_builder_writes_a_cogvideox_pipeline(cogvideox: Path) -> None:
     assert index["transformer"][1] == "CogVideoXTransformer3DModel"
 
 
-def _final(sidecar: str, request_id: str) -> dict[str, Any]:
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status, body, _ = http("GET", f"{sidecar}/v1/requests/{request_id}")
-        if status == 200 and body.get("final"):
-            return dict(body)
-        time.sleep(0.25)
-    raise AssertionError(f"no final record for {request_id}")
-
-
 def test_served_batched_and_timed_batch_energy_matches_the_members(urls: tuple[str, str]) -> None:
     sidecar, server = urls
     status, health, _ = http("GET", f"{server}/health")
@@ -96,7 +80,7 @@ def test_served_batched_and_timed_batch_energy_matches_the_members(urls: tuple[s
     (batch,) = {json.dumps(b["batch"], sort_keys=True) for b in bodies}
     spec = json.loads(batch)
     assert spec["size"] == 2 and spec["end_unix_s"] > spec["start_unix_s"]
-    members = sum(_final(sidecar, b["id"])["energy_j"] for b in bodies)
+    members = sum(final_record(sidecar, b["id"], 60)["energy_j"] for b in bodies)
     inner = _energy(sidecar, spec["start_unix_s"], spec["end_unix_s"])
     # the members share whole counter ticks: at most the ticks that cover the batch (one update
     # period either side); the cpu-model meter also sees the rest of a busy machine in those ticks

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers.diffusion.procs import http, start, stop
+from tests.servers.diffusion.procs import final_record, http, start, start_sidecar, stop
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,24 +44,14 @@ class Stack:
         return dict(body)
 
     def final_record(self, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status, body, _ = http("GET", f"{self.sidecar}/v1/requests/{request_id}")
-            if status == 200 and body.get("final"):
-                return dict(body)
-            time.sleep(0.25)
-        raise AssertionError(f"no final record for {request_id}: {status} {body}")
+        return final_record(self.sidecar, request_id, timeout_s)
 
 
 @pytest.fixture(scope="module")
 def stack(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
     otlp, side_port, server_port = free_port(), free_port(), free_port()
-    sidecar_argv = ["-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
-    sidecar_argv += ["--otlp-port", str(otlp), "--port", str(side_port), "--ledger-path", ""]
-    sidecar_argv += ["--settle-s", "1", "--fit-warmup-ticks", "25", "--model", "tiny"]
-    # no vLLM here: its plugin's UDP receiver stays off (a fixed port would collide with other sidecars)
-    sidecar = start(sidecar_argv, logs / "sidecar.log", env={"JOULETRACE_PLUGIN_PORT": "0"})
+    sidecar = start_sidecar(otlp, side_port, 1, logs / "sidecar.log")
     server_argv = ["-m", "servers.diffusion", "serve", "--host", "127.0.0.1", "--port", str(server_port)]
     server_argv += ["--model", str(tiny_models["image"]), "--model", str(tiny_models["video"])]
     server_argv += ["--otlp-endpoint", f"127.0.0.1:{otlp}", "--max-batch-size", "4", "--max-wait-ms", "400"]
