@@ -30,14 +30,15 @@ def source_for(run: SimRun, path: str) -> Source:
     """A fresh source delivering ``run``'s work the way ``path`` does."""
     if path == "oracle":
         return EventSource(_present(run), run.requests)
+
+    def sim_now() -> float:  # the receivers date datagrams against "now": the replay's Unix time
+        return UNIX_OFFSET_S + source.now_s
+
     if path == "hook":
-        hook = HookReceiver(to_mono, default_model=MODEL_NAME)
-        return PayloadSource(hook.feed, hook_datagrams(run))
+        hook = HookReceiver(to_mono, default_model=MODEL_NAME, wall=sim_now)
+        source = PayloadSource(hook.feed, hook_datagrams(run))
+        return source
     if path == "plugin":
-
-        def sim_now() -> float:  # the receiver dates datagrams against "now": the replay's Unix time
-            return UNIX_OFFSET_S + source.now_s
-
         receiver = PluginReceiver(to_mono, default_model=MODEL_NAME, wall=sim_now)
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
