@@ -25,11 +25,20 @@ are present, so they share the floor the GPU draws meanwhile; a longer pause
 the same request's work again (the hook sends a request's first step at once,
 before vLLM's front end hears of it).
 
-Counters (``counts``): received, malformed (and ``malformed:<reason>``), lost
-(datagrams missing from the sequence; a jump of more than 10,000 counts as a
-restart instead), restarts (a new pid, or the sequence jumping: the old
-in-flight requests end as aborted), steps, members, unknown_member (an idx
-without its ``new`` row, e.g. lost: that member is skipped), after_fin,
+Hostile input: every field is checked once, here at the edge, with the shared
+checks (:mod:`.vllm_hook_rows`, :mod:`.validate`): a header that cannot be
+placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects its
+datagram; a bad ``new``/``steps``/``fin``/``gone`` row rejects that row only,
+counted as ``rejected_<reason>``; the good rows next to it still count. A bug
+while handling one datagram is counted (``internal_errors``), never raised into
+the tick. Sequence numbers (:mod:`.sequence`): gaps count ``lost``, late
+datagrams ``reordered``, replays ``rejected_duplicate`` (dropped), a jump beyond
+the window ``seq_jumps`` (not a loss, not a restart).
+
+Counters (``counts``): received, malformed (not JSON), restarts (a new pid, or
+the same pid numbering from 0 again: the old in-flight requests end as
+aborted), steps, members, unknown_member (an idx without its ``new`` row, e.g.
+lost: that member is skipped), after_fin, unknown_end, finished, aborted,
 evicted (more than ``max_requests`` in flight). Units: seconds, tokens.
 """
 
