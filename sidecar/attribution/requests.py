@@ -74,6 +74,10 @@ class RequestTable:
                 self.schedule(code, self.now_s + self.timeout_s)
         return code
 
+    def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
+        """The codes of many ids at once (None where an id has none); creates nothing."""
+        return list(map(self._codes.get, request_ids))
+
     def schedule(self, code: int, check_s: float) -> None:
         """Look at ``code`` again once the sealed time reaches ``check_s`` (never if not finite)."""
         if check_s < math.inf:
