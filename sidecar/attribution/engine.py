@@ -30,7 +30,7 @@ from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.lifecycle import RequestLifecycle
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.requests import Groups, RequestTable, group_rows
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals
@@ -299,27 +299,33 @@ class Attributor(RequestLifecycle):
         else:
             split = self.rule.split(tick)
             idle_j = split.idle_j
-            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b)
-            self._add_model_energy(t1, tick.req, tick.phase, split.row_j)
+            groups = group_rows(tick.req)
+            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b, groups)
+            self._add_model_energy(t1, groups, tick.phase, split.row_j)
         dev_total = float(energy_dev_j.sum())
         idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
         self.totals.add_tick(t1, energy_j, idle_j, idle_dev)
         self.totals.add_idle_label(self.model, idle_j)
 
-    def _add_model_energy(self, t_s: float, req: np.ndarray, phase: np.ndarray, row_j: np.ndarray) -> None:
-        codes, inverse = np.unique(req, return_inverse=True)
-        per = np.zeros((codes.size, 3))
-        np.add.at(per, (inverse, phase), row_j)
+    def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
+        n = groups.codes.size
+        per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
+        models = [self._model_of(code) for code in groups.codes.tolist()]
         by_model: dict[str, np.ndarray] = {}
-        for k, code in enumerate(codes.tolist()):
-            acc = self.requests.by_code(code)
-            info = acc.info if acc is not None else None
-            model = info.model if info is not None and info.model != "unknown" else self.model
-            by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
+        if len(set(models)) == 1:  # the usual case: one model served
+            by_model[models[0]] = per.sum(axis=0)
+        else:
+            for k, model in enumerate(models):
+                by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
         for model, joules in by_model.items():
             for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
+
+    def _model_of(self, code: int) -> str:
+        acc = self.requests.by_code(code)
+        info = acc.info if acc is not None else None
+        return info.model if info is not None and info.model != "unknown" else self.model
 
     def _drop_consumed(self) -> None:
         if self._sealed_t is not None:

@@ -18,7 +18,7 @@ from sidecar.attribution.fit import WORK
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import COMPONENTS, Split
 
-__all__ = ["Accumulator", "RequestTable"]
+__all__ = ["Accumulator", "Groups", "RequestTable", "group_rows"]
 
 _PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
 
@@ -126,38 +126,66 @@ class RequestTable:
         time_share: np.ndarray,
         t0: np.ndarray,
         t1: np.ndarray,
+        groups: Groups | None = None,
     ) -> None:
-        """Add one tick's per-event energies to their requests (vectorized per request)."""
-        codes, inverse = np.unique(req, return_inverse=True)
-        n = codes.size
-        phase_j = np.zeros((n, 3))
-        np.add.at(phase_j, (inverse, phase), split.row_j)
-        component_j = split.component_j
-        busy = np.bincount(inverse, weights=time_share, minlength=n)
-        first = np.full(n, np.inf)
-        np.minimum.at(first, inverse, t0)
-        last = np.full(n, -np.inf)
-        np.maximum.at(last, inverse, t1)
-        comp = work = unexplained = None
-        if component_j is not None and split.work is not None:
-            comp = np.zeros((n, component_j.shape[1]))
-            np.add.at(comp, inverse, component_j)
-            work = np.zeros((n, split.work.shape[1]))
-            np.add.at(work, inverse, split.work)
-            unexplained = np.bincount(inverse, weights=split.unexplained_j, minlength=n)
-        for k, code in enumerate(codes.tolist()):
-            acc = self._accs.get(code)
+        """Add one tick's per-event energies to their requests (sums per request at C speed).
+
+        ``groups`` is :func:`group_rows` of ``req`` when the caller has it already.
+        """
+        if req.size == 0:
+            return
+        g = groups if groups is not None else group_rows(req)
+        n = g.codes.size
+        phase_j = np.bincount(g.inverse * 3 + phase, weights=split.row_j, minlength=3 * n).reshape(n, 3)
+        busy = np.bincount(g.inverse, weights=time_share, minlength=n).tolist()
+        first = np.minimum.reduceat(t0[g.order], g.starts).tolist()
+        last = np.maximum.reduceat(t1[g.order], g.starts).tolist()
+        comp = work = None
+        unexplained: list[float] = []
+        if split.component_j is not None and split.work is not None and split.unexplained_j is not None:
+            comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
+            work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
+            unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n).tolist()
+        accs = self._accs
+        for k, code in enumerate(g.codes.tolist()):
+            acc = accs.get(code)
             if acc is None:  # finalized while its late work was pending; counted upstream
                 continue
             acc.phase_j += phase_j[k]
-            acc.busy_s += float(busy[k])
-            acc.first_t = min(acc.first_t, float(first[k]))
-            acc.last_t = max(acc.last_t, float(last[k]))
-            if comp is not None and work is not None and unexplained is not None:
+            acc.busy_s += busy[k]
+            if first[k] < acc.first_t:
+                acc.first_t = first[k]
+            if last[k] > acc.last_t:
+                acc.last_t = last[k]
+            if comp is not None and work is not None:
                 acc.component_j += comp[k]
                 acc.work += work[k]
-                acc.unexplained_j += float(unexplained[k])
+                acc.unexplained_j += unexplained[k]
                 acc.has_components = True
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """Rows grouped by request code: ``codes`` (sorted, unique), each row's group ``inverse``, and
+    ``order`` (rows sorted by group, stable) with each group's first position ``starts`` in it."""
+
+    codes: np.ndarray
+    inverse: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+
+
+def group_rows(req: np.ndarray) -> Groups:
+    """Group a tick's rows by request code: one stable sort (codes are small integers)."""
+    order = np.argsort(req, kind="stable")
+    ordered = req[order]
+    new = np.empty(ordered.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    inverse = np.empty(req.size, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return Groups(ordered[starts], inverse, order, starts)
 
 
 def build_record(

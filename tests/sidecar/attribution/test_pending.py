@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.attribution.pending import PendingWork
+from sidecar.attribution.requests import group_rows
 from sidecar.attribution.tick import EventArrays, cut_tick
 
 
@@ -62,3 +63,16 @@ def test_sealing_tick_by_tick_from_blocks_equals_sealing_from_one_array(seed: in
 
 def _cols(ev: EventArrays) -> tuple[np.ndarray, ...]:
     return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=200))
+def test_grouping_a_ticks_rows_matches_numpy_unique(codes: list[int]) -> None:
+    req = np.array(codes, dtype=np.int64)
+    g = group_rows(req)
+    unique, inverse = np.unique(req, return_inverse=True)
+    assert g.codes.tolist() == unique.tolist() and g.inverse.tolist() == inverse.tolist()
+    assert (
+        req[g.order].tolist() == sorted(codes) and g.order.tolist() == np.argsort(req, kind="stable").tolist()
+    )
+    assert req[g.order][g.starts].tolist() == unique.tolist()
