@@ -171,7 +171,7 @@ def cpu_s(proc: psutil.Process) -> float:
 
 def hook_counts(http_port: int) -> dict[str, float]:
     """The sidecar's scheduler-hook counters and its final records, from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=60) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {"records_final": 0.0}
     for family in text_string_to_metric_families(text):

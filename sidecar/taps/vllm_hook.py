@@ -50,6 +50,7 @@ import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -306,7 +307,8 @@ class HookReceiver:
         if last is not None and np.array_equal(slots, self._last_slots):
             ids = last.request_ids  # the same members as the step before: the same tuple (cheap downstream)
         else:
-            ids = tuple([st.ids[slot] for slot in slots.tolist()])
+            got = itemgetter(*looked_up)(st.ids)  # a tuple at C speed (one member: the id itself)
+            ids = got if isinstance(got, tuple) else (got,)
         kf = k.astype(np.float64)
         batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)
         out.events.append(batch)
