@@ -27,10 +27,11 @@ from collections.abc import Callable
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.groups import Groups, group_rows
 from sidecar.attribution.lifecycle import RequestLifecycle
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Groups, RequestTable, group_rows
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar.attribution.groups import group_rows
 from sidecar.attribution.pending import PendingWork
-from sidecar.attribution.requests import group_rows
 from sidecar.attribution.tick import EventArrays, cut_tick
 
 
