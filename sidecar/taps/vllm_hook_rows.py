@@ -129,12 +129,16 @@ def _ints(values: list[Any], what: str, high: int) -> np.ndarray:
         bad = next(x for x in values if type(x) is not int)
         reason = "not_finite" if isinstance(bad, float) and not math.isfinite(bad) else "wrong_type"
         raise v.Rejected(reason, f"{what}: {bad!r:.20} where an integer belongs")
-    low, top = min(values), max(values)
+    try:
+        arr = np.array(values, dtype=np.int64)
+    except OverflowError:
+        raise v.Rejected("out_of_range", f"{what}: an integer over {high}") from None
+    low, top = int(arr.min()), int(arr.max())
     if low < 0:
         raise v.Rejected("negative", f"{what}: {low} is negative")
     if top > high:
         raise v.Rejected("out_of_range", f"{what}: {top} is over {high}")
-    return np.array(values, dtype=np.int64)
+    return arr
 
 
 def parse_fin(row: Any) -> FinRow:
