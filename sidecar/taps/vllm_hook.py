@@ -16,10 +16,11 @@ scheduled tokens and the tokens already in their KV cache. :meth:`HookReceiver.f
   step, prompt and output tokens, model) and at ``gone`` (aborted: output
   tokens from the furthest KV position reached, ``finish_reason`` abort).
 
-Times: ``to_mono(wall) - ago``. The CPU gap after a step, up to ``max_gap_s``
-(50 ms: the engine handling the step's output and scheduling the next), is
-one more array event for the step's members with no work and no step: they
-are present, so they share the floor the GPU draws meanwhile; a longer pause
+Times: ``to_mono(wall) - ago``. The CPU gap after a step, over 2 us (less is
+rounding of the wire's times) and up to ``max_gap_s`` (50 ms: the engine
+handling the step's output and scheduling the next), is one more array event
+for the step's members with no work and no step: they are present, so they
+share the floor the GPU draws meanwhile; a longer pause
 (waiting for an arrival) is idle. It claims every request it hears of
 (:meth:`claims`), so neither the stat-logger plugin nor the span handler adds
 the same request's work again (the hook sends a request's first step at once,
@@ -72,9 +73,12 @@ from sidecar.taps.vllm_hook_rows import (
 )
 from sidecar.taps.vllm_spans import normalize_request_id
 
-__all__ = ["MAX_GAP_S", "HookReceiver"]
+__all__ = ["MAX_GAP_S", "MIN_GAP_S", "HookReceiver"]
 
 MAX_GAP_S = 0.05  # a CPU gap after a step up to this long has the step's members present
+# the hook sends times rounded to 1 us: back-to-back steps (async scheduling) can come 1-2 us
+# apart; such a "gap" is rounding, not CPU time, and would double the rows attribution handles
+MIN_GAP_S = 2e-6
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -317,7 +321,7 @@ class HookReceiver:
     def _gap(self, t0_s: float, out: TapOutput) -> None:
         """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
         last = self._last
-        if last is None or not 0.0 < t0_s - last.t1_s <= self.max_gap_s:
+        if last is None or not MIN_GAP_S < t0_s - last.t1_s <= self.max_gap_s:
             return
         zeros = np.zeros(len(last.request_ids))
         out.events.append(StepBatch(last.t1_s, t0_s, last.request_ids, last.phase, zeros, zeros, steps=0.0))

@@ -253,3 +253,17 @@ def test_a_short_cpu_gap_after_a_step_is_its_members_presence_and_a_long_pause_s
     assert gap.request_ids == ("a", "b") and gap.steps == 0.0
     assert gap.units.sum() == 0.0 and gap.context_tokens.sum() == 0.0
     assert s2.t0_s == pytest.approx(WALL - 900.0 - 0.10)
+
+
+def test_back_to_back_steps_a_microsecond_apart_by_rounding_make_no_gap_event() -> None:
+    """The hook rounds times to 1 us: a 1 us "gap" between back-to-back steps is not CPU time."""
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "chatcmpl-a", 4, 1.0)],
+            steps=[StepRow(0.3, 0.2, [0], [4], [0]), StepRow(0.199999, 0.1, [0], [1], [4])],
+        ),
+        out,
+    )
+    assert [b.steps for b in steps(out)] == [1.0, 1.0]
