@@ -79,8 +79,8 @@ class _Dispatch:
     """Feeds each payload to the receiver of its wire version (v2: hook, v1: plugin), hook first."""
 
     def __init__(self, model: str, wall: Callable[[], float]) -> None:
-        self.hook = HookReceiver(lambda unix_s: unix_s, default_model=model)
-        # the plugin receiver dates each datagram against ``wall``: the replay's clock, not today's
+        # the receivers date each datagram against ``wall``: the replay's clock, not today's
+        self.hook = HookReceiver(lambda unix_s: unix_s, default_model=model, wall=wall)
         self.plugin = PluginReceiver(lambda unix_s: unix_s, default_model=model, wall=wall)
 
     def feed(self, data: bytes, out: TapOutput) -> None:

@@ -71,6 +71,8 @@ class Timeline:
         self.out_of_order = 0
         self.polls = 0
         self.grid = GridClock()
+        self._period_key: tuple[int, int] | None = None  # (edges, recent) the cached period is for
+        self._period: float | None = None
 
     # ---- ingest -------------------------------------------------------------
     def add(self, reading: Reading) -> bool:
@@ -151,10 +153,19 @@ class Timeline:
         return self._t[idx], self._e[idx], self._e_dev[idx], self._forced[idx]
 
     def edges_after(self, t_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Edges with time > ``t_s``: (times s, summed energy J, per-device energy J)."""
-        t, e, e_dev, _ = self._ordered()
-        first = int(np.searchsorted(t, t_s, side="right"))
-        return t[first:], e[first:], e_dev[first:]
+        """Edges with time > ``t_s``: (times s, summed energy J, per-device energy J).
+
+        Found by binary search in the ring, and only those edges are copied: a tick
+        asks for the one or two newest, whatever the ring holds.
+        """
+        n = min(self._count, self.capacity)
+        start = (self._count - n) % self.capacity
+        head = self._t[start : start + n]  # the older part (all of it unless the ring wrapped)
+        first = int(np.searchsorted(head, t_s, side="right"))
+        if first == head.size and head.size < n:  # in the wrapped part
+            first += int(np.searchsorted(self._t[: n - head.size], t_s, side="right"))
+        idx = (start + np.arange(first, n)) % self.capacity
+        return self._t[idx], self._e[idx], self._e_dev[idx]
 
     def energy_at(self, t_s: float) -> float:
         """Summed energy at ``t_s`` (J), linear between edges; clamped to the known range."""
@@ -168,9 +179,24 @@ class Timeline:
         return self.energy_at(t1_s) - self.energy_at(t0_s)
 
     def update_period_s(self, recent: int = 64) -> float | None:
-        """Median spacing of the last ``recent`` unforced edges (s); None before there are two."""
+        """Median spacing of the last ``recent`` unforced edges (s); None before there are two.
+
+        Computed once per new edge (records, snapshots and ticks ask for it often).
+        """
+        key = (self._count, recent)
+        if self._period_key != key:
+            n = min(self._count, self.capacity, 4 * recent)  # the newest edges hold the recent unforced ones
+            idx = (np.arange(self._count - n, self._count)) % self.capacity
+            t_real = self._t[idx][~self._forced[idx]][-recent:]
+            if t_real.size >= 3:
+                self._period = float(np.median(np.diff(t_real)))
+            else:
+                n_all = min(self._count, self.capacity)
+                self._period = None if n_all <= n else self._period_all(recent)
+            self._period_key = key
+        return self._period
+
+    def _period_all(self, recent: int) -> float | None:
         t, _, _, forced = self._ordered()
         t_real = t[~forced][-recent:]
-        if t_real.size < 3:
-            return None
-        return float(np.median(np.diff(t_real)))
+        return float(np.median(np.diff(t_real))) if t_real.size >= 3 else None

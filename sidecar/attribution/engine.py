@@ -27,7 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.groups import Groups, group_rows
 from sidecar.attribution.lifecycle import RequestLifecycle
+from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
@@ -53,7 +55,6 @@ DROP_REASONS = (
     "energy_unknown",  # final records whose work was lost (kept out of the histograms)
 )
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
-_EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
 
 
 class Attributor(RequestLifecycle):
@@ -91,7 +92,8 @@ class Attributor(RequestLifecycle):
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self._new: list[tuple[float, float, float, float, float, float, float]] = []
         self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 7 columns
-        self._pending = _EMPTY
+        self._last_step_codes: tuple[tuple[str, ...], np.ndarray] | None = None  # ids -> codes, until advance
+        self._pending = PendingWork()
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
@@ -127,21 +129,51 @@ class Attributor(RequestLifecycle):
             self.dropped["invalid"] += 1
             log.debug("rejected step batch: %s", err)
             return False
-        keep = [i for i, rid in enumerate(step.request_ids) if rid not in self._finalized]
-        if len(keep) < len(step.request_ids):
-            self.dropped["after_final"] += len(step.request_ids) - len(keep)
-        if not keep:
-            return False
-        rows = np.empty((len(keep), 7))
-        rows[:, 0] = [self.requests.code(step.request_ids[i]) for i in keep]
-        rows[:, 1] = step.phase[keep]
+        codes, keep = self._step_codes(step.request_ids)
+        if keep is not None:
+            self.dropped["after_final"] += len(step.request_ids) - keep.size
+            if not keep.size:
+                return False
+        rows = np.empty((codes.size, 7))
+        rows[:, 0] = codes
         rows[:, 2] = step.t0_s
         rows[:, 3] = step.t1_s
-        rows[:, 4] = step.units[keep]
         rows[:, 5] = step.steps
-        rows[:, 6] = step.context_tokens[keep]
+        if keep is None:
+            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase, step.units, step.context_tokens
+        else:
+            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase[keep], step.units[keep], step.context_tokens[keep]
         self._new_steps.append(rows)
         return True
+
+    def _step_codes(self, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The members' request codes and, if some are final, the positions of the others.
+
+        A request in the table is never final (finalizing removes it), so only ids without a code
+        are looked up in the final ones. The receiver hands the same tuple for consecutive steps
+        with the same members; its codes are reused until the next :meth:`advance` (which may
+        finalize requests and so free codes).
+        """
+        cached = self._last_step_codes
+        if cached is not None and cached[0] is ids:
+            return cached[1], None
+        found = self.requests.codes_of(ids)
+        keep = None
+        if None in found:
+            kept = [
+                i
+                for i, (rid, c) in enumerate(zip(ids, found, strict=True))
+                if c is not None or rid not in self._finalized
+            ]
+            for i in kept:
+                if found[i] is None:
+                    found[i] = self.requests.code(ids[i])
+            if len(kept) < len(ids):
+                keep = np.array(kept, dtype=np.int64)
+                return np.array([found[i] for i in kept], dtype=np.float64), keep
+        codes = np.array(found, dtype=np.float64)
+        self._last_step_codes = (ids, codes)
+        return codes, keep
 
     def add_request(self, info: RequestInfo) -> None:
         """Record or update what is known about a request (model, task, tokens, end)."""
@@ -167,6 +199,7 @@ class Attributor(RequestLifecycle):
 
     def advance(self, seal_until_s: float) -> list[RequestEnergy]:
         """Seal every tick that ends by ``seal_until_s``; return records that became final."""
+        self._last_step_codes = None  # finalizing below frees codes
         t_edges, e_edges, e_dev_edges = self.timeline.edges_after(
             self._sealed_t if self._sealed_t is not None else float("-inf")
         )
@@ -180,8 +213,10 @@ class Attributor(RequestLifecycle):
             self._first_sealed_t = self._sealed_t
             t_edges, e_edges, e_dev_edges = t_edges[1:], e_edges[1:], e_dev_edges[1:]
         self._merge_new(seal_until_s)
+        window = self._pending.before(float(t_edges[-1])) if t_edges.size else None  # work these ticks touch
         for t, e, e_dev in zip(t_edges.tolist(), e_edges.tolist(), e_dev_edges, strict=True):
-            self._seal(t, e - self._sealed_e, e_dev - self._sealed_e_dev)
+            assert window is not None
+            self._seal(window, t, e - self._sealed_e, e_dev - self._sealed_e_dev)
             self._sealed_t, self._sealed_e, self._sealed_e_dev = t, e, e_dev.copy()
         self.requests.now_s = self._sealed_t
         self._drop_consumed()
@@ -241,16 +276,7 @@ class Attributor(RequestLifecycle):
             ctx[clip] *= left
             t0[clip] = sealed
         ok = ~gone
-        p = self._pending
-        self._pending = EventArrays(
-            np.concatenate([p.req, req[ok]]),
-            np.concatenate([p.phase, phase[ok]]),
-            np.concatenate([p.t0, t0[ok]]),
-            np.concatenate([p.t1, t1[ok]]),
-            np.concatenate([p.units, units[ok]]),
-            np.concatenate([p.steps, steps[ok]]),
-            np.concatenate([p.ctx, ctx[ok]]),
-        )
+        self._pending.add(EventArrays(req[ok], phase[ok], t0[ok], t1[ok], units[ok], steps[ok], ctx[ok]))
 
     def _mark_lost(self, codes: np.ndarray) -> None:
         for code in np.unique(codes).tolist():
@@ -258,9 +284,9 @@ class Attributor(RequestLifecycle):
             if acc is not None:
                 acc.lost_rows += 1
 
-    def _seal(self, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
+    def _seal(self, window: EventArrays, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
         assert self._sealed_t is not None
-        tick = cut_tick(self._pending, self._sealed_t, t1, energy_j)
+        tick = cut_tick(window, self._sealed_t, t1, energy_j)
         self.rule.observe(tick)
         if not tick.idle and (self._held or not self.rule.ready):
             self._held.append((tick, energy_dev_j))  # split once the rule has learned
@@ -274,34 +300,34 @@ class Attributor(RequestLifecycle):
         else:
             split = self.rule.split(tick)
             idle_j = split.idle_j
-            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b)
-            self._add_model_energy(t1, tick.req, tick.phase, split.row_j)
+            groups = group_rows(tick.req)
+            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b, groups)
+            self._add_model_energy(t1, groups, tick.phase, split.row_j)
         dev_total = float(energy_dev_j.sum())
         idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
         self.totals.add_tick(t1, energy_j, idle_j, idle_dev)
         self.totals.add_idle_label(self.model, idle_j)
 
-    def _add_model_energy(self, t_s: float, req: np.ndarray, phase: np.ndarray, row_j: np.ndarray) -> None:
-        codes, inverse = np.unique(req, return_inverse=True)
-        per = np.zeros((codes.size, 3))
-        np.add.at(per, (inverse, phase), row_j)
+    def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
+        n = groups.codes.size
+        per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
+        models = [self._model_of(code) for code in groups.codes.tolist()]
         by_model: dict[str, np.ndarray] = {}
-        for k, code in enumerate(codes.tolist()):
-            acc = self.requests.by_code(code)
-            info = acc.info if acc is not None else None
-            model = info.model if info is not None and info.model != "unknown" else self.model
-            by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
+        if len(set(models)) == 1:  # the usual case: one model served
+            by_model[models[0]] = per.sum(axis=0)
+        else:
+            for k, model in enumerate(models):
+                by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
         for model, joules in by_model.items():
             for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
 
+    def _model_of(self, code: int) -> str:
+        acc = self.requests.by_code(code)
+        info = acc.info if acc is not None else None
+        return info.model if info is not None and info.model != "unknown" else self.model
+
     def _drop_consumed(self) -> None:
-        p, sealed = self._pending, self._sealed_t
-        if sealed is None or len(p) == 0:
-            return
-        keep = (p.t1 > sealed) | ((p.t1 == p.t0) & (p.t0 >= sealed))
-        if not keep.all():
-            self._pending = EventArrays(
-                p.req[keep], p.phase[keep], p.t0[keep], p.t1[keep], p.units[keep], p.steps[keep], p.ctx[keep]
-            )
+        if self._sealed_t is not None:
+            self._pending.drop_consumed(self._sealed_t)

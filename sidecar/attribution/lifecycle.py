@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import Accumulator, RequestTable, build_record
 from sidecar.attribution.rules import SplitRule
-from sidecar.attribution.tick import EventArrays
 from sidecar.attribution.totals import Totals
 from sidecar.timeline import Timeline
 
@@ -46,7 +46,7 @@ class RequestLifecycle:
     totals: Totals
     dropped: Counter[str]
     _unix_offset: Callable[[], float]
-    _pending: EventArrays
+    _pending: PendingWork
     _sealed_t: float | None
     _first_sealed_t: float | None
     _finalized: OrderedDict[str, None]
@@ -61,7 +61,7 @@ class RequestLifecycle:
         due = table.due(sealed)
         if not due:
             return []
-        live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
+        live_work = self._pending.codes()
         out: list[RequestEnergy] = []
         later: list[tuple[int, float]] = []
         for code in due:

@@ -27,6 +27,9 @@ class Totals:
         self._tpw_window_s = tpw_window_s
         self._energy_window: deque[tuple[float, str, float]] = deque()  # (t, model or "", J)
         self._units_window: deque[tuple[float, str, float]] = deque()  # (t, model, units)
+        # the windows' sums per model ("": idle) and entry counts, kept as entries come and go
+        self._energy_sum: dict[str, list[float]] = {}  # model -> [J, entries]
+        self._units_sum: dict[str, list[float]] = {}  # model -> [units, entries]
 
     def add_tick(self, t_s: float, measured_j: float, idle_j: float, idle_dev_j: np.ndarray) -> None:
         self.sealed_ticks += 1
@@ -34,12 +37,12 @@ class Totals:
         self.idle_j += idle_j
         self.idle_dev_j += idle_dev_j
         if idle_j > 0:
-            self._energy_window.append((t_s, "", idle_j))
+            _push(self._energy_window, self._energy_sum, (t_s, "", idle_j))
 
     def add_model_energy(self, t_s: float, model: str, phase: str, energy_j: float) -> None:
         self.attributed_j += energy_j
         self.phase_energy_j[(model, phase)] += energy_j
-        self._energy_window.append((t_s, model, energy_j))
+        _push(self._energy_window, self._energy_sum, (t_s, model, energy_j))
 
     def add_idle_label(self, model: str, idle_j: float) -> None:
         """Idle energy is shown under the server's model with phase ``idle``."""
@@ -47,7 +50,7 @@ class Totals:
 
     def add_output(self, t_s: float, model: str, unit: str, units: float) -> None:
         self.output_units[(model, unit)] += units
-        self._units_window.append((t_s, model, units))
+        _push(self._units_window, self._units_sum, (t_s, model, units))
 
     @property
     def conservation_error_j(self) -> float:
@@ -62,25 +65,31 @@ class Totals:
         cost of serving, as in the study.
         """
         horizon = now_s - self._tpw_window_s
-        for window in (self._energy_window, self._units_window):
+        for window, sums in ((self._energy_window, self._energy_sum), (self._units_window, self._units_sum)):
             while window and window[0][0] < horizon:
-                window.popleft()
-        active: dict[str, float] = defaultdict(float)
-        idle = 0.0
-        for _, model, joules in self._energy_window:
-            if model:
-                active[model] += joules
-            else:
-                idle += joules
-        units: dict[str, float] = defaultdict(float)
-        for _, model, n in self._units_window:
-            units[model] += n
+                _, model, x = window.popleft()
+                entry = sums[model]
+                entry[0] -= x
+                entry[1] -= 1
+                if not entry[1]:
+                    del sums[model]  # exactly 0, not a rounding residue
+        active = {model: max(j, 0.0) for model, (j, _) in self._energy_sum.items() if model}
+        idle = max(self._energy_sum.get("", [0.0])[0], 0.0)
         total_active = sum(active.values())
         out: dict[str, float] = {}
-        for model, n in units.items():
+        for model, (n, _) in self._units_sum.items():
             energy = active.get(model, 0.0)
             if total_active > 0:
                 energy += idle * energy / total_active
             if energy > 0:
                 out[model] = n / energy
         return out
+
+
+def _push(
+    window: deque[tuple[float, str, float]], sums: dict[str, list[float]], entry: tuple[float, str, float]
+) -> None:
+    window.append(entry)
+    total = sums.setdefault(entry[1], [0.0, 0])
+    total[0] += entry[2]
+    total[1] += 1

@@ -16,7 +16,7 @@ from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
 from sidecar.sim.taps import UNIX_OFFSET_S, hook_datagrams, plugin_datagrams, span_exports, to_mono
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.vllm_hook import MAX_GAP_S, HookReceiver
+from sidecar.taps.vllm_hook import MAX_GAP_S, MIN_GAP_S, HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
 
@@ -30,14 +30,15 @@ def source_for(run: SimRun, path: str) -> Source:
     """A fresh source delivering ``run``'s work the way ``path`` does."""
     if path == "oracle":
         return EventSource(_present(run), run.requests)
+
+    def sim_now() -> float:  # the receivers date datagrams against "now": the replay's Unix time
+        return UNIX_OFFSET_S + source.now_s
+
     if path == "hook":
-        hook = HookReceiver(to_mono, default_model=MODEL_NAME)
-        return PayloadSource(hook.feed, hook_datagrams(run))
+        hook = HookReceiver(to_mono, default_model=MODEL_NAME, wall=sim_now)
+        source = PayloadSource(hook.feed, hook_datagrams(run))
+        return source
     if path == "plugin":
-
-        def sim_now() -> float:  # the receiver dates datagrams against "now": the replay's Unix time
-            return UNIX_OFFSET_S + source.now_s
-
         receiver = PluginReceiver(to_mono, default_model=MODEL_NAME, wall=sim_now)
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
@@ -54,11 +55,11 @@ def source_for(run: SimRun, path: str) -> Source:
 
 def _present(run: SimRun) -> list[WorkEvent]:
     """The simulator's per-step events, plus each step's members present (no work) in the CPU gap
-    after it, up to ``MAX_GAP_S``, as the hook receiver gives it."""
+    after it, over ``MIN_GAP_S`` and up to ``MAX_GAP_S``, as the hook receiver gives it."""
     out: list[WorkEvent] = []
     prev = None
     for step in run.steps:
-        if prev is not None and 0.0 < step.t0_s - prev.t1_s <= MAX_GAP_S:
+        if prev is not None and MIN_GAP_S < step.t0_s - prev.t1_s <= MAX_GAP_S:
             out.extend(WorkEvent(m.request_id, prev.t1_s, step.t0_s, m.phase, 0.0, 0.0) for m in prev.members)
         out.extend(
             WorkEvent(m.request_id, step.t0_s, step.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))

@@ -38,6 +38,15 @@ class SeqTracker:
         self._seen.clear()
         self._order.clear()
 
+    @property
+    def last(self) -> int | None:
+        """The highest number taken since the last reset or jump (None: none yet)."""
+        return self._last
+
+    def seen(self, seq: int) -> bool:
+        """Whether ``seq`` is among the numbers remembered (a datagram with it would be a duplicate)."""
+        return seq in self._seen
+
     def see(self, seq: int) -> bool:
         """Account for datagram ``seq``; False if it is a duplicate (drop it)."""
         last = self._last

@@ -16,48 +16,75 @@ scheduled tokens and the tokens already in their KV cache. :meth:`HookReceiver.f
   step, prompt and output tokens, model) and at ``gone`` (aborted: output
   tokens from the furthest KV position reached, ``finish_reason`` abort).
 
-Times: ``to_mono(wall) - ago``. The CPU gap after a step, up to ``max_gap_s``
-(50 ms: the engine handling the step's output and scheduling the next), is
-one more array event for the step's members with no work and no step: they
-are present, so they share the floor the GPU draws meanwhile; a longer pause
+Times: ``to_mono(wall) - ago``. The CPU gap after a step, over 2 us (less is
+rounding of the wire's times) and up to ``max_gap_s`` (50 ms: the engine
+handling the step's output and scheduling the next), is one more array event
+for the step's members with no work and no step: they are present, so they
+share the floor the GPU draws meanwhile; a longer pause
 (waiting for an arrival) is idle. It claims every request it hears of
 (:meth:`claims`), so neither the stat-logger plugin nor the span handler adds
 the same request's work again (the hook sends a request's first step at once,
 before vLLM's front end hears of it).
 
-Counters (``counts``): received, malformed (and ``malformed:<reason>``), lost
-(datagrams missing from the sequence; a jump of more than 10,000 counts as a
-restart instead), restarts (a new pid, or the sequence jumping: the old
-in-flight requests end as aborted), steps, members, unknown_member (an idx
-without its ``new`` row, e.g. lost: that member is skipped), after_fin,
+Hostile input: every field is checked once, here at the edge, with the shared
+checks (:mod:`.vllm_hook_rows`, :mod:`.validate`): a header that cannot be
+placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects its
+datagram; a bad ``new``/``steps``/``fin``/``gone`` row rejects that row only,
+counted as ``rejected_<reason>``; the good rows next to it still count. A bug
+while handling one datagram is counted (``internal_errors``), never raised into
+the tick. Sequence numbers (:mod:`.sequence`): gaps count ``lost``, late
+datagrams ``reordered``, replays ``rejected_duplicate`` (dropped), a jump beyond
+the window ``seq_jumps`` (not a loss, not a restart).
+
+Counters (``counts``): received, malformed (not JSON), restarts (a new pid, or
+the same pid numbering from 0 again: the old in-flight requests end as
+aborted), steps, members, unknown_member (an idx without its ``new`` row, e.g.
+lost: that member is skipped), after_fin, unknown_end, finished, aborted,
 evicted (more than ``max_requests`` in flight). Units: seconds, tokens.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterator
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
-from sidecar.contracts.scheduler_wire import DEFAULT_PORT, Message, NewRow, StepRow, decode
+from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
+from sidecar.taps import validate as v
+from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.vllm_hook_rows import (
+    StepArrays,
+    parse_fin,
+    parse_gone,
+    parse_head,
+    parse_new,
+    parse_step,
+    section,
+)
 from sidecar.taps.vllm_spans import normalize_request_id
 
-__all__ = ["MAX_GAP_S", "HookReceiver"]
+__all__ = ["MAX_GAP_S", "MIN_GAP_S", "HookReceiver"]
 
 MAX_GAP_S = 0.05  # a CPU gap after a step up to this long has the step's members present
+# the hook sends times rounded to 1 us: back-to-back steps (async scheduling) can come 1-2 us
+# apart; such a "gap" is rounding, not CPU time, and would double the rows attribution handles
+MIN_GAP_S = 2e-6
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
-_MAX_JUMP = 10_000
 
 
 class _Req:
@@ -65,9 +92,9 @@ class _Req:
 
     __slots__ = ("arrival_s", "raw", "request_id", "slot")
 
-    def __init__(self, row: NewRow, base_s: float, slot: int) -> None:
+    def __init__(self, row: NewRow, request_id: str, base_s: float, slot: int) -> None:
         self.raw = row.request_id
-        self.request_id = normalize_request_id(row.request_id)
+        self.request_id = request_id
         self.arrival_s = base_s - row.arrival_ago_s
         self.slot = slot
 
@@ -81,6 +108,7 @@ class _Slots:
         self.high = np.zeros(capacity, dtype=np.int64)  # furthest KV position reached
         self.last_k = np.zeros(capacity, dtype=np.int64)  # tokens in its previous step
         self.end_s = np.full(capacity, np.nan)  # end of its last step
+        self.live = np.zeros(capacity, dtype=bool)  # not finished yet
         self.free = list(range(capacity - 1, -1, -1))
 
     def take(self, request_id: str, prompt: int) -> int:
@@ -91,10 +119,12 @@ class _Slots:
                 np.concatenate([a, np.zeros(n, np.int64)]) for a in (self.prompt, self.high, self.last_k)
             )
             self.end_s = np.concatenate([self.end_s, np.full(n, np.nan)])
+            self.live = np.concatenate([self.live, np.zeros(n, dtype=bool)])
             self.free = list(range(2 * n - 1, n - 1, -1))
         slot = self.free.pop()
         self.ids[slot] = request_id
         self.prompt[slot], self.high[slot], self.last_k[slot], self.end_s[slot] = prompt, 0, 0, np.nan
+        self.live[slot] = True
         return slot
 
 
@@ -111,18 +141,21 @@ class HookReceiver:
         max_per_drain: int = 50_000,
         max_requests: int = 100_000,
         max_gap_s: float = MAX_GAP_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
         self.max_gap_s = max_gap_s
         self._last: StepBatch | None = None  # the previous step, whose members own the CPU gap after it
+        self._last_slots = np.zeros(0, dtype=np.int64)  # its members' slots (their ids tuple is reused)
         self.host, self.port = host, port
         self.model = default_model
         self.max_per_drain = max_per_drain
         self.max_requests = max_requests
         self.counts: Counter[str] = Counter()
+        self._wall = wall  # Unix seconds now, to date-check datagrams
         self._sock: socket.socket | None = None
         self._pid: int | None = None
-        self._seq = -1  # highest seq seen of this pid
+        self._seqs = SeqTracker(self.counts)
         self._live: OrderedDict[int, _Req] = OrderedDict()
         self._recent: OrderedDict[int, _Req] = OrderedDict()
         self._slot: dict[int, int] = {}  # idx (live or recent) -> slot
@@ -151,45 +184,64 @@ class HookReceiver:
     def feed(self, data: bytes, out: TapOutput) -> None:
         """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
         try:
-            msg = decode(data)
-        except ValueError as err:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             self.counts["malformed"] += 1
-            self.counts[f"malformed:{str(err).split(':')[0][:40]}"] += 1
             return
         self.counts["received"] += 1
-        base_s = self.to_mono(msg.wall)
-        self._sequence(msg, base_s, out)
-        if msg.model:
-            self.model = msg.model
-        for row in msg.new:
-            self._new(row, base_s)
-        for step in msg.steps:
-            self._step(step, base_s, out)
-        for fin in msg.fin:
-            self._end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
-        for idx in msg.gone:
-            self._end(idx, None, "abort", base_s, out)
+        try:
+            self._message(raw, out)
+        except v.Rejected as err:  # the header: nothing in the datagram can be placed
+            v.note(self.counts, err)
+            log.debug("hook datagram rejected: %s", err)
+        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
+            self.counts["internal_errors"] += 1
+            log.exception("hook datagram could not be handled")
 
     def claims(self, request_id: str) -> bool:
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""
         return request_id in self._claimed
 
     # ---- internals -------------------------------------------------------------------------
-    def _sequence(self, msg: Message, base_s: float, out: TapOutput) -> None:
-        if msg.pid == self._pid:
-            jump = msg.seq - self._seq
-            if 1 <= jump <= _MAX_JUMP + 1:
-                self.counts["lost"] += jump - 1
-            elif jump <= 0 and msg.seq != 0 and -jump < _MAX_JUMP:
-                self.counts["out_of_order"] += 1
-                return
-            else:  # a far jump or a sequence restarting at 0: a new sender on this pid
-                self._restart(base_s, out)
-        else:
+    def _message(self, raw: Any, out: TapOutput) -> None:
+        head = parse_head(raw, self._wall())
+        base_s = self.to_mono(head.wall_s)
+        if not self._sequence(head.pid, head.seq, base_s, out):
+            return
+        if head.model:
+            self.model = head.model
+        for new in self._rows(raw, "new", parse_new):
+            self._new(new, base_s)
+        for step in self._rows(raw, "steps", parse_step):
+            self._step(step, base_s, out)
+        for fin in self._rows(raw, "fin", parse_fin):
+            self._end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
+        for idx in self._rows(raw, "gone", parse_gone):
+            self._end(idx, None, "abort", base_s, out)
+
+    def _rows(self, raw: dict[str, Any], key: str, parse: Callable[[Any], _T]) -> Iterator[_T]:
+        """The section's rows that pass their checks; each one that fails is counted and skipped."""
+        try:
+            rows = section(raw, key)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return
+        for row in rows:
+            try:
+                item = parse(row)
+            except v.Rejected as err:  # this row only: the rows next to it still count
+                v.note(self.counts, err)
+                continue
+            yield item
+
+    def _sequence(self, pid: int, seq: int, base_s: float, out: TapOutput) -> bool:
+        """Use the datagram? A new pid (or the same pid from 0 again) restarts; a replay is dropped."""
+        if pid != self._pid or (seq == 0 and self._seqs.last not in (None, 0) and not self._seqs.seen(0)):
             if self._pid is not None:
                 self._restart(base_s, out)
-            self._pid = msg.pid
-        self._seq = msg.seq
+            self._pid = pid
+            self._seqs.reset()
+        return self._seqs.see(seq)
 
     def _restart(self, base_s: float, out: TapOutput) -> None:
         """The engine restarted: its requests in flight will not finish; they end as aborted."""
@@ -200,13 +252,19 @@ class HookReceiver:
         self._recent.clear()
         self._slot.clear()
         self._slots = _Slots()
+        self._last_slots = np.zeros(0, dtype=np.int64)
 
     def _new(self, row: NewRow, base_s: float) -> None:
         if row.idx in self._slot:
-            self.counts["duplicate_new"] += 1
+            self.counts["rejected_duplicate"] += 1
             return
-        slot = self._slots.take(normalize_request_id(row.request_id), row.prompt_tokens)
-        req = _Req(row, base_s, slot)
+        try:
+            request_id = v.request_id(normalize_request_id(row.request_id), "new request_id")
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return
+        slot = self._slots.take(request_id, row.prompt_tokens)
+        req = _Req(row, request_id, base_s, slot)
         self._live[row.idx] = req
         self._slot[row.idx] = slot
         if len(self._live) > self.max_requests:
@@ -217,28 +275,30 @@ class HookReceiver:
             self._claimed.popitem(last=False)
 
     def _forget(self, idx: int, req: _Req) -> None:
+        if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
+            self._last_slots = np.zeros(0, dtype=np.int64)
         del self._slot[idx]
+        self._slots.live[req.slot] = False
         self._slots.free.append(req.slot)
 
-    def _step(self, step: StepRow, base_s: float, out: TapOutput) -> None:
+    def _step(self, step: StepArrays, base_s: float, out: TapOutput) -> None:
         t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
         self._gap(t0_s, out)
-        looked_up = list(map(self._slot.get, step.idx))
-        k, p = np.array(step.scheduled, dtype=np.int64), np.array(step.computed_before, dtype=np.int64)
-        found = cast(list[int], looked_up)
+        looked_up = list(map(self._slot.get, step.idx.tolist()))
+        k, p = step.scheduled, step.before
         if None in looked_up:
             known = [i for i, slot in enumerate(looked_up) if slot is not None]
             self.counts["unknown_member"] += len(looked_up) - len(known)
-            found, k, p = [found[i] for i in known], k[known], p[known]
-        n_live = len(self._live.keys() & set(step.idx))
-        if n_live < len(found):
-            self.counts["after_fin"] += len(found) - n_live
+            looked_up, k, p = [looked_up[i] for i in known], k[known], p[known]
         self.counts["steps"] += 1
-        self.counts["members"] += len(found)
-        if not found:
+        self.counts["members"] += len(looked_up)
+        if not looked_up:
             return
         st = self._slots
-        slots = np.array(found, dtype=np.int64)
+        slots = np.array(looked_up, dtype=np.int64)
+        n_done = len(slots) - int(np.count_nonzero(st.live[slots]))
+        if n_done:
+            self.counts["after_fin"] += n_done
         high, last_k, prompt = st.high[slots], st.last_k[slots], st.prompt[slots]
         # prefill: a prompt token, or a recomputed one after a step back by more than the previous
         # step's tokens (a preemption; a speculative-decoding rollback is never that far)
@@ -247,21 +307,21 @@ class HookReceiver:
         st.high[slots] = np.maximum(high, p + k)
         st.last_k[slots] = k
         st.end_s[slots] = t1_s
-        batch = StepBatch(
-            t0_s,
-            t1_s,
-            tuple(map(st.ids.__getitem__, found)),
-            phase,
-            k.astype(np.float64),
-            k * p + k * (k + 1) / 2,
-        )
+        last = self._last
+        if last is not None and np.array_equal(slots, self._last_slots):
+            ids = last.request_ids  # the same members as the step before: the same tuple (cheap downstream)
+        else:
+            got = itemgetter(*looked_up)(st.ids)  # a tuple at C speed (one member: the id itself)
+            ids = got if isinstance(got, tuple) else (got,)
+        kf = k.astype(np.float64)
+        batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)
         out.events.append(batch)
-        self._last = batch
+        self._last, self._last_slots = batch, slots
 
     def _gap(self, t0_s: float, out: TapOutput) -> None:
         """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
         last = self._last
-        if last is None or not 0.0 < t0_s - last.t1_s <= self.max_gap_s:
+        if last is None or not MIN_GAP_S < t0_s - last.t1_s <= self.max_gap_s:
             return
         zeros = np.zeros(len(last.request_ids))
         out.events.append(StepBatch(last.t1_s, t0_s, last.request_ids, last.phase, zeros, zeros, steps=0.0))
@@ -275,6 +335,7 @@ class HookReceiver:
         while len(self._recent) > _RECENT:
             self._forget(*self._recent.popitem(last=False))
         st, slot = self._slots, req.slot
+        st.live[slot] = False
         prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
         if output_tokens is None:  # aborted: the tokens sampled so far
             output_tokens = high - prompt + 1 if high >= prompt else 0

@@ -300,6 +300,29 @@ def test_the_ring_buffer_keeps_only_the_newest_capacity_edges() -> None:
     assert timeline.energy_at(0.0) == 13.0  # older edges are gone: clamped to the oldest kept
 
 
+def test_edges_after_finds_the_same_edges_as_a_full_scan_before_and_after_the_ring_wraps() -> None:
+    timeline = Timeline([GPU], capacity=8)
+    for k in range(1, 31):  # edges at k - 0.5 s; the ring wraps after 8
+        timeline.add(Reading(float(k), (float(k),)))
+        t_all, e_all, _, _ = timeline._ordered()  # the reference: the whole ring, in order
+        for q in [-math.inf, *np.arange(-1.0, k + 1.0, 0.25).tolist()]:
+            t, e, e_dev = timeline.edges_after(q)
+            assert t.tolist() == t_all[t_all > q].tolist() and e.tolist() == e_all[t_all > q].tolist()
+            assert e_dev[:, 0].tolist() == e.tolist()
+
+
+def test_the_update_period_follows_new_edges_and_looks_past_a_long_run_of_forced_ones() -> None:
+    timeline = Timeline([GPU], max_tick_s=0.5)
+    counter = stepping_counter(first_update_s=0.05, period_s=0.1, step_j=1.0)
+    feed(timeline, [k * 0.02 for k in range(60)], counter)
+    assert timeline.update_period_s() == pytest.approx(0.1, abs=0.011)
+    feed(timeline, [1.2 + k * 0.02 for k in range(1, 7600)], lambda t: counter(1.19))  # 300 forced edges
+    assert timeline.update_period_s(recent=8) == pytest.approx(0.1, abs=0.011)
+    counter2 = stepping_counter(first_update_s=153.05, period_s=0.2, step_j=1.0)
+    feed(timeline, [153.0 + k * 0.02 for k in range(1, 400)], lambda t: counter(1.19) + counter2(t))
+    assert timeline.update_period_s(recent=8) == pytest.approx(0.2, abs=0.021)  # recomputed for new edges
+
+
 # ---- devices -----------------------------------------------------------------------------------
 
 

@@ -163,3 +163,26 @@ def test_a_step_batch_with_a_bad_array_is_rejected_and_counted() -> None:
     bad = StepBatch(0.1, 0.2, ("a",), np.array([Phase.DECODE]), np.array([math.nan]), np.array([0.0]))
     assert not att.add_work(bad)
     assert att.dropped["invalid"] == 1
+
+
+def test_a_step_batch_drops_only_its_final_members_even_when_its_ids_tuple_is_reused() -> None:
+    """The receiver hands the same ids tuple for steps with the same members; codes cached for it
+    must not outlive a finalization."""
+    from sidecar.attribution.events import StepBatch
+
+    att = Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+    ids = ("a", "b")
+
+    def step(t0: float) -> StepBatch:
+        phase = np.array([Phase.DECODE, Phase.DECODE])
+        return StepBatch(t0, t0 + 0.05, ids, phase, np.array([1.0, 1.0]), np.array([5.0, 5.0]))
+
+    assert att.add_work(step(0.0)) and att.add_work(step(0.05))
+    att.add_request(RequestInfo("a", model="m", end_s=0.1, output_tokens=2))
+    finals = att.advance(math.inf)
+    assert [r.request_id for r in finals] == ["a"]
+    assert att.add_work(step(0.1))  # "a" is final now: only "b" is queued
+    assert att.dropped["after_final"] == 1
+    att.add_request(RequestInfo("b", model="m", end_s=0.15, output_tokens=3))
+    (b,) = att.advance(math.inf)
+    assert b.request_id == "b" and b.energy_j > 0

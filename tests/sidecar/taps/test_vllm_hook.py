@@ -19,7 +19,7 @@ WALL = 1000.0  # the receiver's clock is Unix time - 900
 
 
 def rx() -> HookReceiver:
-    return HookReceiver(lambda unix_s: unix_s - 900.0)
+    return HookReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: WALL)
 
 
 def dgram(seq: int, *, pid: int = 7, wall: float = WALL, **sections: object) -> bytes:
@@ -151,26 +151,36 @@ def test_a_new_pid_is_a_restart_that_ends_the_old_requests_as_aborted() -> None:
     assert r.counts["restarts"] == 1
 
 
-def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_counts_a_restart() -> None:
+def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_is_no_restart() -> None:
     r, out = rx(), TapOutput()
     r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)]), out)
     r.feed(dgram(4), out)
     assert r.counts["lost"] == 3
     r.feed(dgram(2), out)  # late: processed, not lost twice
-    assert (r.counts["lost"], r.counts["out_of_order"]) == (3, 1)
-    r.feed(dgram(10**12), out)
-    assert (r.counts["lost"], r.counts["restarts"]) == (3, 1)
+    assert (r.counts["lost"], r.counts["reordered"]) == (3, 1)
+    r.feed(dgram(10**12), out)  # one forged number: a jump of the numbering, not 1e12 lost, not a restart
+    assert (r.counts["lost"], r.counts["seq_jumps"], r.counts["restarts"]) == (3, 1, 0)
+    assert out.infos == []  # "a" is still in flight
     r.feed(dgram(0), out)  # the same pid starting over (a container restart)
-    assert r.counts["restarts"] == 2
+    assert r.counts["restarts"] == 1
+    assert [(i.request_id, i.attributes["finish_reason"]) for i in out.infos] == [("a", "abort")]
 
 
-def test_malformed_datagrams_are_counted_by_reason_and_cost_nothing_else() -> None:
+def test_a_replayed_datagram_is_a_counted_duplicate_and_adds_no_work() -> None:
+    r, out = rx(), TapOutput()
+    first = dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])])
+    r.feed(first, out)
+    r.feed(dgram(1, steps=[StepRow(0.4, 0.3, [0], [1], [5])]), out)
+    r.feed(first, out)  # seq 0 again, remembered: a replay, not a restart
+    assert len(steps(out)) == 2 and r.counts["rejected_duplicate"] == 1 and r.counts["restarts"] == 0
+
+
+def test_malformed_datagrams_are_counted_and_cost_nothing_else() -> None:
     r, out = rx(), TapOutput()
     r.feed(b"garbage", out)
-    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)]).replace(b'"tiny"', b"7"), out)
+    r.feed(b'{"v":1,"pid":1,"seq":0,"wall":1000.0}', out)  # a plugin datagram: not this wire
     r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
-    assert r.counts["malformed"] == 2
-    assert r.counts["malformed:not JSON"] == 1
+    assert r.counts["malformed"] == 1 and r.counts["rejected_malformed"] == 1
     assert len(steps(out)) == 1
 
 
@@ -202,7 +212,7 @@ def test_the_plugin_adds_no_work_for_requests_the_hook_claims() -> None:
 
 
 def test_due_drains_the_socket_without_blocking() -> None:
-    r = HookReceiver(lambda unix_s: unix_s - 900.0, port=0)
+    r = HookReceiver(lambda unix_s: unix_s - 900.0, port=0, wall=lambda: WALL)
     port = r.start()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -243,3 +253,17 @@ def test_a_short_cpu_gap_after_a_step_is_its_members_presence_and_a_long_pause_s
     assert gap.request_ids == ("a", "b") and gap.steps == 0.0
     assert gap.units.sum() == 0.0 and gap.context_tokens.sum() == 0.0
     assert s2.t0_s == pytest.approx(WALL - 900.0 - 0.10)
+
+
+def test_back_to_back_steps_a_microsecond_apart_by_rounding_make_no_gap_event() -> None:
+    """The hook rounds times to 1 us: a 1 us "gap" between back-to-back steps is not CPU time."""
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(
+            0,
+            new=[NewRow(0, "chatcmpl-a", 4, 1.0)],
+            steps=[StepRow(0.3, 0.2, [0], [4], [0]), StepRow(0.199999, 0.1, [0], [1], [4])],
+        ),
+        out,
+    )
+    assert [b.steps for b in steps(out)] == [1.0, 1.0]

@@ -144,7 +144,7 @@ def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans
             Message(
                 1,
                 0,
-                1000.0,
+                time.time(),  # dated now: the receiver rejects a datagram dated far from its clock
                 "m",
                 [NewRow(0, "chatcmpl-a", 5, 0.1)],
                 [StepRow(0.1, 0.0, [0], [5], [0])],

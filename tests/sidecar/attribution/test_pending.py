@@ -1,0 +1,78 @@
+"""Pending work in blocks: a tick cut from the blocks near it equals one cut from all the work."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.attribution.groups import group_rows
+from sidecar.attribution.pending import PendingWork
+from sidecar.attribution.tick import EventArrays, cut_tick
+
+
+def block(rng: np.random.Generator, start_s: float, n: int, long_events: bool) -> EventArrays:
+    t0 = start_s + rng.uniform(0.0, 0.1, n)
+    length = rng.choice([0.0, 0.0125, 0.05, 3.0 if long_events else 0.02], n)
+    return EventArrays(
+        rng.integers(0, 40, n),
+        rng.integers(0, 2, n),
+        t0,
+        t0 + length,
+        rng.uniform(0.0, 10.0, n),
+        np.ones(n),
+        rng.uniform(0.0, 100.0, n),
+    )
+
+
+def all_rows(blocks: list[EventArrays]) -> EventArrays:
+    cols = zip(*((b.req, b.phase, b.t0, b.t1, b.units, b.steps, b.ctx) for b in blocks), strict=True)
+    return EventArrays(*(np.concatenate(c) for c in cols))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), long_events=st.booleans())
+def test_sealing_tick_by_tick_from_blocks_equals_sealing_from_one_array(seed: int, long_events: bool) -> None:
+    rng = np.random.default_rng(seed)
+    pending, everything = PendingWork(), []
+    sealed, kept_rows = 0.0, []
+    for k in range(30):  # one merge per 100 ms, sealed 0.5 s behind
+        b = block(rng, 0.1 * k, int(rng.integers(0, 50)), long_events)
+        pending.add(b)
+        everything.append(b)
+        edge = 0.1 * k - 0.5 + float(rng.uniform(-0.03, 0.03))
+        if edge <= sealed:
+            continue
+        whole = all_rows(everything)
+        keep = (whole.t1 > sealed) | ((whole.t1 == whole.t0) & (whole.t0 >= sealed))
+        ref = cut_tick(EventArrays(*(c[keep] for c in _cols(whole))), sealed, edge, 1.0)
+        got = cut_tick(pending.before(edge), sealed, edge, 1.0)
+        order_ref = np.lexsort((ref.a, ref.req))
+        order_got = np.lexsort((got.a, got.req))
+        assert np.array_equal(ref.req[order_ref], got.req[order_got])
+        assert np.allclose(ref.time_share[order_ref], got.time_share[order_got])
+        assert np.allclose(ref.units[order_ref], got.units[order_got])
+        sealed = edge
+        pending.drop_consumed(sealed)
+        whole_after = all_rows(everything)
+        live = (whole_after.t1 > sealed) | ((whole_after.t1 == whole_after.t0) & (whole_after.t0 >= sealed))
+        kept_rows.append((len(pending), int(np.count_nonzero(live))))
+        assert pending.codes() == set(whole_after.req[live].tolist())
+    assert all(a == b for a, b in kept_rows)
+
+
+def _cols(ev: EventArrays) -> tuple[np.ndarray, ...]:
+    return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=200))
+def test_grouping_a_ticks_rows_matches_numpy_unique(codes: list[int]) -> None:
+    req = np.array(codes, dtype=np.int64)
+    g = group_rows(req)
+    unique, inverse = np.unique(req, return_inverse=True)
+    assert g.codes.tolist() == unique.tolist() and g.inverse.tolist() == inverse.tolist()
+    assert (
+        req[g.order].tolist() == sorted(codes) and g.order.tolist() == np.argsort(req, kind="stable").tolist()
+    )
+    assert req[g.order][g.starts].tolist() == unique.tolist()

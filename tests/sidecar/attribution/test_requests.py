@@ -1,0 +1,53 @@
+"""The request table keeps every live request's sums as rows of arrays: growth, reuse, vectorized adds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sidecar.attribution.fit import WORK
+from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.rules import COMPONENTS, Split
+
+
+def split(n: int, scale: float) -> Split:
+    return Split(
+        np.full(n, scale),
+        0.0,
+        np.full((n, len(COMPONENTS)), scale),
+        np.full((n, len(WORK)), scale),
+        np.full(n, scale),
+    )
+
+
+def test_sums_survive_growth_and_a_freed_row_starts_a_new_request_at_zero() -> None:
+    table = RequestTable()
+    codes = np.array([table.code(f"r{i}") for i in range(3000)])  # past the first capacity of 1024 rows
+    req = np.repeat(codes, 2)  # two rows per request in the tick
+    phase = np.tile([0, 1], codes.size)
+    t0 = np.arange(req.size, dtype=float)
+    table.add_energy(req, phase, split(req.size, 0.5), np.full(req.size, 0.01), t0, t0 + 1.0)
+    acc = table.get("r2999")
+    assert acc is not None
+    assert acc.phase_j.tolist() == [0.5, 0.5, 0.0] and acc.busy_s == 0.02 and acc.has_components
+    assert (acc.first_t, acc.last_t) == (5998.0, 6000.0)
+    assert acc.work.tolist() == [1.0] * len(WORK) and acc.unexplained_j == 1.0
+    table.remove("r0")
+    table.code("new")
+    fresh = table.get("new")
+    assert fresh is not None and fresh.phase_j.tolist() == [0.0, 0.0, 0.0] and fresh.busy_s == 0.0
+    assert fresh.first_t == float("inf") and not fresh.has_components
+    fresh.phase_j += np.array([1.0, 2.0, 3.0])  # in place, through the view
+    fresh.busy_s = 4.0
+    assert table.get("new") is fresh and fresh.phase_j.tolist() == [1.0, 2.0, 3.0] and fresh.busy_s == 4.0
+    assert table.get("r1") is not None and table.get("r1").phase_j.tolist() == [0.5, 0.5, 0.0]  # type: ignore[union-attr]
+
+
+def test_work_for_a_request_removed_meanwhile_is_skipped_and_the_others_still_count() -> None:
+    table = RequestTable()
+    a, b = table.code("a"), table.code("b")
+    table.remove("a")
+    req = np.array([a, b, b])
+    t0 = np.zeros(3)
+    table.add_energy(req, np.ones(3, dtype=np.int64), split(3, 1.0), np.ones(3), t0, t0 + 1.0)
+    acc = table.get("b")
+    assert acc is not None and acc.phase_j.tolist() == [0.0, 2.0, 0.0] and len(table) == 1
