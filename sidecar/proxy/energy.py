@@ -14,16 +14,18 @@ engine steps: each interval between its chunks divided by the proxied requests
 in flight at that moment (the floor and a step's fixed cost are shared by the
 batch, as attribution shares them).
 
-Uncertainty: the fitted rule's own interval for the request's work, the one the
-final record's ``energy_low_j`` / ``energy_high_j`` come from
-(:meth:`~sidecar.attribution.rules.FittedRule.interval_j`: 1.96 standard deviations
-of the work priced by the fit's coefficient covariance, ``fit.cov``), with none of
-the energy the model left unexplained yet (that is known only when the record's
-ticks are sealed). The work vector is the fit's own (:data:`~sidecar.attribution.fit.WORK`:
-``shared_steps``, ``p``, ``o``, ``p (p + 1) / 2``, the decode context, no denoise).
-``uncertainty_j`` is one standard deviation, the interval's half width / 1.96.
-Without the rule's interval (a :class:`Prices` built without one) the coarse
-``E * sqrt(1 - R^2)`` of the fit window stands in, labelled
+Uncertainty: the fitted rule's own interval, the one the final record's
+``energy_low_j`` / ``energy_high_j`` come from
+(:meth:`~sidecar.attribution.rules.FittedRule.interval_j`): 1.96 standard
+deviations of the request's work priced by the fit's coefficient covariance
+(``fit.cov``), widened by the energy the model leaves unexplained. The record
+knows that part once its ticks are sealed; the response cannot wait for it, so it
+passes an estimate, ``E * sqrt(1 - R^2)`` of the fit window (the coarse figure this
+replaced; labelled an estimate in docs/proxy.md). The work vector is the fit's own
+(:data:`~sidecar.attribution.fit.WORK`: ``shared_steps``, ``p``, ``o``,
+``p (p + 1) / 2``, the decode context, no denoise). ``uncertainty_j`` is the
+interval's upper half width / 1.96. Without the rule's interval (a :class:`Prices`
+built without one) the interval is ``E +- 1.96 E sqrt(1 - R^2)``, labelled
 ``uncertainty_basis: "r2"``. Before the first fit the figure is the devices'
 current power times ``shared_s`` (``basis: "power-share"``) with an uncertainty of
 100 % and no interval. ``source`` is the meter's (``measured``, ``estimate``, ...).
@@ -53,8 +55,8 @@ __all__ = [
 ]
 
 Z_95 = 1.96  # the rule's intervals are about 95 %: this many standard deviations each side
-# (energy_j, work in the order of WORK) -> the rule's ~95 % interval (J), None where it has none
-IntervalJ = Callable[[float, np.ndarray], tuple[float, float] | None]
+# (energy_j, work in the order of WORK, unexplained_j) -> the rule's ~95 % interval (J), or None
+IntervalJ = Callable[[float, np.ndarray, float], tuple[float, float] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +118,6 @@ def prices_from_snapshot(snap: Snapshot, rule: SplitRule | None = None) -> Price
     with ``rule``, its interval for a request's work (the one its records carry)."""
     fit = snap.fit
     power_w = sum(d.power_w for d in snap.devices if d.power_w is not None and math.isfinite(d.power_w))
-    interval_j: IntervalJ | None = None
-    if rule is not None:
-        split_rule = rule
-
-        def rule_interval_j(energy_j: float, work: np.ndarray) -> tuple[float, float] | None:
-            return split_rule.interval_j(energy_j, work, 0.0)  # nothing left unexplained yet
-
-        interval_j = rule_interval_j
     return Prices(
         source=snap.energy_source,
         fitted=fit.ticks > 0,
@@ -135,7 +129,7 @@ def prices_from_snapshot(snap: Snapshot, rule: SplitRule | None = None) -> Price
         j_per_context_token=fit.j_per_context_token,
         r2=fit.r2,
         power_w=power_w,
-        interval_j=interval_j,
+        interval_j=None if rule is None else rule.interval_j,
     )
 
 
@@ -170,10 +164,11 @@ def provisional_energy(prices: Prices, work: RequestWork) -> ProvisionalEnergy:
     )
     energy_j = prices.floor_w * work.shared_s + sum(c * float(x) for c, x in zip(coef, w, strict=True))
     energy_j = energy_j if math.isfinite(energy_j) and energy_j > 0 else 0.0
-    interval = prices.interval_j(energy_j, w) if prices.interval_j is not None else None
+    coarse_sd_j = energy_j * math.sqrt(min(max(1.0 - prices.r2, 0.0), 1.0))
+    interval = None if prices.interval_j is None else prices.interval_j(energy_j, w, coarse_sd_j)
     if interval is not None and all(math.isfinite(b) for b in interval):
         sd_j = max(interval[1] - energy_j, 0.0) / Z_95
         return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source, *interval, "covariance")
-    sd_j = energy_j * math.sqrt(min(max(1.0 - prices.r2, 0.0), 1.0))
+    sd_j = coarse_sd_j
     low, high = max(energy_j - Z_95 * sd_j, 0.0), energy_j + Z_95 * sd_j
     return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source, low, high, "r2")
