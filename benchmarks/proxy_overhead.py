@@ -27,9 +27,9 @@ the proxy's added latency is proxied minus direct TTFT at p50 and at p99; the fi
 reported are the medians over the pairs (paired, so the drift of a shared machine's load
 cancels as far as it can). The CPU time the proxy process and the fake server use during
 the proxied rounds is printed per stream: unlike latency, it does not depend much on
-how busy the machine is. The proxy process's CPU during the direct rounds (the sidecar
-idling: meter, ticks, no streams) is printed too, per stream of the round, as its
-baseline.
+how busy the machine is. The proxy process's CPU rate during the direct rounds (the sidecar
+idling: meter, ticks, no streams) times the proxied rounds' duration is its idle
+baseline, printed apart from what the streams cost.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5]
 
@@ -160,13 +160,16 @@ class _Run:
         self.results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
         self.added: list[tuple[float, float]] = []
         self.cpu_s = {"fake": 0.0, "proxy": 0.0, "proxy idle": 0.0}
+        self.wall_s = {"direct": 0.0, "proxy": 0.0}
 
     def pair(self, label: str, keep: bool = True) -> None:
         a = self.args
         p: dict[str, tuple[float, float]] = {}
         for mode in ("direct", "proxy"):
             before = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+            t0 = time.monotonic()
             got = asyncio.run(_round(self.urls[mode], a.streams, a.max_tokens, a.ramp_s))
+            wall_s = time.monotonic() - t0
             used = {name: _cpu_s(pid) - before[name] for name, pid in self.pids.items()}
             ttft = [g[0] for g in got]
             p[mode] = (_pct(ttft, 50), _pct(ttft, 99))
@@ -174,6 +177,7 @@ class _Run:
             if not keep:
                 continue
             self.results[mode] += got
+            self.wall_s[mode] += wall_s
             if mode == "proxy":
                 self.cpu_s["fake"] += used["fake"]
                 self.cpu_s["proxy"] += used["proxy"]
@@ -191,9 +195,13 @@ class _Run:
                 f"proxy p50 {_pct(q, 50):.2f} ms p99 {_pct(q, 99):.2f} ms"
             )
         n = a.streams * a.rounds
+        # the sidecar's own CPU while no stream passes (meter, ticks), at the direct rounds' rate
+        idle_s = self.cpu_s["proxy idle"] / max(self.wall_s["direct"], 1e-9) * self.wall_s["proxy"]
         print(
-            f"CPU per proxied stream: proxy process {self.cpu_s['proxy'] / n * 1e3:.2f} ms "
-            f"(idle baseline in the direct rounds {self.cpu_s['proxy idle'] / n * 1e3:.2f} ms), "
+            f"CPU per proxied stream: proxy process {self.cpu_s['proxy'] / n * 1e3:.2f} ms, of which "
+            f"the idle sidecar {idle_s / n * 1e3:.2f} ms (its CPU rate in the direct rounds, "
+            f"{self.cpu_s['proxy idle'] / max(self.wall_s['direct'], 1e-9):.3f} s/s), the streams "
+            f"{(self.cpu_s['proxy'] - idle_s) / n * 1e3:.2f} ms; "
             f"fake server {self.cpu_s['fake'] / n * 1e3:.2f} ms (the engine's own HTTP work, for scale)"
         )
         print("added per pair (p50, p99 ms):", ", ".join(f"({x:.2f}, {y:.2f})" for x, y in self.added))
