@@ -29,6 +29,10 @@ built without one) the interval is ``E +- 1.96 E sqrt(1 - R^2)``, labelled
 ``uncertainty_basis: "r2"``. Before the first fit the figure is the devices'
 current power times ``shared_s`` (``basis: "power-share"``) with an uncertainty of
 100 % and no interval. ``source`` is the meter's (``measured``, ``estimate``, ...).
+
+The rule is called on the proxy's thread while the tick refits on its own: a refit
+replaces the fit's ``coef`` and ``cov`` whole, never in place, so a call sees one
+refit's covariance or the next's, never a torn one.
 """
 
 from __future__ import annotations
