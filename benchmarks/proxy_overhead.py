@@ -12,12 +12,16 @@ Setup, all on this machine, in one run:
   them as one burst), each with ``stream_options.include_usage`` so the proxy adds the
   energy object.
 
-Cores: the three processes are pinned (``os.sched_setaffinity``) so they do not fight
-for one core: the proxy process gets the last CPU this run may use, the fake server
-the one before it and the client the first (on 2 CPUs the fake server and the client
-share the first: they do in both modes, so the pair's difference is the proxy's). On
-one CPU nothing is pinned. The first line says what was pinned where. Other jobs on
-the machine are not pinned, so they still take turns on every core.
+Cores: with ``--pin`` the three processes are pinned (``os.sched_setaffinity``) so they
+do not fight for one core: the proxy process gets the last CPU this run may use, the
+fake server the one before it and the client the first (on 2 CPUs the fake server and
+the client share the first: they do in both modes, so the pair's difference is the
+proxy's). On one CPU nothing is pinned. It is not the default: on the 2-core
+development machine shared with other jobs (load average 3 to 5), pinned runs added
+more TTFT than unpinned ones (median pairs p50 2.84 and 0.83 ms, p99 5.50 and 100.63 ms
+pinned; 0.44 and 1.14 ms, -2.11 and 3.26 ms unpinned, two runs each of ``--rounds 3``):
+a pinned process cannot move off a core another job is busy on. The first line says
+what was pinned where.
 
 A warm-up pair of rounds of the same shape first (connection pools filled, the energy
 model's first fit done; printed, not in the figures), then
@@ -220,13 +224,17 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32, help="chunks per stream")
     ap.add_argument("--token-ms", type=float, default=50.0, help="fake server: ms between chunks")
     ap.add_argument("--ramp-s", type=float, default=1.0, help="streams start evenly over this (0: a burst)")
+    ap.add_argument(
+        "--pin", action="store_true", help="pin proxy, fake server and client to CPUs (see above)"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     fake_port, proxy_port, api_port = free_port(), free_port(), free_port()
     urls = {"direct": f"http://127.0.0.1:{fake_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
     fake, proxy = _processes(tmp, fake_port, proxy_port, api_port, args.token_ms)
     try:
-        print(_pin(fake.pid, proxy.pid), f"| load average {os.getloadavg()[0]:.1f}")
+        pinned = _pin(fake.pid, proxy.pid) if args.pin else "not pinned (--pin pins)"
+        print(pinned, f"| load average {os.getloadavg()[0]:.1f}")
         wait_http(f"{urls['direct']}/v1/models", 30, fake, tmp / "fake.log")
         wait_http(f"{urls['proxy']}/v1/models", 60, proxy, tmp / "proxy.log")
         run = _Run(args, urls, {"fake": fake.pid, "proxy": proxy.pid})

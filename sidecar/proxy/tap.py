@@ -7,15 +7,6 @@ registers each completion's :class:`~sidecar.proxy.learn.RequestTrace`; at each
 tick :meth:`ProxyTap.due` turns what the traces gained since the last tick into
 work events and request infos (:mod:`.work`) and forgets finished traces.
 
-The proxy's thread shares the interpreter lock with the sidecar's tick, which
-can hold it for tens of milliseconds of numpy and bookkeeping at a time. A thread
-waiting for the lock gets it only after the interpreter's switch interval (5 ms by
-default), and a stream's first token waits for the lock several times (request
-read, upstream answer, first chunk), so :meth:`ProxyTap.start` lowers the
-process's switch interval to :data:`SWITCH_INTERVAL_S` (0.5 ms): the tick is
-interrupted more often (a few hundred switches a second while both are busy), the
-proxy waits at most that long per wake-up.
-
 Start-up failures (the port taken, a bad upstream URL) raise
 :class:`~sidecar.errors.ConfigError` naming the knob.
 """
@@ -24,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,11 +33,9 @@ from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
 from sidecar.proxy.upstream import ProxyContext
 from sidecar.proxy.work import TraceCursor, request_info
 
-__all__ = ["SWITCH_INTERVAL_S", "ProxyTap", "check_upstream"]
+__all__ = ["ProxyTap", "check_upstream"]
 
 log = logging.getLogger(__name__)
-
-SWITCH_INTERVAL_S = 0.0005  # the most a proxy wake-up waits for the interpreter lock (see above)
 
 
 def check_upstream(url: str) -> str:
@@ -134,8 +122,6 @@ class ProxyTap:
             loop.run_until_complete(self._shutdown())
             loop.close()
 
-        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._thread = threading.Thread(target=main, name="jouletrace-proxy", daemon=True)
         self._thread.start()
         ready.wait()

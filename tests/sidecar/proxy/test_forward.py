@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 
 import aiohttp
 
 from sidecar.attribution.events import Phase
-from sidecar.proxy.tap import SWITCH_INTERVAL_S
 from tests.sidecar.proxy.conftest import Proxied, drain
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -137,9 +135,3 @@ async def test_a_body_over_the_limit_is_refused_with_413(proxied: Proxied) -> No
     ):
         assert r.status == 413 and "proxy_max_body_bytes" in (await r.json())["error"]["message"]
     assert proxied.tap.stats().events[("proxy", "too_large")] == 1 and proxied.fake.seen == []
-
-
-async def test_a_started_proxy_waits_at_most_its_switch_interval_for_the_interpreter_lock(
-    proxied: Proxied,
-) -> None:
-    assert sys.getswitchinterval() <= SWITCH_INTERVAL_S  # benchmarks/proxy_gil_wakeup.py shows why
