@@ -35,7 +35,12 @@ how busy the machine is. The proxy process's CPU rate during the direct rounds (
 idling: meter, ticks, no streams) times the proxied rounds' duration is its idle
 baseline, printed apart from what the streams cost.
 
-    .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5]
+``--bare`` (a diagnosis, not the figure): the proxy tap alone in its process, with fixed
+prices and drained every 100 ms as a tick would, without the sidecar's meter and
+attribution, to tell the proxy's own cost from that of the sidecar it shares a
+process with.
+
+    .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5] [--pin] [--bare]
 
 Last line: ``proxy added p50 X ms | p99 Y ms | streams Z`` (TTFT; Z streams per round).
 """
@@ -123,14 +128,38 @@ def _pin(fake_pid: int, proxy_pid: int) -> str:
     return f"pinned: proxy process CPU {proxy_cpu}, fake server CPU {fake_cpu}, client CPU {client_cpu}"
 
 
+# --bare: the proxy tap alone, fixed prices, drained every 100 ms as a tick would, no sidecar
+BARE = """
+import sys, time
+from sidecar.proxy.energy import Prices
+from sidecar.proxy.tap import ProxyTap
+prices = Prices("estimate", True, floor_w=10.0, j_per_step=0.5, j_per_decode_token=0.1, r2=0.75)
+tap = ProxyTap(sys.argv[1], prices=lambda: prices, record_base=lambda h: "http://x", port=int(sys.argv[2]))
+tap.start()
+while True:
+    time.sleep(0.1)
+    tap.due(time.monotonic())
+"""
+
+
 def _processes(
-    tmp: Path, fake_port: int, proxy_port: int, api_port: int, token_ms: float
+    tmp: Path, fake_port: int, proxy_port: int, api_port: int, args: argparse.Namespace
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     py, fake_url = sys.executable, f"http://127.0.0.1:{fake_port}"
     fake = _start(
-        [py, "-m", "tests.loadgen.fake_server", "--port", str(fake_port), "--token-s", str(token_ms / 1e3)],
+        [
+            py,
+            "-m",
+            "tests.loadgen.fake_server",
+            "--port",
+            str(fake_port),
+            "--token-s",
+            str(args.token_ms / 1e3),
+        ],
         tmp / "fake.log",
     )
+    if args.bare:
+        return fake, _start([py, "-c", BARE, fake_url, str(proxy_port)], tmp / "proxy.log")
     knobs = {
         "--proxy-port": str(proxy_port),
         "--port": str(api_port),
@@ -210,7 +239,12 @@ class _Run:
         )
         print("added per pair (p50, p99 ms):", ", ".join(f"({x:.2f}, {y:.2f})" for x, y in self.added))
         print(
-            json.dumps({k: getattr(a, k) for k in ("streams", "rounds", "max_tokens", "token_ms", "ramp_s")})
+            json.dumps(
+                {
+                    k: getattr(a, k)
+                    for k in ("streams", "rounds", "max_tokens", "token_ms", "ramp_s", "pin", "bare")
+                }
+            )
         )
         added_p50 = float(np.median([x[0] for x in self.added]))
         added_p99 = float(np.median([x[1] for x in self.added]))
@@ -227,11 +261,14 @@ def main() -> None:
     ap.add_argument(
         "--pin", action="store_true", help="pin proxy, fake server and client to CPUs (see above)"
     )
+    ap.add_argument(
+        "--bare", action="store_true", help="the proxy tap alone, without the sidecar (see above)"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     fake_port, proxy_port, api_port = free_port(), free_port(), free_port()
     urls = {"direct": f"http://127.0.0.1:{fake_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
-    fake, proxy = _processes(tmp, fake_port, proxy_port, api_port, args.token_ms)
+    fake, proxy = _processes(tmp, fake_port, proxy_port, api_port, args)
     try:
         pinned = _pin(fake.pid, proxy.pid) if args.pin else "not pinned (--pin pins)"
         print(pinned, f"| load average {os.getloadavg()[0]:.1f}")
@@ -241,7 +278,8 @@ def main() -> None:
         run.pair("warm-up", keep=False)
         for r in range(args.rounds):
             run.pair(f"round {r + 1}")
-        print("proxy tap counters:", _tap_counters(api_port), f"| load average {os.getloadavg()[0]:.1f}")
+        counters = "(--bare: no sidecar)" if args.bare else _tap_counters(api_port)
+        print("proxy tap counters:", counters, f"| load average {os.getloadavg()[0]:.1f}")
     finally:
         for proc in (proxy, fake):
             proc.terminate()
