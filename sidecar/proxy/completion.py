@@ -175,11 +175,13 @@ async def _stream(
         energy=ctx.energy,
         counts=ctx.counts,
     )
-    async for piece in upstream.content.iter_any():
-        out = b"".join(relay.relay(event) for event in framer.feed(piece))
+    relay_one = relay.relay
+    async for piece in upstream.content.iter_any():  # the hot path: a chunk in, timed, out
+        events = framer.feed(piece)
+        out = relay_one(events[0]) if len(events) == 1 else b"".join([relay_one(e) for e in events])
         if out:
             await response.write(out)
-    tail = b"".join(relay.relay(event) for event in framer.close())
+    tail = b"".join([relay_one(e) for e in framer.close()])
     if tail:
         await response.write(tail)
     if framer.oversized:

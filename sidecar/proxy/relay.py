@@ -10,20 +10,44 @@ chunk's time on the request's trace and returns the bytes to send on:
   (the client never asked for it); any other gets the ``energy`` object;
 * anything else (role-only chunks, ``[DONE]``, comments, keep-alives): unchanged;
 * malformed events (``data`` that is not JSON): unchanged, and counted.
+
+Per-chunk cost: JSON is decoded only where it is needed. A chunk whose bytes look
+like one JSON object (``{...}``) with no ``usage`` or ``logprobs`` (or null ones) and
+no ``model`` still to learn is a plain content-or-not chunk: it goes on unchanged and
+:data:`CONTENT` (a byte pattern for a truthy ``content``, ``reasoning_content``,
+``tool_calls`` or ``function_call``, or a non-empty ``text``) says whether it
+carried output, as :func:`is_content_chunk` says for decoded chunks (a test
+holds the two to agree). Everything else (the first chunk that names the model,
+usage chunks, chunks with logprobs, anything that does not look like a JSON object)
+is decoded.
+A chunk that looks like an object but is not valid JSON is then passed on without
+being counted as malformed: the count covers what the bytes already give away.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from sidecar.proxy.learn import Counts, RequestTrace, clean_label, usage_tokens
 from sidecar.proxy.sse import DONE, SseEvent, parse_data
 
-__all__ = ["StreamRelay", "is_content_chunk"]
+__all__ = ["CONTENT", "StreamRelay", "is_content_chunk", "needs_decoding"]
 
 _DELTA_KEYS = ("content", "reasoning_content", "tool_calls", "function_call")
+# an output field with a truthy value, by its bytes (a JSON string's own quotes are escaped,
+# so a key's quotes are never part of a value): a delta's non-empty string, list or object,
+# true or a non-zero number; a completion's non-empty text
+CONTENT = re.compile(
+    rb'"(?:content|reasoning_content|tool_calls|function_call)"\s*:\s*'
+    rb'(?:"(?!")|\[\s*[^\]\s]|\{\s*[^}\s]|true|-?(?:0*[1-9]|0\.0*[1-9]))'
+    rb'|"text"\s*:\s*"(?!")'
+)
+# keys whose value, unless null, takes a decode: usage (learned, energy added), logprobs
+# (its own "content" list would read as output)
+_DECODE = re.compile(rb'"(?:usage|logprobs)"\s*+:\s*+(?!null)')
 
 
 def is_content_chunk(doc: dict[str, Any]) -> bool:
@@ -40,6 +64,15 @@ def is_content_chunk(doc: dict[str, Any]) -> bool:
         if isinstance(choice.get("text"), str) and choice["text"]:
             return True
     return False
+
+
+def needs_decoding(data: bytes, model_known: bool) -> bool:
+    """False for a chunk the byte pattern can read (see the module docstring)."""
+    if data[:1] != b"{" or data[-1:] != b"}":
+        return True
+    if not model_known and b'"model"' in data:
+        return True
+    return _DECODE.search(data) is not None
 
 
 def _sse(doc: dict[str, Any]) -> bytes:
@@ -66,20 +99,28 @@ class StreamRelay:
         self.energy = energy
         self.counts = counts
         self._last_s = trace.arrival_s
+        self._model_read = False  # the first decoded chunk's model has been read (once a stream)
 
     def relay(self, event: SseEvent) -> bytes:
         """The bytes to send on for ``event`` (empty when it is dropped)."""
-        doc = parse_data(event.data)
+        data = event.data
+        if data is None:
+            return event.raw
+        if not needs_decoding(data, self._model_read):
+            if CONTENT.search(data):
+                self._chunk()
+            return event.raw
+        doc = parse_data(data)
         if doc is None:
-            if event.data is not None:
-                self.counts.add("malformed_sse")
+            self.counts.add("malformed_sse")
             return event.raw
         if doc == DONE or isinstance(doc, str):
             return event.raw
         if is_content_chunk(doc):
             self._chunk()
-        if self.trace.response_model is None:
-            self.trace.response_model = clean_label(doc.get("model"), "response_model", self.counts)
+        if not self._model_read and "model" in doc:
+            self._model_read = True
+            self.trace.response_model = clean_label(doc["model"], "response_model", self.counts)
         usage = doc.get("usage")
         if usage is None:
             return event.raw

@@ -21,7 +21,8 @@ def proxy_tap(config: SidecarConfig, sidecar: Callable[[], Sidecar], clock: Call
     """The proxy tap; ``sidecar()`` returns the sidecar it feeds (built after its taps)."""
 
     def prices() -> Prices:
-        return prices_from_snapshot(sidecar().snapshot())
+        side = sidecar()
+        return prices_from_snapshot(side.snapshot(), side.attributor.rule)
 
     def record_base(client_host: str) -> str:
         # the sidecar's API: where the client reached the proxy when the API listens on every address

@@ -7,9 +7,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.fit import EnergyModelFit
+from sidecar.attribution.floor import FloorEstimate
+from sidecar.attribution.rules import FittedRule
 from sidecar.proxy.energy import Prices
 from sidecar.proxy.tap import ProxyTap
 from tests.loadgen.fake_server import FakeServer
@@ -62,3 +66,17 @@ async def drain(
         infos += more_infos
         await asyncio.sleep(0.01)
     return work, infos
+
+
+def fitted_rule(seed: int = 0) -> FittedRule:
+    """A fitted rule trained on noisy ticks of a known model (floor 10 W given)."""
+    rng = np.random.default_rng(seed)
+    fit = EnergyModelFit(min_busy_ticks=20, rows_of_ticks=1, floor=FloorEstimate("cpu", override_w=10.0))
+    truth = np.array([0.5, 0.01, 0.2, 1e-5, 1e-4, 0.0])  # J per unit of each FIT_WORK term
+    for k in range(80):
+        work = np.array([rng.uniform(1, 4), rng.uniform(0, 300), rng.uniform(0, 40), 0, 0, 0])
+        work[3], work[4] = work[1] ** 2 / 2 * rng.uniform(0.5, 1.5), work[2] * rng.uniform(50, 400)
+        energy_j = 10.0 * 0.1 + float(truth @ work) * rng.normal(1.0, 0.05)
+        fit.add(work, 0.1, energy_j, 0.1 * k)
+    assert fit.ready and fit.cov.any()
+    return FittedRule(fit)

@@ -277,7 +277,9 @@ def test_every_response_names_its_request_and_record_and_carries_energy(
         if res["asked_usage"]:
             energy = res["energy"]
             assert energy["final"] is False and energy["source"] == "estimate" and energy["joules"] > 0, res
-            assert energy["basis"] == "fitted" and 0 <= energy["uncertainty_joules"] <= energy["joules"], res
+            assert energy["basis"] == "fitted" and energy["uncertainty_basis"] == "covariance", res
+            assert 0 <= energy["low_joules"] <= energy["joules"] <= energy["high_joules"], res
+            assert energy["uncertainty_joules"] > 0, res
         elif engine.name == "vllm":
             assert res["usage"] is None  # the usage chunk it never asked for was stripped
 
@@ -288,6 +290,8 @@ def test_every_request_becomes_final_with_the_engines_token_counts(traffic: dict
         rec = records.get(res["id"])
         assert rec is not None and rec["final"], (res["id"], rec)
         assert rec["energy_j"] > 0 and rec["energy_source"] == "estimate"
+        # the same rule's interval as the response's provisional low/high, now with the sealed work
+        assert 0 <= rec["energy_low_j"] <= rec["energy_j"] <= rec["energy_high_j"], rec
         if res["usage"]:
             assert rec["output_tokens"] == res["usage"]["completion_tokens"]
             assert rec["prompt_tokens"] == res["usage"]["prompt_tokens"]

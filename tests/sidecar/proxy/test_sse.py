@@ -12,13 +12,13 @@ def test_every_split_of_a_stream_yields_the_same_events_and_bytes() -> None:
         framer = SseFramer()
         events = framer.feed(STREAM[:cut]) + framer.feed(STREAM[cut:]) + framer.close()
         assert b"".join(e.raw for e in events) == STREAM
-        assert [e.data for e in events] == ['{"a": 1}', None, '{"b":\n2}', DONE]
+        assert [e.data for e in events] == [b'{"a": 1}', None, b'{"b":\n2}', b"[DONE]"]
 
 
 def test_an_event_is_returned_as_soon_as_its_blank_line_arrives() -> None:
     framer = SseFramer()
     assert framer.feed(b'data: {"a": 1}\n') == []
-    assert [e.data for e in framer.feed(b"\n")] == ['{"a": 1}']
+    assert [e.data for e in framer.feed(b"\n")] == [b'{"a": 1}']
 
 
 def test_an_unterminated_event_past_the_limit_is_handed_on_raw_and_counted() -> None:
@@ -33,8 +33,21 @@ def test_the_tail_of_a_stream_without_a_final_blank_line_is_not_lost() -> None:
     assert [e.raw for e in framer.close()] == [b"data: [DONE]"]
 
 
+def test_lf_only_streams_take_the_fast_path_with_the_same_events_as_crlf_ones() -> None:
+    lf = b'data: {"a": 1}\n\n: keep-alive\n\nevent: x\ndata: {"b":\ndata:2}\n\n\ndata: [DONE]\n\n'
+    crlf = lf.replace(b"\n", b"\r\n")
+    for stream in (lf, crlf):
+        for cut in range(1, len(stream)):
+            framer = SseFramer()
+            events = framer.feed(stream[:cut]) + framer.feed(stream[cut:]) + framer.close()
+            assert b"".join(e.raw for e in events) == stream
+            datas = [e.data for e in events]
+            assert datas == [b'{"a": 1}', None, b'{"b":\n2}', b"[DONE]"], (stream, cut)
+
+
 def test_parse_data_tells_json_objects_done_and_garbage_apart() -> None:
-    assert parse_data('{"x": 1}') == {"x": 1}
+    assert parse_data('{"x": 1}') == {"x": 1} == parse_data(b'{"x": 1}')
+    assert parse_data(b"[DONE]") == DONE
     assert parse_data(" [DONE] ") == DONE
     assert parse_data("not json") is None
     assert parse_data("[1, 2]") is None

@@ -5,8 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
+from sidecar.attribution.records import Snapshot
 from sidecar.config import load_config
 from sidecar.proxy.wire import proxy_tap
+from tests.sidecar.proxy.conftest import fitted_rule
 
 
 def _record_base(host: str, client_host: str, http_port: int | None = None) -> str:
@@ -30,3 +34,16 @@ def test_the_tap_takes_its_knobs_from_the_config() -> None:
     sidecar: Any = SimpleNamespace(http_port=None)
     tap = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)
     assert (tap.upstream, tap.host, tap.port, tap.hold_s) == ("http://engine:8000", "127.0.0.1", 0, 1.5)
+
+
+def test_prices_come_from_the_sidecars_snapshot_with_its_rules_interval() -> None:
+    rule = fitted_rule()
+    snap = Snapshot(1.0, "measured", "fitted", fit=rule.fit.snapshot())
+    sidecar: Any = SimpleNamespace(
+        http_port=None, snapshot=lambda: snap, attributor=SimpleNamespace(rule=rule)
+    )
+    config = load_config({"proxy_upstream": "http://engine:8000", "proxy_port": "0"})
+    prices = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)._prices()
+    work = np.array([1.0, 5.0, 3.0, 15.0, 18.0, 0.0])
+    assert prices.fitted and prices.interval_j is not None
+    assert prices.interval_j(2.0, work, 0.1) == rule.interval_j(2.0, work, 0.1)
