@@ -56,12 +56,11 @@ class RequestLifecycle:
         sealed = self._sealed_t
         if sealed is None:
             return []
+        period = self.timeline.update_period_s() or 0.0
         table = self.requests
         due = table.due(sealed)
         if not due:
             return []
-        update_period_s = self.timeline.update_period_s()  # once per pass, not per record
-        period = update_period_s or 0.0
         live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
         out: list[RequestEnergy] = []
         later: list[tuple[int, float]] = []
@@ -83,7 +82,7 @@ class RequestLifecycle:
             elif code in live_work:
                 later.append((code, sealed))  # work after its stated end is still pending
                 continue
-            out.append(self._final(acc, end_inferred=end is None, update_period_s=update_period_s))
+            out.append(self._final(acc, end_inferred=end is None))
         for code, check_s in later:
             table.schedule(code, check_s)
         return out
@@ -91,25 +90,20 @@ class RequestLifecycle:
     def _evict(self) -> list[RequestEnergy]:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
         out: list[RequestEnergy] = []
-        update_period_s = self.timeline.update_period_s()
         while self.max_requests is not None and len(self.requests) > self.max_requests:
             acc = self.requests.oldest()
             assert acc is not None
             self.dropped["evicted"] += 1
-            out.append(self._final(acc, end_inferred=True, unknown="evicted", update_period_s=update_period_s))
+            out.append(self._final(acc, end_inferred=True, unknown="evicted"))
         return out
 
-    def _final(
-        self, acc: Accumulator, *, end_inferred: bool, update_period_s: float | None, unknown: str = ""
-    ) -> RequestEnergy:
+    def _final(self, acc: Accumulator, *, end_inferred: bool, unknown: str = "") -> RequestEnergy:
         """Build a request's final record, forget it, and count its output."""
         if not unknown:
             unknown = self._unknown_reason(acc)
         if unknown:
             self.dropped["energy_unknown"] += 1
-        record = self._record(
-            acc.request_id, update_period_s, final=True, end_inferred=end_inferred, unknown=unknown
-        )
+        record = self._record(acc.request_id, final=True, end_inferred=end_inferred, unknown=unknown)
         self._forget(acc.request_id)
         if record.output_units > 0 and not unknown and self._sealed_t is not None:
             self.totals.add_output(self._sealed_t, record.model, record.unit, record.output_units)
@@ -129,13 +123,9 @@ class RequestLifecycle:
         """Records of every live request (``final`` false), oldest first: what a stop leaves open.
 
         Attribute ``end_stated`` says ``end_s`` is the request's stated end (not its last work)."""
-        update_period_s = self.timeline.update_period_s()
         return [
             self._record(
-                acc.request_id,
-                update_period_s,
-                final=False,
-                stated=acc.info is not None and acc.info.end_s is not None,
+                acc.request_id, final=False, stated=acc.info is not None and acc.info.end_s is not None
             )
             for acc in self.requests.live()
         ]
@@ -149,7 +139,6 @@ class RequestLifecycle:
     def _record(
         self,
         request_id: str,
-        update_period_s: float | None,
         *,
         final: bool,
         end_inferred: bool = False,
@@ -170,7 +159,7 @@ class RequestLifecycle:
             default_model=self.model,
             rule=self.rule.name,
             energy_source=self.energy_source,
-            update_period_s=update_period_s,
+            update_period_s=self.timeline.update_period_s(),
             end_unix_s=None if end is None else end + self._unix_offset(),
             extra_attributes=extra or None,
             interval_j=self.rule.interval_j(float(acc.phase_j.sum()), acc.work, acc.unexplained_j),
@@ -181,7 +170,7 @@ class RequestLifecycle:
         """The provisional record of a live request (``final`` false), or None."""
         if self.requests.get(request_id) is None:
             return None
-        return self._record(request_id, self.timeline.update_period_s(), final=False)
+        return self._record(request_id, final=False)
 
     def resume(self, saved: dict[str, Any], now_s: float) -> bool:
         """Take up a request a stopped sidecar stored as provisional (its ``to_json`` form).
