@@ -45,8 +45,8 @@ class StepClock:
         iterations: int = 100,
         *,
         warm_iterations: int = 10,
-        max_pieces: int | None = 8,
-        merge_tol: float = 0.05,
+        max_pieces: int | None = 4,
+        merge_tol: float = 0.1,
     ) -> None:
         self.bin_s = bin_s
         self.horizon_s = horizon_s
@@ -77,15 +77,18 @@ class StepClock:
         if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
             self._fit()
         edges = self._edges(t0_s, t1_s)
-        cum = [self._steps_at(t) for t in edges]
+        steps_at = self._steps_at
+        cum = [steps_at(t) for t in edges]
         total = cum[-1] - cum[0]
         if not total > 0:
             return [(t0_s, t1_s, 1.0)]
-        pieces: list[tuple[float, float, float]] = []
-        for a, b, ca, cb in zip(edges, edges[1:], cum, cum[1:], strict=False):
-            share = (cb - ca) / total
-            if pieces and self._close(pieces[-1], b - a, share):
-                pa, _, ps = pieces[-1]
+        pieces = [(edges[0], edges[1], (cum[1] - cum[0]) / total)]
+        tol = self.merge_tol
+        for k in range(1, len(edges) - 1):
+            a, b, share = edges[k], edges[k + 1], (cum[k + 1] - cum[k]) / total
+            pa, pb, ps = pieces[-1]
+            rate_last, rate = ps / (pb - pa), share / (b - a)
+            if abs(rate - rate_last) <= tol * max(rate, rate_last):  # the same rate: one piece
                 pieces[-1] = (pa, b, ps + share)
             else:
                 pieces.append((a, b, share))
@@ -98,12 +101,6 @@ class StepClock:
             return [t0_s, *(k * self.bin_s for k in range(lo, hi)), t1_s]
         step = (t1_s - t0_s) / self.max_pieces
         return [t0_s + k * step for k in range(self.max_pieces)] + [t1_s]
-
-    def _close(self, last: tuple[float, float, float], length_s: float, share: float) -> bool:
-        """Whether a piece of ``length_s`` and ``share`` runs at the rate of ``last`` (within merge_tol)."""
-        a, b, s = last
-        rate_last, rate = s / (b - a), share / length_s
-        return abs(rate - rate_last) <= self.merge_tol * max(rate, rate_last)
 
     def _steps_at(self, t_s: float) -> float:
         """Steps from the fit's start to ``t_s`` (the mean rate outside the fitted bins)."""
