@@ -126,7 +126,12 @@ class StepClock:
         if warm:
             rate[lo - start : hi - start] = self._rate[lo - self._start : hi - self._start]
         rate = _multiplicative_updates(
-            rate, b0 - start, b1 - start, w[:, 2], self.bin_s, self.warm_iterations if warm else self.iterations
+            rate,
+            b0 - start,
+            b1 - start,
+            w[:, 2],
+            self.bin_s,
+            self.warm_iterations if warm else self.iterations,
         )
         self._start, self._rate, self._mean = start, rate, mean
         self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)]).tolist()
@@ -138,7 +143,9 @@ def _multiplicative_updates(
 ) -> np.ndarray:
     """Richardson-Lucy: scale each bin by the mean observed/predicted ratio of the windows covering it."""
     n_bins = rate.size
-    covered = np.cumsum(np.bincount(b0, minlength=n_bins + 1) - np.bincount(b1, minlength=n_bins + 1))[:n_bins]
+    covered = np.cumsum(np.bincount(b0, minlength=n_bins + 1) - np.bincount(b1, minlength=n_bins + 1))[
+        :n_bins
+    ]
     has = covered > 0
     for _ in range(iterations):
         cum = np.concatenate([[0.0], np.cumsum(rate * bin_s)])

@@ -131,13 +131,17 @@ def phase_events(
     return out
 
 
-def _tokens(attrs: dict[str, AttrValue], key: str) -> int:
-    name = SPAN_ATTRIBUTES[key]
+_ID, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
+    SPAN_ATTRIBUTES[k]
+    for k in ("request_id", "prompt_tokens", "completion_tokens", "e2e_s", "prefill_s", "decode_s")
+)
+
+
+def _tokens(attrs: dict[str, AttrValue], name: str) -> int:
     return v.tokens(attrs[name], name) if name in attrs else 0
 
 
-def _seconds(attrs: dict[str, AttrValue], key: str) -> float:
-    name = SPAN_ATTRIBUTES[key]
+def _seconds(attrs: dict[str, AttrValue], name: str) -> float:
     return v.duration_s(attrs[name], name) if name in attrs else 0.0
 
 
@@ -165,7 +169,7 @@ class VllmSpanHandler:
         self.tasks_joined = 0
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
-        if span.name == SPAN_NAME and SPAN_ATTRIBUTES["request_id"] in span.attributes:
+        if span.name == SPAN_NAME and _ID in span.attributes:
             self._request(span, out)
             return True
         task = span.attributes.get(TASK_ATTRIBUTE)
@@ -185,15 +189,15 @@ class VllmSpanHandler:
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         attrs = span.attributes
-        raw_id = v.request_id(attrs[SPAN_ATTRIBUTES["request_id"]], SPAN_ATTRIBUTES["request_id"])
-        request_id = v.request_id(normalize_request_id(raw_id))
+        raw_id = v.request_id(attrs[_ID], _ID)
+        request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
         if request_id in self._handled:
             raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
-        prompt, completion = _tokens(attrs, "prompt_tokens"), _tokens(attrs, "completion_tokens")
+        prompt, completion = _tokens(attrs, _PROMPT), _tokens(attrs, _COMPLETION)
         e2e_s, prefill_s, decode_s = (
-            _seconds(attrs, "e2e_s"),
-            _seconds(attrs, "prefill_s"),
-            _seconds(attrs, "decode_s"),
+            _seconds(attrs, _E2E),
+            _seconds(attrs, _PREFILL),
+            _seconds(attrs, _DECODE),
         )
         start_s = self.to_mono(span.start_unix_s)
         end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
@@ -232,5 +236,5 @@ class VllmSpanHandler:
     @staticmethod
     def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
         table[key] = value
-        while len(table) > _MAX_REMEMBERED:
-            table.popitem(last=False)
+        if len(table) > _MAX_REMEMBERED:
+            table.popitem(last=False)  # one in, at most one out
