@@ -16,13 +16,16 @@ each bin's rate is scaled by the mean, over the windows covering it, of
 observed / predicted count. :meth:`segments` then cuts a window into pieces
 whose share of the count follows ``r``.
 
-Cost, so a span flood stays cheap: the fit is redone only once a quarter more
-windows than it saw have arrived (warm-started from the last fit, with
-``warm_iterations``), so each window costs O(1) fitting on average; between
-fits, time the fit has not seen yet runs at its mean rate. A window is cut
-into at most ``max_pieces`` equal-time pieces (adjacent pieces whose rates
-differ by less than ``merge_tol`` are joined: a steady rate gives one piece),
-so a request yields a few work events, not one per bin. Units: s, steps.
+Cost, so a span flood stays cheap: the fit is warm-started from the last one
+(``warm_iterations``) and redone when asked (:meth:`fit`: the span handler
+fits once per batch of spans, then cuts them all), or by :meth:`segments`
+itself only once a quarter more windows than it saw have arrived, so each
+window costs O(1) fitting on average; time the fit has not seen yet runs at
+its mean rate. A window is cut at the bin edges inside it (or, with
+``max_pieces``, into that many equal-time pieces); adjacent pieces whose rates
+differ by less than ``merge_tol`` are joined, so a steady rate gives few work
+events. (Fewer, coarser pieces cost the spans path accuracy in
+``benchmarks/attribution_accuracy.py``.) Units: s, steps.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ class StepClock:
         iterations: int = 100,
         *,
         warm_iterations: int = 10,
-        max_pieces: int | None = 4,
-        merge_tol: float = 0.1,
+        max_pieces: int | None = None,
+        merge_tol: float = 0.05,
     ) -> None:
         self.bin_s = bin_s
         self.horizon_s = horizon_s
@@ -94,11 +97,17 @@ class StepClock:
                 pieces.append((a, b, share))
         return pieces
 
+    def fit(self) -> None:
+        """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""
+        if self._unfitted:
+            self._fit()
+
     def _edges(self, t0_s: float, t1_s: float) -> list[float]:
         """Piece edges: every bin edge inside, or ``max_pieces`` equal-time pieces."""
         lo, hi = math.floor(t0_s / self.bin_s) + 1, math.ceil(t1_s / self.bin_s)
         if self.max_pieces is None or hi - lo + 1 <= self.max_pieces:
-            return [t0_s, *(k * self.bin_s for k in range(lo, hi)), t1_s]
+            inner = (k * self.bin_s for k in range(lo, hi))  # float division may put one on t0_s or t1_s
+            return [t0_s, *(t for t in inner if t0_s < t < t1_s), t1_s]
         step = (t1_s - t0_s) / self.max_pieces
         return [t0_s + k * step for k in range(self.max_pieces)] + [t1_s]
 

@@ -8,10 +8,13 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
   sidecar clock, and the task from a client span of the same trace (a span
   with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
   either arrival order;
-* two work events, unless the plugin already supplied this request's work:
+* work events, unless the plugin already supplied this request's work:
   prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
   step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
-  step per token), each with its attention work (query-key pairs).
+  step per token, cut into a few pieces that follow the engine's step rate), each
+  with its attention work (query-key pairs). The work of the spans handled in one
+  drain comes out of :meth:`VllmSpanHandler.flush`, after the step clock has been
+  fitted once to all their decode windows.
 
 **No double counting.** The vLLM plugin's per-iteration work is better than
 these whole-phase events. The rule: a request's work comes from the plugin
@@ -97,6 +100,8 @@ def phase_events(
     prefill_s: float,
     decode_s: float,
     clock: StepClock | None = None,
+    *,
+    observe: bool = True,
 ) -> list[WorkEvent]:
     """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
 
@@ -104,7 +109,8 @@ def phase_events(
     pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
     step each, reading KV lengths ``p+1 .. p+n``; with a ``clock`` (the engine's
     shared step rate, :mod:`.step_clock`) the tokens follow the step rate over the
-    window instead of spreading evenly.
+    window instead of spreading evenly (``observe``: add the window to the clock first;
+    false when it already has it).
     """
     prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
     decode_t0 = end_s - decode_s
@@ -121,7 +127,8 @@ def phase_events(
         ctx = n * prompt_tokens + n * (n + 1) / 2
         out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
         return out
-    clock.observe(decode_t0, end_s, float(n))
+    if observe:
+        clock.observe(decode_t0, end_s, float(n))
     done = 0.0
     for a_s, b_s, share in clock.segments(decode_t0, end_s):
         k = n * share
@@ -164,6 +171,7 @@ class VllmSpanHandler:
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
         self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
+        self._work: list[tuple[str, float, int, int, float, float]] = []  # spans' work until flush()
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
@@ -218,13 +226,26 @@ class VllmSpanHandler:
         self.requests += 1
         out.infos.append(info)
         self._remember(self._info_by_trace, span.trace_id, info)
-        if not self.claims(request_id):
-            self.work_from_spans += 1
-            out.events.extend(
-                phase_events(request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock)
-            )
         if self.on_span is not None:
             self.on_span(request_id, span)
+        if not self.claims(request_id):  # last: only a span handled whole leaves work for flush()
+            self.work_from_spans += 1
+            self._work.append((request_id, end_s, prompt, completion, prefill_s, decode_s))
+
+    def flush(self, out: TapOutput) -> None:
+        """The work of the spans handled since the last flush, cut on a step clock fitted once to all
+        their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        work, self._work = self._work, []
+        for _, end_s, _, completion, _, decode_s in work:
+            if completion > 1:
+                self.clock.observe(end_s - max(decode_s, 0.0), end_s, float(completion - 1))
+        self.clock.fit()
+        for request_id, end_s, prompt, completion, prefill_s, decode_s in work:
+            out.events.extend(
+                phase_events(
+                    request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock, observe=False
+                )
+            )
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)

@@ -20,7 +20,7 @@ def test_segments_follow_a_step_rate_that_halves_in_the_middle() -> None:
     def rate(t):  # type: ignore[no-untyped-def]
         return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
 
-    clock = StepClock(bin_s=0.1, iterations=200, max_pieces=None)  # one piece per bin
+    clock = StepClock(bin_s=0.1, iterations=200, merge_tol=0.0)  # one piece per bin
     rng = np.random.default_rng(0)
     windows = [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)]
     _observe_true_rate(clock, rate, windows)
@@ -48,11 +48,11 @@ def test_phase_events_with_a_clock_keep_the_token_and_context_totals() -> None:
     assert decode[0].t0_s == pytest.approx(2.0) and decode[-1].t1_s == pytest.approx(5.0)
 
 
-def test_by_default_a_long_window_is_a_few_pieces_that_still_follow_the_rate() -> None:
+def test_with_max_pieces_a_long_window_is_a_few_pieces_that_still_follow_the_rate() -> None:
     def rate(t):  # type: ignore[no-untyped-def]
         return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
 
-    clock = StepClock(bin_s=0.1, iterations=200)  # default: at most 4 pieces
+    clock = StepClock(bin_s=0.1, iterations=200, max_pieces=4)
     rng = np.random.default_rng(0)
     _observe_true_rate(clock, rate, [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)])
     segments = clock.segments(2.0, 8.0)
