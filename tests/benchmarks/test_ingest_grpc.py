@@ -1,5 +1,6 @@
-"""benchmarks/ingest_grpc.py's client: pre-serialised exports, stamped at send time with unique ids and
-fresh times, are what vLLM sends and what the real receiver and span handler accept whole."""
+"""benchmarks/ingest_grpc.py's client (benchmarks/otlp_flood.py): pre-serialised exports, stamped
+at send time with unique ids and fresh times, are what vLLM sends and what the real receiver and
+span handler accept whole."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import WallToMono
 from sidecar.taps.vllm_spans import SPAN_ATTRIBUTES, VllmSpanHandler
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "ingest_grpc.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "otlp_flood.py"
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ingest_grpc_bench", _PATH)
+    spec = importlib.util.spec_from_file_location("otlp_flood_bench", _PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
