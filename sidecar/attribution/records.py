@@ -8,7 +8,7 @@ sidecar monotonic seconds unless the name says ``unix``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["DeviceSnapshot", "FitSnapshot", "RequestEnergy", "SelfStats", "Snapshot", "TapReport"]
@@ -62,9 +62,14 @@ class RequestEnergy:
 
     def to_json(self) -> dict[str, Any]:
         """The record as the HTTP API and ledger show it."""
-        out = asdict(self)
+        out = {name: getattr(self, name) for name in _RECORD_FIELDS}  # asdict's deep copy: 5x slower
+        for name in ("phase_j", "component_j", "attributes"):
+            out[name] = dict(out[name])
         out["joules_per_output_unit"] = self.joules_per_output_unit
         return out
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RequestEnergy))
 
 
 @dataclass(frozen=True, slots=True)

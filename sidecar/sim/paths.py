@@ -48,6 +48,7 @@ def source_for(run: SimRun, path: str) -> Source:
         def feed(data: bytes, out: TapOutput) -> None:
             for span in decode_request(ExportTraceServiceRequest.FromString(data)):
                 handler.handle(span, out)
+            handler.flush(out)
 
         return PayloadSource(feed, span_exports(run))
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")

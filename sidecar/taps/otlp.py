@@ -23,7 +23,9 @@ Faults, as an OpenTelemetry collector handles them:
 * each span is handed to the handlers on its own: a handler that rejects it
   (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
   costs that span only (``rejected_<reason>``, ``internal_errors``); spans no
-  handler claims are counted (``ignored``).
+  handler claims are counted (``ignored``). After the spans of a drain, each
+  handler that has ``flush(out)`` hands over the work it makes per batch (the
+  vLLM handler's step-clock cuts: one fit per drain, not per span).
 """
 
 from __future__ import annotations
@@ -256,6 +258,14 @@ class OtlpReceiver:
                 outcomes["ignored"] += 1
             out.events += one.events
             out.infos += one.infos
+        for handler in self.handlers:  # a handler that batches work hands it over once per drain
+            flush = getattr(handler, "flush", None)
+            if flush is not None:
+                try:
+                    flush(out)
+                except Exception:
+                    outcomes["internal_errors"] += 1
+                    log.exception("span handler %s could not flush", type(handler).__name__)
         if outcomes:
             with self._lock:
                 self.counts.update(outcomes)

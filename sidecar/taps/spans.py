@@ -45,7 +45,11 @@ class TapOutput:
 
 
 class SpanHandler(Protocol):
-    """Turns the spans it knows into work; returns False for spans that are not its own."""
+    """Turns the spans it knows into work; returns False for spans that are not its own.
+
+    A handler may also have ``flush(out)``: the receiver calls it once after each drain,
+    for work a handler makes from a batch of spans at once (the vLLM handler's step clock).
+    """
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool: ...
 

@@ -13,8 +13,19 @@ window puts decode tokens where prefill really ran, and biases the fitted model
 window seen in the last ``horizon_s``, by multiplicative updates (the
 Richardson-Lucy / EM iteration for a non-negative rate from interval counts):
 each bin's rate is scaled by the mean, over the windows covering it, of
-observed / predicted count. :meth:`segments` then cuts a window into per-bin
-pieces whose share of the count follows ``r``. Units: s, steps.
+observed / predicted count. :meth:`segments` then cuts a window into pieces
+whose share of the count follows ``r``.
+
+Cost, so a span flood stays cheap: the fit is warm-started from the last one
+(``warm_iterations``) and redone when asked (:meth:`fit`: the span handler
+fits once per batch of spans, then cuts them all), or by :meth:`segments`
+itself only once a quarter more windows than it saw have arrived, so each
+window costs O(1) fitting on average; time the fit has not seen yet runs at
+its mean rate. A window is cut at the bin edges inside it (or, with
+``max_pieces``, into that many equal-time pieces); adjacent pieces whose rates
+differ by less than ``merge_tol`` are joined, so a steady rate gives few work
+events. (Fewer, coarser pieces cost the spans path accuracy in
+``benchmarks/attribution_accuracy.py``.) Units: s, steps.
 """
 
 from __future__ import annotations
@@ -30,66 +41,126 @@ __all__ = ["StepClock"]
 class StepClock:
     """A shared step-rate estimate from (window, count) observations."""
 
-    def __init__(self, bin_s: float = 0.05, horizon_s: float = 300.0, iterations: int = 100) -> None:
+    def __init__(
+        self,
+        bin_s: float = 0.05,
+        horizon_s: float = 300.0,
+        iterations: int = 100,
+        *,
+        warm_iterations: int = 10,
+        max_pieces: int | None = None,
+        merge_tol: float = 0.05,
+    ) -> None:
         self.bin_s = bin_s
         self.horizon_s = horizon_s
-        self.iterations = iterations
+        self.iterations = iterations  # for the first fit
+        self.warm_iterations = warm_iterations  # for each later fit, started from the last
+        self.max_pieces = max_pieces  # None: one piece per bin
+        self.merge_tol = merge_tol
         self._windows: deque[tuple[float, float, float]] = deque(maxlen=20_000)  # t0, t1, count
+        self._unfitted = 0  # windows observed since the last fit
+        self._start = 0  # first bin of the fit
+        self._rate = np.zeros(0)  # steps/s per bin from _start on
+        self._cum: list[float] = [0.0]  # steps from the fit's start to each bin edge
+        self._mean = 0.0  # steps/s outside the fitted bins
 
     def observe(self, t0_s: float, t1_s: float, count: float) -> None:
         """A window with ``count`` steps in it (a request's decode: first to last token)."""
         if not (math.isfinite(t0_s) and math.isfinite(t1_s) and t1_s > t0_s and count >= 0):
             return
         self._windows.append((t0_s, t1_s, count))
+        self._unfitted += 1
         while self._windows and self._windows[0][1] < t1_s - self.horizon_s:
             self._windows.popleft()
 
     def segments(self, t0_s: float, t1_s: float) -> list[tuple[float, float, float]]:
         """``[(a_s, b_s, share)]`` covering ``[t0_s, t1_s]``; shares sum to 1 and follow the step rate."""
-        if not t1_s > t0_s:
+        if not t1_s > t0_s or len(self._windows) < 2:
             return [(t0_s, t1_s, 1.0)]
-        lo, hi = self._bin(t0_s), self._bin(t1_s) + 1
-        related = [w for w in self._windows if w[1] > t0_s and w[0] < t1_s]
-        if len(related) < 2:
-            return [(t0_s, t1_s, 1.0)]
-        start = min(lo, min(self._bin(w[0]) for w in related))
-        stop = max(hi, max(self._bin(w[1]) + 1 for w in related))
-        rate = self._rate(related, start, stop)
-        edges = np.arange(lo, hi + 1) * self.bin_s
-        edges[0], edges[-1] = t0_s, t1_s
-        weight = rate[lo - start : hi - start] * np.diff(edges)
-        total = float(weight.sum())
+        if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
+            self._fit()
+        edges = self._edges(t0_s, t1_s)
+        steps_at = self._steps_at
+        cum = [steps_at(t) for t in edges]
+        total = cum[-1] - cum[0]
         if not total > 0:
             return [(t0_s, t1_s, 1.0)]
-        share = weight / total
-        return [
-            (float(a), float(b), float(s))
-            for a, b, s in zip(edges[:-1], edges[1:], share, strict=True)
-            if b > a
-        ]
+        pieces = [(edges[0], edges[1], (cum[1] - cum[0]) / total)]
+        tol = self.merge_tol
+        for k in range(1, len(edges) - 1):
+            a, b, share = edges[k], edges[k + 1], (cum[k + 1] - cum[k]) / total
+            pa, pb, ps = pieces[-1]
+            rate_last, rate = ps / (pb - pa), share / (b - a)
+            if abs(rate - rate_last) <= tol * max(rate, rate_last):  # the same rate: one piece
+                pieces[-1] = (pa, b, ps + share)
+            else:
+                pieces.append((a, b, share))
+        return pieces
 
-    def _bin(self, t_s: float) -> int:
-        return math.floor(t_s / self.bin_s)
+    def fit(self) -> None:
+        """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""
+        if self._unfitted:
+            self._fit()
 
-    def _rate(self, windows: list[tuple[float, float, float]], start: int, stop: int) -> np.ndarray:
-        """Step rate per bin in ``[start, stop)`` (steps/s), by multiplicative updates."""
-        b0 = np.array([self._bin(w[0]) for w in windows]) - start
-        b1 = np.array([self._bin(w[1]) for w in windows]) - start + 1  # exclusive
-        count = np.array([w[2] for w in windows])
-        n_bins = stop - start
-        cover = np.zeros(n_bins + 1)
-        np.add.at(cover, b0, 1.0)
-        np.add.at(cover, b1, -1.0)
-        covered = np.cumsum(cover)[:n_bins]
-        mean_rate = float(count.sum() / max(sum(w[1] - w[0] for w in windows), 1e-9))
-        rate = np.full(n_bins, mean_rate)
-        for _ in range(self.iterations):
-            cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)])
-            predicted = cum[b1] - cum[b0]
-            ratio = np.where(predicted > 0, count / np.where(predicted > 0, predicted, 1.0), 1.0)
-            acc = np.zeros(n_bins + 1)
-            np.add.at(acc, b0, ratio)
-            np.add.at(acc, b1, -ratio)
-            factor = np.cumsum(acc)[:n_bins]
-            rate = np.where(covered > 0, rate * factor / np.where(covered > 0, covered, 1.0), rate)
-        return rate
+    def _edges(self, t0_s: float, t1_s: float) -> list[float]:
+        """Piece edges: every bin edge inside, or ``max_pieces`` equal-time pieces."""
+        lo, hi = math.floor(t0_s / self.bin_s) + 1, math.ceil(t1_s / self.bin_s)
+        if self.max_pieces is None or hi - lo + 1 <= self.max_pieces:
+            inner = (k * self.bin_s for k in range(lo, hi))  # float division may put one on t0_s or t1_s
+            return [t0_s, *(t for t in inner if t0_s < t < t1_s), t1_s]
+        step = (t1_s - t0_s) / self.max_pieces
+        return [t0_s + k * step for k in range(self.max_pieces)] + [t1_s]
+
+    def _steps_at(self, t_s: float) -> float:
+        """Steps from the fit's start to ``t_s`` (the mean rate outside the fitted bins)."""
+        x = t_s / self.bin_s - self._start
+        n = len(self._cum) - 1
+        if x <= 0:
+            return x * self.bin_s * self._mean
+        if x >= n:
+            return self._cum[n] + (x - n) * self.bin_s * self._mean
+        k = int(x)
+        return self._cum[k] + (x - k) * (self._cum[k + 1] - self._cum[k])
+
+    def _fit(self) -> None:
+        """Refit the rate over every window kept (warm-started from the last fit)."""
+        w = np.array(self._windows)
+        b0 = np.floor(w[:, 0] / self.bin_s).astype(np.int64)
+        b1 = np.floor(w[:, 1] / self.bin_s).astype(np.int64) + 1  # exclusive
+        start, stop = int(b0.min()), int(b1.max())
+        mean = float(w[:, 2].sum() / max(float((w[:, 1] - w[:, 0]).sum()), 1e-9))
+        rate = np.full(stop - start, mean)
+        lo, hi = max(start, self._start), min(stop, self._start + self._rate.size)
+        warm = hi > lo
+        if warm:
+            rate[lo - start : hi - start] = self._rate[lo - self._start : hi - self._start]
+        rate = _multiplicative_updates(
+            rate,
+            b0 - start,
+            b1 - start,
+            w[:, 2],
+            self.bin_s,
+            self.warm_iterations if warm else self.iterations,
+        )
+        self._start, self._rate, self._mean = start, rate, mean
+        self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)]).tolist()
+        self._unfitted = 0
+
+
+def _multiplicative_updates(
+    rate: np.ndarray, b0: np.ndarray, b1: np.ndarray, count: np.ndarray, bin_s: float, iterations: int
+) -> np.ndarray:
+    """Richardson-Lucy: scale each bin by the mean observed/predicted ratio of the windows covering it."""
+    n_bins = rate.size
+    covered = np.cumsum(np.bincount(b0, minlength=n_bins + 1) - np.bincount(b1, minlength=n_bins + 1))[
+        :n_bins
+    ]
+    has = covered > 0
+    for _ in range(iterations):
+        cum = np.concatenate([[0.0], np.cumsum(rate * bin_s)])
+        predicted = cum[b1] - cum[b0]
+        ratio = np.where(predicted > 0, count / np.where(predicted > 0, predicted, 1.0), 1.0)
+        acc = np.bincount(b0, ratio, minlength=n_bins + 1) - np.bincount(b1, ratio, minlength=n_bins + 1)
+        factor = np.cumsum(acc)[:n_bins]
+        rate = np.where(has, rate * factor / np.where(has, covered, 1.0), rate)
+    return rate

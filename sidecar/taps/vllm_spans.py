@@ -8,10 +8,13 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
   sidecar clock, and the task from a client span of the same trace (a span
   with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
   either arrival order;
-* two work events, unless the plugin already supplied this request's work:
+* work events, unless the plugin already supplied this request's work:
   prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
   step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
-  step per token), each with its attention work (query-key pairs).
+  step per token, cut into a few pieces that follow the engine's step rate), each
+  with its attention work (query-key pairs). The work of the spans handled in one
+  drain comes out of :meth:`VllmSpanHandler.flush`, after the step clock has been
+  fitted once to all their decode windows.
 
 **No double counting.** The vLLM plugin's per-iteration work is better than
 these whole-phase events. The rule: a request's work comes from the plugin
@@ -97,6 +100,8 @@ def phase_events(
     prefill_s: float,
     decode_s: float,
     clock: StepClock | None = None,
+    *,
+    observe: bool = True,
 ) -> list[WorkEvent]:
     """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
 
@@ -104,7 +109,8 @@ def phase_events(
     pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
     step each, reading KV lengths ``p+1 .. p+n``; with a ``clock`` (the engine's
     shared step rate, :mod:`.step_clock`) the tokens follow the step rate over the
-    window instead of spreading evenly.
+    window instead of spreading evenly (``observe``: add the window to the clock first;
+    false when it already has it).
     """
     prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
     decode_t0 = end_s - decode_s
@@ -121,7 +127,8 @@ def phase_events(
         ctx = n * prompt_tokens + n * (n + 1) / 2
         out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
         return out
-    clock.observe(decode_t0, end_s, float(n))
+    if observe:
+        clock.observe(decode_t0, end_s, float(n))
     done = 0.0
     for a_s, b_s, share in clock.segments(decode_t0, end_s):
         k = n * share
@@ -131,13 +138,17 @@ def phase_events(
     return out
 
 
-def _tokens(attrs: dict[str, AttrValue], key: str) -> int:
-    name = SPAN_ATTRIBUTES[key]
+_ID, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
+    SPAN_ATTRIBUTES[k]
+    for k in ("request_id", "prompt_tokens", "completion_tokens", "e2e_s", "prefill_s", "decode_s")
+)
+
+
+def _tokens(attrs: dict[str, AttrValue], name: str) -> int:
     return v.tokens(attrs[name], name) if name in attrs else 0
 
 
-def _seconds(attrs: dict[str, AttrValue], key: str) -> float:
-    name = SPAN_ATTRIBUTES[key]
+def _seconds(attrs: dict[str, AttrValue], name: str) -> float:
     return v.duration_s(attrs[name], name) if name in attrs else 0.0
 
 
@@ -160,12 +171,13 @@ class VllmSpanHandler:
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
         self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
+        self._work: list[tuple[str, float, int, int, float, float]] = []  # spans' work until flush()
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
-        if span.name == SPAN_NAME and SPAN_ATTRIBUTES["request_id"] in span.attributes:
+        if span.name == SPAN_NAME and _ID in span.attributes:
             self._request(span, out)
             return True
         task = span.attributes.get(TASK_ATTRIBUTE)
@@ -185,15 +197,15 @@ class VllmSpanHandler:
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         attrs = span.attributes
-        raw_id = v.request_id(attrs[SPAN_ATTRIBUTES["request_id"]], SPAN_ATTRIBUTES["request_id"])
-        request_id = v.request_id(normalize_request_id(raw_id))
+        raw_id = v.request_id(attrs[_ID], _ID)
+        request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
         if request_id in self._handled:
             raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
-        prompt, completion = _tokens(attrs, "prompt_tokens"), _tokens(attrs, "completion_tokens")
+        prompt, completion = _tokens(attrs, _PROMPT), _tokens(attrs, _COMPLETION)
         e2e_s, prefill_s, decode_s = (
-            _seconds(attrs, "e2e_s"),
-            _seconds(attrs, "prefill_s"),
-            _seconds(attrs, "decode_s"),
+            _seconds(attrs, _E2E),
+            _seconds(attrs, _PREFILL),
+            _seconds(attrs, _DECODE),
         )
         start_s = self.to_mono(span.start_unix_s)
         end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
@@ -214,13 +226,26 @@ class VllmSpanHandler:
         self.requests += 1
         out.infos.append(info)
         self._remember(self._info_by_trace, span.trace_id, info)
-        if not self.claims(request_id):
-            self.work_from_spans += 1
-            out.events.extend(
-                phase_events(request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock)
-            )
         if self.on_span is not None:
             self.on_span(request_id, span)
+        if not self.claims(request_id):  # last: only a span handled whole leaves work for flush()
+            self.work_from_spans += 1
+            self._work.append((request_id, end_s, prompt, completion, prefill_s, decode_s))
+
+    def flush(self, out: TapOutput) -> None:
+        """The work of the spans handled since the last flush, cut on a step clock fitted once to all
+        their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        work, self._work = self._work, []
+        for _, end_s, _, completion, _, decode_s in work:
+            if completion > 1:
+                self.clock.observe(end_s - max(decode_s, 0.0), end_s, float(completion - 1))
+        self.clock.fit()
+        for request_id, end_s, prompt, completion, prefill_s, decode_s in work:
+            out.events.extend(
+                phase_events(
+                    request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock, observe=False
+                )
+            )
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)
@@ -232,5 +257,5 @@ class VllmSpanHandler:
     @staticmethod
     def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
         table[key] = value
-        while len(table) > _MAX_REMEMBERED:
-            table.popitem(last=False)
+        if len(table) > _MAX_REMEMBERED:
+            table.popitem(last=False)  # one in, at most one out

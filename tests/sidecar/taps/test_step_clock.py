@@ -20,7 +20,7 @@ def test_segments_follow_a_step_rate_that_halves_in_the_middle() -> None:
     def rate(t):  # type: ignore[no-untyped-def]
         return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
 
-    clock = StepClock(bin_s=0.1, iterations=200)
+    clock = StepClock(bin_s=0.1, iterations=200, merge_tol=0.0)  # one piece per bin
     rng = np.random.default_rng(0)
     windows = [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)]
     _observe_true_rate(clock, rate, windows)
@@ -46,3 +46,29 @@ def test_phase_events_with_a_clock_keep_the_token_and_context_totals() -> None:
     assert sum(e.units for e in decode) == pytest.approx(50.0)
     assert sum(e.context_tokens for e in decode) == pytest.approx(50 * 100 + 50 * 51 / 2)
     assert decode[0].t0_s == pytest.approx(2.0) and decode[-1].t1_s == pytest.approx(5.0)
+
+
+def test_with_max_pieces_a_long_window_is_a_few_pieces_that_still_follow_the_rate() -> None:
+    def rate(t):  # type: ignore[no-untyped-def]
+        return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
+
+    clock = StepClock(bin_s=0.1, iterations=200, max_pieces=4)
+    rng = np.random.default_rng(0)
+    _observe_true_rate(clock, rate, [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)])
+    segments = clock.segments(2.0, 8.0)
+    assert 3 <= len(segments) <= 4 and sum(s for _, _, s in segments) == pytest.approx(1.0)
+    assert segments[0][0] == 2.0 and segments[-1][1] == 8.0
+    density = [s / (b - a) for a, b, s in segments]
+    middle = [d for (a, b, _), d in zip(segments, density, strict=True) if 4.0 <= (a + b) / 2 <= 6.0]
+    assert middle and max(middle) < 0.8 * min(density[0], density[-1])  # fewer steps while slow
+
+
+def test_the_fit_is_redone_only_as_windows_accumulate_not_per_window() -> None:
+    clock = StepClock()
+    fits = []
+    fit = clock._fit
+    clock._fit = lambda: (fits.append(1), fit())[1]  # type: ignore[method-assign]
+    for k in range(2000):  # one span at a time, as the handler sees them
+        clock.observe(0.01 * k, 0.01 * k + 1.0, 50.0)
+        clock.segments(0.01 * k, 0.01 * k + 1.0)
+    assert len(fits) < 40  # a fit each time a quarter more windows arrived: ~log(2000) / log(1.25)

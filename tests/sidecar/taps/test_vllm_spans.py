@@ -35,9 +35,12 @@ def test_a_span_becomes_a_request_info_keyed_by_the_client_id_on_the_sidecar_clo
     assert info.attributes["vllm.request_id"] == "chatcmpl-abc"
 
 
-def test_without_the_plugin_the_span_supplies_prefill_and_decode_work() -> None:
+def test_without_the_plugin_the_span_supplies_prefill_and_decode_work_at_the_flush() -> None:
     out = TapOutput()
-    handler().handle(llm_span(), out)
+    h = handler()
+    h.handle(llm_span(), out)
+    assert not out.events  # cut once per drain, after the step clock saw every span of it
+    h.flush(out)
     prefill, decode = out.events
     assert (prefill.phase, prefill.t0_s, prefill.t1_s, prefill.units) == (Phase.PREFILL, 100.5, 101.0, 100)
     assert prefill.context_tokens == 100 * 101 / 2
@@ -56,6 +59,7 @@ def test_a_request_the_plugin_claimed_gets_its_info_but_no_second_copy_of_its_wo
     h = handler(claims=lambda rid: rid == "abc")
     h.handle(llm_span(), out)
     h.handle(llm_span("chatcmpl-other", "t2"), out)
+    h.flush(out)
     assert {e.request_id for e in out.events} == {"other"}
     assert [i.request_id for i in out.infos] == ["abc", "other"]
     assert (h.requests, h.work_from_spans) == (2, 1)

@@ -1,0 +1,325 @@
+"""vLLM-shaped spans per second over real OTLP/gRPC into attribution, the sidecar pinned to one core.
+
+Two processes. The sidecar, pinned to one core (``os.sched_setaffinity``), is
+the product's own: :func:`sidecar.wiring.build_sidecar` and
+:meth:`Sidecar.run` (its ticker, poller thread and HTTP server), so spans go
+through the real :class:`~sidecar.taps.otlp.OtlpReceiver` (gRPC, protobuf
+decode, checks, dedupe), the real :class:`~sidecar.taps.vllm_spans.VllmSpanHandler`
+(request infos, whole-phase work on the step clock) and the real attribution
+(timeline, fitted rule, sealing, final records, histograms, a SQLite ledger
+file). There is no GPU here, so the meter is ``--meter replay`` playing a
+synthetic trace (one device, 450-550 W, counter updating every 100 ms, read
+every 20 ms): a fake meter, said so. No plugin or hook: the spans supply the work.
+
+The client, pinned to another core, sends ``llm_request`` spans with the
+attributes vLLM 0.x sets (``do_tracing`` in ``vllm/v1/engine/output_processor.py``:
+latencies, token counts, request id, sampling parameters), unique request,
+trace and span ids, in exports of 512 spans (the OTel BatchSpanProcessor's
+default), up to ``--in-flight`` exports outstanding and at most ``--window``
+spans sent but not yet handled (so the receiver's queue never overflows: the
+rate is what the sidecar sustains, not what it drops). ``--pool`` exports are
+serialised before the clock starts; at send time only each span's times, trace
+id and request id are written into a copy of the bytes (their offsets found
+once by sentinel values), so ids are unique and each span ends just before it
+is sent, as a flooded BatchSpanProcessor's do, after 0.3-1.8 s (short chat
+requests; work older than ``settle_s`` would only be counted late). Before
+the timed flood, ``--warmup-s`` of 2,000 spans/s let the fitted rule warm up
+(as in a sidecar that has been running) and become final.
+
+Measured in the sidecar process (sampled on its event loop, between ticks):
+spans handled by the span handler, whose request infos and work went to the
+attributor in the same tick; final records; its CPU time (``time.process_time``,
+all its threads). ``spans/s`` = spans handled / wall seconds from the first
+send to the last span handled; CPU seconds per 1000 spans over the same
+stretch, and up to the last record final. Baseline in the same run: the same exports,
+another process on the same core that only receives them over gRPC and decodes
+them (``ExportTraceServiceRequest.FromString``), the floor for any receiver in Python.
+
+Ends with one line ``spans/s N``.
+
+    .venv/bin/python benchmarks/ingest_grpc.py [--spans 200000] [--max-send-s 45] [--window 20480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sidecar package
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
+
+from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _replay_trace(path: Path, seconds: float) -> None:
+    """A synthetic one-device trace: 450-550 W, the counter updating every 100 ms, read every 20 ms."""
+    rng = np.random.default_rng(1)
+    lines = ["# jouletrace replay trace v1", "# synthetic: benchmarks/ingest_grpc.py", "t_s,device,energy_j"]
+    energy_j = 1_000_000.0
+    for k in range(int(seconds / 0.02)):
+        if k % 5 == 0:
+            energy_j += float(rng.uniform(45.0, 55.0))
+        lines.append(f"{k * 0.02:.6f},GPU-bench,{energy_j:.3f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ---- the two server processes -------------------------------------------------------------
+def decode_only(conn: Connection, core: int, progress: Any) -> None:
+    """Baseline: gRPC receive + protobuf decode on one core, nothing else."""
+    os.sched_setaffinity(0, {core})
+    from concurrent import futures
+
+    decoded = [0]
+    last = [0.0]
+
+    def handle(payload: bytes, context: Any) -> ExportTraceServiceResponse:
+        request = ExportTraceServiceRequest.FromString(payload)
+        decoded[0] += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        progress.value = decoded[0]
+        last[0] = time.monotonic()
+        return ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    rpc = grpc.unary_unary_rpc_method_handler(
+        handle, response_serializer=ExportTraceServiceResponse.SerializeToString
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(METHOD.split("/")[1], {"Export": rpc}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    conn.send(port)
+    conn.recv()  # the warm-up was sent
+    decoded[0] = progress.value = 0
+    cpu0 = time.process_time()
+    conn.send("go")
+    conn.recv()  # the client is done
+    conn.send({"handled": decoded[0], "t_last": last[0], "cpu_s": time.process_time() - cpu0})
+    server.stop(0)
+
+
+def sidecar_process(conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool) -> None:
+    """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
+    os.sched_setaffinity(0, {core})
+    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose))
+
+
+async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbose: bool) -> None:
+    from sidecar.config import SidecarConfig
+    from sidecar.taps.otlp import OtlpReceiver
+    from sidecar.taps.vllm import VllmTaps
+    from sidecar.wiring import build_sidecar
+
+    tmp = Path(tempfile.mkdtemp(prefix="jt-ingest-grpc-"))
+    _replay_trace(tmp / "trace.csv", 400.0)
+    config = SidecarConfig(
+        meter="replay",
+        replay_path=str(tmp / "trace.csv"),
+        model="bench-llm",
+        port=_free_port(),
+        otlp_port=_free_port(),
+        plugin_port=0,
+        hook_port=0,
+        ledger_path=str(tmp / "ledger.db"),
+        log_level="warning",
+    )
+    sidecar = build_sidecar(config)
+    (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
+    (receiver,) = (t for t in sidecar.taps if isinstance(t, OtlpReceiver))
+    finals = [0]
+    forward = sidecar.on_final
+
+    def count_finals(records: list[Any]) -> None:
+        finals[0] += len(records)
+        if forward is not None:
+            forward(records)
+
+    sidecar.on_final = count_finals
+    stop = asyncio.Event()
+    runner = asyncio.create_task(sidecar.run(stop))
+    while receiver._server is None:  # started by run()
+        await asyncio.sleep(0.01)
+    conn.send(config.otlp_port)
+    warm_n = conn.recv()  # the client's warm-up is sent: wait for it to be handled, final, the fit ready
+    t_warm = time.monotonic()
+    while not (vllm.spans.requests >= warm_n and finals[0] >= warm_n and sidecar.attributor.rule.ready):
+        if time.monotonic() - t_warm > 60:
+            break
+        await asyncio.sleep(0.05)
+    warm = (vllm.spans.requests, finals[0], sidecar.attributor.rule.ready)
+    cpu0 = time.process_time()
+    if verbose:
+        print(f"[sidecar] pid {os.getpid()} warm {warm}, timed flood next", file=sys.stderr, flush=True)
+    conn.send("go")
+    # spans handled: their infos and work went to the attributor in the same tick
+    report = await _watch(
+        conn,
+        lambda: vllm.spans.requests - warm[0],
+        lambda: finals[0] - warm[1],
+        progress,
+        max_wait_s,
+        verbose,
+    )
+    report["warm"] = warm
+    report["cpu_s"] -= cpu0
+    report["cpu_final_s"] -= cpu0
+    stats = receiver.stats().events
+    report["tap"] = {f"{tap}.{k}": n for (tap, k), n in sorted(stats.items()) if n}
+    report["dropped"] = {k: n for k, n in sidecar.attributor.dropped.items() if n}
+    conn.send(report)
+    stop.set()
+    await runner
+
+
+async def _watch(
+    conn: Connection,
+    handled: Callable[[], int],
+    finals: Callable[[], int],
+    progress: Any,
+    max_wait_s: float,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Sample the counters between ticks until the client is done and every handled span is final."""
+    last_n, t_last, cpu_last = 0, 0.0, 0.0
+    sent: int | None = None
+    t_done = 0.0
+    t_final, cpu_final = 0.0, 0.0
+    while True:
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        n = handled()
+        if n != last_n:
+            last_n, t_last, cpu_last = n, now, time.process_time()
+            progress.value = n
+        if verbose and int(now) % 5 == 0 and int(now) != int(now - 0.01):
+            print(f"[sidecar] handled {n} finals {finals()} cpu {time.process_time():.1f}", file=sys.stderr)
+        if sent is None and conn.poll():
+            sent, t_done = conn.recv(), now
+        if sent is None:
+            continue
+        if finals() >= last_n and not t_final:
+            t_final, cpu_final = now, time.process_time()
+        quiet = now - t_last > 3.0 and now - t_done > 3.0  # nothing more is coming
+        if (last_n >= sent or quiet) and (t_final or now - t_done > max_wait_s):
+            break
+    return {
+        "handled": last_n,
+        "t_last": t_last,
+        "cpu_s": cpu_last,
+        "finals": finals(),
+        "t_final": t_final,
+        "cpu_final_s": cpu_final or time.process_time(),
+    }
+
+
+def run_server(
+    target: Callable[..., None], pool: list[Export], cores: tuple[int, int], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Start ``target`` on the server core, send from the client core, collect both sides' figures."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    progress = ctx.Value("q", 0, lock=False)  # spans handled so far, for the client's window
+    extra = (args.max_wait_s, args.verbose) if target is sidecar_process else ()
+    proc = ctx.Process(target=target, args=(child, cores[0], progress, *extra))
+    proc.start()
+    port = parent.recv()
+    warm = send_all(port, pool, args.warmup_s * 2000, 1, args.warmup_s, serial=1 << 40, rate_spans_s=2000)
+    parent.send(warm["sent"])
+    if not parent.poll(120) or parent.recv() != "go":
+        proc.kill()
+        raise SystemExit(f"{target.__name__}: not ready after the warm-up")
+    client = send_all(
+        port, pool, args.spans, args.in_flight, args.max_send_s, handled=progress, window=args.window
+    )
+    parent.send(client["sent"] - client["rejected"])
+    if not parent.poll(args.max_wait_s + 240):  # a tick that never returns: say so, do not hang
+        proc.kill()
+        raise SystemExit(
+            f"{target.__name__}: no report within {args.max_wait_s + 240:.0f} s of the last send"
+        )
+    report: dict[str, Any] = parent.recv()
+    proc.join(timeout=60)
+    return report, client
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000, help="spans to send (exports of 512)")
+    parser.add_argument("--max-send-s", type=float, default=45.0, help="stop sending after this long (s)")
+    parser.add_argument("--pool", type=int, default=16, help="different exports to cycle through")
+    parser.add_argument("--in-flight", type=int, default=4, help="exports outstanding at once")
+    parser.add_argument("--window", type=int, default=20_480, help="most spans sent and not yet handled")
+    parser.add_argument("--max-wait-s", type=float, default=30.0, help="wait for final records (s)")
+    parser.add_argument(
+        "--warmup-s", type=int, default=6, help="seconds of 2,000 spans/s first (fit warm-up)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="the sidecar's progress every 5 s")
+    args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    pair = (cores[0], cores[-1])
+    os.sched_setaffinity(0, {pair[1]})
+    t = time.perf_counter()
+    pool = build_exports(args.pool)
+    print(
+        f"{args.spans} spans in exports of {EXPORT_SPANS} ({len(pool[0].data) / 1024:.0f} KiB each; "
+        f"{args.pool} different ones built in {time.perf_counter() - t:.1f} s, stamped with unique ids "
+        f"and times at send); server on core {pair[0]}, client on core {pair[1]}"
+        + (" (only one core: shared)" if pair[0] == pair[1] else "")
+    )
+    base, base_client = run_server(decode_only, pool, pair, args)
+    base_rate = base["handled"] / (base["t_last"] - base_client["t0"])
+    print(
+        f"baseline (gRPC receive + protobuf decode only): {base_rate:10,.0f} spans/s   "
+        f"{base['cpu_s'] / base['handled'] * 1000:.3f} CPU s per 1000 spans"
+    )
+    side, client = run_server(sidecar_process, pool, pair, args)
+    wall_s = side["t_last"] - client["t0"]
+    rate = side["handled"] / wall_s
+    print(
+        f"sidecar (receiver, vLLM span handler, attribution): {rate:10,.0f} spans/s   "
+        f"{side['cpu_s'] / side['handled'] * 1000:.3f} CPU s per 1000 spans "
+        f"({side['handled'] / side['cpu_s']:,.0f} spans per CPU-second; {rate / base_rate:.2f}x the baseline)"
+    )
+    final_s = side["t_final"] - client["t0"] if side["t_final"] else float("nan")
+    print(
+        f"  sent {client['sent']}, refused in partial_success {client['rejected']}, failed exports "
+        f"{client['failed']}; handled {side['handled']} in {wall_s:.1f} s; final records {side['finals']} "
+        f"after {final_s:.1f} s (settle_s 2 s + warm-up), CPU to all final "
+        f"{side['cpu_final_s'] / max(side['finals'], 1) * 1000:.3f} s per 1000"
+    )
+    print(f"  client CPU {client['client_cpu_s'] / max(client['sent'], 1) * 1000:.3f} s per 1000 spans")
+    print(
+        f"  warm-up first ({args.warmup_s} s at 2,000 spans/s): {side['warm'][0]} spans handled, "
+        f"{side['warm'][1]} final, fitted rule ready {side['warm'][2]}; counts below include it"
+    )
+    print(f"  receiver: {side['tap']}")
+    print(f"  attribution drops: {side['dropped']}")
+    print(f"spans/s {rate:.0f}")
+
+
+if __name__ == "__main__":
+    main()
