@@ -67,12 +67,12 @@ def _property(name: str) -> tuple[Any, Callable[[Any], None]]:
     simple: dict[str, tuple[Any, Callable[[Any], None]]] = {
         "plugin_datagram": (f.plugin_datagrams(), f.check_plugin_datagram),
         "otlp_export": (f.otlp_exports(), f.check_otlp_export),
-        "plugin_bytes": (st.binary(max_size=2048), f.check_plugin_bytes),
+        "plugin_bytes": (f.datagram_bytes, f.check_plugin_bytes),
         "otlp_bytes": (st.binary(max_size=2048), f.check_otlp_bytes),
         "hook_stream": (fh.hook_streams(), fh.check_hook_stream),
         "hook_rows": (fh.hook_rows(), fh.check_hook_rows),
         "hook_message": (fh.hook_messages, fh.check_hook_message),
-        "hook_bytes": (st.binary(max_size=2048), fh.check_hook_bytes),
+        "hook_bytes": (f.datagram_bytes, fh.check_hook_bytes),
     }
     if name in simple:
         return simple[name]

@@ -26,7 +26,7 @@ def test_no_good_plugin_row_is_lost_next_to_bad_ones_and_nothing_escapes(
 
 
 @FEW
-@given(st.binary(max_size=512))
+@given(f.datagram_bytes)
 def test_any_bytes_as_a_plugin_datagram_are_counted_never_raised(data: bytes) -> None:
     f.check_plugin_bytes(data)
 
@@ -86,7 +86,7 @@ def test_hook_datagrams_no_engine_would_send_are_handled_without_escaping_or_poi
 
 
 @FEW
-@given(st.binary(max_size=512))
+@given(f.datagram_bytes)
 def test_any_bytes_as_a_hook_datagram_are_counted_never_raised(data: bytes) -> None:
     fh.check_hook_bytes(data)
 
