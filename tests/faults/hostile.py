@@ -115,7 +115,8 @@ def _export(spans: list[Span]) -> bytes:
     request = trace_service_pb2.ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
     )
-    return request.SerializeToString()
+    data: bytes = request.SerializeToString()
+    return data
 
 
 POISON: list[dict[str, Any]] = [
@@ -157,7 +158,7 @@ def otlp_faults(port: int, flood_spans: int, flood_rate: float) -> dict[str, Any
             out["codes"].append("OK")
         except grpc.RpcError as err:
             out["codes"].append(err.code().name)
-    stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+    stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
     t0 = time.monotonic()
     for k in range(0, flood_spans, 100):  # exports of ~31 KB, at flood_rate spans/s
         time.sleep(max(t0 + k / flood_rate - time.monotonic(), 0.0))

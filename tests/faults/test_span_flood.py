@@ -100,7 +100,7 @@ def flooded() -> Iterator[tuple[Clocks, OtlpReceiver, Sidecar, trace_service_pb2
     config = SidecarConfig(meter="sim", settle_s=0.5, split="tokens")
     sidecar = Sidecar(config, ScriptedMeter(clocks.mono), taps=[rx], clock=clocks.mono)
     channel = grpc.insecure_channel(f"127.0.0.1:{rx.port}")
-    yield clocks, rx, sidecar, trace_service_pb2_grpc.TraceServiceStub(channel)
+    yield clocks, rx, sidecar, trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
     channel.close()
     rx.stop()
     sidecar.close()
