@@ -17,8 +17,10 @@ Shared by the tests (``test_fuzz.py``) and ``benchmarks/fuzz.py``. Four kinds of
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -44,7 +46,11 @@ ago = st.floats(min_value=0.0, max_value=5.0)
 
 
 def _receiver() -> HookReceiver:
-    return HookReceiver(lambda unix_s: unix_s - NOW_S, port=0)
+    """A receiver on the fake wall clock ``NOW_S`` (given as ``wall`` where it date-checks datagrams)."""
+    kwargs: dict[str, Any] = {"port": 0}
+    if "wall" in inspect.signature(HookReceiver).parameters:
+        kwargs["wall"] = lambda: NOW_S
+    return HookReceiver(lambda unix_s: unix_s - NOW_S, **kwargs)
 
 
 # ---- a good run with bad datagrams in between -----------------------------------------------------
