@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -92,12 +93,17 @@ def test_any_bytes_as_a_hook_datagram_are_counted_never_raised(data: bytes) -> N
 
 
 # ---- HTTP paths and query parameters -------------------------------------------------------------
+@functools.cache
+def _energy_app() -> Any:
+    return fx.energy_app()  # one app for all cases (as benchmarks/fuzz.py does)
+
+
 @FEW
 @given(fx.http_paths)
 def test_any_path_and_query_gets_a_documented_status_never_500(
     case: tuple[str, list[tuple[str, str]]],
 ) -> None:
-    asyncio.run(fx.check_http_path(fx.energy_app(), case))
+    asyncio.run(fx.check_http_path(_energy_app(), case))
 
 
 @FEW
@@ -105,4 +111,4 @@ def test_any_path_and_query_gets_a_documented_status_never_500(
 def test_any_energy_query_is_answered_for_a_sane_interval_and_refused_400_otherwise(
     params: list[tuple[str, str]],
 ) -> None:
-    asyncio.run(fx.check_energy_query(fx.energy_app(), params))
+    asyncio.run(fx.check_energy_query(_energy_app(), params))
