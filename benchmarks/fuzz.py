@@ -128,17 +128,18 @@ def main() -> None:
         jobs += [(name, per_worker, args.seed * 1000 + 10 * i + w) for w in range(args.workers)]
     t0 = time.perf_counter()
     totals: dict[str, list[int]] = {name: [0, 0] for name in SHARES}
-    cpu_s = 0.0
+    cpu_by: dict[str, float] = dict.fromkeys(SHARES, 0.0)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for name, cases, failures, report, job_cpu_s in pool.map(run_share, *zip(*jobs, strict=True)):
             totals[name][0] += cases
             totals[name][1] += failures
-            cpu_s += job_cpu_s
+            cpu_by[name] += job_cpu_s
             if report:
                 print(f"FAILED {name}:\n{report}", file=sys.stderr)
     wall_s = time.perf_counter() - t0
     for name, (cases, failures) in totals.items():
-        print(f"{name:16s} cases {cases:7d} failures {failures}")
+        print(f"{name:16s} cases {cases:7d} failures {failures}  ({cpu_by[name]:.0f} CPU s)")
+    cpu_s = sum(cpu_by.values())
     n = sum(c for c, _ in totals.values())
     print(
         f"{args.workers} worker(s), {wall_s:.0f} s wall, {cpu_s:.0f} CPU s, {n / cpu_s:.0f} cases per CPU s"
