@@ -71,7 +71,12 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
 
 
 def _own_report(sidecar: Sidecar) -> TapReport:
-    """The ledger's counters (stored, unstorable, write_errors, dropped) and the refused HTTP requests."""
-    events = {("ledger", k): n for k, n in sidecar.ledger.counts.items()}
+    """The meter's failed reads and lost device, the ledger's counters (stored, unstorable,
+    write_errors, dropped, duplicate_kept) and the refused HTTP requests."""
+    events = {
+        ("meter", "read_errors"): sidecar.meter_errors,
+        ("meter", "device_lost"): int(bool(sidecar.lost)),
+    }
+    events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})
     events.update({("http_api", k): n for k, n in sidecar.api_counts.items()})
     return TapReport(events=events)

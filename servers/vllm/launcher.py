@@ -30,6 +30,7 @@ What is set, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -130,14 +131,28 @@ def wait_http(url: str, timeout_s: float, proc: Process | None = None) -> float:
 class Process:
     """One child process, output to ``log_path``; stopped by its own pid."""
 
-    def __init__(self, name: str, cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        new_session: bool = False,
+    ):
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_path.open("wb")
         self.popen = subprocess.Popen(
-            list(cmd), stdout=self._log, stderr=subprocess.STDOUT, env=dict(env) if env else None, cwd=REPO
+            list(cmd),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env else None,
+            cwd=REPO,
+            start_new_session=new_session,  # its own process group: kill_group() ends its children too
         )
+        self.new_session = new_session
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -149,10 +164,23 @@ class Process:
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                if self.new_session:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                else:
+                    self.popen.kill()
                 self.popen.wait(5.0)
         self._log.close()
         return int(self.popen.returncode)
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and (when started with ``new_session``) every process of its group."""
+        if self.new_session:
+            with contextlib.suppress(ProcessLookupError):  # all of it may be gone already
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        else:
+            self.popen.kill()
+        self.popen.wait(10.0)
+        self._log.close()
 
     def tail(self, lines: int = 40) -> str:
         """The last lines of the log (for error messages)."""

@@ -81,6 +81,11 @@ class Stack:
         self.ports = {name: self.ports.get(name) or free_port(kind) for name, kind in wanted.items()}
         if self.sidecar:
             self.start_sidecar()
+        self.start_vllm(timeout_s)
+        return self
+
+    def start_vllm(self, timeout_s: float = 240.0) -> None:
+        """Start (or restart) vLLM on the same ports, in its own process group (see :meth:`kill_vllm`)."""
         otlp = f"localhost:{self.ports['otlp']}" if self.sidecar else None
         cmd = serve_command(
             str(self.model_dir),
@@ -90,14 +95,23 @@ class Stack:
             extra=["--served-model-name", self.served_name, *self.vllm_args],
         )
         env = serve_env(plugin_port=self.ports["plugin"], hook_port=self.ports["hook"])
-        vllm = Process("vllm", cmd, self.log_dir / "vllm.log", env)
+        log = self.log_dir / "vllm.log"
+        for n in range(1, 100):  # a restart keeps the earlier logs: vllm-1.log, ...
+            if not log.exists():
+                break
+            log = self.log_dir / f"vllm-{n}.log"
+        vllm = Process("vllm", cmd, log, env, new_session=True)
         self.procs["vllm"] = vllm
         try:
             self.startup_s["vllm"] = wait_http(f"{self.vllm_url}/health", timeout_s, vllm)
         except Exception as err:
             self.stop()
             raise RuntimeError(f"vLLM did not start: {err}\n{vllm.tail()}") from err
-        return self
+
+    def kill_vllm(self) -> None:
+        """SIGKILL vLLM and every process it started (its engine core and workers), as a crash would."""
+        vllm = self.procs.pop("vllm")
+        vllm.kill_group()
 
     def start_sidecar(self, timeout_s: float = 30.0) -> None:
         """Start (or restart) the sidecar on the same ports."""

@@ -270,7 +270,9 @@ def _ints(values: list[Any], name: str, high: int) -> list[int]:
 
 
 def _time(value: Any, name: str, low: float = 0.0, high: float = _MAX_AGO_S) -> float:
-    if type(value) not in (int, float) or not (math.isfinite(value) and low <= value <= high):
+    if type(value) not in (int, float) or (type(value) is int and abs(value) > _MAX_INT):
+        raise ValueError(f"{name} is not a finite number in {low}..{high}")  # (an int too large for a float)
+    if not (math.isfinite(value) and low <= value <= high):
         raise ValueError(f"{name} is not a finite number in {low}..{high}")
     return float(value)
 

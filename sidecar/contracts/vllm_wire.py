@@ -146,7 +146,7 @@ def decode(data: bytes) -> dict[str, Any]:
     """Parse one datagram; raises ``ValueError`` for anything that is not a v1 message."""
     try:
         message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..."
         raise ValueError(f"not JSON: {err}") from err
     if not isinstance(message, dict) or message.get("v") != VERSION:
         raise ValueError("not a jouletrace v1 message")

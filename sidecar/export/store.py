@@ -8,7 +8,11 @@ the whole record, as :meth:`RequestEnergy.to_json` gives it, is kept in the
 Retention runs on every :meth:`Ledger.put_many`: records stored more than
 ``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
 epoch) are deleted, then the oldest beyond ``max_rows``. A re-put record counts
-as new. One process writes a ledger file; reads and writes are thread-safe.
+as new and replaces the stored one, except a record marked ``energy_unknown`` (its
+work was lost): the stored record is kept and the newcomer counted
+(``duplicate_kept``), so a request's span retried to a restarted sidecar (which
+never saw its work) cannot turn its measured record into a 0 J one. One process
+writes a ledger file; reads and writes are thread-safe.
 
 Faults never cost good records: a record that cannot be stored (an integer
 too large for SQLite, a value it refuses) is skipped and counted
@@ -196,6 +200,9 @@ class Ledger:
                     row = _row(rec, self._seq + 1, now)
                     cur.execute(_INSERT, row)
                     inserted = cur.rowcount == 1
+                    if not inserted and rec.attributes.get("energy_unknown") == "true":
+                        self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
+                        continue
                     if not inserted:
                         cur.execute(_UPDATE, (*row[1:], rec.request_id))
                 except _RECORD_ERRORS as err:  # this record only; the statement changed nothing

@@ -106,6 +106,9 @@ def test_a_row_too_big_for_any_datagram_is_dropped_not_sent_broken() -> None:
         (raw(wall="now"), "wall"),
         (b'{"v":2,"kind":"sched","pid":1,"seq":0,"wall":NaN}', "wall"),
         (b'{"v":2,"kind":"sched","pid":1,"seq":0,"wall":1e999}', "wall"),
+        (raw(wall=10**400), "wall"),  # an int too large for a float: ValueError, not OverflowError
+        (raw(new=[[0, "a", 3, -(10**400)]]), "arrival_ago_s"),
+        (raw(steps=[[10**400, 0.1, [0], [1], [0]]]), "t0_ago_s"),
         (raw(model=7), "model"),
         (raw(model="m" * 300), "model"),
         (raw(new={"0": "a"}), "'new'"),

@@ -53,3 +53,10 @@ def test_extra_trailing_fields_from_a_newer_plugin_are_ignored() -> None:
 def test_bad_start_rows_raise_value_error(row: object) -> None:
     with pytest.raises(ValueError):
         Start.parse(row)
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"v": 1, "x": ' + b"[" * 100_000 + b"}"])
+def test_json_nested_too_deep_is_a_value_error_not_a_recursion_error(data: bytes) -> None:
+    """A RecursionError escaped the plugin receiver's feed and failed the whole tick."""
+    with pytest.raises(ValueError, match="not JSON"):
+        decode(data)

@@ -95,3 +95,18 @@ def test_the_sidecar_keeps_ticking_on_a_full_ledger_and_exports_its_counters(tmp
     )  # nothing new is final: the kept records are written on the next batch
     led.put_many([])
     assert led.count() == len(run.requests)
+
+
+def test_a_record_whose_energy_is_unknown_never_replaces_a_stored_one_and_is_counted() -> None:
+    """A sidecar restarted after a request was stored sees its retried span without its work:
+    that 0 J ``energy_unknown`` record must not overwrite the measured one."""
+    with Ledger(":memory:") as led:
+        led.put_many([make_record(request_id="x", energy_j=40.0)])
+        lost = make_record(request_id="x", energy_j=0.0, attributes={"energy_unknown": "true"})
+        assert led.put_many([lost]) == 0
+        assert led.get("x")["energy_j"] == 40.0 and led.counts["duplicate_kept"] == 1  # type: ignore[index]
+        assert led.put_many([make_record(request_id="x", energy_j=41.0)]) == 1  # a known one still replaces
+        assert led.get("x")["energy_j"] == 41.0 and led.count() == 1  # type: ignore[index]
+        assert led.put_many(
+            [make_record(request_id="new", energy_j=0.0, attributes={"energy_unknown": "true"})]
+        )

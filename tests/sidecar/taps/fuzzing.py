@@ -35,6 +35,7 @@ __all__ = [
     "check_otlp_export",
     "check_plugin_bytes",
     "check_plugin_datagram",
+    "datagram_bytes",
     "hostile",
     "http_ids",
     "otlp_exports",
@@ -57,6 +58,8 @@ hostile = st.one_of(
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 tokens = st.integers(min_value=0, max_value=8192)
+# any bytes, or JSON nested deeper than the parser's recursion limit (a RecursionError once failed the tick)
+datagram_bytes = st.one_of(st.binary(max_size=2048), st.integers(1, 20_000).map(lambda n: b"[" * n))
 seconds = st.floats(min_value=0.0, max_value=30.0)
 
 
