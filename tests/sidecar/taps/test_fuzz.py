@@ -6,7 +6,6 @@ import asyncio
 import functools
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,11 +64,6 @@ def test_bad_hook_datagrams_between_good_ones_are_counted_and_no_good_request_is
     fh.check_hook_stream(case)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the v2 decoder (sidecar/contracts/scheduler_wire.py) rejects a hook datagram whole for one bad "
-    "row; per-row validation in sidecar/taps/vllm_hook.py is helper cpu's work in progress",
-)
 @FEW
 @given(fh.hook_rows())
 def test_a_bad_row_in_a_hook_datagram_costs_no_good_request_of_the_same_datagram(
