@@ -106,9 +106,9 @@ def import_floor_mb() -> float:
     return int(out.stdout.split()[-1]) / 1024
 
 
-def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def metrics(port: int, timeout_s: float = 60.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The sidecar's /metrics, parsed: (sample name, sorted labels) -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
         text = resp.read().decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -160,7 +160,7 @@ def export_template(now_s: float) -> bytes:
     for k in range(SPANS_PER_EXPORT):
         e2e_s, prefill_s, decode_s = 1.2, 0.08, 1.0
         start_ns = int((now_s - e2e_s) * 1e9)
-        attrs = {
+        attrs: dict[str, str | int | float] = {
             "gen_ai.response.model": "bench",
             "gen_ai.request.id": f"chatcmpl-{_BATCH_MARK.decode()}-{k:02d}",
             "gen_ai.request.temperature": 0.7,
@@ -195,7 +195,8 @@ def export_template(now_s: float) -> bytes:
     request = ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=spans)])]
     )
-    return request.SerializeToString()
+    payload: bytes = request.SerializeToString()
+    return payload
 
 
 def flood(port: int, seconds: float) -> tuple[int, int, int]:
@@ -285,10 +286,13 @@ def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: d
     rate = f"{sent / args.flood_s:,.0f}/s"
     phase(f"+ {args.flood_s:.0f} s span flood", pid, base_cpu,
           f"spans sent {sent} ({rate}), refused {refused}, failed exports {failed}")  # fmt: skip
+    flood_end = time.monotonic()
     time.sleep(5.0)
-    m = metrics(ports["http"])
+    m = metrics(ports["http"], timeout_s=300.0)  # answered once the tick has handled the queued spans
     handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
-    phase("  5 s after the flood", pid, base_cpu, f"llm_request spans handled {handled:.0f}")
+    phase("  after the flood, at rest", pid, base_cpu,
+          f"llm_request spans handled {handled:.0f}; /metrics answered "
+          f"{time.monotonic() - flood_end:.0f} s after the flood")  # fmt: skip
 
 
 def main() -> None:
