@@ -89,8 +89,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "otlp_dedupe_spans",
         _positive(int),
-        100_000,
-        "recent (trace id, span id) pairs kept to refuse an exporter's retries",
+        20_000,
+        "recent (trace id, span id) pairs kept to refuse an exporter's retries (about 350 B each)",
     ),
     Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
@@ -173,7 +173,7 @@ class SidecarConfig:
     otlp_port: int = OTLP_PORT
     otlp_max_message_bytes: int = 4 * 1024 * 1024
     otlp_max_queued_spans: int = 10_000
-    otlp_dedupe_spans: int = 100_000
+    otlp_dedupe_spans: int = 20_000
     plugin_host: str = "127.0.0.1"
     plugin_port: int = PLUGIN_PORT
     hook_host: str = "127.0.0.1"

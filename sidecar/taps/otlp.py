@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (about 3 KB each decoded): knob otlp_max_queued_spans
-DEFAULT_MAX_REMEMBERED_SPANS = 100_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
+DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 
 def _value(v: AnyValue) -> AttrValue:
