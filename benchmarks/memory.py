@@ -18,7 +18,8 @@ order, each on top of the previous ones:
 * **flood**: ``--flood-s`` (default 60) of vLLM-shaped ``llm_request`` spans over real
   OTLP/gRPC, 50 spans per export, as fast as one client (one channel, 8 exports in
   flight) is answered; exports are serialised ahead (a fresh template every 0.5 s so span
-  times stay near now; each export gets unique ids by a byte patch); then 5 s of rest.
+  times stay near now; each export gets unique ids by a byte patch); then rest until
+  ``/metrics`` answers (the tick has handled the queued spans; at most ``--rest-s``).
 
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
 seconds (user + system, independent of how busy the machine is), and the peak over the
@@ -288,11 +289,14 @@ def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: d
           f"spans sent {sent} ({rate}), refused {refused}, failed exports {failed}")  # fmt: skip
     flood_end = time.monotonic()
     time.sleep(5.0)
-    m = metrics(ports["http"], timeout_s=300.0)  # answered once the tick has handled the queued spans
-    handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
-    phase("  after the flood, at rest", pid, base_cpu,
-          f"llm_request spans handled {handled:.0f}; /metrics answered "
-          f"{time.monotonic() - flood_end:.0f} s after the flood")  # fmt: skip
+    try:  # answered once the tick has handled the queued spans (the same loop serves HTTP)
+        m = metrics(ports["http"], timeout_s=args.rest_s)
+        handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
+        after_s = time.monotonic() - flood_end
+        rest = f"llm_request spans handled {handled:.0f}; /metrics answered {after_s:.0f} s after the flood"
+    except OSError:  # a timeout: the loop is still busy with the flood's spans
+        rest = f"/metrics unanswered {time.monotonic() - flood_end:.0f} s after the flood (loop busy)"
+    phase("  after the flood, at rest", pid, base_cpu, rest)
 
 
 def main() -> None:
@@ -301,6 +305,7 @@ def main() -> None:
     ap.add_argument("--in-flight-s", type=float, default=3.0, help="seconds of iterations after the starts")
     ap.add_argument("--hour-s", type=float, default=60.0, help="wall seconds the one-hour replay takes")
     ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of span flood")
+    ap.add_argument("--rest-s", type=float, default=120.0, help="longest wait for /metrics after the flood")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     trace = tmp / "hour.csv"
