@@ -14,8 +14,10 @@ EDGES = [(0.1 * k, 10.0 * k) for k in range(101)]  # one edge every 0.1 s for 10
 WIDTH = 40  # members per tick
 
 
-def _wide_batch(**kw: int) -> Attributor:
-    att = Attributor(timeline_with_edges(EDGES), make_rule("fitted"), unix_offset=lambda: 0.0, **kw)
+def _wide_batch(max_held_rows: int) -> Attributor:
+    att = Attributor(
+        timeline_with_edges(EDGES), make_rule("fitted"), unix_offset=lambda: 0.0, max_held_rows=max_held_rows
+    )
     for k in range(5):  # five busy ticks of 40 members each, all finished
         for m in range(WIDTH):
             rid = f"r{k}-{m}"
