@@ -52,8 +52,8 @@ DROP_REASONS = (
     "evicted",  # requests ended early because max_requests were in flight
     "energy_unknown",  # final records whose work was lost (kept out of the histograms)
 )
-# Busy ticks held for the fit's warm-up keep their work rows (about 140 B a row): a bound in rows
-# as well as in ticks, so a wide batch (4,096 members: ~550 KB a tick) cannot hold ~80 MB.
+# Busy ticks held for the fit's warm-up keep their work rows (ten 8-byte values a row): a bound in
+# rows as well as in ticks, so 150 ticks of a wide batch (4,096 members) cannot hold 49 MB.
 MAX_HELD_ROWS = 100_000
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 _EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
@@ -89,7 +89,7 @@ class Attributor(RequestLifecycle):
         self.max_requests = max_requests  # in-flight cap; the oldest is evicted (counted)
         self.max_pending_rows = max_pending_rows  # pending work cap; newer rows refused (counted)
         self.max_future_s = max_future_s  # work or ends beyond sealed time + this are refused
-        self.max_held_rows = max_held_rows  # work rows in held ticks (~140 B each); beyond: split now
+        self.max_held_rows = max_held_rows  # work rows in held ticks (80 B each); beyond: split now
         self._first_sealed_t: float | None = None
         self.totals = Totals(len(timeline.devices))
         # every reason exported from the start, so a rate() has a series before the first drop
