@@ -81,6 +81,18 @@ KNOBS: tuple[Knob, ...] = (
     Knob("otlp_host", str, "127.0.0.1", "address the OTLP/gRPC trace receiver binds"),
     Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
     Knob("otlp_max_message_bytes", _positive(int), 4 * 1024 * 1024, "largest OTLP export accepted, bytes"),
+    Knob(
+        "otlp_max_queued_spans",
+        _positive(int),
+        10_000,
+        "spans received and not yet handled (about 3 KB each); beyond: refused, counted",
+    ),
+    Knob(
+        "otlp_dedupe_spans",
+        _positive(int),
+        20_000,
+        "recent (trace id, span id) pairs kept to refuse an exporter's retries (about 350 B each)",
+    ),
     Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
     Knob("hook_host", str, "127.0.0.1", "address the vLLM scheduler hook's UDP receiver binds"),
@@ -168,6 +180,8 @@ class SidecarConfig:
     otlp_host: str = "127.0.0.1"
     otlp_port: int = OTLP_PORT
     otlp_max_message_bytes: int = 4 * 1024 * 1024
+    otlp_max_queued_spans: int = 10_000
+    otlp_dedupe_spans: int = 20_000
     plugin_host: str = "127.0.0.1"
     plugin_port: int = PLUGIN_PORT
     hook_host: str = "127.0.0.1"

@@ -59,6 +59,8 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
             host=config.otlp_host,
             port=config.otlp_port,
             max_message_bytes=config.otlp_max_message_bytes,
+            max_queued_spans=config.otlp_max_queued_spans,
+            max_remembered_spans=config.otlp_dedupe_spans,
         )
         if config.otlp_port
         else None

@@ -54,6 +54,9 @@ DROP_REASONS = (
     "evicted",  # requests ended early because max_requests were in flight
     "energy_unknown",  # final records whose work was lost (kept out of the histograms)
 )
+# Busy ticks held for the fit's warm-up keep their work rows (ten 8-byte values a row): a bound in
+# rows as well as in ticks, so 150 ticks of a wide batch (4,096 members) cannot hold 49 MB.
+MAX_HELD_ROWS = 100_000
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 
 
@@ -69,6 +72,7 @@ class Attributor(RequestLifecycle):
         energy_source: str = "measured",
         request_timeout_s: float = 600.0,
         max_held_ticks: int = 300,
+        max_held_rows: int = MAX_HELD_ROWS,
         warmup_max_s: float = math.inf,
         max_requests: int | None = None,
         max_pending_rows: int | None = None,
@@ -86,6 +90,7 @@ class Attributor(RequestLifecycle):
         self.max_requests = max_requests  # in-flight cap; the oldest is evicted (counted)
         self.max_pending_rows = max_pending_rows  # pending work cap; newer rows refused (counted)
         self.max_future_s = max_future_s  # work or ends beyond sealed time + this are refused
+        self.max_held_rows = max_held_rows  # work rows in held ticks (80 B each); beyond: split now
         self._first_sealed_t: float | None = None
         self.totals = Totals(len(timeline.devices))
         # every reason exported from the start, so a rate() has a series before the first drop
@@ -223,6 +228,7 @@ class Attributor(RequestLifecycle):
         if self._held and (
             self.rule.ready
             or len(self._held) >= self.max_held_ticks
+            or sum(tick.req.size for tick, _ in self._held) >= self.max_held_rows
             or (self._sealed_t or 0.0) - self._held[0][0].t0_s >= self.warmup_max_s
             or seal_until_s == math.inf
         ):

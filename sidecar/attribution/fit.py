@@ -33,10 +33,10 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from sidecar.attribution.events import Phase
 from sidecar.attribution.floor import FloorEstimate
+from sidecar.attribution.nnls import nnls
 from sidecar.attribution.records import FitSnapshot
 from sidecar.attribution.tick import TickWork
 
@@ -220,7 +220,7 @@ def _nnls_with_covariance(
     """NNLS solution, its sandwich covariance (on the active set) and the design's condition number."""
     n, k = xs.shape
     lam = np.sqrt(ridge * n)
-    sol, _ = nnls(np.vstack([xs, lam * np.eye(k)]), np.concatenate([y, np.zeros(k)]), maxiter=50 * k)
+    sol, _ = nnls(np.vstack([xs, lam * np.eye(k)]), np.concatenate([y, np.zeros(k)]), max_iter=50 * k)
     condition = float(np.linalg.cond(xs)) if n >= k else float("inf")
     cov = np.zeros((k, k))
     active = sol > 0

@@ -23,13 +23,15 @@ status. ``readings()`` iterates every poll with the file's own ``t_s``.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import math
 import time
+from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from sidecar.errors import ConfigError, ReplayFormatError
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
@@ -42,20 +44,15 @@ _MAGIC = "jouletrace replay trace v"
 _EPS_S = 1e-9  # trace-time slack: rows are written with µs precision; float playback may be 1 ulp short
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    line: int
-    t_s: float
-    device: str
-    energy_j: float
-    status: DeviceStatus
+@dataclass(slots=True)
+class _Columns:
+    """The data rows in file order, as columns (8 bytes a value: a long trace stays small)."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Poll:
-    t_s: float  # trace time, as in the file
-    energy_j: tuple[float, ...]
-    status: tuple[DeviceStatus, ...]
+    ids: list[str] = field(default_factory=list)  # devices in order of first appearance
+    t_s: array[float] = field(default_factory=lambda: array("d"))
+    device: array[int] = field(default_factory=lambda: array("q"))  # index into ids
+    energy_j: array[float] = field(default_factory=lambda: array("d"))
+    status: array[float] = field(default_factory=lambda: array("d"))  # OPTIONAL_COLUMNS per row; NaN: unknown
 
 
 class ReplayMeter:
@@ -73,10 +70,12 @@ class ReplayMeter:
         self._path = Path(path)
         self._clock = clock
         self._speed = float(speed)
-        self._comments, rows = _parse(self._path)
-        self._devices, self._polls = _assemble(rows)
-        self._times = [p.t_s for p in self._polls]
-        self._first_t = self._times[0]
+        self._comments, columns = _parse(self._path)
+        self._ids = tuple(columns.ids)
+        self._devices = tuple(DeviceInfo(id=d, name=d, type="gpu", wrap_j=None) for d in self._ids)
+        # per poll: trace time (s), energy per device (J), status per device (OPTIONAL_COLUMNS; NaN unknown)
+        self._times, self._energy, self._status = _assemble(columns)
+        self._first_t = float(self._times[0])
         self._t0 = clock()
 
     # -- EnergyMeter ---------------------------------------------------------
@@ -93,22 +92,23 @@ class ReplayMeter:
 
     def read(self) -> Reading:
         """The latest poll at or before the current trace time; ``t_s`` on the sidecar clock (s)."""
-        poll = self._polls[self._index()]
-        return Reading(t_s=self._t0 + (poll.t_s - self._first_t) / self._speed, energy_j=poll.energy_j)
+        i = self._index()
+        t_s = self._t0 + (float(self._times[i]) - self._first_t) / self._speed
+        return Reading(t_s=t_s, energy_j=tuple(self._energy[i].tolist()))
 
     def status(self) -> tuple[DeviceStatus, ...]:
         """Status columns of the same poll that ``read()`` returns now."""
-        return self._polls[self._index()].status
+        return self._status_at(self._index())
 
     def close(self) -> None:
-        """Nothing to release: the file was read whole at construction."""
+        """Nothing to release: the file was read (into arrays) at construction."""
 
     # -- replay extras -------------------------------------------------------
 
     @property
     def exhausted(self) -> bool:
         """True once playback reached the last poll: ``read()`` will not change any more."""
-        return self._trace_t() + _EPS_S >= self._times[-1]
+        return self._trace_t() + _EPS_S >= float(self._times[-1])
 
     @property
     def comments(self) -> tuple[str, ...]:
@@ -118,67 +118,77 @@ class ReplayMeter:
     @property
     def duration_s(self) -> float:
         """Trace time from the first poll to the last, s (wall time is this / speed)."""
-        return self._times[-1] - self._first_t
+        return float(self._times[-1]) - self._first_t
 
     def readings(self) -> Iterator[Reading]:
         """Every poll in order, ``t_s`` as in the file (offline re-analysis; no clock)."""
-        for poll in self._polls:
-            yield Reading(t_s=poll.t_s, energy_j=poll.energy_j)
+        for t_s, energy_j in zip(self._times.tolist(), self._energy.tolist(), strict=True):
+            yield Reading(t_s=t_s, energy_j=tuple(energy_j))
 
     def statuses(self) -> Iterator[tuple[DeviceStatus, ...]]:
         """Every poll's status, in the order of :meth:`readings`."""
-        for poll in self._polls:
-            yield poll.status
+        for i in range(len(self._times)):
+            yield self._status_at(i)
 
     def _trace_t(self) -> float:
         return self._first_t + (self._clock() - self._t0) * self._speed
 
     def _index(self) -> int:
-        return max(0, bisect.bisect_right(self._times, self._trace_t() + _EPS_S) - 1)
+        return max(0, int(np.searchsorted(self._times, self._trace_t() + _EPS_S, side="right")) - 1)
+
+    def _status_at(self, i: int) -> tuple[DeviceStatus, ...]:
+        return tuple(
+            DeviceStatus(d, *(None if math.isnan(v) else v for v in values))
+            for d, values in zip(self._ids, self._status[i].tolist(), strict=True)
+        )
 
 
 # -- parsing -------------------------------------------------------------------
 
 
-def _parse(path: Path) -> tuple[tuple[str, ...], list[_Row]]:
-    """Comments and validated rows; ReplayFormatError names the file, line and problem."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"replay_path: cannot read {path}: {err}") from err
+def _parse(path: Path) -> tuple[tuple[str, ...], _Columns]:
+    """Comments and validated rows, read line by line; ReplayFormatError names the file, line and problem."""
     comments: list[str] = []
     header: dict[str, int] | None = None
-    rows: list[_Row] = []
+    columns = _Columns()
+    known: dict[str, int] = {}  # device id -> index
     in_poll: set[str] = set()  # devices in the poll being read
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("#"):
-            comment = line.lstrip()[1:].strip()
-            _check_version(path, number, comment)
-            comments.append(comment)
-            continue
-        cells = [c.strip() for c in next(csv.reader([line]))]
-        if header is None:
-            header = _header(path, number, cells)
-            continue
-        row = _row(path, number, header, cells)
-        if rows and row.t_s < rows[-1].t_s:
-            raise ReplayFormatError(
-                f"{path}:{number}: t_s goes backwards "
-                f"({row.t_s} after {rows[-1].t_s} on line {rows[-1].line})"
-            )
-        if not rows or row.t_s != rows[-1].t_s:
-            in_poll.clear()
-        if row.device in in_poll:
-            raise ReplayFormatError(f"{path}:{number}: device {row.device!r} twice at t_s={row.t_s}")
-        in_poll.add(row.device)
-        rows.append(row)
+    last: tuple[float, int] | None = None  # t_s and line of the previous row
+    number = 0
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                if line.lstrip().startswith("#"):
+                    comment = line.lstrip()[1:].strip()
+                    _check_version(path, number, comment)
+                    comments.append(comment)
+                    continue
+                cells = [c.strip() for c in next(csv.reader([line]))]
+                if header is None:
+                    header = _header(path, number, cells)
+                    continue
+                t_s, device = _row(path, number, header, cells, columns)
+                if last is not None and t_s < last[0]:
+                    raise ReplayFormatError(
+                        f"{path}:{number}: t_s goes backwards ({t_s} after {last[0]} on line {last[1]})"
+                    )
+                if last is None or t_s != last[0]:
+                    in_poll.clear()
+                if device in in_poll:
+                    raise ReplayFormatError(f"{path}:{number}: device {device!r} twice at t_s={t_s}")
+                in_poll.add(device)
+                last = (t_s, number)
+                columns.device.append(known.setdefault(device, len(known)))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"replay_path: cannot read {path}: {err}") from err
     if header is None:
-        raise ReplayFormatError(f"{path}:{len(lines) + 1}: empty file: no header line")
-    if not rows:
-        raise ReplayFormatError(f"{path}:{len(lines) + 1}: no data rows after the header")
-    return tuple(comments), rows
+        raise ReplayFormatError(f"{path}:{number + 1}: empty file: no header line")
+    if last is None:
+        raise ReplayFormatError(f"{path}:{number + 1}: no data rows after the header")
+    columns.ids = list(known)
+    return tuple(comments), columns
 
 
 def _check_version(path: Path, number: int, comment: str) -> None:
@@ -208,62 +218,53 @@ def _number(path: Path, number: int, column: str, text: str) -> float:
     return value
 
 
-def _row(path: Path, number: int, header: dict[str, int], cells: list[str]) -> _Row:
+def _row(
+    path: Path, number: int, header: dict[str, int], cells: list[str], columns: _Columns
+) -> tuple[float, str]:
+    """Check one data row and append its values to ``columns`` (not its device); its (t_s, device)."""
     if len(cells) != len(header):
         raise ReplayFormatError(f"{path}:{number}: {len(cells)} cells, the header has {len(header)}")
 
-    def optional(column: str) -> float | None:
+    def optional(column: str) -> float:
         if column not in header or not cells[header[column]]:
-            return None
+            return math.nan
         return _number(path, number, column, cells[header[column]])
 
     for column in REQUIRED_COLUMNS:
         if not cells[header[column]]:
             raise ReplayFormatError(f"{path}:{number}: column {column} is empty (required)")
-    device = cells[header["device"]]
-    utilization = optional("utilization")
-    if utilization is not None and not 0.0 <= utilization <= 1.0:
+    status = [optional(column) for column in OPTIONAL_COLUMNS]
+    utilization = status[OPTIONAL_COLUMNS.index("utilization")]
+    if not math.isnan(utilization) and not 0.0 <= utilization <= 1.0:
         raise ReplayFormatError(f"{path}:{number}: column utilization: {utilization} is outside 0..1")
-    status = DeviceStatus(
-        device_id=device,
-        power_w=optional("power_w"),
-        utilization=utilization,
-        sm_clock_mhz=optional("sm_clock_mhz"),
-        memory_used_bytes=optional("memory_used_bytes"),
-        power_limit_w=optional("power_limit_w"),
-    )
-    return _Row(
-        line=number,
-        t_s=_number(path, number, "t_s", cells[header["t_s"]]),
-        device=device,
-        energy_j=_number(path, number, "energy_j", cells[header["energy_j"]]),
-        status=status,
-    )
+    t_s = _number(path, number, "t_s", cells[header["t_s"]])
+    energy_j = _number(path, number, "energy_j", cells[header["energy_j"]])
+    columns.t_s.append(t_s)
+    columns.energy_j.append(energy_j)
+    columns.status.extend(status)
+    return t_s, cells[header["device"]]
 
 
-def _assemble(rows: list[_Row]) -> tuple[tuple[DeviceInfo, ...], list[_Poll]]:
-    """Group rows into polls, carrying each device's last value through polls that lack it."""
-    first: dict[str, _Row] = {}
-    for row in rows:
-        first.setdefault(row.device, row)
-    ids = list(first)
-    energy = {d: r.energy_j for d, r in first.items()}
-    status = {d: DeviceStatus(device_id=d) for d in ids}  # unknown until the device's first row
-    polls: list[_Poll] = []
-    start = 0
-    while start < len(rows):
-        end = start
-        while end < len(rows) and rows[end].t_s == rows[start].t_s:
-            energy[rows[end].device] = rows[end].energy_j
-            status[rows[end].device] = rows[end].status
-            end += 1
-        polls.append(
-            _Poll(
-                t_s=rows[start].t_s,
-                energy_j=tuple(energy[d] for d in ids),
-                status=tuple(status[d] for d in ids),
-            )
-        )
-        start = end
-    devices = tuple(DeviceInfo(id=d, name=d, type="gpu", wrap_j=None) for d in ids)
-    return devices, polls
+def _assemble(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group rows into polls: (trace times, energy per poll and device, status per poll and device).
+
+    A device absent from a poll carries its last row forward (energy and status); before
+    its first row it shows its first energy and an unknown status.
+    """
+    t = np.frombuffer(columns.t_s, dtype=float)
+    device = np.frombuffer(columns.device, dtype=np.int64)
+    energy = np.frombuffer(columns.energy_j, dtype=float)
+    status = np.frombuffer(columns.status, dtype=float).reshape(-1, len(OPTIONAL_COLUMNS))
+    starts = np.concatenate([[True], t[1:] != t[:-1]])
+    poll_of_row = np.cumsum(starts) - 1
+    n_polls, n_dev = int(poll_of_row[-1]) + 1, len(columns.ids)
+    energy_pd = np.empty((n_polls, n_dev))
+    status_pd = np.empty((n_polls, n_dev, len(OPTIONAL_COLUMNS)))
+    for d in range(n_dev):
+        rows = np.flatnonzero(device == d)
+        last = (
+            np.searchsorted(poll_of_row[rows], np.arange(n_polls), side="right") - 1
+        )  # -1: before the first
+        energy_pd[:, d] = energy[rows[np.maximum(last, 0)]]
+        status_pd[:, d] = np.where((last >= 0)[:, None], status[rows[np.maximum(last, 0)]], math.nan)
+    return t[starts].copy(), energy_pd, status_pd

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-_MAX_REMEMBERED_SPANS = 100_000  # (trace id, span id) pairs kept to spot an exporter's retries
+DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (about 3 KB each decoded): knob otlp_max_queued_spans
+DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 
 def _value(v: AnyValue) -> AttrValue:
@@ -125,7 +126,8 @@ class OtlpReceiver:
         host: str = "127.0.0.1",
         port: int = 4317,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_queued_spans: int = 100_000,
+        max_queued_spans: int = DEFAULT_MAX_QUEUED_SPANS,
+        max_remembered_spans: int = DEFAULT_MAX_REMEMBERED_SPANS,
         wall: Callable[[], float] = time.time,
         limits: v.Limits = v.LIMITS,
     ) -> None:
@@ -136,6 +138,7 @@ class OtlpReceiver:
         self.counts: Counter[str] = Counter()
         self._queue: deque[ReceivedSpan] = deque()
         self._max_queued = max_queued_spans
+        self._max_remembered = max_remembered_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -228,7 +231,7 @@ class OtlpReceiver:
         if key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         self._seen[key] = None
-        while len(self._seen) > _MAX_REMEMBERED_SPANS:
+        while len(self._seen) > self._max_remembered:
             self._seen.popitem(last=False)
 
     def _count(self, outcome: str, n: int = 1) -> None:

@@ -18,15 +18,18 @@ Knobs: ``hook_port`` (UDP, 0 off), ``plugin_port`` (UDP, 0 off), ``vllm_metrics_
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import RequestEnergy, TapReport
 from sidecar.config import SidecarConfig
-from sidecar.taps.vllm_forward import SpanForwarder
 from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_metrics import MetricsScraper
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
+
+if TYPE_CHECKING:  # imported when forwarding is on: the OTLP exporter costs ~2 MB RSS
+    from sidecar.taps.vllm_forward import SpanForwarder
 
 __all__ = ["VllmTaps", "attach_vllm"]
 
@@ -114,7 +117,11 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         if config.plugin_port
         else None
     )
-    forwarder = SpanForwarder(config.otlp_forward_endpoint) if config.otlp_forward_endpoint else None
+    forwarder = None
+    if config.otlp_forward_endpoint:
+        from sidecar.taps.vllm_forward import SpanForwarder
+
+        forwarder = SpanForwarder(config.otlp_forward_endpoint)
     scraper = (
         MetricsScraper(
             config.vllm_metrics_url,

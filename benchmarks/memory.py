@@ -1,0 +1,345 @@
+"""The sidecar's memory under load: 10,000 requests in flight, an hour of timeline, a span flood.
+
+The whole sidecar as users run it (``python -m sidecar.cli sidecar``) in its own process,
+with the replay meter in place of NVML (there is no GPU here): a generated trace of one
+device whose counter updates every 100 ms, one hour of it (36,000 updates, idle and busy
+minutes alternating) played ``3600 / --hour-s`` times faster than real time, the poll
+period shortened by the same factor so every update still becomes a timeline edge; after
+the hour the trace goes on at 450 W, updates 100 ms apart as played. The phases, in
+order, each on top of the previous ones:
+
+* **start-up**: the sidecar ready (``/readyz``) and idle: the baseline;
+* **hour**: wait until the replay has played its hour (timeline, ticks, fit and floor
+  have seen an hour of readings);
+* **in flight**: ``--in-flight`` requests (default 10,000) start over the vLLM plugin's UDP
+  tap (``start`` rows, prefill done, no ``fin``; 150 per datagram), then a plugin
+  iteration (decode work for every started request the plugin keeps) every 100 ms for
+  ``--in-flight-s``; they stay in flight for the rest of the run;
+* **flood**: ``--flood-s`` (default 60) of vLLM-shaped ``llm_request`` spans over real
+  OTLP/gRPC, 50 spans per export, as fast as one client (one channel, 8 exports in
+  flight) is answered; exports are serialised ahead (a fresh template every 0.5 s so span
+  times stay near now; each export gets unique ids by a byte patch); then rest until
+  ``/metrics`` answers (the tick has handled the queued spans; at most ``--rest-s``).
+
+RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
+seconds (user + system, independent of how busy the machine is), and the peak over the
+run (``VmHWM``). The same run prints the floor under it: the RSS of an interpreter that only
+imports the sidecar (``import sidecar.wiring``).
+
+    .venv/bin/python benchmarks/memory.py [--flood-s 60] [--hour-s 60] [--in-flight 10000]
+
+Last line: ``rss MB N``, N = the sidecar's peak RSS in MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sidecar.contracts.vllm_wire import encode  # noqa: E402
+from tests.support import free_port, wait_http  # noqa: E402
+
+UPDATE_S = 0.1  # the counter update period (NVML on an H200: 100 ms)
+HOUR_S = 3600.0
+SPANS_PER_EXPORT, IN_FLIGHT_EXPORTS = 50, 8
+_BATCH_MARK = b"#JT-BATCH-N#"  # 12 bytes in each request id, patched per export
+_TRACE_MARK = b"\xfe\xed\xfa\xce\xde\xad\xbe\xef"  # 8 bytes of each trace id, patched per export
+_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
+    """A one-device replay trace: an hour of counter updates every 100 ms (idle and busy minutes
+    alternating), then ``tail_s`` sidecar seconds of updates at 450 W, 100 ms apart *as played*
+    (rows ``speed`` x 100 ms apart), so the phases after the hour see a live counter."""
+    energy_j, lines = 1.0e6, ["# jouletrace replay trace v1", "t_s,device,energy_j,power_w,utilization"]
+    t_s = 0.0
+    for _ in range(round(hour_s / UPDATE_S) + round(tail_s / UPDATE_S)):
+        busy = t_s >= hour_s or int(t_s // 60) % 2 == 1
+        power_w = 450.0 if busy else 90.0
+        energy_j += power_w * UPDATE_S
+        lines.append(f"{t_s:.6f},GPU-replay,{energy_j:.3f},{power_w:.1f},{0.9 if busy else 0.0}")
+        t_s += UPDATE_S if t_s < hour_s else UPDATE_S * speed
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines) - 2
+
+
+def status_mb(pid: int, key: str) -> float:
+    """A ``/proc/PID/status`` memory line (VmRSS, VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def import_floor_mb() -> float:
+    """Peak RSS of an interpreter that only imports the sidecar's wiring (MB)."""
+    code = "import resource, sidecar.wiring; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def metrics(port: int, timeout_s: float = 60.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The sidecar's /metrics, parsed: (sample name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def start_requests(port: int, n: int, seconds: float) -> None:
+    """``n`` starts over the plugin's UDP tap, then an iteration every 100 ms for ``seconds``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pid, seq = 4242, 0
+
+    def send(message: dict[str, object]) -> None:
+        nonlocal seq
+        for data in encode(
+            {"v": 1, "pid": pid, "seq": seq, "wall": time.time(), "model": "bench", **message}
+        ):
+            sock.sendto(data, ("127.0.0.1", port))
+        seq += 1
+
+    for k in range(0, n, 150):  # 150 starts per datagram, as the plugin splits long lists
+        rows = [[f"chatcmpl-idle-{i}", 512, 512, 0.05] for i in range(k, min(n, k + 150))]
+        send({"start": rows, "live": True})
+        time.sleep(0.002)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # iterations: every started request decodes a token in each
+        send({"it": [0.0, n, 0], "sched": [n, 0, 0.5], "live": True})
+        time.sleep(0.1)
+    sock.close()
+
+
+def _kv(key: str, value: str | int | float) -> KeyValue:
+    if isinstance(value, str):
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(double_value=value))
+
+
+def export_template(now_s: float) -> bytes:
+    """One serialised export of 50 vLLM ``llm_request`` spans ending about now."""
+    spans = []
+    for k in range(SPANS_PER_EXPORT):
+        e2e_s, prefill_s, decode_s = 1.2, 0.08, 1.0
+        start_ns = int((now_s - e2e_s) * 1e9)
+        attrs: dict[str, str | int | float] = {
+            "gen_ai.response.model": "bench",
+            "gen_ai.request.id": f"chatcmpl-{_BATCH_MARK.decode()}-{k:02d}",
+            "gen_ai.request.temperature": 0.7,
+            "gen_ai.request.top_p": 1.0,
+            "gen_ai.request.max_tokens": 256,
+            "gen_ai.request.n": 1,
+            "gen_ai.usage.prompt_tokens": 400 + k,
+            "gen_ai.usage.completion_tokens": 200 + k,
+            "gen_ai.latency.time_in_queue": 0.01,
+            "gen_ai.latency.time_to_first_token": prefill_s + 0.01,
+            "gen_ai.latency.e2e": e2e_s,
+            "gen_ai.latency.time_in_scheduler": 0.01,
+            "gen_ai.latency.time_in_model_forward": 1.0,
+            "gen_ai.latency.time_in_model_execute": 1.05,
+            "gen_ai.latency.time_in_model_prefill": prefill_s,
+            "gen_ai.latency.time_in_model_decode": decode_s,
+            "gen_ai.latency.time_in_model_inference": prefill_s + decode_s,
+        }
+        spans.append(
+            Span(
+                trace_id=_TRACE_MARK + struct.pack(">Q", k),
+                span_id=struct.pack(">Q", k + 1),
+                name="llm_request",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=start_ns,
+                end_time_unix_nano=start_ns + int(e2e_s * 1e9),
+                attributes=[_kv(key, value) for key, value in attrs.items()],
+            )
+        )
+    resource = Resource(attributes=[_kv("service.name", "vllm"), _kv("telemetry.sdk.language", "python")])
+    scope = InstrumentationScope(name="vllm.llm_engine")
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=spans)])]
+    )
+    payload: bytes = request.SerializeToString()
+    return payload
+
+
+def flood(port: int, seconds: float) -> tuple[int, int, int]:
+    """Exports as fast as one client is answered for ``seconds``: (spans sent, refused, failed exports)."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    export = channel.unary_unary(
+        _EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+    )
+    sent = refused = failed = 0
+    batch = 0
+    template, made_s = export_template(time.time()), time.monotonic()
+    inflight: list[grpc.Future] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end or inflight:
+        while time.monotonic() < end and len(inflight) < IN_FLIGHT_EXPORTS:
+            if time.monotonic() - made_s > 0.5:
+                template, made_s = export_template(time.time()), time.monotonic()
+            batch += 1
+            payload = template.replace(_BATCH_MARK, b"%012d" % batch).replace(
+                _TRACE_MARK, struct.pack(">Q", batch)
+            )
+            inflight.append(export.future(payload, timeout=30))
+            sent += SPANS_PER_EXPORT
+        done, inflight = inflight[0], inflight[1:]
+        try:
+            refused += done.result().partial_success.rejected_spans
+        except grpc.RpcError:
+            failed += 1
+    channel.close()
+    return sent, refused, failed
+
+
+def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float) -> list[str]:
+    knobs = {
+        "meter": "replay",
+        "replay_path": str(trace),
+        "replay_speed": str(speed),
+        "poll_interval_s": str(UPDATE_S / speed),  # every counter update is read, just sooner
+        "port": str(ports["http"]),
+        "otlp_port": str(ports["otlp"]),
+        "plugin_port": str(ports["plugin"]),
+        "hook_port": "0",
+        "ledger_path": str(tmp / "ledger.db"),
+        "model": "bench",
+        "log_level": "warning",
+    }
+    flags = [x for k, val in knobs.items() for x in ("--" + k.replace("_", "-"), val)]
+    return [sys.executable, "-m", "sidecar.cli", "sidecar", *flags]
+
+
+class Sampler(threading.Thread):
+    """The sidecar's RSS every 0.2 s (the peak itself comes from VmHWM)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.stop, self.samples = pid, threading.Event(), [0.0]
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                self.samples.append(status_mb(self.pid, "VmRSS"))
+            except (OSError, KeyError):
+                return
+
+
+def phase(name: str, pid: int, t0_cpu_s: float, extra: str = "") -> None:
+    rss = status_mb(pid, "VmRSS")
+    print(f"{name:<28} rss {rss:7.1f} MB  peak so far {status_mb(pid, 'VmHWM'):7.1f} MB  "
+          f"cpu {cpu_s(pid) - t0_cpu_s:6.1f} s  {extra}", flush=True)  # fmt: skip
+
+
+def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+    pid, started = proc.pid, time.monotonic()
+    phase("start-up (idle, baseline)", pid, 0.0)
+    base_cpu = cpu_s(pid)
+    while time.monotonic() - started < args.hour_s + 2.0:  # the replay started with the process
+        time.sleep(0.5)
+    m = metrics(ports["http"])
+    energy_kwh = total(m, "gen_ai_server_energy_joules_total") / 3.6e6
+    phase("+ one hour replayed", pid, base_cpu, f"energy attributed {energy_kwh:.3f} kWh")
+    start_requests(ports["plugin"], args.in_flight, args.in_flight_s)
+    time.sleep(1.0)
+    m = metrics(ports["http"])
+    pending = total(m, "jouletrace_requests_pending")
+    phase(f"+ {args.in_flight} in flight", pid, base_cpu, f"requests pending {pending:.0f}")
+    sent, refused, failed = flood(ports["otlp"], args.flood_s)
+    rate = f"{sent / args.flood_s:,.0f}/s"
+    phase(f"+ {args.flood_s:.0f} s span flood", pid, base_cpu,
+          f"spans sent {sent} ({rate}), refused {refused}, failed exports {failed}")  # fmt: skip
+    flood_end = time.monotonic()
+    time.sleep(5.0)
+    try:  # answered once the tick has handled the queued spans (the same loop serves HTTP)
+        m = metrics(ports["http"], timeout_s=args.rest_s)
+        handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
+        after_s = time.monotonic() - flood_end
+        rest = f"llm_request spans handled {handled:.0f}; /metrics answered {after_s:.0f} s after the flood"
+    except OSError:  # a timeout: the loop is still busy with the flood's spans
+        rest = f"/metrics unanswered {time.monotonic() - flood_end:.0f} s after the flood (loop busy)"
+    phase("  after the flood, at rest", pid, base_cpu, rest)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--in-flight", type=int, default=10_000, help="requests started and never finished")
+    ap.add_argument("--in-flight-s", type=float, default=3.0, help="seconds of iterations after the starts")
+    ap.add_argument("--hour-s", type=float, default=60.0, help="wall seconds the one-hour replay takes")
+    ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of span flood")
+    ap.add_argument("--rest-s", type=float, default=120.0, help="longest wait for /metrics after the flood")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    trace = tmp / "hour.csv"
+    speed = HOUR_S / args.hour_s
+    rows = write_trace(trace, HOUR_S, speed, tail_s=args.in_flight_s + args.flood_s + 120.0)
+    print(f"replay trace: {rows} readings (one hour, one device), played in {args.hour_s:.0f} s; "
+          f"sidecar: {sys.executable} -m sidecar.cli sidecar --meter replay")  # fmt: skip
+    print(f"{'import sidecar.wiring only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
+    ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
+    log = tmp / "sidecar.log"
+    proc = subprocess.Popen(
+        sidecar_cmd(tmp, trace, ports, speed),
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    sampler = Sampler(proc.pid)
+    try:
+        wait_http(f"http://127.0.0.1:{ports['http']}/readyz", 60, proc, log)
+        sampler.start()
+        run_phases(args, proc, ports)
+        peak_mb = status_mb(proc.pid, "VmHWM")
+    finally:
+        sampler.stop.set()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            print("the sidecar did not stop within 60 s of SIGTERM: killed")
+    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {max(sampler.samples):.1f} MB; log {log}")
+    print(f"rss MB {peak_mb:.0f}")
+
+
+if __name__ == "__main__":
+    main()

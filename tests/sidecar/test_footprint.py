@@ -1,0 +1,22 @@
+"""What the running sidecar imports: nothing heavy it does not use (benchmarks/memory.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# scipy.optimize alone cost ~50 MB RSS (the fit's NNLS is sidecar/attribution/nnls.py); the OTLP
+# span exporter ~2 MB, imported only when otlp_forward_endpoint is set
+_NOT_ON_THE_SIDECAR_PATH = ("scipy", "torch", "pandas", "opentelemetry.exporter.otlp")
+
+
+def test_the_sidecar_wiring_imports_no_scipy_and_no_span_exporter() -> None:
+    code = (
+        "import sys, sidecar.wiring, sidecar.cli_sidecar\n"
+        f"bad = sorted(n for n in sys.modules if n.startswith({_NOT_ON_THE_SIDECAR_PATH!r}))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == ""
