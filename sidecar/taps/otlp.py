@@ -217,11 +217,12 @@ class OtlpReceiver:
                     v.note(self.counts, err)
                     refused[err.reason] += 1
                     continue
-                if len(self._queue) >= self._max_queued:
+                if len(self._queue) >= self._max_queued:  # not remembered: the exporter's retry is welcome
                     self.counts["dropped"] += 1
                     refused["queue_full"] += 1
                     continue
                 self._queue.append(span)
+                self._remember((span.trace_id, span.span_id))
         return refused
 
     def _check(self, span: ReceivedSpan, now_s: float) -> None:
@@ -230,6 +231,9 @@ class OtlpReceiver:
         key = (span.trace_id, span.span_id)
         if key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
         self._seen[key] = None
         while len(self._seen) > self._max_remembered:
             self._seen.popitem(last=False)

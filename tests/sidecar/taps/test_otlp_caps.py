@@ -34,6 +34,17 @@ def test_otlp_max_queued_spans_caps_the_queue_between_ticks() -> None:
         sidecar.close()
 
 
+def test_a_span_refused_for_a_full_queue_is_taken_when_the_exporter_retries_it() -> None:
+    receiver, sidecar = _receiver(otlp_max_queued_spans=1)
+    try:
+        assert receiver.accept([_span(0), _span(1)]) == {"queue_full": 1}
+        receiver.due(0.0)
+        assert not receiver.accept([_span(1)])  # the retry is not a duplicate: span1 was never kept
+        assert receiver.accept([_span(0)]) == {"duplicate": 1}  # span0 was
+    finally:
+        sidecar.close()
+
+
 def test_otlp_dedupe_spans_is_the_window_of_remembered_retries() -> None:
     receiver, sidecar = _receiver(otlp_dedupe_spans=2)
     try:
