@@ -56,13 +56,19 @@ async def _run(config: SidecarConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:
-        if not stop.is_set():
-            stop.set()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # signal.signal, not loop.add_signal_handler: Python runs this between two bytecodes of the
+        # main thread, so the grace period starts at the signal even while a long tick holds the loop
+        # (the loop's own handler would wait for the tick to end).
+        if not stopping.is_set():
+            stopping.set()
             start_watchdog(config.shutdown_grace_s + _EXIT_SLACK_S)
+            loop.call_soon_threadsafe(stop.set)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        signal.signal(sig, on_signal)
     log.info(
         "jouletrace sidecar: meter=%s (%s) devices=%s split=%s port=%d otlp_port=%d",
         config.meter,

@@ -97,3 +97,40 @@ def test_sigterm_seals_final_records_stores_the_rest_and_exits_0_within_the_grac
         assert rec["energy_j"] >= joules and rec["attributes"]["resumed"] == "true"
         if rid in stored:  # its stated end was known: final at once, a lower bound across the gap
             assert rec["attributes"]["energy_unknown"] == "true"
+
+
+_BLOCKED_TICK = """
+import sys, time
+from sidecar import app, cli
+from pathlib import Path
+marker = Path(sys.argv.pop(1))
+def tick(self, now_s=None, *, seal_until_s=None):
+    marker.touch()  # the tick has started
+    time.sleep(60.0)  # a tick that holds the event loop, as an overloaded one does
+    return []
+app.Sidecar.tick = tick
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_tick_that_holds_the_loop_still_exits_within_the_grace_period(tmp_path: Path) -> None:
+    """The stop's clock starts at the signal, not when the blocked loop would next look at it."""
+    port, marker = free_port(), tmp_path / "ticking"
+    argv = [sys.executable, "-c", _BLOCKED_TICK, str(marker), "sidecar", "--meter", "sim"]
+    argv += ["--shutdown-grace-s", "2", "--port", str(port), "--otlp-port", "0", "--plugin-port", "0"]
+    argv += ["--hook-port", "0", "--ledger-path", ""]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(marker.exists, START_TIMEOUT_S, proc)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15.0)
+        took_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0].decode(errors="replace")
+    print(out)
+    assert code == 1 and "stop took longer than" in out  # the watchdog ended it, saying why
+    assert took_s < 2.0 + 1.0 + 2.0  # grace + exit slack + process teardown; the tick alone sleeps 60 s
