@@ -114,7 +114,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 @pytest.mark.integration
-def test_sigterm_during_a_tick_that_holds_the_loop_still_exits_within_the_grace_period(tmp_path: Path) -> None:
+def test_sigterm_during_a_tick_that_holds_the_loop_still_exits_within_the_grace_period(
+    tmp_path: Path,
+) -> None:
     """The stop's clock starts at the signal, not when the blocked loop would next look at it."""
     port, marker = free_port(), tmp_path / "ticking"
     argv = [sys.executable, "-c", _BLOCKED_TICK, str(marker), "sidecar", "--meter", "sim"]
