@@ -63,6 +63,7 @@ class Sidecar:
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
         on_final: Callable[[list[RequestEnergy]], None] | None = None,
+        on_tasks: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = config
         self.meter = meter
@@ -97,6 +98,7 @@ class Sidecar:
             max_future_s=config.max_future_s,
         )
         self.on_final = on_final
+        self.on_tasks = on_tasks  # late task labels (id -> task) for records already final
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
@@ -142,6 +144,11 @@ class Sidecar:
             self.ledger.put_many(finals)
             if self.on_final is not None:
                 self.on_final(finals)
+        late = self.attributor.take_late_tasks()  # tasks named after final: the stored records take them
+        if late:
+            self.ledger.set_tasks(late)
+            if self.on_tasks is not None:
+                self.on_tasks(late)
         self.floor_keeper.save(now)
         self._snapshot = build_snapshot(self, now)
         return finals

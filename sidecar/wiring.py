@@ -77,5 +77,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         if config.ledger_path
         else None
     )
-    sidecar = Sidecar(config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final)
+    sidecar = Sidecar(
+        config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final, on_tasks=vllm.on_tasks
+    )
     return sidecar

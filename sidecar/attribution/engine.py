@@ -48,6 +48,7 @@ DROP_REASONS = (
     "late_clipped",
     "after_final",
     "info_after_final",
+    "task_late",  # tasks named after final: set on the ledger, API, waiting span; not the histograms
     "future",  # work or an end claimed beyond max_future_s ahead of the sealed time
     "pending_cap",  # work rows refused because max_pending_rows were pending
     "expired",  # requests ended by request_timeout_s without a stated end
@@ -57,6 +58,7 @@ DROP_REASONS = (
 # Busy ticks held for the fit's warm-up keep their work rows (ten 8-byte values a row): a bound in
 # rows as well as in ticks, so 150 ticks of a wide batch (4,096 members) cannot hold 49 MB.
 MAX_HELD_ROWS = 100_000
+_MAX_LATE_TASKS = 100_000  # late task labels held between two ticks (beyond: refused, counted)
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 
 
@@ -103,6 +105,7 @@ class Attributor(RequestLifecycle):
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
         self._finalized: OrderedDict[str, None] = OrderedDict()  # recent final ids (bounded)
+        self._late_tasks: OrderedDict[str, str] = OrderedDict()  # id -> task named after final, until taken
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks
 
@@ -181,9 +184,17 @@ class Attributor(RequestLifecycle):
         return codes, keep
 
     def add_request(self, info: RequestInfo) -> None:
-        """Record or update what is known about a request (model, task, tokens, end)."""
+        """Record or update what is known about a request (model, task, tokens, end).
+
+        After the request's record is final only a task is still taken (a client span that came
+        late): it waits for :meth:`take_late_tasks`; anything else is refused and counted.
+        """
         if info.request_id in self._finalized:
-            self.dropped["info_after_final"] += 1
+            if info.task != "unknown" and len(self._late_tasks) < _MAX_LATE_TASKS:
+                self.dropped["task_late"] += 1
+                self._late_tasks[info.request_id] = info.task
+            else:
+                self.dropped["info_after_final"] += 1
             return
         code = self.requests.code(info.request_id)
         acc = self.requests.get(info.request_id)
@@ -195,6 +206,12 @@ class Attributor(RequestLifecycle):
         acc.info = info
         if info.end_s is not None:
             self.requests.schedule(code, info.end_s)
+
+    def take_late_tasks(self) -> dict[str, str]:
+        """Tasks named for requests already final (id -> task) since the last call; the caller
+        sets them on the stored records. The energy and the metrics already observed stay."""
+        late, self._late_tasks = self._late_tasks, OrderedDict()
+        return dict(late)
 
     # ---- progress -------------------------------------------------------------
     @property

@@ -26,6 +26,7 @@ counters for the self-metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -117,7 +118,7 @@ class Ledger:
         self.max_age_s = float(max_age_s)
         self._clock = clock
         self.max_pending = max_pending
-        self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped
+        self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped, task_late
         self._pending: OrderedDict[str, RequestEnergy] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
@@ -232,6 +233,55 @@ class Ledger:
                 "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)", (excess,)
             )
             self._rows -= cur.rowcount
+
+    def set_tasks(self, tasks: dict[str, str]) -> int:
+        """Name the task of stored records whose task is ``"unknown"`` (id -> task); returns how many.
+
+        A task named after the record was final (a late client span). A known task is never
+        replaced, energy and the other fields stay; unknown ids are skipped. A failed write is
+        counted (``write_errors``) and the labels are lost, never the records.
+        """
+        updated = 0
+        with self._lock:
+            for request_id, task in tasks.items():
+                rec = self._pending.get(request_id)
+                if rec is not None and rec.task == "unknown":
+                    self._pending[request_id] = dataclasses.replace(rec, task=task)
+                    updated += 1
+            try:
+                updated += self._set_tasks(tasks)
+            except sqlite3.OperationalError as err:
+                self.counts["write_errors"] += 1
+                log.warning("ledger: setting %d late task(s) failed: %s", len(tasks), err)
+        self.counts["task_late"] += updated
+        return updated
+
+    def _set_tasks(self, tasks: dict[str, str]) -> int:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        updated = 0
+        try:
+            for request_id, task in tasks.items():
+                row = cur.execute(
+                    "SELECT record_json FROM requests WHERE request_id = ? AND task = 'unknown'",
+                    (request_id,),
+                ).fetchone()
+                if row is None:
+                    continue
+                record = _load(row[0])
+                record["task"] = task
+                text = json.dumps(record, separators=(",", ":"))
+                cur.execute(
+                    "UPDATE requests SET task = ?, record_json = ? WHERE request_id = ?",
+                    (task, text, request_id),
+                )
+                updated += 1
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        return updated
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         """The stored record (``RequestEnergy.to_json()`` form), or ``None`` if unknown."""

@@ -78,6 +78,10 @@ class VllmTaps:
         if self.forwarder is not None:
             self.forwarder.on_final(records)
 
+    def on_tasks(self, tasks: dict[str, str]) -> None:
+        if self.forwarder is not None:
+            self.forwarder.on_tasks(tasks)
+
     def stats(self) -> TapReport:
         """Counters per tap and outcome, the plugin-vs-/metrics token mismatch, vLLM's load."""
         events: dict[tuple[str, str], int] = {}

@@ -15,11 +15,14 @@ transient errors with backoff within ``timeout_s``). At most ``max_queue`` spans
 wait; beyond that they are dropped and counted, so a slow or absent upstream
 costs the sidecar nothing but dropped (counted) spans. Counters
 (``span_forward`` tap): ``forwarded``, ``failed`` (export gave up), ``dropped``,
-``malformed`` (ids that are not hex).
+``malformed`` (ids that are not hex), ``task_late_sent`` (a task named after the
+record was final, for a span already sent without it; a record still waiting for
+its span takes the task).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import Counter, OrderedDict
@@ -158,6 +161,17 @@ class SpanForwarder:
                     _put(self._finals, rec.request_id, rec)
                     continue
             self._send(span, rec)
+
+    def on_tasks(self, tasks: dict[str, str]) -> None:
+        """Tasks named after their records were final (id -> task): a record still waiting for its
+        span takes its task; a span already sent keeps what it had (counted ``task_late_sent``)."""
+        with self._lock:
+            for request_id, task in tasks.items():
+                rec = self._finals.get(request_id)
+                if rec is None:
+                    self.counts["task_late_sent"] += 1
+                elif rec.task == "unknown":
+                    self._finals[request_id] = dataclasses.replace(rec, task=task)
 
     def _send(self, span: ReceivedSpan, rec: RequestEnergy) -> None:
         try:

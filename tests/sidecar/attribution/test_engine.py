@@ -118,6 +118,18 @@ def test_work_after_final_is_rejected() -> None:
     assert att.dropped["after_final"] == 1
 
 
+def test_after_final_only_a_task_is_taken_and_handed_over_once() -> None:
+    att, energy = _worked_example("tokens")
+    att.add_request(
+        RequestInfo("a", model="m", task="code", end_s=0.2, output_tokens=20)
+    )  # a late client span
+    att.add_request(RequestInfo("b", model="m", end_s=0.2, output_tokens=99))  # no task: refused
+    assert att.dropped["task_late"] == 1 and att.dropped["info_after_final"] == 1
+    assert att.take_late_tasks() == {"a": "code"} and att.take_late_tasks() == {}
+    assert att.advance(math.inf) == [] and att.record("a") is None  # no new record, no energy moved
+    assert energy["a"] > 0
+
+
 def test_short_request_is_flagged_approximate() -> None:
     edges = [(0.1 * k, 10.0 * k) for k in range(10)]
     att = Attributor(timeline_with_edges(edges), make_rule("tokens"))

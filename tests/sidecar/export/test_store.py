@@ -129,3 +129,17 @@ def test_puts_and_reads_from_many_threads_lose_nothing(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert led.count() == 100
+
+
+def test_a_late_task_names_an_unknown_task_only_and_keeps_the_rest_of_the_record(ledger: Ledger) -> None:
+    ledger.put_many([make_record(request_id="a", task="unknown"), make_record(request_id="b", task="chat")])
+    assert ledger.set_tasks({"a": "code", "b": "code", "never-seen": "code"}) == 1
+    a, b = ledger.get("a"), ledger.get("b")
+    assert (
+        a is not None
+        and a["task"] == "code"
+        and a == {**make_record(request_id="a").to_json(), "task": "code"}
+    )
+    assert b is not None and b["task"] == "chat"  # a known task is never replaced
+    row = ledger._conn.execute("SELECT task FROM requests WHERE request_id = 'a'").fetchone()
+    assert row == ("code",) and ledger.counts["task_late"] == 1

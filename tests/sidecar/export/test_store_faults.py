@@ -110,3 +110,13 @@ def test_a_record_whose_energy_is_unknown_never_replaces_a_stored_one_and_is_cou
         assert led.put_many(
             [make_record(request_id="new", energy_j=0.0, attributes={"energy_unknown": "true"})]
         )
+
+
+def test_a_late_task_reaches_a_record_kept_in_memory_while_the_disk_is_full(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as led:
+        _fill_up(led)
+        big = {"trace_id": "x" * 50_000}
+        assert led.put_many([make_record(request_id="full", task="unknown", attributes=big)]) == 0
+        assert led.set_tasks({"full": "code"}) == 1
+        got = led.get("full")
+        assert got is not None and got["task"] == "code"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -161,3 +162,22 @@ def test_before_start_and_after_stop_spans_are_dropped_and_counted() -> None:
     fwd.on_span("a", span("chatcmpl-a"))
     fwd.on_final([record("a")])
     assert fwd.counts["dropped"] == 1
+
+
+def test_a_late_task_reaches_a_record_still_waiting_for_its_span_and_counts_one_already_sent(
+    upstream: tuple[OtlpReceiver, Sink],
+) -> None:
+    receiver, sink = upstream
+    fwd = SpanForwarder(f"127.0.0.1:{receiver.port}")
+    fwd.start()
+    try:
+        fwd.on_span("a", span("chatcmpl-a"))
+        fwd.on_final([replace(record("a"), task="unknown"), replace(record("b"), task="unknown")])  # a sent
+        fwd.on_tasks({"a": "chat", "b": "code"})  # the client spans, after the records were final
+        fwd.on_span("b", span("chatcmpl-b"))
+        spans = {s.attributes["gen_ai.request.id"]: s for s in collect(receiver, sink, 2)}
+    finally:
+        fwd.stop()
+    assert "jouletrace.task" not in spans["chatcmpl-a"].attributes  # already on its way without it
+    assert spans["chatcmpl-b"].attributes["jouletrace.task"] == "code"
+    assert fwd.counts["task_late_sent"] == 1
