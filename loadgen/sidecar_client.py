@@ -37,6 +37,9 @@ __all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "p
 ENERGY_METRIC = "hw_energy_joules_total"
 IDLE_METRIC = "gen_ai_server_energy_joules_total"
 LAG_METRIC = "jouletrace_attribution_lag_seconds"
+# A record can be final before our client span (which carries the task) reaches the sidecar; the
+# sidecar then labels the final record at its next tick (docs/vllm.md): read it again for this long.
+_LATE_TASK_WAIT_S = 2.0
 
 
 def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -136,6 +139,7 @@ async def _fetch_one(
     if result.response_id and result.response_id not in ids:
         ids.append(result.response_id)
     last: dict[str, object] | None = None
+    label_by: float | None = None  # a final record may still get its task from our client span
     while True:
         for rid in ids:
             try:
@@ -149,8 +153,11 @@ async def _fetch_one(
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
                 continue
         if last is not None and last.get("final"):
-            result.energy = dict(last)
-            return
+            label_by = label_by or time.monotonic() + _LATE_TASK_WAIT_S
+            unlabelled = last.get("task") == "unknown" and result.request.task != "unknown"
+            if not unlabelled or time.monotonic() >= min(label_by, deadline):
+                result.energy = dict(last)
+                return
         if time.monotonic() >= deadline:
             if last is None:
                 result.energy_note = "no record: the sidecar did not attribute this request (no tap saw it)"
