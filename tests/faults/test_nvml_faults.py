@@ -57,7 +57,10 @@ def test_nvml_errors_a_counter_reset_and_the_gpu_lost_mid_run() -> None:
     energy = with_reset(steady(300.0, start_j=5000.0), at_s=4.0)  # the driver reloads at 4 s
     fake = FakeNvml([FakeGpu(uuid=UUID, energy_j=energy, lost_at_s=8.0)], clock)
     meter = NvmlMeter(None, lib=NvmlLib(fake), clock=clock)
-    sidecar = Sidecar(SidecarConfig(meter="nvml", settle_s=0.5, split="tokens"), meter, clock=clock)
+    # the fixed poll schedule: one read per device per poll, so the errors counted are exact (the
+    # phase-locked schedule's reads under errors: tests/sidecar/meters/test_phased.py)
+    config = SidecarConfig(meter="nvml", settle_s=0.5, split="tokens", poll_schedule="fixed")
+    sidecar = Sidecar(config, meter, clock=clock)
     try:
         run(sidecar, clock, 1.0, "before")
         assert sidecar.ready()[0]
