@@ -12,8 +12,7 @@ point lies inside the window, else at the window's midpoint. Units: seconds.
 from __future__ import annotations
 
 from collections import deque
-
-import numpy as np
+from itertools import accumulate, pairwise
 
 __all__ = ["GridClock"]
 
@@ -49,25 +48,27 @@ class GridClock:
         return mid
 
     def _refit(self) -> None:
-        mids = np.asarray(self._mids)
-        if mids.size < self.min_windows:
+        # plain Python over at most ``recent`` floats: numpy's median and polyfit cost ~10x more
+        # on 64 values, and this runs at every counter update (idle too)
+        mids = list(self._mids)
+        if len(mids) < max(self.min_windows, 2):
             self._phase = self._period = None
             return
-        spacing = float(np.median(np.diff(mids)))
-        if spacing <= 0:
+        diffs = [b - a for a, b in pairwise(mids)]
+        spacing = _median(diffs)
+        if not spacing > 0:
             self._phase = self._period = None
             return
-        steps = np.round(np.diff(mids) / spacing)  # grid points between consecutive windows
-        if np.any(steps < 1):  # two windows on one grid point: not a regular grid
+        steps = [round(d / spacing) for d in diffs]  # grid points between consecutive windows
+        if min(steps) < 1:  # two windows on one grid point: not a regular grid
             self._phase = self._period = None
             return
-        j = np.concatenate([[0.0], np.cumsum(steps)])
-        period, phase = np.polyfit(j, mids, 1)
-        resid = mids - (phase + period * j)
-        if float(np.max(np.abs(resid))) > 0.5 * period:
+        j = [0.0, *map(float, accumulate(steps))]
+        period, phase = _line(j, mids)
+        if max(abs(y - (phase + period * x)) for x, y in zip(j, mids, strict=True)) > 0.5 * period:
             self._phase = self._period = None
             return
-        self._period, self._phase = float(period), float(phase)
+        self._period, self._phase = period, phase
 
     @property
     def phase_s(self) -> float | None:
@@ -78,3 +79,20 @@ class GridClock:
     def period_s(self) -> float | None:
         """The fitted update period (s), None while the grid is unknown."""
         return self._period
+
+
+def _median(values: list[float]) -> float:
+    """The median (the mean of the two middle values for an even count, as numpy's)."""
+    ordered = sorted(values)
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
+
+
+def _line(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Least-squares slope and intercept of ``y = intercept + slope * x`` (centered sums)."""
+    n = len(x)
+    x_mean, y_mean = sum(x) / n, sum(y) / n
+    sxx = sum((xi - x_mean) ** 2 for xi in x)
+    sxy = sum((xi - x_mean) * (yi - y_mean) for xi, yi in zip(x, y, strict=True))
+    slope = sxy / sxx
+    return slope, y_mean - slope * x_mean
