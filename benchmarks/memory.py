@@ -293,7 +293,11 @@ def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: d
         m = metrics(ports["http"], timeout_s=args.rest_s)
         handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
         after_s = time.monotonic() - flood_end
-        rest = f"llm_request spans handled {handled:.0f}; /metrics answered {after_s:.0f} s after the flood"
+        pending = total(m, "jouletrace_requests_pending")
+        rest = (
+            f"llm_request spans handled {handled:.0f}, requests pending {pending:.0f}; "
+            f"/metrics answered {after_s:.0f} s after the flood"
+        )
     except OSError:  # a timeout: the loop is still busy with the flood's spans
         rest = f"/metrics unanswered {time.monotonic() - flood_end:.0f} s after the flood (loop busy)"
     phase("  after the flood, at rest", pid, base_cpu, rest)

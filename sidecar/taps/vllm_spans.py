@@ -39,8 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -152,6 +151,32 @@ def _seconds(attrs: dict[str, AttrValue], name: str) -> float:
     return v.duration_s(attrs[name], name) if name in attrs else 0.0
 
 
+class _Late(NamedTuple):
+    """A handled request span kept for a client span of its trace to add the task: a tuple, not its
+    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes; up to _MAX_REMEMBERED kept)."""
+
+    request_id: str
+    raw_id: str
+    model: str
+    start_s: float
+    end_s: float
+    prompt_tokens: int
+    output_tokens: int
+
+    def info(self, trace_id: str, task: str) -> RequestInfo:
+        return RequestInfo(
+            self.request_id,
+            model=self.model,
+            operation="chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",
+            task=task,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=self.output_tokens,
+            attributes={"vllm.request_id": self.raw_id, "trace_id": trace_id},
+        )
+
+
 class VllmSpanHandler:
     """A :class:`~sidecar.taps.spans.SpanHandler` for vLLM's ``llm_request`` spans and client spans."""
 
@@ -169,7 +194,7 @@ class VllmSpanHandler:
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        self._info_by_trace: OrderedDict[str, RequestInfo] = OrderedDict()
+        self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
         self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
         self._work: list[tuple[str, float, int, int, float, float]] = []  # spans' work until flush()
         self.requests = 0  # llm_request spans handled
@@ -210,22 +235,14 @@ class VllmSpanHandler:
         start_s = self.to_mono(span.start_unix_s)
         end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
         self._remember(self._handled, request_id, None)
-        info = RequestInfo(
-            request_id,
-            model=self.model(),
-            operation="chat" if raw_id.startswith("chatcmpl-") else "text_completion",
-            task=self._task_by_trace.get(span.trace_id, "unknown"),
-            start_s=start_s,
-            end_s=end_s,
-            prompt_tokens=prompt,
-            output_tokens=completion,
-            attributes={"vllm.request_id": raw_id, "trace_id": span.trace_id},
-        )
+        late = _Late(request_id, raw_id, self.model(), start_s, end_s, prompt, completion)
+        info = late.info(span.trace_id, self._task_by_trace.get(span.trace_id, "unknown"))
         if info.task != "unknown":
             self.tasks_joined += 1
         self.requests += 1
         out.infos.append(info)
-        self._remember(self._info_by_trace, span.trace_id, info)
+        if info.task == "unknown":  # only these can be joined by a later client span
+            self._remember(self._info_by_trace, span.trace_id, late)
         if self.on_span is not None:
             self.on_span(request_id, span)
         if not self.claims(request_id):  # last: only a span handled whole leaves work for flush()
@@ -249,10 +266,10 @@ class VllmSpanHandler:
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)
-        info = self._info_by_trace.pop(trace_id, None)
-        if info is not None and info.task == "unknown":  # the request span came first
+        late = self._info_by_trace.pop(trace_id, None)
+        if late is not None:  # the request span came first, without a task
             self.tasks_joined += 1
-            out.infos.append(replace(info, task=task))
+            out.infos.append(late.info(trace_id, task))
 
     @staticmethod
     def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
