@@ -222,7 +222,7 @@ class OtlpReceiver:
             self.counts["received"] += len(spans)
             for span in spans:
                 try:
-                    self._check(span, now_s)
+                    key = self._check(span, now_s)
                 except v.Rejected as err:
                     v.note(self.counts, err)
                     refused[err.reason] += 1
@@ -232,14 +232,17 @@ class OtlpReceiver:
                     refused["queue_full"] += 1
                     continue
                 self._queue.append(span)
-                self._remember(_span_key(span))
+                self._remember(key)
         return refused
 
-    def _check(self, span: ReceivedSpan, now_s: float) -> None:
+    def _check(self, span: ReceivedSpan, now_s: float) -> str:
+        """The span's retry-check key, once its times pass and it is not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        if _span_key(span) in self._seen:
+        key = _span_key(span)
+        if key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
+        return key
 
     def _remember(self, key: str) -> None:
         """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
