@@ -50,13 +50,18 @@ class StepArrays:
 def index(value: Any, what: str) -> int:
     """A JSON integer in ``0..2**53`` (pid, seq, idx; never a bool or a float)."""
     if type(value) is not int:
-        reason = "not_finite" if isinstance(value, float) and not math.isfinite(value) else "wrong_type"
-        raise v.Rejected(reason, f"{what}: expected an integer, got {value!r:.20}")
+        raise _not_an_integer(value, what)
     if value < 0:
         raise v.Rejected("negative", f"{what}: {value} is negative")
     if value > MAX_INDEX:
         raise v.Rejected("out_of_range", f"{what}: over 2**53")
     return value
+
+
+def _not_an_integer(value: Any, what: str) -> v.Rejected:
+    """Why ``value`` (JSON, not an int) was refused where an integer belongs: NaN/Inf or a wrong type."""
+    reason = "not_finite" if isinstance(value, float) and not math.isfinite(value) else "wrong_type"
+    return v.Rejected(reason, f"{what}: expected an integer, got {value!r:.20}")
 
 
 def parse_head(raw: Any, now_unix_s: float) -> Head:
@@ -126,9 +131,7 @@ def _ints(values: list[Any], what: str, high: int) -> np.ndarray:
     if not values:
         return np.zeros(0, dtype=np.int64)
     if set(map(type, values)) != {int}:
-        bad = next(x for x in values if type(x) is not int)
-        reason = "not_finite" if isinstance(bad, float) and not math.isfinite(bad) else "wrong_type"
-        raise v.Rejected(reason, f"{what}: {bad!r:.20} where an integer belongs")
+        raise _not_an_integer(next(x for x in values if type(x) is not int), what)
     try:
         arr = np.array(values, dtype=np.int64)
     except OverflowError:
