@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -67,12 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also whe
 
 from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support import free_port
 
 
 def _replay_trace(path: Path, seconds: float) -> None:
@@ -140,8 +134,8 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
         meter="replay",
         replay_path=str(tmp / "trace.csv"),
         model="bench-llm",
-        port=_free_port(),
-        otlp_port=_free_port(),
+        port=free_port(),
+        otlp_port=free_port(),
         plugin_port=0,
         hook_port=0,
         ledger_path=str(tmp / "ledger.db"),
