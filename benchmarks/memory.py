@@ -16,9 +16,9 @@ order, each on top of the previous ones:
   iteration (decode work for every started request the plugin keeps) every 100 ms for
   ``--in-flight-s``; they stay in flight for the rest of the run;
 * **flood**: ``--flood-s`` (default 60) of vLLM-shaped ``llm_request`` spans over real
-  OTLP/gRPC, 50 spans per export, as fast as one client (one channel, 8 exports in
-  flight) is answered; exports are serialised ahead (a fresh template every 0.5 s so span
-  times stay near now; each export gets unique ids by a byte patch); then rest until
+  OTLP/gRPC, 512 spans per export (``otlp_flood.py``, as ``ingest_grpc.py`` sends them), as
+  fast as one client (one channel, 8 exports in flight) is answered; exports are serialised
+  ahead and stamped at send time with unique ids and times near now; then rest until
   ``/metrics`` answers (the tick has handled the queued spans; at most ``--rest-s``).
 
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
@@ -37,7 +37,6 @@ import argparse
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,28 +45,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
+
+from otlp_flood import build_exports, send_all  # noqa: E402
 
 from sidecar.contracts.vllm_wire import encode  # noqa: E402
 from tests.support import free_port, wait_http  # noqa: E402
 
 UPDATE_S = 0.1  # the counter update period (NVML on an H200: 100 ms)
 HOUR_S = 3600.0
-SPANS_PER_EXPORT, IN_FLIGHT_EXPORTS = 50, 8
-_BATCH_MARK = b"#JT-BATCH-N#"  # 12 bytes in each request id, patched per export
-_TRACE_MARK = b"\xfe\xed\xfa\xce\xde\xad\xbe\xef"  # 8 bytes of each trace id, patched per export
-_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+POOL_EXPORTS, IN_FLIGHT_EXPORTS = 16, 8  # different exports cycled through; exports awaiting an answer
 
 
 def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
@@ -147,87 +138,11 @@ def start_requests(port: int, n: int, seconds: float) -> None:
     sock.close()
 
 
-def _kv(key: str, value: str | int | float) -> KeyValue:
-    if isinstance(value, str):
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(double_value=value))
-
-
-def export_template(now_s: float) -> bytes:
-    """One serialised export of 50 vLLM ``llm_request`` spans ending about now."""
-    spans = []
-    for k in range(SPANS_PER_EXPORT):
-        e2e_s, prefill_s, decode_s = 1.2, 0.08, 1.0
-        start_ns = int((now_s - e2e_s) * 1e9)
-        attrs: dict[str, str | int | float] = {
-            "gen_ai.response.model": "bench",
-            "gen_ai.request.id": f"chatcmpl-{_BATCH_MARK.decode()}-{k:02d}",
-            "gen_ai.request.temperature": 0.7,
-            "gen_ai.request.top_p": 1.0,
-            "gen_ai.request.max_tokens": 256,
-            "gen_ai.request.n": 1,
-            "gen_ai.usage.prompt_tokens": 400 + k,
-            "gen_ai.usage.completion_tokens": 200 + k,
-            "gen_ai.latency.time_in_queue": 0.01,
-            "gen_ai.latency.time_to_first_token": prefill_s + 0.01,
-            "gen_ai.latency.e2e": e2e_s,
-            "gen_ai.latency.time_in_scheduler": 0.01,
-            "gen_ai.latency.time_in_model_forward": 1.0,
-            "gen_ai.latency.time_in_model_execute": 1.05,
-            "gen_ai.latency.time_in_model_prefill": prefill_s,
-            "gen_ai.latency.time_in_model_decode": decode_s,
-            "gen_ai.latency.time_in_model_inference": prefill_s + decode_s,
-        }
-        spans.append(
-            Span(
-                trace_id=_TRACE_MARK + struct.pack(">Q", k),
-                span_id=struct.pack(">Q", k + 1),
-                name="llm_request",
-                kind=Span.SPAN_KIND_SERVER,
-                start_time_unix_nano=start_ns,
-                end_time_unix_nano=start_ns + int(e2e_s * 1e9),
-                attributes=[_kv(key, value) for key, value in attrs.items()],
-            )
-        )
-    resource = Resource(attributes=[_kv("service.name", "vllm"), _kv("telemetry.sdk.language", "python")])
-    scope = InstrumentationScope(name="vllm.llm_engine")
-    request = ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=spans)])]
-    )
-    payload: bytes = request.SerializeToString()
-    return payload
-
-
 def flood(port: int, seconds: float) -> tuple[int, int, int]:
     """Exports as fast as one client is answered for ``seconds``: (spans sent, refused, failed exports)."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    export = channel.unary_unary(
-        _EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
-    )
-    sent = refused = failed = 0
-    batch = 0
-    template, made_s = export_template(time.time()), time.monotonic()
-    inflight: list[grpc.Future] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end or inflight:
-        while time.monotonic() < end and len(inflight) < IN_FLIGHT_EXPORTS:
-            if time.monotonic() - made_s > 0.5:
-                template, made_s = export_template(time.time()), time.monotonic()
-            batch += 1
-            payload = template.replace(_BATCH_MARK, b"%012d" % batch).replace(
-                _TRACE_MARK, struct.pack(">Q", batch)
-            )
-            inflight.append(export.future(payload, timeout=30))
-            sent += SPANS_PER_EXPORT
-        done, inflight = inflight[0], inflight[1:]
-        try:
-            refused += done.result().partial_success.rejected_spans
-        except grpc.RpcError:
-            failed += 1
-    channel.close()
-    return sent, refused, failed
+    pool = build_exports(POOL_EXPORTS)
+    out = send_all(port, pool, n_spans=1 << 62, in_flight=IN_FLIGHT_EXPORTS, max_s=seconds)
+    return int(out["sent"]), int(out["rejected"]), int(out["failed"])
 
 
 def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float) -> list[str]:

@@ -1,21 +1,14 @@
-"""benchmarks/memory.py's inputs: its patched exports are vLLM spans the real receiver and span handler
-take whole, each with its own ids; its replay trace is an hour the replay meter reads."""
+"""benchmarks/memory.py's inputs: its replay trace is an hour the replay meter reads. (Its span flood is
+``benchmarks/otlp_flood.py``'s exports, held to vLLM's shape in tests/benchmarks/test_ingest_grpc.py.)"""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from sidecar.attribution.events import WorkEvent
 from sidecar.meters.replay import ReplayMeter
-from sidecar.taps.otlp import OtlpReceiver, decode_request
-from sidecar.taps.spans import WallToMono
-from sidecar.taps.vllm_spans import VllmSpanHandler
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
 
@@ -27,21 +20,6 @@ def _bench() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def test_patched_exports_are_whole_vllm_spans_with_unique_ids() -> None:
-    bench = _bench()
-    template = bench.export_template(time.time())
-    receiver = OtlpReceiver([VllmSpanHandler(WallToMono())])
-    for batch in (1, 2):
-        payload = template.replace(bench._BATCH_MARK, b"%012d" % batch)
-        payload = payload.replace(bench._TRACE_MARK, batch.to_bytes(8, "big"))
-        assert not receiver.accept(decode_request(ExportTraceServiceRequest.FromString(payload)))
-    events, infos = receiver.due(0.0)
-    assert len(infos) == 2 * bench.SPANS_PER_EXPORT and len({i.request_id for i in infos}) == len(infos)
-    worked = {e.request_id for e in events if isinstance(e, WorkEvent)}
-    assert worked == {i.request_id for i in infos}  # every span made its prefill and decode work
-    assert receiver.counts["received"] == len(infos) and not receiver.dropped and not receiver.ignored
 
 
 def test_the_replay_trace_is_an_hour_then_a_tail_at_450_w(tmp_path: Path) -> None:
