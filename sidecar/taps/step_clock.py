@@ -97,6 +97,88 @@ class StepClock:
                 pieces.append((a, b, share))
         return pieces
 
+    def observe_many(self, t0_s: np.ndarray, t1_s: np.ndarray, count: np.ndarray) -> None:
+        """:meth:`observe` of many windows (those it would skip are skipped)."""
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(t0_s) & np.isfinite(t1_s) & (t1_s > t0_s) & (count >= 0)
+        if not ok.any():
+            return
+        self._windows.extend(zip(t0_s[ok].tolist(), t1_s[ok].tolist(), count[ok].tolist(), strict=True))
+        self._unfitted += int(ok.sum())
+        last_s = float(t1_s[ok].max())
+        while self._windows and self._windows[0][1] < last_s - self.horizon_s:
+            self._windows.popleft()
+
+    def cut(self, t0_s: np.ndarray, t1_s: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`segments` of many windows at once: ``(window, a_s, b_s, share)`` per piece.
+
+        Pieces are cut where the fitted rate changes: the bin edges inside a window, merged
+        where the rate differs by less than ``merge_tol`` (merged on one grid for all windows,
+        from the first bin any of them touches, not per window; ``max_pieces`` is not applied).
+        """
+        n = t0_s.size
+        one = (np.arange(n), t0_s, t1_s, np.ones(n))
+        if not n or len(self._windows) < 2:
+            return one
+        if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
+            self._fit()
+        with np.errstate(invalid="ignore"):
+            usable = t1_s > t0_s
+        edges = self._group_edges(
+            float(np.min(t0_s, initial=np.inf, where=usable)),
+            float(np.max(t1_s, initial=-np.inf, where=usable)),
+        )
+        lo = np.searchsorted(edges, t0_s, side="right")
+        hi = np.searchsorted(edges, t1_s, side="left")
+        pieces = np.where(usable, np.maximum(hi - lo, 0) + 1, 1)
+        first = np.cumsum(pieces) - pieces
+        window = np.repeat(np.arange(n), pieces)
+        pos = np.arange(window.size) - first[window]
+        top = max(edges.size - 1, 0)
+        at = lo[window] + pos  # the edge a piece ends at (the window's first inner edge for the first)
+        a = np.where(pos == 0, t0_s[window], edges[np.clip(at - 1, 0, top)] if edges.size else 0.0)
+        last = pos == pieces[window] - 1
+        b = np.where(last, t1_s[window], edges[np.clip(at, 0, top)] if edges.size else 0.0)
+        total = self._steps(t1_s) - self._steps(t0_s)
+        good = usable & (total > 0)
+        share = np.where(
+            good[window], (self._steps(b) - self._steps(a)) / np.where(good, total, 1.0)[window], 1.0
+        )
+        whole = ~good[window]
+        return window, np.where(whole, t0_s[window], a), np.where(whole, t1_s[window], b), share
+
+    def _steps(self, t_s: np.ndarray) -> np.ndarray:
+        """:meth:`_steps_at` of many times."""
+        x = t_s / self.bin_s - self._start
+        n = len(self._cum) - 1
+        inside = np.interp(x, np.arange(n + 1), self._cum)
+        below = x * self.bin_s * self._mean
+        above = self._cum[n] + (x - n) * self.bin_s * self._mean
+        return np.where(x <= 0, below, np.where(x >= n, above, inside))
+
+    def _group_edges(self, t0_s: float, t1_s: float) -> np.ndarray:
+        """Times in ``(t0_s, t1_s)`` where the rate changes by over ``merge_tol`` (bins merged greedily)."""
+        if not t1_s > t0_s:
+            return np.zeros(0)
+        n = len(self._cum) - 1
+        k0 = max(math.floor(t0_s / self.bin_s) - self._start, 0)
+        k1 = min(math.ceil(t1_s / self.bin_s) - self._start, n)
+        out = [self._start * self.bin_s]  # the fit's start (the mean rate before it)
+        if k1 > k0:
+            steps = np.diff(np.asarray(self._cum[k0 : k1 + 1])).tolist()
+            tol = self.merge_tol
+            group_steps, group_bins = steps[0], 1
+            for j in range(1, len(steps)):
+                rate_last, rate = group_steps / group_bins, steps[j]
+                if abs(rate - rate_last) <= tol * max(rate, rate_last):
+                    group_steps, group_bins = group_steps + rate, group_bins + 1
+                else:
+                    out.append((self._start + k0 + j) * self.bin_s)
+                    group_steps, group_bins = rate, 1
+            out.append((self._start + k1) * self.bin_s)
+        edges = np.unique(np.asarray(out, dtype=np.float64))
+        return edges[(edges > t0_s) & (edges < t1_s)]
+
     def fit(self) -> None:
         """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""
         if self._unfitted:
