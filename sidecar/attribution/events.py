@@ -21,7 +21,7 @@ import numpy as np
 
 from sidecar.errors import WorkEventError
 
-__all__ = ["Phase", "RequestInfo", "StepBatch", "WorkEvent", "WorkRows"]
+__all__ = ["Phase", "RequestInfo", "StepBatch", "Work", "WorkEvent", "WorkRows"]
 
 
 class Phase(IntEnum):
@@ -154,7 +154,11 @@ class WorkRows:
         empty = [i for i, rid in enumerate(self.request_ids) if not rid]
         if empty:
             bad |= np.isin(self.member, empty)
-        return bad
+        out: np.ndarray = bad
+        return out
+
+
+Work = WorkEvent | StepBatch | WorkRows  # what a tap hands to Attributor.add_work
 
 
 @dataclass(slots=True)

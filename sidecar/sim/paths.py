@@ -41,11 +41,11 @@ def source_for(run: SimRun, path: str) -> Source:
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
     if path == "spans":
-        receiver = OtlpReceiver([VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)], wall=sim_now)
+        otlp = OtlpReceiver([VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)], wall=sim_now)
 
         def feed(data: bytes, out: TapOutput) -> None:
-            receiver.receive(data)  # as the gRPC method does: decode, check, queue
-            events, infos = receiver.due(source.now_s)
+            otlp.receive(data)  # as the gRPC method does: decode, check, queue
+            events, infos = otlp.due(source.now_s)
             out.events += events
             out.infos += infos
 

@@ -39,7 +39,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -166,7 +166,7 @@ class OtlpReceiver:
         self._max_remembered = max_remembered_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
-        self._seen: OrderedDict[str, None] = OrderedDict()  # _span_key of recent spans
+        self._seen: OrderedDict[bytes | str, None] = OrderedDict()  # _span_key of recent spans
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
@@ -257,7 +257,7 @@ class OtlpReceiver:
                 spec: RowSpec | None = row_spec()
                 if spec is None:
                     return None
-                return handler, dataclasses.replace(spec, escape=(*spec.escape, *escape))
+                return cast(RowHandler, handler), dataclasses.replace(spec, escape=(*spec.escape, *escape))
             keys = getattr(handler, "claim_keys", None)
             if keys is None:
                 return None
@@ -348,12 +348,14 @@ class OtlpReceiver:
             if isinstance(item, ReceivedSpan):
                 self._handle(item, out, outcomes)
                 continue
-            handler, rows = item
+            row_handler, rows = item
             try:  # the handler isolates each row; this is for a bug in its bulk part
-                outcomes.update(handler.handle_rows(rows, out))
+                outcomes.update(row_handler.handle_rows(rows, out))
             except Exception:
                 outcomes["internal_errors"] += len(rows)
-                log.exception("span handler %s could not take %d spans", type(handler).__name__, len(rows))
+                log.exception(
+                    "span handler %s could not take %d spans", type(row_handler).__name__, len(rows)
+                )
         for handler in self.handlers:  # a handler that batches work hands it over once per drain
             flush = getattr(handler, "flush", None)
             if flush is not None:

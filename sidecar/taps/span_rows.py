@@ -28,9 +28,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import (  # type: ignore[import-untyped]
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+)
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from sidecar.taps import span_wire as wire
@@ -52,7 +57,7 @@ class RowSpec:
     escape: tuple[str, ...] = ()
 
 
-def _lean_schema() -> type:
+def _lean_schema() -> Any:
     """``ExportTraceServiceRequest`` cut down to what :func:`decode_rows` reads (same field numbers)."""
     f = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(
@@ -81,7 +86,7 @@ def _lean_schema() -> type:
                 field.type_name = type_name
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    cls: type = message_factory.GetMessageClass(pool.FindMessageTypeByName("jtlean.Export"))
+    cls: Any = message_factory.GetMessageClass(pool.FindMessageTypeByName("jtlean.Export"))
     return cls
 
 
@@ -141,7 +146,7 @@ def decode_rows(payload: bytes, spec: RowSpec) -> tuple[SpanRows, list[int]]:
         [span_ids[i] for i in keep] if len(keep) < n else span_ids,
         t[:, 0].copy(),
         t[:, 1].copy(),
-        [rid[i] for i in keep],
+        [r for r in (rid[i] for i in keep) if r is not None],
         values[keep],
         kinds[keep],
     )
@@ -179,7 +184,7 @@ def _read_attributes(
     kinds = np.zeros((n, width), dtype=np.int8)
     _numbers(buf, attrs, hit & (col >= 0), owner, col, values, kinds)
     rid: list[AttrValue | None] = [None] * n
-    id_at = np.flatnonzero(hit & (col == _ID))
+    id_at = np.flatnonzero((col == _ID) & (attrs.tag == 0x0A))  # strings; other ids go the exact way
     for i, a, b in zip(
         owner[id_at].tolist(), attrs.value_at[id_at].tolist(), attrs.value_end[id_at].tolist(), strict=True
     ):
@@ -197,7 +202,8 @@ def _equals_at(buf: np.ndarray, at: np.ndarray, length: np.ndarray, text: bytes)
     if cand.size and text:
         want = np.frombuffer(text, dtype=np.uint8)
         out[cand] = np.all(buf[at[cand][:, None] + np.arange(len(text))] == want, axis=1)
-    return out
+    found: np.ndarray = out
+    return found
 
 
 def _numbers(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import RequestInfo, Work
 from sidecar.attribution.records import RequestEnergy, TapReport
 from sidecar.config import SidecarConfig
 from sidecar.taps.vllm_hook import HookReceiver
@@ -64,8 +64,8 @@ class VllmTaps:
             if part is not None:
                 part.stop(grace_s)
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
-        events: list[WorkEvent | StepBatch] = []
+    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+        events: list[Work] = []
         infos: list[RequestInfo] = []
         for part in (self.hook, self.plugin, self.scraper):  # order matters: claims
             if part is not None:
