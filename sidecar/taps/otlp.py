@@ -8,6 +8,17 @@ attribution is only ever touched from one thread. The receiver is a work
 source: ``due(now_s)`` returns the events and request infos made since the
 last call.
 
+Columns for the spans that matter (:mod:`.span_rows`): a handler with
+``row_spec()`` (the vLLM handler: ``llm_request`` spans) gets its spans decoded
+straight into columns (:class:`~sidecar.taps.spans.SpanRows`: only the
+attributes it reads, ~400 bytes a queued span with its retry key, the whole
+decoded span was ~1,400) and checked in bulk, with the same checks and reasons
+as a whole span; every other span is decoded whole
+(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn.
+The fast path is used only where it cannot change which handler claims a span:
+every handler before the row handler must name the attributes it claims spans by
+(``claim_keys``); a span with one of them is decoded whole.
+
 Faults, as an OpenTelemetry collector handles them:
 
 * an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and
@@ -20,7 +31,8 @@ Faults, as an OpenTelemetry collector handles them:
   rejected and counted (``rejected_<reason>``); a full queue drops the newest
   spans (``dropped``). The export's response carries ``partial_success`` with
   the number of spans refused and why; the other spans of the export are kept;
-* each span is handed to the handlers on its own: a handler that rejects it
+* each span is handed to the handlers on its own (a row handler takes a batch
+  and answers per row): a handler that rejects it
   (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
   costs that span only (``rejected_<reason>``, ``internal_errors``); spans no
   handler claims are counted (``ignored``). After the spans of a drain, each
@@ -66,7 +78,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (about 3 KB each decoded): knob otlp_max_queued_spans
+DEFAULT_MAX_QUEUED_SPANS = (
+    10_000  # spans between ticks (a vLLM span ~400 B queued): knob otlp_max_queued_spans
+)
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 

@@ -31,7 +31,6 @@ events. (Fewer, coarser pieces cost the spans path accuracy in
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class StepClock:
         self.warm_iterations = warm_iterations  # for each later fit, started from the last
         self.max_pieces = max_pieces  # None: one piece per bin
         self.merge_tol = merge_tol
-        self._windows: deque[tuple[float, float, float]] = deque(maxlen=20_000)  # t0, t1, count
+        self._windows = _Windows(max_windows=20_000)  # t0, t1, count: the last 20,000 within the horizon
         self._unfitted = 0  # windows observed since the last fit
         self._start = 0  # first bin of the fit
         self._rate = np.zeros(0)  # steps/s per bin from _start on
@@ -68,10 +67,8 @@ class StepClock:
         """A window with ``count`` steps in it (a request's decode: first to last token)."""
         if not (math.isfinite(t0_s) and math.isfinite(t1_s) and t1_s > t0_s and count >= 0):
             return
-        self._windows.append((t0_s, t1_s, count))
+        self._windows.append(t0_s, t1_s, count, self.horizon_s)
         self._unfitted += 1
-        while self._windows and self._windows[0][1] < t1_s - self.horizon_s:
-            self._windows.popleft()
 
     def segments(self, t0_s: float, t1_s: float) -> list[tuple[float, float, float]]:
         """``[(a_s, b_s, share)]`` covering ``[t0_s, t1_s]``; shares sum to 1 and follow the step rate."""
@@ -103,11 +100,8 @@ class StepClock:
             ok = np.isfinite(t0_s) & np.isfinite(t1_s) & (t1_s > t0_s) & (count >= 0)
         if not ok.any():
             return
-        self._windows.extend(zip(t0_s[ok].tolist(), t1_s[ok].tolist(), count[ok].tolist(), strict=True))
+        self._windows.extend(np.column_stack([t0_s[ok], t1_s[ok], count[ok]]), self.horizon_s)
         self._unfitted += int(ok.sum())
-        last_s = float(t1_s[ok].max())
-        while self._windows and self._windows[0][1] < last_s - self.horizon_s:
-            self._windows.popleft()
 
     def cut(self, t0_s: np.ndarray, t1_s: np.ndarray) -> tuple[np.ndarray, ...]:
         """:meth:`segments` of many windows at once: ``(window, a_s, b_s, share)`` per piece.
@@ -206,7 +200,7 @@ class StepClock:
 
     def _fit(self) -> None:
         """Refit the rate over every window kept (warm-started from the last fit)."""
-        w = np.array(self._windows)
+        w = self._windows.array()
         b0 = np.floor(w[:, 0] / self.bin_s).astype(np.int64)
         b1 = np.floor(w[:, 1] / self.bin_s).astype(np.int64) + 1  # exclusive
         start, stop = int(b0.min()), int(b1.max())
@@ -227,6 +221,43 @@ class StepClock:
         self._start, self._rate, self._mean = start, rate, mean
         self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)]).tolist()
         self._unfitted = 0
+
+
+class _Windows:
+    """(t0, t1, count) rows, oldest first, as one array (a fit reads them all, every drain): at most
+    ``max_windows``, and none that ended over a horizon before the newest one's end."""
+
+    def __init__(self, max_windows: int) -> None:
+        self.max_windows = max_windows
+        self._rows = np.zeros((0, 3))
+        self._new: list[tuple[float, float, float]] = []  # appended one by one, not yet in _rows
+
+    def __len__(self) -> int:
+        return len(self._rows) + len(self._new)
+
+    def append(self, t0_s: float, t1_s: float, count: float, horizon_s: float) -> None:
+        self._new.append((t0_s, t1_s, count))
+        if len(self._new) >= 1024:
+            self.extend(np.zeros((0, 3)), horizon_s)
+        elif len(self) > self.max_windows or self.oldest_end_s() < t1_s - horizon_s:
+            self.extend(np.zeros((0, 3)), horizon_s)
+
+    def extend(self, rows: np.ndarray, horizon_s: float) -> None:
+        parts = [self._rows, np.asarray(self._new, dtype=np.float64).reshape(-1, 3), rows]
+        self._new = []
+        rows = np.concatenate(parts)[-self.max_windows :]
+        if len(rows):  # the oldest dropped, up to the first within the horizon of the latest end
+            old = rows[:, 1] < float(rows[:, 1].max()) - horizon_s
+            rows = rows[int(np.argmin(old)) if not old.all() else len(rows) :]
+        self._rows = rows
+
+    def oldest_end_s(self) -> float:
+        return float(self._rows[0, 1]) if len(self._rows) else (self._new[0][1] if self._new else math.inf)
+
+    def array(self) -> np.ndarray:
+        if self._new:
+            self.extend(np.zeros((0, 3)), math.inf)
+        return self._rows
 
 
 def _multiplicative_updates(

@@ -192,16 +192,18 @@ class _Late(NamedTuple):
     output_tokens: int
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
-        return RequestInfo(
-            self.request_id,
-            model=self.model,
-            operation="chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",
-            task=task,
-            start_s=self.start_s,
-            end_s=self.end_s,
-            prompt_tokens=self.prompt_tokens,
-            output_tokens=self.output_tokens,
-            attributes={"vllm.request_id": self.raw_id, "trace_id": trace_id},
+        return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
+            self.request_id,  # request_id
+            self.model,  # model
+            "chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",  # operation
+            task,  # task
+            self.start_s,  # start_s
+            self.end_s,  # end_s
+            self.prompt_tokens,  # prompt_tokens
+            self.output_tokens,  # output_tokens
+            0.0,  # output_units
+            "token",  # unit
+            {"vllm.request_id": self.raw_id, "trace_id": trace_id},  # attributes
         )
 
 
@@ -280,17 +282,29 @@ class VllmSpanHandler:
         counts: Counter[str] = Counter()
         work: list[int] = []
         ids: list[str] = []
-        row = zip(rows.ids, traces, reasons.code.tolist(), start_s.tolist(), end_s.tolist(), strict=True)
-        for i, (raw, trace, code, t0, t1) in enumerate(row):
+        row = zip(
+            rows.ids,
+            traces,
+            reasons.code.tolist(),
+            start_s.tolist(),
+            end_s.tolist(),
+            prompt.astype(np.int64).tolist(),
+            completion.astype(np.int64).tolist(),
+            strict=True,
+        )
+        handled = self._handled
+        for i, (raw, trace, code, t0, t1, p, c) in enumerate(row):
             try:
                 raw_id = v.request_id(raw, _ID)
                 request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
-                if request_id in self._handled:
+                if request_id in handled:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                late = _Late(request_id, raw_id, model, t0, t1, int(prompt[i]), int(completion[i]))
-                self._remember(self._handled, request_id, None)
+                late = _Late(request_id, raw_id, model, t0, t1, p, c)
+                handled[request_id] = None  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
+                if len(handled) > _MAX_REMEMBERED:
+                    handled.popitem(last=False)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
