@@ -237,9 +237,8 @@ class _Windows:
 
     def append(self, t0_s: float, t1_s: float, count: float, horizon_s: float) -> None:
         self._new.append((t0_s, t1_s, count))
-        if len(self._new) >= 1024:
-            self.extend(np.zeros((0, 3)), horizon_s)
-        elif len(self) > self.max_windows or self.oldest_end_s() < t1_s - horizon_s:
+        full = len(self._new) >= 1024 or len(self) > self.max_windows
+        if full or self.oldest_end_s() < t1_s - horizon_s:  # merge, and trim as the deque did
             self.extend(np.zeros((0, 3)), horizon_s)
 
     def extend(self, rows: np.ndarray, horizon_s: float) -> None:
