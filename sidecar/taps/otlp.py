@@ -45,30 +45,27 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any, cast
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
 from sidecar.taps import validate as v
+from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
 from sidecar.taps.span_rows import RowSpec, decode_rows
 from sidecar.taps.spans import (
-    AttrValue,
     ReceivedSpan,
     RowHandler,
     SpanHandler,
     SpanRows,
     TapOutput,
-    attr_value,
 )
 from sidecar.taps.tap import merge_reports
 
@@ -82,74 +79,6 @@ DEFAULT_MAX_QUEUED_SPANS = (
     10_000  # spans between ticks (a vLLM span ~400 B queued): knob otlp_max_queued_spans
 )
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
-
-
-def _attrs(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
-    # Keys interned: protobuf makes a new str per key per span, and a queued span's ~17 keys
-    # were about 1.2 KB of its ~3 KB. An interned str is freed like any other once nothing holds it.
-    return {sys.intern(kv.key): attr_value(kv.value) for kv in kvs}
-
-
-def decode_request(
-    req: trace_service_pb2.ExportTraceServiceRequest, only: Container[int] | None = None
-) -> list[ReceivedSpan]:
-    """Flatten an OTLP export into :class:`ReceivedSpan` s (``only``: just the spans at these positions)."""
-    out: list[ReceivedSpan] = []
-    k = -1
-    for rs in req.resource_spans:
-        resource: dict[str, AttrValue] | None = None
-        for ss in rs.scope_spans:
-            for s in ss.spans:
-                k += 1
-                if only is not None and k not in only:
-                    continue
-                if resource is None:
-                    resource = _attrs(rs.resource.attributes)
-                out.append(
-                    ReceivedSpan(
-                        trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(),
-                        parent_span_id=s.parent_span_id.hex(),
-                        name=s.name,
-                        start_unix_s=s.start_time_unix_nano / 1e9,
-                        end_unix_s=s.end_time_unix_nano / 1e9,
-                        attributes=_attrs(s.attributes),
-                        resource=resource,
-                        scope=ss.scope.name,
-                    )
-                )
-    return out
-
-
-def _span_key(trace_id: str, span_id: str) -> bytes | str:
-    """A span's (trace id, span id) as one key for the retry check: the 24 id bytes of a
-    well-formed pair (as :func:`_row_key` makes them), else both as text with a separator."""
-    if len(trace_id) == 32 and len(span_id) == 16:
-        try:
-            return bytes.fromhex(trace_id) + bytes.fromhex(span_id)
-        except ValueError:
-            pass
-    return f"{trace_id}:{span_id}"
-
-
-def _row_key(trace_id: bytes, span_id: bytes) -> bytes | str:
-    """:func:`_span_key` of ids as received (bytes)."""
-    if len(trace_id) == 16 and len(span_id) == 8:
-        return trace_id + span_id
-    return f"{trace_id.hex()}:{span_id.hex()}"
-
-
-def _respond(rejected: Counter[str]) -> trace_service_pb2.ExportTraceServiceResponse:
-    """OK, or ``partial_success`` naming how many spans were refused and why."""
-    n = sum(rejected.values())
-    if not n:
-        return trace_service_pb2.ExportTraceServiceResponse()
-    why = ", ".join(f"{count} {reason}" for reason, count in sorted(rejected.items()))
-    return trace_service_pb2.ExportTraceServiceResponse(
-        partial_success=trace_service_pb2.ExportTracePartialSuccess(
-            rejected_spans=n, error_message=f"jouletrace refused {n} span(s): {why}"
-        )
-    )
 
 
 class OtlpReceiver:
@@ -242,7 +171,7 @@ class OtlpReceiver:
         ) as err:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
             self._count("refused_undecodable")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP trace export: {err}")
-        return _respond(refused)
+        return respond(refused)
 
     def receive(self, payload: bytes) -> Counter[str]:
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
@@ -312,9 +241,10 @@ class OtlpReceiver:
             for reason, n in reasons.counts().items():
                 self.counts[f"rejected_{reason}"] += n
                 refused[reason] += n
-            seen, room = self._seen, self._max_queued - self._queued
+            seen, room, most = self._seen, self._max_queued - self._queued, self._max_remembered
+            trace_ids, span_ids = rows.trace_ids, rows.span_ids
             for i in reasons.passed().tolist():
-                key = _row_key(rows.trace_ids[i], rows.span_ids[i])
+                key = row_key(trace_ids[i], span_ids[i])
                 if key in seen:
                     self.counts["rejected_duplicate"] += 1
                     refused["duplicate"] += 1
@@ -324,7 +254,9 @@ class OtlpReceiver:
                     refused["queue_full"] += 1
                     continue
                 keep.append(i)
-                self._remember(key)
+                seen[key] = None  # remembered as _remember does, inline (once per span of a flood)
+                if len(seen) > most:
+                    seen.popitem(last=False)
                 room -= 1
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
@@ -335,7 +267,7 @@ class OtlpReceiver:
         """The span's retry-check key, once its times pass and it is not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        key = _span_key(span.trace_id, span.span_id)
+        key = span_key(span.trace_id, span.span_id)
         if key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         return key

@@ -143,10 +143,15 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         return config.model
 
     claimers = [part.claims for part in (hook, plugin) if part is not None]
+
+    def claims(request_id: str) -> bool:
+        return any(claims(request_id) for claims in claimers)
+
     spans = VllmSpanHandler(
         to_mono,
         model=model,
-        claims=lambda request_id: any(claims(request_id) for claims in claimers),
+        # asked once per span: no claimer, or just one, without a generator in between
+        claims=(lambda request_id: False) if not claimers else claimers[0] if len(claimers) == 1 else claims,
         on_span=forwarder.on_span if forwarder is not None else None,
     )
     return VllmTaps(spans, plugin, scraper, forwarder, hook)

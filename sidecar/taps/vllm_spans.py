@@ -45,12 +45,12 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
-from sidecar.taps.span_work import phase_rows
+from sidecar.taps.span_work import phase_events, phase_rows
 from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
 from sidecar.taps.step_clock import StepClock
 
@@ -96,52 +96,6 @@ def normalize_request_id(raw: str) -> str:
                 rest = rest[:-2]
             return rest
     return raw
-
-
-def phase_events(
-    request_id: str,
-    end_s: float,
-    prompt_tokens: int,
-    completion_tokens: int,
-    prefill_s: float,
-    decode_s: float,
-    clock: StepClock | None = None,
-    *,
-    observe: bool = True,
-) -> list[WorkEvent]:
-    """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
-
-    Prefill: all prompt tokens as one step, causal attention ``p(p+1)/2`` query-key
-    pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
-    step each, reading KV lengths ``p+1 .. p+n``; with a ``clock`` (the engine's
-    shared step rate, :mod:`.step_clock`) the tokens follow the step rate over the
-    window instead of spreading evenly (``observe``: add the window to the clock first;
-    false when it already has it).
-    """
-    prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
-    decode_t0 = end_s - decode_s
-    out = []
-    if prompt_tokens > 0:
-        pairs = prompt_tokens * (prompt_tokens + 1) / 2
-        out.append(
-            WorkEvent(request_id, decode_t0 - prefill_s, decode_t0, Phase.PREFILL, prompt_tokens, 1.0, pairs)
-        )
-    n = completion_tokens - 1
-    if n <= 0:
-        return out
-    if clock is None:
-        ctx = n * prompt_tokens + n * (n + 1) / 2
-        out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
-        return out
-    if observe:
-        clock.observe(decode_t0, end_s, float(n))
-    done = 0.0
-    for a_s, b_s, share in clock.segments(decode_t0, end_s):
-        k = n * share
-        ctx = k * prompt_tokens + ((done + k) * (done + k + 1) - done * (done + 1)) / 2
-        out.append(WorkEvent(request_id, a_s, b_s, Phase.DECODE, k, k, ctx))
-        done += k
-    return out
 
 
 _ID, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
