@@ -5,13 +5,19 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sidecar.taps import diffusion as d
+from sidecar.taps import span_rows
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.span_rows import decode_rows
 from sidecar.taps.vllm_spans import ROW_SPEC, _one_row
@@ -88,3 +94,29 @@ def test_odd_attribute_encodings_read_as_the_full_decode_reads_them(odd: list[st
     attrs += [ODD[name] for name in odd]
     body = base + b"".join(_field(0x4A, a) for a in attrs)  # by hand: protobuf would re-encode it plainly
     _same_as_the_full_decode(_field(0x0A, _field(0x12, _field(0x12, body))))
+
+
+def test_spans_the_otel_sdk_exports_as_vllm_does_are_read_in_columns_without_the_slow_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    attrs = {  # the types vLLM's do_tracing sets: str id, int tokens, float latencies and sampling
+        "gen_ai.request.id": "chatcmpl-abc",
+        "gen_ai.usage.prompt_tokens": 300,
+        "gen_ai.usage.completion_tokens": 40,
+        "gen_ai.latency.e2e": 1.25,
+        "gen_ai.latency.time_in_model_prefill": 0.1,
+        "gen_ai.latency.time_in_model_decode": 1.0,
+        "gen_ai.latency.time_in_queue": 0.01,
+        "gen_ai.request.top_p": 0.95,
+        "gen_ai.request.max_tokens": 512,
+    }
+    with provider.get_tracer("vllm.tracing.otel").start_as_current_span("llm_request", attributes=attrs):
+        pass
+    payload = encode_spans(exporter.get_finished_spans()).SerializeToString()  # the OTLP exporter's bytes
+    monkeypatch.setattr(span_rows, "_slow_row", None)  # the SDK encodes plainly: never read one by one
+    rows, generic = decode_rows(payload, SPEC)
+    assert generic == [] and rows.ids == ["chatcmpl-abc"]
+    assert rows.values.tolist() == [[300.0, 40.0, 1.25, 0.1, 1.0]] and rows.kinds.tolist() == [[1] * 5]
