@@ -44,6 +44,5 @@ def test_prices_come_from_the_sidecars_snapshot_with_its_rules_interval() -> Non
     )
     config = load_config({"proxy_upstream": "http://engine:8000", "proxy_port": "0"})
     prices = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)._prices()
-    work = np.array([1.0, 5.0, 3.0, 15.0, 18.0, 0.0])
-    assert prices.fitted and prices.interval_j is not None
-    assert prices.interval_j(2.0, work, 0.1) == rule.interval_j(2.0, work, 0.1)
+    assert prices.fitted and prices.cov is not None
+    assert np.array(prices.cov).tolist() == rule.fit.cov.tolist()
