@@ -13,7 +13,8 @@ imports numpy or attribution.
      "begin": [[request_id, arrival_ago_s, path, model, stream, task, tenant, traceparent, prompt_chars]],
      "chunks": [[request_id, first, [ago_s, ...]]],
      "usage": [[request_id, prompt_tokens, output_tokens]],
-     "end": [[request_id, end_ago_s, outcome, status, response_model]]}
+     "end": [[request_id, end_ago_s, outcome, status, response_model]],
+     "counts": {"streams": 12, "upstream_down": 1}}
 
 ``pid``     the proxy's process id; ``seq`` datagram number per pid from 0 (a gap: lost ones).
 ``wall``    Unix time when the datagram was built; every ``*_ago_s`` is how long before
@@ -27,6 +28,10 @@ imports numpy or attribution.
 ``usage``   the token counts the engine reported.
 ``end``     the request ended: ``outcome`` (one of :data:`OUTCOMES`), the upstream's HTTP
             ``status`` (0: none), the model the answer named (or null).
+``counts``  the proxy's own counters since it started (requests by outcome, fields it
+            rejected, its sender's and price fetch's troubles), names from
+            :data:`PROXY_COUNTS`; every datagram carries them, and the proxy sends one
+            at least every :data:`HEARTBEAT_S` even with no rows.
 
 A request's ``begin`` row comes in the same or an earlier datagram than its other
 rows; rows of one datagram are read in the order above. A long message is split
@@ -50,12 +55,14 @@ from sidecar.contracts.ports import PROXY_WIRE_PORT
 __all__ = [
     "COMPLETION_PATHS",
     "DEFAULT_PORT",
+    "HEARTBEAT_S",
     "KIND",
     "MAX_CHUNKS_PER_ROW",
     "MAX_DATAGRAM_BYTES",
     "OUTCOMES",
     "PRICE_VERSION",
     "PRICE_WORK",
+    "PROXY_COUNTS",
     "SECTIONS",
     "VERSION",
     "Begin",
@@ -75,6 +82,31 @@ MAX_CHUNKS_PER_ROW = 2048  # chunk times per row (about 12 bytes each)
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 OUTCOMES = ("ok", "error", "disconnected", "upstream_down", "upstream_broken")
 SECTIONS = ("begin", "chunks", "usage", "end")
+HEARTBEAT_S = 1.0
+PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they become metric labels)
+    "streams",
+    "completions",
+    "disconnected",
+    "upstream_down",
+    "upstream_broken",
+    "too_large",
+    "answer_too_large",
+    "malformed_sse",
+    "malformed_json",
+    "duplicate_request_id",
+    "body",
+    "usage",
+    "request_id",
+    "tenant",
+    "task",
+    "traceparent",
+    "user",
+    "model",
+    "response_model",
+    "wire_send_errors",  # datagrams the proxy could not send
+    "wire_dropped_rows",  # rows over the size limit
+    "price_errors",  # price fetches that failed (sidecar unreachable, bad sheet)
+)
 
 
 class Begin(NamedTuple):
@@ -117,6 +149,7 @@ class Message(NamedTuple):
     chunks: list[Chunks]
     usage: list[Usage]
     end: list[End]
+    counts: dict[str, int] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -129,7 +162,14 @@ def encode(message: Message) -> list[bytes]:
     Usually one; a long message is split in two halves of its rows (in order) until
     each part fits. A single row over the limit is dropped.
     """
-    head = {"v": VERSION, "kind": KIND, "pid": message.pid, "seq": message.seq, "wall": message.wall}
+    head = {
+        "v": VERSION,
+        "kind": KIND,
+        "pid": message.pid,
+        "seq": message.seq,
+        "wall": message.wall,
+        "counts": message.counts,
+    }
     rows = [(key, row) for key in SECTIONS for row in getattr(message, key)]
     parts: list[bytes] = []
     _pack(head, rows, parts)
@@ -218,7 +258,8 @@ class PriceSheet(NamedTuple):
             if any(len(r) != n for r in cov):
                 raise ValueError(f"'cov' is not {n} x {n}")
             cov = tuple(tuple(_finite(x, "cov") for x in row) for row in cov)
-        return cls(source, fitted, *numbers, cov=cov)
+        floor_w, step, prefill, decode, pair, context, r2, power_w = numbers
+        return cls(source, fitted, floor_w, step, prefill, decode, pair, context, r2, power_w, cov)
 
 
 def _finite(value: Any, name: str) -> float:

@@ -136,13 +136,17 @@ def provisional_energy(prices: Prices, work: RequestWork) -> ProvisionalEnergy:
         half_j = Z_95 * _sd_j(prices.cov, w) + coarse_sd_j
         if math.isfinite(half_j):
             low, high = max(energy_j - half_j, 0.0), energy_j + half_j
-            return ProvisionalEnergy(energy_j, half_j / Z_95, "fitted", prices.source, low, high, "covariance")
+            return ProvisionalEnergy(
+                energy_j, half_j / Z_95, "fitted", prices.source, low, high, "covariance"
+            )
     sd_j = coarse_sd_j
     low, high = max(energy_j - Z_95 * sd_j, 0.0), energy_j + Z_95 * sd_j
     return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source, low, high, "r2")
 
 
-def trace_energy(trace: RequestTrace, prices: PriceSheet | None, why: str = "no price sheet") -> dict[str, Any]:
+def trace_energy(
+    trace: RequestTrace, prices: PriceSheet | None, why: str = "no price sheet"
+) -> dict[str, Any]:
     """The ``energy`` object for ``trace`` (its usage, else its chunks as output), or why there is none."""
     if prices is None:
         return unavailable(why)

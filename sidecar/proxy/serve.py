@@ -49,7 +49,9 @@ class ProxyServer:
         except OSError as err:
             await runner.cleanup()
             await self.ctx.session.close()
-            raise ConfigError(f"proxy_port: cannot serve the proxy on {self.host}:{self.port}: {err}") from err
+            raise ConfigError(
+                f"proxy_port: cannot serve the proxy on {self.host}:{self.port}: {err}"
+            ) from err
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         return self.port

@@ -22,8 +22,8 @@ from typing import Any
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
-from sidecar.proxy.energy import Prices, trace_energy
 from sidecar.proxy.book import TraceBook
+from sidecar.proxy.energy import Prices, trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.proxy.serve import ProxyServer, check_upstream
 from sidecar.proxy.upstream import ProxyContext
