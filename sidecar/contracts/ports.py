@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["HOOK_PORT", "HTTP_PORT", "LLM_SERVER_PORT", "OTLP_PORT", "PLUGIN_PORT", "PROXY_PORT", "PROXY_WIRE_PORT"]
+__all__ = [
+    "HOOK_PORT",
+    "HTTP_PORT",
+    "LLM_SERVER_PORT",
+    "OTLP_PORT",
+    "PLUGIN_PORT",
+    "PROXY_PORT",
+    "PROXY_WIRE_PORT",
+]
 
 HTTP_PORT = 9464  # the sidecar's /metrics, /v1/requests/{id}, /healthz, /readyz (TCP)
 OTLP_PORT = 4317  # the sidecar's OTLP/gRPC trace receiver (TCP; the OTLP standard port)

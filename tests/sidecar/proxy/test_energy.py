@@ -96,7 +96,9 @@ def test_the_interval_is_the_rules_own_for_the_requests_work_as_the_final_record
     # the records' interval (lifecycle: rule.interval_j(energy, work, unexplained)), with the part the
     # model leaves unexplained estimated from its R^2 (the record knows it once sealed)
     unexplained_j = got.energy_j * math.sqrt(1 - rule.fit.r2)
-    assert (got.low_j, got.high_j) == pytest.approx(rule.interval_j(got.energy_j, w, unexplained_j), rel=1e-12)
+    assert (got.low_j, got.high_j) == pytest.approx(
+        rule.interval_j(got.energy_j, w, unexplained_j), rel=1e-12
+    )
     half_j = 1.96 * float(np.sqrt(w @ rule.fit.cov @ w)) + unexplained_j
     assert got.high_j == pytest.approx(got.energy_j + half_j) and got.uncertainty_j == pytest.approx(
         half_j / 1.96
