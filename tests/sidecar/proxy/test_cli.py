@@ -56,3 +56,21 @@ def test_a_taken_proxy_port_is_one_line_naming_the_knob(capsys: pytest.CaptureFi
     assert capsys.readouterr().err.startswith(
         f"jouletrace: proxy_port: cannot serve the proxy on 127.0.0.1:{port}"
     )
+
+
+def test_the_sidecars_proxy_wire_port_in_use_exits_2_naming_the_knob(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    from tests.support import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        args = ["sidecar", "--meter", "cpu-model", "--host", "127.0.0.1", "--ledger-path", ""]
+        args += ["--port", str(free_port()), "--otlp-port", "0", "--plugin-port", "0", "--hook-port", "0"]
+        assert main([*args, "--proxy-wire-port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jouletrace: cannot listen on 127.0.0.1:{port} (--proxy-wire-port)")
+    assert "JOULETRACE_PROXY_WIRE_PORT" in err
