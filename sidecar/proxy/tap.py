@@ -1,11 +1,14 @@
-"""The proxy as a tap: its own thread and event loop, work events drained at each tick.
+"""The proxy inside the sidecar's process: its own thread and event loop, work drained at each tick.
 
-The proxy serves on a thread of its own (an asyncio loop with the aiohttp
-server and one client session to the upstream), so a slow attribution pass
-never delays a stream and a slow stream never delays a tick. The forwarder
-registers each completion's :class:`~sidecar.proxy.learn.RequestTrace`; at each
-tick :meth:`ProxyTap.due` turns what the traces gained since the last tick into
-work events and request infos (:mod:`.work`) and forgets finished traces.
+``jouletrace sidecar --proxy-upstream URL`` (the layout before the proxy had a
+process of its own; ``jouletrace proxy`` is that, :mod:`.process`). The proxy
+serves on a thread of its own (an asyncio loop with the aiohttp server and one
+client session to the upstream), so a slow stream never delays a tick; it shares
+the interpreter lock with the tick, which is why the separate process is the
+default (docs/proxy.md). The forwarder registers each completion's
+:class:`~sidecar.proxy.learn.RequestTrace` in a :class:`~sidecar.proxy.book.TraceBook`;
+at each tick :meth:`ProxyTap.due` turns what the traces gained into work events and
+request infos. Prices come straight from the sidecar's snapshot (no HTTP).
 
 Start-up failures (the port taken, a bad upstream URL) raise
 :class:`~sidecar.errors.ConfigError` naming the knob.

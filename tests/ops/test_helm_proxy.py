@@ -12,7 +12,6 @@ import yaml
 from tests.ops.conftest import CHART
 from tests.ops.helm import FakeKube, lint, render
 
-
 PROXY_KNOBS = (
     "proxy_upstream",
     "proxy_host",
