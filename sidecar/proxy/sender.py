@@ -73,7 +73,9 @@ class WireSender:
         self.pid = os.getpid()
         self.seq = 0
         self._live: dict[str, _Sent] = {}
-        family, _, _, _, where = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)[0]
+        found = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)
+        # IPv4 first: "localhost" may list ::1 first, and the sidecar's receiver binds 127.0.0.1
+        family, _, _, _, where = sorted(found, key=lambda a: a[0] != socket.AF_INET)[0]
         self._address: tuple[str, int] = (str(where[0]), int(where[1]))
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF_BYTES)

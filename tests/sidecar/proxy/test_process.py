@@ -176,3 +176,11 @@ def test_the_proxy_process_imports_neither_numpy_nor_attribution() -> None:
         ).stdout
     )
     assert "numpy" not in loaded and not [m for m in loaded if m.startswith("sidecar.attribution")]
+
+
+def test_the_sender_aims_at_ipv4_localhost_where_the_sidecar_listens() -> None:
+    sender = WireSender(("localhost", 9468), Counts())
+    try:
+        assert sender._address == ("127.0.0.1", 9468)
+    finally:
+        sender.close()
