@@ -37,11 +37,10 @@ direct rounds times the proxied rounds' length) taken out: unlike latency, CPU d
 depend much on how busy the machine is. The load average is printed at the start and end.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5] [--pin] [--in-process]
-        [--asyncio-loop] [--profile out.svg]
+        [--profile out.svg]
 
-``--asyncio-loop`` runs the proxy process on asyncio's own event loop instead of uvloop's
-(what the loop costs); ``--profile`` samples the proxy's process with py-spy over the
-kept rounds.
+``--profile`` samples the proxy's process with py-spy over the kept rounds (``.txt``: the
+collapsed stacks).
 
 Last line: ``proxy added p50 X ms | p99 Y ms | streams Z`` (TTFT; Z streams per round).
 """
@@ -132,12 +131,6 @@ def _pin(pids: dict[str, int]) -> str:
     return "pinned: " + ", ".join(f"{n} CPU {where[n]}" for n in pids) + f", client CPU {client_cpu}"
 
 
-# --asyncio-loop: the proxy process on asyncio's own event loop instead of uvloop's
-ASYNCIO_PROXY = (
-    "import sys; import sidecar.proxy.cli as c; c.loop_factory = lambda: None; "
-    "from sidecar.cli import main; sys.exit(main(['proxy', *sys.argv[1:]]))"
-)
-
 SIDECAR_KNOBS = [
     *("--host", "127.0.0.1", "--otlp-port", "0", "--plugin-port", "0", "--hook-port", "0"),
     *("--meter", "cpu-model", "--ledger-path", "", "--log-level", "warning"),
@@ -163,8 +156,7 @@ def _processes(
         procs["proxy"] = _start(sidecar, tmp / "sidecar.log")
         return procs
     procs["sidecar"] = _start([*sidecar, "--proxy-wire-port", str(ports["wire"])], tmp / "sidecar.log")
-    proxy = [py, "-m", "sidecar.cli", "proxy"] if not args.asyncio_loop else [py, "-c", ASYNCIO_PROXY]
-    proxy += ["--upstream", fake_url, "--proxy-port", str(ports["proxy"])]
+    proxy = [py, "-m", "sidecar.cli", "proxy", "--upstream", fake_url, "--proxy-port", str(ports["proxy"])]
     proxy += ["--sidecar", f"http://127.0.0.1:{ports['api']}", "--proxy-wire-port", str(ports["wire"])]
     procs["proxy"] = _start([*proxy, "--log-level", "warning"], tmp / "proxy.log")
     return procs
@@ -254,7 +246,7 @@ class _Run:
             )
         print(self.cpu_line())
         print("added per pair (p50, p99 ms):", ", ".join(f"({x:.2f}, {y:.2f})" for x, y in self.added))
-        keys = ("streams", "rounds", "max_tokens", "token_ms", "ramp_s", "pin", "in_process", "asyncio_loop")
+        keys = ("streams", "rounds", "max_tokens", "token_ms", "ramp_s", "pin", "in_process")
         print(json.dumps({k: getattr(a, k) for k in keys}))
         added_p50 = float(np.median([x[0] for x in self.added]))
         added_p99 = float(np.median([x[1] for x in self.added]))
@@ -268,9 +260,6 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32, help="chunks per stream")
     ap.add_argument("--token-ms", type=float, default=50.0, help="fake server: ms between chunks")
     ap.add_argument("--ramp-s", type=float, default=1.0, help="streams start evenly over this (0: a burst)")
-    ap.add_argument(
-        "--asyncio-loop", action="store_true", help="the proxy process on asyncio's loop, not uvloop's"
-    )
     ap.add_argument("--profile", default="", help="py-spy the proxy's process into this file (.svg/.txt)")
     ap.add_argument("--settle-s", type=float, default=2.5, help="wait after the warm-up before idling")
     ap.add_argument("--pin", action="store_true", help="pin the processes and the client to CPUs (see above)")

@@ -6,8 +6,7 @@ The proxy forwards to ``URL`` and tells the sidecar at ``--sidecar`` (the
 (``jouletrace sidecar``). ``--upstream`` is the short spelling of the
 ``proxy_upstream`` knob. Every knob is accepted (one config for both processes);
 the proxy uses ``proxy_*`` and ``log_level``. The proxy inside the sidecar's
-process is ``jouletrace sidecar --proxy-upstream URL``. The proxy's loop is uvloop's
-where it is installed (the ``sidecar`` extra installs it off Windows).
+process is ``jouletrace sidecar --proxy-upstream URL``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
 
 from sidecar.config import add_arguments as add_knobs
 from sidecar.config import env_name, load_config
@@ -64,16 +62,5 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await proxy.run(stop)
 
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(main())
+    asyncio.run(main())
     return 0
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop (libuv: the socket reads and writes per chunk in C) where installed,
-    else asyncio's (docs/proxy.md has what each costs)."""
-    try:
-        import uvloop
-    except ImportError:  # e.g. on Windows, where uvloop is not built: asyncio's loop
-        return None
-    return uvloop.new_event_loop
