@@ -11,7 +11,7 @@ imports numpy or attribution.
 
     {"v": 1, "kind": "proxy", "pid": 4242, "seq": 17, "wall": 1764400000.123,
      "begin": [[request_id, arrival_ago_s, path, model, stream, task, tenant, traceparent, prompt_chars]],
-     "chunks": [[request_id, first, [ago_s, ...]]],
+     "chunks": [[request_id, first, [ago_us, ...]]],
      "usage": [[request_id, prompt_tokens, output_tokens]],
      "end": [[request_id, end_ago_s, outcome, status, response_model]],
      "counts": {"streams": 12, "upstream_down": 1}}
@@ -24,7 +24,9 @@ imports numpy or attribution.
             ``stream`` (true/false), and ``model``, ``task``, ``tenant``, ``traceparent``
             (strings, or null when unknown); ``prompt_chars`` the prompt's characters.
 ``chunks``  content chunks (a token each) in order: chunk number ``first`` (0 = the first
-            token) and each later one's time.
+            token) and each later one's time, as whole microseconds before ``wall``
+            (integers: a 200-stream proxy sends thousands a second, and JSON writes an
+            integer four times faster than a rounded float).
 ``usage``   the token counts the engine reported.
 ``end``     the request ended: ``outcome`` (one of :data:`OUTCOMES`), the upstream's HTTP
             ``status`` (0: none), the model the answer named (or null).
@@ -57,6 +59,7 @@ __all__ = [
     "DEFAULT_PORT",
     "HEARTBEAT_S",
     "KIND",
+    "MAX_AGO_US",
     "MAX_CHUNKS_PER_ROW",
     "MAX_DATAGRAM_BYTES",
     "OUTCOMES",
@@ -78,7 +81,8 @@ VERSION = 1
 KIND = "proxy"
 DEFAULT_PORT = PROXY_WIRE_PORT
 MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
-MAX_CHUNKS_PER_ROW = 2048  # chunk times per row (about 12 bytes each)
+MAX_CHUNKS_PER_ROW = 2048  # chunk times per row (about 8 bytes each)
+MAX_AGO_US = 86_400_000_000  # a day: the furthest back a time may lie
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 OUTCOMES = ("ok", "error", "disconnected", "upstream_down", "upstream_broken")
 SECTIONS = ("begin", "chunks", "usage", "end")
@@ -124,7 +128,7 @@ class Begin(NamedTuple):
 class Chunks(NamedTuple):
     request_id: str
     first: int  # the number of the first chunk listed (0: the first token)
-    ago_s: list[float]
+    ago_us: list[int]  # each chunk's time, whole microseconds before wall
 
 
 class Usage(NamedTuple):

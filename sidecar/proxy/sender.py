@@ -116,7 +116,7 @@ class WireSender:
             n = len(t.chunk_s)  # a prefix: the forwarder only appends
             for a in range(sent.chunks, n, MAX_CHUNKS_PER_ROW):
                 times = t.chunk_s[a : min(n, a + MAX_CHUNKS_PER_ROW)]
-                chunks.append(Chunks(rid, a, [round(now - x, 6) for x in times]))
+                chunks.append(Chunks(rid, a, [int((now - x) * 1e6) for x in times]))
             sent.chunks = max(sent.chunks, n)
             if t.usage is not None and not sent.usage:
                 sent.usage = True

@@ -217,7 +217,7 @@ class ProxyWireReceiver:
         if row.first < have:
             self.counts["rejected_duplicate"] += 1
             return
-        times = [base_s - ago for ago in row.ago_s]
+        times = [base_s - ago_us * 1e-6 for ago_us in row.ago_us]
         if times and times[0] < (trace.chunk_s[-1] if have else trace.arrival_s):
             self.counts["rejected_end_before_start"] += 1
             return

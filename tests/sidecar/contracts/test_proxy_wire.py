@@ -26,7 +26,7 @@ def _message(n: int) -> Message:
     begin = [
         Begin(f"req-{i:05d}", 1.5, "/v1/chat/completions", "m", True, None, "t", None, 10) for i in range(n)
     ]
-    chunks = [Chunks(f"req-{i:05d}", 0, [0.123456] * 40) for i in range(n)]
+    chunks = [Chunks(f"req-{i:05d}", 0, [123_456] * 40) for i in range(n)]
     usage = [Usage(f"req-{i:05d}", 10, 40) for i in range(n)]
     end = [End(f"req-{i:05d}", 0.01, "ok", 200, None) for i in range(n)]
     return Message(42, 7, 1_764_400_000.25, begin, chunks, usage, end, {"streams": n})

@@ -38,7 +38,7 @@ def whole_stream(rx: ProxyWireReceiver) -> None:
         0,
         WALL,
         [Begin(*GOOD_BEGIN)],  # type: ignore[arg-type]
-        [Chunks("r1", 0, [0.5, 0.4]), Chunks("r1", 2, [0.3])],
+        [Chunks("r1", 0, [500_000, 400_000]), Chunks("r1", 2, [300_000])],
         [Usage("r1", 12, 3)],
         [End("r1", 0.2, "ok", 200, "m-served")],
         {"streams": 1, "no_such_count": 5},
@@ -67,10 +67,10 @@ def test_a_whole_stream_becomes_prefill_and_decode_events_and_a_final_info() -> 
 
 def test_rows_across_datagrams_and_ticks_make_each_event_once() -> None:
     rx = receiver()
-    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [0.5]]], usage=[["r1", 12, 3]]))
+    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [500_000]]], usage=[["r1", 12, 3]]))
     first, infos = rx.due(100.0)
     assert [e.phase for e in first] == [Phase.PREFILL] and infos[0].end_s is None
-    rx.feed(raw(1, wall="1000.1", chunks=[["r1", 1, [0.2, 0.1]]], end=[["r1", 0.0, "ok", 200, None]]))
+    rx.feed(raw(1, wall="1000.1", chunks=[["r1", 1, [200_000, 100_000]]], end=[["r1", 0.0, "ok", 200, None]]))
     more, infos = rx.due(101.0)
     assert [e.phase for e in more] == [Phase.DECODE, Phase.DECODE] and infos[0].end_s == pytest.approx(100.1)
 
@@ -86,10 +86,13 @@ POISON_ROWS = [
     ("begin", ["r2", 1.0, "/v1/completions", None, False, None, None, "junk", 0], "malformed"),
     ("begin", ["", 1.0, "/v1/completions", None, False, None, None, None, 0], "bad_id"),
     ("begin", ["r2", 1.0], "malformed"),
-    ("chunks", ["r1", 0, [0.5, 0.6]], "end_before_start"),
-    ("chunks", ["r1", -1, [0.5]], "negative"),
+    ("chunks", ["r1", 0, [500_000, 600_000]], "end_before_start"),
+    ("chunks", ["r1", -1, [500_000]], "negative"),
+    ("chunks", ["r1", 0, [500_000, -1]], "negative"),
+    ("chunks", ["r1", 0, [0.5]], "wrong_type"),
+    ("chunks", ["r1", 0, [True]], "wrong_type"),
     ("chunks", ["r1", 0, "lots"], "malformed"),
-    ("chunks", ["r1", 0, [1e6]], "out_of_range"),
+    ("chunks", ["r1", 0, [10**12]], "out_of_range"),
     ("usage", ["r1", 1e30, 3], "out_of_range"),
     ("usage", ["r1", 2.5, 3], "wrong_type"),
     ("end", ["r1", 0.1, "pwned", 200, None], "malformed"),
@@ -104,7 +107,7 @@ def test_a_hostile_row_is_counted_by_reason_and_costs_no_good_row(
     rx = receiver()
     rows: dict[str, list[Any]] = {"begin": [GOOD_BEGIN], "chunks": [], "usage": [], "end": []}
     rows[section].insert(0, row)  # the bad row first: the good one after it still counts
-    rows["chunks"].append(["r1", 0, [0.5]])
+    rows["chunks"].append(["r1", 0, [500_000]])
     rows["end"].append(["r1", 0.2, "ok", 200, None])
     rx.feed(raw(0, **{k: json.dumps(v).replace('"NaN"', "NaN") for k, v in rows.items()}))
     _, infos = rx.due(101.0)
@@ -137,9 +140,9 @@ def test_a_datagram_that_cannot_be_placed_is_counted_and_the_next_one_is_kept(
 
 def test_replays_gaps_unknown_ids_and_chunks_listed_twice_are_counted_not_used() -> None:
     rx = receiver()
-    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [0.5]]]))
-    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [0.5]]]))  # the same datagram again
-    rx.feed(raw(3, chunks=[["r1", 0, [0.4]], ["r1", 3, [0.3]], ["ghost", 0, [0.1]]]))
+    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [500_000]]]))
+    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [500_000]]]))  # the same datagram again
+    rx.feed(raw(3, chunks=[["r1", 0, [400_000]], ["r1", 3, [300_000]], ["ghost", 0, [100_000]]]))
     rx.feed(raw(4, begin=[GOOD_BEGIN]))  # a begin for a live id
     counts = rx.counts
     assert counts["rejected_duplicate"] == 3 and counts["lost"] == 2
@@ -149,7 +152,7 @@ def test_replays_gaps_unknown_ids_and_chunks_listed_twice_are_counted_not_used()
 def test_a_proxy_that_goes_quiet_has_its_requests_ended_and_the_book_is_bounded() -> None:
     rx = receiver(expire_s=10.0, max_requests=2)
     begins = [[f"r{i}", 1.0, "/v1/completions", None, True, None, None, None, 4] for i in range(3)]
-    rx.feed(raw(0, begin=begins, chunks=[["r2", 0, [0.5]]]))
+    rx.feed(raw(0, begin=begins, chunks=[["r2", 0, [500_000]]]))
     assert rx.counts["evicted"] == 1  # r0: one too many
     _, infos = rx.due(105.0)
     assert {i.request_id for i in infos if i.end_s is not None} == {"r0"}
