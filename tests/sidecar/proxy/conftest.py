@@ -49,9 +49,8 @@ def start_tap(upstream: str, mode: str = "in-process", **kwargs: object) -> AnyP
     if mode == "process":
         tap = ProcessProxy(upstream, PRICES, **kwargs)
     else:
-        tap = ProxyTap(
-            upstream, prices=lambda: PRICES, record_base=lambda host: f"http://{host}:9464", **kwargs
-        )  # type: ignore[arg-type]
+        base = "http://{}:9464".format
+        tap = ProxyTap(upstream, prices=lambda: PRICES, record_base=base, **kwargs)  # type: ignore[arg-type]
     tap.start()
     return tap
 
