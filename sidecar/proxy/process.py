@@ -92,14 +92,17 @@ class ProxyProcess:
             counts=self.counts,
             tenant_header=config.proxy_tenant_header,
         )
-        self.server = ProxyServer(ctx, config.proxy_host, config.proxy_port, config.proxy_max_body_bytes)
+        self.server = ProxyServer(
+            ctx, config.proxy_host, config.proxy_port, config.proxy_max_body_bytes, config.shutdown_grace_s
+        )
 
     def _energy(self, trace: RequestTrace) -> dict[str, object]:
         sheet, why = self.prices.current()
         return trace_energy(trace, sheet, why)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop``; then close the server (cut streams end) and send the last rows."""
+        """Serve until ``stop``; then close the server (streams in flight get ``shutdown_grace_s`` to
+        finish, then are cut and end as ``disconnected``) and send the last rows."""
         port = await self.server.start()
         log.info("OpenAI proxy on http://%s:%d -> %s", self.server.host, port, self.server.ctx.upstream)
         prices_session = aiohttp.ClientSession()

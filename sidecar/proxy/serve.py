@@ -31,8 +31,10 @@ def check_upstream(url: str) -> str:
 class ProxyServer:
     """The forwarding app for ``ctx``, served on the running event loop."""
 
-    def __init__(self, ctx: ProxyContext, host: str, port: int, max_body_bytes: int) -> None:
-        self.ctx, self.host, self.port = ctx, host, port
+    def __init__(
+        self, ctx: ProxyContext, host: str, port: int, max_body_bytes: int, grace_s: float = 10.0
+    ) -> None:
+        self.ctx, self.host, self.port, self.grace_s = ctx, host, port, grace_s
         self.app = make_proxy_app(ctx, max_body_bytes)
         self._runner: web.AppRunner | None = None
 
@@ -41,7 +43,10 @@ class ProxyServer:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
         connector = aiohttp.TCPConnector(limit=0)
         self.ctx.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
-        runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        # on close: stop accepting, let requests in flight finish for up to grace_s, then cancel them
+        runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=self.grace_s
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, backlog=1024)

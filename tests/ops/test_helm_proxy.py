@@ -21,6 +21,7 @@ PROXY_KNOBS = (
     "proxy_sidecar_url",
     "proxy_wire_port",
     "log_level",
+    "shutdown_grace_s",
 )
 
 
@@ -81,11 +82,18 @@ def test_proxy_mode_runs_the_proxy_in_its_own_container_feeding_the_sidecar_on_l
 
 
 def test_proxy_knobs_keep_their_one_name_and_off_means_no_proxy(kube: FakeKube) -> None:
-    config = {"proxy_port": 9000, "tenant_top_n": 5, "port": 9500, "proxy_wire_port": 9600}
+    config = {
+        "proxy_port": 9000,
+        "tenant_top_n": 5,
+        "port": 9500,
+        "proxy_wire_port": 9600,
+        "shutdown_grace_s": 7,
+    }
     docs = render(kube, CHART, {"proxy": {"enabled": True}, "sidecar": {"config": config}}, release="knobs")
     proxy, side = _env(_init(docs, "jouletrace-proxy")), _env(_sidecar(docs))
     assert proxy["JOULETRACE_PROXY_PORT"] == "9000" and proxy["JOULETRACE_PROXY_WIRE_PORT"] == "9600"
     assert proxy["JOULETRACE_PROXY_SIDECAR_URL"] == "http://127.0.0.1:9500"
+    assert proxy["JOULETRACE_SHUTDOWN_GRACE_S"] == "7" and "JOULETRACE_TENANT_TOP_N" not in proxy
     assert side["JOULETRACE_TENANT_TOP_N"] == "5" and side["JOULETRACE_PROXY_WIRE_PORT"] == "9600"
     plain = render(kube, CHART, {}, release="plain")
     pod = _kind(plain, "Deployment")["spec"]["template"]["spec"]

@@ -124,13 +124,13 @@ A knob value as the sidecar parses it. Helm reads YAML numbers as float64, which
 {{- end }}
 
 {{/*
-The proxy container's knobs: proxy_* and log_level, the sidecar's API on localhost for its prices
+The proxy container's knobs: proxy_*, log_level and shutdown_grace_s, the sidecar's API on localhost for its prices
 and record URLs, and the sidecar's UDP port for its per-request timings.
 */}}
 {{- define "jouletrace.proxyKnobs" -}}
 {{- $knobs := dict }}
 {{- range $name, $value := (fromYaml (include "jouletrace.knobs" .)) }}
-{{- if or (hasPrefix "proxy_" $name) (eq $name "log_level") }}{{ $_ := set $knobs $name $value }}{{ end }}
+{{- if or (hasPrefix "proxy_" $name) (has $name (list "log_level" "shutdown_grace_s")) }}{{ $_ := set $knobs $name $value }}{{ end }}
 {{- end }}
 {{- if not (hasKey $knobs "proxy_sidecar_url") }}
 {{- $_ := set $knobs "proxy_sidecar_url" (printf "http://127.0.0.1:%s" (include "jouletrace.port" .)) }}
