@@ -76,11 +76,17 @@ class ProcessProxy:
         ready.wait(10)
         return self.port
 
+    def stop_proxy(self, grace_s: float = 1.0) -> None:
+        """Stop the proxy (as on SIGTERM); the receiver goes on."""
+        loop, stop, thread = self._loop, self._stop, self._thread
+        self._loop = self._stop = self._thread = None
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        if thread is not None:
+            thread.join(timeout=grace_s + 5.0)
+
     def stop(self, grace_s: float = 1.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout=grace_s + 5.0)
+        self.stop_proxy(grace_s)
         self.receiver.stop()
 
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:

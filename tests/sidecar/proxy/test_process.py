@@ -183,3 +183,30 @@ def test_the_sender_aims_at_ipv4_localhost_where_the_sidecar_listens() -> None:
         assert sender._address == ("127.0.0.1", 9468)
     finally:
         sender.close()
+
+
+async def test_on_stop_a_stream_in_flight_gets_the_grace_then_ends_disconnected_at_the_sidecar() -> None:
+    from tests.sidecar.proxy.conftest import PRICES
+    from tests.sidecar.proxy.test_faults import CHAT as SLOW
+    from tests.sidecar.proxy.test_faults import Upstream
+
+    up = Upstream()
+    await up.start()
+    proxy = ProcessProxy(up.url, PRICES, shutdown_grace_s=0.3)
+    proxy.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{proxy.port}/v1/chat/completions"
+            async with s.post(url, json=SLOW, headers={"X-Request-Id": "slow-1"}) as r:
+                await r.content.readuntil(b"\n\n")  # streaming (the upstream would take 10 s)
+                t0 = time.monotonic()
+                await asyncio.to_thread(proxy.stop_proxy)
+                stopped_s = time.monotonic() - t0
+        infos = [i for i in proxy.receiver.due(time.monotonic())[1] if i.end_s is not None]
+    finally:
+        proxy.stop()
+        await up.stop()
+    assert stopped_s < 3.0  # the grace (0.3 s), not the stream's 10 s
+    assert [(i.request_id, i.attributes["jouletrace.request.status"]) for i in infos] == [
+        ("slow-1", "disconnected")
+    ]
