@@ -31,10 +31,12 @@ direct then proxied, the same requests each time. Per stream the client notes th
 the first content chunk (TTFT) and to the last byte. Per pair, the proxy's added latency
 is proxied minus direct TTFT at p50 and at p99; the figures reported are the medians over
 the pairs (paired, so the drift of a shared machine's load cancels as far as it can).
-CPU per proxied stream is printed for each process (the proxy, the sidecar, the fake
-server) as used during the proxied rounds, with each one's idle share (its CPU rate in the
-direct rounds times the proxied rounds' length) taken out: unlike latency, CPU does not
-depend much on how busy the machine is. The load average is printed at the start and end.
+CPU per stream is printed for each process, in all and above its idle rate (measured in
+a quiet window of 3 s after the warm-up has been sealed): the proxy's over the proxied
+rounds; the sidecar's over all kept rounds (it seals a proxied round's work ``settle_s``
+late, during the next direct round), per proxied stream; the fake server's per stream it
+served (it serves the direct rounds too). Unlike latency, CPU does not depend much on how
+busy the machine is. The load averages (1, 5, 15 min) are printed at the start and end.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5] [--pin] [--in-process]
         [--profile out.svg]
