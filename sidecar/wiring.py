@@ -68,7 +68,21 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     # Drain order: the vLLM plugin before the spans, so its claims are known before the
     # spans of the same tick are handled (else a request's work would be counted twice).
     taps: list[Tap] = [*sim_taps, vllm, *([spans] if spans is not None else [])]
-    if config.proxy_upstream:  # the OpenAI proxy tap: independent of the others, drained last
+    if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here
+        from sidecar.taps.proxy_wire import ProxyWireReceiver
+
+        taps.append(
+            ProxyWireReceiver(
+                to_mono,
+                host=config.proxy_wire_host,
+                port=config.proxy_wire_port,
+                model=config.model,
+                hold_s=config.settle_s / 2,
+                max_requests=config.max_requests,
+                expire_s=config.request_timeout_s,
+            )
+        )
+    if config.proxy_upstream:  # the OpenAI proxy tap in this process: independent of the others, drained last
         from sidecar.proxy.wire import proxy_tap
 
         taps.append(proxy_tap(config, lambda: sidecar, clock))
