@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import time
 from collections import Counter, OrderedDict
@@ -55,6 +56,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
@@ -85,7 +87,22 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")  # orjson reads integers beyond 64 bits as floats, json as ints
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
+
+
+def _loads(data: bytes) -> Any:
+    """The datagram's JSON as ``json.loads`` reads it; orjson (3x faster) where the two agree.
+
+    orjson refuses what json accepts (NaN, Infinity, 1e400, a BOM, a lone surrogate, UTF-16):
+    then json decides, so the checks see the same values and count the same reasons.
+    """
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 class _Req:
@@ -185,7 +202,7 @@ class HookReceiver:
     def feed(self, data: bytes, out: TapOutput) -> None:
         """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
         try:
-            raw = json.loads(data)
+            raw = _loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             self.counts["malformed"] += 1
             return
