@@ -335,7 +335,7 @@ class Attributor(RequestLifecycle):
     def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
         n = groups.codes.size
         per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = [self._model_of(code) for code in groups.codes.tolist()]
+        models = self._models_of(groups.codes.tolist())
         names = dict.fromkeys(models)  # in order of first appearance
         if len(names) == 1:  # the usual case: one model served
             by_model = {models[0]: per.sum(axis=0)}
@@ -349,10 +349,11 @@ class Attributor(RequestLifecycle):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
 
-    def _model_of(self, code: int) -> str:
-        acc = self.requests.by_code(code)
-        info = acc.info if acc is not None else None
-        return info.model if info is not None and info.model != "unknown" else self.model
+    def _models_of(self, codes: list[int]) -> list[str]:
+        """Each request's model: its info's, else (no info yet, or "unknown") the server's."""
+        default = self.model
+        infos = [acc.info if acc is not None else None for acc in map(self.requests.by_code, codes)]
+        return [default if i is None or i.model == "unknown" else i.model for i in infos]
 
     def _drop_consumed(self) -> None:
         if self._sealed_t is not None:
