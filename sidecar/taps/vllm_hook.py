@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import time
 from collections import Counter, OrderedDict
@@ -87,7 +86,10 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")  # orjson reads integers beyond 64 bits as floats, json as ints
+# orjson reads integers beyond 64 bits as floats, json as ints: a datagram with a run of 19 digits
+# goes to json (digits mapped to "0", then one substring search: a regex costs 30x more)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
 
 
@@ -97,7 +99,7 @@ def _loads(data: bytes) -> Any:
     orjson refuses what json accepts (NaN, Infinity, 1e400, a BOM, a lone surrogate, UTF-16):
     then json decides, so the checks see the same values and count the same reasons.
     """
-    if _LONG_NUMBER.search(data) is None:
+    if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
