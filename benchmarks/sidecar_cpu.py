@@ -170,6 +170,15 @@ def cpu_s(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def main_thread_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of the process's main thread (the event loop: taps, tick, HTTP); the rest is
+    the meter's poller thread and any helper threads."""
+    for thread in proc.threads():
+        if thread.id == proc.pid:
+            return float(thread.user_time + thread.system_time)
+    return 0.0
+
+
 def hook_counts(http_port: int) -> dict[str, float]:
     """The sidecar's scheduler-hook counters and its final records, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=60) as resp:
@@ -230,7 +239,7 @@ def main() -> int:
         time.sleep(window_s)
         idle_s = cpu_s(ps) - c0
         spy = profile(ps.pid, window_s, args.profile) if args.profile else None
-        c0, t0 = cpu_s(ps), time.monotonic()
+        c0, t0, m0 = cpu_s(ps), time.monotonic(), main_thread_cpu_s(ps)
         steps, tokens = stream(hook_port, args.seconds, args.step_ms / 1e3, args.batch, args.chunk)
         sent_s = time.monotonic() - t0
         time.sleep(max(window_s - (time.monotonic() - t0), 0.0))
@@ -239,6 +248,7 @@ def main() -> int:
             time.sleep(0.5)  # a loaded box: the sidecar is still sealing the last ticks
             counts = hook_counts(http_port)
         busy_s, busy_window_s = cpu_s(ps) - c0, time.monotonic() - t0
+        loop_s = main_thread_cpu_s(ps) - m0
         if spy is not None:
             spy.wait(30)
     finally:
@@ -258,6 +268,7 @@ def main() -> int:
         f"with traffic:  {busy_s:.2f} CPU s in {busy_window_s:.1f} s ({100 * busy_s / busy_window_s:.1f} % "
         f"of a core); {1e6 * busy_s / steps:.0f} us/step, {1e6 * over_s / steps:.0f} us/step over idle"
     )
+    print(f"  of which the event loop thread {loop_s:.2f} s, other threads (poller) {busy_s - loop_s:.2f} s")
     print(f"over idle: {1e3 * over_s / tokens:.4f} cpu s per 1000 tokens")
     print(f"cpu s per 1000 tokens {1e3 * busy_s / tokens:.4f}")
     return 0 if code == 0 else 1

@@ -8,7 +8,11 @@ drives three periodic jobs and the HTTP server:
 * status (every ``status_interval_s``): power, utilization, clocks, memory;
 * tick (every ``tick_interval_s``): drain the taps in their order, seal
   ticks up to ``now - settle_s``, hand final records to the histograms and the
-  ledger, and publish a new immutable snapshot.
+  ledger, and mark the published snapshot out of date. The immutable snapshot
+  the exporters read is built on the first read after a tick (as of that
+  tick's time), so a tick nobody reads (most of them: Prometheus scrapes every
+  few seconds) builds none; a lock keeps a read on another thread (the proxy's
+  prices) from seeing a tick half done.
 
 The meter is read on its own thread (:mod:`.poller`: an NVML read can take
 3-35 ms) and the tick job drains the readings into the timeline. Tests drive
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -115,8 +120,10 @@ class Sidecar:
         self.tick_failing = 0  # consecutive ones, up to the last run
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
+        self._state_lock = threading.RLock()  # a tick, or a snapshot being built from the parts
         self._snapshot = build_snapshot(self, clock())
-        self.exporter = MetricsExporter(lambda: self._snapshot, tenant_top_n=config.tenant_top_n)
+        self._snapshot_due: float | None = None  # a tick's time the published snapshot is behind
+        self.exporter = MetricsExporter(self.snapshot, tenant_top_n=config.tenant_top_n)
 
     # ---- the in-process API the taps use ------------------------------------
     def add_work(self, event: WorkEvent) -> bool:
@@ -129,8 +136,13 @@ class Sidecar:
 
     # ---- the periodic job -------------------------------------------------------
     def tick(self, now_s: float | None = None, *, seal_until_s: float | None = None) -> list[RequestEnergy]:
-        """Pull source work, seal ticks up to ``now - settle_s``, publish final records and a snapshot."""
+        """Pull source work, seal ticks up to ``now - settle_s``, publish final records; snapshot on read."""
+        with self._state_lock:
+            return self._tick(now_s, seal_until_s)
+
+    def _tick(self, now_s: float | None, seal_until_s: float | None) -> list[RequestEnergy]:
         now = self.clock() if now_s is None else now_s
+        self._snapshot_due = now  # from here on the parts move on: the next read builds a snapshot
         self._drain_poller()
         for tap in self.taps:
             events, infos = tap.due(now)
@@ -151,7 +163,6 @@ class Sidecar:
             if self.on_tasks is not None:
                 self.on_tasks(late)
         self.floor_keeper.save(now)
-        self._snapshot = build_snapshot(self, now)
         return finals
 
     def _drain_poller(self) -> None:
@@ -168,7 +179,12 @@ class Sidecar:
         return self._status
 
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        """The parts as of the last tick (built now if a tick ran since the last build; any thread)."""
+        with self._state_lock:
+            if self._snapshot_due is not None:
+                self._snapshot = build_snapshot(self, self._snapshot_due)
+                self._snapshot_due = None
+            return self._snapshot
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         """A request's record: final from the ledger, else provisional."""

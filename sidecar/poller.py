@@ -19,7 +19,9 @@ With ``phase_lock`` and a meter whose counters update on a fixed grid (NVML,
 schedule instead (:class:`~sidecar.meters.phased.PhasedReader`: one read just
 after each predicted update, every 2nd while steady, rare probes), and one poll
 is the one device read that is due. Other meters (CPU model, replay, RAPL,
-integrated power) keep the fixed period. :attr:`Poller.phase` says per device
+integrated power) keep the fixed period; a meter that knows when its reading
+next changes (:class:`~sidecar.meters.base.ScheduledMeter`: the replay meter's
+trace rows) is not read again before then (nor before the period). :attr:`Poller.phase` says per device
 whether its phase is locked and how well (the self-metric).
 """
 
@@ -34,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 
 from sidecar.errors import DeviceLost, MeterError
-from sidecar.meters.base import DeviceStatus, EnergyMeter, Reading
+from sidecar.meters.base import DeviceStatus, EnergyMeter, Reading, ScheduledMeter
 from sidecar.meters.phased import GridMeter, PhasedReader
 
 __all__ = ["Poller"]
@@ -68,6 +70,7 @@ class Poller:
         self._rng = random.Random(seed)
         self._thread = threading.Thread(target=self._loop, name="jouletrace-poller", daemon=True)
         self.phased: PhasedReader | None = None
+        self._scheduled = meter if isinstance(meter, ScheduledMeter) else None  # reads wait for a change
         if phase_lock and isinstance(meter, GridMeter) and meter.fixed_grid:
             self.phased = PhasedReader(meter, len(meter.devices), poll_s=poll_s, clock=clock, seed=seed)
 
@@ -147,4 +150,7 @@ class Poller:
                 wait_s = min(self.phased.next_due_s(), self._next_status_s) - self._clock()
             else:
                 wait_s = self.poll_s * self._rng.uniform(0.75, 1.25) - (time.monotonic() - started)
+                if self._scheduled is not None:  # nothing new to read before the next change
+                    due_s = min(self._scheduled.next_change_s(), self._next_status_s)
+                    wait_s = max(wait_s, due_s - self._clock())
             self._stop.wait(min(max(wait_s, 0.0), 1.0))

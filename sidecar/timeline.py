@@ -189,7 +189,7 @@ class Timeline:
             idx = (np.arange(self._count - n, self._count)) % self.capacity
             t_real = self._t[idx][~self._forced[idx]][-recent:]
             if t_real.size >= 3:
-                self._period = float(np.median(np.diff(t_real)))
+                self._period = _median(np.diff(t_real))
             else:
                 n_all = min(self._count, self.capacity)
                 self._period = None if n_all <= n else self._period_all(recent)
@@ -199,4 +199,13 @@ class Timeline:
     def _period_all(self, recent: int) -> float | None:
         t, _, _, forced = self._ordered()
         t_real = t[~forced][-recent:]
-        return float(np.median(np.diff(t_real))) if t_real.size >= 3 else None
+        return _median(np.diff(t_real)) if t_real.size >= 3 else None
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a few values (the same number: the middle one, or the two middle ones'
+    mean), without its general machinery: asked once per counter update, idle too."""
+    n = values.size
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(values, (lo, hi))
+    return float((part[lo] + part[hi]) / 2) if lo != hi else float(part[lo])

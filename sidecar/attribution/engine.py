@@ -187,22 +187,23 @@ class Attributor(RequestLifecycle):
         if cached is not None and cached[0] is ids:
             return cached[1], None
         found = self.requests.codes_of(ids)
-        keep = None
-        if None in found:
-            kept = [
-                i
-                for i, (rid, c) in enumerate(zip(ids, found, strict=True))
-                if c is not None or rid not in self._finalized
-            ]
-            for i in kept:
-                if found[i] is None:
-                    found[i] = self.requests.code(ids[i])
-            if len(kept) < len(ids):
-                keep = np.array(kept, dtype=np.int64)
-                return np.array([found[i] for i in kept], dtype=np.float64), keep
+        final: list[int] = []  # positions of members already final
+        i = -1
+        while True:  # only the few new members are visited (list.index searches at C speed)
+            try:
+                i = found.index(None, i + 1)
+            except ValueError:
+                break
+            if ids[i] in self._finalized:
+                final.append(i)
+            else:
+                found[i] = self.requests.code(ids[i])
+        if final:
+            keep = np.delete(np.arange(len(ids)), final)
+            return np.array([found[k] for k in keep.tolist()], dtype=np.float64), keep
         codes = np.array(found, dtype=np.float64)
         self._last_step_codes = (ids, codes)
-        return codes, keep
+        return codes, None
 
     def add_request(self, info: RequestInfo) -> None:
         """Record or update what is known about a request (model, task, tokens, end).
@@ -355,22 +356,25 @@ class Attributor(RequestLifecycle):
     def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
         n = groups.codes.size
         per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = [self._model_of(code) for code in groups.codes.tolist()]
-        by_model: dict[str, np.ndarray] = {}
-        if len(set(models)) == 1:  # the usual case: one model served
-            by_model[models[0]] = per.sum(axis=0)
-        else:
-            for k, model in enumerate(models):
-                by_model[model] = by_model.get(model, np.zeros(3)) + per[k]
+        models = self._models_of(groups.codes.tolist())
+        names = dict.fromkeys(models)  # in order of first appearance
+        if len(names) == 1:  # the usual case: one model served
+            by_model = {models[0]: per.sum(axis=0)}
+        else:  # in flight (no info yet: the default model) and finishing requests: sums per model
+            order = list(names)
+            of_group = np.fromiter(map(order.index, models), np.int64, n)
+            sums = [np.bincount(of_group, weights=per[:, p], minlength=len(names)) for p in range(3)]
+            by_model = dict(zip(names, np.column_stack(sums), strict=True))
         for model, joules in by_model.items():
             for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
 
-    def _model_of(self, code: int) -> str:
-        acc = self.requests.by_code(code)
-        info = acc.info if acc is not None else None
-        return info.model if info is not None and info.model != "unknown" else self.model
+    def _models_of(self, codes: list[int]) -> list[str]:
+        """Each request's model: its info's, else (no info yet, or "unknown") the server's."""
+        default = self.model
+        infos = [acc.info if acc is not None else None for acc in map(self.requests.by_code, codes)]
+        return [default if i is None or i.model == "unknown" else i.model for i in infos]
 
     def _drop_consumed(self) -> None:
         if self._sealed_t is not None:

@@ -74,13 +74,14 @@ class TickWork:
 
 def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> TickWork:
     """Clip the events overlapping ``[t0_s, t1_s)`` and compute their shares."""
+    if not len(ev):  # an idle sidecar: nothing pending
+        return _idle(t0_s, t1_s, energy_j)
     instant = ev.t1 == ev.t0
     overlap = (ev.t0 < t1_s) & (ev.t1 > t0_s)
     inside_instant = instant & (ev.t0 >= t0_s) & (ev.t0 < t1_s)
     rows = np.flatnonzero(overlap | inside_instant)
     if rows.size == 0:
-        empty = np.zeros(0)
-        return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, empty, empty, empty, empty, 0.0, empty, empty)
+        return _idle(t0_s, t1_s, energy_j)
     e0, e1 = ev.t0[rows], ev.t1[rows]
     a = np.maximum(e0, t0_s)
     b = np.minimum(e1, t1_s)
@@ -107,6 +108,11 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
         a,
         b,
     )
+
+
+def _idle(t0_s: float, t1_s: float, energy_j: float) -> TickWork:
+    rows, empty = np.zeros(0, dtype=np.intp), np.zeros(0)
+    return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, empty, empty, empty, empty, 0.0, empty, empty)
 
 
 def _equal_time_shares(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:

@@ -18,6 +18,7 @@ __all__ = [
     "EnergyMeter",
     "EnergySource",
     "Reading",
+    "ScheduledMeter",
 ]
 
 
@@ -94,4 +95,13 @@ class EnergyMeter(Protocol):
 
     def close(self) -> None:
         """Release the library or files."""
+        ...
+
+
+@runtime_checkable
+class ScheduledMeter(Protocol):
+    """A meter that knows when its reading can next change (a replayed trace): no poll before then."""
+
+    def next_change_s(self) -> float:
+        """Sidecar-clock time (s) before which ``read()`` returns what it returns now (inf: never changes)."""
         ...

@@ -100,6 +100,13 @@ class ReplayMeter:
         """Status columns of the same poll that ``read()`` returns now."""
         return self._status_at(self._index())
 
+    def next_change_s(self) -> float:
+        """When (sidecar clock, s) the next poll plays: ``read()`` and ``status()`` keep until then."""
+        i = self._index() + 1
+        if i >= len(self._times):
+            return math.inf
+        return self._t0 + (float(self._times[i]) - self._first_t) / self._speed
+
     def close(self) -> None:
         """Nothing to release: the file was read (into arrays) at construction."""
 

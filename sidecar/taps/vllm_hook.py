@@ -55,6 +55,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
@@ -62,6 +63,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import (
     StepArrays,
     parse_fin,
@@ -84,7 +86,25 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
+# orjson reads integers beyond 64 bits as floats, json as ints: a datagram with a run of 19 digits
+# goes to json (digits mapped to "0", then one substring search: a regex costs 30x more)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
+
+
+def _loads(data: bytes) -> Any:
+    """The datagram's JSON as ``json.loads`` reads it; orjson (3x faster) where the two agree.
+
+    orjson refuses what json accepts (NaN, Infinity, 1e400, a BOM, a lone surrogate, UTF-16):
+    then json decides, so the checks see the same values and count the same reasons.
+    """
+    if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 class _Req:
@@ -158,7 +178,7 @@ class HookReceiver:
         self._seqs = SeqTracker(self.counts)
         self._live: OrderedDict[int, _Req] = OrderedDict()
         self._recent: OrderedDict[int, _Req] = OrderedDict()
-        self._slot: dict[int, int] = {}  # idx (live or recent) -> slot
+        self._slot = IdxSlots()  # idx (live or recent) -> slot
         self._slots = _Slots()
         self._claimed: OrderedDict[str, None] = OrderedDict()
 
@@ -184,7 +204,7 @@ class HookReceiver:
     def feed(self, data: bytes, out: TapOutput) -> None:
         """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
         try:
-            raw = json.loads(data)
+            raw = _loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             self.counts["malformed"] += 1
             return
@@ -266,7 +286,7 @@ class HookReceiver:
         slot = self._slots.take(request_id, row.prompt_tokens)
         req = _Req(row, request_id, base_s, slot)
         self._live[row.idx] = req
-        self._slot[row.idx] = slot
+        self._slot.set(row.idx, slot)
         if len(self._live) > self.max_requests:
             self._forget(*self._live.popitem(last=False))
             self.counts["evicted"] += 1
@@ -277,25 +297,24 @@ class HookReceiver:
     def _forget(self, idx: int, req: _Req) -> None:
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
             self._last_slots = np.zeros(0, dtype=np.int64)
-        del self._slot[idx]
+        self._slot.pop(idx)
         self._slots.live[req.slot] = False
         self._slots.free.append(req.slot)
 
     def _step(self, step: StepArrays, base_s: float, out: TapOutput) -> None:
         t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
         self._gap(t0_s, out)
-        looked_up = list(map(self._slot.get, step.idx.tolist()))
+        slots = self._slot.lookup(step.idx)
         k, p = step.scheduled, step.before
-        if None in looked_up:
-            known = [i for i, slot in enumerate(looked_up) if slot is not None]
-            self.counts["unknown_member"] += len(looked_up) - len(known)
-            looked_up, k, p = [looked_up[i] for i in known], k[known], p[known]
+        if slots.size and slots.min() < 0:
+            known = slots >= 0
+            self.counts["unknown_member"] += slots.size - int(np.count_nonzero(known))
+            slots, k, p = slots[known], k[known], p[known]
         self.counts["steps"] += 1
-        self.counts["members"] += len(looked_up)
-        if not looked_up:
+        self.counts["members"] += slots.size
+        if not slots.size:
             return
         st = self._slots
-        slots = np.array(looked_up, dtype=np.int64)
         n_done = len(slots) - int(np.count_nonzero(st.live[slots]))
         if n_done:
             self.counts["after_fin"] += n_done
@@ -311,7 +330,7 @@ class HookReceiver:
         if last is not None and np.array_equal(slots, self._last_slots):
             ids = last.request_ids  # the same members as the step before: the same tuple (cheap downstream)
         else:
-            got = itemgetter(*looked_up)(st.ids)  # a tuple at C speed (one member: the id itself)
+            got = itemgetter(*slots.tolist())(st.ids)  # a tuple at C speed (one member: the id itself)
             ids = got if isinstance(got, tuple) else (got,)
         kf = k.astype(np.float64)
         batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)

@@ -1,4 +1,4 @@
-"""The sidecar's lifecycle on a fake clock: a failing tick job, and a stop that seals and stores.
+"""The sidecar's lifecycle on a fake clock: a failing tick job, a snapshot built when read, a stop that seals.
 
 Uses the scripted fake meter of ``test_app_faults`` (an NVIDIA GPU cannot run here);
 the real process is stopped with SIGTERM in ``test_shutdown_process``.
@@ -7,11 +7,13 @@ the real process is stopped with SIGTERM in ``test_shutdown_process``.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from sidecar import app as app_module
 from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -149,3 +151,58 @@ def test_the_stop_watchdog_exits_1_when_the_stop_overruns_and_can_be_cancelled()
     quiet: list[int] = []
     start_watchdog(5.0, quiet.append).cancel()
     assert quiet == []
+
+
+def test_the_snapshot_is_built_on_the_first_read_after_ticks_as_of_the_last_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = Sidecar(SidecarConfig(meter="sim", settle_s=0.5), ScriptedMeter(clock), taps=[tap], clock=clock)
+    built: list[float] = []
+    real = app_module.build_snapshot
+    monkeypatch.setattr(app_module, "build_snapshot", lambda side, t_s: built.append(t_s) or real(side, t_s))
+    try:
+        poll_for(sidecar, clock, 1.0)  # ten ticks, nobody reading: no snapshot built
+        assert built == []
+        first = sidecar.snapshot()
+        assert built == [clock.t_s] and first.t_s == clock.t_s
+        assert sidecar.snapshot() is first and len(built) == 1  # no tick since: the same one
+        tap.broken = True  # a failing tick still moves the snapshot on: its failure count and lag show
+        with pytest.raises(OverflowError):
+            sidecar._tick_job()
+        failed = sidecar.snapshot()
+        assert failed.stats.job_failures == {"tick": 1} and failed.t_s == clock.t_s
+    finally:
+        sidecar.close()
+
+
+def test_a_snapshot_read_on_another_thread_waits_for_the_tick_in_progress() -> None:
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = Sidecar(SidecarConfig(meter="sim", settle_s=0.5), ScriptedMeter(clock), taps=[tap], clock=clock)
+    inside, release = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def slow_due(now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+        inside.set()
+        release.wait(2.0)
+        return [], []
+
+    try:
+        poll_for(sidecar, clock, 1.0)
+        tap.due = slow_due  # type: ignore[method-assign]
+        ticking = threading.Thread(target=sidecar.tick, args=(clock.t_s + 0.1,))
+        ticking.start()
+        assert inside.wait(2.0)
+        reader = threading.Thread(target=lambda: seen.append(sidecar.snapshot().t_s))
+        reader.start()
+        reader.join(0.05)
+        assert seen == []  # the tick holds the parts
+        release.set()
+        ticking.join(2.0)
+        reader.join(2.0)
+        assert seen == [clock.t_s + 0.1]
+    finally:
+        release.set()
+        sidecar.close()

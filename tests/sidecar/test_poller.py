@@ -8,6 +8,7 @@ waits until a condition holds, for at most 2 s.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -188,3 +189,26 @@ def test_the_phase_locked_thread_reads_as_due_and_fills_readings_in_time_order()
 
 def test_a_meter_without_a_fixed_grid_keeps_the_fixed_period() -> None:
     assert Poller(FakeMeter(), poll_s=0.02, status_s=1.0, phase_lock=True).phased is None
+
+
+class ScheduledFakeMeter(FakeMeter):
+    """Says its reading changes only every 30 ms (a replayed trace's rows)."""
+
+    def next_change_s(self) -> float:
+        return self.read_times[-1] + 0.03 if self.read_times else -math.inf
+
+    def read(self) -> Reading:
+        self.read_times.append(time.monotonic())
+        return super().read()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_times: list[float] = []
+
+
+def test_a_meter_that_says_when_it_changes_is_not_read_before_then(start: Callable[..., Poller]) -> None:
+    meter = ScheduledFakeMeter()
+    start(meter, poll_s=0.001, status_s=10.0)
+    wait_until(lambda: meter.reads >= 4)
+    gaps = [b - a for a, b in itertools.pairwise(meter.read_times)]
+    assert min(gaps) >= 0.03 - 0.001  # not every 1 ms poll: only once the reading can have changed

@@ -198,3 +198,34 @@ def test_a_step_batch_drops_only_its_final_members_even_when_its_ids_tuple_is_re
     att.add_request(RequestInfo("b", model="m", end_s=0.15, output_tokens=3))
     (b,) = att.advance(math.inf)
     assert b.request_id == "b" and b.energy_j > 0
+
+
+def test_a_step_with_final_members_between_new_ones_queues_only_the_new_ones() -> None:
+    from sidecar.attribution.events import StepBatch
+
+    att = Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+    att.add_work(WorkEvent("a", 0.0, 0.05, Phase.DECODE, 1))
+    att.add_request(RequestInfo("a", model="m", end_s=0.05, output_tokens=1))
+    assert [r.request_id for r in att.advance(0.2)] == ["a"]
+    ids = ("n1", "a", "n2", "a")
+    units = np.array([4.0, 1.0, 2.0, 1.0])
+    step = StepBatch(0.2, 0.3, ids, np.full(4, int(Phase.PREFILL)), units, units)
+    assert att.add_work(step)
+    assert att.dropped["after_final"] == 2
+    att.advance(0.3)
+    got = {rid: rec.energy_j for rid in ("n1", "n2") if (rec := att.record(rid)) is not None}
+    assert got == pytest.approx({"n1": 5.0 * 4 / 6, "n2": 5.0 * 2 / 6})  # the last tick, by tokens 4:2
+
+
+def test_energy_by_model_adds_each_models_requests_in_a_shared_tick() -> None:
+    """Requests without a model yet count under the server's; the others under their own."""
+    att = Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+    for rid, units in (("x1", 10), ("open", 20), ("y1", 30), ("x2", 40)):
+        att.add_work(WorkEvent(rid, 0.0, 0.1, Phase.DECODE, units))
+    for rid, model in (("x1", "x"), ("y1", "y"), ("x2", "x")):
+        att.add_request(RequestInfo(rid, model=model, end_s=0.1, output_tokens=1))
+    att.advance(0.1)
+    energy = att.totals.phase_energy_j
+    assert energy[("x", "decode")] == pytest.approx(30.0 * 50 / 100)
+    assert energy[("m", "decode")] == pytest.approx(30.0 * 20 / 100)
+    assert energy[("y", "decode")] == pytest.approx(30.0 * 30 / 100)

@@ -166,3 +166,16 @@ def test_read_at_any_clock_time_returns_the_files_values_of_the_latest_poll(
         assert reading.energy_j == expected[k]
         assert reading.t_s == pytest.approx(123.0 + (times[k] - times[0]) / speed)
         assert m.exhausted is (k == len(times) - 1)
+
+
+def test_next_change_is_when_the_next_poll_plays_and_never_after_the_last(tmp_path: Path) -> None:
+    clock = FakeClock(500.0)
+    m = ReplayMeter(write(tmp_path, TRACE), clock=clock, speed=2.0)
+    assert m.next_change_s() == pytest.approx(500.05)  # the poll at 10.1, played at double speed
+    clock.t_s = 500.05
+    before = m.read()
+    assert m.next_change_s() == pytest.approx(500.1)
+    clock.t_s = 500.1 - 1e-6  # just before the change: what read() returns has not changed
+    assert m.read() == before
+    clock.t_s = 500.15
+    assert m.next_change_s() == float("inf")

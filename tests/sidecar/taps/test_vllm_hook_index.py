@@ -1,0 +1,42 @@
+"""IdxSlots answers every lookup as the dict it caches would, whatever numbers a sender uses."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.taps.vllm_hook_index import IdxSlots
+
+MAX_INDEX = 2**53
+_idx = st.one_of(st.integers(0, 40), st.integers(0, MAX_INDEX))  # near the window and anywhere
+_op = st.tuples(st.sampled_from(["set", "pop", "clear"]), _idx, st.integers(0, 10_000))
+_ops = st.lists(_op, max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_ops, probe=st.lists(_idx, max_size=30))
+def test_lookups_match_a_plain_dict(ops: list[tuple[str, int, int]], probe: list[int]) -> None:
+    slots, plain = IdxSlots(window=8), {}
+    for op, idx, slot in ops:
+        if op == "set":
+            slots.set(idx, slot)
+            plain[idx] = slot
+        elif op == "pop" and idx in plain:
+            slots.pop(idx)
+            del plain[idx]
+        elif op == "clear":
+            slots.clear()
+            plain.clear()
+        assert len(slots) == len(plain) and all(i in slots for i in plain)
+    asked = np.array([*probe, *plain], dtype=np.int64)
+    assert slots.lookup(asked).tolist() == [plain.get(i, -1) for i in asked.tolist()]
+
+
+def test_numbers_counting_up_stay_in_the_window_and_old_ones_still_resolve() -> None:
+    slots = IdxSlots(window=16)
+    for idx in range(100):
+        slots.set(idx, idx % 7)
+    assert slots.lookup(np.arange(100)).tolist() == [i % 7 for i in range(100)]
+    slots.pop(99)
+    assert slots.lookup(np.array([99, 0, 10**15])).tolist() == [-1, 0, -1]
