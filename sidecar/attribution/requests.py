@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.fit import WORK
 from sidecar.attribution.groups import Groups, group_rows
-from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import COMPONENTS, Split
 
-__all__ = ["Accumulator", "RequestTable"]
+__all__ = ["Accumulator", "Columns", "RequestTable"]
 
-_PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
+
+class Columns(NamedTuple):
+    """Some requests' sums, one row each (copies, in the order asked)."""
+
+    phase_j: np.ndarray  # (n, 3) J per phase (prefill, decode, denoise)
+    component_j: np.ndarray  # (n, components)
+    work: np.ndarray  # (n, regressors)
+    busy_s: np.ndarray
+    unexplained_j: np.ndarray
+    first_t: np.ndarray  # inf: no work seen
+    last_t: np.ndarray  # -inf: no work seen
+    has_components: np.ndarray  # bool
 
 
 class _Sums:
@@ -78,6 +89,11 @@ class Accumulator:
         self.lost_rows = 0  # work rows dropped whole (late: for time already sealed or never covered)
         self.warmup_split = False  # a tick was split by the fallback rule after the warm-up time bound
         self._sums, self._slot = sums, slot
+
+    @property
+    def slot(self) -> int:
+        """Its row in the table's arrays."""
+        return self._slot
 
     # the sums, in the table's arrays (arrays: a view of this request's row)
     @property
@@ -204,6 +220,20 @@ class RequestTable:
     def live(self) -> list[Accumulator]:
         return list(self._accs.values())
 
+    def columns(self, slots: list[int]) -> Columns:
+        """The sums of the requests in rows ``slots`` (see :attr:`Accumulator.slot`)."""
+        idx, sums = np.asarray(slots, dtype=np.int64), self._sums
+        return Columns(
+            sums.phase_j[idx],
+            sums.component_j[idx],
+            sums.work[idx],
+            sums.busy_s[idx],
+            sums.unexplained_j[idx],
+            sums.first_t[idx],
+            sums.last_t[idx],
+            sums.has_components[idx],
+        )
+
     def remove(self, request_id: str) -> None:
         code = self._codes.pop(request_id)
         self._sums.free.append(self._accs.pop(code)._slot)
@@ -253,57 +283,3 @@ class RequestTable:
             sums.work[slots] += work
             sums.unexplained_j[slots] += unexplained
             sums.has_components[slots] = True
-
-
-def build_record(
-    acc: Accumulator,
-    *,
-    final: bool,
-    default_model: str,
-    rule: str,
-    energy_source: str,
-    update_period_s: float | None,
-    end_unix_s: float | None,
-    extra_attributes: dict[str, str] | None = None,
-    interval_j: tuple[float, float] | None = None,
-    fit_quality: str = "",
-) -> RequestEnergy:
-    """The immutable record of an accumulator, final or provisional."""
-    info = acc.info or RequestInfo(acc.request_id, model=default_model)
-    model = info.model if info.model != "unknown" else default_model
-    window_s = acc.last_t - acc.first_t if acc.last_t >= acc.first_t else 0.0
-    approximate = update_period_s is not None and window_s < update_period_s
-    output_units = info.output_units or (float(info.output_tokens) if info.unit == "token" else 0.0)
-    return RequestEnergy(
-        request_id=acc.request_id,
-        model=model,
-        operation=info.operation,
-        task=info.task,
-        unit=info.unit,
-        energy_j=float(acc.phase_j.sum()),
-        phase_j={p.label: float(acc.phase_j[p]) for p in _PHASES},
-        component_j=(
-            {name: float(v) for name, v in zip(COMPONENTS, acc.component_j, strict=True)}
-            if acc.has_components
-            else {}
-        ),
-        prompt_tokens=info.prompt_tokens,
-        output_tokens=info.output_tokens,
-        output_units=output_units,
-        start_s=info.start_s if info.start_s is not None else _finite(acc.first_t),
-        end_s=info.end_s if info.end_s is not None else _finite(acc.last_t),
-        end_unix_s=end_unix_s,
-        busy_s=acc.busy_s,
-        approximate=approximate,
-        final=final,
-        rule=rule,
-        energy_source=energy_source,
-        attributes={**info.attributes, **(extra_attributes or {})},
-        energy_low_j=None if interval_j is None else interval_j[0],
-        energy_high_j=None if interval_j is None else interval_j[1],
-        fit_quality=fit_quality,
-    )
-
-
-def _finite(x: float) -> float | None:
-    return x if np.isfinite(x) else None
