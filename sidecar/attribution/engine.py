@@ -334,7 +334,7 @@ class Attributor(RequestLifecycle):
     def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
         n = groups.codes.size
         per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = [self._model_of(code) for code in groups.codes.tolist()]
+        models = self.requests.models_of(groups.codes.tolist(), self.model)
         by_model: dict[str, np.ndarray] = {}
         if len(set(models)) == 1:  # the usual case: one model served
             by_model[models[0]] = per.sum(axis=0)
@@ -345,11 +345,6 @@ class Attributor(RequestLifecycle):
             for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
-
-    def _model_of(self, code: int) -> str:
-        acc = self.requests.by_code(code)
-        info = acc.info if acc is not None else None
-        return info.model if info is not None and info.model != "unknown" else self.model
 
     def _drop_consumed(self) -> None:
         if self._sealed_t is not None:
