@@ -120,9 +120,9 @@ class RequestLifecycle:
             extras.append(extra or None)
         records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
         sealed = self._sealed_t
-        for record, extra in zip(records, extras, strict=True):
+        for record, attrs in zip(records, extras, strict=True):
             self._forget(record.request_id)
-            if record.output_units > 0 and sealed is not None and not (extra and "energy_unknown" in extra):
+            if record.output_units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
                 self.totals.add_output(sealed, record.model, record.unit, record.output_units)
         return records
 
