@@ -24,7 +24,7 @@ from sidecar.attribution.rules import COMPONENTS
 __all__ = ["RecordContext", "build_records"]
 
 _PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
-Interval = Callable[[float, np.ndarray, float], "tuple[float, float] | None"]
+Intervals = Callable[[np.ndarray, np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class RecordContext:
     update_period_s: float | None  # the counter's; a busy window shorter than this is approximate
     unix_offset_s: float  # wall clock minus sidecar clock (s)
     fit_quality: str  # of the rule now ("warmup" for a request split by the warm-up fallback)
-    interval_j: Interval  # the rule's uncertainty interval for (energy, work, unexplained)
+    intervals_j: Intervals  # the rule's uncertainty intervals for (energy, work, unexplained) rows
 
 
 def build_records(
@@ -52,17 +52,19 @@ def build_records(
     if not accs:
         return []
     cols = table.columns([acc.slot for acc in accs])
-    energy = cols.phase_j.sum(axis=1).tolist()  # each row summed in order, as float(row.sum())
+    energy_j = cols.phase_j.sum(axis=1)  # each row summed in order, as float(row.sum())
+    bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
+    low, high = (None, None) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
+    energy = energy_j.tolist()
     phases, components = cols.phase_j.tolist(), cols.component_j.tolist()
     has_components, busy = cols.has_components.tolist(), cols.busy_s.tolist()
-    first, last, unexplained = cols.first_t.tolist(), cols.last_t.tolist(), cols.unexplained_j.tolist()
+    first, last = cols.first_t.tolist(), cols.last_t.tolist()
     period, offset = ctx.update_period_s, ctx.unix_offset_s
     out = []
     for k, acc in enumerate(accs):
         info = acc.info or RequestInfo(acc.request_id, model=ctx.default_model)
         window_s = last[k] - first[k] if last[k] >= first[k] else 0.0
         extra = extra_attributes[k] if extra_attributes is not None else None
-        interval = ctx.interval_j(energy[k], cols.work[k], unexplained[k])
         out.append(
             RequestEnergy(
                 request_id=acc.request_id,
@@ -86,8 +88,8 @@ def build_records(
                 rule=ctx.rule,
                 energy_source=ctx.energy_source,
                 attributes={**info.attributes, **extra} if extra else dict(info.attributes),
-                energy_low_j=None if interval is None else interval[0],
-                energy_high_j=None if interval is None else interval[1],
+                energy_low_j=None if low is None else low[k],
+                energy_high_j=None if high is None else high[k],
                 fit_quality="warmup" if acc.warmup_split else ctx.fit_quality,
             )
         )

@@ -136,7 +136,7 @@ class RequestLifecycle:
             update_period_s=self.timeline.update_period_s(),
             unix_offset_s=self._unix_offset(),
             fit_quality=rule.quality(),
-            interval_j=rule.interval_j,
+            intervals_j=rule.intervals_j,
         )
 
     def _unknown_reason(self, acc: Accumulator) -> str:
