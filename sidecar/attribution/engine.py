@@ -196,16 +196,11 @@ class Attributor(RequestLifecycle):
             else:
                 self.dropped["info_after_final"] += 1
             return
-        code = self.requests.code(info.request_id)
-        acc = self.requests.get(info.request_id)
-        assert acc is not None
         horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
         if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
-        acc.info = info
-        if info.end_s is not None:
-            self.requests.schedule(code, info.end_s)
+        self.requests.set_info(info.request_id, info)
 
     def take_late_tasks(self) -> dict[str, str]:
         """Tasks named for requests already final (id -> task) since the last call; the caller

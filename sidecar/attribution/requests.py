@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.groups import Groups, group_rows
 from sidecar.attribution.request_rows import Accumulator, Rows
 from sidecar.attribution.rules import Split
@@ -55,17 +56,31 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def code(self, request_id: str) -> int:
-        """The code of ``request_id``, creating its accumulator on first sight."""
+    def code(self, request_id: str, *, check_s: float | None = None) -> int:
+        """The code of ``request_id``, creating its row on first sight.
+
+        A new request is checked again at ``check_s`` if given (its stated end), else once the
+        timeout has passed without work."""
         code = self._codes.get(request_id)
         if code is None:
             code = self._next
             self._next += 1
             self._codes[request_id] = code
             self._slots[code] = self._sums.take(request_id, self.now_s)
-            if math.isfinite(self.timeout_s):
+            if check_s is not None:
+                self.schedule(code, check_s)
+            elif math.isfinite(self.timeout_s):
                 self.schedule(code, self.now_s + self.timeout_s)
         return code
+
+    def set_info(self, request_id: str, info: RequestInfo) -> None:
+        """What is known about a request (created on first sight); a stated end is when to look again."""
+        end = info.end_s
+        known = request_id in self._codes
+        code = self.code(request_id, check_s=end)
+        self._sums.infos[self._slots[code]] = info
+        if known and end is not None:
+            self.schedule(code, end)
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
         """The codes of many ids at once (None where an id has none); creates nothing."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.fit import WORK
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import COMPONENTS, Split
@@ -77,3 +78,13 @@ def test_a_request_is_a_row_not_an_object_and_a_freed_row_forgets_its_request() 
         float("-inf"),
     )
     assert table.models_of([table.code("b"), code], "default") == ["default", "default"]
+
+
+def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> None:
+    table = RequestTable(timeout_s=600.0)
+    table.now_s = 10.0
+    table.set_info("ended", RequestInfo("ended", end_s=12.0))
+    assert table.scheduled == 1 and table.due(12.0) == [table.code("ended")]
+    table.code("open")  # work first: the timeout is its check
+    table.set_info("open", RequestInfo("open", end_s=13.0))  # then its end: a second check
+    assert table.scheduled == 2 and table.due(13.0) == [table.code("open")] and table.due(610.0) == [1]
