@@ -39,6 +39,7 @@ from typing import Any
 
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
+from sidecar.export.record_json import record_json
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
 
@@ -84,8 +85,6 @@ _COLUMNS = (
     "joules_per_output_unit, prompt_tokens, output_tokens, output_units, busy_s, approximate, "
     "rule, energy_source, record_json"
 )
-# json.dumps(record, separators=(",", ":")), without building an encoder per record
-_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 _UPDATE = (
     "UPDATE requests SET "
@@ -385,7 +384,7 @@ def _row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
         int(rec.approximate),
         rec.rule,
         rec.energy_source,
-        _JSON.encode(rec.to_json()),
+        record_json(rec),  # json.dumps(rec.to_json(), separators=(",", ":")), faster
     )
 
 
