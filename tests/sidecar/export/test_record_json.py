@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,3 +64,11 @@ def test_numpy_and_subclass_values_are_written_as_json_writes_them() -> None:
         energy_j=np.float64(1.25), model=Label("m"), busy_s=np.float64("inf"), output_tokens=True
     )
     assert record_json(rec) == json.dumps(rec.to_json(), separators=(",", ":"))
+
+
+def test_a_value_that_contains_itself_is_refused_as_json_dumps_refuses_it() -> None:
+    attributes: dict[str, Any] = {}
+    attributes["self"] = attributes
+    rec = make_record(attributes=attributes)
+    with pytest.raises(ValueError, match="Circular"):
+        record_json(rec)
