@@ -23,7 +23,7 @@ from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["RecordContext", "build_records"]
 
-_PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
+_PREFILL, _DECODE, _DENOISE = Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label
 Intervals = Callable[[np.ndarray, np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray] | None"]
 
 
@@ -54,43 +54,57 @@ def build_records(
     cols = table.columns([acc.slot for acc in accs])
     energy_j = cols.phase_j.sum(axis=1)  # each row summed in order, as float(row.sum())
     bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
-    low, high = (None, None) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
-    energy = energy_j.tolist()
-    phases, components = cols.phase_j.tolist(), cols.component_j.tolist()
-    has_components, busy = cols.has_components.tolist(), cols.busy_s.tolist()
-    first, last = cols.first_t.tolist(), cols.last_t.tolist()
-    period, offset = ctx.update_period_s, ctx.unix_offset_s
+    n = len(accs)
+    low, high = ([None] * n, [None] * n) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
+    extras = extra_attributes if extra_attributes is not None else [None] * n
+    default_model, period, offset = ctx.default_model, ctx.update_period_s, ctx.unix_offset_s
     out = []
-    for k, acc in enumerate(accs):
-        info = acc.info or RequestInfo(acc.request_id, model=ctx.default_model)
-        window_s = last[k] - first[k] if last[k] >= first[k] else 0.0
-        extra = extra_attributes[k] if extra_attributes is not None else None
+    for row in zip(
+        cols.request_id,
+        cols.info,
+        energy_j.tolist(),
+        cols.phase_j.tolist(),
+        cols.component_j.tolist(),
+        cols.has_components.tolist(),
+        cols.busy_s.tolist(),
+        cols.first_t.tolist(),
+        cols.last_t.tolist(),
+        cols.warmup_split.tolist(),
+        low,
+        high,
+        extras,
+        strict=True,
+    ):
+        rid, info, energy, phase, component, has_components, busy, first, last, warmup, lo, hi, extra = row
+        if info is None:
+            info = RequestInfo(rid, model=default_model)
+        prefill, decode, denoise = phase
         out.append(
             RequestEnergy(
-                request_id=acc.request_id,
-                model=info.model if info.model != "unknown" else ctx.default_model,
+                request_id=rid,
+                model=info.model if info.model != "unknown" else default_model,
                 operation=info.operation,
                 task=info.task,
                 unit=info.unit,
-                energy_j=energy[k],
-                phase_j=dict(zip(_PHASE_LABELS, phases[k], strict=True)),
-                component_j=dict(zip(COMPONENTS, components[k], strict=True)) if has_components[k] else {},
+                energy_j=energy,
+                phase_j={_PREFILL: prefill, _DECODE: decode, _DENOISE: denoise},
+                component_j=dict(zip(COMPONENTS, component, strict=True)) if has_components else {},
                 prompt_tokens=info.prompt_tokens,
                 output_tokens=info.output_tokens,
                 output_units=info.output_units
                 or (float(info.output_tokens) if info.unit == "token" else 0.0),
-                start_s=info.start_s if info.start_s is not None else _finite(first[k]),
-                end_s=info.end_s if info.end_s is not None else _finite(last[k]),
+                start_s=info.start_s if info.start_s is not None else _finite(first),
+                end_s=info.end_s if info.end_s is not None else _finite(last),
                 end_unix_s=None if info.end_s is None else info.end_s + offset,
-                busy_s=busy[k],
-                approximate=period is not None and window_s < period,
+                busy_s=busy,
+                approximate=period is not None and (last - first if last >= first else 0.0) < period,
                 final=final,
                 rule=ctx.rule,
                 energy_source=ctx.energy_source,
                 attributes={**info.attributes, **extra} if extra else dict(info.attributes),
-                energy_low_j=None if low is None else low[k],
-                energy_high_j=None if high is None else high[k],
-                fit_quality="warmup" if acc.warmup_split else ctx.fit_quality,
+                energy_low_j=lo,
+                energy_high_j=hi,
+                fit_quality="warmup" if warmup else ctx.fit_quality,
             )
         )
     return out

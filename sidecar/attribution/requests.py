@@ -23,8 +23,10 @@ __all__ = ["Accumulator", "Columns", "RequestTable"]
 
 
 class Columns(NamedTuple):
-    """Some requests' sums, one row each (copies, in the order asked)."""
+    """Some requests' ids, infos and sums, one row each (copies, in the order asked)."""
 
+    request_id: list[str]
+    info: list[RequestInfo | None]
     phase_j: np.ndarray  # (n, 3) J per phase (prefill, decode, denoise)
     component_j: np.ndarray  # (n, components)
     work: np.ndarray  # (n, regressors)
@@ -33,6 +35,7 @@ class Columns(NamedTuple):
     first_t: np.ndarray  # inf: no work seen
     last_t: np.ndarray  # -inf: no work seen
     has_components: np.ndarray  # bool
+    warmup_split: np.ndarray  # bool: split by the warm-up fallback rule
 
 
 class RequestTable:
@@ -138,6 +141,8 @@ class RequestTable:
         """The sums of the requests in rows ``slots`` (see :attr:`Accumulator.slot`)."""
         idx, sums = np.asarray(slots, dtype=np.int64), self._sums
         return Columns(
+            [sums.ids[slot] for slot in slots],
+            [sums.infos[slot] for slot in slots],
             sums.phase_j[idx],
             sums.component_j[idx],
             sums.work[idx],
@@ -146,6 +151,7 @@ class RequestTable:
             sums.first_t[idx],
             sums.last_t[idx],
             sums.has_components[idx],
+            sums.warmup_split[idx],
         )
 
     def remove(self, request_id: str) -> None:
