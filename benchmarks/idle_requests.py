@@ -41,7 +41,7 @@ class ScanAttributor(Attributor):
         if sealed is None:
             return []
         period = self.timeline.update_period_s() or 0.0
-        live_work = set(np.unique(self._pending.req).tolist()) if len(self._pending) else set()
+        live_work = self._pending.codes()
         out: list[RequestEnergy] = []
         for acc in self.requests.live():
             end = acc.info.end_s if acc.info is not None else None

@@ -218,16 +218,11 @@ class Attributor(RequestLifecycle):
             else:
                 self.dropped["info_after_final"] += 1
             return
-        code = self.requests.code(info.request_id)
-        acc = self.requests.get(info.request_id)
-        assert acc is not None
         horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
         if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
-        acc.info = info
-        if info.end_s is not None:
-            self.requests.schedule(code, info.end_s)
+        self.requests.set_info(info.request_id, info)
 
     def take_late_tasks(self) -> dict[str, str]:
         """Tasks named for requests already final (id -> task) since the last call; the caller
@@ -356,7 +351,7 @@ class Attributor(RequestLifecycle):
     def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
         n = groups.codes.size
         per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = self._models_of(groups.codes.tolist())
+        models = self.requests.models_of(groups.codes.tolist(), self.model)
         names = dict.fromkeys(models)  # in order of first appearance
         if len(names) == 1:  # the usual case: one model served
             by_model = {models[0]: per.sum(axis=0)}
@@ -369,12 +364,6 @@ class Attributor(RequestLifecycle):
             for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
                 if j:
                     self.totals.add_model_energy(t_s, model, label, j)
-
-    def _models_of(self, codes: list[int]) -> list[str]:
-        """Each request's model: its info's, else (no info yet, or "unknown") the server's."""
-        default = self.model
-        infos = [acc.info if acc is not None else None for acc in map(self.requests.by_code, codes)]
-        return [default if i is None or i.model == "unknown" else i.model for i in infos]
 
     def _drop_consumed(self) -> None:
         if self._sealed_t is not None:

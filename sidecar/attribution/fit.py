@@ -191,6 +191,13 @@ class EnergyModelFit:
         """Standard deviation (J) of ``work @ coefficients`` from the coefficients' covariance."""
         return float(np.sqrt(max(float(work @ self.cov @ work), 0.0)))
 
+    def interval_sd_many_j(self, work: np.ndarray) -> np.ndarray:
+        """:meth:`interval_sd_j` of each row of ``work``: a stacked matmul runs the same vector-matrix
+        and dot products row by row (one ``work @ cov`` for all rows could sum in another order)."""
+        quad = np.matmul(np.matmul(work[:, None, :], self.cov), work[:, :, None])[:, 0, 0]
+        out: np.ndarray = np.sqrt(np.maximum(quad, 0.0))
+        return out
+
     def snapshot(self) -> FitSnapshot:
         """The coefficients in named units (zeros before the first fit), with the floor's provenance."""
         floor = self.floor.reading(self.now_s)

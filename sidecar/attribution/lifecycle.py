@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.final_records import RecordContext, build_records
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Accumulator, RequestTable, build_record
+from sidecar.attribution.requests import Accumulator, RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.totals import Totals
 from sidecar.timeline import Timeline
@@ -62,7 +63,8 @@ class RequestLifecycle:
         if not due:
             return []
         live_work = self._pending.codes()
-        out: list[RequestEnergy] = []
+        done: list[Accumulator] = []
+        inferred: list[bool] = []
         later: list[tuple[int, float]] = []
         for code in due:
             acc = table.by_code(code)
@@ -82,10 +84,11 @@ class RequestLifecycle:
             elif code in live_work:
                 later.append((code, sealed))  # work after its stated end is still pending
                 continue
-            out.append(self._final(acc, end_inferred=end is None))
+            done.append(acc)
+            inferred.append(end is None)
         for code, check_s in later:
             table.schedule(code, check_s)
-        return out
+        return self._finals(done, inferred)
 
     def _evict(self) -> list[RequestEnergy]:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
@@ -99,15 +102,42 @@ class RequestLifecycle:
 
     def _final(self, acc: Accumulator, *, end_inferred: bool, unknown: str = "") -> RequestEnergy:
         """Build a request's final record, forget it, and count its output."""
-        if not unknown:
-            unknown = self._unknown_reason(acc)
-        if unknown:
-            self.dropped["energy_unknown"] += 1
-        record = self._record(acc.request_id, final=True, end_inferred=end_inferred, unknown=unknown)
-        self._forget(acc.request_id)
-        if record.output_units > 0 and not unknown and self._sealed_t is not None:
-            self.totals.add_output(self._sealed_t, record.model, record.unit, record.output_units)
-        return record
+        return self._finals([acc], [end_inferred], unknown)[0]
+
+    def _finals(
+        self, accs: list[Accumulator], inferred: list[bool], unknown: str = ""
+    ) -> list[RequestEnergy]:
+        """Build final records (one pass over the table's columns), forget them, count their output.
+
+        ``unknown``: the reason all of them have unknown energy ('' : each one's own, if any)."""
+        extras: list[dict[str, str] | None] = []
+        for acc, end_inferred in zip(accs, inferred, strict=True):
+            reason = unknown or self._unknown_reason(acc)
+            extra = {"end_inferred": "true"} if end_inferred else {}
+            if reason:
+                self.dropped["energy_unknown"] += 1
+                extra |= {"energy_unknown": "true", "energy_unknown_reason": reason}
+            extras.append(extra or None)
+        records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
+        sealed = self._sealed_t
+        for record, attrs in zip(records, extras, strict=True):
+            self._forget(record.request_id)
+            if record.output_units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
+                self.totals.add_output(sealed, record.model, record.unit, record.output_units)
+        return records
+
+    def _context(self) -> RecordContext:
+        """What the records built now share."""
+        rule = self.rule
+        return RecordContext(
+            default_model=self.model,
+            rule=rule.name,
+            energy_source=self.energy_source,
+            update_period_s=self.timeline.update_period_s(),
+            unix_offset_s=self._unix_offset(),
+            fit_quality=rule.quality(),
+            intervals_j=rule.intervals_j,
+        )
 
     def _unknown_reason(self, acc: Accumulator) -> str:
         """Why a request's energy is unknown ('' if known): its work was lost or never covered."""
@@ -123,12 +153,11 @@ class RequestLifecycle:
         """Records of every live request (``final`` false), oldest first: what a stop leaves open.
 
         Attribute ``end_stated`` says ``end_s`` is the request's stated end (not its last work)."""
-        return [
-            self._record(
-                acc.request_id, final=False, stated=acc.info is not None and acc.info.end_s is not None
-            )
-            for acc in self.requests.live()
+        live = self.requests.live()
+        stated = [
+            {"end_stated": "true"} if a.info is not None and a.info.end_s is not None else None for a in live
         ]
+        return build_records(self.requests, live, self._context(), final=False, extra_attributes=stated)
 
     def _forget(self, request_id: str) -> None:
         self.requests.remove(request_id)
@@ -136,41 +165,12 @@ class RequestLifecycle:
         while len(self._finalized) > _FINALIZED_KEPT:
             self._finalized.popitem(last=False)
 
-    def _record(
-        self,
-        request_id: str,
-        *,
-        final: bool,
-        end_inferred: bool = False,
-        unknown: str = "",
-        stated: bool = False,
-    ) -> RequestEnergy:
-        acc = self.requests.get(request_id)
-        assert acc is not None
-        extra = {"end_inferred": "true"} if end_inferred else {}
-        if unknown:
-            extra |= {"energy_unknown": "true", "energy_unknown_reason": unknown}
-        if stated:
-            extra["end_stated"] = "true"
-        end = acc.info.end_s if acc.info is not None and acc.info.end_s is not None else None
-        return build_record(
-            acc,
-            final=final,
-            default_model=self.model,
-            rule=self.rule.name,
-            energy_source=self.energy_source,
-            update_period_s=self.timeline.update_period_s(),
-            end_unix_s=None if end is None else end + self._unix_offset(),
-            extra_attributes=extra or None,
-            interval_j=self.rule.interval_j(float(acc.phase_j.sum()), acc.work, acc.unexplained_j),
-            fit_quality="warmup" if acc.warmup_split else self.rule.quality(),
-        )
-
     def record(self, request_id: str) -> RequestEnergy | None:
         """The provisional record of a live request (``final`` false), or None."""
-        if self.requests.get(request_id) is None:
+        acc = self.requests.get(request_id)
+        if acc is None:
             return None
-        return self._record(request_id, final=False)
+        return build_records(self.requests, [acc], self._context(), final=False)[0]
 
     def resume(self, saved: dict[str, Any], now_s: float) -> bool:
         """Take up a request a stopped sidecar stored as provisional (its ``to_json`` form).

@@ -1,134 +1,41 @@
-"""Per-request accumulators: the energy a live request has been given so far.
+"""Live requests: the energy each has been given so far, and when each is next worth a look.
 
-A request gets a small integer code when first seen (work or info); sealed
-ticks add energy to it by code; when it is final its record is built and its
-slot freed, so memory follows live requests, not history.
+A request gets a small integer code when first seen (work or info) and a row in
+:class:`~sidecar.attribution.request_rows.Rows`; sealed ticks add energy to rows by
+code; when it is final its record is built and its row freed, so memory follows live
+requests, not history.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo
-from sidecar.attribution.fit import WORK
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.groups import Groups, group_rows
-from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.rules import COMPONENTS, Split
+from sidecar.attribution.request_rows import Accumulator, Rows
+from sidecar.attribution.rules import Split
 
-__all__ = ["Accumulator", "RequestTable"]
-
-_PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
+__all__ = ["Accumulator", "Columns", "RequestTable"]
 
 
-class _Sums:
-    """Every live request's energy sums as one row of arrays (a tick adds to all its requests at once)."""
+class Columns(NamedTuple):
+    """Some requests' ids, infos and sums, one row each (copies, in the order asked)."""
 
-    def __init__(self, capacity: int = 1024) -> None:
-        self.phase_j = np.zeros((capacity, 3))
-        self.component_j = np.zeros((capacity, len(COMPONENTS)))
-        self.work = np.zeros((capacity, len(WORK)))
-        self.busy_s = np.zeros(capacity)
-        self.unexplained_j = np.zeros(capacity)
-        self.first_t = np.full(capacity, np.inf)
-        self.last_t = np.full(capacity, -np.inf)
-        self.has_components = np.zeros(capacity, dtype=bool)
-        self.free = list(range(capacity - 1, -1, -1))
-
-    _FIELDS = (
-        "phase_j",
-        "component_j",
-        "work",
-        "busy_s",
-        "unexplained_j",
-        "first_t",
-        "last_t",
-        "has_components",
-    )
-
-    def take(self) -> int:
-        """A zeroed row for a new request."""
-        if not self.free:
-            n = self.busy_s.size
-            for name in self._FIELDS:
-                old = getattr(self, name)
-                grown = np.zeros((2 * n, *old.shape[1:]), dtype=old.dtype)
-                grown[:n] = old
-                setattr(self, name, grown)
-            self.first_t[n:], self.last_t[n:] = np.inf, -np.inf
-            self.free = list(range(2 * n - 1, n - 1, -1))
-        slot = self.free.pop()
-        self.phase_j[slot] = self.component_j[slot] = self.work[slot] = 0.0
-        self.busy_s[slot] = self.unexplained_j[slot] = 0.0
-        self.first_t[slot], self.last_t[slot], self.has_components[slot] = np.inf, -np.inf, False
-        return slot
-
-
-class Accumulator:
-    """Energy and timing of one live request (its sums live in the table's arrays, one row each)."""
-
-    __slots__ = ("_slot", "_sums", "info", "lost_rows", "request_id", "seen_s", "warmup_split")
-
-    def __init__(self, request_id: str, sums: _Sums, slot: int, *, seen_s: float = float("-inf")) -> None:
-        self.request_id = request_id
-        self.info: RequestInfo | None = None
-        self.seen_s = seen_s  # sealed time when first seen (s); -inf: before the first seal
-        self.lost_rows = 0  # work rows dropped whole (late: for time already sealed or never covered)
-        self.warmup_split = False  # a tick was split by the fallback rule after the warm-up time bound
-        self._sums, self._slot = sums, slot
-
-    # the sums, in the table's arrays (arrays: a view of this request's row)
-    @property
-    def phase_j(self) -> np.ndarray:
-        """J per phase (prefill, decode, denoise)."""
-        row: np.ndarray = self._sums.phase_j[self._slot]
-        return row
-
-    @phase_j.setter
-    def phase_j(self, value: np.ndarray) -> None:
-        self._sums.phase_j[self._slot] = value
-
-    @property
-    def busy_s(self) -> float:
-        """Its share of busy time (s)."""
-        return float(self._sums.busy_s[self._slot])
-
-    @busy_s.setter
-    def busy_s(self, value: float) -> None:
-        self._sums.busy_s[self._slot] = value
-
-    @property
-    def component_j(self) -> np.ndarray:
-        """J per model component."""
-        row: np.ndarray = self._sums.component_j[self._slot]
-        return row
-
-    @property
-    def work(self) -> np.ndarray:
-        """The fitted regressors, scaled."""
-        row: np.ndarray = self._sums.work[self._slot]
-        return row
-
-    @property
-    def unexplained_j(self) -> float:
-        """J the fitted model's scaling moved onto this request."""
-        return float(self._sums.unexplained_j[self._slot])
-
-    @property
-    def first_t(self) -> float:
-        """Earliest work seen (s)."""
-        return float(self._sums.first_t[self._slot])
-
-    @property
-    def last_t(self) -> float:
-        """Latest work seen (s)."""
-        return float(self._sums.last_t[self._slot])
-
-    @property
-    def has_components(self) -> bool:
-        return bool(self._sums.has_components[self._slot])
+    request_id: list[str]
+    info: list[RequestInfo | None]
+    phase_j: np.ndarray  # (n, 3) J per phase (prefill, decode, denoise)
+    component_j: np.ndarray  # (n, components)
+    work: np.ndarray  # (n, regressors)
+    busy_s: np.ndarray
+    unexplained_j: np.ndarray
+    first_t: np.ndarray  # inf: no work seen
+    last_t: np.ndarray  # -inf: no work seen
+    has_components: np.ndarray  # bool
+    warmup_split: np.ndarray  # bool: split by the warm-up fallback rule
 
 
 class RequestTable:
@@ -142,27 +49,41 @@ class RequestTable:
 
     def __init__(self, timeout_s: float = math.inf) -> None:
         self._codes: dict[str, int] = {}
-        self._accs: dict[int, Accumulator] = {}
-        self._sums = _Sums()
+        self._slots: dict[int, int] = {}  # code -> row, in the order the requests were first seen
+        self._sums = Rows()
         self._next = 0
         self.timeout_s = timeout_s
         self.now_s = float("-inf")  # the latest sealed time: new requests are seen then
         self._due: list[tuple[float, int]] = []
 
     def __len__(self) -> int:
-        return len(self._accs)
+        return len(self._slots)
 
-    def code(self, request_id: str) -> int:
-        """The code of ``request_id``, creating its accumulator on first sight."""
+    def code(self, request_id: str, *, check_s: float | None = None) -> int:
+        """The code of ``request_id``, creating its row on first sight.
+
+        A new request is checked again at ``check_s`` if given (its stated end), else once the
+        timeout has passed without work."""
         code = self._codes.get(request_id)
         if code is None:
             code = self._next
             self._next += 1
             self._codes[request_id] = code
-            self._accs[code] = Accumulator(request_id, self._sums, self._sums.take(), seen_s=self.now_s)
-            if math.isfinite(self.timeout_s):
+            self._slots[code] = self._sums.take(request_id, self.now_s)
+            if check_s is not None:
+                self.schedule(code, check_s)
+            elif math.isfinite(self.timeout_s):
                 self.schedule(code, self.now_s + self.timeout_s)
         return code
+
+    def set_info(self, request_id: str, info: RequestInfo) -> None:
+        """What is known about a request (created on first sight); a stated end is when to look again."""
+        end = info.end_s
+        known = request_id in self._codes
+        code = self.code(request_id, check_s=end)
+        self._sums.infos[self._slots[code]] = info
+        if known and end is not None:
+            self.schedule(code, end)
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
         """The codes of many ids at once (None where an id has none); creates nothing."""
@@ -175,19 +96,20 @@ class RequestTable:
 
     def due(self, until_s: float) -> list[int]:
         """Live codes with a check time ``<= until_s``, oldest first, each once (popped)."""
-        if len(self._due) > 4 * len(self._accs) + 1024:  # drop entries of removed requests
-            self._due = [e for e in self._due if e[1] in self._accs]
+        if len(self._due) > 4 * len(self._slots) + 1024:  # drop entries of removed requests
+            self._due = [e for e in self._due if e[1] in self._slots]
             heapq.heapify(self._due)
         heap, found = self._due, set()
         while heap and heap[0][0] <= until_s:
             code = heapq.heappop(heap)[1]
-            if code in self._accs:
+            if code in self._slots:
                 found.add(code)
         return sorted(found)
 
     def oldest(self) -> Accumulator | None:
         """The live request seen first (the one a cap evicts)."""
-        return next(iter(self._accs.values()), None)
+        slot = next(iter(self._slots.values()), None)
+        return None if slot is None else Accumulator(self._sums, slot)
 
     @property
     def scheduled(self) -> int:
@@ -196,17 +118,45 @@ class RequestTable:
 
     def get(self, request_id: str) -> Accumulator | None:
         code = self._codes.get(request_id)
-        return None if code is None else self._accs[code]
+        return None if code is None else Accumulator(self._sums, self._slots[code])
 
     def by_code(self, code: int) -> Accumulator | None:
-        return self._accs.get(code)
+        slot = self._slots.get(code)
+        return None if slot is None else Accumulator(self._sums, slot)
+
+    def models_of(self, codes: list[int], default: str) -> list[str]:
+        """The model of each code (``default`` where unknown, or the request is gone)."""
+        infos, slots = self._sums.infos, self._slots
+        out = []
+        for code in codes:
+            slot = slots.get(code)
+            info = None if slot is None else infos[slot]
+            out.append(info.model if info is not None and info.model != "unknown" else default)
+        return out
 
     def live(self) -> list[Accumulator]:
-        return list(self._accs.values())
+        return [Accumulator(self._sums, slot) for slot in self._slots.values()]
+
+    def columns(self, slots: list[int]) -> Columns:
+        """The sums of the requests in rows ``slots`` (see :attr:`Accumulator.slot`)."""
+        idx, sums = np.asarray(slots, dtype=np.int64), self._sums
+        return Columns(
+            [sums.ids[slot] for slot in slots],
+            [sums.infos[slot] for slot in slots],
+            sums.phase_j[idx],
+            sums.component_j[idx],
+            sums.work[idx],
+            sums.busy_s[idx],
+            sums.unexplained_j[idx],
+            sums.first_t[idx],
+            sums.last_t[idx],
+            sums.has_components[idx],
+            sums.warmup_split[idx],
+        )
 
     def remove(self, request_id: str) -> None:
         code = self._codes.pop(request_id)
-        self._sums.free.append(self._accs.pop(code)._slot)
+        self._sums.give_back(self._slots.pop(code))
 
     def add_energy(
         self,
@@ -235,14 +185,14 @@ class RequestTable:
             comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
             work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
             unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
-        found = [self._accs.get(code) for code in g.codes.tolist()]
+        found = list(map(self._slots.get, g.codes.tolist()))
         if None in found:  # finalized while its late work was pending; counted upstream
-            keep = [k for k, acc in enumerate(found) if acc is not None]
+            keep = [k for k, slot in enumerate(found) if slot is not None]
             found = [found[k] for k in keep]
             phase_j, busy, first, last = phase_j[keep], busy[keep], first[keep], last[keep]
             if comp is not None and work is not None and unexplained is not None:
                 comp, work, unexplained = comp[keep], work[keep], unexplained[keep]
-        slots = np.array([acc._slot for acc in found if acc is not None], dtype=np.int64)
+        slots = np.array(found, dtype=np.int64)
         sums = self._sums
         sums.phase_j[slots] += phase_j
         sums.busy_s[slots] += busy
@@ -253,57 +203,3 @@ class RequestTable:
             sums.work[slots] += work
             sums.unexplained_j[slots] += unexplained
             sums.has_components[slots] = True
-
-
-def build_record(
-    acc: Accumulator,
-    *,
-    final: bool,
-    default_model: str,
-    rule: str,
-    energy_source: str,
-    update_period_s: float | None,
-    end_unix_s: float | None,
-    extra_attributes: dict[str, str] | None = None,
-    interval_j: tuple[float, float] | None = None,
-    fit_quality: str = "",
-) -> RequestEnergy:
-    """The immutable record of an accumulator, final or provisional."""
-    info = acc.info or RequestInfo(acc.request_id, model=default_model)
-    model = info.model if info.model != "unknown" else default_model
-    window_s = acc.last_t - acc.first_t if acc.last_t >= acc.first_t else 0.0
-    approximate = update_period_s is not None and window_s < update_period_s
-    output_units = info.output_units or (float(info.output_tokens) if info.unit == "token" else 0.0)
-    return RequestEnergy(
-        request_id=acc.request_id,
-        model=model,
-        operation=info.operation,
-        task=info.task,
-        unit=info.unit,
-        energy_j=float(acc.phase_j.sum()),
-        phase_j={p.label: float(acc.phase_j[p]) for p in _PHASES},
-        component_j=(
-            {name: float(v) for name, v in zip(COMPONENTS, acc.component_j, strict=True)}
-            if acc.has_components
-            else {}
-        ),
-        prompt_tokens=info.prompt_tokens,
-        output_tokens=info.output_tokens,
-        output_units=output_units,
-        start_s=info.start_s if info.start_s is not None else _finite(acc.first_t),
-        end_s=info.end_s if info.end_s is not None else _finite(acc.last_t),
-        end_unix_s=end_unix_s,
-        busy_s=acc.busy_s,
-        approximate=approximate,
-        final=final,
-        rule=rule,
-        energy_source=energy_source,
-        attributes={**info.attributes, **(extra_attributes or {})},
-        energy_low_j=None if interval_j is None else interval_j[0],
-        energy_high_j=None if interval_j is None else interval_j[1],
-        fit_quality=fit_quality,
-    )
-
-
-def _finite(x: float) -> float | None:
-    return x if np.isfinite(x) else None

@@ -72,6 +72,12 @@ class SplitRule(Protocol):
         """An estimated ~95 % interval around a request's energy (None where the rule has none)."""
         ...
 
+    def intervals_j(
+        self, energy_j: np.ndarray, work: np.ndarray, unexplained_j: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`interval_j` of many requests (one row of ``work`` each): the same bounds, at once."""
+        ...
+
     def quality(self) -> str:
         """How trustworthy the rule's split is right now ("" for rules that do not learn)."""
         ...
@@ -113,6 +119,11 @@ class _Stateless:
     def interval_j(
         self, energy_j: float, work: np.ndarray, unexplained_j: float
     ) -> tuple[float, float] | None:
+        return None
+
+    def intervals_j(
+        self, energy_j: np.ndarray, work: np.ndarray, unexplained_j: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
     def quality(self) -> str:
@@ -166,6 +177,15 @@ class FittedRule:
             return None
         half_j = 1.96 * self.fit.interval_sd_j(work) + unexplained_j
         return max(energy_j - half_j, 0.0), energy_j + half_j
+
+    def intervals_j(
+        self, energy_j: np.ndarray, work: np.ndarray, unexplained_j: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`interval_j` of each row, with the same floating-point operations."""
+        if self.fit.coef is None:
+            return None
+        half_j = 1.96 * self.fit.interval_sd_many_j(work) + unexplained_j
+        return np.maximum(energy_j - half_j, 0.0), energy_j + half_j
 
     def quality(self) -> str:
         fit = self.fit

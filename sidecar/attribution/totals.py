@@ -26,7 +26,8 @@ class Totals:
         self.sealed_ticks = 0
         self._tpw_window_s = tpw_window_s
         self._energy_window: deque[tuple[float, str, float]] = deque()  # (t, model or "", J)
-        self._units_window: deque[tuple[float, str, float]] = deque()  # (t, model, units)
+        # (t, model, units): one entry per model per finalize pass, so a flood of finals holds few
+        self._units_window: deque[tuple[float, str, float]] = deque()
         # the windows' sums per model ("": idle) and entry counts, kept as entries come and go
         self._energy_sum: dict[str, list[float]] = {}  # model -> [J, entries]
         self._units_sum: dict[str, list[float]] = {}  # model -> [units, entries]
@@ -50,7 +51,12 @@ class Totals:
 
     def add_output(self, t_s: float, model: str, unit: str, units: float) -> None:
         self.output_units[(model, unit)] += units
-        _push(self._units_window, self._units_sum, (t_s, model, units))
+        window = self._units_window
+        if window and window[-1][0] == t_s and window[-1][1] == model:  # a pass's finals: one entry
+            window[-1] = (t_s, model, window[-1][2] + units)
+            self._units_sum[model][0] += units
+            return
+        _push(window, self._units_sum, (t_s, model, units))
 
     @property
     def conservation_error_j(self) -> float:

@@ -76,16 +76,16 @@ import math
 import threading
 from collections.abc import Callable, Iterable
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
+from sidecar.export.aggregates import Key, SplicingReader, Stream, Streams
 from sidecar.export.tenants import TenantLabels
 
 __all__ = ["ENERGY_PER_TOKEN_BUCKETS_J", "REQUEST_ENERGY_BUCKETS_J", "MetricsExporter"]
@@ -109,9 +109,25 @@ REQUEST_ENERGY_BUCKETS_J: tuple[float, ...] = _one_two_five(0.01, 2e6)
 # 0.1 mJ to 10 J per output token.
 ENERGY_PER_TOKEN_BUCKETS_J: tuple[float, ...] = _one_two_five(1e-4, 10.0)
 
-_REQUEST_KEYS = {"gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source"}
-_PER_TOKEN_KEYS = {"gen_ai.request.model", "jouletrace.task", "energy.source"}
-_PER_UNIT_KEYS = _PER_TOKEN_KEYS | {"jouletrace.unit"}
+# the attributes of each per-request series, in the order their values are given
+_REQUEST_KEYS = ("gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source")
+_PER_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.task", "energy.source")
+_PER_UNIT_KEYS = (*_PER_TOKEN_KEYS, "jouletrace.unit")
+_TENANT_ENERGY_KEYS = ("gen_ai.request.model", "jouletrace.tenant", "energy.source")
+_TENANT_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.tenant")
+Batch = dict[Stream, dict[Key, list[float]]]
+
+
+def _add(batch: Batch, stream: Stream, key: Key, value: float) -> None:
+    """One value for ``stream``'s series ``key`` (streams and series kept in first-use order)."""
+    groups = batch.get(stream)
+    if groups is None:
+        groups = batch[stream] = {}
+    values = groups.get(key)
+    if values is None:
+        groups[key] = [value]
+    else:
+        values.append(value)
 
 
 def _float(text: str | None) -> float:
@@ -128,22 +144,6 @@ def _scope_version() -> str:
         return importlib.metadata.version("jouletrace")
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-def _views() -> list[View]:
-    """Histogram buckets and kept attributes of the per-request histograms."""
-    return [
-        View(
-            instrument_name=name,
-            aggregation=ExplicitBucketHistogramAggregation(buckets),
-            attribute_keys=keys,
-        )
-        for name, buckets, keys in (
-            (instruments.REQUEST_ENERGY, REQUEST_ENERGY_BUCKETS_J, _REQUEST_KEYS),
-            (instruments.ENERGY_PER_OUTPUT_TOKEN, ENERGY_PER_TOKEN_BUCKETS_J, _PER_TOKEN_KEYS),
-            (instruments.ENERGY_PER_OUTPUT_UNIT, REQUEST_ENERGY_BUCKETS_J, _PER_UNIT_KEYS),
-        )
-    ]
 
 
 class MetricsExporter:
@@ -169,17 +169,17 @@ class MetricsExporter:
         self._render_lock = threading.Lock()
         self._closed = False
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._reader = PrometheusMetricReader(registry=self.registry)
-        self._provider = MeterProvider(
-            metric_readers=[self._reader],
-            resource=resource
-            if resource is not None
-            else Resource.create({"service.name": "jouletrace-sidecar"}),
-            views=_views(),
+        self._reader = SplicingReader(registry=self.registry)
+        resource = (
+            resource if resource is not None else Resource.create({"service.name": "jouletrace-sidecar"})
         )
-        meter = self._provider.get_meter("jouletrace", _scope_version())
-        self._create_histograms(meter)
-        self._create_tenant_counters(meter)
+        self._provider = MeterProvider(metric_readers=[self._reader], resource=resource)
+        version = _scope_version()
+        meter = self._provider.get_meter("jouletrace", version)
+        self._streams = Streams(InstrumentationScope("jouletrace", version), resource)
+        self._reader.streams = self._streams
+        self._create_histograms(self._streams)
+        self._create_tenant_counters(self._streams)
         for spec in instruments.OBSERVABLES:
             make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
             make(
@@ -189,36 +189,44 @@ class MetricsExporter:
                 description=spec.description,
             )
 
-    def _create_histograms(self, meter: Meter) -> None:
+    def _create_histograms(self, streams: Streams) -> None:
         """Per finished request: its energy, J per output token, J per diffusion output unit."""
-        self._request_energy = meter.create_histogram(
+        self._request_energy = streams.stream(
             instruments.REQUEST_ENERGY,
-            unit="J",
-            description="Energy attributed to each finished request, in joules (J).",
+            "J",
+            "Energy attributed to each finished request, in joules (J).",
+            _REQUEST_KEYS,
+            REQUEST_ENERGY_BUCKETS_J,
         )
-        self._per_token = meter.create_histogram(
+        self._per_token = streams.stream(
             instruments.ENERGY_PER_OUTPUT_TOKEN,
-            unit="J",
-            description="joules per output token: a finished LLM request's energy (J) / its output tokens.",
+            "J",
+            "joules per output token: a finished LLM request's energy (J) / its output tokens.",
+            _PER_TOKEN_KEYS,
+            ENERGY_PER_TOKEN_BUCKETS_J,
         )
-        self._per_unit = meter.create_histogram(
+        self._per_unit = streams.stream(
             instruments.ENERGY_PER_OUTPUT_UNIT,
-            unit="J",
-            description="joules per image, video, frame or video second (jouletrace.unit) of a finished "
+            "J",
+            "joules per image, video, frame or video second (jouletrace.unit) of a finished "
             "diffusion request: its energy (J) / its output in that unit.",
+            _PER_UNIT_KEYS,
+            REQUEST_ENERGY_BUCKETS_J,
         )
 
-    def _create_tenant_counters(self, meter: Meter) -> None:
+    def _create_tenant_counters(self, streams: Streams) -> None:
         """Energy and output tokens of finished requests, per tenant."""
-        self._tenant_energy = meter.create_counter(
+        self._tenant_energy = streams.stream(
             instruments.TENANT_ENERGY,
-            unit="J",
-            description="Energy of finished requests per tenant (top-N by energy, then other), in joules.",
+            "J",
+            "Energy of finished requests per tenant (top-N by energy, then other), in joules.",
+            _TENANT_ENERGY_KEYS,
         )
-        self._tenant_tokens = meter.create_counter(
+        self._tenant_tokens = streams.stream(
             instruments.TENANT_OUTPUT_TOKENS,
-            unit="{token}",
-            description="Output tokens of finished requests per tenant (same tenant labels as the energy).",
+            "{token}",
+            "Output tokens of finished requests per tenant (same tenant labels as the energy).",
+            _TENANT_TOKEN_KEYS,
         )
 
     def _current(self) -> Snapshot:
@@ -251,50 +259,47 @@ class MetricsExporter:
         final request once.
         J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
         J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
-        ``unit`` image or video with output units > 0.
+        ``unit`` image or video with output units > 0. The whole batch is added at once
+        (:mod:`.aggregates`), with the counts and sums recording each value would give.
         """
+        batch: Batch = {}
         recorded = 0
         for rec in records:
-            if not rec.final or not math.isfinite(rec.energy_j) or rec.energy_j < 0:
+            energy_j = rec.energy_j
+            if not rec.final or not math.isfinite(energy_j) or energy_j < 0:
                 continue
             if rec.attributes.get("energy_unknown") == "true":
                 continue
-            attrs = {
-                "gen_ai.request.model": rec.model,
-                "gen_ai.operation.name": rec.operation,
-                "jouletrace.task": rec.task,
-                "energy.source": rec.energy_source,
-            }
-            self._request_energy.record(rec.energy_j, attrs)
-            if rec.unit == "token" and rec.output_tokens > 0:
-                per_token = {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS}
-                self._per_token.record(rec.energy_j / rec.output_tokens, per_token)
-                self._record_tenant(rec)
-            elif rec.unit in ("image", "video") and rec.output_units > 0:
-                self._record_per_unit(rec, {k: v for k, v in attrs.items() if k in _PER_TOKEN_KEYS})
+            model, task, source, unit = rec.model, rec.task, rec.energy_source, rec.unit
+            _add(batch, self._request_energy, (model, rec.operation, task, source), energy_j)
+            if unit == "token" and rec.output_tokens > 0:
+                _add(batch, self._per_token, (model, task, source), energy_j / rec.output_tokens)
+                tenant = self._tenants.label(rec.attributes.get(TENANT), energy_j)
+                _add(batch, self._tenant_energy, (model, tenant, source), energy_j)
+                _add(batch, self._tenant_tokens, (model, tenant), rec.output_tokens)
+            elif unit in ("image", "video") and rec.output_units > 0:
+                self._record_per_unit(batch, rec, (model, task, source))
             recorded += 1
+        self._streams.add(batch)
         return recorded
 
-    def _record_tenant(self, rec: RequestEnergy) -> None:
-        """Energy and output tokens per tenant (bounded labels: :class:`TenantLabels`)."""
-        tenant = self._tenants.label(rec.attributes.get(TENANT), rec.energy_j)
-        attrs = {"gen_ai.request.model": rec.model, "jouletrace.tenant": tenant}
-        self._tenant_energy.add(rec.energy_j, {**attrs, "energy.source": rec.energy_source})
-        self._tenant_tokens.add(rec.output_tokens, attrs)
+    def _record_per_unit(self, batch: Batch, rec: RequestEnergy, key: Key) -> None:
+        """J per image or video; for videos also J per frame and J per second of video.
 
-    def _record_per_unit(self, rec: RequestEnergy, attrs: dict[str, str]) -> None:
-        """J per image or video; for videos also J per frame and J per second of video."""
-        self._per_unit.record(rec.energy_j / rec.output_units, {**attrs, "jouletrace.unit": rec.unit})
-        if rec.unit != "video":
-            return
-        frames = _float(rec.attributes.get("video_frames"))
-        fps = _float(rec.attributes.get("video_fps"))
+        A value that overflows (a hostile tiny output or frame count) is left out, as the SDK's
+        ``Histogram.record`` leaves out a non-finite one."""
+        per_unit = [(rec.unit, rec.output_units)]
+        frames = _float(rec.attributes.get("video_frames")) if rec.unit == "video" else 0.0
         if frames > 0:
             all_frames = frames * rec.output_units
-            self._per_unit.record(rec.energy_j / all_frames, {**attrs, "jouletrace.unit": "frame"})
+            per_unit.append(("frame", all_frames))
+            fps = _float(rec.attributes.get("video_fps"))
             if fps > 0:
-                seconds = all_frames / fps
-                self._per_unit.record(rec.energy_j / seconds, {**attrs, "jouletrace.unit": "video_second"})
+                per_unit.append(("video_second", all_frames / fps))
+        for unit, amount in per_unit:
+            value = rec.energy_j / amount if amount > 0 else math.inf
+            if math.isfinite(value):
+                _add(batch, self._per_unit, (*key, unit), value)
 
     def shutdown(self) -> None:
         """Stop the provider and unregister the reader from the registry (idempotent)."""

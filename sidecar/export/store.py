@@ -39,6 +39,7 @@ from typing import Any
 
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
+from sidecar.export.record_json import record_json
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
 
@@ -194,25 +195,10 @@ class Ledger:
         now = self._clock()
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
-        written = 0
         try:
-            for rec in batch:
-                try:
-                    row = _row(rec, self._seq + 1, now)
-                    cur.execute(_INSERT, row)
-                    inserted = cur.rowcount == 1
-                    if not inserted and rec.attributes.get("energy_unknown") == "true":
-                        self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
-                        continue
-                    if not inserted:
-                        cur.execute(_UPDATE, (*row[1:], rec.request_id))
-                except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
-                    self.counts["unstorable"] += 1
-                    log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
-                    continue
-                self._seq += 1
-                self._rows += inserted
-                written += 1
+            written = self._insert_new(cur, batch, now)
+            if written is None:  # a stored id or an unstorable record in the batch: one at a time
+                written = self._put_each(cur, batch, now)
             self._retain(cur, now)
             cur.execute("COMMIT")
         except BaseException:
@@ -222,6 +208,50 @@ class Ledger:
             self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
             raise
         self.counts["stored"] += written
+        return written
+
+    def _insert_new(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int | None:
+        """The usual batch, all new ids and all storable, in one ``executemany``; None (nothing
+        changed) if any id is stored already or any record cannot be stored."""
+        try:
+            rows = [_row(rec, self._seq + 1 + k, now) for k, rec in enumerate(batch)]
+        except _RECORD_ERRORS:
+            return None
+        cur.execute("SAVEPOINT batch")
+        try:
+            cur.executemany(_INSERT, rows)
+        except _RECORD_ERRORS:
+            cur.execute("ROLLBACK TO batch")
+            return None
+        if cur.rowcount != len(rows):  # INSERT OR IGNORE skipped a stored id
+            cur.execute("ROLLBACK TO batch")
+            return None
+        cur.execute("RELEASE batch")
+        self._seq += len(rows)
+        self._rows += len(rows)
+        return len(rows)
+
+    def _put_each(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int:
+        """Insert or replace record by record: a stored id is replaced (or kept, see the module
+        docstring), a record that cannot be stored is skipped and counted."""
+        written = 0
+        for rec in batch:
+            try:
+                row = _row(rec, self._seq + 1, now)
+                cur.execute(_INSERT, row)
+                inserted = cur.rowcount == 1
+                if not inserted and rec.attributes.get("energy_unknown") == "true":
+                    self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
+                    continue
+                if not inserted:
+                    cur.execute(_UPDATE, (*row[1:], rec.request_id))
+            except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
+                self.counts["unstorable"] += 1
+                log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
+                continue
+            self._seq += 1
+            self._rows += inserted
+            written += 1
         return written
 
     def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
@@ -354,7 +384,7 @@ def _row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
         int(rec.approximate),
         rec.rule,
         rec.energy_source,
-        json.dumps(rec.to_json(), separators=(",", ":")),
+        record_json(rec),  # json.dumps(rec.to_json(), separators=(",", ":")), faster
     )
 
 

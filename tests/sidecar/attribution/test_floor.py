@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.attribution.fit import WORK, EnergyModelFit
 from sidecar.attribution.floor import FloorEstimate, FloorState
-from sidecar.attribution.rules import FittedRule
+from sidecar.attribution.rules import FittedRule, make_rule
 
 
 def _idle(floor: FloorEstimate, power_w: float, t0_s: float, n: int) -> float:
@@ -140,3 +140,17 @@ def test_interval_grows_with_the_work_it_prices() -> None:
     assert small[0] < 10.0 < small[1]
     assert (large[1] - large[0]) > (small[1] - small[0])
     assert len(WORK) == 6
+
+
+def test_intervals_of_many_requests_are_each_ones_interval_exactly() -> None:
+    floor = FloorEstimate("GPU-0")
+    _idle(floor, 75.0, 0.0, 50)
+    rule = FittedRule(_saturated_fit(floor))
+    rng = np.random.default_rng(4)
+    work = rng.uniform(0, 500, (300, len(WORK))) * rng.integers(0, 2, (300, len(WORK)))
+    energy, unexplained = rng.uniform(0, 50, 300), rng.uniform(0, 1, 300)
+    many = rule.intervals_j(energy, work, unexplained)
+    assert many is not None
+    one = [rule.interval_j(float(energy[k]), work[k], float(unexplained[k])) for k in range(300)]
+    assert list(zip(many[0].tolist(), many[1].tolist(), strict=True)) == one  # bit for bit
+    assert make_rule("tokens").intervals_j(energy, work, unexplained) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.fit import WORK
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import COMPONENTS, Split
@@ -38,7 +39,9 @@ def test_sums_survive_growth_and_a_freed_row_starts_a_new_request_at_zero() -> N
     assert fresh.first_t == float("inf") and not fresh.has_components
     fresh.phase_j += np.array([1.0, 2.0, 3.0])  # in place, through the view
     fresh.busy_s = 4.0
-    assert table.get("new") is fresh and fresh.phase_j.tolist() == [1.0, 2.0, 3.0] and fresh.busy_s == 4.0
+    again = table.get("new")  # another view of the same row
+    assert again is not None and again.slot == fresh.slot
+    assert again.phase_j.tolist() == [1.0, 2.0, 3.0] and again.busy_s == 4.0
     assert table.get("r1") is not None and table.get("r1").phase_j.tolist() == [0.5, 0.5, 0.0]  # type: ignore[union-attr]
 
 
@@ -51,3 +54,37 @@ def test_work_for_a_request_removed_meanwhile_is_skipped_and_the_others_still_co
     table.add_energy(req, np.ones(3, dtype=np.int64), split(3, 1.0), np.ones(3), t0, t0 + 1.0)
     acc = table.get("b")
     assert acc is not None and acc.phase_j.tolist() == [0.0, 2.0, 0.0] and len(table) == 1
+
+
+def test_a_request_is_a_row_not_an_object_and_a_freed_row_forgets_its_request() -> None:
+    table = RequestTable()
+    code = table.code("a")
+    acc = table.by_code(code)
+    assert acc is not None and acc.request_id == "a" and acc.info is None
+    acc.lost_rows += 2
+    acc.warmup_split = True
+    acc.seen_s = 3.5
+    again = table.get("a")
+    assert again is not None and (again.lost_rows, again.warmup_split, again.seen_s) == (2, True, 3.5)
+    table.remove("a")
+    table.code("b")  # takes the freed row
+    b = table.get("b")
+    assert b is not None and b.slot == acc.slot
+    assert (b.request_id, b.info, b.lost_rows, b.warmup_split, b.seen_s) == (
+        "b",
+        None,
+        0,
+        False,
+        float("-inf"),
+    )
+    assert table.models_of([table.code("b"), code], "default") == ["default", "default"]
+
+
+def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> None:
+    table = RequestTable(timeout_s=600.0)
+    table.now_s = 10.0
+    table.set_info("ended", RequestInfo("ended", end_s=12.0))
+    assert table.scheduled == 1 and table.due(12.0) == [table.code("ended")]
+    table.code("open")  # work first: the timeout is its check
+    table.set_info("open", RequestInfo("open", end_s=13.0))  # then its end: a second check
+    assert table.scheduled == 2 and table.due(13.0) == [table.code("open")] and table.due(610.0) == [1]

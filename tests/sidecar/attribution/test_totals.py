@@ -55,3 +55,18 @@ def test_throughput_per_watt_equals_a_recount_of_the_window_as_time_goes_on(seed
         assert got.keys() == want.keys()
         assert all(got[m] == pytest.approx(want[m], rel=1e-9) for m in want)
     assert totals.throughput_per_watt(t + 100.0) == {}  # everything left the window
+
+
+def test_a_pass_of_finals_keeps_one_window_entry_per_model_and_the_same_throughput() -> None:
+    totals = Totals(1, tpw_window_s=5.0)
+    events: list[tuple[str, float, str, float]] = []
+    for t in (1.0, 2.0, 3.0):
+        totals.add_model_energy(t, "a", "decode", 10.0)
+        events.append(("energy", t, "a", 10.0))
+        for model, units in (("a", 3.0), ("a", 4.0), ("b", 1.0), ("a", 2.0)):  # b between two a runs
+            totals.add_output(t, model, "token", units)
+            events.append(("units", t, model, units))
+    assert len(totals._units_window) == 3 * 3  # a, b, a per pass, not one per record
+    assert totals.output_units[("a", "token")] == 27.0
+    for now in (3.0, 6.5, 7.5, 9.0):
+        assert totals.throughput_per_watt(now) == pytest.approx(recount(events, now, 5.0), rel=1e-12)

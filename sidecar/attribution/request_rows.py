@@ -1,0 +1,187 @@
+"""Every live request as one row of arrays: no Python object per request.
+
+A request's sums (J per phase and component, the fitted regressors, busy time,
+first and last work) and flags are array columns, its id and
+:class:`~sidecar.attribution.events.RequestInfo` two lists, all at its row; a
+sealed tick adds to all its requests' rows at once. :class:`Accumulator` is a
+view of one row, made when asked for. Rows are reused; the arrays double when full.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+
+from sidecar.attribution.events import RequestInfo
+from sidecar.attribution.fit import WORK
+from sidecar.attribution.rules import COMPONENTS
+
+__all__ = ["Accumulator", "Rows"]
+
+
+class Rows:
+    """Every live request's state as one row of arrays (a tick adds to all its requests at once).
+
+    No object per request: its id and info sit in two lists, its sums and flags in arrays,
+    all at its row (slot); :class:`Accumulator` is a view of one row, made when asked for.
+    """
+
+    _FIELDS = (
+        "phase_j",
+        "component_j",
+        "work",
+        "busy_s",
+        "unexplained_j",
+        "first_t",
+        "last_t",
+        "has_components",
+        "lost_rows",
+        "seen_s",
+        "warmup_split",
+    )
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.phase_j = np.zeros((capacity, 3))
+        self.component_j = np.zeros((capacity, len(COMPONENTS)))
+        self.work = np.zeros((capacity, len(WORK)))
+        self.busy_s = np.zeros(capacity)
+        self.unexplained_j = np.zeros(capacity)
+        self.first_t = np.full(capacity, np.inf)
+        self.last_t = np.full(capacity, -np.inf)
+        self.has_components = np.zeros(capacity, dtype=bool)
+        self.lost_rows = np.zeros(capacity, dtype=np.int64)  # work rows dropped whole (late, refused)
+        self.seen_s = np.full(capacity, -np.inf)  # sealed time when first seen; -inf: before the first seal
+        self.warmup_split = np.zeros(capacity, dtype=bool)  # a tick split by the warm-up fallback rule
+        self.ids: list[str] = [""] * capacity
+        self.infos: list[RequestInfo | None] = [None] * capacity
+        self.free = array("q", range(capacity - 1, -1, -1))  # 8 bytes a free row, not an int object
+
+    def take(self, request_id: str, seen_s: float) -> int:
+        """A zeroed row for a new request."""
+        if not self.free:
+            n = self.busy_s.size
+            for name in self._FIELDS:
+                old = getattr(self, name)
+                grown = np.zeros((2 * n, *old.shape[1:]), dtype=old.dtype)
+                grown[:n] = old
+                setattr(self, name, grown)
+            self.ids.extend([""] * n)
+            self.infos.extend([None] * n)
+            self.free = array("q", range(2 * n - 1, n - 1, -1))
+        slot = self.free.pop()
+        self.phase_j[slot] = self.component_j[slot] = self.work[slot] = 0.0
+        self.busy_s[slot] = self.unexplained_j[slot] = 0.0
+        self.first_t[slot], self.last_t[slot], self.has_components[slot] = np.inf, -np.inf, False
+        self.lost_rows[slot], self.seen_s[slot], self.warmup_split[slot] = 0, seen_s, False
+        self.ids[slot] = request_id
+        return slot
+
+    def give_back(self, slot: int) -> None:
+        self.ids[slot], self.infos[slot] = "", None
+        self.free.append(slot)
+
+
+class Accumulator:
+    """One live request's row in the table: what it is and the energy given to it so far."""
+
+    __slots__ = ("_slot", "_sums")
+
+    def __init__(self, sums: Rows, slot: int) -> None:
+        self._sums, self._slot = sums, slot
+
+    @property
+    def slot(self) -> int:
+        """Its row in the table's arrays."""
+        return self._slot
+
+    @property
+    def request_id(self) -> str:
+        return self._sums.ids[self._slot]
+
+    @property
+    def info(self) -> RequestInfo | None:
+        """What is known about it (model, task, tokens, end), or None."""
+        return self._sums.infos[self._slot]
+
+    @info.setter
+    def info(self, value: RequestInfo | None) -> None:
+        self._sums.infos[self._slot] = value
+
+    @property
+    def seen_s(self) -> float:
+        """Sealed time when first seen (s); -inf: before the first seal."""
+        return float(self._sums.seen_s[self._slot])
+
+    @seen_s.setter
+    def seen_s(self, value: float) -> None:
+        self._sums.seen_s[self._slot] = value
+
+    @property
+    def lost_rows(self) -> int:
+        """Work rows dropped whole (late: for time already sealed or never covered)."""
+        return int(self._sums.lost_rows[self._slot])
+
+    @lost_rows.setter
+    def lost_rows(self, value: int) -> None:
+        self._sums.lost_rows[self._slot] = value
+
+    @property
+    def warmup_split(self) -> bool:
+        """A tick was split by the fallback rule after the warm-up time bound."""
+        return bool(self._sums.warmup_split[self._slot])
+
+    @warmup_split.setter
+    def warmup_split(self, value: bool) -> None:
+        self._sums.warmup_split[self._slot] = value
+
+    # the sums (arrays: a view of this request's row)
+    @property
+    def phase_j(self) -> np.ndarray:
+        """J per phase (prefill, decode, denoise)."""
+        row: np.ndarray = self._sums.phase_j[self._slot]
+        return row
+
+    @phase_j.setter
+    def phase_j(self, value: np.ndarray) -> None:
+        self._sums.phase_j[self._slot] = value
+
+    @property
+    def busy_s(self) -> float:
+        """Its share of busy time (s)."""
+        return float(self._sums.busy_s[self._slot])
+
+    @busy_s.setter
+    def busy_s(self, value: float) -> None:
+        self._sums.busy_s[self._slot] = value
+
+    @property
+    def component_j(self) -> np.ndarray:
+        """J per model component."""
+        row: np.ndarray = self._sums.component_j[self._slot]
+        return row
+
+    @property
+    def work(self) -> np.ndarray:
+        """The fitted regressors, scaled."""
+        row: np.ndarray = self._sums.work[self._slot]
+        return row
+
+    @property
+    def unexplained_j(self) -> float:
+        """J the fitted model's scaling moved onto this request."""
+        return float(self._sums.unexplained_j[self._slot])
+
+    @property
+    def first_t(self) -> float:
+        """Earliest work seen (s)."""
+        return float(self._sums.first_t[self._slot])
+
+    @property
+    def last_t(self) -> float:
+        """Latest work seen (s)."""
+        return float(self._sums.last_t[self._slot])
+
+    @property
+    def has_components(self) -> bool:
+        return bool(self._sums.has_components[self._slot])
