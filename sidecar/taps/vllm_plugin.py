@@ -7,7 +7,8 @@ sidecar's loop) and turns the stream into
 * **decode work per iteration**: every request whose prefill has finished and
   that has not finished yet decodes one token in each iteration (continuous
   batching), over ``[previous iteration end, this iteration end]``, reading a
-  KV cache of ``prompt + generated`` tokens;
+  KV cache of ``prompt + generated`` tokens: one :class:`StepBatch` per iteration
+  for all of them (:mod:`.vllm_plugin_batch`), not an object per request;
 * **prefill work** when a request's first token arrives: its computed prompt
   tokens over ``[end - prefill_s, end]``, with causal attention pairs;
 * a :class:`RequestInfo` when it finishes (tokens, start = arrival, end).
@@ -53,6 +54,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
     StartRow,
@@ -103,7 +105,7 @@ class PluginReceiver:
         self._seqs = SeqTracker(self.counts)
         self._last_end: float | None = None
         self._step_s = 0.02  # running estimate of an iteration's duration
-        self._decoding: dict[str, list[int]] = {}  # request id -> [prompt tokens, generated so far]
+        self._decoding = DecodingRequests()
         self._claimed: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # recent finishes, to refuse replays
         self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
@@ -191,7 +193,7 @@ class PluginReceiver:
             except v.Rejected as err:
                 v.note(self.counts, err)
                 continue
-            if self._decoding.pop(request_id, None) is not None:
+            if self._decoding.remove(request_id):
                 self.counts["aborted"] += 1
 
     def _restart(self, now_s: float, out: TapOutput) -> None:
@@ -199,7 +201,7 @@ class PluginReceiver:
         at the old process's last iteration (else when the new one was first heard)."""
         self.counts["restarts"] += 1
         end_s = self._last_end if self._last_end is not None else now_s
-        for request_id, (prompt, generated) in self._decoding.items():
+        for request_id, prompt, generated in self._decoding.drain():
             self.counts["aborted_on_restart"] += 1
             out.infos.append(
                 RequestInfo(
@@ -211,7 +213,6 @@ class PluginReceiver:
                     attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
                 )
             )
-        self._decoding.clear()
         self._last_end = None
 
     def _parts(self, msg: dict[str, Any], wall_s: float, t_rec: float, out: TapOutput) -> float:
@@ -262,10 +263,9 @@ class PluginReceiver:
         self._last_end = max(t_end, last or t_end)
         if self._decoding and generation_tokens < len(self._decoding):
             self.counts["membership_mismatch"] += 1
-        for request_id, state in self._decoding.items():
-            kv_len = state[0] + state[1]
-            out.events.append(WorkEvent(request_id, t_start, t_end, Phase.DECODE, 1.0, 1.0, float(kv_len)))
-            state[1] += 1
+        batch = self._decoding.step(t_start, t_end)  # one decode token for every request decoding
+        if batch is not None:
+            out.events.append(batch)
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
@@ -283,9 +283,9 @@ class PluginReceiver:
             out.events.append(
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
-        self._decoding[request_id] = [row.prompt_tokens, 1]
+        self._decoding.add(request_id, row.prompt_tokens)
         if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
-            del self._decoding[next(iter(self._decoding))]
+            self._decoding.remove_oldest()
             self.counts["evicted"] += 1
         self._claim(request_id)
 
@@ -295,10 +295,10 @@ class PluginReceiver:
         if request_id in self._finished:
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
-        decoding = self._decoding.pop(request_id, None)
-        if decoding is not None and elsewhere:  # the hook's claim came after our start: both counted it
+        decoding = self._decoding.remove(request_id)
+        if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
-        if decoding is None and request_id not in self._claimed and not elsewhere:
+        if not decoding and request_id not in self._claimed and not elsewhere:
             out.events.extend(
                 phase_events(
                     request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
