@@ -24,7 +24,8 @@ order, each on top of the previous ones:
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
 seconds (user + system, independent of how busy the machine is), and the peak over the
 run (``VmHWM``). The same run prints the floor under it: the RSS of an interpreter that only
-imports the sidecar (``import sidecar.wiring``).
+imports what this sidecar runs (``sidecar.cli_sidecar``, ``sidecar.wiring`` and the OTLP receiver,
+which the wiring imports only when ``otlp_port`` is set).
 
     .venv/bin/python benchmarks/memory.py [--flood-s 60] [--hour-s 60] [--in-flight 10000]
 
@@ -105,8 +106,9 @@ def cpu_s(pid: int) -> float:
 
 
 def import_floor_mb() -> float:
-    """Peak RSS of an interpreter that only imports the sidecar's wiring (MB)."""
-    code = "import resource, sidecar.wiring; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak RSS of an interpreter that only imports what the sidecar runs here (MB)."""
+    modules = "sidecar.cli_sidecar, sidecar.wiring, sidecar.taps.otlp"
+    code = f"import resource, {modules}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1]) / 1024
 
@@ -301,7 +303,7 @@ def main() -> None:
     rows = write_trace(trace, HOUR_S, speed, tail_s=args.in_flight_s + args.flood_s + 120.0)
     print(f"replay trace: {rows} readings (one hour, one device), played in {args.hour_s:.0f} s; "
           f"sidecar: {sys.executable} -m sidecar.cli sidecar --meter replay")  # fmt: skip
-    print(f"{'import sidecar.wiring only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
+    print(f"{'imports only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
     ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
     log = tmp / "sidecar.log"
     proc = subprocess.Popen(

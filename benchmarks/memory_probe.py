@@ -150,7 +150,9 @@ class Sites:
         self._prev: dict[str, Counter[str]] = {}
 
     def group(self, path: Path) -> dict[str, list[dict[str, Any]]]:
-        raw_traces = tracemalloc.Snapshot.load(str(path)).traces._traces  # (domain, size, frames, ...)
+        # the raw traces, (domain, size, frames most recent first, ...): a Trace object per allocation
+        # would take minutes for a flood's millions of them
+        raw_traces: list[tuple[Any, ...]] = tracemalloc.Snapshot.load(str(path)).traces._traces  # type: ignore[attr-defined]
         per_tb: dict[int, list[Any]] = {}  # equal tracebacks are one tuple: grouped on its id first
         for raw in raw_traces:
             entry = per_tb.get(id(raw[2]))

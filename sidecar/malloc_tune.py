@@ -40,7 +40,7 @@ def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
     except (OSError, AttributeError):  # not glibc (macOS has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    done: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
     if not done:
         log.debug("mallopt refused the thresholds (not glibc?)")
