@@ -46,8 +46,6 @@ answers SIGUSR1 after each phase; the default run uses the plain command):
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import signal
 import socket
 import subprocess
@@ -64,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
 
-from memory_probe import Sites, ask, describe  # noqa: E402
+from memory_phases import Phases, Sampler, cpu_s, status_mb  # noqa: E402
 from otlp_flood import build_exports, send_all  # noqa: E402
 
 from sidecar.contracts.vllm_wire import encode  # noqa: E402
@@ -89,20 +87,6 @@ def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
         t_s += UPDATE_S if t_s < hour_s else UPDATE_S * speed
     path.write_text("\n".join(lines) + "\n")
     return len(lines) - 2
-
-
-def status_mb(pid: int, key: str) -> float:
-    """A ``/proc/PID/status`` memory line (VmRSS, VmHWM) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def import_floor_mb() -> float:
@@ -179,48 +163,6 @@ def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, pro
         return [sys.executable, "-m", "sidecar.cli", "sidecar", *flags]
     probe_py = str(Path(__file__).resolve().parent / "memory_probe.py")  # same main(), answers SIGUSR1
     return [sys.executable, probe_py, str(tmp), str(probe), "sidecar", *flags]
-
-
-class Sampler(threading.Thread):
-    """The sidecar's RSS every 0.2 s (the peak itself comes from VmHWM)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.stop, self.samples = pid, threading.Event(), [(time.monotonic(), 0.0)]
-
-    def run(self) -> None:
-        while not self.stop.wait(0.2):
-            try:
-                self.samples.append((time.monotonic(), status_mb(self.pid, "VmRSS")))
-            except (OSError, KeyError):
-                return
-
-    def maxima(self, t0: float, t1: float, step_s: float) -> list[float]:
-        """The highest RSS sampled in each ``step_s`` from ``t0`` to ``t1`` (MB)."""
-        n = max(1, math.ceil((t1 - t0) / step_s))
-        out = [0.0] * n
-        for t, rss in self.samples:
-            if t0 <= t < t1:
-                i = min(n - 1, int((t - t0) / step_s))
-                out[i] = max(out[i], rss)
-        return out
-
-
-class Phases:
-    """Prints a line per phase (RSS, peak, CPU) and, when probing, the sidecar's heap after it."""
-
-    def __init__(self, pid: int, probe_dir: Path | None, top: int) -> None:
-        self.pid, self.probe_dir, self.asked, self.sites = pid, probe_dir, 0, Sites(top)
-        self.t0_cpu_s = 0.0
-
-    def __call__(self, name: str, extra: str = "") -> None:
-        pid = self.pid
-        rss = status_mb(pid, "VmRSS")
-        print(f"{name:<28} rss {rss:7.1f} MB  peak so far {status_mb(pid, 'VmHWM'):7.1f} MB  "
-              f"cpu {cpu_s(pid) - self.t0_cpu_s:6.1f} s  {extra}", flush=True)  # fmt: skip
-        if self.probe_dir is not None:
-            self.asked += 1
-            print("\n".join(describe(ask(pid, self.probe_dir, self.asked, self.sites))), flush=True)
 
 
 def flood_probed(port: int, seconds: float, phase: Phases) -> tuple[int, int, int]:
@@ -301,8 +243,9 @@ def main() -> None:
     trace = tmp / "hour.csv"
     speed = HOUR_S / args.hour_s
     rows = write_trace(trace, HOUR_S, speed, tail_s=args.in_flight_s + args.flood_s + 120.0)
+    how = "-m sidecar.cli" if probe is None else f"benchmarks/memory_probe.py (tracemalloc frames {probe})"
     print(f"replay trace: {rows} readings (one hour, one device), played in {args.hour_s:.0f} s; "
-          f"sidecar: {sys.executable} -m sidecar.cli sidecar --meter replay")  # fmt: skip
+          f"sidecar: {sys.executable} {how} sidecar --meter replay")  # fmt: skip
     print(f"{'imports only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
     ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
     log = tmp / "sidecar.log"
