@@ -69,7 +69,8 @@ __all__ = ["PluginReceiver"]
 
 log = logging.getLogger(__name__)
 
-_MAX_CLAIMS = 100_000
+_MAX_SEEN = 100_000  # recent request ids kept (claimed and/or finished)
+_CLAIMED, _FINISHED = 1, 2  # what is known about a recent id (bits)
 _HISTORY = 4096  # (wall, prompt, generation) cumulative points kept for the /metrics comparison
 
 
@@ -106,8 +107,9 @@ class PluginReceiver:
         self._last_end: float | None = None
         self._step_s = 0.02  # running estimate of an iteration's duration
         self._decoding = DecodingRequests()
-        self._claimed: OrderedDict[str, None] = OrderedDict()
-        self._finished: OrderedDict[str, None] = OrderedDict()  # recent finishes, to refuse replays
+        # recent ids -> _CLAIMED (work emitted here) | _FINISHED (to refuse replays): one table, one str
+        # per request (two tables of 100,000 cost ~18 MB and held two copies of each id, ~9 MB)
+        self._seen: OrderedDict[str, int] = OrderedDict()
         self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
         self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
         self._started_wall: float | None = None  # Unix time the receiver started listening
@@ -151,7 +153,7 @@ class PluginReceiver:
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
-        return request_id in self._claimed
+        return bool(self._seen.get(request_id, 0) & _CLAIMED)
 
     def tokens_until(self, unix_s: float) -> tuple[int, int] | None:
         """Cumulative (prompt, generation) tokens of iterations recorded by ``unix_s``, if known."""
@@ -269,7 +271,7 @@ class PluginReceiver:
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
-        if request_id in self._decoding or request_id in self._finished:
+        if request_id in self._decoding or self._seen.get(request_id, 0) & _FINISHED:
             raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
@@ -292,13 +294,13 @@ class PluginReceiver:
     def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
         t_rec, t_end = when
         request_id = row.request_id
-        if request_id in self._finished:
+        if self._seen.get(request_id, 0) & _FINISHED:
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._decoding.remove(request_id)
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
-        if not decoding and request_id not in self._claimed and not elsewhere:
+        if not decoding and not self.claims(request_id) and not elsewhere:
             out.events.extend(
                 phase_events(
                     request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
@@ -318,14 +320,15 @@ class PluginReceiver:
                 attributes={"vllm.request_id": row.raw_id, "finish_reason": row.reason},
             )
         )
-        self._remember(self._finished, request_id)
+        self._mark(request_id, _FINISHED)
         self.counts["finished"] += 1
 
     def _claim(self, request_id: str) -> None:
-        self._remember(self._claimed, request_id)
+        self._mark(request_id, _CLAIMED)
 
-    @staticmethod
-    def _remember(table: OrderedDict[str, None], request_id: str) -> None:
-        table[request_id] = None
-        while len(table) > _MAX_CLAIMS:
-            table.popitem(last=False)
+    def _mark(self, request_id: str, bit: int) -> None:
+        """Note a recent id's claim or finish; the oldest ids beyond ``_MAX_SEEN`` are forgotten."""
+        seen = self._seen
+        seen[request_id] = seen.get(request_id, 0) | bit
+        while len(seen) > _MAX_SEEN:
+            seen.popitem(last=False)
