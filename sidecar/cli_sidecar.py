@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    tune_malloc()  # before the gRPC and poller threads allocate (benchmarks/memory.py: a flood's peak -40 MB)
+    tune_malloc()  # before the gRPC threads allocate (benchmarks/memory.py: -45 MB at rest after a flood)
     code: int = asyncio.run(_run(config))
     return code
 

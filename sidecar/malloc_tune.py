@@ -3,7 +3,7 @@
 glibc serves an allocation of ``M_MMAP_THRESHOLD`` bytes or more (128 KiB at start) with its own
 ``mmap``, returned to the kernel when freed; but each time such a block is freed it *raises*
 the threshold to that block's size (up to 32 MiB), so after a while OTLP exports (a 512-span
-export is about 150 KiB of bytes) and NumPy work arrays come from the heap instead, where
+export is about 300 KiB of bytes) and NumPy work arrays come from the heap instead, where
 a freed block stays in the process unless nothing above it is live. Under a span flood that
 retained 95 MB of freed heap at rest (``benchmarks/memory.py --heap``: "malloc free, retained").
 Setting the thresholds once fixes them (no more raising): blocks from 64 KiB up are mapped on
