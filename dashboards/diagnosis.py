@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from dashboards.layout import dashboard
 from dashboards.panels import (
     HW,
     MODEL,
@@ -17,7 +18,6 @@ from dashboards.panels import (
     VLLM,
     PanelBuilder,
     Query,
-    dashboard,
     scatter,
     stat_panel,
     timeseries,

@@ -11,13 +11,13 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 
 from dashboards import efficiency, health, tenants
+from dashboards.layout import dashboard
 from dashboards.panels import (
     HW,
     MODEL,
     RATE,
     PanelBuilder,
     Query,
-    dashboard,
     heatmap,
     stat_panel,
     timeseries,

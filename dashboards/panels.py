@@ -1,5 +1,6 @@
 """Small typed helpers over Grafana's own SDK (``grafana-foundation-sdk``): one place for
-the datasource, the template variables, label selectors and the panel kinds we use.
+the datasource, label selectors and the panel kinds we use (the template variables and
+the dashboard frame: :mod:`dashboards.layout`).
 
 Every query filters on the three template variables. They are multi-value with
 "All" = ``.*``, so a Prometheus without Kubernetes labels (a static scrape, the
@@ -8,7 +9,7 @@ end-to-end test) still matches: ``namespace=~".*"`` matches an absent label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -43,7 +44,6 @@ __all__ = [
     "scatter",
     "stat_panel",
     "timeseries",
-    "variables",
 ]
 
 PanelBuilder = Builder[dm.Panel]
@@ -264,73 +264,3 @@ def _mark_sources(panel: _P) -> _P:
     return panel.override_by_regexp(".*estimate.*", _ESTIMATE).override_by_regexp(
         ".*(simulated|replay).*", _SIMULATED
     )
-
-
-def variables() -> list[db.DatasourceVariable | db.QueryVariable]:
-    """datasource, namespace, model, pod: label names as a Prometheus fed by a ServiceMonitor has them."""
-
-    def query_var(name: str, label: str, query: str) -> db.QueryVariable:
-        return (
-            db.QueryVariable(name)
-            .label(label)
-            .datasource(DS)
-            .query(query)
-            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dm.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(dm.VariableOption(selected=True, text="All", value="$__all"))
-        )
-
-    return [
-        db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        query_var("namespace", "Namespace", "label_values(hw_energy_joules_total, namespace)"),
-        query_var(
-            "model",
-            "Model",
-            'label_values(gen_ai_server_energy_joules_total{namespace=~"$namespace"}, gen_ai_request_model)',
-        ),
-        query_var("pod", "Pod", 'label_values(hw_energy_joules_total{namespace=~"$namespace"}, pod)'),
-    ]
-
-
-def dashboard(
-    title: str,
-    uid: str,
-    description: str,
-    readme: str,
-    rows: Sequence[tuple[str, Callable[[], Sequence[Builder[dm.Panel]]]]],
-) -> db.Dashboard:
-    """A jouletrace dashboard: shared settings, the variables, a how-to-read note, then titled rows.
-
-    Each row's panels are built when the row is laid out, so panel ids follow layout order.
-    """
-    reset_ids()
-    dash = (
-        db.Dashboard(title)
-        .uid(uid)
-        .description(description)
-        .tags(["jouletrace", "energy", "gen-ai"])
-        .editable()
-        .time("now-3h", "now")
-        .refresh("30s")
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .timezone("browser")
-        .link(
-            db.DashboardLink("jouletrace")
-            .type(dm.DashboardLinkType.DASHBOARDS)
-            .tags(["jouletrace"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
-    )
-    for variable in variables():
-        dash = dash.with_variable(variable)
-    dash = dash.with_panel(note("How to read this dashboard", readme))
-    for row_title, make_panels in rows:
-        dash = dash.with_row(row(row_title))
-        for panel in make_panels():
-            dash = dash.with_panel(panel)
-    return dash

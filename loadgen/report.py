@@ -207,10 +207,8 @@ def _window_cell(p: dict[str, Any], window: dict[str, Any]) -> str:
     return f"{window.get('kind', '-')} {_fmt(window.get('duration_s'))} s" if window else "-"
 
 
-def print_table(data: dict[str, Any], console: Console | None = None) -> None:
-    """The terminal report: one row per task, then the headline and skipped tasks."""
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
-    phases = {p["phase"]: p for p in data["phases"]}
+def _task_table(data: dict[str, Any], phases: dict[str, Any], notes: list[str]) -> Table:
+    """One row per task; a task without its own phase shares the mixed phase's figures."""
     table = Table(title=f"jouletrace loadgen: {data['meta']['mix']['name']}")
     for col in (
         "task",
@@ -226,7 +224,6 @@ def print_table(data: dict[str, Any], console: Console | None = None) -> None:
         "vs the study",
     ):
         table.add_column(col, justify="right" if col not in ("task", "vs the study") else "left")
-    notes: list[str] = []
     for t in data["tasks"]:
         own = t["task"] in phases
         p = phases.get(t["task"], phases.get("mixed", {}))
@@ -246,6 +243,15 @@ def print_table(data: dict[str, Any], console: Console | None = None) -> None:
             _window_cell(p, window),
             _comparable_cell(t["task"], p, notes) if own else "-",
         )
+    return table
+
+
+def print_table(data: dict[str, Any], console: Console | None = None) -> None:
+    """The terminal report: one row per task, then the headline and skipped tasks."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    phases = {p["phase"]: p for p in data["phases"]}
+    notes: list[str] = []
+    table = _task_table(data, phases, notes)
     console.print(table)
     for note in notes:
         console.print(note)

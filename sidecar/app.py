@@ -38,6 +38,7 @@ from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
+from sidecar.proxy.prices import price_json
 from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
 from sidecar.taps.tap import Tap
@@ -232,6 +233,7 @@ class Sidecar:
             ready=self.ready,
             energy=timeline_energy(self.timeline, clock=self.clock),
             counts=self.api_counts,
+            prices=lambda: price_json(self._snapshot, self.attributor.rule),  # the proxy process's prices
         )
         try:
             served = await serve(app, self.config.host, self.config.port)

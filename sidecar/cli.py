@@ -1,7 +1,7 @@
 """The ``jouletrace`` command: one entry point, one subcommand per job.
 
     jouletrace sidecar [--meter nvml ...]   run the sidecar (every knob: --help)
-    jouletrace proxy --upstream URL         the sidecar with an OpenAI proxy in front of URL
+    jouletrace proxy --upstream URL         an OpenAI proxy in front of URL, feeding a sidecar
     jouletrace demo                         the CPU demo: sidecar + simulated GPU + short workload
     jouletrace models build ...             tiny offline models (servers/models)
     jouletrace vllm serve ...               vLLM with jouletrace attached (servers/vllm)
@@ -28,7 +28,7 @@ __all__ = ["COMMANDS", "main"]
 # command -> (help, module with add_arguments(parser) and run(args) -> int)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("run the sidecar next to an inference server", "sidecar.cli_sidecar"),
-    "proxy": ("the sidecar with an OpenAI-compatible proxy in front of an engine", "sidecar.proxy.cli"),
+    "proxy": ("an OpenAI-compatible proxy in front of an engine, feeding the sidecar", "sidecar.proxy.cli"),
     "demo": ("CPU demo: the sidecar on a simulated GPU with a short workload", "sidecar.cli_demo"),
     "models": ("build tiny offline models (LLM, image, video)", "servers.models.cli"),
     "vllm": ("start vLLM with jouletrace attached", "servers.vllm.cli"),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT
+from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 from sidecar.errors import ConfigError
 
 __all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
@@ -162,6 +162,19 @@ KNOBS: tuple[Knob, ...] = (
         8 << 20,
         "largest request body the proxy accepts (bytes; more: 413)",
     ),
+    Knob(
+        "proxy_sidecar_url",
+        str,
+        f"http://127.0.0.1:{HTTP_PORT}",
+        "jouletrace proxy: the sidecar's API (prices from /v1/prices; record URLs point at it)",
+    ),
+    Knob("proxy_wire_host", str, "127.0.0.1", "address the receiver of the proxy process's timings binds"),
+    Knob(
+        "proxy_wire_port",
+        _port,
+        PROXY_WIRE_PORT,
+        "UDP port of the proxy process's per-request timings: the sidecar listens, the proxy sends (0: off)",
+    ),
     Knob("tenant_top_n", _positive(int), 10, "tenants with their own series; the rest are 'other'"),
     Knob("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),
 )
@@ -220,6 +233,9 @@ class SidecarConfig:
     proxy_port: int = PROXY_PORT
     proxy_tenant_header: str = ""
     proxy_max_body_bytes: int = 8 << 20
+    proxy_sidecar_url: str = f"http://127.0.0.1:{HTTP_PORT}"
+    proxy_wire_host: str = "127.0.0.1"
+    proxy_wire_port: int = PROXY_WIRE_PORT
     tenant_top_n: int = 10
     log_level: str = "info"
 

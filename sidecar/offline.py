@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from sidecar.attribution.engine import Attributor
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import RequestInfo, Work, WorkEvent
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import SplitRule, make_rule
 from sidecar.meters.base import DeviceInfo, Reading
@@ -49,7 +49,7 @@ class OfflineResult:
 class Source(Protocol):
     """Anything that hands over work as time passes (a live tap, a replayed stream)."""
 
-    def due(self, now_s: float) -> tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]: ...
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]: ...
 
 
 class EventSource:
@@ -81,7 +81,7 @@ class PayloadSource:
         self._i = 0
         self.now_s = float("-inf")  # the replay's clock (payload time): "now" for receivers that date-check
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
         self.now_s = now_s
         out = TapOutput()
         j = bisect_right(self._t, now_s)
@@ -165,7 +165,7 @@ def attribute_readings(
     return OfflineResult(records, att)
 
 
-def _ingest(att: Attributor, due: tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]) -> None:
+def _ingest(att: Attributor, due: tuple[Sequence[Work], Sequence[RequestInfo]]) -> None:
     events, infos = due
     for event in events:
         att.add_work(event)

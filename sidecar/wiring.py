@@ -68,7 +68,21 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
                 max_remembered_spans=config.otlp_dedupe_spans,
             )
         )
-    if config.proxy_upstream:  # the OpenAI proxy tap: independent of the others, drained last
+    if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here
+        from sidecar.taps.proxy_wire import ProxyWireReceiver
+
+        taps.append(
+            ProxyWireReceiver(
+                to_mono,
+                host=config.proxy_wire_host,
+                port=config.proxy_wire_port,
+                model=config.model,
+                hold_s=config.settle_s / 2,
+                max_requests=config.max_requests,
+                expire_s=config.request_timeout_s,
+            )
+        )
+    if config.proxy_upstream:  # the OpenAI proxy tap in this process: independent of the others, drained last
         from sidecar.proxy.wire import proxy_tap
 
         taps.append(proxy_tap(config, lambda: sidecar, clock))

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: a free port, waiting for a process or URL, a clock that moves when told."""
+"""Helpers shared by the tests: a free port, waiting for a process or URL, a clock that moves when told,
+work in rows as one event per row."""
 
 from __future__ import annotations
 
@@ -7,10 +8,27 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["FakeClock", "free_port", "http_ok", "wait_for", "wait_http"]
+from sidecar.attribution.events import Phase, StepBatch, WorkEvent, WorkRows
+
+__all__ = ["FakeClock", "free_port", "http_ok", "wait_for", "wait_http", "work_events"]
+
+
+def work_events(events: Sequence[WorkEvent | StepBatch | WorkRows]) -> list[WorkEvent]:
+    """Every work row as a :class:`WorkEvent` (``WorkRows`` expanded; step batches are not expected)."""
+    out: list[WorkEvent] = []
+    for e in events:
+        if isinstance(e, WorkRows):
+            cols = (e.member, e.t0_s, e.t1_s, e.phase, e.units, e.steps, e.context_tokens)
+            for m, t0, t1, phase, units, steps, ctx in zip(*(c.tolist() for c in cols), strict=True):
+                out.append(WorkEvent(e.request_ids[m], t0, t1, Phase(phase), units, steps, ctx))
+        elif isinstance(e, WorkEvent):
+            out.append(e)
+        else:
+            raise TypeError(f"unexpected {type(e).__name__}")
+    return out
 
 
 class FakeClock:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.groups import Groups, group_rows
 from sidecar.attribution.lifecycle import RequestLifecycle
 from sidecar.attribution.pending import PendingWork
@@ -110,10 +110,12 @@ class Attributor(RequestLifecycle):
         self.max_held_ticks = max_held_ticks
 
     # ---- ingest (cheap: called per event) -------------------------------------
-    def add_work(self, event: WorkEvent | StepBatch) -> bool:
-        """Queue one work event or step batch; invalid or post-final work is rejected and counted."""
+    def add_work(self, event: WorkEvent | StepBatch | WorkRows) -> bool:
+        """Queue one work event, step batch or rows; invalid or post-final work is rejected and counted."""
         if isinstance(event, StepBatch):
             return self._add_step(event)
+        if isinstance(event, WorkRows):
+            return self._add_rows(event)
         try:
             event.check()
         except WorkEventError as err:
@@ -152,6 +154,25 @@ class Attributor(RequestLifecycle):
         else:
             rows[:, 1], rows[:, 4], rows[:, 6] = step.phase[keep], step.units[keep], step.context_tokens[keep]
         self._new_steps.append(rows)
+        return True
+
+    def _add_rows(self, work: WorkRows) -> bool:
+        """Queue many work events as one array append; each invalid or post-final row is counted."""
+        bad = work.invalid()
+        self.dropped["invalid"] += int(bad.sum())
+        codes, keep = self._step_codes(work.request_ids)
+        if keep is not None:
+            full = np.full(len(work.request_ids), -1.0)
+            full[keep] = codes
+            codes = full
+        row_codes = codes[np.where(bad, 0, work.member)] if codes.size else np.full(len(work), -1.0)
+        gone = ~bad & (row_codes < 0)
+        self.dropped["after_final"] += int(gone.sum())
+        ok = ~(bad | gone)
+        if not ok.any():
+            return False
+        cols = (work.phase, work.t0_s, work.t1_s, work.units, work.steps, work.context_tokens)
+        self._new_steps.append(np.column_stack([row_codes[ok], *(c[ok] for c in cols)]).astype(np.float64))
         return True
 
     def _step_codes(self, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:

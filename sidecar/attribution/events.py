@@ -21,7 +21,7 @@ import numpy as np
 
 from sidecar.errors import WorkEventError
 
-__all__ = ["Phase", "RequestInfo", "StepBatch", "WorkEvent"]
+__all__ = ["Phase", "RequestInfo", "StepBatch", "Work", "WorkEvent", "WorkRows"]
 
 
 class Phase(IntEnum):
@@ -113,6 +113,52 @@ class StepBatch:
             raise WorkEventError("step batch: phase must be prefill, decode or denoise")
         if not all(self.request_ids):
             raise WorkEventError("step batch: member without a request id")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRows:
+    """Many work events at once, as parallel arrays (the span handler's work of one drain).
+
+    Row ``i`` is the :class:`WorkEvent` of request ``request_ids[member[i]]`` from
+    ``t0_s[i]`` to ``t1_s[i]`` in ``phase[i]``, with ``units``, ``steps`` and
+    ``context_tokens`` as there. Each row is checked as a work event is
+    (:meth:`invalid`); a bad row costs only itself.
+    """
+
+    request_ids: tuple[str, ...]
+    member: np.ndarray  # int, index into request_ids
+    phase: np.ndarray  # int, Phase values
+    t0_s: np.ndarray
+    t1_s: np.ndarray
+    units: np.ndarray
+    steps: np.ndarray
+    context_tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.member.size)
+
+    def invalid(self) -> np.ndarray:
+        """A mask of the rows :meth:`WorkEvent.check` would refuse (and of rows with a bad member)."""
+        n = len(self)
+        if any(
+            getattr(self, k).shape != (n,)
+            for k in ("phase", "t0_s", "t1_s", "units", "steps", "context_tokens")
+        ):
+            return np.ones(n, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(self.t0_s) & np.isfinite(self.t1_s) & (self.t1_s >= self.t0_s))
+            for arr in (self.units, self.steps, self.context_tokens):
+                bad |= ~(np.isfinite(arr) & (arr >= 0))
+        bad |= (self.phase < Phase.PREFILL) | (self.phase > Phase.DENOISE)
+        bad |= (self.member < 0) | (self.member >= len(self.request_ids))
+        empty = [i for i, rid in enumerate(self.request_ids) if not rid]
+        if empty:
+            bad |= np.isin(self.member, empty)
+        out: np.ndarray = bad
+        return out
+
+
+Work = WorkEvent | StepBatch | WorkRows  # what a tap hands to Attributor.add_work
 
 
 @dataclass(slots=True)

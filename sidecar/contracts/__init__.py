@@ -6,6 +6,7 @@ without pulling in the sidecar (numpy, gRPC, attribution):
 
 * :mod:`.vllm_wire`: the vLLM stat-logger plugin's UDP datagrams, rows as named tuples;
 * :mod:`.scheduler_wire`: the vLLM scheduler hook's per-step datagrams (a stable public format);
+* :mod:`.proxy_wire`: the OpenAI proxy process's per-request timings (UDP) and price sheet;
 * :mod:`.span_attributes`: span attribute names shared by the diffusion server,
   the load generator and the sidecar's span taps;
 * :mod:`.ports`: default ports (sidecar HTTP, OTLP receiver, plugin and hook UDP);

@@ -26,6 +26,10 @@ Routes:
   ``app[ENERGY_REJECTED]`` and in ``counts["rejected_energy_interval"]``); 500 when the
   query fails (counted ``energy_errors``). Only served when ``make_app`` is given
   ``energy`` (:func:`timeline_energy`).
+- ``GET /v1/prices``: 200 with the live fitted model as a price sheet
+  (:class:`sidecar.contracts.proxy_wire.PriceSheet`), what the OpenAI proxy in its
+  own process prices each response's provisional energy with; 500 when it cannot be
+  built (counted ``price_errors``). Only served when ``make_app`` is given ``prices``.
 - ``GET /healthz``: 200 ``ok`` while the process serves.
 - ``GET /readyz``: 200 ``{"ready": true, "reason": ...}`` or 503 with ``"ready": false``.
 """
@@ -107,6 +111,20 @@ def _energy_handler(energy: EnergyQuery, refused: Counter[str]) -> Handler:
     return get_energy
 
 
+def _prices_handler(prices: Callable[[], dict[str, Any]], refused: Counter[str]) -> Handler:
+    """``GET /v1/prices``: the price sheet, 500 when it cannot be built."""
+
+    async def get_prices(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(prices())
+        except Exception:
+            refused["price_errors"] += 1
+            log.exception("price sheet failed")
+            return web.json_response({"error": "price sheet failed"}, status=500)
+
+    return get_prices
+
+
 def make_app(
     *,
     metrics: Callable[[], bytes],
@@ -114,6 +132,7 @@ def make_app(
     ready: Callable[[], tuple[bool, str]],
     energy: EnergyQuery | None = None,
     counts: Counter[str] | None = None,
+    prices: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """Build the aiohttp application over the callables (see the module docstring).
 
@@ -137,6 +156,8 @@ def make_app(
     app.router.add_get("/v1/requests/{request_id}", _request_handler(lookup, refused))
     if energy is not None:
         app.router.add_get("/v1/energy", _energy_handler(energy, refused))
+    if prices is not None:
+        app.router.add_get("/v1/prices", _prices_handler(prices, refused))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

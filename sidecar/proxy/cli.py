@@ -1,18 +1,24 @@
-"""``jouletrace proxy --upstream URL``: the sidecar with its OpenAI proxy in front of ``URL``.
+"""``jouletrace proxy --upstream URL``: the OpenAI proxy in its own process, beside a sidecar.
 
-The same process as ``jouletrace sidecar --proxy-upstream URL`` (every sidecar
-knob applies: ``--meter``, ``--port``, ``--proxy-port`` ...); ``--upstream`` is
-the short spelling of the ``proxy_upstream`` knob.
+The proxy forwards to ``URL`` and tells the sidecar at ``--sidecar`` (the
+``proxy_sidecar_url`` knob, default ``http://127.0.0.1:9464``; its UDP receiver on
+``proxy_wire_port``) what each completion did; the sidecar runs as usual
+(``jouletrace sidecar``). ``--upstream`` is the short spelling of the
+``proxy_upstream`` knob. Every knob is accepted (one config for both processes);
+the proxy uses ``proxy_*`` and ``log_level``. The proxy inside the sidecar's
+process is ``jouletrace sidecar --proxy-upstream URL``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
+import signal
 
-from sidecar import cli_sidecar
 from sidecar.config import add_arguments as add_knobs
-from sidecar.config import env_name
+from sidecar.config import env_name, load_config
 from sidecar.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -27,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the OpenAI-compatible server to proxy, e.g. http://localhost:8000 (= --proxy-upstream)",
     )
+    parser.add_argument(
+        "--sidecar",
+        dest="proxy_sidecar_url",
+        default=None,
+        metavar="URL",
+        help="the sidecar's API, e.g. http://127.0.0.1:9464 (= --proxy-sidecar-url)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,4 +47,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "proxy_upstream: jouletrace proxy needs --upstream URL (or JOULETRACE_PROXY_UPSTREAM)"
         )
-    return cli_sidecar.run(args)
+    config = load_config({k: v for k, v in vars(args).items() if k != "command"})
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from sidecar.proxy.process import ProxyProcess
+
+    proxy = ProxyProcess(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await proxy.run(stop)
+
+    asyncio.run(main())
+    return 0

@@ -149,7 +149,8 @@ def _json_answer(
     trace.shared_steps = (trace.usage[1] if trace.usage else 1) * share
     energy = ctx.energy(trace)
     doc["energy"] = energy
-    headers[ENERGY_HEADER] = str(energy["joules"])
+    if energy["joules"] is not None:  # None: no price sheet (the energy object says why)
+        headers[ENERGY_HEADER] = str(energy["joules"])
     return web.Response(status=upstream.status, body=json.dumps(doc).encode(), headers=headers)
 
 

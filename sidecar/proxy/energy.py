@@ -16,68 +16,48 @@ batch, as attribution shares them).
 
 Uncertainty: the fitted rule's own interval, the one the final record's
 ``energy_low_j`` / ``energy_high_j`` come from
-(:meth:`~sidecar.attribution.rules.FittedRule.interval_j`): 1.96 standard
+(:meth:`~sidecar.attribution.rules.FittedRule.interval_j`, computed here the same
+way from the sheet's covariance, a test holds the two equal): 1.96 standard
 deviations of the request's work priced by the fit's coefficient covariance
-(``fit.cov``), widened by the energy the model leaves unexplained. The record
-knows that part once its ticks are sealed; the response cannot wait for it, so it
-passes an estimate, ``E * sqrt(1 - R^2)`` of the fit window (the coarse figure this
-replaced; labelled an estimate in docs/proxy.md). The work vector is the fit's own
-(:data:`~sidecar.attribution.fit.WORK`: ``shared_steps``, ``p``, ``o``,
+(``cov``), ``1.96 sqrt(w' C w)``, widened by the energy the model leaves
+unexplained. The record knows that part once its ticks are sealed; the response
+cannot wait for it, so it passes an estimate, ``E * sqrt(1 - R^2)`` of the fit
+window (labelled an estimate in docs/proxy.md). The work vector is the fit's own
+(:data:`~sidecar.contracts.proxy_wire.PRICE_WORK`: ``shared_steps``, ``p``, ``o``,
 ``p (p + 1) / 2``, the decode context, no denoise). ``uncertainty_j`` is the
-interval's upper half width / 1.96. Without the rule's interval (a :class:`Prices`
-built without one) the interval is ``E +- 1.96 E sqrt(1 - R^2)``, labelled
-``uncertainty_basis: "r2"``. Before the first fit the figure is the devices'
-current power times ``shared_s`` (``basis: "power-share"``) with an uncertainty of
-100 % and no interval. ``source`` is the meter's (``measured``, ``estimate``, ...).
+interval's upper half width / 1.96. A sheet without a covariance (a rule without
+intervals) gives ``E +- 1.96 E sqrt(1 - R^2)``, labelled ``uncertainty_basis: "r2"``.
+Before the first fit the figure is the devices' current power times ``shared_s``
+(``basis: "power-share"``) with an uncertainty of 100 % and no interval. ``source``
+is the meter's (``measured``, ``estimate``, ...). Without a sheet (the proxy process
+could not reach the sidecar) the object says so: :func:`unavailable`.
 
-The rule is called on the proxy's thread while the tick refits on its own: a refit
-replaces the fit's ``coef`` and ``cov`` whole, never in place, so a call sees one
-refit's covariance or the next's, never a torn one.
+Plain Python on a :class:`~sidecar.contracts.proxy_wire.PriceSheet` (a 6 x 6
+quadratic form): the proxy's own process imports neither numpy nor attribution.
+The sheet is replaced whole when a new one arrives, never changed in place.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from sidecar.attribution.fit import WORK
-from sidecar.attribution.records import Snapshot
-from sidecar.attribution.rules import SplitRule
+from sidecar.contracts.proxy_wire import PriceSheet
+from sidecar.proxy.learn import RequestTrace
 
 __all__ = [
-    "IntervalJ",
     "Prices",
     "ProvisionalEnergy",
     "RequestWork",
-    "prices_from_snapshot",
     "provisional_energy",
+    "trace_energy",
+    "unavailable",
     "work_vector",
 ]
 
 Z_95 = 1.96  # the rule's intervals are about 95 %: this many standard deviations each side
-# (energy_j, work in the order of WORK, unexplained_j) -> the rule's ~95 % interval (J), or None
-IntervalJ = Callable[[float, np.ndarray, float], tuple[float, float] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """The coefficients a request's work is priced with (units in the names)."""
-
-    source: str  # the meter's energy source: measured, estimate, simulated, replay
-    fitted: bool  # False: no fit yet, price by power_w instead
-    floor_w: float = 0.0
-    j_per_step: float = 0.0
-    j_per_prefill_token: float = 0.0
-    j_per_decode_token: float = 0.0
-    j_per_prefill_pair: float = 0.0
-    j_per_context_token: float = 0.0
-    r2: float = 0.0
-    power_w: float = 0.0  # the devices' current power (the pre-fit price)
-    interval_j: IntervalJ | None = None  # the attribution rule's, for the live fit
+Prices = PriceSheet  # the name the proxy uses for the sheet it prices with
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,39 +97,22 @@ class ProvisionalEnergy:
         }
 
 
-def prices_from_snapshot(snap: Snapshot, rule: SplitRule | None = None) -> Prices:
-    """The current prices: the fitted model's coefficients once it has fitted, else device power;
-    with ``rule``, its interval for a request's work (the one its records carry)."""
-    fit = snap.fit
-    power_w = sum(d.power_w for d in snap.devices if d.power_w is not None and math.isfinite(d.power_w))
-    return Prices(
-        source=snap.energy_source,
-        fitted=fit.ticks > 0,
-        floor_w=fit.static_w,
-        j_per_step=fit.j_per_step,
-        j_per_prefill_token=fit.j_per_prefill_token,
-        j_per_decode_token=fit.j_per_decode_token,
-        j_per_prefill_pair=fit.j_per_prefill_context_token,
-        j_per_context_token=fit.j_per_context_token,
-        r2=fit.r2,
-        power_w=power_w,
-        interval_j=None if rule is None else rule.interval_j,
-    )
-
-
-def work_vector(work: RequestWork) -> np.ndarray:
-    """The request's work in the fit's regressors (:data:`~sidecar.attribution.fit.WORK` order)."""
+def work_vector(work: RequestWork) -> tuple[float, ...]:
+    """The request's work in the fit's terms (:data:`~sidecar.contracts.proxy_wire.PRICE_WORK` order)."""
     p, o = work.prompt_tokens, work.output_tokens
     decode_context = o * p + o * (o - 1) / 2.0  # token i of the output attends over p + i
-    by_name = {
-        "steps": work.shared_steps,
-        "prefill": float(p),
-        "decode": float(o),
-        "prefill_pairs": p * (p + 1) / 2.0,
-        "decode_context": decode_context,
-        "denoise": 0.0,
-    }
-    return np.array([by_name[name] for name in WORK])
+    return (work.shared_steps, float(p), float(o), p * (p + 1) / 2.0, decode_context, 0.0)
+
+
+def _sd_j(cov: tuple[tuple[float, ...], ...], w: tuple[float, ...]) -> float:
+    """sqrt(w' C w), the standard deviation of the work's price under the coefficients' covariance."""
+    quad = sum(wi * sum(c * wj for c, wj in zip(row, w, strict=True)) for wi, row in zip(w, cov, strict=True))
+    return math.sqrt(max(quad, 0.0))
+
+
+def unavailable(reason: str) -> dict[str, Any]:
+    """The ``energy`` object when there is no price sheet: no figure, and why."""
+    return {"joules": None, "final": False, "basis": "unavailable", "reason": reason}
 
 
 def provisional_energy(prices: Prices, work: RequestWork) -> ProvisionalEnergy:
@@ -166,13 +129,27 @@ def provisional_energy(prices: Prices, work: RequestWork) -> ProvisionalEnergy:
         prices.j_per_context_token,
         0.0,  # denoise: no LLM request has any
     )
-    energy_j = prices.floor_w * work.shared_s + sum(c * float(x) for c, x in zip(coef, w, strict=True))
+    energy_j = prices.floor_w * work.shared_s + sum(c * x for c, x in zip(coef, w, strict=True))
     energy_j = energy_j if math.isfinite(energy_j) and energy_j > 0 else 0.0
     coarse_sd_j = energy_j * math.sqrt(min(max(1.0 - prices.r2, 0.0), 1.0))
-    interval = None if prices.interval_j is None else prices.interval_j(energy_j, w, coarse_sd_j)
-    if interval is not None and all(math.isfinite(b) for b in interval):
-        sd_j = max(interval[1] - energy_j, 0.0) / Z_95
-        return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source, *interval, "covariance")
+    if prices.cov is not None:  # FittedRule.interval_j: 1.96 sd of the coefficients + the unexplained
+        half_j = Z_95 * _sd_j(prices.cov, w) + coarse_sd_j
+        if math.isfinite(half_j):
+            low, high = max(energy_j - half_j, 0.0), energy_j + half_j
+            return ProvisionalEnergy(
+                energy_j, half_j / Z_95, "fitted", prices.source, low, high, "covariance"
+            )
     sd_j = coarse_sd_j
     low, high = max(energy_j - Z_95 * sd_j, 0.0), energy_j + Z_95 * sd_j
     return ProvisionalEnergy(energy_j, sd_j, "fitted", prices.source, low, high, "r2")
+
+
+def trace_energy(
+    trace: RequestTrace, prices: PriceSheet | None, why: str = "no price sheet"
+) -> dict[str, Any]:
+    """The ``energy`` object for ``trace`` (its usage, else its chunks as output), or why there is none."""
+    if prices is None:
+        return unavailable(why)
+    prompt, output = trace.usage if trace.usage is not None else (0, len(trace.chunk_s))
+    work = RequestWork(prompt, output, trace.shared_s, trace.shared_steps)
+    return provisional_energy(prices, work).to_json()

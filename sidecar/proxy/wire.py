@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sidecar.config import SidecarConfig
-from sidecar.proxy.energy import Prices, prices_from_snapshot
+from sidecar.proxy.energy import Prices
+from sidecar.proxy.prices import prices_from_snapshot
 from sidecar.proxy.tap import ProxyTap
 
 if TYPE_CHECKING:

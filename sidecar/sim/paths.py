@@ -8,13 +8,11 @@ taps get them.
 
 from __future__ import annotations
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from sidecar.attribution.events import WorkEvent
 from sidecar.offline import EventSource, PayloadSource, Source
 from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
 from sidecar.sim.taps import UNIX_OFFSET_S, hook_datagrams, plugin_datagrams, span_exports, to_mono
-from sidecar.taps.otlp import decode_request
+from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import MAX_GAP_S, MIN_GAP_S, HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
@@ -43,14 +41,16 @@ def source_for(run: SimRun, path: str) -> Source:
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
     if path == "spans":
-        handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)
+        otlp = OtlpReceiver([VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)], wall=sim_now)
 
         def feed(data: bytes, out: TapOutput) -> None:
-            for span in decode_request(ExportTraceServiceRequest.FromString(data)):
-                handler.handle(span, out)
-            handler.flush(out)
+            otlp.receive(data)  # as the gRPC method does: decode, check, queue
+            events, infos = otlp.due(source.now_s)
+            out.events += events
+            out.infos += infos
 
-        return PayloadSource(feed, span_exports(run))
+        source = PayloadSource(feed, span_exports(run))
+        return source
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
 
 

@@ -8,6 +8,17 @@ attribution is only ever touched from one thread. The receiver is a work
 source: ``due(now_s)`` returns the events and request infos made since the
 last call.
 
+Columns for the spans that matter (:mod:`.span_rows`): a handler with
+``row_spec()`` (the vLLM handler: ``llm_request`` spans) gets its spans decoded
+straight into columns (:class:`~sidecar.taps.spans.SpanRows`: only the
+attributes it reads, ~400 bytes a queued span with its retry key, the whole
+decoded span was ~1,400) and checked in bulk, with the same checks and reasons
+as a whole span; every other span is decoded whole
+(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn.
+The fast path is used only where it cannot change which handler claims a span:
+every handler before the row handler must name the attributes it claims spans by
+(``claim_keys``); a span with one of them is decoded whole.
+
 Faults, as an OpenTelemetry collector handles them:
 
 * an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and
@@ -20,7 +31,8 @@ Faults, as an OpenTelemetry collector handles them:
   rejected and counted (``rejected_<reason>``); a full queue drops the newest
   spans (``dropped``). The export's response carries ``partial_success`` with
   the number of spans refused and why; the other spans of the export are kept;
-* each span is handed to the handlers on its own: a handler that rejects it
+* each span is handed to the handlers on its own (a row handler takes a batch
+  and answers per row): a handler that rejects it
   (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
   costs that span only (``rejected_<reason>``, ``internal_errors``); spans no
   handler claims are counted (``ignored``). After the spans of a drain, each
@@ -30,24 +42,31 @@ Faults, as an OpenTelemetry collector handles them:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
-import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
 from sidecar.taps import validate as v
-from sidecar.taps.spans import AttrValue, ReceivedSpan, SpanHandler, TapOutput
+from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
+from sidecar.taps.span_rows import RowSpec, decode_rows
+from sidecar.taps.spans import (
+    ReceivedSpan,
+    RowHandler,
+    SpanHandler,
+    SpanRows,
+    TapOutput,
+)
 from sidecar.taps.tap import merge_reports
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "OtlpReceiver", "decode_request"]
@@ -56,72 +75,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (about 3 KB each decoded): knob otlp_max_queued_spans
+DEFAULT_MAX_QUEUED_SPANS = (
+    10_000  # spans between ticks (a vLLM span ~400 B queued): knob otlp_max_queued_spans
+)
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
-
-
-def _value(v: AnyValue) -> AttrValue:
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "bool_value":
-        return v.bool_value
-    if kind == "int_value":
-        return v.int_value
-    if kind == "double_value":
-        return v.double_value
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return str(v) if kind else ""
-
-
-def _attrs(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
-    # Keys interned: protobuf makes a new str per key per span, and a queued vLLM span's ~17 keys
-    # were about 1.2 KB of its ~3 KB (the queue holds up to otlp_max_queued_spans of them).
-    # An interned str is freed like any other once nothing holds it: hostile keys cannot pile up.
-    return {sys.intern(kv.key): _value(kv.value) for kv in kvs}
-
-
-def decode_request(req: trace_service_pb2.ExportTraceServiceRequest) -> list[ReceivedSpan]:
-    """Flatten an OTLP export into :class:`ReceivedSpan` s."""
-    out: list[ReceivedSpan] = []
-    for rs in req.resource_spans:
-        resource = _attrs(rs.resource.attributes)
-        for ss in rs.scope_spans:
-            for s in ss.spans:
-                out.append(
-                    ReceivedSpan(
-                        trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(),
-                        parent_span_id=s.parent_span_id.hex(),
-                        name=s.name,
-                        start_unix_s=s.start_time_unix_nano / 1e9,
-                        end_unix_s=s.end_time_unix_nano / 1e9,
-                        attributes=_attrs(s.attributes),
-                        resource=resource,
-                        scope=ss.scope.name,
-                    )
-                )
-    return out
-
-
-def _span_key(span: ReceivedSpan) -> str:
-    """A span's (trace id, span id) as one str for the retry check (about 100 bytes a key, a tuple
-    of two hex strs about 200); the trace id's length first, so no two pairs share a key."""
-    return f"{len(span.trace_id)}:{span.trace_id}{span.span_id}"
-
-
-def _respond(rejected: Counter[str]) -> trace_service_pb2.ExportTraceServiceResponse:
-    """OK, or ``partial_success`` naming how many spans were refused and why."""
-    n = sum(rejected.values())
-    if not n:
-        return trace_service_pb2.ExportTraceServiceResponse()
-    why = ", ".join(f"{count} {reason}" for reason, count in sorted(rejected.items()))
-    return trace_service_pb2.ExportTraceServiceResponse(
-        partial_success=trace_service_pb2.ExportTracePartialSuccess(
-            rejected_spans=n, error_message=f"jouletrace refused {n} span(s): {why}"
-        )
-    )
 
 
 class OtlpReceiver:
@@ -146,12 +103,13 @@ class OtlpReceiver:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.counts: Counter[str] = Counter()
-        self._queue: deque[ReceivedSpan] = deque()
+        self._queue: deque[ReceivedSpan | tuple[RowHandler, SpanRows]] = deque()
+        self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
         self._max_remembered = max_remembered_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
-        self._seen: OrderedDict[str, None] = OrderedDict()  # _span_key of recent spans
+        self._seen: OrderedDict[bytes | str, None] = OrderedDict()  # _span_key of recent spans
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
@@ -207,16 +165,53 @@ class OtlpReceiver:
                 "(otlp_max_message_bytes)",
             )
         try:
-            request = trace_service_pb2.ExportTraceServiceRequest.FromString(payload)
-            spans = decode_request(request)
-        except Exception as err:  # protobuf's DecodeError (untyped), or anything decode_request cannot read
+            refused = self.receive(payload)
+        except (
+            Exception
+        ) as err:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
             self._count("refused_undecodable")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP trace export: {err}")
-        return _respond(self.accept(spans))
+        return respond(refused)
+
+    def receive(self, payload: bytes) -> Counter[str]:
+        """Decode an export and accept its spans (the spans a row handler reads as columns); returns
+        the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept)."""
+        found = self._row_handler()
+        if found is None:
+            return self.accept(
+                decode_request(trace_service_pb2.ExportTraceServiceRequest.FromString(payload))
+            )
+        handler, spec = found
+        rows, generic = decode_rows(payload, spec)
+        full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
+        refused = self.accept(decode_request(full, set(generic)) if full is not None else [])
+        if len(rows):
+            refused += self.accept_rows(rows, handler)
+        return refused
+
+    def _row_handler(self) -> tuple[RowHandler, RowSpec] | None:
+        """The handler that takes its spans as columns, and what it reads; None if there is none, or if
+        a handler before it does not say by which attributes it claims spans (``claim_keys``): those
+        attributes send a span to the full decode, so every handler sees what it saw before."""
+        escape: list[str] = []
+        for handler in self.handlers:
+            row_spec = getattr(handler, "row_spec", None)
+            if row_spec is not None:
+                spec: RowSpec | None = row_spec()
+                if spec is None:
+                    return None
+                return cast(RowHandler, handler), dataclasses.replace(spec, escape=(*spec.escape, *escape))
+            keys = getattr(handler, "claim_keys", None)
+            if keys is None:
+                return None
+            escape += keys
+        return None
 
     def accept(self, spans: list[ReceivedSpan]) -> Counter[str]:
         """Check and queue decoded spans (gRPC worker threads, or tests); returns the refused, by reason."""
         refused: Counter[str] = Counter()
+        if not spans:
+            return refused
         now_s = self._wall()
         with self._lock:
             self.counts["received"] += len(spans)
@@ -227,56 +222,86 @@ class OtlpReceiver:
                     v.note(self.counts, err)
                     refused[err.reason] += 1
                     continue
-                if len(self._queue) >= self._max_queued:  # not remembered: the exporter's retry is welcome
+                if self._queued >= self._max_queued:  # not remembered: the exporter's retry is welcome
                     self.counts["dropped"] += 1
                     refused["queue_full"] += 1
                     continue
                 self._queue.append(span)
+                self._queued += 1
                 self._remember(key)
         return refused
 
-    def _check(self, span: ReceivedSpan, now_s: float) -> str:
+    def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
+        """:meth:`accept` for spans decoded as columns: the same checks, in the same order, in bulk."""
+        refused: Counter[str] = Counter()
+        reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
+        keep: list[int] = []
+        with self._lock:
+            self.counts["received"] += len(rows)
+            for reason, n in reasons.counts().items():
+                self.counts[f"rejected_{reason}"] += n
+                refused[reason] += n
+            seen, room, most = self._seen, self._max_queued - self._queued, self._max_remembered
+            trace_ids, span_ids = rows.trace_ids, rows.span_ids
+            for i in reasons.passed().tolist():
+                key = row_key(trace_ids[i], span_ids[i])
+                if key in seen:
+                    self.counts["rejected_duplicate"] += 1
+                    refused["duplicate"] += 1
+                    continue
+                if room <= 0:
+                    self.counts["dropped"] += 1
+                    refused["queue_full"] += 1
+                    continue
+                keep.append(i)
+                seen[key] = None  # remembered as _remember does, inline (once per span of a flood)
+                if len(seen) > most:
+                    seen.popitem(last=False)
+                room -= 1
+            if keep:
+                self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
+                self._queued += len(keep)
+        return refused
+
+    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str:
         """The span's retry-check key, once its times pass and it is not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        key = _span_key(span)
+        key = span_key(span.trace_id, span.span_id)
         if key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         return key
 
-    def _remember(self, key: str) -> None:
+    def _remember(self, key: bytes | str) -> None:
         """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
         self._seen[key] = None
-        while len(self._seen) > self._max_remembered:
+        if len(self._seen) > self._max_remembered:
             self._seen.popitem(last=False)
 
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._lock:
             self.counts[outcome] += n
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
         """Hand every queued span to the handlers, each on its own; return what they made."""
         with self._lock:
-            spans = list(self._queue)
+            items = list(self._queue)
             self._queue.clear()
+            self._queued = 0
         out = TapOutput()
         outcomes: Counter[str] = Counter()
-        for span in spans:
-            one = TapOutput()  # a span's output joins the tick's only if the span was handled whole
-            try:
-                claimed = any(h.handle(span, one) for h in self.handlers)
-            except v.Rejected as err:
-                v.note(outcomes, err)
-                log.debug("span rejected: %s", err)
+        for item in items:
+            if isinstance(item, ReceivedSpan):
+                self._handle(item, out, outcomes)
                 continue
-            except Exception:  # a bug must not cost the other spans: count, log, go on
-                outcomes["internal_errors"] += 1
-                log.exception("span %s (%s) could not be handled", span.span_id, span.name)
-                continue
-            if not claimed:
-                outcomes["ignored"] += 1
-            out.events += one.events
-            out.infos += one.infos
+            row_handler, rows = item
+            try:  # the handler isolates each row; this is for a bug in its bulk part
+                outcomes.update(row_handler.handle_rows(rows, out))
+            except Exception:
+                outcomes["internal_errors"] += len(rows)
+                log.exception(
+                    "span handler %s could not take %d spans", type(row_handler).__name__, len(rows)
+                )
         for handler in self.handlers:  # a handler that batches work hands it over once per drain
             flush = getattr(handler, "flush", None)
             if flush is not None:
@@ -289,6 +314,24 @@ class OtlpReceiver:
             with self._lock:
                 self.counts.update(outcomes)
         return out.events, out.infos
+
+    def _handle(self, span: ReceivedSpan, out: TapOutput, outcomes: Counter[str]) -> None:
+        """One whole span to the first handler that claims it; its output joins only if handled whole."""
+        one = TapOutput()
+        try:
+            claimed = any(h.handle(span, one) for h in self.handlers)
+        except v.Rejected as err:
+            v.note(outcomes, err)
+            log.debug("span rejected: %s", err)
+            return
+        except Exception:  # a bug must not cost the other spans: count, log, go on
+            outcomes["internal_errors"] += 1
+            log.exception("span %s (%s) could not be handled", span.span_id, span.name)
+            return
+        if not claimed:
+            outcomes["ignored"] += 1
+        out.events += one.events
+        out.infos += one.infos
 
     def stats(self) -> TapReport:
         """Spans received, refused, rejected (by reason), dropped, ignored; plus each handler's counters."""

@@ -31,7 +31,6 @@ events. (Fewer, coarser pieces cost the spans path accuracy in
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class StepClock:
         self.warm_iterations = warm_iterations  # for each later fit, started from the last
         self.max_pieces = max_pieces  # None: one piece per bin
         self.merge_tol = merge_tol
-        self._windows: deque[tuple[float, float, float]] = deque(maxlen=20_000)  # t0, t1, count
+        self._windows = _Windows(max_windows=20_000)  # t0, t1, count: the last 20,000 within the horizon
         self._unfitted = 0  # windows observed since the last fit
         self._start = 0  # first bin of the fit
         self._rate = np.zeros(0)  # steps/s per bin from _start on
@@ -68,10 +67,8 @@ class StepClock:
         """A window with ``count`` steps in it (a request's decode: first to last token)."""
         if not (math.isfinite(t0_s) and math.isfinite(t1_s) and t1_s > t0_s and count >= 0):
             return
-        self._windows.append((t0_s, t1_s, count))
+        self._windows.append(t0_s, t1_s, count, self.horizon_s)
         self._unfitted += 1
-        while self._windows and self._windows[0][1] < t1_s - self.horizon_s:
-            self._windows.popleft()
 
     def segments(self, t0_s: float, t1_s: float) -> list[tuple[float, float, float]]:
         """``[(a_s, b_s, share)]`` covering ``[t0_s, t1_s]``; shares sum to 1 and follow the step rate."""
@@ -96,6 +93,85 @@ class StepClock:
             else:
                 pieces.append((a, b, share))
         return pieces
+
+    def observe_many(self, t0_s: np.ndarray, t1_s: np.ndarray, count: np.ndarray) -> None:
+        """:meth:`observe` of many windows (those it would skip are skipped)."""
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(t0_s) & np.isfinite(t1_s) & (t1_s > t0_s) & (count >= 0)
+        if not ok.any():
+            return
+        self._windows.extend(np.column_stack([t0_s[ok], t1_s[ok], count[ok]]), self.horizon_s)
+        self._unfitted += int(ok.sum())
+
+    def cut(self, t0_s: np.ndarray, t1_s: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`segments` of many windows at once: ``(window, a_s, b_s, share)`` per piece.
+
+        Pieces are cut where the fitted rate changes: the bin edges inside a window, merged
+        where the rate differs by less than ``merge_tol`` (merged on one grid for all windows,
+        from the first bin any of them touches, not per window; ``max_pieces`` is not applied).
+        """
+        n = t0_s.size
+        one = (np.arange(n), t0_s, t1_s, np.ones(n))
+        if not n or len(self._windows) < 2:
+            return one
+        if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
+            self._fit()
+        with np.errstate(invalid="ignore"):
+            usable = t1_s > t0_s
+        edges = self._group_edges(
+            float(np.min(t0_s, initial=np.inf, where=usable)),
+            float(np.max(t1_s, initial=-np.inf, where=usable)),
+        )
+        lo = np.searchsorted(edges, t0_s, side="right")
+        hi = np.searchsorted(edges, t1_s, side="left")
+        pieces = np.where(usable, np.maximum(hi - lo, 0) + 1, 1)
+        first = np.cumsum(pieces) - pieces
+        window = np.repeat(np.arange(n), pieces)
+        pos = np.arange(window.size) - first[window]
+        top = max(edges.size - 1, 0)
+        at = lo[window] + pos  # the edge a piece ends at (the window's first inner edge for the first)
+        a = np.where(pos == 0, t0_s[window], edges[np.clip(at - 1, 0, top)] if edges.size else 0.0)
+        last = pos == pieces[window] - 1
+        b = np.where(last, t1_s[window], edges[np.clip(at, 0, top)] if edges.size else 0.0)
+        total = self._steps(t1_s) - self._steps(t0_s)
+        good = usable & (total > 0)
+        share = np.where(
+            good[window], (self._steps(b) - self._steps(a)) / np.where(good, total, 1.0)[window], 1.0
+        )
+        whole = ~good[window]
+        return window, np.where(whole, t0_s[window], a), np.where(whole, t1_s[window], b), share
+
+    def _steps(self, t_s: np.ndarray) -> np.ndarray:
+        """:meth:`_steps_at` of many times."""
+        x = t_s / self.bin_s - self._start
+        n = len(self._cum) - 1
+        inside = np.interp(x, np.arange(n + 1), self._cum)
+        below = x * self.bin_s * self._mean
+        above = self._cum[n] + (x - n) * self.bin_s * self._mean
+        return np.where(x <= 0, below, np.where(x >= n, above, inside))
+
+    def _group_edges(self, t0_s: float, t1_s: float) -> np.ndarray:
+        """Times in ``(t0_s, t1_s)`` where the rate changes by over ``merge_tol`` (bins merged greedily)."""
+        if not t1_s > t0_s:
+            return np.zeros(0)
+        n = len(self._cum) - 1
+        k0 = max(math.floor(t0_s / self.bin_s) - self._start, 0)
+        k1 = min(math.ceil(t1_s / self.bin_s) - self._start, n)
+        out = [self._start * self.bin_s]  # the fit's start (the mean rate before it)
+        if k1 > k0:
+            steps = np.diff(np.asarray(self._cum[k0 : k1 + 1])).tolist()
+            tol = self.merge_tol
+            group_steps, group_bins = steps[0], 1
+            for j in range(1, len(steps)):
+                rate_last, rate = group_steps / group_bins, steps[j]
+                if abs(rate - rate_last) <= tol * max(rate, rate_last):
+                    group_steps, group_bins = group_steps + rate, group_bins + 1
+                else:
+                    out.append((self._start + k0 + j) * self.bin_s)
+                    group_steps, group_bins = rate, 1
+            out.append((self._start + k1) * self.bin_s)
+        edges = np.unique(np.asarray(out, dtype=np.float64))
+        return edges[(edges > t0_s) & (edges < t1_s)]
 
     def fit(self) -> None:
         """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""
@@ -124,7 +200,7 @@ class StepClock:
 
     def _fit(self) -> None:
         """Refit the rate over every window kept (warm-started from the last fit)."""
-        w = np.array(self._windows)
+        w = self._windows.array()
         b0 = np.floor(w[:, 0] / self.bin_s).astype(np.int64)
         b1 = np.floor(w[:, 1] / self.bin_s).astype(np.int64) + 1  # exclusive
         start, stop = int(b0.min()), int(b1.max())
@@ -145,6 +221,42 @@ class StepClock:
         self._start, self._rate, self._mean = start, rate, mean
         self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)]).tolist()
         self._unfitted = 0
+
+
+class _Windows:
+    """(t0, t1, count) rows, oldest first, as one array (a fit reads them all, every drain): at most
+    ``max_windows``, and none that ended over a horizon before the newest one's end."""
+
+    def __init__(self, max_windows: int) -> None:
+        self.max_windows = max_windows
+        self._rows = np.zeros((0, 3))
+        self._new: list[tuple[float, float, float]] = []  # appended one by one, not yet in _rows
+
+    def __len__(self) -> int:
+        return len(self._rows) + len(self._new)
+
+    def append(self, t0_s: float, t1_s: float, count: float, horizon_s: float) -> None:
+        self._new.append((t0_s, t1_s, count))
+        full = len(self._new) >= 1024 or len(self) > self.max_windows
+        if full or self.oldest_end_s() < t1_s - horizon_s:  # merge, and trim as the deque did
+            self.extend(np.zeros((0, 3)), horizon_s)
+
+    def extend(self, rows: np.ndarray, horizon_s: float) -> None:
+        parts = [self._rows, np.asarray(self._new, dtype=np.float64).reshape(-1, 3), rows]
+        self._new = []
+        rows = np.concatenate(parts)[-self.max_windows :]
+        if len(rows):  # the oldest dropped, up to the first within the horizon of the latest end
+            old = rows[:, 1] < float(rows[:, 1].max()) - horizon_s
+            rows = rows[int(np.argmin(old)) if not old.all() else len(rows) :]
+        self._rows = rows
+
+    def oldest_end_s(self) -> float:
+        return float(self._rows[0, 1]) if len(self._rows) else (self._new[0][1] if self._new else math.inf)
+
+    def array(self) -> np.ndarray:
+        if self._new:
+            self.extend(np.zeros((0, 3)), math.inf)
+        return self._rows
 
 
 def _multiplicative_updates(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import RequestInfo, Work
 from sidecar.attribution.records import TapReport
 
 __all__ = ["SourceTap", "Tap", "WorkSource", "merge_reports"]
@@ -30,7 +30,7 @@ __all__ = ["SourceTap", "Tap", "WorkSource", "merge_reports"]
 class WorkSource(Protocol):
     """Anything with work to drain at each tick (a simulated workload's feeder)."""
 
-    def due(self, now_s: float) -> tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]:
         """Work events and request infos that have happened by ``now_s``."""
         ...
 
@@ -67,7 +67,7 @@ class SourceTap:
     def stop(self, grace_s: float = 1.0) -> None:
         return None
 
-    def due(self, now_s: float) -> tuple[Sequence[WorkEvent | StepBatch], Sequence[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]:
         return self.source.due(now_s)
 
     def stats(self) -> TapReport:

@@ -21,17 +21,23 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "LIMITS",
     "REASONS",
     "Limits",
+    "Reasons",
     "Rejected",
     "count",
     "duration_s",
+    "durations_s",
     "interval_s",
     "note",
     "number",
     "request_id",
+    "span_times",
+    "token_counts",
     "tokens",
     "unix_s",
 ]
@@ -148,3 +154,65 @@ def request_id(value: Any, what: str = "request id", limits: Limits = LIMITS) ->
 def note(counts: Counter[str], err: Rejected) -> None:
     """Count one rejection under ``rejected_<reason>``."""
     counts[f"rejected_{err.reason}"] += 1
+
+
+# ---- the same checks over columns (spans decoded as rows: :mod:`sidecar.taps.span_rows`) ----------
+ABSENT, A_NUMBER, NOT_A_NUMBER = 0, 1, 2  # what a numeric column's value was
+
+
+class Reasons:
+    """Per row, the first check it failed: 0 none, else ``1 + REASONS.index(reason)``."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.zeros(n, dtype=np.int8)
+
+    def fail(self, mask: np.ndarray, reason: str) -> None:
+        """Rows in ``mask`` fail ``reason`` unless an earlier check already failed them."""
+        self.code[mask & (self.code == 0)] = 1 + REASONS.index(reason)
+
+    def passed(self) -> np.ndarray:
+        return np.flatnonzero(self.code == 0)
+
+    def reason(self, i: int) -> str | None:
+        c = int(self.code[i])
+        return REASONS[c - 1] if c else None
+
+    def counts(self) -> dict[str, int]:
+        """Rows that failed, by reason."""
+        found = np.bincount(self.code, minlength=len(REASONS) + 1)
+        return {REASONS[c - 1]: int(found[c]) for c in np.flatnonzero(found[1:]) + 1}
+
+
+def span_times(start_s: np.ndarray, end_s: np.ndarray, now_unix_s: float, limits: Limits = LIMITS) -> Reasons:
+    """:func:`unix_s` of each start, then :func:`interval_s` of each (start, end)."""
+    out = Reasons(start_s.size)
+    with np.errstate(invalid="ignore"):
+        out.fail(~np.isfinite(start_s), "not_finite")
+        out.fail(~(np.abs(start_s - now_unix_s) <= limits.max_skew_s), "bad_time")
+        out.fail(end_s < start_s, "end_before_start")
+        out.fail(end_s - start_s > limits.max_duration_s, "out_of_range")
+    return out
+
+
+def token_counts(values: np.ndarray, kinds: np.ndarray, out: Reasons, limits: Limits = LIMITS) -> np.ndarray:
+    """:func:`tokens` of a column (absent: 0); failures go to ``out``; returns the counts (0 where failed)."""
+    with np.errstate(invalid="ignore"):
+        out.fail(kinds == NOT_A_NUMBER, "wrong_type")
+        out.fail(~np.isfinite(values), "not_finite")
+        out.fail(values < 0, "negative")
+        out.fail(values > limits.max_tokens, "out_of_range")
+        out.fail(np.isfinite(values) & (values != np.floor(values)), "wrong_type")
+        ok = (kinds == A_NUMBER) & np.isfinite(values) & (values >= 0) & (values <= limits.max_tokens)
+    return np.where(ok & (values == np.floor(values)), values, 0.0)
+
+
+def durations_s(values: np.ndarray, kinds: np.ndarray, out: Reasons, limits: Limits = LIMITS) -> np.ndarray:
+    """:func:`duration_s` of a column (absent: 0; just below 0: 0); failures go to ``out``."""
+    with np.errstate(invalid="ignore"):
+        out.fail(kinds == NOT_A_NUMBER, "wrong_type")
+        out.fail(~np.isfinite(values), "not_finite")
+        jitter = (values < 0) & (values >= -limits.clock_jitter_s)
+        out.fail((values < 0) & ~jitter, "negative")
+        out.fail(values > limits.max_duration_s, "out_of_range")
+        ok = (kinds == A_NUMBER) & np.isfinite(values) & (values >= 0) & (values <= limits.max_duration_s)
+    return np.where(ok, values, 0.0)

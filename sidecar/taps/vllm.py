@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import RequestInfo, Work
 from sidecar.attribution.records import RequestEnergy, TapReport
 from sidecar.config import SidecarConfig
 from sidecar.taps.vllm_hook import HookReceiver
@@ -64,8 +64,8 @@ class VllmTaps:
             if part is not None:
                 part.stop(grace_s)
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
-        events: list[WorkEvent | StepBatch] = []
+    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+        events: list[Work] = []
         infos: list[RequestInfo] = []
         for part in (self.hook, self.plugin, self.scraper):  # order matters: claims
             if part is not None:
@@ -143,10 +143,15 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         return config.model
 
     claimers = [part.claims for part in (hook, plugin) if part is not None]
+
+    def claims(request_id: str) -> bool:
+        return any(claims(request_id) for claims in claimers)
+
     spans = VllmSpanHandler(
         to_mono,
         model=model,
-        claims=lambda request_id: any(claims(request_id) for claims in claimers),
+        # asked once per span: no claimer, or just one, without a generator in between
+        claims=(lambda request_id: False) if not claimers else claimers[0] if len(claimers) == 1 else claims,
         on_span=forwarder.on_span if forwarder is not None else None,
     )
     return VllmTaps(spans, plugin, scraper, forwarder, hook)

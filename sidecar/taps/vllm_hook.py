@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
@@ -176,7 +176,7 @@ class HookReceiver:
             self._sock = None
 
     # ---- source ----------------------------------------------------------------------
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
         """Drain waiting datagrams; return the step batches and request infos they describe."""
         out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
         return out.events, out.infos

@@ -48,7 +48,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
+from sidecar.attribution.events import Phase, RequestInfo, Work, WorkEvent
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
@@ -129,7 +129,7 @@ class PluginReceiver:
             self._sock = None
 
     # ---- source ----------------------------------------------------------------------
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
         out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
         return out.events, out.infos

@@ -37,15 +37,21 @@ Units: seconds, tokens.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import logging
+import math
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+import numpy as np
+
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.taps import validate as v
-from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
+from sidecar.taps.span_rows import RowSpec
+from sidecar.taps.span_work import phase_events, phase_rows
+from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
 from sidecar.taps.step_clock import StepClock
 
 __all__ = [
@@ -72,6 +78,7 @@ SPAN_ATTRIBUTES = {
 }
 _PREFIXES = ("chatcmpl-", "cmpl-")
 _MAX_REMEMBERED = 50_000
+log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
 
@@ -91,64 +98,39 @@ def normalize_request_id(raw: str) -> str:
     return raw
 
 
-def phase_events(
-    request_id: str,
-    end_s: float,
-    prompt_tokens: int,
-    completion_tokens: int,
-    prefill_s: float,
-    decode_s: float,
-    clock: StepClock | None = None,
-    *,
-    observe: bool = True,
-) -> list[WorkEvent]:
-    """Whole-phase work of one request that ended at ``end_s`` (sidecar clock, s).
-
-    Prefill: all prompt tokens as one step, causal attention ``p(p+1)/2`` query-key
-    pairs. Decode: ``n = completion - 1`` tokens (the first came from prefill), one
-    step each, reading KV lengths ``p+1 .. p+n``; with a ``clock`` (the engine's
-    shared step rate, :mod:`.step_clock`) the tokens follow the step rate over the
-    window instead of spreading evenly (``observe``: add the window to the clock first;
-    false when it already has it).
-    """
-    prefill_s, decode_s = max(prefill_s, 0.0), max(decode_s, 0.0)
-    decode_t0 = end_s - decode_s
-    out = []
-    if prompt_tokens > 0:
-        pairs = prompt_tokens * (prompt_tokens + 1) / 2
-        out.append(
-            WorkEvent(request_id, decode_t0 - prefill_s, decode_t0, Phase.PREFILL, prompt_tokens, 1.0, pairs)
-        )
-    n = completion_tokens - 1
-    if n <= 0:
-        return out
-    if clock is None:
-        ctx = n * prompt_tokens + n * (n + 1) / 2
-        out.append(WorkEvent(request_id, decode_t0, end_s, Phase.DECODE, float(n), float(n), ctx))
-        return out
-    if observe:
-        clock.observe(decode_t0, end_s, float(n))
-    done = 0.0
-    for a_s, b_s, share in clock.segments(decode_t0, end_s):
-        k = n * share
-        ctx = k * prompt_tokens + ((done + k) * (done + k + 1) - done * (done + 1)) / 2
-        out.append(WorkEvent(request_id, a_s, b_s, Phase.DECODE, k, k, ctx))
-        done += k
-    return out
-
-
 _ID, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
     SPAN_ATTRIBUTES[k]
     for k in ("request_id", "prompt_tokens", "completion_tokens", "e2e_s", "prefill_s", "decode_s")
 )
+ROW_SPEC = RowSpec(SPAN_NAME, _ID, (_PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE))
 
 
-def _tokens(attrs: dict[str, AttrValue], name: str) -> int:
-    return v.tokens(attrs[name], name) if name in attrs else 0
-
-
-def _seconds(attrs: dict[str, AttrValue], name: str) -> float:
-    return v.duration_s(attrs[name], name) if name in attrs else 0.0
+def _one_row(span: ReceivedSpan) -> SpanRows:
+    """A whole span as one row of :data:`ROW_SPEC` (the handler checks both forms alike)."""
+    values, kinds = [], []
+    for key in ROW_SPEC.numeric_keys:
+        x = span.attributes.get(key)
+        if x is None:
+            values.append(0.0)
+            kinds.append(v.ABSENT)
+        elif isinstance(x, bool) or not isinstance(x, int | float):
+            values.append(0.0)
+            kinds.append(v.NOT_A_NUMBER)
+        else:
+            try:
+                values.append(float(x))
+            except OverflowError:  # an integer too large for a float: not finite, as v.number says
+                values.append(math.inf)
+            kinds.append(v.A_NUMBER)
+    return SpanRows(
+        [b""],
+        [b""],
+        np.array([span.start_unix_s], dtype=np.float64),
+        np.array([span.end_unix_s], dtype=np.float64),
+        [span.attributes[_ID]],
+        np.array([values], dtype=np.float64),
+        np.array([kinds], dtype=np.int8),
+    )
 
 
 class _Late(NamedTuple):
@@ -164,16 +146,18 @@ class _Late(NamedTuple):
     output_tokens: int
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
-        return RequestInfo(
-            self.request_id,
-            model=self.model,
-            operation="chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",
-            task=task,
-            start_s=self.start_s,
-            end_s=self.end_s,
-            prompt_tokens=self.prompt_tokens,
-            output_tokens=self.output_tokens,
-            attributes={"vllm.request_id": self.raw_id, "trace_id": trace_id},
+        return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
+            self.request_id,  # request_id
+            self.model,  # model
+            "chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",  # operation
+            task,  # task
+            self.start_s,  # start_s
+            self.end_s,  # end_s
+            self.prompt_tokens,  # prompt_tokens
+            self.output_tokens,  # output_tokens
+            0.0,  # output_units
+            "token",  # unit
+            {"vllm.request_id": self.raw_id, "trace_id": trace_id},  # attributes
         )
 
 
@@ -196,20 +180,35 @@ class VllmSpanHandler:
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
         self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
-        self._work: list[tuple[str, float, int, int, float, float]] = []  # spans' work until flush()
+        # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
+        self._work: list[
+            tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+        ] = []
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and _ID in span.attributes:
-            self._request(span, out)
+            counts = self._take(_one_row(span), [span.trace_id], [span], out)
+            for outcome in counts:  # one row: at most one outcome
+                if outcome.startswith("rejected_"):
+                    raise v.Rejected(outcome.removeprefix("rejected_"), f"llm_request span {span.span_id}")
+                raise RuntimeError(f"llm_request span {span.span_id} could not be handled (logged)")
             return True
         task = span.attributes.get(TASK_ATTRIBUTE)
         if isinstance(task, str):
             self._client(span.trace_id, task, out)
             return True
         return False
+
+    def row_spec(self) -> RowSpec | None:
+        """The spans this handler takes as columns; None while it forwards whole spans (``on_span``)."""
+        return ROW_SPEC if self.on_span is None else None
+
+    def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]:
+        """``llm_request`` spans as columns (:data:`ROW_SPEC`); returns the rejected, by outcome."""
+        return self._take(rows, [t.hex() for t in rows.trace_ids], None, out)
 
     def stats(self) -> TapReport:
         """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
@@ -220,49 +219,98 @@ class VllmSpanHandler:
         }
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
-    def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
-        attrs = span.attributes
-        raw_id = v.request_id(attrs[_ID], _ID)
-        request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
-        if request_id in self._handled:
-            raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
-        prompt, completion = _tokens(attrs, _PROMPT), _tokens(attrs, _COMPLETION)
-        e2e_s, prefill_s, decode_s = (
-            _seconds(attrs, _E2E),
-            _seconds(attrs, _PREFILL),
-            _seconds(attrs, _DECODE),
+    def _take(
+        self, rows: SpanRows, traces: list[str], spans: list[ReceivedSpan] | None, out: TapOutput
+    ) -> Counter[str]:
+        """Check every row (numbers in bulk, ids one by one, in the order a span was always checked:
+        id, duplicate, prompt, completion, e2e, prefill, decode); infos now, work at :meth:`flush`."""
+        reasons = v.Reasons(len(rows))
+        cols = [rows.values[:, j] for j in range(rows.values.shape[1])]
+        kinds = [rows.kinds[:, j] for j in range(rows.kinds.shape[1])]
+        prompt, completion = (v.token_counts(cols[j], kinds[j], reasons) for j in (0, 1))
+        e2e_s, prefill_s, decode_s = (v.durations_s(cols[j], kinds[j], reasons) for j in (2, 3, 4))
+        shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
+        start_s = rows.start_unix_s + shift_s
+        end_s = np.where(e2e_s > 0, start_s + e2e_s, rows.end_unix_s + shift_s)
+        model = self.model()
+        counts: Counter[str] = Counter()
+        work: list[int] = []
+        ids: list[str] = []
+        row = zip(
+            rows.ids,
+            traces,
+            reasons.code.tolist(),
+            start_s.tolist(),
+            end_s.tolist(),
+            prompt.astype(np.int64).tolist(),
+            completion.astype(np.int64).tolist(),
+            strict=True,
         )
-        start_s = self.to_mono(span.start_unix_s)
-        end_s = start_s + e2e_s if e2e_s > 0 else self.to_mono(span.end_unix_s)
-        self._remember(self._handled, request_id, None)
-        late = _Late(request_id, raw_id, self.model(), start_s, end_s, prompt, completion)
-        info = late.info(span.trace_id, self._task_by_trace.get(span.trace_id, "unknown"))
-        if info.task != "unknown":
+        handled = self._handled
+        for i, (raw, trace, code, t0, t1, p, c) in enumerate(row):
+            try:
+                raw_id = v.request_id(raw, _ID)
+                request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
+                if request_id in handled:
+                    raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
+                if code:
+                    raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
+                late = _Late(request_id, raw_id, model, t0, t1, p, c)
+                handled[request_id] = None  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
+                if len(handled) > _MAX_REMEMBERED:
+                    handled.popitem(last=False)
+                mine = self._request(late, trace, out, spans[i] if spans is not None else None)
+            except v.Rejected as err:
+                v.note(counts, err)
+                continue
+            except Exception:  # a bug must not cost the other spans: count, log, go on
+                counts["internal_errors"] += 1
+                log.exception("llm_request span %d of %d could not be handled", i, len(rows))
+                continue
+            if mine:
+                work.append(i)
+                ids.append(late.request_id)
+        if work:
+            at = np.asarray(work, dtype=np.int64)
+            self._work.append(
+                (tuple(ids), end_s[at], prompt[at], completion[at], prefill_s[at], decode_s[at])
+            )
+        return counts
+
+    def _request(self, late: _Late, trace_id: str, out: TapOutput, span: ReceivedSpan | None) -> bool:
+        """A checked request span: its info out now; True if its work is the span's to give."""
+        task = self._task_by_trace.get(trace_id, "unknown")
+        info = late.info(trace_id, task)
+        if task != "unknown":
             self.tasks_joined += 1
+        else:  # only these can be joined by a later client span
+            self._remember(self._info_by_trace, trace_id, late)
         self.requests += 1
         out.infos.append(info)
-        if info.task == "unknown":  # only these can be joined by a later client span
-            self._remember(self._info_by_trace, span.trace_id, late)
-        if self.on_span is not None:
-            self.on_span(request_id, span)
-        if not self.claims(request_id):  # last: only a span handled whole leaves work for flush()
-            self.work_from_spans += 1
-            self._work.append((request_id, end_s, prompt, completion, prefill_s, decode_s))
+        if self.on_span is not None and span is not None:
+            self.on_span(late.request_id, span)
+        if self.claims(late.request_id):
+            return False
+        self.work_from_spans += 1
+        return True
 
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
         their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
-        work, self._work = self._work, []
-        for _, end_s, _, completion, _, decode_s in work:
-            if completion > 1:
-                self.clock.observe(end_s - max(decode_s, 0.0), end_s, float(completion - 1))
+        chunks, self._work = self._work, []
+        if not chunks:
+            self.clock.fit()
+            return
+        ids = tuple(rid for chunk in chunks for rid in chunk[0])
+        end_s, prompt, completion, prefill_s, decode_s = (
+            np.concatenate([chunk[j] for chunk in chunks]) for j in range(1, 6)
+        )
+        decoding = completion > 1
+        self.clock.observe_many(
+            (end_s - np.maximum(decode_s, 0.0))[decoding], end_s[decoding], completion[decoding] - 1
+        )
         self.clock.fit()
-        for request_id, end_s, prompt, completion, prefill_s, decode_s in work:
-            out.events.extend(
-                phase_events(
-                    request_id, end_s, prompt, completion, prefill_s, decode_s, self.clock, observe=False
-                )
-            )
+        out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)

@@ -1,4 +1,5 @@
-"""A proxy tap in front of the loadgen's fake OpenAI server (tests/loadgen/fake_server.py)."""
+"""A proxy in front of the loadgen's fake OpenAI server (tests/loadgen/fake_server.py), both ways:
+in the sidecar's process (the ProxyTap) and as its own process's code (tests.sidecar.proxy.harness)."""
 
 from __future__ import annotations
 
@@ -17,31 +18,54 @@ from sidecar.attribution.rules import FittedRule
 from sidecar.proxy.energy import Prices
 from sidecar.proxy.tap import ProxyTap
 from tests.loadgen.fake_server import FakeServer
+from tests.sidecar.proxy.harness import ProcessProxy
 
 PRICES = Prices("estimate", True, floor_w=10.0, j_per_step=0.5, j_per_decode_token=0.1, r2=0.75)
+
+
+MODES = ("in-process", "process")
+AnyProxy = ProxyTap | ProcessProxy
 
 
 @dataclass
 class Proxied:
     fake: FakeServer
-    tap: ProxyTap
+    tap: AnyProxy
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.tap.port}"
 
+    @property
+    def records(self) -> str:
+        """Where the responses' record URLs point: the sidecar's API."""
+        port = self.tap.api_port if isinstance(self.tap, ProcessProxy) else 9464
+        return f"http://127.0.0.1:{port}/v1/requests"
 
-def start_tap(upstream: str, **kwargs: object) -> ProxyTap:
-    tap = ProxyTap(upstream, prices=lambda: PRICES, record_base=lambda host: f"http://{host}:9464", **kwargs)  # type: ignore[arg-type]
+
+def start_tap(upstream: str, mode: str = "in-process", **kwargs: object) -> AnyProxy:
+    """The proxy in ``mode``: the sidecar's tap, or the proxy process's code with the sidecar's receiver."""
+    tap: AnyProxy
+    if mode == "process":
+        tap = ProcessProxy(upstream, PRICES, **kwargs)
+    else:
+        base = "http://{}:9464".format
+        tap = ProxyTap(upstream, prices=lambda: PRICES, record_base=base, **kwargs)  # type: ignore[arg-type]
     tap.start()
     return tap
 
 
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each proxy test runs with the proxy in the sidecar's process and in its own."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def proxied() -> AsyncIterator[Proxied]:
+async def proxied(mode: str) -> AsyncIterator[Proxied]:
     fake = FakeServer(token_s=0.001)
     await fake.start()
-    tap = start_tap(fake.url, tenant_header="X-Tenant", max_body_bytes=4096)
+    tap = start_tap(fake.url, mode, tenant_header="X-Tenant", max_body_bytes=4096)
     try:
         yield Proxied(fake, tap)
     finally:
@@ -50,7 +74,7 @@ async def proxied() -> AsyncIterator[Proxied]:
 
 
 async def drain(
-    tap: ProxyTap, finished: int = 1, timeout_s: float = 5.0
+    tap: AnyProxy, finished: int = 1, timeout_s: float = 5.0
 ) -> tuple[list[WorkEvent], list[RequestInfo]]:
     """Drain the tap, as the sidecar's ticks do, until ``finished`` requests have ended.
 

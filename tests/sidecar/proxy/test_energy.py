@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from sidecar.attribution.fit import WORK as FIT_WORK
 from sidecar.attribution.records import DeviceSnapshot, FitSnapshot, Snapshot
 from sidecar.attribution.rules import EqualRule
-from sidecar.proxy.energy import Prices, RequestWork, prices_from_snapshot, provisional_energy, work_vector
+from sidecar.contracts.proxy_wire import PRICE_WORK
+from sidecar.proxy.energy import Prices, RequestWork, provisional_energy, unavailable, work_vector
+from sidecar.proxy.prices import price_json, prices_from_snapshot
 from tests.sidecar.proxy.conftest import fitted_rule
 
 WORK = RequestWork(prompt_tokens=10, output_tokens=4, shared_s=2.0, shared_steps=2.5)
@@ -77,7 +80,8 @@ def test_the_interval_is_the_rules_own_for_the_requests_work_as_the_final_record
     rule = fitted_rule()
     snap = Snapshot(1.0, "measured", "fitted", fit=rule.fit.snapshot())
     got = provisional_energy(prices_from_snapshot(snap, rule), WORK)
-    w = work_vector(WORK)
+    w = np.array(work_vector(WORK))
+    assert PRICE_WORK == FIT_WORK  # the sheet's terms are the fit's, in its order
     assert dict(zip(FIT_WORK, w.tolist(), strict=True)) == {
         "steps": 2.5,
         "prefill": 10.0,
@@ -92,7 +96,9 @@ def test_the_interval_is_the_rules_own_for_the_requests_work_as_the_final_record
     # the records' interval (lifecycle: rule.interval_j(energy, work, unexplained)), with the part the
     # model leaves unexplained estimated from its R^2 (the record knows it once sealed)
     unexplained_j = got.energy_j * math.sqrt(1 - rule.fit.r2)
-    assert (got.low_j, got.high_j) == rule.interval_j(got.energy_j, w, unexplained_j)
+    assert (got.low_j, got.high_j) == pytest.approx(
+        rule.interval_j(got.energy_j, w, unexplained_j), rel=1e-12
+    )
     half_j = 1.96 * float(np.sqrt(w @ rule.fit.cov @ w)) + unexplained_j
     assert got.high_j == pytest.approx(got.energy_j + half_j) and got.uncertainty_j == pytest.approx(
         half_j / 1.96
@@ -107,3 +113,27 @@ def test_a_rule_without_intervals_leaves_the_coarse_figure() -> None:
     assert got.uncertainty_basis == "r2" and got.uncertainty_j == pytest.approx(
         got.energy_j * math.sqrt(1 - rule.fit.r2)
     )
+
+
+def test_the_sheet_survives_json_and_prices_the_same() -> None:
+    rule = fitted_rule()
+    snap = Snapshot(1.0, "measured", "fitted", fit=rule.fit.snapshot())
+    sheet = prices_from_snapshot(snap, rule)
+    parsed = Prices.parse(json.loads(json.dumps(price_json(snap, rule))))
+    assert parsed == sheet and provisional_energy(parsed, WORK) == provisional_energy(sheet, WORK)
+
+
+def test_a_rule_without_intervals_sends_no_covariance() -> None:
+    rule = fitted_rule()
+    snap = Snapshot(1.0, "measured", "fitted", fit=rule.fit.snapshot())
+    assert price_json(snap, EqualRule())["cov"] is None and price_json(snap, None)["cov"] is None
+
+
+def test_without_a_sheet_the_energy_object_says_why_and_has_no_figure() -> None:
+    got = unavailable("sidecar http://127.0.0.1:9464 unreachable")
+    assert got == {
+        "joules": None,
+        "final": False,
+        "basis": "unavailable",
+        "reason": "sidecar http://127.0.0.1:9464 unreachable",
+    }

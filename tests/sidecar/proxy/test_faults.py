@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.errors import ConfigError
 from sidecar.proxy.tap import ProxyTap
-from tests.sidecar.proxy.conftest import PRICES, drain, start_tap
+from tests.sidecar.proxy.conftest import PRICES, AnyProxy, drain, start_tap
 from tests.support import free_port
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -83,10 +83,10 @@ class Upstream:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Upstream, ProxyTap]]:
+async def upstream(mode: str) -> AsyncIterator[tuple[Upstream, AnyProxy]]:
     up = Upstream()
     await up.start()
-    tap = start_tap(up.url)
+    tap = start_tap(up.url, mode)
     try:
         yield up, tap
     finally:
@@ -94,8 +94,8 @@ async def upstream() -> AsyncIterator[tuple[Upstream, ProxyTap]]:
         await up.stop()
 
 
-async def test_an_unreachable_upstream_is_a_502_with_a_clear_body_and_counted() -> None:
-    tap = start_tap(f"http://127.0.0.1:{free_port()}")
+async def test_an_unreachable_upstream_is_a_502_with_a_clear_body_and_counted(mode: str) -> None:
+    tap = start_tap(f"http://127.0.0.1:{free_port()}", mode)
     try:
         async with (
             aiohttp.ClientSession() as s,
@@ -111,7 +111,7 @@ async def test_an_unreachable_upstream_is_a_502_with_a_clear_body_and_counted() 
 
 
 async def test_a_slow_stream_is_relayed_as_it_comes_and_does_not_hold_other_requests(
-    upstream: tuple[Upstream, ProxyTap],
+    upstream: tuple[Upstream, AnyProxy],
 ) -> None:
     up, tap = upstream
     url = f"http://127.0.0.1:{tap.port}"
@@ -134,7 +134,7 @@ async def test_a_slow_stream_is_relayed_as_it_comes_and_does_not_hold_other_requ
 
 
 async def test_malformed_upstream_sse_is_passed_through_and_counted(
-    upstream: tuple[Upstream, ProxyTap],
+    upstream: tuple[Upstream, AnyProxy],
 ) -> None:
     _, tap = upstream
     async with (
@@ -150,7 +150,7 @@ async def test_malformed_upstream_sse_is_passed_through_and_counted(
 
 
 async def test_an_upstream_that_breaks_off_mid_stream_cuts_the_client_off_too(
-    upstream: tuple[Upstream, ProxyTap],
+    upstream: tuple[Upstream, AnyProxy],
 ) -> None:
     _, tap = upstream
     async with (
@@ -168,7 +168,7 @@ async def test_an_upstream_that_breaks_off_mid_stream_cuts_the_client_off_too(
 
 
 async def test_a_plain_answer_arriving_in_pieces_is_read_whole_before_energy_is_added(
-    upstream: tuple[Upstream, ProxyTap], monkeypatch: pytest.MonkeyPatch
+    upstream: tuple[Upstream, AnyProxy], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, tap = upstream
     url = f"http://127.0.0.1:{tap.port}/v1/completions"

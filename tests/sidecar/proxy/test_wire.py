@@ -44,6 +44,24 @@ def test_prices_come_from_the_sidecars_snapshot_with_its_rules_interval() -> Non
     )
     config = load_config({"proxy_upstream": "http://engine:8000", "proxy_port": "0"})
     prices = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)._prices()
-    work = np.array([1.0, 5.0, 3.0, 15.0, 18.0, 0.0])
-    assert prices.fitted and prices.interval_j is not None
-    assert prices.interval_j(2.0, work, 0.1) == rule.interval_j(2.0, work, 0.1)
+    assert prices.fitted and prices.cov is not None
+    assert np.array(prices.cov).tolist() == rule.fit.cov.tolist()
+
+
+def test_the_sidecar_listens_for_the_proxy_process_unless_its_port_is_0() -> None:
+    from sidecar.taps.proxy_wire import ProxyWireReceiver
+    from sidecar.wiring import build_sidecar
+
+    base = {"meter": "cpu-model", "port": "0", "otlp_port": "0", "ledger_path": "", "settle_s": "3"}
+    sidecar = build_sidecar(load_config({**base, "proxy_wire_port": "9999", "proxy_wire_host": "127.0.0.2"}))
+    try:
+        (rx,) = [t for t in sidecar.taps if isinstance(t, ProxyWireReceiver)]
+        assert (rx.host, rx.port, rx.knob, rx._book.hold_s) == ("127.0.0.2", 9999, "proxy_wire_port", 1.5)
+        assert sidecar.taps[-1] is rx  # drained after the vLLM taps: independent of them
+    finally:
+        sidecar.close()
+    off = build_sidecar(load_config({**base, "proxy_wire_port": "0"}))
+    try:
+        assert not [t for t in off.taps if isinstance(t, ProxyWireReceiver)]
+    finally:
+        off.close()

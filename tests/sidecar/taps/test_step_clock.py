@@ -72,3 +72,45 @@ def test_the_fit_is_redone_only_as_windows_accumulate_not_per_window() -> None:
         clock.observe(0.01 * k, 0.01 * k + 1.0, 50.0)
         clock.segments(0.01 * k, 0.01 * k + 1.0)
     assert len(fits) < 40  # a fit each time a quarter more windows arrived: ~log(2000) / log(1.25)
+
+
+def _fitted_clock(merge_tol: float) -> StepClock:
+    def rate(t):  # type: ignore[no-untyped-def]
+        return np.where((t >= 4.0) & (t < 6.0), 50.0, 100.0)
+
+    clock = StepClock(bin_s=0.1, iterations=200, merge_tol=merge_tol)
+    rng = np.random.default_rng(0)
+    _observe_true_rate(clock, rate, [(a, a + rng.uniform(0.5, 4.0)) for a in rng.uniform(0.0, 8.0, 300)])
+    clock.fit()
+    return clock
+
+
+def test_cut_of_many_windows_is_segments_of_each_without_merging() -> None:
+    clock = _fitted_clock(merge_tol=-1.0)  # nothing merged: a piece per bin, cut and segments must agree
+    rng = np.random.default_rng(1)
+    t0 = rng.uniform(0.5, 8.0, 40)  # inside the fitted bins (outside: one mean rate, cut by segments
+    t1 = t0 + rng.uniform(0.0, 3.0, 40)  # at every bin edge that float rounding tells apart)
+    t1[3] = t0[3]  # an empty window: one piece
+    window, a, b, share = clock.cut(t0, t1)
+    for i in range(t0.size):
+        mine = np.flatnonzero(window == i)
+        expected = clock.segments(float(t0[i]), float(t1[i]))
+        assert len(mine) == len(expected)
+        got = list(zip(a[mine].tolist(), b[mine].tolist(), share[mine].tolist(), strict=True))
+        for (ga, gb, gs), (ea, eb, es) in zip(got, expected, strict=True):
+            assert (ga, gb, gs) == pytest.approx((ea, eb, es), abs=1e-9)
+
+
+def test_cut_merges_pieces_of_one_rate_and_keeps_the_windows_whole() -> None:
+    clock = _fitted_clock(merge_tol=0.05)
+    t0, t1 = np.array([2.0, 4.5, 7.0]), np.array([8.0, 5.5, 7.5])
+    window, a, b, share = clock.cut(t0, t1)
+    for i in range(3):
+        mine = np.flatnonzero(window == i)
+        assert a[mine][0] == t0[i] and b[mine][-1] == t1[i]
+        assert np.all(a[mine][1:] == b[mine][:-1]) and share[mine].sum() == pytest.approx(1.0)
+    first = np.flatnonzero(window == 0)
+    assert len(first) <= len(clock.segments(2.0, 8.0)) + 2  # merged as segments merges (from its own start)
+    assert len(first) < len(_fitted_clock(merge_tol=-1.0).cut(t0[:1], t1[:1])[0])
+    slow = sum(s for x, y, s in zip(a[first], b[first], share[first], strict=True) if x >= 3.9 and y <= 6.1)
+    assert slow == pytest.approx(100 / 500, abs=0.04)

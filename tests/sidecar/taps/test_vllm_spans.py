@@ -5,6 +5,7 @@ from __future__ import annotations
 from sidecar.attribution.events import Phase
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
+from tests.support import work_events
 
 
 def llm_span(raw_id: str = "chatcmpl-abc", trace: str = "t1", **attrs: float) -> ReceivedSpan:
@@ -41,7 +42,7 @@ def test_without_the_plugin_the_span_supplies_prefill_and_decode_work_at_the_flu
     h.handle(llm_span(), out)
     assert not out.events  # cut once per drain, after the step clock saw every span of it
     h.flush(out)
-    prefill, decode = out.events
+    prefill, decode = work_events(out.events)
     assert (prefill.phase, prefill.t0_s, prefill.t1_s, prefill.units) == (Phase.PREFILL, 100.5, 101.0, 100)
     assert prefill.context_tokens == 100 * 101 / 2
     assert (decode.phase, decode.t0_s, decode.t1_s, decode.units, decode.steps) == (
@@ -60,7 +61,7 @@ def test_a_request_the_plugin_claimed_gets_its_info_but_no_second_copy_of_its_wo
     h.handle(llm_span(), out)
     h.handle(llm_span("chatcmpl-other", "t2"), out)
     h.flush(out)
-    assert {e.request_id for e in out.events} == {"other"}
+    assert {e.request_id for e in work_events(out.events)} == {"other"}
     assert [i.request_id for i in out.infos] == ["abc", "other"]
     assert (h.requests, h.work_from_spans) == (2, 1)
 
@@ -106,5 +107,5 @@ def test_the_receiver_counts_spans_that_are_neither_vllm_requests_nor_client_tas
         [llm_span(), ReceivedSpan("t", "s", "", "Overall Loading", 999, 1000, {"code.function": "f"})]
     )
     events, infos = receiver.due(0.0)
-    assert [i.request_id for i in infos] == ["abc"] and len(events) == 2
+    assert [i.request_id for i in infos] == ["abc"] and len(work_events(events)) == 2
     assert (receiver.received, receiver.ignored) == (2, 1)

@@ -22,7 +22,8 @@ from tests.support import free_port
 
 
 def config(**kw: object) -> SidecarConfig:
-    base = {"meter": "cpu-model", "host": "127.0.0.1", "port": 0, "otlp_port": 0, "ledger_path": ""}
+    base = {"meter": "cpu-model", "host": "127.0.0.1", "port": 0, "otlp_port": 0, "ledger_path": "",
+            "proxy_wire_port": 0}  # fmt: skip
     return SidecarConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 

@@ -116,6 +116,62 @@ A knob value as the sidecar parses it. Helm reads YAML numbers as float64, which
 {{- toYaml $knobs }}
 {{- end }}
 
+{{/* The sidecar container's knobs: all but proxy_upstream (the proxy runs in its own container). */}}
+{{- define "jouletrace.sidecarKnobs" -}}
+{{- $knobs := fromYaml (include "jouletrace.knobs" .) }}
+{{- $_ := unset $knobs "proxy_upstream" }}
+{{- toYaml $knobs }}
+{{- end }}
+
+{{/*
+The proxy container's knobs: proxy_*, log_level and shutdown_grace_s, the sidecar's API on localhost for its prices
+and record URLs, and the sidecar's UDP port for its per-request timings.
+*/}}
+{{- define "jouletrace.proxyKnobs" -}}
+{{- $knobs := dict }}
+{{- range $name, $value := (fromYaml (include "jouletrace.knobs" .)) }}
+{{- if or (hasPrefix "proxy_" $name) (has $name (list "log_level" "shutdown_grace_s")) }}{{ $_ := set $knobs $name $value }}{{ end }}
+{{- end }}
+{{- if not (hasKey $knobs "proxy_sidecar_url") }}
+{{- $_ := set $knobs "proxy_sidecar_url" (printf "http://127.0.0.1:%s" (include "jouletrace.port" .)) }}
+{{- end }}
+{{- $_ := unset $knobs "proxy_wire_host" }}
+{{- toYaml $knobs }}
+{{- end }}
+
+{{/* The proxy: `jouletrace proxy`, a native sidecar started after the sidecar it feeds. */}}
+{{- define "jouletrace.proxy" -}}
+- name: jouletrace-proxy
+  image: {{ include "jouletrace.image" (dict "image" .Values.sidecar.image "root" .) }}
+  imagePullPolicy: {{ .Values.sidecar.image.pullPolicy }}
+  restartPolicy: Always
+  args: [proxy]
+  env:
+    {{- range $name, $value := (fromYaml (include "jouletrace.proxyKnobs" .)) }}
+    - name: JOULETRACE_{{ upper $name }}
+      value: {{ include "jouletrace.knobValue" $value | quote }}
+    {{- end }}
+  ports:
+    - name: proxy
+      containerPort: {{ include "jouletrace.proxyPort" . }}
+      protocol: TCP
+  startupProbe:
+    tcpSocket: {port: proxy}
+    periodSeconds: 2
+    failureThreshold: 30
+  readinessProbe:
+    tcpSocket: {port: proxy}
+    periodSeconds: 10
+  livenessProbe:
+    tcpSocket: {port: proxy}
+    periodSeconds: 20
+    failureThreshold: 3
+  resources:
+    {{- toYaml .Values.proxy.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.sidecar.securityContext | nindent 4 }}
+{{- end }}
+
 {{/* Shared emptyDir where the GPU probe writes the pod's GPU UUIDs. */}}
 {{- define "jouletrace.gpuFile" -}}/run/jouletrace/devices{{- end }}
 
@@ -181,7 +237,7 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
   args: [sidecar]
   {{- end }}
   env:
-    {{- range $name, $value := (fromYaml (include "jouletrace.knobs" .)) }}
+    {{- range $name, $value := (fromYaml (include "jouletrace.sidecarKnobs" .)) }}
     - name: JOULETRACE_{{ upper $name }}
       value: {{ include "jouletrace.knobValue" $value | quote }}
     {{- end }}
@@ -210,11 +266,6 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
       containerPort: {{ include "jouletrace.otlpPort" . }}
       protocol: TCP
     {{- end }}
-    {{- if .Values.proxy.enabled }}
-    - name: proxy
-      containerPort: {{ include "jouletrace.proxyPort" . }}
-      protocol: TCP
-    {{- end }}
   livenessProbe:
     {{- toYaml .Values.sidecar.livenessProbe | nindent 4 }}
   readinessProbe:
@@ -239,12 +290,15 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
     {{- end }}
 {{- end }}
 
-{{/* The init containers: the GPU probe (init-probe only), then the sidecar. */}}
+{{/* The init containers: the GPU probe (init-probe only), the sidecar, then the proxy (proxy.enabled). */}}
 {{- define "jouletrace.initContainers" -}}
 {{- if eq .Values.gpu.visibility "init-probe" }}
 {{ include "jouletrace.gpuProbe" . }}
 {{- end }}
 {{ include "jouletrace.sidecar" . }}
+{{- if .Values.proxy.enabled }}
+{{ include "jouletrace.proxy" . }}
+{{- end }}
 {{- end }}
 
 {{/* The sidecar's volumes (all emptyDir: the root filesystem is read-only). */}}

@@ -10,7 +10,7 @@
 {{- fail "gpu.visibility=dra needs Kubernetes 1.31 or later (pod resourceClaims[].resourceClaimTemplateName); on this cluster use gpu.visibility=init-probe or explicit" }}
 {{- end }}
 {{- if and .Values.proxy.enabled (ne .Values.mode "vllm") (not .Values.sidecar.config.proxy_upstream) }}
-{{- fail "proxy.enabled outside mode=vllm needs sidecar.config.proxy_upstream: the OpenAI server's URL as the sidecar sees it (e.g. http://localhost:8000)" }}
+{{- fail "proxy.enabled outside mode=vllm needs sidecar.config.proxy_upstream: the OpenAI server's URL as the proxy container sees it (e.g. http://localhost:8000)" }}
 {{- end }}
 {{- if and (eq .Values.mode "existing-pod") (empty .Values.existingPod.selector) }}
 {{- fail "mode=existing-pod needs existingPod.selector: the labels of your inference pods" }}

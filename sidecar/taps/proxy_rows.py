@@ -1,0 +1,154 @@
+"""The proxy process's datagram, checked part by part (:mod:`.validate`) into typed rows.
+
+Each function takes one raw part of a parsed datagram (format:
+:mod:`sidecar.contracts.proxy_wire`) and returns it typed, or raises
+:class:`~sidecar.taps.validate.Rejected` naming why; nothing here has state, so
+a rejected part changes nothing and the receiver goes on with the next one.
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.contracts.proxy_wire import (
+    COMPLETION_PATHS,
+    KIND,
+    MAX_AGO_US,
+    MAX_CHUNKS_PER_ROW,
+    OUTCOMES,
+    PROXY_COUNTS,
+    VERSION,
+    Begin,
+    Chunks,
+    End,
+    Usage,
+)
+from sidecar.taps import validate as v
+from sidecar.taps.vllm_hook_rows import index
+
+__all__ = [
+    "Head",
+    "parse_begin",
+    "parse_chunks",
+    "parse_counts",
+    "parse_end",
+    "parse_head",
+    "parse_usage",
+    "section",
+]
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_MAX_PROMPT_CHARS = 1e9
+_KNOWN_COUNTS = frozenset(PROXY_COUNTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The datagram's sender, number and date (Unix s)."""
+
+    pid: int
+    seq: int
+    wall_s: float
+
+
+def parse_head(raw: Any, now_unix_s: float) -> Head:
+    """``v``, ``kind``, ``pid``, ``seq``, ``wall`` (within the skew limit of now)."""
+    if not isinstance(raw, dict) or raw.get("v") != VERSION or raw.get("kind") != KIND:
+        raise v.Rejected("malformed", "not a jouletrace v1 proxy message")
+    return Head(
+        pid=index(raw.get("pid"), "pid"),
+        seq=index(raw.get("seq"), "seq"),
+        wall_s=v.unix_s(raw.get("wall"), "wall", now_unix_s),
+    )
+
+
+def section(raw: dict[str, Any], key: str) -> list[Any]:
+    """One of ``begin``, ``chunks``, ``usage``, ``end``: a list (absent: empty)."""
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise v.Rejected("malformed", f"{key}: not a list")
+    return value
+
+
+def _row(row: Any, n: int, what: str) -> list[Any]:
+    if not isinstance(row, list) or len(row) != n:
+        raise v.Rejected("malformed", f"{what} row: not a list of {n}")
+    return row
+
+
+def _label(value: Any, what: str) -> str | None:
+    """An optional printable id-like string (model, task, tenant): null, or at most 256 characters."""
+    return None if value is None else v.request_id(value, what)
+
+
+def parse_begin(row: Any) -> Begin:
+    """``[request_id, arrival_ago_s, path, model, stream, task, tenant, traceparent, prompt_chars]``."""
+    rid, ago, path, model, stream, task, tenant, traceparent, chars = _row(row, 9, "begin")
+    if path not in COMPLETION_PATHS:
+        raise v.Rejected("malformed", f"begin: path {path!r:.40} is not a completions path")
+    if not isinstance(stream, bool):
+        raise v.Rejected("wrong_type", "begin: stream is not true or false")
+    if traceparent is not None and not (isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)):
+        raise v.Rejected("malformed", "begin: traceparent is not a W3C traceparent")
+    return Begin(
+        v.request_id(rid),
+        v.duration_s(ago, "arrival_ago_s"),
+        path,
+        _label(model, "model"),
+        stream,
+        _label(task, "task"),
+        _label(tenant, "tenant"),
+        traceparent,
+        int(v.count(chars, "prompt_chars", _MAX_PROMPT_CHARS)),
+    )
+
+
+def parse_chunks(row: Any) -> Chunks:
+    """``[request_id, first, [ago_us, ...]]``: whole microseconds, in order (none above the one before)."""
+    rid, first, agos = _row(row, 3, "chunks")
+    if not isinstance(agos, list) or len(agos) > MAX_CHUNKS_PER_ROW:
+        raise v.Rejected("malformed", f"chunks: not a list of at most {MAX_CHUNKS_PER_ROW} times")
+    if agos:  # checked at C speed: a proxy sends thousands a second
+        if set(map(type, agos)) != {int}:
+            raise v.Rejected("wrong_type", "chunks: a time is not a whole number of microseconds")
+        if min(agos) < 0:
+            raise v.Rejected("negative", "chunks: a time is negative")
+        if max(agos) > MAX_AGO_US:
+            raise v.Rejected("out_of_range", "chunks: a time is over a day ago")
+        if sorted(agos, reverse=True) != agos:
+            raise v.Rejected("end_before_start", "chunks: a chunk's time is before the one listed before it")
+    return Chunks(v.request_id(rid), v.tokens(first, "first chunk"), agos)
+
+
+def parse_usage(row: Any) -> Usage:
+    """``[request_id, prompt_tokens, output_tokens]``."""
+    rid, prompt, output = _row(row, 3, "usage")
+    return Usage(v.request_id(rid), v.tokens(prompt, "prompt_tokens"), v.tokens(output, "output_tokens"))
+
+
+def parse_end(row: Any) -> End:
+    """``[request_id, end_ago_s, outcome, status, response_model]``."""
+    rid, ago, outcome, status, model = _row(row, 5, "end")
+    if outcome not in OUTCOMES:
+        raise v.Rejected("malformed", f"end: outcome {outcome!r:.40} is not one of {OUTCOMES}")
+    code = v.count(status, "status", 999)
+    if not code.is_integer():
+        raise v.Rejected("wrong_type", "end: status is not a whole number")
+    return End(
+        v.request_id(rid), v.duration_s(ago, "end_ago_s"), outcome, int(code), _label(model, "response_model")
+    )
+
+
+def parse_counts(raw: dict[str, Any]) -> dict[str, int]:
+    """The proxy's counters: known names only (a newer proxy's others are left out), in ``0..2**53``."""
+    counts = raw.get("counts", {})
+    if not isinstance(counts, dict):
+        raise v.Rejected("malformed", "counts: not an object")
+    out: dict[str, int] = {}
+    for name, value in counts.items():
+        if name in _KNOWN_COUNTS:
+            out[name] = index(value, f"count {name}")
+    return out

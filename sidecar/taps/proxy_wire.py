@@ -1,0 +1,262 @@
+"""Receiver of the proxy process's datagrams (UDP): each proxied completion's timings, as work.
+
+``jouletrace proxy`` in its own process (docs/proxy.md) sends what it learns of
+each completion (format: :mod:`sidecar.contracts.proxy_wire`): its arrival, each
+content chunk's time, the engine's token counts, its end. This tap rebuilds each
+request's :class:`~sidecar.proxy.learn.RequestTrace` from those rows and keeps
+them in a :class:`~sidecar.proxy.book.TraceBook`, so the work events and request
+infos are made by the same code as the in-process proxy's (:mod:`sidecar.proxy.work`).
+
+Times: ``to_mono(wall) - ago``. Hostile input: every field is checked here, at the
+edge, with the shared checks (:mod:`.proxy_rows`, :mod:`.validate`): a header that
+cannot be placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects
+its datagram; a bad row rejects that row only, counted as ``rejected_<reason>``,
+and the good rows next to it still count. Sequence numbers per sender pid
+(:mod:`.sequence`): gaps count ``lost``, replays ``rejected_duplicate`` (dropped). A
+row for a request without its ``begin`` counts ``unknown_request``; a ``begin`` for a
+live id ``rejected_duplicate``; chunks that skip numbers (a lost datagram)
+``chunks_missing``, chunks listed again ``rejected_duplicate``. Requests not heard of
+for ``expire_s`` end (``expired``: the proxy went away); beyond ``max_requests`` the
+oldest ends (``evicted``). A bug while handling a datagram counts ``internal_errors``.
+
+Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
+by outcome, rejected fields; latest per sender, summed) as ``jouletrace_tap="proxy"``,
+where the in-process proxy reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sidecar.attribution.events import RequestInfo, WorkEvent
+from sidecar.attribution.records import TapReport
+from sidecar.contracts.proxy_wire import DEFAULT_PORT, Begin, Chunks, End, Usage
+from sidecar.proxy.book import TraceBook
+from sidecar.proxy.learn import Counts, RequestTrace
+from sidecar.taps import validate as v
+from sidecar.taps.proxy_rows import (
+    parse_begin,
+    parse_chunks,
+    parse_counts,
+    parse_end,
+    parse_head,
+    parse_usage,
+    section,
+)
+from sidecar.taps.sequence import SeqTracker
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.udp import bind_udp, drain
+
+__all__ = ["ProxyWireReceiver"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
+
+
+class ProxyWireReceiver:
+    """A UDP endpoint for the proxy process; a :class:`~sidecar.taps.tap.Tap`."""
+
+    knob = "proxy_wire_port"
+
+    def __init__(
+        self,
+        to_mono: Callable[[float], float],
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        model: str = "unknown",
+        hold_s: float = 1.0,
+        max_requests: int = 100_000,
+        expire_s: float = 600.0,
+        max_per_drain: int = 50_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.to_mono, self.host, self.port = to_mono, host, port
+        self.max_requests, self.expire_s, self.max_per_drain = max_requests, expire_s, max_per_drain
+        self.counts: Counter[str] = Counter()
+        self._wall = wall
+        self._sock: socket.socket | None = None
+        self._book = TraceBook(Counts(), hold_s=hold_s, model=model)
+        self._heard: OrderedDict[str, float] = OrderedDict()  # live id -> when last heard of (mono s)
+        self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
+        self._proxy_counts: OrderedDict[int, dict[str, int]] = OrderedDict()  # pid -> its latest counts
+
+    # ---- the Tap protocol --------------------------------------------------------------
+    def start(self) -> int:
+        sock = bind_udp(self.host, self.port)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        log.info("proxy wire receiver on udp://%s:%d", self.host, self.port)
+        return self.port
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+        """Drain waiting datagrams into the traces; the work and infos the traces made."""
+        drain(self._sock, self.feed, self.max_per_drain, self.counts)
+        self._expire(now_s)
+        return self._book.due(now_s)
+
+    def stats(self) -> TapReport:
+        events = {("proxy_wire", what): n for what, n in self.counts.items()}
+        proxy: Counter[str] = Counter()
+        for counts in self._proxy_counts.values():
+            proxy.update(counts)
+        events.update({("proxy", what): n for what, n in proxy.items()})
+        return TapReport(events=events)
+
+    @property
+    def live_requests(self) -> int:
+        return len(self._book)
+
+    # ---- datagrams ---------------------------------------------------------------------
+    def feed(self, data: bytes, out: TapOutput | None = None) -> None:
+        """Handle one datagram (the public entry point; ``out`` unused: the traces hold the work)."""
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            self.counts["malformed"] += 1
+            return
+        self.counts["received"] += 1
+        try:
+            self._message(raw)
+        except v.Rejected as err:  # the header: nothing in the datagram can be placed
+            v.note(self.counts, err)
+        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
+            self.counts["internal_errors"] += 1
+            log.exception("proxy datagram could not be handled")
+
+    def _message(self, raw: Any) -> None:
+        head = parse_head(raw, self._wall())
+        if not self._tracker(head.pid).see(head.seq):
+            return
+        try:
+            self._proxy_counts[head.pid] = parse_counts(raw)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+        base_s = self.to_mono(head.wall_s)
+        for begin in self._rows(raw, "begin", parse_begin):
+            self._begin(begin, base_s)
+        for chunks in self._rows(raw, "chunks", parse_chunks):
+            self._chunks(chunks, base_s)
+        for usage in self._rows(raw, "usage", parse_usage):
+            self._usage(usage, base_s)
+        for end in self._rows(raw, "end", parse_end):
+            self._end(end, base_s)
+
+    def _tracker(self, pid: int) -> SeqTracker:
+        tracker = self._seqs.get(pid)
+        if tracker is None:
+            tracker = self._seqs[pid] = SeqTracker(self.counts)
+            while len(self._seqs) > _MAX_SENDERS:
+                old, _ = self._seqs.popitem(last=False)
+                self._proxy_counts.pop(old, None)
+        self._seqs.move_to_end(pid)
+        return tracker
+
+    def _rows(self, raw: dict[str, Any], key: str, parse: Callable[[Any], _T]) -> Iterator[_T]:
+        """The section's rows that pass their checks; each one that fails is counted and skipped."""
+        try:
+            rows = section(raw, key)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return
+        for row in rows:
+            try:
+                item = parse(row)
+            except v.Rejected as err:  # this row only: the rows next to it still count
+                v.note(self.counts, err)
+                continue
+            yield item
+
+    # ---- rows -> traces ----------------------------------------------------------------
+    def _trace(self, request_id: str, base_s: float) -> RequestTrace | None:
+        trace = self._book.get(request_id)
+        if trace is None or trace.done:
+            self.counts["unknown_request"] += 1
+            return None
+        self._heard[request_id] = base_s
+        self._heard.move_to_end(request_id)
+        return trace
+
+    def _begin(self, row: Begin, base_s: float) -> None:
+        trace = RequestTrace(
+            request_id=row.request_id,
+            arrival_s=base_s - row.arrival_ago_s,
+            path=row.path,
+            model=row.model,
+            stream=row.stream,
+            task=row.task,
+            tenant=row.tenant,
+            traceparent=row.traceparent,
+            prompt_chars=row.prompt_chars,
+        )
+        if not self._book.add(trace):
+            self.counts["rejected_duplicate"] += 1
+            return
+        self.counts["requests"] += 1
+        self._heard[row.request_id] = base_s
+        while len(self._heard) > self.max_requests:
+            self._finish(next(iter(self._heard)), "evicted")
+
+    def _chunks(self, row: Chunks, base_s: float) -> None:
+        trace = self._trace(row.request_id, base_s)
+        if trace is None:
+            return
+        have = len(trace.chunk_s)
+        if row.first < have:
+            self.counts["rejected_duplicate"] += 1
+            return
+        times = [base_s - ago_us * 1e-6 for ago_us in row.ago_us]
+        if times and times[0] < (trace.chunk_s[-1] if have else trace.arrival_s):
+            self.counts["rejected_end_before_start"] += 1
+            return
+        if row.first > have:
+            self.counts["chunks_missing"] += row.first - have
+        trace.chunk_s.extend(times)
+
+    def _usage(self, row: Usage, base_s: float) -> None:
+        trace = self._trace(row.request_id, base_s)
+        if trace is not None:
+            trace.usage = (row.prompt_tokens, row.output_tokens)
+
+    def _end(self, row: End, base_s: float) -> None:
+        trace = self._trace(row.request_id, base_s)
+        if trace is None:
+            return
+        end_s = base_s - row.end_ago_s
+        if end_s < trace.arrival_s:
+            self.counts["rejected_end_before_start"] += 1
+            end_s = trace.arrival_s
+        trace.outcome, trace.status, trace.response_model = row.outcome, row.status, row.response_model
+        trace.end_s = end_s
+        trace.done = True  # last: the book reads the fields above once it sees this
+        self._heard.pop(row.request_id, None)
+        self.counts["ended"] += 1
+
+    def _finish(self, request_id: str, why: str) -> None:
+        """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
+        heard_s = self._heard.pop(request_id)
+        trace = self._book.get(request_id)
+        if trace is not None and not trace.done:
+            trace.outcome = "disconnected"
+            trace.end_s = max(trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s, heard_s)
+            trace.done = True
+        self.counts[why] += 1
+
+    def _expire(self, now_s: float) -> None:
+        while self._heard:
+            request_id, heard_s = next(iter(self._heard.items()))
+            if now_s - heard_s < self.expire_s:
+                return
+            self._finish(request_id, "expired")
