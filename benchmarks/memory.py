@@ -154,6 +154,7 @@ def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, pro
         "otlp_port": str(ports["otlp"]),
         "plugin_port": str(ports["plugin"]),
         "hook_port": "0",
+        "proxy_wire_port": "0",
         "ledger_path": str(tmp / "ledger.db"),
         "model": "bench",
         "log_level": "warning",
