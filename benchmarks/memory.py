@@ -24,17 +24,28 @@ order, each on top of the previous ones:
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
 seconds (user + system, independent of how busy the machine is), and the peak over the
 run (``VmHWM``). The same run prints the floor under it: the RSS of an interpreter that only
-imports the sidecar (``import sidecar.wiring``).
+imports what this sidecar runs (``sidecar.cli_sidecar``, ``sidecar.wiring`` and the OTLP receiver,
+which the wiring imports only when ``otlp_port`` is set).
 
     .venv/bin/python benchmarks/memory.py [--flood-s 60] [--hour-s 60] [--in-flight 10000]
 
 Last line: ``rss MB N``, N = the sidecar's peak RSS in MB.
+
+Where the memory is (``memory_probe.py`` runs the same ``main()`` with the same knobs and
+answers SIGUSR1 after each phase; the default run uses the plain command):
+
+* ``--heap``: the RSS split into glibc malloc in use / freed but retained (fragmentation),
+  pymalloc arenas used / free (fragmentation), and the most numerous gc-tracked objects;
+* ``--tracemalloc FRAMES``: also every live Python allocation, grouped by the innermost frame in
+  the repository's code (which structure holds it) and by the allocating line, top ``--top``
+  sites with their growth since the previous phase. Tracing slows the sidecar several times
+  (the flood is answered far slower), and its own bookkeeping is in the RSS: read the sites
+  and traced MB, not the RSS, of such a run.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
@@ -51,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
 
+from memory_phases import Phases, Sampler, cpu_s, status_mb  # noqa: E402
 from otlp_flood import build_exports, send_all  # noqa: E402
 
 from sidecar.contracts.vllm_wire import encode  # noqa: E402
@@ -77,23 +89,10 @@ def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
     return len(lines) - 2
 
 
-def status_mb(pid: int, key: str) -> float:
-    """A ``/proc/PID/status`` memory line (VmRSS, VmHWM) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def import_floor_mb() -> float:
-    """Peak RSS of an interpreter that only imports the sidecar's wiring (MB)."""
-    code = "import resource, sidecar.wiring; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak RSS of an interpreter that only imports what the sidecar runs here (MB)."""
+    modules = "sidecar.cli_sidecar, sidecar.wiring, sidecar.taps.otlp"
+    code = f"import resource, {modules}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1]) / 1024
 
@@ -145,7 +144,7 @@ def flood(port: int, seconds: float) -> tuple[int, int, int]:
     return int(out["sent"]), int(out["rejected"]), int(out["failed"])
 
 
-def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float) -> list[str]:
+def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, probe: int | None) -> list[str]:
     knobs = {
         "meter": "replay",
         "replay_path": str(trace),
@@ -155,54 +154,55 @@ def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float) -> 
         "otlp_port": str(ports["otlp"]),
         "plugin_port": str(ports["plugin"]),
         "hook_port": "0",
+        "proxy_wire_port": "0",
         "ledger_path": str(tmp / "ledger.db"),
         "model": "bench",
         "log_level": "warning",
     }
     flags = [x for k, val in knobs.items() for x in ("--" + k.replace("_", "-"), val)]
-    return [sys.executable, "-m", "sidecar.cli", "sidecar", *flags]
+    if probe is None:  # the command users run
+        return [sys.executable, "-m", "sidecar.cli", "sidecar", *flags]
+    probe_py = str(Path(__file__).resolve().parent / "memory_probe.py")  # same main(), answers SIGUSR1
+    return [sys.executable, probe_py, str(tmp), str(probe), "sidecar", *flags]
 
 
-class Sampler(threading.Thread):
-    """The sidecar's RSS every 0.2 s (the peak itself comes from VmHWM)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.stop, self.samples = pid, threading.Event(), [0.0]
-
-    def run(self) -> None:
-        while not self.stop.wait(0.2):
-            try:
-                self.samples.append(status_mb(self.pid, "VmRSS"))
-            except (OSError, KeyError):
-                return
-
-
-def phase(name: str, pid: int, t0_cpu_s: float, extra: str = "") -> None:
-    rss = status_mb(pid, "VmRSS")
-    print(f"{name:<28} rss {rss:7.1f} MB  peak so far {status_mb(pid, 'VmHWM'):7.1f} MB  "
-          f"cpu {cpu_s(pid) - t0_cpu_s:6.1f} s  {extra}", flush=True)  # fmt: skip
+def flood_probed(port: int, seconds: float, phase: Phases) -> tuple[int, int, int]:
+    """:func:`flood`; when probing, the sidecar's heap is also printed twice during it."""
+    if phase.probe_dir is None:
+        return flood(port, seconds)
+    result: list[tuple[int, int, int]] = []
+    sender = threading.Thread(target=lambda: result.append(flood(port, seconds)), daemon=True)
+    sender.start()
+    for k in (1, 2):
+        sender.join(timeout=max(0.0, seconds / 3 - 1.0))
+        if sender.is_alive():
+            phase(f"  flood, {k}/3 of the way")
+    sender.join()
+    return result[0]
 
 
-def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
-    pid, started = proc.pid, time.monotonic()
-    phase("start-up (idle, baseline)", pid, 0.0)
-    base_cpu = cpu_s(pid)
+def run_phases(args: argparse.Namespace, phase: Phases, ports: dict[str, int], sampler: Sampler) -> None:
+    started = time.monotonic()
+    phase("start-up (idle, baseline)")
+    phase.t0_cpu_s = cpu_s(phase.pid)
     while time.monotonic() - started < args.hour_s + 2.0:  # the replay started with the process
         time.sleep(0.5)
     m = metrics(ports["http"])
     energy_kwh = total(m, "gen_ai_server_energy_joules_total") / 3.6e6
-    phase("+ one hour replayed", pid, base_cpu, f"energy attributed {energy_kwh:.3f} kWh")
+    phase("+ one hour replayed", f"energy attributed {energy_kwh:.3f} kWh")
     start_requests(ports["plugin"], args.in_flight, args.in_flight_s)
     time.sleep(1.0)
     m = metrics(ports["http"])
     pending = total(m, "jouletrace_requests_pending")
-    phase(f"+ {args.in_flight} in flight", pid, base_cpu, f"requests pending {pending:.0f}")
-    sent, refused, failed = flood(ports["otlp"], args.flood_s)
+    phase(f"+ {args.in_flight} in flight", f"requests pending {pending:.0f}")
+    flood_start = time.monotonic()
+    sent, refused, failed = flood_probed(ports["otlp"], args.flood_s, phase)
     rate = f"{sent / args.flood_s:,.0f}/s"
-    phase(f"+ {args.flood_s:.0f} s span flood", pid, base_cpu,
+    phase(f"+ {args.flood_s:.0f} s span flood",
           f"spans sent {sent} ({rate}), refused {refused}, failed exports {failed}")  # fmt: skip
     flood_end = time.monotonic()
+    during = ", ".join(f"{mb:.0f}" for mb in sampler.maxima(flood_start, flood_end, 10.0))
+    print(f"  rss during the flood, highest per 10 s (MB): {during}", flush=True)
     time.sleep(5.0)
     try:  # answered once the tick has handled the queued spans (the same loop serves HTTP)
         m = metrics(ports["http"], timeout_s=args.rest_s)
@@ -215,7 +215,7 @@ def run_phases(args: argparse.Namespace, proc: subprocess.Popen[bytes], ports: d
         )
     except OSError:  # a timeout: the loop is still busy with the flood's spans
         rest = f"/metrics unanswered {time.monotonic() - flood_end:.0f} s after the flood (loop busy)"
-    phase("  after the flood, at rest", pid, base_cpu, rest)
+    phase("  after the flood, at rest", rest)
 
 
 def main() -> None:
@@ -225,18 +225,33 @@ def main() -> None:
     ap.add_argument("--hour-s", type=float, default=60.0, help="wall seconds the one-hour replay takes")
     ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of span flood")
     ap.add_argument("--rest-s", type=float, default=120.0, help="longest wait for /metrics after the flood")
+    ap.add_argument(
+        "--heap", action="store_true", help="after each phase also print the heap's parts (glibc, pymalloc)"
+    )
+    ap.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace allocations FRAMES deep (implies --heap); print the top sites after each phase",
+    )
+    ap.add_argument(
+        "--top", type=int, default=10, help="allocation sites printed per phase with --tracemalloc"
+    )
     args = ap.parse_args()
+    probe = args.tracemalloc if args.heap or args.tracemalloc else None  # frames traced (0: heap only)
     tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     trace = tmp / "hour.csv"
     speed = HOUR_S / args.hour_s
     rows = write_trace(trace, HOUR_S, speed, tail_s=args.in_flight_s + args.flood_s + 120.0)
+    how = "-m sidecar.cli" if probe is None else f"benchmarks/memory_probe.py (tracemalloc frames {probe})"
     print(f"replay trace: {rows} readings (one hour, one device), played in {args.hour_s:.0f} s; "
-          f"sidecar: {sys.executable} -m sidecar.cli sidecar --meter replay")  # fmt: skip
-    print(f"{'import sidecar.wiring only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
+          f"sidecar: {sys.executable} {how} sidecar --meter replay")  # fmt: skip
+    print(f"{'imports only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
     ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
     log = tmp / "sidecar.log"
     proc = subprocess.Popen(
-        sidecar_cmd(tmp, trace, ports, speed),
+        sidecar_cmd(tmp, trace, ports, speed, probe),
         cwd=REPO,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -245,7 +260,7 @@ def main() -> None:
     try:
         wait_http(f"http://127.0.0.1:{ports['http']}/readyz", 60, proc, log)
         sampler.start()
-        run_phases(args, proc, ports)
+        run_phases(args, Phases(proc.pid, tmp if probe is not None else None, args.top), ports, sampler)
         peak_mb = status_mb(proc.pid, "VmHWM")
     finally:
         sampler.stop.set()
@@ -256,7 +271,8 @@ def main() -> None:
             proc.kill()
             code = proc.wait()
             print("the sidecar did not stop within 60 s of SIGTERM: killed")
-    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {max(sampler.samples):.1f} MB; log {log}")
+    sampled_mb = max(r for _, r in sampler.samples)
+    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {sampled_mb:.1f} MB; log {log}")
     print(f"rss MB {peak_mb:.0f}")
 
 

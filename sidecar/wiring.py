@@ -11,8 +11,6 @@ from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
 from sidecar.meters.base import EnergyMeter
-from sidecar.taps.diffusion import DiffusionSpanHandler
-from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import WallToMono
 from sidecar.taps.tap import SourceTap, Tap
 from sidecar.taps.vllm import attach_vllm
@@ -53,21 +51,23 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     )
     to_mono = WallToMono(mono=clock)
     vllm = attach_vllm(config, to_mono)  # plugin and /metrics taps work without OTLP
-    spans = (
-        OtlpReceiver(
-            [DiffusionSpanHandler(to_mono), vllm.spans],
-            host=config.otlp_host,
-            port=config.otlp_port,
-            max_message_bytes=config.otlp_max_message_bytes,
-            max_queued_spans=config.otlp_max_queued_spans,
-            max_remembered_spans=config.otlp_dedupe_spans,
-        )
-        if config.otlp_port
-        else None
-    )
     # Drain order: the vLLM plugin before the spans, so its claims are known before the
     # spans of the same tick are handled (else a request's work would be counted twice).
-    taps: list[Tap] = [*sim_taps, vllm, *([spans] if spans is not None else [])]
+    taps: list[Tap] = [*sim_taps, vllm]
+    if config.otlp_port:  # imported only here: gRPC and the OTLP protos cost ~9 MB RSS
+        from sidecar.taps.diffusion import DiffusionSpanHandler
+        from sidecar.taps.otlp import OtlpReceiver
+
+        taps.append(
+            OtlpReceiver(
+                [DiffusionSpanHandler(to_mono), vllm.spans],
+                host=config.otlp_host,
+                port=config.otlp_port,
+                max_message_bytes=config.otlp_max_message_bytes,
+                max_queued_spans=config.otlp_max_queued_spans,
+                max_remembered_spans=config.otlp_dedupe_spans,
+            )
+        )
     if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here
         from sidecar.taps.proxy_wire import ProxyWireReceiver
 

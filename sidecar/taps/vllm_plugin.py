@@ -7,7 +7,8 @@ sidecar's loop) and turns the stream into
 * **decode work per iteration**: every request whose prefill has finished and
   that has not finished yet decodes one token in each iteration (continuous
   batching), over ``[previous iteration end, this iteration end]``, reading a
-  KV cache of ``prompt + generated`` tokens;
+  KV cache of ``prompt + generated`` tokens: one :class:`StepBatch` per iteration
+  for all of them (:mod:`.vllm_plugin_batch`), not an object per request;
 * **prefill work** when a request's first token arrives: its computed prompt
   tokens over ``[end - prefill_s, end]``, with causal attention pairs;
 * a :class:`RequestInfo` when it finishes (tokens, start = arrival, end).
@@ -53,6 +54,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
     StartRow,
@@ -67,7 +69,8 @@ __all__ = ["PluginReceiver"]
 
 log = logging.getLogger(__name__)
 
-_MAX_CLAIMS = 100_000
+_MAX_SEEN = 100_000  # recent request ids kept (claimed and/or finished)
+_CLAIMED, _FINISHED = 1, 2  # what is known about a recent id (bits)
 _HISTORY = 4096  # (wall, prompt, generation) cumulative points kept for the /metrics comparison
 
 
@@ -103,9 +106,10 @@ class PluginReceiver:
         self._seqs = SeqTracker(self.counts)
         self._last_end: float | None = None
         self._step_s = 0.02  # running estimate of an iteration's duration
-        self._decoding: dict[str, list[int]] = {}  # request id -> [prompt tokens, generated so far]
-        self._claimed: OrderedDict[str, None] = OrderedDict()
-        self._finished: OrderedDict[str, None] = OrderedDict()  # recent finishes, to refuse replays
+        self._decoding = DecodingRequests()
+        # recent ids -> _CLAIMED (work emitted here) | _FINISHED (to refuse replays): one table, one str
+        # per request (two tables of 100,000 cost ~18 MB and held two copies of each id, ~9 MB)
+        self._seen: OrderedDict[str, int] = OrderedDict()
         self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
         self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
         self._started_wall: float | None = None  # Unix time the receiver started listening
@@ -149,7 +153,7 @@ class PluginReceiver:
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
-        return request_id in self._claimed
+        return bool(self._seen.get(request_id, 0) & _CLAIMED)
 
     def tokens_until(self, unix_s: float) -> tuple[int, int] | None:
         """Cumulative (prompt, generation) tokens of iterations recorded by ``unix_s``, if known."""
@@ -191,7 +195,7 @@ class PluginReceiver:
             except v.Rejected as err:
                 v.note(self.counts, err)
                 continue
-            if self._decoding.pop(request_id, None) is not None:
+            if self._decoding.remove(request_id):
                 self.counts["aborted"] += 1
 
     def _restart(self, now_s: float, out: TapOutput) -> None:
@@ -199,7 +203,7 @@ class PluginReceiver:
         at the old process's last iteration (else when the new one was first heard)."""
         self.counts["restarts"] += 1
         end_s = self._last_end if self._last_end is not None else now_s
-        for request_id, (prompt, generated) in self._decoding.items():
+        for request_id, prompt, generated in self._decoding.drain():
             self.counts["aborted_on_restart"] += 1
             out.infos.append(
                 RequestInfo(
@@ -211,7 +215,6 @@ class PluginReceiver:
                     attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
                 )
             )
-        self._decoding.clear()
         self._last_end = None
 
     def _parts(self, msg: dict[str, Any], wall_s: float, t_rec: float, out: TapOutput) -> float:
@@ -262,14 +265,13 @@ class PluginReceiver:
         self._last_end = max(t_end, last or t_end)
         if self._decoding and generation_tokens < len(self._decoding):
             self.counts["membership_mismatch"] += 1
-        for request_id, state in self._decoding.items():
-            kv_len = state[0] + state[1]
-            out.events.append(WorkEvent(request_id, t_start, t_end, Phase.DECODE, 1.0, 1.0, float(kv_len)))
-            state[1] += 1
+        batch = self._decoding.step(t_start, t_end)  # one decode token for every request decoding
+        if batch is not None:
+            out.events.append(batch)
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
-        if request_id in self._decoding or request_id in self._finished:
+        if request_id in self._decoding or self._seen.get(request_id, 0) & _FINISHED:
             raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
@@ -283,22 +285,22 @@ class PluginReceiver:
             out.events.append(
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
-        self._decoding[request_id] = [row.prompt_tokens, 1]
+        self._decoding.add(request_id, row.prompt_tokens)
         if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
-            del self._decoding[next(iter(self._decoding))]
+            self._decoding.remove_oldest()
             self.counts["evicted"] += 1
         self._claim(request_id)
 
     def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
         t_rec, t_end = when
         request_id = row.request_id
-        if request_id in self._finished:
+        if self._seen.get(request_id, 0) & _FINISHED:
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
-        decoding = self._decoding.pop(request_id, None)
-        if decoding is not None and elsewhere:  # the hook's claim came after our start: both counted it
+        decoding = self._decoding.remove(request_id)
+        if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
-        if decoding is None and request_id not in self._claimed and not elsewhere:
+        if not decoding and not self.claims(request_id) and not elsewhere:
             out.events.extend(
                 phase_events(
                     request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
@@ -318,14 +320,15 @@ class PluginReceiver:
                 attributes={"vllm.request_id": row.raw_id, "finish_reason": row.reason},
             )
         )
-        self._remember(self._finished, request_id)
+        self._mark(request_id, _FINISHED)
         self.counts["finished"] += 1
 
     def _claim(self, request_id: str) -> None:
-        self._remember(self._claimed, request_id)
+        self._mark(request_id, _CLAIMED)
 
-    @staticmethod
-    def _remember(table: OrderedDict[str, None], request_id: str) -> None:
-        table[request_id] = None
-        while len(table) > _MAX_CLAIMS:
-            table.popitem(last=False)
+    def _mark(self, request_id: str, bit: int) -> None:
+        """Note a recent id's claim or finish; the oldest ids beyond ``_MAX_SEEN`` are forgotten."""
+        seen = self._seen
+        seen[request_id] = seen.get(request_id, 0) | bit
+        while len(seen) > _MAX_SEEN:
+            seen.popitem(last=False)

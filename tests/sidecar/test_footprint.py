@@ -20,3 +20,18 @@ def test_the_sidecar_wiring_imports_no_scipy_and_no_span_exporter() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == ""
+
+
+def test_without_an_otlp_port_the_sidecar_imports_no_grpc() -> None:
+    """gRPC and the OTLP protos (~9 MB RSS) come with the OTLP receiver only (plugin- or hook-only pods)."""
+    code = (
+        "import sys\n"
+        "from sidecar.config import SidecarConfig\n"
+        "from sidecar.wiring import build_sidecar\n"
+        "sidecar = build_sidecar(SidecarConfig(meter='sim', otlp_port=0, ledger_path=''))\n"
+        "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] == 'grpc')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == ""

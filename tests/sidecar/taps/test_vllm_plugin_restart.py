@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.taps.spans import TapOutput
-from tests.sidecar.taps.test_vllm_plugin import msg, receiver
+from tests.sidecar.taps.test_vllm_plugin import msg, per_request, receiver
 
 
 def test_a_new_pid_ends_the_requests_in_flight_as_aborted_and_counts_them() -> None:
@@ -42,4 +42,19 @@ def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:
     rx.feed(msg(0, start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01], ["c", 5, 5, 0.01]]), out)
     later = TapOutput()
     rx.feed(msg(1, [0.0, 2, 0, 0, 0], wall=1000.02), later)
-    assert [e.request_id for e in later.events] == ["b", "c"] and rx.counts["evicted"] == 1
+    assert [e.request_id for e in per_request(later.events)] == ["b", "c"] and rx.counts["evicted"] == 1
+
+
+def test_recent_ids_are_remembered_up_to_a_cap_claims_and_finishes_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sidecar.taps.vllm_plugin._MAX_SEEN", 2)
+    rx, out = receiver(), TapOutput()
+    for seq, rid in enumerate(("a", "b", "c")):
+        fin = [[rid, 5, 2, 0.0, 0.01, 0.02, 0.05, "stop"]]
+        rx.feed(msg(2 * seq, start=[[rid, 5, 5, 0.01]], wall=1000.0 + seq), out)
+        rx.feed(msg(2 * seq + 1, fin=fin, wall=1000.0 + seq + 0.5), out)
+    assert [rx.claims(r) for r in ("a", "b", "c")] == [False, True, True]  # the oldest forgotten
+    replay = TapOutput()
+    rx.feed(msg(6, fin=[["c", 5, 2, 0.0, 0.01, 0.02, 0.05, "stop"]], wall=1003.0), replay)
+    assert replay.infos == [] and rx.counts["rejected_duplicate"] == 1  # a remembered finish is refused

@@ -1,0 +1,47 @@
+"""glibc malloc settings for a long-running sidecar: big buffers get their own mapping, given back on free.
+
+glibc serves an allocation of ``M_MMAP_THRESHOLD`` bytes or more (128 KiB at start) with its own
+``mmap``, returned to the kernel when freed; but each time such a block is freed it *raises*
+the threshold to that block's size (up to 32 MiB), so after a while OTLP exports (a 512-span
+export is about 300 KiB of bytes) and NumPy work arrays come from the heap instead, where
+a freed block stays in the process unless nothing above it is live. Under a span flood that
+retained 95 MB of freed heap at rest (``benchmarks/memory.py --heap``: "malloc free, retained").
+Setting the thresholds once fixes them (no more raising): blocks from 64 KiB up are mapped on
+their own, and free memory at the heap's top beyond 128 KiB is trimmed.
+
+Only where the C library is glibc (``mallopt`` exists) and the operator has not chosen the
+settings already (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or ``glibc.malloc``
+tunables in ``GLIBC_TUNABLES``, which glibc itself reads at start).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Mapping
+
+__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "tune_malloc"]
+
+log = logging.getLogger(__name__)
+
+MMAP_THRESHOLD_BYTES = 64 * 1024
+TRIM_THRESHOLD_BYTES = 128 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+_OPERATOR_SET = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
+    """Fix glibc's mmap and trim thresholds; False where not glibc or the operator set them."""
+    if any(name in env for name in _OPERATOR_SET) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    done: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
+    if not done:
+        log.debug("mallopt refused the thresholds (not glibc?)")
+    return done
