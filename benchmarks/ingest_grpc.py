@@ -140,6 +140,7 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
         otlp_port=free_port(),
         plugin_port=0,
         hook_port=0,
+        proxy_wire_port=0,
         ledger_path=str(tmp / "ledger.db"),
         log_level="warning",
     )

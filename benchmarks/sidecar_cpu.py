@@ -228,7 +228,16 @@ def main() -> int:
     replay_trace(work / "trace.csv", 2 * window_s + 300.0, seed=0)
     hook_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
     knobs = ["--meter", "replay", "--replay-path", str(work / "trace.csv"), "--port", str(http_port)]
-    knobs += ["--hook-port", str(hook_port), "--plugin-port", "0", "--otlp-port", "0"]
+    knobs += [
+        "--hook-port",
+        str(hook_port),
+        "--plugin-port",
+        "0",
+        "--otlp-port",
+        "0",
+        "--proxy-wire-port",
+        "0",
+    ]
     knobs += ["--ledger-path", str(work / "ledger.db"), "--settle-s", str(SETTLE_S), "--log-level", "warning"]
     proc = Process("sidecar", sidecar_command(knobs), work / "sidecar.log")
     try:

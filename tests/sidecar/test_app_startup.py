@@ -104,7 +104,14 @@ def test_a_failed_start_stops_what_had_started(busy_tcp: int) -> None:
 
 def test_a_sidecar_can_be_run_again_after_it_stopped() -> None:
     config = SidecarConfig(
-        meter="cpu-model", host="127.0.0.1", port=0, otlp_port=0, plugin_port=0, hook_port=0, ledger_path=""
+        meter="cpu-model",
+        host="127.0.0.1",
+        port=0,
+        otlp_port=0,
+        plugin_port=0,
+        hook_port=0,
+        proxy_wire_port=0,
+        ledger_path="",
     )
     sidecar = build_sidecar(config)
 

@@ -39,7 +39,18 @@ def run_until_sigterm(
         str(n_requests),
     ]
     argv += ["--settle-s", "30", "--shutdown-grace-s", str(GRACE_S), "--ledger-path", str(ledger_path)]
-    argv += ["--port", str(port), "--otlp-port", str(free_port()), "--plugin-port", "0", "--hook-port", "0"]
+    argv += [
+        "--port",
+        str(port),
+        "--otlp-port",
+        str(free_port()),
+        "--plugin-port",
+        "0",
+        "--hook-port",
+        "0",
+        "--proxy-wire-port",
+        "0",
+    ]
     argv += ["--host", "127.0.0.1"]
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:

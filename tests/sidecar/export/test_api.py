@@ -155,7 +155,9 @@ async def test_the_running_sidecar_exports_refused_http_requests_in_the_tap_even
     from sidecar.config import SidecarConfig
     from sidecar.wiring import build_sidecar
 
-    config = SidecarConfig(meter="cpu-model", port=0, otlp_port=0, plugin_port=0, ledger_path="")
+    config = SidecarConfig(
+        meter="cpu-model", port=0, otlp_port=0, plugin_port=0, hook_port=0, proxy_wire_port=0, ledger_path=""
+    )
     sidecar = build_sidecar(config)
     stop = asyncio.Event()
     task = asyncio.create_task(sidecar.run(stop))
