@@ -55,11 +55,11 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
 from sidecar.taps import validate as v
+from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import bind_udp, drain
@@ -73,6 +73,7 @@ from sidecar.taps.vllm_hook_rows import (
     parse_step,
     section,
 )
+from sidecar.taps.vllm_hook_slots import Req, Slots
 from sidecar.taps.vllm_spans import normalize_request_id
 
 __all__ = ["MAX_GAP_S", "MIN_GAP_S", "HookReceiver"]
@@ -86,66 +87,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
-# orjson reads integers beyond 64 bits as floats, json as ints: a datagram with a run of 19 digits
-# goes to json (digits mapped to "0", then one substring search: a regex costs 30x more)
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
-
-
-def _loads(data: bytes) -> Any:
-    """The datagram's JSON as ``json.loads`` reads it; orjson (3x faster) where the two agree.
-
-    orjson refuses what json accepts (NaN, Infinity, 1e400, a BOM, a lone surrogate, UTF-16):
-    then json decides, so the checks see the same values and count the same reasons.
-    """
-    if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
-
-
-class _Req:
-    """One request: its ids, arrival and its slot in the receiver's per-request arrays."""
-
-    __slots__ = ("arrival_s", "raw", "request_id", "slot")
-
-    def __init__(self, row: NewRow, request_id: str, base_s: float, slot: int) -> None:
-        self.raw = row.request_id
-        self.request_id = request_id
-        self.arrival_s = base_s - row.arrival_ago_s
-        self.slot = slot
-
-
-class _Slots:
-    """Per-request state as arrays (a step's members are read and updated at once)."""
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self.ids: list[str] = [""] * capacity
-        self.prompt = np.zeros(capacity, dtype=np.int64)
-        self.high = np.zeros(capacity, dtype=np.int64)  # furthest KV position reached
-        self.last_k = np.zeros(capacity, dtype=np.int64)  # tokens in its previous step
-        self.end_s = np.full(capacity, np.nan)  # end of its last step
-        self.live = np.zeros(capacity, dtype=bool)  # not finished yet
-        self.free = list(range(capacity - 1, -1, -1))
-
-    def take(self, request_id: str, prompt: int) -> int:
-        if not self.free:
-            n = len(self.ids)
-            self.ids += [""] * n
-            self.prompt, self.high, self.last_k = (
-                np.concatenate([a, np.zeros(n, np.int64)]) for a in (self.prompt, self.high, self.last_k)
-            )
-            self.end_s = np.concatenate([self.end_s, np.full(n, np.nan)])
-            self.live = np.concatenate([self.live, np.zeros(n, dtype=bool)])
-            self.free = list(range(2 * n - 1, n - 1, -1))
-        slot = self.free.pop()
-        self.ids[slot] = request_id
-        self.prompt[slot], self.high[slot], self.last_k[slot], self.end_s[slot] = prompt, 0, 0, np.nan
-        self.live[slot] = True
-        return slot
 
 
 class HookReceiver:
@@ -176,10 +118,10 @@ class HookReceiver:
         self._sock: socket.socket | None = None
         self._pid: int | None = None
         self._seqs = SeqTracker(self.counts)
-        self._live: OrderedDict[int, _Req] = OrderedDict()
-        self._recent: OrderedDict[int, _Req] = OrderedDict()
+        self._live: OrderedDict[int, Req] = OrderedDict()
+        self._recent: OrderedDict[int, Req] = OrderedDict()
         self._slot = IdxSlots()  # idx (live or recent) -> slot
-        self._slots = _Slots()
+        self._slots = Slots()
         self._claimed: OrderedDict[str, None] = OrderedDict()
 
     # ---- service ---------------------------------------------------------------------
@@ -204,7 +146,7 @@ class HookReceiver:
     def feed(self, data: bytes, out: TapOutput) -> None:
         """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
         try:
-            raw = _loads(data)
+            raw = loads_like_json(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             self.counts["malformed"] += 1
             return
@@ -271,7 +213,7 @@ class HookReceiver:
             self._end(idx, None, "abort", base_s, out)
         self._recent.clear()
         self._slot.clear()
-        self._slots = _Slots()
+        self._slots = Slots()
         self._last_slots = np.zeros(0, dtype=np.int64)
 
     def _new(self, row: NewRow, base_s: float) -> None:
@@ -284,7 +226,7 @@ class HookReceiver:
             v.note(self.counts, err)
             return
         slot = self._slots.take(request_id, row.prompt_tokens)
-        req = _Req(row, request_id, base_s, slot)
+        req = Req(row, request_id, base_s, slot)
         self._live[row.idx] = req
         self._slot.set(row.idx, slot)
         if len(self._live) > self.max_requests:
@@ -294,7 +236,7 @@ class HookReceiver:
         while len(self._claimed) > _MAX_CLAIMS:
             self._claimed.popitem(last=False)
 
-    def _forget(self, idx: int, req: _Req) -> None:
+    def _forget(self, idx: int, req: Req) -> None:
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
             self._last_slots = np.zeros(0, dtype=np.int64)
         self._slot.pop(idx)
