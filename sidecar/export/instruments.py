@@ -3,17 +3,34 @@
 Each :class:`ObservableSpec` turns one :class:`~sidecar.attribution.records.Snapshot`
 into ``(value, attributes)`` pairs. Units are OTel/UCUM units; the Prometheus
 reader turns them into name suffixes (``J`` -> ``_joules``, ``W`` -> ``_watts``,
-``s`` -> ``_seconds``, ``By`` -> ``_bytes``, ``Hz`` -> ``_hertz``; ``1`` and
+``s`` -> ``_seconds``, ``By`` -> ``_bytes``, ``Hz`` -> ``hertz``; ``1`` and
 ``{annotations}`` add nothing; counters add ``_total``). Values are in the unit
 named: joules, watts, seconds, bytes, hertz, or a plain ratio/count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar.attribution.records import DeviceSnapshot, Snapshot
+from sidecar.attribution.records import Snapshot
+from sidecar.export.readings import (
+    Points,
+    dropped,
+    fit,
+    fit_per_token,
+    floor_age,
+    hertz,
+    job_failures,
+    output_units,
+    per_device,
+    phase_energy,
+    server_state,
+    stat,
+    tap_events,
+    throughput_per_watt,
+    token_mismatch,
+)
 
 __all__ = [
     "ENERGY_PER_OUTPUT_TOKEN",
@@ -23,7 +40,6 @@ __all__ = [
     "TENANT_ENERGY",
     "TENANT_OUTPUT_TOKENS",
     "ObservableSpec",
-    "device_attributes",
 ]
 
 REQUEST_ENERGY = "gen_ai.server.request.energy"
@@ -35,8 +51,6 @@ ENERGY_PER_OUTPUT_UNIT = "gen_ai.server.energy_per_output_unit"
 # records: J by tenant, and output tokens by tenant so J/token by tenant is one ratio of two rates
 TENANT_ENERGY = "gen_ai.server.tenant.energy"
 TENANT_OUTPUT_TOKENS = "gen_ai.server.tenant.output_tokens"
-
-Points = Iterable[tuple[float, dict[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,103 +64,6 @@ class ObservableSpec:
     observe: Callable[[Snapshot], Points]
 
 
-def device_attributes(device: DeviceSnapshot, source: str) -> dict[str, str]:
-    """The ``hw.*`` attribute set of one device, with the snapshot's ``energy.source``."""
-    return {"hw.id": device.id, "hw.type": device.type, "hw.name": device.name, "energy.source": source}
-
-
-def _per_device(value: Callable[[DeviceSnapshot], float | None]) -> Callable[[Snapshot], Points]:
-    def observe(snap: Snapshot) -> Points:
-        for device in snap.devices:
-            v = value(device)
-            if v is not None:
-                yield v, device_attributes(device, snap.energy_source)
-
-    return observe
-
-
-def _hertz(device: DeviceSnapshot) -> float | None:
-    return None if device.sm_clock_mhz is None else device.sm_clock_mhz * 1e6
-
-
-def _phase_energy(snap: Snapshot) -> Points:
-    for (model, phase), energy_j in snap.phase_energy_j.items():
-        yield (
-            energy_j,
-            {"gen_ai.request.model": model, "jouletrace.phase": phase, "energy.source": snap.energy_source},
-        )
-
-
-def _output_units(snap: Snapshot) -> Points:
-    for (model, unit), units in snap.output_units.items():
-        yield units, {"gen_ai.request.model": model, "jouletrace.unit": unit}
-
-
-def _throughput_per_watt(snap: Snapshot) -> Points:
-    for model, value in snap.throughput_per_watt.items():
-        yield value, {"gen_ai.request.model": model, "energy.source": snap.energy_source}
-
-
-def _stat(
-    value: Callable[[Snapshot], float | None], *, sourced: bool = False
-) -> Callable[[Snapshot], Points]:
-    def observe(snap: Snapshot) -> Points:
-        v = value(snap)
-        if v is not None:
-            yield v, ({"energy.source": snap.energy_source} if sourced else {})
-
-    return observe
-
-
-def _dropped(snap: Snapshot) -> Points:
-    for reason, count in snap.stats.dropped_events.items():
-        yield count, {"reason": reason}
-
-
-def _job_failures(snap: Snapshot) -> Points:
-    for job, count in snap.stats.job_failures.items():
-        yield count, {"job": job}
-
-
-def _tap_events(snap: Snapshot) -> Points:
-    for (tap, outcome), count in snap.stats.taps.events.items():
-        yield count, {"jouletrace.tap": tap, "outcome": outcome}
-
-
-def _token_mismatch(snap: Snapshot) -> Points:
-    for phase, tokens in snap.stats.taps.token_mismatch.items():
-        yield tokens, {"jouletrace.phase": phase}
-
-
-def _server_state(snap: Snapshot) -> Points:
-    for quantity, value in snap.stats.taps.server.items():
-        yield value, {"jouletrace.quantity": quantity}
-
-
-def _fit(value: Callable[[Snapshot], float]) -> Callable[[Snapshot], Points]:
-    """A fitted-model number, shown only once the fit has seen at least one tick."""
-
-    def observe(snap: Snapshot) -> Points:
-        if snap.fit.ticks > 0:
-            yield value(snap), {"energy.source": snap.energy_source}
-
-    return observe
-
-
-def _fit_per_token(snap: Snapshot) -> Points:
-    if snap.fit.ticks > 0:
-        yield (
-            snap.fit.j_per_prefill_token,
-            {"jouletrace.phase": "prefill", "energy.source": snap.energy_source},
-        )
-        yield snap.fit.j_per_decode_token, {"jouletrace.phase": "decode", "energy.source": snap.energy_source}
-
-
-def _floor_age(snap: Snapshot) -> Points:
-    if snap.fit.ticks > 0 and snap.fit.floor_age_s is not None:
-        yield snap.fit.floor_age_s, {"energy.source": snap.energy_source}
-
-
 _DEVICE = "per device (hw.id = GPU UUID)"
 
 OBSERVABLES: tuple[ObservableSpec, ...] = (
@@ -156,38 +73,38 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "J",
         f"Energy consumed since the sidecar started, in joules (J), {_DEVICE}.",
         True,
-        _per_device(lambda d: d.energy_j),
+        per_device(lambda d: d.energy_j),
     ),
     ObservableSpec(
-        "hw.power", "W", f"Power draw, in watts (W), {_DEVICE}.", False, _per_device(lambda d: d.power_w)
+        "hw.power", "W", f"Power draw, in watts (W), {_DEVICE}.", False, per_device(lambda d: d.power_w)
     ),
     ObservableSpec(
         "hw.gpu.utilization",
         "1",
         f"GPU utilization as a ratio 0..1, {_DEVICE}.",
         False,
-        _per_device(lambda d: d.utilization),
+        per_device(lambda d: d.utilization),
     ),
     ObservableSpec(
         "hw.gpu.memory.usage",
         "By",
         f"GPU memory in use, in bytes (By), {_DEVICE}.",
         False,
-        _per_device(lambda d: d.memory_used_bytes),
+        per_device(lambda d: d.memory_used_bytes),
     ),
     ObservableSpec(
         "jouletrace.gpu.sm_clock",
         "Hz",
         f"Streaming-multiprocessor clock, in hertz (Hz), {_DEVICE}.",
         False,
-        _per_device(_hertz),
+        per_device(hertz),
     ),
     ObservableSpec(
         "jouletrace.gpu.power_limit",
         "W",
         f"Enforced power limit, in watts (W), {_DEVICE}.",
         False,
-        _per_device(lambda d: d.power_limit_w),
+        per_device(lambda d: d.power_limit_w),
     ),
     ObservableSpec(
         "jouletrace.meter.phase_locked",
@@ -195,7 +112,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "1 while the reads of a device are phase-locked to its counter's update grid, 0 while it searches "
         f"(fixed-period reads); absent for meters read on a fixed period, {_DEVICE}.",
         False,
-        _per_device(lambda d: None if d.phase_locked is None else float(d.phase_locked)),
+        per_device(lambda d: None if d.phase_locked is None else float(d.phase_locked)),
     ),
     ObservableSpec(
         "jouletrace.meter.phase_error",
@@ -203,7 +120,7 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "Half the room the recent reads leave a device's fitted update grid, in seconds (s): how well "
         f"its phase is locked (updates are dated within about this), {_DEVICE}.",
         False,
-        _per_device(lambda d: d.phase_error_s),
+        per_device(lambda d: d.phase_error_s),
     ),
     # --- inference: attributed energy and output
     ObservableSpec(
@@ -211,21 +128,21 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "J",
         "Energy attributed per model and phase (prefill, decode, denoise, idle), in joules (J).",
         True,
-        _phase_energy,
+        phase_energy,
     ),
     ObservableSpec(
         "gen_ai.server.output.units",
         "{unit}",
         "Output produced per model, counted in jouletrace.unit (tokens, images or videos).",
         True,
-        _output_units,
+        output_units,
     ),
     ObservableSpec(
         "gen_ai.server.throughput_per_watt",
         "{unit}",  # units/s per W; "{unit}/s/W" would make Prometheus append an abbreviated-unit suffix
         "Output units per second per watt (= output units per joule) over the recent window, per model.",
         False,
-        _throughput_per_watt,
+        throughput_per_watt,
     ),
     # --- the sidecar's own health
     ObservableSpec(
@@ -233,56 +150,56 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "s",
         "Measured update period of the energy counter, in seconds (s).",
         False,
-        _stat(lambda s: s.stats.update_period_s),
+        stat(lambda s: s.stats.update_period_s),
     ),
     ObservableSpec(
         "jouletrace.attribution.lag",
         "s",
         "Now minus the end of the last sealed attribution tick, in seconds (s).",
         False,
-        _stat(lambda s: s.stats.tick_lag_s),
+        stat(lambda s: s.stats.tick_lag_s),
     ),
     ObservableSpec(
         "jouletrace.events.dropped",
         "{event}",
         "Work events dropped, per reason (count).",
         True,
-        _dropped,
+        dropped,
     ),
     ObservableSpec(
         "jouletrace.job.failures",
         "{failure}",
         "Runs of a periodic job (tick) that raised; /readyz is unready while they keep failing (count).",
         True,
-        _job_failures,
+        job_failures,
     ),
     ObservableSpec(
         "jouletrace.conservation.error",
         "J",
         "|measured - attributed - idle| over all sealed ticks, in joules (J); should stay near 0.",
         False,
-        _stat(lambda s: s.stats.conservation_error_j, sourced=True),
+        stat(lambda s: s.stats.conservation_error_j, sourced=True),
     ),
     ObservableSpec(
         "jouletrace.meter.resets",
         "{reset}",
         "Energy-counter resets and wraps handled (count).",
         True,
-        _stat(lambda s: s.stats.counter_resets),
+        stat(lambda s: s.stats.counter_resets),
     ),
     ObservableSpec(
         "jouletrace.requests.pending",
         "{request}",
         "Requests whose energy is not final yet (count).",
         False,
-        _stat(lambda s: s.stats.pending_requests),
+        stat(lambda s: s.stats.pending_requests),
     ),
     ObservableSpec(
         "jouletrace.tap.events",
         "{event}",
         "What each tap received, ignored, dropped or lost, per tap and outcome (count).",
         True,
-        _tap_events,
+        tap_events,
     ),
     ObservableSpec(
         "jouletrace.tap.token_mismatch",
@@ -290,14 +207,14 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "Tokens by which vLLM's /metrics counters exceed the plugin's iterations, per phase "
         "(0 when the taps agree).",
         False,
-        _token_mismatch,
+        token_mismatch,
     ),
     ObservableSpec(
         "jouletrace.server.state",
         "1",
         "The inference server's latent state: running and waiting requests (count), KV-cache usage (0..1).",
         False,
-        _server_state,
+        server_state,
     ),
     # --- the fitted energy model: the study's diagnosis
     ObservableSpec(
@@ -305,69 +222,69 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         "W",
         "Idle power floor, measured from idle ticks (or set by floor_w), drawn busy or idle, in watts (W).",
         False,
-        _fit(lambda s: s.fit.static_w),
+        fit(lambda s: s.fit.static_w),
     ),
     ObservableSpec(
         "jouletrace.model.busy_power",
         "W",
         "Fitted extra power while the accelerator is busy, in watts (W).",
         False,
-        _fit(lambda s: s.fit.busy_w),
+        fit(lambda s: s.fit.busy_w),
     ),
     ObservableSpec(
         "jouletrace.model.energy_per_step",
         "J",
         "Fitted fixed energy per engine step (weights streamed once per step), in joules (J).",
         False,
-        _fit(lambda s: s.fit.j_per_step),
+        fit(lambda s: s.fit.j_per_step),
     ),
     ObservableSpec(
         "jouletrace.model.energy_per_token",
         "J",
         "Fitted energy per processed token, per phase (prefill, decode), in joules (J).",
         False,
-        _fit_per_token,
+        fit_per_token,
     ),
     ObservableSpec(
         "jouletrace.model.energy_per_context_token",
         "J",
         "Fitted attention energy per token of context per step, in joules (J).",
         False,
-        _fit(lambda s: s.fit.j_per_context_token),
+        fit(lambda s: s.fit.j_per_context_token),
     ),
     ObservableSpec(
         "jouletrace.model.energy_per_denoise_unit",
         "J",
         "Fitted energy per denoising work unit (pixels x frames x steps), in joules (J).",
         False,
-        _fit(lambda s: s.fit.j_per_denoise_unit),
+        fit(lambda s: s.fit.j_per_denoise_unit),
     ),
     ObservableSpec(
         "jouletrace.model.fit_r2",
         "1",
         "Coefficient of determination (R^2) of the energy fit over its window.",
         False,
-        _fit(lambda s: s.fit.r2),
+        fit(lambda s: s.fit.r2),
     ),
     ObservableSpec(
         "jouletrace.model.fit_condition",
         "1",
         "Condition number of the energy fit's window (large: the work coefficients are not pinned down).",
         False,
-        _fit(lambda s: s.fit.condition),
+        fit(lambda s: s.fit.condition),
     ),
     ObservableSpec(
         "jouletrace.model.fit_ok",
         "1",
         "1 while the fit is well conditioned with a measured (or given) idle floor, else 0.",
         False,
-        _fit(lambda s: 1.0 if s.fit.ok else 0.0),
+        fit(lambda s: 1.0 if s.fit.ok else 0.0),
     ),
     ObservableSpec(
         "jouletrace.model.floor_age",
         "s",
         "Seconds since the idle floor was last observed (an idle tick or a restored measurement).",
         False,
-        _floor_age,
+        floor_age,
     ),
 )
