@@ -8,7 +8,8 @@ the types a record holds (str, int, float, bool, None, dicts with str keys); it 
 what it does with the rest, so those go to ``json.dumps``'s own encoder, made once:
 
 - a non-finite float: orjson writes ``null``, json ``NaN``/``Infinity`` (read back as such);
-  only a text with ``null`` in it is searched for one;
+  only a text with more ``null`` in it than the record's optional fields that are ``None``
+  (start/end times, bounds, J per unit) is searched for one;
 - what orjson refuses (an int beyond 64 bits, a float subclass such as ``numpy.float64``, a
   non-str key, a lone surrogate, a value that contains itself): json writes or refuses it
   as before;
@@ -38,6 +39,7 @@ _SEPARATORS = (",", ":")
 _SCALARS = frozenset((str, int, bool))
 _KEYS = (*RECORD_FIELDS, "joules_per_output_unit")
 _fields = attrgetter(*RECORD_FIELDS)
+_optional = attrgetter("start_s", "end_s", "end_unix_s", "energy_low_j", "energy_high_j")  # None: null
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _encoder = json.JSONEncoder(separators=_SEPARATORS)
 # json.dumps(..., separators=(",", ":")): ensure_ascii, allow_nan, no indent, keys in order
@@ -59,12 +61,14 @@ def _refuse(value: object) -> None:
 
 def record_json(rec: RequestEnergy) -> str:
     """JSON text of ``rec.to_json()``: ``json.loads`` of it equals that of ``json.dumps``'s."""
-    flat = dict(zip(_KEYS, (*_fields(rec), rec.joules_per_output_unit), strict=True))
+    per_unit_j = rec.joules_per_output_unit
+    flat = dict(zip(_KEYS, (*_fields(rec), per_unit_j), strict=True))
     try:
         raw = orjson.dumps(flat, default=_refuse, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: json writes or refuses it, see the docstring
         return _json_dumps(flat)
-    if b"null" in raw and not _all_finite(flat.values()):
+    nulls = raw.count(b"null")
+    if nulls and nulls != (*_optional(rec), per_unit_j).count(None) and not _all_finite(flat.values()):
         return _json_dumps(flat)
     return raw.decode()
 
