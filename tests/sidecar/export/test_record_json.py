@@ -83,6 +83,9 @@ def test_record_json_reads_back_as_json_dumps_of_to_json(rec: RequestEnergy) -> 
         {"busy_s": float("-inf")},
         {"phase_j": {"prefill": float("inf"), "decode": 1.0}},
         {"energy_low_j": float("nan"), "start_s": None},
+        {"start_s": None, "end_s": None, "phase_j": {"prefill": float("nan")}},  # null count: 3, not 2
+        {"start_s": None, "model": "null", "energy_j": float("inf")},
+        {"output_units": 0.0, "attributes": {"k": None}, "busy_s": float("nan")},  # J per unit None
         {"prompt_tokens": 2**64},  # beyond orjson's 64 bits, written by json
         {"output_tokens": 2**63 + 1},
         {"phase_j": {1: 2.0}},  # a non-str key: json writes "1"
