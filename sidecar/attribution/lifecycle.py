@@ -144,7 +144,7 @@ class RequestLifecycle:
         if acc.lost_rows:
             return "work_lost"
         info, first = acc.info, self._first_sealed_t
-        if np.isfinite(acc.first_t) or info is None or first is None:
+        if math.isfinite(acc.first_t) or info is None or first is None:
             return ""
         end = info.end_s if info.end_s is not None else info.start_s
         return "not_covered" if end is not None and end < first else ""

@@ -384,7 +384,7 @@ def _row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
         int(rec.approximate),
         rec.rule,
         rec.energy_source,
-        record_json(rec),  # json.dumps(rec.to_json(), separators=(",", ":")), faster
+        record_json(rec),  # reads back as json.dumps(rec.to_json()) does; orjson, faster
     )
 
 

@@ -1,8 +1,14 @@
-"""The ledger's JSON text of a record is exactly json.dumps of its to_json(), for any field values."""
+"""The ledger's JSON text of a record reads back as json.dumps of its to_json() does, for any values.
+
+"The same values" is checked as ``json.dumps(json.loads(text))``: NaN-safe, and it tells 1 from
+1.0 and 0.0 from -0.0. A record json.dumps refuses is refused with the same exception type.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,10 +56,60 @@ def records(draw: Any) -> RequestEnergy:
     )
 
 
+def _read_back(text: str) -> str:
+    return json.dumps(json.loads(text))
+
+
+def _assert_same_as_json_dumps(rec: RequestEnergy) -> None:
+    try:
+        expected = json.dumps(rec.to_json(), separators=(",", ":"))
+    except (TypeError, ValueError) as err:
+        with pytest.raises(type(err)):
+            record_json(rec)
+        return
+    assert _read_back(record_json(rec)) == _read_back(expected)
+
+
 @settings(max_examples=400, deadline=None)
 @given(records())
-def test_record_json_is_json_dumps_of_to_json(rec: RequestEnergy) -> None:
-    assert record_json(rec) == json.dumps(rec.to_json(), separators=(",", ":"))
+def test_record_json_reads_back_as_json_dumps_of_to_json(rec: RequestEnergy) -> None:
+    _assert_same_as_json_dumps(rec)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"energy_j": float("nan")},
+        {"busy_s": float("-inf")},
+        {"phase_j": {"prefill": float("inf"), "decode": 1.0}},
+        {"energy_low_j": float("nan"), "start_s": None},
+        {"start_s": None, "end_s": None, "phase_j": {"prefill": float("nan")}},  # null count: 3, not 2
+        {"start_s": None, "model": "null", "energy_j": float("inf")},
+        {"output_units": 0.0, "attributes": {"k": None}, "busy_s": float("nan")},  # J per unit None
+        {"prompt_tokens": 2**64},  # beyond orjson's 64 bits, written by json
+        {"output_tokens": 2**63 + 1},
+        {"phase_j": {1: 2.0}},  # a non-str key: json writes "1"
+        {"model": "\ud800x"},  # a lone surrogate: json escapes it
+        {"model": "ünïcode ✓", "attributes": {"k": 'q"\n'}},
+        {"energy_j": -0.0, "output_units": 0.0},
+        {"attributes": {"at": datetime.datetime(2026, 1, 1)}},  # json refuses, so must we
+        {"attributes": {"s": {1, 2}}},
+    ],
+)
+def test_values_orjson_writes_otherwise_read_back_as_json_writes_them(overrides: dict[str, Any]) -> None:
+    _assert_same_as_json_dumps(make_record(**overrides))
+
+
+def test_a_dataclass_value_is_refused_as_json_dumps_refuses_it() -> None:
+    @dataclass
+    class Point:
+        x: int
+
+    rec = make_record(attributes={"p": Point(1)})
+    with pytest.raises(TypeError):
+        json.dumps(rec.to_json())
+    with pytest.raises(TypeError):
+        record_json(rec)
 
 
 def test_numpy_and_subclass_values_are_written_as_json_writes_them() -> None:
@@ -63,7 +119,8 @@ def test_numpy_and_subclass_values_are_written_as_json_writes_them() -> None:
     rec = make_record(
         energy_j=np.float64(1.25), model=Label("m"), busy_s=np.float64("inf"), output_tokens=True
     )
-    assert record_json(rec) == json.dumps(rec.to_json(), separators=(",", ":"))
+    _assert_same_as_json_dumps(rec)
+    assert json.loads(record_json(rec))["busy_s"] == float("inf")
 
 
 def test_a_value_that_contains_itself_is_refused_as_json_dumps_refuses_it() -> None:
