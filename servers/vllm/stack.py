@@ -119,7 +119,7 @@ class Stack:
         args = [
             "--meter", self.meter, "--host", "127.0.0.1", "--port", str(p["sidecar"]),
             "--otlp-port", str(p["otlp"]), "--plugin-port", str(p["plugin"]), "--model", self.served_name,
-            "--hook-port", str(p["hook"] if self.hook else 0),
+            "--hook-port", str(p["hook"] if self.hook else 0), "--proxy-wire-port", "0",
             "--ledger-path", "", "--settle-s", "1.0", "--log-level", "warning",
             # short runs (a few requests) may never reach the fit's warm-up: wait at most 10 s, not 30,
             # then split the held ticks by the fallback rule (records say warmup)

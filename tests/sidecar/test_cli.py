@@ -112,7 +112,7 @@ def run_sidecar(tmp_path: Path) -> Iterator[Callable[..., tuple[str, subprocess.
         port = free_port()
         argv = [sys.executable, "-m", "sidecar.cli", "sidecar", *flags]
         argv += ["--port", str(port), "--otlp-port", str(free_port()), "--host", "127.0.0.1"]
-        argv += ["--ledger-path", ""]
+        argv += ["--ledger-path", "", "--proxy-wire-port", "0"]  # no proxy: its port may be taken
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         return f"http://127.0.0.1:{port}", proc

@@ -15,6 +15,7 @@ from sidecar.contracts.scheduler_wire import Message, NewRow, StepRow
 from sidecar.contracts.scheduler_wire import encode as encode_steps
 from sidecar.contracts.vllm_wire import VERSION, Iteration, Start, encode
 from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.proxy_wire import ProxyWireReceiver
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 from sidecar.taps.vllm import VllmTaps
 from sidecar.wiring import build_sidecar
@@ -167,12 +168,13 @@ def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans
 
 
 def test_every_listener_binds_localhost_unless_its_own_knob_says_otherwise() -> None:
-    defaults = SidecarConfig()
-    assert (defaults.host, defaults.otlp_host, defaults.plugin_host, defaults.hook_host) == ("127.0.0.1",) * 4
+    d = defaults = SidecarConfig()
+    assert (d.host, d.otlp_host, d.plugin_host, d.hook_host, d.proxy_wire_host) == ("127.0.0.1",) * 5
     otlp_port, plugin_port = free_port(), free_port(socket.SOCK_DGRAM)
-    hook_port = free_port(socket.SOCK_DGRAM)
+    hook_port, wire_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     sidecar = build_sidecar(replace(defaults, meter="cpu-model", port=0, ledger_path="", otlp_port=otlp_port,
-                                    plugin_port=plugin_port, hook_port=hook_port))  # fmt: skip
+                                    plugin_port=plugin_port, hook_port=hook_port,
+                                    proxy_wire_port=wire_port))  # fmt: skip
     try:
         for tap in sidecar.taps:
             tap.start()
@@ -182,6 +184,8 @@ def test_every_listener_binds_localhost_unless_its_own_knob_says_otherwise() -> 
         assert taps.hook is not None and (taps.hook.host, taps.hook.port) == ("127.0.0.1", hook_port)
         receiver = next(t for t in sidecar.taps if isinstance(t, OtlpReceiver))
         assert (receiver.host, receiver.port) == ("127.0.0.1", otlp_port)
+        wire = next(t for t in sidecar.taps if isinstance(t, ProxyWireReceiver))
+        assert (wire.host, wire.port) == ("127.0.0.1", wire_port)
     finally:
         for tap in sidecar.taps:
             tap.stop()
