@@ -29,7 +29,9 @@ Faults, as an OpenTelemetry collector handles them:
   it starts, lasts over a day or is dated far from the sidecar's clock, or
   repeats a (trace id, span id) already received (an exporter's retry) is
   rejected and counted (``rejected_<reason>``); a full queue drops the newest
-  spans (``dropped``). The export's response carries ``partial_success`` with
+  spans (``dropped``, refused as ``queue_full``): an export that arrives while the
+  queue is full is refused whole before its spans are decoded (only counted), so a
+  flood's surplus costs neither decoding CPU nor the memory of its decoded spans. The export's response carries ``partial_success`` with
   the number of spans refused and why; the other spans of the export are kept;
 * each span is handed to the handlers on its own (a row handler takes a batch
   and answers per row): a handler that rejects it
@@ -59,7 +61,7 @@ from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRo
 from sidecar.attribution.records import TapReport
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
-from sidecar.taps.span_rows import RowSpec, decode_rows
+from sidecar.taps.span_rows import RowSpec, count_spans, decode_rows
 from sidecar.taps.spans import (
     ReceivedSpan,
     RowHandler,
@@ -176,6 +178,9 @@ class OtlpReceiver:
     def receive(self, payload: bytes) -> Counter[str]:
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
         the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept)."""
+        full = self._refuse_if_full(payload)
+        if full:
+            return full
         found = self._row_handler()
         if found is None:
             return self.accept(
@@ -188,6 +193,18 @@ class OtlpReceiver:
         if len(rows):
             refused += self.accept_rows(rows, handler)
         return refused
+
+    def _refuse_if_full(self, payload: bytes) -> Counter[str]:
+        """A full queue refuses the export whole, before its spans are decoded (a flood's refused
+        spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
+        with self._lock:
+            if self._queued < self._max_queued:
+                return Counter()
+        n = count_spans(payload)  # raises on an undecodable export, as the full decode would
+        with self._lock:
+            self.counts["received"] += n
+            self.counts["dropped"] += n
+        return Counter({"queue_full": n}) if n else Counter()
 
     def _row_handler(self) -> tuple[RowHandler, RowSpec] | None:
         """The handler that takes its spans as columns, and what it reads; None if there is none, or if
