@@ -31,8 +31,9 @@ Faults, as an OpenTelemetry collector handles them:
   rejected and counted (``rejected_<reason>``); a full queue drops the newest
   spans (``dropped``, refused as ``queue_full``): an export that arrives while the
   queue is full is refused whole before its spans are decoded (only counted), so a
-  flood's surplus costs neither decoding CPU nor the memory of its decoded spans. The export's response carries ``partial_success`` with
-  the number of spans refused and why; the other spans of the export are kept;
+  flood's surplus costs neither decoding CPU nor the memory of its decoded spans.
+  The export's response carries ``partial_success`` with the number of spans
+  refused and why; the other spans of the export are kept;
 * each span is handed to the handlers on its own (a row handler takes a batch
   and answers per row): a handler that rejects it
   (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
