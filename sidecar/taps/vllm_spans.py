@@ -48,6 +48,7 @@ import numpy as np
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
+from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
@@ -179,7 +180,7 @@ class VllmSpanHandler:
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
-        self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
+        self._handled = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
             tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -256,9 +257,7 @@ class VllmSpanHandler:
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
                 late = _Late(request_id, raw_id, model, t0, t1, p, c)
-                handled[request_id] = None  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
-                if len(handled) > _MAX_REMEMBERED:
-                    handled.popitem(last=False)
+                handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
