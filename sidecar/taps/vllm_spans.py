@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -59,6 +60,7 @@ __all__ = [
     "SPAN_ATTRIBUTES",
     "SPAN_NAME",
     "TASK_ATTRIBUTE",
+    "TASK_WAIT_S",
     "VllmSpanHandler",
     "normalize_request_id",
     "phase_events",
@@ -79,6 +81,10 @@ SPAN_ATTRIBUTES = {
 }
 _PREFIXES = ("chatcmpl-", "cmpl-")
 _MAX_REMEMBERED = 50_000
+# How long a request span without a task waits for its trace's client span (s): the client span ends
+# after the response reached the client and comes in the client's next export (OTel's batch delay:
+# 5 s by default), so a few seconds is usual; beyond this the record keeps task "unknown".
+TASK_WAIT_S = 30.0
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
@@ -136,7 +142,9 @@ def _one_row(span: ReceivedSpan) -> SpanRows:
 
 class _Late(NamedTuple):
     """A handled request span kept for a client span of its trace to add the task: a tuple, not its
-    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes; up to _MAX_REMEMBERED kept)."""
+    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes). Kept at most
+    :data:`TASK_WAIT_S` after it arrived (``kept_s``: one float shared by a batch), and at most
+    ``_MAX_REMEMBERED`` of them."""
 
     request_id: str
     raw_id: str
@@ -145,6 +153,7 @@ class _Late(NamedTuple):
     end_s: float
     prompt_tokens: int
     output_tokens: int
+    kept_s: float  # time.monotonic() when it was handled
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
         return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
@@ -172,8 +181,12 @@ class VllmSpanHandler:
         model: Callable[[], str] = lambda: "unknown",
         claims: Callable[[str], bool] = lambda request_id: False,
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
+        task_wait_s: float = TASK_WAIT_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.to_mono = to_mono
+        self.task_wait_s = task_wait_s
+        self._monotonic = monotonic
         self.model = model
         self.claims = claims
         self.on_span = on_span
@@ -188,6 +201,8 @@ class VllmSpanHandler:
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
+        self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
+        self.task_wait_evicted = 0  # ... or were pushed out by _MAX_REMEMBERED newer ones
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and _ID in span.attributes:
@@ -217,6 +232,8 @@ class VllmSpanHandler:
             "requests": self.requests,
             "work_from_spans": self.work_from_spans,
             "tasks_joined": self.tasks_joined,
+            "task_wait_expired": self.task_wait_expired,
+            "task_wait_evicted": self.task_wait_evicted,
         }
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
@@ -234,6 +251,7 @@ class VllmSpanHandler:
         start_s = rows.start_unix_s + shift_s
         end_s = np.where(e2e_s > 0, start_s + e2e_s, rows.end_unix_s + shift_s)
         model = self.model()
+        kept_s = self._expire_late()  # one float for the batch's waiting spans
         counts: Counter[str] = Counter()
         work: list[int] = []
         ids: list[str] = []
@@ -256,7 +274,7 @@ class VllmSpanHandler:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                late = _Late(request_id, raw_id, model, t0, t1, p, c)
+                late = _Late(request_id, raw_id, model, t0, t1, p, c, kept_s)
                 handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
@@ -283,7 +301,8 @@ class VllmSpanHandler:
         if task != "unknown":
             self.tasks_joined += 1
         else:  # only these can be joined by a later client span
-            self._remember(self._info_by_trace, trace_id, late)
+            if self._remember(self._info_by_trace, trace_id, late):
+                self.task_wait_evicted += 1
         self.requests += 1
         out.infos.append(info)
         if self.on_span is not None and span is not None:
@@ -296,6 +315,7 @@ class VllmSpanHandler:
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
         their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        self._expire_late()
         chunks, self._work = self._work, []
         if not chunks:
             self.clock.fit()
@@ -318,8 +338,23 @@ class VllmSpanHandler:
             self.tasks_joined += 1
             out.infos.append(late.info(trace_id, task))
 
+    def _expire_late(self) -> float:
+        """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""
+        now_s = self._monotonic()
+        table, oldest_kept_s = self._info_by_trace, now_s - self.task_wait_s
+        while table:  # in arrival order: the oldest first
+            trace_id = next(iter(table))
+            if table[trace_id].kept_s >= oldest_kept_s:
+                break
+            del table[trace_id]
+            self.task_wait_expired += 1
+        return now_s
+
     @staticmethod
-    def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> bool:
+        """Keep ``value`` under ``key``; True if that pushed the oldest entry out."""
         table[key] = value
         if len(table) > _MAX_REMEMBERED:
             table.popitem(last=False)  # one in, at most one out
+            return True
+        return False

@@ -79,6 +79,23 @@ def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> Non
     assert [(i.request_id, i.task) for i in later.infos] == [("x", "unknown"), ("x", "chat")]
 
 
+def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_and_counted() -> None:
+    now_s = [0.0]
+    h = handler(task_wait_s=30.0, monotonic=lambda: now_s[0])
+    out = TapOutput()
+    h.handle(llm_span("chatcmpl-old", "t1"), out)
+    now_s[0] = 20.0
+    h.handle(llm_span("chatcmpl-new", "t2"), out)
+    now_s[0] = 40.0
+    h.flush(out)  # every drain ends in a flush: the wait is kept even when no span comes
+    assert h.stats().events[("vllm_spans", "task_wait_expired")] == 1
+    joined = TapOutput()
+    h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
+    h.handle(ReceivedSpan("t2", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), joined)
+    assert [(i.request_id, i.task) for i in joined.infos] == [("new", "chat")]  # "old" waited 40 s
+    assert h.tasks_joined == 1 and h.task_wait_evicted == 0
+
+
 def test_spans_that_are_not_vllm_requests_are_left_for_others() -> None:
     out = TapOutput()
     assert not handler().handle(ReceivedSpan("t", "s", "", "llm_request", 0, 1, {}), out)
