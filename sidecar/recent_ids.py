@@ -9,11 +9,15 @@ distinct ids have been added, then forgotten oldest first.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 __all__ = ["RecentIds"]
 
+_K = TypeVar("_K", bound=Hashable)
 
-class RecentIds:
+
+class RecentIds(Generic[_K]):
     """A bounded set of recent ids, forgetting the oldest first."""
 
     __slots__ = ("_ids", "_order", "most")
@@ -22,8 +26,8 @@ class RecentIds:
         if most < 1:
             raise ValueError(f"RecentIds needs room for at least one id, got {most}")
         self.most = most
-        self._ids: set[str] = set()
-        self._order: deque[str] = deque()
+        self._ids: set[_K] = set()
+        self._order: deque[_K] = deque()
 
     def __contains__(self, key: object) -> bool:
         return key in self._ids
@@ -31,7 +35,7 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, key: str) -> None:
+    def add(self, key: _K) -> None:
         """Remember ``key`` (a repeat changes nothing); beyond ``most`` ids the oldest is forgotten."""
         if key in self._ids:
             return

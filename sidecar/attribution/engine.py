@@ -105,7 +105,7 @@ class Attributor(RequestLifecycle):
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
-        self._finalized = RecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
+        self._finalized: RecentIds[str] = RecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
         self._late_tasks: OrderedDict[str, str] = OrderedDict()  # id -> task named after final, until taken
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks

@@ -51,7 +51,7 @@ class RequestLifecycle:
     _pending: PendingWork
     _sealed_t: float | None
     _first_sealed_t: float | None
-    _finalized: RecentIds  # recent final ids (FINALIZED_KEPT), to refuse their late work
+    _finalized: RecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
 
     def _finalize(self) -> list[RequestEnergy]:
         """Records that became final: only requests whose check time has come are looked at."""

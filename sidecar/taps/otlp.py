@@ -50,7 +50,7 @@ import errno
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any, cast
@@ -60,6 +60,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
+from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
 from sidecar.taps.span_rows import RowSpec, count_spans, decode_rows
@@ -109,10 +110,9 @@ class OtlpReceiver:
         self._queue: deque[ReceivedSpan | tuple[RowHandler, SpanRows]] = deque()
         self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
-        self._max_remembered = max_remembered_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
-        self._seen: OrderedDict[bytes | str, None] = OrderedDict()  # _span_key of recent spans
+        self._seen: RecentIds[bytes | str] = RecentIds(max_remembered_spans)  # span_key of recent spans
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
@@ -179,9 +179,9 @@ class OtlpReceiver:
     def receive(self, payload: bytes) -> Counter[str]:
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
         the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept)."""
-        full = self._refuse_if_full(payload)
-        if full:
-            return full
+        refused_whole = self._refuse_if_full(payload)
+        if refused_whole:
+            return refused_whole
         found = self._row_handler()
         if found is None:
             return self.accept(
@@ -259,7 +259,7 @@ class OtlpReceiver:
             for reason, n in reasons.counts().items():
                 self.counts[f"rejected_{reason}"] += n
                 refused[reason] += n
-            seen, room, most = self._seen, self._max_queued - self._queued, self._max_remembered
+            seen, room = self._seen, self._max_queued - self._queued
             trace_ids, span_ids = rows.trace_ids, rows.span_ids
             for i in reasons.passed().tolist():
                 key = row_key(trace_ids[i], span_ids[i])
@@ -272,9 +272,7 @@ class OtlpReceiver:
                     refused["queue_full"] += 1
                     continue
                 keep.append(i)
-                seen[key] = None  # remembered as _remember does, inline (once per span of a flood)
-                if len(seen) > most:
-                    seen.popitem(last=False)
+                seen.add(key)
                 room -= 1
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
@@ -292,9 +290,7 @@ class OtlpReceiver:
 
     def _remember(self, key: bytes | str) -> None:
         """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
-        self._seen[key] = None
-        if len(self._seen) > self._max_remembered:
-            self._seen.popitem(last=False)
+        self._seen.add(key)
 
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._lock:

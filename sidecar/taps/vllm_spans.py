@@ -193,7 +193,7 @@ class VllmSpanHandler:
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
-        self._handled = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
+        self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
             tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]

@@ -8,7 +8,7 @@ from sidecar.recent_ids import RecentIds
 
 
 def test_an_id_is_remembered_until_most_newer_ids_came_then_forgotten_oldest_first() -> None:
-    recent = RecentIds(3)
+    recent: RecentIds[str] = RecentIds(3)
     for key in ("a", "b", "c"):
         recent.add(key)
     assert all(k in recent for k in "abc") and len(recent) == 3
@@ -17,7 +17,7 @@ def test_an_id_is_remembered_until_most_newer_ids_came_then_forgotten_oldest_fir
 
 
 def test_a_repeat_neither_grows_it_nor_refreshes_its_place() -> None:
-    recent = RecentIds(2)
+    recent: RecentIds[str] = RecentIds(2)
     recent.add("a")
     recent.add("a")
     recent.add("b")
