@@ -79,7 +79,8 @@ SPAN_ATTRIBUTES = {
     "decode_s": "gen_ai.latency.time_in_model_decode",
     "inference_s": "gen_ai.latency.time_in_model_inference",
 }
-_PREFIXES = ("chatcmpl-", "cmpl-")
+_CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
+_PREFIXES = (_CHAT, "cmpl-")
 _MAX_REMEMBERED = 50_000
 # How long a request span without a task waits for its trace's client span (s): the client span ends
 # after the response reached the client and comes in the client's next export (OTel's batch delay:
@@ -147,7 +148,7 @@ class _Late(NamedTuple):
     ``_MAX_REMEMBERED`` of them."""
 
     request_id: str
-    raw_id: str
+    raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)
     model: str
     start_s: float
     end_s: float
@@ -156,10 +157,11 @@ class _Late(NamedTuple):
     kept_s: float  # time.monotonic() when it was handled
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
+        raw_id = self.raw_id or _CHAT + self.request_id
         return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
             self.request_id,  # request_id
             self.model,  # model
-            "chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",  # operation
+            "chat" if raw_id.startswith(_CHAT) else "text_completion",  # operation
             task,  # task
             self.start_s,  # start_s
             self.end_s,  # end_s
@@ -167,7 +169,7 @@ class _Late(NamedTuple):
             self.output_tokens,  # output_tokens
             0.0,  # output_units
             "token",  # unit
-            {"vllm.request_id": self.raw_id, "trace_id": trace_id},  # attributes
+            {"vllm.request_id": raw_id, "trace_id": trace_id},  # attributes
         )
 
 
@@ -274,7 +276,8 @@ class VllmSpanHandler:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                late = _Late(request_id, raw_id, model, t0, t1, p, c, kept_s)
+                chat = len(raw_id) == len(request_id) + len(_CHAT) and raw_id.startswith(_CHAT)
+                late = _Late(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
                 handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:

@@ -77,6 +77,11 @@ def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> Non
     h.handle(llm_span("chatcmpl-x", "t9"), later)
     h.handle(ReceivedSpan("t9", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), later)
     assert [(i.request_id, i.task) for i in later.infos] == [("x", "unknown"), ("x", "chat")]
+    assert later.infos[1].attributes["vllm.request_id"] == "chatcmpl-x" and later.infos[1].operation == "chat"
+    h.handle(llm_span("cmpl-y-0", "t8"), later)  # kept as sent: not the chat form
+    h.handle(ReceivedSpan("t8", "c3", "", "client", 0, 0, {"jouletrace.task": "code"}), later)
+    assert later.infos[-1].attributes["vllm.request_id"] == "cmpl-y-0"
+    assert (later.infos[-1].request_id, later.infos[-1].operation) == ("y", "text_completion")
 
 
 def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_and_counted() -> None:
