@@ -86,6 +86,9 @@ _MAX_REMEMBERED = 50_000
 # after the response reached the client and comes in the client's next export (OTel's batch delay:
 # 5 s by default), so a few seconds is usual; beyond this the record keeps task "unknown".
 TASK_WAIT_S = 30.0
+# Request spans waiting for a task at most (~400 B each with their key): 30 s at 667 requests/s, more
+# than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
+_MAX_WAITING = 20_000
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
@@ -145,7 +148,7 @@ class _Late(NamedTuple):
     """A handled request span kept for a client span of its trace to add the task: a tuple, not its
     RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes). Kept at most
     :data:`TASK_WAIT_S` after it arrived (``kept_s``: one float shared by a batch), and at most
-    ``_MAX_REMEMBERED`` of them."""
+    ``_MAX_WAITING`` of them."""
 
     request_id: str
     raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)
@@ -204,7 +207,7 @@ class VllmSpanHandler:
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
         self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
-        self.task_wait_evicted = 0  # ... or were pushed out by _MAX_REMEMBERED newer ones
+        self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and _ID in span.attributes:
@@ -304,7 +307,7 @@ class VllmSpanHandler:
         if task != "unknown":
             self.tasks_joined += 1
         else:  # only these can be joined by a later client span
-            if self._remember(self._info_by_trace, trace_id, late):
+            if self._remember(self._info_by_trace, trace_id, late, _MAX_WAITING):
                 self.task_wait_evicted += 1
         self.requests += 1
         out.infos.append(info)
@@ -354,10 +357,10 @@ class VllmSpanHandler:
         return now_s
 
     @staticmethod
-    def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> bool:
-        """Keep ``value`` under ``key``; True if that pushed the oldest entry out."""
+    def _remember(table: OrderedDict[str, _V], key: str, value: _V, most: int = _MAX_REMEMBERED) -> bool:
+        """Keep ``value`` under ``key``; True if that pushed the oldest entry out (beyond ``most``)."""
         table[key] = value
-        if len(table) > _MAX_REMEMBERED:
+        if len(table) > most:
             table.popitem(last=False)  # one in, at most one out
             return True
         return False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sidecar.attribution.events import Phase
+from sidecar.taps import vllm_spans
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
 from tests.support import work_events
@@ -99,6 +102,20 @@ def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_
     h.handle(ReceivedSpan("t2", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), joined)
     assert [(i.request_id, i.task) for i in joined.infos] == [("new", "chat")]  # "old" waited 40 s
     assert h.tasks_joined == 1 and h.task_wait_evicted == 0
+
+
+def test_beyond_the_cap_the_oldest_waiting_request_span_is_forgotten_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm_spans, "_MAX_WAITING", 2)
+    h, out = handler(), TapOutput()
+    for k in range(3):
+        h.handle(llm_span(f"chatcmpl-r{k}", f"t{k}"), out)
+    assert h.task_wait_evicted == 1 and h.task_wait_expired == 0
+    joined = TapOutput()
+    for k in range(3):
+        h.handle(ReceivedSpan(f"t{k}", f"c{k}", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
+    assert [i.request_id for i in joined.infos] == ["r1", "r2"]
 
 
 def test_spans_that_are_not_vllm_requests_are_left_for_others() -> None:
