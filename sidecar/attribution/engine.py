@@ -28,7 +28,7 @@ import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.groups import Groups, group_rows
-from sidecar.attribution.lifecycle import RequestLifecycle
+from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import RequestTable
@@ -36,6 +36,7 @@ from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 from sidecar.attribution.totals import Totals
 from sidecar.errors import WorkEventError
+from sidecar.recent_ids import RecentIds
 from sidecar.timeline import Timeline
 
 __all__ = ["Attributor"]
@@ -104,7 +105,7 @@ class Attributor(RequestLifecycle):
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
-        self._finalized: OrderedDict[str, None] = OrderedDict()  # recent final ids (bounded)
+        self._finalized: RecentIds[str] = RecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
         self._late_tasks: OrderedDict[str, str] = OrderedDict()  # id -> task named after final, until taken
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks

@@ -12,7 +12,7 @@ covered) carries ``energy_unknown`` and its reason, and is counted.
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,13 +25,14 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import Accumulator, RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.totals import Totals
+from sidecar.recent_ids import RecentIds
 from sidecar.timeline import Timeline
 
 __all__ = ["RequestLifecycle"]
 
 _EPS_S = 1e-9  # float slack when comparing times (s)
 _PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
-_FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late work
+FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late work
 
 
 class RequestLifecycle:
@@ -50,7 +51,7 @@ class RequestLifecycle:
     _pending: PendingWork
     _sealed_t: float | None
     _first_sealed_t: float | None
-    _finalized: OrderedDict[str, None]
+    _finalized: RecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
 
     def _finalize(self) -> list[RequestEnergy]:
         """Records that became final: only requests whose check time has come are looked at."""
@@ -161,9 +162,7 @@ class RequestLifecycle:
 
     def _forget(self, request_id: str) -> None:
         self.requests.remove(request_id)
-        self._finalized[request_id] = None
-        while len(self._finalized) > _FINALIZED_KEPT:
-            self._finalized.popitem(last=False)
+        self._finalized.add(request_id)
 
     def record(self, request_id: str) -> RequestEnergy | None:
         """The provisional record of a live request (``final`` false), or None."""

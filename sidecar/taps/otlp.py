@@ -29,8 +29,11 @@ Faults, as an OpenTelemetry collector handles them:
   it starts, lasts over a day or is dated far from the sidecar's clock, or
   repeats a (trace id, span id) already received (an exporter's retry) is
   rejected and counted (``rejected_<reason>``); a full queue drops the newest
-  spans (``dropped``). The export's response carries ``partial_success`` with
-  the number of spans refused and why; the other spans of the export are kept;
+  spans (``dropped``, refused as ``queue_full``): an export that arrives while the
+  queue is full is refused whole before its spans are decoded (only counted), so a
+  flood's surplus costs neither decoding CPU nor the memory of its decoded spans.
+  The export's response carries ``partial_success`` with the number of spans
+  refused and why; the other spans of the export are kept;
 * each span is handed to the handlers on its own (a row handler takes a batch
   and answers per row): a handler that rejects it
   (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
@@ -47,7 +50,7 @@ import errno
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any, cast
@@ -57,9 +60,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
+from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
-from sidecar.taps.span_rows import RowSpec, decode_rows
+from sidecar.taps.span_rows import RowSpec, count_spans, decode_rows
 from sidecar.taps.spans import (
     ReceivedSpan,
     RowHandler,
@@ -106,10 +110,9 @@ class OtlpReceiver:
         self._queue: deque[ReceivedSpan | tuple[RowHandler, SpanRows]] = deque()
         self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
-        self._max_remembered = max_remembered_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
-        self._seen: OrderedDict[bytes | str, None] = OrderedDict()  # _span_key of recent spans
+        self._seen: RecentIds[bytes | str] = RecentIds(max_remembered_spans)  # span_key of recent spans
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
@@ -176,6 +179,9 @@ class OtlpReceiver:
     def receive(self, payload: bytes) -> Counter[str]:
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
         the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept)."""
+        refused_whole = self._refuse_if_full(payload)
+        if refused_whole:
+            return refused_whole
         found = self._row_handler()
         if found is None:
             return self.accept(
@@ -188,6 +194,18 @@ class OtlpReceiver:
         if len(rows):
             refused += self.accept_rows(rows, handler)
         return refused
+
+    def _refuse_if_full(self, payload: bytes) -> Counter[str]:
+        """A full queue refuses the export whole, before its spans are decoded (a flood's refused
+        spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
+        with self._lock:
+            if self._queued < self._max_queued:
+                return Counter()
+        n = count_spans(payload)  # raises on an undecodable export, as the full decode would
+        with self._lock:
+            self.counts["received"] += n
+            self.counts["dropped"] += n
+        return Counter({"queue_full": n}) if n else Counter()
 
     def _row_handler(self) -> tuple[RowHandler, RowSpec] | None:
         """The handler that takes its spans as columns, and what it reads; None if there is none, or if
@@ -241,7 +259,7 @@ class OtlpReceiver:
             for reason, n in reasons.counts().items():
                 self.counts[f"rejected_{reason}"] += n
                 refused[reason] += n
-            seen, room, most = self._seen, self._max_queued - self._queued, self._max_remembered
+            seen, room = self._seen, self._max_queued - self._queued
             trace_ids, span_ids = rows.trace_ids, rows.span_ids
             for i in reasons.passed().tolist():
                 key = row_key(trace_ids[i], span_ids[i])
@@ -254,9 +272,7 @@ class OtlpReceiver:
                     refused["queue_full"] += 1
                     continue
                 keep.append(i)
-                seen[key] = None  # remembered as _remember does, inline (once per span of a flood)
-                if len(seen) > most:
-                    seen.popitem(last=False)
+                seen.add(key)
                 room -= 1
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
@@ -274,9 +290,7 @@ class OtlpReceiver:
 
     def _remember(self, key: bytes | str) -> None:
         """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
-        self._seen[key] = None
-        if len(self._seen) > self._max_remembered:
-            self._seen.popitem(last=False)
+        self._seen.add(key)
 
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._lock:

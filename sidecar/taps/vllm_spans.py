@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -48,6 +49,7 @@ import numpy as np
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
+from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
@@ -58,6 +60,7 @@ __all__ = [
     "SPAN_ATTRIBUTES",
     "SPAN_NAME",
     "TASK_ATTRIBUTE",
+    "TASK_WAIT_S",
     "VllmSpanHandler",
     "normalize_request_id",
     "phase_events",
@@ -76,8 +79,16 @@ SPAN_ATTRIBUTES = {
     "decode_s": "gen_ai.latency.time_in_model_decode",
     "inference_s": "gen_ai.latency.time_in_model_inference",
 }
-_PREFIXES = ("chatcmpl-", "cmpl-")
+_CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
+_PREFIXES = (_CHAT, "cmpl-")
 _MAX_REMEMBERED = 50_000
+# How long a request span without a task waits for its trace's client span (s): the client span ends
+# after the response reached the client and comes in the client's next export (OTel's batch delay:
+# 5 s by default), so a few seconds is usual; beyond this the record keeps task "unknown".
+TASK_WAIT_S = 30.0
+# Request spans waiting for a task at most (~400 B each with their key): 30 s at 667 requests/s, more
+# than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
+_MAX_WAITING = 20_000
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
@@ -135,21 +146,25 @@ def _one_row(span: ReceivedSpan) -> SpanRows:
 
 class _Late(NamedTuple):
     """A handled request span kept for a client span of its trace to add the task: a tuple, not its
-    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes; up to _MAX_REMEMBERED kept)."""
+    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes). Kept at most
+    :data:`TASK_WAIT_S` after it arrived (``kept_s``: one float shared by a batch), and at most
+    ``_MAX_WAITING`` of them."""
 
     request_id: str
-    raw_id: str
+    raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)
     model: str
     start_s: float
     end_s: float
     prompt_tokens: int
     output_tokens: int
+    kept_s: float  # time.monotonic() when it was handled
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
+        raw_id = self.raw_id or _CHAT + self.request_id
         return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
             self.request_id,  # request_id
             self.model,  # model
-            "chat" if self.raw_id.startswith("chatcmpl-") else "text_completion",  # operation
+            "chat" if raw_id.startswith(_CHAT) else "text_completion",  # operation
             task,  # task
             self.start_s,  # start_s
             self.end_s,  # end_s
@@ -157,7 +172,7 @@ class _Late(NamedTuple):
             self.output_tokens,  # output_tokens
             0.0,  # output_units
             "token",  # unit
-            {"vllm.request_id": self.raw_id, "trace_id": trace_id},  # attributes
+            {"vllm.request_id": raw_id, "trace_id": trace_id},  # attributes
         )
 
 
@@ -171,15 +186,19 @@ class VllmSpanHandler:
         model: Callable[[], str] = lambda: "unknown",
         claims: Callable[[str], bool] = lambda request_id: False,
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
+        task_wait_s: float = TASK_WAIT_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.to_mono = to_mono
+        self.task_wait_s = task_wait_s
+        self._monotonic = monotonic
         self.model = model
         self.claims = claims
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
-        self._handled: OrderedDict[str, None] = OrderedDict()  # request ids seen, to refuse duplicates
+        self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
             tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -187,6 +206,8 @@ class VllmSpanHandler:
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
+        self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
+        self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and _ID in span.attributes:
@@ -216,6 +237,8 @@ class VllmSpanHandler:
             "requests": self.requests,
             "work_from_spans": self.work_from_spans,
             "tasks_joined": self.tasks_joined,
+            "task_wait_expired": self.task_wait_expired,
+            "task_wait_evicted": self.task_wait_evicted,
         }
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
@@ -233,6 +256,7 @@ class VllmSpanHandler:
         start_s = rows.start_unix_s + shift_s
         end_s = np.where(e2e_s > 0, start_s + e2e_s, rows.end_unix_s + shift_s)
         model = self.model()
+        kept_s = self._expire_late()  # one float for the batch's waiting spans
         counts: Counter[str] = Counter()
         work: list[int] = []
         ids: list[str] = []
@@ -255,10 +279,9 @@ class VllmSpanHandler:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                late = _Late(request_id, raw_id, model, t0, t1, p, c)
-                handled[request_id] = None  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
-                if len(handled) > _MAX_REMEMBERED:
-                    handled.popitem(last=False)
+                chat = len(raw_id) == len(request_id) + len(_CHAT) and raw_id.startswith(_CHAT)
+                late = _Late(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
+                handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
@@ -284,7 +307,8 @@ class VllmSpanHandler:
         if task != "unknown":
             self.tasks_joined += 1
         else:  # only these can be joined by a later client span
-            self._remember(self._info_by_trace, trace_id, late)
+            if self._remember(self._info_by_trace, trace_id, late, _MAX_WAITING):
+                self.task_wait_evicted += 1
         self.requests += 1
         out.infos.append(info)
         if self.on_span is not None and span is not None:
@@ -297,6 +321,7 @@ class VllmSpanHandler:
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
         their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        self._expire_late()
         chunks, self._work = self._work, []
         if not chunks:
             self.clock.fit()
@@ -319,8 +344,23 @@ class VllmSpanHandler:
             self.tasks_joined += 1
             out.infos.append(late.info(trace_id, task))
 
+    def _expire_late(self) -> float:
+        """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""
+        now_s = self._monotonic()
+        table, oldest_kept_s = self._info_by_trace, now_s - self.task_wait_s
+        while table:  # in arrival order: the oldest first
+            trace_id = next(iter(table))
+            if table[trace_id].kept_s >= oldest_kept_s:
+                break
+            del table[trace_id]
+            self.task_wait_expired += 1
+        return now_s
+
     @staticmethod
-    def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    def _remember(table: OrderedDict[str, _V], key: str, value: _V, most: int = _MAX_REMEMBERED) -> bool:
+        """Keep ``value`` under ``key``; True if that pushed the oldest entry out (beyond ``most``)."""
         table[key] = value
-        if len(table) > _MAX_REMEMBERED:
+        if len(table) > most:
             table.popitem(last=False)  # one in, at most one out
+            return True
+        return False

@@ -13,6 +13,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from sidecar.taps import diffusion as d
+from sidecar.taps import otlp_decode
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
@@ -193,3 +194,22 @@ def test_a_poison_diffusion_batch_span_is_rejected_whole_and_counted(
     events, _ = rec.due(0.0)
     assert [(e.request_id, e.units) for e in events] == [("c", 4.0)]
     assert rec.counts[f"rejected_{reason}"] == 1
+
+
+def test_an_export_arriving_at_a_full_queue_is_refused_whole_undecoded_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = OtlpReceiver([VllmSpanHandler(lambda unix_s: unix_s)], max_queued_spans=3)
+    now = time.time()
+    first = rec.receive(export(*(span(i, now) for i in range(5))).SerializeToString())
+    assert first == {"queue_full": 2}  # room for 3: the export is decoded, what fits is kept
+    decoded: list[bytes] = []
+    monkeypatch.setattr("sidecar.taps.otlp.decode_rows", lambda payload, spec: decoded.append(payload))
+    second = rec.receive(export(*(span(i, now) for i in range(10, 14))).SerializeToString())
+    assert second == {"queue_full": 4} and not decoded  # full: refused whole, not decoded
+    assert rec.counts["received"] == 9 and rec.dropped == 6
+    assert "4 queue_full" in otlp_decode.respond(second).partial_success.error_message
+    monkeypatch.undo()
+    _, infos = rec.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r0", "r1", "r2"]
+    assert not rec.receive(export(span(13, now)).SerializeToString())  # room again; a retry is welcome

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sidecar.attribution.events import Phase
+from sidecar.taps import vllm_spans
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
 from tests.support import work_events
@@ -77,6 +80,42 @@ def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> Non
     h.handle(llm_span("chatcmpl-x", "t9"), later)
     h.handle(ReceivedSpan("t9", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), later)
     assert [(i.request_id, i.task) for i in later.infos] == [("x", "unknown"), ("x", "chat")]
+    assert later.infos[1].attributes["vllm.request_id"] == "chatcmpl-x" and later.infos[1].operation == "chat"
+    h.handle(llm_span("cmpl-y-0", "t8"), later)  # kept as sent: not the chat form
+    h.handle(ReceivedSpan("t8", "c3", "", "client", 0, 0, {"jouletrace.task": "code"}), later)
+    assert later.infos[-1].attributes["vllm.request_id"] == "cmpl-y-0"
+    assert (later.infos[-1].request_id, later.infos[-1].operation) == ("y", "text_completion")
+
+
+def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_and_counted() -> None:
+    now_s = [0.0]
+    h = handler(task_wait_s=30.0, monotonic=lambda: now_s[0])
+    out = TapOutput()
+    h.handle(llm_span("chatcmpl-old", "t1"), out)
+    now_s[0] = 20.0
+    h.handle(llm_span("chatcmpl-new", "t2"), out)
+    now_s[0] = 40.0
+    h.flush(out)  # every drain ends in a flush: the wait is kept even when no span comes
+    assert h.stats().events[("vllm_spans", "task_wait_expired")] == 1
+    joined = TapOutput()
+    h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
+    h.handle(ReceivedSpan("t2", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), joined)
+    assert [(i.request_id, i.task) for i in joined.infos] == [("new", "chat")]  # "old" waited 40 s
+    assert h.tasks_joined == 1 and h.task_wait_evicted == 0
+
+
+def test_beyond_the_cap_the_oldest_waiting_request_span_is_forgotten_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm_spans, "_MAX_WAITING", 2)
+    h, out = handler(), TapOutput()
+    for k in range(3):
+        h.handle(llm_span(f"chatcmpl-r{k}", f"t{k}"), out)
+    assert h.task_wait_evicted == 1 and h.task_wait_expired == 0
+    joined = TapOutput()
+    for k in range(3):
+        h.handle(ReceivedSpan(f"t{k}", f"c{k}", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
+    assert [i.request_id for i in joined.infos] == ["r1", "r2"]
 
 
 def test_spans_that_are_not_vllm_requests_are_left_for_others() -> None:
