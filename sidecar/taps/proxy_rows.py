@@ -37,7 +37,6 @@ __all__ = [
     "parse_end",
     "parse_head",
     "parse_usage",
-    "section",
 ]
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -65,20 +64,6 @@ def parse_head(raw: Any, now_unix_s: float) -> Head:
     )
 
 
-def section(raw: dict[str, Any], key: str) -> list[Any]:
-    """One of ``begin``, ``chunks``, ``usage``, ``end``: a list (absent: empty)."""
-    value = raw.get(key, [])
-    if not isinstance(value, list):
-        raise v.Rejected("malformed", f"{key}: not a list")
-    return value
-
-
-def _row(row: Any, n: int, what: str) -> list[Any]:
-    if not isinstance(row, list) or len(row) != n:
-        raise v.Rejected("malformed", f"{what} row: not a list of {n}")
-    return row
-
-
 def _label(value: Any, what: str) -> str | None:
     """An optional printable id-like string (model, task, tenant): null, or at most 256 characters."""
     return None if value is None else v.request_id(value, what)
@@ -86,7 +71,7 @@ def _label(value: Any, what: str) -> str | None:
 
 def parse_begin(row: Any) -> Begin:
     """``[request_id, arrival_ago_s, path, model, stream, task, tenant, traceparent, prompt_chars]``."""
-    rid, ago, path, model, stream, task, tenant, traceparent, chars = _row(row, 9, "begin")
+    rid, ago, path, model, stream, task, tenant, traceparent, chars = v.fixed_row(row, 9, "begin")
     if path not in COMPLETION_PATHS:
         raise v.Rejected("malformed", f"begin: path {path!r:.40} is not a completions path")
     if not isinstance(stream, bool):
@@ -108,7 +93,7 @@ def parse_begin(row: Any) -> Begin:
 
 def parse_chunks(row: Any) -> Chunks:
     """``[request_id, first, [ago_us, ...]]``: whole microseconds, in order (none above the one before)."""
-    rid, first, agos = _row(row, 3, "chunks")
+    rid, first, agos = v.fixed_row(row, 3, "chunks")
     if not isinstance(agos, list) or len(agos) > MAX_CHUNKS_PER_ROW:
         raise v.Rejected("malformed", f"chunks: not a list of at most {MAX_CHUNKS_PER_ROW} times")
     if agos:  # checked at C speed: a proxy sends thousands a second
@@ -125,13 +110,13 @@ def parse_chunks(row: Any) -> Chunks:
 
 def parse_usage(row: Any) -> Usage:
     """``[request_id, prompt_tokens, output_tokens]``."""
-    rid, prompt, output = _row(row, 3, "usage")
+    rid, prompt, output = v.fixed_row(row, 3, "usage")
     return Usage(v.request_id(rid), v.tokens(prompt, "prompt_tokens"), v.tokens(output, "output_tokens"))
 
 
 def parse_end(row: Any) -> End:
     """``[request_id, end_ago_s, outcome, status, response_model]``."""
-    rid, ago, outcome, status, model = _row(row, 5, "end")
+    rid, ago, outcome, status, model = v.fixed_row(row, 5, "end")
     if outcome not in OUTCOMES:
         raise v.Rejected("malformed", f"end: outcome {outcome!r:.40} is not one of {OUTCOMES}")
     code = v.count(status, "status", 999)

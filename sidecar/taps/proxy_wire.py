@@ -31,7 +31,7 @@ import logging
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
@@ -47,7 +47,6 @@ from sidecar.taps.proxy_rows import (
     parse_end,
     parse_head,
     parse_usage,
-    section,
 )
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
@@ -145,13 +144,13 @@ class ProxyWireReceiver:
         except v.Rejected as err:
             v.note(self.counts, err)
         base_s = self.to_mono(head.wall_s)
-        for begin in self._rows(raw, "begin", parse_begin):
+        for begin in v.checked_rows(self.counts, raw, "begin", parse_begin):
             self._begin(begin, base_s)
-        for chunks in self._rows(raw, "chunks", parse_chunks):
+        for chunks in v.checked_rows(self.counts, raw, "chunks", parse_chunks):
             self._chunks(chunks, base_s)
-        for usage in self._rows(raw, "usage", parse_usage):
+        for usage in v.checked_rows(self.counts, raw, "usage", parse_usage):
             self._usage(usage, base_s)
-        for end in self._rows(raw, "end", parse_end):
+        for end in v.checked_rows(self.counts, raw, "end", parse_end):
             self._end(end, base_s)
 
     def _tracker(self, pid: int) -> SeqTracker:
@@ -163,21 +162,6 @@ class ProxyWireReceiver:
                 self._proxy_counts.pop(old, None)
         self._seqs.move_to_end(pid)
         return tracker
-
-    def _rows(self, raw: dict[str, Any], key: str, parse: Callable[[Any], _T]) -> Iterator[_T]:
-        """The section's rows that pass their checks; each one that fails is counted and skipped."""
-        try:
-            rows = section(raw, key)
-        except v.Rejected as err:
-            v.note(self.counts, err)
-            return
-        for row in rows:
-            try:
-                item = parse(row)
-            except v.Rejected as err:  # this row only: the rows next to it still count
-                v.note(self.counts, err)
-                continue
-            yield item
 
     # ---- rows -> traces ----------------------------------------------------------------
     def _trace(self, request_id: str, base_s: float) -> RequestTrace | None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,13 +30,16 @@ __all__ = [
     "Limits",
     "Reasons",
     "Rejected",
+    "checked_rows",
     "count",
     "duration_s",
     "durations_s",
+    "fixed_row",
     "interval_s",
     "note",
     "number",
     "request_id",
+    "section",
     "span_times",
     "token_counts",
     "tokens",
@@ -216,3 +220,39 @@ def durations_s(values: np.ndarray, kinds: np.ndarray, out: Reasons, limits: Lim
         out.fail(values > limits.max_duration_s, "out_of_range")
         ok = (kinds == A_NUMBER) & np.isfinite(values) & (values >= 0) & (values <= limits.max_duration_s)
     return np.where(ok, values, 0.0)
+
+
+_T = TypeVar("_T")
+
+
+def section(raw: dict[str, Any], key: str) -> list[Any]:
+    """A datagram's section of rows (e.g. ``new``, ``steps``, ``begin``): a list (absent: empty)."""
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise Rejected("malformed", f"{key}: not a list")
+    return value
+
+
+def fixed_row(row: Any, n: int, what: str) -> list[Any]:
+    """A row of exactly ``n`` values."""
+    if not isinstance(row, list) or len(row) != n:
+        raise Rejected("malformed", f"{what} row: not a list of {n}")
+    return row
+
+
+def checked_rows(
+    counts: Counter[str], raw: dict[str, Any], key: str, parse: Callable[[Any], _T]
+) -> Iterator[_T]:
+    """The section's rows that pass their checks; each one that fails is counted and skipped."""
+    try:
+        rows = section(raw, key)
+    except Rejected as err:
+        note(counts, err)
+        return
+    for row in rows:
+        try:
+            item = parse(row)
+        except Rejected as err:  # this row only: the rows next to it still count
+            note(counts, err)
+            continue
+        yield item

@@ -50,7 +50,7 @@ import logging
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -71,7 +71,6 @@ from sidecar.taps.vllm_hook_rows import (
     parse_head,
     parse_new,
     parse_step,
-    section,
 )
 from sidecar.taps.vllm_hook_slots import Req, Slots
 from sidecar.taps.vllm_spans import normalize_request_id
@@ -172,29 +171,14 @@ class HookReceiver:
             return
         if head.model:
             self.model = head.model
-        for new in self._rows(raw, "new", parse_new):
+        for new in v.checked_rows(self.counts, raw, "new", parse_new):
             self._new(new, base_s)
-        for step in self._rows(raw, "steps", parse_step):
+        for step in v.checked_rows(self.counts, raw, "steps", parse_step):
             self._step(step, base_s, out)
-        for fin in self._rows(raw, "fin", parse_fin):
+        for fin in v.checked_rows(self.counts, raw, "fin", parse_fin):
             self._end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
-        for idx in self._rows(raw, "gone", parse_gone):
+        for idx in v.checked_rows(self.counts, raw, "gone", parse_gone):
             self._end(idx, None, "abort", base_s, out)
-
-    def _rows(self, raw: dict[str, Any], key: str, parse: Callable[[Any], _T]) -> Iterator[_T]:
-        """The section's rows that pass their checks; each one that fails is counted and skipped."""
-        try:
-            rows = section(raw, key)
-        except v.Rejected as err:
-            v.note(self.counts, err)
-            return
-        for row in rows:
-            try:
-                item = parse(row)
-            except v.Rejected as err:  # this row only: the rows next to it still count
-                v.note(self.counts, err)
-                continue
-            yield item
 
     def _sequence(self, pid: int, seq: int, base_s: float, out: TapOutput) -> bool:
         """Use the datagram? A new pid (or the same pid from 0 again) restarts; a replay is dropped."""

@@ -79,23 +79,9 @@ def parse_head(raw: Any, now_unix_s: float) -> Head:
     )
 
 
-def section(raw: dict[str, Any], key: str) -> list[Any]:
-    """One of ``new``, ``steps``, ``fin``, ``gone``: a list (absent: empty)."""
-    value = raw.get(key, [])
-    if not isinstance(value, list):
-        raise v.Rejected("malformed", f"{key}: not a list")
-    return value
-
-
-def _row(row: Any, n: int, what: str) -> list[Any]:
-    if not isinstance(row, list) or len(row) != n:
-        raise v.Rejected("malformed", f"{what} row: not a list of {n}")
-    return row
-
-
 def parse_new(row: Any) -> NewRow:
     """``[idx, request_id, prompt_tokens, arrival_ago_s]``."""
-    idx, request_id, prompt, ago = _row(row, 4, "new")
+    idx, request_id, prompt, ago = v.fixed_row(row, 4, "new")
     return NewRow(
         index(idx, "new idx"),
         v.request_id(request_id, "new request_id"),
@@ -106,7 +92,7 @@ def parse_new(row: Any) -> NewRow:
 
 def parse_step(row: Any) -> StepArrays:
     """``[t0_ago_s, t1_ago_s, [idx...], [scheduled...], [computed_before...]]``."""
-    t0, t1, idx, scheduled, before = _row(row, 5, "step")
+    t0, t1, idx, scheduled, before = v.fixed_row(row, 5, "step")
     t0_ago, t1_ago = v.duration_s(t0, "step t0_ago_s"), v.duration_s(t1, "step t1_ago_s")
     if t0_ago < t1_ago:
         raise v.Rejected("end_before_start", f"step: ends {t0_ago - t1_ago:.6f} s before it starts")
@@ -146,7 +132,7 @@ def _ints(values: list[Any], what: str, high: int) -> np.ndarray:
 
 def parse_fin(row: Any) -> FinRow:
     """``[idx, output_tokens, reason]``."""
-    idx, output, reason = _row(row, 3, "fin")
+    idx, output, reason = v.fixed_row(row, 3, "fin")
     if not (isinstance(reason, str) and len(reason) <= _MAX_REASON_CHARS and reason.isprintable()):
         raise v.Rejected("malformed", "fin: bad finish reason")
     return FinRow(index(idx, "fin idx"), v.tokens(output, "fin output_tokens"), reason)
