@@ -39,7 +39,8 @@ from typing import Any
 
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
-from sidecar.export.record_json import record_json
+from sidecar.export import ledger_rows
+from sidecar.export.ledger_rows import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
 
@@ -47,50 +48,6 @@ log = logging.getLogger(__name__)
 
 # What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
 _RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    request_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,               -- put order, newest highest
-    stored_unix_s REAL NOT NULL,        -- wall clock when stored (retention age)
-    end_unix_s REAL,
-    model TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    task TEXT NOT NULL,
-    unit TEXT NOT NULL,
-    energy_j REAL NOT NULL,
-    joules_per_output_unit REAL,
-    prompt_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    output_units REAL NOT NULL,
-    busy_s REAL NOT NULL,
-    approximate INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    energy_source TEXT NOT NULL,
-    record_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS state (      -- small named states kept across restarts (the idle floor)
-    key TEXT PRIMARY KEY,
-    stored_unix_s REAL NOT NULL,
-    value_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS requests_seq ON requests (seq);
-CREATE INDEX IF NOT EXISTS requests_stored ON requests (stored_unix_s);
-"""
-
-_COLUMNS = (
-    "request_id, seq, stored_unix_s, end_unix_s, model, operation, task, unit, energy_j, "
-    "joules_per_output_unit, prompt_tokens, output_tokens, output_units, busy_s, approximate, "
-    "rule, energy_source, record_json"
-)
-_INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
-_UPDATE = (
-    "UPDATE requests SET "
-    + ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
-    + " WHERE request_id = ?"
-)
 
 
 class Ledger:
@@ -139,7 +96,7 @@ class Ledger:
                 )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(ledger_rows.SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return conn
         except sqlite3.Error as err:
@@ -214,12 +171,12 @@ class Ledger:
         """The usual batch, all new ids and all storable, in one ``executemany``; None (nothing
         changed) if any id is stored already or any record cannot be stored."""
         try:
-            rows = [_row(rec, self._seq + 1 + k, now) for k, rec in enumerate(batch)]
+            rows = [ledger_rows.row(rec, self._seq + 1 + k, now) for k, rec in enumerate(batch)]
         except _RECORD_ERRORS:
             return None
         cur.execute("SAVEPOINT batch")
         try:
-            cur.executemany(_INSERT, rows)
+            cur.executemany(ledger_rows.INSERT, rows)
         except _RECORD_ERRORS:
             cur.execute("ROLLBACK TO batch")
             return None
@@ -237,14 +194,14 @@ class Ledger:
         written = 0
         for rec in batch:
             try:
-                row = _row(rec, self._seq + 1, now)
-                cur.execute(_INSERT, row)
+                row = ledger_rows.row(rec, self._seq + 1, now)
+                cur.execute(ledger_rows.INSERT, row)
                 inserted = cur.rowcount == 1
                 if not inserted and rec.attributes.get("energy_unknown") == "true":
                     self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
                     continue
                 if not inserted:
-                    cur.execute(_UPDATE, (*row[1:], rec.request_id))
+                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec.request_id))
             except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
                 self.counts["unstorable"] += 1
                 log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
@@ -298,7 +255,7 @@ class Ledger:
                 ).fetchone()
                 if row is None:
                     continue
-                record = _load(row[0])
+                record = ledger_rows.load(row[0])
                 record["task"] = task
                 text = json.dumps(record, separators=(",", ":"))
                 cur.execute(
@@ -322,7 +279,7 @@ class Ledger:
             row = self._conn.execute(
                 "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
             ).fetchone()
-        return None if row is None else _load(row[0])
+        return None if row is None else ledger_rows.load(row[0])
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         """Up to ``limit`` records, most recently stored first."""
@@ -330,7 +287,7 @@ class Ledger:
             rows = self._conn.execute(
                 "SELECT record_json FROM requests ORDER BY seq DESC LIMIT ?", (max(0, limit),)
             ).fetchall()
-        return [_load(r[0]) for r in rows]
+        return [ledger_rows.load(r[0]) for r in rows]
 
     def save_state(self, key: str, value: dict[str, Any]) -> None:
         """Keep a small named state (JSON-able) across restarts, replacing the last one."""
@@ -345,7 +302,7 @@ class Ledger:
         """The state saved under ``key``, or None."""
         with self._lock:
             row = self._conn.execute("SELECT value_json FROM state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _load(row[0])
+        return None if row is None else ledger_rows.load(row[0])
 
     def count(self) -> int:
         """Rows in the ledger now."""
@@ -363,31 +320,3 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
-    return (
-        rec.request_id,
-        seq,
-        now,
-        rec.end_unix_s,
-        rec.model,
-        rec.operation,
-        rec.task,
-        rec.unit,
-        rec.energy_j,
-        rec.joules_per_output_unit,
-        rec.prompt_tokens,
-        rec.output_tokens,
-        rec.output_units,
-        rec.busy_s,
-        int(rec.approximate),
-        rec.rule,
-        rec.energy_source,
-        record_json(rec),  # reads back as json.dumps(rec.to_json()) does; orjson, faster
-    )
-
-
-def _load(text: str) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(text)
-    return record
