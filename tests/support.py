@@ -17,13 +17,17 @@ __all__ = ["FakeClock", "free_port", "http_ok", "wait_for", "wait_http", "work_e
 
 
 def work_events(events: Sequence[WorkEvent | StepBatch | WorkRows]) -> list[WorkEvent]:
-    """Every work row as a :class:`WorkEvent` (``WorkRows`` expanded; step batches are not expected)."""
+    """Every work row as a :class:`WorkEvent`: ``WorkRows`` and ``StepBatch`` expanded, in member order."""
     out: list[WorkEvent] = []
     for e in events:
         if isinstance(e, WorkRows):
             cols = (e.member, e.t0_s, e.t1_s, e.phase, e.units, e.steps, e.context_tokens)
             for m, t0, t1, phase, units, steps, ctx in zip(*(c.tolist() for c in cols), strict=True):
                 out.append(WorkEvent(e.request_ids[m], t0, t1, Phase(phase), units, steps, ctx))
+        elif isinstance(e, StepBatch):
+            for i, request_id in enumerate(e.request_ids):
+                phase, units, ctx = Phase(int(e.phase[i])), float(e.units[i]), float(e.context_tokens[i])
+                out.append(WorkEvent(request_id, e.t0_s, e.t1_s, phase, units, e.steps, ctx))
         elif isinstance(e, WorkEvent):
             out.append(e)
         else:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers.vllm.demo import wait_final
 from servers.vllm.stack import Request, Stack, run_workload
 from sidecar.taps.vllm_plugin import PluginReceiver
-from tests.support import free_port
+from tests.support import free_port, work_events
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_the_qwen_style_model_serves_exact_lengths_and_the_plugin_sees_every_req
         time.sleep(0.05)
     assert {i.request_id for i in infos} == {r.request_id for r in REQUESTS}
     assert plugin.model == "tiny-qwen" and plugin.counts["starts"] >= len(REQUESTS) - 1
-    decoded = sum(e.units for e in events if e.phase.label == "decode")
+    decoded = sum(e.units for e in work_events(events) if e.phase.label == "decode")
     assert decoded == sum(r.max_tokens - 1 for r in REQUESTS)  # one event per running request per step
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.attribution.events import Phase, StepBatch, WorkEvent
+from sidecar.attribution.events import Phase, StepBatch
 from sidecar.contracts.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
-from tests.support import free_port
+from tests.support import free_port, work_events
 
 
 def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.0, **kw: Any) -> bytes:
@@ -26,20 +26,6 @@ def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.
     if it is not None:
         m["it"] = it
     return json.dumps(m).encode()
-
-
-def per_request(events: list[WorkEvent | StepBatch]) -> list[WorkEvent]:
-    """The receiver's work, one event per request: an iteration's :class:`StepBatch` (decode work for
-    every request decoding) split into its members' events, in member order."""
-    out: list[WorkEvent] = []
-    for e in events:
-        if isinstance(e, WorkEvent):
-            out.append(e)
-            continue
-        for i, request_id in enumerate(e.request_ids):
-            phase, units, ctx = Phase(int(e.phase[i])), float(e.units[i]), float(e.context_tokens[i])
-            out.append(WorkEvent(request_id, e.t0_s, e.t1_s, phase, units, e.steps, ctx))
-    return out
 
 
 def receiver(**kw: Any) -> PluginReceiver:
@@ -60,11 +46,11 @@ def test_iterations_become_per_request_prefill_and_decode_work() -> None:
     rx.feed(msg(1, [0.005, 2, 0, 0, 0], wall=1000.02), out)
     (batch,) = out.events  # one iteration: one step batch for every request decoding
     assert isinstance(batch, StepBatch)
-    decodes = [(e.request_id, e.phase, e.units, e.steps, e.context_tokens) for e in per_request(out.events)]
+    decodes = [(e.request_id, e.phase, e.units, e.steps, e.context_tokens) for e in work_events(out.events)]
     assert decodes == [("a", Phase.DECODE, 1, 1, 11), ("b", Phase.DECODE, 1, 1, 21)]
     assert batch.t0_s == pytest.approx(100.0) and batch.t1_s == pytest.approx(100.015)
     rx.feed(msg(2, [0.0, 2, 0, 0, 0], wall=1000.04), out)  # the KV caches grew by the token decoded
-    assert [e.context_tokens for e in per_request(out.events)[2:]] == [12, 22]
+    assert [e.context_tokens for e in work_events(out.events)[2:]] == [12, 22]
     assert rx.claims("a") and rx.claims("b") and not rx.claims("c")
 
 
@@ -94,7 +80,7 @@ def test_a_request_that_left_vllm_without_finishing_stops_getting_decode_work() 
     rx.feed(msg(1, [0.0, 1, 0, 0, 0], wall=1000.01, gone=["b"]), out)  # b was aborted (client went away)
     later = TapOutput()
     rx.feed(msg(2, [0.0, 1, 0, 0, 0], wall=1000.02), later)
-    assert [e.request_id for e in per_request(later.events)] == ["a"] and rx.counts["aborted"] == 1
+    assert [e.request_id for e in work_events(later.events)] == ["a"] and rx.counts["aborted"] == 1
 
 
 def test_without_live_membership_finished_requests_get_whole_phase_work() -> None:

@@ -12,7 +12,7 @@ import pytest
 from sidecar.attribution.events import Phase
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
-from tests.sidecar.taps.test_vllm_plugin import per_request
+from tests.support import work_events
 
 
 def raw(seq: int, pid: int = 7, wall: str = "1000.0", **parts: Any) -> bytes:
@@ -52,7 +52,7 @@ def test_a_poison_number_in_one_row_rejects_that_row_and_keeps_the_good_rows(bad
         ),
         out,
     )
-    assert sorted(e.request_id for e in per_request(out.events) if e.phase is Phase.PREFILL) == [
+    assert sorted(e.request_id for e in work_events(out.events) if e.phase is Phase.PREFILL) == [
         "good",
         "good2",
     ]
@@ -74,7 +74,7 @@ def test_a_poison_number_in_one_row_rejects_that_row_and_keeps_the_good_rows(bad
 def test_a_poison_iteration_is_dropped_and_the_rows_of_its_datagram_still_count(bad: str) -> None:
     rx, out = receiver(), TapOutput()
     rx.feed(raw(0, it=f"[{bad},1,5,0,0]", start='[["a",5,5,0.01]]'), out)
-    assert [e.request_id for e in per_request(out.events)] == ["a"] and rx.counts["iterations"] == 0
+    assert [e.request_id for e in work_events(out.events)] == ["a"] and rx.counts["iterations"] == 0
     assert sum(n for k, n in rx.counts.items() if k.startswith("rejected_")) == 1
 
 
@@ -103,7 +103,7 @@ def test_a_repeated_start_or_finish_is_a_counted_duplicate_and_adds_no_work() ->
     fin = '[["a",5,3,0,0.01,0.05,0.1,"stop"]]'
     rx.feed(raw(2, wall="1000.04", it="[0.0,1,0,0,0]", fin=fin), out)
     rx.feed(raw(3, wall="1000.06", it="[0.0,1,0,0,0]", fin=fin), out)
-    assert [e.phase for e in per_request(out.events)] == [Phase.PREFILL, Phase.DECODE, Phase.DECODE]
+    assert [e.phase for e in work_events(out.events)] == [Phase.PREFILL, Phase.DECODE, Phase.DECODE]
     assert len(out.infos) == 1 and rx.counts["rejected_duplicate"] == 2
 
 
@@ -114,9 +114,9 @@ def test_sequence_numbers_cannot_poison_the_loss_counter() -> None:
     rx.feed(raw(1), out)  # back to the real stream: another jump
     rx.feed(raw(4), out)  # two datagrams lost
     rx.feed(raw(3), out)  # one of them came late
-    n_events = len(per_request(out.events))
+    n_events = len(work_events(out.events))
     rx.feed(raw(4, it="[0.0,1,0,0,0]"), out)  # replayed: dropped, no decode work added
-    assert len(per_request(out.events)) == n_events
+    assert len(work_events(out.events)) == n_events
     assert (rx.counts["lost"], rx.counts["seq_jumps"], rx.counts["reordered"]) == (2, 2, 1)
     assert rx.counts["rejected_duplicate"] == 1
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sidecar.taps.spans import TapOutput
-from tests.sidecar.taps.test_vllm_plugin import msg, per_request, receiver
+from tests.sidecar.taps.test_vllm_plugin import msg, receiver
+from tests.support import work_events
 
 
 def test_a_new_pid_ends_the_requests_in_flight_as_aborted_and_counts_them() -> None:
@@ -42,7 +43,7 @@ def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:
     rx.feed(msg(0, start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01], ["c", 5, 5, 0.01]]), out)
     later = TapOutput()
     rx.feed(msg(1, [0.0, 2, 0, 0, 0], wall=1000.02), later)
-    assert [e.request_id for e in per_request(later.events)] == ["b", "c"] and rx.counts["evicted"] == 1
+    assert [e.request_id for e in work_events(later.events)] == ["b", "c"] and rx.counts["evicted"] == 1
 
 
 def test_recent_ids_are_remembered_up_to_a_cap_claims_and_finishes_alike(
