@@ -26,7 +26,7 @@ import pytest
 
 from servers.vllm.demo import wait_final
 from servers.vllm.launcher import vllm_python
-from servers.vllm.stack import Request, Stack, get_json, run_workload
+from servers.vllm.stack import CPU_ARGS, Request, Stack, get_json, run_workload
 from tests.faults.conftest import HealthWatch
 from tests.servers.vllm.test_vllm_e2e import metrics
 
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 REQUEST_TIMEOUT_S = 600.0  # the sidecar's default; the aborted records must come long before it
 IN_FLIGHT = [f"inflight-{i}" for i in range(4)]
+MAX_TOKENS = 1900  # each in-flight stream asks for this many (prompt ~30 tokens; context 2,048)
 
 
 class Stream:
@@ -85,6 +86,9 @@ def restarted(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         tiny_llama,
         log_dir=tmp_path_factory.mktemp("vllm-restart"),
         sidecar_args=("--fit-warmup-ticks", "5", "--request-timeout-s", str(REQUEST_TIMEOUT_S)),
+        # the model's whole context (2,048), so the streams decode long enough to be cut mid-way even when
+        # a busy machine delays the kill by seconds (at 1,024 a 900-token stream sometimes finished first)
+        vllm_args=(*CPU_ARGS[:-4], "--max-model-len", "2048", *CPU_ARGS[-2:]),
     )
     stack.start()
     try:
@@ -101,7 +105,7 @@ def run(stack: Stack) -> dict[str, Any]:
         stack.vllm_url, stack.served_name, [Request(f"before-{i}", 20, 16) for i in range(3)]
     )
     out["before"] = wait_final(stack.sidecar_url, [r.request_id for r in before], timeout_s=60)
-    streams = [Stream(stack.vllm_url, stack.served_name, rid, 900) for rid in IN_FLIGHT]
+    streams = [Stream(stack.vllm_url, stack.served_name, rid, MAX_TOKENS) for rid in IN_FLIGHT]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and min(s.chunks for s in streams) < 5:
         time.sleep(0.05)
@@ -134,7 +138,7 @@ def run(stack: Stack) -> dict[str, Any]:
 def test_the_kill_took_vllms_whole_process_group_mid_decode(restarted: dict[str, Any]) -> None:
     assert not restarted["killed_alive"]
     for s in restarted["streams"]:
-        assert 5 <= s.chunks < 900 and not s.done, (s.chunks, s.error)  # cut off mid-stream
+        assert 5 <= s.chunks < MAX_TOKENS and not s.done, (s.chunks, s.error)  # cut off mid-stream
 
 
 def test_in_flight_requests_stay_open_while_vllm_is_down(restarted: dict[str, Any]) -> None:
@@ -149,7 +153,7 @@ def test_in_flight_requests_end_as_aborted_once_the_new_vllm_is_heard(restarted:
     assert restarted["aborted_s"] < 30 < REQUEST_TIMEOUT_S  # from the new vLLM's start, not the timeout
     for rid, rec in records.items():
         assert rec["final"] and rec["attributes"]["finish_reason"] == "abort", rid
-        assert rec["energy_j"] > 0 and 0 < rec["output_tokens"] < 900, rid  # the work it did, no more
+        assert rec["energy_j"] > 0 and 0 < rec["output_tokens"] < MAX_TOKENS, rid  # the work it did, no more
 
 
 def test_the_restart_and_the_aborted_requests_are_counted(restarted: dict[str, Any]) -> None:
