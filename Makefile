@@ -28,12 +28,17 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-bench: $(STAMP) $(VLLM_STAMP)  ## the benchmarks that back our numbers (about 15 minutes)
+bench: $(STAMP) $(VLLM_STAMP)  ## the benchmarks that back our numbers (about 25 minutes; a quiet machine)
 	$(PY) benchmarks/attribution_accuracy.py
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/diffusion_batching.py
 	$(PY) benchmarks/loadgen_rate.py
 	$(PY) benchmarks/vllm_overhead.py
+	$(PY) benchmarks/sidecar_cpu.py
+	$(PY) benchmarks/ingest_grpc.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/nvml_poll_scale.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
