@@ -50,7 +50,7 @@ from sidecar.taps.proxy_rows import (
 )
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.udp import bind_udp, drain, handle_isolated
 
 __all__ = ["ProxyWireReceiver"]
 
@@ -127,13 +127,7 @@ class ProxyWireReceiver:
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        try:
-            self._message(raw)
-        except v.Rejected as err:  # the header: nothing in the datagram can be placed
-            v.note(self.counts, err)
-        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
-            self.counts["internal_errors"] += 1
-            log.exception("proxy datagram could not be handled")
+        handle_isolated(self.counts, "proxy", lambda: self._message(raw))
 
     def _message(self, raw: Any) -> None:
         head = parse_head(raw, self._wall())

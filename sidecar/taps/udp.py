@@ -1,14 +1,19 @@
-"""The UDP socket the vLLM plugin and scheduler-hook receivers listen on, and its non-blocking drain."""
+"""The UDP socket the datagram receivers (vLLM plugin, scheduler hook, proxy wire) listen on, its
+non-blocking drain, and the isolation of one datagram's handling."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
 
+from sidecar.taps import validate as v
 from sidecar.taps.spans import TapOutput
 
-__all__ = ["bind_udp", "drain"]
+__all__ = ["bind_udp", "drain", "handle_isolated"]
+
+log = logging.getLogger(__name__)
 
 _RCVBUF_BYTES = 8 * 1024 * 1024  # bursts between two ticks wait in the kernel, not in Python
 _MAX_DATAGRAM_BYTES = 65536
@@ -41,3 +46,17 @@ def drain(
             break
         feed(data, out)
     return out
+
+
+def handle_isolated(counts: Counter[str], sender: str, handle: Callable[[], None]) -> None:
+    """Run one decoded datagram's ``handle``: a rejected header (nothing in the datagram can be placed)
+    is counted by reason, a bug is counted (``internal_errors``) and logged; neither reaches the tick,
+    so the next datagram is still handled."""
+    try:
+        handle()
+    except v.Rejected as err:
+        v.note(counts, err)
+        log.debug("%s datagram rejected: %s", sender, err)
+    except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
+        counts["internal_errors"] += 1
+        log.exception("%s datagram could not be handled", sender)

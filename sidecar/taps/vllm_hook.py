@@ -62,7 +62,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.udp import bind_udp, drain, handle_isolated
 from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import (
     StepArrays,
@@ -150,14 +150,7 @@ class HookReceiver:
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        try:
-            self._message(raw, out)
-        except v.Rejected as err:  # the header: nothing in the datagram can be placed
-            v.note(self.counts, err)
-            log.debug("hook datagram rejected: %s", err)
-        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
-            self.counts["internal_errors"] += 1
-            log.exception("hook datagram could not be handled")
+        handle_isolated(self.counts, "hook", lambda: self._message(raw, out))
 
     def claims(self, request_id: str) -> bool:
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""

@@ -53,7 +53,7 @@ from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain
+from sidecar.taps.udp import bind_udp, drain, handle_isolated
 from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
@@ -142,14 +142,7 @@ class PluginReceiver:
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        try:
-            self._message(msg, out)
-        except v.Rejected as err:  # the datagram's header: nothing in it can be dated
-            v.note(self.counts, err)
-            log.debug("plugin datagram rejected: %s", err)
-        except Exception:  # a bug must not cost the tick: count, log, go on with the next datagram
-            self.counts["internal_errors"] += 1
-            log.exception("plugin datagram could not be handled")
+        handle_isolated(self.counts, "plugin", lambda: self._message(msg, out))
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
