@@ -32,7 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servers.vllm.demo import wait_final
-from servers.vllm.launcher import Process, serve_command, vllm_python, wait_http
+from servers.vllm.launcher import Process, serve_command, sidecar_command, vllm_python, wait_http
 from sidecar.proxy.price_client import REFRESH_S
 from tests.support import free_port
 
@@ -105,6 +105,24 @@ def _engine_cmd(name: str, model_dir: Path, port: int) -> tuple[list[str], dict[
     return serve_command(str(model_dir), port=port, otlp_endpoint=None, extra=extra), env, "tiny-llama"
 
 
+def _sidecar_argv(api_port: int, wire_port: int, model: str) -> list[str]:
+    """The sidecar, fed by the proxy process's wire only (OTLP, plugin and hook off)."""
+    return sidecar_command([
+        "--port", str(api_port), "--host", "127.0.0.1", "--otlp-port", "0", "--plugin-port", "0",
+        "--hook-port", "0", "--proxy-wire-port", str(wire_port), "--meter", "cpu-model", "--model", model,
+        "--ledger-path", "", "--settle-s", "1.0", "--fit-warmup-ticks", "20", "--log-level", "warning",
+    ])  # fmt: skip
+
+
+def _proxy_argv(eng: Engine, wire_port: int, proxy_port: int) -> list[str]:
+    """``jouletrace proxy`` in front of the engine, its rows to the sidecar's wire port."""
+    return [
+        sys.executable, "-m", "sidecar.cli", "proxy", "--upstream", eng.url, "--sidecar", eng.sidecar_url,
+        "--proxy-wire-port", str(wire_port), "--proxy-port", str(proxy_port),
+        "--proxy-tenant-header", "X-Tenant", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module", params=["transformers", "vllm"])
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     name = str(request.param)
@@ -123,64 +141,10 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         eng.procs.append(server)
         wait_http(f"{eng.url}/v1/models", 300, server)
         wire_port = free_port(socket.SOCK_DGRAM)
-        sidecar = Process(
-            "sidecar",
-            [
-                sys.executable,
-                "-m",
-                "sidecar.cli",
-                "sidecar",
-                "--port",
-                str(api_port),
-                "--host",
-                "127.0.0.1",
-                "--otlp-port",
-                "0",
-                "--plugin-port",
-                "0",
-                "--hook-port",
-                "0",
-                "--proxy-wire-port",
-                str(wire_port),
-                "--meter",
-                "cpu-model",
-                "--model",
-                model,
-                "--ledger-path",
-                "",
-                "--settle-s",
-                "1.0",
-                "--fit-warmup-ticks",
-                "20",
-                "--log-level",
-                "warning",
-            ],
-            logs / "sidecar.log",
-        )
+        sidecar = Process("sidecar", _sidecar_argv(api_port, wire_port, model), logs / "sidecar.log")
         eng.procs.append(sidecar)
         wait_http(f"{eng.sidecar_url}/healthz", 60, sidecar)
-        proxy = Process(
-            "proxy",
-            [
-                sys.executable,
-                "-m",
-                "sidecar.cli",
-                "proxy",
-                "--upstream",
-                eng.url,
-                "--sidecar",
-                eng.sidecar_url,
-                "--proxy-wire-port",
-                str(wire_port),
-                "--proxy-port",
-                str(proxy_port),
-                "--proxy-tenant-header",
-                "X-Tenant",
-                "--log-level",
-                "warning",
-            ],
-            logs / "proxy.log",
-        )
+        proxy = Process("proxy", _proxy_argv(eng, wire_port, proxy_port), logs / "proxy.log")
         eng.procs.append(proxy)
         wait_http(f"{eng.proxy_url}/v1/models", 60, proxy)
         yield eng
