@@ -43,8 +43,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from bisect import bisect_right
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -63,15 +62,13 @@ from sidecar.taps.vllm_plugin_rows import (
     parse_sched,
     parse_start,
 )
+from sidecar.taps.vllm_plugin_seen import SeenIds
+from sidecar.taps.vllm_plugin_tokens import TokenHistory
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
 
 __all__ = ["PluginReceiver"]
 
 log = logging.getLogger(__name__)
-
-_MAX_SEEN = 100_000  # recent request ids kept (claimed and/or finished)
-_CLAIMED, _FINISHED = 1, 2  # what is known about a recent id (bits)
-_HISTORY = 4096  # (wall, prompt, generation) cumulative points kept for the /metrics comparison
 
 
 class PluginReceiver:
@@ -107,18 +104,14 @@ class PluginReceiver:
         self._last_end: float | None = None
         self._step_s = 0.02  # running estimate of an iteration's duration
         self._decoding = DecodingRequests()
-        # recent ids -> _CLAIMED (work emitted here) | _FINISHED (to refuse replays): one table, one str
-        # per request (two tables of 100,000 cost ~18 MB and held two copies of each id, ~9 MB)
-        self._seen: OrderedDict[str, int] = OrderedDict()
-        self._cum = [0, 0]  # prompt (computed + cached), generation tokens received
-        self._history: deque[tuple[float, int, int]] = deque(maxlen=_HISTORY)
-        self._started_wall: float | None = None  # Unix time the receiver started listening
+        self.seen = SeenIds()  # recent ids claimed (work emitted here) and finished (to refuse replays)
+        self.tokens = TokenHistory()  # for the comparison with vLLM's /metrics
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
         sock = bind_udp(self.host, self.port)
         self._sock = sock
-        self._started_wall = time.time()
+        self.tokens.started_wall_s = time.time()
         self.port = sock.getsockname()[1]
         log.info("vLLM plugin receiver on udp://%s:%d", self.host, self.port)
         return int(self.port)
@@ -146,16 +139,11 @@ class PluginReceiver:
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
-        return bool(self._seen.get(request_id, 0) & _CLAIMED)
+        return self.seen.claimed(request_id)
 
     def tokens_until(self, unix_s: float) -> tuple[int, int] | None:
         """Cumulative (prompt, generation) tokens of iterations recorded by ``unix_s``, if known."""
-        if self._started_wall is None or unix_s < self._started_wall:
-            return None
-        if not self._history or unix_s < self._history[0][0]:
-            return 0, 0
-        i = bisect_right([h[0] for h in self._history], unix_s) - 1
-        return self._history[i][1], self._history[i][2]
+        return self.tokens.until(unix_s)
 
     # ---- internals -------------------------------------------------------------------------
     def _message(self, msg: dict[str, Any], out: TapOutput) -> None:
@@ -227,9 +215,7 @@ class PluginReceiver:
             return t_end
         t_end = t_rec - it.end_ago_s
         self._iteration(t_end, it.generation_tokens, out)
-        self._cum[0] += it.prompt_tokens
-        self._cum[1] += it.generation_tokens
-        self._history.append((wall_s, self._cum[0], self._cum[1]))
+        self.tokens.add(wall_s, it.prompt_tokens, it.generation_tokens)
         self.counts["iterations"] += 1
         return t_end
 
@@ -264,12 +250,12 @@ class PluginReceiver:
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
-        if request_id in self._decoding or self._seen.get(request_id, 0) & _FINISHED:
+        if request_id in self._decoding or self.seen.finished(request_id):
             raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
             self.counts["claimed_by_hook"] += 1
-            self._claim(request_id)
+            self.seen.claim(request_id)
             return
         if row.computed_tokens > 0:
             computed, prefill_s = row.computed_tokens, row.prefill_s
@@ -282,12 +268,12 @@ class PluginReceiver:
         if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
             self._decoding.remove_oldest()
             self.counts["evicted"] += 1
-        self._claim(request_id)
+        self.seen.claim(request_id)
 
     def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
         t_rec, t_end = when
         request_id = row.request_id
-        if self._seen.get(request_id, 0) & _FINISHED:
+        if self.seen.finished(request_id):
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._decoding.remove(request_id)
@@ -299,7 +285,7 @@ class PluginReceiver:
                     request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
                 )
             )
-            self._claim(request_id)
+            self.seen.claim(request_id)
             self.counts["whole_phase"] += 1
         out.infos.append(
             RequestInfo(
@@ -313,15 +299,5 @@ class PluginReceiver:
                 attributes={"vllm.request_id": row.raw_id, "finish_reason": row.reason},
             )
         )
-        self._mark(request_id, _FINISHED)
+        self.seen.finish(request_id)
         self.counts["finished"] += 1
-
-    def _claim(self, request_id: str) -> None:
-        self._mark(request_id, _CLAIMED)
-
-    def _mark(self, request_id: str, bit: int) -> None:
-        """Note a recent id's claim or finish; the oldest ids beyond ``_MAX_SEEN`` are forgotten."""
-        seen = self._seen
-        seen[request_id] = seen.get(request_id, 0) | bit
-        while len(seen) > _MAX_SEEN:
-            seen.popitem(last=False)

@@ -46,11 +46,9 @@ def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:
     assert [e.request_id for e in work_events(later.events)] == ["b", "c"] and rx.counts["evicted"] == 1
 
 
-def test_recent_ids_are_remembered_up_to_a_cap_claims_and_finishes_alike(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("sidecar.taps.vllm_plugin._MAX_SEEN", 2)
+def test_recent_ids_are_remembered_up_to_a_cap_claims_and_finishes_alike() -> None:
     rx, out = receiver(), TapOutput()
+    rx.seen.most = 2
     for seq, rid in enumerate(("a", "b", "c")):
         fin = [[rid, 5, 2, 0.0, 0.01, 0.02, 0.05, "stop"]]
         rx.feed(msg(2 * seq, start=[[rid, 5, 5, 0.01]], wall=1000.0 + seq), out)
