@@ -55,6 +55,7 @@ class SidecarConfig:
     plugin_port: int = PLUGIN_PORT
     hook_host: str = "127.0.0.1"
     hook_port: int = HOOK_PORT
+    vllm_task_wait_s: float = 30.0
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""

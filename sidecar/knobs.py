@@ -108,6 +108,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
     Knob("hook_host", str, "127.0.0.1", "address the vLLM scheduler hook's UDP receiver binds"),
     Knob("hook_port", _port, HOOK_PORT, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
+    Knob(
+        "vllm_task_wait_s",
+        _positive(float),
+        30.0,
+        "seconds a vLLM request span waits for its trace's client span (the task); then 'unknown'",
+    ),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),

@@ -9,7 +9,9 @@ decoding CPU nor the memory of its spans):
 * **memory**: the resident set size (``/proc/self/statm``: one small read, at most every
   :data:`CHECK_INTERVAL_S`) over ``otlp_memory_limit_mb``. Over it, glibc's freed-but-retained
   heap is given back first (``malloc_trim``, at most once a second: the Collector's forced GC);
-  only what is still over refuses. 0 turns the check off;
+  only what is still over refuses, and only while work waits to be split: Python keeps freed
+  memory for reuse, so the RSS may stay over the limit once the backlog is gone, and refusing
+  then would free nothing and only lose spans. 0 turns the check off;
 * **backlog**: work rows the attribution has not split yet (new, pending, held for the fit's
   warm-up) over ``otlp_backlog_limit_rows``. Spans arrive faster than ticks are sealed and
   their work and requests pile up; the vLLM plugin's and hook's iterations (the measured work)
@@ -88,7 +90,7 @@ class ExportLimiter:
         """None if an export may be decoded now; else why not."""
         if self.memory_limit_mb > 0:
             used_mb = self._memory_mb()
-            if used_mb > self.memory_limit_mb:
+            if used_mb > self.memory_limit_mb and self._backlog_rows() > 0:
                 return Refusal(
                     "memory",
                     f"jouletrace is over its memory limit ({used_mb:.0f} MB resident, limit "

@@ -54,20 +54,25 @@ def test_under_both_limits_an_export_is_taken() -> None:
 
 
 def test_over_the_memory_limit_an_export_is_refused_for_memory() -> None:
-    refusal = _limiter([250.0], [0], Clock()).refusal()
+    refusal = _limiter([250.0], [1], Clock()).refusal()
     assert refusal is not None and refusal.reason == "memory"
     assert "250 MB" in refusal.message and "otlp_memory_limit_mb" in refusal.message
 
 
 def test_over_the_memory_limit_freed_heap_is_given_back_first_and_counts() -> None:
     clock = Clock()
-    limiter = _limiter([250.0], [0], clock, trims=[180.0])
+    limiter = _limiter([250.0], [1], clock, trims=[180.0])
     assert limiter.refusal() is None  # the trim brought it under: taken
+
+
+def test_over_the_memory_limit_with_nothing_waiting_an_export_is_taken() -> None:
+    """Refusing frees nothing when no work waits: the RSS Python keeps must not refuse spans for good."""
+    assert _limiter([250.0], [0], Clock()).refusal() is None
 
 
 def test_trims_are_at_most_once_a_second_and_the_rss_is_read_at_most_every_check_interval() -> None:
     clock, rss = Clock(), [250.0]
-    limiter = _limiter(rss, [0], clock, trims=[240.0, 230.0])
+    limiter = _limiter(rss, [1], clock, trims=[240.0, 230.0])
     assert limiter.refusal() is not None  # trimmed once: 240, still over
     rss[0] = 150.0
     assert limiter.refusal() is not None  # within the check interval: the last reading
@@ -124,7 +129,9 @@ def switch() -> Switch:
 
 @pytest.fixture
 def receiver(switch: Switch) -> Iterator[OtlpReceiver]:
-    limiter = ExportLimiter(memory_limit_mb=200.0, rss=switch, trim=lambda: False, retry_delay_s=0.2)
+    limiter = ExportLimiter(
+        memory_limit_mb=200.0, backlog_rows=lambda: 1, rss=switch, trim=lambda: False, retry_delay_s=0.2
+    )
     rec = OtlpReceiver([VllmSpanHandler(lambda unix_s: unix_s)], port=0, limiter=limiter)
     rec.start()
     yield rec
