@@ -9,9 +9,10 @@ decoding CPU nor the memory of its spans):
 * **memory**: the resident set size (``/proc/self/statm``: one small read, at most every
   :data:`CHECK_INTERVAL_S`) over ``otlp_memory_limit_mb``. Over it, glibc's freed-but-retained
   heap is given back first (``malloc_trim``, at most once a second: the Collector's forced GC);
-  only what is still over refuses, and only while work waits to be split: Python keeps freed
-  memory for reuse, so the RSS may stay over the limit once the backlog is gone, and refusing
-  then would free nothing and only lose spans. 0 turns the check off;
+  only what is still over refuses. Python keeps freed memory for reuse, so the RSS may stay
+  over the limit after the load that raised it is gone; refusing everything then would free
+  nothing and lose every span, so over the limit one export per retry delay is still taken
+  (a trickle: 512 spans a second at vLLM's batch size and the default 1 s). 0 turns the check off;
 * **backlog**: work rows the attribution has not split yet (new, pending, held for the fit's
   warm-up) over ``otlp_backlog_limit_rows``. Spans arrive faster than ticks are sealed and
   their work and requests pile up; the vLLM plugin's and hook's iterations (the measured work)
@@ -85,12 +86,13 @@ class ExportLimiter:
         self._rss_mb = 0.0
         self._read_at = -math.inf
         self._trimmed_at = -math.inf
+        self._let_through_at = -math.inf  # when an export over the memory limit was last taken
 
     def refusal(self) -> Refusal | None:
         """None if an export may be decoded now; else why not."""
         if self.memory_limit_mb > 0:
             used_mb = self._memory_mb()
-            if used_mb > self.memory_limit_mb and self._backlog_rows() > 0:
+            if used_mb > self.memory_limit_mb and not self._trickle():
                 return Refusal(
                     "memory",
                     f"jouletrace is over its memory limit ({used_mb:.0f} MB resident, limit "
@@ -105,6 +107,15 @@ class ExportLimiter:
                     f"{self.backlog_limit_rows}: otlp_backlog_limit_rows); retry later",
                 )
         return None
+
+    def _trickle(self) -> bool:
+        """True for one export per retry delay (over the memory limit: taken all the same)."""
+        now = self._clock()
+        with self._lock:
+            if now - self._let_through_at < self.retry_delay_s:
+                return False
+            self._let_through_at = now
+            return True
 
     def _memory_mb(self) -> float:
         """The RSS, read again once :data:`CHECK_INTERVAL_S` has passed; over the limit, after a trim."""

@@ -53,27 +53,32 @@ def test_under_both_limits_an_export_is_taken() -> None:
     assert _limiter([150.0], [999], Clock()).refusal() is None
 
 
-def test_over_the_memory_limit_an_export_is_refused_for_memory() -> None:
-    refusal = _limiter([250.0], [1], Clock()).refusal()
+def test_over_the_memory_limit_an_export_is_refused_for_memory_but_one_per_retry_delay_is_taken() -> None:
+    """Python may keep the RSS over the limit with nothing left to free: a trickle still gets in."""
+    clock = Clock()
+    limiter = _limiter([250.0], [0], clock)
+    assert limiter.refusal() is None  # the first export over the limit: the trickle's
+    refusal = limiter.refusal()
     assert refusal is not None and refusal.reason == "memory"
     assert "250 MB" in refusal.message and "otlp_memory_limit_mb" in refusal.message
+    clock.t_s += 0.5
+    assert limiter.refusal() is not None  # within the retry delay (1 s): refused
+    clock.t_s += 0.5
+    assert limiter.refusal() is None and limiter.refusal() is not None  # one more, then refused
 
 
 def test_over_the_memory_limit_freed_heap_is_given_back_first_and_counts() -> None:
     clock = Clock()
-    limiter = _limiter([250.0], [1], clock, trims=[180.0])
+    limiter = _limiter([250.0], [0], clock, trims=[180.0])
+    limiter.refusal()  # the trickle's export
     assert limiter.refusal() is None  # the trim brought it under: taken
-
-
-def test_over_the_memory_limit_with_nothing_waiting_an_export_is_taken() -> None:
-    """Refusing frees nothing when no work waits: the RSS Python keeps must not refuse spans for good."""
-    assert _limiter([250.0], [0], Clock()).refusal() is None
 
 
 def test_trims_are_at_most_once_a_second_and_the_rss_is_read_at_most_every_check_interval() -> None:
     clock, rss = Clock(), [250.0]
-    limiter = _limiter(rss, [1], clock, trims=[240.0, 230.0])
-    assert limiter.refusal() is not None  # trimmed once: 240, still over
+    limiter = _limiter(rss, [0], clock, trims=[240.0, 230.0])
+    assert limiter.refusal() is None  # trimmed once: 240, still over; the trickle's export
+    assert limiter.refusal() is not None
     rss[0] = 150.0
     assert limiter.refusal() is not None  # within the check interval: the last reading
     clock.t_s += 2 * CHECK_INTERVAL_S
@@ -82,7 +87,8 @@ def test_trims_are_at_most_once_a_second_and_the_rss_is_read_at_most_every_check
     clock.t_s += 2 * CHECK_INTERVAL_S
     assert limiter.refusal() is not None  # over again, under a second since the trim: no trim
     clock.t_s += 1.0
-    assert limiter.refusal() is not None and rss[0] == 230.0  # a second later: trimmed again, still over
+    assert limiter.refusal() is None and rss[0] == 230.0  # a second later: trimmed again (and the trickle)
+    assert limiter.refusal() is not None  # still over
 
 
 def test_over_the_backlog_limit_an_export_is_refused_for_backlog() -> None:
@@ -128,10 +134,17 @@ def switch() -> Switch:
 
 
 @pytest.fixture
-def receiver(switch: Switch) -> Iterator[OtlpReceiver]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def receiver(switch: Switch, clock: Clock) -> Iterator[OtlpReceiver]:
+    """A receiver over its memory limit (until the test says otherwise) whose trickle is spent."""
     limiter = ExportLimiter(
-        memory_limit_mb=200.0, backlog_rows=lambda: 1, rss=switch, trim=lambda: False, retry_delay_s=0.2
+        memory_limit_mb=200.0, rss=switch, trim=lambda: False, retry_delay_s=0.2, clock=clock
     )
+    assert limiter.refusal() is None  # the trickle's export: the next ones within 0.2 s are refused
     rec = OtlpReceiver([VllmSpanHandler(lambda unix_s: unix_s)], port=0, limiter=limiter)
     rec.start()
     yield rec
@@ -139,7 +152,7 @@ def receiver(switch: Switch) -> Iterator[OtlpReceiver]:
 
 
 def test_over_real_grpc_an_export_over_the_limit_gets_a_retryable_unavailable_and_is_counted(
-    receiver: OtlpReceiver, switch: Switch
+    receiver: OtlpReceiver, switch: Switch, clock: Clock
 ) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{receiver.port}")
     stub = trace_service_pb2_grpc.TraceServiceStub(channel)
@@ -153,25 +166,21 @@ def test_over_real_grpc_an_export_over_the_limit_gets_a_retryable_unavailable_an
     assert receiver.stats().events[("otlp", "refused_memory")] == 1
     assert receiver.received == 0  # refused before it was decoded
     switch.over = False
-    time.sleep(2 * CHECK_INTERVAL_S)
+    clock.t_s += 2 * CHECK_INTERVAL_S  # the RSS is read again: under the limit
     assert not stub.Export(export(span(1, now)), timeout=5).HasField("partial_success")
     _, infos = receiver.due(0.0)
     assert [i.request_id for i in infos] == ["r1"]
     channel.close()
 
 
-def test_the_python_otlp_exporter_backs_off_and_its_retry_is_taken(
-    receiver: OtlpReceiver, switch: Switch
-) -> None:
+def test_the_python_otlp_exporter_backs_off_and_its_retry_is_taken(receiver: OtlpReceiver) -> None:
     """vLLM's exporter: refused once, it waits the RetryInfo delay and sends the same spans again."""
     calls = 0
-    limiter_refusal = receiver.limiter.refusal
 
     def once() -> Refusal | None:
         nonlocal calls
         calls += 1
-        switch.over = calls == 1
-        return limiter_refusal()
+        return Refusal("memory", "over the limit (test)") if calls == 1 else None
 
     receiver.limiter.refusal = once  # type: ignore[method-assign]
     exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{receiver.port}", insecure=True, timeout=10)
