@@ -56,10 +56,6 @@ log = logging.getLogger(__name__)
 
 _IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
 _FAILING_TICKS = 3  # consecutive failed tick runs that make /readyz unready
-# Freed heap glibc keeps (not at the heap's top, so never trimmed by itself: 40 MB after a span
-# flood, benchmarks/memory.py --heap) goes back to the kernel this often (malloc_trim: under 1 ms
-# on a 100 MB heap here, so a 2 s period costs < 0.1 % of a core).
-_TRIM_EVERY_S = 2.0
 
 
 class Sidecar:
@@ -123,7 +119,7 @@ class Sidecar:
         self.http_port: int | None = None
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
-        self._trimmed_s = clock()  # when freed heap was last given back (malloc_tune.trim)
+        self._trim = malloc_tune.PeriodicTrim(malloc_tune.TRIM_EVERY_S, clock())  # freed heap back
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
         self._state_lock = threading.RLock()  # a tick, or a snapshot being built from the parts
@@ -243,10 +239,7 @@ class Sidecar:
             self.tick_failing += 1
             raise
         self.tick_failing = 0
-        now_s = self.clock()
-        if now_s - self._trimmed_s >= _TRIM_EVERY_S:
-            self._trimmed_s = now_s
-            malloc_tune.trim()
+        self._trim(self.clock())
 
     def shutdown(self) -> None:
         """Stop the taps and the poller, seal what they left and store it; within ``shutdown_grace_s``."""

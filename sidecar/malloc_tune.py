@@ -24,12 +24,22 @@ import logging
 import os
 from collections.abc import Mapping
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "trim", "tune_malloc"]
+__all__ = [
+    "MMAP_THRESHOLD_BYTES",
+    "TRIM_EVERY_S",
+    "TRIM_THRESHOLD_BYTES",
+    "PeriodicTrim",
+    "trim",
+    "tune_malloc",
+]
 
 log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD_BYTES = 64 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024
+# The sidecar gives freed heap back this often: glibc keeps what is not at the heap's top (40 MB
+# after a span flood, benchmarks/memory.py --heap); malloc_trim took under 1 ms on a 100 MB heap.
+TRIM_EVERY_S = 2.0
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 _OPERATOR_SET = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
@@ -60,3 +70,15 @@ def trim() -> bool:
         return False
     malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
     return bool(malloc_trim(0))
+
+
+class PeriodicTrim:
+    """:func:`trim` at most every ``period_s``: call it with the time from a periodic job."""
+
+    def __init__(self, period_s: float, now_s: float) -> None:
+        self.period_s, self._last_s = period_s, now_s
+
+    def __call__(self, now_s: float) -> None:
+        if now_s - self._last_s >= self.period_s:
+            self._last_s = now_s
+            trim()

@@ -6,16 +6,14 @@ drains the queue on its own loop and hands each span to the registered
 :class:`~sidecar.taps.spans.SpanHandler` s, so attribution is only ever touched from one
 thread. The receiver is a work source: ``due(now_s)`` returns what was made since the last call.
 
-Columns for the spans that matter (:mod:`.span_rows`): a handler with
-``row_spec()`` (the vLLM handler: ``llm_request`` spans) gets its spans decoded
-straight into columns (:class:`~sidecar.taps.spans.SpanRows`: only the
-attributes it reads, ~400 bytes a queued span with its retry key, the whole
-decoded span was ~1,400) and checked in bulk, with the same checks and reasons
-as a whole span; every other span is decoded whole
-(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn.
-The fast path is used only where it cannot change which handler claims a span:
-every handler before the row handler must name the attributes it claims spans by
-(``claim_keys``); a span with one of them is decoded whole.
+Columns for the spans that matter (:mod:`.span_rows`): a handler with ``row_spec()`` (the vLLM
+handler: ``llm_request`` spans) gets its spans decoded straight into columns
+(:class:`~sidecar.taps.spans.SpanRows`: only the attributes it reads, ~400 bytes a queued span
+with its retry key, the whole decoded span was ~1,400) and checked in bulk, with the same checks
+and reasons as a whole span; every other span is decoded whole
+(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn. The fast path is
+used only where it cannot change which handler claims a span: every handler before the row
+handler must name the attributes it claims spans by (``claim_keys``); those spans go whole.
 
 Faults, as an OpenTelemetry collector handles them:
 
