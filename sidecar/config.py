@@ -49,7 +49,7 @@ class SidecarConfig:
     otlp_max_queued_spans: int = 10_000
     otlp_dedupe_spans: int = 20_000
     otlp_memory_limit_mb: float = 400.0
-    otlp_backlog_limit_rows: int = 200_000
+    otlp_backlog_limit_rows: int = 400_000
     otlp_retry_delay_s: float = 1.0
     plugin_host: str = "127.0.0.1"
     plugin_port: int = PLUGIN_PORT

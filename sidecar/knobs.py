@@ -100,8 +100,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "otlp_backlog_limit_rows",
         _non_negative(int),
-        200_000,
-        "work rows waiting to be split over which OTLP exports are refused, retryable; 0: no limit",
+        400_000,
+        "work rows waiting to be split over which OTLP exports are refused, retryable (below "
+        "max_pending_rows, where work is dropped for good); 0: no limit",
     ),
     Knob("otlp_retry_delay_s", _positive(float), 1.0, "retry delay a refused OTLP exporter is told (s)"),
     Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
