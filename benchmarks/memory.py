@@ -16,10 +16,14 @@ order, each on top of the previous ones:
   iteration (decode work for every started request the plugin keeps) every 100 ms for
   ``--in-flight-s``; they stay in flight for the rest of the run;
 * **flood**: ``--flood-s`` (default 60) of vLLM-shaped ``llm_request`` spans over real
-  OTLP/gRPC, 512 spans per export (``otlp_flood.py``, as ``ingest_grpc.py`` sends them), as
-  fast as one client (one channel, 8 exports in flight) is answered; exports are serialised
-  ahead and stamped at send time with unique ids and times near now; then rest until
-  ``/metrics`` answers (the tick has handled the queued spans; at most ``--rest-s``).
+  OTLP/gRPC, 512 spans per export (``otlp_flood.py``, as ``ingest_grpc.py`` sends them), from
+  ``--exporters`` (8) exporters on one channel, each sending as fast as it is answered and
+  backing off as OTel's exporters do when the sidecar refuses an export as retryable
+  (``memory_flood.py``); then rest until ``/metrics`` answers (the tick has handled the
+  queued spans; at most ``--rest-s``). The flood's line says what was sent, refused (by the
+  sidecar's memory/backlog limit, ``otlp_memory_limit_mb``/``otlp_backlog_limit_rows``, or its
+  queue) and accepted; the rest line how many spans became requests and the sidecar's own
+  refusal counters.
 
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
 seconds (user + system, independent of how busy the machine is), and the peak over the
@@ -28,6 +32,7 @@ imports what this sidecar runs (``sidecar.cli_sidecar``, ``sidecar.wiring`` and 
 which the wiring imports only when ``otlp_port`` is set).
 
     .venv/bin/python benchmarks/memory.py [--flood-s 60] [--hour-s 60] [--in-flight 10000]
+        [--knob NAME=VALUE ...]   (sidecar knobs over the defaults, e.g. otlp_memory_limit_mb=0)
 
 Last line: ``rss MB N``, N = the sidecar's peak RSS in MB.
 
@@ -54,6 +59,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,15 +68,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
 
+from memory_flood import FloodCounts  # noqa: E402
+from memory_flood import flood as flood_exporters  # noqa: E402
 from memory_phases import Phases, Sampler, cpu_s, status_mb  # noqa: E402
-from otlp_flood import build_exports, send_all  # noqa: E402
+from otlp_flood import build_exports  # noqa: E402
 
 from sidecar.contracts.vllm_wire import encode  # noqa: E402
 from tests.support import free_port, wait_http  # noqa: E402
 
 UPDATE_S = 0.1  # the counter update period (NVML on an H200: 100 ms)
 HOUR_S = 3600.0
-POOL_EXPORTS, IN_FLIGHT_EXPORTS = 16, 8  # different exports cycled through; exports awaiting an answer
+POOL_EXPORTS = 16  # different exports cycled through
 
 
 def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
@@ -137,14 +145,14 @@ def start_requests(port: int, n: int, seconds: float) -> None:
     sock.close()
 
 
-def flood(port: int, seconds: float) -> tuple[int, int, int]:
-    """Exports as fast as one client is answered for ``seconds``: (spans sent, refused, failed exports)."""
-    pool = build_exports(POOL_EXPORTS)
-    out = send_all(port, pool, n_spans=1 << 62, in_flight=IN_FLIGHT_EXPORTS, max_s=seconds)
-    return int(out["sent"]), int(out["rejected"]), int(out["failed"])
+def flood(port: int, seconds: float, exporters: int) -> FloodCounts:
+    """``exporters`` exporters sending for ``seconds``, backing off when refused as retryable."""
+    return flood_exporters(port, build_exports(POOL_EXPORTS), seconds, exporters)
 
 
-def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, probe: int | None) -> list[str]:
+def sidecar_cmd(
+    tmp: Path, trace: Path, ports: dict[str, int], speed: float, probe: int | None, extra: Sequence[str] = ()
+) -> list[str]:
     knobs = {
         "meter": "replay",
         "replay_path": str(trace),
@@ -158,6 +166,7 @@ def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, pro
         "ledger_path": str(tmp / "ledger.db"),
         "model": "bench",
         "log_level": "warning",
+        **dict(kv.split("=", 1) for kv in extra),
     }
     flags = [x for k, val in knobs.items() for x in ("--" + k.replace("_", "-"), val)]
     if probe is None:  # the command users run
@@ -166,12 +175,12 @@ def sidecar_cmd(tmp: Path, trace: Path, ports: dict[str, int], speed: float, pro
     return [sys.executable, probe_py, str(tmp), str(probe), "sidecar", *flags]
 
 
-def flood_probed(port: int, seconds: float, phase: Phases) -> tuple[int, int, int]:
+def flood_probed(port: int, seconds: float, exporters: int, phase: Phases) -> FloodCounts:
     """:func:`flood`; when probing, the sidecar's heap is also printed twice during it."""
     if phase.probe_dir is None:
-        return flood(port, seconds)
-    result: list[tuple[int, int, int]] = []
-    sender = threading.Thread(target=lambda: result.append(flood(port, seconds)), daemon=True)
+        return flood(port, seconds, exporters)
+    result: list[FloodCounts] = []
+    sender = threading.Thread(target=lambda: result.append(flood(port, seconds, exporters)), daemon=True)
     sender.start()
     for k in (1, 2):
         sender.join(timeout=max(0.0, seconds / 3 - 1.0))
@@ -196,10 +205,9 @@ def run_phases(args: argparse.Namespace, phase: Phases, ports: dict[str, int], s
     pending = total(m, "jouletrace_requests_pending")
     phase(f"+ {args.in_flight} in flight", f"requests pending {pending:.0f}")
     flood_start = time.monotonic()
-    sent, refused, failed = flood_probed(ports["otlp"], args.flood_s, phase)
-    rate = f"{sent / args.flood_s:,.0f}/s"
-    phase(f"+ {args.flood_s:.0f} s span flood",
-          f"spans sent {sent} ({rate}), refused {refused}, failed exports {failed}")  # fmt: skip
+    sent = flood_probed(ports["otlp"], args.flood_s, args.exporters, phase)
+    phase(f"+ {args.flood_s:.0f} s span flood", f"{args.exporters} exporters")
+    print(f"  flood: {sent.line()}", flush=True)
     flood_end = time.monotonic()
     during = ", ".join(f"{mb:.0f}" for mb in sampler.maxima(flood_start, flood_end, 10.0))
     print(f"  rss during the flood, highest per 10 s (MB): {during}", flush=True)
@@ -209,9 +217,13 @@ def run_phases(args: argparse.Namespace, phase: Phases, ports: dict[str, int], s
         handled = total(m, "jouletrace_tap_events_total", jouletrace_tap="vllm_spans", outcome="requests")
         after_s = time.monotonic() - flood_end
         pending = total(m, "jouletrace_requests_pending")
+        refused = ", ".join(
+            f"{k} {total(m, 'jouletrace_tap_events_total', jouletrace_tap='otlp', outcome=k):.0f}"
+            for k in ("refused_memory", "refused_backlog", "dropped")
+        )
         rest = (
             f"llm_request spans handled {handled:.0f}, requests pending {pending:.0f}; "
-            f"/metrics answered {after_s:.0f} s after the flood"
+            f"/metrics answered {after_s:.0f} s after the flood; sidecar counted: {refused}"
         )
     except OSError:  # a timeout: the loop is still busy with the flood's spans
         rest = f"/metrics unanswered {time.monotonic() - flood_end:.0f} s after the flood (loop busy)"
@@ -225,6 +237,10 @@ def main() -> None:
     ap.add_argument("--hour-s", type=float, default=60.0, help="wall seconds the one-hour replay takes")
     ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of span flood")
     ap.add_argument("--rest-s", type=float, default=120.0, help="longest wait for /metrics after the flood")
+    ap.add_argument("--exporters", type=int, default=8, help="OTLP exporters in the flood (threads)")
+    ap.add_argument(
+        "--knob", action="append", default=[], metavar="NAME=VALUE", help="a sidecar knob over its default"
+    )
     ap.add_argument(
         "--heap", action="store_true", help="after each phase also print the heap's parts (glibc, pymalloc)"
     )
@@ -251,7 +267,7 @@ def main() -> None:
     ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
     log = tmp / "sidecar.log"
     proc = subprocess.Popen(
-        sidecar_cmd(tmp, trace, ports, speed, probe),
+        sidecar_cmd(tmp, trace, ports, speed, probe, args.knob),
         cwd=REPO,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

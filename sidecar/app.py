@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sidecar import malloc_tune
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.floor import FloorEstimate
@@ -118,6 +119,7 @@ class Sidecar:
         self.http_port: int | None = None
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
+        self._trim = malloc_tune.PeriodicTrim(malloc_tune.TRIM_EVERY_S, clock())  # freed heap back
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
         self._state_lock = threading.RLock()  # a tick, or a snapshot being built from the parts
@@ -237,6 +239,7 @@ class Sidecar:
             self.tick_failing += 1
             raise
         self.tick_failing = 0
+        self._trim(self.clock())
 
     def shutdown(self) -> None:
         """Stop the taps and the poller, seal what they left and store it; within ``shutdown_grace_s``."""

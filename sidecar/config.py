@@ -3,181 +3,34 @@
 A knob ``poll_interval_s`` is the flag ``--poll-interval-s``, the environment
 variable ``JOULETRACE_POLL_INTERVAL_S`` and the Helm value
 ``sidecar.config.poll_interval_s``. Precedence: flag > environment > default.
-Every error names the knob and where its bad value came from.
+Every error names the knob and where its bad value came from. The knobs themselves (type,
+default, help) are the table in :mod:`sidecar.knobs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 from sidecar.errors import ConfigError
+from sidecar.knobs import KNOBS, METERS, POLL_SCHEDULES, SPLITS, Knob
 
-__all__ = ["KNOBS", "Knob", "SidecarConfig", "add_arguments", "env_name", "flag_name", "load_config"]
-
-METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
-SPLITS = ("fitted", "tokens", "output-tokens", "equal")
-POLL_SCHEDULES = ("phase-lock", "fixed")
-
-
-@dataclass(frozen=True, slots=True)
-class Knob:
-    """One configuration knob: its name, type, default and one line of help (with units)."""
-
-    name: str
-    cast: Callable[[str], Any]
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-
-
-def _finite(value: Any, text: str) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _positive(cast: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = _finite(cast(text), text)
-        if value <= 0:
-            raise ValueError(f"must be > 0, got {text!r}")
-        return value
-
-    parse.__name__ = f"positive {cast.__name__}"
-    return parse
-
-
-def _non_negative(cast: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = _finite(cast(text), text)
-        if value < 0:
-            raise ValueError(f"must be >= 0, got {text!r}")
-        return value
-
-    parse.__name__ = f"non-negative {cast.__name__}"
-    return parse
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port 0..65535, got {text!r}")
-    return value
-
-
-KNOBS: tuple[Knob, ...] = (
-    Knob("meter", str, "nvml", "energy source", METERS),
-    Knob("devices", str, "all", "devices to read: 'all' or comma-separated GPU indices / UUIDs"),
-    Knob("split", str, "fitted", "how a tick's energy is split among the requests in it", SPLITS),
-    Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
-    Knob("host", str, "127.0.0.1", "address the HTTP server (/metrics, API, probes) binds (only it)"),
-    Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
-    Knob("otlp_host", str, "127.0.0.1", "address the OTLP/gRPC trace receiver binds"),
-    Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
-    Knob("otlp_max_message_bytes", _positive(int), 4 * 1024 * 1024, "largest OTLP export accepted, bytes"),
-    Knob(
-        "otlp_max_queued_spans",
-        _positive(int),
-        10_000,
-        "spans received and not yet handled (about 3 KB each); beyond: refused, counted",
-    ),
-    Knob(
-        "otlp_dedupe_spans",
-        _positive(int),
-        20_000,
-        "recent (trace id, span id) pairs kept to refuse an exporter's retries (about 350 B each)",
-    ),
-    Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
-    Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
-    Knob("hook_host", str, "127.0.0.1", "address the vLLM scheduler hook's UDP receiver binds"),
-    Knob("hook_port", _port, HOOK_PORT, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
-    Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
-    Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
-    Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
-    Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
-    Knob(
-        "poll_schedule",
-        str,
-        "phase-lock",
-        "phase-lock: read each GPU just after its counter's predicted update (NVML); fixed: every poll",
-        POLL_SCHEDULES,
-    ),
-    Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
-    Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
-    Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"),
-    Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
-    Knob("fit_warmup_ticks", _positive(int), 50, "busy ticks the fitted model sees before it splits"),
-    Knob(
-        "fit_max_condition",
-        _positive(float),
-        1000.0,
-        "fit windows above this condition number hold the last good fit",
-    ),
-    Knob(
-        "floor_w",
-        _non_negative(float),
-        0.0,
-        "idle power floor of the devices in W; 0: measure it from idle ticks",
-    ),
-    Knob(
-        "floor_stale_s",
-        _positive(float),
-        3600.0,
-        "seconds without an idle tick after which the floor is stale",
-    ),
-    Knob("fit_warmup_max_s", _positive(float), 30.0, "seconds busy ticks wait for the fit, then fallback"),
-    Knob("request_timeout_s", _positive(float), 600.0, "seconds without work after which a request ends"),
-    Knob("max_requests", _positive(int), 50_000, "requests in flight; beyond it the oldest ends (counted)"),
-    Knob("max_pending_rows", _positive(int), 500_000, "work rows awaiting their tick; beyond: refused"),
-    Knob("max_future_s", _positive(float), 300.0, "work or ends claimed this far ahead are refused (s)"),
-    Knob("shutdown_grace_s", _positive(float), 10.0, "seconds SIGTERM may take to seal and flush"),
-    Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
-    Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
-    Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
-    Knob("ledger_max_age_s", _positive(float), 7 * 86400.0, "seconds a ledger record is kept"),
-    Knob("replay_path", str, "", "CSV trace for --meter replay"),
-    Knob("replay_speed", _positive(float), 1.0, "replay speed factor for --meter replay"),
-    Knob("cpu_idle_w", _non_negative(float), 10.0, "cpu-model estimate: watts at 0 % CPU"),
-    Knob("cpu_max_w", _positive(float), 65.0, "cpu-model estimate: watts at 100 % CPU"),
-    Knob("sim_requests", _positive(int), 200, "--meter sim: requests in the simulated workload"),
-    Knob("sim_seed", int, 0, "--meter sim: random seed of the simulated workload"),
-    Knob(
-        "proxy_upstream",
-        str,
-        "",
-        "OpenAI-compatible server the proxy forwards to, e.g. http://localhost:8000 ('' off)",
-    ),
-    Knob("proxy_host", str, "127.0.0.1", "address the OpenAI proxy binds"),
-    Knob("proxy_port", _port, PROXY_PORT, "port of the OpenAI proxy (when proxy_upstream is set)"),
-    Knob("proxy_tenant_header", str, "", "request header naming the tenant ('' : the OpenAI 'user' field)"),
-    Knob(
-        "proxy_max_body_bytes",
-        _positive(int),
-        8 << 20,
-        "largest request body the proxy accepts (bytes; more: 413)",
-    ),
-    Knob(
-        "proxy_sidecar_url",
-        str,
-        f"http://127.0.0.1:{HTTP_PORT}",
-        "jouletrace proxy: the sidecar's API (prices from /v1/prices; record URLs point at it)",
-    ),
-    Knob("proxy_wire_host", str, "127.0.0.1", "address the receiver of the proxy process's timings binds"),
-    Knob(
-        "proxy_wire_port",
-        _port,
-        PROXY_WIRE_PORT,
-        "UDP port of the proxy process's per-request timings: the sidecar listens, the proxy sends (0: off)",
-    ),
-    Knob("tenant_top_n", _positive(int), 10, "tenants with their own series; the rest are 'other'"),
-    Knob("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),
-)
+__all__ = [
+    "KNOBS",
+    "METERS",
+    "POLL_SCHEDULES",
+    "SPLITS",
+    "Knob",
+    "SidecarConfig",
+    "add_arguments",
+    "env_name",
+    "flag_name",
+    "load_config",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +48,14 @@ class SidecarConfig:
     otlp_max_message_bytes: int = 4 * 1024 * 1024
     otlp_max_queued_spans: int = 10_000
     otlp_dedupe_spans: int = 20_000
+    otlp_memory_limit_mb: float = 400.0
+    otlp_backlog_limit_rows: int = 400_000
+    otlp_retry_delay_s: float = 1.0
     plugin_host: str = "127.0.0.1"
     plugin_port: int = PLUGIN_PORT
     hook_host: str = "127.0.0.1"
     hook_port: int = HOOK_PORT
+    vllm_task_wait_s: float = 30.0
     vllm_metrics_url: str = ""
     vllm_metrics_interval_s: float = 1.0
     otlp_forward_endpoint: str = ""

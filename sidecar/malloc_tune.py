@@ -9,6 +9,9 @@ retained 95 MB of freed heap at rest (``benchmarks/memory.py --heap``: "malloc f
 Setting the thresholds once fixes them (no more raising): blocks from 64 KiB up are mapped on
 their own, and free memory at the heap's top beyond 128 KiB is trimmed.
 
+:func:`trim` gives freed heap back now (``malloc_trim``): the OTLP receiver's memory limit
+(:mod:`sidecar.taps.otlp_limit`) does it before it refuses an export for memory.
+
 Only where the C library is glibc (``mallopt`` exists) and the operator has not chosen the
 settings already (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or ``glibc.malloc``
 tunables in ``GLIBC_TUNABLES``, which glibc itself reads at start).
@@ -21,12 +24,22 @@ import logging
 import os
 from collections.abc import Mapping
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "tune_malloc"]
+__all__ = [
+    "MMAP_THRESHOLD_BYTES",
+    "TRIM_EVERY_S",
+    "TRIM_THRESHOLD_BYTES",
+    "PeriodicTrim",
+    "trim",
+    "tune_malloc",
+]
 
 log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD_BYTES = 64 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024
+# The sidecar gives freed heap back this often: glibc keeps what is not at the heap's top (40 MB
+# after a span flood, benchmarks/memory.py --heap); malloc_trim took under 1 ms on a 100 MB heap.
+TRIM_EVERY_S = 2.0
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 _OPERATOR_SET = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
@@ -45,3 +58,27 @@ def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
     if not done:
         log.debug("mallopt refused the thresholds (not glibc?)")
     return done
+
+
+def trim() -> bool:
+    """Give the freed memory glibc keeps in its heaps back to the kernel (``malloc_trim(0)``: every
+    arena, free pages inside the heap too); True if some was. False where not glibc. ctypes lets go
+    of the GIL for the call, so Python threads go on meanwhile."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return bool(malloc_trim(0))
+
+
+class PeriodicTrim:
+    """:func:`trim` at most every ``period_s``: call it with the time from a periodic job."""
+
+    def __init__(self, period_s: float, now_s: float) -> None:
+        self.period_s, self._last_s = period_s, now_s
+
+    def __call__(self, now_s: float) -> None:
+        if now_s - self._last_s >= self.period_s:
+            self._last_s = now_s
+            trim()

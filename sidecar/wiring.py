@@ -57,6 +57,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     if config.otlp_port:  # imported only here: gRPC and the OTLP protos cost ~9 MB RSS
         from sidecar.taps.diffusion import DiffusionSpanHandler
         from sidecar.taps.otlp import OtlpReceiver
+        from sidecar.taps.otlp_limit import ExportLimiter
 
         taps.append(
             OtlpReceiver(
@@ -66,6 +67,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
                 max_message_bytes=config.otlp_max_message_bytes,
                 max_queued_spans=config.otlp_max_queued_spans,
                 max_remembered_spans=config.otlp_dedupe_spans,
+                limiter=ExportLimiter(
+                    memory_limit_mb=config.otlp_memory_limit_mb,
+                    backlog_limit_rows=config.otlp_backlog_limit_rows,
+                    backlog_rows=lambda: sidecar.attributor.backlog_rows(),
+                    retry_delay_s=config.otlp_retry_delay_s,
+                ),
             )
         )
     if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here

@@ -232,6 +232,12 @@ class Attributor(RequestLifecycle):
         return dict(late)
 
     # ---- progress -------------------------------------------------------------
+    def backlog_rows(self) -> int:
+        """Work rows not split yet: new, pending, in ticks held for the fit (a count; any thread)."""
+        new, steps, held = self._new, self._new_steps, self._held  # read once: the tick may swap them
+        n_held = sum(tick.req.size for tick, _ in held)
+        return len(new) + sum(len(rows) for rows in steps) + len(self._pending) + n_held
+
     @property
     def sealed_until_s(self) -> float | None:
         """End of the last sealed tick (s), None before the first counter edge."""

@@ -1,23 +1,19 @@
 """OTLP/gRPC trace receiver (port 4317): spans in, work events out.
 
-vLLM started with ``--otlp-traces-endpoint`` and the diffusion server send
-their spans here. The gRPC handler only decodes and queues (a bounded deque,
-thread-safe); the sidecar's tick drains the queue on its own loop and hands
-each span to the registered :class:`~sidecar.taps.spans.SpanHandler` s, so
-attribution is only ever touched from one thread. The receiver is a work
-source: ``due(now_s)`` returns the events and request infos made since the
-last call.
+vLLM started with ``--otlp-traces-endpoint`` and the diffusion server send their spans here.
+The gRPC handler only decodes and queues (a bounded deque, thread-safe); the sidecar's tick
+drains the queue on its own loop and hands each span to the registered
+:class:`~sidecar.taps.spans.SpanHandler` s, so attribution is only ever touched from one
+thread. The receiver is a work source: ``due(now_s)`` returns what was made since the last call.
 
-Columns for the spans that matter (:mod:`.span_rows`): a handler with
-``row_spec()`` (the vLLM handler: ``llm_request`` spans) gets its spans decoded
-straight into columns (:class:`~sidecar.taps.spans.SpanRows`: only the
-attributes it reads, ~400 bytes a queued span with its retry key, the whole
-decoded span was ~1,400) and checked in bulk, with the same checks and reasons
-as a whole span; every other span is decoded whole
-(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn.
-The fast path is used only where it cannot change which handler claims a span:
-every handler before the row handler must name the attributes it claims spans by
-(``claim_keys``); a span with one of them is decoded whole.
+Columns for the spans that matter (:mod:`.span_rows`): a handler with ``row_spec()`` (the vLLM
+handler: ``llm_request`` spans) gets its spans decoded straight into columns
+(:class:`~sidecar.taps.spans.SpanRows`: only the attributes it reads, ~400 bytes a queued span
+with its retry key, the whole decoded span was ~1,400) and checked in bulk, with the same checks
+and reasons as a whole span; every other span is decoded whole
+(:class:`~sidecar.taps.spans.ReceivedSpan`) and goes to each handler in turn. The fast path is
+used only where it cannot change which handler claims a span: every handler before the row
+handler must name the attributes it claims spans by (``claim_keys``); those spans go whole.
 
 Faults, as an OpenTelemetry collector handles them:
 
@@ -34,13 +30,14 @@ Faults, as an OpenTelemetry collector handles them:
   flood's surplus costs neither decoding CPU nor the memory of its decoded spans.
   The export's response carries ``partial_success`` with the number of spans
   refused and why; the other spans of the export are kept;
-* each span is handed to the handlers on its own (a row handler takes a batch
-  and answers per row): a handler that rejects it
-  (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails
-  costs that span only (``rejected_<reason>``, ``internal_errors``); spans no
-  handler claims are counted (``ignored``). After the spans of a drain, each
-  handler that has ``flush(out)`` hands over the work it makes per batch (the
-  vLLM handler's step-clock cuts: one fit per drain, not per span).
+* over a memory or backlog limit (:mod:`.otlp_limit`, the Collector's ``memory_limiter``) an
+  export is refused before it is decoded with UNAVAILABLE and a ``RetryInfo`` (OTLP's
+  backpressure signal: the exporter keeps the spans and retries them) and counted
+  (``refused_memory``, ``refused_backlog``);
+* each span is handed to the handlers on its own (:mod:`.otlp_drain`): a handler that rejects
+  it (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails costs that
+  span only (``rejected_<reason>``, ``internal_errors``); spans no handler claims are counted
+  (``ignored``).
 """
 
 from __future__ import annotations
@@ -63,14 +60,10 @@ from sidecar.attribution.records import TapReport
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
+from sidecar.taps.otlp_drain import drain
+from sidecar.taps.otlp_limit import ExportLimiter, status_details
 from sidecar.taps.span_rows import RowSpec, count_spans, decode_rows
-from sidecar.taps.spans import (
-    ReceivedSpan,
-    RowHandler,
-    SpanHandler,
-    SpanRows,
-    TapOutput,
-)
+from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
 from sidecar.taps.tap import merge_reports
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "OtlpReceiver", "decode_request"]
@@ -79,9 +72,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-DEFAULT_MAX_QUEUED_SPANS = (
-    10_000  # spans between ticks (a vLLM span ~400 B queued): knob otlp_max_queued_spans
-)
+DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (~400 B each queued): otlp_max_queued_spans
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 
@@ -101,6 +92,7 @@ class OtlpReceiver:
         max_remembered_spans: int = DEFAULT_MAX_REMEMBERED_SPANS,
         wall: Callable[[], float] = time.time,
         limits: v.Limits = v.LIMITS,
+        limiter: ExportLimiter | None = None,
     ) -> None:
         self.handlers = list(handlers)
         self.host = host
@@ -112,6 +104,7 @@ class OtlpReceiver:
         self._max_queued = max_queued_spans
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
+        self.limiter = limiter if limiter is not None else ExportLimiter()  # default: no limit
         self._seen: RecentIds[bytes | str] = RecentIds(max_remembered_spans)  # span_key of recent spans
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
@@ -159,7 +152,7 @@ class OtlpReceiver:
             self._server = None
 
     def export(self, payload: bytes, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
-        """The gRPC method: size check, decode, accept (on gRPC worker threads)."""
+        """The gRPC method: size check, backpressure, decode, accept (on gRPC worker threads)."""
         if len(payload) > self.max_message_bytes:
             self._count("refused_too_large")
             context.abort(
@@ -167,6 +160,11 @@ class OtlpReceiver:
                 f"export of {len(payload)} bytes is over the limit of {self.max_message_bytes} "
                 "(otlp_max_message_bytes)",
             )
+        refusal = self.limiter.refusal()
+        if refusal is not None:  # retryable: the exporter keeps the spans and sends them again
+            self._count(f"refused_{refusal.reason}")
+            context.set_trailing_metadata(status_details(refusal.message, self.limiter.retry_delay_s))
+            context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
         try:
             refused = self.receive(payload)
         except (
@@ -246,7 +244,7 @@ class OtlpReceiver:
                     continue
                 self._queue.append(span)
                 self._queued += 1
-                self._remember(key)
+                self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
         return refused
 
     def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
@@ -288,64 +286,21 @@ class OtlpReceiver:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         return key
 
-    def _remember(self, key: bytes | str) -> None:
-        """A queued span's ids, to refuse an exporter's retry of it (the oldest forgotten first)."""
-        self._seen.add(key)
-
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._lock:
             self.counts[outcome] += n
 
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
-        """Hand every queued span to the handlers, each on its own; return what they made."""
+        """Hand every queued span to the handlers (:mod:`.otlp_drain`); return what they made."""
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
             self._queued = 0
-        out = TapOutput()
-        outcomes: Counter[str] = Counter()
-        for item in items:
-            if isinstance(item, ReceivedSpan):
-                self._handle(item, out, outcomes)
-                continue
-            row_handler, rows = item
-            try:  # the handler isolates each row; this is for a bug in its bulk part
-                outcomes.update(row_handler.handle_rows(rows, out))
-            except Exception:
-                outcomes["internal_errors"] += len(rows)
-                log.exception(
-                    "span handler %s could not take %d spans", type(row_handler).__name__, len(rows)
-                )
-        for handler in self.handlers:  # a handler that batches work hands it over once per drain
-            flush = getattr(handler, "flush", None)
-            if flush is not None:
-                try:
-                    flush(out)
-                except Exception:
-                    outcomes["internal_errors"] += 1
-                    log.exception("span handler %s could not flush", type(handler).__name__)
+        out, outcomes = drain(items, self.handlers)
         if outcomes:
             with self._lock:
                 self.counts.update(outcomes)
         return out.events, out.infos
-
-    def _handle(self, span: ReceivedSpan, out: TapOutput, outcomes: Counter[str]) -> None:
-        """One whole span to the first handler that claims it; its output joins only if handled whole."""
-        one = TapOutput()
-        try:
-            claimed = any(h.handle(span, one) for h in self.handlers)
-        except v.Rejected as err:
-            v.note(outcomes, err)
-            log.debug("span rejected: %s", err)
-            return
-        except Exception:  # a bug must not cost the other spans: count, log, go on
-            outcomes["internal_errors"] += 1
-            log.exception("span %s (%s) could not be handled", span.span_id, span.name)
-            return
-        if not claimed:
-            outcomes["ignored"] += 1
-        out.events += one.events
-        out.infos += one.infos
 
     def stats(self) -> TapReport:
         """Spans received, refused, rejected (by reason), dropped, ignored; plus each handler's counters."""

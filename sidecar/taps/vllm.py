@@ -153,5 +153,6 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         # asked once per span: no claimer, or just one, without a generator in between
         claims=(lambda request_id: False) if not claimers else claimers[0] if len(claimers) == 1 else claims,
         on_span=forwarder.on_span if forwarder is not None else None,
+        task_wait_s=config.vllm_task_wait_s,
     )
     return VllmTaps(spans, plugin, scraper, forwarder, hook)

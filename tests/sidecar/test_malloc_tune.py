@@ -53,3 +53,28 @@ def test_on_glibc_a_big_block_gets_its_own_mapping_even_after_a_bigger_one_was_f
     finally:
         libc.free(block)
     assert _mapped_bytes() == before  # and its pages went back to the kernel on free
+
+
+@pytest.mark.skipif(not _GLIBC, reason="malloc_trim is glibc's")
+def test_trim_gives_freed_heap_back_on_glibc() -> None:
+    from sidecar.malloc_tune import trim
+
+    blocks = [bytearray(1000) for _ in range(20_000)]  # ~20 MB of small heap blocks, then freed
+    del blocks
+    assert isinstance(trim(), bool)  # True if pages went back; never raises
+
+
+def test_the_sidecar_trims_freed_heap_every_two_seconds_of_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar import app
+    from sidecar.config import SidecarConfig
+    from sidecar.wiring import build_sidecar
+
+    trims: list[float] = []
+    now = [0.0]
+    monkeypatch.setattr(app.malloc_tune, "trim", lambda: trims.append(now[0]) or True)
+    config = SidecarConfig(meter="sim", ledger_path="", otlp_port=0, plugin_port=0, hook_port=0)
+    sidecar = build_sidecar(config, clock=lambda: now[0])
+    for _ in range(60):  # 7.5 s of ticks 0.125 s apart
+        now[0] += 0.125
+        sidecar._tick_job()
+    assert trims == [2.0, 4.0, 6.0]

@@ -1,0 +1,70 @@
+"""Queued spans to their handlers, each on its own: what the OTLP receiver's ``due`` does at a tick.
+
+A whole span (:class:`~sidecar.taps.spans.ReceivedSpan`) goes to the first handler that claims
+it; its output joins only if it was handled whole. A handler that rejects it
+(:class:`~sidecar.taps.validate.Rejected`) or fails costs that span only (``rejected_<reason>``,
+``internal_errors``); a span no handler claims is ``ignored``. Spans taken as columns go to
+their row handler as a batch (it answers per row). After the spans, each handler that has
+``flush(out)`` hands over the work it makes per batch (one step-clock fit per drain).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from sidecar.taps import validate as v
+from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows, TapOutput
+
+__all__ = ["drain"]
+
+log = logging.getLogger(__name__)
+
+
+def drain(
+    items: Iterable[ReceivedSpan | tuple[RowHandler, SpanRows]], handlers: Sequence[SpanHandler]
+) -> tuple[TapOutput, Counter[str]]:
+    """Every item to its handler(s), then each handler's flush; the output and the outcomes counted."""
+    out = TapOutput()
+    outcomes: Counter[str] = Counter()
+    for item in items:
+        if isinstance(item, ReceivedSpan):
+            _handle(item, handlers, out, outcomes)
+            continue
+        row_handler, rows = item
+        try:  # the handler isolates each row; this is for a bug in its bulk part
+            outcomes.update(row_handler.handle_rows(rows, out))
+        except Exception:
+            outcomes["internal_errors"] += len(rows)
+            log.exception("span handler %s could not take %d spans", type(row_handler).__name__, len(rows))
+    for handler in handlers:  # a handler that batches work hands it over once per drain
+        flush = getattr(handler, "flush", None)
+        if flush is not None:
+            try:
+                flush(out)
+            except Exception:
+                outcomes["internal_errors"] += 1
+                log.exception("span handler %s could not flush", type(handler).__name__)
+    return out, outcomes
+
+
+def _handle(
+    span: ReceivedSpan, handlers: Sequence[SpanHandler], out: TapOutput, outcomes: Counter[str]
+) -> None:
+    """One whole span to the first handler that claims it; its output joins only if handled whole."""
+    one = TapOutput()
+    try:
+        claimed = any(h.handle(span, one) for h in handlers)
+    except v.Rejected as err:
+        v.note(outcomes, err)
+        log.debug("span rejected: %s", err)
+        return
+    except Exception:  # a bug must not cost the other spans: count, log, go on
+        outcomes["internal_errors"] += 1
+        log.exception("span %s (%s) could not be handled", span.span_id, span.name)
+        return
+    if not claimed:
+        outcomes["ignored"] += 1
+    out.events += one.events
+    out.infos += one.infos

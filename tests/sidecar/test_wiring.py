@@ -1,0 +1,51 @@
+"""sidecar.wiring: the knobs reach the parts they set (the OTLP backpressure, the task wait)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sidecar.attribution.events import WorkRows
+from sidecar.config import SidecarConfig
+from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.vllm import VllmTaps
+from sidecar.wiring import build_sidecar
+
+
+def _config(**knobs: object) -> SidecarConfig:
+    base: dict[str, object] = {"meter": "sim", "ledger_path": "", "plugin_port": 0, "hook_port": 0}
+    return SidecarConfig(**{**base, **knobs})  # type: ignore[arg-type]
+
+
+def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attributions_backlog() -> None:
+    """(The receiver is built, not started: nothing binds the port.)"""
+    sidecar = build_sidecar(
+        _config(
+            otlp_port=14317, otlp_memory_limit_mb=321.0, otlp_backlog_limit_rows=2, otlp_retry_delay_s=0.5
+        )
+    )
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    limiter = receiver.limiter
+    assert (limiter.memory_limit_mb, limiter.backlog_limit_rows, limiter.retry_delay_s) == (321.0, 2, 0.5)
+    assert limiter.refusal() is None
+    n = 3
+    sidecar.attributor.add_work(
+        WorkRows(
+            request_ids=("a",),
+            member=np.zeros(n, dtype=np.int64),
+            phase=np.ones(n, dtype=np.int64),
+            t0_s=np.arange(n, dtype=float) + 10.0,
+            t1_s=np.arange(n, dtype=float) + 10.5,
+            units=np.ones(n),
+            steps=np.ones(n),
+            context_tokens=np.zeros(n),
+        )
+    )
+    assert sidecar.attributor.backlog_rows() == n
+    refusal = limiter.refusal()
+    assert refusal is not None and refusal.reason == "backlog"
+
+
+def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
+    sidecar = build_sidecar(_config(vllm_task_wait_s=5.0))
+    (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]
+    assert vllm.spans.task_wait_s == 5.0
