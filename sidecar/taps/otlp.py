@@ -24,16 +24,16 @@ Faults, as an OpenTelemetry collector handles them:
 * each span is checked when it arrives (:mod:`.validate`): one that ends before
   it starts, lasts over a day or is dated far from the sidecar's clock, or
   repeats a (trace id, span id) already received (an exporter's retry) is
-  rejected and counted (``rejected_<reason>``); a full queue drops the newest
-  spans (``dropped``, refused as ``queue_full``): an export that arrives while the
-  queue is full is refused whole before its spans are decoded (only counted), so a
-  flood's surplus costs neither decoding CPU nor the memory of its decoded spans.
-  The export's response carries ``partial_success`` with the number of spans
-  refused and why; the other spans of the export are kept;
-* over a memory or backlog limit (:mod:`.otlp_limit`, the Collector's ``memory_limiter``) an
-  export is refused before it is decoded with UNAVAILABLE and a ``RetryInfo`` (OTLP's
-  backpressure signal: the exporter keeps the spans and retries them) and counted
-  (``refused_memory``, ``refused_backlog``);
+  rejected and counted (``rejected_<reason>``);
+* backpressure: an export that arrives while the queue is full, or while the process is over
+  a memory or backlog limit (:mod:`.otlp_limit`, the Collector's ``memory_limiter``), is
+  refused whole before it is decoded with UNAVAILABLE and a ``RetryInfo`` (OTLP's
+  backpressure signal: the exporter keeps the spans and retries them), counted per export
+  (``refused_queue_full``, ``refused_memory``, ``refused_backlog``), so a flood's surplus
+  costs neither decoding CPU nor the memory of its spans, and loses nothing an exporter
+  retries. An export that fills the queue part way keeps what fits and drops the rest
+  (``dropped``, reason ``queue_full``; so does :meth:`receive` called directly when the
+  queue is full): its response carries ``partial_success`` with the number refused and why;
 * each span is handed to the handlers on its own (:mod:`.otlp_drain`): a handler that rejects
   it (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails costs that
   span only (``rejected_<reason>``, ``internal_errors``); spans no handler claims are counted
@@ -42,7 +42,6 @@ Faults, as an OpenTelemetry collector handles them:
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import threading
@@ -50,7 +49,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -60,9 +59,9 @@ from sidecar.attribution.records import TapReport
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
-from sidecar.taps.otlp_drain import drain
-from sidecar.taps.otlp_limit import ExportLimiter, status_details
-from sidecar.taps.span_rows import RowSpec, count_spans, decode_rows
+from sidecar.taps.otlp_drain import drain, row_handler
+from sidecar.taps.otlp_limit import ExportLimiter, Refusal, status_details
+from sidecar.taps.span_rows import count_spans, decode_rows
 from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
 from sidecar.taps.tap import merge_reports
 
@@ -160,7 +159,7 @@ class OtlpReceiver:
                 f"export of {len(payload)} bytes is over the limit of {self.max_message_bytes} "
                 "(otlp_max_message_bytes)",
             )
-        refusal = self.limiter.refusal()
+        refusal = self._full() or self.limiter.refusal()
         if refusal is not None:  # retryable: the exporter keeps the spans and sends them again
             self._count(f"refused_{refusal.reason}")
             context.set_trailing_metadata(status_details(refusal.message, self.limiter.retry_delay_s))
@@ -180,7 +179,7 @@ class OtlpReceiver:
         refused_whole = self._refuse_if_full(payload)
         if refused_whole:
             return refused_whole
-        found = self._row_handler()
+        found = row_handler(self.handlers)
         if found is None:
             return self.accept(
                 decode_request(trace_service_pb2.ExportTraceServiceRequest.FromString(payload))
@@ -193,6 +192,17 @@ class OtlpReceiver:
             refused += self.accept_rows(rows, handler)
         return refused
 
+    def _full(self) -> Refusal | None:
+        """Backpressure when the queue is full: the export is refused whole, retryably (not decoded)."""
+        with self._lock:
+            if self._queued < self._max_queued:
+                return None
+        return Refusal(
+            "queue_full",
+            f"jouletrace's span queue is full ({self._max_queued} spans between two ticks: "
+            "otlp_max_queued_spans); retry later",
+        )
+
     def _refuse_if_full(self, payload: bytes) -> Counter[str]:
         """A full queue refuses the export whole, before its spans are decoded (a flood's refused
         spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
@@ -204,24 +214,6 @@ class OtlpReceiver:
             self.counts["received"] += n
             self.counts["dropped"] += n
         return Counter({"queue_full": n}) if n else Counter()
-
-    def _row_handler(self) -> tuple[RowHandler, RowSpec] | None:
-        """The handler that takes its spans as columns, and what it reads; None if there is none, or if
-        a handler before it does not say by which attributes it claims spans (``claim_keys``): those
-        attributes send a span to the full decode, so every handler sees what it saw before."""
-        escape: list[str] = []
-        for handler in self.handlers:
-            row_spec = getattr(handler, "row_spec", None)
-            if row_spec is not None:
-                spec: RowSpec | None = row_spec()
-                if spec is None:
-                    return None
-                return cast(RowHandler, handler), dataclasses.replace(spec, escape=(*spec.escape, *escape))
-            keys = getattr(handler, "claim_keys", None)
-            if keys is None:
-                return None
-            escape += keys
-        return None
 
     def accept(self, spans: list[ReceivedSpan]) -> Counter[str]:
         """Check and queue decoded spans (gRPC worker threads, or tests); returns the refused, by reason."""

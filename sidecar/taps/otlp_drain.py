@@ -6,18 +6,22 @@ it; its output joins only if it was handled whole. A handler that rejects it
 ``internal_errors``); a span no handler claims is ``ignored``. Spans taken as columns go to
 their row handler as a batch (it answers per row). After the spans, each handler that has
 ``flush(out)`` hands over the work it makes per batch (one step-clock fit per drain).
+:func:`row_handler` says which handler, if any, takes its spans as columns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from sidecar.taps import validate as v
+from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows, TapOutput
 
-__all__ = ["drain"]
+__all__ = ["drain", "row_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,22 @@ def _handle(
         outcomes["ignored"] += 1
     out.events += one.events
     out.infos += one.infos
+
+
+def row_handler(handlers: Sequence[SpanHandler]) -> tuple[RowHandler, RowSpec] | None:
+    """The handler that takes its spans as columns, and what it reads; None if there is none, or if
+    a handler before it does not say by which attributes it claims spans (``claim_keys``): those
+    attributes send a span to the full decode, so every handler sees what it saw before."""
+    escape: list[str] = []
+    for handler in handlers:
+        row_spec = getattr(handler, "row_spec", None)
+        if row_spec is not None:
+            spec: RowSpec | None = row_spec()
+            if spec is None:
+                return None
+            return cast(RowHandler, handler), dataclasses.replace(spec, escape=(*spec.escape, *escape))
+        keys = getattr(handler, "claim_keys", None)
+        if keys is None:
+            return None
+        escape += keys
+    return None

@@ -59,7 +59,7 @@ def rss_mb() -> float:
 class Refusal:
     """Why an export is refused: the counted reason and the message the exporter sees."""
 
-    reason: str  # "memory" or "backlog": counted as ``refused_<reason>``
+    reason: str  # "memory", "backlog" or the receiver's "queue_full": counted as ``refused_<reason>``
     message: str
 
 
