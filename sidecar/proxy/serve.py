@@ -41,8 +41,14 @@ class ProxyServer:
     async def start(self) -> int:
         """Listen; the bound port. ``ConfigError`` naming ``proxy_port`` if it cannot."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-        connector = aiohttp.TCPConnector(limit=0)
-        self.ctx.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
+        connector = aiohttp.TCPConnector(limit=0)  # no cap: one kept-alive connection per stream in flight
+        # no cookie jar: a Set-Cookie from the upstream is the client's (passed on), never sent to others
+        self.ctx.session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         # on close: stop accepting, let requests in flight finish for up to grace_s, then cancel them
         runner = web.AppRunner(
             self.app, access_log=None, handler_cancellation=True, shutdown_timeout=self.grace_s
