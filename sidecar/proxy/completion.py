@@ -45,7 +45,7 @@ __all__ = ["completion"]
 _DROP_ASKING = HOP | {"accept-encoding", REQUEST_ID.lower()}  # request headers not passed on as they are
 
 
-def _trace(ctx: ProxyContext, request: web.Request, facts: BodyFacts) -> RequestTrace:
+def _trace(ctx: ProxyContext, request: web.BaseRequest, facts: BodyFacts) -> RequestTrace:
     counts = ctx.counts
     tenant = None
     if ctx.tenant_header:
@@ -65,7 +65,7 @@ def _trace(ctx: ProxyContext, request: web.Request, facts: BodyFacts) -> Request
     return trace
 
 
-async def completion(ctx: ProxyContext, request: web.Request, body: bytes) -> web.StreamResponse:
+async def completion(ctx: ProxyContext, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
     facts = inspect_body(request.path, body, ctx.counts)
     ctx.counts.add("streams" if facts.stream else "completions")
     trace = _trace(ctx, request, facts)
@@ -98,7 +98,7 @@ async def completion(ctx: ProxyContext, request: web.Request, body: bytes) -> we
 
 async def _answer(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
     trace: RequestTrace,
     facts: BodyFacts,
@@ -163,7 +163,7 @@ def _json_answer(
 
 async def _stream(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
     trace: RequestTrace,
     facts: BodyFacts,

@@ -17,9 +17,9 @@ end, usage.
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +81,9 @@ def clean_traceparent(value: str | None, rejections: Counts) -> str | None:
 
 
 def new_request_id() -> str:
-    """A request id for a request that came without a usable one."""
-    return f"jt-{uuid.uuid4().hex}"
+    """A request id for a request that came without a usable one: 128 random bits (an id, not a
+    secret: Python's generator, seeded from the OS; a duplicate of a live id is caught by the sender)."""
+    return f"jt-{random.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True, slots=True)
