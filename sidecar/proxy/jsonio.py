@@ -28,12 +28,16 @@ _WS = b" \t\r\n"  # JSON's whitespace
 
 def read(data: bytes | str) -> tuple[Any, bool]:
     """``(value, True)`` if orjson reads ``data`` (RFC 8259 JSON in UTF-8), else
-    ``(json.loads(data), False)``; ``ValueError`` (UnicodeDecodeError included) if neither does."""
+    ``(json.loads(data), False)``; ``ValueError`` (UnicodeDecodeError included) if neither does,
+    nested too deep for :mod:`json` included (hostile input: no RecursionError escapes)."""
     try:
         return orjson.loads(data), True
     except orjson.JSONDecodeError:
         pass
-    return json.loads(data), False
+    try:
+        return json.loads(data), False
+    except RecursionError as err:
+        raise ValueError("JSON nested too deep") from err
 
 
 def loads(data: bytes | str) -> Any:
@@ -42,7 +46,8 @@ def loads(data: bytes | str) -> Any:
 
 
 def loads_exact(data: bytes) -> Any:
-    """``data`` read by :mod:`json` (every integer an int), for a document to re-encode."""
+    """``data`` read by :mod:`json` (every integer an int), for a document to re-encode (one
+    orjson read: at most 1024 deep, within :mod:`json`'s reach)."""
     return json.loads(data)
 
 

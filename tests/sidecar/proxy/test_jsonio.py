@@ -66,3 +66,9 @@ def test_an_integer_over_64_bits_survives_a_re_encode() -> None:
     assert jsonio.dumps(jsonio.loads_exact(b'{"n": %d}' % big)) == b'{"n":%d}' % big
     with pytest.raises(ValueError):
         jsonio.read(b"{oops")
+
+
+def test_json_nested_too_deep_for_either_is_a_value_error_not_a_crash() -> None:
+    deep = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
+    with pytest.raises(ValueError):
+        jsonio.read(deep)
