@@ -1,7 +1,8 @@
 """The proxy's HTTP side: every request forwarded to the upstream, completions learned from.
 
-One handler (aiohttp's low-level server: no router) forwards any method and path to ``upstream`` + path (query
-included) and relays the answer: status, headers (less hop-by-hop ones), body.
+One handler (aiohttp's low-level server: no router) forwards any method and path
+to ``upstream`` + path (query included) and relays the answer: status, headers
+(less hop-by-hop ones), body.
 Completions (``/v1/chat/completions``, ``/v1/completions``) go through
 :mod:`.completion`, which learns from them and adds ``X-Request-Id``,
 ``X-Jouletrace-Record-Url`` and the ``energy`` object; the rest is relayed here.

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads", "loads_exact", "read", "with_member"]
+__all__ = ["dumps", "loads_exact", "read", "with_member"]
 
 _WS = b" \t\r\n"  # JSON's whitespace
 
@@ -38,11 +38,6 @@ def read(data: bytes | str) -> tuple[Any, bool]:
         return json.loads(data), False
     except RecursionError as err:
         raise ValueError("JSON nested too deep") from err
-
-
-def loads(data: bytes | str) -> Any:
-    """``data`` read as JSON (see :func:`read`)."""
-    return read(data)[0]
 
 
 def loads_exact(data: bytes) -> Any:
