@@ -2,8 +2,8 @@
 
 uvloop runs the loop, the transports and the timers in C (libuv): on the proxy's
 hot path (a chunk in, timed, out) that is the loop's own bookkeeping per chunk
-(handles, futures, the transport's write); benchmarks/proxy_overhead.py measured
-the proxy's CPU per stream about a fifth lower on it (docs/proxy.md). Without
+(handles, futures, the transport's write); what that saves under
+benchmarks/proxy_overhead.py is in docs/proxy.md. Without
 uvloop (a platform it has no wheel for, an install without the extra) the proxy
 runs on asyncio's loop, with the same behaviour, only slower.
 """
