@@ -39,7 +39,7 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
     router, no application, no middleware chain per request; on the running loop."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if hdrs.EXPECT in request.headers:
+        if request.headers.get(hdrs.EXPECT):  # as aiohttp's application: an empty one is none
             await _expect(request)
         try:
             body = await request.read()
