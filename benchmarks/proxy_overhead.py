@@ -31,12 +31,14 @@ direct then proxied, the same requests each time. Per stream the client notes th
 the first content chunk (TTFT) and to the last byte. Per pair, the proxy's added latency
 is proxied minus direct TTFT at p50 and at p99; the figures reported are the medians over
 the pairs (paired, so the drift of a shared machine's load cancels as far as it can).
-CPU per stream is printed for each process, in all and above its idle rate (measured in
-a quiet window of 3 s after the warm-up has been sealed): the proxy's over the proxied
-rounds; the sidecar's over all kept rounds (it seals a proxied round's work ``settle_s``
-late, during the next direct round), per proxied stream; the fake server's per stream it
-served (it serves the direct rounds too). Unlike latency, CPU does not depend much on how
-busy the machine is. The load averages (1, 5, 15 min) are printed at the start and end.
+The first line says which event loop the proxy runs on (uvloop where this interpreter has
+it: the proxy is started with it). CPU per stream is printed for each process, in all and
+above its idle rate (measured in a quiet window of 3 s after the warm-up has been sealed):
+the proxy's over the proxied rounds; the sidecar's over all kept rounds (it seals a
+proxied round's work ``settle_s`` late, during the next direct round), per proxied stream;
+the fake server's per stream it served (it serves the direct rounds too). Unlike latency,
+CPU does not depend much on how busy the machine is. The load averages (1, 5, 15 min) are
+printed at the start and end.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--streams 200] [--rounds 5] [--pin] [--in-process]
         [--profile out.svg]
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -284,7 +287,8 @@ def main() -> None:
         mode = (
             "proxy inside the sidecar" if args.in_process else "proxy in its own process beside the sidecar"
         )
-        print(f"{mode} | {pinned} | load average {_load()}")
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio's loop (no uvloop installed)"
+        print(f"{mode} on {loop} | {pinned} | load average {_load()}")
         wait_http(f"{urls['direct']}/v1/models", 30, procs["fake"], tmp / "fake.log")
         wait_http(f"{urls['proxy']}/v1/models", 60, procs["proxy"], tmp / "proxy.log")
         wait_http(

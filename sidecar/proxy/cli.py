@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from sidecar.proxy.loop import run as run_loop
     from sidecar.proxy.process import ProxyProcess
 
     proxy = ProxyProcess(config)
@@ -62,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await proxy.run(stop)
 
-    asyncio.run(main())
+    run_loop(main())
     return 0

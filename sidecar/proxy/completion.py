@@ -11,11 +11,11 @@ else (errors, other content types) byte for byte.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 from aiohttp import web
 
+from sidecar.proxy import jsonio
 from sidecar.proxy.learn import (
     BodyFacts,
     RequestTrace,
@@ -42,8 +42,10 @@ from sidecar.proxy.upstream import (
 
 __all__ = ["completion"]
 
+_DROP_ASKING = HOP | {"accept-encoding", REQUEST_ID.lower()}  # request headers not passed on as they are
 
-def _trace(ctx: ProxyContext, request: web.Request, facts: BodyFacts) -> RequestTrace:
+
+def _trace(ctx: ProxyContext, request: web.BaseRequest, facts: BodyFacts) -> RequestTrace:
     counts = ctx.counts
     tenant = None
     if ctx.tenant_header:
@@ -63,11 +65,11 @@ def _trace(ctx: ProxyContext, request: web.Request, facts: BodyFacts) -> Request
     return trace
 
 
-async def completion(ctx: ProxyContext, request: web.Request, body: bytes) -> web.StreamResponse:
+async def completion(ctx: ProxyContext, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
     facts = inspect_body(request.path, body, ctx.counts)
     ctx.counts.add("streams" if facts.stream else "completions")
     trace = _trace(ctx, request, facts)
-    headers = forward_headers(request.headers, HOP | {"accept-encoding", REQUEST_ID.lower()})
+    headers = forward_headers(request.headers, _DROP_ASKING)
     headers[REQUEST_ID] = trace.request_id
     headers["Accept-Encoding"] = "identity"  # the proxy reads completions; no compressed bodies
     ctx.in_flight += 1
@@ -96,7 +98,7 @@ async def completion(ctx: ProxyContext, request: web.Request, body: bytes) -> we
 
 async def _answer(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
     trace: RequestTrace,
     facts: BodyFacts,
@@ -135,9 +137,9 @@ def _json_answer(
     headers = forward_headers(upstream.headers, HOP)
     headers.update(ours)
     try:
-        doc = json.loads(raw)
+        doc, strict = jsonio.read(raw)
     except ValueError:
-        doc = None
+        doc, strict = None, False
     if not isinstance(doc, dict):
         ctx.counts.add("malformed_json")
         return web.Response(status=upstream.status, body=raw, headers=headers)
@@ -148,15 +150,20 @@ def _json_answer(
     trace.shared_s = (ctx.clock() - trace.arrival_s) * share
     trace.shared_steps = (trace.usage[1] if trace.usage else 1) * share
     energy = ctx.energy(trace)
-    doc["energy"] = energy
     if energy["joules"] is not None:  # None: no price sheet (the energy object says why)
         headers[ENERGY_HEADER] = str(energy["joules"])
-    return web.Response(status=upstream.status, body=json.dumps(doc).encode(), headers=headers)
+    if strict and "energy" not in doc:
+        body = jsonio.with_member(raw, "energy", energy)
+    else:
+        exact = jsonio.loads_exact(raw) if strict else doc  # orjson reads an int over 64 bits as a float
+        exact["energy"] = energy
+        body = jsonio.dumps(exact)
+    return web.Response(status=upstream.status, body=body, headers=headers)
 
 
 async def _stream(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
     trace: RequestTrace,
     facts: BodyFacts,

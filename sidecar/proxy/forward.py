@@ -1,7 +1,8 @@
 """The proxy's HTTP side: every request forwarded to the upstream, completions learned from.
 
-One catch-all route forwards any method and path to ``upstream`` + path (query
-included) and relays the answer: status, headers (less hop-by-hop ones), body.
+One handler (aiohttp's low-level server: no router) forwards any method and path
+to ``upstream`` + path (query included) and relays the answer: status, headers
+(less hop-by-hop ones), body.
 Completions (``/v1/chat/completions``, ``/v1/completions``) go through
 :mod:`.completion`, which learns from them and adds ``X-Request-Id``,
 ``X-Jouletrace-Record-Url`` and the ``energy`` object; the rest is relayed here.
@@ -16,21 +17,30 @@ connection, so the engine aborts the request (``disconnected``).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from sidecar.proxy.completion import completion
 from sidecar.proxy.learn import COMPLETION_PATHS
 from sidecar.proxy.upstream import HOP, ProxyContext, cut_off, error, forward_headers, open_upstream
 
-__all__ = ["make_proxy_app"]
+__all__ = ["make_proxy_server"]
 
 
-def make_proxy_app(ctx: ProxyContext, max_body_bytes: int) -> web.Application:
-    """The aiohttp app that forwards everything to ``ctx.upstream``."""
+def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> web.Server:
+    """aiohttp's low-level server forwarding everything to ``ctx.upstream`` (``kwargs``: the
+    :class:`~aiohttp.web.Server`'s own). Low-level: one handler for every method and path, so no
+    router, no application, no middleware chain per request; on the running loop."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get(hdrs.EXPECT):  # as aiohttp's application: an empty one is none
+            await _expect(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -40,16 +50,36 @@ def make_proxy_app(ctx: ProxyContext, max_body_bytes: int) -> web.Application:
                 f"request body over the proxy's limit of {max_body_bytes} bytes (knob proxy_max_body_bytes)",
                 "request_too_large",
             )
-        if request.path in COMPLETION_PATHS and request.method == "POST":
+        if request.method == "POST" and request.path in COMPLETION_PATHS:
             return await completion(ctx, request, body)
         return await _plain(ctx, request, body)
 
-    app = web.Application(client_max_size=max_body_bytes)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        loop = asyncio.get_running_loop()
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
+
+    return web.Server(handle, request_factory=make_request, **kwargs)
 
 
-async def _plain(ctx: ProxyContext, request: web.Request, body: bytes) -> web.StreamResponse:
+async def _expect(request: web.BaseRequest) -> None:
+    """``Expect: 100-continue`` answered before the body is read (417 for any other expectation),
+    as aiohttp's application does: a client that waits for it (curl, for a body over 1 KiB) sends on."""
+    expect = request.headers[hdrs.EXPECT]
+    if request.version != aiohttp.HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own body has not begun
+
+
+async def _plain(ctx: ProxyContext, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
     """Anything but a completion: relayed byte for byte."""
     upstream = await open_upstream(ctx, request, body, forward_headers(request.headers, HOP))
     if isinstance(upstream, web.Response):

@@ -16,14 +16,15 @@ end, usage.
 
 from __future__ import annotations
 
-import json
 import math
+import random
 import re
 import threading
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from sidecar.proxy import jsonio
 
 __all__ = [
     "MAX_TOKENS",
@@ -40,6 +41,7 @@ MAX_TOKENS = 10_000_000  # per request; more is not a usage figure we believe
 _LABEL = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+_ASK_USAGE = {"include_usage": True}
 
 
 class Counts:
@@ -79,8 +81,9 @@ def clean_traceparent(value: str | None, rejections: Counts) -> str | None:
 
 
 def new_request_id() -> str:
-    """A request id for a request that came without a usable one."""
-    return f"jt-{uuid.uuid4().hex}"
+    """A request id for a request that came without a usable one: 128 random bits (an id, not a
+    secret: Python's generator, seeded from the OS; a duplicate of a live id is caught by the sender)."""
+    return f"jt-{random.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +117,17 @@ def _prompt_chars(doc: dict[str, Any]) -> int:
 
 
 def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
-    """Read a completions request body; anything else (or unparsable) is passed on as is."""
+    """Read a completions request body; anything else (or unparsable) is passed on as is.
+
+    Asking for usage adds ``stream_options`` to the client's bytes
+    (:func:`~sidecar.proxy.jsonio.with_member`) when it has none and orjson read the body;
+    a body whose ``stream_options`` lacks ``include_usage`` (or one only :mod:`json` reads)
+    is re-encoded."""
     if path not in COMPLETION_PATHS or not body:
         return BodyFacts(body)
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc, strict = jsonio.read(body)
+    except ValueError:  # UnicodeDecodeError included
         rejections.add("body")
         return BodyFacts(body)
     if not isinstance(doc, dict):
@@ -134,8 +142,12 @@ def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
         return facts
     if options is not None and not isinstance(options, dict):
         return facts  # the client's own malformed stream_options: the upstream answers it
-    doc["stream_options"] = {**(options or {}), "include_usage": True}
-    new_body = json.dumps(doc, separators=(",", ":")).encode()
+    if strict and "stream_options" not in doc:
+        new_body = jsonio.with_member(body, "stream_options", _ASK_USAGE)
+    else:
+        doc = jsonio.loads_exact(body) if strict else doc  # orjson reads an int over 64 bits as a float
+        doc["stream_options"] = {**(doc.get("stream_options") or {}), "include_usage": True}
+        new_body = jsonio.dumps(doc)
     return BodyFacts(new_body, model, stream, user, asked_usage=True, prompt_chars=facts.prompt_chars)
 
 

@@ -19,6 +19,7 @@ chart's does).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from sidecar.config import SidecarConfig
 from sidecar.errors import ConfigError
 from sidecar.proxy.energy import trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
+from sidecar.proxy.loop import loop_name
 from sidecar.proxy.price_client import PriceClient
 from sidecar.proxy.sender import WireSender
 from sidecar.proxy.serve import ProxyServer, check_upstream
@@ -55,6 +57,7 @@ def sidecar_address(url: str) -> tuple[str, int, str]:
     return parts.hostname, port or default, url.rstrip("/")
 
 
+@functools.lru_cache(maxsize=64)  # per request; bounded, as the client names the host
 def record_base(sidecar_url: str, client_host: str) -> str:
     """Where a client finds its record: the sidecar's URL, by the client's name for this host if loopback."""
     host, port, base = sidecar_address(sidecar_url)
@@ -104,7 +107,13 @@ class ProxyProcess:
         """Serve until ``stop``; then close the server (streams in flight get ``shutdown_grace_s`` to
         finish, then are cut and end as ``disconnected``) and send the last rows."""
         port = await self.server.start()
-        log.info("OpenAI proxy on http://%s:%d -> %s", self.server.host, port, self.server.ctx.upstream)
+        log.info(
+            "OpenAI proxy on http://%s:%d -> %s (%s)",
+            self.server.host,
+            port,
+            self.server.ctx.upstream,
+            loop_name(asyncio.get_running_loop()),
+        )
         prices_session = aiohttp.ClientSession()
         await self.prices.fetch(prices_session)  # the first sheet before the first response, if it can
         sending = asyncio.Event()

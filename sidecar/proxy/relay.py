@@ -26,13 +26,13 @@ being counted as malformed: the count covers what the bytes already give away.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.proxy import jsonio
 from sidecar.proxy.learn import Counts, RequestTrace, clean_label, usage_tokens
-from sidecar.proxy.sse import DONE, SseEvent, parse_data
+from sidecar.proxy.sse import DONE, SseEvent, read_data
 
 __all__ = ["CONTENT", "StreamRelay", "is_content_chunk", "needs_decoding"]
 
@@ -75,10 +75,6 @@ def needs_decoding(data: bytes, model_known: bool) -> bool:
     return _DECODE.search(data) is not None
 
 
-def _sse(doc: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
-
-
 class StreamRelay:
     """Relays one completion's events (see the module docstring)."""
 
@@ -110,7 +106,7 @@ class StreamRelay:
             if CONTENT.search(data):
                 self._chunk()
             return event.raw
-        doc = parse_data(data)
+        doc, strict = read_data(data)
         if doc is None:
             self.counts.add("malformed_sse")
             return event.raw
@@ -124,7 +120,7 @@ class StreamRelay:
         usage = doc.get("usage")
         if usage is None:
             return event.raw
-        return self._usage(doc, usage)
+        return self._usage(doc, usage, data, strict)
 
     def _chunk(self) -> None:
         now = self.clock()
@@ -135,11 +131,17 @@ class StreamRelay:
         trace.chunk_s.append(now)
         self._last_s = now
 
-    def _usage(self, doc: dict[str, Any], usage: object) -> bytes:
+    def _usage(self, doc: dict[str, Any], usage: object, data: bytes, strict: bool) -> bytes:
+        """Usage learned; the chunk dropped, or passed on with the energy: spliced into ``data``
+        when orjson read it (``strict``) and it is one line, else ``data`` re-encoded by :mod:`json`."""
         tokens = usage_tokens(usage, self.counts)
         if tokens is not None:
             self.trace.usage = tokens
         if self.strip_usage and not doc.get("choices"):
             return b""  # the usage-only chunk the client did not ask for
-        doc["energy"] = self.energy(self.trace)
-        return _sse(doc)
+        energy = self.energy(self.trace)
+        if strict and "energy" not in doc and b"\n" not in data and b"\r" not in data:
+            return b"data: " + jsonio.with_member(data, "energy", energy) + b"\n\n"
+        exact = jsonio.loads_exact(data) if strict else doc  # orjson reads an int over 64 bits as a float
+        exact["energy"] = energy
+        return b"data: " + jsonio.dumps(exact) + b"\n\n"

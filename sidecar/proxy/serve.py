@@ -1,4 +1,4 @@
-"""The proxy's server: the aiohttp app on ``host:port`` with one client session to the upstream.
+"""The proxy's server: aiohttp's low-level server on ``host:port`` with one client session to the upstream.
 
 Shared by the in-process proxy (:class:`~sidecar.proxy.tap.ProxyTap`, on a thread
 of the sidecar) and the proxy's own process (:mod:`.process`). Start-up
@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.errors import ConfigError
-from sidecar.proxy.forward import make_proxy_app
+from sidecar.proxy.forward import make_proxy_server
 from sidecar.proxy.upstream import ProxyContext
 
 __all__ = ["ProxyServer", "check_upstream"]
@@ -35,18 +35,23 @@ class ProxyServer:
         self, ctx: ProxyContext, host: str, port: int, max_body_bytes: int, grace_s: float = 10.0
     ) -> None:
         self.ctx, self.host, self.port, self.grace_s = ctx, host, port, grace_s
-        self.app = make_proxy_app(ctx, max_body_bytes)
-        self._runner: web.AppRunner | None = None
+        self.max_body_bytes = max_body_bytes
+        self._runner: web.ServerRunner | None = None
 
     async def start(self) -> int:
         """Listen; the bound port. ``ConfigError`` naming ``proxy_port`` if it cannot."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-        connector = aiohttp.TCPConnector(limit=0)
-        self.ctx.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
-        # on close: stop accepting, let requests in flight finish for up to grace_s, then cancel them
-        runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=self.grace_s
+        connector = aiohttp.TCPConnector(limit=0)  # no cap: one kept-alive connection per stream in flight
+        # no cookie jar: a Set-Cookie from the upstream is the client's (passed on), never sent to others
+        self.ctx.session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # on close: stop accepting, let requests in flight finish for up to grace_s, then cancel them
+        server = make_proxy_server(self.ctx, self.max_body_bytes, access_log=None, handler_cancellation=True)
+        runner = web.ServerRunner(server, shutdown_timeout=self.grace_s)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, backlog=1024)

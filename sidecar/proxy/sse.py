@@ -19,11 +19,12 @@ still forwarded unchanged; :func:`parse_data` says what they were.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["DONE", "SseEvent", "SseFramer", "parse_data"]
+from sidecar.proxy import jsonio
+
+__all__ = ["DONE", "SseEvent", "SseFramer", "parse_data", "read_data"]
 
 DONE = "[DONE]"
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -97,12 +98,17 @@ class SseFramer:
 
 def parse_data(data: bytes | str | None) -> dict[str, Any] | str | None:
     """An event's payload: a JSON object, :data:`DONE`, or ``None`` when it is neither."""
+    return read_data(data)[0]
+
+
+def read_data(data: bytes | str | None) -> tuple[dict[str, Any] | str | None, bool]:
+    """:func:`parse_data`, and whether orjson read the payload (:func:`~sidecar.proxy.jsonio.read`)."""
     if data is None:
-        return None
+        return None, False
     if data.strip() in (DONE, b"[DONE]"):
-        return DONE
+        return DONE, False
     try:
-        value = json.loads(data)
+        value, strict = jsonio.read(data)
     except ValueError:  # UnicodeDecodeError included
-        return None
-    return value if isinstance(value, dict) else None
+        return None, False
+    return (value, strict) if isinstance(value, dict) else (None, False)

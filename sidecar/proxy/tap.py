@@ -28,6 +28,7 @@ from sidecar.attribution.records import TapReport
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.energy import Prices, trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
+from sidecar.proxy.loop import loop_factory
 from sidecar.proxy.serve import ProxyServer, check_upstream
 from sidecar.proxy.upstream import ProxyContext
 
@@ -85,7 +86,7 @@ class ProxyTap:
         failure: list[BaseException] = []
 
         def main() -> None:
-            loop = asyncio.new_event_loop()
+            loop = loop_factory()()  # uvloop where installed
             try:
                 loop.run_until_complete(self._serve())
             except BaseException as err:  # reported to start() below

@@ -52,7 +52,7 @@ class ProxyContext:
     clock: Callable[[], float]
     begin: Callable[[RequestTrace], str]  # registers a trace; returns its (possibly new) id
     energy: Callable[[RequestTrace], dict[str, Any]]
-    record_url: Callable[[web.Request, str], str]
+    record_url: Callable[[web.BaseRequest, str], str]
     counts: Counts
     tenant_header: str = ""
     session: aiohttp.ClientSession | None = None
@@ -71,7 +71,7 @@ def error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
-def cut_off(ctx: ProxyContext, request: web.Request, answered: bool) -> web.StreamResponse:
+def cut_off(ctx: ProxyContext, request: web.BaseRequest, answered: bool) -> web.StreamResponse:
     """The upstream broke off mid-answer (counted ``upstream_broken``): a 502 if the client has
     had nothing yet, else its connection is cut too, so it sees a truncated answer, not a clean end."""
     ctx.counts.add("upstream_broken")
@@ -83,7 +83,7 @@ def cut_off(ctx: ProxyContext, request: web.Request, answered: bool) -> web.Stre
 
 
 async def open_upstream(
-    ctx: ProxyContext, request: web.Request, body: bytes, headers: CIMultiDict[str]
+    ctx: ProxyContext, request: web.BaseRequest, body: bytes, headers: CIMultiDict[str]
 ) -> aiohttp.ClientResponse | web.Response:
     assert ctx.session is not None
     url = ctx.upstream + request.rel_url.raw_path_qs

@@ -132,3 +132,11 @@ async def test_a_body_over_the_limit_is_refused_with_413(proxied: Proxied) -> No
     ):
         assert r.status == 413 and "proxy_max_body_bytes" in (await r.json())["error"]["message"]
     assert proxied.tap.stats().events[("proxy", "too_large")] == 1 and proxied.fake.seen == []
+
+
+async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(proxied: Proxied) -> None:
+    async with asyncio.timeout(10), aiohttp.ClientSession() as s:  # without the 100 it would wait for ever
+        async with s.post(f"{proxied.url}/v1/chat/completions", json=_chat(), expect100=True) as r:
+            assert r.status == 200 and "energy" in await r.json()
+        async with s.post(f"{proxied.url}/v1/models", data=b"x", headers={"Expect": "a-miracle"}) as r:
+            assert r.status == 417

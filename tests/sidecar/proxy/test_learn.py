@@ -78,3 +78,22 @@ def test_sane_usage_is_read() -> None:
         12,
         5,
     )
+
+
+def test_a_stream_without_stream_options_keeps_its_bytes_with_the_option_added() -> None:
+    body = _body(stream=True, temperature=0.5) + b" \n"
+    facts = inspect_body(CHAT, body, Counts())
+    assert facts.asked_usage and facts.body.startswith(body.rstrip()[:-1])
+    assert json.loads(facts.body) == {**json.loads(body), "stream_options": {"include_usage": True}}
+
+
+def test_a_re_encoded_body_keeps_an_integer_over_64_bits() -> None:
+    body = _body(stream=True, stream_options={"x": 1}, seed=2**70)
+    sent = json.loads(inspect_body(CHAT, body, Counts()).body)
+    assert sent["seed"] == 2**70 and sent["stream_options"] == {"x": 1, "include_usage": True}
+
+
+def test_a_body_nested_too_deep_is_passed_on_unchanged_and_counted() -> None:
+    body = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
+    counts = Counts()
+    assert inspect_body(CHAT, body, counts).body == body and counts.counts() == {"body": 1}

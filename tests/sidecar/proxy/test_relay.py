@@ -112,3 +112,23 @@ def test_a_bad_model_name_is_counted_once_a_stream_not_once_a_chunk() -> None:
     _, trace, counts = _relay(stream, strip_usage=False)
     assert trace.response_model is None and counts.counts() == {"response_model": 1}
     assert len(trace.chunk_s) == 3
+
+
+def test_the_energy_is_spliced_into_the_usage_chunk_as_sent() -> None:
+    usage = b'data: {"id": "x", "choices": [{"delta": {}}], '
+    usage += b'"usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    out, trace, _ = _relay(usage + b"\n\n", strip_usage=True)
+    assert out == usage[:-1] + b',"energy":{"joules":1.5,"final":false}}\n\n' and trace.usage == (7, 3)
+
+
+def test_a_usage_chunk_orjson_refuses_or_spread_over_lines_is_re_encoded_whole() -> None:
+    tokens = {"prompt_tokens": 7, "completion_tokens": 3}
+    odd = _sse({"choices": [{"delta": {}}], "usage": tokens, "t": 2**70})
+    odd = odd.replace(b"}}\n\n", b'}, "x": NaN}\n\n')  # json reads NaN, orjson does not
+    lines = b'data: {"choices": [{"delta": {}}],\n'
+    lines += b'data: "usage": {"prompt_tokens": 1, "completion_tokens": 1}}\n\n'
+    for stream in (odd, lines):
+        out, _, counts = _relay(stream, strip_usage=False)
+        assert out.count(b"\n\n") == 1 and b"\n" not in out[:-2] and counts.counts() == {}
+        assert json.loads(out[6:].replace(b"NaN", b"null"))["energy"] == {"joules": 1.5, "final": False}
+    assert b"%d" % 2**70 in _relay(odd, strip_usage=False)[0]
