@@ -17,15 +17,14 @@ def _config(**knobs: object) -> SidecarConfig:
 
 
 def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attributions_backlog() -> None:
-    """(The receiver is built, not started: nothing binds the port.)"""
+    """(The receiver is built, not started: nothing binds the port. The memory limit is one no test
+    process reaches, so the refusal asked for is the backlog's: a pytest run can be over 321 MB.)"""
     sidecar = build_sidecar(
-        _config(
-            otlp_port=14317, otlp_memory_limit_mb=321.0, otlp_backlog_limit_rows=2, otlp_retry_delay_s=0.5
-        )
+        _config(otlp_port=14317, otlp_memory_limit_mb=1e6, otlp_backlog_limit_rows=2, otlp_retry_delay_s=0.5)
     )
     (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
     limiter = receiver.limiter
-    assert (limiter.memory_limit_mb, limiter.backlog_limit_rows, limiter.retry_delay_s) == (321.0, 2, 0.5)
+    assert (limiter.memory_limit_mb, limiter.backlog_limit_rows, limiter.retry_delay_s) == (1e6, 2, 0.5)
     assert limiter.refusal() is None
     n = 3
     sidecar.attributor.add_work(
