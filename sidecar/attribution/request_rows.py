@@ -55,6 +55,8 @@ class Rows:
         self.warmup_split = np.zeros(capacity, dtype=bool)  # a tick split by the warm-up fallback rule
         self.ids: list[str] = [""] * capacity
         self.infos: list[RequestInfo | None] = [None] * capacity
+        # each row's model as its info names it (None: no info, or "unknown"), read a tick at a time
+        self.models = np.full(capacity, None, dtype=object)
         self.free = array("q", range(capacity - 1, -1, -1))  # 8 bytes a free row, not an int object
 
     def take(self, request_id: str, seen_s: float) -> int:
@@ -68,6 +70,7 @@ class Rows:
                 setattr(self, name, grown)
             self.ids.extend([""] * n)
             self.infos.extend([None] * n)
+            self.models = np.concatenate([self.models, np.full(n, None, dtype=object)])
             self.free = array("q", range(2 * n - 1, n - 1, -1))
         slot = self.free.pop()
         self.phase_j[slot] = self.component_j[slot] = self.work[slot] = 0.0
@@ -78,8 +81,22 @@ class Rows:
         return slot
 
     def give_back(self, slot: int) -> None:
-        self.ids[slot], self.infos[slot] = "", None
+        self.ids[slot], self.infos[slot], self.models[slot] = "", None, None
         self.free.append(slot)
+
+    def set_info(self, slot: int, info: RequestInfo | None) -> None:
+        """What is known about the request in row ``slot`` (its model kept apart, for ticks)."""
+        self.infos[slot] = info
+        self.models[slot] = None if info is None or info.model == "unknown" else info.model
+
+    def models_at(self, slots: np.ndarray, default: str) -> list[str]:
+        """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""
+        models: list[str | None] = self.models[slots].tolist()
+        if (slots < 0).any():
+            models = [None if s < 0 else m for s, m in zip(slots.tolist(), models, strict=True)]
+        if None in models:
+            return [default if m is None else m for m in models]
+        return models  # type: ignore[return-value]  # no None left
 
 
 class Accumulator:
@@ -106,7 +123,7 @@ class Accumulator:
 
     @info.setter
     def info(self, value: RequestInfo | None) -> None:
-        self._sums.infos[self._slot] = value
+        self._sums.set_info(self._slot, value)
 
     @property
     def seen_s(self) -> float:

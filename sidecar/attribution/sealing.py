@@ -51,10 +51,7 @@ class TickSealer:
         for tick, e_dev in self._held:
             self._split(tick, e_dev)
             if fallback:
-                for code in np.unique(tick.req).tolist():
-                    acc = self.requests.by_code(code)
-                    if acc is not None:
-                        acc.warmup_split = True
+                self.requests.mark_warmup(np.unique(tick.req))
         self._held = []
 
     def _merge_new(self, seal_until_s: float) -> None:
@@ -115,17 +112,21 @@ class TickSealer:
             split = self.rule.split(tick)
             idle_j = split.idle_j
             groups = group_rows(tick.req)
-            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b, groups)
-            self._add_model_energy(t1, groups, tick.phase, split.row_j)
+            slots = self.requests.add_energy(
+                tick.req, tick.phase, split, tick.time_share, tick.a, tick.b, groups
+            )
+            self._add_model_energy(t1, groups, slots, tick.phase, split.row_j)
         dev_total = float(energy_dev_j.sum())
         idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
         self.totals.add_tick(t1, energy_j, idle_j, idle_dev)
         self.totals.add_idle_label(self.model, idle_j)
 
-    def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
+    def _add_model_energy(
+        self, t_s: float, groups: Groups, slots: np.ndarray, phase: np.ndarray, row_j: np.ndarray
+    ) -> None:
         n = groups.codes.size
         per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = self.requests.models_of(groups.codes.tolist(), self.model)
+        models = self.requests.models_at(slots, self.model)
         names = dict.fromkeys(models)  # in order of first appearance
         if len(names) == 1:  # the usual case: one model served
             by_model = {models[0]: per.sum(axis=0)}

@@ -88,3 +88,33 @@ def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> N
     table.code("open")  # work first: the timeout is its check
     table.set_info("open", RequestInfo("open", end_s=13.0))  # then its end: a second check
     assert table.scheduled == 2 and table.due(13.0) == [table.code("open")] and table.due(610.0) == [1]
+
+
+def test_models_of_rows_name_the_info_model_and_the_default_for_unknown_gone_or_freed_rows() -> None:
+    table = RequestTable()
+    table.set_info("a", RequestInfo("a", model="llama"))
+    table.set_info("u", RequestInfo("u", model="unknown"))
+    table.code("w")  # work only: no info
+    table.set_info("gone", RequestInfo("gone", model="qwen"))
+    codes = [table.code(r) for r in ("a", "u", "w", "gone")]
+    table.remove("gone")
+    table.set_info("new", RequestInfo("new"))  # takes the freed row: its model is not qwen's
+    want = ["llama", "default", "default", "default"]
+    assert table.models_of(codes, "default") == want
+    accs = [table.get(r) for r in ("a", "u", "w")]
+    slots = np.array([a.slot if a is not None else -2 for a in accs] + [-1], dtype=np.int64)
+    assert table.models_at(slots, "default") == want
+    acc = table.get("a")
+    assert acc is not None
+    acc.info = RequestInfo("a", model="mistral")  # set through the view: the model column follows
+    assert table.models_of(codes[:1], "default") == ["mistral"]
+
+
+def test_mark_warmup_marks_live_requests_and_skips_gone_codes() -> None:
+    table = RequestTable()
+    codes = [table.code(r) for r in ("a", "b", "c")]
+    table.remove("b")
+    table.mark_warmup(np.array(codes))
+    assert [table.get(r).warmup_split for r in ("a", "c")] == [True, True]  # type: ignore[union-attr]
+    table.code("d")  # b's freed row, clean
+    assert table.get("d").warmup_split is False  # type: ignore[union-attr]
