@@ -63,7 +63,7 @@ class RequestLifecycle:
         due = table.due(sealed)
         if not due:
             return []
-        live_work = self._pending.codes()
+        live_work = self._pending.among(due)  # due requests whose work is still pending
         done: list[Accumulator] = []
         inferred: list[bool] = []
         later: list[tuple[int, float]] = []

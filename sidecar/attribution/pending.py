@@ -28,7 +28,6 @@ class _Block:
     ev: EventArrays
     t0_min: float
     t1_max: float
-    codes: frozenset[int]  # the requests it has work for
 
 
 class PendingWork:
@@ -44,8 +43,7 @@ class PendingWork:
     def add(self, ev: EventArrays) -> None:
         """Queue a block of new work rows."""
         if len(ev):
-            codes = frozenset(np.unique(ev.req).tolist())
-            self._blocks.append(_Block(ev, float(ev.t0.min()), float(ev.t1.max()), codes))
+            self._blocks.append(_Block(ev, float(ev.t0.min()), float(ev.t1.max())))
             self._rows += len(ev)
 
     def before(self, t_s: float) -> EventArrays:
@@ -74,17 +72,22 @@ class PendingWork:
                 kept.append(b)
             elif n:
                 rest = EventArrays(*(col[keep] for col in _columns(ev)))
-                kept.append(
-                    _Block(rest, float(rest.t0.min()), b.t1_max, frozenset(np.unique(rest.req).tolist()))
-                )
+                kept.append(_Block(rest, float(rest.t0.min()), b.t1_max))
         self._blocks = kept
 
     def codes(self) -> set[int]:
         """The requests that have pending work."""
-        out: set[int] = set()
-        for b in self._blocks:
-            out |= b.codes
-        return out
+        if not self._blocks:
+            return set()
+        return set(np.unique(np.concatenate([b.ev.req for b in self._blocks])).tolist())
+
+    def among(self, codes: list[int]) -> set[int]:
+        """Those of ``codes`` that have pending work (one search over the rows, no set of them all)."""
+        if not self._blocks or not codes:
+            return set()
+        asked = np.asarray(codes, dtype=np.int64)
+        found = np.isin(asked, np.concatenate([b.ev.req for b in self._blocks]))
+        return set(asked[found].tolist())
 
 
 def _columns(ev: EventArrays) -> tuple[np.ndarray, ...]:

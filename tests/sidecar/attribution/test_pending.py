@@ -58,6 +58,8 @@ def test_sealing_tick_by_tick_from_blocks_equals_sealing_from_one_array(seed: in
         live = (whole_after.t1 > sealed) | ((whole_after.t1 == whole_after.t0) & (whole_after.t0 >= sealed))
         kept_rows.append((len(pending), int(np.count_nonzero(live))))
         assert pending.codes() == set(whole_after.req[live].tolist())
+        asked = rng.integers(0, 60, 20).tolist()  # some with pending work, some without
+        assert pending.among(asked) == set(asked) & set(whole_after.req[live].tolist())
     assert all(a == b for a, b in kept_rows)
 
 
