@@ -31,7 +31,7 @@ import numpy as np
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
 from sidecar.attribution.pending import PendingWork
-from sidecar.attribution.records import RequestEnergy
+from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.sealing import TickSealer
@@ -238,7 +238,7 @@ class Attributor(TickSealer, RequestLifecycle):
         """End of the last sealed tick (s), None before the first counter edge."""
         return self._sealed_t
 
-    def advance(self, seal_until_s: float) -> list[RequestEnergy]:
+    def advance(self, seal_until_s: float) -> RecordBatch:
         """Seal every tick that ends by ``seal_until_s``; return records that became final."""
         self._last_step_codes = None  # finalizing below frees codes
         t_edges, e_edges, e_dev_edges = self.timeline.edges_after(
@@ -248,7 +248,7 @@ class Attributor(TickSealer, RequestLifecycle):
         t_edges, e_edges, e_dev_edges = t_edges[keep], e_edges[keep], e_dev_edges[keep]
         if self._sealed_t is None:
             if t_edges.size == 0:
-                return []
+                return RecordBatch()
             self._sealed_t, self._sealed_e = float(t_edges[0]), float(e_edges[0])
             self._sealed_e_dev = e_dev_edges[0].copy()
             self._first_sealed_t = self._sealed_t
@@ -270,5 +270,5 @@ class Attributor(TickSealer, RequestLifecycle):
         ):
             self._release_held()
         if self._held:
-            return []
+            return RecordBatch()
         return self._finalize() + self._evict()

@@ -21,6 +21,7 @@ import numpy as np
 from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.attribution.final_records import RecordContext, build_records
 from sidecar.attribution.pending import PendingWork
+from sidecar.attribution.record_batch import MODEL, OUTPUT_UNITS, REQUEST_ID, UNIT, RecordBatch
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import Accumulator, RequestTable
 from sidecar.attribution.rules import SplitRule
@@ -53,16 +54,16 @@ class RequestLifecycle:
     _first_sealed_t: float | None
     _finalized: RecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
 
-    def _finalize(self) -> list[RequestEnergy]:
+    def _finalize(self) -> RecordBatch:
         """Records that became final: only requests whose check time has come are looked at."""
         sealed = self._sealed_t
         if sealed is None:
-            return []
+            return RecordBatch()
         period = self.timeline.update_period_s() or 0.0
         table = self.requests
         due = table.due(sealed)
         if not due:
-            return []
+            return RecordBatch()
         live_work = self._pending.among(due)  # due requests whose work is still pending
         done: list[Accumulator] = []
         inferred: list[bool] = []
@@ -91,23 +92,17 @@ class RequestLifecycle:
             table.schedule(code, check_s)
         return self._finals(done, inferred)
 
-    def _evict(self) -> list[RequestEnergy]:
+    def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
-        out: list[RequestEnergy] = []
+        out = RecordBatch()
         while self.max_requests is not None and len(self.requests) > self.max_requests:
             acc = self.requests.oldest()
             assert acc is not None
             self.dropped["evicted"] += 1
-            out.append(self._final(acc, end_inferred=True, unknown="evicted"))
+            out.values += self._finals([acc], [True], "evicted").values
         return out
 
-    def _final(self, acc: Accumulator, *, end_inferred: bool, unknown: str = "") -> RequestEnergy:
-        """Build a request's final record, forget it, and count its output."""
-        return self._finals([acc], [end_inferred], unknown)[0]
-
-    def _finals(
-        self, accs: list[Accumulator], inferred: list[bool], unknown: str = ""
-    ) -> list[RequestEnergy]:
+    def _finals(self, accs: list[Accumulator], inferred: list[bool], unknown: str = "") -> RecordBatch:
         """Build final records (one pass over the table's columns), forget them, count their output.
 
         ``unknown``: the reason all of them have unknown energy ('' : each one's own, if any)."""
@@ -121,10 +116,11 @@ class RequestLifecycle:
             extras.append(extra or None)
         records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
         sealed = self._sealed_t
-        for record, attrs in zip(records, extras, strict=True):
-            self._forget(record.request_id)
-            if record.output_units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
-                self.totals.add_output(sealed, record.model, record.unit, record.output_units)
+        for values, attrs in zip(records.values, extras, strict=True):
+            self._forget(values[REQUEST_ID])
+            units = values[OUTPUT_UNITS]
+            if units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
+                self.totals.add_output(sealed, values[MODEL], values[UNIT], units)
         return records
 
     def _context(self) -> RecordContext:
@@ -150,7 +146,7 @@ class RequestLifecycle:
         end = info.end_s if info.end_s is not None else info.start_s
         return "not_covered" if end is not None and end < first else ""
 
-    def provisional(self) -> list[RequestEnergy]:
+    def provisional(self) -> RecordBatch:
         """Records of every live request (``final`` false), oldest first: what a stop leaves open.
 
         Attribute ``end_stated`` says ``end_s`` is the request's stated end (not its last work)."""

@@ -82,6 +82,20 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
+from sidecar.attribution.record_batch import (
+    ATTRIBUTES,
+    ENERGY_J,
+    ENERGY_SOURCE,
+    FINAL,
+    MODEL,
+    OPERATION,
+    OUTPUT_TOKENS,
+    OUTPUT_UNITS,
+    TASK,
+    UNIT,
+    RecordBatch,
+    Values,
+)
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
@@ -260,46 +274,50 @@ class MetricsExporter:
         J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
         J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
         ``unit`` image or video with output units > 0. The whole batch is added at once
-        (:mod:`.aggregates`), with the counts and sums recording each value would give.
+        (:mod:`.aggregates`), with the counts and sums recording each value would give; a
+        :class:`~sidecar.attribution.record_batch.RecordBatch` is read as its rows of values.
         """
         batch: Batch = {}
         recorded = 0
-        for rec in records:
-            energy_j = rec.energy_j
-            if not rec.final or not math.isfinite(energy_j) or energy_j < 0:
+        for rec in RecordBatch.of(records).values:
+            energy_j = rec[ENERGY_J]
+            if not rec[FINAL] or not math.isfinite(energy_j) or energy_j < 0:
                 continue
-            if rec.attributes.get("energy_unknown") == "true":
+            attributes = rec[ATTRIBUTES]
+            if attributes.get("energy_unknown") == "true":
                 continue
-            model, task, source, unit = rec.model, rec.task, rec.energy_source, rec.unit
-            _add(batch, self._request_energy, (model, rec.operation, task, source), energy_j)
-            if unit == "token" and rec.output_tokens > 0:
-                _add(batch, self._per_token, (model, task, source), energy_j / rec.output_tokens)
-                tenant = self._tenants.label(rec.attributes.get(TENANT), energy_j)
+            model, task, source, unit = rec[MODEL], rec[TASK], rec[ENERGY_SOURCE], rec[UNIT]
+            _add(batch, self._request_energy, (model, rec[OPERATION], task, source), energy_j)
+            output_tokens = rec[OUTPUT_TOKENS]
+            if unit == "token" and output_tokens > 0:
+                _add(batch, self._per_token, (model, task, source), energy_j / output_tokens)
+                tenant = self._tenants.label(attributes.get(TENANT), energy_j)
                 _add(batch, self._tenant_energy, (model, tenant, source), energy_j)
-                _add(batch, self._tenant_tokens, (model, tenant), rec.output_tokens)
-            elif unit in ("image", "video") and rec.output_units > 0:
+                _add(batch, self._tenant_tokens, (model, tenant), output_tokens)
+            elif unit in ("image", "video") and rec[OUTPUT_UNITS] > 0:
                 self._record_per_unit(batch, rec, (model, task, source))
             recorded += 1
         self._streams.add(batch)
         return recorded
 
-    def _record_per_unit(self, batch: Batch, rec: RequestEnergy, key: Key) -> None:
+    def _record_per_unit(self, batch: Batch, rec: Values, key: Key) -> None:
         """J per image or video; for videos also J per frame and J per second of video.
 
         A value that overflows (a hostile tiny output or frame count) is left out, as the SDK's
         ``Histogram.record`` leaves out a non-finite one."""
-        per_unit = [(rec.unit, rec.output_units)]
-        frames = _float(rec.attributes.get("video_frames")) if rec.unit == "video" else 0.0
+        unit, output_units, attributes = rec[UNIT], rec[OUTPUT_UNITS], rec[ATTRIBUTES]
+        per_unit = [(unit, output_units)]
+        frames = _float(attributes.get("video_frames")) if unit == "video" else 0.0
         if frames > 0:
-            all_frames = frames * rec.output_units
+            all_frames = frames * output_units
             per_unit.append(("frame", all_frames))
-            fps = _float(rec.attributes.get("video_fps"))
+            fps = _float(attributes.get("video_fps"))
             if fps > 0:
                 per_unit.append(("video_second", all_frames / fps))
-        for unit, amount in per_unit:
-            value = rec.energy_j / amount if amount > 0 else math.inf
+        for name, amount in per_unit:
+            value = rec[ENERGY_J] / amount if amount > 0 else math.inf
             if math.isfinite(value):
-                _add(batch, self._per_unit, (*key, unit), value)
+                _add(batch, self._per_unit, (*key, name), value)
 
     def shutdown(self) -> None:
         """Stop the provider and unregister the reader from the registry (idempotent)."""

@@ -26,7 +26,6 @@ counters for the self-metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sqlite3
@@ -34,9 +33,20 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from sidecar.attribution.record_batch import (
+    ATTRIBUTES,
+    FINAL,
+    REQUEST_ID,
+    TASK,
+    RecordBatch,
+    Values,
+    replaced,
+    to_json,
+)
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
 from sidecar.export import ledger_rows
@@ -77,7 +87,7 @@ class Ledger:
         self._clock = clock
         self.max_pending = max_pending
         self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped, task_late
-        self._pending: OrderedDict[str, RequestEnergy] = OrderedDict()  # not yet written (disk full)
+        self._pending: OrderedDict[str, Values] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
         self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
@@ -127,14 +137,21 @@ class Ledger:
         (see the module docstring). A record with ``final=False`` raises
         ``ValueError`` (nothing of the batch is written): that is a caller's bug.
         """
-        batch = list(records)
+        batch = RecordBatch.of(records).values  # rows of values: no record object needed
         for rec in batch:
-            if not rec.final:
-                raise ValueError(f"ledger stores final records only; {rec.request_id!r} is not final")
+            if not rec[FINAL]:
+                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
         with self._lock:
-            for rec in batch:
-                self._pending.pop(rec.request_id, None)
-                self._pending[rec.request_id] = rec
+            pending, done = self._pending, False
+            if not pending:  # the usual case: nothing kept back from a failed write, ids unique
+                pending.update((rec[REQUEST_ID], rec) for rec in batch)
+                done = len(pending) == len(batch)
+                if not done:  # an id twice: each put moves it last, as below
+                    pending.clear()
+            if not done:
+                for rec in batch:
+                    pending.pop(rec[REQUEST_ID], None)
+                    pending[rec[REQUEST_ID]] = rec
             todo = list(self._pending.values())
             try:
                 written = self._write(todo)
@@ -148,7 +165,7 @@ class Ledger:
             self._pending.clear()
         return written
 
-    def _write(self, batch: list[RequestEnergy]) -> int:
+    def _write(self, batch: list[Values]) -> int:
         now = self._clock()
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -167,11 +184,18 @@ class Ledger:
         self.counts["stored"] += written
         return written
 
-    def _insert_new(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int | None:
+    def _insert_new(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int | None:
         """The usual batch, all new ids and all storable, in one ``executemany``; None (nothing
         changed) if any id is stored already or any record cannot be stored."""
         try:
-            rows = [ledger_rows.row(rec, self._seq + 1 + k, now) for k, rec in enumerate(batch)]
+            rows = list(
+                map(
+                    ledger_rows.values_row,
+                    batch,
+                    range(self._seq + 1, self._seq + 1 + len(batch)),
+                    repeat(now),
+                )
+            )
         except _RECORD_ERRORS:
             return None
         cur.execute("SAVEPOINT batch")
@@ -188,23 +212,23 @@ class Ledger:
         self._rows += len(rows)
         return len(rows)
 
-    def _put_each(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int:
+    def _put_each(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int:
         """Insert or replace record by record: a stored id is replaced (or kept, see the module
         docstring), a record that cannot be stored is skipped and counted."""
         written = 0
         for rec in batch:
             try:
-                row = ledger_rows.row(rec, self._seq + 1, now)
+                row = ledger_rows.values_row(rec, self._seq + 1, now)
                 cur.execute(ledger_rows.INSERT, row)
                 inserted = cur.rowcount == 1
-                if not inserted and rec.attributes.get("energy_unknown") == "true":
+                if not inserted and rec[ATTRIBUTES].get("energy_unknown") == "true":
                     self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
                     continue
                 if not inserted:
-                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec.request_id))
+                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec[REQUEST_ID]))
             except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
                 self.counts["unstorable"] += 1
-                log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
+                log.warning("ledger: record %r cannot be stored, skipped: %s", rec[REQUEST_ID][:64], err)
                 continue
             self._seq += 1
             self._rows += inserted
@@ -232,8 +256,8 @@ class Ledger:
         with self._lock:
             for request_id, task in tasks.items():
                 rec = self._pending.get(request_id)
-                if rec is not None and rec.task == "unknown":
-                    self._pending[request_id] = dataclasses.replace(rec, task=task)
+                if rec is not None and rec[TASK] == "unknown":
+                    self._pending[request_id] = replaced(rec, "task", task)
                     updated += 1
             try:
                 updated += self._set_tasks(tasks)
@@ -275,7 +299,7 @@ class Ledger:
         with self._lock:
             pending = self._pending.get(request_id)
             if pending is not None:
-                return pending.to_json()
+                return to_json(pending)
             row = self._conn.execute(
                 "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
             ).fetchone()

@@ -24,7 +24,7 @@ from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
 from sidecar.export import metrics as m
-from sidecar.export.aggregates import CARDINALITY_LIMIT
+from sidecar.export.aggregates import CARDINALITY_LIMIT, Stream
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.tenants import TenantLabels
 from tests.sidecar.export.factories import IMAGE, LLM, VIDEO, golden_snapshot, make_record
@@ -101,7 +101,7 @@ class SdkReference:
         return generate_latest(self.registry).decode()
 
 
-def _streams() -> list[m.Stream]:
+def _streams() -> list[Stream]:
     exp = MetricsExporter(golden_snapshot, resource=Resource({}))
     out = [exp._request_energy, exp._per_token, exp._per_unit, exp._tenant_energy, exp._tenant_tokens]
     exp.shutdown()
