@@ -26,7 +26,13 @@ once by sentinel values), so ids are unique and each span ends just before it
 is sent, as a flooded BatchSpanProcessor's do, after 0.3-1.8 s (short chat
 requests; work older than ``settle_s`` would only be counted late). Before
 the timed flood, ``--warmup-s`` of 2,000 spans/s let the fitted rule warm up
-(as in a sidecar that has been running) and become final.
+(as in a sidecar that has been running) and become final (the first ~2 s of
+spans carry work from before the sidecar's timeline began: dropped as late,
+their records ``energy_unknown``; the fit needs 50 busy ticks, 5 s at one
+counter update per 100 ms). The sidecar process waits for the client's word
+without blocking its event loop (a blocking read had stopped its ticks through
+the whole warm-up: half the warm-up spans were refused, the rest handled late,
+and the fit was never ready).
 
 Measured in the sidecar process (sampled on its event loop, between ticks):
 spans handled by the span handler, whose request infos and work went to the
@@ -161,6 +167,8 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
     while receiver._server is None:  # started by run()
         await asyncio.sleep(0.01)
     conn.send(config.otlp_port)
+    while not conn.poll():  # not conn.recv(): that would block the loop, its ticks, through the warm-up
+        await asyncio.sleep(0.05)
     warm_n = conn.recv()  # the client's warm-up is sent: wait for it to be handled, final, the fit ready
     t_warm = time.monotonic()
     while not (vllm.spans.requests >= warm_n and finals[0] >= warm_n and sidecar.attributor.rule.ready):
@@ -272,7 +280,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=6_144, help="most spans sent and not yet handled")
     parser.add_argument("--max-wait-s", type=float, default=30.0, help="wait for final records (s)")
     parser.add_argument(
-        "--warmup-s", type=int, default=6, help="seconds of 2,000 spans/s first (fit warm-up)"
+        "--warmup-s", type=int, default=8, help="seconds of 2,000 spans/s first (fit warm-up)"
     )
     parser.add_argument("--verbose", action="store_true", help="the sidecar's progress every 5 s")
     args = parser.parse_args()
