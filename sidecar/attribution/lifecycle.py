@@ -116,8 +116,12 @@ class RequestLifecycle:
             extras.append(extra or None)
         records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
         sealed = self._sealed_t
+        ids = [values[REQUEST_ID] for values in records.values]
+        self.requests.remove_many(ids)
+        finalized = self._finalized
+        for rid in ids:
+            finalized.add(rid)
         for values, attrs in zip(records.values, extras, strict=True):
-            self._forget(values[REQUEST_ID])
             units = values[OUTPUT_UNITS]
             if units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
                 self.totals.add_output(sealed, values[MODEL], values[UNIT], units)
@@ -155,10 +159,6 @@ class RequestLifecycle:
             {"end_stated": "true"} if a.info is not None and a.info.end_s is not None else None for a in live
         ]
         return build_records(self.requests, live, self._context(), final=False, extra_attributes=stated)
-
-    def _forget(self, request_id: str) -> None:
-        self.requests.remove(request_id)
-        self._finalized.add(request_id)
 
     def record(self, request_id: str) -> RequestEnergy | None:
         """The provisional record of a live request (``final`` false), or None."""

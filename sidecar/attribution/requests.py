@@ -160,8 +160,12 @@ class RequestTable:
         )
 
     def remove(self, request_id: str) -> None:
-        code = self._codes.pop(request_id)
-        self._sums.give_back(self._slots.pop(code))
+        self.remove_many([request_id])
+
+    def remove_many(self, request_ids: list[str]) -> None:
+        """Forget these live requests; their rows are cleaned at once and reused."""
+        codes, slots = self._codes, self._slots
+        self._sums.give_back([slots.pop(codes.pop(rid)) for rid in request_ids])
 
     def add_energy(
         self,

@@ -118,3 +118,35 @@ def test_mark_warmup_marks_live_requests_and_skips_gone_codes() -> None:
     assert [table.get(r).warmup_split for r in ("a", "c")] == [True, True]  # type: ignore[union-attr]
     table.code("d")  # b's freed row, clean
     assert table.get("d").warmup_split is False  # type: ignore[union-attr]
+
+
+def test_rows_grown_or_given_back_read_as_new_ones() -> None:
+    table = RequestTable()
+    ids = [f"r{k}" for k in range(3000)]  # beyond the first 1024 rows: grown twice
+    for rid in ids:
+        table.code(rid)
+        acc = table.get(rid)
+        assert acc is not None
+        acc.phase_j = np.array([1.0, 2.0, 3.0])
+        acc.busy_s, acc.lost_rows, acc.warmup_split, acc.seen_s = 4.0, 5, True, 6.0
+        table._sums.first_t[acc.slot], table._sums.last_t[acc.slot] = 7.0, 8.0
+        table._sums.component_j[acc.slot] = table._sums.work[acc.slot] = 9.0
+        table._sums.unexplained_j[acc.slot], table._sums.has_components[acc.slot] = 10.0, True
+    table.remove_many(ids[::2])
+    table.now_s = 1.5
+    for rid in (f"new{k}" for k in range(2000)):  # 1500 freed rows, then 500 grown ones
+        table.code(rid)
+        acc = table.get(rid)
+        assert acc is not None and acc.info is None and acc.request_id == rid
+        cols = table.columns([acc.slot])
+        assert (
+            cols.phase_j.tolist() == [[0.0, 0.0, 0.0]] and not cols.component_j.any() and not cols.work.any()
+        )
+        assert (cols.busy_s[0], cols.unexplained_j[0], cols.first_t[0], cols.last_t[0]) == (
+            0,
+            0,
+            np.inf,
+            -np.inf,
+        )
+        assert (acc.lost_rows, acc.warmup_split, acc.has_components, acc.seen_s) == (0, False, False, 1.5)
+    assert table.get(ids[1]) is not None and table.get(ids[1]).busy_s == 4.0  # type: ignore[union-attr]
