@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,6 +34,47 @@ __all__ = ["RequestLifecycle"]
 _EPS_S = 1e-9  # float slack when comparing times (s)
 _PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
 FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late work
+
+
+class Plan(NamedTuple):
+    """What a finalize pass does with its due requests."""
+
+    done_slots: np.ndarray  # rows of the requests that end now, in due order
+    inferred: list[bool]  # per done request: its end inferred (no stated end: expired)
+    later: list[tuple[int, float]]  # (code, check time) of those looked at again later
+    expired: int  # done requests without a stated end (request_timeout_s passed)
+
+
+def plan_finals(
+    table: RequestTable,
+    due: list[int],
+    sealed: float,
+    period: float,
+    first_sealed: float,
+    timeout_s: float,
+    live_work: set[int],
+) -> Plan:
+    """Which due requests end now, at once over their rows: one with a stated end once the sealed
+    time is one counter update past it and none of its work is pending; one without once
+    ``timeout_s`` passed since its last work (or since it was first seen: ``first_sealed`` for
+    those seen before the first seal, which is written back). The others are looked at again."""
+    slots, stated, ends, seen, last_t = table.due_state(due)
+    no_end = ~stated
+    unseen = no_end & (seen == -math.inf)  # seen before the first seal: as if seen then
+    if unseen.any():
+        seen[unseen] = first_sealed
+        table.set_seen(slots[unseen], seen[unseen])
+    last = np.maximum(last_t, seen)
+    waits = no_end & (sealed - last < timeout_s)  # no stated end: the timeout ends it
+    early = stated & (sealed < ends + period - _EPS_S)  # not yet covered one update past its end
+    codes = np.asarray(due, dtype=np.int64)
+    pending = stated & ~early & np.isin(codes, list(live_work))  # work after its stated end pending
+    again = waits | early | pending
+    with np.errstate(invalid="ignore"):  # -inf + inf: nan, as in Python; nan is never scheduled
+        check_s = np.where(waits, last + timeout_s, np.where(early, ends + period, sealed))
+    later = list(zip(codes[again].tolist(), check_s[again].tolist(), strict=True))
+    done = ~again
+    return Plan(slots[done], no_end[done].tolist(), later, int((no_end & done).sum()))
 
 
 class RequestLifecycle:
@@ -65,32 +106,12 @@ class RequestLifecycle:
         if not due:
             return RecordBatch()
         live_work = self._pending.among(due)  # due requests whose work is still pending
-        done: list[Accumulator] = []
-        inferred: list[bool] = []
-        later: list[tuple[int, float]] = []
-        for code in due:
-            acc = table.by_code(code)
-            assert acc is not None
-            end = acc.info.end_s if acc.info is not None else None
-            if end is None:
-                if acc.seen_s == -math.inf:  # seen before the first seal: as if seen then
-                    acc.seen_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
-                last = max(acc.last_t, acc.seen_s)
-                if sealed - last < self.request_timeout_s:
-                    later.append((code, last + self.request_timeout_s))
-                    continue
-                self.dropped["expired"] += 1
-            elif sealed < end + period - _EPS_S:
-                later.append((code, end + period))
-                continue
-            elif code in live_work:
-                later.append((code, sealed))  # work after its stated end is still pending
-                continue
-            done.append(acc)
-            inferred.append(end is None)
-        for code, check_s in later:
+        first_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
+        plan = plan_finals(table, due, sealed, period, first_s, self.request_timeout_s, live_work)
+        self.dropped["expired"] += plan.expired
+        for code, check_s in plan.later:
             table.schedule(code, check_s)
-        return self._finals(done, inferred)
+        return self._finals(table.views(plan.done_slots), plan.inferred)
 
     def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""

@@ -139,6 +139,26 @@ class RequestTable:
         found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
         self._sums.warmup_split[np.array(found, dtype=np.int64)] = True
 
+    def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
+        """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
+        none), first-seen times and latest work (copies, in the order asked)."""
+        slots = [self._slots[code] for code in codes]
+        infos = self._sums.infos
+        ends = [None if (info := infos[s]) is None else info.end_s for s in slots]
+        stated = np.array([end is not None for end in ends], dtype=bool)
+        end_s = np.array([math.nan if end is None else end for end in ends], dtype=np.float64)
+        at = np.array(slots, dtype=np.int64)
+        return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
+
+    def set_seen(self, slots: np.ndarray, seen_s: np.ndarray) -> None:
+        """Set the first-seen time of the requests in rows ``slots``."""
+        self._sums.seen_s[slots] = seen_s
+
+    def views(self, slots: np.ndarray) -> list[Accumulator]:
+        """Views of the requests in rows ``slots``."""
+        sums = self._sums
+        return [Accumulator(sums, slot) for slot in slots.tolist()]
+
     def live(self) -> list[Accumulator]:
         return [Accumulator(self._sums, slot) for slot in self._slots.values()]
 
