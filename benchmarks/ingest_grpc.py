@@ -124,13 +124,17 @@ def decode_only(conn: Connection, core: int, progress: Any) -> None:
     server.stop(0)
 
 
-def sidecar_process(conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool) -> None:
+def sidecar_process(
+    conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+) -> None:
     """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
     os.sched_setaffinity(0, {core})
-    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose))
+    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose, max_pending_rows))
 
 
-async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbose: bool) -> None:
+async def _run_sidecar(
+    conn: Connection, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+) -> None:
     from sidecar.config import SidecarConfig
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.vllm import VllmTaps
@@ -149,6 +153,7 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
         proxy_wire_port=0,
         ledger_path=str(tmp / "ledger.db"),
         log_level="warning",
+        **({"max_pending_rows": max_pending_rows} if max_pending_rows else {}),
     )
     sidecar = build_sidecar(config)
     (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
@@ -248,7 +253,7 @@ def run_server(
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     progress = ctx.Value("q", 0, lock=False)  # spans handled so far, for the client's window
-    extra = (args.max_wait_s, args.verbose) if target is sidecar_process else ()
+    extra = (args.max_wait_s, args.verbose, args.max_pending_rows) if target is sidecar_process else ()
     proc = ctx.Process(target=target, args=(child, cores[0], progress, *extra))
     proc.start()
     port = parent.recv()
@@ -283,6 +288,14 @@ def main() -> None:
         "--warmup-s", type=int, default=8, help="seconds of 2,000 spans/s first (fit warm-up)"
     )
     parser.add_argument("--verbose", action="store_true", help="the sidecar's progress every 5 s")
+    parser.add_argument(
+        "--max-pending-rows",
+        type=int,
+        default=0,
+        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings ~19 work rows "
+        "(its decode cut on the step clock), so from ~9,000 spans/s the default refuses work "
+        "(pending_cap below), which also spares the sidecar the sealing of that work",
+    )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     pair = (cores[0], cores[-1])
