@@ -22,7 +22,7 @@ import numpy as np
 from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.attribution.record_batch import RecordBatch, Values
 from sidecar.attribution.records import RECORD_FIELDS
-from sidecar.attribution.requests import Accumulator, RequestTable
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["RecordContext", "build_records"]
@@ -46,19 +46,20 @@ class RecordContext:
 
 def build_records(
     table: RequestTable,
-    accs: Sequence[Accumulator],
+    slots: Sequence[int],
     ctx: RecordContext,
     *,
     final: bool,
     extra_attributes: Sequence[dict[str, str] | None] | None = None,
 ) -> RecordBatch:
-    """The immutable records of live requests ``accs``, final or provisional, in their order."""
-    if not accs:
+    """The immutable records of the live requests in rows ``slots`` (:attr:`Accumulator.slot`),
+    final or provisional, in their order."""
+    if not slots:
         return RecordBatch()
-    cols = table.columns([acc.slot for acc in accs])
+    cols = table.columns(list(slots))
     energy_j = cols.phase_j.sum(axis=1)  # each row summed in order, as float(row.sum())
     bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
-    n = len(accs)
+    n = len(slots)
     low, high = ([None] * n, [None] * n) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
     extras = extra_attributes if extra_attributes is not None else [None] * n
     default_model, period, offset = ctx.default_model, ctx.update_period_s, ctx.unix_offset_s

@@ -23,7 +23,7 @@ from sidecar.attribution.final_records import RecordContext, build_records
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.record_batch import MODEL, OUTPUT_UNITS, REQUEST_ID, UNIT, RecordBatch
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Accumulator, RequestTable
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.totals import Totals
 from sidecar.recent_ids import RecentIds
@@ -111,7 +111,7 @@ class RequestLifecycle:
         self.dropped["expired"] += plan.expired
         for code, check_s in plan.later:
             table.schedule(code, check_s)
-        return self._finals(table.views(plan.done_slots), plan.inferred)
+        return self._finals(plan.done_slots.tolist(), plan.inferred)
 
     def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
@@ -120,22 +120,23 @@ class RequestLifecycle:
             acc = self.requests.oldest()
             assert acc is not None
             self.dropped["evicted"] += 1
-            out.values += self._finals([acc], [True], "evicted").values
+            out.values += self._finals([acc.slot], [True], "evicted").values
         return out
 
-    def _finals(self, accs: list[Accumulator], inferred: list[bool], unknown: str = "") -> RecordBatch:
-        """Build final records (one pass over the table's columns), forget them, count their output.
+    def _finals(self, slots: list[int], inferred: list[bool], unknown: str = "") -> RecordBatch:
+        """Build the final records of the requests in rows ``slots`` (one pass over the table's
+        columns), forget them, count their output.
 
         ``unknown``: the reason all of them have unknown energy ('' : each one's own, if any)."""
         extras: list[dict[str, str] | None] = []
-        for acc, end_inferred in zip(accs, inferred, strict=True):
-            reason = unknown or self._unknown_reason(acc)
+        reasons = [unknown] * len(slots) if unknown else self._unknown_reasons(slots)
+        for reason, end_inferred in zip(reasons, inferred, strict=True):
             extra = {"end_inferred": "true"} if end_inferred else {}
             if reason:
                 self.dropped["energy_unknown"] += 1
                 extra |= {"energy_unknown": "true", "energy_unknown_reason": reason}
             extras.append(extra or None)
-        records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
+        records = build_records(self.requests, slots, self._context(), final=True, extra_attributes=extras)
         sealed = self._sealed_t
         ids = [values[REQUEST_ID] for values in records.values]
         self.requests.remove_many(ids)
@@ -161,15 +162,20 @@ class RequestLifecycle:
             intervals_j=rule.intervals_j,
         )
 
-    def _unknown_reason(self, acc: Accumulator) -> str:
-        """Why a request's energy is unknown ('' if known): its work was lost or never covered."""
-        if acc.lost_rows:
-            return "work_lost"
-        info, first = acc.info, self._first_sealed_t
-        if math.isfinite(acc.first_t) or info is None or first is None:
-            return ""
-        end = info.end_s if info.end_s is not None else info.start_s
-        return "not_covered" if end is not None and end < first else ""
+    def _unknown_reasons(self, slots: list[int]) -> list[str]:
+        """Why each request's energy is unknown ('' if known): its work was lost or never covered."""
+        lost, first_t, infos = self.requests.loss_state(slots)
+        first = self._first_sealed_t
+        out = []
+        for lost_rows, first_work, info in zip(lost, first_t, infos, strict=True):
+            if lost_rows:
+                out.append("work_lost")
+            elif math.isfinite(first_work) or info is None or first is None:
+                out.append("")
+            else:
+                end = info.end_s if info.end_s is not None else info.start_s
+                out.append("not_covered" if end is not None and end < first else "")
+        return out
 
     def provisional(self) -> RecordBatch:
         """Records of every live request (``final`` false), oldest first: what a stop leaves open.
@@ -179,14 +185,15 @@ class RequestLifecycle:
         stated = [
             {"end_stated": "true"} if a.info is not None and a.info.end_s is not None else None for a in live
         ]
-        return build_records(self.requests, live, self._context(), final=False, extra_attributes=stated)
+        slots = [a.slot for a in live]
+        return build_records(self.requests, slots, self._context(), final=False, extra_attributes=stated)
 
     def record(self, request_id: str) -> RequestEnergy | None:
         """The provisional record of a live request (``final`` false), or None."""
         acc = self.requests.get(request_id)
         if acc is None:
             return None
-        return build_records(self.requests, [acc], self._context(), final=False)[0]
+        return build_records(self.requests, [acc.slot], self._context(), final=False)[0]
 
     def resume(self, saved: dict[str, Any], now_s: float) -> bool:
         """Take up a request a stopped sidecar stored as provisional (its ``to_json`` form).

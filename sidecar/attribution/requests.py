@@ -150,14 +150,14 @@ class RequestTable:
         at = np.array(slots, dtype=np.int64)
         return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
 
+    def loss_state(self, slots: list[int]) -> tuple[list[int], list[float], list[RequestInfo | None]]:
+        """Of the requests in rows ``slots``: work rows lost, earliest work (inf: none), infos."""
+        at, sums = np.array(slots, dtype=np.int64), self._sums
+        return sums.lost_rows[at].tolist(), sums.first_t[at].tolist(), [sums.infos[s] for s in slots]
+
     def set_seen(self, slots: np.ndarray, seen_s: np.ndarray) -> None:
         """Set the first-seen time of the requests in rows ``slots``."""
         self._sums.seen_s[slots] = seen_s
-
-    def views(self, slots: np.ndarray) -> list[Accumulator]:
-        """Views of the requests in rows ``slots``."""
-        sums = self._sums
-        return [Accumulator(sums, slot) for slot in slots.tolist()]
 
     def live(self) -> list[Accumulator]:
         return [Accumulator(self._sums, slot) for slot in self._slots.values()]

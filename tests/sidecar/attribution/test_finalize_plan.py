@@ -1,4 +1,5 @@
-"""A finalize pass decides over its due requests' rows at once exactly as it did request by request.
+"""A finalize pass decides over its due requests' rows at once exactly as it did request by request
+(which end, and why a final record's energy is unknown).
 
 ``_reference`` is the loop of ``RequestLifecycle._finalize`` before :func:`plan_finals` (git 64d1355):
 the same requests end, with the same inferred flags and expiry count, the others are looked at
@@ -9,14 +10,15 @@ no stated end, a NaN or infinite end, seen before the first seal, an infinite ti
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.attribution.events import RequestInfo
-from sidecar.attribution.lifecycle import _EPS_S, plan_finals
-from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.lifecycle import _EPS_S, RequestLifecycle, plan_finals
+from sidecar.attribution.requests import Accumulator, RequestTable
 
 times = st.floats(-10.0, 10.0) | st.sampled_from([0.0, math.inf, -math.inf, math.nan])
 requests = st.tuples(
@@ -104,3 +106,45 @@ def test_the_plan_is_the_per_request_loop(
     seen_b = [table_b.by_code(c).seen_s for c in due]  # type: ignore[union-attr]
     assert seen_a == seen_b
     assert np.array_equal(table_a._sums.seen_s, table_b._sums.seen_s)
+
+
+def _reason_reference(acc: Accumulator, first: float | None) -> str:
+    """``RequestLifecycle._unknown_reason`` before it read the rows at once (git 64d1355)."""
+    if acc.lost_rows:
+        return "work_lost"
+    info = acc.info
+    if math.isfinite(acc.first_t) or info is None or first is None:
+        return ""
+    end = info.end_s if info.end_s is not None else info.start_s
+    return "not_covered" if end is not None and end < first else ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # lost rows
+            times,  # earliest work
+            st.none() | st.tuples(st.none() | times, st.none() | times),  # info: (start, end)
+        ),
+        max_size=10,
+    ),
+    st.none() | st.sampled_from([-1.0, 0.0, 2.0]),
+)
+def test_unknown_reasons_over_rows_are_the_per_request_ones(
+    specs: list[tuple[int, float, tuple[float | None, float | None] | None]], first: float | None
+) -> None:
+    table = RequestTable()
+    for k, (lost, first_t, info) in enumerate(specs):
+        rid = f"r{k}"
+        table.code(rid)
+        if info is not None:
+            table.set_info(rid, RequestInfo(rid, start_s=info[0], end_s=info[1]))
+        acc = table.get(rid)
+        assert acc is not None
+        acc.lost_rows = lost
+        table._sums.first_t[acc.slot] = first_t
+    accs = [table.get(f"r{k}") for k in range(len(specs))]
+    owner = SimpleNamespace(requests=table, _first_sealed_t=first)
+    got = RequestLifecycle._unknown_reasons(owner, [a.slot for a in accs if a is not None])  # type: ignore[arg-type]
+    assert got == [_reason_reference(a, first) for a in accs if a is not None]

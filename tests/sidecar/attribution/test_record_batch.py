@@ -198,7 +198,7 @@ def test_a_batch_holds_the_records_the_per_record_path_built(
         _intervals if bounds else (lambda *a: None),
     )
     want = _reference(table, accs, ctx, final=final, extra_attributes=extra)
-    got = build_records(table, accs, ctx, final=final, extra_attributes=extra)
+    got = build_records(table, [a.slot for a in accs], ctx, final=final, extra_attributes=extra)
     assert isinstance(got, RecordBatch) and len(got) == len(want)
     for values, rec in zip(got.values, want, strict=True):
         _same(record_of(values), rec)
@@ -229,7 +229,7 @@ def test_a_batch_is_a_sequence_of_records_equal_to_a_list_of_them() -> None:
         [(None, [1.0, 2.0, 0.0], [0.0] * len(COMPONENTS), False, (0.0, 1.0), 1.0, False, None)] * 3
     )
     ctx = RecordContext("m", "fitted", "measured", 0.1, 0.0, "ok", lambda *a: None)
-    batch = build_records(table, accs, ctx, final=True, extra_attributes=extra)
+    batch = build_records(table, [a.slot for a in accs], ctx, final=True, extra_attributes=extra)
     records = _reference(table, accs, ctx, final=True, extra_attributes=extra)
     assert batch == records and records == batch and batch != records[:2] and RecordBatch() == []
     assert batch[1] == records[1] and batch[-1] == records[-1] and batch[1:] == records[1:]
