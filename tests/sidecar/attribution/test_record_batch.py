@@ -238,3 +238,6 @@ def test_a_batch_is_a_sequence_of_records_equal_to_a_list_of_them() -> None:
     both = batch + records[:1]
     assert isinstance(both, RecordBatch) and both == [*records, records[0]]
     assert RecordBatch.of(records) == records and RecordBatch.of(batch) is batch
+    grown = list(records[:1])
+    grown += batch  # a list grown by a batch stays a list
+    assert grown == [records[0], *records] and isinstance(grown, list)
