@@ -26,7 +26,13 @@ once by sentinel values), so ids are unique and each span ends just before it
 is sent, as a flooded BatchSpanProcessor's do, after 0.3-1.8 s (short chat
 requests; work older than ``settle_s`` would only be counted late). Before
 the timed flood, ``--warmup-s`` of 2,000 spans/s let the fitted rule warm up
-(as in a sidecar that has been running) and become final.
+(as in a sidecar that has been running) and become final (the first ~2 s of
+spans carry work from before the sidecar's timeline began: dropped as late,
+their records ``energy_unknown``; the fit needs 50 busy ticks, 5 s at one
+counter update per 100 ms). The sidecar process waits for the client's word
+without blocking its event loop (a blocking read had stopped its ticks through
+the whole warm-up: half the warm-up spans were refused, the rest handled late,
+and the fit was never ready).
 
 Measured in the sidecar process (sampled on its event loop, between ticks):
 spans handled by the span handler, whose request infos and work went to the
@@ -118,13 +124,17 @@ def decode_only(conn: Connection, core: int, progress: Any) -> None:
     server.stop(0)
 
 
-def sidecar_process(conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool) -> None:
+def sidecar_process(
+    conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+) -> None:
     """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
     os.sched_setaffinity(0, {core})
-    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose))
+    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose, max_pending_rows))
 
 
-async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbose: bool) -> None:
+async def _run_sidecar(
+    conn: Connection, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+) -> None:
     from sidecar.config import SidecarConfig
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.vllm import VllmTaps
@@ -143,6 +153,7 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
         proxy_wire_port=0,
         ledger_path=str(tmp / "ledger.db"),
         log_level="warning",
+        **({"max_pending_rows": max_pending_rows} if max_pending_rows else {}),
     )
     sidecar = build_sidecar(config)
     (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
@@ -161,6 +172,8 @@ async def _run_sidecar(conn: Connection, progress: Any, max_wait_s: float, verbo
     while receiver._server is None:  # started by run()
         await asyncio.sleep(0.01)
     conn.send(config.otlp_port)
+    while not conn.poll():  # not conn.recv(): that would block the loop, its ticks, through the warm-up
+        await asyncio.sleep(0.05)
     warm_n = conn.recv()  # the client's warm-up is sent: wait for it to be handled, final, the fit ready
     t_warm = time.monotonic()
     while not (vllm.spans.requests >= warm_n and finals[0] >= warm_n and sidecar.attributor.rule.ready):
@@ -240,7 +253,7 @@ def run_server(
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     progress = ctx.Value("q", 0, lock=False)  # spans handled so far, for the client's window
-    extra = (args.max_wait_s, args.verbose) if target is sidecar_process else ()
+    extra = (args.max_wait_s, args.verbose, args.max_pending_rows) if target is sidecar_process else ()
     proc = ctx.Process(target=target, args=(child, cores[0], progress, *extra))
     proc.start()
     port = parent.recv()
@@ -272,9 +285,17 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=6_144, help="most spans sent and not yet handled")
     parser.add_argument("--max-wait-s", type=float, default=30.0, help="wait for final records (s)")
     parser.add_argument(
-        "--warmup-s", type=int, default=6, help="seconds of 2,000 spans/s first (fit warm-up)"
+        "--warmup-s", type=int, default=8, help="seconds of 2,000 spans/s first (fit warm-up)"
     )
     parser.add_argument("--verbose", action="store_true", help="the sidecar's progress every 5 s")
+    parser.add_argument(
+        "--max-pending-rows",
+        type=int,
+        default=0,
+        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings ~19 work rows "
+        "(its decode cut on the step clock), so from ~9,000 spans/s the default refuses work "
+        "(pending_cap below), which also spares the sidecar the sealing of that work",
+    )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     pair = (cores[0], cores[-1])

@@ -69,7 +69,7 @@ class Sidecar:
         taps: Sequence[Tap] = (),
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
-        on_final: Callable[[list[RequestEnergy]], None] | None = None,
+        on_final: Callable[[Sequence[RequestEnergy]], None] | None = None,
         on_tasks: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = config
@@ -137,12 +137,14 @@ class Sidecar:
         self.attributor.add_request(info)
 
     # ---- the periodic job -------------------------------------------------------
-    def tick(self, now_s: float | None = None, *, seal_until_s: float | None = None) -> list[RequestEnergy]:
+    def tick(
+        self, now_s: float | None = None, *, seal_until_s: float | None = None
+    ) -> Sequence[RequestEnergy]:
         """Pull source work, seal ticks up to ``now - settle_s``, publish final records; snapshot on read."""
         with self._state_lock:
             return self._tick(now_s, seal_until_s)
 
-    def _tick(self, now_s: float | None, seal_until_s: float | None) -> list[RequestEnergy]:
+    def _tick(self, now_s: float | None, seal_until_s: float | None) -> Sequence[RequestEnergy]:
         now = self.clock() if now_s is None else now_s
         self._snapshot_due = now  # from here on the parts move on: the next read builds a snapshot
         self._drain_poller()

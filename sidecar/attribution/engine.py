@@ -7,7 +7,9 @@ counter edge up to then closes a tick: the work events overlapping it are cut
 out (:mod:`.tick`), the split rule shares the tick's measured energy
 (:mod:`.rules`), and the shares are added to their requests. A request's record
 becomes final once the sealed timeline covers its end plus one counter
-update; :meth:`advance` returns the records that became final.
+update; :meth:`advance` returns the records that became final. Sealing is
+:class:`~sidecar.attribution.sealing.TickSealer`'s, ending requests
+:class:`~sidecar.attribution.lifecycle.RequestLifecycle`'s; this class takes work in.
 
 Late work (for time already sealed) cannot change sealed ticks: the part before
 the sealed horizon is dropped and counted, never silently re-attributed.
@@ -26,14 +28,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent, WorkRows
-from sidecar.attribution.groups import Groups, group_rows
+from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
 from sidecar.attribution.pending import PendingWork
-from sidecar.attribution.records import RequestEnergy
+from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
-from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
+from sidecar.attribution.sealing import TickSealer
+from sidecar.attribution.tick import TickWork
 from sidecar.attribution.totals import Totals
 from sidecar.errors import WorkEventError
 from sidecar.recent_ids import RecentIds
@@ -60,10 +62,9 @@ DROP_REASONS = (
 # rows as well as in ticks, so 150 ticks of a wide batch (4,096 members) cannot hold 49 MB.
 MAX_HELD_ROWS = 100_000
 _MAX_LATE_TASKS = 100_000  # late task labels held between two ticks (beyond: refused, counted)
-_PHASE_LABELS = (Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label)
 
 
-class Attributor(RequestLifecycle):
+class Attributor(TickSealer, RequestLifecycle):
     """Splits a timeline's measured energy among the requests that did work."""
 
     def __init__(
@@ -243,7 +244,7 @@ class Attributor(RequestLifecycle):
         """End of the last sealed tick (s), None before the first counter edge."""
         return self._sealed_t
 
-    def advance(self, seal_until_s: float) -> list[RequestEnergy]:
+    def advance(self, seal_until_s: float) -> RecordBatch:
         """Seal every tick that ends by ``seal_until_s``; return records that became final."""
         self._last_step_codes = None  # finalizing below frees codes
         t_edges, e_edges, e_dev_edges = self.timeline.edges_after(
@@ -253,7 +254,7 @@ class Attributor(RequestLifecycle):
         t_edges, e_edges, e_dev_edges = t_edges[keep], e_edges[keep], e_dev_edges[keep]
         if self._sealed_t is None:
             if t_edges.size == 0:
-                return []
+                return RecordBatch()
             self._sealed_t, self._sealed_e = float(t_edges[0]), float(e_edges[0])
             self._sealed_e_dev = e_dev_edges[0].copy()
             self._first_sealed_t = self._sealed_t
@@ -275,103 +276,5 @@ class Attributor(RequestLifecycle):
         ):
             self._release_held()
         if self._held:
-            return []
+            return RecordBatch()
         return self._finalize() + self._evict()
-
-    def _release_held(self) -> None:
-        """Split the held ticks now; without a fit they go by the fallback rule, and their requests say so."""
-        fallback = not self.rule.ready
-        for tick, e_dev in self._held:
-            self._split(tick, e_dev)
-            if fallback:
-                for code in np.unique(tick.req).tolist():
-                    acc = self.requests.by_code(code)
-                    if acc is not None:
-                        acc.warmup_split = True
-        self._held = []
-
-    def _merge_new(self, seal_until_s: float) -> None:
-        if not self._new and not self._new_steps:
-            return
-        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
-        self._new, self._new_steps = [], []
-        req, phase = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
-        t0, t1, units, steps, ctx = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6]
-        sealed = self._sealed_t
-        assert sealed is not None
-        gone = (t1 < sealed) | ((t1 == sealed) & (t0 < sealed))
-        if gone.any():
-            self.dropped["late"] += int(gone.sum())
-            self._mark_lost(req[gone])
-        future = ~gone & (t1 > seal_until_s + self.max_future_s)
-        if future.any():
-            self.dropped["future"] += int(future.sum())
-            self._mark_lost(req[future])
-            gone |= future
-        room = None if self.max_pending_rows is None else self.max_pending_rows - len(self._pending)
-        if room is not None and int((~gone).sum()) > room:
-            over = np.flatnonzero(~gone)[max(room, 0) :]  # the newest rows beyond the cap
-            self.dropped["pending_cap"] += int(over.size)
-            self._mark_lost(req[over])
-            gone[over] = True
-        clip = ~gone & (t0 < sealed)
-        if clip.any():
-            self.dropped["late_clipped"] += int(clip.sum())
-            left = (t1[clip] - sealed) / (t1[clip] - t0[clip])
-            units[clip] *= left
-            steps[clip] *= left
-            ctx[clip] *= left
-            t0[clip] = sealed
-        ok = ~gone
-        self._pending.add(EventArrays(req[ok], phase[ok], t0[ok], t1[ok], units[ok], steps[ok], ctx[ok]))
-
-    def _mark_lost(self, codes: np.ndarray) -> None:
-        for code in np.unique(codes).tolist():
-            acc = self.requests.by_code(code)
-            if acc is not None:
-                acc.lost_rows += 1
-
-    def _seal(self, window: EventArrays, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
-        assert self._sealed_t is not None
-        tick = cut_tick(window, self._sealed_t, t1, energy_j)
-        self.rule.observe(tick)
-        if not tick.idle and (self._held or not self.rule.ready):
-            self._held.append((tick, energy_dev_j))  # split once the rule has learned
-            return
-        self._split(tick, energy_dev_j)
-
-    def _split(self, tick: TickWork, energy_dev_j: np.ndarray) -> None:
-        energy_j, t1 = tick.energy_j, tick.t1_s
-        if tick.idle:
-            idle_j = energy_j
-        else:
-            split = self.rule.split(tick)
-            idle_j = split.idle_j
-            groups = group_rows(tick.req)
-            self.requests.add_energy(tick.req, tick.phase, split, tick.time_share, tick.a, tick.b, groups)
-            self._add_model_energy(t1, groups, tick.phase, split.row_j)
-        dev_total = float(energy_dev_j.sum())
-        idle_dev = energy_dev_j * (idle_j / dev_total) if dev_total > 0 else np.zeros_like(energy_dev_j)
-        self.totals.add_tick(t1, energy_j, idle_j, idle_dev)
-        self.totals.add_idle_label(self.model, idle_j)
-
-    def _add_model_energy(self, t_s: float, groups: Groups, phase: np.ndarray, row_j: np.ndarray) -> None:
-        n = groups.codes.size
-        per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = self.requests.models_of(groups.codes.tolist(), self.model)
-        names = dict.fromkeys(models)  # in order of first appearance
-        if len(names) == 1:  # the usual case: one model served
-            by_model = {models[0]: per.sum(axis=0)}
-        else:  # in flight (no info yet: the default model) and finishing requests: sums per model
-            order = list(names)
-            of_group = np.fromiter(map(order.index, models), np.int64, n)
-            sums = [np.bincount(of_group, weights=per[:, p], minlength=len(names)) for p in range(3)]
-            by_model = dict(zip(names, np.column_stack(sums), strict=True))
-        for model, joules in by_model.items():
-            for label, j in zip(_PHASE_LABELS, joules.tolist(), strict=True):
-                if j:
-                    self.totals.add_model_energy(t_s, model, label, j)
-
-    def _drop_consumed(self) -> None:
-        if self._sealed_t is not None:
-            self._pending.drop_consumed(self._sealed_t)

@@ -1,5 +1,8 @@
 """Records of many requests at once: their sums read from the table as columns, one pass.
 
+The records come out as a :class:`~sidecar.attribution.record_batch.RecordBatch`: each
+record's values in one tuple, an object built only where one record is asked for.
+
 What is the same for every record of a pass (the rule, the energy source, the
 counter's update period, the wall-clock offset, the fit's quality) is looked up
 once in a :class:`RecordContext`; each request's sums come out of the table's
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
-from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Accumulator, RequestTable
+from sidecar.attribution.record_batch import RecordBatch, Values
+from sidecar.attribution.records import RECORD_FIELDS
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["RecordContext", "build_records"]
@@ -42,23 +46,25 @@ class RecordContext:
 
 def build_records(
     table: RequestTable,
-    accs: Sequence[Accumulator],
+    slots: Sequence[int],
     ctx: RecordContext,
     *,
     final: bool,
     extra_attributes: Sequence[dict[str, str] | None] | None = None,
-) -> list[RequestEnergy]:
-    """The immutable records of live requests ``accs``, final or provisional, in their order."""
-    if not accs:
-        return []
-    cols = table.columns([acc.slot for acc in accs])
+) -> RecordBatch:
+    """The immutable records of the live requests in rows ``slots`` (:attr:`Accumulator.slot`),
+    final or provisional, in their order."""
+    if not slots:
+        return RecordBatch()
+    cols = table.columns(list(slots))
     energy_j = cols.phase_j.sum(axis=1)  # each row summed in order, as float(row.sum())
     bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
-    n = len(accs)
+    n = len(slots)
     low, high = ([None] * n, [None] * n) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
     extras = extra_attributes if extra_attributes is not None else [None] * n
     default_model, period, offset = ctx.default_model, ctx.update_period_s, ctx.unix_offset_s
-    out = []
+    rule, source, quality = ctx.rule, ctx.energy_source, ctx.fit_quality
+    out: list[Values] = []
     for row in zip(
         cols.request_id,
         cols.info,
@@ -80,34 +86,42 @@ def build_records(
             info = RequestInfo(rid, model=default_model)
         prefill, decode, denoise = phase
         out.append(
-            RequestEnergy(
-                request_id=rid,
-                model=info.model if info.model != "unknown" else default_model,
-                operation=info.operation,
-                task=info.task,
-                unit=info.unit,
-                energy_j=energy,
-                phase_j={_PREFILL: prefill, _DECODE: decode, _DENOISE: denoise},
-                component_j=dict(zip(COMPONENTS, component, strict=True)) if has_components else {},
-                prompt_tokens=info.prompt_tokens,
-                output_tokens=info.output_tokens,
-                output_units=info.output_units
-                or (float(info.output_tokens) if info.unit == "token" else 0.0),
-                start_s=info.start_s if info.start_s is not None else _finite(first),
-                end_s=info.end_s if info.end_s is not None else _finite(last),
-                end_unix_s=None if info.end_s is None else info.end_s + offset,
-                busy_s=busy,
-                approximate=period is not None and (last - first if last >= first else 0.0) < period,
-                final=final,
-                rule=ctx.rule,
-                energy_source=ctx.energy_source,
-                attributes={**info.attributes, **extra} if extra else dict(info.attributes),
-                energy_low_j=lo,
-                energy_high_j=hi,
-                fit_quality="warmup" if warmup else ctx.fit_quality,
+            (  # in RECORD_FIELDS order (checked below)
+                rid,  # request_id
+                info.model if info.model != "unknown" else default_model,  # model
+                info.operation,  # operation
+                info.task,  # task
+                info.unit,  # unit
+                energy,  # energy_j
+                {_PREFILL: prefill, _DECODE: decode, _DENOISE: denoise},  # phase_j
+                dict(zip(COMPONENTS, component, strict=True)) if has_components else {},  # component_j
+                info.prompt_tokens,  # prompt_tokens
+                info.output_tokens,  # output_tokens
+                info.output_units or (float(info.output_tokens) if info.unit == "token" else 0.0),
+                info.start_s if info.start_s is not None else _finite(first),  # start_s
+                info.end_s if info.end_s is not None else _finite(last),  # end_s
+                None if info.end_s is None else info.end_s + offset,  # end_unix_s
+                busy,  # busy_s
+                period is not None and (last - first if last >= first else 0.0) < period,  # approximate
+                final,  # final
+                rule,  # rule
+                source,  # energy_source
+                {**info.attributes, **extra} if extra else dict(info.attributes),  # attributes
+                lo,  # energy_low_j
+                hi,  # energy_high_j
+                "warmup" if warmup else quality,  # fit_quality
             )
         )
-    return out
+    return RecordBatch(out)
+
+
+_ORDER = (
+    "request_id model operation task unit energy_j phase_j component_j prompt_tokens output_tokens "
+    "output_units start_s end_s end_unix_s busy_s approximate final rule energy_source attributes "
+    "energy_low_j energy_high_j fit_quality"
+)
+if tuple(_ORDER.split()) != RECORD_FIELDS:  # the tuple above is written in this order
+    raise ImportError("final_records: RequestEnergy's fields changed; update build_records")
 
 
 def _finite(x: float) -> float | None:

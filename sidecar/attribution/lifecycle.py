@@ -14,15 +14,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.attribution.final_records import RecordContext, build_records
 from sidecar.attribution.pending import PendingWork
+from sidecar.attribution.record_batch import MODEL, OUTPUT_UNITS, REQUEST_ID, UNIT, RecordBatch
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.requests import Accumulator, RequestTable
+from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.totals import Totals
 from sidecar.recent_ids import RecentIds
@@ -33,6 +34,47 @@ __all__ = ["RequestLifecycle"]
 _EPS_S = 1e-9  # float slack when comparing times (s)
 _PHASES = (Phase.PREFILL, Phase.DECODE, Phase.DENOISE)
 FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late work
+
+
+class Plan(NamedTuple):
+    """What a finalize pass does with its due requests."""
+
+    done_slots: np.ndarray  # rows of the requests that end now, in due order
+    inferred: list[bool]  # per done request: its end inferred (no stated end: expired)
+    later: list[tuple[int, float]]  # (code, check time) of those looked at again later
+    expired: int  # done requests without a stated end (request_timeout_s passed)
+
+
+def plan_finals(
+    table: RequestTable,
+    due: list[int],
+    sealed: float,
+    period: float,
+    first_sealed: float,
+    timeout_s: float,
+    live_work: set[int],
+) -> Plan:
+    """Which due requests end now, at once over their rows: one with a stated end once the sealed
+    time is one counter update past it and none of its work is pending; one without once
+    ``timeout_s`` passed since its last work (or since it was first seen: ``first_sealed`` for
+    those seen before the first seal, which is written back). The others are looked at again."""
+    slots, stated, ends, seen, last_t = table.due_state(due)
+    no_end = ~stated
+    unseen = no_end & (seen == -math.inf)  # seen before the first seal: as if seen then
+    if unseen.any():
+        seen[unseen] = first_sealed
+        table.set_seen(slots[unseen], seen[unseen])
+    last = np.maximum(last_t, seen)
+    waits = no_end & (sealed - last < timeout_s)  # no stated end: the timeout ends it
+    early = stated & (sealed < ends + period - _EPS_S)  # not yet covered one update past its end
+    codes = np.asarray(due, dtype=np.int64)
+    pending = stated & ~early & np.isin(codes, list(live_work))  # work after its stated end pending
+    again = waits | early | pending
+    with np.errstate(invalid="ignore"):  # -inf + inf: nan, as in Python; nan is never scheduled
+        check_s = np.where(waits, last + timeout_s, np.where(early, ends + period, sealed))
+    later = list(zip(codes[again].tolist(), check_s[again].tolist(), strict=True))
+    done = ~again
+    return Plan(slots[done], no_end[done].tolist(), later, int((no_end & done).sum()))
 
 
 class RequestLifecycle:
@@ -53,78 +95,58 @@ class RequestLifecycle:
     _first_sealed_t: float | None
     _finalized: RecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
 
-    def _finalize(self) -> list[RequestEnergy]:
+    def _finalize(self) -> RecordBatch:
         """Records that became final: only requests whose check time has come are looked at."""
         sealed = self._sealed_t
         if sealed is None:
-            return []
+            return RecordBatch()
         period = self.timeline.update_period_s() or 0.0
         table = self.requests
         due = table.due(sealed)
         if not due:
-            return []
-        live_work = self._pending.codes()
-        done: list[Accumulator] = []
-        inferred: list[bool] = []
-        later: list[tuple[int, float]] = []
-        for code in due:
-            acc = table.by_code(code)
-            assert acc is not None
-            end = acc.info.end_s if acc.info is not None else None
-            if end is None:
-                if acc.seen_s == -math.inf:  # seen before the first seal: as if seen then
-                    acc.seen_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
-                last = max(acc.last_t, acc.seen_s)
-                if sealed - last < self.request_timeout_s:
-                    later.append((code, last + self.request_timeout_s))
-                    continue
-                self.dropped["expired"] += 1
-            elif sealed < end + period - _EPS_S:
-                later.append((code, end + period))
-                continue
-            elif code in live_work:
-                later.append((code, sealed))  # work after its stated end is still pending
-                continue
-            done.append(acc)
-            inferred.append(end is None)
-        for code, check_s in later:
+            return RecordBatch()
+        live_work = self._pending.among(due)  # due requests whose work is still pending
+        first_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
+        plan = plan_finals(table, due, sealed, period, first_s, self.request_timeout_s, live_work)
+        self.dropped["expired"] += plan.expired
+        for code, check_s in plan.later:
             table.schedule(code, check_s)
-        return self._finals(done, inferred)
+        return self._finals(plan.done_slots.tolist(), plan.inferred)
 
-    def _evict(self) -> list[RequestEnergy]:
+    def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
-        out: list[RequestEnergy] = []
+        out = RecordBatch()
         while self.max_requests is not None and len(self.requests) > self.max_requests:
             acc = self.requests.oldest()
             assert acc is not None
             self.dropped["evicted"] += 1
-            out.append(self._final(acc, end_inferred=True, unknown="evicted"))
+            out.values += self._finals([acc.slot], [True], "evicted").values
         return out
 
-    def _final(self, acc: Accumulator, *, end_inferred: bool, unknown: str = "") -> RequestEnergy:
-        """Build a request's final record, forget it, and count its output."""
-        return self._finals([acc], [end_inferred], unknown)[0]
-
-    def _finals(
-        self, accs: list[Accumulator], inferred: list[bool], unknown: str = ""
-    ) -> list[RequestEnergy]:
-        """Build final records (one pass over the table's columns), forget them, count their output.
+    def _finals(self, slots: list[int], inferred: list[bool], unknown: str = "") -> RecordBatch:
+        """Build the final records of the requests in rows ``slots`` (one pass over the table's
+        columns), forget them, count their output.
 
         ``unknown``: the reason all of them have unknown energy ('' : each one's own, if any)."""
         extras: list[dict[str, str] | None] = []
-        for acc, end_inferred in zip(accs, inferred, strict=True):
-            reason = unknown or self._unknown_reason(acc)
+        reasons = [unknown] * len(slots) if unknown else self._unknown_reasons(slots)
+        for reason, end_inferred in zip(reasons, inferred, strict=True):
             extra = {"end_inferred": "true"} if end_inferred else {}
             if reason:
                 self.dropped["energy_unknown"] += 1
                 extra |= {"energy_unknown": "true", "energy_unknown_reason": reason}
             extras.append(extra or None)
-        records = build_records(self.requests, accs, self._context(), final=True, extra_attributes=extras)
+        records = build_records(self.requests, slots, self._context(), final=True, extra_attributes=extras)
         sealed = self._sealed_t
-        for record, attrs in zip(records, extras, strict=True):
-            self._forget(record.request_id)
-            if record.output_units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
-                self.totals.add_output(sealed, record.model, record.unit, record.output_units)
+        ids = [values[REQUEST_ID] for values in records.values]
+        self.requests.remove_many(ids)
+        finalized = self._finalized
+        for rid in ids:
+            finalized.add(rid)
+        for values, attrs in zip(records.values, extras, strict=True):
+            units = values[OUTPUT_UNITS]
+            if units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
+                self.totals.add_output(sealed, values[MODEL], values[UNIT], units)
         return records
 
     def _context(self) -> RecordContext:
@@ -140,17 +162,22 @@ class RequestLifecycle:
             intervals_j=rule.intervals_j,
         )
 
-    def _unknown_reason(self, acc: Accumulator) -> str:
-        """Why a request's energy is unknown ('' if known): its work was lost or never covered."""
-        if acc.lost_rows:
-            return "work_lost"
-        info, first = acc.info, self._first_sealed_t
-        if math.isfinite(acc.first_t) or info is None or first is None:
-            return ""
-        end = info.end_s if info.end_s is not None else info.start_s
-        return "not_covered" if end is not None and end < first else ""
+    def _unknown_reasons(self, slots: list[int]) -> list[str]:
+        """Why each request's energy is unknown ('' if known): its work was lost or never covered."""
+        lost, first_t, infos = self.requests.loss_state(slots)
+        first = self._first_sealed_t
+        out = []
+        for lost_rows, first_work, info in zip(lost, first_t, infos, strict=True):
+            if lost_rows:
+                out.append("work_lost")
+            elif math.isfinite(first_work) or info is None or first is None:
+                out.append("")
+            else:
+                end = info.end_s if info.end_s is not None else info.start_s
+                out.append("not_covered" if end is not None and end < first else "")
+        return out
 
-    def provisional(self) -> list[RequestEnergy]:
+    def provisional(self) -> RecordBatch:
         """Records of every live request (``final`` false), oldest first: what a stop leaves open.
 
         Attribute ``end_stated`` says ``end_s`` is the request's stated end (not its last work)."""
@@ -158,18 +185,15 @@ class RequestLifecycle:
         stated = [
             {"end_stated": "true"} if a.info is not None and a.info.end_s is not None else None for a in live
         ]
-        return build_records(self.requests, live, self._context(), final=False, extra_attributes=stated)
-
-    def _forget(self, request_id: str) -> None:
-        self.requests.remove(request_id)
-        self._finalized.add(request_id)
+        slots = [a.slot for a in live]
+        return build_records(self.requests, slots, self._context(), final=False, extra_attributes=stated)
 
     def record(self, request_id: str) -> RequestEnergy | None:
         """The provisional record of a live request (``final`` false), or None."""
         acc = self.requests.get(request_id)
         if acc is None:
             return None
-        return build_records(self.requests, [acc], self._context(), final=False)[0]
+        return build_records(self.requests, [acc.slot], self._context(), final=False)[0]
 
     def resume(self, saved: dict[str, Any], now_s: float) -> bool:
         """Take up a request a stopped sidecar stored as provisional (its ``to_json`` form).

@@ -28,7 +28,7 @@ class _Block:
     ev: EventArrays
     t0_min: float
     t1_max: float
-    codes: frozenset[int]  # the requests it has work for
+    t0_max: float  # at least the latest start in it (rows starting after a tick cannot touch it)
 
 
 class PendingWork:
@@ -44,13 +44,18 @@ class PendingWork:
     def add(self, ev: EventArrays) -> None:
         """Queue a block of new work rows."""
         if len(ev):
-            codes = frozenset(np.unique(ev.req).tolist())
-            self._blocks.append(_Block(ev, float(ev.t0.min()), float(ev.t1.max()), codes))
+            self._blocks.append(_Block(ev, float(ev.t0.min()), float(ev.t1.max()), float(ev.t0.max())))
             self._rows += len(ev)
 
     def before(self, t_s: float) -> EventArrays:
-        """Every row of the blocks that start before ``t_s`` (all work that can touch time before it)."""
-        parts = [b.ev for b in self._blocks if b.t0_min < t_s]
+        """Every row that starts before ``t_s`` (all work that can touch time before it), in order.
+
+        A block that starts before ``t_s`` but runs past it gives only its rows that start before:
+        the rest cannot touch a tick ending by ``t_s``, and is most of the pending work (a block
+        holds a tick interval's spans, their work reaching back up to their length)."""
+        parts = [
+            b.ev if b.t0_max < t_s else _starting_before(b.ev, t_s) for b in self._blocks if b.t0_min < t_s
+        ]
         if not parts:
             return EMPTY
         if len(parts) == 1:
@@ -74,17 +79,27 @@ class PendingWork:
                 kept.append(b)
             elif n:
                 rest = EventArrays(*(col[keep] for col in _columns(ev)))
-                kept.append(
-                    _Block(rest, float(rest.t0.min()), b.t1_max, frozenset(np.unique(rest.req).tolist()))
-                )
+                kept.append(_Block(rest, float(rest.t0.min()), b.t1_max, b.t0_max))
         self._blocks = kept
 
     def codes(self) -> set[int]:
         """The requests that have pending work."""
-        out: set[int] = set()
-        for b in self._blocks:
-            out |= b.codes
-        return out
+        if not self._blocks:
+            return set()
+        return set(np.unique(np.concatenate([b.ev.req for b in self._blocks])).tolist())
+
+    def among(self, codes: list[int]) -> set[int]:
+        """Those of ``codes`` that have pending work (one search over the rows, no set of them all)."""
+        if not self._blocks or not codes:
+            return set()
+        asked = np.asarray(codes, dtype=np.int64)
+        found = np.isin(asked, np.concatenate([b.ev.req for b in self._blocks]))
+        return set(asked[found].tolist())
+
+
+def _starting_before(ev: EventArrays, t_s: float) -> EventArrays:
+    keep = ev.t0 < t_s
+    return EventArrays(*(col[keep] for col in _columns(ev)))
 
 
 def _columns(ev: EventArrays) -> tuple[np.ndarray, ...]:

@@ -20,6 +20,9 @@ from sidecar.attribution.rules import COMPONENTS
 __all__ = ["Accumulator", "Rows"]
 
 
+_CLEAN = {"first_t": np.inf, "last_t": -np.inf, "seen_s": -np.inf}  # a free row's values (else 0)
+
+
 class Rows:
     """Every live request's state as one row of arrays (a tick adds to all its requests at once).
 
@@ -55,31 +58,52 @@ class Rows:
         self.warmup_split = np.zeros(capacity, dtype=bool)  # a tick split by the warm-up fallback rule
         self.ids: list[str] = [""] * capacity
         self.infos: list[RequestInfo | None] = [None] * capacity
+        # each row's model as its info names it (None: no info, or "unknown"), read a tick at a time
+        self.models = np.full(capacity, None, dtype=object)
         self.free = array("q", range(capacity - 1, -1, -1))  # 8 bytes a free row, not an int object
 
     def take(self, request_id: str, seen_s: float) -> int:
-        """A zeroed row for a new request."""
+        """A clean row for a new request (rows are cleaned when given back, many at once)."""
         if not self.free:
             n = self.busy_s.size
             for name in self._FIELDS:
                 old = getattr(self, name)
-                grown = np.zeros((2 * n, *old.shape[1:]), dtype=old.dtype)
+                grown = np.full((2 * n, *old.shape[1:]), _CLEAN.get(name, 0), dtype=old.dtype)
                 grown[:n] = old
                 setattr(self, name, grown)
             self.ids.extend([""] * n)
             self.infos.extend([None] * n)
+            self.models = np.concatenate([self.models, np.full(n, None, dtype=object)])
             self.free = array("q", range(2 * n - 1, n - 1, -1))
         slot = self.free.pop()
-        self.phase_j[slot] = self.component_j[slot] = self.work[slot] = 0.0
-        self.busy_s[slot] = self.unexplained_j[slot] = 0.0
-        self.first_t[slot], self.last_t[slot], self.has_components[slot] = np.inf, -np.inf, False
-        self.lost_rows[slot], self.seen_s[slot], self.warmup_split[slot] = 0, seen_s, False
+        self.seen_s[slot] = seen_s
         self.ids[slot] = request_id
         return slot
 
-    def give_back(self, slot: int) -> None:
-        self.ids[slot], self.infos[slot] = "", None
-        self.free.append(slot)
+    def give_back(self, slots: list[int]) -> None:
+        """Clean rows ``slots`` (each column at once) and free them."""
+        at = np.array(slots, dtype=np.int64)
+        for name in self._FIELDS:
+            getattr(self, name)[at] = _CLEAN.get(name, 0)
+        self.models[at] = None
+        ids, infos = self.ids, self.infos
+        for slot in slots:
+            ids[slot], infos[slot] = "", None
+        self.free.extend(slots)
+
+    def set_info(self, slot: int, info: RequestInfo | None) -> None:
+        """What is known about the request in row ``slot`` (its model kept apart, for ticks)."""
+        self.infos[slot] = info
+        self.models[slot] = None if info is None or info.model == "unknown" else info.model
+
+    def models_at(self, slots: np.ndarray, default: str) -> list[str]:
+        """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""
+        models: list[str | None] = self.models[slots].tolist()
+        if (slots < 0).any():
+            models = [None if s < 0 else m for s, m in zip(slots.tolist(), models, strict=True)]
+        if None in models:
+            return [default if m is None else m for m in models]
+        return models  # type: ignore[return-value]  # no None left
 
 
 class Accumulator:
@@ -106,7 +130,7 @@ class Accumulator:
 
     @info.setter
     def info(self, value: RequestInfo | None) -> None:
-        self._sums.infos[self._slot] = value
+        self._sums.set_info(self._slot, value)
 
     @property
     def seen_s(self) -> float:

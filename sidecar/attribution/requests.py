@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -81,7 +82,7 @@ class RequestTable:
         end = info.end_s
         known = request_id in self._codes
         code = self.code(request_id, check_s=end)
-        self._sums.infos[self._slots[code]] = info
+        self._sums.set_info(self._slots[code], info)
         if known and end is not None:
             self.schedule(code, end)
 
@@ -126,13 +127,37 @@ class RequestTable:
 
     def models_of(self, codes: list[int], default: str) -> list[str]:
         """The model of each code (``default`` where unknown, or the request is gone)."""
-        infos, slots = self._sums.infos, self._slots
-        out = []
-        for code in codes:
-            slot = slots.get(code)
-            info = None if slot is None else infos[slot]
-            out.append(info.model if info is not None and info.model != "unknown" else default)
-        return out
+        slots = [self._slots.get(code, -1) for code in codes]
+        return self._sums.models_at(np.array(slots, dtype=np.int64), default)
+
+    def models_at(self, slots: np.ndarray, default: str) -> list[str]:
+        """The model of the requests in rows ``slots`` (as :meth:`add_energy` returns them; -1: gone)."""
+        return self._sums.models_at(slots, default)
+
+    def mark_warmup(self, codes: np.ndarray) -> None:
+        """The live requests among ``codes`` had a tick split by the warm-up fallback rule."""
+        found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
+        self._sums.warmup_split[np.array(found, dtype=np.int64)] = True
+
+    def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
+        """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
+        none), first-seen times and latest work (copies, in the order asked)."""
+        slots = [self._slots[code] for code in codes]
+        infos = self._sums.infos
+        ends = [None if (info := infos[s]) is None else info.end_s for s in slots]
+        stated = np.array([end is not None for end in ends], dtype=bool)
+        end_s = np.array([math.nan if end is None else end for end in ends], dtype=np.float64)
+        at = np.array(slots, dtype=np.int64)
+        return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
+
+    def loss_state(self, slots: list[int]) -> tuple[list[int], list[float], list[RequestInfo | None]]:
+        """Of the requests in rows ``slots``: work rows lost, earliest work (inf: none), infos."""
+        at, sums = np.array(slots, dtype=np.int64), self._sums
+        return sums.lost_rows[at].tolist(), sums.first_t[at].tolist(), [sums.infos[s] for s in slots]
+
+    def set_seen(self, slots: np.ndarray, seen_s: np.ndarray) -> None:
+        """Set the first-seen time of the requests in rows ``slots``."""
+        self._sums.seen_s[slots] = seen_s
 
     def live(self) -> list[Accumulator]:
         return [Accumulator(self._sums, slot) for slot in self._slots.values()]
@@ -155,8 +180,12 @@ class RequestTable:
         )
 
     def remove(self, request_id: str) -> None:
-        code = self._codes.pop(request_id)
-        self._sums.give_back(self._slots.pop(code))
+        self.remove_many([request_id])
+
+    def remove_many(self, request_ids: list[str]) -> None:
+        """Forget these live requests; their rows are cleaned at once and reused."""
+        codes, slots = self._codes, self._slots
+        self._sums.give_back([slots.pop(codes.pop(rid)) for rid in request_ids])
 
     def add_energy(
         self,
@@ -167,13 +196,14 @@ class RequestTable:
         t0: np.ndarray,
         t1: np.ndarray,
         groups: Groups | None = None,
-    ) -> None:
-        """Add one tick's per-event energies to their requests (sums per request at C speed).
+    ) -> np.ndarray:
+        """Add one tick's per-event energies to their requests (sums per request at C speed); returns
+        each group's row in the table (-1: the request is gone), for :meth:`models_at`.
 
         ``groups`` is :func:`group_rows` of ``req`` when the caller has it already.
         """
         if req.size == 0:
-            return
+            return np.zeros(0, dtype=np.int64)
         g = groups if groups is not None else group_rows(req)
         n = g.codes.size
         phase_j = np.bincount(g.inverse * 3 + phase, weights=split.row_j, minlength=3 * n).reshape(n, 3)
@@ -185,14 +215,15 @@ class RequestTable:
             comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
             work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
             unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
-        found = list(map(self._slots.get, g.codes.tolist()))
-        if None in found:  # finalized while its late work was pending; counted upstream
-            keep = [k for k, slot in enumerate(found) if slot is not None]
-            found = [found[k] for k in keep]
+        at = np.fromiter(map(self._slots.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)  # -1: gone
+        slots = at
+        gone = at < 0
+        if gone.any():  # finalized while its late work was pending; counted upstream
+            keep = ~gone
+            slots = at[keep]
             phase_j, busy, first, last = phase_j[keep], busy[keep], first[keep], last[keep]
             if comp is not None and work is not None and unexplained is not None:
                 comp, work, unexplained = comp[keep], work[keep], unexplained[keep]
-        slots = np.array(found, dtype=np.int64)
         sums = self._sums
         sums.phase_j[slots] += phase_j
         sums.busy_s[slots] += busy
@@ -203,3 +234,4 @@ class RequestTable:
             sums.work[slots] += work
             sums.unexplained_j[slots] += unexplained
             sums.has_components[slots] = True
+        return at

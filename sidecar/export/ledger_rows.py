@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecar.attribution.records import RequestEnergy
-from sidecar.export.record_json import record_json
+from sidecar.attribution.record_batch import Values, values_of
+from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
+from sidecar.export.record_json import values_json
 
-__all__ = ["COLUMNS", "INSERT", "SCHEMA", "SCHEMA_VERSION", "UPDATE", "load", "row"]
+__all__ = ["COLUMNS", "INSERT", "SCHEMA", "SCHEMA_VERSION", "UPDATE", "load", "row", "values_row"]
 
 SCHEMA_VERSION = 1
 
@@ -61,25 +62,35 @@ UPDATE = (
 
 def row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
     """The values of one ``requests`` row, in :data:`COLUMNS` order; ``now``: wall seconds stored."""
+    return values_row(values_of(rec), seq, now)
+
+
+_BUSY, _SOURCE, _END_UNIX = (RECORD_FIELDS.index(n) for n in ("busy_s", "energy_source", "end_unix_s"))
+
+
+def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
+    """:func:`row` of a record's field values (a :class:`RecordBatch` row)."""
+    (rid, model, operation, task, unit, energy_j, _, _, prompt, output, units, *_rest) = values
+    busy_s, approximate, _, rule, source = values[_BUSY : _SOURCE + 1]
     return (
-        rec.request_id,
+        rid,
         seq,
         now,
-        rec.end_unix_s,
-        rec.model,
-        rec.operation,
-        rec.task,
-        rec.unit,
-        rec.energy_j,
-        rec.joules_per_output_unit,
-        rec.prompt_tokens,
-        rec.output_tokens,
-        rec.output_units,
-        rec.busy_s,
-        int(rec.approximate),
-        rec.rule,
-        rec.energy_source,
-        record_json(rec),  # reads back as json.dumps(rec.to_json()) does; orjson, faster
+        values[_END_UNIX],
+        model,
+        operation,
+        task,
+        unit,
+        energy_j,
+        energy_j / units if units > 0 else None,  # RequestEnergy.joules_per_output_unit
+        prompt,
+        output,
+        units,
+        busy_s,
+        int(approximate),
+        rule,
+        source,
+        values_json(values),  # reads back as json.dumps(rec.to_json()) does; orjson, faster
     )
 
 

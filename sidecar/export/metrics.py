@@ -72,7 +72,6 @@ Histograms expose ``_bucket``/``_count``/``_sum``. The fitted-model gauges
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import threading
 from collections.abc import Callable, Iterable
 
@@ -83,60 +82,15 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.attribution.records import RequestEnergy, Snapshot
-from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
-from sidecar.export.aggregates import Key, SplicingReader, Stream, Streams
-from sidecar.export.tenants import TenantLabels
+from sidecar.export.aggregates import SplicingReader, Streams
+from sidecar.export.record_histograms import (
+    ENERGY_PER_TOKEN_BUCKETS_J,
+    REQUEST_ENERGY_BUCKETS_J,
+    RecordHistograms,
+)
 
 __all__ = ["ENERGY_PER_TOKEN_BUCKETS_J", "REQUEST_ENERGY_BUCKETS_J", "MetricsExporter"]
-
-
-def _one_two_five(low: float, high: float) -> tuple[float, ...]:
-    """1-2-5 log-spaced bucket boundaries from ``low`` to ``high`` inclusive."""
-    out: list[float] = []
-    decade = low
-    while decade <= high * (1 + 1e-9):
-        for mantissa in (1.0, 2.0, 5.0):
-            value = float(f"{decade * mantissa:.6g}")
-            if value <= high * (1 + 1e-9):
-                out.append(value)
-        decade *= 10
-    return tuple(out)
-
-
-# 10 mJ (a tiny CPU request) to 2 MJ (above the study's largest video request, ~1.16 MJ).
-REQUEST_ENERGY_BUCKETS_J: tuple[float, ...] = _one_two_five(0.01, 2e6)
-# 0.1 mJ to 10 J per output token.
-ENERGY_PER_TOKEN_BUCKETS_J: tuple[float, ...] = _one_two_five(1e-4, 10.0)
-
-# the attributes of each per-request series, in the order their values are given
-_REQUEST_KEYS = ("gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source")
-_PER_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.task", "energy.source")
-_PER_UNIT_KEYS = (*_PER_TOKEN_KEYS, "jouletrace.unit")
-_TENANT_ENERGY_KEYS = ("gen_ai.request.model", "jouletrace.tenant", "energy.source")
-_TENANT_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.tenant")
-Batch = dict[Stream, dict[Key, list[float]]]
-
-
-def _add(batch: Batch, stream: Stream, key: Key, value: float) -> None:
-    """One value for ``stream``'s series ``key`` (streams and series kept in first-use order)."""
-    groups = batch.get(stream)
-    if groups is None:
-        groups = batch[stream] = {}
-    values = groups.get(key)
-    if values is None:
-        groups[key] = [value]
-    else:
-        values.append(value)
-
-
-def _float(text: str | None) -> float:
-    """A record attribute as a finite number, 0.0 if absent or not a number."""
-    try:
-        value = float(text) if text is not None else 0.0
-    except ValueError:
-        return 0.0
-    return value if math.isfinite(value) else 0.0
 
 
 def _scope_version() -> str:
@@ -164,7 +118,6 @@ class MetricsExporter:
         tenant_top_n: int = 10,
     ) -> None:
         self._snapshot = snapshot
-        self._tenants = TenantLabels(tenant_top_n)
         self._pinned: Snapshot | None = None
         self._render_lock = threading.Lock()
         self._closed = False
@@ -178,8 +131,10 @@ class MetricsExporter:
         meter = self._provider.get_meter("jouletrace", version)
         self._streams = Streams(InstrumentationScope("jouletrace", version), resource)
         self._reader.streams = self._streams
-        self._create_histograms(self._streams)
-        self._create_tenant_counters(self._streams)
+        self._histograms = RecordHistograms(self._streams, tenant_top_n)
+        h = self._histograms  # its streams, by name (the tests compare them to the SDK's)
+        self._request_energy, self._per_token, self._per_unit = h.request_energy, h.per_token, h.per_unit
+        self._tenant_energy, self._tenant_tokens = h.tenant_energy, h.tenant_tokens
         for spec in instruments.OBSERVABLES:
             make = meter.create_observable_counter if spec.counter else meter.create_observable_gauge
             make(
@@ -188,46 +143,6 @@ class MetricsExporter:
                 unit=spec.unit,
                 description=spec.description,
             )
-
-    def _create_histograms(self, streams: Streams) -> None:
-        """Per finished request: its energy, J per output token, J per diffusion output unit."""
-        self._request_energy = streams.stream(
-            instruments.REQUEST_ENERGY,
-            "J",
-            "Energy attributed to each finished request, in joules (J).",
-            _REQUEST_KEYS,
-            REQUEST_ENERGY_BUCKETS_J,
-        )
-        self._per_token = streams.stream(
-            instruments.ENERGY_PER_OUTPUT_TOKEN,
-            "J",
-            "joules per output token: a finished LLM request's energy (J) / its output tokens.",
-            _PER_TOKEN_KEYS,
-            ENERGY_PER_TOKEN_BUCKETS_J,
-        )
-        self._per_unit = streams.stream(
-            instruments.ENERGY_PER_OUTPUT_UNIT,
-            "J",
-            "joules per image, video, frame or video second (jouletrace.unit) of a finished "
-            "diffusion request: its energy (J) / its output in that unit.",
-            _PER_UNIT_KEYS,
-            REQUEST_ENERGY_BUCKETS_J,
-        )
-
-    def _create_tenant_counters(self, streams: Streams) -> None:
-        """Energy and output tokens of finished requests, per tenant."""
-        self._tenant_energy = streams.stream(
-            instruments.TENANT_ENERGY,
-            "J",
-            "Energy of finished requests per tenant (top-N by energy, then other), in joules.",
-            _TENANT_ENERGY_KEYS,
-        )
-        self._tenant_tokens = streams.stream(
-            instruments.TENANT_OUTPUT_TOKENS,
-            "{token}",
-            "Output tokens of finished requests per tenant (same tenant labels as the energy).",
-            _TENANT_TOKEN_KEYS,
-        )
 
     def _current(self) -> Snapshot:
         pinned = self._pinned
@@ -251,55 +166,8 @@ class MetricsExporter:
                 self._pinned = None
 
     def record(self, records: Iterable[RequestEnergy]) -> int:
-        """Record final requests in the histograms; returns how many were recorded.
-
-        Records with ``final=False`` are skipped (they are still growing), as are
-        non-finite or negative energies and records whose energy is unknown (attribute
-        ``energy_unknown``: their work was lost; the attributor counts them). Record each
-        final request once.
-        J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
-        J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
-        ``unit`` image or video with output units > 0. The whole batch is added at once
-        (:mod:`.aggregates`), with the counts and sums recording each value would give.
-        """
-        batch: Batch = {}
-        recorded = 0
-        for rec in records:
-            energy_j = rec.energy_j
-            if not rec.final or not math.isfinite(energy_j) or energy_j < 0:
-                continue
-            if rec.attributes.get("energy_unknown") == "true":
-                continue
-            model, task, source, unit = rec.model, rec.task, rec.energy_source, rec.unit
-            _add(batch, self._request_energy, (model, rec.operation, task, source), energy_j)
-            if unit == "token" and rec.output_tokens > 0:
-                _add(batch, self._per_token, (model, task, source), energy_j / rec.output_tokens)
-                tenant = self._tenants.label(rec.attributes.get(TENANT), energy_j)
-                _add(batch, self._tenant_energy, (model, tenant, source), energy_j)
-                _add(batch, self._tenant_tokens, (model, tenant), rec.output_tokens)
-            elif unit in ("image", "video") and rec.output_units > 0:
-                self._record_per_unit(batch, rec, (model, task, source))
-            recorded += 1
-        self._streams.add(batch)
-        return recorded
-
-    def _record_per_unit(self, batch: Batch, rec: RequestEnergy, key: Key) -> None:
-        """J per image or video; for videos also J per frame and J per second of video.
-
-        A value that overflows (a hostile tiny output or frame count) is left out, as the SDK's
-        ``Histogram.record`` leaves out a non-finite one."""
-        per_unit = [(rec.unit, rec.output_units)]
-        frames = _float(rec.attributes.get("video_frames")) if rec.unit == "video" else 0.0
-        if frames > 0:
-            all_frames = frames * rec.output_units
-            per_unit.append(("frame", all_frames))
-            fps = _float(rec.attributes.get("video_fps"))
-            if fps > 0:
-                per_unit.append(("video_second", all_frames / fps))
-        for unit, amount in per_unit:
-            value = rec.energy_j / amount if amount > 0 else math.inf
-            if math.isfinite(value):
-                _add(batch, self._per_unit, (*key, unit), value)
+        """Record final requests in the histograms (:meth:`RecordHistograms.record`); returns how many."""
+        return self._histograms.record(records)
 
     def shutdown(self) -> None:
         """Stop the provider and unregister the reader from the registry (idempotent)."""

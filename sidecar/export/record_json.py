@@ -26,20 +26,22 @@ import json
 import json.encoder
 from collections.abc import Iterable
 from math import isfinite as _isfinite
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from sidecar.attribution.record_batch import ENERGY_J, OUTPUT_UNITS, Values, values_of
 from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
 
-__all__ = ["record_json"]
+__all__ = ["record_json", "values_json"]
 
 _SEPARATORS = (",", ":")
 _SCALARS = frozenset((str, int, bool))
 _KEYS = (*RECORD_FIELDS, "joules_per_output_unit")
-_fields = attrgetter(*RECORD_FIELDS)
-_optional = attrgetter("start_s", "end_s", "end_unix_s", "energy_low_j", "energy_high_j")  # None: null
+_optional = itemgetter(  # their values: None is written null
+    *(RECORD_FIELDS.index(n) for n in ("start_s", "end_s", "end_unix_s", "energy_low_j", "energy_high_j"))
+)
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _encoder = json.JSONEncoder(separators=_SEPARATORS)
 # json.dumps(..., separators=(",", ":")): ensure_ascii, allow_nan, no indent, keys in order
@@ -61,14 +63,20 @@ def _refuse(value: object) -> None:
 
 def record_json(rec: RequestEnergy) -> str:
     """JSON text of ``rec.to_json()``: ``json.loads`` of it equals that of ``json.dumps``'s."""
-    per_unit_j = rec.joules_per_output_unit
-    flat = dict(zip(_KEYS, (*_fields(rec), per_unit_j), strict=True))
+    return values_json(values_of(rec))
+
+
+def values_json(values: Values) -> str:
+    """:func:`record_json` of a record's field values (a :class:`RecordBatch` row)."""
+    units = values[OUTPUT_UNITS]
+    per_unit_j = values[ENERGY_J] / units if units > 0 else None  # RequestEnergy.joules_per_output_unit
+    flat = dict(zip(_KEYS, (*values, per_unit_j), strict=True))
     try:
         raw = orjson.dumps(flat, default=_refuse, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: json writes or refuses it, see the docstring
         return _json_dumps(flat)
     nulls = raw.count(b"null")
-    if nulls and nulls != (*_optional(rec), per_unit_j).count(None) and not _all_finite(flat.values()):
+    if nulls and nulls != (*_optional(values), per_unit_j).count(None) and not _all_finite(flat.values()):
         return _json_dumps(flat)
     return raw.decode()
 

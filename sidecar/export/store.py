@@ -26,7 +26,6 @@ counters for the self-metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sqlite3
@@ -37,20 +36,27 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from sidecar.attribution.record_batch import (
+    FINAL,
+    REQUEST_ID,
+    TASK,
+    RecordBatch,
+    Values,
+    replaced,
+    to_json,
+)
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
 from sidecar.export import ledger_rows
 from sidecar.export.ledger_rows import SCHEMA_VERSION
+from sidecar.export.ledger_write import LedgerWrites
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
 
 log = logging.getLogger(__name__)
 
-# What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
-_RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 
-
-class Ledger:
+class Ledger(LedgerWrites):
     """SQLite store of final :class:`RequestEnergy` records, with retention.
 
     ``path`` is a file path or ``":memory:"``. ``max_rows`` bounds the rows kept;
@@ -77,7 +83,7 @@ class Ledger:
         self._clock = clock
         self.max_pending = max_pending
         self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped, task_late
-        self._pending: OrderedDict[str, RequestEnergy] = OrderedDict()  # not yet written (disk full)
+        self._pending: OrderedDict[str, Values] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
         self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
@@ -127,14 +133,21 @@ class Ledger:
         (see the module docstring). A record with ``final=False`` raises
         ``ValueError`` (nothing of the batch is written): that is a caller's bug.
         """
-        batch = list(records)
+        batch = RecordBatch.of(records).values  # rows of values: no record object needed
         for rec in batch:
-            if not rec.final:
-                raise ValueError(f"ledger stores final records only; {rec.request_id!r} is not final")
+            if not rec[FINAL]:
+                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
         with self._lock:
-            for rec in batch:
-                self._pending.pop(rec.request_id, None)
-                self._pending[rec.request_id] = rec
+            pending, done = self._pending, False
+            if not pending:  # the usual case: nothing kept back from a failed write, ids unique
+                pending.update((rec[REQUEST_ID], rec) for rec in batch)
+                done = len(pending) == len(batch)
+                if not done:  # an id twice: each put moves it last, as below
+                    pending.clear()
+            if not done:
+                for rec in batch:
+                    pending.pop(rec[REQUEST_ID], None)
+                    pending[rec[REQUEST_ID]] = rec
             todo = list(self._pending.values())
             try:
                 written = self._write(todo)
@@ -148,79 +161,6 @@ class Ledger:
             self._pending.clear()
         return written
 
-    def _write(self, batch: list[RequestEnergy]) -> int:
-        now = self._clock()
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            written = self._insert_new(cur, batch, now)
-            if written is None:  # a stored id or an unstorable record in the batch: one at a time
-                written = self._put_each(cur, batch, now)
-            self._retain(cur, now)
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                cur.execute("ROLLBACK")
-            self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-            self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
-            raise
-        self.counts["stored"] += written
-        return written
-
-    def _insert_new(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int | None:
-        """The usual batch, all new ids and all storable, in one ``executemany``; None (nothing
-        changed) if any id is stored already or any record cannot be stored."""
-        try:
-            rows = [ledger_rows.row(rec, self._seq + 1 + k, now) for k, rec in enumerate(batch)]
-        except _RECORD_ERRORS:
-            return None
-        cur.execute("SAVEPOINT batch")
-        try:
-            cur.executemany(ledger_rows.INSERT, rows)
-        except _RECORD_ERRORS:
-            cur.execute("ROLLBACK TO batch")
-            return None
-        if cur.rowcount != len(rows):  # INSERT OR IGNORE skipped a stored id
-            cur.execute("ROLLBACK TO batch")
-            return None
-        cur.execute("RELEASE batch")
-        self._seq += len(rows)
-        self._rows += len(rows)
-        return len(rows)
-
-    def _put_each(self, cur: sqlite3.Cursor, batch: list[RequestEnergy], now: float) -> int:
-        """Insert or replace record by record: a stored id is replaced (or kept, see the module
-        docstring), a record that cannot be stored is skipped and counted."""
-        written = 0
-        for rec in batch:
-            try:
-                row = ledger_rows.row(rec, self._seq + 1, now)
-                cur.execute(ledger_rows.INSERT, row)
-                inserted = cur.rowcount == 1
-                if not inserted and rec.attributes.get("energy_unknown") == "true":
-                    self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
-                    continue
-                if not inserted:
-                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec.request_id))
-            except _RECORD_ERRORS as err:  # this record only; the statement changed nothing
-                self.counts["unstorable"] += 1
-                log.warning("ledger: record %r cannot be stored, skipped: %s", rec.request_id[:64], err)
-                continue
-            self._seq += 1
-            self._rows += inserted
-            written += 1
-        return written
-
-    def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
-        cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
-        self._rows -= cur.rowcount
-        if self._rows > self.max_rows:
-            excess = self._rows - self.max_rows
-            cur.execute(
-                "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)", (excess,)
-            )
-            self._rows -= cur.rowcount
-
     def set_tasks(self, tasks: dict[str, str]) -> int:
         """Name the task of stored records whose task is ``"unknown"`` (id -> task); returns how many.
 
@@ -232,8 +172,8 @@ class Ledger:
         with self._lock:
             for request_id, task in tasks.items():
                 rec = self._pending.get(request_id)
-                if rec is not None and rec.task == "unknown":
-                    self._pending[request_id] = dataclasses.replace(rec, task=task)
+                if rec is not None and rec[TASK] == "unknown":
+                    self._pending[request_id] = replaced(rec, "task", task)
                     updated += 1
             try:
                 updated += self._set_tasks(tasks)
@@ -275,7 +215,7 @@ class Ledger:
         with self._lock:
             pending = self._pending.get(request_id)
             if pending is not None:
-                return pending.to_json()
+                return to_json(pending)
             row = self._conn.execute(
                 "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
             ).fetchone()

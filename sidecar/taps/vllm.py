@@ -17,7 +17,7 @@ Knobs: ``hook_port`` (UDP, 0 off), ``plugin_port`` (UDP, 0 off), ``vllm_metrics_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sidecar.attribution.events import RequestInfo, Work
@@ -74,7 +74,7 @@ class VllmTaps:
                 infos += i
         return events, infos
 
-    def on_final(self, records: list[RequestEnergy]) -> None:
+    def on_final(self, records: Sequence[RequestEnergy]) -> None:
         if self.forwarder is not None:
             self.forwarder.on_final(records)
 

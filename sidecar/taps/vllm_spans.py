@@ -16,12 +16,9 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
   drain comes out of :meth:`VllmSpanHandler.flush`, after the step clock has been
   fitted once to all their decode windows.
 
-**No double counting.** The vLLM plugin's per-iteration work is better than
-these whole-phase events. The rule: a request's work comes from the plugin
-if the plugin claimed it (``claims(request_id)``: it emitted work for it),
-else from its span. The plugin's datagram for a request arrives before its
-span (vLLM batches span exports), and the plugin source is drained first in
-each tick, so the claim is known when the span is handled.
+**No double counting.** A request's work comes from the plugin (per iteration:
+better) if it claimed it (``claims(request_id)``), else from its span; the
+plugin's datagram comes before the span and is drained first in each tick.
 
 Every value read is checked (:mod:`.validate`) before anything changes: an id
 that is not a printable string, a token count that is not a whole number in
@@ -29,16 +26,13 @@ range, a latency that is negative, NaN or over a day, or a request id already
 handled (a duplicate span) raises :class:`~sidecar.taps.validate.Rejected`, so
 the receiver drops that span only and counts why.
 
-Request ids are normalized (:func:`normalize_request_id`): vLLM's id for a
-chat request is ``chatcmpl-<X-Request-Id>`` (``cmpl-`` for completions), so
-the record is keyed by what the client sent in ``X-Request-Id``.
+Request ids are normalized and the span's attributes named in :mod:`.vllm_span_format`.
 Units: seconds, tokens.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -55,6 +49,15 @@ from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
 from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
 from sidecar.taps.step_clock import StepClock
+from sidecar.taps.vllm_span_format import (
+    CHAT,
+    ID_KEY,
+    ROW_SPEC,
+    SPAN_ATTRIBUTES,
+    SPAN_NAME,
+    normalize_request_id,
+    one_row,
+)
 
 __all__ = [
     "SPAN_ATTRIBUTES",
@@ -66,21 +69,6 @@ __all__ = [
     "phase_events",
 ]
 
-SPAN_NAME = "llm_request"
-# The attribute names this handler reads (pinned by a contract test against the installed vLLM).
-SPAN_ATTRIBUTES = {
-    "request_id": "gen_ai.request.id",
-    "prompt_tokens": "gen_ai.usage.prompt_tokens",
-    "completion_tokens": "gen_ai.usage.completion_tokens",
-    "queue_s": "gen_ai.latency.time_in_queue",
-    "ttft_s": "gen_ai.latency.time_to_first_token",
-    "e2e_s": "gen_ai.latency.e2e",
-    "prefill_s": "gen_ai.latency.time_in_model_prefill",
-    "decode_s": "gen_ai.latency.time_in_model_decode",
-    "inference_s": "gen_ai.latency.time_in_model_inference",
-}
-_CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
-_PREFIXES = (_CHAT, "cmpl-")
 _MAX_REMEMBERED = 50_000
 # How long a request span without a task waits for its trace's client span (s): the client span ends
 # after the response reached the client and comes in the client's next export (OTel's batch delay:
@@ -91,57 +79,6 @@ TASK_WAIT_S = 30.0  # the default of the knob vllm_task_wait_s
 _MAX_WAITING = 20_000
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
-
-
-def normalize_request_id(raw: str) -> str:
-    """vLLM's request id -> the id the client sent.
-
-    Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
-    request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
-    the others ``<id>-<i>``.
-    """
-    for prefix in _PREFIXES:
-        if raw.startswith(prefix) and len(raw) > len(prefix):
-            rest = raw[len(prefix) :]
-            if prefix == "cmpl-" and rest.endswith("-0") and len(rest) > 2:
-                rest = rest[:-2]
-            return rest
-    return raw
-
-
-_ID, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
-    SPAN_ATTRIBUTES[k]
-    for k in ("request_id", "prompt_tokens", "completion_tokens", "e2e_s", "prefill_s", "decode_s")
-)
-ROW_SPEC = RowSpec(SPAN_NAME, _ID, (_PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE))
-
-
-def _one_row(span: ReceivedSpan) -> SpanRows:
-    """A whole span as one row of :data:`ROW_SPEC` (the handler checks both forms alike)."""
-    values, kinds = [], []
-    for key in ROW_SPEC.numeric_keys:
-        x = span.attributes.get(key)
-        if x is None:
-            values.append(0.0)
-            kinds.append(v.ABSENT)
-        elif isinstance(x, bool) or not isinstance(x, int | float):
-            values.append(0.0)
-            kinds.append(v.NOT_A_NUMBER)
-        else:
-            try:
-                values.append(float(x))
-            except OverflowError:  # an integer too large for a float: not finite, as v.number says
-                values.append(math.inf)
-            kinds.append(v.A_NUMBER)
-    return SpanRows(
-        [b""],
-        [b""],
-        np.array([span.start_unix_s], dtype=np.float64),
-        np.array([span.end_unix_s], dtype=np.float64),
-        [span.attributes[_ID]],
-        np.array([values], dtype=np.float64),
-        np.array([kinds], dtype=np.int8),
-    )
 
 
 class _Late(NamedTuple):
@@ -160,11 +97,11 @@ class _Late(NamedTuple):
     kept_s: float  # time.monotonic() when it was handled
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
-        raw_id = self.raw_id or _CHAT + self.request_id
+        raw_id = self.raw_id or CHAT + self.request_id
         return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
             self.request_id,  # request_id
             self.model,  # model
-            "chat" if raw_id.startswith(_CHAT) else "text_completion",  # operation
+            "chat" if raw_id.startswith(CHAT) else "text_completion",  # operation
             task,  # task
             self.start_s,  # start_s
             self.end_s,  # end_s
@@ -210,8 +147,8 @@ class VllmSpanHandler:
         self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
-        if span.name == SPAN_NAME and _ID in span.attributes:
-            counts = self._take(_one_row(span), [span.trace_id], [span], out)
+        if span.name == SPAN_NAME and ID_KEY in span.attributes:
+            counts = self._take(one_row(span), [span.trace_id], [span], out)
             for outcome in counts:  # one row: at most one outcome
                 if outcome.startswith("rejected_"):
                     raise v.Rejected(outcome.removeprefix("rejected_"), f"llm_request span {span.span_id}")
@@ -273,13 +210,13 @@ class VllmSpanHandler:
         handled = self._handled
         for i, (raw, trace, code, t0, t1, p, c) in enumerate(row):
             try:
-                raw_id = v.request_id(raw, _ID)
+                raw_id = v.request_id(raw, ID_KEY)
                 request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
                 if request_id in handled:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                chat = len(raw_id) == len(request_id) + len(_CHAT) and raw_id.startswith(_CHAT)
+                chat = len(raw_id) == len(request_id) + len(CHAT) and raw_id.startswith(CHAT)
                 late = _Late(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
                 handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)

@@ -47,17 +47,17 @@ def test_sealing_tick_by_tick_from_blocks_equals_sealing_from_one_array(seed: in
         keep = (whole.t1 > sealed) | ((whole.t1 == whole.t0) & (whole.t0 >= sealed))
         ref = cut_tick(EventArrays(*(c[keep] for c in _cols(whole))), sealed, edge, 1.0)
         got = cut_tick(pending.before(edge), sealed, edge, 1.0)
-        order_ref = np.lexsort((ref.a, ref.req))
-        order_got = np.lexsort((got.a, got.req))
-        assert np.array_equal(ref.req[order_ref], got.req[order_got])
-        assert np.allclose(ref.time_share[order_ref], got.time_share[order_got])
-        assert np.allclose(ref.units[order_ref], got.units[order_got])
+        for name in ("req", "phase", "units", "ctx", "time_share", "step_share", "a", "b"):  # same order too
+            assert np.array_equal(getattr(ref, name), getattr(got, name)), name
+        assert ref.busy_s == got.busy_s
         sealed = edge
         pending.drop_consumed(sealed)
         whole_after = all_rows(everything)
         live = (whole_after.t1 > sealed) | ((whole_after.t1 == whole_after.t0) & (whole_after.t0 >= sealed))
         kept_rows.append((len(pending), int(np.count_nonzero(live))))
         assert pending.codes() == set(whole_after.req[live].tolist())
+        asked = rng.integers(0, 60, 20).tolist()  # some with pending work, some without
+        assert pending.among(asked) == set(asked) & set(whole_after.req[live].tolist())
     assert all(a == b for a, b in kept_rows)
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import RULES, make_rule
 from sidecar.meters.base import DeviceInfo, Reading
 from sidecar.timeline import Timeline
@@ -82,7 +83,7 @@ def test_conservation_and_non_negativity_hold_for_any_work_and_counter(
     )
     for event in events:
         att.add_work(event)
-    finals = []
+    finals: list[RequestEnergy] = []
     for i, reading in enumerate(readings):
         timeline.add(reading)
         if i % 7 == 0:

@@ -88,3 +88,65 @@ def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> N
     table.code("open")  # work first: the timeout is its check
     table.set_info("open", RequestInfo("open", end_s=13.0))  # then its end: a second check
     assert table.scheduled == 2 and table.due(13.0) == [table.code("open")] and table.due(610.0) == [1]
+
+
+def test_models_of_rows_name_the_info_model_and_the_default_for_unknown_gone_or_freed_rows() -> None:
+    table = RequestTable()
+    table.set_info("a", RequestInfo("a", model="llama"))
+    table.set_info("u", RequestInfo("u", model="unknown"))
+    table.code("w")  # work only: no info
+    table.set_info("gone", RequestInfo("gone", model="qwen"))
+    codes = [table.code(r) for r in ("a", "u", "w", "gone")]
+    table.remove("gone")
+    table.set_info("new", RequestInfo("new"))  # takes the freed row: its model is not qwen's
+    want = ["llama", "default", "default", "default"]
+    assert table.models_of(codes, "default") == want
+    accs = [table.get(r) for r in ("a", "u", "w")]
+    slots = np.array([a.slot if a is not None else -2 for a in accs] + [-1], dtype=np.int64)
+    assert table.models_at(slots, "default") == want
+    acc = table.get("a")
+    assert acc is not None
+    acc.info = RequestInfo("a", model="mistral")  # set through the view: the model column follows
+    assert table.models_of(codes[:1], "default") == ["mistral"]
+
+
+def test_mark_warmup_marks_live_requests_and_skips_gone_codes() -> None:
+    table = RequestTable()
+    codes = [table.code(r) for r in ("a", "b", "c")]
+    table.remove("b")
+    table.mark_warmup(np.array(codes))
+    assert [table.get(r).warmup_split for r in ("a", "c")] == [True, True]  # type: ignore[union-attr]
+    table.code("d")  # b's freed row, clean
+    assert table.get("d").warmup_split is False  # type: ignore[union-attr]
+
+
+def test_rows_grown_or_given_back_read_as_new_ones() -> None:
+    table = RequestTable()
+    ids = [f"r{k}" for k in range(3000)]  # beyond the first 1024 rows: grown twice
+    for rid in ids:
+        table.code(rid)
+        acc = table.get(rid)
+        assert acc is not None
+        acc.phase_j = np.array([1.0, 2.0, 3.0])
+        acc.busy_s, acc.lost_rows, acc.warmup_split, acc.seen_s = 4.0, 5, True, 6.0
+        table._sums.first_t[acc.slot], table._sums.last_t[acc.slot] = 7.0, 8.0
+        table._sums.component_j[acc.slot] = table._sums.work[acc.slot] = 9.0
+        table._sums.unexplained_j[acc.slot], table._sums.has_components[acc.slot] = 10.0, True
+    table.remove_many(ids[::2])
+    table.now_s = 1.5
+    for rid in (f"new{k}" for k in range(2000)):  # 1500 freed rows, then 500 grown ones
+        table.code(rid)
+        acc = table.get(rid)
+        assert acc is not None and acc.info is None and acc.request_id == rid
+        cols = table.columns([acc.slot])
+        assert (
+            cols.phase_j.tolist() == [[0.0, 0.0, 0.0]] and not cols.component_j.any() and not cols.work.any()
+        )
+        assert (cols.busy_s[0], cols.unexplained_j[0], cols.first_t[0], cols.last_t[0]) == (
+            0,
+            0,
+            np.inf,
+            -np.inf,
+        )
+        assert (acc.lost_rows, acc.warmup_split, acc.has_components, acc.seen_s) == (0, False, False, 1.5)
+    assert table.get(ids[1]) is not None and table.get(ids[1]).busy_s == 4.0  # type: ignore[union-attr]

@@ -24,7 +24,8 @@ from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
 from sidecar.export import metrics as m
-from sidecar.export.aggregates import CARDINALITY_LIMIT
+from sidecar.export import record_histograms as h
+from sidecar.export.aggregates import CARDINALITY_LIMIT, Stream
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.tenants import TenantLabels
 from tests.sidecar.export.factories import IMAGE, LLM, VIDEO, golden_snapshot, make_record
@@ -40,9 +41,9 @@ class SdkReference:
                 instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(b), attribute_keys=set(k)
             )
             for name, b, k in (
-                (instruments.REQUEST_ENERGY, m.REQUEST_ENERGY_BUCKETS_J, m._REQUEST_KEYS),
-                (instruments.ENERGY_PER_OUTPUT_TOKEN, m.ENERGY_PER_TOKEN_BUCKETS_J, m._PER_TOKEN_KEYS),
-                (instruments.ENERGY_PER_OUTPUT_UNIT, m.REQUEST_ENERGY_BUCKETS_J, m._PER_UNIT_KEYS),
+                (instruments.REQUEST_ENERGY, m.REQUEST_ENERGY_BUCKETS_J, h._REQUEST_KEYS),
+                (instruments.ENERGY_PER_OUTPUT_TOKEN, m.ENERGY_PER_TOKEN_BUCKETS_J, h._PER_TOKEN_KEYS),
+                (instruments.ENERGY_PER_OUTPUT_UNIT, m.REQUEST_ENERGY_BUCKETS_J, h._PER_UNIT_KEYS),
             )
         ]
         reader = PrometheusMetricReader(registry=self.registry)
@@ -88,11 +89,11 @@ class SdkReference:
                 self.tenant_n.add(rec.output_tokens, who)
             elif rec.unit in ("image", "video") and rec.output_units > 0:
                 self.per_unit.record(rec.energy_j / rec.output_units, {**short, "jouletrace.unit": rec.unit})
-                frames = m._float(rec.attributes.get("video_frames"))
+                frames = h._float(rec.attributes.get("video_frames"))
                 if rec.unit == "video" and frames > 0:
                     all_frames = frames * rec.output_units
                     self.per_unit.record(rec.energy_j / all_frames, {**short, "jouletrace.unit": "frame"})
-                    fps = m._float(rec.attributes.get("video_fps"))
+                    fps = h._float(rec.attributes.get("video_fps"))
                     if fps > 0:
                         unit = {**short, "jouletrace.unit": "video_second"}
                         self.per_unit.record(rec.energy_j / (all_frames / fps), unit)
@@ -101,7 +102,7 @@ class SdkReference:
         return generate_latest(self.registry).decode()
 
 
-def _streams() -> list[m.Stream]:
+def _streams() -> list[Stream]:
     exp = MetricsExporter(golden_snapshot, resource=Resource({}))
     out = [exp._request_energy, exp._per_token, exp._per_unit, exp._tenant_energy, exp._tenant_tokens]
     exp.shutdown()

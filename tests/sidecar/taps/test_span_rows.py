@@ -20,7 +20,8 @@ from sidecar.taps import diffusion as d
 from sidecar.taps import span_rows
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.span_rows import decode_rows
-from sidecar.taps.vllm_spans import ROW_SPEC, _one_row
+from sidecar.taps.vllm_span_format import ROW_SPEC
+from sidecar.taps.vllm_span_format import one_row as _one_row
 from tests.sidecar.taps.fuzzing import otlp_exports
 
 SPEC = ROW_SPEC.__class__(ROW_SPEC.name, ROW_SPEC.id_key, ROW_SPEC.numeric_keys, (d.SPAN_KIND,))

@@ -1,0 +1,120 @@
+"""The ledger's write of one batch: one transaction, every record stored or counted, then retention.
+
+:class:`LedgerWrites` is the half of :class:`~sidecar.export.store.Ledger` that writes
+(the ledger sets these attributes, and holds its lock around a write). The usual batch
+(new ids, all storable) is one ``executemany`` of rows built from the records' values;
+a batch with a stored id or a record SQLite refuses is written record by record, the
+refused one skipped and counted (``unstorable``), a stored one replaced (or kept, for
+an ``energy_unknown`` newcomer: ``duplicate_kept``). Retention deletes by age, then the
+oldest beyond ``max_rows``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from itertools import repeat
+
+from sidecar.attribution.record_batch import ATTRIBUTES, REQUEST_ID, Values
+from sidecar.export import ledger_rows
+
+__all__ = ["RECORD_ERRORS", "LedgerWrites"]
+
+log = logging.getLogger(__name__)
+
+# What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
+RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
+
+
+class LedgerWrites:
+    """Writes batches of final records' values; the ledger sets these attributes."""
+
+    max_rows: int
+    max_age_s: float
+    counts: Counter[str]
+    _clock: Callable[[], float]
+    _conn: sqlite3.Connection
+    _rows: int
+    _seq: int
+
+    def _write(self, batch: list[Values]) -> int:
+        now = self._clock()
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            written = self._insert_new(cur, batch, now)
+            if written is None:  # a stored id or an unstorable record in the batch: one at a time
+                written = self._put_each(cur, batch, now)
+            self._retain(cur, now)
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+            self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+            raise
+        self.counts["stored"] += written
+        return written
+
+    def _insert_new(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int | None:
+        """The usual batch, all new ids and all storable, in one ``executemany``; None (nothing
+        changed) if any id is stored already or any record cannot be stored."""
+        try:
+            rows = list(
+                map(
+                    ledger_rows.values_row,
+                    batch,
+                    range(self._seq + 1, self._seq + 1 + len(batch)),
+                    repeat(now),
+                )
+            )
+        except RECORD_ERRORS:
+            return None
+        cur.execute("SAVEPOINT batch")
+        try:
+            cur.executemany(ledger_rows.INSERT, rows)
+        except RECORD_ERRORS:
+            cur.execute("ROLLBACK TO batch")
+            return None
+        if cur.rowcount != len(rows):  # INSERT OR IGNORE skipped a stored id
+            cur.execute("ROLLBACK TO batch")
+            return None
+        cur.execute("RELEASE batch")
+        self._seq += len(rows)
+        self._rows += len(rows)
+        return len(rows)
+
+    def _put_each(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int:
+        """Insert or replace record by record: a stored id is replaced (or kept, see the module
+        docstring), a record that cannot be stored is skipped and counted."""
+        written = 0
+        for rec in batch:
+            try:
+                row = ledger_rows.values_row(rec, self._seq + 1, now)
+                cur.execute(ledger_rows.INSERT, row)
+                inserted = cur.rowcount == 1
+                if not inserted and rec[ATTRIBUTES].get("energy_unknown") == "true":
+                    self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
+                    continue
+                if not inserted:
+                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec[REQUEST_ID]))
+            except RECORD_ERRORS as err:  # this record only; the statement changed nothing
+                self.counts["unstorable"] += 1
+                log.warning("ledger: record %r cannot be stored, skipped: %s", rec[REQUEST_ID][:64], err)
+                continue
+            self._seq += 1
+            self._rows += inserted
+            written += 1
+        return written
+
+    def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
+        cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
+        self._rows -= cur.rowcount
+        if self._rows > self.max_rows:
+            excess = self._rows - self.max_rows
+            cur.execute(
+                "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)", (excess,)
+            )
+            self._rows -= cur.rowcount

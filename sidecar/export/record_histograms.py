@@ -1,0 +1,189 @@
+"""Finished requests' histograms and per-tenant counters, recorded a batch of records at a time.
+
+Per finished request: its energy (J), J per output token, J per image, video, frame
+or video second, and per tenant its energy and output tokens. A batch of records
+is read as its rows of values (:class:`~sidecar.attribution.record_batch.RecordBatch`)
+and added to the :mod:`.aggregates` streams at once, with the counts and sums the
+OTel SDK would give recording each value (``tests/sidecar/export/test_aggregates.py``
+holds the two to the same ``/metrics`` text). Energies in joules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from sidecar.attribution.record_batch import (
+    ATTRIBUTES,
+    ENERGY_J,
+    ENERGY_SOURCE,
+    FINAL,
+    MODEL,
+    OPERATION,
+    OUTPUT_TOKENS,
+    OUTPUT_UNITS,
+    TASK,
+    UNIT,
+    RecordBatch,
+    Values,
+)
+from sidecar.attribution.records import RequestEnergy
+from sidecar.contracts.span_attributes import TENANT
+from sidecar.export import instruments
+from sidecar.export.aggregates import Key, Stream, Streams
+from sidecar.export.tenants import TenantLabels
+
+__all__ = ["ENERGY_PER_TOKEN_BUCKETS_J", "REQUEST_ENERGY_BUCKETS_J", "RecordHistograms"]
+
+
+def _one_two_five(low: float, high: float) -> tuple[float, ...]:
+    """1-2-5 log-spaced bucket boundaries from ``low`` to ``high`` inclusive."""
+    out: list[float] = []
+    decade = low
+    while decade <= high * (1 + 1e-9):
+        for mantissa in (1.0, 2.0, 5.0):
+            value = float(f"{decade * mantissa:.6g}")
+            if value <= high * (1 + 1e-9):
+                out.append(value)
+        decade *= 10
+    return tuple(out)
+
+
+# 10 mJ (a tiny CPU request) to 2 MJ (above the study's largest video request, ~1.16 MJ).
+REQUEST_ENERGY_BUCKETS_J: tuple[float, ...] = _one_two_five(0.01, 2e6)
+# 0.1 mJ to 10 J per output token.
+ENERGY_PER_TOKEN_BUCKETS_J: tuple[float, ...] = _one_two_five(1e-4, 10.0)
+
+# the attributes of each per-request series, in the order their values are given
+_REQUEST_KEYS = ("gen_ai.request.model", "gen_ai.operation.name", "jouletrace.task", "energy.source")
+_PER_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.task", "energy.source")
+_PER_UNIT_KEYS = (*_PER_TOKEN_KEYS, "jouletrace.unit")
+_TENANT_ENERGY_KEYS = ("gen_ai.request.model", "jouletrace.tenant", "energy.source")
+_TENANT_TOKEN_KEYS = ("gen_ai.request.model", "jouletrace.tenant")
+Batch = dict[Stream, dict[Key, list[float]]]
+
+
+def _add(batch: Batch, stream: Stream, key: Key, value: float) -> None:
+    """One value for ``stream``'s series ``key`` (streams and series kept in first-use order)."""
+    groups = batch.get(stream)
+    if groups is None:
+        groups = batch[stream] = {}
+    values = groups.get(key)
+    if values is None:
+        groups[key] = [value]
+    else:
+        values.append(value)
+
+
+def _float(text: str | None) -> float:
+    """A record attribute as a finite number, 0.0 if absent or not a number."""
+    try:
+        value = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+class RecordHistograms:
+    """The per-request histograms and tenant counters, as batched streams of one scope."""
+
+    def __init__(self, streams: Streams, tenant_top_n: int = 10) -> None:
+        self._tenants = TenantLabels(tenant_top_n)
+        self._create_histograms(streams)
+        self._create_tenant_counters(streams)
+        self._streams = streams
+
+    def _create_histograms(self, streams: Streams) -> None:
+        """Per finished request: its energy, J per output token, J per diffusion output unit."""
+        self.request_energy = streams.stream(
+            instruments.REQUEST_ENERGY,
+            "J",
+            "Energy attributed to each finished request, in joules (J).",
+            _REQUEST_KEYS,
+            REQUEST_ENERGY_BUCKETS_J,
+        )
+        self.per_token = streams.stream(
+            instruments.ENERGY_PER_OUTPUT_TOKEN,
+            "J",
+            "joules per output token: a finished LLM request's energy (J) / its output tokens.",
+            _PER_TOKEN_KEYS,
+            ENERGY_PER_TOKEN_BUCKETS_J,
+        )
+        self.per_unit = streams.stream(
+            instruments.ENERGY_PER_OUTPUT_UNIT,
+            "J",
+            "joules per image, video, frame or video second (jouletrace.unit) of a finished "
+            "diffusion request: its energy (J) / its output in that unit.",
+            _PER_UNIT_KEYS,
+            REQUEST_ENERGY_BUCKETS_J,
+        )
+
+    def _create_tenant_counters(self, streams: Streams) -> None:
+        """Energy and output tokens of finished requests, per tenant."""
+        self.tenant_energy = streams.stream(
+            instruments.TENANT_ENERGY,
+            "J",
+            "Energy of finished requests per tenant (top-N by energy, then other), in joules.",
+            _TENANT_ENERGY_KEYS,
+        )
+        self.tenant_tokens = streams.stream(
+            instruments.TENANT_OUTPUT_TOKENS,
+            "{token}",
+            "Output tokens of finished requests per tenant (same tenant labels as the energy).",
+            _TENANT_TOKEN_KEYS,
+        )
+
+    def record(self, records: Iterable[RequestEnergy]) -> int:
+        """Record final requests in the histograms; returns how many were recorded.
+
+        Records with ``final=False`` are skipped (they are still growing), as are
+        non-finite or negative energies and records whose energy is unknown (attribute
+        ``energy_unknown``: their work was lost; the attributor counts them). Record each
+        final request once.
+        J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
+        J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
+        ``unit`` image or video with output units > 0. The whole batch is added at once
+        (:mod:`.aggregates`), with the counts and sums recording each value would give; a
+        :class:`~sidecar.attribution.record_batch.RecordBatch` is read as its rows of values.
+        """
+        batch: Batch = {}
+        recorded = 0
+        for rec in RecordBatch.of(records).values:
+            energy_j = rec[ENERGY_J]
+            if not rec[FINAL] or not math.isfinite(energy_j) or energy_j < 0:
+                continue
+            attributes = rec[ATTRIBUTES]
+            if attributes.get("energy_unknown") == "true":
+                continue
+            model, task, source, unit = rec[MODEL], rec[TASK], rec[ENERGY_SOURCE], rec[UNIT]
+            _add(batch, self.request_energy, (model, rec[OPERATION], task, source), energy_j)
+            output_tokens = rec[OUTPUT_TOKENS]
+            if unit == "token" and output_tokens > 0:
+                _add(batch, self.per_token, (model, task, source), energy_j / output_tokens)
+                tenant = self._tenants.label(attributes.get(TENANT), energy_j)
+                _add(batch, self.tenant_energy, (model, tenant, source), energy_j)
+                _add(batch, self.tenant_tokens, (model, tenant), output_tokens)
+            elif unit in ("image", "video") and rec[OUTPUT_UNITS] > 0:
+                self._record_per_unit(batch, rec, (model, task, source))
+            recorded += 1
+        self._streams.add(batch)
+        return recorded
+
+    def _record_per_unit(self, batch: Batch, rec: Values, key: Key) -> None:
+        """J per image or video; for videos also J per frame and J per second of video.
+
+        A value that overflows (a hostile tiny output or frame count) is left out, as the SDK's
+        ``Histogram.record`` leaves out a non-finite one."""
+        unit, output_units, attributes = rec[UNIT], rec[OUTPUT_UNITS], rec[ATTRIBUTES]
+        per_unit = [(unit, output_units)]
+        frames = _float(attributes.get("video_frames")) if unit == "video" else 0.0
+        if frames > 0:
+            all_frames = frames * output_units
+            per_unit.append(("frame", all_frames))
+            fps = _float(attributes.get("video_fps"))
+            if fps > 0:
+                per_unit.append(("video_second", all_frames / fps))
+        for name, amount in per_unit:
+            value = rec[ENERGY_J] / amount if amount > 0 else math.inf
+            if math.isfinite(value):
+                _add(batch, self.per_unit, (*key, name), value)

@@ -1,0 +1,88 @@
+"""vLLM's ``llm_request`` span as this sidecar reads it: its name, attributes and request ids.
+
+What :class:`~sidecar.taps.vllm_spans.VllmSpanHandler` (and the plugin and hook
+taps, for ids) need to know about vLLM's span format: the attribute names vLLM
+sets (``vllm/tracing/utils.py``, pinned by a contract test against the installed
+vLLM), how its request ids map to the client's (:func:`normalize_request_id`),
+and the columns the OTLP receiver decodes for it (:data:`ROW_SPEC`; a whole
+span as one such row: :func:`one_row`). Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sidecar.taps import validate as v
+from sidecar.taps.span_rows import RowSpec
+from sidecar.taps.spans import ReceivedSpan, SpanRows
+
+__all__ = ["CHAT", "ID_KEY", "ROW_SPEC", "SPAN_ATTRIBUTES", "SPAN_NAME", "normalize_request_id", "one_row"]
+
+SPAN_NAME = "llm_request"
+# The attribute names this handler reads (pinned by a contract test against the installed vLLM).
+SPAN_ATTRIBUTES = {
+    "request_id": "gen_ai.request.id",
+    "prompt_tokens": "gen_ai.usage.prompt_tokens",
+    "completion_tokens": "gen_ai.usage.completion_tokens",
+    "queue_s": "gen_ai.latency.time_in_queue",
+    "ttft_s": "gen_ai.latency.time_to_first_token",
+    "e2e_s": "gen_ai.latency.e2e",
+    "prefill_s": "gen_ai.latency.time_in_model_prefill",
+    "decode_s": "gen_ai.latency.time_in_model_decode",
+    "inference_s": "gen_ai.latency.time_in_model_inference",
+}
+CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
+_PREFIXES = (CHAT, "cmpl-")
+
+
+def normalize_request_id(raw: str) -> str:
+    """vLLM's request id -> the id the client sent.
+
+    Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
+    request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
+    the others ``<id>-<i>``.
+    """
+    for prefix in _PREFIXES:
+        if raw.startswith(prefix) and len(raw) > len(prefix):
+            rest = raw[len(prefix) :]
+            if prefix == "cmpl-" and rest.endswith("-0") and len(rest) > 2:
+                rest = rest[:-2]
+            return rest
+    return raw
+
+
+ID_KEY, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (
+    SPAN_ATTRIBUTES[k]
+    for k in ("request_id", "prompt_tokens", "completion_tokens", "e2e_s", "prefill_s", "decode_s")
+)
+ROW_SPEC = RowSpec(SPAN_NAME, ID_KEY, (_PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE))
+
+
+def one_row(span: ReceivedSpan) -> SpanRows:
+    """A whole span as one row of :data:`ROW_SPEC` (the handler checks both forms alike)."""
+    values, kinds = [], []
+    for key in ROW_SPEC.numeric_keys:
+        x = span.attributes.get(key)
+        if x is None:
+            values.append(0.0)
+            kinds.append(v.ABSENT)
+        elif isinstance(x, bool) or not isinstance(x, int | float):
+            values.append(0.0)
+            kinds.append(v.NOT_A_NUMBER)
+        else:
+            try:
+                values.append(float(x))
+            except OverflowError:  # an integer too large for a float: not finite, as v.number says
+                values.append(math.inf)
+            kinds.append(v.A_NUMBER)
+    return SpanRows(
+        [b""],
+        [b""],
+        np.array([span.start_unix_s], dtype=np.float64),
+        np.array([span.end_unix_s], dtype=np.float64),
+        [span.attributes[ID_KEY]],
+        np.array([values], dtype=np.float64),
+        np.array([kinds], dtype=np.int8),
+    )
