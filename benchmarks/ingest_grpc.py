@@ -19,7 +19,11 @@ default), up to ``--in-flight`` exports outstanding and at most ``--window``
 spans sent but not yet handled (6,144: with the exports in flight, below the
 receiver's queue of ``otlp_max_queued_spans`` 10,000, so the queue never
 overflows: the rate is what the sidecar sustains, not what it drops; the
-default was 20,480, over the queue, and ~20 % of the spans were refused). ``--pool`` exports are
+default was 20,480, over the queue, and ~20 % of the spans were refused). The sidecar runs
+with its default knobs, so its backpressure is on (:mod:`sidecar.taps.otlp_limit`: an export
+refused with UNAVAILABLE while too much work waits to be sealed); the client sends a refused
+export again after its ``RetryInfo`` delay, as OTel's exporters do, up to 6 sends, and says how
+many it sent again and gave up. ``--pool`` exports are
 serialised before the clock starts; at send time only each span's times, trace
 id and request id are written into a copy of the bytes (their offsets found
 once by sentinel values), so ids are unique and each span ends just before it
@@ -258,14 +262,14 @@ def run_server(
     proc.start()
     port = parent.recv()
     warm = send_all(port, pool, args.warmup_s * 2000, 1, args.warmup_s, serial=1 << 40, rate_spans_s=2000)
-    parent.send(warm["sent"])
+    parent.send(warm["sent"] - warm["rejected"] - warm["given_up"])
     if not parent.poll(120) or parent.recv() != "go":
         proc.kill()
         raise SystemExit(f"{target.__name__}: not ready after the warm-up")
     client = send_all(
         port, pool, args.spans, args.in_flight, args.max_send_s, handled=progress, window=args.window
     )
-    parent.send(client["sent"] - client["rejected"])
+    parent.send(client["sent"] - client["rejected"] - client["given_up"])
     if not parent.poll(args.max_wait_s + 240):  # a tick that never returns: say so, do not hang
         proc.kill()
         raise SystemExit(
@@ -324,8 +328,10 @@ def main() -> None:
     )
     final_s = side["t_final"] - client["t0"] if side["t_final"] else float("nan")
     print(
-        f"  sent {client['sent']}, refused in partial_success {client['rejected']}, failed exports "
-        f"{client['failed']}; handled {side['handled']} in {wall_s:.1f} s; final records {side['finals']} "
+        f"  sent {client['sent']}, refused in partial_success {client['rejected']}, refused retryably "
+        f"(UNAVAILABLE: backpressure) and sent again {client['refused']} exports, given up "
+        f"{client['given_up']} spans, failed exports {client['failed']}; handled {side['handled']} in "
+        f"{wall_s:.1f} s; final records {side['finals']} "
         f"after {final_s:.1f} s (settle_s 2 s + warm-up), CPU to all final "
         f"{side['cpu_final_s'] / max(side['finals'], 1) * 1000:.3f} s per 1000"
     )

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp_flood import EXPORT_SPANS, METHOD, Export
+from otlp_flood import EXPORT_SPANS, MAX_ATTEMPTS, METHOD, Export, retry_delay_s
 
 __all__ = ["MAX_ATTEMPTS", "FloodCounts", "flood"]
 
-MAX_ATTEMPTS = 6  # the Python OTLP exporter's _MAX_RETRYS
 _SERIALS = 1 << 40  # request ids per exporter thread (disjoint ranges)
 
 
@@ -51,15 +49,6 @@ class FloodCounts:
         )
 
 
-def _retry_delay_s(err: grpc.RpcError) -> float:
-    trailing = dict(getattr(err, "trailing_metadata", lambda: None)() or ())
-    raw = trailing.get("google.rpc.retryinfo-bin")
-    if raw is None:
-        return 1.0
-    info = RetryInfo.FromString(raw)
-    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-
-
 def _exporter(export: Any, pool: list[Export], k: int, end: float, out: FloodCounts) -> None:
     serial, i = k * _SERIALS, k
     while time.monotonic() < end:
@@ -77,7 +66,7 @@ def _exporter(export: Any, pool: list[Export], k: int, end: float, out: FloodCou
                 if attempt + 1 == MAX_ATTEMPTS:
                     out.add(given_up=1)
                     break
-                time.sleep(_retry_delay_s(err))  # the flood's end does not cut a wait short
+                time.sleep(retry_delay_s(err))  # the flood's end does not cut a wait short
                 continue
             rejected = response.partial_success.rejected_spans
             out.add(accepted_spans=EXPORT_SPANS - rejected, rejected_spans=rejected)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -26,9 +28,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-__all__ = ["EXPORT_SPANS", "METHOD", "Export", "build_exports", "send_all"]
+__all__ = ["EXPORT_SPANS", "MAX_ATTEMPTS", "METHOD", "Export", "build_exports", "retry_delay_s", "send_all"]
 
 EXPORT_SPANS = 512  # BatchSpanProcessor's max_export_batch_size default
+MAX_ATTEMPTS = 6  # sends of one export before an exporter gives up (the Python OTLP exporter's _MAX_RETRYS)
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # placeholders found in the serialised bytes, low 16 bits = the span's index (x 2, +1 for the end time)
 _TIME_SENTINEL = 0x5A17_E1A5_C3D0_0000
@@ -168,6 +171,49 @@ def build_exports(pool: int, seed: int = 0) -> list[Export]:
     return exports
 
 
+def retry_delay_s(err: grpc.RpcError) -> float:
+    """The delay a refused export's ``RetryInfo`` asks for (``google.rpc.retryinfo-bin``, the key the
+    Python OTLP exporter reads); 1 s without one."""
+    trailing = dict(getattr(err, "trailing_metadata", lambda: None)() or ())
+    raw = trailing.get("google.rpc.retryinfo-bin")
+    if raw is None:
+        return 1.0
+    info = RetryInfo.FromString(raw)
+    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+
+
+@dataclass
+class _Sends:
+    """:func:`send_all`'s exports in flight and refused ones waiting to be sent again."""
+
+    pending: deque[tuple[Any, bytes, int]] = field(default_factory=deque)  # future, bytes, attempt
+    retries: deque[tuple[float, bytes, int]] = field(default_factory=deque)  # due (monotonic), ...
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def settle(self) -> None:
+        """Wait for the oldest send; a retryable refusal (UNAVAILABLE) is sent again after its
+        ``RetryInfo`` delay, as OTel's exporters do, at most :data:`MAX_ATTEMPTS` sends."""
+        future, data, attempt = self.pending.popleft()
+        try:
+            response = future.result(timeout=60)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:
+                self.counts["failed"] += 1
+            elif attempt + 1 >= MAX_ATTEMPTS:
+                self.counts["given_up"] += EXPORT_SPANS
+            else:
+                self.counts["refused"] += 1
+                self.retries.append((time.monotonic() + retry_delay_s(err), data, attempt + 1))
+            return
+        self.counts["rejected"] += response.partial_success.rejected_spans
+
+    def next_retry(self) -> tuple[bytes, int] | None:
+        if self.retries and self.retries[0][0] <= time.monotonic():
+            _, data, attempt = self.retries.popleft()
+            return data, attempt
+        return None
+
+
 def send_all(
     port: int,
     pool: list[Export],
@@ -181,42 +227,43 @@ def send_all(
     window: int = 0,
 ) -> dict[str, float]:
     """Send ``n_spans`` (the pool's exports in turn, stamped at send time, at most ``rate_spans_s``);
-    stop early after ``max_s``. Request and trace ids count from ``serial``. With ``handled`` (a
-    shared counter the server updates), at most ``window`` spans are sent and not yet handled."""
+    new exports stop after ``max_s`` (refused ones are still retried). Request and trace ids count
+    from ``serial``. With ``handled`` (a shared counter the server updates), at most ``window``
+    spans are sent and not yet handled. Refused exports (UNAVAILABLE: backpressure) are sent again
+    after their ``RetryInfo`` delay (``refused`` sends); ``given_up``: spans of exports refused
+    :data:`MAX_ATTEMPTS` times."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=30)
     export = channel.unary_unary(METHOD, response_deserializer=ExportTraceServiceResponse.FromString)
-    pending: list[Any] = []
-    sent = rejected = failed = 0
+    sends, sent, k = _Sends(), 0, 0
     cpu0, t0 = time.process_time(), time.monotonic()
-    for k in range(n_spans // EXPORT_SPANS):
-        ahead_s = t0 + sent / rate_spans_s - time.monotonic()
-        if ahead_s > 0:
-            time.sleep(ahead_s)
-        while handled is not None and sent - handled.value > window and time.monotonic() - t0 <= max_s:
-            time.sleep(0.001)
-        if time.monotonic() - t0 > max_s:
+    while True:
+        while sends.pending and (len(sends.pending) >= in_flight or sends.pending[0][0].done()):
+            sends.settle()
+        again = sends.next_retry()
+        if again is not None:
+            sends.pending.append((export.future(again[0]), *again))
+            continue
+        now = time.monotonic()
+        more = k < n_spans // EXPORT_SPANS and now - t0 <= max_s
+        if not more and not sends.pending and not sends.retries:
             break
-        while len(pending) >= in_flight:
-            rejected, failed = _settle(pending.pop(0), rejected, failed)
-        pending.append(export.future(pool[k % len(pool)].stamped(time.time_ns(), serial + sent)))
-        sent += EXPORT_SPANS
-    for future in pending:
-        rejected, failed = _settle(future, rejected, failed)
+        held = handled is not None and sent - handled.value > window  # the window is full
+        if not more or held or t0 + sent / rate_spans_s > now:
+            time.sleep(0.001)
+            continue
+        data = pool[k % len(pool)].stamped(time.time_ns(), serial + sent)
+        sends.pending.append((export.future(data), data, 0))
+        sent, k = sent + EXPORT_SPANS, k + 1
     channel.close()
+    c = sends.counts
     return {
         "t0": t0,
         "sent": sent,
-        "rejected": rejected,
-        "failed": failed,
+        "rejected": c["rejected"],
+        "failed": c["failed"],
+        "refused": c["refused"],
+        "given_up": c["given_up"],
         "client_cpu_s": time.process_time() - cpu0,
         "send_s": time.monotonic() - t0,
     }
-
-
-def _settle(future: Any, rejected: int, failed: int) -> tuple[int, int]:
-    try:
-        response = future.result(timeout=60)
-    except grpc.RpcError:
-        return rejected, failed + 1
-    return rejected + response.partial_success.rejected_spans, failed
