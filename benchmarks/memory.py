@@ -219,7 +219,7 @@ def run_phases(args: argparse.Namespace, phase: Phases, ports: dict[str, int], s
         pending = total(m, "jouletrace_requests_pending")
         refused = ", ".join(
             f"{k} {total(m, 'jouletrace_tap_events_total', jouletrace_tap='otlp', outcome=k):.0f}"
-            for k in ("refused_memory", "refused_backlog", "dropped")
+            for k in ("refused_memory", "refused_backlog", "refused_queue_full", "dropped")
         )
         rest = (
             f"llm_request spans handled {handled:.0f}, requests pending {pending:.0f}; "
