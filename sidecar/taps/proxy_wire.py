@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from sidecar.taps.proxy_rows import (
 )
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain, handle_isolated
+from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 
 __all__ = ["ProxyWireReceiver"]
 
@@ -59,8 +58,10 @@ _T = TypeVar("_T")
 _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
 
 
-class ProxyWireReceiver:
+class ProxyWireReceiver(UdpEndpoint):
     """A UDP endpoint for the proxy process; a :class:`~sidecar.taps.tap.Tap`."""
+
+    name = "proxy wire receiver"
 
     knob = "proxy_wire_port"
 
@@ -81,25 +82,12 @@ class ProxyWireReceiver:
         self.max_requests, self.expire_s, self.max_per_drain = max_requests, expire_s, max_per_drain
         self.counts: Counter[str] = Counter()
         self._wall = wall
-        self._sock: socket.socket | None = None
         self._book = TraceBook(Counts(), hold_s=hold_s, model=model)
         self._heard: OrderedDict[str, float] = OrderedDict()  # live id -> when last heard of (mono s)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
         self._proxy_counts: OrderedDict[int, dict[str, int]] = OrderedDict()  # pid -> its latest counts
 
-    # ---- the Tap protocol --------------------------------------------------------------
-    def start(self) -> int:
-        sock = bind_udp(self.host, self.port)
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
-        log.info("proxy wire receiver on udp://%s:%d", self.host, self.port)
-        return self.port
-
-    def stop(self, grace_s: float = 1.0) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
+    # ---- the Tap protocol (start and stop: UdpEndpoint) ---------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
         """Drain waiting datagrams into the traces; the work and infos the traces made."""
         drain(self._sock, self.feed, self.max_per_drain, self.counts)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sidecar.taps import validate as v
 from sidecar.taps.spans import TapOutput
 
-__all__ = ["bind_udp", "drain", "handle_isolated"]
+__all__ = ["UdpEndpoint", "bind_udp", "drain", "handle_isolated"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,28 @@ def bind_udp(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
+
+
+class UdpEndpoint:
+    """The socket half of a datagram receiver: :meth:`start` binds ``host:port`` (port 0: a free
+    one, then ``port`` says which), :meth:`stop` closes; ``name`` says which receiver in the log."""
+
+    name = "UDP receiver"
+    host: str
+    port: int
+    _sock: socket.socket | None = None
+
+    def start(self) -> int:
+        sock = bind_udp(self.host, self.port)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        log.info("%s on udp://%s:%d", self.name, self.host, self.port)
+        return self.port
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def drain(

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -62,7 +61,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain, handle_isolated
+from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import (
     StepArrays,
@@ -89,8 +88,10 @@ _MAX_CLAIMS = 100_000
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
 
 
-class HookReceiver:
+class HookReceiver(UdpEndpoint):
     """A UDP endpoint for the scheduler hook; a work source and a service."""
+
+    name = "vLLM scheduler hook receiver"
 
     def __init__(
         self,
@@ -114,7 +115,6 @@ class HookReceiver:
         self.max_requests = max_requests
         self.counts: Counter[str] = Counter()
         self._wall = wall  # Unix seconds now, to date-check datagrams
-        self._sock: socket.socket | None = None
         self._pid: int | None = None
         self._seqs = SeqTracker(self.counts)
         self._live: OrderedDict[int, Req] = OrderedDict()
@@ -123,20 +123,7 @@ class HookReceiver:
         self._slots = Slots()
         self._claimed: OrderedDict[str, None] = OrderedDict()
 
-    # ---- service ---------------------------------------------------------------------
-    def start(self) -> int:
-        sock = bind_udp(self.host, self.port)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        log.info("vLLM scheduler hook receiver on udp://%s:%d", self.host, self.port)
-        return int(self.port)
-
-    def stop(self, grace_s: float = 1.0) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    # ---- source ----------------------------------------------------------------------
+    # ---- source (start and stop: UdpEndpoint) ---------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
         """Drain waiting datagrams; return the step batches and request infos they describe."""
         out = drain(self._sock, self.feed, self.max_per_drain, self.counts)

@@ -41,7 +41,6 @@ Units: seconds, tokens.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import bind_udp, drain, handle_isolated
+from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
@@ -71,8 +70,10 @@ __all__ = ["PluginReceiver"]
 log = logging.getLogger(__name__)
 
 
-class PluginReceiver:
+class PluginReceiver(UdpEndpoint):
     """A UDP endpoint for the vLLM stat-logger plugin; a work source and a service."""
+
+    name = "vLLM plugin receiver"
 
     def __init__(
         self,
@@ -97,7 +98,6 @@ class PluginReceiver:
         self.counts: Counter[str] = Counter()
         self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
         self.live = False
-        self._sock: socket.socket | None = None
         self._wall = wall  # Unix seconds now, to date-check datagrams
         self._pid: int | None = None
         self._seqs = SeqTracker(self.counts)
@@ -109,17 +109,9 @@ class PluginReceiver:
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
-        sock = bind_udp(self.host, self.port)
-        self._sock = sock
+        port = super().start()
         self.tokens.started_wall_s = time.time()
-        self.port = sock.getsockname()[1]
-        log.info("vLLM plugin receiver on udp://%s:%d", self.host, self.port)
-        return int(self.port)
-
-    def stop(self, grace_s: float = 1.0) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        return port
 
     # ---- source ----------------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
