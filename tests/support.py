@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +47,14 @@ class FakeClock:
 
     def advance(self, dt_s: float) -> None:
         self.t_s += dt_s
+
+
+def python_prints(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter (this one's modules do not leak into it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return out.stdout.strip()
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:

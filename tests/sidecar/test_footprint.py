@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.support import python_prints
 
 # scipy.optimize alone cost ~50 MB RSS (the fit's NNLS is sidecar/attribution/nnls.py); the OTLP
 # span exporter ~2 MB, imported only when otlp_forward_endpoint is set
@@ -16,10 +15,7 @@ def test_the_sidecar_wiring_imports_no_scipy_and_no_span_exporter() -> None:
         f"bad = sorted(n for n in sys.modules if n.startswith({_NOT_ON_THE_SIDECAR_PATH!r}))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == ""
+    assert python_prints(code) == ""
 
 
 def test_without_an_otlp_port_the_sidecar_imports_no_grpc() -> None:
@@ -31,7 +27,4 @@ def test_without_an_otlp_port_the_sidecar_imports_no_grpc() -> None:
         "sidecar = build_sidecar(SidecarConfig(meter='sim', otlp_port=0, ledger_path=''))\n"
         "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] == 'grpc')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == ""
+    assert python_prints(code) == ""
