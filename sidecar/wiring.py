@@ -11,7 +11,7 @@ from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
 from sidecar.meters.base import EnergyMeter
-from sidecar.taps.spans import WallToMono
+from sidecar.taps.spans import SpanHandler, WallToMono
 from sidecar.taps.tap import SourceTap, Tap
 from sidecar.taps.vllm import attach_vllm
 
@@ -24,57 +24,14 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         from sidecar.sim.run import MODEL_NAME
 
         config = replace(config, model=MODEL_NAME)
-    sim_taps: list[Tap] = []  # filled by the meter factory only for --meter sim
-
-    def sim_meter(meter_clock: Callable[[], float]) -> EnergyMeter:
-        from sidecar.sim.loop import LoopingSim
-        from sidecar.sim.run import SimConfig
-
-        base = SimConfig()
-        sim = LoopingSim(
-            replace(base, workload=replace(base.workload, n_requests=config.sim_requests, start_s=1.0)),
-            config.sim_seed,
-            clock=meter_clock,
-        )
-        sim_taps.append(SourceTap(sim))
-        return sim
-
-    meter = make_meter(
-        config.meter,
-        devices=config.device_list(),
-        replay_path=config.replay_path or None,
-        replay_speed=config.replay_speed,
-        cpu_idle_w=config.cpu_idle_w,
-        cpu_max_w=config.cpu_max_w,
-        clock=clock,
-        extra={"sim": sim_meter},
-    )
+    meter, sim_taps = _meter(config, clock)
     to_mono = WallToMono(mono=clock)
     vllm = attach_vllm(config, to_mono)  # plugin and /metrics taps work without OTLP
     # Drain order: the vLLM plugin before the spans, so its claims are known before the
     # spans of the same tick are handled (else a request's work would be counted twice).
     taps: list[Tap] = [*sim_taps, vllm]
-    if config.otlp_port:  # imported only here: gRPC and the OTLP protos cost ~9 MB RSS
-        from sidecar.taps.diffusion import DiffusionSpanHandler
-        from sidecar.taps.otlp import OtlpReceiver
-        from sidecar.taps.otlp_limit import ExportLimiter
-
-        taps.append(
-            OtlpReceiver(
-                [DiffusionSpanHandler(to_mono), vllm.spans],
-                host=config.otlp_host,
-                port=config.otlp_port,
-                max_message_bytes=config.otlp_max_message_bytes,
-                max_queued_spans=config.otlp_max_queued_spans,
-                max_remembered_spans=config.otlp_dedupe_spans,
-                limiter=ExportLimiter(
-                    memory_limit_mb=config.otlp_memory_limit_mb,
-                    backlog_limit_rows=config.otlp_backlog_limit_rows,
-                    backlog_rows=lambda: sidecar.attributor.backlog_rows(),
-                    retry_delay_s=config.otlp_retry_delay_s,
-                ),
-            )
-        )
+    if config.otlp_port:
+        taps.append(_otlp_receiver(config, to_mono, vllm.spans, lambda: sidecar.attributor.backlog_rows()))
     if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here
         from sidecar.taps.proxy_wire import ProxyWireReceiver
 
@@ -102,3 +59,58 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final, on_tasks=vllm.on_tasks
     )
     return sidecar
+
+
+def _meter(config: SidecarConfig, clock: Callable[[], float]) -> tuple[EnergyMeter, list[Tap]]:
+    """The meter; for ``--meter sim`` also the simulated workload's tap (drained first)."""
+    sim_taps: list[Tap] = []  # filled by the meter factory only for --meter sim
+
+    def sim_meter(meter_clock: Callable[[], float]) -> EnergyMeter:
+        from sidecar.sim.loop import LoopingSim
+        from sidecar.sim.run import SimConfig
+
+        base = SimConfig()
+        sim = LoopingSim(
+            replace(base, workload=replace(base.workload, n_requests=config.sim_requests, start_s=1.0)),
+            config.sim_seed,
+            clock=meter_clock,
+        )
+        sim_taps.append(SourceTap(sim))
+        return sim
+
+    meter = make_meter(
+        config.meter,
+        devices=config.device_list(),
+        replay_path=config.replay_path or None,
+        replay_speed=config.replay_speed,
+        cpu_idle_w=config.cpu_idle_w,
+        cpu_max_w=config.cpu_max_w,
+        clock=clock,
+        extra={"sim": sim_meter},
+    )
+    return meter, sim_taps
+
+
+def _otlp_receiver(
+    config: SidecarConfig, to_mono: WallToMono, vllm_spans: SpanHandler, backlog_rows: Callable[[], int]
+) -> Tap:
+    """The OTLP receiver (diffusion spans, then vLLM's) with its backpressure. Imported only here:
+    gRPC and the OTLP protos cost ~9 MB RSS."""
+    from sidecar.taps.diffusion import DiffusionSpanHandler
+    from sidecar.taps.otlp import OtlpReceiver
+    from sidecar.taps.otlp_limit import ExportLimiter
+
+    return OtlpReceiver(
+        [DiffusionSpanHandler(to_mono), vllm_spans],
+        host=config.otlp_host,
+        port=config.otlp_port,
+        max_message_bytes=config.otlp_max_message_bytes,
+        max_queued_spans=config.otlp_max_queued_spans,
+        max_remembered_spans=config.otlp_dedupe_spans,
+        limiter=ExportLimiter(
+            memory_limit_mb=config.otlp_memory_limit_mb,
+            backlog_limit_rows=config.otlp_backlog_limit_rows,
+            backlog_rows=backlog_rows,
+            retry_delay_s=config.otlp_retry_delay_s,
+        ),
+    )
