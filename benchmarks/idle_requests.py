@@ -24,7 +24,7 @@ import numpy as np
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.attribution.lifecycle import _EPS_S
-from sidecar.attribution.records import RequestEnergy
+from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.rules import make_rule
 from sidecar.meters.base import DeviceInfo, Reading
 from sidecar.timeline import Timeline
@@ -36,13 +36,14 @@ BATCH = 64
 class ScanAttributor(Attributor):
     """The previous finalize pass: every live request looked at on every tick (the baseline)."""
 
-    def _finalize(self) -> list[RequestEnergy]:
+    def _finalize(self) -> RecordBatch:
         sealed = self._sealed_t
         if sealed is None:
-            return []
+            return RecordBatch()
         period = self.timeline.update_period_s() or 0.0
         live_work = self._pending.codes()
-        out: list[RequestEnergy] = []
+        slots: list[int] = []
+        inferred: list[bool] = []
         for acc in self.requests.live():
             end = acc.info.end_s if acc.info is not None else None
             if end is None:
@@ -54,8 +55,9 @@ class ScanAttributor(Attributor):
             code = self.requests.code(acc.request_id)
             if code in live_work and end is not None:
                 continue
-            out.append(self._final(acc, end_inferred=end is None))
-        return out
+            slots.append(acc.slot)
+            inferred.append(end is None)
+        return self._finals(slots, inferred) if slots else RecordBatch()
 
 
 def run(cls: type[Attributor], n_idle: int, n_ticks: int) -> tuple[float, int]:
