@@ -190,6 +190,10 @@ class Sidecar:
                 self._snapshot_due = None
             return self._snapshot
 
+    def prices(self) -> dict[str, Any]:
+        """The proxy process's price sheet (``GET /v1/prices``), from the last tick's snapshot."""
+        return price_json(self.snapshot(), self.attributor.rule)
+
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         """A request's record: final from the ledger, else provisional."""
         stored = self.ledger.get(request_id)
@@ -254,7 +258,7 @@ class Sidecar:
             ready=self.ready,
             energy=timeline_energy(self.timeline, clock=self.clock),
             counts=self.api_counts,
-            prices=lambda: price_json(self._snapshot, self.attributor.rule),  # the proxy process's prices
+            prices=self.prices,
         )
         try:
             served = await serve(app, self.config.host, self.config.port)
