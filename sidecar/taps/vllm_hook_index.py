@@ -48,7 +48,9 @@ class IdxSlots:
             self._win[idx - self._base] = _NONE
 
     def clear(self) -> None:
+        """Forget every number (a restarted vLLM numbers its requests from 0 again: the window too)."""
         self._slot.clear()
+        self._base = 0
         self._win.fill(_NONE)
 
     def lookup(self, idx: np.ndarray) -> np.ndarray:

@@ -40,3 +40,14 @@ def test_numbers_counting_up_stay_in_the_window_and_old_ones_still_resolve() -> 
     assert slots.lookup(np.arange(100)).tolist() == [i % 7 for i in range(100)]
     slots.pop(99)
     assert slots.lookup(np.array([99, 0, 10**15])).tolist() == [-1, 0, -1]
+
+
+def test_after_a_clear_numbers_from_0_again_are_held_in_the_window_not_only_the_dict() -> None:
+    slots = IdxSlots(window=16)
+    for idx in range(40):
+        slots.set(idx, idx)
+    slots.clear()  # vLLM restarted: its new process numbers requests from 0
+    for idx in range(5):
+        slots.set(idx, 100 + idx)
+    assert slots._win[:5].tolist() == [100, 101, 102, 103, 104]  # the array path, not the dict's loop
+    assert slots.lookup(np.arange(6)).tolist() == [100, 101, 102, 103, 104, -1]
