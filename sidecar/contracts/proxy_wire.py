@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, NamedTuple
 
 from sidecar.contracts.ports import PROXY_WIRE_PORT
@@ -67,6 +68,7 @@ __all__ = [
     "PRICE_WORK",
     "PROXY_COUNTS",
     "SECTIONS",
+    "TRACEPARENT",
     "VERSION",
     "Begin",
     "Chunks",
@@ -84,6 +86,7 @@ MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
 MAX_CHUNKS_PER_ROW = 2048  # chunk times per row (about 8 bytes each)
 MAX_AGO_US = 86_400_000_000  # a day: the furthest back a time may lie
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C, lower case
 OUTCOMES = ("ok", "error", "disconnected", "upstream_down", "upstream_broken")
 SECTIONS = ("begin", "chunks", "usage", "end")
 HEARTBEAT_S = 1.0

@@ -51,11 +51,6 @@ class TraceBook:
         cursor = self._live.get(request_id)
         return None if cursor is None else cursor.trace
 
-    def oldest(self) -> RequestTrace | None:
-        """The trace registered first among the live ones."""
-        with self._lock:
-            return next((c.trace for c in self._live.values()), None)
-
     def __len__(self) -> int:
         return len(self._live)
 

@@ -26,8 +26,8 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from sidecar.contracts.proxy_wire import COMPLETION_PATHS
 from sidecar.proxy.completion import completion
-from sidecar.proxy.learn import COMPLETION_PATHS
 from sidecar.proxy.upstream import HOP, ProxyContext, cut_off, error, forward_headers, open_upstream
 
 __all__ = ["make_proxy_server"]

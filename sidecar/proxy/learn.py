@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.contracts.proxy_wire import COMPLETION_PATHS, TRACEPARENT
 from sidecar.proxy import jsonio
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
 
 MAX_TOKENS = 10_000_000  # per request; more is not a usage figure we believe
 _LABEL = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 _ASK_USAGE = {"include_usage": True}
 
 
@@ -74,7 +73,7 @@ def clean_traceparent(value: str | None, rejections: Counts) -> str | None:
     """A W3C ``traceparent`` if well formed (it is passed on either way; only learning needs it)."""
     if value is None:
         return None
-    if _TRACEPARENT.fullmatch(value.strip().lower()):
+    if TRACEPARENT.fullmatch(value.strip().lower()):
         return value.strip().lower()
     rejections.add("traceparent")
     return None

@@ -29,6 +29,7 @@ from sidecar.contracts.proxy_wire import (
     HEARTBEAT_S,
     MAX_CHUNKS_PER_ROW,
     PROXY_COUNTS,
+    SECTIONS,
     Begin,
     Chunks,
     End,
@@ -134,7 +135,7 @@ class WireSender:
         """Send what the traces gained (or a heartbeat); the datagrams sent."""
         message = self.message()
         now = self.clock()
-        rows = sum(len(getattr(message, k)) for k in ("begin", "chunks", "usage", "end"))
+        rows = sum(len(getattr(message, k)) for k in SECTIONS)
         if not rows and now - self._last_sent_s < HEARTBEAT_S:
             return 0
         datagrams = encode(message)

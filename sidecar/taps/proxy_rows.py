@@ -9,7 +9,6 @@ Units: seconds, tokens.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from sidecar.contracts.proxy_wire import (
     MAX_CHUNKS_PER_ROW,
     OUTCOMES,
     PROXY_COUNTS,
+    TRACEPARENT,
     VERSION,
     Begin,
     Chunks,
@@ -39,7 +39,6 @@ __all__ = [
     "parse_usage",
 ]
 
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_PROMPT_CHARS = 1e9
 _KNOWN_COUNTS = frozenset(PROXY_COUNTS)
 
@@ -76,7 +75,7 @@ def parse_begin(row: Any) -> Begin:
         raise v.Rejected("malformed", f"begin: path {path!r:.40} is not a completions path")
     if not isinstance(stream, bool):
         raise v.Rejected("wrong_type", "begin: stream is not true or false")
-    if traceparent is not None and not (isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)):
+    if traceparent is not None and not (isinstance(traceparent, str) and TRACEPARENT.fullmatch(traceparent)):
         raise v.Rejected("malformed", "begin: traceparent is not a W3C traceparent")
     return Begin(
         v.request_id(rid),

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -54,7 +54,6 @@ from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 __all__ = ["ProxyWireReceiver"]
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
 
 

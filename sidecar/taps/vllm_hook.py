@@ -51,7 +51,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +82,6 @@ MAX_GAP_S = 0.05  # a CPU gap after a step up to this long has the step's member
 MIN_GAP_S = 2e-6
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 _MAX_CLAIMS = 100_000
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
