@@ -192,11 +192,14 @@ class OtlpReceiver:
             refused += self.accept_rows(rows, handler)
         return refused
 
+    def _has_room(self) -> bool:
+        with self._lock:
+            return self._queued < self._max_queued
+
     def _full(self) -> Refusal | None:
         """Backpressure when the queue is full: the export is refused whole, retryably (not decoded)."""
-        with self._lock:
-            if self._queued < self._max_queued:
-                return None
+        if self._has_room():
+            return None
         return Refusal(
             "queue_full",
             f"jouletrace's span queue is full ({self._max_queued} spans between two ticks: "
@@ -206,9 +209,8 @@ class OtlpReceiver:
     def _refuse_if_full(self, payload: bytes) -> Counter[str]:
         """A full queue refuses the export whole, before its spans are decoded (a flood's refused
         spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
-        with self._lock:
-            if self._queued < self._max_queued:
-                return Counter()
+        if self._has_room():
+            return Counter()
         n = count_spans(payload)  # raises on an undecodable export, as the full decode would
         with self._lock:
             self.counts["received"] += n
