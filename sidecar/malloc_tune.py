@@ -20,9 +20,11 @@ tunables in ``GLIBC_TUNABLES``, which glibc itself reads at start).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "MMAP_THRESHOLD_BYTES",
@@ -48,11 +50,9 @@ def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
     """Fix glibc's mmap and trim thresholds; False where not glibc or the operator set them."""
     if any(name in env for name in _OPERATOR_SET) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (macOS has no mallopt)
+    mallopt = _libc("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:  # not glibc (macOS has no mallopt)
         return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     done: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
     if not done:
@@ -64,12 +64,20 @@ def trim() -> bool:
     """Give the freed memory glibc keeps in its heaps back to the kernel (``malloc_trim(0)``: every
     arena, free pages inside the heap too); True if some was. False where not glibc. ctypes lets go
     of the GIL for the call, so Python threads go on meanwhile."""
+    malloc_trim = _libc("malloc_trim", (ctypes.c_size_t,))
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+@functools.cache
+def _libc(name: str, argtypes: tuple[type[Any], ...]) -> Any:
+    """The C library's function ``name`` returning an int, looked up once (the trim runs every 2 s
+    and from gRPC threads); None where the C library has none (not glibc)."""
     try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
-    return bool(malloc_trim(0))
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
 
 
 class PeriodicTrim:
