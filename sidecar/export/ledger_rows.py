@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecar.attribution.record_batch import Values, values_of
+from sidecar.attribution.record_batch import Values, per_unit_j, values_of
 from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
 from sidecar.export.record_json import values_json
 
@@ -82,7 +82,7 @@ def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
         task,
         unit,
         energy_j,
-        energy_j / units if units > 0 else None,  # RequestEnergy.joules_per_output_unit
+        per_unit_j(values),
         prompt,
         output,
         units,

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.attribution.record_batch import ENERGY_J, OUTPUT_UNITS, Values, values_of
+from sidecar.attribution.record_batch import Values, per_unit_j, values_of
 from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
 
 __all__ = ["record_json", "values_json"]
@@ -68,15 +68,14 @@ def record_json(rec: RequestEnergy) -> str:
 
 def values_json(values: Values) -> str:
     """:func:`record_json` of a record's field values (a :class:`RecordBatch` row)."""
-    units = values[OUTPUT_UNITS]
-    per_unit_j = values[ENERGY_J] / units if units > 0 else None  # RequestEnergy.joules_per_output_unit
-    flat = dict(zip(_KEYS, (*values, per_unit_j), strict=True))
+    per_unit = per_unit_j(values)
+    flat = dict(zip(_KEYS, (*values, per_unit), strict=True))
     try:
         raw = orjson.dumps(flat, default=_refuse, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: json writes or refuses it, see the docstring
         return _json_dumps(flat)
     nulls = raw.count(b"null")
-    if nulls and nulls != (*_optional(values), per_unit_j).count(None) and not _all_finite(flat.values()):
+    if nulls and nulls != (*_optional(values), per_unit).count(None) and not _all_finite(flat.values()):
         return _json_dumps(flat)
     return raw.decode()
 
