@@ -57,6 +57,7 @@ import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
+from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.sequence import SeqTracker
@@ -120,7 +121,7 @@ class HookReceiver(UdpEndpoint):
         self._recent: OrderedDict[int, Req] = OrderedDict()
         self._slot = IdxSlots()  # idx (live or recent) -> slot
         self._slots = Slots()
-        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
 
     # ---- source (start and stop: UdpEndpoint) ---------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
@@ -195,9 +196,7 @@ class HookReceiver(UdpEndpoint):
         if len(self._live) > self.max_requests:
             self._forget(*self._live.popitem(last=False))
             self.counts["evicted"] += 1
-        self._claimed[req.request_id] = None
-        while len(self._claimed) > _MAX_CLAIMS:
-            self._claimed.popitem(last=False)
+        self._claimed.add(req.request_id)
 
     def _forget(self, idx: int, req: Req) -> None:
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
