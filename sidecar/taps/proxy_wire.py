@@ -39,6 +39,7 @@ from sidecar.contracts.proxy_wire import DEFAULT_PORT, Begin, Chunks, End, Usage
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.taps import validate as v
+from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.proxy_rows import (
     parse_begin,
     parse_chunks,
@@ -109,7 +110,7 @@ class ProxyWireReceiver(UdpEndpoint):
     def feed(self, data: bytes, out: TapOutput | None = None) -> None:
         """Handle one datagram (the public entry point; ``out`` unused: the traces hold the work)."""
         try:
-            raw = json.loads(data)
+            raw = loads_like_json(data)  # as json.loads reads it, orjson where the two agree
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             self.counts["malformed"] += 1
             return
