@@ -115,13 +115,12 @@ class RequestLifecycle:
 
     def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""
-        out = RecordBatch()
-        while self.max_requests is not None and len(self.requests) > self.max_requests:
-            acc = self.requests.oldest()
-            assert acc is not None
-            self.dropped["evicted"] += 1
-            out.values += self._finals([acc.slot], [True], "evicted").values
-        return out
+        over = 0 if self.max_requests is None else len(self.requests) - self.max_requests
+        if over <= 0:
+            return RecordBatch()
+        slots = self.requests.oldest_slots(over)
+        self.dropped["evicted"] += len(slots)
+        return self._finals(slots, [True] * len(slots), "evicted")
 
     def _finals(self, slots: list[int], inferred: list[bool], unknown: str = "") -> RecordBatch:
         """Build the final records of the requests in rows ``slots`` (one pass over the table's

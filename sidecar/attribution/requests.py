@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from itertools import repeat
+from itertools import islice, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -107,10 +107,9 @@ class RequestTable:
                 found.add(code)
         return sorted(found)
 
-    def oldest(self) -> Accumulator | None:
-        """The live request seen first (the one a cap evicts)."""
-        slot = next(iter(self._slots.values()), None)
-        return None if slot is None else Accumulator(self._sums, slot)
+    def oldest_slots(self, n: int) -> list[int]:
+        """The rows of the ``n`` live requests seen first (the ones a cap evicts), oldest first."""
+        return list(islice(self._slots.values(), max(n, 0)))
 
     @property
     def scheduled(self) -> int:
