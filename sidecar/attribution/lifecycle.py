@@ -52,12 +52,13 @@ def plan_finals(
     period: float,
     first_sealed: float,
     timeout_s: float,
-    live_work: set[int],
+    has_work: np.ndarray,
 ) -> Plan:
     """Which due requests end now, at once over their rows: one with a stated end once the sealed
     time is one counter update past it and none of its work is pending; one without once
     ``timeout_s`` passed since its last work (or since it was first seen: ``first_sealed`` for
-    those seen before the first seal, which is written back). The others are looked at again."""
+    those seen before the first seal, which is written back). The others are looked at again.
+    ``has_work``: for each of ``due``, whether some of its work is still pending."""
     slots, stated, ends, seen, last_t = table.due_state(due)
     no_end = ~stated
     unseen = no_end & (seen == -math.inf)  # seen before the first seal: as if seen then
@@ -67,11 +68,11 @@ def plan_finals(
     last = np.maximum(last_t, seen)
     waits = no_end & (sealed - last < timeout_s)  # no stated end: the timeout ends it
     early = stated & (sealed < ends + period - _EPS_S)  # not yet covered one update past its end
-    codes = np.asarray(due, dtype=np.int64)
-    pending = stated & ~early & np.isin(codes, list(live_work))  # work after its stated end pending
+    pending = stated & ~early & has_work  # work after its stated end pending
     again = waits | early | pending
     with np.errstate(invalid="ignore"):  # -inf + inf: nan, as in Python; nan is never scheduled
         check_s = np.where(waits, last + timeout_s, np.where(early, ends + period, sealed))
+    codes = np.asarray(due, dtype=np.int64)
     later = list(zip(codes[again].tolist(), check_s[again].tolist(), strict=True))
     done = ~again
     return Plan(slots[done], no_end[done].tolist(), later, int((no_end & done).sum()))
@@ -105,9 +106,9 @@ class RequestLifecycle:
         due = table.due(sealed)
         if not due:
             return RecordBatch()
-        live_work = self._pending.among(due)  # due requests whose work is still pending
+        has_work = self._pending.among(due)  # which due requests still have work pending
         first_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
-        plan = plan_finals(table, due, sealed, period, first_s, self.request_timeout_s, live_work)
+        plan = plan_finals(table, due, sealed, period, first_s, self.request_timeout_s, has_work)
         self.dropped["expired"] += plan.expired
         for code, check_s in plan.later:
             table.schedule(code, check_s)

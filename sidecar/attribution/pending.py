@@ -88,13 +88,14 @@ class PendingWork:
             return set()
         return set(np.unique(np.concatenate([b.ev.req for b in self._blocks])).tolist())
 
-    def among(self, codes: list[int]) -> set[int]:
-        """Those of ``codes`` that have pending work (one search over the rows, no set of them all)."""
+    def among(self, codes: list[int]) -> np.ndarray:
+        """Which of ``codes`` have pending work: a bool per code (one search over the rows, no set)."""
         if not self._blocks or not codes:
-            return set()
-        asked = np.asarray(codes, dtype=np.int64)
-        found = np.isin(asked, np.concatenate([b.ev.req for b in self._blocks]))
-        return set(asked[found].tolist())
+            return np.zeros(len(codes), dtype=bool)
+        found: np.ndarray = np.isin(
+            np.asarray(codes, dtype=np.int64), np.concatenate([b.ev.req for b in self._blocks])
+        )
+        return found
 
 
 def _starting_before(ev: EventArrays, t_s: float) -> EventArrays:
