@@ -124,11 +124,6 @@ class RequestTable:
         slot = self._slots.get(code)
         return None if slot is None else Accumulator(self._sums, slot)
 
-    def models_of(self, codes: list[int], default: str) -> list[str]:
-        """The model of each code (``default`` where unknown, or the request is gone)."""
-        slots = [self._slots.get(code, -1) for code in codes]
-        return self._sums.models_at(np.array(slots, dtype=np.int64), default)
-
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of the requests in rows ``slots`` (as :meth:`add_energy` returns them; -1: gone)."""
         return self._sums.models_at(slots, default)

@@ -77,7 +77,7 @@ def test_a_request_is_a_row_not_an_object_and_a_freed_row_forgets_its_request() 
         False,
         float("-inf"),
     )
-    assert table.models_of([table.code("b"), code], "default") == ["default", "default"]
+    assert table.models_at(np.array([b.slot, -1]), "default") == ["default", "default"]  # -1: gone
 
 
 def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> None:
@@ -90,24 +90,25 @@ def test_a_request_first_seen_with_its_end_is_scheduled_once_for_that_end() -> N
     assert table.scheduled == 2 and table.due(13.0) == [table.code("open")] and table.due(610.0) == [1]
 
 
-def test_models_of_rows_name_the_info_model_and_the_default_for_unknown_gone_or_freed_rows() -> None:
+def test_models_at_rows_name_the_info_model_and_the_default_for_unknown_gone_or_freed_rows() -> None:
     table = RequestTable()
     table.set_info("a", RequestInfo("a", model="llama"))
     table.set_info("u", RequestInfo("u", model="unknown"))
     table.code("w")  # work only: no info
     table.set_info("gone", RequestInfo("gone", model="qwen"))
-    codes = [table.code(r) for r in ("a", "u", "w", "gone")]
+    gone = table.get("gone")
+    assert gone is not None
+    freed = gone.slot
     table.remove("gone")
     table.set_info("new", RequestInfo("new"))  # takes the freed row: its model is not qwen's
-    want = ["llama", "default", "default", "default"]
-    assert table.models_of(codes, "default") == want
     accs = [table.get(r) for r in ("a", "u", "w")]
     slots = np.array([a.slot if a is not None else -2 for a in accs] + [-1], dtype=np.int64)
-    assert table.models_at(slots, "default") == want
+    assert table.models_at(slots, "default") == ["llama", "default", "default", "default"]  # -1: gone
+    assert table.models_at(np.array([freed]), "default") == ["default"]
     acc = table.get("a")
     assert acc is not None
     acc.info = RequestInfo("a", model="mistral")  # set through the view: the model column follows
-    assert table.models_of(codes[:1], "default") == ["mistral"]
+    assert table.models_at(slots[:1], "default") == ["mistral"]
 
 
 def test_mark_warmup_marks_live_requests_and_skips_gone_codes() -> None:
