@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp_flood import EXPORT_SPANS, MAX_ATTEMPTS, METHOD, Export, retry_delay_s
+from otlp_flood import EXPORT_SPANS, MAX_ATTEMPTS, Export, open_export, retry_delay_s
 
 __all__ = ["MAX_ATTEMPTS", "FloodCounts", "flood"]
 
@@ -75,9 +74,7 @@ def _exporter(export: Any, pool: list[Export], k: int, end: float, out: FloodCou
 
 def flood(port: int, pool: list[Export], seconds: float, exporters: int) -> FloodCounts:
     """``exporters`` exporters sending for ``seconds`` (each finishes its export's retries)."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
-    grpc.channel_ready_future(channel).result(timeout=30)
-    export = channel.unary_unary(METHOD, response_deserializer=ExportTraceServiceResponse.FromString)
+    channel, export = open_export(port)
     out, end = FloodCounts(), time.monotonic() + seconds
     threads = [
         threading.Thread(target=_exporter, args=(export, pool, k, end, out), daemon=True)

@@ -28,7 +28,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-__all__ = ["EXPORT_SPANS", "MAX_ATTEMPTS", "METHOD", "Export", "build_exports", "retry_delay_s", "send_all"]
+__all__ = [
+    "EXPORT_SPANS",
+    "MAX_ATTEMPTS",
+    "METHOD",
+    "Export",
+    "build_exports",
+    "open_export",
+    "retry_delay_s",
+    "send_all",
+]
 
 EXPORT_SPANS = 512  # BatchSpanProcessor's max_export_batch_size default
 MAX_ATTEMPTS = 6  # sends of one export before an exporter gives up (the Python OTLP exporter's _MAX_RETRYS)
@@ -214,6 +223,13 @@ class _Sends:
         return None
 
 
+def open_export(port: int) -> tuple[grpc.Channel, Any]:
+    """A ready gRPC channel to the receiver on ``port`` and its OTLP trace ``Export`` method."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    grpc.channel_ready_future(channel).result(timeout=30)
+    return channel, channel.unary_unary(METHOD, response_deserializer=ExportTraceServiceResponse.FromString)
+
+
 def send_all(
     port: int,
     pool: list[Export],
@@ -232,9 +248,7 @@ def send_all(
     spans are sent and not yet handled. Refused exports (UNAVAILABLE: backpressure) are sent again
     after their ``RetryInfo`` delay (``refused`` sends); ``given_up``: spans of exports refused
     :data:`MAX_ATTEMPTS` times."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
-    grpc.channel_ready_future(channel).result(timeout=30)
-    export = channel.unary_unary(METHOD, response_deserializer=ExportTraceServiceResponse.FromString)
+    channel, export = open_export(port)
     sends, sent, k = _Sends(), 0, 0
     cpu0, t0 = time.process_time(), time.monotonic()
     while True:
