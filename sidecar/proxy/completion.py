@@ -152,12 +152,7 @@ def _json_answer(
     energy = ctx.energy(trace)
     if energy["joules"] is not None:  # None: no price sheet (the energy object says why)
         headers[ENERGY_HEADER] = str(energy["joules"])
-    if strict and "energy" not in doc:
-        body = jsonio.with_member(raw, "energy", energy)
-    else:
-        exact = jsonio.loads_exact(raw) if strict else doc  # orjson reads an int over 64 bits as a float
-        exact["energy"] = energy
-        body = jsonio.dumps(exact)
+    body = jsonio.set_member(raw, doc, strict, "energy", energy)
     return web.Response(status=upstream.status, body=body, headers=headers)
 
 

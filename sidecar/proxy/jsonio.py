@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads_exact", "read", "with_member"]
+__all__ = ["dumps", "loads_exact", "read", "set_member", "with_member"]
 
 _WS = b" \t\r\n"  # JSON's whitespace
 
@@ -60,3 +60,17 @@ def with_member(obj: bytes, name: str, value: Any) -> bytes:
     inner = inner[:-1].rstrip(_WS)
     comma = b"" if inner[-1:] == b"{" else b","  # a value never ends in "{": only an empty object does
     return inner + comma + orjson.dumps(name) + b":" + orjson.dumps(value) + b"}"
+
+
+def set_member(
+    raw: bytes, doc: dict[str, Any], strict: bool, name: str, value: Any, *, splice: bool = True
+) -> bytes:
+    """The object ``raw`` (read as ``doc``; by orjson if ``strict``) with ``name`` set to ``value``:
+    spliced (:func:`with_member`) where orjson read it, it has no ``name`` and the caller allows
+    (``splice``); else re-encoded, from ``raw`` read again by :mod:`json` where orjson read it
+    (orjson reads an integer over 64 bits as a float), from ``doc`` where only :mod:`json` could."""
+    if strict and splice and name not in doc:
+        return with_member(raw, name, value)
+    exact = loads_exact(raw) if strict else doc
+    exact[name] = value
+    return dumps(exact)

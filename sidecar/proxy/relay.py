@@ -140,8 +140,5 @@ class StreamRelay:
         if self.strip_usage and not doc.get("choices"):
             return b""  # the usage-only chunk the client did not ask for
         energy = self.energy(self.trace)
-        if strict and "energy" not in doc and b"\n" not in data and b"\r" not in data:
-            return b"data: " + jsonio.with_member(data, "energy", energy) + b"\n\n"
-        exact = jsonio.loads_exact(data) if strict else doc  # orjson reads an int over 64 bits as a float
-        exact["energy"] = energy
-        return b"data: " + jsonio.dumps(exact) + b"\n\n"
+        one_line = b"\n" not in data and b"\r" not in data  # one data line: the splice keeps it one
+        return b"data: " + jsonio.set_member(data, doc, strict, "energy", energy, splice=one_line) + b"\n\n"
