@@ -70,6 +70,10 @@ __all__ = ["PluginReceiver"]
 log = logging.getLogger(__name__)
 
 
+def _gone_id(raw: Any) -> str:
+    return normalize_request_id(v.request_id(raw, "gone id"))
+
+
 class PluginReceiver(UdpEndpoint):
     """A UDP endpoint for the vLLM stat-logger plugin; a work source and a service."""
 
@@ -158,17 +162,8 @@ class PluginReceiver(UdpEndpoint):
             self._row(self._start, parse_start, row, t_end, out)
         for row in msg.get("fin", []):
             self._row(self._finish, parse_finish, row, (t_rec, t_end), out)
-        gone = msg.get("gone", [])
-        if not isinstance(gone, list):
-            v.note(self.counts, v.Rejected("malformed", "gone: not a list"))
-            gone = []
-        for raw in gone:
-            try:  # left vLLM without finishing (aborted): stop its decode work
-                request_id = normalize_request_id(v.request_id(raw, "gone id"))
-            except v.Rejected as err:
-                v.note(self.counts, err)
-                continue
-            if self._decoding.remove(request_id):
+        for request_id in v.checked_rows(self.counts, msg, "gone", _gone_id):
+            if self._decoding.remove(request_id):  # left vLLM without finishing (aborted): no more work
                 self.counts["aborted"] += 1
 
     def _restart(self, now_s: float, out: TapOutput) -> None:
