@@ -133,6 +133,11 @@ class RequestTable:
         found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
         self._sums.warmup_split[np.array(found, dtype=np.int64)] = True
 
+    def mark_lost(self, codes: np.ndarray) -> None:
+        """The live requests among ``codes`` (no repeats) lost work rows this merge: one more each."""
+        found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
+        self._sums.lost_rows[np.array(found, dtype=np.int64)] += 1
+
     def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
         """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
         none), first-seen times and latest work (copies, in the order asked)."""

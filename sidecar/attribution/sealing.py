@@ -90,10 +90,7 @@ class TickSealer:
         self._pending.add(EventArrays(req[ok], phase[ok], t0[ok], t1[ok], units[ok], steps[ok], ctx[ok]))
 
     def _mark_lost(self, codes: np.ndarray) -> None:
-        for code in np.unique(codes).tolist():
-            acc = self.requests.by_code(code)
-            if acc is not None:
-                acc.lost_rows += 1
+        self.requests.mark_lost(np.unique(codes))
 
     def _seal(self, window: EventArrays, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
         assert self._sealed_t is not None
