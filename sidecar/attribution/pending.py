@@ -78,7 +78,7 @@ class PendingWork:
             if n == len(ev):
                 kept.append(b)
             elif n:
-                rest = EventArrays(*(col[keep] for col in _columns(ev)))
+                rest = _rows_where(ev, keep)
                 kept.append(_Block(rest, float(rest.t0.min()), b.t1_max, b.t0_max))
         self._blocks = kept
 
@@ -99,7 +99,10 @@ class PendingWork:
 
 
 def _starting_before(ev: EventArrays, t_s: float) -> EventArrays:
-    keep = ev.t0 < t_s
+    return _rows_where(ev, ev.t0 < t_s)
+
+
+def _rows_where(ev: EventArrays, keep: np.ndarray) -> EventArrays:
     return EventArrays(*(col[keep] for col in _columns(ev)))
 
 
