@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecar.attribution.record_batch import Values, per_unit_j, values_of
-from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
+from sidecar.attribution.record_batch import Values, per_unit_j
+from sidecar.attribution.records import RECORD_FIELDS
 from sidecar.export.record_json import values_json
 
-__all__ = ["COLUMNS", "INSERT", "SCHEMA", "SCHEMA_VERSION", "UPDATE", "load", "row", "values_row"]
+__all__ = ["COLUMNS", "INSERT", "SCHEMA", "SCHEMA_VERSION", "UPDATE", "load", "values_row"]
 
 SCHEMA_VERSION = 1
 
@@ -60,16 +60,12 @@ UPDATE = (
 )
 
 
-def row(rec: RequestEnergy, seq: int, now: float) -> tuple[Any, ...]:
-    """The values of one ``requests`` row, in :data:`COLUMNS` order; ``now``: wall seconds stored."""
-    return values_row(values_of(rec), seq, now)
-
-
 _BUSY, _SOURCE, _END_UNIX = (RECORD_FIELDS.index(n) for n in ("busy_s", "energy_source", "end_unix_s"))
 
 
 def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
-    """:func:`row` of a record's field values (a :class:`RecordBatch` row)."""
+    """The values of one ``requests`` row (a record's field values: a :class:`RecordBatch` row), in
+    :data:`COLUMNS` order; ``now``: wall seconds stored."""
     (rid, model, operation, task, unit, energy_j, _, _, prompt, output, units, *_rest) = values
     busy_s, approximate, _, rule, source = values[_BUSY : _SOURCE + 1]
     return (

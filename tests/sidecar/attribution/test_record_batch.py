@@ -202,7 +202,9 @@ def test_a_batch_holds_the_records_the_per_record_path_built(
     assert isinstance(got, RecordBatch) and len(got) == len(want)
     for values, rec in zip(got.values, want, strict=True):
         _same(record_of(values), rec)
-        assert repr(ledger_rows.values_row(values, 7, 1.5)) == repr(ledger_rows.row(rec, 7, 1.5))
+        assert repr(ledger_rows.values_row(values, 7, 1.5)) == repr(
+            ledger_rows.values_row(values_of(rec), 7, 1.5)
+        )
     for rec_a, rec_b in zip(got, want, strict=True):  # iterating builds the objects: the same
         _same(rec_a, rec_b)
 
