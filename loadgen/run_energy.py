@@ -45,6 +45,8 @@ class RunEnergy:
             "source": self.source,
             "points": len(self.samples),
             "scrapes": self.scrapes,
+            "scrape_errors": self.scrape_errors,
+            "idle_points": len(self.idle_samples),
             "note": self.note,
         }
 
@@ -65,7 +67,7 @@ async def read_energy(
     results = [r for _, rs in phases for r in rs]
     await fetch_records(session, url, results, wait_s)
     if sampler is not None:
-        await sampler.sample_once(session)  # idle sealed past every final record
+        await sampler.close(session)  # idle sealed past every final record
         out.samples, out.idle_samples = sampler.samples, sampler.idle_samples
         out.scrapes, out.scrape_errors, out.note = len(sampler.samples), sampler.errors, ""
         if len(sampler.samples) >= 2:

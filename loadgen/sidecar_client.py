@@ -102,25 +102,38 @@ class EnergySampler:
     idle_samples: list[tuple[float, float]] = field(default_factory=list)  # (sealed t_s from t0, idle J)
     errors: int = 0
 
-    async def sample_once(self, session: aiohttp.ClientSession) -> None:
-        """One scrape; failures are counted, never raised."""
-        before = time.perf_counter()
+    async def sample_once(self, session: aiohttp.ClientSession, timeout_s: float = 2.0) -> bool:
+        """One scrape; failures are counted, never raised. ``True`` when it gave a sample."""
+        before, timeout = time.perf_counter(), aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with session.get(f"{self.url}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            async with session.get(f"{self.url}/metrics", timeout=timeout) as resp:
                 text = await resp.text()
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.errors += 1
-            return
+            return False
         after = time.perf_counter()
         energy = parse_energy(text)
         if energy is None:
             self.errors += 1
-            return
+            return False
         t_s = (before + after) / 2 - self.t0
         self.samples.append((t_s, energy))
         idle = parse_idle(text)
         if idle is not None and (not self.idle_samples or t_s - idle[1] > self.idle_samples[-1][0]):
             self.idle_samples.append((t_s - idle[1], idle[0]))
+        return True
+
+    async def close(self, session: aiohttp.ClientSession, attempts: int = 5) -> bool:
+        """The closing scrape, which ends the idle series past every final record.
+
+        A loaded machine can answer /metrics slowly (the engine holds the cores): this one
+        waits longer and is tried again, since without it the idle figure of the run's
+        last window is unknown.
+        """
+        for _ in range(attempts):
+            if await self.sample_once(session, timeout_s=10.0):
+                return True
+        return False
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set, then once more."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from loadgen.sidecar_client import parse_energy, parse_idle
+from loadgen.sidecar_client import EnergySampler, parse_energy, parse_idle
 
 # The sidecar exporter's own output (its golden file: two devices, an idle series, the lag gauge).
 GOLDEN = (Path(__file__).parents[1] / "sidecar" / "export" / "golden_metrics.txt").read_text()
@@ -36,3 +39,29 @@ def test_only_the_phase_label_itself_selects_the_idle_series() -> None:
 @pytest.mark.parametrize("text", ["", "<html>502 Bad Gateway</html>", "hw_energy_joules_total{broken 1\n"])
 def test_an_absent_or_unparseable_exposition_reads_as_no_energy(text: str) -> None:
     assert parse_energy(text) is None and parse_idle(text) is None
+
+
+async def test_the_closing_scrape_is_tried_again_until_the_sidecar_answers() -> None:
+    """A loaded sidecar may fail a scrape; the one that ends the idle series is retried."""
+
+    answers = iter([web.Response(status=503), web.Response(status=503)])
+
+    async def metrics(_: web.Request) -> web.Response:
+        return next(answers, None) or web.Response(text=GOLDEN, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sampler = EnergySampler(url=f"http://127.0.0.1:{port}", t0=time.perf_counter())
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await sampler.close(session, attempts=3)
+    finally:
+        await runner.cleanup()
+    assert sampler.errors == 2
+    assert len(sampler.samples) == 1 and len(sampler.idle_samples) == 1
+    assert sampler.idle_samples[0][1] == pytest.approx(41000.0)
