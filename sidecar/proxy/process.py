@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from sidecar.config import SidecarConfig
+from sidecar.contracts.ports import url_host
 from sidecar.errors import ConfigError
 from sidecar.proxy.energy import trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
@@ -63,10 +64,7 @@ def record_base(sidecar_url: str, client_host: str) -> str:
     host, port, base = sidecar_address(sidecar_url)
     if host not in _LOOPBACK or not client_host:
         return base
-    client_host = (
-        f"[{client_host}]" if ":" in client_host and not client_host.startswith("[") else client_host
-    )
-    return f"{urlsplit(base).scheme}://{client_host}:{port}"
+    return f"{urlsplit(base).scheme}://{url_host(client_host)}:{port}"
 
 
 class ProxyProcess:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sidecar.config import SidecarConfig
+from sidecar.contracts.ports import url_host
 from sidecar.proxy.energy import Prices
 from sidecar.proxy.prices import prices_from_snapshot
 from sidecar.proxy.tap import ProxyTap
@@ -28,8 +29,7 @@ def proxy_tap(config: SidecarConfig, sidecar: Callable[[], Sidecar], clock: Call
     def record_base(client_host: str) -> str:
         # the sidecar's API: where the client reached the proxy when the API listens on every address
         host = client_host if config.host in _WILDCARDS else config.host
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{sidecar().http_port or config.port}"
+        return f"http://{url_host(host)}:{sidecar().http_port or config.port}"
 
     return ProxyTap(
         config.proxy_upstream,
