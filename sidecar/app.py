@@ -36,12 +36,13 @@ from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.attribution.rules import make_rule
-from sidecar.config import SidecarConfig, env_name, flag_name
+from sidecar.config import SidecarConfig
 from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve, timeline_energy
 from sidecar.export.floor_state import FloorKeeper
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.store import Ledger
+from sidecar.listen import cannot_listen, start_tap
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
 from sidecar.proxy.prices import price_json
@@ -226,7 +227,7 @@ class Sidecar:
                 served = await self._serve_http()
             self.poller.start()
             for tap in self.taps:
-                _start(tap, self.config)
+                start_tap(tap, self.config)
             ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self._tick_job, stop))
             await stop.wait()
         finally:
@@ -263,7 +264,7 @@ class Sidecar:
         try:
             served = await serve(app, self.config.host, self.config.port)
         except OSError as err:
-            raise StartupError(_cannot_listen(self.config, "port", err)) from err
+            raise StartupError(cannot_listen(self.config, "port", err)) from err
         self.http_port = served.port
         log.info("serving /metrics and /v1/requests on %s", served.url)
         return served
@@ -286,21 +287,3 @@ class Sidecar:
         self.exporter.shutdown()
         self.ledger.close()
         self.meter.close()
-
-
-def _start(tap: Tap, config: SidecarConfig) -> None:
-    try:
-        tap.start()
-    except OSError as err:
-        if not tap.knob:
-            raise StartupError(f"{type(tap).__name__} could not start: {err}") from err
-        raise StartupError(_cannot_listen(config, tap.knob, err)) from err
-
-
-def _cannot_listen(config: SidecarConfig, knob: str, err: OSError) -> str:
-    """One line: the address, the cause, and the knob (flag and environment variable) that moves it."""
-    port = getattr(config, knob)  # every knob is a SidecarConfig field of the same name
-    host = getattr(config, knob.removesuffix("port") + "host")  # port -> host, otlp_port -> otlp_host, ...
-    flag, env = flag_name(knob), env_name(knob)
-    cause = err.strerror or str(err)
-    return f"cannot listen on {host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"
