@@ -10,6 +10,7 @@ from aiohttp import web
 
 from loadgen.records import Request, Result
 from loadgen.sidecar_client import fetch_records
+from tests.loadgen.fake_server import serving
 
 
 def _result(rid: str, task: str) -> Result:
@@ -30,16 +31,8 @@ async def _fetch(records: dict[str, list[dict[str, Any]]], results: list[Result]
 
     app = web.Application()
     app.router.add_get("/v1/requests/{rid}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            await fetch_records(session, f"http://127.0.0.1:{port}", results, wait_s, poll_s=0.05)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        await fetch_records(session, url, results, wait_s, poll_s=0.05)
     return [reads[r.request.id] for r in results]
 
 

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from loadgen.sidecar_client import EnergySampler, parse_energy, parse_idle
+from tests.loadgen.fake_server import serving
 
 # The sidecar exporter's own output (its golden file: two devices, an idle series, the lag gauge).
 GOLDEN = (Path(__file__).parents[1] / "sidecar" / "export" / "golden_metrics.txt").read_text()
@@ -51,17 +52,9 @@ async def test_the_closing_scrape_is_tried_again_until_the_sidecar_answers() -> 
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    sampler = EnergySampler(url=f"http://127.0.0.1:{port}", t0=time.perf_counter())
-    try:
-        async with aiohttp.ClientSession() as session:
-            assert await sampler.close(session, attempts=3)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        sampler = EnergySampler(url=url, t0=time.perf_counter())
+        assert await sampler.close(session, attempts=3)
     assert sampler.errors == 2
     assert len(sampler.samples) == 1 and len(sampler.idle_samples) == 1
     assert sampler.idle_samples[0][1] == pytest.approx(41000.0)
