@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sidecar.taps import validate as v
 from sidecar.taps.spans import TapOutput
 
-__all__ = ["UdpEndpoint", "bind_udp", "drain", "handle_isolated"]
+__all__ = ["UdpEndpoint", "bind_udp", "drain", "feed_all", "handle_isolated", "receive"]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,27 @@ def drain(
     counts: Counter[str],
 ) -> TapOutput:
     """Feed every waiting datagram (at most ``max_datagrams``) to ``feed``; socket errors counted."""
-    out = TapOutput()
+    return feed_all(receive(sock, max_datagrams, counts), feed)
+
+
+def receive(sock: socket.socket | None, max_datagrams: int, counts: Counter[str]) -> list[bytes]:
+    """Every waiting datagram (at most ``max_datagrams``), not yet handled; socket errors counted."""
+    got: list[bytes] = []
     for _ in range(max_datagrams if sock is not None else 0):
         try:
-            data = sock.recv(_MAX_DATAGRAM_BYTES)  # type: ignore[union-attr]
+            got.append(sock.recv(_MAX_DATAGRAM_BYTES))  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
             counts["errors"] += 1
             break
+    return got
+
+
+def feed_all(datagrams: list[bytes], feed: Callable[[bytes, TapOutput], None]) -> TapOutput:
+    """Each datagram to ``feed``, in order, into one output."""
+    out = TapOutput()
+    for data in datagrams:
         feed(data, out)
     return out
 

@@ -4,9 +4,14 @@
 (:mod:`sidecar.wiring`) puts :attr:`VllmTaps.spans` among the OTLP receiver's
 span handlers and :class:`VllmTaps` itself in the ordered tap list, before the
 receiver (the plugin's claims must be known before spans of the same tick are
-handled). :class:`VllmTaps` is one :class:`~sidecar.taps.tap.Tap`: it drains
-the scheduler hook, then the plugin (the hook's claims are known before the
-plugin's datagrams), then the scraper, and reports their counters (and the forwarder's);
+handled). :class:`VllmTaps` is one :class:`~sidecar.taps.tap.Tap`: it reads the
+plugin's socket, then drains the scheduler hook, then handles what it read from
+the plugin, then the scraper, and reports their counters (and the forwarder's).
+The hook sends a request's first step before vLLM's front end hears of the
+request, so any plugin datagram about it was sent after the hook's claim: read
+in this order, the claim is known before the plugin's start, however late in the
+tick the hook's datagram arrived (drained one after the other, a hook datagram
+arriving between the two drains would come a tick after the plugin's start);
 the span handler's counters come with the OTLP receiver's.
 A request's work comes from the first of hook, plugin, span that has it; the
 others add only what they know about it (infos, timings).
@@ -65,13 +70,19 @@ class VllmTaps:
                 part.stop(grace_s)
 
     def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+        hook, plugin, scraper = self.hook, self.plugin, self.scraper
+        plugin_datagrams = plugin.receive() if plugin is not None else []  # before the hook: see above
+        parts = (  # handled in this order: claims
+            hook.due(now_s) if hook is not None else None,
+            plugin.handle(plugin_datagrams) if plugin is not None else None,
+            scraper.due(now_s) if scraper is not None else None,
+        )
         events: list[Work] = []
         infos: list[RequestInfo] = []
-        for part in (self.hook, self.plugin, self.scraper):  # order matters: claims
+        for part in parts:
             if part is not None:
-                e, i = part.due(now_s)
-                events += e
-                infos += i
+                events += part[0]
+                infos += part[1]
         return events, infos
 
     def on_final(self, records: Sequence[RequestEnergy]) -> None:

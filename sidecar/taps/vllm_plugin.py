@@ -51,7 +51,7 @@ from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
+from sidecar.taps.udp import UdpEndpoint, feed_all, handle_isolated, receive
 from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
@@ -120,7 +120,15 @@ class PluginReceiver(UdpEndpoint):
     # ---- source ----------------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
-        out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
+        return self.handle(self.receive())
+
+    def receive(self) -> list[bytes]:
+        """The waiting datagrams, read but not handled (see :meth:`VllmTaps.due` for why apart)."""
+        return receive(self._sock, self.max_per_drain, self.counts)
+
+    def handle(self, datagrams: list[bytes]) -> tuple[list[Work], list[RequestInfo]]:
+        """Datagrams :meth:`receive` read: the work and request infos they describe."""
+        out = feed_all(datagrams, self.feed)
         return out.events, out.infos
 
     def feed(self, data: bytes, out: TapOutput) -> None:
