@@ -140,6 +140,7 @@ async def _run_sidecar(
     conn: Connection, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
 ) -> None:
     from sidecar.config import SidecarConfig
+    from sidecar.gc_tune import tune_gc
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.vllm import VllmTaps
     from sidecar.wiring import build_sidecar
@@ -160,6 +161,7 @@ async def _run_sidecar(
         **({"max_pending_rows": max_pending_rows} if max_pending_rows else {}),
     )
     sidecar = build_sidecar(config)
+    tune_gc()  # as the sidecar's entry point does after building it
     (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
     (receiver,) = (t for t in sidecar.taps if isinstance(t, OtlpReceiver))
     finals = [0]
