@@ -1,8 +1,9 @@
 """vLLM-shaped spans per second over real OTLP/gRPC into attribution, the sidecar pinned to one core.
 
 Two processes. The sidecar, pinned to one core (``os.sched_setaffinity``), is
-the product's own: :func:`sidecar.wiring.build_sidecar` and
-:meth:`Sidecar.run` (its ticker, poller thread and HTTP server), so spans go
+the product's own: :func:`sidecar.wiring.build_sidecar`, :func:`sidecar.gc_tune.tune_gc` (as
+``jouletrace sidecar`` calls it after the build) and :meth:`Sidecar.run` (its ticker, poller
+thread and HTTP server), so spans go
 through the real :class:`~sidecar.taps.otlp.OtlpReceiver` (gRPC, protobuf
 decode, checks, dedupe), the real :class:`~sidecar.taps.vllm_spans.VllmSpanHandler`
 (request infos, whole-phase work on the step clock) and the real attribution
