@@ -2,8 +2,10 @@
 old order gave (work first, then infos: ``app.Sidecar._tick`` and ``offline._ingest`` before
 this change): the same requests final, with the same energies, bounds and attributes, on every
 simulated path and on a table with requests that have no info, a far-future end, or work after
-their record was final. Only the request table's check heap differs (one entry per request with
-a stated end instead of a timeout entry too)."""
+their record was final, each in the same pass. What differs: the request table's check heap (one
+entry per request with a stated end instead of a timeout entry too), and, within one pass, the
+order of the records where a request's info came in the same batch as another's work (by first
+sight: the infos are seen first now)."""
 
 from __future__ import annotations
 
