@@ -1,8 +1,9 @@
 """vLLM-shaped spans per second over real OTLP/gRPC into attribution, the sidecar pinned to one core.
 
 Two processes. The sidecar, pinned to one core (``os.sched_setaffinity``), is
-the product's own: :func:`sidecar.wiring.build_sidecar` and
-:meth:`Sidecar.run` (its ticker, poller thread and HTTP server), so spans go
+the product's own: :func:`sidecar.wiring.build_sidecar`, :func:`sidecar.gc_tune.tune_gc` (as
+``jouletrace sidecar`` calls it after the build) and :meth:`Sidecar.run` (its ticker, poller
+thread and HTTP server), so spans go
 through the real :class:`~sidecar.taps.otlp.OtlpReceiver` (gRPC, protobuf
 decode, checks, dedupe), the real :class:`~sidecar.taps.vllm_spans.VllmSpanHandler`
 (request infos, whole-phase work on the step clock) and the real attribution
@@ -140,6 +141,7 @@ async def _run_sidecar(
     conn: Connection, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
 ) -> None:
     from sidecar.config import SidecarConfig
+    from sidecar.gc_tune import tune_gc
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.vllm import VllmTaps
     from sidecar.wiring import build_sidecar
@@ -160,6 +162,7 @@ async def _run_sidecar(
         **({"max_pending_rows": max_pending_rows} if max_pending_rows else {}),
     )
     sidecar = build_sidecar(config)
+    tune_gc()  # as the sidecar's entry point does after building it
     (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
     (receiver,) = (t for t in sidecar.taps if isinstance(t, OtlpReceiver))
     finals = [0]

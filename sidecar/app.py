@@ -151,10 +151,7 @@ class Sidecar:
         self._drain_poller()
         for tap in self.taps:
             events, infos = tap.due(now)
-            for event in events:
-                self.attributor.add_work(event)
-            for info in infos:
-                self.attributor.add_request(info)
+            self.attributor.ingest(events, infos)
         until = now - self.config.settle_s if seal_until_s is None else seal_until_s
         finals = self.attributor.advance(until)
         if finals:

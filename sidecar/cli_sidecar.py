@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sidecar.config import SidecarConfig, load_config
 from sidecar.config import add_arguments as add_knobs
+from sidecar.gc_tune import tune_gc
 from sidecar.malloc_tune import tune_malloc
 
 __all__ = ["add_arguments", "run", "start_watchdog"]
@@ -55,6 +56,7 @@ async def _run(config: SidecarConfig) -> int:
     from sidecar.wiring import build_sidecar
 
     sidecar = build_sidecar(config)
+    tune_gc()  # the built sidecar's long-lived objects out of later collections (sidecar/gc_tune.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -167,7 +167,4 @@ def attribute_readings(
 
 def _ingest(att: Attributor, due: tuple[Sequence[Work], Sequence[RequestInfo]]) -> None:
     events, infos = due
-    for event in events:
-        att.add_work(event)
-    for info in infos:
-        att.add_request(info)
+    att.ingest(events, infos)

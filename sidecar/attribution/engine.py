@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -206,6 +206,16 @@ class Attributor(TickSealer, RequestLifecycle):
         codes = np.array(found, dtype=np.float64)
         self._last_step_codes = (ids, codes)
         return codes, None
+
+    def ingest(
+        self, events: Iterable[WorkEvent | StepBatch | WorkRows], infos: Iterable[RequestInfo]
+    ) -> None:
+        """One source's output of a tick: the infos first, so a request met here gets its row with
+        its stated end (one check scheduled, not a timeout check too) and its work finds the row."""
+        for info in infos:
+            self.add_request(info)
+        for event in events:
+            self.add_work(event)
 
     def add_request(self, info: RequestInfo) -> None:
         """Record or update what is known about a request (model, task, tokens, end).
