@@ -86,6 +86,12 @@ KNOBS: tuple[Knob, ...] = (
         "spans received and not yet handled (about 3 KB each); beyond: refused, counted",
     ),
     Knob(
+        "otlp_drain_max_spans",
+        _positive(int),
+        2048,
+        "queued spans a tick hands to attribution at most (whole exports; the rest waits for the next)",
+    ),
+    Knob(
         "otlp_dedupe_spans",
         _positive(int),
         20_000,
