@@ -61,13 +61,17 @@ class RecentIds(Generic[_K]):
 
     def add(self, key: _K) -> None:
         """Remember ``key`` (a repeat changes nothing); beyond ``most`` ids the oldest is forgotten."""
+        self.add_new(key)
+
+    def add_new(self, key: _K) -> bool:
+        """:meth:`add`, in the same look-up as ``key in self``: True if ``key`` was not remembered."""
         h = hash(key) or _ZERO
         table, mask = self._table, self._mask
         i = h & mask
         while True:
             slot = table[i]
             if slot == h:
-                return
+                return False
             if slot == _EMPTY:
                 break
             i = (i + 1) & mask
@@ -82,6 +86,7 @@ class RecentIds(Generic[_K]):
         table[i] = h
         ring[k] = h
         self._next = k + 1 if k + 1 < self.most else 0
+        return True
 
     def _forget(self, h: int) -> None:
         """Delete hash ``h`` from the table; later entries of its probe run shift back into the gap."""

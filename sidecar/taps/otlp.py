@@ -250,17 +250,15 @@ class OtlpReceiver:
             trace_ids, span_ids = rows.trace_ids, rows.span_ids
             for i in reasons.passed().tolist():
                 key = row_key(trace_ids[i], span_ids[i])
-                if key in seen:
+                if room > 0 and seen.add_new(key):  # one look-up: remembered if new
+                    keep.append(i)
+                    room -= 1
+                elif room > 0 or key in seen:
                     self.counts["rejected_duplicate"] += 1
                     refused["duplicate"] += 1
-                    continue
-                if room <= 0:
+                else:  # not remembered: the exporter's retry is welcome
                     self.counts["dropped"] += 1
                     refused["queue_full"] += 1
-                    continue
-                keep.append(i)
-                seen.add(key)
-                room -= 1
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
                 self._queued += len(keep)

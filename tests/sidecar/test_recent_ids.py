@@ -30,6 +30,12 @@ def test_a_repeat_neither_grows_it_nor_refreshes_its_place() -> None:
     assert "a" not in recent and "b" in recent and "c" in recent
 
 
+def test_add_new_says_whether_the_id_was_new() -> None:
+    recent: RecentIds[bytes] = RecentIds(1)
+    assert recent.add_new(b"a") and not recent.add_new(b"a")
+    assert recent.add_new(b"b") and b"a" not in recent and recent.add_new(b"a")
+
+
 def test_it_needs_room_for_one_id() -> None:
     with pytest.raises(ValueError, match="at least one"):
         RecentIds(0)
