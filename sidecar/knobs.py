@@ -83,7 +83,7 @@ KNOBS: tuple[Knob, ...] = (
         "otlp_max_queued_spans",
         _positive(int),
         10_000,
-        "spans received and not yet handled (about 3 KB each); beyond: refused, counted",
+        "spans received and not yet handled (a few hundred bytes each, as columns); beyond: refused, counted",
     ),
     Knob(
         "otlp_drain_max_spans",
@@ -95,7 +95,7 @@ KNOBS: tuple[Knob, ...] = (
         "otlp_dedupe_spans",
         _positive(int),
         20_000,
-        "recent (trace id, span id) pairs kept to refuse an exporter's retries (about 350 B each)",
+        "recent (trace id, span id) pairs kept to refuse an exporter's retries (64-bit hashes, ~33 B each)",
     ),
     Knob(
         "otlp_memory_limit_mb",
