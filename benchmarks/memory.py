@@ -40,7 +40,9 @@ Where the memory is (``memory_probe.py`` runs the same ``main()`` with the same 
 answers SIGUSR1 after each phase; the default run uses the plain command):
 
 * ``--heap``: the RSS split into glibc malloc in use / freed but retained (fragmentation),
-  pymalloc arenas used / free (fragmentation), and the most numerous gc-tracked objects;
+  pymalloc arenas used / free (fragmentation), and the object types holding the most MB (the
+  gc-tracked objects and the str, bytes and NumPy arrays they hold; the census itself allocates
+  for a moment, so the peak of such a run is not the figure: read the phases);
 * ``--tracemalloc FRAMES``: also every live Python allocation, grouped by the innermost frame in
   the repository's code (which structure holds it) and by the allocating line, top ``--top``
   sites with their growth since the previous phase. Tracing slows the sidecar several times

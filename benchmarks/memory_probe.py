@@ -129,16 +129,25 @@ class Probe:
         tmp.rename(self.out / f"probe-{self.k}.json")
 
     @staticmethod
-    def _types(top: int = 10) -> list[dict[str, Any]]:
-        """The most numerous objects the garbage collector tracks (containers and instances: no
-        str, float or bytes), by type, with their shallow sizes: cheap enough at full speed."""
+    def _types(top: int = 12) -> list[dict[str, Any]]:
+        """The most memory-holding objects by type, with their shallow sizes: every object the
+        garbage collector tracks (containers, instances) and every untracked one they refer to
+        directly (str, bytes, int, float, NumPy arrays with their data): a few seconds."""
         n: Counter[str] = Counter()
         size: Counter[str] = Counter()
+        seen: set[int] = set()
         for obj in gc.get_objects():
             name = type(obj).__qualname__
             n[name] += 1
             size[name] += sys.getsizeof(obj)
-        return [{"type": t, "count": c, "mb": size[t] / MB} for t, c in n.most_common(top)]
+            for ref in gc.get_referents(obj):
+                if gc.is_tracked(ref) or id(ref) in seen:
+                    continue
+                seen.add(id(ref))
+                name = type(ref).__qualname__
+                n[name] += 1
+                size[name] += sys.getsizeof(ref)
+        return [{"type": t, "count": n[t], "mb": mb / MB} for t, mb in size.most_common(top)]
 
 
 class Sites:
@@ -218,7 +227,7 @@ def describe(answer: dict[str, Any]) -> list[str]:
         " + the rest (code, stacks, untouched pages)"
     ]
     lines.append(
-        "    most numerous gc-tracked objects (shallow MB): "
+        "    objects holding the most (type count (shallow MB)): "
         + ", ".join(f"{t['type']} {t['count']} ({t['mb']:.1f})" for t in answer["types"])
     )
     if "traced_mb" in answer:

@@ -47,6 +47,7 @@ class SidecarConfig:
     otlp_port: int = OTLP_PORT
     otlp_max_message_bytes: int = 4 * 1024 * 1024
     otlp_max_queued_spans: int = 10_000
+    otlp_drain_max_spans: int = 2048
     otlp_dedupe_spans: int = 20_000
     otlp_memory_limit_mb: float = 400.0
     otlp_backlog_limit_rows: int = 400_000

@@ -83,7 +83,13 @@ KNOBS: tuple[Knob, ...] = (
         "otlp_max_queued_spans",
         _positive(int),
         10_000,
-        "spans received and not yet handled (about 3 KB each); beyond: refused, counted",
+        "spans received and not yet handled (a few hundred bytes each, as columns); beyond: refused, counted",
+    ),
+    Knob(
+        "otlp_drain_max_spans",
+        _positive(int),
+        2048,
+        "queued spans a tick hands to attribution at most (whole exports; the rest waits for the next)",
     ),
     Knob(
         "otlp_dedupe_spans",

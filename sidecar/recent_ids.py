@@ -37,9 +37,14 @@ class RecentIds(Generic[_K]):
 
     def add(self, key: _K) -> None:
         """Remember ``key`` (a repeat changes nothing); beyond ``most`` ids the oldest is forgotten."""
+        self.add_new(key)
+
+    def add_new(self, key: _K) -> bool:
+        """:meth:`add`, and say whether ``key`` was new (one call for ``key in self`` and ``add``)."""
         if key in self._ids:
-            return
+            return False
         self._ids.add(key)
         self._order.append(key)
         if len(self._order) > self.most:
             self._ids.discard(self._order.popleft())
+        return True

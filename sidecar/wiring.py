@@ -106,6 +106,7 @@ def _otlp_receiver(
         port=config.otlp_port,
         max_message_bytes=config.otlp_max_message_bytes,
         max_queued_spans=config.otlp_max_queued_spans,
+        max_drain_spans=config.otlp_drain_max_spans,
         max_remembered_spans=config.otlp_dedupe_spans,
         limiter=ExportLimiter(
             memory_limit_mb=config.otlp_memory_limit_mb,

@@ -2,9 +2,9 @@
 
 vLLM started with ``--otlp-traces-endpoint`` and the diffusion server send their spans here.
 The gRPC handler only decodes and queues (a bounded deque, thread-safe); the sidecar's tick
-drains the queue on its own loop and hands each span to the registered
-:class:`~sidecar.taps.spans.SpanHandler` s, so attribution is only ever touched from one
-thread. The receiver is a work source: ``due(now_s)`` returns what was made since the last call.
+takes the oldest of it (at most ``max_drain_spans``: :func:`.otlp_drain.take`) on its own loop
+and hands each span to the :class:`~sidecar.taps.spans.SpanHandler` s, so attribution is only
+touched from one thread. A work source: ``due(now_s)`` returns what they made of them.
 
 Columns for the spans that matter (:mod:`.span_rows`): a handler with ``row_spec()`` (the vLLM
 handler: ``llm_request`` spans) gets its spans decoded straight into columns
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -59,7 +60,7 @@ from sidecar.attribution.records import TapReport
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
-from sidecar.taps.otlp_drain import drain, row_handler
+from sidecar.taps.otlp_drain import drain, row_handler, take
 from sidecar.taps.otlp_limit import ExportLimiter, Refusal, status_details
 from sidecar.taps.span_rows import count_spans, decode_rows
 from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
@@ -89,6 +90,7 @@ class OtlpReceiver:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_queued_spans: int = DEFAULT_MAX_QUEUED_SPANS,
         max_remembered_spans: int = DEFAULT_MAX_REMEMBERED_SPANS,
+        max_drain_spans: float = math.inf,
         wall: Callable[[], float] = time.time,
         limits: v.Limits = v.LIMITS,
         limiter: ExportLimiter | None = None,
@@ -101,6 +103,8 @@ class OtlpReceiver:
         self._queue: deque[ReceivedSpan | tuple[RowHandler, SpanRows]] = deque()
         self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
+        self._max_drain = max_drain_spans  # spans handed on per tick (otlp_drain_max_spans)
+        self._stopped = False  # once stopped, a tick takes all that is queued (nothing more comes)
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
         self.limiter = limiter if limiter is not None else ExportLimiter()  # default: no limit
@@ -108,17 +112,9 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
-    @property
-    def received(self) -> int:
-        return self.counts["received"]
-
-    @property
-    def ignored(self) -> int:
-        return self.counts["ignored"]
-
-    @property
-    def dropped(self) -> int:
-        return self.counts["dropped"]
+    received = property(lambda self: self.counts["received"])
+    ignored = property(lambda self: self.counts["ignored"])
+    dropped = property(lambda self: self.counts["dropped"])
 
     def start(self) -> int:
         """Start serving; returns the bound port (``port=0`` picks a free one)."""
@@ -146,6 +142,7 @@ class OtlpReceiver:
         return bound
 
     def stop(self, grace_s: float = 1.0) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.stop(grace_s).wait()
             self._server = None
@@ -164,11 +161,9 @@ class OtlpReceiver:
             self._count(f"refused_{refusal.reason}")
             context.set_trailing_metadata(status_details(refusal.message, self.limiter.retry_delay_s))
             context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
-        try:
+        try:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
             refused = self.receive(payload)
-        except (
-            Exception
-        ) as err:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
+        except Exception as err:
             self._count("refused_undecodable")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP trace export: {err}")
         return respond(refused)
@@ -255,17 +250,15 @@ class OtlpReceiver:
             trace_ids, span_ids = rows.trace_ids, rows.span_ids
             for i in reasons.passed().tolist():
                 key = row_key(trace_ids[i], span_ids[i])
-                if key in seen:
+                if room > 0 and seen.add_new(key):  # one look-up: remembered if new
+                    keep.append(i)
+                    room -= 1
+                elif room > 0 or key in seen:
                     self.counts["rejected_duplicate"] += 1
                     refused["duplicate"] += 1
-                    continue
-                if room <= 0:
+                else:  # not remembered: the exporter's retry is welcome
                     self.counts["dropped"] += 1
                     refused["queue_full"] += 1
-                    continue
-                keep.append(i)
-                seen.add(key)
-                room -= 1
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
                 self._queued += len(keep)
@@ -285,16 +278,20 @@ class OtlpReceiver:
             self.counts[outcome] += n
 
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
-        """Hand every queued span to the handlers (:mod:`.otlp_drain`); return what they made."""
-        with self._lock:
-            items = list(self._queue)
-            self._queue.clear()
-            self._queued = 0
-        out, outcomes = drain(items, self.handlers)
+        """Hand the queued spans to the handlers (:mod:`.otlp_drain`), the oldest first and at most
+        ``max_drain_spans`` of them a tick (whole exports: up to one export's spans more), all of
+        them once stopped; return what they made."""
+        out, outcomes = drain(self._take(), self.handlers)
         if outcomes:
             with self._lock:
                 self.counts.update(outcomes)
         return out.events, out.infos
+
+    def _take(self) -> list[ReceivedSpan | tuple[RowHandler, SpanRows]]:
+        with self._lock:
+            items, n = take(self._queue, self._queued, math.inf if self._stopped else self._max_drain)
+            self._queued -= n
+            return items
 
     def stats(self) -> TapReport:
         """Spans received, refused, rejected (by reason), dropped, ignored; plus each handler's counters."""

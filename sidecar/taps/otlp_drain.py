@@ -7,13 +7,18 @@ it; its output joins only if it was handled whole. A handler that rejects it
 their row handler as a batch (it answers per row). After the spans, each handler that has
 ``flush(out)`` hands over the work it makes per batch (one step-clock fit per drain).
 :func:`row_handler` says which handler, if any, takes its spans as columns.
+
+:func:`take` is a tick's share of the receiver's queue (``otlp_drain_max_spans``): what a tick
+hands on is what the attribution makes requests and work rows of at once (~17 rows a vLLM
+span), so the cap bounds that burst; after a stall the queue is full, and a tick that took all
+of it raised the sidecar's peak RSS under a span flood (``benchmarks/memory.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from typing import cast
 
@@ -21,14 +26,29 @@ from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows, TapOutput
 
-__all__ = ["drain", "row_handler"]
+__all__ = ["drain", "row_handler", "take"]
+
+_Item = ReceivedSpan | tuple[RowHandler, SpanRows]  # a queued span, or an export's spans as columns
 
 log = logging.getLogger(__name__)
 
 
-def drain(
-    items: Iterable[ReceivedSpan | tuple[RowHandler, SpanRows]], handlers: Sequence[SpanHandler]
-) -> tuple[TapOutput, Counter[str]]:
+def take(queue: deque[_Item], queued: int, most: float) -> tuple[list[_Item], int]:
+    """The oldest items of ``queue`` (holding ``queued`` spans) up to ``most`` spans, taken out of it
+    (whole items: up to one export's spans more); the items and their number of spans."""
+    if queued <= most:
+        items = list(queue)
+        queue.clear()
+        return items, queued
+    items, n = [], 0
+    while n < most:
+        item = queue.popleft()
+        n += 1 if isinstance(item, ReceivedSpan) else len(item[1])
+        items.append(item)
+    return items, n
+
+
+def drain(items: Iterable[_Item], handlers: Sequence[SpanHandler]) -> tuple[TapOutput, Counter[str]]:
     """Every item to its handler(s), then each handler's flush; the output and the outcomes counted."""
     out = TapOutput()
     outcomes: Counter[str] = Counter()

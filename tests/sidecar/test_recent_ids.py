@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.recent_ids import RecentIds
 
@@ -26,6 +30,33 @@ def test_a_repeat_neither_grows_it_nor_refreshes_its_place() -> None:
     assert "a" not in recent and "b" in recent and "c" in recent
 
 
+def test_add_new_says_whether_the_id_was_new() -> None:
+    recent: RecentIds[bytes] = RecentIds(1)
+    assert recent.add_new(b"a") and not recent.add_new(b"a")
+    assert recent.add_new(b"b") and b"a" not in recent and recent.add_new(b"a")
+
+
 def test_it_needs_room_for_one_id() -> None:
     with pytest.raises(ValueError, match="at least one"):
         RecentIds(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    most=st.integers(min_value=1, max_value=9),
+    # one kind of key per table, as in the sidecar
+    keys=st.one_of(st.lists(st.integers(0, 40), max_size=80), st.lists(st.text(max_size=2), max_size=80)),
+)
+def test_answers_as_a_set_and_a_deque_of_the_ids_would(most: int, keys: list[int] | list[str]) -> None:
+    recent: RecentIds[object] = RecentIds(most)
+    ids: set[object] = set()
+    order: deque[object] = deque()
+    for key in keys:
+        recent.add(key)
+        if key not in ids:
+            ids.add(key)
+            order.append(key)
+            if len(order) > most:
+                ids.discard(order.popleft())
+        assert len(recent) == len(ids)
+        assert all((k in recent) == (k in ids) for k in keys)

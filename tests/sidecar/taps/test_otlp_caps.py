@@ -1,12 +1,16 @@
-"""The OTLP receiver's memory caps are knobs: spans queued between ticks, pairs kept to refuse retries."""
+"""The OTLP receiver's memory caps are knobs: spans queued between ticks, spans a tick hands on, pairs
+kept to refuse retries."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from typing import Any
 
 from sidecar.app import Sidecar
 from sidecar.config import SidecarConfig
 from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.otlp_drain import take
 from sidecar.taps.spans import ReceivedSpan
 from sidecar.wiring import build_sidecar
 
@@ -55,3 +59,38 @@ def test_otlp_dedupe_spans_is_the_window_of_remembered_retries() -> None:
         assert not receiver.accept([_span(0)])  # forgotten: two newer pairs pushed it out
     finally:
         sidecar.close()
+
+
+def test_otlp_drain_max_spans_is_what_a_tick_hands_on_the_rest_waits_oldest_first() -> None:
+    receiver, sidecar = _receiver(otlp_drain_max_spans=2)
+    try:
+        assert not receiver.accept([_span(k) for k in range(5)])
+        receiver.due(0.0)
+        assert receiver.ignored == 2  # no handler claims these spans: each one handed on is counted
+        assert receiver.accept([_span(5)]) == {}  # the queue keeps the other three, in order
+        receiver.due(0.1)
+        receiver.due(0.2)
+        assert receiver.ignored == 6
+    finally:
+        sidecar.close()
+
+
+def test_a_stopped_receiver_hands_on_all_it_holds() -> None:
+    receiver, sidecar = _receiver(otlp_drain_max_spans=1)
+    try:
+        assert not receiver.accept([_span(k) for k in range(4)])
+        receiver.due(0.0)
+        receiver.stop()  # never started: stops nothing, but nothing more can come
+        receiver.due(0.1)
+        assert receiver.ignored == 4
+    finally:
+        sidecar.close()
+
+
+def test_a_tick_takes_whole_exports_up_to_the_cap_and_counts_their_spans() -> None:
+    rows = [("handler", [0] * 512) for _ in range(3)]  # an export's spans as columns: 512 a queue item
+    queue: deque[Any] = deque([_span(0), *rows])
+    items, n = take(queue, 1 + 3 * 512, 600)
+    assert n == 1025 and len(items) == 3 and len(queue) == 1  # 513 < 600: one more export, whole
+    items, n = take(queue, 512, 2048)
+    assert n == 512 and len(items) == 1 and not queue  # all of it fits: taken whole
