@@ -130,13 +130,16 @@ class RequestTable:
 
     def mark_warmup(self, codes: np.ndarray) -> None:
         """The live requests among ``codes`` had a tick split by the warm-up fallback rule."""
-        found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
-        self._sums.warmup_split[np.array(found, dtype=np.int64)] = True
+        self._sums.warmup_split[self._live_rows(codes)] = True
 
     def mark_lost(self, codes: np.ndarray) -> None:
         """The live requests among ``codes`` (no repeats) lost work rows this merge: one more each."""
+        self._sums.lost_rows[self._live_rows(codes)] += 1
+
+    def _live_rows(self, codes: np.ndarray) -> np.ndarray:
+        """The rows of the live requests among ``codes`` (gone ones left out), in their order."""
         found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
-        self._sums.lost_rows[np.array(found, dtype=np.int64)] += 1
+        return np.array(found, dtype=np.int64)
 
     def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
         """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
