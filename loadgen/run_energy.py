@@ -18,7 +18,7 @@ import aiohttp
 
 from loadgen.batches import TimedBatch, measure_batches, timed_batches
 from loadgen.records import Result
-from loadgen.sidecar_client import EnergySampler, fetch_records
+from loadgen.sidecar_client import LATE_TASK_WAIT_S, EnergySampler, fetch_records
 from loadgen.sidecar_energy import energy_grid, fetch_energy_series, fetch_interval_energy
 
 __all__ = ["RunEnergy", "read_energy"]
@@ -59,13 +59,14 @@ async def read_energy(
     t0_unix_s: float,
     step_s: float,
     wait_s: float,
+    label_wait_s: float = LATE_TASK_WAIT_S,
 ) -> RunEnergy:
     """Records into the results, then the run's energy (see the module docstring)."""
     out = RunEnergy()
     if not url:
         return out
     results = [r for _, rs in phases for r in rs]
-    await fetch_records(session, url, results, wait_s)
+    await fetch_records(session, url, results, wait_s, label_wait_s=label_wait_s)
     if sampler is not None:
         await sampler.close(session)  # idle sealed past every final record
         out.samples, out.idle_samples = sampler.samples, sampler.idle_samples

@@ -34,7 +34,7 @@ from loadgen.plan import Plan, plan_run, skips
 from loadgen.records import Request, Result
 from loadgen.reference import task_reference
 from loadgen.run_energy import RunEnergy, read_energy
-from loadgen.sidecar_client import EnergySampler
+from loadgen.sidecar_client import LATE_TASK_WAIT_S, EnergySampler
 from loadgen.tasks import TaskSpec, load_tasks
 from loadgen.tracing import ClientTracer
 
@@ -154,8 +154,9 @@ async def _send_phases(
 
 async def _send_sampled(
     session: aiohttp.ClientSession, cfg: RunConfig, requests: list[Request], t0: float, progress: Any
-) -> tuple[list[tuple[str, list[Result], Schedule]], EnergySampler | None]:
-    """:func:`_send_phases` while the sidecar's energy is scraped, a scrape before and after."""
+) -> tuple[list[tuple[str, list[Result], Schedule]], EnergySampler | None, dict[str, Any]]:
+    """:func:`_send_phases` while the sidecar's energy is scraped, a scrape before and after; also
+    where the client spans went (:meth:`ClientTracer.report`)."""
     url = cfg.sidecar_url.rstrip("/")
     sampler = EnergySampler(url, t0, cfg.scrape_interval_s) if url else None
     tracer = ClientTracer(cfg.otlp_endpoint)
@@ -172,7 +173,7 @@ async def _send_sampled(
         if sampling is not None:
             await sampling
         await asyncio.to_thread(tracer.shutdown)  # the sidecar joins tasks by these spans
-    return phase_results, sampler
+    return phase_results, sampler, tracer.report()
 
 
 def _analyse(
@@ -199,8 +200,11 @@ def _diffusion_parameters(s: TaskSpec) -> dict[str, Any]:
     }
 
 
-def _meta(mix: Mix, plan: Plan, energy: RunEnergy, results: list[Result], t0_unix_s: float) -> dict[str, Any]:
-    """``RunOutcome.meta``: what was served and how lengths were drawn, and the energy checks."""
+def _meta(
+    mix: Mix, plan: Plan, energy: RunEnergy, results: list[Result], t0_unix_s: float, spans: dict[str, Any]
+) -> dict[str, Any]:
+    """``RunOutcome.meta``: what was served and how lengths were drawn, the energy checks, and
+    where the client spans (which carry the tasks) went."""
     specs = plan.specs
     return {
         "model": plan.model,
@@ -216,6 +220,7 @@ def _meta(mix: Mix, plan: Plan, energy: RunEnergy, results: list[Result], t0_uni
         "conservation": conservation(results, energy.samples, energy.idle_samples, t0_unix_s),
         "client_lag_s": client_lag(results, t0_unix_s),
         "energy_series": energy.series_json(),
+        "client_spans": spans,
         "t0_unix_s": t0_unix_s,
     }
 
@@ -231,7 +236,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
     async with aiohttp.ClientSession(connector=connector) as session:
         plan = await plan_run(session, cfg, mix, active_mix, specs_raw)
         t0, t0_unix_s = time.perf_counter(), time.time()
-        phase_results, sampler = await _send_sampled(session, cfg, plan.requests, t0, progress)
+        phase_results, sampler, spans = await _send_sampled(session, cfg, plan.requests, t0, progress)
         energy = await read_energy(
             session,
             cfg.sidecar_url.rstrip("/"),
@@ -240,6 +245,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             t0_unix_s,
             cfg.scrape_interval_s,
             cfg.energy_wait_s,
+            LATE_TASK_WAIT_S if spans["exported"] else 0.0,  # no span delivered: no late label to wait for
         )
     all_results = [r for _, rs, _ in phase_results for r in rs]
     tasks = [task_summary(all_results, e.task, plan.specs[e.task].unit) for e in active_mix.entries]
@@ -247,7 +253,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
         t["study"] = task_reference(
             t["task"], model=_served(t["task"], plan.model, all_results), gpu=plan.gpu
         )
-    meta = _meta(mix, plan, energy, all_results, t0_unix_s)
+    meta = _meta(mix, plan, energy, all_results, t0_unix_s, spans)
     return RunOutcome(
         cfg, all_results, _analyse(cfg, phase_results, energy), tasks, skipped, energy.samples, meta
     )

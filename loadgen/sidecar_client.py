@@ -32,14 +32,23 @@ from loadgen.bounded import gather_bounded
 from loadgen.errors import UnreachableError
 from loadgen.records import Result
 
-__all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "parse_idle", "probe_sidecar"]
+__all__ = [
+    "ENERGY_METRIC",
+    "LATE_TASK_WAIT_S",
+    "EnergySampler",
+    "fetch_records",
+    "parse_energy",
+    "parse_idle",
+    "probe_sidecar",
+]
 
 ENERGY_METRIC = "hw_energy_joules_total"
 IDLE_METRIC = "gen_ai_server_energy_joules_total"
 LAG_METRIC = "jouletrace_attribution_lag_seconds"
 # A record can be final before our client span (which carries the task) reaches the sidecar; the
-# sidecar then labels the final record at its next tick (docs/vllm.md): read it again for this long.
-_LATE_TASK_WAIT_S = 2.0
+# sidecar then labels the final record at its next tick (docs/vllm.md): read it again for this long
+# (a loaded sidecar drains its span queue a tick or more late; 2 s was too short on a busy CI machine).
+LATE_TASK_WAIT_S = 10.0
 
 
 def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -145,7 +154,12 @@ class EnergySampler:
 
 
 async def _fetch_one(
-    session: aiohttp.ClientSession, url: str, result: Result, deadline: float, poll_s: float
+    session: aiohttp.ClientSession,
+    url: str,
+    result: Result,
+    deadline: float,
+    poll_s: float,
+    label_wait_s: float,
 ) -> None:
     rid0 = result.request.id
     ids = [rid0, f"{rid0}-0"]  # vLLM's completions id is cmpl-<X-Request-Id>-<prompt index>
@@ -166,7 +180,7 @@ async def _fetch_one(
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
                 continue
         if last is not None and last.get("final"):
-            label_by = label_by or time.monotonic() + _LATE_TASK_WAIT_S
+            label_by = label_by or time.monotonic() + label_wait_s
             unlabelled = last.get("task") == "unknown" and result.request.task != "unknown"
             if not unlabelled or time.monotonic() >= min(label_by, deadline):
                 result.energy = dict(last)
@@ -188,8 +202,11 @@ async def fetch_records(
     wait_s: float,
     poll_s: float = 0.25,
     parallel: int = 32,
+    label_wait_s: float = LATE_TASK_WAIT_S,
 ) -> None:
-    """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all."""
+    """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all; a final
+    record still without its task is read again for up to ``label_wait_s`` (0 when no client span
+    was delivered to the sidecar: nothing would label it)."""
     deadline = time.monotonic() + wait_s
     ok = [r for r in results if r.ok]
-    await gather_bounded(lambda r: _fetch_one(session, url, r, deadline, poll_s), ok, parallel)
+    await gather_bounded(lambda r: _fetch_one(session, url, r, deadline, poll_s, label_wait_s), ok, parallel)

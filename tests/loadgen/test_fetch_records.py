@@ -18,7 +18,9 @@ def _result(rid: str, task: str) -> Result:
     return Result(request=req, target_s=0.0, finished_s=1.0)
 
 
-async def _fetch(records: dict[str, list[dict[str, Any]]], results: list[Result], wait_s: float) -> list[int]:
+async def _fetch(
+    records: dict[str, list[dict[str, Any]]], results: list[Result], wait_s: float, label_wait_s: float = 10.0
+) -> list[int]:
     """Serve each id's records in turn (the last one repeats); return how often each id was read."""
     reads = {rid: 0 for rid in records}
 
@@ -32,7 +34,7 @@ async def _fetch(records: dict[str, list[dict[str, Any]]], results: list[Result]
     app = web.Application()
     app.router.add_get("/v1/requests/{rid}", record)
     async with serving(app) as url, aiohttp.ClientSession() as session:
-        await fetch_records(session, url, results, wait_s, poll_s=0.05)
+        await fetch_records(session, url, results, wait_s, poll_s=0.05, label_wait_s=label_wait_s)
     return [reads[r.request.id] for r in results]
 
 
@@ -48,6 +50,12 @@ def test_a_final_record_still_unlabelled_is_read_again_until_the_late_task_arriv
 def test_a_final_record_whose_task_never_comes_is_taken_after_a_bounded_wait() -> None:
     results = [_result("a", "gpqa"), _result("b", "gpqa")]
     records = {"a": [{"final": True, "task": "unknown"}], "b": [{"final": True, "task": "gpqa"}]}
-    reads = asyncio.run(_fetch(records, results, wait_s=10.0))
+    reads = asyncio.run(_fetch(records, results, wait_s=10.0, label_wait_s=1.0))
     assert results[0].energy == {"final": True, "task": "unknown"} and results[1].energy is not None
-    assert reads[1] == 1 and 2 <= reads[0] < 200  # b at once; a polled for the late-task wait only
+    assert reads[1] == 1 and 2 <= reads[0] < 40  # b at once; a polled for the late-task wait only (1 s)
+
+
+def test_with_no_client_span_delivered_an_unlabelled_final_record_is_taken_at_once() -> None:
+    results = [_result("a", "gpqa")]
+    reads = asyncio.run(_fetch({"a": [{"final": True, "task": "unknown"}]}, results, 10.0, label_wait_s=0.0))
+    assert results[0].energy == {"final": True, "task": "unknown"} and reads == [1]

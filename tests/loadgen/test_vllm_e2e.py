@@ -16,6 +16,7 @@ short on two CPU cores). Asserts that:
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,15 +77,30 @@ def test_output_lengths_follow_the_tasks_fitted_distribution(outcome: RunOutcome
     assert lengths.max() <= spec.output.cap
 
 
-def test_the_sidecar_attributed_every_request_with_its_task(outcome: RunOutcome) -> None:
+def _tap_counts(sidecar_url: str) -> dict[str, float]:
+    """The sidecar's tap counters (``jouletrace_tap_events_total``, those not 0), for a failure's message."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"{sidecar_url}/metrics", timeout=10).read().decode()
+    return {
+        f"{s.labels['jouletrace_tap']}/{s.labels['outcome']}": s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "jouletrace_tap_events_total" and s.value
+    }
+
+
+def test_the_sidecar_attributed_every_request_with_its_task(stack: Any, outcome: RunOutcome) -> None:
     missing = [r.request.id for r in outcome.results if r.energy is None or not r.energy.get("final")]
     assert missing == []
+    spans = outcome.meta["client_spans"]
+    assert spans["exported"] == 400 and spans["failed"] == 0 and spans["flushed"], spans
     wrong = [
         (r.request.id, (r.energy or {}).get("task"))
         for r in outcome.results
         if not r.energy or r.energy["task"] != r.request.task
     ]
-    assert wrong == []
+    assert not wrong, f"{len(wrong)} not labelled {wrong[:3]}; sidecar {_tap_counts(stack.sidecar_url)}"
     assert all((r.energy_j or 0) > 0 for r in outcome.results)
 
 
