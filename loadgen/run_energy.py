@@ -10,6 +10,7 @@ better dated than the scrapes); each diffusion phase's timed batches
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import aiohttp
 
 from loadgen.batches import TimedBatch, measure_batches, timed_batches
 from loadgen.records import Result
-from loadgen.sidecar_client import LATE_TASK_WAIT_S, EnergySampler, fetch_records
+from loadgen.sidecar_client import EnergySampler, fetch_records
 from loadgen.sidecar_energy import energy_grid, fetch_energy_series, fetch_interval_energy
 
 __all__ = ["RunEnergy", "read_energy"]
@@ -59,7 +60,7 @@ async def read_energy(
     t0_unix_s: float,
     step_s: float,
     wait_s: float,
-    label_wait_s: float = LATE_TASK_WAIT_S,
+    label_wait_s: float = math.inf,
 ) -> RunEnergy:
     """Records into the results, then the run's energy (see the module docstring)."""
     out = RunEnergy()

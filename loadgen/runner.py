@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from loadgen.plan import Plan, plan_run, skips
 from loadgen.records import Request, Result
 from loadgen.reference import task_reference
 from loadgen.run_energy import RunEnergy, read_energy
-from loadgen.sidecar_client import LATE_TASK_WAIT_S, EnergySampler
+from loadgen.sidecar_client import EnergySampler
 from loadgen.tasks import TaskSpec, load_tasks
 from loadgen.tracing import ClientTracer
 
@@ -245,7 +246,7 @@ async def run(cfg: RunConfig, progress: Any = None) -> RunOutcome:
             t0_unix_s,
             cfg.scrape_interval_s,
             cfg.energy_wait_s,
-            LATE_TASK_WAIT_S if spans["exported"] else 0.0,  # no span delivered: no late label to wait for
+            math.inf if spans["exported"] else 0.0,  # no client span delivered: no late task to wait for
         )
     all_results = [r for _, rs, _ in phase_results for r in rs]
     tasks = [task_summary(all_results, e.task, plan.specs[e.task].unit) for e in active_mix.entries]

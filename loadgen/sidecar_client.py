@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ from loadgen.records import Result
 
 __all__ = [
     "ENERGY_METRIC",
-    "LATE_TASK_WAIT_S",
     "EnergySampler",
     "fetch_records",
     "parse_energy",
@@ -45,10 +45,6 @@ __all__ = [
 ENERGY_METRIC = "hw_energy_joules_total"
 IDLE_METRIC = "gen_ai_server_energy_joules_total"
 LAG_METRIC = "jouletrace_attribution_lag_seconds"
-# A record can be final before our client span (which carries the task) reaches the sidecar; the
-# sidecar then labels the final record at its next tick (docs/vllm.md): read it again for this long
-# (a loaded sidecar drains its span queue a tick or more late; 2 s was too short on a busy CI machine).
-LATE_TASK_WAIT_S = 10.0
 
 
 def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -202,11 +198,16 @@ async def fetch_records(
     wait_s: float,
     poll_s: float = 0.25,
     parallel: int = 32,
-    label_wait_s: float = LATE_TASK_WAIT_S,
+    label_wait_s: float = math.inf,
 ) -> None:
-    """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all; a final
-    record still without its task is read again for up to ``label_wait_s`` (0 when no client span
-    was delivered to the sidecar: nothing would label it)."""
+    """Fill ``result.energy`` for every successful result, waiting at most ``wait_s`` in all.
+
+    A record can be final before our client span (which carries the task) reaches the sidecar,
+    which then labels the final record (docs/vllm.md); so a final record still without its task
+    is read again for up to ``label_wait_s``, within ``wait_s``. The runner passes 0 when no client
+    span was delivered (nothing would label it); by default the wait is ``wait_s``, since a loaded
+    sidecar can take seconds (2 s was too short on a busy CI machine, where the spans came late).
+    """
     deadline = time.monotonic() + wait_s
     ok = [r for r in results if r.ok]
     await gather_bounded(lambda r: _fetch_one(session, url, r, deadline, poll_s, label_wait_s), ok, parallel)
