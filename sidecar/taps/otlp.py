@@ -136,7 +136,7 @@ class OtlpReceiver:
                 errno.EADDRINUSE, f"cannot bind the OTLP receiver to {self.host}:{self.port} (in use?)"
             )
         server.start()
-        self._server = server
+        self._server, self._stopped = server, False  # started again: the drain cap holds again
         self.port = bound
         log.info("OTLP/gRPC trace receiver on %s:%d", self.host, bound)
         return bound

@@ -87,6 +87,20 @@ def test_a_stopped_receiver_hands_on_all_it_holds() -> None:
         sidecar.close()
 
 
+def test_a_receiver_started_again_after_a_stop_keeps_its_drain_cap() -> None:
+    receiver, sidecar = _receiver(otlp_drain_max_spans=1)
+    receiver.port = 0  # a free port, not 4317
+    try:
+        receiver.stop()
+        receiver.start()
+        assert not receiver.accept([_span(k) for k in range(3)])
+        receiver.due(0.0)
+        assert receiver.ignored == 1  # one a tick again, not all that is queued
+    finally:
+        receiver.stop()
+        sidecar.close()
+
+
 def test_a_tick_takes_whole_exports_up_to_the_cap_and_counts_their_spans() -> None:
     rows = [("handler", [0] * 512) for _ in range(3)]  # an export's spans as columns: 512 a queue item
     queue: deque[Any] = deque([_span(0), *rows])
