@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 
-__all__ = ["KNOBS", "METERS", "POLL_SCHEDULES", "SPLITS", "Knob"]
+__all__ = ["KNOBS", "METERS", "POLL_SCHEDULES", "SPLITS", "Knob", "default"]
 
 METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
 SPLITS = ("fitted", "tokens", "output-tokens", "equal")
@@ -202,3 +202,11 @@ KNOBS: tuple[Knob, ...] = (
     Knob("tenant_top_n", _positive(int), 10, "tenants with their own series; the rest are 'other'"),
     Knob("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),
 )
+
+
+def default(name: str) -> Any:
+    """The default of the knob called ``name`` (for code that needs it without a config); KeyError if none."""
+    for knob in KNOBS:
+        if knob.name == name:
+            return knob.default
+    raise KeyError(f"no knob called {name!r}")

@@ -40,6 +40,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from sidecar import knobs
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
@@ -70,10 +71,9 @@ __all__ = [
 ]
 
 _MAX_REMEMBERED = 50_000
-# How long a request span without a task waits for its trace's client span (s): the client span ends
-# after the response reached the client and comes in the client's next export (OTel's batch delay:
-# 5 s by default), so a few seconds is usual; beyond this the record keeps task "unknown".
-TASK_WAIT_S = 30.0  # the default of the knob vllm_task_wait_s
+# How long a request span without a task waits for its trace's client span (s), which comes in the
+# client's next export (OTel's batch delay: 5 s by default); then the record keeps task "unknown".
+TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
 # Request spans waiting for a task at most (~400 B each with their key): 30 s at 667 requests/s, more
 # than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
 _MAX_WAITING = 20_000

@@ -230,3 +230,12 @@ def test_device_list_is_none_for_all_devices_else_the_ids_in_order(
     devices: str, expected: list[str] | None
 ) -> None:
     assert SidecarConfig(devices=devices).device_list() == expected
+
+
+def test_a_knobs_default_is_read_by_name_and_an_unknown_name_is_an_error() -> None:
+    from sidecar import knobs
+    from sidecar.taps.vllm_spans import TASK_WAIT_S
+
+    assert knobs.default("vllm_task_wait_s") == TASK_WAIT_S == SidecarConfig().vllm_task_wait_s
+    with pytest.raises(KeyError, match="no knob called 'vllm_task_wait'"):
+        knobs.default("vllm_task_wait")
