@@ -180,13 +180,12 @@ def encode(message: Message) -> list[bytes]:
     rows = [(key, row) for key in SECTIONS for row in getattr(message, key)]
     parts: list[bytes] = []
     _pack(head, rows, parts)
-    if len(parts) == 1:
-        return parts
-    return [_dumps(dict(json.loads(p), seq=message.seq + i)) for i, p in enumerate(parts)]
+    return parts
 
 
 def _pack(head: dict[str, Any], rows: list[tuple[str, Any]], out: list[bytes]) -> None:
-    doc: dict[str, Any] = dict(head)
+    """``rows`` as one datagram appended to ``out`` (numbered after those already there), or halved."""
+    doc: dict[str, Any] = dict(head, seq=head["seq"] + len(out))
     for key in SECTIONS:
         doc[key] = [row for k, row in rows if k == key]
     data = _dumps(doc)
