@@ -17,14 +17,13 @@ handler must name the attributes it claims spans by (``claim_keys``); those span
 
 Faults, as an OpenTelemetry collector handles them:
 
-* an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and
-  counted (``refused_too_large``; gRPC itself refuses, uncounted, anything over
-  twice the limit, so a flood cannot make the sidecar buffer it), an
-  undecodable one with INVALID_ARGUMENT (``refused_undecodable``);
-* each span is checked when it arrives (:mod:`.validate`): one that ends before
-  it starts, lasts over a day or is dated far from the sidecar's clock, or
-  repeats a (trace id, span id) already received (an exporter's retry) is
-  rejected and counted (``rejected_<reason>``);
+* an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and counted
+  (``refused_too_large``; gRPC itself refuses, uncounted, anything over twice the limit, so a
+  flood cannot make the sidecar buffer it), an undecodable one with INVALID_ARGUMENT
+  (``refused_undecodable``);
+* each span is checked when it arrives (:mod:`.validate`): one that ends before it starts,
+  lasts over a day or is dated far from the sidecar's clock, or repeats a (trace id, span id)
+  already received (an exporter's retry) is rejected and counted (``rejected_<reason>``);
 * backpressure: an export that arrives while the queue is full, or while the process is over
   a memory or backlog limit (:mod:`.otlp_limit`, the Collector's ``memory_limiter``), is
   refused whole before it is decoded with UNAVAILABLE and a ``RetryInfo`` (OTLP's

@@ -36,12 +36,11 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from sidecar import knobs
-from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.recent_ids import RecentIds
@@ -59,6 +58,7 @@ from sidecar.taps.vllm_span_format import (
     normalize_request_id,
     one_row,
 )
+from sidecar.taps.vllm_span_waiting import WaitingSpan
 
 __all__ = [
     "SPAN_ATTRIBUTES",
@@ -79,38 +79,6 @@ TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
 _MAX_WAITING = 20_000
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
-
-
-class _Late(NamedTuple):
-    """A handled request span kept for a client span of its trace to add the task: a tuple, not its
-    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes). Kept at most
-    :data:`TASK_WAIT_S` after it arrived (``kept_s``: one float shared by a batch), and at most
-    ``_MAX_WAITING`` of them."""
-
-    request_id: str
-    raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)
-    model: str
-    start_s: float
-    end_s: float
-    prompt_tokens: int
-    output_tokens: int
-    kept_s: float  # time.monotonic() when it was handled
-
-    def info(self, trace_id: str, task: str) -> RequestInfo:
-        raw_id = self.raw_id or CHAT + self.request_id
-        return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
-            self.request_id,  # request_id
-            self.model,  # model
-            "chat" if raw_id.startswith(CHAT) else "text_completion",  # operation
-            task,  # task
-            self.start_s,  # start_s
-            self.end_s,  # end_s
-            self.prompt_tokens,  # prompt_tokens
-            self.output_tokens,  # output_tokens
-            0.0,  # output_units
-            "token",  # unit
-            {"vllm.request_id": raw_id, "trace_id": trace_id},  # attributes
-        )
 
 
 class VllmSpanHandler:
@@ -134,7 +102,7 @@ class VllmSpanHandler:
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        self._info_by_trace: OrderedDict[str, _Late] = OrderedDict()  # requests awaiting a task
+        self._info_by_trace: OrderedDict[str, WaitingSpan] = OrderedDict()  # requests awaiting a task
         self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
@@ -217,7 +185,7 @@ class VllmSpanHandler:
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
                 chat = len(raw_id) == len(request_id) + len(CHAT) and raw_id.startswith(CHAT)
-                late = _Late(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
+                late = WaitingSpan(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
                 handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
                 mine = self._request(late, trace, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
@@ -237,7 +205,7 @@ class VllmSpanHandler:
             )
         return counts
 
-    def _request(self, late: _Late, trace_id: str, out: TapOutput, span: ReceivedSpan | None) -> bool:
+    def _request(self, late: WaitingSpan, trace_id: str, out: TapOutput, span: ReceivedSpan | None) -> bool:
         """A checked request span: its info out now; True if its work is the span's to give."""
         task = self._task_by_trace.get(trace_id, "unknown")
         info = late.info(trace_id, task)
