@@ -14,8 +14,9 @@ adds k*(L - (k-1)/2) under causal attention); 0 where unknown.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -182,3 +183,24 @@ class RequestInfo:
     output_units: float = 0.0  # images or videos for diffusion requests
     unit: str = "token"  # token, image, video
     attributes: dict[str, str] = field(default_factory=dict)
+
+    def over(self, older: RequestInfo) -> RequestInfo:
+        """This info on top of an ``older`` one for the same request: what this one leaves
+        unknown (task, model, start, end, attributes it does not name) is kept from ``older``.
+
+        Sources know different things: vLLM's scheduler hook or plugin says when a request
+        finished but not its task, the span joined with the client's span says the task; in
+        whatever order they come, the later must not erase what the earlier knew (a task lost
+        that way is never named again: its client span was already joined)."""
+        kept: dict[str, Any] = {}
+        if self.task == "unknown" and older.task != "unknown":
+            kept["task"] = older.task
+        if self.model == "unknown" and older.model != "unknown":
+            kept["model"] = older.model
+        if self.start_s is None and older.start_s is not None:
+            kept["start_s"] = older.start_s
+        if self.end_s is None and older.end_s is not None:  # a finished request does not resume
+            kept["end_s"] = older.end_s
+        if older.attributes and not older.attributes.keys() <= self.attributes.keys():
+            kept["attributes"] = {**older.attributes, **self.attributes}
+        return replace(self, **kept) if kept else self

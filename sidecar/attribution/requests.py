@@ -78,11 +78,14 @@ class RequestTable:
         return code
 
     def set_info(self, request_id: str, info: RequestInfo) -> None:
-        """What is known about a request (created on first sight); a stated end is when to look again."""
+        """What is known about a request (created on first sight; later infos on top of the earlier,
+        :meth:`RequestInfo.over`); a stated end is when to look again."""
         end = info.end_s
         known = request_id in self._codes
         code = self.code(request_id, check_s=end)
-        self._sums.set_info(self._slots[code], info)
+        slot = self._slots[code]
+        older = self._sums.infos[slot] if known else None
+        self._sums.set_info(slot, info if older is None else info.over(older))
         if known and end is not None:
             self.schedule(code, end)
 

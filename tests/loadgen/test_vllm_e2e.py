@@ -16,6 +16,7 @@ short on two CPU cores). Asserts that:
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -90,6 +91,11 @@ def _tap_counts(sidecar_url: str) -> dict[str, float]:
     }
 
 
+def _task_now(sidecar_url: str, request_id: str) -> str:
+    with urllib.request.urlopen(f"{sidecar_url}/v1/requests/{request_id}", timeout=10) as resp:
+        return str(json.loads(resp.read())["task"])
+
+
 def test_the_sidecar_attributed_every_request_with_its_task(stack: Any, outcome: RunOutcome) -> None:
     missing = [r.request.id for r in outcome.results if r.energy is None or not r.energy.get("final")]
     assert missing == []
@@ -100,7 +106,10 @@ def test_the_sidecar_attributed_every_request_with_its_task(stack: Any, outcome:
         for r in outcome.results
         if not r.energy or r.energy["task"] != r.request.task
     ]
-    assert not wrong, f"{len(wrong)} not labelled {wrong[:3]}; sidecar {_tap_counts(stack.sidecar_url)}"
+    if wrong:  # what the sidecar says now, a moment after the loadgen's wait ended
+        now = {rid: _task_now(stack.sidecar_url, rid) for rid, _ in wrong[:3]}
+        taps = _tap_counts(stack.sidecar_url)
+        pytest.fail(f"{len(wrong)} not labelled, now {now}; spans {spans}; sidecar {taps}")
     assert all((r.energy_j or 0) > 0 for r in outcome.results)
 
 

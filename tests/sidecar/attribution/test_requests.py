@@ -151,3 +151,36 @@ def test_rows_grown_or_given_back_read_as_new_ones() -> None:
         )
         assert (acc.lost_rows, acc.warmup_split, acc.has_components, acc.seen_s) == (0, False, False, 1.5)
     assert table.get(ids[1]) is not None and table.get(ids[1]).busy_s == 4.0  # type: ignore[union-attr]
+
+
+def test_a_later_info_keeps_what_it_leaves_unknown_from_the_earlier() -> None:
+    """vLLM's hook says a request finished (no task); the span joined with the client's span said
+    the task: in either order the request keeps its task, and both sources' attributes."""
+    raw = {"vllm.request_id": "chatcmpl-r"}
+    span = RequestInfo("r", model="m", task="gpqa", start_s=1.0, end_s=3.0, prompt_tokens=10,
+                       output_tokens=5, attributes={**raw, "trace_id": "t"})  # fmt: skip
+    hook = RequestInfo("r", model="m", start_s=1.1, end_s=3.2, prompt_tokens=10, output_tokens=6,
+                       attributes={**raw, "finish_reason": "length"})  # fmt: skip
+    for first, then in ((span, hook), (hook, span)):
+        table = RequestTable()
+        table.set_info("r", first)
+        table.set_info("r", then)
+        acc = table.get("r")
+        assert acc is not None and acc.info is not None
+        info = acc.info
+        assert info.task == "gpqa" and info.model == "m"
+        assert (info.start_s, info.end_s, info.output_tokens) == (
+            then.start_s,
+            then.end_s,
+            then.output_tokens,
+        )
+        assert info.attributes == {**raw, "trace_id": "t", "finish_reason": "length"}
+
+
+def test_what_a_later_info_states_wins_and_a_finished_request_stays_finished() -> None:
+    older = RequestInfo("r", model="a", task="chat", start_s=1.0, end_s=2.0, attributes={"k": "old"})
+    newer = RequestInfo("r", model="b", task="code", attributes={"k": "new"})
+    merged = newer.over(older)
+    assert (merged.model, merged.task, merged.attributes) == ("b", "code", {"k": "new"})  # stated: taken
+    assert (merged.start_s, merged.end_s) == (1.0, 2.0)  # not stated: kept
+    assert newer.over(RequestInfo("r")) is newer  # nothing to keep: the same object, no copy
