@@ -146,9 +146,13 @@ def test_every_request_is_seen_step_by_step_with_the_exact_token_identity(hooked
 
 def test_long_prompts_are_chunked_and_a_repeated_prompt_hits_the_prefix_cache(hooked: dict[str, Any]) -> None:
     reqs = per_request(messages(hooked))
-    longest = reqs["chatcmpl-hk-4"]
-    prefill_steps = [k for p, k in longest["steps"] if p < longest["prompt"]]
-    assert len(prefill_steps) >= 2 and max(prefill_steps) <= CHUNK
+    # The prompts share their first words (and hk-4 and hk-9 are the same prompt), so how much of
+    # each is cached depends on the order vLLM scheduled them in: not one request's chunks, but
+    # every prefill step within the budget and some prompt split over steps (~1,400 prompt tokens
+    # arrive at once against 128 a step).
+    prefill = {rid: [k for p, k in r["steps"] if p < r["prompt"]] for rid, r in reqs.items() if "prompt" in r}
+    assert max(max(steps, default=0) for steps in prefill.values()) <= CHUNK
+    assert any(len(steps) >= 2 for steps in prefill.values()), prefill
     assert reqs["chatcmpl-hk-again"]["steps"][0][0] > 0  # its first step starts past the cached blocks
 
 
