@@ -36,12 +36,7 @@ from sidecar.taps.vllm_spans import VllmSpanHandler
 if TYPE_CHECKING:  # imported when forwarding is on: the OTLP exporter costs ~2 MB RSS
     from sidecar.taps.vllm_forward import SpanForwarder
 
-__all__ = ["CLAIM_HOLD_S", "VllmTaps", "attach_vllm"]
-
-# How long a span's work waits for the hook's or plugin's claim of its request: their first word of
-# a request normally comes seconds before its span, but under CPU starvation up to 0.2 s after it was
-# seen (tests/loadgen/test_vllm_e2e.py beside three busy loops); well inside settle_s (2 s).
-CLAIM_HOLD_S = 1.0
+__all__ = ["VllmTaps", "attach_vllm"]
 
 
 class VllmTaps:
@@ -70,7 +65,6 @@ class VllmTaps:
         return self.plugin.port if self.plugin is not None else 0
 
     def stop(self, grace_s: float = 1.0) -> None:
-        self.spans.claim_hold_s = 0.0  # nothing more will claim: the last ticks take all the spans' work
         for part in (self.hook, self.plugin, self.scraper, self.forwarder):
             if part is not None:
                 part.stop(grace_s)
@@ -169,7 +163,6 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         model=model,
         # asked once per span: no claimer, or just one, without a generator in between
         claims=(lambda request_id: False) if not claimers else claimers[0] if len(claimers) == 1 else claims,
-        claim_hold_s=CLAIM_HOLD_S if claimers else 0.0,
         on_span=forwarder.on_span if forwarder is not None else None,
         task_wait_s=config.vllm_task_wait_s,
     )

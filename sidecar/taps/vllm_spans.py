@@ -36,7 +36,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -92,13 +92,10 @@ class VllmSpanHandler:
         claims: Callable[[str], bool] = lambda request_id: False,
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
         task_wait_s: float = TASK_WAIT_S,
-        claim_hold_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.to_mono = to_mono
         self.task_wait_s = task_wait_s
-        # an unclaimed span's work waits this long for a late claim (0: none; VllmTaps.stop sets 0)
-        self.claim_hold_s = claim_hold_s
         self._monotonic = monotonic
         self.model = model
         self.claims = claims
@@ -107,14 +104,12 @@ class VllmSpanHandler:
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         self._info_by_trace: OrderedDict[str, WaitingSpan] = OrderedDict()  # requests awaiting a task
         self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
-        # spans' work until flush(): per batch, when handled, request ids and their end, prompt,
-        # completion, prefill, decode
+        # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
-            tuple[float, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+            tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         ] = []
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
-        self.claimed_late = 0  # ... or would have, but the hook or plugin claimed it within claim_hold_s
         self.tasks_joined = 0
         self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
         self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
@@ -146,7 +141,6 @@ class VllmSpanHandler:
         counts = {
             "requests": self.requests,
             "work_from_spans": self.work_from_spans,
-            "claimed_late": self.claimed_late,
             "tasks_joined": self.tasks_joined,
             "task_wait_expired": self.task_wait_expired,
             "task_wait_evicted": self.task_wait_evicted,
@@ -207,7 +201,7 @@ class VllmSpanHandler:
         if work:
             at = np.asarray(work, dtype=np.int64)
             self._work.append(
-                (kept_s, tuple(ids), end_s[at], prompt[at], completion[at], prefill_s[at], decode_s[at])
+                (tuple(ids), end_s[at], prompt[at], completion[at], prefill_s[at], decode_s[at])
             )
         return counts
 
@@ -224,24 +218,22 @@ class VllmSpanHandler:
         out.infos.append(info)
         if self.on_span is not None and span is not None:
             self.on_span(late.request_id, span)
-        return not self.claims(late.request_id)  # counted when released (flush)
+        if self.claims(late.request_id):
+            return False
+        self.work_from_spans += 1
+        return True
 
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
-        their windows (the receiver calls this after each drain; one fit per drain, not per span).
-
-        With ``claim_hold_s``, a batch's work waits that long first and then leaves out the requests
-        the scheduler hook or plugin claimed meanwhile (``claimed_late``): under CPU starvation a
-        span was seen to arrive before the hook's first word of its request (2-200 ms), and both
-        gave its work."""
-        now_s = self._expire_late()
-        chunks = self._ready(now_s)
+        their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        self._expire_late()
+        chunks, self._work = self._work, []
         if not chunks:
             self.clock.fit()
             return
-        ids = tuple(rid for chunk in chunks for rid in chunk[1])
+        ids = tuple(rid for chunk in chunks for rid in chunk[0])
         end_s, prompt, completion, prefill_s, decode_s = (
-            np.concatenate([chunk[j] for chunk in chunks]) for j in range(2, 7)
+            np.concatenate([chunk[j] for chunk in chunks]) for j in range(1, 6)
         )
         decoding = completion > 1
         self.clock.observe_many(
@@ -249,26 +241,6 @@ class VllmSpanHandler:
         )
         self.clock.fit()
         out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))
-
-    def _ready(self, now_s: float) -> list[tuple[Any, ...]]:
-        """The work batches due now (all, without a hold), the requests claimed meanwhile left out
-        (``claimed_late``), the rest counted (``work_from_spans``)."""
-        hold_s, work = self.claim_hold_s, self._work
-        n_due = len(work) if hold_s <= 0 else sum(1 for c in work if c[0] <= now_s - hold_s)
-        due, self._work = work[:n_due], work[n_due:]  # in handling order: the due ones first
-        ready: list[tuple[Any, ...]] = []
-        for chunk in due:
-            mine = [not self.claims(rid) for rid in chunk[1]]
-            n = sum(mine)
-            self.claimed_late += len(mine) - n
-            self.work_from_spans += n
-            if n == len(mine):
-                ready.append(chunk)
-            elif n:
-                at = np.flatnonzero(mine)
-                ids = tuple(rid for rid, m in zip(chunk[1], mine, strict=True) if m)
-                ready.append((chunk[0], ids, *(col[at] for col in chunk[2:])))
-        return ready
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)

@@ -69,39 +69,6 @@ def test_a_request_the_plugin_claimed_gets_its_info_but_no_second_copy_of_its_wo
     assert (h.requests, h.work_from_spans) == (2, 1)
 
 
-def test_with_a_claim_hold_a_spans_work_waits_and_a_claim_that_comes_meanwhile_takes_it() -> None:
-    """Under CPU starvation vLLM's span can reach the sidecar before the hook's first word of the
-    request: the span's work waits ``claim_hold_s``, then leaves out what was claimed meanwhile."""
-    now = [0.0]
-    claimed: set[str] = set()
-    h = handler(claims=claimed.__contains__, claim_hold_s=1.0, monotonic=lambda: now[0])
-    out = TapOutput()
-    h.handle(llm_span(), out)
-    h.handle(llm_span("chatcmpl-other", "t2"), out)
-    h.flush(out)
-    assert out.events == [] and [i.request_id for i in out.infos] == ["abc", "other"]  # infos at once
-    claimed.add("abc")  # the hook's late claim
-    now[0] = 0.9
-    h.flush(out)
-    assert out.events == []  # still held
-    now[0] = 1.0
-    h.flush(out)
-    assert {e.request_id for e in work_events(out.events)} == {"other"}
-    assert (h.requests, h.work_from_spans, h.claimed_late) == (2, 1, 1)
-    assert h.stats().events[("vllm_spans", "claimed_late")] == 1
-
-
-def test_a_hold_set_to_0_releases_what_waits_at_the_next_flush() -> None:
-    h = handler(claims=lambda rid: False, claim_hold_s=1.0, monotonic=lambda: 0.0)
-    out = TapOutput()
-    h.handle(llm_span(), out)
-    h.flush(out)
-    assert out.events == []
-    h.claim_hold_s = 0.0  # VllmTaps.stop: nothing more will claim
-    h.flush(out)
-    assert {e.request_id for e in work_events(out.events)} == {"abc"} and h.work_from_spans == 1
-
-
 def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> None:
     h = handler()
     client = ReceivedSpan("t1", "c1", "", "client", 1000.0, 1003.0, {"jouletrace.task": "code"})
