@@ -33,14 +33,7 @@ from loadgen.bounded import gather_bounded
 from loadgen.errors import UnreachableError
 from loadgen.records import Result
 
-__all__ = [
-    "ENERGY_METRIC",
-    "EnergySampler",
-    "fetch_records",
-    "parse_energy",
-    "parse_idle",
-    "probe_sidecar",
-]
+__all__ = ["ENERGY_METRIC", "EnergySampler", "fetch_records", "parse_energy", "parse_idle", "probe_sidecar"]
 
 ENERGY_METRIC = "hw_energy_joules_total"
 IDLE_METRIC = "gen_ai_server_energy_joules_total"

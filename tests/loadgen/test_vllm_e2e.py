@@ -16,8 +16,6 @@ short on two CPU cores). Asserts that:
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +25,8 @@ import pytest
 from loadgen.config import RunConfig
 from loadgen.runner import RunOutcome, run
 from loadgen.tasks import load_tasks, scale_task
+from servers.vllm.stack import get_json
+from tests.faults.test_vllm_restart import tap_counts
 
 pytestmark = pytest.mark.integration
 
@@ -78,24 +78,6 @@ def test_output_lengths_follow_the_tasks_fitted_distribution(outcome: RunOutcome
     assert lengths.max() <= spec.output.cap
 
 
-def _tap_counts(sidecar_url: str) -> dict[str, float]:
-    """The sidecar's tap counters (``jouletrace_tap_events_total``, those not 0), for a failure's message."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"{sidecar_url}/metrics", timeout=10).read().decode()
-    return {
-        f"{s.labels['jouletrace_tap']}/{s.labels['outcome']}": s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "jouletrace_tap_events_total" and s.value
-    }
-
-
-def _task_now(sidecar_url: str, request_id: str) -> str:
-    with urllib.request.urlopen(f"{sidecar_url}/v1/requests/{request_id}", timeout=10) as resp:
-        return str(json.loads(resp.read())["task"])
-
-
 def test_the_sidecar_attributed_every_request_with_its_task(stack: Any, outcome: RunOutcome) -> None:
     missing = [r.request.id for r in outcome.results if r.energy is None or not r.energy.get("final")]
     assert missing == []
@@ -107,8 +89,9 @@ def test_the_sidecar_attributed_every_request_with_its_task(stack: Any, outcome:
         if not r.energy or r.energy["task"] != r.request.task
     ]
     if wrong:  # what the sidecar says now, a moment after the loadgen's wait ended
-        now = {rid: _task_now(stack.sidecar_url, rid) for rid, _ in wrong[:3]}
-        taps = _tap_counts(stack.sidecar_url)
+        records = {rid: get_json(f"{stack.sidecar_url}/v1/requests/{rid}") for rid, _ in wrong[:3]}
+        now = {rid: (rec or {}).get("task") for rid, rec in records.items()}  # None: no record
+        taps = {k: v for k, v in tap_counts(stack.sidecar_url).items() if v}
         pytest.fail(f"{len(wrong)} not labelled, now {now}; spans {spans}; sidecar {taps}")
     assert all((r.energy_j or 0) > 0 for r in outcome.results)
 
