@@ -14,7 +14,10 @@ users are not affected.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,25 +38,66 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # sidecar's answer can be late, and a span not delivered is a request whose task stays "unknown".
 EXPORT_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 30.0  # the spans still queued when the run ends get this long to go out
+RESEND_TIMEOUT_S = 30.0  # then the failed exports' spans get this long to go out once more
+MAX_KEPT_SPANS = 65_536  # failed spans kept to be sent again (the processor's queue size)
+MAX_ERRORS = 5  # the exporter's last complaints kept for the report
+_OTLP_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
 
 
 class CountingExporter(SpanExporter):
-    """An exporter's spans counted by outcome (``exported``, ``failed``): the run reports them, so a
-    task the sidecar could not join is explained, not guessed at."""
+    """An exporter's spans counted by outcome, and its failed exports kept to be sent once more.
+
+    ``exported`` and ``failed`` count spans; a failed export's spans are kept (up to
+    :data:`MAX_KEPT_SPANS`) and :meth:`resend` offers them to the receiver again when the run
+    ends and the machine is quiet (``resent``: delivered on that second try, moved from
+    ``failed`` to ``exported``). The exporter's own warnings and errors (the gRPC status and
+    details it logs, the only place it says them) are kept too, the last few (``errors``), so a
+    task the sidecar could not join is explained, not guessed at.
+    """
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
-        self.counts = {"exported": 0, "failed": 0}
+        self.counts = {"exported": 0, "failed": 0, "resent": 0}
+        self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
+        self._kept: list[Sequence[ReadableSpan]] = []
+        self._kept_spans = 0
         self._lock = threading.Lock()  # export runs on the processor's thread; counts are read on ours
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception:  # the SDK would log and drop it; count it first
-            result = SpanExportResult.FAILURE
+        ok = self._send(spans)
         with self._lock:
-            self.counts["exported" if result is SpanExportResult.SUCCESS else "failed"] += len(spans)
-        return result
+            self.counts["exported" if ok else "failed"] += len(spans)
+            if not ok and self._kept_spans + len(spans) <= MAX_KEPT_SPANS:
+                self._kept.append(spans)
+                self._kept_spans += len(spans)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> bool:
+        try:
+            return self.inner.export(spans) is SpanExportResult.SUCCESS
+        except Exception as err:  # the SDK would log and drop it; count it, say why
+            self.note(f"{type(err).__name__}: {err}")
+            return False
+
+    def resend(self, timeout_s: float) -> None:
+        """Offer the failed exports' spans once more, oldest first, until ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            kept, self._kept, self._kept_spans = self._kept, [], 0
+        for i, spans in enumerate(kept):
+            if time.monotonic() >= deadline:
+                self.note(f"{sum(len(s) for s in kept[i:])} failed spans not sent again: out of time")
+                return
+            if self._send(spans):
+                with self._lock:
+                    self.counts["failed"] -= len(spans)
+                    self.counts["exported"] += len(spans)
+                    self.counts["resent"] += len(spans)
+
+    def note(self, message: str) -> None:
+        """Keep one of the exporter's complaints (the last :data:`MAX_ERRORS`)."""
+        with self._lock:
+            self.errors.append(message[:300])
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -66,19 +110,42 @@ class CountingExporter(SpanExporter):
             return dict(self.counts)
 
 
+class _Complaints(logging.Handler):
+    """The OTLP exporter's log records (WARNING and up) handed to :meth:`CountingExporter.note`."""
+
+    def __init__(self, exporter: CountingExporter) -> None:
+        super().__init__(logging.WARNING)
+        self.exporter = exporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.exporter.note(record.getMessage())
+
+
+def _otlp(endpoint: str) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S)
+
+
 class ClientTracer:
     """Makes request spans; ``endpoint`` is ``host:port`` of an OTLP/gRPC receiver, or ``None``."""
 
-    def __init__(self, endpoint: str | None, service_name: str = "jouletrace-loadgen") -> None:
+    def __init__(
+        self,
+        endpoint: str | None,
+        service_name: str = "jouletrace-loadgen",
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        """``exporter`` replaces the OTLP/gRPC one (tests); it is used only with an ``endpoint``."""
         self.endpoint = endpoint or None
         self._provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         self._exporter: CountingExporter | None = None
+        self._complaints: _Complaints | None = None
         self._flushed: bool | None = None
         if self.endpoint:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            otlp = OTLPSpanExporter(endpoint=self.endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S)
-            self._exporter = CountingExporter(otlp)
+            self._exporter = CountingExporter(exporter or _otlp(self.endpoint))
+            self._complaints = _Complaints(self._exporter)
+            logging.getLogger(_OTLP_LOGGER).addHandler(self._complaints)
             self._provider.add_span_processor(
                 BatchSpanProcessor(self._exporter, max_queue_size=65536, schedule_delay_millis=500)
             )
@@ -117,13 +184,20 @@ class ClientTracer:
         span.end()
 
     def shutdown(self) -> None:
-        """Flush pending spans (at most :data:`FLUSH_TIMEOUT_S`) and stop."""
+        """Flush pending spans (at most :data:`FLUSH_TIMEOUT_S`), send the failed ones once more (at
+        most :data:`RESEND_TIMEOUT_S`) and stop."""
         if self._exporter is not None:
             self._flushed = self._provider.force_flush(timeout_millis=int(FLUSH_TIMEOUT_S * 1000))
+            self._exporter.resend(RESEND_TIMEOUT_S)
         self._provider.shutdown()
+        if self._complaints is not None:
+            logging.getLogger(_OTLP_LOGGER).removeHandler(self._complaints)
+            self._complaints = None
 
     def report(self) -> dict[str, Any]:
-        """Where the client spans went: the endpoint, spans ``exported`` and ``failed``, and whether
-        the closing flush finished (``flushed``; ``None`` before :meth:`shutdown` or with no endpoint)."""
-        counts = self._exporter.snapshot() if self._exporter is not None else {"exported": 0, "failed": 0}
-        return {"endpoint": self.endpoint or "", **counts, "flushed": self._flushed}
+        """Where the client spans went: the endpoint; spans ``exported``, ``failed`` and ``resent``
+        (delivered on the second try); whether the closing flush finished (``flushed``; ``None``
+        before :meth:`shutdown` or with no endpoint); the exporter's last complaints (``errors``)."""
+        exporter = self._exporter or CountingExporter(SpanExporter())
+        return {"endpoint": self.endpoint or "", **exporter.snapshot(), "flushed": self._flushed,
+                "errors": list(exporter.errors)}  # fmt: skip

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from loadgen.tracing import ClientTracer, CountingExporter
+from loadgen.records import Request
+from loadgen.tracing import _OTLP_LOGGER, ClientTracer, CountingExporter
 
 
 class Refusing(SpanExporter):
@@ -35,17 +37,78 @@ def test_delivered_spans_are_counted_exported_and_reach_the_inner_exporter() -> 
     inner = InMemorySpanExporter()
     counting = CountingExporter(inner)
     _spans(counting, 3)
-    assert counting.snapshot() == {"exported": 3, "failed": 0}
+    assert counting.snapshot() == {"exported": 3, "failed": 0, "resent": 0}
     assert [s.name for s in inner.get_finished_spans()] == ["s0", "s1", "s2"]
 
 
 def test_a_failed_or_raising_export_counts_its_spans_failed() -> None:
     counting = CountingExporter(Refusing(raising=1))
     _spans(counting, 2)
-    assert counting.snapshot() == {"exported": 0, "failed": 2}
+    assert counting.snapshot() == {"exported": 0, "failed": 2, "resent": 0}
 
 
 def test_without_an_endpoint_nothing_is_exported_and_the_flush_is_not_reported() -> None:
     tracer = ClientTracer(None)
     tracer.shutdown()
-    assert tracer.report() == {"endpoint": "", "exported": 0, "failed": 0, "flushed": None}
+    assert tracer.report() == {
+        "endpoint": "",
+        "exported": 0,
+        "failed": 0,
+        "resent": 0,
+        "flushed": None,
+        "errors": [],
+    }
+
+
+UNAVAILABLE = "Failed to export spans, error code: StatusCode.UNAVAILABLE"
+
+
+class Flaky(SpanExporter):
+    """Fails its first ``failing`` exports, logging why as the OTLP exporter does; then delivers."""
+
+    def __init__(self, failing: int) -> None:
+        self.failing = failing
+        self.delivered: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.failing:
+            self.failing -= 1
+            logging.getLogger(_OTLP_LOGGER).error(UNAVAILABLE)
+            return SpanExportResult.FAILURE
+        self.delivered += [s.name for s in spans]
+        return SpanExportResult.SUCCESS
+
+
+def test_failed_spans_are_sent_again_at_the_end_and_counted_resent() -> None:
+    inner = Flaky(failing=2)
+    counting = CountingExporter(inner)
+    _spans(counting, 3)
+    assert counting.snapshot() == {"exported": 1, "failed": 2, "resent": 0}
+    counting.resend(timeout_s=5.0)
+    assert counting.snapshot() == {"exported": 3, "failed": 0, "resent": 2}
+    assert inner.delivered == ["s2", "s0", "s1"]
+
+
+def test_spans_that_fail_again_stay_failed_and_out_of_time_is_said() -> None:
+    counting = CountingExporter(Refusing())
+    _spans(counting, 2)
+    counting.resend(timeout_s=5.0)
+    assert counting.snapshot() == {"exported": 0, "failed": 2, "resent": 0}
+    _spans(counting, 1)
+    counting.resend(timeout_s=0.0)
+    assert counting.snapshot()["failed"] == 3
+    assert counting.errors[-1] == "1 failed spans not sent again: out of time"
+
+
+def test_the_exporters_logged_complaints_reach_the_report() -> None:
+    tracer = ClientTracer("127.0.0.1:9", exporter=Flaky(failing=1))
+    tracer.start(_request(), {}).end()
+    tracer.shutdown()
+    report = tracer.report()
+    assert report["exported"] == 1 and report["failed"] == 0 and report["resent"] == 1
+    assert report["errors"] == [UNAVAILABLE]
+    assert report["flushed"] is True
+
+
+def _request() -> Request:
+    return Request(id="r1", task="gpqa", api="chat", path="/v1/chat/completions", body={"model": "m"})
