@@ -48,7 +48,7 @@ from sidecar.poller import Poller
 from sidecar.proxy.prices import price_json
 from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
-from sidecar.taps.tap import Tap
+from sidecar.taps.tap import Cuts, Tap
 from sidecar.timeline import Timeline
 
 __all__ = ["Sidecar"]
@@ -149,6 +149,9 @@ class Sidecar:
         now = self.clock() if now_s is None else now_s
         self._snapshot_due = now  # from here on the parts move on: the next read builds a snapshot
         self._drain_poller()
+        for tap in self.taps:  # first every cut, so no tap hands on what came after an earlier drain
+            if isinstance(tap, Cuts):
+                tap.cut()
         for tap in self.taps:
             events, infos = tap.due(now)
             self.attributor.ingest(events, infos)

@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_Queued = ReceivedSpan | tuple[RowHandler, SpanRows]  # one span whole, or an export's spans as columns
 DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (~400 B each queued): otlp_max_queued_spans
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
@@ -99,7 +100,8 @@ class OtlpReceiver:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.counts: Counter[str] = Counter()
-        self._queue: deque[ReceivedSpan | tuple[RowHandler, SpanRows]] = deque()
+        self._queue: deque[_Queued] = deque()
+        self._cut: list[_Queued] | None = None  # taken at the tick's start (cut), handed on by due
         self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
         self._max_drain = max_drain_spans  # spans handed on per tick (otlp_drain_max_spans)
@@ -276,17 +278,27 @@ class OtlpReceiver:
         with self._lock:
             self.counts[outcome] += n
 
+    def cut(self) -> None:
+        """Mark the tick's start (:class:`~sidecar.taps.tap.Cuts`): its :meth:`due` hands on only the
+        spans queued by now. vLLM's span of a request is sent after the hook's and the plugin's first
+        word of it, so every claim a span taken here could meet is drained before it is handled;
+        a span that arrives while the tick runs waits for the next one."""
+        self._cut = (self._cut or []) + self._take()
+
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
-        """Hand the queued spans to the handlers (:mod:`.otlp_drain`), the oldest first and at most
-        ``max_drain_spans`` of them a tick (whole exports: up to one export's spans more), all of
-        them once stopped; return what they made."""
-        out, outcomes = drain(self._take(), self.handlers)
+        """Hand the queued spans (those of the tick's :meth:`cut` if it made one) to the handlers
+        (:mod:`.otlp_drain`), the oldest first and at most ``max_drain_spans`` a tick (whole exports:
+        up to one export's spans more), all of them once stopped; return what they made."""
+        items, self._cut = self._cut, None
+        if items is None or self._stopped:
+            items = (items or []) + self._take()
+        out, outcomes = drain(items, self.handlers)
         if outcomes:
             with self._lock:
                 self.counts.update(outcomes)
         return out.events, out.infos
 
-    def _take(self) -> list[ReceivedSpan | tuple[RowHandler, SpanRows]]:
+    def _take(self) -> list[_Queued]:
         with self._lock:
             items, n = take(self._queue, self._queued, math.inf if self._stopped else self._max_drain)
             self._queued -= n

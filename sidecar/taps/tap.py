@@ -11,7 +11,11 @@ none; an ``OSError`` if it cannot bind, which the sidecar reports naming the
 tap's ``knob``); ``stop(grace_s)`` undoes that, also after a failed start;
 ``due(now_s)`` returns the work events and request infos made since the last
 call (sidecar monotonic seconds); ``stats()`` returns the tap's counters for
-the self-metrics. A span handler
+the self-metrics. A tap that receives on other threads may also be :class:`Cuts`: at each
+tick every such tap's ``cut()`` runs before any ``due``, and its ``due`` then hands on only
+what had arrived by the cut, so what a later tap hands on can never have arrived after what an
+earlier tap drained (the OTLP receiver: a span is handled only after every claim sent before it
+was drained, however long the tick takes). A span handler
 (:class:`~sidecar.taps.spans.SpanHandler`) is not a tap: it lives inside the
 OTLP receiver, which reports its handlers' counters with its own.
 """
@@ -19,12 +23,12 @@ OTLP receiver, which reports its handlers' counters with its own.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sidecar.attribution.events import RequestInfo, Work
 from sidecar.attribution.records import TapReport
 
-__all__ = ["SourceTap", "Tap", "WorkSource", "merge_reports"]
+__all__ = ["Cuts", "SourceTap", "Tap", "WorkSource", "merge_reports"]
 
 
 class WorkSource(Protocol):
@@ -50,6 +54,15 @@ class Tap(WorkSource, Protocol):
 
     def stats(self) -> TapReport:
         """The tap's counters, for the ``jouletrace.tap.*`` self-metrics."""
+        ...
+
+
+@runtime_checkable
+class Cuts(Protocol):
+    """A tap whose ``due`` can be limited to what arrived by the start of the tick."""
+
+    def cut(self) -> None:
+        """Mark the start of a tick: the next ``due`` hands on only what arrived by now."""
         ...
 
 

@@ -166,7 +166,8 @@ async def test_client_spans_reach_an_otlp_receiver_with_the_task_and_the_propaga
         receiver.stop()
     sent = {r.request.id: r.trace_id for r in outcome.results}
     assert outcome.meta["client_spans"] == {
-        "endpoint": f"127.0.0.1:{port}", "exported": 6, "failed": 0, "flushed": True
+        "endpoint": f"127.0.0.1:{port}", "exported": 6, "failed": 0, "resent": 0, "flushed": True,
+        "errors": [],
     }  # fmt: skip
     got = {s.attributes["jouletrace.request.id"]: s for s in spans}
     assert set(got) == set(sent)

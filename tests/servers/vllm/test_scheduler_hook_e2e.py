@@ -157,11 +157,25 @@ def test_long_prompts_are_chunked_and_a_repeated_prompt_hits_the_prefix_cache(ho
 
 
 def test_a_dropped_stream_is_reported_gone(hooked: dict[str, Any]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not per_request(messages(hooked))["chatcmpl-hk-drop"].get("gone"):
-        time.sleep(0.5)
-    drop = per_request(messages(hooked))["chatcmpl-hk-drop"]
-    assert drop.get("gone") and "fin" not in drop and 0 < len(drop["steps"]) < 400
+    """The tiny model writes its 400 tokens in about a second, into socket buffers that hold them
+    all: on a loaded machine vLLM can finish the request before it notices the hang-up (then the
+    hook rightly says ``fin``, not ``gone``). Such an attempt proves nothing; up to two more are made."""
+    stack = hooked["stack"]
+    for attempt in range(3):
+        rid = "hk-drop" if attempt == 0 else f"hk-drop-{attempt}"
+        if attempt:
+            stream_then_drop(stack.vllm_url, stack.served_name, rid)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _ended(per_request(messages(hooked))[f"chatcmpl-{rid}"]):
+            time.sleep(0.5)
+        drop = per_request(messages(hooked))[f"chatcmpl-{rid}"]
+        if "fin" not in drop:
+            break
+    assert drop.get("gone") and "fin" not in drop and 0 < len(drop["steps"]) < 400, drop
+
+
+def _ended(request: dict[str, Any]) -> bool:
+    return "gone" in request or "fin" in request
 
 
 def test_steps_are_ordered_and_never_overlap(hooked: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -134,6 +135,36 @@ def test_drained_the_other_way_round_the_span_would_add_the_work_again(plugin_an
     reversed_order.tick()
     events = reversed_order.snapshot().stats.taps.events
     assert events[("vllm_plugin", "starts")] == 1 and events[("vllm_spans", "work_from_spans")] == 1
+
+
+def test_a_span_that_arrives_while_a_tick_runs_waits_for_the_next_so_a_claim_sent_before_it_counts(
+    plugin_and_spans: Sidecar,
+) -> None:
+    """Under CPU starvation a tick can take long: the plugin's datagram and then vLLM's span of the
+    same request arrive after the vLLM taps were drained but before the receiver is. The receiver
+    hands on only what it had at the tick's start (``cut``), so the span is handled the next tick,
+    after the claim; handed on at once, it added the request's work a second time."""
+    sidecar = plugin_and_spans
+    vllm = sidecar.taps[0]
+    assert isinstance(vllm, VllmTaps)
+    drain_vllm = vllm.due
+    arrived: list[bool] = []
+
+    def due_then_arrivals(now_s: float) -> tuple[list[Any], list[Any]]:
+        out = drain_vllm(now_s)
+        if not arrived:  # the first tick, after the vLLM taps' drain
+            _same_tick(sidecar)
+            arrived.append(True)
+        return out
+
+    vllm.due = due_then_arrivals  # type: ignore[method-assign]
+    sidecar.tick()
+    events = sidecar.snapshot().stats.taps.events
+    assert (events.get(("vllm_plugin", "starts"), 0), events[("vllm_spans", "requests")]) == (0, 0)  # wait
+    sidecar.tick()
+    events = sidecar.snapshot().stats.taps.events
+    assert events[("vllm_plugin", "starts")] == 1 and events[("vllm_spans", "requests")] == 1
+    assert events[("vllm_spans", "work_from_spans")] == 0
 
 
 def test_the_hook_is_drained_first_and_its_claims_reach_the_plugin_and_the_spans() -> None:
