@@ -283,13 +283,16 @@ class OtlpReceiver:
         spans queued by now. vLLM's span of a request is sent after the hook's and the plugin's first
         word of it, so every claim a span taken here could meet is drained before it is handled;
         a span that arrives while the tick runs waits for the next one."""
-        self._cut = (self._cut or []) + self._take()
+        taken = self._take()
+        with self._lock:  # the tick's thread cuts and drains; a stop's drain may come from another
+            self._cut = (self._cut or []) + taken
 
     def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
         """Hand the queued spans (those of the tick's :meth:`cut` if it made one) to the handlers
         (:mod:`.otlp_drain`), the oldest first and at most ``max_drain_spans`` a tick (whole exports:
         up to one export's spans more), all of them once stopped; return what they made."""
-        items, self._cut = self._cut, None
+        with self._lock:
+            items, self._cut = self._cut, None
         if items is None or self._stopped:
             items = (items or []) + self._take()
         out, outcomes = drain(items, self.handlers)
