@@ -80,7 +80,8 @@ class CountingExporter(SpanExporter):
             return False
 
     def resend(self, timeout_s: float) -> None:
-        """Offer the failed exports' spans once more, oldest first, until ``timeout_s`` has passed."""
+        """Offer the failed exports' spans once more, oldest first, until ``timeout_s`` has passed or
+        one fails again (the receiver still refuses: the rest would wait an export timeout each)."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
             kept, self._kept, self._kept_spans = self._kept, [], 0
@@ -88,11 +89,13 @@ class CountingExporter(SpanExporter):
             if time.monotonic() >= deadline:
                 self.note(f"{sum(len(s) for s in kept[i:])} failed spans not sent again: out of time")
                 return
-            if self._send(spans):
-                with self._lock:
-                    self.counts["failed"] -= len(spans)
-                    self.counts["exported"] += len(spans)
-                    self.counts["resent"] += len(spans)
+            if not self._send(spans):
+                self.note(f"{sum(len(s) for s in kept[i:])} failed spans not sent again: failed again")
+                return
+            with self._lock:
+                self.counts["failed"] -= len(spans)
+                self.counts["exported"] += len(spans)
+                self.counts["resent"] += len(spans)
 
     def note(self, message: str) -> None:
         """Keep one of the exporter's complaints (the last :data:`MAX_ERRORS`)."""

@@ -95,8 +95,9 @@ def test_failed_spans_are_sent_again_at_the_end_and_counted_resent() -> None:
 def test_spans_that_fail_again_stay_failed_and_out_of_time_is_said() -> None:
     counting = CountingExporter(Refusing())
     _spans(counting, 2)
-    counting.resend(timeout_s=5.0)
+    counting.resend(timeout_s=5.0)  # the first fails again: the second is not tried
     assert counting.snapshot() == {"exported": 0, "failed": 2, "resent": 0}
+    assert counting.errors[-1] == "2 failed spans not sent again: failed again"
     _spans(counting, 1)
     counting.resend(timeout_s=0.0)
     assert counting.snapshot()["failed"] == 3
