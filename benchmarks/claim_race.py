@@ -20,12 +20,11 @@ import asyncio
 import multiprocessing
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import metrics, total  # benchmarks/memory.py: the sidecar's /metrics, parsed
 
 from loadgen.config import RunConfig
 from loadgen.runner import run
@@ -41,16 +40,8 @@ def _spin() -> None:
         pass
 
 
-def _taps(url: str) -> dict[tuple[str, str], float]:
-    """The sidecar's ``jouletrace_tap_events_total`` by (tap, outcome)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {
-        (s.labels["jouletrace_tap"], s.labels["outcome"]): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "jouletrace_tap_events_total"
-    }
+def _tap(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], tap: str, outcome: str) -> int:
+    return int(total(samples, "jouletrace_tap_events_total", jouletrace_tap=tap, outcome=outcome))
 
 
 def main() -> None:
@@ -70,7 +61,7 @@ def main() -> None:
             phases="mixed", energy_wait_s=30, seed=args.seed, prompt_scale=0.5,
         )  # fmt: skip
         outcome = asyncio.run(run(cfg))
-        taps = _taps(stack.sidecar_url)
+        samples = metrics(stack.ports["sidecar"])
     finally:
         for p in spinners:
             p.kill()
@@ -79,9 +70,9 @@ def main() -> None:
     unlabelled = sum(1 for r in outcome.results if not r.energy or r.energy.get("task") != r.request.task)
     print(f"busy loops {args.busy_loops} | seed {args.seed} | requests {len(outcome.results)}")
     print(f"client spans exported {spans['exported']} failed {spans['failed']} resent {spans['resent']}")
-    print(f"unlabelled {unlabelled} | hook finished {taps.get(('vllm_hook', 'finished'), 0):.0f} "
-          f"lost {taps.get(('vllm_hook', 'lost'), 0):.0f}")  # fmt: skip
-    print(f"work_from_spans {taps.get(('vllm_spans', 'work_from_spans'), 0):.0f} of {REQUESTS}")
+    print(f"unlabelled {unlabelled} | hook finished {_tap(samples, 'vllm_hook', 'finished')} "
+          f"lost {_tap(samples, 'vllm_hook', 'lost')}")  # fmt: skip
+    print(f"work_from_spans {_tap(samples, 'vllm_spans', 'work_from_spans')} of {REQUESTS}")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ class Sidecar:
         self.config = config
         self.meter = meter
         self.taps = tuple(taps)  # drained in this order at each tick
+        self._cuts = tuple(tap for tap in self.taps if isinstance(tap, Cuts))  # cut first, each tick
         self.clock = clock
         self.timeline = Timeline(meter.devices, capacity=config.timeline_capacity)
         # finals, for lookups: the configured ledger, else the most recent ones in memory
@@ -149,9 +150,8 @@ class Sidecar:
         now = self.clock() if now_s is None else now_s
         self._snapshot_due = now  # from here on the parts move on: the next read builds a snapshot
         self._drain_poller()
-        for tap in self.taps:  # first every cut, so no tap hands on what came after an earlier drain
-            if isinstance(tap, Cuts):
-                tap.cut()
+        for cutter in self._cuts:  # first every cut, so no tap hands on what came after an earlier drain
+            cutter.cut()
         for tap in self.taps:
             events, infos = tap.due(now)
             self.attributor.ingest(events, infos)
