@@ -19,12 +19,12 @@ import argparse
 import asyncio
 import multiprocessing
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memory import metrics, total  # benchmarks/memory.py: the sidecar's /metrics, parsed
+from scratch import scratch_dir
 
 from loadgen.config import RunConfig
 from loadgen.runner import run
@@ -49,7 +49,13 @@ def main() -> None:
     parser.add_argument("--busy-loops", type=int, default=3, help="processes spinning beside the stack")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    stack = Stack(build_llama(default_dir("llama")), log_dir=Path(tempfile.mkdtemp(prefix="claim-race-")))
+    with scratch_dir("claim-race-") as logs:  # the stack's logs: removed at the end
+        measure(args, logs)
+
+
+def measure(args: argparse.Namespace, logs: Path) -> None:
+    """The stack beside ``--busy-loops`` spinners, one load-generator run, the counters printed."""
+    stack = Stack(build_llama(default_dir("llama")), log_dir=logs)
     stack.start()
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy_loops)]
     try:

@@ -60,7 +60,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -78,6 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sidecar pack
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
 
 from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
+from scratch import scratch_dir
 
 from tests.support import free_port
 
@@ -134,11 +134,12 @@ def sidecar_process(
 ) -> None:
     """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
     os.sched_setaffinity(0, {core})
-    asyncio.run(_run_sidecar(conn, progress, max_wait_s, verbose, max_pending_rows))
+    with scratch_dir("jt-ingest-grpc-") as tmp:  # its ledger: hundreds of MB, removed at the end
+        asyncio.run(_run_sidecar(conn, tmp, progress, max_wait_s, verbose, max_pending_rows))
 
 
 async def _run_sidecar(
-    conn: Connection, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+    conn: Connection, tmp: Path, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
 ) -> None:
     from sidecar.config import SidecarConfig
     from sidecar.gc_tune import tune_gc
@@ -146,7 +147,6 @@ async def _run_sidecar(
     from sidecar.taps.vllm import VllmTaps
     from sidecar.wiring import build_sidecar
 
-    tmp = Path(tempfile.mkdtemp(prefix="jt-ingest-grpc-"))
     _replay_trace(tmp / "trace.csv", 400.0)
     config = SidecarConfig(
         meter="replay",

@@ -57,7 +57,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -74,6 +73,7 @@ from memory_flood import FloodCounts  # noqa: E402
 from memory_flood import flood as flood_exporters  # noqa: E402
 from memory_phases import Phases, Sampler, cpu_s, status_mb  # noqa: E402
 from otlp_flood import build_exports  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 from sidecar.contracts.vllm_wire import encode  # noqa: E402
 from tests.support import free_port, wait_http  # noqa: E402
@@ -257,8 +257,13 @@ def main() -> None:
         "--top", type=int, default=10, help="allocation sites printed per phase with --tracemalloc"
     )
     args = ap.parse_args()
+    with scratch_dir("memory-bench-") as tmp:  # the ledger grows to ~500 MB: removed at the end
+        measure(args, tmp)
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Start the sidecar on the hour's replay, run the phases, print the peak RSS."""
     probe = args.tracemalloc if args.heap or args.tracemalloc else None  # frames traced (0: heap only)
-    tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     trace = tmp / "hour.csv"
     speed = HOUR_S / args.hour_s
     rows = write_trace(trace, HOUR_S, speed, tail_s=args.in_flight_s + args.flood_s + 120.0)
@@ -290,7 +295,9 @@ def main() -> None:
             code = proc.wait()
             print("the sidecar did not stop within 60 s of SIGTERM: killed")
     sampled_mb = max(r for _, r in sampler.samples)
-    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {sampled_mb:.1f} MB; log {log}")
+    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {sampled_mb:.1f} MB")
+    if code != 0:  # the scratch folder, log included, goes at the end: its tail here
+        print(log.read_text(errors="replace")[-4000:])
     print(f"rss MB {peak_mb:.0f}")
 
 

@@ -33,7 +33,6 @@ import random
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scratch import scratch_dir
 
 from servers.vllm.hook_stream import StepStream
 from servers.vllm.launcher import Process, free_port, sidecar_command, wait_http
@@ -223,7 +224,12 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=2048, help="prefill tokens per step (chunked prefill)")
     parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of the traffic window here")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="jouletrace-cpu-"))
+    with scratch_dir("jouletrace-cpu-") as work:  # trace, ledger and log: removed at the end
+        return measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    """An idle window, then the stream of steps; prints the sidecar's CPU over its idle baseline."""
     window_s = args.seconds + SETTLE_S + 1.0
     replay_trace(work / "trace.csv", 2 * window_s + 300.0, seed=0)
     hook_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
@@ -264,7 +270,7 @@ def main() -> int:
         code = proc.stop()
     if code != 0:
         print(f"sidecar exited with {code}:\n{proc.tail()}")
-    print(f"sidecar on the replay meter (synthetic 100 ms counter trace; no GPU), log {work / 'sidecar.log'}")
+    print("sidecar on the replay meter (synthetic 100 ms counter trace; no GPU)")
     print(
         f"stream: batch {args.batch}, {steps} steps of {args.step_ms} ms in {sent_s:.1f} s wall "
         f"({steps / sent_s:.0f} steps/s, {tokens / sent_s:,.0f} output tokens/s), {tokens} output tokens"

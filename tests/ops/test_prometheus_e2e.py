@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -180,8 +179,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    tmp = Path(tempfile.mkdtemp(prefix="jouletrace-e2e-"))
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("jouletrace-e2e-")  # pytest keeps only its last three runs' folders
     procs: list[_Proc] = []
     vllm = VllmStandIn(model="sim-llm")
     try:
