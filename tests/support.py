@@ -1,5 +1,5 @@
 """Helpers shared by the tests: a free port, waiting for a process or URL, a clock that moves when told,
-work in rows as one event per row."""
+work in rows as one event per row, a running sidecar's /metrics parsed."""
 
 from __future__ import annotations
 
@@ -12,9 +12,24 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from sidecar.attribution.events import Phase, StepBatch, WorkEvent, WorkRows
 
-__all__ = ["FakeClock", "free_port", "http_ok", "wait_for", "wait_http", "work_events"]
+__all__ = [
+    "FakeClock",
+    "Samples",
+    "free_port",
+    "http_ok",
+    "metrics",
+    "tap_counts",
+    "taps",
+    "wait_for",
+    "wait_http",
+    "work_events",
+]
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]  # sample name -> [(labels, value)]
 
 
 def work_events(events: Sequence[WorkEvent | StepBatch | WorkRows]) -> list[WorkEvent]:
@@ -113,3 +128,24 @@ def wait_http(
 ) -> None:
     """Wait until ``GET url`` answers 2xx (see :func:`wait_for`)."""
     wait_for(lambda: http_ok(url), timeout_s, proc, log, what=url)
+
+
+def metrics(url: str, timeout_s: float = 5.0) -> Samples:
+    """A server's /metrics (``url`` without the path), parsed by prometheus_client: name -> samples."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def taps(samples: Samples) -> dict[tuple[str, str], float]:
+    """The sidecar's tap counters: (tap, outcome) -> count."""
+    return {(lab["jouletrace_tap"], lab["outcome"]): v for lab, v in samples["jouletrace_tap_events_total"]}
+
+
+def tap_counts(url: str) -> dict[tuple[str, str], float]:
+    """A running sidecar's tap counters, read from its /metrics."""
+    return taps(metrics(url))

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.faults import hostile as h
 from tests.faults.conftest import HealthWatch
-from tests.support import free_port, wait_for
+from tests.support import free_port, metrics, taps, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +36,6 @@ GRACE_S = 5.0
 # vLLM's span tap sees one span per request: 50 requests/s is a busy server; the flood is 10x that
 FLOOD, FLOOD_RATE = 1000, 500.0
 HEALTH_TIMEOUT_S = 10.0  # the tick shares the event loop with /healthz: a flood slows it (printed)
-
-
-def metrics(base: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    status, body = h.get(base + "/metrics")
-    assert status == 200
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
-
-
-def taps(m: dict[str, list[tuple[dict[str, str], float]]]) -> dict[tuple[str, str], float]:
-    return {(lab["jouletrace_tap"], lab["outcome"]): v for lab, v in m["jouletrace_tap_events_total"]}
 
 
 class Sidecar:

@@ -28,7 +28,7 @@ from servers.vllm.demo import wait_final
 from servers.vllm.launcher import vllm_python
 from servers.vllm.stack import CPU_ARGS, Request, Stack, get_json, run_workload
 from tests.faults.conftest import HealthWatch
-from tests.servers.vllm.test_vllm_e2e import metrics
+from tests.support import metrics, tap_counts
 
 pytestmark = pytest.mark.integration
 
@@ -62,12 +62,6 @@ class Stream:
                     self.done |= line.startswith(b"data: [DONE]")
         except Exception as err:  # the server was killed under it: what a client sees
             self.error = repr(err)
-
-
-def tap_counts(url: str) -> dict[tuple[str, str], float]:
-    return {
-        (lab["jouletrace_tap"], lab["outcome"]): v for lab, v in metrics(url)["jouletrace_tap_events_total"]
-    }
 
 
 def group_alive(pgid: int) -> bool:

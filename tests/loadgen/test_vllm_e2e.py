@@ -26,7 +26,7 @@ from loadgen.config import RunConfig
 from loadgen.runner import RunOutcome, run
 from loadgen.tasks import load_tasks, scale_task
 from servers.vllm.stack import get_json
-from tests.faults.test_vllm_restart import tap_counts
+from tests.support import tap_counts
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,7 @@ from servers.vllm.demo import wait_final
 from servers.vllm.launcher import free_port
 from servers.vllm.stack import CPU_ARGS, Request, Stack, run_workload
 from sidecar.contracts.scheduler_wire import Message, decode
-
-from .test_vllm_e2e import metrics
+from tests.support import metrics
 
 pytestmark = pytest.mark.integration
 

@@ -18,26 +18,15 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client.parser import text_string_to_metric_families
 
 from servers.vllm.demo import mixed_workload, wait_final
 from servers.vllm.stack import Request, Result, Stack, get_json, run_workload
 from sidecar.taps.otlp import OtlpReceiver
+from tests.support import metrics, tap_counts, taps
 
 from .conftest import SpanSink
 
 pytestmark = pytest.mark.integration
-
-
-def metrics(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Sample name -> [(labels, value)] of a Prometheus exposition."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
 
 
 def traced(stack: Stack, requests: list[Request]) -> list[Request]:
@@ -166,13 +155,13 @@ def test_plugin_and_metrics_taps_agree_and_spans_add_no_second_copy_of_the_work(
     traffic: dict[str, Any], vllm_stack: Stack
 ) -> None:
     m = metrics(vllm_stack.sidecar_url)
-    taps = {(lab["jouletrace_tap"], lab["outcome"]): v for lab, v in m["jouletrace_tap_events_total"]}
-    assert taps[("vllm_plugin", "iterations")] > 0 and taps.get(("vllm_plugin", "lost"), 0) == 0
-    assert taps[("vllm_spans", "requests")] >= len(traffic["results"])
-    assert taps[("vllm_spans", "work_from_spans")] == 0  # the plugin claimed every request
-    assert taps[("vllm_plugin", "starts")] >= len(traffic["results"]) - 1  # per-iteration membership
-    assert taps.get(("vllm_plugin", "membership_mismatch"), 0) == 0
-    assert taps[("vllm_metrics", "scrapes")] > 0
+    counts = taps(m)
+    assert counts[("vllm_plugin", "iterations")] > 0 and counts.get(("vllm_plugin", "lost"), 0) == 0
+    assert counts[("vllm_spans", "requests")] >= len(traffic["results"])
+    assert counts[("vllm_spans", "work_from_spans")] == 0  # the plugin claimed every request
+    assert counts[("vllm_plugin", "starts")] >= len(traffic["results"]) - 1  # per-iteration membership
+    assert counts.get(("vllm_plugin", "membership_mismatch"), 0) == 0
+    assert counts[("vllm_metrics", "scrapes")] > 0
     mismatch = {lab["jouletrace_phase"]: v for lab, v in m["jouletrace_tap_token_mismatch"]}
     assert mismatch == {"prefill": 0.0, "decode": 0.0}
     state = {lab["jouletrace_quantity"] for lab, _ in m["jouletrace_server_state"]}
@@ -196,11 +185,8 @@ def test_vllm_keeps_serving_while_the_sidecar_is_down_and_a_restarted_sidecar_pi
     # arrive, but their work lies before the new sidecar's first counter edge: no energy is invented.
     missed = get_json(f"{stack.sidecar_url}/v1/requests/down-0")
     assert missed is None or missed["energy_j"] == 0.0
-    taps = {
-        (lab["jouletrace_tap"], lab["outcome"]): v
-        for lab, v in metrics(stack.sidecar_url)["jouletrace_tap_events_total"]
-    }
-    assert taps[("vllm_plugin", "iterations")] > 0 and taps.get(("vllm_plugin", "lost"), 0) == 0
+    counts = tap_counts(stack.sidecar_url)
+    assert counts[("vllm_plugin", "iterations")] > 0 and counts.get(("vllm_plugin", "lost"), 0) == 0
 
 
 def test_a_completions_request_is_found_by_its_x_request_id_too(
