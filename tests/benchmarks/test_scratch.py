@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,4 @@ def test_the_folder_is_kept_and_named_when_the_run_fails(capsys: pytest.CaptureF
         assert (path / "sidecar.log").read_text() == "the sidecar said why"
         assert str(path) in capsys.readouterr().err
     finally:
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
+        shutil.rmtree(path)
