@@ -24,6 +24,7 @@ from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, Work, WorkEvent
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import SplitRule, make_rule
+from sidecar.attribution.task_labels import Info
 from sidecar.meters.base import DeviceInfo, Reading
 from sidecar.taps.spans import TapOutput
 from sidecar.timeline import Timeline
@@ -49,7 +50,7 @@ class OfflineResult:
 class Source(Protocol):
     """Anything that hands over work as time passes (a live tap, a replayed stream)."""
 
-    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]: ...
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[Info]]: ...
 
 
 class EventSource:
@@ -81,7 +82,7 @@ class PayloadSource:
         self._i = 0
         self.now_s = float("-inf")  # the replay's clock (payload time): "now" for receivers that date-check
 
-    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         self.now_s = now_s
         out = TapOutput()
         j = bisect_right(self._t, now_s)
@@ -165,6 +166,6 @@ def attribute_readings(
     return OfflineResult(records, att)
 
 
-def _ingest(att: Attributor, due: tuple[Sequence[Work], Sequence[RequestInfo]]) -> None:
+def _ingest(att: Attributor, due: tuple[Sequence[Work], Sequence[Info]]) -> None:
     events, infos = due
     att.ingest(events, infos)

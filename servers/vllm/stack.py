@@ -59,6 +59,7 @@ class Stack:
     meter: str = "cpu-model"
     sidecar: bool = True  # False: vLLM alone (no tracing, the plugin sends into the void)
     hook: bool = True  # the scheduler hook in vLLM (False: vLLM's own scheduler, the plugin alone)
+    vllm_traces: bool = True  # vLLM sends its llm_request spans to the sidecar (--otlp-traces-endpoint)
     scrape: bool = True
     forward_endpoint: str = ""
     sidecar_args: Sequence[str] = ()
@@ -86,7 +87,7 @@ class Stack:
 
     def start_vllm(self, timeout_s: float = 240.0) -> None:
         """Start (or restart) vLLM on the same ports, in its own process group (see :meth:`kill_vllm`)."""
-        otlp = f"localhost:{self.ports['otlp']}" if self.sidecar else None
+        otlp = f"localhost:{self.ports['otlp']}" if self.sidecar and self.vllm_traces else None
         cmd = serve_command(
             str(self.model_dir),
             port=self.ports["vllm"],

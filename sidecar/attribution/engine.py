@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -35,6 +35,7 @@ from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.sealing import TickSealer
+from sidecar.attribution.task_labels import HeldLabels, TaskLabel, labelled
 from sidecar.attribution.tick import TickWork
 from sidecar.attribution.totals import Totals
 from sidecar.errors import WorkEventError
@@ -52,6 +53,7 @@ DROP_REASONS = (
     "after_final",
     "info_after_final",
     "task_late",  # tasks named after final: set on the ledger, API, waiting span; not the histograms
+    "task_label_evicted",  # tasks named by id for requests never seen, forgotten (task_labels.MAX_HELD)
     "future",  # work or an end claimed beyond max_future_s ahead of the sealed time
     "pending_cap",  # work rows refused because max_pending_rows were pending
     "expired",  # requests ended by request_timeout_s without a stated end
@@ -61,7 +63,6 @@ DROP_REASONS = (
 # Busy ticks held for the fit's warm-up keep their work rows (ten 8-byte values a row): a bound in
 # rows as well as in ticks, so 150 ticks of a wide batch (4,096 members) cannot hold 49 MB.
 MAX_HELD_ROWS = 100_000
-_MAX_LATE_TASKS = 100_000  # late task labels held between two ticks (beyond: refused, counted)
 
 
 class Attributor(TickSealer, RequestLifecycle):
@@ -107,7 +108,7 @@ class Attributor(TickSealer, RequestLifecycle):
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
         self._finalized: RecentIds[str] = RecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
-        self._late_tasks: OrderedDict[str, str] = OrderedDict()  # id -> task named after final, until taken
+        self._labels = HeldLabels()  # tasks named by id for requests not seen yet, or after final
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks
 
@@ -208,7 +209,7 @@ class Attributor(TickSealer, RequestLifecycle):
         return codes, None
 
     def ingest(
-        self, events: Iterable[WorkEvent | StepBatch | WorkRows], infos: Iterable[RequestInfo]
+        self, events: Iterable[WorkEvent | StepBatch | WorkRows], infos: Iterable[RequestInfo | TaskLabel]
     ) -> None:
         """One source's output of a tick: the infos first, so a request met here gets its row with
         its stated end (one check scheduled, not a timeout check too) and its work finds the row."""
@@ -217,30 +218,44 @@ class Attributor(TickSealer, RequestLifecycle):
         for event in events:
             self.add_work(event)
 
-    def add_request(self, info: RequestInfo) -> None:
+    def add_request(self, info: RequestInfo | TaskLabel) -> None:
         """Record or update what is known about a request (model, task, tokens, end).
 
         After the request's record is final only a task is still taken (a client span that came
-        late): it waits for :meth:`take_late_tasks`; anything else is refused and counted.
+        late): it waits for :meth:`take_late_tasks`; anything else is refused and counted. A
+        :class:`~sidecar.attribution.task_labels.TaskLabel` (a task named by id alone) names the
+        task of a live request, or of a final one, or waits for the request's first info.
         """
         if info.request_id in self._finalized:
-            if info.task != "unknown" and len(self._late_tasks) < _MAX_LATE_TASKS:
-                self.dropped["task_late"] += 1
-                self._late_tasks[info.request_id] = info.task
-            else:
-                self.dropped["info_after_final"] += 1
+            taken = self._labels.late(info.request_id, info.task)
+            self.dropped["task_late" if taken else "info_after_final"] += 1
             return
+        if isinstance(info, TaskLabel):
+            self._label(info)
+            return
+        if self._labels:
+            info = self._labels.apply(info)
         horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
         if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
         self.requests.set_info(info.request_id, info)
 
+    def _label(self, label: TaskLabel) -> None:
+        """A task named by id: set on the live request, or held until the request is first seen."""
+        live = self.requests.get(label.request_id)
+        if live is None:
+            self._labels.hold(label)
+            self.dropped["task_label_evicted"] = self._labels.evicted
+            return
+        info = labelled(live.info, label)
+        if info is not None:
+            self.requests.set_info(label.request_id, info)
+
     def take_late_tasks(self) -> dict[str, str]:
         """Tasks named for requests already final (id -> task) since the last call; the caller
         sets them on the stored records. The energy and the metrics already observed stay."""
-        late, self._late_tasks = self._late_tasks, OrderedDict()
-        return dict(late)
+        return self._labels.take_late()
 
     # ---- progress -------------------------------------------------------------
     def backlog_rows(self) -> int:

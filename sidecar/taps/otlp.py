@@ -54,8 +54,9 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
+from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
+from sidecar.attribution.task_labels import Info
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
@@ -287,7 +288,7 @@ class OtlpReceiver:
         with self._lock:  # the tick's thread cuts and drains; a stop's drain may come from another
             self._cut = (self._cut or []) + taken
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch | WorkRows], list[Info]]:
         """Hand the queued spans (those of the tick's :meth:`cut` if it made one) to the handlers
         (:mod:`.otlp_drain`), the oldest first and at most ``max_drain_spans`` a tick (whole exports:
         up to one export's spans more), all of them once stopped; return what they made."""

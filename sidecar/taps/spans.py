@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
+from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
+from sidecar.attribution.task_labels import Info
 
 if TYPE_CHECKING:
     from sidecar.taps.span_rows import RowSpec
@@ -99,7 +100,7 @@ class TapOutput:
     """What a handler made of spans: work events and request infos (sidecar clock)."""
 
     events: list[WorkEvent | StepBatch | WorkRows] = field(default_factory=list)
-    infos: list[RequestInfo] = field(default_factory=list)
+    infos: list[Info] = field(default_factory=list)  # request infos, and tasks named by id
 
 
 class SpanHandler(Protocol):

@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from sidecar.attribution.events import RequestInfo, Work
+from sidecar.attribution.events import Work
 from sidecar.attribution.records import TapReport
+from sidecar.attribution.task_labels import Info
 
 __all__ = ["Cuts", "SourceTap", "Tap", "WorkSource", "merge_reports"]
 
@@ -34,8 +35,8 @@ __all__ = ["Cuts", "SourceTap", "Tap", "WorkSource", "merge_reports"]
 class WorkSource(Protocol):
     """Anything with work to drain at each tick (a simulated workload's feeder)."""
 
-    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]:
-        """Work events and request infos that have happened by ``now_s``."""
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[Info]]:
+        """Work events and request infos (tasks named by id among them) that have happened by ``now_s``."""
         ...
 
 
@@ -80,7 +81,7 @@ class SourceTap:
     def stop(self, grace_s: float = 1.0) -> None:
         return None
 
-    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[Sequence[Work], Sequence[Info]]:
         return self.source.due(now_s)
 
     def stats(self) -> TapReport:

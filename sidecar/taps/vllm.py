@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from sidecar.attribution.events import RequestInfo, Work
+from sidecar.attribution.events import Work
 from sidecar.attribution.records import RequestEnergy, TapReport
+from sidecar.attribution.task_labels import Info
 from sidecar.config import SidecarConfig
 from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_metrics import MetricsScraper
@@ -69,7 +70,7 @@ class VllmTaps:
             if part is not None:
                 part.stop(grace_s)
 
-    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         hook, plugin, scraper = self.hook, self.plugin, self.scraper
         plugin_datagrams = plugin.receive() if plugin is not None else []  # before the hook: see above
         parts = (  # handled in this order: claims
@@ -78,7 +79,7 @@ class VllmTaps:
             scraper.due(now_s) if scraper is not None else None,
         )
         events: list[Work] = []
-        infos: list[RequestInfo] = []
+        infos: list[Info] = []
         for part in parts:
             if part is not None:
                 events += part[0]

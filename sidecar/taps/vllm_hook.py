@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
+from sidecar.attribution.task_labels import Info
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
@@ -124,7 +125,7 @@ class HookReceiver(UdpEndpoint):
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
 
     # ---- source (start and stop: UdpEndpoint) ---------------------------------------
-    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         """Drain waiting datagrams; return the step batches and request infos they describe."""
         out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
         return out.events, out.infos

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.attribution.events import Phase, RequestInfo, Work, WorkEvent
+from sidecar.attribution.task_labels import Info
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
@@ -118,7 +119,7 @@ class PluginReceiver(UdpEndpoint):
         return port
 
     # ---- source ----------------------------------------------------------------------
-    def due(self, now_s: float) -> tuple[list[Work], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
         return self.handle(self.receive())
 
@@ -126,7 +127,7 @@ class PluginReceiver(UdpEndpoint):
         """The waiting datagrams, read but not handled (see :meth:`VllmTaps.due` for why apart)."""
         return receive(self._sock, self.max_per_drain, self.counts)
 
-    def handle(self, datagrams: list[bytes]) -> tuple[list[Work], list[RequestInfo]]:
+    def handle(self, datagrams: list[bytes]) -> tuple[list[Work], list[Info]]:
         """Datagrams :meth:`receive` read: the work and request infos they describe."""
         out = feed_all(datagrams, self.feed)
         return out.events, out.infos

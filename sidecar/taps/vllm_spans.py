@@ -8,6 +8,9 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
   sidecar clock, and the task from a client span of the same trace (a span
   with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
   either arrival order;
+* from a client span that also names its request (``jouletrace.request.id``: the id sent as
+  ``X-Request-Id``), a :class:`~sidecar.attribution.task_labels.TaskLabel`: the task by id,
+  which needs no ``llm_request`` span (one a starved vLLM never sent still gets its task);
 * work events, unless the plugin already supplied this request's work:
   prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
   step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
@@ -42,6 +45,8 @@ import numpy as np
 
 from sidecar import knobs
 from sidecar.attribution.records import TapReport
+from sidecar.attribution.task_labels import TaskLabel
+from sidecar.contracts.span_attributes import CLIENT_REQUEST_ID
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
@@ -111,6 +116,8 @@ class VllmSpanHandler:
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.tasks_joined = 0
+        self.tasks_by_id = 0  # client spans that named their request's task by id (TaskLabel)
+        self.client_ids_rejected = 0  # ... whose request id was not a printable id (joined by trace only)
         self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
         self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
 
@@ -122,8 +129,9 @@ class VllmSpanHandler:
                     raise v.Rejected(outcome.removeprefix("rejected_"), f"llm_request span {span.span_id}")
                 raise RuntimeError(f"llm_request span {span.span_id} could not be handled (logged)")
             return True
-        task = span.attributes.get(TASK_ATTRIBUTE)
-        if isinstance(task, str):
+        if TASK_ATTRIBUTE in span.attributes:
+            task = v.request_id(span.attributes[TASK_ATTRIBUTE], TASK_ATTRIBUTE)  # a metric label
+            self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
             self._client(span.trace_id, task, out)
             return True
         return False
@@ -142,6 +150,8 @@ class VllmSpanHandler:
             "requests": self.requests,
             "work_from_spans": self.work_from_spans,
             "tasks_joined": self.tasks_joined,
+            "tasks_by_id": self.tasks_by_id,
+            "client_ids_rejected": self.client_ids_rejected,
             "task_wait_expired": self.task_wait_expired,
             "task_wait_evicted": self.task_wait_evicted,
         }
@@ -241,6 +251,18 @@ class VllmSpanHandler:
         )
         self.clock.fit()
         out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))
+
+    def _by_id(self, request_id: object, task: str, out: TapOutput) -> None:
+        """A client span's task by the request id it names, if it names one (a bad id: counted,
+        the trace join still names the task)."""
+        if request_id is None or task == "unknown":
+            return
+        try:
+            out.infos.append(TaskLabel(v.request_id(request_id, CLIENT_REQUEST_ID), task))
+        except v.Rejected:
+            self.client_ids_rejected += 1
+            return
+        self.tasks_by_id += 1
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)

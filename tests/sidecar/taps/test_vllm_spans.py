@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sidecar.attribution.events import Phase
+from sidecar.attribution.task_labels import TaskLabel
+from sidecar.taps import validate as v
 from sidecar.taps import vllm_spans
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
@@ -148,3 +150,38 @@ def test_the_receiver_counts_spans_that_are_neither_vllm_requests_nor_client_tas
     events, infos = receiver.due(0.0)
     assert [i.request_id for i in infos] == ["abc"] and len(work_events(events)) == 2
     assert (receiver.received, receiver.ignored) == (2, 1)
+
+
+def test_a_client_span_naming_its_request_labels_the_task_by_id_without_the_vllm_span() -> None:
+    h, out = handler(), TapOutput()
+    attrs = {"jouletrace.task": "code", "jouletrace.request.id": "lg-code-000001"}
+    assert h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, attrs), out)
+    assert out.infos == [TaskLabel("lg-code-000001", "code")]
+    h.handle(llm_span("chatcmpl-lg-code-000001", "t1"), out)  # if it comes, the trace join names it too
+    assert [(i.request_id, i.task) for i in out.infos] == [("lg-code-000001", "code")] * 2
+    assert h.stats().events[("vllm_spans", "tasks_by_id")] == 1
+
+
+def test_a_bad_client_request_id_is_counted_and_the_trace_join_still_names_the_task() -> None:
+    h, out = handler(), TapOutput()
+    h.handle(llm_span("chatcmpl-x", "t1"), out)
+    bad = {"jouletrace.task": "code", "jouletrace.request.id": "a\nb"}
+    assert h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, bad), out)
+    assert [(type(i).__name__, i.task) for i in out.infos] == [
+        ("RequestInfo", "unknown"),
+        ("RequestInfo", "code"),
+    ]
+    assert h.client_ids_rejected == 1 and h.tasks_by_id == 0
+
+
+@pytest.mark.parametrize("task", [7, float("nan"), "", "x" * 300, "a\x00b"])
+def test_a_client_task_that_is_no_printable_name_is_rejected_as_it_would_be_a_metric_label(
+    task: object,
+) -> None:
+    span = ReceivedSpan(
+        "t1", "c1", "", "client", 0, 0, {"jouletrace.task": task, "jouletrace.request.id": "r"}
+    )
+    out = TapOutput()
+    with pytest.raises(v.Rejected):
+        handler().handle(span, out)
+    assert out.infos == []
