@@ -4,10 +4,12 @@ An id is remembered until ``most`` newer distinct ids have been added, then forg
 first. What is kept is the id's ``hash()`` (SipHash with the process's random key), not the
 id: a ring of the last ``most`` hashes in arrival order, and an open-addressing table of the
 same hashes to look them up (linear probing, at most a quarter full, doubled as ids come;
-deletion by backward shift). That is 24 to 72 bytes an id with no Python object per id; the
-set and deque of strings this replaces cost ~150 (a 30-character id's string alone is 80), so
+deletion by backward shift). That is 40 to 72 bytes an id with no Python object per id; the
+set and deque of strings this replaces cost ~150 (a 30-character id's string alone is 80):
 the sidecar's tables of final ids (100,000), handled request ids and span keys held ~17 MB
-under a span flood. A look-up costs ~2x the set's, an add with its eviction ~3x (~1-2 us).
+under a span flood (tracemalloc); ``benchmarks/memory.py``'s peak fell 194 -> 188 MB. A
+look-up costs ~2x the set's, an add with its eviction ~3x (~1-2 us); ``ingest_grpc.py`` did
+not move beyond its run-to-run noise.
 
 Two different ids with the same 64-bit hash would be taken for one (a request's late work
 refused as after final, or a span as a duplicate: counted as such). Against a full table of

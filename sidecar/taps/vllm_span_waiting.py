@@ -1,8 +1,10 @@
-"""A handled vLLM request span kept until a client span of its trace names its task.
+"""A checked vLLM request span's fields, and the :class:`RequestInfo` made of them.
 
-The handler (:class:`~sidecar.taps.vllm_spans.VllmSpanHandler`) keeps these, in arrival
-order, for ``vllm_task_wait_s``; a client span that comes in time turns one back into the
-request's :class:`RequestInfo`, now with its task. Units: seconds, tokens.
+The handler (:class:`~sidecar.taps.vllm_spans.VllmSpanHandler`) makes one per span; a span
+without a task yet is remembered by its trace id as (request id, ``kept_s``) only, for
+``vllm_task_wait_s``: a client span that comes in time names the task by that id (a
+:class:`~sidecar.attribution.task_labels.TaskLabel`; the info went out already). Units:
+seconds, tokens.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ __all__ = ["WaitingSpan"]
 
 
 class WaitingSpan(NamedTuple):
-    """A handled request span kept for a client span of its trace to add the task: a tuple, not its
-    RequestInfo (whose attributes dict alone was ~200 of its ~550 bytes). Kept at most
-    ``task_wait_s`` after it arrived (``kept_s``: one float shared by a batch), and at most
-    ``_MAX_WAITING`` (:mod:`.vllm_spans`) of them."""
+    """A checked request span: a tuple (cheap to make per span) until :meth:`info` makes the
+    request's info; ``kept_s``: when it was handled (one float shared by a batch)."""
 
     request_id: str
     raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)

@@ -79,7 +79,7 @@ _MAX_REMEMBERED = 50_000
 # How long a request span without a task waits for its trace's client span (s), which comes in the
 # client's next export (OTel's batch delay: 5 s by default); then the record keeps task "unknown".
 TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
-# Request spans waiting for a task at most (~400 B each with their key): 30 s at 667 requests/s, more
+# Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
 # than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
 _MAX_WAITING = 20_000
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class VllmSpanHandler:
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        self._info_by_trace: OrderedDict[str, WaitingSpan] = OrderedDict()  # requests awaiting a task
+        # requests awaiting a task: trace id -> (request id, when handled); a join names the task by id
+        self._info_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
@@ -222,7 +223,7 @@ class VllmSpanHandler:
         if task != "unknown":
             self.tasks_joined += 1
         else:  # only these can be joined by a later client span
-            if self._remember(self._info_by_trace, trace_id, late, _MAX_WAITING):
+            if self._remember(self._info_by_trace, trace_id, (late.request_id, late.kept_s), _MAX_WAITING):
                 self.task_wait_evicted += 1
         self.requests += 1
         out.infos.append(info)
@@ -266,10 +267,10 @@ class VllmSpanHandler:
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)
-        late = self._info_by_trace.pop(trace_id, None)
-        if late is not None:  # the request span came first, without a task
+        waiting = self._info_by_trace.pop(trace_id, None)
+        if waiting is not None:  # the request span came first, without a task
             self.tasks_joined += 1
-            out.infos.append(late.info(trace_id, task))
+            out.infos.append(TaskLabel(waiting[0], task))
 
     def _expire_late(self) -> float:
         """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""
@@ -277,7 +278,7 @@ class VllmSpanHandler:
         table, oldest_kept_s = self._info_by_trace, now_s - self.task_wait_s
         while table:  # in arrival order: the oldest first
             trace_id = next(iter(table))
-            if table[trace_id].kept_s >= oldest_kept_s:
+            if table[trace_id][1] >= oldest_kept_s:
                 break
             del table[trace_id]
             self.task_wait_expired += 1

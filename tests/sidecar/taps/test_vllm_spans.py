@@ -82,11 +82,13 @@ def test_the_client_task_joins_by_trace_id_whichever_span_arrives_first() -> Non
     h.handle(llm_span("chatcmpl-x", "t9"), later)
     h.handle(ReceivedSpan("t9", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), later)
     assert [(i.request_id, i.task) for i in later.infos] == [("x", "unknown"), ("x", "chat")]
-    assert later.infos[1].attributes["vllm.request_id"] == "chatcmpl-x" and later.infos[1].operation == "chat"
+    assert later.infos[0].attributes["vllm.request_id"] == "chatcmpl-x" and later.infos[0].operation == "chat"
+    assert later.infos[1] == TaskLabel("x", "chat")  # the info went out already: the task by its id
     h.handle(llm_span("cmpl-y-0", "t8"), later)  # kept as sent: not the chat form
     h.handle(ReceivedSpan("t8", "c3", "", "client", 0, 0, {"jouletrace.task": "code"}), later)
-    assert later.infos[-1].attributes["vllm.request_id"] == "cmpl-y-0"
-    assert (later.infos[-1].request_id, later.infos[-1].operation) == ("y", "text_completion")
+    assert later.infos[-2].attributes["vllm.request_id"] == "cmpl-y-0"
+    assert (later.infos[-2].request_id, later.infos[-2].operation) == ("y", "text_completion")
+    assert later.infos[-1] == TaskLabel("y", "code")
 
 
 def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_and_counted() -> None:
@@ -167,10 +169,8 @@ def test_a_bad_client_request_id_is_counted_and_the_trace_join_still_names_the_t
     h.handle(llm_span("chatcmpl-x", "t1"), out)
     bad = {"jouletrace.task": "code", "jouletrace.request.id": "a\nb"}
     assert h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, bad), out)
-    assert [(type(i).__name__, i.task) for i in out.infos] == [
-        ("RequestInfo", "unknown"),
-        ("RequestInfo", "code"),
-    ]
+    kinds = [(type(i).__name__, i.task) for i in out.infos]
+    assert kinds == [("RequestInfo", "unknown"), ("TaskLabel", "code")]
     assert h.client_ids_rejected == 1 and h.tasks_by_id == 0
 
 
