@@ -53,7 +53,7 @@ DROP_REASONS = (
     "after_final",
     "info_after_final",
     "task_late",  # tasks named after final: set on the ledger, API, waiting span; not the histograms
-    "task_label_evicted",  # tasks named by id for requests never seen, forgotten (task_labels.MAX_HELD)
+    "task_label_unmatched",  # tasks named by id for requests not seen here, forgotten (task_labels.MAX_HELD)
     "future",  # work or an end claimed beyond max_future_s ahead of the sealed time
     "pending_cap",  # work rows refused because max_pending_rows were pending
     "expired",  # requests ended by request_timeout_s without a stated end
@@ -246,7 +246,7 @@ class Attributor(TickSealer, RequestLifecycle):
         live = self.requests.get(label.request_id)
         if live is None:
             self._labels.hold(label)
-            self.dropped["task_label_evicted"] = self._labels.evicted
+            self.dropped["task_label_unmatched"] = self._labels.evicted
             return
         info = labelled(live.info, label)
         if info is not None:

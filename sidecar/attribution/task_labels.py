@@ -13,7 +13,7 @@ The attributor takes a label (:meth:`~sidecar.attribution.engine.Attributor.add_
 * for a request already final: a late task, as a late trace join is (the ledger and the API
   take it; the histograms already counted the request);
 * for a request not seen yet: held here until its first info names it, at most
-  :data:`MAX_HELD` labels (beyond: the oldest forgotten, counted ``task_label_evicted``).
+  :data:`MAX_HELD` labels (beyond: the oldest forgotten, counted ``task_label_unmatched``).
 
 A label never replaces a known task, and never creates a request: a client span for a request
 this sidecar does not see (another server's) must not make a record.

@@ -75,7 +75,7 @@ def test_held_labels_are_bounded_the_oldest_forgotten_and_counted() -> None:
     att._labels = HeldLabels(most=2)  # task_labels.MAX_HELD in production
     for k in range(3):
         att.add_request(TaskLabel(f"r{k}", "code"))
-    assert att.dropped["task_label_evicted"] == 1 and len(att._labels) == 2
+    assert att.dropped["task_label_unmatched"] == 1 and len(att._labels) == 2
     for k in range(3):
         att.add_request(RequestInfo(f"r{k}", end_s=0.2, output_tokens=1))
         att.add_work(WorkEvent(f"r{k}", 0.0, 0.2, Phase.DECODE, 1))
