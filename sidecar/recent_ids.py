@@ -47,15 +47,7 @@ class RecentIds(Generic[_K]):
 
     def __contains__(self, key: object) -> bool:
         h = hash(key) or _ZERO
-        table, mask = self._table, self._mask
-        i = h & mask
-        while True:
-            found = table[i]
-            if found == h:
-                return True
-            if found == _EMPTY:
-                return False
-            i = (i + 1) & mask
+        return self._table[self._slot(h)] == h
 
     def __len__(self) -> int:
         return self._n
@@ -68,14 +60,9 @@ class RecentIds(Generic[_K]):
         """:meth:`add`, and say whether ``key`` was new (one call for ``key in self`` and ``add``)."""
         h = hash(key) or _ZERO
         table, mask = self._table, self._mask
-        i = h & mask
-        while True:
-            found = table[i]
-            if found == h:
-                return False
-            if found == _EMPTY:
-                break
-            i = (i + 1) & mask
+        i = self._slot(h)
+        if table[i] == h:
+            return False
         if self._n == self.most:
             self._remove(self._ring[self._next])  # the oldest; its slot may be i's neighbour, not i
             i = h & mask
@@ -91,6 +78,16 @@ class RecentIds(Generic[_K]):
                 return True  # placed by _grow
         table[i] = h
         return True
+
+    def _slot(self, h: int) -> int:
+        """Where ``h`` is in the table, or the empty slot that ends its probe run."""
+        table, mask = self._table, self._mask
+        i = h & mask
+        while True:
+            found = table[i]
+            if found in (h, _EMPTY):
+                return i
+            i = (i + 1) & mask
 
     def _grow(self) -> None:
         """A table twice the size, with every kept hash put back (the newest included)."""

