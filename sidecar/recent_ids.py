@@ -59,21 +59,19 @@ class RecentIds(Generic[_K]):
     def add_new(self, key: _K) -> bool:
         """:meth:`add`, and say whether ``key`` was new (one call for ``key in self`` and ``add``)."""
         h = hash(key) or _ZERO
-        table, mask = self._table, self._mask
+        table = self._table
         i = self._slot(h)
         if table[i] == h:
             return False
         if self._n == self.most:
-            self._remove(self._ring[self._next])  # the oldest; its slot may be i's neighbour, not i
-            i = h & mask
-            while table[i] != _EMPTY:
-                i = (i + 1) & mask
+            self._remove(self._ring[self._next])  # the oldest; shifting its run may have moved i
+            i = self._slot(h)
             self._ring[self._next] = h
             self._next = (self._next + 1) % self.most
         else:
             self._n += 1
             self._ring.append(h)
-            if 4 * self._n > mask:
+            if 4 * self._n > self._mask:
                 self._grow()
                 return True  # placed by _grow
         table[i] = h
@@ -93,12 +91,9 @@ class RecentIds(Generic[_K]):
         """A table twice the size, with every kept hash put back (the newest included)."""
         size = 2 * (self._mask + 1)
         self._table, self._mask = array("q", bytes(8 * size)), size - 1
-        table, mask = self._table, self._mask
-        for h in self._ring:
-            i = h & mask
-            while table[i] != _EMPTY:
-                i = (i + 1) & mask
-            table[i] = h
+        table = self._table
+        for h in self._ring:  # distinct hashes: each lands on the empty slot ending its run
+            table[self._slot(h)] = h
 
     def _remove(self, h: int) -> None:
         """Take ``h`` out of the table, shifting back the entries of its probe run that it displaced."""

@@ -245,8 +245,8 @@ class Attributor(TickSealer, RequestLifecycle):
         """A task named by id: set on the live request, or held until the request is first seen."""
         live = self.requests.get(label.request_id)
         if live is None:
-            self._labels.hold(label)
-            self.dropped["task_label_unmatched"] = self._labels.evicted
+            if self._labels.hold(label):
+                self.dropped["task_label_unmatched"] += 1
             return
         info = labelled(live.info, label)
         if info is not None:

@@ -54,17 +54,19 @@ class HeldLabels:
         self._late: OrderedDict[str, str] = OrderedDict()  # id -> task named after final, until taken
         self.most = most
         self.most_late = most_late
-        self.evicted = 0  # labels forgotten before their request was seen
 
     def __len__(self) -> int:
+        """Labels held for requests not seen yet (not the late tasks)."""
         return len(self._held)
 
-    def hold(self, label: TaskLabel) -> None:
-        """Keep ``label`` until :meth:`apply` meets its request (the oldest forgotten beyond ``most``)."""
+    def hold(self, label: TaskLabel) -> bool:
+        """Keep ``label`` until :meth:`apply` meets its request; True if that pushed the oldest held
+        label out (beyond ``most``: its request was never seen here)."""
         self._held[label.request_id] = label.task
         if len(self._held) > self.most:
             self._held.popitem(last=False)
-            self.evicted += 1
+            return True
+        return False
 
     def apply(self, info: RequestInfo) -> RequestInfo:
         """``info`` with the task a held label names for it, if it names none itself."""

@@ -108,7 +108,7 @@ class VllmSpanHandler:
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         # requests awaiting a task: trace id -> (request id, when handled); a join names the task by id
-        self._info_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._untasked_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
@@ -222,9 +222,8 @@ class VllmSpanHandler:
         info = late.info(trace_id, task)
         if task != "unknown":
             self.tasks_joined += 1
-        else:  # only these can be joined by a later client span
-            if self._remember(self._info_by_trace, trace_id, (late.request_id, late.kept_s), _MAX_WAITING):
-                self.task_wait_evicted += 1
+        elif self._remember(self._untasked_by_trace, trace_id, (late.request_id, late.kept_s), _MAX_WAITING):
+            self.task_wait_evicted += 1  # only untasked spans wait for a later client span
         self.requests += 1
         out.infos.append(info)
         if self.on_span is not None and span is not None:
@@ -267,7 +266,7 @@ class VllmSpanHandler:
 
     def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
         self._remember(self._task_by_trace, trace_id, task)
-        waiting = self._info_by_trace.pop(trace_id, None)
+        waiting = self._untasked_by_trace.pop(trace_id, None)
         if waiting is not None:  # the request span came first, without a task
             self.tasks_joined += 1
             out.infos.append(TaskLabel(waiting[0], task))
@@ -275,7 +274,7 @@ class VllmSpanHandler:
     def _expire_late(self) -> float:
         """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""
         now_s = self._monotonic()
-        table, oldest_kept_s = self._info_by_trace, now_s - self.task_wait_s
+        table, oldest_kept_s = self._untasked_by_trace, now_s - self.task_wait_s
         while table:  # in arrival order: the oldest first
             trace_id = next(iter(table))
             if table[trace_id][1] >= oldest_kept_s:
