@@ -8,12 +8,19 @@
     GET  /metrics                 the server's own counters (Prometheus text)
 
 Every response of a request that ran carries ``id`` (the request id the
-sidecar's ``/v1/requests/{id}`` knows) and ``batch``: its id, size (items) and the
-pipeline call's start and end (``start_unix_s``, ``end_unix_s``), so a client can time
-each batch as the study does (the sidecar's ``/v1/energy`` over that interval). Errors
-use the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``:
-400/404 for bad input (naming the field and the limit), 429 with Retry-After
+sidecar's ``/v1/requests/{id}`` knows; also the ``X-Request-Id`` header) and
+``batch``: its id, size (items) and the pipeline call's start and end
+(``start_unix_s``, ``end_unix_s``), so a client can time each batch as the study
+does (the sidecar's ``/v1/energy`` over that interval). Errors use the OpenAI
+shape ``{"error": {"message", "type", "param", "code"}}``: 400/404 for bad input
+(naming the field and the limit), 429 with Retry-After
 when the queue is full, 500 when the request's batch failed.
+
+A request's id is the ``X-Request-Id`` the client sent, as vLLM's is, so a client that names
+its requests (the load generator, and its client spans' ``jouletrace.request.id``) finds their
+records by its own ids. The header is taken only if it is a safe name (:data:`CLIENT_ID`: letters,
+digits and ``._:-``, at most 128 characters, as it names output files too) and no request in
+flight here has it; otherwise the server makes one (``img-<uuid hex>``, ``vid-<uuid hex>``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +50,7 @@ __all__ = ["Runner", "ServerSettings", "make_app"]
 log = logging.getLogger(__name__)
 
 _PREFIX = {"image": "img", "video": "vid"}  # request ids: img-<uuid hex>, vid-<uuid hex>
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # an X-Request-Id taken as the request id
 
 
 class Runner(Protocol):
@@ -85,6 +94,7 @@ class _Service:
     tracing: Tracing
     formats: tuple[str, ...]
     holder: dict[str, Batcher] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)  # ids of the requests queued, running or answering
 
     def on_batch(self, batch: Batch) -> None:
         self.tracing.batch_span(batch)
@@ -96,22 +106,28 @@ class _Service:
         if isinstance(spec, Response):
             return spec
         loop = asyncio.get_running_loop()
-        job = Job(
-            f"{_PREFIX[kind]}-{uuid.uuid4().hex}",
-            spec,
-            loop.create_future(),
-            time.monotonic(),
-            time.time_ns(),
-        )
+        request_id = self._request_id(kind, request)
+        job = Job(request_id, spec, loop.create_future(), time.monotonic(), time.time_ns())
         parent = Tracing.parent(request.headers)
-        rejected = self._submit(kind, job)
-        if rejected is not None:
-            return rejected
-        gone = await self._wait(request, job)
-        if gone is None:  # cancelled before it ran
-            self.metrics.request(kind, "cancelled")
-            return Response(status_code=499)
-        return await self._respond(kind, job, parent, gone)
+        self.in_flight.add(job.request_id)
+        try:
+            rejected = self._submit(kind, job)
+            if rejected is not None:
+                return rejected
+            gone = await self._wait(request, job)
+            if gone is None:  # cancelled before it ran
+                self.metrics.request(kind, "cancelled")
+                return Response(status_code=499)
+            return await self._respond(kind, job, parent, gone)
+        finally:
+            self.in_flight.discard(job.request_id)
+
+    def _request_id(self, kind: str, request: Request) -> str:
+        """The client's ``X-Request-Id`` if it is a safe name no request in flight has, else a new id."""
+        sent = request.headers.get("x-request-id", "")
+        if CLIENT_ID.fullmatch(sent) and sent not in self.in_flight:
+            return sent
+        return f"{_PREFIX[kind]}-{uuid.uuid4().hex}"
 
     async def _parse(
         self, request: Request, kind: str, parse: Callable[[Any], JobSpec]

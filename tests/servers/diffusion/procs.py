@@ -16,10 +16,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[3]
 
 
-def http(method: str, url: str, body: Any = None, timeout_s: float = 60.0) -> tuple[int, Any, dict[str, str]]:
+def http(
+    method: str, url: str, body: Any = None, timeout_s: float = 60.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, str]]:
     """(status, parsed JSON or text, lower-case headers) of one request; HTTP errors are returned."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    sent = {"content-type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             raw, status, headers = resp.read(), resp.status, {k.lower(): v for k, v in resp.headers.items()}

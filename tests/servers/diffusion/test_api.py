@@ -49,8 +49,10 @@ class Served:
         self.url = url
         self.runner = runner
 
-    def post(self, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
-        return http("POST", f"{self.url}{path}", body, timeout_s=20)
+    def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
+        return http("POST", f"{self.url}{path}", body, timeout_s=20, headers=headers)
 
 
 @contextlib.contextmanager
@@ -130,6 +132,27 @@ def test_good_requests_return_images_and_videos_with_their_batch(served: Served)
     assert 0 < batch["start_unix_s"] <= batch["end_unix_s"] <= time.time()
     status, body, _ = served.post(VID, {**OK_VIDEO, "format": "gif"})
     assert status == 200 and body["data"][0]["mime_type"] == "image/gif" and body["data"][0]["b64_json"]
+
+
+def test_the_clients_x_request_id_is_the_request_id_when_it_is_a_safe_name(served: Served) -> None:
+    status, body, headers = served.post(IMG, OK_IMAGE, {"X-Request-Id": "lg-text-to-image-000007"})
+    assert status == 200 and body["id"] == headers["x-request-id"] == "lg-text-to-image-000007"
+    for unsafe in ("../../etc/passwd", "a b", "x" * 129, ".hidden"):  # it names output files too
+        status, body, headers = served.post(VID, OK_VIDEO, {"X-Request-Id": unsafe})
+        assert status == 200 and body["id"].startswith("vid-") and headers["x-request-id"] == body["id"]
+
+
+def test_an_x_request_id_already_in_flight_is_not_taken_twice(served: Served) -> None:
+    served.runner.gate.clear()  # the first request stays in flight
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(served.post, IMG, OK_IMAGE, {"X-Request-Id": "r1"})
+        time.sleep(0.3)
+        second = pool.submit(served.post, IMG, OK_IMAGE, {"X-Request-Id": "r1"})
+        time.sleep(0.3)
+        served.runner.gate.set()
+        (s1, b1, _), (s2, b2, _) = first.result(), second.result()
+    assert (s1, b1["id"]) == (200, "r1") and s2 == 200 and b2["id"].startswith("img-")
+    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})[1]["id"] == "r1"  # free again once answered
 
 
 def test_a_full_queue_answers_429_with_retry_after(served: Served) -> None:
