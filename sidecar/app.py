@@ -164,7 +164,7 @@ class Sidecar:
                 self.on_final(finals)
         late = self.attributor.take_late_tasks()  # tasks named after final: the stored records take them
         if late:
-            self.ledger.set_tasks(late)
+            self.attributor.count_late_tasks(self.ledger.set_tasks(late))
             if self.on_tasks is not None:
                 self.on_tasks(late)
         self.floor_keeper.save(now)

@@ -52,7 +52,7 @@ DROP_REASONS = (
     "late_clipped",
     "after_final",
     "info_after_final",
-    "task_late",  # tasks named after final: set on the ledger, API, waiting span; not the histograms
+    "task_late",  # final records named a task after final: ledger, API, waiting span; not the histograms
     "task_label_unmatched",  # tasks named by id for requests not seen here, forgotten (task_labels.MAX_HELD)
     "future",  # work or an end claimed beyond max_future_s ahead of the sealed time
     "pending_cap",  # work rows refused because max_pending_rows were pending
@@ -227,8 +227,8 @@ class Attributor(TickSealer, RequestLifecycle):
         task of a live request, or of a final one, or waits for the request's first info.
         """
         if info.request_id in self._finalized:
-            taken = self._labels.late(info.request_id, info.task)
-            self.dropped["task_late" if taken else "info_after_final"] += 1
+            if not self._labels.late(info.request_id, info.task):
+                self.dropped["info_after_final"] += 1
             return
         if isinstance(info, TaskLabel):
             self._label(info)
@@ -256,6 +256,11 @@ class Attributor(TickSealer, RequestLifecycle):
         """Tasks named for requests already final (id -> task) since the last call; the caller
         sets them on the stored records. The energy and the metrics already observed stay."""
         return self._labels.take_late()
+
+    def count_late_tasks(self, named: int) -> None:
+        """``named`` final records took a late task (theirs was unknown: the per-task metrics counted
+        them under "unknown"); a late task for a record that has one already is no loss, not counted."""
+        self.dropped["task_late"] += named
 
     # ---- progress -------------------------------------------------------------
     def backlog_rows(self) -> int:

@@ -132,8 +132,8 @@ class VllmSpanHandler:
             return True
         if TASK_ATTRIBUTE in span.attributes:
             task = v.request_id(span.attributes[TASK_ATTRIBUTE], TASK_ATTRIBUTE)  # a metric label
-            self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
-            self._client(span.trace_id, task, out)
+            named = self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
+            self._client(span.trace_id, task, named, out)
             return True
         return False
 
@@ -252,24 +252,30 @@ class VllmSpanHandler:
         self.clock.fit()
         out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))
 
-    def _by_id(self, request_id: object, task: str, out: TapOutput) -> None:
-        """A client span's task by the request id it names, if it names one (a bad id: counted,
-        the trace join still names the task)."""
+    def _by_id(self, request_id: object, task: str, out: TapOutput) -> str | None:
+        """A client span's task by the request id it names, if it names one; returns that id (a bad
+        id: counted, None, and the trace join still names the task)."""
         if request_id is None or task == "unknown":
-            return
+            return None
         try:
-            out.infos.append(TaskLabel(v.request_id(request_id, CLIENT_REQUEST_ID), task))
+            label = TaskLabel(v.request_id(request_id, CLIENT_REQUEST_ID), task)
         except v.Rejected:
             self.client_ids_rejected += 1
-            return
+            return None
+        out.infos.append(label)
         self.tasks_by_id += 1
+        return label.request_id
 
-    def _client(self, trace_id: str, task: str, out: TapOutput) -> None:
+    def _client(self, trace_id: str, task: str, named: str | None, out: TapOutput) -> None:
+        """A client span's task by trace: for the request span that waits for it, or kept for one
+        to come. ``named``: the request the span labelled by id already (not labelled twice: a
+        second label of a final request would count a second late task)."""
         self._remember(self._task_by_trace, trace_id, task)
         waiting = self._untasked_by_trace.pop(trace_id, None)
         if waiting is not None:  # the request span came first, without a task
             self.tasks_joined += 1
-            out.infos.append(TaskLabel(waiting[0], task))
+            if waiting[0] != named:
+                out.infos.append(TaskLabel(waiting[0], task))
 
     def _expire_late(self) -> float:
         """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""

@@ -66,5 +66,11 @@ def test_a_late_task_reaches_the_ledger_and_the_api_but_not_the_energy() -> None
     dropped = sidecar.attributor.dropped
     assert dropped["task_late"] == 1 and dropped["info_after_final"] == 1
     assert sidecar.ledger.counts["task_late"] == 1
+    # a task for a record that has one (e.g. a client's label of a diffusion record): no loss, not counted
+    sidecar.add_request(replace(first, task="chat"))
+    sidecar.tick()
+    again = sidecar.lookup(first.request_id)
+    assert again is not None and again["task"] == "code"
+    assert dropped["task_late"] == 1 and sidecar.ledger.counts["task_late"] == 1
     text = sidecar.exporter.render().decode()
     assert 'jouletrace_task="code"' not in text  # the histograms counted it under "unknown" already

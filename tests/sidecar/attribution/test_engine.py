@@ -124,7 +124,7 @@ def test_after_final_only_a_task_is_taken_and_handed_over_once() -> None:
         RequestInfo("a", model="m", task="code", end_s=0.2, output_tokens=20)
     )  # a late client span
     att.add_request(RequestInfo("b", model="m", end_s=0.2, output_tokens=99))  # no task: refused
-    assert att.dropped["task_late"] == 1 and att.dropped["info_after_final"] == 1
+    assert att.dropped["info_after_final"] == 1  # task_late: counted once a stored record takes it
     assert att.take_late_tasks() == {"a": "code"} and att.take_late_tasks() == {}
     assert att.advance(math.inf) == [] and att.record("a") is None  # no new record, no energy moved
     assert energy["a"] > 0

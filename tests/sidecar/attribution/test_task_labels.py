@@ -66,7 +66,7 @@ def test_a_label_after_final_is_a_late_task_like_a_late_trace_join() -> None:
     att.add_request(RequestInfo("a", model="m", end_s=0.2, output_tokens=20))
     assert [r.task for r in att.advance(math.inf)] == ["unknown"]
     att.add_request(TaskLabel("a", "code"))
-    assert att.dropped["task_late"] == 1 and att.take_late_tasks() == {"a": "code"}
+    assert att.take_late_tasks() == {"a": "code"}  # counted once a stored record takes it (the app)
     assert att.advance(math.inf) == []
 
 

@@ -164,6 +164,20 @@ def test_a_client_span_naming_its_request_labels_the_task_by_id_without_the_vllm
     assert h.stats().events[("vllm_spans", "tasks_by_id")] == 1
 
 
+def test_a_client_span_joined_by_trace_and_naming_the_same_request_labels_it_once() -> None:
+    h, out = handler(), TapOutput()
+    h.handle(llm_span("chatcmpl-lg-code-000002", "t1"), out)  # the request span first: it waits
+    attrs = {"jouletrace.task": "code", "jouletrace.request.id": "lg-code-000002"}
+    h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, attrs), out)
+    assert out.infos[1:] == [TaskLabel("lg-code-000002", "code")]  # not once by id and again by trace
+    assert (h.tasks_by_id, h.tasks_joined) == (1, 1)
+    # a client id that vLLM did not keep: both labels
+    other = {"jouletrace.task": "chat", "jouletrace.request.id": "lg-chat-000003"}
+    h.handle(llm_span("chatcmpl-x", "t2"), out)
+    h.handle(ReceivedSpan("t2", "c2", "", "client", 0, 0, other), out)
+    assert out.infos[-2:] == [TaskLabel("lg-chat-000003", "chat"), TaskLabel("x", "chat")]
+
+
 def test_a_bad_client_request_id_is_counted_and_the_trace_join_still_names_the_task() -> None:
     h, out = handler(), TapOutput()
     h.handle(llm_span("chatcmpl-x", "t1"), out)
