@@ -128,3 +128,13 @@ def test_batched_requests_get_final_estimated_energy_that_conserves_and_batching
     assert {"image", "video", "frame", "video_second"} <= units
     status, server_metrics, _ = http("GET", f"{stack.server}/metrics")
     assert "jouletrace_diffusion_batch_size_bucket" in server_metrics
+
+
+def test_a_request_sent_with_an_x_request_id_has_its_record_under_that_id(stack: Stack) -> None:
+    """After the conservation test (it sums every request of this module's stack)."""
+    status, body, headers = http(
+        "POST", f"{stack.server}/v1/images/generations", IMAGE, headers={"X-Request-Id": "e2e-img-000001"}
+    )
+    assert status == 200 and body["id"] == headers["x-request-id"] == "e2e-img-000001", body
+    record = stack.final_record("e2e-img-000001")
+    assert record["energy_j"] > 0 and record["task"] == "text-to-image"
