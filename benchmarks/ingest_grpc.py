@@ -48,6 +48,10 @@ stretch, and up to the last record final. Baseline in the same run: the same exp
 another process on the same core that only receives them over gRPC and decodes
 them (``ExportTraceServiceRequest.FromString``), the floor for any receiver in Python.
 
+The sidecar's CPU per span is also split by stage (:mod:`stage_cpu`: receive, span handler,
+work rows, attribution intake, sealing, final records, the rest of a tick's advance, metrics,
+ledger, the rest of the process), so a change to one part shows where it moved the time.
+
 Ends with one line ``spans/s N``.
 
     .venv/bin/python benchmarks/ingest_grpc.py [--spans 200000] [--max-send-s 45] [--window 6144]
@@ -78,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also whe
 
 from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
 from scratch import scratch_dir
+from stage_cpu import instrument
 
 from tests.support import free_port
 
@@ -147,6 +152,7 @@ async def _run_sidecar(
     from sidecar.taps.vllm import VllmTaps
     from sidecar.wiring import build_sidecar
 
+    stages = instrument()  # CPU per stage of the span path, counted from the timed flood on
     _replay_trace(tmp / "trace.csv", 400.0)
     config = SidecarConfig(
         meter="replay",
@@ -189,6 +195,7 @@ async def _run_sidecar(
         await asyncio.sleep(0.05)
     warm = (vllm.spans.requests, finals[0], sidecar.attributor.rule.ready)
     cpu0 = time.process_time()
+    stages.reset()
     if verbose:
         print(f"[sidecar] pid {os.getpid()} warm {warm}, timed flood next", file=sys.stderr, flush=True)
     conn.send("go")
@@ -202,6 +209,7 @@ async def _run_sidecar(
         verbose,
     )
     report["warm"] = warm
+    report["stages"] = stages.lines(max(report["handled"], 1))
     report["cpu_s"] -= cpu0
     report["cpu_final_s"] -= cpu0
     stats = receiver.stats().events
@@ -343,6 +351,8 @@ def main() -> None:
         f"  warm-up first ({args.warmup_s} s at 2,000 spans/s): {side['warm'][0]} spans handled, "
         f"{side['warm'][1]} final, fitted rule ready {side['warm'][2]}; counts below include it"
     )
+    print("  the sidecar's CPU per span handled, by stage (benchmarks/stage_cpu.py):")
+    print("\n".join(side["stages"]))
     print(f"  receiver: {side['tap']}")
     print(f"  attribution drops: {side['dropped']}")
     print(f"spans/s {rate:.0f}")

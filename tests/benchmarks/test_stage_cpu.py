@@ -1,0 +1,51 @@
+"""benchmarks/stage_cpu.py: a stage's CPU is its own, without the stages it calls; the lines add up."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "stage_cpu.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stage_cpu_bench", _PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _burn(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def test_a_stage_called_inside_another_is_taken_out_of_the_outer_one() -> None:
+    bench = _bench()
+    clock = bench.StageCpu()
+    outer_name, inner_name = bench.STAGES[0][0], bench.STAGES[1][0]
+    inner = clock.timed(inner_name, lambda: _burn(400_000))
+    outer = clock.timed(outer_name, lambda: (_burn(40_000), inner())[1])
+    clock.reset()
+    outer()
+    worker = threading.Thread(target=inner)  # another thread: its own stack of open calls
+    worker.start()
+    worker.join()
+    own_outer, own_inner = clock.seconds[outer_name], clock.seconds[inner_name]
+    assert 0 < own_outer < own_inner / 3  # the outer call's own tenth, not the inner call's CPU too
+    assert all(s == 0.0 for name, s in clock.seconds.items() if name not in (outer_name, inner_name))
+
+
+def test_the_lines_name_every_stage_the_rest_and_the_total_per_span() -> None:
+    bench = _bench()
+    clock = bench.StageCpu()
+    clock.timed(bench.STAGES[2][0], lambda: _burn(100_000))()
+    lines = clock.lines(spans=1000)
+    assert len(lines) == len(bench.STAGES) + 2
+    assert all(name in line for (name, _, _), line in zip(bench.STAGES, lines, strict=False))
+    assert lines[-2].strip().startswith("the rest of the process") and "total" in lines[-1]
+    assert "us" in lines[-1] and "20 us" in lines[-1]
