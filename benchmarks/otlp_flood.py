@@ -45,6 +45,9 @@ METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # placeholders found in the serialised bytes, low 16 bits = the span's index (x 2, +1 for the end time)
 _TIME_SENTINEL = 0x5A17_E1A5_C3D0_0000
 _TRACE_SENTINEL = 0x7EC3_0B1D_A95E_0000
+# request ids: the serial times an odd constant, mod 16**24 (a bijection: unique), so they look as
+# random as vLLM's chatcmpl-<uuid hex> do; counting ids would let the ledger's index only append
+_SCRAMBLE, _ID_SPACE = 0x9E37_79B9_7F4A_7C15_F39C_C061, 16**24
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Export:
         end = (now_ns - self.lag_ns).astype("<u8")
         start = (end - self.e2e_ns).astype("<u8")
         serials = np.arange(serial, serial + self.start_at.size, dtype="<u8")
-        hex_ids = "".join(f"{k:024x}" for k in serials.tolist()).encode()
+        hex_ids = "".join(f"{k * _SCRAMBLE % _ID_SPACE:024x}" for k in serials.tolist()).encode()
         for at, values in ((self.end_at, end), (self.start_at, start), (self.trace_at, serials)):
             view[at[:, None] + np.arange(8)] = values.view(np.uint8).reshape(-1, 8)
         view[self.rid_at[:, None] + np.arange(24)] = np.frombuffer(hex_ids, np.uint8).reshape(-1, 24)
