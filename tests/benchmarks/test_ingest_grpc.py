@@ -4,32 +4,18 @@ span handler accept whole."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import WallToMono
 from sidecar.taps.vllm_spans import SPAN_ATTRIBUTES, VllmSpanHandler
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "otlp_flood.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("otlp_flood_bench", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.bench_module import load_bench
 
 
 def test_stamped_exports_carry_vllm_spans_with_unique_ids_ending_just_before_the_send() -> None:
-    bench = _bench()
+    bench = load_bench("otlp_flood", "otlp_flood_bench")
     (export,) = bench.build_exports(1)
     now_ns = time.time_ns()
     first = ExportTraceServiceRequest.FromString(export.stamped(now_ns, 0))
@@ -48,7 +34,7 @@ def test_stamped_exports_carry_vllm_spans_with_unique_ids_ending_just_before_the
 
 
 def test_the_real_receiver_and_span_handler_take_every_span_of_every_stamped_export() -> None:
-    bench = _bench()
+    bench = load_bench("otlp_flood", "otlp_flood_bench")
     (export,) = bench.build_exports(1)
     handler = VllmSpanHandler(WallToMono())
     receiver = OtlpReceiver([handler], port=0)

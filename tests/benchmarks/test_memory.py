@@ -3,27 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from sidecar.meters.replay import ReplayMeter
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("memory_bench", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.bench_module import load_bench
 
 
 def test_the_replay_trace_is_an_hour_then_a_tail_at_450_w(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_bench("memory", "memory_bench")
     rows = bench.write_trace(tmp_path / "t.csv", 3600.0, 60.0, tail_s=10.0)
     meter = ReplayMeter(tmp_path / "t.csv")
     readings = list(meter.readings())

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-from pathlib import Path
-from types import ModuleType
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "stage_cpu.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stage_cpu_bench", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.bench_module import load_bench
 
 
 def _burn(n: int) -> int:
@@ -25,7 +12,7 @@ def _burn(n: int) -> int:
 
 
 def test_a_stage_called_inside_another_is_taken_out_of_the_outer_one() -> None:
-    bench = _bench()
+    bench = load_bench("stage_cpu", "stage_cpu_bench")
     clock = bench.StageCpu()
     outer_name, inner_name = bench.STAGES[0][0], bench.STAGES[1][0]
     inner = clock.timed(inner_name, lambda: _burn(400_000))
@@ -41,7 +28,7 @@ def test_a_stage_called_inside_another_is_taken_out_of_the_outer_one() -> None:
 
 
 def test_the_lines_name_every_stage_the_rest_and_the_total_per_span() -> None:
-    bench = _bench()
+    bench = load_bench("stage_cpu", "stage_cpu_bench")
     clock = bench.StageCpu()
     clock.timed(bench.STAGES[2][0], lambda: _burn(100_000))()
     lines = clock.lines(spans=1000)
