@@ -19,8 +19,11 @@ when the queue is full, 500 when the request's batch failed.
 A request's id is the ``X-Request-Id`` the client sent, as vLLM's is, so a client that names
 its requests (the load generator, and its client spans' ``jouletrace.request.id``) finds their
 records by its own ids. The header is taken only if it is a safe name (:data:`CLIENT_ID`: letters,
-digits and ``._:-``, at most 128 characters, as it names output files too) and no request in
-flight here has it; otherwise the server makes one (``img-<uuid hex>``, ``vid-<uuid hex>``).
+digits and ``._:-``, at most 128 characters, as it names output files too) that no request of the
+last :data:`RECENT_IDS` taken here had (the sidecar refuses work for an id it has made final, so
+a reused id would lose the second request's energy); otherwise the server makes one
+(``img-<uuid hex>``, ``vid-<uuid hex>``). An id refused with 429, or cancelled before its batch
+ran, is free again (nothing ran under it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _PREFIX = {"image": "img", "video": "vid"}  # request ids: img-<uuid hex>, vid-<uuid hex>
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # an X-Request-Id taken as the request id
+RECENT_IDS = 100_000  # client ids remembered, as many as the sidecar remembers final ids (~12 MB)
 
 
 class Runner(Protocol):
@@ -94,7 +99,7 @@ class _Service:
     tracing: Tracing
     formats: tuple[str, ...]
     holder: dict[str, Batcher] = field(default_factory=dict)
-    in_flight: set[str] = field(default_factory=set)  # ids of the requests queued, running or answering
+    taken: OrderedDict[str, None] = field(default_factory=OrderedDict)  # client ids taken, oldest first
 
     def on_batch(self, batch: Batch) -> None:
         self.tracing.batch_span(batch)
@@ -109,25 +114,27 @@ class _Service:
         request_id = self._request_id(kind, request)
         job = Job(request_id, spec, loop.create_future(), time.monotonic(), time.time_ns())
         parent = Tracing.parent(request.headers)
-        self.in_flight.add(job.request_id)
-        try:
-            rejected = self._submit(kind, job)
-            if rejected is not None:
-                return rejected
-            gone = await self._wait(request, job)
-            if gone is None:  # cancelled before it ran
-                self.metrics.request(kind, "cancelled")
-                return Response(status_code=499)
-            return await self._respond(kind, job, parent, gone)
-        finally:
-            self.in_flight.discard(job.request_id)
+        rejected = self._submit(kind, job)
+        if rejected is not None:
+            self.taken.pop(request_id, None)  # never ran: the client may send it again
+            return rejected
+        gone = await self._wait(request, job)
+        if gone is None:  # cancelled before it ran
+            self.taken.pop(request_id, None)
+            self.metrics.request(kind, "cancelled")
+            return Response(status_code=499)
+        return await self._respond(kind, job, parent, gone)
 
     def _request_id(self, kind: str, request: Request) -> str:
-        """The client's ``X-Request-Id`` if it is a safe name no request in flight has, else a new id."""
+        """The client's ``X-Request-Id`` if it is a safe name not taken recently (taken now), else a
+        new id. No await between this and the submit: two requests cannot take one id."""
         sent = request.headers.get("x-request-id", "")
-        if CLIENT_ID.fullmatch(sent) and sent not in self.in_flight:
-            return sent
-        return f"{_PREFIX[kind]}-{uuid.uuid4().hex}"
+        if not CLIENT_ID.fullmatch(sent) or sent in self.taken:
+            return f"{_PREFIX[kind]}-{uuid.uuid4().hex}"
+        self.taken[sent] = None
+        if len(self.taken) > RECENT_IDS:
+            self.taken.popitem(last=False)
+        return sent
 
     async def _parse(
         self, request: Request, kind: str, parse: Callable[[Any], JobSpec]

@@ -142,17 +142,20 @@ def test_the_clients_x_request_id_is_the_request_id_when_it_is_a_safe_name(serve
         assert status == 200 and body["id"].startswith("vid-") and headers["x-request-id"] == body["id"]
 
 
-def test_an_x_request_id_already_in_flight_is_not_taken_twice(served: Served) -> None:
-    served.runner.gate.clear()  # the first request stays in flight
+def test_an_x_request_id_that_ran_is_not_taken_again_one_refused_with_429_is(served: Served) -> None:
+    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})[1]["id"] == "r1"
+    status, body, headers = served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})  # the sidecar has r1 final
+    assert status == 200 and body["id"].startswith("img-") and headers["x-request-id"] == body["id"]
+    served.runner.gate.clear()
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(served.post, IMG, OK_IMAGE, {"X-Request-Id": "r1"})
+        running = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4})
         time.sleep(0.3)
-        second = pool.submit(served.post, IMG, OK_IMAGE, {"X-Request-Id": "r1"})
+        queued = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4, "size": "128x128"})
         time.sleep(0.3)
+        assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r2"})[0] == 429
         served.runner.gate.set()
-        (s1, b1, _), (s2, b2, _) = first.result(), second.result()
-    assert (s1, b1["id"]) == (200, "r1") and s2 == 200 and b2["id"].startswith("img-")
-    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})[1]["id"] == "r1"  # free again once answered
+        assert running.result()[0] == 200 and queued.result()[0] == 200
+    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r2"})[1]["id"] == "r2"  # nothing ran under it
 
 
 def test_a_full_queue_answers_429_with_retry_after(served: Served) -> None:
