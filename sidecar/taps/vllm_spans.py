@@ -268,8 +268,7 @@ class VllmSpanHandler:
 
     def _client(self, trace_id: str, task: str, named: str | None, out: TapOutput) -> None:
         """A client span's task by trace: for the request span that waits for it, or kept for one
-        to come. ``named``: the request the span labelled by id already (not labelled twice: a
-        second label of a final request would count a second late task)."""
+        to come. ``named``: the request the span labelled by id already (not labelled twice)."""
         self._remember(self._task_by_trace, trace_id, task)
         waiting = self._untasked_by_trace.pop(trace_id, None)
         if waiting is not None:  # the request span came first, without a task
