@@ -142,33 +142,36 @@ def test_the_clients_x_request_id_is_the_request_id_when_it_is_a_safe_name(serve
         assert status == 200 and body["id"].startswith("vid-") and headers["x-request-id"] == body["id"]
 
 
-def test_an_x_request_id_that_ran_is_not_taken_again_one_refused_with_429_is(served: Served) -> None:
-    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})[1]["id"] == "r1"
-    status, body, headers = served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})  # the sidecar has r1 final
-    assert status == 200 and body["id"].startswith("img-") and headers["x-request-id"] == body["id"]
+@contextlib.contextmanager
+def _queue_full(served: Served) -> Iterator[None]:
+    """A batch of 4 held in the pipeline and 4 more queued (the queue's limit) while the body runs;
+    then both are let through and answered 200."""
     served.runner.gate.clear()
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4})
         time.sleep(0.3)
         queued = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4, "size": "128x128"})
         time.sleep(0.3)
-        assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r2"})[0] == 429
-        served.runner.gate.set()
+        try:
+            yield
+        finally:
+            served.runner.gate.set()
         assert running.result()[0] == 200 and queued.result()[0] == 200
+
+
+def test_an_x_request_id_that_ran_is_not_taken_again_one_refused_with_429_is(served: Served) -> None:
+    assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})[1]["id"] == "r1"
+    status, body, headers = served.post(IMG, OK_IMAGE, {"X-Request-Id": "r1"})  # the sidecar has r1 final
+    assert status == 200 and body["id"].startswith("img-") and headers["x-request-id"] == body["id"]
+    with _queue_full(served):
+        assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r2"})[0] == 429
     assert served.post(IMG, OK_IMAGE, {"X-Request-Id": "r2"})[1]["id"] == "r2"  # nothing ran under it
 
 
 def test_a_full_queue_answers_429_with_retry_after(served: Served) -> None:
-    served.runner.gate.clear()
-    with ThreadPoolExecutor(4) as pool:
-        running = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4})
-        time.sleep(0.3)
-        queued = pool.submit(served.post, IMG, {**OK_IMAGE, "n": 4, "size": "128x128"})
-        time.sleep(0.3)
+    with _queue_full(served):
         status, body, headers = served.post(IMG, OK_IMAGE)
         assert status == 429 and int(headers["retry-after"]) >= 1, body
-        served.runner.gate.set()
-        assert running.result()[0] == 200 and queued.result()[0] == 200
 
 
 def _post_and_hang_up(url: str, path: str, body: dict[str, Any]) -> None:
