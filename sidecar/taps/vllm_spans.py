@@ -54,6 +54,7 @@ from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
 from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
 from sidecar.taps.step_clock import StepClock
+from sidecar.taps.vllm_span_checked import CheckedSpan
 from sidecar.taps.vllm_span_format import (
     CHAT,
     ID_KEY,
@@ -63,7 +64,6 @@ from sidecar.taps.vllm_span_format import (
     normalize_request_id,
     one_row,
 )
-from sidecar.taps.vllm_span_waiting import WaitingSpan
 
 __all__ = [
     "SPAN_ATTRIBUTES",
@@ -196,9 +196,9 @@ class VllmSpanHandler:
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
                 chat = len(raw_id) == len(request_id) + len(CHAT) and raw_id.startswith(CHAT)
-                late = WaitingSpan(request_id, "" if chat else raw_id, model, t0, t1, p, c, kept_s)
+                checked = CheckedSpan(request_id, "" if chat else raw_id, model, t0, t1, p, c)
                 handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
-                mine = self._request(late, trace, out, spans[i] if spans is not None else None)
+                mine = self._request(checked, trace, kept_s, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
                 continue
@@ -208,7 +208,7 @@ class VllmSpanHandler:
                 continue
             if mine:
                 work.append(i)
-                ids.append(late.request_id)
+                ids.append(checked.request_id)
         if work:
             at = np.asarray(work, dtype=np.int64)
             self._work.append(
@@ -216,19 +216,23 @@ class VllmSpanHandler:
             )
         return counts
 
-    def _request(self, late: WaitingSpan, trace_id: str, out: TapOutput, span: ReceivedSpan | None) -> bool:
-        """A checked request span: its info out now; True if its work is the span's to give."""
+    def _request(
+        self, checked: CheckedSpan, trace_id: str, kept_s: float, out: TapOutput, span: ReceivedSpan | None
+    ) -> bool:
+        """A checked request span: its info out now; True if its work is the span's to give. Without
+        a task it waits for a client span, from ``kept_s`` (when its batch was handled)."""
+        request_id = checked.request_id
         task = self._task_by_trace.get(trace_id, "unknown")
-        info = late.info(trace_id, task)
+        info = checked.info(trace_id, task)
         if task != "unknown":
             self.tasks_joined += 1
-        elif self._remember(self._untasked_by_trace, trace_id, (late.request_id, late.kept_s), _MAX_WAITING):
+        elif self._remember(self._untasked_by_trace, trace_id, (request_id, kept_s), _MAX_WAITING):
             self.task_wait_evicted += 1  # only untasked spans wait for a later client span
         self.requests += 1
         out.infos.append(info)
         if self.on_span is not None and span is not None:
-            self.on_span(late.request_id, span)
-        if self.claims(late.request_id):
+            self.on_span(request_id, span)
+        if self.claims(request_id):
             return False
         self.work_from_spans += 1
         return True

@@ -1,7 +1,7 @@
 """A checked vLLM request span's fields, and the :class:`RequestInfo` made of them.
 
 The handler (:class:`~sidecar.taps.vllm_spans.VllmSpanHandler`) makes one per span; a span
-without a task yet is remembered by its trace id as (request id, ``kept_s``) only, for
+without a task yet is remembered by its trace id as (request id, when handled) only, for
 ``vllm_task_wait_s``: a client span that comes in time names the task by that id (a
 :class:`~sidecar.attribution.task_labels.TaskLabel`; the info went out already). Units:
 seconds, tokens.
@@ -14,12 +14,12 @@ from typing import NamedTuple
 from sidecar.attribution.events import RequestInfo
 from sidecar.taps.vllm_span_format import CHAT
 
-__all__ = ["WaitingSpan"]
+__all__ = ["CheckedSpan"]
 
 
-class WaitingSpan(NamedTuple):
+class CheckedSpan(NamedTuple):
     """A checked request span: a tuple (cheap to make per span) until :meth:`info` makes the
-    request's info; ``kept_s``: when it was handled (one float shared by a batch)."""
+    request's info."""
 
     request_id: str
     raw_id: str  # "" for the usual "chatcmpl-<request_id>" (not kept twice)
@@ -28,7 +28,6 @@ class WaitingSpan(NamedTuple):
     end_s: float
     prompt_tokens: int
     output_tokens: int
-    kept_s: float  # time.monotonic() when it was handled
 
     def info(self, trace_id: str, task: str) -> RequestInfo:
         raw_id = self.raw_id or CHAT + self.request_id
