@@ -10,7 +10,11 @@ construction: a rule only chooses *weights*).
   scaled so the tick's measured energy is met. The floor times the idle part
   of a busy tick stays idle. While the model has not yet seen
   enough busy ticks the attributor holds busy ticks back and splits them
-  once the first fit exists (``tokens`` is the fallback only if it never does).
+  once the first fit exists. If it never does (the warm-up bound), the held ticks
+  get what can be said without coefficients: the measured floor times the busy
+  time by equal time shares, the floor times the idle time stays idle, and what
+  the tick drew above the floor goes by tokens (by tokens alone while no floor
+  has been measured).
 * ``tokens``: by tokens (or denoise work units) processed in the tick.
 * ``output-tokens``: by decode (output) tokens in the tick — the ML.ENERGY
   benchmark's "J/token x output tokens", applied per tick.
@@ -203,7 +207,7 @@ class FittedRule:
     def split(self, tick: TickWork) -> Split:
         coef = self.fit.coef
         if coef is None:
-            return TokensRule().split(tick)
+            return self._warmup_split(tick)
         work = work_features(tick)
         c = coef.work
         comp = np.column_stack(
@@ -224,6 +228,22 @@ class FittedRule:
         factor = tick.energy_j / total
         row_j = rows_model * factor
         return Split(row_j, idle_model * factor, comp * factor, work * factor, np.abs(row_j - rows_model))
+
+    def _warmup_split(self, tick: TickWork) -> Split:
+        """No coefficients yet: the measured floor by equal time shares, what the tick drew above it by
+        tokens; without a measured floor, by tokens alone."""
+        floor_w = self.fit.floor.power_w(self.fit.now_s)
+        tokens = TokensRule().split(tick)
+        if floor_w is None or not floor_w > 0.0:
+            return tokens
+        floor_j = min(floor_w * tick.busy_s, tick.energy_j)
+        idle_j = min(floor_w * max(tick.duration_s - tick.busy_s, 0.0), tick.energy_j - floor_j)
+        above_j = tick.energy_j - floor_j - idle_j
+        share = _shares(tick.time_share)
+        if share is None:
+            return tokens
+        scale = above_j / tick.energy_j if tick.energy_j > 0 else 0.0
+        return Split(floor_j * share + tokens.row_j * scale, idle_j)
 
 
 RULES = ("fitted", "tokens", "output-tokens", "equal")
