@@ -14,7 +14,11 @@ the work comes from (sidecar/sim/taps.py encodes the run as the real senders do)
 * ``spans``: vLLM's ``llm_request`` spans as OTLP exports, decoded and handled by the
   real span handler (whole-phase work only; ticks sealed 120 s behind);
 * ``oracle``: the simulator's own per-step events (the ceiling, not a user path);
-* ``study-rule``: the ML.ENERGY benchmark's rule (J/token x output tokens) on the hook path.
+* ``study-rule``: the ML.ENERGY benchmark's rule (J/token x output tokens) on the hook path;
+* ``warm-up``: the hook path split as before the first fit (the fit never gets ready): what records
+  that say ``fit_quality: "warmup"`` get (the measured floor by time shares, the rest by tokens);
+* ``tokens``: the hook path split by tokens alone (the warm-up split without a floor, and the
+  ``tokens`` rule).
 
 Scenarios (sidecar/sim/scenarios.py): steady, saturated (no idle for minutes),
 bursty, power-capped, and a model-mismatch scenario whose truth has terms the
@@ -35,6 +39,7 @@ import time
 
 import numpy as np
 
+from sidecar.attribution.rules import SplitRule, make_rule
 from sidecar.meters.base import DeviceInfo
 from sidecar.offline import OfflineResult, attribute_offline
 from sidecar.sim.paths import PATHS, source_for
@@ -43,11 +48,19 @@ from sidecar.sim.scenarios import SCENARIOS, scenario
 
 GPU = DeviceInfo("GPU-sim-0", "simulated H100-class GPU")
 KINDS = ("prefill-heavy", "decode-heavy", "mixed")
+ROWS = (*PATHS, "warm-up", "tokens")
+NEVER_READY = 10**9  # busy ticks the fit waits for: the warm-up row's fit never gets ready
+
+
+def _rule(path: str) -> str | SplitRule:
+    if path == "warm-up":
+        return make_rule("fitted", fit_warmup_ticks=NEVER_READY)
+    return {"study-rule": "output-tokens", "tokens": "tokens"}.get(path, "fitted")
 
 
 def attribute(run: SimRun, path: str) -> OfflineResult:
-    rule = "output-tokens" if path == "study-rule" else "fitted"
-    source = source_for(run, "hook" if path == "study-rule" else path)
+    rule = _rule(path)
+    source = source_for(run, path if path in PATHS and path != "study-rule" else "hook")
     return attribute_offline(
         run.counter.values_at,
         GPU,
@@ -102,7 +115,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     args = parser.parse_args()
     start = time.perf_counter()
-    worst: dict[str, float] = dict.fromkeys(PATHS, 0.0)
+    worst: dict[str, float] = dict.fromkeys(ROWS, 0.0)
     worst_conservation = 0.0
     print(
         f"{'path':<13}{'median':>8} {'p95':>7} {'max':>8} | "
@@ -115,7 +128,7 @@ def main() -> None:
             f"{name}: {args.seeds} x {len(runs[0].workload)} requests, "
             f"{sum(r.duration_s for r in runs):.0f} s simulated, idle {idle_share * 100:.0f} % of energy"
         )
-        for path in PATHS:
+        for path in ROWS:
             scores, conservation = [], 0.0
             for run in runs:
                 res = attribute(run, path)
@@ -129,7 +142,8 @@ def main() -> None:
     x, y, z = worst["hook"], worst["spans"], worst["study-rule"]
     print(
         f"(worst scenario per path; {time.perf_counter() - start:.0f} s; "
-        f"stat-logger plugin {worst['plugin']:.1f}%)"
+        f"stat-logger plugin {worst['plugin']:.1f}%; warm-up {worst['warm-up']:.1f}%, "
+        f"tokens {worst['tokens']:.1f}%)"
     )
     print(
         f"plugin p95 {x:.2f}% | spans p95 {y:.2f}% | study-rule p95 {z:.2f}% | "
