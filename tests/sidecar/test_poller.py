@@ -212,3 +212,33 @@ def test_a_meter_that_says_when_it_changes_is_not_read_before_then(start: Callab
     wait_until(lambda: meter.reads >= 4)
     gaps = [b - a for a, b in itertools.pairwise(meter.read_times)]
     assert min(gaps) >= 0.03 - 0.001  # not every 1 ms poll: only once the reading can have changed
+
+
+class _OversleepingStop(threading.Event):
+    """A stop event whose timed waits return ``extra_s`` late, as a thread kept off its core would."""
+
+    def __init__(self, extra_s: float) -> None:
+        super().__init__()
+        self.extra_s = extra_s
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and not self.is_set():
+            time.sleep(timeout + self.extra_s)
+        return self.is_set()
+
+
+def test_reads_that_run_well_after_they_were_due_are_counted_late(start: Callable[..., Poller]) -> None:
+    poller = Poller(FakeMeter(), poll_s=0.01, status_s=10.0, seed=0)
+    poller._stop = _OversleepingStop(extra_s=0.05)  # 5 poll periods late, every time
+    poller.start()
+    try:
+        wait_until(lambda: poller.late_reads >= 2)
+        assert poller.max_late_s >= 0.05
+    finally:
+        poller.stop()
+
+
+def test_reads_on_time_are_not_counted_late(start: Callable[..., Poller]) -> None:
+    poller = start(FakeMeter(), poll_s=0.05)  # late: 150 ms after due, even on a loaded machine
+    wait_until(lambda: len(poller.readings) >= 5)
+    assert poller.late_reads == 0 and poller.max_late_s == 0.0
