@@ -62,8 +62,10 @@ def _faults() -> list[PanelBuilder]:
             fill=0,
         ),
         timeseries(
-            "Dropped work events and counter resets",
-            "Work events dropped per second, per reason; energy-counter resets or wraps handled. "
+            "Dropped work events, counter resets, late reads",
+            "Work events dropped per second, per reason; energy-counter resets or wraps handled; "
+            "counter reads per second that ran three poll periods or more late (the poll thread "
+            "waited for a core: coarser ticks; alert JouletraceMeterReadsLate). "
             "A dropped-events series exists only after the first drop, so the query falls back "
             "to 0 per pod: a flat 0 means 'none', no data means the sidecar is not scraped.",
             "short",
@@ -76,6 +78,11 @@ def _faults() -> list[PanelBuilder]:
                 Query(
                     f"sum by (pod) (increase(jouletrace_meter_resets_total{{{HW}}}[{RATE}]))",
                     "resets {{pod}}",
+                ),
+                Query(
+                    f'sum by (pod) (rate(jouletrace_tap_events_total{{{HW}, jouletrace_tap="meter", '
+                    f'outcome="late_reads"}}[{RATE}]))',
+                    "late reads {{pod}}",
                 ),
             ],
             width=12,
