@@ -39,6 +39,7 @@ bench: $(STAMP) $(VLLM_STAMP)  ## the benchmarks that back our numbers (about 25
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/proxy_overhead.py
 	$(PY) benchmarks/nvml_poll_scale.py
+	$(PY) benchmarks/poll_lateness.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv

@@ -50,8 +50,8 @@ def warm_the_fit(stack: Stack, rounds: int = 3) -> tuple[list[Request], list[Res
 
     The 10x test is about the fitted split users get after the first seconds. Before the first fit
     the split is the warm-up estimate (tests/sidecar/attribution/test_warmup_split.py), and on a
-    2-core machine whose cores vLLM keeps busy the sidecar's poller can wait 0.6 s for a core: such
-    long ticks leave the fit short of busy ticks for a while.
+    2-core machine whose cores vLLM keeps busy the sidecar's poller often reads late
+    (benchmarks/poll_lateness.py): such long ticks leave the fit short of busy ticks for a while.
     """
     requests: list[Request] = []
     results: list[Result] = []
