@@ -72,7 +72,6 @@ class Poller:
         self.status: tuple[DeviceStatus, ...] = ()
         self.errors = 0
         self.late_reads = 0  # reads that ran LATE_AFTER_POLLS poll periods or more after they were due
-        self.max_late_s = 0.0  # the latest of them, s
         self.lost: str | None = None
         self._clock = clock
         self._next_status_s = -math.inf
@@ -171,7 +170,5 @@ class Poller:
         due_s = time.monotonic() + wait_s
         if self._stop.wait(wait_s):
             return
-        late_s = time.monotonic() - due_s
-        if late_s >= LATE_AFTER_POLLS * self.poll_s:
+        if time.monotonic() - due_s >= LATE_AFTER_POLLS * self.poll_s:
             self.late_reads += 1
-            self.max_late_s = max(self.max_late_s, late_s)
