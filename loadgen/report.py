@@ -115,6 +115,7 @@ _CSV_FIELDS = (
     "approximate",
     "final",
     "energy_source",
+    "fit_quality",
     "energy_note",
     "retries",
 )
@@ -156,6 +157,7 @@ def write_csv(o: RunOutcome, path: Path) -> None:
                     e.get("approximate"),
                     e.get("final"),
                     e.get("energy_source"),
+                    e.get("fit_quality", ""),
                     r.energy_note or "",
                     r.retries,
                 ]

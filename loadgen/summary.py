@@ -71,4 +71,6 @@ def task_summary(results: Sequence[Result], task: str, unit: str) -> dict[str, A
         out["j_per_unit"] = total_e / total_u if total_u > 0 else None
         out["approximate"] = sum(1 for r in energies if (r.energy or {}).get("approximate"))
         out["not_final"] = sum(1 for r in energies if not (r.energy or {}).get("final"))
+        # split before the sidecar's first fit: the warm-up estimate (docs/attribution.md, section 4)
+        out["warmup_split"] = sum(1 for r in energies if (r.energy or {}).get("fit_quality") == "warmup")
     return out

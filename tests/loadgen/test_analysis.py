@@ -110,6 +110,15 @@ def test_task_summary_reports_energy_per_response_and_output_lengths() -> None:
     assert s["energy_per_response_j"]["p50"] == 7.0
     assert s["j_per_unit"] == pytest.approx(sum(5.0 + i for i in range(5)) / sum(10 + i for i in range(5)))
     assert s["output_tokens"]["p50"] == 12.0
+    assert s["warmup_split"] == 0
+
+
+def test_task_summary_counts_the_records_split_before_the_sidecars_first_fit() -> None:
+    results = [_result(i, 0.0, 1.0, energy=5.0) for i in range(4)]
+    for r in results[:3]:
+        assert r.energy is not None
+        r.energy["fit_quality"] = "warmup" if r is not results[2] else "ok"
+    assert task_summary(results, "lm-arena-chat", "token")["warmup_split"] == 2
 
 
 def test_mean_batch_counts_requests_between_first_token_and_finish() -> None:
