@@ -49,10 +49,12 @@ from sidecar.sim.scenarios import SCENARIOS, scenario
 GPU = DeviceInfo("GPU-sim-0", "simulated H100-class GPU")
 KINDS = ("prefill-heavy", "decode-heavy", "mixed")
 ROWS = (*PATHS, "warm-up", "tokens")
+ON_HOOK = ("study-rule", "warm-up", "tokens")  # rows that split the hook path's work by another rule
 NEVER_READY = 10**9  # busy ticks the fit waits for: the warm-up row's fit never gets ready
 
 
 def _rule(path: str) -> str | SplitRule:
+    """The row's split rule (made per run: the fitted rule learns)."""
     if path == "warm-up":
         return make_rule("fitted", fit_warmup_ticks=NEVER_READY)
     return {"study-rule": "output-tokens", "tokens": "tokens"}.get(path, "fitted")
@@ -60,7 +62,7 @@ def _rule(path: str) -> str | SplitRule:
 
 def attribute(run: SimRun, path: str) -> OfflineResult:
     rule = _rule(path)
-    source = source_for(run, path if path in PATHS and path != "study-rule" else "hook")
+    source = source_for(run, "hook" if path in ON_HOOK else path)
     return attribute_offline(
         run.counter.values_at,
         GPU,

@@ -115,9 +115,9 @@ def test_task_summary_reports_energy_per_response_and_output_lengths() -> None:
 
 def test_task_summary_counts_the_records_split_before_the_sidecars_first_fit() -> None:
     results = [_result(i, 0.0, 1.0, energy=5.0) for i in range(4)]
-    for r in results[:3]:
+    for r, quality in zip(results, ("warmup", "warmup", "ok"), strict=False):  # the 4th says none
         assert r.energy is not None
-        r.energy["fit_quality"] = "warmup" if r is not results[2] else "ok"
+        r.energy["fit_quality"] = quality
     assert task_summary(results, "lm-arena-chat", "token")["warmup_split"] == 2
 
 

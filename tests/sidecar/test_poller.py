@@ -227,7 +227,7 @@ class _OversleepingStop(threading.Event):
         return self.is_set()
 
 
-def test_reads_that_run_well_after_they_were_due_are_counted_late(start: Callable[..., Poller]) -> None:
+def test_reads_that_run_well_after_they_were_due_are_counted_late() -> None:
     poller = Poller(FakeMeter(), poll_s=0.01, status_s=10.0, seed=0)
     poller._stop = _OversleepingStop(extra_s=0.05)  # 5 poll periods late, every time
     poller.start()
