@@ -102,7 +102,7 @@ class LedgerWrites:
                     cur.execute(ledger_rows.UPDATE, (*row[1:], rec[REQUEST_ID]))
             except RECORD_ERRORS as err:  # this record only; the statement changed nothing
                 self.counts["unstorable"] += 1
-                log.warning("ledger: record %r cannot be stored, skipped: %s", rec[REQUEST_ID][:64], err)
+                log.warning("ledger: record %r cannot be stored, skipped: %s", str(rec[REQUEST_ID])[:64], err)
                 continue
             self._seq += 1
             self._rows += inserted

@@ -19,6 +19,16 @@ def test_a_record_that_cannot_be_stored_is_skipped_and_counted_and_its_batch_is_
         assert led.put_many([make_record(request_id="later")]) == 1  # the ledger goes on
 
 
+def test_an_unstorable_record_whose_id_is_not_text_is_counted_like_any_other() -> None:
+    # the warning that names the skipped record once failed on an id it could not slice,
+    # and the whole batch was lost with it
+    with Ledger(":memory:") as led:
+        poison = make_record(request_id=10**30)  # type: ignore[arg-type]
+        assert led.put_many([make_record(request_id="ok-1"), poison, make_record(request_id="ok-2")]) == 2
+        assert led.counts["unstorable"] == 1
+        assert led.get("ok-1") is not None and led.get("ok-2") is not None
+
+
 def _fill_up(led: Ledger) -> None:
     """SQLite's own page limit: writes then fail with SQLITE_FULL, as on a full disk."""
     pages = led._conn.execute("PRAGMA page_count").fetchone()[0]
