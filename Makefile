@@ -36,6 +36,7 @@ bench: $(STAMP) $(VLLM_STAMP)  ## the benchmarks that back our numbers (about 25
 	$(PY) benchmarks/vllm_overhead.py
 	$(PY) benchmarks/sidecar_cpu.py
 	$(PY) benchmarks/ingest_grpc.py
+	$(PY) benchmarks/ledger_insert.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/proxy_overhead.py
 	$(PY) benchmarks/nvml_poll_scale.py

@@ -1,0 +1,174 @@
+"""The ledger's CPU per record stored, against a table with no index and a hash-keyed layout tried.
+
+Final records of vLLM-like requests (ids as random as vLLM's ``chatcmpl-<32 hex>``, a trace id
+each) are stored in batches of ``--batch`` (about what one tick finalizes in
+``ingest_grpc.py``'s flood) into four SQLite files side by side, the same batch into each in
+turn so all four see the same machine:
+
+* **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
+  primary key (:mod:`sidecar.export.ledger_rows`);
+* **in a savepoint** (what the ledger did until 2026-11-30): the ledger's rows and statements
+  by plain SQL, the batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone
+  alone); SQLite then copies each page the batch touches to a statement journal first;
+* **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
+  64-bit BLAKE2b hash of the id instead of the id, a look-up of the batch's hashes before the
+  insert (no primary key to refuse a stored id); it changes the file format and makes an
+  ad-hoc ``sqlite3`` query by id a scan, for the gain this prints;
+* **no index** (a floor no ledger can go under and still find a record by id): the same rows
+  appended to a table without indexes, and no retention (without its index, a scan).
+
+Each figure is the thread's CPU time (``time.thread_time``) per record, building the rows (the
+record's JSON included) counted, over the last quarter of the run (the table at its largest)
+and over the whole run. A random key costs more as the table grows: each new entry lands on a
+random index page, and a commit writes every page it touched.
+
+Ends with one line ``ledger us per record N`` (the product, last quarter).
+
+    .venv/bin/python benchmarks/ledger_insert.py [--records 200000] [--batch 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from itertools import repeat
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch import scratch_dir
+
+from sidecar.attribution.record_batch import RecordBatch, Values
+from sidecar.export import ledger_rows
+from sidecar.export.store import Ledger
+from tests.sidecar.export.factories import make_record
+
+HASHED_SCHEMA = (
+    ledger_rows.SCHEMA.replace("request_id TEXT PRIMARY KEY,", "request_id TEXT NOT NULL,")
+    .replace("seq INTEGER NOT NULL,", "seq INTEGER PRIMARY KEY,")
+    .replace("record_json TEXT NOT NULL", "record_json TEXT NOT NULL, id_hash INTEGER NOT NULL")
+    .replace("ON requests (seq)", "ON requests (id_hash)")
+)
+HASHED_INSERT = f"INSERT INTO requests ({ledger_rows.COLUMNS}, id_hash) VALUES ({','.join('?' * 19)})"
+
+
+def batch_of(n: int) -> RecordBatch:
+    """``n`` final records with vLLM-like random ids, as the attributor hands them on."""
+    return RecordBatch.of(
+        make_record(request_id=f"chatcmpl-{uuid.uuid4().hex}", attributes={"trace_id": uuid.uuid4().hex})
+        for _ in range(n)
+    )
+
+
+LEDGER = "the ledger (Ledger.put_many, id primary key)"
+
+
+class RawTable:
+    """Rows of values into a file by plain SQL, as the ledger writes a batch (one transaction)."""
+
+    def __init__(
+        self, path: Path, schema: str, insert: str, *, hashed: bool, retain: bool, savepoint: bool = False
+    ) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(schema)
+        self.insert, self.hashed, self.retain, self.seq = insert, hashed, retain, 0
+        self.savepoint = savepoint
+
+    def put(self, batch: list[Values]) -> None:
+        now = time.time()
+        rows = list(
+            map(ledger_rows.values_row, batch, range(self.seq + 1, self.seq + 1 + len(batch)), repeat(now))
+        )
+        self.seq += len(rows)
+        self.conn.execute("BEGIN IMMEDIATE")
+        if self.hashed:
+            rows = [(*row, id_hash(row[0])) for row in rows]
+            for k in range(0, len(rows), 500):  # stored ids among the batch's (none here, looked for)
+                part = [row[-1] for row in rows[k : k + 500]]
+                marks = ",".join("?" * len(part))
+                self.conn.execute(
+                    f"SELECT request_id FROM requests WHERE id_hash IN ({marks})", part
+                ).fetchall()
+        if self.savepoint:
+            self.conn.execute("SAVEPOINT batch")
+        self.conn.executemany(self.insert, rows)
+        if self.savepoint:
+            self.conn.execute("RELEASE batch")
+        if self.retain:  # by age, as the ledger does (on its stored_unix_s index)
+            self.conn.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - 7 * 86400,))
+        self.conn.execute("COMMIT")
+
+
+def id_hash(request_id: str) -> int:
+    """A request id's BLAKE2b-64 as a signed 64-bit integer (SQLite's INTEGER)."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def no_index_schema() -> str:
+    """The ledger's requests table without any index."""
+    table = ledger_rows.SCHEMA.split(";")[0].replace(
+        "request_id TEXT PRIMARY KEY", "request_id TEXT NOT NULL"
+    )
+    return table + ";"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000, help="records stored into each file")
+    parser.add_argument("--batch", type=int, default=1024, help="records per put (one tick's finals)")
+    args = parser.parse_args()
+    with scratch_dir("jt-ledger-insert-") as tmp:
+        ledger = Ledger(tmp / "ledger.db")
+        hashed = RawTable(tmp / "hashed.db", HASHED_SCHEMA, HASHED_INSERT, hashed=True, retain=True)
+        saved = RawTable(
+            tmp / "savepoint.db",
+            ledger_rows.SCHEMA,
+            ledger_rows.INSERT,
+            hashed=False,
+            retain=True,
+            savepoint=True,
+        )
+        floor = RawTable(tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False)
+        puts: dict[str, Callable[[RecordBatch], object]] = {
+            LEDGER: ledger.put_many,
+            "the ledger's rows in a savepoint (until 2026-11-30)": lambda b: saved.put(b.values),
+            "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
+            "no index (appended only: a floor)": lambda b: floor.put(b.values),
+        }
+        spent = dict.fromkeys(puts, 0.0)
+        late = dict.fromkeys(puts, 0.0)
+        batches = max(args.records // args.batch, 1)
+        for k in range(batches):
+            batch = batch_of(args.batch)
+            names = list(puts)
+            for name in names[k % len(names) :] + names[: k % len(names)]:  # each goes first in turn
+                t0 = time.thread_time()
+                puts[name](batch)
+                spent_s = time.thread_time() - t0
+                spent[name] += spent_s
+                if k >= batches * 3 // 4:
+                    late[name] += spent_s
+        n, n_late = batches * args.batch, (batches - batches * 3 // 4) * args.batch
+        print(f"{n} records into each file in batches of {args.batch}; CPU us per record:")
+        print(f"  {'':52s} {'last quarter':>13s} {'whole run':>10s}")
+        for name in puts:
+            print(f"  {name:52s} {late[name] / n_late * 1e6:13.1f} {spent[name] / n * 1e6:10.1f}")
+        assert ledger.count() == n, "every record stored"
+        ours = late[LEDGER] / n_late * 1e6
+        ledger.close()
+        hashed.conn.close()
+        saved.conn.close()
+        floor.conn.close()
+    print(f"ledger us per record {ours:.1f}")
+
+
+if __name__ == "__main__":
+    main()
