@@ -1,0 +1,40 @@
+"""benchmarks/ledger_insert.py's tables are what it says: the ledger's rows in a savepoint, ids
+found by hash, and no index at all; each holds every record it was given."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tests.benchmarks.bench_module import load_bench
+
+
+def indexes(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index'") if row[0]}
+
+
+def test_each_table_holds_every_record_and_has_the_indexes_its_row_names(tmp_path: Path) -> None:
+    bench = load_bench("ledger_insert", "ledger_insert_bench")
+    batch = bench.batch_of(600)
+    hashed = bench.RawTable(
+        tmp_path / "h.db", bench.HASHED_SCHEMA, bench.HASHED_INSERT, hashed=True, retain=True
+    )
+    floor = bench.RawTable(
+        tmp_path / "f.db", bench.no_index_schema(), bench.ledger_rows.INSERT, hashed=False, retain=False
+    )
+    for table in (hashed, floor):
+        table.put(batch.values)
+        assert table.conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 600
+    rid = batch.values[7][0]
+    found = hashed.conn.execute(
+        "SELECT request_id FROM requests WHERE id_hash = ?", (bench.id_hash(rid),)
+    ).fetchall()
+    assert found == [(rid,)]
+    assert any("(id_hash)" in sql for sql in indexes(hashed.conn))
+    assert indexes(floor.conn) == set()
+    assert (
+        floor.conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex%'"
+        ).fetchone()[0]
+        == 0
+    )
