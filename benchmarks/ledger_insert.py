@@ -2,14 +2,17 @@
 
 Final records of vLLM-like requests (ids as random as vLLM's ``chatcmpl-<32 hex>``, a trace id
 each) are stored in batches of ``--batch`` (about what one tick finalizes in
-``ingest_grpc.py``'s flood) into four SQLite files side by side, the same batch into each in
-turn so all four see the same machine:
+``ingest_grpc.py``'s flood) into five SQLite files side by side, the same batch into each in
+turn so all five see the same machine:
 
 * **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
   primary key (:mod:`sidecar.export.ledger_rows`);
-* **in a savepoint** (what the ledger did until 2026-11-30): the ledger's rows and statements
-  by plain SQL, the batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone
-  alone); SQLite then copies each page the batch touches to a statement journal first;
+* **SQLite's checkpoint**: the ledger's rows and statements by plain SQL, the WAL copied into
+  the file every 1,000 pages (SQLite's default) instead of the ledger's
+  :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`;
+* **in a savepoint** (what the ledger did until 2026-11-30): the same, the batch's insert inside
+  a ``SAVEPOINT`` (so a refused batch could be undone alone); SQLite then copies each page the
+  batch touches to a statement journal first;
 * **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
   64-bit BLAKE2b hash of the id instead of the id, a look-up of the batch's hashes before the
   insert (no primary key to refuse a stored id); it changes the file format and makes an
@@ -46,7 +49,7 @@ from scratch import scratch_dir
 
 from sidecar.attribution.record_batch import RecordBatch, Values
 from sidecar.export import ledger_rows
-from sidecar.export.store import Ledger
+from sidecar.export.store import WAL_CHECKPOINT_PAGES, Ledger
 from tests.sidecar.export.factories import make_record
 
 HASHED_SCHEMA = (
@@ -73,11 +76,20 @@ class RawTable:
     """Rows of values into a file by plain SQL, as the ledger writes a batch (one transaction)."""
 
     def __init__(
-        self, path: Path, schema: str, insert: str, *, hashed: bool, retain: bool, savepoint: bool = False
+        self,
+        path: Path,
+        schema: str,
+        insert: str,
+        *,
+        hashed: bool,
+        retain: bool,
+        savepoint: bool = False,
+        checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
     ) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
         self.conn.executescript(schema)
         self.insert, self.hashed, self.retain, self.seq = insert, hashed, retain, 0
         self.savepoint = savepoint
@@ -128,6 +140,14 @@ def main() -> None:
     with scratch_dir("jt-ledger-insert-") as tmp:
         ledger = Ledger(tmp / "ledger.db")
         hashed = RawTable(tmp / "hashed.db", HASHED_SCHEMA, HASHED_INSERT, hashed=True, retain=True)
+        default_ck = RawTable(
+            tmp / "checkpoint.db",
+            ledger_rows.SCHEMA,
+            ledger_rows.INSERT,
+            hashed=False,
+            retain=True,
+            checkpoint_pages=1000,
+        )
         saved = RawTable(
             tmp / "savepoint.db",
             ledger_rows.SCHEMA,
@@ -139,7 +159,8 @@ def main() -> None:
         floor = RawTable(tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False)
         puts: dict[str, Callable[[RecordBatch], object]] = {
             LEDGER: ledger.put_many,
-            "the ledger's rows in a savepoint (until 2026-11-30)": lambda b: saved.put(b.values),
+            "the ledger's rows, SQLite's checkpoint (1,000 pages)": lambda b: default_ck.put(b.values),
+            "the same in a savepoint (the ledger until 2026-11-30)": lambda b: saved.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
@@ -166,6 +187,7 @@ def main() -> None:
         ledger.close()
         hashed.conn.close()
         saved.conn.close()
+        default_ck.conn.close()
         floor.conn.close()
     print(f"ledger us per record {ours:.1f}")
 

@@ -64,8 +64,8 @@ class LedgerWrites:
         """The usual batch, all new ids and all storable, in one ``executemany``, the first thing in
         its transaction; None if any id is stored already or any record cannot be stored (the
         caller then rolls the transaction back). No savepoint around it: SQLite would copy every
-        index page the batch touches to a statement journal (``benchmarks/ledger_insert.py``, one
-        run, 200,000 records: 33.6 us a record in a savepoint, 27.4 without)."""
+        index page the batch touches to a statement journal first (``benchmarks/ledger_insert.py``
+        prints the same rows with and without one)."""
         try:
             rows = list(
                 map(

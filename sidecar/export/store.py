@@ -55,6 +55,12 @@ __all__ = ["SCHEMA_VERSION", "Ledger"]
 
 log = logging.getLogger(__name__)
 
+# Pages the WAL may hold before a commit copies them into the file (SQLite's default: 1,000). A
+# random-id index page is touched again by many batches; copied once per 10,000 pages instead of
+# per 1,000, the ledger costs less CPU a record (benchmarks/ledger_insert.py prints both), for a
+# WAL file of ~40 MB on disk beside the ledger instead of ~4 MB.
+WAL_CHECKPOINT_PAGES = 10_000
+
 
 class Ledger(LedgerWrites):
     """SQLite store of final :class:`RequestEnergy` records, with retention.
@@ -102,6 +108,7 @@ class Ledger(LedgerWrites):
                 )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             conn.executescript(ledger_rows.SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return conn
