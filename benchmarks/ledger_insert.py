@@ -2,21 +2,20 @@
 
 Final records of vLLM-like requests (ids as random as vLLM's ``chatcmpl-<32 hex>``, a trace id
 each) are stored in batches of ``--batch`` (about what one tick finalizes in
-``ingest_grpc.py``'s flood) into five SQLite files side by side, the same batch into each in
-turn so all five see the same machine:
+``ingest_grpc.py``'s flood) into seven SQLite files side by side, the same batch into each in
+turn so all seven see the same machine:
 
 * **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
   primary key (:mod:`sidecar.export.ledger_rows`);
-* **SQLite's checkpoint**: the ledger's rows and statements by plain SQL, the WAL copied into
-  the file every 1,000 pages (SQLite's default) instead of the ledger's
-  :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`;
-* **in a savepoint** (what the ledger did until 2026-11-30): the same, the batch's insert inside
-  a ``SAVEPOINT`` (so a refused batch could be undone alone); SQLite then copies each page the
-  batch touches to a statement journal first;
+* **its rows** by plain SQL (the ledger's schema, rows and statements), each way the ledger
+  wrote them until 2026-11-30: the WAL copied into the file every 1,000 pages (SQLite's
+  default) instead of the ledger's :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`; the
+  batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone alone: SQLite then
+  copies each page the batch touches to a statement journal first); and both;
 * **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
   64-bit BLAKE2b hash of the id instead of the id, a look-up of the batch's hashes before the
-  insert (no primary key to refuse a stored id); it changes the file format and makes an
-  ad-hoc ``sqlite3`` query by id a scan, for the gain this prints;
+  insert (no primary key to refuse a stored id), the ledger's checkpoint; it changes the file
+  format and makes an ad-hoc ``sqlite3`` query by id a scan, for the gain this prints;
 * **no index** (a floor no ledger can go under and still find a record by id): the same rows
   appended to a table without indexes, and no retention (without its index, a scan).
 
@@ -124,6 +123,19 @@ def id_hash(request_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
+def ledger_table(path: Path, *, savepoint: bool, checkpoint_pages: int) -> RawTable:
+    """The ledger's schema and rows by plain SQL, with or without its batch in a savepoint."""
+    return RawTable(
+        path,
+        ledger_rows.SCHEMA,
+        ledger_rows.INSERT,
+        hashed=False,
+        retain=True,
+        savepoint=savepoint,
+        checkpoint_pages=checkpoint_pages,
+    )
+
+
 def no_index_schema() -> str:
     """The ledger's requests table without any index."""
     table = ledger_rows.SCHEMA.split(";")[0].replace(
@@ -140,27 +152,15 @@ def main() -> None:
     with scratch_dir("jt-ledger-insert-") as tmp:
         ledger = Ledger(tmp / "ledger.db")
         hashed = RawTable(tmp / "hashed.db", HASHED_SCHEMA, HASHED_INSERT, hashed=True, retain=True)
-        default_ck = RawTable(
-            tmp / "checkpoint.db",
-            ledger_rows.SCHEMA,
-            ledger_rows.INSERT,
-            hashed=False,
-            retain=True,
-            checkpoint_pages=1000,
-        )
-        saved = RawTable(
-            tmp / "savepoint.db",
-            ledger_rows.SCHEMA,
-            ledger_rows.INSERT,
-            hashed=False,
-            retain=True,
-            savepoint=True,
-        )
+        default_ck = ledger_table(tmp / "checkpoint.db", savepoint=False, checkpoint_pages=1000)
+        saved = ledger_table(tmp / "savepoint.db", savepoint=True, checkpoint_pages=WAL_CHECKPOINT_PAGES)
+        before = ledger_table(tmp / "before.db", savepoint=True, checkpoint_pages=1000)
         floor = RawTable(tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False)
         puts: dict[str, Callable[[RecordBatch], object]] = {
             LEDGER: ledger.put_many,
-            "the ledger's rows, SQLite's checkpoint (1,000 pages)": lambda b: default_ck.put(b.values),
-            "the same in a savepoint (the ledger until 2026-11-30)": lambda b: saved.put(b.values),
+            "its rows, SQLite's WAL checkpoint (1,000 pages)": lambda b: default_ck.put(b.values),
+            "its rows in a savepoint": lambda b: saved.put(b.values),
+            "both, as the ledger wrote them until 2026-11-30": lambda b: before.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
@@ -186,8 +186,8 @@ def main() -> None:
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
         hashed.conn.close()
-        saved.conn.close()
-        default_ck.conn.close()
+        for table in (saved, default_ck, before):
+            table.conn.close()
         floor.conn.close()
     print(f"ledger us per record {ours:.1f}")
 
