@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scratch import scratch_dir
 
+from sidecar import knobs
 from sidecar.attribution.record_batch import RecordBatch, Values
 from sidecar.export import ledger_rows
 from sidecar.export.store import WAL_CHECKPOINT_PAGES, Ledger
@@ -69,6 +70,7 @@ def batch_of(n: int) -> RecordBatch:
 
 
 LEDGER = "the ledger (Ledger.put_many, id primary key)"
+MAX_AGE_S: float = knobs.default("ledger_max_age_s")  # the ledger's retention, as it runs by default
 
 
 class RawTable:
@@ -114,7 +116,7 @@ class RawTable:
         if self.savepoint:
             self.conn.execute("RELEASE batch")
         if self.retain:  # by age, as the ledger does (on its stored_unix_s index)
-            self.conn.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - 7 * 86400,))
+            self.conn.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - MAX_AGE_S,))
         self.conn.execute("COMMIT")
 
 
@@ -185,10 +187,8 @@ def main() -> None:
         assert ledger.count() == n, "every record stored"
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
-        hashed.conn.close()
-        for table in (saved, default_ck, before):
+        for table in (hashed, default_ck, saved, before, floor):
             table.conn.close()
-        floor.conn.close()
     print(f"ledger us per record {ours:.1f}")
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/ledger_insert.py's tables are what it says: the ledger's rows in a savepoint, ids
-found by hash, and no index at all; each holds every record it was given."""
+"""benchmarks/ledger_insert.py's tables are what it says: ids found by hash, and no index at all;
+each holds every record it was given."""
 
 from __future__ import annotations
 

@@ -44,10 +44,11 @@ class Relay:
 
     The plugin's datagrams go through the relay too: vLLM sends a request's hook claim before the
     plugin's start, and the sidecar relies on that order (``sidecar/taps/vllm.py``). A relay of the
-    hook alone, a thread in this process, once let a plugin datagram sent after the hook's overtake
-    it (CI: ``double_counted`` 1). Here each pass reads the plugin first, then the hook, and
-    forwards the hook's first, as the sidecar reads them: a hook datagram sent before a plugin one
-    is in its socket by the time the plugin one is read."""
+    hook alone, a thread in this process, could let a plugin datagram sent after the hook's
+    overtake it (most likely why CI once counted ``double_counted`` 1; not reproduced). Here each
+    pass reads the plugin first, then the hook, and forwards the hook's first, as the sidecar
+    reads them: a hook datagram sent before a plugin one is in its socket by the time the plugin
+    one is read."""
 
     def __init__(self, to_port: int, to_plugin: int) -> None:
         self.sock, self.port = self._bound()

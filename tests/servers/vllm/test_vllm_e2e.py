@@ -132,10 +132,9 @@ def test_a_request_with_ten_times_the_output_of_its_batch_mates_gets_clearly_mor
     assert long["fit_quality"] != "warmup", "the fixture's warm-up traffic left no fit"
     mates = [recs[f"ten-{i}"] for i in range(4)]
     energy = [m["energy_j"] for m in mates]
-    seen = {
-        r: (round(x["start_s"], 3), round(x["end_s"], 3), round(x["energy_j"], 2)) for r, x in recs.items()
-    }
-    story = f"(start, end, J) of the five: {[seen[f'ten-{i}'] for i in range(4)] + [seen['ten-long']]}"
+    story = "(start, end, J) of the five: " + str(
+        [(round(x["start_s"], 3), round(x["end_s"], 3), round(x["energy_j"], 2)) for x in (*mates, long)]
+    )
     assert long["energy_j"] > max(energy), story
     assert long["phase_j"]["decode"] > long["phase_j"]["prefill"], story
     # Sent together, the five share vLLM's batch while the mates decode (each mate's time overlaps
