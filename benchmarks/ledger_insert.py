@@ -2,20 +2,23 @@
 
 Final records of vLLM-like requests (ids as random as vLLM's ``chatcmpl-<32 hex>``, a trace id
 each) are stored in batches of ``--batch`` (about what one tick finalizes in
-``ingest_grpc.py``'s flood) into seven SQLite files side by side, the same batch into each in
-turn so all seven see the same machine:
+``ingest_grpc.py``'s flood) into eight SQLite files side by side, the same batch into each in
+turn so all eight see the same machine:
 
 * **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
   primary key (:mod:`sidecar.export.ledger_rows`);
 * **its rows** by plain SQL (the ledger's schema, rows and statements), each way the ledger
-  wrote them until 2026-11-30: the WAL copied into the file every 1,000 pages (SQLite's
-  default) instead of the ledger's :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`; the
-  batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone alone: SQLite then
-  copies each page the batch touches to a statement journal first); and both;
+  wrote them before, one difference a row: the WAL copied into the file every 1,000 pages
+  (SQLite's default) instead of the ledger's :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`;
+  the batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone alone: SQLite
+  then copies each page the batch touches to a statement journal first); the rows inserted in
+  the batch's order instead of by id (each new id then lands on a random index page rather than
+  at or after the last one); and all three, as the ledger wrote them before stop 20;
 * **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
-  64-bit BLAKE2b hash of the id instead of the id, a look-up of the batch's hashes before the
-  insert (no primary key to refuse a stored id), the ledger's checkpoint; it changes the file
-  format and makes an ad-hoc ``sqlite3`` query by id a scan, for the gain this prints;
+  64-bit BLAKE2b hash of the id instead of the id (inserted by hash), a look-up of the batch's
+  hashes before the insert (no primary key to refuse a stored id), the ledger's checkpoint; it
+  changes the file format and makes an ad-hoc ``sqlite3`` query by id a scan, for the gain
+  this prints;
 * **no index** (a floor no ledger can go under and still find a record by id): the same rows
   appended to a table without indexes, and no retention (without its index, a scan).
 
@@ -39,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,6 +90,7 @@ class RawTable:
         retain: bool,
         savepoint: bool = False,
         checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
+        by_key: bool = True,
     ) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -93,7 +98,7 @@ class RawTable:
         self.conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
         self.conn.executescript(schema)
         self.insert, self.hashed, self.retain, self.seq = insert, hashed, retain, 0
-        self.savepoint = savepoint
+        self.savepoint, self.by_key = savepoint, by_key
 
     def put(self, batch: list[Values]) -> None:
         now = time.time()
@@ -104,6 +109,9 @@ class RawTable:
         self.conn.execute("BEGIN IMMEDIATE")
         if self.hashed:
             rows = [(*row, id_hash(row[0])) for row in rows]
+        if self.by_key:  # as the ledger inserts them: by the indexed key (id, or its hash)
+            rows.sort(key=itemgetter(-1 if self.hashed else 0))
+        if self.hashed:
             for k in range(0, len(rows), 500):  # stored ids among the batch's (none here, looked for)
                 part = [row[-1] for row in rows[k : k + 500]]
                 marks = ",".join("?" * len(part))
@@ -125,8 +133,11 @@ def id_hash(request_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def ledger_table(path: Path, *, savepoint: bool, checkpoint_pages: int) -> RawTable:
-    """The ledger's schema and rows by plain SQL, with or without its batch in a savepoint."""
+def ledger_table(
+    path: Path, *, savepoint: bool = False, checkpoint_pages: int = WAL_CHECKPOINT_PAGES, by_id: bool = True
+) -> RawTable:
+    """The ledger's schema and rows by plain SQL: by default as the ledger writes them; with the batch
+    in a savepoint, another WAL checkpoint, or the rows in the batch's order instead of by id."""
     return RawTable(
         path,
         ledger_rows.SCHEMA,
@@ -135,6 +146,7 @@ def ledger_table(path: Path, *, savepoint: bool, checkpoint_pages: int) -> RawTa
         retain=True,
         savepoint=savepoint,
         checkpoint_pages=checkpoint_pages,
+        by_key=by_id,
     )
 
 
@@ -154,15 +166,19 @@ def main() -> None:
     with scratch_dir("jt-ledger-insert-") as tmp:
         ledger = Ledger(tmp / "ledger.db")
         hashed = RawTable(tmp / "hashed.db", HASHED_SCHEMA, HASHED_INSERT, hashed=True, retain=True)
-        default_ck = ledger_table(tmp / "checkpoint.db", savepoint=False, checkpoint_pages=1000)
-        saved = ledger_table(tmp / "savepoint.db", savepoint=True, checkpoint_pages=WAL_CHECKPOINT_PAGES)
-        before = ledger_table(tmp / "before.db", savepoint=True, checkpoint_pages=1000)
-        floor = RawTable(tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False)
+        default_ck = ledger_table(tmp / "checkpoint.db", checkpoint_pages=1000)
+        saved = ledger_table(tmp / "savepoint.db", savepoint=True)
+        given = ledger_table(tmp / "given.db", by_id=False)
+        before = ledger_table(tmp / "before.db", savepoint=True, checkpoint_pages=1000, by_id=False)
+        floor = RawTable(
+            tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False, by_key=False
+        )
         puts: dict[str, Callable[[RecordBatch], object]] = {
             LEDGER: ledger.put_many,
             "its rows, SQLite's WAL checkpoint (1,000 pages)": lambda b: default_ck.put(b.values),
             "its rows in a savepoint": lambda b: saved.put(b.values),
-            "both, as the ledger wrote them until 2026-11-30": lambda b: before.put(b.values),
+            "its rows in the batch's order, not by id": lambda b: given.put(b.values),
+            "all three, as the ledger wrote them before stop 20": lambda b: before.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
@@ -187,7 +203,7 @@ def main() -> None:
         assert ledger.count() == n, "every record stored"
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
-        for table in (hashed, default_ck, saved, before, floor):
+        for table in (hashed, default_ck, saved, given, before, floor):
             table.conn.close()
     print(f"ledger us per record {ours:.1f}")
 

@@ -15,7 +15,9 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from itertools import repeat
+from operator import itemgetter
 
 from sidecar.attribution.record_batch import ATTRIBUTES, REQUEST_ID, Values
 from sidecar.export import ledger_rows
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
+_BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
 
 
 class LedgerWrites:
@@ -64,8 +67,10 @@ class LedgerWrites:
         """The usual batch, all new ids and all storable, in one ``executemany``, the first thing in
         its transaction; None if any id is stored already or any record cannot be stored (the
         caller then rolls the transaction back). No savepoint around it: SQLite would copy every
-        index page the batch touches to a statement journal first (``benchmarks/ledger_insert.py``
-        prints the same rows with and without one)."""
+        index page the batch touches to a statement journal first. The rows go in by id (their
+        ``seq`` numbered in the batch's order first): each insert then lands in the id index at
+        or after the last one, not at a random page. ``benchmarks/ledger_insert.py`` prints the
+        same rows with a savepoint and in the batch's order."""
         try:
             rows = list(
                 map(
@@ -77,6 +82,8 @@ class LedgerWrites:
             )
         except RECORD_ERRORS:
             return None
+        with suppress(TypeError):  # ids that do not compare (one is not text): inserted in any order
+            rows.sort(key=_BY_ID)
         try:
             cur.executemany(ledger_rows.INSERT, rows)
         except RECORD_ERRORS:

@@ -1,5 +1,5 @@
-"""benchmarks/ledger_insert.py's tables are what it says: ids found by hash, and no index at all;
-each holds every record it was given."""
+"""benchmarks/ledger_insert.py's tables are what it says: ids found by hash, no index at all, the
+ledger's rows by id or in the batch's order; each holds every record it was given."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def test_each_table_holds_every_record_and_has_the_indexes_its_row_names(tmp_pat
         ).fetchone()[0]
         == 0
     )
+
+
+def test_the_ledgers_rows_go_in_by_id_or_in_the_batchs_order_as_each_row_says(tmp_path: Path) -> None:
+    bench = load_bench("ledger_insert", "ledger_insert_bench")
+    batch = bench.batch_of(300)
+    given_ids = [values[0] for values in batch.values]
+    for by_id in (True, False):
+        table = bench.ledger_table(tmp_path / f"{by_id}.db", by_id=by_id)
+        table.put(batch.values)
+        inserted = [r[0] for r in table.conn.execute("SELECT request_id FROM requests ORDER BY rowid")]
+        by_seq = [r[0] for r in table.conn.execute("SELECT request_id FROM requests ORDER BY seq")]
+        assert inserted == (sorted(given_ids) if by_id else given_ids)
+        assert by_seq == given_ids  # put order, either way

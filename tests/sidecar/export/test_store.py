@@ -56,6 +56,17 @@ def test_recent_lists_the_most_recently_stored_first(ledger: Ledger) -> None:
     assert [r["request_id"] for r in ledger.recent(3)] == ["r1", "r4", "r3"]
 
 
+def test_a_batch_goes_in_by_id_but_keeps_its_order_of_storing(ledger: Ledger) -> None:
+    ledger.put_many([make_record(request_id=f"r{i}") for i in (4, 2, 3, 0, 1)])
+    assert [r["request_id"] for r in ledger.recent(5)] == ["r1", "r0", "r3", "r2", "r4"]
+
+
+def test_a_batch_whose_ids_do_not_sort_is_stored_whole(ledger: Ledger) -> None:
+    odd = make_record(request_id=7)  # type: ignore[arg-type]  # hostile: not text, yet storable
+    assert ledger.put_many([make_record(request_id="b"), odd, make_record(request_id="a")]) == 3
+    assert ledger.get("a") is not None and ledger.get("b") is not None and ledger.count() == 3
+
+
 def test_retention_keeps_only_the_newest_max_rows() -> None:
     with Ledger(":memory:", max_rows=3) as led:
         led.put_many([make_record(request_id=f"r{i}") for i in range(5)])
