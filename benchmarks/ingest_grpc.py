@@ -182,6 +182,7 @@ async def _run_sidecar(
             forward(records)
 
     sidecar.on_final = count_finals
+    rows = _count_work_rows(vllm.spans)
     stop = asyncio.Event()
     runner = asyncio.create_task(sidecar.run(stop))
     while receiver._server is None:  # started by run()
@@ -196,6 +197,7 @@ async def _run_sidecar(
             break
         await asyncio.sleep(0.05)
     warm = (vllm.spans.requests, finals[0], sidecar.attributor.rule.ready)
+    rows0 = rows[0]
     cpu0 = time.process_time()
     stages.reset()
     if verbose:
@@ -211,6 +213,7 @@ async def _run_sidecar(
         verbose,
     )
     report["warm"] = warm
+    report["rows_per_span"] = (rows[0] - rows0) / max(report["handled"], 1)
     report["stages"] = stages.lines(max(report["handled"], 1))
     report["cpu_s"] -= cpu0
     report["cpu_final_s"] -= cpu0
@@ -220,6 +223,20 @@ async def _run_sidecar(
     conn.send(report)
     stop.set()
     await runner
+
+
+def _count_work_rows(handler: Any) -> list[int]:
+    """A running count of the work rows the span handler hands on (its ``flush``, wrapped here)."""
+    rows = [0]
+    flush = handler.flush
+
+    def counted(out: Any) -> None:
+        before = len(out.events)
+        flush(out)
+        rows[0] += sum(len(work) for work in out.events[before:])
+
+    handler.flush = counted
+    return rows
 
 
 async def _watch(
@@ -369,7 +386,10 @@ def main() -> None:
         f"  warm-up first ({args.warmup_s} s at 2,000 spans/s): {side['warm'][0]} spans handled, "
         f"{side['warm'][1]} final, fitted rule ready {side['warm'][2]}; counts below include it"
     )
-    print("  the sidecar's CPU per span handled, by stage (benchmarks/stage_cpu.py):")
+    print(
+        f"  the sidecar's CPU per span handled, by stage (benchmarks/stage_cpu.py; "
+        f"{side['rows_per_span']:.1f} work rows a span):"
+    )
     print("\n".join(side["stages"]))
     print(f"  receiver: {side['tap']}")
     print(f"  attribution drops: {side['dropped']}")

@@ -74,9 +74,13 @@ class PayloadSource:
     """Recorded bytes (datagrams, OTLP exports) fed to a real receiver once the clock passes them."""
 
     def __init__(
-        self, feed: Callable[[bytes, TapOutput], object], payloads: Sequence[tuple[float, bytes]]
+        self,
+        feed: Callable[[bytes, TapOutput], object],
+        payloads: Sequence[tuple[float, bytes]],
+        on_timeline: Callable[[Timeline], None] | None = None,
     ) -> None:
         self._feed = feed
+        self.on_timeline = on_timeline  # told the run's timeline before the first payload (as wiring does)
         self._payloads = sorted(payloads, key=lambda p: p[0])
         self._t = [p[0] for p in self._payloads]
         self._i = 0
@@ -148,6 +152,8 @@ def attribute_readings(
         request_timeout_s=math.inf,
         unix_offset=lambda: 0.0,
     )
+    if isinstance(source, PayloadSource) and source.on_timeline is not None:
+        source.on_timeline(timeline)
     records: dict[str, RequestEnergy] = {}
     next_tick: float | None = None
     for reading in readings:

@@ -17,6 +17,7 @@ from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import MAX_GAP_S, MIN_GAP_S, HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
+from sidecar.timeline import Timeline
 
 __all__ = ["PATHS", "source_for"]
 
@@ -41,7 +42,11 @@ def source_for(run: SimRun, path: str) -> Source:
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
     if path == "spans":
-        otlp = OtlpReceiver([VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)], wall=sim_now)
+        handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)
+        otlp = OtlpReceiver([handler], wall=sim_now)
+
+        def use(timeline: Timeline) -> None:  # decode cut at the counter's edges, as the live wiring does
+            handler.tick_edges = lambda t_s: timeline.edges_after(t_s)[0]
 
         def feed(data: bytes, out: TapOutput) -> None:
             otlp.receive(data)  # as the gRPC method does: decode, check, queue
@@ -49,7 +54,7 @@ def source_for(run: SimRun, path: str) -> Source:
             out.events += events
             out.infos += infos
 
-        source = PayloadSource(feed, span_exports(run))
+        source = PayloadSource(feed, span_exports(run), on_timeline=use)
         return source
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
 

@@ -73,14 +73,16 @@ def phase_rows(
     prefill_s: np.ndarray,
     decode_s: np.ndarray,
     clock: StepClock,
+    ticks_s: np.ndarray | None = None,
 ) -> WorkRows:
-    """The prefill and decode work of these requests (the clock has already seen their windows)."""
+    """The prefill and decode work of these requests (the clock has already seen their windows);
+    decode cut at ``ticks_s`` (the counter's edges known so far) where given (:meth:`StepClock.cut`)."""
     prefill_s, decode_s = np.maximum(prefill_s, 0.0), np.maximum(decode_s, 0.0)
     decode_t0 = end_s - decode_s
     pre = np.flatnonzero(prompt > 0)
     p = prompt[pre]
     dec = np.flatnonzero(completion - 1 > 0)
-    window, a_s, b_s, share = clock.cut(decode_t0[dec], end_s[dec])
+    window, a_s, b_s, share = clock.cut(decode_t0[dec], end_s[dec], ticks_s)
     member = dec[window]
     n = completion[member] - 1
     k = n * share

@@ -103,12 +103,18 @@ class StepClock:
         self._windows.extend(np.column_stack([t0_s[ok], t1_s[ok], count[ok]]), self.horizon_s)
         self._unfitted += int(ok.sum())
 
-    def cut(self, t0_s: np.ndarray, t1_s: np.ndarray) -> tuple[np.ndarray, ...]:
+    def cut(
+        self, t0_s: np.ndarray, t1_s: np.ndarray, ticks_s: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
         """:meth:`segments` of many windows at once: ``(window, a_s, b_s, share)`` per piece.
 
         Pieces are cut where the fitted rate changes: the bin edges inside a window, merged
         where the rate differs by less than ``merge_tol`` (merged on one grid for all windows,
         from the first bin any of them touches, not per window; ``max_pieces`` is not applied).
+        With ``ticks_s`` (the energy counter's edges known so far, sorted), pieces are cut at
+        those edges instead, up to the last of them, and by the rate after it: attribution
+        splits energy tick by tick, and the steps a piece puts in each tick are the fitted
+        rate's either way, so a cut inside a tick only adds a row.
         """
         n = t0_s.size
         one = (np.arange(n), t0_s, t1_s, np.ones(n))
@@ -118,9 +124,10 @@ class StepClock:
             self._fit()
         with np.errstate(invalid="ignore"):
             usable = t1_s > t0_s
-        edges = self._group_edges(
+        edges = self._grid(
             float(np.min(t0_s, initial=np.inf, where=usable)),
             float(np.max(t1_s, initial=-np.inf, where=usable)),
+            ticks_s,
         )
         lo = np.searchsorted(edges, t0_s, side="right")
         hi = np.searchsorted(edges, t1_s, side="left")
@@ -149,6 +156,18 @@ class StepClock:
         below = x * self.bin_s * self._mean
         above = self._cum[n] + (x - n) * self.bin_s * self._mean
         return np.where(x <= 0, below, np.where(x >= n, above, inside))
+
+    def _grid(self, t0_s: float, t1_s: float, ticks_s: np.ndarray | None) -> np.ndarray:
+        """Where windows in ``(t0_s, t1_s)`` are cut: the known ticks, then the rate's changes."""
+        if ticks_s is None or not ticks_s.size or not t1_s > t0_s:
+            return self._group_edges(t0_s, t1_s)
+        known = ticks_s[(ticks_s > t0_s) & (ticks_s < t1_s)]
+        if known.size > 1 and float(known[-1] - known[0]) < self.bin_s * (known.size - 1):
+            return self._group_edges(t0_s, t1_s)  # a counter faster than the bins: the bins cut fewer
+        last = float(ticks_s[-1])
+        if last >= t1_s:
+            return known
+        return np.concatenate([known, self._group_edges(max(t0_s, last), t1_s)])
 
     def _group_edges(self, t0_s: float, t1_s: float) -> np.ndarray:
         """Times in ``(t0_s, t1_s)`` where the rate changes by over ``merge_tol`` (bins merged greedily)."""

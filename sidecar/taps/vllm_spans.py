@@ -106,6 +106,9 @@ class VllmSpanHandler:
         self.claims = claims
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
+        # the energy counter's edges after a time (s), known so far: decode is cut at them (the
+        # sidecar sets it to its timeline's; None: cut where the step rate changes only)
+        self.tick_edges: Callable[[float], np.ndarray] | None = None
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
         # requests awaiting a task: trace id -> (request id, when handled); a join names the task by id
         self._untasked_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -254,7 +257,12 @@ class VllmSpanHandler:
             (end_s - np.maximum(decode_s, 0.0))[decoding], end_s[decoding], completion[decoding] - 1
         )
         self.clock.fit()
-        out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))
+        ticks_s = None
+        if self.tick_edges is not None and decoding.any():
+            ticks_s = self.tick_edges(float((end_s - np.maximum(decode_s, 0.0))[decoding].min()))
+        out.events.append(
+            phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
+        )
 
     def _by_id(self, request_id: object, task: str, out: TapOutput) -> str | None:
         """A client span's task by the request id it names, if it names one; returns that id (a bad

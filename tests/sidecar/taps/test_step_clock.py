@@ -114,3 +114,29 @@ def test_cut_merges_pieces_of_one_rate_and_keeps_the_windows_whole() -> None:
     assert len(first) < len(_fitted_clock(merge_tol=-1.0).cut(t0[:1], t1[:1])[0])
     slow = sum(s for x, y, s in zip(a[first], b[first], share[first], strict=True) if x >= 3.9 and y <= 6.1)
     assert slow == pytest.approx(100 / 500, abs=0.04)
+
+
+def test_with_known_ticks_windows_are_cut_at_them_and_by_the_rate_after_the_last() -> None:
+    clock = _fitted_clock(merge_tol=0.05)
+    ticks = np.arange(0.0, 6.05, 0.25)  # the counter's edges known so far: every 250 ms up to 6.0 s
+    t0, t1 = np.array([2.1, 4.6, 5.2]), np.array([3.0, 7.9, 5.9])
+    window, a, b, share = clock.cut(t0, t1, ticks)
+    for i in range(3):
+        mine = np.flatnonzero(window == i)
+        assert a[mine][0] == t0[i] and b[mine][-1] == t1[i] and share[mine].sum() == pytest.approx(1.0)
+        inner = b[mine][:-1]
+        known = ticks[(ticks > t0[i]) & (ticks < t1[i])]
+        assert set(known.tolist()) <= set(inner.tolist())  # cut at every known tick inside
+        assert all(x in set(ticks.tolist()) for x in inner if x < 6.0)  # and nowhere else before 6.0
+    after = np.flatnonzero((window == 1) & (a >= 6.0))
+    assert len(after) == len(clock.cut(np.array([6.0]), np.array([7.9]))[0])  # past it: as without ticks
+    steps = clock._steps  # each piece holds the fitted rate's steps between its ends
+    total = steps(t1[window]) - steps(t0[window])
+    assert share * total == pytest.approx(steps(b) - steps(a), abs=1e-9)
+
+
+def test_ticks_denser_than_the_bins_are_not_cut_at() -> None:
+    clock = _fitted_clock(merge_tol=0.05)
+    t0, t1 = np.array([2.0]), np.array([8.0])
+    dense = np.arange(0.0, 9.0, 0.02)  # a counter updating every 20 ms: more rows than the bins give
+    assert np.array_equal(clock.cut(t0, t1, dense)[1], clock.cut(t0, t1)[1])
