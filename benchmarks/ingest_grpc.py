@@ -342,9 +342,10 @@ def main() -> None:
         "--max-pending-rows",
         type=int,
         default=0,
-        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings ~19 work rows "
-        "(its decode cut on the step clock), so from ~9,000 spans/s the default refuses work "
-        "(pending_cap below), which also spares the sidecar the sealing of that work",
+        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings a dozen work rows "
+        "(its decode cut at the counter's edges; the run prints how many), held for settle_s, so a fast "
+        "enough flood reaches the cap and work is refused (pending_cap below), which also spares the "
+        "sidecar the sealing of that work",
     )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
