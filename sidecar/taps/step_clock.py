@@ -113,8 +113,10 @@ class StepClock:
         from the first bin any of them touches, not per window; ``max_pieces`` is not applied).
         With ``ticks_s`` (the energy counter's edges known so far, sorted), pieces are cut at
         those edges instead, up to the last of them, and by the rate after it: attribution
-        splits energy tick by tick, and the steps a piece puts in each tick are the fitted
-        rate's either way, so a cut inside a tick only adds a row.
+        splits energy tick by tick, and a piece inside one tick holds exactly the fitted rate's
+        steps for its part of the window, so a cut inside a tick would only add a row (while a
+        merged piece across ticks is spread evenly over them). Ticks closer than ``bin_s`` apart
+        (a counter faster than the bins) are not cut at: the rate's cuts make fewer rows.
         """
         n = t0_s.size
         one = (np.arange(n), t0_s, t1_s, np.ones(n))
