@@ -50,7 +50,10 @@ them (``ExportTraceServiceRequest.FromString``), the floor for any receiver in P
 
 The sidecar's CPU per span is also split by stage (:mod:`stage_cpu`: receive, span handler,
 work rows, attribution intake, sealing, final records, the rest of a tick's advance, metrics,
-ledger, the rest of the process), so a change to one part shows where it moved the time.
+ledger, the rest of the process), so a change to one part shows where it moved the time, and the
+work rows a span brings (the span handler's output). Last, for scale: an upper estimate of the
+spans a second the study's busiest GPUs would send a sidecar (:mod:`study_rate`), and the share of a
+core the sidecar would spend at that rate at the CPU per span measured here.
 
 Ends with one line ``spans/s N``.
 
