@@ -158,14 +158,24 @@ class Timeline:
         Found by binary search in the ring, and only those edges are copied: a tick
         asks for the one or two newest, whatever the ring holds.
         """
+        idx = self._after(t_s)
+        return self._t[idx], self._e[idx], self._e_dev[idx]
+
+    def edge_times_after(self, t_s: float) -> np.ndarray:
+        """The times (s) of the edges after ``t_s`` only (where the span handler cuts decode)."""
+        times: np.ndarray = self._t[self._after(t_s)]
+        return times
+
+    def _after(self, t_s: float) -> np.ndarray:
+        """Ring positions of the edges with time > ``t_s``, oldest first."""
         n = min(self._count, self.capacity)
         start = (self._count - n) % self.capacity
         head = self._t[start : start + n]  # the older part (all of it unless the ring wrapped)
         first = int(np.searchsorted(head, t_s, side="right"))
         if first == head.size and head.size < n:  # in the wrapped part
             first += int(np.searchsorted(self._t[: n - head.size], t_s, side="right"))
-        idx = (start + np.arange(first, n)) % self.capacity
-        return self._t[idx], self._e[idx], self._e_dev[idx]
+        idx: np.ndarray = (start + np.arange(first, n)) % self.capacity
+        return idx
 
     def energy_at(self, t_s: float) -> float:
         """Summed energy at ``t_s`` (J), linear between edges; clamped to the known range."""

@@ -58,7 +58,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     sidecar = Sidecar(
         config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final, on_tasks=vllm.on_tasks
     )
-    vllm.spans.tick_edges = lambda t_s: sidecar.timeline.edges_after(t_s)[0]  # read in the tick, as it is fed
+    vllm.spans.tick_edges = sidecar.timeline.edge_times_after  # read in the tick, as the timeline is fed
     return sidecar
 
 

@@ -46,7 +46,7 @@ def source_for(run: SimRun, path: str) -> Source:
         otlp = OtlpReceiver([handler], wall=sim_now)
 
         def use(timeline: Timeline) -> None:  # decode cut at the counter's edges, as the live wiring does
-            handler.tick_edges = lambda t_s: timeline.edges_after(t_s)[0]
+            handler.tick_edges = timeline.edge_times_after
 
         def feed(data: bytes, out: TapOutput) -> None:
             otlp.receive(data)  # as the gRPC method does: decode, check, queue

@@ -253,13 +253,12 @@ class VllmSpanHandler:
             np.concatenate([chunk[j] for chunk in chunks]) for j in range(1, 6)
         )
         decoding = completion > 1
-        self.clock.observe_many(
-            (end_s - np.maximum(decode_s, 0.0))[decoding], end_s[decoding], completion[decoding] - 1
-        )
+        first_token_s = (end_s - np.maximum(decode_s, 0.0))[decoding]
+        self.clock.observe_many(first_token_s, end_s[decoding], completion[decoding] - 1)
         self.clock.fit()
         ticks_s = None
-        if self.tick_edges is not None and decoding.any():
-            ticks_s = self.tick_edges(float((end_s - np.maximum(decode_s, 0.0))[decoding].min()))
+        if self.tick_edges is not None and first_token_s.size:
+            ticks_s = self.tick_edges(float(first_token_s.min()))
         out.events.append(
             phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
         )

@@ -309,6 +309,7 @@ def test_edges_after_finds_the_same_edges_as_a_full_scan_before_and_after_the_ri
             t, e, e_dev = timeline.edges_after(q)
             assert t.tolist() == t_all[t_all > q].tolist() and e.tolist() == e_all[t_all > q].tolist()
             assert e_dev[:, 0].tolist() == e.tolist()
+            assert timeline.edge_times_after(q).tolist() == t.tolist()
 
 
 def test_the_update_period_follows_new_edges_and_looks_past_a_long_run_of_forced_ones() -> None:
