@@ -86,9 +86,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also whe
 from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
 from scratch import scratch_dir
 from stage_cpu import instrument
-from study_rate import NODE_GPUS, study_rate
+from study_rate import for_scale
 
-from loadgen.reference import published
 from tests.support import free_port
 
 
@@ -311,22 +310,6 @@ def run_server(
     report: dict[str, Any] = parent.recv()
     proc.join(timeout=60)
     return report, client
-
-
-def for_scale(rate: float, cpu_s_per_span: float) -> str:
-    """The measured rate beside the study's busiest GPUs (an upper estimate, benchmarks/study_rate.py),
-    and the share of a core the sidecar would spend at their rate, at its CPU per span measured here."""
-    rates = study_rate(published())
-    top = max(rates.values(), key=lambda r: r.responses_per_s)
-    per_gpu = ", ".join(f"{r.responses_per_s:.1f} per {r.gpu.upper()}" for r in rates.values())
-    node, traced = top.node_spans_per_s(), top.node_spans_per_s(2)
-    return (
-        f"  for scale (an upper estimate from the study's published figures, benchmarks/study_rate.py): "
-        f"responses/s {per_gpu} (the highest LLM power over the lowest J a response); {NODE_GPUS} "
-        f"{top.gpu.upper()}s each serving on its own send {node:,.0f} llm_request spans/s "
-        f"({traced:,.0f} with a client span each): the rate above is {rate / traced:.0f}x that, and at "
-        f"that rate the sidecar would spend {traced * cpu_s_per_span:.1%} of a core"
-    )
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ the study published draws both at once, so this is above any of them: an upper e
 measurement. vLLM exports one ``llm_request`` span per response; a client traced as the load
 generator traces it adds one more.
 
-``ingest_grpc.py`` prints its measured rate against this, for scale.
+:func:`for_scale` is the line ``ingest_grpc.py`` prints: its measured rate against this.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NODE_GPUS", "StudyRate", "study_rate"]
+from loadgen.reference import published
+
+__all__ = ["NODE_GPUS", "StudyRate", "for_scale", "study_rate"]
 
 NODE_GPUS = 8  # the most GPUs one sidecar sits next to in the study's runs (DeepSeek-R1 on 8 x B200)
 _GPUS_IN_NAME = re.compile(r"\((\d+)\s*x", re.IGNORECASE)  # "Qwen3-Coder-30B-A3B (2xH100)"
@@ -64,3 +66,19 @@ def _j_per_response(block: dict[str, Any]) -> float:
 def _gpus(model_name: str) -> int:
     found = _GPUS_IN_NAME.search(model_name)
     return int(found.group(1)) if found else 1
+
+
+def for_scale(rate: float, cpu_s_per_span: float) -> str:
+    """The measured rate beside the study's busiest GPUs (an upper estimate from the shipped figures),
+    and the share of a core the sidecar would spend at their rate at ``cpu_s_per_span`` (measured)."""
+    rates = study_rate(published())
+    top = max(rates.values(), key=lambda r: r.responses_per_s)
+    per_gpu = ", ".join(f"{r.responses_per_s:.1f} per {r.gpu.upper()}" for r in rates.values())
+    node, traced = top.node_spans_per_s(), top.node_spans_per_s(2)
+    return (
+        f"  for scale (an upper estimate from the study's published figures, benchmarks/study_rate.py): "
+        f"responses/s {per_gpu} (the highest LLM power over the lowest J a response); {NODE_GPUS} "
+        f"{top.gpu.upper()}s each serving on its own send {node:,.0f} llm_request spans/s "
+        f"({traced:,.0f} with a client span each): the rate above is {rate / traced:.0f}x that, and at "
+        f"that rate the sidecar would spend {traced * cpu_s_per_span:.1%} of a core"
+    )

@@ -42,10 +42,9 @@ def test_the_shipped_figures_give_the_b200_the_higher_rate() -> None:
     assert rates["b200"].responses_per_s > rates["h100"].responses_per_s > 0
 
 
-def test_ingest_grpc_prints_its_rate_against_the_estimate() -> None:
-    ingest = load_bench("ingest_grpc", "ingest_grpc_bench")
+def test_the_line_for_scale_puts_a_rate_against_the_estimate() -> None:
     b200 = bench.study_rate(published())["b200"]
     traced = b200.node_spans_per_s(2)
-    line = ingest.for_scale(traced * 10, 1e-4)
+    line = bench.for_scale(traced * 10, 1e-4)
     assert "an upper estimate" in line and "per H100" in line and "per B200" in line
     assert "is 10x that" in line and f"spend {traced * 1e-4:.1%} of a core" in line
