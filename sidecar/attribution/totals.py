@@ -39,6 +39,10 @@ class Totals:
         self.idle_dev_j += idle_dev_j
         if idle_j > 0:
             _push(self._energy_window, self._energy_sum, (t_s, "", idle_j))
+        # the windows end here too, not only when read: unread (nothing scrapes), they would grow a
+        # few entries a tick for good
+        _trim(self._energy_window, self._energy_sum, t_s - self._tpw_window_s)
+        _trim(self._units_window, self._units_sum, t_s - self._tpw_window_s)
 
     def add_model_energy(self, t_s: float, model: str, phase: str, energy_j: float) -> None:
         self.attributed_j += energy_j
@@ -71,14 +75,8 @@ class Totals:
         cost of serving, as in the study.
         """
         horizon = now_s - self._tpw_window_s
-        for window, sums in ((self._energy_window, self._energy_sum), (self._units_window, self._units_sum)):
-            while window and window[0][0] < horizon:
-                _, model, x = window.popleft()
-                entry = sums[model]
-                entry[0] -= x
-                entry[1] -= 1
-                if not entry[1]:
-                    del sums[model]  # exactly 0, not a rounding residue
+        _trim(self._energy_window, self._energy_sum, horizon)
+        _trim(self._units_window, self._units_sum, horizon)
         active = {model: max(j, 0.0) for model, (j, _) in self._energy_sum.items() if model}
         idle = max(self._energy_sum.get("", [0.0])[0], 0.0)
         total_active = sum(active.values())
@@ -99,3 +97,14 @@ def _push(
     total = sums.setdefault(entry[1], [0.0, 0])
     total[0] += entry[2]
     total[1] += 1
+
+
+def _trim(window: deque[tuple[float, str, float]], sums: dict[str, list[float]], horizon_s: float) -> None:
+    """Drop the entries older than ``horizon_s`` from the window and its sums."""
+    while window and window[0][0] < horizon_s:
+        _, model, x = window.popleft()
+        entry = sums[model]
+        entry[0] -= x
+        entry[1] -= 1
+        if not entry[1]:
+            del sums[model]  # exactly 0, not a rounding residue

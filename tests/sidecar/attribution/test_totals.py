@@ -70,3 +70,20 @@ def test_a_pass_of_finals_keeps_one_window_entry_per_model_and_the_same_throughp
     assert totals.output_units[("a", "token")] == 27.0
     for now in (3.0, 6.5, 7.5, 9.0):
         assert totals.throughput_per_watt(now) == pytest.approx(recount(events, now, 5.0), rel=1e-12)
+
+
+def test_the_windows_stay_bounded_when_nothing_reads_them() -> None:
+    """No scrape for an hour of 10 ticks a second: the windows hold the last window's entries,
+    not every tick's, and the throughput read afterwards is the recount of that window."""
+    totals = Totals(1, tpw_window_s=5.0)
+    events: list[tuple[str, float, str, float]] = []
+    for k in range(36_000):
+        t = k * 0.1
+        totals.add_tick(t, 3.0, 1.0, np.array([1.0]))
+        totals.add_model_energy(t, "a", "decode", 2.0)
+        totals.add_output(t, "a", "token", 5.0)
+        events += [("energy", t, "", 1.0), ("energy", t, "a", 2.0), ("units", t, "a", 5.0)]
+    assert len(totals._energy_window) <= 2 * 52  # idle and "a" per tick, 5 s of 0.1 s ticks
+    assert len(totals._units_window) <= 52
+    now = 35_999 * 0.1
+    assert totals.throughput_per_watt(now) == pytest.approx(recount(events[-3 * 60 :], now, 5.0), rel=1e-9)
