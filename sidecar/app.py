@@ -105,6 +105,7 @@ class Sidecar:
             max_requests=config.max_requests,
             max_pending_rows=config.max_pending_rows,
             max_future_s=config.max_future_s,
+            max_model_labels=config.max_model_labels,
         )
         self.on_final = on_final
         self.on_tasks = on_tasks  # late task labels (id -> task) for records already final

@@ -73,6 +73,7 @@ class SidecarConfig:
     fit_warmup_max_s: float = 30.0
     request_timeout_s: float = 600.0
     max_requests: int = 50_000
+    max_model_labels: int = 64
     max_pending_rows: int = 500_000
     max_future_s: float = 300.0
     shutdown_grace_s: float = 10.0

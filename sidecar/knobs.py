@@ -158,6 +158,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("fit_warmup_max_s", _positive(float), 30.0, "seconds busy ticks wait for the fit, then fallback"),
     Knob("request_timeout_s", _positive(float), 600.0, "seconds without work after which a request ends"),
     Knob("max_requests", _positive(int), 50_000, "requests in flight; beyond it the oldest ends (counted)"),
+    Knob(
+        "max_model_labels",
+        _positive(int),
+        64,
+        "model names the energy totals keep (the first seen); more are summed as 'other' (counted)",
+    ),
     Knob("max_pending_rows", _positive(int), 500_000, "work rows awaiting their tick; beyond: refused"),
     Knob("max_future_s", _positive(float), 300.0, "work or ends claimed this far ahead are refused (s)"),
     Knob("shutdown_grace_s", _positive(float), 10.0, "seconds SIGTERM may take to seal and flush"),

@@ -37,7 +37,7 @@ from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.sealing import TickSealer
 from sidecar.attribution.task_labels import HeldLabels, TaskLabel, labelled
 from sidecar.attribution.tick import TickWork
-from sidecar.attribution.totals import Totals
+from sidecar.attribution.totals import MAX_MODELS, Totals
 from sidecar.errors import WorkEventError
 from sidecar.recent_ids import RecentIds
 from sidecar.timeline import Timeline
@@ -82,6 +82,7 @@ class Attributor(TickSealer, RequestLifecycle):
         max_requests: int | None = None,
         max_pending_rows: int | None = None,
         max_future_s: float = math.inf,
+        max_model_labels: int = MAX_MODELS,
         unix_offset: Callable[[], float] = lambda: time.time() - time.monotonic(),
     ) -> None:
         self.timeline = timeline
@@ -97,7 +98,7 @@ class Attributor(TickSealer, RequestLifecycle):
         self.max_future_s = max_future_s  # work or ends beyond sealed time + this are refused
         self.max_held_rows = max_held_rows  # work rows in held ticks (80 B each); beyond: split now
         self._first_sealed_t: float | None = None
-        self.totals = Totals(len(timeline.devices))
+        self.totals = Totals(len(timeline.devices), max_models=max_model_labels, model=model)
         # every reason exported from the start, so a rate() has a series before the first drop
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self._new: list[tuple[float, float, float, float, float, float, float]] = []

@@ -2,6 +2,12 @@
 
 These are what the cumulative metrics show. Everything is in joules; the
 throughput-per-watt window is in seconds of sealed time.
+
+A model or unit name can come from a client (a diffusion span's attributes, a proxied
+request's body), so the totals keep at most ``max_models`` model names and
+:data:`MAX_UNITS` unit names, the first seen (the sidecar's own model first); any other
+is added up under ``other`` (:data:`OTHER`) and counted (:attr:`Totals.labels_folded`).
+The records themselves keep their names.
 """
 
 from __future__ import annotations
@@ -10,13 +16,41 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-__all__ = ["Totals"]
+__all__ = ["MAX_MODELS", "MAX_UNITS", "OTHER", "Names", "Totals"]
+
+MAX_MODELS = 64  # model names the totals keep (the max_model_labels knob); more: "other"
+MAX_UNITS = 8  # output unit names (token, image, video, ...); more: "other"
+OTHER = "other"
+
+
+class Names:
+    """A bounded set of label values: the first ``most`` distinct names keep theirs, any later new
+    one reads :data:`OTHER` (each such use counted in ``folded``)."""
+
+    __slots__ = ("_known", "folded", "most")
+
+    def __init__(self, most: int, first: tuple[str, ...] = ()) -> None:
+        self.most, self.folded = most, 0
+        self._known: set[str] = set(first[:most])
+
+    def __call__(self, name: str) -> str:
+        if name in self._known:
+            return name
+        if len(self._known) < self.most:
+            self._known.add(name)
+            return name
+        self.folded += 1
+        return OTHER
 
 
 class Totals:
     """Cumulative energy accounting over sealed ticks."""
 
-    def __init__(self, n_devices: int, *, tpw_window_s: float = 60.0) -> None:
+    def __init__(
+        self, n_devices: int, *, tpw_window_s: float = 60.0, max_models: int = MAX_MODELS, model: str = ""
+    ) -> None:
+        self._model = Names(max_models, (model,) if model else ())  # the sidecar's model always named
+        self._unit = Names(MAX_UNITS, ("token", "image", "video"))
         self.measured_j = 0.0  # sum of sealed ticks' measured energy
         self.attributed_j = 0.0  # sum given to requests
         self.idle_j = 0.0  # sum kept as idle
@@ -44,16 +78,24 @@ class Totals:
         _trim(self._energy_window, self._energy_sum, t_s - self._tpw_window_s)
         _trim(self._units_window, self._units_sum, t_s - self._tpw_window_s)
 
+    @property
+    def labels_folded(self) -> int:
+        """Additions whose model or unit name was counted under ``other`` (the name sets were full)."""
+        return self._model.folded + self._unit.folded
+
     def add_model_energy(self, t_s: float, model: str, phase: str, energy_j: float) -> None:
+        model = self._model(model)
         self.attributed_j += energy_j
         self.phase_energy_j[(model, phase)] += energy_j
         _push(self._energy_window, self._energy_sum, (t_s, model, energy_j))
 
     def add_idle_label(self, model: str, idle_j: float) -> None:
         """Idle energy is shown under the server's model with phase ``idle``."""
+        model = self._model(model)
         self.phase_energy_j[(model, "idle")] += idle_j
 
     def add_output(self, t_s: float, model: str, unit: str, units: float) -> None:
+        model, unit = self._model(model), self._unit(unit)
         self.output_units[(model, unit)] += units
         window = self._units_window
         if window and window[-1][0] == t_s and window[-1][1] == model:  # a pass's finals: one entry

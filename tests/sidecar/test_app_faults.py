@@ -212,3 +212,30 @@ def test_late_reads_are_a_meter_event_in_the_snapshot(
     sidecar.poller.late_reads = 3  # as the polling thread counts them (tests/sidecar/test_poller.py)
     sidecar.tick()
     assert sidecar.snapshot().stats.taps.events[("meter", "late_reads")] == 3
+
+
+def test_model_names_beyond_the_knob_are_summed_as_other_and_counted_in_the_snapshot(
+    clock: FakeClock,
+) -> None:
+    sidecar = Sidecar(
+        SidecarConfig(meter="sim", settle_s=0.5, split="tokens", max_model_labels=2),
+        ScriptedMeter(clock),
+        clock=clock,
+    )
+    try:
+        t_start = clock.t_s
+        for k in range(6):
+            rid = f"req-{k}"
+            sidecar.add_request(
+                RequestInfo(rid, model=f"model-{k}", start_s=t_start, end_s=t_start + 0.4, output_tokens=5)
+            )
+            sidecar.add_work(WorkEvent(rid, t_start + 0.1, t_start + 0.3, Phase.DECODE, 10.0))
+        poll_for(sidecar, clock, 2.0)
+        snap = sidecar.snapshot()
+        assert {m for m, _ in snap.phase_energy_j} <= {"unknown", "model-0", "model-1", "other"}
+        assert "other" in {m for m, _ in snap.output_units}
+        assert snap.stats.taps.events[("attribution", "labels_folded")] > 0
+        record = sidecar.lookup("req-5")
+        assert record is not None and record["model"] == "model-5"  # the record keeps its name
+    finally:
+        sidecar.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sidecar.attribution.totals import Totals
+from sidecar.attribution.totals import OTHER, Names, Totals
 
 
 def recount(events: list[tuple[str, float, str, float]], now_s: float, window_s: float) -> dict[str, float]:
@@ -87,3 +87,30 @@ def test_the_windows_stay_bounded_when_nothing_reads_them() -> None:
     assert len(totals._units_window) <= 52
     now = 35_999 * 0.1
     assert totals.throughput_per_watt(now) == pytest.approx(recount(events[-3 * 60 :], now, 5.0), rel=1e-9)
+
+
+def test_names_keep_the_first_ones_then_read_other_and_count_each_use() -> None:
+    names = Names(3, first=("served",))
+    assert [names(n) for n in ("a", "served", "b", "c", "a", "c")] == ["a", "served", "b", OTHER, "a", OTHER]
+    assert names.folded == 2
+
+
+def test_model_names_from_clients_cannot_grow_the_totals_and_no_joule_is_lost() -> None:
+    """A client naming a new model in every request (a forged span, a proxied body): the totals keep
+    the sidecar's model and the first others, the rest under "other", and add up to the same J."""
+    totals = Totals(1, max_models=4, model="served")
+    for k in range(10_000):
+        t = k * 0.1
+        totals.add_tick(t, 3.0, 0.0, np.array([0.0]))
+        totals.add_model_energy(t, f"forged-{k}", "decode", 2.0)
+        totals.add_model_energy(t, "served", "decode", 1.0)
+        totals.add_output(t, f"forged-{k}", f"unit-{k}", 5.0)
+    models = {m for m, _ in totals.phase_energy_j} | {m for m, _ in totals.output_units}
+    assert models == {"served", "forged-0", "forged-1", "forged-2", OTHER}
+    assert {u for _, u in totals.output_units} <= {"unit-0", "unit-1", "unit-2", "unit-3", "unit-4", OTHER}
+    assert sum(totals.phase_energy_j.values()) == pytest.approx(30_000.0, rel=1e-12)
+    assert totals.phase_energy_j[("served", "decode")] == pytest.approx(10_000.0, rel=1e-12)
+    assert sum(totals.output_units.values()) == pytest.approx(50_000.0, rel=1e-12)
+    assert totals.conservation_error_j == pytest.approx(0.0, abs=1e-6)
+    assert totals.labels_folded == (10_000 - 3) * 2 + (10_000 - 5)  # energy and output adds; units
+    assert set(totals.throughput_per_watt(999.9)) <= models
