@@ -146,7 +146,8 @@ def decode_rows(payload: bytes, spec: RowSpec) -> tuple[SpanRows, list[int]]:
     rid, values, kinds, escaped = _read_attributes(chunks, counts, spec)
     keep = [i for i in range(n) if rid[i] is not None and not escaped[i]]
     if len(keep) < n:
-        generic = sorted(generic + [named[i] for i in range(n) if i not in set(keep)])
+        kept = set(keep)  # once: a set per span made an export with one id-less span cost n x n
+        generic = sorted(generic + [named[i] for i in range(n) if i not in kept])
     t = np.array(times, dtype=np.uint64).reshape(-1, 2)[keep] / 1e9
     rows = SpanRows(
         [trace_ids[i] for i in keep] if len(keep) < n else trace_ids,
