@@ -6,8 +6,12 @@ so the numbers in flight (and recently finished) lie in a narrow range that move
 window of ``window`` numbers, an array copy of it, so a step's few hundred members
 are looked up by one indexing instead of one dict lookup each. A number outside the
 window (a hostile one, or a request that outlived ``window`` newer ones) is looked up
-in the dict. The window moves up when a number above it arrives and is refilled from
-the dict (amortized: once per half a window of new numbers).
+in the dict. The window moves up when a number above it arrives: its array is shifted, not
+refilled from the dict. Nothing live lies above the window (a number above it moves it), and
+it only moves up, so what it holds after the move is what it held in the overlap plus the new
+number; a move costs one copy of the array (~10 us) however many requests are live. (A refill
+from the dict cost a pass over every live request: a forged datagram whose rows each jumped
+past the window took 5.4 s with 100,000 live.)
 """
 
 from __future__ import annotations
@@ -37,9 +41,8 @@ class IdxSlots:
     def set(self, idx: int, slot: int) -> None:
         self._slot[idx] = slot
         if idx >= self._base + self._size:  # the numbers moved past the window: move it up
-            self._base = idx - self._size // 2
-            self._refill()
-        elif idx >= self._base:
+            self._move_up(idx - self._size // 2)
+        if idx >= self._base:
             self._win[idx - self._base] = slot
 
     def pop(self, idx: int) -> None:
@@ -63,9 +66,12 @@ class IdxSlots:
             slots[i] = self._slot.get(int(idx[i]), _NONE)
         return slots
 
-    def _refill(self) -> None:
-        self._win.fill(_NONE)
-        base, size = self._base, self._size
-        for idx, slot in self._slot.items():
-            if 0 <= idx - base < size:
-                self._win[idx - base] = slot
+    def _move_up(self, base: int) -> None:
+        """The window from ``base`` (above the current one): the overlap shifted down, the rest empty."""
+        shift, size, win = base - self._base, self._size, self._win
+        if shift < size:
+            win[: size - shift] = win[shift:]
+            win[size - shift :] = _NONE
+        else:
+            win.fill(_NONE)
+        self._base = base

@@ -51,3 +51,30 @@ def test_after_a_clear_numbers_from_0_again_are_held_in_the_window_not_only_the_
         slots.set(idx, 100 + idx)
     assert slots._win[:5].tolist() == [100, 101, 102, 103, 104]  # the array path, not the dict's loop
     assert slots.lookup(np.arange(6)).tolist() == [100, 101, 102, 103, 104, -1]
+
+
+class _NoWalk(dict[int, int]):
+    """A dict that refuses to be walked: a move of the window must not pass over every live number."""
+
+    def items(self):  # type: ignore[override]
+        raise AssertionError("the window was refilled from every live number")
+
+    def __iter__(self):  # type: ignore[override]
+        raise AssertionError("the window was refilled from every live number")
+
+
+def test_numbers_that_jump_past_the_window_move_it_without_walking_the_live_ones() -> None:
+    """A forged datagram whose every row jumps past the window: each move shifts the array (a
+    refill from the dict cost a pass over up to 100,000 live requests a row), and lookups still
+    answer as the dict does."""
+    slots = IdxSlots(window=64)
+    for idx in range(50):
+        slots.set(idx, idx)
+    slots._slot = _NoWalk(slots._slot)
+    jumps = [50 + 40 * k for k in range(1, 200)]  # each beyond the window at its arrival
+    for idx in jumps:
+        slots.set(idx, idx + 1)
+    plain = {**{i: i for i in range(50)}, **{i: i + 1 for i in jumps}}
+    asked = np.array([*plain, 51, 10**12], dtype=np.int64)
+    assert slots.lookup(asked).tolist() == [plain.get(i, -1) for i in asked.tolist()]
+    assert (slots._win >= 0).sum() == sum(1 for i in plain if 0 <= i - slots._base < 64)
