@@ -16,8 +16,12 @@ and the good rows next to it still count. Sequence numbers per sender pid
 row for a request without its ``begin`` counts ``unknown_request``; a ``begin`` for a
 live id ``rejected_duplicate``; chunks that skip numbers (a lost datagram)
 ``chunks_missing``, chunks listed again ``rejected_duplicate``. Requests not heard of
-for ``expire_s`` end (``expired``: the proxy went away); beyond ``max_requests`` the
-oldest ends (``evicted``). A bug while handling a datagram counts ``internal_errors``.
+for ``expire_s`` end (``expired``: the proxy went away), timed by when their datagrams
+arrived, not the sender's ``wall`` (a forged one far ahead would hold every later request);
+beyond ``max_requests`` the oldest ends (``evicted``). The chunk times held by live requests
+are at most ``max_chunks`` (:data:`MAX_CHUNKS`): a row beyond it is dropped
+(``rejected_chunks_over_cap``; one request's tail of work is then missing, as for a lost
+datagram). A bug while handling a datagram counts ``internal_errors``.
 
 Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
 by outcome, rejected fields; latest per sender, summed) as ``jouletrace_tap="proxy"``,
@@ -56,6 +60,8 @@ __all__ = ["ProxyWireReceiver"]
 
 log = logging.getLogger(__name__)
 _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
+# chunk times held by the live requests (~32 B each: 32 MB): 1,000 streams at once of 1,000 tokens each
+MAX_CHUNKS = 1_000_000
 
 
 class ProxyWireReceiver(UdpEndpoint):
@@ -76,14 +82,18 @@ class ProxyWireReceiver(UdpEndpoint):
         max_requests: int = 100_000,
         expire_s: float = 600.0,
         max_per_drain: int = 50_000,
+        max_chunks: int = MAX_CHUNKS,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono, self.host, self.port = to_mono, host, port
+        self.max_chunks, self._chunks_held = max_chunks, 0  # chunk times of requests not yet ended
         self.max_requests, self.expire_s, self.max_per_drain = max_requests, expire_s, max_per_drain
         self.counts: Counter[str] = Counter()
         self._wall = wall
         self._book = TraceBook(Counts(), hold_s=hold_s, model=model)
-        self._heard: OrderedDict[str, float] = OrderedDict()  # live id -> when last heard of (mono s)
+        # live id -> (when its last datagram arrived, the time that datagram gave), mono s; in arrival order
+        self._heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._arrived_s = 0.0  # the datagram being handled arrived (sidecar mono s)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
         self._proxy_counts: OrderedDict[int, dict[str, int]] = OrderedDict()  # pid -> its latest counts
 
@@ -126,6 +136,7 @@ class ProxyWireReceiver(UdpEndpoint):
         except v.Rejected as err:
             v.note(self.counts, err)
         base_s = self.to_mono(head.wall_s)
+        self._arrived_s = self.to_mono(self._wall())
         for begin in v.checked_rows(self.counts, raw, "begin", parse_begin):
             self._begin(begin, base_s)
         for chunks in v.checked_rows(self.counts, raw, "chunks", parse_chunks):
@@ -151,7 +162,7 @@ class ProxyWireReceiver(UdpEndpoint):
         if trace is None or trace.done:
             self.counts["unknown_request"] += 1
             return None
-        self._heard[request_id] = base_s
+        self._heard[request_id] = (self._arrived_s, base_s)
         self._heard.move_to_end(request_id)
         return trace
 
@@ -171,7 +182,7 @@ class ProxyWireReceiver(UdpEndpoint):
             self.counts["rejected_duplicate"] += 1
             return
         self.counts["requests"] += 1
-        self._heard[row.request_id] = base_s
+        self._heard[row.request_id] = (self._arrived_s, base_s)
         while len(self._heard) > self.max_requests:
             self._finish(next(iter(self._heard)), "evicted")
 
@@ -187,9 +198,13 @@ class ProxyWireReceiver(UdpEndpoint):
         if times and times[0] < (trace.chunk_s[-1] if have else trace.arrival_s):
             self.counts["rejected_end_before_start"] += 1
             return
+        if self._chunks_held + len(times) > self.max_chunks:
+            self.counts["rejected_chunks_over_cap"] += 1
+            return
         if row.first > have:
             self.counts["chunks_missing"] += row.first - have
         trace.chunk_s.extend(times)
+        self._chunks_held += len(times)
 
     def _usage(self, row: Usage, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
@@ -208,21 +223,23 @@ class ProxyWireReceiver(UdpEndpoint):
         trace.end_s = end_s
         trace.done = True  # last: the book reads the fields above once it sees this
         self._heard.pop(row.request_id, None)
+        self._chunks_held -= len(trace.chunk_s)
         self.counts["ended"] += 1
 
     def _finish(self, request_id: str, why: str) -> None:
         """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
-        heard_s = self._heard.pop(request_id)
+        _, heard_s = self._heard.pop(request_id)
         trace = self._book.get(request_id)
         if trace is not None and not trace.done:
             trace.outcome = "disconnected"
             trace.end_s = max(trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s, heard_s)
             trace.done = True
+            self._chunks_held -= len(trace.chunk_s)
         self.counts[why] += 1
 
     def _expire(self, now_s: float) -> None:
         while self._heard:
-            request_id, heard_s = next(iter(self._heard.items()))
-            if now_s - heard_s < self.expire_s:
+            request_id, (arrived_s, _) = next(iter(self._heard.items()))
+            if now_s - arrived_s < self.expire_s:
                 return
             self._finish(request_id, "expired")

@@ -177,3 +177,30 @@ def test_it_listens_on_udp_and_drains_at_each_tick() -> None:
     finally:
         rx.stop()
         rx.stop()  # idempotent
+
+
+def test_a_datagram_dated_far_ahead_does_not_keep_the_requests_after_it_from_expiring() -> None:
+    """Expiry goes by when the datagrams arrived: one begin whose ``wall`` is a day ahead (inside the
+    skew the header allows) no longer holds every later quiet request past ``expire_s``."""
+    rx = receiver(expire_s=10.0)
+    rest = ["/v1/completions", None, True, None, None, None, 4]
+    rx.feed(raw(0, wall="86000.0", begin=[["ahead", 1.0, *rest]]))
+    rx.feed(raw(1, begin=[[f"r{i}", 1.0, *rest] for i in range(5)]))
+    rx.due(105.0)
+    assert rx.counts["expired"] == 0 and rx.live_requests == 6
+    _, infos = rx.due(111.0)  # WALL is mono 100: all six arrived then and went quiet
+    assert rx.counts["expired"] == 6 and rx.live_requests == 0
+    assert {i.request_id for i in infos if i.end_s is not None} == {"ahead", *(f"r{i}" for i in range(5))}
+
+
+def test_chunk_times_held_are_capped_and_a_row_beyond_is_counted_not_kept() -> None:
+    rx = receiver(max_chunks=5)
+    begins = [[f"r{i}", 1.0, "/v1/completions", None, True, None, None, None, 4] for i in range(2)]
+    rx.feed(raw(0, begin=begins, chunks=[["r0", 0, [500_000, 400_000, 300_000]]]))
+    rx.feed(raw(1, chunks=[["r1", 0, [500_000, 400_000, 300_000]]]))  # 6 > 5: refused
+    assert rx.counts["rejected_chunks_over_cap"] == 1
+    rx.feed(raw(2, chunks=[["r1", 0, [500_000, 400_000]]]))  # 5: kept
+    assert rx.counts["rejected_chunks_over_cap"] == 1
+    rx.feed(raw(3, end=[["r0", 0.1, "ok", 200, "m"]]))  # r0 ends: its 3 chunk times no longer count
+    rx.feed(raw(4, chunks=[["r1", 2, [200_000, 100_000]]]))
+    assert rx.counts["rejected_chunks_over_cap"] == 1 and rx.counts["chunks_missing"] == 0
