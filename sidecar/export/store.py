@@ -17,7 +17,8 @@ writes a ledger file; reads and writes are thread-safe.
 Faults never cost good records: a record that cannot be stored (an integer
 too large for SQLite, a value it refuses) is skipped and counted
 (``unstorable``) and the rest of its batch is written; when the write itself
-fails (disk full, I/O error) the batch is kept in memory (at most
+fails (disk full, I/O error, a damaged file: any ``sqlite3.DatabaseError`` from the
+write) the batch is kept in memory (at most
 ``max_pending`` records, the oldest dropped and counted as ``dropped``), still
 served by :meth:`Ledger.get`, counted (``write_errors``) and written with the
 next batch once the disk has room again. :attr:`Ledger.counts` holds these
@@ -158,7 +159,7 @@ class Ledger(LedgerWrites):
             todo = list(self._pending.values())
             try:
                 written = self._write(todo)
-            except sqlite3.OperationalError as err:  # disk full, I/O error, locked: keep, retry next time
+            except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
                 self.counts["write_errors"] += 1
                 log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
                 while len(self._pending) > self.max_pending:
@@ -184,7 +185,7 @@ class Ledger(LedgerWrites):
                     updated += 1
             try:
                 updated += self._set_tasks(tasks)
-            except sqlite3.OperationalError as err:
+            except sqlite3.DatabaseError as err:
                 self.counts["write_errors"] += 1
                 log.warning("ledger: setting %d late task(s) failed: %s", len(tasks), err)
         self.counts["task_late"] += updated

@@ -130,3 +130,27 @@ def test_a_late_task_reaches_a_record_kept_in_memory_while_the_disk_is_full(tmp_
         assert led.set_tasks({"full": "code"}) == 1
         got = led.get("full")
         assert got is not None and got["task"] == "code"
+
+
+def test_a_damaged_file_counts_its_write_errors_and_keeps_a_bounded_batch(tmp_path: Path) -> None:
+    """A ledger whose id index has a page overwritten (a disk fault, a torn copy) opens fine but
+    every write raises "database disk image is malformed", not an OperationalError: that is a
+    write error too, and the records kept for the retry stay within ``max_pending`` (they grew
+    by every tick's finals, each tick writing all of them again)."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as led:
+        led.put_many([make_record(request_id=f"a{i}") for i in range(3000)])
+        root = led._conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_requests_1'"
+        ).fetchone()[0]
+        page = led._conn.execute("PRAGMA page_size").fetchone()[0]
+        led._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xff" * page)
+    with Ledger(path, max_pending=50) as led:
+        for tick in range(10):
+            assert led.put_many([make_record(request_id=f"t{tick}-{i}") for i in range(20)]) == 0
+        assert led.counts["write_errors"] == 10 and len(led._pending) == 50
+        assert led.counts["dropped"] == 150
+        assert led.get("t9-19") is not None  # the newest still served, from memory
