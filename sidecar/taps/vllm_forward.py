@@ -72,15 +72,23 @@ def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
     return out
 
 
+def _id(hex_id: str, digits: int, what: str) -> int:
+    """An id as OTLP sends it (``digits`` hex digits: 16 bytes a trace, 8 a span); ``ValueError``
+    otherwise (the exporter cannot encode a wider one, and its batch would fail with it)."""
+    if len(hex_id) != digits:
+        raise ValueError(f"{what} {hex_id[:40]!r} is not {digits} hex digits")
+    return int(hex_id, 16)
+
+
 def _context(trace_id: int, span_hex: str) -> SpanContext:
     return SpanContext(
-        trace_id, int(span_hex, 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        trace_id, _id(span_hex, 16, "span id"), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
     )
 
 
 def enriched_span(span: ReceivedSpan, rec: RequestEnergy) -> ReadableSpan:
     """``span`` as the SDK's finished span, with ``rec``'s energy attributes; ``ValueError`` for bad ids."""
-    trace_id = int(span.trace_id, 16)
+    trace_id = _id(span.trace_id, 32, "trace id")
     return ReadableSpan(
         name=span.name,
         context=_context(trace_id, span.span_id),
@@ -102,7 +110,11 @@ class _CountingExporter(SpanExporter):
         self._on_result = on_result
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self._inner.export(spans)
+        try:
+            result = self._inner.export(spans)
+        except Exception:  # the SDK's processor logs it; they are not in flight any more either way
+            self._on_result(len(spans), False)
+            raise
         self._on_result(len(spans), result is SpanExportResult.SUCCESS)
         return result
 

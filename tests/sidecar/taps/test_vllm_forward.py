@@ -181,3 +181,23 @@ def test_a_late_task_reaches_a_record_still_waiting_for_its_span_and_counts_one_
     assert "jouletrace.task" not in spans["chatcmpl-a"].attributes  # already on its way without it
     assert spans["chatcmpl-b"].attributes["jouletrace.task"] == "code"
     assert fwd.counts["task_late_sent"] == 1
+
+
+def test_a_span_with_ids_wider_than_otlp_s_is_counted_not_sent_and_forwarding_goes_on() -> None:
+    """A trace id of 20 bytes (the receiver takes ids of any length) could not be encoded by the
+    exporter: each such span stayed "in flight" for good, and 10,000 of them stopped forwarding."""
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}", timeout_s=0.2, max_queue=2)
+    fwd.start()
+    try:
+        for k in range(5):
+            fwd.on_span(f"w{k}", span(f"chatcmpl-w{k}", trace_id="ab" * 20))
+            fwd.on_final([record(f"w{k}")])
+        long_span = replace(span("chatcmpl-s"), span_id="cd" * 9)
+        fwd.on_span("s", long_span)
+        fwd.on_final([record("s")])
+        assert fwd.counts["malformed"] == 6 and fwd.counts["dropped"] == 0
+        fwd.on_span("ok", span("chatcmpl-ok"))
+        fwd.on_final([record("ok")])
+        assert fwd.counts["dropped"] == 0  # the queue bound of 2 was not used up by them
+    finally:
+        fwd.stop()
