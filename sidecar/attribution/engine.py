@@ -284,8 +284,9 @@ class Attributor(TickSealer, RequestLifecycle):
         keep = t_edges <= seal_until_s
         t_edges, e_edges, e_dev_edges = t_edges[keep], e_edges[keep], e_dev_edges[keep]
         if self._sealed_t is None:
-            if t_edges.size == 0:
-                return RecordBatch()
+            if t_edges.size == 0:  # no counter update yet (a meter stalled or lost at start): caps hold
+                self._cap_new_rows()
+                return self._evict()
             self._sealed_t, self._sealed_e = float(t_edges[0]), float(e_edges[0])
             self._sealed_e_dev = e_dev_edges[0].copy()
             self._first_sealed_t = self._sealed_t
@@ -306,6 +307,18 @@ class Attributor(TickSealer, RequestLifecycle):
             or seal_until_s == math.inf
         ):
             self._release_held()
-        if self._held:
-            return RecordBatch()
+        if self._held:  # nothing final before the held ticks are split; the request cap holds
+            return self._evict()
         return self._finalize() + self._evict()
+
+    def _cap_new_rows(self) -> None:
+        """Before the first counter edge no merge refuses work over ``max_pending_rows``: the rows
+        beyond it are refused here instead, counted (``pending_cap``) and their requests' work lost."""
+        cap = self.max_pending_rows
+        n = len(self._new) + sum(len(rows) for rows in self._new_steps)
+        if cap is None or n <= cap:
+            return
+        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
+        self._new, self._new_steps = [], [arr[:cap]]
+        self.dropped["pending_cap"] += n - cap
+        self._mark_lost(arr[cap:, 0].astype(np.int64))

@@ -97,12 +97,18 @@ class RequestTable:
         """Look at ``code`` again once the sealed time reaches ``check_s`` (never if not finite)."""
         if check_s < math.inf:
             heapq.heappush(self._due, (check_s if check_s > -math.inf else -math.inf, code))
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the entries of removed requests once they are most of the heap (amortized: here and
+        in :meth:`due`, so the heap stays bounded also while nothing is due, e.g. before any seal)."""
+        if len(self._due) > 4 * len(self._slots) + 1024:
+            self._due = [e for e in self._due if e[1] in self._slots]
+            heapq.heapify(self._due)
 
     def due(self, until_s: float) -> list[int]:
         """Live codes with a check time ``<= until_s``, oldest first, each once (popped)."""
-        if len(self._due) > 4 * len(self._slots) + 1024:  # drop entries of removed requests
-            self._due = [e for e in self._due if e[1] in self._slots]
-            heapq.heapify(self._due)
+        self._compact()
         heap, found = self._due, set()
         while heap and heap[0][0] <= until_s:
             code = heapq.heappop(heap)[1]

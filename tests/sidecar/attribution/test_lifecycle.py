@@ -9,7 +9,8 @@ import pytest
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.attribution.rules import make_rule
-from tests.sidecar.attribution.helpers import timeline_with_edges
+from sidecar.timeline import Timeline
+from tests.sidecar.attribution.helpers import GPU, timeline_with_edges
 
 EDGES = [(0.1 * k, 10.0 * k) for k in range(101)]  # one edge every 0.1 s for 10 s, 100 W
 
@@ -75,6 +76,36 @@ def test_the_pending_cap_refuses_the_newest_rows_counted() -> None:
         att.add_work(WorkEvent(f"r{k}", 5.0, 6.0, Phase.DECODE, 1))
     att.advance(0.2)
     assert att.dropped["pending_cap"] == 2 and len(att._pending) == 2
+
+
+def test_before_any_counter_update_the_caps_still_hold() -> None:
+    """A meter that never updates (stalled or lost at start): nothing can be sealed, but requests
+    beyond ``max_requests`` are evicted and rows beyond ``max_pending_rows`` refused, counted (both
+    grew with every request the taps sent, 100,000 forged ones: 85 MB)."""
+    att = Attributor(
+        Timeline([GPU]), make_rule("tokens"), max_requests=3, max_pending_rows=4, unix_offset=lambda: 0.0
+    )
+    for k in range(10):
+        att.add_request(RequestInfo(f"r{k}"))
+        att.add_work(WorkEvent(f"r{k}", 0.0, 1.0, Phase.DECODE, 1))
+    done = att.advance(5.0)
+    assert len(att.requests) == 3 and att.dropped["evicted"] == 7 and len(done) == 7
+    assert all(r.attributes["energy_unknown_reason"] == "evicted" for r in done)
+    assert att.backlog_rows() == 4 and att.dropped["pending_cap"] == 6
+    assert att.requests.scheduled <= 4 * 3 + 1024
+
+
+def test_while_ticks_are_held_for_the_fit_the_request_cap_still_holds() -> None:
+    """Busy ticks held for the fit's warm-up, then the meter stops (no tick released): requests
+    beyond ``max_requests`` are evicted at once, not kept until the hold ends."""
+    att = _att("fitted", max_requests=5)
+    att.add_work(WorkEvent("busy", 0.0, 0.5, Phase.DECODE, 5))
+    assert att.advance(0.5) == [] and att._held
+    for k in range(20):
+        att.add_request(RequestInfo(f"r{k}", end_s=0.4))
+    done = att.advance(0.5)
+    assert len(att.requests) == 5 and att.dropped["evicted"] == 16 and att._held
+    assert {r.request_id for r in done} == {"busy", *(f"r{k}" for k in range(15))}
 
 
 def test_work_lost_as_late_gives_an_energy_unknown_record_never_a_plain_zero() -> None:
