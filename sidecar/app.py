@@ -128,7 +128,12 @@ class Sidecar:
         self._state_lock = threading.RLock()  # a tick, or a snapshot being built from the parts
         self._snapshot = build_snapshot(self, clock())
         self._snapshot_due: float | None = None  # a tick's time the published snapshot is behind
-        self.exporter = MetricsExporter(self.snapshot, tenant_top_n=config.tenant_top_n)
+        self.exporter = MetricsExporter(
+            self.snapshot,
+            tenant_top_n=config.tenant_top_n,
+            max_model_labels=config.max_model_labels,
+            model=config.model,
+        )
 
     # ---- the in-process API the taps use ------------------------------------
     def add_work(self, event: WorkEvent) -> bool:

@@ -71,14 +71,18 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
 
 
 def _own_report(sidecar: Sidecar) -> TapReport:
-    """The meter's failed, lost-device and late reads, the model or unit names the energy totals
-    summed as ``other`` (``labels_folded``), the ledger's counters (stored, unstorable,
+    """The meter's failed, lost-device and late reads, the names the energy totals and the
+    per-request series counted as ``other`` (``labels_folded``), the ledger's counters (stored, unstorable,
     write_errors, dropped, duplicate_kept) and the refused HTTP requests."""
     events = {
         ("meter", "read_errors"): sidecar.meter_errors,
         ("meter", "device_lost"): int(bool(sidecar.lost)),
         ("meter", "late_reads"): sidecar.poller.late_reads,
         ("attribution", "labels_folded"): sidecar.attributor.totals.labels_folded,
+        # the first snapshot is built before the exporter that reads it
+        ("metrics", "labels_folded"): exporter.labels_folded
+        if (exporter := getattr(sidecar, "exporter", None))
+        else 0,
     }
     events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})
     events.update({("http_api", k): n for k, n in sidecar.api_counts.items()})

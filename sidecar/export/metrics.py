@@ -82,6 +82,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.attribution.records import RequestEnergy, Snapshot
+from sidecar.attribution.totals import MAX_MODELS
 from sidecar.export import instruments
 from sidecar.export.aggregates import SplicingReader, Streams
 from sidecar.export.record_histograms import (
@@ -116,6 +117,8 @@ class MetricsExporter:
         resource: Resource | None = None,
         registry: CollectorRegistry | None = None,
         tenant_top_n: int = 10,
+        max_model_labels: int = MAX_MODELS,
+        model: str = "",
     ) -> None:
         self._snapshot = snapshot
         self._pinned: Snapshot | None = None
@@ -131,7 +134,9 @@ class MetricsExporter:
         meter = self._provider.get_meter("jouletrace", version)
         self._streams = Streams(InstrumentationScope("jouletrace", version), resource)
         self._reader.streams = self._streams
-        self._histograms = RecordHistograms(self._streams, tenant_top_n)
+        self._histograms = RecordHistograms(
+            self._streams, tenant_top_n, max_models=max_model_labels, model=model
+        )
         h = self._histograms  # its streams, by name (the tests compare them to the SDK's)
         self._request_energy, self._per_token, self._per_unit = h.request_energy, h.per_token, h.per_unit
         self._tenant_energy, self._tenant_tokens = h.tenant_energy, h.tenant_tokens
@@ -168,6 +173,11 @@ class MetricsExporter:
     def record(self, records: Iterable[RequestEnergy]) -> int:
         """Record final requests in the histograms (:meth:`RecordHistograms.record`); returns how many."""
         return self._histograms.record(records)
+
+    @property
+    def labels_folded(self) -> int:
+        """Records recorded under ``other`` for a model, task or operation name beyond the caps."""
+        return self._histograms.labels_folded
 
     def shutdown(self) -> None:
         """Stop the provider and unregister the reader from the registry (idempotent)."""

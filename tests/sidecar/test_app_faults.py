@@ -235,6 +235,8 @@ def test_model_names_beyond_the_knob_are_summed_as_other_and_counted_in_the_snap
         assert {m for m, _ in snap.phase_energy_j} <= {"unknown", "model-0", "model-1", "other"}
         assert "other" in {m for m, _ in snap.output_units}
         assert snap.stats.taps.events[("attribution", "labels_folded")] > 0
+        sidecar.tick()  # a fresh snapshot: the records went to the per-request series in the last tick
+        assert sidecar.snapshot().stats.taps.events[("metrics", "labels_folded")] == 4  # model-2 .. 5
         record = sidecar.lookup("req-5")
         assert record is not None and record["model"] == "model-5"  # the record keeps its name
     finally:

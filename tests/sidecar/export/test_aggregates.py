@@ -27,6 +27,7 @@ from sidecar.export import metrics as m
 from sidecar.export import record_histograms as h
 from sidecar.export.aggregates import CARDINALITY_LIMIT, Stream
 from sidecar.export.metrics import MetricsExporter
+from sidecar.export.record_histograms import MAX_TASKS
 from sidecar.export.tenants import TenantLabels
 from tests.sidecar.export.factories import IMAGE, LLM, VIDEO, golden_snapshot, make_record
 
@@ -176,7 +177,10 @@ def test_attribute_sets_beyond_the_limit_share_one_overflow_series_as_in_the_sdk
     batched = MetricsExporter(lambda: snap, resource=Resource({}))
     reference = SdkReference(snap, Resource({}))
     try:
-        records = [make_record(request_id=f"r{k}", task=f"task-{k}") for k in range(CARDINALITY_LIMIT + 5)]
+        records = [  # distinct (model, task) pairs, each name within the exporter's name caps
+            make_record(request_id=f"r{k}", model=f"m-{k % 50}", task=f"task-{k // 50}")
+            for k in range(CARDINALITY_LIMIT + 5)
+        ]
         for exporter in (batched, reference):
             exporter.record(records)
         text = batched.render().decode()
@@ -185,6 +189,28 @@ def test_attribute_sets_beyond_the_limit_share_one_overflow_series_as_in_the_sdk
     finally:
         batched.shutdown()
         reference.provider.shutdown()
+
+
+def test_names_beyond_the_caps_are_recorded_as_other_and_counted() -> None:
+    """A client naming a new model and task in every request: the series keep the served model and
+    the first names, the rest read "other"; every record is still recorded once."""
+    exporter = MetricsExporter(golden_snapshot, resource=Resource({}), max_model_labels=3, model="served")
+    try:
+        records = [
+            make_record(request_id=f"r{k}", model=f"m-{k}", task=f"t-{k}") for k in range(MAX_TASKS + 10)
+        ]
+        assert exporter.record([make_record(request_id="s", model="served"), *records]) == MAX_TASKS + 11
+        text = exporter.render().decode()
+        families = text_string_to_metric_families(text)
+        models = {s.labels.get("gen_ai_request_model") for f in families for s in f.samples}
+        assert {"served", "m-0", "m-1", "other"} <= models and "m-2" not in models
+        assert 'jouletrace_task="other"' in text and f'jouletrace_task="t-{MAX_TASKS - 2}"' in text
+        n = MAX_TASKS + 10  # each record's names are looked up once for all its series
+        folded_models = n - 2  # "served" was named first, then m-0 and m-1 filled the 3
+        folded_tasks = n - (MAX_TASKS - 1)  # "chat" (the served record's) and t-0 .. t-62 fill 64
+        assert exporter.labels_folded == folded_models + folded_tasks
+    finally:
+        exporter.shutdown()
 
 
 def test_a_video_with_a_hostile_frame_count_records_only_finite_values() -> None:
