@@ -236,7 +236,9 @@ def test_model_names_beyond_the_knob_are_summed_as_other_and_counted_in_the_snap
         assert "other" in {m for m, _ in snap.output_units}
         assert snap.stats.taps.events[("attribution", "labels_folded")] > 0
         sidecar.tick()  # a fresh snapshot: the records went to the per-request series in the last tick
-        assert sidecar.snapshot().stats.taps.events[("metrics", "labels_folded")] == 4  # model-2 .. 5
+        assert (
+            sidecar.snapshot().stats.taps.events[("metrics", "labels_folded")] == 5
+        )  # model-1 .. 5 ("unknown", the served model, and model-0 named)
         record = sidecar.lookup("req-5")
         assert record is not None and record["model"] == "model-5"  # the record keeps its name
     finally:
