@@ -42,7 +42,7 @@ def source_for(run: SimRun, path: str) -> Source:
         source = PayloadSource(receiver.feed, plugin_datagrams(run))
         return source
     if path == "spans":
-        handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME)
+        handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME, wall=sim_now)
         otlp = OtlpReceiver([handler], wall=sim_now)
 
         def use(timeline: Timeline) -> None:  # decode cut at the counter's edges, as the live wiring does

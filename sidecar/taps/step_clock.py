@@ -21,7 +21,9 @@ Cost, so a span flood stays cheap: the fit is warm-started from the last one
 fits once per batch of spans, then cuts them all), or by :meth:`segments`
 itself only once a quarter more windows than it saw have arrived, so each
 window costs O(1) fitting on average; time the fit has not seen yet runs at
-its mean rate. A window is cut at the bin edges inside it (or, with
+its mean rate. A window longer than ``horizon_s`` is not observed and is cut as
+one piece (a forged one-day decode made every later fit span a day of bins).
+A window is cut at the bin edges inside it (or, with
 ``max_pieces``, into that many equal-time pieces); adjacent pieces whose rates
 differ by less than ``merge_tol`` are joined, so a steady rate gives few work
 events. (Fewer, coarser pieces cost the spans path accuracy in
@@ -65,7 +67,8 @@ class StepClock:
 
     def observe(self, t0_s: float, t1_s: float, count: float) -> None:
         """A window with ``count`` steps in it (a request's decode: first to last token)."""
-        if not (math.isfinite(t0_s) and math.isfinite(t1_s) and t1_s > t0_s and count >= 0):
+        finite = math.isfinite(t0_s) and math.isfinite(t1_s)
+        if not (finite and 0 < t1_s - t0_s <= self.horizon_s and count >= 0):  # longer: not observed
             return
         self._windows.append(t0_s, t1_s, count, self.horizon_s)
         self._unfitted += 1
@@ -97,7 +100,8 @@ class StepClock:
     def observe_many(self, t0_s: np.ndarray, t1_s: np.ndarray, count: np.ndarray) -> None:
         """:meth:`observe` of many windows (those it would skip are skipped)."""
         with np.errstate(invalid="ignore"):
-            ok = np.isfinite(t0_s) & np.isfinite(t1_s) & (t1_s > t0_s) & (count >= 0)
+            length_s = t1_s - t0_s
+            ok = np.isfinite(length_s) & (length_s > 0) & (length_s <= self.horizon_s) & (count >= 0)
         if not ok.any():
             return
         self._windows.extend(np.column_stack([t0_s[ok], t1_s[ok], count[ok]]), self.horizon_s)
@@ -124,8 +128,8 @@ class StepClock:
             return one
         if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
             self._fit()
-        with np.errstate(invalid="ignore"):
-            usable = t1_s > t0_s
+        with np.errstate(invalid="ignore"):  # a window longer than the horizon is one piece
+            usable = (t1_s > t0_s) & (t1_s - t0_s <= self.horizon_s)
         edges = self._grid(
             float(np.min(t0_s, initial=np.inf, where=usable)),
             float(np.max(t1_s, initial=-np.inf, where=usable)),

@@ -82,6 +82,10 @@ TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
 # Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
 # than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
 _MAX_WAITING = 20_000
+# A request span is sent once the request has ended: one that ends later than this after it was
+# handled (s; the sidecar and vLLM share the node's clock) is refused, as a time that cannot be
+# (a one-day decode ending tomorrow made every later drain's step-clock fit span 1.7 million bins).
+_END_AHEAD_S = 60.0
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
@@ -98,10 +102,12 @@ class VllmSpanHandler:
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
         task_wait_s: float = TASK_WAIT_S,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
         self.task_wait_s = task_wait_s
         self._monotonic = monotonic
+        self._wall = wall  # Unix s now: a request span ending well after it is refused
         self.model = model
         self.claims = claims
         self.on_span = on_span
@@ -173,7 +179,9 @@ class VllmSpanHandler:
         e2e_s, prefill_s, decode_s = (v.durations_s(cols[j], kinds[j], reasons) for j in (2, 3, 4))
         shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
         start_s = rows.start_unix_s + shift_s
-        end_s = np.where(e2e_s > 0, start_s + e2e_s, rows.end_unix_s + shift_s)
+        end_unix_s = np.where(e2e_s > 0, rows.start_unix_s + e2e_s, rows.end_unix_s)
+        reasons.fail(end_unix_s > self._wall() + _END_AHEAD_S, "bad_time")  # a span comes after its end
+        end_s = end_unix_s + shift_s
         model = self.model()
         kept_s = self._expire_late()  # one float for the batch's waiting spans
         counts: Counter[str] = Counter()

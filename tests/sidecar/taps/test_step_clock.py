@@ -140,3 +140,15 @@ def test_ticks_denser_than_the_bins_are_not_cut_at() -> None:
     t0, t1 = np.array([2.0]), np.array([8.0])
     dense = np.arange(0.0, 9.0, 0.02)  # a counter updating every 20 ms: more rows than the bins give
     assert np.array_equal(clock.cut(t0, t1, dense)[1], clock.cut(t0, t1)[1])
+
+
+def test_a_window_longer_than_the_horizon_is_not_observed_and_is_cut_as_one_piece() -> None:
+    """A forged one-day decode: observed, every later fit would span 1.7 million bins of 50 ms."""
+    clock = StepClock(bin_s=0.05, horizon_s=300.0)
+    _observe_true_rate(clock, lambda t: np.full_like(t, 100.0), [(k * 0.5, k * 0.5 + 2.0) for k in range(40)])
+    clock.observe(0.0, 86_400.0, 8_640_000.0)
+    clock.observe_many(np.array([0.0]), np.array([86_400.0]), np.array([8_640_000.0]))
+    assert len(clock._windows) == 40
+    window, _, _, share = clock.cut(np.array([1.0, -86_000.0]), np.array([3.0, 400.0]))
+    assert window.tolist().count(1) == 1 and share[window == 1].tolist() == [1.0]  # the long one: whole
+    assert clock._rate.size < 1000  # the fit spans the kept windows only
