@@ -162,7 +162,7 @@ KNOBS: tuple[Knob, ...] = (
         "max_model_labels",
         _positive(int),
         64,
-        "model names the energy totals keep (the first seen); more are summed as 'other' (counted)",
+        "model names the energy totals and per-request series keep (first seen); more: 'other', counted",
     ),
     Knob("max_pending_rows", _positive(int), 500_000, "work rows awaiting their tick; beyond: refused"),
     Knob("max_future_s", _positive(float), 300.0, "work or ends claimed this far ahead are refused (s)"),

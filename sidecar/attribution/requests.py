@@ -56,6 +56,7 @@ class RequestTable:
         self.timeout_s = timeout_s
         self.now_s = float("-inf")  # the latest sealed time: new requests are seen then
         self._due: list[tuple[float, int]] = []
+        self._compact_at = 1024  # the heap size at which entries of removed requests are dropped
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -100,11 +101,14 @@ class RequestTable:
             self._compact()
 
     def _compact(self) -> None:
-        """Drop the entries of removed requests once they are most of the heap (amortized: here and
-        in :meth:`due`, so the heap stays bounded also while nothing is due, e.g. before any seal)."""
-        if len(self._due) > 4 * len(self._slots) + 1024:
+        """Drop the entries of removed requests once the heap has grown past its mark (here and in
+        :meth:`due`, so it stays bounded also while nothing is due, e.g. before any seal). The mark
+        is then twice what is left, so live requests with many entries each (an end stated again
+        and again) do not make every push a pass over the heap: amortized O(1) a push."""
+        if len(self._due) > self._compact_at:
             self._due = [e for e in self._due if e[1] in self._slots]
             heapq.heapify(self._due)
+            self._compact_at = max(4 * len(self._slots) + 1024, 2 * len(self._due))
 
     def due(self, until_s: float) -> list[int]:
         """Live codes with a check time ``<= until_s``, oldest first, each once (popped)."""

@@ -5,7 +5,7 @@ throughput-per-watt window is in seconds of sealed time.
 
 A model or unit name can come from a client (a diffusion span's attributes, a proxied
 request's body), so the totals keep at most ``max_models`` model names and
-:data:`MAX_UNITS` unit names, the first seen (the sidecar's own model first); any other
+:data:`MAX_UNITS` unit names, the first seen (the configured model reserved); any other
 is added up under ``other`` (:data:`OTHER`) and counted (:attr:`Totals.labels_folded`).
 The records themselves keep their names.
 """

@@ -176,7 +176,7 @@ class MetricsExporter:
 
     @property
     def labels_folded(self) -> int:
-        """Records recorded under ``other`` for a model, task or operation name beyond the caps."""
+        """Names beyond the caps, recorded as ``other`` (model, task, operation: up to three a record)."""
         return self._histograms.labels_folded
 
     def shutdown(self) -> None:

@@ -160,6 +160,8 @@ class Ledger(LedgerWrites):
             try:
                 written = self._write(todo)
             except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
+                if isinstance(err, sqlite3.ProgrammingError):  # a closed connection, a bug: not the disk
+                    raise
                 self.counts["write_errors"] += 1
                 log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
                 while len(self._pending) > self.max_pending:

@@ -19,9 +19,10 @@ live id ``rejected_duplicate``; chunks that skip numbers (a lost datagram)
 for ``expire_s`` end (``expired``: the proxy went away), timed by when their datagrams
 arrived, not the sender's ``wall`` (a forged one far ahead would hold every later request);
 beyond ``max_requests`` the oldest ends (``evicted``). The chunk times held by live requests
-are at most ``max_chunks`` (:data:`MAX_CHUNKS`): a row beyond it is dropped
-(``rejected_chunks_over_cap``; one request's tail of work is then missing, as for a lost
-datagram). A bug while handling a datagram counts ``internal_errors``.
+are at most ``max_chunks`` (:data:`MAX_CHUNKS`), one request's at most
+:data:`MAX_CHUNKS_PER_REQUEST` (so one request kept alive cannot take them all): a row beyond
+either is dropped (``rejected_chunks_over_cap``; that request's tail of work is then missing, as
+for a lost datagram). A bug while handling a datagram counts ``internal_errors``.
 
 Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
 by outcome, rejected fields; latest per sender, summed) as ``jouletrace_tap="proxy"``,
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
 # chunk times held by the live requests (~32 B each: 32 MB): 1,000 streams at once of 1,000 tokens each
 MAX_CHUNKS = 1_000_000
+MAX_CHUNKS_PER_REQUEST = 131_072  # a content chunk is a token or more: longer than any output
 
 
 class ProxyWireReceiver(UdpEndpoint):
@@ -198,7 +200,8 @@ class ProxyWireReceiver(UdpEndpoint):
         if times and times[0] < (trace.chunk_s[-1] if have else trace.arrival_s):
             self.counts["rejected_end_before_start"] += 1
             return
-        if self._chunks_held + len(times) > self.max_chunks:
+        held = self._chunks_held + len(times)
+        if held > self.max_chunks or have + len(times) > MAX_CHUNKS_PER_REQUEST:
             self.counts["rejected_chunks_over_cap"] += 1
             return
         if row.first > have:
@@ -228,11 +231,12 @@ class ProxyWireReceiver(UdpEndpoint):
 
     def _finish(self, request_id: str, why: str) -> None:
         """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
-        _, heard_s = self._heard.pop(request_id)
+        arrived_s, heard_s = self._heard.pop(request_id)
         trace = self._book.get(request_id)
         if trace is not None and not trace.done:
             trace.outcome = "disconnected"
-            trace.end_s = max(trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s, heard_s)
+            last_s = trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s
+            trace.end_s = max(last_s, min(heard_s, arrived_s))  # not after its datagram came
             trace.done = True
             self._chunks_held -= len(trace.chunk_s)
         self.counts[why] += 1

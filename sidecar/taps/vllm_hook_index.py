@@ -10,8 +10,8 @@ in the dict. The window moves up when a number above it arrives: its array is sh
 refilled from the dict. Nothing live lies above the window (a number above it moves it), and
 it only moves up, so what it holds after the move is what it held in the overlap plus the new
 number; a move costs one copy of the array (~10 us) however many requests are live. (A refill
-from the dict cost a pass over every live request: a forged datagram whose rows each jumped
-past the window took 5.4 s with 100,000 live.)
+from the dict cost a pass over every live request a row: ``benchmarks/hostile_cost.py``,
+"hook jumps".)
 """
 
 from __future__ import annotations

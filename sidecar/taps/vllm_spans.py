@@ -66,6 +66,7 @@ from sidecar.taps.vllm_span_format import (
 )
 
 __all__ = [
+    "END_AHEAD_S",
     "SPAN_ATTRIBUTES",
     "SPAN_NAME",
     "TASK_ATTRIBUTE",
@@ -83,9 +84,10 @@ TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
 # than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
 _MAX_WAITING = 20_000
 # A request span is sent once the request has ended: one that ends later than this after it was
-# handled (s; the sidecar and vLLM share the node's clock) is refused, as a time that cannot be
-# (a one-day decode ending tomorrow made every later drain's step-clock fit span 1.7 million bins).
-_END_AHEAD_S = 60.0
+# handled (s) is refused as a time that cannot be (a one-day decode ending tomorrow made every later
+# drain's step-clock fit span a day of bins). The sidecar and vLLM share the node's clock; the slack
+# is the step clock's horizon and the attribution's max_future_s default, not the receiver's day.
+END_AHEAD_S = 300.0
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
 
@@ -180,7 +182,7 @@ class VllmSpanHandler:
         shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
         start_s = rows.start_unix_s + shift_s
         end_unix_s = np.where(e2e_s > 0, rows.start_unix_s + e2e_s, rows.end_unix_s)
-        reasons.fail(end_unix_s > self._wall() + _END_AHEAD_S, "bad_time")  # a span comes after its end
+        reasons.fail(end_unix_s > self._wall() + END_AHEAD_S, "bad_time")  # a span comes after its end
         end_s = end_unix_s + shift_s
         model = self.model()
         kept_s = self._expire_late()  # one float for the batch's waiting spans

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.span_rows import decode_rows
 from sidecar.taps.spans import TapOutput
-from sidecar.taps.vllm_hook_index import IdxSlots
+from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_span_format import ROW_SPEC
 from sidecar.taps.vllm_spans import VllmSpanHandler
 from tests.benchmarks.bench_module import load_bench
@@ -25,17 +25,16 @@ def test_the_id_less_export_sends_every_thousandth_span_to_the_full_decode() -> 
 
 
 def test_the_jumping_hook_rows_each_land_past_the_look_up_window() -> None:
-    slots, idx = IdxSlots(), 0
-    slots.set(idx, 0)
-    for k in range(50):  # as hook_case(20_000) numbers its rows: each one moves the window
-        base, idx = slots._base, idx + 20_000
-        slots.set(idx, k)
-        assert slots._base != base
+    """hook_case(20_000)'s rows, fed to a receiver: every one is taken and each moves the window."""
+    hook = HookReceiver(lambda u: u - bench.NOW_UNIX_S + 1000.0, wall=lambda: bench.NOW_UNIX_S)
+    bases = []
+    for k in range(1, 6):
+        hook.feed(bench.hook_datagram(k, [[k * 20_000, f"n{k}", 1, 0]]), TapOutput())
+        bases.append(hook._slot._base)
+    assert len(hook._live) == 5 and len(set(bases)) == 5 and hook.counts["rejected_bad_time"] == 0
 
 
 def test_the_long_decode_span_is_taken_but_its_window_is_not_fitted() -> None:
-    drain = bench.span_case(86_399.0)
-    drain()  # runs
     handler = VllmSpanHandler(lambda u: u - bench.NOW_UNIX_S + 1000.0, wall=lambda: bench.NOW_UNIX_S)
     out = TapOutput()
     long = bench.llm_span(0, bench.NOW_UNIX_S - 86_400.0, 86_399.5, 86_399.0)

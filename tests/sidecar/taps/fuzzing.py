@@ -242,7 +242,7 @@ class _Context:
 
 def _receiver() -> OtlpReceiver:
     handlers: list[SpanHandler] = [
-        VllmSpanHandler(lambda unix_s: unix_s - NOW_S),
+        VllmSpanHandler(lambda unix_s: unix_s - NOW_S, wall=lambda: NOW_S),
         DiffusionSpanHandler(lambda unix_s: unix_s - NOW_S),
     ]
     return OtlpReceiver(handlers, wall=lambda: NOW_S, max_message_bytes=256 * 1024)

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.attribution.events import Phase
 from sidecar.contracts.proxy_wire import Begin, Chunks, End, Message, Usage, encode
+from sidecar.taps import proxy_wire
 from sidecar.taps.proxy_wire import ProxyWireReceiver
 
 WALL = 1000.0
@@ -204,3 +205,16 @@ def test_chunk_times_held_are_capped_and_a_row_beyond_is_counted_not_kept() -> N
     rx.feed(raw(3, end=[["r0", 0.1, "ok", 200, "m"]]))  # r0 ends: its 3 chunk times no longer count
     rx.feed(raw(4, chunks=[["r1", 2, [200_000, 100_000]]]))
     assert rx.counts["rejected_chunks_over_cap"] == 1 and rx.counts["chunks_missing"] == 0
+
+
+def test_one_request_cannot_take_every_chunk_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request kept alive with ever more chunks stops at its own cap; another still gets its rows."""
+    monkeypatch.setattr(proxy_wire, "MAX_CHUNKS_PER_REQUEST", 4)
+    rx = receiver(max_chunks=10)
+    begins = [[f"r{i}", 1.0, "/v1/completions", None, True, None, None, None, 4] for i in range(2)]
+    rx.feed(raw(0, begin=begins, chunks=[["r0", 0, [500_000, 400_000, 300_000]]]))
+    rx.feed(raw(1, chunks=[["r0", 3, [200_000, 100_000]]]))  # 5 > 4: refused
+    rx.feed(raw(2, chunks=[["r1", 0, [500_000, 400_000, 300_000, 200_000]]]))  # its own 4: kept
+    assert rx.counts["rejected_chunks_over_cap"] == 1
+    events, _ = rx.due(101.0)
+    assert {e.request_id for e in events} == {"r0", "r1"}

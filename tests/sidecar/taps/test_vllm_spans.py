@@ -202,11 +202,14 @@ def test_a_client_task_that_is_no_printable_name_is_rejected_as_it_would_be_a_me
 
 
 def test_a_span_that_ends_well_after_it_is_handled_is_refused_as_a_bad_time() -> None:
-    """vLLM sends a request's span once it has ended: one whose end (start + e2e) lies over a minute
-    after the sidecar's clock is refused, and the next span is handled as before."""
-    h = handler(wall=lambda: 1000.0 + 2.0 + 59.0)  # llm_span ends at 1002.0
+    """vLLM sends a request's span once it has ended: one whose end (start + e2e) lies more than
+    END_AHEAD_S after the sidecar's clock is refused; one just inside it, and the next, are taken."""
+    h = handler(wall=lambda: 1002.0 - vllm_spans.END_AHEAD_S + 1.0)  # llm_span ends at 1002.0
     out = TapOutput()
     with pytest.raises(v.Rejected) as err:
         h.handle(llm_span("chatcmpl-ahead", "t2", **{"gen_ai.latency.e2e": 86_400.0}), out)
     assert err.value.reason == "bad_time"
-    assert h.handle(llm_span(), out) and [i.request_id for i in out.infos] == ["abc"]
+    with pytest.raises(v.Rejected):
+        h.handle(llm_span("chatcmpl-just-over", "t3", **{"gen_ai.latency.e2e": 3.5}), out)  # 1 s over
+    assert h.handle(llm_span("chatcmpl-just-in", "t4", **{"gen_ai.latency.e2e": 2.5}), out)  # 0.5 s in
+    assert h.handle(llm_span(), out) and [i.request_id for i in out.infos] == ["just-in", "abc"]
