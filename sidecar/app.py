@@ -174,6 +174,7 @@ class Sidecar:
             if self.on_tasks is not None:
                 self.on_tasks(late)
         self.floor_keeper.save(now)
+        self.ledger.expire()  # by age, also when nothing was written for a while
         return finals
 
     def _drain_poller(self) -> None:

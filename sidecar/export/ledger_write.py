@@ -41,6 +41,7 @@ class LedgerWrites:
     _conn: sqlite3.Connection
     _rows: int
     _seq: int
+    _retained_at: float  # wall s of the last retention
 
     def _write(self, batch: list[Values]) -> int:
         now = self._clock()
@@ -118,6 +119,7 @@ class LedgerWrites:
         return written
 
     def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
+        self._retained_at = now
         cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
         self._rows -= cur.rowcount
         if self._rows > self.max_rows:

@@ -7,7 +7,9 @@ the whole record, as :meth:`RequestEnergy.to_json` gives it, is kept in the
 
 Retention runs on every :meth:`Ledger.put_many`: records stored more than
 ``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
-epoch) are deleted, then the oldest beyond ``max_rows``. A re-put record counts
+epoch) are deleted, then the oldest beyond ``max_rows``; and by age from
+:meth:`Ledger.expire` (the sidecar's tick) once :data:`EXPIRE_EVERY_S` passed without
+a write, so a sidecar that no longer gets traffic still deletes what is too old. A re-put record counts
 as new and replaces the stored one, except a record marked ``energy_unknown`` (its
 work was lost): the stored record is kept and the newcomer counted
 (``duplicate_kept``), so a request's span retried to a restarted sidecar (which
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 # per 1,000, the ledger costs less CPU a record (benchmarks/ledger_insert.py prints both), for a
 # WAL file of ~40 MB on disk beside the ledger instead of ~4 MB.
 WAL_CHECKPOINT_PAGES = 10_000
+EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written to or not
 
 
 class Ledger(LedgerWrites):
@@ -95,6 +99,7 @@ class Ledger(LedgerWrites):
         self._conn = self._open(self.path)
         self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
         self._seq: int = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+        self._retained_at = -math.inf  # wall s of the last retention (each write runs one)
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
@@ -170,6 +175,30 @@ class Ledger(LedgerWrites):
                 return 0
             self._pending.clear()
         return written
+
+    def expire(self) -> int:
+        """Delete the records older than ``max_age_s`` if no retention ran for :data:`EXPIRE_EVERY_S`
+        (each write runs one); how many were deleted. A failure is a counted write error."""
+        with self._lock:
+            now = self._clock()
+            if now - self._retained_at < EXPIRE_EVERY_S:
+                return 0
+            rows = self._rows
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                self._retain(cur, now)
+                cur.execute("COMMIT")
+            except sqlite3.DatabaseError as err:  # locked, I/O, a damaged file: try again later
+                if isinstance(err, sqlite3.ProgrammingError):
+                    raise
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                self._retained_at = now
+                self.counts["write_errors"] += 1
+                log.warning("ledger: retention by age failed: %s", err)
+                return 0
+            return rows - self._rows
 
     def set_tasks(self, tasks: dict[str, str]) -> int:
         """Name the task of stored records whose task is ``"unknown"`` (id -> task); returns how many.

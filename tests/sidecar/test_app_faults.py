@@ -15,7 +15,9 @@ from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.config import SidecarConfig
 from sidecar.errors import DeviceLost, MeterError, MeterReadError
+from sidecar.export.store import Ledger
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
+from tests.sidecar.export.factories import make_record
 from tests.support import FakeClock
 
 POLL_S = 0.02
@@ -245,5 +247,20 @@ def test_model_names_beyond_the_knob_are_summed_as_other_and_counted_in_the_snap
         )  # model-1 .. 5 ("unknown", the served model, and model-0 named)
         record = sidecar.lookup("req-5")
         assert record is not None and record["model"] == "model-5"  # the record keeps its name
+    finally:
+        sidecar.close()
+
+
+def test_the_tick_deletes_ledger_records_past_their_age_with_no_traffic(clock: FakeClock) -> None:
+    wall = [2_000_000.0]
+    ledger = Ledger(":memory:", max_age_s=600.0, clock=lambda: wall[0])
+    ledger.put_many([make_record(request_id="old")])
+    sidecar = Sidecar(SidecarConfig(meter="sim"), ScriptedMeter(clock), clock=clock, ledger=ledger)
+    try:
+        sidecar.tick()
+        assert ledger.get("old") is not None
+        wall[0] += 700.0  # no request since: nothing is written
+        sidecar.tick()
+        assert ledger.get("old") is None and ledger.count() == 0
     finally:
         sidecar.close()

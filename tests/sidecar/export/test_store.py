@@ -154,3 +154,20 @@ def test_a_late_task_names_an_unknown_task_only_and_keeps_the_rest_of_the_record
     assert b is not None and b["task"] == "chat"  # a known task is never replaced
     row = ledger._conn.execute("SELECT task FROM requests WHERE request_id = 'a'").fetchone()
     assert row == ("code",) and ledger.counts["task_late"] == 1
+
+
+def test_records_past_their_age_are_deleted_without_a_new_write() -> None:
+    """A sidecar that no longer gets traffic writes nothing, so retention on writes alone kept
+    records past ``max_age_s`` for good; the tick's ``expire`` deletes them (at most once a minute)."""
+    now = [1_000_000.0]
+    with Ledger(":memory:", max_age_s=3600.0, clock=lambda: now[0]) as led:
+        led.put_many([make_record(request_id=f"old-{k}") for k in range(3)])
+        now[0] += 1800.0
+        led.put_many([make_record(request_id="newer")])
+        assert led.expire() == 0  # a write just ran retention
+        now[0] += 1900.0  # the first three are 3,700 s old, "newer" 1,900 s
+        assert led.expire() == 3 and led.count() == 1 and led.get("old-0") is None
+        now[0] += 10.0
+        assert led.expire() == 0  # not again within EXPIRE_EVERY_S
+        now[0] += 3600.0
+        assert led.expire() == 1 and led.count() == 0
