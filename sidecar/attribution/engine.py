@@ -310,15 +310,3 @@ class Attributor(TickSealer, RequestLifecycle):
         if self._held:  # nothing final before the held ticks are split; the request cap holds
             return self._evict()
         return self._finalize() + self._evict()
-
-    def _cap_new_rows(self) -> None:
-        """Before the first counter edge no merge refuses work over ``max_pending_rows``: the rows
-        beyond it are refused here instead, counted (``pending_cap``) and their requests' work lost."""
-        cap = self.max_pending_rows
-        n = len(self._new) + sum(len(rows) for rows in self._new_steps)
-        if cap is None or n <= cap:
-            return
-        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
-        self._new, self._new_steps = [], [arr[:cap]]
-        self.dropped["pending_cap"] += n - cap
-        self._mark_lost(arr[cap:, 0].astype(np.int64))

@@ -54,11 +54,28 @@ class TickSealer:
                 self.requests.mark_warmup(np.unique(tick.req))
         self._held = []
 
+    def _take_new_rows(self) -> np.ndarray:
+        """The work rows queued since the last merge, as one (n, 7) array; the queues emptied."""
+        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
+        self._new, self._new_steps = [], []
+        return arr
+
+    def _cap_new_rows(self) -> None:
+        """Before the first counter edge no merge refuses work over ``max_pending_rows``: the rows
+        beyond it are refused here instead, counted (``pending_cap``) and their requests' work lost."""
+        cap = self.max_pending_rows
+        n = len(self._new) + sum(len(rows) for rows in self._new_steps)
+        if cap is None or n <= cap:
+            return
+        arr = self._take_new_rows()
+        self._new_steps = [arr[:cap]]
+        self.dropped["pending_cap"] += n - cap
+        self._mark_lost(arr[cap:, 0].astype(np.int64))
+
     def _merge_new(self, seal_until_s: float) -> None:
         if not self._new and not self._new_steps:
             return
-        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
-        self._new, self._new_steps = [], []
+        arr = self._take_new_rows()
         req, phase = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
         t0, t1, units, steps, ctx = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6]
         sealed = self._sealed_t
