@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from itertools import repeat
 from operator import itemgetter
 
@@ -43,24 +43,35 @@ class LedgerWrites:
     _seq: int
     _retained_at: float  # wall s of the last retention
 
-    def _write(self, batch: list[Values]) -> int:
-        now = self._clock()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``; on any failure rolled back, and the row count and last
+        ``seq`` read again (what the failed statements had counted went with them)."""
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+            self._recount()
+            raise
+
+    def _recount(self) -> None:
+        """The rows stored and the last ``seq``, as the file has them."""
+        self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+
+    def _write(self, batch: list[Values]) -> int:
+        now = self._clock()
+        with self._transaction() as cur:
             written = self._insert_new(cur, batch, now)
             if written is None:  # a stored id or an unstorable record in the batch: one at a time
                 cur.execute("ROLLBACK")  # what the batch's insert did, all of it
                 cur.execute("BEGIN IMMEDIATE")
                 written = self._put_each(cur, batch, now)
             self._retain(cur, now)
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                cur.execute("ROLLBACK")
-            self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-            self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
-            raise
         self.counts["stored"] += written
         return written
 

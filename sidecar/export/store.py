@@ -97,8 +97,8 @@ class Ledger(LedgerWrites):
         self._pending: OrderedDict[str, Values] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
-        self._rows: int = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-        self._seq: int = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+        self._rows, self._seq = 0, 0
+        self._recount()
         self._retained_at = -math.inf  # wall s of the last retention (each write runs one)
 
     @staticmethod
@@ -164,9 +164,9 @@ class Ledger(LedgerWrites):
             todo = list(self._pending.values())
             try:
                 written = self._write(todo)
+            except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
+                raise
             except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
-                if isinstance(err, sqlite3.ProgrammingError):  # a closed connection, a bug: not the disk
-                    raise
                 self.counts["write_errors"] += 1
                 log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
                 while len(self._pending) > self.max_pending:
@@ -184,16 +184,12 @@ class Ledger(LedgerWrites):
             if now - self._retained_at < EXPIRE_EVERY_S:
                 return 0
             rows = self._rows
-            cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
-                self._retain(cur, now)
-                cur.execute("COMMIT")
+                with self._transaction() as cur:
+                    self._retain(cur, now)
+            except sqlite3.ProgrammingError:
+                raise
             except sqlite3.DatabaseError as err:  # locked, I/O, a damaged file: try again later
-                if isinstance(err, sqlite3.ProgrammingError):
-                    raise
-                if self._conn.in_transaction:
-                    cur.execute("ROLLBACK")
                 self._retained_at = now
                 self.counts["write_errors"] += 1
                 log.warning("ledger: retention by age failed: %s", err)
@@ -216,6 +212,8 @@ class Ledger(LedgerWrites):
                     updated += 1
             try:
                 updated += self._set_tasks(tasks)
+            except sqlite3.ProgrammingError:
+                raise
             except sqlite3.DatabaseError as err:
                 self.counts["write_errors"] += 1
                 log.warning("ledger: setting %d late task(s) failed: %s", len(tasks), err)
@@ -223,10 +221,8 @@ class Ledger(LedgerWrites):
         return updated
 
     def _set_tasks(self, tasks: dict[str, str]) -> int:
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
         updated = 0
-        try:
+        with self._transaction() as cur:
             for request_id, task in tasks.items():
                 row = cur.execute(
                     "SELECT record_json FROM requests WHERE request_id = ? AND task = 'unknown'",
@@ -242,11 +238,6 @@ class Ledger(LedgerWrites):
                     (task, text, request_id),
                 )
                 updated += 1
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
         return updated
 
     def get(self, request_id: str) -> dict[str, Any] | None:

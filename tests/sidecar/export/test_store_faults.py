@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from sidecar.export.store import Ledger
 from tests.sidecar.export.factories import make_record
@@ -154,3 +157,23 @@ def test_a_damaged_file_counts_its_write_errors_and_keeps_a_bounded_batch(tmp_pa
         assert led.counts["write_errors"] == 10 and len(led._pending) == 50
         assert led.counts["dropped"] == 150
         assert led.get("t9-19") is not None  # the newest still served, from memory
+
+
+def test_a_failed_retention_by_age_is_rolled_back_and_the_count_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retention deletes, then the transaction fails (locked, I/O): the deletion is undone, and
+    so must be the rows it had counted off, or the max_rows cap would work from a wrong count."""
+    now = [1_000_000.0]
+    with Ledger(":memory:", max_age_s=60.0, clock=lambda: now[0]) as led:
+        led.put_many([make_record(request_id=f"r{k}") for k in range(4)])
+        real_retain = led._retain
+
+        def retain_then_fail(cur: sqlite3.Cursor, at: float) -> None:
+            real_retain(cur, at)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(led, "_retain", retain_then_fail)
+        now[0] += 120.0
+        assert led.expire() == 0 and led.counts["write_errors"] == 1
+        assert led.count() == 4 and led._rows == 4
