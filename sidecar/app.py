@@ -126,14 +126,14 @@ class Sidecar:
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
         self._state_lock = threading.RLock()  # a tick, or a snapshot being built from the parts
-        self._snapshot = build_snapshot(self, clock())
-        self._snapshot_due: float | None = None  # a tick's time the published snapshot is behind
-        self.exporter = MetricsExporter(
+        self.exporter = MetricsExporter(  # reads snapshots only when scraped; one counts in them
             self.snapshot,
             tenant_top_n=config.tenant_top_n,
             max_model_labels=config.max_model_labels,
             model=config.model,
         )
+        self._snapshot = build_snapshot(self, clock())
+        self._snapshot_due: float | None = None  # a tick's time the published snapshot is behind
 
     # ---- the in-process API the taps use ------------------------------------
     def add_work(self, event: WorkEvent) -> bool:

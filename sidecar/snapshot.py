@@ -79,10 +79,7 @@ def _own_report(sidecar: Sidecar) -> TapReport:
         ("meter", "device_lost"): int(bool(sidecar.lost)),
         ("meter", "late_reads"): sidecar.poller.late_reads,
         ("attribution", "labels_folded"): sidecar.attributor.totals.labels_folded,
-        # the first snapshot is built before the exporter that reads it
-        ("metrics", "labels_folded"): exporter.labels_folded
-        if (exporter := getattr(sidecar, "exporter", None))
-        else 0,
+        ("metrics", "labels_folded"): sidecar.exporter.labels_folded,
     }
     events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})
     events.update({("http_api", k): n for k, n in sidecar.api_counts.items()})
