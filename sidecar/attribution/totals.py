@@ -25,13 +25,14 @@ OTHER = "other"
 
 class Names:
     """A bounded set of label values: the first ``most`` distinct names keep theirs, any later new
-    one reads :data:`OTHER` (each such use counted in ``folded``)."""
+    one reads :data:`OTHER` (each such use counted in ``folded``). ``first``: names held from the
+    start (an empty one, e.g. no configured model, is not a name)."""
 
     __slots__ = ("_known", "folded", "most")
 
     def __init__(self, most: int, first: tuple[str, ...] = ()) -> None:
         self.most, self.folded = most, 0
-        self._known: set[str] = set(first[:most])
+        self._known: set[str] = {name for name in first[:most] if name}
 
     def __call__(self, name: str) -> str:
         if name in self._known:
@@ -49,7 +50,7 @@ class Totals:
     def __init__(
         self, n_devices: int, *, tpw_window_s: float = 60.0, max_models: int = MAX_MODELS, model: str = ""
     ) -> None:
-        self._model = Names(max_models, (model,) if model else ())  # the sidecar's model always named
+        self._model = Names(max_models, (model,))  # the configured model always named
         self._unit = Names(MAX_UNITS, ("token", "image", "video"))
         self.measured_j = 0.0  # sum of sealed ticks' measured energy
         self.attributed_j = 0.0  # sum given to requests

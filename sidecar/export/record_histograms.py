@@ -109,7 +109,7 @@ class RecordHistograms:
         self, streams: Streams, tenant_top_n: int = 10, *, max_models: int = MAX_MODELS, model: str = ""
     ) -> None:
         self._tenants = TenantLabels(tenant_top_n)
-        self._model = Names(max_models, (model,) if model else ())
+        self._model = Names(max_models, (model,))
         self._task = Names(MAX_TASKS)
         self._operation = Names(MAX_OPERATIONS, _OPERATIONS)
         self._create_histograms(streams)
