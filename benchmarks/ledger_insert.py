@@ -6,14 +6,19 @@ each) are stored in batches of ``--batch`` (about what one tick finalizes in
 turn so all eight see the same machine:
 
 * **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
-  primary key (:mod:`sidecar.export.ledger_rows`);
+  primary key, a record's fields its columns and its dicts one JSON text
+  (:mod:`sidecar.export.ledger_rows`, schema 2);
+* **schema 1's rows** (the ledger before 2026-12-01): the main numbers as columns and the whole
+  record as JSON too (:data:`sidecar.export.ledger_migrate.SCHEMA_1`), written as the ledger
+  writes its rows;
 * **its rows** by plain SQL (the ledger's schema, rows and statements), each way the ledger
   wrote them before, one difference a row: the WAL copied into the file every 1,000 pages
   (SQLite's default) instead of the ledger's :data:`~sidecar.export.store.WAL_CHECKPOINT_PAGES`;
   the batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone alone: SQLite
   then copies each page the batch touches to a statement journal first); the rows inserted in
   the batch's order instead of by id (each new id then lands on a random index page rather than
-  at or after the last one); and all three, as the ledger wrote them before stop 20;
+  at or after the last one); and all three with schema 1's rows, as the ledger wrote them
+  before stop 20;
 * **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
   64-bit BLAKE2b hash of the id instead of the id (inserted by hash), a look-up of the batch's
   hashes before the insert (no primary key to refuse a stored id), the ledger's checkpoint; it
@@ -22,10 +27,11 @@ turn so all eight see the same machine:
 * **no index** (a floor no ledger can go under and still find a record by id): the same rows
   appended to a table without indexes, and no retention (without its index, a scan).
 
-Each figure is the thread's CPU time (``time.thread_time``) per record, building the rows (the
-record's JSON included) counted, over the last quarter of the run (the table at its largest)
-and over the whole run. A random key costs more as the table grows: each new entry lands on a
-random index page, and a commit writes every page it touched.
+Each figure is the thread's CPU time (``time.thread_time``) per record, building the rows (their
+JSON included) counted, over the last quarter of the run (the table at its largest) and over
+the whole run; then the bytes each file and its WAL take on disk, per record. A random key
+costs more as the table grows: each new entry lands on a random index page, and a commit
+writes every page it touched.
 
 Ends with one line ``ledger us per record N`` (the product, last quarter).
 
@@ -44,6 +50,7 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,17 +59,21 @@ from scratch import scratch_dir
 
 from sidecar import knobs
 from sidecar.attribution.record_batch import RecordBatch, Values
-from sidecar.export import ledger_rows
+from sidecar.export import ledger_migrate, ledger_rows
 from sidecar.export.store import WAL_CHECKPOINT_PAGES, Ledger
-from tests.sidecar.export.factories import make_record
+from tests.sidecar.export.factories import make_record, schema_1_row
 
 HASHED_SCHEMA = (
     ledger_rows.SCHEMA.replace("request_id TEXT PRIMARY KEY,", "request_id TEXT NOT NULL,")
     .replace("seq INTEGER NOT NULL,", "seq INTEGER PRIMARY KEY,")
-    .replace("record_json TEXT NOT NULL", "record_json TEXT NOT NULL, id_hash INTEGER NOT NULL")
+    .replace("dicts_json TEXT NOT NULL", "dicts_json TEXT NOT NULL, id_hash INTEGER NOT NULL")
     .replace("ON requests (seq)", "ON requests (id_hash)")
 )
-HASHED_INSERT = f"INSERT INTO requests ({ledger_rows.COLUMNS}, id_hash) VALUES ({','.join('?' * 19)})"
+_MARKS = ",".join("?" * (len(ledger_rows.COLUMNS.split(",")) + 1))
+HASHED_INSERT = f"INSERT INTO requests ({ledger_rows.COLUMNS}, id_hash) VALUES ({_MARKS})"
+# schema 1 (before 2026-12-01): the main numbers as columns and the whole record as JSON too
+SCHEMA_1 = ledger_migrate.SCHEMA_1 + ledger_rows.SCHEMA  # the requests table exists: its state table
+INSERT_1 = f"INSERT OR IGNORE INTO requests VALUES ({','.join('?' * 18)})"
 
 
 def batch_of(n: int) -> RecordBatch:
@@ -91,6 +102,7 @@ class RawTable:
         savepoint: bool = False,
         checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
         by_key: bool = True,
+        row: Callable[[Values, int, float], tuple[Any, ...]] = ledger_rows.values_row,
     ) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -98,13 +110,11 @@ class RawTable:
         self.conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
         self.conn.executescript(schema)
         self.insert, self.hashed, self.retain, self.seq = insert, hashed, retain, 0
-        self.savepoint, self.by_key = savepoint, by_key
+        self.savepoint, self.by_key, self.row = savepoint, by_key, row
 
     def put(self, batch: list[Values]) -> None:
         now = time.time()
-        rows = list(
-            map(ledger_rows.values_row, batch, range(self.seq + 1, self.seq + 1 + len(batch)), repeat(now))
-        )
+        rows = list(map(self.row, batch, range(self.seq + 1, self.seq + 1 + len(batch)), repeat(now)))
         self.seq += len(rows)
         self.conn.execute("BEGIN IMMEDIATE")
         if self.hashed:
@@ -134,19 +144,26 @@ def id_hash(request_id: str) -> int:
 
 
 def ledger_table(
-    path: Path, *, savepoint: bool = False, checkpoint_pages: int = WAL_CHECKPOINT_PAGES, by_id: bool = True
+    path: Path,
+    *,
+    savepoint: bool = False,
+    checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
+    by_id: bool = True,
+    schema_1: bool = False,
 ) -> RawTable:
     """The ledger's schema and rows by plain SQL: by default as the ledger writes them; with the batch
-    in a savepoint, another WAL checkpoint, or the rows in the batch's order instead of by id."""
+    in a savepoint, another WAL checkpoint, the rows in the batch's order instead of by id, or
+    schema 1's rows."""
     return RawTable(
         path,
-        ledger_rows.SCHEMA,
-        ledger_rows.INSERT,
+        SCHEMA_1 if schema_1 else ledger_rows.SCHEMA,
+        INSERT_1 if schema_1 else ledger_rows.INSERT,
         hashed=False,
         retain=True,
         savepoint=savepoint,
         checkpoint_pages=checkpoint_pages,
         by_key=by_id,
+        row=schema_1_row if schema_1 else ledger_rows.values_row,
     )
 
 
@@ -169,16 +186,20 @@ def main() -> None:
         default_ck = ledger_table(tmp / "checkpoint.db", checkpoint_pages=1000)
         saved = ledger_table(tmp / "savepoint.db", savepoint=True)
         given = ledger_table(tmp / "given.db", by_id=False)
-        before = ledger_table(tmp / "before.db", savepoint=True, checkpoint_pages=1000, by_id=False)
+        schema1 = ledger_table(tmp / "schema1.db", schema_1=True)
+        before = ledger_table(
+            tmp / "before.db", savepoint=True, checkpoint_pages=1000, by_id=False, schema_1=True
+        )
         floor = RawTable(
             tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False, by_key=False
         )
         puts: dict[str, Callable[[RecordBatch], object]] = {
             LEDGER: ledger.put_many,
+            "schema 1's rows (the ledger before 2026-12-01)": lambda b: schema1.put(b.values),
             "its rows, SQLite's WAL checkpoint (1,000 pages)": lambda b: default_ck.put(b.values),
             "its rows in a savepoint": lambda b: saved.put(b.values),
             "its rows in the batch's order, not by id": lambda b: given.put(b.values),
-            "all three, as the ledger wrote them before stop 20": lambda b: before.put(b.values),
+            "all three, schema 1: the ledger before stop 20": lambda b: before.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
@@ -203,7 +224,12 @@ def main() -> None:
         assert ledger.count() == n, "every record stored"
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
-        for table in (hashed, default_ck, saved, given, before, floor):
+        files = ("ledger", "schema1", "checkpoint", "savepoint", "given", "before", "hashed", "floor")
+        print("  bytes on disk per record (file + WAL):")
+        for name, file in zip(puts, files, strict=True):
+            size = sum(p.stat().st_size for p in tmp.glob(f"{file}.db*") if not p.name.endswith("-shm"))
+            print(f"  {name:52s} {size / n:13.0f}")
+        for table in (hashed, schema1, default_ck, saved, given, before, floor):
             table.conn.close()
     print(f"ledger us per record {ours:.1f}")
 

@@ -1,7 +1,13 @@
-"""The ledger's SQLite schema and the row of one record: columns for querying, the whole record as JSON.
+"""The ledger's SQLite schema, and a record as one row of columns: nothing stored twice.
 
-:class:`~sidecar.export.store.Ledger` runs the statements; a record's JSON text is
-:func:`~sidecar.export.record_json.record_json`.
+Every field of a record is a column (the numbers, names and times can be queried with
+``sqlite3``), except its three dicts (``phase_j``, ``component_j``, ``attributes``), kept
+together as JSON text in ``dicts_json``. A float a column cannot hold (SQLite stores NaN as
+NULL) goes into that JSON too, under ``floats``, and overrides its column when read back.
+:func:`record` gives back what :meth:`RequestEnergy.to_json` gave (stored records are final; a
+number a ``REAL`` column holds reads back as a float). Schema 1 also kept the whole record as
+JSON (``record_json``): more than twice the bytes a row, and a JSON text to write a record;
+:mod:`.ledger_migrate` moves a schema 1 file to this one when the ledger opens it.
 """
 
 from __future__ import annotations
@@ -11,11 +17,21 @@ from typing import Any
 
 from sidecar.attribution.record_batch import Values, per_unit_j
 from sidecar.attribution.records import RECORD_FIELDS
-from sidecar.export.record_json import values_json
+from sidecar.export.ledger_json import json_text
 
-__all__ = ["COLUMNS", "INSERT", "SCHEMA", "SCHEMA_VERSION", "UPDATE", "load", "values_row"]
+__all__ = [
+    "COLUMNS",
+    "INSERT",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SELECT",
+    "UPDATE",
+    "load",
+    "record",
+    "values_row",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -36,7 +52,12 @@ CREATE TABLE IF NOT EXISTS requests (
     approximate INTEGER NOT NULL,
     rule TEXT NOT NULL,
     energy_source TEXT NOT NULL,
-    record_json TEXT NOT NULL
+    start_s REAL,                       -- the sidecar's monotonic clock
+    end_s REAL,
+    energy_low_j REAL,
+    energy_high_j REAL,
+    fit_quality TEXT NOT NULL,
+    dicts_json TEXT NOT NULL            -- {"phase_j": .., "component_j": .., "attributes": ..}
 );
 CREATE TABLE IF NOT EXISTS state (      -- small named states kept across restarts (the idle floor)
     key TEXT PRIMARY KEY,
@@ -50,35 +71,53 @@ CREATE INDEX IF NOT EXISTS requests_stored ON requests (stored_unix_s);
 COLUMNS = (
     "request_id, seq, stored_unix_s, end_unix_s, model, operation, task, unit, energy_j, "
     "joules_per_output_unit, prompt_tokens, output_tokens, output_units, busy_s, approximate, "
-    "rule, energy_source, record_json"
+    "rule, energy_source, start_s, end_s, energy_low_j, energy_high_j, fit_quality, dicts_json"
 )
-INSERT = f"INSERT OR IGNORE INTO requests ({COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_N = len(COLUMNS.split(","))
+INSERT = f"INSERT OR IGNORE INTO requests ({COLUMNS}) VALUES ({', '.join('?' * _N)})"
 UPDATE = (
     "UPDATE requests SET "
     + ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])
     + " WHERE request_id = ?"
 )
-
-
-_BUSY, _SOURCE, _END_UNIX = (RECORD_FIELDS.index(n) for n in ("busy_s", "energy_source", "end_unix_s"))
+SELECT = f"SELECT {COLUMNS} FROM requests"
+# the nullable float columns: a NaN among them is kept in dicts_json (SQLite would store NULL)
+_NULLABLE = ("end_unix_s", "start_s", "end_s", "energy_low_j", "energy_high_j", "joules_per_output_unit")
+_KEYS = (*RECORD_FIELDS, "joules_per_output_unit")  # RequestEnergy.to_json's keys, in its order
+_ORDER = (  # as values_row and record above unpack and list a record's fields
+    "request_id model operation task unit energy_j phase_j component_j prompt_tokens output_tokens "
+    "output_units start_s end_s end_unix_s busy_s approximate final rule energy_source attributes "
+    "energy_low_j energy_high_j fit_quality"
+)
+if tuple(_ORDER.split()) != RECORD_FIELDS:
+    raise ImportError("ledger_rows: RequestEnergy's fields changed; update values_row and record")
 
 
 def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
     """The values of one ``requests`` row (a record's field values: a :class:`RecordBatch` row), in
     :data:`COLUMNS` order; ``now``: wall seconds stored."""
-    (rid, model, operation, task, unit, energy_j, _, _, prompt, output, units, *_rest) = values
-    busy_s, approximate, _, rule, source = values[_BUSY : _SOURCE + 1]
+    (rid, model, operation, task, unit, energy_j, phase_j, component_j, prompt, output, units) = values[:11]
+    (start_s, end_s, end_unix_s, busy_s, approximate, _, rule, source, attributes, low, high, quality) = (
+        values[11:]
+    )
+    per_unit = per_unit_j(values)
+    dicts = {"phase_j": phase_j, "component_j": component_j, "attributes": attributes}
+    # x != x: NaN only (None == None); SQLite would make a NaN NULL, the JSON keeps it
+    if end_unix_s != end_unix_s or start_s != start_s or end_s != end_s or low != low or high != high:
+        dicts["floats"] = _nan_floats(end_unix_s, start_s, end_s, low, high, per_unit)
+    elif per_unit != per_unit:
+        dicts["floats"] = {"joules_per_output_unit": per_unit}
     return (
         rid,
         seq,
         now,
-        values[_END_UNIX],
+        end_unix_s,
         model,
         operation,
         task,
         unit,
         energy_j,
-        per_unit_j(values),
+        per_unit,
         prompt,
         output,
         units,
@@ -86,11 +125,41 @@ def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
         int(approximate),
         rule,
         source,
-        values_json(values),  # reads back as json.dumps(rec.to_json()) does; orjson, faster
+        start_s,
+        end_s,
+        low,
+        high,
+        quality,
+        json_text(dicts),
     )
 
 
+def _nan_floats(*values: Any) -> dict[str, Any]:
+    return {name: x for name, x in zip(_NULLABLE, values, strict=True) if x != x}
+
+
+def record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The record of a row read by :data:`SELECT`, as :meth:`RequestEnergy.to_json` gives it."""
+    rid, _, _, end_unix_s, model, operation, task, unit, energy_j, per_unit = row[:10]
+    prompt, output, units, busy_s, approximate, rule, source = row[10:17]
+    start_s, end_s, low, high, quality, text = row[17:]
+    dicts = json.loads(text)
+    out = dict(
+        zip(
+            _KEYS,
+            (
+                *(rid, model, operation, task, unit, energy_j, dicts["phase_j"], dicts["component_j"]),
+                *(prompt, output, units, start_s, end_s, end_unix_s, busy_s, bool(approximate)),
+                *(True, rule, source, dicts["attributes"], low, high, quality, per_unit),  # final: True
+            ),
+            strict=True,
+        )
+    )
+    out.update(dicts.get("floats", ()))  # NaN, which its column holds as NULL
+    return out
+
+
 def load(text: str) -> dict[str, Any]:
-    """A stored record's JSON text back as the dict :meth:`RequestEnergy.to_json` gives."""
-    record: dict[str, Any] = json.loads(text)
-    return record
+    """A stored state's JSON text back as a dict."""
+    state: dict[str, Any] = json.loads(text)
+    return state

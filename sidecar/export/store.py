@@ -1,9 +1,9 @@
 """The ledger: finished request energy records in one SQLite file (WAL).
 
-One table, ``requests``, keyed by request id. The main numbers (joules, tokens,
-output units, seconds) are columns so the file can be queried with ``sqlite3``;
-the whole record, as :meth:`RequestEnergy.to_json` gives it, is kept in the
-``record_json`` column and is what :meth:`Ledger.get` returns.
+One table, ``requests``, keyed by request id: a record's fields are its columns (so the
+file can be queried with ``sqlite3``), its dicts one JSON text (:mod:`.ledger_rows`);
+:meth:`Ledger.get` returns the record as :meth:`RequestEnergy.to_json` gives it. A file
+of an older schema is moved to this one when opened (:mod:`.ledger_migrate`).
 
 Retention runs on every :meth:`Ledger.put_many`: records stored more than
 ``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
@@ -51,7 +51,7 @@ from sidecar.attribution.record_batch import (
 )
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
-from sidecar.export import ledger_rows
+from sidecar.export import ledger_migrate, ledger_rows
 from sidecar.export.ledger_rows import SCHEMA_VERSION
 from sidecar.export.ledger_write import LedgerWrites
 
@@ -115,6 +115,7 @@ class Ledger(LedgerWrites):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            ledger_migrate.migrate(conn, path)
             conn.executescript(ledger_rows.SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return conn
@@ -224,20 +225,11 @@ class Ledger(LedgerWrites):
         updated = 0
         with self._transaction() as cur:
             for request_id, task in tasks.items():
-                row = cur.execute(
-                    "SELECT record_json FROM requests WHERE request_id = ? AND task = 'unknown'",
-                    (request_id,),
-                ).fetchone()
-                if row is None:
-                    continue
-                record = ledger_rows.load(row[0])
-                record["task"] = task
-                text = json.dumps(record, separators=(",", ":"))
                 cur.execute(
-                    "UPDATE requests SET task = ?, record_json = ? WHERE request_id = ?",
-                    (task, text, request_id),
+                    "UPDATE requests SET task = ? WHERE request_id = ? AND task = 'unknown'",
+                    (task, request_id),
                 )
-                updated += 1
+                updated += cur.rowcount
         return updated
 
     def get(self, request_id: str) -> dict[str, Any] | None:
@@ -246,18 +238,16 @@ class Ledger(LedgerWrites):
             pending = self._pending.get(request_id)
             if pending is not None:
                 return to_json(pending)
-            row = self._conn.execute(
-                "SELECT record_json FROM requests WHERE request_id = ?", (request_id,)
-            ).fetchone()
-        return None if row is None else ledger_rows.load(row[0])
+            row = self._conn.execute(f"{ledger_rows.SELECT} WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else ledger_rows.record(row)
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         """Up to ``limit`` records, most recently stored first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT record_json FROM requests ORDER BY seq DESC LIMIT ?", (max(0, limit),)
+                f"{ledger_rows.SELECT} ORDER BY seq DESC LIMIT ?", (max(0, limit),)
             ).fetchall()
-        return [ledger_rows.load(r[0]) for r in rows]
+        return [ledger_rows.record(r) for r in rows]
 
     def save_state(self, key: str, value: dict[str, Any]) -> None:
         """Keep a small named state (JSON-able) across restarts, replacing the last one."""

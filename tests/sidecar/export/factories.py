@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sidecar.attribution.record_batch import REQUEST_ID, Values, to_json
 from sidecar.attribution.records import (
     DeviceSnapshot,
     FitSnapshot,
@@ -13,6 +14,7 @@ from sidecar.attribution.records import (
     Snapshot,
     TapReport,
 )
+from sidecar.export.ledger_json import json_text
 
 LLM = "meta-llama/Llama-3.1-8B-Instruct"
 IMAGE = "black-forest-labs/FLUX.1-dev"
@@ -155,3 +157,14 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
             ),
         ),
     )
+
+
+def schema_1_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
+    """A record's row as the ledger wrote it in schema 1 (:data:`ledger_migrate.SCHEMA_1`): the main
+    numbers as columns and the whole record as JSON."""
+    rec = to_json(values)
+    text = json_text(rec, sum(value is None for value in rec.values()))
+    columns = ("end_unix_s", "model", "operation", "task", "unit", "energy_j", "joules_per_output_unit")
+    columns += ("prompt_tokens", "output_tokens", "output_units", "busy_s")
+    tail = (int(rec["approximate"]), rec["rule"], rec["energy_source"], text)
+    return (values[REQUEST_ID], seq, now, *(rec[name] for name in columns), *tail)

@@ -1,15 +1,16 @@
-"""A final record's JSON text for the ledger: orjson, with json.dumps's text where they differ.
+"""JSON text for the ledger's row of a record: orjson, with json.dumps's text where they differ.
 
-What the ledger needs is that ``json.loads`` of the text gives the same values as
-``json.loads(json.dumps(rec.to_json()))`` (the API, set_tasks and a restart read it back that
-way), and that a record ``json.dumps`` refuses is refused (``TypeError``/``ValueError``, the
-ledger then counts and skips it). orjson (C, about 5x cheaper here) writes the same values for
+The ledger keeps a record's dicts (phases, components, attributes), and any float its columns
+cannot hold (NaN), as JSON text in its row (:mod:`.ledger_rows`). What it needs is that
+``json.loads`` of the text gives the same values as ``json.loads(json.dumps(value))``, and
+that a value ``json.dumps`` refuses is refused (``TypeError``/``ValueError``, the ledger then
+counts and skips the record). orjson (C, about 5x cheaper here) writes the same values for
 the types a record holds (str, int, float, bool, None, dicts with str keys); it differs in
 what it does with the rest, so those go to ``json.dumps``'s own encoder, made once:
 
 - a non-finite float: orjson writes ``null``, json ``NaN``/``Infinity`` (read back as such);
-  only a text with more ``null`` in it than the record's optional fields that are ``None``
-  (start/end times, bounds, J per unit) is searched for one;
+  only a text with more ``null`` in it than the caller says it holds ``None`` is searched
+  for one;
 - what orjson refuses (an int beyond 64 bits, a float subclass such as ``numpy.float64``, a
   non-str key, a lone surrogate, a value that contains itself): json writes or refuses it
   as before;
@@ -26,22 +27,14 @@ import json
 import json.encoder
 from collections.abc import Iterable
 from math import isfinite as _isfinite
-from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from sidecar.attribution.record_batch import Values, per_unit_j, values_of
-from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
-
-__all__ = ["record_json", "values_json"]
+__all__ = ["json_text"]
 
 _SEPARATORS = (",", ":")
 _SCALARS = frozenset((str, int, bool))
-_KEYS = (*RECORD_FIELDS, "joules_per_output_unit")
-_optional = itemgetter(  # their values: None is written null
-    *(RECORD_FIELDS.index(n) for n in ("start_s", "end_s", "end_unix_s", "energy_low_j", "energy_high_j"))
-)
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _encoder = json.JSONEncoder(separators=_SEPARATORS)
 # json.dumps(..., separators=(",", ":")): ensure_ascii, allow_nan, no indent, keys in order
@@ -61,21 +54,15 @@ def _refuse(value: object) -> None:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def record_json(rec: RequestEnergy) -> str:
-    """JSON text of ``rec.to_json()``: ``json.loads`` of it equals that of ``json.dumps``'s."""
-    return values_json(values_of(rec))
-
-
-def values_json(values: Values) -> str:
-    """:func:`record_json` of a record's field values (a :class:`RecordBatch` row)."""
-    per_unit = per_unit_j(values)
-    flat = dict(zip(_KEYS, (*values, per_unit), strict=True))
+def json_text(flat: dict[str, Any], nones: int = 0) -> str:
+    """JSON text of ``flat`` (``json.loads`` of it equals that of ``json.dumps``'s); ``nones``: how
+    many ``None`` values it holds (fewer ``null`` than that, and nothing is searched for NaN)."""
     try:
         raw = orjson.dumps(flat, default=_refuse, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: json writes or refuses it, see the docstring
         return _json_dumps(flat)
     nulls = raw.count(b"null")
-    if nulls and nulls != (*_optional(values), per_unit).count(None) and not _all_finite(flat.values()):
+    if nulls and nulls != nones and not _all_finite(flat.values()):
         return _json_dumps(flat)
     return raw.decode()
 

@@ -1,0 +1,97 @@
+"""A ledger file of schema 1 moved to this schema, once, when the ledger opens it.
+
+Schema 1 kept each record twice: its main numbers as columns and the whole record as JSON
+(``record_json``). Its rows are read back from that JSON and written again as rows of
+:mod:`.ledger_rows` (the same ``seq`` and ``stored_unix_s``, so order and retention are
+kept), in one transaction: a failure leaves the file as it was. A row whose JSON cannot be
+read, or whose record cannot be stored, is skipped, counted in the log line, never the rest.
+The file keeps the pages the old table used, for SQLite to reuse (``VACUUM`` gives them back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from sidecar.attribution.records import RECORD_FIELDS
+from sidecar.export import ledger_rows
+
+__all__ = ["SCHEMA_1", "migrate"]
+
+log = logging.getLogger(__name__)
+
+_OLD = "requests_schema1"
+# the table schema 1 made (its ``state`` table and indexes were as schema 2's)
+SCHEMA_1 = """
+CREATE TABLE requests (
+    request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, stored_unix_s REAL NOT NULL, end_unix_s REAL,
+    model TEXT NOT NULL, operation TEXT NOT NULL, task TEXT NOT NULL, unit TEXT NOT NULL,
+    energy_j REAL NOT NULL, joules_per_output_unit REAL, prompt_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, output_units REAL NOT NULL, busy_s REAL NOT NULL,
+    approximate INTEGER NOT NULL, rule TEXT NOT NULL, energy_source TEXT NOT NULL,
+    record_json TEXT NOT NULL
+);
+CREATE INDEX requests_seq ON requests (seq);
+CREATE INDEX requests_stored ON requests (stored_unix_s);
+"""
+# a field a schema 1 record's JSON may lack (an older record): its default, else None
+_DEFAULTS: dict[str, Any] = {
+    "phase_j": {},
+    "component_j": {},
+    "attributes": {},
+    "approximate": False,
+    "final": True,
+    "fit_quality": "",
+}
+_SKIPPED = (ValueError, TypeError, KeyError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Move a schema 1 ``requests`` table (it has ``record_json``) to the current schema; the rows
+    moved (0 when there is nothing to move). ``conn`` is in autocommit mode."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if "record_json" not in columns:
+        return 0
+    started = time.monotonic()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        moved, skipped = _move(conn)
+        conn.execute(f"DROP TABLE {_OLD}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    log.warning(
+        "ledger %s: moved %d record(s) to schema %d in %.1f s (%d unreadable, skipped)",
+        path,
+        moved,
+        ledger_rows.SCHEMA_VERSION,
+        time.monotonic() - started,
+        skipped,
+    )
+    return moved
+
+
+def _move(conn: sqlite3.Connection) -> tuple[int, int]:
+    conn.execute("DROP INDEX IF EXISTS requests_seq")  # the new table's indexes take these names
+    conn.execute("DROP INDEX IF EXISTS requests_stored")
+    conn.execute(f"ALTER TABLE requests RENAME TO {_OLD}")
+    for statement in ledger_rows.SCHEMA.split(";"):  # executescript would commit first
+        if statement.strip():
+            conn.execute(statement)
+    moved = skipped = 0
+    for seq, stored_unix_s, text in conn.execute(f"SELECT seq, stored_unix_s, record_json FROM {_OLD}"):
+        try:
+            rec = json.loads(text)
+            values = tuple(rec.get(name, _DEFAULTS.get(name)) for name in RECORD_FIELDS)
+            conn.execute(ledger_rows.INSERT, ledger_rows.values_row(values, seq, stored_unix_s))
+        except _SKIPPED as err:
+            skipped += 1
+            log.debug("ledger: a schema 1 row (seq %s) was not moved: %s", seq, err)
+            continue
+        moved += 1
+    return moved, skipped
