@@ -115,6 +115,9 @@ class LedgerWrites:
                 row = ledger_rows.values_row(rec, self._seq + 1, now)
                 cur.execute(ledger_rows.INSERT, row)
                 inserted = cur.rowcount == 1
+                if not inserted and not self._stored(cur, rec[REQUEST_ID]):
+                    # INSERT OR IGNORE skips a row with NULL in a NOT NULL column (a NaN) silently too
+                    raise sqlite3.IntegrityError("a value a NOT NULL column cannot hold (NaN)")
                 if not inserted and rec[ATTRIBUTES].get("energy_unknown") == "true":
                     self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
                     continue
@@ -128,6 +131,12 @@ class LedgerWrites:
             self._rows += inserted
             written += 1
         return written
+
+    @staticmethod
+    def _stored(cur: sqlite3.Cursor, request_id: object) -> bool:
+        return (
+            cur.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)).fetchone() is not None
+        )
 
     def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
         self._retained_at = now

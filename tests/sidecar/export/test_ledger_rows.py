@@ -14,10 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 
 from sidecar.attribution.record_batch import values_of
 from sidecar.attribution.records import RequestEnergy
+from sidecar.errors import ConfigError
 from sidecar.export import ledger_rows
 from sidecar.export.ledger_migrate import SCHEMA_1
 from sidecar.export.store import Ledger
@@ -139,3 +141,26 @@ def test_a_schema_1_file_ages_out_by_its_own_stored_times(tmp_path: Path) -> Non
     with Ledger(path, max_age_s=100.0, clock=lambda: 1_102.5) as led:
         assert led.put_many([make_record(request_id="new")]) == 1
         assert sorted(r["request_id"] for r in led.recent(10)) == ["new", "r2"]  # stored at 1,001 to 1,003
+
+
+def test_a_move_that_fails_leaves_the_schema_1_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _schema_1_file(path, [make_record(request_id=f"r{i}") for i in range(200)], stored_unix_s=1_000.0)
+    with sqlite3.connect(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    real_connect = sqlite3.connect
+
+    def full_disk(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # no room for the new table: SQLITE_FULL
+        return conn
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite3, "connect", full_disk)
+        with pytest.raises(ConfigError, match="ledger_path"):
+            Ledger(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 200
+        assert "record_json" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    with Ledger(path) as led:  # room again: moved
+        assert led.count() == 200 and led.get("r7") == make_record(request_id="r7").to_json()

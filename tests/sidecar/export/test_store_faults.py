@@ -32,6 +32,16 @@ def test_an_unstorable_record_whose_id_is_not_text_is_counted_like_any_other() -
         assert led.get("ok-1") is not None and led.get("ok-2") is not None
 
 
+def test_nan_where_a_column_cannot_be_null_is_unstorable_not_counted_as_stored() -> None:
+    # INSERT OR IGNORE skipped such a row without a word: it was counted stored and never there
+    with Ledger(":memory:") as led:
+        for field in ("energy_j", "busy_s", "output_units"):
+            poison = make_record(request_id=f"nan-{field}", **{field: float("nan")})
+            assert led.put_many([make_record(request_id=f"ok-{field}"), poison]) == 1
+            assert led.get(f"nan-{field}") is None and led.get(f"ok-{field}") is not None
+        assert (led.counts["unstorable"], led.counts["stored"], led.count()) == (3, 3, 3)
+
+
 def _fill_up(led: Ledger) -> None:
     """SQLite's own page limit: writes then fail with SQLITE_FULL, as on a full disk."""
     pages = led._conn.execute("PRAGMA page_count").fetchone()[0]
