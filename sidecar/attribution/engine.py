@@ -9,7 +9,8 @@ out (:mod:`.tick`), the split rule shares the tick's measured energy
 becomes final once the sealed timeline covers its end plus one counter
 update; :meth:`advance` returns the records that became final. Sealing is
 :class:`~sidecar.attribution.sealing.TickSealer`'s, ending requests
-:class:`~sidecar.attribution.lifecycle.RequestLifecycle`'s; this class takes work in.
+:class:`~sidecar.attribution.lifecycle.RequestLifecycle`'s, taking work in
+:class:`~sidecar.attribution.intake.WorkIntake`'s; this class holds them together.
 
 Late work (for time already sealed) cannot change sealed ticks: the part before
 the sealed horizon is dropped and counted, never silently re-attributed.
@@ -20,7 +21,6 @@ idle == measured.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from collections import Counter
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
+from sidecar.attribution.intake import WorkIntake
 from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.record_batch import RecordBatch
@@ -38,13 +39,10 @@ from sidecar.attribution.sealing import TickSealer
 from sidecar.attribution.task_labels import HeldLabels, TaskLabel, labelled
 from sidecar.attribution.tick import TickWork
 from sidecar.attribution.totals import MAX_MODELS, Totals
-from sidecar.errors import WorkEventError
 from sidecar.recent_ids import RecentIds
 from sidecar.timeline import Timeline
 
 __all__ = ["Attributor"]
-
-log = logging.getLogger(__name__)
 
 DROP_REASONS = (
     "invalid",
@@ -65,7 +63,7 @@ DROP_REASONS = (
 MAX_HELD_ROWS = 100_000
 
 
-class Attributor(TickSealer, RequestLifecycle):
+class Attributor(WorkIntake, TickSealer, RequestLifecycle):
     """Splits a timeline's measured energy among the requests that did work."""
 
     def __init__(
@@ -113,102 +111,7 @@ class Attributor(TickSealer, RequestLifecycle):
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks
 
-    # ---- ingest (cheap: called per event) -------------------------------------
-    def add_work(self, event: WorkEvent | StepBatch | WorkRows) -> bool:
-        """Queue one work event, step batch or rows; invalid or post-final work is rejected and counted."""
-        if isinstance(event, StepBatch):
-            return self._add_step(event)
-        if isinstance(event, WorkRows):
-            return self._add_rows(event)
-        try:
-            event.check()
-        except WorkEventError as err:
-            self.dropped["invalid"] += 1
-            log.debug("rejected work event: %s", err)
-            return False
-        if event.request_id in self._finalized:
-            self.dropped["after_final"] += 1
-            return False
-        code = self.requests.code(event.request_id)
-        self._new.append(
-            (code, int(event.phase), event.t0_s, event.t1_s, event.units, event.steps, event.context_tokens)
-        )
-        return True
-
-    def _add_step(self, step: StepBatch) -> bool:
-        """Queue every member of one engine step as one array append (members after final dropped)."""
-        try:
-            step.check()
-        except WorkEventError as err:
-            self.dropped["invalid"] += 1
-            log.debug("rejected step batch: %s", err)
-            return False
-        codes, keep = self._step_codes(step.request_ids)
-        if keep is not None:
-            self.dropped["after_final"] += len(step.request_ids) - keep.size
-            if not keep.size:
-                return False
-        rows = np.empty((codes.size, 7))
-        rows[:, 0] = codes
-        rows[:, 2] = step.t0_s
-        rows[:, 3] = step.t1_s
-        rows[:, 5] = step.steps
-        if keep is None:
-            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase, step.units, step.context_tokens
-        else:
-            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase[keep], step.units[keep], step.context_tokens[keep]
-        self._new_steps.append(rows)
-        return True
-
-    def _add_rows(self, work: WorkRows) -> bool:
-        """Queue many work events as one array append; each invalid or post-final row is counted."""
-        bad = work.invalid()
-        self.dropped["invalid"] += int(bad.sum())
-        codes, keep = self._step_codes(work.request_ids)
-        if keep is not None:
-            full = np.full(len(work.request_ids), -1.0)
-            full[keep] = codes
-            codes = full
-        row_codes = codes[np.where(bad, 0, work.member)] if codes.size else np.full(len(work), -1.0)
-        gone = ~bad & (row_codes < 0)
-        self.dropped["after_final"] += int(gone.sum())
-        ok = ~(bad | gone)
-        if not ok.any():
-            return False
-        cols = (work.phase, work.t0_s, work.t1_s, work.units, work.steps, work.context_tokens)
-        self._new_steps.append(np.column_stack([row_codes[ok], *(c[ok] for c in cols)]).astype(np.float64))
-        return True
-
-    def _step_codes(self, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The members' request codes and, if some are final, the positions of the others.
-
-        A request in the table is never final (finalizing removes it), so only ids without a code
-        are looked up in the final ones. The receiver hands the same tuple for consecutive steps
-        with the same members; its codes are reused until the next :meth:`advance` (which may
-        finalize requests and so free codes).
-        """
-        cached = self._last_step_codes
-        if cached is not None and cached[0] is ids:
-            return cached[1], None
-        found = self.requests.codes_of(ids)
-        final: list[int] = []  # positions of members already final
-        i = -1
-        while True:  # only the few new members are visited (list.index searches at C speed)
-            try:
-                i = found.index(None, i + 1)
-            except ValueError:
-                break
-            if ids[i] in self._finalized:
-                final.append(i)
-            else:
-                found[i] = self.requests.code(ids[i])
-        if final:
-            keep = np.delete(np.arange(len(ids)), final)
-            return np.array([found[k] for k in keep.tolist()], dtype=np.float64), keep
-        codes = np.array(found, dtype=np.float64)
-        self._last_step_codes = (ids, codes)
-        return codes, None
-
+    # ---- ingest (cheap: called per event; work: WorkIntake) ------------------
     def ingest(
         self, events: Iterable[WorkEvent | StepBatch | WorkRows], infos: Iterable[RequestInfo | TaskLabel]
     ) -> None:

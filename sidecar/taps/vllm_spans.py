@@ -7,10 +7,7 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
 * a :class:`RequestInfo`: model, prompt/completion tokens, start/end on the
   sidecar clock, and the task from a client span of the same trace (a span
   with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
-  either arrival order;
-* from a client span that also names its request (``jouletrace.request.id``: the id sent as
-  ``X-Request-Id``), a :class:`~sidecar.attribution.task_labels.TaskLabel`: the task by id,
-  which needs no ``llm_request`` span (one a starved vLLM never sent still gets its task);
+  either arrival order, or named by request id (:mod:`.vllm_span_tasks`);
 * work events, unless the plugin already supplied this request's work:
   prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
   step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
@@ -37,17 +34,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 
 from sidecar import knobs
 from sidecar.attribution.records import TapReport
-from sidecar.attribution.task_labels import TaskLabel
-from sidecar.contracts.span_attributes import CLIENT_REQUEST_ID
-from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
@@ -64,6 +57,7 @@ from sidecar.taps.vllm_span_format import (
     normalize_request_id,
     one_row,
 )
+from sidecar.taps.vllm_span_tasks import TASK_ATTRIBUTE, TaskJoins
 
 __all__ = [
     "END_AHEAD_S",
@@ -76,20 +70,16 @@ __all__ = [
     "phase_events",
 ]
 
-_MAX_REMEMBERED = 50_000
+_MAX_HANDLED = 50_000  # request ids remembered, to refuse a duplicate span
 # How long a request span without a task waits for its trace's client span (s), which comes in the
 # client's next export (OTel's batch delay: 5 s by default); then the record keeps task "unknown".
 TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
-# Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
-# than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
-_MAX_WAITING = 20_000
 # A request span is sent once the request has ended: one that ends later than this after it was
 # handled (s) is refused as a time that cannot be (a one-day decode ending tomorrow made every later
 # drain's step-clock fit span a day of bins). The sidecar and vLLM share the node's clock; the slack
 # is the step clock's horizon and the attribution's max_future_s default, not the receiver's day.
 END_AHEAD_S = 300.0
 log = logging.getLogger(__name__)
-_V = TypeVar("_V")
 
 
 class VllmSpanHandler:
@@ -107,8 +97,7 @@ class VllmSpanHandler:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
-        self.task_wait_s = task_wait_s
-        self._monotonic = monotonic
+        self.tasks = TaskJoins(task_wait_s, monotonic)
         self._wall = wall  # Unix s now: a request span ending well after it is refused
         self.model = model
         self.claims = claims
@@ -117,21 +106,13 @@ class VllmSpanHandler:
         # the energy counter's edges after a time (s), known so far: decode is cut at them (the
         # sidecar sets it to its timeline's; None: cut where the step rate changes only)
         self.tick_edges: Callable[[float], np.ndarray] | None = None
-        self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        # requests awaiting a task: trace id -> (request id, when handled); a join names the task by id
-        self._untasked_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._handled: RecentIds[str] = RecentIds(_MAX_REMEMBERED)  # request ids seen, to refuse duplicates
+        self._handled: RecentIds[str] = RecentIds(_MAX_HANDLED)  # request ids seen, to refuse duplicates
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
             tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         ] = []
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
-        self.tasks_joined = 0
-        self.tasks_by_id = 0  # client spans that named their request's task by id (TaskLabel)
-        self.client_ids_rejected = 0  # ... whose request id was not a printable id (joined by trace only)
-        self.task_wait_expired = 0  # request spans whose client span did not come within task_wait_s
-        self.task_wait_evicted = 0  # ... or were pushed out by _MAX_WAITING newer ones
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and ID_KEY in span.attributes:
@@ -142,9 +123,7 @@ class VllmSpanHandler:
                 raise RuntimeError(f"llm_request span {span.span_id} could not be handled (logged)")
             return True
         if TASK_ATTRIBUTE in span.attributes:
-            task = v.request_id(span.attributes[TASK_ATTRIBUTE], TASK_ATTRIBUTE)  # a metric label
-            named = self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
-            self._client(span.trace_id, task, named, out)
+            self.tasks.client_span(span, out)
             return True
         return False
 
@@ -158,15 +137,7 @@ class VllmSpanHandler:
 
     def stats(self) -> TapReport:
         """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
-        counts = {
-            "requests": self.requests,
-            "work_from_spans": self.work_from_spans,
-            "tasks_joined": self.tasks_joined,
-            "tasks_by_id": self.tasks_by_id,
-            "client_ids_rejected": self.client_ids_rejected,
-            "task_wait_expired": self.task_wait_expired,
-            "task_wait_evicted": self.task_wait_evicted,
-        }
+        counts = {"requests": self.requests, "work_from_spans": self.work_from_spans, **self.tasks.counts()}
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
     def _take(
@@ -185,7 +156,7 @@ class VllmSpanHandler:
         reasons.fail(end_unix_s > self._wall() + END_AHEAD_S, "bad_time")  # a span comes after its end
         end_s = end_unix_s + shift_s
         model = self.model()
-        kept_s = self._expire_late()  # one float for the batch's waiting spans
+        kept_s = self.tasks.expire()  # now: one float for the batch's waiting spans
         counts: Counter[str] = Counter()
         work: list[int] = []
         ids: list[str] = []
@@ -235,12 +206,7 @@ class VllmSpanHandler:
         """A checked request span: its info out now; True if its work is the span's to give. Without
         a task it waits for a client span, from ``kept_s`` (when its batch was handled)."""
         request_id = checked.request_id
-        task = self._task_by_trace.get(trace_id, "unknown")
-        info = checked.info(trace_id, task)
-        if task != "unknown":
-            self.tasks_joined += 1
-        elif self._remember(self._untasked_by_trace, trace_id, (request_id, kept_s), _MAX_WAITING):
-            self.task_wait_evicted += 1  # only untasked spans wait for a later client span
+        info = checked.info(trace_id, self.tasks.task_of(trace_id, request_id, kept_s))
         self.requests += 1
         out.infos.append(info)
         if self.on_span is not None and span is not None:
@@ -253,7 +219,7 @@ class VllmSpanHandler:
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
         their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
-        self._expire_late()
+        self.tasks.expire()
         chunks, self._work = self._work, []
         if not chunks:
             self.clock.fit()
@@ -272,48 +238,3 @@ class VllmSpanHandler:
         out.events.append(
             phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
         )
-
-    def _by_id(self, request_id: object, task: str, out: TapOutput) -> str | None:
-        """A client span's task by the request id it names, if it names one; returns that id (a bad
-        id: counted, None, and the trace join still names the task)."""
-        if request_id is None or task == "unknown":
-            return None
-        try:
-            label = TaskLabel(v.request_id(request_id, CLIENT_REQUEST_ID), task)
-        except v.Rejected:
-            self.client_ids_rejected += 1
-            return None
-        out.infos.append(label)
-        self.tasks_by_id += 1
-        return label.request_id
-
-    def _client(self, trace_id: str, task: str, named: str | None, out: TapOutput) -> None:
-        """A client span's task by trace: for the request span that waits for it, or kept for one
-        to come. ``named``: the request the span labelled by id already (not labelled twice)."""
-        self._remember(self._task_by_trace, trace_id, task)
-        waiting = self._untasked_by_trace.pop(trace_id, None)
-        if waiting is not None:  # the request span came first, without a task
-            self.tasks_joined += 1
-            if waiting[0] != named:
-                out.infos.append(TaskLabel(waiting[0], task))
-
-    def _expire_late(self) -> float:
-        """Forget the request spans that waited over ``task_wait_s`` for a task (counted); returns now."""
-        now_s = self._monotonic()
-        table, oldest_kept_s = self._untasked_by_trace, now_s - self.task_wait_s
-        while table:  # in arrival order: the oldest first
-            trace_id = next(iter(table))
-            if table[trace_id][1] >= oldest_kept_s:
-                break
-            del table[trace_id]
-            self.task_wait_expired += 1
-        return now_s
-
-    @staticmethod
-    def _remember(table: OrderedDict[str, _V], key: str, value: _V, most: int = _MAX_REMEMBERED) -> bool:
-        """Keep ``value`` under ``key``; True if that pushed the oldest entry out (beyond ``most``)."""
-        table[key] = value
-        if len(table) > most:
-            table.popitem(last=False)  # one in, at most one out
-            return True
-        return False

@@ -48,7 +48,7 @@ def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attribution
 def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
     sidecar = build_sidecar(_config(vllm_task_wait_s=5.0))
     (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]
-    assert vllm.spans.task_wait_s == 5.0
+    assert vllm.spans.tasks.wait_s == 5.0
 
 
 def test_the_vllm_span_handler_cuts_decode_at_the_sidecars_counter_edges() -> None:

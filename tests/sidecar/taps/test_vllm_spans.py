@@ -7,7 +7,7 @@ import pytest
 from sidecar.attribution.events import Phase
 from sidecar.attribution.task_labels import TaskLabel
 from sidecar.taps import validate as v
-from sidecar.taps import vllm_spans
+from sidecar.taps import vllm_span_tasks, vllm_spans
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_spans import VllmSpanHandler, normalize_request_id, phase_events
 from tests.support import work_events
@@ -105,17 +105,17 @@ def test_a_request_span_waits_task_wait_s_for_its_client_span_then_is_forgotten_
     h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
     h.handle(ReceivedSpan("t2", "c2", "", "client", 0, 0, {"jouletrace.task": "chat"}), joined)
     assert [(i.request_id, i.task) for i in joined.infos] == [("new", "chat")]  # "old" waited 40 s
-    assert h.tasks_joined == 1 and h.task_wait_evicted == 0
+    assert h.tasks.joined == 1 and h.tasks.wait_evicted == 0
 
 
 def test_beyond_the_cap_the_oldest_waiting_request_span_is_forgotten_and_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(vllm_spans, "_MAX_WAITING", 2)
+    monkeypatch.setattr(vllm_span_tasks, "MAX_WAITING", 2)
     h, out = handler(), TapOutput()
     for k in range(3):
         h.handle(llm_span(f"chatcmpl-r{k}", f"t{k}"), out)
-    assert h.task_wait_evicted == 1 and h.task_wait_expired == 0
+    assert h.tasks.wait_evicted == 1 and h.tasks.wait_expired == 0
     joined = TapOutput()
     for k in range(3):
         h.handle(ReceivedSpan(f"t{k}", f"c{k}", "", "client", 0, 0, {"jouletrace.task": "code"}), joined)
@@ -170,7 +170,7 @@ def test_a_client_span_joined_by_trace_and_naming_the_same_request_labels_it_onc
     attrs = {"jouletrace.task": "code", "jouletrace.request.id": "lg-code-000002"}
     h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, attrs), out)
     assert out.infos[1:] == [TaskLabel("lg-code-000002", "code")]  # not once by id and again by trace
-    assert (h.tasks_by_id, h.tasks_joined) == (1, 1)
+    assert (h.tasks.by_id, h.tasks.joined) == (1, 1)
     # a client id that vLLM did not keep: both labels
     other = {"jouletrace.task": "chat", "jouletrace.request.id": "lg-chat-000003"}
     h.handle(llm_span("chatcmpl-x", "t2"), out)
@@ -185,7 +185,7 @@ def test_a_bad_client_request_id_is_counted_and_the_trace_join_still_names_the_t
     assert h.handle(ReceivedSpan("t1", "c1", "", "client", 0, 0, bad), out)
     kinds = [(type(i).__name__, i.task) for i in out.infos]
     assert kinds == [("RequestInfo", "unknown"), ("TaskLabel", "code")]
-    assert h.client_ids_rejected == 1 and h.tasks_by_id == 0
+    assert h.tasks.client_ids_rejected == 1 and h.tasks.by_id == 0
 
 
 @pytest.mark.parametrize("task", [7, float("nan"), "", "x" * 300, "a\x00b"])

@@ -1,0 +1,130 @@
+"""Work taken into the attributor: events, engine steps and rows, checked and queued as rows.
+
+:class:`WorkIntake` is the part of :class:`~sidecar.attribution.engine.Attributor` that queues
+work (the attributor sets these attributes): each event, step or block of rows becomes rows of
+seven columns (request code, phase, start, end, units, steps, context tokens) in ``_new`` or
+``_new_steps``, which sealing merges into the pending work at its next advance. Invalid work and
+work of a request already final are refused and counted (``invalid``, ``after_final``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+
+from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
+from sidecar.attribution.requests import RequestTable
+from sidecar.errors import WorkEventError
+from sidecar.recent_ids import RecentIds
+
+__all__ = ["WorkIntake"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkIntake:
+    """Queues work as rows; the attributor sets these attributes."""
+
+    dropped: Counter[str]
+    requests: RequestTable
+    _finalized: RecentIds[str]
+    _new: list[tuple[float, float, float, float, float, float, float]]
+    _new_steps: list[np.ndarray]  # step batches and row blocks: rows of the same 7 columns
+    _last_step_codes: tuple[tuple[str, ...], np.ndarray] | None  # ids -> codes, until advance
+
+    def add_work(self, event: WorkEvent | StepBatch | WorkRows) -> bool:
+        """Queue one work event, step batch or rows; invalid or post-final work is rejected and counted."""
+        if isinstance(event, StepBatch):
+            return self._add_step(event)
+        if isinstance(event, WorkRows):
+            return self._add_rows(event)
+        try:
+            event.check()
+        except WorkEventError as err:
+            self.dropped["invalid"] += 1
+            log.debug("rejected work event: %s", err)
+            return False
+        if event.request_id in self._finalized:
+            self.dropped["after_final"] += 1
+            return False
+        code = self.requests.code(event.request_id)
+        self._new.append(
+            (code, int(event.phase), event.t0_s, event.t1_s, event.units, event.steps, event.context_tokens)
+        )
+        return True
+
+    def _add_step(self, step: StepBatch) -> bool:
+        """Queue every member of one engine step as one array append (members after final dropped)."""
+        try:
+            step.check()
+        except WorkEventError as err:
+            self.dropped["invalid"] += 1
+            log.debug("rejected step batch: %s", err)
+            return False
+        codes, keep = self._step_codes(step.request_ids)
+        if keep is not None:
+            self.dropped["after_final"] += len(step.request_ids) - keep.size
+            if not keep.size:
+                return False
+        rows = np.empty((codes.size, 7))
+        rows[:, 0] = codes
+        rows[:, 2] = step.t0_s
+        rows[:, 3] = step.t1_s
+        rows[:, 5] = step.steps
+        if keep is None:
+            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase, step.units, step.context_tokens
+        else:
+            rows[:, 1], rows[:, 4], rows[:, 6] = step.phase[keep], step.units[keep], step.context_tokens[keep]
+        self._new_steps.append(rows)
+        return True
+
+    def _add_rows(self, work: WorkRows) -> bool:
+        """Queue many work events as one array append; each invalid or post-final row is counted."""
+        bad = work.invalid()
+        self.dropped["invalid"] += int(bad.sum())
+        codes, keep = self._step_codes(work.request_ids)
+        if keep is not None:
+            full = np.full(len(work.request_ids), -1.0)
+            full[keep] = codes
+            codes = full
+        row_codes = codes[np.where(bad, 0, work.member)] if codes.size else np.full(len(work), -1.0)
+        gone = ~bad & (row_codes < 0)
+        self.dropped["after_final"] += int(gone.sum())
+        ok = ~(bad | gone)
+        if not ok.any():
+            return False
+        cols = (work.phase, work.t0_s, work.t1_s, work.units, work.steps, work.context_tokens)
+        self._new_steps.append(np.column_stack([row_codes[ok], *(c[ok] for c in cols)]).astype(np.float64))
+        return True
+
+    def _step_codes(self, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The members' request codes and, if some are final, the positions of the others.
+
+        A request in the table is never final (finalizing removes it), so only ids without a code
+        are looked up in the final ones. The receiver hands the same tuple for consecutive steps
+        with the same members; its codes are reused until the next :meth:`advance` (which may
+        finalize requests and so free codes).
+        """
+        cached = self._last_step_codes
+        if cached is not None and cached[0] is ids:
+            return cached[1], None
+        found = self.requests.codes_of(ids)
+        final: list[int] = []  # positions of members already final
+        i = -1
+        while True:  # only the few new members are visited (list.index searches at C speed)
+            try:
+                i = found.index(None, i + 1)
+            except ValueError:
+                break
+            if ids[i] in self._finalized:
+                final.append(i)
+            else:
+                found[i] = self.requests.code(ids[i])
+        if final:
+            keep = np.delete(np.arange(len(ids)), final)
+            return np.array([found[k] for k in keep.tolist()], dtype=np.float64), keep
+        codes = np.array(found, dtype=np.float64)
+        self._last_step_codes = (ids, codes)
+        return codes, None
