@@ -4,8 +4,14 @@ Schema 1 kept each record twice: its main numbers as columns and the whole recor
 (``record_json``). Its rows are read back from that JSON and written again as rows of
 :mod:`.ledger_rows` (the same ``seq`` and ``stored_unix_s``, so order and retention are
 kept), in one transaction: a failure leaves the file as it was. A row whose JSON cannot be
-read, or whose record cannot be stored, is skipped, counted in the log line, never the rest.
-The file keeps the pages the old table used, for SQLite to reuse (``VACUUM`` gives them back).
+read (not UTF-8, not JSON, not an object), or whose record schema 2 cannot store (a value a
+``NOT NULL`` column cannot hold, an integer beyond 64 bits where schema 2 has a column and
+schema 1 had only the JSON), is skipped and counted in the log line, never the rest. Whether
+the table is still schema 1 is read again once the write lock is held (a second process may
+have moved it meanwhile). The write-ahead log, which held the whole move, is truncated after
+it. The file keeps the pages the old table used, for SQLite to reuse (``VACUUM`` gives them
+back). A move takes time in proportion to the rows, during which the sidecar does not answer
+yet, and free disk for the new table and the log.
 """
 
 from __future__ import annotations
@@ -46,18 +52,28 @@ _DEFAULTS: dict[str, Any] = {
     "final": True,
     "fit_quality": "",
 }
-_SKIPPED = (ValueError, TypeError, KeyError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError)
+_SKIPPED = (
+    ValueError,  # not JSON, not UTF-8 (UnicodeDecodeError), a value SQLite refuses
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> int:
     """Move a schema 1 ``requests`` table (it has ``record_json``) to the current schema; the rows
     moved (0 when there is nothing to move). ``conn`` is in autocommit mode."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-    if "record_json" not in columns:
+    if not _schema_1(conn):
         return 0
     started = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not _schema_1(conn):  # another process moved it while this one waited for the lock
+            conn.execute("COMMIT")
+            return 0
         moved, skipped = _move(conn)
         conn.execute(f"DROP TABLE {_OLD}")
         conn.execute("COMMIT")
@@ -65,6 +81,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log held the whole move: give its disk back
     log.warning(
         "ledger %s: moved %d record(s) to schema %d in %.1f s (%d unreadable, skipped)",
         path,
@@ -76,6 +93,10 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     return moved
 
 
+def _schema_1(conn: sqlite3.Connection) -> bool:
+    return "record_json" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+
+
 def _move(conn: sqlite3.Connection) -> tuple[int, int]:
     conn.execute("DROP INDEX IF EXISTS requests_seq")  # the new table's indexes take these names
     conn.execute("DROP INDEX IF EXISTS requests_stored")
@@ -84,11 +105,18 @@ def _move(conn: sqlite3.Connection) -> tuple[int, int]:
         if statement.strip():
             conn.execute(statement)
     moved = skipped = 0
-    for seq, stored_unix_s, text in conn.execute(f"SELECT seq, stored_unix_s, record_json FROM {_OLD}"):
+    rows = conn.execute(f"SELECT seq, stored_unix_s, CAST(record_json AS BLOB) FROM {_OLD}")
+    for seq, stored_unix_s, raw in rows:  # bytes: text that is not UTF-8 fails this row only
         try:
-            rec = json.loads(text)
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise TypeError(f"a record's JSON is an object, not {type(rec).__name__}")
             values = tuple(rec.get(name, _DEFAULTS.get(name)) for name in RECORD_FIELDS)
-            conn.execute(ledger_rows.INSERT, ledger_rows.values_row(values, seq, stored_unix_s))
+            if (
+                conn.execute(ledger_rows.INSERT, ledger_rows.values_row(values, seq, stored_unix_s)).rowcount
+                != 1
+            ):
+                raise sqlite3.IntegrityError("a value a NOT NULL column cannot hold")  # OR IGNORE skipped it
         except _SKIPPED as err:
             skipped += 1
             log.debug("ledger: a schema 1 row (seq %s) was not moved: %s", seq, err)
