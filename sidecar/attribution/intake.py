@@ -40,11 +40,7 @@ class WorkIntake:
             return self._add_step(event)
         if isinstance(event, WorkRows):
             return self._add_rows(event)
-        try:
-            event.check()
-        except WorkEventError as err:
-            self.dropped["invalid"] += 1
-            log.debug("rejected work event: %s", err)
+        if not self._valid(event):
             return False
         if event.request_id in self._finalized:
             self.dropped["after_final"] += 1
@@ -55,13 +51,19 @@ class WorkIntake:
         )
         return True
 
-    def _add_step(self, step: StepBatch) -> bool:
-        """Queue every member of one engine step as one array append (members after final dropped)."""
+    def _valid(self, work: WorkEvent | StepBatch) -> bool:
+        """Whether ``work`` passes its own checks; if not, counted ``invalid`` (and logged at debug)."""
         try:
-            step.check()
+            work.check()
         except WorkEventError as err:
             self.dropped["invalid"] += 1
-            log.debug("rejected step batch: %s", err)
+            log.debug("rejected %s: %s", type(work).__name__, err)
+            return False
+        return True
+
+    def _add_step(self, step: StepBatch) -> bool:
+        """Queue every member of one engine step as one array append (members after final dropped)."""
+        if not self._valid(step):
             return False
         codes, keep = self._step_codes(step.request_ids)
         if keep is not None:
