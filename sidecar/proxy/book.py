@@ -8,11 +8,21 @@ rebuilds each trace from the rows). At each tick :meth:`TraceBook.due` turns wha
 the traces gained into work events and request infos (:mod:`.work`) and forgets
 finished traces. Registration is under a lock (it may come from another thread);
 a trace's chunk list is read as a prefix (one writer appends).
+
+A tick looks only at the traces that changed since the last one (their writer calls
+:meth:`~sidecar.proxy.learn.RequestTrace.changed`, which appends the id to a queue
+any thread may append to) and at those whose prompt estimate falls due (``hold_s``
+after the first token, when the upstream has not said its usage: a heap of those
+times), so a tick's cost does not grow with the idle streams in flight. Traces are
+drained in the order they were registered.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+from collections import deque
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
@@ -27,8 +37,12 @@ class TraceBook:
     def __init__(self, counts: Counts, *, hold_s: float, model: str) -> None:
         self.counts, self.hold_s, self.model = counts, hold_s, model
         self._lock = threading.Lock()
-        self._live: dict[str, TraceCursor] = {}
+        self._live: dict[str, tuple[int, TraceCursor]] = {}  # id -> (registration number, cursor)
+        self._numbers = itertools.count()
         self._seen: set[str] = set()  # ids whose start info was handed on
+        self._changed: deque[str] = deque()  # ids of traces that changed (appended from any thread)
+        self._timers: list[tuple[float, int, str]] = []  # (when the prompt estimate is due, number, id)
+        self._timed: set[str] = set()  # ids with a timer in the heap
 
     def begin(self, trace: RequestTrace) -> str:
         """Register ``trace``; an id already live is replaced by a new one (counted). Its id."""
@@ -36,7 +50,7 @@ class TraceBook:
             if trace.request_id in self._live:
                 self.counts.add("duplicate_request_id")
                 trace.request_id = new_request_id()
-            self._live[trace.request_id] = TraceCursor(trace)
+            self._register(trace)
         return trace.request_id
 
     def add(self, trace: RequestTrace) -> bool:
@@ -44,38 +58,65 @@ class TraceBook:
         with self._lock:
             if trace.request_id in self._live:
                 return False
-            self._live[trace.request_id] = TraceCursor(trace)
+            self._register(trace)
         return True
 
+    def _register(self, trace: RequestTrace) -> None:
+        self._live[trace.request_id] = (next(self._numbers), TraceCursor(trace))
+        trace.notify = self._changed.append
+        self._changed.append(trace.request_id)  # its first info, and what it may hold already
+
     def get(self, request_id: str) -> RequestTrace | None:
-        cursor = self._live.get(request_id)
-        return None if cursor is None else cursor.trace
+        live = self._live.get(request_id)
+        return None if live is None else live[1].trace
 
     def __len__(self) -> int:
         return len(self._live)
 
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
-        """Work the live traces made since the last call; infos at first sight and at the end."""
-        with self._lock:
-            cursors = list(self._live.values())
+        """Work the changed traces made since the last call; infos at first sight and at the end."""
         events: list[WorkEvent] = []
         infos: list[RequestInfo] = []
         finished: list[str] = []
-        for cursor in cursors:
+        for rid, cursor in self._to_visit(now_s):
             trace = cursor.trace
             done = trace.done  # read before draining: events made before it are all in
             if trace.outcome == "upstream_down" or (done and trace.status >= 400 and not trace.chunk_s):
-                finished.append(trace.request_id)  # no work reached an engine
+                finished.append(rid)  # no work reached an engine
                 continue
             events.extend(cursor.drain(now_s, self.hold_s))
-            rid = trace.request_id
             if done or rid not in self._seen:
                 infos.append(request_info(cursor, self.model))
                 self._seen.add(rid)
             if done:
                 finished.append(rid)
+            else:
+                self._time_prompt(rid, cursor)
         with self._lock:
             for rid in finished:
                 self._live.pop(rid, None)
                 self._seen.discard(rid)
         return events, infos
+
+    def _to_visit(self, now_s: float) -> list[tuple[str, TraceCursor]]:
+        """The live traces that changed, or whose prompt estimate is due, in registration order."""
+        changed, ids = self._changed, set()
+        for _ in range(len(changed)):  # what was appended by now; later appends wait for the next tick
+            ids.add(changed.popleft())
+        timers = self._timers
+        while timers and timers[0][0] <= now_s:
+            rid = heapq.heappop(timers)[2]
+            self._timed.discard(rid)
+            ids.add(rid)
+        with self._lock:
+            live = [(self._live[rid], rid) for rid in ids if rid in self._live]
+        live.sort(key=lambda entry: entry[0][0])
+        return [(rid, cursor) for (_, cursor), rid in live]
+
+    def _time_prompt(self, rid: str, cursor: TraceCursor) -> None:
+        """A stream that has its first token but no prompt count yet is looked at again when the count
+        is estimated (``hold_s`` after that token), whether or not it changes by then."""
+        first_s = cursor.trace.first_token_s
+        if cursor.prompt_tokens is None and first_s is not None and rid not in self._timed:
+            heapq.heappush(self._timers, (first_s + self.hold_s, next(self._numbers), rid))
+            self._timed.add(rid)

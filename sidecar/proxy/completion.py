@@ -94,6 +94,7 @@ async def completion(ctx: ProxyContext, request: web.BaseRequest, body: bytes) -
         ctx.in_flight -= 1
         trace.end_s = ctx.clock()
         trace.done = True
+        trace.changed()
 
 
 async def _answer(

@@ -21,6 +21,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,13 +169,19 @@ def usage_tokens(usage: object, rejections: Counts) -> tuple[int, int] | None:
     return out[0], out[1]
 
 
+def _unheard(request_id: str) -> None:
+    """A trace no book holds yet: nobody to tell."""
+
+
 @dataclass(slots=True)
 class RequestTrace:
     """One proxied completion: filled in by the forwarder, read by the tap.
 
     Times are the sidecar's monotonic seconds. ``chunk_s`` grows by append only
     (one writer), so the tap can read a prefix without a lock; the fields set at
-    the end (``usage``, ``end_s``) are set before ``done`` is.
+    the end (``usage``, ``end_s``) are set before ``done`` is. The writer calls
+    :meth:`changed` after it adds chunks, usage or the end: the book that holds the
+    trace (:class:`~sidecar.proxy.book.TraceBook`) looks only at traces that changed.
     """
 
     request_id: str
@@ -196,6 +203,11 @@ class RequestTrace:
     outcome: str = "ok"  # ok, error, disconnected, upstream_down, upstream_broken
     end_s: float | None = None
     done: bool = False
+    notify: Callable[[str], None] = field(default=_unheard, compare=False, repr=False)  # set by its book
+
+    def changed(self) -> None:
+        """Tell the book this trace has something new (chunks, usage, its end): any thread."""
+        self.notify(self.request_id)
 
     @property
     def first_token_s(self) -> float | None:

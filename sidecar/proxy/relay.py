@@ -129,6 +129,7 @@ class StreamRelay:
         trace.shared_s += max(now - self._last_s, 0.0) * share
         trace.shared_steps += share
         trace.chunk_s.append(now)
+        trace.changed()
         self._last_s = now
 
     def _usage(self, doc: dict[str, Any], usage: object, data: bytes, strict: bool) -> bytes:
@@ -137,6 +138,7 @@ class StreamRelay:
         tokens = usage_tokens(usage, self.counts)
         if tokens is not None:
             self.trace.usage = tokens
+            self.trace.changed()
         if self.strip_usage and not doc.get("choices"):
             return b""  # the usage-only chunk the client did not ask for
         energy = self.energy(self.trace)

@@ -207,12 +207,14 @@ class ProxyWireReceiver(UdpEndpoint):
         if row.first > have:
             self.counts["chunks_missing"] += row.first - have
         trace.chunk_s.extend(times)
+        trace.changed()
         self._chunks_held += len(times)
 
     def _usage(self, row: Usage, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
         if trace is not None:
             trace.usage = (row.prompt_tokens, row.output_tokens)
+            trace.changed()
 
     def _end(self, row: End, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
@@ -225,6 +227,7 @@ class ProxyWireReceiver(UdpEndpoint):
         trace.outcome, trace.status, trace.response_model = row.outcome, row.status, row.response_model
         trace.end_s = end_s
         trace.done = True  # last: the book reads the fields above once it sees this
+        trace.changed()
         self._heard.pop(row.request_id, None)
         self._chunks_held -= len(trace.chunk_s)
         self.counts["ended"] += 1
@@ -238,6 +241,7 @@ class ProxyWireReceiver(UdpEndpoint):
             last_s = trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s
             trace.end_s = max(last_s, min(heard_s, arrived_s))  # not after its datagram came
             trace.done = True
+            trace.changed()
             self._chunks_held -= len(trace.chunk_s)
         self.counts[why] += 1
 

@@ -1,0 +1,90 @@
+"""CPU per tick of the proxy's trace book with 0 / 10k / 50k idle streams in flight.
+
+An idle stream is a proxied completion that has its first token and then nothing (a slow
+client, a long generation between chunks, a stalled upstream): it is live until it ends.
+A busy set of 64 streams gains a token each per tick and 4 of them end per tick, replaced
+by new ones. The timed path is the sidecar's tick of the proxy tap
+(:meth:`sidecar.proxy.book.TraceBook.due`, 100 ms apart), what the in-process proxy and
+the proxy process's receiver both run.
+
+Baseline in the same run: the same book visiting every live trace on every tick (the
+book before 2026-12-01). Ends with one line ``proxy idle 50000 tick ms N (baseline M)``.
+
+    .venv/bin/python benchmarks/proxy_idle.py [--ticks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from sidecar.proxy.book import TraceBook
+from sidecar.proxy.learn import Counts, RequestTrace
+from sidecar.proxy.work import TraceCursor
+
+TICK_S = 0.1
+BUSY = 64
+
+
+class SweepBook(TraceBook):
+    """Every live trace looked at on every tick (the baseline)."""
+
+    def _to_visit(self, now_s: float) -> list[tuple[str, TraceCursor]]:
+        super()._to_visit(now_s)  # empties the queue of changes, as the book would
+        with self._lock:
+            return [(rid, cursor) for rid, (_, cursor) in self._live.items()]
+
+
+def _stream(rid: str, t_s: float) -> RequestTrace:
+    return RequestTrace(rid, t_s, "/v1/chat/completions", "m", True, chunk_s=[t_s + 0.05], usage=(50, 100))
+
+
+def run(cls: type[TraceBook], n_idle: int, n_ticks: int) -> tuple[float, int]:
+    """CPU seconds per tick (median) and work events made, for ``n_idle`` idle streams."""
+    book = cls(Counts(), hold_s=1.0, model="m")
+    for k in range(n_idle):
+        book.add(_stream(f"idle{k}", 0.0))
+    busy = [_stream(f"r{k}", 0.0) for k in range(BUSY)]
+    for trace in busy:
+        book.add(trace)
+    book.due(0.1)  # every stream's first info and prefill
+    costs: list[float] = []
+    events, made = 0, BUSY
+    for tick in range(1, n_ticks + 1):
+        now_s = 0.1 + tick * TICK_S
+        for trace in busy:
+            trace.chunk_s.append(now_s - 0.01)
+            trace.changed()
+        for trace in busy[:4]:
+            trace.end_s, trace.done = now_s - 0.005, True
+            trace.changed()
+        busy = busy[4:] + [_stream(f"r{made + k}", now_s - 0.05) for k in range(4)]
+        for trace in busy[-4:]:
+            book.add(trace)
+        made += 4
+        start = time.process_time()
+        events += len(book.due(now_s)[0])
+        costs.append(time.process_time() - start)
+    return float(np.median(costs)), events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=200)
+    args = parser.parse_args()
+    print(f"{args.ticks} ticks of {TICK_S * 1000:.0f} ms, {BUSY} streams gaining a token each, 4 ending")
+    print(f"{'idle streams':>13} {'baseline ms/tick':>17} {'now ms/tick':>12} {'work events':>17}")
+    line = ""
+    for n_idle in (0, 10_000, 50_000):
+        base_s, base_events = run(SweepBook, n_idle, args.ticks)
+        now_s, now_events = run(TraceBook, n_idle, args.ticks)
+        agree = "same" if base_events == now_events else f"{base_events} vs {now_events}"
+        print(f"{n_idle:>13,} {base_s * 1e3:>17.3f} {now_s * 1e3:>12.3f} {agree:>17}")
+        line = f"proxy idle {n_idle} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
