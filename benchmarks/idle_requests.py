@@ -20,6 +20,7 @@ import math
 import time
 
 import numpy as np
+from side_by_side import side_by_side
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
@@ -96,15 +97,15 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=300)
     args = parser.parse_args()
     print(f"{args.ticks} ticks of {TICK_S * 1000:.0f} ms, a batch of {BATCH} working, 4 finishing per tick")
-    print(f"{'idle requests':>14} {'baseline ms/tick':>17} {'now ms/tick':>12} {'finalized (both)':>17}")
-    line = ""
-    for n_idle in (0, 10_000, 20_000):
-        base_s, base_done = run(ScanAttributor, n_idle, args.ticks)
-        now_s, now_done = run(Attributor, n_idle, args.ticks)
-        agree = "same" if base_done == now_done else f"{base_done} vs {now_done}"
-        print(f"{n_idle:>14,} {base_s * 1e3:>17.3f} {now_s * 1e3:>12.3f} {agree:>17}")
-        line = f"idle {n_idle} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})"
-    print(line)
+    sizes = (0, 10_000, 20_000)
+    now_s, base_s = side_by_side(
+        sizes,
+        lambda n: run(ScanAttributor, n, args.ticks),
+        lambda n: run(Attributor, n, args.ticks),
+        "idle requests",
+        "finalized (both)",
+    )
+    print(f"idle {sizes[-1]} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})")
 
 
 if __name__ == "__main__":

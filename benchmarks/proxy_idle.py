@@ -19,6 +19,7 @@ import argparse
 import time
 
 import numpy as np
+from side_by_side import side_by_side
 
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace
@@ -75,15 +76,15 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=200)
     args = parser.parse_args()
     print(f"{args.ticks} ticks of {TICK_S * 1000:.0f} ms, {BUSY} streams gaining a token each, 4 ending")
-    print(f"{'idle streams':>13} {'baseline ms/tick':>17} {'now ms/tick':>12} {'work events':>17}")
-    line = ""
-    for n_idle in (0, 10_000, 50_000):
-        base_s, base_events = run(SweepBook, n_idle, args.ticks)
-        now_s, now_events = run(TraceBook, n_idle, args.ticks)
-        agree = "same" if base_events == now_events else f"{base_events} vs {now_events}"
-        print(f"{n_idle:>13,} {base_s * 1e3:>17.3f} {now_s * 1e3:>12.3f} {agree:>17}")
-        line = f"proxy idle {n_idle} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})"
-    print(line)
+    sizes = (0, 10_000, 50_000)
+    now_s, base_s = side_by_side(
+        sizes,
+        lambda n: run(SweepBook, n, args.ticks),
+        lambda n: run(TraceBook, n, args.ticks),
+        "idle streams",
+        "work events",
+    )
+    print(f"proxy idle {sizes[-1]} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})")
 
 
 if __name__ == "__main__":
