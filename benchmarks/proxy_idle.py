@@ -7,8 +7,8 @@ by new ones. The timed path is the sidecar's tick of the proxy tap
 (:meth:`sidecar.proxy.book.TraceBook.due`, 100 ms apart), what the in-process proxy and
 the proxy process's receiver both run.
 
-Baseline in the same run: the same book visiting every live trace on every tick (the
-book before 2026-12-01). Ends with one line ``proxy idle 50000 tick ms N (baseline M)``.
+Baseline in the same run: the book's ``due`` before 2026-12-01, copied as it was: every
+live trace visited on every tick. Ends with one line ``proxy idle 50000 tick ms N (baseline M)``.
 
     .venv/bin/python benchmarks/proxy_idle.py [--ticks 200]
 """
@@ -21,21 +21,44 @@ import time
 import numpy as np
 from side_by_side import side_by_side
 
+from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace
-from sidecar.proxy.work import TraceCursor
+from sidecar.proxy.work import request_info
 
 TICK_S = 0.1
 BUSY = 64
 
 
 class SweepBook(TraceBook):
-    """Every live trace looked at on every tick (the baseline)."""
+    """Every live trace looked at on every tick: the book's ``due`` before 2026-12-01, as it was
+    (over this book's table of (registration number, cursor)), the baseline."""
 
-    def _to_visit(self, now_s: float) -> list[tuple[str, TraceCursor]]:
-        super()._to_visit(now_s)  # empties the queue of changes, as the book would
+    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
         with self._lock:
-            return [(rid, cursor) for rid, (_, cursor) in self._live.items()]
+            cursors = [cursor for _, cursor in self._live.values()]
+        self._changed.clear()  # the writers' notes: this book does not read them
+        events: list[WorkEvent] = []
+        infos: list[RequestInfo] = []
+        finished: list[str] = []
+        for cursor in cursors:
+            trace = cursor.trace
+            done = trace.done  # read before draining: events made before it are all in
+            if trace.outcome == "upstream_down" or (done and trace.status >= 400 and not trace.chunk_s):
+                finished.append(trace.request_id)  # no work reached an engine
+                continue
+            events.extend(cursor.drain(now_s, self.hold_s))
+            rid = trace.request_id
+            if done or rid not in self._seen:
+                infos.append(request_info(cursor, self.model))
+                self._seen.add(rid)
+            if done:
+                finished.append(rid)
+        with self._lock:
+            for rid in finished:
+                self._live.pop(rid, None)
+                self._seen.discard(rid)
+        return events, infos
 
 
 def _stream(rid: str, t_s: float) -> RequestTrace:

@@ -14,7 +14,10 @@ A tick looks only at the traces that changed since the last one (their writer ca
 any thread may append to) and at those whose prompt estimate falls due (``hold_s``
 after the first token, when the upstream has not said its usage: a heap of those
 times), so a tick's cost does not grow with the idle streams in flight. Traces are
-drained in the order they were registered.
+drained in the order they were registered. A tick that fails part way gives the traces it
+had not handled back to the next one (a bug in one pass loses no trace, as when every trace
+was looked at each tick); a finished trace's timer is dropped when it comes due, and the heap
+is rebuilt from the live ones once it holds more dead entries than live.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ class TraceBook:
         self._numbers = itertools.count()
         self._seen: set[str] = set()  # ids whose start info was handed on
         self._changed: deque[str] = deque()  # ids of traces that changed (appended from any thread)
-        self._timers: list[tuple[float, int, str]] = []  # (when the prompt estimate is due, number, id)
-        self._timed: set[str] = set()  # ids with a timer in the heap
+        # (when a prompt estimate is due, the trace's registration number, its id); a stale one is skipped
+        self._timers: list[tuple[float, int, str]] = []
+        self._timed: set[str] = set()  # ids of live traces with a timer in the heap
 
     def begin(self, trace: RequestTrace) -> str:
         """Register ``trace``; an id already live is replaced by a new one (counted). Its id."""
@@ -78,7 +82,28 @@ class TraceBook:
         events: list[WorkEvent] = []
         infos: list[RequestInfo] = []
         finished: list[str] = []
-        for rid, cursor in self._to_visit(now_s):
+        visit = self._to_visit(now_s)
+        try:
+            self._visit(visit, now_s, events, infos, finished)
+        except BaseException:  # looked at again next tick (the finished ones too: still live), none lost
+            self._changed.extend(rid for rid, _ in visit)
+            raise
+        with self._lock:
+            for rid in finished:
+                self._live.pop(rid, None)
+                self._seen.discard(rid)
+                self._timed.discard(rid)
+        return events, infos
+
+    def _visit(
+        self,
+        visit: list[tuple[str, TraceCursor]],
+        now_s: float,
+        events: list[WorkEvent],
+        infos: list[RequestInfo],
+        finished: list[str],
+    ) -> None:
+        for rid, cursor in visit:
             trace = cursor.trace
             done = trace.done  # read before draining: events made before it are all in
             if trace.outcome == "upstream_down" or (done and trace.status >= 400 and not trace.chunk_s):
@@ -92,11 +117,6 @@ class TraceBook:
                 finished.append(rid)
             else:
                 self._time_prompt(rid, cursor)
-        with self._lock:
-            for rid in finished:
-                self._live.pop(rid, None)
-                self._seen.discard(rid)
-        return events, infos
 
     def _to_visit(self, now_s: float) -> list[tuple[str, TraceCursor]]:
         """The live traces that changed, or whose prompt estimate is due, in registration order."""
@@ -104,11 +124,15 @@ class TraceBook:
         for _ in range(len(changed)):  # what was appended by now; later appends wait for the next tick
             ids.add(changed.popleft())
         timers = self._timers
-        while timers and timers[0][0] <= now_s:
-            rid = heapq.heappop(timers)[2]
-            self._timed.discard(rid)
-            ids.add(rid)
         with self._lock:
+            while timers and timers[0][0] <= now_s:
+                _, number, rid = heapq.heappop(timers)
+                if self._live.get(rid, (-1,))[0] == number:  # not a finished trace's, nor an old id's
+                    self._timed.discard(rid)
+                    ids.add(rid)
+            if len(timers) > 2 * len(self._timed) + 1024:  # mostly finished traces' timers: rebuild
+                self._timers = [t for t in timers if self._live.get(t[2], (-1,))[0] == t[1]]
+                heapq.heapify(self._timers)
             live = [(self._live[rid], rid) for rid in ids if rid in self._live]
         live.sort(key=lambda entry: entry[0][0])
         return [(rid, cursor) for (_, cursor), rid in live]
@@ -118,5 +142,7 @@ class TraceBook:
         is estimated (``hold_s`` after that token), whether or not it changes by then."""
         first_s = cursor.trace.first_token_s
         if cursor.prompt_tokens is None and first_s is not None and rid not in self._timed:
-            heapq.heappush(self._timers, (first_s + self.hold_s, next(self._numbers), rid))
+            with self._lock:
+                number = self._live[rid][0]
+            heapq.heappush(self._timers, (first_s + self.hold_s, number, rid))
             self._timed.add(rid)

@@ -28,8 +28,10 @@ class FakePipeline:
         self.batches: list[list[str]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.started = threading.Event()  # a batch is in the pipeline (held there while the gate is shut)
 
     def __call__(self, batch: Batch) -> list[Any]:
+        self.started.set()
         self.gate.wait(5)
         self.batches.append([j.request_id for j in batch.jobs])
         if any(j.spec.prompt == "boom" for j in batch.jobs):
@@ -102,7 +104,10 @@ async def test_a_job_cancelled_while_queued_never_runs_and_one_running_finishes_
     pipe.gate.clear()
     first, second = job("first", spec()), job("second", spec(n=4))
     batcher.submit(first)
-    await asyncio.sleep(0.2)  # first is running (held), second queues behind it
+    for _ in range(500):  # until first is running (held), so second queues behind it
+        if pipe.started.is_set():
+            break
+        await asyncio.sleep(0.01)
     batcher.submit(second)
     assert batcher.cancel(second) is True
     assert batcher.cancel(first) is False
