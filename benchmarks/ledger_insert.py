@@ -69,11 +69,13 @@ HASHED_SCHEMA = (
     .replace("dicts_json TEXT NOT NULL", "dicts_json TEXT NOT NULL, id_hash INTEGER NOT NULL")
     .replace("ON requests (seq)", "ON requests (id_hash)")
 )
-_MARKS = ",".join("?" * (len(ledger_rows.COLUMNS.split(",")) + 1))
-HASHED_INSERT = f"INSERT INTO requests ({ledger_rows.COLUMNS}, id_hash) VALUES ({_MARKS})"
+_N = len(ledger_rows.COLUMNS.split(","))
+HASHED_INSERT = f"INSERT INTO requests ({ledger_rows.COLUMNS}, id_hash) VALUES ({','.join('?' * (_N + 1))})"
 # schema 1 (before 2026-12-01): the main numbers as columns and the whole record as JSON too
 SCHEMA_1 = ledger_migrate.SCHEMA_1 + ledger_rows.SCHEMA  # the requests table exists: its state table
 INSERT_1 = f"INSERT OR IGNORE INTO requests VALUES ({','.join('?' * 18)})"
+# the ledger's rows appended where no index can refuse them (the floor table: no key to conflict on)
+APPEND = f"INSERT INTO requests ({ledger_rows.COLUMNS}) VALUES ({','.join('?' * _N)})"
 
 
 def batch_of(n: int) -> RecordBatch:
@@ -191,7 +193,7 @@ def main() -> None:
             tmp / "before.db", savepoint=True, checkpoint_pages=1000, by_id=False, schema_1=True
         )
         floor = RawTable(
-            tmp / "floor.db", no_index_schema(), ledger_rows.INSERT, hashed=False, retain=False, by_key=False
+            tmp / "floor.db", no_index_schema(), APPEND, hashed=False, retain=False, by_key=False
         )
         puts: dict[str, Callable[[RecordBatch], object]] = {
             LEDGER: ledger.put_many,

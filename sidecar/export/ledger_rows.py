@@ -74,7 +74,11 @@ COLUMNS = (
     "rule, energy_source, start_s, end_s, energy_low_j, energy_high_j, fit_quality, dicts_json"
 )
 _N = len(COLUMNS.split(","))
-INSERT = f"INSERT OR IGNORE INTO requests ({COLUMNS}) VALUES ({', '.join('?' * _N)})"
+# a stored id is left as it is (no row changed: the caller tells by the row count); not "OR IGNORE",
+# which also skips, without a word, a row with NULL in a NOT NULL column (a NaN): that one raises
+INSERT = (
+    f"INSERT INTO requests ({COLUMNS}) VALUES ({', '.join('?' * _N)}) ON CONFLICT (request_id) DO NOTHING"
+)
 UPDATE = (
     "UPDATE requests SET "
     + ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])

@@ -100,7 +100,7 @@ class LedgerWrites:
             cur.executemany(ledger_rows.INSERT, rows)
         except RECORD_ERRORS:
             return None
-        if cur.rowcount != len(rows):  # INSERT OR IGNORE skipped a stored id
+        if cur.rowcount != len(rows):  # a stored id: its row was left as it is
             return None
         self._seq += len(rows)
         self._rows += len(rows)
@@ -114,10 +114,7 @@ class LedgerWrites:
             try:
                 row = ledger_rows.values_row(rec, self._seq + 1, now)
                 cur.execute(ledger_rows.INSERT, row)
-                inserted = cur.rowcount == 1
-                if not inserted and not self._stored(cur, rec[REQUEST_ID]):
-                    # INSERT OR IGNORE skips a row with NULL in a NOT NULL column (a NaN) silently too
-                    raise sqlite3.IntegrityError("a value a NOT NULL column cannot hold (NaN)")
+                inserted = cur.rowcount == 1  # else the id is stored (a NaN in a NOT NULL column raises)
                 if not inserted and rec[ATTRIBUTES].get("energy_unknown") == "true":
                     self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
                     continue
@@ -131,12 +128,6 @@ class LedgerWrites:
             self._rows += inserted
             written += 1
         return written
-
-    @staticmethod
-    def _stored(cur: sqlite3.Cursor, request_id: object) -> bool:
-        return (
-            cur.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)).fetchone() is not None
-        )
 
     def _retain(self, cur: sqlite3.Cursor, now: float) -> None:
         self._retained_at = now

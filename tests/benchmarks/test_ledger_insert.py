@@ -20,7 +20,7 @@ def test_each_table_holds_every_record_and_has_the_indexes_its_row_names(tmp_pat
         tmp_path / "h.db", bench.HASHED_SCHEMA, bench.HASHED_INSERT, hashed=True, retain=True
     )
     floor = bench.RawTable(
-        tmp_path / "f.db", bench.no_index_schema(), bench.ledger_rows.INSERT, hashed=False, retain=False
+        tmp_path / "f.db", bench.no_index_schema(), bench.APPEND, hashed=False, retain=False
     )
     for table in (hashed, floor):
         table.put(batch.values)
