@@ -167,7 +167,7 @@ def test_a_move_that_fails_leaves_the_schema_1_file_as_it_was(tmp_path: Path) ->
 
 
 def test_a_schema_1_row_that_cannot_be_read_or_stored_is_skipped_and_the_rest_are_moved(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "old.db"
     _schema_1_file(path, [make_record(request_id=f"r{i}") for i in range(6)], stored_unix_s=1_000.0)
@@ -178,6 +178,7 @@ def test_a_schema_1_row_that_cannot_be_read_or_stored_is_skipped_and_the_rest_ar
     with Ledger(path) as led:  # not UTF-8, not an object, NULL where schema 2 has NOT NULL
         assert led.count() == 2 and [r["request_id"] for r in led.recent(10)] == ["r5", "r0"]
         assert led.get("r5") == make_record(request_id="r5").to_json()
+    assert "moved 2 record(s)" in caplog.text and "(4 unreadable, skipped)" in caplog.text
 
 
 def test_the_write_ahead_log_of_a_move_is_given_back(tmp_path: Path) -> None:
