@@ -106,11 +106,18 @@ def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
     )
     per_unit = per_unit_j(values)
     dicts = {"phase_j": phase_j, "component_j": component_j, "attributes": attributes}
-    # x != x: NaN only (None == None); SQLite would make a NaN NULL, the JSON keeps it
-    if end_unix_s != end_unix_s or start_s != start_s or end_s != end_s or low != low or high != high:
-        dicts["floats"] = _nan_floats(end_unix_s, start_s, end_s, low, high, per_unit)
-    elif per_unit != per_unit:
-        dicts["floats"] = {"joules_per_output_unit": per_unit}
+    # x != x: NaN only (None == None); SQLite would make a NaN NULL, the JSON keeps it. Each checked
+    # in turn, nothing made unless one is NaN: this runs for every record stored.
+    if (
+        end_unix_s != end_unix_s
+        or start_s != start_s
+        or end_s != end_s
+        or low != low
+        or high != high
+        or per_unit != per_unit
+    ):
+        nullable = (end_unix_s, start_s, end_s, low, high, per_unit)  # in _NULLABLE order
+        dicts["floats"] = {name: x for name, x in zip(_NULLABLE, nullable, strict=True) if x != x}
     return (
         rid,
         seq,
@@ -136,10 +143,6 @@ def values_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
         quality,
         json_text(dicts),
     )
-
-
-def _nan_floats(*values: Any) -> dict[str, Any]:
-    return {name: x for name, x in zip(_NULLABLE, values, strict=True) if x != x}
 
 
 def record(row: tuple[Any, ...]) -> dict[str, Any]:
