@@ -24,6 +24,7 @@ from typing import Any
 
 from sidecar.attribution.records import RECORD_FIELDS
 from sidecar.export import ledger_rows
+from sidecar.export.ledger_write import RECORD_ERRORS, transaction
 
 __all__ = ["SCHEMA_1", "migrate"]
 
@@ -52,15 +53,6 @@ _DEFAULTS: dict[str, Any] = {
     "final": True,
     "fit_quality": "",
 }
-_SKIPPED = (
-    ValueError,  # not JSON, not UTF-8 (UnicodeDecodeError), a value SQLite refuses
-    TypeError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    sqlite3.DataError,
-    sqlite3.IntegrityError,
-)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> int:
@@ -69,18 +61,11 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     if not _schema_1(conn):
         return 0
     started = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if not _schema_1(conn):  # another process moved it while this one waited for the lock
-            conn.execute("COMMIT")
             return 0
         moved, skipped = _move(conn)
         conn.execute(f"DROP TABLE {_OLD}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log held the whole move: give its disk back
     log.warning(
         "ledger %s: moved %d record(s) to schema %d in %.1f s (%d unreadable, skipped)",
@@ -113,7 +98,7 @@ def _move(conn: sqlite3.Connection) -> tuple[int, int]:
                 raise TypeError(f"a record's JSON is an object, not {type(rec).__name__}")
             values = tuple(rec.get(name, _DEFAULTS.get(name)) for name in RECORD_FIELDS)
             conn.execute(ledger_rows.INSERT, ledger_rows.values_row(values, seq, stored_unix_s))
-        except _SKIPPED as err:
+        except RECORD_ERRORS as err:  # and not JSON or not UTF-8 (ValueError), not an object (TypeError)
             skipped += 1
             log.debug("ledger: a schema 1 row (seq %s) was not moved: %s", seq, err)
             continue

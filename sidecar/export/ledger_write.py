@@ -22,13 +22,28 @@ from operator import itemgetter
 from sidecar.attribution.record_batch import ATTRIBUTES, REQUEST_ID, Values
 from sidecar.export import ledger_rows
 
-__all__ = ["RECORD_ERRORS", "LedgerWrites"]
+__all__ = ["RECORD_ERRORS", "LedgerWrites", "transaction"]
 
 log = logging.getLogger(__name__)
 
 # What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 _BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
+    """``BEGIN IMMEDIATE`` .. ``COMMIT`` on a connection in autocommit mode; on any failure rolled
+    back (what the statements did goes with it) and raised."""
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            cur.execute("ROLLBACK")
+        raise
 
 
 class LedgerWrites:
@@ -45,16 +60,12 @@ class LedgerWrites:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """``BEGIN IMMEDIATE`` .. ``COMMIT``; on any failure rolled back, and the row count and last
-        ``seq`` read again (what the failed statements had counted went with them)."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        """:func:`transaction` on the ledger's file; on a failure the row count and last ``seq`` are
+        read again (what the failed statements had counted went with them)."""
         try:
-            yield cur
-            cur.execute("COMMIT")
+            with transaction(self._conn) as cur:
+                yield cur
         except BaseException:
-            if self._conn.in_transaction:
-                cur.execute("ROLLBACK")
             self._recount()
             raise
 
