@@ -26,6 +26,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
+from operator import itemgetter
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
@@ -86,7 +87,7 @@ class TraceBook:
         try:
             self._visit(visit, now_s, events, infos, finished)
         except BaseException:  # looked at again next tick (the finished ones too: still live), none lost
-            self._changed.extend(rid for rid, _ in visit)
+            self._changed.extend(rid for _, _, rid in visit)
             raise
         with self._lock:
             for rid in finished:
@@ -97,13 +98,13 @@ class TraceBook:
 
     def _visit(
         self,
-        visit: list[tuple[str, TraceCursor]],
+        visit: list[tuple[int, TraceCursor, str]],
         now_s: float,
         events: list[WorkEvent],
         infos: list[RequestInfo],
         finished: list[str],
     ) -> None:
-        for rid, cursor in visit:
+        for number, cursor, rid in visit:
             trace = cursor.trace
             done = trace.done  # read before draining: events made before it are all in
             if trace.outcome == "upstream_down" or (done and trace.status >= 400 and not trace.chunk_s):
@@ -116,10 +117,11 @@ class TraceBook:
             if done:
                 finished.append(rid)
             else:
-                self._time_prompt(rid, cursor)
+                self._time_prompt(number, cursor, rid)
 
-    def _to_visit(self, now_s: float) -> list[tuple[str, TraceCursor]]:
-        """The live traces that changed, or whose prompt estimate is due, in registration order."""
+    def _to_visit(self, now_s: float) -> list[tuple[int, TraceCursor, str]]:
+        """The live traces that changed, or whose prompt estimate is due, in registration order:
+        (registration number, cursor, id) each."""
         changed, ids = self._changed, set()
         for _ in range(len(changed)):  # what was appended by now; later appends wait for the next tick
             ids.add(changed.popleft())
@@ -133,16 +135,14 @@ class TraceBook:
             if len(timers) > 2 * len(self._timed) + 1024:  # mostly finished traces' timers: rebuild
                 self._timers = [t for t in timers if self._live.get(t[2], (-1,))[0] == t[1]]
                 heapq.heapify(self._timers)
-            live = [(self._live[rid], rid) for rid in ids if rid in self._live]
-        live.sort(key=lambda entry: entry[0][0])
-        return [(rid, cursor) for (_, cursor), rid in live]
+            live = [(*self._live[rid], rid) for rid in ids if rid in self._live]
+        live.sort(key=itemgetter(0))
+        return live
 
-    def _time_prompt(self, rid: str, cursor: TraceCursor) -> None:
+    def _time_prompt(self, number: int, cursor: TraceCursor, rid: str) -> None:
         """A stream that has its first token but no prompt count yet is looked at again when the count
         is estimated (``hold_s`` after that token), whether or not it changes by then."""
         first_s = cursor.trace.first_token_s
         if cursor.prompt_tokens is None and first_s is not None and rid not in self._timed:
-            with self._lock:
-                number = self._live[rid][0]
             heapq.heappush(self._timers, (first_s + self.hold_s, number, rid))
             self._timed.add(rid)
