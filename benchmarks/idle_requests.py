@@ -15,12 +15,11 @@ previous version (a scan of every live request each tick). Ends with one line
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
 import numpy as np
-from side_by_side import side_by_side
+from side_by_side import tick_benchmark
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
@@ -93,19 +92,15 @@ def run(cls: type[Attributor], n_idle: int, n_ticks: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ticks", type=int, default=300)
-    args = parser.parse_args()
-    print(f"{args.ticks} ticks of {TICK_S * 1000:.0f} ms, a batch of {BATCH} working, 4 finishing per tick")
-    sizes = (0, 10_000, 20_000)
-    now_s, base_s = side_by_side(
-        sizes,
-        lambda n: run(ScanAttributor, n, args.ticks),
-        lambda n: run(Attributor, n, args.ticks),
-        "idle requests",
-        "finalized (both)",
+    tick_benchmark(
+        __doc__,
+        300,
+        run,
+        (ScanAttributor, Attributor),
+        (0, 10_000, 20_000),
+        ("idle requests", "finalized (both)", "idle"),
+        f"{TICK_S * 1000:.0f} ms, a batch of {BATCH} working, 4 finishing per tick",
     )
-    print(f"idle {sizes[-1]} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})")
 
 
 if __name__ == "__main__":

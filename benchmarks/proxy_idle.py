@@ -15,11 +15,10 @@ live trace visited on every tick. Ends with one line ``proxy idle 50000 tick ms 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
-from side_by_side import side_by_side
+from side_by_side import tick_benchmark
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.proxy.book import TraceBook
@@ -95,19 +94,15 @@ def run(cls: type[TraceBook], n_idle: int, n_ticks: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ticks", type=int, default=200)
-    args = parser.parse_args()
-    print(f"{args.ticks} ticks of {TICK_S * 1000:.0f} ms, {BUSY} streams gaining a token each, 4 ending")
-    sizes = (0, 10_000, 50_000)
-    now_s, base_s = side_by_side(
-        sizes,
-        lambda n: run(SweepBook, n, args.ticks),
-        lambda n: run(TraceBook, n, args.ticks),
-        "idle streams",
-        "work events",
+    tick_benchmark(
+        __doc__,
+        200,
+        run,
+        (SweepBook, TraceBook),
+        (0, 10_000, 50_000),
+        ("idle streams", "work events", "proxy idle"),
+        f"{TICK_S * 1000:.0f} ms, {BUSY} streams gaining a token each, 4 ending",
     )
-    print(f"proxy idle {sizes[-1]} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})")
 
 
 if __name__ == "__main__":

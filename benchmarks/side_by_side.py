@@ -1,9 +1,17 @@
-"""A table of CPU per tick, the code now beside a baseline in the same run, for a few sizes."""
+"""A table of CPU per tick, the code now beside a baseline in the same run, for a few sizes.
+
+:func:`tick_benchmark` is the whole ``main`` of such a benchmark (``idle_requests.py``,
+``proxy_idle.py``): its ``--ticks``, the table, and the last line ``LABEL SIZE tick ms N
+(baseline M)`` for the largest size.
+"""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+_Kind = TypeVar("_Kind")
 Run = Callable[[int], tuple[float, int]]  # size -> (CPU s per tick, what it made: must agree)
 
 
@@ -20,3 +28,27 @@ def side_by_side(
         agree = "same" if base_made == now_made else f"{base_made} vs {now_made}"
         print(f"{n:>14,} {base_s * 1e3:>17.3f} {now_s * 1e3:>12.3f} {agree:>17}")
     return now_s, base_s
+
+
+def tick_benchmark(
+    doc: str,
+    default_ticks: int,
+    run: Callable[[_Kind, int, int], tuple[float, int]],
+    kinds: tuple[_Kind, _Kind],
+    sizes: Sequence[int],
+    names: tuple[str, str, str],
+    setting: str,
+) -> None:
+    """Parse ``--ticks``, say the ``setting`` (what each tick does), print the table of ``run(kind,
+    size, ticks)`` for the (baseline, now) ``kinds``, then the last line; ``names``: the sizes', what
+    the runs made, and the last line's label."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=default_ticks)
+    ticks = parser.parse_args().ticks
+    print(f"{ticks} ticks of {setting}")
+    baseline, now = kinds
+    size_name, made_name, label = names
+    now_s, base_s = side_by_side(
+        sizes, lambda n: run(baseline, n, ticks), lambda n: run(now, n, ticks), size_name, made_name
+    )
+    print(f"{label} {sizes[-1]} tick ms {now_s * 1e3:.3f} (baseline {base_s * 1e3:.3f})")
