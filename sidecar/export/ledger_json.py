@@ -9,8 +9,7 @@ the types a record holds (str, int, float, bool, None, dicts with str keys); it 
 what it does with the rest, so those go to ``json.dumps``'s own encoder, made once:
 
 - a non-finite float: orjson writes ``null``, json ``NaN``/``Infinity`` (read back as such);
-  only a text with more ``null`` in it than the caller says it holds ``None`` is searched
-  for one;
+  only a text with ``null`` in it (a record's dicts hold no ``None``) is searched for one;
 - what orjson refuses (an int beyond 64 bits, a float subclass such as ``numpy.float64``, a
   non-str key, a lone surrogate, a value that contains itself): json writes or refuses it
   as before;
@@ -54,15 +53,13 @@ def _refuse(value: object) -> None:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def json_text(flat: dict[str, Any], nones: int = 0) -> str:
-    """JSON text of ``flat`` (``json.loads`` of it equals that of ``json.dumps``'s); ``nones``: how
-    many ``None`` values it holds (fewer ``null`` than that, and nothing is searched for NaN)."""
+def json_text(flat: dict[str, Any]) -> str:
+    """JSON text of ``flat``: ``json.loads`` of it equals that of ``json.dumps``'s."""
     try:
         raw = orjson.dumps(flat, default=_refuse, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: json writes or refuses it, see the docstring
         return _json_dumps(flat)
-    nulls = raw.count(b"null")
-    if nulls and nulls != nones and not _all_finite(flat.values()):
+    if b"null" in raw and not _all_finite(flat.values()):
         return _json_dumps(flat)
     return raw.decode()
 

@@ -163,7 +163,7 @@ def schema_1_row(values: Values, seq: int, now: float) -> tuple[Any, ...]:
     """A record's row as the ledger wrote it in schema 1 (:data:`ledger_migrate.SCHEMA_1`): the main
     numbers as columns and the whole record as JSON."""
     rec = to_json(values)
-    text = json_text(rec, sum(value is None for value in rec.values()))
+    text = json_text(rec)
     columns = ("end_unix_s", "model", "operation", "task", "unit", "energy_j", "joules_per_output_unit")
     columns += ("prompt_tokens", "output_tokens", "output_units", "busy_s")
     tail = (int(rec["approximate"]), rec["rule"], rec["energy_source"], text)
