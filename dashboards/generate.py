@@ -58,6 +58,8 @@ def knob_schema(knob: Knob) -> dict[str, Any]:
         prop["exclusiveMinimum"] = 0
     elif parser.startswith("non-negative"):
         prop["minimum"] = 0
+    elif parser == "_percent":
+        prop.update(minimum=0, maximum=100)
     elif parser == "_port":
         prop.update(minimum=0, maximum=65535)
     if knob.choices:

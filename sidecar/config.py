@@ -50,6 +50,7 @@ class SidecarConfig:
     otlp_drain_max_spans: int = 2048
     otlp_dedupe_spans: int = 20_000
     otlp_memory_limit_mb: float = 400.0
+    otlp_memory_limit_percent: float = 80.0
     otlp_backlog_limit_rows: int = 400_000
     otlp_retry_delay_s: float = 1.0
     plugin_host: str = "127.0.0.1"

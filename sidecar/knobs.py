@@ -62,6 +62,13 @@ def _non_negative(cast: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _percent(text: str) -> float:
+    value = _finite(float(text), text)
+    if not 0 <= value <= 100:
+        raise ValueError(f"must be a percentage 0..100, got {text!r}")
+    return float(value)
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -102,6 +109,13 @@ KNOBS: tuple[Knob, ...] = (
         _non_negative(float),
         400.0,
         "resident MB over which OTLP exports are refused, retryable (UNAVAILABLE); 0: no limit",
+    ),
+    Knob(
+        "otlp_memory_limit_percent",
+        _percent,
+        80.0,
+        "the same limit as a percentage of the container's memory limit (cgroup), where one is set; "
+        "the lower of the two applies; 0: not from the container",
     ),
     Knob(
         "otlp_backlog_limit_rows",

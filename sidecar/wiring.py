@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,8 @@ from sidecar.taps.tap import SourceTap, Tap
 from sidecar.taps.vllm import attach_vllm
 
 __all__ = ["build_sidecar"]
+
+log = logging.getLogger(__name__)
 
 
 def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monotonic) -> Sidecar:
@@ -101,6 +104,7 @@ def _otlp_receiver(
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.otlp_limit import ExportLimiter
 
+    memory_limit_mb = _otlp_memory_limit_mb(config)
     return OtlpReceiver(
         [DiffusionSpanHandler(to_mono), vllm_spans],
         host=config.otlp_host,
@@ -110,9 +114,28 @@ def _otlp_receiver(
         max_drain_spans=config.otlp_drain_max_spans,
         max_remembered_spans=config.otlp_dedupe_spans,
         limiter=ExportLimiter(
-            memory_limit_mb=config.otlp_memory_limit_mb,
+            memory_limit_mb=memory_limit_mb,
             backlog_limit_rows=config.otlp_backlog_limit_rows,
             backlog_rows=backlog_rows,
             retry_delay_s=config.otlp_retry_delay_s,
         ),
     )
+
+
+def _otlp_memory_limit_mb(config: SidecarConfig) -> float:
+    """The OTLP receiver's memory limit from its two knobs and the container's limit; logged once."""
+    from sidecar import container_memory
+
+    container_mb = container_memory.container_limit_mb()
+    limit_mb = container_memory.otlp_memory_limit_mb(
+        config.otlp_memory_limit_mb, config.otlp_memory_limit_percent, container_mb
+    )
+    where = "no container limit" if container_mb is None else f"container limit {container_mb:.0f} MB"
+    log.info(
+        "OTLP memory limit: %s (otlp_memory_limit_mb %g, otlp_memory_limit_percent %g, %s)",
+        f"{limit_mb:.0f} MB" if limit_mb > 0 else "none",
+        config.otlp_memory_limit_mb,
+        config.otlp_memory_limit_percent,
+        where,
+    )
+    return limit_mb

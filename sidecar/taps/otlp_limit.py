@@ -7,12 +7,14 @@ forces a garbage collection. Here, before an export is decoded (a refused export
 decoding CPU nor the memory of its spans):
 
 * **memory**: the resident set size (``/proc/self/statm``: one small read, at most every
-  :data:`CHECK_INTERVAL_S`) over ``otlp_memory_limit_mb``. Over it, glibc's freed-but-retained
-  heap is given back first (``malloc_trim``, at most once a second: the Collector's forced GC);
-  only what is still over refuses. Python keeps freed memory for reuse, so the RSS may stay
-  over the limit after the load that raised it is gone; refusing everything then would free
-  nothing and lose every span, so over the limit one export per retry delay is still taken
-  (a trickle: 512 spans a second at vLLM's batch size and the default 1 s). 0 turns the check off;
+  :data:`CHECK_INTERVAL_S`) over the memory limit (``otlp_memory_limit_mb``, or
+  ``otlp_memory_limit_percent`` of the container's: :mod:`sidecar.container_memory`). Over it,
+  glibc's freed-but-retained heap is given back first (``malloc_trim``, at most once a second:
+  the Collector's forced GC); only what is still over refuses. Python keeps freed memory for
+  reuse, so the RSS may stay over the limit after the load that raised it is gone; refusing
+  everything then would free nothing and lose every span, so over the limit one export per retry
+  delay is still taken (a trickle: 512 spans a second at vLLM's batch size and the default 1 s).
+  0 turns the check off;
 * **backlog**: work rows the attribution has not split yet (new, pending, held for the fit's
   warm-up) over ``otlp_backlog_limit_rows``. Spans arrive faster than ticks are sealed and
   their work and requests pile up; the vLLM plugin's and hook's iterations (the measured work)
@@ -96,7 +98,8 @@ class ExportLimiter:
                 return Refusal(
                     "memory",
                     f"jouletrace is over its memory limit ({used_mb:.0f} MB resident, limit "
-                    f"{self.memory_limit_mb:.0f} MB: otlp_memory_limit_mb); retry later",
+                    f"{self.memory_limit_mb:.0f} MB: otlp_memory_limit_mb, otlp_memory_limit_percent); "
+                    "retry later",
                 )
         if self.backlog_limit_rows > 0:
             rows = self._backlog_rows()

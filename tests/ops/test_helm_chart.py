@@ -103,6 +103,9 @@ def test_sidecar_config_becomes_jouletrace_env_vars_with_the_sidecars_own_names(
     assert ours["JOULETRACE_LEDGER_MAX_ROWS"] == "1000000"  # not "1e+06"
     assert ours["JOULETRACE_SETTLE_S"] == "2.5"
     assert ours["JOULETRACE_PORT"] == "9464"
+    # the OTLP memory limit follows the container's (80 % of it, read from the cgroup), no fixed MB
+    assert ours["JOULETRACE_OTLP_MEMORY_LIMIT_PERCENT"] == "80"
+    assert ours["JOULETRACE_OTLP_MEMORY_LIMIT_MB"] == "0"
 
 
 @pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.stem)

@@ -108,6 +108,9 @@ BAD_VALUES = [
     ("cpu_max_w", "0"),
     ("sim_requests", "0"),
     ("sim_seed", "x"),
+    ("otlp_memory_limit_percent", "101"),
+    ("otlp_memory_limit_percent", "-1"),
+    ("otlp_memory_limit_percent", "most"),
 ]
 
 
@@ -142,6 +145,7 @@ NON_FINITE = [
     ("settle_s", "inf"),
     ("cpu_max_w", "nan"),
     ("ledger_max_age_s", "nan"),
+    ("otlp_memory_limit_percent", "nan"),
 ]
 
 

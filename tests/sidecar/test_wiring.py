@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import logging
 
+import numpy as np
+import pytest
+
+from sidecar import container_memory
 from sidecar.attribution.events import WorkRows
 from sidecar.config import SidecarConfig
 from sidecar.meters.base import Reading
@@ -21,7 +25,13 @@ def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attribution
     """(The receiver is built, not started: nothing binds the port. The memory limit is one no test
     process reaches, so the refusal asked for is the backlog's: a pytest run can be over 321 MB.)"""
     sidecar = build_sidecar(
-        _config(otlp_port=14317, otlp_memory_limit_mb=1e6, otlp_backlog_limit_rows=2, otlp_retry_delay_s=0.5)
+        _config(
+            otlp_port=14317,
+            otlp_memory_limit_mb=1e6,
+            otlp_memory_limit_percent=0.0,  # not from a container limit, which a CI runner may have
+            otlp_backlog_limit_rows=2,
+            otlp_retry_delay_s=0.5,
+        )
     )
     (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
     limiter = receiver.limiter
@@ -43,6 +53,23 @@ def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attribution
     assert sidecar.attributor.backlog_rows() == n
     refusal = limiter.refusal()
     assert refusal is not None and refusal.reason == "backlog"
+
+
+def test_the_otlp_memory_limit_follows_the_containers_limit_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default knobs in a 256 MB container: 80 % of it (204.8 MB), not the 400 MB over the OOM
+    killer's line; the start-up log names both knobs and the container's limit."""
+    monkeypatch.setattr(container_memory, "container_limit_mb", lambda: 256.0)
+    with caplog.at_level(logging.INFO, logger="sidecar.wiring"):
+        sidecar = build_sidecar(_config(otlp_port=14317))
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    assert receiver.limiter.memory_limit_mb == pytest.approx(204.8)
+    assert "OTLP memory limit: 205 MB" in caplog.text and "container limit 256 MB" in caplog.text
+    monkeypatch.setattr(container_memory, "container_limit_mb", lambda: None)
+    sidecar = build_sidecar(_config(otlp_port=14317))
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    assert receiver.limiter.memory_limit_mb == 400.0
 
 
 def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
