@@ -58,16 +58,7 @@ def cgroup() -> Iterator[Path]:
 def test_the_sidecar_in_a_256_mb_cgroup_limits_otlp_at_80_percent(cgroup: Path, tmp_path: Path) -> None:
     log = tmp_path / "sidecar.log"
     argv = [sys.executable, "-m", "sidecar.cli", "sidecar", "--meter", "sim", "--ledger-path", ""]
-    argv += [
-        "--port",
-        str(free_port()),
-        "--otlp-port",
-        str(free_port()),
-        "--plugin-port",
-        "0",
-        "--hook-port",
-        "0",
-    ]
+    argv += [f"--port={free_port()}", f"--otlp-port={free_port()}", "--plugin-port=0", "--hook-port=0"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv,
