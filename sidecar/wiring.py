@@ -104,7 +104,6 @@ def _otlp_receiver(
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.otlp_limit import ExportLimiter
 
-    memory_limit_mb = _otlp_memory_limit_mb(config)
     return OtlpReceiver(
         [DiffusionSpanHandler(to_mono), vllm_spans],
         host=config.otlp_host,
@@ -114,7 +113,8 @@ def _otlp_receiver(
         max_drain_spans=config.otlp_drain_max_spans,
         max_remembered_spans=config.otlp_dedupe_spans,
         limiter=ExportLimiter(
-            memory_limit_mb=memory_limit_mb,
+            memory_limit_mb=_otlp_memory_limit_mb(config, log_it=True),
+            memory_limit=lambda: _otlp_memory_limit_mb(config),
             backlog_limit_rows=config.otlp_backlog_limit_rows,
             backlog_rows=backlog_rows,
             retry_delay_s=config.otlp_retry_delay_s,
@@ -122,20 +122,22 @@ def _otlp_receiver(
     )
 
 
-def _otlp_memory_limit_mb(config: SidecarConfig) -> float:
-    """The OTLP receiver's memory limit from its two knobs and the container's limit; logged once."""
+def _otlp_memory_limit_mb(config: SidecarConfig, log_it: bool = False) -> float:
+    """The OTLP receiver's memory limit from its two knobs and the container's limit now (read again
+    by the receiver's limiter, so a limit resized in place is followed); logged at start."""
     from sidecar import container_memory
 
     container_mb = container_memory.container_limit_mb()
     limit_mb = container_memory.otlp_memory_limit_mb(
         config.otlp_memory_limit_mb, config.otlp_memory_limit_percent, container_mb
     )
-    where = "no container limit" if container_mb is None else f"container limit {container_mb:.0f} MB"
-    log.info(
-        "OTLP memory limit: %s (otlp_memory_limit_mb %g, otlp_memory_limit_percent %g, %s)",
-        f"{limit_mb:.0f} MB" if limit_mb > 0 else "none",
-        config.otlp_memory_limit_mb,
-        config.otlp_memory_limit_percent,
-        where,
-    )
+    if log_it:
+        where = "no container limit" if container_mb is None else f"container limit {container_mb:.0f} MB"
+        log.info(
+            "OTLP memory limit: %s (otlp_memory_limit_mb %g, otlp_memory_limit_percent %g, %s)",
+            f"{limit_mb:.0f} MB" if limit_mb > 0 else "none",
+            config.otlp_memory_limit_mb,
+            config.otlp_memory_limit_percent,
+            where,
+        )
     return limit_mb

@@ -32,6 +32,7 @@ export counted again); the spans of a refused export are not (it is not decoded)
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -41,9 +42,14 @@ from dataclasses import dataclass
 
 from sidecar import malloc_tune
 
-__all__ = ["CHECK_INTERVAL_S", "ExportLimiter", "Refusal", "rss_mb", "status_details"]
+__all__ = ["CHECK_INTERVAL_S", "LIMIT_REFRESH_S", "ExportLimiter", "Refusal", "rss_mb", "status_details"]
+
+log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 0.05  # the RSS is read at most this often (an export is ~1 ms of decoding)
+# the memory limit is read again at most this often, where it can change (a container's limit
+# resized in place, as Kubernetes does without a restart)
+LIMIT_REFRESH_S = 5.0
 _TRIM_INTERVAL_S = 1.0  # malloc_trim at most this often while over the memory limit
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024) if hasattr(os, "sysconf") else 4096 / (1024 * 1024)
 
@@ -78,7 +84,10 @@ class ExportLimiter:
         rss: Callable[[], float] = rss_mb,
         trim: Callable[[], bool] = malloc_tune.trim,
         clock: Callable[[], float] = time.monotonic,
+        memory_limit: Callable[[], float] | None = None,
     ) -> None:
+        """``memory_limit``: where the limit can change, what it is now (MB; 0: none), asked at most
+        every :data:`LIMIT_REFRESH_S`; ``memory_limit_mb`` is the limit until then."""
         self.memory_limit_mb = memory_limit_mb
         self.backlog_limit_rows = backlog_limit_rows
         self.retry_delay_s = retry_delay_s
@@ -89,9 +98,24 @@ class ExportLimiter:
         self._read_at = -math.inf
         self._trimmed_at = -math.inf
         self._let_through_at = -math.inf  # when an export over the memory limit was last taken
+        self._memory_limit = memory_limit
+        self._limit_read_at = clock()
+
+    def _refresh_limit(self) -> None:
+        """Read the memory limit again, once :data:`LIMIT_REFRESH_S` has passed; a change is logged."""
+        now = self._clock()
+        with self._lock:
+            if self._memory_limit is None or now - self._limit_read_at < LIMIT_REFRESH_S:
+                return
+            self._limit_read_at = now
+        limit_mb = self._memory_limit()
+        if limit_mb != self.memory_limit_mb:
+            log.info("OTLP memory limit now %.0f MB, was %.0f MB (0: none)", limit_mb, self.memory_limit_mb)
+            self.memory_limit_mb = limit_mb
 
     def refusal(self) -> Refusal | None:
         """None if an export may be decoded now; else why not."""
+        self._refresh_limit()
         if self.memory_limit_mb > 0:
             used_mb = self._memory_mb()
             if used_mb > self.memory_limit_mb and not self._trickle():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -15,7 +16,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from sidecar.taps.otlp import OtlpReceiver
-from sidecar.taps.otlp_limit import CHECK_INTERVAL_S, ExportLimiter, Refusal, rss_mb, status_details
+from sidecar.taps.otlp_limit import (
+    CHECK_INTERVAL_S,
+    LIMIT_REFRESH_S,
+    ExportLimiter,
+    Refusal,
+    rss_mb,
+    status_details,
+)
 from sidecar.taps.vllm_spans import VllmSpanHandler
 from tests.sidecar.taps.test_otlp_hostile import export, span
 
@@ -102,6 +110,36 @@ def test_zero_limits_turn_the_checks_off() -> None:
         memory_limit_mb=0.0, backlog_limit_rows=0, backlog_rows=lambda: 10**9, rss=lambda: 1e9
     )
     assert limiter.refusal() is None
+
+
+def test_a_limit_that_can_change_is_read_again_every_refresh_interval_and_the_change_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A container's limit resized in place: 400 MB, then 200 MB; a 250 MB process is refused only
+    once the limit has been read again, which is at most every LIMIT_REFRESH_S."""
+    clock, limit = Clock(), [400.0]
+    reads: list[float] = []
+
+    def now_limit() -> float:
+        reads.append(clock.t_s)
+        return limit[0]
+
+    limiter = ExportLimiter(memory_limit_mb=400.0, memory_limit=now_limit, rss=lambda: 250.0, clock=clock)
+    assert limiter.refusal() is None and reads == []  # the limit given is the one read at start
+    limit[0] = 200.0
+    clock.t_s += LIMIT_REFRESH_S / 2
+    assert limiter.refusal() is None and reads == []
+    clock.t_s += LIMIT_REFRESH_S / 2
+    with caplog.at_level(logging.INFO, logger="sidecar.taps.otlp_limit"):
+        limiter.refusal()  # the trickle's: the first export over the new limit
+        clock.t_s += CHECK_INTERVAL_S
+        refusal = limiter.refusal()
+    assert reads == [100.0 + LIMIT_REFRESH_S]
+    assert refusal is not None and refusal.reason == "memory" and "limit 200 MB" in refusal.message
+    assert "OTLP memory limit now 200 MB, was 400 MB" in caplog.text
+    limit[0] = 0.0  # no limit any more: taken again
+    clock.t_s += LIMIT_REFRESH_S
+    assert limiter.refusal() is None and limiter.memory_limit_mb == 0.0
 
 
 def test_the_rss_of_this_process_is_read_from_proc() -> None:
