@@ -126,6 +126,7 @@ def _otlp_memory_limit_mb(config: SidecarConfig, log_it: bool = False) -> float:
     """The OTLP receiver's memory limit from its two knobs and the container's limit now (read again
     by the receiver's limiter, so a limit resized in place is followed); logged at start."""
     from sidecar import container_memory
+    from sidecar.taps.otlp_limit import rss_mb
 
     container_mb = container_memory.container_limit_mb()
     limit_mb = container_memory.otlp_memory_limit_mb(
@@ -140,4 +141,11 @@ def _otlp_memory_limit_mb(config: SidecarConfig, log_it: bool = False) -> float:
             config.otlp_memory_limit_percent,
             where,
         )
+        if 0 < limit_mb < rss_mb():
+            log.warning(
+                "OTLP memory limit %.0f MB is below the sidecar's resident memory at start (%.0f MB): "
+                "exports will be refused, retryable, all but one per otlp_retry_delay_s",
+                limit_mb,
+                rss_mb(),
+            )
     return limit_mb

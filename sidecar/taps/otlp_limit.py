@@ -108,7 +108,11 @@ class ExportLimiter:
             if self._memory_limit is None or now - self._limit_read_at < LIMIT_REFRESH_S:
                 return
             self._limit_read_at = now
-        limit_mb = self._memory_limit()
+        try:
+            limit_mb = self._memory_limit()
+        except Exception:  # a bug must not fail the export: the limit stays as it was
+            log.exception("OTLP memory limit: could not be read again; %.0f MB kept", self.memory_limit_mb)
+            return
         if limit_mb != self.memory_limit_mb:
             log.info("OTLP memory limit now %.0f MB, was %.0f MB (0: none)", limit_mb, self.memory_limit_mb)
             self.memory_limit_mb = limit_mb

@@ -72,6 +72,15 @@ def test_the_otlp_memory_limit_follows_the_containers_limit_and_says_so(
     assert receiver.limiter.memory_limit_mb == 400.0
 
 
+def test_a_container_limit_below_the_resident_memory_is_warned_of_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(container_memory, "container_limit_mb", lambda: 10.0)  # 8 MB: under any Python
+    with caplog.at_level(logging.WARNING, logger="sidecar.wiring"):
+        build_sidecar(_config(otlp_port=14317))
+    assert "OTLP memory limit 8 MB is below the sidecar's resident memory at start" in caplog.text
+
+
 def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
     sidecar = build_sidecar(_config(vllm_task_wait_s=5.0))
     (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]

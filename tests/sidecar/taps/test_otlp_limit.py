@@ -142,6 +142,24 @@ def test_a_limit_that_can_change_is_read_again_every_refresh_interval_and_the_ch
     assert limiter.refusal() is None and limiter.memory_limit_mb == 0.0
 
 
+def test_a_limit_that_cannot_be_read_again_is_kept_and_the_export_still_judged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+
+    def broken() -> float:
+        raise RuntimeError("cgroup gone")
+
+    limiter = ExportLimiter(memory_limit_mb=200.0, memory_limit=broken, rss=lambda: 250.0, clock=clock)
+    clock.t_s += LIMIT_REFRESH_S
+    with caplog.at_level(logging.ERROR, logger="sidecar.taps.otlp_limit"):
+        assert limiter.refusal() is None  # the trickle's: judged against the 200 MB kept
+        clock.t_s += CHECK_INTERVAL_S
+        refusal = limiter.refusal()
+    assert refusal is not None and refusal.reason == "memory" and limiter.memory_limit_mb == 200.0
+    assert "could not be read again; 200 MB kept" in caplog.text
+
+
 def test_the_rss_of_this_process_is_read_from_proc() -> None:
     assert 5.0 < rss_mb() < 100_000.0
 
