@@ -6,8 +6,8 @@ final records (vLLM-like random ids, ``ledger_max_rows``' default: a ledger that
 a while) in batches of 10,000, then opened by :class:`~sidecar.export.store.Ledger`, which moves it
 in one transaction before the sidecar answers ``/healthz``. Baseline in the same run: opening a
 schema 2 ledger of the same records (nothing to move). Prints the file's size, the wall and CPU
-seconds of each open, and ends with one line ``migrate s N`` (wall seconds of the move): what the
-chart's start-up probe must allow (``sidecar.startupProbe``, docs/deploy.md).
+seconds of each open, and ends with one line ``migrate s N`` (wall seconds of the move): how long
+a sidecar on a kept ledger does not answer ``/healthz`` after an upgrade (docs/deploy.md).
 
     .venv/bin/python benchmarks/ledger_migrate.py [--records 1000000]
 """

@@ -84,10 +84,6 @@ def test_vllm_mode_runs_the_sidecar_as_a_hardened_native_sidecar(kube: FakeKube)
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    # liveness held off until /healthz first answers, up to 10 minutes (an older ledger's upgrade)
-    startup = sidecar["startupProbe"]
-    assert startup["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert startup["periodSeconds"] * startup["failureThreshold"] == 600
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     assert ports == {"metrics": 9464, "otlp-grpc": 4317}

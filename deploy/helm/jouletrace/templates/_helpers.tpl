@@ -266,8 +266,6 @@ NVIDIA_VISIBLE_DEVICES (envvar strategy) or as files in /var/run/nvidia-containe
       containerPort: {{ include "jouletrace.otlpPort" . }}
       protocol: TCP
     {{- end }}
-  startupProbe:
-    {{- toYaml .Values.sidecar.startupProbe | nindent 4 }}
   livenessProbe:
     {{- toYaml .Values.sidecar.livenessProbe | nindent 4 }}
   readinessProbe:
