@@ -8,28 +8,33 @@ every measured joule not yet stored; so the OTLP receiver's memory limit
 in step with the chart's limit by hand; ``otlp_memory_limit_percent`` follows the limit itself.
 
 The cgroup is found as the kernel names it in ``/proc/self/cgroup`` under the cgroup mount, then
-at the mount's root (a container with its own cgroup namespace sees its cgroup there). No limit
-("max", v1's near-2**63 "unlimited", no file, an unreadable or garbled one) is None: the percent
-then does not apply.
+each folder above it up to the mount's root (a container with its own cgroup namespace sees its
+cgroup there); under cgroup v1 the memory controller's folder may be shared with others
+(``cpu,memory``). No limit ("max", v1's near-2**63 "unlimited", no file) is None: the percent
+then does not apply. A file that is there but cannot be read or holds no number of bytes raises
+:class:`UnreadableLimit`: not knowing the limit is not the same as having none (the caller keeps
+the limit it had).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-__all__ = ["container_limit_mb", "otlp_memory_limit_mb"]
-
-log = logging.getLogger(__name__)
+__all__ = ["UnreadableLimit", "container_limit_mb", "otlp_memory_limit_mb"]
 
 _MB = 1024 * 1024
 _UNLIMITED_BYTES = 1 << 60  # cgroup v1 says "no limit" with a page-rounded 2**63 - 1
 
 
+class UnreadableLimit(Exception):
+    """A cgroup file that is there could not be read, or does not hold a limit."""
+
+
 def container_limit_mb(
     mount: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
 ) -> float | None:
-    """This process's cgroup memory limit in MB, or None where there is none (or none can be read).
+    """This process's cgroup memory limit in MB, or None where there is none; raises
+    :class:`UnreadableLimit` where a file that is there cannot be read.
 
     The lowest limit on the way from the process's cgroup up to the mount's root (a pod's limit
     also binds its containers), in the first hierarchy that has the limit's file: v2, then v1."""
@@ -51,7 +56,17 @@ def _hierarchies(mount: Path, cgroups: str) -> list[tuple[str, list[Path]]]:
             v2 = path
         elif "memory" in controllers.split(","):
             v1 = path
-    return [("memory.max", _up(mount, v2)), ("memory.limit_in_bytes", _up(mount / "memory", v1))]
+    found = [("memory.max", _up(mount, v2))]
+    return found + [("memory.limit_in_bytes", _up(root, v1)) for root in _v1_memory_roots(mount)]
+
+
+def _v1_memory_roots(mount: Path) -> list[Path]:
+    """cgroup v1's memory hierarchy: ``memory``, or a folder it shares (``cpu,memory``)."""
+    try:
+        shared = sorted(d for d in mount.iterdir() if "memory" in d.name.split(",") and d.name != "memory")
+    except OSError:
+        shared = []
+    return [mount / "memory", *shared]
 
 
 def _up(root: Path, cgroup_path: str) -> list[Path]:
@@ -61,20 +76,21 @@ def _up(root: Path, cgroup_path: str) -> list[Path]:
 
 
 def _read(path: Path) -> str | None:
+    """The file's text; None if it is not there."""
     try:
         return path.read_text(encoding="ascii", errors="replace")[:4096]
-    except (OSError, ValueError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as err:  # no permission, no file descriptor left, ...
+        raise UnreadableLimit(f"{path}: {err}") from err
 
 
 def _limit_mb(text: str) -> float | None:
     if text == "max":
         return None
-    try:
-        limit = int(text)
-    except ValueError:
-        log.warning("container memory limit: %r is not a number of bytes; taken as no limit", text[:64])
-        return None
+    if not (text.isascii() and text.isdigit()):
+        raise UnreadableLimit(f"{text[:64]!r} is not a number of bytes")
+    limit = int(text)
     if limit <= 0 or limit >= _UNLIMITED_BYTES:
         return None
     return limit / _MB

@@ -124,28 +124,47 @@ def _otlp_receiver(
 
 def _otlp_memory_limit_mb(config: SidecarConfig, log_it: bool = False) -> float:
     """The OTLP receiver's memory limit from its two knobs and the container's limit now (read again
-    by the receiver's limiter, so a limit resized in place is followed); logged at start."""
+    by the receiver's limiter, so a limit resized in place is followed; where the container's limit
+    cannot be read it raises, and the limiter keeps the limit it has); logged at start, where a
+    container limit that cannot be read is taken as none."""
     from sidecar import container_memory
-    from sidecar.taps.otlp_limit import rss_mb
 
-    container_mb = container_memory.container_limit_mb()
+    try:
+        container_mb = container_memory.container_limit_mb()
+    except container_memory.UnreadableLimit as err:
+        if not log_it:
+            raise
+        log.warning("container memory limit: %s; otlp_memory_limit_percent does not apply", err)
+        container_mb = None
     limit_mb = container_memory.otlp_memory_limit_mb(
         config.otlp_memory_limit_mb, config.otlp_memory_limit_percent, container_mb
     )
     if log_it:
-        where = "no container limit" if container_mb is None else f"container limit {container_mb:.0f} MB"
-        log.info(
-            "OTLP memory limit: %s (otlp_memory_limit_mb %g, otlp_memory_limit_percent %g, %s)",
-            f"{limit_mb:.0f} MB" if limit_mb > 0 else "none",
-            config.otlp_memory_limit_mb,
-            config.otlp_memory_limit_percent,
-            where,
-        )
-        if 0 < limit_mb < rss_mb():
-            log.warning(
-                "OTLP memory limit %.0f MB is below the sidecar's resident memory at start (%.0f MB): "
-                "exports will be refused, retryable, all but one per otlp_retry_delay_s",
-                limit_mb,
-                rss_mb(),
-            )
+        _log_limit(config, limit_mb, container_mb)
     return limit_mb
+
+
+def _log_limit(config: SidecarConfig, limit_mb: float, container_mb: float | None) -> None:
+    """The start-up line; a warning where there is no limit or it is below the resident memory now."""
+    from sidecar.taps.otlp_limit import rss_mb
+
+    where = "no container limit" if container_mb is None else f"container limit {container_mb:.0f} MB"
+    log.info(
+        "OTLP memory limit: %s (otlp_memory_limit_mb %g, otlp_memory_limit_percent %g, %s)",
+        f"{limit_mb:.0f} MB" if limit_mb > 0 else "none",
+        config.otlp_memory_limit_mb,
+        config.otlp_memory_limit_percent,
+        where,
+    )
+    if limit_mb == 0 and config.otlp_memory_limit_percent > 0:
+        log.warning(
+            "OTLP memory limit: none (no container memory limit found and otlp_memory_limit_mb is 0): "
+            "a span flood is bounded only by otlp_backlog_limit_rows and the span queue"
+        )
+    elif 0 < limit_mb < rss_mb():
+        log.warning(
+            "OTLP memory limit %.0f MB is below the sidecar's resident memory at start (%.0f MB): "
+            "exports will be refused, retryable, all but one per otlp_retry_delay_s",
+            limit_mb,
+            rss_mb(),
+        )

@@ -100,6 +100,7 @@ class ExportLimiter:
         self._let_through_at = -math.inf  # when an export over the memory limit was last taken
         self._memory_limit = memory_limit
         self._limit_read_at = clock()
+        self._limit_unread = False  # the last read failed (logged once)
 
     def _refresh_limit(self) -> None:
         """Read the memory limit again, once :data:`LIMIT_REFRESH_S` has passed; a change is logged."""
@@ -110,9 +111,14 @@ class ExportLimiter:
             self._limit_read_at = now
         try:
             limit_mb = self._memory_limit()
-        except Exception:  # a bug must not fail the export: the limit stays as it was
-            log.exception("OTLP memory limit: could not be read again; %.0f MB kept", self.memory_limit_mb)
+        except Exception as err:  # not known now (or a bug): the limit stays, the export is judged by it
+            if not self._limit_unread:  # once while it lasts
+                log.warning(
+                    "OTLP memory limit: cannot be read again (%s); %.0f MB kept", err, self.memory_limit_mb
+                )
+            self._limit_unread = True
             return
+        self._limit_unread = False
         if limit_mb != self.memory_limit_mb:
             log.info("OTLP memory limit now %.0f MB, was %.0f MB (0: none)", limit_mb, self.memory_limit_mb)
             self.memory_limit_mb = limit_mb

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from sidecar.container_memory import container_limit_mb, otlp_memory_limit_mb
+from sidecar.container_memory import UnreadableLimit, container_limit_mb, otlp_memory_limit_mb
 
 MIB = 1024 * 1024
 
@@ -62,13 +61,31 @@ def test_a_hybrid_host_uses_v1_when_the_v2_tree_has_no_limit_file(tmp_path: Path
     assert container_limit_mb(mount, proc) == 200.0
 
 
-def test_a_garbled_limit_is_no_limit_and_said_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    mount, proc = _tree(tmp_path, "0::/\n", {"memory.max": "lots\n"})
-    with caplog.at_level(logging.WARNING, logger="sidecar.container_memory"):
-        assert container_limit_mb(mount, proc) is None
-    assert "'lots' is not a number of bytes" in caplog.text
-    (mount / "memory.max").write_text("0\n")
+def test_a_limit_file_that_is_there_but_unreadable_or_garbled_raises_not_no_limit(tmp_path: Path) -> None:
+    """Not knowing the limit is not having none: the caller keeps the limit it had. (A parent's
+    limit is not taken for the unreadable own one either.)"""
+    files = {"kubepods/memory.max": f"{1024 * MIB}\n", "kubepods/c1/memory.max": "lots\n"}
+    mount, proc = _tree(tmp_path, "0::/kubepods/c1\n", files)
+    with pytest.raises(UnreadableLimit, match="'lots' is not a number of bytes"):
+        container_limit_mb(mount, proc)
+    (mount / "kubepods/c1/memory.max").write_text("\u00b2\n")  # a digit to str.isdigit, not to int()
+    with pytest.raises(UnreadableLimit):
+        container_limit_mb(mount, proc)
+    (mount / "kubepods/c1/memory.max").unlink()
+    (mount / "kubepods/c1/memory.max").mkdir()  # there, but no file to read (as a permission error)
+    with pytest.raises(UnreadableLimit, match=r"memory\.max"):
+        container_limit_mb(mount, proc)
+
+
+def test_zero_is_no_limit(tmp_path: Path) -> None:
+    mount, proc = _tree(tmp_path, "0::/\n", {"memory.max": "0\n"})
     assert container_limit_mb(mount, proc) is None
+
+
+def test_v1_finds_a_memory_controller_mounted_with_others(tmp_path: Path) -> None:
+    files = {"cpu,memory/docker/x/memory.limit_in_bytes": f"{128 * MIB}\n"}
+    mount, proc = _tree(tmp_path, "4:cpu,memory:/docker/x\n", files)
+    assert container_limit_mb(mount, proc) == 128.0
 
 
 def test_a_cgroup_path_never_leads_above_the_mount(tmp_path: Path) -> None:

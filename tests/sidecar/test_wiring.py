@@ -81,6 +81,24 @@ def test_a_container_limit_below_the_resident_memory_is_warned_of_at_start(
     assert "OTLP memory limit 8 MB is below the sidecar's resident memory at start" in caplog.text
 
 
+def test_at_start_an_unreadable_container_limit_is_none_and_no_limit_at_all_is_warned_of(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the chart runs it (otlp_memory_limit_mb 0): a container limit that cannot be read leaves
+    no limit, and the log says both; afterwards the limiter keeps what it has (its own test)."""
+
+    def unreadable() -> float:
+        raise container_memory.UnreadableLimit("memory.max: Permission denied")
+
+    monkeypatch.setattr(container_memory, "container_limit_mb", unreadable)
+    with caplog.at_level(logging.INFO, logger="sidecar.wiring"):
+        sidecar = build_sidecar(_config(otlp_port=14317, otlp_memory_limit_mb=0.0))
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    assert receiver.limiter.memory_limit_mb == 0.0
+    assert "container memory limit: memory.max: Permission denied" in caplog.text
+    assert "OTLP memory limit: none (no container memory limit found" in caplog.text
+
+
 def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
     sidecar = build_sidecar(_config(vllm_task_wait_s=5.0))
     (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]

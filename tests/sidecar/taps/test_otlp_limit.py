@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from sidecar.container_memory import UnreadableLimit
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.otlp_limit import (
     CHECK_INTERVAL_S,
@@ -142,22 +143,28 @@ def test_a_limit_that_can_change_is_read_again_every_refresh_interval_and_the_ch
     assert limiter.refusal() is None and limiter.memory_limit_mb == 0.0
 
 
-def test_a_limit_that_cannot_be_read_again_is_kept_and_the_export_still_judged(
+def test_a_limit_that_cannot_be_read_again_is_kept_and_said_once_while_it_lasts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock, failing = Clock(), [True]
 
-    def broken() -> float:
-        raise RuntimeError("cgroup gone")
+    def now_limit() -> float:
+        if failing[0]:
+            raise UnreadableLimit("memory.max: Too many open files")
+        return 300.0
 
-    limiter = ExportLimiter(memory_limit_mb=200.0, memory_limit=broken, rss=lambda: 250.0, clock=clock)
+    limiter = ExportLimiter(memory_limit_mb=200.0, memory_limit=now_limit, rss=lambda: 250.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="sidecar.taps.otlp_limit"):
+        for _ in range(3):  # three reads fail: the 200 MB stays and judges each export
+            clock.t_s += LIMIT_REFRESH_S
+            limiter.refusal()
+            clock.t_s += CHECK_INTERVAL_S
+            refusal = limiter.refusal()
+            assert refusal is not None and refusal.reason == "memory" and limiter.memory_limit_mb == 200.0
+    assert caplog.text.count("cannot be read again (memory.max: Too many open files); 200 MB kept") == 1
+    failing[0] = False
     clock.t_s += LIMIT_REFRESH_S
-    with caplog.at_level(logging.ERROR, logger="sidecar.taps.otlp_limit"):
-        assert limiter.refusal() is None  # the trickle's: judged against the 200 MB kept
-        clock.t_s += CHECK_INTERVAL_S
-        refusal = limiter.refusal()
-    assert refusal is not None and refusal.reason == "memory" and limiter.memory_limit_mb == 200.0
-    assert "could not be read again; 200 MB kept" in caplog.text
+    assert limiter.refusal() is None and limiter.memory_limit_mb == 300.0
 
 
 def test_the_rss_of_this_process_is_read_from_proc() -> None:
