@@ -30,9 +30,13 @@ Faults, as an OpenTelemetry collector handles them:
   backpressure signal: the exporter keeps the spans and retries them), counted per export
   (``refused_queue_full``, ``refused_memory``, ``refused_backlog``), so a flood's surplus
   costs neither decoding CPU nor the memory of its spans, and loses nothing an exporter
-  retries. An export that fills the queue part way keeps what fits and drops the rest
-  (``dropped``, reason ``queue_full``; so does :meth:`receive` called directly when the
-  queue is full): its response carries ``partial_success`` with the number refused and why;
+  retries. So is an export, once decoded, with more spans than the queue has room for while
+  spans are queued (the next tick makes room: sent again, it is taken whole), checked and
+  queued under one lock so two exports cannot both take the last room (:mod:`.otlp_queue`,
+  which also checks each span); only one bigger than
+  the whole queue, arriving at an empty queue, keeps what fits and drops the rest
+  (``dropped``, reason ``queue_full``; so does :meth:`receive` called directly): its response
+  carries ``partial_success`` with the number refused and why;
 * each span is handed to the handlers on its own (:mod:`.otlp_drain`): a handler that rejects
   it (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails costs that
   span only (``rejected_<reason>``, ``internal_errors``); spans no handler claims are counted
@@ -59,11 +63,12 @@ from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
-from sidecar.taps.otlp_decode import decode_request, respond, row_key, span_key
+from sidecar.taps.otlp_decode import decode_request, respond
 from sidecar.taps.otlp_drain import drain, row_handler, take
-from sidecar.taps.otlp_limit import ExportLimiter, Refusal, status_details
-from sidecar.taps.span_rows import count_spans, decode_rows
-from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
+from sidecar.taps.otlp_limit import ExportLimiter, status_details
+from sidecar.taps.otlp_queue import NoRoom, Queued, SpanQueue
+from sidecar.taps.span_rows import LeanExport, decode_rows, span_count
+from sidecar.taps.spans import SpanHandler
 from sidecar.taps.tap import merge_reports
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "OtlpReceiver", "decode_request"]
@@ -72,12 +77,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-_Queued = ReceivedSpan | tuple[RowHandler, SpanRows]  # one span whole, or an export's spans as columns
 DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (~400 B each queued): otlp_max_queued_spans
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 
-class OtlpReceiver:
+class OtlpReceiver(SpanQueue):
     """A gRPC OTLP trace endpoint feeding span handlers."""
 
     knob = "otlp_port"  # named when the port cannot be bound
@@ -101,8 +105,8 @@ class OtlpReceiver:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.counts: Counter[str] = Counter()
-        self._queue: deque[_Queued] = deque()
-        self._cut: list[_Queued] | None = None  # taken at the tick's start (cut), handed on by due
+        self._queue: deque[Queued] = deque()
+        self._cut: list[Queued] | None = None  # taken at the tick's start (cut), handed on by due
         self._queued = 0  # spans in the queue
         self._max_queued = max_queued_spans
         self._max_drain = max_drain_spans  # spans handed on per tick (otlp_drain_max_spans)
@@ -111,7 +115,7 @@ class OtlpReceiver:
         self._limits = limits
         self.limiter = limiter if limiter is not None else ExportLimiter()  # default: no limit
         self._seen: RecentIds[bytes | str] = RecentIds(max_remembered_spans)  # span_key of recent spans
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a whole export is checked for room and queued in one hold
         self._server: grpc.Server | None = None
 
     received = property(lambda self: self.counts["received"])
@@ -164,120 +168,42 @@ class OtlpReceiver:
             context.set_trailing_metadata(status_details(refusal.message, self.limiter.retry_delay_s))
             context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
         try:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
-            refused = self.receive(payload)
+            refused = self.receive(payload, whole=True)
+        except NoRoom as no_room:  # retryable: sent again after a tick, it is taken whole
+            self._count("refused_queue_full")
+            context.set_trailing_metadata(status_details(no_room.message, self.limiter.retry_delay_s))
+            context.abort(grpc.StatusCode.UNAVAILABLE, no_room.message)
         except Exception as err:
             self._count("refused_undecodable")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP trace export: {err}")
         return respond(refused)
 
-    def receive(self, payload: bytes) -> Counter[str]:
+    def receive(self, payload: bytes, *, whole: bool = False) -> Counter[str]:
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
-        the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept)."""
+        the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept).
+        ``whole`` (the gRPC method): an export with more spans than the queue's room while spans
+        are queued raises :class:`NoRoom`, nothing of it kept."""
         refused_whole = self._refuse_if_full(payload)
         if refused_whole:
             return refused_whole
         found = row_handler(self.handlers)
         if found is None:
-            return self.accept(
-                decode_request(trace_service_pb2.ExportTraceServiceRequest.FromString(payload))
-            )
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(payload)
+            spans = decode_request(request)
+            with self._lock:
+                self._room_for(span_count(request), whole)
+                return self.accept(spans)
         handler, spec = found
-        rows, generic = decode_rows(payload, spec)
+        lean = LeanExport.FromString(payload)
+        rows, generic = decode_rows(payload, spec, lean)
         full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
-        refused = self.accept(decode_request(full, set(generic)) if full is not None else [])
-        if len(rows):
-            refused += self.accept_rows(rows, handler)
+        spans = decode_request(full, set(generic)) if full is not None else []
+        with self._lock:
+            self._room_for(span_count(lean), whole)
+            refused = self.accept(spans)
+            if len(rows):
+                refused += self.accept_rows(rows, handler)
         return refused
-
-    def _has_room(self) -> bool:
-        with self._lock:
-            return self._queued < self._max_queued
-
-    def _full(self) -> Refusal | None:
-        """Backpressure when the queue is full: the export is refused whole, retryably (not decoded)."""
-        if self._has_room():
-            return None
-        return Refusal(
-            "queue_full",
-            f"jouletrace's span queue is full ({self._max_queued} spans between two ticks: "
-            "otlp_max_queued_spans); retry later",
-        )
-
-    def _refuse_if_full(self, payload: bytes) -> Counter[str]:
-        """A full queue refuses the export whole, before its spans are decoded (a flood's refused
-        spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
-        if self._has_room():
-            return Counter()
-        n = count_spans(payload)  # raises on an undecodable export, as the full decode would
-        with self._lock:
-            self.counts["received"] += n
-            self.counts["dropped"] += n
-        return Counter({"queue_full": n}) if n else Counter()
-
-    def accept(self, spans: list[ReceivedSpan]) -> Counter[str]:
-        """Check and queue decoded spans (gRPC worker threads, or tests); returns the refused, by reason."""
-        refused: Counter[str] = Counter()
-        if not spans:
-            return refused
-        now_s = self._wall()
-        with self._lock:
-            self.counts["received"] += len(spans)
-            for span in spans:
-                try:
-                    key = self._check(span, now_s)
-                except v.Rejected as err:
-                    v.note(self.counts, err)
-                    refused[err.reason] += 1
-                    continue
-                if self._queued >= self._max_queued:  # not remembered: the exporter's retry is welcome
-                    self.counts["dropped"] += 1
-                    refused["queue_full"] += 1
-                    continue
-                self._queue.append(span)
-                self._queued += 1
-                self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
-        return refused
-
-    def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
-        """:meth:`accept` for spans decoded as columns: the same checks, in the same order, in bulk."""
-        refused: Counter[str] = Counter()
-        reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
-        keep: list[int] = []
-        with self._lock:
-            self.counts["received"] += len(rows)
-            for reason, n in reasons.counts().items():
-                self.counts[f"rejected_{reason}"] += n
-                refused[reason] += n
-            seen, room = self._seen, self._max_queued - self._queued
-            trace_ids, span_ids = rows.trace_ids, rows.span_ids
-            for i in reasons.passed().tolist():
-                key = row_key(trace_ids[i], span_ids[i])
-                if room > 0 and seen.add_new(key):  # one look-up: remembered if new
-                    keep.append(i)
-                    room -= 1
-                elif room > 0 or key in seen:
-                    self.counts["rejected_duplicate"] += 1
-                    refused["duplicate"] += 1
-                else:  # not remembered: the exporter's retry is welcome
-                    self.counts["dropped"] += 1
-                    refused["queue_full"] += 1
-            if keep:
-                self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
-                self._queued += len(keep)
-        return refused
-
-    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str:
-        """The span's retry-check key, once its times pass and it is not a retry."""
-        v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
-        v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        key = span_key(span.trace_id, span.span_id)
-        if key in self._seen:
-            raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
-        return key
-
-    def _count(self, outcome: str, n: int = 1) -> None:
-        with self._lock:
-            self.counts[outcome] += n
 
     def cut(self) -> None:
         """Mark the tick's start (:class:`~sidecar.taps.tap.Cuts`): its :meth:`due` hands on only the
@@ -302,7 +228,7 @@ class OtlpReceiver:
                 self.counts.update(outcomes)
         return out.events, out.infos
 
-    def _take(self) -> list[_Queued]:
+    def _take(self) -> list[Queued]:
         with self._lock:
             items, n = take(self._queue, self._queued, math.inf if self._stopped else self._max_drain)
             self._queued -= n

@@ -41,7 +41,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from sidecar.taps import span_wire as wire
 from sidecar.taps.spans import AttrValue, SpanRows, attr_value
 
-__all__ = ["LeanExport", "RowSpec", "count_spans", "decode_rows"]
+__all__ = ["LeanExport", "RowSpec", "count_spans", "decode_rows", "span_count"]
 
 _NUMBER, _NOT_A_NUMBER = 1, 2  # a numeric column's kinds (0: absent), as in validate
 
@@ -114,12 +114,17 @@ def _keys(spec: RowSpec) -> _Keys:
 def count_spans(payload: bytes) -> int:
     """The number of spans in an export, read by the lean schema without making a Python object per
     span (upb parses in C; only the resource and scope wrappers are built)."""
-    export = LeanExport.FromString(payload)
+    return span_count(LeanExport.FromString(payload))
+
+
+def span_count(export: Any) -> int:
+    """The number of spans in a parsed export (lean or full: the same fields)."""
     return sum(len(ss.spans) for rs in export.resource_spans for ss in rs.scope_spans)
 
 
-def decode_rows(payload: bytes, spec: RowSpec) -> tuple[SpanRows, list[int]]:
-    """The export's spans of ``spec.name`` as columns, and the positions of every other span."""
+def decode_rows(payload: bytes, spec: RowSpec, lean: Any = None) -> tuple[SpanRows, list[int]]:
+    """The export's spans of ``spec.name`` as columns, and the positions of every other span
+    (``lean``: the payload already parsed as :data:`LeanExport`)."""
     trace_ids: list[bytes] = []
     span_ids: list[bytes] = []
     times: list[int] = []
@@ -128,7 +133,7 @@ def decode_rows(payload: bytes, spec: RowSpec) -> tuple[SpanRows, list[int]]:
     named: list[int] = []
     generic: list[int] = []
     k = -1
-    for rs in LeanExport.FromString(payload).resource_spans:
+    for rs in (LeanExport.FromString(payload) if lean is None else lean).resource_spans:
         for ss in rs.scope_spans:
             for s in ss.spans:
                 k += 1

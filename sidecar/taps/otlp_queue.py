@@ -1,0 +1,150 @@
+"""The OTLP receiver's span queue: room for an export, each span checked, queued or refused.
+
+:class:`SpanQueue` is the part of :class:`~sidecar.taps.otlp.OtlpReceiver` that takes decoded
+spans in (the receiver sets these attributes; gRPC worker threads call it, the tick's thread
+drains the queue). A span is checked once (:mod:`.validate`: times; a retried (trace id, span
+id) pair); the queue is bounded by ``otlp_max_queued_spans`` between two ticks. An export with
+more spans than the queue's room while spans wait in it is refused whole (:class:`NoRoom`; the
+gRPC method answers UNAVAILABLE, retryable) with the room checked and the spans queued in one
+hold of the lock, so two exports cannot both take the last room; spans beyond the bound of one
+taken in part (an export bigger than the whole queue, or :meth:`accept` called directly) are
+dropped and counted (``dropped``, reason ``queue_full``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+
+from sidecar.recent_ids import RecentIds
+from sidecar.taps import validate as v
+from sidecar.taps.otlp_decode import row_key, span_key
+from sidecar.taps.otlp_limit import Refusal
+from sidecar.taps.span_rows import count_spans
+from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanRows
+
+__all__ = ["NoRoom", "Queued", "SpanQueue"]
+
+Queued = ReceivedSpan | tuple[RowHandler, SpanRows]  # one span whole, or an export's spans as columns
+
+
+class NoRoom(Exception):
+    """An export that does not fit in the span queue's room now (refused whole, retryably)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SpanQueue:
+    """Checks and queues decoded spans; the receiver sets these attributes."""
+
+    counts: Counter[str]
+    _queue: deque[Queued]
+    _queued: int  # spans in the queue
+    _max_queued: int
+    _wall: Callable[[], float]
+    _limits: v.Limits
+    _seen: RecentIds[bytes | str]
+    _lock: threading.RLock
+
+    def _room_for(self, n: int, whole: bool) -> None:
+        """With ``whole``: raise :class:`NoRoom` if ``n`` spans do not fit while spans are queued
+        (the caller holds the lock; an export over the whole queue is taken in part at an empty one)."""
+        room = self._max_queued - self._queued
+        if whole and n > room and self._queued > 0:
+            raise NoRoom(
+                f"jouletrace's span queue has room for {room} of this export's {n} spans now "
+                f"(otlp_max_queued_spans {self._max_queued} between two ticks); retry later"
+            )
+
+    def _has_room(self) -> bool:
+        with self._lock:
+            return self._queued < self._max_queued
+
+    def _full(self) -> Refusal | None:
+        """Backpressure when the queue is full: the export is refused whole, retryably (not decoded)."""
+        if self._has_room():
+            return None
+        return Refusal(
+            "queue_full",
+            f"jouletrace's span queue is full ({self._max_queued} spans between two ticks: "
+            "otlp_max_queued_spans); retry later",
+        )
+
+    def _refuse_if_full(self, payload: bytes) -> Counter[str]:
+        """A full queue refuses the export whole, before its spans are decoded (a flood's refused
+        spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
+        if self._has_room():
+            return Counter()
+        n = count_spans(payload)  # raises on an undecodable export, as the full decode would
+        with self._lock:
+            self.counts["received"] += n
+            self.counts["dropped"] += n
+        return Counter({"queue_full": n}) if n else Counter()
+
+    def accept(self, spans: list[ReceivedSpan]) -> Counter[str]:
+        """Check and queue decoded spans (gRPC worker threads, or tests); returns the refused, by reason."""
+        refused: Counter[str] = Counter()
+        if not spans:
+            return refused
+        now_s = self._wall()
+        with self._lock:
+            self.counts["received"] += len(spans)
+            for span in spans:
+                try:
+                    key = self._check(span, now_s)
+                except v.Rejected as err:
+                    v.note(self.counts, err)
+                    refused[err.reason] += 1
+                    continue
+                if self._queued >= self._max_queued:  # not remembered: the exporter's retry is welcome
+                    self.counts["dropped"] += 1
+                    refused["queue_full"] += 1
+                    continue
+                self._queue.append(span)
+                self._queued += 1
+                self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
+        return refused
+
+    def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
+        """:meth:`accept` for spans decoded as columns: the same checks, in the same order, in bulk."""
+        refused: Counter[str] = Counter()
+        reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
+        keep: list[int] = []
+        with self._lock:
+            self.counts["received"] += len(rows)
+            for reason, n in reasons.counts().items():
+                self.counts[f"rejected_{reason}"] += n
+                refused[reason] += n
+            seen, room = self._seen, self._max_queued - self._queued
+            trace_ids, span_ids = rows.trace_ids, rows.span_ids
+            for i in reasons.passed().tolist():
+                key = row_key(trace_ids[i], span_ids[i])
+                if room > 0 and seen.add_new(key):  # one look-up: remembered if new
+                    keep.append(i)
+                    room -= 1
+                elif room > 0 or key in seen:
+                    self.counts["rejected_duplicate"] += 1
+                    refused["duplicate"] += 1
+                else:  # not remembered: the exporter's retry is welcome
+                    self.counts["dropped"] += 1
+                    refused["queue_full"] += 1
+            if keep:
+                self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
+                self._queued += len(keep)
+        return refused
+
+    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str:
+        """The span's retry-check key, once its times pass and it is not a retry."""
+        v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
+        v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
+        key = span_key(span.trace_id, span.span_id)
+        if key in self._seen:
+            raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
+        return key
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[outcome] += n
