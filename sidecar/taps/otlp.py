@@ -195,11 +195,14 @@ class OtlpReceiver(SpanQueue):
                 return self.accept(spans)
         handler, spec = found
         lean = LeanExport.FromString(payload)
+        n = span_count(lean)
+        with self._lock:  # a first look: an export refused for room costs its count, not its decode
+            self._room_for(n, whole)
         rows, generic = decode_rows(payload, spec, lean)
         full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
         spans = decode_request(full, set(generic)) if full is not None else []
-        with self._lock:
-            self._room_for(span_count(lean), whole)
+        with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
+            self._room_for(n, whole)
             refused = self.accept(spans)
             if len(rows):
                 refused += self.accept_rows(rows, handler)

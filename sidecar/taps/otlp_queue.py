@@ -5,8 +5,9 @@ spans in (the receiver sets these attributes; gRPC worker threads call it, the t
 drains the queue). A span is checked once (:mod:`.validate`: times; a retried (trace id, span
 id) pair); the queue is bounded by ``otlp_max_queued_spans`` between two ticks. An export with
 more spans than the queue's room while spans wait in it is refused whole (:class:`NoRoom`; the
-gRPC method answers UNAVAILABLE, retryable) with the room checked and the spans queued in one
-hold of the lock, so two exports cannot both take the last room; spans beyond the bound of one
+gRPC method answers UNAVAILABLE, retryable): the room is looked at once the export's spans are
+counted (a refused one is not decoded) and checked again as they are queued, in one hold of the
+lock, so two exports cannot both take the last room; spans beyond the bound of one
 taken in part (an export bigger than the whole queue, or :meth:`accept` called directly) are
 dropped and counted (``dropped``, reason ``queue_full``).
 """

@@ -53,6 +53,22 @@ def test_an_export_over_the_room_left_is_refused_whole_retryably_and_taken_whole
     assert _request_ids(rec) == ["r10", "r11", "r12", "r13"]
 
 
+def test_an_export_refused_for_room_is_counted_not_decoded(
+    queue_of_5: tuple[OtlpReceiver, trace_service_pb2_grpc.TraceServiceStub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a flood most exports are refused: each costs the lean parse that counts its spans,
+    not the decode of its attributes."""
+    rec, stub = queue_of_5
+    now = time.time()
+    stub.Export(export(*(span(i, now) for i in range(2))), timeout=10)
+    decoded: list[bytes] = []
+    monkeypatch.setattr("sidecar.taps.otlp.decode_rows", lambda payload, *_: decoded.append(payload))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Export(export(*(span(i, now) for i in range(10, 14))), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and not decoded
+    assert rec.counts["refused_queue_full"] == 1
+
+
 def test_an_export_bigger_than_the_whole_queue_is_taken_in_part_at_an_empty_one(
     queue_of_5: tuple[OtlpReceiver, trace_service_pb2_grpc.TraceServiceStub],
 ) -> None:
