@@ -30,13 +30,13 @@ Faults, as an OpenTelemetry collector handles them:
   backpressure signal: the exporter keeps the spans and retries them), counted per export
   (``refused_queue_full``, ``refused_memory``, ``refused_backlog``), so a flood's surplus
   costs neither decoding CPU nor the memory of its spans, and loses nothing an exporter
-  retries. So is an export, once decoded, with more spans than the queue has room for while
-  spans are queued (the next tick makes room: sent again, it is taken whole), checked and
-  queued under one lock so two exports cannot both take the last room (:mod:`.otlp_queue`,
-  which also checks each span); only one bigger than
-  the whole queue, arriving at an empty queue, keeps what fits and drops the rest
-  (``dropped``, reason ``queue_full``; so does :meth:`receive` called directly): its response
-  carries ``partial_success`` with the number refused and why;
+  retries. So is an export with more spans than the queue has room for while spans are
+  queued (the next tick makes room: sent again, it is taken whole), looked at once its spans
+  are counted, before they are decoded, and checked again as they are queued under one lock,
+  so two exports cannot both take the last room (:mod:`.otlp_queue`, which also checks each
+  span); only one bigger than the whole queue, arriving at an empty queue, keeps what fits and
+  drops the rest (``dropped``, reason ``queue_full``; so does :meth:`receive` called directly):
+  its response carries ``partial_success`` with the number refused and why;
 * each span is handed to the handlers on its own (:mod:`.otlp_drain`): a handler that rejects
   it (:class:`~sidecar.taps.validate.Rejected`, e.g. a NaN token count) or fails costs that
   span only (``rejected_<reason>``, ``internal_errors``); spans no handler claims are counted
@@ -68,7 +68,7 @@ from sidecar.taps.otlp_drain import drain, row_handler, take
 from sidecar.taps.otlp_limit import ExportLimiter, status_details
 from sidecar.taps.otlp_queue import NoRoom, Queued, SpanQueue
 from sidecar.taps.span_rows import LeanExport, decode_rows, span_count
-from sidecar.taps.spans import SpanHandler
+from sidecar.taps.spans import RowHandler, SpanHandler, SpanRows
 from sidecar.taps.tap import merge_reports
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "OtlpReceiver", "decode_request"]
@@ -187,24 +187,24 @@ class OtlpReceiver(SpanQueue):
         if refused_whole:
             return refused_whole
         found = row_handler(self.handlers)
-        if found is None:
-            request = trace_service_pb2.ExportTraceServiceRequest.FromString(payload)
-            spans = decode_request(request)
-            with self._lock:
-                self._room_for(span_count(request), whole)
-                return self.accept(spans)
-        handler, spec = found
-        lean = LeanExport.FromString(payload)
-        n = span_count(lean)
+        schema = trace_service_pb2.ExportTraceServiceRequest if found is None else LeanExport
+        parsed = schema.FromString(payload)
+        n = span_count(parsed)
         with self._lock:  # a first look: an export refused for room costs its count, not its decode
             self._room_for(n, whole)
-        rows, generic = decode_rows(payload, spec, lean)
-        full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
-        spans = decode_request(full, set(generic)) if full is not None else []
+        columns: list[tuple[SpanRows, RowHandler]] = []  # the row handler's spans, if it has any
+        if found is None:
+            spans = decode_request(parsed)
+        else:
+            handler, spec = found
+            rows, generic = decode_rows(payload, spec, parsed)
+            columns = [(rows, handler)] if len(rows) else []
+            full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
+            spans = decode_request(full, set(generic)) if full is not None else []
         with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
             self._room_for(n, whole)
             refused = self.accept(spans)
-            if len(rows):
+            for rows, handler in columns:
                 refused += self.accept_rows(rows, handler)
         return refused
 
