@@ -18,6 +18,7 @@ the limit it had).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["UnreadableLimit", "container_limit_mb", "otlp_memory_limit_mb"]
@@ -46,8 +47,9 @@ def container_limit_mb(
     return None
 
 
-def _hierarchies(mount: Path, cgroups: str) -> list[tuple[str, list[Path]]]:
-    """(the limit's file name, the folders to look in: the process's cgroup and each one above it)."""
+def _hierarchies(mount: Path, cgroups: str) -> Iterator[tuple[str, list[Path]]]:
+    """(the limit's file name, the folders to look in: the process's cgroup and each one above it),
+    v2 first; v1's folders are only listed if asked for (v2 had no limit's file)."""
     v2 = v1 = ""
     for line in cgroups.splitlines():
         hierarchy, _, rest = line.partition(":")
@@ -56,8 +58,9 @@ def _hierarchies(mount: Path, cgroups: str) -> list[tuple[str, list[Path]]]:
             v2 = path
         elif "memory" in controllers.split(","):
             v1 = path
-    found = [("memory.max", _up(mount, v2))]
-    return found + [("memory.limit_in_bytes", _up(root, v1)) for root in _v1_memory_roots(mount)]
+    yield "memory.max", _up(mount, v2)
+    for root in _v1_memory_roots(mount):
+        yield "memory.limit_in_bytes", _up(root, v1)
 
 
 def _v1_memory_roots(mount: Path) -> list[Path]:

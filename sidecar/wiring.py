@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from sidecar import container_memory
 from sidecar.app import Sidecar
 from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
@@ -113,8 +114,8 @@ def _otlp_receiver(
         max_drain_spans=config.otlp_drain_max_spans,
         max_remembered_spans=config.otlp_dedupe_spans,
         limiter=ExportLimiter(
-            memory_limit_mb=_otlp_memory_limit_mb(config, log_it=True),
-            memory_limit=lambda: _otlp_memory_limit_mb(config),
+            memory_limit_mb=_otlp_memory_limit_at_start(config),
+            memory_limit=lambda: _otlp_memory_limit_mb(config, container_memory.container_limit_mb()),
             backlog_limit_rows=config.otlp_backlog_limit_rows,
             backlog_rows=backlog_rows,
             retry_delay_s=config.otlp_retry_delay_s,
@@ -122,25 +123,25 @@ def _otlp_receiver(
     )
 
 
-def _otlp_memory_limit_mb(config: SidecarConfig, log_it: bool = False) -> float:
-    """The OTLP receiver's memory limit from its two knobs and the container's limit now (read again
-    by the receiver's limiter, so a limit resized in place is followed; where the container's limit
-    cannot be read it raises, and the limiter keeps the limit it has); logged at start, where a
-    container limit that cannot be read is taken as none."""
-    from sidecar import container_memory
+def _otlp_memory_limit_mb(config: SidecarConfig, container_mb: float | None) -> float:
+    """The OTLP receiver's memory limit from its two knobs and the container's limit (MB; 0: none).
+    The limiter asks again with the container's limit read anew, so a limit resized in place is
+    followed; where it cannot be read then, that raises and the limiter keeps the limit it has."""
+    return container_memory.otlp_memory_limit_mb(
+        config.otlp_memory_limit_mb, config.otlp_memory_limit_percent, container_mb
+    )
 
+
+def _otlp_memory_limit_at_start(config: SidecarConfig) -> float:
+    """:func:`_otlp_memory_limit_mb` at start, logged; a container limit that cannot be read is
+    taken as none (warned)."""
     try:
         container_mb = container_memory.container_limit_mb()
     except container_memory.UnreadableLimit as err:
-        if not log_it:
-            raise
         log.warning("container memory limit: %s; otlp_memory_limit_percent does not apply", err)
         container_mb = None
-    limit_mb = container_memory.otlp_memory_limit_mb(
-        config.otlp_memory_limit_mb, config.otlp_memory_limit_percent, container_mb
-    )
-    if log_it:
-        _log_limit(config, limit_mb, container_mb)
+    limit_mb = _otlp_memory_limit_mb(config, container_mb)
+    _log_limit(config, limit_mb, container_mb)
     return limit_mb
 
 
@@ -161,10 +162,10 @@ def _log_limit(config: SidecarConfig, limit_mb: float, container_mb: float | Non
             "OTLP memory limit: none (no container memory limit found and otlp_memory_limit_mb is 0): "
             "a span flood is bounded only by otlp_backlog_limit_rows and the span queue"
         )
-    elif 0 < limit_mb < rss_mb():
+    elif 0 < limit_mb < (used_mb := rss_mb()):
         log.warning(
             "OTLP memory limit %.0f MB is below the sidecar's resident memory at start (%.0f MB): "
             "exports will be refused, retryable, all but one per otlp_retry_delay_s",
             limit_mb,
-            rss_mb(),
+            used_mb,
         )
