@@ -13,9 +13,13 @@ Sending is the OpenTelemetry SDK's: a ``BatchSpanProcessor`` (its own thread,
 batches of up to 512) in front of the ``OTLPSpanExporter`` (gRPC, retries
 transient errors with backoff within ``timeout_s``). At most ``max_queue`` spans
 wait; beyond that they are dropped and counted, so a slow or absent upstream
-costs the sidecar nothing but dropped (counted) spans. Counters
+costs the sidecar nothing but dropped (counted) spans. A span waiting for its record, and a
+record waiting for its span, are kept at most :data:`_MAX_WAITING` each, and the waiting spans
+at most :data:`_MAX_WAITING_BYTES` of attribute text (a span's attributes are a client's: one
+export of 4 MiB may be one span); beyond either the oldest goes, counted. Counters
 (``span_forward`` tap): ``forwarded``, ``failed`` (export gave up), ``dropped``,
-``malformed`` (ids that are not hex), ``task_late_sent`` (a task named after the
+``malformed`` (ids that are not hex), ``evicted_spans`` and ``evicted_records`` (waited
+beyond the bounds above), ``task_late_sent`` (a task named after the
 record was final, for a span already sent without it; a record still waiting for
 its span takes the task).
 """
@@ -27,7 +31,6 @@ import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -40,13 +43,14 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.spans import AttrValue, ReceivedSpan
 
-__all__ = ["SpanForwarder", "energy_attributes", "enriched_span"]
+__all__ = ["SpanForwarder", "energy_attributes", "enriched_span", "span_bytes"]
 
 log = logging.getLogger(__name__)
 
 _MAX_WAITING = 20_000  # spans waiting for their record, and records waiting for their span
+_MAX_WAITING_BYTES = 64 * 1024 * 1024  # the waiting spans' attributes and resources, as span_bytes counts
+_VALUE_BYTES = 16  # what span_bytes counts for a value that is not text (a number, a bool)
 _SCHEDULE_DELAY_MS = 200  # how long a batch may wait to fill before it is sent
-_V = TypeVar("_V")
 
 
 def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
@@ -70,6 +74,24 @@ def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
     if rec.task != "unknown":
         out[attrs.TASK] = rec.task
     return out
+
+
+def span_bytes(span: ReceivedSpan) -> int:
+    """About what a waiting span holds: its attributes' and resource's keys and text values (a list's
+    items each), :data:`_VALUE_BYTES` for any other value; its ids and name."""
+    total = len(span.trace_id) + len(span.span_id) + len(span.parent_span_id) + len(span.name)
+    for table in (span.attributes, span.resource):
+        for key, value in table.items():
+            total += len(key) + _value_bytes(value)
+    return total
+
+
+def _value_bytes(value: object) -> int:
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(len(v) if isinstance(v, str | bytes) else _VALUE_BYTES for v in value)
+    return _VALUE_BYTES
 
 
 def _id(hex_id: str, digits: int, what: str) -> int:
@@ -133,7 +155,8 @@ class SpanForwarder:
         self.timeout_s = timeout_s
         self.max_queue = max_queue
         self.counts: Counter[str] = Counter()
-        self._spans: OrderedDict[str, ReceivedSpan] = OrderedDict()
+        self._spans: OrderedDict[str, tuple[ReceivedSpan, int]] = OrderedDict()  # with span_bytes
+        self._span_bytes = 0  # of the waiting spans
         self._finals: OrderedDict[str, RequestEnergy] = OrderedDict()
         self._lock = threading.Lock()
         self._in_flight = 0  # handed to the processor, not yet exported or failed
@@ -160,18 +183,34 @@ class SpanForwarder:
         with self._lock:
             rec = self._finals.pop(request_id, None)
             if rec is None:
-                _put(self._spans, request_id, span)
+                self._wait(request_id, span)
                 return
         self._send(span, rec)
+
+    def _wait(self, request_id: str, span: ReceivedSpan) -> None:
+        """Keep ``span`` until its record comes, within the bounds (the oldest goes first; the lock held)."""
+        size = span_bytes(span)
+        old = self._spans.pop(request_id, None)  # a repeat replaces the one waiting
+        self._span_bytes += size - (old[1] if old is not None else 0)
+        self._spans[request_id] = (span, size)
+        while len(self._spans) > _MAX_WAITING or self._span_bytes > _MAX_WAITING_BYTES:
+            _, (_, gone) = self._spans.popitem(last=False)
+            self._span_bytes -= gone
+            self.counts["evicted_spans"] += 1
 
     def on_final(self, records: Sequence[RequestEnergy]) -> None:
         """Records became final (sidecar loop)."""
         for rec in records:
             with self._lock:
-                span = self._spans.pop(rec.request_id, None)
-                if span is None:
-                    _put(self._finals, rec.request_id, rec)
+                waiting = self._spans.pop(rec.request_id, None)
+                if waiting is None:
+                    self._finals[rec.request_id] = rec
+                    while len(self._finals) > _MAX_WAITING:
+                        self._finals.popitem(last=False)
+                        self.counts["evicted_records"] += 1
                     continue
+                span, size = waiting
+                self._span_bytes -= size
             self._send(span, rec)
 
     def on_tasks(self, tasks: dict[str, str]) -> None:
@@ -205,9 +244,3 @@ class SpanForwarder:
             self.counts["forwarded" if ok else "failed"] += n
         if not ok:
             log.debug("forwarding %d spans to %s failed", n, self.endpoint)
-
-
-def _put(table: OrderedDict[str, _V], key: str, value: _V) -> None:
-    table[key] = value
-    while len(table) > _MAX_WAITING:
-        table.popitem(last=False)

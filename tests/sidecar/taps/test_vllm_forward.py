@@ -15,7 +15,8 @@ import pytest
 from sidecar.attribution.records import RequestEnergy
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
-from sidecar.taps.vllm_forward import SpanForwarder
+from sidecar.taps import vllm_forward
+from sidecar.taps.vllm_forward import SpanForwarder, span_bytes
 from tests.support import free_port, wait_for
 
 
@@ -201,3 +202,46 @@ def test_a_span_with_ids_wider_than_otlp_s_is_counted_not_sent_and_forwarding_go
         assert fwd.counts["dropped"] == 0  # the queue bound of 2 was not used up by them
     finally:
         fwd.stop()
+
+
+def test_spans_waiting_for_their_record_are_bounded_by_bytes_the_oldest_going_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client's span may carry megabytes of attributes: the waiting spans are bounded by what they
+    hold, not only by count; a span that goes is counted, and the ones kept still meet their record."""
+    big = replace(span("chatcmpl-big"), attributes={"gen_ai.request.id": "chatcmpl-big", "blob": "x" * 5000})
+    monkeypatch.setattr(vllm_forward, "_MAX_WAITING_BYTES", 2 * span_bytes(big) + 10)
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}")
+    for k in range(3):
+        fwd.on_span(f"b{k}", big)
+    assert fwd.counts["evicted_spans"] == 1  # b0, the oldest
+    fwd.on_final([record("b0"), record("b1"), record("b2")])  # b1, b2 met theirs (no upstream: dropped)
+    assert fwd.counts["dropped"] == 2
+    fwd.on_span("b3", big)  # their bytes were given back: room again
+    assert fwd.counts["evicted_spans"] == 1
+
+
+def test_a_span_sent_twice_while_waiting_is_held_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_forward, "_MAX_WAITING_BYTES", span_bytes(span("chatcmpl-a")) + 10)
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}")
+    for _ in range(5):
+        fwd.on_span("a", span("chatcmpl-a"))
+    assert fwd.counts["evicted_spans"] == 0
+
+
+def test_waiting_spans_and_records_beyond_the_count_bound_go_oldest_first_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm_forward, "_MAX_WAITING", 3)
+    fwd = SpanForwarder(f"127.0.0.1:{free_port()}")
+    for k in range(5):
+        fwd.on_span(f"s{k}", span(f"chatcmpl-s{k}"))
+    fwd.on_final([record(f"r{k}") for k in range(4)])
+    assert fwd.counts["evicted_spans"] == 2 and fwd.counts["evicted_records"] == 1
+    fwd.on_final([record("s0"), record("s4")])  # s0 went; s4 is still there (sent: no upstream, dropped)
+    assert fwd.counts["dropped"] == 1
+
+
+def test_span_bytes_counts_keys_text_and_list_items() -> None:
+    s = ReceivedSpan("ab", "cd", "", "n", 0.0, 1.0, {"k": "vvv", "n": 3, "l": ["xy", 1]}, {"r": "z"})
+    assert span_bytes(s) == 2 + 2 + 0 + 1 + (1 + 3) + (1 + 16) + (1 + 2 + 16) + (1 + 1)
