@@ -51,7 +51,7 @@ from sidecar.snapshot import build_snapshot
 from sidecar.taps.tap import Cuts, Tap
 from sidecar.timeline import Timeline
 
-__all__ = ["Sidecar"]
+__all__ = ["Sidecar", "build_attributor"]
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +88,7 @@ class Sidecar:
         )
         self.floor_keeper = FloorKeeper(floor, self.ledger)  # the idle floor across restarts
         self.floor_keeper.restore(clock())
-        self.attributor = Attributor(
-            self.timeline,
-            make_rule(
-                config.split,
-                fit_window_ticks=config.fit_window_ticks,
-                fit_warmup_ticks=config.fit_warmup_ticks,
-                floor=floor,
-                max_condition=config.fit_max_condition,
-            ),
-            model=config.model,
-            energy_source=meter.source.value,
-            request_timeout_s=config.request_timeout_s,
-            max_held_ticks=config.fit_warmup_ticks + 100,
-            warmup_max_s=config.fit_warmup_max_s,
-            max_requests=config.max_requests,
-            max_pending_rows=config.max_pending_rows,
-            max_future_s=config.max_future_s,
-            max_model_labels=config.max_model_labels,
-        )
+        self.attributor = build_attributor(config, self.timeline, floor, meter.source.value)
         self.on_final = on_final
         self.on_tasks = on_tasks  # late task labels (id -> task) for records already final
         self.meter_errors = 0
@@ -294,3 +276,30 @@ class Sidecar:
         self.exporter.shutdown()
         self.ledger.close()
         self.meter.close()
+
+
+def build_attributor(
+    config: SidecarConfig, timeline: Timeline, floor: FloorEstimate, source: str
+) -> Attributor:
+    """The attribution domain of a sidecar: its rule (fitted or not, on the idle ``floor``) and bounds,
+    from the knobs; ``source``: what the meter's energy is (``measured``, ``replay``, ...)."""
+    rule = make_rule(
+        config.split,
+        fit_window_ticks=config.fit_window_ticks,
+        fit_warmup_ticks=config.fit_warmup_ticks,
+        floor=floor,
+        max_condition=config.fit_max_condition,
+    )
+    return Attributor(
+        timeline,
+        rule,
+        model=config.model,
+        energy_source=source,
+        request_timeout_s=config.request_timeout_s,
+        max_held_ticks=config.fit_warmup_ticks + 100,
+        warmup_max_s=config.fit_warmup_max_s,
+        max_requests=config.max_requests,
+        max_pending_rows=config.max_pending_rows,
+        max_future_s=config.max_future_s,
+        max_model_labels=config.max_model_labels,
+    )
