@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 
 from sidecar.attribution.records import RequestEnergy
+from sidecar.taps import vllm_forward
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
-from sidecar.taps import vllm_forward
 from sidecar.taps.vllm_forward import SpanForwarder, span_bytes
 from tests.support import free_port, wait_for
 
