@@ -19,8 +19,10 @@ Faults, as an OpenTelemetry collector handles them:
 
 * an export over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED and counted
   (``refused_too_large``; gRPC itself refuses, uncounted, anything over twice the limit, so a
-  flood cannot make the sidecar buffer it), an undecodable one with INVALID_ARGUMENT
-  (``refused_undecodable``);
+  flood cannot make the sidecar buffer it), one that is not protobuf with INVALID_ARGUMENT
+  (``refused_undecodable``); a span protobuf cannot read in an export it can (a string that is
+  not UTF-8, in the span, its resource or scope) is refused alone (``rejected_undecodable_span``,
+  in ``partial_success``), as OTel's exporters never send an export refused whole again;
 * each span is checked when it arrives (:mod:`.validate`): one that ends before it starts,
   lasts over a day or is dated far from the sidecar's clock, or repeats a (trace id, span id)
   already received (an exporter's retry) is rejected and counted (``rejected_<reason>``);
@@ -63,7 +65,7 @@ from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
-from sidecar.taps.otlp_decode import decode_request, respond
+from sidecar.taps.otlp_decode import decode_export, decode_request, respond
 from sidecar.taps.otlp_drain import drain, row_handler, take
 from sidecar.taps.otlp_limit import ExportLimiter, status_details
 from sidecar.taps.otlp_queue import NoRoom, Queued, SpanQueue
@@ -167,7 +169,7 @@ class OtlpReceiver(SpanQueue):
             self._count(f"refused_{refusal.reason}")
             context.set_trailing_metadata(status_details(refusal.message, self.limiter.retry_delay_s))
             context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
-        try:  # protobuf's DecodeError (untyped), bad UTF-8, anything the decoders cannot read
+        try:  # protobuf's DecodeError (untyped): not an export's wire format
             refused = self.receive(payload, whole=True)
         except NoRoom as no_room:  # retryable: sent again after a tick, it is taken whole
             self._count("refused_queue_full")
@@ -187,25 +189,27 @@ class OtlpReceiver(SpanQueue):
         if refused_whole:
             return refused_whole
         found = row_handler(self.handlers)
-        schema = trace_service_pb2.ExportTraceServiceRequest if found is None else LeanExport
-        parsed = schema.FromString(payload)
+        parsed = LeanExport.FromString(payload)  # the wire format; every string read as bytes
         n = span_count(parsed)
         with self._lock:  # a first look: an export refused for room costs its count, not its decode
             self._room_for(n, whole)
         columns: list[tuple[SpanRows, RowHandler]] = []  # the row handler's spans, if it has any
         if found is None:
-            spans = decode_request(parsed)
+            spans, undecodable = decode_export(payload, parsed)
         else:
             handler, spec = found
             rows, generic = decode_rows(payload, spec, parsed)
             columns = [(rows, handler)] if len(rows) else []
-            full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload) if generic else None
-            spans = decode_request(full, set(generic)) if full is not None else []
+            spans, undecodable = decode_export(payload, parsed, set(generic)) if generic else ([], 0)
         with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
             self._room_for(n, whole)
             refused = self.accept(spans)
             for rows, handler in columns:
                 refused += self.accept_rows(rows, handler)
+            if undecodable:  # a span protobuf cannot read (a string not UTF-8): it alone is refused
+                self.counts["received"] += undecodable
+                self.counts["rejected_undecodable_span"] += undecodable
+                refused["undecodable_span"] += undecodable
         return refused
 
     def cut(self) -> None:

@@ -3,6 +3,10 @@
 :func:`decode_request` flattens an ``ExportTraceServiceRequest`` into
 :class:`~sidecar.taps.spans.ReceivedSpan` s (every attribute as plain Python),
 for the spans no row handler takes as columns (:mod:`.span_rows`).
+:func:`decode_export` does it from the payload; where protobuf refuses the whole export
+but its lean parse read it (a string that is not UTF-8, which proto3 forbids, in one span,
+resource or scope), it decodes the spans one at a time and refuses only those it cannot read,
+so one bad span does not cost its neighbours.
 :func:`span_key` / :func:`row_key` give a span's (trace id, span id) as one
 key, the same for a span decoded whole (hex ids) or as a row (id bytes).
 :func:`respond` is OK, or ``partial_success`` with the refused count and why.
@@ -13,13 +17,15 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Container, Iterable
+from typing import Any
 
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from sidecar.taps.spans import AttrValue, ReceivedSpan, attr_value
 
-__all__ = ["decode_request", "respond", "row_key", "span_key"]
+__all__ = ["decode_export", "decode_request", "respond", "row_key", "span_key"]
 
 
 def _attrs(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
@@ -57,6 +63,42 @@ def decode_request(
                     )
                 )
     return out
+
+
+def decode_export(
+    payload: bytes, lean: Any, only: Container[int] | None = None
+) -> tuple[list[ReceivedSpan], int]:
+    """:func:`decode_request` of the payload (``only``: the spans at these positions), and how many
+    of those spans could not be decoded; ``lean``: the payload as the lean schema read it
+    (:data:`~sidecar.taps.span_rows.LeanExport`, which reads every string as bytes)."""
+    try:
+        full = trace_service_pb2.ExportTraceServiceRequest.FromString(payload)
+    except DecodeError:  # the wire format was read (the lean parse): a string protobuf refuses
+        return _one_by_one(lean, only)
+    return decode_request(full, only), 0
+
+
+def _one_by_one(lean: Any, only: Container[int] | None) -> tuple[list[ReceivedSpan], int]:
+    """Each span of a lean parse decoded on its own, with its resource and scope."""
+    out: list[ReceivedSpan] = []
+    bad = 0
+    k = -1
+    for rs in lean.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                k += 1
+                if only is not None and k not in only:
+                    continue
+                one = type(lean)()
+                scope = one.resource_spans.add(resource=rs.resource).scope_spans.add(scope=ss.scope)
+                scope.spans.add().CopyFrom(s)
+                try:
+                    full = trace_service_pb2.ExportTraceServiceRequest.FromString(one.SerializeToString())
+                except DecodeError:
+                    bad += 1
+                    continue
+                out += decode_request(full)
+    return out, bad
 
 
 def span_key(trace_id: str, span_id: str) -> bytes | str:

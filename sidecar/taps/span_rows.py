@@ -19,9 +19,11 @@ is the spec's and it has the id attribute; any other span, or one with an
 spans), is left to the full decode (``generic``: its position among the
 export's spans). Numeric values are kept as float64 with a kind (0 absent, 1 a
 number, 2 not a number); an int64 always fits a float, so nothing overflows.
-Invalid UTF-8 in a read id raises (the export is undecodable, as upb says);
-attributes not read are not checked (the full decode refuses invalid UTF-8
-anywhere in an export).
+Every string of the lean schema is read as bytes, so invalid UTF-8 never fails the
+lean parse: a span whose id is not UTF-8 (or whose attributes protobuf cannot
+read one by one) is left to the full decode too, which refuses that span alone
+(:func:`~sidecar.taps.otlp_decode.decode_export`); attributes not read are not
+checked. The resource and scope are kept as their bytes, for that decode.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from google.protobuf import (  # type: ignore[import-untyped]
     descriptor_pool,
     message_factory,
 )
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from sidecar.taps import span_wire as wire
@@ -65,12 +68,15 @@ def _lean_schema() -> Any:
     )
     layout = {
         "Export": [("resource_spans", 1, f.TYPE_MESSAGE, ".jtlean.ResourceSpans")],
-        "ResourceSpans": [("scope_spans", 2, f.TYPE_MESSAGE, ".jtlean.ScopeSpans")],
-        "ScopeSpans": [("spans", 2, f.TYPE_MESSAGE, ".jtlean.Span")],
+        "ResourceSpans": [
+            ("resource", 1, f.TYPE_BYTES, ""),
+            ("scope_spans", 2, f.TYPE_MESSAGE, ".jtlean.ScopeSpans"),
+        ],
+        "ScopeSpans": [("scope", 1, f.TYPE_BYTES, ""), ("spans", 2, f.TYPE_MESSAGE, ".jtlean.Span")],
         "Span": [
             ("trace_id", 1, f.TYPE_BYTES, ""),
             ("span_id", 2, f.TYPE_BYTES, ""),
-            ("name", 5, f.TYPE_STRING, ""),
+            ("name", 5, f.TYPE_BYTES, ""),  # bytes: invalid UTF-8 is the full decode's to refuse
             ("start_time_unix_nano", 7, f.TYPE_FIXED64, ""),
             ("end_time_unix_nano", 8, f.TYPE_FIXED64, ""),
             ("attributes", 9, f.TYPE_BYTES, ""),
@@ -133,11 +139,12 @@ def decode_rows(payload: bytes, spec: RowSpec, lean: Any = None) -> tuple[SpanRo
     named: list[int] = []
     generic: list[int] = []
     k = -1
+    name = spec.name.encode()
     for rs in (LeanExport.FromString(payload) if lean is None else lean).resource_spans:
         for ss in rs.scope_spans:
             for s in ss.spans:
                 k += 1
-                if s.name != spec.name:
+                if s.name != name:
                     generic.append(k)
                     continue
                 attributes = s.attributes
@@ -201,11 +208,17 @@ def _read_attributes(
     for i, a, b in zip(
         owner[id_at].tolist(), attrs.value_at[id_at].tolist(), attrs.value_end[id_at].tolist(), strict=True
     ):
-        rid[i] = joined[a:b].decode()  # invalid UTF-8 raises: undecodable, as upb says
+        try:
+            rid[i] = joined[a:b].decode()
+        except UnicodeDecodeError:  # not UTF-8: left without an id, to the full decode, which refuses it
+            escaped[i] = True
     first = np.cumsum(counts) - np.asarray(counts, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
     for i in np.flatnonzero(slow).tolist():
         lo = int(first[i])
-        rid[i], values[i], kinds[i], escaped[i] = _slow_row(chunks[lo : lo + counts[i]], keys, width)
+        try:
+            rid[i], values[i], kinds[i], escaped[i] = _slow_row(chunks[lo : lo + counts[i]], keys, width)
+        except DecodeError:  # an attribute protobuf cannot read (invalid UTF-8): to the full decode
+            rid[i], escaped[i] = None, True
     return rid, values, kinds, escaped
 
 
