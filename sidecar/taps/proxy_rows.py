@@ -49,17 +49,20 @@ class Head:
 
     pid: int
     seq: int
-    wall_s: float
+    wall_s: float  # at most the sidecar's clock when read (validate.sent_unix_s)
+    ahead_s: float  # how far after that clock the datagram said it was sent (0: not)
 
 
 def parse_head(raw: Any, now_unix_s: float) -> Head:
     """``v``, ``kind``, ``pid``, ``seq``, ``wall`` (within the skew limit of now)."""
     if not isinstance(raw, dict) or raw.get("v") != VERSION or raw.get("kind") != KIND:
         raise v.Rejected("malformed", "not a jouletrace v1 proxy message")
+    wall_s, ahead_s = v.sent_unix_s(raw.get("wall"), "wall", now_unix_s)
     return Head(
         pid=index(raw.get("pid"), "pid"),
         seq=index(raw.get("seq"), "seq"),
-        wall_s=v.unix_s(raw.get("wall"), "wall", now_unix_s),
+        wall_s=wall_s,
+        ahead_s=ahead_s,
     )
 
 

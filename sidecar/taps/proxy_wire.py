@@ -133,6 +133,7 @@ class ProxyWireReceiver(UdpEndpoint):
         head = parse_head(raw, self._wall())
         if not self._tracker(head.pid).see(head.seq):
             return
+        v.note_ahead(self.counts, head.ahead_s)
         try:
             self._proxy_counts[head.pid] = parse_counts(raw)
         except v.Rejected as err:

@@ -37,9 +37,11 @@ __all__ = [
     "fixed_row",
     "interval_s",
     "note",
+    "note_ahead",
     "number",
     "request_id",
     "section",
+    "sent_unix_s",
     "span_times",
     "token_counts",
     "tokens",
@@ -76,6 +78,8 @@ class Limits:
     max_skew_s: float = 86_400.0  # a timestamp this far from the sidecar's wall clock is not real
     max_id_chars: int = 256
     clock_jitter_s: float = 1.0  # a duration this little below 0 is rounding between clocks: read as 0
+    # a datagram dated this far after the sidecar's clock is counted (``wall_ahead``; see sent_unix_s)
+    max_ahead_s: float = 1.0
 
 
 LIMITS = Limits()
@@ -134,6 +138,22 @@ def unix_s(value: Any, what: str, now_unix_s: float, limits: Limits = LIMITS) ->
     if abs(x - now_unix_s) > limits.max_skew_s:
         raise Rejected("bad_time", f"{what}: {x:.3f} is more than {limits.max_skew_s:g} s from now")
     return x
+
+
+def sent_unix_s(value: Any, what: str, now_unix_s: float, limits: Limits = LIMITS) -> tuple[float, float]:
+    """A datagram's send time (:func:`unix_s`) and how far it claimed to be after ``now_unix_s`` (0
+    if not). Its sender (vLLM's plugin or hook, the proxy) shares the host's clock and sent it
+    before it was read, so a time after now is a clock stepped back between the two, or a forgery:
+    it is taken as sent now (dated ahead, its work would be held that long and then given a later
+    window's energy, holding its requests' records)."""
+    x = unix_s(value, what, now_unix_s, limits)
+    return (x, 0.0) if x <= now_unix_s else (now_unix_s, x - now_unix_s)
+
+
+def note_ahead(counts: Counter[str], ahead_s: float, limits: Limits = LIMITS) -> None:
+    """Count a datagram that said it was sent over ``max_ahead_s`` after it was read (``wall_ahead``)."""
+    if ahead_s > limits.max_ahead_s:
+        counts["wall_ahead"] += 1
 
 
 def interval_s(start_s: float, end_s: float, what: str, limits: Limits = LIMITS) -> float:

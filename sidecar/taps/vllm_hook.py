@@ -150,6 +150,7 @@ class HookReceiver(UdpEndpoint):
         base_s = self.to_mono(head.wall_s)
         if not self._sequence(head.pid, head.seq, base_s, out):
             return
+        v.note_ahead(self.counts, head.ahead_s)
         if head.model:
             self.model = head.model
         for new in v.checked_rows(self.counts, raw, "new", parse_new):

@@ -32,7 +32,8 @@ class Head:
 
     pid: int
     seq: int
-    wall_s: float
+    wall_s: float  # at most the sidecar's clock when read (validate.sent_unix_s)
+    ahead_s: float  # how far after that clock the datagram said it was sent (0: not)
     model: str
 
 
@@ -71,10 +72,12 @@ def parse_head(raw: Any, now_unix_s: float) -> Head:
     model = raw.get("model", "")
     if not (isinstance(model, str) and len(model) <= _MAX_MODEL_CHARS and model.isprintable()):
         model = ""
+    wall_s, ahead_s = v.sent_unix_s(raw.get("wall"), "wall", now_unix_s)
     return Head(
         pid=index(raw.get("pid"), "pid"),
         seq=index(raw.get("seq"), "seq"),
-        wall_s=v.unix_s(raw.get("wall"), "wall", now_unix_s),
+        wall_s=wall_s,
+        ahead_s=ahead_s,
         model=model,
     )
 

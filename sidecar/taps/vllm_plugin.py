@@ -21,20 +21,21 @@ their infos and timings still come from here. When the plugin cannot see
 per-request starts (``live: false``), finished requests get whole-phase work
 from their timings, as spans would.
 
-Faults: UDP needs no connection, so either side can restart. Undecodable
-datagrams are counted (``malformed``); every part of a datagram (``wall``,
-``it``, ``sched``, each ``start``/``fin``/``gone`` row) is checked on its own
-(:mod:`.vllm_plugin_rows`, :mod:`.validate`): a bad part is dropped and counted
-as ``rejected_<reason>`` and the good rows next to it are used; a ``wall`` that
-cannot be dated rejects its datagram. Sequence numbers (:mod:`.sequence`):
-gaps count ``lost``, late datagrams ``reordered``, replays ``rejected_duplicate``
-(dropped), jumps beyond a window ``seq_jumps`` (not losses). A repeated start or
-finish of one request is a ``rejected_duplicate``. A new vLLM process id ends the
-old one's requests in flight as aborted (``restarts``, ``aborted_on_restart``); at
-most ``max_decoding`` starts without a fin are kept (the oldest is dropped,
-``evicted``); at most ``max_per_drain`` datagrams are read
-per tick, the kernel buffer bounds the rest. A bug while handling one datagram
-is counted (``internal_errors``) and logged, never raised into the tick.
+Faults: UDP needs no connection, so either side can restart. Undecodable datagrams are
+counted (``malformed``); every part of a datagram (``wall``, ``it``, ``sched``, each
+``start``/``fin``/``gone`` row) is checked on its own (:mod:`.vllm_plugin_rows`,
+:mod:`.validate`): a bad part is dropped and counted as ``rejected_<reason>`` and the
+good rows next to it are used; a ``wall`` that cannot be dated rejects its datagram, one
+after the sidecar's clock is taken as the time it was read (``wall_ahead``:
+:func:`~sidecar.taps.validate.sent_unix_s`). Sequence numbers (:mod:`.sequence`): gaps
+count ``lost``, late datagrams ``reordered``, replays ``rejected_duplicate`` (dropped),
+jumps beyond a window ``seq_jumps`` (not losses). A repeated start or finish of one
+request is a ``rejected_duplicate``. A new vLLM process id ends the old one's requests
+in flight as aborted (``restarts``, ``aborted_on_restart``); at most ``max_decoding``
+starts without a fin are kept (the oldest is dropped, ``evicted``); at most
+``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest. A bug
+while handling one datagram is counted (``internal_errors``) and logged, never raised
+into the tick.
 Units: seconds, tokens.
 """
 
@@ -152,7 +153,7 @@ class PluginReceiver(UdpEndpoint):
 
     # ---- internals -------------------------------------------------------------------------
     def _message(self, msg: dict[str, Any], out: TapOutput) -> None:
-        wall_s = v.unix_s(msg["wall"], "wall", self._wall())
+        wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
         if pid != self._pid:
             if self._pid is not None:
@@ -161,6 +162,7 @@ class PluginReceiver(UdpEndpoint):
             self._seqs.reset()
         if not self._seqs.see(seq):
             return
+        v.note_ahead(self.counts, ahead_s)
         model = msg.get("model")
         if isinstance(model, str) and model and len(model) <= 256 and model.isprintable():
             self.model = model

@@ -41,7 +41,8 @@ def _trace(rid: str, usage: tuple[int, int] | None = (9, 4), done: bool = True) 
 
 
 def test_the_wire_gives_attribution_the_same_work_as_the_in_process_proxy() -> None:
-    rx = ProxyWireReceiver(lambda unix_s: unix_s - 990.0, port=0, hold_s=1.0, wall=lambda: 1000.0)
+    # the receiver reads each datagram when it is sent (1001): one dated after it is read is taken as read
+    rx = ProxyWireReceiver(lambda unix_s: unix_s - 990.0, port=0, hold_s=1.0, wall=lambda: 1001.0)
     sender = WireSender(("127.0.0.1", rx.start()), Counts(), clock=lambda: 11.0, wall=lambda: 1001.0)
     book = TraceBook(Counts(), hold_s=1.0, model="unknown")
     try:

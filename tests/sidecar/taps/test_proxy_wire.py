@@ -20,9 +20,10 @@ TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 GOOD_BEGIN = ["r1", 1.0, "/v1/chat/completions", "m", True, "chat", "team-a", TP, 40]
 
 
-def receiver(**kw: Any) -> ProxyWireReceiver:
-    """Sidecar monotonic = Unix time - 900 (so WALL is mono 100)."""
-    return ProxyWireReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: WALL, hold_s=0.5, **kw)
+def receiver(read_s: float = WALL, **kw: Any) -> ProxyWireReceiver:
+    """Sidecar monotonic = Unix time - 900 (so WALL is mono 100); every datagram read at ``read_s``
+    (one dated after it is taken as sent then)."""
+    return ProxyWireReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: read_s, hold_s=0.5, **kw)
 
 
 def raw(seq: int | str, *, pid: str = "7", wall: str = "1000.0", **parts: Any) -> bytes:
@@ -67,7 +68,7 @@ def test_a_whole_stream_becomes_prefill_and_decode_events_and_a_final_info() -> 
 
 
 def test_rows_across_datagrams_and_ticks_make_each_event_once() -> None:
-    rx = receiver()
+    rx = receiver(WALL + 1.0)
     rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [500_000]]], usage=[["r1", 12, 3]]))
     first, infos = rx.due(100.0)
     assert [e.phase for e in first] == [Phase.PREFILL] and infos[0].end_s is None
@@ -182,7 +183,8 @@ def test_it_listens_on_udp_and_drains_at_each_tick() -> None:
 
 def test_a_datagram_dated_far_ahead_does_not_keep_the_requests_after_it_from_expiring() -> None:
     """Expiry goes by when the datagrams arrived: one begin whose ``wall`` is a day ahead (inside the
-    skew the header allows) no longer holds every later quiet request past ``expire_s``."""
+    skew the header allows) no longer holds every later quiet request past ``expire_s``; it is taken
+    as sent when read (its sender shares the host's clock), counted."""
     rx = receiver(expire_s=10.0)
     rest = ["/v1/completions", None, True, None, None, None, 4]
     rx.feed(raw(0, wall="86000.0", begin=[["ahead", 1.0, *rest]]))
@@ -192,6 +194,7 @@ def test_a_datagram_dated_far_ahead_does_not_keep_the_requests_after_it_from_exp
     _, infos = rx.due(111.0)  # WALL is mono 100: all six arrived then and went quiet
     assert rx.counts["expired"] == 6 and rx.live_requests == 0
     assert {i.request_id for i in infos if i.end_s is not None} == {"ahead", *(f"r{i}" for i in range(5))}
+    assert rx.counts["wall_ahead"] == 1
 
 
 def test_chunk_times_held_are_capped_and_a_row_beyond_is_counted_not_kept() -> None:

@@ -18,8 +18,10 @@ from tests.sidecar.taps.test_vllm_plugin import msg as plugin_msg
 WALL = 1000.0  # the receiver's clock is Unix time - 900
 
 
-def rx() -> HookReceiver:
-    return HookReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: WALL)
+def rx(read_s: float = WALL) -> HookReceiver:
+    """A receiver that reads every datagram at Unix time ``read_s`` (one dated after it is taken as sent
+    then)."""
+    return HookReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: read_s)
 
 
 def dgram(seq: int, *, pid: int = 7, wall: float = WALL, **sections: object) -> bytes:
@@ -93,7 +95,7 @@ def test_recompute_after_preemption_is_prefill_and_a_spec_rollback_is_not() -> N
 
 
 def test_fin_makes_a_request_info_from_arrival_to_its_last_step() -> None:
-    r, out = rx(), TapOutput()
+    r, out = rx(WALL + 1.0), TapOutput()
     r.feed(dgram(0, new=[NewRow(0, "chatcmpl-a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
     r.feed(
         dgram(1, wall=WALL + 0.1, steps=[StepRow(0.4, 0.3, [0], [1], [5])], fin=[FinRow(0, 2, "length")]), out

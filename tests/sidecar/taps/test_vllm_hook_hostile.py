@@ -223,3 +223,13 @@ def test_one_poison_datagram_costs_no_other_datagram_of_the_drain_over_real_udp(
     assert (
         sum(n for k, n in rx.counts.items() if k.startswith("rejected_")) == 4
     )  # one per bad row: new, step, fin, gone
+
+
+def test_a_datagram_dated_after_it_was_read_is_taken_as_sent_then_and_counted() -> None:
+    """Dated an hour ahead (a clock stepped back, or a forgery), its steps would hold their requests
+    that long and then take a later window's energy."""
+    rx, out = receiver(), TapOutput()  # reads at Unix 1000 (mono 100)
+    rx.feed(raw(0, wall="4600.0", new=f"[{NEW}]", steps="[[0.2,0.1,[0,2],[5,5],[0,0]]]"), out)
+    (step,) = [e for e in out.events if isinstance(e, StepBatch)]
+    assert (step.t0_s, step.t1_s) == pytest.approx((99.8, 99.9))  # 0.2 and 0.1 s before it was read
+    assert rx.counts["wall_ahead"] == 1

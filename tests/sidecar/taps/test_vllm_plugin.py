@@ -29,8 +29,9 @@ def msg(seq: int, it: list[Any] | None = None, pid: int = 7, wall: float = 1000.
 
 
 def receiver(**kw: Any) -> PluginReceiver:
-    """A receiver on a fake clock: datagrams are dated around Unix time 1000 s (port 0: any free one)."""
-    return PluginReceiver(lambda unix_s: unix_s - 900.0, port=0, wall=lambda: 1000.0, **kw)
+    """A receiver on a fake clock: datagrams are dated around Unix time 1000 s and read at 1010 (a
+    datagram dated after it is read is taken as sent then); port 0: any free one."""
+    return PluginReceiver(lambda unix_s: unix_s - 900.0, port=0, wall=lambda: 1010.0, **kw)  # read after sent
 
 
 def test_iterations_become_per_request_prefill_and_decode_work() -> None:
@@ -108,11 +109,12 @@ def test_token_totals_by_time_for_the_metrics_cross_check() -> None:
     rx.start()
     try:
         now = time.time()
-        rx.feed(msg(0, [0.0, 3, 10, 2, 0], wall=now + 1), TapOutput())
-        rx.feed(msg(1, [0.0, 4, 0, 0, 0], wall=now + 2), TapOutput())
+        rx.tokens.started_wall_s = now - 10.0  # as if it had listened for 10 s
+        rx.feed(msg(0, [0.0, 3, 10, 2, 0], wall=now - 2), TapOutput())
+        rx.feed(msg(1, [0.0, 4, 0, 0, 0], wall=now - 1), TapOutput())
         assert rx.tokens_until(now - 100) is None  # before the receiver listened
-        assert rx.tokens_until(now + 0.5) == (0, 0)
-        assert rx.tokens_until(now + 1.5) == (12, 3) and rx.tokens_until(now + 9) == (12, 7)
+        assert rx.tokens_until(now - 2.5) == (0, 0)
+        assert rx.tokens_until(now - 1.5) == (12, 3) and rx.tokens_until(now + 9) == (12, 7)
     finally:
         rx.stop()
 

@@ -144,3 +144,19 @@ def test_one_poison_datagram_costs_no_other_datagram_of_the_tick_over_real_udp()
     assert sorted(i.request_id for i in infos) == sorted(f"g{i}" for i in range(20))
     assert rx.counts["received"] == 40 and rx.counts["malformed"] == 1
     assert rx.counts["rejected_not_finite"] == 40 and rx.counts["internal_errors"] == 0
+
+
+@pytest.mark.parametrize("ahead_s", [60.0, 3600.0])
+def test_a_datagram_dated_after_it_was_read_is_taken_as_sent_then_and_counted(ahead_s: float) -> None:
+    """The plugin shares the host's clock and sent the datagram before it was read: dated ahead (a
+    clock stepped back, or a forgery), its iteration held the requests in flight that long and was
+    then given a later window's energy."""
+    rx, out = receiver(), TapOutput()  # reads at Unix 1000 (mono 100)
+    rx.feed(raw(0, it="[0.0,1,15,0,0]", start='[["good",5,5,0.01]]'), out)
+    ahead = TapOutput()
+    rx.feed(raw(1, wall=str(1000.0 + ahead_s), it="[0.0,1,0,0,0]"), ahead)
+    (step,) = [e for e in work_events(ahead.events) if e.request_id == "good"]
+    assert step.phase is Phase.DECODE and step.t1_s == pytest.approx(100.0)  # not 100 + ahead_s
+    assert rx.counts["wall_ahead"] == 1 and rx.counts["iterations"] == 2
+    rx.feed(raw(2, wall="1000.5", it="[0.0,1,0,0,0]"), TapOutput())  # a little ahead: not counted
+    assert rx.counts["wall_ahead"] == 1
