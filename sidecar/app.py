@@ -146,9 +146,9 @@ class Sidecar:
         until = now - self.config.settle_s if seal_until_s is None else seal_until_s
         finals = self.attributor.advance(until)
         if finals:
+            finals = self.ledger.put_new(finals)  # a request final already (a restart) is counted once
             self.exporter.record(finals)
-            self.ledger.put_many(finals)
-            if self.on_final is not None:
+            if self.on_final is not None and finals:
                 self.on_final(finals)
         late = self.attributor.take_late_tasks()  # tasks named after final: the stored records take them
         if late:

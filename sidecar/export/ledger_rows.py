@@ -25,7 +25,6 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "SELECT",
-    "UPDATE",
     "load",
     "record",
     "values_row",
@@ -78,11 +77,6 @@ _N = len(COLUMNS.split(","))
 # which also skips, without a word, a row with NULL in a NOT NULL column (a NaN): that one raises
 INSERT = (
     f"INSERT INTO requests ({COLUMNS}) VALUES ({', '.join('?' * _N)}) ON CONFLICT (request_id) DO NOTHING"
-)
-UPDATE = (
-    "UPDATE requests SET "
-    + ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])
-    + " WHERE request_id = ?"
 )
 SELECT = f"SELECT {COLUMNS} FROM requests"
 # the nullable float columns: a NaN among them is kept in dicts_json (SQLite would store NULL)

@@ -4,9 +4,9 @@
 (the ledger sets these attributes, and holds its lock around a write). The usual batch
 (new ids, all storable) is one ``executemany`` of rows built from the records' values;
 a batch with a stored id or a record SQLite refuses is written record by record, the
-refused one skipped and counted (``unstorable``), a stored one replaced (or kept, for
-an ``energy_unknown`` newcomer: ``duplicate_kept``). Retention deletes by age, then the
-oldest beyond ``max_rows``.
+refused one skipped and counted (``unstorable``), one whose id is stored already kept out
+(``duplicate_kept``: a final record is final; its id is listed in :attr:`kept_out`).
+Retention deletes by age, then the oldest beyond ``max_rows``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from itertools import repeat
 from operator import itemgetter
 
-from sidecar.attribution.record_batch import ATTRIBUTES, REQUEST_ID, Values
+from sidecar.attribution.record_batch import REQUEST_ID, Values
 from sidecar.export import ledger_rows
 
 __all__ = ["RECORD_ERRORS", "LedgerWrites", "transaction"]
@@ -57,6 +57,7 @@ class LedgerWrites:
     _rows: int
     _seq: int
     _retained_at: float  # wall s of the last retention
+    kept_out: list[str]  # the ids of the last write's records kept out: stored already
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -75,6 +76,7 @@ class LedgerWrites:
         self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
 
     def _write(self, batch: list[Values]) -> int:
+        self.kept_out = []
         now = self._clock()
         with self._transaction() as cur:
             written = self._insert_new(cur, batch, now)
@@ -118,25 +120,23 @@ class LedgerWrites:
         return len(rows)
 
     def _put_each(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int:
-        """Insert or replace record by record: a stored id is replaced (or kept, see the module
-        docstring), a record that cannot be stored is skipped and counted."""
+        """Insert record by record: a record whose id is stored is kept out, and one that cannot be
+        stored is skipped, each counted."""
         written = 0
         for rec in batch:
             try:
                 row = ledger_rows.values_row(rec, self._seq + 1, now)
                 cur.execute(ledger_rows.INSERT, row)
-                inserted = cur.rowcount == 1  # else the id is stored (a NaN in a NOT NULL column raises)
-                if not inserted and rec[ATTRIBUTES].get("energy_unknown") == "true":
-                    self.counts["duplicate_kept"] += 1  # e.g. a span retried to a restarted sidecar
+                if cur.rowcount != 1:  # the id is stored (a NaN in a NOT NULL column raises instead)
+                    self.counts["duplicate_kept"] += 1  # e.g. a request's span sent to a restarted sidecar
+                    self.kept_out.append(rec[REQUEST_ID])
                     continue
-                if not inserted:
-                    cur.execute(ledger_rows.UPDATE, (*row[1:], rec[REQUEST_ID]))
             except RECORD_ERRORS as err:  # this record only; the statement changed nothing
                 self.counts["unstorable"] += 1
                 log.warning("ledger: record %r cannot be stored, skipped: %s", str(rec[REQUEST_ID])[:64], err)
                 continue
             self._seq += 1
-            self._rows += inserted
+            self._rows += 1
             written += 1
         return written
 

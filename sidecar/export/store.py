@@ -9,12 +9,12 @@ Retention runs on every :meth:`Ledger.put_many`: records stored more than
 ``max_age_s`` seconds ago (by the injected wall ``clock``, seconds since the
 epoch) are deleted, then the oldest beyond ``max_rows``; and by age from
 :meth:`Ledger.expire` (the sidecar's tick) once :data:`EXPIRE_EVERY_S` passed without
-a write, so a sidecar that no longer gets traffic still deletes what is too old. A re-put record counts
-as new and replaces the stored one, except a record marked ``energy_unknown`` (its
-work was lost): the stored record is kept and the newcomer counted
-(``duplicate_kept``), so a request's span retried to a restarted sidecar (which
-never saw its work) cannot turn its measured record into a 0 J one. One process
-writes a ledger file; reads and writes are thread-safe.
+a write, so a sidecar that no longer gets traffic still deletes what is too old. A
+final record is final: a record whose id is stored already is kept out and counted
+(``duplicate_kept``; :meth:`Ledger.put_new` says which), so a request's span sent
+again to a restarted sidecar (which never saw its work, or saw part of it) cannot turn
+its measured record into a 0 J or partial one, nor a datagram or span that reuses the
+id replace it. One process writes a ledger file; reads and writes are thread-safe.
 
 Faults never cost good records: a record that cannot be stored (an integer
 too large for SQLite, a value it refuses) is skipped and counted
@@ -95,11 +95,12 @@ class Ledger(LedgerWrites):
         self.max_pending = max_pending
         self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped, task_late
         self._pending: OrderedDict[str, Values] = OrderedDict()  # not yet written (disk full)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # put_new holds it around put_many
         self._conn = self._open(self.path)
         self._rows, self._seq = 0, 0
         self._recount()
         self._retained_at = -math.inf  # wall s of the last retention (each write runs one)
+        self.kept_out = []
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
@@ -138,8 +139,20 @@ class Ledger(LedgerWrites):
             mode: str = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
         return mode
 
+    def put_new(self, records: Iterable[RequestEnergy]) -> RecordBatch:
+        """:meth:`put_many`; returns the records not kept out for an id stored already (all of them
+        when the write failed: they are kept to be written later)."""
+        batch = RecordBatch.of(records)
+        with self._lock:  # one write and its kept_out together
+            self.put_many(batch)
+            if not self.kept_out:
+                return batch
+            out = set(self.kept_out)
+        return RecordBatch([v for v in batch.values if v[REQUEST_ID] not in out])
+
     def put_many(self, records: Iterable[RequestEnergy]) -> int:
-        """Insert or replace final records in one transaction, then apply retention.
+        """Insert final records in one transaction, then apply retention; a record whose id is
+        stored already is kept out (counted ``duplicate_kept``, listed in :attr:`kept_out`).
 
         Returns how many records were written now (records kept back earlier
         because the write failed are written first). A record that cannot be
@@ -168,6 +181,7 @@ class Ledger(LedgerWrites):
             except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
                 raise
             except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
+                self.kept_out = []  # rolled back: nothing was kept out
                 self.counts["write_errors"] += 1
                 log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
                 while len(self._pending) > self.max_pending:

@@ -14,6 +14,7 @@ from sidecar.export.store import Ledger
 from sidecar.sim.meter import SimFeeder, SimMeter
 from sidecar.sim.run import MODEL_NAME, SimConfig, SimRun, simulate
 from sidecar.taps.tap import SourceTap
+from tests.sidecar.export.factories import make_record
 from tests.support import FakeClock
 
 
@@ -124,3 +125,30 @@ def test_a_restarted_sidecar_starts_from_the_idle_floor_its_predecessor_measured
     assert reading.source == "restored"
     assert reading.power_w == pytest.approx(measured)
     second.close()
+
+
+def test_a_request_final_in_the_ledger_already_is_kept_and_counted_once(run: SimRun) -> None:
+    """As after a restart on the same ledger: a request stored final by the sidecar before (here
+    12,345 J) that this one finalizes again keeps its stored record, is counted ``duplicate_kept``
+    and enters neither the per-request histograms nor ``on_final`` a second time."""
+    clock = FakeClock(0.0)
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
+    ledger = Ledger(":memory:")
+    first = run.requests[0].request_id
+    ledger.put_many([make_record(request_id=first, energy_j=12_345.0)])
+    handed: list[str] = []
+    sidecar = Sidecar(
+        config,
+        SimMeter(run, clock=clock, t0=0.0),
+        taps=[SourceTap(SimFeeder(run, 0.0))],
+        clock=clock,
+        ledger=ledger,
+        on_final=lambda records: handed.extend(r.request_id for r in records),
+    )
+    drive(run, clock, sidecar, run.duration_s + 2.0)
+    sidecar.tick(seal_until_s=math.inf)
+    assert ledger.get(first)["energy_j"] == 12_345.0  # type: ignore[index]
+    assert ledger.counts["duplicate_kept"] == 1 and ledger.count() == len(run.requests)
+    assert first not in handed and len(handed) == len(run.requests) - 1
+    counts = samples(sidecar.exporter.render(), "gen_ai_server_request_energy_joules_count")
+    assert sum(v for _, v in counts) == len(run.requests) - 1

@@ -31,12 +31,16 @@ def test_unknown_request_id_gets_none(ledger: Ledger) -> None:
     assert ledger.get("never-seen") is None
 
 
-def test_put_of_a_known_id_replaces_the_record(ledger: Ledger) -> None:
+def test_put_of_a_known_id_keeps_the_stored_record_and_counts_the_newcomer(ledger: Ledger) -> None:
+    """A final record is final: a second record for its id (a span sent again to a restarted
+    sidecar, a datagram reusing the id) is kept out, counted, and named by put_new."""
     ledger.put_many([make_record(energy_j=1.0)])
-    ledger.put_many([make_record(energy_j=2.0)])
+    assert ledger.put_many([make_record(energy_j=2.0)]) == 0
     got = ledger.get("req-0001")
-    assert got is not None and got["energy_j"] == 2.0
-    assert ledger.count() == 1
+    assert got is not None and got["energy_j"] == 1.0
+    assert ledger.count() == 1 and ledger.counts["duplicate_kept"] == 1
+    fresh = ledger.put_new([make_record(energy_j=3.0), make_record(request_id="new")])
+    assert [r.request_id for r in fresh] == ["new"] and ledger.counts["duplicate_kept"] == 2
 
 
 def test_main_numbers_are_queryable_columns(tmp_path: Path) -> None:
@@ -52,8 +56,9 @@ def test_main_numbers_are_queryable_columns(tmp_path: Path) -> None:
 
 def test_recent_lists_the_most_recently_stored_first(ledger: Ledger) -> None:
     ledger.put_many([make_record(request_id=f"r{i}") for i in range(5)])
-    ledger.put_many([make_record(request_id="r1")])
-    assert [r["request_id"] for r in ledger.recent(3)] == ["r1", "r4", "r3"]
+    ledger.put_many([make_record(request_id="r1")])  # stored already: kept out, not moved
+    ledger.put_many([make_record(request_id="r5")])
+    assert [r["request_id"] for r in ledger.recent(3)] == ["r5", "r4", "r3"]
 
 
 def test_a_batch_goes_in_by_id_but_keeps_its_order_of_storing(ledger: Ledger) -> None:

@@ -128,8 +128,9 @@ def test_a_record_whose_energy_is_unknown_never_replaces_a_stored_one_and_is_cou
         lost = make_record(request_id="x", energy_j=0.0, attributes={"energy_unknown": "true"})
         assert led.put_many([lost]) == 0
         assert led.get("x")["energy_j"] == 40.0 and led.counts["duplicate_kept"] == 1  # type: ignore[index]
-        assert led.put_many([make_record(request_id="x", energy_j=41.0)]) == 1  # a known one still replaces
-        assert led.get("x")["energy_j"] == 41.0 and led.count() == 1  # type: ignore[index]
+        assert led.put_many([make_record(request_id="x", energy_j=41.0)]) == 0  # nor a known one: final
+        assert led.get("x")["energy_j"] == 40.0 and led.count() == 1  # type: ignore[index]
+        assert led.counts["duplicate_kept"] == 2
         assert led.put_many(
             [make_record(request_id="new", energy_j=0.0, attributes={"energy_unknown": "true"})]
         )
