@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sidecar.export.http_refusals import ServerLog
 from sidecar.taps import validate as v
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = ["ENERGY_REJECTED", "MAX_INTERVAL_S", "Served", "make_app", "serve", "
 
 MAX_INTERVAL_S = 86_400.0  # one day: longer than any timeline ring keeps
 ENERGY_REJECTED: web.AppKey[list[int]] = web.AppKey("energy_rejected", list)
+REFUSED: web.AppKey[Counter[str]] = web.AppKey("refused", Counter)  # make_app's counts, for serve
 EnergyQuery = Callable[[float, float], dict[str, Any]]
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,7 @@ def make_app(
 
     app = web.Application()
     app[ENERGY_REJECTED] = [0]
+    app[REFUSED] = refused
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/requests/{request_id}", _request_handler(lookup, refused))
     if energy is not None:
@@ -235,9 +238,14 @@ class Served:
 async def serve(app: web.Application, host: str, port: int, *, access_log: bool = False) -> Served:
     """Start ``app`` on ``host:port`` (``port=0`` picks a free one) and return where it listens.
 
-    Access logging is off by default: Prometheus scrapes every few seconds.
+    Access logging is off by default: Prometheus scrapes every few seconds. A request aiohttp
+    refuses itself is counted in the app's refusals (:mod:`.http_refusals`).
     """
-    runner = web.AppRunner(app) if access_log else web.AppRunner(app, access_log=None)
+    server_log = ServerLog(app[REFUSED]) if REFUSED in app else None
+    kwargs: dict[str, Any] = {} if server_log is None else {"logger": server_log}
+    if not access_log:
+        kwargs["access_log"] = None
+    runner = web.AppRunner(app, **kwargs)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
