@@ -25,7 +25,9 @@ Faults, as an OpenTelemetry collector handles them:
   in ``partial_success``), as OTel's exporters never send an export refused whole again;
 * each span is checked when it arrives (:mod:`.validate`): one that ends before it starts,
   lasts over a day or is dated far from the sidecar's clock, or repeats a (trace id, span id)
-  already received (an exporter's retry) is rejected and counted (``rejected_<reason>``);
+  already received (an exporter's retry) is rejected and counted (``rejected_<reason>``); so is
+  a span the row handler's own checks refuse (``check_rows``: a vLLM span's id, token counts
+  and latencies), and the export's answer reports them all in ``partial_success``;
 * backpressure: an export that arrives while the queue is full, or while the process is over
   a memory or backlog limit (:mod:`.otlp_limit`, the Collector's ``memory_limiter``), is
   refused whole before it is decoded with UNAVAILABLE and a ``RetryInfo`` (OTLP's

@@ -113,6 +113,7 @@ class SpanQueue:
         """:meth:`accept` for spans decoded as columns: the same checks, in the same order, in bulk."""
         refused: Counter[str] = Counter()
         reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
+        handler.check_rows(rows, reasons)  # its values too: a span it would refuse is refused now
         keep: list[int] = []
         with self._lock:
             self.counts["received"] += len(rows)

@@ -23,6 +23,7 @@ from sidecar.attribution.task_labels import Info
 
 if TYPE_CHECKING:
     from sidecar.taps.span_rows import RowSpec
+    from sidecar.taps.validate import Reasons
 
 __all__ = ["ReceivedSpan", "RowHandler", "SpanHandler", "SpanRows", "TapOutput", "WallToMono", "attr_value"]
 
@@ -124,6 +125,12 @@ class RowHandler(SpanHandler, Protocol):
     ``row_spec()`` is None while the handler needs whole spans (e.g. to forward them)."""
 
     def row_spec(self) -> RowSpec | None: ...
+
+    def check_rows(self, rows: SpanRows, reasons: Reasons) -> None:
+        """Fail (``reasons.fail``) the rows whose values this handler would refuse, by checks that
+        need no state: run as an export arrives (gRPC threads), so those spans are refused there,
+        counted and reported to the exporter in ``partial_success``."""
+        ...
 
     def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]: ...
 

@@ -131,6 +131,19 @@ class VllmSpanHandler:
         """The spans this handler takes as columns; None while it forwards whole spans (``on_span``)."""
         return ROW_SPEC if self.on_span is None else None
 
+    def check_rows(self, rows: SpanRows, reasons: v.Reasons) -> None:
+        """The checks of :meth:`_take` that need no state, as an export arrives: the id, the token
+        counts and the latencies (a span failing them is refused then, in ``partial_success``)."""
+        for i, raw in enumerate(rows.ids):
+            try:
+                v.request_id(raw, ID_KEY)
+            except v.Rejected as err:
+                reasons.fail(np.arange(len(rows)) == i, err.reason)
+        for j, check in enumerate(
+            (v.token_counts, v.token_counts, v.durations_s, v.durations_s, v.durations_s)
+        ):
+            check(rows.values[:, j], rows.kinds[:, j], reasons)
+
     def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]:
         """``llm_request`` spans as columns (:data:`ROW_SPEC`); returns the rejected, by outcome."""
         return self._take(rows, [t.hex() for t in rows.trace_ids], None, out)

@@ -90,11 +90,25 @@ def test_a_poison_token_count_in_one_span_costs_that_span_only(
     now = time.time()
     spans = [span(i, now) for i in range(50)]
     spans.insert(25, span(99, now, gen_ai__usage__completion_tokens=bad))
-    stub.Export(export(*spans), timeout=5)
+    response = stub.Export(export(*spans), timeout=5)
+    assert response.partial_success.rejected_spans == 1  # refused on arrival, told to the exporter
+    assert f"1 {reason}" in response.partial_success.error_message
     events, infos = receiver.due(0.0)
     assert sorted(i.request_id for i in infos) == sorted(f"r{i}" for i in range(50))
     assert len(work_events(events)) == 100  # prefill + decode of each good request
     assert receiver.counts[f"rejected_{reason}"] == 1 and receiver.counts["internal_errors"] == 0
+
+
+def test_a_span_with_an_id_that_is_not_an_id_is_refused_on_arrival_and_reported(
+    receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub
+) -> None:
+    now = time.time()
+    bad = [span(90, now, gen_ai__request__id=x) for x in ("", "x" * 300, "tab\there")]
+    response = stub.Export(export(span(0, now), *bad, span(1, now)), timeout=5)
+    answer = response.partial_success
+    assert answer.rejected_spans == 3 and "3 bad_id" in answer.error_message
+    _, infos = receiver.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r0", "r1"] and receiver.counts["rejected_bad_id"] == 3
 
 
 def test_spans_refused_on_arrival_are_reported_as_partial_success_and_the_rest_kept(
