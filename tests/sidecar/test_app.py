@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,17 +45,17 @@ def samples(text: bytes, name: str) -> list[tuple[dict[str, str], float]]:
     return out
 
 
+def simulated(run: SimRun, clock: FakeClock, ledger: Ledger, **kw: Any) -> Sidecar:
+    """A sidecar on the simulated GPU of ``run``, its work fed from the simulation's own events."""
+    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
+    meter = SimMeter(run, clock=clock, t0=0.0)
+    return Sidecar(config, meter, taps=[SourceTap(SimFeeder(run, 0.0))], clock=clock, ledger=ledger, **kw)
+
+
 def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) -> None:
     clock = FakeClock(0.0)
-    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
     ledger = Ledger(":memory:")
-    sidecar = Sidecar(
-        config,
-        SimMeter(run, clock=clock, t0=0.0),
-        taps=[SourceTap(SimFeeder(run, 0.0))],
-        clock=clock,
-        ledger=ledger,
-    )
+    sidecar = simulated(run, clock, ledger)
     assert sidecar.ready()[0] is False  # no counter update seen yet
     drive(run, clock, sidecar, run.duration_s / 2)
     assert sidecar.ready()[0] is True
@@ -132,18 +133,12 @@ def test_a_request_final_in_the_ledger_already_is_kept_and_counted_once(run: Sim
     12,345 J) that this one finalizes again keeps its stored record, is counted ``duplicate_kept``
     and enters neither the per-request histograms nor ``on_final`` a second time."""
     clock = FakeClock(0.0)
-    config = SidecarConfig(meter="sim", model=MODEL_NAME, settle_s=0.5, fit_warmup_ticks=50)
     ledger = Ledger(":memory:")
     first = run.requests[0].request_id
     ledger.put_many([make_record(request_id=first, energy_j=12_345.0)])
     handed: list[str] = []
-    sidecar = Sidecar(
-        config,
-        SimMeter(run, clock=clock, t0=0.0),
-        taps=[SourceTap(SimFeeder(run, 0.0))],
-        clock=clock,
-        ledger=ledger,
-        on_final=lambda records: handed.extend(r.request_id for r in records),
+    sidecar = simulated(
+        run, clock, ledger, on_final=lambda records: handed.extend(r.request_id for r in records)
     )
     drive(run, clock, sidecar, run.duration_s + 2.0)
     sidecar.tick(seal_until_s=math.inf)
