@@ -133,16 +133,23 @@ class VllmSpanHandler:
 
     def check_rows(self, rows: SpanRows, reasons: v.Reasons) -> None:
         """The checks of :meth:`_take` that need no state, as an export arrives: the id, the token
-        counts and the latencies (a span failing them is refused then, in ``partial_success``)."""
+        counts, the latencies and an end after now (a span failing them is refused then, in
+        ``partial_success``)."""
+        bad: dict[str, list[int]] = {}
         for i, raw in enumerate(rows.ids):
             try:
                 v.request_id(raw, ID_KEY)
             except v.Rejected as err:
-                reasons.fail(np.arange(len(rows)) == i, err.reason)
-        for j, check in enumerate(
-            (v.token_counts, v.token_counts, v.durations_s, v.durations_s, v.durations_s)
-        ):
-            check(rows.values[:, j], rows.kinds[:, j], reasons)
+                bad.setdefault(err.reason, []).append(i)
+        for reason, at in bad.items():  # one mask a reason: an export of bad ids costs linear time
+            mask = np.zeros(len(rows), dtype=bool)
+            mask[at] = True
+            reasons.fail(mask, reason)
+        for j in (0, 1):  # prompt and completion tokens, as ROW_SPEC lists them
+            v.token_counts(rows.values[:, j], rows.kinds[:, j], reasons)
+        e2e_s, _, _ = (v.durations_s(rows.values[:, j], rows.kinds[:, j], reasons) for j in (2, 3, 4))
+        end_unix_s = np.where(e2e_s > 0, rows.start_unix_s + e2e_s, rows.end_unix_s)
+        reasons.fail(end_unix_s > self._wall() + END_AHEAD_S, "bad_time")  # a span comes after its end
 
     def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]:
         """``llm_request`` spans as columns (:data:`ROW_SPEC`); returns the rejected, by outcome."""

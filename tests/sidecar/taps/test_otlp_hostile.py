@@ -111,6 +111,29 @@ def test_a_span_with_an_id_that_is_not_an_id_is_refused_on_arrival_and_reported(
     assert sorted(i.request_id for i in infos) == ["r0", "r1"] and receiver.counts["rejected_bad_id"] == 3
 
 
+def test_a_span_that_says_it_ends_after_now_is_refused_on_arrival_and_reported(
+    receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub
+) -> None:
+    now = time.time()
+    ahead = span(90, now, gen_ai__latency__e2e=600.0)  # start + e2e: ten minutes from now
+    response = stub.Export(export(span(0, now), ahead), timeout=5)
+    assert (
+        response.partial_success.rejected_spans == 1 and "bad_time" in response.partial_success.error_message
+    )
+    _, infos = receiver.due(0.0)
+    assert [i.request_id for i in infos] == ["r0"]
+
+
+def test_an_export_of_thousands_of_bad_ids_keeps_its_good_spans() -> None:
+    rx = OtlpReceiver([VllmSpanHandler(lambda unix_s: unix_s)], max_queued_spans=100_000)
+    now = time.time()
+    spans = [span(i, now, gen_ai__request__id="bad\tid") for i in range(3000)]
+    spans[1500:1500] = [span(5000 + i, now) for i in range(3)]
+    assert rx.receive(export(*spans).SerializeToString()) == {"bad_id": 3000}
+    _, infos = rx.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r5000", "r5001", "r5002"]
+
+
 def test_spans_refused_on_arrival_are_reported_as_partial_success_and_the_rest_kept(
     receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub
 ) -> None:
