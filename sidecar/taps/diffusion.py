@@ -28,6 +28,7 @@ equal shares (counted in ``malformed``).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -87,8 +88,9 @@ class DiffusionSpanHandler:
 
     claim_keys = (SPAN_KIND,)  # it claims only spans with this attribute (the OTLP receiver's fast path)
 
-    def __init__(self, to_mono: Callable[[float], float]) -> None:
+    def __init__(self, to_mono: Callable[[float], float], wall: Callable[[], float] = time.time) -> None:
         self._to_mono = to_mono
+        self._wall = wall  # Unix s now: a span that says it ends well after it is refused
         self.batches = 0
         self.requests = 0
         self.malformed = 0
@@ -96,6 +98,8 @@ class DiffusionSpanHandler:
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         kind = span.attributes.get(SPAN_KIND)
+        if kind in (BATCH_SPAN, REQUEST_SPAN):
+            v.ended(span.end_unix_s, f"diffusion {kind} span", self._wall())
         if kind == BATCH_SPAN:
             self._batch(span, out)
             return True

@@ -34,6 +34,7 @@ __all__ = [
     "count",
     "duration_s",
     "durations_s",
+    "ended",
     "fixed_row",
     "interval_s",
     "note",
@@ -78,6 +79,9 @@ class Limits:
     max_skew_s: float = 86_400.0  # a timestamp this far from the sidecar's wall clock is not real
     max_id_chars: int = 256
     clock_jitter_s: float = 1.0  # a duration this little below 0 is rounding between clocks: read as 0
+    # a span is sent once it has ended: one that says it ends this far after the sidecar's clock is
+    # refused (vllm_spans.END_AHEAD_S says why this much)
+    max_end_ahead_s: float = 300.0
     # a datagram dated this far after the sidecar's clock is counted (``wall_ahead``; see sent_unix_s)
     max_ahead_s: float = 1.0
 
@@ -154,6 +158,13 @@ def note_ahead(counts: Counter[str], ahead_s: float, limits: Limits = LIMITS) ->
     """Count a datagram that said it was sent over ``max_ahead_s`` after it was read (``wall_ahead``)."""
     if ahead_s > limits.max_ahead_s:
         counts["wall_ahead"] += 1
+
+
+def ended(end_unix_s: float, what: str, now_unix_s: float, limits: Limits = LIMITS) -> None:
+    """A span's end: at most ``max_end_ahead_s`` after the sidecar's clock (a span is sent once its
+    work is done; one dated ahead would hold its requests' records and take a later window's energy)."""
+    if end_unix_s > now_unix_s + limits.max_end_ahead_s:
+        raise Rejected("bad_time", f"{what}: ends {end_unix_s - now_unix_s:.0f} s after now")
 
 
 def interval_s(start_s: float, end_s: float, what: str, limits: Limits = LIMITS) -> float:

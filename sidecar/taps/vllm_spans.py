@@ -78,7 +78,7 @@ TASK_WAIT_S: float = knobs.default("vllm_task_wait_s")
 # handled (s) is refused as a time that cannot be (a one-day decode ending tomorrow made every later
 # drain's step-clock fit span a day of bins). The sidecar and vLLM share the node's clock; the slack
 # is the step clock's horizon and the attribution's max_future_s default, not the receiver's day.
-END_AHEAD_S = 300.0
+END_AHEAD_S = v.LIMITS.max_end_ahead_s  # 300 s (diffusion spans too: validate.ended)
 log = logging.getLogger(__name__)
 
 

@@ -233,6 +233,24 @@ def test_a_poison_diffusion_batch_span_is_rejected_whole_and_counted(
     assert rec.counts[f"rejected_{reason}"] == 1
 
 
+@pytest.mark.parametrize("kind", [d.BATCH_SPAN, d.REQUEST_SPAN])
+def test_a_diffusion_span_that_says_it_ends_after_now_is_refused_and_counted(kind: str) -> None:
+    rec = OtlpReceiver(
+        [DiffusionSpanHandler(lambda unix_s: unix_s, wall=lambda: 1000.0)], wall=lambda: 1000.0
+    )
+    attrs: dict[str, Any] = {d.SPAN_KIND: kind, d.BATCH_MEMBERS: ["x"], d.BATCH_MEMBER_UNITS: [4.0]}
+    if kind == d.REQUEST_SPAN:
+        attrs = {d.SPAN_KIND: kind, d.REQUEST_ID: "x"}
+    good = {d.SPAN_KIND: d.BATCH_SPAN, d.BATCH_MEMBERS: ["c"], d.BATCH_MEMBER_UNITS: [4.0]}
+    rec.accept([
+        ReceivedSpan("t", "s1", "", "batch", 999.5, 1600.0, attrs),  # ten minutes ahead
+        ReceivedSpan("t", "s2", "", "batch", 999.5, 1000.0, good),
+    ])  # fmt: skip
+    events, infos = rec.due(0.0)
+    assert [e.request_id for e in events] == ["c"] and not infos
+    assert rec.counts["rejected_bad_time"] == 1
+
+
 def test_an_export_arriving_at_a_full_queue_is_refused_whole_undecoded_and_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
