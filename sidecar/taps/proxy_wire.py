@@ -127,11 +127,11 @@ class ProxyWireReceiver(UdpEndpoint):
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        handle_isolated(self.counts, "proxy", lambda: self._message(raw))
+        handle_isolated(self.counts, "proxy", lambda: self._message(raw, hash(data)))
 
-    def _message(self, raw: Any) -> None:
+    def _message(self, raw: Any, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
-        if not self._tracker(head.pid).see(head.seq):
+        if not self._tracker(head.pid).see(head.seq, digest):
             return
         v.note_ahead(self.counts, head.ahead_s)
         try:

@@ -5,8 +5,11 @@ numbers what the network (or a hostile sender) did:
 
 * a gap of ``k`` numbers counts ``k`` datagrams ``lost`` (a late one that then
   arrives counts ``reordered`` too, so true losses are ``lost - reordered``);
-* a number seen in the last ``remember`` datagrams is a ``rejected_duplicate``:
-  :meth:`SeqTracker.see` returns False and the datagram must not be used again;
+* the same datagram again (its number *and* its bytes, by a digest) within the last
+  ``remember`` is a ``rejected_duplicate``: :meth:`SeqTracker.see` returns False and it must
+  not be used again. Another datagram with a number already seen is used: the vLLM plugin
+  sends a long message as several datagrams of one number, and a datagram forged with the
+  sender's next number must not make the sender's own one a "duplicate" (it was dropped);
 * a jump of more than ``window`` numbers, forward or back, is not a loss but a
   restart of the numbering (``seq_jumps``): the tracker takes the new number as
   its base, so one datagram with ``seq = 10**30`` adds 1 to a counter, not 1e30.
@@ -28,8 +31,8 @@ class SeqTracker:
         self.counts = counts
         self.window = window
         self._last: int | None = None
-        self._seen: set[int] = set()
-        self._order: deque[int] = deque()
+        self._seen: dict[int, set[int]] = {}  # number -> the digests of the datagrams seen with it
+        self._order: deque[tuple[int, int]] = deque()
         self._remember = remember
 
     def reset(self) -> None:
@@ -47,12 +50,17 @@ class SeqTracker:
         """Whether ``seq`` is among the numbers remembered (a datagram with it would be a duplicate)."""
         return seq in self._seen
 
-    def see(self, seq: int) -> bool:
-        """Account for datagram ``seq``; False if it is a duplicate (drop it)."""
+    def see(self, seq: int, digest: int = 0) -> bool:
+        """Account for datagram ``seq`` (``digest``: of its bytes, e.g. ``hash(data)``); False if it is
+        a duplicate (drop it)."""
         last = self._last
-        if seq in self._seen:
-            self.counts["rejected_duplicate"] += 1
-            return False
+        digests = self._seen.get(seq)
+        if digests is not None:
+            if digest in digests:
+                self.counts["rejected_duplicate"] += 1
+                return False
+            self._remember_seq(seq, digest)  # another part of one number: not a loss, nor reordered
+            return True
         if last is None or abs(seq - last) > self.window:
             if last is not None:
                 self.counts["seq_jumps"] += 1
@@ -64,11 +72,15 @@ class SeqTracker:
             self._last = seq
         else:
             self.counts["reordered"] += 1
-        self._remember_seq(seq)
+        self._remember_seq(seq, digest)
         return True
 
-    def _remember_seq(self, seq: int) -> None:
-        self._seen.add(seq)
-        self._order.append(seq)
+    def _remember_seq(self, seq: int, digest: int) -> None:
+        self._seen.setdefault(seq, set()).add(digest)
+        self._order.append((seq, digest))
         while len(self._order) > self._remember:
-            self._seen.discard(self._order.popleft())
+            old, old_digest = self._order.popleft()
+            kept = self._seen[old]
+            kept.discard(old_digest)
+            if not kept:
+                del self._seen[old]

@@ -138,17 +138,17 @@ class HookReceiver(UdpEndpoint):
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        handle_isolated(self.counts, "hook", lambda: self._message(raw, out))
+        handle_isolated(self.counts, "hook", lambda: self._message(raw, out, hash(data)))
 
     def claims(self, request_id: str) -> bool:
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""
         return request_id in self._claimed
 
     # ---- internals -------------------------------------------------------------------------
-    def _message(self, raw: Any, out: TapOutput) -> None:
+    def _message(self, raw: Any, out: TapOutput, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
-        if not self._sequence(head.pid, head.seq, base_s, out):
+        if not self._sequence(head.pid, head.seq, base_s, out, digest):
             return
         v.note_ahead(self.counts, head.ahead_s)
         if head.model:
@@ -162,14 +162,14 @@ class HookReceiver(UdpEndpoint):
         for idx in v.checked_rows(self.counts, raw, "gone", parse_gone):
             self._end(idx, None, "abort", base_s, out)
 
-    def _sequence(self, pid: int, seq: int, base_s: float, out: TapOutput) -> bool:
+    def _sequence(self, pid: int, seq: int, base_s: float, out: TapOutput, digest: int) -> bool:
         """Use the datagram? A new pid (or the same pid from 0 again) restarts; a replay is dropped."""
         if pid != self._pid or (seq == 0 and self._seqs.last not in (None, 0) and not self._seqs.seen(0)):
             if self._pid is not None:
                 self._restart(base_s, out)
             self._pid = pid
             self._seqs.reset()
-        return self._seqs.see(seq)
+        return self._seqs.see(seq, digest)
 
     def _restart(self, base_s: float, out: TapOutput) -> None:
         """The engine restarted: its requests in flight will not finish; they end as aborted."""

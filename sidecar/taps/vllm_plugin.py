@@ -141,7 +141,7 @@ class PluginReceiver(UdpEndpoint):
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1
-        handle_isolated(self.counts, "plugin", lambda: self._message(msg, out))
+        handle_isolated(self.counts, "plugin", lambda: self._message(msg, out, hash(data)))
 
     def claims(self, request_id: str) -> bool:
         """Whether the plugin supplied this request's work (so spans must not)."""
@@ -152,7 +152,7 @@ class PluginReceiver(UdpEndpoint):
         return self.tokens.until(unix_s)
 
     # ---- internals -------------------------------------------------------------------------
-    def _message(self, msg: dict[str, Any], out: TapOutput) -> None:
+    def _message(self, msg: dict[str, Any], out: TapOutput, digest: int = 0) -> None:
         wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
         if pid != self._pid:
@@ -160,7 +160,7 @@ class PluginReceiver(UdpEndpoint):
                 self._restart(self.to_mono(wall_s), out)
             self._pid = pid
             self._seqs.reset()
-        if not self._seqs.see(seq):
+        if not self._seqs.see(seq, digest):  # digest: a long message's parts share one seq
             return
         v.note_ahead(self.counts, ahead_s)
         model = msg.get("model")

@@ -221,3 +221,17 @@ def test_one_request_cannot_take_every_chunk_slot(monkeypatch: pytest.MonkeyPatc
     assert rx.counts["rejected_chunks_over_cap"] == 1
     events, _ = rx.due(101.0)
     assert {e.request_id for e in events} == {"r0", "r1"}
+
+
+def test_a_datagram_forged_with_the_next_number_does_not_make_the_real_one_a_duplicate() -> None:
+    """Duplicates are the same datagram again, not the same number: the proxy's own datagram after a
+    forged one that took its number (its row refused) is used; the same bytes again are not."""
+    rx = receiver()
+    rx.feed(raw(0, begin=[GOOD_BEGIN]))
+    rx.feed(raw(1, end=[["r1", "NaN", "ok", 200, None]]))  # forged: its row refused
+    real = raw(1, end=[["r1", 0.1, "ok", 200, None]])
+    rx.feed(real)
+    rx.feed(real)  # replayed: dropped
+    _, infos = rx.due(101.0)
+    assert [i.request_id for i in infos if i.end_s is not None] == ["r1"]
+    assert rx.counts["rejected_duplicate"] == 1

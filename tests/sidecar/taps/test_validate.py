@@ -74,3 +74,15 @@ def test_sequence_gaps_late_replays_and_jumps_are_told_apart() -> None:
     assert counts == Counter({"lost": 2, "reordered": 1, "rejected_duplicate": 1, "seq_jumps": 2})
     seqs.reset()
     assert seqs.see(7)  # a restarted sender may reuse numbers
+
+
+def test_a_duplicate_is_the_same_datagram_again_not_only_the_same_number() -> None:
+    counts: Counter[str] = Counter()
+    seqs = SeqTracker(counts, window=100, remember=3)
+    assert seqs.see(1, 111) and seqs.see(1, 222)  # two parts of one number (or a forgery beside it)
+    assert not seqs.see(1, 222) and counts["rejected_duplicate"] == 1  # the same bytes again
+    assert counts["lost"] == 0 and counts["reordered"] == 0
+    for s in (2, 3, 4):  # remember=3: (1, 111) and (1, 222) forgotten, oldest first
+        assert seqs.see(s, s)
+    assert not seqs.seen(1) and seqs.see(1, 222)  # forgotten: taken as a late one
+    assert counts["reordered"] == 1

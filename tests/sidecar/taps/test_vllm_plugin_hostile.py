@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sidecar.attribution.events import Phase
+from sidecar.contracts.vllm_wire import encode
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
 from tests.support import work_events
@@ -112,13 +113,44 @@ def test_sequence_numbers_cannot_poison_the_loss_counter() -> None:
     rx.feed(raw(0, it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
     rx.feed(raw(10**30, it="[0.0,1,0,0,0]"), out)  # a jump: a restart of the numbering, not 1e30 lost
     rx.feed(raw(1), out)  # back to the real stream: another jump
-    rx.feed(raw(4), out)  # two datagrams lost
+    four = raw(4, it="[0.0,1,0,0,0]")
+    rx.feed(four, out)  # two datagrams lost
     rx.feed(raw(3), out)  # one of them came late
     n_events = len(work_events(out.events))
-    rx.feed(raw(4, it="[0.0,1,0,0,0]"), out)  # replayed: dropped, no decode work added
+    rx.feed(four, out)  # replayed, the same bytes: dropped, no decode work added
     assert len(work_events(out.events)) == n_events
     assert (rx.counts["lost"], rx.counts["seq_jumps"], rx.counts["reordered"]) == (2, 2, 1)
     assert rx.counts["rejected_duplicate"] == 1
+
+
+def test_a_datagram_forged_with_the_next_number_does_not_make_the_real_one_a_duplicate() -> None:
+    """Duplicates are the same datagram again, not the same number: a forged datagram (its rows all
+    refused) that took the sender's next number had made the real one a "duplicate", dropped with
+    the request's finish."""
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it="[0.0,1,5,0,0]", start='[["a",5,5,0.01]]'), out)
+    rx.feed(raw(1, fin='[["a","NaN",1,0.0,0.01,0.02,0.03,"stop"]]'), out)  # forged: its row refused
+    rx.feed(raw(1, fin='[["a",5,1,0.0,0.01,0.02,0.03,"stop"]]'), out)  # the sender's own
+    assert [i.request_id for i in out.infos if i.end_s is not None] == ["a"]
+    assert rx.counts["rejected_duplicate"] == 0 and rx.counts["lost"] == 0
+
+
+def test_a_long_message_split_into_datagrams_of_one_number_is_taken_whole() -> None:
+    """The plugin sends more than 150 starts or finishes of one iteration as several datagrams with
+    the same number; all but the first were dropped as duplicates."""
+    rx, out = receiver(), TapOutput()
+    starts = [[f"chatcmpl-{i:04d}", 1, 1, 0.0] for i in range(400)]
+    fins = [[f"chatcmpl-{i:04d}", 1, 2, 0.0, 0.01, 0.02, 0.03, "stop"] for i in range(400)]
+    for seq, rows in (
+        (0, {"it": [0.0, 400, 400, 0, 0], "start": starts}),
+        (1, {"it": [0.0, 400, 0, 0, 0], "fin": fins}),
+    ):
+        parts = encode({"v": 1, "pid": 7, "seq": seq, "wall": 1000.0, "model": "tiny", "live": True, **rows})
+        assert len(parts) == 3
+        for part in parts:
+            rx.feed(part, out)
+    assert rx.counts["starts"] == 400 and rx.counts["finished"] == 400 and rx.counts["iterations"] == 2
+    assert len({i.request_id for i in out.infos if i.end_s is not None}) == 400
 
 
 def test_one_poison_datagram_costs_no_other_datagram_of_the_tick_over_real_udp() -> None:
