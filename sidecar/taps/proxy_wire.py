@@ -202,7 +202,8 @@ class ProxyWireReceiver(UdpEndpoint):
             self.counts["rejected_end_before_start"] += 1
             return
         held = self._chunks_held + len(times)
-        if held > self.max_chunks or have + len(times) > MAX_CHUNKS_PER_REQUEST:
+        if held > self.max_chunks or row.first + len(times) > MAX_CHUNKS_PER_REQUEST:
+            # (by its first index too: a row claiming chunk 10**7 would count 10**7 missing)
             self.counts["rejected_chunks_over_cap"] += 1
             return
         if row.first > have:

@@ -235,3 +235,12 @@ def test_a_datagram_forged_with_the_next_number_does_not_make_the_real_one_a_dup
     _, infos = rx.due(101.0)
     assert [i.request_id for i in infos if i.end_s is not None] == ["r1"]
     assert rx.counts["rejected_duplicate"] == 1
+
+
+def test_a_chunk_row_that_starts_beyond_the_cap_is_refused_not_counted_as_millions_missing() -> None:
+    rx = receiver()
+    rx.feed(raw(0, begin=[GOOD_BEGIN]))
+    rx.feed(raw(1, chunks=[["r1", 10_000_000, [100_000]]]))  # chunk 10**7: beyond any output
+    assert rx.counts["rejected_chunks_over_cap"] == 1 and rx.counts["chunks_missing"] == 0
+    rx.feed(raw(2, chunks=[["r1", 0, [100_000]]]))  # the request's own chunks still come
+    assert rx.counts["chunks_missing"] == 0 and rx.counts["rejected_chunks_over_cap"] == 1
