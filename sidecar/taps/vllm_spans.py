@@ -145,11 +145,20 @@ class VllmSpanHandler:
             mask = np.zeros(len(rows), dtype=bool)
             mask[at] = True
             reasons.fail(mask, reason)
-        for j in (0, 1):  # prompt and completion tokens, as ROW_SPEC lists them
-            v.token_counts(rows.values[:, j], rows.kinds[:, j], reasons)
-        e2e_s, _, _ = (v.durations_s(rows.values[:, j], rows.kinds[:, j], reasons) for j in (2, 3, 4))
+        self._numbers(rows, reasons)
+
+    def _numbers(self, rows: SpanRows, reasons: v.Reasons) -> tuple[np.ndarray, ...]:
+        """Each row's prompt and completion tokens, prefill and decode seconds and end (Unix s: start +
+        e2e when given), checked in that order (ROW_SPEC's columns); a failed row is marked in
+        ``reasons`` (a number that fails reads as 0); an end well after now is a ``bad_time``. Shared by
+        the check on arrival (:meth:`check_rows`) and :meth:`_take`."""
+        prompt, completion = (v.token_counts(rows.values[:, j], rows.kinds[:, j], reasons) for j in (0, 1))
+        e2e_s, prefill_s, decode_s = (
+            v.durations_s(rows.values[:, j], rows.kinds[:, j], reasons) for j in (2, 3, 4)
+        )
         end_unix_s = np.where(e2e_s > 0, rows.start_unix_s + e2e_s, rows.end_unix_s)
         reasons.fail(end_unix_s > self._wall() + END_AHEAD_S, "bad_time")  # a span comes after its end
+        return prompt, completion, prefill_s, decode_s, end_unix_s
 
     def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]:
         """``llm_request`` spans as columns (:data:`ROW_SPEC`); returns the rejected, by outcome."""
@@ -166,14 +175,9 @@ class VllmSpanHandler:
         """Check every row (numbers in bulk, ids one by one, in the order a span was always checked:
         id, duplicate, prompt, completion, e2e, prefill, decode); infos now, work at :meth:`flush`."""
         reasons = v.Reasons(len(rows))
-        cols = [rows.values[:, j] for j in range(rows.values.shape[1])]
-        kinds = [rows.kinds[:, j] for j in range(rows.kinds.shape[1])]
-        prompt, completion = (v.token_counts(cols[j], kinds[j], reasons) for j in (0, 1))
-        e2e_s, prefill_s, decode_s = (v.durations_s(cols[j], kinds[j], reasons) for j in (2, 3, 4))
+        prompt, completion, prefill_s, decode_s, end_unix_s = self._numbers(rows, reasons)
         shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
         start_s = rows.start_unix_s + shift_s
-        end_unix_s = np.where(e2e_s > 0, rows.start_unix_s + e2e_s, rows.end_unix_s)
-        reasons.fail(end_unix_s > self._wall() + END_AHEAD_S, "bad_time")  # a span comes after its end
         end_s = end_unix_s + shift_s
         model = self.model()
         kept_s = self.tasks.expire()  # now: one float for the batch's waiting spans
