@@ -75,7 +75,7 @@ class VllmTaps:
         plugin_datagrams = plugin.receive() if plugin is not None else []  # before the hook: see above
         parts = (  # handled in this order: claims
             hook.due(now_s) if hook is not None else None,
-            plugin.handle(plugin_datagrams) if plugin is not None else None,
+            plugin.handle(plugin_datagrams, now_s) if plugin is not None else None,
             scraper.due(now_s) if scraper is not None else None,
         )
         events: list[Work] = []

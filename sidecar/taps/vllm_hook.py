@@ -34,13 +34,20 @@ counted as ``rejected_<reason>``; the good rows next to it still count. A bug
 while handling one datagram is counted (``internal_errors``), never raised into
 the tick. Sequence numbers (:mod:`.sequence`): gaps count ``lost``, late
 datagrams ``reordered``, replays ``rejected_duplicate`` (dropped), a jump beyond
-the window ``seq_jumps`` (not a loss, not a restart).
+the window ``seq_jumps`` (not a loss, not a restart), each per process.
 
-Counters (``counts``): received, malformed (not JSON), restarts (a new pid, or
-the same pid numbering from 0 again: the old in-flight requests end as
-aborted), steps, members, unknown_member (an idx without its ``new`` row, e.g.
-lost: that member is skipped), after_fin, unknown_end, finished, aborted,
-evicted (more than ``max_requests`` in flight). Units: seconds, tokens.
+Processes: each pid is a sender with its own requests, numbers and last step
+(:class:`~sidecar.taps.vllm_hook_sender.HookSender`, :mod:`.senders`). A process's
+requests in flight end as aborted when it restarted (a new pid heard after it was quiet
+for ``QUIET_S``, or the same pid numbering from 0 again) or went quiet while others
+speak; a second engine on the same port, or a datagram forged with another pid, ends
+nothing of a process that is sending.
+
+Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
+senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
+``new`` row, e.g. lost: that member is skipped), after_fin, unknown_end, finished,
+aborted, evicted (more than ``max_requests`` in flight over all processes). Units:
+seconds, tokens.
 """
 
 from __future__ import annotations
@@ -48,45 +55,29 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
-import numpy as np
-
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch, Work
+from sidecar.attribution.events import Work
 from sidecar.attribution.task_labels import Info
-from sidecar.contracts.scheduler_wire import DEFAULT_PORT, NewRow
+from sidecar.contracts.scheduler_wire import DEFAULT_PORT
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
-from sidecar.taps.sequence import SeqTracker
+from sidecar.taps.senders import Senders
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
-from sidecar.taps.vllm_hook_index import IdxSlots
-from sidecar.taps.vllm_hook_rows import (
-    StepArrays,
-    parse_fin,
-    parse_gone,
-    parse_head,
-    parse_new,
-    parse_step,
-)
-from sidecar.taps.vllm_hook_slots import Req, Slots
-from sidecar.taps.vllm_spans import normalize_request_id
+from sidecar.taps.vllm_hook_rows import parse_fin, parse_gone, parse_head, parse_new, parse_step
+from sidecar.taps.vllm_hook_sender import MIN_GAP_S, HookSender, HookShared
 
 __all__ = ["MAX_GAP_S", "MIN_GAP_S", "HookReceiver"]
 
 MAX_GAP_S = 0.05  # a CPU gap after a step up to this long has the step's members present
-# the hook sends times rounded to 1 us: back-to-back steps (async scheduling) can come 1-2 us
-# apart; such a "gap" is rounding, not CPU time, and would double the rows attribution handles
-MIN_GAP_S = 2e-6
 
 log = logging.getLogger(__name__)
 
 _MAX_CLAIMS = 100_000
-_RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
 
 
 class HookReceiver(UdpEndpoint):
@@ -108,26 +99,26 @@ class HookReceiver(UdpEndpoint):
     ) -> None:
         self.to_mono = to_mono
         self.max_gap_s = max_gap_s
-        self._last: StepBatch | None = None  # the previous step, whose members own the CPU gap after it
-        self._last_slots = np.zeros(0, dtype=np.int64)  # its members' slots (their ids tuple is reused)
         self.host, self.port = host, port
         self.model = default_model
         self.max_per_drain = max_per_drain
         self.max_requests = max_requests
         self.counts: Counter[str] = Counter()
         self._wall = wall  # Unix seconds now, to date-check datagrams
-        self._pid: int | None = None
-        self._seqs = SeqTracker(self.counts)
-        self._live: OrderedDict[int, Req] = OrderedDict()
-        self._recent: OrderedDict[int, Req] = OrderedDict()
-        self._slot = IdxSlots()  # idx (live or recent) -> slot
-        self._slots = Slots()
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
+        self._shared = HookShared(self.counts, self._claimed, max_gap_s, max_requests)
+        self.senders: Senders[HookSender] = Senders(
+            lambda pid, sent_s: HookSender(self._shared, self.model, sent_s),
+            lambda sender, at_s, out: sender.end_all(at_s, out),
+            self.counts,
+        )
 
     # ---- source (start and stop: UdpEndpoint) ---------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
-        """Drain waiting datagrams; return the step batches and request infos they describe."""
+        """Drain waiting datagrams; return the step batches and request infos they describe (and
+        those of the requests of a process gone quiet beside others: :mod:`.senders`)."""
         out = drain(self._sock, self.feed, self.max_per_drain, self.counts)
+        self.senders.sweep(now_s, out)
         return out.events, out.infos
 
     def feed(self, data: bytes, out: TapOutput) -> None:
@@ -144,138 +135,34 @@ class HookReceiver(UdpEndpoint):
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""
         return request_id in self._claimed
 
+    @property
+    def live(self) -> int:
+        """Requests in flight, over every process heard."""
+        return self._shared.live
+
     # ---- internals -------------------------------------------------------------------------
     def _message(self, raw: Any, out: TapOutput, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
-        if not self._sequence(head.pid, head.seq, base_s, out, digest):
+        sender = self._sender(head.pid, head.seq, base_s, out)
+        if not sender.seqs.see(head.seq, digest):
             return
         v.note_ahead(self.counts, head.ahead_s)
         if head.model:
-            self.model = head.model
+            self.model = sender.model = head.model
         for new in v.checked_rows(self.counts, raw, "new", parse_new):
-            self._new(new, base_s)
+            sender.new(new, base_s)
         for step in v.checked_rows(self.counts, raw, "steps", parse_step):
-            self._step(step, base_s, out)
+            sender.step(step, base_s, out)
         for fin in v.checked_rows(self.counts, raw, "fin", parse_fin):
-            self._end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
+            sender.end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
         for idx in v.checked_rows(self.counts, raw, "gone", parse_gone):
-            self._end(idx, None, "abort", base_s, out)
+            sender.end(idx, None, "abort", base_s, out)
 
-    def _sequence(self, pid: int, seq: int, base_s: float, out: TapOutput, digest: int) -> bool:
-        """Use the datagram? A new pid (or the same pid from 0 again) restarts; a replay is dropped."""
-        if pid != self._pid or (seq == 0 and self._seqs.last not in (None, 0) and not self._seqs.seen(0)):
-            if self._pid is not None:
-                self._restart(base_s, out)
-            self._pid = pid
-            self._seqs.reset()
-        return self._seqs.see(seq, digest)
-
-    def _restart(self, base_s: float, out: TapOutput) -> None:
-        """The engine restarted: its requests in flight will not finish; they end as aborted."""
-        self.counts["restarts"] += 1
-        self._last = None
-        for idx in list(self._live):
-            self._end(idx, None, "abort", base_s, out)
-        self._recent.clear()
-        self._slot.clear()
-        self._slots = Slots()
-        self._last_slots = np.zeros(0, dtype=np.int64)
-
-    def _new(self, row: NewRow, base_s: float) -> None:
-        if row.idx in self._slot:
-            self.counts["rejected_duplicate"] += 1
-            return
-        try:
-            request_id = v.request_id(normalize_request_id(row.request_id), "new request_id")
-        except v.Rejected as err:
-            v.note(self.counts, err)
-            return
-        slot = self._slots.take(request_id, row.prompt_tokens)
-        req = Req(row, request_id, base_s, slot)
-        self._live[row.idx] = req
-        self._slot.set(row.idx, slot)
-        if len(self._live) > self.max_requests:
-            self._forget(*self._live.popitem(last=False))
-            self.counts["evicted"] += 1
-        self._claimed.add(req.request_id)
-
-    def _forget(self, idx: int, req: Req) -> None:
-        if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
-            self._last_slots = np.zeros(0, dtype=np.int64)
-        self._slot.pop(idx)
-        self._slots.live[req.slot] = False
-        self._slots.free.append(req.slot)
-
-    def _step(self, step: StepArrays, base_s: float, out: TapOutput) -> None:
-        t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
-        self._gap(t0_s, out)
-        slots = self._slot.lookup(step.idx)
-        k, p = step.scheduled, step.before
-        if slots.size and slots.min() < 0:
-            known = slots >= 0
-            self.counts["unknown_member"] += slots.size - int(np.count_nonzero(known))
-            slots, k, p = slots[known], k[known], p[known]
-        self.counts["steps"] += 1
-        self.counts["members"] += slots.size
-        if not slots.size:
-            return
-        st = self._slots
-        n_done = len(slots) - int(np.count_nonzero(st.live[slots]))
-        if n_done:
-            self.counts["after_fin"] += n_done
-        high, last_k, prompt = st.high[slots], st.last_k[slots], st.prompt[slots]
-        # prefill: a prompt token, or a recomputed one after a step back by more than the previous
-        # step's tokens (a preemption; a speculative-decoding rollback is never that far)
-        first = np.where(high - p > last_k, np.maximum(prompt, high), prompt)
-        phase = np.where((p < first) & (k > 0), int(Phase.PREFILL), int(Phase.DECODE)).astype(np.int8)
-        st.high[slots] = np.maximum(high, p + k)
-        st.last_k[slots] = k
-        st.end_s[slots] = t1_s
-        last = self._last
-        if last is not None and np.array_equal(slots, self._last_slots):
-            ids = last.request_ids  # the same members as the step before: the same tuple (cheap downstream)
-        else:
-            got = itemgetter(*slots.tolist())(st.ids)  # a tuple at C speed (one member: the id itself)
-            ids = got if isinstance(got, tuple) else (got,)
-        kf = k.astype(np.float64)
-        batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)
-        out.events.append(batch)
-        self._last, self._last_slots = batch, slots
-
-    def _gap(self, t0_s: float, out: TapOutput) -> None:
-        """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
-        last = self._last
-        if last is None or not MIN_GAP_S < t0_s - last.t1_s <= self.max_gap_s:
-            return
-        zeros = np.zeros(len(last.request_ids))
-        out.events.append(StepBatch(last.t1_s, t0_s, last.request_ids, last.phase, zeros, zeros, steps=0.0))
-
-    def _end(self, idx: int, output_tokens: int | None, reason: str, base_s: float, out: TapOutput) -> None:
-        req = self._live.pop(idx, None)
-        if req is None:
-            self.counts["unknown_end"] += 1
-            return
-        self._recent[idx] = req
-        while len(self._recent) > _RECENT:
-            self._forget(*self._recent.popitem(last=False))
-        st, slot = self._slots, req.slot
-        st.live[slot] = False
-        prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
-        if output_tokens is None:  # aborted: the tokens sampled so far
-            output_tokens = high - prompt + 1 if high >= prompt else 0
-            self.counts["aborted"] += 1
-        else:
-            self.counts["finished"] += 1
-        out.infos.append(
-            RequestInfo(
-                req.request_id,
-                model=self.model,
-                operation="chat" if req.raw.startswith("chatcmpl-") else "text_completion",
-                start_s=req.arrival_s,
-                end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
-                prompt_tokens=prompt,
-                output_tokens=output_tokens,
-                attributes={"vllm.request_id": req.raw, "finish_reason": reason},
-            )
-        )
+    def _sender(self, pid: int, seq: int, base_s: float, out: TapOutput) -> HookSender:
+        """The datagram's process (:mod:`.senders`); the same pid numbering from 0 again (not a replay
+        of its first datagram) is that process restarted."""
+        sender = self.senders.get(pid)
+        if sender is not None and seq == 0 and sender.seqs.last not in (None, 0) and not sender.seqs.seen(0):
+            return self.senders.restart(pid, base_s, out)
+        return self.senders.heard(pid, base_s, out)

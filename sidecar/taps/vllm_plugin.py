@@ -30,9 +30,13 @@ after the sidecar's clock is taken as the time it was read (``wall_ahead``:
 :func:`~sidecar.taps.validate.sent_unix_s`). Sequence numbers (:mod:`.sequence`): gaps
 count ``lost``, late datagrams ``reordered``, replays ``rejected_duplicate`` (dropped),
 jumps beyond a window ``seq_jumps`` (not losses). A repeated start or finish of one
-request is a ``rejected_duplicate``. A new vLLM process id ends the old one's requests
-in flight as aborted (``restarts``, ``aborted_on_restart``); at most ``max_decoding``
-starts without a fin are kept (the oldest is dropped, ``evicted``); at most
+request is a ``rejected_duplicate``. Each vLLM process id is a sender of its own
+(:class:`~sidecar.taps.vllm_plugin_sender.PluginSender`): a process that restarted (a new
+pid heard after it was quiet) or went quiet while another speaks has its requests in flight
+ended as aborted (``restarts``, ``senders_gone``, ``aborted_on_restart``: :mod:`.senders`);
+a second engine on the port, or a datagram forged with another pid, ends nothing of a process
+that is sending. At most ``max_decoding`` starts without a fin are kept over all processes
+(the oldest is dropped, ``evicted``); at most
 ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest. A bug
 while handling one datagram is counted (``internal_errors``) and logged, never raised
 into the tick.
@@ -51,10 +55,9 @@ from sidecar.attribution.events import Phase, RequestInfo, Work, WorkEvent
 from sidecar.attribution.task_labels import Info
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
-from sidecar.taps.sequence import SeqTracker
+from sidecar.taps.senders import Senders
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, feed_all, handle_isolated, receive
-from sidecar.taps.vllm_plugin_batch import DecodingRequests
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
     StartRow,
@@ -64,6 +67,7 @@ from sidecar.taps.vllm_plugin_rows import (
     parse_start,
 )
 from sidecar.taps.vllm_plugin_seen import SeenIds
+from sidecar.taps.vllm_plugin_sender import PluginSender
 from sidecar.taps.vllm_plugin_tokens import TokenHistory
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
 
@@ -105,11 +109,10 @@ class PluginReceiver(UdpEndpoint):
         self.sched: tuple[float, float, float] | None = None  # running, waiting, KV usage (0..1)
         self.live = False
         self._wall = wall  # Unix seconds now, to date-check datagrams
-        self._pid: int | None = None
-        self._seqs = SeqTracker(self.counts)
-        self._last_end: float | None = None
-        self._step_s = 0.02  # running estimate of an iteration's duration
-        self._decoding = DecodingRequests()
+        self.senders: Senders[PluginSender] = Senders(
+            lambda pid, sent_s: PluginSender(self.counts, sent_s), self._end_sender, self.counts
+        )
+        self._cur = PluginSender(self.counts, 0.0)  # the sender of the datagram being handled
         self.seen = SeenIds()  # recent ids claimed (work emitted here) and finished (to refuse replays)
         self.tokens = TokenHistory()  # for the comparison with vLLM's /metrics
 
@@ -122,15 +125,17 @@ class PluginReceiver(UdpEndpoint):
     # ---- source ----------------------------------------------------------------------
     def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         """Drain waiting datagrams; return the work and request infos they describe."""
-        return self.handle(self.receive())
+        return self.handle(self.receive(), now_s)
 
     def receive(self) -> list[bytes]:
         """The waiting datagrams, read but not handled (see :meth:`VllmTaps.due` for why apart)."""
         return receive(self._sock, self.max_per_drain, self.counts)
 
-    def handle(self, datagrams: list[bytes]) -> tuple[list[Work], list[Info]]:
-        """Datagrams :meth:`receive` read: the work and request infos they describe."""
+    def handle(self, datagrams: list[bytes], now_s: float) -> tuple[list[Work], list[Info]]:
+        """Datagrams :meth:`receive` read: the work and request infos they describe (and those of the
+        requests of a process gone quiet beside others by ``now_s``: :mod:`.senders`)."""
         out = feed_all(datagrams, self.feed)
+        self.senders.sweep(now_s, out)
         return out.events, out.infos
 
     def feed(self, data: bytes, out: TapOutput) -> None:
@@ -155,12 +160,8 @@ class PluginReceiver(UdpEndpoint):
     def _message(self, msg: dict[str, Any], out: TapOutput, digest: int = 0) -> None:
         wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
-        if pid != self._pid:
-            if self._pid is not None:
-                self._restart(self.to_mono(wall_s), out)
-            self._pid = pid
-            self._seqs.reset()
-        if not self._seqs.see(seq, digest):  # digest: a long message's parts share one seq
+        self._cur = self.senders.heard(pid, self.to_mono(wall_s), out)
+        if not self._cur.seqs.see(seq, digest):  # digest: a long message's parts share one seq
             return
         v.note_ahead(self.counts, ahead_s)
         model = msg.get("model")
@@ -174,15 +175,15 @@ class PluginReceiver(UdpEndpoint):
         for row in msg.get("fin", []):
             self._row(self._finish, parse_finish, row, (t_rec, t_end), out)
         for request_id in v.checked_rows(self.counts, msg, "gone", _gone_id):
-            if self._decoding.remove(request_id):  # left vLLM without finishing (aborted): no more work
+            if self._cur.decoding.remove(request_id):  # left vLLM without finishing (aborted): no more work
                 self.counts["aborted"] += 1
 
-    def _restart(self, now_s: float, out: TapOutput) -> None:
-        """vLLM restarted: its requests in flight will not finish; they end as aborted (counted),
-        at the old process's last iteration (else when the new one was first heard)."""
-        self.counts["restarts"] += 1
-        end_s = self._last_end if self._last_end is not None else now_s
-        for request_id, prompt, generated in self._decoding.drain():
+    def _end_sender(self, sender: PluginSender, at_s: float, out: TapOutput) -> None:
+        """A vLLM process restarted or went quiet (:mod:`.senders`): its requests in flight will not
+        finish; they end as aborted (counted), at its last iteration (else ``at_s``: when that was
+        found)."""
+        end_s = sender.last_end if sender.last_end is not None else at_s
+        for request_id, prompt, generated in sender.decoding.drain():
             self.counts["aborted_on_restart"] += 1
             out.infos.append(
                 RequestInfo(
@@ -194,7 +195,6 @@ class PluginReceiver(UdpEndpoint):
                     attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
                 )
             )
-        self._last_end = None
 
     def _parts(self, msg: dict[str, Any], wall_s: float, t_rec: float, out: TapOutput) -> float:
         """Handle ``sched`` and ``it``, each on its own; returns when the iteration ended."""
@@ -233,22 +233,23 @@ class PluginReceiver(UdpEndpoint):
             log.debug("plugin row rejected: %s", err)
 
     def _iteration(self, t_end: float, generation_tokens: int, out: TapOutput) -> None:
-        last = self._last_end
+        cur = self._cur
+        last = cur.last_end
         if last is not None and 0.0 < t_end - last <= self.max_gap_s:
             t_start = last
-            self._step_s += 0.1 * ((t_end - last) - self._step_s)
+            cur.step_s += 0.1 * ((t_end - last) - cur.step_s)
         else:
-            t_start = t_end - self._step_s
-        self._last_end = max(t_end, last or t_end)
-        if self._decoding and generation_tokens < len(self._decoding):
+            t_start = t_end - cur.step_s
+        cur.last_end = max(t_end, last or t_end)
+        if cur.decoding and generation_tokens < len(cur.decoding):
             self.counts["membership_mismatch"] += 1
-        batch = self._decoding.step(t_start, t_end)  # one decode token for every request decoding
+        batch = cur.decoding.step(t_start, t_end)  # one decode token for every request decoding
         if batch is not None:
             out.events.append(batch)
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
-        if request_id in self._decoding or self.seen.finished(request_id):
+        if request_id in self._cur.decoding or self.seen.finished(request_id):
             raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
@@ -258,13 +259,14 @@ class PluginReceiver(UdpEndpoint):
         if row.computed_tokens > 0:
             computed, prefill_s = row.computed_tokens, row.prefill_s
             pairs = computed * (row.prompt_tokens - (computed - 1) / 2)
-            steps = max(1.0, round(prefill_s / self._step_s)) if self._step_s > 0 else 1.0
+            step_s = self._cur.step_s
+            steps = max(1.0, round(prefill_s / step_s)) if step_s > 0 else 1.0
             out.events.append(
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
-        self._decoding.add(request_id, row.prompt_tokens)
-        if len(self._decoding) > self.max_decoding:  # a start whose fin never came: stop its decode work
-            self._decoding.remove_oldest()
+        self._cur.decoding.add(request_id, row.prompt_tokens)
+        if sum(len(s.decoding) for s in self.senders) > self.max_decoding:  # a start whose fin never came
+            self._cur.decoding.remove_oldest()  # its decode work stops
             self.counts["evicted"] += 1
         self.seen.claim(request_id)
 
@@ -274,7 +276,7 @@ class PluginReceiver(UdpEndpoint):
         if self.seen.finished(request_id):
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
-        decoding = self._decoding.remove(request_id)
+        decoding = self._cur.decoding.remove(request_id)
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
         if not decoding and not self.claims(request_id) and not elsewhere:

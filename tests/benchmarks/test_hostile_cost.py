@@ -30,8 +30,9 @@ def test_the_jumping_hook_rows_each_land_past_the_look_up_window() -> None:
     bases = []
     for k in range(1, 6):
         hook.feed(bench.hook_datagram(k, [[k * 20_000, f"n{k}", 1, 0]]), TapOutput())
-        bases.append(hook._slot._base)
-    assert len(hook._live) == 5 and len(set(bases)) == 5 and hook.counts["rejected_bad_time"] == 0
+        (sender,) = hook.senders
+        bases.append(sender.slot._base)
+    assert hook.live == 5 and len(set(bases)) == 5 and hook.counts["rejected_bad_time"] == 0
 
 
 def test_the_long_decode_span_is_taken_but_its_window_is_not_fitted() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from sidecar.attribution.events import Phase, StepBatch
 from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, encode
+from sidecar.taps.senders import MAX_SENDERS, QUIET_S
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
@@ -144,13 +145,52 @@ def test_a_member_after_its_fin_still_counts_and_an_unknown_one_is_skipped() -> 
     assert (r.counts["after_fin"], r.counts["unknown_member"]) == (1, 1)
 
 
-def test_a_new_pid_is_a_restart_that_ends_the_old_requests_as_aborted() -> None:
-    r, out = rx(), TapOutput()
+def test_a_new_pid_heard_after_the_old_one_went_quiet_is_a_restart_that_ends_its_requests() -> None:
+    r, out = rx(read_s=2000.0), TapOutput()
     r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
-    r.feed(dgram(0, pid=8, new=[NewRow(0, "b", 3, 0.1)], steps=[StepRow(0.1, 0.0, [0], [3], [0])]), out)
+    later = WALL + QUIET_S  # vLLM takes longer than that to start again
+    b_step = StepRow(0.1, 0.0, [0], [3], [0])
+    r.feed(dgram(0, pid=8, wall=later, new=[NewRow(0, "b", 3, 0.1)], steps=[b_step]), out)
     assert [(i.request_id, i.attributes["finish_reason"]) for i in out.infos] == [("a", "abort")]
+    assert out.infos[0].end_s == pytest.approx(100.0 - 0.4)  # the end of its last step, not the restart
     assert members(steps(out)[-1])[0][0] == "b"  # idx 0 now means the new engine's request
-    assert r.counts["restarts"] == 1
+    assert r.counts["restarts"] == 1 and len(r.senders) == 1 and r.live == 1
+
+
+def test_a_datagram_with_another_pid_ends_nothing_of_a_process_that_is_sending() -> None:
+    """A second engine on the port (data parallel), or one datagram forged with any pid: both kept."""
+    r, out = rx(read_s=2000.0), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.feed(dgram(0, pid=666, wall=WALL + 0.1, new=[NewRow(0, "forged", 3, 0.1)]), out)
+    a_step = StepRow(0.1, 0.0, [0], [1], [5])
+    r.feed(dgram(1, wall=WALL + 0.2, steps=[a_step], fin=[FinRow(0, 2, "stop")]), out)
+    (info,) = out.infos
+    assert (info.request_id, info.attributes["finish_reason"], info.output_tokens) == ("a", "stop", 2)
+    assert members(steps(out)[-1]) == [("a", Phase.DECODE, 1, 6)]  # idx 0 is still this process's request
+    assert r.counts["restarts"] == 0 and len(r.senders) == 2
+
+
+def test_a_process_quiet_while_another_speaks_ends_at_the_tick_one_alone_is_kept() -> None:
+    r, out = rx(read_s=2000.0), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.due(100.0 + 10 * QUIET_S)  # alone: an engine that is down is not yet known to be restarted
+    r.feed(dgram(0, pid=8, wall=WALL + 1.0, new=[NewRow(0, "b", 3, 0.1)]), out)
+    assert out.infos == [] and r.live == 2
+    _, infos = r.due(100.0 + QUIET_S - 0.1)
+    assert infos == []
+    _, infos = r.due(100.0 + QUIET_S)  # pid 7 sent nothing for QUIET_S while pid 8 spoke after it
+    assert [(i.request_id, i.attributes["finish_reason"]) for i in infos] == [("a", "abort")]
+    assert r.counts["senders_gone"] == 1 and r.live == 1
+    _, infos = r.due(100.0 + 100 * QUIET_S)
+    assert infos == [] and len(r.senders) == 1  # pid 8, alone now, is kept
+
+
+def test_more_pids_than_the_cap_end_the_one_silent_longest() -> None:
+    r, out = rx(read_s=2000.0), TapOutput()
+    for pid in range(MAX_SENDERS + 1):
+        r.feed(dgram(0, pid=100 + pid, wall=WALL + pid * 0.01, new=[NewRow(0, f"r{pid}", 3, 0.1)]), out)
+    assert [i.request_id for i in out.infos] == ["r0"] and r.counts["senders_evicted"] == 1
+    assert len(r.senders) == MAX_SENDERS and r.live == MAX_SENDERS
 
 
 def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_is_no_restart() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.attribution.events import StepBatch
+from sidecar.taps.senders import QUIET_S
 from sidecar.taps.spans import TapOutput
 from tests.sidecar.taps.test_vllm_plugin import msg, receiver
 from tests.support import work_events
@@ -15,14 +17,14 @@ def test_a_new_pid_ends_the_requests_in_flight_as_aborted_and_counts_them() -> N
     rx.feed(msg(1, [0.0, 2, 0, 0, 0], wall=1000.02), out)  # one decode step each: 2 tokens so far
     assert out.infos == []
     fresh = TapOutput()
-    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=8, wall=1005.0), fresh)  # vLLM restarted
+    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=8, wall=1006.0), fresh)  # vLLM restarted (quiet for 5 s)
     ended = {i.request_id: i for i in fresh.infos}
     assert set(ended) == {"a", "b"} and rx.counts["aborted_on_restart"] == 2 and rx.counts["restarts"] == 1
     assert ended["b"].end_s == pytest.approx(100.02)  # the old process's last iteration
     assert ended["b"].prompt_tokens == 7 and ended["b"].output_tokens == 2
     assert ended["a"].attributes["finish_reason"] == "abort"
     later = TapOutput()
-    rx.feed(msg(1, [0.0, 0, 0, 0, 0], pid=8, wall=1005.02), later)
+    rx.feed(msg(1, [0.0, 0, 0, 0, 0], pid=8, wall=1006.02), later)
     assert later.events == [] and later.infos == []  # nothing of the old process lives on
 
 
@@ -30,11 +32,44 @@ def test_a_restart_before_any_iteration_ends_them_when_the_new_process_is_heard(
     rx, out = receiver(), TapOutput()
     rx.feed(msg(0, start=[["a", 5, 5, 0.01]]), out)
     fresh = TapOutput()
-    rx.feed(msg(0, pid=9, wall=1003.0), fresh)
+    rx.feed(msg(0, pid=9, wall=1006.0), fresh)
     (info,) = fresh.infos
     assert (
-        info.request_id == "a" and info.end_s == pytest.approx(103.0) and info.output_tokens == 1
+        info.request_id == "a" and info.end_s == pytest.approx(106.0) and info.output_tokens == 1
     )  # the prefill's token
+
+
+def test_a_datagram_with_another_pid_ends_nothing_of_a_process_that_is_sending() -> None:
+    """A second engine on the port (data parallel), or one datagram forged with any pid."""
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["chatcmpl-a", 5, 5, 0.01]]), out)
+    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=666, wall=1000.01, start=[["forged", 9, 9, 0.01]]), out)
+    fin = ["chatcmpl-a", 5, 2, 0.0, 0.01, 0.01, 0.03, "stop"]
+    rx.feed(msg(1, [0.0, 1, 0, 0, 0], wall=1000.02, fin=[fin]), out)
+    (info,) = out.infos
+    assert (info.request_id, info.attributes["finish_reason"], info.output_tokens) == ("a", "stop", 2)
+    assert rx.counts["restarts"] == 0 and rx.counts["aborted_on_restart"] == 0 and len(rx.senders) == 2
+    decodes = [e for e in out.events if isinstance(e, StepBatch)]
+    assert [list(b.request_ids) for b in decodes] == [["a"]]  # pid 7's decode step: "forged" not in it
+
+
+def test_a_process_quiet_while_another_speaks_ends_at_the_tick_one_alone_is_kept() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["a", 5, 5, 0.01]]), out)
+    assert rx.handle([], 100.0 + 10 * QUIET_S) == ([], [])  # alone: down is not yet restarted
+    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=8, wall=1001.0), out)
+    assert out.infos == [] and rx.handle([], 100.0 + QUIET_S - 0.1) == ([], [])
+    _, infos = rx.handle([], 100.0 + QUIET_S)  # pid 7 sent nothing for QUIET_S while pid 8 spoke after it
+    assert [(i.request_id, i.attributes["aborted_on"]) for i in infos] == [("a", "vllm_restart")]
+    assert infos[0].end_s == pytest.approx(100.0)  # its last iteration
+    assert rx.counts["senders_gone"] == 1 and rx.counts["aborted_on_restart"] == 1
+
+
+def test_starts_without_a_fin_are_capped_over_all_processes() -> None:
+    rx, out = receiver(max_decoding=3), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01]]), out)
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], pid=8, wall=1000.01, start=[["c", 5, 5, 0.01], ["d", 5, 5, 0.01]]), out)
+    assert rx.counts["evicted"] == 1 and sum(len(s.decoding) for s in rx.senders) == 3
 
 
 def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:

@@ -1,0 +1,114 @@
+"""The engine processes one UDP tap hears, by process id, each with its own state.
+
+The vLLM plugin and scheduler hook put their process id (``pid``) in every datagram. A new
+pid used to mean "vLLM restarted": the old process's requests in flight ended as aborted at
+once. But a second engine (data parallel) sending to the same port, or one well-formed
+datagram forged with any pid, then ended every request in flight. Now each pid is a sender
+with its own state (:class:`Senders`), and a sender ends (its requests in flight end as
+aborted) only when it has gone quiet:
+
+* **restart**: a new pid is heard, and an old sender has sent nothing for ``quiet_s`` before
+  the new one's datagram was sent (a real restart: the old process died before the new one
+  started; vLLM takes far longer than ``quiet_s`` to start) -> the old one ends at once,
+  counted ``restarts``;
+* **gone**: while other senders speak, a sender has sent nothing for ``quiet_s`` (an engine
+  that died beside others, or a forged pid that said one thing) -> it ends at the next tick
+  (:meth:`Senders.sweep`), counted ``senders_gone``;
+* **cap**: more than ``max_senders`` pids -> the one silent longest ends, counted
+  ``senders_evicted``.
+
+A sender alone that goes quiet is kept (its requests stay in flight until a new process is
+heard, or time out), as before: an engine that is down is not yet known to be restarted.
+A datagram's time is when it was sent, as the tap dates it (never after it was read, so a
+forged one cannot make a live sender look quiet). Units: seconds (the tap's monotonic clock).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+from sidecar.taps.spans import TapOutput
+
+__all__ = ["MAX_SENDERS", "QUIET_S", "Sender", "Senders"]
+
+QUIET_S = 5.0  # a sender silent this long, while another speaks, has stopped (vLLM steps take ms)
+MAX_SENDERS = 16
+
+
+class Sender(Protocol):
+    """What the table needs of a sender's state: when it last sent (monotonic s)."""
+
+    heard_s: float
+
+
+S = TypeVar("S", bound=Sender)
+
+
+class Senders(Generic[S]):
+    """The senders by pid; ``make(pid, sent_s)`` makes a new one's state, ``end(state, at_s, out)``
+    ends one (its requests in flight end as aborted, their infos into ``out``)."""
+
+    def __init__(
+        self,
+        make: Callable[[int, float], S],
+        end: Callable[[S, float, TapOutput], None],
+        counts: Counter[str],
+        *,
+        quiet_s: float = QUIET_S,
+        max_senders: int = MAX_SENDERS,
+    ) -> None:
+        self._make, self._end = make, end
+        self.counts = counts
+        self.quiet_s = quiet_s
+        self.max_senders = max_senders
+        self._by_pid: dict[int, S] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_pid)
+
+    def __iter__(self) -> Iterator[S]:
+        return iter(list(self._by_pid.values()))
+
+    def get(self, pid: int) -> S | None:
+        """The state of a pid already heard."""
+        return self._by_pid.get(pid)
+
+    def heard(self, pid: int, sent_s: float, out: TapOutput) -> S:
+        """The state of the sender of a datagram sent at ``sent_s``; a new pid first ends the senders
+        quiet for ``quiet_s`` before it (a restart) and, beyond the cap, the one silent longest."""
+        state = self._by_pid.get(pid)
+        if state is None:
+            for old_pid, old in list(self._by_pid.items()):
+                if sent_s - old.heard_s >= self.quiet_s:
+                    self._drop(old_pid, old, "restarts", sent_s, out)
+            if len(self._by_pid) >= self.max_senders:
+                old_pid, old = min(self._by_pid.items(), key=lambda kv: kv[1].heard_s)
+                self._drop(old_pid, old, "senders_evicted", sent_s, out)
+            state = self._by_pid[pid] = self._make(pid, sent_s)
+        state.heard_s = max(state.heard_s, sent_s)
+        return state
+
+    def restart(self, pid: int, sent_s: float, out: TapOutput) -> S:
+        """The same pid numbering from 0 again (a container restart keeps the pid): its old state ends
+        and a new one begins."""
+        old = self._by_pid.get(pid)
+        if old is not None:
+            self._drop(pid, old, "restarts", sent_s, out)
+        state = self._by_pid[pid] = self._make(pid, sent_s)
+        return state
+
+    def sweep(self, now_s: float, out: TapOutput) -> None:
+        """End the senders quiet for ``quiet_s`` while another spoke after them (one alone is kept)."""
+        if len(self._by_pid) < 2:
+            return
+        latest = max(s.heard_s for s in self._by_pid.values())
+        for pid, state in list(self._by_pid.items()):
+            if now_s - state.heard_s >= self.quiet_s and state.heard_s < latest:
+                self._drop(pid, state, "senders_gone", now_s, out)
+
+    def _drop(self, pid: int, state: S, reason: str, at_s: float, out: TapOutput) -> None:
+        del self._by_pid[pid]
+        self.counts[reason] += 1
+        self._end(state, at_s, out)

@@ -1,0 +1,171 @@
+"""One engine process as the scheduler hook's receiver hears it: its requests, steps and ends.
+
+:class:`~sidecar.taps.vllm_hook.HookReceiver` keeps one :class:`HookSender` per pid
+(:mod:`.senders`): the hook numbers a process's requests (``idx``) from 0, so the numbers,
+slots, sequence numbers and the last step (whose members own the CPU gap after it) are the
+process's own. What the senders share (:class:`HookShared`): the tap's counters, the ids it
+claims, the gap limit and the cap on requests in flight over all of them. The step and end
+rules are the receiver's (its docstring). Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from operator import itemgetter
+
+import numpy as np
+
+from sidecar.attribution.events import Phase, RequestInfo, StepBatch
+from sidecar.contracts.scheduler_wire import NewRow
+from sidecar.recent_ids import RecentIds
+from sidecar.taps import validate as v
+from sidecar.taps.sequence import SeqTracker
+from sidecar.taps.spans import TapOutput
+from sidecar.taps.vllm_hook_index import IdxSlots
+from sidecar.taps.vllm_hook_rows import StepArrays
+from sidecar.taps.vllm_hook_slots import Req, Slots
+from sidecar.taps.vllm_spans import normalize_request_id
+
+__all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
+
+# the hook sends times rounded to 1 us: back-to-back steps (async scheduling) can come 1-2 us
+# apart; such a "gap" is rounding, not CPU time, and would double the rows attribution handles
+MIN_GAP_S = 2e-6
+_RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
+
+
+@dataclass
+class HookShared:
+    """What every sender of one receiver shares."""
+
+    counts: Counter[str]
+    claimed: RecentIds[str]
+    max_gap_s: float
+    max_requests: int  # in flight over all senders; beyond, the sender's oldest is evicted
+    live: int = 0  # requests in flight over all senders
+
+
+class HookSender:
+    """One process's requests (by its ``idx``), their per-request arrays and its last step."""
+
+    def __init__(self, shared: HookShared, model: str, heard_s: float) -> None:
+        self.shared = shared
+        self.model = model
+        self.heard_s = heard_s  # when its latest datagram was sent (monotonic s)
+        self.seqs = SeqTracker(shared.counts)
+        self.live: OrderedDict[int, Req] = OrderedDict()
+        self._recent: OrderedDict[int, Req] = OrderedDict()
+        self.slot = IdxSlots()  # idx (live or recent) -> slot
+        self._slots = Slots()
+        self._last: StepBatch | None = None  # the previous step, whose members own the CPU gap after it
+        self._last_slots = np.zeros(0, dtype=np.int64)  # its members' slots (their ids tuple is reused)
+
+    def end_all(self, at_s: float, out: TapOutput) -> None:
+        """The process is gone: its requests in flight will not finish; they end as aborted."""
+        self._last = None
+        for idx in list(self.live):
+            self.end(idx, None, "abort", at_s, out)
+
+    def new(self, row: NewRow, base_s: float) -> None:
+        if row.idx in self.slot:
+            self.shared.counts["rejected_duplicate"] += 1
+            return
+        try:
+            request_id = v.request_id(normalize_request_id(row.request_id), "new request_id")
+        except v.Rejected as err:
+            v.note(self.shared.counts, err)
+            return
+        slot = self._slots.take(request_id, row.prompt_tokens)
+        req = Req(row, request_id, base_s, slot)
+        self.live[row.idx] = req
+        self.slot.set(row.idx, slot)
+        self.shared.live += 1
+        if self.shared.live > self.shared.max_requests:
+            self._forget(*self.live.popitem(last=False))
+            self.shared.live -= 1
+            self.shared.counts["evicted"] += 1
+        self.shared.claimed.add(req.request_id)
+
+    def _forget(self, idx: int, req: Req) -> None:
+        if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
+            self._last_slots = np.zeros(0, dtype=np.int64)
+        self.slot.pop(idx)
+        self._slots.live[req.slot] = False
+        self._slots.free.append(req.slot)
+
+    def step(self, step: StepArrays, base_s: float, out: TapOutput) -> None:
+        t0_s, t1_s = base_s - step.t0_ago_s, base_s - step.t1_ago_s
+        self._gap(t0_s, out)
+        counts = self.shared.counts
+        slots = self.slot.lookup(step.idx)
+        k, p = step.scheduled, step.before
+        if slots.size and slots.min() < 0:
+            known = slots >= 0
+            counts["unknown_member"] += slots.size - int(np.count_nonzero(known))
+            slots, k, p = slots[known], k[known], p[known]
+        counts["steps"] += 1
+        counts["members"] += slots.size
+        if not slots.size:
+            return
+        st = self._slots
+        n_done = len(slots) - int(np.count_nonzero(st.live[slots]))
+        if n_done:
+            counts["after_fin"] += n_done
+        high, last_k, prompt = st.high[slots], st.last_k[slots], st.prompt[slots]
+        # prefill: a prompt token, or a recomputed one after a step back by more than the previous
+        # step's tokens (a preemption; a speculative-decoding rollback is never that far)
+        first = np.where(high - p > last_k, np.maximum(prompt, high), prompt)
+        phase = np.where((p < first) & (k > 0), int(Phase.PREFILL), int(Phase.DECODE)).astype(np.int8)
+        st.high[slots] = np.maximum(high, p + k)
+        st.last_k[slots] = k
+        st.end_s[slots] = t1_s
+        last = self._last
+        if last is not None and np.array_equal(slots, self._last_slots):
+            ids = last.request_ids  # the same members as the step before: the same tuple (cheap downstream)
+        else:
+            got = itemgetter(*slots.tolist())(st.ids)  # a tuple at C speed (one member: the id itself)
+            ids = got if isinstance(got, tuple) else (got,)
+        kf = k.astype(np.float64)
+        batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)
+        out.events.append(batch)
+        self._last, self._last_slots = batch, slots
+
+    def _gap(self, t0_s: float, out: TapOutput) -> None:
+        """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
+        last = self._last
+        if last is None or not MIN_GAP_S < t0_s - last.t1_s <= self.shared.max_gap_s:
+            return
+        zeros = np.zeros(len(last.request_ids))
+        out.events.append(StepBatch(last.t1_s, t0_s, last.request_ids, last.phase, zeros, zeros, steps=0.0))
+
+    def end(self, idx: int, output_tokens: int | None, reason: str, base_s: float, out: TapOutput) -> None:
+        req = self.live.pop(idx, None)
+        counts = self.shared.counts
+        if req is None:
+            counts["unknown_end"] += 1
+            return
+        self.shared.live -= 1
+        self._recent[idx] = req
+        while len(self._recent) > _RECENT:
+            self._forget(*self._recent.popitem(last=False))
+        st, slot = self._slots, req.slot
+        st.live[slot] = False
+        prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
+        if output_tokens is None:  # aborted: the tokens sampled so far
+            output_tokens = high - prompt + 1 if high >= prompt else 0
+            counts["aborted"] += 1
+        else:
+            counts["finished"] += 1
+        out.infos.append(
+            RequestInfo(
+                req.request_id,
+                model=self.model,
+                operation="chat" if req.raw.startswith("chatcmpl-") else "text_completion",
+                start_s=req.arrival_s,
+                end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
+                prompt_tokens=prompt,
+                output_tokens=output_tokens,
+                attributes={"vllm.request_id": req.raw, "finish_reason": reason},
+            )
+        )
