@@ -71,6 +71,11 @@ class Senders(Generic[S]):
     def __iter__(self) -> Iterator[S]:
         return iter(list(self._by_pid.values()))
 
+    def biggest(self, size: Callable[[S], int]) -> S | None:
+        """The sender holding the most (by ``size``): where a cap over all senders evicts, so one
+        flooding pid pays for its own flood, not the engine beside it."""
+        return max(self._by_pid.values(), key=size, default=None)
+
     def get(self, pid: int) -> S | None:
         """The state of a pid already heard."""
         return self._by_pid.get(pid)

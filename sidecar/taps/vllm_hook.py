@@ -46,7 +46,8 @@ nothing of a process that is sending.
 Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
 senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
 ``new`` row, e.g. lost: that member is skipped), after_fin, unknown_end, finished,
-aborted, evicted (more than ``max_requests`` in flight over all processes). Units:
+aborted, evicted (more than ``max_requests`` in flight over all processes: the oldest
+of the process holding the most). Units:
 seconds, tokens.
 """
 
@@ -106,7 +107,7 @@ class HookReceiver(UdpEndpoint):
         self.counts: Counter[str] = Counter()
         self._wall = wall  # Unix seconds now, to date-check datagrams
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
-        self._shared = HookShared(self.counts, self._claimed, max_gap_s, max_requests)
+        self._shared = HookShared(self.counts, self._claimed, max_gap_s)
         self.senders: Senders[HookSender] = Senders(
             lambda pid, sent_s: HookSender(self._shared, self.model, sent_s),
             lambda sender, at_s, out: sender.end_all(at_s, out),
@@ -152,6 +153,10 @@ class HookReceiver(UdpEndpoint):
             self.model = sender.model = head.model
         for new in v.checked_rows(self.counts, raw, "new", parse_new):
             sender.new(new, base_s)
+            if self._shared.live > self.max_requests:  # the process holding the most pays for it
+                biggest = self.senders.biggest(lambda s: len(s.live))
+                if biggest is not None:
+                    biggest.evict_oldest()
         for step in v.checked_rows(self.counts, raw, "steps", parse_step):
             sender.step(step, base_s, out)
         for fin in v.checked_rows(self.counts, raw, "fin", parse_fin):

@@ -4,7 +4,7 @@
 (:mod:`.senders`): the hook numbers a process's requests (``idx``) from 0, so the numbers,
 slots, sequence numbers and the last step (whose members own the CPU gap after it) are the
 process's own. What the senders share (:class:`HookShared`): the tap's counters, the ids it
-claims, the gap limit and the cap on requests in flight over all of them. The step and end
+claims, the gap limit and the count of requests in flight over all of them. The step and end
 rules are the receiver's (its docstring). Units: seconds, tokens.
 """
 
@@ -42,8 +42,7 @@ class HookShared:
     counts: Counter[str]
     claimed: RecentIds[str]
     max_gap_s: float
-    max_requests: int  # in flight over all senders; beyond, the sender's oldest is evicted
-    live: int = 0  # requests in flight over all senders
+    live: int = 0  # requests in flight over all senders (the receiver caps it: evict_oldest)
 
 
 class HookSender:
@@ -81,11 +80,14 @@ class HookSender:
         self.live[row.idx] = req
         self.slot.set(row.idx, slot)
         self.shared.live += 1
-        if self.shared.live > self.shared.max_requests:
+        self.shared.claimed.add(req.request_id)
+
+    def evict_oldest(self) -> None:
+        """Forget the oldest request in flight (over the cap: no info, counted ``evicted``)."""
+        if self.live:
             self._forget(*self.live.popitem(last=False))
             self.shared.live -= 1
             self.shared.counts["evicted"] += 1
-        self.shared.claimed.add(req.request_id)
 
     def _forget(self, idx: int, req: Req) -> None:
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused

@@ -265,8 +265,9 @@ class PluginReceiver(UdpEndpoint):
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
         self._cur.decoding.add(request_id, row.prompt_tokens)
-        if sum(len(s.decoding) for s in self.senders) > self.max_decoding:  # a start whose fin never came
-            self._cur.decoding.remove_oldest()  # its decode work stops
+        biggest = self.senders.biggest(lambda s: len(s.decoding))  # starts whose fin never came: the
+        if biggest is not None and sum(len(s.decoding) for s in self.senders) > self.max_decoding:
+            biggest.decoding.remove_oldest()  # oldest of the process holding the most stops decoding
             self.counts["evicted"] += 1
         self.seen.claim(request_id)
 

@@ -185,6 +185,16 @@ def test_a_process_quiet_while_another_speaks_ends_at_the_tick_one_alone_is_kept
     assert infos == [] and len(r.senders) == 1  # pid 8, alone now, is kept
 
 
+def test_requests_in_flight_are_capped_over_all_processes_the_biggest_holder_pays() -> None:
+    r, out = HookReceiver(lambda unix_s: unix_s - 900.0, wall=lambda: 2000.0, max_requests=4), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "good", 5, 1.0)]), out)
+    r.feed(dgram(0, pid=666, wall=WALL + 0.1, new=[NewRow(i, f"junk{i}", 3, 0.1) for i in range(3)]), out)
+    r.feed(dgram(1, wall=WALL + 0.2, new=[NewRow(1, "next", 5, 0.1)]), out)
+    engine, flooder = r.senders
+    assert r.counts["evicted"] == 1 and r.live == 4 and len(flooder.live) == 2
+    assert [q.request_id for q in engine.live.values()] == ["good", "next"]
+
+
 def test_more_pids_than_the_cap_end_the_one_silent_longest() -> None:
     r, out = rx(read_s=2000.0), TapOutput()
     for pid in range(MAX_SENDERS + 1):

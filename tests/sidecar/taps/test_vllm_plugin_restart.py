@@ -65,11 +65,16 @@ def test_a_process_quiet_while_another_speaks_ends_at_the_tick_one_alone_is_kept
     assert rx.counts["senders_gone"] == 1 and rx.counts["aborted_on_restart"] == 1
 
 
-def test_starts_without_a_fin_are_capped_over_all_processes() -> None:
-    rx, out = receiver(max_decoding=3), TapOutput()
-    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["a", 5, 5, 0.01], ["b", 5, 5, 0.01]]), out)
-    rx.feed(msg(0, [0.0, 1, 5, 0, 0], pid=8, wall=1000.01, start=[["c", 5, 5, 0.01], ["d", 5, 5, 0.01]]), out)
-    assert rx.counts["evicted"] == 1 and sum(len(s.decoding) for s in rx.senders) == 3
+def test_starts_without_a_fin_are_capped_over_all_processes_the_biggest_holder_pays() -> None:
+    """A pid that floods starts fills the cap: the engine's next start evicts the flooder's oldest."""
+    rx, out = receiver(max_decoding=4), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["good", 5, 5, 0.01]]), out)
+    junk = [[f"junk{i}", 5, 5, 0.01] for i in range(3)]
+    rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=666, wall=1000.01, start=junk), out)
+    rx.feed(msg(1, [0.0, 1, 5, 0, 0], wall=1000.02, start=[["next", 5, 5, 0.01]]), out)
+    engine, flooder = rx.senders
+    assert rx.counts["evicted"] == 1 and len(flooder.decoding) == 2
+    assert "good" in engine.decoding and "next" in engine.decoding
 
 
 def test_starts_without_a_fin_are_capped_oldest_first_and_counted() -> None:
