@@ -150,6 +150,8 @@ class Sidecar:
             self.exporter.record(finals)
             if self.on_final is not None and finals:
                 self.on_final(finals)
+        else:  # records a failed write kept back: written with no batch to carry them (the stop: now)
+            self.ledger.flush(force=seal_until_s is not None)
         late = self.attributor.take_late_tasks()  # tasks named after final: the stored records take them
         if late:
             self.attributor.count_late_tasks(self.ledger.set_tasks(late))

@@ -57,6 +57,10 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
     else:
         log.warning("shutdown grace period (%.1f s) ran out before the final seal", grace_s)
     done["provisional"] = _store_open(sidecar)
+    try:  # records a failed write kept back in memory (the seal's tick wrote them if it could)
+        sidecar.ledger.flush(force=True)
+    except Exception:
+        log.exception("could not write the records a failed ledger write kept back")
     sidecar.floor_keeper.save(sidecar.clock(), force=True)
     log.info(
         "stopped: %d final records sealed, %d open requests stored as provisional (%.2f s of %.1f s)",

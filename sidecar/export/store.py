@@ -23,8 +23,9 @@ fails (disk full, I/O error, a damaged file: any ``sqlite3.DatabaseError`` from 
 write) the batch is kept in memory (at most
 ``max_pending`` records, the oldest dropped and counted as ``dropped``), still
 served by :meth:`Ledger.get`, counted (``write_errors``) and written with the
-next batch once the disk has room again. :attr:`Ledger.counts` holds these
-counters for the self-metrics.
+next batch once the disk has room again, or by :meth:`Ledger.flush` (the sidecar's
+tick when no batch comes, at most every :data:`RETRY_EVERY_S`, and its stop).
+:attr:`Ledger.counts` holds these counters for the self-metrics.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 # WAL file of ~40 MB on disk beside the ledger instead of ~4 MB.
 WAL_CHECKPOINT_PAGES = 10_000
 EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written to or not
+RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 
 
 class Ledger(LedgerWrites):
@@ -100,6 +102,7 @@ class Ledger(LedgerWrites):
         self._rows, self._seq = 0, 0
         self._recount()
         self._retained_at = -math.inf  # wall s of the last retention (each write runs one)
+        self._tried_at = -math.inf  # wall s of the last write tried
         self.kept_out = []
 
     @staticmethod
@@ -176,6 +179,7 @@ class Ledger(LedgerWrites):
                     pending.pop(rec[REQUEST_ID], None)
                     pending[rec[REQUEST_ID]] = rec
             todo = list(self._pending.values())
+            self._tried_at = self._clock()
             try:
                 written = self._write(todo)
             except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
@@ -190,6 +194,14 @@ class Ledger(LedgerWrites):
                 return 0
             self._pending.clear()
         return written
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the records kept back by a failed write, if any, and if :data:`RETRY_EVERY_S` passed
+        since the last try (``force``: now, e.g. at the stop); how many were written."""
+        with self._lock:
+            if not self._pending or (not force and self._clock() - self._tried_at < RETRY_EVERY_S):
+                return 0
+            return self.put_many(())
 
     def expire(self) -> int:
         """Delete the records older than ``max_age_s`` if no retention ran for :data:`EXPIRE_EVERY_S`

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.export.store import Ledger
+from sidecar.export.store import RETRY_EVERY_S, Ledger
 from tests.sidecar.export.factories import make_record
 
 
@@ -113,11 +113,23 @@ def test_the_sidecar_keeps_ticking_on_a_full_ledger_and_exports_its_counters(tmp
     }
     assert "write_errors" in outcomes
     led._conn.execute("PRAGMA max_page_count = 1073741823")
-    sidecar.tick(
-        seal_until_s=math.inf
-    )  # nothing new is final: the kept records are written on the next batch
-    led.put_many([])
-    assert led.count() == len(run.requests)
+    sidecar.tick(seal_until_s=math.inf)  # nothing new is final: the stop's tick writes the kept records
+    assert led.count() == len(run.requests) and not led._pending
+
+
+def test_kept_records_are_written_with_no_batch_to_carry_them_at_most_every_second(tmp_path: Path) -> None:
+    """A failed write's records used to wait for the next batch: with no more traffic, a stop lost them."""
+    now = [1000.0]
+    with Ledger(tmp_path / "ledger.db", clock=lambda: now[0]) as led:
+        led.put_many([make_record(request_id="before")])
+        _fill_up(led)
+        big = {"trace_id": "x" * 50_000}
+        assert led.put_many([make_record(request_id=f"kept-{i}", attributes=big) for i in range(3)]) == 0
+        led._conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        now[0] += RETRY_EVERY_S / 2
+        assert led.flush() == 0 and led.count() == 1  # tried less than a second ago: not yet
+        assert led.flush(force=True) == 3 and led.count() == 4  # the stop: now
+        assert led.flush(force=True) == 0 and led.counts["write_errors"] == 1
 
 
 def test_a_record_whose_energy_is_unknown_never_replaces_a_stored_one_and_is_counted() -> None:
