@@ -12,7 +12,9 @@ exits within ``shutdown_grace_s``.
 :func:`resume_provisional` takes them up at start: each continues as a live
 request with the energy it had (attribute ``resumed``), so ``/v1/requests/{id}``
 answers for it; the stop's gap is lost work, so its final record is marked
-``energy_unknown`` (its energy is a lower bound) and stays out of the histograms.
+``energy_unknown`` (its energy is a lower bound) and stays out of the histograms. The
+stored list stays until the next stop replaces it, so a crash of the resumed sidecar loses
+none of them (a request final in the ledger already is not taken up twice).
 """
 
 from __future__ import annotations
@@ -86,9 +88,22 @@ def _drain(sidecar: Sidecar, tap: Any) -> None:
 
 
 def _store_open(sidecar: Sidecar) -> int:
-    records = sidecar.attributor.provisional()[-MAX_STORED:]
+    """Store the open requests, at most :data:`MAX_STORED`: those with measured energy first (a
+    flood of requests that never worked must not push out one that did), then the latest seen."""
+    records = list(sidecar.attributor.provisional())
+    if len(records) > MAX_STORED:
+        order = sorted(range(len(records)), key=lambda i: (records[i].energy_j > 0, i))
+        keep = sorted(order[-MAX_STORED:])
+        log.warning(
+            "%d open requests not stored (more than %d; those without energy and the oldest left out)",
+            len(records) - MAX_STORED,
+            MAX_STORED,
+        )
+        records = [records[i] for i in keep]
     try:
-        sidecar.ledger.save_state(PROVISIONAL_KEY, {"records": [r.to_json() for r in records]})
+        sidecar.ledger.save_state(
+            PROVISIONAL_KEY, {"records": [r.to_json() for r in records], "stored_unix_s": time.time()}
+        )
     except Exception:
         log.exception("could not store %d provisional records", len(records))
         return 0
@@ -96,8 +111,12 @@ def _store_open(sidecar: Sidecar) -> int:
 
 
 def resume_provisional(sidecar: Sidecar) -> int:
-    """Take up the requests a stopped sidecar stored as provisional; the stored list is then
-    emptied, so a later crash cannot resume (and count) them twice. Returns how many."""
+    """Take up the requests a stopped sidecar stored as provisional; returns how many.
+
+    The stored list is kept until the next stop stores what is open then: a sidecar killed before
+    the resumed requests are final (kill -9, OOM) leaves them to the next start. A request whose
+    final record is in the ledger already is not taken up again, and a list older than the
+    ledger's retention (its records could be gone) is dropped, so none is resumed twice."""
     try:
         state = sidecar.ledger.load_state(PROVISIONAL_KEY)
     except Exception:
@@ -106,10 +125,21 @@ def resume_provisional(sidecar: Sidecar) -> int:
     saved = (state or {}).get("records", [])
     if not isinstance(saved, list) or not saved:
         return 0
+    stored = state.get("stored_unix_s") if isinstance(state, dict) else None
+    if isinstance(stored, int | float) and time.time() - stored > sidecar.ledger.max_age_s:
+        log.warning("dropped %d provisional records stored longer ago than the ledger keeps any", len(saved))
+        sidecar.ledger.save_state(PROVISIONAL_KEY, {"records": []})
+        return 0
     now_s = sidecar.clock()
     resumed = sum(
-        sidecar.attributor.resume(rec, now_s) for rec in saved[:MAX_STORED] if isinstance(rec, dict)
+        sidecar.attributor.resume(rec, now_s)
+        for rec in saved[:MAX_STORED]
+        if isinstance(rec, dict) and not _stored_final(sidecar, rec.get("request_id"))
     )
-    sidecar.ledger.save_state(PROVISIONAL_KEY, {"records": []})
     log.info("resumed %d of %d requests a stopped sidecar left open", resumed, len(saved))
     return resumed
+
+
+def _stored_final(sidecar: Sidecar, request_id: object) -> bool:
+    """Whether the ledger has a final record for this id (resumed and finished before a crash)."""
+    return isinstance(request_id, str) and sidecar.ledger.get(request_id) is not None

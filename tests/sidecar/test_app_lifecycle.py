@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import app as app_module
+from sidecar import shutdown
 from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, StepBatch, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -114,7 +115,8 @@ def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisiona
         seen = restarted.lookup("open")
         assert seen is not None and seen["final"] is False and seen["attributes"]["resumed"] == "true"
         assert seen["energy_j"] == pytest.approx(open_j) and restarted.resumed == 1
-        assert restarted.ledger.load_state("provisional") == {"records": []}  # never resumed twice
+        kept = restarted.ledger.load_state("provisional")  # until the next stop: a crash loses nothing
+        assert kept is not None and [r["request_id"] for r in kept["records"]] == ["open"]
         clock.t_s += 5.0  # the gap while no sidecar ran
         tap.events = [WorkEvent("open", 106.0, 106.5, Phase.DECODE, 8)]
         tap.infos = [RequestInfo("open", end_s=106.5, output_tokens=40)]
@@ -123,8 +125,36 @@ def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisiona
         final = restarted.ledger.get("open")
         assert final is not None and final["final"] and final["energy_j"] > open_j
         assert final["attributes"]["energy_unknown"] == "true"  # the stop's gap: a lower bound
+        assert restarted.ledger.load_state("provisional")["records"] == []  # type: ignore[index]
     finally:
         restarted.close()
+
+
+def test_a_crash_after_a_restart_loses_no_resumed_request_and_resumes_none_twice(tmp_path: Path) -> None:
+    """The resumed sidecar dies (kill -9: no stop) before one of its resumed requests is final: the
+    next start takes that one up again, not the one whose final record is in the ledger."""
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    first = _sidecar(clock, tmp_path / "ledger.db", tap)
+    poll_for(first, clock, 1.0)
+    tap.events = [WorkEvent(rid, 100.2, 102.0, Phase.DECODE, 8) for rid in ("a", "b")]
+    poll_for(first, clock, 0.2)
+    first.shutdown()
+    first.close()
+    tap = ScriptedTap()
+    second = _sidecar(clock, tmp_path / "ledger.db", tap)
+    assert second.resumed == 2
+    tap.infos = [RequestInfo("a", end_s=101.5, output_tokens=8)]
+    poll_for(second, clock, 40.0)  # settle_s 30: "a" is final, "b" still open
+    assert second.ledger.get("a")["final"] and second.ledger.get("b") is None  # type: ignore[index]
+    second.close()  # no shutdown: the process died
+    third = _sidecar(clock, tmp_path / "ledger.db", ScriptedTap())
+    try:
+        assert third.resumed == 1
+        b = third.lookup("b")
+        assert b is not None and b["final"] is False and b["energy_j"] > 0
+    finally:
+        third.close()
 
 
 def test_run_stops_through_the_seal_when_stop_is_set(tmp_path: Path) -> None:
@@ -138,7 +168,7 @@ def test_run_stops_through_the_seal_when_stop_is_set(tmp_path: Path) -> None:
 
     try:
         asyncio.run(main())
-        assert sidecar.ledger.load_state("provisional") == {"records": []}
+        assert sidecar.ledger.load_state("provisional")["records"] == []  # type: ignore[index]
     finally:
         sidecar.close()
 
@@ -205,4 +235,26 @@ def test_a_snapshot_read_on_another_thread_waits_for_the_tick_in_progress() -> N
         assert seen == [clock.t_s + 0.1]
     finally:
         release.set()
+        sidecar.close()
+
+
+def test_a_stop_over_the_store_cap_keeps_the_requests_with_energy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of open requests that never worked must not push a working one out of the store."""
+    monkeypatch.setattr(shutdown, "MAX_STORED", 3)
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = _sidecar(clock, tmp_path / "ledger.db", tap)
+    try:
+        poll_for(sidecar, clock, 1.0)
+        tap.events = [WorkEvent("good", 100.2, 101.0, Phase.DECODE, 8)]
+        poll_for(sidecar, clock, 0.2)
+        tap.infos = [RequestInfo(f"junk{i}", start_s=101.1) for i in range(5)]
+        poll_for(sidecar, clock, 0.2)
+        sidecar.shutdown()
+        state = sidecar.ledger.load_state("provisional")
+        assert state is not None
+        assert [r["request_id"] for r in state["records"]] == ["good", "junk3", "junk4"]
+    finally:
         sidecar.close()

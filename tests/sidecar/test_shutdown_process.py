@@ -91,7 +91,7 @@ def test_sigterm_seals_final_records_stores_the_rest_and_exits_0_within_the_grac
     assert state is not None and state["records"] and all(not r["final"] for r in state["records"])
     print(f"stop took {took_s:.2f} s: {finals} final records, {len(state['records'])} provisional")
 
-    # a restarted sidecar takes them up (and empties the stored list), then stops cleanly again;
+    # a restarted sidecar takes them up, then stops cleanly again (storing what is open then);
     # its workload is one request (sim-00000), so the simulated ids never reach the resumed ones
     code, _, text = run_until_sigterm(tmp_path, ledger_path, "second", 1.0, n_requests=1)
     assert code == 0
