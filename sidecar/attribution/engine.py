@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from sidecar.attribution.events import RequestInfo, StepBatch, WorkEvent, WorkRows
+from sidecar.attribution.events import WORK_LOST, RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.intake import WorkIntake
 from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
 from sidecar.attribution.pending import PendingWork
@@ -144,6 +144,10 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
         self.requests.set_info(info.request_id, info)
+        if info.attributes.get(WORK_LOST) == "true":  # a tap lost some of its work: energy unknown
+            acc = self.requests.get(info.request_id)
+            if acc is not None:
+                acc.lost_rows += 1
 
     def _label(self, label: TaskLabel) -> None:
         """A task named by id: set on the live request, or held until the request is first seen."""

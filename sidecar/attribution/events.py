@@ -22,7 +22,12 @@ import numpy as np
 
 from sidecar.errors import WorkEventError
 
-__all__ = ["Phase", "RequestInfo", "StepBatch", "Work", "WorkEvent", "WorkRows"]
+__all__ = ["WORK_LOST", "Phase", "RequestInfo", "StepBatch", "Work", "WorkEvent", "WorkRows"]
+
+# An info attribute a tap sets ("true") when some of the request's work may be lost before it
+# reached the sidecar (a gap in a datagram stream while the request was in flight): its final
+# record is ``energy_unknown`` (reason ``work_lost``), not a measured 0 J or a share that is too low.
+WORK_LOST = "work_lost"
 
 
 class Phase(IntEnum):

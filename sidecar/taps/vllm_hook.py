@@ -146,8 +146,11 @@ class HookReceiver(UdpEndpoint):
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
         sender = self._sender(head.pid, head.seq, base_s, out)
+        lost = self.counts["lost"]
         if not sender.seqs.see(head.seq, digest):
             return
+        if self.counts["lost"] > lost:  # a datagram lost: any request in flight may have lost a step
+            sender.gapped.update(sender.live)
         v.note_ahead(self.counts, head.ahead_s)
         if head.model:
             self.model = sender.model = head.model

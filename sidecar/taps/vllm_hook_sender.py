@@ -16,7 +16,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo, StepBatch
+from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, StepBatch
 from sidecar.contracts.scheduler_wire import NewRow
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
@@ -54,6 +54,7 @@ class HookSender:
         self.heard_s = heard_s  # when its latest datagram was sent (monotonic s)
         self.seqs = SeqTracker(shared.counts)
         self.live: OrderedDict[int, Req] = OrderedDict()
+        self.gapped: set[int] = set()  # idx in flight when a datagram was lost: their work may be short
         self._recent: OrderedDict[int, Req] = OrderedDict()
         self.slot = IdxSlots()  # idx (live or recent) -> slot
         self._slots = Slots()
@@ -90,6 +91,7 @@ class HookSender:
             self.shared.counts["evicted"] += 1
 
     def _forget(self, idx: int, req: Req) -> None:
+        self.gapped.discard(idx)
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
             self._last_slots = np.zeros(0, dtype=np.int64)
         self.slot.pop(idx)
@@ -148,6 +150,10 @@ class HookSender:
             counts["unknown_end"] += 1
             return
         self.shared.live -= 1
+        attributes = {"vllm.request_id": req.raw, "finish_reason": reason}
+        if idx in self.gapped:
+            self.gapped.discard(idx)
+            attributes[WORK_LOST] = "true"
         self._recent[idx] = req
         while len(self._recent) > _RECENT:
             self._forget(*self._recent.popitem(last=False))
@@ -168,6 +174,6 @@ class HookSender:
                 end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
                 prompt_tokens=prompt,
                 output_tokens=output_tokens,
-                attributes={"vllm.request_id": req.raw, "finish_reason": reason},
+                attributes=attributes,
             )
         )

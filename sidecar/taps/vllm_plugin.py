@@ -51,7 +51,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.attribution.events import Phase, RequestInfo, Work, WorkEvent
+from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, Work, WorkEvent
 from sidecar.attribution.task_labels import Info
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
@@ -161,8 +161,11 @@ class PluginReceiver(UdpEndpoint):
         wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
         self._cur = self.senders.heard(pid, self.to_mono(wall_s), out)
+        lost = self.counts["lost"]
         if not self._cur.seqs.see(seq, digest):  # digest: a long message's parts share one seq
             return
+        if self.counts["lost"] > lost:
+            self._cur.lost_datagram()
         v.note_ahead(self.counts, ahead_s)
         model = msg.get("model")
         if isinstance(model, str) and model and len(model) <= 256 and model.isprintable():
@@ -278,6 +281,10 @@ class PluginReceiver(UdpEndpoint):
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._cur.decoding.remove(request_id)
+        attributes = {"vllm.request_id": row.raw_id, "finish_reason": row.reason}
+        if request_id in self._cur.gapped:  # decoding when a datagram was lost
+            self._cur.gapped.discard(request_id)
+            attributes[WORK_LOST] = "true"
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
         if not decoding and not self.claims(request_id) and not elsewhere:
@@ -297,7 +304,7 @@ class PluginReceiver(UdpEndpoint):
                 end_s=t_end,
                 prompt_tokens=row.prompt_tokens,
                 output_tokens=row.generation_tokens,
-                attributes={"vllm.request_id": row.raw_id, "finish_reason": row.reason},
+                attributes=attributes,
             )
         )
         self.seen.finish(request_id)

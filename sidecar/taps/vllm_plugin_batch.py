@@ -35,6 +35,10 @@ class DecodingRequests:
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._rows
 
+    def ids(self) -> list[str]:
+        """The requests decoding, oldest first."""
+        return list(self._rows)
+
     def add(self, request_id: str, prompt_tokens: int) -> None:
         """A request whose first token came (generated so far: 1)."""
         self._rows[request_id] = (prompt_tokens, self._iterations)

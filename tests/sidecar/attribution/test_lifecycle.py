@@ -7,7 +7,7 @@ import math
 import pytest
 
 from sidecar.attribution.engine import Attributor
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, WorkEvent
 from sidecar.attribution.rules import make_rule
 from sidecar.timeline import Timeline
 from tests.sidecar.attribution.helpers import GPU, timeline_with_edges
@@ -116,6 +116,25 @@ def test_work_lost_as_late_gives_an_energy_unknown_record_never_a_plain_zero() -
     (rec,) = att.advance(6.0)
     assert rec.final and rec.energy_j == 0.0
     assert rec.attributes["energy_unknown"] == "true" and att.dropped["energy_unknown"] == 1
+
+
+def test_a_tap_that_lost_a_requests_work_makes_its_record_energy_unknown_not_a_short_share() -> None:
+    """The hook or plugin lost a datagram while the request was in flight: its info says so."""
+    att = _att()
+    for rid in ("whole", "short"):
+        att.add_work(WorkEvent(rid, 1.0, 2.0, Phase.DECODE, 5))
+    att.add_request(RequestInfo("whole", start_s=1.0, end_s=3.0, output_tokens=10))
+    att.add_request(
+        RequestInfo("short", start_s=1.0, end_s=3.0, output_tokens=10, attributes={WORK_LOST: "true"})
+    )
+    att.add_request(
+        RequestInfo("none", start_s=1.0, end_s=3.0, output_tokens=10, attributes={WORK_LOST: "true"})
+    )
+    done = {r.request_id: r for r in att.advance(6.0)}
+    assert "energy_unknown" not in done["whole"].attributes and done["whole"].energy_j > 0
+    for rid in ("short", "none"):  # a share that is too low, and a 0 J record with 20 tokens
+        assert done[rid].attributes["energy_unknown_reason"] == "work_lost", rid
+    assert att.dropped["energy_unknown"] == 2
 
 
 def test_a_request_that_ended_before_the_timeline_began_is_energy_unknown() -> None:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from sidecar.attribution.events import Phase, StepBatch
+from sidecar.attribution.events import WORK_LOST, Phase, StepBatch
 from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, encode
 from sidecar.taps.senders import MAX_SENDERS, QUIET_S
 from sidecar.taps.spans import TapOutput
@@ -216,6 +216,16 @@ def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_is_no_restart() ->
     r.feed(dgram(0), out)  # the same pid starting over (a container restart)
     assert r.counts["restarts"] == 1
     assert [(i.request_id, i.attributes["finish_reason"]) for i in out.infos] == [("a", "abort")]
+
+
+def test_a_lost_datagram_marks_the_requests_then_in_flight_as_work_lost() -> None:
+    """Their steps may be in it: a record without them would be a share too low, or 0 J."""
+    r, out = rx(), TapOutput()
+    r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.feed(dgram(2, new=[NewRow(1, "b", 5, 0.1)], steps=[StepRow(0.1, 0.0, [0, 1], [1, 5], [5, 0])]), out)
+    r.feed(dgram(3, fin=[FinRow(0, 3, "stop"), FinRow(1, 1, "stop")]), out)
+    assert r.counts["lost"] == 1
+    assert {i.request_id: i.attributes.get(WORK_LOST) for i in out.infos} == {"a": "true", "b": None}
 
 
 def test_a_replayed_datagram_is_a_counted_duplicate_and_adds_no_work() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.attribution.events import StepBatch
+from sidecar.attribution.events import WORK_LOST, StepBatch
 from sidecar.taps.senders import QUIET_S
 from sidecar.taps.spans import TapOutput
 from tests.sidecar.taps.test_vllm_plugin import msg, receiver
@@ -63,6 +63,16 @@ def test_a_process_quiet_while_another_speaks_ends_at_the_tick_one_alone_is_kept
     assert [(i.request_id, i.attributes["aborted_on"]) for i in infos] == [("a", "vllm_restart")]
     assert infos[0].end_s == pytest.approx(100.0)  # its last iteration
     assert rx.counts["senders_gone"] == 1 and rx.counts["aborted_on_restart"] == 1
+
+
+def test_a_lost_datagram_marks_the_requests_then_decoding_as_work_lost() -> None:
+    rx, out = receiver(), TapOutput()
+    rx.feed(msg(0, [0.0, 1, 5, 0, 0], start=[["a", 5, 5, 0.01]]), out)
+    rx.feed(msg(2, [0.0, 1, 5, 0, 0], wall=1000.02, start=[["b", 5, 5, 0.01]]), out)  # seq 1 lost
+    fins = [[rid, 5, 2, 0.0, 0.01, 0.01, 0.03, "stop"] for rid in ("a", "b")]
+    rx.feed(msg(3, [0.0, 2, 0, 0, 0], wall=1000.03, fin=fins), out)
+    assert rx.counts["lost"] == 1
+    assert {i.request_id: i.attributes.get(WORK_LOST) for i in out.infos} == {"a": "true", "b": None}
 
 
 def test_starts_without_a_fin_are_capped_over_all_processes_the_biggest_holder_pays() -> None:
