@@ -176,7 +176,7 @@ class MetricsExporter:
 
     @property
     def labels_folded(self) -> int:
-        """Names beyond the caps, recorded as ``other`` (model, task, operation: up to three a record)."""
+        """Names and label sets beyond the caps, recorded as ``other`` (:meth:`RecordHistograms.record`)."""
         return self._histograms.labels_folded
 
     def shutdown(self) -> None:

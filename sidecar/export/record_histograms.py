@@ -12,7 +12,14 @@ proxied request body): the series keep at most ``max_models`` model names (the c
 ``model`` reserved, then the first seen, as the energy totals do; each keeps its own set),
 :data:`MAX_TASKS` task and :data:`MAX_OPERATIONS` operation names, the first seen; any other
 reads ``other`` (counted: :attr:`RecordHistograms.labels_folded`). Unfolded, such names filled
-every stream's 2,000 attribute sets (``benchmarks/hostile_cost.py``, "metrics names").
+every stream's 2,000 attribute sets (``benchmarks/hostile_cost.py``, "metrics names"). Each name
+capped on its own still left their combinations: 64 models by 64 tasks by 16 operations. So each
+histogram also keeps at most :data:`MAX_LABEL_SETS` label sets, the first seen (:class:`LabelSets`);
+a later new one reads ``other`` for model, operation and task (its energy source and unit kept),
+counted alike. A label set is 29 samples (request energy, J per unit: 27 buckets, count, sum) or 19
+(J per token), so the three hold at most 128 * 77 = 9,856 samples besides the folded sets (one per
+energy source, and unit): ~2.4 MB of ``/metrics`` at ~245 B a sample (names of ~10 characters).
+Unbounded, 32 models by 32 tasks made 49,390 samples, 11.8 MB, ~1 s to render on the event loop.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from sidecar.attribution.record_batch import (
     Values,
 )
 from sidecar.attribution.records import RequestEnergy
-from sidecar.attribution.totals import MAX_MODELS, Names
+from sidecar.attribution.totals import MAX_MODELS, OTHER, Names
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments
 from sidecar.export.aggregates import Key, Stream, Streams
@@ -43,14 +50,19 @@ from sidecar.export.tenants import TenantLabels
 
 __all__ = [
     "ENERGY_PER_TOKEN_BUCKETS_J",
+    "MAX_LABEL_SETS",
     "MAX_OPERATIONS",
     "MAX_TASKS",
     "REQUEST_ENERGY_BUCKETS_J",
+    "LabelSets",
     "RecordHistograms",
 ]
 
 MAX_TASKS = 64  # task names the per-request series keep (the study has 7); more: "other"
 MAX_OPERATIONS = 16  # operation names (chat, text_completion, image_generation, ...); more: "other"
+# label sets each per-request histogram keeps: twice max_model_labels (64), each model room for a
+# second task or operation; more: model, operation and task "other"
+MAX_LABEL_SETS = 128
 _OPERATIONS = ("chat", "text_completion", "image_generation", "video_generation")
 
 
@@ -102,6 +114,30 @@ def _float(text: str | None) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+class LabelSets:
+    """The label sets of one histogram, bounded: the first ``most`` distinct keys keep theirs, any
+    later new one reads :data:`OTHER` for its first ``named`` values, the names a client gives (each
+    such use counted in ``folded``). The folded keys (one per energy source, and unit) are kept
+    beyond ``most``."""
+
+    __slots__ = ("_known", "_named", "folded", "most")
+
+    def __init__(self, most: int, named: int) -> None:
+        self.most, self.folded, self._named = most, 0, named
+        self._known: set[Key] = set()
+
+    def __call__(self, key: Key) -> Key:
+        if key in self._known:
+            return key
+        if len(self._known) < self.most:
+            self._known.add(key)
+            return key
+        folded = (OTHER,) * self._named + key[self._named :]
+        if folded != key:  # a key whose names all read "other" already is the folded one
+            self.folded += 1
+        return folded
+
+
 class RecordHistograms:
     """The per-request histograms and tenant counters, as batched streams of one scope."""
 
@@ -112,14 +148,19 @@ class RecordHistograms:
         self._model = Names(max_models, (model,))
         self._task = Names(MAX_TASKS)
         self._operation = Names(MAX_OPERATIONS, _OPERATIONS)
+        # per histogram; its keys' client-named values: model, operation, task / model, task
+        self._request_sets = LabelSets(MAX_LABEL_SETS, 3)
+        self._token_sets, self._unit_sets = LabelSets(MAX_LABEL_SETS, 2), LabelSets(MAX_LABEL_SETS, 2)
         self._create_histograms(streams)
         self._create_tenant_counters(streams)
         self._streams = streams
 
     @property
     def labels_folded(self) -> int:
-        """Names recorded as ``other`` (model, task, operation: up to three a record; the sets were full)."""
-        return self._model.folded + self._task.folded + self._operation.folded
+        """Names recorded as ``other`` (model, task, operation: up to three a record; the sets were full),
+        and histogram values recorded under a folded label set (:class:`LabelSets`: up to four a record)."""
+        names = self._model.folded + self._task.folded + self._operation.folded
+        return names + self._request_sets.folded + self._token_sets.folded + self._unit_sets.folded
 
     def _create_histograms(self, streams: Streams) -> None:
         """Per finished request: its energy, J per output token, J per diffusion output unit."""
@@ -189,10 +230,11 @@ class RecordHistograms:
                 rec[ENERGY_SOURCE],
                 rec[UNIT],
             )
-            _add(batch, self.request_energy, (model, self._operation(rec[OPERATION]), task, source), energy_j)
+            request_key = self._request_sets((model, self._operation(rec[OPERATION]), task, source))
+            _add(batch, self.request_energy, request_key, energy_j)
             output_tokens = rec[OUTPUT_TOKENS]
             if unit == "token" and output_tokens > 0:
-                _add(batch, self.per_token, (model, task, source), energy_j / output_tokens)
+                _add(batch, self.per_token, self._token_sets((model, task, source)), energy_j / output_tokens)
                 tenant = self._tenants.label(attributes.get(TENANT), energy_j)
                 _add(batch, self.tenant_energy, (model, tenant, source), energy_j)
                 _add(batch, self.tenant_tokens, (model, tenant), output_tokens)
@@ -219,4 +261,4 @@ class RecordHistograms:
         for name, amount in per_unit:
             value = rec[ENERGY_J] / amount if amount > 0 else math.inf
             if math.isfinite(value):
-                _add(batch, self.per_unit, (*key, name), value)
+                _add(batch, self.per_unit, self._unit_sets((*key, name)), value)
