@@ -4,7 +4,7 @@ Each function takes one raw part of a parsed datagram (format:
 :mod:`sidecar.contracts.proxy_wire`) and returns it typed, or raises
 :class:`~sidecar.taps.validate.Rejected` naming why; nothing here has state, so
 a rejected part changes nothing and the receiver goes on with the next one.
-Units: seconds, tokens.
+Units: seconds, tokens; the proxy's counters are counts of events.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from sidecar.contracts.proxy_wire import (
     COMPLETION_PATHS,
+    HEARTBEAT_S,
     KIND,
     MAX_AGO_US,
     MAX_CHUNKS_PER_ROW,
@@ -30,7 +31,10 @@ from sidecar.taps import validate as v
 from sidecar.taps.vllm_hook_rows import index
 
 __all__ = [
+    "MAX_COUNT_STEP",
     "Head",
+    "count_refusal",
+    "count_value",
     "parse_begin",
     "parse_chunks",
     "parse_counts",
@@ -41,6 +45,14 @@ __all__ = [
 
 _MAX_PROMPT_CHARS = 1e9
 _KNOWN_COUNTS = frozenset(PROXY_COUNTS)
+# How far one of the proxy's counters may move from one of its datagrams to the next. A counter
+# counts requests, chunks (malformed_sse: one a chunk at most) or datagrams, and the proxy sends a
+# datagram at least every HEARTBEAT_S (every 0.1 s while it has rows), so a step spans about a
+# second of one event loop's work: at most ~100,000 chunks. Ten times that a second: no real proxy
+# comes near it (only minutes of lost datagrams at full load would), and one forged datagram adds no
+# more than it.
+_MAX_EVENTS_PER_S = 1_000_000
+MAX_COUNT_STEP = round(_MAX_EVENTS_PER_S * HEARTBEAT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +141,25 @@ def parse_end(row: Any) -> End:
     )
 
 
-def parse_counts(raw: dict[str, Any]) -> dict[str, int]:
-    """The proxy's counters: known names only (a newer proxy's others are left out), in ``0..2**53``."""
+def parse_counts(raw: dict[str, Any]) -> dict[str, Any]:
+    """The proxy's counters, values unchecked (:func:`count_value`, each on its own): known names only
+    (a newer proxy's others are left out)."""
     counts = raw.get("counts", {})
     if not isinstance(counts, dict):
         raise v.Rejected("malformed", "counts: not an object")
-    out: dict[str, int] = {}
-    for name, value in counts.items():
-        if name in _KNOWN_COUNTS:
-            out[name] = index(value, f"count {name}")
-    return out
+    return {name: value for name, value in counts.items() if name in _KNOWN_COUNTS}
+
+
+def count_value(name: str, value: Any) -> int:
+    """One of the proxy's counters (events since it started): an integer in ``0..2**53``."""
+    return index(value, f"count {name}")
+
+
+def count_refusal(now: int, before: int) -> str | None:
+    """Why a counter's move from ``before`` (its value in the sender's last datagram) to ``now`` is
+    not a real step, as a ``rejected_<reason>`` reason of the receiver's own (:data:`.validate.REASONS`
+    are about single values): a proxy's counters only grow (``count_backwards``), by at most
+    :data:`MAX_COUNT_STEP` a datagram (``count_jump``). None: a real step."""
+    if now < before:
+        return "count_backwards"
+    return "count_jump" if now - before > MAX_COUNT_STEP else None

@@ -7,26 +7,29 @@ request's :class:`~sidecar.proxy.learn.RequestTrace` from those rows and keeps
 them in a :class:`~sidecar.proxy.book.TraceBook`, so the work events and request
 infos are made by the same code as the in-process proxy's (:mod:`sidecar.proxy.work`).
 
-Times: ``to_mono(wall) - ago``. Hostile input: every field is checked here, at the
-edge, with the shared checks (:mod:`.proxy_rows`, :mod:`.validate`): a header that
-cannot be placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects
-its datagram; a bad row rejects that row only, counted as ``rejected_<reason>``,
-and the good rows next to it still count. Sequence numbers per sender pid
-(:mod:`.sequence`): gaps count ``lost``, replays ``rejected_duplicate`` (dropped). A
-row for a request without its ``begin`` counts ``unknown_request``; a ``begin`` for a
-live id ``rejected_duplicate``; chunks that skip numbers (a lost datagram)
-``chunks_missing``, chunks listed again ``rejected_duplicate``. Requests not heard of
-for ``expire_s`` end (``expired``: the proxy went away), timed by when their datagrams
-arrived, not the sender's ``wall`` (a forged one far ahead would hold every later request);
-beyond ``max_requests`` the oldest ends (``evicted``). The chunk times held by live requests
-are at most ``max_chunks`` (:data:`MAX_CHUNKS`), one request's at most
-:data:`MAX_CHUNKS_PER_REQUEST` (so one request kept alive cannot take them all): a row beyond
-either is dropped (``rejected_chunks_over_cap``; that request's tail of work is then missing, as
-for a lost datagram). A bug while handling a datagram counts ``internal_errors``.
+Times: ``to_mono(wall) - ago``. Hostile input: every field is checked here, at the edge,
+with the shared checks (:mod:`.proxy_rows`, :mod:`.validate`): a header that cannot be
+placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects its datagram; a
+bad row rejects that row only, counted as ``rejected_<reason>``, and the good rows next to
+it still count. Sequence numbers per sender pid (:mod:`.sequence`): gaps count ``lost``,
+replays ``rejected_duplicate`` (dropped). A row for a request without its ``begin`` counts
+``unknown_request``; a ``begin`` for a live id ``rejected_duplicate``; chunks that skip
+numbers (a lost datagram) ``chunks_missing`` (each number once), chunks listed again
+``rejected_duplicate``. Requests not heard of for ``expire_s`` end (``expired``: the proxy
+went away), timed by when their datagrams arrived, not the sender's ``wall`` (a forged one
+far ahead would hold every later request); beyond ``max_requests`` the oldest ends
+(``evicted``). The chunk times held by live requests are at most ``max_chunks``
+(:data:`MAX_CHUNKS`), one request's at most :data:`MAX_CHUNKS_PER_REQUEST` (so one request
+kept alive cannot take them all): a row beyond either is dropped
+(``rejected_chunks_over_cap``; that request's tail of work is then missing, as for a lost
+datagram). A bug while handling a datagram counts ``internal_errors``.
 
 Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
-by outcome, rejected fields; latest per sender, summed) as ``jouletrace_tap="proxy"``,
-where the in-process proxy reports them.
+by outcome, rejected fields) as ``jouletrace_tap="proxy"``, where the in-process proxy
+reports them: each sender's moves added up (:meth:`ProxyWireReceiver._take_counts`), so
+they never go back (not when a sender is forgotten); a move back, or up more than
+:data:`~.proxy_rows.MAX_COUNT_STEP` at once, is not added but counted
+(``rejected_count_backwards``, ``rejected_count_jump``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.proxy_rows import (
+    count_refusal,
+    count_value,
     parse_begin,
     parse_chunks,
     parse_counts,
@@ -60,7 +65,7 @@ from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 __all__ = ["ProxyWireReceiver"]
 
 log = logging.getLogger(__name__)
-_MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters)
+_MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters' last values)
 # chunk times held by the live requests (~32 B each: 32 MB): 1,000 streams at once of 1,000 tokens each
 MAX_CHUNKS = 1_000_000
 MAX_CHUNKS_PER_REQUEST = 131_072  # a content chunk is a token or more: longer than any output
@@ -95,9 +100,11 @@ class ProxyWireReceiver(UdpEndpoint):
         self._book = TraceBook(Counts(), hold_s=hold_s, model=model)
         # live id -> (when its last datagram arrived, the time that datagram gave), mono s; in arrival order
         self._heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._chunks_next: dict[str, int] = {}  # live id -> the number after its last chunk taken
         self._arrived_s = 0.0  # the datagram being handled arrived (sidecar mono s)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
-        self._proxy_counts: OrderedDict[int, dict[str, int]] = OrderedDict()  # pid -> its latest counts
+        self._count_marks: dict[int, dict[str, int]] = {}  # pid -> its counters' last values
+        self._proxy_total: Counter[str] = Counter()  # what the senders' counters moved, added up
 
     # ---- the Tap protocol (start and stop: UdpEndpoint) ---------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
@@ -108,10 +115,7 @@ class ProxyWireReceiver(UdpEndpoint):
 
     def stats(self) -> TapReport:
         events = {("proxy_wire", what): n for what, n in self.counts.items()}
-        proxy: Counter[str] = Counter()
-        for counts in self._proxy_counts.values():
-            proxy.update(counts)
-        events.update({("proxy", what): n for what, n in proxy.items()})
+        events.update({("proxy", what): n for what, n in self._proxy_total.items()})
         return TapReport(events=events)
 
     @property
@@ -131,13 +135,12 @@ class ProxyWireReceiver(UdpEndpoint):
 
     def _message(self, raw: Any, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
-        if not self._tracker(head.pid).see(head.seq, digest):
+        tracker = self._tracker(head.pid)
+        last_seq = tracker.last
+        if not tracker.see(head.seq, digest):
             return
         v.note_ahead(self.counts, head.ahead_s)
-        try:
-            self._proxy_counts[head.pid] = parse_counts(raw)
-        except v.Rejected as err:
-            v.note(self.counts, err)
+        self._take_counts(raw, head.pid, head.seq, (last_seq, tracker.last))
         base_s = self.to_mono(head.wall_s)
         self._arrived_s = self.to_mono(self._wall())
         for begin in v.checked_rows(self.counts, raw, "begin", parse_begin):
@@ -155,9 +158,44 @@ class ProxyWireReceiver(UdpEndpoint):
             tracker = self._seqs[pid] = SeqTracker(self.counts)
             while len(self._seqs) > _MAX_SENDERS:
                 old, _ = self._seqs.popitem(last=False)
-                self._proxy_counts.pop(old, None)
+                self._count_marks.pop(old, None)  # what it counted stays in the totals
         self._seqs.move_to_end(pid)
         return tracker
+
+    def _take_counts(self, raw: Any, pid: int, seq: int, last_seqs: tuple[int | None, int | None]) -> None:
+        """Add how far sender ``pid``'s counters (events since it started) moved to the proxy's totals.
+
+        ``last_seqs``: its highest number before and after this datagram; only one that takes it
+        forward counts (a late one's values are older). A sender heard first, or numbering anew,
+        starts from zero at its datagram 0 (a new proxy); at a later one its values are only its
+        base (it ran before this sidecar heard it, or was forgotten: counted then). A bad value
+        leaves its counter as it was; a move that is no step is not added but becomes the base.
+        """
+        before, after = last_seqs
+        if after == before:  # late, or another part of one number
+            return
+        restarted = before is None or after is None or after < before
+        if restarted:
+            self._count_marks.pop(pid, None)
+        try:
+            counts = parse_counts(raw)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return
+        last = ({} if seq == 0 else None) if restarted else self._count_marks.get(pid)
+        marks = self._count_marks[pid] = dict(last or {})  # None: no base yet, these values are it
+        for name, value in counts.items():
+            try:
+                now = count_value(name, value)
+            except v.Rejected as err:
+                v.note(self.counts, err)
+                continue
+            before_n, marks[name] = marks.get(name, 0), now
+            why = None if last is None else count_refusal(now, before_n)
+            if why is not None:
+                self.counts[f"rejected_{why}"] += 1
+            else:
+                self._proxy_total[name] += 0 if last is None else now - before_n
 
     # ---- rows -> traces ----------------------------------------------------------------
     def _trace(self, request_id: str, base_s: float) -> RequestTrace | None:
@@ -193,12 +231,14 @@ class ProxyWireReceiver(UdpEndpoint):
         trace = self._trace(row.request_id, base_s)
         if trace is None:
             return
-        have = len(trace.chunk_s)
+        have = self._chunks_next.get(row.request_id, 0)  # numbers taken or counted missing: 0..have-1
         if row.first < have:
             self.counts["rejected_duplicate"] += 1
             return
         times = [base_s - ago_us * 1e-6 for ago_us in row.ago_us]
-        if times and times[0] < (trace.chunk_s[-1] if have else trace.arrival_s):
+        if not times:  # nothing to take (the proxy never sends one): not a sign of a loss either
+            return
+        if times[0] < (trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s):
             self.counts["rejected_end_before_start"] += 1
             return
         held = self._chunks_held + len(times)
@@ -208,6 +248,7 @@ class ProxyWireReceiver(UdpEndpoint):
             return
         if row.first > have:
             self.counts["chunks_missing"] += row.first - have
+        self._chunks_next[row.request_id] = row.first + len(times)  # past the gap: counted once
         trace.chunk_s.extend(times)
         trace.changed()
         self._chunks_held += len(times)
@@ -222,6 +263,7 @@ class ProxyWireReceiver(UdpEndpoint):
         trace = self._trace(row.request_id, base_s)
         if trace is None:
             return
+        self._chunks_next.pop(row.request_id, None)
         end_s = base_s - row.end_ago_s
         if end_s < trace.arrival_s:
             self.counts["rejected_end_before_start"] += 1
@@ -237,6 +279,7 @@ class ProxyWireReceiver(UdpEndpoint):
     def _finish(self, request_id: str, why: str) -> None:
         """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
         arrived_s, heard_s = self._heard.pop(request_id)
+        self._chunks_next.pop(request_id, None)
         trace = self._book.get(request_id)
         if trace is not None and not trace.done:
             trace.outcome = "disconnected"
