@@ -203,6 +203,7 @@ class RequestTrace:
     outcome: str = "ok"  # ok, error, disconnected, upstream_down, upstream_broken
     end_s: float | None = None
     done: bool = False
+    work_lost: bool = False  # the wire tap lost some of its chunks (a lost or refused row): energy unknown
     notify: Callable[[str], None] = field(default=_unheard, compare=False, repr=False)  # set by its book
 
     def changed(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, WorkEvent
 from sidecar.contracts import span_attributes as attr
 from sidecar.proxy.learn import RequestTrace
 
@@ -119,6 +119,8 @@ def request_info(cursor: TraceCursor, default_model: str) -> RequestInfo:
         attributes["trace_id"] = trace.traceparent.split("-")[1]
     if cursor.estimated and trace.usage is None:
         attributes["prompt_tokens_estimated"] = "true"
+    if trace.work_lost:
+        attributes[WORK_LOST] = "true"
     return RequestInfo(
         request_id=trace.request_id,
         model=trace.response_model or trace.model or default_model,

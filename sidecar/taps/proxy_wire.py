@@ -238,13 +238,17 @@ class ProxyWireReceiver(UdpEndpoint):
         times = [base_s - ago_us * 1e-6 for ago_us in row.ago_us]
         if not times:  # nothing to take (the proxy never sends one): not a sign of a loss either
             return
-        if times[0] < (trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s):
-            self.counts["rejected_end_before_start"] += 1
-            return
         held = self._chunks_held + len(times)
-        if held > self.max_chunks or row.first + len(times) > MAX_CHUNKS_PER_REQUEST:
+        refused = None
+        if times[0] < (trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s):
+            refused = "rejected_end_before_start"
+        elif held > self.max_chunks or row.first + len(times) > MAX_CHUNKS_PER_REQUEST:
             # (by its first index too: a row claiming chunk 10**7 would count 10**7 missing)
-            self.counts["rejected_chunks_over_cap"] += 1
+            refused = "rejected_chunks_over_cap"
+        if refused is not None or row.first > have:  # work of it lost: its energy is unknown
+            trace.work_lost = True
+        if refused is not None:
+            self.counts[refused] += 1
             return
         if row.first > have:
             self.counts["chunks_missing"] += row.first - have

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.attribution.events import Phase
+from sidecar.attribution.events import WORK_LOST, Phase
 from sidecar.contracts.proxy_wire import encode
 from sidecar.proxy.learn import Counts
 from sidecar.proxy.sender import WireSender
@@ -41,6 +41,24 @@ def test_one_lost_chunk_counts_missing_once_however_many_chunks_follow(after: in
     taken = [k for k in range(10 + after) if k != 9]
     assert decode_end_s == pytest.approx([99.1 + 0.005 * k for k in taken[1:]])
     assert infos[-1].output_tokens == 10 + after
+
+
+@pytest.mark.parametrize(("lost", "marked"), [(set(), None), ({9}, "true"), ({0}, "true")])
+def test_a_request_that_lost_chunks_says_its_work_was_lost(lost: set[int], marked: str | None) -> None:
+    """Its record is then energy_unknown, not a share too low (or 0 J, all its chunks lost)."""
+    rx = receiver()
+    stream_with_a_lost_datagram(rx, 20, lost=lost)
+    _, infos = rx.due(101.0)
+    assert infos[-1].attributes.get(WORK_LOST) == marked
+
+
+def test_a_refused_chunk_row_marks_its_request_work_lost() -> None:
+    rx = receiver()
+    rx.feed(raw(0, begin=[GOOD_BEGIN], chunks=[["r1", 0, [chunk_ago_us(1)]]]))
+    rx.feed(raw(1, chunks=[["r1", 1, [chunk_ago_us(0)]]]))  # before the chunk taken: refused
+    rx.feed(raw(2, usage=[["r1", 12, 2]], end=[["r1", 0.0, "ok", 200, None]]))
+    _, infos = rx.due(101.0)
+    assert rx.counts["rejected_end_before_start"] == 1 and infos[-1].attributes[WORK_LOST] == "true"
 
 
 def test_gaps_of_several_chunks_count_each_missing_number_once() -> None:
