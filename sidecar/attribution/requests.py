@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from itertools import islice, repeat
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -121,8 +121,15 @@ class RequestTable:
         return sorted(found)
 
     def oldest_slots(self, n: int) -> list[int]:
-        """The rows of the ``n`` live requests seen first (the ones a cap evicts), oldest first."""
-        return list(islice(self._slots.values(), max(n, 0)))
+        """The rows of the ``n`` live requests a cap evicts: those with no measured work first (a
+        flood of requests that never work must not push out one that is working), then the rest;
+        each the first seen first."""
+        if n <= 0:
+            return []
+        slots = np.fromiter(self._slots.values(), np.int64, len(self._slots))
+        idle = ~np.isfinite(self._sums.first_t[slots])
+        chosen: list[int] = np.concatenate([slots[idle], slots[~idle]])[:n].tolist()
+        return chosen
 
     @property
     def scheduled(self) -> int:

@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS state (      -- small named states kept across restar
 );
 CREATE INDEX IF NOT EXISTS requests_seq ON requests (seq);
 CREATE INDEX IF NOT EXISTS requests_stored ON requests (stored_unix_s);
+-- the records without measured energy (0 J), oldest first: retention beyond max_rows takes them first
+CREATE INDEX IF NOT EXISTS requests_empty ON requests (seq) WHERE energy_j = 0;
 """
 
 COLUMNS = (

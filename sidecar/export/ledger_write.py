@@ -6,7 +6,8 @@
 a batch with a stored id or a record SQLite refuses is written record by record, the
 refused one skipped and counted (``unstorable``), one whose id is stored already kept out
 (``duplicate_kept``: a final record is final; its id is listed in :attr:`kept_out`).
-Retention deletes by age, then the oldest beyond ``max_rows``.
+Retention deletes by age, then beyond ``max_rows`` the records of 0 J first (no measured energy:
+a flood of requests that never worked must not push out measured records), then the oldest.
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ class LedgerWrites:
         self._retained_at = now
         cur.execute("DELETE FROM requests WHERE stored_unix_s < ?", (now - self.max_age_s,))
         self._rows -= cur.rowcount
-        if self._rows > self.max_rows:
+        for which in ("WHERE energy_j = 0", ""):  # records with no measured energy go first
+            if self._rows <= self.max_rows:
+                break
             excess = self._rows - self.max_rows
             cur.execute(
-                "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests ORDER BY seq LIMIT ?)", (excess,)
+                f"DELETE FROM requests WHERE seq IN (SELECT seq FROM requests {which} ORDER BY seq LIMIT ?)",
+                (excess,),
             )
             self._rows -= cur.rowcount

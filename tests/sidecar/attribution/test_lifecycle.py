@@ -95,6 +95,17 @@ def test_before_any_counter_update_the_caps_still_hold() -> None:
     assert att.requests.scheduled <= 4 * 3 + 1024
 
 
+def test_the_cap_evicts_requests_that_never_worked_before_one_that_is_working() -> None:
+    att = _att(max_requests=3)
+    att.add_work(WorkEvent("working", 0.0, 1.0, Phase.DECODE, 5))
+    att.advance(1.0)  # its work is measured
+    for k in range(5):
+        att.add_request(RequestInfo(f"junk{k}", start_s=1.0))
+    done = att.advance(1.1)
+    assert [r.request_id for r in done] == ["junk0", "junk1", "junk2"]
+    assert att.requests.get("working") is not None and att.dropped["evicted"] == 3
+
+
 def test_while_ticks_are_held_for_the_fit_the_request_cap_still_holds() -> None:
     """Busy ticks held for the fit's warm-up, then the meter stops (no tick released): requests
     beyond ``max_requests`` are evicted at once, not kept until the hold ends."""

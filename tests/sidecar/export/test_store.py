@@ -72,6 +72,21 @@ def test_a_batch_whose_ids_do_not_sort_is_stored_whole(ledger: Ledger) -> None:
     assert ledger.get("a") is not None and ledger.get("b") is not None and ledger.count() == 3
 
 
+def test_retention_beyond_max_rows_takes_records_without_energy_first() -> None:
+    """A flood of requests that never worked (evicted: 0 J, energy unknown) must not push the
+    measured records out; among the rest, the oldest go first."""
+    with Ledger(":memory:", max_rows=4) as led:
+        led.put_many([make_record(request_id=f"measured{i}") for i in range(3)])
+        unknown = {"energy_unknown": "true", "energy_unknown_reason": "evicted"}
+        for i in range(10):
+            led.put_many([make_record(request_id=f"junk{i}", energy_j=0.0, attributes=unknown)])
+        kept = sorted(r["request_id"] for r in led.recent(100))
+        assert kept == ["junk9", "measured0", "measured1", "measured2"]
+        led.put_many([make_record(request_id=f"later{i}") for i in range(2)])
+        kept = sorted(r["request_id"] for r in led.recent(100))
+        assert kept == ["later0", "later1", "measured1", "measured2"]
+
+
 def test_retention_keeps_only_the_newest_max_rows() -> None:
     with Ledger(":memory:", max_rows=3) as led:
         led.put_many([make_record(request_id=f"r{i}") for i in range(5)])
