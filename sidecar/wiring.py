@@ -48,12 +48,13 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
                 hold_s=config.settle_s / 2,
                 max_requests=config.max_requests,
                 expire_s=config.request_timeout_s,
+                claimed_by=vllm.claims,
             )
         )
     if config.proxy_upstream:  # the OpenAI proxy tap in this process: independent of the others, drained last
         from sidecar.proxy.wire import proxy_tap
 
-        taps.append(proxy_tap(config, lambda: sidecar, clock))
+        taps.append(proxy_tap(config, lambda: sidecar, clock, claimed_by=vllm.claims))
     ledger = (
         Ledger(config.ledger_path, max_rows=config.ledger_max_rows, max_age_s=config.ledger_max_age_s)
         if config.ledger_path

@@ -7,7 +7,10 @@ process's datagrams (:class:`~sidecar.taps.proxy_wire.ProxyWireReceiver`: it
 rebuilds each trace from the rows). At each tick :meth:`TraceBook.due` turns what
 the traces gained into work events and request infos (:mod:`.work`) and forgets
 finished traces. Registration is under a lock (it may come from another thread);
-a trace's chunk list is read as a prefix (one writer appends).
+a trace's chunk list is read as a prefix (one writer appends). Work of a request that
+the vLLM scheduler hook or plugin reports too (``claimed_by``: the same id) is left
+to it (its per-step work is exact; counted ``work_claimed_by_engine``); the proxy's
+info (task, tenant, status) still goes on.
 
 A tick looks only at the traces that changed since the last one (their writer calls
 :meth:`~sidecar.proxy.learn.RequestTrace.changed`, which appends the id to a queue
@@ -26,6 +29,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from operator import itemgetter
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
@@ -38,8 +42,11 @@ __all__ = ["TraceBook"]
 class TraceBook:
     """Traces by request id, with what attribution has had of each."""
 
-    def __init__(self, counts: Counts, *, hold_s: float, model: str) -> None:
+    def __init__(
+        self, counts: Counts, *, hold_s: float, model: str, claimed_by: Callable[[str], bool] | None = None
+    ) -> None:
         self.counts, self.hold_s, self.model = counts, hold_s, model
+        self.claimed_by = claimed_by  # a tap with the request's exact work (the vLLM hook or plugin)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[int, TraceCursor]] = {}  # id -> (registration number, cursor)
         self._numbers = itertools.count()
@@ -94,6 +101,12 @@ class TraceBook:
                 self._live.pop(rid, None)
                 self._seen.discard(rid)
                 self._timed.discard(rid)
+        claimed = self.claimed_by
+        if claimed is not None and events:  # the engine's tap has their work: not counted twice
+            kept = [e for e in events if not claimed(e.request_id)]
+            if len(kept) < len(events):
+                self.counts.add("work_claimed_by_engine", len(events) - len(kept))
+            events = kept
         return events, infos
 
     def _visit(

@@ -51,9 +51,9 @@ class Counts:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
-    def add(self, what: str) -> None:
+    def add(self, what: str, n: int = 1) -> None:
         with self._lock:
-            self._counts[what] += 1
+            self._counts[what] += n
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -55,13 +55,14 @@ class ProxyTap:
         hold_s: float = 1.0,
         model: str = "unknown",
         clock: Callable[[], float] = time.monotonic,
+        claimed_by: Callable[[str], bool] | None = None,
     ) -> None:
         self.upstream = check_upstream(upstream)
         self.host, self.port = host, port
         self.hold_s, self.model, self.clock = hold_s, model, clock
         self.counts = Counts()
         self._prices, self._record_base = prices, record_base
-        self._book = TraceBook(self.counts, hold_s=hold_s, model=model)
+        self._book = TraceBook(self.counts, hold_s=hold_s, model=model, claimed_by=claimed_by)
         self._ctx = ProxyContext(
             upstream=self.upstream,
             clock=clock,

@@ -19,8 +19,14 @@ __all__ = ["proxy_tap"]
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
-def proxy_tap(config: SidecarConfig, sidecar: Callable[[], Sidecar], clock: Callable[[], float]) -> ProxyTap:
-    """The proxy tap; ``sidecar()`` returns the sidecar it feeds (built after its taps)."""
+def proxy_tap(
+    config: SidecarConfig,
+    sidecar: Callable[[], Sidecar],
+    clock: Callable[[], float],
+    claimed_by: Callable[[str], bool] | None = None,
+) -> ProxyTap:
+    """The proxy tap; ``sidecar()`` returns the sidecar it feeds (built after its taps); ``claimed_by``:
+    whether the vLLM taps have a request's exact work."""
 
     def prices() -> Prices:
         side = sidecar()
@@ -42,4 +48,5 @@ def proxy_tap(config: SidecarConfig, sidecar: Callable[[], Sidecar], clock: Call
         hold_s=config.settle_s / 2,
         model=config.model,
         clock=clock,
+        claimed_by=claimed_by,
     )

@@ -91,13 +91,14 @@ class ProxyWireReceiver(UdpEndpoint):
         max_per_drain: int = 50_000,
         max_chunks: int = MAX_CHUNKS,
         wall: Callable[[], float] = time.time,
+        claimed_by: Callable[[str], bool] | None = None,  # the engine's tap has the request's work
     ) -> None:
         self.to_mono, self.host, self.port = to_mono, host, port
         self.max_chunks, self._chunks_held = max_chunks, 0  # chunk times of requests not yet ended
         self.max_requests, self.expire_s, self.max_per_drain = max_requests, expire_s, max_per_drain
         self.counts: Counter[str] = Counter()
         self._wall = wall
-        self._book = TraceBook(Counts(), hold_s=hold_s, model=model)
+        self._book = TraceBook(Counts(), hold_s=hold_s, model=model, claimed_by=claimed_by)
         # live id -> (when its last datagram arrived, the time that datagram gave), mono s; in arrival order
         self._heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._chunks_next: dict[str, int] = {}  # live id -> the number after its last chunk taken
@@ -114,7 +115,8 @@ class ProxyWireReceiver(UdpEndpoint):
         return self._book.due(now_s)
 
     def stats(self) -> TapReport:
-        events = {("proxy_wire", what): n for what, n in self.counts.items()}
+        mine = self.counts + Counter(self._book.counts.counts())  # the book's: work left to the engine
+        events = {("proxy_wire", what): n for what, n in mine.items()}
         events.update({("proxy", what): n for what, n in self._proxy_total.items()})
         return TapReport(events=events)
 

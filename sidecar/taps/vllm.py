@@ -56,6 +56,10 @@ class VllmTaps:
         self.spans, self.plugin, self.scraper, self.forwarder = spans, plugin, scraper, forwarder
         self.hook = hook
 
+    def claims(self, request_id: str) -> bool:
+        """Whether the scheduler hook or the plugin supplies this request's work (so a proxy must not)."""
+        return any(part is not None and part.claims(request_id) for part in (self.hook, self.plugin))
+
     def start(self) -> int:
         ports = (("hook_port", self.hook), ("plugin_port", self.plugin))
         for knob, part in (*ports, ("", self.scraper), ("", self.forwarder)):

@@ -186,3 +186,15 @@ def test_a_real_senders_counters_all_count() -> None:
         sender.close()
     assert proxy_counts(rx) == {"completions": 254, "malformed_sse": 254, "streams": 4}
     assert not [k for k in rx.counts if k.startswith("rejected")]
+
+
+def test_work_of_a_request_the_engine_tap_reports_too_is_left_to_it_its_info_kept() -> None:
+    """The hook (or plugin) and the proxy report one request (the same id): its work once, the hook's."""
+    rx = receiver(claimed_by=lambda request_id: request_id == "r1")
+    stream_with_a_lost_datagram(rx, 5, lost=set())
+    events, infos = rx.due(101.0)
+    assert events == [] and rx.stats().events[("proxy_wire", "work_claimed_by_engine")] > 0
+    assert infos[-1].request_id == "r1" and infos[-1].attributes["jouletrace.tenant"] == "team-a"
+    alone = receiver()
+    stream_with_a_lost_datagram(alone, 5, lost=set())
+    assert alone.due(101.0)[0]  # unclaimed: the proxy's work
