@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 MAX_TOKENS = 10_000_000  # per request; more is not a usage figure we believe
+# request ids remembered once given (the sidecar refuses work for its last 100,000 final ids:
+# a client's X-Request-Id used again would cost the second request its energy): a reuse gets a new id
+IDS_KEPT = 100_000
 _LABEL = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 _ASK_USAGE = {"include_usage": True}
 
