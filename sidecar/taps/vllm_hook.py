@@ -109,7 +109,7 @@ class HookReceiver(UdpEndpoint):
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
         self._shared = HookShared(self.counts, self._claimed, max_gap_s)
         self.senders: Senders[HookSender] = Senders(
-            lambda pid, sent_s: HookSender(self._shared, self.model, sent_s),
+            lambda pid, sent_s: HookSender(self._shared, self.model, sent_s, pid),
             lambda sender, at_s, out: sender.end_all(at_s, out),
             self.counts,
         )

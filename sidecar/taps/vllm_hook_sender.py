@@ -33,6 +33,7 @@ __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
 # apart; such a "gap" is rounding, not CPU time, and would double the rows attribution handles
 MIN_GAP_S = 2e-6
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
+MAX_ADOPTED = 4096  # members without their new row made requests of their own, at once, per process
 
 
 @dataclass
@@ -48,8 +49,10 @@ class HookShared:
 class HookSender:
     """One process's requests (by its ``idx``), their per-request arrays and its last step."""
 
-    def __init__(self, shared: HookShared, model: str, heard_s: float) -> None:
+    def __init__(self, shared: HookShared, model: str, heard_s: float, pid: int = 0) -> None:
         self.shared = shared
+        self.pid = pid
+        self._adopted: set[int] = set()  # idx of live members adopted without their new row
         self.model = model
         self.heard_s = heard_s  # when its latest datagram was sent (monotonic s)
         self.seqs = SeqTracker(shared.counts)
@@ -92,6 +95,7 @@ class HookSender:
 
     def _forget(self, idx: int, req: Req) -> None:
         self.gapped.discard(idx)
+        self._adopted.discard(idx)
         if (self._last_slots == req.slot).any():  # the slot may be taken again: its id must not be reused
             self._last_slots = np.zeros(0, dtype=np.int64)
         self.slot.pop(idx)
@@ -105,8 +109,11 @@ class HookSender:
         slots = self.slot.lookup(step.idx)
         k, p = step.scheduled, step.before
         if slots.size and slots.min() < 0:
-            known = slots >= 0
-            counts["unknown_member"] += slots.size - int(np.count_nonzero(known))
+            unknown = slots < 0
+            counts["unknown_member"] += int(np.count_nonzero(unknown))
+            self._adopt(step.idx[unknown], p[unknown], base_s)
+            slots = self.slot.lookup(step.idx)
+            known = slots >= 0  # beyond the cap on adopted ones: skipped
             slots, k, p = slots[known], k[known], p[known]
         counts["steps"] += 1
         counts["members"] += slots.size
@@ -135,6 +142,21 @@ class HookSender:
         out.events.append(batch)
         self._last, self._last_slots = batch, slots
 
+    def _adopt(self, idx: np.ndarray, before: np.ndarray, base_s: float) -> None:
+        """Members of a step whose ``new`` row this sidecar never had (it started, or restarted, while
+        they ran; or the row was lost or refused): each becomes a request of its own, named
+        ``unknown-<pid>-<idx>``, so it takes its share of the step's energy instead of leaving it
+        to the members beside it; its record is ``energy_unknown`` (its work before is not known).
+        At most :data:`MAX_ADOPTED` at once per process; more are skipped, as before."""
+        for i, kv in zip(*np.unique(idx, return_index=True), strict=True):
+            if len(self._adopted) >= MAX_ADOPTED:
+                return
+            n = int(i)
+            self.new(NewRow(n, f"unknown-{self.pid}-{n}", int(before[kv]), 0.0), base_s)
+            if n in self.live:
+                self._adopted.add(n)
+                self.gapped.add(n)
+
     def _gap(self, t0_s: float, out: TapOutput) -> None:
         """The CPU gap since the previous step (up to ``max_gap_s``) for that step's members."""
         last = self._last
@@ -150,6 +172,7 @@ class HookSender:
             counts["unknown_end"] += 1
             return
         self.shared.live -= 1
+        self._adopted.discard(idx)
         attributes = {"vllm.request_id": req.raw, "finish_reason": reason}
         if idx in self.gapped:
             self.gapped.discard(idx)

@@ -129,7 +129,9 @@ def test_an_aborted_request_ends_with_the_tokens_it_sampled() -> None:
     assert r.counts["aborted"] == 1
 
 
-def test_a_member_after_its_fin_still_counts_and_an_unknown_one_is_skipped() -> None:
+def test_a_member_after_its_fin_still_counts_and_an_unknown_one_is_adopted() -> None:
+    """A member without its new row (the sidecar restarted while it ran) is a request of its own: it
+    takes its share of the step instead of leaving it to the members beside it."""
     r, out = rx(), TapOutput()
     r.feed(
         dgram(
@@ -141,8 +143,18 @@ def test_a_member_after_its_fin_still_counts_and_an_unknown_one_is_skipped() -> 
         out,
     )
     r.feed(dgram(1, steps=[StepRow(0.4, 0.3, [0, 9], [1, 1], [5, 3])]), out)
-    assert members(steps(out)[-1]) == [("a", Phase.DECODE, 1, 6)]
+    assert members(steps(out)[-1]) == [("a", Phase.DECODE, 1, 6), ("unknown-7-9", Phase.DECODE, 1, 4)]
     assert (r.counts["after_fin"], r.counts["unknown_member"]) == (1, 1)
+    r.feed(dgram(2, steps=[StepRow(0.3, 0.2, [9], [1], [4])], fin=[FinRow(9, 6, "stop")]), out)
+    assert (
+        members(steps(out)[-1]) == [("unknown-7-9", Phase.DECODE, 1, 5)] and r.counts["unknown_member"] == 1
+    )
+    adopted = out.infos[-1]
+    assert (adopted.request_id, adopted.output_tokens, adopted.attributes[WORK_LOST]) == (
+        "unknown-7-9",
+        6,
+        "true",
+    )
 
 
 def test_a_new_pid_heard_after_the_old_one_went_quiet_is_a_restart_that_ends_its_requests() -> None:

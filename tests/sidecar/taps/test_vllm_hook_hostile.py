@@ -62,7 +62,9 @@ def test_a_poison_value_in_a_new_row_rejects_that_request_only(bad: str, reason:
     rx, out = receiver(), TapOutput()
     steps = "[[0.5,0.4,[0,1,2],[5,5,5],[0,0,0]]]"
     rx.feed(raw(0, new=f"[{NEW},[{','.join(row)}]]", steps=steps), out)
-    assert step_ids(out) == [("good", "good2")]  # the bad request never joined: its member is unknown
+    # the bad request never joined: its member is unknown, adopted under a name of its own (its share
+    # of the step is its own, not its neighbours')
+    assert step_ids(out) == [("good", "unknown-7-1", "good2")]
     assert rejected(rx) == {f"rejected_{reason}": 1} and rx.counts["unknown_member"] == 1
     assert rx.claims("good") and not rx.claims("bad")
 
@@ -177,8 +179,9 @@ def test_a_section_that_is_not_a_list_is_rejected_and_the_other_sections_count(s
     parts[section] = '{"x":1}'
     rx.feed(raw(0, **parts), out)
     assert rx.counts["rejected_malformed"] == 1
-    assert bool(step_ids(out)) == (section not in ("new", "steps"))
-    assert [i.request_id for i in out.infos] == ([] if section in ("new", "fin") else ["good"])
+    assert bool(step_ids(out)) == (section != "steps")  # no new rows: the step's members are adopted
+    ended = {"new": ["unknown-7-0"], "fin": [], "steps": ["good"]}.get(section, ["good"])
+    assert [i.request_id for i in out.infos] == ended
 
 
 def test_one_poison_datagram_costs_no_other_datagram_of_the_drain_over_real_udp() -> None:
