@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 # WAL file of ~40 MB on disk beside the ledger instead of ~4 MB.
 WAL_CHECKPOINT_PAGES = 10_000
 EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written to or not
+# how long a write waits for another connection's lock (a backup, an operator's shell) before it
+# fails and its records are kept for the next try: the tick waits on the event loop meanwhile
+BUSY_TIMEOUT_S = 0.5
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 
 
@@ -109,7 +112,9 @@ class Ledger(LedgerWrites):
     def _open(path: str) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            conn = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ConfigError(

@@ -200,3 +200,19 @@ def test_a_failed_retention_by_age_is_rolled_back_and_the_count_read_again(
         now[0] += 120.0
         assert led.expire() == 0 and led.counts["write_errors"] == 1
         assert led.count() == 4 and led._rows == 4
+
+
+def test_a_write_while_another_connection_holds_the_lock_keeps_its_records_for_the_next(
+    tmp_path: Path,
+) -> None:
+    """A backup or an operator's shell holding the file: the write gives up after BUSY_TIMEOUT_S (the
+    tick waits on the event loop meanwhile; it waited 5 s), keeps the records, writes them later."""
+    path = tmp_path / "ledger.db"
+    with Ledger(str(path)) as led:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert led.put_many([make_record(request_id=f"r{i}") for i in range(3)]) == 0
+        assert led.counts["write_errors"] == 1 and led.get("r1") is not None  # served from memory
+        other.execute("COMMIT")
+        other.close()
+        assert led.flush(force=True) == 3 and led.count() == 3
