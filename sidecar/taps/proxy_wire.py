@@ -26,10 +26,7 @@ datagram). A bug while handling a datagram counts ``internal_errors``.
 
 Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
 by outcome, rejected fields) as ``jouletrace_tap="proxy"``, where the in-process proxy
-reports them: each sender's moves added up (:meth:`ProxyWireReceiver._take_counts`), so
-they never go back (not when a sender is forgotten); a move back, or up more than
-:data:`~.proxy_rows.MAX_COUNT_STEP` at once, is not added but counted
-(``rejected_count_backwards``, ``rejected_count_jump``).
+reports them: each sender's moves added up (:mod:`.proxy_counts`), so they never go back.
 """
 
 from __future__ import annotations
@@ -48,12 +45,10 @@ from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
+from sidecar.taps.proxy_counts import ProxyCounts
 from sidecar.taps.proxy_rows import (
-    count_refusal,
-    count_value,
     parse_begin,
     parse_chunks,
-    parse_counts,
     parse_end,
     parse_head,
     parse_usage,
@@ -104,8 +99,7 @@ class ProxyWireReceiver(UdpEndpoint):
         self._chunks_next: dict[str, int] = {}  # live id -> the number after its last chunk taken
         self._arrived_s = 0.0  # the datagram being handled arrived (sidecar mono s)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
-        self._count_marks: dict[int, dict[str, int]] = {}  # pid -> its counters' last values
-        self._proxy_total: Counter[str] = Counter()  # what the senders' counters moved, added up
+        self._proxy = ProxyCounts(self.counts)  # the proxy's own counters, added up
 
     # ---- the Tap protocol (start and stop: UdpEndpoint) ---------------------------------
     def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
@@ -117,7 +111,7 @@ class ProxyWireReceiver(UdpEndpoint):
     def stats(self) -> TapReport:
         mine = self.counts + Counter(self._book.counts.counts())  # the book's: work left to the engine
         events = {("proxy_wire", what): n for what, n in mine.items()}
-        events.update({("proxy", what): n for what, n in self._proxy_total.items()})
+        events.update({("proxy", what): n for what, n in self._proxy.total.items()})
         return TapReport(events=events)
 
     @property
@@ -138,11 +132,13 @@ class ProxyWireReceiver(UdpEndpoint):
     def _message(self, raw: Any, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         tracker = self._tracker(head.pid)
-        last_seq = tracker.last
+        last_seq, lost = tracker.last, self.counts["lost"]
         if not tracker.see(head.seq, digest):
             return
+        if self.counts["lost"] > lost:  # a datagram lost: any request in flight may have lost its rows
+            self._mark_lost()
         v.note_ahead(self.counts, head.ahead_s)
-        self._take_counts(raw, head.pid, head.seq, (last_seq, tracker.last))
+        self._proxy.take(raw, head.pid, head.seq, (last_seq, tracker.last))
         base_s = self.to_mono(head.wall_s)
         self._arrived_s = self.to_mono(self._wall())
         for begin in v.checked_rows(self.counts, raw, "begin", parse_begin):
@@ -160,44 +156,15 @@ class ProxyWireReceiver(UdpEndpoint):
             tracker = self._seqs[pid] = SeqTracker(self.counts)
             while len(self._seqs) > _MAX_SENDERS:
                 old, _ = self._seqs.popitem(last=False)
-                self._count_marks.pop(old, None)  # what it counted stays in the totals
+                self._proxy.forget(old)
         self._seqs.move_to_end(pid)
         return tracker
 
-    def _take_counts(self, raw: Any, pid: int, seq: int, last_seqs: tuple[int | None, int | None]) -> None:
-        """Add how far sender ``pid``'s counters (events since it started) moved to the proxy's totals.
-
-        ``last_seqs``: its highest number before and after this datagram; only one that takes it
-        forward counts (a late one's values are older). A sender heard first, or numbering anew,
-        starts from zero at its datagram 0 (a new proxy); at a later one its values are only its
-        base (it ran before this sidecar heard it, or was forgotten: counted then). A bad value
-        leaves its counter as it was; a move that is no step is not added but becomes the base.
-        """
-        before, after = last_seqs
-        if after == before:  # late, or another part of one number
-            return
-        restarted = before is None or after is None or after < before
-        if restarted:
-            self._count_marks.pop(pid, None)
-        try:
-            counts = parse_counts(raw)
-        except v.Rejected as err:
-            v.note(self.counts, err)
-            return
-        last = ({} if seq == 0 else None) if restarted else self._count_marks.get(pid)
-        marks = self._count_marks[pid] = dict(last or {})  # None: no base yet, these values are it
-        for name, value in counts.items():
-            try:
-                now = count_value(name, value)
-            except v.Rejected as err:
-                v.note(self.counts, err)
-                continue
-            before_n, marks[name] = marks.get(name, 0), now
-            why = None if last is None else count_refusal(now, before_n)
-            if why is not None:
-                self.counts[f"rejected_{why}"] += 1
-            else:
-                self._proxy_total[name] += 0 if last is None else now - before_n
+    def _mark_lost(self) -> None:
+        for request_id in self._heard:
+            trace = self._book.get(request_id)
+            if trace is not None:
+                trace.work_lost = True
 
     # ---- rows -> traces ----------------------------------------------------------------
     def _trace(self, request_id: str, base_s: float) -> RequestTrace | None:

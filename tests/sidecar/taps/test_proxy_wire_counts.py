@@ -43,7 +43,9 @@ def test_one_lost_chunk_counts_missing_once_however_many_chunks_follow(after: in
     assert infos[-1].output_tokens == 10 + after
 
 
-@pytest.mark.parametrize(("lost", "marked"), [(set(), None), ({9}, "true"), ({0}, "true")])
+@pytest.mark.parametrize(
+    ("lost", "marked"), [(set(), None), ({9}, "true"), ({0}, "true"), (set(range(20)), "true")]
+)  # all its chunk datagrams lost: no chunk row tells, the gap in the datagrams' numbers does
 def test_a_request_that_lost_chunks_says_its_work_was_lost(lost: set[int], marked: str | None) -> None:
     """Its record is then energy_unknown, not a share too low (or 0 J, all its chunks lost)."""
     rx = receiver()
