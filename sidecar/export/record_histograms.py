@@ -18,8 +18,8 @@ histogram also keeps at most :data:`MAX_LABEL_SETS` label sets, the first seen (
 a later new one reads ``other`` for model, operation and task (its energy source and unit kept),
 counted alike. A label set is 29 samples (request energy, J per unit: 27 buckets, count, sum) or 19
 (J per token), so the three hold at most 128 * 77 = 9,856 samples besides the folded sets (one per
-energy source, and unit): ~2.4 MB of ``/metrics`` at ~245 B a sample (names of ~10 characters).
-Unbounded, 32 models by 32 tasks made 49,390 samples, 11.8 MB, ~1 s to render on the event loop.
+energy source, and unit): an estimated ~2.4 MB of ``/metrics`` at ~245 B a sample (names of ~10
+characters), rendered on the event loop.
 """
 
 from __future__ import annotations
