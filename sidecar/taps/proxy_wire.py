@@ -132,10 +132,10 @@ class ProxyWireReceiver(UdpEndpoint):
     def _message(self, raw: Any, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         tracker = self._tracker(head.pid)
-        last_seq, lost = tracker.last, self.counts["lost"]
+        last_seq = tracker.last
         if not tracker.see(head.seq, digest):
             return
-        if self.counts["lost"] > lost:  # a datagram lost: any request in flight may have lost its rows
+        if tracker.skipped:  # a datagram lost: any request in flight may have lost its rows
             self._mark_lost()
         v.note_ahead(self.counts, head.ahead_s)
         self._proxy.take(raw, head.pid, head.seq, (last_seq, tracker.last))

@@ -34,6 +34,7 @@ class SeqTracker:
         self._seen: dict[int, set[int]] = {}  # number -> the digests of the datagrams seen with it
         self._order: deque[tuple[int, int]] = deque()
         self._remember = remember
+        self.skipped = 0  # numbers the last datagram seen skipped (lost before it; 0: none)
 
     def reset(self) -> None:
         """The sender restarted: the next number is taken as it comes."""
@@ -52,7 +53,8 @@ class SeqTracker:
 
     def see(self, seq: int, digest: int = 0) -> bool:
         """Account for datagram ``seq`` (``digest``: of its bytes, e.g. ``hash(data)``); False if it is
-        a duplicate (drop it)."""
+        a duplicate (drop it). :attr:`skipped` says how many numbers it skipped (datagrams lost)."""
+        self.skipped = 0
         last = self._last
         digests = self._seen.get(seq)
         if digests is not None:
@@ -68,7 +70,8 @@ class SeqTracker:
                 self._order.clear()
             self._last = seq
         elif seq > last:
-            self.counts["lost"] += seq - last - 1
+            self.skipped = seq - last - 1
+            self.counts["lost"] += self.skipped
             self._last = seq
         else:
             self.counts["reordered"] += 1

@@ -45,7 +45,8 @@ nothing of a process that is sending.
 
 Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
 senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
-``new`` row, e.g. lost: that member is skipped), after_fin, unknown_end, finished,
+``new`` row, e.g. lost, or sent before this sidecar started: that member is adopted,
+:meth:`~sidecar.taps.vllm_hook_sender.HookSender.step`), after_fin, unknown_end, finished,
 aborted, evicted (more than ``max_requests`` in flight over all processes: the oldest
 of the process holding the most). Units:
 seconds, tokens.
@@ -146,10 +147,9 @@ class HookReceiver(UdpEndpoint):
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
         sender = self._sender(head.pid, head.seq, base_s, out)
-        lost = self.counts["lost"]
         if not sender.seqs.see(head.seq, digest):
             return
-        if self.counts["lost"] > lost:  # a datagram lost: any request in flight may have lost a step
+        if sender.seqs.skipped:  # a datagram lost: any request in flight may have lost a step
             sender.gapped.update(sender.live)
         v.note_ahead(self.counts, head.ahead_s)
         if head.model:

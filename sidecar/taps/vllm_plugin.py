@@ -161,10 +161,9 @@ class PluginReceiver(UdpEndpoint):
         wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
         self._cur = self.senders.heard(pid, self.to_mono(wall_s), out)
-        lost = self.counts["lost"]
         if not self._cur.seqs.see(seq, digest):  # digest: a long message's parts share one seq
             return
-        if self.counts["lost"] > lost:
+        if self._cur.seqs.skipped:
             self._cur.lost_datagram()
         v.note_ahead(self.counts, ahead_s)
         model = msg.get("model")
@@ -268,10 +267,11 @@ class PluginReceiver(UdpEndpoint):
                 WorkEvent(request_id, t_end - prefill_s, t_end, Phase.PREFILL, float(computed), steps, pairs)
             )
         self._cur.decoding.add(request_id, row.prompt_tokens)
-        biggest = self.senders.biggest(lambda s: len(s.decoding))  # starts whose fin never came: the
-        if biggest is not None and sum(len(s.decoding) for s in self.senders) > self.max_decoding:
-            biggest.decoding.remove_oldest()  # oldest of the process holding the most stops decoding
-            self.counts["evicted"] += 1
+        if sum(len(s.decoding) for s in self.senders) > self.max_decoding:  # starts whose fin never came:
+            biggest = self.senders.biggest(lambda s: len(s.decoding))  # the oldest of the process
+            if biggest is not None:  # holding the most stops decoding
+                biggest.decoding.remove_oldest()
+                self.counts["evicted"] += 1
         self.seen.claim(request_id)
 
     def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
