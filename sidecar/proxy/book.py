@@ -33,9 +33,8 @@ from collections.abc import Callable
 from operator import itemgetter
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
-from sidecar.proxy.learn import IDS_KEPT, Counts, RequestTrace, new_request_id
+from sidecar.proxy.learn import Counts, GivenIds, RequestTrace
 from sidecar.proxy.work import TraceCursor, request_info
-from sidecar.recent_ids import RecentIds
 
 __all__ = ["TraceBook"]
 
@@ -56,16 +55,13 @@ class TraceBook:
         # (when a prompt estimate is due, the trace's registration number, its id); a stale one is skipped
         self._timers: list[tuple[float, int, str]] = []
         self._timed: set[str] = set()  # ids of live traces with a timer in the heap
-        self._taken: RecentIds[str] = RecentIds(IDS_KEPT)  # ids begun here: a client's reuse is replaced
+        self._ids = GivenIds(counts)  # ids begun here: a client's reuse is replaced
 
     def begin(self, trace: RequestTrace) -> str:
-        """Register ``trace``; an id live, or taken by one of the last :data:`IDS_KEPT` requests begun
-        here, is replaced by a new one (counted). Its id."""
+        """Register ``trace``; an id live, or given to one of the last requests begun here, is replaced
+        by a new one (counted: :class:`~sidecar.proxy.learn.GivenIds`). Its id."""
         with self._lock:
-            if trace.request_id in self._live or not self._taken.add_new(trace.request_id):
-                self.counts.add("duplicate_request_id")
-                trace.request_id = new_request_id()
-                self._taken.add(trace.request_id)
+            self._ids.give(trace, self._live)
             self._register(trace)
         return trace.request_id
 

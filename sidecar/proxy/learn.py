@@ -21,17 +21,19 @@ import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.contracts.proxy_wire import COMPLETION_PATHS, TRACEPARENT
 from sidecar.proxy import jsonio
+from sidecar.recent_ids import RecentIds
 
 __all__ = [
     "MAX_TOKENS",
     "BodyFacts",
     "Counts",
+    "GivenIds",
     "RequestTrace",
     "clean_label",
     "inspect_body",
@@ -87,6 +89,23 @@ def new_request_id() -> str:
     """A request id for a request that came without a usable one: 128 random bits (an id, not a
     secret: Python's generator, seeded from the OS; a duplicate of a live id is caught by the sender)."""
     return f"jt-{random.getrandbits(128):032x}"
+
+
+class GivenIds:
+    """The ids given to the last :data:`IDS_KEPT` requests: a trace whose id is live, or was given
+    already, gets a new one (:func:`new_request_id`; counted ``duplicate_request_id``)."""
+
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+        self._taken: RecentIds[str] = RecentIds(IDS_KEPT)
+
+    def give(self, trace: RequestTrace, live: Container[str]) -> str:
+        """The id ``trace`` goes by (set on it): its own, or a new one."""
+        if trace.request_id in live or not self._taken.add_new(trace.request_id):
+            self.counts.add("duplicate_request_id")
+            trace.request_id = new_request_id()
+            self._taken.add(trace.request_id)
+        return trace.request_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,8 +37,7 @@ from sidecar.contracts.proxy_wire import (
     Usage,
     encode,
 )
-from sidecar.proxy.learn import IDS_KEPT, Counts, RequestTrace, new_request_id
-from sidecar.recent_ids import RecentIds
+from sidecar.proxy.learn import Counts, GivenIds, RequestTrace
 
 __all__ = ["FLUSH_S", "WireSender"]
 
@@ -75,7 +74,7 @@ class WireSender:
         self.pid = os.getpid()
         self.seq = 0
         self._live: dict[str, _Sent] = {}
-        self._taken: RecentIds[str] = RecentIds(IDS_KEPT)  # ids given: a client reusing one gets a new one
+        self._ids = GivenIds(counts)  # ids given: a client reusing one gets a new one
         found = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)
         # IPv4 first: "localhost" may list ::1 first, and the sidecar's receiver binds 127.0.0.1
         family, _, _, _, where = sorted(found, key=lambda a: a[0] != socket.AF_INET)[0]
@@ -88,11 +87,7 @@ class WireSender:
     def begin(self, trace: RequestTrace) -> str:
         """Register ``trace`` (the forwarder's ``begin``); an id live, or taken by one of the last
         :data:`~sidecar.proxy.learn.IDS_KEPT` requests, gets a new one (counted)."""
-        if trace.request_id in self._live or not self._taken.add_new(trace.request_id):
-            self.counts.add("duplicate_request_id")
-            trace.request_id = new_request_id()
-            self._taken.add(trace.request_id)
-        self._live[trace.request_id] = _Sent(trace)
+        self._live[self._ids.give(trace, self._live)] = _Sent(trace)
         return trace.request_id
 
     @property
