@@ -55,10 +55,7 @@ class VllmTaps:
     ) -> None:
         self.spans, self.plugin, self.scraper, self.forwarder = spans, plugin, scraper, forwarder
         self.hook = hook
-
-    def claims(self, request_id: str) -> bool:
-        """Whether the scheduler hook or the plugin supplies this request's work (so a proxy must not)."""
-        return any(part is not None and part.claims(request_id) for part in (self.hook, self.plugin))
+        self.claims = claims_of(hook, plugin)  # the hook's or the plugin's: a proxy leaves their work
 
     def start(self) -> int:
         ports = (("hook_port", self.hook), ("plugin_port", self.plugin))
@@ -158,17 +155,22 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
                 return part.model
         return config.model
 
-    claimers = [part.claims for part in (hook, plugin) if part is not None]
-
-    def claims(request_id: str) -> bool:
-        return any(claims(request_id) for claims in claimers)
-
     spans = VllmSpanHandler(
         to_mono,
         model=model,
-        # asked once per span: no claimer, or just one, without a generator in between
-        claims=(lambda request_id: False) if not claimers else claimers[0] if len(claimers) == 1 else claims,
+        claims=claims_of(hook, plugin),
         on_span=forwarder.on_span if forwarder is not None else None,
         task_wait_s=config.vllm_task_wait_s,
     )
     return VllmTaps(spans, plugin, scraper, forwarder, hook)
+
+
+def claims_of(hook: HookReceiver | None, plugin: PluginReceiver | None) -> Callable[[str], bool]:
+    """Whether the scheduler hook or the plugin supplies a request's work (so spans and a proxy must
+    not): asked once per span, so no claimer, or just one, without a generator in between."""
+    claimers = [part.claims for part in (hook, plugin) if part is not None]
+    if not claimers:
+        return lambda request_id: False
+    if len(claimers) == 1:
+        return claimers[0]
+    return lambda request_id: any(claims(request_id) for claims in claimers)
