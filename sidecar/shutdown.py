@@ -5,8 +5,9 @@ cancelled: the taps are drained and stopped (no new input), drained once more
 (what they had queued), the meter is read once more, every tick up to the last
 reading is sealed (records whose end plus one counter update is covered become
 final: histograms and ledger), and every request still open is stored as
-*provisional* under the ledger state key ``provisional``. Steps after the grace
-period has run out are skipped, except storing what is open, so the process
+*provisional* under the ledger state key ``provisional``; only then are the taps that
+send downstream (the span forwarder) closed, with what is left of the grace period. Steps
+after the grace period has run out are skipped, except storing what is open, so the process
 exits within ``shutdown_grace_s``.
 
 :func:`resume_provisional` takes them up at start: each continues as a live
@@ -23,6 +24,8 @@ import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
+
+from sidecar.taps.tap import Sends
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -64,6 +67,12 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
     except Exception:
         log.exception("could not write the records a failed ledger write kept back")
     sidecar.floor_keeper.save(sidecar.clock(), force=True)
+    for tap in sidecar.taps:  # downstream last: what is stored cannot wait on a slow collector
+        if isinstance(tap, Sends):
+            try:
+                tap.close_output(max(left_s(), 0.0))
+            except Exception:
+                log.exception("tap %s failed to close its output", type(tap).__name__)
     log.info(
         "stopped: %d final records sealed, %d open requests stored as provisional (%.2f s of %.1f s)",
         done["final"],

@@ -29,7 +29,7 @@ from sidecar.attribution.events import Work
 from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
 
-__all__ = ["Cuts", "SourceTap", "Tap", "WorkSource", "merge_reports"]
+__all__ = ["Cuts", "Sends", "SourceTap", "Tap", "WorkSource", "merge_reports"]
 
 
 class WorkSource(Protocol):
@@ -55,6 +55,16 @@ class Tap(WorkSource, Protocol):
 
     def stats(self) -> TapReport:
         """The tap's counters, for the ``jouletrace.tap.*`` self-metrics."""
+        ...
+
+
+@runtime_checkable
+class Sends(Protocol):
+    """A tap that also sends downstream (the span forwarder): closed only after the stop has sealed
+    and stored everything, so a slow or hung downstream cannot cost the stop its records."""
+
+    def close_output(self, grace_s: float) -> None:
+        """Send what is queued within ``grace_s`` seconds, drop (and count) the rest, close."""
         ...
 
 

@@ -67,9 +67,15 @@ class VllmTaps:
         return self.plugin.port if self.plugin is not None else 0
 
     def stop(self, grace_s: float = 1.0) -> None:
-        for part in (self.hook, self.plugin, self.scraper, self.forwarder):
+        """Stop the receivers and the scraper; the forwarder sends on until :meth:`close_output`."""
+        for part in (self.hook, self.plugin, self.scraper):
             if part is not None:
                 part.stop(grace_s)
+
+    def close_output(self, grace_s: float) -> None:
+        """Stop the forwarder (after the stop stored its records: :class:`~sidecar.taps.tap.Sends`)."""
+        if self.forwarder is not None:
+            self.forwarder.stop(grace_s)
 
     def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
         hook, plugin, scraper = self.hook, self.plugin, self.scraper

@@ -11,17 +11,19 @@ source and rule, and the task when known.
 
 Sending is the OpenTelemetry SDK's: a ``BatchSpanProcessor`` (its own thread,
 batches of up to 512) in front of the ``OTLPSpanExporter`` (gRPC, retries
-transient errors with backoff within ``timeout_s``). At most ``max_queue`` spans
-wait; beyond that they are dropped and counted, so a slow or absent upstream
+transient errors with backoff within ``timeout_s``). At most ``max_queue`` spans, and
+:data:`_MAX_SENDING_BYTES` of their attribute text, wait to be sent; beyond that they are
+dropped and counted, so a slow or absent upstream
 costs the sidecar nothing but dropped (counted) spans. A span waiting for its record, and a
 record waiting for its span, are kept at most :data:`_MAX_WAITING` each, and the waiting spans
 at most :data:`_MAX_WAITING_BYTES` of attribute text (a span's attributes are a client's: one
 export of 4 MiB may be one span); beyond either the oldest goes, counted. Counters
 (``span_forward`` tap): ``forwarded``, ``failed`` (export gave up), ``dropped``,
 ``malformed`` (ids that are not hex), ``evicted_spans`` and ``evicted_records`` (waited
-beyond the bounds above), ``task_late_sent`` (a task named after the
-record was final, for a span already sent without it; a record still waiting for
-its span takes the task).
+beyond the bounds above), ``dropped_at_stop`` (still queued when the stop's grace ran out: the
+sidecar's stop closes the forwarder last, after its records are stored), ``task_late_sent`` (a
+task named after the record was final, for a span already sent without it; a record still
+waiting for its span takes the task).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.spans import AttrValue, ReceivedSpan
 
-__all__ = ["SpanForwarder", "energy_attributes", "enriched_span", "span_bytes"]
+__all__ = ["SpanForwarder", "energy_attributes", "enriched_span", "readable_bytes", "span_bytes"]
 
 log = logging.getLogger(__name__)
 
 _MAX_WAITING = 20_000  # spans waiting for their record, and records waiting for their span
 _MAX_WAITING_BYTES = 64 * 1024 * 1024  # the waiting spans' attributes and resources, as span_bytes counts
+# the spans handed to the exporter and not sent yet, as readable_bytes counts: a hung upstream holds them
+_MAX_SENDING_BYTES = 32 * 1024 * 1024
 _VALUE_BYTES = 16  # what span_bytes counts for a value that is not text (a number, a bool)
 _SCHEDULE_DELAY_MS = 200  # how long a batch may wait to fill before it is sent
 
@@ -81,6 +85,15 @@ def span_bytes(span: ReceivedSpan) -> int:
     items each), :data:`_VALUE_BYTES` for any other value; its ids and name."""
     total = len(span.trace_id) + len(span.span_id) + len(span.parent_span_id) + len(span.name)
     for table in (span.attributes, span.resource):
+        for key, value in table.items():
+            total += len(key) + _value_bytes(value)
+    return total
+
+
+def readable_bytes(span: ReadableSpan) -> int:
+    """:func:`span_bytes` of an enriched span (what it holds until the exporter has sent it)."""
+    total = len(span.name)
+    for table in (span.attributes or {}, span.resource.attributes):
         for key, value in table.items():
             total += len(key) + _value_bytes(value)
     return total
@@ -127,7 +140,7 @@ def enriched_span(span: ReceivedSpan, rec: RequestEnergy) -> ReadableSpan:
 class _CountingExporter(SpanExporter):
     """The OTLP exporter, counting what it delivered and what it gave up on."""
 
-    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], None]) -> None:
+    def __init__(self, inner: SpanExporter, on_result: Callable[[Sequence[ReadableSpan], bool], None]):
         self._inner = inner
         self._on_result = on_result
 
@@ -135,9 +148,9 @@ class _CountingExporter(SpanExporter):
         try:
             result = self._inner.export(spans)
         except Exception:  # the SDK's processor logs it; they are not in flight any more either way
-            self._on_result(len(spans), False)
+            self._on_result(spans, False)
             raise
-        self._on_result(len(spans), result is SpanExportResult.SUCCESS)
+        self._on_result(spans, result is SpanExportResult.SUCCESS)
         return result
 
     def shutdown(self) -> None:
@@ -160,6 +173,7 @@ class SpanForwarder:
         self._finals: OrderedDict[str, RequestEnergy] = OrderedDict()
         self._lock = threading.Lock()
         self._in_flight = 0  # handed to the processor, not yet exported or failed
+        self._sending_bytes = 0  # their readable_bytes
         self._processor: BatchSpanProcessor | None = None
 
     def start(self) -> int:
@@ -173,10 +187,20 @@ class SpanForwarder:
         return 0
 
     def stop(self, grace_s: float = 1.0) -> None:
-        """Send what is queued, then close the exporter (an unreachable upstream: at most ``timeout_s``)."""
+        """Send what is queued and close the exporter, waiting at most ``grace_s`` (the SDK's own
+        shutdown may wait 30 s on a hung upstream, past the stop's grace period); what is still
+        queued then is dropped, counted ``dropped_at_stop``."""
         processor, self._processor = self._processor, None
-        if processor is not None:
-            processor.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+        if processor is None:
+            return
+        closing = threading.Thread(target=processor.shutdown, name="jouletrace-forward-stop", daemon=True)
+        closing.start()
+        closing.join(max(grace_s, 0.0))
+        if closing.is_alive():
+            with self._lock:
+                left = self._in_flight
+                self.counts["dropped_at_stop"] += left
+            log.warning("span forwarding: %d spans still queued after %.1f s at stop, dropped", left, grace_s)
 
     def on_span(self, request_id: str, span: ReceivedSpan) -> None:
         """A request span arrived (sidecar loop)."""
@@ -231,16 +255,21 @@ class SpanForwarder:
             self.counts["malformed"] += 1
             return
         processor = self._processor
+        size = readable_bytes(readable)
         with self._lock:
-            if processor is None or self._in_flight >= self.max_queue:
+            over = self._sending_bytes > 0 and self._sending_bytes + size > _MAX_SENDING_BYTES
+            if processor is None or self._in_flight >= self.max_queue or over:
                 self.counts["dropped"] += 1
                 return
             self._in_flight += 1
+            self._sending_bytes += size
         processor.on_end(readable)
 
-    def _exported(self, n: int, ok: bool) -> None:
+    def _exported(self, spans: Sequence[ReadableSpan], ok: bool) -> None:
+        n, size = len(spans), sum(map(readable_bytes, spans))
         with self._lock:
             self._in_flight -= n
+            self._sending_bytes -= size
             self.counts["forwarded" if ok else "failed"] += n
         if not ok:
             log.debug("forwarding %d spans to %s failed", n, self.endpoint)
