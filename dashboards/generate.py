@@ -62,6 +62,10 @@ def knob_schema(knob: Knob) -> dict[str, Any]:
         prop.update(minimum=0, maximum=100)
     elif parser == "_port":
         prop.update(minimum=0, maximum=65535)
+    for bound in ("minimum", "maximum"):  # a parser's own range (sidecar/knobs.py)
+        value = getattr(knob.cast, bound, None)
+        if value is not None:
+            prop[bound] = value
     if knob.choices:
         prop["enum"] = list(knob.choices)
     return prop

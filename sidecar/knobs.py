@@ -40,26 +40,53 @@ def _finite(value: Any, text: str) -> Any:
     return value
 
 
-def _positive(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+def _at_most(value: Any, most: float | None, text: str) -> Any:
+    if most is not None and value > most:
+        raise ValueError(f"must be <= {most:g}, got {text!r}")
+    return value
+
+
+def _positive(cast: Callable[[str], Any], most: float | None = None) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = _finite(cast(text), text)
         if value <= 0:
             raise ValueError(f"must be > 0, got {text!r}")
-        return value
+        return _at_most(value, most, text)
 
     parse.__name__ = f"positive {cast.__name__}"
+    setattr(parse, "maximum", most)  # noqa: B010  # the chart's values schema reads it
     return parse
 
 
-def _non_negative(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+def _non_negative(cast: Callable[[str], Any], most: float | None = None) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = _finite(cast(text), text)
         if value < 0:
             raise ValueError(f"must be >= 0, got {text!r}")
-        return value
+        return _at_most(value, most, text)
 
     parse.__name__ = f"non-negative {cast.__name__}"
+    setattr(parse, "maximum", most)  # noqa: B010  # the chart's values schema reads it
     return parse
+
+
+# Upper bounds: a value past them was accepted and then failed later (a timer's or a protobuf
+# Duration's range, gRPC's 32-bit message limit, an array allocated up front), with a traceback.
+_YEAR_S = 365 * 86400.0  # any time knob (threading and asyncio take far more; a year is no setting)
+_seconds = _positive(float, _YEAR_S)
+_seconds_or_0 = _non_negative(float, _YEAR_S)
+_MAX_MESSAGE_BYTES = 512 << 20  # gRPC takes twice the limit as a C int
+_MAX_TIMELINE = 1 << 22  # 4M samples: ~100 MB a device, up front
+
+
+def _timeline_capacity(text: str) -> int:
+    value = int(text)
+    if not 3 <= value <= _MAX_TIMELINE:  # readiness needs three counter updates kept
+        raise ValueError(f"must be 3..{_MAX_TIMELINE}, got {text!r}")
+    return value
+
+
+_timeline_capacity.minimum, _timeline_capacity.maximum = 3, _MAX_TIMELINE  # type: ignore[attr-defined]
 
 
 def _percent(text: str) -> float:
@@ -85,7 +112,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
     Knob("otlp_host", str, "127.0.0.1", "address the OTLP/gRPC trace receiver binds"),
     Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
-    Knob("otlp_max_message_bytes", _positive(int), 4 * 1024 * 1024, "largest OTLP export accepted, bytes"),
+    Knob(
+        "otlp_max_message_bytes",
+        _positive(int, _MAX_MESSAGE_BYTES),
+        4 * 1024 * 1024,
+        "largest OTLP export accepted, bytes",
+    ),
     Knob(
         "otlp_max_queued_spans",
         _positive(int),
@@ -124,21 +156,21 @@ KNOBS: tuple[Knob, ...] = (
         "work rows waiting to be split over which OTLP exports are refused, retryable (below "
         "max_pending_rows, where work is dropped for good); 0: no limit",
     ),
-    Knob("otlp_retry_delay_s", _positive(float), 1.0, "retry delay a refused OTLP exporter is told (s)"),
+    Knob("otlp_retry_delay_s", _seconds, 1.0, "retry delay a refused OTLP exporter is told (s)"),
     Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),
     Knob("plugin_port", _port, PLUGIN_PORT, "UDP port for the vLLM stat-logger plugin's iterations (0: off)"),
     Knob("hook_host", str, "127.0.0.1", "address the vLLM scheduler hook's UDP receiver binds"),
     Knob("hook_port", _port, HOOK_PORT, "UDP port for the vLLM scheduler hook's per-step members (0: off)"),
     Knob(
         "vllm_task_wait_s",
-        _positive(float),
+        _seconds,
         30.0,
         "seconds a vLLM request span waits for its trace's client span (the task); then 'unknown'",
     ),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
-    Knob("vllm_metrics_interval_s", _positive(float), 1.0, "seconds between scrapes of vLLM's /metrics"),
+    Knob("vllm_metrics_interval_s", _seconds, 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
-    Knob("poll_interval_s", _positive(float), 0.02, "seconds between energy-counter reads"),
+    Knob("poll_interval_s", _seconds, 0.02, "seconds between energy-counter reads"),
     Knob(
         "poll_schedule",
         str,
@@ -146,9 +178,9 @@ KNOBS: tuple[Knob, ...] = (
         "phase-lock: read each GPU just after its counter's predicted update (NVML); fixed: every poll",
         POLL_SCHEDULES,
     ),
-    Knob("status_interval_s", _positive(float), 0.5, "seconds between power/utilization/clock reads"),
-    Knob("tick_interval_s", _positive(float), 0.1, "seconds between attribution passes"),
-    Knob("settle_s", _non_negative(float), 2.0, "seconds a tick waits for late work before it is sealed"),
+    Knob("status_interval_s", _seconds, 0.5, "seconds between power/utilization/clock reads"),
+    Knob("tick_interval_s", _seconds, 0.1, "seconds between attribution passes"),
+    Knob("settle_s", _seconds_or_0, 2.0, "seconds a tick waits for late work before it is sealed"),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
     Knob("fit_warmup_ticks", _positive(int), 50, "busy ticks the fitted model sees before it splits"),
     Knob(
@@ -165,12 +197,12 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob(
         "floor_stale_s",
-        _positive(float),
+        _seconds,
         3600.0,
         "seconds without an idle tick after which the floor is stale",
     ),
-    Knob("fit_warmup_max_s", _positive(float), 30.0, "seconds busy ticks wait for the fit, then fallback"),
-    Knob("request_timeout_s", _positive(float), 600.0, "seconds without work after which a request ends"),
+    Knob("fit_warmup_max_s", _seconds, 30.0, "seconds busy ticks wait for the fit, then fallback"),
+    Knob("request_timeout_s", _seconds, 600.0, "seconds without work after which a request ends"),
     Knob("max_requests", _positive(int), 50_000, "requests in flight; beyond it the oldest ends (counted)"),
     Knob(
         "max_model_labels",
@@ -179,12 +211,12 @@ KNOBS: tuple[Knob, ...] = (
         "model names the energy totals and per-request series keep (first seen); more: 'other', counted",
     ),
     Knob("max_pending_rows", _positive(int), 500_000, "work rows awaiting their tick; beyond: refused"),
-    Knob("max_future_s", _positive(float), 300.0, "work or ends claimed this far ahead are refused (s)"),
-    Knob("shutdown_grace_s", _positive(float), 10.0, "seconds SIGTERM may take to seal and flush"),
-    Knob("timeline_capacity", _positive(int), 65536, "energy samples kept per device (ring buffer)"),
+    Knob("max_future_s", _seconds, 300.0, "work or ends claimed this far ahead are refused (s)"),
+    Knob("shutdown_grace_s", _seconds, 10.0, "seconds SIGTERM may take to seal and flush"),
+    Knob("timeline_capacity", _timeline_capacity, 65536, "energy samples kept per device (ring buffer)"),
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
     Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
-    Knob("ledger_max_age_s", _positive(float), 7 * 86400.0, "seconds a ledger record is kept"),
+    Knob("ledger_max_age_s", _seconds, 7 * 86400.0, "seconds a ledger record is kept"),
     Knob("replay_path", str, "", "CSV trace for --meter replay"),
     Knob("replay_speed", _positive(float), 1.0, "replay speed factor for --meter replay"),
     Knob("cpu_idle_w", _non_negative(float), 10.0, "cpu-model estimate: watts at 0 % CPU"),

@@ -101,6 +101,13 @@ BAD_VALUES = [
     ("fit_window_ticks", "1.5"),
     ("fit_warmup_ticks", "-10"),
     ("timeline_capacity", "0"),
+    # values past what the parts they size can take (each was accepted, then failed with a traceback)
+    ("timeline_capacity", "2"),  # readiness needs three counter updates kept: /readyz 503 for ever
+    ("timeline_capacity", "1000000000000"),  # allocated up front
+    ("otlp_max_message_bytes", "1073741824"),  # gRPC takes twice the limit as a C int
+    ("otlp_retry_delay_s", "1e19"),  # a protobuf Duration's seconds are an int64
+    ("shutdown_grace_s", "1e10"),  # past threading.TIMEOUT_MAX: the stop's watchdog died
+    ("request_timeout_s", "1e300"),
     ("ledger_max_rows", "many"),
     ("ledger_max_age_s", "0"),
     ("replay_speed", "0"),
