@@ -56,7 +56,12 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
 
         taps.append(proxy_tap(config, lambda: sidecar, clock, claimed_by=vllm.claims))
     ledger = (
-        Ledger(config.ledger_path, max_rows=config.ledger_max_rows, max_age_s=config.ledger_max_age_s)
+        Ledger(
+            config.ledger_path,
+            max_rows=config.ledger_max_rows,
+            max_age_s=config.ledger_max_age_s,
+            exclusive=True,  # one sidecar per ledger file
+        )
         if config.ledger_path
         else None
     )

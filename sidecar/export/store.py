@@ -14,7 +14,8 @@ final record is final: a record whose id is stored already is kept out and count
 (``duplicate_kept``; :meth:`Ledger.put_new` says which), so a request's span sent
 again to a restarted sidecar (which never saw its work, or saw part of it) cannot turn
 its measured record into a 0 J or partial one, nor a datagram or span that reuses the
-id replace it. One process writes a ledger file; reads and writes are thread-safe.
+id replace it. One process writes a ledger file (the sidecar's, opened ``exclusive``, holds a lock
+beside it: :mod:`.ledger_lock`); reads and writes are thread-safe.
 
 Faults never cost good records: a record that cannot be stored (an integer
 too large for SQLite, a value it refuses) is skipped and counted
@@ -53,6 +54,7 @@ from sidecar.attribution.record_batch import (
 from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
 from sidecar.export import ledger_migrate, ledger_rows
+from sidecar.export.ledger_lock import LedgerLock
 from sidecar.export.ledger_rows import SCHEMA_VERSION
 from sidecar.export.ledger_write import LedgerWrites
 
@@ -88,6 +90,7 @@ class Ledger(LedgerWrites):
         max_age_s: float = 7 * 86400,
         clock: Callable[[], float] = time.time,
         max_pending: int = 100_000,
+        exclusive: bool = False,
     ) -> None:
         if max_rows < 1:
             raise ConfigError(f"ledger_max_rows: must be at least 1, got {max_rows}")
@@ -101,7 +104,13 @@ class Ledger(LedgerWrites):
         self.counts: Counter[str] = Counter()  # stored, unstorable, write_errors, dropped, task_late
         self._pending: OrderedDict[str, Values] = OrderedDict()  # not yet written (disk full)
         self._lock = threading.RLock()  # put_new holds it around put_many
-        self._conn = self._open(self.path)
+        # the sidecar's own ledger (exclusive): no second sidecar may write the file (ledger_lock.py)
+        self._file_lock = LedgerLock(self.path) if exclusive and self.path != ":memory:" else None
+        try:
+            self._conn = self._open(self.path)
+        except ConfigError:
+            self.release_file()
+            raise
         self._rows, self._seq = 0, 0
         self._recount()
         self._retained_at = -math.inf  # wall s of the last retention (each write runs one)
@@ -305,6 +314,12 @@ class Ledger(LedgerWrites):
         """Close the database (idempotent); later calls raise ``sqlite3.ProgrammingError``."""
         with self._lock:
             self._conn.close()
+        self.release_file()
+
+    def release_file(self) -> None:
+        """Let another sidecar open the file (an ``exclusive`` ledger's lock; idempotent)."""
+        if self._file_lock is not None:
+            self._file_lock.release()
 
     def __enter__(self) -> Ledger:
         return self
