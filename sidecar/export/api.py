@@ -36,6 +36,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sidecar.export.http_conns import IDLE_TIMEOUT_S, ConnectionCap
 from sidecar.export.http_refusals import ServerLog
 from sidecar.taps import validate as v
 
@@ -223,6 +225,7 @@ class Served:
     runner: web.AppRunner
     host: str
     port: int
+    listener: asyncio.Server
 
     @property
     def url(self) -> str:
@@ -232,6 +235,7 @@ class Served:
 
     async def close(self) -> None:
         """Stop serving and release the port."""
+        self.listener.close()
         await self.runner.cleanup()
 
 
@@ -239,19 +243,22 @@ async def serve(app: web.Application, host: str, port: int, *, access_log: bool 
     """Start ``app`` on ``host:port`` (``port=0`` picks a free one) and return where it listens.
 
     Access logging is off by default: Prometheus scrapes every few seconds. A request aiohttp
-    refuses itself is counted in the app's refusals (:mod:`.http_refusals`).
+    refuses itself is counted in the app's refusals (:mod:`.http_refusals`), and so is a connection
+    over the cap; an idle connection is closed (:mod:`.http_conns`).
     """
-    server_log = ServerLog(app[REFUSED]) if REFUSED in app else None
-    kwargs: dict[str, Any] = {} if server_log is None else {"logger": server_log}
+    refused = app[REFUSED] if REFUSED in app else Counter[str]()
+    kwargs: dict[str, Any] = {"logger": ServerLog(refused), "keepalive_timeout": IDLE_TIMEOUT_S}
     if not access_log:
         kwargs["access_log"] = None
     runner = web.AppRunner(app, **kwargs)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        assert runner.server is not None  # set up above
+        listener = await asyncio.get_running_loop().create_server(
+            ConnectionCap(runner.server, refused), host, port, reuse_address=True
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    bound_host, bound_port = runner.addresses[0][:2]
-    return Served(runner=runner, host=str(bound_host), port=int(bound_port))
+    bound_host, bound_port = listener.sockets[0].getsockname()[:2]
+    return Served(runner=runner, host=str(bound_host), port=int(bound_port), listener=listener)
