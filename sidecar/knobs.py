@@ -79,6 +79,23 @@ _MAX_MESSAGE_BYTES = 512 << 20  # gRPC takes twice the limit as a C int
 _MAX_TIMELINE = 1 << 22  # 4M samples: ~100 MB a device, up front
 
 
+def _endpoint(text: str) -> str:
+    """``host:port`` of an OTLP/gRPC endpoint (``grpc://`` or ``http://`` before it allowed; an IPv6
+    host in brackets), or '' for none: checked here, not first by the exporter's warnings."""
+    if not text:
+        return text
+    rest = text.removeprefix("grpc://").removeprefix("http://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port with a port 1..65535, got {text[:80]!r}")
+    bare = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not bare or len(bare) > 253 or ("[" in host) != host.startswith("[") or any(c in bare for c in "/[] "):
+        raise ValueError(f"must be host:port with a host name or address, got {text[:80]!r}")
+    if ":" in bare and not host.startswith("["):
+        raise ValueError(f"an IPv6 host goes in brackets ([::1]:4317), got {text[:80]!r}")
+    return text
+
+
 def _timeline_capacity(text: str) -> int:
     value = int(text)
     if not 3 <= value <= _MAX_TIMELINE:  # readiness needs three counter updates kept
@@ -169,7 +186,12 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
     Knob("vllm_metrics_interval_s", _seconds, 1.0, "seconds between scrapes of vLLM's /metrics"),
-    Knob("otlp_forward_endpoint", str, "", "host:port of an OTLP/gRPC endpoint for energy-annotated spans"),
+    Knob(
+        "otlp_forward_endpoint",
+        _endpoint,
+        "",
+        "host:port of an OTLP/gRPC endpoint for energy-annotated spans",
+    ),
     Knob("poll_interval_s", _seconds, 0.02, "seconds between energy-counter reads"),
     Knob(
         "poll_schedule",

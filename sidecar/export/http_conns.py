@@ -22,13 +22,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.log_limit import EVERY_S as LOG_EVERY_S
+from sidecar.log_limit import Every
+
 __all__ = ["IDLE_TIMEOUT_S", "MAX_CONNECTIONS", "ConnectionCap"]
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 256
 IDLE_TIMEOUT_S = 30.0  # a scrape every 30 s or more often keeps its connection
-LOG_EVERY_S = 60.0
 
 
 class ConnectionCap:
@@ -45,17 +47,14 @@ class ConnectionCap:
         self.server = server  # aiohttp's web.Server: a factory that lists its open connections, oldest first
         self.counts = counts
         self.most = MAX_CONNECTIONS if most is None else most
-        self._clock = clock
-        self._logged_at = -float("inf")
+        self._log_now = Every(LOG_EVERY_S, clock)
 
     def __call__(self) -> asyncio.BaseProtocol:
         live = [c for c in self.server.connections if c.transport is not None]  # a closed one is listed
         if len(live) >= self.most:  # until its socket is gone (the loop's next turn): not again
             live[0].force_close()
             self.counts["evicted_connections"] += 1
-            now = self._clock()
-            if now - self._logged_at >= LOG_EVERY_S:
-                self._logged_at = now
+            if self._log_now():
                 log.warning(
                     "HTTP: %d connections open, the most kept; a new one closes the oldest (each counted in "
                     'jouletrace_tap_events_total{jouletrace_tap="http_api",outcome="evicted_connections"})',

@@ -52,6 +52,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -132,6 +133,7 @@ class OtlpReceiver(SpanQueue):
             ("grpc.max_receive_message_length", 2 * self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        socket.getaddrinfo(self.host, self.port)  # a name that does not resolve: its own error, not "in use"
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         export = grpc.unary_unary_rpc_method_handler(
             self.export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString

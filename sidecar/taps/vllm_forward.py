@@ -43,6 +43,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from sidecar.attribution.records import RequestEnergy
 from sidecar.contracts import span_attributes as attrs
+from sidecar.log_limit import OncePerMinute
 from sidecar.taps.spans import AttrValue, ReceivedSpan
 
 __all__ = ["SpanForwarder", "energy_attributes", "enriched_span", "readable_bytes", "span_bytes"]
@@ -55,6 +56,8 @@ _MAX_WAITING_BYTES = 64 * 1024 * 1024  # the waiting spans' attributes and resou
 _MAX_SENDING_BYTES = 32 * 1024 * 1024
 _VALUE_BYTES = 16  # what span_bytes counts for a value that is not text (a number, a bool)
 _SCHEDULE_DELAY_MS = 200  # how long a batch may wait to fill before it is sent
+# the SDK's loggers that log each failed export attempt while the upstream is down
+_SDK_LOGGERS = ("opentelemetry.exporter.otlp.proto.grpc.exporter", "opentelemetry.sdk._shared_internal")
 
 
 def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
@@ -177,6 +180,8 @@ class SpanForwarder:
         self._processor: BatchSpanProcessor | None = None
 
     def start(self) -> int:
+        for name in _SDK_LOGGERS:  # each failed attempt is counted (failed, dropped): a line a minute
+            OncePerMinute.on(logging.getLogger(name))
         exporter = OTLPSpanExporter(endpoint=self.endpoint, insecure=True, timeout=self.timeout_s)
         self._processor = BatchSpanProcessor(
             _CountingExporter(exporter, self._exported),

@@ -108,6 +108,10 @@ BAD_VALUES = [
     ("otlp_retry_delay_s", "1e19"),  # a protobuf Duration's seconds are an int64
     ("shutdown_grace_s", "1e10"),  # past threading.TIMEOUT_MAX: the stop's watchdog died
     ("request_timeout_s", "1e300"),
+    ("otlp_forward_endpoint", ":::"),  # was accepted; only the exporter's warnings said so, later
+    ("otlp_forward_endpoint", "127.0.0.1:99999"),
+    ("otlp_forward_endpoint", "collector"),
+    ("otlp_forward_endpoint", "::1:4317"),
     ("ledger_max_rows", "many"),
     ("ledger_max_age_s", "0"),
     ("replay_speed", "0"),
@@ -250,3 +254,11 @@ def test_a_knobs_default_is_read_by_name_and_an_unknown_name_is_an_error() -> No
     assert knobs.default("vllm_task_wait_s") == TASK_WAIT_S == SidecarConfig().vllm_task_wait_s
     with pytest.raises(KeyError, match="no knob called 'vllm_task_wait'"):
         knobs.default("vllm_task_wait")
+
+
+def test_a_forward_endpoint_is_host_and_port_with_a_scheme_or_an_ipv6_host_in_brackets() -> None:
+    for text in ("", "collector:4317", "grpc://collector:4317", "http://10.0.0.1:4317", "[::1]:4317"):
+        assert (
+            load_config(parse_flags(f"--otlp-forward-endpoint={text}"), environ={}).otlp_forward_endpoint
+            == text
+        )
