@@ -44,6 +44,22 @@ def hung_upstream() -> Iterator[tuple[int, list[int]]]:
     server.stop(0)
 
 
+def forwarder(port: int, monkeypatch: pytest.MonkeyPatch, max_sending_bytes: int) -> SpanForwarder:
+    """A started forwarder to ``port`` with a small byte bound on what waits to be sent."""
+    monkeypatch.setattr(vllm_forward, "_MAX_SENDING_BYTES", max_sending_bytes)
+    fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=30.0)
+    fwd.start()
+    return fwd
+
+
+def send_big(fwd: SpanForwarder, rid: str, text_bytes: int) -> None:
+    """A final record, then its span carrying a client attribute of ``text_bytes``."""
+    big = span(f"chatcmpl-{rid}")
+    big.attributes["big"] = "x" * text_bytes
+    fwd.on_final([record(rid)])
+    fwd.on_span(rid, big)
+
+
 def test_a_stop_against_a_hung_upstream_returns_within_its_grace_and_counts_what_it_dropped(
     hung_upstream: tuple[int, list[int]],
 ) -> None:
@@ -65,16 +81,10 @@ def test_spans_waiting_to_be_sent_are_bounded_by_their_bytes(
     hung_upstream: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, _ = hung_upstream
-    monkeypatch.setattr(vllm_forward, "_MAX_SENDING_BYTES", 1_000_000)
-    fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=30.0)
-    fwd.start()
+    fwd = forwarder(port, monkeypatch, 1_000_000)
     try:
         for k in range(40):
-            rid = f"r{k:02d}"
-            big = span(f"chatcmpl-{rid}")
-            big.attributes["big"] = "x" * 100_000  # a client's attribute: 0.1 MB a span
-            fwd.on_final([record(rid)])
-            fwd.on_span(rid, big)
+            send_big(fwd, f"r{k:02d}", 100_000)  # a client's attribute: 0.1 MB a span
         assert fwd._sending_bytes <= 1_000_000  # ten spans at most, whatever the span count cap says
         assert fwd.counts["dropped"] == 40 - fwd._in_flight and fwd._in_flight == 9
     finally:
@@ -85,14 +95,9 @@ def test_one_span_over_the_byte_bound_is_still_sent_when_nothing_else_waits(
     hung_upstream: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, calls = hung_upstream
-    monkeypatch.setattr(vllm_forward, "_MAX_SENDING_BYTES", 1_000)
-    fwd = SpanForwarder(f"127.0.0.1:{port}", timeout_s=30.0)
-    fwd.start()
+    fwd = forwarder(port, monkeypatch, 1_000)
     try:
-        big = span("chatcmpl-a")
-        big.attributes["big"] = "x" * 5_000
-        fwd.on_final([record("a")])
-        fwd.on_span("a", big)
+        send_big(fwd, "a", 5_000)
         wait_for(lambda: bool(calls), 10.0, what="the one span to be exported")
         assert fwd.counts["dropped"] == 0 and calls[0] > 5_000
     finally:
