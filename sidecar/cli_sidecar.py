@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sidecar.config import SidecarConfig, load_config
 from sidecar.config import add_arguments as add_knobs
+from sidecar.fd_limit import quiet_accept_errors, raise_fd_limit
 from sidecar.gc_tune import tune_gc
 from sidecar.malloc_tune import tune_malloc
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     tune_malloc()  # before the gRPC threads allocate (benchmarks/memory.py: -45 MB at rest after a flood)
+    raise_fd_limit()  # connections a client holds must not run the process out of descriptors
     code: int = asyncio.run(_run(config))
     return code
 
@@ -59,6 +61,7 @@ async def _run(config: SidecarConfig) -> int:
     tune_gc()  # the built sidecar's long-lived objects out of later collections (sidecar/gc_tune.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)  # no descriptor left: a line a minute, not one a try (sidecar/fd_limit.py)
 
     stopping = threading.Event()
 

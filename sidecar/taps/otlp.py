@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 DEFAULT_MAX_QUEUED_SPANS = 10_000  # spans between ticks (~400 B each queued): otlp_max_queued_spans
+_IDLE_CLOSE_MS = 300_000  # an exporter's connection silent this long is closed (it reconnects)
 DEFAULT_MAX_REMEMBERED_SPANS = 20_000  # (trace id, span id) pairs kept to spot retries: otlp_dedupe_spans
 
 
@@ -132,6 +133,7 @@ class OtlpReceiver(SpanQueue):
         options = [  # up to twice the limit reaches export() to be counted; gRPC refuses the rest
             ("grpc.max_receive_message_length", 2 * self.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_connection_idle_ms", _IDLE_CLOSE_MS),  # a held, silent connection is a descriptor
         ]
         socket.getaddrinfo(self.host, self.port)  # a name that does not resolve: its own error, not "in use"
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
