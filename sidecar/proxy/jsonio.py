@@ -41,8 +41,8 @@ def read(data: bytes | str) -> tuple[Any, bool]:
 
 
 def loads_exact(data: bytes) -> Any:
-    """``data`` read by :mod:`json` (every integer an int), for a document to re-encode (one
-    orjson read: at most 1024 deep, within :mod:`json`'s reach)."""
+    """``data`` read by :mod:`json` (every integer an int), for a document to re-encode; a document
+    orjson read (at most 1024 deep) may still be too deep for :mod:`json` (``RecursionError``)."""
     return json.loads(data)
 
 

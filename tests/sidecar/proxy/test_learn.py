@@ -38,6 +38,14 @@ def test_an_unreadable_body_is_passed_on_unchanged_and_counted(body: bytes) -> N
     assert facts.body == body and facts.model is None and counts.counts() == {"body": 1}
 
 
+def test_a_body_deeper_than_json_reads_is_passed_on_unchanged_and_counted() -> None:
+    """orjson reads 1,024 levels, :mod:`json` (which re-encodes it) about 1,000: it was a bare 500."""
+    deep = b'{"model":"m","stream":true,"stream_options":{},"x":' + b"[" * 1010 + b"]" * 1010 + b"}"
+    counts = Counts()
+    facts = inspect_body(CHAT, deep, counts)
+    assert facts.body == deep and facts.stream and not facts.asked_usage and counts.counts() == {"body": 1}
+
+
 def test_other_paths_are_not_read() -> None:
     assert inspect_body("/v1/embeddings", b"{not json", Counts()).body == b"{not json"
 
