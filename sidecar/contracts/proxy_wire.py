@@ -61,6 +61,7 @@ __all__ = [
     "HEARTBEAT_S",
     "KIND",
     "MAX_AGO_US",
+    "MAX_CHUNKS_PER_REQUEST",
     "MAX_CHUNKS_PER_ROW",
     "MAX_DATAGRAM_BYTES",
     "OUTCOMES",
@@ -84,6 +85,9 @@ KIND = "proxy"
 DEFAULT_PORT = PROXY_WIRE_PORT
 MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
 MAX_CHUNKS_PER_ROW = 2048  # chunk times per row (about 8 bytes each)
+# chunks kept of one request (its times, by the proxy and by the sidecar): a content chunk is a token
+# or more, so longer than any output; a stream past it has lost work (its energy unknown)
+MAX_CHUNKS_PER_REQUEST = 131_072
 MAX_AGO_US = 86_400_000_000  # a day: the furthest back a time may lie
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C, lower case

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.contracts.proxy_wire import COMPLETION_PATHS, TRACEPARENT
+from sidecar.contracts.proxy_wire import COMPLETION_PATHS, MAX_CHUNKS_PER_REQUEST, TRACEPARENT
 from sidecar.proxy import jsonio
 from sidecar.recent_ids import RecentIds
 
@@ -230,11 +230,23 @@ class RequestTrace:
     end_s: float | None = None
     done: bool = False
     work_lost: bool = False  # the wire tap lost some of its chunks (a lost or refused row): energy unknown
+    chunks_over: int = 0  # content chunks past MAX_CHUNKS_PER_REQUEST, not kept (work lost)
+    over_s: float = 0.0  # when the last of them came
     notify: Callable[[str], None] = field(default=_unheard, compare=False, repr=False)  # set by its book
 
     def changed(self) -> None:
         """Tell the book this trace has something new (chunks, usage, its end): any thread."""
         self.notify(self.request_id)
+
+    def add_chunk(self, now_s: float) -> None:
+        """A content chunk at ``now_s``; past :data:`MAX_CHUNKS_PER_REQUEST` only counted (a stream
+        that never ends must not grow the proxy without bound), and the trace's work is lost."""
+        if len(self.chunk_s) < MAX_CHUNKS_PER_REQUEST:
+            self.chunk_s.append(now_s)
+            return
+        self.chunks_over += 1
+        self.over_s = now_s
+        self.work_lost = True
 
     @property
     def first_token_s(self) -> float | None:

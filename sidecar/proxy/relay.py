@@ -128,7 +128,7 @@ class StreamRelay:
         trace = self.trace
         trace.shared_s += max(now - self._last_s, 0.0) * share
         trace.shared_steps += share
-        trace.chunk_s.append(now)
+        trace.add_chunk(now)
         trace.changed()
         self._last_s = now
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from sidecar.contracts.proxy_wire import (
     HEARTBEAT_S,
+    MAX_CHUNKS_PER_REQUEST,
     MAX_CHUNKS_PER_ROW,
     PROXY_COUNTS,
     SECTIONS,
@@ -50,13 +51,14 @@ log = logging.getLogger(__name__)
 class _Sent:
     """How much of one trace has been sent."""
 
-    __slots__ = ("begun", "chunks", "trace", "usage")
+    __slots__ = ("begun", "chunks", "over", "trace", "usage")
 
     def __init__(self, trace: RequestTrace) -> None:
         self.trace = trace
         self.begun = False
         self.chunks = 0
         self.usage = False
+        self.over = False  # the row saying chunks went past the cap is sent
 
 
 class WireSender:
@@ -118,6 +120,10 @@ class WireSender:
                 times = t.chunk_s[a : min(n, a + MAX_CHUNKS_PER_ROW)]
                 chunks.append(Chunks(rid, a, [int((now - x) * 1e6) for x in times]))
             sent.chunks = max(sent.chunks, n)
+            if t.chunks_over and not sent.over:  # one row past the cap: the sidecar marks its work lost
+                sent.over = True
+                last = MAX_CHUNKS_PER_REQUEST + t.chunks_over - 1
+                chunks.append(Chunks(rid, last, [int((now - t.over_s) * 1e6)]))
             if t.usage is not None and not sent.usage:
                 sent.usage = True
                 usage.append(Usage(rid, *t.usage))

@@ -40,7 +40,7 @@ from typing import Any
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
-from sidecar.contracts.proxy_wire import DEFAULT_PORT, Begin, Chunks, End, Usage
+from sidecar.contracts.proxy_wire import DEFAULT_PORT, MAX_CHUNKS_PER_REQUEST, Begin, Chunks, End, Usage
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.taps import validate as v
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters' last values)
 # chunk times held by the live requests (~32 B each: 32 MB): 1,000 streams at once of 1,000 tokens each
 MAX_CHUNKS = 1_000_000
-MAX_CHUNKS_PER_REQUEST = 131_072  # a content chunk is a token or more: longer than any output
 
 
 class ProxyWireReceiver(UdpEndpoint):

@@ -65,3 +65,23 @@ def test_the_sidecar_listens_for_the_proxy_process_unless_its_port_is_0() -> Non
         assert not [t for t in off.taps if isinstance(t, ProxyWireReceiver)]
     finally:
         off.close()
+
+
+def test_a_stream_past_the_chunk_cap_keeps_no_more_times_and_one_row_tells_the_sidecar() -> None:
+    """A stream that never ends grew the proxy by ~39 MB a million chunks: past the cap the chunks are
+    counted, not kept, and one row past the cap tells the sidecar that its work is lost."""
+    from sidecar.contracts.proxy_wire import MAX_CHUNKS_PER_REQUEST
+    from sidecar.proxy.learn import Counts, RequestTrace
+    from sidecar.proxy.sender import WireSender
+
+    trace = RequestTrace("r1", arrival_s=0.0, path="/v1/chat/completions", stream=True)
+    sender = WireSender(("127.0.0.1", 9), Counts(), clock=lambda: 2.0, wall=lambda: 1000.0)
+    sender.begin(trace)
+    for k in range(MAX_CHUNKS_PER_REQUEST + 5):
+        trace.add_chunk(1.0 + k * 1e-6)
+    assert len(trace.chunk_s) == MAX_CHUNKS_PER_REQUEST and trace.chunks_over == 5 and trace.work_lost
+    rows = sender.message().chunks
+    assert sum(len(r.ago_us) for r in rows) == MAX_CHUNKS_PER_REQUEST + 1
+    assert rows[-1].first == MAX_CHUNKS_PER_REQUEST + 4  # past the cap: the receiver marks the work lost
+    trace.add_chunk(1.5)
+    assert not sender.message().chunks  # said once
