@@ -129,7 +129,7 @@ class RequestLifecycle:
 
         ``unknown``: the reason all of them have unknown energy ('' : each one's own, if any)."""
         extras: list[dict[str, str] | None] = []
-        reasons = [unknown] * len(slots) if unknown else self._unknown_reasons(slots)
+        reasons = [unknown] * len(slots) if unknown else self._unknown_reasons(slots, inferred)
         for reason, end_inferred in zip(reasons, inferred, strict=True):
             extra = {"end_inferred": "true"} if end_inferred else {}
             if reason:
@@ -162,14 +162,18 @@ class RequestLifecycle:
             intervals_j=rule.intervals_j,
         )
 
-    def _unknown_reasons(self, slots: list[int]) -> list[str]:
-        """Why each request's energy is unknown ('' if known): its work was lost or never covered."""
+    def _unknown_reasons(self, slots: list[int], inferred: list[bool]) -> list[str]:
+        """Why each request's energy is unknown ('' if known): its work was lost or never covered, or
+        it timed out without any work seen (``expired``: ended by the timeout, ``inferred``; its work,
+        if any came, came after: a long answer not streamed, a long wait in a queue)."""
         lost, first_t, infos = self.requests.loss_state(slots)
         first = self._first_sealed_t
         out = []
-        for lost_rows, first_work, info in zip(lost, first_t, infos, strict=True):
+        for lost_rows, first_work, info, timed_out in zip(lost, first_t, infos, inferred, strict=True):
             if lost_rows:
                 out.append("work_lost")
+            elif timed_out and not math.isfinite(first_work):
+                out.append("expired")
             elif math.isfinite(first_work) or info is None or first is None:
                 out.append("")
             else:

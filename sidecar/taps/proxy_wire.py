@@ -254,6 +254,7 @@ class ProxyWireReceiver(UdpEndpoint):
         self._chunks_next.pop(request_id, None)
         trace = self._book.get(request_id)
         if trace is not None and not trace.done:
+            trace.work_lost = True  # what it did after its last row never came: never a measured 0 J
             trace.outcome = "disconnected"
             last_s = trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s
             trace.end_s = max(last_s, min(heard_s, arrived_s))  # not after its datagram came

@@ -109,10 +109,13 @@ def test_the_plan_is_the_per_request_loop(
     assert np.array_equal(table_a._sums.seen_s, table_b._sums.seen_s)
 
 
-def _reason_reference(acc: Accumulator, first: float | None) -> str:
-    """``RequestLifecycle._unknown_reason`` before it read the rows at once (git 64d1355)."""
+def _reason_reference(acc: Accumulator, first: float | None, inferred: bool) -> str:
+    """``RequestLifecycle._unknown_reason`` before it read the rows at once (git 64d1355), with the
+    timeout's ``expired`` (no work seen) after it."""
     if acc.lost_rows:
         return "work_lost"
+    if inferred and not math.isfinite(acc.first_t):
+        return "expired"
     info = acc.info
     if math.isfinite(acc.first_t) or info is None or first is None:
         return ""
@@ -127,16 +130,17 @@ def _reason_reference(acc: Accumulator, first: float | None) -> str:
             st.integers(0, 2),  # lost rows
             times,  # earliest work
             st.none() | st.tuples(st.none() | times, st.none() | times),  # info: (start, end)
+            st.booleans(),  # ended by the timeout
         ),
         max_size=10,
     ),
     st.none() | st.sampled_from([-1.0, 0.0, 2.0]),
 )
 def test_unknown_reasons_over_rows_are_the_per_request_ones(
-    specs: list[tuple[int, float, tuple[float | None, float | None] | None]], first: float | None
+    specs: list[tuple[int, float, tuple[float | None, float | None] | None, bool]], first: float | None
 ) -> None:
     table = RequestTable()
-    for k, (lost, first_t, info) in enumerate(specs):
+    for k, (lost, first_t, info, _) in enumerate(specs):
         rid = f"r{k}"
         table.code(rid)
         if info is not None:
@@ -147,5 +151,8 @@ def test_unknown_reasons_over_rows_are_the_per_request_ones(
         table._sums.first_t[acc.slot] = first_t
     accs = [table.get(f"r{k}") for k in range(len(specs))]
     owner = SimpleNamespace(requests=table, _first_sealed_t=first)
-    got = RequestLifecycle._unknown_reasons(owner, [a.slot for a in accs if a is not None])  # type: ignore[arg-type]
-    assert got == [_reason_reference(a, first) for a in accs if a is not None]
+    inferred = [spec[3] for spec in specs]
+    got = RequestLifecycle._unknown_reasons(owner, [a.slot for a in accs if a is not None], inferred)  # type: ignore[arg-type]
+    assert got == [
+        _reason_reference(a, first, t) for a, t in zip(accs, inferred, strict=True) if a is not None
+    ]

@@ -46,6 +46,9 @@ def test_a_request_that_never_finishes_expires_and_is_counted() -> None:
     assert sorted(r.request_id for r in done) == ["silent", "stalled"]
     assert all(r.attributes["end_inferred"] == "true" for r in done) and att.dropped["expired"] == 2
     assert len(att.requests) == 0
+    by_id = {r.request_id: r for r in done}  # no work seen at all: never a measured 0 J (a long answer
+    assert by_id["silent"].attributes["energy_unknown_reason"] == "expired"  # not streamed, a queue wait)
+    assert "energy_unknown" not in by_id["stalled"].attributes  # its work until it stalled is measured
 
 
 def test_an_end_far_in_the_future_is_refused_and_the_request_expires() -> None:
