@@ -65,10 +65,23 @@ class SseFramer:
     def __init__(self, max_event_bytes: int = 1 << 20) -> None:
         self.max_event_bytes = max_event_bytes
         self._buffer = b""
+        self._held: list[bytes] = []  # pieces after _buffer without a line end: no event can end in them
+        self._held_bytes = 0
         self.oversized = 0  # partial events handed on raw because they grew past the limit
 
     def feed(self, piece: bytes) -> list[SseEvent]:
-        """The events completed by ``piece`` (possibly none)."""
+        """The events completed by ``piece`` (possibly none). A piece without a line end cannot end
+        an event: it is only kept (an event trickled in small pieces was joined and scanned again
+        at each one, time quadratic in its size)."""
+        if (self._buffer or self._held) and b"\n" not in piece and b"\r" not in piece:
+            self._held.append(piece)
+            self._held_bytes += len(piece)
+            if len(self._buffer) + self._held_bytes <= self.max_event_bytes:
+                return []
+            piece = b""
+        if self._held:
+            piece = b"".join([*self._held, piece])
+            self._held, self._held_bytes = [], 0
         buffer = self._buffer + piece if self._buffer else piece
         out: list[SseEvent] = []
         start = 0
@@ -92,7 +105,8 @@ class SseFramer:
 
     def close(self) -> list[SseEvent]:
         """What is left when the stream ends (an unterminated last event), as one raw event."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer = self._buffer + b"".join(self._held), b""
+        self._held, self._held_bytes = [], 0
         return [SseEvent(rest, _any_data(rest))] if rest else []
 
 

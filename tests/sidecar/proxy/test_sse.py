@@ -15,6 +15,25 @@ def test_every_split_of_a_stream_yields_the_same_events_and_bytes() -> None:
         assert [e.data for e in events] == [b'{"a": 1}', None, b'{"b":\n2}', b"[DONE]"]
 
 
+def test_a_stream_fed_in_pieces_of_every_size_yields_the_same_events_and_bytes() -> None:
+    """Pieces without a line end are held, not joined and scanned again at each one (an event
+    trickled in 128-byte pieces cost time quadratic in its size)."""
+    stream = STREAM + b"data: " + b"y" * 300 + b"\n\n" + b"data: [DONE]"
+    for size in range(1, 40):
+        framer = SseFramer()
+        events = [e for k in range(0, len(stream), size) for e in framer.feed(stream[k : k + size])]
+        events += framer.close()
+        assert b"".join(e.raw for e in events) == stream
+        assert [e.data for e in events][-2:] == [b"y" * 300, b"[DONE]"]
+
+
+def test_an_event_trickled_past_the_limit_is_handed_on_raw_once_it_is_over() -> None:
+    framer = SseFramer(max_event_bytes=100)
+    pieces = [b"data: "] + [b"z" * 10] * 12
+    out = [e for p in pieces for e in framer.feed(p)]
+    assert [len(e.raw) for e in out] == [106] and out[0].data is None and framer.oversized == 1
+
+
 def test_an_event_is_returned_as_soon_as_its_blank_line_arrives() -> None:
     framer = SseFramer()
     assert framer.feed(b'data: {"a": 1}\n') == []
