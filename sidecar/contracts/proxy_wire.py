@@ -101,6 +101,7 @@ PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they
     "upstream_down",
     "upstream_broken",
     "too_large",
+    "bodies_over_budget",
     "answer_too_large",
     "malformed_sse",
     "malformed_json",

@@ -10,8 +10,10 @@ Completions (``/v1/chat/completions``, ``/v1/completions``) go through
 Faults: an unreachable upstream is a 502 with a JSON error body (counted
 ``upstream_down``); an upstream that breaks off mid-answer cuts the client off
 too (``upstream_broken``); a body over ``max_body_bytes`` is a 413
-(``too_large``); a client that goes away mid-stream closes the upstream
-connection, so the engine aborts the request (``disconnected``).
+(``too_large``); bodies held at once are bounded too (:data:`BODIES_HELD_BYTES`: 60 clients
+sending 7 MB bodies together grew the proxy to 853 MB), a request beyond it answered ``503``
+(retryable; ``bodies_over_budget``) unless it is the only one; a client that goes away mid-stream
+closes the upstream connection, so the engine aborts the request (``disconnected``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from sidecar.contracts.proxy_wire import COMPLETION_PATHS
 from sidecar.proxy.completion import completion
 from sidecar.proxy.upstream import HOP, ProxyContext, cut_off, error, forward_headers, open_upstream
 
-__all__ = ["make_proxy_server"]
+__all__ = ["BODIES_HELD_BYTES", "make_proxy_server"]
+
+BODIES_HELD_BYTES = 64 << 20  # request bodies the proxy holds at once (each until its answer ends)
 
 
 def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> web.Server:
@@ -38,9 +42,24 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
     :class:`~aiohttp.web.Server`'s own). Low-level: one handler for every method and path, so no
     router, no application, no middleware chain per request; on the running loop."""
 
+    held = [0]  # bytes of the bodies of the requests being handled
+
+    def over_budget(size: int) -> bool:
+        return held[0] > 0 and held[0] + size > BODIES_HELD_BYTES
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.headers.get(hdrs.EXPECT):  # as aiohttp's application: an empty one is none
             await _expect(request)
+        reserved = request.content_length or 0  # taken before the body is read: reads run at once
+        if over_budget(reserved):
+            return _busy(ctx)
+        held[0] += reserved
+        try:
+            return await _handle_body(request, reserved)
+        finally:
+            held[0] -= reserved
+
+    async def _handle_body(request: web.BaseRequest, reserved: int) -> web.StreamResponse:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -50,9 +69,16 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
                 f"request body over the proxy's limit of {max_body_bytes} bytes (knob proxy_max_body_bytes)",
                 "request_too_large",
             )
-        if request.method == "POST" and request.path in COMPLETION_PATHS:
-            return await completion(ctx, request, body)
-        return await _plain(ctx, request, body)
+        extra = max(len(body) - reserved, 0)  # a body sent without a length: held from now on
+        if extra and over_budget(extra):
+            return _busy(ctx)
+        held[0] += extra
+        try:
+            if request.method == "POST" and request.path in COMPLETION_PATHS:
+                return await completion(ctx, request, body)
+            return await _plain(ctx, request, body)
+        finally:
+            held[0] -= extra
 
     def make_request(
         message: RawRequestMessage,
@@ -65,6 +91,13 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
     return web.Server(handle, request_factory=make_request, **kwargs)
+
+
+def _busy(ctx: ProxyContext) -> web.Response:
+    ctx.counts.add("bodies_over_budget")
+    return error(
+        503, f"the proxy holds {BODIES_HELD_BYTES >> 20} MiB of request bodies already; retry", "proxy_busy"
+    )
 
 
 async def _expect(request: web.BaseRequest) -> None:

@@ -7,8 +7,10 @@ import json
 import time
 
 import aiohttp
+import pytest
 
 from sidecar.attribution.events import Phase
+from sidecar.proxy import forward
 from tests.sidecar.proxy.conftest import Proxied, drain
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -132,6 +134,26 @@ async def test_a_body_over_the_limit_is_refused_with_413(proxied: Proxied) -> No
     ):
         assert r.status == 413 and "proxy_max_body_bytes" in (await r.json())["error"]["message"]
     assert proxied.tap.stats().events[("proxy", "too_large")] == 1 and proxied.fake.seen == []
+
+
+async def test_bodies_held_at_once_are_bounded_a_request_beyond_gets_503(
+    proxied: Proxied, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 clients sending 7 MB bodies together grew the proxy to 853 MB: the bodies held at once are
+    bounded; one request alone is always taken (whatever its size under proxy_max_body_bytes)."""
+    monkeypatch.setattr(forward, "BODIES_HELD_BYTES", 2_000)
+    proxied.fake.token_s = 0.15  # the first answer takes 0.6 s: its body stays held meanwhile
+    big = _chat(messages=[{"role": "user", "content": "x" * 1_500}])
+    async with aiohttp.ClientSession() as s:
+        first = asyncio.ensure_future(s.post(f"{proxied.url}/v1/chat/completions", json=big))
+        await asyncio.sleep(0.2)
+        async with s.post(f"{proxied.url}/v1/chat/completions", json=big) as second:
+            assert second.status == 503 and (await second.json())["error"]["type"] == "proxy_busy"
+        async with await first as r:
+            assert r.status == 200
+        async with s.post(f"{proxied.url}/v1/chat/completions", json=big) as third:  # room again
+            assert third.status == 200
+    assert proxied.tap.stats().events[("proxy", "bodies_over_budget")] == 1
 
 
 async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(proxied: Proxied) -> None:
