@@ -193,7 +193,7 @@ async def test_on_stop_a_stream_in_flight_gets_the_grace_then_ends_disconnected_
 
     up = Upstream()
     await up.start()
-    proxy = ProcessProxy(up.url, PRICES, shutdown_grace_s=0.3)
+    proxy = ProcessProxy(up.url, PRICES, shutdown_grace_s=2.0)
     proxy.start()
     try:
         async with aiohttp.ClientSession() as s:
@@ -201,13 +201,13 @@ async def test_on_stop_a_stream_in_flight_gets_the_grace_then_ends_disconnected_
             async with s.post(url, json=SLOW, headers={"X-Request-Id": "slow-1"}) as r:
                 await r.content.readuntil(b"\n\n")  # streaming (the upstream would take 10 s)
                 t0 = time.monotonic()
-                await asyncio.to_thread(proxy.stop_proxy)
+                await asyncio.to_thread(proxy.stop_proxy, 2.0)
                 stopped_s = time.monotonic() - t0
         infos = [i for i in proxy.receiver.due(time.monotonic())[1] if i.end_s is not None]
     finally:
         proxy.stop()
         await up.stop()
-    assert stopped_s < 3.0  # the grace (0.3 s), not the stream's 10 s
+    assert stopped_s < 3.0  # the grace (2 s), not the stream's 10 s nor twice the grace (aiohttp waits twice)
     assert [(i.request_id, i.attributes["jouletrace.request.status"]) for i in infos] == [
         ("slow-1", "disconnected")
     ]
