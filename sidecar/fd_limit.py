@@ -47,11 +47,15 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if "accept" not in str(context.get("message", "")):
             loop.default_exception_handler(context)
-        elif gate():
+            return
+        held = gate.held  # failures since the last line (gate() starts the count again)
+        if gate():
             log.error(
-                "accepting a connection failed (%s: %s); each failure is logged at most once a minute",
+                "accepting a connection failed (%s: %s), %d more since the last line; logged at most "
+                "once a minute",
                 context.get("message"),
                 context.get("exception"),
+                held,
             )
 
     loop.set_exception_handler(handle)

@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.log_limit import EVERY_S as LOG_EVERY_S
 from sidecar.log_limit import Every
 
 __all__ = ["IDLE_TIMEOUT_S", "MAX_CONNECTIONS", "ConnectionCap"]
@@ -47,7 +46,7 @@ class ConnectionCap:
         self.server = server  # aiohttp's web.Server: a factory that lists its open connections, oldest first
         self.counts = counts
         self.most = MAX_CONNECTIONS if most is None else most
-        self._log_now = Every(LOG_EVERY_S, clock)
+        self._log_now = Every(clock=clock)
 
     def __call__(self) -> asyncio.BaseProtocol:
         live = [c for c in self.server.connections if c.transport is not None]  # a closed one is listed

@@ -20,11 +20,13 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from sidecar.log_limit import EVERY_S, Every
+
 __all__ = ["LOG_EVERY_S", "ServerLog"]
 
-log = logging.getLogger("aiohttp.server")
+LOG_EVERY_S = EVERY_S
 
-LOG_EVERY_S = 60.0
+log = logging.getLogger("aiohttp.server")
 
 
 class ServerLog:
@@ -32,8 +34,7 @@ class ServerLog:
 
     def __init__(self, counts: Counter[str], clock: Callable[[], float] = time.monotonic) -> None:
         self.counts = counts
-        self._clock = clock
-        self._logged_at = -float("inf")
+        self._log_now = Every(LOG_EVERY_S, clock)
 
     def debug(self, msg: str, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
@@ -47,9 +48,7 @@ class ServerLog:
             log.exception(msg, *args, **kw)
             return
         self.counts["rejected_malformed"] += 1
-        now = self._clock()
-        if now - self._logged_at >= LOG_EVERY_S:
-            self._logged_at = now
+        if self._log_now():
             log.warning(
                 "HTTP: refused a request that could not be read (%s: %s); each one is counted in "
                 'jouletrace_tap_events_total{jouletrace_tap="http_api",outcome="rejected_malformed"}',

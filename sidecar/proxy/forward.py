@@ -55,30 +55,21 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
             return _busy(ctx)
         held[0] += reserved
         try:
-            return await _handle_body(request, reserved)
-        finally:
-            held[0] -= reserved
-
-    async def _handle_body(request: web.BaseRequest, reserved: int) -> web.StreamResponse:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            ctx.counts.add("too_large")
-            return error(
-                413,
-                f"request body over the proxy's limit of {max_body_bytes} bytes (knob proxy_max_body_bytes)",
-                "request_too_large",
-            )
-        extra = max(len(body) - reserved, 0)  # a body sent without a length: held from now on
-        if extra and over_budget(extra):
-            return _busy(ctx)
-        held[0] += extra
-        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _too_large(ctx, max_body_bytes)
+            extra = len(body) - reserved  # a body sent without a length: held from now on
+            if extra > 0:
+                if over_budget(extra):
+                    return _busy(ctx)
+                held[0] += extra
+                reserved += extra
             if request.method == "POST" and request.path in COMPLETION_PATHS:
                 return await completion(ctx, request, body)
             return await _plain(ctx, request, body)
         finally:
-            held[0] -= extra
+            held[0] -= reserved
 
     def make_request(
         message: RawRequestMessage,
@@ -91,6 +82,15 @@ def make_proxy_server(ctx: ProxyContext, max_body_bytes: int, **kwargs: Any) -> 
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
     return web.Server(handle, request_factory=make_request, **kwargs)
+
+
+def _too_large(ctx: ProxyContext, max_body_bytes: int) -> web.Response:
+    ctx.counts.add("too_large")
+    return error(
+        413,
+        f"request body over the proxy's limit of {max_body_bytes} bytes (knob proxy_max_body_bytes)",
+        "request_too_large",
+    )
 
 
 def _busy(ctx: ProxyContext) -> web.Response:

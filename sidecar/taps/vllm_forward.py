@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -86,20 +86,18 @@ def energy_attributes(rec: RequestEnergy) -> dict[str, AttrValue]:
 def span_bytes(span: ReceivedSpan) -> int:
     """About what a waiting span holds: its attributes' and resource's keys and text values (a list's
     items each), :data:`_VALUE_BYTES` for any other value; its ids and name."""
-    total = len(span.trace_id) + len(span.span_id) + len(span.parent_span_id) + len(span.name)
-    for table in (span.attributes, span.resource):
-        for key, value in table.items():
-            total += len(key) + _value_bytes(value)
-    return total
+    ids = len(span.trace_id) + len(span.span_id) + len(span.parent_span_id)
+    return ids + len(span.name) + _tables_bytes(span.attributes, span.resource)
 
 
 def readable_bytes(span: ReadableSpan) -> int:
     """:func:`span_bytes` of an enriched span (what it holds until the exporter has sent it)."""
-    total = len(span.name)
-    for table in (span.attributes or {}, span.resource.attributes):
-        for key, value in table.items():
-            total += len(key) + _value_bytes(value)
-    return total
+    return len(span.name) + _tables_bytes(span.attributes or {}, span.resource.attributes)
+
+
+def _tables_bytes(*tables: Mapping[str, object]) -> int:
+    """The keys and values of attribute tables, as :func:`span_bytes` counts them."""
+    return sum(len(key) + _value_bytes(value) for table in tables for key, value in table.items())
 
 
 def _value_bytes(value: object) -> int:
