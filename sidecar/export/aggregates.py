@@ -15,7 +15,7 @@ every value: same names, labels, buckets, counts and sums.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import time_ns
 from typing import Any
 
@@ -79,6 +79,13 @@ class Stream:
             for v in values:
                 total += v
             point[4] = total
+
+    def drop(self, doomed: Callable[[Key], bool]) -> int:
+        """Remove the attribute sets whose key is ``doomed`` (their series end); how many."""
+        keys = [k for k in self._points if doomed(k)]
+        for k in keys:
+            del self._points[k], self._names[k]
+        return len(keys)
 
     def _point(self, key: Key) -> list[Any]:
         point = self._points.get(key)
@@ -154,6 +161,11 @@ class Streams:
                 if groups:
                     stream.add(groups)
                     self._order.setdefault(stream.name, None)
+
+    def drop(self, stream: Stream, doomed: Callable[[Key], bool]) -> int:
+        """Remove ``stream``'s attribute sets whose key is ``doomed`` (:meth:`Stream.drop`), locked."""
+        with self._lock:
+            return stream.drop(doomed)
 
     def splice(self, data: MetricsData) -> MetricsData:
         """``data`` (the SDK's collection) with the batched streams' metrics in the scope, in order."""

@@ -236,6 +236,8 @@ class RecordHistograms:
             if unit == "token" and output_tokens > 0:
                 _add(batch, self.per_token, self._token_sets((model, task, source)), energy_j / output_tokens)
                 tenant = self._tenants.label(attributes.get(TENANT), energy_j)
+                if self._tenants.retired:
+                    self._retire_tenants(batch)
                 _add(batch, self.tenant_energy, (model, tenant, source), energy_j)
                 _add(batch, self.tenant_tokens, (model, tenant), output_tokens)
             elif unit in ("image", "video") and rec[OUTPUT_UNITS] > 0:
@@ -243,6 +245,21 @@ class RecordHistograms:
             recorded += 1
         self._streams.add(batch)
         return recorded
+
+    def _retire_tenants(self, batch: Batch) -> None:
+        """End the series of the tenants put out of a named slot (:class:`TenantLabels`), in every model
+        and energy source, as for a pod that goes away; from now on their energy is ``other``, and so
+        are their values still in ``batch``. What they used since the last scrape is not exported."""
+        gone = set(self._tenants.drain_retired())
+
+        def doomed(key: Key) -> bool:  # (model, tenant, ...); the overflow set's key is shorter
+            return len(key) > 1 and key[1] in gone
+
+        for stream in (self.tenant_energy, self.tenant_tokens):
+            groups = batch.get(stream, {})
+            for key in [k for k in groups if doomed(k)]:
+                groups.setdefault((key[0], OTHER, *key[2:]), []).extend(groups.pop(key))
+            self._streams.drop(stream, doomed)
 
     def _record_per_unit(self, batch: Batch, rec: Values, key: Key) -> None:
         """J per image or video; for videos also J per frame and J per second of video.
