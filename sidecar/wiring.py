@@ -49,6 +49,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
                 max_requests=config.max_requests,
                 expire_s=config.request_timeout_s,
                 claimed_by=vllm.claims,
+                is_final=lambda rid: sidecar.attributor.is_final(rid),
             )
         )
     if config.proxy_upstream:  # the OpenAI proxy tap in this process: independent of the others, drained last

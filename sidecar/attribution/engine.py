@@ -171,6 +171,10 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         self.dropped["task_late"] += named
 
     # ---- progress -------------------------------------------------------------
+    def is_final(self, request_id: str) -> bool:
+        """Whether ``request_id`` is among the recent final ids (its later work is refused)."""
+        return request_id in self._finalized
+
     def backlog_rows(self) -> int:
         """Work rows not split yet: new, pending, in ticks held for the fit (a count; any thread)."""
         new, steps, held = self._new, self._new_steps, self._held  # read once: the tick may swap them

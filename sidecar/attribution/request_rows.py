@@ -54,7 +54,7 @@ class Rows:
         self.last_t = np.full(capacity, -np.inf)
         self.has_components = np.zeros(capacity, dtype=bool)
         self.lost_rows = np.zeros(capacity, dtype=np.int64)  # work rows dropped whole (late, refused)
-        self.seen_s = np.full(capacity, -np.inf)  # sealed time when first seen; -inf: before the first seal
+        self.seen_s = np.full(capacity, -np.inf)  # sealed time last heard of; -inf: before the first seal
         self.warmup_split = np.zeros(capacity, dtype=bool)  # a tick split by the warm-up fallback rule
         self.ids: list[str] = [""] * capacity
         self.infos: list[RequestInfo | None] = [None] * capacity
@@ -134,7 +134,7 @@ class Accumulator:
 
     @property
     def seen_s(self) -> float:
-        """Sealed time when first seen (s); -inf: before the first seal."""
+        """Sealed time when last heard of (s); -inf: before the first seal."""
         return float(self._sums.seen_s[self._slot])
 
     @seen_s.setter

@@ -89,6 +89,10 @@ class RequestTable:
         self._sums.set_info(slot, info if older is None else info.over(older))
         if known and end is not None:
             self.schedule(code, end)
+        elif known and self.now_s > self._sums.seen_s[slot]:
+            # heard of again (a tap says it is still live: the proxy's keep-alive of an answer with
+            # no work seen yet): the timeout runs from now (its scheduled check finds it waiting)
+            self._sums.seen_s[slot] = self.now_s
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
         """The codes of many ids at once (None where an id has none); creates nothing."""

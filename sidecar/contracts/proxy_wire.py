@@ -13,6 +13,7 @@ imports numpy or attribution.
      "begin": [[request_id, arrival_ago_s, path, model, stream, task, tenant, traceparent, prompt_chars]],
      "chunks": [[request_id, first, [ago_us, ...]]],
      "usage": [[request_id, prompt_tokens, output_tokens]],
+     "alive": [[request_id]],
      "end": [[request_id, end_ago_s, outcome, status, response_model]],
      "counts": {"streams": 12, "upstream_down": 1}}
 
@@ -28,6 +29,9 @@ imports numpy or attribution.
             (integers: a 200-stream proxy sends thousands a second, and JSON writes an
             integer four times faster than a rounded float).
 ``usage``   the token counts the engine reported.
+``alive``   a request still being answered that had no other row for :func:`alive_every_s`
+            (a plain answer the engine takes long to give, a long queue wait): the sidecar
+            does not end it as gone quiet (an older sidecar ignores the section).
 ``end``     the request ended: ``outcome`` (one of :data:`OUTCOMES`), the upstream's HTTP
             ``status`` (0: none), the model the answer named (or null).
 ``counts``  the proxy's own counters since it started (requests by outcome, fields it
@@ -56,6 +60,7 @@ from typing import Any, NamedTuple
 from sidecar.contracts.ports import PROXY_WIRE_PORT
 
 __all__ = [
+    "ALIVE_MAX_S",
     "COMPLETION_PATHS",
     "DEFAULT_PORT",
     "HEARTBEAT_S",
@@ -71,12 +76,14 @@ __all__ = [
     "SECTIONS",
     "TRACEPARENT",
     "VERSION",
+    "Alive",
     "Begin",
     "Chunks",
     "End",
     "Message",
     "PriceSheet",
     "Usage",
+    "alive_every_s",
     "encode",
 ]
 
@@ -92,8 +99,11 @@ MAX_AGO_US = 86_400_000_000  # a day: the furthest back a time may lie
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C, lower case
 OUTCOMES = ("ok", "error", "disconnected", "upstream_down", "upstream_broken")
-SECTIONS = ("begin", "chunks", "usage", "end")
+SECTIONS = ("begin", "chunks", "usage", "alive", "end")
 HEARTBEAT_S = 1.0
+# a live request with nothing new is said to be alive at least this often (s): a sidecar whose
+# request_timeout_s is shorter than the proxy's (each process reads its own knobs) waits for it
+ALIVE_MAX_S = 5.0
 PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they become metric labels)
     "streams",
     "completions",
@@ -145,6 +155,17 @@ class Usage(NamedTuple):
     output_tokens: int
 
 
+class Alive(NamedTuple):
+    request_id: str
+
+
+def alive_every_s(request_timeout_s: float) -> float:
+    """How often (s) a live request with nothing new is said to be alive, on the wire and to attribution:
+    a quarter of ``request_timeout_s`` (the sidecar ends a request not heard of for that long), at
+    most :data:`ALIVE_MAX_S`."""
+    return min(ALIVE_MAX_S, request_timeout_s / 4)
+
+
 class End(NamedTuple):
     request_id: str
     end_ago_s: float
@@ -162,6 +183,7 @@ class Message(NamedTuple):
     usage: list[Usage]
     end: list[End]
     counts: dict[str, int] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+    alive: list[Alive] = []  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def _dumps(obj: Any) -> bytes:

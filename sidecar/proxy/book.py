@@ -21,12 +21,18 @@ drained in the order they were registered. A tick that fails part way gives the 
 had not handled back to the next one (a bug in one pass loses no trace, as when every trace
 was looked at each tick); a finished trace's timer is dropped when it comes due, and the heap
 is rebuilt from the live ones once it holds more dead entries than live.
+
+Keep-alive: every ``alive_every_s`` a live trace's info is handed on again, so attribution
+does not end, by its ``request_timeout_s``, a request that is still being answered but has
+made no work yet (a plain answer the engine takes long to give, a long queue wait). Each live
+trace has one entry in a queue of those times (the same interval for all: a FIFO, no heap).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -43,9 +49,16 @@ class TraceBook:
     """Traces by request id, with what attribution has had of each."""
 
     def __init__(
-        self, counts: Counts, *, hold_s: float, model: str, claimed_by: Callable[[str], bool] | None = None
+        self,
+        counts: Counts,
+        *,
+        hold_s: float,
+        model: str,
+        claimed_by: Callable[[str], bool] | None = None,
+        alive_every_s: float = math.inf,
     ) -> None:
         self.counts, self.hold_s, self.model = counts, hold_s, model
+        self.alive_every_s = alive_every_s
         self.claimed_by = claimed_by  # a tap with the request's exact work (the vLLM hook or plugin)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[int, TraceCursor]] = {}  # id -> (registration number, cursor)
@@ -56,6 +69,8 @@ class TraceBook:
         self._timers: list[tuple[float, int, str]] = []
         self._timed: set[str] = set()  # ids of live traces with a timer in the heap
         self._ids = GivenIds(counts)  # ids begun here: a client's reuse is replaced
+        self._alive_due: deque[tuple[float, int, str]] = deque()  # (when, number, id): info again
+        self._alive_now: set[str] = set()  # ids whose info is due again this tick
 
     def begin(self, trace: RequestTrace) -> str:
         """Register ``trace``; an id live, or given to one of the last requests begun here, is replaced
@@ -96,6 +111,7 @@ class TraceBook:
         except BaseException:  # looked at again next tick (the finished ones too: still live), none lost
             self._changed.extend(rid for _, _, rid in visit)
             raise
+        self._alive_now.clear()
         with self._lock:
             for rid in finished:
                 self._live.pop(rid, None)
@@ -124,8 +140,10 @@ class TraceBook:
                 finished.append(rid)  # no work reached an engine
                 continue
             events.extend(cursor.drain(now_s, self.hold_s))
-            if done or rid not in self._seen:
+            if done or rid not in self._seen or rid in self._alive_now:
                 infos.append(request_info(cursor, self.model))
+                if rid not in self._seen and math.isfinite(self.alive_every_s):
+                    self._alive_due.append((now_s + self.alive_every_s, number, rid))
                 self._seen.add(rid)
             if done:
                 finished.append(rid)
@@ -145,12 +163,24 @@ class TraceBook:
                 if self._live.get(rid, (-1,))[0] == number:  # not a finished trace's, nor an old id's
                     self._timed.discard(rid)
                     ids.add(rid)
+            self._keep_alive(now_s, ids)
             if len(timers) > 2 * len(self._timed) + 1024:  # mostly finished traces' timers: rebuild
                 self._timers = [t for t in timers if self._live.get(t[2], (-1,))[0] == t[1]]
                 heapq.heapify(self._timers)
             live = [(*self._live[rid], rid) for rid in ids if rid in self._live]
         live.sort(key=itemgetter(0))
         return live
+
+    def _keep_alive(self, now_s: float, ids: set[str]) -> None:
+        """The live traces whose info is due again join ``ids`` (under the lock); each is due again
+        ``alive_every_s`` later; a finished trace's entry is dropped when it comes due."""
+        alive = self._alive_due
+        while alive and alive[0][0] <= now_s:
+            _, number, rid = alive.popleft()
+            if self._live.get(rid, (-1,))[0] == number:
+                ids.add(rid)
+                self._alive_now.add(rid)
+                alive.append((now_s + self.alive_every_s, number, rid))
 
     def _time_prompt(self, number: int, cursor: TraceCursor, rid: str) -> None:
         """A stream that has its first token but no prompt count yet is looked at again when the count

@@ -29,6 +29,7 @@ import aiohttp
 
 from sidecar.config import SidecarConfig
 from sidecar.contracts.ports import url_host
+from sidecar.contracts.proxy_wire import alive_every_s
 from sidecar.errors import ConfigError
 from sidecar.proxy.energy import trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
@@ -79,7 +80,12 @@ class ProxyProcess:
             )
         self.counts = Counts()
         try:
-            self.sender = WireSender((host, config.proxy_wire_port), self.counts, clock=clock)
+            self.sender = WireSender(
+                (host, config.proxy_wire_port),
+                self.counts,
+                clock=clock,
+                alive_every_s=alive_every_s(config.request_timeout_s),
+            )
         except OSError as err:
             raise ConfigError(f"proxy_sidecar_url: cannot resolve {host!r}: {err}") from err
         self.prices = PriceClient(self.sidecar_url, self.counts, clock=clock)

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
 from collections.abc import Callable
 
 from sidecar.contracts.proxy_wire import (
+    ALIVE_MAX_S,
     HEARTBEAT_S,
     MAX_CHUNKS_PER_REQUEST,
     MAX_CHUNKS_PER_ROW,
     PROXY_COUNTS,
     SECTIONS,
+    Alive,
     Begin,
     Chunks,
     End,
@@ -51,10 +54,11 @@ log = logging.getLogger(__name__)
 class _Sent:
     """How much of one trace has been sent."""
 
-    __slots__ = ("begun", "chunks", "over", "trace", "usage")
+    __slots__ = ("begun", "chunks", "over", "said_s", "trace", "usage")
 
     def __init__(self, trace: RequestTrace) -> None:
         self.trace = trace
+        self.said_s = -math.inf  # when its last row was sent (proxy mono s)
         self.begun = False
         self.chunks = 0
         self.usage = False
@@ -71,8 +75,10 @@ class WireSender:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        alive_every_s: float = ALIVE_MAX_S,
     ) -> None:
         self.counts, self.clock, self.wall = counts, clock, wall
+        self.alive_every_s = alive_every_s  # a live request with no other row is said alive this often
         self.pid = os.getpid()
         self.seq = 0
         self._live: dict[str, _Sent] = {}
@@ -103,10 +109,12 @@ class WireSender:
         chunks: list[Chunks] = []
         usage: list[Usage] = []
         end: list[End] = []
+        alive: list[Alive] = []
         finished: list[str] = []
         for rid, sent in self._live.items():
             t = sent.trace
             done = t.done  # read first: what it says is all in
+            rows = len(begin) + len(chunks) + len(usage)
             if not sent.begun:
                 sent.begun = True
                 ago = round(now - t.arrival_s, 6)
@@ -131,10 +139,15 @@ class WireSender:
                 end_s = t.end_s if t.end_s is not None else now
                 end.append(End(rid, round(now - end_s, 6), t.outcome, t.status, t.response_model))
                 finished.append(rid)
+            elif rows == len(begin) + len(chunks) + len(usage):  # nothing new about it
+                if now - sent.said_s < self.alive_every_s:
+                    continue
+                alive.append(Alive(rid))  # the sidecar must not take it for gone
+            sent.said_s = now
         for rid in finished:
             del self._live[rid]
         counts = {k: n for k, n in self.counts.counts().items() if k in PROXY_COUNTS}
-        return Message(self.pid, self.seq, self.wall(), begin, chunks, usage, end, counts)
+        return Message(self.pid, self.seq, self.wall(), begin, chunks, usage, end, counts, alive)
 
     def flush(self) -> int:
         """Send what the traces gained (or a heartbeat); the datagrams sent."""

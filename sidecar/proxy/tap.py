@@ -25,6 +25,7 @@ from typing import Any
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
+from sidecar.contracts.proxy_wire import alive_every_s
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.energy import Prices, trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
@@ -56,13 +57,20 @@ class ProxyTap:
         model: str = "unknown",
         clock: Callable[[], float] = time.monotonic,
         claimed_by: Callable[[str], bool] | None = None,
+        request_timeout_s: float = 600.0,
     ) -> None:
         self.upstream = check_upstream(upstream)
         self.host, self.port = host, port
         self.hold_s, self.model, self.clock = hold_s, model, clock
         self.counts = Counts()
         self._prices, self._record_base = prices, record_base
-        self._book = TraceBook(self.counts, hold_s=hold_s, model=model, claimed_by=claimed_by)
+        self._book = TraceBook(
+            self.counts,
+            hold_s=hold_s,
+            model=model,
+            claimed_by=claimed_by,
+            alive_every_s=alive_every_s(request_timeout_s),  # no work yet is not gone
+        )
         self._ctx = ProxyContext(
             upstream=self.upstream,
             clock=clock,

@@ -49,4 +49,5 @@ def proxy_tap(
         model=config.model,
         clock=clock,
         claimed_by=claimed_by,
+        request_timeout_s=config.request_timeout_s,
     )

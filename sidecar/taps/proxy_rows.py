@@ -22,6 +22,7 @@ from sidecar.contracts.proxy_wire import (
     PROXY_COUNTS,
     TRACEPARENT,
     VERSION,
+    Alive,
     Begin,
     Chunks,
     End,
@@ -35,6 +36,7 @@ __all__ = [
     "Head",
     "count_refusal",
     "count_value",
+    "parse_alive",
     "parse_begin",
     "parse_chunks",
     "parse_counts",
@@ -126,6 +128,12 @@ def parse_usage(row: Any) -> Usage:
     """``[request_id, prompt_tokens, output_tokens]``."""
     rid, prompt, output = v.fixed_row(row, 3, "usage")
     return Usage(v.request_id(rid), v.tokens(prompt, "prompt_tokens"), v.tokens(output, "output_tokens"))
+
+
+def parse_alive(row: Any) -> Alive:
+    """``[request_id]``."""
+    (rid,) = v.fixed_row(row, 1, "alive")
+    return Alive(v.request_id(rid))
 
 
 def parse_end(row: Any) -> End:

@@ -13,11 +13,17 @@ placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects its d
 bad row rejects that row only, counted as ``rejected_<reason>``, and the good rows next to
 it still count. Sequence numbers per sender pid (:mod:`.sequence`): gaps count ``lost``,
 replays ``rejected_duplicate`` (dropped). A row for a request without its ``begin`` counts
-``unknown_request``; a ``begin`` for a live id ``rejected_duplicate``; chunks that skip
+``unknown_request``; a ``begin`` for a live id ``rejected_duplicate``; a ``begin`` for an id
+attribution has made final already (``is_final``: a client's ``X-Request-Id`` used again after
+the proxy restarted and forgot the ids it gave) goes on under a new id (``renamed_final_id``;
+its rows are read under the new one until it ends), so its work is not refused as after final
+and charged to its neighbours; chunks that skip
 numbers (a lost datagram) ``chunks_missing`` (each number once), chunks listed again
-``rejected_duplicate``. Requests not heard of for ``expire_s`` end (``expired``: the proxy
-went away), timed by when their datagrams arrived, not the sender's ``wall`` (a forged one
-far ahead would hold every later request); beyond ``max_requests`` the oldest ends
+``rejected_duplicate``. Requests not heard of for ``expire_s`` (at least twice
+:data:`~sidecar.contracts.proxy_wire.ALIVE_MAX_S`) end (``expired``: the proxy went away;
+it sends an ``alive`` row for a request with nothing new, counted ``alive``), timed
+by when their datagrams arrived, not the sender's ``wall`` (a forged one far ahead would hold
+every later request); beyond ``max_requests`` the oldest ends
 (``evicted``). The chunk times held by live requests are at most ``max_chunks``
 (:data:`MAX_CHUNKS`), one request's at most :data:`MAX_CHUNKS_PER_REQUEST` (so one request
 kept alive cannot take them all): a row beyond either is dropped
@@ -40,13 +46,24 @@ from typing import Any
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
-from sidecar.contracts.proxy_wire import DEFAULT_PORT, MAX_CHUNKS_PER_REQUEST, Begin, Chunks, End, Usage
+from sidecar.contracts.proxy_wire import (
+    ALIVE_MAX_S,
+    DEFAULT_PORT,
+    MAX_CHUNKS_PER_REQUEST,
+    Alive,
+    Begin,
+    Chunks,
+    End,
+    Usage,
+    alive_every_s,
+)
 from sidecar.proxy.book import TraceBook
-from sidecar.proxy.learn import Counts, RequestTrace
+from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import loads_like_json
 from sidecar.taps.proxy_counts import ProxyCounts
 from sidecar.taps.proxy_rows import (
+    parse_alive,
     parse_begin,
     parse_chunks,
     parse_end,
@@ -86,16 +103,22 @@ class ProxyWireReceiver(UdpEndpoint):
         max_chunks: int = MAX_CHUNKS,
         wall: Callable[[], float] = time.time,
         claimed_by: Callable[[str], bool] | None = None,  # the engine's tap has the request's work
+        is_final: Callable[[str], bool] | None = None,  # attribution has the id's final record
     ) -> None:
         self.to_mono, self.host, self.port = to_mono, host, port
         self.max_chunks, self._chunks_held = max_chunks, 0  # chunk times of requests not yet ended
         self.max_requests, self.expire_s, self.max_per_drain = max_requests, expire_s, max_per_drain
         self.counts: Counter[str] = Counter()
         self._wall = wall
-        self._book = TraceBook(Counts(), hold_s=hold_s, model=model, claimed_by=claimed_by)
+        self._book = TraceBook(
+            Counts(), hold_s=hold_s, model=model, claimed_by=claimed_by, alive_every_s=alive_every_s(expire_s)
+        )
         # live id -> (when its last datagram arrived, the time that datagram gave), mono s; in arrival order
         self._heard: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._chunks_next: dict[str, int] = {}  # live id -> the number after its last chunk taken
+        self.is_final = is_final
+        self._renamed: dict[str, str] = {}  # the proxy's id of a live request renamed -> its new id
+        self._proxy_id: dict[str, str] = {}  # and back
         self._arrived_s = 0.0  # the datagram being handled arrived (sidecar mono s)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
         self._proxy = ProxyCounts(self.counts)  # the proxy's own counters, added up
@@ -146,6 +169,8 @@ class ProxyWireReceiver(UdpEndpoint):
             self._chunks(chunks, base_s)
         for usage in v.checked_rows(self.counts, raw, "usage", parse_usage):
             self._usage(usage, base_s)
+        for alive in v.checked_rows(self.counts, raw, "alive", parse_alive):
+            self._alive(alive, base_s)
         for end in v.checked_rows(self.counts, raw, "end", parse_end):
             self._end(end, base_s)
 
@@ -167,6 +192,7 @@ class ProxyWireReceiver(UdpEndpoint):
 
     # ---- rows -> traces ----------------------------------------------------------------
     def _trace(self, request_id: str, base_s: float) -> RequestTrace | None:
+        request_id = self._renamed.get(request_id, request_id)
         trace = self._book.get(request_id)
         if trace is None or trace.done:
             self.counts["unknown_request"] += 1
@@ -187,11 +213,21 @@ class ProxyWireReceiver(UdpEndpoint):
             traceparent=row.traceparent,
             prompt_chars=row.prompt_chars,
         )
+        if row.request_id in self._renamed:  # live under its new id
+            self.counts["rejected_duplicate"] += 1
+            return
+        final = self.is_final is not None and self.is_final(row.request_id)
+        if final and self._book.get(row.request_id) is None:
+            trace.request_id = new_request_id()
         if not self._book.add(trace):
             self.counts["rejected_duplicate"] += 1
             return
+        if trace.request_id != row.request_id:
+            self.counts["renamed_final_id"] += 1
+            self._renamed[row.request_id] = trace.request_id
+            self._proxy_id[trace.request_id] = row.request_id
         self.counts["requests"] += 1
-        self._heard[row.request_id] = (self._arrived_s, base_s)
+        self._heard[trace.request_id] = (self._arrived_s, base_s)
         while len(self._heard) > self.max_requests:
             self._finish(next(iter(self._heard)), "evicted")
 
@@ -199,7 +235,8 @@ class ProxyWireReceiver(UdpEndpoint):
         trace = self._trace(row.request_id, base_s)
         if trace is None:
             return
-        have = self._chunks_next.get(row.request_id, 0)  # numbers taken or counted missing: 0..have-1
+        rid = trace.request_id
+        have = self._chunks_next.get(rid, 0)  # numbers taken or counted missing: 0..have-1
         if row.first < have:
             self.counts["rejected_duplicate"] += 1
             return
@@ -220,7 +257,7 @@ class ProxyWireReceiver(UdpEndpoint):
             return
         if row.first > have:
             self.counts["chunks_missing"] += row.first - have
-        self._chunks_next[row.request_id] = row.first + len(times)  # past the gap: counted once
+        self._chunks_next[rid] = row.first + len(times)  # past the gap: counted once
         trace.chunk_s.extend(times)
         trace.changed()
         self._chunks_held += len(times)
@@ -231,11 +268,16 @@ class ProxyWireReceiver(UdpEndpoint):
             trace.usage = (row.prompt_tokens, row.output_tokens)
             trace.changed()
 
+    def _alive(self, row: Alive, base_s: float) -> None:
+        """Heard of (so not expired); the book hands its info on again to attribution itself."""
+        if self._trace(row.request_id, base_s) is not None:
+            self.counts["alive"] += 1
+
     def _end(self, row: End, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
         if trace is None:
             return
-        self._chunks_next.pop(row.request_id, None)
+        self._forget(trace.request_id)
         end_s = base_s - row.end_ago_s
         if end_s < trace.arrival_s:
             self.counts["rejected_end_before_start"] += 1
@@ -244,14 +286,21 @@ class ProxyWireReceiver(UdpEndpoint):
         trace.end_s = end_s
         trace.done = True  # last: the book reads the fields above once it sees this
         trace.changed()
-        self._heard.pop(row.request_id, None)
         self._chunks_held -= len(trace.chunk_s)
         self.counts["ended"] += 1
 
+    def _forget(self, request_id: str) -> None:
+        """Drop what is kept of a live request (by the id it goes by here) once it ends."""
+        self._heard.pop(request_id, None)
+        self._chunks_next.pop(request_id, None)
+        proxy_id = self._proxy_id.pop(request_id, None)
+        if proxy_id is not None:
+            del self._renamed[proxy_id]
+
     def _finish(self, request_id: str, why: str) -> None:
         """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
-        arrived_s, heard_s = self._heard.pop(request_id)
-        self._chunks_next.pop(request_id, None)
+        arrived_s, heard_s = self._heard[request_id]
+        self._forget(request_id)
         trace = self._book.get(request_id)
         if trace is not None and not trace.done:
             trace.work_lost = True  # what it did after its last row never came: never a measured 0 J
@@ -266,6 +315,6 @@ class ProxyWireReceiver(UdpEndpoint):
     def _expire(self, now_s: float) -> None:
         while self._heard:
             request_id, (arrived_s, _) = next(iter(self._heard.items()))
-            if now_s - arrived_s < self.expire_s:
+            if now_s - arrived_s < max(self.expire_s, 2 * ALIVE_MAX_S):  # alive rows may be that far apart
                 return
             self._finish(request_id, "expired")
