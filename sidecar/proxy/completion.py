@@ -104,9 +104,11 @@ async def _answer(
     trace: RequestTrace,
     facts: BodyFacts,
 ) -> web.StreamResponse:
-    if upstream.status >= 400:
+    ours = {REQUEST_ID: trace.request_id}
+    if upstream.status >= 400:  # refused (429, 500 ...): no work reached an engine, no record is kept
         trace.outcome = "error"
-    ours = {REQUEST_ID: trace.request_id, RECORD_URL: ctx.record_url(request, trace.request_id)}
+    else:
+        ours[RECORD_URL] = ctx.record_url(request, trace.request_id)
     kind = upstream.headers.get("Content-Type", "")
     if kind.startswith("text/event-stream"):
         return await _stream(ctx, request, upstream, trace, facts, ours)

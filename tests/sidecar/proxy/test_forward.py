@@ -103,6 +103,8 @@ async def test_other_paths_and_upstream_errors_pass_through_unchanged(proxied: P
             f"{proxied.url}/v1/chat/completions", json=_chat(messages=[{"content": "FAIL"}])
         ) as r:
             assert r.status == 500 and (await r.json()) == {"error": {"message": "injected failure"}}
+            # it keeps no record (no work reached an engine): no record URL that would answer 404 for ever
+            assert r.headers["X-Request-Id"] and "X-Jouletrace-Record-Url" not in r.headers
         async with s.get(f"{proxied.url}/no/such/path?x=1") as r:
             assert r.status == 404
     work: list[object] = []
