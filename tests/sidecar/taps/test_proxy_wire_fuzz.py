@@ -18,12 +18,14 @@ GOOD = [
     ("begin", ["good", 1.0, "/v1/chat/completions", "m", True, "chat", "team", None, 40]),
     ("chunks", ["good", 0, [600_000, 500_000, 400_000]]),
     ("usage", ["good", 12, 3]),
+    ("alive", ["good"]),
     ("end", ["good", 0.3, "ok", 200, "m"]),
 ]
 BAD_TEMPLATES = {
     "begin": ["bad", 1.0, "/v1/completions", None, False, None, None, None, 0],
     "chunks": ["bad", 0, [100]],
     "usage": ["bad", 1, 1],
+    "alive": ["bad"],
     "end": ["bad", 0.1, "ok", 200, None],
 }
 COUNTERS = {f"rejected_{r}" for r in REASONS} | {
@@ -31,6 +33,7 @@ COUNTERS = {f"rejected_{r}" for r in REASONS} | {
     "malformed",
     "requests",
     "ended",
+    "alive",
     "unknown_request",
     "chunks_missing",
     "lost",
@@ -46,6 +49,8 @@ def bad_row(draw: st.DrawFn) -> tuple[str, Any]:
     row = list(BAD_TEMPLATES[section])
     if draw(st.booleans()):
         return section, row[: draw(st.integers(0, len(row) - 1))]
+    if len(row) == 1:  # an alive row has its id only: a hostile one
+        return section, [draw(hostile)]
     i = draw(st.integers(1, len(row) - 1))  # the id stays "bad": it never touches the good request
     row[i] = draw(hostile)
     return section, row
@@ -63,7 +68,7 @@ def _receiver() -> ProxyWireReceiver:
 
 
 @settings(max_examples=150, deadline=None)
-@given(bad=st.lists(bad_row(), max_size=6), where=st.lists(st.integers(0, 4), max_size=6))
+@given(bad=st.lists(bad_row(), max_size=6), where=st.lists(st.integers(0, 5), max_size=6))
 def test_bad_rows_next_to_a_good_request_cost_it_nothing(
     bad: list[tuple[str, Any]], where: list[int]
 ) -> None:
