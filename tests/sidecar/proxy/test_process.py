@@ -211,3 +211,12 @@ async def test_on_stop_a_stream_in_flight_gets_the_grace_then_ends_disconnected_
     assert [(i.request_id, i.attributes["jouletrace.request.status"]) for i in infos] == [
         ("slow-1", "disconnected")
     ]
+
+
+def test_the_proxy_says_alive_at_a_quarter_of_its_request_timeout() -> None:
+    knobs = {"proxy_upstream": "http://127.0.0.1:8000", "request_timeout_s": "8", "proxy_wire_port": "9"}
+    proxy = ProxyProcess(load_config(knobs, environ={}))
+    try:
+        assert proxy.sender.alive_every_s == 2.0
+    finally:
+        proxy.sender.close()

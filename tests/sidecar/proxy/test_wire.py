@@ -30,10 +30,16 @@ def test_a_specific_api_address_and_the_bound_port_win() -> None:
 
 
 def test_the_tap_takes_its_knobs_from_the_config() -> None:
-    config = load_config({"proxy_upstream": "http://engine:8000/", "proxy_port": "0", "settle_s": "3"})
+    knobs = {
+        "proxy_upstream": "http://engine:8000/",
+        "proxy_port": "0",
+        "settle_s": "3",
+        "request_timeout_s": "8",
+    }
     sidecar: Any = SimpleNamespace(http_port=None)
-    tap = proxy_tap(config, lambda: sidecar, clock=lambda: 0.0)
+    tap = proxy_tap(load_config(knobs), lambda: sidecar, clock=lambda: 0.0)
     assert (tap.upstream, tap.host, tap.port, tap.hold_s) == ("http://engine:8000", "127.0.0.1", 0, 1.5)
+    assert tap._book.alive_every_s == 2.0  # a quarter of request_timeout_s: keep-alive of quiet answers
 
 
 def test_prices_come_from_the_sidecars_snapshot_with_its_rules_interval() -> None:
@@ -58,6 +64,9 @@ def test_the_sidecar_listens_for_the_proxy_process_unless_its_port_is_0() -> Non
         (rx,) = [t for t in sidecar.taps if isinstance(t, ProxyWireReceiver)]
         assert (rx.host, rx.port, rx.knob, rx._book.hold_s) == ("127.0.0.2", 9999, "proxy_wire_port", 1.5)
         assert sidecar.taps[-1] is rx  # drained after the vLLM taps: independent of them
+        assert rx.is_final is not None and not rx.is_final("r")  # attribution's final ids
+        sidecar.attributor._finalized.add("r")
+        assert rx.is_final("r")
     finally:
         sidecar.close()
     off = build_sidecar(load_config({**base, "proxy_wire_port": "0"}))
