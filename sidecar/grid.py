@@ -11,6 +11,7 @@ point lies inside the window, else at the window's midpoint. Units: seconds.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from itertools import accumulate, pairwise
 
@@ -46,6 +47,18 @@ class GridClock:
             return min(max(g, lo_s + 1e-6), hi_s)
         self.off_grid += 1
         return mid
+
+    def last_update(self, lo_s: float, hi_s: float) -> float | None:
+        """The last grid point in the window ``(lo_s, hi_s]`` (a read that came late saw several
+        updates: the last is the window's end, as far as the counter knows); None while the grid is
+        unknown or has no point there. A grid point within ``slack_s`` of ``hi_s`` may or may not
+        have been seen: the one before is taken. Dated one update early, the long tick holds one
+        update's energy too many over its n updates; dated at ``hi_s`` for an update that came
+        after, the next tick would hold a whole update's energy in a millisecond."""
+        if self._phase is None or self._period is None:
+            return None
+        g = self._phase + math.floor((hi_s - self.slack_s - self._phase) / self._period) * self._period
+        return g if g > lo_s else None
 
     def _refit(self) -> None:
         # plain Python over at most ``recent`` floats: numpy's median and polyfit cost ~10x more

@@ -71,13 +71,15 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
 
 
 def _own_report(sidecar: Sidecar) -> TapReport:
-    """The meter's failed, lost-device and late reads, the names the energy totals and the
-    per-request series counted as ``other`` (``labels_folded``), the ledger's counters (stored, unstorable,
-    write_errors, dropped, duplicate_kept) and the refused HTTP requests."""
+    """The meter's failed, lost-device, late and stalled (several counter updates at once) reads,
+    the names the energy totals and the per-request series counted as ``other`` (``labels_folded``),
+    the ledger's counters (stored, unstorable, write_errors, dropped, duplicate_kept) and the refused
+    HTTP requests."""
     events = {
         ("meter", "read_errors"): sidecar.meter_errors,
         ("meter", "device_lost"): int(bool(sidecar.lost)),
         ("meter", "late_reads"): sidecar.poller.late_reads,
+        ("meter", "stalled_reads"): sidecar.timeline.stalled_reads,
         ("attribution", "labels_folded"): sidecar.attributor.totals.labels_folded,
         ("metrics", "labels_folded"): sidecar.exporter.labels_folded,
     }

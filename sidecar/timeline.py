@@ -37,9 +37,12 @@ import numpy as np
 from sidecar.grid import GridClock
 from sidecar.meters.base import DeviceInfo, Reading
 
-__all__ = ["Timeline"]
+__all__ = ["STALL_UPDATES", "Timeline"]
 
 log = logging.getLogger(__name__)
+
+# a change window longer than this many update periods holds several updates (the read came late)
+STALL_UPDATES = 1.5
 
 
 class Timeline:
@@ -69,6 +72,7 @@ class Timeline:
         self.resets = 0
         self.wraps = 0
         self.out_of_order = 0
+        self.stalled_reads = 0  # polls that saw several counter updates at once (read late)
         self.polls = 0
         self.grid = GridClock()
         self._period_key: tuple[int, int] | None = None  # (edges, recent) the cached period is for
@@ -97,13 +101,29 @@ class Timeline:
         if np.any(delta > 0):
             self._energy_dev += delta
             assert prev_t is not None
-            edge_t = max(self.grid.date(prev_t, t), self.last_edge_t + 1e-9)
+            edge_t = max(self._date(prev_t, t), self.last_edge_t + 1e-9)
             self._append(edge_t, forced=False)
             return True
         if self._count and t - self.last_edge_t >= self.max_tick_s:
             self._append(t, forced=True)
             return True
         return False
+
+    def _date(self, prev_t: float, t: float) -> float:
+        """When the change a poll at ``t`` saw (the poll before, at ``prev_t``, did not) happened.
+
+        One update in the window: on the grid, else at its midpoint (:class:`GridClock`). A read that
+        came late (the poll thread waited for a core) saw several: the whole change is dated at the
+        last of them, so the one long tick it closes spreads it evenly over the window (at the
+        midpoint, the tick before held all of it at twice the power, and the tick after none: the
+        requests of the window's first half paid for its second half). Counted, ``stalled_reads``;
+        such a window is kept out of the grid's fit."""
+        period = self.grid.period_s or self.update_period_s()
+        if period is None or t - prev_t <= STALL_UPDATES * period:
+            return self.grid.date(prev_t, t)
+        self.stalled_reads += 1
+        last = self.grid.last_update(prev_t, t)
+        return last if last is not None else t - 0.5 * period
 
     def _backwards_gain(self, i: int, prev: float, raw: float) -> float:
         wrap = self.devices[i].wrap_j

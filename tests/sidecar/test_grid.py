@@ -125,3 +125,13 @@ def test_windows_that_pile_onto_one_grid_point_are_not_a_grid() -> None:
     assert clock.period_s == pytest.approx(0.1)
     clock.date(0.52, 0.54)  # 20 ms after the last window: 0.2 periods, the same grid point
     assert clock.period_s is None
+
+
+def test_the_last_update_in_a_long_window_is_on_the_grid() -> None:
+    clock = GridClock()
+    for k in range(40):  # windows of 20 ms centred on updates at 0.037 + 0.1 k
+        clock.date(0.037 + 0.1 * k - 0.01, 0.037 + 0.1 * k + 0.01)
+    assert clock.last_update(4.05, 6.01) == pytest.approx(5.937, abs=1e-6)
+    assert clock.last_update(4.05, 5.938) == pytest.approx(5.837, abs=1e-6)  # 5.937: seen? the one before
+    assert clock.last_update(5.94, 5.99) is None  # no update in it
+    assert GridClock().last_update(0.0, 1.0) is None  # no grid yet

@@ -359,3 +359,38 @@ def test_a_reading_with_the_wrong_number_of_devices_is_rejected() -> None:
 def test_a_timeline_needs_at_least_one_device() -> None:
     with pytest.raises(ValueError, match="at least one device"):
         Timeline([])
+
+
+# ---- a read that came late ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stall_s", [0.45, 2.2])
+def test_a_late_read_that_saw_several_updates_spreads_their_energy_over_its_window(stall_s: float) -> None:
+    """Probe 6: on a constant 300 W counter, the poll thread held off its core for 2.2 s. Dated at
+    its window's midpoint, the change made the timeline read 562 W for 1.1 s, then 26 W: identical
+    requests under preemption (staggered in time) were charged up to 17x apart."""
+    timeline = Timeline([GPU])
+    counter = stepping_counter(0.037, 0.1, 30.0)  # 300 W, an update every 100 ms
+    polls = dithered_polls(0.0, 20.0, 0.02, seed=3)
+    stall_at = polls[-1]
+    polls += dithered_polls(stall_at + stall_s, stall_at + stall_s + 5.0, 0.02, seed=4)
+    feed(timeline, polls, counter)
+    assert timeline.stalled_reads == 1
+    # every 0.1 s from before the stall to after it: 300 W, give or take one update's 30 J over the
+    # stall (the last update a late read saw is dated on the grid, a few ms off: one may be taken for
+    # another); dated at the midpoint, the stall's first half read ~2x and its second ~0
+    updates = stall_s / 0.1
+    for k in range(-5, int((stall_s + 2.0) / 0.1)):
+        a = stall_at + 0.1 * k
+        assert timeline.energy_between(a, a + 0.1) / 0.1 == pytest.approx(300.0, abs=300.0 / updates + 5), a
+    # the long tick the late read closes ends at the last update it saw, or the one before
+    after = next(t for t, _ in edges(timeline) if t > stall_at)
+    read = polls[polls.index(stall_at) + 1]
+    last_update = 0.037 + 0.1 * math.floor((read - 0.037) / 0.1)
+    assert last_update - 0.1 - 0.005 <= after <= last_update + 0.005
+
+
+def test_a_slow_poll_on_purpose_is_not_a_stall() -> None:
+    timeline = Timeline([GPU])
+    feed(timeline, [0.5 * k for k in range(40)], stepping_counter(0.037, 0.1, 30.0))  # every 5th update
+    assert timeline.stalled_reads == 0  # the edges' own spacing is the period it sees
