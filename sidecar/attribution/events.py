@@ -188,6 +188,9 @@ class RequestInfo:
     output_units: float = 0.0  # images or videos for diffusion requests
     unit: str = "token"  # token, image, video
     attributes: dict[str, str] = field(default_factory=dict)
+    # the token counts and end come from a source that sees every engine step (vLLM's scheduler
+    # hook): exact, and the request's whole (a parallel-sampling request's children summed)
+    exact: bool = False
 
     def over(self, older: RequestInfo) -> RequestInfo:
         """This info on top of an ``older`` one for the same request: what this one leaves
@@ -196,7 +199,21 @@ class RequestInfo:
         Sources know different things: vLLM's scheduler hook or plugin says when a request
         finished but not its task, the span joined with the client's span says the task; in
         whatever order they come, the later must not erase what the earlier knew (a task lost
-        that way is never named again: its client span was already joined)."""
+        that way is never named again: its client span was already joined). An ``exact`` info's
+        token counts, end (none yet: still running) and attributes stand over one that is not
+        exact, whichever came first: the plugin and the span see one child of a parallel-sampling
+        request (vLLM names each by the request's id), the scheduler hook sees them all."""
+        if self.exact != older.exact:
+            exact, other = (self, older) if self.exact else (older, self)
+            merged = replace(self, exact=False).over(replace(older, exact=False))  # task, model, start
+            return replace(
+                merged,
+                prompt_tokens=exact.prompt_tokens,
+                output_tokens=exact.output_tokens,
+                end_s=exact.end_s,
+                attributes={**other.attributes, **exact.attributes},
+                exact=True,
+            )
         kept: dict[str, Any] = {}
         if self.task == "unknown" and older.task != "unknown":
             kept["task"] = older.task

@@ -155,7 +155,7 @@ class HookReceiver(UdpEndpoint):
         if head.model:
             self.model = sender.model = head.model
         for new in v.checked_rows(self.counts, raw, "new", parse_new):
-            sender.new(new, base_s)
+            sender.new(new, base_s, out)
             if self._shared.live > self.max_requests:  # the process holding the most pays for it
                 biggest = self.senders.biggest(lambda s: len(s.live))
                 if biggest is not None:

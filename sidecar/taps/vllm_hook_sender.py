@@ -10,6 +10,7 @@ rules are the receiver's (its docstring). Units: seconds, tokens.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from operator import itemgetter
@@ -24,7 +25,7 @@ from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import StepArrays
-from sidecar.taps.vllm_hook_slots import Req, Slots
+from sidecar.taps.vllm_hook_slots import Family, Req, Slots
 from sidecar.taps.vllm_spans import normalize_request_id
 
 __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
@@ -34,6 +35,8 @@ __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
 MIN_GAP_S = 2e-6
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
 MAX_ADOPTED = 4096  # members without their new row made requests of their own, at once, per process
+# vLLM's id of a parallel-sampling child (n > 1): f"{index}_{parent id}" (vllm/v1/engine/parallel_sampling.py)
+_CHILD = re.compile(r"[0-9]{1,6}_((?:chat)?cmpl-.+)")
 
 
 @dataclass
@@ -61,6 +64,7 @@ class HookSender:
         self._recent: OrderedDict[int, Req] = OrderedDict()
         self.slot = IdxSlots()  # idx (live or recent) -> slot
         self._slots = Slots()
+        self._families: dict[str, Family] = {}  # parallel-sampling requests in flight, by id
         self._last: StepBatch | None = None  # the previous step, whose members own the CPU gap after it
         self._last_slots = np.zeros(0, dtype=np.int64)  # its members' slots (their ids tuple is reused)
 
@@ -70,28 +74,59 @@ class HookSender:
         for idx in list(self.live):
             self.end(idx, None, "abort", at_s, out)
 
-    def new(self, row: NewRow, base_s: float) -> None:
+    def new(self, row: NewRow, base_s: float, out: TapOutput | None = None) -> None:
         if row.idx in self.slot:
             self.shared.counts["rejected_duplicate"] += 1
             return
+        child = _CHILD.fullmatch(row.request_id)
         try:
-            request_id = v.request_id(normalize_request_id(row.request_id), "new request_id")
+            raw = child.group(1) if child else row.request_id  # a child goes by its parent's id
+            key = v.request_id(normalize_request_id(raw), "new request_id")
         except v.Rejected as err:
             v.note(self.shared.counts, err)
             return
+        family = self._families.get(key) if child else None
+        request_id = family.request_id if family is not None else key
+        if family is None and key in self.shared.claimed:  # an id in flight or recently final: reused
+            request_id = f"{key}~{self.pid}-{row.idx}"  # its own record, its work not refused or merged
+            self.shared.counts["renamed_duplicate_id"] += 1
         slot = self._slots.take(request_id, row.prompt_tokens)
-        req = Req(row, request_id, base_s, slot)
+        req = Req(row, request_id, base_s, slot, family=key if child else None)
         self.live[row.idx] = req
         self.slot.set(row.idx, slot)
         self.shared.live += 1
         self.shared.claimed.add(req.request_id)
+        if child:
+            self._child(req, raw, key, out)
+
+    def _child(self, req: Req, raw: str, key: str, out: TapOutput | None) -> None:
+        """A parallel-sampling child: one of its parent's family. At the first, an exact info with no
+        end holds the request open: the plugin's and the span's infos, which see one child each under
+        the parent's id, must not end it or set its tokens (:meth:`RequestInfo.over`)."""
+        family = self._families.get(key)
+        if family is None:
+            family = self._families[key] = Family(raw, req.request_id, req.arrival_s)
+            if out is not None:
+                out.infos.append(
+                    RequestInfo(req.request_id, model=self.model, start_s=req.arrival_s, exact=True)
+                )
+        family.live += 1
+        family.size += 1
+        self.shared.counts["parallel_children"] += 1
 
     def evict_oldest(self) -> None:
         """Forget the oldest request in flight (over the cap: no info, counted ``evicted``)."""
         if self.live:
-            self._forget(*self.live.popitem(last=False))
+            idx, req = self.live.popitem(last=False)
+            self._forget(idx, req)
             self.shared.live -= 1
             self.shared.counts["evicted"] += 1
+            family = self._families.get(req.family or "")
+            if family is not None:
+                family.live -= 1
+                family.lost = True
+                if family.live <= 0:
+                    del self._families[req.family or ""]
 
     def _forget(self, idx: int, req: Req) -> None:
         self.gapped.discard(idx)
@@ -188,15 +223,41 @@ class HookSender:
             counts["aborted"] += 1
         else:
             counts["finished"] += 1
+        end_s = end_s if end_s == end_s else base_s  # NaN: it never had a step
+        family = self._families.get(req.family or "")
+        if family is not None:  # a parallel-sampling child: the request ends with its last child
+            family.live -= 1
+            family.output_tokens += output_tokens
+            family.end_s = end_s if not family.end_s >= end_s else family.end_s
+            family.reason, family.lost = reason, family.lost or WORK_LOST in attributes
+            if family.live > 0:
+                return
+            del self._families[req.family or ""]
+            attributes = {
+                "vllm.request_id": family.raw,
+                "finish_reason": family.reason,
+                "vllm.n": str(family.size),
+            }
+            if family.lost:
+                attributes[WORK_LOST] = "true"
+            output_tokens, end_s, req_raw, arrival_s = (
+                family.output_tokens,
+                family.end_s,
+                family.raw,
+                family.arrival_s,
+            )
+        else:
+            req_raw, arrival_s = req.raw, req.arrival_s
         out.infos.append(
             RequestInfo(
                 req.request_id,
                 model=self.model,
-                operation="chat" if req.raw.startswith("chatcmpl-") else "text_completion",
-                start_s=req.arrival_s,
-                end_s=end_s if end_s == end_s else base_s,  # NaN: it never had a step
+                operation="chat" if req_raw.startswith("chatcmpl-") else "text_completion",
+                start_s=arrival_s,
+                end_s=end_s,
                 prompt_tokens=prompt,
                 output_tokens=output_tokens,
                 attributes=attributes,
+                exact=True,
             )
         )

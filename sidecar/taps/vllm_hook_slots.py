@@ -7,19 +7,42 @@ import numpy as np
 
 from sidecar.contracts.scheduler_wire import NewRow
 
-__all__ = ["Req", "Slots"]
+__all__ = ["Family", "Req", "Slots"]
 
 
 class Req:
-    """One request: its ids, arrival and its slot in the receiver's per-request arrays."""
+    """One request: its ids, arrival and its slot in the receiver's per-request arrays.
 
-    __slots__ = ("arrival_s", "raw", "request_id", "slot")
+    A parallel-sampling child (vLLM's ``<i>_<parent id>``: one engine request per sequence of
+    an ``n > 1`` request) goes by its parent's id (``family``: the key of its :class:`Family`)."""
 
-    def __init__(self, row: NewRow, request_id: str, base_s: float, slot: int) -> None:
+    __slots__ = ("arrival_s", "family", "raw", "request_id", "slot")
+
+    def __init__(
+        self, row: NewRow, request_id: str, base_s: float, slot: int, family: str | None = None
+    ) -> None:
         self.raw = row.request_id
         self.request_id = request_id
         self.arrival_s = base_s - row.arrival_ago_s
         self.slot = slot
+        self.family = family
+
+
+class Family:
+    """The children of one parallel-sampling request in flight: one record, their tokens summed."""
+
+    __slots__ = ("arrival_s", "end_s", "live", "lost", "output_tokens", "raw", "reason", "request_id", "size")
+
+    def __init__(self, raw: str, request_id: str, arrival_s: float) -> None:
+        self.raw = raw  # the parent's vLLM id (e.g. cmpl-<X-Request-Id>-0)
+        self.request_id = request_id  # the id its record goes by
+        self.arrival_s = arrival_s
+        self.end_s = float("nan")  # the last end of a child so far
+        self.live = 0  # children in flight
+        self.size = 0  # children seen
+        self.output_tokens = 0  # of the children ended
+        self.reason = ""  # the finish reason of the last child ended
+        self.lost = False  # a child's work may be short (a datagram lost)
 
 
 class Slots:
