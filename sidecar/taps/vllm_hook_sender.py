@@ -225,29 +225,13 @@ class HookSender:
             counts["finished"] += 1
         end_s = end_s if end_s == end_s else base_s  # NaN: it never had a step
         family = self._families.get(req.family or "")
+        req_raw, arrival_s = req.raw, req.arrival_s
         if family is not None:  # a parallel-sampling child: the request ends with its last child
-            family.live -= 1
-            family.output_tokens += output_tokens
-            family.end_s = end_s if not family.end_s >= end_s else family.end_s
-            family.reason, family.lost = reason, family.lost or WORK_LOST in attributes
-            if family.live > 0:
+            if not family.child_ended(output_tokens, end_s, reason, WORK_LOST in attributes):
                 return
             del self._families[req.family or ""]
-            attributes = {
-                "vllm.request_id": family.raw,
-                "finish_reason": family.reason,
-                "vllm.n": str(family.size),
-            }
-            if family.lost:
-                attributes[WORK_LOST] = "true"
-            output_tokens, end_s, req_raw, arrival_s = (
-                family.output_tokens,
-                family.end_s,
-                family.raw,
-                family.arrival_s,
-            )
-        else:
-            req_raw, arrival_s = req.raw, req.arrival_s
+            attributes, req_raw, arrival_s = family.attributes(), family.raw, family.arrival_s
+            output_tokens, end_s = family.output_tokens, family.end_s
         out.infos.append(
             RequestInfo(
                 req.request_id,

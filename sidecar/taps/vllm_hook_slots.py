@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sidecar.attribution.events import WORK_LOST
 from sidecar.contracts.scheduler_wire import NewRow
 
 __all__ = ["Family", "Req", "Slots"]
@@ -43,6 +44,22 @@ class Family:
         self.output_tokens = 0  # of the children ended
         self.reason = ""  # the finish reason of the last child ended
         self.lost = False  # a child's work may be short (a datagram lost)
+
+    def child_ended(self, output_tokens: int, end_s: float, reason: str, lost: bool) -> bool:
+        """A child ended (its tokens, last step's end, finish reason): True if it was the last."""
+        self.live -= 1
+        self.output_tokens += output_tokens
+        if not self.end_s >= end_s:  # (NaN: none ended before)
+            self.end_s = end_s
+        self.reason, self.lost = reason, self.lost or lost
+        return self.live <= 0
+
+    def attributes(self) -> dict[str, str]:
+        """The record's attributes: the parent's vLLM id, the last finish reason, the children."""
+        out = {"vllm.request_id": self.raw, "finish_reason": self.reason, "vllm.n": str(self.size)}
+        if self.lost:
+            out[WORK_LOST] = "true"
+        return out
 
 
 class Slots:
