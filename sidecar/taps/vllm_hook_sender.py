@@ -26,6 +26,7 @@ from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import StepArrays
 from sidecar.taps.vllm_hook_slots import Family, Req, Slots
+from sidecar.taps.vllm_span_format import operation_of
 from sidecar.taps.vllm_spans import normalize_request_id
 
 __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
@@ -218,6 +219,9 @@ class HookSender:
         st, slot = self._slots, req.slot
         st.live[slot] = False
         prompt, high, end_s = int(st.prompt[slot]), int(st.high[slot]), float(st.end_s[slot])
+        # exact: the engine's count; an abort's (a stop string the front end found, a client gone) is
+        # an estimate, one token past a stop string: the span's usage then stands over it
+        exact = output_tokens is not None
         if output_tokens is None:  # aborted: the tokens sampled so far
             output_tokens = high - prompt + 1 if high >= prompt else 0
             counts["aborted"] += 1
@@ -232,16 +236,17 @@ class HookSender:
             del self._families[req.family or ""]
             attributes, req_raw, arrival_s = family.attributes(), family.raw, family.arrival_s
             output_tokens, end_s = family.output_tokens, family.end_s
+            exact = True  # the sum over the children: the plugin and the span see one child each
         out.infos.append(
             RequestInfo(
                 req.request_id,
                 model=self.model,
-                operation="chat" if req_raw.startswith("chatcmpl-") else "text_completion",
+                operation=operation_of(req_raw),
                 start_s=arrival_s,
                 end_s=end_s,
                 prompt_tokens=prompt,
                 output_tokens=output_tokens,
                 attributes=attributes,
-                exact=True,
+                exact=exact,
             )
         )

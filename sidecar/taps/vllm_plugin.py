@@ -69,6 +69,7 @@ from sidecar.taps.vllm_plugin_rows import (
 from sidecar.taps.vllm_plugin_seen import SeenIds
 from sidecar.taps.vllm_plugin_sender import PluginSender
 from sidecar.taps.vllm_plugin_tokens import TokenHistory
+from sidecar.taps.vllm_span_format import operation_of
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
 
 __all__ = ["PluginReceiver"]
@@ -299,7 +300,7 @@ class PluginReceiver(UdpEndpoint):
             RequestInfo(
                 request_id,
                 model=self.model,
-                operation="chat" if row.raw_id.startswith("chatcmpl-") else "text_completion",
+                operation=operation_of(row.raw_id),
                 start_s=t_rec - row.e2e_s,
                 end_s=t_end,
                 prompt_tokens=row.prompt_tokens,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sidecar.attribution.events import RequestInfo
-from sidecar.taps.vllm_span_format import CHAT
+from sidecar.taps.vllm_span_format import CHAT, operation_of
 
 __all__ = ["CheckedSpan"]
 
@@ -34,7 +34,7 @@ class CheckedSpan(NamedTuple):
         return RequestInfo(  # positional (half the cost of keywords, made once per span): the field order
             self.request_id,  # request_id
             self.model,  # model
-            "chat" if raw_id.startswith(CHAT) else "text_completion",  # operation
+            operation_of(raw_id),  # operation
             task,  # task
             self.start_s,  # start_s
             self.end_s,  # end_s

