@@ -98,13 +98,13 @@ class HookSender:
         self.shared.live += 1
         self.shared.claimed.add(req.request_id)
         if child:
-            self._child(req, raw, key, out)
+            self._child(req, raw, key, family, out)
 
-    def _child(self, req: Req, raw: str, key: str, out: TapOutput | None) -> None:
-        """A parallel-sampling child: one of its parent's family. At the first, an exact info with no
-        end holds the request open: the plugin's and the span's infos, which see one child each under
-        the parent's id, must not end it or set its tokens (:meth:`RequestInfo.over`)."""
-        family = self._families.get(key)
+    def _child(self, req: Req, raw: str, key: str, family: Family | None, out: TapOutput | None) -> None:
+        """A parallel-sampling child: one of its parent's ``family`` (None: the first). At the first, an
+        exact info with no end holds the request open: the plugin's and the span's infos, which see
+        one child each under the parent's id, must not end it or set its tokens
+        (:meth:`RequestInfo.over`)."""
         if family is None:
             family = self._families[key] = Family(raw, req.request_id, req.arrival_s)
             if out is not None:
