@@ -144,14 +144,16 @@ class Sidecar:
             events, infos = tap.due(now)
             self.attributor.ingest(events, infos)
         until = now - self.config.settle_s if seal_until_s is None else seal_until_s
-        finals = self.attributor.advance(until)
+        stop = seal_until_s is not None
+        # written together with those waiting, when due (ledger_write_every_s); what is written is
+        # counted: a request final already (a restart) is kept out, counted once
+        finals = self.ledger.put_new(self.attributor.advance(until), now_s=now, force=stop)
         if finals:
-            finals = self.ledger.put_new(finals)  # a request final already (a restart) is counted once
             self.exporter.record(finals)
-            if self.on_final is not None and finals:
+            if self.on_final is not None:
                 self.on_final(finals)
         else:  # records a failed write kept back: written with no batch to carry them (the stop: now)
-            self.ledger.flush(force=seal_until_s is not None)
+            self.ledger.flush(force=stop)
         late = self.attributor.take_late_tasks()  # tasks named after final: the stored records take them
         if late:
             self.attributor.count_late_tasks(self.ledger.set_tasks(late))

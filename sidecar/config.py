@@ -82,6 +82,7 @@ class SidecarConfig:
     ledger_path: str = "jouletrace-ledger.db"
     ledger_max_rows: int = 1_000_000
     ledger_max_age_s: float = 7 * 86400.0
+    ledger_write_every_s: float = 1.0
     replay_path: str = ""
     replay_speed: float = 1.0
     cpu_idle_w: float = 10.0

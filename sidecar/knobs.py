@@ -239,6 +239,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ledger_path", str, "jouletrace-ledger.db", "SQLite ledger of finished requests; '' keeps none"),
     Knob("ledger_max_rows", _positive(int), 1_000_000, "requests kept in the ledger"),
     Knob("ledger_max_age_s", _seconds, 7 * 86400.0, "seconds a ledger record is kept"),
+    Knob(
+        "ledger_write_every_s",
+        _seconds_or_0,
+        1.0,
+        "seconds final records wait in memory to be written to the ledger together; 0: every tick",
+    ),
     Knob("replay_path", str, "", "CSV trace for --meter replay"),
     Knob("replay_speed", _positive(float), 1.0, "replay speed factor for --meter replay"),
     Knob("cpu_idle_w", _non_negative(float), 10.0, "cpu-model estimate: watts at 0 % CPU"),

@@ -61,6 +61,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
             config.ledger_path,
             max_rows=config.ledger_max_rows,
             max_age_s=config.ledger_max_age_s,
+            write_every_s=config.ledger_write_every_s,
             exclusive=True,  # one sidecar per ledger file
         )
         if config.ledger_path

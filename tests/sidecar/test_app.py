@@ -52,9 +52,10 @@ def simulated(run: SimRun, clock: FakeClock, ledger: Ledger, **kw: Any) -> Sidec
     return Sidecar(config, meter, taps=[SourceTap(SimFeeder(run, 0.0))], clock=clock, ledger=ledger, **kw)
 
 
-def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun) -> None:
+@pytest.mark.parametrize("write_every_s", [0.0, 1.0])  # each tick's records, or written together
+def test_every_request_gets_a_final_conserved_record_and_metrics(run: SimRun, write_every_s: float) -> None:
     clock = FakeClock(0.0)
-    ledger = Ledger(":memory:")
+    ledger = Ledger(":memory:", write_every_s=write_every_s)
     sidecar = simulated(run, clock, ledger)
     assert sidecar.ready()[0] is False  # no counter update seen yet
     drive(run, clock, sidecar, run.duration_s / 2)
@@ -128,12 +129,15 @@ def test_a_restarted_sidecar_starts_from_the_idle_floor_its_predecessor_measured
     second.close()
 
 
-def test_a_request_final_in_the_ledger_already_is_kept_and_counted_once(run: SimRun) -> None:
+@pytest.mark.parametrize("write_every_s", [0.0, 1.0])
+def test_a_request_final_in_the_ledger_already_is_kept_and_counted_once(
+    run: SimRun, write_every_s: float
+) -> None:
     """As after a restart on the same ledger: a request stored final by the sidecar before (here
     12,345 J) that this one finalizes again keeps its stored record, is counted ``duplicate_kept``
     and enters neither the per-request histograms nor ``on_final`` a second time."""
     clock = FakeClock(0.0)
-    ledger = Ledger(":memory:")
+    ledger = Ledger(":memory:", write_every_s=write_every_s)
     first = run.requests[0].request_id
     ledger.put_many([make_record(request_id=first, energy_j=12_345.0)])
     handed: list[str] = []
@@ -147,3 +151,23 @@ def test_a_request_final_in_the_ledger_already_is_kept_and_counted_once(run: Sim
     assert first not in handed and len(handed) == len(run.requests) - 1
     counts = samples(sidecar.exporter.render(), "gen_ai_server_request_energy_joules_count")
     assert sum(v for _, v in counts) == len(run.requests) - 1
+
+
+def test_records_written_together_are_served_while_they_wait_and_counted_as_they_are_written(
+    run: SimRun,
+) -> None:
+    """``ledger_write_every_s``: a final record waits up to a second of the tick's clock to be
+    written; meanwhile it is found final, and it is counted (metrics, ``on_final``) when written."""
+    clock = FakeClock(0.0)
+    ledger = Ledger(":memory:", write_every_s=1.0)
+    handed: list[str] = []
+    sidecar = simulated(run, clock, ledger, on_final=lambda rs: handed.extend(r.request_id for r in rs))
+    drive(run, clock, sidecar, run.duration_s + 2.0)
+    final = [r.request_id for r in run.requests if sidecar.attributor.is_final(r.request_id)]
+    assert len(final) == len(run.requests)
+    assert all(sidecar.lookup(rid)["final"] is True for rid in final)  # type: ignore[index]
+    assert len(handed) == ledger.count() <= len(final)  # counted as written, not before
+    counts = samples(sidecar.exporter.render(), "gen_ai_server_request_energy_joules_count")
+    assert sum(v for _, v in counts) == len(handed)
+    sidecar.tick(seal_until_s=math.inf)  # the stop writes what waits, and counts it
+    assert sorted(handed) == sorted(final) and ledger.count() == len(final)
