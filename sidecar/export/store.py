@@ -83,7 +83,7 @@ EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written 
 # fails and its records are kept for the next try: the tick waits on the event loop meanwhile
 BUSY_TIMEOUT_S = 0.5
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
-WRITE_ROWS = 16_384  # written together: a write once this many records wait, however soon
+WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
 
 
 class Ledger(LedgerWrites):
