@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.taps.tap import Sends
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PROVISIONAL_KEY = "provisional"
 MAX_STORED = 10_000  # provisional records kept across a stop (most recent first seen)
+RETRY_S = 0.25  # a stop's write that failed (the ledger locked by a backup, say) is tried again this often
 
 
 def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
@@ -61,12 +63,10 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
             log.exception("the final seal failed; open requests are stored as provisional")
     else:
         log.warning("shutdown grace period (%.1f s) ran out before the final seal", grace_s)
-    done["provisional"] = _store_open(sidecar)
-    try:  # records a failed write kept back in memory (the seal's tick wrote them if it could)
-        sidecar.ledger.flush(force=True)
-    except Exception:
-        log.exception("could not write the records a failed ledger write kept back")
-    sidecar.floor_keeper.save(sidecar.clock(), force=True)
+    done["provisional"] = _store_open(sidecar, left_s)
+    # records a failed write kept back in memory (the seal's tick wrote them if it could), the floor
+    _retried("write the final records kept in memory", lambda: _flushed(sidecar), left_s)
+    _retried("store the idle floor", lambda: _floor_saved(sidecar), left_s)
     for tap in sidecar.taps:  # downstream last: what is stored cannot wait on a slow collector
         if isinstance(tap, Sends):
             try:
@@ -96,7 +96,42 @@ def _drain(sidecar: Sidecar, tap: Any) -> None:
         sidecar.attributor.add_request(info)
 
 
-def _store_open(sidecar: Sidecar) -> int:
+def _retried(what: str, write: Callable[[], bool], left_s: Callable[[], float]) -> bool:
+    """Run ``write`` (True: done) until it is done, again every :data:`RETRY_S` while the grace period
+    lasts (another connection holding the ledger, a backup, or a full disk may let go); a failure
+    is logged, never raised (one part that cannot be stored must not cost the stop the others)."""
+    while True:
+        try:
+            if write():
+                return True
+            failure = None
+        except Exception as err:  # sqlite3's locked, busy, full; a bug: logged below all the same
+            failure = err
+        if left_s() <= RETRY_S:
+            if failure is None:
+                log.error("could not %s within the grace period", what)
+            else:
+                log.error("could not %s within the grace period", what, exc_info=failure)
+            return False
+        time.sleep(RETRY_S)
+
+
+def _flushed(sidecar: Sidecar) -> bool:
+    sidecar.ledger.flush(force=True)  # a failed write keeps its records: waiting still
+    return sidecar.ledger.waiting == 0
+
+
+def _floor_saved(sidecar: Sidecar) -> bool:
+    sidecar.floor_keeper.save(sidecar.clock(), force=True)
+    return True
+
+
+def _state_saved(sidecar: Sidecar, state: dict[str, Any]) -> bool:
+    sidecar.ledger.save_state(PROVISIONAL_KEY, state)
+    return True
+
+
+def _store_open(sidecar: Sidecar, left_s: Callable[[], float]) -> int:
     """Store the open requests, at most :data:`MAX_STORED`: those with measured energy first (a
     flood of requests that never worked must not push out one that did), then the latest seen."""
     records = list(sidecar.attributor.provisional())
@@ -109,14 +144,13 @@ def _store_open(sidecar: Sidecar) -> int:
             MAX_STORED,
         )
         records = [records[i] for i in keep]
-    try:
-        sidecar.ledger.save_state(
-            PROVISIONAL_KEY, {"records": [r.to_json() for r in records], "stored_unix_s": time.time()}
-        )
-    except Exception:
-        log.exception("could not store %d provisional records", len(records))
-        return 0
-    return len(records)
+    state = {"records": [r.to_json() for r in records], "stored_unix_s": time.time()}
+    saved = _retried(
+        f"store {len(records)} provisional records",
+        lambda: _state_saved(sidecar, state),
+        left_s,
+    )
+    return len(records) if saved else 0
 
 
 def resume_provisional(sidecar: Sidecar) -> int:

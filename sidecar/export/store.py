@@ -250,6 +250,12 @@ class Ledger(LedgerWrites):
             else:
                 staged[rec[REQUEST_ID]] = rec
 
+    @property
+    def waiting(self) -> int:
+        """Final records in memory, not written yet (to be written together, or a failed write's)."""
+        with self._lock:
+            return len(self._staged) + len(self._pending)
+
     def flush(self, *, force: bool = False) -> int:
         """Write the records kept back by a failed write, if any, and if :data:`RETRY_EVERY_S` passed
         since the last try (``force``: now, e.g. at the stop); how many were written."""
@@ -318,13 +324,21 @@ class Ledger(LedgerWrites):
         return updated
 
     def get(self, request_id: str) -> dict[str, Any] | None:
-        """The stored record (``RequestEnergy.to_json()`` form), or ``None`` if unknown."""
+        """The stored record (``RequestEnergy.to_json()`` form), else one waiting to be written, else
+        ``None``. A stored record is final: one waiting under its id (a span sent again to a restarted
+        sidecar) is kept out when written, and never served over it."""
         with self._lock:
-            pending = self._staged.get(request_id) or self._pending.get(request_id)
-            if pending is not None:
-                return to_json(pending)
-            row = self._conn.execute(f"{ledger_rows.SELECT} WHERE request_id = ?", (request_id,)).fetchone()
-        return None if row is None else ledger_rows.record(row)
+            waiting = self._staged.get(request_id) or self._pending.get(request_id)
+            try:
+                query = f"{ledger_rows.SELECT} WHERE request_id = ?"
+                row = self._conn.execute(query, (request_id,)).fetchone()
+            except sqlite3.DatabaseError:  # a damaged file: what waits is still served
+                if waiting is None:
+                    raise
+                row = None
+        if row is not None:
+            return ledger_rows.record(row)
+        return None if waiting is None else to_json(waiting)
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         """Up to ``limit`` records, most recently stored first (those waiting to be written first)."""
@@ -361,7 +375,7 @@ class Ledger(LedgerWrites):
         """Write what waits (if the file takes it), then close the database (idempotent); later
         calls raise ``sqlite3.ProgrammingError``."""
         with self._lock:
-            if self._staged:
+            if self._staged or self._pending:  # to be written together, or a failed write's
                 with suppress(sqlite3.ProgrammingError):  # closed already
                     self.flush(force=True)
             self._conn.close()

@@ -103,3 +103,18 @@ def test_a_late_task_names_a_waiting_record(tmp_path: Path) -> None:
         assert led.set_tasks({"late": "chat"}) == 1
         (written,) = led.put_new([], now_s=1.0)
         assert written.task == "chat" and led.get("late")["task"] == "chat"  # type: ignore[index]
+
+
+def test_a_stored_record_is_served_over_one_waiting_under_its_id(tmp_path: Path) -> None:
+    """A span sent again to a restarted sidecar makes a 0 J record of a request stored measured: while
+    it waits to be written (and kept out), the API still answers with the stored record."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as before_restart:
+        before_restart.put_new([make_record(request_id="x", energy_j=40.0)])
+    with Ledger(path, write_every_s=1.0) as led:
+        led.put_new([make_record(request_id="fresh")], now_s=0.0)
+        again = make_record(request_id="x", energy_j=0.0, attributes={"energy_unknown": "true"})
+        assert _ids(led.put_new([again], now_s=0.5)) == []  # waits
+        assert led.get("x")["energy_j"] == 40.0  # type: ignore[index]
+        assert _ids(led.put_new([], now_s=1.0)) == [] and led.kept_out == ["x"]
+        assert led.get("x")["energy_j"] == 40.0 and led.counts["duplicate_kept"] == 1  # type: ignore[index]
