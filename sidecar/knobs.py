@@ -241,9 +241,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ledger_max_age_s", _seconds, 7 * 86400.0, "seconds a ledger record is kept"),
     Knob(
         "ledger_write_every_s",
-        _seconds_or_0,
+        _non_negative(float, 60.0),  # a record waiting is not in the metrics yet, and a kill -9 loses it
         1.0,
-        "seconds final records wait in memory to be written to the ledger together; 0: every tick",
+        "seconds final records wait in memory to be written to the ledger together and counted; 0: each tick",
     ),
     Knob("replay_path", str, "", "CSV trace for --meter replay"),
     Knob("replay_speed", _positive(float), 1.0, "replay speed factor for --meter replay"),
