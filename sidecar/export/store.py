@@ -83,6 +83,8 @@ EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written 
 # fails and its records are kept for the next try: the tick waits on the event loop meanwhile
 BUSY_TIMEOUT_S = 0.5
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
+# which of some ids (a JSON array) the file holds
+_STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
 WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
 
 
@@ -344,11 +346,15 @@ class Ledger(LedgerWrites):
         """Up to ``limit`` records, most recently stored first (those waiting to be written first)."""
         limit = max(0, limit)
         with self._lock:
-            waiting = [to_json(rec) for rec in reversed(self._staged.values())][:limit]
+            waiting = [rec for rec in reversed(self._staged.values())][:limit]
+            if waiting:  # one under an id stored already is kept out when written: not listed
+                ids = json.dumps([rec[REQUEST_ID] for rec in waiting])
+                stored = {row[0] for row in self._conn.execute(_STORED_OF, (ids,))}
+                waiting = [rec for rec in waiting if rec[REQUEST_ID] not in stored]
             rows = self._conn.execute(
                 f"{ledger_rows.SELECT} ORDER BY seq DESC LIMIT ?", (limit - len(waiting),)
             ).fetchall()
-        return waiting + [ledger_rows.record(r) for r in rows]
+        return [to_json(rec) for rec in waiting] + [ledger_rows.record(r) for r in rows]
 
     def save_state(self, key: str, value: dict[str, Any]) -> None:
         """Keep a small named state (JSON-able) across restarts, replacing the last one."""

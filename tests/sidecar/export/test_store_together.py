@@ -118,3 +118,14 @@ def test_a_stored_record_is_served_over_one_waiting_under_its_id(tmp_path: Path)
         assert led.get("x")["energy_j"] == 40.0  # type: ignore[index]
         assert _ids(led.put_new([], now_s=1.0)) == [] and led.kept_out == ["x"]
         assert led.get("x")["energy_j"] == 40.0 and led.counts["duplicate_kept"] == 1  # type: ignore[index]
+
+
+def test_recent_does_not_list_a_record_waiting_under_a_stored_id(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as before_restart:
+        before_restart.put_new([make_record(request_id="x", energy_j=40.0)])
+    with Ledger(path, write_every_s=1.0) as led:
+        led.put_new([make_record(request_id="fresh")], now_s=0.0)
+        led.put_new([make_record(request_id="x", energy_j=0.0), make_record(request_id="y")], now_s=0.5)
+        listed = [(r["request_id"], r["energy_j"]) for r in led.recent(10)]
+        assert listed == [("y", 12.5), ("fresh", 12.5), ("x", 40.0)]
