@@ -91,6 +91,8 @@ class Sidecar:
         self.attributor = build_attributor(config, self.timeline, floor, meter.source.value)
         self.on_final = on_final
         self.on_tasks = on_tasks  # late task labels (id -> task) for records already final
+        # the id a record goes by for an id a client may hold instead (vLLM's own: chatcmpl-<id>)
+        self.record_id: Callable[[str], str] = str
         self.meter_errors = 0
         self.lost: str | None = None  # why the meter stopped, if it did
         self._status: tuple[DeviceStatus, ...] = ()
@@ -189,7 +191,13 @@ class Sidecar:
         return price_json(self.snapshot(), self.attributor.rule)
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
-        """A request's record: final from the ledger, else provisional."""
+        """A request's record: final from the ledger, else provisional; by the id given, else by the
+        id its record goes by (:attr:`record_id`: the response's ``id`` vLLM answered with)."""
+        found = self._lookup(request_id)
+        alias = self.record_id(request_id) if found is None else request_id
+        return found if alias == request_id else self._lookup(alias)
+
+    def _lookup(self, request_id: str) -> dict[str, Any] | None:
         stored = self.ledger.get(request_id)
         if stored is not None:
             return stored

@@ -16,6 +16,7 @@ from sidecar.meters.base import EnergyMeter
 from sidecar.taps.spans import SpanHandler, WallToMono
 from sidecar.taps.tap import SourceTap, Tap
 from sidecar.taps.vllm import attach_vllm
+from sidecar.taps.vllm_span_format import normalize_request_id
 
 __all__ = ["build_sidecar"]
 
@@ -71,6 +72,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
         config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final, on_tasks=vllm.on_tasks
     )
     vllm.spans.tick_edges = sidecar.timeline.edge_times_after  # read in the tick, as the timeline is fed
+    sidecar.record_id = normalize_request_id  # GET /v1/requests/chatcmpl-<id> finds <id>
     return sidecar
 
 

@@ -43,6 +43,10 @@ SPAN_ATTRIBUTES = {
     "inference_s": "gen_ai.latency.time_in_model_inference",
 }
 CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
+# a Responses API request's id (``resp_<uuid>``, or the body's ``request_id``) is the response's
+# ``id``; vLLM runs it as engine requests ``<id>_<k>`` (k counts the turns of a built-in tool loop:
+# vllm/entrypoints/openai/responses/serving.py ``sub_request_id``)
+RESPONSES = "resp_"
 # the prefixes of requests with an input numbered ``-<i>`` (completions' prompts, pooling's inputs:
 # vllm/entrypoints/pooling/*/serving.py ``request_id_prefix``), and their operation names
 _NUMBERED = {
@@ -60,10 +64,14 @@ def normalize_request_id(raw: str) -> str:
     Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
     request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
     the others ``<id>-<i>``. Embeddings and the other pooling requests (``embd-``,
-    ``pooling-``, ``classify-``, ``score-``) name their inputs the same way.
+    ``pooling-``, ``classify-``, ``score-``) name their inputs the same way. Responses:
+    turn ``k`` of response ``<id>`` is ``<id>_<k>``; the first becomes ``<id>`` (the
+    response's ``id``), a built-in tool loop's later turns keep theirs.
     """
     if raw.startswith(CHAT) and len(raw) > len(CHAT):
         return raw[len(CHAT) :]
+    if raw.startswith(RESPONSES) and raw.endswith("_0") and len(raw) > len(RESPONSES) + 2:
+        return raw[:-2]
     for prefix in _NUMBERED:
         if raw.startswith(prefix) and len(raw) > len(prefix):
             rest = raw[len(prefix) :]
@@ -76,7 +84,7 @@ def normalize_request_id(raw: str) -> str:
 def operation_of(raw: str) -> str:
     """The ``gen_ai.operation.name`` of a request by vLLM's id: chat, embeddings, pooling, else
     text_completion."""
-    if raw.startswith(CHAT):
+    if raw.startswith((CHAT, RESPONSES)):  # the Responses API: a chat too
         return "chat"
     return next((op for prefix, op in _NUMBERED.items() if raw.startswith(prefix)), "text_completion")
 

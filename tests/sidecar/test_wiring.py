@@ -115,3 +115,18 @@ def test_the_vllm_span_handler_cuts_decode_at_the_sidecars_counter_edges() -> No
     edges = sidecar.timeline.edges_after(0.0)[0].tolist()
     assert len(edges) >= 2 and vllm.spans.tick_edges(0.0).tolist() == edges
     assert vllm.spans.tick_edges(edges[0]).tolist() == edges[1:]
+
+
+def test_a_record_is_found_by_the_id_vllm_answered_with_too() -> None:
+    """Probe 9: a client without ``X-Request-Id`` holds vLLM's response id (``chatcmpl-<id>``,
+    ``cmpl-<id>-0``, a response's first turn ``resp_<id>_0``); the record goes by ``<id>``."""
+    from sidecar.attribution.events import RequestInfo
+
+    sidecar = build_sidecar(_config(ledger_path=""))
+    for rid in ("abc", "resp_87f0"):
+        sidecar.attributor.add_request(RequestInfo(rid, output_tokens=3))
+    for asked, found in (("chatcmpl-abc", "abc"), ("cmpl-abc-0", "abc"), ("resp_87f0_0", "resp_87f0")):
+        record = sidecar.lookup(asked)
+        assert record is not None and record["request_id"] == found
+    assert sidecar.lookup("chatcmpl-nothing") is None and sidecar.lookup("abc")["request_id"] == "abc"  # type: ignore[index]
+    sidecar.close()

