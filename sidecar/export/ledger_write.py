@@ -1,7 +1,9 @@
-"""The ledger's write of one batch: one transaction, every record stored or counted, then retention.
+"""The ledger's writes: records put, written together or at once, a batch in one transaction, retention.
 
 :class:`LedgerWrites` is the half of :class:`~sidecar.export.store.Ledger` that writes
-(the ledger sets these attributes, and holds its lock around a write). The usual batch
+(the ledger sets these attributes, and holds its lock around a write): :meth:`put_new`,
+:meth:`put_many`, :meth:`flush` and what they share (the module docstring of
+:mod:`~sidecar.export.store` says when records wait and are written). The usual batch
 (new ids, all storable) is one ``executemany`` of rows built from the records' values;
 a batch with a stored id or a record SQLite refuses is written record by record, the
 refused one skipped and counted (``unstorable``), one whose id is stored already kept out
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections import Counter
-from collections.abc import Callable, Iterator
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from itertools import repeat
 from operator import itemgetter
 
-from sidecar.attribution.record_batch import REQUEST_ID, Values
+from sidecar.attribution.record_batch import FINAL, REQUEST_ID, RecordBatch, Values
+from sidecar.attribution.records import RequestEnergy
 from sidecar.export import ledger_rows
 
 __all__ = ["RECORD_ERRORS", "LedgerWrites", "transaction"]
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 # What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 _BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
+WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
+RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 
 
 @contextmanager
@@ -59,6 +65,13 @@ class LedgerWrites:
     _seq: int
     _retained_at: float  # wall s of the last retention
     kept_out: list[str]  # the ids of the last write's records kept out: stored already
+    max_pending: int
+    write_every_s: float  # 0: put_new writes at once
+    _lock: threading.RLock
+    _pending: OrderedDict[str, Values]  # not written yet: a failed write's (disk full, locked)
+    _staged: OrderedDict[str, Values]  # final, waiting to be written together
+    _written_s: float  # the caller's clock at the last write put_new made
+    _tried_at: float  # wall s of the last write tried
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -75,6 +88,101 @@ class LedgerWrites:
         """The rows stored and the last ``seq``, as the file has them."""
         self._rows = self._conn.execute("SELECT count(*) FROM requests").fetchone()[0]
         self._seq = self._conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+
+    def put_new(
+        self, records: Iterable[RequestEnergy], *, now_s: float | None = None, force: bool = False
+    ) -> RecordBatch:
+        """:meth:`put_many`; returns the records not kept out for an id stored already (all of them
+        when the write failed: they are kept to be written later). With ``write_every_s`` the
+        records wait instead (an empty batch is returned) until that long has passed since the last
+        write by ``now_s`` (the caller's clock, else the ledger's), :data:`WRITE_ROWS` wait, or
+        ``force``; the write then takes every record waiting, and returns them."""
+        now = self._clock() if now_s is None else now_s
+        with self._lock:  # one write and its kept_out together
+            self._stage(RecordBatch.of(records).values)
+            due = force or now - self._written_s >= self.write_every_s or len(self._staged) >= WRITE_ROWS
+            if not due or not self._staged:
+                return RecordBatch()
+            batch = RecordBatch(list(self._staged.values()))
+            self._staged.clear()
+            self._written_s = now
+            self.put_many(batch)
+            if not self.kept_out:
+                return batch
+            out = set(self.kept_out)
+        return RecordBatch([v for v in batch.values if v[REQUEST_ID] not in out])
+
+    def put_many(self, records: Iterable[RequestEnergy]) -> int:
+        """Insert final records in one transaction, then apply retention; a record whose id is
+        stored already is kept out (counted ``duplicate_kept``, listed in :attr:`kept_out`).
+
+        Returns how many records were written now (records kept back earlier
+        because the write failed are written first). A record that cannot be
+        stored is skipped and counted; a failed write keeps the batch pending
+        (see the module docstring). A record with ``final=False`` raises
+        ``ValueError`` (nothing of the batch is written): that is a caller's bug.
+        """
+        batch = RecordBatch.of(records).values  # rows of values: no record object needed
+        for rec in batch:
+            if not rec[FINAL]:
+                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
+        with self._lock:
+            pending, done = self._pending, False
+            if not pending:  # the usual case: nothing kept back from a failed write, ids unique
+                pending.update((rec[REQUEST_ID], rec) for rec in batch)
+                done = len(pending) == len(batch)
+                if not done:  # an id twice: each put moves it last, as below
+                    pending.clear()
+            if not done:
+                for rec in batch:
+                    pending.pop(rec[REQUEST_ID], None)
+                    pending[rec[REQUEST_ID]] = rec
+            todo = list(self._pending.values())
+            self._tried_at = self._clock()
+            try:
+                written = self._write(todo)
+            except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
+                raise
+            except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
+                self.kept_out = []  # rolled back: nothing was kept out
+                self.counts["write_errors"] += 1
+                log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
+                while len(self._pending) > self.max_pending:
+                    self._pending.popitem(last=False)
+                    self.counts["dropped"] += 1
+                return 0
+            self._pending.clear()
+        return written
+
+    def _stage(self, batch: list[Values]) -> None:
+        """Keep final records to be written together (the first record of an id: one waiting already
+        keeps a later one out, counted ``duplicate_kept``); a record not final raises, none kept."""
+        for rec in batch:
+            if not rec[FINAL]:
+                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
+        staged = self._staged
+        for rec in batch:
+            if rec[REQUEST_ID] in staged:
+                self.counts["duplicate_kept"] += 1
+            else:
+                staged[rec[REQUEST_ID]] = rec
+
+    @property
+    def waiting(self) -> int:
+        """Final records in memory, not written yet (to be written together, or a failed write's)."""
+        with self._lock:
+            return len(self._staged) + len(self._pending)
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the records kept back by a failed write, if any, and if :data:`RETRY_EVERY_S` passed
+        since the last try (``force``: now, e.g. at the stop); how many were written."""
+        with self._lock:
+            if force and self._staged:  # the stop with no tick to write them: stored, not counted
+                self._pending.update(self._staged)
+                self._staged.clear()
+            if not self._pending or (not force and self._clock() - self._tried_at < RETRY_EVERY_S):
+                return 0
+            return self.put_many(())
 
     def _write(self, batch: list[Values]) -> int:
         self.kept_out = []

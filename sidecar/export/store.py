@@ -48,28 +48,25 @@ import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from sidecar.attribution.record_batch import (
-    FINAL,
     REQUEST_ID,
     TASK,
-    RecordBatch,
     Values,
     replaced,
     to_json,
 )
-from sidecar.attribution.records import RequestEnergy
 from sidecar.errors import ConfigError
 from sidecar.export import ledger_migrate, ledger_rows
 from sidecar.export.ledger_lock import LedgerLock
 from sidecar.export.ledger_rows import SCHEMA_VERSION
-from sidecar.export.ledger_write import LedgerWrites
+from sidecar.export.ledger_write import RETRY_EVERY_S, WRITE_ROWS, LedgerWrites
 
-__all__ = ["SCHEMA_VERSION", "Ledger"]
+__all__ = ["RETRY_EVERY_S", "SCHEMA_VERSION", "WRITE_ROWS", "Ledger"]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +79,8 @@ EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written 
 # how long a write waits for another connection's lock (a backup, an operator's shell) before it
 # fails and its records are kept for the next try: the tick waits on the event loop meanwhile
 BUSY_TIMEOUT_S = 0.5
-RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 # which of some ids (a JSON array) the file holds
 _STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
-WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
 
 
 class Ledger(LedgerWrites):
@@ -173,101 +168,6 @@ class Ledger(LedgerWrites):
         with self._lock:
             mode: str = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
         return mode
-
-    def put_new(
-        self, records: Iterable[RequestEnergy], *, now_s: float | None = None, force: bool = False
-    ) -> RecordBatch:
-        """:meth:`put_many`; returns the records not kept out for an id stored already (all of them
-        when the write failed: they are kept to be written later). With ``write_every_s`` the
-        records wait instead (an empty batch is returned) until that long has passed since the last
-        write by ``now_s`` (the caller's clock, else the ledger's), :data:`WRITE_ROWS` wait, or
-        ``force``; the write then takes every record waiting, and returns them."""
-        now = self._clock() if now_s is None else now_s
-        with self._lock:  # one write and its kept_out together
-            self._stage(RecordBatch.of(records).values)
-            due = force or now - self._written_s >= self.write_every_s or len(self._staged) >= WRITE_ROWS
-            if not due or not self._staged:
-                return RecordBatch()
-            batch = RecordBatch(list(self._staged.values()))
-            self._staged.clear()
-            self._written_s = now
-            self.put_many(batch)
-            if not self.kept_out:
-                return batch
-            out = set(self.kept_out)
-        return RecordBatch([v for v in batch.values if v[REQUEST_ID] not in out])
-
-    def put_many(self, records: Iterable[RequestEnergy]) -> int:
-        """Insert final records in one transaction, then apply retention; a record whose id is
-        stored already is kept out (counted ``duplicate_kept``, listed in :attr:`kept_out`).
-
-        Returns how many records were written now (records kept back earlier
-        because the write failed are written first). A record that cannot be
-        stored is skipped and counted; a failed write keeps the batch pending
-        (see the module docstring). A record with ``final=False`` raises
-        ``ValueError`` (nothing of the batch is written): that is a caller's bug.
-        """
-        batch = RecordBatch.of(records).values  # rows of values: no record object needed
-        for rec in batch:
-            if not rec[FINAL]:
-                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
-        with self._lock:
-            pending, done = self._pending, False
-            if not pending:  # the usual case: nothing kept back from a failed write, ids unique
-                pending.update((rec[REQUEST_ID], rec) for rec in batch)
-                done = len(pending) == len(batch)
-                if not done:  # an id twice: each put moves it last, as below
-                    pending.clear()
-            if not done:
-                for rec in batch:
-                    pending.pop(rec[REQUEST_ID], None)
-                    pending[rec[REQUEST_ID]] = rec
-            todo = list(self._pending.values())
-            self._tried_at = self._clock()
-            try:
-                written = self._write(todo)
-            except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
-                raise
-            except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
-                self.kept_out = []  # rolled back: nothing was kept out
-                self.counts["write_errors"] += 1
-                log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
-                while len(self._pending) > self.max_pending:
-                    self._pending.popitem(last=False)
-                    self.counts["dropped"] += 1
-                return 0
-            self._pending.clear()
-        return written
-
-    def _stage(self, batch: list[Values]) -> None:
-        """Keep final records to be written together (the first record of an id: one waiting already
-        keeps a later one out, counted ``duplicate_kept``); a record not final raises, none kept."""
-        for rec in batch:
-            if not rec[FINAL]:
-                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
-        staged = self._staged
-        for rec in batch:
-            if rec[REQUEST_ID] in staged:
-                self.counts["duplicate_kept"] += 1
-            else:
-                staged[rec[REQUEST_ID]] = rec
-
-    @property
-    def waiting(self) -> int:
-        """Final records in memory, not written yet (to be written together, or a failed write's)."""
-        with self._lock:
-            return len(self._staged) + len(self._pending)
-
-    def flush(self, *, force: bool = False) -> int:
-        """Write the records kept back by a failed write, if any, and if :data:`RETRY_EVERY_S` passed
-        since the last try (``force``: now, e.g. at the stop); how many were written."""
-        with self._lock:
-            if force and self._staged:  # the stop with no tick to write them: stored, not counted
-                self._pending.update(self._staged)
-                self._staged.clear()
-            if not self._pending or (not force and self._clock() - self._tried_at < RETRY_EVERY_S):
-                return 0
-            return self.put_many(())
 
     def expire(self) -> int:
         """Delete the records older than ``max_age_s`` if no retention ran for :data:`EXPIRE_EVERY_S`

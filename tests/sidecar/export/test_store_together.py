@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.export import store
+from sidecar.export import ledger_write
 from sidecar.export.store import Ledger
 from tests.sidecar.export.factories import make_record
 
@@ -69,7 +69,7 @@ def test_a_stored_id_is_kept_out_before_it_is_handed_back_and_a_waiting_one_at_o
 
 
 def test_a_write_is_due_once_write_rows_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "WRITE_ROWS", 3)
+    monkeypatch.setattr(ledger_write, "WRITE_ROWS", 3)
     path = tmp_path / "ledger.db"
     with Ledger(path, write_every_s=3600.0) as led:
         led.put_new([make_record(request_id="first")], now_s=0.0)
