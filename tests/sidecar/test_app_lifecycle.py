@@ -84,10 +84,8 @@ def _sidecar(clock: FakeClock, ledger_path: Path, tap: ScriptedTap) -> Sidecar:
     return Sidecar(config, ScriptedMeter(clock), taps=[tap], clock=clock, ledger=Ledger(str(ledger_path)))
 
 
-def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisional(tmp_path: Path) -> None:
-    clock = FakeClock(100.0)
-    tap = ScriptedTap()
-    sidecar = _sidecar(clock, tmp_path / "ledger.db", tap)
+def done_and_open(sidecar: Sidecar, clock: FakeClock, tap: ScriptedTap) -> None:
+    """A second of readings, then request ``done`` (ended at 100.6) and ``open`` (working to 102)."""
     poll_for(sidecar, clock, 1.0)  # t = 101
     tap.events = [
         WorkEvent("done", 100.2, 100.6, Phase.DECODE, 8),
@@ -95,6 +93,13 @@ def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisiona
     ]
     tap.infos = [RequestInfo("done", end_s=100.6, output_tokens=8)]
     poll_for(sidecar, clock, 0.2)
+
+
+def test_a_stop_seals_what_the_timeline_covers_and_stores_the_rest_as_provisional(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    tap = ScriptedTap()
+    sidecar = _sidecar(clock, tmp_path / "ledger.db", tap)
+    done_and_open(sidecar, clock, tap)
     assert sidecar.lookup("done")["final"] is False  # settle_s = 30: nothing sealed yet
     tap.infos = [RequestInfo("late_info", end_s=100.4, output_tokens=1)]  # still queued in the tap at stop
     tap.events = [WorkEvent("late_info", 100.2, 100.4, Phase.DECODE, 1)]

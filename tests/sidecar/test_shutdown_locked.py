@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 from sidecar.app import Sidecar
-from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.export.store import Ledger
 from sidecar.shutdown import seal_stop
-from tests.sidecar.test_app_faults import poll_for
-from tests.sidecar.test_app_lifecycle import ScriptedTap, _sidecar
+from tests.sidecar.test_app_lifecycle import ScriptedTap, _sidecar, done_and_open
 from tests.support import FakeClock
 
 
@@ -37,13 +35,7 @@ def _stopping_sidecar(tmp_path: Path, clock: FakeClock) -> Sidecar:
     tap = ScriptedTap()
     sidecar = _sidecar(clock, tmp_path / "ledger.db", tap)
     sidecar.ledger.write_every_s = 1.0  # a final record waits to be written together at the stop
-    poll_for(sidecar, clock, 1.0)  # t = 101
-    tap.events = [
-        WorkEvent("done", 100.2, 100.6, Phase.DECODE, 8),
-        WorkEvent("open", 100.2, 102.0, Phase.DECODE, 8),
-    ]
-    tap.infos = [RequestInfo("done", end_s=100.6, output_tokens=8)]
-    poll_for(sidecar, clock, 0.2)
+    done_and_open(sidecar, clock, tap)
     return sidecar
 
 
