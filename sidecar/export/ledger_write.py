@@ -155,14 +155,15 @@ class LedgerWrites:
         return written
 
     def _stage(self, batch: list[Values]) -> None:
-        """Keep final records to be written together (the first record of an id: one waiting already
-        keeps a later one out, counted ``duplicate_kept``); a record not final raises, none kept."""
+        """Keep final records to be written together (the first record of an id: one waiting already,
+        or kept by a failed write, keeps a later one out, counted ``duplicate_kept``); a record not
+        final raises, none kept."""
         for rec in batch:
             if not rec[FINAL]:
                 raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
-        staged = self._staged
+        staged, pending = self._staged, self._pending
         for rec in batch:
-            if rec[REQUEST_ID] in staged:
+            if rec[REQUEST_ID] in staged or rec[REQUEST_ID] in pending:
                 self.counts["duplicate_kept"] += 1
             else:
                 staged[rec[REQUEST_ID]] = rec

@@ -129,3 +129,19 @@ def test_recent_does_not_list_a_record_waiting_under_a_stored_id(tmp_path: Path)
         led.put_new([make_record(request_id="x", energy_j=0.0), make_record(request_id="y")], now_s=0.5)
         listed = [(r["request_id"], r["energy_j"]) for r in led.recent(10)]
         assert listed == [("y", 12.5), ("fresh", 12.5), ("x", 40.0)]
+
+
+def test_a_record_kept_by_a_failed_write_keeps_a_later_one_of_its_id_out(tmp_path: Path) -> None:
+    """Counted when its write failed, it must not be replaced (and counted again) by a later one."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path, write_every_s=1.0) as led:
+        led.put_new([make_record(request_id="first")], now_s=0.0)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another connection holds the file: the next write fails
+        led.put_new([make_record(request_id="x", energy_j=40.0)], now_s=0.5)
+        assert _ids(led.put_new([], now_s=1.0)) == ["x"] and led.counts["write_errors"] == 1
+        holder.execute("ROLLBACK")
+        holder.close()
+        led.put_new([make_record(request_id="x", energy_j=0.0)], now_s=1.5)
+        assert _ids(led.put_new([], now_s=2.0)) == [] and led.counts["duplicate_kept"] == 1
+        assert led.flush(force=True) == 1 and led.get("x")["energy_j"] == 40.0  # type: ignore[index]
