@@ -38,6 +38,13 @@ WRITE_ROWS = 4096  # written together: a write once this many wait, however soon
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 
 
+def _final_only(batch: list[Values]) -> None:
+    """Raise ``ValueError`` if a record is not final (a caller's bug: nothing of the batch is kept)."""
+    for rec in batch:
+        if not rec[FINAL]:
+            raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
     """``BEGIN IMMEDIATE`` .. ``COMMIT`` on a connection in autocommit mode; on any failure rolled
@@ -106,7 +113,7 @@ class LedgerWrites:
             batch = RecordBatch(list(self._staged.values()))
             self._staged.clear()
             self._written_s = now
-            self.put_many(batch)
+            self._put_final(batch.values)  # checked final as they were staged
             if not self.kept_out:
                 return batch
             out = set(self.kept_out)
@@ -123,9 +130,11 @@ class LedgerWrites:
         ``ValueError`` (nothing of the batch is written): that is a caller's bug.
         """
         batch = RecordBatch.of(records).values  # rows of values: no record object needed
-        for rec in batch:
-            if not rec[FINAL]:
-                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
+        _final_only(batch)
+        return self._put_final(batch)
+
+    def _put_final(self, batch: list[Values]) -> int:
+        """:meth:`put_many` of records known to be final."""
         with self._lock:
             pending, done = self._pending, False
             if not pending:  # the usual case: nothing kept back from a failed write, ids unique
@@ -158,9 +167,7 @@ class LedgerWrites:
         """Keep final records to be written together (the first record of an id: one waiting already,
         or kept by a failed write, keeps a later one out, counted ``duplicate_kept``); a record not
         final raises, none kept."""
-        for rec in batch:
-            if not rec[FINAL]:
-                raise ValueError(f"ledger stores final records only; {rec[REQUEST_ID]!r} is not final")
+        _final_only(batch)
         staged, pending = self._staged, self._pending
         for rec in batch:
             if rec[REQUEST_ID] in staged or rec[REQUEST_ID] in pending:
@@ -183,7 +190,7 @@ class LedgerWrites:
                 self._staged.clear()
             if not self._pending or (not force and self._clock() - self._tried_at < RETRY_EVERY_S):
                 return 0
-            return self.put_many(())
+            return self._put_final([])
 
     def _write(self, batch: list[Values]) -> int:
         self.kept_out = []
