@@ -194,8 +194,9 @@ class Sidecar:
         """A request's record: final from the ledger, else provisional; by the id given, else by the
         id its record goes by (:attr:`record_id`: the response's ``id`` vLLM answered with)."""
         found = self._lookup(request_id)
-        alias = self.record_id(request_id) if found is None else request_id
-        return found if alias == request_id else self._lookup(alias)
+        if found is None and (alias := self.record_id(request_id)) != request_id:
+            found = self._lookup(alias)
+        return found
 
     def _lookup(self, request_id: str) -> dict[str, Any] | None:
         stored = self.ledger.get(request_id)

@@ -65,8 +65,14 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
         log.warning("shutdown grace period (%.1f s) ran out before the final seal", grace_s)
     done["provisional"] = _store_open(sidecar, left_s)
     # records a failed write kept back in memory (the seal's tick wrote them if it could), the floor
-    _retried("write the final records kept in memory", lambda: _flushed(sidecar), left_s)
-    _retried("store the idle floor", lambda: _floor_saved(sidecar), left_s)
+    ledger = sidecar.ledger
+    _retried(
+        "write the final records kept in memory",
+        lambda: ledger.flush(force=True),
+        left_s,
+        lambda: not ledger.waiting,
+    )
+    _retried("store the idle floor", lambda: sidecar.floor_keeper.save(sidecar.clock(), force=True), left_s)
     for tap in sidecar.taps:  # downstream last: what is stored cannot wait on a slow collector
         if isinstance(tap, Sends):
             try:
@@ -96,13 +102,20 @@ def _drain(sidecar: Sidecar, tap: Any) -> None:
         sidecar.attributor.add_request(info)
 
 
-def _retried(what: str, write: Callable[[], bool], left_s: Callable[[], float]) -> bool:
-    """Run ``write`` (True: done) until it is done, again every :data:`RETRY_S` while the grace period
-    lasts (another connection holding the ledger, a backup, or a full disk may let go); a failure
-    is logged, never raised (one part that cannot be stored must not cost the stop the others)."""
+def _retried(
+    what: str,
+    write: Callable[[], object],
+    left_s: Callable[[], float],
+    done: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Run ``write`` until it raises nothing and ``done`` says so (a write that keeps what it could
+    not store), again every :data:`RETRY_S` while the grace period lasts (another connection holding
+    the ledger, a backup, or a full disk may let go); a failure is logged, never raised (one part
+    that cannot be stored must not cost the stop the others)."""
     while True:
         try:
-            if write():
+            write()
+            if done():
                 return True
             failure = None
         except Exception as err:  # sqlite3's locked, busy, full; a bug: logged below all the same
@@ -114,21 +127,6 @@ def _retried(what: str, write: Callable[[], bool], left_s: Callable[[], float]) 
                 log.error("could not %s within the grace period", what, exc_info=failure)
             return False
         time.sleep(RETRY_S)
-
-
-def _flushed(sidecar: Sidecar) -> bool:
-    sidecar.ledger.flush(force=True)  # a failed write keeps its records: waiting still
-    return sidecar.ledger.waiting == 0
-
-
-def _floor_saved(sidecar: Sidecar) -> bool:
-    sidecar.floor_keeper.save(sidecar.clock(), force=True)
-    return True
-
-
-def _state_saved(sidecar: Sidecar, state: dict[str, Any]) -> bool:
-    sidecar.ledger.save_state(PROVISIONAL_KEY, state)
-    return True
 
 
 def _store_open(sidecar: Sidecar, left_s: Callable[[], float]) -> int:
@@ -147,7 +145,7 @@ def _store_open(sidecar: Sidecar, left_s: Callable[[], float]) -> int:
     state = {"records": [r.to_json() for r in records], "stored_unix_s": time.time()}
     saved = _retried(
         f"store {len(records)} provisional records",
-        lambda: _state_saved(sidecar, state),
+        lambda: sidecar.ledger.save_state(PROVISIONAL_KEY, state),
         left_s,
     )
     return len(records) if saved else 0
