@@ -33,6 +33,7 @@ from ledger_insert import batch_of
 from scratch import scratch_dir
 
 from sidecar import knobs
+from sidecar.attribution.record_batch import RecordBatch
 from sidecar.export.store import Ledger
 
 TICK_S: float = knobs.default("tick_interval_s")
@@ -57,25 +58,23 @@ class Way:
     def __init__(self, path: Path, every_s: float, now: list[float], stored: int) -> None:
         self.now = now
         self.ledger = Ledger(path, clock=lambda: now[0], write_every_s=every_s)
-        for _ in range(stored // 16_384 + 1):  # the file as a running sidecar has it
-            self.ledger.put_many(batch_of(min(16_384, stored)))
-        self.cpu_s, self.bytes, self.records = 0.0, 0, 0
+        for k in range(0, stored, 16_384):  # the file as a running sidecar has it: ``stored`` records
+            self.ledger.put_many(batch_of(min(16_384, stored - k)))
+        self.cpu_s, self.bytes = 0.0, 0
         self.writes0 = self.ledger.counts["stored"]
 
-    def put(self, batch: object) -> bool:
-        """One tick's records, as the sidecar's tick hands them on; whether a write was made."""
+    def put(self, batch: RecordBatch, *, force: bool = False) -> bool:
+        """One tick's records, as the sidecar's tick hands them on (``force``: the stop's); whether a
+        write was made. Its CPU and bytes written are added up."""
         stored = self.ledger.counts["stored"]
         b0, t0 = written_bytes(), time.thread_time()
-        self.ledger.put_new(batch, now_s=self.now[0])  # type: ignore[arg-type]
+        self.ledger.put_new(batch, now_s=self.now[0], force=force)
         self.cpu_s += time.thread_time() - t0
         self.bytes += written_bytes() - b0
         return self.ledger.counts["stored"] != stored
 
     def stop(self) -> None:
-        b0, t0 = written_bytes(), time.thread_time()
-        self.ledger.put_new((), now_s=self.now[0], force=True)
-        self.cpu_s += time.thread_time() - t0
-        self.bytes += written_bytes() - b0
+        self.put(RecordBatch(), force=True)
         self.ledger.close()
 
 
