@@ -40,6 +40,7 @@ from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, e
 __all__ = ["StepStream", "external_id"]
 
 _SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
+_CHILD = re.compile(r"[0-9]{1,6}_.+")  # a parallel-sampling child: vLLM's f"{index}_{parent id}"
 _MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
 _MAX_AGO_S = 86_400.0
 
@@ -111,6 +112,14 @@ class StepStream:
         self._inflight.append((key, t_s, idx, scheduled, before))  # type: ignore[arg-type]
         self._n_scheduled += 1
 
+    def arrived(self, engine_id: str, req: Any) -> None:
+        """vLLM took a request into its queue. A parallel-sampling child (``<i>_<parent id>``) is
+        announced now, not at its first step: the sidecar ends the parent's record with its last
+        child, and must know every child before one ends. vLLM's front end adds all ``n`` children
+        at once, but a full batch can run one to its end before the next is first scheduled."""
+        if engine_id not in self._idx and _CHILD.fullmatch(engine_id):
+            self._admit(engine_id, req)
+
     def _admit(self, engine_id: str, req: Any) -> int:
         i = self._next_idx
         self._next_idx += 1
@@ -145,7 +154,8 @@ class StepStream:
         return self._req.get(engine_id)
 
     def finished(self, engine_id: str, output_tokens: int, reason: str, aborted: bool) -> None:
-        """A request left the engine (``aborted``: without finishing)."""
+        """A request left the engine (``aborted``: without finishing; a child announced on arrival
+        may leave so before its first step)."""
         self._req.pop(engine_id, None)
         i = self._idx.pop(engine_id, None)
         if i is None:

@@ -2,9 +2,12 @@
 
 Loaded by vLLM with ``--scheduler-cls servers.vllm.scheduler_hook.JouletraceScheduler``
 (``jouletrace vllm serve`` passes it). It *is* vLLM's scheduler (a subclass that
-changes no decision); around two of its methods it reads what the scheduler
+changes no decision); around three of its methods it reads what the scheduler
 already computed and hands it to :class:`servers.vllm.hook_stream.StepStream`:
 
+* ``add_request()``: a parallel-sampling child (``<i>_<parent id>``) announced as it
+  arrives, so the sidecar knows all of a request's children before one ends (under a
+  full batch vLLM may run one child to its end before the next is first scheduled);
 * ``schedule()``: the batch's members from ``SchedulerOutput`` - new requests
   (``scheduled_new_reqs[i].req_id`` / ``.num_computed_tokens``) and running or
   resumed ones (``scheduled_cached_reqs.req_ids`` / ``.num_computed_tokens``):
@@ -91,6 +94,15 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
             log.info("jouletrace scheduler hook: every step to udp://%s:%d", *self._jt.addr)
         except Exception:  # never into vLLM: the scheduler works without the hook
             log.warning("jouletrace scheduler hook disabled", exc_info=True)
+
+    def add_request(self, request: Any) -> None:
+        super().add_request(request)
+        jt = self._jt
+        if jt is not None:
+            try:
+                jt.arrived(request.request_id, request)
+            except Exception:
+                self._jt_errors += 1
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         p0, q0 = time.perf_counter(), time.thread_time()

@@ -117,6 +117,33 @@ def test_a_finish_waits_until_every_step_scheduled_before_it_has_ended() -> None
     assert s.request(a) is None and s.request(b) is None
 
 
+def test_parallel_sampling_children_are_announced_on_arrival_and_one_never_scheduled_leaves_gone() -> None:
+    """Under a full batch vLLM may run child 0 to its end before child 1 is first scheduled; the
+    sidecar ends the parent's record with its last child, so it hears of both before either ends."""
+    s, sent, clock = stream()
+    kids = {f"{i}_cmpl-par-0-0123abcd": FakeRequest(30, 1009.5) for i in range(3)}
+    plain = "cmpl-solo-0-89abcdef"
+    for engine_id in [*kids, plain]:
+        s.arrived(engine_id, kids.get(engine_id, FakeRequest(4, 1009.9)))
+    c0, c1, c2 = kids
+    s.arrived(c0, kids[c0])  # announced once
+    s.scheduled("n1", 10.0, [c0], [30], [0], kids.__getitem__)  # a batch of one: child 0 alone
+    clock.t = 10.05
+    s.ended("n1", 10.05)
+    s.finished(c0, 1, "length", aborted=False)
+    s.maybe_flush(idle=False)
+    (m,) = sent  # the children's new rows came before any step or finish
+    assert [row.request_id for row in m.new] == ["0_cmpl-par-0", "1_cmpl-par-0", "2_cmpl-par-0"]
+    assert [step.idx for step in m.steps] == [[0]] and m.fin == [FinRow(0, 1, "length")]
+    s.scheduled("n2", 10.05, [c1], [30], [0], kids.__getitem__)  # child 1's first step: known already
+    s.finished(c2, 0, "abort", aborted=True)  # child 2 left the queue: gone, never scheduled
+    clock.t = 10.1
+    s.ended("n2", 10.1)
+    s.flush()
+    assert sent[-1].new == [] and sent[-1].steps[0].idx == [1] and sent[-1].gone == [2]
+    assert s.request(plain) is None  # a request of its own is announced at its first step, as before
+
+
 def test_a_request_never_scheduled_sends_nothing_and_a_lost_batch_is_counted() -> None:
     s, sent, _ = stream()
     s.finished("never-seen", 0, "abort", aborted=True)

