@@ -21,8 +21,8 @@ from typing import Any
 
 __all__ = ["STAGES", "StageCpu", "instrument"]
 
-# (stage, class path, method): the span path in the order a span meets it
-STAGES: tuple[tuple[str, str, str], ...] = (
+# (stage, class path, method or methods): the span path in the order a span meets it
+STAGES: tuple[tuple[str, str, str | tuple[str, ...]], ...] = (
     ("receive (gRPC threads: decode, checks, queue)", "sidecar.taps.otlp:OtlpReceiver", "receive"),
     (
         "span handler (ids, duplicates, infos, task joins)",
@@ -35,7 +35,9 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("final records (built, ids remembered)", "sidecar.attribution.lifecycle:RequestLifecycle", "_finals"),
     ("advance, the rest (pending, due checks)", "sidecar.attribution.engine:Attributor", "advance"),
     ("metrics (histograms, aggregates)", "sidecar.export.metrics:MetricsExporter", "record"),
-    ("ledger (rows, JSON, SQLite)", "sidecar.export.store:Ledger", "put_many"),
+    # a tick's final records go in with put_new (written together, every ledger_write_every_s);
+    # flush writes what waits when a tick has none (put_many, which a stop uses, is not on the path)
+    ("ledger (rows, JSON, SQLite)", "sidecar.export.store:Ledger", ("put_new", "flush")),
 )
 
 
@@ -89,8 +91,9 @@ def instrument() -> StageCpu:
     import importlib
 
     clock = StageCpu()
-    for name, where, method in STAGES:
+    for name, where, methods in STAGES:
         module, cls_name = where.split(":")
         cls = getattr(importlib.import_module(module), cls_name)
-        setattr(cls, method, clock.timed(name, getattr(cls, method)))
+        for method in (methods,) if isinstance(methods, str) else methods:
+            setattr(cls, method, clock.timed(name, getattr(cls, method)))
     return clock
