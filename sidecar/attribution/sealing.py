@@ -96,8 +96,9 @@ class TickSealer:
             self._mark_lost(req[over])
             gone[over] = True
         clip = ~gone & (t0 < sealed)
-        if clip.any():
+        if clip.any():  # its part before the sealed edge is dropped: the request's energy is short too
             self.dropped["late_clipped"] += int(clip.sum())
+            self._mark_lost(req[clip])
             left = (t1[clip] - sealed) / (t1[clip] - t0[clip])
             units[clip] *= left
             steps[clip] *= left

@@ -18,7 +18,8 @@ so the work lands before its ticks are sealed.
 A non-streamed completion has no chunks: its work is known only at the end,
 split as one prefill step then one decode step per further output token, of
 equal length. Such a request longer than ``settle_s`` has its early part
-clipped by the attributor (counted as ``late_clipped``); stream for accuracy.
+clipped by the attributor (counted as ``late_clipped``; its record's energy is
+marked unknown, ``work_lost``); stream for accuracy.
 """
 
 from __future__ import annotations

@@ -85,6 +85,20 @@ def test_late_work_for_sealed_time_is_dropped_and_counted_not_reattributed() -> 
     assert att.totals.conservation_error_j < 1e-9
 
 
+def test_a_record_whose_work_was_clipped_at_the_sealed_edge_says_its_energy_is_unknown() -> None:
+    """Probe 10: a diffusion batch longer than ``settle_s`` is reported at its end; the part of its work
+    before the sealed edge was dropped (``late_clipped``) and the record, final with a fraction of the
+    batch's energy (69 J of ~543 J measured), said nothing and entered the J/image histogram."""
+    att = Attributor(timeline_with_edges([*EDGES, (0.4, 70.0)]), make_rule("tokens"))
+    att.advance(0.2)
+    att.add_work(WorkEvent("straddle", 0.15, 0.25, Phase.DECODE, 10))
+    att.add_request(RequestInfo("straddle", end_s=0.25, output_tokens=10))
+    (record,) = att.advance(math.inf)
+    assert record.energy_j > 0 and att.dropped["late_clipped"] == 1
+    assert record.attributes["energy_unknown"] == "true"
+    assert record.attributes["energy_unknown_reason"] == "work_lost"
+
+
 @pytest.mark.parametrize(
     "event",
     [
