@@ -13,9 +13,10 @@ call and sends, over OTLP:
   (images, or 1 video) and, for videos, frames and fps.
 
 :class:`DiffusionSpanHandler` turns a batch span into one
-:class:`~sidecar.attribution.events.WorkEvent` (phase ``DENOISE``) per member
-over the batch interval, with the member's units, so a tick's energy is split
-by work units (equal shares for a homogeneous batch), and a request span into
+:class:`~sidecar.attribution.events.WorkEvent` (phase ``DENOISE``) per item
+(a member's image, or video) over the batch interval, with the item's units, so
+a tick's energy is split by work units, time and steps alike per item (equal
+shares per image in a homogeneous batch), and a request span into
 a finished :class:`~sidecar.attribution.events.RequestInfo`. Attribute names:
 :mod:`sidecar.contracts.span_attributes` (the server imports them from there too).
 
@@ -38,6 +39,7 @@ from sidecar.contracts.span_attributes import (
     BATCH_ID,
     BATCH_MEMBER_UNITS,
     BATCH_MEMBERS,
+    BATCH_SIZE,
     BATCH_SPAN,
     DENOISE_STEPS,
     MODEL,
@@ -60,6 +62,7 @@ __all__ = ["DiffusionSpanHandler"]
 
 _MAX_UNITS = 1e18  # pixels x frames x steps x items of one request or batch
 _MAX_COUNT = 1e7  # steps, frames, fps, images of one request
+_MAX_ITEMS = 1024  # items of one batch taken one event each (a batch span saying more: one a member)
 _MAX_REMEMBERED = 50_000  # request ids kept to refuse a second request span for one request
 
 
@@ -81,6 +84,24 @@ def _name(value: AttrValue | None, what: str, default: str) -> str:
     if value is None:
         return default
     return v.request_id(value, what)
+
+
+def _items(units: list[float], batch_size: float) -> list[int]:
+    """Each member's items (images, or videos) in a same-shape batch of ``batch_size`` items, where
+    its units are a whole number of the batch's units per item; else one a member.
+
+    A member's work event stands for each of its items: the fitted rule shares the call's static
+    power by time and its per-step energy by steps *per event*, so a member with three images as one
+    event paid a quarter of those terms beside a one-image member instead of three quarters
+    (probe 10: 1.41 J an image against 3.52 in one call)."""
+    ones = [1] * len(units)
+    total = sum(units)
+    if not (1 <= batch_size <= _MAX_ITEMS and total > 0):
+        return ones
+    per_item = total / batch_size
+    items = [round(u / per_item) for u in units]
+    exact = all(k >= 1 and abs(k * per_item - u) <= 1e-9 * u for k, u in zip(items, units, strict=True))
+    return items if exact and sum(items) == batch_size else ones
 
 
 class DiffusionSpanHandler:
@@ -131,8 +152,10 @@ class DiffusionSpanHandler:
             self.malformed += 1
         t0_s = self._to_mono(span.start_unix_s)
         t1_s = self._to_mono(span.end_unix_s)
-        for request_id, member_units in zip(members, units, strict=True):
-            out.events.append(WorkEvent(request_id, t0_s, t1_s, Phase.DENOISE, member_units, steps=steps))
+        items = _items(units, _amount(span.attributes.get(BATCH_SIZE), BATCH_SIZE))
+        for request_id, member_units, k in zip(members, units, items, strict=True):
+            event = WorkEvent(request_id, t0_s, t1_s, Phase.DENOISE, member_units / k, steps=steps)
+            out.events += [event] * k  # an event an item: its share of the call's time and steps too
         self.batches += 1
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:

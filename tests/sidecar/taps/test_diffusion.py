@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 
@@ -11,11 +12,15 @@ import pytest
 from servers.diffusion.batcher import Batch, Job
 from servers.diffusion.shapes import JobSpec, Shape
 from servers.diffusion.tracing import Tracing
-from sidecar.attribution.events import Phase
+from sidecar.attribution.engine import Attributor
+from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.fit import Coefficients
+from sidecar.attribution.rules import make_rule
 from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
+from tests.sidecar.attribution.helpers import timeline_with_edges
 
 IMAGE = Shape("image", "tiny-sd", 64, 32, 1, 4, 7.5)
 VIDEO = Shape("video", "tiny-wan", 64, 64, 9, 2, 5.0)
@@ -51,9 +56,9 @@ def test_a_batch_span_becomes_one_denoise_event_per_member_split_by_work_units(
     loop.close()
     events, infos = receiver.due(0.0)
 
-    assert [e.request_id for e in events] == ["img-a", "img-b"]
+    assert [e.request_id for e in events] == ["img-a", "img-b", "img-b", "img-b"]  # an event an image
     unit = 64 * 32 * 1 * 4  # pixels x frames x steps
-    assert [e.units for e in events] == [unit, 3 * unit]
+    assert [e.units for e in events] == [unit] * 4
     assert all(e.phase is Phase.DENOISE and e.steps == 4 for e in events)
     assert events[0].t0_s == pytest.approx(start_ns / 1e9 - 1_000.0)
     assert events[0].t1_s - events[0].t0_s == pytest.approx(2.0)
@@ -106,3 +111,46 @@ def test_foreign_spans_are_left_alone_and_a_batch_without_unit_list_splits_equal
     )
     assert handler.handle(odd, out)
     assert [e.units for e in out.events] == [5.0, 5.0] and handler.malformed == 1
+
+
+def _batch_span(attributes: dict[str, object]) -> ReceivedSpan:
+    kind: dict[str, object] = {attrs.SPAN_KIND: attrs.BATCH_SPAN}
+    return ReceivedSpan("t" * 32, "s" * 16, "", "batch", 0.0, 1.0, {**kind, **attributes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("size", "units", "events"),
+    [
+        (4, [10, 30], ["a", "b", "b", "b"]),
+        (3, [10, 30], ["a", "b"]),  # the size does not add up: one event a member
+        (4, [10, 25], ["a", "b"]),  # units not a whole number of items
+        (10**7, [10, 30], ["a", "b"]),  # a hostile size: never ten million events
+        (None, [10, 30], ["a", "b"]),
+    ],
+)
+def test_a_member_is_one_event_an_item_only_when_its_units_say_so(
+    size: int | None, units: list[int], events: list[str]
+) -> None:
+    handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
+    sized = {} if size is None else {attrs.BATCH_SIZE: size}
+    span = _batch_span({attrs.BATCH_MEMBERS: ["a", "b"], attrs.BATCH_MEMBER_UNITS: units, **sized})
+    assert handler.handle(span, out)
+    assert [e.request_id for e in out.events] == events
+    assert sum(e.units for e in out.events if e.request_id == "b") == units[1]
+
+
+def test_the_fitted_rule_gives_every_image_of_a_homogeneous_batch_the_same_energy() -> None:
+    """Probe 10: n=3 and n=1 in one call of one shape, the default fitted rule: the n=3 request got
+    0.545 of the call (1.41 J an image against 3.52): its static and per-step terms were shared per
+    request, only the denoise term per image."""
+    handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
+    members = {attrs.BATCH_MEMBERS: ["one", "three"], attrs.BATCH_MEMBER_UNITS: [10, 30], attrs.BATCH_SIZE: 4}
+    handler.handle(_batch_span({**members, attrs.DENOISE_STEPS: 20}), out)
+    rule = make_rule("fitted")
+    # a floor of 50 W, 0.5 J a step, 0.01 J a denoise unit
+    rule.fit.coef = Coefficients(50.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.01)  # type: ignore[attr-defined]
+    att = Attributor(timeline_with_edges([(0.1 * k, 40.0 * k) for k in range(13)]), rule)
+    infos = [RequestInfo(r, end_s=1.0, output_units=n, unit="image") for r, n in (("one", 1), ("three", 3))]
+    att.ingest(out.events, infos)
+    records = {r.request_id: r for r in att.advance(math.inf)}
+    assert records["three"].energy_j == pytest.approx(3 * records["one"].energy_j)
