@@ -145,7 +145,7 @@ class _Service:
         except InvalidRequest as err:
             self.metrics.request(kind, "invalid")
             return _error(err.status, str(err), err.field)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             self.metrics.request(kind, "invalid")
             return _error(400, "body: not valid JSON", "body")
         if spec.response_format == "url" and self.settings.output_dir is None:

@@ -29,7 +29,7 @@ __all__ = [
     "parse_video",
 ]
 
-_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+_SIZE = re.compile(r"\A([0-9]{1,5})x([0-9]{1,5})\Z")  # ASCII digits only, no trailing newline
 
 
 class InvalidRequest(ValueError):
@@ -123,6 +123,10 @@ class _Body(BaseModel):
             raise ValueError("must be a non-empty string")
         if len(prompt) > limit:
             raise ValueError(f"{len(prompt)} characters; the limit is {limit}")
+        try:  # a lone surrogate (JSON's "\ud800") is valid JSON but no text: the tokenizer fails the batch
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"not valid Unicode text (a lone surrogate at {err.start})") from None
         return prompt
 
     @field_validator("size")

@@ -7,6 +7,8 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,6 +99,10 @@ OK_VIDEO = {"prompt": "a cat", "size": "64x64", "steps": 4, "num_frames": 9}
         (IMG, {"steps": 0}, "steps", "1..50"),
         (IMG, {"steps": 10_000}, "steps", "1..50"),
         (IMG, {"prompt": "   "}, "prompt", "non-empty"),
+        # probe 10: a lone surrogate is valid JSON; the tokenizer then failed the whole batch (500 x 4)
+        (IMG, {"prompt": "\ud800 barn"}, "prompt", "lone surrogate"),
+        (IMG, {"size": "\uff13\uff12x32"}, "size", "WIDTHxHEIGHT"),  # full-width digits
+        (IMG, {"size": "32x32\n"}, "size", "WIDTHxHEIGHT"),
         (IMG, {"n": 5}, "n", "1..4"),
         (IMG, {"guidance": -1}, "guidance", "0..30"),
         (IMG, {"response_format": "url"}, "response_format", "--output-dir"),
@@ -121,6 +127,17 @@ def test_bad_input_is_a_4xx_naming_the_field_and_its_limit(
 def test_a_body_that_is_not_json_is_a_400(served: Served) -> None:
     status, body, _ = served.post(IMG, "not an object")
     assert status == 400 and body["error"]["param"] == "body"
+
+
+def test_a_body_nested_deeper_than_the_parser_goes_is_a_400_not_a_500(served: Served) -> None:
+    """Probe 10: a RecursionError from the JSON parser escaped as a bare 500."""
+    deep = b'{"prompt": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    json_type = {"content-type": "application/json"}
+    req = urllib.request.Request(f"{served.url}{IMG}", data=deep, headers=json_type)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=20)
+    assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["param"] == "body"
+    assert served.runner.seen == []
 
 
 def test_good_requests_return_images_and_videos_with_their_batch(served: Served) -> None:
