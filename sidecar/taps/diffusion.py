@@ -10,7 +10,10 @@ call and sends, over OTLP:
 * one **request span** (``jouletrace.span = "diffusion.request"``) per request
   that ran: start = arrival, end = response, naming its batch, model,
   operation (``image_generation`` / ``video_generation``), task, output units
-  (images, or 1 video) and, for videos, frames and fps.
+  (images, or 1 video), its status (``ok``, ``error``, ``disconnected``) and, for
+  videos, frames and fps. A request that did not end ``ok`` delivered nothing: its
+  record has 0 output units (those made are ``output_units_undelivered``), so
+  images nobody received do not enter J/image; its energy is still its own.
 
 :class:`DiffusionSpanHandler` turns a batch span into one
 :class:`~sidecar.attribution.events.WorkEvent` (phase ``DENOISE``) per item
@@ -49,6 +52,7 @@ from sidecar.contracts.span_attributes import (
     OUTPUT_UNITS,
     REQUEST_ID,
     REQUEST_SPAN,
+    REQUEST_STATUS,
     SPAN_KIND,
     TASK,
     UNIT,
@@ -164,7 +168,12 @@ class DiffusionSpanHandler:
         if request_id in self._handled:
             raise v.Rejected("duplicate", f"diffusion request span for {request_id!r} already handled")
         unit = _name(a.get(UNIT), UNIT, "image")
-        attributes = {"trace_id": span.trace_id}
+        status = _name(a.get(REQUEST_STATUS), REQUEST_STATUS, "ok")
+        attributes = {"trace_id": span.trace_id, REQUEST_STATUS: status}
+        output_units = _amount(a.get(OUTPUT_UNITS), OUTPUT_UNITS)
+        if status != "ok" and output_units > 0:  # made, not delivered: no images served, the energy spent
+            attributes["output_units_undelivered"] = f"{output_units:g}"
+            output_units = 0.0
         if BATCH_ID in a:
             attributes["batch_id"] = v.request_id(a[BATCH_ID], BATCH_ID)
         if unit == "video":
@@ -178,7 +187,7 @@ class DiffusionSpanHandler:
                 task=_name(a.get(TASK), TASK, f"text-to-{unit}"),
                 start_s=self._to_mono(span.start_unix_s),
                 end_s=self._to_mono(span.end_unix_s),
-                output_units=_amount(a.get(OUTPUT_UNITS), OUTPUT_UNITS),
+                output_units=output_units,
                 unit=unit,
                 attributes=attributes,
             )

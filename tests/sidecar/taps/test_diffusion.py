@@ -154,3 +154,25 @@ def test_the_fitted_rule_gives_every_image_of_a_homogeneous_batch_the_same_energ
     att.ingest(out.events, infos)
     records = {r.request_id: r for r in att.advance(math.inf)}
     assert records["three"].energy_j == pytest.approx(3 * records["one"].energy_j)
+
+
+@pytest.mark.parametrize(
+    ("status", "units", "undelivered"), [("ok", 2.0, None), ("disconnected", 0.0, "2"), (None, 2.0, None)]
+)
+def test_a_request_that_did_not_end_ok_delivered_no_images(
+    status: str | None, units: float, undelivered: str | None
+) -> None:
+    """Probe 10: a client gone while its batch ran had ``output_units`` 2 in its record, in the images
+    counter and in J/image, and its status was dropped (the proxy's records keep theirs)."""
+    handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
+    a: dict[str, object] = {
+        attrs.SPAN_KIND: attrs.REQUEST_SPAN,
+        attrs.REQUEST_ID: "gone",
+        attrs.OUTPUT_UNITS: 2,
+    }
+    if status is not None:
+        a[attrs.REQUEST_STATUS] = status
+    assert handler.handle(ReceivedSpan("t" * 32, "s" * 16, "", "r", 10.0, 12.0, a), out)  # type: ignore[arg-type]
+    (info,) = out.infos
+    assert info.output_units == units and info.attributes.get("output_units_undelivered") == undelivered
+    assert info.attributes[attrs.REQUEST_STATUS] == (status or "ok")
