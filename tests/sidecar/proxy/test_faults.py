@@ -196,3 +196,76 @@ def test_a_bad_upstream_url_or_a_taken_port_names_the_knob() -> None:
         assert second.due(0.0) == ([], [])
     finally:
         first.stop()
+
+
+class ClosingUpstream:
+    """HTTP/1.1 by hand, as an engine that answers a bad request with a 500 and then closes: here the
+    close comes as the next request arrives on that kept-alive connection (the race the probe hit),
+    so the proxy's pooled connection fails under a good request without an answer."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.served = 0
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        doomed = False
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if doomed:  # closed under the request that came after the 500: no answer
+                    return
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length)
+                if b'"bad"' in body:
+                    writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\nerror")
+                    doomed = True
+                else:
+                    doc = (
+                        b'{"choices": [{"text": "w"}], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}'
+                    )
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                        % (len(doc), doc)
+                    )
+                    self.served += 1
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def test_a_good_request_after_an_engine_closed_its_kept_alive_connection_is_sent_again(
+    mode: str,
+) -> None:
+    """Probe 10: uvicorn answered a bad body with a 500, then closed the connection without saying so;
+    the proxy sent the next client's good request on it and answered 502 (5 of 10)."""
+    up = ClosingUpstream()
+    tap = start_tap(await up.start(), mode)
+    url = f"http://127.0.0.1:{tap.port}/v1/completions"
+    try:
+        statuses = []
+        async with aiohttp.ClientSession() as s:
+            for body in ({"model": "m", "prompt": "bad"}, {"model": "m", "prompt": "good"}) * 3:
+                async with s.post(url, json=body) as r:
+                    statuses.append(r.status)
+        assert statuses == [500, 200] * 3 and up.served == 3
+        counts = tap.stats().events
+        assert counts[("proxy", "upstream_retried")] == 3 and ("proxy", "upstream_down") not in counts
+    finally:
+        tap.stop()
+        assert up.server is not None
+        up.server.close()
