@@ -120,6 +120,8 @@ class DiffusionSpanHandler:
         self.requests = 0
         self.malformed = 0
         self._handled: OrderedDict[str, None] = OrderedDict()
+        self._batch_of: OrderedDict[str, str] = OrderedDict()  # request id -> the batch that owns it
+        self.renamed = 0
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         kind = span.attributes.get(SPAN_KIND)
@@ -135,14 +137,20 @@ class DiffusionSpanHandler:
 
     def stats(self) -> TapReport:
         """Batch and request spans turned into work, and malformed ones (``diffusion_spans``)."""
-        counts = {"batches": self.batches, "requests": self.requests, "malformed": self.malformed}
+        counts = {
+            "batches": self.batches,
+            "requests": self.requests,
+            "malformed": self.malformed,
+            "renamed_duplicate_id": self.renamed,
+        }
         return TapReport(events={("diffusion_spans", k): n for k, n in counts.items()})
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)
         if not isinstance(members_raw, list) or not members_raw:
             raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
-        members = [v.request_id(m, BATCH_MEMBERS) for m in members_raw]
+        batch_id = v.request_id(span.attributes.get(BATCH_ID, span.span_id), BATCH_ID)
+        members = [self._owned(v.request_id(m, BATCH_MEMBERS), batch_id) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)
         units = (
             [_amount(u, BATCH_MEMBER_UNITS, _MAX_UNITS) for u in units_raw]
@@ -162,9 +170,28 @@ class DiffusionSpanHandler:
             out.events += [event] * k  # an event an item: its share of the call's time and steps too
         self.batches += 1
 
+    def _owned(self, request_id: str, batch_id: str) -> str:
+        """The id a request of ``batch_id`` goes by: its own, unless a request of another batch had it
+        (a diffusion server restarted forgets the ids it took; the sidecar refused the second one's
+        work as after final and served it the first's record, probe 10): then ``<id>~<batch id>``,
+        counted ``renamed_duplicate_id``. The first batch that names an id owns it."""
+        owned = self._batch_of
+        owner = owned.setdefault(request_id, batch_id)
+        if owner != batch_id:
+            request_id = f"{request_id}~{batch_id}"
+            if request_id not in owned:
+                self.renamed += 1
+                owned[request_id] = batch_id
+        while len(owned) > _MAX_REMEMBERED:
+            owned.popitem(last=False)
+        return request_id
+
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         a = span.attributes
         request_id = v.request_id(a.get(REQUEST_ID), REQUEST_ID)
+        batch_id = v.request_id(a[BATCH_ID], BATCH_ID) if BATCH_ID in a else None
+        if batch_id is not None:
+            request_id = self._owned(request_id, batch_id)
         if request_id in self._handled:
             raise v.Rejected("duplicate", f"diffusion request span for {request_id!r} already handled")
         unit = _name(a.get(UNIT), UNIT, "image")
@@ -174,8 +201,8 @@ class DiffusionSpanHandler:
         if status != "ok" and output_units > 0:  # made, not delivered: no images served, the energy spent
             attributes["output_units_undelivered"] = f"{output_units:g}"
             output_units = 0.0
-        if BATCH_ID in a:
-            attributes["batch_id"] = v.request_id(a[BATCH_ID], BATCH_ID)
+        if batch_id is not None:
+            attributes["batch_id"] = batch_id
         if unit == "video":
             attributes["video_frames"] = f"{_amount(a.get(OUTPUT_FRAMES), OUTPUT_FRAMES):g}"
             attributes["video_fps"] = f"{_amount(a.get(OUTPUT_FPS), OUTPUT_FPS):g}"

@@ -176,3 +176,25 @@ def test_a_request_that_did_not_end_ok_delivered_no_images(
     (info,) = out.infos
     assert info.output_units == units and info.attributes.get("output_units_undelivered") == undelivered
     assert info.attributes[attrs.REQUEST_STATUS] == (status or "ok")
+
+
+def test_an_id_a_restarted_server_took_again_goes_on_under_its_batch() -> None:
+    """Probe 10: a diffusion server restarted forgets the ids it took and took ``again`` a second
+    time; the sidecar refused the second request's work (after final) and served it the first's record."""
+    handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
+    for batch_id, t0_s in (("b-1", 0.0), ("c-1", 5.0)):
+        batch = {attrs.BATCH_ID: batch_id, attrs.BATCH_MEMBERS: ["again"], attrs.BATCH_MEMBER_UNITS: [10]}
+        assert handler.handle(
+            ReceivedSpan(
+                "t" * 32, batch_id, "", "b", t0_s, t0_s + 1, {attrs.SPAN_KIND: attrs.BATCH_SPAN, **batch}
+            ),
+            out,
+        )  # type: ignore[arg-type]
+        request = {attrs.SPAN_KIND: attrs.REQUEST_SPAN, attrs.REQUEST_ID: "again", attrs.BATCH_ID: batch_id}
+        assert handler.handle(ReceivedSpan("t" * 32, batch_id + "r", "", "r", t0_s, t0_s + 1.5, request), out)  # type: ignore[arg-type]
+    assert [e.request_id for e in out.events] == ["again", "again~c-1"]
+    assert [(i.request_id, i.attributes["batch_id"]) for i in out.infos] == [
+        ("again", "b-1"),
+        ("again~c-1", "c-1"),
+    ]
+    assert handler.stats().events[("diffusion_spans", "renamed_duplicate_id")] == 1
