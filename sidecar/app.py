@@ -48,7 +48,7 @@ from sidecar.poller import Poller
 from sidecar.proxy.prices import price_json
 from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
-from sidecar.taps.tap import Cuts, Tap
+from sidecar.taps.tap import Cuts, Tap, seal_until
 from sidecar.timeline import Timeline
 
 __all__ = ["Sidecar", "build_attributor"]
@@ -145,7 +145,7 @@ class Sidecar:
         for tap in self.taps:
             events, infos = tap.due(now)
             self.attributor.ingest(events, infos)
-        until = now - self.config.settle_s if seal_until_s is None else seal_until_s
+        until = seal_until(self.taps, now, self.config.settle_s) if seal_until_s is None else seal_until_s
         stop = seal_until_s is not None
         # written together with those waiting, when due (ledger_write_every_s); what is written is
         # counted: a request final already (a restart) is kept out, counted once

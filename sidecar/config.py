@@ -66,6 +66,7 @@ class SidecarConfig:
     status_interval_s: float = 0.5
     tick_interval_s: float = 0.1
     settle_s: float = 2.0
+    diffusion_max_batch_s: float = 900.0
     fit_window_ticks: int = 600
     fit_warmup_ticks: int = 50
     fit_max_condition: float = 1000.0

@@ -203,6 +203,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("status_interval_s", _seconds, 0.5, "seconds between power/utilization/clock reads"),
     Knob("tick_interval_s", _seconds, 0.1, "seconds between attribution passes"),
     Knob("settle_s", _seconds_or_0, 2.0, "seconds a tick waits for late work before it is sealed"),
+    Knob(
+        "diffusion_max_batch_s",
+        _seconds_or_0,
+        900.0,
+        "seconds a diffusion pipeline call begun is waited for before its time is sealed (0: never)",
+    ),
     Knob("fit_window_ticks", _positive(int), 600, "ticks of history the fitted energy model uses"),
     Knob("fit_warmup_ticks", _positive(int), 50, "busy ticks the fitted model sees before it splits"),
     Knob(

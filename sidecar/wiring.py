@@ -116,7 +116,7 @@ def _otlp_receiver(
     from sidecar.taps.otlp_limit import ExportLimiter
 
     return OtlpReceiver(
-        [DiffusionSpanHandler(to_mono), vllm_spans],
+        [DiffusionSpanHandler(to_mono, max_batch_s=config.diffusion_max_batch_s), vllm_spans],
         host=config.otlp_host,
         port=config.otlp_port,
         max_message_bytes=config.otlp_max_message_bytes,

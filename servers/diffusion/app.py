@@ -223,6 +223,7 @@ def _lifespan(
             max_wait_s=settings.max_wait_ms / 1e3,
             max_queue_items=settings.max_queue_items,
             on_batch=service.on_batch,
+            on_start=service.tracing.batch_start_span,
         )
         service.holder["batcher"] = batcher
         task = asyncio.create_task(batcher.run())

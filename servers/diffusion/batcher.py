@@ -87,8 +87,9 @@ RunBatch = Callable[[Batch], Sequence[Any]]
 class Batcher:
     """Forms batches from a queue and runs them with ``run_batch`` (blocking, on a worker thread).
 
-    ``run_batch(batch)`` returns one output per item, in job order. ``on_batch``
-    is called on the event loop after every batch, failed or not.
+    ``run_batch(batch)`` returns one output per item, in job order. ``on_start`` is
+    called on the worker thread as a pipeline call begins, ``on_batch`` on the event
+    loop after every batch, failed or not.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Batcher:
         max_wait_s: float = 0.05,
         max_queue_items: int = 64,
         on_batch: Callable[[Batch], None] | None = None,
+        on_start: Callable[[Batch], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_batch = run_batch
@@ -106,6 +108,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.max_queue_items = max_queue_items
         self.on_batch = on_batch
+        self.on_start = on_start
         self.clock = clock
         self._queue: list[Job] = []
         self._arrived = asyncio.Event()
@@ -177,6 +180,11 @@ class Batcher:
     def _call(self, batch: Batch) -> None:
         """Run one pipeline call on the worker thread; never raises."""
         batch.start_unix_ns = time.time_ns()
+        if self.on_start is not None:
+            try:
+                self.on_start(batch)
+            except Exception:
+                log.exception("on_start failed for batch %s", batch.batch_id)
         try:
             outputs = list(self.run_batch(batch))
             if len(outputs) != batch.items:

@@ -1,7 +1,8 @@
 """Batch and request spans, sent to the sidecar over OTLP/gRPC (names: sidecar.contracts.span_attributes).
 
 A batch span covers exactly one pipeline call (start/end in Unix ns taken on
-the worker thread around the call); a request span covers arrival to
+the worker thread around the call), announced by a batch-start span of no
+duration as the call begins; a request span covers arrival to
 response, is a child of the client's ``traceparent`` when one came in, and
 links to its batch span. Spans leave through a ``BatchSpanProcessor`` with a
 short export delay (``schedule_delay_ms``) so they reach the sidecar well
@@ -55,6 +56,19 @@ class Tracing:
     def parent(headers: Mapping[str, str]) -> Context:
         """The client's trace context from ``traceparent`` (empty context without one)."""
         return propagate.extract(dict(headers))
+
+    def batch_start_span(self, batch: Batch) -> None:
+        """A span of no duration as a pipeline call begins: the sidecar waits for the call's batch span
+        before it seals time after its start (a call longer than its ``settle_s`` would else have its
+        work clipped), at most ``diffusion_max_batch_s``."""
+        shape = batch.shape
+        span = self.tracer.start_span(
+            f"{_OPERATION[shape.kind]} batch start {shape.model}",
+            context=Context(),
+            start_time=batch.start_unix_ns,
+            attributes={attrs.SPAN_KIND: attrs.BATCH_START_SPAN, attrs.BATCH_ID: batch.batch_id},
+        )
+        span.end(end_time=batch.start_unix_ns)
 
     def batch_span(self, batch: Batch) -> None:
         """One span for one pipeline call."""

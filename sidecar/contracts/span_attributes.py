@@ -2,7 +2,8 @@
 
 * The **diffusion server** (``servers/diffusion/tracing.py``) sends one batch
   span per pipeline call (:data:`SPAN_KIND` = :data:`BATCH_SPAN`, with the
-  members and their work units) and one request span per request
+  members and their work units), a span of no duration as each call begins
+  (:data:`BATCH_START_SPAN`) and one request span per request
   (:data:`SPAN_KIND` = :data:`REQUEST_SPAN`); the sidecar's diffusion span
   handler (``sidecar/taps/diffusion.py``) reads them.
 * The **load generator** (``loadgen/tracing.py``) puts :data:`TASK` on its client
@@ -21,6 +22,7 @@ __all__ = [
     "BATCH_MEMBER_UNITS",
     "BATCH_SIZE",
     "BATCH_SPAN",
+    "BATCH_START_SPAN",
     "CLIENT_REQUEST_ID",
     "DENOISE_STEPS",
     "ENERGY_APPROXIMATE",
@@ -53,6 +55,7 @@ __all__ = [
 # ---- which of our spans this is --------------------------------------------------------
 SPAN_KIND = "jouletrace.span"
 BATCH_SPAN = "diffusion.batch"  # a value of SPAN_KIND
+BATCH_START_SPAN = "diffusion.batch_start"  # a value of SPAN_KIND: a pipeline call began (no duration)
 REQUEST_SPAN = "diffusion.request"  # a value of SPAN_KIND
 
 # ---- a diffusion batch (one pipeline call) ------------------------------------------------

@@ -44,6 +44,7 @@ from sidecar.contracts.span_attributes import (
     BATCH_MEMBERS,
     BATCH_SIZE,
     BATCH_SPAN,
+    BATCH_START_SPAN,
     DENOISE_STEPS,
     MODEL,
     OPERATION,
@@ -66,6 +67,7 @@ __all__ = ["DiffusionSpanHandler"]
 
 _MAX_UNITS = 1e18  # pixels x frames x steps x items of one request or batch
 _MAX_COUNT = 1e7  # steps, frames, fps, images of one request
+_MAX_OPEN = 1024  # pipeline calls begun and not ended that are waited for (more: the oldest not)
 _MAX_ITEMS = 1024  # items of one batch taken one event each (a batch span saying more: one a member)
 _MAX_REMEMBERED = 50_000  # request ids kept to refuse a second request span for one request
 
@@ -113,9 +115,19 @@ class DiffusionSpanHandler:
 
     claim_keys = (SPAN_KIND,)  # it claims only spans with this attribute (the OTLP receiver's fast path)
 
-    def __init__(self, to_mono: Callable[[float], float], wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        to_mono: Callable[[float], float],
+        wall: Callable[[], float] = time.time,
+        *,
+        max_batch_s: float = 900.0,
+    ) -> None:
         self._to_mono = to_mono
         self._wall = wall  # Unix s now: a span that says it ends well after it is refused
+        self.max_batch_s = max_batch_s
+        self._open: OrderedDict[str, float] = OrderedDict()  # batch id -> its call's start (monotonic s)
+        self.open_expired = 0
+        self._ended: OrderedDict[str, None] = OrderedDict()  # recent batch ids whose batch span came
         self.batches = 0
         self.requests = 0
         self.malformed = 0
@@ -125,8 +137,11 @@ class DiffusionSpanHandler:
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         kind = span.attributes.get(SPAN_KIND)
-        if kind in (BATCH_SPAN, REQUEST_SPAN):
+        if kind in (BATCH_SPAN, REQUEST_SPAN, BATCH_START_SPAN):
             v.ended(span.end_unix_s, f"diffusion {kind} span", self._wall())
+        if kind == BATCH_START_SPAN:
+            self._started(span)
+            return True
         if kind == BATCH_SPAN:
             self._batch(span, out)
             return True
@@ -142,14 +157,37 @@ class DiffusionSpanHandler:
             "requests": self.requests,
             "malformed": self.malformed,
             "renamed_duplicate_id": self.renamed,
+            "batch_start_expired": self.open_expired,
         }
         return TapReport(events={("diffusion_spans", k): n for k, n in counts.items()})
+
+    def hold_s(self, now_s: float) -> float | None:
+        """The start of the oldest pipeline call begun and not ended (its batch span not here yet):
+        the sidecar seals no time after it, so the call's work, reported at its end, is not clipped.
+        A call open longer than ``max_batch_s`` (a server gone mid-call) is not waited for
+        (``open_expired``). None: nothing to wait for."""
+        while self._open and now_s - next(iter(self._open.values())) > self.max_batch_s:
+            self._open.popitem(last=False)
+            self.open_expired += 1
+        return min(self._open.values(), default=None)
+
+    def _started(self, span: ReceivedSpan) -> None:
+        batch_id = v.request_id(span.attributes.get(BATCH_ID), BATCH_ID)
+        if batch_id not in self._ended and self.max_batch_s > 0:
+            self._open[batch_id] = self._to_mono(span.start_unix_s)
+            while len(self._open) > _MAX_OPEN:
+                self._open.popitem(last=False)
+                self.open_expired += 1
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)
         if not isinstance(members_raw, list) or not members_raw:
             raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
         batch_id = v.request_id(span.attributes.get(BATCH_ID, span.span_id), BATCH_ID)
+        self._open.pop(batch_id, None)
+        self._ended[batch_id] = None  # a start span that comes after its batch span holds nothing
+        while len(self._ended) > _MAX_OPEN:
+            self._ended.popitem(last=False)
         members = [self._owned(v.request_id(m, BATCH_MEMBERS), batch_id) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)
         units = (

@@ -247,6 +247,12 @@ class OtlpReceiver(SpanQueue):
             self._queued -= n
             return items
 
+    def hold_s(self, now_s: float) -> float | None:
+        """The earliest time a handler still waits for work of (a diffusion call begun, not ended):
+        no tick after it is sealed yet; None: none waits."""
+        holds = [hold(now_s) for h in self.handlers if (hold := getattr(h, "hold_s", None)) is not None]
+        return min((t for t in holds if t is not None), default=None)
+
     def stats(self) -> TapReport:
         """Spans received, refused, rejected (by reason), dropped, ignored; plus each handler's counters."""
         with self._lock:  # received, ignored and dropped always (0 until one happens)

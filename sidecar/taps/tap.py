@@ -29,7 +29,7 @@ from sidecar.attribution.events import Work
 from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
 
-__all__ = ["Cuts", "Sends", "SourceTap", "Tap", "WorkSource", "merge_reports"]
+__all__ = ["Cuts", "Sends", "SourceTap", "Tap", "WorkSource", "merge_reports", "seal_until"]
 
 
 class WorkSource(Protocol):
@@ -96,6 +96,18 @@ class SourceTap:
 
     def stats(self) -> TapReport:
         return TapReport()
+
+
+def seal_until(taps: Iterable[object], now_s: float, settle_s: float) -> float:
+    """How far a tick seals: ``now - settle_s``, or earlier where a tap still waits for work it knows
+    is coming (its ``hold_s(now)``: a diffusion pipeline call begun, reported when it ends)."""
+    until = now_s - settle_s
+    for tap in taps:
+        hold = getattr(tap, "hold_s", None)
+        held = hold(now_s) if hold is not None else None
+        if held is not None and held < until:
+            until = held
+    return until
 
 
 def merge_reports(reports: Iterable[TapReport]) -> TapReport:

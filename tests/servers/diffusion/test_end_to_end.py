@@ -138,3 +138,18 @@ def test_a_request_sent_with_an_x_request_id_has_its_record_under_that_id(stack:
     assert status == 200 and body["id"] == headers["x-request-id"] == "e2e-img-000001", body
     record = stack.final_record("e2e-img-000001")
     assert record["energy_j"] > 0 and record["task"] == "text-to-image"
+
+
+def test_a_pipeline_call_longer_than_settle_s_is_waited_for_and_its_record_has_all_of_its_work(
+    stack: Stack,
+) -> None:
+    """Probe 10: the batch span comes when the call ends; a call longer than the sidecar's ``settle_s``
+    (1 s here) had its work before the sealed edge clipped (a 7.6 s call's record: 1.06 busy seconds,
+    69 J of ~543 J). The server's batch-start span now holds sealing at the call's start."""
+    body = stack.image(size="128x128", steps=24, seed=7)
+    batch = body["batch"]
+    call_s = batch["end_unix_s"] - batch["start_unix_s"]
+    assert call_s > 2.0, f"the call took {call_s:.2f} s: not longer than settle_s with a margin"
+    record = stack.final_record(body["id"], timeout_s=60)
+    assert "energy_unknown" not in record["attributes"], record["attributes"]
+    assert record["busy_s"] == pytest.approx(call_s, rel=0.1)

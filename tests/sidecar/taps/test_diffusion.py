@@ -20,6 +20,7 @@ from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
+from sidecar.taps.tap import seal_until
 from tests.sidecar.attribution.helpers import timeline_with_edges
 
 IMAGE = Shape("image", "tiny-sd", 64, 32, 1, 4, 7.5)
@@ -198,3 +199,39 @@ def test_an_id_a_restarted_server_took_again_goes_on_under_its_batch() -> None:
         ("again~c-1", "c-1"),
     ]
     assert handler.stats().events[("diffusion_spans", "renamed_duplicate_id")] == 1
+
+
+def _span(kind: str, batch_id: str, t0_s: float, t1_s: float, **more: object) -> ReceivedSpan:
+    a = {attrs.SPAN_KIND: kind, attrs.BATCH_ID: batch_id, **more}
+    return ReceivedSpan("t" * 32, batch_id + kind[-5:], "", kind, t0_s, t1_s, a)  # type: ignore[arg-type]
+
+
+def test_a_pipeline_call_begun_holds_sealing_at_its_start_until_its_batch_span_or_max_batch_s() -> None:
+    """Probe 10: a batch longer than ``settle_s`` is reported at its end, after the ticks of its start
+    were sealed: its work was clipped (a 7.6 s batch's record got 69 J of ~543 J)."""
+    handler, out = DiffusionSpanHandler(lambda s: s, wall=lambda: 1e9, max_batch_s=100.0), TapOutput()
+    assert handler.hold_s(50.0) is None
+    assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out)
+    assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-2", 30.0, 30.0), out)
+    assert out.events == [] and handler.hold_s(50.0) == 10.0  # the oldest call begun
+    members = {attrs.BATCH_MEMBERS: ["a"], attrs.BATCH_MEMBER_UNITS: [5]}
+    assert handler.handle(_span(attrs.BATCH_SPAN, "b-1", 10.0, 40.0, **members), out)
+    assert handler.hold_s(50.0) == 30.0
+    assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out)  # late start: ended
+    assert handler.hold_s(50.0) == 30.0
+    assert handler.hold_s(131.0) is None  # b-2 open past max_batch_s: not waited for
+    assert handler.stats().events[("diffusion_spans", "batch_start_expired")] == 1
+    off = DiffusionSpanHandler(lambda s: s, wall=lambda: 1e9, max_batch_s=0.0)
+    assert off.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out) and off.hold_s(11.0) is None
+
+
+def test_a_tick_seals_no_later_than_the_earliest_hold() -> None:
+    class Holding:
+        def __init__(self, at_s: float | None) -> None:
+            self.at_s = at_s
+
+        def hold_s(self, now_s: float) -> float | None:
+            return self.at_s
+
+    assert seal_until([Holding(None), object()], 100.0, 2.0) == 98.0
+    assert seal_until([Holding(97.0), Holding(None), Holding(99.5)], 100.0, 2.0) == 97.0
