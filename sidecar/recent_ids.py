@@ -20,12 +20,26 @@ cannot aim for it (the hash key is random per process).
 from __future__ import annotations
 
 from array import array
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["RecentIds"]
+__all__ = ["RecentIds", "remember"]
 
 _K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def remember(table: OrderedDict[_K, _V], key: _K, value: _V, most: int) -> bool:
+    """Keep ``value`` under ``key`` in an insertion-ordered ``table`` of at most ``most`` entries;
+    True if that pushed the oldest entry out."""
+    table[key] = value
+    if len(table) > most:
+        table.popitem(last=False)  # one in, at most one out
+        return True
+    return False
+
+
 _EMPTY = 0  # a table slot without a hash
 _ZERO = -0x61C8864680B583EB  # what an id whose hash is 0 is stored as (any value but 0 would do)
 

@@ -59,6 +59,7 @@ from sidecar.contracts.span_attributes import (
     UNIT,
     WORK_UNITS,
 )
+from sidecar.recent_ids import remember
 from sidecar.taps import validate as v
 from sidecar.taps.spans import AttrValue, ReceivedSpan, TapOutput
 
@@ -166,29 +167,28 @@ class DiffusionSpanHandler:
         the sidecar seals no time after it, so the call's work, reported at its end, is not clipped.
         A call open longer than ``max_batch_s`` (a server gone mid-call) is not waited for
         (``open_expired``). None: nothing to wait for."""
-        while self._open and now_s - next(iter(self._open.values())) > self.max_batch_s:
-            self._open.popitem(last=False)
-            self.open_expired += 1
+        expired = [batch_id for batch_id, t0_s in self._open.items() if now_s - t0_s > self.max_batch_s]
+        for batch_id in expired:
+            del self._open[batch_id]
+        self.open_expired += len(expired)
         return min(self._open.values(), default=None)
 
     def _started(self, span: ReceivedSpan) -> None:
         batch_id = v.request_id(span.attributes.get(BATCH_ID), BATCH_ID)
-        if batch_id not in self._ended and self.max_batch_s > 0:
-            self._open[batch_id] = self._to_mono(span.start_unix_s)
-            while len(self._open) > _MAX_OPEN:
-                self._open.popitem(last=False)
-                self.open_expired += 1
+        if batch_id in self._ended or not self.max_batch_s > 0:
+            return
+        if span.start_unix_s < self._wall() - self.max_batch_s:  # begun too long ago to wait for
+            self.open_expired += 1
+            return
+        if remember(self._open, batch_id, self._to_mono(span.start_unix_s), _MAX_OPEN):
+            self.open_expired += 1
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:
         members_raw = span.attributes.get(BATCH_MEMBERS)
         if not isinstance(members_raw, list) or not members_raw:
             raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
         batch_id = v.request_id(span.attributes.get(BATCH_ID, span.span_id), BATCH_ID)
-        self._open.pop(batch_id, None)
-        self._ended[batch_id] = None  # a start span that comes after its batch span holds nothing
-        while len(self._ended) > _MAX_OPEN:
-            self._ended.popitem(last=False)
-        members = [self._owned(v.request_id(m, BATCH_MEMBERS), batch_id) for m in members_raw]
+        members = [v.request_id(m, BATCH_MEMBERS) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)
         units = (
             [_amount(u, BATCH_MEMBER_UNITS, _MAX_UNITS) for u in units_raw]
@@ -196,40 +196,45 @@ class DiffusionSpanHandler:
             else []
         )
         steps = _amount(span.attributes.get(DENOISE_STEPS), DENOISE_STEPS, default=1.0)
-        if len(units) != len(members):  # fall back to equal shares of the batch's work
+        equal = len(units) != len(members)  # fall back to equal shares of the batch's work
+        if equal:
             total = _amount(span.attributes.get(WORK_UNITS), WORK_UNITS, _MAX_UNITS, float(len(members)))
             units = [total / len(members)] * len(members)
-            self.malformed += 1
+        items = _items(units, _amount(span.attributes.get(BATCH_SIZE), BATCH_SIZE))
         t0_s = self._to_mono(span.start_unix_s)
         t1_s = self._to_mono(span.end_unix_s)
-        items = _items(units, _amount(span.attributes.get(BATCH_SIZE), BATCH_SIZE))
+        # checked whole: from here nothing refuses it, so a refused span changes no state
+        self.malformed += equal
+        self._open.pop(batch_id, None)
+        remember(self._ended, batch_id, None, _MAX_OPEN)  # a start span after its batch span holds nothing
         for request_id, member_units, k in zip(members, units, items, strict=True):
-            event = WorkEvent(request_id, t0_s, t1_s, Phase.DENOISE, member_units / k, steps=steps)
+            owned = self._own(request_id, batch_id)
+            event = WorkEvent(owned, t0_s, t1_s, Phase.DENOISE, member_units / k, steps=steps)
             out.events += [event] * k  # an event an item: its share of the call's time and steps too
         self.batches += 1
 
-    def _owned(self, request_id: str, batch_id: str) -> str:
+    def _id_in(self, request_id: str, batch_id: str) -> str:
         """The id a request of ``batch_id`` goes by: its own, unless a request of another batch had it
         (a diffusion server restarted forgets the ids it took; the sidecar refused the second one's
-        work as after final and served it the first's record, probe 10): then ``<id>~<batch id>``,
-        counted ``renamed_duplicate_id``. The first batch that names an id owns it."""
-        owned = self._batch_of
-        owner = owned.setdefault(request_id, batch_id)
-        if owner != batch_id:
-            request_id = f"{request_id}~{batch_id}"
-            if request_id not in owned:
-                self.renamed += 1
-                owned[request_id] = batch_id
-        while len(owned) > _MAX_REMEMBERED:
-            owned.popitem(last=False)
-        return request_id
+        work as after final and served it the first's record, probe 10): then ``<id>~<batch id>``.
+        The first batch that names an id owns it (:meth:`_own`)."""
+        owner = self._batch_of.get(request_id, batch_id)
+        return request_id if owner == batch_id else f"{request_id}~{batch_id}"
+
+    def _own(self, request_id: str, batch_id: str) -> str:
+        """:meth:`_id_in`, the id's owner remembered (a new name counted ``renamed_duplicate_id``)."""
+        name = self._id_in(request_id, batch_id)
+        if name not in self._batch_of:
+            self.renamed += name != request_id
+            remember(self._batch_of, name, batch_id, _MAX_REMEMBERED)
+        return name
 
     def _request(self, span: ReceivedSpan, out: TapOutput) -> None:
         a = span.attributes
-        request_id = v.request_id(a.get(REQUEST_ID), REQUEST_ID)
+        sent_id = request_id = v.request_id(a.get(REQUEST_ID), REQUEST_ID)
         batch_id = v.request_id(a[BATCH_ID], BATCH_ID) if BATCH_ID in a else None
         if batch_id is not None:
-            request_id = self._owned(request_id, batch_id)
+            request_id = self._id_in(request_id, batch_id)
         if request_id in self._handled:
             raise v.Rejected("duplicate", f"diffusion request span for {request_id!r} already handled")
         unit = _name(a.get(UNIT), UNIT, "image")
@@ -244,20 +249,19 @@ class DiffusionSpanHandler:
         if unit == "video":
             attributes["video_frames"] = f"{_amount(a.get(OUTPUT_FRAMES), OUTPUT_FRAMES):g}"
             attributes["video_fps"] = f"{_amount(a.get(OUTPUT_FPS), OUTPUT_FPS):g}"
-        out.infos.append(
-            RequestInfo(
-                request_id,
-                model=_name(a.get(MODEL), MODEL, "unknown"),
-                operation=_name(a.get(OPERATION), OPERATION, f"{unit}_generation"),
-                task=_name(a.get(TASK), TASK, f"text-to-{unit}"),
-                start_s=self._to_mono(span.start_unix_s),
-                end_s=self._to_mono(span.end_unix_s),
-                output_units=output_units,
-                unit=unit,
-                attributes=attributes,
-            )
+        info = RequestInfo(
+            request_id,
+            model=_name(a.get(MODEL), MODEL, "unknown"),
+            operation=_name(a.get(OPERATION), OPERATION, f"{unit}_generation"),
+            task=_name(a.get(TASK), TASK, f"text-to-{unit}"),
+            start_s=self._to_mono(span.start_unix_s),
+            end_s=self._to_mono(span.end_unix_s),
+            output_units=output_units,
+            unit=unit,
+            attributes=attributes,
         )
-        self._handled[request_id] = None
-        while len(self._handled) > _MAX_REMEMBERED:
-            self._handled.popitem(last=False)
+        if batch_id is not None:  # checked whole: its id's owner remembered only now
+            self._own(sent_id, batch_id)
+        out.infos.append(info)
+        remember(self._handled, request_id, None, _MAX_REMEMBERED)
         self.requests += 1

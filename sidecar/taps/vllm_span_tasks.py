@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
 
 from sidecar.attribution.task_labels import TaskLabel
 from sidecar.contracts.span_attributes import CLIENT_REQUEST_ID
 from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
+from sidecar.recent_ids import remember
 from sidecar.taps import validate as v
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 
@@ -29,7 +29,6 @@ MAX_REMEMBERED = 50_000  # client spans' tasks kept by trace id
 # Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
 # than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
 MAX_WAITING = 20_000
-_V = TypeVar("_V")
 
 
 class TaskJoins:
@@ -63,7 +62,7 @@ class TaskJoins:
         task = self._task_by_trace.get(trace_id, "unknown")
         if task != "unknown":
             self.joined += 1
-        elif _remember(self._untasked_by_trace, trace_id, (request_id, handled_s), MAX_WAITING):
+        elif remember(self._untasked_by_trace, trace_id, (request_id, handled_s), MAX_WAITING):
             self.wait_evicted += 1
         return task
 
@@ -71,7 +70,7 @@ class TaskJoins:
         """A client span with a task: labels for its request (by id) and its trace's request span."""
         task = v.request_id(span.attributes[TASK_ATTRIBUTE], TASK_ATTRIBUTE)  # a metric label
         named = self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
-        _remember(self._task_by_trace, span.trace_id, task, MAX_REMEMBERED)
+        remember(self._task_by_trace, span.trace_id, task, MAX_REMEMBERED)
         waiting = self._untasked_by_trace.pop(span.trace_id, None)
         if waiting is not None:  # the request span came first, without a task
             self.joined += 1
@@ -103,12 +102,3 @@ class TaskJoins:
             del table[trace_id]
             self.wait_expired += 1
         return now_s
-
-
-def _remember(table: OrderedDict[str, _V], key: str, value: _V, most: int) -> bool:
-    """Keep ``value`` under ``key``; True if that pushed the oldest entry out (beyond ``most``)."""
-    table[key] = value
-    if len(table) > most:
-        table.popitem(last=False)  # one in, at most one out
-        return True
-    return False

@@ -21,6 +21,7 @@ from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.tap import seal_until
+from sidecar.taps.validate import Rejected
 from tests.sidecar.attribution.helpers import timeline_with_edges
 
 IMAGE = Shape("image", "tiny-sd", 64, 32, 1, 4, 7.5)
@@ -209,7 +210,7 @@ def _span(kind: str, batch_id: str, t0_s: float, t1_s: float, **more: object) ->
 def test_a_pipeline_call_begun_holds_sealing_at_its_start_until_its_batch_span_or_max_batch_s() -> None:
     """Probe 10: a batch longer than ``settle_s`` is reported at its end, after the ticks of its start
     were sealed: its work was clipped (a 7.6 s batch's record got 69 J of ~543 J)."""
-    handler, out = DiffusionSpanHandler(lambda s: s, wall=lambda: 1e9, max_batch_s=100.0), TapOutput()
+    handler, out = DiffusionSpanHandler(lambda s: s, wall=lambda: 60.0, max_batch_s=100.0), TapOutput()
     assert handler.hold_s(50.0) is None
     assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out)
     assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-2", 30.0, 30.0), out)
@@ -220,7 +221,9 @@ def test_a_pipeline_call_begun_holds_sealing_at_its_start_until_its_batch_span_o
     assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out)  # late start: ended
     assert handler.hold_s(50.0) == 30.0
     assert handler.hold_s(131.0) is None  # b-2 open past max_batch_s: not waited for
-    assert handler.stats().events[("diffusion_spans", "batch_start_expired")] == 1
+    assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-0", -50.0, -50.0), out)  # begun too long ago
+    assert handler.hold_s(60.0) is None
+    assert handler.stats().events[("diffusion_spans", "batch_start_expired")] == 2
     off = DiffusionSpanHandler(lambda s: s, wall=lambda: 1e9, max_batch_s=0.0)
     assert off.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out) and off.hold_s(11.0) is None
 
@@ -235,3 +238,15 @@ def test_a_tick_seals_no_later_than_the_earliest_hold() -> None:
 
     assert seal_until([Holding(None), object()], 100.0, 2.0) == 98.0
     assert seal_until([Holding(97.0), Holding(None), Holding(99.5)], 100.0, 2.0) == 97.0
+
+
+def test_a_refused_batch_span_leaves_no_trace_its_ids_and_its_hold_are_as_before() -> None:
+    handler, out = DiffusionSpanHandler(lambda s: s, wall=lambda: 60.0), TapOutput()
+    assert handler.handle(_span(attrs.BATCH_START_SPAN, "b-1", 10.0, 10.0), out)
+    bad = {attrs.BATCH_MEMBERS: ["x"], attrs.BATCH_MEMBER_UNITS: ["many"]}
+    with pytest.raises(Rejected):
+        handler.handle(_span(attrs.BATCH_SPAN, "b-1", 10.0, 20.0, **bad), out)
+    assert handler.hold_s(30.0) == 10.0  # still waited for: its batch span was refused
+    good = {attrs.BATCH_MEMBERS: ["x"], attrs.BATCH_MEMBER_UNITS: [5]}
+    assert handler.handle(_span(attrs.BATCH_SPAN, "b-2", 10.0, 20.0, **good), out)
+    assert [e.request_id for e in out.events] == ["x"]  # b-1 never owned "x": not renamed
