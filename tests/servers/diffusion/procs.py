@@ -58,13 +58,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def start_sidecar(otlp_port: int, port: int, settle_s: float, log: Path) -> subprocess.Popen[bytes]:
     """The sidecar for a diffusion test: cpu-model meter, local ports, no ledger, model name ``tiny``.
 
-    Spans arrive when a batch ends, so ``settle_s`` must outlast a batch on a busy CPU. No
-    vLLM here: its plugin's UDP receiver stays off (a fixed port would collide with other sidecars).
+    The server announces each pipeline call as it begins, so ``settle_s`` need not outlast a batch.
+    No vLLM here: its plugin's and scheduler hook's UDP receivers stay off (their fixed ports would
+    collide with other sidecars on the machine).
     """
     argv = ["-m", "sidecar.cli", "sidecar", "--meter", "cpu-model", "--host", "127.0.0.1"]
     argv += ["--otlp-port", str(otlp_port), "--port", str(port), "--ledger-path", ""]
     argv += ["--settle-s", f"{settle_s:g}", "--fit-warmup-ticks", "25", "--model", "tiny"]
-    return start(argv, log, env={"JOULETRACE_PLUGIN_PORT": "0"})
+    return start(argv, log, env={"JOULETRACE_PLUGIN_PORT": "0", "JOULETRACE_HOOK_PORT": "0"})
 
 
 def final_record(sidecar_url: str, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
