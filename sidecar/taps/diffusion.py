@@ -32,6 +32,7 @@ equal shares (counted in ``malformed``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -174,13 +175,21 @@ class DiffusionSpanHandler:
         return min(self._open.values(), default=None)
 
     def _started(self, span: ReceivedSpan) -> None:
+        """A pipeline call begun: waited for from its start (the earliest, if said twice). One dated
+        after now is refused (``bad_time``: a call is announced as it begins; a start ahead would hold
+        a later tick); one begun more than ``max_batch_s`` ago, or after its batch span, is not waited for."""
         batch_id = v.request_id(span.attributes.get(BATCH_ID), BATCH_ID)
+        now_unix_s = self._wall()
+        ahead_s = span.start_unix_s - now_unix_s
+        if ahead_s > v.LIMITS.clock_jitter_s:
+            raise v.Rejected("bad_time", f"diffusion batch start: {ahead_s:.0f} s after now")
         if batch_id in self._ended or not self.max_batch_s > 0:
             return
-        if span.start_unix_s < self._wall() - self.max_batch_s:  # begun too long ago to wait for
+        if span.start_unix_s < now_unix_s - self.max_batch_s:  # begun too long ago to wait for
             self.open_expired += 1
             return
-        if remember(self._open, batch_id, self._to_mono(span.start_unix_s), _MAX_OPEN):
+        start_s = min(self._to_mono(span.start_unix_s), self._open.get(batch_id, math.inf))
+        if remember(self._open, batch_id, start_s, _MAX_OPEN):
             self.open_expired += 1
 
     def _batch(self, span: ReceivedSpan, out: TapOutput) -> None:

@@ -250,3 +250,15 @@ def test_a_refused_batch_span_leaves_no_trace_its_ids_and_its_hold_are_as_before
     good = {attrs.BATCH_MEMBERS: ["x"], attrs.BATCH_MEMBER_UNITS: [5]}
     assert handler.handle(_span(attrs.BATCH_SPAN, "b-2", 10.0, 20.0, **good), out)
     assert [e.request_id for e in out.events] == ["x"]  # b-1 never owned "x": not renamed
+
+
+def test_a_start_span_dated_ahead_is_refused_and_one_said_twice_keeps_the_earliest_start() -> None:
+    """Probe 11: a start dated 250 s ahead (inside the 300 s a span's end may be ahead) was kept and
+    held a later tick; a start said again moved the call's start later."""
+    handler, out = DiffusionSpanHandler(lambda s: s, wall=lambda: 1000.0, max_batch_s=500.0), TapOutput()
+    with pytest.raises(Rejected):
+        handler.handle(_span(attrs.BATCH_START_SPAN, "ahead", 1250.0, 1250.0), out)
+    assert handler.hold_s(1000.0) is None
+    handler.handle(_span(attrs.BATCH_START_SPAN, "a", 990.0, 990.0), out)
+    handler.handle(_span(attrs.BATCH_START_SPAN, "a", 999.0, 999.0), out)
+    assert handler.hold_s(1000.0) == 990.0
