@@ -20,14 +20,25 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.contracts.span_attributes import REQUEST_STATUS
 from sidecar.errors import WorkEventError
 
-__all__ = ["WORK_LOST", "Phase", "RequestInfo", "StepBatch", "Work", "WorkEvent", "WorkRows"]
+__all__ = [
+    "PROMPT_ESTIMATED",
+    "WORK_LOST",
+    "Phase",
+    "RequestInfo",
+    "StepBatch",
+    "Work",
+    "WorkEvent",
+    "WorkRows",
+]
 
 # An info attribute a tap sets ("true") when some of the request's work may be lost before it
 # reached the sidecar (a gap in a datagram stream while the request was in flight): its final
 # record is ``energy_unknown`` (reason ``work_lost``), not a measured 0 J or a share that is too low.
 WORK_LOST = "work_lost"
+PROMPT_ESTIMATED = "prompt_tokens_estimated"  # the prompt count is an estimate (the proxy's, from text)
 
 
 class Phase(IntEnum):
@@ -202,19 +213,27 @@ class RequestInfo:
         that way is never named again: its client span was already joined). An ``exact`` info's
         token counts, end (none yet: still running) and attributes stand over one that is not
         exact, whichever came first: the plugin and the span see one child of a parallel-sampling
-        request (vLLM names each by the request's id), the scheduler hook sees them all."""
+        request (vLLM names each by the request's id), the scheduler hook sees them all. Two
+        things stand by their own rule: the request's status (``jouletrace.request.status``, a
+        tap's word on how it ended) is the latest said, and a counted prompt stands over one
+        estimated from text (:func:`_counted_prompt`)."""
         if self.exact != older.exact:
             exact, other = (self, older) if self.exact else (older, self)
             merged = replace(self, exact=False).over(replace(older, exact=False))  # task, model, start
+            attributes = {**other.attributes, **exact.attributes}
+            # an outcome is the latest said: the exact info may hold the proxy's first sight, "ok"
+            if REQUEST_STATUS in self.attributes:
+                attributes[REQUEST_STATUS] = self.attributes[REQUEST_STATUS]
+            attributes.pop(PROMPT_ESTIMATED, None)  # the exact count stands
             return replace(
                 merged,
                 prompt_tokens=exact.prompt_tokens,
                 output_tokens=exact.output_tokens,
                 end_s=exact.end_s,
-                attributes={**other.attributes, **exact.attributes},
+                attributes=attributes,
                 exact=True,
             )
-        kept: dict[str, Any] = {}
+        kept = _counted_prompt(self, older)
         if self.task == "unknown" and older.task != "unknown":
             kept["task"] = older.task
         if self.model == "unknown" and older.model != "unknown":
@@ -223,6 +242,26 @@ class RequestInfo:
             kept["start_s"] = older.start_s
         if self.end_s is None and older.end_s is not None:  # a finished request does not resume
             kept["end_s"] = older.end_s
-        if older.attributes and not older.attributes.keys() <= self.attributes.keys():
+        if (
+            "attributes" not in kept
+            and older.attributes
+            and not older.attributes.keys() <= self.attributes.keys()
+        ):
             kept["attributes"] = {**older.attributes, **self.attributes}
         return replace(self, **kept) if kept else self
+
+
+def _counted_prompt(newer: RequestInfo, older: RequestInfo) -> dict[str, Any]:
+    """A counted prompt stands over an estimated one (``prompt_tokens_estimated``: the proxy's, from
+    the prompt's text), whichever came first: the fields to keep in ``newer`` over ``older``.
+    Probe 11: an aborted request's hook info (its output count an estimate, so not ``exact``)
+    had its engine-counted 39 prompt tokens replaced by the proxy's later estimate of 32."""
+    new_estimated, old_estimated = PROMPT_ESTIMATED in newer.attributes, PROMPT_ESTIMATED in older.attributes
+    merged = {**older.attributes, **newer.attributes}
+    if new_estimated and not old_estimated and older.prompt_tokens:
+        del merged[PROMPT_ESTIMATED]
+        return {"prompt_tokens": older.prompt_tokens, "attributes": merged}
+    if old_estimated and not new_estimated and newer.prompt_tokens:
+        del merged[PROMPT_ESTIMATED]
+        return {"attributes": merged}
+    return {}

