@@ -212,18 +212,56 @@ def _diffusion_span(draw: st.DrawFn, k: int, good: bool) -> Span:
 
 
 @st.composite
+def _diffusion_call(draw: st.DrawFn, k: int) -> list[Span]:
+    """A pipeline call's batch-start span and batch span (either may be missing), with hostile fields
+    or times now and then: they make work and holds, never a request info, so none is a good item."""
+    start_s = NOW_S + draw(st.floats(-1200, 400))  # before the hold's bound, and dated ahead
+    attrs: dict[str, Any] = {
+        d.BATCH_ID: f"fb-{k}",
+        d.BATCH_MEMBERS: [f"m{k}-{j}" for j in range(draw(st.integers(1, 3)))],
+        d.BATCH_SIZE: draw(st.integers(0, 2000)),
+        d.DENOISE_STEPS: draw(st.integers(1, 50)),
+    }
+    attrs[d.BATCH_MEMBER_UNITS] = draw(st.lists(st.integers(1, 10**6), min_size=0, max_size=4))
+    if draw(st.booleans()):
+        attrs[draw(st.sampled_from(sorted(attrs)))] = draw(hostile_attr)
+    kinds = draw(
+        st.sampled_from([(d.BATCH_START_SPAN,), (d.BATCH_SPAN,), (d.BATCH_START_SPAN, d.BATCH_SPAN)])
+    )
+    spans = []
+    for n, kind in enumerate(kinds):
+        t0_ns = int(start_s * 1e9)
+        t1_ns = t0_ns if kind == d.BATCH_START_SPAN else t0_ns + 10**9
+        span_attrs = {d.SPAN_KIND: kind, **attrs}
+        spans.append(
+            Span(
+                trace_id=(3 * 10**6 + k).to_bytes(16, "big"),
+                span_id=(3 * 10**6 + 2 * k + n).to_bytes(8, "big"),
+                name=kind,
+                start_time_unix_nano=t0_ns,
+                end_time_unix_nano=t1_ns,
+                attributes=[KeyValue(key=key, value=_any(v)) for key, v in span_attrs.items()],
+            )
+        )
+    return spans
+
+
+@st.composite
 def otlp_exports(draw: st.DrawFn) -> tuple[bytes, set[str]]:
     """(serialized export, good request ids): llm_request and diffusion spans, good and bad, shuffled."""
     spans: list[Span] = []
     good: set[str] = set()
     for k in range(draw(st.integers(0, 8))):
         ok = draw(st.booleans())
-        if draw(st.booleans()):
+        kind = draw(st.sampled_from(["llm", "diffusion", "call"]))
+        if kind == "llm":
             spans.append(draw(_llm_span(k, ok)))
             good |= {f"good-o{k}"} if ok else set()
-        else:
+        elif kind == "diffusion":
             spans.append(draw(_diffusion_span(k, ok)))
             good |= {f"good-d{k}"} if ok else set()
+        else:
+            spans += draw(_diffusion_call(k))
     spans = draw(st.permutations(spans))
     request = trace_service_pb2.ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
