@@ -35,12 +35,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, encode
+from sidecar.contracts.scheduler_wire import PARALLEL_CHILD, FinRow, Message, NewRow, StepRow, encode
 
 __all__ = ["StepStream", "external_id"]
 
 _SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
-_CHILD = re.compile(r"[0-9]{1,6}_.+")  # a parallel-sampling child: vLLM's f"{index}_{parent id}"
 _MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
 _MAX_AGO_S = 86_400.0
 
@@ -117,7 +116,7 @@ class StepStream:
         announced now, not at its first step: the sidecar ends the parent's record with its last
         child, and must know every child before one ends. vLLM's front end adds all ``n`` children
         at once, but a full batch can run one to its end before the next is first scheduled."""
-        if engine_id not in self._idx and _CHILD.fullmatch(engine_id):
+        if engine_id not in self._idx and PARALLEL_CHILD.fullmatch(engine_id):
             self._admit(engine_id, req)
 
     def _admit(self, engine_id: str, req: Any) -> int:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, NamedTuple
 
 from sidecar.contracts.ports import HOOK_PORT
@@ -62,6 +63,7 @@ __all__ = [
     "KIND",
     "MAX_DATAGRAM_BYTES",
     "MAX_MEMBERS",
+    "PARALLEL_CHILD",
     "VERSION",
     "FinRow",
     "Message",
@@ -79,6 +81,10 @@ MAX_MEMBERS = 65_536
 _MAX_INT = 2**53
 _MAX_TOKENS = 2**31
 _MAX_AGO_S = 86_400.0
+# vLLM's id of a parallel-sampling child (n > 1): f"{index}_{parent id}"
+# (vllm/v1/engine/parallel_sampling.py); the group is the parent's. The hook sends a child's
+# ``new`` row as vLLM takes it in, before its first step; the receiver keeps the children as one.
+PARALLEL_CHILD = re.compile(r"[0-9]{1,6}_((?:chat)?cmpl-.+)")
 
 
 class NewRow(NamedTuple):

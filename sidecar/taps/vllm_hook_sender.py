@@ -10,7 +10,6 @@ rules are the receiver's (its docstring). Units: seconds, tokens.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from operator import itemgetter
@@ -18,7 +17,7 @@ from operator import itemgetter
 import numpy as np
 
 from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, StepBatch
-from sidecar.contracts.scheduler_wire import NewRow
+from sidecar.contracts.scheduler_wire import PARALLEL_CHILD, NewRow
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.sequence import SeqTracker
@@ -36,8 +35,6 @@ __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
 MIN_GAP_S = 2e-6
 _RECENT = 4096  # finished requests whose idx still resolves (a late step is still counted)
 MAX_ADOPTED = 4096  # members without their new row made requests of their own, at once, per process
-# vLLM's id of a parallel-sampling child (n > 1): f"{index}_{parent id}" (vllm/v1/engine/parallel_sampling.py)
-_CHILD = re.compile(r"[0-9]{1,6}_((?:chat)?cmpl-.+)")
 
 
 @dataclass
@@ -79,7 +76,7 @@ class HookSender:
         if row.idx in self.slot:
             self.shared.counts["rejected_duplicate"] += 1
             return
-        child = _CHILD.fullmatch(row.request_id)
+        child = PARALLEL_CHILD.fullmatch(row.request_id)
         try:
             raw = child.group(1) if child else row.request_id  # a child goes by its parent's id
             key = v.request_id(normalize_request_id(raw), "new request_id")
