@@ -115,9 +115,9 @@ def test_foreign_spans_are_left_alone_and_a_batch_without_unit_list_splits_equal
     assert [e.units for e in out.events] == [5.0, 5.0] and handler.malformed == 1
 
 
-def _batch_span(attributes: dict[str, object]) -> ReceivedSpan:
-    kind: dict[str, object] = {attrs.SPAN_KIND: attrs.BATCH_SPAN}
-    return ReceivedSpan("t" * 32, "s" * 16, "", "batch", 0.0, 1.0, {**kind, **attributes})  # type: ignore[arg-type]
+def _span(kind: str, batch_id: str, t0_s: float, t1_s: float, **more: object) -> ReceivedSpan:
+    a = {attrs.SPAN_KIND: kind, attrs.BATCH_ID: batch_id, **more}
+    return ReceivedSpan("t" * 32, batch_id + kind[-5:], "", kind, t0_s, t1_s, a)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -135,8 +135,8 @@ def test_a_member_is_one_event_an_item_only_when_its_units_say_so(
 ) -> None:
     handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
     sized = {} if size is None else {attrs.BATCH_SIZE: size}
-    span = _batch_span({attrs.BATCH_MEMBERS: ["a", "b"], attrs.BATCH_MEMBER_UNITS: units, **sized})
-    assert handler.handle(span, out)
+    batch = {attrs.BATCH_MEMBERS: ["a", "b"], attrs.BATCH_MEMBER_UNITS: units, **sized}
+    assert handler.handle(_span(attrs.BATCH_SPAN, "b-1", 0.0, 1.0, **batch), out)
     assert [e.request_id for e in out.events] == events
     assert sum(e.units for e in out.events if e.request_id == "b") == units[1]
 
@@ -147,7 +147,7 @@ def test_the_fitted_rule_gives_every_image_of_a_homogeneous_batch_the_same_energ
     request, only the denoise term per image."""
     handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
     members = {attrs.BATCH_MEMBERS: ["one", "three"], attrs.BATCH_MEMBER_UNITS: [10, 30], attrs.BATCH_SIZE: 4}
-    handler.handle(_batch_span({**members, attrs.DENOISE_STEPS: 20}), out)
+    handler.handle(_span(attrs.BATCH_SPAN, "b-1", 0.0, 1.0, **members, **{attrs.DENOISE_STEPS: 20}), out)
     rule = make_rule("fitted")
     # a floor of 50 W, 0.5 J a step, 0.01 J a denoise unit
     rule.fit.coef = Coefficients(50.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.01)  # type: ignore[attr-defined]
@@ -185,26 +185,16 @@ def test_an_id_a_restarted_server_took_again_goes_on_under_its_batch() -> None:
     time; the sidecar refused the second request's work (after final) and served it the first's record."""
     handler, out = DiffusionSpanHandler(lambda s: s), TapOutput()
     for batch_id, t0_s in (("b-1", 0.0), ("c-1", 5.0)):
-        batch = {attrs.BATCH_ID: batch_id, attrs.BATCH_MEMBERS: ["again"], attrs.BATCH_MEMBER_UNITS: [10]}
-        assert handler.handle(
-            ReceivedSpan(
-                "t" * 32, batch_id, "", "b", t0_s, t0_s + 1, {attrs.SPAN_KIND: attrs.BATCH_SPAN, **batch}
-            ),
-            out,
-        )  # type: ignore[arg-type]
-        request = {attrs.SPAN_KIND: attrs.REQUEST_SPAN, attrs.REQUEST_ID: "again", attrs.BATCH_ID: batch_id}
-        assert handler.handle(ReceivedSpan("t" * 32, batch_id + "r", "", "r", t0_s, t0_s + 1.5, request), out)  # type: ignore[arg-type]
+        batch = {attrs.BATCH_MEMBERS: ["again"], attrs.BATCH_MEMBER_UNITS: [10]}
+        assert handler.handle(_span(attrs.BATCH_SPAN, batch_id, t0_s, t0_s + 1, **batch), out)
+        request = {attrs.REQUEST_ID: "again"}
+        assert handler.handle(_span(attrs.REQUEST_SPAN, batch_id, t0_s, t0_s + 1.5, **request), out)
     assert [e.request_id for e in out.events] == ["again", "again~c-1"]
     assert [(i.request_id, i.attributes["batch_id"]) for i in out.infos] == [
         ("again", "b-1"),
         ("again~c-1", "c-1"),
     ]
     assert handler.stats().events[("diffusion_spans", "renamed_duplicate_id")] == 1
-
-
-def _span(kind: str, batch_id: str, t0_s: float, t1_s: float, **more: object) -> ReceivedSpan:
-    a = {attrs.SPAN_KIND: kind, attrs.BATCH_ID: batch_id, **more}
-    return ReceivedSpan("t" * 32, batch_id + kind[-5:], "", kind, t0_s, t1_s, a)  # type: ignore[arg-type]
 
 
 def test_a_pipeline_call_begun_holds_sealing_at_its_start_until_its_batch_span_or_max_batch_s() -> None:
