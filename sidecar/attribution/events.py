@@ -253,11 +253,18 @@ class RequestInfo:
 
 def _counted_prompt(newer: RequestInfo, older: RequestInfo) -> dict[str, Any]:
     """A counted prompt stands over an estimated one (``prompt_tokens_estimated``: the proxy's, from
-    the prompt's text), whichever came first: the fields to keep in ``newer`` over ``older``.
-    Probe 11: an aborted request's hook info (its output count an estimate, so not ``exact``)
-    had its engine-counted 39 prompt tokens replaced by the proxy's later estimate of 32."""
+    the prompt's text), whichever came first, and any count over none (0: no request has an empty
+    prompt; the proxy's first sight of a stream knows none yet): the fields to keep in ``newer``
+    over ``older``. Probe 11: an aborted request's hook info (its output count an estimate, so not
+    ``exact``) had its engine-counted 39 prompt tokens replaced by the proxy's later estimate of 32;
+    then a client gone mid-stream: the proxy's first sight (no count) came after the hook's 61,
+    and its later estimate of 30 stood over that 0."""
     new_estimated, old_estimated = PROMPT_ESTIMATED in newer.attributes, PROMPT_ESTIMATED in older.attributes
     merged = {**older.attributes, **newer.attributes}
+    if not newer.prompt_tokens and older.prompt_tokens:  # nothing said: the older count, as it was said
+        if not old_estimated:
+            merged.pop(PROMPT_ESTIMATED, None)
+        return {"prompt_tokens": older.prompt_tokens, "attributes": merged}
     if new_estimated and not old_estimated and older.prompt_tokens:
         del merged[PROMPT_ESTIMATED]
         return {"prompt_tokens": older.prompt_tokens, "attributes": merged}

