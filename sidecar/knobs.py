@@ -151,7 +151,7 @@ KNOBS: tuple[Knob, ...] = (
         "otlp_dedupe_spans",
         _positive(int),
         20_000,
-        "recent (trace id, span id) pairs kept to refuse an exporter's retries (as hashes: 40-72 B each)",
+        "recent (trace id, span id) pairs kept to refuse an exporter's retries (as hashes: 24-40 B each)",
     ),
     Knob(
         "otlp_memory_limit_mb",

@@ -3,13 +3,15 @@
 An id is remembered until ``most`` newer distinct ids have been added, then forgotten oldest
 first. What is kept is the id's ``hash()`` (SipHash with the process's random key), not the
 id: a ring of the last ``most`` hashes in arrival order, and an open-addressing table of the
-same hashes to look them up (linear probing, at most a quarter full, doubled as ids come;
-deletion by backward shift). That is 40 to 72 bytes an id with no Python object per id; the
+same hashes to look them up (linear probing, at most half full, doubled as ids come;
+deletion by backward shift). That is 24 to 40 bytes an id with no Python object per id; the
 set and deque of strings this replaces cost ~150 (a 30-character id's string alone is 80):
 the sidecar's tables of final ids (100,000), handled request ids and span keys held ~17 MB
 under a span flood (tracemalloc); ``benchmarks/memory.py``'s peak fell 194 -> 188 MB. A
 look-up costs ~2x the set's, an add with its eviction ~3x (~1-2 us); ``ingest_grpc.py`` did
-not move beyond its run-to-run noise.
+not move beyond its run-to-run noise. The table was at most a quarter full at first (40 to 72
+bytes an id): half full, a table of 100,000 ids is 2 MB of slots, not 4, for look-ups that
+probe a few more slots on average (at most half full, a run stays short).
 
 Two different ids with the same 64-bit hash would be taken for one (a request's late work
 refused as after final, or a span as a duplicate: counted as such). Against a full table of
@@ -54,7 +56,7 @@ class RecentIds(Generic[_K]):
             raise ValueError(f"RecentIds needs room for at least one id, got {most}")
         self.most = most
         self._mask = 15
-        self._table = array("q", bytes(8 * 16))  # grows to keep at most a quarter full: short probe runs
+        self._table = array("q", bytes(8 * 16))  # grows to keep at most half full: short probe runs
         self._ring = array("q")  # the hashes in arrival order; once full, the oldest at _next
         self._next = 0
         self._n = 0
@@ -85,7 +87,7 @@ class RecentIds(Generic[_K]):
         else:
             self._n += 1
             self._ring.append(h)
-            if 4 * self._n > self._mask:
+            if 2 * self._n > self._mask:
                 self._grow()
                 return True  # placed by _grow
         table[i] = h
