@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+
 from sidecar.config import SidecarConfig, env_name, flag_name
 from sidecar.errors import StartupError
 from sidecar.taps.tap import Tap
 
 __all__ = ["cannot_listen", "start_tap"]
+
+# the port is at fault: taken, or below 1024 without the privilege; any other failure (a name that
+# does not resolve, an address this machine does not have) is the address's
+_PORT_FAULTS = frozenset({errno.EADDRINUSE, errno.EACCES})
 
 
 def start_tap(tap: Tap, config: SidecarConfig) -> None:
@@ -20,9 +26,17 @@ def start_tap(tap: Tap, config: SidecarConfig) -> None:
 
 
 def cannot_listen(config: SidecarConfig, knob: str, err: OSError) -> str:
-    """One line: the address, the cause, and the knob (flag and environment variable) that moves it."""
-    port = getattr(config, knob)  # every knob is a SidecarConfig field of the same name
-    host = getattr(config, knob.removesuffix("port") + "host")  # port -> host, otlp_port -> otlp_host, ...
-    flag, env = flag_name(knob), env_name(knob)
+    """One line: the address, the cause, and the knob (flag and environment variable) that moves it:
+    the port knob (``knob``) for a port in use, else the host knob beside it (``otlp_port`` ->
+    ``otlp_host``)."""
+    host_knob = knob.removesuffix("port") + "host"  # port -> host, otlp_port -> otlp_host, ...
+    port, host = getattr(config, knob), getattr(config, host_knob)  # each knob is a config field
     cause = err.strerror or str(err)
-    return f"cannot listen on {host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"
+    if err.errno in _PORT_FAULTS:
+        flag, env = flag_name(knob), env_name(knob)
+        return f"cannot listen on {host}:{port} ({flag}): {cause}; choose a free port with {flag} or {env}"
+    flag, env = flag_name(host_knob), env_name(host_knob)
+    return (
+        f"cannot listen on {host}:{port} ({flag}): {cause}; "
+        f"choose an address of this machine with {flag} or {env}"
+    )

@@ -127,3 +127,24 @@ def test_a_sidecar_can_be_run_again_after_it_stopped() -> None:
         assert sidecar.timeline.polls > polls > 0 and not sidecar.poller.running
     finally:
         sidecar.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "bad", "port_knob"),
+    [
+        ("host", "999.1.1.1", "port"),
+        ("otlp_host", "no-such-host.invalid", "otlp_port"),
+        ("hook_host", "10.255.255.1", "hook_port"),
+    ],
+)
+def test_an_address_the_machine_lacks_exits_2_naming_the_host_knob_not_the_port(
+    host: str, bad: str, port_knob: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 12: a bad --host (or --otlp-host, --hook-host ...) said "choose a free port"."""
+    kind = socket.SOCK_DGRAM if port_knob == "hook_port" else socket.SOCK_STREAM
+    flag, env = f"--{host.replace('_', '-')}", f"JOULETRACE_{host.upper()}"
+    assert main(_sidecar(*_ports(**{port_knob: free_port(kind)}), flag, bad)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jouletrace: cannot listen on {bad}:") and f"({flag})" in err, err
+    assert f"choose an address of this machine with {flag} or {env}" in err and "free port" not in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
