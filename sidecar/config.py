@@ -143,6 +143,16 @@ def _parse(knob: Knob, raw: str, origin: str) -> Any:
     return value
 
 
+def from_env(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """Knob ``name`` as ``JOULETRACE_<NAME>`` sets it, checked as the sidecar checks it, else its
+    default: for a command beside the sidecar that shares the knob (``jouletrace vllm serve``'s
+    plugin and hook ports). A bad value is a :class:`ConfigError` naming the variable."""
+    env = os.environ if environ is None else environ
+    knob = next(k for k in KNOBS if k.name == name)
+    raw = env.get(env_name(name))
+    return knob.default if raw is None else _parse(knob, raw, env_name(name))
+
+
 def load_config(
     args: argparse.Namespace | Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,

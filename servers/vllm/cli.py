@@ -19,7 +19,8 @@ import argparse
 import os
 import sys
 
-from sidecar.contracts.ports import HOOK_PORT, LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
+from sidecar.config import from_env
+from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,12 +43,9 @@ def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own.add_argument(
         "--sidecar-otlp", default=f"localhost:{OTLP_PORT}", help="sidecar OTLP/gRPC host:port ('' off)"
     )
-    own.add_argument(
-        "--plugin-port", type=int, default=int(os.environ.get("JOULETRACE_PLUGIN_PORT", str(PLUGIN_PORT)))
-    )
-    own.add_argument(
-        "--hook-port", type=int, default=int(os.environ.get("JOULETRACE_HOOK_PORT", str(HOOK_PORT)))
-    )
+    # the sidecar's knobs of the same names: JOULETRACE_PLUGIN_PORT / _HOOK_PORT checked as it checks them
+    own.add_argument("--plugin-port", type=int, default=from_env("plugin_port"))
+    own.add_argument("--hook-port", type=int, default=from_env("hook_port"))
     own.add_argument("--no-scheduler-hook", dest="scheduler_hook", action="store_false")
     return own.parse_known_args(rest)
 

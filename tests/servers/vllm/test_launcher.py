@@ -60,3 +60,24 @@ def test_the_wrapper_answers_vllms_version_lookup_in_the_cpu_build() -> None:
         [str(vllm_python()), "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip().startswith("0.32.0")
+
+
+@pytest.mark.parametrize("variable", ["JOULETRACE_PLUGIN_PORT", "JOULETRACE_HOOK_PORT"])
+def test_a_bad_port_in_the_environment_is_one_line_naming_it_not_a_traceback(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 12: ``jouletrace vllm serve`` read these with a bare ``int()`` (a ValueError traceback);
+    they are the sidecar's knobs of the same names, checked as it checks them."""
+    from sidecar.cli import main
+
+    monkeypatch.setenv(variable, "abc")
+    assert main(["vllm", "serve", "/no-such-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jouletrace: ") and f"bad value 'abc' from {variable}" in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    monkeypatch.setenv(variable, "70000")  # out of range: refused as the sidecar refuses it
+    assert main(["vllm", "serve", "/no-such-model"]) == 2
+    assert "must be a port 0..65535" in capsys.readouterr().err
+    monkeypatch.setenv(variable, "9471")
+    flags, _ = _launcher_flags([])
+    assert (flags.plugin_port if "PLUGIN" in variable else flags.hook_port) == 9471
