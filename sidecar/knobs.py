@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 
@@ -93,6 +94,21 @@ def _endpoint(text: str) -> str:
         raise ValueError(f"must be host:port with a host name or address, got {text[:80]!r}")
     if ":" in bare and not host.startswith("["):
         raise ValueError(f"an IPv6 host goes in brackets ([::1]:4317), got {text[:80]!r}")
+    return text
+
+
+def _http_url(text: str) -> str:
+    """An ``http(s)://host[:port]/path`` URL, or '' for none: checked here, not first by every scrape
+    failing (counted as a malformed page, as though the server had sent one)."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018  # a port that is not a number or out of range raises
+    except ValueError as err:
+        raise ValueError(f"must be an http(s)://host[:port]/path URL, got {text[:80]!r}: {err}") from err
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s)://host[:port]/path URL, got {text[:80]!r}")
     return text
 
 
@@ -184,7 +200,9 @@ KNOBS: tuple[Knob, ...] = (
         30.0,
         "seconds a vLLM request span waits for its trace's client span (the task); then 'unknown'",
     ),
-    Knob("vllm_metrics_url", str, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"),
+    Knob(
+        "vllm_metrics_url", _http_url, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"
+    ),
     Knob("vllm_metrics_interval_s", _seconds, 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob(
         "otlp_forward_endpoint",

@@ -112,6 +112,9 @@ BAD_VALUES = [
     ("otlp_forward_endpoint", "127.0.0.1:99999"),
     ("otlp_forward_endpoint", "collector"),
     ("otlp_forward_endpoint", "::1:4317"),
+    ("vllm_metrics_url", "notaurl"),  # was accepted; every scrape then counted as a malformed page
+    ("vllm_metrics_url", "localhost:8000/metrics"),
+    ("vllm_metrics_url", "http://localhost:99999/metrics"),
     ("ledger_max_rows", "many"),
     ("ledger_max_age_s", "0"),
     ("replay_speed", "0"),
@@ -254,6 +257,11 @@ def test_a_knobs_default_is_read_by_name_and_an_unknown_name_is_an_error() -> No
     assert knobs.default("vllm_task_wait_s") == TASK_WAIT_S == SidecarConfig().vllm_task_wait_s
     with pytest.raises(KeyError, match="no knob called 'vllm_task_wait'"):
         knobs.default("vllm_task_wait")
+
+
+def test_a_vllm_metrics_url_is_an_http_url_or_empty() -> None:
+    for url in ("", "http://localhost:8000/metrics", "https://[::1]:8443/metrics", "http://vllm/metrics"):
+        assert load_config(parse_flags(f"--vllm-metrics-url={url}"), environ={}).vllm_metrics_url == url
 
 
 def test_a_forward_endpoint_is_host_and_port_with_a_scheme_or_an_ipv6_host_in_brackets() -> None:
