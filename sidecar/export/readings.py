@@ -124,4 +124,7 @@ def fit_per_token(snap: Snapshot) -> Points:
 
 def floor_age(snap: Snapshot) -> Points:
     if snap.fit.ticks > 0 and snap.fit.floor_age_s is not None:
-        yield snap.fit.floor_age_s, {"energy.source": snap.energy_source}
+        yield (
+            snap.fit.floor_age_s,
+            {"energy.source": snap.energy_source, "jouletrace.floor_source": snap.fit.floor_source},
+        )
