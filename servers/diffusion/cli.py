@@ -99,10 +99,17 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    runner = PipelineRunner(
-        [load_pipeline(m, args.device, args.dtype) for m in args.model],
-        max_sequence_length=args.max_sequence_length or None,
-    )
+    try:
+        pipelines = [load_pipeline(m, args.device, args.dtype) for m in args.model]
+    except (OSError, ValueError) as err:  # no such folder, not a pipeline, no hub here: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(
+            f"jouletrace diffusion serve: --model: cannot load a diffusers pipeline: {first} "
+            "(a folder from `jouletrace models build image`, printed by it, or a Hugging Face id)",
+            file=sys.stderr,
+        )
+        return 2
+    runner = PipelineRunner(pipelines, max_sequence_length=args.max_sequence_length or None)
     limits = Limits(
         max_n=args.max_batch_size,
         max_steps=args.max_steps,
