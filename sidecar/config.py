@@ -95,7 +95,7 @@ class SidecarConfig:
     proxy_port: int = PROXY_PORT
     proxy_tenant_header: str = ""
     proxy_max_body_bytes: int = 8 << 20
-    proxy_sidecar_url: str = f"http://127.0.0.1:{HTTP_PORT}"
+    proxy_sidecar_url: str = ""  # "": http://127.0.0.1:<port>
     proxy_wire_host: str = "127.0.0.1"
     proxy_wire_port: int = PROXY_WIRE_PORT
     tenant_top_n: int = 10

@@ -293,8 +293,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "proxy_sidecar_url",
         str,
-        f"http://127.0.0.1:{HTTP_PORT}",
-        "jouletrace proxy: the sidecar's API (prices from /v1/prices; record URLs point at it)",
+        "",
+        "jouletrace proxy: the sidecar's API (prices from /v1/prices; record URLs point at it); "
+        "'': http://127.0.0.1:<port>, the port knob's",
     ),
     Knob("proxy_wire_host", str, "127.0.0.1", "address the receiver of the proxy process's timings binds"),
     Knob(

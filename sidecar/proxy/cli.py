@@ -1,8 +1,8 @@
 """``jouletrace proxy --upstream URL``: the OpenAI proxy in its own process, beside a sidecar.
 
 The proxy forwards to ``URL`` and tells the sidecar at ``--sidecar`` (the
-``proxy_sidecar_url`` knob, default ``http://127.0.0.1:9464``; its UDP receiver on
-``proxy_wire_port``) what each completion did; the sidecar runs as usual
+``proxy_sidecar_url`` knob, default ``http://127.0.0.1:<port>``, the sidecar's ``port`` knob;
+its UDP receiver on ``proxy_wire_port``) what each completion did; the sidecar runs as usual
 (``jouletrace sidecar``). ``--upstream`` is the short spelling of the
 ``proxy_upstream`` knob. Every knob is accepted (one config for both processes);
 the proxy uses ``proxy_*`` and ``log_level``. The proxy inside the sidecar's

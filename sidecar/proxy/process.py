@@ -73,7 +73,9 @@ class ProxyProcess:
 
     def __init__(self, config: SidecarConfig, clock: Callable[[], float] = time.monotonic) -> None:
         upstream = check_upstream(config.proxy_upstream)
-        host, _, self.sidecar_url = sidecar_address(config.proxy_sidecar_url)
+        host, _, self.sidecar_url = sidecar_address(
+            config.proxy_sidecar_url or f"http://127.0.0.1:{config.port}"
+        )
         if config.proxy_wire_port == 0:
             raise ConfigError(
                 "proxy_wire_port: jouletrace proxy needs the sidecar's UDP port (0 turns it off)"

@@ -178,6 +178,17 @@ def test_the_proxy_process_imports_neither_numpy_nor_attribution() -> None:
     assert "numpy" not in loaded and not [m for m in loaded if m.startswith("sidecar.attribution")]
 
 
+def test_the_sidecar_is_asked_on_the_port_knob_unless_its_url_is_given() -> None:
+    """Probe 12: outside the chart, JOULETRACE_PORT moved the sidecar but the proxy still asked
+    127.0.0.1:9464 (the URL knob's fixed default), so every answer's energy was unavailable."""
+    env = {"JOULETRACE_PROXY_UPSTREAM": "http://127.0.0.1:8000", "JOULETRACE_PORT": "19624"}
+    given = {**env, "JOULETRACE_PROXY_SIDECAR_URL": "http://10.0.0.7:9000"}
+    for environ, url in ((env, "http://127.0.0.1:19624"), (given, "http://10.0.0.7:9000")):
+        proxy = ProxyProcess(load_config(None, environ))
+        proxy.sender.close()
+        assert proxy.sidecar_url == url
+
+
 def test_the_sender_aims_at_ipv4_localhost_where_the_sidecar_listens() -> None:
     sender = WireSender(("localhost", 9468), Counts())
     try:
