@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, ReplayFormatError
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergyMeter, EnergySource, Reading
 from sidecar.meters.cpu_model import DEFAULT_CPU_IDLE_W, DEFAULT_CPU_MAX_W, CpuModelMeter
 from sidecar.meters.nvml import NvmlMeter
@@ -80,7 +80,10 @@ def make_meter(
     if name == "replay":
         if replay_path is None or str(replay_path) == "":
             raise ConfigError("replay_path: the replay meter needs a trace file (--replay-path FILE.csv)")
-        return ReplayMeter(replay_path, clock=clock, speed=replay_speed)
+        try:
+            return ReplayMeter(replay_path, clock=clock, speed=replay_speed)
+        except ReplayFormatError as err:  # the file and line named; the knob too, as every start-up error
+            raise ReplayFormatError(f"replay_path: {err}") from err
     return extra[name](clock)
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import ConfigError, ReplayFormatError
+from sidecar.meters import make_meter
 from sidecar.meters.base import DeviceStatus, EnergyMeter, EnergySource, Reading
 from sidecar.meters.replay import ReplayMeter
 from tests.support import FakeClock
@@ -117,6 +118,15 @@ def test_a_malformed_file_names_the_file_line_and_problem(
     message = str(info.value)
     assert message.startswith(f"{path}:{line}: "), message
     assert problem in message
+
+
+
+def test_a_malformed_file_given_as_the_meter_names_the_knob_too(tmp_path: Path) -> None:
+    """Probe 12: ``--meter replay --replay-path /etc/passwd`` named the file, not ``replay_path``."""
+    path = write(tmp_path, "root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ReplayFormatError) as info:
+        make_meter("replay", replay_path=path)
+    assert str(info.value).startswith(f"replay_path: {path}:1: header lacks required column(s)")
 
 
 polls = st.lists(
