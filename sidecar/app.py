@@ -268,7 +268,9 @@ class Sidecar:
         except OSError as err:
             raise StartupError(cannot_listen(self.config, "port", err)) from err
         self.http_port = served.port
-        log.info("serving /metrics and /v1/requests on %s", served.url)
+        log.info(
+            "serving /metrics, /v1/requests, /v1/energy, /v1/prices, /healthz and /readyz on %s", served.url
+        )
         return served
 
     async def _every(self, period_s: float, job: Callable[[], object], stop: asyncio.Event) -> None:

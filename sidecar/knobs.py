@@ -142,7 +142,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("split", str, "fitted", "how a tick's energy is split among the requests in it", SPLITS),
     Knob("model", str, "unknown", "model name for work without one (and the idle series)"),
     Knob("host", str, "127.0.0.1", "address the HTTP server (/metrics, API, probes) binds (only it)"),
-    Knob("port", _port, HTTP_PORT, "port of /metrics, /v1/requests/{id}, /healthz, /readyz"),
+    Knob(
+        "port",
+        _port,
+        HTTP_PORT,
+        "port of the HTTP API: /metrics, /v1/requests/{id}, /v1/energy, /v1/prices, /healthz, /readyz",
+    ),
     Knob("otlp_host", str, "127.0.0.1", "address the OTLP/gRPC trace receiver binds"),
     Knob("otlp_port", _port, OTLP_PORT, "port of the OTLP/gRPC trace receiver (0: no receiver)"),
     Knob(

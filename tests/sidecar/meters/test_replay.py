@@ -120,7 +120,6 @@ def test_a_malformed_file_names_the_file_line_and_problem(
     assert problem in message
 
 
-
 def test_a_malformed_file_given_as_the_meter_names_the_knob_too(tmp_path: Path) -> None:
     """Probe 12: ``--meter replay --replay-path /etc/passwd`` named the file, not ``replay_path``."""
     path = write(tmp_path, "root:x:0:0:root:/root:/bin/bash\n")
