@@ -78,8 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "demo":
         from servers.diffusion.demo import run_demo
+        from servers.models.cli import default_dir
 
-        return run_demo(Path(args.out), Path(os.environ.get("JOULETRACE_MODELS_DIR", "models")))
+        return run_demo(Path(args.out), default_dir("image").parent)  # where `models build` puts them
     if not args.model:
         print(
             "jouletrace diffusion serve: --model is required (a pipeline folder or hub id)", file=sys.stderr

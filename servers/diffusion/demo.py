@@ -1,8 +1,9 @@
 """``jouletrace diffusion demo``: a few images and a short video, with their joules, on this CPU.
 
-Builds the tiny pipelines (cached under ``$JOULETRACE_MODELS_DIR``, default
-``./models``), starts the sidecar (``cpu-model`` meter: the joules are an
-ESTIMATE from CPU utilization, not a measurement) and the diffusion server as
+Builds the tiny pipelines (cached where ``jouletrace models build`` puts them:
+``$JOULETRACE_MODELS_DIR``, default ``~/.cache/jouletrace/models``), starts the sidecar
+(``cpu-model`` meter: the joules are an ESTIMATE from CPU utilization, not a measurement)
+and the diffusion server as
 real processes, sends four concurrent images (one batch), one image alone and
 two concurrent videos, waits for each request's final energy record and
 prints it. Outputs are written to ``--out``.
