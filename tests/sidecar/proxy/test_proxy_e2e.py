@@ -343,5 +343,8 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_engine_and_is_recorded_so(e
         while (state := _generated(engine))[1] > 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert state[1] == 0 and state[0] - made < 100, (read, state, made)
-        record = wait_final(engine.sidecar_url, [f"hang-{read}"], timeout_s=30)[f"hang-{read}"]
+        record = wait_final(engine.sidecar_url, [f"hang-{read}"], timeout_s=30).get(f"hang-{read}")
+        if record is None and read == 0:  # gone before its handler began: no record, nothing ran
+            continue
+        assert record is not None, read
         assert record["attributes"]["jouletrace.request.status"] == "disconnected", record
