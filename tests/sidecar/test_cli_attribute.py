@@ -81,3 +81,21 @@ def test_a_message_is_routed_by_its_own_version_field_whatever_the_key_order(
     )
     records = {json.loads(line)["request_id"] for line in out.read_text().splitlines()}
     assert records == set(run.truth_j)
+
+
+def test_a_counter_trace_of_updates_alone_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 13: a CSV of the counter's update rows alone, no repeated reads between them, dated every
+    update half a period early with no word said."""
+    from sidecar.cli_attribute import warn_if_updates_only
+    from sidecar.meters.base import Reading
+
+    updates = [Reading(0.1 * k, (10.0 * k,)) for k in range(20)]
+    warn_if_updates_only(updates, tmp_path / "updates.csv")
+    assert "every row changes the counter" in capsys.readouterr().err
+    polled = [
+        Reading(0.02 * k, (10.0 * (k // 5),)) for k in range(100)
+    ]  # read every 20 ms, updated every 100
+    warn_if_updates_only(polled, tmp_path / "polled.csv")
+    assert capsys.readouterr().err == ""
