@@ -1,4 +1,4 @@
-"""How close is per-request energy to the truth, on the paths users run? Five scenarios, simulated GPU.
+"""How close is per-request energy to the truth, on the paths users run? Six scenarios, simulated GPU.
 
 The simulated GPU (sidecar/sim) serves a heterogeneous mix (prefill-heavy,
 decode-heavy and mixed requests) with continuous batching and chunked prefill
@@ -21,8 +21,9 @@ the work comes from (sidecar/sim/taps.py encodes the run as the real senders do)
   ``tokens`` rule).
 
 Scenarios (sidecar/sim/scenarios.py): steady, saturated (no idle for minutes),
-bursty, power-capped, and a model-mismatch scenario whose truth has terms the
-fitted rule does not model. Per scenario and path: median, p95 and max of
+bursty, power-capped, and two whose truth has terms the fitted rule does not model:
+model-mismatch and prefill-chunks (a prefill chunk's cost per token falling with its size).
+Per scenario and path: median, p95 and max of
 |attributed - truth| / truth over requests, p95 by request kind, p95 of the
 requests that ended in the first minute of traffic and after it, and how often
 the truth falls inside the record's interval (``cover``). Ends with one line:
