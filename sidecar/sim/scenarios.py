@@ -15,9 +15,9 @@ server gets traffic, so the floor has been seen once) and then:
 * ``prefill-chunks``: another term the rule does not model, which an independent check
   (probe 13, its own simulator driving the real sidecar) found to cost the most: a prefill
   chunk's cost per token falls as the chunk grows (30 % less at 2,048 tokens, time and
-  energy alike), with chunks up to 2,048 tokens (``max_num_batched_tokens``, vLLM V1's default
-  for online serving; 512 elsewhere here); ``steady``'s arrivals. Small chunks (short prompts)
-  cost more per token than the rule's one coefficient says.
+  energy alike), with chunks up to 2,048 tokens (``max_num_batched_tokens``: vLLM 0.32's
+  online default on smaller GPUs, 8,192 on H100/H200; 512 elsewhere here); ``steady``'s
+  arrivals. Small chunks (short prompts) cost more per token than the rule's one coefficient says.
 
 In every scenario the truth gives the floor drawn in the CPU gap after a step
 to that step's members (they are present while the engine handles the step's
