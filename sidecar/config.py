@@ -17,7 +17,7 @@ from typing import Any
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 from sidecar.errors import ConfigError
-from sidecar.knobs import KNOBS, METERS, POLL_SCHEDULES, SPLITS, Knob
+from sidecar.knobs import KNOBS, METERS, POLL_SCHEDULES, SPLITS, Knob, knob_named
 
 __all__ = [
     "KNOBS",
@@ -148,9 +148,9 @@ def from_env(name: str, environ: Mapping[str, str] | None = None) -> Any:
     default: for a command beside the sidecar that shares the knob (``jouletrace vllm serve``'s
     plugin and hook ports). A bad value is a :class:`ConfigError` naming the variable."""
     env = os.environ if environ is None else environ
-    knob = next(k for k in KNOBS if k.name == name)
+    shared = knob_named(name)
     raw = env.get(env_name(name))
-    return knob.default if raw is None else _parse(knob, raw, env_name(name))
+    return shared.default if raw is None else _parse(shared, raw, env_name(name))
 
 
 def load_config(

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 
-__all__ = ["KNOBS", "METERS", "POLL_SCHEDULES", "SPLITS", "Knob", "default"]
+__all__ = ["KNOBS", "METERS", "POLL_SCHEDULES", "SPLITS", "Knob", "default", "http_url", "knob_named"]
 
 METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
 SPLITS = ("fitted", "tokens", "output-tokens", "equal")
@@ -97,9 +97,10 @@ def _endpoint(text: str) -> str:
     return text
 
 
-def _http_url(text: str) -> str:
-    """An ``http(s)://host[:port]/path`` URL, or '' for none: checked here, not first by every scrape
-    failing (counted as a malformed page, as though the server had sent one)."""
+def http_url(text: str) -> str:
+    """An ``http(s)://host[:port]/path`` URL, or '' for none (ValueError otherwise): ``vllm_metrics_url``
+    checked at load, not first by every scrape failing (counted as a malformed page, as though the
+    server had sent one); ``proxy_sidecar_url`` checked by the proxy process."""
     if not text:
         return text
     parts = urlsplit(text)
@@ -206,7 +207,7 @@ KNOBS: tuple[Knob, ...] = (
         "seconds a vLLM request span waits for its trace's client span (the task); then 'unknown'",
     ),
     Knob(
-        "vllm_metrics_url", _http_url, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"
+        "vllm_metrics_url", http_url, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"
     ),
     Knob("vllm_metrics_interval_s", _seconds, 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob(
@@ -314,9 +315,14 @@ KNOBS: tuple[Knob, ...] = (
 )
 
 
+def knob_named(name: str) -> Knob:
+    """The knob called ``name``; KeyError if none."""
+    for k in KNOBS:
+        if k.name == name:
+            return k
+    raise KeyError(f"no knob called {name!r}")
+
+
 def default(name: str) -> Any:
     """The default of the knob called ``name`` (for code that needs it without a config); KeyError if none."""
-    for knob in KNOBS:
-        if knob.name == name:
-            return knob.default
-    raise KeyError(f"no knob called {name!r}")
+    return knob_named(name).default

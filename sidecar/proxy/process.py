@@ -31,6 +31,7 @@ from sidecar.config import SidecarConfig
 from sidecar.contracts.ports import url_host
 from sidecar.contracts.proxy_wire import alive_every_s
 from sidecar.errors import ConfigError
+from sidecar.knobs import http_url
 from sidecar.proxy.energy import trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.proxy.loop import loop_name
@@ -48,15 +49,15 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def sidecar_address(url: str) -> tuple[str, int, str]:
     """``(host, port, base URL)`` of ``proxy_sidecar_url``; ConfigError naming the knob unless http(s)."""
-    parts = urlsplit(url)
     try:
-        port = parts.port
+        http_url(url)  # the knobs' one check of an http(s) URL
     except ValueError as err:
-        raise ConfigError(f"proxy_sidecar_url: {url!r}: {err}") from err
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"proxy_sidecar_url: {err}") from err
+    parts = urlsplit(url)
+    if parts.hostname is None:  # '' passes the knob's check (no URL); here one is needed
         raise ConfigError(f"proxy_sidecar_url: {url!r} is not an http(s)://host[:port] URL")
     default = 443 if parts.scheme == "https" else 80
-    return parts.hostname, port or default, url.rstrip("/")
+    return parts.hostname, parts.port or default, url.rstrip("/")
 
 
 @functools.lru_cache(maxsize=64)  # per request; bounded, as the client names the host
