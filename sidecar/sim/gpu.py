@@ -178,10 +178,7 @@ class GpuModel:
             if m.phase is Phase.DECODE:
                 n_decode += 1
                 decode_context += m.context_tokens
-            else:
-                prefill_tokens += cfg.prefill_tokens(m.tokens)
-                pairs_total += m.tokens * (m.context_tokens - (m.tokens - 1) / 2.0)
-        e_decode = cfg.decode_token_j(n_decode)
+        e_decode = cfg.decode_token_j(n_decode)  # the decodes' count first: it sets their cost
         own_time: list[float] = []
         for m in members:
             if m.phase is Phase.DECODE:
@@ -190,6 +187,8 @@ class GpuModel:
             else:
                 pairs = m.tokens * (m.context_tokens - (m.tokens - 1) / 2.0)
                 k = cfg.prefill_tokens(m.tokens)
+                prefill_tokens += k
+                pairs_total += pairs
                 own.append(cfg.e_prefill_token_j * k + cfg.e_prefill_pair_j * pairs)
                 own_time.append(cfg.t_prefill_token_s * k + cfg.t_prefill_pair_s * pairs)
         tau0 = (
