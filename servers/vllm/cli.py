@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start vLLM with jouletrace attached (other args go to vLLM)",
         description="vLLM from .venv-vllm with the scheduler hook, the plugin and tracing pointed at the "
         "sidecar; every argument not below goes to `vllm serve` unchanged.",
-        epilog=_LAUNCHER_HELP,
+        epilog=_launcher_parser().format_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("model", help="model folder or Hugging Face id")
@@ -43,16 +43,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--meter", default="cpu-model", help="sidecar meter (default cpu-model: an estimate)")
 
 
-_LAUNCHER_HELP = f"""launcher flags (after MODEL, among vLLM's):
-  --host H               address vLLM serves on (default 127.0.0.1)
-  --port P               vLLM's port (default {LLM_SERVER_PORT})
-  --sidecar-otlp H:P     where vLLM sends its spans: the sidecar's OTLP receiver
-                         (default localhost:<JOULETRACE_OTLP_PORT, else {OTLP_PORT}>; '' off)
-  --plugin-port U        the sidecar's UDP port for the plugin
-                         (default JOULETRACE_PLUGIN_PORT, else {PLUGIN_PORT})
-  --hook-port U          the sidecar's UDP port for the scheduler hook
-                         (default JOULETRACE_HOOK_PORT, else {HOOK_PORT})
-  --no-scheduler-hook    vLLM's own scheduler: the plugin alone (docs/vllm.md)"""
+def _launcher_parser() -> argparse.ArgumentParser:
+    """The launcher's own flags, its help as ``vllm serve --help`` shows it; the defaults taken from
+    the environment are set by :func:`_launcher_flags` (the help says where they come from)."""
+    own = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS)
+    flags = own.add_argument_group("launcher flags (after MODEL, among vLLM's)")
+    flags.add_argument(
+        "--host", metavar="H", default="127.0.0.1", help="address vLLM serves on (default %(default)s)"
+    )
+    flags.add_argument(
+        "--port",
+        metavar="P",
+        type=int,
+        default=LLM_SERVER_PORT,
+        help="vLLM's port (default %(default)s)",
+    )
+    flags.add_argument(
+        "--sidecar-otlp",
+        metavar="H:P",
+        help="where vLLM sends its spans: the sidecar's OTLP receiver "
+        f"(default localhost:<JOULETRACE_OTLP_PORT, else {OTLP_PORT}>; '' off)",
+    )
+    flags.add_argument(
+        "--plugin-port",
+        metavar="U",
+        type=int,
+        help=f"the sidecar's UDP port for the plugin (default JOULETRACE_PLUGIN_PORT, else {PLUGIN_PORT})",
+    )
+    flags.add_argument(
+        "--hook-port",
+        metavar="U",
+        type=int,
+        help="the sidecar's UDP port for the scheduler hook "
+        f"(default JOULETRACE_HOOK_PORT, else {HOOK_PORT})",
+    )
+    flags.add_argument(
+        "--no-scheduler-hook",
+        dest="scheduler_hook",
+        action="store_false",
+        help="vLLM's own scheduler: the plugin alone (docs/vllm.md)",
+    )
+    return own
 
 
 def _sidecar_otlp() -> str:
@@ -62,14 +93,11 @@ def _sidecar_otlp() -> str:
 
 
 def _launcher_flags(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--host", default="127.0.0.1")
-    own.add_argument("--port", type=int, default=LLM_SERVER_PORT)
-    own.add_argument("--sidecar-otlp", default=_sidecar_otlp(), help="sidecar OTLP/gRPC host:port ('' off)")
-    # the sidecar's knobs of the same names: JOULETRACE_PLUGIN_PORT / _HOOK_PORT checked as it checks them
-    own.add_argument("--plugin-port", type=int, default=from_env("plugin_port"))
-    own.add_argument("--hook-port", type=int, default=from_env("hook_port"))
-    own.add_argument("--no-scheduler-hook", dest="scheduler_hook", action="store_false")
+    own = _launcher_parser()
+    # the sidecar's knobs of the same names, JOULETRACE_* checked as it checks them
+    own.set_defaults(
+        sidecar_otlp=_sidecar_otlp(), plugin_port=from_env("plugin_port"), hook_port=from_env("hook_port")
+    )
     return own.parse_known_args(rest)
 
 
