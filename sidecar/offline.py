@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from sidecar.attribution.engine import Attributor
-from sidecar.attribution.events import RequestInfo, Work, WorkEvent
+from sidecar.attribution.events import RequestInfo, StepBatch, Work, WorkEvent
 from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.rules import SplitRule, make_rule
 from sidecar.attribution.task_labels import Info
@@ -56,14 +56,14 @@ class Source(Protocol):
 class EventSource:
     """Ready-made work events and request infos, each delivered once the clock passes its end."""
 
-    def __init__(self, events: Sequence[WorkEvent], requests: Sequence[RequestInfo]) -> None:
+    def __init__(self, events: Sequence[WorkEvent | StepBatch], requests: Sequence[RequestInfo]) -> None:
         self._events = sorted(events, key=lambda e: e.t1_s)
         self._infos = sorted(requests, key=lambda r: r.end_s if r.end_s is not None else math.inf)
         self._ev_t = [e.t1_s for e in self._events]
         self._info_t = [r.end_s if r.end_s is not None else math.inf for r in self._infos]
         self._ev_i = self._info_i = 0
 
-    def due(self, now_s: float) -> tuple[list[WorkEvent], list[RequestInfo]]:
+    def due(self, now_s: float) -> tuple[list[WorkEvent | StepBatch], list[RequestInfo]]:
         ev_j, info_j = bisect_right(self._ev_t, now_s), bisect_right(self._info_t, now_s)
         out = self._events[self._ev_i : ev_j], self._infos[self._info_i : info_j]
         self._ev_i, self._info_i = max(self._ev_i, ev_j), max(self._info_i, info_j)

@@ -99,8 +99,8 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         self.totals = Totals(len(timeline.devices), max_models=max_model_labels, model=model)
         # every reason exported from the start, so a rate() has a series before the first drop
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
-        self._new: list[tuple[float, float, float, float, float, float, float]] = []
-        self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 7 columns
+        self._new: list[tuple[float, float, float, float, float, float, float, float]] = []
+        self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 8 columns
         self._last_step_codes: tuple[tuple[str, ...], np.ndarray] | None = None  # ids -> codes, until advance
         self._pending = PendingWork()
         self._sealed_t: float | None = None  # time of the last sealed edge

@@ -107,6 +107,7 @@ class StepBatch:
     units: np.ndarray  # tokens
     context_tokens: np.ndarray  # query-key pairs
     steps: float = 1.0  # engine steps each member takes part in (0: a CPU gap the members are present in)
+    timed: bool = False  # [t0_s, t1_s] is the step as the engine ran it (the scheduler hook), not inferred
 
     def check(self) -> None:
         """Raise :class:`WorkEventError` if the step is impossible."""

@@ -2,7 +2,7 @@
 
 :class:`WorkIntake` is the part of :class:`~sidecar.attribution.engine.Attributor` that queues
 work (the attributor sets these attributes): each event, step or block of rows becomes rows of
-seven columns (request code, phase, start, end, units, steps, context tokens) in ``_new`` or
+eight columns (request code, phase, start, end, units, steps, context tokens, timed) in ``_new`` or
 ``_new_steps``, which sealing merges into the pending work at its next advance. Invalid work and
 work of a request already final are refused and counted (``invalid``, ``after_final``).
 """
@@ -30,8 +30,8 @@ class WorkIntake:
     dropped: Counter[str]
     requests: RequestTable
     _finalized: RecentIds[str]
-    _new: list[tuple[float, float, float, float, float, float, float]]
-    _new_steps: list[np.ndarray]  # step batches and row blocks: rows of the same 7 columns
+    _new: list[tuple[float, float, float, float, float, float, float, float]]
+    _new_steps: list[np.ndarray]  # step batches and row blocks: rows of the same 8 columns
     _last_step_codes: tuple[tuple[str, ...], np.ndarray] | None  # ids -> codes, until advance
 
     def add_work(self, event: WorkEvent | StepBatch | WorkRows) -> bool:
@@ -46,9 +46,8 @@ class WorkIntake:
             self.dropped["after_final"] += 1
             return False
         code = self.requests.code(event.request_id)
-        self._new.append(
-            (code, int(event.phase), event.t0_s, event.t1_s, event.units, event.steps, event.context_tokens)
-        )
+        ev = event
+        self._new.append((code, int(ev.phase), ev.t0_s, ev.t1_s, ev.units, ev.steps, ev.context_tokens, 0.0))
         return True
 
     def _valid(self, work: WorkEvent | StepBatch) -> bool:
@@ -70,11 +69,12 @@ class WorkIntake:
             self.dropped["after_final"] += len(step.request_ids) - keep.size
             if not keep.size:
                 return False
-        rows = np.empty((codes.size, 7))
+        rows = np.empty((codes.size, 8))
         rows[:, 0] = codes
         rows[:, 2] = step.t0_s
         rows[:, 3] = step.t1_s
         rows[:, 5] = step.steps
+        rows[:, 7] = step.timed
         if keep is None:
             rows[:, 1], rows[:, 4], rows[:, 6] = step.phase, step.units, step.context_tokens
         else:
@@ -98,7 +98,9 @@ class WorkIntake:
         if not ok.any():
             return False
         cols = (work.phase, work.t0_s, work.t1_s, work.units, work.steps, work.context_tokens)
-        self._new_steps.append(np.column_stack([row_codes[ok], *(c[ok] for c in cols)]).astype(np.float64))
+        untimed = np.zeros(int(ok.sum()))
+        rows = np.column_stack([row_codes[ok], *(c[ok] for c in cols), untimed]).astype(np.float64)
+        self._new_steps.append(rows)
         return True
 
     def _step_codes(self, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -21,7 +21,7 @@ from sidecar.attribution.tick import EventArrays
 
 __all__ = ["EMPTY", "PendingWork"]
 
-EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(5)))
+EMPTY = EventArrays(*(np.zeros(0, dtype=int) for _ in range(2)), *(np.zeros(0) for _ in range(6)))
 
 
 @dataclass(slots=True)
@@ -110,4 +110,4 @@ def _concat(parts: list[EventArrays]) -> EventArrays:
 
 
 def _columns(ev: EventArrays) -> tuple[np.ndarray, ...]:
-    return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx)
+    return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx, ev.timed)

@@ -41,7 +41,7 @@ class TickSealer:
     max_future_s: float
     _pending: PendingWork
     _sealed_t: float | None
-    _new: list[tuple[float, float, float, float, float, float, float]]
+    _new: list[tuple[float, float, float, float, float, float, float, float]]
     _new_steps: list[np.ndarray]
     _held: list[tuple[TickWork, np.ndarray]]
 
@@ -55,8 +55,8 @@ class TickSealer:
         self._held = []
 
     def _take_new_rows(self) -> np.ndarray:
-        """The work rows queued since the last merge, as one (n, 7) array; the queues emptied."""
-        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 7), *self._new_steps])
+        """The work rows queued since the last merge, as one (n, 8) array; the queues emptied."""
+        arr = np.vstack([np.asarray(self._new, dtype=float).reshape(-1, 8), *self._new_steps])
         self._new, self._new_steps = [], []
         return arr
 
@@ -77,7 +77,7 @@ class TickSealer:
             return
         arr = self._take_new_rows()
         req, phase = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
-        t0, t1, units, steps, ctx = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6]
+        t0, t1, units, steps, ctx, timed = arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6], arr[:, 7]
         sealed = self._sealed_t
         assert sealed is not None
         gone = (t1 < sealed) | ((t1 == sealed) & (t0 < sealed))
@@ -105,7 +105,8 @@ class TickSealer:
             ctx[clip] *= left
             t0[clip] = sealed
         ok = ~gone
-        self._pending.add(EventArrays(req[ok], phase[ok], t0[ok], t1[ok], units[ok], steps[ok], ctx[ok]))
+        cols = (req, phase, t0, t1, units, steps, ctx, timed)
+        self._pending.add(EventArrays(*(col[ok] for col in cols)))
 
     def _mark_lost(self, codes: np.ndarray) -> None:
         self.requests.mark_lost(np.unique(codes))

@@ -40,6 +40,7 @@ class EventArrays:
     units: np.ndarray  # tokens or pixel-frame-steps over the whole event
     steps: np.ndarray  # engine steps over the whole event
     ctx: np.ndarray  # context tokens over the whole event
+    timed: np.ndarray  # 1.0: the interval is an engine step as the engine ran it (the scheduler hook)
 
     def __len__(self) -> int:
         return int(self.req.size)
@@ -62,6 +63,7 @@ class TickWork:
     busy_s: float
     a: np.ndarray  # event starts clipped to the tick (s)
     b: np.ndarray  # event ends clipped to the tick (s)
+    timed: np.ndarray  # per row: 1.0 for a measured engine step's member (EventArrays.timed)
 
     @property
     def duration_s(self) -> float:
@@ -107,12 +109,13 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
         busy_s,
         a,
         b,
+        ev.timed[rows],
     )
 
 
 def _idle(t0_s: float, t1_s: float, energy_j: float) -> TickWork:
     rows, empty = np.zeros(0, dtype=np.intp), np.zeros(0)
-    return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, empty, empty, empty, empty, 0.0, empty, empty)
+    return TickWork(t0_s, t1_s, energy_j, rows, rows, rows, *(empty,) * 4, 0.0, empty, empty, empty)
 
 
 def _equal_time_shares(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:

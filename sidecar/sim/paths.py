@@ -8,7 +8,9 @@ taps get them.
 
 from __future__ import annotations
 
-from sidecar.attribution.events import WorkEvent
+import numpy as np
+
+from sidecar.attribution.events import StepBatch
 from sidecar.offline import EventSource, PayloadSource, Source
 from sidecar.sim.run import MODEL_NAME, SimRun, attention_work
 from sidecar.sim.taps import UNIX_OFFSET_S, hook_datagrams, plugin_datagrams, span_exports, to_mono
@@ -59,17 +61,20 @@ def source_for(run: SimRun, path: str) -> Source:
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
 
 
-def _present(run: SimRun) -> list[WorkEvent]:
-    """The simulator's per-step events, plus each step's members present (no work) in the CPU gap
-    after it, over ``MIN_GAP_S`` and up to ``MAX_GAP_S``, as the hook receiver gives it."""
-    out: list[WorkEvent] = []
-    prev = None
+def _present(run: SimRun) -> list[StepBatch]:
+    """The simulator's steps (timed, as the hook gives them), plus each step's members present (no
+    work) in the CPU gap after it, over ``MIN_GAP_S`` and up to ``MAX_GAP_S``, as the hook receiver
+    gives it."""
+    out: list[StepBatch] = []
+    prev: StepBatch | None = None
     for step in run.steps:
+        ids = tuple(m.request_id for m in step.members)
+        phase = np.array([int(m.phase) for m in step.members], dtype=np.int8)
         if prev is not None and MIN_GAP_S < step.t0_s - prev.t1_s <= MAX_GAP_S:
-            out.extend(WorkEvent(m.request_id, prev.t1_s, step.t0_s, m.phase, 0.0, 0.0) for m in prev.members)
-        out.extend(
-            WorkEvent(m.request_id, step.t0_s, step.t1_s, m.phase, float(m.tokens), 1.0, attention_work(m))
-            for m in step.members
-        )
-        prev = step
+            zeros = np.zeros(len(prev.request_ids))
+            out.append(StepBatch(prev.t1_s, step.t0_s, prev.request_ids, prev.phase, zeros, zeros, steps=0.0))
+        units = np.array([float(m.tokens) for m in step.members])
+        pairs = np.array([attention_work(m) for m in step.members])
+        prev = StepBatch(step.t0_s, step.t1_s, ids, phase, units, pairs, timed=True)
+        out.append(prev)
     return out

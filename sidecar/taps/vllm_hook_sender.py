@@ -171,7 +171,7 @@ class HookSender:
             got = itemgetter(*slots.tolist())(st.ids)  # a tuple at C speed (one member: the id itself)
             ids = got if isinstance(got, tuple) else (got,)
         kf = k.astype(np.float64)
-        batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2)
+        batch = StepBatch(t0_s, t1_s, ids, phase, kf, kf * p + kf * (kf + 1) / 2, timed=True)
         out.events.append(batch)
         self._last, self._last_slots = batch, slots
 

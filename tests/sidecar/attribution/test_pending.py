@@ -22,11 +22,12 @@ def block(rng: np.random.Generator, start_s: float, n: int, long_events: bool) -
         rng.uniform(0.0, 10.0, n),
         np.ones(n),
         rng.uniform(0.0, 100.0, n),
+        rng.integers(0, 2, n).astype(float),
     )
 
 
 def all_rows(blocks: list[EventArrays]) -> EventArrays:
-    cols = zip(*((b.req, b.phase, b.t0, b.t1, b.units, b.steps, b.ctx) for b in blocks), strict=True)
+    cols = zip(*((b.req, b.phase, b.t0, b.t1, b.units, b.steps, b.ctx, b.timed) for b in blocks), strict=True)
     return EventArrays(*(np.concatenate(c) for c in cols))
 
 
@@ -69,7 +70,7 @@ def _rows_of(tick: TickWork) -> list[tuple[float, ...]]:
 
 
 def _cols(ev: EventArrays) -> tuple[np.ndarray, ...]:
-    return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx)
+    return (ev.req, ev.phase, ev.t0, ev.t1, ev.units, ev.steps, ev.ctx, ev.timed)
 
 
 @settings(max_examples=50, deadline=None)
@@ -87,7 +88,7 @@ def test_grouping_a_ticks_rows_matches_numpy_unique(codes: list[int]) -> None:
 
 def _rows(req: list[int], t0: list[float], t1: list[float]) -> EventArrays:
     ones = np.ones(len(req))
-    return EventArrays(np.asarray(req), ones.astype(int), np.asarray(t0), np.asarray(t1), ones, ones, ones)
+    return EventArrays(np.asarray(req), ones.astype(int), np.asarray(t0), np.asarray(t1), *(ones,) * 4)
 
 
 def test_rows_never_taken_in_hand_still_leave_once_consumed() -> None:

@@ -33,7 +33,7 @@ def fitted(end: np.ndarray, completion: np.ndarray, decode_s: np.ndarray) -> Ste
 
 def arrays(rows: WorkRows) -> EventArrays:
     cols = (rows.t0_s, rows.t1_s, rows.units, rows.steps, rows.context_tokens)
-    return EventArrays(rows.member, rows.phase, *cols)
+    return EventArrays(rows.member, rows.phase, *cols, np.zeros(len(rows.member)))
 
 
 def per_tick(ev: EventArrays, edges: np.ndarray, n: int) -> np.ndarray:

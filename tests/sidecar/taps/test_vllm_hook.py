@@ -325,6 +325,7 @@ def test_a_short_cpu_gap_after_a_step_is_its_members_presence_and_a_long_pause_s
     s0, gap, s1, s2 = steps(out)
     assert (gap.t0_s, gap.t1_s) == pytest.approx((s0.t1_s, s1.t0_s))
     assert gap.request_ids == ("a", "b") and gap.steps == 0.0
+    assert [b.timed for b in (s0, gap, s1)] == [True, False, True]  # steps as vLLM ran them; a gap is none
     assert gap.units.sum() == 0.0 and gap.context_tokens.sum() == 0.0
     assert s2.t0_s == pytest.approx(WALL - 900.0 - 0.10)
 

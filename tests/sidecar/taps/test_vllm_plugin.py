@@ -47,6 +47,7 @@ def test_iterations_become_per_request_prefill_and_decode_work() -> None:
     rx.feed(msg(1, [0.005, 2, 0, 0, 0], wall=1000.02), out)
     (batch,) = out.events  # one iteration: one step batch for every request decoding
     assert isinstance(batch, StepBatch)
+    assert not batch.timed  # the plugin infers where an iteration starts: not weighed by its duration
     decodes = [(e.request_id, e.phase, e.units, e.steps, e.context_tokens) for e in work_events(out.events)]
     assert decodes == [("a", Phase.DECODE, 1, 1, 11), ("b", Phase.DECODE, 1, 1, 21)]
     assert batch.t0_s == pytest.approx(100.0) and batch.t1_s == pytest.approx(100.015)
