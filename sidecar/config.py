@@ -70,6 +70,7 @@ class SidecarConfig:
     fit_window_ticks: int = 600
     fit_warmup_ticks: int = 50
     fit_max_condition: float = 1000.0
+    fit_step_weight: str = "duration"
     floor_w: float = 0.0
     floor_stale_s: float = 3600.0
     fit_warmup_max_s: float = 30.0

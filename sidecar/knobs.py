@@ -17,11 +17,22 @@ from urllib.parse import urlsplit
 
 from sidecar.contracts.ports import HOOK_PORT, HTTP_PORT, OTLP_PORT, PLUGIN_PORT, PROXY_PORT, PROXY_WIRE_PORT
 
-__all__ = ["KNOBS", "METERS", "POLL_SCHEDULES", "SPLITS", "Knob", "default", "http_url", "knob_named"]
+__all__ = [
+    "KNOBS",
+    "METERS",
+    "POLL_SCHEDULES",
+    "SPLITS",
+    "STEP_WEIGHTS",
+    "Knob",
+    "default",
+    "http_url",
+    "knob_named",
+]
 
 METERS = ("nvml", "rapl", "cpu-model", "replay", "sim")
 SPLITS = ("fitted", "tokens", "output-tokens", "equal")
 POLL_SCHEDULES = ("phase-lock", "fixed")
+STEP_WEIGHTS = ("duration", "tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +251,13 @@ KNOBS: tuple[Knob, ...] = (
         _positive(float),
         1000.0,
         "fit windows above this condition number hold the last good fit",
+    ),
+    Knob(
+        "fit_step_weight",
+        str,
+        "duration",
+        "duration: a hook step's work weighs its measured over its predicted duration; tokens: not",
+        STEP_WEIGHTS,
     ),
     Knob(
         "floor_w",

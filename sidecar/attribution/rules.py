@@ -36,6 +36,7 @@ import numpy as np
 from sidecar.attribution.events import Phase
 from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
+from sidecar.attribution.step_time import StepTimeFit, step_groups
 from sidecar.attribution.tick import TickWork
 
 __all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
@@ -158,8 +159,9 @@ class OutputTokensRule(_Stateless):
 class FittedRule:
     name = "fitted"
 
-    def __init__(self, fit: EnergyModelFit | None = None) -> None:
+    def __init__(self, fit: EnergyModelFit | None = None, step_time: bool = True) -> None:
         self.fit = fit or EnergyModelFit()
+        self.step_time = StepTimeFit() if step_time else None  # None: tokens alone (fit_step_weight)
 
     @property
     def ready(self) -> bool:
@@ -170,7 +172,12 @@ class FittedRule:
         if tick.idle:
             self.fit.observe_idle(tick.t1_s, tick.duration_s, tick.energy_j)
         else:
-            self.fit.add(work_features(tick).sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
+            work = work_features(tick)
+            if self.step_time is not None:
+                steps = step_groups(tick)
+                work *= self.step_time.ratios(steps)[:, None]
+                self.step_time.add(steps)
+            self.fit.add(work.sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
 
     def interval_j(
         self, energy_j: float, work: np.ndarray, unexplained_j: float
@@ -209,6 +216,8 @@ class FittedRule:
         if coef is None:
             return self._warmup_split(tick)
         work = work_features(tick)
+        if self.step_time is not None:
+            work *= self.step_time.ratios(step_groups(tick))[:, None]
         c = coef.work
         comp = np.column_stack(
             [
@@ -257,8 +266,10 @@ def make_rule(
     floor: FloorEstimate | None = None,
     max_condition: float = 1000.0,
     fit_rows_of_ticks: int = 5,
+    step_time: bool = True,
 ) -> SplitRule:
-    """The rule called ``name`` (one of :data:`RULES`)."""
+    """The rule called ``name`` (one of :data:`RULES`); ``step_time``: the fitted rule weighs a
+    timed step's work by its measured over its predicted duration (:mod:`.step_time`)."""
     if name == "fitted":
         return FittedRule(
             EnergyModelFit(
@@ -267,7 +278,8 @@ def make_rule(
                 floor=floor,
                 max_condition=max_condition,
                 rows_of_ticks=fit_rows_of_ticks,
-            )
+            ),
+            step_time,
         )
     simple: dict[str, Callable[[], SplitRule]] = {
         "tokens": TokensRule,
