@@ -36,7 +36,7 @@ import numpy as np
 from sidecar.attribution.events import Phase
 from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
-from sidecar.attribution.step_time import StepTimeFit, step_groups
+from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
 from sidecar.attribution.tick import TickWork
 
 __all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
@@ -162,6 +162,7 @@ class FittedRule:
     def __init__(self, fit: EnergyModelFit | None = None, step_time: bool = True) -> None:
         self.fit = fit or EnergyModelFit()
         self.step_time = StepTimeFit() if step_time else None  # None: tokens alone (fit_step_weight)
+        self._steps: tuple[TickWork, StepGroups] | None = None  # the last tick's steps: observe, then split
 
     @property
     def ready(self) -> bool:
@@ -172,12 +173,22 @@ class FittedRule:
         if tick.idle:
             self.fit.observe_idle(tick.t1_s, tick.duration_s, tick.energy_j)
         else:
-            work = work_features(tick)
+            work = self._weighed_work(tick)
             if self.step_time is not None:
-                steps = step_groups(tick)
-                work *= self.step_time.ratios(steps)[:, None]
-                self.step_time.add(steps)
+                self.step_time.add(self._steps_of(tick))
             self.fit.add(work.sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
+
+    def _steps_of(self, tick: TickWork) -> StepGroups:
+        if self._steps is None or self._steps[0] is not tick:
+            self._steps = (tick, step_groups(tick))
+        return self._steps[1]
+
+    def _weighed_work(self, tick: TickWork) -> np.ndarray:
+        """Per row its work regressors, a timed step's weighed by the step's duration ratio."""
+        work = work_features(tick)
+        if self.step_time is not None:
+            work *= self.step_time.ratios(self._steps_of(tick))[:, None]
+        return work
 
     def interval_j(
         self, energy_j: float, work: np.ndarray, unexplained_j: float
@@ -215,9 +226,7 @@ class FittedRule:
         coef = self.fit.coef
         if coef is None:
             return self._warmup_split(tick)
-        work = work_features(tick)
-        if self.step_time is not None:
-            work *= self.step_time.ratios(step_groups(tick))[:, None]
+        work = self._weighed_work(tick)
         c = coef.work
         comp = np.column_stack(
             [

@@ -61,8 +61,9 @@ def step_groups(tick: TickWork) -> StepGroups:
     if idx.size == 0:
         return StepGroups(group, np.zeros(0), np.zeros((0, len(STEP_WORK))))
     a, b = tick.a[idx], tick.b[idx]
-    order = np.lexsort((b, a))
-    a, b, idx = a[order], b[order], idx[order]
+    if not bool(((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (b[1:] >= b[:-1]))).all()):  # rows come by start
+        order = np.lexsort((b, a))
+        a, b, idx = a[order], b[order], idx[order]
     new = np.ones(idx.size, dtype=bool)
     new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
     inv = np.cumsum(new) - 1
