@@ -42,7 +42,7 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
             )
         )
     rule = att.rule
-    fit = rule.fit.snapshot() if isinstance(rule, FittedRule) else FitSnapshot()
+    fit = rule.snapshot() if isinstance(rule, FittedRule) else FitSnapshot()
     sealed = att.sealed_until_s
     dropped = dict(att.dropped)
     return Snapshot(

@@ -111,7 +111,9 @@ class FitSnapshot:
     restored, override; ``none``: fitted as a last resort). ``busy_w`` is
     descriptive: mean power above the floor over the busy ticks of the window.
     ``condition``: condition number of the fit window's scaled design matrix;
-    ``ok``: well-conditioned with a measured or given floor.
+    ``ok``: well-conditioned with a measured or given floor. ``step_time_spread``:
+    the RMS of ln(measured / predicted duration) of the scheduler hook's steps
+    (:mod:`.step_time`), how far weighing a step's work by its duration moves it.
     """
 
     static_w: float = 0.0
@@ -129,6 +131,7 @@ class FitSnapshot:
     floor_source: str = "none"
     floor_age_s: float | None = None  # since the newest idle observation
     floor_stale: bool = True
+    step_time_spread: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

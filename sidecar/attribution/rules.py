@@ -28,7 +28,7 @@ back to equal time shares, then to equal shares.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +36,7 @@ import numpy as np
 from sidecar.attribution.events import Phase
 from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
+from sidecar.attribution.records import FitSnapshot
 from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
 from sidecar.attribution.tick import TickWork
 
@@ -177,6 +178,11 @@ class FittedRule:
             if self.step_time is not None:
                 self.step_time.add(self._steps_of(tick))
             self.fit.add(work.sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
+
+    def snapshot(self) -> FitSnapshot:
+        """The fit's snapshot with the step-time fit's spread."""
+        spread = self.step_time.spread if self.step_time is not None else 0.0
+        return replace(self.fit.snapshot(), step_time_spread=spread)
 
     def _steps_of(self, tick: TickWork) -> StepGroups:
         if self._steps is None or self._steps[0] is not tick:

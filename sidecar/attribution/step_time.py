@@ -96,6 +96,7 @@ class StepTimeFit:
         self.refit_steps = refit_steps
         self.clip = clip
         self.coef: np.ndarray | None = None  # s per unit of STEP_WORK
+        self.spread = 0.0  # RMS of ln(ratio) over the window's steps at the last fit (0: none departs)
 
     def ratios(self, steps: StepGroups) -> np.ndarray:
         """Per row: its step's measured duration over the predicted one, clipped (1 for a row in no
@@ -135,3 +136,8 @@ class StepTimeFit:
         coef = np.zeros(x.shape[1])
         coef[used] = sol / scale[used]
         self.coef = coef
+        pred = x @ coef
+        ok = (pred > 0) & (y > 0)
+        if ok.any():
+            log_r = np.log(np.clip(y[ok] / pred[ok], 1.0 / self.clip, self.clip))
+            self.spread = float(np.sqrt(np.mean(log_r * log_r)))

@@ -281,6 +281,14 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
         fit(lambda s: 1.0 if s.fit.ok else 0.0),
     ),
     ObservableSpec(
+        "jouletrace.model.step_time_spread",
+        "1",
+        "RMS of ln(measured / predicted duration) of the scheduler hook's steps: how far weighing a "
+        "step's work by its duration moves it (0: not at all; before a fit; fit_step_weight=tokens).",
+        False,
+        fit(lambda s: s.fit.step_time_spread),
+    ),
+    ObservableSpec(
         "jouletrace.model.floor_age",
         "s",
         "Seconds since the idle floor was last observed (an idle tick or a restored measurement).",

@@ -61,6 +61,7 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     jouletrace_model_fit_r2                           gauge      energy_source
     jouletrace_model_fit_condition                    gauge      energy_source
     jouletrace_model_fit_ok                           gauge      energy_source
+    jouletrace_model_step_time_spread                 gauge      energy_source
     jouletrace_model_floor_age_seconds                gauge      energy_source
     target_info                                       gauge      the OTel resource attributes
 

@@ -126,6 +126,7 @@ def test_the_step_time_fit_learns_linear_durations_and_clips_its_ratios() -> Non
         fit.add(step_groups(tick))
     assert fit.coef is not None
     assert fit.coef[:3] == pytest.approx([6e-3, 40e-6, 60e-6], rel=1e-6)
+    assert fit.spread == pytest.approx(0.0, abs=1e-9)  # every step as long as its work predicts
     tick, _ = _random_tick(rng, slow=1.2)
     assert fit.ratios(step_groups(tick)) == pytest.approx(np.full(tick.rows.size, 1.2))
     tick, _ = _random_tick(rng, slow=5.0)
@@ -146,3 +147,14 @@ def _random_tick(rng: np.random.Generator, slow: float = 1.0) -> tuple[TickWork,
         taus.append(tau)
         t += tau + 1e-3
     return cut_tick(_arrays(rows), 0.0, t, 1.0), np.asarray(taus)
+
+
+def test_the_spread_of_step_durations_around_their_prediction_is_in_the_snapshot() -> None:
+    rule = FittedRule()
+    assert rule.step_time is not None
+    rng = np.random.default_rng(3)
+    for i in range(120):  # every other step 10 % slower than the rest: ln(1.1) / 2 either side of the fit
+        tick, _ = _random_tick(rng, slow=1.1 if i % 2 else 1.0)
+        rule.step_time.add(step_groups(tick))
+    assert 0.03 < rule.snapshot().step_time_spread < 0.06
+    assert FittedRule(step_time=False).snapshot().step_time_spread == 0.0

@@ -135,6 +135,7 @@ def golden_snapshot(energy_source: str = "measured", fit_ticks: int = 120) -> Sn
             floor_source="measured",
             floor_age_s=12.5,
             floor_stale=False,
+            step_time_spread=0.06,
         ),
         stats=SelfStats(
             update_period_s=0.1,

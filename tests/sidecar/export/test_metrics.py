@@ -63,6 +63,7 @@ EXPECTED_TYPES = {
     "jouletrace_model_fit_r2": "gauge",
     "jouletrace_model_fit_condition": "gauge",
     "jouletrace_model_fit_ok": "gauge",
+    "jouletrace_model_step_time_spread": "gauge",
     "jouletrace_model_floor_age_seconds": "gauge",
 }
 ENERGY_OR_POWER = re.compile(r"_(joules|watts)(_total)?$|_per_s_W$|^hw_|^jouletrace_model_")
