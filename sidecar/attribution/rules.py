@@ -34,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from sidecar.attribution.events import Phase
-from sidecar.attribution.fit import EnergyModelFit, work_features
+from sidecar.attribution.fit import Coefficients, EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import FitSnapshot
 from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
@@ -196,11 +196,24 @@ class FittedRule:
             work *= self.step_time.ratios(self._steps_of(tick))[:, None]
         return work
 
+    def _weighing_moved_j(self, tick: TickWork, coef: Coefficients, row_j: np.ndarray) -> np.ndarray | float:
+        """Per row, what weighing steps by their durations moved: ``row_j`` against the same split
+        of the tick with every step priced by its tokens alone (0 where no ratio differs from 1)."""
+        if self.step_time is None or self.step_time.coef is None:
+            return 0.0
+        plain = coef.floor_w * tick.time_share + work_features(tick) @ coef.work
+        total = float(plain.sum()) + coef.floor_w * max(tick.duration_s - tick.busy_s, 0.0)
+        if not total > _TINY or not np.isfinite(total):
+            return 0.0
+        moved: np.ndarray = np.abs(row_j - plain * (tick.energy_j / total))
+        return moved
+
     def interval_j(
         self, energy_j: float, work: np.ndarray, unexplained_j: float
     ) -> tuple[float, float] | None:
         """Coefficient uncertainty (1.96 sd of the request's work priced by the fit) plus the
-        energy the model did not explain and the scaling to the measurement moved onto it."""
+        energy the model did not explain and the scaling to the measurement moved onto it, and
+        what weighing its steps by their durations moved (``Split.unexplained_j``)."""
         if self.fit.coef is None:
             return None
         half_j = 1.96 * self.fit.interval_sd_j(work) + unexplained_j
@@ -251,7 +264,8 @@ class FittedRule:
             return TokensRule().split(tick)
         factor = tick.energy_j / total
         row_j = rows_model * factor
-        return Split(row_j, idle_model * factor, comp * factor, work * factor, np.abs(row_j - rows_model))
+        unexplained_j = np.abs(row_j - rows_model) + self._weighing_moved_j(tick, coef, row_j)
+        return Split(row_j, idle_model * factor, comp * factor, work * factor, unexplained_j)
 
     def _warmup_split(self, tick: TickWork) -> Split:
         """No coefficients yet: the measured floor by equal time shares, what the tick drew above it by

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from sidecar.attribution.events import Phase
-from sidecar.attribution.fit import Coefficients
+from sidecar.attribution.fit import Coefficients, work_features
 from sidecar.attribution.rules import FittedRule
 from sidecar.attribution.step_time import StepTimeFit, step_groups
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
@@ -158,3 +158,23 @@ def test_the_spread_of_step_durations_around_their_prediction_is_in_the_snapshot
         rule.step_time.add(step_groups(tick))
     assert 0.03 < rule.snapshot().step_time_spread < 0.06
     assert FittedRule(step_time=False).snapshot().step_time_spread == 0.0
+
+
+def test_the_interval_holds_what_weighing_by_duration_moved() -> None:
+    """A record's interval widens by what the duration ratios moved of its energy: where the split
+    by tokens alone and the weighed split disagree, neither is known to be the truth."""
+    weighed, plain = FittedRule(), FittedRule(step_time=False)
+    for rule in (weighed, plain):
+        rule.fit.coef = COEF
+    assert weighed.step_time is not None
+    weighed.step_time.coef = np.array([0.024, 0.0, 0.0005, 0.0, 0.0])
+    tick = _tick(SLOW_2)
+    w, p = weighed.split(tick), plain.split(tick)
+    assert w.unexplained_j is not None
+    ratio = weighed.step_time.ratios(step_groups(tick))  # 1.2 for step 2's rows, 1 for the others
+    rows_model = COEF.floor_w * tick.time_share + (work_features(tick) * ratio[:, None]) @ COEF.work
+    moved = np.abs(w.row_j - p.row_j)
+    assert moved.max() > 0.1  # C's prefill in the slow step
+    assert w.unexplained_j == pytest.approx(np.abs(w.row_j - rows_model) + moved)
+    even = _tick(EVEN)  # every step as predicted: nothing moved
+    assert weighed.split(even).unexplained_j == pytest.approx(plain.split(even).unexplained_j)
