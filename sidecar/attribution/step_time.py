@@ -12,9 +12,10 @@ A step that took 20 % longer than its tokens predict is priced as 20 % more work
 its members by their own work as before. Where the durations are linear in the work (the
 simulator's control scenario) every ratio is 1 and nothing changes.
 
-Only groups that are engine steps count: rows over one identical interval, with a step share,
-that are the only work in that interval (the hook's and the plugin's per-step rows; never a
-span's decode piece, which overlaps others). The ratio is clipped to ``[1/clip, clip]`` so one
+Only groups that are engine steps as the engine ran them count: ``timed`` rows (the scheduler
+hook's; never the plugin's iterations, whose starts it infers, nor a span's decode piece) over
+one identical interval, with a step share, that are the only work in that interval. Every other
+row keeps a ratio of 1. The ratio is clipped to ``[1/clip, clip]`` so one
 step stalled by the host (a garbage collection inside ``schedule()``) cannot price its members
 at many times their work. Units: seconds.
 """
