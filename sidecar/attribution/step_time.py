@@ -12,6 +12,13 @@ A step that took 20 % longer than its tokens predict is priced as 20 % more work
 its members by their own work as before. Where the durations are linear in the work (the
 simulator's control scenario) every ratio is 1 and nothing changes.
 
+A step's duration also carries noise that is not cost (the host, the clocks, the hook's own
+timestamps). Two steps in a row with the same work show it: the ratio's logarithm is shrunk
+toward 0 by the share of its variance that such pairs show to be noise, for decode-only steps
+and for steps with a prefill apart (``_signal_share``). Where identical steps take identical
+times the ratio is kept whole; where a kind of step departs from its prediction no more than
+identical steps differ from each other, it is not weighed at all.
+
 Only groups that are engine steps as the engine ran them count: ``timed`` rows (the scheduler
 hook's; never the plugin's iterations, whose starts it infers, nor a span's decode piece) over
 one identical interval, with a step share, that are the only work in that interval. Every other
@@ -98,6 +105,7 @@ class StepTimeFit:
         self.clip = clip
         self.coef: np.ndarray | None = None  # s per unit of STEP_WORK
         self.spread = 0.0  # RMS of ln(ratio) over the window's steps at the last fit (0: none departs)
+        self.weight = np.ones(2)  # the share of ln(ratio) kept, decode-only steps / steps with a prefill
 
     def ratios(self, steps: StepGroups) -> np.ndarray:
         """Per row: its step's measured duration over the predicted one, clipped (1 for a row in no
@@ -108,6 +116,7 @@ class StepTimeFit:
         pred = steps.work @ self.coef
         ok = (pred > 0) & (steps.tau_s > 0)
         r = np.clip(np.where(ok, steps.tau_s / np.where(ok, pred, 1.0), 1.0), 1.0 / self.clip, self.clip)
+        r = r ** self.weight[(steps.work[:, 1] > 0).astype(np.intp)]
         has = steps.group >= 0
         out[has] = r[steps.group[has]]
         return out
@@ -142,3 +151,40 @@ class StepTimeFit:
         if ok.any():
             log_r = np.log(np.clip(y[ok] / pred[ok], 1.0 / self.clip, self.clip))
             self.spread = float(np.sqrt(np.mean(log_r * log_r)))
+        ratio = np.where(ok, y / np.where(ok, pred, 1.0), np.nan)
+        self.weight = _signal_share(self._chronological(x), self._chronological(ratio), self.clip)
+
+    def _chronological(self, rows: np.ndarray) -> np.ndarray:
+        """The window's rows, oldest first (the ring wraps once it is full)."""
+        n = min(self._n, self._y.size)
+        if n < self._y.size:
+            return rows
+        return np.roll(rows, -(self._n % n), axis=0)
+
+
+def _signal_share(work: np.ndarray, ratio: np.ndarray, clip: float = 2.0) -> np.ndarray:
+    """Of decode-only steps and of steps with a prefill: the share of ln(ratio) to keep.
+
+    Two steps in a row with the same work (prefill and decode tokens and pairs equal, decode
+    context within 2 %) would take the same time but for noise (the host, the clocks, the hook's
+    own timestamps); half the mean square of their ln-ratio differences is that noise. A kind of
+    step keeps ``1 - noise / (its mean square ln-ratio)`` of its ln-ratio, in [0, 1]: what its
+    steps depart from the prediction by more than identical steps differ from each other (an
+    empirical-Bayes shrinkage toward the prediction). With fewer than 50 such pairs, or 20
+    steps of a kind, all of it (1).
+    """
+    out = np.ones(2)
+    ok = (ratio > 0) & np.isfinite(ratio)
+    lr = np.log(np.clip(np.where(ok, ratio, 1.0), 1.0 / clip, clip))
+    a, b = work[:-1], work[1:]
+    same = ok[1:] & ok[:-1] & (a[:, 1] == b[:, 1]) & (a[:, 2] == b[:, 2]) & (a[:, 3] == b[:, 3])
+    same &= np.abs(b[:, 4] - a[:, 4]) <= 0.02 * np.maximum(a[:, 4], 1.0)
+    if int(same.sum()) < 50:
+        return out
+    noise = float(np.mean((lr[1:][same] - lr[:-1][same]) ** 2)) / 2.0
+    has_prefill = work[:, 1] > 0
+    for kind, steps in enumerate((ok & ~has_prefill, ok & has_prefill)):
+        total = float(np.mean(lr[steps] ** 2)) if int(steps.sum()) >= 20 else 0.0
+        if total > 0:
+            out[kind] = min(max(1.0 - noise / total, 0.0), 1.0)
+    return out

@@ -22,7 +22,7 @@ import pytest
 from sidecar.attribution.events import Phase
 from sidecar.attribution.fit import Coefficients, work_features
 from sidecar.attribution.rules import FittedRule
-from sidecar.attribution.step_time import StepTimeFit, step_groups
+from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
 from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
 
 A, B, C = 0, 1, 2
@@ -178,3 +178,34 @@ def test_the_interval_holds_what_weighing_by_duration_moved() -> None:
     assert w.unexplained_j == pytest.approx(np.abs(w.row_j - rows_model) + moved)
     even = _tick(EVEN)  # every step as predicted: nothing moved
     assert weighed.split(even).unexplained_j == pytest.approx(plain.split(even).unexplained_j)
+
+
+def _feed(fit: StepTimeFit, rng: np.random.Generator, jitter: float, chunk_saving: float) -> None:
+    """2,000 steps: 32 decodes each (context growing a token a step), every 10th also prefilling a
+    chunk of 64-2,048 tokens whose time per token falls by ``chunk_saving`` at 2,048; every step's
+    time times a log-normal ``jitter``."""
+    context = 32_000.0
+    for i in range(400):
+        work, tau = [], []
+        for j in range(5):
+            chunk = float(rng.integers(64, 2049)) if (5 * i + j) % 10 == 0 else 0.0
+            context += 32.0
+            work.append([1.0, chunk, 32.0, chunk * chunk / 2, context])
+            effective = chunk * (1.0 - chunk_saving * chunk / 2048.0)
+            tau.append((6e-3 + 40e-6 * effective + 60e-6 * 32 + 40e-9 * context) * rng.lognormal(0.0, jitter))
+        fit.add(StepGroups(np.zeros(0, dtype=np.intp), np.asarray(tau), np.asarray(work)))
+
+
+def test_step_to_step_noise_is_not_weighed_and_a_departure_of_prefill_steps_is() -> None:
+    """Decode steps that differ only by noise keep (almost) none of their ratio; steps with a prefill,
+    whose chunk saving departs from the linear prediction by more than that noise, keep most."""
+    fit = StepTimeFit()
+    _feed(fit, np.random.default_rng(11), jitter=0.05, chunk_saving=0.3)
+    assert fit.weight[0] < 0.2
+    assert fit.weight[1] > 0.6
+
+
+def test_without_noise_every_ratio_is_kept_whole() -> None:
+    fit = StepTimeFit()
+    _feed(fit, np.random.default_rng(12), jitter=0.0, chunk_saving=0.3)
+    assert fit.weight == pytest.approx([1.0, 1.0])
