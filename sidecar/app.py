@@ -304,7 +304,7 @@ def build_attributor(
         fit_warmup_ticks=config.fit_warmup_ticks,
         floor=floor,
         max_condition=config.fit_max_condition,
-        step_time=config.fit_step_weight == "duration",
+        step_weight=config.fit_step_weight,
     )
     return Attributor(
         timeline,

@@ -32,7 +32,7 @@ from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.rules import RULES, make_rule
 from sidecar.contracts.scheduler_wire import VERSION as HOOK_VERSION
 from sidecar.errors import ConfigError
-from sidecar.knobs import STEP_WEIGHTS
+from sidecar.knobs import knob_named
 from sidecar.meters.base import Reading
 from sidecar.meters.replay import ReplayMeter
 from sidecar.offline import PayloadSource, attribute_readings
@@ -51,11 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--iterations", required=True, type=Path, help="JSONL of hook (v2) / plugin (v1) messages"
     )
     parser.add_argument("--rule", default="fitted", choices=RULES, help="split rule (default: fitted)")
+    step_weight = knob_named("fit_step_weight")  # the sidecar's knob: its default, choices and help
     parser.add_argument(
-        "--fit-step-weight",
-        default="duration",
-        choices=STEP_WEIGHTS,
-        help="fitted rule: a hook step's work weighs its measured over its predicted duration, or not",
+        "--fit-step-weight", default=step_weight.default, choices=step_weight.choices, help=step_weight.help
     )
     parser.add_argument(
         "--energy-offset-s", type=float, default=0.0, help="added to the CSV's t_s to get Unix s"
@@ -122,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     dispatch = _Dispatch(args.model, wall=lambda: source.now_s)
     source = PayloadSource(dispatch.feed, load_stream(args.iterations))
     floor = FloorEstimate(",".join(d.id for d in devices), override_w=args.floor_w)
-    rule = make_rule(args.rule, floor=floor, step_time=args.fit_step_weight == "duration")
+    rule = make_rule(args.rule, floor=floor, step_weight=args.fit_step_weight)
     res = attribute_readings(readings, devices, source, rule=rule, settle_s=args.settle_s, model=args.model)
     out: TextIO = args.out.open("w") if args.out else sys.stdout
     try:

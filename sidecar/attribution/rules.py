@@ -174,7 +174,7 @@ class FittedRule:
         if tick.idle:
             self.fit.observe_idle(tick.t1_s, tick.duration_s, tick.energy_j)
         else:
-            work = self._weighed_work(tick)
+            work = self._weighed(tick, work_features(tick))
             if self.step_time is not None:
                 self.step_time.add(self._steps_of(tick))
             self.fit.add(work.sum(axis=0), tick.duration_s, tick.energy_j, tick.t1_s)
@@ -189,19 +189,22 @@ class FittedRule:
             self._steps = (tick, step_groups(tick))
         return self._steps[1]
 
-    def _weighed_work(self, tick: TickWork) -> np.ndarray:
-        """Per row its work regressors, a timed step's weighed by the step's duration ratio."""
-        work = work_features(tick)
-        if self.step_time is not None:
-            work *= self.step_time.ratios(self._steps_of(tick))[:, None]
-        return work
+    def _weighed(self, tick: TickWork, work: np.ndarray) -> np.ndarray:
+        """``work`` (the tick's :func:`work_features`), a timed step's rows weighed by its duration ratio."""
+        if self.step_time is None:
+            return work
+        weighed: np.ndarray = work * self.step_time.ratios(self._steps_of(tick))[:, None]
+        return weighed
 
-    def _weighing_moved_j(self, tick: TickWork, coef: Coefficients, row_j: np.ndarray) -> np.ndarray | float:
+    def _weighing_moved_j(
+        self, tick: TickWork, coef: Coefficients, work: np.ndarray, row_j: np.ndarray
+    ) -> np.ndarray | float:
         """Per row, what weighing steps by their durations moved: ``row_j`` against the same split
-        of the tick with every step priced by its tokens alone (0 where no ratio differs from 1)."""
+        of the tick with every step priced by its tokens alone, ``work`` (0 where no ratio differs
+        from 1)."""
         if self.step_time is None or self.step_time.coef is None:
             return 0.0
-        plain = coef.floor_w * tick.time_share + work_features(tick) @ coef.work
+        plain = coef.floor_w * tick.time_share + work @ coef.work
         total = float(plain.sum()) + coef.floor_w * max(tick.duration_s - tick.busy_s, 0.0)
         if not total > _TINY or not np.isfinite(total):
             return 0.0
@@ -245,7 +248,8 @@ class FittedRule:
         coef = self.fit.coef
         if coef is None:
             return self._warmup_split(tick)
-        work = self._weighed_work(tick)
+        plain = work_features(tick)
+        work = self._weighed(tick, plain)
         c = coef.work
         comp = np.column_stack(
             [
@@ -264,7 +268,7 @@ class FittedRule:
             return TokensRule().split(tick)
         factor = tick.energy_j / total
         row_j = rows_model * factor
-        unexplained_j = np.abs(row_j - rows_model) + self._weighing_moved_j(tick, coef, row_j)
+        unexplained_j = np.abs(row_j - rows_model) + self._weighing_moved_j(tick, coef, plain, row_j)
         return Split(row_j, idle_model * factor, comp * factor, work * factor, unexplained_j)
 
     def _warmup_split(self, tick: TickWork) -> Split:
@@ -295,10 +299,11 @@ def make_rule(
     floor: FloorEstimate | None = None,
     max_condition: float = 1000.0,
     fit_rows_of_ticks: int = 5,
-    step_time: bool = True,
+    step_weight: str = "duration",
 ) -> SplitRule:
-    """The rule called ``name`` (one of :data:`RULES`); ``step_time``: the fitted rule weighs a
-    timed step's work by its measured over its predicted duration (:mod:`.step_time`)."""
+    """The rule called ``name`` (one of :data:`RULES`); ``step_weight`` (knob ``fit_step_weight``):
+    ``duration``, the fitted rule weighs a timed step's work by its measured over its predicted
+    duration (:mod:`.step_time`); otherwise by its tokens alone."""
     if name == "fitted":
         return FittedRule(
             EnergyModelFit(
@@ -308,7 +313,7 @@ def make_rule(
                 max_condition=max_condition,
                 rows_of_ticks=fit_rows_of_ticks,
             ),
-            step_time,
+            step_time=step_weight == "duration",
         )
     simple: dict[str, Callable[[], SplitRule]] = {
         "tokens": TokensRule,
