@@ -21,9 +21,22 @@ __all__ = ["ProxyServer", "check_upstream"]
 
 
 def check_upstream(url: str) -> str:
-    """The upstream base URL without a trailing slash; ConfigError unless it is http(s)://host[:port]."""
+    """The upstream base URL without a trailing slash; ConfigError unless it is
+    http(s)://host[:port][/path] with a port from 1 to 65535 and no query, fragment or user info
+    (each request's path and query are appended to it)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port = parts.port  # ValueError: not a number, or out of 0-65535
+    except ValueError:
+        port = 0
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port == 0
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
         raise ConfigError(f"proxy_upstream: {url!r} is not an http(s)://host[:port] URL")
     return url.rstrip("/")
 
