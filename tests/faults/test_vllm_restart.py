@@ -13,11 +13,8 @@ One vLLM start is ~45-60 s here; the test starts it twice.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from servers.vllm.demo import wait_final
 from servers.vllm.launcher import vllm_python
 from servers.vllm.stack import CPU_ARGS, Request, Stack, get_json, run_workload
 from tests.faults.conftest import HealthWatch
+from tests.servers.vllm.streams import Stream
 from tests.support import metrics, tap_counts
 
 pytestmark = pytest.mark.integration
@@ -35,33 +33,6 @@ pytestmark = pytest.mark.integration
 REQUEST_TIMEOUT_S = 600.0  # the sidecar's default; the aborted records must come long before it
 IN_FLIGHT = [f"inflight-{i}" for i in range(4)]
 MAX_TOKENS = 1900  # each in-flight stream asks for this many (prompt ~30 tokens; context 2,048)
-
-
-class Stream:
-    """A streamed chat request on a thread: counts the chunks it receives until the server goes away."""
-
-    def __init__(self, url: str, model: str, request_id: str, max_tokens: int) -> None:
-        body = {"model": model, "messages": [{"role": "user", "content": "energy " * 20}],
-                "max_tokens": max_tokens, "ignore_eos": True, "stream": True}  # fmt: skip
-        self.http = urllib.request.Request(
-            f"{url}/v1/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "X-Request-Id": request_id},
-        )
-        self.chunks = 0
-        self.done = False  # vLLM said [DONE]: the stream was served to its end
-        self.error = ""
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            with urllib.request.urlopen(self.http, timeout=120) as resp:
-                for line in resp:
-                    self.chunks += line.startswith(b"data: {")
-                    self.done |= line.startswith(b"data: [DONE]")
-        except Exception as err:  # the server was killed under it: what a client sees
-            self.error = repr(err)
 
 
 def group_alive(pgid: int) -> bool:
