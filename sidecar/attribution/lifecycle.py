@@ -163,8 +163,9 @@ class RequestLifecycle:
         )
 
     def _unknown_reasons(self, slots: list[int], inferred: list[bool]) -> list[str]:
-        """Why each request's energy is unknown ('' if known): its work was lost or never covered, or
-        it timed out without any work seen (``expired``: ended by the timeout, ``inferred``; its work,
+        """Why each request's energy is unknown ('' if known): its work was lost, or none was seen
+        and it began before the first sealed tick (``not_covered``), or it timed out without any
+        work seen (``expired``: ended by the timeout, ``inferred``; its work,
         if any came, came after: a long answer not streamed, a long wait in a queue)."""
         lost, first_t, infos = self.requests.loss_state(slots)
         first = self._first_sealed_t
@@ -176,9 +177,10 @@ class RequestLifecycle:
                 out.append("expired")
             elif math.isfinite(first_work) or info is None or first is None:
                 out.append("")
-            else:
-                end = info.end_s if info.end_s is not None else info.start_s
-                out.append("not_covered" if end is not None and end < first else "")
+            else:  # no work seen: where it began before the timeline, its work lay before it or
+                # went under another id (the scheduler hook's unknown-<pid>-<idx>): never a 0 J record
+                began = info.start_s if info.start_s is not None else info.end_s
+                out.append("not_covered" if began is not None and began < first else "")
         return out
 
     def provisional(self) -> RecordBatch:

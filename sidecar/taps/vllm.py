@@ -22,6 +22,7 @@ Knobs: ``hook_port`` (UDP, 0 off), ``plugin_port`` (UDP, 0 off), ``vllm_metrics_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -136,6 +137,7 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
             port=config.plugin_port,
             default_model=config.model,
             claimed_by=hook.claims if hook is not None else None,
+            adopted_before=hook.adopted_before if hook is not None else lambda: -math.inf,
         )
         if config.plugin_port
         else None
@@ -165,6 +167,7 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         to_mono,
         model=model,
         claims=claims_of(hook, plugin),
+        adopted_before=hook.adopted_before if hook is not None else lambda: -math.inf,
         on_span=forwarder.on_span if forwarder is not None else None,
         task_wait_s=config.vllm_task_wait_s,
     )

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -108,6 +109,9 @@ class HookReceiver(UdpEndpoint):
         self.counts: Counter[str] = Counter()
         self._wall = wall  # Unix seconds now, to date-check datagrams
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
+        # when the first datagram heard was sent (sidecar clock; -inf: none yet): a request in
+        # flight before then has no new row here, its steps go under unknown-<pid>-<idx>
+        self.began_s = -math.inf
         self._shared = HookShared(self.counts, self._claimed, max_gap_s)
         self.senders: Senders[HookSender] = Senders(
             lambda pid, sent_s: HookSender(self._shared, self.model, sent_s, pid),
@@ -137,6 +141,12 @@ class HookReceiver(UdpEndpoint):
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""
         return request_id in self._claimed
 
+    def adopted_before(self) -> float:
+        """Requests that started before this time (sidecar clock) and that the hook has not claimed
+        may have had their steps since taken under ``unknown-<pid>-<idx>`` (they were in flight when
+        it began to hear the engine): their spans must not add that work again."""
+        return self.began_s
+
     @property
     def live(self) -> int:
         """Requests in flight, over every process heard."""
@@ -146,6 +156,8 @@ class HookReceiver(UdpEndpoint):
     def _message(self, raw: Any, out: TapOutput, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
+        if self.began_s == -math.inf:
+            self.began_s = base_s
         sender = self._sender(head.pid, head.seq, base_s, out)
         if not sender.seqs.see(head.seq, digest):
             return

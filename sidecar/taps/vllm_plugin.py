@@ -19,7 +19,9 @@ span handler does not add the same work again. When the scheduler hook is on
 the hook claims get no work from here (the hook's per-step work is exact);
 their infos and timings still come from here. When the plugin cannot see
 per-request starts (``live: false``), finished requests get whole-phase work
-from their timings, as spans would.
+from their timings, as spans would; not one that was in flight when the hook
+began to be heard (``adopted_before``: a sidecar started while vLLM ran), whose
+steps the hook took as ``unknown-<pid>-<idx>`` (counted ``work_adopted_by_hook``).
 
 Faults: UDP needs no connection, so either side can restart. Undecodable datagrams are
 counted (``malformed``); every part of a datagram (``wall``, ``it``, ``sched``, each
@@ -46,6 +48,7 @@ Units: seconds, tokens.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -96,11 +99,13 @@ class PluginReceiver(UdpEndpoint):
         max_gap_s: float = 0.5,
         max_per_drain: int = 50_000,
         claimed_by: Callable[[str], bool] | None = None,
+        adopted_before: Callable[[], float] = lambda: -math.inf,
         max_decoding: int = 4096,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
         self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
+        self.adopted_before = adopted_before  # the hook's (HookReceiver.adopted_before)
         self.host, self.port = host, port
         self.model = default_model
         self.max_gap_s = max_gap_s
@@ -288,20 +293,21 @@ class PluginReceiver(UdpEndpoint):
             attributes[WORK_LOST] = "true"
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
+        start_s = t_rec - row.e2e_s
         if not decoding and not self.claims(request_id) and not elsewhere:
-            out.events.extend(
-                phase_events(
-                    request_id, t_end, row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s
-                )
-            )
+            if start_s < self.adopted_before():  # in flight when the hook began: it took the steps
+                self.counts["work_adopted_by_hook"] += 1  # as unknown-<pid>-<idx>
+            else:
+                tokens = (row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s)
+                out.events.extend(phase_events(request_id, t_end, *tokens))
+                self.counts["whole_phase"] += 1
             self.seen.claim(request_id)
-            self.counts["whole_phase"] += 1
         out.infos.append(
             RequestInfo(
                 request_id,
                 model=self.model,
                 operation=operation_of(row.raw_id),
-                start_s=t_rec - row.e2e_s,
+                start_s=start_s,
                 end_s=t_end,
                 prompt_tokens=row.prompt_tokens,
                 output_tokens=row.generation_tokens,

@@ -19,6 +19,12 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
 **No double counting.** A request's work comes from the plugin (per iteration:
 better) if it claimed it (``claims(request_id)``), else from its span; the
 plugin's datagram comes before the span and is drained first in each tick.
+Nor from a span of a request that was in flight when the scheduler hook began
+to be heard (``adopted_before()``: a sidecar started or restarted while vLLM
+ran): the hook had no ``new`` row for it and took its steps since under
+``unknown-<pid>-<idx>``; the span adds its info only (counted
+``work_adopted_by_hook``), and its record, without work, says its energy is
+unknown (:mod:`sidecar.attribution.lifecycle`).
 
 Every value read is checked (:mod:`.validate`) before anything changes: an id
 that is not a printable string, a token count that is not a whole number in
@@ -33,6 +39,7 @@ Units: seconds, tokens.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -91,6 +98,7 @@ class VllmSpanHandler:
         *,
         model: Callable[[], str] = lambda: "unknown",
         claims: Callable[[str], bool] = lambda request_id: False,
+        adopted_before: Callable[[], float] = lambda: -math.inf,
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
         task_wait_s: float = TASK_WAIT_S,
         monotonic: Callable[[], float] = time.monotonic,
@@ -101,6 +109,7 @@ class VllmSpanHandler:
         self._wall = wall  # Unix s now: a request span ending well after it is refused
         self.model = model
         self.claims = claims
+        self.adopted_before = adopted_before  # the hook's: see VllmSpanHandler._request
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         # the energy counter's edges after a time (s), known so far: decode is cut at them (the
@@ -113,6 +122,7 @@ class VllmSpanHandler:
         ] = []
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
+        self.work_adopted = 0  # of which the hook took the work under another id (in flight before it)
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and ID_KEY in span.attributes:
@@ -167,6 +177,8 @@ class VllmSpanHandler:
     def stats(self) -> TapReport:
         """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
         counts = {"requests": self.requests, "work_from_spans": self.work_from_spans, **self.tasks.counts()}
+        if self.work_adopted:
+            counts["work_adopted_by_hook"] = self.work_adopted
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
     def _take(
@@ -236,6 +248,9 @@ class VllmSpanHandler:
         if self.on_span is not None and span is not None:
             self.on_span(request_id, span)
         if self.claims(request_id):
+            return False
+        if checked.start_s < self.adopted_before():  # in flight when the hook began: its steps were
+            self.work_adopted += 1  # taken as unknown-<pid>-<idx>; its record: energy unknown
             return False
         self.work_from_spans += 1
         return True

@@ -84,8 +84,12 @@ class _Streams:
         """Accept new connections; read what the ready ones hold (to be sent on by :meth:`send`)."""
         if self.listener in ready:
             client, _ = self.listener.accept()
-            upstream = socket.create_connection(self.to)
-            self.peer[client], self.peer[upstream] = upstream, client
+            try:
+                upstream = socket.create_connection(self.to)
+            except OSError:  # the sidecar is down (a test restarts it): the exporter connects again
+                client.close()
+            else:
+                self.peer[client], self.peer[upstream] = upstream, client
         got = []
         for sock in ready:
             if sock in self.peer:

@@ -32,11 +32,14 @@ from servers.vllm.launcher import free_port
 from servers.vllm.stack import CPU_ARGS, Request, Stack, run_workload
 from sidecar.contracts.scheduler_wire import Message, decode
 from tests.servers.vllm.relay import read_copies
-from tests.support import metrics
+from tests.servers.vllm.streams import Stream
+from tests.support import metrics, tap_counts
 
 pytestmark = pytest.mark.integration
 
 CHUNK = 128
+CONTEXT = 2048  # the model's whole context: streams long enough to be cut mid-decode
+STREAM_TOKENS = 1900  # a long stream's max_tokens: about what its ~90-token prompt leaves
 
 
 class Relay:
@@ -72,8 +75,8 @@ class Relay:
 
 def stream_then_drop(url: str, model: str, request_id: str) -> None:
     """A streamed chat request whose client hangs up after a few chunks (vLLM aborts it)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "energy " * 20}], "max_tokens": 400,
-            "ignore_eos": True, "stream": True}  # fmt: skip
+    body = {"model": model, "messages": [{"role": "user", "content": "energy " * 20}],
+            "max_tokens": STREAM_TOKENS, "ignore_eos": True, "stream": True}  # fmt: skip
     http = urllib.request.Request(
         f"{url}/v1/chat/completions",
         data=json.dumps(body).encode(),
@@ -91,6 +94,8 @@ def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     while to["plugin"] == to["hook"]:
         to["plugin"] = free_port(socket.SOCK_DGRAM)
     relay = Relay(to, tmp_path_factory.mktemp("relay") / "hook.bin")
+    cpu_args = list(CPU_ARGS)
+    cpu_args[cpu_args.index("--max-model-len") + 1] = str(CONTEXT)
     stack = Stack(  # vLLM sends to the relay's ports; the sidecar listens on ``to`` (the later flags win)
         tiny_llama,
         log_dir=tmp_path_factory.mktemp("vllm-hook"),
@@ -99,7 +104,7 @@ def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             *(arg for knob, port in to.items() for arg in (f"--{knob}-port", str(port))),
             *("--fit-warmup-ticks", "5"),
         ),
-        vllm_args=(*CPU_ARGS, "--max-num-batched-tokens", str(CHUNK), "--enable-prefix-caching"),
+        vllm_args=(*cpu_args, "--max-num-batched-tokens", str(CHUNK), "--enable-prefix-caching"),
     )
     stack.start()
     try:
@@ -166,21 +171,22 @@ def test_long_prompts_are_chunked_and_a_repeated_prompt_hits_the_prefix_cache(ho
 
 
 def test_a_dropped_stream_is_reported_gone(hooked: dict[str, Any]) -> None:
-    """The tiny model writes its 400 tokens in about a second, into socket buffers that hold them
+    """The tiny model writes its 1,900 tokens in a few seconds, into socket buffers that hold them
     all: on a loaded machine vLLM can finish the request before it notices the hang-up (then the
-    hook rightly says ``fin``, not ``gone``). Such an attempt proves nothing; up to two more are made."""
+    hook rightly says ``fin``, not ``gone``; with 400 tokens all three attempts did, twice in twelve
+    runs beside 3 busy loops). Such an attempt proves nothing; up to two more are made."""
     stack = hooked["stack"]
     for attempt in range(3):
         rid = "hk-drop" if attempt == 0 else f"hk-drop-{attempt}"
         if attempt:
             stream_then_drop(stack.vllm_url, stack.served_name, rid)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _ended(per_request(messages(hooked))[f"chatcmpl-{rid}"]):
             time.sleep(0.5)
         drop = per_request(messages(hooked))[f"chatcmpl-{rid}"]
         if "fin" not in drop:
             break
-    assert drop.get("gone") and "fin" not in drop and 0 < len(drop["steps"]) < 400, drop
+    assert drop.get("gone") and "fin" not in drop and 0 < len(drop["steps"]) < STREAM_TOKENS, drop
 
 
 def _ended(request: dict[str, Any]) -> bool:
@@ -208,6 +214,46 @@ def test_the_sidecar_takes_work_from_the_hook_alone_and_conserves_energy(hooked:
     )
     assert taps[("vllm_spans", "requests")] >= n  # vLLM's spans came (through the relay): info only
     assert taps[("vllm_spans", "work_from_spans")] == 0
+    measured = sum(v for _, v in m["hw_energy_joules_total"])
+    error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
+    assert measured > 0 and error <= 1e-9 * measured + 1e-9
+
+
+def test_a_sidecar_restarted_mid_decode_adds_no_work_twice(hooked: dict[str, Any]) -> None:
+    """The sidecar restarted while streams decode (last in this module: the sidecar is a new one
+    after it). The new sidecar's hook never had their ``new`` rows: it takes their steps as
+    ``unknown-<pid>-<idx>``; the plugin and the spans, which hear of them at their end, must add
+    their info only (before, the plugin added each one's whole-phase work again, on top of the
+    adopted steps, taking energy from the requests beside them), and their records say their
+    energy is unknown, not 0 J."""
+    stack = hooked["stack"]
+    ids = [f"mid-{i}" for i in range(24)]  # a batch that decodes 1,900 tokens for longer than a restart
+    streams = [Stream(stack.vllm_url, stack.served_name, rid, STREAM_TOKENS) for rid in ids]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and min(s.chunks for s in streams) < 5:
+        time.sleep(0.05)
+    stack.procs.pop("sidecar").stop()
+    stack.start_sidecar()  # 11 s for both here while the batch decodes; the batch took 45 s
+    decoding = sum(not s.done for s in streams)  # still decoding once the new sidecar is up
+    for s in streams:
+        s.thread.join(120)
+    assert all(s.done for s in streams), [s.error for s in streams]
+    assert decoding, "every stream ended before the new sidecar was up: nothing was adopted"
+    records = wait_final(stack.sidecar_url, ids, timeout_s=60)
+    taps = tap_counts(stack.sidecar_url)
+    assert taps[("vllm_hook", "unknown_member")] >= decoding
+    # the plugin hears of them first at their fin (it would have added their whole-phase work), then
+    # their spans come (they would have added it too)
+    assert taps.get(("vllm_plugin", "whole_phase"), 0) == taps.get(("vllm_spans", "work_from_spans"), 0) == 0
+    adopted = taps.get(("vllm_plugin", "work_adopted_by_hook"), 0) + taps.get(
+        ("vllm_spans", "work_adopted_by_hook"), 0
+    )
+    assert adopted >= decoding
+    for rid in ids:
+        rec = records[rid]
+        assert rec["final"] and rec["output_tokens"] == STREAM_TOKENS and rec["energy_j"] == 0
+        assert rec["attributes"]["energy_unknown_reason"] == "not_covered"
+    m = metrics(stack.sidecar_url)
     measured = sum(v for _, v in m["hw_energy_joules_total"])
     error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
     assert measured > 0 and error <= 1e-9 * measured + 1e-9

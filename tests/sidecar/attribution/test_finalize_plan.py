@@ -111,7 +111,8 @@ def test_the_plan_is_the_per_request_loop(
 
 def _reason_reference(acc: Accumulator, first: float | None, inferred: bool) -> str:
     """``RequestLifecycle._unknown_reason`` before it read the rows at once (git 64d1355), with the
-    timeout's ``expired`` (no work seen) after it."""
+    timeout's ``expired`` (no work seen) after it, and a request without work that began before the
+    timeline ``not_covered`` (not only one that ended before it)."""
     if acc.lost_rows:
         return "work_lost"
     if inferred and not math.isfinite(acc.first_t):
@@ -119,8 +120,8 @@ def _reason_reference(acc: Accumulator, first: float | None, inferred: bool) -> 
     info = acc.info
     if math.isfinite(acc.first_t) or info is None or first is None:
         return ""
-    end = info.end_s if info.end_s is not None else info.start_s
-    return "not_covered" if end is not None and end < first else ""
+    began = info.start_s if info.start_s is not None else info.end_s
+    return "not_covered" if began is not None and began < first else ""
 
 
 @settings(max_examples=300, deadline=None)

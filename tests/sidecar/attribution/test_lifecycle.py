@@ -158,6 +158,20 @@ def test_a_request_that_ended_before_the_timeline_began_is_energy_unknown() -> N
     assert rec.attributes["energy_unknown_reason"] == "not_covered"
 
 
+def test_a_request_without_work_that_began_before_the_timeline_is_energy_unknown_not_0_j() -> None:
+    """In flight when the sidecar started, its steps since taken by the scheduler hook under another
+    id (``unknown-<pid>-<idx>``): its own id has the span's info and no work. One that began after
+    the timeline did and had no work (never scheduled) is a measured 0 J."""
+    att = _att()
+    att.add_work(WorkEvent("unknown-7-3", 0.0, 2.0, Phase.DECODE, 20))
+    att.add_request(RequestInfo("in_flight", start_s=-30.0, end_s=2.0, output_tokens=40))
+    att.add_request(RequestInfo("queued_then_gone", start_s=1.0, end_s=2.0, output_tokens=0))
+    done = {r.request_id: r for r in att.advance(6.0)}
+    in_flight, gone = done["in_flight"], done["queued_then_gone"]
+    assert in_flight.energy_j == 0 and in_flight.attributes["energy_unknown_reason"] == "not_covered"
+    assert gone.energy_j == 0 and "energy_unknown" not in gone.attributes
+
+
 def test_a_tick_looks_only_at_requests_due_not_at_every_idle_one() -> None:
     att = _att(request_timeout_s=600.0)
     for k in range(1000):
