@@ -130,6 +130,8 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         if config.hook_port
         else None
     )
+    # requests in flight before the hook began: their steps are the hook's (unknown-<pid>-<idx>)
+    adopted_before = hook.adopted_before if hook is not None else lambda: -math.inf
     plugin = (
         PluginReceiver(
             to_mono,
@@ -137,7 +139,7 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
             port=config.plugin_port,
             default_model=config.model,
             claimed_by=hook.claims if hook is not None else None,
-            adopted_before=hook.adopted_before if hook is not None else lambda: -math.inf,
+            adopted_before=adopted_before,
         )
         if config.plugin_port
         else None
@@ -167,7 +169,7 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         to_mono,
         model=model,
         claims=claims_of(hook, plugin),
-        adopted_before=hook.adopted_before if hook is not None else lambda: -math.inf,
+        adopted_before=adopted_before,
         on_span=forwarder.on_span if forwarder is not None else None,
         task_wait_s=config.vllm_task_wait_s,
     )

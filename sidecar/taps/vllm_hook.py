@@ -144,7 +144,9 @@ class HookReceiver(UdpEndpoint):
     def adopted_before(self) -> float:
         """Requests that started before this time (sidecar clock) and that the hook has not claimed
         may have had their steps since taken under ``unknown-<pid>-<idx>`` (they were in flight when
-        it began to hear the engine): their spans must not add that work again."""
+        it began to hear the engine): the plugin and the spans must not add that work again. The
+        send time of the first datagram heard (a ``wall`` ahead of the sidecar's clock is taken as
+        read now: a forged one cannot push it later than that)."""
         return self.began_s
 
     @property
