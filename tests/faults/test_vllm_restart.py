@@ -25,7 +25,7 @@ from servers.vllm.demo import wait_final
 from servers.vllm.launcher import vllm_python
 from servers.vllm.stack import CPU_ARGS, Request, Stack, get_json, run_workload
 from tests.faults.conftest import HealthWatch
-from tests.servers.vllm.streams import Stream
+from tests.servers.vllm.streams import Stream, wait_decoding
 from tests.support import metrics, tap_counts
 
 pytestmark = pytest.mark.integration
@@ -71,10 +71,7 @@ def run(stack: Stack) -> dict[str, Any]:
     )
     out["before"] = wait_final(stack.sidecar_url, [r.request_id for r in before], timeout_s=60)
     streams = [Stream(stack.vllm_url, stack.served_name, rid, MAX_TOKENS) for rid in IN_FLIGHT]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and min(s.chunks for s in streams) < 5:
-        time.sleep(0.05)
-    assert min(s.chunks for s in streams) >= 5, "the streams never started decoding"
+    wait_decoding(streams)
     pgid = stack.procs["vllm"].popen.pid
     stack.kill_vllm()  # mid-decode: SIGKILL to vLLM, its engine core and its workers
     deadline = time.monotonic() + 10  # the group's other processes are gone once reaped

@@ -14,7 +14,6 @@ output token is sampled, never fed back), without preemption.
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from servers.vllm.launcher import free_port
 from servers.vllm.stack import CPU_ARGS, Request, Stack, run_workload
 from sidecar.contracts.scheduler_wire import Message, decode
 from tests.servers.vllm.relay import read_copies
-from tests.servers.vllm.streams import Stream
+from tests.servers.vllm.streams import Stream, stream_request, wait_decoding
 from tests.support import metrics, tap_counts
 
 pytestmark = pytest.mark.integration
@@ -75,14 +74,7 @@ class Relay:
 
 def stream_then_drop(url: str, model: str, request_id: str) -> None:
     """A streamed chat request whose client hangs up after a few chunks (vLLM aborts it)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "energy " * 20}],
-            "max_tokens": STREAM_TOKENS, "ignore_eos": True, "stream": True}  # fmt: skip
-    http = urllib.request.Request(
-        f"{url}/v1/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
-    )
-    with urllib.request.urlopen(http, timeout=60) as resp:
+    with urllib.request.urlopen(stream_request(url, model, request_id, STREAM_TOKENS), timeout=60) as resp:
         for _ in range(5):
             resp.readline()
 
@@ -229,9 +221,7 @@ def test_a_sidecar_restarted_mid_decode_adds_no_work_twice(hooked: dict[str, Any
     stack = hooked["stack"]
     ids = [f"mid-{i}" for i in range(24)]  # a batch that decodes 1,900 tokens for longer than a restart
     streams = [Stream(stack.vllm_url, stack.served_name, rid, STREAM_TOKENS) for rid in ids]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and min(s.chunks for s in streams) < 5:
-        time.sleep(0.05)
+    wait_decoding(streams)
     stack.procs.pop("sidecar").stop()
     stack.start_sidecar()  # 11 s for both here while the batch decodes; the batch took 45 s
     decoding = sum(not s.done for s in streams)  # still decoding once the new sidecar is up
