@@ -34,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from sidecar.attribution.events import Phase
-from sidecar.attribution.fit import Coefficients, EnergyModelFit, work_features
+from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import FitSnapshot
 from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
@@ -197,18 +197,18 @@ class FittedRule:
         return weighed
 
     def _weighing_moved_j(
-        self, tick: TickWork, coef: Coefficients, work: np.ndarray, row_j: np.ndarray
+        self, energy_j: float, work: np.ndarray, floor_j: np.ndarray, idle_j: float, row_j: np.ndarray
     ) -> np.ndarray | float:
         """Per row, what weighing steps by their durations moved: ``row_j`` against the same split
-        of the tick with every step priced by its tokens alone, ``work`` (0 where no ratio differs
-        from 1)."""
-        if self.step_time is None or self.step_time.coef is None:
+        of the tick (the split's ``floor_j`` per row and ``idle_j``) with every step priced by its
+        tokens alone, ``work`` (0 where no ratio differs from 1)."""
+        if self.step_time is None or self.step_time.coef is None or self.fit.coef is None:
             return 0.0
-        plain = coef.floor_w * tick.time_share + work @ coef.work
-        total = float(plain.sum()) + coef.floor_w * max(tick.duration_s - tick.busy_s, 0.0)
+        plain = floor_j + work @ self.fit.coef.work
+        total = float(plain.sum()) + idle_j
         if not total > _TINY or not np.isfinite(total):
             return 0.0
-        moved: np.ndarray = np.abs(row_j - plain * (tick.energy_j / total))
+        moved: np.ndarray = np.abs(row_j - plain * (energy_j / total))
         return moved
 
     def interval_j(
@@ -268,7 +268,8 @@ class FittedRule:
             return TokensRule().split(tick)
         factor = tick.energy_j / total
         row_j = rows_model * factor
-        unexplained_j = np.abs(row_j - rows_model) + self._weighing_moved_j(tick, coef, plain, row_j)
+        moved_j = self._weighing_moved_j(tick.energy_j, plain, comp[:, 0], idle_model, row_j)
+        unexplained_j = np.abs(row_j - rows_model) + moved_j
         return Split(row_j, idle_model * factor, comp * factor, work * factor, unexplained_j)
 
     def _warmup_split(self, tick: TickWork) -> Split:

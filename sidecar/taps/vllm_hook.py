@@ -111,7 +111,7 @@ class HookReceiver(UdpEndpoint):
         self._claimed: RecentIds[str] = RecentIds(_MAX_CLAIMS)  # the oldest forgotten first
         # when the first datagram heard was sent (sidecar clock; -inf: none yet): a request in
         # flight before then has no new row here, its steps go under unknown-<pid>-<idx>
-        self.began_s = -math.inf
+        self._began_s = -math.inf
         self._shared = HookShared(self.counts, self._claimed, max_gap_s)
         self.senders: Senders[HookSender] = Senders(
             lambda pid, sent_s: HookSender(self._shared, self.model, sent_s, pid),
@@ -147,7 +147,7 @@ class HookReceiver(UdpEndpoint):
         it began to hear the engine): the plugin and the spans must not add that work again. The
         send time of the first datagram heard (a ``wall`` ahead of the sidecar's clock is taken as
         read now: a forged one cannot push it later than that)."""
-        return self.began_s
+        return self._began_s
 
     @property
     def live(self) -> int:
@@ -158,8 +158,8 @@ class HookReceiver(UdpEndpoint):
     def _message(self, raw: Any, out: TapOutput, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
-        if self.began_s == -math.inf:
-            self.began_s = base_s
+        if self._began_s == -math.inf:
+            self._began_s = base_s
         sender = self._sender(head.pid, head.seq, base_s, out)
         if not sender.seqs.see(head.seq, digest):
             return
