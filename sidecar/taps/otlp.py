@@ -190,8 +190,9 @@ class OtlpReceiver(SpanQueue):
         """Decode an export and accept its spans (the spans a row handler reads as columns); returns
         the refused, by reason. Raises if the export cannot be decoded (nothing of it is kept).
         ``whole`` (the gRPC method): an export with more spans than the queue's room while spans
-        are queued raises :class:`NoRoom`, nothing of it kept."""
-        refused_whole = self._refuse_if_full(payload)
+        are queued, or one that finds the queue full (filled by another export since the method
+        looked), raises :class:`NoRoom`, nothing of it kept."""
+        refused_whole = self._refuse_if_full(payload, whole)
         if refused_whole:
             return refused_whole
         found = row_handler(self.handlers)

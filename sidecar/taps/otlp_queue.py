@@ -66,19 +66,23 @@ class SpanQueue:
 
     def _full(self) -> Refusal | None:
         """Backpressure when the queue is full: the export is refused whole, retryably (not decoded)."""
-        if self._has_room():
-            return None
-        return Refusal(
-            "queue_full",
+        return None if self._has_room() else Refusal("queue_full", self._full_message())
+
+    def _full_message(self) -> str:
+        return (
             f"jouletrace's span queue is full ({self._max_queued} spans between two ticks: "
-            "otlp_max_queued_spans); retry later",
+            "otlp_max_queued_spans); retry later"
         )
 
-    def _refuse_if_full(self, payload: bytes) -> Counter[str]:
+    def _refuse_if_full(self, payload: bytes, whole: bool) -> Counter[str]:
         """A full queue refuses the export whole, before its spans are decoded (a flood's refused
-        spans cost a count, not their objects): ``queue_full`` for each span; empty if there is room."""
+        spans cost a count, not their objects): with ``whole`` (the gRPC method, which looked at the
+        room a moment earlier: another export may have taken it since) by raising :class:`NoRoom`,
+        retryably; otherwise as ``queue_full`` for each span. Empty if there is room."""
         if self._has_room():
             return Counter()
+        if whole:
+            raise NoRoom(self._full_message())
         n = count_spans(payload)  # raises on an undecodable export, as the full decode would
         with self._lock:
             self.counts["received"] += n

@@ -103,3 +103,23 @@ def test_exports_racing_for_the_last_room_never_drop_a_span(
         waiting = [e for e, taken_whole in zip(waiting, ok, strict=True) if not taken_whole]
         taken += _request_ids(rec)
     assert rec.dropped == 0 and sorted(taken) == sorted(f"r{i}" for i in range(80))
+
+
+def test_an_export_that_finds_the_queue_filled_after_its_first_look_is_refused_retryably_not_dropped(
+    queue_of_5: tuple[OtlpReceiver, trace_service_pb2_grpc.TraceServiceStub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gRPC method looks at the room before it reads the export; another exporter may fill the
+    queue in between (CI saw it: four senders, one export of 200 reported dropped, which OTel's
+    exporters never send again). Refused whole and retryably instead; nothing dropped."""
+    rec, stub = queue_of_5
+    now = time.time()
+    stub.Export(export(*(span(i, now) for i in range(5))), timeout=10)  # the queue is full
+    monkeypatch.setattr(rec, "_full", lambda: None)  # the first look saw room: it was taken since
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Export(export(span(10, now)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "span queue is full" in err.value.details()
+    assert rec.counts["refused_queue_full"] == 1 and rec.dropped == 0 and rec.counts["received"] == 5
+    monkeypatch.undo()
+    assert _request_ids(rec) == [f"r{i}" for i in range(5)]
+    assert stub.Export(export(span(10, now)), timeout=10).partial_success.rejected_spans == 0  # the retry
+    assert _request_ids(rec) == ["r10"]
