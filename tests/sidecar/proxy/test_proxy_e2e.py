@@ -261,8 +261,25 @@ def traffic(engine: Engine) -> dict[str, Any]:
     )
     records = wait_final(engine.sidecar_url, [r["id"] for r in results], timeout_s=90)
     warm = wait_final(engine.sidecar_url, warm_ids, timeout_s=30)
-    time.sleep(1.0)  # one more tick, so /metrics has every final record
+    _wait_written(engine.sidecar_url, len(records) + len(warm))
     return {"results": results, "records": records, "warm_up": warm}
+
+
+def _wait_written(sidecar_url: str, n: int, timeout_s: float = 15.0) -> None:
+    """Until ``n`` records are written: a final record is served at once, but counted on /metrics
+    when written, which waits up to ``ledger_write_every_s`` (1 s) and a tick (a busy machine: more;
+    a fixed sleep here once read /metrics before the tenants' records were on it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        m = metrics(sidecar_url)
+        stored = sum(
+            v
+            for lab, v in m["jouletrace_tap_events_total"]
+            if lab["jouletrace_tap"] == "ledger" and lab["outcome"] == "stored"
+        )
+        if stored >= n or time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
 
 
 def test_every_response_names_its_request_and_record_and_carries_energy(
