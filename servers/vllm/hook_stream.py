@@ -13,7 +13,11 @@ Flushing: after a step ends, when the oldest unsent step is ``flush_s`` old
 datagram when they are shorter), when the engine has nothing left to do, and
 at once when a request is new or finished: the sidecar then learns of it
 before vLLM's front end (and so the stat-logger plugin) does, which is what
-lets the sidecar's claims keep the plugin from counting the same work.
+lets the sidecar's claims keep the plugin from counting the same work. The
+next ``RENEW_SENDS`` messages carry each new row again (``renew``) while its
+request is in flight: a datagram lost on the way no longer leaves the sidecar
+without a request's id (it would take its steps under an ``unknown-`` name and
+its span's work besides).
 A finish is held until every step scheduled before it has ended and been
 queued, so a receiver never sees a member's step after its ``fin``.
 
@@ -35,7 +39,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.contracts.scheduler_wire import PARALLEL_CHILD, FinRow, Message, NewRow, StepRow, encode
+from sidecar.contracts.scheduler_wire import (
+    PARALLEL_CHILD,
+    RENEW_SENDS,
+    FinRow,
+    Message,
+    NewRow,
+    StepRow,
+    encode,
+)
 
 __all__ = ["StepStream", "external_id"]
 
@@ -88,6 +100,8 @@ class StepStream:
         self._n_scheduled = 0  # batches scheduled so far
         self._n_ended = 0  # batches ended so far
         self._new: list[tuple[int, str, int, float]] = []  # idx, external id, prompt, arrival (Unix s)
+        # new rows sent, to send again (renew): idx -> (sends left, the row as in _new); in flight only
+        self._renew: dict[int, tuple[int, tuple[int, str, int, float]]] = {}
         self._steps: list[tuple[float, float, list[int], list[int], list[int]]] = []
         self._fin: list[tuple[int, FinRow]] = []  # (scheduled batches it must wait for, row)
         self._gone: list[tuple[int, int]] = []
@@ -159,6 +173,7 @@ class StepStream:
         i = self._idx.pop(engine_id, None)
         if i is None:
             return  # never scheduled: nothing was sent about it
+        self._renew.pop(i, None)  # never sent again after its end
         if aborted:
             self._gone.append((self._n_scheduled, i))
         else:
@@ -191,13 +206,27 @@ class StepStream:
         self._gone = [(n, i) for n, i in self._gone if n > ended]
         new = [NewRow(i, ext, prompt, _ago(wall - arrival)) for i, ext, prompt, arrival in self._new]
         steps = [StepRow(_ago(mono - t0), _ago(mono - t1), i, k, p) for t0, t1, i, k, p in self._steps]
-        self._new, self._steps = [], []
         self._first_pending = mono if (self._fin or self._gone) else None
         if not (new or steps or fin or gone):
             return
-        for data in encode(Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone)):
+        renew = self._renewed(wall, {r.idx for r in fin} | set(gone))
+        self._new, self._steps = [], []
+        message = Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone, renew)
+        for data in encode(message):
             self.seq += 1
             self._send(data)
+
+    def _renewed(self, wall: float, ending: set[int]) -> tuple[NewRow, ...]:
+        """The new rows to send again now; counts them down and takes this flush's new rows in (not
+        one whose request ended before its row was first sent: ``ending`` holds this flush's ends)."""
+        renew = tuple(
+            NewRow(i, ext, p, _ago(wall - arrival)) for _, (i, ext, p, arrival) in self._renew.values()
+        )
+        self._renew = {i: (left - 1, row) for i, (left, row) in self._renew.items() if left > 1}
+        if self._new:
+            ending |= {r.idx for _, r in self._fin} | {i for _, i in self._gone}  # and those still held
+            self._renew.update((row[0], (RENEW_SENDS, row)) for row in self._new if row[0] not in ending)
+        return renew
 
     def _sendto(self, data: bytes) -> None:
         try:

@@ -10,6 +10,7 @@ One datagram is one UTF-8 JSON object, at most :data:`MAX_DATAGRAM_BYTES`::
 
     {"v": 2, "kind": "sched", "pid": 4242, "seq": 17, "wall": 1764400000.123, "model": "llama",
      "new":   [[idx, request_id, prompt_tokens, arrival_ago_s], ...],
+     "renew": [[idx, request_id, prompt_tokens, arrival_ago_s], ...],
      "steps": [[t0_ago_s, t1_ago_s, [idx, ...], [scheduled_tokens, ...], [computed_before, ...]], ...],
      "fin":   [[idx, output_tokens, reason], ...],
      "gone":  [idx, ...]}
@@ -26,6 +27,12 @@ One datagram is one UTF-8 JSON object, at most :data:`MAX_DATAGRAM_BYTES`::
            stands for ``request_id`` in every later row of this pid (never
            reused within a pid); ``prompt_tokens`` the prompt length;
            ``arrival_ago_s`` when the request arrived at the engine.
+``renew``  ``new`` rows sent again, as they were, in the next :data:`RENEW_SENDS` messages
+           after the first (while the request is in flight, never after its ``fin``
+           or ``gone``): a receiver that has the row already ignores it; one whose
+           first copy was lost (UDP) takes it, and its member's steps go under its
+           own id; the steps in the lost datagram are lost (the receiver marks its
+           record so). Optional: a receiver that does not know the key loses nothing.
 ``steps``  engine steps in order, each running from ``t0`` to ``t1`` (steps do
            not overlap), with three parallel arrays, one entry per member:
            its ``idx``, the tokens it had scheduled in the step (prompt chunk,
@@ -40,7 +47,7 @@ One datagram is one UTF-8 JSON object, at most :data:`MAX_DATAGRAM_BYTES`::
 ``gone``   requests that left without finishing (aborted by the client or the
            front end).
 
-``new``, ``steps``, ``fin`` and ``gone`` may each be absent or empty. A request's
+``new``, ``renew``, ``steps``, ``fin`` and ``gone`` may each be absent or empty. A request's
 ``new`` row comes in the same or an earlier datagram than its first step.
 Limits (a decoder rejects the datagram otherwise): integers are JSON integers
 (not booleans) in ``0 .. 2**53``; token counts ``<= 2**31``; times are finite,
@@ -64,6 +71,7 @@ __all__ = [
     "MAX_DATAGRAM_BYTES",
     "MAX_MEMBERS",
     "PARALLEL_CHILD",
+    "RENEW_SENDS",
     "VERSION",
     "FinRow",
     "Message",
@@ -78,6 +86,7 @@ KIND = "sched"
 DEFAULT_PORT = HOOK_PORT
 MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
 MAX_MEMBERS = 65_536
+RENEW_SENDS = 3  # messages after a request's new row that carry the row again (renew)
 _MAX_INT = 2**53
 _MAX_TOKENS = 2**31
 _MAX_AGO_S = 86_400.0
@@ -117,16 +126,17 @@ class Message(NamedTuple):
     steps: list[StepRow]
     fin: list[FinRow]
     gone: list[int]
+    renew: tuple[NewRow, ...] = ()  # new rows sent again (the wire's "renew")
 
 
-_SECTIONS = ("new", "steps", "fin", "gone")
+_SECTIONS = ("new", "renew", "steps", "fin", "gone")  # a row is sent in this order
 
 
 def encode(message: Message) -> list[bytes]:
     """``message`` as datagrams with ``seq``, ``seq + 1``, ...; rows kept in order.
 
     Usually one datagram; a long message is split between rows (``new`` rows
-    first, then steps, finishes, aborts), each part under the size limit. The
+    first, then those sent again, steps, finishes, aborts), each part under the size limit. The
     sender advances its ``seq`` by the number of datagrams. A single row that
     alone exceeds the limit (a step of tens of thousands of members) is dropped.
     """
@@ -185,6 +195,7 @@ def _whole(head: dict[str, Any], message: Message) -> bytes:
     parts = (
         _dumps(head)[:-1],
         b',"new":' + _dumps(message.new),
+        b',"renew":' + _dumps(message.renew) if message.renew else b"",
         b',"steps":[' + steps.encode() + b"]",
         b',"fin":' + _dumps(message.fin),
         b',"gone":' + _dumps(message.gone) + b"}",
@@ -207,6 +218,7 @@ def decode(data: bytes) -> Message:
         wall=wall,
         model=_str(raw.get("model", ""), "model", 0, 256),
         new=[_new(r) for r in _list(raw.get("new", []), "new")],
+        renew=tuple(_new(r) for r in _list(raw.get("renew", []), "renew")),
         steps=[_step(r) for r in _list(raw.get("steps", []), "steps")],
         fin=[_fin(r) for r in _list(raw.get("fin", []), "fin")],
         gone=_ints(_list(raw.get("gone", []), "gone"), "gone idx", _MAX_INT),

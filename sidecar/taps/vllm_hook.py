@@ -45,8 +45,10 @@ nothing of a process that is sending.
 
 Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
 senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
-``new`` row, e.g. lost, or sent before this sidecar started: that member is adopted,
-:meth:`~sidecar.taps.vllm_hook_sender.HookSender.step`), after_fin, unknown_end, finished,
+``new`` row, e.g. sent before this sidecar started: that member is adopted,
+:meth:`~sidecar.taps.vllm_hook_sender.HookSender.step`), new_renewed (a ``new`` row that
+had been lost, taken from a later datagram's ``renew``: its request's earlier steps may
+be lost too, and its record says so), after_fin, unknown_end, finished,
 aborted, evicted (more than ``max_requests`` in flight over all processes: the oldest
 of the process holding the most). Units:
 seconds, tokens.
@@ -174,6 +176,8 @@ class HookReceiver(UdpEndpoint):
                 biggest = self.senders.biggest(lambda s: len(s.live))
                 if biggest is not None:
                     biggest.evict_oldest()
+        for row in v.checked_rows(self.counts, raw, "renew", parse_new):  # a lost new row sent again
+            sender.renew(row, base_s, out)
         for step in v.checked_rows(self.counts, raw, "steps", parse_step):
             sender.step(step, base_s, out)
         for fin in v.checked_rows(self.counts, raw, "fin", parse_fin):

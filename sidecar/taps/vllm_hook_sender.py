@@ -97,6 +97,18 @@ class HookSender:
         if child:
             self._child(req, raw, key, family, out)
 
+    def renew(self, row: NewRow, base_s: float, out: TapOutput) -> None:
+        """A ``new`` row sent again (the wire's ``renew``): nothing if this sidecar has it (or had it:
+        the request is still recent here); else its first copy was lost: taken now, counted
+        ``new_renewed``, and the request marked as having lost work (the lost datagram may have held
+        steps of it). A sidecar that started after the first copy was sent takes it the same way."""
+        if row.idx in self.slot:
+            return
+        self.new(row, base_s, out)
+        if row.idx in self.live:
+            self.shared.counts["new_renewed"] += 1
+            self.gapped.add(row.idx)
+
     def _child(self, req: Req, raw: str, key: str, family: Family | None, out: TapOutput | None) -> None:
         """A parallel-sampling child: one of its parent's ``family`` (None: the first). At the first, an
         exact info with no end holds the request open: the plugin's and the span's infos, which see

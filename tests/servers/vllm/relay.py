@@ -18,13 +18,17 @@ bytes: whatever the hook sent before the others were sent is forwarded before th
 the relay runs. The hook's datagrams are appended to a file, each as a 4-byte big-endian length
 and the bytes.
 
-    python -m tests.servers.vllm.relay TO_HOOK_PORT TO_PLUGIN_PORT TO_OTLP_PORT COPY_PATH
+    python -m tests.servers.vllm.relay TO_HOOK_PORT TO_PLUGIN_PORT TO_OTLP_PORT COPY_PATH [LOSE]
+
+``LOSE``: the first hook datagram with a ``new`` row whose request id contains it is not forwarded
+(a datagram lost on the way; its copy is written all the same).
 
 prints ``HOOK_PORT PLUGIN_PORT OTLP_PORT`` (its own, on 127.0.0.1) once listening; stops on SIGTERM.
 """
 
 from __future__ import annotations
 
+import json
 import select
 import signal
 import socket
@@ -112,12 +116,21 @@ class _Streams:
                 end.close()
 
 
+def _loses(data: bytes, lose: str) -> bool:
+    """Whether ``data`` is the hook datagram to lose: it has a new row whose request id holds ``lose``."""
+    if not lose or lose.encode() not in data:
+        return False
+    rows = json.loads(data).get("new", [])
+    return any(lose in str(row[1]) for row in rows if isinstance(row, list) and len(row) > 1)
+
+
 def main(argv: list[str]) -> None:
     to_hook, to_plugin = (_LOCAL, int(argv[0])), (_LOCAL, int(argv[1]))
     hook_in, plugin_in, out = _udp(), _udp(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     streams = _Streams((_LOCAL, int(argv[2])))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ports = (hook_in, plugin_in, streams.listener)
+    lose = argv[4] if len(argv) > 4 else ""
     print(*(sock.getsockname()[1] for sock in ports), flush=True)
     with open(argv[3], "ab", buffering=0) as copies:
         while True:
@@ -126,6 +139,9 @@ def main(argv: list[str]) -> None:
             plugin = _drain(plugin_in)
             hook = _drain(hook_in)
             for data in hook:
+                if _loses(data, lose):
+                    lose = ""  # once
+                    continue
                 out.sendto(data, to_hook)
             for data in plugin:
                 out.sendto(data, to_plugin)

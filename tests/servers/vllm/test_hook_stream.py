@@ -176,3 +176,42 @@ def test_a_real_socket_sends_and_send_errors_are_counted_not_raised() -> None:
         lost.ended(i, 1.1)
         lost.flush()
     assert lost.sent + lost.dropped == 3
+
+
+def test_new_rows_are_sent_again_in_the_next_three_messages_while_in_flight_never_after_the_end() -> None:
+    """``renew``: a datagram lost on the way must not leave the sidecar without a request's id. Each
+    new row rides again in the next RENEW_SENDS messages, dated anew; not once its request ended, and
+    not at all for one that ended before its row was first sent."""
+    s, sent, clock = stream()
+    a, b = REQS
+    c = "chatcmpl-c-00000000"
+    reqs = {**REQS, c: FakeRequest(3, 1010.0)}
+
+    def step(key: int, members: list[str], end: str | None = None) -> None:
+        s.scheduled(key, clock.t, members, [1] * len(members), [0] * len(members), reqs.__getitem__)
+        if end is not None:
+            s.finished(end, 1, "length", aborted=False)
+        clock.t += 0.03
+        s.ended(key, clock.t)
+        s.maybe_flush(idle=True)
+
+    for key in range(1, 6):  # a's new row with its first step, then four more messages
+        step(key, [a])
+    assert [[r.request_id for r in m.new] for m in sent] == [["chatcmpl-a"], [], [], [], []]
+    assert [[r.request_id for r in m.renew] for m in sent] == [
+        [],
+        ["chatcmpl-a"],
+        ["chatcmpl-a"],
+        ["chatcmpl-a"],
+        [],
+    ]
+    assert sent[1].renew[0] == NewRow(0, "chatcmpl-a", 10, 0.56)  # dated anew: arrived 0.56 s before
+    step(6, [a, b])
+    step(7, [a, b])
+    step(8, [a], end=b)  # b's fin: not sent again from here on
+    step(9, [a])
+    assert [[r.request_id for r in m.renew] for m in sent[5:]] == [[], ["chatcmpl-b"], [], []]
+    assert [r.idx for r in sent[7].fin] == [1]
+    step(10, [c], end=c)  # c ends before its new row is first sent
+    step(11, [a])
+    assert [r.request_id for r in sent[-2].new] == ["chatcmpl-c"] and not sent[-1].renew

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 CHUNK = 128
 CONTEXT = 2048  # the model's whole context: streams long enough to be cut mid-decode
 STREAM_TOKENS = 1900  # a long stream's max_tokens: about what its ~90-token prompt leaves
+LOST = "lost-"  # the relay loses the hook datagram with the new row of the first request so named
 
 
 class Relay:
@@ -47,9 +48,9 @@ class Relay:
     sidecar's ``to`` ports in the order the sidecar relies on (the hook's first: see its
     docstring, which says what a relay of the hook alone cost); :attr:`data` the hook's so far."""
 
-    def __init__(self, to: dict[str, int], copy_path: Path) -> None:
+    def __init__(self, to: dict[str, int], copy_path: Path, lose: str = "") -> None:
         self.copy_path = copy_path
-        args = [str(to["hook"]), str(to["plugin"]), str(to["otlp"]), str(copy_path)]
+        args = [str(to["hook"]), str(to["plugin"]), str(to["otlp"]), str(copy_path), lose]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.servers.vllm.relay", *args],
             cwd=Path(__file__).resolve().parents[3],
@@ -85,7 +86,7 @@ def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     to["plugin"] = to["hook"]
     while to["plugin"] == to["hook"]:
         to["plugin"] = free_port(socket.SOCK_DGRAM)
-    relay = Relay(to, tmp_path_factory.mktemp("relay") / "hook.bin")
+    relay = Relay(to, tmp_path_factory.mktemp("relay") / "hook.bin", lose=LOST)
     cpu_args = list(CPU_ARGS)
     cpu_args[cpu_args.index("--max-model-len") + 1] = str(CONTEXT)
     stack = Stack(  # vLLM sends to the relay's ports; the sidecar listens on ``to`` (the later flags win)
@@ -209,6 +210,30 @@ def test_the_sidecar_takes_work_from_the_hook_alone_and_conserves_energy(hooked:
     measured = sum(v for _, v in m["hw_energy_joules_total"])
     error = sum(v for _, v in m["jouletrace_conservation_error_joules"])
     assert measured > 0 and error <= 1e-9 * measured + 1e-9
+
+
+def test_a_lost_new_row_is_taken_from_the_next_datagrams_and_no_work_is_counted_twice(
+    hooked: dict[str, Any],
+) -> None:
+    """The relay loses the hook's datagram with ``lost-0``'s new row (and the steps it carried). The
+    next datagrams carry the row again (``renew``): the sidecar takes the request under its own id,
+    so the hook claims it and its span adds no work; its record says its work was partly lost.
+    Before, the request's later steps went under ``unknown-<pid>-<idx>`` and its span added its
+    whole-phase work again: counted twice, taken from the requests beside it."""
+    stack = hooked["stack"]
+    before = tap_counts(stack.sidecar_url)
+    (res,) = run_workload(stack.vllm_url, stack.served_name, [Request(f"{LOST}0", 60, 24)])
+    records = wait_final(stack.sidecar_url, [res.request_id], timeout_s=60)
+    taps = tap_counts(stack.sidecar_url)
+    grew = {key: taps.get(key, 0) - before.get(key, 0) for key in taps}
+    assert any(LOST in row.request_id for m in messages(hooked) for row in m.new)  # sent, then lost
+    assert grew[("vllm_hook", "lost")] >= 1 and grew[("vllm_hook", "new_renewed")] == 1
+    assert grew.get(("vllm_hook", "unknown_member"), 0) == 0
+    assert grew.get(("vllm_spans", "work_from_spans"), 0) == 0 and grew[("vllm_spans", "requests")] >= 1
+    assert grew.get(("vllm_plugin", "whole_phase"), 0) == 0
+    rec = records[res.request_id]
+    assert rec["final"] and rec["output_tokens"] == res.completion_tokens
+    assert rec["attributes"]["energy_unknown_reason"] == "work_lost"
 
 
 def test_a_sidecar_restarted_mid_decode_adds_no_work_twice(hooked: dict[str, Any]) -> None:

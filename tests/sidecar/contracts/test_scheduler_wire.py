@@ -53,7 +53,10 @@ def test_the_datagram_is_plain_json_of_the_message_and_a_reused_array_text_never
     m = message(model='m"x', new=[NewRow(0, 'a"b', 3, 0.1)])
     (data,) = encode(m)
     plain = json.dumps({"v": 2, "kind": "sched", **m._asdict()})
-    assert json.loads(data) == json.loads(plain)
+    assert json.loads(data) == {k: x for k, x in json.loads(plain).items() if k != "renew"}  # none: left out
+    again = message(renew=(NewRow(3, "chatcmpl-c", 5, 0.2),))
+    (data,) = encode(again)
+    assert json.loads(data) == json.loads(json.dumps({"v": 2, "kind": "sched", **again._asdict()}))
     idx = [0, 1]
     first = encode(message(steps=[StepRow(0.2, 0.1, idx, [1, 1], [5, 5])]))
     idx[1] = 9  # the same list object, changed: its text must not be reused
@@ -63,7 +66,7 @@ def test_the_datagram_is_plain_json_of_the_message_and_a_reused_array_text_never
 
 def test_sections_may_be_absent() -> None:
     got = decode(raw())
-    assert (got.new, got.steps, got.fin, got.gone) == ([], [], [], [])
+    assert (got.new, got.renew, got.steps, got.fin, got.gone) == ([], (), [], [], [])
 
 
 def test_a_long_message_splits_under_the_limit_with_consecutive_seqs_and_rows_in_order() -> None:
@@ -73,16 +76,18 @@ def test_a_long_message_splits_under_the_limit_with_consecutive_seqs_and_rows_in
         StepRow(0.5 - s * 0.01, 0.49 - s * 0.01, list(range(n)), [1] * n, [1000 + s] * n) for s in range(40)
     ]
     fin = [FinRow(i, 40, "length") for i in range(n)]
-    datagrams = encode(message(new=new, steps=steps, fin=fin, gone=[]))
+    renew = tuple(NewRow(n + i, f"chatcmpl-r{i:039d}", 7, 0.2) for i in range(64))
+    datagrams = encode(message(new=new, steps=steps, fin=fin, gone=[], renew=renew))
     assert len(datagrams) > 1
     assert all(len(d) <= MAX_DATAGRAM_BYTES for d in datagrams)
     parts = [decode(d) for d in datagrams]
     assert [p.seq for p in parts] == list(range(7, 7 + len(parts)))
     assert [r for p in parts for r in p.new] == new
+    assert tuple(r for p in parts for r in p.renew) == renew
     assert [r for p in parts for r in p.steps] == steps
     assert [r for p in parts for r in p.fin] == fin
     first_step = next(i for i, p in enumerate(parts) if p.steps)
-    assert all(not p.new for p in parts[first_step + 1 :])  # every new row comes before the steps
+    assert all(not (p.new or p.renew) for p in parts[first_step + 1 :])  # every new row before the steps
 
 
 def test_a_row_too_big_for_any_datagram_is_dropped_not_sent_broken() -> None:

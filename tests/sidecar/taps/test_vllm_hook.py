@@ -28,7 +28,14 @@ def rx(read_s: float = WALL) -> HookReceiver:
 
 
 def dgram(seq: int, *, pid: int = 7, wall: float = WALL, **sections: object) -> bytes:
-    m = Message(pid, seq, wall, "tiny", *(list(sections.get(k, [])) for k in ("new", "steps", "fin", "gone")))  # type: ignore[call-overload]
+    m = Message(
+        pid,
+        seq,
+        wall,
+        "tiny",
+        *(list(sections.get(k, [])) for k in ("new", "steps", "fin", "gone")),
+        tuple(sections.get("renew", ())),
+    )  # type: ignore[call-overload]
     (data,) = encode(m)
     return data
 
@@ -390,3 +397,46 @@ def test_a_span_of_a_request_in_flight_before_the_hook_began_adds_no_work_again(
     assert worked == {"late"} and {"old", "late"} <= {i.request_id for i in out.infos}
     counts = {outcome: n for (_, outcome), n in spans.stats().events.items()}
     assert (counts["work_adopted_by_hook"], counts["work_from_spans"]) == (1, 1)
+
+
+def _span(rid: str, start_unix_s: float) -> ReceivedSpan:
+    attrs = {"gen_ai.request.id": rid, "gen_ai.usage.prompt_tokens": 5,
+             "gen_ai.usage.completion_tokens": 3, "gen_ai.latency.e2e": 0.6,
+             "gen_ai.latency.time_in_model_prefill": 0.1,
+             "gen_ai.latency.time_in_model_decode": 0.4}  # fmt: skip
+    return ReceivedSpan(rid, "s1", "", "llm_request", start_unix_s, start_unix_s + 0.6, attrs)  # type: ignore[arg-type]
+
+
+def test_a_lost_new_row_taken_from_a_later_renew_keeps_the_requests_id_and_its_span_adds_no_work() -> None:
+    """The datagram with b's new row is lost; the next carries the row again (``renew``) before b's
+    step: b's steps go under its own id (not ``unknown-7-1``), the hook claims it, so its span adds no
+    work again; its record says work may be lost (the lost datagram could have held steps of it). A
+    renewed row the receiver has already changes nothing. Before the renew, the same loss made b
+    ``unknown-7-1`` and its span added b's whole-phase work beside it: counted twice."""
+    r, out = rx(), TapOutput()
+    a_row, b_row = NewRow(0, "chatcmpl-a", 5, 1.0), NewRow(1, "chatcmpl-b", 5, 0.7)
+    r.feed(dgram(0, new=[a_row], steps=[StepRow(0.9, 0.8, [0], [5], [0])]), out)
+    # datagram 1 (b's new row) lost
+    r.feed(dgram(2, renew=[a_row, b_row], steps=[StepRow(0.6, 0.5, [0, 1], [1, 5], [5, 0])]), out)
+    r.feed(dgram(3, renew=[b_row], steps=[StepRow(0.5, 0.4, [0, 1], [1, 1], [6, 5])]), out)
+    r.feed(dgram(4, fin=[FinRow(0, 3, "stop"), FinRow(1, 3, "stop")]), out)
+    assert members(steps(out)[-1]) == [("a", Phase.DECODE, 1, 7), ("b", Phase.DECODE, 1, 6)]
+    assert (r.counts["new_renewed"], r.counts["unknown_member"], r.counts["lost"]) == (1, 0, 1)
+    assert r.counts["rejected_duplicate"] == 0 and r.claims("b")
+    infos = {i.request_id: i for i in out.infos}
+    assert infos["b"].attributes[WORK_LOST] == "true" and infos["b"].output_tokens == 3
+    spans = VllmSpanHandler(lambda unix_s: unix_s - 900.0, claims=r.claims, adopted_before=r.adopted_before)
+    assert spans.handle(_span("chatcmpl-b", WALL - 0.7), out)
+    spans.flush(out)
+    assert not work_events([e for e in out.events if not isinstance(e, StepBatch)])
+    counts = {outcome: n for (_, outcome), n in spans.stats().events.items()}
+    assert counts["work_from_spans"] == 0
+
+
+def test_a_renew_never_brings_back_a_request_that_ended() -> None:
+    """A renewed row of an idx the receiver has finished (still recent) adds nothing."""
+    r, out = rx(), TapOutput()
+    row = NewRow(0, "chatcmpl-a", 5, 1.0)
+    r.feed(dgram(0, new=[row], steps=[StepRow(0.9, 0.8, [0], [5], [0])], fin=[FinRow(0, 1, "stop")]), out)
+    r.feed(dgram(1, renew=[row]), out)
+    assert r.live == 0 and r.counts["new_renewed"] == 0 and [i.request_id for i in out.infos] == ["a"]

@@ -54,14 +54,17 @@ def rejected(rx: HookReceiver) -> dict[str, int]:
 
 @pytest.mark.parametrize(("bad", "reason"), POISON)
 @pytest.mark.parametrize("field", range(4))
-def test_a_poison_value_in_a_new_row_rejects_that_request_only(bad: str, reason: str, field: int) -> None:
+@pytest.mark.parametrize("section", ["new", "renew"])
+def test_a_poison_value_in_a_new_row_rejects_that_request_only(
+    bad: str, reason: str, field: int, section: str
+) -> None:
     row = ["1", '"chatcmpl-bad"', "5", "1.0"]
     row[field] = bad
     if field == 1:  # a request id: anything but a printable non-empty string is a bad id
         row[1], reason = ('""' if bad == '"abc"' else bad), "bad_id"
     rx, out = receiver(), TapOutput()
     steps = "[[0.5,0.4,[0,1,2],[5,5,5],[0,0,0]]]"
-    rx.feed(raw(0, new=f"[{NEW},[{','.join(row)}]]", steps=steps), out)
+    rx.feed(raw(0, **{section: f"[{NEW},[{','.join(row)}]]"}, steps=steps), out)  # renew: new rows sent again
     # the bad request never joined: its member is unknown, adopted under a name of its own (its share
     # of the step is its own, not its neighbours')
     assert step_ids(out) == [("good", "unknown-7-1", "good2")]
@@ -172,7 +175,7 @@ def test_an_unusable_model_name_is_ignored_and_the_rows_still_count(model: str) 
     assert step_ids(out) == [("good", "good2")] and rx.model == "default"
 
 
-@pytest.mark.parametrize("section", ["new", "steps", "fin", "gone"])
+@pytest.mark.parametrize("section", ["new", "renew", "steps", "fin", "gone"])
 def test_a_section_that_is_not_a_list_is_rejected_and_the_other_sections_count(section: str) -> None:
     rx, out = receiver(), TapOutput()
     parts = {"new": f"[{NEW}]", "steps": "[[0.3,0.2,[0,2],[5,5],[0,0]]]", "fin": '[[0,3,"stop"]]'}
