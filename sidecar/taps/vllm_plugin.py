@@ -310,9 +310,8 @@ class PluginReceiver(UdpEndpoint):
             if start_s < self.adopted_before():  # in flight when the hook began: it took the steps
                 self.counts["work_adopted_by_hook"] += 1  # as unknown-<pid>-<idx>
             elif self.hook_hears(self.model):  # its steps are the hook's, under another name
-                if row.generation_tokens > 0:  # none: never scheduled, no work to leave
-                    self.counts["work_left_to_hook"] += 1
-                    attributes[WORK_LOST] = "true"
+                self.counts["work_left_to_hook"] += 1
+                attributes[WORK_LOST] = "true"
             else:
                 tokens = (row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s)
                 out.events.extend(phase_events(request_id, t_end, *tokens))

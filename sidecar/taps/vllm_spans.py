@@ -261,9 +261,8 @@ class VllmSpanHandler:
         elif checked.start_s < self.adopted_before():  # in flight when the hook began: its steps were
             self.work_adopted += 1  # taken as unknown-<pid>-<idx>; its record: energy unknown
         elif self.hook_hears(checked.model):  # its new row lost: the hook took its steps under another
-            if checked.output_tokens > 0:  # name; its record: its work lost (none: never scheduled)
-                self.work_left += 1
-                info.attributes[WORK_LOST] = "true"
+            self.work_left += 1  # name; its record: its work lost
+            info.attributes[WORK_LOST] = "true"
         else:
             self.work_from_spans += 1
             mine = True
