@@ -132,8 +132,6 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
     )
     # requests in flight before the hook began: their steps are the hook's (unknown-<pid>-<idx>)
     adopted_before = hook.adopted_before if hook is not None else lambda: -math.inf
-    # a model the hook hears: its requests' steps are the hook's (a lost new row: under another name)
-    hook_hears = hook.hears if hook is not None else lambda model: False
     plugin = (
         PluginReceiver(
             to_mono,
@@ -142,7 +140,6 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
             default_model=config.model,
             claimed_by=hook.claims if hook is not None else None,
             adopted_before=adopted_before,
-            hook_hears=hook_hears,
         )
         if config.plugin_port
         else None
@@ -173,7 +170,6 @@ def attach_vllm(config: SidecarConfig, to_mono: Callable[[float], float]) -> Vll
         model=model,
         claims=claims_of(hook, plugin),
         adopted_before=adopted_before,
-        hook_hears=hook_hears,
         on_span=forwarder.on_span if forwarder is not None else None,
         task_wait_s=config.vllm_task_wait_s,
     )

@@ -143,13 +143,6 @@ class HookReceiver(UdpEndpoint):
         """Whether the hook supplies this request's work (so the plugin and spans must not)."""
         return request_id in self._claimed
 
-    def hears(self, model: str) -> bool:
-        """Whether a process this hook hears serves ``model``: every step of its requests is then the
-        hook's, under the request's id or (its ``new`` row lost, every copy) an adopted
-        ``unknown-<pid>-<idx>``. The plugin and the spans add no work of a request of that model the
-        hook has not claimed; its record says its work went elsewhere (``work_lost``)."""
-        return any(sender.model == model for sender in self.senders)
-
     def adopted_before(self) -> float:
         """Requests that started before this time (sidecar clock) and that the hook has not claimed
         may have had their steps since taken under ``unknown-<pid>-<idx>`` (they were in flight when

@@ -21,11 +21,7 @@ their infos and timings still come from here. When the plugin cannot see
 per-request starts (``live: false``), finished requests get whole-phase work
 from their timings, as spans would; not one that was in flight when the hook
 began to be heard (``adopted_before``: a sidecar started while vLLM ran), whose
-steps the hook took as ``unknown-<pid>-<idx>`` (counted ``work_adopted_by_hook``); nor one
-of a model the hook hears (``hook_hears``) that it has not claimed (its ``new`` row was lost
-on the way: its steps are the hook's, under its id once a later datagram brings the row again,
-else adopted), counted ``work_left_to_hook``; its record then says its work was lost unless the
-hook claimed it by its end.
+steps the hook took as ``unknown-<pid>-<idx>`` (counted ``work_adopted_by_hook``).
 
 Faults: UDP needs no connection, so either side can restart. Undecodable datagrams are
 counted (``malformed``); every part of a datagram (``wall``, ``it``, ``sched``, each
@@ -104,14 +100,12 @@ class PluginReceiver(UdpEndpoint):
         max_per_drain: int = 50_000,
         claimed_by: Callable[[str], bool] | None = None,
         adopted_before: Callable[[], float] = lambda: -math.inf,
-        hook_hears: Callable[[str], bool] = lambda model: False,
         max_decoding: int = 4096,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.to_mono = to_mono
         self.claimed_by = claimed_by  # another tap with better work for a request (the scheduler hook)
         self.adopted_before = adopted_before  # the hook's (HookReceiver.adopted_before)
-        self.hook_hears = hook_hears  # the hook's (HookReceiver.hears): its model's steps are the hook's
         self.host, self.port = host, port
         self.model = default_model
         self.max_gap_s = max_gap_s
@@ -270,10 +264,6 @@ class PluginReceiver(UdpEndpoint):
             self.counts["claimed_by_hook"] += 1
             self.seen.claim(request_id)
             return
-        if self.hook_hears(self.model):  # the hook's new row for it was lost: its steps are the hook's
-            self.counts["work_left_to_hook"] += 1
-            self.seen.leave(request_id)
-            return
         if row.computed_tokens > 0:
             computed, prefill_s = row.computed_tokens, row.prefill_s
             pairs = computed * (row.prompt_tokens - (computed - 1) / 2)
@@ -303,15 +293,10 @@ class PluginReceiver(UdpEndpoint):
             attributes[WORK_LOST] = "true"
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
-        if self.seen.left(request_id) and not elsewhere:  # the hook had its work under another name
-            attributes[WORK_LOST] = "true"
         start_s = t_rec - row.e2e_s
         if not decoding and not self.claims(request_id) and not elsewhere:
             if start_s < self.adopted_before():  # in flight when the hook began: it took the steps
                 self.counts["work_adopted_by_hook"] += 1  # as unknown-<pid>-<idx>
-            elif self.hook_hears(self.model):  # its steps are the hook's, under another name
-                self.counts["work_left_to_hook"] += 1
-                attributes[WORK_LOST] = "true"
             else:
                 tokens = (row.prompt_tokens, row.generation_tokens, row.prefill_s, row.decode_s)
                 out.events.extend(phase_events(request_id, t_end, *tokens))

@@ -14,7 +14,7 @@ from collections import OrderedDict
 __all__ = ["MAX_SEEN", "SeenIds"]
 
 MAX_SEEN = 100_000  # recent request ids kept (claimed and/or finished)
-_CLAIMED, _FINISHED, _LEFT = 1, 2, 4  # what is known about a recent id (bits)
+_CLAIMED, _FINISHED = 1, 2  # what is known about a recent id (bits)
 
 
 class SeenIds:
@@ -36,16 +36,8 @@ class SeenIds:
         """Whether a finish of this request was already taken."""
         return bool(self._bits.get(request_id, 0) & _FINISHED)
 
-    def left(self, request_id: str) -> bool:
-        """Whether its work was left to the scheduler hook, which had not claimed it at its start."""
-        return bool(self._bits.get(request_id, 0) & _LEFT)
-
     def claim(self, request_id: str) -> None:
         self._mark(request_id, _CLAIMED)
-
-    def leave(self, request_id: str) -> None:
-        """Claimed (the spans add no work) with no work emitted: the hook's, which had not claimed it."""
-        self._mark(request_id, _CLAIMED | _LEFT)
 
     def finish(self, request_id: str) -> None:
         self._mark(request_id, _FINISHED)

@@ -24,10 +24,7 @@ to be heard (``adopted_before()``: a sidecar started or restarted while vLLM
 ran): the hook had no ``new`` row for it and took its steps since under
 ``unknown-<pid>-<idx>``; the span adds its info only (counted
 ``work_adopted_by_hook``), and its record, without work, says its energy is
-unknown (:mod:`sidecar.attribution.lifecycle`). Nor from a span of a model the hook
-hears (``hook_hears``) that no tap claimed: the hook's ``new`` row for it was lost, so
-the hook took its steps under another name; the span adds its info, marked
-``work_lost`` (counted ``work_left_to_hook``).
+unknown (:mod:`sidecar.attribution.lifecycle`).
 
 Every value read is checked (:mod:`.validate`) before anything changes: an id
 that is not a printable string, a token count that is not a whole number in
@@ -50,7 +47,6 @@ from collections.abc import Callable
 import numpy as np
 
 from sidecar import knobs
-from sidecar.attribution.events import WORK_LOST
 from sidecar.attribution.records import TapReport
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
@@ -103,7 +99,6 @@ class VllmSpanHandler:
         model: Callable[[], str] = lambda: "unknown",
         claims: Callable[[str], bool] = lambda request_id: False,
         adopted_before: Callable[[], float] = lambda: -math.inf,
-        hook_hears: Callable[[str], bool] = lambda model: False,
         on_span: Callable[[str, ReceivedSpan], None] | None = None,
         task_wait_s: float = TASK_WAIT_S,
         monotonic: Callable[[], float] = time.monotonic,
@@ -115,7 +110,6 @@ class VllmSpanHandler:
         self.model = model
         self.claims = claims
         self.adopted_before = adopted_before  # the hook's: see VllmSpanHandler._request
-        self.hook_hears = hook_hears  # the hook's (HookReceiver.hears): its model's steps are the hook's
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         # the energy counter's edges after a time (s), known so far: decode is cut at them (the
@@ -129,7 +123,6 @@ class VllmSpanHandler:
         self.requests = 0  # llm_request spans handled
         self.work_from_spans = 0  # of which the span supplied the work
         self.work_adopted = 0  # of which the hook took the work under another id (in flight before it)
-        self.work_left = 0  # ... (its new row lost: the hook heard its model, claimed not it)
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
         if span.name == SPAN_NAME and ID_KEY in span.attributes:
@@ -186,8 +179,6 @@ class VllmSpanHandler:
         counts = {"requests": self.requests, "work_from_spans": self.work_from_spans, **self.tasks.counts()}
         if self.work_adopted:
             counts["work_adopted_by_hook"] = self.work_adopted
-        if self.work_left:
-            counts["work_left_to_hook"] = self.work_left
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
     def _take(
@@ -253,21 +244,16 @@ class VllmSpanHandler:
         request_id = checked.request_id
         info = checked.info(trace_id, self.tasks.task_of(trace_id, request_id, kept_s))
         self.requests += 1
+        out.infos.append(info)
         if self.on_span is not None and span is not None:
             self.on_span(request_id, span)
-        mine = False
         if self.claims(request_id):
-            pass
-        elif checked.start_s < self.adopted_before():  # in flight when the hook began: its steps were
+            return False
+        if checked.start_s < self.adopted_before():  # in flight when the hook began: its steps were
             self.work_adopted += 1  # taken as unknown-<pid>-<idx>; its record: energy unknown
-        elif self.hook_hears(checked.model):  # its new row lost: the hook took its steps under another
-            self.work_left += 1  # name; its record: its work lost
-            info.attributes[WORK_LOST] = "true"
-        else:
-            self.work_from_spans += 1
-            mine = True
-        out.infos.append(info)
-        return mine
+            return False
+        self.work_from_spans += 1
+        return True
 
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all

@@ -297,8 +297,7 @@ def test_the_plugin_adds_no_work_for_requests_the_hook_claims() -> None:
 def test_the_plugin_adds_no_work_for_a_request_in_flight_before_the_hook_began() -> None:
     """A sidecar started while vLLM ran: the plugin hears such a request first at its fin; the hook
     took its steps as ``unknown-7-9``, so the plugin's whole-phase work would count them twice. One
-    that arrived after the hook began and that the hook did not claim still gets it here, where the
-    plugin is not told which models the hook hears (see the last test)."""
+    that arrived after the hook began and that the hook did not claim still gets it."""
     hook, out = rx(), TapOutput()
     hook.feed(dgram(0, steps=[StepRow(0.3, 0.2, [9], [1], [40])]), out)  # began at 100.0 (sidecar clock)
     plugin = PluginReceiver(
@@ -379,9 +378,8 @@ def test_back_to_back_steps_a_microsecond_apart_by_rounding_make_no_gap_event() 
 def test_a_span_of_a_request_in_flight_before_the_hook_began_adds_no_work_again() -> None:
     """A sidecar started while vLLM ran: the hook took the steps of a request it had no new row for
     as ``unknown-7-9``; that request's span (it arrived before the hook's first datagram was sent)
-    adds its info only. A span of a request that arrived later and that the hook did not claim still
-    supplies its work here, where the handler is not told which models the hook hears (the last test:
-    then it is left to the hook)."""
+    adds its info only. A span of a request that arrived later and that the hook did not claim (its
+    new row lost) still supplies its work."""
     r, out = rx(), TapOutput()
     assert r.adopted_before() == -np.inf  # nothing heard yet: no span is held back
     r.feed(dgram(0, steps=[StepRow(0.3, 0.2, [9], [1], [40])], fin=[FinRow(9, 41, "length")]), out)
@@ -442,57 +440,3 @@ def test_a_renew_never_brings_back_a_request_that_ended() -> None:
     r.feed(dgram(0, new=[row], steps=[StepRow(0.9, 0.8, [0], [5], [0])], fin=[FinRow(0, 1, "stop")]), out)
     r.feed(dgram(1, renew=[row]), out)
     assert r.live == 0 and r.counts["new_renewed"] == 0 and [i.request_id for i in out.infos] == ["a"]
-
-
-def test_with_the_hook_hearing_its_model_the_plugin_and_spans_leave_unclaimed_work_to_it() -> None:
-    """The hook's datagram with b's and c's new rows is lost; the plugin's start rows come before the
-    hook's next datagram (the plugin hears of a request once its first step is out): before, the
-    plugin gave b and c prefill and decode work beside the hook's steps (b's under its id once the
-    row came again, c's under ``unknown-7-2``): counted twice. The hook hears model ``tiny``, so the
-    plugin leaves their work to it (``work_left_to_hook``): b's is the hook's under its id (renewed),
-    c's under an adopted name (its row never came again), so c's record says its work was lost; so
-    does d's, which the plugin hears of first at its fin; their spans add no work either."""
-    hook, out = rx(), TapOutput()
-    plugin = PluginReceiver(
-        lambda unix_s: unix_s - 900.0,
-        claimed_by=hook.claims,
-        adopted_before=hook.adopted_before,
-        hook_hears=hook.hears,
-        wall=lambda: 1000.3,
-    )
-    rows = {k: NewRow(i, f"chatcmpl-{k}", 10, 1.0) for i, k in enumerate("abc")}
-    hook.feed(dgram(0, new=[rows["a"]], steps=[StepRow(0.9, 0.8, [0], [10], [0])]), out)
-    # datagram 1 (b's and c's new rows, their prefill) lost
-    plugin.feed(
-        plugin_msg(0, [0.0, 3, 30, 0, 0], wall=1000.1, start=[[f"chatcmpl-{k}", 10, 10, 0.1] for k in "abc"]),
-        out,
-    )
-    hook.feed(
-        dgram(
-            2, wall=1000.15, renew=[rows["b"]], steps=[StepRow(0.3, 0.2, [0, 1, 2], [1, 1, 1], [10, 10, 10])]
-        ),
-        out,
-    )
-    plugin.feed(plugin_msg(1, [0.0, 3, 0, 0, 0], wall=1000.2), out)
-    fin = [[f"chatcmpl-{k}", 10, 2, 0.0, 0.1, 0.1, 0.25, "length"] for k in "bcd"]
-    plugin.feed(plugin_msg(2, [0.0, 1, 0, 0, 0], wall=1000.3, fin=fin), out)
-    assert not [e for e in out.events if not isinstance(e, StepBatch)]  # no prefill or whole-phase work
-    hooked = {"a", "b", "unknown-7-2"}
-    assert all(set(b.request_ids) <= hooked for b in steps(out))  # no plugin decode work for b or c
-    assert (plugin.counts["work_left_to_hook"], plugin.counts["double_counted"]) == (3, 0)
-    lost = {i.request_id: i.attributes.get(WORK_LOST) for i in out.infos if i.request_id in "bcd"}
-    assert lost == {"b": None, "c": "true", "d": "true"}  # b: the plugin's info (the hook's comes at fin)
-    spans = VllmSpanHandler(
-        lambda unix_s: unix_s - 900.0,
-        claims=lambda rid: hook.claims(rid) or plugin.claims(rid),
-        adopted_before=hook.adopted_before,
-        hook_hears=hook.hears,
-        model=lambda: hook.model,
-    )
-    for k in "bcde":
-        assert spans.handle(_span(f"chatcmpl-{k}", WALL + 0.05), out)
-    spans.flush(out)
-    assert not work_events([e for e in out.events if not isinstance(e, StepBatch)])
-    counts = {outcome: n for (_, outcome), n in spans.stats().events.items()}
-    assert (counts["work_from_spans"], counts["work_left_to_hook"]) == (0, 1)  # e: no tap claimed it
-    assert out.infos[-1].request_id == "e" and out.infos[-1].attributes[WORK_LOST] == "true"
