@@ -212,14 +212,17 @@ def test_the_sidecar_takes_work_from_the_hook_alone_and_conserves_energy(hooked:
     assert measured > 0 and error <= 1e-9 * measured + 1e-9
 
 
-def test_a_lost_new_row_is_taken_from_the_next_datagrams_and_no_work_is_counted_twice(
+def test_a_lost_new_row_is_taken_from_the_next_datagrams_under_the_requests_id(
     hooked: dict[str, Any],
 ) -> None:
     """The relay loses the hook's datagram with ``lost-0``'s new row (and the steps it carried). The
     next datagrams carry the row again (``renew``): the sidecar takes the request under its own id,
     so the hook claims it and its span adds no work; its record says its work was partly lost.
     Before, the request's later steps went under ``unknown-<pid>-<idx>`` and its span added its
-    whole-phase work again: counted twice, taken from the requests beside it."""
+    whole-phase work again: counted twice, taken from the requests beside it. (The plugin hears of
+    the request once its first step is out; if that is before the row comes again, both count its
+    work, counted ``double_counted``, as before: on the code before, the same loss also gave the
+    plugin's start unclaimed.)"""
     stack = hooked["stack"]
     before = tap_counts(stack.sidecar_url)
     (res,) = run_workload(stack.vllm_url, stack.served_name, [Request(f"{LOST}0", 60, 24)])
@@ -231,6 +234,8 @@ def test_a_lost_new_row_is_taken_from_the_next_datagrams_and_no_work_is_counted_
     assert grew.get(("vllm_hook", "unknown_member"), 0) == 0
     assert grew.get(("vllm_spans", "work_from_spans"), 0) == 0 and grew[("vllm_spans", "requests")] >= 1
     assert grew.get(("vllm_plugin", "whole_phase"), 0) == 0
+    plugin = grew.get(("vllm_plugin", "claimed_by_hook"), 0) + grew.get(("vllm_plugin", "double_counted"), 0)
+    assert plugin == 1  # the plugin's start was claimed by the hook, or its double count counted
     rec = records[res.request_id]
     assert rec["final"] and rec["output_tokens"] == res.completion_tokens
     assert rec["attributes"]["energy_unknown_reason"] == "work_lost"
