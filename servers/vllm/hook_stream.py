@@ -200,6 +200,8 @@ class StepStream:
         """Send everything that is ready now."""
         mono, wall = self.clock(), self.wall()
         ended = self._n_ended
+        # requests that ended, sent now or held: a new row of one is not sent again (renew)
+        ending = {r.idx for _, r in self._fin} | {i for _, i in self._gone} if self._new else set()
         fin = [row for n, row in self._fin if n <= ended]
         gone = [i for n, i in self._gone if n <= ended]
         self._fin = [(n, row) for n, row in self._fin if n > ended]
@@ -209,7 +211,7 @@ class StepStream:
         self._first_pending = mono if (self._fin or self._gone) else None
         if not (new or steps or fin or gone):
             return
-        renew = self._renewed(wall, {r.idx for r in fin} | set(gone))
+        renew = self._renewed(wall, ending)
         self._new, self._steps = [], []
         message = Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone, renew)
         for data in encode(message):
@@ -218,14 +220,12 @@ class StepStream:
 
     def _renewed(self, wall: float, ending: set[int]) -> tuple[NewRow, ...]:
         """The new rows to send again now; counts them down and takes this flush's new rows in (not
-        one whose request ended before its row was first sent: ``ending`` holds this flush's ends)."""
+        one whose request ended before its row was first sent: in ``ending``)."""
         renew = tuple(
             NewRow(i, ext, p, _ago(wall - arrival)) for _, (i, ext, p, arrival) in self._renew.values()
         )
         self._renew = {i: (left - 1, row) for i, (left, row) in self._renew.items() if left > 1}
-        if self._new:
-            ending |= {r.idx for _, r in self._fin} | {i for _, i in self._gone}  # and those still held
-            self._renew.update((row[0], (RENEW_SENDS, row)) for row in self._new if row[0] not in ending)
+        self._renew.update((row[0], (RENEW_SENDS, row)) for row in self._new if row[0] not in ending)
         return renew
 
     def _sendto(self, data: bytes) -> None:
