@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers.vllm.demo import wait_final
 from servers.vllm.launcher import Process, serve_command, sidecar_command, vllm_python, wait_http
 from sidecar.proxy.price_client import REFRESH_S
-from tests.support import free_port
+from tests.support import free_port, tap_counts
 
 pytestmark = pytest.mark.integration
 
@@ -271,13 +271,7 @@ def _wait_written(sidecar_url: str, n: int, timeout_s: float = 15.0) -> None:
     a fixed sleep here once read /metrics before the tenants' records were on it)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        m = metrics(sidecar_url)
-        stored = sum(
-            v
-            for lab, v in m["jouletrace_tap_events_total"]
-            if lab["jouletrace_tap"] == "ledger" and lab["outcome"] == "stored"
-        )
-        if stored >= n or time.monotonic() >= deadline:
+        if tap_counts(sidecar_url).get(("ledger", "stored"), 0) >= n or time.monotonic() >= deadline:
             return
         time.sleep(0.2)
 
