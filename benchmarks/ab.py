@@ -129,19 +129,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.pairs < 1:
         ap.error("--pairs: at least 1")
     with tempfile.TemporaryDirectory(prefix="jouletrace-ab-") as tmp:
-        made: list[Path] = []
+        places: dict[str, Path] = {}
         try:
-            places = {"base": checkout(args.base, Path(tmp) / "base")}
-            made.append(places["base"])
-            if args.candidate:
-                places["candidate"] = checkout(args.candidate, Path(tmp) / "candidate")
-                made.append(places["candidate"])
-            else:
-                places["candidate"] = REPO
+            places["base"] = checkout(args.base, Path(tmp) / "base")
+            candidate = args.candidate
+            places["candidate"] = checkout(candidate, Path(tmp) / "candidate") if candidate else REPO
             print(f"base {args.base}, candidate {args.candidate or 'the working tree'}: {' '.join(command)}")
             label, per_pair = compare(places, command, args.pairs)
         finally:
-            for path in made:
+            for path in (p for p in places.values() if p != REPO):  # the worktrees made
                 remove = ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)]
                 subprocess.run(remove, check=False)
     shown = ", ".join(f"{r:.3f}" for r in per_pair)
