@@ -137,9 +137,12 @@ def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcom
     + idle vs window -2.6 %; lag p99 0.24 s, window 38 s, idle 0.0 %: +1.4 % (0.6 % per
     edge predicted); lag p99 0.31 s, window 32 s, idle 0.0 %: +0.7 %. That is the
     proration's error, not attribution's: conservation over the whole run (the test
-    above) passed in all three. So the 1 % check runs only when the
-    client's lag (p99) is under 0.5 % of the window per edge and idle under 0.5 % of it;
-    otherwise it is skipped with the measured figures.
+    above) passed in all three. The gate was once lag p99 under 0.5 % of the window
+    per edge and idle under 0.5 %: that lets both edges and idle move 1.5 % between them, and
+    a CI run (2026-12-03) failed at -1.5 % inside it. So the 1 % check runs only when both
+    edges' shift (2 x lag p99 / window) plus the idle share is under 0.5 %, half the
+    tolerance, the other half for what that estimate misses (up to 2.2 x one edge's above);
+    otherwise it is skipped with the measured figures, and a failure prints them too.
     """
     (phase,) = outcome.phases
     assert phase["window"]["kind"] == "steady-state"
@@ -155,12 +158,13 @@ def test_study_j_per_token_and_the_per_request_sum_agree_within_1_percent(outcom
             f"idle energy unknown at the window's edges: {series['idle_points']} sealed idle points from "
             f"{series['scrapes']} scrapes ({series['scrape_errors']} failed); lag p99 {lag_s:.2f} s"
         )
-    if lag_s > 0.005 * duration_s or idle > 0.005 * energy:
-        vs = phase["per_request_plus_idle_vs_study"]
-        pytest.skip(
-            f"not comparable to 1 %: the loadgen saw finishes up to {lag_s:.2f} s late (p99; window "
-            f"{duration_s:.0f} s) and the sidecar booked {100 * idle / energy:.1f} % of the window as idle; "
-            f"per-request + idle vs window: {100 * vs:+.1f} %"
-        )
-    assert phase["per_request_plus_idle_vs_study"] == pytest.approx(0.0, abs=0.01)
-    assert phase["j_per_unit_per_request_sum"] == pytest.approx(phase["j_per_unit_window"], rel=0.01)
+    vs = phase["per_request_plus_idle_vs_study"]
+    figures = (
+        f"the loadgen saw finishes up to {lag_s:.2f} s late (p99; window {duration_s:.0f} s), the sidecar "
+        f"booked {100 * idle / energy:.1f} % of the window as idle; per-request + idle vs window "
+        f"{100 * vs:+.1f} %"
+    )
+    if 2 * lag_s / duration_s + idle / energy > 0.005:
+        pytest.skip(f"not comparable to 1 %: {figures}")
+    assert abs(vs) <= 0.01, figures
+    assert phase["j_per_unit_per_request_sum"] == pytest.approx(phase["j_per_unit_window"], rel=0.01), figures
