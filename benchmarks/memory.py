@@ -27,7 +27,10 @@ order, each on top of the previous ones:
 
 RSS (``VmRSS`` of the sidecar process) is printed after each phase, with the sidecar's CPU
 seconds (user + system, independent of how busy the machine is), and the peak over the
-run (``VmHWM``). The same run prints the floor under it: the RSS of an interpreter that only
+run (``VmHWM``); each phase's RSS, and the highest sampled, also in its two parts: anonymous memory
+(what the sidecar's state and its allocators hold) and pages of files (the interpreter's and the
+libraries' code, mapped from disk, which no change to the sidecar's state shrinks). The same run
+prints the floor under it: the RSS of an interpreter that only
 imports what this sidecar runs (``sidecar.cli_sidecar``, ``sidecar.wiring`` and the OTLP receiver,
 which the wiring imports only when ``otlp_port`` is set).
 
@@ -53,6 +56,7 @@ answers SIGUSR1 after each phase; the default run uses the plain command):
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import subprocess
@@ -99,12 +103,20 @@ def write_trace(path: Path, hour_s: float, speed: float, tail_s: float) -> int:
     return len(lines) - 2
 
 
-def import_floor_mb() -> float:
-    """Peak RSS of an interpreter that only imports what the sidecar runs here (MB)."""
+def import_floor() -> str:
+    """Peak RSS of an interpreter that only imports what the sidecar runs here (MB), with the split
+    of its RSS once imported (as :func:`memory_phases.rss_split`)."""
     modules = "sidecar.cli_sidecar, sidecar.wiring, sidecar.taps.otlp"
-    code = f"import resource, {modules}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024
+    code = (
+        f"import os, resource, {modules}; from memory_phases import rss_split; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_split(os.getpid()))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).resolve().parent)])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    peak_mb, split = out.stdout.strip().split(" ", 1)
+    return f"{float(peak_mb):7.1f} MB {split}"
 
 
 def metrics(port: int, timeout_s: float = 60.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -270,7 +282,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
     how = "-m sidecar.cli" if probe is None else f"benchmarks/memory_probe.py (tracemalloc frames {probe})"
     print(f"replay trace: {rows} readings (one hour, one device), played in {args.hour_s:.0f} s; "
           f"sidecar: {sys.executable} {how} sidecar --meter replay")  # fmt: skip
-    print(f"{'imports only':<28} rss {import_floor_mb():7.1f} MB (peak of that interpreter)")
+    print(f"{'imports only':<28} rss {import_floor()} (peak of that interpreter; its parts once imported)")
     ports = {"http": free_port(), "otlp": free_port(), "plugin": free_port(socket.SOCK_DGRAM)}
     log = tmp / "sidecar.log"
     proc = subprocess.Popen(
@@ -295,7 +307,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
             code = proc.wait()
             print("the sidecar did not stop within 60 s of SIGTERM: killed")
     sampled_mb = max(r for _, r in sampler.samples)
-    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {sampled_mb:.1f} MB")
+    split = sampler.split_at_max
+    print(f"sidecar exit code {code}; RSS sampled every 0.2 s: max {sampled_mb:.1f} MB {split}")
     if code != 0:  # the scratch folder, log included, goes at the end: its tail here
         print(log.read_text(errors="replace")[-4000:])
     print(f"rss MB {peak_mb:.0f}")

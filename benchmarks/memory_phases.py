@@ -14,7 +14,7 @@ from pathlib import Path
 
 from memory_probe import Sites, ask, describe
 
-__all__ = ["Phases", "Sampler", "cpu_s", "status_mb"]
+__all__ = ["Phases", "Sampler", "cpu_s", "rss_split", "status_mb"]
 
 
 def status_mb(pid: int, key: str) -> float:
@@ -25,6 +25,13 @@ def status_mb(pid: int, key: str) -> float:
     raise KeyError(key)
 
 
+def rss_split(pid: int) -> str:
+    """The RSS's two parts (``/proc/PID/status``): anonymous memory (the heap, Python's arenas,
+    NumPy's arrays, native buffers: what the sidecar's state and allocators hold) and pages of
+    files (the interpreter's and the extension libraries' code and data, mapped from disk)."""
+    return f"(anon {status_mb(pid, 'RssAnon'):.1f}, files {status_mb(pid, 'RssFile'):.1f})"
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -32,18 +39,24 @@ def cpu_s(pid: int) -> float:
 
 
 class Sampler(threading.Thread):
-    """The sidecar's RSS every 0.2 s (the peak itself comes from VmHWM)."""
+    """The sidecar's RSS every 0.2 s (the peak itself comes from VmHWM), and the split of the
+    highest sample (:func:`rss_split`)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.stop, self.samples = pid, threading.Event(), [(time.monotonic(), 0.0)]
+        self.split_at_max = ""
 
     def run(self) -> None:
+        highest = 0.0
         while not self.stop.wait(0.2):
             try:
-                self.samples.append((time.monotonic(), status_mb(self.pid, "VmRSS")))
+                rss = status_mb(self.pid, "VmRSS")
+                if rss > highest:
+                    highest, self.split_at_max = rss, rss_split(self.pid)
             except (OSError, KeyError):
                 return
+            self.samples.append((time.monotonic(), rss))
 
     def maxima(self, t0: float, t1: float, step_s: float) -> list[float]:
         """The highest RSS sampled in each ``step_s`` from ``t0`` to ``t1`` (MB)."""
@@ -66,7 +79,8 @@ class Phases:
     def __call__(self, name: str, extra: str = "") -> None:
         pid = self.pid
         rss = status_mb(pid, "VmRSS")
-        print(f"{name:<28} rss {rss:7.1f} MB  peak so far {status_mb(pid, 'VmHWM'):7.1f} MB  "
+        peak = status_mb(pid, "VmHWM")
+        print(f"{name:<28} rss {rss:7.1f} MB {rss_split(pid)}  peak so far {peak:7.1f} MB  "
               f"cpu {cpu_s(pid) - self.t0_cpu_s:6.1f} s  {extra}", flush=True)  # fmt: skip
         if self.probe_dir is not None:
             self.asked += 1
