@@ -54,13 +54,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.attribution.events import WORK_LOST, Phase, RequestInfo, Work, WorkEvent
+from sidecar.attribution.events import Phase, Work, WorkEvent
 from sidecar.attribution.task_labels import Info
 from sidecar.contracts.vllm_wire import decode
 from sidecar.taps import validate as v
 from sidecar.taps.senders import Senders
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, feed_all, handle_isolated, receive
+from sidecar.taps.vllm_plugin_infos import aborted_infos, finished_info
 from sidecar.taps.vllm_plugin_rows import (
     FinishRow,
     StartRow,
@@ -72,7 +73,6 @@ from sidecar.taps.vllm_plugin_rows import (
 from sidecar.taps.vllm_plugin_seen import SeenIds
 from sidecar.taps.vllm_plugin_sender import PluginSender
 from sidecar.taps.vllm_plugin_tokens import TokenHistory
-from sidecar.taps.vllm_span_format import operation_of
 from sidecar.taps.vllm_spans import normalize_request_id, phase_events
 
 __all__ = ["PluginReceiver"]
@@ -191,18 +191,10 @@ class PluginReceiver(UdpEndpoint):
         finish; they end as aborted (counted), at its last iteration (else ``at_s``: when that was
         found)."""
         end_s = sender.last_end if sender.last_end is not None else at_s
-        for request_id, prompt, generated in sender.decoding.drain():
-            self.counts["aborted_on_restart"] += 1
-            out.infos.append(
-                RequestInfo(
-                    request_id,
-                    model=self.model,
-                    end_s=end_s,
-                    prompt_tokens=prompt,
-                    output_tokens=generated,  # the prefill's token plus one per decode step
-                    attributes={"finish_reason": "abort", "aborted_on": "vllm_restart"},
-                )
-            )
+        aborted = aborted_infos(sender.decoding.drain(), self.model, end_s)
+        if aborted:
+            self.counts["aborted_on_restart"] += len(aborted)
+            out.infos.extend(aborted)
 
     def _parts(self, msg: dict[str, Any], wall_s: float, t_rec: float, out: TapOutput) -> float:
         """Handle ``sched`` and ``it``, each on its own; returns when the iteration ended."""
@@ -287,10 +279,8 @@ class PluginReceiver(UdpEndpoint):
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._cur.decoding.remove(request_id)
-        attributes = {"vllm.request_id": row.raw_id, "finish_reason": row.reason}
-        if request_id in self._cur.gapped:  # decoding when a datagram was lost
-            self._cur.gapped.discard(request_id)
-            attributes[WORK_LOST] = "true"
+        work_lost = request_id in self._cur.gapped  # decoding when a datagram was lost
+        self._cur.gapped.discard(request_id)
         if decoding and elsewhere:  # the hook's claim came after our start: both counted it
             self.counts["double_counted"] += 1
         start_s = t_rec - row.e2e_s
@@ -302,17 +292,6 @@ class PluginReceiver(UdpEndpoint):
                 out.events.extend(phase_events(request_id, t_end, *tokens))
                 self.counts["whole_phase"] += 1
             self.seen.claim(request_id)
-        out.infos.append(
-            RequestInfo(
-                request_id,
-                model=self.model,
-                operation=operation_of(row.raw_id),
-                start_s=start_s,
-                end_s=t_end,
-                prompt_tokens=row.prompt_tokens,
-                output_tokens=row.generation_tokens,
-                attributes=attributes,
-            )
-        )
+        out.infos.append(finished_info(row, self.model, start_s, t_end, work_lost=work_lost))
         self.seen.finish(request_id)
         self.counts["finished"] += 1
