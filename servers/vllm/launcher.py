@@ -58,6 +58,7 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULER_HOOK = "servers.vllm.scheduler_hook.JouletraceScheduler"
 VLLM_CLI = Path(__file__).resolve().with_name("vllm_cli.py")
+_KILLED_WAIT_S = 30.0  # after SIGKILL: the kernel ends the process once it gets the CPU
 
 
 def vllm_python() -> Path:
@@ -164,11 +165,7 @@ class Process:
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                if self.new_session:
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                else:
-                    self.popen.kill()
-                self.popen.wait(5.0)
+                self._kill(f"did not stop within {timeout_s:.0f} s of SIGTERM")
         self._log.close()
         return int(self.popen.returncode)
 
@@ -179,8 +176,22 @@ class Process:
                 os.killpg(self.popen.pid, signal.SIGKILL)
         else:
             self.popen.kill()
-        self.popen.wait(10.0)
+        self.popen.wait(_KILLED_WAIT_S)
         self._log.close()
+
+    def _kill(self, why: str) -> None:
+        """SIGKILL (its group too when started with ``new_session``); RuntimeError, with the log's
+        tail and ``why``, if it is still there after :data:`_KILLED_WAIT_S`."""
+        if self.new_session:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        else:
+            self.popen.kill()
+        try:
+            # a SIGKILL cannot be refused, only delayed: a starved CI machine took over 5 s (2026-12-04)
+            self.popen.wait(_KILLED_WAIT_S)
+        except subprocess.TimeoutExpired as exc:
+            gone = f"nor {_KILLED_WAIT_S:.0f} s after SIGKILL"
+            raise RuntimeError(f"pid {self.popen.pid} {why}, {gone}; its log:\n{self.tail()}") from exc
 
     def tail(self, lines: int = 40) -> str:
         """The last lines of the log (for error messages)."""

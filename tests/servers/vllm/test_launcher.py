@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from servers.vllm.cli import _launcher_flags, add_arguments
-from servers.vllm.launcher import REPO, SCHEDULER_HOOK, VLLM_CLI, serve_command, serve_env, vllm_python
+from servers.vllm.launcher import (
+    REPO,
+    SCHEDULER_HOOK,
+    VLLM_CLI,
+    Process,
+    serve_command,
+    serve_env,
+    vllm_python,
+)
 
 
 def test_serve_points_tracing_at_the_sidecar_echoes_request_ids_and_passes_vllm_args_through() -> None:
@@ -100,3 +112,14 @@ def test_the_launcher_sends_spans_to_the_otlp_port_of_the_environment_and_help_n
     shown = capsys.readouterr().out
     for flag in ("--host", "--port", "--sidecar-otlp", "--plugin-port", "--hook-port", "--no-scheduler-hook"):
         assert flag in shown
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_wait(tmp_path: Path) -> None:
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    ignores += "print('up', flush=True); time.sleep(60)"
+    proc = Process("stubborn", [sys.executable, "-c", ignores], tmp_path / "stubborn.log")
+    deadline = time.monotonic() + 10
+    while "up" not in proc.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the handler is in place once it has printed
+    assert proc.stop(timeout_s=0.5) == -signal.SIGKILL
+    assert proc.tail() == "up"

@@ -253,11 +253,13 @@ def test_a_sidecar_restarted_mid_decode_adds_no_work_twice(hooked: dict[str, Any
     ids = [f"mid-{i}" for i in range(24)]  # a batch that decodes 1,900 tokens for longer than a restart
     streams = [Stream(stack.vllm_url, stack.served_name, rid, STREAM_TOKENS) for rid in ids]
     wait_decoding(streams)
-    stack.procs.pop("sidecar").stop()
     # vLLM's CPU engine takes both cores here, as a GPU engine would not: at nice 10 (its whole process
-    # group, threads too) it leaves the new sidecar the CPU to start. Restart here 4.4 s at nice 0, 1.3 s at
-    # 10; a CI run (2026-12-03) waited 30 s for it at nice 0 and failed. The batch keeps decoding: 45 s here.
+    # group, threads too) it leaves the sidecar the CPU to stop and the new one the CPU to start. Restart
+    # here 4.4 s at nice 0, 1.3 s at 10; a CI run (2026-12-03) waited 30 s for it at nice 0 and failed;
+    # one (2026-12-04) reniced only after the stop and the old sidecar took more than the 20 s SIGTERM wait
+    # and 5 s after SIGKILL to go (1.5 s here). The batch keeps decoding: 45 s here.
     os.setpriority(os.PRIO_PGRP, stack.procs["vllm"].popen.pid, 10)
+    stack.procs.pop("sidecar").stop()
     stack.start_sidecar(timeout_s=60.0)
     decoding = sum(not s.done for s in streams)  # still decoding once the new sidecar is up
     for s in streams:
