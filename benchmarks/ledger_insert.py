@@ -2,8 +2,8 @@
 
 Final records of vLLM-like requests (ids as random as vLLM's ``chatcmpl-<32 hex>``, a trace id
 each) are stored in batches of ``--batch`` (about what one tick finalizes in
-``ingest_grpc.py``'s flood) into eight SQLite files side by side, the same batch into each in
-turn so all eight see the same machine:
+``ingest_grpc.py``'s flood) into ten SQLite files side by side, the same batch into each in
+turn so all ten see the same machine:
 
 * **the ledger** (the product): :meth:`sidecar.export.store.Ledger.put_many`, the id text the
   primary key, a record's fields its columns and its dicts one JSON text
@@ -17,8 +17,10 @@ turn so all eight see the same machine:
   the batch's insert inside a ``SAVEPOINT`` (so a refused batch could be undone alone: SQLite
   then copies each page the batch touches to a statement journal first); the rows inserted in
   the batch's order instead of by id (each new id then lands on a random index page rather than
-  at or after the last one); and all three with schema 1's rows, as the ledger wrote them
-  before stop 20;
+  at or after the last one); all three with schema 1's rows, as the ledger wrote them
+  before stop 20; pages of 1 KiB instead of SQLite's 4 KiB (a batch's random ids would touch
+  smaller pages; tried 2026-12-04, not adopted); a page cache of 8 MB instead of SQLite's 2 MB
+  (more of the id index held between batches; tried 2026-12-04, not adopted);
 * **ids by hash** (tried, not adopted): the same rows with ``seq`` the rowid and an index on a
   64-bit BLAKE2b hash of the id instead of the id (inserted by hash), a look-up of the batch's
   hashes before the insert (no primary key to refuse a stored id), the ledger's checkpoint; it
@@ -105,8 +107,12 @@ class RawTable:
         checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
         by_key: bool = True,
         row: Callable[[Values, int, float], tuple[Any, ...]] = ledger_rows.values_row,
+        page_bytes: int = 4096,
+        cache_kib: int = 2000,
     ) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute(f"PRAGMA page_size={page_bytes}")  # a new file: set before its first page
+        self.conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
@@ -152,10 +158,12 @@ def ledger_table(
     checkpoint_pages: int = WAL_CHECKPOINT_PAGES,
     by_id: bool = True,
     schema_1: bool = False,
+    page_bytes: int = 4096,
+    cache_kib: int = 2000,
 ) -> RawTable:
     """The ledger's schema and rows by plain SQL: by default as the ledger writes them; with the batch
-    in a savepoint, another WAL checkpoint, the rows in the batch's order instead of by id, or
-    schema 1's rows."""
+    in a savepoint, another WAL checkpoint, the rows in the batch's order instead of by id,
+    schema 1's rows, another page size or page cache."""
     return RawTable(
         path,
         SCHEMA_1 if schema_1 else ledger_rows.SCHEMA,
@@ -166,6 +174,8 @@ def ledger_table(
         checkpoint_pages=checkpoint_pages,
         by_key=by_id,
         row=schema_1_row if schema_1 else ledger_rows.values_row,
+        page_bytes=page_bytes,
+        cache_kib=cache_kib,
     )
 
 
@@ -184,6 +194,8 @@ def main() -> None:
     args = parser.parse_args()
     with scratch_dir("jt-ledger-insert-") as tmp:
         ledger = Ledger(tmp / "ledger.db")
+        small_pages = ledger_table(tmp / "pages.db", page_bytes=1024)
+        big_cache = ledger_table(tmp / "cache.db", cache_kib=8000)
         hashed = RawTable(tmp / "hashed.db", HASHED_SCHEMA, HASHED_INSERT, hashed=True, retain=True)
         default_ck = ledger_table(tmp / "checkpoint.db", checkpoint_pages=1000)
         saved = ledger_table(tmp / "savepoint.db", savepoint=True)
@@ -202,6 +214,8 @@ def main() -> None:
             "its rows in a savepoint": lambda b: saved.put(b.values),
             "its rows in the batch's order, not by id": lambda b: given.put(b.values),
             "all three, schema 1: the ledger before stop 20": lambda b: before.put(b.values),
+            "its rows in 1 KiB pages (tried, not adopted)": lambda b: small_pages.put(b.values),
+            "its rows, an 8 MB page cache (tried, not adopted)": lambda b: big_cache.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
@@ -226,9 +240,10 @@ def main() -> None:
         assert ledger.count() == n, "every record stored"
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
-        for table in (hashed, schema1, default_ck, saved, given, before, floor):
+        for table in (hashed, schema1, default_ck, saved, given, before, small_pages, big_cache, floor):
             table.conn.close()  # the last connection to a file copies its WAL in and deletes it
-        files = ("ledger", "schema1", "checkpoint", "savepoint", "given", "before", "hashed", "floor")
+        files = ("ledger", "schema1", "checkpoint", "savepoint", "given", "before", "pages", "cache")
+        files += ("hashed", "floor")
         print("  bytes on disk per record (each file closed: its WAL copied in):")
         for name, file in zip(puts, files, strict=True):
             size = sum(p.stat().st_size for p in tmp.glob(f"{file}.db*"))

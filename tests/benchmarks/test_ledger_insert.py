@@ -51,3 +51,15 @@ def test_the_ledgers_rows_go_in_by_id_or_in_the_batchs_order_as_each_row_says(tm
         by_seq = [r[0] for r in table.conn.execute("SELECT request_id FROM requests ORDER BY seq")]
         assert inserted == (sorted(given_ids) if by_id else given_ids)
         assert by_seq == given_ids  # put order, either way
+
+
+def test_the_page_size_and_cache_rows_are_files_of_those_pages_and_caches(tmp_path: Path) -> None:
+    bench = load_bench("ledger_insert", "ledger_insert_bench")
+    batch = bench.batch_of(200)
+    small = bench.ledger_table(tmp_path / "pages.db", page_bytes=1024)
+    cached = bench.ledger_table(tmp_path / "cache.db", cache_kib=8000)
+    for table, page_bytes, cache in ((small, 1024, -2000), (cached, 4096, -8000)):
+        table.put(batch.values)
+        assert table.conn.execute("PRAGMA page_size").fetchone()[0] == page_bytes
+        assert table.conn.execute("PRAGMA cache_size").fetchone()[0] == cache
+        assert table.conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 200
