@@ -58,7 +58,9 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULER_HOOK = "servers.vllm.scheduler_hook.JouletraceScheduler"
 VLLM_CLI = Path(__file__).resolve().with_name("vllm_cli.py")
-_KILLED_WAIT_S = 30.0  # after SIGKILL: the kernel ends the process once it gets the CPU
+# after SIGKILL: it cannot be refused, only delayed; the kernel ends the process once it gets the
+# CPU (a starved CI machine took over 5 s, 2026-12-04)
+_KILLED_WAIT_S = 30.0
 
 
 def vllm_python() -> Path:
@@ -171,27 +173,22 @@ class Process:
 
     def kill_group(self) -> None:
         """SIGKILL the process and (when started with ``new_session``) every process of its group."""
-        if self.new_session:
-            with contextlib.suppress(ProcessLookupError):  # all of it may be gone already
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        else:
-            self.popen.kill()
-        self.popen.wait(_KILLED_WAIT_S)
+        self._kill("was killed with its group")
         self._log.close()
 
     def _kill(self, why: str) -> None:
         """SIGKILL (its group too when started with ``new_session``); RuntimeError, with the log's
         tail and ``why``, if it is still there after :data:`_KILLED_WAIT_S`."""
         if self.new_session:
-            os.killpg(self.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # all of it may be gone already
+                os.killpg(self.popen.pid, signal.SIGKILL)
         else:
             self.popen.kill()
         try:
-            # a SIGKILL cannot be refused, only delayed: a starved CI machine took over 5 s (2026-12-04)
             self.popen.wait(_KILLED_WAIT_S)
         except subprocess.TimeoutExpired as exc:
-            gone = f"nor {_KILLED_WAIT_S:.0f} s after SIGKILL"
-            raise RuntimeError(f"pid {self.popen.pid} {why}, {gone}; its log:\n{self.tail()}") from exc
+            still = f"still there {_KILLED_WAIT_S:.0f} s after SIGKILL"
+            raise RuntimeError(f"pid {self.popen.pid} {why}; {still}; its log:\n{self.tail()}") from exc
 
     def tail(self, lines: int = 40) -> str:
         """The last lines of the log (for error messages)."""
