@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -252,16 +253,23 @@ def test_a_sidecar_restarted_mid_decode_adds_no_work_twice(hooked: dict[str, Any
     stack = hooked["stack"]
     ids = [f"mid-{i}" for i in range(24)]  # a batch that decodes 1,900 tokens for longer than a restart
     streams = [Stream(stack.vllm_url, stack.served_name, rid, STREAM_TOKENS) for rid in ids]
-    wait_decoding(streams)
-    # vLLM's CPU engine takes both cores here, as a GPU engine would not: at nice 10 (its whole process
-    # group, threads too) it leaves the sidecar the CPU to stop and the new one the CPU to start. Restart
-    # here 4.4 s at nice 0, 1.3 s at 10; a CI run (2026-12-03) waited 30 s for it at nice 0 and failed;
-    # one (2026-12-04) reniced only after the stop and the old sidecar took more than the 20 s SIGTERM wait
-    # and 5 s after SIGKILL to go (1.5 s here). The batch keeps decoding: 45 s here.
-    os.setpriority(os.PRIO_PGRP, stack.procs["vllm"].popen.pid, 10)
-    stack.procs.pop("sidecar").stop()
-    stack.start_sidecar(timeout_s=60.0)
-    decoding = sum(not s.done for s in streams)  # still decoding once the new sidecar is up
+    # past the hook's renews (each new row sent again in the next RENEW_SENDS datagrams, a few steps
+    # each): paused earlier, a renew reaches the new sidecar, which then knows that request by its id
+    wait_decoding(streams, chunks=50)
+    # vLLM is paused (SIGSTOP to its process group, engine core too) while the sidecar restarts: the
+    # streams cannot end before the new sidecar is up, however slow the restart. Timing it instead
+    # failed in CI twice: on 2026-12-03 vLLM's CPU engine (both cores, as a GPU engine would not take
+    # them) starved the start past 30 s; on 2026-12-04, reniced to 10, the batch (45 s here) ended
+    # before the new sidecar was up. Paused, the stop and the start have the CPU to themselves.
+    vllm_group = stack.procs["vllm"].popen.pid
+    os.killpg(vllm_group, signal.SIGSTOP)
+    try:
+        stack.procs.pop("sidecar").stop()
+        stack.start_sidecar(timeout_s=60.0)
+        decoding = sum(not s.done for s in streams)  # paused mid-decode once the new sidecar is up
+    finally:
+        os.killpg(vllm_group, signal.SIGCONT)
+    os.setpriority(os.PRIO_PGRP, vllm_group, 10)  # and the new sidecar keeps up with its 24 streams
     for s in streams:
         s.thread.join(120)
     assert all(s.done for s in streams), [s.error for s in streams]
