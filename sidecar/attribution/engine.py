@@ -39,7 +39,7 @@ from sidecar.attribution.sealing import TickSealer
 from sidecar.attribution.task_labels import HeldLabels, TaskLabel, labelled
 from sidecar.attribution.tick import TickWork
 from sidecar.attribution.totals import MAX_MODELS, Totals
-from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.timeline import Timeline
 
 __all__ = ["Attributor"]
@@ -106,7 +106,7 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))
-        self._finalized: RecentIds[str] = RecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
+        self._finalized: SortedRecentIds[str] = SortedRecentIds(FINALIZED_KEPT)  # recent final ids (bounded)
         self._labels = HeldLabels()  # tasks named by id for requests not seen yet, or after final
         self._held: list[tuple[TickWork, np.ndarray]] = []  # busy ticks waiting for a learning rule
         self.max_held_ticks = max_held_ticks

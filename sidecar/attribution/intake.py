@@ -17,7 +17,7 @@ import numpy as np
 from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.requests import RequestTable
 from sidecar.errors import WorkEventError
-from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 
 __all__ = ["WorkIntake"]
 
@@ -29,7 +29,7 @@ class WorkIntake:
 
     dropped: Counter[str]
     requests: RequestTable
-    _finalized: RecentIds[str]
+    _finalized: SortedRecentIds[str]
     _new: list[tuple[float, float, float, float, float, float, float, float]]
     _new_steps: list[np.ndarray]  # step batches and row blocks: rows of the same 8 columns
     _last_step_codes: tuple[tuple[str, ...], np.ndarray] | None  # ids -> codes, until advance

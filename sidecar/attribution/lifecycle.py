@@ -26,7 +26,7 @@ from sidecar.attribution.records import RequestEnergy
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.totals import Totals
-from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.timeline import Timeline
 
 __all__ = ["RequestLifecycle"]
@@ -94,7 +94,7 @@ class RequestLifecycle:
     _pending: PendingWork
     _sealed_t: float | None
     _first_sealed_t: float | None
-    _finalized: RecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
+    _finalized: SortedRecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
 
     def _finalize(self) -> RecordBatch:
         """Records that became final: only requests whose check time has come are looked at."""
@@ -140,9 +140,7 @@ class RequestLifecycle:
         sealed = self._sealed_t
         ids = [values[REQUEST_ID] for values in records.values]
         self.requests.remove_many(ids)
-        finalized = self._finalized
-        for rid in ids:
-            finalized.add(rid)
+        self._finalized.add_many(ids)
         for values, attrs in zip(records.values, extras, strict=True):
             units = values[OUTPUT_UNITS]
             if units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):

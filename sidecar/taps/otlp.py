@@ -66,7 +66,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
-from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import decode_export, decode_request, respond
 from sidecar.taps.otlp_drain import drain, row_handler, take
@@ -120,7 +120,8 @@ class OtlpReceiver(SpanQueue):
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
         self.limiter = limiter if limiter is not None else ExportLimiter()  # default: no limit
-        self._seen: RecentIds[bytes | str] = RecentIds(max_remembered_spans)  # span_key of recent spans
+        # span_key of recent spans
+        self._seen: SortedRecentIds[bytes | str] = SortedRecentIds(max_remembered_spans)
         self._lock = threading.RLock()  # a whole export is checked for room and queued in one hold
         self._server: grpc.Server | None = None
 

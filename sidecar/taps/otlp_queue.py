@@ -18,7 +18,9 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 
-from sidecar.recent_ids import RecentIds
+import numpy as np
+
+from sidecar.recent_ids_sorted import ADDED, KNOWN, LEFT_OUT, SortedRecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import row_key, span_key
 from sidecar.taps.otlp_limit import Refusal
@@ -47,7 +49,7 @@ class SpanQueue:
     _max_queued: int
     _wall: Callable[[], float]
     _limits: v.Limits
-    _seen: RecentIds[bytes | str]
+    _seen: SortedRecentIds[bytes | str]
     _lock: threading.RLock
 
     def _room_for(self, n: int, whole: bool) -> None:
@@ -118,25 +120,26 @@ class SpanQueue:
         refused: Counter[str] = Counter()
         reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
         handler.check_rows(rows, reasons)  # its values too: a span it would refuse is refused now
-        keep: list[int] = []
         with self._lock:
             self.counts["received"] += len(rows)
             for reason, n in reasons.counts().items():
                 self.counts[f"rejected_{reason}"] += n
                 refused[reason] += n
-            seen, room = self._seen, self._max_queued - self._queued
-            trace_ids, span_ids = rows.trace_ids, rows.span_ids
-            for i in reasons.passed().tolist():
-                key = row_key(trace_ids[i], span_ids[i])
-                if room > 0 and seen.add_new(key):  # one look-up: remembered if new
-                    keep.append(i)
-                    room -= 1
-                elif room > 0 or key in seen:
-                    self.counts["rejected_duplicate"] += 1
-                    refused["duplicate"] += 1
-                else:  # not remembered: the exporter's retry is welcome
-                    self.counts["dropped"] += 1
-                    refused["queue_full"] += 1
+            passed = reasons.passed()
+            keys = [row_key(rows.trace_ids[i], rows.span_ids[i]) for i in passed.tolist()]
+            # as one look-up and add a span each would: a new span is kept (and remembered) while
+            # there is room; a retry is a duplicate; a new span beyond the room is dropped, not
+            # remembered (the exporter's retry is welcome)
+            said = self._seen.add_many(keys, most_new=self._max_queued - self._queued)
+            for outcome, reason, code in (
+                ("rejected_duplicate", "duplicate", KNOWN),
+                ("dropped", "queue_full", LEFT_OUT),
+            ):
+                n = int(np.count_nonzero(said == code))
+                if n:
+                    self.counts[outcome] += n
+                    refused[reason] += n
+            keep = passed[said == ADDED].tolist()
             if keep:
                 self._queue.append((handler, rows if len(keep) == len(rows) else rows.take(keep)))
                 self._queued += len(keep)

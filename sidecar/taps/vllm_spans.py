@@ -48,7 +48,7 @@ import numpy as np
 
 from sidecar import knobs
 from sidecar.attribution.records import TapReport
-from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
@@ -115,7 +115,7 @@ class VllmSpanHandler:
         # the energy counter's edges after a time (s), known so far: decode is cut at them (the
         # sidecar sets it to its timeline's; None: cut where the step rate changes only)
         self.tick_edges: Callable[[float], np.ndarray] | None = None
-        self._handled: RecentIds[str] = RecentIds(_MAX_HANDLED)  # request ids seen, to refuse duplicates
+        self._handled: SortedRecentIds[str] = SortedRecentIds(_MAX_HANDLED)  # ids seen: a repeat is refused
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
             tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -196,8 +196,10 @@ class VllmSpanHandler:
         counts: Counter[str] = Counter()
         work: list[int] = []
         ids: list[str] = []
+        named = [_named(raw) for raw in rows.ids]  # (raw id, request id), or why the id is refused
+        known = self._handled.contains_many([n[1] if isinstance(n, tuple) else "" for n in named])
         row = zip(
-            rows.ids,
+            named,
             traces,
             reasons.code.tolist(),
             start_s.tolist(),
@@ -206,18 +208,19 @@ class VllmSpanHandler:
             completion.astype(np.int64).tolist(),
             strict=True,
         )
-        handled = self._handled
-        for i, (raw, trace, code, t0, t1, p, c) in enumerate(row):
+        taken: dict[str, None] = {}  # ids handled in this batch, in order: remembered at its end
+        for i, (name, trace, code, t0, t1, p, c) in enumerate(row):
             try:
-                raw_id = v.request_id(raw, ID_KEY)
-                request_id = normalize_request_id(raw_id)  # a non-empty part of a checked id: checked too
-                if request_id in handled:
+                if isinstance(name, Exception):
+                    raise name
+                raw_id, request_id = name
+                if known[i] or request_id in taken:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
                 chat = len(raw_id) == len(request_id) + len(CHAT) and raw_id.startswith(CHAT)
                 checked = CheckedSpan(request_id, "" if chat else raw_id, model, t0, t1, p, c)
-                handled.add(request_id)  # remembered (the oldest forgotten beyond _MAX_REMEMBERED)
+                taken[request_id] = None
                 mine = self._request(checked, trace, kept_s, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
@@ -229,6 +232,7 @@ class VllmSpanHandler:
             if mine:
                 work.append(i)
                 ids.append(checked.request_id)
+        self._handled.add_many(list(taken))  # remembered (the oldest forgotten beyond _MAX_HANDLED)
         if work:
             at = np.asarray(work, dtype=np.int64)
             self._work.append(
@@ -277,3 +281,14 @@ class VllmSpanHandler:
         out.events.append(
             phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
         )
+
+
+def _named(raw: object) -> tuple[str, str] | Exception:
+    """A span's id attribute checked, and the request id it names (a non-empty part of a checked
+    id: checked too); or why it is refused (:class:`~sidecar.taps.validate.Rejected`, or a bug's
+    exception: counted for that span alone)."""
+    try:
+        raw_id = v.request_id(raw, ID_KEY)
+        return raw_id, normalize_request_id(raw_id)
+    except Exception as err:  # raised again in _take's loop, which counts it
+        return err

@@ -1,4 +1,5 @@
-"""RecentIds: the last N distinct ids, forgotten oldest first, as a set and a deque of them would be."""
+"""RecentIds: the last N distinct ids, forgotten oldest first, as a set and a deque of them would be
+(and SortedRecentIds where its generations hold one id)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.recent_ids import RecentIds
+from sidecar.recent_ids_sorted import SortedRecentIds
 
 
-def test_an_id_is_remembered_until_most_newer_ids_came_then_forgotten_oldest_first() -> None:
-    recent: RecentIds[str] = RecentIds(3)
+# SortedRecentIds of 3 or 2 ids: generations of one id, as exact as the ring
+@pytest.mark.parametrize("table", [RecentIds, SortedRecentIds])
+def test_an_id_is_remembered_until_most_newer_ids_came_then_forgotten_oldest_first(table: type) -> None:
+    recent = table(3)
     for key in ("a", "b", "c"):
         recent.add(key)
     assert all(k in recent for k in "abc") and len(recent) == 3
@@ -20,8 +24,9 @@ def test_an_id_is_remembered_until_most_newer_ids_came_then_forgotten_oldest_fir
     assert "a" not in recent and all(k in recent for k in "bcd") and len(recent) == 3
 
 
-def test_a_repeat_neither_grows_it_nor_refreshes_its_place() -> None:
-    recent: RecentIds[str] = RecentIds(2)
+@pytest.mark.parametrize("table", [RecentIds, SortedRecentIds])
+def test_a_repeat_neither_grows_it_nor_refreshes_its_place(table: type) -> None:
+    recent = table(2)
     recent.add("a")
     recent.add("a")
     recent.add("b")
