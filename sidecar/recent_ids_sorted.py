@@ -53,8 +53,8 @@ class SortedRecentIds(Generic[_K]):
         self._old = np.empty(0, dtype=np.int64)  # older generations' hashes, sorted
         self._old_gen = np.empty(0, dtype=np.uint8)  # each one's generation (mod 256)
         self._gen = 0  # the newest generation's number (mod 256)
-        # a bit per (hash & _mask), set for each older hash (16 bits an id: a miss, as most look-ups
-        # one at a time are, is told without a search 15 times in 16)
+        # a bit per (hash & _mask), set for each older hash (16 to 32 bits an id, sized at each seal: a
+        # miss, as most look-ups one at a time are, is told without a search at least 15 times in 16)
         self._bits, self._mask = b"\0", 7
 
     def __contains__(self, key: object) -> bool:
