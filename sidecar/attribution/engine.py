@@ -117,10 +117,36 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
     ) -> None:
         """One source's output of a tick: the infos first, so a request met here gets its row with
         its stated end (one check scheduled, not a timeout check too) and its work finds the row."""
-        for info in infos:
-            self.add_request(info)
+        self.add_requests(infos)
         for event in events:
             self.add_work(event)
+
+    def add_requests(self, infos: Iterable[RequestInfo | TaskLabel]) -> None:
+        """:meth:`add_request` of each in turn; a run of infos of requests first seen (not final, no
+        label held for them, an end in bounds, no lost work, no id twice) goes into the table at once
+        (:meth:`RequestTable.add_new`), as those calls would leave it."""
+        items = list(infos)
+        final: list[bool] = self._finalized.contains_many([info.request_id for info in items]).tolist()
+        sealed_s = self.requests.now_s  # an end beyond sealed + max_future_s: add_request drops it
+        horizon_s = sealed_s + self.max_future_s if sealed_s > -math.inf else math.inf
+        run: dict[str, RequestInfo] = {}
+        for info, is_final in zip(items, final, strict=True):
+            rid = info.request_id
+            if (
+                is_final
+                or isinstance(info, TaskLabel)
+                or rid in run
+                or rid in self.requests
+                or (self._labels and rid in self._labels)
+                or (info.end_s is not None and info.end_s > horizon_s)
+                or info.attributes.get(WORK_LOST) == "true"
+            ):
+                self.requests.add_new(list(run.values()))  # the run first: the table as in order
+                run.clear()
+                self.add_request(info)
+            else:
+                run[rid] = info
+        self.requests.add_new(list(run.values()))
 
     def add_request(self, info: RequestInfo | TaskLabel) -> None:
         """Record or update what is known about a request (model, task, tokens, end).

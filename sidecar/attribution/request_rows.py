@@ -65,20 +65,37 @@ class Rows:
     def take(self, request_id: str, seen_s: float) -> int:
         """A clean row for a new request (rows are cleaned when given back, many at once)."""
         if not self.free:
-            n = self.busy_s.size
-            for name in self._FIELDS:
-                old = getattr(self, name)
-                grown = np.full((2 * n, *old.shape[1:]), _CLEAN.get(name, 0), dtype=old.dtype)
-                grown[:n] = old
-                setattr(self, name, grown)
-            self.ids.extend([""] * n)
-            self.infos.extend([None] * n)
-            self.models = np.concatenate([self.models, np.full(n, None, dtype=object)])
-            self.free = array("q", range(2 * n - 1, n - 1, -1))
+            self._grow()
         slot = self.free.pop()
         self.seen_s[slot] = seen_s
         self.ids[slot] = request_id
         return slot
+
+    def take_many(self, request_ids: list[str], seen_s: float) -> list[int]:
+        """Clean rows for new requests, the rows that many :meth:`take` calls would give, in order."""
+        n = len(request_ids)
+        while len(self.free) < n:
+            self._grow()
+        slots = self.free[len(self.free) - n :].tolist()[::-1]  # take pops from the end
+        del self.free[len(self.free) - n :]
+        self.seen_s[slots] = seen_s
+        ids = self.ids
+        for slot, request_id in zip(slots, request_ids, strict=True):
+            ids[slot] = request_id
+        return slots
+
+    def _grow(self) -> None:
+        """Twice the rows; the new ones are taken after the free ones left (lowest first)."""
+        n = self.busy_s.size
+        for name in self._FIELDS:
+            old = getattr(self, name)
+            grown = np.full((2 * n, *old.shape[1:]), _CLEAN.get(name, 0), dtype=old.dtype)
+            grown[:n] = old
+            setattr(self, name, grown)
+        self.ids.extend([""] * n)
+        self.infos.extend([None] * n)
+        self.models = np.concatenate([self.models, np.full(n, None, dtype=object)])
+        self.free = array("q", range(2 * n - 1, n - 1, -1)) + self.free
 
     def give_back(self, slots: list[int]) -> None:
         """Clean rows ``slots`` (each column at once) and free them."""
@@ -95,6 +112,12 @@ class Rows:
         """What is known about the request in row ``slot`` (its model kept apart, for ticks)."""
         self.infos[slot] = info
         self.models[slot] = None if info is None or info.model == "unknown" else info.model
+
+    def set_infos(self, slots: list[int], infos: list[RequestInfo]) -> None:
+        """:meth:`set_info` of each row in ``slots``."""
+        for slot, info in zip(slots, infos, strict=True):
+            self.infos[slot] = info
+        self.models[slots] = [None if info.model == "unknown" else info.model for info in infos]
 
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""

@@ -61,6 +61,10 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def __contains__(self, request_id: object) -> bool:
+        """Whether ``request_id`` is live (has a row)."""
+        return request_id in self._codes
+
     def code(self, request_id: str, *, check_s: float | None = None) -> int:
         """The code of ``request_id``, creating its row on first sight.
 
@@ -93,6 +97,27 @@ class RequestTable:
             # heard of again (a tap says it is still live: the proxy's keep-alive of an answer with
             # no work seen yet): the timeout runs from now (its scheduled check finds it waiting)
             self._sums.seen_s[slot] = self.now_s
+
+    def add_new(self, infos: list[RequestInfo]) -> None:
+        """:meth:`set_info` of each of ``infos`` in turn, for requests not in the table, with distinct
+        ids: their codes, rows and checks made a batch at a time (a span export's requests)."""
+        n = len(infos)
+        if not n:
+            return
+        codes = range(self._next, self._next + n)
+        self._next += n
+        ids = [info.request_id for info in infos]
+        self._codes.update(zip(ids, codes, strict=True))
+        slots = self._sums.take_many(ids, self.now_s)
+        self._slots.update(zip(codes, slots, strict=True))
+        self._sums.set_infos(slots, infos)
+        timeout_at = self.now_s + self.timeout_s if math.isfinite(self.timeout_s) else None
+        heap, push = self._due, heapq.heappush
+        for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
+            check_s = info.end_s if info.end_s is not None else timeout_at
+            if check_s is not None and check_s < math.inf:
+                push(heap, (check_s if check_s > -math.inf else -math.inf, code))
+        self._compact()
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
         """The codes of many ids at once (None where an id has none); creates nothing."""

@@ -59,6 +59,10 @@ class HeldLabels:
         """Labels held for requests not seen yet (not the late tasks)."""
         return len(self._held)
 
+    def __contains__(self, request_id: object) -> bool:
+        """Whether a label is held for ``request_id`` (:meth:`apply` would name its task)."""
+        return request_id in self._held
+
     def hold(self, label: TaskLabel) -> bool:
         """Keep ``label`` until :meth:`apply` meets its request; True if that pushed the oldest held
         label out (beyond ``most``: its request was never seen here)."""

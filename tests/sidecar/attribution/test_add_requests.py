@@ -1,0 +1,90 @@
+"""Attributor.add_requests: a batch of infos leaves the attributor as add_request of each in turn would."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.attribution.engine import Attributor
+from sidecar.attribution.events import WORK_LOST, RequestInfo
+from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.rules import make_rule
+from sidecar.attribution.task_labels import TaskLabel
+from sidecar.timeline import Timeline
+from tests.sidecar.attribution.helpers import GPU
+
+IDS = [f"r{k}" for k in range(8)]  # few ids: repeats, live and final ones meet in one batch
+
+_end = st.one_of(st.none(), st.floats(-5.0, 50.0), st.just(1e6), st.just(math.nan))
+_info = st.builds(
+    RequestInfo,
+    st.sampled_from(IDS),
+    model=st.sampled_from(["m", "unknown"]),
+    task=st.sampled_from(["chat", "unknown"]),
+    end_s=_end,
+    output_tokens=st.integers(0, 9),
+    attributes=st.sampled_from([{}, {"trace_id": "t"}, {WORK_LOST: "true"}]),
+)
+_item = st.one_of(_info, st.builds(TaskLabel, st.sampled_from(IDS), st.sampled_from(["rag", "unknown"])))
+
+
+def _attributor(now_s: float, live: list[RequestInfo], final: list[str], held: list[TaskLabel]) -> Attributor:
+    att = Attributor(Timeline([GPU]), make_rule("tokens"), request_timeout_s=30.0, max_future_s=100.0)
+    for info in live:
+        att.add_request(info)
+    att.requests.now_s = now_s
+    att._finalized.add_many(final)
+    for label in held:
+        att.add_request(label)
+    return att
+
+
+def _state(att: Attributor) -> dict[str, Any]:
+    table: RequestTable = att.requests
+    rows = {rid: (acc.slot, acc.info, acc.lost_rows, acc.seen_s) for rid in IDS if (acc := table.get(rid))}
+    due = sorted(table._due, key=repr)
+    return {
+        "rows": rows,
+        "codes": dict(table._codes),
+        "due": due,
+        "dropped": +att.dropped,
+        "held": dict(att._labels._held),
+        "late": dict(att._labels._late),
+        "models": table._sums.models[: table._sums.busy_s.size].tolist(),
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([-math.inf, 0.0, 20.0]),
+    st.lists(_info, max_size=4),
+    st.lists(st.sampled_from(IDS), max_size=3),
+    st.lists(st.builds(TaskLabel, st.sampled_from(IDS), st.just("rag")), max_size=3),
+    st.lists(_item, max_size=12),
+)
+def test_a_batch_leaves_the_attributor_as_each_info_in_turn_would(
+    now_s: float, live: list[RequestInfo], final: list[str], held: list[TaskLabel], items: list[Any]
+) -> None:
+    one_by_one = _attributor(now_s, live, final, held)
+    for item in items:
+        one_by_one.add_request(item)
+    batched = _attributor(now_s, live, final, held)
+    batched.add_requests(items)
+    assert repr(_state(batched)) == repr(_state(one_by_one))  # repr: NaN ends compare equal
+
+
+def test_new_requests_of_a_batch_get_rows_checks_and_models_at_once() -> None:
+    att = Attributor(Timeline([GPU]), make_rule("tokens"), request_timeout_s=30.0)
+    att.requests.now_s = 10.0
+    infos = [RequestInfo(f"n{k}", model="m" if k % 2 else "unknown", end_s=12.0 + k) for k in range(3000)]
+    att.add_requests([*infos, RequestInfo("open")])  # 3,000 rows: the table grows while they come
+    assert len(att.requests) == 3001
+    assert att.requests.get("n2999") is not None and att.requests.get("n2999").info == infos[-1]  # type: ignore[union-attr]
+    assert att.requests.due(39.5) == list(range(28))  # each at its end
+    assert att.requests.due(40.0) == [28, 3000]  # and one without an end: the timeout from now
+    slots = np.array([acc.slot for rid in ("n0", "n1") if (acc := att.requests.get(rid))])
+    assert att.requests.models_at(slots, "d") == ["d", "m"]
