@@ -24,6 +24,7 @@ __all__ = [
     "ROW_SPEC",
     "SPAN_ATTRIBUTES",
     "SPAN_NAME",
+    "named_id",
     "normalize_request_id",
     "one_row",
     "operation_of",
@@ -79,6 +80,17 @@ def normalize_request_id(raw: str) -> str:
                 rest = rest[:-2]
             return rest
     return raw
+
+
+def named_id(raw: object) -> tuple[str, str] | Exception:
+    """A span's id attribute checked, and the request id it names (a non-empty part of a checked
+    id: checked too); or why it is refused (:class:`~sidecar.taps.validate.Rejected`, or a bug's
+    exception: the span handler counts it for that span alone)."""
+    try:
+        raw_id = v.request_id(raw, ID_KEY)
+        return raw_id, normalize_request_id(raw_id)
+    except Exception as err:  # raised again in the handler's loop, which counts it
+        return err
 
 
 def operation_of(raw: str) -> str:

@@ -42,11 +42,12 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from sidecar import knobs
+from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.taps import validate as v
@@ -54,15 +55,15 @@ from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
 from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
 from sidecar.taps.step_clock import StepClock
-from sidecar.taps.vllm_span_checked import CheckedSpan
 from sidecar.taps.vllm_span_format import (
-    CHAT,
     ID_KEY,
     ROW_SPEC,
     SPAN_ATTRIBUTES,
     SPAN_NAME,
+    named_id,
     normalize_request_id,
     one_row,
+    operation_of,
 )
 from sidecar.taps.vllm_span_tasks import TASK_ATTRIBUTE, TaskJoins
 
@@ -109,7 +110,7 @@ class VllmSpanHandler:
         self._wall = wall  # Unix s now: a request span ending well after it is refused
         self.model = model
         self.claims = claims
-        self.adopted_before = adopted_before  # the hook's: see VllmSpanHandler._request
+        self.adopted_before = adopted_before  # the hook's: see VllmSpanHandler._requests
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
         # the energy counter's edges after a time (s), known so far: decode is cut at them (the
@@ -191,73 +192,92 @@ class VllmSpanHandler:
         shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
         start_s = rows.start_unix_s + shift_s
         end_s = end_unix_s + shift_s
-        model = self.model()
-        kept_s = self.tasks.expire()  # now: one float for the batch's waiting spans
         counts: Counter[str] = Counter()
-        work: list[int] = []
-        ids: list[str] = []
-        named = [_named(raw) for raw in rows.ids]  # (raw id, request id), or why the id is refused
-        known = self._handled.contains_many([n[1] if isinstance(n, tuple) else "" for n in named])
-        row = zip(
-            named,
-            traces,
-            reasons.code.tolist(),
-            start_s.tolist(),
-            end_s.tolist(),
-            prompt.astype(np.int64).tolist(),
-            completion.astype(np.int64).tolist(),
-            strict=True,
+        checked = self._checked(rows, reasons.code.tolist(), counts)
+        self._handled.add_many([request_id for _, _, request_id in checked])  # the oldest forgotten
+        at = [i for i, _, _ in checked]
+        times = zip(start_s[at].tolist(), end_s[at].tolist(), strict=True)
+        tokens = zip(
+            prompt[at].astype(np.int64).tolist(), completion[at].astype(np.int64).tolist(), strict=True
         )
-        taken: dict[str, None] = {}  # ids handled in this batch, in order: remembered at its end
-        for i, (name, trace, code, t0, t1, p, c) in enumerate(row):
+        work, ids = self._requests(checked, times, tokens, traces, spans, out, counts)
+        if work:
+            keep = np.asarray(work, dtype=np.int64)
+            self._work.append(
+                (tuple(ids), end_s[keep], prompt[keep], completion[keep], prefill_s[keep], decode_s[keep])
+            )
+        return counts
+
+    def _checked(self, rows: SpanRows, codes: list[int], counts: Counter[str]) -> list[tuple[int, str, str]]:
+        """The rows whose id names a request not handled before and whose numbers passed: (row, vLLM's
+        id, request id); the others counted in ``counts`` by why."""
+        named = [named_id(raw) for raw in rows.ids]  # (raw id, request id), or why the id is refused
+        known = self._handled.contains_many([n[1] if isinstance(n, tuple) else "" for n in named])
+        taken: dict[str, None] = {}  # ids handled in this batch
+        out: list[tuple[int, str, str]] = []
+        for i, (name, seen, code) in enumerate(zip(named, known.tolist(), codes, strict=True)):
             try:
                 if isinstance(name, Exception):
                     raise name
                 raw_id, request_id = name
-                if known[i] or request_id in taken:
+                if seen or request_id in taken:
                     raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
                 if code:
                     raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-                chat = len(raw_id) == len(request_id) + len(CHAT) and raw_id.startswith(CHAT)
-                checked = CheckedSpan(request_id, "" if chat else raw_id, model, t0, t1, p, c)
-                taken[request_id] = None
-                mine = self._request(checked, trace, kept_s, out, spans[i] if spans is not None else None)
             except v.Rejected as err:
                 v.note(counts, err)
                 continue
             except Exception:  # a bug must not cost the other spans: count, log, go on
                 counts["internal_errors"] += 1
-                log.exception("llm_request span %d of %d could not be handled", i, len(rows))
+                log.exception("llm_request span %d of %d could not be checked", i, len(rows))
                 continue
-            if mine:
-                work.append(i)
-                ids.append(checked.request_id)
-        self._handled.add_many(list(taken))  # remembered (the oldest forgotten beyond _MAX_HANDLED)
-        if work:
-            at = np.asarray(work, dtype=np.int64)
-            self._work.append(
-                (tuple(ids), end_s[at], prompt[at], completion[at], prefill_s[at], decode_s[at])
-            )
-        return counts
+            taken[request_id] = None
+            out.append((i, raw_id, request_id))
+        return out
 
-    def _request(
-        self, checked: CheckedSpan, trace_id: str, kept_s: float, out: TapOutput, span: ReceivedSpan | None
-    ) -> bool:
-        """A checked request span: its info out now; True if its work is the span's to give. Without
-        a task it waits for a client span, from ``kept_s`` (when its batch was handled)."""
-        request_id = checked.request_id
-        info = checked.info(trace_id, self.tasks.task_of(trace_id, request_id, kept_s))
-        self.requests += 1
-        out.infos.append(info)
-        if self.on_span is not None and span is not None:
-            self.on_span(request_id, span)
-        if self.claims(request_id):
-            return False
-        if checked.start_s < self.adopted_before():  # in flight when the hook began: its steps were
-            self.work_adopted += 1  # taken as unknown-<pid>-<idx>; its record: energy unknown
-            return False
-        self.work_from_spans += 1
-        return True
+    def _requests(
+        self,
+        checked: list[tuple[int, str, str]],
+        times: Iterable[tuple[float, float]],
+        tokens: Iterable[tuple[int, int]],
+        traces: list[str],
+        spans: list[ReceivedSpan] | None,
+        out: TapOutput,
+        counts: Counter[str],
+    ) -> tuple[list[int], list[str]]:
+        """Each checked request's info out now; returns the rows whose work is the spans' to give, and
+        their ids. A request without a task waits for a client span, from now (one time a batch)."""
+        model, kept_s, adopted_s = self.model(), self.tasks.expire(), self.adopted_before()
+        task_of, claims, on_span, infos = self.tasks.task_of, self.claims, self.on_span, out.infos
+        work: list[int] = []
+        ids: list[str] = []
+        for (i, raw_id, request_id), (t0, t1), (p, c) in zip(checked, times, tokens, strict=True):
+            try:
+                trace = traces[i]
+                task = task_of(trace, request_id, kept_s)
+                attributes = {"vllm.request_id": raw_id, "trace_id": trace}
+                # positional (half the cost of keywords, made once per span): RequestInfo's field order
+                infos.append(
+                    RequestInfo(
+                        request_id, model, operation_of(raw_id), task, t0, t1, p, c, 0.0, "token", attributes
+                    )
+                )
+                self.requests += 1
+                if on_span is not None and spans is not None:
+                    on_span(request_id, spans[i])
+                if claims(request_id):  # the plugin's or the hook's work: per iteration, better
+                    continue
+                if t0 < adopted_s:  # in flight when the hook began: its steps were taken as
+                    self.work_adopted += 1  # unknown-<pid>-<idx>; its record: energy unknown
+                    continue
+            except Exception:  # a bug must not cost the other spans: count, log, go on
+                counts["internal_errors"] += 1
+                log.exception("llm_request span for %r could not be handled", request_id)
+                continue
+            self.work_from_spans += 1
+            work.append(i)
+            ids.append(request_id)
+        return work, ids
 
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, cut on a step clock fitted once to all
@@ -281,14 +301,3 @@ class VllmSpanHandler:
         out.events.append(
             phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
         )
-
-
-def _named(raw: object) -> tuple[str, str] | Exception:
-    """A span's id attribute checked, and the request id it names (a non-empty part of a checked
-    id: checked too); or why it is refused (:class:`~sidecar.taps.validate.Rejected`, or a bug's
-    exception: counted for that span alone)."""
-    try:
-        raw_id = v.request_id(raw, ID_KEY)
-        return raw_id, normalize_request_id(raw_id)
-    except Exception as err:  # raised again in _take's loop, which counts it
-        return err
