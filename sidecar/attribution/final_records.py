@@ -28,6 +28,8 @@ from sidecar.attribution.rules import COMPONENTS
 __all__ = ["RecordContext", "build_records"]
 
 _PREFILL, _DECODE, _DENOISE = Phase.PREFILL.label, Phase.DECODE.label, Phase.DENOISE.label
+# unpacking names every component: one added to COMPONENTS fails here, at import
+_FLOOR, _STEP, _PREFILL_C, _DECODE_C, _CONTEXT, _DENOISE_C = COMPONENTS
 Intervals = Callable[[np.ndarray, np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray] | None"]
 
 
@@ -65,13 +67,16 @@ def build_records(
     default_model, period, offset = ctx.default_model, ctx.update_period_s, ctx.unix_offset_s
     rule, source, quality = ctx.rule, ctx.energy_source, ctx.fit_quality
     out: list[Values] = []
+    components = [  # written out: a third of dict(zip(COMPONENTS, row))'s cost, once a record
+        {_FLOOR: f, _STEP: s, _PREFILL_C: p, _DECODE_C: d, _CONTEXT: c, _DENOISE_C: n} if has else {}
+        for (f, s, p, d, c, n), has in zip(cols.component_j.tolist(), cols.has_components, strict=True)
+    ]
     for row in zip(
         cols.request_id,
         cols.info,
         energy_j.tolist(),
         cols.phase_j.tolist(),
-        cols.component_j.tolist(),
-        cols.has_components.tolist(),
+        components,
         cols.busy_s.tolist(),
         cols.first_t.tolist(),
         cols.last_t.tolist(),
@@ -81,7 +86,7 @@ def build_records(
         extras,
         strict=True,
     ):
-        rid, info, energy, phase, component, has_components, busy, first, last, warmup, lo, hi, extra = row
+        rid, info, energy, phase, component_j, busy, first, last, warmup, lo, hi, extra = row
         if info is None:
             info = RequestInfo(rid, model=default_model)
         prefill, decode, denoise = phase
@@ -94,7 +99,7 @@ def build_records(
                 info.unit,  # unit
                 energy,  # energy_j
                 {_PREFILL: prefill, _DECODE: decode, _DENOISE: denoise},  # phase_j
-                dict(zip(COMPONENTS, component, strict=True)) if has_components else {},  # component_j
+                component_j,  # component_j
                 info.prompt_tokens,  # prompt_tokens
                 info.output_tokens,  # output_tokens
                 info.output_units or (float(info.output_tokens) if info.unit == "token" else 0.0),
