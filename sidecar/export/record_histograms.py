@@ -217,6 +217,8 @@ class RecordHistograms:
         """
         batch: Batch = {}
         recorded = 0
+        named: dict[Key, tuple[str, str, Key]] = {}  # this batch's names, as _keys gave them
+        token_keys: dict[Key, Key] = {}
         for rec in RecordBatch.of(records).values:
             energy_j = rec[ENERGY_J]
             if not rec[FINAL] or not math.isfinite(energy_j) or energy_j < 0:
@@ -224,17 +226,15 @@ class RecordHistograms:
             attributes = rec[ATTRIBUTES]
             if attributes.get("energy_unknown") == "true":
                 continue
-            model, task, source, unit = (
-                self._model(rec[MODEL]),
-                self._task(rec[TASK]),
-                rec[ENERGY_SOURCE],
-                rec[UNIT],
-            )
-            request_key = self._request_sets((model, self._operation(rec[OPERATION]), task, source))
+            source, unit = rec[ENERGY_SOURCE], rec[UNIT]
+            model, task, request_key = self._keys((rec[MODEL], rec[OPERATION], rec[TASK], source), named)
             _add(batch, self.request_energy, request_key, energy_j)
             output_tokens = rec[OUTPUT_TOKENS]
             if unit == "token" and output_tokens > 0:
-                _add(batch, self.per_token, self._token_sets((model, task, source)), energy_j / output_tokens)
+                token_key = token_keys.get((model, task, source))
+                if token_key is None:
+                    token_key = self._token_key((model, task, source), token_keys)
+                _add(batch, self.per_token, token_key, energy_j / output_tokens)
                 tenant = self._tenants.label(attributes.get(TENANT), energy_j)
                 if self._tenants.retired:
                     self._retire_tenants(batch)
@@ -245,6 +245,28 @@ class RecordHistograms:
             recorded += 1
         self._streams.add(batch)
         return recorded
+
+    def _keys(self, names: Key, known: dict[Key, tuple[str, str, Key]]) -> tuple[str, str, Key]:
+        """A record's model and task as the name sets give them, and its request histogram's key, of
+        its (model, operation, task, energy source). Kept in ``known`` where nothing was folded: the
+        sets then give the same again and count nothing (they never forget a name), so a batch asks
+        them once for each set of names."""
+        found = known.get(names)
+        if found is None:
+            folded = self.labels_folded
+            model, task = self._model(names[0]), self._task(names[2])
+            found = (model, task, self._request_sets((model, self._operation(names[1]), task, names[3])))
+            if self.labels_folded == folded:
+                known[names] = found
+        return found
+
+    def _token_key(self, key: Key, known: dict[Key, Key]) -> Key:
+        """The J-per-token histogram's key for ``key`` (model, task, source); kept as :meth:`_keys` keeps."""
+        folded = self._token_sets.folded
+        found = self._token_sets(key)
+        if self._token_sets.folded == folded:
+            known[key] = found
+        return found
 
     def _retire_tenants(self, batch: Batch) -> None:
         """End the series of the tenants put out of a named slot (:class:`TenantLabels`), in every model

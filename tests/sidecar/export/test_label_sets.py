@@ -8,8 +8,11 @@ K models and K tasks in all K * K pairs stayed within both caps and made K * K l
 from __future__ import annotations
 
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -116,3 +119,38 @@ def test_a_key_whose_names_already_read_other_is_not_counted_again() -> None:
     assert sets(("m", "u", "measured")) == ("other", "other", "measured") and sets.folded == 1
     assert sets(("other", "other", "measured")) == ("other", "other", "measured") and sets.folded == 1
     assert sets(("m", "u", "estimate")) == ("other", "other", "estimate") and sets.folded == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["chat", "rag", "code"]),
+            st.sampled_from(["chat", "text_completion", "op-x"]),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_batch_names_and_folds_as_its_records_one_at_a_time(names: list[tuple[str, str, str, int]]) -> None:
+    """Names a batch looked up once stand for its later records (the sets never forget a name); what
+    was folded is looked up, and counted, each time: the same /metrics and folded count either way."""
+    records = [
+        make_record(request_id=f"r{k}", model=m, task=t, operation=o, output_tokens=n)
+        for k, (m, t, o, n) in enumerate(names)
+    ]
+    texts, folded = [], []
+    for batches in ([records], [[r] for r in records]):
+        with patch("sidecar.export.record_histograms.MAX_LABEL_SETS", 3):  # the label sets fill too
+            exporter = MetricsExporter(golden_snapshot, resource=Resource({}), max_model_labels=2, model="a")
+        try:
+            for batch in batches:
+                exporter.record(batch)
+            texts.append(exporter.render().decode())
+            folded.append(exporter.labels_folded)
+        finally:
+            exporter.shutdown()
+    assert texts[0] == texts[1]
+    assert folded[0] == folded[1]
