@@ -127,8 +127,6 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         (:meth:`RequestTable.add_new`), as those calls would leave it."""
         items = list(infos)
         final: list[bool] = self._finalized.contains_many([info.request_id for info in items]).tolist()
-        sealed_s = self.requests.now_s  # an end beyond sealed + max_future_s: add_request drops it
-        horizon_s = sealed_s + self.max_future_s if sealed_s > -math.inf else math.inf
         run: dict[str, RequestInfo] = {}
         for info, is_final in zip(items, final, strict=True):
             rid = info.request_id
@@ -138,7 +136,7 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
                 or rid in run
                 or rid in self.requests
                 or (self._labels and rid in self._labels)
-                or (info.end_s is not None and info.end_s > horizon_s)
+                or self._too_far(info.end_s)
                 or info.attributes.get(WORK_LOST) == "true"
             ):
                 self.requests.add_new(list(run.values()))  # the run first: the table as in order
@@ -165,8 +163,7 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
             return
         if self._labels:
             info = self._labels.apply(info)
-        horizon_s = self.requests.now_s  # the sealed time (-inf before the first seal: no bound yet)
-        if info.end_s is not None and horizon_s > -math.inf and info.end_s > horizon_s + self.max_future_s:
+        if self._too_far(info.end_s):
             self.dropped["future"] += 1  # an end far ahead: ignore it, the timeout ends the request
             info = dataclasses.replace(info, end_s=None)
         self.requests.set_info(info.request_id, info)
@@ -174,6 +171,12 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
             acc = self.requests.get(info.request_id)
             if acc is not None:
                 acc.lost_rows += 1
+
+    def _too_far(self, end_s: float | None) -> bool:
+        """Whether a stated end lies beyond the sealed time + ``max_future_s`` (no bound before the
+        first seal)."""
+        sealed_s = self.requests.now_s  # -inf before the first seal
+        return end_s is not None and sealed_s > -math.inf and end_s > sealed_s + self.max_future_s
 
     def _label(self, label: TaskLabel) -> None:
         """A task named by id: set on the live request, or held until the request is first seen."""

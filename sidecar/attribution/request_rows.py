@@ -111,13 +111,13 @@ class Rows:
     def set_info(self, slot: int, info: RequestInfo | None) -> None:
         """What is known about the request in row ``slot`` (its model kept apart, for ticks)."""
         self.infos[slot] = info
-        self.models[slot] = None if info is None or info.model == "unknown" else info.model
+        self.models[slot] = _model_of(info)
 
     def set_infos(self, slots: list[int], infos: list[RequestInfo]) -> None:
         """:meth:`set_info` of each row in ``slots``."""
         for slot, info in zip(slots, infos, strict=True):
             self.infos[slot] = info
-        self.models[slots] = [None if info.model == "unknown" else info.model for info in infos]
+        self.models[slots] = list(map(_model_of, infos))
 
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""
@@ -127,6 +127,11 @@ class Rows:
         if None in models:
             return [default if m is None else m for m in models]
         return models  # type: ignore[return-value]  # no None left
+
+
+def _model_of(info: RequestInfo | None) -> str | None:
+    """The model an info names (None: no info, or "unknown"), as a row's model column holds it."""
+    return None if info is None or info.model == "unknown" else info.model
 
 
 class Accumulator:

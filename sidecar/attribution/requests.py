@@ -76,11 +76,16 @@ class RequestTable:
             self._next += 1
             self._codes[request_id] = code
             self._slots[code] = self._sums.take(request_id, self.now_s)
-            if check_s is not None:
-                self.schedule(code, check_s)
-            elif math.isfinite(self.timeout_s):
-                self.schedule(code, self.now_s + self.timeout_s)
+            if self._push(code, self._first_check_s(check_s)):
+                self._compact()
         return code
+
+    def _first_check_s(self, end_s: float | None) -> float:
+        """When a new request is first looked at: its stated end, else once the timeout has passed
+        without work (inf: never, with no timeout)."""
+        if end_s is not None:
+            return end_s
+        return self.now_s + self.timeout_s if math.isfinite(self.timeout_s) else math.inf
 
     def set_info(self, request_id: str, info: RequestInfo) -> None:
         """What is known about a request (created on first sight; later infos on top of the earlier,
@@ -111,12 +116,8 @@ class RequestTable:
         slots = self._sums.take_many(ids, self.now_s)
         self._slots.update(zip(codes, slots, strict=True))
         self._sums.set_infos(slots, infos)
-        timeout_at = self.now_s + self.timeout_s if math.isfinite(self.timeout_s) else None
-        heap, push = self._due, heapq.heappush
         for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
-            check_s = info.end_s if info.end_s is not None else timeout_at
-            if check_s is not None and check_s < math.inf:
-                push(heap, (check_s if check_s > -math.inf else -math.inf, code))
+            self._push(code, self._first_check_s(info.end_s))
         self._compact()
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
@@ -125,9 +126,15 @@ class RequestTable:
 
     def schedule(self, code: int, check_s: float) -> None:
         """Look at ``code`` again once the sealed time reaches ``check_s`` (never if not finite)."""
-        if check_s < math.inf:
-            heapq.heappush(self._due, (check_s if check_s > -math.inf else -math.inf, code))
+        if self._push(code, check_s):
             self._compact()
+
+    def _push(self, code: int, check_s: float) -> bool:
+        """``code``'s check at ``check_s`` into the heap, unless not finite ahead; True if pushed."""
+        if not check_s < math.inf:
+            return False
+        heapq.heappush(self._due, (check_s if check_s > -math.inf else -math.inf, code))
+        return True
 
     def _compact(self) -> None:
         """Drop the entries of removed requests once the heap has grown past its mark (here and in

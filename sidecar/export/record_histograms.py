@@ -231,9 +231,7 @@ class RecordHistograms:
             _add(batch, self.request_energy, request_key, energy_j)
             output_tokens = rec[OUTPUT_TOKENS]
             if unit == "token" and output_tokens > 0:
-                token_key = token_keys.get((model, task, source))
-                if token_key is None:
-                    token_key = self._token_key((model, task, source), token_keys)
+                token_key = self._token_key((model, task, source), token_keys)
                 _add(batch, self.per_token, token_key, energy_j / output_tokens)
                 tenant = self._tenants.label(attributes.get(TENANT), energy_j)
                 if self._tenants.retired:
@@ -262,10 +260,12 @@ class RecordHistograms:
 
     def _token_key(self, key: Key, known: dict[Key, Key]) -> Key:
         """The J-per-token histogram's key for ``key`` (model, task, source); kept as :meth:`_keys` keeps."""
-        folded = self._token_sets.folded
-        found = self._token_sets(key)
-        if self._token_sets.folded == folded:
-            known[key] = found
+        found = known.get(key)
+        if found is None:
+            folded = self._token_sets.folded
+            found = self._token_sets(key)
+            if self._token_sets.folded == folded:
+                known[key] = found
         return found
 
     def _retire_tenants(self, batch: Batch) -> None:
