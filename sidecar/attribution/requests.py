@@ -8,15 +8,15 @@ requests, not history.
 
 from __future__ import annotations
 
-import heapq
 import math
-from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
 
+from sidecar.attribution.due_checks import DueChecks
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.groups import Groups, group_rows
+from sidecar.attribution.live_codes import LiveCodes
 from sidecar.attribution.request_rows import Accumulator, Rows
 from sidecar.attribution.rules import Split
 
@@ -40,23 +40,22 @@ class Columns(NamedTuple):
 
 
 class RequestTable:
-    """Live requests by id and by code, with a heap of the times each is next worth checking.
+    """Live requests by id and by code, with the times each is next worth checking.
 
-    The heap makes finalization incremental: a pass looks only at requests whose
+    The check times make finalization incremental: a pass looks only at requests whose
     check time has come (their end, or their last work plus the timeout), never at
-    every idle request. Entries are hints: a popped request is re-checked and
-    re-scheduled if it is not done yet; entries of removed requests are skipped.
+    every idle request (:class:`~sidecar.attribution.due_checks.DueChecks`).
     """
 
     def __init__(self, timeout_s: float = math.inf) -> None:
         self._codes: dict[str, int] = {}
         self._slots: dict[int, int] = {}  # code -> row, in the order the requests were first seen
+        self._live = LiveCodes()  # the same, as arrays: a tick's codes looked up at once
         self._sums = Rows()
         self._next = 0
         self.timeout_s = timeout_s
         self.now_s = float("-inf")  # the latest sealed time: new requests are seen then
-        self._due: list[tuple[float, int]] = []
-        self._compact_at = 1024  # the heap size at which entries of removed requests are dropped
+        self._due = DueChecks()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -75,8 +74,9 @@ class RequestTable:
             code = self._next
             self._next += 1
             self._codes[request_id] = code
-            self._slots[code] = self._sums.take(request_id, self.now_s)
-            if self._push(code, self._first_check_s(check_s)):
+            slot = self._slots[code] = self._sums.take(request_id, self.now_s)
+            self._live.add(code, slot)
+            if self._due.put(code, self._first_check_s(check_s)):
                 self._compact()
         return code
 
@@ -115,9 +115,10 @@ class RequestTable:
         self._codes.update(zip(ids, codes, strict=True))
         slots = self._sums.take_many(ids, self.now_s)
         self._slots.update(zip(codes, slots, strict=True))
+        self._live.add_run(codes.start, slots)
         self._sums.set_infos(slots, infos)
         for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
-            self._push(code, self._first_check_s(info.end_s))
+            self._due.put(code, self._first_check_s(info.end_s))
         self._compact()
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
@@ -126,35 +127,22 @@ class RequestTable:
 
     def schedule(self, code: int, check_s: float) -> None:
         """Look at ``code`` again once the sealed time reaches ``check_s`` (never if not finite)."""
-        if self._push(code, check_s):
+        if self._due.put(code, check_s):
             self._compact()
 
-    def _push(self, code: int, check_s: float) -> bool:
-        """``code``'s check at ``check_s`` into the heap, unless not finite ahead; True if pushed."""
-        if not check_s < math.inf:
-            return False
-        heapq.heappush(self._due, (check_s if check_s > -math.inf else -math.inf, code))
-        return True
-
     def _compact(self) -> None:
-        """Drop the entries of removed requests once the heap has grown past its mark (here and in
-        :meth:`due`, so it stays bounded also while nothing is due, e.g. before any seal). The mark
-        is then twice what is left, so live requests with many entries each (an end stated again
-        and again) do not make every push a pass over the heap: amortized O(1) a push."""
-        if len(self._due) > self._compact_at:
-            self._due = [e for e in self._due if e[1] in self._slots]
-            heapq.heapify(self._due)
-            self._compact_at = max(4 * len(self._slots) + 1024, 2 * len(self._due))
+        """Drop the check entries of removed requests once past their mark (here and in :meth:`due`,
+        so they stay bounded also while nothing is due, e.g. before any seal)."""
+        self._due.compact(self._is_live, len(self._slots))
+
+    def _is_live(self, codes: np.ndarray) -> np.ndarray:
+        is_live: np.ndarray = self._live.slots_of(codes) >= 0
+        return is_live
 
     def due(self, until_s: float) -> list[int]:
-        """Live codes with a check time ``<= until_s``, oldest first, each once (popped)."""
+        """Live codes with a check time ``<= until_s``, oldest first, each once (taken out)."""
         self._compact()
-        heap, found = self._due, set()
-        while heap and heap[0][0] <= until_s:
-            code = heapq.heappop(heap)[1]
-            if code in self._slots:
-                found.add(code)
-        return sorted(found)
+        return self._due.due(until_s, self._is_live)
 
     def oldest_slots(self, n: int) -> list[int]:
         """The rows of the ``n`` live requests a cap evicts: those with no measured work first (a
@@ -169,7 +157,7 @@ class RequestTable:
 
     @property
     def scheduled(self) -> int:
-        """Entries in the check heap (bounded by a few per live request)."""
+        """Check entries held (bounded by a few per live request)."""
         return len(self._due)
 
     def get(self, request_id: str) -> Accumulator | None:
@@ -184,6 +172,10 @@ class RequestTable:
         """The model of the requests in rows ``slots`` (as :meth:`add_energy` returns them; -1: gone)."""
         return self._sums.models_at(slots, default)
 
+    def one_model(self, slots: np.ndarray) -> str | None:
+        """The model all the requests in rows ``slots`` name, if one (see :meth:`Rows.one_model`)."""
+        return self._sums.one_model(slots)
+
     def mark_warmup(self, codes: np.ndarray) -> None:
         """The live requests among ``codes`` had a tick split by the warm-up fallback rule."""
         self._sums.warmup_split[self._live_rows(codes)] = True
@@ -194,8 +186,8 @@ class RequestTable:
 
     def _live_rows(self, codes: np.ndarray) -> np.ndarray:
         """The rows of the live requests among ``codes`` (gone ones left out), in their order."""
-        found = [slot for slot in map(self._slots.get, codes.tolist()) if slot is not None]
-        return np.array(found, dtype=np.int64)
+        rows = self._live.slots_of(codes)
+        return rows[rows >= 0]
 
     def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
         """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
@@ -242,8 +234,10 @@ class RequestTable:
 
     def remove_many(self, request_ids: list[str]) -> None:
         """Forget these live requests; their rows are cleaned at once and reused."""
-        codes, slots = self._codes, self._slots
-        self._sums.give_back([slots.pop(codes.pop(rid)) for rid in request_ids])
+        codes = [self._codes.pop(rid) for rid in request_ids]
+        slots = self._slots
+        self._sums.give_back([slots.pop(code) for code in codes])
+        self._live.remove(codes)
 
     def add_energy(
         self,
@@ -270,10 +264,10 @@ class RequestTable:
         last = np.maximum.reduceat(t1[g.order], g.starts)
         comp = work = unexplained = None
         if split.component_j is not None and split.work is not None and split.unexplained_j is not None:
-            comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
-            work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
+            comp = _group_sums(g, split.component_j)
+            work = _group_sums(g, split.work)
             unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
-        at = np.fromiter(map(self._slots.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)  # -1: gone
+        at = self._live.slots_of(g.codes)  # -1: gone
         slots = at
         gone = at < 0
         if gone.any():  # finalized while its late work was pending; counted upstream
@@ -283,13 +277,31 @@ class RequestTable:
             if comp is not None and work is not None and unexplained is not None:
                 comp, work, unexplained = comp[keep], work[keep], unexplained[keep]
         sums = self._sums
-        sums.phase_j[slots] += phase_j
+        _add_rows(sums.phase_j, slots, phase_j)
         sums.busy_s[slots] += busy
         sums.first_t[slots] = np.minimum(sums.first_t[slots], first)
         sums.last_t[slots] = np.maximum(sums.last_t[slots], last)
         if comp is not None and work is not None and unexplained is not None:
-            sums.component_j[slots] += comp
-            sums.work[slots] += work
+            _add_rows(sums.component_j, slots, comp)
+            _add_rows(sums.work, slots, work)
             sums.unexplained_j[slots] += unexplained
             sums.has_components[slots] = True
         return at
+
+
+def _group_sums(g: Groups, rows: np.ndarray) -> np.ndarray:
+    """Each group's sum of ``rows`` (n x k), added row by row in their order, as one weighted count
+    (``np.add.reduceat`` of the rows sorted by group gives the same sums, its last bit apart: it
+    adds in another order). A tick's groups are mostly one row each, where ``reduceat`` pays a
+    segment's set-up a row (``benchmarks/seal_rows.py``)."""
+    n, k = g.codes.size, rows.shape[1]
+    bins = (g.inverse[:, None] * k + np.arange(k)).ravel()
+    return np.bincount(bins, weights=rows.ravel(), minlength=n * k).reshape(n, k)
+
+
+def _add_rows(table: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
+    """``table[slots] += values`` for distinct ``slots``: read with ``take``, which NumPy does in less
+    time than the fancy index of ``+=`` does its read."""
+    current = table.take(slots, axis=0)
+    current += values
+    table[slots] = current

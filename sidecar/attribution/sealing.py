@@ -141,12 +141,13 @@ class TickSealer:
         self, t_s: float, groups: Groups, slots: np.ndarray, phase: np.ndarray, row_j: np.ndarray
     ) -> None:
         n = groups.codes.size
-        per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
-        models = self.requests.models_at(slots, self.model)
+        one = self.requests.one_model(slots)  # the usual case: one model served, named by all
+        models = [one] if one is not None else self.requests.models_at(slots, self.model)
         names = dict.fromkeys(models)  # in order of first appearance
-        if len(names) == 1:  # the usual case: one model served
-            by_model = {models[0]: per.sum(axis=0)}
+        if len(names) == 1:
+            by_model = {models[0]: np.bincount(phase, weights=row_j, minlength=3)}
         else:  # in flight (no info yet: the default model) and finishing requests: sums per model
+            per = np.bincount(groups.inverse * 3 + phase, weights=row_j, minlength=3 * n).reshape(n, 3)
             at = {name: k for k, name in enumerate(names)}  # a dict: list.index was O(names) a request
             of_group = np.fromiter(map(at.__getitem__, models), np.int64, n)
             sums = [np.bincount(of_group, weights=per[:, p], minlength=len(names)) for p in range(3)]

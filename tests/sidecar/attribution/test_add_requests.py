@@ -46,7 +46,7 @@ def _attributor(now_s: float, live: list[RequestInfo], final: list[str], held: l
 def _state(att: Attributor) -> dict[str, Any]:
     table: RequestTable = att.requests
     rows = {rid: (acc.slot, acc.info, acc.lost_rows, acc.seen_s) for rid in IDS if (acc := table.get(rid))}
-    due = sorted(table._due, key=repr)
+    due = sorted(table._due.entries())
     return {
         "rows": rows,
         "codes": dict(table._codes),

@@ -245,19 +245,19 @@ def test_a_prompt_count_stands_over_an_info_that_has_none_then_over_a_later_esti
     assert estimated.prompt_tokens == 30 and estimated.attributes["prompt_tokens_estimated"] == "true"
 
 
-def test_ends_stated_again_and_again_do_not_make_each_push_a_pass_over_the_check_heap() -> None:
+def test_ends_stated_again_and_again_do_not_make_each_push_a_pass_over_the_check_entries() -> None:
     """Live requests collect check entries (an end stated by several taps, repeated infos); the
-    heap is cleaned of removed requests' entries only when it has doubled since the last cleaning,
+    entries are cleaned of removed requests' only when they have doubled since the last cleaning,
     so 60,000 pushes for 2,000 live requests make a handful of passes, not one a push."""
     table = RequestTable()
     for k in range(2_000):
         table.set_info(f"r{k}", RequestInfo(f"r{k}", end_s=5.0))
     table.remove_many([f"r{k}" for k in range(1_000)])  # their entries are garbage now
-    passes, mark = 0, table._compact_at
+    passes, mark = 0, table._due._compact_at
     for j in range(30):
         for k in range(1_000, 2_000):
             table.set_info(f"r{k}", RequestInfo(f"r{k}", end_s=5.0 + j))
-            passes += table._compact_at != mark
-            mark = table._compact_at
+            passes += table._due._compact_at != mark
+            mark = table._due._compact_at
     assert passes <= 8 and table.scheduled >= 30_000  # live entries kept: each is due some time
     assert table.due(1e9) == list(range(1_000, 2_000))
