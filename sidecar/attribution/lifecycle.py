@@ -141,10 +141,15 @@ class RequestLifecycle:
         ids = [values[REQUEST_ID] for values in records.values]
         self.requests.remove_many(ids)
         self._finalized.add_many(ids)
-        for values, attrs in zip(records.values, extras, strict=True):
-            units = values[OUTPUT_UNITS]
-            if units > 0 and sealed is not None and not (attrs and "energy_unknown" in attrs):
-                self.totals.add_output(sealed, values[MODEL], values[UNIT], units)
+        if sealed is not None:
+            self.totals.add_outputs(
+                sealed,
+                (
+                    (values[MODEL], values[UNIT], values[OUTPUT_UNITS])
+                    for values, attrs in zip(records.values, extras, strict=True)
+                    if values[OUTPUT_UNITS] > 0 and not (attrs and "energy_unknown" in attrs)
+                ),
+            )
         return records
 
     def _context(self) -> RecordContext:

@@ -13,6 +13,7 @@ The records themselves keep their names.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -34,13 +35,14 @@ class Names:
         self.most, self.folded = most, 0
         self._known: set[str] = {name for name in first[:most] if name}
 
-    def __call__(self, name: str) -> str:
+    def __call__(self, name: str, uses: int = 1) -> str:
+        """The label ``name`` reads as, for ``uses`` additions under it (each folded one counted)."""
         if name in self._known:
             return name
         if len(self._known) < self.most:
             self._known.add(name)
             return name
-        self.folded += 1
+        self.folded += uses
         return OTHER
 
 
@@ -95,8 +97,23 @@ class Totals:
         model = self._model(model)
         self.phase_energy_j[(model, "idle")] += idle_j
 
-    def add_output(self, t_s: float, model: str, unit: str, units: float) -> None:
-        model, unit = self._model(model), self._unit(unit)
+    def add_outputs(self, t_s: float, items: Iterable[tuple[str, str, float]]) -> None:
+        """:meth:`add_output` of each (model, unit, units), summed per model and unit first (a
+        finalize pass's records: one addition a pair in the order first seen, not one a record)."""
+        sums: dict[tuple[str, str], list[float]] = {}
+        for model, unit, units in items:
+            acc = sums.get((model, unit))
+            if acc is None:
+                sums[(model, unit)] = [units, 1]
+            else:
+                acc[0] += units
+                acc[1] += 1
+        for (model, unit), (units, uses) in sums.items():
+            self.add_output(t_s, model, unit, units, int(uses))
+
+    def add_output(self, t_s: float, model: str, unit: str, units: float, uses: int = 1) -> None:
+        """``units`` of output by ``model`` at ``t_s`` (``uses``: how many records they sum)."""
+        model, unit = self._model(model, uses), self._unit(unit, uses)
         self.output_units[(model, unit)] += units
         window = self._units_window
         if window and window[-1][0] == t_s and window[-1][1] == model:  # a pass's finals: one entry

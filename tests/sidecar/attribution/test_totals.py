@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.attribution.totals import OTHER, Names, Totals
 
@@ -114,3 +116,33 @@ def test_model_names_from_clients_cannot_grow_the_totals_and_no_joule_is_lost() 
     assert totals.conservation_error_j == pytest.approx(0.0, abs=1e-6)
     assert totals.labels_folded == (10_000 - 3) * 2 + (10_000 - 5)  # energy and output adds; units
     assert set(totals.throughput_per_watt(999.9)) <= models
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    passes=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["served", "a", "b", "c", "d"]), st.sampled_from(["token", "u", "v"])),
+            max_size=12,
+        ),
+        max_size=6,
+    ),
+    units=st.integers(1, 900),
+)
+def test_a_pass_added_at_once_is_each_record_added_in_turn(
+    passes: list[list[tuple[str, str]]], units: int
+) -> None:
+    """``add_outputs`` (the finalize pass's way) leaves the totals, their throughput and the folded
+    count as ``add_output`` of each record in turn would; the names' sets fill (and fold) on the way."""
+    at_once, each = (Totals(1, tpw_window_s=5.0, max_models=3, model="served") for _ in range(2))
+    for k, records in enumerate(passes):
+        t = 1.0 + k
+        items = [(model, unit, float(units + i)) for i, (model, unit) in enumerate(records)]
+        for total in (at_once, each):
+            total.add_model_energy(t, "served", "decode", 10.0)
+        at_once.add_outputs(t, iter(items))
+        for model, unit, x in items:
+            each.add_output(t, model, unit, x)
+        assert at_once.output_units == each.output_units
+        assert at_once.labels_folded == each.labels_folded
+        assert at_once.throughput_per_watt(t) == pytest.approx(each.throughput_per_watt(t), rel=1e-12)
