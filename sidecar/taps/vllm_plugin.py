@@ -178,9 +178,9 @@ class PluginReceiver(UdpEndpoint):
         self.live = msg.get("live", False) is True
         t_rec = self.to_mono(wall_s)
         t_end = self._parts(msg, wall_s, t_rec, out)
-        for row in msg.get("start", []):
+        for row in self._section(msg, "start"):
             self._row(self._start, parse_start, row, t_end, out)
-        for row in msg.get("fin", []):
+        for row in self._section(msg, "fin"):
             self._row(self._finish, parse_finish, row, (t_rec, t_end), out)
         for request_id in v.checked_rows(self.counts, msg, "gone", _gone_id):
             if self._cur.decoding.remove(request_id):  # left vLLM without finishing (aborted): no more work
@@ -204,7 +204,7 @@ class PluginReceiver(UdpEndpoint):
                 self.sched = parse_sched(msg["sched"])
         except v.Rejected as err:
             v.note(self.counts, err)
-        if "it" not in msg:
+        if msg.get("it") is None:
             return t_end
         try:
             it = parse_iteration(msg["it"])
@@ -216,6 +216,14 @@ class PluginReceiver(UdpEndpoint):
         self.tokens.add(wall_s, it.prompt_tokens, it.generation_tokens)
         self.counts["iterations"] += 1
         return t_end
+
+    def _section(self, msg: dict[str, Any], key: str) -> list[Any]:
+        """A section's rows (absent: none); one that is not a list is counted, its rows none."""
+        try:
+            return v.section(msg, key)
+        except v.Rejected as err:
+            v.note(self.counts, err)
+            return []
 
     def _row(
         self,

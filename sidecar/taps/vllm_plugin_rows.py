@@ -62,6 +62,8 @@ class FinishRow:
 
 
 def _field(row: list[Any], i: int, what: str) -> Any:
+    if not isinstance(row, list):  # a string, object, number or null where a row goes
+        raise v.Rejected("malformed", f"{what}: row is a {type(row).__name__}, not a list")
     if i >= len(row):
         raise v.Rejected("malformed", f"{what}: row has {len(row)} fields, needs more than {i}")
     return row[i]

@@ -99,7 +99,8 @@ def test_lost_malformed_and_restarts_are_counted_and_a_restart_empties_the_batch
     rx.feed(b"\xff not json", out)
     rx.feed(json.dumps({"v": 99}).encode(), out)
     rx.feed(json.dumps({"v": 1, "pid": 7, "seq": 4, "wall": 1.0, "it": [0, "x"]}).encode(), out)
-    assert rx.counts["lost"] == 2 and rx.counts["malformed"] == 3
+    assert rx.counts["lost"] == 2 and rx.counts["malformed"] == 2
+    assert rx.counts["rejected_malformed"] == 1  # a header that reads: its bad part alone is refused
     fresh = TapOutput()
     rx.feed(msg(0, [0.0, 0, 0, 0, 0], pid=8, wall=1006.0), fresh)  # vLLM restarted: new pid, seq from 0
     assert rx.counts["restarts"] == 1 and fresh.events == [] and rx.counts["lost"] == 2

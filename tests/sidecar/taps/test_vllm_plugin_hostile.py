@@ -79,6 +79,22 @@ def test_a_poison_iteration_is_dropped_and_the_rows_of_its_datagram_still_count(
     assert sum(n for k, n in rx.counts.items() if k.startswith("rejected_")) == 1
 
 
+@pytest.mark.parametrize("bad", ['"x"', "[]", "{}", "null", "7", '{"a":1}', "[[]]"])
+def test_a_row_of_the_wrong_shape_is_rejected_alone_and_the_good_rows_beside_it_count(bad: str) -> None:
+    """A row that is not a list (or a section that is not one) was a bad datagram whole: the good
+    finish beside it was lost and its request stayed decoding, taking later iterations' work."""
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(0, it="[0.0,1,5,0,0]", start=f'[{bad},["a",5,5,0.01]]'), out)
+    rx.feed(raw(1, wall="1000.02", it=bad, fin=f'[{bad},["a",5,3,0,0.01,0.05,0.1,"stop"]]'), out)
+    rx.feed(raw(2, wall="1000.04", it="[0.0,1,0,0,0]", start=bad, fin=bad), out)
+    assert [i.request_id for i in out.infos if i.end_s is not None] == ["a"]
+    assert rx.counts["malformed"] == 0 and rx.counts["internal_errors"] == 0
+    assert sum(n for k, n in rx.counts.items() if k.startswith("rejected_")) >= 2  # the bad rows at least
+    later = TapOutput()
+    rx.feed(raw(3, wall="1000.06", it="[0.0,1,0,0,0]"), later)
+    assert work_events(later.events) == []  # "a" finished: no more decode work
+
+
 @pytest.mark.parametrize("wall", ["Infinity", "1e400", HUGE, "4102444800.0", "-100000.0"])
 def test_a_datagram_that_cannot_be_dated_is_rejected_whole_and_counted(wall: str) -> None:
     rx, out = receiver(), TapOutput()
