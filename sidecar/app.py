@@ -48,7 +48,7 @@ from sidecar.poller import Poller
 from sidecar.proxy.prices import price_json
 from sidecar.shutdown import resume_provisional, seal_stop
 from sidecar.snapshot import build_snapshot
-from sidecar.taps.tap import Cuts, Tap, seal_until
+from sidecar.taps.tap import Cuts, Tap, due_isolated, seal_until
 from sidecar.timeline import Timeline
 
 __all__ = ["Sidecar", "build_attributor"]
@@ -106,6 +106,7 @@ class Sidecar:
         self.http_port: int | None = None
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
+        self.tap_failures: Counter[str] = Counter()  # taps whose due raised, by tap:<class>
         self._trim = malloc_tune.PeriodicTrim(malloc_tune.TRIM_EVERY_S, clock())  # freed heap back
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
@@ -143,7 +144,7 @@ class Sidecar:
         for cutter in self._cuts:  # first every cut, so no tap hands on what came after an earlier drain
             cutter.cut()
         for tap in self.taps:
-            events, infos = tap.due(now)
+            events, infos = due_isolated(tap, now, self.tap_failures)
             self.attributor.ingest(events, infos)
         until = seal_until(self.taps, now, self.config.settle_s) if seal_until_s is None else seal_until_s
         stop = seal_until_s is not None

@@ -65,7 +65,7 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
             pending_requests=len(att.requests),
             sealed_ticks=totals.sealed_ticks,
             taps=merge_reports([*(tap.stats() for tap in sidecar.taps), _own_report(sidecar)]),
-            job_failures={"tick": sidecar.tick_failures},
+            job_failures={"tick": sidecar.tick_failures, **sidecar.tap_failures},
         ),
     )
 

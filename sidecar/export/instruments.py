@@ -169,7 +169,9 @@ OBSERVABLES: tuple[ObservableSpec, ...] = (
     ObservableSpec(
         "jouletrace.job.failures",
         "{failure}",
-        "Runs of a periodic job (tick) that raised; /readyz is unready while they keep failing (count).",
+        "Runs of a periodic job (tick) that raised, and ticks in which one tap's hand-on raised "
+        "(tap:<class>: the tick went on without that tap's work); /readyz is unready while the tick "
+        "keeps failing (count).",
         True,
         job_failures,
     ),

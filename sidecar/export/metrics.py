@@ -43,7 +43,7 @@ prometheus-client 0.26 by the golden test, tests/sidecar/export/golden_metrics.t
     jouletrace_meter_update_period_seconds            gauge      -
     jouletrace_attribution_lag_seconds                gauge      -
     jouletrace_events_dropped_total                   counter    reason
-    jouletrace_job_failures_total                     counter    job (tick)
+    jouletrace_job_failures_total                     counter    job (tick, tap:<class>)
     jouletrace_conservation_error_joules              gauge      energy_source
     jouletrace_meter_resets_total                   counter    -
     jouletrace_requests_pending                       gauge      -

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["loads_like_json"]
+__all__ = ["NOT_JSON", "loads_like_json"]
+
+NOT_JSON = (ValueError, RecursionError)  # what loads_like_json raises for a datagram that is not JSON
 
 # orjson reads integers beyond 64 bits as floats, json as ints: a datagram with a run of 19 digits
 # goes to json (digits mapped to "0", then one substring search: a regex costs 30x more)
@@ -24,7 +26,10 @@ def loads_like_json(data: bytes) -> Any:
     """The datagram's JSON as ``json.loads`` reads it; orjson (3x faster) where the two agree.
 
     orjson refuses what json accepts (NaN, Infinity, 1e400, a BOM, a lone surrogate, UTF-16):
-    then json decides, so the checks see the same values and count the same reasons.
+    then json decides, so the checks see the same values and count the same reasons. What is not
+    JSON raises ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``, and an integer of
+    over 4,300 digits, which Python refuses to read) or ``RecursionError`` (``[[[[...``): callers
+    catch those two, :data:`NOT_JSON`.
     """
     if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
         try:

@@ -37,7 +37,6 @@ reports them: each sender's moves added up (:mod:`.proxy_counts`), so they never
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -60,7 +59,7 @@ from sidecar.contracts.proxy_wire import (
 from sidecar.proxy.book import TraceBook
 from sidecar.proxy.learn import Counts, RequestTrace, new_request_id
 from sidecar.taps import validate as v
-from sidecar.taps.json_read import loads_like_json
+from sidecar.taps.json_read import NOT_JSON, loads_like_json
 from sidecar.taps.proxy_counts import ProxyCounts
 from sidecar.taps.proxy_rows import (
     parse_alive,
@@ -145,7 +144,7 @@ class ProxyWireReceiver(UdpEndpoint):
         """Handle one datagram (the public entry point; ``out`` unused: the traces hold the work)."""
         try:
             raw = loads_like_json(data)  # as json.loads reads it, orjson where the two agree
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except NOT_JSON:  # an int of 4,300+ digits too: it failed the whole tick
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1

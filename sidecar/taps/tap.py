@@ -22,6 +22,8 @@ OTLP receiver, which reports its handlers' counters with its own.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -29,7 +31,9 @@ from sidecar.attribution.events import Work
 from sidecar.attribution.records import TapReport
 from sidecar.attribution.task_labels import Info
 
-__all__ = ["Cuts", "Sends", "SourceTap", "Tap", "WorkSource", "merge_reports", "seal_until"]
+__all__ = ["Cuts", "Sends", "SourceTap", "Tap", "WorkSource", "due_isolated", "merge_reports", "seal_until"]
+
+log = logging.getLogger(__name__)
 
 
 class WorkSource(Protocol):
@@ -96,6 +100,22 @@ class SourceTap:
 
     def stats(self) -> TapReport:
         return TapReport()
+
+
+def due_isolated(
+    tap: WorkSource, now_s: float, failures: Counter[str]
+) -> tuple[Sequence[Work], Sequence[Info]]:
+    """``tap.due(now_s)``; a tap that raises (a bug: a tap counts what it refuses) gives nothing this
+    tick, is counted in ``failures`` under ``tap:<its class>`` (the ``job_failures`` self-metric) and
+    logged, and the taps after it and the tick's sealing go on: one tap's fault cannot cost the
+    others' work, nor stop records becoming final."""
+    try:
+        return tap.due(now_s)
+    except Exception:
+        name = f"tap:{type(tap).__name__}"
+        failures[name] += 1
+        log.exception("%s failed to hand on its work (%d time(s) so far)", name, failures[name])
+        return (), ()
 
 
 def seal_until(taps: Iterable[object], now_s: float, settle_s: float) -> float:

@@ -57,7 +57,7 @@ def drain(
     counts: Counter[str],
 ) -> TapOutput:
     """Feed every waiting datagram (at most ``max_datagrams``) to ``feed``; socket errors counted."""
-    return feed_all(receive(sock, max_datagrams, counts), feed)
+    return feed_all(receive(sock, max_datagrams, counts), feed, counts)
 
 
 def receive(sock: socket.socket | None, max_datagrams: int, counts: Counter[str]) -> list[bytes]:
@@ -74,11 +74,19 @@ def receive(sock: socket.socket | None, max_datagrams: int, counts: Counter[str]
     return got
 
 
-def feed_all(datagrams: list[bytes], feed: Callable[[bytes, TapOutput], None]) -> TapOutput:
-    """Each datagram to ``feed``, in order, into one output."""
+def feed_all(
+    datagrams: list[bytes], feed: Callable[[bytes, TapOutput], None], counts: Counter[str]
+) -> TapOutput:
+    """Each datagram to ``feed``, in order, into one output. A datagram whose handling raises (a bug:
+    ``feed`` counts what it refuses) is counted (``internal_errors``) and logged; the datagrams after
+    it are still fed, and what the ones before it gave is kept."""
     out = TapOutput()
     for data in datagrams:
-        feed(data, out)
+        try:
+            feed(data, out)
+        except Exception:  # as handle_isolated: never the tick's, nor the next datagram's
+            counts["internal_errors"] += 1
+            log.exception("a datagram of %d bytes could not be handled", len(data))
     return out
 
 

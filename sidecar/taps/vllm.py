@@ -22,9 +22,10 @@ Knobs: ``hook_port`` (UDP, 0 off), ``plugin_port`` (UDP, 0 off), ``vllm_metrics_
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sidecar.attribution.events import Work
 from sidecar.attribution.records import RequestEnergy, TapReport
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # imported when forwarding is on: the OTLP exporter costs ~2 
     from sidecar.taps.vllm_forward import SpanForwarder
 
 __all__ = ["VllmTaps", "attach_vllm"]
+
+log = logging.getLogger(__name__)
 
 
 class VllmTaps:
@@ -79,12 +82,15 @@ class VllmTaps:
             self.forwarder.stop(grace_s)
 
     def due(self, now_s: float) -> tuple[list[Work], list[Info]]:
+        """The parts' work and infos, each part on its own: one that raises (a bug) is counted in its
+        ``internal_errors`` and gives nothing this tick; the others' work is kept (the plugin's
+        datagrams are read before the hook is drained: lost with it, were the hook's fault the tick's)."""
         hook, plugin, scraper = self.hook, self.plugin, self.scraper
         plugin_datagrams = plugin.receive() if plugin is not None else []  # before the hook: see above
         parts = (  # handled in this order: claims
-            hook.due(now_s) if hook is not None else None,
-            plugin.handle(plugin_datagrams, now_s) if plugin is not None else None,
-            scraper.due(now_s) if scraper is not None else None,
+            _isolated(hook, lambda h: h.due(now_s)),
+            _isolated(plugin, lambda p: p.handle(plugin_datagrams, now_s)),
+            _isolated(scraper, lambda m: m.due(now_s)),
         )
         events: list[Work] = []
         infos: list[Info] = []
@@ -185,3 +191,20 @@ def claims_of(hook: HookReceiver | None, plugin: PluginReceiver | None) -> Calla
     if len(claimers) == 1:
         return claimers[0]
     return lambda request_id: any(claims(request_id) for claims in claimers)
+
+
+_P = TypeVar("_P", HookReceiver, PluginReceiver, MetricsScraper)
+
+
+def _isolated(
+    part: _P | None, due: Callable[[_P], tuple[Sequence[Work], Sequence[Info]]]
+) -> tuple[Sequence[Work], Sequence[Info]] | None:
+    """``due(part)``, or None without a part; a part that raises is counted and logged, and gives none."""
+    if part is None:
+        return None
+    try:
+        return due(part)
+    except Exception:
+        part.counts["internal_errors"] += 1
+        log.exception("%s failed to hand on its work", type(part).__name__)
+        return None

@@ -56,7 +56,6 @@ seconds, tokens.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -69,7 +68,7 @@ from sidecar.attribution.task_labels import Info
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
-from sidecar.taps.json_read import loads_like_json
+from sidecar.taps.json_read import NOT_JSON, loads_like_json
 from sidecar.taps.senders import Senders
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
@@ -133,7 +132,7 @@ class HookReceiver(UdpEndpoint):
         """Handle one datagram: step batches and request infos into ``out`` (the public entry point)."""
         try:
             raw = loads_like_json(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except NOT_JSON:  # an int of 4,300+ digits too: it failed the whole tick
             self.counts["malformed"] += 1
             return
         self.counts["received"] += 1

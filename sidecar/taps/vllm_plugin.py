@@ -140,7 +140,7 @@ class PluginReceiver(UdpEndpoint):
     def handle(self, datagrams: list[bytes], now_s: float) -> tuple[list[Work], list[Info]]:
         """Datagrams :meth:`receive` read: the work and request infos they describe (and those of the
         requests of a process gone quiet beside others by ``now_s``: :mod:`.senders`)."""
-        out = feed_all(datagrams, self.feed)
+        out = feed_all(datagrams, self.feed, self.counts)
         self.senders.sweep(now_s, out)
         return out.events, out.infos
 

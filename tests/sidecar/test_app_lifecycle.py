@@ -25,6 +25,10 @@ from tests.sidecar.test_app_faults import ScriptedMeter, poll_for
 from tests.support import FakeClock
 
 
+def _raise_overflow(*args: object, **kwargs: object) -> None:
+    raise OverflowError("a poison value")
+
+
 class ScriptedTap:
     """A tap that raises from ``due`` while ``broken``, else hands out what it was given."""
 
@@ -53,21 +57,25 @@ class ScriptedTap:
         return TapReport()
 
 
-def test_a_tick_job_that_keeps_failing_is_counted_and_makes_readyz_unready_until_it_recovers() -> None:
+def test_a_tick_job_that_keeps_failing_is_counted_and_makes_readyz_unready_until_it_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = FakeClock(100.0)
     tap = ScriptedTap()
     sidecar = Sidecar(SidecarConfig(meter="sim", settle_s=0.5), ScriptedMeter(clock), taps=[tap], clock=clock)
     try:
         poll_for(sidecar, clock, 1.0)
         assert sidecar.ready()[0]
-        tap.broken = True
+        advance = sidecar.attributor.advance
+
+        monkeypatch.setattr(sidecar.attributor, "advance", _raise_overflow)
         for _ in range(3):
             with pytest.raises(OverflowError):
                 sidecar._tick_job()
         ok, reason = sidecar.ready()
         assert not ok and "failed 3 times in a row" in reason
         assert 'jouletrace_job_failures_total{job="tick"' in sidecar.exporter.render().decode()
-        tap.broken = False
+        monkeypatch.setattr(sidecar.attributor, "advance", advance)
         sidecar._tick_job()
         assert sidecar.ready()[0] and sidecar.tick_failures == 3
         text = sidecar.exporter.render().decode()
@@ -75,6 +83,31 @@ def test_a_tick_job_that_keeps_failing_is_counted_and_makes_readyz_unready_until
             line.startswith("jouletrace_job_failures_total{") and line.endswith(" 3.0")
             for line in text.splitlines()
         )
+    finally:
+        sidecar.close()
+
+
+def test_a_tap_that_raises_costs_only_its_own_work_and_is_counted() -> None:
+    """A tap whose due raised failed the whole tick: the other taps' work drained in it was lost
+    and no record became final while it kept raising (one poison datagram a tick)."""
+    clock = FakeClock(100.0)
+    bad, good = ScriptedTap(), ScriptedTap()
+    config = SidecarConfig(meter="sim", settle_s=0.5, split="tokens")
+    sidecar = Sidecar(config, ScriptedMeter(clock), taps=[bad, good], clock=clock)
+    try:
+        poll_for(sidecar, clock, 1.0)  # t = 101
+        bad.broken = True
+        good.events = [WorkEvent("ok", 100.5, 100.9, Phase.DECODE, 8)]
+        good.infos = [RequestInfo("ok", end_s=100.9, output_tokens=8)]
+        for _ in range(20):
+            sidecar._tick_job()  # does not raise
+            poll_for(sidecar, clock, 0.1)
+        assert sidecar.tick_failures == 0 and sidecar.ready()[0]
+        record = sidecar.lookup("ok")
+        assert record is not None and record["final"] and record["energy_j"] > 0
+        assert sidecar.tap_failures["tap:ScriptedTap"] >= 20
+        text = sidecar.exporter.render().decode()
+        assert 'jouletrace_job_failures_total{job="tap:ScriptedTap"' in text
     finally:
         sidecar.close()
 
@@ -203,8 +236,8 @@ def test_the_snapshot_is_built_on_the_first_read_after_ticks_as_of_the_last_one(
         first = sidecar.snapshot()
         assert built == [clock.t_s] and first.t_s == clock.t_s
         assert sidecar.snapshot() is first and len(built) == 1  # no tick since: the same one
-        tap.broken = True  # a failing tick still moves the snapshot on: its failure count and lag show
-        with pytest.raises(OverflowError):
+        monkeypatch.setattr(sidecar.ledger, "put_new", _raise_overflow)
+        with pytest.raises(OverflowError):  # a failing tick still moves the snapshot on: failures, lag
             sidecar._tick_job()
         failed = sidecar.snapshot()
         assert failed.stats.job_failures == {"tick": 1} and failed.t_s == clock.t_s

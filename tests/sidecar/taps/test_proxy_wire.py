@@ -128,6 +128,7 @@ def test_a_hostile_row_is_counted_by_reason_and_costs_no_good_row(
         (b'{"v":2,"kind":"proxy","pid":1,"seq":0,"wall":1000.0}', "rejected_malformed"),
         (raw(0, begin='"rows"'), "rejected_malformed"),
         (raw(0, counts="[1]"), "rejected_malformed"),
+        (raw("1" + "0" * 5000, begin=[GOOD_BEGIN]), "malformed"),  # an int json.loads refuses to read
     ],
 )
 def test_a_datagram_that_cannot_be_placed_is_counted_and_the_next_one_is_kept(

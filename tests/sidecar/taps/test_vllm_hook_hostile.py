@@ -239,3 +239,17 @@ def test_a_datagram_dated_after_it_was_read_is_taken_as_sent_then_and_counted() 
     (step,) = [e for e in out.events if isinstance(e, StepBatch)]
     assert (step.t0_s, step.t1_s) == pytest.approx((99.8, 99.9))  # 0.2 and 0.1 s before it was read
     assert rx.counts["wall_ahead"] == 1
+
+
+@pytest.mark.parametrize("where", ["seq", "pid", "new"])
+def test_an_int_of_thousands_of_digits_is_a_malformed_datagram_and_the_next_one_is_kept(where: str) -> None:
+    """json.loads refuses an int of over 4,300 digits with a plain ValueError, which the hook did not
+    catch: the tick failed, and every datagram drained in it (the plugin's too) was lost."""
+    long_int = "1" + "0" * 5000
+    parts = {"seq": "0", "pid": "7", "new": f"[{NEW}]"}
+    parts[where] = f"[[{long_int},1,5,1.0]]" if where == "new" else long_int
+    rx, out = receiver(), TapOutput()
+    rx.feed(raw(parts["seq"], pid=parts["pid"], new=parts["new"]), out)  # does not raise
+    rx.feed(raw(1, new=f"[{NEW}]", steps="[[0.5,0.4,[0,2],[5,5],[0,0]]]"), out)
+    assert rx.counts["malformed"] == 1 and rx.counts["internal_errors"] == 0
+    assert step_ids(out) == [("good", "good2")]

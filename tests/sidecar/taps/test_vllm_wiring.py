@@ -241,3 +241,26 @@ def test_the_http_host_no_longer_moves_the_otlp_plugin_and_hook_listeners() -> N
     finally:
         moved.close()
         own.close()
+
+
+def test_a_part_that_raises_costs_only_its_own_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin's datagrams are read before the hook is drained: a hook that raised lost them too."""
+    sidecar = build_sidecar(config(plugin_port=9466, hook_port=9467))
+    try:
+        taps = next(t for t in sidecar.taps if isinstance(t, VllmTaps))
+        assert taps.hook is not None and taps.plugin is not None
+        start = encode(
+            {"v": VERSION, "pid": 3, "seq": 0, "wall": time.time(), "model": "m",
+             "it": list(Iteration(0.0, 0, 5, 0, 0)), "start": [list(Start("cmpl-p", 5, 5, 0.01))]}
+        )  # fmt: skip
+        monkeypatch.setattr(taps.plugin, "receive", lambda: start)
+
+        def broken(now_s: float) -> object:
+            raise OverflowError("a bug in the hook's drain")
+
+        monkeypatch.setattr(taps.hook, "due", broken)
+        events, _ = taps.due(time.monotonic())
+        assert [getattr(e, "request_id", None) for e in events] == ["p"]
+        assert taps.hook.counts["internal_errors"] == 1
+    finally:
+        sidecar.close()
