@@ -1,22 +1,31 @@
 """The UDP socket the datagram receivers (vLLM plugin, scheduler hook, proxy wire) listen on, its
-non-blocking drain, and the isolation of one datagram's handling."""
+non-blocking drain, and the isolation of one datagram's handling.
+
+A tick handles a tap's datagrams for at most :data:`DRAIN_BUDGET_S`; the rest wait in the socket's
+buffer (8 MiB) for the next tick. The tick runs on the event loop that also answers HTTP, so a
+flood of datagrams that are costly to handle (a forged sender's thousands of ``new`` rows a
+datagram, ~17 us a row) held /healthz for as long as the flood lasted; now the handling of
+datagrams takes at most a budget per tap between two answers (counted ``drain_budget_spent`` each
+tick it ran out; the requests they open still cost their attribution in the tick)."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from sidecar.taps import validate as v
 from sidecar.taps.spans import TapOutput
 
-__all__ = ["UdpEndpoint", "bind_udp", "drain", "feed_all", "handle_isolated", "receive"]
+__all__ = ["DRAIN_BUDGET_S", "UdpEndpoint", "bind_udp", "drain", "feed_all", "handle_isolated", "receive"]
 
 log = logging.getLogger(__name__)
 
 _RCVBUF_BYTES = 8 * 1024 * 1024  # bursts between two ticks wait in the kernel, not in Python
 _MAX_DATAGRAM_BYTES = 65536
+DRAIN_BUDGET_S = 0.2  # a tap's datagrams handled in one tick for at most this long (s, wall clock)
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
@@ -55,39 +64,73 @@ def drain(
     feed: Callable[[bytes, TapOutput], None],
     max_datagrams: int,
     counts: Counter[str],
+    budget_s: float = DRAIN_BUDGET_S,
 ) -> TapOutput:
-    """Feed every waiting datagram (at most ``max_datagrams``) to ``feed``; socket errors counted."""
-    return feed_all(receive(sock, max_datagrams, counts), feed, counts)
+    """Read and feed waiting datagrams to ``feed``, one at a time, until none waits, ``max_datagrams``
+    were read or ``budget_s`` has passed (the rest wait in the socket); socket errors counted."""
+    out = TapOutput()
+    deadline = time.monotonic() + budget_s
+    for _ in range(max_datagrams if sock is not None else 0):
+        data = _recv(sock, counts)  # type: ignore[arg-type]
+        if data is None:
+            break
+        _feed_one(data, feed, out, counts)
+        if time.monotonic() > deadline:
+            counts["drain_budget_spent"] += 1
+            break
+    return out
 
 
 def receive(sock: socket.socket | None, max_datagrams: int, counts: Counter[str]) -> list[bytes]:
     """Every waiting datagram (at most ``max_datagrams``), not yet handled; socket errors counted."""
     got: list[bytes] = []
     for _ in range(max_datagrams if sock is not None else 0):
-        try:
-            got.append(sock.recv(_MAX_DATAGRAM_BYTES))  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
+        data = _recv(sock, counts)  # type: ignore[arg-type]
+        if data is None:
             break
-        except OSError:
-            counts["errors"] += 1
-            break
+        got.append(data)
     return got
 
 
+def _recv(sock: socket.socket, counts: Counter[str]) -> bytes | None:
+    """The next waiting datagram, or None (none waits, or a socket error: counted)."""
+    try:
+        return sock.recv(_MAX_DATAGRAM_BYTES)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        counts["errors"] += 1
+        return None
+
+
 def feed_all(
-    datagrams: list[bytes], feed: Callable[[bytes, TapOutput], None], counts: Counter[str]
-) -> TapOutput:
-    """Each datagram to ``feed``, in order, into one output. A datagram whose handling raises (a bug:
+    datagrams: list[bytes],
+    feed: Callable[[bytes, TapOutput], None],
+    counts: Counter[str],
+    budget_s: float = DRAIN_BUDGET_S,
+) -> tuple[TapOutput, list[bytes]]:
+    """The datagrams to ``feed``, in order, into one output, until ``budget_s`` has passed; returns the
+    output and the datagrams not fed (for the next tick). A datagram whose handling raises (a bug:
     ``feed`` counts what it refuses) is counted (``internal_errors``) and logged; the datagrams after
     it are still fed, and what the ones before it gave is kept."""
     out = TapOutput()
-    for data in datagrams:
-        try:
-            feed(data, out)
-        except Exception:  # as handle_isolated: never the tick's, nor the next datagram's
-            counts["internal_errors"] += 1
-            log.exception("a datagram of %d bytes could not be handled", len(data))
-    return out
+    deadline = time.monotonic() + budget_s
+    for i, data in enumerate(datagrams):
+        _feed_one(data, feed, out, counts)
+        if time.monotonic() > deadline and i + 1 < len(datagrams):
+            counts["drain_budget_spent"] += 1
+            return out, datagrams[i + 1 :]
+    return out, []
+
+
+def _feed_one(
+    data: bytes, feed: Callable[[bytes, TapOutput], None], out: TapOutput, counts: Counter[str]
+) -> None:
+    try:
+        feed(data, out)
+    except Exception:  # as handle_isolated: never the tick's, nor the next datagram's
+        counts["internal_errors"] += 1
+        log.exception("a datagram of %d bytes could not be handled", len(data))
 
 
 def handle_isolated(counts: Counter[str], sender: str, handle: Callable[[], None]) -> None:

@@ -39,7 +39,8 @@ ended as aborted (``restarts``, ``senders_gone``, ``aborted_on_restart``: :mod:`
 a second engine on the port, or a datagram forged with another pid, ends nothing of a process
 that is sending. At most ``max_decoding`` starts without a fin are kept over all processes
 (the oldest is dropped, ``evicted``); at most
-``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest. A bug
+``max_per_drain`` datagrams are read per tick, the kernel buffer bounds the rest, and they are
+handled for at most :data:`~sidecar.taps.udp.DRAIN_BUDGET_S` a tick (those left, the next). A bug
 while handling one datagram is counted (``internal_errors``) and logged, never raised
 into the tick.
 Units: seconds, tokens.
@@ -121,6 +122,7 @@ class PluginReceiver(UdpEndpoint):
         self._cur = PluginSender(self.counts, 0.0)  # the sender of the datagram being handled
         self.seen = SeenIds()  # recent ids claimed (work emitted here) and finished (to refuse replays)
         self.tokens = TokenHistory()  # for the comparison with vLLM's /metrics
+        self._left: list[bytes] = []  # read, not handled within the last tick's budget: the next's first
 
     # ---- service ---------------------------------------------------------------------
     def start(self) -> int:
@@ -134,13 +136,16 @@ class PluginReceiver(UdpEndpoint):
         return self.handle(self.receive(), now_s)
 
     def receive(self) -> list[bytes]:
-        """The waiting datagrams, read but not handled (see :meth:`VllmTaps.due` for why apart)."""
-        return receive(self._sock, self.max_per_drain, self.counts)
+        """The waiting datagrams, read but not handled (see :meth:`VllmTaps.due` for why apart): those
+        a tick's budget left unhandled first, then at most ``max_per_drain`` in all."""
+        left, self._left = self._left, []
+        return left + receive(self._sock, self.max_per_drain - len(left), self.counts)
 
     def handle(self, datagrams: list[bytes], now_s: float) -> tuple[list[Work], list[Info]]:
         """Datagrams :meth:`receive` read: the work and request infos they describe (and those of the
-        requests of a process gone quiet beside others by ``now_s``: :mod:`.senders`)."""
-        out = feed_all(datagrams, self.feed, self.counts)
+        requests of a process gone quiet beside others by ``now_s``: :mod:`.senders`). Those the
+        tick's budget (:data:`~sidecar.taps.udp.DRAIN_BUDGET_S`) leaves are handled next tick."""
+        out, self._left = feed_all(datagrams, self.feed, self.counts)
         self.senders.sweep(now_s, out)
         return out.events, out.infos
 

@@ -16,6 +16,7 @@ import pytest
 
 from sidecar.attribution.events import Phase, StepBatch
 from sidecar.contracts.vllm_wire import MAX_DATAGRAM_BYTES, decode, encode
+from sidecar.taps import udp, vllm_plugin
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_plugin import PluginReceiver
 from tests.support import free_port, work_events
@@ -200,3 +201,14 @@ def test_the_plugin_never_raises_into_vllm_on_stats_it_does_not_understand(plugi
     plugin = plugin_class(types.SimpleNamespace())
     plugin.record(object(), object())
     assert plugin.dropped == 1
+
+
+def test_datagrams_a_spent_budget_leaves_are_handled_first_next_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_plugin, "feed_all", lambda d, f, c: udp.feed_all(d, f, c, budget_s=-1.0))
+    rx = receiver()
+    first = msg(0, [0.0, 0, 5, 0, 0], start=[["a", 5, 5, 0.01]])
+    second = msg(1, [0.0, 1, 5, 0, 0], wall=1000.01, start=[["b", 5, 5, 0.01]])
+    events, _ = rx.handle([first, second], 110.0)
+    assert [e.request_id for e in work_events(events)] == ["a"] and rx.counts["drain_budget_spent"] == 1
+    events, _ = rx.handle(rx.receive(), 110.1)  # no socket started: only what was left
+    assert "b" in [e.request_id for e in work_events(events)] and rx.counts["lost"] == 0
