@@ -72,7 +72,7 @@ from sidecar.taps.otlp_decode import decode_export, decode_request, respond
 from sidecar.taps.otlp_drain import drain, row_handler, take
 from sidecar.taps.otlp_limit import ExportLimiter, status_details
 from sidecar.taps.otlp_queue import NoRoom, Queued, SpanQueue
-from sidecar.taps.span_rows import LeanExport, decode_rows, span_count
+from sidecar.taps.span_rows import LeanExport, RowSpec, decode_rows, span_count
 from sidecar.taps.spans import RowHandler, SpanHandler, SpanRows
 from sidecar.taps.tap import merge_reports
 
@@ -202,12 +202,12 @@ class OtlpReceiver(SpanQueue):
         with self._lock:  # a first look: an export refused for room costs its count, not its decode
             self._room_for(n, whole)
         columns: list[tuple[SpanRows, RowHandler]] = []  # the row handler's spans, if it has any
-        if found is None:
+        read = None if found is None else self._read_rows(payload, found[1], parsed)
+        if read is None:  # every span the exact way
             spans, undecodable = decode_export(payload, parsed)
         else:
-            handler, spec = found
-            rows, generic = decode_rows(payload, spec, parsed)
-            columns = [(rows, handler)] if len(rows) else []
+            rows, generic = read
+            columns = [(rows, found[0])] if found is not None and len(rows) else []
             spans, undecodable = decode_export(payload, parsed, set(generic)) if generic else ([], 0)
         with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
             self._room_for(n, whole)
@@ -219,6 +219,17 @@ class OtlpReceiver(SpanQueue):
                 self.counts["rejected_undecodable_span"] += undecodable
                 refused["undecodable_span"] += undecodable
         return refused
+
+    def _read_rows(self, payload: bytes, spec: RowSpec, parsed: Any) -> tuple[SpanRows, list[int]] | None:
+        """The row handler's spans as columns and the others' positions; None if the column reader
+        raises (a bug: counted ``internal_errors`` and logged), and the export is read the exact
+        way, every span on its own: a fault in the fast reader must not cost an export its spans."""
+        try:
+            return decode_rows(payload, spec, parsed)
+        except Exception:
+            self._count("internal_errors")
+            log.exception("an export's spans could not be read as columns; read one by one instead")
+            return None
 
     def cut(self) -> None:
         """Mark the tick's start (:class:`~sidecar.taps.tap.Cuts`): its :meth:`due` hands on only the

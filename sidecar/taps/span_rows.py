@@ -190,7 +190,7 @@ def _read_attributes(
     keys = _keys(spec)
     col = np.full(owner.size, _NONE, dtype=np.int64)
     for key, c in keys.wanted:
-        col[attrs.plain & _equals_at(buf, attrs.key_at, attrs.key_len, key)] = c
+        col[_equals_at(buf, attrs.key_at, attrs.key_len, key, attrs.plain)] = c
     slow = np.zeros(n, dtype=bool)  # spans read again, one attribute at a time (exactly)
     slow[owner[~attrs.plain]] = True
     slow[owner[(col == _ID) & (attrs.tag != 0x0A)]] = True
@@ -222,8 +222,13 @@ def _read_attributes(
     return rid, values, kinds, escaped
 
 
-def _equals_at(buf: np.ndarray, at: np.ndarray, length: np.ndarray, text: bytes) -> np.ndarray:
-    out = length == len(text)
+def _equals_at(
+    buf: np.ndarray, at: np.ndarray, length: np.ndarray, text: bytes, plain: np.ndarray
+) -> np.ndarray:
+    """Which of the plain attributes' keys (``length`` bytes at ``at``) are ``text``. Only plain ones
+    are compared: another's offsets may point past the buffer (an empty ``KeyValue`` last in an
+    export made the comparison read past it, and the export was refused whole, its good spans too)."""
+    out = plain & (length == len(text)) & (at + len(text) <= buf.size)
     cand = np.flatnonzero(out)
     if cand.size and text:
         want = np.frombuffer(text, dtype=np.uint8)

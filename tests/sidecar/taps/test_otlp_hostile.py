@@ -13,7 +13,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from sidecar.taps import diffusion as d
-from sidecar.taps import otlp_decode
+from sidecar.taps import otlp, otlp_decode
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
@@ -268,3 +268,34 @@ def test_an_export_arriving_at_a_full_queue_is_refused_whole_undecoded_and_count
     _, infos = rec.due(0.0)
     assert sorted(i.request_id for i in infos) == ["r0", "r1", "r2"]
     assert not rec.receive(export(span(13, now)).SerializeToString())  # room again; a retry is welcome
+
+
+def test_an_empty_attribute_last_in_an_export_costs_no_span(
+    receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub
+) -> None:
+    """An empty KeyValue (valid protobuf) last in an export was refused whole as undecodable
+    (INVALID_ARGUMENT, which OTel's exporters do not send again): its good spans were lost."""
+    now = time.time()
+    odd = span(1, now, x__n=17)  # its last byte, 17, read as the length of an empty key: the id's
+    odd.attributes.append(KeyValue())
+    response = stub.Export(export(span(0, now), odd), timeout=5)
+    assert not response.HasField("partial_success")
+    _, infos = receiver.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r0", "r1"] and receiver.counts["refused_undecodable"] == 0
+
+
+def test_a_fault_in_the_column_reader_costs_no_span(
+    receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the fast reader (an IndexError, say) made the export undecodable, refused whole."""
+
+    def broken(*args: Any) -> Any:
+        raise IndexError("a bug in the column reader")
+
+    monkeypatch.setattr(otlp, "decode_rows", broken)
+    now = time.time()
+    response = stub.Export(export(span(0, now), span(1, now, gen_ai__usage__prompt_tokens=-1)), timeout=5)
+    assert response.partial_success.rejected_spans == 0  # the full decode checks at the handler
+    _, infos = receiver.due(0.0)
+    assert [i.request_id for i in infos] == ["r0"]
+    assert receiver.counts["internal_errors"] == 1 and receiver.counts["refused_undecodable"] == 0
