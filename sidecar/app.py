@@ -41,6 +41,7 @@ from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve, timeline_energy
 from sidecar.export.floor_state import FloorKeeper
 from sidecar.export.metrics import MetricsExporter
+from sidecar.export.metrics_cache import RenderCache
 from sidecar.export.store import Ledger
 from sidecar.listen import cannot_listen, start_tap
 from sidecar.meters.base import DeviceStatus, EnergyMeter
@@ -257,7 +258,7 @@ class Sidecar:
 
     async def _serve_http(self) -> Served:
         app = make_app(
-            metrics=self.exporter.render,
+            metrics=RenderCache(self.exporter.render, self.snapshot),
             lookup=self.lookup,
             ready=self.ready,
             energy=timeline_energy(self.timeline, clock=self.clock),

@@ -9,7 +9,8 @@ SQLite lookup, one render).
 
 Routes:
 
-- ``GET /metrics``: 200, Prometheus text, ``Content-Type: prometheus_client.CONTENT_TYPE_LATEST``.
+- ``GET /metrics``: 200, Prometheus text, ``Content-Type: prometheus_client.CONTENT_TYPE_LATEST`` (made on a
+  worker thread; the sidecar passes a :class:`~sidecar.export.metrics_cache.RenderCache`).
 - ``GET /v1/requests/{request_id}``: 200 with the record as JSON (energies in
   joules, times in seconds); 404 ``{"error": ..., "request_id": ...}`` when the
   id is unknown or not yet seen; 400 ``{"error": ..., "reason": ...}`` when the id
@@ -145,7 +146,8 @@ def make_app(
     refused: Counter[str] = Counter() if counts is None else counts
 
     async def get_metrics(request: web.Request) -> web.Response:
-        return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await asyncio.to_thread(metrics)  # off the loop: /healthz answers while it renders
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
