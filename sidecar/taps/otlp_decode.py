@@ -101,19 +101,26 @@ def _one_by_one(lean: Any, only: Container[int] | None) -> tuple[list[ReceivedSp
     return out, bad
 
 
-def span_key(trace_id: str, span_id: str) -> bytes | str:
+def span_key(trace_id: str, span_id: str) -> bytes | str | None:
     """A span's (trace id, span id) as one key for the retry check: the 24 id bytes of a
-    well-formed pair (as :func:`row_key` makes them), else both as text with a separator."""
+    well-formed pair (as :func:`row_key` makes them), else both as text with a separator; None
+    where either id is empty or all zeros (OTLP's invalid ids, which name no span: two different
+    requests' spans with all-zero ids were one "duplicate"). Such a span is not checked as a retry
+    (the span handler still refuses a request it has handled)."""
     if len(trace_id) == 32 and len(span_id) == 16:
         try:
-            return bytes.fromhex(trace_id) + bytes.fromhex(span_id)
+            return row_key(bytes.fromhex(trace_id), bytes.fromhex(span_id))
         except ValueError:
             pass
+    if not trace_id.strip("0") or not span_id.strip("0"):
+        return None
     return f"{trace_id}:{span_id}"
 
 
-def row_key(trace_id: bytes, span_id: bytes) -> bytes | str:
+def row_key(trace_id: bytes, span_id: bytes) -> bytes | str | None:
     """:func:`span_key` of ids as received (bytes)."""
+    if not any(trace_id) or not any(span_id):  # empty or all zeros
+        return None
     if len(trace_id) == 16 and len(span_id) == 8:
         return trace_id + span_id
     return f"{trace_id.hex()}:{span_id.hex()}"

@@ -112,7 +112,8 @@ class SpanQueue:
                     continue
                 self._queue.append(span)
                 self._queued += 1
-                self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
+                if key is not None:
+                    self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
         return refused
 
     def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
@@ -127,10 +128,7 @@ class SpanQueue:
                 refused[reason] += n
             passed = reasons.passed()
             keys = [row_key(rows.trace_ids[i], rows.span_ids[i]) for i in passed.tolist()]
-            # as one look-up and add a span each would: a new span is kept (and remembered) while
-            # there is room; a retry is a duplicate; a new span beyond the room is dropped, not
-            # remembered (the exporter's retry is welcome)
-            said = self._seen.add_many(keys, most_new=self._max_queued - self._queued)
+            said = self._said(keys, self._max_queued - self._queued)
             for outcome, reason, code in (
                 ("rejected_duplicate", "duplicate", KNOWN),
                 ("dropped", "queue_full", LEFT_OUT),
@@ -145,12 +143,29 @@ class SpanQueue:
                 self._queued += len(keep)
         return refused
 
-    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str:
-        """The span's retry-check key, once its times pass and it is not a retry."""
+    def _said(self, keys: list[bytes | str | None], room: int) -> np.ndarray:
+        """As one look-up and add a span each would: a new span is kept (and remembered) while there
+        is room; a retry is a duplicate (``KNOWN``); a new span beyond the room is dropped, not
+        remembered (``LEFT_OUT``: the exporter's retry is welcome). A span with invalid ids (key
+        None) is new, kept while room is left after the others, never remembered."""
+        named = [key for key in keys if key is not None]
+        if len(named) == len(keys):
+            return self._seen.add_many(named, most_new=room)
+        valid = [i for i, key in enumerate(keys) if key is not None]
+        said = np.full(len(keys), ADDED, dtype=np.int8)
+        said[valid] = self._seen.add_many(named, most_new=room)
+        invalid = np.flatnonzero(np.array([key is None for key in keys]))
+        left = max(room - int(np.count_nonzero(said[valid] == ADDED)), 0)
+        said[invalid[left:]] = LEFT_OUT
+        return said
+
+    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str | None:
+        """The span's retry-check key (None: its ids are invalid), once its times pass and it is
+        not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
         key = span_key(span.trace_id, span.span_id)
-        if key in self._seen:
+        if key is not None and key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         return key
 

@@ -299,3 +299,23 @@ def test_a_fault_in_the_column_reader_costs_no_span(
     _, infos = receiver.due(0.0)
     assert [i.request_id for i in infos] == ["r0"]
     assert receiver.counts["internal_errors"] == 1 and receiver.counts["refused_undecodable"] == 0
+
+
+@pytest.mark.parametrize("ids", [(bytes(16), bytes(8)), (b"", b""), (bytes(16), b"\x01" * 8)])
+def test_spans_with_invalid_ids_are_not_taken_for_one_another(
+    receiver: OtlpReceiver, stub: trace_service_pb2_grpc.TraceServiceStub, ids: tuple[bytes, bytes]
+) -> None:
+    """All-zero or empty ids (OTLP's invalid ids) were one retry-check key: a second request's span
+    with them was refused as a duplicate of the first. Such spans are not checked as retries; the
+    span handler still refuses a request twice."""
+    now = time.time()
+    first, second, again = span(0, now), span(1, now), span(0, now)
+    for s in (first, second, again):
+        s.trace_id, s.span_id = ids
+    response = stub.Export(export(first, second), timeout=5)
+    assert not response.HasField("partial_success")
+    retry = stub.Export(export(again), timeout=5)  # an exporter's retry of the first: taken in
+    assert not retry.HasField("partial_success")
+    _, infos = receiver.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r0", "r1"]
+    assert receiver.counts["rejected_duplicate"] == 1  # the handler's: r0 was handled
