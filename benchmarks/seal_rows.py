@@ -57,15 +57,7 @@ Tick = tuple[np.ndarray, np.ndarray, Split, np.ndarray, np.ndarray, np.ndarray]
 
 def groups_before(req: np.ndarray) -> Groups:
     """:func:`group_rows` as it was: a stable sort of the 64-bit codes."""
-    order = np.argsort(req, kind="stable")
-    ordered = req[order]
-    new = np.empty(ordered.size, dtype=bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    inverse = np.empty(req.size, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return Groups(ordered[starts], inverse, order, starts)
+    return group_rows(req, sort=lambda codes: np.argsort(codes, kind="stable"))
 
 
 def add_before(table: RequestTable, tick: Tick, default: str) -> None:
