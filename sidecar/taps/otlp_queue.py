@@ -151,12 +151,11 @@ class SpanQueue:
         named = [key for key in keys if key is not None]
         if len(named) == len(keys):
             return self._seen.add_many(named, most_new=room)
-        valid = [i for i, key in enumerate(keys) if key is not None]
+        invalid = np.array([key is None for key in keys], dtype=bool)
         said = np.full(len(keys), ADDED, dtype=np.int8)
-        said[valid] = self._seen.add_many(named, most_new=room)
-        invalid = np.flatnonzero(np.array([key is None for key in keys]))
-        left = max(room - int(np.count_nonzero(said[valid] == ADDED)), 0)
-        said[invalid[left:]] = LEFT_OUT
+        said[~invalid] = self._seen.add_many(named, most_new=room)
+        left = max(room - int(np.count_nonzero(said[~invalid] == ADDED)), 0)
+        said[np.flatnonzero(invalid)[left:]] = LEFT_OUT
         return said
 
     def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str | None:

@@ -74,7 +74,7 @@ def drain(
         data = _recv(sock, counts)  # type: ignore[arg-type]
         if data is None:
             break
-        _feed_one(data, feed, out, counts)
+        handle_isolated(counts, "UDP", lambda: feed(data, out))  # noqa: B023  # called at once
         if time.monotonic() > deadline:
             counts["drain_budget_spent"] += 1
             break
@@ -110,27 +110,17 @@ def feed_all(
     budget_s: float = DRAIN_BUDGET_S,
 ) -> tuple[TapOutput, list[bytes]]:
     """The datagrams to ``feed``, in order, into one output, until ``budget_s`` has passed; returns the
-    output and the datagrams not fed (for the next tick). A datagram whose handling raises (a bug:
-    ``feed`` counts what it refuses) is counted (``internal_errors``) and logged; the datagrams after
-    it are still fed, and what the ones before it gave is kept."""
+    output and the datagrams not fed (for the next tick). Each is fed through :func:`handle_isolated`:
+    one whose handling raises is counted and logged; the datagrams after it are still fed, and what
+    the ones before it gave is kept."""
     out = TapOutput()
     deadline = time.monotonic() + budget_s
     for i, data in enumerate(datagrams):
-        _feed_one(data, feed, out, counts)
+        handle_isolated(counts, "UDP", lambda: feed(data, out))  # noqa: B023  # called at once
         if time.monotonic() > deadline and i + 1 < len(datagrams):
             counts["drain_budget_spent"] += 1
             return out, datagrams[i + 1 :]
     return out, []
-
-
-def _feed_one(
-    data: bytes, feed: Callable[[bytes, TapOutput], None], out: TapOutput, counts: Counter[str]
-) -> None:
-    try:
-        feed(data, out)
-    except Exception:  # as handle_isolated: never the tick's, nor the next datagram's
-        counts["internal_errors"] += 1
-        log.exception("a datagram of %d bytes could not be handled", len(data))
 
 
 def handle_isolated(counts: Counter[str], sender: str, handle: Callable[[], None]) -> None:

@@ -183,10 +183,10 @@ class PluginReceiver(UdpEndpoint):
         self.live = msg.get("live", False) is True
         t_rec = self.to_mono(wall_s)
         t_end = self._parts(msg, wall_s, t_rec, out)
-        for row in self._section(msg, "start"):
-            self._row(self._start, parse_start, row, t_end, out)
-        for row in self._section(msg, "fin"):
-            self._row(self._finish, parse_finish, row, (t_rec, t_end), out)
+        for start in v.checked_rows(self.counts, msg, "start", parse_start):
+            self._apply(self._start, start, t_end, out)
+        for fin in v.checked_rows(self.counts, msg, "fin", parse_finish):
+            self._apply(self._finish, fin, (t_rec, t_end), out)
         for request_id in v.checked_rows(self.counts, msg, "gone", _gone_id):
             if self._cur.decoding.remove(request_id):  # left vLLM without finishing (aborted): no more work
                 self.counts["aborted"] += 1
@@ -222,25 +222,12 @@ class PluginReceiver(UdpEndpoint):
         self.counts["iterations"] += 1
         return t_end
 
-    def _section(self, msg: dict[str, Any], key: str) -> list[Any]:
-        """A section's rows (absent: none); one that is not a list is counted, its rows none."""
-        try:
-            return v.section(msg, key)
-        except v.Rejected as err:
-            v.note(self.counts, err)
-            return []
-
-    def _row(
-        self,
-        apply: Callable[[Any, Any, TapOutput], None],
-        parse: Callable[[list[Any]], Any],
-        row: list[Any],
-        when: Any,
-        out: TapOutput,
+    def _apply(
+        self, apply: Callable[[Any, Any, TapOutput], None], row: Any, when: Any, out: TapOutput
     ) -> None:
-        """Parse one row and apply it; a bad row is counted and changes nothing."""
+        """Apply one parsed row; one refused (a duplicate, say) is counted and changes nothing."""
         try:
-            apply(parse(row), when, out)
+            apply(row, when, out)
         except v.Rejected as err:
             v.note(self.counts, err)
             log.debug("plugin row rejected: %s", err)
