@@ -27,7 +27,7 @@ import numpy as np
 from loadgen.analysis import energy_at
 from loadgen.records import Result
 
-__all__ = ["client_lag", "conservation"]
+__all__ = ["client_lag", "conservation", "last_end_s"]
 
 
 def client_lag(results: Sequence[Result], t0_unix_s: float) -> dict[str, Any]:
@@ -42,6 +42,12 @@ def client_lag(results: Sequence[Result], t0_unix_s: float) -> dict[str, Any]:
     arr = np.asarray(lags)
     p50, p99 = np.percentile(arr, [50, 99])
     return {"n": len(lags), "p50": float(p50), "p99": float(p99), "max": float(arr.max())}
+
+
+def last_end_s(results: Sequence[Result], t0_unix_s: float) -> float | None:
+    """The latest end of a request's work as the sidecar dates it, on the run's clock (s)."""
+    ends = [span[1] for r in results if r.ok and (span := _span_s(r, t0_unix_s)) is not None]
+    return max(ends, default=None)
 
 
 def _span_s(r: Result, t0_unix_s: float) -> tuple[float, float] | None:

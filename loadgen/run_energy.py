@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from loadgen.batches import TimedBatch, measure_batches, timed_batches
+from loadgen.conservation import last_end_s
 from loadgen.records import Result
 from loadgen.sidecar_client import EnergySampler, fetch_records
 from loadgen.sidecar_energy import energy_grid, fetch_energy_series, fetch_interval_energy
@@ -69,7 +70,7 @@ async def read_energy(
     results = [r for _, rs in phases for r in rs]
     await fetch_records(session, url, results, wait_s, label_wait_s=label_wait_s)
     if sampler is not None:
-        await sampler.close(session)  # idle sealed past every final record
+        await sampler.close(session, past_s=last_end_s(results, t0_unix_s))  # idle sealed past every record
         out.samples, out.idle_samples = sampler.samples, sampler.idle_samples
         out.scrapes, out.scrape_errors, out.note = len(sampler.samples), sampler.errors, ""
         if len(sampler.samples) >= 2:

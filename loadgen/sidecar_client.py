@@ -121,16 +121,33 @@ class EnergySampler:
             self.idle_samples.append((t_s - idle[1], idle[0]))
         return True
 
-    async def close(self, session: aiohttp.ClientSession, attempts: int = 5) -> bool:
+    async def close(
+        self,
+        session: aiohttp.ClientSession,
+        attempts: int = 5,
+        past_s: float | None = None,
+        wait_s: float = 10.0,
+    ) -> bool:
         """The closing scrape, which ends the idle series past every final record.
 
         A loaded machine can answer /metrics slowly (the engine holds the cores): this one
-        waits longer and is tried again, since without it the idle figure of the run's
-        last window is unknown.
+        waits longer and a failed one is tried again (``attempts`` failures in all), since
+        without it the idle figure of the run's last window is unknown. With ``past_s`` (the
+        last record's end, on this sampler's clock) it also scrapes again, for up to
+        ``wait_s``, while the page's idle reading is dated before that: a page is a snapshot
+        of up to one tick before, or more where rendering it is dear
+        (:mod:`sidecar.export.metrics_cache`). ``True`` once a scrape gave such a reading.
         """
-        for _ in range(attempts):
-            if await self.sample_once(session, timeout_s=10.0):
+        deadline, failures = time.monotonic() + wait_s, 0
+        while failures < attempts:
+            if not await self.sample_once(session, timeout_s=10.0):
+                failures += 1
+                continue
+            if past_s is None or (self.idle_samples and self.idle_samples[-1][0] >= past_s):
                 return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.interval_s)
         return False
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:

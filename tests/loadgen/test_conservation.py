@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.conservation import client_lag, conservation
+from loadgen.conservation import client_lag, conservation, last_end_s
 from loadgen.records import Request, Result
 
 T0_UNIX_S = 1000.0
@@ -39,6 +39,13 @@ def test_no_figure_when_the_idle_readings_do_not_bracket_every_request() -> None
     assert out["error"] is None and "bracket" in out["reason"]
     out = conservation(results, SAMPLES[5:], [(-1.0, 0.0), (17.0, 10.0)], T0_UNIX_S)
     assert out["error"] is None and "does not cover" in out["reason"]
+
+
+def test_the_last_end_is_on_the_runs_clock_and_skips_requests_without_times() -> None:
+    timeless = _result(2, 0.0, 30.0, 1.0)
+    timeless.energy = {"energy_j": 1.0, "final": True}
+    assert last_end_s([_result(0, 1.0, 9.0, 1.0), _result(1, 2.0, 12.0, 1.0), timeless], T0_UNIX_S) == 12.0
+    assert last_end_s([timeless], T0_UNIX_S) is None
 
 
 def test_client_lag_is_the_loadgens_finish_minus_the_sidecars() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -58,3 +59,26 @@ async def test_the_closing_scrape_is_tried_again_until_the_sidecar_answers() -> 
     assert sampler.errors == 2
     assert len(sampler.samples) == 1 and len(sampler.idle_samples) == 1
     assert sampler.idle_samples[0][1] == pytest.approx(41000.0)
+
+
+async def test_the_closing_scrape_is_taken_again_while_its_idle_is_dated_before_the_last_end() -> None:
+    """A page is a snapshot of a moment before the scrape (a tick, more where rendering is dear):
+    the conservation bracket needs an idle reading sealed past the last request's end."""
+    lags = iter(["100.0", "50.0"])  # sealed long before the scrape, then again, then just now
+
+    async def metrics(_: web.Request) -> web.Response:
+        lag = next(lags, "0.0")
+        text, n = re.subn(
+            r"^(jouletrace_attribution_lag_seconds\{.*\}) 0\.25$", rf"\1 {lag}", GOLDEN, flags=re.M
+        )
+        assert n == 1
+        return web.Response(text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        sampler = EnergySampler(url=url, t0=time.perf_counter(), interval_s=0.01)
+        assert await sampler.close(session, past_s=0.0)
+        assert len(sampler.samples) == 3 and sampler.idle_samples[-1][0] >= 0.0 and sampler.errors == 0
+        never = EnergySampler(url=url, t0=time.perf_counter() + 1e6, interval_s=0.01)  # the end never reached
+        assert not await never.close(session, past_s=0.0, wait_s=0.05)
