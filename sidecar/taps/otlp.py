@@ -120,7 +120,7 @@ class OtlpReceiver(SpanQueue):
         self._wall = wall  # Unix seconds now, to date-check spans
         self._limits = limits
         self.limiter = limiter if limiter is not None else ExportLimiter()  # default: no limit
-        # span_key of recent spans
+        # span_key of recent spans (ids and name)
         self._seen: SortedRecentIds[bytes | str] = SortedRecentIds(max_remembered_spans)
         self._lock = threading.RLock()  # a whole export is checked for room and queued in one hold
         self._server: grpc.Server | None = None
@@ -201,19 +201,19 @@ class OtlpReceiver(SpanQueue):
         n = span_count(parsed)
         with self._lock:  # a first look: an export refused for room costs its count, not its decode
             self._room_for(n, whole)
-        columns: list[tuple[SpanRows, RowHandler]] = []  # the row handler's spans, if it has any
+        columns: list[tuple[SpanRows, RowHandler, str]] = []  # the row handler's spans, if it has any
         read = None if found is None else self._read_rows(payload, found[1], parsed)
         if read is None:  # every span the exact way
             spans, undecodable = decode_export(payload, parsed)
         else:
             rows, generic = read
-            columns = [(rows, found[0])] if found is not None and len(rows) else []
+            columns = [(rows, found[0], found[1].name)] if found is not None and len(rows) else []
             spans, undecodable = decode_export(payload, parsed, set(generic)) if generic else ([], 0)
         with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
             self._room_for(n, whole)
             refused = self.accept(spans)
-            for rows, handler in columns:
-                refused += self.accept_rows(rows, handler)
+            for rows, handler, name in columns:
+                refused += self.accept_rows(rows, handler, name)
             if undecodable:  # a span protobuf cannot read (a string not UTF-8): it alone is refused
                 self.counts["received"] += undecodable
                 self.counts["rejected_undecodable_span"] += undecodable

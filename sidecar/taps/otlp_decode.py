@@ -7,7 +7,7 @@ for the spans no row handler takes as columns (:mod:`.span_rows`).
 but its lean parse read it (a string that is not UTF-8, which proto3 forbids, in one span,
 resource or scope), it decodes the spans one at a time and refuses only those it cannot read,
 so one bad span does not cost its neighbours.
-:func:`span_key` / :func:`row_key` give a span's (trace id, span id) as one
+:func:`span_key` / :func:`row_key` give a span's (trace id, span id, name) as one
 key, the same for a span decoded whole (hex ids) or as a row (id bytes).
 :func:`respond` is OK, or ``partial_success`` with the refused count and why.
 """
@@ -101,29 +101,36 @@ def _one_by_one(lean: Any, only: Container[int] | None) -> tuple[list[ReceivedSp
     return out, bad
 
 
-def span_key(trace_id: str, span_id: str) -> bytes | str | None:
-    """A span's (trace id, span id) as one key for the retry check: the 24 id bytes of a
-    well-formed pair (as :func:`row_key` makes them), else both as text with a separator; None
-    where either id is empty or all zeros (OTLP's invalid ids, which name no span: two different
-    requests' spans with all-zero ids were one "duplicate"). Such a span is not checked as a retry
-    (the span handler still refuses a request it has handled)."""
+def span_key(trace_id: str, span_id: str, name: str) -> bytes | str | None:
+    """A span's (trace id, span id, name) as one key for the retry check: the 24 id bytes of a
+    well-formed pair and the name's bytes (as :func:`row_key` makes them), else all three as text
+    with a separator; None where either id is empty or all zeros (OTLP's invalid ids, which name no
+    span: two different requests' spans with all-zero ids were one "duplicate"). Such a span is not
+    checked as a retry (the span handler still refuses a request it has handled).
+
+    The name is in the key so that a span of another kind sent with a good span's ids (a forged
+    one, or a client's bug) is not taken for its retry: the spans no row handler reads are checked
+    before an export's rows, and such a span made the good ``llm_request`` span beside it a
+    "duplicate". An exporter's retry sends the same span again, name and all."""
     if len(trace_id) == 32 and len(span_id) == 16:
         try:
-            return row_key(bytes.fromhex(trace_id), bytes.fromhex(span_id))
+            return row_key(
+                bytes.fromhex(trace_id), bytes.fromhex(span_id), name.encode("utf-8", "surrogatepass")
+            )
         except ValueError:
             pass
     if not trace_id.strip("0") or not span_id.strip("0"):
         return None
-    return f"{trace_id}:{span_id}"
+    return f"{trace_id}:{span_id}:{name}"
 
 
-def row_key(trace_id: bytes, span_id: bytes) -> bytes | str | None:
-    """:func:`span_key` of ids as received (bytes)."""
+def row_key(trace_id: bytes, span_id: bytes, name: bytes) -> bytes | str | None:
+    """:func:`span_key` of ids and name as received (bytes)."""
     if not any(trace_id) or not any(span_id):  # empty or all zeros
         return None
     if len(trace_id) == 16 and len(span_id) == 8:
-        return trace_id + span_id
-    return f"{trace_id.hex()}:{span_id.hex()}"
+        return trace_id + span_id + name
+    return f"{trace_id.hex()}:{span_id.hex()}:{name.decode('utf-8', 'surrogatepass')}"
 
 
 def respond(rejected: Counter[str]) -> trace_service_pb2.ExportTraceServiceResponse:

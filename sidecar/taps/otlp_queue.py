@@ -3,7 +3,7 @@
 :class:`SpanQueue` is the part of :class:`~sidecar.taps.otlp.OtlpReceiver` that takes decoded
 spans in (the receiver sets these attributes; gRPC worker threads call it, the tick's thread
 drains the queue). A span is checked once (:mod:`.validate`: times; a retried (trace id, span
-id) pair); the queue is bounded by ``otlp_max_queued_spans`` between two ticks. An export with
+id, name)); the queue is bounded by ``otlp_max_queued_spans`` between two ticks. An export with
 more spans than the queue's room while spans wait in it is refused whole (:class:`NoRoom`; the
 gRPC method answers UNAVAILABLE, retryable): the room is looked at once the export's spans are
 counted (a refused one is not decoded) and checked again as they are queued, in one hold of the
@@ -116,8 +116,9 @@ class SpanQueue:
                     self._seen.add(key)  # an exporter's retry of it is refused (the oldest forgotten first)
         return refused
 
-    def accept_rows(self, rows: SpanRows, handler: RowHandler) -> Counter[str]:
-        """:meth:`accept` for spans decoded as columns: the same checks, in the same order, in bulk."""
+    def accept_rows(self, rows: SpanRows, handler: RowHandler, name: str) -> Counter[str]:
+        """:meth:`accept` for spans decoded as columns, all named ``name``: the same checks, in the
+        same order, in bulk."""
         refused: Counter[str] = Counter()
         reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
         handler.check_rows(rows, reasons)  # its values too: a span it would refuse is refused now
@@ -127,7 +128,8 @@ class SpanQueue:
                 self.counts[f"rejected_{reason}"] += n
                 refused[reason] += n
             passed = reasons.passed()
-            keys = [row_key(rows.trace_ids[i], rows.span_ids[i]) for i in passed.tolist()]
+            name_b, tids, sids = name.encode("utf-8", "surrogatepass"), rows.trace_ids, rows.span_ids
+            keys = [row_key(tids[i], sids[i], name_b) for i in passed.tolist()]
             said = self._said(keys, self._max_queued - self._queued)
             for outcome, reason, code in (
                 ("rejected_duplicate", "duplicate", KNOWN),
@@ -163,7 +165,7 @@ class SpanQueue:
         not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        key = span_key(span.trace_id, span.span_id)
+        key = span_key(span.trace_id, span.span_id, span.name)
         if key is not None and key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
         return key
