@@ -33,6 +33,10 @@ Routes:
   built (counted ``price_errors``). Only served when ``make_app`` is given ``prices``.
 - ``GET /healthz``: 200 ``ok`` while the process serves.
 - ``GET /readyz``: 200 ``{"ready": true, "reason": ...}`` or 503 with ``"ready": false``.
+
+Any other path is 404 and another method on these paths 405 (aiohttp's own answers), counted
+``rejected_unknown_path`` and ``rejected_method`` (a scanner or a misconfigured client shows in
+the self-metrics, as every other refusal does).
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ def make_app(
         ok, reason = ready()
         return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
 
-    app = web.Application()
+    app = web.Application(middlewares=[_routing_refusals(refused)])
     app[ENERGY_REJECTED] = [0]
     app[REFUSED] = refused
     app.router.add_get("/metrics", get_metrics)
@@ -168,6 +172,23 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+def _routing_refusals(refused: Counter[str]) -> Any:
+    """Middleware counting the requests the router refuses: no such path (404), no such method (405)."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed:
+            refused["rejected_method"] += 1
+            raise
+        except web.HTTPNotFound:
+            refused["rejected_unknown_path"] += 1
+            raise
+
+    return count
 
 
 def _interval(query: Any) -> tuple[tuple[float, float] | None, tuple[str, str]]:

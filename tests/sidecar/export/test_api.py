@@ -184,3 +184,22 @@ async def test_the_running_sidecar_exports_refused_http_requests_in_the_tap_even
         if s.name == "jouletrace_tap_events_total" and s.labels["jouletrace_tap"] == "http_api"
     }
     assert refused == {"rejected_bad_id": 1.0}
+
+
+async def test_an_unknown_path_and_another_method_are_refused_by_the_router_and_counted() -> None:
+    """An unknown request id is a 404 of the API (not a refusal); an unknown path or method is one."""
+    counts: Counter[str] = Counter()
+    served = await serve(
+        make_app(metrics=bytes, lookup=lambda _: None, ready=lambda: (True, ""), counts=counts),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        assert (await fetch(served, "/v1/requests/nobody"))[0] == 404 and not counts
+        assert (await fetch(served, "/admin"))[0] == 404 and (await fetch(served, "/metrics/x"))[0] == 404
+        async with aiohttp.ClientSession() as session, session.post(served.url + "/metrics") as resp:
+            assert resp.status == 405
+        assert counts == Counter({"rejected_unknown_path": 2, "rejected_method": 1})
+        assert (await fetch(served, "/healthz"))[0] == 200
+    finally:
+        await served.close()
