@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sidecar.attribution.events import Phase
+from sidecar.attribution.events import DECODE_I, DENOISE_I, PREFILL_I
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.nnls import nnls
 from sidecar.attribution.records import FitSnapshot
@@ -80,7 +80,7 @@ class Coefficients:
 def work_features(tick: TickWork) -> np.ndarray:
     """Per event of a busy tick, its work regressors (rows x :data:`WORK`)."""
     phase = tick.phase
-    prefill, decode = phase == Phase.PREFILL, phase == Phase.DECODE
+    prefill, decode = phase == PREFILL_I, phase == DECODE_I
     return np.column_stack(
         [
             tick.step_share,
@@ -88,7 +88,7 @@ def work_features(tick: TickWork) -> np.ndarray:
             np.where(decode, tick.units, 0.0),
             np.where(prefill, tick.ctx, 0.0),
             np.where(decode, tick.ctx, 0.0),
-            np.where(phase == Phase.DENOISE, tick.units, 0.0),
+            np.where(phase == DENOISE_I, tick.units, 0.0),
         ]
     )
 

@@ -33,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sidecar.attribution.events import Phase
+from sidecar.attribution.events import DECODE_I
 from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import FitSnapshot
@@ -154,7 +154,7 @@ class OutputTokensRule(_Stateless):
     name = "output-tokens"
 
     def split(self, tick: TickWork) -> Split:
-        return _by_weights(tick, np.where(tick.phase == Phase.DECODE, tick.units, 0.0))
+        return _by_weights(tick, np.where(tick.phase == DECODE_I, tick.units, 0.0))
 
 
 class FittedRule:

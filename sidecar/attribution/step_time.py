@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sidecar.attribution.events import Phase
+from sidecar.attribution.events import DENOISE_I, PREFILL_I
 from sidecar.attribution.nnls import nnls
 from sidecar.attribution.tick import TickWork
 
@@ -64,7 +64,7 @@ def step_groups(tick: TickWork) -> StepGroups:
     """Group the rows of ``tick`` into engine steps (see the module's docstring)."""
     n = tick.rows.size
     group = np.full(n, -1, dtype=np.intp)
-    worked = (tick.step_share > 0) & (tick.b > tick.a) & (tick.phase != Phase.DENOISE)
+    worked = (tick.step_share > 0) & (tick.b > tick.a) & (tick.phase != DENOISE_I)
     idx = np.flatnonzero((tick.timed > 0) & worked)
     if idx.size == 0:
         return StepGroups(group, np.zeros(0), np.zeros((0, len(STEP_WORK))))
@@ -76,7 +76,7 @@ def step_groups(tick: TickWork) -> StepGroups:
     new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
     inv = np.cumsum(new) - 1
     k = int(inv[-1]) + 1
-    pre = tick.phase[idx] == Phase.PREFILL
+    pre = tick.phase[idx] == PREFILL_I
     dec = ~pre
     cols = (
         tick.step_share[idx],

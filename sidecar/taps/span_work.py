@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, WorkEvent, WorkRows
+from sidecar.attribution.events import DECODE_I, PREFILL_I, Phase, WorkEvent, WorkRows
 from sidecar.taps.step_clock import StepClock
 
 __all__ = ["phase_events", "phase_rows"]
@@ -93,7 +93,7 @@ def phase_rows(
     return WorkRows(
         request_ids,
         np.concatenate([pre, member]),
-        np.concatenate([np.full(pre.size, Phase.PREFILL), np.full(member.size, Phase.DECODE)]),
+        np.concatenate([np.full(pre.size, PREFILL_I), np.full(member.size, DECODE_I)]),
         np.concatenate([decode_t0[pre] - prefill_s[pre], a_s]),
         np.concatenate([decode_t0[pre], b_s]),
         np.concatenate([p, k]),
