@@ -108,6 +108,7 @@ class Sidecar:
         self.tick_failures = 0  # tick runs that raised, ever
         self.tick_failing = 0  # consecutive ones, up to the last run
         self.tap_failures: Counter[str] = Counter()  # taps whose due raised, by tap:<class>
+        self.holds_released = 0  # ticks that sealed past a tap's hold: too much work was waiting
         self._trim = malloc_tune.PeriodicTrim(malloc_tune.TRIM_EVERY_S, clock())  # freed heap back
         self.resumed = resume_provisional(self)  # requests a stopped sidecar left open
         self.api_counts: Counter[str] = Counter()  # HTTP requests refused (bad id, failed lookup)
@@ -131,6 +132,13 @@ class Sidecar:
         self.attributor.add_request(info)
 
     # ---- the periodic job -------------------------------------------------------
+    def _seal_until(self, now_s: float) -> float:
+        """:func:`seal_until`, no hold kept once half ``max_pending_rows`` wait (``holds_released``)."""
+        high = 2 * self.attributor.backlog_rows() >= self.config.max_pending_rows
+        until, released = seal_until(self.taps, now_s, self.config.settle_s, backlog_high=high)
+        self.holds_released += released
+        return until
+
     def tick(
         self, now_s: float | None = None, *, seal_until_s: float | None = None
     ) -> Sequence[RequestEnergy]:
@@ -147,8 +155,7 @@ class Sidecar:
         for tap in self.taps:
             events, infos = due_isolated(tap, now, self.tap_failures)
             self.attributor.ingest(events, infos)
-        until = seal_until(self.taps, now, self.config.settle_s) if seal_until_s is None else seal_until_s
-        stop = seal_until_s is not None
+        until, stop = (seal_until_s, True) if seal_until_s is not None else (self._seal_until(now), False)
         # written together with those waiting, when due (ledger_write_every_s); what is written is
         # counted: a request final already (a restart) is kept out, counted once
         finals = self.ledger.put_new(self.attributor.advance(until), now_s=now, force=stop)

@@ -73,7 +73,8 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
 def _own_report(sidecar: Sidecar) -> TapReport:
     """The meter's failed, lost-device, late and stalled (several counter updates at once) reads,
     the names the energy totals and the per-request series counted as ``other`` (``labels_folded``),
-    the ledger's counters (stored, unstorable, write_errors, dropped, duplicate_kept) and the refused
+    the ticks that sealed past a tap's hold for the backlog (``holds_released``), the ledger's
+    counters (stored, unstorable, write_errors, dropped, duplicate_kept) and the refused
     HTTP requests."""
     events = {
         ("meter", "read_errors"): sidecar.meter_errors,
@@ -81,6 +82,7 @@ def _own_report(sidecar: Sidecar) -> TapReport:
         ("meter", "late_reads"): sidecar.poller.late_reads,
         ("meter", "stalled_reads"): sidecar.timeline.stalled_reads,
         ("attribution", "labels_folded"): sidecar.attributor.totals.labels_folded,
+        ("attribution", "holds_released"): sidecar.holds_released,
         ("metrics", "labels_folded"): sidecar.exporter.labels_folded,
     }
     events.update({("ledger", k): n for k, n in sidecar.ledger.counts.items()})

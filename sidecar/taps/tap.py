@@ -118,16 +118,25 @@ def due_isolated(
         return (), ()
 
 
-def seal_until(taps: Iterable[object], now_s: float, settle_s: float) -> float:
+def seal_until(
+    taps: Iterable[object], now_s: float, settle_s: float, *, backlog_high: bool = False
+) -> tuple[float, bool]:
     """How far a tick seals: ``now - settle_s``, or earlier where a tap still waits for work it knows
-    is coming (its ``hold_s(now)``: a diffusion pipeline call begun, reported when it ends)."""
+    is coming (its ``hold_s(now)``: a diffusion pipeline call begun, reported when it ends); and
+    whether a hold was let go. With ``backlog_high`` (the work waiting to be split is near its cap)
+    no hold is kept: a hold that lasted (one span from any OTLP sender can start one, for up to
+    ``diffusion_max_batch_s``) must not make ``max_pending_rows`` drop the measured work of other
+    requests; the held call's work, when it comes, is then late for the time sealed meanwhile."""
     until = now_s - settle_s
+    held = until
     for tap in taps:
         hold = getattr(tap, "hold_s", None)
-        held = hold(now_s) if hold is not None else None
-        if held is not None and held < until:
-            until = held
-    return until
+        at = hold(now_s) if hold is not None else None
+        if at is not None and at < held:
+            held = at
+    if held < until and backlog_high:
+        return until, True
+    return held, False
 
 
 def merge_reports(reports: Iterable[TapReport]) -> TapReport:

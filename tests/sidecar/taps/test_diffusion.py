@@ -226,8 +226,10 @@ def test_a_tick_seals_no_later_than_the_earliest_hold() -> None:
         def hold_s(self, now_s: float) -> float | None:
             return self.at_s
 
-    assert seal_until([Holding(None), object()], 100.0, 2.0) == 98.0
-    assert seal_until([Holding(97.0), Holding(None), Holding(99.5)], 100.0, 2.0) == 97.0
+    assert seal_until([Holding(None), object()], 100.0, 2.0) == (98.0, False)
+    assert seal_until([Holding(97.0), Holding(None), Holding(99.5)], 100.0, 2.0) == (97.0, False)
+    assert seal_until([Holding(97.0)], 100.0, 2.0, backlog_high=True) == (98.0, True)  # let go
+    assert seal_until([Holding(99.0)], 100.0, 2.0, backlog_high=True) == (98.0, False)  # nothing held
 
 
 def test_a_refused_batch_span_leaves_no_trace_its_ids_and_its_hold_are_as_before() -> None:
