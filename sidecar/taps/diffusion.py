@@ -71,6 +71,10 @@ _MAX_UNITS = 1e18  # pixels x frames x steps x items of one request or batch
 _MAX_COUNT = 1e7  # steps, frames, fps, images of one request
 _MAX_OPEN = 1024  # pipeline calls begun and not ended that are waited for (more: the oldest not)
 _MAX_ITEMS = 1024  # items of one batch taken one event each (a batch span saying more: one a member)
+# requests of one pipeline call, each one item at least: the server's call is 8 items by default
+# (servers/diffusion max_batch_size), and a span this big makes 2% of attribution's 50,000
+# max_requests (a span of 52,000 made that many phantom requests and evicted every real one)
+_MAX_MEMBERS = 1024
 _MAX_REMEMBERED = 50_000  # request ids kept to refuse a second request span for one request
 
 
@@ -103,10 +107,9 @@ def _items(units: list[float], batch_size: float) -> list[int]:
     event paid a quarter of those terms beside a one-image member instead of three quarters
     (probe 10: 1.41 J an image against 3.52 in one call)."""
     ones = [1] * len(units)
-    total = sum(units)
-    if not (1 <= batch_size <= _MAX_ITEMS and total > 0):
+    per_item = sum(units) / batch_size if 1 <= batch_size <= _MAX_ITEMS else 0.0
+    if not per_item > 0:  # (units of 5e-324: an item's share is 0.0 in floats, nothing to divide by)
         return ones
-    per_item = total / batch_size
     items = [round(u / per_item) for u in units]
     exact = all(k >= 1 and abs(k * per_item - u) <= 1e-9 * u for k, u in zip(items, units, strict=True))
     return items if exact and sum(items) == batch_size else ones
@@ -196,6 +199,9 @@ class DiffusionSpanHandler:
         members_raw = span.attributes.get(BATCH_MEMBERS)
         if not isinstance(members_raw, list) or not members_raw:
             raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
+        if len(members_raw) > _MAX_MEMBERS:  # refused whole, before a member is read
+            what = f"diffusion batch span {span.span_id}: {len(members_raw)} members"
+            raise v.Rejected("out_of_range", f"{what}, over {_MAX_MEMBERS}")
         batch_id = v.request_id(span.attributes.get(BATCH_ID, span.span_id), BATCH_ID)
         members = [v.request_id(m, BATCH_MEMBERS) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)

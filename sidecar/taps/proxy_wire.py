@@ -11,7 +11,8 @@ Times: ``to_mono(wall) - ago``. Hostile input: every field is checked here, at t
 with the shared checks (:mod:`.proxy_rows`, :mod:`.validate`): a header that cannot be
 placed (``pid``, ``seq``, a ``wall`` far from the sidecar's clock) rejects its datagram; a
 bad row rejects that row only, counted as ``rejected_<reason>``, and the good rows next to
-it still count. Sequence numbers per sender pid (:mod:`.sequence`): gaps count ``lost``,
+it still count. Sequence numbers per sender pid (:mod:`.sequence`): gaps count ``lost`` and
+mark that sender's requests in flight ``work_lost`` (only its own: :mod:`.proxy_wire_owners`),
 replays ``rejected_duplicate`` (dropped). A row for a request without its ``begin`` counts
 ``unknown_request``; a ``begin`` for a live id ``rejected_duplicate``; a ``begin`` for an id
 attribution has made final already (``is_final``: a client's ``X-Request-Id`` used again after
@@ -23,12 +24,13 @@ numbers (a lost datagram) ``chunks_missing`` (each number once), chunks listed a
 :data:`~sidecar.contracts.proxy_wire.ALIVE_MAX_S`) end (``expired``: the proxy went away;
 it sends an ``alive`` row for a request with nothing new, counted ``alive``), timed
 by when their datagrams arrived, not the sender's ``wall`` (a forged one far ahead would hold
-every later request); beyond ``max_requests`` the oldest ends
-(``evicted``). The chunk times held by live requests are at most ``max_chunks``
-(:data:`MAX_CHUNKS`), one request's at most :data:`MAX_CHUNKS_PER_REQUEST` (so one request
-kept alive cannot take them all): a row beyond either is dropped
-(``rejected_chunks_over_cap``; that request's tail of work is then missing, as for a lost
-datagram). A bug while handling a datagram counts ``internal_errors``.
+every later request); beyond ``max_requests`` the oldest request of the sender holding the
+most ends (``evicted``: a flood pays for itself). The chunk times held by live requests are at
+most ``max_chunks`` (:data:`MAX_CHUNKS`): beyond it the oldest requests of the sender holding
+the most end (``evicted``) while that is another sender; one request's are at most
+:data:`MAX_CHUNKS_PER_REQUEST` (so one request kept alive cannot take them all). A row beyond
+either is dropped (``rejected_chunks_over_cap``; that request's tail of work is then missing,
+as for a lost datagram). A bug while handling a datagram counts ``internal_errors``.
 
 Counters: this tap's own as ``jouletrace_tap="proxy_wire"``; the proxy's own (requests
 by outcome, rejected fields) as ``jouletrace_tap="proxy"``, where the in-process proxy
@@ -69,6 +71,7 @@ from sidecar.taps.proxy_rows import (
     parse_head,
     parse_usage,
 )
+from sidecar.taps.proxy_wire_owners import Owners
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
@@ -118,7 +121,8 @@ class ProxyWireReceiver(UdpEndpoint):
         self.is_final = is_final
         self._renamed: dict[str, str] = {}  # the proxy's id of a live request renamed -> its new id
         self._proxy_id: dict[str, str] = {}  # and back
-        self._arrived_s = 0.0  # the datagram being handled arrived (sidecar mono s)
+        self._arrived_s, self._pid = 0.0, 0  # the datagram being handled: arrived (sidecar mono s), sender
+        self._owners = Owners()  # the sender of each live request (what one does costs its own)
         self._seqs: OrderedDict[int, SeqTracker] = OrderedDict()
         self._proxy = ProxyCounts(self.counts)  # the proxy's own counters, added up
 
@@ -156,12 +160,12 @@ class ProxyWireReceiver(UdpEndpoint):
         last_seq = tracker.last
         if not tracker.see(head.seq, digest):
             return
-        if tracker.skipped:  # a datagram lost: any request in flight may have lost its rows
-            self._mark_lost()
+        if tracker.skipped:  # a datagram of its lost: any request of its in flight may have lost rows
+            self._mark_lost(head.pid)
         v.note_ahead(self.counts, head.ahead_s)
         self._proxy.take(raw, head.pid, head.seq, (last_seq, tracker.last))
         base_s = self.to_mono(head.wall_s)
-        self._arrived_s = self.to_mono(self._wall())
+        self._arrived_s, self._pid = self.to_mono(self._wall()), head.pid
         for begin in v.checked_rows(self.counts, raw, "begin", parse_begin):
             self._begin(begin, base_s)
         for chunks in v.checked_rows(self.counts, raw, "chunks", parse_chunks):
@@ -180,11 +184,12 @@ class ProxyWireReceiver(UdpEndpoint):
             while len(self._seqs) > _MAX_SENDERS:
                 old, _ = self._seqs.popitem(last=False)
                 self._proxy.forget(old)
+                self._owners.forget(old)
         self._seqs.move_to_end(pid)
         return tracker
 
-    def _mark_lost(self) -> None:
-        for request_id in self._heard:
+    def _mark_lost(self, pid: int) -> None:
+        for request_id in self._owners.ids(pid):
             trace = self._book.get(request_id)
             if trace is not None:
                 trace.work_lost = True
@@ -227,8 +232,9 @@ class ProxyWireReceiver(UdpEndpoint):
             self._proxy_id[trace.request_id] = row.request_id
         self.counts["requests"] += 1
         self._heard[trace.request_id] = (self._arrived_s, base_s)
-        while len(self._heard) > self.max_requests:
-            self._finish(next(iter(self._heard)), "evicted")
+        self._owners.add(trace.request_id, self._pid)
+        while len(self._heard) > self.max_requests:  # the oldest of the sender holding the most ends
+            self._finish(self._owners.most_requests() or next(iter(self._heard)), "evicted")
 
     def _chunks(self, row: Chunks, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
@@ -242,11 +248,10 @@ class ProxyWireReceiver(UdpEndpoint):
         times = [base_s - ago_us * 1e-6 for ago_us in row.ago_us]
         if not times:  # nothing to take (the proxy never sends one): not a sign of a loss either
             return
-        held = self._chunks_held + len(times)
         refused = None
         if times[0] < (trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s):
             refused = "rejected_end_before_start"
-        elif held > self.max_chunks or row.first + len(times) > MAX_CHUNKS_PER_REQUEST:
+        elif row.first + len(times) > MAX_CHUNKS_PER_REQUEST or not self._room_for(rid, len(times)):
             # (by its first index too: a row claiming chunk 10**7 would count 10**7 missing)
             refused = "rejected_chunks_over_cap"
         if refused is not None or row.first > have:  # work of it lost: its energy is unknown
@@ -260,6 +265,17 @@ class ProxyWireReceiver(UdpEndpoint):
         trace.chunk_s.extend(times)
         trace.changed()
         self._chunks_held += len(times)
+        self._owners.took_chunks(rid, len(times))
+
+    def _room_for(self, request_id: str, n_chunks: int) -> bool:
+        """Room for ``n_chunks`` more chunk times of the request within ``max_chunks``, made by ending
+        the oldest requests of the sender holding the most while that is another one (``evicted``)."""
+        while self._chunks_held + n_chunks > self.max_chunks:
+            most = self._owners.most_chunks()
+            if most is None or most[0] == self._owners.pid_of(request_id):
+                return False
+            self._finish(most[1], "evicted")
+        return True
 
     def _usage(self, row: Usage, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
@@ -292,6 +308,7 @@ class ProxyWireReceiver(UdpEndpoint):
         """Drop what is kept of a live request (by the id it goes by here) once it ends."""
         self._heard.pop(request_id, None)
         self._chunks_next.pop(request_id, None)
+        self._owners.drop(request_id)
         proxy_id = self._proxy_id.pop(request_id, None)
         if proxy_id is not None:
             del self._renamed[proxy_id]
