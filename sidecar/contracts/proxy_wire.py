@@ -112,7 +112,10 @@ PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they
     "upstream_broken",
     "too_large",
     "bodies_over_budget",
+    "body_timeout",  # bodies that did not arrive within BODY_READ_TIMEOUT_S (408)
     "answer_too_large",
+    "answer_too_deep",  # answers too deeply nested to re-encode: passed on as they came
+    "upstream_retried",  # requests sent again on a fresh connection to the engine
     "malformed_sse",
     "malformed_json",
     "duplicate_request_id",
@@ -125,6 +128,7 @@ PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they
     "user",
     "model",
     "response_model",
+    "host",  # Host headers no record URL could be built from (left out)
     "wire_send_errors",  # datagrams the proxy could not send
     "wire_dropped_rows",  # rows over the size limit
     "price_errors",  # price fetches that failed (sidecar unreachable, bad sheet)

@@ -4,8 +4,10 @@ The request body is read once (:func:`~sidecar.proxy.learn.inspect_body`), its t
 registered with the tap, the upstream asked (with ``include_usage`` added when a
 stream did not ask), and the answer relayed: a stream event by event as it arrives
 (:class:`~sidecar.proxy.relay.StreamRelay`), a plain JSON answer with an ``energy``
-object and an ``X-Jouletrace-Energy-Joules`` header once it is complete, anything
-else (errors, other content types) byte for byte.
+object and an ``X-Jouletrace-Energy-Joules`` header once it is complete (unless it is
+nested too deep for :mod:`json` to re-encode: then as it came, ``answer_too_deep``),
+anything else (errors, other content types) byte for byte. A ``Host`` the record URL
+cannot be built from (a port out of range) leaves that header out (``host``).
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ async def _answer(
     if upstream.status >= 400:  # refused (429, 500 ...): no work reached an engine, no record is kept
         trace.outcome = "error"
     else:
-        ours[RECORD_URL] = ctx.record_url(request, trace.request_id)
+        try:
+            ours[RECORD_URL] = ctx.record_url(request, trace.request_id)
+        except ValueError:  # a Host the URL cannot be built from (``x:99999``): the answer goes on
+            ctx.counts.add("host")
     kind = upstream.headers.get("Content-Type", "")
     if kind.startswith("text/event-stream"):
         return await _stream(ctx, request, upstream, trace, facts, ours)
@@ -153,9 +158,13 @@ def _json_answer(
     trace.shared_s = (ctx.clock() - trace.arrival_s) * share
     trace.shared_steps = (trace.usage[1] if trace.usage else 1) * share
     energy = ctx.energy(trace)
+    try:
+        body = jsonio.set_member(raw, doc, strict, "energy", energy)
+    except ValueError:  # nested too deep for json to re-encode: the engine's answer as it came
+        ctx.counts.add("answer_too_deep")
+        return web.Response(status=upstream.status, body=raw, headers=headers)
     if energy["joules"] is not None:  # None: no price sheet (the energy object says why)
         headers[ENERGY_HEADER] = str(energy["joules"])
-    body = jsonio.set_member(raw, doc, strict, "energy", energy)
     return web.Response(status=upstream.status, body=body, headers=headers)
 
 

@@ -42,13 +42,20 @@ def read(data: bytes | str) -> tuple[Any, bool]:
 
 def loads_exact(data: bytes) -> Any:
     """``data`` read by :mod:`json` (every integer an int), for a document to re-encode; a document
-    orjson read (at most 1024 deep) may still be too deep for :mod:`json` (``RecursionError``)."""
-    return json.loads(data)
+    orjson read (at most 1024 deep) may still be too deep for :mod:`json`: ``ValueError`` then."""
+    try:
+        return json.loads(data)
+    except RecursionError as err:
+        raise ValueError("JSON nested too deep") from err
 
 
 def dumps(value: Any) -> bytes:
-    """``value`` as compact JSON (:mod:`json`'s spelling, for a document only it could read)."""
-    return json.dumps(value, separators=(",", ":")).encode()
+    """``value`` as compact JSON (:mod:`json`'s spelling, for a document only it could read);
+    ``ValueError`` if it is nested too deep for :mod:`json` to write here."""
+    try:
+        return json.dumps(value, separators=(",", ":")).encode()
+    except RecursionError as err:
+        raise ValueError("JSON nested too deep") from err
 
 
 def with_member(obj: bytes, name: str, value: Any) -> bytes:
@@ -68,7 +75,9 @@ def set_member(
     """The object ``raw`` (read as ``doc``; by orjson if ``strict``) with ``name`` set to ``value``:
     spliced (:func:`with_member`) where orjson read it, it has no ``name`` and the caller allows
     (``splice``); else re-encoded, from ``raw`` read again by :mod:`json` where orjson read it
-    (orjson reads an integer over 64 bits as a float), from ``doc`` where only :mod:`json` could."""
+    (orjson reads an integer over 64 bits as a float), from ``doc`` where only :mod:`json` could.
+    ``ValueError`` where the document is nested too deep for :mod:`json` to read or write it here
+    (hostile input: no RecursionError escapes)."""
     if strict and splice and name not in doc:
         return with_member(raw, name, value)
     exact = loads_exact(raw) if strict else doc

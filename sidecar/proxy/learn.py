@@ -171,7 +171,7 @@ def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
             doc = jsonio.loads_exact(body) if strict else doc  # orjson reads an int over 64 bits as a float
             doc["stream_options"] = {**(doc.get("stream_options") or {}), "include_usage": True}
             new_body = jsonio.dumps(doc)
-        except RecursionError:  # nested deeper than json reads (orjson reads 1024 levels): as it came
+        except ValueError:  # nested deeper than json reads (orjson reads 1024 levels): as it came
             rejections.add("body")
             return facts
     return BodyFacts(new_body, model, stream, user, asked_usage=True, prompt_chars=facts.prompt_chars)

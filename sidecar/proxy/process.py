@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -98,7 +98,9 @@ class ProxyProcess:
             clock=clock,
             begin=self.sender.begin,
             energy=self._energy,
-            record_url=lambda req, rid: f"{record_base(url, req.url.host or '')}/v1/requests/{rid}",
+            record_url=lambda req, rid: (
+                f"{record_base(url, req.url.host or '')}/v1/requests/{quote(rid, safe='')}"
+            ),
             counts=self.counts,
             tenant_header=config.proxy_tenant_header,
         )

@@ -7,7 +7,8 @@ chunk's time on the request's trace and returns the bytes to send on:
 * a content chunk: its time is recorded (one token), the bytes go on unchanged;
 * a usage chunk: its token counts are recorded; a usage-only chunk
   (``choices: []``) that the proxy asked for on the client's behalf is dropped
-  (the client never asked for it); any other gets the ``energy`` object;
+  (the client never asked for it); any other gets the ``energy`` object (unless it is
+  nested too deep for :mod:`json` to re-encode: then as it came, ``answer_too_deep``);
 * anything else (role-only chunks, ``[DONE]``, comments, keep-alives): unchanged;
 * malformed events (``data`` that is not JSON): unchanged, and counted.
 
@@ -120,7 +121,7 @@ class StreamRelay:
         usage = doc.get("usage")
         if usage is None:
             return event.raw
-        return self._usage(doc, usage, data, strict)
+        return self._usage(doc, usage, data, event.raw, strict)
 
     def _chunk(self) -> None:
         now = self.clock()
@@ -132,9 +133,10 @@ class StreamRelay:
         trace.changed()
         self._last_s = now
 
-    def _usage(self, doc: dict[str, Any], usage: object, data: bytes, strict: bool) -> bytes:
+    def _usage(self, doc: dict[str, Any], usage: object, data: bytes, raw: bytes, strict: bool) -> bytes:
         """Usage learned; the chunk dropped, or passed on with the energy: spliced into ``data``
-        when orjson read it (``strict``) and it is one line, else ``data`` re-encoded by :mod:`json`."""
+        when orjson read it (``strict``) and it is one line, else ``data`` re-encoded by :mod:`json`
+        (an event nested too deep for that goes on as it came, ``raw``, without the energy)."""
         tokens = usage_tokens(usage, self.counts)
         if tokens is not None:
             self.trace.usage = tokens
@@ -143,4 +145,9 @@ class StreamRelay:
             return b""  # the usage-only chunk the client did not ask for
         energy = self.energy(self.trace)
         one_line = b"\n" not in data and b"\r" not in data  # one data line: the splice keeps it one
-        return b"data: " + jsonio.set_member(data, doc, strict, "energy", energy, splice=one_line) + b"\n\n"
+        try:
+            with_energy = jsonio.set_member(data, doc, strict, "energy", energy, splice=one_line)
+        except ValueError:  # nested too deep for json to re-encode: the event as it came
+            self.counts.add("answer_too_deep")
+            return raw
+        return b"data: " + with_energy + b"\n\n"

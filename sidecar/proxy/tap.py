@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -76,7 +77,9 @@ class ProxyTap:
             clock=clock,
             begin=self._book.begin,
             energy=self._energy,
-            record_url=lambda req, rid: f"{record_base(req.url.host or self.host)}/v1/requests/{rid}",
+            record_url=lambda req, rid: (
+                f"{record_base(req.url.host or self.host)}/v1/requests/{quote(rid, safe='')}"
+            ),
             counts=self.counts,
             tenant_header=tenant_header,
         )

@@ -19,7 +19,10 @@ A non-streamed completion has no chunks: its work is known only at the end,
 split as one prefill step then one decode step per further output token, of
 equal length. Such a request longer than ``settle_s`` has its early part
 clipped by the attributor (counted as ``late_clipped``; its record's energy is
-marked unknown, ``work_lost``); stream for accuracy.
+marked unknown, ``work_lost``); stream for accuracy. So is a stream that ended
+without a content chunk: the path follows what the upstream answered, not what
+the client asked (an engine that answers ``stream: true`` with one plain JSON
+completion made no chunk, and read as a stream its record was a final 0 J).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class TraceCursor:
     def drain(self, now_s: float, hold_s: float) -> list[WorkEvent]:
         """The events this trace has made since the last drain."""
         trace = self.trace
-        if trace.stream:
+        if trace.stream and (trace.chunk_s or not trace.done):  # ended without a chunk: read whole
             return self._drain_stream(now_s, hold_s)
         if not trace.done or trace.end_s is None or self.prompt_tokens is not None:
             return []

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sidecar.proxy
 from sidecar.attribution.fit import WORK
 from sidecar.contracts.proxy_wire import (
     MAX_DATAGRAM_BYTES,
     PRICE_WORK,
+    PROXY_COUNTS,
     Begin,
     Chunks,
     End,
@@ -97,3 +101,15 @@ def _sheet(**change: Any) -> dict[str, Any]:
 def test_a_malformed_price_sheet_is_refused_saying_what(doc: Any) -> None:
     with pytest.raises(ValueError):
         PriceSheet.parse(doc)
+
+
+def test_every_counter_the_proxy_process_adds_can_travel_on_the_wire() -> None:
+    """The receiver keeps only :data:`PROXY_COUNTS`: a counter the proxy adds but the list lacks
+    never reaches the sidecar's /metrics when the proxy runs as its own process (body_timeout,
+    answer_too_deep, host and upstream_retried were missing). The in-sidecar book's own count is
+    not the proxy process's."""
+    added: set[str] = set()
+    for path in Path(sidecar.proxy.__file__).parent.glob("*.py"):
+        if path.name != "book.py":  # the sidecar's tap, not the proxy process
+            added |= set(re.findall(r'counts\.add\("([a-z_]+)"', path.read_text()))
+    assert added and added <= set(PROXY_COUNTS), sorted(added - set(PROXY_COUNTS))

@@ -72,3 +72,19 @@ def test_json_nested_too_deep_for_either_is_a_value_error_not_a_crash() -> None:
     deep = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
     with pytest.raises(ValueError):
         jsonio.read(deep)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_document_too_deep_to_re_encode_is_a_value_error_not_a_recursion_error(strict: bool) -> None:
+    raw = b'{"energy":1,"deep":' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+    doc = {"energy": 1, "deep": []} if strict else _deep_list(1_000)
+    with pytest.raises(ValueError, match="too deep"):
+        jsonio.set_member(raw, doc, strict, "energy", {"joules": 1.0})
+
+
+def _deep_list(depth: int) -> dict[str, Any]:
+    """What json read of a deep document, built without recursion."""
+    inner: list[Any] = []
+    for _ in range(depth - 1):
+        inner = [inner]
+    return {"energy": 1, "deep": inner}

@@ -71,3 +71,19 @@ def test_the_request_info_carries_tenant_tokens_model_and_end() -> None:
     info = request_info(cursor, "default")
     assert (info.model, info.operation, info.prompt_tokens, info.output_tokens) == ("m", "chat", 10, 3)
     assert info.attributes["jouletrace.tenant"] == "acme" and info.end_s == pytest.approx(100.81)
+
+
+def test_a_stream_that_ended_without_a_chunk_is_read_as_a_plain_answer() -> None:
+    """An engine that answered ``stream: true`` with one JSON completion: read as a stream, no event."""
+    trace = _stream([100.5], usage=(10, 3))
+    trace.chunk_s.clear()
+    cursor = TraceCursor(trace)
+    events = cursor.drain(101.0, hold_s=1.0)
+    assert [(e.phase, e.t0_s, e.units) for e in events] == [
+        (Phase.PREFILL, 100.0, 10.0),
+        (Phase.DECODE, pytest.approx(100.17), 2.0),
+    ]
+    assert cursor.drain(102.0, hold_s=1.0) == []  # once
+    live = _stream([100.5], usage=None, done=False)
+    live.chunk_s.clear()
+    assert TraceCursor(live).drain(101.0, hold_s=1.0) == []  # in flight: its chunks may yet come

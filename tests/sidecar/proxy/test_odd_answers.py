@@ -1,0 +1,112 @@
+"""Answers and requests shaped oddly but legally: a JSON answer to a stream, an answer nested too deep
+to re-encode, a request id with a ``/``, a ``Host`` whose port is out of range."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sidecar.attribution.events import Phase
+from tests.sidecar.proxy.conftest import AnyProxy, drain, start_tap
+
+USAGE = b'"usage":{"prompt_tokens":7,"completion_tokens":5}'
+DEEP = b"[" * 1_000 + b"]" * 1_000  # orjson reads it (to 1024 deep); json.loads cannot (RecursionError)
+# a plain answer that must be re-encoded to get its energy (it has one already), nested too deep for that
+DEEP_ANSWER = b'{"id":"x","energy":1,"deep":' + DEEP + b',"choices":[{"text":"w"}],' + USAGE + b"}"
+# a usage event of several data lines (re-encoded, not spliced), nested too deep for that
+DEEP_USAGE = b'data: {"choices":[],"deep":' + DEEP + b",\ndata: " + USAGE + b"}\n\n"
+CONTENT = b'data: {"choices":[{"text":"w"}]}\n\n'
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    """An upstream that answers as the prompt says, whatever the request's ``stream``."""
+    prompt = (await request.json())["prompt"]
+    if prompt == "deep":
+        return web.Response(body=DEEP_ANSWER, content_type="application/json")
+    if prompt == "deep usage":
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for event in (CONTENT, DEEP_USAGE, b"data: [DONE]\n\n"):
+            await stream.write(event)
+        return stream
+    await asyncio.sleep(0.05)  # a plain JSON completion, even to stream: true
+    doc = b'{"id":"x","model":"m","choices":[{"text":"w w w w w"}],' + USAGE + b"}"
+    return web.Response(body=doc, content_type="application/json")
+
+
+@pytest.fixture
+async def proxy(mode: str) -> AsyncIterator[AnyProxy]:
+    app = web.Application()
+    app.router.add_post("/v1/completions", _answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    tap = start_tap(f"http://127.0.0.1:{runner.addresses[0][1]}", mode)
+    try:
+        yield tap
+    finally:
+        tap.stop()
+        await runner.cleanup()
+
+
+async def test_a_stream_the_upstream_answered_with_plain_json_is_priced_as_a_plain_answer(
+    proxy: AnyProxy,
+) -> None:
+    """Read as a stream, it had no chunk: no work event ever, its record a final 0 J."""
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with aiohttp.ClientSession() as s, s.post(url, json={"prompt": "hi", "stream": True}) as r:
+        doc = await r.json()
+        assert r.status == 200 and doc["energy"]["joules"] > 0
+    work, infos = await drain(proxy)
+    assert [e.phase for e in work] == [Phase.PREFILL, Phase.DECODE]
+    assert (work[0].units, work[1].units) == (7.0, 4.0)  # the answer's usage: 7 prompt, 5 output tokens
+    assert infos[-1].end_s is not None and infos[-1].output_tokens == 5
+
+
+async def test_an_answer_too_deep_to_re_encode_goes_on_as_it_came_and_is_counted(proxy: AnyProxy) -> None:
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json={"prompt": "deep"}) as r:
+            assert r.status == 200 and await r.read() == DEEP_ANSWER  # before: a 500, the answer lost
+            assert "X-Jouletrace-Energy-Joules" not in r.headers
+        body = {"prompt": "deep usage", "stream": True, "stream_options": {"include_usage": True}}
+        async with s.post(url, json=body) as r:
+            assert await r.read() == CONTENT + DEEP_USAGE + b"data: [DONE]\n\n"  # before: cut at the usage
+    assert proxy.stats().events[("proxy", "answer_too_deep")] == 2
+    _, infos = await drain(proxy, finished=2)
+    assert [i.prompt_tokens for i in infos if i.end_s is not None] == [7, 7]  # their usage still learned
+
+
+async def test_a_request_id_with_a_slash_gets_a_record_url_with_it_as_one_path_segment(
+    proxy: AnyProxy,
+) -> None:
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, json={"prompt": "hi"}, headers={"X-Request-Id": "team-a/req-1"}) as r,
+    ):
+        assert r.status == 200 and r.headers["X-Request-Id"] == "team-a/req-1"
+        assert r.headers["X-Jouletrace-Record-Url"].endswith("/v1/requests/team-a%2Freq-1")
+
+
+@pytest.mark.parametrize("host", ["x:99999", "x:-1"])
+async def test_a_host_the_record_url_cannot_be_built_from_leaves_it_out_and_the_answer_goes_on(
+    proxy: AnyProxy, host: str
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    body = b'{"prompt": "hi"}'
+    writer.write(
+        f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = await asyncio.wait_for(reader.read(), timeout=5.0)  # before: a 500 and a traceback
+    writer.close()
+    head, _, doc = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b'"energy"' in doc
+    assert b"x-request-id" in head.lower() and b"x-jouletrace-record-url" not in head.lower()
+    assert proxy.stats().events[("proxy", "host")] == 1
