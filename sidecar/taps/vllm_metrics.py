@@ -1,7 +1,9 @@
 """Scraper of vLLM's own ``/metrics``: token counter deltas, latent metrics, plugin cross-check.
 
-Each scrape (on a worker thread, with a short timeout, so a hung vLLM never
-stalls the sidecar's loop) reads, summed over engines:
+Each scrape is fetched and parsed on a worker thread (:mod:`.vllm_metrics_page`:
+the whole fetch has a deadline, ``timeout_s``, and the page a size cap), so a hung,
+trickling or huge vLLM page never stalls the sidecar's loop; the tick takes only
+the values read, summed over engines:
 
 * counters ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total`` and the
   iteration count ``vllm:iteration_tokens_total_count``: exact tokens and steps
@@ -13,74 +15,39 @@ When the plugin also runs, its per-iteration token counts must add up to the
 counter deltas: :attr:`mismatch` is (counter delta - plugin delta) since both
 were first seen, per phase (tokens; 0 when they agree), exported as a
 self-metric. Counters that go backwards mean vLLM restarted: the baselines are
-taken again (``restarts``). A scrape that times out or fails is counted and
-retried at the next interval. Every sample read must be a finite, non-negative
-number (:mod:`.validate`); one that is not is skipped and counted
-(``rejected_<reason>``), the others of the scrape are used; an exposition the
-parser cannot read at all is counted (``malformed``). Units: seconds, tokens.
+taken again (``restarts``). A scrape that times out (``timeouts``), fails
+(``errors``) or brings a page over the caps (``too_large``, ``too_many_samples``)
+is counted and retried at the next interval; one still in flight at twice its
+deadline (a target trickling its header lines: the fetch checks its deadline
+only between reads) is also counted ``overdue``, once. After a few failed in a
+row the gauges are dropped from :attr:`latest` rather than shown stale. Every
+sample read must be a finite, non-negative number (:mod:`.validate`); one that
+is not is skipped and counted (``rejected_<reason>``), the others of the scrape
+are used; a page the parser cannot read, or with none of those samples, is counted
+(``malformed``). Units: seconds, tokens.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from sidecar.attribution.events import RequestInfo, WorkEvent
-from sidecar.taps import validate as v
+from sidecar.taps.vllm_metrics_page import METRIC_NAMES, PageTooLarge, Scrape, parse_metrics, scrape
 
 __all__ = ["METRIC_NAMES", "MetricsScraper", "parse_metrics"]
 
 log = logging.getLogger(__name__)
 
-# sample name -> our key (pinned by a contract test against the installed vLLM)
-METRIC_NAMES = {
-    "vllm:prompt_tokens_total": "prompt",
-    "vllm:generation_tokens_total": "generation",
-    "vllm:iteration_tokens_total_count": "iterations",
-    "vllm:num_requests_running": "running",
-    "vllm:num_requests_waiting": "waiting",
-    "vllm:kv_cache_usage_perc": "kv_cache_usage",
-}
 _COUNTERS = ("prompt", "generation", "iterations")
+_GAUGES = ("running", "waiting", "kv_cache_usage")
 _ARRIVAL_S = 0.3  # the plugin's datagrams for a moment have been drained this long after it
+_STALE_AFTER_FAILURES = 3  # failed scrapes in a row after which vLLM's gauges are no longer shown
 
-_MAX_VALUE = 1e18  # tokens, requests or a fraction: anything larger is not a real counter
 TokensAt = Callable[[float], tuple[int, int] | None]
-
-
-def parse_metrics(text: str, rejected: Counter[str] | None = None) -> dict[str, float]:
-    """The samples of :data:`METRIC_NAMES` in a Prometheus exposition, summed over label sets.
-
-    A sample that is not a finite number in ``0..1e18`` is skipped and counted in ``rejected``.
-    """
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = METRIC_NAMES.get(sample.name)
-            if key is None:
-                continue
-            try:
-                value = v.count(sample.value, sample.name, _MAX_VALUE)
-            except v.Rejected as err:
-                if rejected is not None:
-                    v.note(rejected, err)
-                continue
-            out[key] = out.get(key, 0.0) + value
-    return out
-
-
-def _fetch(url: str, timeout_s: float) -> tuple[float, float, str]:
-    """(Unix time before, Unix time after, exposition text)."""
-    before = time.time()
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # a configured URL
-        text = resp.read().decode("utf-8", "replace")
-    return before, time.time(), text
 
 
 class MetricsScraper:
@@ -109,7 +76,10 @@ class MetricsScraper:
         # before, after (Unix s), M_prompt, M_gen of the last scrape, checked _ARRIVAL_S later
         self._pending_check: tuple[float, float, float, float] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._future: Future[tuple[float, float, str]] | None = None
+        self._future: Future[Scrape] | None = None
+        self._failures = 0  # failed scrapes since the last good one
+        self._started_s = 0.0  # clock() when the scrape in flight began
+        self._overdue = False  # the scrape in flight was counted ``overdue``
         self._next_s = 0.0
 
     def start(self) -> int:
@@ -126,32 +96,52 @@ class MetricsScraper:
         future = self._future
         if future is not None and future.done():
             self._future = None
-            try:
-                before, after, text = future.result()
-                self.ingest(text, before, after)
-            except TimeoutError:
-                self.counts["timeouts"] += 1
-            except OSError as err:
-                self.counts["timeouts" if "timed out" in str(err) else "errors"] += 1
-                log.debug("scrape of %s failed: %s", self.url, err)
-            except Exception as err:  # whatever the parser makes of garbage: this scrape only
-                self.counts["malformed"] += 1
-                log.debug("bad exposition from %s: %s", self.url, err)
+            self._collect(future)
         if self._pending_check is not None and time.time() >= self._pending_check[1] + _ARRIVAL_S:
             self._check()
         now = self.clock()
+        if self._future is not None and not self._overdue and now > self._started_s + 2 * self.timeout_s:
+            self._overdue = True  # its header or chunk lines trickle in: each read is short, the fetch is not
+            self._failed("overdue", TimeoutError("a scrape still in flight at twice its deadline"))
         if self._future is None and self._pool is not None and now >= self._next_s:
-            self._next_s = now + self.interval_s
-            self._future = self._pool.submit(_fetch, self.url, self.timeout_s)
+            self._next_s, self._started_s, self._overdue = now + self.interval_s, now, False
+            self._future = self._pool.submit(scrape, self.url, self.timeout_s)
         return [], []
+
+    def _collect(self, future: Future[Scrape]) -> None:
+        """Take a finished scrape's values, or count why it has none."""
+        try:
+            done = future.result()
+        except PageTooLarge as err:
+            self._failed(err.reason, err)
+        except TimeoutError as err:
+            self._failed("timeouts", err)
+        except OSError as err:
+            self._failed("timeouts" if "timed out" in str(err) else "errors", err)
+        except Exception as err:  # whatever the parser makes of garbage: this scrape only
+            self._failed("malformed", err)
+        else:
+            self.counts.update(done.rejected)
+            self._take(done.values, done.before_s, done.after_s)
+
+    def _failed(self, outcome: str, err: Exception) -> None:
+        self.counts[outcome] += 1
+        self._failures += 1
+        if self._failures >= _STALE_AFTER_FAILURES:  # vLLM's load is unknown, not what it last was
+            self.latest = {k: x for k, x in self.latest.items() if k not in _GAUGES}
+        log.debug("scrape of %s failed (%s): %s", self.url, outcome, err)
 
     def ingest(self, text: str, before_s: float, after_s: float) -> None:
         """Take one exposition scraped between Unix times ``before_s`` and ``after_s`` (tests call it)."""
-        values = parse_metrics(text, self.counts)
+        self._take(parse_metrics(text, self.counts), before_s, after_s)
+
+    def _take(self, values: dict[str, float], before_s: float, after_s: float) -> None:
+        """Take one scrape's values: counter deltas, restarts, the latest gauges."""
         for k in _COUNTERS:  # a counter whose sample was refused keeps its last value (not a reset)
             if k not in values and self._prev is not None and k in self._prev:
                 values[k] = self._prev[k]
         self.counts["scrapes"] += 1
+        self._failures = 0
         self.latest = values
         if self._prev is not None and any(values.get(k, 0.0) < self._prev.get(k, 0.0) for k in _COUNTERS):
             self.counts["restarts"] += 1
