@@ -110,7 +110,9 @@ def test_a_valid_page_of_many_other_series_is_read_off_the_tick(target: Target) 
     try:
         worst_s = scrape_until(s, lambda: s.counts["scrapes"] >= 3)
         assert s.counts["scrapes"] >= 3 and s.latest == {"prompt": 100, "generation": 200, "running": 3}
-        assert worst_s < 0.05  # parsing the page, 60,000 series, is not the tick's work
+        # parsing the page, 60,000 series, is not the tick's work (a call took 2.2 s when it was);
+        # a wide bound: the worker's parse holds the interpreter a piece at a time, on a loaded CI box
+        assert worst_s < 0.5
     finally:
         s.stop()
 
