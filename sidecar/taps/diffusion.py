@@ -98,6 +98,14 @@ def _name(value: AttrValue | None, what: str, default: str) -> str:
     return v.request_id(value, what)
 
 
+def _members_within_cap(span: ReceivedSpan) -> None:
+    """A batch span naming over :data:`_MAX_MEMBERS` members is refused whole, before one is read."""
+    members = span.attributes.get(BATCH_MEMBERS)
+    if isinstance(members, list) and len(members) > _MAX_MEMBERS:
+        what = f"diffusion batch span {span.span_id}: {len(members)} members"
+        raise v.Rejected("out_of_range", f"{what}, over {_MAX_MEMBERS}")
+
+
 def _items(units: list[float], batch_size: float) -> list[int]:
     """Each member's items (images, or videos) in a same-shape batch of ``batch_size`` items, where
     its units are a whole number of the batch's units per item; else one a member.
@@ -155,6 +163,12 @@ class DiffusionSpanHandler:
             return True
         return False
 
+    def check_span(self, span: ReceivedSpan) -> None:
+        """The check that needs no state, made as the export arrives (gRPC threads), so the refusal
+        is in the export's ``partial_success`` too: a batch span naming over 1,024 members."""
+        if span.attributes.get(SPAN_KIND) == BATCH_SPAN:
+            _members_within_cap(span)
+
     def stats(self) -> TapReport:
         """Batch and request spans turned into work, and malformed ones (``diffusion_spans``)."""
         counts = {
@@ -199,9 +213,7 @@ class DiffusionSpanHandler:
         members_raw = span.attributes.get(BATCH_MEMBERS)
         if not isinstance(members_raw, list) or not members_raw:
             raise v.Rejected("malformed", f"diffusion batch span {span.span_id} has no members")
-        if len(members_raw) > _MAX_MEMBERS:  # refused whole, before a member is read
-            what = f"diffusion batch span {span.span_id}: {len(members_raw)} members"
-            raise v.Rejected("out_of_range", f"{what}, over {_MAX_MEMBERS}")
+        _members_within_cap(span)
         batch_id = v.request_id(span.attributes.get(BATCH_ID, span.span_id), BATCH_ID)
         members = [v.request_id(m, BATCH_MEMBERS) for m in members_raw]
         units_raw = span.attributes.get(BATCH_MEMBER_UNITS)

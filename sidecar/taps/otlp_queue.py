@@ -3,13 +3,14 @@
 :class:`SpanQueue` is the part of :class:`~sidecar.taps.otlp.OtlpReceiver` that takes decoded
 spans in (the receiver sets these attributes; gRPC worker threads call it, the tick's thread
 drains the queue). A span is checked once (:mod:`.validate`: times; a retried (trace id, span
-id, name)); the queue is bounded by ``otlp_max_queued_spans`` between two ticks. An export with
-more spans than the queue's room while spans wait in it is refused whole (:class:`NoRoom`; the
-gRPC method answers UNAVAILABLE, retryable): the room is looked at once the export's spans are
-counted (a refused one is not decoded) and checked again as they are queued, in one hold of the
-lock, so two exports cannot both take the last room; spans beyond the bound of one
-taken in part (an export bigger than the whole queue, or :meth:`accept` called directly) are
-dropped and counted (``dropped``, reason ``queue_full``).
+id, name); a handler's own checks that need no state, its ``check_span``); the queue is bounded
+by ``otlp_max_queued_spans`` between two ticks. An export with more spans than the queue's room
+while spans wait in it is refused whole (:class:`NoRoom`; the gRPC method answers UNAVAILABLE,
+retryable): the room is looked at once the export's spans are counted (a refused one is not
+decoded) and checked again as they are queued, in one hold of the lock, so two exports cannot
+both take the last room; spans beyond the bound of one taken in part (an export bigger than the
+whole queue, or :meth:`accept` called directly) are dropped and counted (``dropped``, reason
+``queue_full``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sidecar.taps import validate as v
 from sidecar.taps.otlp_decode import row_key, span_key
 from sidecar.taps.otlp_limit import Refusal
 from sidecar.taps.span_rows import count_spans
-from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanRows
+from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
 
 __all__ = ["NoRoom", "Queued", "SpanQueue"]
 
@@ -51,6 +52,7 @@ class SpanQueue:
     _limits: v.Limits
     _seen: SortedRecentIds[bytes | str]
     _lock: threading.RLock
+    handlers: list[SpanHandler]
 
     def _room_for(self, n: int, whole: bool) -> None:
         """With ``whole``: raise :class:`NoRoom` if ``n`` spans do not fit while spans are queued
@@ -165,6 +167,10 @@ class SpanQueue:
         not a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
+        for handler in self.handlers:  # a handler's checks that need no state (thread-safe)
+            check = getattr(handler, "check_span", None)
+            if check is not None:
+                check(span)
         key = span_key(span.trace_id, span.span_id, span.name)
         if key is not None and key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import replace
 
 from sidecar.attribution.events import WorkEvent
 from sidecar.contracts import span_attributes as attrs
 from sidecar.taps.diffusion import DiffusionSpanHandler
+from sidecar.taps.otlp import OtlpReceiver
+from sidecar.taps.otlp_decode import respond
 from sidecar.taps.otlp_drain import drain
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 
@@ -48,3 +52,18 @@ def test_member_units_too_small_to_divide_are_one_event_a_member_not_an_internal
     out, outcomes = drain([_batch("z", ["z-a"], **tiny)], [handler])
     assert outcomes == Counter()
     assert [(e.request_id, e.units) for e in _events(out)] == [("z-a", 5e-324)]
+
+
+def test_a_batch_span_over_the_member_cap_is_refused_as_the_export_arrives_and_reported() -> None:
+    """Refused when the export arrives (not only when the tick handles it), so the exporter reads it
+    in ``partial_success``; the good batch beside it is queued and handled."""
+    receiver = OtlpReceiver([DiffusionSpanHandler(lambda s: s, wall=time.time)], host="127.0.0.1", port=0)
+    now = time.time()
+    flood = replace(_batch("flood", [f"p-{i}" for i in range(2_000)]), start_unix_s=now - 1, end_unix_s=now)
+    good = replace(_batch("good", ["a", "b"]), start_unix_s=now - 1, end_unix_s=now)
+    refused = receiver.accept([flood, good])
+    assert refused == Counter({"out_of_range": 1})
+    assert respond(refused).partial_success.rejected_spans == 1
+    events, _ = receiver.due(0.0)
+    assert sorted(e.request_id for e in events if isinstance(e, WorkEvent)) == ["a", "b"]
+    assert receiver.counts["rejected_out_of_range"] == 1
