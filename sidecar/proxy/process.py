@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,7 +38,7 @@ from sidecar.proxy.loop import loop_name
 from sidecar.proxy.price_client import PriceClient
 from sidecar.proxy.sender import WireSender
 from sidecar.proxy.serve import ProxyServer, check_upstream
-from sidecar.proxy.upstream import ProxyContext
+from sidecar.proxy.upstream import ProxyContext, record_path
 
 __all__ = ["ProxyProcess", "record_base", "sidecar_address"]
 
@@ -98,9 +98,7 @@ class ProxyProcess:
             clock=clock,
             begin=self.sender.begin,
             energy=self._energy,
-            record_url=lambda req, rid: (
-                f"{record_base(url, req.url.host or '')}/v1/requests/{quote(rid, safe='')}"
-            ),
+            record_url=lambda req, rid: record_base(url, req.url.host or "") + record_path(rid),
             counts=self.counts,
             tenant_header=config.proxy_tenant_header,
         )

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
@@ -32,7 +31,7 @@ from sidecar.proxy.energy import Prices, trace_energy
 from sidecar.proxy.learn import Counts, RequestTrace
 from sidecar.proxy.loop import loop_factory
 from sidecar.proxy.serve import ProxyServer, check_upstream
-from sidecar.proxy.upstream import ProxyContext
+from sidecar.proxy.upstream import ProxyContext, record_path
 
 __all__ = ["ProxyTap", "check_upstream"]  # check_upstream: re-exported from .serve
 
@@ -77,9 +76,7 @@ class ProxyTap:
             clock=clock,
             begin=self._book.begin,
             energy=self._energy,
-            record_url=lambda req, rid: (
-                f"{record_base(req.url.host or self.host)}/v1/requests/{quote(rid, safe='')}"
-            ),
+            record_url=lambda req, rid: record_base(req.url.host or self.host) + record_path(rid),
             counts=self.counts,
             tenant_header=tenant_header,
         )

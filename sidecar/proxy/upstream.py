@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +24,7 @@ __all__ = [
     "error",
     "forward_headers",
     "open_upstream",
+    "record_path",
 ]
 
 REQUEST_ID = "X-Request-Id"
@@ -41,6 +43,14 @@ HOP = {
     "host",
     "content-length",
 }
+
+
+def record_path(request_id: str) -> str:
+    """The path of a request's record on the sidecar's API, the id one path segment (``/`` quoted:
+    ``team-a/req-1`` was a URL that always answered 404)."""
+    return f"/v1/requests/{quote(request_id, safe='')}"
+
+
 MAX_JSON_ANSWER_BYTES = 64 << 20  # a plain completion answer read whole to add energy; more passes raw
 
 
