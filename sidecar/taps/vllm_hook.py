@@ -39,9 +39,9 @@ the window ``seq_jumps`` (not a loss, not a restart), each per process.
 Processes: each pid is a sender with its own requests, numbers and last step
 (:class:`~sidecar.taps.vllm_hook_sender.HookSender`, :mod:`.senders`). A process's
 requests in flight end as aborted when it restarted (a new pid heard after it was quiet
-for ``QUIET_S``, or the same pid numbering from 0 again) or went quiet while others
-speak; a second engine on the same port, or a datagram forged with another pid, ends
-nothing of a process that is sending.
+for ``QUIET_S``, or the same pid numbering from 0 again after as long: sooner, that datagram
+is refused, ``rejected_restart``) or went quiet while others speak; a second engine on the same
+port, or a datagram forged with another pid, ends nothing of a process that is sending.
 
 Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
 senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
@@ -162,6 +162,8 @@ class HookReceiver(UdpEndpoint):
         if self._began_s == -math.inf:
             self._began_s = base_s
         sender = self._sender(head.pid, head.seq, base_s, out)
+        if sender is None:
+            return
         if not sender.seqs.see(head.seq, digest):
             return
         if sender.seqs.skipped:  # a datagram lost: any request in flight may have lost a step
@@ -184,10 +186,15 @@ class HookReceiver(UdpEndpoint):
         for idx in v.checked_rows(self.counts, raw, "gone", parse_gone):
             sender.end(idx, None, "abort", base_s, out)
 
-    def _sender(self, pid: int, seq: int, base_s: float, out: TapOutput) -> HookSender:
+    def _sender(self, pid: int, seq: int, base_s: float, out: TapOutput) -> HookSender | None:
         """The datagram's process (:mod:`.senders`); the same pid numbering from 0 again (not a replay
-        of its first datagram) is that process restarted."""
+        of its first datagram) after it was quiet for ``quiet_s`` is that process restarted. Sooner,
+        the datagram is refused (``rejected_restart``; None): a process that is sending has not
+        restarted, and one datagram forged with its pid and number 0 ended all its requests."""
         sender = self.senders.get(pid)
         if sender is not None and seq == 0 and sender.seqs.last not in (None, 0) and not sender.seqs.seen(0):
+            if base_s - sender.heard_s < self.senders.quiet_s:
+                self.counts["rejected_restart"] += 1
+                return None
             return self.senders.restart(pid, base_s, out)
         return self.senders.heard(pid, base_s, out)

@@ -220,7 +220,7 @@ def test_more_pids_than_the_cap_end_the_one_silent_longest() -> None:
 
 
 def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_is_no_restart() -> None:
-    r, out = rx(), TapOutput()
+    r, out = rx(read_s=2000.0), TapOutput()
     r.feed(dgram(0, new=[NewRow(0, "a", 5, 1.0)]), out)
     r.feed(dgram(4), out)
     assert r.counts["lost"] == 3
@@ -229,9 +229,25 @@ def test_sequence_gaps_count_lost_datagrams_and_a_forged_jump_is_no_restart() ->
     r.feed(dgram(10**12), out)  # one forged number: a jump of the numbering, not 1e12 lost, not a restart
     assert (r.counts["lost"], r.counts["seq_jumps"], r.counts["restarts"]) == (3, 1, 0)
     assert out.infos == []  # "a" is still in flight
-    r.feed(dgram(0), out)  # the same pid starting over (a container restart)
+    r.feed(dgram(0, wall=WALL + QUIET_S), out)  # the same pid starting over (a container restart)
     assert r.counts["restarts"] == 1
     assert [(i.request_id, i.attributes["finish_reason"]) for i in out.infos] == [("a", "abort")]
+
+
+def test_the_same_pid_from_0_again_while_it_is_sending_is_refused_not_a_restart() -> None:
+    """One datagram forged with the engine's pid and number 0 ended every request it had in flight."""
+    r, out = rx(read_s=2000.0), TapOutput()  # heard from number 9000 on (the sidecar started later)
+    r.feed(dgram(9000, new=[NewRow(0, "a", 5, 1.0)], steps=[StepRow(0.5, 0.4, [0], [5], [0])]), out)
+    r.feed(dgram(9001, wall=WALL + 0.1, steps=[StepRow(0.1, 0.0, [0], [1], [5])]), out)
+    r.feed(dgram(0, wall=WALL + 0.2, gone=[0], new=[NewRow(0, "forged", 3, 0.1)]), out)
+    assert out.infos == [] and r.counts["rejected_restart"] == 1 and r.counts["restarts"] == 0
+    a_step = StepRow(0.1, 0.0, [0], [1], [6])
+    r.feed(dgram(9002, wall=WALL + 0.3, steps=[a_step], fin=[FinRow(0, 3, "stop")]), out)
+    (info,) = out.infos
+    assert (info.request_id, info.attributes["finish_reason"], info.output_tokens) == ("a", "stop", 3)
+    assert {m[0] for b in steps(out) for m in members(b)} == {"a"}
+    r.feed(dgram(0, wall=WALL + 0.3 + QUIET_S, new=[NewRow(0, "b", 3, 0.1)]), out)  # restarted: quiet first
+    assert r.counts["restarts"] == 1 and r.live == 1
 
 
 def test_a_lost_datagram_marks_the_requests_then_in_flight_as_work_lost() -> None:
