@@ -99,11 +99,12 @@ class SpanQueue:
         if not spans:
             return refused
         now_s = self._wall()
+        checks = [c for h in self.handlers if (c := getattr(h, "check_span", None)) is not None]
         with self._lock:
             self.counts["received"] += len(spans)
             for span in spans:
                 try:
-                    key = self._check(span, now_s)
+                    key = self._check(span, now_s, checks)
                 except v.Rejected as err:
                     v.note(self.counts, err)
                     refused[err.reason] += 1
@@ -162,15 +163,16 @@ class SpanQueue:
         said[np.flatnonzero(invalid)[left:]] = LEFT_OUT
         return said
 
-    def _check(self, span: ReceivedSpan, now_s: float) -> bytes | str | None:
-        """The span's retry-check key (None: its ids are invalid), once its times pass and it is
-        not a retry."""
+    def _check(
+        self, span: ReceivedSpan, now_s: float, checks: list[Callable[[ReceivedSpan], None]]
+    ) -> bytes | str | None:
+        """The span's retry-check key (None: its ids are invalid), once its times pass, the handlers'
+        ``checks`` (their ``check_span``: checks that need no state, thread-safe) pass and it is not
+        a retry."""
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
-        for handler in self.handlers:  # a handler's checks that need no state (thread-safe)
-            check = getattr(handler, "check_span", None)
-            if check is not None:
-                check(span)
+        for check in checks:
+            check(span)
         key = span_key(span.trace_id, span.span_id, span.name)
         if key is not None and key in self._seen:
             raise v.Rejected("duplicate", f"span {span.span_id} of trace {span.trace_id} received twice")
