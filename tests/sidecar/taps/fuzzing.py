@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from sidecar.taps import diffusion as d
+from sidecar.contracts import span_attributes as d
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import SpanHandler, TapOutput

@@ -67,3 +67,33 @@ def test_a_batch_span_over_the_member_cap_is_refused_as_the_export_arrives_and_r
     events, _ = receiver.due(0.0)
     assert sorted(e.request_id for e in events if isinstance(e, WorkEvent)) == ["a", "b"]
     assert receiver.counts["rejected_out_of_range"] == 1
+
+
+def test_every_check_that_needs_no_state_refuses_a_span_as_its_export_arrives() -> None:
+    """Only the member cap was checked on arrival: a request span with a NaN count, a batch span
+    without members or a start span dated ahead were answered as accepted, then refused by the tick
+    (counted, but the exporter was told nothing)."""
+    receiver = OtlpReceiver([DiffusionSpanHandler(lambda s: s, wall=time.time)], host="127.0.0.1", port=0)
+    now = time.time()
+
+    def span(kind: str, sid: str, **a: object) -> ReceivedSpan:
+        attributes = {attrs.SPAN_KIND: kind, **a}
+        return ReceivedSpan("t" * 32, sid, "", kind, now - 1, now, attributes)  # type: ignore[arg-type]
+
+    bad = [
+        span(attrs.REQUEST_SPAN, "s1", **{attrs.REQUEST_ID: "nan", attrs.OUTPUT_UNITS: float("nan")}),
+        span(
+            attrs.REQUEST_SPAN,
+            "s2",
+            **{attrs.REQUEST_ID: "neg", attrs.OUTPUT_FRAMES: -3, attrs.UNIT: "video"},
+        ),
+        span(attrs.BATCH_SPAN, "s3", **{attrs.BATCH_ID: "empty", attrs.BATCH_MEMBERS: []}),
+        replace(span(attrs.BATCH_START_SPAN, "s4", **{attrs.BATCH_ID: "ahead"}), start_unix_s=now + 3600),
+        span(attrs.REQUEST_SPAN, "s5", **{attrs.REQUEST_ID: 7}),
+    ]
+    good = span(attrs.REQUEST_SPAN, "s6", **{attrs.REQUEST_ID: "good", attrs.OUTPUT_UNITS: 1})
+    refused = receiver.accept([*bad, good])
+    assert sum(refused.values()) == len(bad), refused
+    assert respond(refused).partial_success.rejected_spans == len(bad)
+    _, infos = receiver.due(0.0)
+    assert [i.request_id for i in infos] == ["good"]

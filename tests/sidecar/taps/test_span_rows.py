@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar.taps import diffusion as d
+from sidecar.contracts import span_attributes as d
 from sidecar.taps import span_rows
 from sidecar.taps.otlp import decode_request
 from sidecar.taps.span_rows import decode_rows
