@@ -48,7 +48,6 @@ from typing import Any
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.records import TapReport
 from sidecar.contracts.proxy_wire import (
-    ALIVE_MAX_S,
     DEFAULT_PORT,
     MAX_CHUNKS_PER_REQUEST,
     Alive,
@@ -71,6 +70,7 @@ from sidecar.taps.proxy_rows import (
     parse_head,
     parse_usage,
 )
+from sidecar.taps.proxy_wire_ends import LiveEnds
 from sidecar.taps.proxy_wire_owners import Owners
 from sidecar.taps.sequence import SeqTracker
 from sidecar.taps.spans import TapOutput
@@ -84,7 +84,7 @@ _MAX_SENDERS = 64  # proxy pids remembered (sequence numbers, counters' last val
 MAX_CHUNKS = 1_000_000
 
 
-class ProxyWireReceiver(UdpEndpoint):
+class ProxyWireReceiver(UdpEndpoint, LiveEnds):
     """A UDP endpoint for the proxy process; a :class:`~sidecar.taps.tap.Tap`."""
 
     name = "proxy wire receiver"
@@ -267,16 +267,6 @@ class ProxyWireReceiver(UdpEndpoint):
         self._chunks_held += len(times)
         self._owners.took_chunks(rid, len(times))
 
-    def _room_for(self, request_id: str, n_chunks: int) -> bool:
-        """Room for ``n_chunks`` more chunk times of the request within ``max_chunks``, made by ending
-        the oldest requests of the sender holding the most while that is another one (``evicted``)."""
-        while self._chunks_held + n_chunks > self.max_chunks:
-            most = self._owners.most_chunks()
-            if most is None or most[0] == self._owners.pid_of(request_id):
-                return False
-            self._finish(most[1], "evicted")
-        return True
-
     def _usage(self, row: Usage, base_s: float) -> None:
         trace = self._trace(row.request_id, base_s)
         if trace is not None:
@@ -303,34 +293,3 @@ class ProxyWireReceiver(UdpEndpoint):
         trace.changed()
         self._chunks_held -= len(trace.chunk_s)
         self.counts["ended"] += 1
-
-    def _forget(self, request_id: str) -> None:
-        """Drop what is kept of a live request (by the id it goes by here) once it ends."""
-        self._heard.pop(request_id, None)
-        self._chunks_next.pop(request_id, None)
-        self._owners.drop(request_id)
-        proxy_id = self._proxy_id.pop(request_id, None)
-        if proxy_id is not None:
-            del self._renamed[proxy_id]
-
-    def _finish(self, request_id: str, why: str) -> None:
-        """End a request the proxy will not end (gone quiet, or one too many): counted ``why``."""
-        arrived_s, heard_s = self._heard[request_id]
-        self._forget(request_id)
-        trace = self._book.get(request_id)
-        if trace is not None and not trace.done:
-            trace.work_lost = True  # what it did after its last row never came: never a measured 0 J
-            trace.outcome = "disconnected"
-            last_s = trace.chunk_s[-1] if trace.chunk_s else trace.arrival_s
-            trace.end_s = max(last_s, min(heard_s, arrived_s))  # not after its datagram came
-            trace.done = True
-            trace.changed()
-            self._chunks_held -= len(trace.chunk_s)
-        self.counts[why] += 1
-
-    def _expire(self, now_s: float) -> None:
-        while self._heard:
-            request_id, (arrived_s, _) = next(iter(self._heard.items()))
-            if now_s - arrived_s < max(self.expire_s, 2 * ALIVE_MAX_S):  # alive rows may be that far apart
-                return
-            self._finish(request_id, "expired")
