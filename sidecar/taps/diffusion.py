@@ -148,7 +148,7 @@ class DiffusionSpanHandler:
         work as after final and served it the first's record, probe 10): then ``<id>~<batch id>``.
         The first batch that names an id owns it (:meth:`_own`)."""
         owner = self._batch_of.get(request_id, batch_id)
-        return request_id if owner == batch_id else f"{request_id}~{batch_id}"
+        return request_id if owner == batch_id else v.suffixed_id(request_id, f"~{batch_id}")
 
     def _own(self, request_id: str, batch_id: str) -> str:
         """:meth:`_id_in`, the id's owner remembered (a new name counted ``renamed_duplicate_id``)."""

@@ -19,8 +19,14 @@ aborted) only when it has gone quiet:
 
 A sender alone that goes quiet is kept (its requests stay in flight until a new process is
 heard, or time out), as before: an engine that is down is not yet known to be restarted.
-A datagram's time is when it was sent, as the tap dates it (never after it was read, so a
-forged one cannot make a live sender look quiet). Units: seconds (the tap's monotonic clock).
+A datagram's time is when it was sent, as the tap dates it (never after it was read). Quiet is
+judged only on what was read, and the socket is read in order, so two things would make a
+sending engine look quiet after the sidecar fell behind its socket (a stalled tick, a drain
+whose budget ran out), with the engine's datagrams still waiting: a datagram dated after it was
+read (a clock stepped back, or forged), taken as sent when read, judges the others as sent no
+later than the last datagram heard from any sender (:meth:`Senders.judged_s`); and the sweep
+ends no one after a drain that left datagrams waiting (``behind``). Units: seconds (the tap's
+monotonic clock).
 """
 
 from __future__ import annotations
@@ -80,13 +86,24 @@ class Senders(Generic[S]):
         """The state of a pid already heard."""
         return self._by_pid.get(pid)
 
-    def heard(self, pid: int, sent_s: float, out: TapOutput) -> S:
+    def judged_s(self, sent_s: float, ahead_s: float) -> float:
+        """When a datagram sent at ``sent_s`` counts as sent in judging other senders quiet: then; one
+        that said it was sent ``ahead_s`` > 0 after it was read (taken as sent when read), no later
+        than the last datagram heard from any sender (read after a stall, it made every sender
+        whose datagrams still waited in the socket look quiet)."""
+        if ahead_s <= 0.0 or not self._by_pid:
+            return sent_s
+        return min(sent_s, max(s.heard_s for s in self._by_pid.values()))
+
+    def heard(self, pid: int, sent_s: float, out: TapOutput, judged_s: float | None = None) -> S:
         """The state of the sender of a datagram sent at ``sent_s``; a new pid first ends the senders
-        quiet for ``quiet_s`` before it (a restart) and, beyond the cap, the one silent longest."""
+        quiet for ``quiet_s`` before it (by ``judged_s``, :meth:`judged_s`; default ``sent_s``: a
+        restart) and, beyond the cap, the one silent longest."""
         state = self._by_pid.get(pid)
         if state is None:
+            at_s = sent_s if judged_s is None else judged_s
             for old_pid, old in list(self._by_pid.items()):
-                if sent_s - old.heard_s >= self.quiet_s:
+                if at_s - old.heard_s >= self.quiet_s:
                     self._drop(old_pid, old, "restarts", sent_s, out)
             if len(self._by_pid) >= self.max_senders:
                 old_pid, old = min(self._by_pid.items(), key=lambda kv: kv[1].heard_s)
@@ -105,8 +122,9 @@ class Senders(Generic[S]):
         return state
 
     def sweep(self, now_s: float, out: TapOutput) -> None:
-        """End the senders quiet for ``quiet_s`` while another spoke after them (one alone is kept)."""
-        if len(self._by_pid) < 2:
+        """End the senders quiet for ``quiet_s`` while another spoke after them (one alone is kept);
+        none after a drain that left datagrams waiting (``out.behind``: theirs may be among them)."""
+        if len(self._by_pid) < 2 or out.behind:
             return
         latest = max(s.heard_s for s in self._by_pid.values())
         for pid, state in list(self._by_pid.items()):

@@ -102,6 +102,9 @@ class TapOutput:
 
     events: list[WorkEvent | StepBatch | WorkRows] = field(default_factory=list)
     infos: list[Info] = field(default_factory=list)  # request infos, and tasks named by id
+    # a UDP drain stopped with datagrams maybe still waiting (its budget spent): a sender not heard
+    # from since may have sent meanwhile, so its silence proves nothing (:mod:`.senders`)
+    behind: bool = False
 
 
 class SpanHandler(Protocol):

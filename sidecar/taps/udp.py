@@ -73,11 +73,12 @@ def drain(
     for _ in range(max_datagrams if sock is not None else 0):
         data = _recv(sock, counts)  # type: ignore[arg-type]
         if data is None:
-            break
+            return out
         handle_isolated(counts, "UDP", lambda: feed(data, out))  # noqa: B023  # called at once
         if time.monotonic() > deadline:
             counts["drain_budget_spent"] += 1
             break
+    out.behind = sock is not None  # the budget or max_datagrams stopped it: more may wait
     return out
 
 
@@ -119,6 +120,7 @@ def feed_all(
         handle_isolated(counts, "UDP", lambda: feed(data, out))  # noqa: B023  # called at once
         if time.monotonic() > deadline and i + 1 < len(datagrams):
             counts["drain_budget_spent"] += 1
+            out.behind = True
             return out, datagrams[i + 1 :]
     return out, []
 

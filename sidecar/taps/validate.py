@@ -16,6 +16,7 @@ Units: seconds, tokens.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -184,6 +185,16 @@ def request_id(value: Any, what: str = "request id", limits: Limits = LIMITS) ->
     if not value or len(value) > limits.max_id_chars or not value.isprintable():
         raise Rejected("bad_id", f"{what}: empty, longer than {limits.max_id_chars} or not printable")
     return value
+
+
+def suffixed_id(request_id: str, suffix: str, limits: Limits = LIMITS) -> str:
+    """``request_id`` renamed with ``suffix`` (``~<pid>-<idx>``, ``~<batch id>``), its head cut to fit
+    ``max_id_chars``: a renamed id over it failed :func:`request_id`, so the API could not look its
+    record up. A suffix over half the room goes as a 16-hex-digit hash of itself."""
+    if len(suffix) > limits.max_id_chars // 2:
+        digest = hashlib.blake2b(suffix.encode("utf-8", "surrogatepass"), digest_size=8)
+        suffix = suffix[0] + digest.hexdigest()
+    return request_id[: limits.max_id_chars - len(suffix)] + suffix
 
 
 def note(counts: Counter[str], err: Rejected) -> None:

@@ -69,7 +69,7 @@ from sidecar.contracts.scheduler_wire import DEFAULT_PORT
 from sidecar.recent_ids import RecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.json_read import NOT_JSON, loads_like_json
-from sidecar.taps.senders import Senders
+from sidecar.taps.senders import QUIET_S, Senders
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.udp import UdpEndpoint, drain, handle_isolated
 from sidecar.taps.vllm_hook_rows import parse_fin, parse_gone, parse_head, parse_new, parse_step
@@ -159,13 +159,13 @@ class HookReceiver(UdpEndpoint):
     def _message(self, raw: Any, out: TapOutput, digest: int = 0) -> None:
         head = parse_head(raw, self._wall())
         base_s = self.to_mono(head.wall_s)
-        if self._began_s == -math.inf:
-            self._began_s = base_s
-        sender = self._sender(head.pid, head.seq, base_s, out)
+        sender = self._sender(head.pid, head.seq, base_s, self.senders.judged_s(base_s, head.ahead_s), out)
         if sender is None:
             return
         if not sender.seqs.see(head.seq, digest):
             return
+        if self._began_s == -math.inf:  # (a datagram dated a day back set it a day early)
+            self._began_s = max(base_s, self.to_mono(self._wall()) - QUIET_S)
         if sender.seqs.skipped:  # a datagram lost: any request in flight may have lost a step
             sender.gapped.update(sender.live)
         v.note_ahead(self.counts, head.ahead_s)
@@ -173,28 +173,39 @@ class HookReceiver(UdpEndpoint):
             self.model = sender.model = head.model
         for new in v.checked_rows(self.counts, raw, "new", parse_new):
             sender.new(new, base_s, out)
-            if self._shared.live > self.max_requests:  # the process holding the most pays for it
-                biggest = self.senders.biggest(lambda s: len(s.live))
-                if biggest is not None:
-                    biggest.evict_oldest()
+            self._within_cap()
         for row in v.checked_rows(self.counts, raw, "renew", parse_new):  # a lost new row sent again
             sender.renew(row, base_s, out)
+            self._within_cap()
         for step in v.checked_rows(self.counts, raw, "steps", parse_step):
             sender.step(step, base_s, out)
+            self._within_cap()
         for fin in v.checked_rows(self.counts, raw, "fin", parse_fin):
             sender.end(fin.idx, fin.output_tokens, fin.reason, base_s, out)
         for idx in v.checked_rows(self.counts, raw, "gone", parse_gone):
             sender.end(idx, None, "abort", base_s, out)
 
-    def _sender(self, pid: int, seq: int, base_s: float, out: TapOutput) -> HookSender | None:
-        """The datagram's process (:mod:`.senders`); the same pid numbering from 0 again (not a replay
-        of its first datagram) after it was quiet for ``quiet_s`` is that process restarted. Sooner,
+    def _within_cap(self) -> None:
+        """Over ``max_requests`` in flight (a ``new`` or ``renew`` row, which went past it, or steps'
+        adopted members): the oldest of the process holding the most ends (``evicted``)."""
+        while self._shared.live > self.max_requests:
+            biggest = self.senders.biggest(lambda s: len(s.live))
+            if biggest is None or not biggest.live:
+                return
+            biggest.evict_oldest()
+
+    def _sender(
+        self, pid: int, seq: int, base_s: float, judged_s: float, out: TapOutput
+    ) -> HookSender | None:
+        """The datagram's process (:mod:`.senders`: sent at ``base_s``, others judged quiet by
+        ``judged_s``); the same pid numbering from 0 again (not a replay of its first datagram) after
+        it was quiet for ``quiet_s`` (by ``judged_s``) is that process restarted. Sooner,
         the datagram is refused (``rejected_restart``; None): a process that is sending has not
         restarted, and one datagram forged with its pid and number 0 ended all its requests."""
         sender = self.senders.get(pid)
         if sender is not None and seq == 0 and sender.seqs.last not in (None, 0) and not sender.seqs.seen(0):
-            if base_s - sender.heard_s < self.senders.quiet_s:
+            if judged_s - sender.heard_s < self.senders.quiet_s:
                 self.counts["rejected_restart"] += 1
                 return None
             return self.senders.restart(pid, base_s, out)
-        return self.senders.heard(pid, base_s, out)
+        return self.senders.heard(pid, base_s, out, judged_s)

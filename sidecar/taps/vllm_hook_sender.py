@@ -86,7 +86,8 @@ class HookSender:
         family = self._families.get(key) if child else None
         request_id = family.request_id if family is not None else key
         if family is None and key in self.shared.claimed:  # an id in flight or recently final: reused
-            request_id = f"{key}~{self.pid}-{row.idx}"  # its own record, its work not refused or merged
+            # its own record, its work not refused or merged (the id cut to fit: the API looks it up)
+            request_id = v.suffixed_id(key, f"~{self.pid}-{row.idx}")
             self.shared.counts["renamed_duplicate_id"] += 1
         slot = self._slots.take(request_id, row.prompt_tokens)
         req = Req(row, request_id, base_s, slot, family=key if child else None)

@@ -171,7 +171,8 @@ class PluginReceiver(UdpEndpoint):
     def _message(self, msg: dict[str, Any], out: TapOutput, digest: int = 0) -> None:
         wall_s, ahead_s = v.sent_unix_s(msg["wall"], "wall", self._wall())
         pid, seq = msg["pid"], msg["seq"]
-        self._cur = self.senders.heard(pid, self.to_mono(wall_s), out)
+        sent_s = self.to_mono(wall_s)
+        self._cur = self.senders.heard(pid, sent_s, out, self.senders.judged_s(sent_s, ahead_s))
         if not self._cur.seqs.see(seq, digest):  # digest: a long message's parts share one seq
             return
         if self._cur.seqs.skipped:

@@ -77,3 +77,27 @@ def test_a_sweep_ends_only_the_quiet_while_another_spoke_after_them() -> None:
     assert [s.pid for s in ended] == [1] and t.counts["senders_gone"] == 1
     t.sweep(500.0, TapOutput())
     assert len(t) == 1  # the last one is kept
+
+
+def test_a_datagram_dated_after_it_was_read_judges_others_by_the_last_one_heard() -> None:
+    """Taken as sent when read, one read after a 6 s stall made every sender look quiet whose own
+    datagrams still waited in the socket behind it: it now counts as sent no later than the last one
+    heard from anyone."""
+    t, ended = table()
+    t.heard(7, 100.0, TapOutput())
+    judged = t.judged_s(106.0, ahead_s=50.0)
+    assert judged == 100.0
+    t.heard(9, 106.0, TapOutput(), judged)
+    assert ended == [] and t.counts["restarts"] == 0
+    assert t.judged_s(106.0, ahead_s=0.0) == 106.0  # dated honestly: its own time
+
+
+def test_no_sweep_after_a_drain_that_left_datagrams_waiting() -> None:
+    """Two engines; a drain whose budget ran out read one's datagram and not the other's."""
+    t, ended = table()
+    t.heard(1, 100.0, TapOutput())
+    t.heard(2, 104.0, TapOutput())  # 1 still counts as sending then
+    t.sweep(106.0, TapOutput(behind=True))
+    assert ended == []
+    t.sweep(106.0, TapOutput())  # caught up: 1 has sent nothing since 100.0
+    assert [s.pid for s in ended] == [1]

@@ -30,7 +30,7 @@ def test_a_datagram_whose_handling_raises_is_counted_and_the_others_are_kept() -
 def test_what_a_spent_budget_leaves_is_handed_back_in_order_and_counted() -> None:
     counts: Counter[str] = Counter()
     out, left = feed_all([b"a", b"b", b"c"], _feed, counts, budget_s=-1.0)  # spent after the first
-    assert _ids(out) == ["a"] and left == [b"b", b"c"] and counts["drain_budget_spent"] == 1
+    assert _ids(out) == ["a"] and left == [b"b", b"c"] and counts["drain_budget_spent"] == 1 and out.behind
     out, left = feed_all(left, _feed, counts, budget_s=-1.0)
     assert _ids(out) == ["b"] and left == [b"c"]
     out, left = feed_all(left, _feed, counts, budget_s=-1.0)  # the last one: nothing left to count
@@ -50,6 +50,7 @@ def test_a_drain_stops_once_its_budget_is_spent_and_the_rest_wait_in_the_socket(
         first = drain(sock, _feed, 100, counts, budget_s=-1.0)
         rest = drain(sock, _feed, 100, counts)
         assert _ids(first) == ["a"] and _ids(rest) == ["b", "c"] and counts["drain_budget_spent"] == 1
+        assert first.behind and not rest.behind  # (a sender's silence then proves nothing: .senders)
     finally:
         sender.close()
         sock.close()
