@@ -27,8 +27,10 @@ __all__ = ["MAX_REMEMBERED", "MAX_WAITING", "TASK_ATTRIBUTE", "TaskJoins"]
 
 MAX_REMEMBERED = 50_000  # client spans' tasks kept by trace id
 # Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
-# than one node's vLLM servers finish; beyond, the oldest is forgotten (counted: task_wait_evicted).
+# than one node's vLLM servers finish; beyond, the oldest trace's are forgotten (counted:
+# task_wait_evicted). A trace may hold several (an agent's calls, a completions request's prompts).
 MAX_WAITING = 20_000
+MAX_WAITING_PER_TRACE = 256  # beyond, a trace's later request spans are not kept (task_wait_evicted)
 
 
 class TaskJoins:
@@ -38,8 +40,10 @@ class TaskJoins:
         self.wait_s = wait_s  # how long a request span without a task waits for its client span
         self._monotonic = monotonic
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        # requests awaiting a task: trace id -> (request id, when handled); a join names the task by id
-        self._untasked_by_trace: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # requests awaiting a task: trace id -> [(request id, when handled)], by the last handled; a
+        # join names the task of each by id (one a trace was kept: only its last got the task)
+        self._untasked_by_trace: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
+        self._n_untasked = 0
         self.joined = 0  # request spans given their trace's task (either arrival order)
         self.by_id = 0  # client spans that named their request's task by id (TaskLabel)
         self.client_ids_rejected = 0  # ... whose request id was not a printable id (joined by trace only)
@@ -62,20 +66,33 @@ class TaskJoins:
         task = self._task_by_trace.get(trace_id, "unknown")
         if task != "unknown":
             self.joined += 1
-        elif remember(self._untasked_by_trace, trace_id, (request_id, handled_s), MAX_WAITING):
+            return task
+        waiting = self._untasked_by_trace.setdefault(trace_id, [])
+        self._untasked_by_trace.move_to_end(trace_id)
+        if len(waiting) >= MAX_WAITING_PER_TRACE:
             self.wait_evicted += 1
+            return task
+        waiting.append((request_id, handled_s))
+        self._n_untasked += 1
+        while self._n_untasked > MAX_WAITING:  # the trace heard of longest ago first
+            _, gone = self._untasked_by_trace.popitem(last=False)
+            self._n_untasked -= len(gone)
+            self.wait_evicted += len(gone)
         return task
 
     def client_span(self, span: ReceivedSpan, out: TapOutput) -> None:
         """A client span with a task: labels for its request (by id) and its trace's request span."""
         task = v.request_id(span.attributes[TASK_ATTRIBUTE], TASK_ATTRIBUTE)  # a metric label
+        if task == "unknown":  # names nothing (it took the trace's waiting request spans from the real one)
+            return
         named = self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
         remember(self._task_by_trace, span.trace_id, task, MAX_REMEMBERED)
-        waiting = self._untasked_by_trace.pop(span.trace_id, None)
-        if waiting is not None:  # the request span came first, without a task
+        waiting = self._untasked_by_trace.pop(span.trace_id, [])
+        self._n_untasked -= len(waiting)
+        for request_id, _ in waiting:  # the request spans came first, without a task
             self.joined += 1
-            if waiting[0] != named:
-                out.infos.append(TaskLabel(waiting[0], task))
+            if request_id != named:
+                out.infos.append(TaskLabel(request_id, task))
 
     def _by_id(self, request_id: object, task: str, out: TapOutput) -> str | None:
         """A client span's task by the request id it names, if it names one; returns that id (a bad
@@ -95,10 +112,11 @@ class TaskJoins:
         """Forget the request spans that waited over ``wait_s`` for a task (counted); returns now."""
         now_s = self._monotonic()
         table, oldest_kept_s = self._untasked_by_trace, now_s - self.wait_s
-        while table:  # in arrival order: the oldest first
+        while table:  # by the last request span handled: the oldest first
             trace_id = next(iter(table))
-            if table[trace_id][1] >= oldest_kept_s:
+            if table[trace_id][-1][1] >= oldest_kept_s:
                 break
-            del table[trace_id]
-            self.wait_expired += 1
+            gone = table.pop(trace_id)
+            self._n_untasked -= len(gone)
+            self.wait_expired += len(gone)
         return now_s

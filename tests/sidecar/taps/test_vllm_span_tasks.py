@@ -1,0 +1,62 @@
+"""Client spans' tasks joined to vLLM's request spans by trace: every request span waiting in a trace."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.attribution.task_labels import TaskLabel
+from sidecar.taps import vllm_span_tasks
+from sidecar.taps.spans import ReceivedSpan, TapOutput
+from sidecar.taps.vllm_span_tasks import TASK_ATTRIBUTE, TaskJoins
+
+TRACE = "ab" * 16
+
+
+def client(task: str, trace: str = TRACE) -> ReceivedSpan:
+    return ReceivedSpan(trace, "cd" * 8, "", "agent", 1.0, 2.0, {TASK_ATTRIBUTE: task})
+
+
+def labels(out: TapOutput) -> dict[str, str]:
+    return {i.request_id: i.task for i in out.infos if isinstance(i, TaskLabel)}
+
+
+def test_every_request_span_waiting_in_a_trace_gets_the_client_spans_task() -> None:
+    """An agent's two calls (or a completions request's two prompts) in one trace, handled before the
+    client span: one request span was kept a trace, so the first kept task ``unknown``."""
+    joins, out = TaskJoins(wait_s=30.0, monotonic=lambda: 0.0), TapOutput()
+    assert (
+        joins.task_of(TRACE, "call-1", 0.0) == "unknown" and joins.task_of(TRACE, "call-2", 0.0) == "unknown"
+    )
+    joins.client_span(client("summarize"), out)
+    assert labels(out) == {"call-1": "summarize", "call-2": "summarize"} and joins.joined == 2
+
+
+def test_a_client_span_of_task_unknown_leaves_the_waiting_ones_for_the_real_one() -> None:
+    joins, out = TaskJoins(wait_s=30.0, monotonic=lambda: 0.0), TapOutput()
+    joins.task_of(TRACE, "call-1", 0.0)
+    joins.client_span(client("unknown"), out)
+    joins.client_span(client("chat"), out)
+    assert labels(out) == {"call-1": "chat"}
+
+
+def test_waiting_request_spans_are_bounded_in_all_and_a_trace_and_expire_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm_span_tasks, "MAX_WAITING", 5)
+    monkeypatch.setattr(vllm_span_tasks, "MAX_WAITING_PER_TRACE", 3)
+    now = [0.0]
+    joins = TaskJoins(wait_s=30.0, monotonic=lambda: now[0])
+    for i in range(4):  # the fourth over the trace's 3
+        joins.task_of("t1", f"a{i}", 0.0)
+    for i in range(3):  # 6 in all: the oldest trace's 3 forgotten
+        joins.task_of("t2", f"b{i}", 10.0)
+    assert joins.wait_evicted == 1 + 3
+    now[0] = 39.0
+    joins.expire()
+    assert joins.wait_expired == 0  # t2's last was handled at 10.0
+    now[0] = 40.5
+    joins.expire()
+    assert joins.wait_expired == 3
+    out = TapOutput()
+    joins.client_span(client("chat", trace="t2"), out)
+    assert labels(out) == {}
