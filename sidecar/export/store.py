@@ -196,33 +196,35 @@ class Ledger(LedgerWrites):
         replaced, energy and the other fields stay; unknown ids are skipped. A failed write is
         counted (``write_errors``) and the labels are lost, never the records.
         """
-        updated = 0
+        updated: set[str] = set()  # by id: one both waiting and stored (kept out when written) once
         with self._lock:
             for request_id, task in tasks.items():
                 for kept in (self._staged, self._pending):
                     rec = kept.get(request_id)
                     if rec is not None and rec[TASK] == "unknown":
                         kept[request_id] = replaced(rec, "task", task)
-                        updated += 1
+                        updated.add(request_id)
             try:
-                updated += self._set_tasks(tasks)
+                updated |= self._set_tasks(tasks)
             except sqlite3.ProgrammingError:
                 raise
             except sqlite3.DatabaseError as err:
                 self.counts["write_errors"] += 1
                 log.warning("ledger: setting %d late task(s) failed: %s", len(tasks), err)
-        self.counts["task_late"] += updated
-        return updated
+        self.counts["task_late"] += len(updated)
+        return len(updated)
 
-    def _set_tasks(self, tasks: dict[str, str]) -> int:
-        updated = 0
+    def _set_tasks(self, tasks: dict[str, str]) -> set[str]:
+        """The ids of stored records whose task was set."""
+        updated = set()
         with self._transaction() as cur:
             for request_id, task in tasks.items():
                 cur.execute(
                     "UPDATE requests SET task = ? WHERE request_id = ? AND task = 'unknown'",
                     (task, request_id),
                 )
-                updated += cur.rowcount
+                if cur.rowcount:
+                    updated.add(request_id)
         return updated
 
     def get(self, request_id: str) -> dict[str, Any] | None:

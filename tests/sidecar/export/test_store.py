@@ -191,3 +191,13 @@ def test_records_past_their_age_are_deleted_without_a_new_write() -> None:
         assert led.expire() == 0  # not again within EXPIRE_EVERY_S
         now[0] += 3600.0
         assert led.expire() == 1 and led.count() == 0
+
+
+def test_a_late_task_is_counted_once_for_an_id_both_stored_and_waiting() -> None:
+    """A record waiting under an id stored already (kept out when written) was named, and counted,
+    twice: ``task_late`` 2 for one request."""
+    with Ledger(":memory:", write_every_s=60.0) as led:
+        led.put_new([make_record(request_id="a", task="unknown")], now_s=0.0)  # written: the first
+        led.put_new([make_record(request_id="a", task="unknown")], now_s=1.0)  # waits in memory
+        assert led.set_tasks({"a": "code"}) == 1 and led.counts["task_late"] == 1
+        assert led.get("a")["task"] == "code"  # type: ignore[index]
