@@ -249,19 +249,23 @@ class StepClock:
 
 
 class _Windows:
-    """(t0, t1, count) rows, oldest first, as one array (a fit reads them all, every drain): at most
-    ``max_windows``, and none that ended over a horizon before the newest one's end."""
+    """(t0, t1, count) rows, in arrival order, as one array (a fit reads them all, every drain): at most
+    ``max_windows``, and none that ended over a horizon before the newest one's end (wherever it
+    came: a short window from hours back arriving after recent ones was kept, trimmed only as a
+    leading run, and every fit spanned hours of bins)."""
 
     def __init__(self, max_windows: int) -> None:
         self.max_windows = max_windows
         self._rows = np.zeros((0, 3))
         self._new: list[tuple[float, float, float]] = []  # appended one by one, not yet in _rows
+        self._oldest_s = math.inf  # the earliest end held
 
     def __len__(self) -> int:
         return len(self._rows) + len(self._new)
 
     def append(self, t0_s: float, t1_s: float, count: float, horizon_s: float) -> None:
         self._new.append((t0_s, t1_s, count))
+        self._oldest_s = min(self._oldest_s, t1_s)
         full = len(self._new) >= 1024 or len(self) > self.max_windows
         if full or self.oldest_end_s() < t1_s - horizon_s:  # merge, and trim as the deque did
             self.extend(np.zeros((0, 3)), horizon_s)
@@ -270,13 +274,13 @@ class _Windows:
         parts = [self._rows, np.asarray(self._new, dtype=np.float64).reshape(-1, 3), rows]
         self._new = []
         rows = np.concatenate(parts)[-self.max_windows :]
-        if len(rows):  # the oldest dropped, up to the first within the horizon of the latest end
-            old = rows[:, 1] < float(rows[:, 1].max()) - horizon_s
-            rows = rows[int(np.argmin(old)) if not old.all() else len(rows) :]
+        if len(rows):  # those that ended over the horizon before the latest end dropped
+            rows = rows[rows[:, 1] >= float(rows[:, 1].max()) - horizon_s]
         self._rows = rows
+        self._oldest_s = float(rows[:, 1].min()) if len(rows) else math.inf
 
     def oldest_end_s(self) -> float:
-        return float(self._rows[0, 1]) if len(self._rows) else (self._new[0][1] if self._new else math.inf)
+        return self._oldest_s
 
     def array(self) -> np.ndarray:
         if self._new:

@@ -103,8 +103,8 @@ def _tables_bytes(*tables: Mapping[str, object]) -> int:
 def _value_bytes(value: object) -> int:
     if isinstance(value, str | bytes):
         return len(value)
-    if isinstance(value, list | tuple):
-        return sum(len(v) if isinstance(v, str | bytes) else _VALUE_BYTES for v in value)
+    if isinstance(value, list | tuple):  # nested too (an array of arrays counted 16 bytes a row)
+        return sum(_value_bytes(v) for v in value)
     return _VALUE_BYTES
 
 

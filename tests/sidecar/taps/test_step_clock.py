@@ -152,3 +152,24 @@ def test_a_window_longer_than_the_horizon_is_not_observed_and_is_cut_as_one_piec
     window, _, _, share = clock.cut(np.array([1.0, -86_000.0]), np.array([3.0, 400.0]))
     assert window.tolist().count(1) == 1 and share[window == 1].tolist() == [1.0]  # the long one: whole
     assert clock._rate.size < 1000  # the fit spans the kept windows only
+
+
+def test_a_short_window_hours_back_arriving_after_recent_ones_does_not_stretch_the_fit() -> None:
+    """An adversarial review's find: a span 3 h back (within the clock skew allowed, 0.5 s long)
+    after recent ones was kept, trimmed only as a leading run: every later fit spanned 3 h of bins
+    (215,969 against at most 12,000; 0.3-0.85 s a tick)."""
+    import time
+
+    from sidecar.taps.otlp import OtlpReceiver
+    from sidecar.taps.vllm_spans import VllmSpanHandler
+    from tests.sidecar.taps.test_otlp_hostile import export, span
+
+    now = time.time()
+    handler = VllmSpanHandler(lambda unix_s: unix_s, wall=lambda: now)
+    rx = OtlpReceiver([handler], wall=lambda: now)
+    good = [span(i, now - 2, gen_ai__latency__time_in_model_decode=0.4) for i in range(3)]
+    old = span(99, now - 3 * 3600, gen_ai__latency__time_in_model_decode=0.4)
+    assert rx.receive(export(*good, old).SerializeToString()) == {}
+    rx.due(0.0)
+    clock = handler.clock
+    assert clock._rate.size <= 2 * clock.horizon_s / clock.bin_s

@@ -245,3 +245,21 @@ def test_waiting_spans_and_records_beyond_the_count_bound_go_oldest_first_counte
 def test_span_bytes_counts_keys_text_and_list_items() -> None:
     s = ReceivedSpan("ab", "cd", "", "n", 0.0, 1.0, {"k": "vvv", "n": 3, "l": ["xy", 1]}, {"r": "z"})
     assert span_bytes(s) == 2 + 2 + 0 + 1 + (1 + 3) + (1 + 16) + (1 + 2 + 16) + (1 + 1)
+
+
+def test_span_bytes_counts_the_text_inside_a_nested_array() -> None:
+    """An array of arrays counted 16 bytes a row: spans holding megabytes in one passed both byte
+    bounds (waiting 64 MiB, sending 32 MiB)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+    from sidecar.taps.otlp_decode import decode_request
+    from tests.sidecar.taps.test_otlp_hostile import export
+    from tests.sidecar.taps.test_otlp_hostile import span as otlp_span
+
+    mb = 1024 * 1024
+    s = otlp_span(0, time.time())
+    inner = AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="x" * mb)]))
+    s.attributes.append(KeyValue(key="pad", value=AnyValue(array_value=ArrayValue(values=[inner]))))
+    (decoded,) = decode_request(ExportTraceServiceRequest.FromString(export(s).SerializeToString()))
+    assert isinstance(decoded.attributes["pad"][0], list) and span_bytes(decoded) >= mb
