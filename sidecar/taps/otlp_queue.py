@@ -124,6 +124,8 @@ class SpanQueue:
         same order, in bulk."""
         refused: Counter[str] = Counter()
         reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
+        wide = [len(t) > 16 or len(s) > 8 for t, s in zip(rows.trace_ids, rows.span_ids, strict=True)]
+        reasons.fail(np.array(wide, dtype=bool), "bad_id")
         handler.check_rows(rows, reasons)  # its values too: a span it would refuse is refused now
         with self._lock:
             self.counts["received"] += len(rows)
@@ -169,6 +171,8 @@ class SpanQueue:
         """The span's retry-check key (None: its ids are invalid), once its times pass, the handlers'
         ``checks`` (their ``check_span``: checks that need no state, thread-safe) pass and it is not
         a retry."""
+        if len(span.trace_id) > 32 or len(span.span_id) > 16:  # hex: wider than OTLP's 16 and 8 bytes
+            raise v.Rejected("bad_id", f"span {span.span_id[:32]!r}: ids wider than OTLP's 16 and 8 bytes")
         v.unix_s(span.start_unix_s, "span start", now_s, self._limits)
         v.interval_s(span.start_unix_s, span.end_unix_s, f"span {span.name!r}", self._limits)
         for check in checks:
