@@ -79,7 +79,7 @@ class DiffusionSpanHandler:
         self.renamed = 0
 
     def handle(self, span: ReceivedSpan, out: TapOutput) -> bool:
-        kind = fields.check(span, self._wall())  # checked whole first: a refused span changes no state
+        kind = fields.kind_of(span, self._wall())  # each below reads its fields whole before any state
         if kind == BATCH_START_SPAN:
             self._started(span)
         elif kind == BATCH_SPAN:
@@ -172,7 +172,7 @@ class DiffusionSpanHandler:
             end_s=self._to_mono(span.end_unix_s),
             output_units=r.output_units,
             unit=r.unit,
-            attributes=dict(r.attributes),
+            attributes=r.attributes,
         )
         if r.batch_id is not None:  # checked whole: its id's owner remembered only now
             self._own(r.request_id, r.batch_id)

@@ -35,7 +35,16 @@ from sidecar.contracts.span_attributes import (
 from sidecar.taps import validate as v
 from sidecar.taps.spans import AttrValue, ReceivedSpan
 
-__all__ = ["MAX_MEMBERS", "Batch", "Request", "batch_fields", "check", "request_fields", "start_batch_id"]
+__all__ = [
+    "MAX_MEMBERS",
+    "Batch",
+    "Request",
+    "batch_fields",
+    "check",
+    "kind_of",
+    "request_fields",
+    "start_batch_id",
+]
 
 _MAX_UNITS = 1e18  # pixels x frames x steps x items of one request or batch
 _MAX_COUNT = 1e7  # steps, frames, fps, images of one request
@@ -72,19 +81,25 @@ class Request:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-def check(span: ReceivedSpan, now_unix_s: float) -> str | None:
-    """Every check of a diffusion span that needs no state; returns its kind (None: not one)."""
+def kind_of(span: ReceivedSpan, now_unix_s: float) -> str | None:
+    """A diffusion span's kind (None: not one), once its end is not after now (:func:`.validate.ended`)."""
     kind = span.attributes.get(SPAN_KIND)
     if kind not in (BATCH_SPAN, REQUEST_SPAN, BATCH_START_SPAN):
         return None
     v.ended(span.end_unix_s, f"diffusion {kind} span", now_unix_s)
+    return str(kind)
+
+
+def check(span: ReceivedSpan, now_unix_s: float) -> str | None:
+    """Every check of a diffusion span that needs no state; returns its kind (None: not one)."""
+    kind = kind_of(span, now_unix_s)
     if kind == BATCH_SPAN:
         batch_fields(span)
     elif kind == REQUEST_SPAN:
         request_fields(span)
-    else:
+    elif kind == BATCH_START_SPAN:
         start_batch_id(span, now_unix_s)
-    return str(kind)
+    return kind
 
 
 def _amount(value: AttrValue | None, what: str, maximum: float = _MAX_COUNT, default: float = 0.0) -> float:
