@@ -25,7 +25,9 @@ Faults, as an OpenTelemetry collector handles them:
   in ``partial_success``), as OTel's exporters never send an export refused whole again;
 * each span is checked when it arrives (:mod:`.validate`): one that ends before it starts,
   lasts over a day or is dated far from the sidecar's clock, or repeats a (trace id, span id)
-  already received (an exporter's retry) is rejected and counted (``rejected_<reason>``); so is
+  already received (an exporter's retry) is rejected and counted (``rejected_<reason>``; within
+  one export the row handler's spans are checked first, so a span decoded whole with the ids and
+  name of one of them, an id-less twin, is the duplicate, wherever it comes); so is
   a span the row handler's own checks refuse (``check_rows``: a vLLM span's id, token counts
   and latencies), and the export's answer reports them all in ``partial_success``;
 * backpressure: an export that arrives while the queue is full, or while the process is over
@@ -211,9 +213,10 @@ class OtlpReceiver(SpanQueue):
             spans, undecodable = decode_export(payload, parsed, set(generic)) if generic else ([], 0)
         with self._lock:  # the room may have gone meanwhile: checked again as the spans are queued
             self._room_for(n, whole)
-            refused = self.accept(spans)
-            for rows, handler, name in columns:
+            refused: Counter[str] = Counter()
+            for rows, handler, name in columns:  # first: a whole span with a row's ids and name is its twin
                 refused += self.accept_rows(rows, handler, name)
+            refused += self.accept(spans)
             if undecodable:  # a span protobuf cannot read (a string not UTF-8): it alone is refused
                 self.counts["received"] += undecodable
                 self.counts["rejected_undecodable_span"] += undecodable

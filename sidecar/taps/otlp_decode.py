@@ -21,7 +21,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sidecar.taps.spans import AttrValue, ReceivedSpan, attr_value
 
@@ -49,20 +51,23 @@ def decode_request(
                     continue
                 if resource is None:
                     resource = _attrs(rs.resource.attributes)
-                out.append(
-                    ReceivedSpan(
-                        trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(),
-                        parent_span_id=s.parent_span_id.hex(),
-                        name=s.name,
-                        start_unix_s=s.start_time_unix_nano / 1e9,
-                        end_unix_s=s.end_time_unix_nano / 1e9,
-                        attributes=_attrs(s.attributes),
-                        resource=resource,
-                        scope=ss.scope.name,
-                    )
-                )
+                out.append(_received(s, resource, ss.scope.name))
     return out
+
+
+def _received(s: trace_pb2.Span, resource: dict[str, AttrValue], scope: str) -> ReceivedSpan:
+    """One decoded span, its resource's attributes shared with the other spans of that resource."""
+    return ReceivedSpan(
+        trace_id=s.trace_id.hex(),
+        span_id=s.span_id.hex(),
+        parent_span_id=s.parent_span_id.hex(),
+        name=s.name,
+        start_unix_s=s.start_time_unix_nano / 1e9,
+        end_unix_s=s.end_time_unix_nano / 1e9,
+        attributes=_attrs(s.attributes),
+        resource=resource,
+        scope=scope,
+    )
 
 
 def decode_export(
@@ -79,26 +84,39 @@ def decode_export(
 
 
 def _one_by_one(lean: Any, only: Container[int] | None) -> tuple[list[ReceivedSpan], int]:
-    """Each span of a lean parse decoded on its own, with its resource and scope."""
+    """Each span of a lean parse decoded on its own; each resource and scope decoded once (a span
+    of a resource or scope protobuf cannot read is not readable either), its attributes shared by
+    its spans. (Decoding each span with its resource made an export with one bad string and a big
+    resource cost its resource's decode, and a copy of it, per span.)"""
     out: list[ReceivedSpan] = []
     bad = 0
     k = -1
     for rs in lean.resource_spans:
+        resource = _part(Resource, rs.resource)
+        attrs: dict[str, AttrValue] | None = None
         for ss in rs.scope_spans:
+            scope = _part(InstrumentationScope, ss.scope)
             for s in ss.spans:
                 k += 1
                 if only is not None and k not in only:
                     continue
-                one = type(lean)()
-                scope = one.resource_spans.add(resource=rs.resource).scope_spans.add(scope=ss.scope)
-                scope.spans.add().CopyFrom(s)
-                try:
-                    full = trace_service_pb2.ExportTraceServiceRequest.FromString(one.SerializeToString())
-                except DecodeError:
+                readable = resource is not None and scope is not None
+                span = _part(trace_pb2.Span, s.SerializeToString()) if readable else None
+                if span is None:
                     bad += 1
                     continue
-                out += decode_request(full)
+                if attrs is None:
+                    attrs = _attrs(resource.attributes)
+                out.append(_received(span, attrs, scope.name))
     return out, bad
+
+
+def _part(cls: Any, raw: bytes) -> Any:
+    """``raw`` decoded as ``cls``, or None where protobuf refuses it (a string that is not UTF-8)."""
+    try:
+        return cls.FromString(raw)
+    except DecodeError:
+        return None
 
 
 def span_key(trace_id: str, span_id: str, name: str) -> bytes | str | None:

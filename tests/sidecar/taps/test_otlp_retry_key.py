@@ -65,3 +65,20 @@ def test_a_span_decoded_whole_and_as_a_row_has_one_key() -> None:
     assert span_key(trace.hex(), sid.hex(), "llm_request") != span_key(trace.hex(), sid.hex(), "other")
     assert span_key("ab", "cd", "x") == row_key(b"\xab", b"\xcd", b"x") == "ab:cd:x"  # ids of the wrong size
     assert span_key("0" * 32, sid.hex(), "x") is None and row_key(trace, b"", b"x") is None
+
+
+@pytest.mark.parametrize("twin_first", [True, False])
+def test_an_id_less_twin_of_a_good_span_in_its_export_is_the_duplicate_not_the_good_span(
+    stub: tuple[OtlpReceiver, trace_service_pb2_grpc.TraceServiceStub], twin_first: bool
+) -> None:
+    """An ``llm_request`` span without a request id, sent with a good span's ids and name, is decoded
+    whole (no row handler reads it), the good one as a row: the row is the span, the twin its repeat."""
+    receiver, client = stub
+    now = time.time()
+    good = span(0, now)
+    twin = _forged(good, "llm_request")
+    spans = [twin, good, span(1, now)] if twin_first else [good, twin, span(1, now)]
+    answer = client.Export(export(*spans), timeout=5)
+    assert answer.partial_success.rejected_spans == 1 and receiver.counts["rejected_duplicate"] == 1
+    events, infos = receiver.due(0.0)
+    assert sorted(i.request_id for i in infos) == ["r0", "r1"] and len(work_events(events)) == 4
