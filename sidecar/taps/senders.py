@@ -14,8 +14,11 @@ aborted) only when it has gone quiet:
 * **gone**: while other senders speak, a sender has sent nothing for ``quiet_s`` (an engine
   that died beside others, or a forged pid that said one thing) -> it ends at the next tick
   (:meth:`Senders.sweep`), counted ``senders_gone``;
-* **cap**: more than ``max_senders`` pids -> the one silent longest ends, counted
-  ``senders_evicted``.
+* **cap**: a new pid while ``max_senders`` pids are heard, none of them quiet -> the new pid's
+  datagram is refused (:class:`~sidecar.taps.validate.Rejected`, counted
+  ``rejected_too_many_senders``): 16 datagrams forged with new pids within a millisecond ended
+  the requests of the engine sending beside them (the one silent longest was ended to make room).
+  A quiet one makes room by the restart rule above.
 
 A sender alone that goes quiet is kept (its requests stay in flight until a new process is
 heard, or time out), as before: an engine that is down is not yet known to be restarted.
@@ -35,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
+from sidecar.taps import validate as v
 from sidecar.taps.spans import TapOutput
 
 __all__ = ["MAX_SENDERS", "QUIET_S", "Sender", "Senders"]
@@ -98,16 +102,19 @@ class Senders(Generic[S]):
     def heard(self, pid: int, sent_s: float, out: TapOutput, judged_s: float | None = None) -> S:
         """The state of the sender of a datagram sent at ``sent_s``; a new pid first ends the senders
         quiet for ``quiet_s`` before it (by ``judged_s``, :meth:`judged_s`; default ``sent_s``: a
-        restart) and, beyond the cap, the one silent longest."""
+        restart). Raises :class:`~sidecar.taps.validate.Rejected` for a new pid beyond the cap."""
         state = self._by_pid.get(pid)
         if state is None:
             at_s = sent_s if judged_s is None else judged_s
             for old_pid, old in list(self._by_pid.items()):
                 if at_s - old.heard_s >= self.quiet_s:
                     self._drop(old_pid, old, "restarts", sent_s, out)
-            if len(self._by_pid) >= self.max_senders:
-                old_pid, old = min(self._by_pid.items(), key=lambda kv: kv[1].heard_s)
-                self._drop(old_pid, old, "senders_evicted", sent_s, out)
+            if len(self._by_pid) >= self.max_senders:  # every one heard within quiet_s: all sending
+                raise v.Rejected(
+                    "too_many_senders",
+                    f"pid {pid}: {len(self._by_pid)} processes heard in the last {self.quiet_s:g} s "
+                    "(the most kept); its datagram dropped",
+                )
             state = self._by_pid[pid] = self._make(pid, sent_s)
         state.heard_s = max(state.heard_s, sent_s)
         return state

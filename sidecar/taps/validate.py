@@ -60,6 +60,8 @@ REASONS = (
     "bad_time",  # a timestamp too far from the sidecar's own clock
     "duplicate",  # an id (request, span, datagram) already handled
     "malformed",  # a structure that is not what the format says (missing fields, wrong shape)
+    "other_sender",  # a row about a request another engine process holds (UDP taps)
+    "too_many_senders",  # a new process id while the most kept all send (UDP taps: .senders)
 )
 
 

@@ -44,7 +44,7 @@ is refused, ``rejected_restart``) or went quiet while others speak; a second eng
 port, or a datagram forged with another pid, ends nothing of a process that is sending.
 
 Counters (``counts``): received, malformed (not JSON), restarts, senders_gone,
-senders_evicted (:mod:`.senders`), steps, members, unknown_member (an idx without its
+rejected_too_many_senders (:mod:`.senders`), steps, members, unknown_member (an idx without its
 ``new`` row, e.g. sent before this sidecar started: that member is adopted,
 :meth:`~sidecar.taps.vllm_hook_sender.HookSender.step`), new_renewed (a ``new`` row that
 had been lost, taken from a later datagram's ``renew``: its request's earlier steps may

@@ -1,8 +1,10 @@
 """Cumulative prompt and generation tokens the vLLM plugin reported, by wall time.
 
 The sidecar compares them with vLLM's own /metrics counters (the same tokens counted
-twice, independently). Each iteration adds a point ``(wall_s, prompt, generation)``;
-the last ``most`` points are kept. Units: Unix seconds, tokens.
+twice, independently). Each iteration adds a point ``(wall_s, prompt, generation)``, dated
+no earlier than the one before (one stale datagram dated an hour back, put first, made every
+later look-up bisect unsorted times: 700 generated tokens read where 300 had been); the last
+``most`` points are kept. Units: Unix seconds, tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class TokenHistory:
         """One iteration's tokens, recorded at ``wall_s``."""
         self._prompt += prompt_tokens
         self._generation += generation_tokens
+        if self._points:  # in time order, as until() bisects them: one dated back counts as the last
+            wall_s = max(wall_s, self._points[-1][0])
         self._points.append((wall_s, self._prompt, self._generation))
 
     def until(self, unix_s: float) -> tuple[int, int] | None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
+
+from sidecar.taps import validate as v
 from sidecar.taps.senders import Senders
 from sidecar.taps.spans import TapOutput
 
@@ -57,12 +60,15 @@ def test_the_same_pid_restarted_is_a_fresh_state() -> None:
     assert b is not a and ended == [a] and t.get(7) is b and t.counts["restarts"] == 1
 
 
-def test_the_cap_ends_the_one_silent_longest() -> None:
+def test_a_new_pid_beyond_the_cap_is_refused_while_all_send_and_a_quiet_one_makes_room() -> None:
     t, ended = table(max_senders=2)
     t.heard(1, 100.0, TapOutput())
     t.heard(2, 99.0, TapOutput())
-    t.heard(3, 101.0, TapOutput())
-    assert [s.pid for s in ended] == [2] and t.counts["senders_evicted"] == 1 and len(t) == 2
+    with pytest.raises(v.Rejected, match="processes heard") as err:
+        t.heard(3, 101.0, TapOutput())  # both sent within quiet_s: neither is ended for it
+    assert err.value.reason == "too_many_senders" and ended == [] and len(t) == 2 and t.get(3) is None
+    t.heard(3, 104.5, TapOutput())  # pid 2 quiet for 5.5 s: the restart rule ends it
+    assert [s.pid for s in ended] == [2] and t.counts["restarts"] == 1 and len(t) == 2
 
 
 def test_a_sweep_ends_only_the_quiet_while_another_spoke_after_them() -> None:
