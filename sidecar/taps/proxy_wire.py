@@ -181,10 +181,13 @@ class ProxyWireReceiver(UdpEndpoint, LiveEnds):
         tracker = self._seqs.get(pid)
         if tracker is None:
             tracker = self._seqs[pid] = SeqTracker(self.counts)
-            while len(self._seqs) > _MAX_SENDERS:
-                old, _ = self._seqs.popitem(last=False)
+            while len(self._seqs) > _MAX_SENDERS:  # first a pid with no live request (least lately)
+                others = (p for p in self._seqs if p != pid)
+                old = next((p for p in others if not self._owners.holds(p)), next(iter(self._seqs)))
+                del self._seqs[old]
                 self._proxy.forget(old)
                 self._owners.forget(old)
+            self._owners.remember(pid)  # heard again (if it was forgotten): its requests its own again
         self._seqs.move_to_end(pid)
         return tracker
 
