@@ -19,6 +19,12 @@ buys the sender nothing; each case names what it once cost (the fix's commit say
 * **metrics names**: ``/metrics`` rendered after ``--records`` final records whose model and task
   all differ (hostile) or are all one (clean). Such names once filled every stream's 2,000
   attribute sets.
+* **otlp bad string**: one OTLP export of 200 ``llm_request`` spans under a resource of 4,000
+  attributes, as the whole decode reads them, against the same with one span's id not UTF-8 (the
+  span-by-span decode). That decode once read the resource again for every span.
+* **sse trickle**: a 256 KiB server-sent event fed to the proxy's :class:`SseFramer` in 8-byte
+  pieces, without line ends (clean) or with one in every piece (hostile). Each such piece once
+  joined the buffer and searched it from its start: quadratic.
 
 Ends with one line ``hostile/clean worst ratio N``.
 
@@ -37,9 +43,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sidecar package
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as OtlpResource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.sdk.resources import Resource
 
 from sidecar.export.metrics import MetricsExporter
+from sidecar.proxy.sse import SseFramer
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.spans import ReceivedSpan, TapOutput
 from sidecar.taps.vllm_hook import HookReceiver
@@ -146,6 +156,38 @@ def metrics_case(records: int, distinct: bool) -> Callable[[], object]:
     return exporter.render
 
 
+def bad_string_case(bad: bool) -> Callable[[], object]:
+    attrs = [KeyValue(key=f"k{i}", value=AnyValue(string_value="v" * 20)) for i in range(4000)]
+    spans = list(
+        ExportTraceServiceRequest.FromString(otlp_export(200, 0)).resource_spans[0].scope_spans[0].spans
+    )
+    export = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(resource=OtlpResource(attributes=attrs), scope_spans=[ScopeSpans(spans=spans)])
+        ]
+    ).SerializeToString()
+    if bad:  # one span's request id: four bytes that are not UTF-8
+        first_id = spans[0].attributes[0].value.string_value.encode()
+        export = export.replace(first_id, first_id[:-4] + b"\xc3\x28\xa0\xa1", 1)
+    handler = VllmSpanHandler(lambda unix_s: unix_s, on_span=lambda rid, s: None)  # spans decoded whole
+    receiver = OtlpReceiver([handler], wall=lambda: NOW_UNIX_S)
+    refused = receiver.receive(export)  # once untimed: the case is what it says (then a retry each run)
+    assert refused == ({"undecodable_span": 1} if bad else {}), refused
+    return lambda: OtlpReceiver([handler], wall=lambda: NOW_UNIX_S).receive(export)
+
+
+def sse_case(line_ends: bool) -> Callable[[], object]:
+    piece = b"abc\ndefg" if line_ends else b"abcdefgh"
+    pieces = [b"data: "] + [piece] * (256 * 1024 // 8)
+
+    def feed() -> None:
+        framer = SseFramer()
+        for p in pieces:
+            framer.feed(p)
+
+    return lambda: feed()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=40_000, help="spans in the OTLP export (under 4 MiB)")
@@ -161,6 +203,8 @@ def main() -> None:
             lambda: metrics_case(args.records, False),
             lambda: metrics_case(args.records, True),
         ),
+        ("otlp bad string", lambda: bad_string_case(False), lambda: bad_string_case(True)),
+        ("sse trickle", lambda: sse_case(False), lambda: sse_case(True)),
     ]
     print(f"CPU s, least of {args.repeat} runs; the same amount of input clean and shaped")
     print(f"  {'case':18s} {'clean':>9s} {'hostile':>9s} {'ratio':>7s}")

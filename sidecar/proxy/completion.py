@@ -30,6 +30,7 @@ from sidecar.proxy.learn import (
 from sidecar.proxy.relay import StreamRelay
 from sidecar.proxy.sse import SseFramer
 from sidecar.proxy.upstream import (
+    ANSWER_DROP,
     ENERGY_HEADER,
     HOP,
     MAX_JSON_ANSWER_BYTES,
@@ -127,7 +128,7 @@ async def _answer(
         else:
             return _json_answer(ctx, upstream, trace, head, ours)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    response.headers.extend(forward_headers(upstream.headers, HOP))
+    response.headers.extend(forward_headers(upstream.headers, ANSWER_DROP))
     response.headers.update(ours)
     await response.prepare(request)
     trace.answered = True
@@ -142,7 +143,7 @@ async def _answer(
 def _json_answer(
     ctx: ProxyContext, upstream: aiohttp.ClientResponse, trace: RequestTrace, raw: bytes, ours: dict[str, str]
 ) -> web.Response:
-    headers = forward_headers(upstream.headers, HOP)
+    headers = forward_headers(upstream.headers, ANSWER_DROP)
     headers.update(ours)
     try:
         doc, strict = jsonio.read(raw)
@@ -177,7 +178,7 @@ async def _stream(
     ours: dict[str, str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    response.headers.extend(forward_headers(upstream.headers, HOP))
+    response.headers.extend(forward_headers(upstream.headers, ANSWER_DROP))
     response.headers.update(ours)
     await response.prepare(request)
     trace.answered = True

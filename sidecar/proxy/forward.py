@@ -34,7 +34,15 @@ from aiohttp.web_protocol import RequestHandler
 
 from sidecar.contracts.proxy_wire import COMPLETION_PATHS
 from sidecar.proxy.completion import completion
-from sidecar.proxy.upstream import HOP, ProxyContext, cut_off, error, forward_headers, open_upstream
+from sidecar.proxy.upstream import (
+    ANSWER_DROP,
+    HOP,
+    ProxyContext,
+    cut_off,
+    error,
+    forward_headers,
+    open_upstream,
+)
 
 __all__ = ["BODIES_HELD_BYTES", "BODY_READ_TIMEOUT_S", "make_proxy_server"]
 
@@ -151,7 +159,7 @@ async def _plain(ctx: ProxyContext, request: web.BaseRequest, body: bytes) -> we
         return upstream
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     try:
-        response.headers.extend(forward_headers(upstream.headers, HOP))
+        response.headers.extend(forward_headers(upstream.headers, ANSWER_DROP))
         await response.prepare(request)
         async for piece in upstream.content.iter_any():
             await response.write(piece)

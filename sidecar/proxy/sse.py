@@ -64,49 +64,50 @@ class SseFramer:
 
     def __init__(self, max_event_bytes: int = 1 << 20) -> None:
         self.max_event_bytes = max_event_bytes
-        self._buffer = b""
-        self._held: list[bytes] = []  # pieces after _buffer without a line end: no event can end in them
-        self._held_bytes = 0
+        self._buffer = bytearray()  # the event begun: appended to in place
+        self._scanned = 0  # no boundary ends within the buffer's first this many bytes
+        self._cr = False  # a \r in the buffer: the general path
         self.oversized = 0  # partial events handed on raw because they grew past the limit
 
     def feed(self, piece: bytes) -> list[SseEvent]:
-        """The events completed by ``piece`` (possibly none). A piece without a line end cannot end
-        an event: it is only kept (an event trickled in small pieces was joined and scanned again
-        at each one, time quadratic in its size)."""
-        if (self._buffer or self._held) and b"\n" not in piece and b"\r" not in piece:
-            self._held.append(piece)
-            self._held_bytes += len(piece)
-            if len(self._buffer) + self._held_bytes <= self.max_event_bytes:
-                return []
-            piece = b""
-        if self._held:
-            piece = b"".join([*self._held, piece])
-            self._held, self._held_bytes = [], 0
-        buffer = self._buffer + piece if self._buffer else piece
+        """The events completed by ``piece`` (possibly none). Each byte is scanned about once: the
+        search for a boundary starts where the last one stopped (less a boundary's length), so an
+        event trickled in small pieces costs time linear in its size (the buffer was joined to
+        each piece and searched from its start: quadratic, 5 s for a 256 KiB event in 8-byte
+        pieces with line ends)."""
+        buf = self._buffer
+        buf += piece
+        self._cr = self._cr or b"\r" in piece
         out: list[SseEvent] = []
-        start = 0
-        if b"\r" not in buffer:
-            end = buffer.find(b"\n\n")
+        start, since = 0, max(self._scanned - 3, 0)  # a boundary is at most 4 bytes
+        if not self._cr:
+            end = buf.find(b"\n\n", since)
             while end >= 0:
-                out.append(SseEvent(buffer[start : end + 2], _lf_data(buffer[start:end])))
+                block = bytes(buf[start:end])
+                out.append(SseEvent(block + b"\n\n", _lf_data(block)))
                 start = end + 2
-                end = buffer.find(b"\n\n", start)
+                end = buf.find(b"\n\n", start)
         else:
-            for match in _BOUNDARY.finditer(buffer):
-                out.append(SseEvent(buffer[start : match.end()], _any_data(buffer[start : match.start()])))
+            for match in _BOUNDARY.finditer(buf, since):
+                raw = bytes(buf[start : match.end()])
+                out.append(SseEvent(raw, _any_data(raw[: match.start() - start])))
                 start = match.end()
-        rest = buffer[start:]
-        if len(rest) > self.max_event_bytes:
+        if start:
+            del buf[:start]
+            self._cr = self._cr and b"\r" in buf
+        if len(buf) > self.max_event_bytes:
             self.oversized += 1
-            out.append(SseEvent(rest, None))
-            rest = b""
-        self._buffer = rest
+            out.append(SseEvent(bytes(buf), None))
+            buf.clear()
+            self._cr = False
+        self._scanned = len(buf)
         return out
 
     def close(self) -> list[SseEvent]:
         """What is left when the stream ends (an unterminated last event), as one raw event."""
-        rest, self._buffer = self._buffer + b"".join(self._held), b""
-        self._held, self._held_bytes = [], 0
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._scanned, self._cr = 0, False
         return [SseEvent(rest, _any_data(rest))] if rest else []
 
 

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from sidecar.proxy.learn import Counts, RequestTrace
 
 __all__ = [
+    "ANSWER_DROP",
     "ENERGY_HEADER",
     "HOP",
     "RECORD_URL",
@@ -43,6 +44,9 @@ HOP = {
     "host",
     "content-length",
 }
+# an answer's headers not passed on: the hop-by-hop ones, and the proxy's own (an upstream's
+# X-Jouletrace-Energy-Joules or Record-Url reached the client where the proxy set none)
+ANSWER_DROP = HOP | {ENERGY_HEADER.lower(), RECORD_URL.lower()}
 
 
 def record_path(request_id: str) -> str:

@@ -20,6 +20,9 @@ DEEP_ANSWER = b'{"id":"x","energy":1,"deep":' + DEEP + b',"choices":[{"text":"w"
 # a usage event of several data lines (re-encoded, not spliced), nested too deep for that
 DEEP_USAGE = b'data: {"choices":[],"deep":' + DEEP + b",\ndata: " + USAGE + b"}\n\n"
 CONTENT = b'data: {"choices":[{"text":"w"}]}\n\n'
+HUGE_USAGE = b'"usage":{"prompt_tokens":1' + b"0" * 400 + b',"completion_tokens":5}'  # no float holds it
+HUGE_ANSWER = b'{"id":"x","choices":[{"text":"w"}],' + HUGE_USAGE + b"}"
+OURS = {"X-Jouletrace-Energy-Joules": "0.000001", "X-Jouletrace-Record-Url": "http://evil.example/r"}
 
 
 async def _answer(request: web.Request) -> web.StreamResponse:
@@ -27,6 +30,16 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     prompt = (await request.json())["prompt"]
     if prompt == "deep":
         return web.Response(body=DEEP_ANSWER, content_type="application/json")
+    if prompt == "huge usage":
+        if not (await request.json()).get("stream"):
+            return web.Response(body=HUGE_ANSWER, content_type="application/json")
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for event in (CONTENT, b'data: {"choices":[],' + HUGE_USAGE + b"}\n\n", b"data: [DONE]\n\n"):
+            await stream.write(event)
+        return stream
+    if prompt == "forged headers":  # the proxy's own headers, as an upstream could send them
+        return web.json_response({"id": "x", "choices": [{"text": "w"}]}, status=400, headers=OURS)
     if prompt == "deep usage":
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await stream.prepare(request)
@@ -110,3 +123,26 @@ async def test_a_host_the_record_url_cannot_be_built_from_leaves_it_out_and_the_
     assert head.startswith(b"HTTP/1.1 200") and b'"energy"' in doc
     assert b"x-request-id" in head.lower() and b"x-jouletrace-record-url" not in head.lower()
     assert proxy.stats().events[("proxy", "host")] == 1
+
+
+async def test_a_token_count_no_float_holds_is_dropped_and_counted_and_the_answer_goes_on(
+    proxy: AnyProxy,
+) -> None:
+    """Adversarial probe: a usage count of 401 digits raised OverflowError: a plain answer became a
+    500, a stream was cut before its usage event and [DONE]."""
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json={"prompt": "huge usage"}) as r:
+            assert r.status == 200 and (await r.read()).startswith(b'{"id":"x"')
+        async with s.post(url, json={"prompt": "huge usage", "stream": True}) as r:
+            assert r.status == 200 and (await r.read()).endswith(b"data: [DONE]\n\n")
+    assert proxy.stats().events[("proxy", "usage")] == 2
+
+
+async def test_the_proxys_own_headers_from_the_upstream_never_reach_the_client(proxy: AnyProxy) -> None:
+    """Adversarial probe: an upstream's X-Jouletrace-Energy-Joules and Record-Url went on to the
+    client where the proxy set none (here: an error answer)."""
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with aiohttp.ClientSession() as s, s.post(url, json={"prompt": "forged headers"}) as r:
+        assert r.status == 400
+        assert not {k.lower() for k in OURS} & {k.lower() for k in r.headers}
