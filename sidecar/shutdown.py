@@ -72,7 +72,9 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
         left_s,
         lambda: not ledger.waiting,
     )
-    _retried("store the idle floor", lambda: sidecar.floor_keeper.save(sidecar.clock(), force=True), left_s)
+    keeper = sidecar.floor_keeper
+    save = lambda: keeper.save(sidecar.clock(), force=True)  # noqa: E731
+    _retried("store the idle floor", save, left_s, lambda: not keeper.failed)
     for tap in sidecar.taps:  # downstream last: what is stored cannot wait on a slow collector
         if isinstance(tap, Sends):
             try:
@@ -143,11 +145,12 @@ def _store_open(sidecar: Sidecar, left_s: Callable[[], float]) -> int:
         )
         records = [records[i] for i in keep]
     state = {"records": [r.to_json() for r in records], "stored_unix_s": time.time()}
-    saved = _retried(
-        f"store {len(records)} provisional records",
-        lambda: sidecar.ledger.save_state(PROVISIONAL_KEY, state),
-        left_s,
-    )
+    stored = [False]  # the file took it (a locked or full one says False, counted, and is tried again)
+
+    def store() -> None:
+        stored[0] = sidecar.ledger.save_state(PROVISIONAL_KEY, state)
+
+    saved = _retried(f"store {len(records)} provisional records", store, left_s, lambda: stored[0])
     return len(records) if saved else 0
 
 

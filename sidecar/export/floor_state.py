@@ -21,6 +21,7 @@ __all__ = ["FloorKeeper"]
 
 log = logging.getLogger(__name__)
 _KEY = "idle_floor"
+RETRY_S = 5.0  # a save the ledger refused is tried again this long after
 
 
 class FloorKeeper:
@@ -39,6 +40,8 @@ class FloorKeeper:
         self.every_s = every_s
         self.wall = wall
         self._saved_at: float | None = None
+        self._failed_at: float | None = None  # the last save the ledger refused (tried again after RETRY_S)
+        self.failed = False  # the last save tried was refused
 
     def restore(self, now_s: float) -> bool:
         """Seed the floor from the saved state of the same devices; True if it applied."""
@@ -70,10 +73,12 @@ class FloorKeeper:
         """Save the current estimate (at most every ``every_s`` unless ``force``); True if saved."""
         if not force and self._saved_at is not None and now_s - self._saved_at < self.every_s:
             return False
+        if not force and self._failed_at is not None and now_s - self._failed_at < RETRY_S:
+            return False  # a locked file costs its busy timeout per try: not every tick
         state = self.floor.state(now_s, self.wall())
         if state is None:
             return False
-        self.ledger.save_state(
+        self.failed = not self.ledger.save_state(
             _KEY,
             {
                 "devices": state.devices,
@@ -82,5 +87,8 @@ class FloorKeeper:
                 "samples": state.samples,
             },
         )
+        if self.failed:
+            self._failed_at = now_s
+            return False
         self._saved_at = now_s
         return True

@@ -14,6 +14,7 @@ a flood of requests that never worked must not push out measured records), then 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ from sidecar.attribution.record_batch import FINAL, REQUEST_ID, RecordBatch, Val
 from sidecar.attribution.records import RequestEnergy
 from sidecar.export import ledger_rows
 
-__all__ = ["RECORD_ERRORS", "LedgerWrites", "transaction"]
+__all__ = ["RECORD_ERRORS", "STORED_OF", "LedgerWrites", "transaction"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 _BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
 WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
+STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 
 
@@ -153,7 +155,10 @@ class LedgerWrites:
             except sqlite3.ProgrammingError:  # a closed connection, a bug: not the disk
                 raise
             except sqlite3.DatabaseError as err:  # disk full, I/O error, locked, a damaged file: keep, retry
-                self.kept_out = []  # rolled back: nothing was kept out
+                self.kept_out = self._stored_of(todo)  # rolled back; those stored already are still out
+                for request_id in self.kept_out:
+                    del self._pending[request_id]
+                self.counts["duplicate_kept"] += len(self.kept_out)
                 self.counts["write_errors"] += 1
                 log.warning("ledger write of %d record(s) failed, kept in memory: %s", len(todo), err)
                 while len(self._pending) > self.max_pending:
@@ -162,6 +167,17 @@ class LedgerWrites:
                 return 0
             self._pending.clear()
         return written
+
+    def _stored_of(self, batch: list[Values]) -> list[str]:
+        """The ids of ``batch`` stored already, as a read can tell where the write failed (another
+        connection's lock, a full disk); none where the read fails too. A record whose id is stored
+        is kept out whether or not the write went through: the caller counts what is not kept out
+        now (a failed write returned all, and one stored before a restart was counted twice)."""
+        try:
+            ids = json.dumps([rec[REQUEST_ID] for rec in batch])
+            return [row[0] for row in self._conn.execute(STORED_OF, (ids,))]
+        except (sqlite3.DatabaseError, TypeError, ValueError):
+            return []
 
     def _stage(self, batch: list[Values]) -> None:
         """Keep final records to be written together (the first record of an id: one waiting already,

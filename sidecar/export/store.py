@@ -64,7 +64,7 @@ from sidecar.errors import ConfigError
 from sidecar.export import ledger_migrate, ledger_rows
 from sidecar.export.ledger_lock import LedgerLock
 from sidecar.export.ledger_rows import SCHEMA_VERSION
-from sidecar.export.ledger_write import RETRY_EVERY_S, WRITE_ROWS, LedgerWrites
+from sidecar.export.ledger_write import RETRY_EVERY_S, STORED_OF, WRITE_ROWS, LedgerWrites
 
 __all__ = ["RETRY_EVERY_S", "SCHEMA_VERSION", "WRITE_ROWS", "Ledger"]
 
@@ -80,7 +80,6 @@ EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written 
 # fails and its records are kept for the next try: the tick waits on the event loop meanwhile
 BUSY_TIMEOUT_S = 0.5
 # which of some ids (a JSON array) the file holds
-_STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
 
 
 class Ledger(LedgerWrites):
@@ -251,21 +250,32 @@ class Ledger(LedgerWrites):
             waiting = [rec for rec in reversed(self._staged.values())][:limit]
             if waiting:  # one under an id stored already is kept out when written: not listed
                 ids = json.dumps([rec[REQUEST_ID] for rec in waiting])
-                stored = {row[0] for row in self._conn.execute(_STORED_OF, (ids,))}
+                stored = {row[0] for row in self._conn.execute(STORED_OF, (ids,))}
                 waiting = [rec for rec in waiting if rec[REQUEST_ID] not in stored]
             rows = self._conn.execute(
                 f"{ledger_rows.SELECT} ORDER BY seq DESC LIMIT ?", (limit - len(waiting),)
             ).fetchall()
         return [to_json(rec) for rec in waiting] + [ledger_rows.record(r) for r in rows]
 
-    def save_state(self, key: str, value: dict[str, Any]) -> None:
-        """Keep a small named state (JSON-able) across restarts, replacing the last one."""
+    def save_state(self, key: str, value: dict[str, Any]) -> bool:
+        """Keep a small named state (JSON-able) across restarts, replacing the last one; False where
+        the file refused it (locked, full, damaged: counted ``write_errors``; the caller tries again).
+        It raised, inside the tick: a backup holding the file failed every tick and made the sidecar
+        unready."""
         text = json.dumps(value, separators=(",", ":"))
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO state (key, stored_unix_s, value_json) VALUES (?, ?, ?)",
-                (key, self._clock(), text),
-            )
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO state (key, stored_unix_s, value_json) VALUES (?, ?, ?)",
+                    (key, self._clock(), text),
+                )
+            except sqlite3.ProgrammingError:
+                raise
+            except sqlite3.DatabaseError as err:
+                self.counts["write_errors"] += 1
+                log.warning("ledger: saving the %s failed: %s", key, err)
+                return False
+        return True
 
     def load_state(self, key: str) -> dict[str, Any] | None:
         """The state saved under ``key``, or None."""

@@ -264,3 +264,38 @@ def test_the_tick_deletes_ledger_records_past_their_age_with_no_traffic(clock: F
         assert ledger.get("old") is None and ledger.count() == 0
     finally:
         sidecar.close()
+
+
+def test_a_ledger_held_by_another_connection_fails_no_tick_and_keeps_the_sidecar_ready(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Adversarial probe: with a backup holding the ledger, saving the idle floor (every 60 s) raised
+    inside the tick: every tick failed, /readyz went 503 after three, late tasks and retention were
+    skipped, and no write error was counted."""
+    import sqlite3
+    from dataclasses import replace
+
+    from sidecar.sim.run import SimConfig, simulate
+    from tests.sidecar.test_app import simulated
+
+    base = SimConfig()
+    run = simulate(replace(base, workload=replace(base.workload, n_requests=8, start_s=1.0)), seed=3)
+    path = tmp_path / "l.db"
+    ledger = Ledger(str(path), write_every_s=1.0)
+    clock = FakeClock(0.0)
+    sc = simulated(run, clock, ledger)
+
+    def step(n: int) -> None:
+        for i in range(n):
+            clock.advance(0.02)
+            sc.poller.read_once()
+            if i % 5 == 4:
+                sc._tick_job()
+
+    step(int((run.duration_s + 2.0) / 0.02))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    clock.advance(61.0)  # the floor is due to be saved again
+    step(20)
+    other.execute("COMMIT")
+    other.close()
+    assert sc.tick_failures == 0 and sc.ready()[0] and ledger.counts["write_errors"] >= 1
+    ledger.close()

@@ -44,3 +44,23 @@ def test_saving_is_rate_limited_and_needs_a_measurement(tmp_path) -> None:  # ty
         assert keeper.save(1.0)
         assert not keeper.save(30.0)
         assert keeper.save(62.0)
+
+
+def test_a_save_the_ledger_refuses_is_tried_again_after_retry_s_not_every_tick(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from sidecar.export.floor_state import RETRY_S
+
+    path = tmp_path / "l.db"
+    floor = FloorEstimate("GPU-0")
+    for k in range(30):
+        floor.observe_idle(0.1 * (k + 1), 0.1, 8.0)
+    with Ledger(path) as ledger:
+        keeper = FloorKeeper(floor, ledger)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert not keeper.save(10.0) and keeper.failed and ledger.counts["write_errors"] == 1
+        assert not keeper.save(10.0 + RETRY_S / 2) and ledger.counts["write_errors"] == 1  # not tried
+        other.execute("COMMIT")
+        other.close()
+        assert keeper.save(10.0 + RETRY_S) and not keeper.failed

@@ -216,3 +216,33 @@ def test_a_write_while_another_connection_holds_the_lock_keeps_its_records_for_t
         other.execute("COMMIT")
         other.close()
         assert led.flush(force=True) == 3 and led.count() == 3
+
+
+def test_a_stored_id_sent_again_while_the_file_is_locked_is_kept_out_not_handed_back_to_count(
+    tmp_path: Path,
+) -> None:
+    """Adversarial probe: a failed write handed its whole batch back to be counted, one whose id was
+    stored before a restart too: the request-energy histogram counted it twice."""
+    path = tmp_path / "ledger.db"
+    with Ledger(str(path)) as led:
+        led.put_new([make_record(request_id="X")], force=True)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        counted = led.put_new([make_record(request_id="X"), make_record(request_id="Y")], force=True)
+        assert [v[0] for v in counted.values] == ["Y"] and led.counts["write_errors"] == 1
+        other.execute("COMMIT")
+        other.close()
+        assert led.flush(force=True) == 1 and led.counts["duplicate_kept"] == 1 and led.count() == 2
+
+
+def test_a_state_the_locked_file_refuses_is_counted_and_said_not_raised(tmp_path: Path) -> None:
+    """Adversarial probe: saving the idle floor raised inside the tick while a backup held the file:
+    every tick failed and the sidecar turned unready."""
+    path = tmp_path / "ledger.db"
+    with Ledger(str(path)) as led:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert not led.save_state("k", {"a": 1}) and led.counts["write_errors"] == 1
+        other.execute("COMMIT")
+        other.close()
+        assert led.save_state("k", {"a": 1}) and led.load_state("k") == {"a": 1}
