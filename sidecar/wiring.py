@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from sidecar import container_memory
 from sidecar.app import Sidecar
+from sidecar.attribution.engine import Attributor
 from sidecar.config import SidecarConfig
 from sidecar.export.store import Ledger
 from sidecar.meters import make_meter
@@ -36,7 +37,7 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     # spans of the same tick are handled (else a request's work would be counted twice).
     taps: list[Tap] = [*sim_taps, vllm]
     if config.otlp_port:
-        taps.append(_otlp_receiver(config, to_mono, vllm.spans, lambda: sidecar.attributor.backlog_rows()))
+        taps.append(_otlp_receiver(config, to_mono, vllm.spans, lambda: sidecar.attributor))
     if config.proxy_wire_port:  # the OpenAI proxy in its own process (jouletrace proxy) sends here
         from sidecar.taps.proxy_wire import ProxyWireReceiver
 
@@ -107,7 +108,7 @@ def _meter(config: SidecarConfig, clock: Callable[[], float]) -> tuple[EnergyMet
 
 
 def _otlp_receiver(
-    config: SidecarConfig, to_mono: WallToMono, vllm_spans: SpanHandler, backlog_rows: Callable[[], int]
+    config: SidecarConfig, to_mono: WallToMono, vllm_spans: SpanHandler, attributor: Callable[[], Attributor]
 ) -> Tap:
     """The OTLP receiver (diffusion spans, then vLLM's) with its backpressure. Imported only here:
     gRPC and the OTLP protos cost ~9 MB RSS."""
@@ -116,7 +117,14 @@ def _otlp_receiver(
     from sidecar.taps.otlp_limit import ExportLimiter
 
     return OtlpReceiver(
-        [DiffusionSpanHandler(to_mono, max_batch_s=config.diffusion_max_batch_s), vllm_spans],
+        [
+            DiffusionSpanHandler(
+                to_mono,
+                max_batch_s=config.diffusion_max_batch_s,
+                is_final=lambda rid: attributor().is_final(rid),
+            ),
+            vllm_spans,
+        ],
         host=config.otlp_host,
         port=config.otlp_port,
         max_message_bytes=config.otlp_max_message_bytes,
@@ -127,7 +135,7 @@ def _otlp_receiver(
             memory_limit_mb=_otlp_memory_limit_at_start(config),
             memory_limit=lambda: _otlp_memory_limit_mb(config, container_memory.container_limit_mb()),
             backlog_limit_rows=config.otlp_backlog_limit_rows,
-            backlog_rows=backlog_rows,
+            backlog_rows=lambda: attributor().backlog_rows(),
             retry_delay_s=config.otlp_retry_delay_s,
         ),
     )

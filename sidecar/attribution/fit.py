@@ -29,6 +29,7 @@ nothing restored) the floor is fitted as a last resort and ``ok`` is false.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.nnls import nnls
 from sidecar.attribution.records import FitSnapshot
 from sidecar.attribution.tick import TickWork
+
+log = logging.getLogger(__name__)
 
 __all__ = ["WORK", "Coefficients", "EnergyModelFit", "work_features"]
 
@@ -124,6 +127,7 @@ class EnergyModelFit:
         self.condition = float("inf")
         self.ok = False  # well-conditioned, with a measured (or given) floor
         self.held = False  # the window was ill-conditioned: the coefficients are the last good ones
+        self.refit_failed = False  # the last refit raised (a numeric failure): the last coefficients kept
         self.r2 = 0.0
         self.busy_w = 0.0
         self.now_s = 0.0
@@ -147,7 +151,14 @@ class EnergyModelFit:
         self._y.append(self._row[1])
         self._row, self._row_work, self._row_n = [], np.zeros(len(WORK)), 0
         if self._busy >= self.min_busy_ticks:
-            self._refit()
+            try:
+                self._refit()
+                self.refit_failed = False
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # a numeric failure: not the tick's
+                self.ok = False  # shown as jouletrace_model_fit_ok 0; the last coefficients kept
+                if not self.refit_failed:  # logged once a failing spell
+                    log.warning("the energy fit failed to refit; its last coefficients kept", exc_info=True)
+                self.refit_failed = True
 
     @property
     def ready(self) -> bool:

@@ -19,7 +19,11 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> tuple[np.
     """``argmin_x ||a x - b||_2`` subject to ``x >= 0``: (x, residual norm).
 
     Stops after ``max_iter`` inner iterations (default ``3 * columns``, as SciPy) with
-    the feasible point reached so far.
+    the feasible point reached so far; also where rounding empties the passive set (a column
+    whose gradient was over the tolerance solved to a value under it: a target at float noise,
+    e.g. busy power equal to the floor; the next step took a minimum over no coefficients and
+    raised, and the tick with it): no coefficient then moves the residual by more than the
+    tolerance, so the point reached is optimal within it.
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -49,6 +53,8 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> tuple[np.
             x = x + alpha * (s - x)
             passive &= x > tol
             x[~passive] = 0.0
+            if not passive.any():
+                return x, float(np.linalg.norm(a @ x - b))
         gradient = a.T @ (b - a @ x)
     return x, float(np.linalg.norm(a @ x - b))
 

@@ -64,8 +64,10 @@ class DiffusionSpanHandler:
         wall: Callable[[], float] = time.time,
         *,
         max_batch_s: float = 900.0,
+        is_final: Callable[[str], bool] = lambda request_id: False,
     ) -> None:
         self._to_mono = to_mono
+        self.is_final = is_final  # attribution has the id's final record (its recent finals)
         self._wall = wall  # Unix s now: a span that says it ends well after it is refused
         self.max_batch_s = max_batch_s
         self._open: OrderedDict[str, float] = OrderedDict()  # batch id -> its call's start (monotonic s)
@@ -146,8 +148,12 @@ class DiffusionSpanHandler:
         """The id a request of ``batch_id`` goes by: its own, unless a request of another batch had it
         (a diffusion server restarted forgets the ids it took; the sidecar refused the second one's
         work as after final and served it the first's record, probe 10): then ``<id>~<batch id>``.
-        The first batch that names an id owns it (:meth:`_own`)."""
-        owner = self._batch_of.get(request_id, batch_id)
+        The first batch that names an id owns it (:meth:`_own`); an id no batch here is known to own
+        that attribution has a final record of is renamed too (the owners are remembered for
+        50,000 ids, the final ids for 100,000: an id reused between the two lost its request)."""
+        owner = self._batch_of.get(request_id)
+        if owner is None:
+            owner = "" if self.is_final(request_id) else batch_id
         return request_id if owner == batch_id else v.suffixed_id(request_id, f"~{batch_id}")
 
     def _own(self, request_id: str, batch_id: str) -> str:

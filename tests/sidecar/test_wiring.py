@@ -11,6 +11,7 @@ from sidecar import container_memory
 from sidecar.attribution.events import WorkRows
 from sidecar.config import SidecarConfig
 from sidecar.meters.base import Reading
+from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.vllm import VllmTaps
 from sidecar.wiring import build_sidecar
@@ -53,6 +54,15 @@ def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attribution
     assert sidecar.attributor.backlog_rows() == n
     refusal = limiter.refusal()
     assert refusal is not None and refusal.reason == "backlog"
+
+
+def test_the_diffusion_handler_asks_attribution_which_ids_are_final() -> None:
+    sidecar = build_sidecar(_config(otlp_port=14317))
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    (handler,) = [h for h in receiver.handlers if isinstance(h, DiffusionSpanHandler)]
+    assert not handler.is_final("x")
+    sidecar.attributor._finalized.add("x")
+    assert handler.is_final("x")
 
 
 def test_the_otlp_memory_limit_follows_the_containers_limit_and_says_so(

@@ -154,3 +154,24 @@ def test_intervals_of_many_requests_are_each_ones_interval_exactly() -> None:
     one = [rule.interval_j(float(energy[k]), work[k], float(unexplained[k])) for k in range(300)]
     assert list(zip(many[0].tolist(), many[1].tolist(), strict=True)) == one  # bit for bit
     assert make_rule("tokens").intervals_j(energy, work, unexplained) is None
+
+
+def test_a_refit_that_fails_numerically_keeps_the_last_coefficients_and_says_not_ok(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refit runs inside the tick: a solver failure (one raised ValueError on a target at float
+    noise) must cost the fit's freshness, never the tick."""
+    floor = FloorEstimate("GPU-0")
+    _idle(floor, 75.0, 0.0, 50)
+    fit = _saturated_fit(floor)
+    before = fit.coef
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("zero-size array to reduction operation minimum")
+
+    monkeypatch.setattr("sidecar.attribution.fit.nnls", broken)
+    fit.add(np.array([8.0, 0.0, 200.0, 0.0, 0.0, 0.0]), 0.1, 20.0, t_s=100.0)
+    assert fit.coef is before and fit.refit_failed and not fit.ok
+    monkeypatch.undo()
+    fit.add(np.array([8.0, 0.0, 200.0, 0.0, 0.0, 0.0]), 0.1, 20.0, t_s=100.1)
+    assert not fit.refit_failed and fit.ok

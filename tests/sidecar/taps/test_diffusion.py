@@ -197,6 +197,19 @@ def test_an_id_a_restarted_server_took_again_goes_on_under_its_batch() -> None:
     assert handler.stats().events[("diffusion_spans", "renamed_duplicate_id")] == 1
 
 
+def test_an_id_attribution_has_final_is_renamed_though_its_first_owner_is_forgotten() -> None:
+    """Adversarial probe: the handler remembered owners for 50,000 ids, attribution final ids for
+    100,000; an id taken again between the two went on under its own name, its work was refused
+    (after final) and its request got no record."""
+    final = {"req-0"}
+    handler, out = DiffusionSpanHandler(lambda s: s, is_final=final.__contains__), TapOutput()
+    batch = {attrs.BATCH_MEMBERS: ["req-0", "req-1"], attrs.BATCH_MEMBER_UNITS: [10, 10]}
+    assert handler.handle(_span(attrs.BATCH_SPAN, "b-0", 0.0, 1.0, **batch), out)
+    assert handler.handle(_span(attrs.REQUEST_SPAN, "b-0", 0.0, 1.5, **{attrs.REQUEST_ID: "req-0"}), out)
+    assert [e.request_id for e in out.events] == ["req-0~b-0", "req-1"]
+    assert [i.request_id for i in out.infos] == ["req-0~b-0"]
+
+
 def test_a_pipeline_call_begun_holds_sealing_at_its_start_until_its_batch_span_or_max_batch_s() -> None:
     """Probe 10: a batch longer than ``settle_s`` is reported at its end, after the ticks of its start
     were sealed: its work was clipped (a 7.6 s batch's record got 69 J of ~543 J)."""
