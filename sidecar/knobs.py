@@ -58,15 +58,22 @@ def _at_most(value: Any, most: float | None, text: str) -> Any:
     return value
 
 
-def _positive(cast: Callable[[str], Any], most: float | None = None) -> Callable[[str], Any]:
+def _positive(
+    cast: Callable[[str], Any], most: float | None = None, least: float | None = None
+) -> Callable[[str], Any]:
+    """``least``: a floor above 0 (a period of 1e-9 s was taken and spun a core)."""
+
     def parse(text: str) -> Any:
         value = _finite(cast(text), text)
         if value <= 0:
             raise ValueError(f"must be > 0, got {text!r}")
+        if least is not None and value < least:
+            raise ValueError(f"must be >= {least:g}, got {text!r}")
         return _at_most(value, most, text)
 
     parse.__name__ = f"positive {cast.__name__}"
     setattr(parse, "maximum", most)  # noqa: B010  # the chart's values schema reads it
+    setattr(parse, "minimum", least)  # noqa: B010
     return parse
 
 
@@ -86,6 +93,7 @@ def _non_negative(cast: Callable[[str], Any], most: float | None = None) -> Call
 # Duration's range, gRPC's 32-bit message limit, an array allocated up front), with a traceback.
 _YEAR_S = 365 * 86400.0  # any time knob (threading and asyncio take far more; a year is no setting)
 _seconds = _positive(float, _YEAR_S)
+_period = _positive(float, _YEAR_S, least=0.001)  # a loop's period: under 1 ms it spins a core
 _seconds_or_0 = _non_negative(float, _YEAR_S)
 _MAX_MESSAGE_BYTES = 512 << 20  # gRPC takes twice the limit as a C int
 _MAX_TIMELINE = 1 << 22  # 4M samples: ~100 MB a device, up front
@@ -220,14 +228,14 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "vllm_metrics_url", http_url, "", "vLLM's /metrics URL, e.g. http://localhost:8000/metrics ('' off)"
     ),
-    Knob("vllm_metrics_interval_s", _seconds, 1.0, "seconds between scrapes of vLLM's /metrics"),
+    Knob("vllm_metrics_interval_s", _period, 1.0, "seconds between scrapes of vLLM's /metrics"),
     Knob(
         "otlp_forward_endpoint",
         _endpoint,
         "",
         "host:port of an OTLP/gRPC endpoint for energy-annotated spans",
     ),
-    Knob("poll_interval_s", _seconds, 0.02, "seconds between energy-counter reads"),
+    Knob("poll_interval_s", _period, 0.02, "seconds between energy-counter reads"),
     Knob(
         "poll_schedule",
         str,
@@ -235,8 +243,8 @@ KNOBS: tuple[Knob, ...] = (
         "phase-lock: read each GPU just after its counter's predicted update (NVML); fixed: every poll",
         POLL_SCHEDULES,
     ),
-    Knob("status_interval_s", _seconds, 0.5, "seconds between power/utilization/clock reads"),
-    Knob("tick_interval_s", _seconds, 0.1, "seconds between attribution passes"),
+    Knob("status_interval_s", _period, 0.5, "seconds between power/utilization/clock reads"),
+    Knob("tick_interval_s", _period, 0.1, "seconds between attribution passes"),
     Knob("settle_s", _seconds_or_0, 2.0, "seconds a tick waits for late work before it is sealed"),
     Knob(
         "diffusion_max_batch_s",
@@ -298,7 +306,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("cpu_idle_w", _non_negative(float), 10.0, "cpu-model estimate: watts at 0 % CPU"),
     Knob("cpu_max_w", _positive(float), 65.0, "cpu-model estimate: watts at 100 % CPU"),
     Knob("sim_requests", _positive(int), 200, "--meter sim: requests in the simulated workload"),
-    Knob("sim_seed", int, 0, "--meter sim: random seed of the simulated workload"),
+    Knob("sim_seed", _non_negative(int, 2**32 - 1), 0, "--meter sim: random seed of the simulated workload"),
     Knob(
         "proxy_upstream",
         str,

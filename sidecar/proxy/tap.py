@@ -61,7 +61,8 @@ class ProxyTap:
     ) -> None:
         self.upstream = check_upstream(upstream)
         self.host, self.port = host, port
-        self.hold_s, self.model, self.clock = hold_s, model, clock
+        # not named hold_s: seal_until calls a tap's hold_s(now) (a float there failed every tick)
+        self.hold_after_s, self.model, self.clock = hold_s, model, clock
         self.counts = Counts()
         self._prices, self._record_base = prices, record_base
         self._book = TraceBook(

@@ -131,7 +131,7 @@ def seal_until(
     held = until
     for tap in taps:
         hold = getattr(tap, "hold_s", None)
-        at = hold(now_s) if hold is not None else None
+        at = hold(now_s) if callable(hold) else None
         if at is not None and at < held:
             held = at
     if held < until and backlog_high:

@@ -275,6 +275,9 @@ def test_each_monitoring_part_can_be_turned_off(part: str, kube: FakeKube) -> No
         ({"gpu": {"visibility": "explicit"}}, "sidecar.config.devices"),
         ({"gpu": {"visibility": "dra"}}, "resourceClaimTemplateName"),
         ({"mode": "existing-pod"}, "existingPod.selector"),
+        ({"sidecar": {"config": {"port": 0}}}, "sidecar.config.port 0"),  # probes and Service said 9464
+        ({"proxy": {"enabled": True}, "sidecar": {"config": {"proxy_port": 0}}}, "proxy_port 0"),
+        ({"sidecar": {"config": {"tick_interval_s": 1e-9}}}, "tick_interval_s"),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_the_value(

@@ -61,7 +61,7 @@ def test_a_flag_beats_the_environment_which_beats_the_default() -> None:
     [
         ("poll_interval_s", "0.05", 0.05),
         ("fit_window_ticks", "100", 100),
-        ("sim_seed", "-3", -3),
+        ("sim_seed", "3", 3),
         ("ledger_path", "", ""),  # an empty ledger path means "keep none", and is kept
         ("devices", "0,GPU-abc", "0,GPU-abc"),
     ],
@@ -108,6 +108,9 @@ BAD_VALUES = [
     ("otlp_retry_delay_s", "1e19"),  # a protobuf Duration's seconds are an int64
     ("shutdown_grace_s", "1e10"),  # past threading.TIMEOUT_MAX: the stop's watchdog died
     ("request_timeout_s", "1e300"),
+    ("tick_interval_s", "1e-9"),  # a loop's period under 1 ms: taken, and the idle sidecar spun a core
+    ("poll_interval_s", "0.0001"),
+    ("sim_seed", "-1"),  # numpy's seed: a traceback at start
     ("otlp_forward_endpoint", ":::"),  # was accepted; only the exporter's warnings said so, later
     ("otlp_forward_endpoint", "127.0.0.1:99999"),
     ("otlp_forward_endpoint", "collector"),

@@ -38,7 +38,7 @@ def test_the_tap_takes_its_knobs_from_the_config() -> None:
     }
     sidecar: Any = SimpleNamespace(http_port=None)
     tap = proxy_tap(load_config(knobs), lambda: sidecar, clock=lambda: 0.0)
-    assert (tap.upstream, tap.host, tap.port, tap.hold_s) == ("http://engine:8000", "127.0.0.1", 0, 1.5)
+    assert (tap.upstream, tap.host, tap.port, tap.hold_after_s) == ("http://engine:8000", "127.0.0.1", 0, 1.5)
     assert tap._book.alive_every_s == 2.0  # a quarter of request_timeout_s: keep-alive of quiet answers
 
 
@@ -94,3 +94,19 @@ def test_a_stream_past_the_chunk_cap_keeps_no_more_times_and_one_row_tells_the_s
     assert rows[-1].first == MAX_CHUNKS_PER_REQUEST + 4  # past the cap: the receiver marks the work lost
     trace.add_chunk(1.5)
     assert not sender.message().chunks  # said once
+
+
+def test_a_sidecar_with_the_proxy_in_its_process_ticks(tmp_path: Any) -> None:
+    """Adversarial probe: the tap kept its hold as a float named ``hold_s``, which the tick calls on a
+    tap that waits for work (a diffusion call begun): every tick of a sidecar with ``proxy_upstream``
+    raised TypeError, and nothing was attributed."""
+    from sidecar.wiring import build_sidecar
+
+    knobs = {"meter": "sim", "port": "0", "otlp_port": "0", "plugin_port": "0", "hook_port": "0"}
+    knobs |= {"proxy_wire_port": "0", "proxy_port": "0", "proxy_upstream": "http://127.0.0.1:1"}
+    sidecar = build_sidecar(load_config({**knobs, "ledger_path": str(tmp_path / "l.db")}, environ={}))
+    try:
+        sidecar.tick()
+        assert sidecar.tick_failures == 0
+    finally:
+        sidecar.close()

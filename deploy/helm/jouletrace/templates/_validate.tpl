@@ -12,6 +12,12 @@
 {{- if and .Values.proxy.enabled (ne .Values.mode "vllm") (not .Values.sidecar.config.proxy_upstream) }}
 {{- fail "proxy.enabled outside mode=vllm needs sidecar.config.proxy_upstream: the OpenAI server's URL as the proxy container sees it (e.g. http://localhost:8000)" }}
 {{- end }}
+{{- if and (hasKey .Values.sidecar.config "port") (eq (int .Values.sidecar.config.port) 0) }}
+{{- fail "sidecar.config.port 0 (any free port) cannot be probed or scraped: the chart needs a fixed port (default 9464)" }}
+{{- end }}
+{{- if and .Values.proxy.enabled (hasKey .Values.sidecar.config "proxy_port") (eq (int .Values.sidecar.config.proxy_port) 0) }}
+{{- fail "sidecar.config.proxy_port 0 (any free port) cannot be a Service's target: proxy.enabled needs a fixed port (default 8001)" }}
+{{- end }}
 {{- if and (eq .Values.mode "existing-pod") (empty .Values.existingPod.selector) }}
 {{- fail "mode=existing-pod needs existingPod.selector: the labels of your inference pods" }}
 {{- end }}
