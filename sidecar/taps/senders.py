@@ -34,6 +34,7 @@ monotonic clock).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
@@ -74,6 +75,9 @@ class Senders(Generic[S]):
         self.quiet_s = quiet_s
         self.max_senders = max_senders
         self._by_pid: dict[int, S] = {}
+        # the start of the last tick that read the socket to its end: all sent before it was read
+        # (inf until a sweep says so: a tap fed directly, as in tests, judges by the dates alone)
+        self.drained_s = math.inf
 
     def __len__(self) -> int:
         return len(self._by_pid)
@@ -94,10 +98,13 @@ class Senders(Generic[S]):
         """When a datagram sent at ``sent_s`` counts as sent in judging other senders quiet: then; one
         that said it was sent ``ahead_s`` > 0 after it was read (taken as sent when read), no later
         than the last datagram heard from any sender (read after a stall, it made every sender
-        whose datagrams still waited in the socket look quiet)."""
-        if ahead_s <= 0.0 or not self._by_pid:
-            return sent_s
-        return min(sent_s, max(s.heard_s for s in self._by_pid.values()))
+        whose datagrams still waited in the socket look quiet); and no later than the start of the
+        last tick that read the socket to its end (:meth:`sweep`): a datagram dated just before it
+        was read, read first after a stall, was the same (what another sender sent since that tick
+        may still wait in the socket)."""
+        if ahead_s > 0.0 and self._by_pid:
+            sent_s = min(sent_s, max(s.heard_s for s in self._by_pid.values()))
+        return min(sent_s, self.drained_s)
 
     def heard(self, pid: int, sent_s: float, out: TapOutput, judged_s: float | None = None) -> S:
         """The state of the sender of a datagram sent at ``sent_s``; a new pid first ends the senders
@@ -130,8 +137,12 @@ class Senders(Generic[S]):
 
     def sweep(self, now_s: float, out: TapOutput) -> None:
         """End the senders quiet for ``quiet_s`` while another spoke after them (one alone is kept);
-        none after a drain that left datagrams waiting (``out.behind``: theirs may be among them)."""
-        if len(self._by_pid) < 2 or out.behind:
+        none after a drain that left datagrams waiting (``out.behind``: theirs may be among them).
+        ``now_s``: when the tick began, before the socket was read."""
+        if out.behind:
+            return
+        self.drained_s = now_s  # read to the end: whatever was sent before the tick began is heard
+        if len(self._by_pid) < 2:
             return
         latest = max(s.heard_s for s in self._by_pid.values())
         for pid, state in list(self._by_pid.items()):

@@ -37,8 +37,9 @@ request is a ``rejected_duplicate``. Each vLLM process id is a sender of its own
 pid heard after it was quiet) or went quiet while another speaks has its requests in flight
 ended as aborted (``restarts``, ``senders_gone``, ``aborted_on_restart``: :mod:`.senders`);
 a second engine on the port, or a datagram forged with another pid, ends nothing of a process
-that is sending (a start of a request another process decodes is a ``rejected_duplicate``, its
-fin ``rejected_other_sender``; beyond 16 processes all sending, a new pid is refused). At most
+that is sending (a fin of a request only another process decodes is ``rejected_other_sender``; a
+process ended aborts none another decodes or that finished; beyond 16 processes all sending, a new
+pid is refused). At most
 ``max_decoding`` starts without a fin are kept over all processes (the oldest is dropped,
 ``evicted``); at most ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds
 the rest, and they are handled for at most :data:`~sidecar.taps.udp.DRAIN_BUDGET_S` a tick
@@ -198,7 +199,12 @@ class PluginReceiver(UdpEndpoint):
         finish; they end as aborted (counted), at its last iteration (else ``at_s``: when that was
         found)."""
         end_s = sender.last_end if sender.last_end is not None else at_s
-        aborted = aborted_infos(sender.decoding.drain(), self.model, end_s)
+        left = [
+            row
+            for row in sender.decoding.drain()
+            if not self.seen.finished(row[0]) and not self._elsewhere(row[0], sender)
+        ]
+        aborted = aborted_infos(left, self.model, end_s)
         if aborted:
             self.counts["aborted_on_restart"] += len(aborted)
             out.infos.extend(aborted)
@@ -251,7 +257,7 @@ class PluginReceiver(UdpEndpoint):
 
     def _start(self, row: StartRow, t_end: float, out: TapOutput) -> None:
         request_id = row.request_id
-        if self._decoder(request_id) is not None or self.seen.finished(request_id):
+        if request_id in self._cur.decoding or self.seen.finished(request_id):
             raise v.Rejected("duplicate", f"start {request_id!r}: already started")
         self.counts["starts"] += 1
         if self.claimed_by is not None and self.claimed_by(request_id):
@@ -274,22 +280,23 @@ class PluginReceiver(UdpEndpoint):
                 self.counts["evicted"] += 1
         self.seen.claim(request_id)
 
-    def _decoder(self, request_id: str) -> PluginSender | None:
-        """The process decoding a request (None: none): a request lives in one engine process, so a
-        start of it from another, or a fin from another, is refused (one forged with another pid made
-        the engine's request aborted, or kept it in the engine's batch after its real fin)."""
-        if request_id in self._cur.decoding:
-            return self._cur
-        return next((s for s in self.senders if request_id in s.decoding), None)
+    def _elsewhere(self, request_id: str, than: PluginSender | None = None) -> bool:
+        """Whether a process other than ``than`` (default: the datagram's) decodes the request. A fin
+        must come from a process that started it, where one did (one forged with another pid ended
+        the engine's request and kept it in the engine's batch after its real fin), and a process
+        ended or gone aborts none that another decodes or that ended (one forged start with another
+        pid, its sender swept, made the engine's request aborted while it decoded)."""
+        than = self._cur if than is None else than
+        return any(request_id in s.decoding for s in self.senders if s is not than)
 
     def _finish(self, row: FinishRow, when: tuple[float, float], out: TapOutput) -> None:
         t_rec, t_end = when
         request_id = row.request_id
         if self.seen.finished(request_id):
+            self._cur.decoding.remove(request_id)  # no more steps of it here, whoever ended it
             raise v.Rejected("duplicate", f"fin {request_id!r}: already finished")
-        decoder = self._decoder(request_id)
-        if decoder is not None and decoder is not self._cur:  # a request ends in its own process
-            raise v.Rejected("other_sender", f"fin {request_id!r}: decoding in another process")
+        if request_id not in self._cur.decoding and self._elsewhere(request_id):
+            raise v.Rejected("other_sender", f"fin {request_id!r}: decoding in another process only")
         elsewhere = self.claimed_by is not None and self.claimed_by(request_id)
         decoding = self._cur.decoding.remove(request_id)
         work_lost = request_id in self._cur.gapped  # decoding when a datagram was lost
