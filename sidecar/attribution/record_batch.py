@@ -12,6 +12,7 @@ else: indexing or iterating builds the record objects (once, cached).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, overload
@@ -64,7 +65,8 @@ def record_of(values: Values) -> RequestEnergy:
 def per_unit_j(values: Values) -> float | None:
     """:attr:`RequestEnergy.joules_per_output_unit` of a record's values."""
     units = values[OUTPUT_UNITS]
-    return values[ENERGY_J] / units if units > 0 else None
+    value = values[ENERGY_J] / units if units > 0 else None
+    return value if value is None or math.isfinite(value) else None
 
 
 def to_json(values: Values) -> dict[str, Any]:

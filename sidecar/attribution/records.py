@@ -8,6 +8,7 @@ sidecar monotonic seconds unless the name says ``unix``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -65,8 +66,9 @@ class RequestEnergy:
 
     @property
     def joules_per_output_unit(self) -> float | None:
-        """J per output token / image / video; ``None`` without output."""
-        return self.energy_j / self.output_units if self.output_units > 0 else None
+        """J per output token / image / video; ``None`` without output, or where the quotient is not
+        a number JSON can carry (a hostile tiny unit count made it Infinity in the API's answer)."""
+        return _finite_or_none(self.energy_j / self.output_units) if self.output_units > 0 else None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the HTTP API and ledger show it."""
@@ -181,3 +183,7 @@ class Snapshot:
     throughput_per_watt: dict[str, float] = field(default_factory=dict)  # model -> units/s/W (= units/J)
     fit: FitSnapshot = field(default_factory=FitSnapshot)
     stats: SelfStats = field(default_factory=SelfStats)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -227,15 +227,15 @@ def timeline_energy(
     def query(start_unix_s: float, end_unix_s: float) -> dict[str, Any]:
         offset = wall() - clock()
         t0, t1 = start_unix_s - offset, end_unix_s - offset
-        times, _, _ = timeline.edges_after(float("-inf"))
-        covered = times.size >= 2 and float(times[0]) <= t0 and t1 <= float(times[-1])
+        span = timeline.span_s()  # the oldest and newest edge, not a copy of the ring
+        covered = span is not None and span[0] < span[1] and span[0] <= t0 and t1 <= span[1]
         return {
             "start_unix_s": start_unix_s,
             "end_unix_s": end_unix_s,
             "energy_j": timeline.energy_between(t0, t1),
             "covered": bool(covered),
             "devices": [d.id for d in timeline.devices],
-            "newest_update_unix_s": float(times[-1]) + offset if times.size else None,
+            "newest_update_unix_s": span[1] + offset if span is not None else None,
         }
 
     return query

@@ -209,7 +209,8 @@ class RecordHistograms:
         non-finite or negative energies and records whose energy is unknown (attribute
         ``energy_unknown``: their work was lost; the attributor counts them). Record each
         final request once.
-        J/token is recorded only for ``unit == "token"`` with output tokens > 0; J/image,
+        J/token is recorded only for ``unit == "token"`` with output tokens > 0 (a tenant's energy
+        and tokens for every token record: a prompt aborted before its first token used energy); J/image,
         J/video, J/frame and J/video-second (``video_frames``/``video_fps`` attributes) for
         ``unit`` image or video with output units > 0. The whole batch is added at once
         (:mod:`.aggregates`), with the counts and sums recording each value would give; a
@@ -230,9 +231,10 @@ class RecordHistograms:
             model, task, request_key = self._keys((rec[MODEL], rec[OPERATION], rec[TASK], source), named)
             _add(batch, self.request_energy, request_key, energy_j)
             output_tokens = rec[OUTPUT_TOKENS]
-            if unit == "token" and output_tokens > 0:
-                token_key = self._token_key((model, task, source), token_keys)
-                _add(batch, self.per_token, token_key, energy_j / output_tokens)
+            if unit == "token":  # every request's energy to its tenant, one with no output too
+                if output_tokens > 0:
+                    token_key = self._token_key((model, task, source), token_keys)
+                    _add(batch, self.per_token, token_key, energy_j / output_tokens)
                 tenant = self._tenants.label(attributes.get(TENANT), energy_j)
                 if self._tenants.retired:
                     self._retire_tenants(batch)
@@ -297,7 +299,7 @@ class RecordHistograms:
             fps = _float(attributes.get("video_fps"))
             if fps > 0:
                 per_unit.append(("video_second", all_frames / fps))
-        for name, amount in per_unit:
-            value = rec[ENERGY_J] / amount if amount > 0 else math.inf
+        for name, amount in per_unit:  # an amount that overflowed (frames / a tiny fps) is no amount
+            value = rec[ENERGY_J] / amount if 0 < amount < math.inf else math.inf
             if math.isfinite(value):
                 _add(batch, self.per_unit, self._unit_sets((*key, name)), value)

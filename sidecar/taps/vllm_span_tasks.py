@@ -68,10 +68,10 @@ class TaskJoins:
             self.joined += 1
             return task
         waiting = self._untasked_by_trace.setdefault(trace_id, [])
-        self._untasked_by_trace.move_to_end(trace_id)
-        if len(waiting) >= MAX_WAITING_PER_TRACE:
+        if len(waiting) >= MAX_WAITING_PER_TRACE:  # not moved on: a full trace ages by what it holds
             self.wait_evicted += 1
             return task
+        self._untasked_by_trace.move_to_end(trace_id)
         waiting.append((request_id, handled_s))
         self._n_untasked += 1
         while self._n_untasked > MAX_WAITING:  # the trace heard of longest ago first

@@ -254,6 +254,21 @@ def test_energy_between_interpolates_linearly_between_edges() -> None:
     assert timeline.energy_between(1.0, 1.0) == 0.0
 
 
+def test_energy_at_by_binary_search_is_np_interp_over_the_ring_wrapped_or_not() -> None:
+    """The two edges around a time are found by binary search (the ring was copied whole for each
+    call, on the API's event loop); the answer is np.interp's over the edges held."""
+    rng = np.random.default_rng(4)
+    for steps in (3, 40, 61):  # the ring of 16 not full, wrapped, wrapped again
+        timeline = Timeline([GPU], capacity=16)
+        for k in range(steps):
+            timeline.add(Reading(0.1 * k, (7.0 * k + (k % 3),)))
+        times, energy, _ = timeline.edges_after(-math.inf)
+        for t_s in [*rng.uniform(-1.0, 0.1 * steps + 1.0, 200), *times]:
+            expected = float(np.interp(t_s, times, energy))
+            assert timeline.energy_at(float(t_s)) == pytest.approx(expected, abs=1e-9)
+        assert timeline.span_s() == (float(times[0]), float(times[-1]))
+
+
 def test_energy_is_clamped_outside_the_known_edges() -> None:
     timeline = Timeline([GPU])
     for t, e in [(0.0, 0.0), (1.0, 10.0), (2.0, 30.0)]:

@@ -8,6 +8,7 @@ Both see the same records in the same batches with scrapes in between, and their
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.attribution.record_batch import RecordBatch, per_unit_j
 from sidecar.attribution.records import RequestEnergy, Snapshot
 from sidecar.contracts.span_attributes import TENANT
 from sidecar.export import instruments, tenants
@@ -83,8 +85,9 @@ class SdkReference:
             }
             short = {k: v for k, v in attrs.items() if k != "gen_ai.operation.name"}
             self.request.record(rec.energy_j, attrs)
-            if rec.unit == "token" and rec.output_tokens > 0:
-                self.per_token.record(rec.energy_j / rec.output_tokens, short)
+            if rec.unit == "token":
+                if rec.output_tokens > 0:
+                    self.per_token.record(rec.energy_j / rec.output_tokens, short)
                 tenant = self.tenants.label(rec.attributes.get(TENANT), rec.energy_j)
                 who = {"gen_ai.request.model": rec.model, "jouletrace.tenant": tenant}
                 self.tenant_j.add(rec.energy_j, {**who, "energy.source": rec.energy_source})
@@ -238,6 +241,29 @@ def test_a_video_with_a_hostile_frame_count_records_only_finite_values() -> None
         assert 'jouletrace_unit="frame"' not in text  # 5 J / 1e-600 frames overflows: left out
     finally:
         exporter.shutdown()
+
+
+def test_a_video_whose_seconds_overflow_records_no_zero_joules_per_second() -> None:
+    """Adversarial probe: 81 frames at 5e-324 fps is an infinity of seconds: the video was recorded
+    at 0.0 J per video second (its quotient finite, the amount not)."""
+    exporter = MetricsExporter(golden_snapshot, resource=Resource({}))
+    try:
+        video = make_record(
+            model=VIDEO,
+            unit="video",
+            energy_j=1.16e6,
+            attributes={"video_frames": "81", "video_fps": "5e-324"},
+        )
+        assert exporter.record([video]) == 1
+        assert 'jouletrace_unit="video_second"' not in exporter.render().decode()
+    finally:
+        exporter.shutdown()
+
+
+def test_joules_per_output_unit_that_overflows_is_none_not_infinity_json_cannot_carry() -> None:
+    rec = make_record(model=VIDEO, unit="image", energy_j=900.0, output_units=5e-324)
+    assert rec.joules_per_output_unit is None and per_unit_j(RecordBatch.of([rec]).values[0]) is None
+    assert json.loads(json.dumps(rec.to_json(), allow_nan=False))["joules_per_output_unit"] is None
 
 
 def test_llm_tenant_counts_are_integers_summed_in_order() -> None:

@@ -162,3 +162,29 @@ def test_the_exporter_ends_a_retired_tenants_series_and_stays_bounded() -> None:
         assert set(map(frozenset, _tenant_series(exporter).values())) == {frozenset({"h0", "other", "none"})}
     finally:
         exporter.shutdown()
+
+
+def test_a_request_with_no_output_tokens_still_counts_in_its_tenants_energy() -> None:
+    """Adversarial probe: a 100,000-token prompt aborted before its first token (500 J) was in the
+    request-energy histogram and in no tenant series, not even "other"."""
+    exporter = MetricsExporter(golden_snapshot)
+    try:
+        aborted = make_record(
+            request_id="prefill-only",
+            energy_j=500.0,
+            prompt_tokens=100_000,
+            output_tokens=0,
+            output_units=0.0,
+            attributes={"jouletrace.tenant": "heavy"},
+        )
+        exporter.record([_chat("acme", 10.0), aborted])
+        families = text_string_to_metric_families(exporter.render().decode())
+        by_tenant = {
+            s.labels["jouletrace_tenant"]: s.value
+            for f in families
+            if f.name == "gen_ai_server_tenant_energy_joules"
+            for s in f.samples
+        }
+        assert by_tenant == {"acme": 10.0, "heavy": 500.0}
+    finally:
+        exporter.shutdown()

@@ -60,3 +60,19 @@ def test_waiting_request_spans_are_bounded_in_all_and_a_trace_and_expire_togethe
     out = TapOutput()
     joins.client_span(client("chat", trace="t2"), out)
     assert labels(out) == {}
+
+
+def test_a_full_trace_is_not_moved_on_by_the_spans_it_refuses_and_expires_after_wait_s() -> None:
+    """Adversarial probe: each span a full trace refused moved it to the end of the table, which
+    expiry walks from the front: while other traces came, its 256 spans never expired."""
+    now = [0.0]
+    joins = TaskJoins(wait_s=30.0, monotonic=lambda: now[0])
+    for i in range(vllm_span_tasks.MAX_WAITING_PER_TRACE):
+        joins.task_of("full", f"f{i}", 0.0)
+    for s in range(1, 41):
+        now[0] = float(s)
+        kept = joins.expire()
+        joins.task_of(f"good{s}", f"g{s}", kept)
+        joins.task_of("full", f"extra{s}", kept)  # refused while full; after expiry it waits anew
+    assert joins.wait_expired >= vllm_span_tasks.MAX_WAITING_PER_TRACE
+    assert [rid for rid, _ in joins._untasked_by_trace["full"]] == [f"extra{s}" for s in range(31, 41)]
