@@ -156,10 +156,10 @@ def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
         return BodyFacts(body)
     model = clean_label(doc.get("model"), "model", rejections)
     user = clean_label(doc.get("user"), "user", rejections)
-    stream = doc.get("stream") is True
+    stream = lax_bool(doc.get("stream"))
     facts = BodyFacts(body, model, stream, user, prompt_chars=_prompt_chars(doc))
     options = doc.get("stream_options")
-    if not stream or (isinstance(options, dict) and options.get("include_usage") is True):
+    if not stream or (isinstance(options, dict) and lax_bool(options.get("include_usage"))):
         return facts
     if options is not None and not isinstance(options, dict):
         return facts  # the client's own malformed stream_options: the upstream answers it
@@ -174,6 +174,20 @@ def inspect_body(path: str, body: bytes, rejections: Counts) -> BodyFacts:
             rejections.add("body")
             return facts
     return BodyFacts(new_body, model, stream, user, asked_usage=True, prompt_chars=facts.prompt_chars)
+
+
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+
+
+def lax_bool(value: object) -> bool:
+    """True where an engine's pydantic model (lax mode, as vLLM's and SGLang's) reads ``value`` as
+    true: ``true``, 1, 1.0, and the strings it takes for true ("true", "1", "yes", "on", ...). A
+    ``"stream": "true"`` was read as not streamed: no usage asked for, and the work one prefill."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value == 1
+    return isinstance(value, str) and value.strip().lower() in _TRUE
 
 
 def usage_tokens(usage: object, rejections: Counts) -> tuple[int, int] | None:

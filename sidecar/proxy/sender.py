@@ -61,7 +61,7 @@ class _Sent:
         self.said_s = -math.inf  # when its last row was sent (proxy mono s)
         self.begun = False
         self.chunks = 0
-        self.usage = False
+        self.usage: tuple[int, int] | None = None  # the last usage sent (a stream may send it again)
         self.over = False  # the row saying chunks went past the cap is sent
 
 
@@ -132,8 +132,8 @@ class WireSender:
                 sent.over = True
                 last = MAX_CHUNKS_PER_REQUEST + t.chunks_over - 1
                 chunks.append(Chunks(rid, last, [int((now - t.over_s) * 1e6)]))
-            if t.usage is not None and not sent.usage:
-                sent.usage = True
+            if t.usage is not None and t.usage != sent.usage:  # a later usage event says more
+                sent.usage = t.usage
                 usage.append(Usage(rid, *t.usage))
             if done:
                 end_s = t.end_s if t.end_s is not None else now

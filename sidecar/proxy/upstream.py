@@ -118,6 +118,10 @@ async def open_upstream(
             ctx.counts.add("upstream_down")
             message = f"upstream {ctx.upstream} unreachable: {type(err).__name__}: {err}"
             return error(502, message, "upstream_unavailable")
+        except aiohttp.ClientError as err:  # a head it cannot read (a header over 8 KiB, a bad status
+            ctx.counts.add("upstream_bad_answer")  # line), a URL it cannot make: was a 500, uncounted
+            message = f"upstream {ctx.upstream} answered what cannot be read: {type(err).__name__}: {err}"
+            return error(502, message, "upstream_bad_answer")
     raise AssertionError("unreachable")  # pragma: no cover
 
 

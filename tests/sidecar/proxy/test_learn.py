@@ -31,6 +31,22 @@ def test_a_body_that_needs_nothing_is_sent_byte_for_byte(body: bytes) -> None:
     assert facts.body == body and not facts.asked_usage
 
 
+@pytest.mark.parametrize(
+    ("stream", "streamed"),
+    [("true", True), ("Yes", True), (1, True), ("false", False), (0, False), ("x", False), (None, False)],
+)
+def test_stream_is_read_as_the_engines_pydantic_reads_it(stream: object, streamed: bool) -> None:
+    """Adversarial probe: ``"stream": "true"`` streams on vLLM (pydantic's lax bool) but was read as
+    not streamed: no usage asked for, the exact counts lost and the work one prefill."""
+    facts = inspect_body(CHAT, _body(stream=stream), Counts())
+    assert facts.stream is streamed and facts.asked_usage is streamed
+
+
+def test_include_usage_the_engine_reads_as_true_is_the_clients_own_not_asked_for_again() -> None:
+    facts = inspect_body(CHAT, _body(stream=True, stream_options={"include_usage": "true"}), Counts())
+    assert facts.stream and not facts.asked_usage  # its usage chunk is the client's: not stripped
+
+
 @pytest.mark.parametrize("body", [b"{not json", b"[1,2]", b"\xff\xfe", b'"text"'])
 def test_an_unreadable_body_is_passed_on_unchanged_and_counted(body: bytes) -> None:
     counts = Counts()

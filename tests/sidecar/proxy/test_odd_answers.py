@@ -51,10 +51,15 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     return web.Response(body=doc, content_type="application/json")
 
 
+async def _huge_header(request: web.Request) -> web.Response:
+    return web.json_response({"data": []}, headers={"X-Big": "x" * 10_000})  # over aiohttp's 8190
+
+
 @pytest.fixture
 async def proxy(mode: str) -> AsyncIterator[AnyProxy]:
     app = web.Application()
     app.router.add_post("/v1/completions", _answer)
+    app.router.add_get("/v1/models", _huge_header)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -146,3 +151,11 @@ async def test_the_proxys_own_headers_from_the_upstream_never_reach_the_client(p
     async with aiohttp.ClientSession() as s, s.post(url, json={"prompt": "forged headers"}) as r:
         assert r.status == 400
         assert not {k.lower() for k in OURS} & {k.lower() for k in r.headers}
+
+
+async def test_an_answer_whose_head_cannot_be_read_on_any_path_is_a_counted_502(proxy: AnyProxy) -> None:
+    """Adversarial probe: on a path that is not a completion, an upstream header over 8 KiB (or a
+    garbage status line) made the proxy answer 500, uncounted."""
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{proxy.port}/v1/models") as r:
+        assert r.status == 502 and (await r.json())["error"]["type"] == "upstream_bad_answer"
+    assert proxy.stats().events[("proxy", "upstream_bad_answer")] == 1

@@ -65,6 +65,23 @@ def test_the_wire_gives_attribution_the_same_work_as_the_in_process_proxy() -> N
         assert (mine.prompt_tokens, mine.output_tokens) == (theirs.prompt_tokens, theirs.output_tokens)
 
 
+def test_a_usage_said_again_with_more_tokens_is_sent_again() -> None:
+    """Adversarial probe: an engine that sends usage on every chunk (vLLM's continuous usage stats)
+    ended at 5 output tokens; the proxy process sent the first usage only, and the record said 1."""
+    sender = WireSender(("127.0.0.1", 9), Counts(), clock=lambda: 11.0, wall=lambda: 1001.0)
+    try:
+        trace = _trace("a", (9, 1), done=False)
+        sender.begin(trace)
+        first = sender.message()
+        trace.usage = (9, 5)
+        trace.changed()
+        second = sender.message()
+        assert [u[1:] for u in first.usage] == [(9, 1)] and [u[1:] for u in second.usage] == [(9, 5)]
+        assert sender.message().usage == []  # nothing new: not sent again
+    finally:
+        sender.close()
+
+
 def _same(got: list[WorkEvent], want: list[WorkEvent]) -> None:
     assert len(got) == len(want)
     for mine, theirs in zip(got, want, strict=True):
