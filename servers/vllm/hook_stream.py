@@ -144,6 +144,9 @@ class StepStream:
 
     def ended(self, key: object, t_s: float) -> tuple[float, int]:
         """The batch scheduled as ``key`` ended at ``t_s``; returns (its duration in s, its members)."""
+        if all(k is not key for k, *_ in self._inflight):  # never scheduled here (its scheduled() failed):
+            self.unpaired += 1  # the batches in flight stay (popping to find it emptied the queue,
+            return 0.0, 0  # the one running too, and every later batch was unpaired as well)
         while self._inflight:
             k, t0, idx, scheduled, before = self._inflight.popleft()
             self._n_ended += 1

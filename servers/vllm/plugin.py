@@ -34,6 +34,7 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.v1.metrics.loggers import StatLoggerBase
 
+from servers.vllm.udp_addr import numeric
 from sidecar.contracts.ports import PLUGIN_PORT as DEFAULT_PORT
 from sidecar.contracts.vllm_wire import VERSION, encode
 
@@ -45,6 +46,25 @@ _HEARTBEAT_S = 1.0  # scheduler-only messages (and sweeps for aborted requests) 
 _MAX_GONE = 500  # aborted ids per message; beyond that they are dropped (bounded datagrams)
 
 
+def _open(host: str) -> tuple[socket.socket | None, tuple[str, int]]:
+    """The plugin's socket and the sidecar's address resolved once (a host name was looked up on
+    every datagram, in vLLM's loop); no socket where the port is 0 (the sidecar's knob: no plugin
+    port) or the address or socket cannot be had. vLLM builds its stat loggers with no guard: an
+    error raised here stopped vLLM from starting."""
+    try:
+        port = int(os.environ.get("JOULETRACE_PLUGIN_PORT", str(DEFAULT_PORT)))
+        if port == 0:
+            log.info("jouletrace plugin off (JOULETRACE_PLUGIN_PORT=0)")
+            return None, ("", 0)
+        addr = numeric(host, port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        return sock, addr
+    except (OSError, ValueError):
+        log.warning("jouletrace plugin disabled (JOULETRACE_PLUGIN_HOST/PORT)", exc_info=True)
+        return None, ("", 0)
+
+
 class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is untyped here
     """Streams per-iteration stats to the jouletrace sidecar over UDP."""
 
@@ -53,12 +73,8 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
         model_config = getattr(vllm_config, "model_config", None)
         served = getattr(model_config, "served_model_name", None) or getattr(model_config, "model", "")
         self.model = str(served[0] if isinstance(served, (list, tuple)) else served)
-        self.addr = (
-            os.environ.get("JOULETRACE_PLUGIN_HOST", "127.0.0.1"),
-            int(os.environ.get("JOULETRACE_PLUGIN_PORT", str(DEFAULT_PORT))),
-        )
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
+        # None: the plugin is off (vLLM serves as without it)
+        self.sock, self.addr = _open(os.environ.get("JOULETRACE_PLUGIN_HOST", "127.0.0.1"))
         self.pid = os.getpid()
         self.seq = 0
         self.sent = 0
@@ -77,13 +93,16 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
         mm_cache_stats: Any = None,
         engine_idx: int = 0,
     ) -> None:
+        if self.sock is None:
+            return
         try:
             self._record(scheduler_stats, iteration_stats)
         except Exception:  # never into vLLM's loop
             self.dropped += 1
 
     def log_engine_initialized(self) -> None:
-        log.info("jouletrace plugin: per-iteration stats to udp://%s:%d", *self.addr)
+        if self.sock is not None:
+            log.info("jouletrace plugin: per-iteration stats to udp://%s:%d", *self.addr)
 
     def log(self) -> None:
         if self.dropped:
@@ -140,7 +159,7 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
         self._last_send = mono
         for data in encode(msg):
             try:
-                self.sock.sendto(data, self.addr)
+                self.sock.sendto(data, self.addr)  # type: ignore[union-attr]  # (record() checked it)
                 self.sent += 1
             except OSError:  # sidecar away (ECONNREFUSED), buffer full (EAGAIN): drop
                 self.dropped += 1

@@ -50,6 +50,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from servers.vllm.hook_stream import StepStream
+from servers.vllm.udp_addr import numeric
 from sidecar.contracts.scheduler_wire import DEFAULT_PORT
 
 __all__ = ["JouletraceAsyncScheduler", "JouletraceScheduler"]
@@ -87,8 +88,8 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
 
             self._jt = StepStream(
                 model,
-                (os.environ.get("JOULETRACE_HOOK_HOST", "127.0.0.1"),
-                 int(os.environ.get("JOULETRACE_HOOK_PORT", str(DEFAULT_PORT)))),
+                numeric(os.environ.get("JOULETRACE_HOOK_HOST", "127.0.0.1"),
+                        int(os.environ.get("JOULETRACE_HOOK_PORT", str(DEFAULT_PORT)))),
                 randomized_ids=not envs.VLLM_DISABLE_REQUEST_ID_RANDOMIZATION,
             )  # fmt: skip
             log.info("jouletrace scheduler hook: every step to udp://%s:%d", *self._jt.addr)

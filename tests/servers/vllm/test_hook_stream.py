@@ -148,9 +148,28 @@ def test_a_request_never_scheduled_sends_nothing_and_a_lost_batch_is_counted() -
     s, sent, _ = stream()
     s.finished("never-seen", 0, "abort", aborted=True)
     s.scheduled("n1", 10.0, [], [], [], REQS.__getitem__)
-    s.ended("other", 10.1)
+    s.ended("other", 10.1)  # never scheduled here: counted, n1 stays in flight
+    s.scheduled("n2", 10.1, [], [], [], REQS.__getitem__)
+    s.ended("n2", 10.2)  # n1 never came back: counted as n2 ends
     s.flush()
     assert sent == [] and s.unpaired == 2
+
+
+def test_a_batch_whose_scheduling_failed_costs_no_later_step() -> None:
+    """Adversarial probe: under async scheduling one scheduled() that raised (caught: the batch never
+    entered the queue) made its end pop the queue empty looking for it, the running batch too; every
+    later batch was then unpaired: 0 steps of 199 good ones."""
+    s, sent, clock = stream()
+    a, _ = REQS
+    keys = [object() for _ in range(12)]  # vLLM's scheduler outputs: matched by identity
+    s.scheduled(keys[1], 10.00, [a], [10], [0], REQS.__getitem__)
+    s.ended(object(), 10.01)  # its scheduled() failed: never in flight here
+    for k in range(2, 12):
+        s.scheduled(keys[k], 10.0 + 0.01 * k, [a], [1], [10 + k], REQS.__getitem__)
+        s.ended(keys[k - 1], 10.01 + 0.01 * k)
+    clock.t = 11.0
+    s.flush()
+    assert sum(len(m.steps) for m in sent) == 10 and s.unpaired == 1
 
 
 def test_a_real_socket_sends_and_send_errors_are_counted_not_raised() -> None:

@@ -212,3 +212,32 @@ def test_datagrams_a_spent_budget_leaves_are_handled_first_next_tick(monkeypatch
     assert [e.request_id for e in work_events(events)] == ["a"] and rx.counts["drain_budget_spent"] == 1
     events, _ = rx.handle(rx.receive(), 110.1)  # no socket started: only what was left
     assert "b" in [e.request_id for e in work_events(events)] and rx.counts["lost"] == 0
+
+
+@pytest.mark.parametrize("port", ["", "off", "9466/udp", "70000"])
+def test_a_bad_plugin_port_turns_the_plugin_off_instead_of_stopping_vllm(
+    plugin_class: type, monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    """Adversarial probe: vLLM builds its stat loggers with no guard, and the plugin's constructor
+    raised ValueError for such a port: ``vllm serve`` failed to start."""
+    monkeypatch.setenv("JOULETRACE_PLUGIN_PORT", port)
+    config = types.SimpleNamespace(model_config=types.SimpleNamespace(served_model_name="tiny"))
+    plugin = plugin_class(config)
+    plugin.record(Sched(), Iteration())
+    plugin.log_engine_initialized()
+    assert plugin.sock is None and plugin.sent == 0
+
+
+def test_the_sidecars_host_name_is_resolved_once_not_per_datagram(
+    plugin_class: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adversarial probe: ``sendto((name, port))`` asked the resolver on every datagram, in vLLM's
+    loop: a resolver that did not answer held each iteration for its timeout."""
+    port = free_port(socket.SOCK_DGRAM)
+    monkeypatch.setenv("JOULETRACE_PLUGIN_HOST", "localhost")
+    monkeypatch.setenv("JOULETRACE_PLUGIN_PORT", str(port))
+    config = types.SimpleNamespace(model_config=types.SimpleNamespace(served_model_name="tiny"))
+    plugin = plugin_class(config)
+    for _ in range(5):
+        plugin.record(Sched(), Iteration())
+    assert plugin.addr == ("127.0.0.1", port) and plugin.sent == 5  # sent to the number, not the name
