@@ -31,6 +31,7 @@ Units: seconds, tokens.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -57,8 +58,21 @@ _MAX_AGO_S = 86_400.0
 
 
 def external_id(internal: str, randomized: bool = True) -> str:
-    """vLLM's engine request id -> the id the front end knows (e.g. ``chatcmpl-<X-Request-Id>``)."""
-    return _SUFFIX.sub("", internal) if randomized else internal
+    """vLLM's engine request id -> the id the front end knows (e.g. ``chatcmpl-<X-Request-Id>``), in
+    the wire's bounds (:func:`wire_id`)."""
+    return wire_id(_SUFFIX.sub("", internal) if randomized else internal)
+
+
+def wire_id(request_id: str) -> str:
+    """An id the wire takes as it is (1-256 printable characters), else one that fits: its
+    non-printable characters as ``?``, cut to leave room for ``~`` and 8 hex digits of a hash of the
+    whole (a client's ``X-Request-Id`` can be any length: the sidecar refused the row and filed the
+    request's steps under ``unknown-<pid>-<idx>``)."""
+    if 0 < len(request_id) <= 256 and request_id.isprintable():
+        return request_id
+    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    shown = "".join(c if c.isprintable() else "?" for c in request_id[:247])
+    return f"{shown}~{digest}"
 
 
 class StepStream:

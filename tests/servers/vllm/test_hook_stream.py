@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from servers.vllm.hook_stream import StepStream, external_id
+from servers.vllm.hook_stream import StepStream, external_id, wire_id
 from sidecar.contracts.scheduler_wire import FinRow, Message, NewRow, StepRow, decode
 
 
@@ -234,3 +234,15 @@ def test_new_rows_are_sent_again_in_the_next_three_messages_while_in_flight_neve
     step(10, [c], end=c)  # c ends before its new row is first sent
     step(11, [a])
     assert [r.request_id for r in sent[-2].new] == ["chatcmpl-c"] and not sent[-1].renew
+
+
+def test_an_id_the_wire_cannot_take_is_sent_as_one_it_can() -> None:
+    """Adversarial probe: a client's X-Request-Id of 300 characters, or with a tab or newline, went on
+    the wire as it was: the sidecar refused the row and the request's steps went under unknown-<pid>."""
+    from sidecar.taps.vllm_hook_rows import parse_new
+
+    long_id, tabbed = "chatcmpl-" + "x" * 300, "chatcmpl-a\tb\nc"
+    for raw in (long_id, tabbed):
+        sent = wire_id(raw)
+        assert 0 < len(sent) <= 256 and sent.isprintable() and parse_new([0, sent, 3, 0.0]).request_id == sent
+    assert wire_id(long_id) != wire_id(long_id + "y") and wire_id("chatcmpl-ok") == "chatcmpl-ok"
