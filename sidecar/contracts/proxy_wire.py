@@ -110,6 +110,7 @@ PROXY_COUNTS = (  # the proxy's counters a datagram may carry (a fixed set: they
     "disconnected",
     "upstream_down",
     "upstream_broken",
+    "upstream_bad_answer",  # an answer whose head could not be read (502)
     "too_large",
     "bodies_over_budget",
     "body_timeout",  # bodies that did not arrive within BODY_READ_TIMEOUT_S (408)

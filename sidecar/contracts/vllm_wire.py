@@ -36,7 +36,8 @@ __all__ = ["MAX_DATAGRAM_BYTES", "VERSION", "Finish", "Iteration", "Sched", "Sta
 
 VERSION = 1
 MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
-_MAX_ROWS = 150  # request rows per datagram; more go into follow-up datagrams
+_MAX_ROWS = 150  # rows of one list per datagram; more go into follow-up datagrams
+_ROW_LISTS = ("start", "fin", "gone")  # lists of request rows: split over datagrams by size
 
 
 class Iteration(NamedTuple):
@@ -117,29 +118,47 @@ def _fields(row: Any, least: int, most: int) -> list[Any]:
 
 
 def encode(message: dict[str, Any]) -> list[bytes]:
-    """One message as one or more datagrams (long ``start``/``fin`` lists are split).
+    """One message as one or more datagrams: its ``start``, ``fin`` and ``gone`` rows filled into
+    each by size (at most :data:`_MAX_ROWS` a list) under :data:`MAX_DATAGRAM_BYTES`.
 
-    Follow-up datagrams carry only their rows (no ``it``), so iteration totals are
-    counted once. Rows that alone exceed the size limit are dropped.
+    Follow-up datagrams carry only their rows (no ``it``), so iteration totals are counted once.
+    A row that alone exceeds the limit (an id of tens of KB, which the sidecar refuses anyway) is
+    dropped, never its neighbours: rows cut into fixed groups of 150 dropped a whole group, the
+    first datagram's ``it`` with it, where 150 ids of multi-byte characters passed the limit.
     """
-    starts: list[Any] = message.get("start") or []
-    fins: list[Any] = message.get("fin") or []
-    head = {k: v for k, v in message.items() if k not in ("start", "fin")}
+    lists = {key: list(message.get(key) or []) for key in _ROW_LISTS}
+    head = {k: v for k, v in message.items() if k not in _ROW_LISTS}
+    ids = {k: v for k, v in head.items() if k in ("v", "pid", "seq", "wall", "model")}
+    sizes = {key: [len(_dumps(row)) for row in rows] for key, rows in lists.items()}
+    empty: dict[str, list[Any]] = {key: [] for key in _ROW_LISTS}
+    most = MAX_DATAGRAM_BYTES - len(_dumps({**ids, **empty}))  # what one row may take at most
     out: list[bytes] = []
+    at = dict.fromkeys(_ROW_LISTS, 0)
     first = True
-    i = j = 0
-    while first or i < len(starts) or j < len(fins):
-        keep = head if first else {k: v for k, v in head.items() if k in ("v", "pid", "seq", "wall", "model")}
-        part: dict[str, Any] = dict(keep)
-        part["start"] = starts[i : i + _MAX_ROWS]
-        part["fin"] = fins[j : j + _MAX_ROWS]
-        i += _MAX_ROWS
-        j += _MAX_ROWS
-        data = json.dumps(part, separators=(",", ":")).encode()
-        if len(data) <= MAX_DATAGRAM_BYTES:
-            out.append(data)
+    while first or any(at[key] < len(rows) for key, rows in lists.items()):
+        part: dict[str, Any] = dict(head if first else ids)
+        room = MAX_DATAGRAM_BYTES - len(_dumps({**part, **empty}))
+        for key, rows in lists.items():
+            taken: list[Any] = []
+            while at[key] < len(rows) and len(taken) < _MAX_ROWS:
+                size = sizes[key][at[key]]
+                if size > most:  # too big for any datagram: dropped alone
+                    at[key] += 1
+                    continue
+                size += 1 if taken else 0  # its comma
+                if size > room:
+                    break
+                taken.append(rows[at[key]])
+                room -= size
+                at[key] += 1
+            part[key] = taken
+        out.append(_dumps(part))
         first = False
     return out
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def decode(data: bytes) -> dict[str, Any]:
