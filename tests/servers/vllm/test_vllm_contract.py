@@ -26,7 +26,7 @@ import dataclasses, inspect, json
 from vllm.tracing.utils import SpanAttributes
 from vllm.plugins import STAT_LOGGER_PLUGINS_GROUP
 from vllm.v1.metrics import stats
-from vllm.v1.engine import output_processor, async_llm
+from vllm.v1.engine import output_processor, async_llm, EngineCoreOutput, EngineCoreOutputs
 from vllm.entrypoints.openai.chat_completion import serving as chat
 it = stats.IterationStats()
 print(json.dumps({
@@ -41,6 +41,8 @@ print(json.dumps({
     "output_processor_src": inspect.getsource(output_processor),
     "output_loop_src": inspect.getsource(async_llm.AsyncLLM._run_output_handler),
     "chat_src": inspect.getsource(chat),
+    "core_outputs_fields": list(EngineCoreOutputs.__struct_fields__),
+    "core_output_fields": list(EngineCoreOutput.__struct_fields__),
 }))
 """
 
@@ -78,6 +80,8 @@ def test_the_output_loop_has_the_locals_the_plugin_finds_it_by(installed: dict[s
     src = str(installed["output_loop_src"])
     assert "output_processor = self.output_processor" in src
     assert "outputs = await engine_core.get_output_async()" in src and ".record(" in src
+    # the plugin reads the step's requests from outputs.outputs[i].request_id (not every state)
+    assert "outputs" in installed["core_outputs_fields"] and "request_id" in installed["core_output_fields"]
 
 
 def test_vllm_prefixes_the_client_request_id_as_we_strip_it(installed: dict[str, Any]) -> None:

@@ -241,3 +241,13 @@ def test_the_sidecars_host_name_is_resolved_once_not_per_datagram(
     for _ in range(5):
         plugin.record(Sched(), Iteration())
     assert plugin.addr == ("127.0.0.1", port) and plugin.sent == 5  # sent to the number, not the name
+
+
+def test_a_step_with_a_first_token_looks_at_the_steps_requests_only(plugin_class: type) -> None:
+    """Adversarial probe: every request's state was walked at each step with a prefill, however many
+    waited in vLLM's queue (100,000: ~15 ms of its output loop a step)."""
+    stepped = sys.modules[plugin_class.__module__]._stepped
+    states = {f"r{k}": object() for k in range(1000)}
+    outputs = types.SimpleNamespace(outputs=[types.SimpleNamespace(request_id="r7"), types.SimpleNamespace()])
+    assert [rid for rid, _ in stepped(outputs, states)] == ["r7"]
+    assert len(stepped(types.SimpleNamespace(), states)) == 1000  # outputs not as expected: all, as before
