@@ -47,7 +47,7 @@ from sidecar.contracts.scheduler_wire import (
     Message,
     NewRow,
     StepRow,
-    encode,
+    split,
 )
 
 __all__ = ["StepStream", "external_id"]
@@ -96,7 +96,7 @@ class StepStream:
         self.clock, self.wall = clock, wall
         self.pid = os.getpid()
         self.seq = 0
-        self.sent = self.dropped = self.steps = self.unpaired = 0
+        self.sent = self.dropped = self.steps = self.unpaired = self.too_big = 0
         self.step_s = 0.0  # summed duration of the steps sent
         if send is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -231,7 +231,9 @@ class StepStream:
         renew = self._renewed(wall, ending)
         self._new, self._steps = [], []
         message = Message(self.pid, self.seq, wall, self.model, new, steps, fin, gone, renew)
-        for data in encode(message):
+        datagrams, too_big = split(message)
+        self.too_big += too_big  # rows no datagram can hold (a step of thousands of members)
+        for data in datagrams:
             self.seq += 1
             self._send(data)
 

@@ -188,8 +188,8 @@ class JouletraceScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped h
                     f"step ms {1e3 * step_s / n:.3f}, hook CPU us/step {1e6 * cpu_s / n:.1f}"
                 )
         log.info(
-            "jouletrace hook: %d sent, %d dropped, %d errors | %s",
-            jt.sent, jt.dropped, self._jt_errors, " | ".join(parts),
+            "jouletrace hook: %d sent, %d dropped, %d rows too big, %d errors | %s",
+            jt.sent, jt.dropped, jt.too_big, self._jt_errors, " | ".join(parts),
         )  # fmt: skip
         self._jt_logged = now
 

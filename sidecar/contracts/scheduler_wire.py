@@ -133,12 +133,20 @@ _SECTIONS = ("new", "renew", "steps", "fin", "gone")  # a row is sent in this or
 
 
 def encode(message: Message) -> list[bytes]:
-    """``message`` as datagrams with ``seq``, ``seq + 1``, ...; rows kept in order.
+    """:func:`split`'s datagrams."""
+    return split(message)[0]
+
+
+def split(message: Message) -> tuple[list[bytes], int]:
+    """``message`` as datagrams with ``seq``, ``seq + 1``, ...; rows kept in order; and how many
+    rows were dropped.
 
     Usually one datagram; a long message is split between rows (``new`` rows
     first, then those sent again, steps, finishes, aborts), each part under the size limit. The
-    sender advances its ``seq`` by the number of datagrams. A single row that
-    alone exceeds the limit (a step of tens of thousands of members) is dropped.
+    sender advances its ``seq`` by the number of datagrams. A single row that alone exceeds the
+    limit is dropped and counted: a step of some thousands of members (its three columns take
+    ~15 bytes a member at six-digit indices, so ~4,000 fill a datagram; ``--max-num-seqs`` bounds
+    a step's members).
     """
     head: dict[str, Any] = {
         "v": VERSION,
@@ -150,21 +158,22 @@ def encode(message: Message) -> list[bytes]:
     }
     data = _whole(head, message)
     if len(data) <= MAX_DATAGRAM_BYTES:
-        return [data]
+        return [data], 0
     budget = MAX_DATAGRAM_BYTES - len(_dumps(dict(head, seq=_MAX_INT, **{k: [] for k in _SECTIONS})))
     parts: list[dict[str, list[Any]]] = [{k: [] for k in _SECTIONS}]
-    used = 0
+    used = dropped = 0
     for key in _SECTIONS:
         for row in getattr(message, key):
             size = len(_dumps(row)) + 1
             if size > budget:
+                dropped += 1
                 continue
             if used + size > budget:
                 parts.append({k: [] for k in _SECTIONS})
                 used = 0
             parts[-1][key].append(row)
             used += size
-    return [_dumps(dict(head, seq=message.seq + i, **part)) for i, part in enumerate(parts)]
+    return [_dumps(dict(head, seq=message.seq + i, **part)) for i, part in enumerate(parts)], dropped
 
 
 def _dumps(obj: Any) -> bytes:

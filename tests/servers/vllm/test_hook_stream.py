@@ -246,3 +246,18 @@ def test_an_id_the_wire_cannot_take_is_sent_as_one_it_can() -> None:
         sent = wire_id(raw)
         assert 0 < len(sent) <= 256 and sent.isprintable() and parse_new([0, sent, 3, 0.0]).request_id == sent
     assert wire_id(long_id) != wire_id(long_id + "y") and wire_id("chatcmpl-ok") == "chatcmpl-ok"
+
+
+def test_a_step_too_big_for_any_datagram_is_counted_not_dropped_silently() -> None:
+    """Adversarial probe: a step of 4,096 members at six-digit indices fits no datagram; it was
+    dropped and nothing said so."""
+    s, sent, clock = stream()
+    members = [f"r{k}" for k in range(4096)]
+    reqs = {m: FakeRequest(10, 1009.5) for m in members}
+    s._next_idx = 100_000
+    key = object()
+    s.scheduled(key, 10.0, members, [1] * 4096, [12_345] * 4096, reqs.__getitem__)
+    s.ended(key, 10.05)
+    clock.t = 11.0
+    s.flush()
+    assert s.too_big == 1 and not any(m.steps for m in sent) and sum(len(m.new) for m in sent) == 4096
