@@ -224,38 +224,32 @@ def test_names_beyond_the_caps_are_recorded_as_other_and_counted() -> None:
         exporter.shutdown()
 
 
-def test_a_video_with_a_hostile_frame_count_records_only_finite_values() -> None:
-    exporter = MetricsExporter(golden_snapshot, resource=Resource({}))
-    try:
-        tiny = make_record(
-            model=VIDEO,
-            unit="video",
-            energy_j=5.0,
-            output_units=1e-300,
-            attributes={"video_frames": "1e-300", "video_fps": "1e300"},
-        )
-        assert exporter.record([tiny]) == 1
-        text = exporter.render().decode()
-        values = [s.value for f in text_string_to_metric_families(text) for s in f.samples]
-        assert all(math.isfinite(v) for v in values)
-        assert 'jouletrace_unit="frame"' not in text  # 5 J / 1e-600 frames overflows: left out
-    finally:
-        exporter.shutdown()
-
-
-def test_a_video_whose_seconds_overflow_records_no_zero_joules_per_second() -> None:
-    """Adversarial probe: 81 frames at 5e-324 fps is an infinity of seconds: the video was recorded
-    at 0.0 J per video second (its quotient finite, the amount not)."""
+@pytest.mark.parametrize(
+    ("energy_j", "output_units", "frames", "fps", "left_out"),
+    [
+        (5.0, 1e-300, "1e-300", "1e300", "frame"),  # 5 J / 1e-600 frames overflows: left out
+        # Adversarial probe: 81 frames at 5e-324 fps is an infinity of seconds: recorded at 0.0 J per
+        # video second (its quotient finite, the amount not)
+        (1.16e6, 1.0, "81", "5e-324", "video_second"),
+    ],
+)
+def test_a_video_with_a_hostile_frame_count_or_rate_records_only_finite_values(
+    energy_j: float, output_units: float, frames: str, fps: str, left_out: str
+) -> None:
     exporter = MetricsExporter(golden_snapshot, resource=Resource({}))
     try:
         video = make_record(
             model=VIDEO,
             unit="video",
-            energy_j=1.16e6,
-            attributes={"video_frames": "81", "video_fps": "5e-324"},
+            energy_j=energy_j,
+            output_units=output_units,
+            attributes={"video_frames": frames, "video_fps": fps},
         )
         assert exporter.record([video]) == 1
-        assert 'jouletrace_unit="video_second"' not in exporter.render().decode()
+        text = exporter.render().decode()
+        values = [s.value for f in text_string_to_metric_families(text) for s in f.samples]
+        assert all(math.isfinite(v) for v in values)
+        assert f'jouletrace_unit="{left_out}"' not in text
     finally:
         exporter.shutdown()
 

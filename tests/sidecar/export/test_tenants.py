@@ -128,17 +128,22 @@ def _chat(tenant: str | None, energy_j: float) -> RequestEnergy:
     return make_record(energy_j=energy_j, attributes={"jouletrace.tenant": tenant} if tenant else {})
 
 
+def _tenant_energy(exporter: MetricsExporter) -> dict[str, float]:
+    """The tenant energy series as the /metrics page gives them, by tenant label."""
+    families = text_string_to_metric_families(exporter.render().decode())
+    return {
+        s.labels["jouletrace_tenant"]: s.value
+        for f in families
+        if f.name == "gen_ai_server_tenant_energy_joules"
+        for s in f.samples
+    }
+
+
 def test_the_exporter_labels_tenant_energy_with_bounded_tenants() -> None:
     exporter = MetricsExporter(golden_snapshot, tenant_top_n=1)
     try:
         exporter.record([_chat(t, 12.5) for t in ["acme"] * 5 + ["zeta", None]])
-        families = text_string_to_metric_families(exporter.render().decode())
-        by_tenant = {
-            s.labels["jouletrace_tenant"]: s.value
-            for f in families
-            if f.name == "gen_ai_server_tenant_energy_joules"
-            for s in f.samples
-        }
+        by_tenant = _tenant_energy(exporter)
         assert by_tenant == {"acme": 5 * 12.5, "other": 12.5, "none": 12.5}  # zeta: no slot left
     finally:
         exporter.shutdown()
@@ -178,13 +183,7 @@ def test_a_request_with_no_output_tokens_still_counts_in_its_tenants_energy() ->
             attributes={"jouletrace.tenant": "heavy"},
         )
         exporter.record([_chat("acme", 10.0), aborted])
-        families = text_string_to_metric_families(exporter.render().decode())
-        by_tenant = {
-            s.labels["jouletrace_tenant"]: s.value
-            for f in families
-            if f.name == "gen_ai_server_tenant_energy_joules"
-            for s in f.samples
-        }
+        by_tenant = _tenant_energy(exporter)
         assert by_tenant == {"acme": 10.0, "heavy": 500.0}
     finally:
         exporter.shutdown()
