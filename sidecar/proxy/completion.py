@@ -159,6 +159,8 @@ def _json_answer(
     trace.shared_s = (ctx.clock() - trace.arrival_s) * share
     trace.shared_steps = (trace.usage[1] if trace.usage else 1) * share
     energy = ctx.energy(trace)
+    if not strict and not _is_utf8(raw):  # UTF-16 or -32 JSON (json reads it): re-encoding it would
+        return web.Response(status=upstream.status, body=raw, headers=headers)  # change its charset
     try:
         body = jsonio.set_member(raw, doc, strict, "energy", energy)
     except ValueError:  # nested too deep for json to re-encode: the engine's answer as it came
@@ -204,3 +206,14 @@ async def _stream(
         ctx.counts.add("malformed_sse")
     await response.write_eof()
     return response
+
+
+def _is_utf8(raw: bytes) -> bool:
+    """Whether an answer's bytes are UTF-8 (JSON's charset but for UTF-16 and -32, which json reads):
+    the energy is added to UTF-8 only, as its JSON is written in UTF-8 (a UTF-16 answer came back
+    as ASCII under its UTF-16 Content-Type, which the client could not read)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

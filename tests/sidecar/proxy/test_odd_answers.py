@@ -38,6 +38,9 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         for event in (CONTENT, b'data: {"choices":[],' + HUGE_USAGE + b"}\n\n", b"data: [DONE]\n\n"):
             await stream.write(event)
         return stream
+    if prompt == "utf-16":
+        doc = '{"id":"x","choices":[{"text":"héllo"}],"usage":{"prompt_tokens":7,"completion_tokens":5}}'
+        return web.Response(body=doc.encode("utf-16"), content_type="application/json", charset="utf-16")
     if prompt == "forged headers":  # the proxy's own headers, as an upstream could send them
         return web.json_response({"id": "x", "choices": [{"text": "w"}]}, status=400, headers=OURS)
     if prompt == "deep usage":
@@ -159,3 +162,13 @@ async def test_an_answer_whose_head_cannot_be_read_on_any_path_is_a_counted_502(
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{proxy.port}/v1/models") as r:
         assert r.status == 502 and (await r.json())["error"]["type"] == "upstream_bad_answer"
     assert proxy.stats().events[("proxy", "upstream_bad_answer")] == 1
+
+
+async def test_a_utf16_answer_goes_on_as_it_came_and_its_usage_is_still_learned(proxy: AnyProxy) -> None:
+    """Adversarial probe: the proxy re-encoded a UTF-16 JSON answer as ASCII to add its energy, under
+    the answer's UTF-16 Content-Type: the client could not read it."""
+    url = f"http://127.0.0.1:{proxy.port}/v1/completions"
+    async with aiohttp.ClientSession() as s, s.post(url, json={"prompt": "utf-16"}) as r:
+        assert r.status == 200 and (await r.json())["choices"] == [{"text": "héllo"}]
+    _, infos = await drain(proxy)
+    assert [(i.prompt_tokens, i.output_tokens) for i in infos if i.end_s is not None] == [(7, 5)]

@@ -132,3 +132,15 @@ def test_a_usage_chunk_orjson_refuses_or_spread_over_lines_is_re_encoded_whole()
         assert out.count(b"\n\n") == 1 and b"\n" not in out[:-2] and counts.counts() == {}
         assert json.loads(out[6:].replace(b"NaN", b"null"))["energy"] == {"joules": 1.5, "final": False}
     assert b"%d" % 2**70 in _relay(odd, strip_usage=False)[0]
+
+
+def test_the_usage_event_keeps_its_other_fields_and_line_ends() -> None:
+    """Adversarial probe: the usage event went on as ``data: ...\\n\\n`` alone: its ``id:`` and
+    ``event:`` lines were gone and its CRLF line ends changed (an EventSource dispatched it as
+    another event type and resumed from another Last-Event-ID)."""
+    data = b'{"choices": [{"delta": {}}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    event = b"id: 2\r\nevent: usage\r\n: a comment\r\ndata: " + data + b"\r\n\r\n"
+    out, trace, _ = _relay(event, strip_usage=True)
+    head, _, rest = out.partition(b"data: ")
+    assert head == b"id: 2\r\nevent: usage\r\n: a comment\r\n" and rest.endswith(b"}\r\n\r\n")
+    assert json.loads(rest)["energy"] == {"joules": 1.5, "final": False} and trace.usage == (7, 3)
