@@ -167,9 +167,8 @@ class Timeline:
         return self._energy_dev.copy()
 
     def _ordered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n = min(self._count, self.capacity)
-        start = self._count - n
-        idx = (np.arange(start, self._count)) % self.capacity
+        n, start = self._held()
+        idx = (start + np.arange(n)) % self.capacity
         return self._t[idx], self._e[idx], self._e_dev[idx], self._forced[idx]
 
     def edges_after(self, t_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,10 +185,14 @@ class Timeline:
         times: np.ndarray = self._t[self._after(t_s)]
         return times
 
+    def _held(self) -> tuple[int, int]:
+        """(edges held, the oldest one's ring position)."""
+        n = min(self._count, self.capacity)
+        return n, (self._count - n) % self.capacity
+
     def _rank(self, t_s: float) -> tuple[int, int, int]:
         """(edges with time <= ``t_s``, edges held, the oldest one's ring position), by binary search."""
-        n = min(self._count, self.capacity)
-        start = (self._count - n) % self.capacity
+        n, start = self._held()
         head = self._t[start : start + n]  # the older part (all of it unless the ring wrapped)
         first = int(np.searchsorted(head, t_s, side="right"))
         if first == head.size and head.size < n:  # in the wrapped part
@@ -204,8 +207,8 @@ class Timeline:
 
     def energy_at(self, t_s: float) -> float:
         """Summed energy at ``t_s`` (J), linear between edges; clamped to the known range. Two edges
-        found by binary search (the whole ring was copied for each call: the API's ``/v1/energy``
-        cost ~8 ms of the event loop a query with 8 devices and a full ring)."""
+        found by binary search (the whole ring was copied for each call, three times a query of
+        the API's ``/v1/energy``, on its event loop)."""
         k, n, start = self._rank(t_s)
         if n == 0:
             return 0.0
@@ -218,10 +221,9 @@ class Timeline:
 
     def span_s(self) -> tuple[float, float] | None:
         """The oldest and newest edge times (s); None before any."""
-        n = min(self._count, self.capacity)
+        n, start = self._held()
         if n == 0:
             return None
-        start = (self._count - n) % self.capacity
         return float(self._t[start]), float(self._t[(start + n - 1) % self.capacity])
 
     def energy_between(self, t0_s: float, t1_s: float) -> float:

@@ -206,8 +206,7 @@ class JouletraceStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is unt
 def _stepped(outputs: Any, states: dict[str, Any]) -> list[tuple[str, Any]]:
     """The requests of this step's outputs (a first token comes in its step's output), by their
     state; every request's state where the outputs cannot be read so. Walking every state each
-    step with a prefill cost vLLM's output loop time in proportion to its queue (100,000 queued
-    requests: ~15 ms a step)."""
+    step with a prefill cost vLLM's output loop time in proportion to its queue."""
     listed = getattr(outputs, "outputs", None)
     if not isinstance(listed, list):
         return list(states.items())

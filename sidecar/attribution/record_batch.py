@@ -12,12 +12,11 @@ else: indexing or iterating builds the record objects (once, cached).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, overload
 
-from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy
+from sidecar.attribution.records import RECORD_FIELDS, RequestEnergy, per_unit
 
 __all__ = [
     "ATTRIBUTES",
@@ -64,9 +63,7 @@ def record_of(values: Values) -> RequestEnergy:
 
 def per_unit_j(values: Values) -> float | None:
     """:attr:`RequestEnergy.joules_per_output_unit` of a record's values."""
-    units = values[OUTPUT_UNITS]
-    value = values[ENERGY_J] / units if units > 0 else None
-    return value if value is None or math.isfinite(value) else None
+    return per_unit(values[ENERGY_J], values[OUTPUT_UNITS])
 
 
 def to_json(values: Values) -> dict[str, Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "SelfStats",
     "Snapshot",
     "TapReport",
+    "per_unit",
 ]
 
 
@@ -68,7 +69,7 @@ class RequestEnergy:
     def joules_per_output_unit(self) -> float | None:
         """J per output token / image / video; ``None`` without output, or where the quotient is not
         a number JSON can carry (a hostile tiny unit count made it Infinity in the API's answer)."""
-        return _finite_or_none(self.energy_j / self.output_units) if self.output_units > 0 else None
+        return per_unit(self.energy_j, self.output_units)
 
     def to_json(self) -> dict[str, Any]:
         """The record as the HTTP API and ledger show it."""
@@ -185,5 +186,9 @@ class Snapshot:
     stats: SelfStats = field(default_factory=SelfStats)
 
 
-def _finite_or_none(value: float) -> float | None:
+def per_unit(energy_j: float, units: float) -> float | None:
+    """J per output unit; None without output, or where the quotient is not finite."""
+    if not units > 0:
+        return None
+    value = energy_j / units
     return value if math.isfinite(value) else None

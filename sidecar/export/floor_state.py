@@ -40,8 +40,7 @@ class FloorKeeper:
         self.every_s = every_s
         self.wall = wall
         self._saved_at: float | None = None
-        self._failed_at: float | None = None  # the last save the ledger refused (tried again after RETRY_S)
-        self.failed = False  # the last save tried was refused
+        self._failed_at: float | None = None  # the last save, if the ledger refused it (RETRY_S)
 
     def restore(self, now_s: float) -> bool:
         """Seed the floor from the saved state of the same devices; True if it applied."""
@@ -78,7 +77,7 @@ class FloorKeeper:
         state = self.floor.state(now_s, self.wall())
         if state is None:
             return False
-        self.failed = not self.ledger.save_state(
+        saved = self.ledger.save_state(
             _KEY,
             {
                 "devices": state.devices,
@@ -87,8 +86,13 @@ class FloorKeeper:
                 "samples": state.samples,
             },
         )
-        if self.failed:
+        if not saved:
             self._failed_at = now_s
             return False
-        self._saved_at = now_s
+        self._saved_at, self._failed_at = now_s, None
         return True
+
+    @property
+    def failed(self) -> bool:
+        """Whether the last save tried was refused."""
+        return self._failed_at is not None

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
 _BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
 WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
+# which of some ids (a JSON array) the file holds
 STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
 RETRY_EVERY_S = 1.0  # records kept back by a failed write are tried again this often (s) with no batch
 

@@ -64,7 +64,7 @@ from sidecar.errors import ConfigError
 from sidecar.export import ledger_migrate, ledger_rows
 from sidecar.export.ledger_lock import LedgerLock
 from sidecar.export.ledger_rows import SCHEMA_VERSION
-from sidecar.export.ledger_write import RETRY_EVERY_S, STORED_OF, WRITE_ROWS, LedgerWrites
+from sidecar.export.ledger_write import RETRY_EVERY_S, WRITE_ROWS, LedgerWrites
 
 __all__ = ["RETRY_EVERY_S", "SCHEMA_VERSION", "WRITE_ROWS", "Ledger"]
 
@@ -79,7 +79,6 @@ EXPIRE_EVERY_S = 60.0  # retention by age runs at least this often (s), written 
 # how long a write waits for another connection's lock (a backup, an operator's shell) before it
 # fails and its records are kept for the next try: the tick waits on the event loop meanwhile
 BUSY_TIMEOUT_S = 0.5
-# which of some ids (a JSON array) the file holds
 
 
 class Ledger(LedgerWrites):
@@ -249,8 +248,7 @@ class Ledger(LedgerWrites):
         with self._lock:
             waiting = [rec for rec in reversed(self._staged.values())][:limit]
             if waiting:  # one under an id stored already is kept out when written: not listed
-                ids = json.dumps([rec[REQUEST_ID] for rec in waiting])
-                stored = {row[0] for row in self._conn.execute(STORED_OF, (ids,))}
+                stored = set(self._stored_of(waiting))
                 waiting = [rec for rec in waiting if rec[REQUEST_ID] not in stored]
             rows = self._conn.execute(
                 f"{ledger_rows.SELECT} ORDER BY seq DESC LIMIT ?", (limit - len(waiting),)

@@ -33,7 +33,7 @@ from typing import Any
 
 from sidecar.proxy import jsonio
 from sidecar.proxy.learn import Counts, RequestTrace, clean_label, usage_tokens
-from sidecar.proxy.sse import DONE, SseEvent, read_data
+from sidecar.proxy.sse import DONE, SseEvent, read_data, with_data
 
 __all__ = ["CONTENT", "StreamRelay", "is_content_chunk", "needs_decoding"]
 
@@ -150,26 +150,4 @@ class StreamRelay:
         except ValueError:  # nested too deep for json to re-encode: the event as it came
             self.counts.add("answer_too_deep")
             return raw
-        return _with_data(raw, with_energy)
-
-
-_LINE = re.compile(rb"([^\r\n]*)(\r\n|\n|\r|$)")
-
-
-def _with_data(raw: bytes, payload: bytes) -> bytes:
-    """The event ``raw`` with its data line(s) as one line of ``payload``: its other fields (``id:``,
-    ``event:``, comments) and line ends kept (the usage event went on as ``data: ...\n\n`` alone: an
-    EventSource dispatched it as another event type and resumed from another Last-Event-ID)."""
-    out: list[bytes] = []
-    placed = False
-    for match in _LINE.finditer(raw):
-        line, end = match.group(1), match.group(2)
-        if not line and not end:  # the end of the text
-            break
-        if line.startswith(b"data:"):
-            if not placed:
-                out.append(b"data: " + payload + (end or b"\n"))
-                placed = True
-            continue
-        out.append(line + end)
-    return b"".join(out) if placed else b"data: " + payload + b"\n\n"
+        return with_data(raw, with_energy)

@@ -24,11 +24,12 @@ from typing import Any, NamedTuple
 
 from sidecar.proxy import jsonio
 
-__all__ = ["DONE", "SseEvent", "SseFramer", "parse_data", "read_data"]
+__all__ = ["DONE", "SseEvent", "SseFramer", "parse_data", "read_data", "with_data"]
 
 DONE = "[DONE]"
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
+_LINE = re.compile(rb"([^\r\n]*)(" + _LINE_END.pattern + rb"|$)")  # a line and its end
 
 
 class SseEvent(NamedTuple):
@@ -73,8 +74,8 @@ class SseFramer:
         """The events completed by ``piece`` (possibly none). Each byte is scanned about once: the
         search for a boundary starts where the last one stopped (less a boundary's length), so an
         event trickled in small pieces costs time linear in its size (the buffer was joined to
-        each piece and searched from its start: quadratic, 5 s for a 256 KiB event in 8-byte
-        pieces with line ends)."""
+        each piece and searched from its start: quadratic; ``benchmarks/hostile_cost.py``, "sse
+        trickle")."""
         buf = self._buffer
         buf += piece
         self._cr = self._cr or b"\r" in piece
@@ -109,6 +110,26 @@ class SseFramer:
         self._buffer.clear()
         self._scanned, self._cr = 0, False
         return [SseEvent(rest, _any_data(rest))] if rest else []
+
+
+def with_data(raw: bytes, payload: bytes) -> bytes:
+    """The event ``raw`` with its data line(s) as one line of ``payload``: its other fields (``id:``,
+    ``event:``, comments) and line ends kept (the proxy's usage event went on as ``data: ...\n\n``
+    alone: an EventSource dispatched it as another event type and resumed from another
+    Last-Event-ID)."""
+    out: list[bytes] = []
+    placed = False
+    for match in _LINE.finditer(raw):
+        line, end = match.group(1), match.group(2)
+        if not line and not end:  # the end of the text
+            break
+        if line.startswith(b"data:"):
+            if not placed:
+                out.append(b"data: " + payload + (end or b"\n"))
+                placed = True
+            continue
+        out.append(line + end)
+    return b"".join(out) if placed else b"data: " + payload + b"\n\n"
 
 
 def parse_data(data: bytes | str | None) -> dict[str, Any] | str | None:

@@ -39,12 +39,11 @@ ended as aborted (``restarts``, ``senders_gone``, ``aborted_on_restart``: :mod:`
 a second engine on the port, or a datagram forged with another pid, ends nothing of a process
 that is sending (a fin of a request only another process decodes is ``rejected_other_sender``; a
 process ended aborts none another decodes or that finished; beyond 16 processes all sending, a new
-pid is refused). At most
-``max_decoding`` starts without a fin are kept over all processes (the oldest is dropped,
-``evicted``); at most ``max_per_drain`` datagrams are read per tick, the kernel buffer bounds
-the rest, and they are handled for at most :data:`~sidecar.taps.udp.DRAIN_BUDGET_S` a tick
-(those left, the next). A bug while handling one datagram is counted (``internal_errors``) and
-logged, never raised into the tick.
+pid is refused). At most ``max_decoding`` starts without a fin are kept over all processes (the
+oldest is dropped, ``evicted``); at most ``max_per_drain`` datagrams are read per tick, the
+kernel buffer bounds the rest, and they are handled for at most
+:data:`~sidecar.taps.udp.DRAIN_BUDGET_S` a tick (those left, the next). A bug while handling
+one datagram is counted (``internal_errors``) and logged, never raised into the tick.
 Units: seconds, tokens.
 """
 
