@@ -42,6 +42,7 @@ from loadgen.config import RunConfig
 from loadgen.records import Request, Result
 from loadgen.runner import _dispatch
 from loadgen.tracing import ClientTracer
+from servers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
@@ -167,7 +168,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="trials per rate; the best counts")
     ap.add_argument("--no-vllm", action="store_true", help="skip vllm bench serve")
     args = ap.parse_args()
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "tests.loadgen.fake_server", "--port", str(port)]
     server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -195,14 +196,6 @@ def main() -> int:
         why = "not run" if args.no_vllm else (f"{VLLM_PY} missing" if theirs is None else "no passing rate")
         print(f"loadgen {ours:.0f} req/s | vllm-bench n/a ({why}) | ratio n/a")
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

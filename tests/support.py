@@ -3,7 +3,6 @@ work in rows as one event per row, a running sidecar's /metrics parsed."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from servers.ports import free_port
 from sidecar.attribution.events import Phase, StepBatch, WorkEvent, WorkRows
 
 __all__ = [
@@ -70,14 +70,6 @@ def python_prints(code: str) -> str:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     return out.stdout.strip()
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that was free a moment ago (TCP by default, ``SOCK_DGRAM`` for UDP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _why(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, log: Path | None) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from servers.ports import free_port
+
 __all__ = ["run_demo"]
 
 _EXT = {"image/png": "png", "video/mp4": "mp4", "image/gif": "gif"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _http(url: str, body: Any = None, timeout_s: float = 120.0) -> tuple[int, Any]:
@@ -134,7 +128,7 @@ def run_demo(out: Path, models_dir: Path) -> int:
     image_dir = BUILDERS["image"](models_dir / "tiny-image")
     video_dir = VIDEO_BUILDERS["video"](models_dir / "tiny-video")
     out.mkdir(parents=True, exist_ok=True)
-    otlp, side_port, port = _free_port(), _free_port(), _free_port()
+    otlp, side_port, port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOULETRACE_")}
     env["JOULETRACE_PLUGIN_PORT"] = "0"  # no vLLM in this demo
     logs = Path(tempfile.mkdtemp(prefix="jouletrace-diffusion-demo-"))

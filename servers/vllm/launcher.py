@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from servers.ports import free_port
 from sidecar.contracts.ports import HOOK_PORT, LLM_SERVER_PORT, OTLP_PORT, PLUGIN_PORT
 
 __all__ = [
@@ -105,13 +105,6 @@ def serve_env(
     env["JOULETRACE_PLUGIN_HOST"] = plugin_host
     env["JOULETRACE_PLUGIN_PORT"] = str(plugin_port)
     return env
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that is free on 127.0.0.1 right now (TCP by default)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout_s: float, proc: Process | None = None) -> float:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from servers.ports import free_port
 from tests.ops.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -128,15 +128,8 @@ def test_help_runs_as_non_root_on_a_read_only_root(image: Image, rootfs: Path) -
     assert lines[2] == "writable-data"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_a_short_simulated_run_serves_energy_metrics(image: Image, rootfs: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     args = ["sidecar", "--meter", "sim", "--host", "127.0.0.1", "--port", str(port), "--otlp-port", "0"]
     args += ["--fit-warmup-ticks", "20"]
     log = tmp_path / "sidecar.log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from servers.vllm.launcher import (
     SCHEDULER_HOOK,
     VLLM_CLI,
     Process,
+    free_port,
     serve_command,
     serve_env,
     vllm_python,
@@ -123,3 +125,29 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_wait(tmp_path: Path)
         time.sleep(0.02)  # the handler is in place once it has printed
     assert proc.stop(timeout_s=0.5) == -signal.SIGKILL
     assert proc.tail() == "up"
+
+
+def test_free_port_never_hands_out_a_port_twice_though_the_system_offers_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offered = iter([40001, 40001, 40002, 40001, 40002, 40003])
+
+    class OneSocket:  # the system offers a port just let go again, as Linux may
+        def __init__(self, *_: object) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> OneSocket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def bind(self, _: object) -> None:
+            return None
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", OneSocket)
+    monkeypatch.setattr("servers.ports._ISSUED", set())
+    assert [free_port(), free_port(), free_port()] == [40001, 40002, 40003]

@@ -75,6 +75,16 @@ class Relay:
         self.proc.wait(5.0)
 
 
+def start_relay(to: dict[str, int], copy_path: Path) -> Relay:
+    """A relay whose own ports (bound to port 0 after ``to`` were chosen and let go) are none of ``to``."""
+    for _ in range(10):
+        relay = Relay(to, copy_path, lose=LOST)
+        if not {relay.port, relay.plugin_port, relay.otlp_port} & set(to.values()):
+            return relay
+        relay.stop()
+    raise RuntimeError(f"the relay took one of the sidecar's ports {to} ten times")
+
+
 def stream_then_drop(url: str, model: str, request_id: str) -> None:
     """A streamed chat request whose client hangs up after a few chunks (vLLM aborts it)."""
     with urllib.request.urlopen(stream_request(url, model, request_id, STREAM_TOKENS), timeout=60) as resp:
@@ -88,7 +98,7 @@ def hooked(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     to["plugin"] = to["hook"]
     while to["plugin"] == to["hook"]:
         to["plugin"] = free_port(socket.SOCK_DGRAM)
-    relay = Relay(to, tmp_path_factory.mktemp("relay") / "hook.bin", lose=LOST)
+    relay = start_relay(to, tmp_path_factory.mktemp("relay") / "hook.bin")
     cpu_args = list(CPU_ARGS)
     cpu_args[cpu_args.index("--max-model-len") + 1] = str(CONTEXT)
     stack = Stack(  # vLLM sends to the relay's ports; the sidecar listens on ``to`` (the later flags win)
