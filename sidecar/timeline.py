@@ -3,10 +3,9 @@
 The meter hands raw counters; this module turns them into a monotone energy
 timeline:
 
-* **Resets and wraps.** A counter that goes backwards either wrapped (the
-  device has a ``wrap_j`` range, like RAPL) and gained ``raw + wrap_j - prev``,
-  or was reset (driver reload, NVML) and gained ``raw`` since it restarted
-  from zero. Either way energy never goes negative.
+* **Gains.** What each device gained since the last poll, resets, wraps and bad reads
+  handled (:mod:`sidecar.counter_gains`): energy never goes negative, and a read no device
+  could make is counted, not added.
 * **Update edges.** NVML's counter changes about every 100 ms while we poll
   every 20 ms, so most polls repeat the last value. An *edge* is a poll at
   which the summed counter changed; the update happened somewhere between the
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sidecar.counter_gains import CounterGains
 from sidecar.grid import GridClock
 from sidecar.meters.base import DeviceInfo, Reading
 
@@ -66,11 +66,9 @@ class Timeline:
         self._e_dev = np.zeros((capacity, n))  # per-device energy at each edge (J)
         self._forced = np.zeros(capacity, dtype=bool)
         self._count = 0  # edges ever written; the ring holds the last `capacity`
-        self._last_raw: np.ndarray | None = None
+        self.gains = CounterGains(self.devices)
         self._energy_dev = np.zeros(n)  # unwrapped cumulative energy per device (J)
         self._last_poll_t: float | None = None
-        self.resets = 0
-        self.wraps = 0
         self.out_of_order = 0
         self.stalled_reads = 0  # polls that saw several counter updates at once (read late)
         self.polls = 0
@@ -91,13 +89,9 @@ class Timeline:
         self.polls += 1
         prev_t = self._last_poll_t
         self._last_poll_t = t
-        if self._last_raw is None:
-            self._last_raw = raw  # the first poll is only a base: its update time is unknown
+        delta = self.gains.gains(t, raw)
+        if delta is None:  # the first poll is only a base: its update time is unknown
             return False
-        delta = raw - self._last_raw
-        for i in np.flatnonzero(delta < 0):
-            delta[i] = self._backwards_gain(int(i), float(self._last_raw[i]), float(raw[i]))
-        self._last_raw = raw
         if np.any(delta > 0):
             self._energy_dev += delta
             assert prev_t is not None
@@ -125,20 +119,6 @@ class Timeline:
         last = self.grid.last_update(prev_t, t)
         return last if last is not None else t - 0.5 * period
 
-    def _backwards_gain(self, i: int, prev: float, raw: float) -> float:
-        wrap = self.devices[i].wrap_j
-        if wrap is not None and prev - raw > 0.5 * wrap:
-            self.wraps += 1
-            return raw + wrap - prev
-        self.resets += 1
-        log.warning(
-            "energy counter of %s went backwards (%.3f J -> %.3f J): counting a reset",
-            self.devices[i].id,
-            prev,
-            raw,
-        )
-        return max(raw, 0.0)
-
     def _append(self, t: float, *, forced: bool) -> None:
         slot = self._count % self.capacity
         self._t[slot] = t
@@ -148,6 +128,18 @@ class Timeline:
         self._count += 1
 
     # ---- queries ------------------------------------------------------------
+    @property
+    def resets(self) -> int:
+        return self.gains.resets
+
+    @property
+    def wraps(self) -> int:
+        return self.gains.wraps
+
+    @property
+    def implausible_reads(self) -> int:
+        return self.gains.implausible_reads
+
     @property
     def edge_count(self) -> int:
         """Edges ever recorded (the ring holds the newest ``capacity``)."""

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "MAX_DEVICE_W",
     "DeviceInfo",
     "DeviceStatus",
     "EnergyMeter",
@@ -32,18 +33,28 @@ class EnergySource(StrEnum):
     REPLAY = "replay"  # a recorded trace played back
 
 
+# Far above what one device draws (a B200's power limit is 1 kW): a counter that gains more than this
+# a second read garbage, not energy (Zeus checks its counters for gains no device could make:
+# ml-energy/zeus issue 113)
+MAX_DEVICE_W = 10_000.0
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """A device a meter reads.
 
     ``wrap_j`` is the counter's range in joules where it wraps (RAPL's
     ``max_energy_range_uj``); ``None`` where the counter only resets (NVML).
+    ``max_w``: the most a read may show per second of the sidecar's clock; a gain above it is
+    a bad read, not energy (the timeline's ``implausible_reads``). A trace replayed ``s`` times
+    faster than it was recorded shows ``s`` times its power.
     """
 
     id: str  # stable id: GPU UUID, powercap zone path, "cpu"
     name: str  # human name: "NVIDIA H100 80GB HBM3", "package-0"
     type: str = "gpu"  # hw.type: gpu, cpu
     wrap_j: float | None = None
+    max_w: float = MAX_DEVICE_W
 
 
 @dataclass(frozen=True, slots=True)

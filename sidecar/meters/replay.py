@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sidecar.errors import ConfigError, ReplayFormatError
-from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
+from sidecar.meters.base import MAX_DEVICE_W, DeviceInfo, DeviceStatus, EnergySource, Reading
 
 __all__ = ["OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ReplayMeter"]
 
@@ -72,7 +72,7 @@ class ReplayMeter:
         self._speed = float(speed)
         self._comments, columns = _parse(self._path)
         self._ids = tuple(columns.ids)
-        self._devices = tuple(DeviceInfo(id=d, name=d, type="gpu", wrap_j=None) for d in self._ids)
+        self._devices = tuple(DeviceInfo(d, d, "gpu", None, MAX_DEVICE_W * speed) for d in self._ids)
         # per poll: trace time (s), energy per device (J), status per device (OPTIONAL_COLUMNS; NaN unknown)
         self._times, self._energy, self._status = _assemble(columns)
         self._first_t = float(self._times[0])

@@ -207,6 +207,24 @@ def test_a_counter_wrap_is_counted_in_the_snapshot_like_a_reset(
     assert sidecar.snapshot().stats.counter_resets == 1
 
 
+def test_a_read_no_device_makes_is_a_meter_event_and_adds_no_energy(
+    clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
+) -> None:
+    meter = ScriptedMeter(clock)
+    sidecar = make_sidecar(meter)
+    poll_for(sidecar, clock, 0.5)
+    good = ScriptedMeter.read
+    meter.read = lambda: Reading(clock(), ((2**64 - 1) / 1000.0,))  # type: ignore[method-assign]
+    poll_for(sidecar, clock, 0.02)
+    meter.read = lambda: good(meter)  # type: ignore[method-assign]
+    poll_for(sidecar, clock, 0.5)
+    sidecar.tick()
+    snap = sidecar.snapshot()
+    assert snap.stats.taps.events[("meter", "implausible_reads")] == 1
+    assert snap.stats.measured_j < 200.0  # 10 J a 100 ms, not the spike's 1.8e16 J
+    assert snap.stats.counter_resets == 0
+
+
 def test_late_reads_are_a_meter_event_in_the_snapshot(
     clock: FakeClock, make_sidecar: Callable[[ScriptedMeter], Sidecar]
 ) -> None:

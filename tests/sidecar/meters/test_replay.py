@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sidecar.errors import ConfigError, ReplayFormatError
 from sidecar.meters import make_meter
-from sidecar.meters.base import DeviceStatus, EnergyMeter, EnergySource, Reading
+from sidecar.meters.base import MAX_DEVICE_W, DeviceStatus, EnergyMeter, EnergySource, Reading
 from sidecar.meters.replay import ReplayMeter
 from tests.support import FakeClock
 
@@ -66,6 +66,12 @@ def test_a_device_before_its_first_row_shows_its_first_value(tmp_path: Path) -> 
     m = ReplayMeter(write(tmp_path, text), clock=FakeClock())
     assert [r.energy_j for r in m.readings()] == [(5.0, 70.0), (6.0, 70.0), (6.0, 71.0)]
     assert next(m.statuses())[1] == DeviceStatus("GPU-b")
+
+
+@pytest.mark.parametrize("speed", [1.0, 60.0, 0.5])
+def test_a_trace_played_faster_may_show_as_much_more_power(tmp_path: Path, speed: float) -> None:
+    m = ReplayMeter(write(tmp_path, TRACE), clock=FakeClock(), speed=speed)
+    assert {d.max_w for d in m.devices} == {MAX_DEVICE_W * speed}  # the timeline's bad-read bound
 
 
 @pytest.mark.parametrize("speed", [1.0, 2.0, 0.5])
