@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from loadgen.batches import TimedBatch, batch_figures
-from loadgen.records import Result
+from loadgen.records import Result, finite_j
 from loadgen.rules import comparability, running_profile
 from loadgen.summary import pct as _pct
 from loadgen.summary import task_summary
@@ -176,8 +176,7 @@ def energy_in(r: Result, w: Window, cost: TokenCost | None = None) -> float:
     e = r.energy_j or 0.0
     if r.request.unit == "token":
         phases = (r.energy or {}).get("phase_j") or {}
-        prefill = float(phases.get("prefill", 0.0)) if isinstance(phases, dict) else 0.0
-        prefill = min(prefill, e)
+        prefill = min((finite_j(phases.get("prefill", 0.0)) if isinstance(phases, dict) else None) or 0.0, e)
         inside_first = r.first_token_s is not None and w.open_s <= r.first_token_s <= w.close_s
         if cost is not None and r.chunk_s:
             weight = cost.weights(r.chunk_s, r.chunk_tokens)

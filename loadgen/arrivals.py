@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def poisson(n: int, rate_per_s: float, seed: int) -> Schedule:
 
 def gamma(n: int, rate_per_s: float, burstiness: float, seed: int, kind: str = "gamma") -> Schedule:
     """Gamma-distributed gaps: mean ``1/rate_per_s`` s, shape ``burstiness`` (CV = 1/sqrt(shape))."""
-    if rate_per_s <= 0 or burstiness <= 0:
+    if not (0 < rate_per_s < math.inf and 0 < burstiness < math.inf):
         raise InputError(
             f"arrival rate and burstiness must be > 0, got rate={rate_per_s} burstiness={burstiness}"
         )
@@ -81,8 +82,8 @@ def gamma(n: int, rate_per_s: float, burstiness: float, seed: int, kind: str = "
 
 def constant(n: int, rate_per_s: float) -> Schedule:
     """Evenly spaced arrivals, ``1/rate_per_s`` s apart (the first at t = 0)."""
-    if rate_per_s <= 0:
-        raise InputError(f"arrival rate must be > 0, got {rate_per_s}")
+    if not 0 < rate_per_s < math.inf:
+        raise InputError(f"arrival rate must be a finite number > 0, got {rate_per_s}")
     return Schedule(
         np.arange(n, dtype=np.float64) / rate_per_s, "constant", params={"rate_per_s": rate_per_s}
     )

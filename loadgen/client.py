@@ -1,14 +1,14 @@
 """The HTTP client: one coroutine per request, streaming where the API streams.
 
-Chat and completions requests stream (SSE); each ``data:`` chunk that carries text
-is timed, which gives TTFT, inter-token latencies and the tokens generated in any
-time window. The final usage chunk (``stream_options.include_usage``) gives the
-exact ``completion_tokens`` and ``prompt_tokens``. Diffusion requests are plain
-JSON. Every request sends ``X-Request-Id`` and a W3C ``traceparent``.
+Chat and completions requests stream (SSE), diffusion requests are plain JSON; the answer is
+read and checked by :mod:`loadgen.answers`. Every request sends ``X-Request-Id`` and a W3C
+``traceparent``.
 
-A failing request never stops the run: HTTP errors, broken streams and timeouts
-are written into its :class:`~loadgen.records.Result` (``error``), which the
-analysis counts and excludes from energy figures.
+A failing request never stops the run: HTTP errors, broken streams, answers that cannot be
+right, answers over :data:`MAX_ANSWER_BYTES` and timeouts are written into its
+:class:`~loadgen.records.Result` (``error``), which the analysis counts and excludes from
+energy figures; so is anything else one answer makes go wrong. An error page is read up to
+:data:`ERROR_BYTES`.
 
 Also here: the pre-flight check (is the server there, what does it serve, how
 long is its context) and the tokenizer calibration through ``POST /tokenize``.
@@ -20,16 +20,26 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
+from loadgen.answers import BadAnswer, read_json, read_stream
 from loadgen.errors import UnreachableError
 from loadgen.prompts import calibration_text
 from loadgen.records import Result
 from loadgen.tracing import ClientTracer
 
-__all__ = ["ServerInfo", "calibrate_tokens_per_word", "probe_server", "send"]
+__all__ = [
+    "ERROR_BYTES",
+    "MAX_ANSWER_BYTES",
+    "ServerInfo",
+    "calibrate_tokens_per_word",
+    "probe_server",
+    "send",
+]
+
+MAX_ANSWER_BYTES = 256 << 20  # a plain JSON answer (images, videos as base64) read at most
+ERROR_BYTES = 4096  # of an error page, read (300 characters kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,7 @@ async def probe_server(
             if resp.status == 404:
                 return ServerInfo(url, (), None)  # reachable, just no model list (e.g. a diffusion server)
             if resp.status >= 400:
-                text = await resp.text()
+                text = (await resp.content.read(ERROR_BYTES)).decode(errors="replace")
                 raise UnreachableError(
                     f"{url} answered GET /v1/models with HTTP {resp.status}: {text[:200]} ({flag})"
                 )
@@ -59,9 +69,16 @@ async def probe_server(
         raise UnreachableError(
             f"cannot reach {url} ({type(err).__name__}: {err}); is the server running? Set it with {flag}"
         ) from err
-    models = tuple(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
-    lens = [m.get("max_model_len") for m in data.get("data", []) if isinstance(m, dict)]
-    max_len = next((int(x) for x in lens if isinstance(x, int)), None)
+    except ValueError as err:  # not JSON
+        raise UnreachableError(
+            f"{url} answered GET /v1/models with no JSON: {str(err)[:100]} ({flag})"
+        ) from err
+    listed = data.get("data", []) if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        raise UnreachableError(f"{url} answered GET /v1/models without a list of models in data ({flag})")
+    models = tuple(str(m.get("id"))[:200] for m in listed if isinstance(m, dict))
+    lens = [m.get("max_model_len") for m in listed if isinstance(m, dict)]
+    max_len = next((x for x in lens if isinstance(x, int) and not isinstance(x, bool) and x > 0), None)
     return ServerInfo(url, models, max_len)
 
 
@@ -85,86 +102,6 @@ async def calibrate_tokens_per_word(session: aiohttp.ClientSession, url: str, mo
     return count / len(text.split())
 
 
-def _chunk_text(choice: dict[str, Any]) -> str:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        return str(delta.get("content") or "") + str(
-            delta.get("reasoning_content") or delta.get("reasoning") or ""
-        )
-    return str(choice.get("text") or "")
-
-
-async def _read_stream(resp: aiohttp.ClientResponse, result: Result, t0: float) -> None:
-    first_choice_s: float | None = None
-    usage: dict[str, Any] | None = None
-    async for raw in resp.content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            break
-        now = time.perf_counter() - t0
-        chunk = json.loads(payload)
-        if result.response_id is None and isinstance(chunk.get("id"), str):
-            result.response_id = chunk["id"]
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if first_choice_s is None:
-                first_choice_s = now
-            if choice.get("finish_reason"):
-                result.finish_reason = str(choice["finish_reason"])
-            if _chunk_text(choice):
-                if result.first_token_s is None:
-                    result.first_token_s = now
-                result.chunk_s.append(now)
-                result.chunk_tokens.append(1.0)
-    if result.first_token_s is None:
-        result.first_token_s = first_choice_s
-    counted = len(result.chunk_s)
-    if usage is not None:
-        result.output_tokens = int(usage.get("completion_tokens") or 0)
-        result.prompt_tokens = int(usage["prompt_tokens"]) if usage.get("prompt_tokens") is not None else None
-        if counted and result.output_tokens != counted:
-            per = result.output_tokens / counted
-            result.chunk_tokens = [per] * counted
-    else:
-        result.output_tokens = counted
-    result.output_units = float(result.output_tokens)
-
-
-def _read_json(data: dict[str, Any], result: Result, now: float) -> None:
-    result.response_id = str(data["id"]) if isinstance(data.get("id"), str) else None
-    usage = data.get("usage") or {}
-    if "choices" in data:  # a non-streamed LLM answer
-        result.output_tokens = int(usage.get("completion_tokens") or 0)
-        result.prompt_tokens = usage.get("prompt_tokens")
-        result.output_units = float(result.output_tokens)
-        result.first_token_s = now
-        result.chunk_s = [now]
-        result.chunk_tokens = [float(result.output_tokens)]
-    else:  # images / videos: one unit per item in "data"
-        items = data.get("data")
-        result.output_units = float(len(items)) if isinstance(items, list) else 1.0
-        result.batch = _batch(data.get("batch"))
-        result.served_model = str(data["model"])[:200] if isinstance(data.get("model"), str) else None
-
-
-def _batch(raw: Any) -> dict[str, Any] | None:
-    """The diffusion server's ``batch`` (id, size, pipeline-call start/end in Unix s), if well formed."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        return None
-    size, start, end = raw.get("size"), raw.get("start_unix_s"), raw.get("end_unix_s")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        return None
-    if isinstance(start, bool) or isinstance(end, bool):
-        return None
-    if not isinstance(start, int | float) or not isinstance(end, int | float) or not 0 < start <= end:
-        return None
-    return {"id": raw["id"], "size": size, "start_unix_s": float(start), "end_unix_s": float(end)}
-
-
 async def _post(
     session: aiohttp.ClientSession,
     url: str,
@@ -179,15 +116,26 @@ async def _post(
     ) as resp:
         result.status = resp.status
         if resp.status >= 400:
-            text = await resp.text()
+            text = (await resp.content.read(ERROR_BYTES)).decode(errors="replace")
             result.error = f"HTTP {resp.status}: {text[:300]}"
             return
         if result.request.body.get("stream"):
-            await _read_stream(resp, result, t0)
+            await read_stream(resp, result, t0)
         else:
-            data = await resp.json(content_type=None)
-            _read_json(data, result, time.perf_counter() - t0)
+            data = json.loads(await _capped(resp, MAX_ANSWER_BYTES))
+            read_json(data, result, time.perf_counter() - t0)
         result.finished_s = time.perf_counter() - t0
+
+
+async def _capped(resp: aiohttp.ClientResponse, most_bytes: int) -> bytes:
+    """The whole body, or :class:`BadAnswer` once it is over ``most_bytes``."""
+    parts, size = [], 0
+    async for piece in resp.content.iter_chunked(1 << 16):
+        size += len(piece)
+        if size > most_bytes:
+            raise BadAnswer(f"the answer is over {most_bytes >> 20} MiB")
+        parts.append(piece)
+    return b"".join(parts)
 
 
 async def send(
@@ -219,10 +167,12 @@ async def send(
     except TimeoutError:
         result.error = f"timeout after {timeout_s:g} s"
     except (aiohttp.ClientError, OSError, ValueError) as err:
-        result.error = f"{type(err).__name__}: {err}"
+        result.error = f"{type(err).__name__}: {str(err)[:300]}"
     except asyncio.CancelledError:
         result.error = "cancelled"
         raise
+    except Exception as err:  # anything else one answer makes go wrong costs that request alone
+        result.error = f"{type(err).__name__}: {str(err)[:300]}"
     finally:
         tracer.end(span, result)
     return result

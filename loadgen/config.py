@@ -6,11 +6,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.errors import InputError
 from loadgen.factories import DEFAULT_FIM_TEMPLATE
 from loadgen.tasks import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
 from sidecar.contracts.ports import HTTP_PORT, LLM_SERVER_PORT, OTLP_PORT
 
 __all__ = ["RunConfig"]
+
+DAY_S = 86_400.0
+# (field, must be > 0, largest): the numbers a run is refused with (0 <= value <= largest otherwise)
+_RANGES = (
+    ("timeout_s", True, DAY_S),
+    ("energy_wait_s", False, DAY_S),
+    ("scrape_interval_s", True, 3600.0),
+    ("min_window_s", False, DAY_S),
+    ("scale", True, 1e6),
+    ("prompt_scale", False, 1e6),
+)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +61,22 @@ class RunConfig:
     video_model: str = DEFAULT_VIDEO_MODEL
     run_id: str = "lg"
     out_dir: str = ""  # '' = no files
+
+    def __post_init__(self) -> None:
+        """Numbers out of range are refused naming the flag (NaN, 0 s or inf s would be no timeout
+        to aiohttp, a hang or a crash later)."""
+        for name, lowest in (("requests", 1), ("batch_cap", 1), ("max_model_len", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < lowest
+            ):
+                raise InputError(f"--{_flag(name)}: must be a whole number >= {lowest}, got {value!r}")
+        for name, above_zero, most in _RANGES:
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
+            if not ok or (above_zero and value == 0):
+                low = "> 0" if above_zero else ">= 0"
+                raise InputError(f"--{_flag(name)}: must be a number {low} and <= {most:g}, got {value!r}")
 
     @property
     def out_path(self) -> Path | None:

@@ -17,6 +17,7 @@ Every error names the file, the line and the field (``mix.yaml:7: field 'tasks[1
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -103,11 +104,11 @@ def _entry(
             f"unknown task {task!r}; known tasks: {', '.join(sorted(known))}"
         )
     weight: object = 1.0 if weight_node is None else _scalar(weight_node)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
         line = _line(weight_node) if weight_node is not None else _line(node)
         raise InputError(
             f"{where(path, line, f'{field}.weight' if key_node is None else task)}: "
-            f"must be a number > 0, got {weight!r}"
+            f"must be a finite number > 0, got {weight!r}"
         )
     dataset = None
     if dataset_node is not None:

@@ -118,6 +118,11 @@ def _prompts(tpw: float, method: str) -> Callable[[np.random.Generator], PromptB
     return lambda rng: PromptBuilder(rng, tokens_per_word=tpw, method=method)
 
 
+def _first_set(*values: int | None) -> int:
+    """The first value that is set (0 is set: ``--requests 0`` is refused, not read as unset)."""
+    return next(v for v in values if v is not None)
+
+
 async def plan_run(
     session: aiohttp.ClientSession, cfg: RunConfig, mix: Mix, active_mix: Mix, specs_raw: dict[str, TaskSpec]
 ) -> Plan:
@@ -134,7 +139,7 @@ async def plan_run(
         fim_template=cfg.fim_template,
         diffusion_model=cfg.diffusion_model,
     )
-    counts = allocate([e.weight for e in active_mix.entries], cfg.requests or mix.requests or 64)
+    counts = allocate([e.weight for e in active_mix.entries], _first_set(cfg.requests, mix.requests, 64))
     requests = build(
         cfg,
         active_mix,

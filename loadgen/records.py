@@ -7,11 +7,12 @@ Energies are joules, straight from the sidecar's ``GET /v1/requests/{id}`` recor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PromptSlot", "Request", "Result"]
+__all__ = ["PromptSlot", "Request", "Result", "finite_j"]
 
 
 @dataclass(slots=True)
@@ -114,5 +115,13 @@ class Result:
         """The sidecar's energy for this request (J), when it has a record."""
         if self.energy is None:
             return None
-        value = self.energy.get("energy_j")
-        return float(value) if isinstance(value, int | float) else None
+        return finite_j(self.energy.get("energy_j"))
+
+
+def finite_j(value: Any) -> float | None:
+    """An energy from the sidecar (J): a number >= 0 that is finite, else None (a sidecar's
+    answer is read as hostile as a server's: NaN, Infinity, -50 or ``true`` is no energy)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    joules = float(value)
+    return joules if 0.0 <= joules < math.inf else None

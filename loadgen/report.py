@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import power_series
+from loadgen.records import finite_j
 from loadgen.report_study import print_study_table
 from loadgen.rules import WINDOW_RULE
 from loadgen.runner import RunOutcome
@@ -152,8 +154,8 @@ def write_csv(o: RunOutcome, path: Path) -> None:
                     r.response_id or "",
                     r.trace_id or "",
                     r.energy_j,
-                    phases.get("prefill"),
-                    phases.get("decode"),
+                    finite_j(phases.get("prefill")) if isinstance(phases, dict) else None,
+                    finite_j(phases.get("decode")) if isinstance(phases, dict) else None,
                     e.get("approximate"),
                     e.get("final"),
                     e.get("energy_source"),
@@ -167,10 +169,24 @@ def write_csv(o: RunOutcome, path: Path) -> None:
 def write_results(o: RunOutcome, out_dir: Path) -> dict[str, Any]:
     """Write results.json and requests.csv into ``out_dir``; return the JSON object."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = to_json(o)
-    (out_dir / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    data: dict[str, Any] = _finite(to_json(o))
+    (out_dir / "results.json").write_text(
+        json.dumps(data, indent=1, default=str, allow_nan=False), encoding="utf-8"
+    )
     write_csv(o, out_dir / "requests.csv")
     return data
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with every float that is not finite as None: results.json stays JSON (NaN is not),
+    whatever a server or sidecar answered."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

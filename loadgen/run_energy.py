@@ -74,7 +74,7 @@ async def read_energy(
         out.samples, out.idle_samples = sampler.samples, sampler.idle_samples
         out.scrapes, out.scrape_errors, out.note = len(sampler.samples), sampler.errors, ""
         if len(sampler.samples) >= 2:
-            first_s = min(sampler.samples[0][0], *(t for t, _ in sampler.idle_samples[:1]))
+            first_s = min([sampler.samples[0][0], *(t for t, _ in sampler.idle_samples[:1])])
             grid = energy_grid(first_s, sampler.samples[-1][0], step_s)
             series, out.note = await fetch_energy_series(session, url, t0_unix_s, grid, wait_s)
             if series is not None:

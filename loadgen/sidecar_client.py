@@ -41,7 +41,8 @@ LAG_METRIC = "jouletrace_attribution_lag_seconds"
 
 
 def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-    """Sum of the samples called ``name`` with ``labels``; ``None`` if none or the text does not parse."""
+    """Sum of the samples called ``name`` with ``labels``; ``None`` if none, if the text does not
+    parse, or if the sum is not a finite number >= 0 (energies, a lag: NaN is no sample)."""
     total, seen = 0.0, False
     try:
         for family in text_string_to_metric_families(text):
@@ -51,7 +52,7 @@ def _sum_samples(text: str, name: str, labels: Mapping[str, str] | None = None) 
                     seen = True
     except ValueError:  # the reference parser's error for a malformed exposition
         return None
-    return total if seen else None
+    return total if seen and 0.0 <= total < math.inf else None
 
 
 def parse_idle(text: str) -> tuple[float, float] | None:
@@ -179,8 +180,9 @@ async def _fetch_one(
                 async with session.get(
                     f"{url}/v1/requests/{rid}", timeout=aiohttp.ClientTimeout(total=5)
                 ) as resp:
-                    if resp.status == 200:
-                        last = await resp.json(content_type=None)
+                    doc = await resp.json(content_type=None) if resp.status == 200 else None
+                    if isinstance(doc, dict):  # a record; anything else is a failed read
+                        last = doc
                         ids = [rid]
                         break
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
@@ -220,4 +222,11 @@ async def fetch_records(
     """
     deadline = time.monotonic() + wait_s
     ok = [r for r in results if r.ok]
-    await gather_bounded(lambda r: _fetch_one(session, url, r, deadline, poll_s, label_wait_s), ok, parallel)
+
+    async def one(result: Result) -> None:
+        try:
+            await _fetch_one(session, url, result, deadline, poll_s, label_wait_s)
+        except Exception as err:  # one record read that goes wrong costs no other request's
+            result.energy_note = f"record not read: {type(err).__name__}: {str(err)[:200]}"
+
+    await gather_bounded(one, ok, parallel)

@@ -26,6 +26,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.bounded import gather_bounded
+from loadgen.records import finite_j
 
 __all__ = [
     "device_names",
@@ -60,9 +61,9 @@ async def fetch_interval_energy(
                     return None, f"/v1/energy answered HTTP {resp.status}: {str(body)[:200]}"
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
             return None, f"/v1/energy failed: {type(err).__name__}: {err}"
-        energy = body.get("energy_j") if isinstance(body, dict) else None
-        if isinstance(energy, int | float) and body.get("covered"):
-            return float(energy), ""
+        energy = finite_j(body.get("energy_j")) if isinstance(body, dict) else None
+        if energy is not None and body.get("covered") is True:
+            return energy, ""
         if time.monotonic() >= deadline:
             return None, "the sidecar's timeline does not cover the interval"
         await asyncio.sleep(poll_s)

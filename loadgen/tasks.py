@@ -187,8 +187,8 @@ def scale_task(
     the real prompt length happens in the factory.
     """
     pf = factor if prompt_factor is None else prompt_factor
-    if factor <= 0 or pf <= 0:
-        raise InputError(f"--scale and --prompt-scale must be > 0, got {factor} and {pf}")
+    if not (0 < factor < math.inf and 0 < pf < math.inf):
+        raise InputError(f"--scale and --prompt-scale must be finite numbers > 0, got {factor} and {pf}")
     out = spec
     if spec.output is not None and spec.prompt is not None:
         o = spec.output.scaled(factor) if factor != 1 else spec.output

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from loadgen.analysis import analyse_phase
+from loadgen.answers import _batch
 from loadgen.batches import batch_figures, measure_batches, timed_batches
-from loadgen.client import _batch
 from loadgen.records import Request, Result
 
 T0_UNIX = 1_700_000_000.0

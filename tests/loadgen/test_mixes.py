@@ -43,9 +43,11 @@ def test_list_and_mapping_forms_parse_the_same_weights() -> None:
         ),
         (
             "tasks:\n  - task: gpqa\n    weight: -2\n",
-            r"m\.yaml:3: field 'tasks\[0\]\.weight': must be a number > 0",
+            r"m\.yaml:3: field 'tasks\[0\]\.weight': must be a finite number > 0",
         ),
-        ("tasks: {gpqa: lots}\n", r"m\.yaml:1: field 'gpqa': must be a number > 0"),
+        ("tasks: {gpqa: lots}\n", r"m\.yaml:1: field 'gpqa': must be a finite number > 0"),
+        ("tasks: {gpqa: .nan}\n", r"m\.yaml:1: field 'gpqa': must be a finite number > 0, got nan"),
+        ("tasks: {gpqa: .inf}\n", r"m\.yaml:1: field 'gpqa': must be a finite number > 0, got inf"),
         ("tasks:\n  - task: gpqa\n    wieght: 2\n", r"m\.yaml:3: field 'tasks\[0\]\.wieght': unknown key"),
         ("name: x\ntaks: []\n", r"m\.yaml:2: field 'taks': unknown key"),
         ("name: x\n", r"m\.yaml:1: field 'tasks': missing"),
