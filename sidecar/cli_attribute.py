@@ -35,7 +35,7 @@ from sidecar.errors import ConfigError
 from sidecar.knobs import knob_named
 from sidecar.meters.base import Reading
 from sidecar.meters.replay import ReplayMeter
-from sidecar.offline import PayloadSource, attribute_readings
+from sidecar.offline import OfflineResult, PayloadSource, attribute_readings
 from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
@@ -69,7 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_stream(path: Path) -> list[tuple[float, bytes]]:
     """``(wall Unix s, payload)`` per line of a JSONL message stream; a bad line names its number."""
     out: list[tuple[float, bytes]] = []
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as err:
+        raise ConfigError(f"--iterations: cannot read {path}: {err.strerror or err}") from err
+    with f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -110,9 +114,7 @@ def warn_if_updates_only(readings: list[Reading], path: Path) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.floor_w is not None and not (args.floor_w >= 0 and args.floor_w < float("inf")):
-        raise ConfigError(f"--floor-w must be a finite number >= 0, got {args.floor_w}")
+def _attribute(args: argparse.Namespace) -> OfflineResult:
     meter = ReplayMeter(args.energy)
     devices = meter.devices
     readings = [Reading(r.t_s + args.energy_offset_s, r.energy_j) for r in meter.readings()]
@@ -121,9 +123,24 @@ def run(args: argparse.Namespace) -> int:
     source = PayloadSource(dispatch.feed, load_stream(args.iterations))
     floor = FloorEstimate(",".join(d.id for d in devices), override_w=args.floor_w)
     rule = make_rule(args.rule, floor=floor, step_weight=args.fit_step_weight)
-    res = attribute_readings(readings, devices, source, rule=rule, settle_s=args.settle_s, model=args.model)
-    out: TextIO = args.out.open("w") if args.out else sys.stdout
+    return attribute_readings(readings, devices, source, rule=rule, settle_s=args.settle_s, model=args.model)
+
+
+def _open_out(path: Path | None) -> TextIO:
+    if path is None:
+        return sys.stdout
     try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"--out: cannot write {path}: {err.strerror or err}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.floor_w is not None and not (args.floor_w >= 0 and args.floor_w < float("inf")):
+        raise ConfigError(f"--floor-w must be a finite number >= 0, got {args.floor_w}")
+    out = _open_out(args.out)  # before the work: a wrong folder is said at once
+    try:
+        res = _attribute(args)
         for rec in sorted(res.records.values(), key=lambda r: (r.end_s or 0.0, r.request_id)):
             out.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
     finally:

@@ -146,7 +146,7 @@ class Poller:
             log.error("energy meter lost its device: %s; /readyz now fails", err)
         except MeterError as err:
             self.errors += 1
-            log.warning("energy read failed (%s); will retry", err)
+            log.warning("meter read failed (%s); will retry", err)
         except Exception:  # a bug in a meter must not silently stop the readings
             self.errors += 1
             log.exception("energy read raised unexpectedly; will retry")

@@ -23,7 +23,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from sidecar.errors import ConfigError, DeviceNotFound, MeterError, MeterUnavailable, NotSupported
+from sidecar.errors import (
+    ConfigError,
+    DeviceNotFound,
+    MeterError,
+    MeterReadError,
+    MeterUnavailable,
+    NotSupported,
+)
 from sidecar.meters.base import DeviceInfo, DeviceStatus, EnergySource, Reading
 from sidecar.meters.nvml_lib import Handle, NvmlLib
 
@@ -124,11 +131,15 @@ class NvmlMeter:
     # -- selection -----------------------------------------------------------
 
     def _inventory(self) -> str:
-        """Every GPU NVML sees, for error messages: ``0: GPU-... (name)``."""
+        """Every GPU NVML sees, for error messages: ``0: GPU-... (name)``; a GPU that cannot say
+        is listed with its error (which must not stand in for the message it is part of)."""
         lines = []
         for index in range(self._lib.device_count()):
-            handle = self._lib.handle_by_index(index)
-            lines.append(f"{index}: {self._lib.uuid(handle)} ({self._lib.name(handle)})")
+            try:
+                handle = self._lib.handle_by_index(index)
+                lines.append(f"{index}: {self._lib.uuid(handle)} ({self._lib.name(handle)})")
+            except MeterError as err:
+                lines.append(f"{index}: <{str(err)[:120]}>")
         return "; ".join(lines) or "none"
 
     def _select(self, devices: Sequence[str] | str | None) -> list[_Gpu]:
@@ -221,17 +232,19 @@ class NvmlMeter:
             except NotSupported:
                 return None
 
-    def _optional(self, gpu: _Gpu, read: Callable[[Handle], float]) -> float | None:
+    def _optional(self, gpu: _Gpu, read: Callable[[Handle], float | None]) -> float | None:
+        """A reading that only informs: None where the GPU does not support it or it failed this
+        time (one failed field must not keep every GPU's status stale); a lost GPU raises."""
         with _about(gpu):
             try:
                 return read(gpu.handle)
-            except NotSupported:
+            except (NotSupported, MeterReadError):
                 return None
 
     def _status(self, gpu: _Gpu) -> DeviceStatus:
         return DeviceStatus(
             device_id=gpu.info.id,
-            power_w=self._power_w(gpu),
+            power_w=self._optional(gpu, lambda _: self._power_w(gpu)),
             utilization=self._optional(gpu, self._lib.utilization),
             sm_clock_mhz=self._optional(gpu, self._lib.sm_clock_mhz),
             memory_used_bytes=self._optional(gpu, self._lib.memory_used_bytes),

@@ -17,7 +17,8 @@ without a change is emitted, so the timeline's forced edges still come.
 A device whose lock is lost reads every ``poll_s`` (dithered ±25 %, the fixed
 path) until it locks again; one whose read failed waits ``poll_s`` before the
 next try, and after ``unlock_after_errors`` failures in a row starts searching
-again (the grid may have moved while it could not look). Units: seconds, joules.
+again (the grid may have moved while it could not look) and is no longer waited for before
+readings are emitted. Units: seconds, joules.
 """
 
 from __future__ import annotations
@@ -123,8 +124,14 @@ class PhasedReader:
             self.locks[i].reset()
 
     def _emit(self) -> list[Reading]:
-        """Readings up to the time every device has been read past, in time order."""
-        horizon_s = min(self._sampled_s)
+        """Readings up to the time every device has been read past, in time order; a device whose
+        reads keep failing (``unlock_after_errors`` in a row) is not waited for: its last value
+        carries on, and its gain comes with its next good read (waited for, every other device's
+        updates piled up unemitted and the timeline stopped for all of them)."""
+        reading = [
+            t for t, n in zip(self._sampled_s, self._failures, strict=True) if n < self.unlock_after_errors
+        ]
+        horizon_s = min(reading, default=-math.inf)
         if horizon_s == -math.inf:
             return []
         changes = sorted((t, i, e) for i, p in enumerate(self._pending) for t, e in p if t <= horizon_s)

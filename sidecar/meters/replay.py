@@ -163,7 +163,7 @@ def _parse(path: Path) -> tuple[tuple[str, ...], _Columns]:
     last: tuple[float, int] | None = None  # t_s and line of the previous row
     number = 0
     try:
-        with path.open(encoding="utf-8") as lines:
+        with path.open(encoding="utf-8-sig") as lines:  # a spreadsheet's byte-order mark read past
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pynvml
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,3 +100,38 @@ def test_the_fixed_schedule_reads_every_poll_and_has_no_phase_metric() -> None:
     assert reads / (2 * 50) > 3.0
     assert gauge(sidecar, "jouletrace_meter_phase_locked") == {}
     assert gauge(sidecar, "jouletrace_meter_phase_error_seconds") == {}
+
+
+def test_a_gpu_whose_reads_keep_failing_does_not_stop_the_others_energy() -> None:
+    """Adversarial probe: the readings waited until every GPU had been read; with GPU-1 failing
+    (NVML_ERROR_UNKNOWN, retried) GPU-0's dated updates piled up (1,028 after 180 s) and the
+    timeline stopped for both."""
+    clock, failing = Clock(), [False]
+    energy_1 = counter(clock, POWER_W[1], PHASE_S[1])
+
+    def flaky(t: float) -> float:
+        if failing[0]:
+            clock.t_s += READ_S
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        return float(energy_1(t))
+
+    gpus = [
+        FakeGpu(uuid="GPU-0", energy_j=counter(clock, POWER_W[0], PHASE_S[0])),
+        FakeGpu("GPU-1", energy_j=flaky),
+    ]
+    meter = NvmlMeter(lib=NvmlLib(FakeNvml(gpus, clock=clock)), clock=clock)
+    config = SidecarConfig(meter="nvml", poll_schedule="phase-lock", settle_s=0.5, ledger_path="")
+    sidecar = Sidecar(config, meter, clock=clock)
+    drive(clock, sidecar, 5.0)
+    failing[0] = True
+    drive(clock, sidecar, 35.0)
+    phased = sidecar.poller.phased
+    assert phased is not None and max(len(p) for p in phased._pending) < 5
+    assert sidecar.timeline.last_edge_t > 34.0
+    energy = gauge(sidecar, "hw_energy_joules_total")
+    assert energy["GPU-0"] == pytest.approx(POWER_W[0] * 35.0, abs=POWER_W[0] * 0.3)
+    failing[0] = False  # back: its 30 s come as one gain with its next good read
+    drive(clock, sidecar, 40.0)
+    energy = gauge(sidecar, "hw_energy_joules_total")
+    assert energy["GPU-1"] == pytest.approx(POWER_W[1] * 40.0, abs=POWER_W[1] * 0.3)
+    sidecar.close()

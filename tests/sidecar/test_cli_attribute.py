@@ -99,3 +99,25 @@ def test_a_counter_trace_of_updates_alone_is_warned_about(
     ]  # read every 20 ms, updated every 100
     warn_if_updates_only(polled, tmp_path / "polled.csv")
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [
+        ("missing-iterations", "--iterations: cannot read"),
+        ("iterations-a-folder", "--iterations: cannot read"),
+        ("out-in-no-folder", "--out: cannot write"),
+    ],
+)
+def test_a_file_that_cannot_be_read_or_written_is_one_line_naming_its_flag(
+    tmp_path: Path, run: SimRun, capsys: pytest.CaptureFixture[str], which: str, expected: str
+) -> None:
+    """Adversarial probe: each was a traceback (the --out one only after the whole attribution)."""
+    counter, iterations = write_recording(run, tmp_path / "rec")
+    out = tmp_path / ("no-folder/records.jsonl" if which == "out-in-no-folder" else "records.jsonl")
+    if which != "out-in-no-folder":
+        iterations = tmp_path / "none.jsonl" if which == "missing-iterations" else tmp_path
+    args = ["attribute", "--energy", str(counter), "--iterations", str(iterations), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -63,6 +63,29 @@ def test_unknown_device_names_the_id_and_lists_the_gpus_that_exist(device: str) 
     assert fake.init_calls == fake.shutdown_calls == 1  # NVML released on the failed start
 
 
+@pytest.mark.parametrize("device", ["7", "GPU-typo"])
+def test_a_gpu_that_cannot_say_its_name_does_not_hide_which_gpu_was_not_found(device: str) -> None:
+    """Adversarial probe: a lost GPU's error from building the list replaced the not-found one."""
+    gpus = [FakeGpu(uuid=UUIDS[0]), FakeGpu(uuid=UUIDS[1], lost_at_s=0.0)]
+    fake, clock = fleet(*gpus)
+    with pytest.raises(DeviceNotFound) as info:
+        meter(fake, clock, [device])
+    message = str(info.value)
+    assert UUIDS[0] in message and "1: <" in message and "GPU is lost" in message
+
+
+def test_a_status_field_that_fails_this_time_is_none_and_the_rest_is_read() -> None:
+    """Adversarial probe: one failed power-limit read failed the whole status of every GPU (the old
+    one stayed on /metrics as current) and was logged as a failed energy read."""
+    fake, clock = fleet(FakeGpu(uuid=UUIDS[0], power_w=lambda t: 300.0))
+    m = meter(fake, clock)
+    fake.fail["nvmlDeviceGetEnforcedPowerLimit"] = pynvml.NVML_ERROR_UNKNOWN
+    (status,) = m.status()
+    assert status.power_limit_w is None and status.power_w == 300.0 and status.utilization == 0.42
+    fake.fail["nvmlDeviceGetFieldValues"] = pynvml.NVML_ERROR_TIMEOUT
+    assert m.status()[0].power_w is None  # not the last one, shown as current
+
+
 def test_selecting_a_gpu_twice_is_a_config_error() -> None:
     fake, clock = fleet()
     with pytest.raises(ConfigError, match="selected twice"):

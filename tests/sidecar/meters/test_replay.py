@@ -68,6 +68,16 @@ def test_a_device_before_its_first_row_shows_its_first_value(tmp_path: Path) -> 
     assert next(m.statuses())[1] == DeviceStatus("GPU-b")
 
 
+def test_a_trace_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Adversarial probe: a spreadsheet's "CSV UTF-8" (with a BOM) was refused: no column t_s."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + TRACE.encode())
+    m = ReplayMeter(path, clock=FakeClock())
+    assert [r.energy_j for r in m.readings()] == [
+        r.energy_j for r in ReplayMeter(write(tmp_path, TRACE)).readings()
+    ]
+
+
 @pytest.mark.parametrize("speed", [1.0, 60.0, 0.5])
 def test_a_trace_played_faster_may_show_as_much_more_power(tmp_path: Path, speed: float) -> None:
     m = ReplayMeter(write(tmp_path, TRACE), clock=FakeClock(), speed=speed)
