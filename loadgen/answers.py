@@ -114,16 +114,17 @@ async def read_stream(resp: aiohttp.ClientResponse, result: Result, t0: float) -
     _take_usage(result, usage)
 
 
+def _usage_counts(usage: dict[str, Any], body: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A usage's ``(completion_tokens, prompt_tokens)``, each checked (None where absent)."""
+    completion = count(usage.get("completion_tokens"), "usage.completion_tokens", _allowed(body))
+    return completion, count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+
+
 def _take_usage(result: Result, usage: dict[str, Any] | None) -> None:
     """The usage's token counts (checked), the chunks' tokens rescaled to them; the chunks counted
     where the answer has no ``completion_tokens``."""
     counted = len(result.chunk_s)
-    completion = prompt = None
-    if usage is not None:
-        completion = count(
-            usage.get("completion_tokens"), "usage.completion_tokens", _allowed(result.request.body)
-        )
-        prompt = count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+    completion, prompt = _usage_counts(usage, result.request.body) if usage is not None else (None, None)
     result.output_tokens = counted if completion is None else completion
     result.prompt_tokens = prompt
     if counted and result.output_tokens != counted:
@@ -138,10 +139,10 @@ def read_json(data: Any, result: Result, now: float) -> None:
     result.response_id = str(data["id"])[:200] if isinstance(data.get("id"), str) else None
     if "choices" in data:  # a non-streamed LLM answer
         _choices(data)
-        usage = _object(data.get("usage") or {}, "usage")
-        allowed = _allowed(result.request.body)
-        result.output_tokens = count(usage.get("completion_tokens"), "usage.completion_tokens", allowed) or 0
-        result.prompt_tokens = count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+        completion, result.prompt_tokens = _usage_counts(
+            _object(data.get("usage") or {}, "usage"), result.request.body
+        )
+        result.output_tokens = completion or 0
         result.output_units = float(result.output_tokens)
         result.first_token_s = now
         result.chunk_s = [now]

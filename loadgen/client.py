@@ -166,12 +166,10 @@ async def send(
                 result.retries += 1
     except TimeoutError:
         result.error = f"timeout after {timeout_s:g} s"
-    except (aiohttp.ClientError, OSError, ValueError) as err:
-        result.error = f"{type(err).__name__}: {str(err)[:300]}"
     except asyncio.CancelledError:
         result.error = "cancelled"
         raise
-    except Exception as err:  # anything else one answer makes go wrong costs that request alone
+    except Exception as err:  # a broken connection or answer, or anything else one answer makes go wrong
         result.error = f"{type(err).__name__}: {str(err)[:300]}"
     finally:
         tracer.end(span, result)

@@ -75,11 +75,13 @@ class CounterGains:
             delta[i] = self._odd(int(i), t, float(raw[i]))
         return delta
 
-    def _limit_j(self, t: float, moved_t: np.ndarray | float) -> np.ndarray:
-        return self._max_w * np.maximum(t - np.asarray(moved_t), PLAUSIBLE_WINDOW_S)
+    def _limit_j(self, t: float, moved_t: np.ndarray) -> np.ndarray:
+        return self._max_w * np.maximum(t - moved_t, PLAUSIBLE_WINDOW_S)
 
     def _plausible(self, i: int, gain: float, since_t: float, t: float) -> bool:
-        return 0.0 <= gain <= float(self._limit_j(t, since_t)[i])
+        """``gain`` a number device ``i`` could make between ``since_t`` and ``t`` (the rule of
+        :meth:`_limit_j`, for one device)."""
+        return 0.0 <= gain <= float(self._max_w[i]) * max(t - since_t, PLAUSIBLE_WINDOW_S)
 
     def _take(self, i: int, t: float, raw: float, gain: float) -> float:
         assert self._last is not None
