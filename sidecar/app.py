@@ -137,7 +137,8 @@ class Sidecar:
         high = 2 * self.attributor.backlog_rows() >= self.config.max_pending_rows
         until, released = seal_until(self.taps, now_s, self.config.settle_s, backlog_high=high)
         self.holds_released += released
-        return until
+        doubt = self.timeline.doubt_hold_s(now_s)  # a device's bad reads: its energy meanwhile to come
+        return until if doubt is None or high else min(until, doubt)
 
     def tick(
         self, now_s: float | None = None, *, seal_until_s: float | None = None

@@ -1,23 +1,34 @@
 """From raw energy counters to the joules each device gained since the last poll.
 
-A read is taken at once when its gain over the device's last counter is a number from 0 to
-what the device's ``max_w`` could make since its counter last moved (at least
-``PLAUSIBLE_WINDOW_S`` worth), or when the counter wrapped (the device has a ``wrap_j`` range,
-like RAPL: it gained ``raw + wrap_j - prev``). Any other read (not a number, a jump no device
-makes, a counter that went backwards) is *suspect*: counted (``implausible_reads``), the
-counter kept at its last value, no energy. So a spike or a drop that comes back costs nothing.
+A read is taken at once when its gain over the device's counter is a number from 0 to what
+the device's ``max_w`` could make since its counter last moved (at least
+``PLAUSIBLE_WINDOW_S`` worth). Any other read (not a number, a jump no device makes, a counter
+that went backwards) is *suspect*: counted (``implausible_reads``), the counter kept at its
+last value, no energy. So a spike or a drop that comes back costs nothing: the next good read
+gains what the counter made meanwhile.
 
-After ``REBASE_AFTER`` suspect reads in a row the counter is taken as it now reads:
+Suspect reads that agree with each other (each a plausible gain on the one before; a number)
+form a *run*; a read that does not agree starts a new one, so garbage values, NaN bursts and a
+lone backwards read never add up to anything. A run is taken as the counter:
 
-* **a reset** (driver reload) when it went backwards from a counter that was seen to move:
-  it gained ``raw`` since it restarted from zero, if that is plausible (counted ``resets``);
-* otherwise **rebased**, its gain over the suspect reads lost; the counter it left is kept
-  aside, so a garbage value that repeated (NVML's all-ones, read three times) costs nothing
-  when the real counter comes back: its gain is taken against the counter kept aside.
+* **a wrap** after 2 reads, when the device has a ``wrap_j`` range (RAPL) and the run's first
+  read is a plausible wrap (``raw + wrap_j - prev``); the held first read is not counted as
+  suspect then. One transient zero near the wrap boundary is no wrap: the next read disagrees.
+* **a reset** (driver reload) after ``REBASE_AFTER`` reads, when it went backwards from a
+  counter seen to move and reads no more than the device could make since that counter was
+  last read (no floor: the restart came after that read): it gained ``raw`` since (counted
+  ``resets``);
+* otherwise **rebased** after ``REBASE_AFTER`` reads, its gain lost; reads of a rebased counter
+  that has not moved since are suspect too (counted).
 
-The first read is only a base, and a base is *unproven* until the counter is seen to move from
-it by a plausible gain: an unproven base that goes backwards is rebased, never a reset (a
-garbage first read must not turn the real counter into a reset's worth of energy).
+A counter left by a reset or a rebase is *kept aside* with what was credited since. A later read
+whose gain on it (less that credit) is plausible and smaller than its gain on the current counter
+is the old counter come back (a stale value, a garbage value repeated, a stretch of zeros taken
+as a reset): its gain is taken against the counter kept aside, so nothing is counted twice.
+
+The first read is only a base, *unproven* until the counter is seen to move from it: an unproven
+counter that goes backwards is never a reset (a garbage first read must not turn the real counter
+into a reset's worth of energy).
 """
 
 from __future__ import annotations
@@ -25,17 +36,29 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from sidecar.meters.base import DeviceInfo
 
-__all__ = ["PLAUSIBLE_WINDOW_S", "REBASE_AFTER", "CounterGains"]
+__all__ = ["PLAUSIBLE_WINDOW_S", "REBASE_AFTER", "WRAP_AFTER", "CounterGains"]
 
 log = logging.getLogger(__name__)
 
-REBASE_AFTER = 3  # suspect reads in a row after which a device's counter is taken as it reads
+REBASE_AFTER = 3  # agreeing suspect reads after which a device's counter is taken as it reads
+WRAP_AFTER = 2  # agreeing reads after which a wrap is taken
 PLAUSIBLE_WINDOW_S = 1.0  # the shortest window a gain is judged over (when it was made is uncertain)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Suspect reads in a row that agree with each other."""
+
+    raw: float  # the newest read
+    moved_t: float  # when the run's value last moved
+    n: int
+    wrap: bool  # its first read may be a wrap: held, counted as suspect only if the run is none
 
 
 class CounterGains:
@@ -47,9 +70,19 @@ class CounterGains:
         self._last: np.ndarray | None = None
         self._max_w = np.array([d.max_w for d in self.devices], dtype=float)
         self._moved_t = np.zeros(n)  # when each device's counter last moved (from the first poll)
+        self._seen_t = np.zeros(n)  # when it was last read and taken
         self._proven = np.zeros(n, dtype=bool)  # seen to move from its base by a plausible gain
-        self._run = np.zeros(n, dtype=np.int64)  # suspect reads in a row
-        self._aside: list[tuple[float, float] | None] = [None] * n  # (counter, moved_t) before a rebase
+        self._rebased = np.zeros(n, dtype=bool)  # taken as it read after a run, not seen to move since
+        self._aside = np.full(n, math.nan)  # a counter left by a reset or a rebase (NaN: none)
+        self._aside_moved_t = np.zeros(n)
+        self._aside_seen_t = np.zeros(n)
+        self._aside_proven = np.zeros(n, dtype=bool)
+        self._credited = np.zeros(n)  # J gained since the counter was put aside
+        self._runs: list[_Run | None] = [None] * n
+        self._owed = np.zeros(n)  # a reset's energy since the restart, paid once the new counter moved
+        self._owed_moves = np.zeros(n, dtype=np.int64)
+        self._warned = np.zeros(n, dtype=bool)  # in a stretch of suspect reads (logged once)
+        self.spread_since = np.full(n, math.nan)  # per device: the last gain ended a doubt begun then
         self.resets = 0
         self.wraps = 0
         self.implausible_reads = 0  # suspect reads (see the module docstring)
@@ -59,77 +92,183 @@ class CounterGains:
         if self._last is None:
             self._last = raw.copy()
             self._moved_t[:] = t
+            self._seen_t[:] = t
             return None
-        last = self._last
-        delta: np.ndarray = raw - last
+        delta: np.ndarray = raw - self._last
         fine = np.isfinite(delta) & (delta >= 0.0) & (delta <= self._limit_j(t, self._moved_t))
-        moved = fine & (delta > 0.0)
-        last[fine] = raw[fine]
+        back = raw - self._aside - self._credited  # the gain on a counter kept aside (NaN: none)
+        home = np.isfinite(back) & (back >= 0.0) & (back <= self._limit_j(t, self._aside_moved_t))
+        home &= ~fine | (back < delta)
+        fine &= ~home
+        gain: np.ndarray = np.where(home, back, np.where(fine, delta, 0.0))
+        doubt = self._doubt()
+        self.spread_since = np.where(
+            doubt & (gain > 0.0), np.where(home, self._aside_moved_t, self._moved_t), math.nan
+        )
+        self.implausible_reads += int(np.count_nonzero(fine & (delta == 0.0) & self._rebased))
+        if home.any():
+            self._owed[home] = 0.0  # the reset was none: the old counter came back
+            self._come_back(home)
+        self._take_all(t, raw, fine | home, gain)
+        for i in np.flatnonzero(~(fine | home)):
+            gain[i] = self._suspect(int(i), t, float(raw[i]))
+        return gain
+
+    def _doubt(self) -> np.ndarray:
+        """Devices whose reads are suspect now, or whose counter was taken as it read and has
+        not moved since: the energy they make meanwhile shows when their counter is back."""
+        doubt: np.ndarray = self._warned | self._rebased
+        return doubt
+
+    def doubt_since_s(self) -> float | None:
+        """Since when the device longest in doubt has shown no energy (None: none is): a gain that
+        ends the doubt was made over that time, not at the read that shows it."""
+        doubt = self._doubt()
+        if not doubt.any():
+            return None
+        since = np.fmin(self._moved_t, self._aside_moved_t + np.where(np.isnan(self._aside), math.inf, 0.0))
+        return float(since[doubt].min())
+
+    def _come_back(self, home: np.ndarray) -> None:
+        """The counters kept aside that came back are the counter again."""
+        self._moved_t[home] = self._aside_moved_t[home]
+        self._proven[home] = self._aside_proven[home]
+        self._rebased[home] = False
+        self._aside[home] = math.nan
+
+    def _take_all(self, t: float, raw: np.ndarray, taken: np.ndarray, gain: np.ndarray) -> None:
+        assert self._last is not None
+        moved = taken & (gain > 0.0)
+        if self._owed.any():
+            self._settle(moved, gain)
+        self._last[taken] = raw[taken]
+        self._seen_t[taken] = t
         self._moved_t[moved] = t
         self._proven |= moved
-        self._run[fine] = 0
-        if any(self._aside):
-            for i in np.flatnonzero(moved):
-                self._aside[i] = None  # the new base is proven: nothing to come back to
-        for i in np.flatnonzero(~fine):
-            delta[i] = self._odd(int(i), t, float(raw[i]))
-        return delta
+        self._rebased &= ~moved
+        self._credited[taken] += gain[taken]
+        self._warned[taken] = False
+        if any(self._runs):
+            for i in np.flatnonzero(taken):
+                self._drop_run(int(i))
+
+    def _settle(self, moved: np.ndarray, gain: np.ndarray) -> None:
+        """Pay a reset's energy since the restart once its new counter moved ``REBASE_AFTER`` times
+        (a stale value read a few times looks like a reset of a young counter, then the real
+        counter comes back: held, nothing was invented)."""
+        owing = self._owed > 0.0
+        self._owed_moves[owing & moved] += 1
+        due = owing & (self._owed_moves >= REBASE_AFTER)
+        gain[due] += self._owed[due]
+        self._owed[due] = 0.0
 
     def _limit_j(self, t: float, moved_t: np.ndarray) -> np.ndarray:
         return self._max_w * np.maximum(t - moved_t, PLAUSIBLE_WINDOW_S)
 
-    def _plausible(self, i: int, gain: float, since_t: float, t: float) -> bool:
+    def _plausible(
+        self, i: int, gain: float, since_t: float, t: float, floor_s: float = PLAUSIBLE_WINDOW_S
+    ) -> bool:
         """``gain`` a number device ``i`` could make between ``since_t`` and ``t`` (the rule of
-        :meth:`_limit_j`, for one device)."""
-        return 0.0 <= gain <= float(self._max_w[i]) * max(t - since_t, PLAUSIBLE_WINDOW_S)
+        :meth:`_limit_j`, for one device, with the window's floor given)."""
+        return 0.0 <= gain <= float(self._max_w[i]) * max(t - since_t, floor_s)
+
+    def _drop_run(self, i: int) -> None:
+        run = self._runs[i]
+        if run is not None and run.wrap:
+            self.implausible_reads += 1  # its held first read was no wrap
+        self._runs[i] = None
+
+    def _suspect(self, i: int, t: float, raw: float) -> float:
+        """A read that is not plainly energy: 0, unless it completes a run taken as the counter."""
+        if not self._warned[i]:
+            self._warned[i] = True
+            log.warning(
+                "energy counter of %s read %r J after %r J: not taken",
+                self.devices[i].id,
+                raw,
+                self._last_j(i),
+            )
+        run = self._runs[i]
+        wrap_j = self.devices[i].wrap_j
+        if not (0.0 <= raw < (wrap_j or math.inf)):  # no counter reads that: never taken as one
+            self._drop_run(i)
+            self.implausible_reads += 1
+            return 0.0
+        if run is not None and self._plausible(i, raw - run.raw, run.moved_t, t):
+            run.moved_t = t if raw > run.raw else run.moved_t
+            run.raw, run.n = raw, run.n + 1
+        else:
+            self._drop_run(i)
+            run = self._runs[i] = _Run(raw, t, 1, self._wrap_gain(i, t, raw) is not None)
+        if run.wrap and run.n >= WRAP_AFTER:
+            gain = self._wrap_gain(i, t, raw)
+            if gain is not None:
+                self.wraps += 1
+                return self._take(i, t, raw, gain)
+            run.wrap = False
+            self.implausible_reads += 1  # the held first read
+        if not run.wrap:
+            self.implausible_reads += 1
+            if run.n >= REBASE_AFTER:
+                return self._resolve(i, t, raw)
+        return 0.0
+
+    def _last_j(self, i: int) -> float:
+        assert self._last is not None
+        return float(self._last[i])
+
+    def _wrap_gain(self, i: int, t: float, raw: float) -> float | None:
+        """The gain if ``raw`` is the counter after a wrap (None if it cannot be)."""
+        wrap_j, last = self.devices[i].wrap_j, self._last_j(i)
+        if wrap_j is None or wrap_j <= 0 or last - raw <= 0.5 * wrap_j:
+            return None
+        gain = raw + wrap_j - last  # made since the last read (no floor: RAPL counts every ms)
+        return gain if self._plausible(i, gain, float(self._seen_t[i]), t, floor_s=0.0) else None
 
     def _take(self, i: int, t: float, raw: float, gain: float) -> float:
         assert self._last is not None
-        self._last[i], self._moved_t[i], self._run[i], self._aside[i] = raw, t, 0, None
-        self._proven[i] = True
+        self._last[i], self._moved_t[i], self._seen_t[i] = raw, t, t
+        self._proven[i], self._rebased[i], self._warned[i] = True, False, False
+        self._credited[i] += gain
+        self._runs[i] = None
         return gain
 
-    def _odd(self, i: int, t: float, raw: float) -> float:
-        """The gain of a read that is not plainly energy (0 unless it wrapped, came back to the
-        counter kept aside, or ends a run as a reset)."""
-        assert self._last is not None
-        last = float(self._last[i])
-        wrap_j = self.devices[i].wrap_j
-        if wrap_j is not None and wrap_j > 0 and last - raw > 0.5 * wrap_j:
-            gain = raw + wrap_j - last
-            if self._plausible(i, gain, float(self._moved_t[i]), t):
-                self.wraps += 1
-                return self._take(i, t, raw, gain)
-        aside = self._aside[i]
-        if aside is not None and self._plausible(i, raw - aside[0], aside[1], t):
-            return self._take(i, t, raw, raw - aside[0])  # the rebase was a garbage value's
-        self.implausible_reads += 1
-        self._run[i] += 1
-        if self._run[i] == 1:
-            log.warning(
-                "energy counter of %s read %r J after %r J: not taken yet", self.devices[i].id, raw, last
+    def _resolve(self, i: int, t: float, raw: float) -> float:
+        """A run of ``REBASE_AFTER`` agreeing reads: the counter taken as it reads, as a reset
+        (from the counter if it moved, else from the one kept aside if that had) or rebased."""
+        if self._proven[i]:
+            ref_j, ref_seen_t, credit_j = self._last_j(i), float(self._seen_t[i]), 0.0
+        elif not math.isnan(self._aside[i]) and self._aside_proven[i]:
+            ref_j, ref_seen_t, credit_j = (
+                float(self._aside[i]),
+                float(self._aside_seen_t[i]),
+                float(self._credited[i]),
             )
-        if self._run[i] < REBASE_AFTER or not math.isfinite(raw):
-            return 0.0
-        return self._resolve(i, t, raw, last)
-
-    def _resolve(self, i: int, t: float, raw: float, last: float) -> float:
-        """A run of suspect reads ends: the counter taken as it reads, as a reset or rebased."""
-        assert self._last is not None
-        if raw < last and self._proven[i] and self._plausible(i, raw, float(self._moved_t[i]), t):
+        else:
+            ref_j = math.nan
+        if raw < ref_j and self._plausible(i, raw, ref_seen_t, t, floor_s=0.0):
             self.resets += 1
             log.warning(
-                "energy counter of %s went back (%.3f J -> %.3f J): a reset", self.devices[i].id, last, raw
+                "energy counter of %s went back (%.3f J -> %.3f J): a reset", self.devices[i].id, ref_j, raw
             )
-            return self._take(i, t, raw, raw)
+            if self._proven[i]:
+                self._put_aside(i, credited_j=0.0)
+            self._owed[i], self._owed_moves[i] = max(raw - credit_j, 0.0), 0
+            return self._take(i, t, raw, 0.0)
         log.warning(
             "energy counter of %s taken as it reads (%r J after %r J), the gain lost",
             self.devices[i].id,
             raw,
-            last,
+            self._last_j(i),
         )
-        if self._aside[i] is None and self._proven[i]:
-            self._aside[i] = (last, float(self._moved_t[i]))
-        self._last[i], self._moved_t[i], self._run[i] = raw, t, 0
-        self._proven[i] = False
+        if self._proven[i] or math.isnan(self._aside[i]):
+            self._put_aside(i, credited_j=0.0)
+        assert self._last is not None
+        self._last[i], self._moved_t[i], self._seen_t[i] = raw, t, t
+        self._proven[i], self._rebased[i], self._runs[i] = False, True, None
         return 0.0
+
+    def _put_aside(self, i: int, *, credited_j: float) -> None:
+        self._aside[i], self._aside_moved_t[i] = self._last_j(i), self._moved_t[i]
+        self._aside_seen_t[i], self._aside_proven[i] = self._seen_t[i], self._proven[i]
+        self._credited[i] = credited_j

@@ -164,7 +164,8 @@ def attribute_readings(
             continue
         next_tick += tick_s
         _ingest(att, source.due(t))
-        for rec in att.advance(t - settle_s):
+        doubt = timeline.doubt_hold_s(t)  # a device's bad reads: sealing waits for their energy
+        for rec in att.advance(t - settle_s if doubt is None else min(t - settle_s, doubt)):
             records[rec.request_id] = rec
     _ingest(att, source.due(math.inf))
     for rec in att.advance(math.inf):

@@ -21,6 +21,9 @@ timeline:
   with unchanged energy keeps ticks short.
 * **Measured update period.** The median spacing of recent unforced edges.
 * **Interpolation.** Energy at any time is linear between the edges around it.
+* **Bad reads.** While a device's reads are in doubt it shows no energy; the gain that ends the
+  doubt is spread over the edges made meanwhile, and sealing waits for it (``doubt_hold_s``,
+  at most ``DOUBT_HOLD_S``).
 
 Storage is a ring buffer of edges (``capacity``), so memory is bounded.
 Units: seconds (sidecar monotonic clock) and joules.
@@ -37,12 +40,14 @@ from sidecar.counter_gains import CounterGains
 from sidecar.grid import GridClock
 from sidecar.meters.base import DeviceInfo, Reading
 
-__all__ = ["STALL_UPDATES", "Timeline"]
+__all__ = ["DOUBT_HOLD_S", "STALL_UPDATES", "Timeline"]
 
 log = logging.getLogger(__name__)
 
 # a change window longer than this many update periods holds several updates (the read came late)
 STALL_UPDATES = 1.5
+# the longest a device's bad reads hold sealing back (its energy meanwhile shows when they end)
+DOUBT_HOLD_S = 30.0
 
 
 class Timeline:
@@ -93,15 +98,35 @@ class Timeline:
         if delta is None:  # the first poll is only a base: its update time is unknown
             return False
         if np.any(delta > 0):
-            self._energy_dev += delta
             assert prev_t is not None
             edge_t = max(self._date(prev_t, t), self.last_edge_t + 1e-9)
+            self._spread(delta, edge_t)
+            self._energy_dev += delta
             self._append(edge_t, forced=False)
             return True
         if self._count and t - self.last_edge_t >= self.max_tick_s:
             self._append(t, forced=True)
             return True
         return False
+
+    def _spread(self, delta: np.ndarray, edge_t: float) -> None:
+        """A gain that ends a device's doubt (:meth:`CounterGains.doubt_since_s`) was made since the
+        doubt began: spread evenly over the edges made meanwhile (flat for that device), not
+        dropped into the last tick. Edges the attributor sealed meanwhile keep what it took; the rest
+        reaches the next tick it seals (see :meth:`doubt_hold_s`)."""
+        since = self.gains.spread_since
+        for i in np.flatnonzero(since < self.last_edge_t):
+            idx = self._after(float(since[i]))
+            share = float(delta[i]) * (self._t[idx] - since[i]) / (edge_t - since[i])
+            self._e_dev[idx, i] += share
+            self._e[idx] += share
+
+    def doubt_hold_s(self, now_s: float) -> float | None:
+        """Up to when ticks may be sealed while a device's reads are in doubt (its energy since
+        then not known yet); None when none is, or it has lasted ``DOUBT_HOLD_S`` (then sealing
+        goes on, and what comes back later lands in the ticks not sealed yet)."""
+        since = self.gains.doubt_since_s()
+        return since if since is not None and now_s - since <= DOUBT_HOLD_S else None
 
     def _date(self, prev_t: float, t: float) -> float:
         """When the change a poll at ``t`` saw (the poll before, at ``prev_t``, did not) happened.

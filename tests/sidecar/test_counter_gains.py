@@ -40,9 +40,11 @@ def test_not_a_number_is_a_bad_read_and_the_counter_keeps_its_last_value() -> No
     assert counter.implausible_reads == 2
 
 
-def test_a_reset_is_taken_after_a_few_reads_with_the_energy_since_it_restarted() -> None:
-    gains, counter = run([1e8, 1e8 + 70, 50.0, 120.0, 190.0, 260.0])  # the driver reloaded: 50 J since
-    assert gains == [70.0, 0.0, 0.0, 190.0, 70.0]  # nothing lost: 190 J since the restart
+def test_a_reset_is_taken_after_a_few_reads_and_its_energy_since_the_restart_paid_once_it_moved() -> None:
+    """The driver reloaded: 50 J since. Taken after REBASE_AFTER reads; the 190 J since the restart
+    paid when the new counter has moved REBASE_AFTER times (a stale value would have come back)."""
+    gains, counter = run([1e8, 1e8 + 70, 50.0, 120.0, 190.0, 260.0, 330.0, 400.0, 470.0])
+    assert gains == [70.0, 0.0, 0.0, 0.0, 70.0, 70.0, 70.0 + 190.0, 70.0]  # nothing lost
     assert (counter.resets, counter.implausible_reads) == (1, REBASE_AFTER)
 
 

@@ -135,13 +135,16 @@ def test_a_grid_dated_edge_is_never_dated_at_the_previous_poll_itself() -> None:
 
 def test_a_counter_reset_counts_a_reset_and_adds_the_new_raw_value() -> None:
     """NVML restarts from 0 on a driver reload: the joules since the restart are the new raw value,
-    taken once the counter has read back for REBASE_AFTER reads (a drop that comes back is none)."""
+    taken once the counter has read back for REBASE_AFTER reads (a drop that comes back is none)
+    and paid once the new counter has moved REBASE_AFTER times (a stale value read a few times is
+    no reset: the old counter comes back)."""
     timeline = Timeline([GPU], max_tick_s=100.0)
-    for t, e in [(0.0, 5000.0), (1.0, 5010.0), (2.0, 3.0), (3.0, 7.0), (4.0, 9.0), (5.0, 12.0)]:
+    reads = [(0.0, 5000.0), (1.0, 5010.0), (2.0, 3.0), (3.0, 7.0), (4.0, 9.0), (5.0, 12.0), (6.0, 13.0)]
+    for t, e in [*reads, (7.0, 15.0)]:
         timeline.add(Reading(t, (e,)))
     assert (timeline.resets, timeline.wraps, timeline.implausible_reads) == (1, 0, REBASE_AFTER)
-    assert timeline.energy_j.tolist() == [10.0 + 9.0 + 3.0]
-    assert [e for _, e in edges(timeline)] == [10.0, 19.0, 22.0]
+    assert timeline.energy_j.tolist() == [10.0 + 9.0 + 6.0]
+    assert [e for _, e in edges(timeline)] == [10.0, 13.0, 14.0, 25.0]  # the 9 J since the restart last
 
 
 def test_a_reset_to_zero_makes_no_edge_and_loses_no_energy() -> None:
@@ -165,10 +168,10 @@ def test_a_wrap_adds_raw_plus_the_range_minus_the_previous_value_and_counts_a_wr
 def test_a_small_backwards_step_on_a_wrapping_counter_is_a_reset_not_a_wrap() -> None:
     """Going back by less than half the range cannot be a wrap between two polls."""
     timeline = Timeline(gpus(1, wrap_j=100.0))
-    for t, e in [(0.0, 60.0), (1.0, 70.0), (2.0, 40.0), (3.0, 45.0), (4.0, 50.0)]:
-        timeline.add(Reading(t, (e,)))
+    for t, e in enumerate([60.0, 70.0, 40.0, 45.0, 50.0, 51.0, 52.0, 53.0]):
+        timeline.add(Reading(float(t), (e,)))
     assert (timeline.resets, timeline.wraps) == (1, 0)
-    assert timeline.energy_j.tolist() == [10.0 + 50.0]
+    assert timeline.energy_j.tolist() == [10.0 + 53.0]
 
 
 @settings(max_examples=80, deadline=None)
@@ -363,10 +366,10 @@ def test_one_device_changing_is_enough_for_an_edge_and_a_reset_on_one_does_not_t
     timeline.add(Reading(0.0, (100.0, 200.0)))
     assert timeline.add(Reading(1.0, (100.0, 205.0))) is True
     timeline.add(Reading(2.0, (105.0, 210.0)))
-    for t, e0 in [(3.0, 4.0), (4.0, 5.0), (5.0, 6.0)]:  # device 0 reset, device 1 carried on
+    for t, e0 in [(3.0, 4.0), (4.0, 5.0), (5.0, 6.0), (6.0, 7.0), (7.0, 8.0), (8.0, 9.0)]:  # device 0 reset
         timeline.add(Reading(t, (e0, 200.0 + 5.0 * t)))
     assert timeline.resets == 1
-    assert timeline.energy_j.tolist() == [5.0 + 6.0, 25.0]
+    assert timeline.energy_j.tolist() == [5.0 + 9.0, 40.0]
 
 
 def test_a_reading_with_the_wrong_number_of_devices_is_rejected() -> None:
