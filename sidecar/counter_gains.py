@@ -82,7 +82,9 @@ class CounterGains:
         self._owed = np.zeros(n)  # a reset's energy since the restart, paid once the new counter moved
         self._owed_moves = np.zeros(n, dtype=np.int64)
         self._warned = np.zeros(n, dtype=bool)  # in a stretch of suspect reads (logged once)
-        self.spread_since = np.full(n, math.nan)  # per device: the last gain ended a doubt begun then
+        self._no_spread = np.full(n, math.nan)
+        self.spread_since = self._no_spread  # per device: the last gain ended a doubt begun then
+        self._calm = True  # no device in doubt, none with a counter aside, a reset owed or a run
         self.resets = 0
         self.wraps = 0
         self.implausible_reads = 0  # suspect reads (see the module docstring)
@@ -96,6 +98,22 @@ class CounterGains:
             return None
         delta: np.ndarray = raw - self._last
         fine = np.isfinite(delta) & (delta >= 0.0) & (delta <= self._limit_j(t, self._moved_t))
+        if self._calm and fine.all():  # every read plainly energy, nothing in doubt: the common case
+            moved = delta > 0.0
+            np.copyto(self._last, raw)
+            self._seen_t[:] = t
+            self._moved_t[moved] = t
+            self._proven |= moved
+            self.spread_since = self._no_spread
+            return delta
+        gain = self._odd_gains(t, raw, delta, fine)
+        self._calm = not (
+            self._rebased.any() or self._warned.any() or self._owed.any() or any(self._runs)
+        ) and bool(np.isnan(self._aside).all())
+        return gain
+
+    def _odd_gains(self, t: float, raw: np.ndarray, delta: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """:meth:`gains` where a read is suspect, or a device in doubt or with a counter aside."""
         back = raw - self._aside - self._credited  # the gain on a counter kept aside (NaN: none)
         home = np.isfinite(back) & (back >= 0.0) & (back <= self._limit_j(t, self._aside_moved_t))
         home &= ~fine | (back < delta)
