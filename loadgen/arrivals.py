@@ -8,6 +8,8 @@
 - ``concurrency:C``: a closed loop: C requests in flight, the next leaves when one finishes;
 - ``replay:PATH[:SPEED]``: timestamps (seconds) from a trace file, one per line or a CSV/JSONL
   with a ``timestamp`` field; offsets are relative to the first; SPEED > 1 replays faster.
+  Timestamps must be finite numbers that do not decrease, spanning at most a week at SPEED
+  (:data:`MAX_REPLAY_S`); a bad line is refused naming the file and line.
 
 Everything is deterministic in the seed.
 """
@@ -15,7 +17,6 @@ Everything is deterministic in the seed.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from loadgen.config import DAY_S
 from loadgen.errors import InputError, where
+from loadgen.user_files import loads, read_text
 
 __all__ = [
     "Schedule",
@@ -36,6 +39,8 @@ __all__ = [
     "poisson",
     "replay",
 ]
+
+MAX_REPLAY_S = 7 * DAY_S  # a replayed trace (at its speed) spans at most a week
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,34 +101,54 @@ def concurrency(n: int, limit: int) -> Schedule:
     return Schedule(np.zeros(n), "concurrency", max_in_flight=limit, params={"concurrency": limit})
 
 
-def _read_timestamps(path: Path) -> list[float]:
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
+def _stamp(value: Any, path: Path, line: int) -> float:
+    """A timestamp (s) that is a finite number, else an error naming the line."""
+    at = where(str(path), line, "timestamp")
+    try:
+        t = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{at}: expected a number, got {value!r:.40}") from err
+    if not math.isfinite(t):
+        raise InputError(f"{at}: expected a finite number, got {value!r:.40}")
+    return t
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_stamps(path: Path, numbered: list[tuple[int, str]]) -> list[float]:
+    """One timestamp a line, or a CSV whose header (a first row that is not a number) names ``timestamp``."""
+    col, rows = 0, numbered
+    header = [c.strip() for c in next(csv.reader([numbered[0][1]]))]
+    if not _is_number(header[0]):
+        if "timestamp" not in header:
+            raise InputError(f"{where(str(path), numbered[0][0], None)}: header has no 'timestamp' column")
+        col, rows = header.index("timestamp"), numbered[1:]
     out: list[float] = []
-    first = next((ln for ln in lines if ln.strip()), "")
-    if first.lstrip().startswith("{"):
-        for i, ln in enumerate(lines, start=1):
-            if not ln.strip():
-                continue
-            try:
-                value = json.loads(ln)["timestamp"]
-                out.append(float(value))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise InputError(f"{where(str(path), i, 'timestamp')}: expected a number ({err})") from err
-        return out
-    has_header = "timestamp" in first
-    reader = csv.reader(lines)
-    col = 0
-    for i, row in enumerate(reader, start=1):
-        if not row or not "".join(row).strip():
-            continue
-        if has_header and i == 1:
-            col = [c.strip() for c in row].index("timestamp")
-            continue
-        try:
-            out.append(float(row[col]))
-        except (IndexError, ValueError) as err:
-            raise InputError(f"{where(str(path), i, 'timestamp')}: expected a number, got {row!r}") from err
+    for i, ln in rows:
+        row = next(csv.reader([ln]))
+        out.append(_stamp(row[col].strip() if col < len(row) else None, path, i))
+    return out
+
+
+def _read_timestamps(path: Path) -> list[float]:
+    lines = read_text(path, "arrival trace").splitlines()
+    numbered = [(i, ln) for i, ln in enumerate(lines, start=1) if ln.strip()]
+    if not numbered or not numbered[0][1].lstrip().startswith("{"):
+        return _csv_stamps(path, numbered) if numbered else []
+    out: list[float] = []
+    for i, ln in numbered:
+        row = loads(ln, str(path), i)
+        if not isinstance(row, dict) or "timestamp" not in row:
+            raise InputError(
+                f'{where(str(path), i, "timestamp")}: missing (expected {{"timestamp": SECONDS}})'
+            )
+        out.append(_stamp(row["timestamp"], path, i))
     return out
 
 
@@ -132,8 +157,8 @@ def replay(path: str | Path, n: int | None, speed: float = 1.0) -> Schedule:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: arrival trace not found")
-    if speed <= 0:
-        raise InputError(f"{p}: replay speed must be > 0, got {speed}")
+    if not 0 < speed < math.inf:
+        raise InputError(f"{p}: replay speed must be a finite number > 0, got {speed}")
     stamps = _read_timestamps(p)
     if not stamps:
         raise InputError(f"{p}: arrival trace has no timestamps")
@@ -143,6 +168,8 @@ def replay(path: str | Path, n: int | None, speed: float = 1.0) -> Schedule:
     if np.any(np.diff(t) < 0):
         bad = int(np.argmax(np.diff(t) < 0)) + 2
         raise InputError(f"{where(str(p), bad, 'timestamp')}: timestamps must not decrease")
+    if (t[-1] - t[0]) / speed > MAX_REPLAY_S:
+        raise InputError(f"{p}: the trace spans {(t[-1] - t[0]) / speed:.3g} s; at most {MAX_REPLAY_S:g} s")
     return Schedule((t - t[0]) / speed, "replay", params={"path": str(p), "speed": speed})
 
 

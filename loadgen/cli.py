@@ -130,6 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from loadgen.report import print_table, to_json, write_results
 
     cfg = _config(args)
+    cfg.make_out_dir()
     outcome = asyncio.run(_run_one(cfg, args.quiet))
     if cfg.out_path is not None:
         from loadgen.plots import plot_run
@@ -150,9 +151,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     threshold = parse_threshold(args.max_regression)
     rows = compare(load_results(args.baseline), load_results(args.run), threshold)
-    text, regressed = render(rows, threshold)
+    text, status = render(rows, threshold)
     print(text)
-    return 1 if regressed else 0
+    return status
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -188,6 +189,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     prompt_scale=args.prompt_scale, out_dir=args.out_dir, energy_wait_s=60, min_window_s=5.0,
                     run_id="demo")  # fmt: skip
     out = Path(args.out_dir)
+    cfg.make_out_dir()
     outcome = run_cpu_demo(cfg, lambda c: asyncio.run(_run_one(c, args.quiet)), out / "logs")
     data = write_results(outcome, out)
     plot_run(data, out)

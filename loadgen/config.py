@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from loadgen.factories import DEFAULT_FIM_TEMPLATE
 from loadgen.tasks import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
 from sidecar.contracts.ports import HTTP_PORT, LLM_SERVER_PORT, OTLP_PORT
 
-__all__ = ["RunConfig"]
+__all__ = ["MAX_BATCH", "MAX_REQUESTS", "RunConfig"]
 
 DAY_S = 86_400.0
+MAX_REQUESTS = 100_000  # requests of one run (all are built in memory before the first is sent)
+MAX_BATCH = 8_192  # --batch-cap, and a sweep's levels (a level sends 4-8 requests per slot)
 # (field, must be > 0, largest): the numbers a run is refused with (0 <= value <= largest otherwise)
 _RANGES = (
     ("timeout_s", True, DAY_S),
@@ -22,6 +25,13 @@ _RANGES = (
     ("min_window_s", False, DAY_S),
     ("scale", True, 1e6),
     ("prompt_scale", False, 1e6),
+)
+# (field, smallest, largest): whole numbers (None = unset), refused naming the flag outside
+_WHOLE_RANGES = (
+    ("requests", 1, MAX_REQUESTS),
+    ("batch_cap", 1, MAX_BATCH),
+    ("max_model_len", 1, 10_000_000),
+    ("seed", 0, 2**63 - 1),
 )
 
 
@@ -65,12 +75,14 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Numbers out of range are refused naming the flag (NaN, 0 s or inf s would be no timeout
         to aiohttp, a hang or a crash later)."""
-        for name, lowest in (("requests", 1), ("batch_cap", 1), ("max_model_len", 1), ("seed", 0)):
+        for name, lowest, largest in _WHOLE_RANGES:
             value = getattr(self, name)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < lowest
+                isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= largest
             ):
-                raise InputError(f"--{_flag(name)}: must be a whole number >= {lowest}, got {value!r}")
+                raise InputError(
+                    f"--{_flag(name)}: must be a whole number >= {lowest} and <= {largest}, got {value!r}"
+                )
         for name, above_zero, most in _RANGES:
             value = getattr(self, name)
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
@@ -82,6 +94,20 @@ class RunConfig:
     def out_path(self) -> Path | None:
         """The results folder, or ``None``."""
         return Path(self.out_dir) if self.out_dir else None
+
+    def make_out_dir(self) -> Path | None:
+        """Create the results folder before the run (one that cannot be made or written would lose
+        the run's results at its end); errors name ``--out``."""
+        path = self.out_path
+        if path is None:
+            return None
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--out {path}: cannot create the folder ({err.strerror or err})") from err
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"--out {path}: cannot write into the folder")
+        return path
 
     @property
     def prompt_factor(self) -> float:

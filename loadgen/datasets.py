@@ -9,7 +9,9 @@ Schema of one line (a JSON object; unknown keys are an error, so typos surface):
      "prefix": "...", "suffix": "...", # code completion: wrapped in the FIM template
      "max_tokens": 256,                # output cap (tokens); default: drawn from the task's distribution
      "size": "1024x1024", "steps": 20, "num_frames": 49, "fps": 8, "seed": 7,   # diffusion overrides
-     "id": "conv-17-turn-2"}           # your own id, kept in the per-request CSV
+     "id": "conv-17-turn-2"}           # your own id (1-200 printable characters), kept in the
+                                       #   per-request CSV's dataset_id column (rows cycle, so
+                                       #   requests keep their own unique ids)
 
 Exported public datasets map directly: a conversation turn's history is ``messages``,
 a FIM sample is ``prefix``/``suffix``. Errors name the file, line and field:
@@ -18,7 +20,6 @@ a FIM sample is ``prefix``/``suffix``. Errors name the file, line and field:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from loadgen.errors import InputError, where
 from loadgen.factories import FactoryOptions, base_body, diffusion_body
 from loadgen.records import Request
 from loadgen.tasks import TaskSpec
+from loadgen.user_files import loads, read_text
 
 __all__ = ["KEYS", "load_rows", "requests_from_rows"]
 
@@ -46,6 +48,7 @@ KEYS = {
     "id",
 }
 _INT_KEYS = ("max_tokens", "steps", "num_frames", "fps", "seed")
+MAX_ID_CHARS = 200  # a row's own id: printable, at most this long (it is a cell of requests.csv)
 
 
 def _check_row(path: str, line: int, row: object, spec: TaskSpec) -> dict[str, Any]:
@@ -76,6 +79,11 @@ def _check_row(path: str, line: int, row: object, spec: TaskSpec) -> dict[str, A
     for key in ("prompt", "prefix", "suffix", "size", "id"):
         if key in row and not isinstance(row[key], str):
             raise InputError(f"{where(path, line, key)}: expected a string, got {type(row[key]).__name__}")
+    if "id" in row and not (0 < len(row["id"]) <= MAX_ID_CHARS and row["id"].isprintable()):
+        raise InputError(
+            f"{where(path, line, 'id')}: expected 1 to {MAX_ID_CHARS} printable characters, "
+            f"got {row['id'][:40]!r}"
+        )
     if "size" in row:
         w, _, h = row["size"].partition("x")
         if not (w.isdigit() and h.isdigit()):
@@ -99,17 +107,9 @@ def load_rows(path: str | Path, spec: TaskSpec) -> list[tuple[int, dict[str, Any
     if not p.is_file():
         raise InputError(f"{p}: dataset file not found")
     rows: list[tuple[int, dict[str, Any]]] = []
-    with p.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{where(str(p), line_no, None)}: not valid JSON ({err.msg} at column {err.colno})"
-                ) from err
-            rows.append((line_no, _check_row(str(p), line_no, row, spec)))
+    for line_no, line in enumerate(read_text(p, "dataset file").split("\n"), start=1):
+        if line.strip():
+            rows.append((line_no, _check_row(str(p), line_no, loads(line, str(p), line_no), spec)))
     if not rows:
         raise InputError(f"{p}: dataset has no rows")
     return rows
@@ -129,13 +129,15 @@ def requests_from_rows(
     for k in range(n):
         _line, row = rows[k % len(rows)]
         rid = f"{id_prefix}-{start + k:06d}"
+        own_id = row.get("id", "")
         if spec.diffusion:
             body = diffusion_body(spec, row["prompt"], opts, rng, row)
             out.append(
                 Request(
-                    id=rid, task=spec.id, api=spec.api, path=spec.path, body=body, unit=spec.unit, units=1.0
+                    id=rid, task=spec.id, api=spec.api, path=spec.path, body=body, unit=spec.unit, units=1.0,
+                    dataset_id=own_id,
                 )
-            )
+            )  # fmt: skip
             continue
         assert spec.output is not None
         max_tokens = int(row["max_tokens"]) if "max_tokens" in row else int(spec.output.sample(rng, 1)[0])
@@ -158,6 +160,7 @@ def requests_from_rows(
                 body=body,
                 unit="token",
                 target_output_tokens=max_tokens,
+                dataset_id=own_id,
             )
         )
     return out

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from loadgen.config import MAX_REQUESTS
 from loadgen.errors import InputError, where
 
 __all__ = ["PRESETS", "Mix", "MixEntry", "allocate", "load_mix", "parse_mix"]
@@ -162,9 +163,10 @@ def parse_mix(text: str, path: str, known_tasks: set[str]) -> Mix:
     if "requests" in top:
         req_node = top["requests"][1]
         value = _scalar(req_node)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_REQUESTS:
             raise InputError(
-                f"{where(path, _line(req_node), 'requests')}: must be an integer > 0, got {value!r}"
+                f"{where(path, _line(req_node), 'requests')}: must be an integer > 0 and "
+                f"<= {MAX_REQUESTS}, got {value!r}"
             )
         requests = value
     name = Path(path).stem

@@ -48,6 +48,7 @@ class Request:
     units: float = 0.0  # expected output units for diffusion (images / videos)
     phase: str = ""  # which phase of the run it belongs to
     slot: PromptSlot | None = None  # where the prompt-length fitter may add or trim words
+    dataset_id: str = ""  # the dataset row's own "id" (loadgen.datasets), for requests.csv
 
 
 @dataclass(slots=True)
@@ -123,5 +124,8 @@ def finite_j(value: Any) -> float | None:
     answer is read as hostile as a server's: NaN, Infinity, -50 or ``true`` is no energy)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    joules = float(value)
+    try:
+        joules = float(value)
+    except OverflowError:  # an integer past 1.8e308
+        return None
     return joules if 0.0 <= joules < math.inf else None

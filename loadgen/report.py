@@ -29,7 +29,7 @@ from loadgen.rules import WINDOW_RULE
 from loadgen.runner import RunOutcome
 from loadgen.tasks import study_protocol
 
-__all__ = ["SCHEMA", "headline", "print_table", "to_json", "write_csv", "write_results"]
+__all__ = ["SCHEMA", "headline", "print_table", "to_json", "write_csv", "write_json", "write_results"]
 
 SCHEMA = "jouletrace.loadgen/1"
 _UNIT_KEY = {"token": "j_per_token", "image": "j_per_image", "video": "j_per_video"}
@@ -120,6 +120,7 @@ _CSV_FIELDS = (
     "fit_quality",
     "energy_note",
     "retries",
+    "dataset_id",
 )
 
 
@@ -162,6 +163,7 @@ def write_csv(o: RunOutcome, path: Path) -> None:
                     e.get("fit_quality", ""),
                     r.energy_note or "",
                     r.retries,
+                    r.request.dataset_id,
                 ]
             )
 
@@ -169,11 +171,15 @@ def write_csv(o: RunOutcome, path: Path) -> None:
 def write_results(o: RunOutcome, out_dir: Path) -> dict[str, Any]:
     """Write results.json and requests.csv into ``out_dir``; return the JSON object."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = _finite(to_json(o))
-    (out_dir / "results.json").write_text(
-        json.dumps(data, indent=1, default=str, allow_nan=False), encoding="utf-8"
-    )
+    data: dict[str, Any] = write_json(to_json(o), out_dir / "results.json")
     write_csv(o, out_dir / "requests.csv")
+    return data
+
+
+def write_json(obj: Any, path: Path) -> Any:
+    """Write ``obj`` as strict JSON (a float that is not finite becomes null); return what was written."""
+    data = _finite(obj)
+    path.write_text(json.dumps(data, indent=1, default=str, allow_nan=False), encoding="utf-8")
     return data
 
 

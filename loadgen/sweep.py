@@ -9,13 +9,16 @@
 
 Each level writes its own results folder (``concurrency-C`` / ``batch-cap-B``); the sweep
 writes ``sweep.json`` (one point per level: J/token, tokens/J = throughput per watt,
-power, mean batch, throughput, e2e p50) and ``j_per_token_vs_batch.png``.
+power, mean batch, throughput, e2e p50; strict JSON like results.json: a figure that is
+not finite is null) and ``j_per_token_vs_batch.png``.
+
+A level is at most :data:`loadgen.config.MAX_BATCH` (the bound of ``--batch-cap``), so a
+level's default request count (4 or 8 per slot) stays within ``--requests``' bound too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadgen.config import RunConfig
+from loadgen.config import MAX_BATCH, RunConfig
 from loadgen.errors import InputError
 from loadgen.runner import RunOutcome
 
@@ -39,8 +42,8 @@ def parse_levels(text: str, flag: str) -> list[int]:
         levels = [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
         raise InputError(f"{flag} {text!r}: expected comma-separated integers") from err
-    if not levels or min(levels) <= 0:
-        raise InputError(f"{flag} {text!r}: levels must be > 0")
+    if not levels or not all(0 < level <= MAX_BATCH for level in levels):
+        raise InputError(f"{flag} {text!r}: levels must be whole numbers > 0 and <= {MAX_BATCH}")
     return levels
 
 
@@ -96,9 +99,9 @@ def run_sweep(
     on_point: Callable[[dict[str, Any]], None] = lambda p: None,
 ) -> list[dict[str, Any]]:
     """Run every level; write per-level results, ``sweep.json`` and the plot under ``cfg.out_dir``."""
-    from loadgen.report import write_results
+    from loadgen.report import write_json, write_results
 
-    base = cfg.out_path
+    base = cfg.make_out_dir()
     points = []
     levels = [("batch-cap", c) for c in batch_caps or []] or [("concurrency", c) for c in concurrency or []]
     for kind, level in levels:
@@ -127,10 +130,7 @@ def run_sweep(
     if base is not None:
         from loadgen.plots import plot_sweep
 
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "sweep.json").write_text(
-            json.dumps({"points": points}, indent=1, default=str), encoding="utf-8"
-        )
+        write_json({"points": points}, base / "sweep.json")
         plot_sweep(points, base)
     return points
 

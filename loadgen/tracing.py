@@ -18,8 +18,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -42,6 +42,7 @@ RESEND_TIMEOUT_S = 30.0  # then the failed exports' spans get this long to go ou
 MAX_KEPT_SPANS = 65_536  # failed spans kept to be sent again (the processor's queue size)
 MAX_ERRORS = 5  # the exporter's last complaints kept for the report
 _OTLP_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
+T = TypeVar("T")
 
 
 class CountingExporter(SpanExporter):
@@ -61,13 +62,15 @@ class CountingExporter(SpanExporter):
         self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
         self._kept: list[Sequence[ReadableSpan]] = []
         self._kept_spans = 0
+        self._closed = False  # set when the closing flush ran out of time: the rest is not sent
         self._lock = threading.Lock()  # export runs on the processor's thread; counts are read on ours
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        ok = self._send(spans)
+        closed = self._closed
+        ok = not closed and self._send(spans)
         with self._lock:
             self.counts["exported" if ok else "failed"] += len(spans)
-            if not ok and self._kept_spans + len(spans) <= MAX_KEPT_SPANS:
+            if not ok and not closed and self._kept_spans + len(spans) <= MAX_KEPT_SPANS:
                 self._kept.append(spans)
                 self._kept_spans += len(spans)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
@@ -97,6 +100,12 @@ class CountingExporter(SpanExporter):
                 self.counts["exported"] += len(spans)
                 self.counts["resent"] += len(spans)
 
+    def close(self, reason: str) -> None:
+        """Send nothing more for the processor: its later exports fail at once, counted failed and
+        not kept (:meth:`resend` still sends what was kept before)."""
+        self._closed = True
+        self.note(reason)
+
     def note(self, message: str) -> None:
         """Keep one of the exporter's complaints (the last :data:`MAX_ERRORS`)."""
         with self._lock:
@@ -111,6 +120,17 @@ class CountingExporter(SpanExporter):
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
+
+
+def _within(fn: Callable[[], T], timeout_s: float) -> T | None:
+    """``fn()`` run in a daemon thread, waited for at most ``timeout_s``; None when it did not return
+    in time (or raised). The SDK's ``force_flush`` ignores its own timeout: it exports the whole
+    queue, one batch per export timeout."""
+    out: list[T] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), name="jouletrace-span-flush", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return out[0] if out else None
 
 
 class _Complaints(logging.Handler):
@@ -187,10 +207,14 @@ class ClientTracer:
         span.end()
 
     def shutdown(self) -> None:
-        """Flush pending spans (at most :data:`FLUSH_TIMEOUT_S`), send the failed ones once more (at
-        most :data:`RESEND_TIMEOUT_S`) and stop."""
+        """Flush pending spans (at most :data:`FLUSH_TIMEOUT_S`: then the spans still queued are
+        counted failed, not sent), send the failed ones once more (at most :data:`RESEND_TIMEOUT_S`
+        plus the export under way) and stop: at most about FLUSH_TIMEOUT_S + RESEND_TIMEOUT_S + 2 *
+        :data:`EXPORT_TIMEOUT_S` in all, however many spans are queued."""
         if self._exporter is not None:
-            self._flushed = self._provider.force_flush(timeout_millis=int(FLUSH_TIMEOUT_S * 1000))
+            self._flushed = _within(self._provider.force_flush, FLUSH_TIMEOUT_S) is True
+            if not self._flushed:
+                self._exporter.close(f"closing flush out of time after {FLUSH_TIMEOUT_S:g} s: rest not sent")
             self._exporter.resend(RESEND_TIMEOUT_S)
         self._provider.shutdown()
         if self._complaints is not None:

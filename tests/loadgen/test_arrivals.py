@@ -71,3 +71,35 @@ def test_malformed_arrival_specs_are_input_errors(bad: str) -> None:
 def test_constant_rate_spaces_requests_evenly() -> None:
     s = parse_arrivals("constant:4", 5, seed=0)
     assert s.offsets_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"0\nnan\n1\n", r"t:2: field 'timestamp': expected a finite number, got 'nan'"),
+        (b"0\n1\ninf\n", r"t:3: field 'timestamp': expected a finite number, got 'inf'"),
+        (b"timestamp,user\n0,a\n-inf,b\n", r"t:3: field 'timestamp': expected a finite number"),
+        (b'{"timestamp": 0}\n{"timestamp": NaN}\n', r"t:2: not valid JSON \(NaN is not a JSON number\)"),
+        (b'{"timestamp": 0}\n{"timestamp": true}\n', r"t:2: field 'timestamp': expected a finite number"),
+        (b'{"timestamp": 0}\n[1]\n', r"t:2: field 'timestamp': missing"),
+        (b"timestamps,x\n0,1\n", r"t:1: header has no 'timestamp' column"),
+        (b"timestamp\n0\n1 \xe9\n", r"t:3: not UTF-8 text"),
+        (b"0\n1e308\n", r"t: the trace spans 1e\+308 s; at most 604800 s"),
+    ],
+    ids=["nan", "inf", "csv-inf", "jsonl-nan", "jsonl-bool", "jsonl-list", "header", "latin-1", "1e308"],
+)
+def test_a_trace_with_a_timestamp_that_cannot_be_waited_for_is_refused_naming_the_line(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    f = tmp_path / "t"
+    f.write_bytes(content)
+    with pytest.raises(InputError, match=expected):
+        replay(f, None)
+
+
+@pytest.mark.parametrize("speed", ["nan", "inf", "0"])
+def test_a_replay_speed_that_is_not_a_finite_number_above_0_is_refused(tmp_path: Path, speed: str) -> None:
+    f = tmp_path / "t"
+    f.write_text("0\n1\n")
+    with pytest.raises(InputError, match="replay speed must be a finite number > 0"):
+        parse_arrivals(f"replay:{f}:{speed}", None, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -86,3 +87,47 @@ def test_missing_or_empty_dataset_files_are_input_errors(tmp_path: Path) -> None
         load_rows(tmp_path / "none.jsonl", TASKS["gpqa"])
     with pytest.raises(InputError, match="no rows"):
         load_rows(_write(tmp_path, [""]), TASKS["gpqa"])
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"prompt": "caf\u00e9"}\n'.encode("latin-1"), r"d\.jsonl:1: not UTF-8 text"),
+        ('{"prompt": "a"}\n{"prompt": "hi"}\n'.encode("utf-16"), r"d\.jsonl:1: not UTF-8 text"),
+        (b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n', r"d\.jsonl:2: not UTF-8 text"),
+        (b'{"prompt": "a", "max_tokens": 1' + b"0" * 5000 + b"}\n", r"d\.jsonl:1: not valid JSON \(Exceeds"),
+        (b'{"prompt": "a"}\n{"prompt": "a", "messages": ' + b"[" * 100_000 + b"\n", r"d\.jsonl:2: .*deeply"),
+        (b'{"prompt": "a", "seed": NaN}\n', r"d\.jsonl:1: not valid JSON \(NaN is not a JSON number\)"),
+    ],
+    ids=["latin-1", "utf-16", "latin-1-line-2", "5001-digits", "deep", "nan"],
+)
+def test_a_dataset_not_utf8_or_not_strict_json_is_an_input_error_naming_the_line(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(content)
+    with pytest.raises(InputError, match=expected):
+        load_rows(f, TASKS["lm-arena-chat"])
+
+
+def test_a_rows_own_id_is_kept_and_written_to_the_csv(tmp_path: Path) -> None:
+    from loadgen.config import RunConfig
+    from loadgen.records import Result
+    from loadgen.report import write_csv
+    from loadgen.runner import RunOutcome
+
+    spec = TASKS["lm-arena-chat"]
+    rows = load_rows(_write(tmp_path, [{"prompt": "a", "id": "conv-17-turn-2"}, {"prompt": "b"}]), spec)
+    reqs = requests_from_rows(rows, spec, 3, np.random.default_rng(0), OPTS, "lg")
+    assert [r.dataset_id for r in reqs] == ["conv-17-turn-2", "", "conv-17-turn-2"]
+    assert len({r.id for r in reqs}) == 3  # rows cycle: the requests keep their own unique ids
+    outcome = RunOutcome(RunConfig(), [Result(r, 0.0) for r in reqs], [], [], {}, [])
+    write_csv(outcome, tmp_path / "requests.csv")
+    with (tmp_path / "requests.csv").open() as f:
+        assert [row["dataset_id"] for row in csv.DictReader(f)] == ["conv-17-turn-2", "", "conv-17-turn-2"]
+
+
+@pytest.mark.parametrize("own_id", ["", "x" * 201, "two\nlines", "tab\there"])
+def test_a_rows_id_that_is_empty_too_long_or_not_printable_is_refused(tmp_path: Path, own_id: str) -> None:
+    with pytest.raises(InputError, match=r"d\.jsonl:1: field 'id': expected 1 to 200 printable"):
+        load_rows(_write(tmp_path, [{"prompt": "a", "id": own_id}]), TASKS["gpqa"])

@@ -23,7 +23,9 @@ from loadgen.tasks import scale_task
 from tests.loadgen.fake_server import serving
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -50.0, True, "5", None])
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -50.0, True, "5", None, pytest.param(10**400, id="int-past-1e308")]
+)
 def test_an_energy_that_is_no_energy_reads_as_none(value: Any) -> None:
     assert finite_j(value) is None
 

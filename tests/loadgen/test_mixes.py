@@ -53,6 +53,10 @@ def test_list_and_mapping_forms_parse_the_same_weights() -> None:
         ("name: x\n", r"m\.yaml:1: field 'tasks': missing"),
         ("tasks: [\n", r"m\.yaml:2: not valid YAML"),
         ("requests: 0\ntasks: {gpqa: 1}\n", r"m\.yaml:1: field 'requests': must be an integer > 0"),
+        (
+            "requests: 100001\ntasks: {gpqa: 1}\n",
+            r"m\.yaml:1: field 'requests': .* and <= 100000, got 100001",
+        ),
         ("tasks:\n  - weight: 1\n", r"m\.yaml:2: field 'tasks\[0\]\.task': missing"),
     ],
 )

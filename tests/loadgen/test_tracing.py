@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from loadgen import tracing
 from loadgen.records import Request
 from loadgen.tracing import _OTLP_LOGGER, ClientTracer, CountingExporter
 from sidecar.log_limit import OncePerMinute
@@ -123,3 +125,37 @@ def test_the_exporters_logged_complaints_reach_the_report(monkeypatch: pytest.Mo
 
 def _request() -> Request:
     return Request(id="r1", task="gpqa", api="chat", path="/v1/chat/completions", body={"model": "m"})
+
+
+class Hanging(Refusing):
+    """A collector that answers each export only after ``export_s``, with a failure."""
+
+    def __init__(self, export_s: float) -> None:
+        super().__init__()
+        self.export_s, self.calls = export_s, 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        time.sleep(self.export_s)
+        return SpanExportResult.FAILURE
+
+
+def test_the_closing_flush_keeps_its_bound_however_many_spans_are_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the SDK's force_flush ignores its timeout: 20 batches at 0.2 s each took 4 s, not 0.3 s
+    monkeypatch.setattr(tracing, "FLUSH_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(tracing, "RESEND_TIMEOUT_S", 0.2)
+    inner = Hanging(export_s=0.2)
+    tracer = ClientTracer("127.0.0.1:9", exporter=inner)
+    for _ in range(512 * 20):
+        tracer.start(_request(), {}).end()
+    start = time.monotonic()
+    tracer.shutdown()
+    took_s = time.monotonic() - start
+    assert took_s < 0.3 + 0.2 + 2 * 0.2 + 0.6  # flush + resend + two exports under way + slack
+    assert inner.calls < 10
+    report = tracer.report()
+    assert report["flushed"] is False
+    assert report["exported"] == 0 and report["failed"] == 512 * 20  # the rest is counted, not lost
+    assert report["errors"][0] == "closing flush out of time after 0.3 s: rest not sent"
