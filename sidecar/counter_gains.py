@@ -138,14 +138,17 @@ class CounterGains:
         doubt: np.ndarray = self._warned | self._rebased
         return doubt
 
-    def doubt_since_s(self) -> float | None:
-        """Since when the device longest in doubt has shown no energy (None: none is): a gain that
-        ends the doubt was made over that time, not at the read that shows it."""
+    def doubt_since_s(self, now_s: float, hold_s: float) -> float | None:
+        """Since when the device longest in doubt, for no more than ``hold_s``, has shown no energy
+        (None: none is): a gain that ends the doubt was made over that time, not at the read that
+        shows it. A device in doubt for longer holds nothing, nor hides another's doubt."""
         doubt = self._doubt()
         if not doubt.any():
             return None
-        since = np.fmin(self._moved_t, self._aside_moved_t + np.where(np.isnan(self._aside), math.inf, 0.0))
-        return float(since[doubt].min())
+        aside = self._rebased & ~np.isnan(self._aside)  # rebased from a counter kept aside: since it moved
+        since = np.where(aside, np.fmin(self._moved_t, self._aside_moved_t), self._moved_t)
+        recent = since[doubt & (now_s - since <= hold_s)]
+        return float(recent.min()) if recent.size else None
 
     def _come_back(self, home: np.ndarray) -> None:
         """The counters kept aside that came back are the counter again."""
@@ -179,6 +182,7 @@ class CounterGains:
         due = owing & (self._owed_moves >= REBASE_AFTER)
         gain[due] += self._owed[due]
         self._owed[due] = 0.0
+        self._aside[due] = math.nan  # the reset is one: the old counter will not come back
 
     def _limit_j(self, t: float, moved_t: np.ndarray) -> np.ndarray:
         return self._max_w * np.maximum(t - moved_t, PLAUSIBLE_WINDOW_S)

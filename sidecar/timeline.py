@@ -125,8 +125,7 @@ class Timeline:
         """Up to when ticks may be sealed while a device's reads are in doubt (its energy since
         then not known yet); None when none is, or it has lasted ``DOUBT_HOLD_S`` (then sealing
         goes on, and what comes back later lands in the ticks not sealed yet)."""
-        since = self.gains.doubt_since_s()
-        return since if since is not None and now_s - since <= DOUBT_HOLD_S else None
+        return self.gains.doubt_since_s(now_s, DOUBT_HOLD_S)
 
     def _date(self, prev_t: float, t: float) -> float:
         """When the change a poll at ``t`` saw (the poll before, at ``prev_t``, did not) happened.

@@ -180,3 +180,33 @@ def test_the_timeline_spreads_energy_that_comes_back_over_the_time_it_was_made(d
     for second in (5.0, 12.0, 15.0, 19.5, 25.0):
         assert timeline.energy_between(second, second + 1.0) == pytest.approx(700.0 * devices, rel=0.02)
     assert timeline.energy_j.sum() == pytest.approx(devices * (real_j(1499 * POLL_S, 0.0)))
+
+
+def test_a_spike_long_after_a_reset_is_not_the_old_counter_come_back() -> None:
+    """The counter a genuine reset left was kept aside for ever, judged over the time since it last
+    moved: an hour after a reload one read with bit 37 flipped was its 'return' (17 MJ invented)."""
+    counter = CounterGains([GPU])
+    total_j, period_s = 0.0, 0.1
+    for k in range(int(3700 / period_s)):
+        t = k * period_s
+        milli_j = round(1000 * (1.2e8 + 700.0 * t if t < 60.0 else 700.0 * (t - 60.0)))
+        if k == int(3660 / period_s):
+            milli_j ^= 1 << 37
+        gained = counter.gains(t, np.array([milli_j / 1000.0]))
+        total_j += 0.0 if gained is None else float(gained[0])
+    assert counter.resets == 1
+    assert total_j <= 700.0 * 3700 + 1e-6
+
+
+def test_a_device_in_doubt_for_long_holds_no_other_devices_doubt_back() -> None:
+    """A GPU lost for good (NaN reads) made every later doubt of another GPU hold no sealing."""
+    timeline = Timeline([DeviceInfo("GPU-0", "H100"), DeviceInfo("GPU-1", "H100")])
+    held = []
+    for k in range(int(120 / POLL_S)):
+        t = k * POLL_S
+        burst = 100.0 <= t < 102.0
+        lost = math.nan if t >= 10.0 else real_j(t, 1e8)
+        timeline.add(Reading(t, (lost, math.nan if burst else real_j(t, 5e7))))
+        if burst:
+            held.append(timeline.doubt_hold_s(t) is not None)
+    assert all(held)
