@@ -16,15 +16,22 @@ lone backwards read never add up to anything. A run is taken as the counter:
   suspect then. One transient zero near the wrap boundary is no wrap: the next read disagrees.
 * **a reset** (driver reload) after ``REBASE_AFTER`` reads, when it went backwards from a
   counter seen to move and reads no more than the device could make since that counter was
-  last read (no floor: the restart came after that read): it gained ``raw`` since (counted
-  ``resets``);
-* otherwise **rebased** after ``REBASE_AFTER`` reads, its gain lost; reads of a rebased counter
-  that has not moved since are suspect too (counted).
+  last read (no floor: the restart came after that read): it owes ``raw``, the energy since the
+  restart, paid once the new counter has moved ``REBASE_AFTER`` times (counted ``resets``);
+* otherwise **rebased** after ``REBASE_AFTER`` reads, its gain lost.
 
-A counter left by a reset or a rebase is *kept aside* with what was credited since. A later read
-whose gain on it (less that credit) is plausible and smaller than its gain on the current counter
-is the old counter come back (a stale value, a garbage value repeated, a stretch of zeros taken
-as a reset): its gain is taken against the counter kept aside, so nothing is counted twice.
+A counter taken by a reset or a rebase is in doubt, unproven, until it moves: its reads that do
+not move are suspect (counted), and the energy that shows when it moves is spread over the time
+since the device last showed energy.
+
+A counter left by a reset or a rebase is *kept aside* (:class:`~sidecar.counter_track.Track`),
+with what was credited since and what it owes. A later read whose gain on it (less that credit)
+is plausible and smaller than its gain on the current counter is the old counter come back (a
+stale value, a garbage value repeated, a stretch of zeros taken as a reset): its gain is taken
+against the counter kept aside, so nothing is counted twice, and what it owed is owed again. Only
+a counter worth keeping replaces the one kept aside: one that moved ``REBASE_AFTER`` times, or a
+reset's counter that moved (a stale value that moved once must not push the real counter out).
+The counter kept aside is dropped when a reset's counter is paid: the old one will not come back.
 
 The first read is only a base, *unproven* until the counter is seen to move from it: an unproven
 counter that goes backwards is never a reset (a garbage first read must not turn the real counter
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sidecar.counter_track import Track
 from sidecar.meters.base import DeviceInfo
 
 __all__ = ["PLAUSIBLE_WINDOW_S", "REBASE_AFTER", "WRAP_AFTER", "CounterGains"]
@@ -62,25 +70,18 @@ class _Run:
 
 
 class CounterGains:
-    """The counter kept per device, and what was counted on the way."""
+    """The counters kept per device, and what was counted on the way."""
 
     def __init__(self, devices: Sequence[DeviceInfo]) -> None:
         self.devices = tuple(devices)
         n = len(self.devices)
-        self._last: np.ndarray | None = None
+        self._started = False
         self._max_w = np.array([d.max_w for d in self.devices], dtype=float)
-        self._moved_t = np.zeros(n)  # when each device's counter last moved (from the first poll)
-        self._seen_t = np.zeros(n)  # when it was last read and taken
-        self._proven = np.zeros(n, dtype=bool)  # seen to move from its base by a plausible gain
-        self._rebased = np.zeros(n, dtype=bool)  # taken as it read after a run, not seen to move since
-        self._aside = np.full(n, math.nan)  # a counter left by a reset or a rebase (NaN: none)
-        self._aside_moved_t = np.zeros(n)
-        self._aside_seen_t = np.zeros(n)
-        self._aside_proven = np.zeros(n, dtype=bool)
+        self._now = Track.empty(n)  # the counter reads are taken against
+        self._aside = Track.empty(n)  # one left by a reset or a rebase, in case it comes back
         self._credited = np.zeros(n)  # J gained since the counter was put aside
+        self._rebased = np.zeros(n, dtype=bool)  # taken as it read (a reset or a rebase), not moved since
         self._runs: list[_Run | None] = [None] * n
-        self._owed = np.zeros(n)  # a reset's energy since the restart, paid once the new counter moved
-        self._owed_moves = np.zeros(n, dtype=np.int64)
         self._warned = np.zeros(n, dtype=bool)  # in a stretch of suspect reads (logged once)
         self._no_spread = np.full(n, math.nan)
         self.spread_since = self._no_spread  # per device: the last gain ended a doubt begun then
@@ -91,42 +92,44 @@ class CounterGains:
 
     def gains(self, t: float, raw: np.ndarray) -> np.ndarray | None:
         """Joules per device since the last poll (``raw`` read at ``t``); None for the first poll."""
-        if self._last is None:
-            self._last = raw.copy()
-            self._moved_t[:] = t
-            self._seen_t[:] = t
+        now = self._now
+        if not self._started:
+            self._started = True
+            now.value[:], now.moved_t[:], now.seen_t[:] = raw, t, t
             return None
-        delta: np.ndarray = raw - self._last
-        fine = np.isfinite(delta) & (delta >= 0.0) & (delta <= self._limit_j(t, self._moved_t))
+        delta: np.ndarray = raw - now.value
+        fine = np.isfinite(delta) & (delta >= 0.0) & (delta <= self._limit_j(t, now.moved_t))
         if self._calm and fine.all():  # every read plainly energy, nothing in doubt: the common case
             moved = delta > 0.0
-            np.copyto(self._last, raw)
-            self._seen_t[:] = t
-            self._moved_t[moved] = t
-            self._proven |= moved
+            np.copyto(now.value, raw)
+            now.seen_t[:] = t
+            now.moved_t[moved] = t
+            now.proven |= moved
             self.spread_since = self._no_spread
             return delta
         gain = self._odd_gains(t, raw, delta, fine)
         self._calm = not (
-            self._rebased.any() or self._warned.any() or self._owed.any() or any(self._runs)
-        ) and bool(np.isnan(self._aside).all())
+            self._rebased.any() or self._warned.any() or now.reset.any() or any(self._runs)
+        ) and bool(np.isnan(self._aside.value).all())
         return gain
 
     def _odd_gains(self, t: float, raw: np.ndarray, delta: np.ndarray, fine: np.ndarray) -> np.ndarray:
         """:meth:`gains` where a read is suspect, or a device in doubt or with a counter aside."""
-        back = raw - self._aside - self._credited  # the gain on a counter kept aside (NaN: none)
-        home = np.isfinite(back) & (back >= 0.0) & (back <= self._limit_j(t, self._aside_moved_t))
+        aside = self._aside
+        back = raw - aside.value - self._credited  # the gain on a counter kept aside (NaN: none)
+        home = np.isfinite(back) & (back >= 0.0) & (back <= self._limit_j(t, aside.moved_t))
         home &= ~fine | (back < delta)
         fine &= ~home
         gain: np.ndarray = np.where(home, back, np.where(fine, delta, 0.0))
         doubt = self._doubt()
         self.spread_since = np.where(
-            doubt & (gain > 0.0), np.where(home, self._aside_moved_t, self._moved_t), math.nan
+            doubt & (gain > 0.0), np.where(home, aside.moved_t, self._now.moved_t), math.nan
         )
         self.implausible_reads += int(np.count_nonzero(fine & (delta == 0.0) & self._rebased))
-        if home.any():
-            self._owed[home] = 0.0  # the reset was none: the old counter came back
-            self._come_back(home)
+        if home.any():  # the counter kept aside came back, with what it owes
+            self._now.copy_from(aside, home)
+            self._rebased[home] = False
+            aside.value[home] = math.nan
         self._take_all(t, raw, fine | home, gain)
         for i in np.flatnonzero(~(fine | home)):
             gain[i] = self._suspect(int(i), t, float(raw[i]))
@@ -145,27 +148,22 @@ class CounterGains:
         doubt = self._doubt()
         if not doubt.any():
             return None
-        aside = self._rebased & ~np.isnan(self._aside)  # rebased from a counter kept aside: since it moved
-        since = np.where(aside, np.fmin(self._moved_t, self._aside_moved_t), self._moved_t)
+        moved_t = self._now.moved_t
+        aside = self._rebased & ~np.isnan(self._aside.value)  # rebased from a counter kept aside
+        since = np.where(aside, np.fmin(moved_t, self._aside.moved_t), moved_t)
         recent = since[doubt & (now_s - since <= hold_s)]
         return float(recent.min()) if recent.size else None
 
-    def _come_back(self, home: np.ndarray) -> None:
-        """The counters kept aside that came back are the counter again."""
-        self._moved_t[home] = self._aside_moved_t[home]
-        self._proven[home] = self._aside_proven[home]
-        self._rebased[home] = False
-        self._aside[home] = math.nan
-
     def _take_all(self, t: float, raw: np.ndarray, taken: np.ndarray, gain: np.ndarray) -> None:
-        assert self._last is not None
+        now = self._now
         moved = taken & (gain > 0.0)
-        if self._owed.any():
+        now.moves[moved] += 1
+        if now.reset.any():
             self._settle(moved, gain)
-        self._last[taken] = raw[taken]
-        self._seen_t[taken] = t
-        self._moved_t[moved] = t
-        self._proven |= moved
+        now.value[taken] = raw[taken]
+        now.seen_t[taken] = t
+        now.moved_t[moved] = t
+        now.proven |= moved
         self._rebased &= ~moved
         self._credited[taken] += gain[taken]
         self._warned[taken] = False
@@ -177,12 +175,11 @@ class CounterGains:
         """Pay a reset's energy since the restart once its new counter moved ``REBASE_AFTER`` times
         (a stale value read a few times looks like a reset of a young counter, then the real
         counter comes back: held, nothing was invented)."""
-        owing = self._owed > 0.0
-        self._owed_moves[owing & moved] += 1
-        due = owing & (self._owed_moves >= REBASE_AFTER)
-        gain[due] += self._owed[due]
-        self._owed[due] = 0.0
-        self._aside[due] = math.nan  # the reset is one: the old counter will not come back
+        now = self._now
+        due = now.reset & moved & (now.moves >= REBASE_AFTER)
+        gain[due] += now.owed[due]
+        now.owed[due], now.reset[due] = 0.0, False
+        self._aside.value[due] = math.nan  # the reset is one: the old counter will not come back
 
     def _limit_j(self, t: float, moved_t: np.ndarray) -> np.ndarray:
         return self._max_w * np.maximum(t - moved_t, PLAUSIBLE_WINDOW_S)
@@ -226,7 +223,7 @@ class CounterGains:
             gain = self._wrap_gain(i, t, raw)
             if gain is not None:
                 self.wraps += 1
-                return self._take(i, t, raw, gain)
+                return self._take_wrap(i, t, raw, gain)
             run.wrap = False
             self.implausible_reads += 1  # the held first read
         if not run.wrap:
@@ -236,8 +233,7 @@ class CounterGains:
         return 0.0
 
     def _last_j(self, i: int) -> float:
-        assert self._last is not None
-        return float(self._last[i])
+        return float(self._now.value[i])
 
     def _wrap_gain(self, i: int, t: float, raw: float) -> float | None:
         """The gain if ``raw`` is the counter after a wrap (None if it cannot be)."""
@@ -245,12 +241,13 @@ class CounterGains:
         if wrap_j is None or wrap_j <= 0 or last - raw <= 0.5 * wrap_j:
             return None
         gain = raw + wrap_j - last  # made since the last read (no floor: RAPL counts every ms)
-        return gain if self._plausible(i, gain, float(self._seen_t[i]), t, floor_s=0.0) else None
+        return gain if self._plausible(i, gain, float(self._now.seen_t[i]), t, floor_s=0.0) else None
 
-    def _take(self, i: int, t: float, raw: float, gain: float) -> float:
-        assert self._last is not None
-        self._last[i], self._moved_t[i], self._seen_t[i] = raw, t, t
-        self._proven[i], self._rebased[i], self._warned[i] = True, False, False
+    def _take_wrap(self, i: int, t: float, raw: float, gain: float) -> float:
+        now = self._now
+        now.value[i], now.moved_t[i], now.seen_t[i] = raw, t, t
+        now.proven[i], self._rebased[i], self._warned[i] = True, False, False
+        now.moves[i] += 1
         self._credited[i] += gain
         self._runs[i] = None
         return gain
@@ -258,39 +255,39 @@ class CounterGains:
     def _resolve(self, i: int, t: float, raw: float) -> float:
         """A run of ``REBASE_AFTER`` agreeing reads: the counter taken as it reads, as a reset
         (from the counter if it moved, else from the one kept aside if that had) or rebased."""
-        if self._proven[i]:
-            ref_j, ref_seen_t, credit_j = self._last_j(i), float(self._seen_t[i]), 0.0
-        elif not math.isnan(self._aside[i]) and self._aside_proven[i]:
-            ref_j, ref_seen_t, credit_j = (
-                float(self._aside[i]),
-                float(self._aside_seen_t[i]),
-                float(self._credited[i]),
-            )
-        else:
-            ref_j = math.nan
-        if raw < ref_j and self._plausible(i, raw, ref_seen_t, t, floor_s=0.0):
+        now, aside = self._now, self._aside
+        ref_j, ref_seen_t, credit_j = math.nan, 0.0, 0.0
+        if now.proven[i]:
+            ref_j, ref_seen_t = float(now.value[i]), float(now.seen_t[i])
+        elif aside.proven[i] and not math.isnan(aside.value[i]):
+            ref_j, ref_seen_t = float(aside.value[i]), float(aside.seen_t[i])
+            credit_j = float(self._credited[i])
+        reset = raw < ref_j and self._plausible(i, raw, ref_seen_t, t, floor_s=0.0)
+        if reset:
             self.resets += 1
             log.warning(
                 "energy counter of %s went back (%.3f J -> %.3f J): a reset", self.devices[i].id, ref_j, raw
             )
-            if self._proven[i]:
-                self._put_aside(i, credited_j=0.0)
-            self._owed[i], self._owed_moves[i] = max(raw - credit_j, 0.0), 0
-            return self._take(i, t, raw, 0.0)
-        log.warning(
-            "energy counter of %s taken as it reads (%r J after %r J), the gain lost",
-            self.devices[i].id,
-            raw,
-            self._last_j(i),
-        )
-        if self._proven[i] or math.isnan(self._aside[i]):
-            self._put_aside(i, credited_j=0.0)
-        assert self._last is not None
-        self._last[i], self._moved_t[i], self._seen_t[i] = raw, t, t
-        self._proven[i], self._rebased[i], self._runs[i] = False, True, None
+        else:
+            log.warning(
+                "energy counter of %s taken as it reads (%r J after %r J), the gain lost",
+                self.devices[i].id,
+                raw,
+                self._last_j(i),
+            )
+        if self._keeps(i):
+            aside.copy_from(now, i)
+            self._credited[i] = 0.0
+        now.start(i, t, raw, reset=reset, owed_j=max(raw - credit_j, 0.0) if reset else 0.0)
+        self._rebased[i], self._runs[i] = True, None
         return 0.0
 
-    def _put_aside(self, i: int, *, credited_j: float) -> None:
-        self._aside[i], self._aside_moved_t[i] = self._last_j(i), self._moved_t[i]
-        self._aside_seen_t[i], self._aside_proven[i] = self._seen_t[i], self._proven[i]
-        self._credited[i] = credited_j
+    def _keeps(self, i: int) -> bool:
+        """Whether device ``i``'s counter is put aside when a run replaces it: when nothing is kept
+        aside, or when it is worth more than what is (it moved ``REBASE_AFTER`` times, or it is a
+        reset's counter that moved). A stale value that moved once must not push the real
+        counter out; what it was credited stays in the credit of the counter kept aside."""
+        now = self._now
+        if math.isnan(self._aside.value[i]):
+            return True
+        return bool(now.proven[i] and (now.moves[i] >= REBASE_AFTER or now.reset[i]))

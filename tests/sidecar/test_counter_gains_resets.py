@@ -1,0 +1,95 @@
+"""A counter taken by a reset (``sidecar/counter_gains.py``): unproven and in doubt until it moves,
+what it owes tied to it, and the real counter kept aside against a stale value that moves once.
+
+Each case was found by an adversarial review of the rewritten bad-read guard. The real counter is
+NVML-like (it steps every 100 ms at 700 W), read every 20 ms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sidecar.meters.base import DeviceInfo, Reading
+from sidecar.timeline import Timeline
+from tests.sidecar.test_counter_gains_hostile import NVML_ALL_ONES_J, POLL_S, counter_with, feed, real_j
+
+
+@pytest.mark.parametrize("bad_j", [0.0, NVML_ALL_ONES_J])
+def test_a_reload_then_bad_reads_before_the_new_counter_moved_enough_still_pays_the_reset(
+    bad_j: float,
+) -> None:
+    """A driver reload at 1 s (the new counter shows 300 J since the restart), then 3 reads of
+    zero or all-ones while it comes up: the 300 J owed were overwritten or dropped (lost)."""
+
+    def reads(bad: bool) -> list[float]:
+        out = []
+        for k in range(200):
+            t = k * POLL_S
+            raw = real_j(t, 1e8) if t < 1.0 else 300.0 + 700.0 * math.floor((t - 1.0) / 0.1 + 1e-9) * 0.1
+            out.append(bad_j if bad and 60 <= k < 63 else raw)
+        return out
+
+    clean_j, clean = feed(reads(False))
+    gained_j, _ = feed(reads(True))
+    assert clean.resets == 1
+    assert gained_j == pytest.approx(clean_j)
+
+
+@pytest.mark.parametrize(
+    "bad", [lambda j: 0.0, lambda j: 0.0 if j < 5 else NVML_ALL_ONES_J], ids=["zeros", "zeros-then-all-ones"]
+)
+def test_a_zero_reset_that_never_moved_does_not_push_the_real_counter_out(bad: object) -> None:
+    """2 s of bad reads, first zeros (a reset) then all-ones (a rebase): the zero counter, taken as
+    proven though it never moved, replaced the real counter kept aside, and the stretch was lost
+    (1,470 J). Every read of it is counted, as for any garbage (3 of 100 were)."""
+    assert callable(bad)
+    reads, made_j = counter_with(1e8, 400, {})
+    for j in range(100):
+        reads[100 + j] = bad(j)
+    gained_j, counter = feed(reads)
+    assert gained_j == pytest.approx(made_j)
+    assert counter.implausible_reads == 100
+
+
+def test_the_energy_of_a_zero_stretch_taken_as_a_reset_is_spread_and_sealing_waits() -> None:
+    """5 s of zeros on GPU-0: taken as a reset, the device was no longer in doubt, so sealing was not
+    held and the 3.5 kJ made meanwhile landed in the one tick of the read that showed it."""
+    timeline = Timeline([DeviceInfo("GPU-0", "H100"), DeviceInfo("GPU-1", "H100")])
+    held = []
+    for k in range(1000):
+        t = k * POLL_S
+        zero = 250 <= k < 500
+        timeline.add(Reading(t, (0.0 if zero else real_j(t, 1e8), real_j(t, 5e7))))
+        if zero:
+            held.append(timeline.doubt_hold_s(t) is not None)
+    assert all(held)
+    for second in (3.0, 6.0, 9.0, 12.0):
+        assert timeline.energy_between(second, second + 1.0) == pytest.approx(1400.0, rel=0.02)
+
+
+def test_a_stale_value_that_moves_once_does_not_replace_the_real_counter() -> None:
+    """A cache handing back two of the counter's values of 10 s before, out of order (A x5, B, A x5,
+    B, ...): the real counter kept aside was replaced by B, and its return counted B's move and
+    the cache's age again. Only B's moves (70 J each, plausible) may count: once."""
+    reads = [real_j(12.0 + k * POLL_S, 1e8) for k in range(300)]
+    made_j = reads[-1] - reads[0]
+    stale = {"A": real_j(1.9, 1e8), "B": real_j(2.0, 1e8)}
+    pattern = (["A"] * 5 + ["B"]) * 4
+    for k, name in enumerate(pattern):
+        reads[20 + k] = stale[name]
+    gained_j, _ = feed(reads)
+    assert made_j <= gained_j <= made_j + 70.0 * pattern.count("B") + 1e-6
+
+
+def test_a_genuine_reset_is_paid_once_and_the_old_counter_dropped() -> None:
+    """The plain reload: the new counter's 300 J since the restart paid once it has moved 3 times,
+    after which the old counter is no longer kept aside (the guard goes back to its short path)."""
+    reads = [
+        real_j(k * POLL_S, 1e8) if k < 50 else 300.0 + real_j((k - 50) * POLL_S, 0.0) for k in range(200)
+    ]
+    gained_j, counter = feed(reads)
+    assert counter.resets == 1
+    assert gained_j == pytest.approx(real_j(49 * POLL_S, 0.0) + 300.0 + real_j(149 * POLL_S, 0.0))
+    assert counter._calm  # nothing kept aside, nothing owed
