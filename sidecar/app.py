@@ -42,7 +42,7 @@ from sidecar.export.api import Served, make_app, serve, timeline_energy
 from sidecar.export.floor_state import FloorKeeper
 from sidecar.export.metrics import MetricsExporter
 from sidecar.export.metrics_cache import RenderCache
-from sidecar.export.store import Ledger
+from sidecar.export.store import RETRY_EVERY_S, Ledger
 from sidecar.listen import cannot_listen, start_tap
 from sidecar.meters.base import DeviceStatus, EnergyMeter
 from sidecar.poller import Poller
@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 _IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
 _FAILING_TICKS = 3  # consecutive failed tick runs that make /readyz unready
+# ledger writes failing this long in a row (s) make /readyz unready (its records pile up in memory, the
+# oldest beyond max_pending dropped): ten tries at least (records kept back are tried again every
+# RETRY_EVERY_S, each after a 0.5 s wait for a lock), past a transient lock (a backup, a checkpoint)
+_FAILING_LEDGER_S = 10 * RETRY_EVERY_S
 
 
 class Sidecar:
@@ -216,11 +220,14 @@ class Sidecar:
         return None if live is None else live.to_json()
 
     def ready(self) -> tuple[bool, str]:
-        """Ready once the counter has been seen to update (so ticks can be sealed)."""
+        """Ready once the counter has been seen to update (so ticks can be sealed); not while the
+        device is lost, the tick job or the ledger's writes keep failing."""
         if self.lost:
             return False, f"meter lost its device: {self.lost}"
         if self.tick_failing >= _FAILING_TICKS:
             return False, f"the tick job failed {self.tick_failing} times in a row (see the log)"
+        if (failing_s := self.ledger.failing_s()) >= _FAILING_LEDGER_S:
+            return False, f"ledger writes failed for {failing_s:.0f} s in a row (see the log)"
         if self.timeline.update_period_s() is None:
             return False, "waiting for the energy counter to update (need 3 updates)"
         return True, f"{self.meter.source.value} energy from {len(self.meter.devices)} device(s)"

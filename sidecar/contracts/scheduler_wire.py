@@ -52,7 +52,7 @@ One datagram is one UTF-8 JSON object, at most :data:`MAX_DATAGRAM_BYTES`::
 Limits (a decoder rejects the datagram otherwise): integers are JSON integers
 (not booleans) in ``0 .. 2**53``; token counts ``<= 2**31``; times are finite,
 ``0 <= ago_s <= 86400`` and ``t0_ago_s >= t1_ago_s``; ``request_id``
-1..256 characters, ``model`` and ``reason`` at most 256 and 32; at most
+1..:data:`MAX_ID_CHARS` characters, ``model`` and ``reason`` at most 256 and 32; at most
 :data:`MAX_MEMBERS` members per step.
 """
 
@@ -68,7 +68,9 @@ from sidecar.contracts.ports import HOOK_PORT
 __all__ = [
     "DEFAULT_PORT",
     "KIND",
+    "MAX_CLIENT_ID_CHARS",
     "MAX_DATAGRAM_BYTES",
+    "MAX_ID_CHARS",
     "MAX_MEMBERS",
     "PARALLEL_CHILD",
     "RENEW_SENDS",
@@ -94,6 +96,11 @@ _MAX_AGO_S = 86_400.0
 # (vllm/v1/engine/parallel_sampling.py); the group is the parent's. The hook sends a child's
 # ``new`` row as vLLM takes it in, before its first step; the receiver keeps the children as one.
 PARALLEL_CHILD = re.compile(r"[0-9]{1,6}_((?:chat)?cmpl-.+)")
+MAX_CLIENT_ID_CHARS = 256  # a client's request id: the sidecar's limit (sidecar.taps.validate.Limits)
+# vLLM's id of a request: the client's id and what vLLM adds to it, at most a parallel-sampling
+# child's ``<index>_`` (7), a prefix (``chatcmpl-``: 9) and an input's number (``-0``: 2). The
+# sidecar bounds the client's id it names (sidecar.taps.vllm_span_format.checked_id).
+MAX_ID_CHARS = MAX_CLIENT_ID_CHARS + 7 + 9 + 2
 
 
 class NewRow(NamedTuple):
@@ -238,7 +245,7 @@ def _new(row: Any) -> NewRow:
     idx, request_id, prompt, ago = _row(row, 4, "new")
     return NewRow(
         _int(idx, "new idx"),
-        _str(request_id, "request_id", 1, 256),
+        _str(request_id, "request_id", 1, MAX_ID_CHARS),
         _int(prompt, "prompt_tokens", _MAX_TOKENS),
         _time(ago, "arrival_ago_s"),
     )

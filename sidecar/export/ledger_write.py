@@ -82,6 +82,7 @@ class LedgerWrites:
     _staged: OrderedDict[str, Values]  # final, waiting to be written together
     _written_s: float  # the caller's clock at the last write put_new made
     _tried_at: float  # wall s of the last write tried
+    _failing_since: float | None = None  # wall s of the first of the writes that failed in a row
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -165,9 +166,21 @@ class LedgerWrites:
                 while len(self._pending) > self.max_pending:
                     self._pending.popitem(last=False)
                     self.counts["dropped"] += 1
+                if not self._pending:  # none kept (all stored already): no retry comes to end the run
+                    self._failing_since = None
+                elif self._failing_since is None:
+                    self._failing_since = self._tried_at
                 return 0
             self._pending.clear()
+            self._failing_since = None
         return written
+
+    def failing_s(self) -> float:
+        """How long writes of records have failed in a row, by the ledger's clock: since the first
+        of them (records kept back are tried again every :data:`RETRY_EVERY_S`); 0 once one went
+        through. Read without the lock (a write holds it through a wait for another's lock)."""
+        since = self._failing_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
 
     def _stored_of(self, batch: list[Values]) -> list[str]:
         """The ids of ``batch`` stored already, as a read can tell where the write failed (another

@@ -18,6 +18,7 @@ import numpy as np
 
 from sidecar.contracts.scheduler_wire import KIND, MAX_MEMBERS, VERSION, FinRow, NewRow
 from sidecar.taps import validate as v
+from sidecar.taps.vllm_span_format import vllm_id
 
 __all__ = ["Head", "StepArrays", "parse_fin", "parse_gone", "parse_head", "parse_new", "parse_step"]
 
@@ -87,7 +88,7 @@ def parse_new(row: Any) -> NewRow:
     idx, request_id, prompt, ago = v.fixed_row(row, 4, "new")
     return NewRow(
         index(idx, "new idx"),
-        v.request_id(request_id, "new request_id"),
+        vllm_id(request_id, "new request_id"),
         v.tokens(prompt, "new prompt_tokens"),
         v.duration_s(ago, "new arrival_ago_s"),
     )

@@ -25,8 +25,7 @@ from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook_index import IdxSlots
 from sidecar.taps.vllm_hook_rows import StepArrays
 from sidecar.taps.vllm_hook_slots import Family, Req, Slots
-from sidecar.taps.vllm_span_format import operation_of
-from sidecar.taps.vllm_spans import normalize_request_id
+from sidecar.taps.vllm_span_format import checked_id, operation_of
 
 __all__ = ["MIN_GAP_S", "HookSender", "HookShared"]
 
@@ -79,7 +78,7 @@ class HookSender:
         child = PARALLEL_CHILD.fullmatch(row.request_id)
         try:
             raw = child.group(1) if child else row.request_id  # a child goes by its parent's id
-            key = v.request_id(normalize_request_id(raw), "new request_id")
+            key = checked_id(raw, "new request_id")[1]
         except v.Rejected as err:
             v.note(self.shared.counts, err)
             return

@@ -75,7 +75,8 @@ from sidecar.taps.vllm_plugin_rows import (
 from sidecar.taps.vllm_plugin_seen import SeenIds
 from sidecar.taps.vllm_plugin_sender import PluginSender
 from sidecar.taps.vllm_plugin_tokens import TokenHistory
-from sidecar.taps.vllm_spans import normalize_request_id, phase_events
+from sidecar.taps.vllm_span_format import checked_id
+from sidecar.taps.vllm_spans import phase_events
 
 __all__ = ["PluginReceiver"]
 
@@ -83,7 +84,7 @@ log = logging.getLogger(__name__)
 
 
 def _gone_id(raw: Any) -> str:
-    return normalize_request_id(v.request_id(raw, "gone id"))
+    return checked_id(raw, "gone id")[1]
 
 
 class PluginReceiver(UdpEndpoint):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.taps import validate as v
-from sidecar.taps.vllm_spans import normalize_request_id
+from sidecar.taps.vllm_span_format import checked_id
 
 __all__ = [
     "FinishRow",
@@ -70,8 +70,7 @@ def _field(row: list[Any], i: int, what: str) -> Any:
 
 
 def _id(row: list[Any], what: str) -> tuple[str, str]:
-    raw = v.request_id(_field(row, 0, what), f"{what} id")
-    return raw, v.request_id(normalize_request_id(raw), f"{what} id")
+    return checked_id(_field(row, 0, what), f"{what} id")
 
 
 def parse_iteration(it: list[Any]) -> IterationRow:

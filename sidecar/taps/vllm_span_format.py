@@ -11,9 +11,11 @@ span as one such row: :func:`one_row`). Units: seconds, tokens.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from sidecar.contracts.scheduler_wire import MAX_ID_CHARS
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.spans import ReceivedSpan, SpanRows
@@ -24,10 +26,12 @@ __all__ = [
     "ROW_SPEC",
     "SPAN_ATTRIBUTES",
     "SPAN_NAME",
+    "checked_id",
     "named_id",
     "normalize_request_id",
     "one_row",
     "operation_of",
+    "vllm_id",
 ]
 
 SPAN_NAME = "llm_request"
@@ -57,6 +61,10 @@ _NUMBERED = {
     "classify-": "pooling",
     "score-": "pooling",
 }
+# vLLM's id of a request is bounded with room for what it adds to the client's id (MAX_ID_CHARS), so
+# an id of thousands of characters is refused before it is looked at; the client's id it names is
+# bounded by the sidecar's limit (the id its record goes by and the API looks up)
+_VLLM_ID_LIMITS = replace(v.LIMITS, max_id_chars=MAX_ID_CHARS)
 
 
 def normalize_request_id(raw: str) -> str:
@@ -82,13 +90,26 @@ def normalize_request_id(raw: str) -> str:
     return raw
 
 
+def vllm_id(raw: object, what: str) -> str:
+    """vLLM's id of a request, checked: printable, 1..``MAX_ID_CHARS`` characters (the client's id
+    and what vLLM adds to it); the client's id it names is checked by :func:`checked_id`."""
+    return v.request_id(raw, what, _VLLM_ID_LIMITS)
+
+
+def checked_id(raw: object, what: str) -> tuple[str, str]:
+    """vLLM's id of a request (:func:`vllm_id`) and the client's id it names
+    (:func:`normalize_request_id`), at most ``max_id_chars`` characters: the limit is the client's,
+    not that of vLLM's id (``chatcmpl-`` and 256 characters is a good id); else ``Rejected``."""
+    raw_id = vllm_id(raw, what)
+    return raw_id, v.request_id(normalize_request_id(raw_id), what)
+
+
 def named_id(raw: object) -> tuple[str, str] | Exception:
-    """A span's id attribute checked, and the request id it names (a non-empty part of a checked
-    id: checked too); or why it is refused (:class:`~sidecar.taps.validate.Rejected`, or a bug's
-    exception: the span handler counts it for that span alone)."""
+    """A span's id attribute and the request id it names, checked (:func:`checked_id`); or why it
+    is refused (:class:`~sidecar.taps.validate.Rejected`, or a bug's exception: the span handler
+    counts it for that span alone)."""
     try:
-        raw_id = v.request_id(raw, ID_KEY)
-        return raw_id, normalize_request_id(raw_id)
+        return checked_id(raw, ID_KEY)
     except Exception as err:  # raised again in the handler's loop, which counts it
         return err
 

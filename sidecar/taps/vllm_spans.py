@@ -60,6 +60,7 @@ from sidecar.taps.vllm_span_format import (
     ROW_SPEC,
     SPAN_ATTRIBUTES,
     SPAN_NAME,
+    checked_id,
     named_id,
     normalize_request_id,
     one_row,
@@ -149,7 +150,7 @@ class VllmSpanHandler:
         bad: dict[str, list[int]] = {}
         for i, raw in enumerate(rows.ids):
             try:
-                v.request_id(raw, ID_KEY)
+                checked_id(raw, ID_KEY)
             except v.Rejected as err:
                 bad.setdefault(err.reason, []).append(i)
         for reason, at in bad.items():  # one mask a reason: an export of bad ids costs linear time

@@ -7,7 +7,9 @@ with a scripted fake meter; nothing runs in the background.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.config import SidecarConfig
 from sidecar.errors import DeviceLost, MeterReadError
-from sidecar.export.store import Ledger
+from sidecar.export.store import RETRY_EVERY_S, Ledger
 from sidecar.meters.base import DeviceStatus, Reading
 from tests.sidecar.export.factories import make_record
 from tests.sidecar.scripted_meter import POLL_S, ScriptedMeter, poll_for
@@ -257,3 +259,37 @@ def test_a_ledger_held_by_another_connection_fails_no_tick_and_keeps_the_sidecar
     other.close()
     assert sc.tick_failures == 0 and sc.ready()[0] and ledger.counts["write_errors"] >= 1
     ledger.close()
+
+
+def test_ledger_writes_that_keep_failing_make_the_sidecar_unready_until_one_goes_through(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adversarial probe: with the ledger file damaged every write failed (``ledger/write_errors``
+    climbed, the records piled up in memory, the oldest dropped) and /readyz stayed ready: only the
+    tick job's failures made it unready."""
+    wall = [2_000_000.0]
+    ledger = Ledger(tmp_path / "l.db", clock=lambda: wall[0])
+    sidecar = Sidecar(SidecarConfig(meter="sim"), ScriptedMeter(clock), clock=clock, ledger=ledger)
+    try:
+        poll_for(sidecar, clock, 1.0)
+        write = ledger._write
+
+        def damaged(batch: object) -> int:
+            raise sqlite3.DatabaseError("file is not a database")
+
+        monkeypatch.setattr(ledger, "_write", damaged)
+        ledger.put_many([make_record(request_id="r")])  # the first failure
+        for _ in range(9):  # the records kept back are tried again every second, at the tick
+            wall[0] += RETRY_EVERY_S
+            sidecar.tick()
+        assert sidecar.ready()[0]  # 9 s: a lock held for a while (a backup) keeps it ready
+        wall[0] += RETRY_EVERY_S
+        sidecar.tick()
+        assert sidecar.ready() == (False, "ledger writes failed for 10 s in a row (see the log)")
+        assert ledger.counts["write_errors"] == 11
+        monkeypatch.setattr(ledger, "_write", write)  # repaired: the next try goes through
+        wall[0] += RETRY_EVERY_S
+        sidecar.tick()
+        assert sidecar.ready()[0] and ledger.count() == 1
+    finally:
+        sidecar.close()

@@ -248,6 +248,19 @@ def test_an_id_the_wire_cannot_take_is_sent_as_one_it_can() -> None:
     assert wire_id(long_id) != wire_id(long_id + "y") and wire_id("chatcmpl-ok") == "chatcmpl-ok"
 
 
+def test_the_longest_client_id_goes_on_the_wire_as_it_is() -> None:
+    """Adversarial probe: an id over 256 characters was cut, so ``chatcmpl-`` and a client's id of
+    248..256 characters (which the sidecar's API takes) was filed under a hash, its record lost."""
+    from sidecar.taps.vllm_hook_rows import parse_new
+    from sidecar.taps.vllm_span_format import checked_id
+
+    for longest in ("chatcmpl-" + "x" * 256, "cmpl-" + "x" * 256 + "-0", "12_chatcmpl-" + "x" * 256):
+        assert wire_id(longest) == longest and parse_new([0, longest, 3, 0.0]).request_id == longest
+    for over in ("chatcmpl-" + "x" * 257, "cmpl-" + "x" * 257 + "-0", "x" * 257):
+        sent = wire_id(over)  # cut: the client's id it names fits
+        assert len(sent) == 256 and checked_id(sent, "id")[1].endswith(sent[-9:])
+
+
 def test_a_step_too_big_for_any_datagram_is_counted_not_dropped_silently() -> None:
     """Adversarial probe: a step of 4,096 members at six-digit indices fits no datagram; it was
     dropped and nothing said so."""

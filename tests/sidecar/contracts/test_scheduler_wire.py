@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.contracts.scheduler_wire import (
     MAX_DATAGRAM_BYTES,
+    MAX_ID_CHARS,
     FinRow,
     Message,
     NewRow,
@@ -119,7 +120,7 @@ def test_a_row_too_big_for_any_datagram_is_dropped_not_sent_broken() -> None:
         (raw(new={"0": "a"}), "'new'"),
         (raw(new=[[0, "a", 3]]), "new row"),
         (raw(new=[[0, "", 3, 0.1]]), "request_id"),
-        (raw(new=[[0, "a" * 257, 3, 0.1]]), "request_id"),
+        (raw(new=[[0, "a" * (MAX_ID_CHARS + 1), 3, 0.1]]), "request_id"),
         (raw(new=[[0, "a", -3, 0.1]]), "prompt_tokens"),
         (raw(new=[[0, "a", 2**40, 0.1]]), "prompt_tokens"),
         (raw(new=[[0, "a", 3, -0.1]]), "arrival_ago_s"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.attribution.record_batch import REQUEST_ID
 from sidecar.export.store import RETRY_EVERY_S, Ledger
 from tests.sidecar.export.factories import make_record
 
@@ -246,3 +247,31 @@ def test_a_state_the_locked_file_refuses_is_counted_and_said_not_raised(tmp_path
         other.execute("COMMIT")
         other.close()
         assert led.save_state("k", {"a": 1}) and led.load_state("k") == {"a": 1}
+
+
+def test_writes_failing_in_a_row_are_timed_from_the_first_until_one_goes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes the sidecar unready (``Sidecar.ready``): a run of failed writes ends with one that
+    goes through, or with one that kept nothing back (all stored already: no retry would end it)."""
+    now = [1000.0]
+    with Ledger(tmp_path / "ledger.db", clock=lambda: now[0]) as led:
+        write, stored_of = led._write, led._stored_of
+
+        def damaged(batch: object) -> int:
+            raise sqlite3.DatabaseError("file is not a database")
+
+        monkeypatch.setattr(led, "_write", damaged)
+        for i in range(3):
+            led.put_many([make_record(request_id=f"r{i}")])
+            assert led.failing_s() == 2.0 * i
+            now[0] += 2.0
+        monkeypatch.setattr(led, "_stored_of", lambda batch: [rec[REQUEST_ID] for rec in batch])  # all stored
+        led.put_many([make_record(request_id="again")])
+        assert led.failing_s() == 0.0 and led.waiting == 0
+        monkeypatch.setattr(led, "_stored_of", stored_of)
+        led.put_many([make_record(request_id="r3")])
+        now[0] += 1.0
+        assert led.failing_s() == 1.0  # a new run
+        monkeypatch.setattr(led, "_write", write)
+        assert led.flush() == 1 and led.failing_s() == 0.0
