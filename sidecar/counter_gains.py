@@ -31,7 +31,11 @@ stale value, a garbage value repeated, a stretch of zeros taken as a reset): its
 against the counter kept aside, so nothing is counted twice, and what it owed is owed again. Only
 a counter worth keeping replaces the one kept aside: one that moved ``REBASE_AFTER`` times, or a
 reset's counter that moved (a stale value that moved once must not push the real counter out).
-The counter kept aside is dropped when a reset's counter is paid: the old one will not come back.
+The counter kept aside is dropped when a reset's counter is paid, and once it is ``ASIDE_KEEP_S``
+old while the current counter has moved ``REBASE_AFTER`` times: the old one will not come back, and
+the window its return is judged over (10 kW x its age) must not grow without bound (a garbage
+first read kept aside made one stale read an hour later a 36 MJ "return"). A reset's counter kept
+aside that moved is paid what it owes when a later reset is paid (two reloads in a row).
 
 The first read is only a base, *unproven* until the counter is seen to move from it: an unproven
 counter that goes backwards is never a reset (a garbage first read must not turn the real counter
@@ -50,13 +54,14 @@ import numpy as np
 from sidecar.counter_track import Track
 from sidecar.meters.base import DeviceInfo
 
-__all__ = ["PLAUSIBLE_WINDOW_S", "REBASE_AFTER", "WRAP_AFTER", "CounterGains"]
+__all__ = ["ASIDE_KEEP_S", "PLAUSIBLE_WINDOW_S", "REBASE_AFTER", "WRAP_AFTER", "CounterGains"]
 
 log = logging.getLogger(__name__)
 
 REBASE_AFTER = 3  # agreeing suspect reads after which a device's counter is taken as it reads
 WRAP_AFTER = 2  # agreeing reads after which a wrap is taken
 PLAUSIBLE_WINDOW_S = 1.0  # the shortest window a gain is judged over (when it was made is uncertain)
+ASIDE_KEEP_S = 30.0  # a counter kept aside is dropped once this old while the counter moves (moved 3 times)
 
 
 @dataclass(slots=True)
@@ -133,6 +138,8 @@ class CounterGains:
         self._take_all(t, raw, fine | home, gain)
         for i in np.flatnonzero(~(fine | home)):
             gain[i] = self._suspect(int(i), t, float(raw[i]))
+        gone = (self._now.moves >= REBASE_AFTER) & (t - aside.moved_t > ASIDE_KEEP_S)
+        aside.value[gone] = math.nan  # the counter moves, the one kept aside will not come back
         return gain
 
     def _doubt(self) -> np.ndarray:
@@ -175,11 +182,13 @@ class CounterGains:
         """Pay a reset's energy since the restart once its new counter moved ``REBASE_AFTER`` times
         (a stale value read a few times looks like a reset of a young counter, then the real
         counter comes back: held, nothing was invented)."""
-        now = self._now
+        now, aside = self._now, self._aside
         due = now.reset & moved & (now.moves >= REBASE_AFTER)
         gain[due] += now.owed[due]
+        chained = due & aside.reset & aside.proven & ~np.isnan(aside.value)
+        gain[chained] += aside.owed[chained]  # a reset before it, whose counter moved: a real one too
         now.owed[due], now.reset[due] = 0.0, False
-        self._aside.value[due] = math.nan  # the reset is one: the old counter will not come back
+        aside.value[due] = math.nan  # the reset is one: the old counter will not come back
 
     def _limit_j(self, t: float, moved_t: np.ndarray) -> np.ndarray:
         return self._max_w * np.maximum(t - moved_t, PLAUSIBLE_WINDOW_S)
@@ -284,8 +293,8 @@ class CounterGains:
 
     def _keeps(self, i: int) -> bool:
         """Whether device ``i``'s counter is put aside when a run replaces it: when nothing is kept
-        aside, or when it is worth more than what is (it moved ``REBASE_AFTER`` times, or it is a
-        reset's counter that moved). A stale value that moved once must not push the real
+        aside, or when it is worth more than what is (it moved ``REBASE_AFTER``
+        times, or it is a reset's counter that moved). A stale value that moved once must not push the real
         counter out; what it was credited stays in the credit of the counter kept aside."""
         now = self._now
         if math.isnan(self._aside.value[i]):

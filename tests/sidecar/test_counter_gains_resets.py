@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+from sidecar.counter_gains import CounterGains
 from sidecar.meters.base import DeviceInfo, Reading
 from sidecar.timeline import Timeline
-from tests.sidecar.test_counter_gains_hostile import NVML_ALL_ONES_J, POLL_S, counter_with, feed, real_j
+from tests.sidecar.test_counter_gains_hostile import GPU, NVML_ALL_ONES_J, POLL_S, counter_with, feed, real_j
 
 
 @pytest.mark.parametrize("bad_j", [0.0, NVML_ALL_ONES_J])
@@ -93,3 +95,48 @@ def test_a_genuine_reset_is_paid_once_and_the_old_counter_dropped() -> None:
     assert counter.resets == 1
     assert gained_j == pytest.approx(real_j(49 * POLL_S, 0.0) + 300.0 + real_j(149 * POLL_S, 0.0))
     assert counter._calm  # nothing kept aside, nothing owed
+
+
+def test_a_garbage_first_read_kept_aside_is_no_return_an_hour_later() -> None:
+    """A first read of 0, then the real counter (36 MJ, rebased): the 0 was kept aside for ever, its
+    return judged over 10 kW x its age, and one stale read an hour later was its 'return' (36 MJ
+    invented). It is dropped once the counter has moved and it is ASIDE_KEEP_S old; the guard is
+    back on its short path."""
+    counter, total_j, period_s = CounterGains([GPU]), 0.0, 0.1
+    for k in range(int(3700 / period_s)):
+        t = k * period_s
+        raw = 0.0 if k == 0 else real_j(t, 3.6e7)
+        if k == int(3600 / period_s):
+            raw = real_j(t - 2.0, 3.6e7)  # a stale read
+        gained = counter.gains(t, np.array([raw]))
+        total_j += 0.0 if gained is None else float(gained[0])
+    assert total_j <= real_j(3700.0, 0.0)
+    assert counter._calm
+
+
+@pytest.mark.parametrize("second", ["nan", "zeros"])
+def test_two_reloads_in_a_row_pay_both_resets(second: str) -> None:
+    """A reload (5 s of NaN, then a new counter), then a second one before the first new counter
+    moved 3 times: the first reset's energy owed was dropped with the counter kept aside (3.5 kJ)."""
+
+    def q(t: float) -> float:
+        return real_j(t, 0.0)
+
+    counter, gained_j, first_j = CounterGains([GPU]), 0.0, 0.0
+    for k in range(int(115 / POLL_S)):
+        t = k * POLL_S
+        if t < 100:
+            raw = 1e8 + q(t)
+        elif t < 105:
+            raw = math.nan
+        elif t < 105.15:
+            raw = first_j = q(t) - q(100.0)
+        elif t < 106:
+            raw = 0.0 if second == "zeros" else math.nan
+        else:
+            raw = q(t) - q(105.5)
+        gained = counter.gains(t, np.array([raw]))
+        gained_j += 0.0 if gained is None else float(gained[0])
+    shown_j = q(99.98) + first_j + raw  # the old counter's energy, the first new one's, the second's
+    assert counter.resets == 2
+    assert gained_j == pytest.approx(shown_j)
