@@ -137,15 +137,19 @@ class CounterGains:
             aside.value[home] = math.nan
         self._take_all(t, raw, fine | home, gain)
         for i in np.flatnonzero(~(fine | home)):
+            moved_t = float(self._now.moved_t[i])
             gain[i] = self._suspect(int(i), t, float(raw[i]))
+            if gain[i] > 0.0 and doubt[i]:  # a wrap after suspect reads: made since the counter last moved
+                self.spread_since[i] = moved_t
         gone = (self._now.moves >= REBASE_AFTER) & (t - aside.moved_t > ASIDE_KEEP_S)
         aside.value[gone] = math.nan  # the counter moves, the one kept aside will not come back
         return gain
 
     def _doubt(self) -> np.ndarray:
-        """Devices whose reads are suspect now, or whose counter was taken as it read and has
-        not moved since: the energy they make meanwhile shows when their counter is back."""
-        doubt: np.ndarray = self._warned | self._rebased
+        """Devices whose reads are suspect now, whose counter was taken as it read and has not
+        moved since, or whose reset's energy is not paid yet: the energy they make meanwhile shows
+        when their counter is back (or the reset is paid)."""
+        doubt: np.ndarray = self._warned | self._rebased | (self._now.reset & (self._now.owed > 0.0))
         return doubt
 
     def doubt_since_s(self, now_s: float, hold_s: float) -> float | None:
@@ -156,7 +160,7 @@ class CounterGains:
         if not doubt.any():
             return None
         moved_t = self._now.moved_t
-        aside = self._rebased & ~np.isnan(self._aside.value)  # rebased from a counter kept aside
+        aside = (self._rebased | self._now.reset) & ~np.isnan(self._aside.value)  # from one kept aside
         since = np.where(aside, np.fmin(moved_t, self._aside.moved_t), moved_t)
         recent = since[doubt & (now_s - since <= hold_s)]
         return float(recent.min()) if recent.size else None
@@ -185,6 +189,7 @@ class CounterGains:
         now, aside = self._now, self._aside
         due = now.reset & moved & (now.moves >= REBASE_AFTER)
         gain[due] += now.owed[due]
+        self.spread_since[due] = np.fmin(aside.moved_t[due], now.moved_t[due])  # made since the restart
         chained = due & aside.reset & aside.proven & ~np.isnan(aside.value)
         gain[chained] += aside.owed[chained]  # a reset before it, whose counter moved: a real one too
         now.owed[due], now.reset[due] = 0.0, False

@@ -140,3 +140,37 @@ def test_two_reloads_in_a_row_pay_both_resets(second: str) -> None:
     shown_j = q(99.98) + first_j + raw  # the old counter's energy, the first new one's, the second's
     assert counter.resets == 2
     assert gained_j == pytest.approx(shown_j)
+
+
+def hottest_w(timeline: Timeline, after_s: float) -> float:
+    """The highest power of any tick of a one-device timeline after ``after_s``."""
+    t, e, _ = timeline.edges_after(after_s)
+    return float((np.diff(e) / np.diff(t)).max())
+
+
+def test_a_reloads_energy_owed_is_spread_over_the_reload_and_sealing_waits() -> None:
+    """A reload: 3 s of NaN, the new counter shows 1,750 J since its restart. The doubt ended at its
+    first move and the 1,750 J were paid at its third, whole in one 100 ms tick (18 kW on 700 W)."""
+    timeline, unheld = Timeline([GPU]), []
+    for k in range(int(110 / POLL_S)):
+        t = k * POLL_S
+        raw = real_j(t, 1e8) if t < 100 else math.nan if t < 103 else real_j(t, 0.0) - real_j(100.5, 0.0)
+        timeline.add(Reading(t, (raw,)))
+        if 103.0 <= t < 103.29:  # until the reset is paid, at the new counter's third move (103.3)
+            unheld.append(timeline.doubt_hold_s(t) is None)
+    assert timeline.resets == 1
+    assert not any(unheld)
+    assert hottest_w(timeline, 99.0) < 3 * 700.0
+
+
+def test_a_rapl_wrap_after_a_gap_in_reads_is_spread_over_the_gap() -> None:
+    """A RAPL zone at 100 W whose reads stop for 2 s across a wrap: the wrap's gain, taken a read
+    late, landed in one 20 ms tick (20 kW)."""
+    wrap_j = 262143.328850
+    timeline = Timeline([DeviceInfo("package-0", "package-0", type="cpu", wrap_j=wrap_j)])
+    for k in range(int(110 / POLL_S)):
+        t = k * POLL_S
+        if not 100.0 <= t < 102.0:  # no read meanwhile: the poll thread stalled
+            timeline.add(Reading(t, ((wrap_j - 100.0 * 101.0 + 100.0 * t) % wrap_j,)))
+    assert timeline.wraps == 1
+    assert hottest_w(timeline, 95.0) < 300.0

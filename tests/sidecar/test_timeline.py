@@ -144,7 +144,10 @@ def test_a_counter_reset_counts_a_reset_and_adds_the_new_raw_value() -> None:
         timeline.add(Reading(t, (e,)))
     assert (timeline.resets, timeline.wraps, timeline.implausible_reads) == (1, 0, REBASE_AFTER)
     assert timeline.energy_j.tolist() == [10.0 + 9.0 + 6.0]
-    assert [e for _, e in edges(timeline)] == [10.0, 13.0, 14.0, 25.0]  # the 9 J since the restart last
+    # the 9 J since the restart are paid with the third move's 2 J (edge dated 6.5) and spread since the
+    # old counter last moved (t=1), not all in the last tick: 11 x 3.5 / 5.5 = 7 J by the edge at 4.5,
+    # 11 x 4.5 / 5.5 = 9 by 5.5 (before: [10, 13, 14, 25])
+    assert [e for _, e in edges(timeline)] == pytest.approx([10.0, 13.0 + 7.0, 14.0 + 9.0, 25.0])
 
 
 def test_a_reset_to_zero_makes_no_edge_and_loses_no_energy() -> None:
