@@ -298,9 +298,9 @@ class CounterGains:
 
     def _keeps(self, i: int) -> bool:
         """Whether device ``i``'s counter is put aside when a run replaces it: when nothing is kept
-        aside, or when it is worth more than what is (it moved ``REBASE_AFTER``
-        times, or it is a reset's counter that moved). A stale value that moved once must not push the real
-        counter out; what it was credited stays in the credit of the counter kept aside."""
+        aside, or when it is worth more than what is (it moved ``REBASE_AFTER`` times, or it is a
+        reset's counter that moved). A stale value that moved once must not push the real counter
+        out; what it was credited stays in the credit of the counter kept aside."""
         now = self._now
         if math.isnan(self._aside.value[i]):
             return True

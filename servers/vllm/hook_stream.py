@@ -51,15 +51,13 @@ from sidecar.contracts.scheduler_wire import (
     StepRow,
     split,
 )
+from sidecar.contracts.vllm_ids import normalize_request_id
 
 __all__ = ["StepStream", "external_id"]
 
 _SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
 _MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
 _MAX_AGO_S = 86_400.0
-# the client's id in a chat or completions request's id (a parallel-sampling child's too), as the
-# sidecar takes it out (sidecar.taps.vllm_span_format.normalize_request_id)
-_CLIENT_ID = re.compile(r"(?:[0-9]{1,6}_)?(?:chatcmpl-(.+)|cmpl-(.+?)(?:-0)?)")
 
 
 def external_id(internal: str, randomized: bool = True) -> str:
@@ -69,14 +67,15 @@ def external_id(internal: str, randomized: bool = True) -> str:
 
 
 def wire_id(request_id: str) -> str:
-    """An id the sidecar takes as it is (printable, a client's id of 1..256 characters and what vLLM
-    adds to it: ``chatcmpl-``), else one that fits: its non-printable characters as ``?``, cut to 256
-    with ``~`` and 8 hex digits of a hash of the whole (a client's ``X-Request-Id`` can be any
-    length: the sidecar refused the row and filed the request's steps under ``unknown-<pid>-<idx>``).
-    Before: any id over 256 was cut, so ``chatcmpl-`` and a client's id of 248..256 went under a hash."""
+    """An id the sidecar takes as it is (printable, a client's id of 1..256 characters by the
+    sidecar's own mapping, :func:`normalize_request_id`, and what vLLM adds to it: ``chatcmpl-``),
+    else one that fits: its non-printable characters as ``?``, cut to 256 with ``~`` and 8 hex
+    digits of a hash of the whole (a client's ``X-Request-Id`` can be any length: the sidecar
+    refused the row and filed the request's steps under ``unknown-<pid>-<idx>``). Before: any id
+    over 256 was cut, so ``chatcmpl-`` and a client's id of 248..256 went under a hash."""
     if 0 < len(request_id) <= MAX_ID_CHARS and request_id.isprintable():
-        client = _CLIENT_ID.fullmatch(request_id)
-        if len(request_id if client is None else client[1] or client[2]) <= MAX_CLIENT_ID_CHARS:
+        child = PARALLEL_CHILD.fullmatch(request_id)  # a child goes by its parent's id
+        if len(normalize_request_id(child[1] if child else request_id)) <= MAX_CLIENT_ID_CHARS:
             return request_id
     digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
     shown = "".join(c if c.isprintable() else "?" for c in request_id[:247])

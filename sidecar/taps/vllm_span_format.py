@@ -3,7 +3,8 @@
 What :class:`~sidecar.taps.vllm_spans.VllmSpanHandler` (and the plugin and hook
 taps, for ids) need to know about vLLM's span format: the attribute names vLLM
 sets (``vllm/tracing/utils.py``, pinned by a contract test against the installed
-vLLM), how its request ids map to the client's (:func:`normalize_request_id`),
+vLLM), how its request ids map to the client's (:func:`normalize_request_id`, from
+:mod:`sidecar.contracts.vllm_ids`),
 and the columns the OTLP receiver decodes for it (:data:`ROW_SPEC`; a whole
 span as one such row: :func:`one_row`). Units: seconds, tokens.
 """
@@ -16,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from sidecar.contracts.scheduler_wire import MAX_ID_CHARS
+from sidecar.contracts.vllm_ids import CHAT, NUMBERED, RESPONSES, normalize_request_id
 from sidecar.taps import validate as v
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.spans import ReceivedSpan, SpanRows
@@ -47,47 +49,10 @@ SPAN_ATTRIBUTES = {
     "decode_s": "gen_ai.latency.time_in_model_decode",
     "inference_s": "gen_ai.latency.time_in_model_inference",
 }
-CHAT = "chatcmpl-"  # vLLM's prefix of a chat request's id
-# a Responses API request's id (``resp_<uuid>``, or the body's ``request_id``) is the response's
-# ``id``; vLLM runs it as engine requests ``<id>_<k>`` (k counts the turns of a built-in tool loop:
-# vllm/entrypoints/openai/responses/serving.py ``sub_request_id``)
-RESPONSES = "resp_"
-# the prefixes of requests with an input numbered ``-<i>`` (completions' prompts, pooling's inputs:
-# vllm/entrypoints/pooling/*/serving.py ``request_id_prefix``), and their operation names
-_NUMBERED = {
-    "cmpl-": "text_completion",
-    "embd-": "embeddings",
-    "pooling-": "pooling",
-    "classify-": "pooling",
-    "score-": "pooling",
-}
 # vLLM's id of a request is bounded with room for what it adds to the client's id (MAX_ID_CHARS), so
 # an id of thousands of characters is refused before it is looked at; the client's id it names is
 # bounded by the sidecar's limit (the id its record goes by and the API looks up)
 _VLLM_ID_LIMITS = replace(v.LIMITS, max_id_chars=MAX_ID_CHARS)
-
-
-def normalize_request_id(raw: str) -> str:
-    """vLLM's request id -> the id the client sent.
-
-    Chat: ``chatcmpl-<id>`` -> ``<id>``. Completions: vLLM names prompt ``i`` of a
-    request ``cmpl-<id>-<i>``; the first (the only one, usually) becomes ``<id>``,
-    the others ``<id>-<i>``. Embeddings and the other pooling requests (``embd-``,
-    ``pooling-``, ``classify-``, ``score-``) name their inputs the same way. Responses:
-    turn ``k`` of response ``<id>`` is ``<id>_<k>``; the first becomes ``<id>`` (the
-    response's ``id``), a built-in tool loop's later turns keep theirs.
-    """
-    if raw.startswith(CHAT) and len(raw) > len(CHAT):
-        return raw[len(CHAT) :]
-    if raw.startswith(RESPONSES) and raw.endswith("_0") and len(raw) > len(RESPONSES) + 2:
-        return raw[:-2]
-    for prefix in _NUMBERED:
-        if raw.startswith(prefix) and len(raw) > len(prefix):
-            rest = raw[len(prefix) :]
-            if rest.endswith("-0") and len(rest) > 2:
-                rest = rest[:-2]
-            return rest
-    return raw
 
 
 def vllm_id(raw: object, what: str) -> str:
@@ -119,7 +84,7 @@ def operation_of(raw: str) -> str:
     text_completion."""
     if raw.startswith((CHAT, RESPONSES)):  # the Responses API: a chat too
         return "chat"
-    return next((op for prefix, op in _NUMBERED.items() if raw.startswith(prefix)), "text_completion")
+    return next((op for prefix, op in NUMBERED.items() if raw.startswith(prefix)), "text_completion")
 
 
 ID_KEY, _PROMPT, _COMPLETION, _E2E, _PREFILL, _DECODE = (

@@ -254,7 +254,10 @@ def test_the_longest_client_id_goes_on_the_wire_as_it_is() -> None:
     from sidecar.taps.vllm_hook_rows import parse_new
     from sidecar.taps.vllm_span_format import checked_id
 
-    for longest in ("chatcmpl-" + "x" * 256, "cmpl-" + "x" * 256 + "-0", "12_chatcmpl-" + "x" * 256):
+    # the longest client id in each form vLLM gives it, pooling and responses too (a response's id
+    # is the client's, its prefix included)
+    x, resp = "x" * 256, "resp_" + "x" * 251
+    for longest in (f"chatcmpl-{x}", f"cmpl-{x}-0", f"12_chatcmpl-{x}", f"embd-{x}-0", f"{resp}_0"):
         assert wire_id(longest) == longest and parse_new([0, longest, 3, 0.0]).request_id == longest
     for over in ("chatcmpl-" + "x" * 257, "cmpl-" + "x" * 257 + "-0", "x" * 257):
         sent = wire_id(over)  # cut: the client's id it names fits

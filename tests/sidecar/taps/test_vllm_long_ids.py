@@ -20,6 +20,7 @@ from sidecar.contracts.scheduler_wire import (
     decode,
     encode,
 )
+from sidecar.contracts.vllm_ids import NUMBERED
 from sidecar.taps import validate as v
 from sidecar.taps import vllm_span_format
 from sidecar.taps.spans import TapOutput
@@ -58,7 +59,7 @@ def test_a_huge_id_is_refused_before_it_is_looked_at(monkeypatch: pytest.MonkeyP
 
 
 def test_vllms_id_has_room_for_all_it_adds_to_the_longest_client_id() -> None:
-    prefixes = (CHAT, *vllm_span_format._NUMBERED)
+    prefixes = (CHAT, *NUMBERED)
     added = len("999999_") + max(len(p) for p in prefixes) + len("-0")  # a child's, a prefix, a number
     assert v.LIMITS.max_id_chars == MAX_CLIENT_ID_CHARS and v.LIMITS.max_id_chars + added <= MAX_ID_CHARS
     new = NewRow(0, f"0_chatcmpl-{LONGEST}", 5, 1.0)  # a parallel-sampling child, on the hook's wire
