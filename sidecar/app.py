@@ -31,11 +31,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sidecar import malloc_tune
-from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import RequestInfo, WorkEvent
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import RequestEnergy, Snapshot
-from sidecar.attribution.rules import make_rule
+from sidecar.attributor_knobs import build_attributor
 from sidecar.config import SidecarConfig
 from sidecar.errors import StartupError
 from sidecar.export.api import Served, make_app, serve, timeline_energy
@@ -45,6 +44,7 @@ from sidecar.export.metrics_cache import RenderCache
 from sidecar.export.store import RETRY_EVERY_S, Ledger
 from sidecar.listen import cannot_listen, start_tap
 from sidecar.meters.base import DeviceStatus, EnergyMeter
+from sidecar.periodic import run_every
 from sidecar.poller import Poller
 from sidecar.proxy.prices import price_json
 from sidecar.shutdown import resume_provisional, seal_stop
@@ -52,7 +52,7 @@ from sidecar.snapshot import build_snapshot
 from sidecar.taps.tap import Cuts, Tap, due_isolated, seal_until
 from sidecar.timeline import Timeline
 
-__all__ = ["Sidecar", "build_attributor"]
+__all__ = ["Sidecar"]
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Sidecar:
             self.poller.start()
             for tap in self.taps:
                 start_tap(tap, self.config)
-            ticker = asyncio.create_task(self._every(self.config.tick_interval_s, self._tick_job, stop))
+            ticker = asyncio.create_task(run_every(self.config.tick_interval_s, self._tick_job, stop))
             await stop.wait()
         finally:
             if ticker is not None:
@@ -290,49 +290,7 @@ class Sidecar:
         )
         return served
 
-    async def _every(self, period_s: float, job: Callable[[], object], stop: asyncio.Event) -> None:
-        next_t = time.monotonic()
-        while not stop.is_set():
-            try:
-                job()
-            except Exception:  # a bug in one pass must not stop the sidecar
-                log.exception("periodic job %s failed", getattr(job, "__name__", job))
-            next_t += period_s
-            delay = next_t - time.monotonic()
-            if delay < 0:  # fell behind: skip missed slots rather than bursting
-                next_t = time.monotonic()
-                delay = 0
-            await asyncio.sleep(delay)
-
     def close(self) -> None:
         self.exporter.shutdown()
         self.ledger.close()
         self.meter.close()
-
-
-def build_attributor(
-    config: SidecarConfig, timeline: Timeline, floor: FloorEstimate, source: str
-) -> Attributor:
-    """The attribution domain of a sidecar: its rule (fitted or not, on the idle ``floor``) and bounds,
-    from the knobs; ``source``: what the meter's energy is (``measured``, ``replay``, ...)."""
-    rule = make_rule(
-        config.split,
-        fit_window_ticks=config.fit_window_ticks,
-        fit_warmup_ticks=config.fit_warmup_ticks,
-        floor=floor,
-        max_condition=config.fit_max_condition,
-        step_weight=config.fit_step_weight,
-    )
-    return Attributor(
-        timeline,
-        rule,
-        model=config.model,
-        energy_source=source,
-        request_timeout_s=config.request_timeout_s,
-        max_held_ticks=config.fit_warmup_ticks + 100,
-        warmup_max_s=config.fit_warmup_max_s,
-        max_requests=config.max_requests,
-        max_pending_rows=config.max_pending_rows,
-        max_future_s=config.max_future_s,
-        max_model_labels=config.max_model_labels,
-    )

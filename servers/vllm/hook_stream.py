@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.contracts.json_checks import MAX_AGO_S  # the decoder refuses a longer one
 from sidecar.contracts.scheduler_wire import (
     MAX_CLIENT_ID_CHARS,
     MAX_ID_CHARS,
@@ -57,7 +58,6 @@ __all__ = ["StepStream", "external_id"]
 
 _SUFFIX = re.compile(r"-[0-9a-f]{8}$")  # vLLM 0.32 appends f"-{random_uuid():.8}" to the client's id
 _MAX_PENDING_STEPS = 64  # flush at the latest after this many steps
-_MAX_AGO_S = 86_400.0
 
 
 def external_id(internal: str, randomized: bool = True) -> str:
@@ -263,4 +263,4 @@ class StepStream:
 
 
 def _ago(seconds: float) -> float:
-    return round(min(max(seconds, 0.0), _MAX_AGO_S), 6)
+    return round(min(max(seconds, 0.0), MAX_AGO_S), 6)

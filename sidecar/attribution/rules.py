@@ -28,133 +28,29 @@ back to equal time shares, then to equal shares.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
 import numpy as np
 
-from sidecar.attribution.events import DECODE_I
 from sidecar.attribution.fit import EnergyModelFit, work_features
 from sidecar.attribution.floor import FloorEstimate
 from sidecar.attribution.records import FitSnapshot
+from sidecar.attribution.simple_rules import TINY, EqualRule, OutputTokensRule, TokensRule, shares
+from sidecar.attribution.split import COMPONENTS, Split, SplitRule
 from sidecar.attribution.step_time import StepGroups, StepTimeFit, step_groups
 from sidecar.attribution.tick import TickWork
 
-__all__ = ["COMPONENTS", "RULES", "Split", "SplitRule", "make_rule"]
-
-COMPONENTS = ("floor", "step", "prefill", "decode", "context", "denoise")  # context: both phases
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """Per-event energies (J) of one tick, the idle part (J), and optional model components (J)."""
-
-    row_j: np.ndarray
-    idle_j: float
-    component_j: np.ndarray | None = None  # rows x len(COMPONENTS), scaled like row_j
-    work: np.ndarray | None = None  # rows x len(fit.WORK): the regressors, scaled like row_j
-    unexplained_j: np.ndarray | None = None  # per row: energy the scaling to the measurement moved
-
-
-class SplitRule(Protocol):
-    name: str
-
-    @property
-    def ready(self) -> bool:
-        """False while the rule is still learning; the attributor then holds busy ticks."""
-        ...
-
-    def observe(self, tick: TickWork) -> None:
-        """See every sealed tick, idle ones included (for rules that learn)."""
-        ...
-
-    def split(self, tick: TickWork) -> Split:
-        """Share a busy tick's energy."""
-        ...
-
-    def interval_j(
-        self, energy_j: float, work: np.ndarray, unexplained_j: float
-    ) -> tuple[float, float] | None:
-        """An estimated ~95 % interval around a request's energy (None where the rule has none)."""
-        ...
-
-    def intervals_j(
-        self, energy_j: np.ndarray, work: np.ndarray, unexplained_j: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """:meth:`interval_j` of many requests (one row of ``work`` each): the same bounds, at once."""
-        ...
-
-    def quality(self) -> str:
-        """How trustworthy the rule's split is right now ("" for rules that do not learn)."""
-        ...
-
-
-_TINY = 1e-300  # below this a weight sum is treated as zero (denormals lose precision)
-
-
-def _shares(weights: np.ndarray) -> np.ndarray | None:
-    """Weights normalised to sum 1 (divide first: energy x tiny / tiny underflows), or None."""
-    total = float(weights.sum())
-    if not total > _TINY or not np.isfinite(total):
-        return None
-    shares: np.ndarray = weights / total
-    return shares
-
-
-def _by_weights(tick: TickWork, weights: np.ndarray) -> Split:
-    for candidate in (weights, tick.time_share, _equal_per_request(tick)):
-        shares = _shares(candidate)
-        if shares is not None:
-            return Split(tick.energy_j * shares, 0.0)
-    raise AssertionError("equal shares always sum to 1")
-
-
-def _equal_per_request(tick: TickWork) -> np.ndarray:
-    _, inverse, counts = np.unique(tick.req, return_inverse=True, return_counts=True)
-    out: np.ndarray = 1.0 / counts[inverse]
-    return out
-
-
-class _Stateless:
-    name = "stateless"
-    ready = True
-
-    def observe(self, tick: TickWork) -> None:
-        return None
-
-    def interval_j(
-        self, energy_j: float, work: np.ndarray, unexplained_j: float
-    ) -> tuple[float, float] | None:
-        return None
-
-    def intervals_j(
-        self, energy_j: np.ndarray, work: np.ndarray, unexplained_j: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        return None
-
-    def quality(self) -> str:
-        return ""
-
-
-class EqualRule(_Stateless):
-    name = "equal"
-
-    def split(self, tick: TickWork) -> Split:
-        return _by_weights(tick, _equal_per_request(tick))
-
-
-class TokensRule(_Stateless):
-    name = "tokens"
-
-    def split(self, tick: TickWork) -> Split:
-        return _by_weights(tick, tick.units)
-
-
-class OutputTokensRule(_Stateless):
-    name = "output-tokens"
-
-    def split(self, tick: TickWork) -> Split:
-        return _by_weights(tick, np.where(tick.phase == DECODE_I, tick.units, 0.0))
+__all__ = [
+    "COMPONENTS",
+    "RULES",
+    "EqualRule",
+    "FittedRule",
+    "OutputTokensRule",
+    "Split",
+    "SplitRule",
+    "TokensRule",
+    "make_rule",
+]
 
 
 class FittedRule:
@@ -206,7 +102,7 @@ class FittedRule:
             return 0.0
         plain = floor_j + work @ self.fit.coef.work
         total = float(plain.sum()) + idle_j
-        if not total > _TINY or not np.isfinite(total):
+        if not total > TINY or not np.isfinite(total):
             return 0.0
         moved: np.ndarray = np.abs(row_j - plain * (energy_j / total))
         return moved
@@ -264,7 +160,7 @@ class FittedRule:
         idle_model = coef.floor_w * max(tick.duration_s - tick.busy_s, 0.0)
         rows_model = comp.sum(axis=1)
         total = float(rows_model.sum()) + idle_model
-        if not float(rows_model.sum()) > _TINY or not np.isfinite(total):
+        if not float(rows_model.sum()) > TINY or not np.isfinite(total):
             return TokensRule().split(tick)
         factor = tick.energy_j / total
         row_j = rows_model * factor
@@ -282,7 +178,7 @@ class FittedRule:
         floor_j = min(floor_w * tick.busy_s, tick.energy_j)
         idle_j = min(floor_w * max(tick.duration_s - tick.busy_s, 0.0), tick.energy_j - floor_j)
         above_j = tick.energy_j - floor_j - idle_j
-        share = _shares(tick.time_share)
+        share = shares(tick.time_share)
         if share is None:
             return tokens
         scale = above_j / tick.energy_j if tick.energy_j > 0 else 0.0

@@ -63,6 +63,15 @@ import math
 import re
 from typing import Any, NamedTuple
 
+from sidecar.contracts.json_checks import (
+    MAX_INT,
+    int_of,
+    ints_of,
+    list_of,
+    row_of,
+    seconds_of,
+    str_of,
+)
 from sidecar.contracts.ports import HOOK_PORT
 
 __all__ = [
@@ -89,9 +98,7 @@ DEFAULT_PORT = HOOK_PORT
 MAX_DATAGRAM_BYTES = 60_000  # under the 64 KiB UDP limit on loopback
 MAX_MEMBERS = 65_536
 RENEW_SENDS = 3  # messages after a request's new row that carry the row again (renew)
-_MAX_INT = 2**53
 _MAX_TOKENS = 2**31
-_MAX_AGO_S = 86_400.0
 # vLLM's id of a parallel-sampling child (n > 1): f"{index}_{parent id}"
 # (vllm/v1/engine/parallel_sampling.py); the group is the parent's. The hook sends a child's
 # ``new`` row as vLLM takes it in, before its first step; the receiver keeps the children as one.
@@ -166,7 +173,7 @@ def split(message: Message) -> tuple[list[bytes], int]:
     data = _whole(head, message)
     if len(data) <= MAX_DATAGRAM_BYTES:
         return [data], 0
-    budget = MAX_DATAGRAM_BYTES - len(_dumps(dict(head, seq=_MAX_INT, **{k: [] for k in _SECTIONS})))
+    budget = MAX_DATAGRAM_BYTES - len(_dumps(dict(head, seq=MAX_INT, **{k: [] for k in _SECTIONS})))
     parts: list[dict[str, list[Any]]] = [{k: [] for k in _SECTIONS}]
     used = dropped = 0
     for key in _SECTIONS:
@@ -227,37 +234,37 @@ def decode(data: bytes) -> Message:
         raise ValueError(f"not JSON: {err}") from err
     if not isinstance(raw, dict) or raw.get("v") != VERSION or raw.get("kind") != KIND:
         raise ValueError("not a jouletrace v2 scheduler message")
-    wall = _time(raw.get("wall"), "wall", 0.0, math.inf)
+    wall = seconds_of(raw.get("wall"), "wall", 0.0, math.inf)
     return Message(
-        pid=_int(raw.get("pid"), "pid"),
-        seq=_int(raw.get("seq"), "seq"),
+        pid=int_of(raw.get("pid"), "pid"),
+        seq=int_of(raw.get("seq"), "seq"),
         wall=wall,
-        model=_str(raw.get("model", ""), "model", 0, 256),
-        new=[_new(r) for r in _list(raw.get("new", []), "new")],
-        renew=tuple(_new(r) for r in _list(raw.get("renew", []), "renew")),
-        steps=[_step(r) for r in _list(raw.get("steps", []), "steps")],
-        fin=[_fin(r) for r in _list(raw.get("fin", []), "fin")],
-        gone=_ints(_list(raw.get("gone", []), "gone"), "gone idx", _MAX_INT),
+        model=str_of(raw.get("model", ""), "model", 0, 256),
+        new=[_new(r) for r in list_of(raw.get("new", []), "new")],
+        renew=tuple(_new(r) for r in list_of(raw.get("renew", []), "renew")),
+        steps=[_step(r) for r in list_of(raw.get("steps", []), "steps")],
+        fin=[_fin(r) for r in list_of(raw.get("fin", []), "fin")],
+        gone=ints_of(list_of(raw.get("gone", []), "gone"), "gone idx", MAX_INT),
     )
 
 
 def _new(row: Any) -> NewRow:
-    idx, request_id, prompt, ago = _row(row, 4, "new")
+    idx, request_id, prompt, ago = row_of(row, 4, "new")
     return NewRow(
-        _int(idx, "new idx"),
-        _str(request_id, "request_id", 1, MAX_ID_CHARS),
-        _int(prompt, "prompt_tokens", _MAX_TOKENS),
-        _time(ago, "arrival_ago_s"),
+        int_of(idx, "new idx"),
+        str_of(request_id, "request_id", 1, MAX_ID_CHARS),
+        int_of(prompt, "prompt_tokens", _MAX_TOKENS),
+        seconds_of(ago, "arrival_ago_s"),
     )
 
 
 def _step(row: Any) -> StepRow:
-    t0, t1, idx, scheduled, before = _row(row, 5, "step")
-    t0_ago, t1_ago = _time(t0, "t0_ago_s"), _time(t1, "t1_ago_s")
+    t0, t1, idx, scheduled, before = row_of(row, 5, "step")
+    t0_ago, t1_ago = seconds_of(t0, "t0_ago_s"), seconds_of(t1, "t1_ago_s")
     if t0_ago < t1_ago:
         raise ValueError("step ends before it starts (t0_ago_s < t1_ago_s)")
     arrays = [
-        _list(a, name) for a, name in ((idx, "idx"), (scheduled, "scheduled"), (before, "computed_before"))
+        list_of(a, name) for a, name in ((idx, "idx"), (scheduled, "scheduled"), (before, "computed_before"))
     ]
     n = len(arrays[0])
     if n > MAX_MEMBERS or any(len(a) != n for a in arrays):
@@ -265,53 +272,14 @@ def _step(row: Any) -> StepRow:
     return StepRow(
         t0_ago,
         t1_ago,
-        _ints(arrays[0], "member idx", _MAX_INT),
-        _ints(arrays[1], "scheduled", _MAX_TOKENS),
-        _ints(arrays[2], "computed_before", _MAX_TOKENS),
+        ints_of(arrays[0], "member idx", MAX_INT),
+        ints_of(arrays[1], "scheduled", _MAX_TOKENS),
+        ints_of(arrays[2], "computed_before", _MAX_TOKENS),
     )
 
 
 def _fin(row: Any) -> FinRow:
-    idx, output, reason = _row(row, 3, "fin")
+    idx, output, reason = row_of(row, 3, "fin")
     return FinRow(
-        _int(idx, "fin idx"), _int(output, "output_tokens", _MAX_TOKENS), _str(reason, "reason", 0, 32)
+        int_of(idx, "fin idx"), int_of(output, "output_tokens", _MAX_TOKENS), str_of(reason, "reason", 0, 32)
     )
-
-
-def _row(row: Any, n: int, name: str) -> list[Any]:
-    if not isinstance(row, list) or len(row) != n:
-        raise ValueError(f"{name} row is not a list of {n}")
-    return row
-
-
-def _list(value: Any, name: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ValueError(f"{name!r} is not a list")
-    return value
-
-
-def _int(value: Any, name: str, high: int = _MAX_INT) -> int:
-    if type(value) is not int or not 0 <= value <= high:
-        raise ValueError(f"{name} is not an integer in 0..{high}")
-    return value
-
-
-def _ints(values: list[Any], name: str, high: int) -> list[int]:
-    """A list of integers in 0..high, checked at C speed (a step has hundreds)."""
-    if values and not (set(map(type, values)) == {int} and min(values) >= 0 and max(values) <= high):
-        raise ValueError(f"{name} is not a list of integers in 0..{high}")
-    return values
-
-
-def _time(value: Any, name: str, low: float = 0.0, high: float = _MAX_AGO_S) -> float:
-    if type(value) not in (int, float) or (type(value) is int and abs(value) > _MAX_INT):
-        raise ValueError(f"{name} is not a finite number in {low}..{high}")  # (an int too large for a float)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} is not a finite number in {low}..{high}")
-    return float(value)
-
-
-def _str(value: Any, name: str, low: int, high: int) -> str:
-    if not isinstance(value, str) or not low <= len(value) <= high:
-        raise ValueError(f"{name} is not a string of {low}..{high} characters")
-    return value

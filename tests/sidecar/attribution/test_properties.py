@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,8 +85,11 @@ def test_conservation_and_non_negativity_hold_for_any_work_and_counter(
     for event in events:
         att.add_work(event)
     finals: list[RequestEnergy] = []
+    first_e = math.inf  # the first edge's energy as first made: a reset's spread may raise it later
     for i, reading in enumerate(readings):
         timeline.add(reading)
+        if timeline.edge_count:
+            first_e = min(first_e, float(timeline.edges_after(-math.inf)[1][0]))
         if i % 7 == 0:
             finals += att.advance(reading.t_s - 0.05)
     for rid in {e.request_id for e in events}:
@@ -97,8 +101,32 @@ def test_conservation_and_non_negativity_hold_for_any_work_and_counter(
     assert totals.conservation_error_j <= 1e-9 * max(1.0, totals.measured_j)
     assert all(r.energy_j >= 0.0 for r in finals)
     assert all(v >= 0.0 for r in finals for v in r.phase_j.values())
-    # every sealed tick's energy came from the counter: the timeline's edges bound it
+    # every sealed tick's energy came from the counter: the timeline's edges bound it. A reset's energy
+    # is spread over the edges since the old counter last moved, sealed ones included, and what a
+    # sealed edge gains goes to the next tick (Timeline._spread): so from the first edge as first made
     t_edges, e_edges, _ = timeline.edges_after(-math.inf)
     if t_edges.size >= 2:
-        assert totals.measured_j <= float(e_edges[-1] - e_edges[0]) + 1e-6
+        assert totals.measured_j <= float(e_edges[-1]) - first_e + 1e-6
     assert np.all(np.diff(e_edges) >= 0.0)
+
+
+def test_a_reset_spread_over_a_sealed_edge_is_measured_once_from_the_first_edge_as_made() -> None:
+    """Hypothesis's case: a first counter taken as it read, zeros, a reset. The reset's energy is
+    spread since the old counter last moved, the first edge (sealed already) included: the first
+    edge's energy goes up afterwards, and what it gained reaches the next tick, once."""
+    values = [1.0] * 5 + [0.0] * 10 + [0.015] * 5 + [0.0] * 15 + [0.015] * 5 + [0.031] * 5 + [0.046]
+    timeline = Timeline([DeviceInfo("GPU-prop", "prop")])
+    att = Attributor(timeline, make_rule("fitted", fit_warmup_ticks=5), unix_offset=lambda: 0.0)
+    first_e: list[float] = []
+    for i, raw in enumerate(values):
+        timeline.add(Reading(0.015625 * (i + 1), (raw,)))
+        if timeline.edge_count and not first_e:
+            first_e.append(float(timeline.edges_after(-math.inf)[1][0]))
+        if i % 7 == 0:
+            att.advance(0.015625 * (i + 1) - 0.05)
+    att.advance(math.inf)
+    e_edges = timeline.edges_after(-math.inf)[1]
+    assert first_e == [0.015]
+    assert float(e_edges[0]) > first_e[0]  # raised by the spread after it was sealed
+    assert att.totals.measured_j == pytest.approx(float(e_edges[-1]) - first_e[0])  # 0.061 - 0.015
+    assert att.totals.conservation_error_j <= 1e-12
