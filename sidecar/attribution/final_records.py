@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sidecar.attribution.events import Phase, RequestInfo
 from sidecar.attribution.record_batch import RecordBatch, Values
 from sidecar.attribution.records import RECORD_FIELDS
-from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.requests import Columns, RequestTable
 from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["RecordContext", "build_records"]
@@ -60,23 +61,17 @@ def build_records(
         return RecordBatch()
     cols = table.columns(list(slots))
     energy_j = cols.phase_j.sum(axis=1)  # each row summed in order, as float(row.sum())
-    bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
-    n = len(slots)
-    low, high = ([None] * n, [None] * n) if bounds is None else (bounds[0].tolist(), bounds[1].tolist())
-    extras = extra_attributes if extra_attributes is not None else [None] * n
+    low, high = _bounds(ctx, energy_j, cols)
+    extras = extra_attributes if extra_attributes is not None else [None] * len(slots)
     default_model, period, offset = ctx.default_model, ctx.update_period_s, ctx.unix_offset_s
     rule, source, quality = ctx.rule, ctx.energy_source, ctx.fit_quality
     out: list[Values] = []
-    components = [  # written out: a third of dict(zip(COMPONENTS, row))'s cost, once a record
-        {_FLOOR: f, _STEP: s, _PREFILL_C: p, _DECODE_C: d, _CONTEXT: c, _DENOISE_C: n} if has else {}
-        for (f, s, p, d, c, n), has in zip(cols.component_j.tolist(), cols.has_components, strict=True)
-    ]
     for row in zip(
         cols.request_id,
         cols.info,
         energy_j.tolist(),
         cols.phase_j.tolist(),
-        components,
+        _components(cols),
         cols.busy_s.tolist(),
         cols.first_t.tolist(),
         cols.last_t.tolist(),
@@ -118,6 +113,23 @@ def build_records(
             )
         )
     return RecordBatch(out)
+
+
+def _bounds(ctx: RecordContext, energy_j: np.ndarray, cols: Columns) -> tuple[list[Any], list[Any]]:
+    """Each record's estimated interval (low, high J; None each where the rule gives none)."""
+    bounds = ctx.intervals_j(energy_j, cols.work, cols.unexplained_j)
+    if bounds is None:
+        return [None] * len(energy_j), [None] * len(energy_j)
+    return bounds[0].tolist(), bounds[1].tolist()
+
+
+def _components(cols: Columns) -> list[dict[str, float]]:
+    """Each record's energy by model component (empty where none was split by components), written
+    out: a third of ``dict(zip(COMPONENTS, row))``'s cost, once a record."""
+    return [
+        {_FLOOR: f, _STEP: s, _PREFILL_C: p, _DECODE_C: d, _CONTEXT: c, _DENOISE_C: n} if has else {}
+        for (f, s, p, d, c, n), has in zip(cols.component_j.tolist(), cols.has_components, strict=True)
+    ]
 
 
 _ORDER = (
