@@ -72,7 +72,7 @@ def build_snapshot(sidecar: Sidecar, now_s: float) -> Snapshot:
 
 def _own_report(sidecar: Sidecar) -> TapReport:
     """The meter's failed, lost-device, late, stalled (several counter updates at once) and
-    implausible (a gain no device makes) reads,
+    implausible (a gain no device makes) reads, and its gains after a counter stood still,
     the names the energy totals and the per-request series counted as ``other`` (``labels_folded``),
     the ticks that sealed past a tap's hold for the backlog (``holds_released``), the ledger's
     counters (stored, unstorable, write_errors, dropped, duplicate_kept) and the refused
@@ -82,6 +82,7 @@ def _own_report(sidecar: Sidecar) -> TapReport:
         ("meter", "device_lost"): int(bool(sidecar.lost)),
         ("meter", "late_reads"): sidecar.poller.late_reads,
         ("meter", "stalled_reads"): sidecar.timeline.stalled_reads,
+        ("meter", "stood_still"): sidecar.timeline.stood_still,
         ("meter", "implausible_reads"): sidecar.timeline.implausible_reads,
         ("attribution", "labels_folded"): sidecar.attributor.totals.labels_folded,
         ("attribution", "holds_released"): sidecar.holds_released,

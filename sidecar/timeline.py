@@ -24,6 +24,11 @@ timeline:
 * **Bad reads.** While a device's reads are in doubt it shows no energy; the gain that ends the
   doubt is spread over the edges made meanwhile, and sealing waits for it (``doubt_hold_s``,
   at most ``DOUBT_HOLD_S``).
+* **A counter that stood still.** A gain read on time after a device's counter stood still for
+  more than ``STOOD_UPDATES`` times its usual spacing of moves (its driver did not publish) was
+  made over that time: it is spread over the edges made since the counter last moved, not put in the last
+  update's tick (counted ``stood_still``). Ticks sealed meanwhile keep what they took; the rest
+  reaches the next tick sealed.
 
 Storage is a ring buffer of edges (``capacity``), so memory is bounded.
 Units: seconds (sidecar monotonic clock) and joules.
@@ -40,12 +45,16 @@ from sidecar.counter_gains import CounterGains
 from sidecar.grid import GridClock
 from sidecar.meters.base import DeviceInfo, Reading
 
-__all__ = ["DOUBT_HOLD_S", "STALL_UPDATES", "Timeline"]
+__all__ = ["DOUBT_HOLD_S", "STALL_UPDATES", "STOOD_UPDATES", "Timeline"]
 
 log = logging.getLogger(__name__)
 
 # a change window longer than this many update periods holds several updates (the read came late)
 STALL_UPDATES = 1.5
+# a counter that did not move for more than this many of its own usual spacings of moves (their running
+# mean, once _GAPS_KEPT were seen), its reads on time, stood still
+STOOD_UPDATES = 3.0
+_GAPS_KEPT = 8
 # the longest a device's bad reads hold sealing back (its energy meanwhile shows when they end)
 DOUBT_HOLD_S = 30.0
 
@@ -76,6 +85,11 @@ class Timeline:
         self._last_poll_t: float | None = None
         self.out_of_order = 0
         self.stalled_reads = 0  # polls that saw several counter updates at once (read late)
+        self.stood_still = 0  # gains after a device's counter stood still, its reads on time
+        self._moved_t = np.full(n, np.nan)  # per device: the last poll that saw its counter move
+        self._moves = np.zeros(n, dtype=np.int64)  # per device: spacings of moves seen (not stands)
+        self._mean_gap = np.zeros(n)  # per device: their running mean (s), a weight of 1/_GAPS_KEPT
+        self._usual_gap = np.full(n, np.nan)  # the same once _GAPS_KEPT were seen (NaN: too few yet)
         self.polls = 0
         self.grid = GridClock()
         self._period_key: tuple[int, int] | None = None  # (edges, recent) the cached period is for
@@ -100,7 +114,7 @@ class Timeline:
         if np.any(delta > 0):
             assert prev_t is not None
             edge_t = max(self._date(prev_t, t), self.last_edge_t + 1e-9)
-            self._spread(delta, edge_t)
+            self._spread(delta, edge_t, self._stood_since(delta, prev_t, t))
             self._energy_dev += delta
             self._append(edge_t, forced=False)
             return True
@@ -109,12 +123,34 @@ class Timeline:
             return True
         return False
 
-    def _spread(self, delta: np.ndarray, edge_t: float) -> None:
+    def _stood_since(self, delta: np.ndarray, prev_t: float, t: float) -> np.ndarray:
+        """Per device with a gain now: when its counter last moved, where that was more than
+        ``STOOD_UPDATES`` of its usual spacings of moves before the poll before this one, whose read
+        saw it standing still (NaN elsewhere, and while a device has moved fewer than
+        ``_GAPS_KEPT`` times). Each device by its own spacing: devices read on schedules of their
+        own (the phase-locked poller) are each read about once an update, or once in two."""
+        moved = delta > 0
+        stood = moved & (prev_t - self._moved_t > STOOD_UPDATES * self._usual_gap)  # NaN: False
+        since = np.where(stood, self._moved_t, np.nan)
+        if stood.any():
+            self.stood_still += int(np.count_nonzero(stood))
+        gap = t - self._moved_t
+        keep = moved & ~stood & np.isfinite(gap)  # a stand is not a device's usual spacing
+        self._mean_gap[keep] += (gap[keep] - self._mean_gap[keep]) / np.minimum(
+            self._moves[keep] + 1, _GAPS_KEPT
+        )
+        self._moves[keep] += 1
+        self._usual_gap = np.where(self._moves >= _GAPS_KEPT, self._mean_gap, np.nan)
+        self._moved_t[moved] = t
+        return since
+
+    def _spread(self, delta: np.ndarray, edge_t: float, stood_since: np.ndarray) -> None:
         """A gain that ends a device's doubt (:meth:`CounterGains.doubt_since_s`) was made since the
-        doubt began: spread evenly over the edges made meanwhile (flat for that device), not
-        dropped into the last tick. Edges the attributor sealed meanwhile keep what it took; the rest
-        reaches the next tick it seals (see :meth:`doubt_hold_s`)."""
-        since = self.gains.spread_since
+        doubt began, one after its counter stood still since it last moved (``stood_since``):
+        spread evenly over the edges made meanwhile (flat for that device), not dropped into the
+        last tick. Edges the attributor sealed meanwhile keep what it took; the rest reaches the
+        next tick it seals (see :meth:`doubt_hold_s`)."""
+        since = np.fmin(self.gains.spread_since, stood_since)
         for i in np.flatnonzero(since < self.last_edge_t):
             idx = self._after(float(since[i]))
             share = float(delta[i]) * (self._t[idx] - since[i]) / (edge_t - since[i])
@@ -122,10 +158,22 @@ class Timeline:
             self._e[idx] += share
 
     def doubt_hold_s(self, now_s: float) -> float | None:
-        """Up to when ticks may be sealed while a device's reads are in doubt (its energy since
-        then not known yet); None when none is, or it has lasted ``DOUBT_HOLD_S`` (then sealing
-        goes on, and what comes back later lands in the ticks not sealed yet)."""
-        return self.gains.doubt_since_s(now_s, DOUBT_HOLD_S)
+        """Up to when ticks may be sealed while a device's reads are in doubt or its counter stands
+        still (its energy since then not known yet); None when none is, or it has lasted
+        ``DOUBT_HOLD_S`` (then sealing goes on, and what comes back later lands in the ticks not
+        sealed yet)."""
+        doubt = self.gains.doubt_since_s(now_s, DOUBT_HOLD_S)
+        stood = self._standing_since(now_s)
+        if stood is None or (doubt is not None and doubt <= stood):
+            return doubt
+        return stood
+
+    def _standing_since(self, now_s: float) -> float | None:
+        """When the device standing still longest (more than ``STOOD_UPDATES`` of its usual spacings
+        of moves, for no more than ``DOUBT_HOLD_S``) last moved; None: none is."""
+        still_s = now_s - self._moved_t
+        standing = (still_s > STOOD_UPDATES * self._usual_gap) & (still_s <= DOUBT_HOLD_S)
+        return float(self._moved_t[standing].min()) if standing.any() else None
 
     def _date(self, prev_t: float, t: float) -> float:
         """When the change a poll at ``t`` saw (the poll before, at ``prev_t``, did not) happened.

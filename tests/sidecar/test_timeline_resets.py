@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.counter_gains import REBASE_AFTER
 from sidecar.meters.base import Reading
-from sidecar.timeline import Timeline
+from sidecar.timeline import DOUBT_HOLD_S, Timeline
 from tests.sidecar.test_timeline import GPU, edges, gpus
 
 
@@ -83,3 +84,46 @@ def test_energy_never_decreases_whatever_the_raw_counter_does(
     assert timeline.resets + timeline.wraps <= backwards
     forward = sum(max(b - a, 0.0) for a, b in itertools.pairwise(raws))
     assert last <= forward + sum(raws) + (wrap_j or 0.0) * timeline.wraps  # nothing from nowhere
+
+
+def test_a_gain_after_the_counter_stood_still_with_reads_on_time_is_spread_since_it_last_moved() -> None:
+    """An independent re-run's case: the counter stands still for 3 s (30 updates not published)
+    while the reads come on time, then catches up by 900 J at once. That was made over the 3 s: it is
+    spread over the edges made meanwhile (forced ones, each max_tick_s), not put in the last 100 ms."""
+    timeline = Timeline([GPU], max_tick_s=1.0)
+    value, t = 1000.0, 0.0
+    for k in range(100):  # 2 s of 300 W, an update every 100 ms, a read every 20 ms
+        t = 0.02 * (k + 1)
+        if k % 5 == 4:
+            value += 30.0
+        timeline.add(Reading(t, (value,)))
+    moved_s = t
+    for k in range(150):  # 3 s standing still, reads on time
+        t = moved_s + 0.02 * (k + 1)
+        timeline.add(Reading(t, (value,)))
+    t += 0.02
+    timeline.add(Reading(t, (value + 900.0,)))
+    assert timeline.stood_still == 1 and timeline.stalled_reads == 0
+    times, energy, _ = timeline.edges_after(moved_s - 0.021)  # from the last update, dated in its read window
+    assert energy[-1] - energy[0] == pytest.approx(900.0)  # nothing added or lost
+    power_w = np.diff(energy) / np.diff(times)
+    assert len(power_w) >= 3  # the stand's forced edges, then the catch-up
+    assert power_w == pytest.approx([300.0] * len(power_w), rel=0.05)  # even over the stand
+
+
+def test_a_counter_that_updates_every_other_read_schedule_is_not_taken_as_standing_still() -> None:
+    """Each device by its own spacing of moves: a counter moving every 200 ms stands still for none."""
+    timeline = Timeline([GPU])
+    for k in range(200):
+        timeline.add(Reading(0.02 * (k + 1), (60.0 * ((k + 1) // 10),)))
+    assert timeline.stood_still == 0
+
+
+def test_sealing_is_held_at_the_last_move_while_a_counter_stands_still_at_most_doubt_hold_s() -> None:
+    timeline = Timeline([GPU])
+    for k in range(100):  # 2 s: a move every 100 ms, a read every 20 ms
+        timeline.add(Reading(0.02 * (k + 1), (30.0 * ((k + 1) // 5),)))
+    last_move_s = 2.0
+    assert timeline.doubt_hold_s(2.1) is None  # one update period still: nothing to wait for
+    assert timeline.doubt_hold_s(2.5) == pytest.approx(last_move_s)  # five: it stands still
+    assert timeline.doubt_hold_s(last_move_s + DOUBT_HOLD_S + 1.0) is None  # a dead counter holds no more
