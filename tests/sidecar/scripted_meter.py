@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sidecar.app import Sidecar
 from sidecar.errors import MeterError
@@ -30,6 +31,7 @@ class ScriptedMeter:
         self.status_reads = 0
         self.status_error: MeterError | None = None
         self._devices = (DeviceInfo(id="GPU-fake", name="fake GPU", wrap_j=wrap_j),)
+        self._shown: tuple[float, ...] | None = None  # what reads show instead of the counter (showing)
 
     @property
     def source(self) -> EnergySource:
@@ -44,10 +46,22 @@ class ScriptedMeter:
         error = self._fail(self.reads)
         if error is not None:
             raise error
+        if self._shown is not None:
+            return Reading(self._clock(), self._shown)
         value = self.start_j + 10.0 * (self.reads // 5)
         if self._wrap_j is not None:
             value %= self._wrap_j
         return Reading(self._clock(), (value,))
+
+    @contextmanager
+    def showing(self, value_j: tuple[float, ...]) -> Iterator[None]:
+        """While inside, the counter goes on (each read counts) but the reads show ``value_j``: a
+        device whose reads are garbage, or whose driver stopped publishing its updates."""
+        self._shown = value_j
+        try:
+            yield
+        finally:
+            self._shown = None
 
     def reset_counter(self) -> None:
         """The driver reloads: the next read starts again from 0 J."""

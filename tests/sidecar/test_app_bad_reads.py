@@ -11,7 +11,6 @@ import pytest
 from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.config import SidecarConfig
-from sidecar.meters.base import Reading
 from sidecar.timeline import DOUBT_HOLD_S
 from tests.sidecar.scripted_meter import ScriptedMeter, poll_for
 from tests.support import FakeClock
@@ -34,11 +33,9 @@ def garbled(garbage_s: float) -> Iterator[tuple[Sidecar, FakeClock]]:
             sidecar.add_request(RequestInfo(rid, model="m", start_s=t0 + a, end_s=t0 + b, output_tokens=10))
             sidecar.add_work(WorkEvent(rid, t0 + a, t0 + b, Phase.DECODE, 10.0))
         poll_for(sidecar, clock, 0.5)
-        good = ScriptedMeter.read
-        meter.read = lambda: (good(meter), Reading(clock(), (NVML_ALL_ONES_J,)))[1]  # type: ignore[method-assign]
-        for _ in range(round(garbage_s)):
-            poll_for(sidecar, clock, 1.0)
-        meter.read = lambda: good(meter)  # type: ignore[method-assign]
+        with meter.showing((NVML_ALL_ONES_J,)):
+            for _ in range(round(garbage_s)):
+                poll_for(sidecar, clock, 1.0)
         yield sidecar, clock
     finally:
         sidecar.close()

@@ -12,7 +12,6 @@ import pytest
 from sidecar.app import Sidecar
 from sidecar.attribution.events import Phase, RequestInfo, WorkEvent
 from sidecar.config import SidecarConfig
-from sidecar.meters.base import Reading
 from sidecar.timeline import DOUBT_HOLD_S
 from tests.sidecar.scripted_meter import ScriptedMeter, poll_for
 from tests.support import FakeClock
@@ -35,12 +34,9 @@ def standing(still_s: float) -> Iterator[tuple[Sidecar, FakeClock]]:
             sidecar.add_request(RequestInfo(rid, model="m", start_s=a, end_s=b, output_tokens=10))
             sidecar.add_work(WorkEvent(rid, a, b, Phase.DECODE, 10.0))
         poll_for(sidecar, clock, 2.5)
-        frozen = ScriptedMeter.read(meter).energy_j
-        live = ScriptedMeter.read
-        meter.read = lambda: (live(meter), Reading(clock(), frozen))[1]  # type: ignore[method-assign]
-        for _ in range(round(still_s / 0.5)):
-            poll_for(sidecar, clock, 0.5)
-        meter.read = lambda: live(meter)  # type: ignore[method-assign]
+        with meter.showing(meter.read().energy_j):
+            for _ in range(round(still_s / 0.5)):
+                poll_for(sidecar, clock, 0.5)
         yield sidecar, clock
     finally:
         sidecar.close()
