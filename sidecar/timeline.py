@@ -26,9 +26,9 @@ timeline:
   at most ``DOUBT_HOLD_S``).
 * **A counter that stood still.** A gain read on time after a device's counter stood still for
   more than ``STOOD_UPDATES`` times its usual spacing of moves (its driver did not publish) was
-  made over that time: it is spread over the edges made since the counter last moved, not put in the last
-  update's tick (counted ``stood_still``). Ticks sealed meanwhile keep what they took; the rest
-  reaches the next tick sealed.
+  made over that time: it is spread over the edges made since the counter last moved, not put in
+  the last update's tick (counted ``stood_still``), and sealing waits while a counter stands
+  still, as for bad reads (``doubt_hold_s``, at most ``DOUBT_HOLD_S``).
 
 Storage is a ring buffer of edges (``capacity``), so memory is bounded.
 Units: seconds (sidecar monotonic clock) and joules.
@@ -162,11 +162,8 @@ class Timeline:
         still (its energy since then not known yet); None when none is, or it has lasted
         ``DOUBT_HOLD_S`` (then sealing goes on, and what comes back later lands in the ticks not
         sealed yet)."""
-        doubt = self.gains.doubt_since_s(now_s, DOUBT_HOLD_S)
-        stood = self._standing_since(now_s)
-        if stood is None or (doubt is not None and doubt <= stood):
-            return doubt
-        return stood
+        held = (self.gains.doubt_since_s(now_s, DOUBT_HOLD_S), self._standing_since(now_s))
+        return min((since for since in held if since is not None), default=None)
 
     def _standing_since(self, now_s: float) -> float | None:
         """When the device standing still longest (more than ``STOOD_UPDATES`` of its usual spacings
