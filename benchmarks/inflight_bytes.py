@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory_phases import status_mb
 from otlp_flood import EXPORT_SPANS, build_exports
 
 from sidecar.attribution.engine import Attributor
@@ -51,12 +52,6 @@ from sidecar.timeline import Timeline
 REPO = Path(__file__).resolve().parents[1]
 POLL_S, UPDATE_S, POWER_W = 0.02, 0.1, 500.0
 ROW_BYTES = 8 * 8  # a pending work row: 8 float64 columns (sidecar.attribution.intake)
-
-
-def rss_mb() -> float:
-    """This process's resident set size (MB, Linux /proc)."""
-    with open(f"/proc/{os.getpid()}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def counter_timeline(t0_s: float, t1_s: float) -> Timeline:
@@ -108,10 +103,10 @@ def fresh_pipeline(payloads: list[bytes], *, trace: bool) -> tuple[float, int, i
     gc.collect()
     if trace:
         tracemalloc.start(12)
-    rss0, before = rss_mb(), tracemalloc.take_snapshot() if trace else None
+    rss0, before = status_mb(os.getpid(), "VmRSS"), tracemalloc.take_snapshot() if trace else None
     rows_made = take(payloads, handler, attributor)
     gc.collect()
-    rss1, growth = rss_mb(), []
+    rss1, growth = status_mb(os.getpid(), "VmRSS"), []
     if before is not None:
         growth = sites(before, tracemalloc.take_snapshot())
         tracemalloc.stop()
