@@ -5,8 +5,8 @@ waits ``settle_s`` and a counter update before it is sealed and final. This meas
 such request holds, on the path users run: real OTLP exports (``otlp_flood``'s vLLM-shaped
 ``llm_request`` spans, as ``benchmarks/memory.py`` floods them), the receiver's lean decode
 (:func:`~sidecar.taps.span_rows.decode_rows`), the real
-:class:`~sidecar.taps.vllm_spans.VllmSpanHandler` (its decode cut at the counter's edges, as the
-sidecar wires it: ``tick_edges``) and the attributor the sidecar builds from its default knobs
+:class:`~sidecar.taps.vllm_spans.VllmSpanHandler` (its decode one row a span, cut when
+its ticks are sealed) and the attributor the sidecar builds from its default knobs
 (:func:`~sidecar.attributor_knobs.build_attributor`), fed a timeline whose counter (a synthetic
 one, 500 W, updating every 100 ms, read every 20 ms: no GPU here) has edges over the spans'
 times. Nothing is sealed: every request stays in flight, as in the flood's first seconds.
@@ -99,7 +99,6 @@ def fresh_pipeline(payloads: list[bytes], *, trace: bool) -> tuple[float, int, i
     timeline = counter_timeline(time.monotonic() - 10.0, time.monotonic())
     attributor = build_attributor(SidecarConfig(), timeline, FloorEstimate("GPU-0"), "replay")
     handler = VllmSpanHandler(lambda unix_s: unix_s + offset_s)
-    handler.tick_edges = timeline.edge_times_after  # as sidecar.wiring sets it
     gc.collect()
     if trace:
         tracemalloc.start(12)

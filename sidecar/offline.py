@@ -77,10 +77,8 @@ class PayloadSource:
         self,
         feed: Callable[[bytes, TapOutput], object],
         payloads: Sequence[tuple[float, bytes]],
-        on_timeline: Callable[[Timeline], None] | None = None,
     ) -> None:
         self._feed = feed
-        self.on_timeline = on_timeline  # told the run's timeline before the first payload (as wiring does)
         self._payloads = sorted(payloads, key=lambda p: p[0])
         self._t = [p[0] for p in self._payloads]
         self._i = 0
@@ -152,8 +150,6 @@ def attribute_readings(
         request_timeout_s=math.inf,
         unix_offset=lambda: 0.0,
     )
-    if isinstance(source, PayloadSource) and source.on_timeline is not None:
-        source.on_timeline(timeline)
     records: dict[str, RequestEnergy] = {}
     next_tick: float | None = None
     for reading in readings:

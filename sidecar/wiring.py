@@ -72,7 +72,6 @@ def build_sidecar(config: SidecarConfig, clock: Callable[[], float] = time.monot
     sidecar = Sidecar(
         config, meter, taps=taps, clock=clock, ledger=ledger, on_final=vllm.on_final, on_tasks=vllm.on_tasks
     )
-    vllm.spans.tick_edges = sidecar.timeline.edge_times_after  # read in the tick, as the timeline is fed
     sidecar.record_id = normalize_request_id  # GET /v1/requests/chatcmpl-<id> finds <id>
     return sidecar
 

@@ -36,6 +36,7 @@ from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
 from sidecar.attribution.sealing import TickSealer
+from sidecar.attribution.step_curve import StepCurve
 from sidecar.attribution.task_labels import HeldLabels, TaskLabel, labelled
 from sidecar.attribution.tick import TickWork
 from sidecar.attribution.totals import MAX_MODELS, Totals
@@ -103,6 +104,7 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 8 columns
         self._last_step_codes: tuple[tuple[str, ...], np.ndarray] | None = None  # ids -> codes, until advance
         self._pending = PendingWork()
+        self._curves: list[StepCurve] = []  # step curves of clocked rows, by their code
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
         self._sealed_e_dev = np.zeros(len(timeline.devices))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.attribution.step_curve import StepCurve
 from sidecar.contracts.span_attributes import REQUEST_STATUS
 from sidecar.errors import WorkEventError
 
@@ -148,7 +149,8 @@ class WorkRows:
 
     Row ``i`` is the :class:`WorkEvent` of request ``request_ids[member[i]]`` from
     ``t0_s[i]`` to ``t1_s[i]`` in ``phase[i]``, with ``units``, ``steps`` and
-    ``context_tokens`` as there. Each row is checked as a work event is
+    ``context_tokens`` as there; where ``clocked``, its steps follow ``curve`` (one engine's
+    step rate) rather than spread evenly over the interval. Each row is checked as a work event is
     (:meth:`invalid`); a bad row costs only itself.
     """
 
@@ -160,6 +162,9 @@ class WorkRows:
     units: np.ndarray
     steps: np.ndarray
     context_tokens: np.ndarray
+    # rows whose steps follow ``curve`` (a decode from a span, cut when sealed: attribution/step_curve.py)
+    clocked: np.ndarray | None = None
+    curve: StepCurve | None = None
 
     def __len__(self) -> int:
         return int(self.member.size)
@@ -170,7 +175,7 @@ class WorkRows:
         if any(
             getattr(self, k).shape != (n,)
             for k in ("phase", "t0_s", "t1_s", "units", "steps", "context_tokens")
-        ):
+        ) or (self.clocked is not None and self.clocked.shape != (n,)):
             return np.ones(n, dtype=bool)
         with np.errstate(invalid="ignore"):
             bad = ~(np.isfinite(self.t0_s) & np.isfinite(self.t1_s) & (self.t1_s >= self.t0_s))

@@ -16,6 +16,7 @@ import numpy as np
 
 from sidecar.attribution.events import StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.requests import RequestTable
+from sidecar.attribution.step_curve import StepCurve, curve_code
 from sidecar.errors import WorkEventError
 from sidecar.recent_ids_sorted import SortedRecentIds
 
@@ -32,6 +33,7 @@ class WorkIntake:
     _finalized: SortedRecentIds[str]
     _new: list[tuple[float, float, float, float, float, float, float, float]]
     _new_steps: list[np.ndarray]  # step batches and row blocks: rows of the same 8 columns
+    _curves: list[StepCurve]  # the step curves clocked rows follow (attribution/step_curve.py)
     _last_step_codes: tuple[tuple[str, ...], np.ndarray] | None  # ids -> codes, until advance
 
     def add_work(self, event: WorkEvent | StepBatch | WorkRows) -> bool:
@@ -98,8 +100,10 @@ class WorkIntake:
         if not ok.any():
             return False
         cols = (work.phase, work.t0_s, work.t1_s, work.units, work.steps, work.context_tokens)
-        untimed = np.zeros(int(ok.sum()))
-        rows = np.column_stack([row_codes[ok], *(c[ok] for c in cols), untimed]).astype(np.float64)
+        timed = np.zeros(int(ok.sum()))  # spread evenly, or following the rows' step curve
+        if work.clocked is not None and work.curve is not None:
+            timed[work.clocked[ok]] = curve_code(self._curves, work.curve)
+        rows = np.column_stack([row_codes[ok], *(c[ok] for c in cols), timed]).astype(np.float64)
         self._new_steps.append(rows)
         return True
 

@@ -21,7 +21,8 @@ from sidecar.attribution.groups import Groups, group_rows
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.requests import RequestTable
 from sidecar.attribution.rules import SplitRule
-from sidecar.attribution.tick import EventArrays, TickWork, cut_tick
+from sidecar.attribution.step_curve import StepCurve, curve_clip
+from sidecar.attribution.tick import EventArrays, TickWork, cut_tick, keep_rest
 from sidecar.attribution.totals import Totals
 
 __all__ = ["TickSealer"]
@@ -44,6 +45,7 @@ class TickSealer:
     _new: list[tuple[float, float, float, float, float, float, float, float]]
     _new_steps: list[np.ndarray]
     _held: list[tuple[TickWork, np.ndarray]]
+    _curves: list[StepCurve]
 
     def _release_held(self) -> None:
         """Split the held ticks now; without a fit they go by the fallback rule, and their requests say so."""
@@ -99,11 +101,7 @@ class TickSealer:
         if clip.any():  # its part before the sealed edge is dropped: the request's energy is short too
             self.dropped["late_clipped"] += int(clip.sum())
             self._mark_lost(req[clip])
-            left = (t1[clip] - sealed) / (t1[clip] - t0[clip])
-            units[clip] *= left
-            steps[clip] *= left
-            ctx[clip] *= left
-            t0[clip] = sealed
+            curve_clip(self._curves, (t0, t1, units, steps, ctx, timed), np.flatnonzero(clip), sealed)
         ok = ~gone
         cols = (req, phase, t0, t1, units, steps, ctx, timed)
         self._pending.add(EventArrays(*(col[ok] for col in cols)))
@@ -113,7 +111,8 @@ class TickSealer:
 
     def _seal(self, window: EventArrays, t1: float, energy_j: float, energy_dev_j: np.ndarray) -> None:
         assert self._sealed_t is not None
-        tick = cut_tick(window, self._sealed_t, t1, energy_j)
+        tick = cut_tick(window, self._sealed_t, t1, energy_j, self._curves)
+        keep_rest(window, tick)  # a clocked row goes on with what this tick did not take
         self.rule.observe(tick)
         if not tick.idle and (self._held or not self.rule.ready):
             self._held.append((tick, energy_dev_j))  # split once the rule has learned

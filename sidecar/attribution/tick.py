@@ -16,17 +16,25 @@ the tick:
   per-iteration events (one event per member per step) it is exactly
   ``1/members`` per step.
 
+A *clocked* row (a decode from a span: ``timed`` < 0, :mod:`.step_curve`) is cut by its engine's
+step curve instead of pro rata of time: its units and steps by the curve's steps in the overlap,
+its context as a decode's grows. Sealing then keeps only its rest (:func:`keep_rest`), so
+a clocked row always starts where the tick that cuts it starts.
+
 ``n(t)`` comes from a sweep over the sorted event boundaries; everything is
 numpy, so a tick with thousands of events costs well under a millisecond.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EventArrays", "TickWork", "cut_tick"]
+from sidecar.attribution.step_curve import StepCurve, first_ctx, fractions
+
+__all__ = ["EventArrays", "TickWork", "cut_tick", "keep_rest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,9 @@ class EventArrays:
     units: np.ndarray  # tokens or pixel-frame-steps over the whole event
     steps: np.ndarray  # engine steps over the whole event
     ctx: np.ndarray  # context tokens over the whole event
-    timed: np.ndarray  # 1.0: the interval is an engine step as the engine ran it (the scheduler hook)
+    # 1.0: the interval is an engine step as the engine ran it (the scheduler hook); 0.0: work spread
+    # evenly over it; -1 - k: steps that follow step curve k (a decode from a span, .step_curve)
+    timed: np.ndarray
 
     def __len__(self) -> int:
         return int(self.req.size)
@@ -74,8 +84,10 @@ class TickWork:
         return self.rows.size == 0
 
 
-def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> TickWork:
-    """Clip the events overlapping ``[t0_s, t1_s)`` and compute their shares."""
+def cut_tick(
+    ev: EventArrays, t0_s: float, t1_s: float, energy_j: float, curves: Sequence[StepCurve] = ()
+) -> TickWork:
+    """Clip the events overlapping ``[t0_s, t1_s)`` and compute their shares (clocked rows by ``curves``)."""
     if not len(ev):  # an idle sidecar: nothing pending
         return _idle(t0_s, t1_s, energy_j)
     instant = ev.t1 == ev.t0
@@ -90,11 +102,15 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
     dur = e1 - e0
     is_instant = dur <= 0
     frac = np.where(is_instant, 1.0, (b - a) / np.where(is_instant, 1.0, dur))
+    steps, ctx, timed = ev.steps[rows], ev.ctx[rows] * frac, ev.timed[rows]
+    rate = np.where(is_instant, 0.0, steps / np.where(is_instant, 1.0, dur))
+    clocked = timed < 0
+    if clocked.any():
+        frac, ctx, rate = _by_curves(curves, ev, rows, clocked, (a, b), (frac, ctx, rate))
+        timed = np.maximum(timed, 0.0)
     units = ev.units[rows] * frac
-    ctx = ev.ctx[rows] * frac
     time_share, busy_s = _equal_time_shares(a, b)
-    rate = np.where(is_instant, 0.0, ev.steps[rows] / np.where(is_instant, 1.0, dur))
-    step_share = np.where(is_instant, ev.steps[rows], time_share * rate)
+    step_share = np.where(is_instant, steps, time_share * rate)
     return TickWork(
         t0_s,
         t1_s,
@@ -109,8 +125,45 @@ def cut_tick(ev: EventArrays, t0_s: float, t1_s: float, energy_j: float) -> Tick
         busy_s,
         a,
         b,
-        ev.timed[rows],
+        timed,
     )
+
+
+def keep_rest(ev: EventArrays, tick: TickWork) -> None:
+    """The clocked rows ``tick`` cut that go on past it keep only their rest (in place): they start at
+    its end, less the units, steps and context it gave them (:mod:`.step_curve`)."""
+    rows = tick.rows
+    on = (ev.timed[rows] < 0) & (ev.t1[rows] > tick.t1_s)
+    if not on.any():
+        return
+    at, given_units = rows[on], tick.units[on]
+    units = ev.units[at]
+    given_steps = ev.steps[at] * np.where(units > 0, given_units / np.where(units > 0, units, 1.0), 0.0)
+    ev.t0[at] = tick.t1_s
+    ev.units[at] = np.maximum(units - given_units, 0.0)
+    ev.steps[at] = np.maximum(ev.steps[at] - given_steps, 0.0)
+    ev.ctx[at] = np.maximum(ev.ctx[at] - tick.ctx[on], 0.0)
+
+
+def _by_curves(
+    curves: Sequence[StepCurve],
+    ev: EventArrays,
+    rows: np.ndarray,
+    clocked: np.ndarray,
+    ab: tuple[np.ndarray, np.ndarray],
+    linear: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The share, context and step rate in the tick of each row, clocked rows' by their curve: the
+    share of the curve's steps, a decode's context, the steps taken over the overlap."""
+    a, b = ab
+    frac, ctx, rate = linear
+    frac = fractions(curves, ev.timed[rows], ev.t0[rows], ev.t1[rows], a, b, frac)
+    units = ev.units[rows]
+    ctx = np.where(clocked, first_ctx(units, ev.ctx[rows], units * frac), ctx)
+    over_s = b - a
+    steps_rate = ev.steps[rows] * frac / np.where(over_s > 0, over_s, 1.0)
+    rate = np.where(clocked, np.where(over_s > 0, steps_rate, 0.0), rate)
+    return frac, ctx, rate
 
 
 def _idle(t0_s: float, t1_s: float, energy_j: float) -> TickWork:

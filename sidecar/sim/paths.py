@@ -19,7 +19,6 @@ from sidecar.taps.spans import TapOutput
 from sidecar.taps.vllm_hook import MAX_GAP_S, MIN_GAP_S, HookReceiver
 from sidecar.taps.vllm_plugin import PluginReceiver
 from sidecar.taps.vllm_spans import VllmSpanHandler
-from sidecar.timeline import Timeline
 
 __all__ = ["PATHS", "source_for"]
 
@@ -47,16 +46,13 @@ def source_for(run: SimRun, path: str) -> Source:
         handler = VllmSpanHandler(to_mono, model=lambda: MODEL_NAME, wall=sim_now)
         otlp = OtlpReceiver([handler], wall=sim_now)
 
-        def use(timeline: Timeline) -> None:  # decode cut at the counter's edges, as the live wiring does
-            handler.tick_edges = timeline.edge_times_after
-
         def feed(data: bytes, out: TapOutput) -> None:
             otlp.receive(data)  # as the gRPC method does: decode, check, queue
             events, infos = otlp.due(source.now_s)
             out.events += events
             out.infos += infos
 
-        source = PayloadSource(feed, span_exports(run), on_timeline=use)
+        source = PayloadSource(feed, span_exports(run))
         return source
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
 

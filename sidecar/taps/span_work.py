@@ -5,8 +5,10 @@ For request ``i`` that ended at ``end_s[i]``, prefill over
 ``[end - decode - prefill, end - decode]`` (``prompt`` tokens as one step, causal
 attention ``p(p+1)/2`` query-key pairs) and decode over ``[end - decode, end]``
 (``n = completion - 1`` tokens, one step each, reading KV lengths ``p+1 .. p+n``),
-cut into pieces that follow the shared step clock (:meth:`StepClock.cut`). One
-drain's spans make one :class:`WorkRows`, not one object per piece. Units: s, tokens.
+following the shared step clock: the reference cuts it into pieces now
+(:meth:`StepClock.segments`), a drain's rows keep it one row that sealing cuts at
+each tick by the clock as fitted then (:mod:`sidecar.attribution.step_curve`). One
+drain's spans make one :class:`WorkRows`, not one object per row. Units: s, tokens.
 """
 
 from __future__ import annotations
@@ -73,30 +75,28 @@ def phase_rows(
     prefill_s: np.ndarray,
     decode_s: np.ndarray,
     clock: StepClock,
-    ticks_s: np.ndarray | None = None,
 ) -> WorkRows:
-    """The prefill and decode work of these requests (the clock has already seen their windows);
-    decode cut at ``ticks_s`` (the counter's edges known so far) where given (:meth:`StepClock.cut`)."""
+    """The prefill and decode work of these requests, one row each (the clock has already seen their
+    windows): a decode follows ``clock`` (clocked: cut when its ticks are sealed,
+    :mod:`sidecar.attribution.step_curve`) where its window is one the clock observes."""
     prefill_s, decode_s = np.maximum(prefill_s, 0.0), np.maximum(decode_s, 0.0)
     decode_t0 = end_s - decode_s
     pre = np.flatnonzero(prompt > 0)
     p = prompt[pre]
     dec = np.flatnonzero(completion - 1 > 0)
-    window, a_s, b_s, share = clock.cut(decode_t0[dec], end_s[dec], ticks_s)
-    member = dec[window]
-    n = completion[member] - 1
-    k = n * share
-    before = np.cumsum(k) - k  # tokens of the earlier pieces, all windows
-    start = np.flatnonzero(np.r_[True, window[1:] != window[:-1]]) if window.size else window
-    done = before - np.repeat(before[start], np.diff(np.r_[start, window.size]))
-    ctx = k * prompt[member] + ((done + k) * (done + k + 1) - done * (done + 1)) / 2
+    n, q = completion[dec] - 1, prompt[dec]
+    with np.errstate(invalid="ignore"):
+        length_s = decode_s[dec]
+        clocked = (length_s > 0) & (length_s <= clock.horizon_s)
     return WorkRows(
         request_ids,
-        np.concatenate([pre, member]),
-        np.concatenate([np.full(pre.size, PREFILL_I), np.full(member.size, DECODE_I)]),
-        np.concatenate([decode_t0[pre] - prefill_s[pre], a_s]),
-        np.concatenate([decode_t0[pre], b_s]),
-        np.concatenate([p, k]),
-        np.concatenate([np.ones(pre.size), k]),
-        np.concatenate([p * (p + 1) / 2, ctx]),
+        np.concatenate([pre, dec]),
+        np.concatenate([np.full(pre.size, PREFILL_I), np.full(dec.size, DECODE_I)]),
+        np.concatenate([decode_t0[pre] - prefill_s[pre], decode_t0[dec]]),
+        np.concatenate([decode_t0[pre], end_s[dec]]),
+        np.concatenate([p, n]),
+        np.concatenate([np.ones(pre.size), n]),
+        np.concatenate([p * (p + 1) / 2, n * q + n * (n + 1) / 2]),
+        np.concatenate([np.zeros(pre.size, dtype=bool), clocked]),
+        clock,
     )

@@ -13,21 +13,22 @@ window puts decode tokens where prefill really ran, and biases the fitted model
 window seen in the last ``horizon_s``, by multiplicative updates (the
 Richardson-Lucy / EM iteration for a non-negative rate from interval counts):
 each bin's rate is scaled by the mean, over the windows covering it, of
-observed / predicted count. :meth:`segments` then cuts a window into pieces
-whose share of the count follows ``r``.
+observed / predicted count. Its cumulative steps (:meth:`steps_at_many`) are
+the curve by which sealing cuts a span's decode at each tick
+(:mod:`sidecar.attribution.step_curve`); :meth:`segments` cuts one window into
+pieces whose share of the count follows ``r`` (the one-request reference,
+:func:`~sidecar.taps.span_work.phase_events`).
 
 Cost, so a span flood stays cheap: the fit is warm-started from the last one
 (``warm_iterations``) and redone when asked (:meth:`fit`: the span handler
-fits once per batch of spans, then cuts them all), or by :meth:`segments`
-itself only once a quarter more windows than it saw have arrived, so each
-window costs O(1) fitting on average; time the fit has not seen yet runs at
-its mean rate. A window longer than ``horizon_s`` is not observed and is cut as
-one piece (a forged one-day decode made every later fit span a day of bins).
-A window is cut at the bin edges inside it (or, with
-``max_pieces``, into that many equal-time pieces); adjacent pieces whose rates
-differ by less than ``merge_tol`` are joined, so a steady rate gives few work
-events. (Fewer, coarser pieces cost the spans path accuracy in
-``benchmarks/attribution_accuracy.py``.) Units: s, steps.
+fits once per batch of spans), or by :meth:`segments` itself only once a
+quarter more windows than it saw have arrived, so each window costs O(1)
+fitting on average; time the fit has not seen yet runs at its mean rate. A
+window longer than ``horizon_s`` is not observed (a forged one-day decode made
+every later fit span a day of bins). :meth:`segments` cuts at the bin edges
+inside a window (or, with ``max_pieces``, into that many equal-time pieces);
+adjacent pieces whose rates differ by less than ``merge_tol`` are joined, so a
+steady rate gives few pieces. Units: s, steps.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class StepClock:
         self._start = 0  # first bin of the fit
         self._rate = np.zeros(0)  # steps/s per bin from _start on
         self._cum: list[float] = [0.0]  # steps from the fit's start to each bin edge
+        self._cum_arr = np.zeros(1)  # the same as an array
         self._mean = 0.0  # steps/s outside the fitted bins
 
     def observe(self, t0_s: float, t1_s: float, count: float) -> None:
@@ -107,96 +109,15 @@ class StepClock:
         self._windows.extend(np.column_stack([t0_s[ok], t1_s[ok], count[ok]]), self.horizon_s)
         self._unfitted += int(ok.sum())
 
-    def cut(
-        self, t0_s: np.ndarray, t1_s: np.ndarray, ticks_s: np.ndarray | None = None
-    ) -> tuple[np.ndarray, ...]:
-        """:meth:`segments` of many windows at once: ``(window, a_s, b_s, share)`` per piece.
-
-        Pieces are cut where the fitted rate changes: the bin edges inside a window, merged
-        where the rate differs by less than ``merge_tol`` (merged on one grid for all windows,
-        from the first bin any of them touches, not per window; ``max_pieces`` is not applied).
-        With ``ticks_s`` (the energy counter's edges known so far, sorted), pieces are cut at
-        those edges instead, up to the last of them, and by the rate after it: attribution
-        splits energy tick by tick, and a piece inside one tick holds exactly the fitted rate's
-        steps for its part of the window, so a cut inside a tick would only add a row (while a
-        merged piece across ticks is spread evenly over them). Ticks closer than ``bin_s`` apart
-        (a counter faster than the bins) are not cut at: the rate's cuts make fewer rows.
-        """
-        n = t0_s.size
-        one = (np.arange(n), t0_s, t1_s, np.ones(n))
-        if not n or len(self._windows) < 2:
-            return one
-        if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
-            self._fit()
-        with np.errstate(invalid="ignore"):  # a window longer than the horizon is one piece
-            usable = (t1_s > t0_s) & (t1_s - t0_s <= self.horizon_s)
-        edges = self._grid(
-            float(np.min(t0_s, initial=np.inf, where=usable)),
-            float(np.max(t1_s, initial=-np.inf, where=usable)),
-            ticks_s,
-        )
-        lo = np.searchsorted(edges, t0_s, side="right")
-        hi = np.searchsorted(edges, t1_s, side="left")
-        pieces = np.where(usable, np.maximum(hi - lo, 0) + 1, 1)
-        first = np.cumsum(pieces) - pieces
-        window = np.repeat(np.arange(n), pieces)
-        pos = np.arange(window.size) - first[window]
-        top = max(edges.size - 1, 0)
-        at = lo[window] + pos  # the edge a piece ends at (the window's first inner edge for the first)
-        a = np.where(pos == 0, t0_s[window], edges[np.clip(at - 1, 0, top)] if edges.size else 0.0)
-        last = pos == pieces[window] - 1
-        b = np.where(last, t1_s[window], edges[np.clip(at, 0, top)] if edges.size else 0.0)
-        total = self._steps(t1_s) - self._steps(t0_s)
-        good = usable & (total > 0)
-        share = np.where(
-            good[window], (self._steps(b) - self._steps(a)) / np.where(good, total, 1.0)[window], 1.0
-        )
-        whole = ~good[window]
-        return window, np.where(whole, t0_s[window], a), np.where(whole, t1_s[window], b), share
-
-    def _steps(self, t_s: np.ndarray) -> np.ndarray:
-        """:meth:`_steps_at` of many times."""
+    def steps_at_many(self, t_s: np.ndarray) -> np.ndarray:
+        """Steps from the fit's start to each time, as fitted now (the mean rate outside the fitted
+        bins): the curve sealing cuts a span's decode by (:mod:`sidecar.attribution.step_curve`)."""
         x = t_s / self.bin_s - self._start
-        n = len(self._cum) - 1
-        inside = np.interp(x, np.arange(n + 1), self._cum)
+        n = self._cum_arr.size - 1
+        inside = np.interp(x, np.arange(n + 1), self._cum_arr)
         below = x * self.bin_s * self._mean
         above = self._cum[n] + (x - n) * self.bin_s * self._mean
         return np.where(x <= 0, below, np.where(x >= n, above, inside))
-
-    def _grid(self, t0_s: float, t1_s: float, ticks_s: np.ndarray | None) -> np.ndarray:
-        """Where windows in ``(t0_s, t1_s)`` are cut: the known ticks, then the rate's changes."""
-        if ticks_s is None or not ticks_s.size or not t1_s > t0_s:
-            return self._group_edges(t0_s, t1_s)
-        known = ticks_s[(ticks_s > t0_s) & (ticks_s < t1_s)]
-        if known.size > 1 and float(known[-1] - known[0]) < self.bin_s * (known.size - 1):
-            return self._group_edges(t0_s, t1_s)  # a counter faster than the bins: the bins cut fewer
-        last = float(ticks_s[-1])
-        if last >= t1_s:
-            return known
-        return np.concatenate([known, self._group_edges(max(t0_s, last), t1_s)])
-
-    def _group_edges(self, t0_s: float, t1_s: float) -> np.ndarray:
-        """Times in ``(t0_s, t1_s)`` where the rate changes by over ``merge_tol`` (bins merged greedily)."""
-        if not t1_s > t0_s:
-            return np.zeros(0)
-        n = len(self._cum) - 1
-        k0 = max(math.floor(t0_s / self.bin_s) - self._start, 0)
-        k1 = min(math.ceil(t1_s / self.bin_s) - self._start, n)
-        out = [self._start * self.bin_s]  # the fit's start (the mean rate before it)
-        if k1 > k0:
-            steps = np.diff(np.asarray(self._cum[k0 : k1 + 1])).tolist()
-            tol = self.merge_tol
-            group_steps, group_bins = steps[0], 1
-            for j in range(1, len(steps)):
-                rate_last, rate = group_steps / group_bins, steps[j]
-                if abs(rate - rate_last) <= tol * max(rate, rate_last):
-                    group_steps, group_bins = group_steps + rate, group_bins + 1
-                else:
-                    out.append((self._start + k0 + j) * self.bin_s)
-                    group_steps, group_bins = rate, 1
-            out.append((self._start + k1) * self.bin_s)
-        edges = np.unique(np.asarray(out, dtype=np.float64))
-        return edges[(edges > t0_s) & (edges < t1_s)]
 
     def fit(self) -> None:
         """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""
@@ -244,7 +165,8 @@ class StepClock:
             self.warm_iterations if warm else self.iterations,
         )
         self._start, self._rate, self._mean = start, rate, mean
-        self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)]).tolist()
+        self._cum_arr = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)])
+        self._cum = self._cum_arr.tolist()
         self._unfitted = 0
 
 

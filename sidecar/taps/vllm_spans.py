@@ -114,9 +114,6 @@ class VllmSpanHandler:
         self.adopted_before = adopted_before  # the hook's: see VllmSpanHandler._requests
         self.on_span = on_span
         self.clock = StepClock()  # the engine's step rate, from every span's decode window
-        # the energy counter's edges after a time (s), known so far: decode is cut at them (the
-        # sidecar sets it to its timeline's; None: cut where the step rate changes only)
-        self.tick_edges: Callable[[float], np.ndarray] | None = None
         self._handled: SortedRecentIds[str] = SortedRecentIds(_MAX_HANDLED)  # ids seen: a repeat is refused
         # spans' work until flush(): per batch, request ids and their end, prompt, completion, prefill, decode
         self._work: list[
@@ -281,8 +278,9 @@ class VllmSpanHandler:
         return work, ids
 
     def flush(self, out: TapOutput) -> None:
-        """The work of the spans handled since the last flush, cut on a step clock fitted once to all
-        their windows (the receiver calls this after each drain; one fit per drain, not per span)."""
+        """The work of the spans handled since the last flush, its decode following a step clock fitted
+        once to all their windows (the receiver calls this after each drain; one fit per drain, not per
+        span); sealing cuts it at each tick by the clock (:mod:`sidecar.attribution.step_curve`)."""
         self.tasks.expire()
         chunks, self._work = self._work, []
         if not chunks:
@@ -296,9 +294,4 @@ class VllmSpanHandler:
         first_token_s = (end_s - np.maximum(decode_s, 0.0))[decoding]
         self.clock.observe_many(first_token_s, end_s[decoding], completion[decoding] - 1)
         self.clock.fit()
-        ticks_s = None
-        if self.tick_edges is not None and first_token_s.size:
-            ticks_s = self.tick_edges(float(first_token_s.min()))
-        out.events.append(
-            phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock, ticks_s)
-        )
+        out.events.append(phase_rows(ids, end_s, prompt, completion, prefill_s, decode_s, self.clock))

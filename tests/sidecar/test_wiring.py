@@ -10,7 +10,6 @@ import pytest
 from sidecar import container_memory
 from sidecar.attribution.events import WorkRows
 from sidecar.config import SidecarConfig
-from sidecar.meters.base import Reading
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
 from sidecar.taps.vllm import VllmTaps
@@ -113,18 +112,6 @@ def test_the_vllm_span_handler_waits_vllm_task_wait_s_for_a_task() -> None:
     sidecar = build_sidecar(_config(vllm_task_wait_s=5.0))
     (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]
     assert vllm.spans.tasks.wait_s == 5.0
-
-
-def test_the_vllm_span_handler_cuts_decode_at_the_sidecars_counter_edges() -> None:
-    sidecar = build_sidecar(_config())
-    (vllm,) = [t for t in sidecar.taps if isinstance(t, VllmTaps)]
-    assert vllm.spans.tick_edges is not None
-    devices = len(sidecar.timeline.devices)
-    for k, energy_j in enumerate((100.0, 100.0, 105.0, 105.0, 111.0)):  # edges where the counter moved
-        sidecar.timeline.add(Reading(1.0 + 0.02 * k, (energy_j,) * devices))
-    edges = sidecar.timeline.edges_after(0.0)[0].tolist()
-    assert len(edges) >= 2 and vllm.spans.tick_edges(0.0).tolist() == edges
-    assert vllm.spans.tick_edges(edges[0]).tolist() == edges[1:]
 
 
 def test_a_record_is_found_by_the_id_vllm_answered_with_too() -> None:

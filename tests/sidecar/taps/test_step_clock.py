@@ -85,72 +85,30 @@ def _fitted_clock(merge_tol: float) -> StepClock:
     return clock
 
 
-def test_cut_of_many_windows_is_segments_of_each_without_merging() -> None:
-    clock = _fitted_clock(merge_tol=-1.0)  # nothing merged: a piece per bin, cut and segments must agree
-    rng = np.random.default_rng(1)
-    t0 = rng.uniform(0.5, 8.0, 40)  # inside the fitted bins (outside: one mean rate, cut by segments
-    t1 = t0 + rng.uniform(0.0, 3.0, 40)  # at every bin edge that float rounding tells apart)
-    t1[3] = t0[3]  # an empty window: one piece
-    window, a, b, share = clock.cut(t0, t1)
-    for i in range(t0.size):
-        mine = np.flatnonzero(window == i)
-        expected = clock.segments(float(t0[i]), float(t1[i]))
-        assert len(mine) == len(expected)
-        got = list(zip(a[mine].tolist(), b[mine].tolist(), share[mine].tolist(), strict=True))
-        for (ga, gb, gs), (ea, eb, es) in zip(got, expected, strict=True):
-            assert (ga, gb, gs) == pytest.approx((ea, eb, es), abs=1e-9)
+def test_the_cumulative_steps_give_the_shares_segments_gives() -> None:
+    clock = _fitted_clock(merge_tol=-1.0)  # nothing merged: a piece per bin
+    steps = clock.steps_at_many
+    for t0, t1 in ((2.0, 8.0), (4.5, 5.5), (0.7, 3.3)):
+        total = float(np.diff(steps(np.array([t0, t1])))[0])
+        for a, b, share in clock.segments(t0, t1):
+            assert float(np.diff(steps(np.array([a, b])))[0]) / total == pytest.approx(share, abs=1e-9)
+    assert np.all(np.diff(steps(np.linspace(-5.0, 20.0, 500))) > 0)  # outside the fit: the mean rate
 
 
-def test_cut_merges_pieces_of_one_rate_and_keeps_the_windows_whole() -> None:
-    clock = _fitted_clock(merge_tol=0.05)
-    t0, t1 = np.array([2.0, 4.5, 7.0]), np.array([8.0, 5.5, 7.5])
-    window, a, b, share = clock.cut(t0, t1)
-    for i in range(3):
-        mine = np.flatnonzero(window == i)
-        assert a[mine][0] == t0[i] and b[mine][-1] == t1[i]
-        assert np.all(a[mine][1:] == b[mine][:-1]) and share[mine].sum() == pytest.approx(1.0)
-    first = np.flatnonzero(window == 0)
-    assert len(first) <= len(clock.segments(2.0, 8.0)) + 2  # merged as segments merges (from its own start)
-    assert len(first) < len(_fitted_clock(merge_tol=-1.0).cut(t0[:1], t1[:1])[0])
-    slow = sum(s for x, y, s in zip(a[first], b[first], share[first], strict=True) if x >= 3.9 and y <= 6.1)
-    assert slow == pytest.approx(100 / 500, abs=0.04)
+def test_the_slow_part_of_a_window_gets_its_share_of_the_steps() -> None:
+    steps = _fitted_clock(merge_tol=0.05).steps_at_many
+    s = steps(np.array([2.0, 4.0, 6.0, 8.0]))
+    assert (s[2] - s[1]) / (s[3] - s[0]) == pytest.approx(100 / 500, abs=0.04)  # 2 s at 50 of 6 s
 
 
-def test_with_known_ticks_windows_are_cut_at_them_and_by_the_rate_after_the_last() -> None:
-    clock = _fitted_clock(merge_tol=0.05)
-    ticks = np.arange(0.0, 6.05, 0.25)  # the counter's edges known so far: every 250 ms up to 6.0 s
-    t0, t1 = np.array([2.1, 4.6, 5.2]), np.array([3.0, 7.9, 5.9])
-    window, a, b, share = clock.cut(t0, t1, ticks)
-    for i in range(3):
-        mine = np.flatnonzero(window == i)
-        assert a[mine][0] == t0[i] and b[mine][-1] == t1[i] and share[mine].sum() == pytest.approx(1.0)
-        inner = b[mine][:-1]
-        known = ticks[(ticks > t0[i]) & (ticks < t1[i])]
-        assert set(known.tolist()) <= set(inner.tolist())  # cut at every known tick inside
-        assert all(x in set(ticks.tolist()) for x in inner if x < 6.0)  # and nowhere else before 6.0
-    after = np.flatnonzero((window == 1) & (a >= 6.0))
-    assert len(after) == len(clock.cut(np.array([6.0]), np.array([7.9]))[0])  # past it: as without ticks
-    steps = clock._steps  # each piece holds the fitted rate's steps between its ends
-    total = steps(t1[window]) - steps(t0[window])
-    assert share * total == pytest.approx(steps(b) - steps(a), abs=1e-9)
-
-
-def test_ticks_denser_than_the_bins_are_not_cut_at() -> None:
-    clock = _fitted_clock(merge_tol=0.05)
-    t0, t1 = np.array([2.0]), np.array([8.0])
-    dense = np.arange(0.0, 9.0, 0.02)  # a counter updating every 20 ms: more rows than the bins give
-    assert np.array_equal(clock.cut(t0, t1, dense)[1], clock.cut(t0, t1)[1])
-
-
-def test_a_window_longer_than_the_horizon_is_not_observed_and_is_cut_as_one_piece() -> None:
+def test_a_window_longer_than_the_horizon_is_not_observed() -> None:
     """A forged one-day decode: observed, every later fit would span 1.7 million bins of 50 ms."""
     clock = StepClock(bin_s=0.05, horizon_s=300.0)
     _observe_true_rate(clock, lambda t: np.full_like(t, 100.0), [(k * 0.5, k * 0.5 + 2.0) for k in range(40)])
     clock.observe(0.0, 86_400.0, 8_640_000.0)
     clock.observe_many(np.array([0.0]), np.array([86_400.0]), np.array([8_640_000.0]))
     assert len(clock._windows) == 40
-    window, _, _, share = clock.cut(np.array([1.0, -86_000.0]), np.array([3.0, 400.0]))
-    assert window.tolist().count(1) == 1 and share[window == 1].tolist() == [1.0]  # the long one: whole
+    clock.fit()
     assert clock._rate.size < 1000  # the fit spans the kept windows only
 
 

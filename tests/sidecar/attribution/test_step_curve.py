@@ -1,0 +1,129 @@
+"""Clocked work rows: cut at sealing by their step curve, their rest kept, late parts clipped by it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sidecar.attribution.engine import Attributor
+from sidecar.attribution.events import DECODE_I, RequestInfo, WorkRows
+from sidecar.attribution.rules import make_rule
+from sidecar.attribution.step_curve import CLOCKED, curve_clip, curve_code, first_ctx, fractions
+from tests.sidecar.attribution.helpers import timeline_with_edges
+
+# Ticks of 30 J each: [0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]; records final after the next.
+EDGES = [(0.0, 0.0), (0.1, 30.0), (0.2, 60.0), (0.3, 90.0), (0.4, 120.0), (0.5, 125.0)]  # then 5 J idle
+
+
+class Knots:
+    """Cumulative steps through the given (t_s, steps) points (a step curve made by hand)."""
+
+    def __init__(self, *points: tuple[float, float]) -> None:
+        self.t_s, self.steps = (np.array(c, dtype=float) for c in zip(*points, strict=True))
+
+    def steps_at_many(self, t_s: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.interp(t_s, self.t_s, self.steps)
+        return out
+
+
+LATE = Knots((0.0, 0.0), (0.2, 0.0), (0.4, 20.0))  # every step in the second half
+
+
+def decode(request_id: str, tokens: float, curve: Knots | None) -> WorkRows:
+    """One decode row over [0, 0.4] (prompt 0): clocked by ``curve`` where one is given."""
+    one = np.ones(1)
+    clocked = None if curve is None else np.array([True])
+    ctx = tokens * (tokens + 1) / 2
+    return WorkRows(
+        (request_id,), np.zeros(1, int), one * DECODE_I, one * 0.0, one * 0.4, one * tokens, one * tokens,
+        one * ctx, clocked, curve,
+    )  # fmt: skip
+
+
+def att_info(request_id: str) -> RequestInfo:
+    return RequestInfo(request_id, model="m", start_s=0.0, end_s=0.4, output_tokens=21)
+
+
+def attributor() -> Attributor:
+    return Attributor(timeline_with_edges(EDGES), make_rule("tokens"), model="m", unix_offset=lambda: 0.0)
+
+
+def test_the_context_of_a_decodes_first_tokens_grows_a_token_a_step() -> None:
+    p, n = 5.0, 10.0  # tokens 1..10 read 6..15 keys: 105 in all, 6+7+8+9 = 30 for the first four
+    whole = n * p + n * (n + 1) / 2
+    assert first_ctx(np.array([n]), np.array([whole]), np.array([4.0])).tolist() == [30.0]
+    assert first_ctx(np.array([6.0]), np.array([whole - 30.0]), np.array([6.0])).tolist() == [
+        75.0
+    ]  # the rest
+    assert first_ctx(np.array([0.0, 1e-320]), np.array([3.0, 1e300]), np.array([0.0, 1.0])).tolist() == [
+        0.0,
+        1e300,
+    ]
+
+
+def test_fractions_follow_the_curve_where_clocked_and_time_elsewhere() -> None:
+    curves = [LATE]
+    code = np.array([CLOCKED, 0.0, CLOCKED])
+    e0, e1 = np.array([0.0, 0.0, 0.0]), np.array([0.4, 0.4, 0.1])
+    a, b = np.array([0.2, 0.2, 0.0]), np.array([0.3, 0.3, 0.05])
+    linear = (b - a) / (e1 - e0)
+    got = fractions(curves, code, e0, e1, a, b, linear)
+    assert got.tolist() == pytest.approx([0.5, 0.25, 0.5])  # the last: no steps on the curve, by time
+    assert curve_code([], LATE) == CLOCKED
+    known: list[Knots] = [LATE]
+    assert curve_code(known, Knots((0.0, 0.0), (1.0, 1.0))) == CLOCKED - 1 and len(known) == 2
+
+
+def test_a_clipped_clocked_row_loses_the_steps_before_the_cut() -> None:
+    cols = (*(np.array([x, x]) for x in (0.0, 0.4, 20.0, 20.0, 210.0)), np.array([CLOCKED, 0.0]))
+    curve_clip([Knots((0.0, 0.0), (0.2, 15.0), (0.4, 20.0))], cols, np.array([0, 1]), 0.2)
+    t0, _, units, steps, ctx, _ = cols
+    assert t0.tolist() == [0.2, 0.2]
+    assert units.tolist() == pytest.approx([5.0, 10.0]) and steps.tolist() == pytest.approx([5.0, 10.0])
+    assert ctx.tolist() == pytest.approx([16 + 17 + 18 + 19 + 20, 105.0])  # the last five tokens; half
+
+
+def test_sealing_splits_a_clocked_decode_by_its_curve() -> None:
+    """Tokens rule: a's 20 tokens all in the last two ticks, b's 20 evenly: b takes the first two
+    ticks whole and a third of the others (5 tokens of 15)."""
+    att = attributor()
+    att.add_work(decode("a", 20.0, LATE))
+    att.add_work(decode("b", 20.0, None))
+    for rid in "ab":
+        att.add_request(att_info(rid))
+    got = {r.request_id: r.energy_j for r in att.advance(math.inf)}
+    assert got == pytest.approx({"a": 40.0, "b": 80.0})
+    even = attributor()  # the same rows unclocked: equal shares
+    even.add_work(decode("a", 20.0, None))
+    even.add_work(decode("b", 20.0, None))
+    for rid in "ab":
+        even.add_request(att_info(rid))
+    assert {r.request_id: r.energy_j for r in even.advance(math.inf)} == pytest.approx({"a": 60.0, "b": 60.0})
+
+
+def test_a_refit_between_seals_shares_the_rest_by_the_new_curve() -> None:
+    curve = Knots((0.0, 0.0), (0.4, 40.0))  # even at first
+    att = attributor()
+    att.add_work(decode("a", 20.0, curve))
+    att.add_work(decode("b", 20.0, None))
+    att.advance(0.2)  # a: 5 tokens a tick so far, as b
+    curve.t_s, curve.steps = np.array([0.0, 0.2, 0.3, 0.4]), np.array([0.0, 10.0, 10.0, 40.0])  # refit
+    for rid in "ab":
+        att.add_request(att_info(rid))
+    got = {r.request_id: r.energy_j for r in att.advance(math.inf)}
+    # a's last 10 tokens all in the last tick: 0 of the third tick, 10 of 15 of the last
+    assert got == pytest.approx({"a": 15.0 + 15.0 + 0.0 + 20.0, "b": 15.0 + 15.0 + 30.0 + 10.0})
+
+
+def test_a_late_clocked_decode_is_clipped_by_its_curve() -> None:
+    att = attributor()
+    att.add_work(decode("b", 20.0, None))
+    att.advance(0.2)  # b alone in the first two ticks
+    att.add_work(decode("a", 20.0, Knots((0.0, 0.0), (0.2, 15.0), (0.4, 20.0))))  # 5 tokens left after 0.2
+    for rid in "ab":
+        att.add_request(att_info(rid))
+    got = {r.request_id: r.energy_j for r in att.advance(math.inf)}
+    assert att.dropped["late_clipped"] == 1
+    assert got == pytest.approx({"a": 20.0, "b": 100.0})  # a: 2.5 of 7.5 tokens in each last tick
