@@ -328,8 +328,8 @@ def main() -> None:
         "--max-pending-rows",
         type=int,
         default=0,
-        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings a dozen work rows "
-        "(its decode cut at the counter's edges; the run prints how many), held for settle_s, so a fast "
+        help="the sidecar's max_pending_rows (0: its default, 500,000); a span brings two work rows "
+        "(a prefill and a decode; the run prints how many), held for settle_s, so a fast "
         "enough flood reaches the cap and work is refused (pending_cap below), which also spares the "
         "sidecar the sealing of that work",
     )

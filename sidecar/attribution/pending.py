@@ -2,8 +2,8 @@
 
 Work arrives roughly in time order (a tap's events of the last tick interval) and is sealed
 ``settle_s`` later, so the pending work is a queue of seconds of rows (at batch 256 and 80
-steps/s, two seconds are 41,000 rows; a flood of vLLM spans, a dozen rows a span, over a hundred
-thousand). Sealing needs only the rows that start before the last edge it seals and have not
+steps/s, two seconds are 41,000 rows; a flood of vLLM spans, two rows a span, tens of
+thousands). Sealing needs only the rows that start before the last edge it seals and have not
 ended by the sealed time. So each merge of new work is one block, sorted by start once; sealing
 up to a time takes each block's rows that start before it as a slice (no copy of the rest),
 into the rows in hand; consumed rows leave only the rows in hand. A row is thus looked at a few

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["CLOCKED", "StepCurve", "curve_clip", "curve_code", "first_ctx", "fractions"]
+__all__ = ["CLOCKED", "StepCurve", "curve_clip", "curve_code", "first_ctx", "fractions", "tick_fractions"]
 
 CLOCKED = -1.0  # the ``timed`` code of curve 0; curve k: -1 - k
 
@@ -70,6 +70,44 @@ def fractions(
         total = s[1] - s[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.clip((s[3] - s[2]) / total, 0.0, 1.0)
+        good = np.isfinite(share) & (total > 0)
+        frac[at[good]] = share[good]
+    return frac
+
+
+def tick_fractions(
+    curves: Sequence[StepCurve],
+    code: np.ndarray,
+    e0: np.ndarray,
+    e1: np.ndarray,
+    tick: tuple[float, float],
+    linear: np.ndarray,
+) -> np.ndarray:
+    """:func:`fractions` of rows ``[e0, e1]`` in a tick ``[t0_s, t1_s]`` they overlap, evaluating each
+    curve as little as a tick needs: a clocked row inside the tick is all there (its rest starts at
+    the tick's start, or in it, and ends in it); one that goes on needs its curve at its end, and at
+    its start only where that is not the tick's."""
+    t0_s, t1_s = tick
+    frac = linear.copy()
+    for k, curve in enumerate(curves):
+        at = np.flatnonzero(code == CLOCKED - k)
+        if not at.size:
+            continue
+        inside = (e0[at] >= t0_s) & (e1[at] <= t1_s)
+        frac[at[inside]] = 1.0
+        at = at[~inside]
+        if not at.size:
+            continue
+        r0, r1 = e0[at], e1[at]
+        s_t0, s_t1 = curve.steps_at_many(np.array([t0_s, t1_s])).tolist()
+        s_e0 = np.full(at.size, s_t0)
+        moved = np.flatnonzero(r0 != t0_s)  # a rest starts where the last tick ended: this one's start
+        s_e0[moved] = curve.steps_at_many(r0[moved])
+        s_e1 = curve.steps_at_many(r1)
+        s_a, s_b = np.where(r0 > t0_s, s_e0, s_t0), np.where(r1 < t1_s, s_e1, s_t1)
+        total = s_e1 - s_e0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.clip((s_b - s_a) / total, 0.0, 1.0)
         good = np.isfinite(share) & (total > 0)
         frac[at[good]] = share[good]
     return frac

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sidecar.attribution.step_curve import StepCurve, first_ctx, fractions
+from sidecar.attribution.step_curve import StepCurve, first_ctx, tick_fractions
 
 __all__ = ["EventArrays", "TickWork", "cut_tick", "keep_rest"]
 
@@ -106,7 +106,7 @@ def cut_tick(
     rate = np.where(is_instant, 0.0, steps / np.where(is_instant, 1.0, dur))
     clocked = timed < 0
     if clocked.any():
-        frac, ctx, rate = _by_curves(curves, ev, rows, clocked, (a, b), (frac, ctx, rate))
+        frac, ctx, rate = _by_curves(curves, ev, rows, clocked, (a, b), (frac, ctx, rate), (t0_s, t1_s))
         timed = np.maximum(timed, 0.0)
     units = ev.units[rows] * frac
     time_share, busy_s = _equal_time_shares(a, b)
@@ -152,12 +152,13 @@ def _by_curves(
     clocked: np.ndarray,
     ab: tuple[np.ndarray, np.ndarray],
     linear: tuple[np.ndarray, np.ndarray, np.ndarray],
+    tick: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The share, context and step rate in the tick of each row, clocked rows' by their curve: the
     share of the curve's steps, a decode's context, the steps taken over the overlap."""
     a, b = ab
     frac, ctx, rate = linear
-    frac = fractions(curves, ev.timed[rows], ev.t0[rows], ev.t1[rows], a, b, frac)
+    frac = tick_fractions(curves, ev.timed[rows], ev.t0[rows], ev.t1[rows], tick, frac)
     units = ev.units[rows]
     ctx = np.where(clocked, first_ctx(units, ev.ctx[rows], units * frac), ctx)
     over_s = b - a

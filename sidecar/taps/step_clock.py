@@ -112,12 +112,18 @@ class StepClock:
     def steps_at_many(self, t_s: np.ndarray) -> np.ndarray:
         """Steps from the fit's start to each time, as fitted now (the mean rate outside the fitted
         bins): the curve sealing cuts a span's decode by (:mod:`sidecar.attribution.step_curve`)."""
-        x = t_s / self.bin_s - self._start
-        n = self._cum_arr.size - 1
-        inside = np.interp(x, np.arange(n + 1), self._cum_arr)
-        below = x * self.bin_s * self._mean
-        above = self._cum[n] + (x - n) * self.bin_s * self._mean
-        return np.where(x <= 0, below, np.where(x >= n, above, inside))
+        cum = self._cum_arr
+        n = cum.size - 1
+        x = t_s / self.bin_s - self._start  # in bins from the fit's start
+        inside = np.clip(x, 0.0, n)
+        out: np.ndarray = (x - inside) * (self.bin_s * self._mean)  # outside the bins: the mean rate
+        if n:  # the bin a time is in, by index (a grid of equal bins): ~15x np.interp's time for 20,000
+            with np.errstate(invalid="ignore"):  # NaN: any index, clipped, NaN out
+                k = np.minimum(inside, n - 1).astype(np.intp)
+            np.clip(k, 0, n - 1, out=k)
+            lo = cum[k]
+            out += lo + (inside - k) * (cum[k + 1] - lo)
+        return out
 
     def fit(self) -> None:
         """Refit now if windows arrived since the last fit (a span handler: once per batch of spans)."""

@@ -1,5 +1,5 @@
 """benchmarks/inflight_bytes.py takes its spans through the real decode, handler and attributor: every
-span a request in flight with a prefill and a decode row (cut when sealed), and the sites that hold it found."""
+span a request in flight with a prefill and a decode row (cut when sealed), the sites holding it found."""
 
 from __future__ import annotations
 

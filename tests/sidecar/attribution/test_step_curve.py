@@ -10,7 +10,14 @@ import pytest
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import DECODE_I, RequestInfo, WorkRows
 from sidecar.attribution.rules import make_rule
-from sidecar.attribution.step_curve import CLOCKED, curve_clip, curve_code, first_ctx, fractions
+from sidecar.attribution.step_curve import (
+    CLOCKED,
+    curve_clip,
+    curve_code,
+    first_ctx,
+    fractions,
+    tick_fractions,
+)
 from tests.sidecar.attribution.helpers import timeline_with_edges
 
 # Ticks of 30 J each: [0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]; records final after the next.
@@ -74,6 +81,23 @@ def test_fractions_follow_the_curve_where_clocked_and_time_elsewhere() -> None:
     assert curve_code([], LATE) == CLOCKED
     known: list[Knots] = [LATE]
     assert curve_code(known, Knots((0.0, 0.0), (1.0, 1.0))) == CLOCKED - 1 and len(known) == 2
+
+
+def test_a_ticks_fractions_are_the_fractions_of_its_overlaps() -> None:
+    """The tick's shortcut (rows inside it whole; the curve at a row's start only off the tick's
+    start) against the plain fractions of each row's overlap, on rows in every position."""
+    rng = np.random.default_rng(7)
+    curves = [LATE, Knots((-1.0, 0.0), (0.1, 3.0), (0.15, 3.0), (2.0, 50.0))]
+    t0_s, t1_s = 0.1, 0.2
+    e0 = np.concatenate([rng.uniform(-0.2, 0.3, 300), np.full(100, t0_s)])
+    e1 = e0 + rng.uniform(0.0, 0.4, 400)
+    keep = (e0 < t1_s) & (e1 > t0_s)
+    e0, e1 = e0[keep], e1[keep]
+    code = rng.choice([CLOCKED, CLOCKED - 1, 0.0], e0.size)
+    a, b = np.maximum(e0, t0_s), np.minimum(e1, t1_s)
+    linear = (b - a) / (e1 - e0)
+    want = fractions(curves, code, e0, e1, a, b, linear)
+    assert tick_fractions(curves, code, e0, e1, (t0_s, t1_s), linear) == pytest.approx(want, abs=1e-12)
 
 
 def test_a_clipped_clocked_row_loses_the_steps_before_the_cut() -> None:
