@@ -103,14 +103,18 @@ def cut_tick(
     is_instant = dur <= 0
     frac = np.where(is_instant, 1.0, (b - a) / np.where(is_instant, 1.0, dur))
     steps, ctx, timed = ev.steps[rows], ev.ctx[rows] * frac, ev.timed[rows]
-    rate = np.where(is_instant, 0.0, steps / np.where(is_instant, 1.0, dur))
+    over_s = dur  # the time the row's steps in the tick were taken over: pro rata, the whole row's
     clocked = timed < 0
     if clocked.any():
-        frac, ctx, rate = _by_curves(curves, ev, rows, clocked, (a, b), (frac, ctx, rate), (t0_s, t1_s))
+        frac, ctx = _by_curves(curves, ev, rows, clocked, (t0_s, t1_s), (frac, ctx))
+        steps = np.where(clocked, steps * frac, steps)  # a clocked row's steps in the tick
+        over_s = np.where(clocked, b - a, dur)
         timed = np.maximum(timed, 0.0)
     units = ev.units[rows] * frac
     time_share, busy_s = _equal_time_shares(a, b)
-    step_share = np.where(is_instant, steps, time_share * rate)
+    # the steps x the row's time share over the time they took (<= 1: no overflow on a row of 1e-300 s)
+    time_part = np.where(over_s > 0, time_share / np.where(over_s > 0, over_s, 1.0), 0.0)
+    step_share = np.where(is_instant, steps, steps * time_part)
     return TickWork(
         t0_s,
         t1_s,
@@ -150,21 +154,15 @@ def _by_curves(
     ev: EventArrays,
     rows: np.ndarray,
     clocked: np.ndarray,
-    ab: tuple[np.ndarray, np.ndarray],
-    linear: tuple[np.ndarray, np.ndarray, np.ndarray],
     tick: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The share, context and step rate in the tick of each row, clocked rows' by their curve: the
-    share of the curve's steps, a decode's context, the steps taken over the overlap."""
-    a, b = ab
-    frac, ctx, rate = linear
+    linear: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The share and context in the tick of each row, clocked rows' by their curve: the share of the
+    curve's steps, a decode's context."""
+    frac, ctx = linear
     frac = tick_fractions(curves, ev.timed[rows], ev.t0[rows], ev.t1[rows], tick, frac)
     units = ev.units[rows]
-    ctx = np.where(clocked, first_ctx(units, ev.ctx[rows], units * frac), ctx)
-    over_s = b - a
-    steps_rate = ev.steps[rows] * frac / np.where(over_s > 0, over_s, 1.0)
-    rate = np.where(clocked, np.where(over_s > 0, steps_rate, 0.0), rate)
-    return frac, ctx, rate
+    return frac, np.where(clocked, first_ctx(units, ev.ctx[rows], units * frac), ctx)
 
 
 def _idle(t0_s: float, t1_s: float, energy_j: float) -> TickWork:

@@ -1,4 +1,5 @@
-"""Clocked work rows: cut at sealing by their step curve, their rest kept, late parts clipped by it."""
+"""Clocked work rows: cut at sealing by their step curve, their rest kept, late parts clipped by it;
+conservation with them, whatever the curve and its refits."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.attribution.engine import Attributor
 from sidecar.attribution.events import DECODE_I, RequestInfo, WorkRows
-from sidecar.attribution.rules import make_rule
+from sidecar.attribution.records import RequestEnergy
+from sidecar.attribution.rules import RULES, make_rule
 from sidecar.attribution.step_curve import (
     CLOCKED,
     curve_clip,
@@ -18,7 +22,10 @@ from sidecar.attribution.step_curve import (
     fractions,
     tick_fractions,
 )
+from sidecar.attribution.tick import EventArrays, cut_tick, keep_rest
+from sidecar.timeline import Timeline
 from tests.sidecar.attribution.helpers import timeline_with_edges
+from tests.sidecar.attribution.test_properties import counter_trace
 
 # Ticks of 30 J each: [0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]; records final after the next.
 EDGES = [(0.0, 0.0), (0.1, 30.0), (0.2, 60.0), (0.3, 90.0), (0.4, 120.0), (0.5, 125.0)]  # then 5 J idle
@@ -151,3 +158,78 @@ def test_a_late_clocked_decode_is_clipped_by_its_curve() -> None:
     got = {r.request_id: r.energy_j for r in att.advance(math.inf)}
     assert att.dropped["late_clipped"] == 1
     assert got == pytest.approx({"a": 20.0, "b": 100.0})  # a: 2.5 of 7.5 tokens in each last tick
+
+
+@st.composite
+def curve_knots(draw: st.DrawFn) -> Knots:
+    """A made curve over [-0.5, 3]: non-decreasing, flat stretches and jumps allowed."""
+    n = draw(st.integers(2, 8))
+    t_s = sorted(draw(st.lists(st.floats(-0.5, 3.0), min_size=n, max_size=n, unique=True)))
+    steps = np.cumsum(draw(st.lists(st.sampled_from([0.0, 0.5, 3.0, 100.0]), min_size=n, max_size=n)))
+    return Knots(*zip(t_s, steps.tolist(), strict=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.floats(0.0, 2.0), st.floats(0.0, 1.0), st.floats(0.0, 500.0)), max_size=20),
+    edges=st.lists(st.floats(0.0, 3.1), min_size=2, max_size=30, unique=True),
+    curves=st.lists(curve_knots(), min_size=1, max_size=4),
+)
+def test_whatever_the_curve_and_its_refits_each_clocked_row_gives_out_its_work_exactly_once(
+    rows: list[tuple[float, float, float]], edges: list[float], curves: list[Knots]
+) -> None:
+    """Ticks over every row, the curve replaced (refitted) between ticks: each row's units and
+    context are given out in full, none negative, whatever the curve does."""
+    t0 = np.array([r[0] for r in rows])
+    t1 = t0 + np.array([r[1] for r in rows])
+    units = np.array([r[2] for r in rows])
+    ctx = units * 7.0 + units * (units + 1) / 2  # a prompt of 7
+    cols = (t0, t1, units.copy(), units.copy(), ctx.copy(), np.full(t0.size, CLOCKED))
+    ev = EventArrays(np.arange(t0.size), np.ones(t0.size, int), *cols)
+    ticks = sorted({0.0, *edges, 3.2})
+    curve = Knots((0.0, 0.0), (1.0, 1.0))
+    given_units, given_ctx = np.zeros(t0.size), np.zeros(t0.size)
+    for k in range(len(ticks) - 1):
+        curve.t_s, curve.steps = curves[k % len(curves)].t_s, curves[k % len(curves)].steps  # refitted
+        tick = cut_tick(ev, ticks[k], ticks[k + 1], 1.0, [curve])
+        keep_rest(ev, tick)
+        assert np.all(tick.units >= 0.0) and np.all(tick.ctx >= 0.0) and np.all(tick.step_share >= 0.0)
+        np.add.at(given_units, tick.req, tick.units)
+        np.add.at(given_ctx, tick.req, tick.ctx)
+    assert given_units == pytest.approx(units, rel=1e-9, abs=1e-9)
+    assert given_ctx == pytest.approx(ctx, rel=1e-9, abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), rule=st.sampled_from(RULES))
+def test_clocked_work_keeps_conservation_and_non_negativity_for_any_counter(
+    data: st.DataObject, rule: str
+) -> None:
+    """The conservation property of test_properties.py with clocked decode rows, their curve
+    refitted between advances."""
+    readings, device = data.draw(counter_trace())
+    horizon_s = readings[-1].t_s
+    curves = data.draw(st.lists(curve_knots(), min_size=1, max_size=3))
+    curve = Knots((0.0, 0.0), (1.0, 1.0))
+    att = Attributor(Timeline([device]), make_rule(rule, fit_warmup_ticks=5), unix_offset=lambda: 0.0)
+    n = data.draw(st.integers(1, 12))
+    t0 = np.array(data.draw(st.lists(st.floats(0.0, horizon_s), min_size=n, max_size=n)))
+    t1 = t0 + np.array(data.draw(st.lists(st.sampled_from([0.0, 0.05, 0.3, 2.0]), min_size=n, max_size=n)))
+    units = np.array(data.draw(st.lists(st.floats(0.0, 4096.0), min_size=n, max_size=n)))
+    ids = tuple(f"r{k}" for k in range(n))
+    clocked = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    phase = np.full(n, DECODE_I)
+    att.add_work(WorkRows(ids, np.arange(n), phase, t0, t1, units, units, units * 3.0, clocked, curve))
+    finals: list[RequestEnergy] = []
+    for i, reading in enumerate(readings):
+        att.timeline.add(reading)
+        if i % 7 == 0:
+            knots = curves[i % len(curves)]
+            curve.t_s, curve.steps = knots.t_s, knots.steps  # refitted
+            finals += att.advance(reading.t_s - 0.05)
+    for rid in ids:
+        att.add_request(RequestInfo(rid, end_s=horizon_s))
+    finals += att.advance(math.inf)
+    assert att.totals.conservation_error_j <= 1e-9 * max(1.0, att.totals.measured_j)
+    assert all(r.energy_j >= 0.0 for r in finals)
+    assert all(v >= 0.0 for r in finals for v in r.phase_j.values())
