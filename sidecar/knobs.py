@@ -212,7 +212,8 @@ KNOBS: tuple[Knob, ...] = (
         _non_negative(int),
         400_000,
         "work rows waiting to be split over which OTLP exports are refused, retryable (below "
-        "max_pending_rows, where work is dropped for good); 0: no limit",
+        "max_pending_rows, where work is dropped for good; also while requests in flight exceed 90 % "
+        "of max_requests); 0: no limit",
     ),
     Knob("otlp_retry_delay_s", _seconds, 1.0, "retry delay a refused OTLP exporter is told (s)"),
     Knob("plugin_host", str, "127.0.0.1", "address the vLLM plugin's UDP receiver binds"),

@@ -113,7 +113,7 @@ def _otlp_receiver(
     gRPC and the OTLP protos cost ~9 MB RSS."""
     from sidecar.taps.diffusion import DiffusionSpanHandler
     from sidecar.taps.otlp import OtlpReceiver
-    from sidecar.taps.otlp_limit import ExportLimiter
+    from sidecar.taps.otlp_limit import REQUESTS_SHARE, ExportLimiter
 
     return OtlpReceiver(
         [
@@ -135,6 +135,8 @@ def _otlp_receiver(
             memory_limit=lambda: _otlp_memory_limit_mb(config, container_memory.container_limit_mb()),
             backlog_limit_rows=config.otlp_backlog_limit_rows,
             backlog_rows=lambda: attributor().backlog_rows(),
+            requests_limit=int(REQUESTS_SHARE * config.max_requests) if config.otlp_backlog_limit_rows else 0,
+            requests=lambda: len(attributor().requests),
             retry_delay_s=config.otlp_retry_delay_s,
         ),
     )

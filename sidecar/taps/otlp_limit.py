@@ -19,7 +19,10 @@ decoding CPU nor the memory of its spans):
   warm-up) over ``otlp_backlog_limit_rows``. Spans arrive faster than ticks are sealed and
   their work and requests pile up; the vLLM plugin's and hook's iterations (the measured work)
   are never refused, and refusing the spans first keeps them under ``max_pending_rows``, where
-  work would be dropped for good. 0 turns the check off.
+  work would be dropped for good. With it, the requests in flight over :data:`REQUESTS_SHARE` of
+  ``max_requests``, where the oldest would be ended early (``evicted``): a span brings one
+  request and two work rows (a prefill and a decode, cut when sealed), so a flood fills the
+  request table long before the rows' limit. 0 turns both checks off.
 
 A refused export gets gRPC ``UNAVAILABLE``, which OTLP names the backpressure signal (the spec's
 "OTLP/gRPC Throttling"): the exporter keeps the data and retries it, after the delay in the
@@ -42,7 +45,15 @@ from dataclasses import dataclass
 
 from sidecar import malloc_tune
 
-__all__ = ["CHECK_INTERVAL_S", "LIMIT_REFRESH_S", "ExportLimiter", "Refusal", "rss_mb", "status_details"]
+__all__ = [
+    "CHECK_INTERVAL_S",
+    "LIMIT_REFRESH_S",
+    "REQUESTS_SHARE",
+    "ExportLimiter",
+    "Refusal",
+    "rss_mb",
+    "status_details",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,7 @@ CHECK_INTERVAL_S = 0.05  # the RSS is read at most this often (an export is ~1 m
 # the memory limit is read again at most this often, where it can change (a container's limit
 # resized in place, as Kubernetes does without a restart)
 LIMIT_REFRESH_S = 5.0
+REQUESTS_SHARE = 0.9  # of max_requests: over it, spans are refused (retryable) before requests are evicted
 _TRIM_INTERVAL_S = 1.0  # malloc_trim at most this often while over the memory limit
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024) if hasattr(os, "sysconf") else 4096 / (1024 * 1024)
 
@@ -80,6 +92,8 @@ class ExportLimiter:
         memory_limit_mb: float = 0.0,
         backlog_limit_rows: int = 0,
         backlog_rows: Callable[[], int] = lambda: 0,
+        requests_limit: int = 0,
+        requests: Callable[[], int] = lambda: 0,
         retry_delay_s: float = 1.0,
         rss: Callable[[], float] = rss_mb,
         trim: Callable[[], bool] = malloc_tune.trim,
@@ -87,11 +101,14 @@ class ExportLimiter:
         memory_limit: Callable[[], float] | None = None,
     ) -> None:
         """``memory_limit``: where the limit can change, what it is now (MB; 0: none), asked at most
-        every :data:`LIMIT_REFRESH_S`; ``memory_limit_mb`` is the limit until then."""
+        every :data:`LIMIT_REFRESH_S`; ``memory_limit_mb`` is the limit until then. ``requests``: the
+        requests in flight, refused over ``requests_limit`` (0: no limit) as a backlog too."""
         self.memory_limit_mb = memory_limit_mb
         self.backlog_limit_rows = backlog_limit_rows
         self.retry_delay_s = retry_delay_s
         self._backlog_rows = backlog_rows
+        self.requests_limit = requests_limit
+        self._requests = requests
         self._rss, self._trim, self._clock = rss, trim, clock
         self._lock = threading.Lock()
         self._rss_mb = 0.0
@@ -142,6 +159,14 @@ class ExportLimiter:
                     "backlog",
                     f"jouletrace is behind: {rows} work rows wait to be sealed (limit "
                     f"{self.backlog_limit_rows}: otlp_backlog_limit_rows); retry later",
+                )
+        if self.requests_limit > 0:
+            n = self._requests()
+            if n > self.requests_limit:
+                return Refusal(
+                    "backlog",
+                    f"jouletrace is behind: {n} requests in flight (limit {self.requests_limit}: "
+                    f"{REQUESTS_SHARE:.0%} of max_requests); retry later",
                 )
         return None
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sidecar import container_memory
-from sidecar.attribution.events import WorkRows
+from sidecar.attribution.events import RequestInfo, WorkRows
 from sidecar.config import SidecarConfig
 from sidecar.taps.diffusion import DiffusionSpanHandler
 from sidecar.taps.otlp import OtlpReceiver
@@ -53,6 +53,24 @@ def test_the_otlp_receiver_gets_the_backpressure_knobs_and_reads_the_attribution
     assert sidecar.attributor.backlog_rows() == n
     refusal = limiter.refusal()
     assert refusal is not None and refusal.reason == "backlog"
+
+
+def test_spans_are_refused_before_the_request_cap_would_end_requests_early() -> None:
+    """A span is one request and two work rows: the rows' limit alone let a flood reach
+    max_requests, where the oldest requests are evicted, before any export was refused."""
+    config = _config(
+        otlp_port=14317, otlp_memory_limit_percent=0.0, otlp_memory_limit_mb=1e6, max_requests=10
+    )
+    sidecar = build_sidecar(config)
+    (receiver,) = [t for t in sidecar.taps if isinstance(t, OtlpReceiver)]
+    assert receiver.limiter.requests_limit == 9
+    for k in range(10):
+        sidecar.attributor.add_request(RequestInfo(f"r{k}", start_s=1.0))
+    refusal = receiver.limiter.refusal()
+    assert refusal is not None and refusal.reason == "backlog" and "10 requests in flight" in refusal.message
+    off = build_sidecar(_config(otlp_port=14317, otlp_backlog_limit_rows=0))
+    (receiver,) = [t for t in off.taps if isinstance(t, OtlpReceiver)]
+    assert receiver.limiter.requests_limit == 0  # the backlog check off: both
 
 
 def test_the_diffusion_handler_asks_attribution_which_ids_are_final() -> None:

@@ -106,9 +106,23 @@ def test_over_the_backlog_limit_an_export_is_refused_for_backlog() -> None:
     assert "1001 work rows" in refusal.message and "otlp_backlog_limit_rows" in refusal.message
 
 
+def test_over_the_requests_limit_an_export_is_refused_for_backlog_before_requests_are_evicted() -> None:
+    in_flight = [90]
+    limiter = ExportLimiter(requests_limit=90, requests=lambda: in_flight[0], rss=lambda: 1e9)
+    assert limiter.refusal() is None
+    in_flight[0] = 91
+    refusal = limiter.refusal()
+    assert refusal is not None and refusal.reason == "backlog"
+    assert "91 requests in flight" in refusal.message and "max_requests" in refusal.message
+
+
 def test_zero_limits_turn_the_checks_off() -> None:
     limiter = ExportLimiter(
-        memory_limit_mb=0.0, backlog_limit_rows=0, backlog_rows=lambda: 10**9, rss=lambda: 1e9
+        memory_limit_mb=0.0,
+        backlog_limit_rows=0,
+        backlog_rows=lambda: 10**9,
+        requests=lambda: 10**9,
+        rss=lambda: 1e9,
     )
     assert limiter.refusal() is None
 
