@@ -63,8 +63,7 @@ class StepClock:
         self._unfitted = 0  # windows observed since the last fit
         self._start = 0  # first bin of the fit
         self._rate = np.zeros(0)  # steps/s per bin from _start on
-        self._cum: list[float] = [0.0]  # steps from the fit's start to each bin edge
-        self._cum_arr = np.zeros(1)  # the same as an array
+        self._cum = np.zeros(1)  # steps from the fit's start to each bin edge
         self._mean = 0.0  # steps/s outside the fitted bins
 
     def observe(self, t0_s: float, t1_s: float, count: float) -> None:
@@ -82,8 +81,7 @@ class StepClock:
         if self._unfitted >= max(1, (len(self._windows) - self._unfitted) // 4):
             self._fit()
         edges = self._edges(t0_s, t1_s)
-        steps_at = self._steps_at
-        cum = [steps_at(t) for t in edges]
+        cum = self.steps_at_many(np.asarray(edges)).tolist()
         total = cum[-1] - cum[0]
         if not total > 0:
             return [(t0_s, t1_s, 1.0)]
@@ -112,7 +110,7 @@ class StepClock:
     def steps_at_many(self, t_s: np.ndarray) -> np.ndarray:
         """Steps from the fit's start to each time, as fitted now (the mean rate outside the fitted
         bins): the curve sealing cuts a span's decode by (:mod:`sidecar.attribution.step_curve`)."""
-        cum = self._cum_arr
+        cum = self._cum
         n = cum.size - 1
         x = t_s / self.bin_s - self._start  # in bins from the fit's start
         inside = np.clip(x, 0.0, n)
@@ -139,17 +137,6 @@ class StepClock:
         step = (t1_s - t0_s) / self.max_pieces
         return [t0_s + k * step for k in range(self.max_pieces)] + [t1_s]
 
-    def _steps_at(self, t_s: float) -> float:
-        """Steps from the fit's start to ``t_s`` (the mean rate outside the fitted bins)."""
-        x = t_s / self.bin_s - self._start
-        n = len(self._cum) - 1
-        if x <= 0:
-            return x * self.bin_s * self._mean
-        if x >= n:
-            return self._cum[n] + (x - n) * self.bin_s * self._mean
-        k = int(x)
-        return self._cum[k] + (x - k) * (self._cum[k + 1] - self._cum[k])
-
     def _fit(self) -> None:
         """Refit the rate over every window kept (warm-started from the last fit)."""
         w = self._windows.array()
@@ -171,8 +158,7 @@ class StepClock:
             self.warm_iterations if warm else self.iterations,
         )
         self._start, self._rate, self._mean = start, rate, mean
-        self._cum_arr = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)])
-        self._cum = self._cum_arr.tolist()
+        self._cum = np.concatenate([[0.0], np.cumsum(rate * self.bin_s)])
         self._unfitted = 0
 
 
