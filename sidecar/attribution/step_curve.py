@@ -23,7 +23,7 @@ the row's own units and context, without ``p`` or ``d``). Units: s, steps, token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -62,16 +62,9 @@ def fractions(
     """Each row's share of its steps in ``[a, b]`` within ``[e0, e1]``: by its curve where ``code`` names
     one (< 0), else (and where the curve has no steps over the row, or no finite ones) ``linear``."""
     frac = linear.copy()
-    for k, curve in enumerate(curves):
-        at = np.flatnonzero(code == CLOCKED - k)
-        if not at.size:
-            continue
+    for curve, at in _rows_by_curve(curves, code):
         s = curve.steps_at_many(np.concatenate([e0[at], e1[at], a[at], b[at]])).reshape(4, at.size)
-        total = s[1] - s[0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.clip((s[3] - s[2]) / total, 0.0, 1.0)
-        good = np.isfinite(share) & (total > 0)
-        frac[at[good]] = share[good]
+        _put_shares(frac, at, (s[0], s[1]), (s[2], s[3]))
     return frac
 
 
@@ -89,10 +82,7 @@ def tick_fractions(
     its start only where that is not the tick's."""
     t0_s, t1_s = tick
     frac = linear.copy()
-    for k, curve in enumerate(curves):
-        at = np.flatnonzero(code == CLOCKED - k)
-        if not at.size:
-            continue
+    for curve, at in _rows_by_curve(curves, code):
         inside = (e0[at] >= t0_s) & (e1[at] <= t1_s)
         frac[at[inside]] = 1.0
         at = at[~inside]
@@ -105,17 +95,34 @@ def tick_fractions(
         s_e0[moved] = curve.steps_at_many(r0[moved])
         s_e1 = curve.steps_at_many(r1)
         s_a, s_b = np.where(r0 > t0_s, s_e0, s_t0), np.where(r1 < t1_s, s_e1, s_t1)
-        total = s_e1 - s_e0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.clip((s_b - s_a) / total, 0.0, 1.0)
-        good = np.isfinite(share) & (total > 0)
-        frac[at[good]] = share[good]
+        _put_shares(frac, at, (s_e0, s_e1), (s_a, s_b))
     return frac
+
+
+def _rows_by_curve(curves: Sequence[StepCurve], code: np.ndarray) -> Iterator[tuple[StepCurve, np.ndarray]]:
+    """Each curve with the positions of the rows ``code`` says follow it (curves no row follows left out)."""
+    for k, curve in enumerate(curves):
+        at = np.flatnonzero(code == CLOCKED - k)
+        if at.size:
+            yield curve, at
+
+
+def _put_shares(
+    frac: np.ndarray, at: np.ndarray, row: tuple[np.ndarray, np.ndarray], part: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """``frac[at]`` = the curve's steps over ``part`` over its steps over ``row`` (cumulative steps at
+    their ends), in [0, 1]; left as it was where the row has no steps on the curve, or none finite."""
+    total = row[1] - row[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.clip((part[1] - part[0]) / total, 0.0, 1.0)
+    good = np.isfinite(share) & (total > 0)
+    frac[at[good]] = share[good]
 
 
 def first_ctx(units: np.ndarray, ctx: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The context of the first ``k`` of a decode's ``units`` tokens, whose context is ``ctx`` in all
-    (one more token read each step); ``ctx`` pro rata where ``units`` is not positive."""
+    (one more token read each step); ``ctx`` pro rata where that ramp overflows, none where ``units``
+    is not positive."""
     safe = np.where(units > 0, units, 1.0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         part = np.clip(k / safe, 0.0, 1.0)

@@ -102,15 +102,18 @@ def cut_tick(
     dur = e1 - e0
     is_instant = dur <= 0
     frac = np.where(is_instant, 1.0, (b - a) / np.where(is_instant, 1.0, dur))
-    steps, ctx, timed = ev.steps[rows], ev.ctx[rows] * frac, ev.timed[rows]
+    units, steps, ctx, timed = ev.units[rows], ev.steps[rows], ev.ctx[rows], ev.timed[rows]
     over_s = dur  # the time the row's steps in the tick were taken over: pro rata, the whole row's
     clocked = timed < 0
-    if clocked.any():
-        frac, ctx = _by_curves(curves, ev, rows, clocked, (t0_s, t1_s), (frac, ctx))
+    if clocked.any():  # by its curve: its share of the curve's steps, a decode's context
+        frac = tick_fractions(curves, timed, e0, e1, (t0_s, t1_s), frac)
+        ctx = np.where(clocked, first_ctx(units, ctx, units * frac), ctx * frac)
         steps = np.where(clocked, steps * frac, steps)  # a clocked row's steps in the tick
         over_s = np.where(clocked, b - a, dur)
         timed = np.maximum(timed, 0.0)
-    units = ev.units[rows] * frac
+    else:
+        ctx = ctx * frac
+    units = units * frac
     time_share, busy_s = _equal_time_shares(a, b)
     # the steps x the row's time share over the time they took (<= 1: no overflow on a row of 1e-300 s)
     time_part = np.where(over_s > 0, time_share / np.where(over_s > 0, over_s, 1.0), 0.0)
@@ -147,22 +150,6 @@ def keep_rest(ev: EventArrays, tick: TickWork) -> None:
     ev.units[at] = np.maximum(units - given_units, 0.0)
     ev.steps[at] = np.maximum(ev.steps[at] - given_steps, 0.0)
     ev.ctx[at] = np.maximum(ev.ctx[at] - tick.ctx[on], 0.0)
-
-
-def _by_curves(
-    curves: Sequence[StepCurve],
-    ev: EventArrays,
-    rows: np.ndarray,
-    clocked: np.ndarray,
-    tick: tuple[float, float],
-    linear: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The share and context in the tick of each row, clocked rows' by their curve: the share of the
-    curve's steps, a decode's context."""
-    frac, ctx = linear
-    frac = tick_fractions(curves, ev.timed[rows], ev.t0[rows], ev.t1[rows], tick, frac)
-    units = ev.units[rows]
-    return frac, np.where(clocked, first_ctx(units, ev.ctx[rows], units * frac), ctx)
 
 
 def _idle(t0_s: float, t1_s: float, energy_j: float) -> TickWork:

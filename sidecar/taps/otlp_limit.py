@@ -152,23 +152,14 @@ class ExportLimiter:
                     f"{self.memory_limit_mb:.0f} MB: otlp_memory_limit_mb, otlp_memory_limit_percent); "
                     "retry later",
                 )
-        if self.backlog_limit_rows > 0:
-            rows = self._backlog_rows()
-            if rows > self.backlog_limit_rows:
-                return Refusal(
-                    "backlog",
-                    f"jouletrace is behind: {rows} work rows wait to be sealed (limit "
-                    f"{self.backlog_limit_rows}: otlp_backlog_limit_rows); retry later",
-                )
-        if self.requests_limit > 0:
-            n = self._requests()
-            if n > self.requests_limit:
-                return Refusal(
-                    "backlog",
-                    f"jouletrace is behind: {n} requests in flight (limit {self.requests_limit}: "
-                    f"{REQUESTS_SHARE:.0%} of max_requests); retry later",
-                )
-        return None
+        return _behind(
+            self._backlog_rows,
+            self.backlog_limit_rows,
+            "work rows wait to be sealed",
+            "otlp_backlog_limit_rows",
+        ) or _behind(
+            self._requests, self.requests_limit, "requests in flight", f"{REQUESTS_SHARE:.0%} of max_requests"
+        )
 
     def _trickle(self) -> bool:
         """True for one export per retry delay (over the memory limit: taken all the same)."""
@@ -193,6 +184,16 @@ class ExportLimiter:
                     used_mb = self._rss()
             self._rss_mb = used_mb
             return used_mb
+
+
+def _behind(count: Callable[[], int], limit: int, what: str, named: str) -> Refusal | None:
+    """A backlog refusal if ``count()`` is over ``limit`` (0: no limit; not counted then)."""
+    if limit <= 0:
+        return None
+    n = count()
+    if n <= limit:
+        return None
+    return Refusal("backlog", f"jouletrace is behind: {n} {what} (limit {limit}: {named}); retry later")
 
 
 def status_details(message: str, retry_delay_s: float) -> tuple[tuple[str, bytes], ...]:
