@@ -7,7 +7,7 @@ and each request span without one waiting (at most ``wait_s``) for its client sp
 names the request's task with a :class:`~sidecar.attribution.task_labels.TaskLabel`. A client
 span that also names its request (``jouletrace.request.id``: the id sent as ``X-Request-Id``)
 labels that request by id, which needs no ``llm_request`` span. Both tables are bounded;
-what they forget is counted.
+what they forget is counted. The waiting request spans are kept as arrays (:mod:`.task_waits`).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from sidecar.contracts.span_attributes import TASK as TASK_ATTRIBUTE
 from sidecar.recent_ids import remember
 from sidecar.taps import validate as v
 from sidecar.taps.spans import ReceivedSpan, TapOutput
+from sidecar.taps.task_waits import WaitingSpans
 
 __all__ = ["MAX_REMEMBERED", "MAX_WAITING", "TASK_ATTRIBUTE", "TaskJoins"]
 
 MAX_REMEMBERED = 50_000  # client spans' tasks kept by trace id
-# Request spans waiting for a task at most (~250 B each with their key): 30 s at 667 requests/s, more
-# than one node's vLLM servers finish; beyond, the oldest trace's are forgotten (counted:
-# task_wait_evicted). A trace may hold several (an agent's calls, a completions request's prompts).
+# Request spans waiting for a task at most (~60 B each): 30 s at 667 requests/s, more than one
+# node's vLLM servers finish; beyond, the oldest are forgotten (counted: task_wait_evicted). A trace
+# may hold several (an agent's calls, a completions request's prompts): one join names them all.
 MAX_WAITING = 20_000
-MAX_WAITING_PER_TRACE = 256  # beyond, a trace's later request spans are not kept (task_wait_evicted)
 
 
 class TaskJoins:
@@ -40,10 +40,8 @@ class TaskJoins:
         self.wait_s = wait_s  # how long a request span without a task waits for its client span
         self._monotonic = monotonic
         self._task_by_trace: OrderedDict[str, str] = OrderedDict()
-        # requests awaiting a task: trace id -> [(request id, when handled)], by the last handled; a
-        # join names the task of each by id (one a trace was kept: only its last got the task)
-        self._untasked_by_trace: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
-        self._n_untasked = 0
+        # requests awaiting a task, by trace id: a join names the task of each by id
+        self._waiting = WaitingSpans(MAX_WAITING)
         self.joined = 0  # request spans given their trace's task (either arrival order)
         self.by_id = 0  # client spans that named their request's task by id (TaskLabel)
         self.client_ids_rejected = 0  # ... whose request id was not a printable id (joined by trace only)
@@ -67,17 +65,7 @@ class TaskJoins:
         if task != "unknown":
             self.joined += 1
             return task
-        waiting = self._untasked_by_trace.setdefault(trace_id, [])
-        if len(waiting) >= MAX_WAITING_PER_TRACE:  # not moved on: a full trace ages by what it holds
-            self.wait_evicted += 1
-            return task
-        self._untasked_by_trace.move_to_end(trace_id)
-        waiting.append((request_id, handled_s))
-        self._n_untasked += 1
-        while self._n_untasked > MAX_WAITING:  # the trace heard of longest ago first
-            _, gone = self._untasked_by_trace.popitem(last=False)
-            self._n_untasked -= len(gone)
-            self.wait_evicted += len(gone)
+        self.wait_evicted += self._waiting.add(trace_id, request_id, handled_s)  # the oldest first
         return task
 
     def client_span(self, span: ReceivedSpan, out: TapOutput) -> None:
@@ -87,9 +75,7 @@ class TaskJoins:
             return
         named = self._by_id(span.attributes.get(CLIENT_REQUEST_ID), task, out)
         remember(self._task_by_trace, span.trace_id, task, MAX_REMEMBERED)
-        waiting = self._untasked_by_trace.pop(span.trace_id, [])
-        self._n_untasked -= len(waiting)
-        for request_id, _ in waiting:  # the request spans came first, without a task
+        for request_id in self._waiting.take(span.trace_id):  # the request spans came first, without a task
             self.joined += 1
             if request_id != named:
                 out.infos.append(TaskLabel(request_id, task))
@@ -109,14 +95,8 @@ class TaskJoins:
         return label.request_id
 
     def expire(self) -> float:
-        """Forget the request spans that waited over ``wait_s`` for a task (counted); returns now."""
+        """Forget the request spans that waited over ``wait_s`` for a task (counted; those handled since
+        the last call wait as long as the last of them); returns now."""
         now_s = self._monotonic()
-        table, oldest_kept_s = self._untasked_by_trace, now_s - self.wait_s
-        while table:  # by the last request span handled: the oldest first
-            trace_id = next(iter(table))
-            if table[trace_id][-1][1] >= oldest_kept_s:
-                break
-            gone = table.pop(trace_id)
-            self._n_untasked -= len(gone)
-            self.wait_expired += len(gone)
+        self.wait_expired += self._waiting.expire(now_s - self.wait_s)
         return now_s

@@ -39,40 +39,41 @@ def test_a_client_span_of_task_unknown_leaves_the_waiting_ones_for_the_real_one(
     assert labels(out) == {"call-1": "chat"}
 
 
-def test_waiting_request_spans_are_bounded_in_all_and_a_trace_and_expire_together(
+def test_waiting_request_spans_are_bounded_the_oldest_first_and_expire_by_when_handled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(vllm_span_tasks, "MAX_WAITING", 5)
-    monkeypatch.setattr(vllm_span_tasks, "MAX_WAITING_PER_TRACE", 3)
     now = [0.0]
     joins = TaskJoins(wait_s=30.0, monotonic=lambda: now[0])
-    for i in range(4):  # the fourth over the trace's 3
+    for i in range(4):  # one trace may hold many (an agent's calls): no bound a trace but the whole
         joins.task_of("t1", f"a{i}", 0.0)
-    for i in range(3):  # 6 in all: the oldest trace's 3 forgotten
+    for i in range(3):  # 7 in all: the two handled first forgotten
         joins.task_of("t2", f"b{i}", 10.0)
-    assert joins.wait_evicted == 1 + 3
+    assert joins.wait_evicted == 2
     now[0] = 39.0
     joins.expire()
-    assert joins.wait_expired == 0  # t2's last was handled at 10.0
+    assert joins.wait_expired == 2  # t1's, handled at 0.0; t2's at 10.0 wait on
     now[0] = 40.5
     joins.expire()
-    assert joins.wait_expired == 3
+    assert joins.wait_expired == 5
     out = TapOutput()
     joins.client_span(client("chat", trace="t2"), out)
     assert labels(out) == {}
 
 
-def test_a_full_trace_is_not_moved_on_by_the_spans_it_refuses_and_expires_after_wait_s() -> None:
-    """Adversarial probe: each span a full trace refused moved it to the end of the table, which
-    expiry walks from the front: while other traces came, its 256 spans never expired."""
+def test_a_trace_that_keeps_getting_request_spans_does_not_keep_its_old_ones_waiting() -> None:
+    """Adversarial probe (the table before 2026-12-05 moved a trace on by its newest span): a trace
+    given a request span every second keeps only those of the last wait_s waiting."""
     now = [0.0]
     joins = TaskJoins(wait_s=30.0, monotonic=lambda: now[0])
-    for i in range(vllm_span_tasks.MAX_WAITING_PER_TRACE):
-        joins.task_of("full", f"f{i}", 0.0)
+    for i in range(256):
+        joins.task_of("busy", f"f{i}", 0.0)
     for s in range(1, 41):
         now[0] = float(s)
         kept = joins.expire()
         joins.task_of(f"good{s}", f"g{s}", kept)
-        joins.task_of("full", f"extra{s}", kept)  # refused while full; after expiry it waits anew
-    assert joins.wait_expired >= vllm_span_tasks.MAX_WAITING_PER_TRACE
-    assert [rid for rid, _ in joins._untasked_by_trace["full"]] == [f"extra{s}" for s in range(31, 41)]
+        joins.task_of("busy", f"extra{s}", kept)
+    assert joins.wait_expired == 256 + 2 * 9  # handled before 40 - 30 (10.0 waits: not before)
+    out = TapOutput()
+    joins.client_span(client("chat", trace="busy"), out)
+    assert list(labels(out)) == [f"extra{s}" for s in range(10, 41)]
