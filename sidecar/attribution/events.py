@@ -14,6 +14,7 @@ adds k*(L - (k-1)/2) under causal attention); 0 where unknown.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -213,7 +214,7 @@ class RequestInfo:
     output_tokens: int = 0
     output_units: float = 0.0  # images or videos for diffusion requests
     unit: str = "token"  # token, image, video
-    attributes: dict[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)  # read only: a later info replaces it
     # the token counts and end come from a source that sees every engine step (vLLM's scheduler
     # hook): exact, and the request's whole (a parallel-sampling request's children summed)
     exact: bool = False

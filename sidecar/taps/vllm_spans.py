@@ -42,7 +42,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.records import TapReport
 from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.taps import validate as v
+from sidecar.taps.span_attributes import SpanAttributes
 from sidecar.taps.span_rows import RowSpec
 from sidecar.taps.span_work import phase_events, phase_rows
 from sidecar.taps.spans import ReceivedSpan, SpanRows, TapOutput
@@ -171,7 +172,7 @@ class VllmSpanHandler:
 
     def handle_rows(self, rows: SpanRows, out: TapOutput) -> Counter[str]:
         """``llm_request`` spans as columns (:data:`ROW_SPEC`); returns the rejected, by outcome."""
-        return self._take(rows, [t.hex() for t in rows.trace_ids], None, out)
+        return self._take(rows, rows.trace_ids, None, out)
 
     def stats(self) -> TapReport:
         """``llm_request`` spans handled, those that supplied the work, client tasks joined."""
@@ -181,7 +182,7 @@ class VllmSpanHandler:
         return TapReport(events={("vllm_spans", k): n for k, n in counts.items()})
 
     def _take(
-        self, rows: SpanRows, traces: list[str], spans: list[ReceivedSpan] | None, out: TapOutput
+        self, rows: SpanRows, traces: Sequence[bytes | str], spans: list[ReceivedSpan] | None, out: TapOutput
     ) -> Counter[str]:
         """Check every row (numbers in bulk, ids one by one, in the order a span was always checked:
         id, duplicate, prompt, completion, e2e, prefill, decode); infos now, work at :meth:`flush`."""
@@ -238,7 +239,7 @@ class VllmSpanHandler:
         checked: list[tuple[int, str, str]],
         times: Iterable[tuple[float, float]],
         tokens: Iterable[tuple[int, int]],
-        traces: list[str],
+        traces: Sequence[bytes | str],
         spans: list[ReceivedSpan] | None,
         out: TapOutput,
         counts: Counter[str],
@@ -251,9 +252,9 @@ class VllmSpanHandler:
         ids: list[str] = []
         for (i, raw_id, request_id), (t0, t1), (p, c) in zip(checked, times, tokens, strict=True):
             try:
-                trace = traces[i]
-                task = task_of(trace, request_id, kept_s)
-                attributes = {"vllm.request_id": raw_id, "trace_id": trace}
+                trace = traces[i]  # the span's bytes (held by the record's attributes) or hex text
+                task = task_of(trace if isinstance(trace, str) else trace.hex(), request_id, kept_s)
+                attributes = SpanAttributes(raw_id, trace)
                 # positional (half the cost of keywords, made once per span): RequestInfo's field order
                 infos.append(
                     RequestInfo(

@@ -1,0 +1,48 @@
+"""A span request's two attributes as a small read-only mapping: the dict it stands for, to every reader."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from sidecar.attribution.events import RequestInfo
+from sidecar.export.ledger_json import json_text
+from sidecar.taps.span_attributes import SpanAttributes
+
+TRACE = bytes(range(16))
+AS_DICT = {"vllm.request_id": "chatcmpl-abc", "trace_id": TRACE.hex()}
+
+
+@pytest.mark.parametrize("trace", [TRACE, TRACE.hex()])
+def test_it_reads_as_the_dict_of_its_two_values_the_trace_as_hex(trace: bytes | str) -> None:
+    attrs = SpanAttributes("chatcmpl-abc", trace)
+    assert (
+        attrs == AS_DICT
+        and AS_DICT.__eq__(attrs) is NotImplemented
+        and dict(attrs) == AS_DICT
+        and {**attrs} == AS_DICT
+    )
+    assert list(attrs) == list(AS_DICT) and len(attrs) == 2 and "trace_id" in attrs and "x" not in attrs
+    assert attrs.get("finish_reason") is None and attrs.keys() <= {*AS_DICT, "finish_reason"}
+    with pytest.raises(KeyError):
+        attrs["finish_reason"]
+    assert json.loads(json_text({"attributes": dict(attrs)})) == {"attributes": AS_DICT}
+
+
+def test_an_info_over_one_with_span_attributes_keeps_both_as_dicts_do() -> None:
+    """The plugin's info (a dict) over the span's: what the newer names stands, the rest is kept."""
+    span = RequestInfo("abc", attributes=SpanAttributes("chatcmpl-abc", TRACE))
+    plugin = RequestInfo(
+        "abc", end_s=2.0, attributes={"vllm.request_id": "chatcmpl-abc", "finish_reason": "stop"}
+    )
+    assert plugin.over(span).attributes == {**AS_DICT, "finish_reason": "stop"}
+    assert span.over(plugin).attributes == {**AS_DICT, "finish_reason": "stop"}
+
+
+def test_it_holds_fewer_bytes_than_the_dict_and_hex_text_it_replaces() -> None:
+    attrs = SpanAttributes("chatcmpl-abc", TRACE)
+    assert sys.getsizeof(attrs) < sys.getsizeof(dict(AS_DICT)) + sys.getsizeof(TRACE.hex()) - sys.getsizeof(
+        TRACE
+    )
