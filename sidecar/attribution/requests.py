@@ -109,13 +109,14 @@ class RequestTable:
         n = len(infos)
         if not n:
             return
-        codes = range(self._next, self._next + n)
+        first = self._next
+        codes = list(range(first, first + n))  # one int object a code, shared by both dicts
         self._next += n
         ids = [info.request_id for info in infos]
         self._codes.update(zip(ids, codes, strict=True))
         slots = self._sums.take_many(ids, self.now_s)
         self._slots.update(zip(codes, slots, strict=True))
-        self._live.add_run(codes.start, slots)
+        self._live.add_run(first, slots)
         self._sums.set_infos(slots, infos)
         for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
             self._due.put(code, self._first_check_s(info.end_s))
