@@ -21,8 +21,6 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from itertools import repeat
-from operator import itemgetter
 
 from sidecar.attribution.record_batch import FINAL, REQUEST_ID, RecordBatch, Values
 from sidecar.attribution.records import RequestEnergy
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # What one record can make SQLite (or the binding of its values) refuse, as opposed to the store failing.
 RECORD_ERRORS = (OverflowError, TypeError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
-_BY_ID = itemgetter(0)  # a row's request_id (ledger_rows.COLUMNS)
 WRITE_ROWS = 4096  # written together: a write once this many wait, however soon (~1.2 KB of memory each)
 # which of some ids (a JSON array) the file holds
 STORED_OF = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
@@ -243,28 +240,22 @@ class LedgerWrites:
         ``seq`` numbered in the batch's order first): each insert then lands in the id index at
         or after the last one, not at a random page. ``benchmarks/ledger_insert.py`` prints the
         same rows with a savepoint and in the batch's order."""
-        try:
-            rows = list(
-                map(
-                    ledger_rows.values_row,
-                    batch,
-                    range(self._seq + 1, self._seq + 1 + len(batch)),
-                    repeat(now),
-                )
-            )
-        except RECORD_ERRORS:
-            return None
+        n, first_seq = len(batch), self._seq + 1
+        order: Iterable[int] = range(n)
         with suppress(TypeError):  # ids that do not compare (one is not text): inserted in any order
-            rows.sort(key=_BY_ID)
+            order = sorted(order, key=lambda i: batch[i][REQUEST_ID])
+        # each row built as SQLite takes it (a batch's rows are not all held at once); a record
+        # SQLite or values_row refuses raises out of executemany, as a refused row would
+        rows = (ledger_rows.values_row(batch[i], first_seq + i, now) for i in order)
         try:
             cur.executemany(ledger_rows.INSERT, rows)
         except RECORD_ERRORS:
             return None
-        if cur.rowcount != len(rows):  # a stored id: its row was left as it is
+        if cur.rowcount != n:  # a stored id: its row was left as it is
             return None
-        self._seq += len(rows)
-        self._rows += len(rows)
-        return len(rows)
+        self._seq += n
+        self._rows += n
+        return n
 
     def _put_each(self, cur: sqlite3.Cursor, batch: list[Values], now: float) -> int:
         """Insert record by record: a record whose id is stored is kept out, and one that cannot be
