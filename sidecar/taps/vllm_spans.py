@@ -254,7 +254,7 @@ class VllmSpanHandler:
             try:
                 trace = traces[i]  # the span's bytes (held by the record's attributes) or hex text
                 task = task_of(trace if isinstance(trace, str) else trace.hex(), request_id, kept_s)
-                attributes = SpanAttributes(raw_id, trace)
+                attributes = SpanAttributes(raw_id, request_id, trace)
                 # positional (half the cost of keywords, made once per span): RequestInfo's field order
                 infos.append(
                     RequestInfo(

@@ -17,7 +17,7 @@ AS_DICT = {"vllm.request_id": "chatcmpl-abc", "trace_id": TRACE.hex()}
 
 @pytest.mark.parametrize("trace", [TRACE, TRACE.hex()])
 def test_it_reads_as_the_dict_of_its_two_values_the_trace_as_hex(trace: bytes | str) -> None:
-    attrs = SpanAttributes("chatcmpl-abc", trace)
+    attrs = SpanAttributes("chatcmpl-abc", "abc", trace)
     assert (
         attrs == AS_DICT
         and AS_DICT.__eq__(attrs) is NotImplemented
@@ -33,7 +33,7 @@ def test_it_reads_as_the_dict_of_its_two_values_the_trace_as_hex(trace: bytes | 
 
 def test_an_info_over_one_with_span_attributes_keeps_both_as_dicts_do() -> None:
     """The plugin's info (a dict) over the span's: what the newer names stands, the rest is kept."""
-    span = RequestInfo("abc", attributes=SpanAttributes("chatcmpl-abc", TRACE))
+    span = RequestInfo("abc", attributes=SpanAttributes("chatcmpl-abc", "abc", TRACE))
     plugin = RequestInfo(
         "abc", end_s=2.0, attributes={"vllm.request_id": "chatcmpl-abc", "finish_reason": "stop"}
     )
@@ -42,7 +42,33 @@ def test_an_info_over_one_with_span_attributes_keeps_both_as_dicts_do() -> None:
 
 
 def test_it_holds_fewer_bytes_than_the_dict_and_hex_text_it_replaces() -> None:
-    attrs = SpanAttributes("chatcmpl-abc", TRACE)
+    attrs = SpanAttributes("chatcmpl-abc", "abc", TRACE)
     assert sys.getsizeof(attrs) < sys.getsizeof(dict(AS_DICT)) + sys.getsizeof(TRACE.hex()) - sys.getsizeof(
         TRACE
     )
+
+
+@pytest.mark.parametrize(
+    ("raw_id", "request_id"),
+    [
+        ("chatcmpl-abc", "abc"),
+        ("cmpl-abc-0", "abc"),
+        ("cmpl-abc-3", "abc-3"),
+        ("embd-x-0", "x"),
+        ("resp_abc_0", "resp_abc"),
+        ("resp_abc_2", "resp_abc_2"),
+        ("my-own-id", "my-own-id"),
+        ("chatcmpl-", "chatcmpl-"),
+        ("abc-0", "abc"),  # no prefix, a suffix
+        ("chatcmpl-abcabc", "abc"),  # not how ids are named: the id whole
+    ],
+)
+def test_vllms_id_reads_back_as_given_whatever_its_form(raw_id: str, request_id: str) -> None:
+    assert SpanAttributes(raw_id, request_id, TRACE)["vllm.request_id"] == raw_id
+
+
+def test_a_chat_request_holds_no_text_of_its_own_but_its_id() -> None:
+    """vLLM's id is made again when read: the request's id between shared constants."""
+    request_id = "".join(["abc", "def"])
+    attrs = SpanAttributes("chatcmpl-" + request_id, request_id, TRACE)
+    assert attrs._id is request_id and attrs._head is SpanAttributes("chatcmpl-x", "x", TRACE)._head
