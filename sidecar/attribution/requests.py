@@ -49,8 +49,7 @@ class RequestTable:
 
     def __init__(self, timeout_s: float = math.inf) -> None:
         self._codes: dict[str, int] = {}
-        self._slots: dict[int, int] = {}  # code -> row, in the order the requests were first seen
-        self._live = LiveCodes()  # the same, as arrays: a tick's codes looked up at once
+        self._live = LiveCodes()  # code -> row, as arrays sorted by code: the first seen first
         self._sums = Rows()
         self._next = 0
         self.timeout_s = timeout_s
@@ -58,7 +57,7 @@ class RequestTable:
         self._due = DueChecks()
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._codes)
 
     def __contains__(self, request_id: object) -> bool:
         """Whether ``request_id`` is live (has a row)."""
@@ -74,8 +73,7 @@ class RequestTable:
             code = self._next
             self._next += 1
             self._codes[request_id] = code
-            slot = self._slots[code] = self._sums.take(request_id, self.now_s)
-            self._live.add(code, slot)
+            self._live.add(code, self._sums.take(request_id, self.now_s))
             if self._due.put(code, self._first_check_s(check_s)):
                 self._compact()
         return code
@@ -93,7 +91,7 @@ class RequestTable:
         end = info.end_s
         known = request_id in self._codes
         code = self.code(request_id, check_s=end)
-        slot = self._slots[code]
+        slot = self._live.slot_of(code)
         older = self._sums.infos[slot] if known else None
         self._sums.set_info(slot, info if older is None else info.over(older))
         if known and end is not None:
@@ -110,12 +108,11 @@ class RequestTable:
         if not n:
             return
         first = self._next
-        codes = list(range(first, first + n))  # one int object a code, shared by both dicts
+        codes = range(first, first + n)
         self._next += n
         ids = [info.request_id for info in infos]
         self._codes.update(zip(ids, codes, strict=True))
         slots = self._sums.take_many(ids, self.now_s)
-        self._slots.update(zip(codes, slots, strict=True))
         self._live.add_run(first, slots)
         self._sums.set_infos(slots, infos)
         for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
@@ -134,7 +131,7 @@ class RequestTable:
     def _compact(self) -> None:
         """Drop the check entries of removed requests once past their mark (here and in :meth:`due`,
         so they stay bounded also while nothing is due, e.g. before any seal)."""
-        self._due.compact(self._is_live, len(self._slots))
+        self._due.compact(self._is_live, len(self._codes))
 
     def _is_live(self, codes: np.ndarray) -> np.ndarray:
         is_live: np.ndarray = self._live.slots_of(codes) >= 0
@@ -151,7 +148,7 @@ class RequestTable:
         each the first seen first."""
         if n <= 0:
             return []
-        slots = np.fromiter(self._slots.values(), np.int64, len(self._slots))
+        slots = self._live.live_slots()
         idle = ~np.isfinite(self._sums.first_t[slots])
         chosen: list[int] = np.concatenate([slots[idle], slots[~idle]])[:n].tolist()
         return chosen
@@ -163,11 +160,11 @@ class RequestTable:
 
     def get(self, request_id: str) -> Accumulator | None:
         code = self._codes.get(request_id)
-        return None if code is None else Accumulator(self._sums, self._slots[code])
+        return None if code is None else Accumulator(self._sums, self._live.slot_of(code))
 
     def by_code(self, code: int) -> Accumulator | None:
-        slot = self._slots.get(code)
-        return None if slot is None else Accumulator(self._sums, slot)
+        slot = self._live.slot_of(code)
+        return None if slot < 0 else Accumulator(self._sums, slot)
 
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of the requests in rows ``slots`` (as :meth:`add_energy` returns them; -1: gone)."""
@@ -193,12 +190,11 @@ class RequestTable:
     def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:
         """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
         none), first-seen times and latest work (copies, in the order asked)."""
-        slots = [self._slots[code] for code in codes]
-        infos = self._sums.infos
+        at = self._live.slots_of(np.array(codes, dtype=np.int64))
+        slots, infos = at.tolist(), self._sums.infos
         ends = [None if (info := infos[s]) is None else info.end_s for s in slots]
         stated = np.array([end is not None for end in ends], dtype=bool)
         end_s = np.array([math.nan if end is None else end for end in ends], dtype=np.float64)
-        at = np.array(slots, dtype=np.int64)
         return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
 
     def loss_state(self, slots: list[int]) -> tuple[list[int], list[float], list[RequestInfo | None]]:
@@ -211,7 +207,7 @@ class RequestTable:
         self._sums.seen_s[slots] = seen_s
 
     def live(self) -> list[Accumulator]:
-        return [Accumulator(self._sums, slot) for slot in self._slots.values()]
+        return [Accumulator(self._sums, slot) for slot in self._live.live_slots().tolist()]
 
     def columns(self, slots: list[int]) -> Columns:
         """The sums of the requests in rows ``slots`` (see :attr:`Accumulator.slot`)."""
@@ -236,8 +232,7 @@ class RequestTable:
     def remove_many(self, request_ids: list[str]) -> None:
         """Forget these live requests; their rows are cleaned at once and reused."""
         codes = [self._codes.pop(rid) for rid in request_ids]
-        slots = self._slots
-        self._sums.give_back([slots.pop(code) for code in codes])
+        self._sums.give_back(self._live.slots_of(np.array(codes, dtype=np.int64)).tolist())
         self._live.remove(codes)
 
     def add_energy(

@@ -17,7 +17,7 @@ def test_every_span_is_a_request_in_flight_of_two_rows_and_its_bytes_are_placed(
     spans = 2 * bench.EXPORT_SPANS
     assert in_flight == spans  # none sealed, none refused
     assert rows_made == 2 * spans  # a prefill row and a decode row, which sealing cuts at each tick
-    assert sum(size for _, size in growth) > 1_000 * spans  # ~1.5 KB a request: their state was traced
+    assert sum(size for _, size in growth) > 500 * spans  # ~1 KB a request: their state was traced
     pending = sum(size for site, size in growth if site.startswith("sidecar/attribution/intake.py:"))
     assert pending >= 60 * rows_made  # the pending rows, 64 B each, placed where the intake queues them
 

@@ -261,3 +261,38 @@ def test_ends_stated_again_and_again_do_not_make_each_push_a_pass_over_the_check
             mark = table._due._compact_at
     assert passes <= 8 and table.scheduled >= 30_000  # live entries kept: each is due some time
     assert table.due(1e9) == list(range(1_000, 2_000))
+
+
+def test_ids_codes_and_rows_stay_one_mapping_through_adds_removals_and_compaction() -> None:
+    """Code -> row is the live-code arrays alone (no dict beside them): one request at a time, a
+    batch at a time and removals that leave holes, then compact them, all agree with a dict."""
+    rng = np.random.default_rng(7)
+    table, model, first_seen, n = RequestTable(), dict[str, int](), list[str](), 0
+    for _ in range(60):
+        step = rng.integers(3)
+        if step == 0:  # one new request
+            rid = f"r{n}"
+            n += 1
+            model[rid] = table.code(rid)
+            first_seen.append(rid)
+        elif step == 1:  # a batch of new ones
+            infos = [RequestInfo(f"r{n + k}") for k in range(int(rng.integers(1, 40)))]
+            n += len(infos)
+            table.add_new(infos)
+            for info in infos:
+                model[info.request_id] = table.code(info.request_id)
+                first_seen.append(info.request_id)
+        elif model:  # some end
+            gone = list(
+                rng.choice(sorted(model), size=min(len(model), int(rng.integers(1, 30))), replace=False)
+            )
+            table.remove_many(gone)
+            for rid in gone:
+                del model[rid]
+        live = [rid for rid in first_seen if rid in model]
+        assert len(table) == len(live)
+        assert [acc.request_id for acc in table.live()] == live  # the first seen first
+        for rid, code in model.items():
+            acc, by_code = table.get(rid), table.by_code(code)
+            assert acc is not None and by_code is not None and acc.request_id == by_code.request_id == rid
+        assert table.by_code(n + 10) is None and table.get("never") is None
