@@ -14,7 +14,7 @@ seconds since the epoch).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +106,7 @@ def build_records(
                 final,  # final
                 rule,  # rule
                 source,  # energy_source
-                {**info.attributes, **extra} if extra else dict(info.attributes),  # attributes
+                {**plain(info.attributes), **extra} if extra else plain(info.attributes),  # attributes
                 lo,  # energy_low_j
                 hi,  # energy_high_j
                 "warmup" if warmup else quality,  # fit_quality
@@ -143,3 +143,15 @@ if tuple(_ORDER.split()) != RECORD_FIELDS:  # the tuple above is written in this
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def plain(attributes: Mapping[str, str]) -> dict[str, str]:
+    """A request's attributes as a dict of its own: a copy of a dict, or what a compact mapping
+    gives as one (``as_dict``: :class:`sidecar.taps.span_attributes.SpanAttributes`, a span's)."""
+    if type(attributes) is dict:
+        return attributes.copy()
+    as_dict = getattr(attributes, "as_dict", None)
+    if as_dict is None:
+        return dict(attributes)
+    made: dict[str, str] = as_dict()
+    return made

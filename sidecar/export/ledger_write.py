@@ -243,7 +243,7 @@ class LedgerWrites:
         n, first_seq = len(batch), self._seq + 1
         order: Iterable[int] = range(n)
         with suppress(TypeError):  # ids that do not compare (one is not text): inserted in any order
-            order = sorted(order, key=lambda i: batch[i][REQUEST_ID])
+            order = sorted(order, key=[rec[REQUEST_ID] for rec in batch].__getitem__)
         # each row built as SQLite takes it (a batch's rows are not all held at once); a record
         # SQLite or values_row refuses raises out of executemany, as a refused row would
         rows = (ledger_rows.values_row(batch[i], first_seq + i, now) for i in order)

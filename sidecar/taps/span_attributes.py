@@ -23,7 +23,8 @@ __all__ = ["SpanAttributes"]
 
 _KEYS = ("vllm.request_id", "trace_id")
 _HEADS = {head: head for head in ("", CHAT, *NUMBERED)}  # vLLM's prefixes, one string each
-_TAILS = ("", "-0", "_0")  # a completion's first prompt, a response's first turn
+_TAILS = ("", "-0", "_0")
+_CHAT_N = len(CHAT)  # a completion's first prompt, a response's first turn
 
 
 def _affixes(raw_id: str, request_id: str) -> tuple[str, str] | None:
@@ -45,12 +46,28 @@ class SpanAttributes(Mapping[str, str]):
     __slots__ = ("_head", "_id", "_tail", "_trace")
 
     def __init__(self, raw_id: str, request_id: str, trace: bytes | str) -> None:
+        self._trace = trace
+        if (
+            len(raw_id) == len(request_id) + _CHAT_N
+            and raw_id.startswith(CHAT)
+            and raw_id.endswith(request_id)
+        ):
+            self._head, self._id, self._tail = CHAT, request_id, ""  # a chat's, the usual one
+            return
         affixes = _affixes(raw_id, request_id)
         if affixes is None:
             self._head, self._id, self._tail = "", raw_id, ""
         else:
             (self._head, self._tail), self._id = affixes, request_id
-        self._trace = trace
+
+    def as_dict(self) -> dict[str, str]:
+        """The dict it stands for (what a record keeps), made at C speed: ``dict()`` of a mapping
+        asks for each value in turn."""
+        trace = self._trace
+        return {
+            "vllm.request_id": f"{self._head}{self._id}{self._tail}",
+            "trace_id": trace if isinstance(trace, str) else trace.hex(),
+        }
 
     def __getitem__(self, key: str) -> str:
         if key == "vllm.request_id":

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from sidecar.attribution.events import RequestInfo
+from sidecar.attribution.final_records import plain
 from sidecar.export.ledger_json import json_text
 from sidecar.taps.span_attributes import SpanAttributes
 
@@ -72,3 +73,14 @@ def test_a_chat_request_holds_no_text_of_its_own_but_its_id() -> None:
     request_id = "".join(["abc", "def"])
     attrs = SpanAttributes("chatcmpl-" + request_id, request_id, TRACE)
     assert attrs._id is request_id and attrs._head is SpanAttributes("chatcmpl-x", "x", TRACE)._head
+
+
+def test_a_record_gets_a_dict_of_its_own_from_either_kind_of_attributes() -> None:
+    attrs, given = SpanAttributes("cmpl-abc-0", "abc", "ab" * 16), {"finish_reason": "stop"}
+    made = plain(attrs)
+    assert type(made) is dict and made == dict(attrs) == {
+        "vllm.request_id": "cmpl-abc-0",
+        "trace_id": "ab" * 16,
+    }
+    copied = plain(given)
+    assert copied == given and copied is not given
