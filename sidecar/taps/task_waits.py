@@ -8,8 +8,9 @@ dict of trace id strings to lists of ``(request id, time)`` tuples it held ~205 
 small objects (``benchmarks/inflight_bytes.py``), made while the flood's short-lived objects were,
 and each one outliving them kept CPython's memory arenas they shared from being given back.
 
-:class:`WaitingSpans` keeps the spans handled since the last :meth:`~WaitingSpans.seal` (a
-drain's) in a dict by trace, then seals them into a *generation*: their request ids joined into
+:class:`WaitingSpans` keeps the spans handled since the last :meth:`~WaitingSpans.seal` in two
+lists (a batch's added with one ``extend`` each; a join scans them with ``list.index``), then seals
+them into a *generation*: their request ids joined into
 one string (``\\0`` between: an id is printable text), and, in arrays sorted by the 64-bit
 ``hash()`` of the trace id (SipHash, the process's random key), each one's generation, place in
 it and whether it still waits. A join is one binary search; about 60 bytes a span, in a few large
@@ -63,10 +64,11 @@ class WaitingSpans:
         "_gens",
         "_keys",
         "_left",
-        "_new",
         "_new_first_s",
+        "_new_ids",
         "_new_last_s",
         "_new_n",
+        "_new_traces",
         "_sealed_n",
         "_serial",
         "most",
@@ -74,8 +76,10 @@ class WaitingSpans:
 
     def __init__(self, most: int) -> None:
         self.most = most
-        self._new: dict[str, list[str]] = {}  # trace id -> request ids, since the last seal
-        self._new_n = 0
+        # since the last seal, in the order added: trace ids (None: taken) and request ids
+        self._new_traces: list[str | None] = []
+        self._new_ids: list[str] = []
+        self._new_n = 0  # of them still waiting
         self._new_first_s = self._new_last_s = -np.inf
         self._sealed_n = 0  # sealed spans still waiting
         self._serial = 0
@@ -92,12 +96,21 @@ class WaitingSpans:
     def add(self, trace_id: str, request_id: str, handled_s: float) -> int:
         """``request_id`` waits for ``trace_id``'s task from ``handled_s``; returns how many waiting
         spans this pushed out (the oldest first, a batch at a time)."""
-        if self._new and (self._new_n >= SEAL_ROWS or handled_s - self._new_first_s >= SEAL_EVERY_S):
+        return self.add_many([trace_id], [request_id], handled_s)
+
+    def add_many(self, trace_ids: list[str], request_ids: list[str], handled_s: float) -> int:
+        """:meth:`add` of each pair in turn, all handled at ``handled_s``."""
+        if not trace_ids:
+            return 0
+        traces = self._new_traces
+        if traces and (len(traces) >= SEAL_ROWS or handled_s - self._new_first_s >= SEAL_EVERY_S):
             self.seal()
-        if not self._new:
+            traces = self._new_traces
+        if not traces:
             self._new_first_s = handled_s
-        self._new.setdefault(trace_id, []).append(request_id)
-        self._new_n += 1
+        traces.extend(trace_ids)
+        self._new_ids.extend(request_ids)
+        self._new_n += len(trace_ids)
         self._new_last_s = max(self._new_last_s, handled_s)
         n = self._new_n + self._sealed_n
         return self._evict(n - (self.most - self.most // 8)) if n > self.most else 0
@@ -119,9 +132,16 @@ class WaitingSpans:
                     gen = self._gens[serial - first]
                     gen.waiting -= 1
                     taken.append(gen.request_id(at))
-        new = self._new.pop(trace_id, [])
-        self._new_n -= len(new)
-        return taken + new
+        traces, at = self._new_traces, -1
+        while self._new_n:  # a scan at C speed of the spans since the last seal
+            try:
+                at = traces.index(trace_id, at + 1)
+            except ValueError:
+                break
+            traces[at] = None
+            self._new_n -= 1
+            taken.append(self._new_ids[at])
+        return taken
 
     def expire(self, oldest_kept_s: float) -> int:
         """Forget the generations (and the spans added since the last seal) whose last span was
@@ -129,24 +149,31 @@ class WaitingSpans:
         gone = 0
         while self._gens and self._gens[0].last_s < oldest_kept_s:
             gone += self._drop_oldest()
-        if self._new and self._new_last_s < oldest_kept_s:
+        if self._new_traces and self._new_last_s < oldest_kept_s:
             gone += self._new_n
-            self._new, self._new_n, self._new_first_s, self._new_last_s = {}, 0, -np.inf, -np.inf
+            self._clear_new()
         return gone
+
+    def _clear_new(self) -> None:
+        self._new_traces, self._new_ids, self._new_n = [], [], 0
+        self._new_first_s = self._new_last_s = -np.inf
 
     def seal(self) -> None:
         """Move the spans added since the last seal into the arrays, as one generation."""
-        if not self._new:
+        traces, ids = self._new_traces, self._new_ids
+        if self._new_n < len(traces):  # some taken already
+            waiting = [i for i, trace in enumerate(traces) if trace is not None]
+            traces, ids = [traces[i] for i in waiting], [ids[i] for i in waiting]
+        last_s = self._new_last_s
+        self._clear_new()
+        if not traces:
             return
-        traces = [trace for trace, ids in self._new.items() for _ in ids]
-        ids = [rid for rids in self._new.values() for rid in rids]
         keys = np.fromiter(map(hash, traces), dtype=np.int64, count=len(traces))
         ends = np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1)
-        gen = _Generation(self._serial, self._new_last_s, "\0".join(ids), ends, len(ids))
+        gen = _Generation(self._serial, last_s, "\0".join(ids), ends, len(ids))
         self._gens.append(gen)
         self._serial += 1
         self._sealed_n += gen.waiting
-        self._new, self._new_n, self._new_first_s, self._new_last_s = {}, 0, -np.inf, -np.inf
         order = np.argsort(keys, kind="stable")  # one trace's spans in the order handled
         keys = keys[order]
         at = self._keys.searchsorted(keys, "right")  # after the older spans of the same trace

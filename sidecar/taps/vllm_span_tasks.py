@@ -61,12 +61,18 @@ class TaskJoins:
     def task_of(self, trace_id: str, request_id: str, handled_s: float) -> str:
         """A request span's task; ``"unknown"`` for now if its trace has none yet (it then waits, from
         ``handled_s``, for a client span that names it)."""
-        task = self._task_by_trace.get(trace_id, "unknown")
-        if task != "unknown":
-            self.joined += 1
-            return task
-        self.wait_evicted += self._waiting.add(trace_id, request_id, handled_s)  # the oldest first
-        return task
+        return self.task_of_many([trace_id], [request_id], handled_s)[0]
+
+    def task_of_many(self, trace_ids: list[str], request_ids: list[str], handled_s: float) -> list[str]:
+        """:meth:`task_of` of each pair, in turn (a batch of request spans)."""
+        known = self._task_by_trace.get
+        tasks = [known(trace, "unknown") for trace in trace_ids]
+        untasked = [i for i, task in enumerate(tasks) if task == "unknown"]
+        self.joined += len(tasks) - len(untasked)
+        if len(untasked) < len(tasks):
+            trace_ids, request_ids = [trace_ids[i] for i in untasked], [request_ids[i] for i in untasked]
+        self.wait_evicted += self._waiting.add_many(trace_ids, request_ids, handled_s)  # the oldest first
+        return tasks
 
     def client_span(self, span: ReceivedSpan, out: TapOutput) -> None:
         """A client span with a task: labels for its request (by id) and its trace's request span."""

@@ -8,13 +8,11 @@ request: start = arrival; attributes from ``vllm/tracing/utils.py``
   sidecar clock, and the task from a client span of the same trace (a span
   with ``jouletrace.task``, e.g. the load generator's), joined by trace id in
   either arrival order, or named by request id (:mod:`.vllm_span_tasks`);
-* work events, unless the plugin already supplied this request's work:
-  prefill over ``[end - decode - prefill, end - decode]`` (prompt tokens, one
-  step) and decode over ``[end - decode, end]`` (completion tokens - 1, one
-  step per token, cut into a few pieces that follow the engine's step rate), each
-  with its attention work (query-key pairs). The work of the spans handled in one
-  drain comes out of :meth:`VllmSpanHandler.flush`, after the step clock has been
-  fitted once to all their decode windows.
+* work rows, unless the plugin already supplied this request's work: prefill over
+  ``[end - decode - prefill, end - decode]`` (prompt tokens, one step) and decode over
+  ``[end - decode, end]`` (completion tokens - 1, one step a token, one row cut at each tick
+  by the engine's step clock), each with its attention work (query-key pairs), out of
+  :meth:`VllmSpanHandler.flush` once the clock is fitted to the drain's decode windows.
 
 **No double counting.** A request's work comes from the plugin (per iteration:
 better) if it claimed it (``claims(request_id)``), else from its span; the
@@ -247,13 +245,15 @@ class VllmSpanHandler:
         """Each checked request's info out now; returns the rows whose work is the spans' to give, and
         their ids. A request without a task waits for a client span, from now (one time a batch)."""
         model, kept_s, adopted_s = self.model(), self.tasks.expire(), self.adopted_before()
-        task_of, claims, on_span, infos = self.tasks.task_of, self.claims, self.on_span, out.infos
+        claims, on_span, infos = self.claims, self.on_span, out.infos
+        tasks = self._tasks([traces[i] for i, _, _ in checked], [rid for _, _, rid in checked], kept_s)
         work: list[int] = []
         ids: list[str] = []
-        for (i, raw_id, request_id), (t0, t1), (p, c) in zip(checked, times, tokens, strict=True):
+        for (i, raw_id, request_id), (t0, t1), (p, c), task in zip(
+            checked, times, tokens, tasks, strict=True
+        ):
             try:
                 trace = traces[i]  # the span's bytes (held by the record's attributes) or hex text
-                task = task_of(trace if isinstance(trace, str) else trace.hex(), request_id, kept_s)
                 attributes = SpanAttributes(raw_id, request_id, trace)
                 # positional (half the cost of keywords, made once per span): RequestInfo's field order
                 infos.append(
@@ -277,6 +277,16 @@ class VllmSpanHandler:
             work.append(i)
             ids.append(request_id)
         return work, ids
+
+    def _tasks(self, traces: list[bytes | str], request_ids: list[str], handled_s: float) -> list[str]:
+        """The task of each request span by its trace (``"unknown"`` for those that wait for one);
+        all ``"unknown"`` if the joins fail (a bug, logged: the requests are not lost for it)."""
+        try:
+            hexes = [t if isinstance(t, str) else t.hex() for t in traces]
+            return self.tasks.task_of_many(hexes, request_ids, handled_s)
+        except Exception:
+            log.exception("task joins of %d llm_request spans failed; their task stays unknown", len(traces))
+            return ["unknown"] * len(traces)
 
     def flush(self, out: TapOutput) -> None:
         """The work of the spans handled since the last flush, its decode following a step clock fitted

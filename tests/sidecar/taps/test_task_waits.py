@@ -28,15 +28,15 @@ class Model:
         self.most, self.entries, self.last_s = most, list[Entry](), dict[int, float]()
         self.generation, self.first_s, self.open_n = 0, 0.0, 0
 
-    def add(self, trace: str, request_id: str, handled_s: float) -> int:
+    def add(self, pairs: list[tuple[str, str]], handled_s: float) -> int:
         if self.open_n and (
             self.open_n >= task_waits.SEAL_ROWS or handled_s - self.first_s >= task_waits.SEAL_EVERY_S
         ):
             self.generation, self.open_n = self.generation + 1, 0
         if not self.open_n:
             self.first_s = handled_s
-        self.open_n += 1
-        self.entries.append(Entry(trace, request_id, self.generation))
+        self.open_n += len(pairs)
+        self.entries += [Entry(trace, request_id, self.generation) for trace, request_id in pairs]
         self.last_s[self.generation] = max(self.last_s.get(self.generation, handled_s), handled_s)
         waiting = [e for e in self.entries if e.waiting]
         if len(waiting) <= self.most:
@@ -65,6 +65,7 @@ class Model:
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(0, 5), st.floats(0.0, 3.0)),
+        st.tuples(st.just("add_many"), st.integers(0, 5), st.floats(0.0, 3.0)),
         st.tuples(st.just("take"), st.integers(0, 5), st.just(0.0)),
         st.tuples(st.just("expire"), st.just(0), st.floats(0.0, 3.0)),
     ),
@@ -82,12 +83,16 @@ def test_waiting_spans_take_expire_and_evict_as_a_plain_list_would(
         waits, model, clock_s, n = WaitingSpans(most), Model(most), 0.0, 0
         for op, trace_no, dt_s in ops:
             trace = f"trace-{trace_no}"
-            if op == "add":
+            if op in ("add", "add_many"):
                 clock_s += dt_s
-                n += 1
-                assert waits.add(trace, f"r{n}-{trace_no}", clock_s) == model.add(
-                    trace, f"r{n}-{trace_no}", clock_s
-                )
+                k = 1 if op == "add" else trace_no % 3  # a batch of 0 to 2, traces in turn
+                pairs = [(f"trace-{(trace_no + j) % 6}", f"r{n + j}") for j in range(k)]
+                n += k
+                if op == "add":
+                    got = waits.add(*pairs[0], clock_s)
+                else:
+                    got = waits.add_many([t for t, _ in pairs], [r for _, r in pairs], clock_s)
+                assert got == (model.add(pairs, clock_s) if pairs else 0)
             elif op == "take":
                 assert waits.take(trace) == model.take(trace)
             else:
