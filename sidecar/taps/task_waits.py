@@ -132,6 +132,8 @@ class WaitingSpans:
                     gen = self._gens[serial - first]
                     gen.waiting -= 1
                     taken.append(gen.request_id(at))
+                while self._gens and not self._gens[0].waiting:  # all joined: its arrays go now
+                    self._drop_oldest()
         traces, at = self._new_traces, -1
         while self._new_n:  # a scan at C speed of the spans since the last seal
             try:

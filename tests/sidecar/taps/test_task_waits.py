@@ -116,3 +116,15 @@ def test_ids_with_any_printable_text_come_back_whole() -> None:
         waits.add("t", rid, 0.0)
     waits.seal()
     assert waits.take("t") == ids
+
+
+def test_a_generation_whose_spans_are_all_joined_is_let_go_before_it_expires() -> None:
+    """Under a load generator every waiting span is joined within seconds: what holds them is freed
+    then, not after the 30 s wait (else 30 s of a busy node's spans would stay as arrays)."""
+    waits = WaitingSpans(100)
+    for k in range(3):  # three generations, a second apart
+        waits.add(f"t{k}", f"r{k}", float(k))
+    waits.seal()
+    assert waits.take("t1") == ["r1"] and len(waits._gens) == 3  # not the oldest: kept for now
+    assert waits.take("t0") == ["r0"] and len(waits._gens) == 1  # the two oldest, both empty, go
+    assert waits._keys.size == 1 and waits.take("t2") == ["r2"] and waits._keys.size == 0
