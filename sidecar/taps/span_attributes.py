@@ -23,8 +23,8 @@ __all__ = ["SpanAttributes"]
 
 _KEYS = ("vllm.request_id", "trace_id")
 _HEADS = {head: head for head in ("", CHAT, *NUMBERED)}  # vLLM's prefixes, one string each
-_TAILS = ("", "-0", "_0")
-_CHAT_N = len(CHAT)  # a completion's first prompt, a response's first turn
+_TAILS = ("", "-0", "_0")  # a completion's first prompt, a response's first turn
+_CHAT_N = len(CHAT)
 
 
 def _affixes(raw_id: str, request_id: str) -> tuple[str, str] | None:
@@ -70,12 +70,9 @@ class SpanAttributes(Mapping[str, str]):
         }
 
     def __getitem__(self, key: str) -> str:
-        if key == "vllm.request_id":
-            return f"{self._head}{self._id}{self._tail}"
-        if key == "trace_id":
-            trace = self._trace
-            return trace if isinstance(trace, str) else trace.hex()
-        raise KeyError(key)
+        if key not in _KEYS:
+            raise KeyError(key)
+        return self.as_dict()[key]  # one value read alone is rare (a merge of infos): made with both
 
     def __iter__(self) -> Iterator[str]:
         return iter(_KEYS)

@@ -35,7 +35,7 @@ import numpy as np
 __all__ = ["SEAL_EVERY_S", "SEAL_ROWS", "WaitingSpans"]
 
 # The spans added since the last seal are sealed once the first of them was handled this long
-# before the one being added (s), or this many wait unsealed: a dict of them for at most that long.
+# before the one being added (s), or this many wait unsealed: two lists of them for at most that long.
 SEAL_EVERY_S = 1.0
 SEAL_ROWS = 4096
 

@@ -101,8 +101,8 @@ class TaskJoins:
         return label.request_id
 
     def expire(self) -> float:
-        """Forget the request spans that waited over ``wait_s`` for a task (counted; those handled since
-        the last call wait as long as the last of them); returns now."""
+        """Forget the request spans that waited over ``wait_s`` for a task (counted; those sealed together
+        in :mod:`.task_waits`, handled within a second, wait as long as the last of them); returns now."""
         now_s = self._monotonic()
         self.wait_expired += self._waiting.expire(now_s - self.wait_s)
         return now_s
