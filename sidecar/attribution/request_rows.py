@@ -88,8 +88,11 @@ class Rows:
         """Twice the rows; the new ones are taken after the free ones left (lowest first)."""
         n = self.busy_s.size
         for name in self._FIELDS:
-            old = getattr(self, name)
-            grown = np.full((2 * n, *old.shape[1:]), _CLEAN.get(name, 0), dtype=old.dtype)
+            old, clean = getattr(self, name), _CLEAN.get(name, 0)
+            shape = (2 * n, *old.shape[1:])
+            # zeros come from calloc: the new half's pages are the kernel's untouched zero pages, no
+            # RSS until a row is taken (most columns; a flood's table is up to half spare room)
+            grown = np.zeros(shape, dtype=old.dtype) if clean == 0 else np.full(shape, clean, dtype=old.dtype)
             grown[:n] = old
             setattr(self, name, grown)
         self.ids.extend([""] * n)
