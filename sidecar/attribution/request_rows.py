@@ -1,8 +1,9 @@
 """Every live request as one row of arrays: no Python object per request.
 
 A request's sums (J per phase and component, the fitted regressors, busy time,
-first and last work) and flags are array columns, its id and
-:class:`~sidecar.attribution.events.RequestInfo` two lists, all at its row; a
+first and last work) and flags are array columns, its id a list, its
+:class:`~sidecar.attribution.events.RequestInfo` taken apart into columns
+(:mod:`~sidecar.attribution.info_columns`), all at its row; a
 sealed tick adds to all its requests' rows at once. :class:`Accumulator` is a
 view of one row, made when asked for. Rows are reused; the arrays double when full.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.fit import WORK
+from sidecar.attribution.info_columns import InfoColumns
 from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["Accumulator", "Rows"]
@@ -26,7 +28,7 @@ _CLEAN = {"first_t": np.inf, "last_t": -np.inf, "seen_s": -np.inf}  # a free row
 class Rows:
     """Every live request's state as one row of arrays (a tick adds to all its requests at once).
 
-    No object per request: its id and info sit in two lists, its sums and flags in arrays,
+    No object per request: its id sits in a list, its info, sums and flags in arrays,
     all at its row (slot); :class:`Accumulator` is a view of one row, made when asked for.
     """
 
@@ -57,7 +59,7 @@ class Rows:
         self.seen_s = np.full(capacity, -np.inf)  # sealed time last heard of; -inf: before the first seal
         self.warmup_split = np.zeros(capacity, dtype=bool)  # a tick split by the warm-up fallback rule
         self.ids: list[str] = [""] * capacity
-        self.infos: list[RequestInfo | None] = [None] * capacity
+        self.info_columns = InfoColumns(capacity)
         # each row's model as its info names it (None: no info, or "unknown"), read a tick at a time
         self.models = np.full(capacity, None, dtype=object)
         self.free = array("q", range(capacity - 1, -1, -1))  # 8 bytes a free row, not an int object
@@ -96,7 +98,7 @@ class Rows:
             grown[:n] = old
             setattr(self, name, grown)
         self.ids.extend([""] * n)
-        self.infos.extend([None] * n)
+        self.info_columns.grow(n)
         self.models = np.concatenate([self.models, np.full(n, None, dtype=object)])
         self.free = array("q", range(2 * n - 1, n - 1, -1)) + self.free
 
@@ -106,21 +108,31 @@ class Rows:
         for name in self._FIELDS:
             getattr(self, name)[at] = _CLEAN.get(name, 0)
         self.models[at] = None
-        ids, infos = self.ids, self.infos
+        ids = self.ids
         for slot in slots:
-            ids[slot], infos[slot] = "", None
+            ids[slot] = ""
+        self.info_columns.clean(slots)
         self.free.extend(slots)
 
     def set_info(self, slot: int, info: RequestInfo | None) -> None:
         """What is known about the request in row ``slot`` (its model kept apart, for ticks)."""
-        self.infos[slot] = info
+        self.info_columns.put(slot, info)
         self.models[slot] = _model_of(info)
 
     def set_infos(self, slots: list[int], infos: list[RequestInfo]) -> None:
         """:meth:`set_info` of each row in ``slots``."""
-        for slot, info in zip(slots, infos, strict=True):
-            self.infos[slot] = info
+        self.info_columns.put_many(slots, infos)  # type: ignore[arg-type]  # list is invariant
         self.models[slots] = list(map(_model_of, infos))
+
+    def info(self, slot: int) -> RequestInfo | None:
+        """The info of the request in row ``slot`` (built again from the columns), or None."""
+        return self.info_columns.get(slot, self.ids[slot], self.models[slot])
+
+    def infos_at(self, slots: list[int]) -> list[RequestInfo | None]:
+        """The info of each request in rows ``slots`` (None where a row has none)."""
+        ids = self.ids
+        models: list[str | None] = self.models[slots].tolist() if slots else []
+        return self.info_columns.get_many(slots, [ids[s] for s in slots], models)
 
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""
@@ -167,7 +179,7 @@ class Accumulator:
     @property
     def info(self) -> RequestInfo | None:
         """What is known about it (model, task, tokens, end), or None."""
-        return self._sums.infos[self._slot]
+        return self._sums.info(self._slot)
 
     @info.setter
     def info(self, value: RequestInfo | None) -> None:

@@ -92,7 +92,7 @@ class RequestTable:
         known = request_id in self._codes
         code = self.code(request_id, check_s=end)
         slot = self._live.slot_of(code)
-        older = self._sums.infos[slot] if known else None
+        older = self._sums.info(slot) if known else None
         self._sums.set_info(slot, info if older is None else info.over(older))
         if known and end is not None:
             self.schedule(code, end)
@@ -191,16 +191,13 @@ class RequestTable:
         """Of live requests ``codes``: their rows, whether they stated an end, the end (nan where
         none), first-seen times and latest work (copies, in the order asked)."""
         at = self._live.slots_of(np.array(codes, dtype=np.int64))
-        slots, infos = at.tolist(), self._sums.infos
-        ends = [None if (info := infos[s]) is None else info.end_s for s in slots]
-        stated = np.array([end is not None for end in ends], dtype=bool)
-        end_s = np.array([math.nan if end is None else end for end in ends], dtype=np.float64)
+        stated, end_s = self._sums.info_columns.ends(at)
         return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
 
     def loss_state(self, slots: list[int]) -> tuple[list[int], list[float], list[RequestInfo | None]]:
         """Of the requests in rows ``slots``: work rows lost, earliest work (inf: none), infos."""
         at, sums = np.array(slots, dtype=np.int64), self._sums
-        return sums.lost_rows[at].tolist(), sums.first_t[at].tolist(), [sums.infos[s] for s in slots]
+        return sums.lost_rows[at].tolist(), sums.first_t[at].tolist(), sums.infos_at(slots)
 
     def set_seen(self, slots: np.ndarray, seen_s: np.ndarray) -> None:
         """Set the first-seen time of the requests in rows ``slots``."""
@@ -214,7 +211,7 @@ class RequestTable:
         idx, sums = np.asarray(slots, dtype=np.int64), self._sums
         return Columns(
             [sums.ids[slot] for slot in slots],
-            [sums.infos[slot] for slot in slots],
+            sums.infos_at(slots),
             sums.phase_j[idx],
             sums.component_j[idx],
             sums.work[idx],
