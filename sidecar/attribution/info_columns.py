@@ -16,6 +16,7 @@ kept whole, as it came, in a dict beside the columns, so nothing is lost for it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -25,6 +26,38 @@ __all__ = ["InfoColumns"]
 
 _HAS, _START, _END, _EXACT = 1, 2, 4, 8  # flag bits; 0: no info in the columns
 _Texts = list[str | None]
+# an info's fields as the columns take them, read at C speed
+_FIELDS = attrgetter(
+    "start_s",
+    "end_s",
+    "output_units",
+    "prompt_tokens",
+    "output_tokens",
+    "exact",
+    "operation",
+    "task",
+    "unit",
+    "attributes",
+)
+
+
+def _times(values: tuple[float | None, ...], flags: np.ndarray, bit: int) -> np.ndarray:
+    """``values`` as floats (None as 0.0), and ``bit`` set in ``flags`` where a value is given."""
+    if values.count(None) == 0:  # identity first, at C speed: the usual batch names every time
+        flags |= bit
+        return np.array(values, dtype=np.float64)
+    given = np.array([v is not None for v in values], dtype=bool)
+    flags[given] |= bit
+    return np.array([0.0 if v is None else v for v in values], dtype=np.float64)
+
+
+def _optional(values: np.ndarray, given: np.ndarray) -> list[float | None]:
+    """``values`` as a list, None where ``given`` is 0."""
+    out: list[float | None] = values.tolist()
+    if not given.all():
+        for k in np.flatnonzero(given == 0).tolist():
+            out[k] = None
+    return out
 
 
 class InfoColumns:
@@ -86,30 +119,27 @@ class InfoColumns:
 
     def _write(self, slots: list[int], infos: list[RequestInfo | None]) -> None:
         """:meth:`put_many`; raises (the numbers not written) where a value does not fit a column."""
-        flags: list[int] = []
-        times: list[tuple[float, float, float]] = []
-        tokens: list[tuple[int, int]] = []
-        (ops, tasks, units, attributes), whole = self._lists(), self.whole
-        for slot, info in zip(slots, infos, strict=True):
-            if whole:
-                whole.pop(slot, None)
-            if info is None:
-                flags.append(0)
-                times.append((0.0, 0.0, 0.0))
-                tokens.append((0, 0))
-                ops[slot] = tasks[slot] = units[slot] = attributes[slot] = None
-                continue
-            start, end = info.start_s, info.end_s
-            flags.append(_HAS | (start is not None) << 1 | (end is not None) << 2 | bool(info.exact) << 3)
-            times.append((0.0 if start is None else start, 0.0 if end is None else end, info.output_units))
-            tokens.append((info.prompt_tokens, info.output_tokens))
-            ops[slot], tasks[slot] = info.operation, info.task
-            units[slot], attributes[slot] = info.unit, info.attributes
-        counts = np.array(tokens, dtype=np.int64).reshape(-1, 2)
-        values = np.array(times, dtype=np.float64).reshape(-1, 3)
-        self.flags[slots] = flags
-        self.times[slots] = values
-        self.tokens[slots] = counts
+        if self.whole:
+            for slot in slots:
+                self.whole.pop(slot, None)
+        if any(info is None for info in infos):  # rows told they have none: cleaned, the others written
+            self.clean([slot for slot, info in zip(slots, infos, strict=True) if info is None])
+            slots = [slot for slot, info in zip(slots, infos, strict=True) if info is not None]
+            infos = [info for info in infos if info is not None]
+        if not infos:
+            return
+        starts, ends, made, prompts, outputs, exact, op, task, unit, attrs = zip(
+            *map(_FIELDS, infos), strict=True
+        )
+        flags = np.full(len(infos), _HAS, dtype=np.uint8)
+        flags[np.asarray(exact, dtype=bool)] |= _EXACT
+        times = np.column_stack([_times(starts, flags, _START), _times(ends, flags, _END), made])
+        counts = np.array([prompts, outputs], dtype=np.int64).T
+        at = np.asarray(slots, dtype=np.int64)  # once, not a list converted for each column
+        self.flags[at], self.times[at], self.tokens[at] = flags, times, counts
+        ops, tasks, units, attributes = self._lists()
+        for slot, o, t, u, a in zip(slots, op, task, unit, attrs, strict=True):
+            ops[slot], tasks[slot], units[slot], attributes[slot] = o, t, u, a
 
     def get(self, slot: int, request_id: str, model: str | None) -> RequestInfo | None:
         """Row ``slot``'s info (``model``: the table's model column; None: "unknown"), or None."""
@@ -119,34 +149,34 @@ class InfoColumns:
         self, slots: list[int], request_ids: list[str], models: list[str | None]
     ) -> list[RequestInfo | None]:
         """The info of each row of ``slots``, built again (None where a row has none)."""
+        if not slots:
+            return []
         at = np.asarray(slots, dtype=np.int64)
-        flags: list[int] = self.flags[at].tolist()
-        times: list[list[float]] = self.times[at].tolist()
-        tokens: list[list[int]] = self.tokens[at].tolist()
-        (ops, tasks, units, attributes), whole = self._lists(), self.whole
-        out: list[RequestInfo | None] = []
-        for slot, rid, model, f, (start, end, output_units), (prompt, output) in zip(
-            slots, request_ids, models, flags, times, tokens, strict=True
-        ):
-            if not f:
-                out.append(whole.get(slot) if whole else None)
-                continue
-            out.append(
-                RequestInfo(  # positional: RequestInfo's field order
-                    rid,
-                    "unknown" if model is None else model,
-                    ops[slot],  # set with the flags
-                    tasks[slot],
-                    start if f & _START else None,
-                    end if f & _END else None,
-                    prompt,
-                    output,
-                    output_units,
-                    units[slot],
-                    attributes[slot],
-                    bool(f & _EXACT),
-                )
+        flags = self.flags[at]
+        times, tokens = self.times[at], self.tokens[at]
+        starts = _optional(times[:, 0], flags & _START)
+        ends = _optional(times[:, 1], flags & _END)
+        if None in models:
+            models = [m if m is not None else "unknown" for m in models]
+        pick = itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
+        out: list[RequestInfo | None] = list(
+            map(
+                RequestInfo,  # positional: RequestInfo's field order
+                request_ids,
+                models,
+                *(pick(values) for values in (self.operations, self.tasks)),
+                starts,
+                ends,
+                tokens[:, 0].tolist(),
+                tokens[:, 1].tolist(),
+                times[:, 2].tolist(),
+                *(pick(values) for values in (self.units, self.attributes)),
+                ((flags & _EXACT) != 0).tolist(),
             )
+        )
+        if not flags.all():  # rows with no info in the columns: none, or kept whole
+            for k in np.flatnonzero(flags == 0).tolist():
+                out[k] = self.whole.get(slots[k])
         return out
 
     def ends(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
