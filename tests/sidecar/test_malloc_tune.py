@@ -78,3 +78,46 @@ def test_the_sidecar_trims_freed_heap_every_two_seconds_of_ticks(monkeypatch: py
         now[0] += 0.125
         sidecar._tick_job()
     assert trims == [2.0, 4.0, 6.0]
+
+
+_ARENAS = """
+import ctypes, sys, tempfile, threading
+from sidecar.malloc_tune import tune_malloc
+if sys.argv[1] == "tuned":
+    assert tune_malloc({})
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_char_p)
+libc.malloc_info.argtypes, libc.fclose.argtypes = (ctypes.c_int, ctypes.c_void_p), (ctypes.c_void_p,)
+ready, done = threading.Barrier(9), threading.Event()
+def work():
+    libc.malloc(4096)  # a thread's first allocation: glibc gives it an arena
+    ready.wait()
+    done.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+ready.wait()
+with tempfile.NamedTemporaryFile() as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(open(f.name).read().count("<heap nr="))
+done.set()
+"""
+
+
+@pytest.mark.skipif(not _GLIBC, reason="arenas are glibc's")
+def test_threads_share_at_most_arena_max_malloc_arenas() -> None:
+    """Eight threads that allocate: an arena each under glibc's default, ARENA_MAX in all once tuned."""
+    import subprocess
+    import sys
+
+    from sidecar.malloc_tune import ARENA_MAX
+
+    def arenas(how: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _ARENAS, how], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert arenas("default") > ARENA_MAX  # what the knob changes: one arena a thread, up to 8 a core
+    assert arenas("tuned") <= ARENA_MAX
