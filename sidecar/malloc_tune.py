@@ -12,15 +12,9 @@ their own, and free memory at the heap's top beyond 128 KiB is trimmed.
 :func:`trim` gives freed heap back now (``malloc_trim``): the OTLP receiver's memory limit
 (:mod:`sidecar.taps.otlp_limit`) does it before it refuses an export for memory.
 
-glibc also gives each new thread that allocates an arena of its own, up to eight per core (the
-gRPC server's threads, the poller, the HTTP server: a dozen here), each keeping its own freed
-memory; :data:`ARENA_MAX` of them are shared by all threads instead, as services whose RSS grows
-that way are told to set (``MALLOC_ARENA_MAX``). Set before the threads start, it holds for
-every arena made after it.
-
 Only where the C library is glibc (``mallopt`` exists) and the operator has not chosen the
-settings already (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_ARENA_MAX``, or
-``glibc.malloc`` tunables in ``GLIBC_TUNABLES``, which glibc itself reads at start).
+settings already (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or ``glibc.malloc``
+tunables in ``GLIBC_TUNABLES``, which glibc itself reads at start).
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "ARENA_MAX",
     "MMAP_THRESHOLD_BYTES",
     "TRIM_EVERY_S",
     "TRIM_THRESHOLD_BYTES",
@@ -49,14 +42,12 @@ TRIM_THRESHOLD_BYTES = 128 * 1024
 # The sidecar gives freed heap back this often: glibc keeps what is not at the heap's top (40 MB
 # after a span flood, benchmarks/memory.py --heap); malloc_trim took under 1 ms on a 100 MB heap.
 TRIM_EVERY_S = 2.0
-ARENA_MAX = 2  # malloc arenas all threads share (glibc's default: eight a core)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # <malloc.h>
-_OPERATOR_SET = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+_OPERATOR_SET = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
-    """Fix glibc's mmap and trim thresholds and its arenas; False where not glibc or the operator set
-    them."""
+    """Fix glibc's mmap and trim thresholds; False where not glibc or the operator set them."""
     if any(name in env for name in _OPERATOR_SET) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = _libc("mallopt", (ctypes.c_int, ctypes.c_int))
@@ -64,7 +55,6 @@ def tune_malloc(env: Mapping[str, str] = os.environ) -> bool:
         return False
     done: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
-    done = mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and done
     if not done:
         log.debug("mallopt refused the thresholds (not glibc?)")
     return done
