@@ -21,7 +21,7 @@ def test_it_needs_room_for_one_id() -> None:
         SortedRecentIds(0)
 
 
-def test_a_large_table_keeps_a_generation_in_a_set_and_the_rest_sorted() -> None:
+def test_a_large_table_keeps_the_newest_generation_apart_and_the_rest_sorted() -> None:
     recent: SortedRecentIds[str] = SortedRecentIds(80)  # generations of 10
     ids = [f"id-{i}" for i in range(200)]
     assert (recent.add_many(ids) == ADDED).all()
@@ -85,3 +85,25 @@ def test_a_batch_answers_and_leaves_the_table_as_the_same_calls_one_by_one(
         )
         assert len(batched) == len(single)
         assert all((k in batched) == (k in single) for k in range(61))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    most=st.integers(min_value=1, max_value=30),
+    steps=st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 60), max_size=25)), max_size=14),
+)
+def test_ids_added_one_at_a_time_and_in_batches_share_a_generation(
+    most: int, steps: list[tuple[bool, list[int]]]
+) -> None:
+    """A generation of ids from both ways (the set and the sorted array) is kept, sealed and
+    forgotten as if each id had come alone."""
+    mixed: SortedRecentIds[int] = SortedRecentIds(most)
+    single: SortedRecentIds[int] = SortedRecentIds(most)
+    for batch, keys in steps:
+        if batch:
+            assert list(mixed.add_many(keys)) == _one_by_one(single, keys, len(keys))
+        else:
+            assert [mixed.add_new(k) for k in keys] == [single.add_new(k) for k in keys]
+        assert len(mixed) == len(single)
+        assert all((k in mixed) == (k in single) for k in range(61))
+        assert list(mixed.contains_many(list(range(61)))) == [k in single for k in range(61)]
