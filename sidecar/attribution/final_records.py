@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sidecar.attribution.events import Phase, RequestInfo
+from sidecar.attribution.events import Phase
 from sidecar.attribution.record_batch import RecordBatch, Values
 from sidecar.attribution.records import RECORD_FIELDS
 from sidecar.attribution.requests import Columns, RequestTable
@@ -68,7 +68,7 @@ def build_records(
     out: list[Values] = []
     for row in zip(
         cols.request_id,
-        cols.info,
+        zip(*cols.info, strict=True),
         energy_j.tolist(),
         cols.phase_j.tolist(),
         _components(cols),
@@ -82,31 +82,30 @@ def build_records(
         strict=True,
     ):
         rid, info, energy, phase, component_j, busy, first, last, warmup, lo, hi, extra = row
-        if info is None:
-            info = RequestInfo(rid, model=default_model)
+        model, operation, task, start, end, prompt, output, units, unit, attributes, _ = info
         prefill, decode, denoise = phase
         out.append(
             (  # in RECORD_FIELDS order (checked below)
                 rid,  # request_id
-                info.model if info.model != "unknown" else default_model,  # model
-                info.operation,  # operation
-                info.task,  # task
-                info.unit,  # unit
+                default_model if model is None else model,  # model ("unknown": None)
+                operation,  # operation
+                task,  # task
+                unit,  # unit
                 energy,  # energy_j
                 {_PREFILL: prefill, _DECODE: decode, _DENOISE: denoise},  # phase_j
                 component_j,  # component_j
-                info.prompt_tokens,  # prompt_tokens
-                info.output_tokens,  # output_tokens
-                info.output_units or (float(info.output_tokens) if info.unit == "token" else 0.0),
-                info.start_s if info.start_s is not None else _finite(first),  # start_s
-                info.end_s if info.end_s is not None else _finite(last),  # end_s
-                None if info.end_s is None else info.end_s + offset,  # end_unix_s
+                prompt,  # prompt_tokens
+                output,  # output_tokens
+                units or (float(output) if unit == "token" else 0.0),  # output_units
+                start if start is not None else _finite(first),  # start_s
+                end if end is not None else _finite(last),  # end_s
+                None if end is None else end + offset,  # end_unix_s
                 busy,  # busy_s
                 period is not None and (last - first if last >= first else 0.0) < period,  # approximate
                 final,  # final
                 rule,  # rule
                 source,  # energy_source
-                {**plain(info.attributes), **extra} if extra else plain(info.attributes),  # attributes
+                {**plain(attributes), **extra} if extra else plain(attributes),  # attributes
                 lo,  # energy_low_j
                 hi,  # energy_high_j
                 "warmup" if warmup else quality,  # fit_quality

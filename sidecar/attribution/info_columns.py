@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sidecar.attribution.events import RequestInfo
 
-__all__ = ["InfoColumns"]
+__all__ = ["InfoColumns", "InfoFields"]
 
 _HAS, _START, _END, _EXACT = 1, 2, 4, 8  # flag bits; 0: no info in the columns
 _Texts = list[str | None]
@@ -39,6 +40,26 @@ _FIELDS = attrgetter(
     "unit",
     "attributes",
 )
+
+
+class InfoFields(NamedTuple):
+    """Some rows' infos as lists, one item a row, in ``RequestInfo``'s field order after its id."""
+
+    model: list[str | None]  # None: "unknown", or no info
+    operation: list[str | None]
+    task: list[str | None]
+    start_s: list[float | None]
+    end_s: list[float | None]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+    output_units: list[float]
+    unit: list[str | None]
+    attributes: list[Mapping[str, str] | None]
+    exact: list[bool]
+
+
+_NO_INFO = RequestInfo("")  # what a row with no info reads as (RequestInfo's defaults)
+_FIELDS_IN_ORDER = attrgetter(*InfoFields._fields[1:])
 
 
 def _times(values: tuple[float | None, ...], flags: np.ndarray, bit: int) -> np.ndarray:
@@ -151,32 +172,45 @@ class InfoColumns:
         """The info of each row of ``slots``, built again (None where a row has none)."""
         if not slots:
             return []
-        at = np.asarray(slots, dtype=np.int64)
-        flags = self.flags[at]
-        times, tokens = self.times[at], self.tokens[at]
-        starts = _optional(times[:, 0], flags & _START)
-        ends = _optional(times[:, 1], flags & _END)
-        if None in models:
-            models = [m if m is not None else "unknown" for m in models]
-        pick = itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
+        f = self.fields(slots, models)
         out: list[RequestInfo | None] = list(
             map(
                 RequestInfo,  # positional: RequestInfo's field order
                 request_ids,
-                models,
-                *(pick(values) for values in (self.operations, self.tasks)),
-                starts,
-                ends,
-                tokens[:, 0].tolist(),
-                tokens[:, 1].tolist(),
-                times[:, 2].tolist(),
-                *(pick(values) for values in (self.units, self.attributes)),
-                ((flags & _EXACT) != 0).tolist(),
+                ["unknown" if m is None else m for m in f.model] if None in f.model else f.model,
+                *f[1:],
             )
         )
-        if not flags.all():  # rows with no info in the columns: none, or kept whole
-            for k in np.flatnonzero(flags == 0).tolist():
-                out[k] = self.whole.get(slots[k])
+        at = np.asarray(slots, dtype=np.int64)
+        for k in np.flatnonzero(self.flags[at] == 0).tolist():  # no info in the columns
+            out[k] = self.whole.get(slots[k])
+        return out
+
+    def fields(self, slots: list[int], models: list[str | None]) -> InfoFields:
+        """The infos of rows ``slots`` as lists, one item a row: ``models`` (the table's model column)
+        and the columns' fields; a row with no info has a default ``RequestInfo``'s."""
+        at = np.asarray(slots, dtype=np.int64)
+        flags = self.flags[at]
+        times, tokens = self.times[at], self.tokens[at]
+        pick = itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
+        out = InfoFields(
+            list(models),
+            list(pick(self.operations)),
+            list(pick(self.tasks)),
+            _optional(times[:, 0], flags & _START),
+            _optional(times[:, 1], flags & _END),
+            tokens[:, 0].tolist(),
+            tokens[:, 1].tolist(),
+            times[:, 2].tolist(),
+            list(pick(self.units)),
+            list(pick(self.attributes)),
+            ((flags & _EXACT) != 0).tolist(),
+        )
+        for k in np.flatnonzero(flags == 0).tolist():  # none, or kept whole
+            info = self.whole.get(slots[k], _NO_INFO)
+            columns: tuple[list[Any], ...] = out[1:]
+            for column, value in zip(columns, _FIELDS_IN_ORDER(info), strict=True):
+                column[k] = value
         return out
 
     def ends(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

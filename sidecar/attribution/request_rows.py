@@ -16,7 +16,7 @@ import numpy as np
 
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.fit import WORK
-from sidecar.attribution.info_columns import InfoColumns
+from sidecar.attribution.info_columns import InfoColumns, InfoFields
 from sidecar.attribution.rules import COMPONENTS
 
 __all__ = ["Accumulator", "Rows"]
@@ -127,6 +127,11 @@ class Rows:
     def info(self, slot: int) -> RequestInfo | None:
         """The info of the request in row ``slot`` (built again from the columns), or None."""
         return self.info_columns.get(slot, self.ids[slot], self.models[slot])
+
+    def info_fields(self, slots: list[int]) -> InfoFields:
+        """The infos of the requests in rows ``slots`` as lists (:meth:`InfoColumns.fields`)."""
+        models: list[str | None] = self.models[slots].tolist() if slots else []
+        return self.info_columns.fields(slots, models)
 
     def infos_at(self, slots: list[int]) -> list[RequestInfo | None]:
         """The info of each request in rows ``slots`` (None where a row has none)."""

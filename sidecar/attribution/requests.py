@@ -16,6 +16,7 @@ import numpy as np
 from sidecar.attribution.due_checks import DueChecks
 from sidecar.attribution.events import RequestInfo
 from sidecar.attribution.groups import Groups, group_rows
+from sidecar.attribution.info_columns import InfoFields
 from sidecar.attribution.live_codes import LiveCodes
 from sidecar.attribution.request_rows import Accumulator, Rows
 from sidecar.attribution.rules import Split
@@ -27,7 +28,7 @@ class Columns(NamedTuple):
     """Some requests' ids, infos and sums, one row each (copies, in the order asked)."""
 
     request_id: list[str]
-    info: list[RequestInfo | None]
+    info: InfoFields  # their infos as lists (a request with no info: RequestInfo's defaults)
     phase_j: np.ndarray  # (n, 3) J per phase (prefill, decode, denoise)
     component_j: np.ndarray  # (n, components)
     work: np.ndarray  # (n, regressors)
@@ -211,7 +212,7 @@ class RequestTable:
         idx, sums = np.asarray(slots, dtype=np.int64), self._sums
         return Columns(
             [sums.ids[slot] for slot in slots],
-            sums.infos_at(slots),
+            sums.info_fields(slots),
             sums.phase_j[idx],
             sums.component_j[idx],
             sums.work[idx],

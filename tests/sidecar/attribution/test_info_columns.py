@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.attribution.events import RequestInfo
-from sidecar.attribution.info_columns import InfoColumns
+from sidecar.attribution.info_columns import InfoColumns, InfoFields
 from sidecar.attribution.requests import RequestTable
 
 _time = st.one_of(st.none(), st.floats(allow_nan=False), st.just(math.inf))
@@ -50,6 +50,12 @@ def test_infos_come_back_as_they_were_put(infos: list[RequestInfo | None], data:
     assert back == infos
     for got, info in zip(back, infos, strict=True):  # the tap's own mapping, not a copy
         assert got is None or info is None or got.attributes is info.attributes
+    fields = columns.fields(slots, models)  # what the final records read: lists, defaults where none
+    for k, info in enumerate(infos):
+        want = RequestInfo("") if info is None else info
+        got = [column[k] for column in fields[1:]]
+        assert got == [getattr(want, name) for name in InfoFields._fields[1:]]
+    assert fields.model == models
     stated, end_s = columns.ends(np.array(slots))
     assert stated.tolist() == [i is not None and i.end_s is not None for i in infos]
     want = [math.nan if i is None or i.end_s is None else i.end_s for i in infos]

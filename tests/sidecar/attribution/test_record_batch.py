@@ -50,7 +50,7 @@ def _reference(
     out = []
     for row in zip(
         cols.request_id,
-        cols.info,
+        [acc.info for acc in accs],  # the infos as objects (the table keeps them as columns)
         energy_j.tolist(),
         cols.phase_j.tolist(),
         cols.component_j.tolist(),
