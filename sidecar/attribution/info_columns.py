@@ -15,7 +15,7 @@ kept whole, as it came, in a dict beside the columns, so nothing is lost for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
@@ -124,7 +124,7 @@ class InfoColumns:
         """Row ``slot``'s info is ``info`` (None: none)."""
         self.put_many([slot], [info])
 
-    def put_many(self, slots: list[int], infos: list[RequestInfo | None]) -> None:
+    def put_many(self, slots: list[int], infos: Sequence[RequestInfo | None]) -> None:
         """Row ``slots[i]``'s info is ``infos[i]``, each (distinct rows); an info the columns cannot
         hold (a count beyond 64 bits) is kept whole, its neighbours in the columns."""
         try:
@@ -138,7 +138,7 @@ class InfoColumns:
                     assert info is not None  # None always fits
                     self.whole[slot] = info
 
-    def _write(self, slots: list[int], infos: list[RequestInfo | None]) -> None:
+    def _write(self, slots: list[int], infos: Sequence[RequestInfo | None]) -> None:
         """:meth:`put_many`; raises (the numbers not written) where a value does not fit a column."""
         if self.whole:
             for slot in slots:
@@ -192,7 +192,7 @@ class InfoColumns:
         at = np.asarray(slots, dtype=np.int64)
         flags = self.flags[at]
         times, tokens = self.times[at], self.tokens[at]
-        pick = itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
+        pick = itemgetter(*slots) if len(slots) > 1 else lambda values: tuple(values[k] for k in slots)
         out = InfoFields(
             list(models),
             list(pick(self.operations)),

@@ -121,7 +121,7 @@ class Rows:
 
     def set_infos(self, slots: list[int], infos: list[RequestInfo]) -> None:
         """:meth:`set_info` of each row in ``slots``."""
-        self.info_columns.put_many(slots, infos)  # type: ignore[arg-type]  # list is invariant
+        self.info_columns.put_many(slots, infos)
         self.models[slots] = list(map(_model_of, infos))
 
     def info(self, slot: int) -> RequestInfo | None:
@@ -130,14 +130,17 @@ class Rows:
 
     def info_fields(self, slots: list[int]) -> InfoFields:
         """The infos of the requests in rows ``slots`` as lists (:meth:`InfoColumns.fields`)."""
-        models: list[str | None] = self.models[slots].tolist() if slots else []
-        return self.info_columns.fields(slots, models)
+        return self.info_columns.fields(slots, self._models(slots))
 
     def infos_at(self, slots: list[int]) -> list[RequestInfo | None]:
         """The info of each request in rows ``slots`` (None where a row has none)."""
         ids = self.ids
+        return self.info_columns.get_many(slots, [ids[s] for s in slots], self._models(slots))
+
+    def _models(self, slots: list[int]) -> list[str | None]:
+        """The model column of rows ``slots`` (None: no info, or "unknown")."""
         models: list[str | None] = self.models[slots].tolist() if slots else []
-        return self.info_columns.get_many(slots, [ids[s] for s in slots], models)
+        return models
 
     def models_at(self, slots: np.ndarray, default: str) -> list[str]:
         """The model of each row (``default`` where no info names one; a row < 0: gone, ``default``)."""

@@ -89,3 +89,9 @@ def test_the_table_gives_back_merged_infos_and_no_info_object_is_kept() -> None:
     )
     assert acc.info is not acc.info  # built when asked: the table holds columns, not the object
     assert "infos" not in dir(table._sums)
+
+
+def test_no_rows_read_as_empty_lists() -> None:
+    columns = InfoColumns(4)
+    assert columns.fields([], []) == InfoFields(*([] for _ in InfoFields._fields))
+    assert columns.get_many([], [], []) == []
