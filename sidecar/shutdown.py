@@ -58,7 +58,7 @@ def seal_stop(sidecar: Sidecar, grace_s: float) -> dict[str, int]:
     if left_s() > 0:
         sidecar.poller.read_once()  # the last reading: seal up to it
         try:
-            done["final"] = len(sidecar.tick(seal_until_s=math.inf))  # drains the taps once more
+            done["final"] = sidecar.tick(seal_until_s=math.inf)  # drains the taps once more
         except Exception:
             log.exception("the final seal failed; open requests are stored as provisional")
     else:

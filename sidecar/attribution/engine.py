@@ -104,6 +104,8 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         self._new_steps: list[np.ndarray] = []  # step batches: rows of the same 8 columns
         self._last_step_codes: tuple[tuple[str, ...], np.ndarray] | None = None  # ids -> codes, until advance
         self._pending = PendingWork()
+        self._done_codes = np.empty(0, dtype=np.int64)  # found final, records not built yet (_finalize)
+        self._done_inferred = np.empty(0, dtype=bool)
         self._curves: list[StepCurve] = []  # step curves of clocked rows, by their code
         self._sealed_t: float | None = None  # time of the last sealed edge
         self._sealed_e = 0.0
@@ -217,8 +219,16 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         """End of the last sealed tick (s), None before the first counter edge."""
         return self._sealed_t
 
-    def advance(self, seal_until_s: float) -> RecordBatch:
-        """Seal every tick that ends by ``seal_until_s``; return records that became final."""
+    def advance(self, seal_until_s: float, most_final: int | None = None) -> RecordBatch:
+        """Seal every tick that ends by ``seal_until_s``; return records that became final. With
+        ``most_final``, the records of at most that many of the requests found final, the oldest
+        first (and of those evicted over ``max_requests``); the others wait for the next call
+        (:attr:`finals_left`; the same ``seal_until_s`` seals nothing more), which builds theirs
+        first: a caller that hands on each batch before it asks for the next holds one batch of
+        records, not every record a burst made final (the sidecar's tick:
+        :data:`sidecar.app.FINAL_BATCH`)."""
+        if most_final is not None and most_final < 1:
+            raise ValueError(f"most_final must be at least 1, not {most_final}")
         self._last_step_codes = None  # finalizing below frees codes
         t_edges, e_edges, e_dev_edges = self.timeline.edges_after(
             self._sealed_t if self._sealed_t is not None else float("-inf")
@@ -251,4 +261,4 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
             self._release_held()
         if self._held:  # nothing final before the held ticks are split; the request cap holds
             return self._evict()
-        return self._finalize() + self._evict()
+        return self._finalize(most_final) + self._evict()

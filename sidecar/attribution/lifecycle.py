@@ -39,8 +39,8 @@ FINALIZED_KEPT = 100_000  # recent final ids remembered to refuse their late wor
 class Plan(NamedTuple):
     """What a finalize pass does with its due requests."""
 
-    done_slots: np.ndarray  # rows of the requests that end now, in due order
-    inferred: list[bool]  # per done request: its end inferred (no stated end: expired)
+    done_codes: np.ndarray  # codes of the requests that end now, in due order
+    inferred: np.ndarray  # per done request: its end inferred (no stated end: expired)
     later: list[tuple[int, float]]  # (code, check time) of those looked at again later
     expired: int  # done requests without a stated end (request_timeout_s passed)
 
@@ -75,7 +75,7 @@ def plan_finals(
     codes = np.asarray(due, dtype=np.int64)
     later = list(zip(codes[again].tolist(), check_s[again].tolist(), strict=True))
     done = ~again
-    return Plan(slots[done], no_end[done].tolist(), later, int((no_end & done).sum()))
+    return Plan(codes[done], no_end[done], later, int((no_end & done).sum()))
 
 
 class RequestLifecycle:
@@ -95,24 +95,49 @@ class RequestLifecycle:
     _sealed_t: float | None
     _first_sealed_t: float | None
     _finalized: SortedRecentIds[str]  # recent final ids (FINALIZED_KEPT), to refuse their late work
+    _done_codes: np.ndarray  # found final, records not built yet (over most_final): codes
+    _done_inferred: np.ndarray  # and whether each one's end was inferred
 
-    def _finalize(self) -> RecordBatch:
-        """Records that became final: only requests whose check time has come are looked at."""
+    def _finalize(self, most: int | None = None) -> RecordBatch:
+        """Records that became final: only requests whose check time has come are looked at. With
+        ``most``, the records of at most that many are built now, the oldest first; the other
+        requests found final wait for the next call (:attr:`finals_left`), which builds theirs
+        first (it looks at the requests due only while it has room for more)."""
+        done, ended = self._done_codes, self._done_inferred
+        if most is None or done.size < most:
+            codes, inferred = self._ended_now()
+            if done.size:  # a request found final already, due again (a new info): once
+                new = ~np.isin(codes, done)
+                codes, inferred = np.concatenate((done, codes[new])), np.concatenate((ended, inferred[new]))
+            done, ended = codes, inferred
+        codes, inferred = done[:most], ended[:most]
+        self._done_codes, self._done_inferred = done[codes.size :], ended[codes.size :]
+        if not codes.size:
+            return RecordBatch()
+        slots = self.requests.slots_of(codes)
+        live = slots >= 0  # one found final last call and evicted since is gone (its record made)
+        return self._finals(slots[live].tolist(), inferred[live].tolist())
+
+    @property
+    def finals_left(self) -> int:
+        """Requests found final whose records wait for the next :meth:`advance` (over its
+        ``most_final``)."""
+        return int(self._done_codes.size)
+
+    def _ended_now(self) -> tuple[np.ndarray, np.ndarray]:
+        """The codes of the due requests that end now, and whether each one's end was inferred."""
         sealed = self._sealed_t
-        if sealed is None:
-            return RecordBatch()
+        due = [] if sealed is None else self.requests.due(sealed)
+        if sealed is None or not due:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=bool)
         period = self.timeline.update_period_s() or 0.0
-        table = self.requests
-        due = table.due(sealed)
-        if not due:
-            return RecordBatch()
         has_work = self._pending.among(due)  # which due requests still have work pending
         first_s = self._first_sealed_t if self._first_sealed_t is not None else sealed
-        plan = plan_finals(table, due, sealed, period, first_s, self.request_timeout_s, has_work)
+        plan = plan_finals(self.requests, due, sealed, period, first_s, self.request_timeout_s, has_work)
         self.dropped["expired"] += plan.expired
         for code, check_s in plan.later:
-            table.schedule(code, check_s)
-        return self._finals(plan.done_slots.tolist(), plan.inferred)
+            self.requests.schedule(code, check_s)
+        return plan.done_codes, plan.inferred
 
     def _evict(self) -> RecordBatch:
         """Over ``max_requests`` in flight: the oldest end now, counted, their energy unknown."""

@@ -183,6 +183,11 @@ class RequestTable:
         """The live requests among ``codes`` (no repeats) lost work rows this merge: one more each."""
         self._sums.lost_rows[self._live_rows(codes)] += 1
 
+    def slots_of(self, codes: np.ndarray) -> np.ndarray:
+        """The row of each of ``codes`` (-1: gone), in their order."""
+        rows: np.ndarray = self._live.slots_of(codes)
+        return rows
+
     def _live_rows(self, codes: np.ndarray) -> np.ndarray:
         """The rows of the live requests among ``codes`` (gone ones left out), in their order."""
         rows = self._live.slots_of(codes)

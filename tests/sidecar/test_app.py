@@ -171,3 +171,22 @@ def test_records_written_together_are_served_while_they_wait_and_counted_as_they
     assert sum(v for _, v in counts) == len(handed)
     sidecar.tick(seal_until_s=math.inf)  # the stop writes what waits, and counts it
     assert sorted(handed) == sorted(final) and ledger.count() == len(final)
+
+
+def test_a_burst_of_finals_goes_on_a_batch_at_a_time_and_all_of_it(
+    run: SimRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sidecar.app.FINAL_BATCH", 4)
+    clock = FakeClock(0.0)
+    handed: list[int] = []
+    sidecar = simulated(run, clock, Ledger(":memory:"), on_final=lambda recs: handed.append(len(recs)))
+    drive(run, clock, sidecar, 2.0)  # the fit warms up; the rest comes in one seal below
+    sidecar.poller.read_once()
+    before = len(handed)
+    clock.advance(run.duration_s + 2.0 - clock.t_s)
+    sidecar.poller.read_once()
+    published = sidecar.tick(seal_until_s=math.inf)
+    batches = handed[before:]
+    assert len(batches) > 1 and max(batches) <= 4  # each batch written and handed on before the next
+    assert published == sum(batches) and sidecar.ledger.count() == len(run.requests)
+    assert sidecar.attributor.finals_left == 0 and len(sidecar.attributor.requests) == 0
