@@ -7,8 +7,9 @@ drives three periodic jobs and the HTTP server:
 * poll (every ``poll_interval_s``, default 20 ms): read the energy counters;
 * status (every ``status_interval_s``): power, utilization, clocks, memory;
 * tick (every ``tick_interval_s``): drain the taps in their order, seal
-  ticks up to ``now - settle_s``, hand final records to the histograms and the
-  ledger, and mark the published snapshot out of date. The immutable snapshot
+  ticks up to ``now - settle_s``, hand final records to the ledger and the
+  histograms (:data:`FINAL_BATCH` at a time), and mark the published snapshot
+  out of date. The immutable snapshot
   the exporters read is built on the first read after a tick (as of that
   tick's time), so a tick nobody reads (most of them: Prometheus scrapes every
   few seconds) builds none; a lock keeps a read on another thread (the proxy's
