@@ -59,8 +59,9 @@ __all__ = ["Sidecar"]
 log = logging.getLogger(__name__)
 
 # Final records built at most this many at a time (the rest of a burst due in one tick follows in
-# batches, each handed to the ledger and the histograms first): a record is ~1.4 KB of small objects
-# until written, and a span flood's first seal made 11,226 at once, +16 MB of RSS kept after it.
+# batches, each handed to the ledger and the histograms first): a record is small objects until
+# written, and a span flood's first seal built a whole burst's at once, whose arenas stayed in the
+# RSS after it (docs/deploy.md, "Memory").
 FINAL_BATCH = 1024
 _IN_MEMORY_RECORDS = 10_000  # final records kept for lookups when no ledger file is configured
 _FAILING_TICKS = 3  # consecutive failed tick runs that make /readyz unready

@@ -190,7 +190,7 @@ class RequestTable:
 
     def _live_rows(self, codes: np.ndarray) -> np.ndarray:
         """The rows of the live requests among ``codes`` (gone ones left out), in their order."""
-        rows = self._live.slots_of(codes)
+        rows = self.slots_of(codes)
         return rows[rows >= 0]
 
     def due_state(self, codes: list[int]) -> tuple[np.ndarray, ...]:

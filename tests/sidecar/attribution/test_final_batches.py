@@ -56,8 +56,8 @@ def test_what_waits_is_built_first_by_the_next_call_and_counted_as_left() -> Non
     first = att.advance(2.0, 4)
     assert [v[0] for v in first.values] == ["r0", "r1", "r2", "r3"]  # the oldest first
     assert att.finals_left == 6 and len(att.requests) == 6  # still live, their work still theirs
-    _burst_late = RequestInfo("late", end_s=1.95, output_tokens=1)
-    att.add_request(_burst_late)  # due at the next seal: after those found final before it
+    att.add_request(RequestInfo("late", end_s=1.95, output_tokens=1))  # due at the next seal: after
+    # those found final before it
     second = att.advance(3.0, 4)
     assert [v[0] for v in second.values] == ["r4", "r5", "r6", "r7"]
     rest = att.advance(3.0)  # no most: the rest of them, then what is due now
