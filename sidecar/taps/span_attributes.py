@@ -16,6 +16,7 @@ it stands for.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from sidecar.contracts.vllm_ids import CHAT, NUMBERED
 
@@ -73,6 +74,12 @@ class SpanAttributes(Mapping[str, str]):
         if key not in _KEYS:
             raise KeyError(key)
         return self.as_dict()[key]  # one value read alone is rare (a merge of infos): made with both
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``Mapping.get`` without its ``KeyError``: the attribution asks every request's
+        attributes for a key these never hold (``work_lost``), and a raised and caught error
+        cost ten times a dict's look-up."""
+        return self[key] if key in _KEYS else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(_KEYS)

@@ -30,8 +30,8 @@ range, a latency that is negative, NaN or over a day, or a request id already
 handled (a duplicate span) raises :class:`~sidecar.taps.validate.Rejected`, so
 the receiver drops that span only and counts why.
 
-Request ids are normalized and the span's attributes named in :mod:`.vllm_span_format`.
-Units: seconds, tokens.
+Request ids are normalized and the span's attributes named in :mod:`.vllm_span_format`;
+a batch's ids are checked together in :mod:`.vllm_span_ids`. Units: seconds, tokens.
 """
 
 from __future__ import annotations
@@ -59,12 +59,11 @@ from sidecar.taps.vllm_span_format import (
     ROW_SPEC,
     SPAN_ATTRIBUTES,
     SPAN_NAME,
-    checked_id,
-    named_id,
     normalize_request_id,
     one_row,
     operation_of,
 )
+from sidecar.taps.vllm_span_ids import checked_rows, named_ids
 from sidecar.taps.vllm_span_tasks import TASK_ATTRIBUTE, TaskJoins
 
 __all__ = [
@@ -144,11 +143,9 @@ class VllmSpanHandler:
         counts, the latencies and an end after now (a span failing them is refused then, in
         ``partial_success``)."""
         bad: dict[str, list[int]] = {}
-        for i, raw in enumerate(rows.ids):
-            try:
-                checked_id(raw, ID_KEY)
-            except v.Rejected as err:
-                bad.setdefault(err.reason, []).append(i)
+        for i, name in enumerate(named_ids(rows.ids)):
+            if isinstance(name, v.Rejected):  # a bug's exception is counted when the tick takes the span
+                bad.setdefault(name.reason, []).append(i)
         for reason, at in bad.items():  # one mask a reason: an export of bad ids costs linear time
             mask = np.zeros(len(rows), dtype=bool)
             mask[at] = True
@@ -182,15 +179,16 @@ class VllmSpanHandler:
     def _take(
         self, rows: SpanRows, traces: Sequence[bytes | str], spans: list[ReceivedSpan] | None, out: TapOutput
     ) -> Counter[str]:
-        """Check every row (numbers in bulk, ids one by one, in the order a span was always checked:
-        id, duplicate, prompt, completion, e2e, prefill, decode); infos now, work at :meth:`flush`."""
+        """Check every row (numbers and ids in bulk: :mod:`.vllm_span_ids`), each refused for the first
+        check it fails, in the order a span was always checked: id, duplicate, prompt, completion,
+        e2e, prefill, decode; infos now, work at :meth:`flush`."""
         reasons = v.Reasons(len(rows))
         prompt, completion, prefill_s, decode_s, end_unix_s = self._numbers(rows, reasons)
         shift_s = self.to_mono(0.0)  # Unix -> sidecar clock: an offset (read once for the batch)
         start_s = rows.start_unix_s + shift_s
         end_s = end_unix_s + shift_s
         counts: Counter[str] = Counter()
-        checked = self._checked(rows, reasons.code.tolist(), counts)
+        checked = checked_rows(rows.ids, self._handled, reasons.code.tolist(), counts)
         self._handled.add_many([request_id for _, _, request_id in checked])  # the oldest forgotten
         at = [i for i, _, _ in checked]
         times = zip(start_s[at].tolist(), end_s[at].tolist(), strict=True)
@@ -204,33 +202,6 @@ class VllmSpanHandler:
                 (tuple(ids), end_s[keep], prompt[keep], completion[keep], prefill_s[keep], decode_s[keep])
             )
         return counts
-
-    def _checked(self, rows: SpanRows, codes: list[int], counts: Counter[str]) -> list[tuple[int, str, str]]:
-        """The rows whose id names a request not handled before and whose numbers passed: (row, vLLM's
-        id, request id); the others counted in ``counts`` by why."""
-        named = [named_id(raw) for raw in rows.ids]  # (raw id, request id), or why the id is refused
-        known = self._handled.contains_many([n[1] if isinstance(n, tuple) else "" for n in named])
-        taken: dict[str, None] = {}  # ids handled in this batch
-        out: list[tuple[int, str, str]] = []
-        for i, (name, seen, code) in enumerate(zip(named, known.tolist(), codes, strict=True)):
-            try:
-                if isinstance(name, Exception):
-                    raise name
-                raw_id, request_id = name
-                if seen or request_id in taken:
-                    raise v.Rejected("duplicate", f"llm_request span for {request_id!r} already handled")
-                if code:
-                    raise v.Rejected(v.REASONS[code - 1], f"llm_request span for {request_id!r}")
-            except v.Rejected as err:
-                v.note(counts, err)
-                continue
-            except Exception:  # a bug must not cost the other spans: count, log, go on
-                counts["internal_errors"] += 1
-                log.exception("llm_request span %d of %d could not be checked", i, len(rows))
-                continue
-            taken[request_id] = None
-            out.append((i, raw_id, request_id))
-        return out
 
     def _requests(
         self,

@@ -27,6 +27,7 @@ def test_it_reads_as_the_dict_of_its_two_values_the_trace_as_hex(trace: bytes | 
     )
     assert list(attrs) == list(AS_DICT) and len(attrs) == 2 and "trace_id" in attrs and "x" not in attrs
     assert attrs.get("finish_reason") is None and attrs.keys() <= {*AS_DICT, "finish_reason"}
+    assert [attrs.get(k, "-") for k in (*AS_DICT, "work_lost")] == [*AS_DICT.values(), "-"]
     with pytest.raises(KeyError):
         attrs["finish_reason"]
     assert json.loads(json_text({"attributes": dict(attrs)})) == {"attributes": AS_DICT}
