@@ -14,7 +14,7 @@ pop in Python each (``benchmarks/seal_rows.py`` prints both).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -52,6 +52,17 @@ class DueChecks:
         self._new_check_s.append(check_s)
         self._new_code.append(code)
         return True
+
+    def put_many(self, codes: Sequence[int], check_s: list[float]) -> None:
+        """:meth:`put` of each code at its time (the times checked at once, the lists extended)."""
+        ahead = np.asarray(check_s, dtype=np.float64) < math.inf  # not inf, not NaN
+        if ahead.all():
+            self._new_check_s.extend(check_s)
+            self._new_code.extend(codes)
+            return
+        for k in np.flatnonzero(ahead).tolist():
+            self._new_check_s.append(check_s[k])
+            self._new_code.append(codes[k])
 
     def due(self, until_s: float, live: Live) -> list[int]:
         """The live codes with a check time ``<= until_s``, ascending, each once (taken out); none

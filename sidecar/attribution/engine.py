@@ -31,6 +31,7 @@ import numpy as np
 from sidecar.attribution.events import WORK_LOST, RequestInfo, StepBatch, WorkEvent, WorkRows
 from sidecar.attribution.intake import WorkIntake
 from sidecar.attribution.lifecycle import FINALIZED_KEPT, RequestLifecycle
+from sidecar.attribution.new_requests import first_seen
 from sidecar.attribution.pending import PendingWork
 from sidecar.attribution.record_batch import RecordBatch
 from sidecar.attribution.requests import RequestTable
@@ -130,7 +131,15 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         label held for them, an end in bounds, no lost work, no id twice) goes into the table at once
         (:meth:`RequestTable.add_new`), as those calls would leave it."""
         items = list(infos)
-        final: list[bool] = self._finalized.contains_many([info.request_id for info in items]).tolist()
+        ids = [info.request_id for info in items]
+        finals = self._finalized.contains_many(ids)
+        sealed_s = self.requests.now_s  # -inf before the first seal: no bound (_too_far)
+        latest_s = sealed_s + self.max_future_s if sealed_s > -math.inf else math.inf
+        new = first_seen(items, ids, finals, self.requests.ids(), self._labels, latest_s)
+        if new is not None:  # the usual span export: one run, no test an info
+            self.requests.add_new(new)
+            return
+        final: list[bool] = finals.tolist()
         run: dict[str, RequestInfo] = {}
         for info, is_final in zip(items, final, strict=True):
             rid = info.request_id

@@ -9,6 +9,7 @@ requests, not history.
 from __future__ import annotations
 
 import math
+from collections.abc import KeysView
 from typing import NamedTuple
 
 import numpy as np
@@ -64,6 +65,10 @@ class RequestTable:
         """Whether ``request_id`` is live (has a row)."""
         return request_id in self._codes
 
+    def ids(self) -> KeysView[str]:
+        """The live requests' ids (a view: read it before the table changes)."""
+        return self._codes.keys()
+
     def code(self, request_id: str, *, check_s: float | None = None) -> int:
         """The code of ``request_id``, creating its row on first sight.
 
@@ -116,9 +121,8 @@ class RequestTable:
         slots = self._sums.take_many(ids, self.now_s)
         self._live.add_run(first, slots)
         self._sums.set_infos(slots, infos)
-        for code, info in zip(codes, infos, strict=True):  # as code() schedules a new request
-            self._due.put(code, self._first_check_s(info.end_s))
-        self._compact()
+        self._due.put_many(codes, list(map(self._first_check_s, [info.end_s for info in infos])))
+        self._compact()  # as code() schedules a new request, each
 
     def codes_of(self, request_ids: tuple[str, ...]) -> list[int | None]:
         """The codes of many ids at once (None where an id has none); creates nothing."""

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,3 +89,44 @@ def test_new_requests_of_a_batch_get_rows_checks_and_models_at_once() -> None:
     assert att.requests.due(40.0) == [28, 3000]  # and one without an end: the timeout from now
     slots = np.array([acc.slot for rid in ("n0", "n1") if (acc := att.requests.get(rid))])
     assert att.requests.models_at(slots, "d") == ["d", "m"]
+
+
+_NEW = [RequestInfo("r5", end_s=21.0), RequestInfo("r6"), RequestInfo("r7", end_s=22.0)]
+
+
+@pytest.mark.parametrize(
+    ("odd", "held", "live"),
+    [
+        (RequestInfo("r4", attributes={WORK_LOST: "true"}), [], []),  # its work lost
+        (RequestInfo("r4", end_s=1e6), [], []),  # an end too far ahead
+        (RequestInfo("r4", end_s=math.nan), [], []),  # NaN: not too far, as one by one
+        (RequestInfo("r4"), [TaskLabel("r4", "rag")], []),  # a label waits for it
+        (RequestInfo("r4", end_s=30.0), [], [RequestInfo("r4", model="m")]),  # live already
+        (RequestInfo("r5", end_s=23.0), [], []),  # an id twice in the batch
+        (TaskLabel("r6", "rag"), [], []),  # a task named by id
+    ],
+)
+def test_a_batch_of_new_requests_with_one_odd_info_is_decided_as_one_by_one(
+    odd: Any, held: list[TaskLabel], live: list[RequestInfo]
+) -> None:
+    """The shortcut for a batch of requests all first seen (``first_seen``) must step aside for a
+    batch with any info the one-by-one path treats on its own, wherever it stands in the batch."""
+    for at in range(len(_NEW) + 1):
+        items = [*_NEW[:at], odd, *_NEW[at:]]
+        one_by_one = _attributor(20.0, live, [], held)
+        for item in items:
+            one_by_one.add_request(item)
+        batched = _attributor(20.0, live, [], held)
+        batched.add_requests(items)
+        assert repr(_state(batched)) == repr(_state(one_by_one))
+
+
+def test_a_batch_of_new_requests_before_any_seal_takes_any_end() -> None:
+    """Before the first seal no end is too far (no bound): the shortcut takes 1e6 as the loop does."""
+    items = [*_NEW, RequestInfo("r4", end_s=1e6)]
+    one_by_one = _attributor(-math.inf, [], [], [])
+    for item in items:
+        one_by_one.add_request(item)
+    batched = _attributor(-math.inf, [], [], [])
+    batched.add_requests(items)
+    assert repr(_state(batched)) == repr(_state(one_by_one)) and len(batched.requests) == 4

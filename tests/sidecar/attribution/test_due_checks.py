@@ -76,3 +76,14 @@ def test_entries_of_ended_requests_are_dropped_once_past_the_mark() -> None:
     assert len(checks) == 10 and checks._compact_at == 4 * 10 + 1024
     assert checks.due(10.0, is_live) == list(range(90, 100))
     assert len(checks) == 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.sampled_from([1.0, 2.5, math.inf, math.nan, -3.0])), max_size=8)
+)
+def test_put_many_puts_what_put_of_each_puts(entries: list[tuple[int, float]]) -> None:
+    one, many = DueChecks(), DueChecks()
+    for code, at_s in entries:
+        one.put(code, at_s)
+    many.put_many([code for code, _ in entries], [at_s for _, at_s in entries])
+    assert many.entries() == one.entries() and len(many) == sum(at_s < math.inf for _, at_s in entries)
