@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable
 from typing import Any
 
-import numpy as np
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
@@ -28,7 +27,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sidecar.taps.spans import AttrValue, ReceivedSpan, attr_value
 
-__all__ = ["decode_export", "decode_request", "respond", "row_key", "row_keys", "span_key"]
+__all__ = ["decode_export", "decode_request", "respond", "row_key", "span_key"]
 
 
 def _attrs(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
@@ -150,18 +149,6 @@ def row_key(trace_id: bytes, span_id: bytes, name: bytes) -> bytes | str | None:
     if len(trace_id) == 16 and len(span_id) == 8:
         return trace_id + span_id + name
     return f"{trace_id.hex()}:{span_id.hex()}:{name.decode('utf-8', 'surrogatepass')}"
-
-
-def row_keys(trace_ids: Sequence[bytes], span_ids: Sequence[bytes], name: bytes) -> list[bytes | str | None]:
-    """:func:`row_key` of each pair of ids, the usual export's (every trace id 16 bytes and every
-    span id 8, none all zeros) in a few passes over them all."""
-    n = len(trace_ids)
-    if n and set(map(len, trace_ids)) == {16} and set(map(len, span_ids)) == {8}:
-        tids = np.frombuffer(b"".join(trace_ids), dtype=np.uint8).reshape(n, 16)
-        sids = np.frombuffer(b"".join(span_ids), dtype=np.uint8).reshape(n, 8)
-        if tids.any(axis=1).all() and sids.any(axis=1).all():
-            return [t + s + name for t, s in zip(trace_ids, span_ids, strict=True)]
-    return [row_key(t, s, name) for t, s in zip(trace_ids, span_ids, strict=True)]
 
 
 def respond(rejected: Counter[str]) -> trace_service_pb2.ExportTraceServiceResponse:

@@ -23,7 +23,7 @@ import numpy as np
 
 from sidecar.recent_ids_sorted import ADDED, KNOWN, LEFT_OUT, SortedRecentIds
 from sidecar.taps import validate as v
-from sidecar.taps.otlp_decode import row_keys, span_key
+from sidecar.taps.otlp_decode import row_key, span_key
 from sidecar.taps.otlp_limit import Refusal
 from sidecar.taps.span_rows import count_spans
 from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
@@ -31,14 +31,6 @@ from sidecar.taps.spans import ReceivedSpan, RowHandler, SpanHandler, SpanRows
 __all__ = ["NoRoom", "Queued", "SpanQueue"]
 
 Queued = ReceivedSpan | tuple[RowHandler, SpanRows]  # one span whole, or an export's spans as columns
-
-
-def _wide(trace_ids: list[bytes], span_ids: list[bytes]) -> np.ndarray:
-    """Which spans have a trace id over 16 bytes or a span id over 8 (OTLP's sizes; shorter ones
-    are not a retry's key, and refused later only if the handler needs them)."""
-    if max(map(len, trace_ids), default=0) <= 16 and max(map(len, span_ids), default=0) <= 8:
-        return np.zeros(len(trace_ids), dtype=bool)
-    return np.array([len(t) > 16 or len(s) > 8 for t, s in zip(trace_ids, span_ids, strict=True)], dtype=bool)
 
 
 class NoRoom(Exception):
@@ -132,7 +124,8 @@ class SpanQueue:
         same order, in bulk."""
         refused: Counter[str] = Counter()
         reasons = v.span_times(rows.start_unix_s, rows.end_unix_s, self._wall(), self._limits)
-        reasons.fail(_wide(rows.trace_ids, rows.span_ids), "bad_id")
+        wide = [len(t) > 16 or len(s) > 8 for t, s in zip(rows.trace_ids, rows.span_ids, strict=True)]
+        reasons.fail(np.array(wide, dtype=bool), "bad_id")
         handler.check_rows(rows, reasons)  # its values too: a span it would refuse is refused now
         with self._lock:
             self.counts["received"] += len(rows)
@@ -141,9 +134,7 @@ class SpanQueue:
                 refused[reason] += n
             passed = reasons.passed()
             name_b, tids, sids = name.encode("utf-8", "surrogatepass"), rows.trace_ids, rows.span_ids
-            if len(passed) < len(rows):
-                tids, sids = [tids[i] for i in passed.tolist()], [sids[i] for i in passed.tolist()]
-            keys = row_keys(tids, sids, name_b)
+            keys = [row_key(tids[i], sids[i], name_b) for i in passed.tolist()]
             said = self._said(keys, self._max_queued - self._queued)
             for outcome, reason, code in (
                 ("rejected_duplicate", "duplicate", KNOWN),

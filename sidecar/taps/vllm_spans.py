@@ -31,7 +31,7 @@ handled (a duplicate span) raises :class:`~sidecar.taps.validate.Rejected`, so
 the receiver drops that span only and counts why.
 
 Request ids are normalized and the span's attributes named in :mod:`.vllm_span_format`;
-a batch's ids are checked together in :mod:`.vllm_span_ids`. Units: seconds, tokens.
+a batch's ids are checked in :mod:`.vllm_span_ids`. Units: seconds, tokens.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class VllmSpanHandler:
     def _take(
         self, rows: SpanRows, traces: Sequence[bytes | str], spans: list[ReceivedSpan] | None, out: TapOutput
     ) -> Counter[str]:
-        """Check every row (numbers and ids in bulk: :mod:`.vllm_span_ids`), each refused for the first
+        """Check every row (numbers in bulk, ids in :mod:`.vllm_span_ids`), each refused for the first
         check it fails, in the order a span was always checked: id, duplicate, prompt, completion,
         e2e, prefill, decode; infos now, work at :meth:`flush`."""
         reasons = v.Reasons(len(rows))
