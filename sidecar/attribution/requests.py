@@ -205,9 +205,16 @@ class RequestTable:
         return at, stated, end_s, self._sums.seen_s[at], self._sums.last_t[at]
 
     def loss_state(self, slots: list[int]) -> tuple[list[int], list[float], list[RequestInfo | None]]:
-        """Of the requests in rows ``slots``: work rows lost, earliest work (inf: none), infos."""
+        """Of the requests in rows ``slots``: work rows lost, earliest work (inf: none), and the infos
+        of those with neither (None for the others: the two tell their loss, and a final record's
+        info is not built twice)."""
         at, sums = np.array(slots, dtype=np.int64), self._sums
-        return sums.lost_rows[at].tolist(), sums.first_t[at].tolist(), sums.infos_at(slots)
+        lost, first_t = sums.lost_rows[at], sums.first_t[at]
+        infos: list[RequestInfo | None] = [None] * len(slots)
+        need = np.flatnonzero((lost == 0) & ~np.isfinite(first_t)).tolist()
+        for k, info in zip(need, sums.infos_at([slots[k] for k in need]), strict=True):
+            infos[k] = info
+        return lost.tolist(), first_t.tolist(), infos
 
     def set_seen(self, slots: np.ndarray, seen_s: np.ndarray) -> None:
         """Set the first-seen time of the requests in rows ``slots``."""
