@@ -21,6 +21,7 @@ from sidecar.attribution.info_columns import InfoFields
 from sidecar.attribution.live_codes import LiveCodes
 from sidecar.attribution.request_rows import Accumulator, Rows
 from sidecar.attribution.rules import Split
+from sidecar.attribution.tick_sums import add_sums, tick_sums
 
 __all__ = ["Accumulator", "Columns", "RequestTable"]
 
@@ -74,15 +75,20 @@ class RequestTable:
 
         A new request is checked again at ``check_s`` if given (its stated end), else once the
         timeout has passed without work."""
+        return self._code_slot(request_id, check_s)[0]
+
+    def _code_slot(self, request_id: str, check_s: float | None) -> tuple[int, int]:
+        """:meth:`code`, and the row it made (-1: the request was live: its row not looked up)."""
         code = self._codes.get(request_id)
-        if code is None:
-            code = self._next
-            self._next += 1
-            self._codes[request_id] = code
-            self._live.add(code, self._sums.take(request_id, self.now_s))
-            if self._due.put(code, self._first_check_s(check_s)):
-                self._compact()
-        return code
+        if code is not None:
+            return code, -1
+        code, slot = self._next, self._sums.take(request_id, self.now_s)
+        self._next += 1
+        self._codes[request_id] = code
+        self._live.add(code, slot)
+        if self._due.put(code, self._first_check_s(check_s)):
+            self._compact()
+        return code, slot
 
     def _first_check_s(self, end_s: float | None) -> float:
         """When a new request is first looked at: its stated end, else once the timeout has passed
@@ -95,9 +101,9 @@ class RequestTable:
         """What is known about a request (created on first sight; later infos on top of the earlier,
         :meth:`RequestInfo.over`); a stated end is when to look again."""
         end = info.end_s
-        known = request_id in self._codes
-        code = self.code(request_id, check_s=end)
-        slot = self._live.slot_of(code)
+        code, made = self._code_slot(request_id, end)
+        known = made < 0
+        slot = self._live.slot_of(code) if known else made  # a new row: no search for it
         older = self._sums.info(slot) if known else None
         self._sums.set_info(slot, info if older is None else info.over(older))
         if known and end is not None:
@@ -267,51 +273,11 @@ class RequestTable:
         if req.size == 0:
             return np.zeros(0, dtype=np.int64)
         g = groups if groups is not None else group_rows(req)
-        n = g.codes.size
-        phase_j = np.bincount(g.inverse * 3 + phase, weights=split.row_j, minlength=3 * n).reshape(n, 3)
-        busy = np.bincount(g.inverse, weights=time_share, minlength=n)
-        first = np.minimum.reduceat(t0[g.order], g.starts)
-        last = np.maximum.reduceat(t1[g.order], g.starts)
-        comp = work = unexplained = None
-        if split.component_j is not None and split.work is not None and split.unexplained_j is not None:
-            comp = _group_sums(g, split.component_j)
-            work = _group_sums(g, split.work)
-            unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
+        sums = tick_sums(g, phase, split, time_share, t0, t1)
         at = self._live.slots_of(g.codes)  # -1: gone
-        slots = at
         gone = at < 0
         if gone.any():  # finalized while its late work was pending; counted upstream
-            keep = ~gone
-            slots = at[keep]
-            phase_j, busy, first, last = phase_j[keep], busy[keep], first[keep], last[keep]
-            if comp is not None and work is not None and unexplained is not None:
-                comp, work, unexplained = comp[keep], work[keep], unexplained[keep]
-        sums = self._sums
-        _add_rows(sums.phase_j, slots, phase_j)
-        sums.busy_s[slots] += busy
-        sums.first_t[slots] = np.minimum(sums.first_t[slots], first)
-        sums.last_t[slots] = np.maximum(sums.last_t[slots], last)
-        if comp is not None and work is not None and unexplained is not None:
-            _add_rows(sums.component_j, slots, comp)
-            _add_rows(sums.work, slots, work)
-            sums.unexplained_j[slots] += unexplained
-            sums.has_components[slots] = True
+            add_sums(self._sums, at[~gone], sums.take(~gone))
+        else:
+            add_sums(self._sums, at, sums)
         return at
-
-
-def _group_sums(g: Groups, rows: np.ndarray) -> np.ndarray:
-    """Each group's sum of ``rows`` (n x k), added row by row in their order, as one weighted count
-    (``np.add.reduceat`` of the rows sorted by group gives the same sums, its last bit apart: it
-    adds in another order). A tick's groups are mostly one row each, where ``reduceat`` pays a
-    segment's set-up a row (``benchmarks/seal_rows.py``)."""
-    n, k = g.codes.size, rows.shape[1]
-    bins = (g.inverse[:, None] * k + np.arange(k)).ravel()
-    return np.bincount(bins, weights=rows.ravel(), minlength=n * k).reshape(n, k)
-
-
-def _add_rows(table: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
-    """``table[slots] += values`` for distinct ``slots``: read with ``take``, which NumPy does in less
-    time than the fancy index of ``+=`` does its read."""
-    current = table.take(slots, axis=0)
-    current += values
-    table[slots] = current
