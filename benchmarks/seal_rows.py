@@ -60,8 +60,14 @@ def groups_before(req: np.ndarray) -> Groups:
     return group_rows(req, sort=lambda codes: np.argsort(codes, kind="stable"))
 
 
+def slot_map(table: RequestTable) -> dict[int, int]:
+    """The table's code -> row map as it was kept then (a dict beside the ids; made here once)."""
+    return {code: table._live.slot_of(code) for code in table._codes.values()}
+
+
 def add_before(table: RequestTable, tick: Tick, default: str) -> None:
-    """``add_energy`` and the models' look-up as they were (the sums the table keeps, its own rows)."""
+    """``add_energy`` and the models' look-up as they were (the sums the table keeps, its own rows;
+    the code -> row dict the table kept then: :func:`slot_map`, set on the table once)."""
     req, phase, split, share, t0, t1 = tick
     assert split.component_j is not None and split.work is not None and split.unexplained_j is not None
     g = groups_before(req)
@@ -73,7 +79,7 @@ def add_before(table: RequestTable, tick: Tick, default: str) -> None:
     comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
     work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
     unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
-    slots = np.fromiter(map(table._slots.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)
+    slots = np.fromiter(map(table._slots_then.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)  # type: ignore[attr-defined]
     sums = table._sums
     sums.phase_j[slots] += phase_j
     sums.busy_s[slots] += busy
@@ -172,6 +178,7 @@ def main() -> None:
         ap.error("need 0 < groups <= rows and groups <= live")
     ticks = ticks_of(args.ticks, args.rows, args.groups, args.live, seed=1)
     before, now = table_of(args.live), table_of(args.live)
+    before._slots_then = slot_map(before)  # type: ignore[attr-defined]
     spent = {"before": [], "now": []}
     for _ in range(args.repeat):
         spent["before"].append(timed(add_before, before, ticks))
