@@ -36,7 +36,7 @@ BATCH = 64
 class ScanAttributor(Attributor):
     """The previous finalize pass: every live request looked at on every tick (the baseline)."""
 
-    def _finalize(self) -> RecordBatch:
+    def _finalize(self, most: int | None = None) -> RecordBatch:  # builds all: most unused
         sealed = self._sealed_t
         if sealed is None:
             return RecordBatch()
