@@ -133,9 +133,7 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
         items = list(infos)
         ids = [info.request_id for info in items]
         finals = self._finalized.contains_many(ids)
-        sealed_s = self.requests.now_s  # -inf before the first seal: no bound (_too_far)
-        latest_s = sealed_s + self.max_future_s if sealed_s > -math.inf else math.inf
-        new = first_seen(items, ids, finals, self.requests.ids(), self._labels, latest_s)
+        new = first_seen(items, ids, finals, self.requests.ids(), self._labels, self._latest_end_s())
         if new is not None:  # the usual span export: one run, no test an info
             self.requests.add_new(new)
             return
@@ -186,10 +184,14 @@ class Attributor(WorkIntake, TickSealer, RequestLifecycle):
                 acc.lost_rows += 1
 
     def _too_far(self, end_s: float | None) -> bool:
-        """Whether a stated end lies beyond the sealed time + ``max_future_s`` (no bound before the
+        """Whether a stated end lies beyond :meth:`_latest_end_s`."""
+        return end_s is not None and end_s > self._latest_end_s()
+
+    def _latest_end_s(self) -> float:
+        """The latest stated end taken: the sealed time + ``max_future_s`` (inf, no bound, before the
         first seal)."""
         sealed_s = self.requests.now_s  # -inf before the first seal
-        return end_s is not None and sealed_s > -math.inf and end_s > sealed_s + self.max_future_s
+        return sealed_s + self.max_future_s if sealed_s > -math.inf else math.inf
 
     def _label(self, label: TaskLabel) -> None:
         """A task named by id: set on the live request, or held until the request is first seen."""
