@@ -79,7 +79,7 @@ class SpanAttributes(Mapping[str, str]):
         """``Mapping.get`` without its ``KeyError``: the attribution asks every request's
         attributes for a key these never hold (``work_lost``), and a raised and caught error
         cost ten times a dict's look-up."""
-        return self[key] if key in _KEYS else default
+        return self.as_dict()[key] if key in _KEYS else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(_KEYS)

@@ -18,15 +18,9 @@ from sidecar.recent_ids_sorted import SortedRecentIds
 from sidecar.taps import validate as v
 from sidecar.taps.vllm_span_format import named_id
 
-__all__ = ["checked_rows", "named_ids"]
+__all__ = ["checked_rows"]
 
 log = logging.getLogger(__name__)
-
-
-def named_ids(raws: Sequence[object]) -> list[tuple[str, str] | Exception]:
-    """:func:`~sidecar.taps.vllm_span_format.named_id` of each of ``raws``: (vLLM's id, the
-    request id it names), or why the id is refused."""
-    return [named_id(raw) for raw in raws]
 
 
 def checked_rows(
@@ -36,7 +30,7 @@ def checked_rows(
     nor earlier in the batch, and whose numbers passed (``codes``: 0, else ``1 +`` the index of the
     first reason in :data:`~sidecar.taps.validate.REASONS`): (row, vLLM's id, request id); the
     others counted in ``counts`` by why (the id first, then a duplicate, then the numbers)."""
-    named = named_ids(ids)
+    named = [named_id(raw) for raw in ids]  # (vLLM's id, request id), or why the id is refused
     known = handled.contains_many([n[1] if isinstance(n, tuple) else "" for n in named])
     taken: dict[str, None] = {}  # ids handled in this batch
     out: list[tuple[int, str, str]] = []

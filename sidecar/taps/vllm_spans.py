@@ -59,11 +59,12 @@ from sidecar.taps.vllm_span_format import (
     ROW_SPEC,
     SPAN_ATTRIBUTES,
     SPAN_NAME,
+    named_id,
     normalize_request_id,
     one_row,
     operation_of,
 )
-from sidecar.taps.vllm_span_ids import checked_rows, named_ids
+from sidecar.taps.vllm_span_ids import checked_rows
 from sidecar.taps.vllm_span_tasks import TASK_ATTRIBUTE, TaskJoins
 
 __all__ = [
@@ -143,7 +144,7 @@ class VllmSpanHandler:
         counts, the latencies and an end after now (a span failing them is refused then, in
         ``partial_success``)."""
         bad: dict[str, list[int]] = {}
-        for i, name in enumerate(named_ids(rows.ids)):
+        for i, name in enumerate(map(named_id, rows.ids)):
             if isinstance(name, v.Rejected):  # a bug's exception is counted when the tick takes the span
                 bad.setdefault(name.reason, []).append(i)
         for reason, at in bad.items():  # one mask a reason: an export of bad ids costs linear time
