@@ -38,6 +38,7 @@ import heapq
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def slot_map(table: RequestTable) -> dict[int, int]:
     return {code: table._live.slot_of(code) for code in table._codes.values()}
 
 
-def add_before(table: RequestTable, tick: Tick, default: str) -> None:
+def add_before(table: RequestTable, tick: Tick, default: str, slots_by_code: dict[int, int]) -> None:
     """``add_energy`` and the models' look-up as they were (the sums the table keeps, its own rows;
-    the code -> row dict the table kept then: :func:`slot_map`, set on the table once)."""
+    ``slots_by_code``: the code -> row dict the table kept then, :func:`slot_map`)."""
     req, phase, split, share, t0, t1 = tick
     assert split.component_j is not None and split.work is not None and split.unexplained_j is not None
     g = groups_before(req)
@@ -79,7 +80,7 @@ def add_before(table: RequestTable, tick: Tick, default: str) -> None:
     comp = np.add.reduceat(split.component_j[g.order], g.starts, axis=0)
     work = np.add.reduceat(split.work[g.order], g.starts, axis=0)
     unexplained = np.bincount(g.inverse, weights=split.unexplained_j, minlength=n)
-    slots = np.fromiter(map(table._slots_then.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)  # type: ignore[attr-defined]
+    slots = np.fromiter(map(slots_by_code.get, g.codes.tolist(), repeat(-1, n)), np.int64, n)
     sums = table._sums
     sums.phase_j[slots] += phase_j
     sums.busy_s[slots] += busy
@@ -178,10 +179,10 @@ def main() -> None:
         ap.error("need 0 < groups <= rows and groups <= live")
     ticks = ticks_of(args.ticks, args.rows, args.groups, args.live, seed=1)
     before, now = table_of(args.live), table_of(args.live)
-    before._slots_then = slot_map(before)  # type: ignore[attr-defined]
+    before_way = partial(add_before, slots_by_code=slot_map(before))
     spent = {"before": [], "now": []}
     for _ in range(args.repeat):
-        spent["before"].append(timed(add_before, before, ticks))
+        spent["before"].append(timed(before_way, before, ticks))
         spent["now"].append(timed(add_now, now, ticks))
     for name in before._sums._FIELDS:
         a, b = getattr(before._sums, name), getattr(now._sums, name)
