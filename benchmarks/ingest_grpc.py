@@ -55,9 +55,16 @@ work rows a span brings (the span handler's output). Last, for scale: an upper e
 spans a second the study's busiest GPUs would send a sidecar (:mod:`study_rate`), and the share of a
 core the sidecar would spend at that rate at the CPU per span measured here.
 
+The sidecar's knobs are its defaults unless ``--knob NAME=VALUE`` sets one (as the command line
+would). The run says which, and the ceiling the tick's drain puts on the rate whatever a span costs:
+``otlp_drain_max_spans`` a tick (2,048), a tick every ``tick_interval_s`` (0.1 s), so at most 20,480
+spans/s handled with the defaults; ``ledger_path=`` runs it with no ledger file (the last final
+records kept in an in-memory SQLite table, as the sidecar does without one).
+
 Ends with one line ``spans/s N``.
 
     .venv/bin/python benchmarks/ingest_grpc.py [--spans 200000] [--max-send-s 45] [--window 6144]
+        [--knob NAME=VALUE ...]   (sidecar knobs over the defaults, e.g. otlp_drain_max_spans=8192)
 """
 
 from __future__ import annotations
@@ -139,18 +146,18 @@ def decode_only(conn: Connection, core: int, progress: Any) -> None:
 
 
 def sidecar_process(
-    conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+    conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool, knobs: dict[str, str]
 ) -> None:
     """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
     os.sched_setaffinity(0, {core})
     with scratch_dir("jt-ingest-grpc-") as tmp:  # its ledger: hundreds of MB, removed at the end
-        asyncio.run(_run_sidecar(conn, tmp, progress, max_wait_s, verbose, max_pending_rows))
+        asyncio.run(_run_sidecar(conn, tmp, progress, max_wait_s, verbose, knobs))
 
 
 async def _run_sidecar(
-    conn: Connection, tmp: Path, progress: Any, max_wait_s: float, verbose: bool, max_pending_rows: int
+    conn: Connection, tmp: Path, progress: Any, max_wait_s: float, verbose: bool, knobs: dict[str, str]
 ) -> None:
-    from sidecar.config import SidecarConfig
+    from sidecar.config import load_config
     from sidecar.gc_tune import tune_gc
     from sidecar.taps.otlp import OtlpReceiver
     from sidecar.taps.vllm import VllmTaps
@@ -158,18 +165,21 @@ async def _run_sidecar(
 
     stages = instrument()  # CPU per stage of the span path, counted from the timed flood on
     _replay_trace(tmp / "trace.csv", 400.0)
-    config = SidecarConfig(
-        meter="replay",
-        replay_path=str(tmp / "trace.csv"),
-        model="bench-llm",
-        port=free_port(),
-        otlp_port=free_port(),
-        plugin_port=0,
-        hook_port=0,
-        proxy_wire_port=0,
-        ledger_path=str(tmp / "ledger.db"),
-        log_level="warning",
-        **({"max_pending_rows": max_pending_rows} if max_pending_rows else {}),
+    config = load_config(  # as the command line sets them (a knob given over these: --knob)
+        {
+            "meter": "replay",
+            "replay_path": str(tmp / "trace.csv"),
+            "model": "bench-llm",
+            "port": free_port(),
+            "otlp_port": free_port(),
+            "plugin_port": 0,
+            "hook_port": 0,
+            "proxy_wire_port": 0,
+            "ledger_path": str(tmp / "ledger.db"),
+            "log_level": "warning",
+            **knobs,
+        },
+        environ={},
     )
     sidecar = build_sidecar(config)
     tune_gc()  # as the sidecar's entry point does after building it
@@ -222,6 +232,7 @@ async def _run_sidecar(
     stats = receiver.stats().events
     report["tap"] = {f"{tap}.{k}": n for (tap, k), n in sorted(stats.items()) if n}
     report["dropped"] = {k: n for k, n in sidecar.attributor.dropped.items() if n}
+    report["config"] = {k: getattr(config, k) for k in DRAIN_KNOBS}
     conn.send(report)
     stop.set()
     await runner
@@ -289,7 +300,10 @@ def run_server(
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     progress = ctx.Value("q", 0, lock=False)  # spans handled so far, for the client's window
-    extra = (args.max_wait_s, args.verbose, args.max_pending_rows) if target is sidecar_process else ()
+    knobs = dict(kv.split("=", 1) for kv in args.knob)
+    if args.max_pending_rows:
+        knobs["max_pending_rows"] = str(args.max_pending_rows)
+    extra = (args.max_wait_s, args.verbose, knobs) if target is sidecar_process else ()
     proc = ctx.Process(target=target, args=(child, cores[0], progress, *extra))
     proc.start()
     port = parent.recv()
@@ -312,6 +326,22 @@ def run_server(
     return report, client
 
 
+DRAIN_KNOBS = ("otlp_drain_max_spans", "tick_interval_s", "ledger_path")  # what drain_cap reads
+
+
+def drain_cap(config: dict[str, Any], knobs: list[str]) -> str:
+    """The spans a second the tick's drain lets through, however cheap a span: ``otlp_drain_max_spans``
+    a tick (whole exports: these exports of 512 fill 2,048 exactly), a tick every ``tick_interval_s``
+    at the most."""
+    most = config["otlp_drain_max_spans"] / config["tick_interval_s"]
+    ledger = "a ledger file" if config["ledger_path"] else "no ledger file (the last records in memory)"
+    return (
+        f"  knobs over the defaults: {', '.join(knobs) or 'none'}; {ledger}; the tick's drain "
+        f"({config['otlp_drain_max_spans']} spans a tick, every {config['tick_interval_s']} s) "
+        f"hands on at most ~{most:,.0f} spans/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000, help="spans to send (exports of 512)")
@@ -332,6 +362,9 @@ def main() -> None:
         "(a prefill and a decode; the run prints how many), held for settle_s, so a fast "
         "enough flood reaches the cap and work is refused (pending_cap below), which also spares the "
         "sidecar the sealing of that work",
+    )
+    parser.add_argument(
+        "--knob", action="append", default=[], metavar="NAME=VALUE", help="a sidecar knob over its default"
     )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
@@ -380,6 +413,7 @@ def main() -> None:
     print("\n".join(side["stages"]))
     print(f"  receiver: {side['tap']}")
     print(f"  attribution drops: {side['dropped']}")
+    print(drain_cap(side["config"], args.knob))
     print(for_scale(rate, side["cpu_s"] / side["handled"]))
     print(f"spans/s {rate:.0f}")
 
