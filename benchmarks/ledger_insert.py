@@ -26,6 +26,9 @@ turn so all ten see the same machine:
   hashes before the insert (no primary key to refuse a stored id), the ledger's checkpoint; it
   changes the file format and makes an ad-hoc ``sqlite3`` query by id a scan, for the gain
   this prints;
+* **ids indexed in memory** (measured 2026-12-06, not adopted): the same rows with ``seq`` the
+  rowid and no index on the id, the ids' hashes and rows indexed in memory instead
+  (:mod:`memory_ids`); the run also prints the bytes that index holds a record;
 * **no index** (a floor no ledger can go under and still find a record by id): the same rows
   appended to a table without indexes, and no retention (without its index, a scan).
 
@@ -57,6 +60,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory_ids import MemoryIndexedTable
 from scratch import scratch_dir
 
 from sidecar import knobs
@@ -204,6 +208,7 @@ def main() -> None:
         before = ledger_table(
             tmp / "before.db", savepoint=True, checkpoint_pages=1000, by_id=False, schema_1=True
         )
+        in_memory = MemoryIndexedTable(tmp / "memory.db")
         floor = RawTable(
             tmp / "floor.db", no_index_schema(), APPEND, hashed=False, retain=False, by_key=False
         )
@@ -217,6 +222,7 @@ def main() -> None:
             "its rows in 1 KiB pages (tried, not adopted)": lambda b: small_pages.put(b.values),
             "its rows, an 8 MB page cache (tried, not adopted)": lambda b: big_cache.put(b.values),
             "ids by hash (tried, not adopted)": lambda b: hashed.put(b.values),
+            "ids indexed in memory (measured, not adopted)": lambda b: in_memory.put(b.values, MAX_AGE_S),
             "no index (appended only: a floor)": lambda b: floor.put(b.values),
         }
         spent = dict.fromkeys(puts, 0.0)
@@ -238,16 +244,20 @@ def main() -> None:
         for name in puts:
             print(f"  {name:52s} {late[name] / n_late * 1e6:13.1f} {spent[name] / n * 1e6:10.1f}")
         assert ledger.count() == n, "every record stored"
+        assert len(in_memory.ids) == n and not in_memory.kept_out, "every id indexed, none taken as stored"
+        index_bytes = in_memory.ids.nbytes / n
         ours = late[LEDGER] / n_late * 1e6
         ledger.close()
-        for table in (hashed, schema1, default_ck, saved, given, before, small_pages, big_cache, floor):
+        tables = (hashed, schema1, default_ck, saved, given, before, small_pages, big_cache, in_memory, floor)
+        for table in tables:
             table.conn.close()  # the last connection to a file copies its WAL in and deletes it
         files = ("ledger", "schema1", "checkpoint", "savepoint", "given", "before", "pages", "cache")
-        files += ("hashed", "floor")
+        files += ("hashed", "memory", "floor")
         print("  bytes on disk per record (each file closed: its WAL copied in):")
         for name, file in zip(puts, files, strict=True):
             size = sum(p.stat().st_size for p in tmp.glob(f"{file}.db*"))
             print(f"  {name:52s} {size / n:13.0f}")
+        print(f"  the ids indexed in memory: {index_bytes:.0f} bytes a record held by the index")
     print(f"ledger us per record {ours:.1f}")
 
 
