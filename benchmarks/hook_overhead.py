@@ -48,7 +48,8 @@ LINE = re.compile(
 
 
 class Drain:
-    """Calls the receiver's ``due()`` every 20 ms in a thread; counts its CPU time and members."""
+    """Calls the receiver's ``due()`` every 20 ms in a thread; counts its CPU time, the steps and their
+    members (a step's gap event, the CPU gap after it, is neither)."""
 
     def __init__(self, rx: HookReceiver) -> None:
         self.rx, self.cpu_s, self.batches, self.members = rx, 0.0, 0, 0
@@ -62,7 +63,7 @@ class Drain:
             events, _ = self.rx.due(0.0)
             self.cpu_s += time.thread_time() - c0
             for e in events:
-                if isinstance(e, StepBatch):
+                if isinstance(e, StepBatch) and e.steps > 0:  # not the CPU gap after a step (steps 0)
                     self.batches += 1
                     self.members += len(e.request_ids)
             time.sleep(0.02)
