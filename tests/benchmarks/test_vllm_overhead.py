@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +26,7 @@ from servers.vllm.launcher import SCHEDULER_HOOK, sidecar_command
 from servers.vllm.stack import Request, Result
 from sidecar.config import add_arguments, load_config
 from tests.benchmarks.bench_module import load_bench
+from tests.benchmarks.launcher_stand_ins import FakeProcess, Launches
 
 ROUNDS, REQUESTS, MAX_TOKENS = 3, 4, 5
 TOKENS = REQUESTS * MAX_TOKENS
@@ -48,24 +48,6 @@ class Clock:
         self.now += seconds
 
 
-class FakeProcess:
-    """Stands in for ``servers.vllm.launcher.Process``: keeps what it was started with."""
-
-    def __init__(
-        self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None, pid: int
-    ) -> None:
-        self.name, self.cmd, self.log_path, self.env = name, list(cmd), log_path, env or {}
-        self.popen = SimpleNamespace(pid=pid)
-        self.stopped = False
-
-    def flag(self, name: str) -> str:
-        return self.cmd[self.cmd.index(name) + 1]
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        self.stopped = True
-        return 0
-
-
 def _listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
@@ -74,28 +56,22 @@ def _listening(port: int) -> bool:
         return False
 
 
-class Servers:
+class Servers(Launches):
     """Stands in for the servers and the sidecar: the runs take the seconds and CPU of ``SECONDS`` and
     ``VLLM_CPU_S``, per mode, in the order the modes run."""
 
     def __init__(self, clock: Clock) -> None:
+        super().__init__()
         self.clock = clock
-        self.procs: list[FakeProcess] = []
-        self.waited: list[str] = []
         self.order: list[str] = []
         self.cpu: dict[int, float] = {}
 
     def process(
         self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None
     ) -> FakeProcess:
-        pid = 100_000 + len(self.procs)  # no process's: its CPU seconds are in self.cpu
-        self.procs.append(FakeProcess(name, cmd, log_path, env, pid))
-        self.cpu[pid] = 0.0
-        return self.procs[-1]
-
-    def wait_http(self, url: str, timeout_s: float, proc: object = None) -> float:
-        self.waited.append(url)
-        return 0.0
+        proc = super().process(name, cmd, log_path, env)
+        self.cpu[proc.popen.pid] = 0.0  # no process's: its CPU seconds are in self.cpu
+        return proc
 
     def run_workload(
         self, url: str, model: str, requests: Sequence[Request], concurrency: int = 16
