@@ -1,14 +1,13 @@
 """vLLM-shaped spans per second over real OTLP/gRPC into attribution, the sidecar pinned to one core.
 
-Two processes. The sidecar, pinned to one core (``os.sched_setaffinity``), is
-the product's own: :func:`sidecar.wiring.build_sidecar`, :func:`sidecar.gc_tune.tune_gc` (as
-``jouletrace sidecar`` calls it after the build) and :meth:`Sidecar.run` (its ticker, poller
-thread and HTTP server), so spans go
-through the real :class:`~sidecar.taps.otlp.OtlpReceiver` (gRPC, protobuf
-decode, checks, dedupe), the real :class:`~sidecar.taps.vllm_spans.VllmSpanHandler`
-(request infos, whole-phase work on the step clock) and the real attribution
-(timeline, fitted rule, sealing, final records, histograms, a SQLite ledger
-file). There is no GPU here, so the meter is ``--meter replay`` playing a
+Two processes. The sidecar (its process: :mod:`ingest_sidecar`), pinned to one core
+(``os.sched_setaffinity``), is the product's own: :func:`sidecar.wiring.build_sidecar`,
+:func:`sidecar.gc_tune.tune_gc` (as ``jouletrace sidecar`` calls it after the build) and
+:meth:`Sidecar.run` (its ticker, poller thread and HTTP server), so spans go through the real
+:class:`~sidecar.taps.otlp.OtlpReceiver` (gRPC, protobuf decode, checks, dedupe), the real
+:class:`~sidecar.taps.vllm_spans.VllmSpanHandler` (request infos, whole-phase work on the step
+clock) and the real attribution (timeline, fitted rule, sealing, final records, histograms, a
+SQLite ledger file). There is no GPU here, so the meter is ``--meter replay`` playing a
 synthetic trace (one device, 450-550 W, counter updating every 100 ms, read
 every 20 ms): a fake meter, said so. No plugin or hook: the spans supply the work.
 
@@ -70,7 +69,6 @@ Ends with one line ``spans/s N``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing as mp
 import os
 import sys
@@ -81,7 +79,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -90,27 +87,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sidecar package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # otlp_flood, also when loaded by path
 
+from ingest_sidecar import sidecar_process
 from otlp_flood import EXPORT_SPANS, METHOD, Export, build_exports, send_all
-from scratch import scratch_dir
-from stage_cpu import instrument
 from study_rate import for_scale
 
-from tests.support import free_port
 
-
-def _replay_trace(path: Path, seconds: float) -> None:
-    """A synthetic one-device trace: 450-550 W, the counter updating every 100 ms, read every 20 ms."""
-    rng = np.random.default_rng(1)
-    lines = ["# jouletrace replay trace v1", "# synthetic: benchmarks/ingest_grpc.py", "t_s,device,energy_j"]
-    energy_j = 1_000_000.0
-    for k in range(int(seconds / 0.02)):
-        if k % 5 == 0:
-            energy_j += float(rng.uniform(45.0, 55.0))
-        lines.append(f"{k * 0.02:.6f},GPU-bench,{energy_j:.3f}")
-    path.write_text("\n".join(lines) + "\n")
-
-
-# ---- the two server processes -------------------------------------------------------------
+# ---- the baseline server process (the sidecar's: ingest_sidecar.py) --------------------------
 def decode_only(conn: Connection, core: int, progress: Any) -> None:
     """Baseline: gRPC receive + protobuf decode on one core, nothing else."""
     os.sched_setaffinity(0, {core})
@@ -145,154 +127,6 @@ def decode_only(conn: Connection, core: int, progress: Any) -> None:
     server.stop(0)
 
 
-def sidecar_process(
-    conn: Connection, core: int, progress: Any, max_wait_s: float, verbose: bool, knobs: dict[str, str]
-) -> None:
-    """The product sidecar on one core; reports what it handled and when (``progress``: spans handled)."""
-    os.sched_setaffinity(0, {core})
-    with scratch_dir("jt-ingest-grpc-") as tmp:  # its ledger: hundreds of MB, removed at the end
-        asyncio.run(_run_sidecar(conn, tmp, progress, max_wait_s, verbose, knobs))
-
-
-async def _run_sidecar(
-    conn: Connection, tmp: Path, progress: Any, max_wait_s: float, verbose: bool, knobs: dict[str, str]
-) -> None:
-    from sidecar.config import load_config
-    from sidecar.gc_tune import tune_gc
-    from sidecar.taps.otlp import OtlpReceiver
-    from sidecar.taps.vllm import VllmTaps
-    from sidecar.wiring import build_sidecar
-
-    stages = instrument()  # CPU per stage of the span path, counted from the timed flood on
-    _replay_trace(tmp / "trace.csv", 400.0)
-    config = load_config(  # as the command line sets them (a knob given over these: --knob)
-        {
-            "meter": "replay",
-            "replay_path": str(tmp / "trace.csv"),
-            "model": "bench-llm",
-            "port": free_port(),
-            "otlp_port": free_port(),
-            "plugin_port": 0,
-            "hook_port": 0,
-            "proxy_wire_port": 0,
-            "ledger_path": str(tmp / "ledger.db"),
-            "log_level": "warning",
-            **knobs,
-        },
-        environ={},
-    )
-    sidecar = build_sidecar(config)
-    tune_gc()  # as the sidecar's entry point does after building it
-    (vllm,) = (t for t in sidecar.taps if isinstance(t, VllmTaps))
-    (receiver,) = (t for t in sidecar.taps if isinstance(t, OtlpReceiver))
-    finals = [0]
-    forward = sidecar.on_final
-
-    def count_finals(records: list[Any]) -> None:
-        finals[0] += len(records)
-        if forward is not None:
-            forward(records)
-
-    sidecar.on_final = count_finals
-    rows = _count_work_rows(vllm.spans)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(sidecar.run(stop))
-    while receiver._server is None:  # started by run()
-        await asyncio.sleep(0.01)
-    conn.send(config.otlp_port)
-    while not conn.poll():  # not conn.recv(): that would block the loop, its ticks, through the warm-up
-        await asyncio.sleep(0.05)
-    warm_n = conn.recv()  # the client's warm-up is sent: wait for it to be handled, final, the fit ready
-    t_warm = time.monotonic()
-    while not (vllm.spans.requests >= warm_n and finals[0] >= warm_n and sidecar.attributor.rule.ready):
-        if time.monotonic() - t_warm > 60:
-            break
-        await asyncio.sleep(0.05)
-    warm = (vllm.spans.requests, finals[0], sidecar.attributor.rule.ready)
-    rows0 = rows[0]
-    cpu0 = time.process_time()
-    stages.reset()
-    if verbose:
-        print(f"[sidecar] pid {os.getpid()} warm {warm}, timed flood next", file=sys.stderr, flush=True)
-    conn.send("go")
-    # spans handled: their infos and work went to the attributor in the same tick
-    report = await _watch(
-        conn,
-        lambda: vllm.spans.requests - warm[0],
-        lambda: finals[0] - warm[1],
-        progress,
-        max_wait_s,
-        verbose,
-    )
-    report["warm"] = warm
-    report["rows_per_span"] = (rows[0] - rows0) / max(report["handled"], 1)
-    report["stages"] = stages.lines(max(report["handled"], 1))
-    report["cpu_s"] -= cpu0
-    report["cpu_final_s"] -= cpu0
-    stats = receiver.stats().events
-    report["tap"] = {f"{tap}.{k}": n for (tap, k), n in sorted(stats.items()) if n}
-    report["dropped"] = {k: n for k, n in sidecar.attributor.dropped.items() if n}
-    report["config"] = {k: getattr(config, k) for k in DRAIN_KNOBS}
-    conn.send(report)
-    stop.set()
-    await runner
-
-
-def _count_work_rows(handler: Any) -> list[int]:
-    """A running count of the work rows the span handler hands on (its ``flush``, wrapped here)."""
-    rows = [0]
-    flush = handler.flush
-
-    def counted(out: Any) -> None:
-        before = len(out.events)
-        flush(out)
-        rows[0] += sum(len(work) for work in out.events[before:])
-
-    handler.flush = counted
-    return rows
-
-
-async def _watch(
-    conn: Connection,
-    handled: Callable[[], int],
-    finals: Callable[[], int],
-    progress: Any,
-    max_wait_s: float,
-    verbose: bool,
-) -> dict[str, Any]:
-    """Sample the counters between ticks until the client is done and every handled span is final."""
-    last_n, t_last, cpu_last = 0, 0.0, 0.0
-    sent: int | None = None
-    t_done = 0.0
-    t_final, cpu_final = 0.0, 0.0
-    while True:
-        await asyncio.sleep(0.01)
-        now = time.monotonic()
-        n = handled()
-        if n != last_n:
-            last_n, t_last, cpu_last = n, now, time.process_time()
-            progress.value = n
-        if verbose and int(now) % 5 == 0 and int(now) != int(now - 0.01):
-            print(f"[sidecar] handled {n} finals {finals()} cpu {time.process_time():.1f}", file=sys.stderr)
-        if sent is None and conn.poll():
-            sent, t_done = conn.recv(), now
-        if sent is None:
-            continue
-        if finals() >= last_n and not t_final:
-            t_final, cpu_final = now, time.process_time()
-        quiet = now - t_last > 3.0 and now - t_done > 3.0  # nothing more is coming
-        if (last_n >= sent or quiet) and (t_final or now - t_done > max_wait_s):
-            break
-    return {
-        "handled": last_n,
-        "t_last": t_last,
-        "cpu_s": cpu_last,
-        "finals": finals(),
-        "t_final": t_final,
-        "cpu_final_s": cpu_final or time.process_time(),
-    }
-
-
 def run_server(
     target: Callable[..., None], pool: list[Export], cores: tuple[int, int], args: argparse.Namespace
 ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -324,9 +158,6 @@ def run_server(
     report: dict[str, Any] = parent.recv()
     proc.join(timeout=60)
     return report, client
-
-
-DRAIN_KNOBS = ("otlp_drain_max_spans", "tick_interval_s", "ledger_path")  # what drain_cap reads
 
 
 def drain_cap(config: dict[str, Any], knobs: list[str]) -> str:

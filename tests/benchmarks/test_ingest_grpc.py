@@ -49,12 +49,12 @@ def test_the_real_receiver_and_span_handler_take_every_span_of_every_stamped_exp
 
 
 def test_the_drain_line_gives_the_spans_a_second_the_ticks_hand_on_with_the_knobs_given() -> None:
-    bench = load_bench("ingest_grpc", "ingest_grpc_bench")
+    bench, side = load_bench("ingest_grpc", "ingest_grpc_bench"), load_bench("ingest_sidecar")
     defaults = load_config({}, environ={})
-    line = bench.drain_cap({k: getattr(defaults, k) for k in bench.DRAIN_KNOBS}, [])
+    line = bench.drain_cap({k: getattr(defaults, k) for k in side.DRAIN_KNOBS}, [])
     assert "none; a ledger file;" in line and "2048 spans a tick, every 0.1 s" in line
     assert line.endswith("at most ~20,480 spans/s")  # the default knobs' ceiling, however cheap a span
     knobs = ["otlp_drain_max_spans=8192", "ledger_path="]
     given = load_config(dict(kv.split("=", 1) for kv in knobs), environ={})
-    line = bench.drain_cap({k: getattr(given, k) for k in bench.DRAIN_KNOBS}, knobs)
+    line = bench.drain_cap({k: getattr(given, k) for k in side.DRAIN_KNOBS}, knobs)
     assert "no ledger file" in line and line.endswith("at most ~81,920 spans/s")
