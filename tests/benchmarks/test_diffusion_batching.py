@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.bench_module import BENCHMARKS
+from tests.benchmarks.bench_module import run_bench
 
 BATCHES = [1, 2]
 ARGS = ["--batch-sizes", ",".join(map(str, BATCHES)), "--min-seconds", "0", "--size", "32", "--steps", "2"]
@@ -27,15 +24,15 @@ ROW = re.compile(r" *(\d+) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) +(\d+)")
 @pytest.mark.integration
 def test_a_row_per_batch_size_each_agreeing_with_the_rows_it_saves(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "TMPDIR": str(tmp_path)}  # the built model
-    cmd = [sys.executable, str(BENCHMARKS / "diffusion_batching.py"), *ARGS, "--json", str(out)]
-    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    env = {"TMPDIR": str(tmp_path)}  # the built model
+    stdout = run_bench(
+        "diffusion_batching", [*ARGS, "--json", str(out)], cwd=tmp_path, env=env, timeout_s=120
+    )
     saved = json.loads(out.read_text())
     meta, rows = saved["meta"], saved["rows"]
     assert (meta["pipeline"], meta["batch_sizes"], meta["meter"]) == ("tiny", "1,2", "cpu-model")
 
-    head, meter, table, *printed = run.stdout.splitlines()
+    head, meter, table, *printed = stdout.splitlines()
     assert re.fullmatch(
         rf"pipeline tiny: {meta['params'] / 1e6:.1f} M params, cpu float32, 32x32, 2 steps, CFG on; "
         r"built/loaded in \d+\.\d s",

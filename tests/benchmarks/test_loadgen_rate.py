@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from servers.models.cli import default_dir
 from servers.models.llm import build_llama
 from servers.ports import free_port
-from tests.benchmarks.bench_module import BENCHMARKS, load_bench
+from tests.benchmarks.bench_module import BENCHMARKS, load_bench, run_bench
 
 TRIAL = re.compile(r"(\S+) +(\S+) req/s  n= *(\d+)  client p99 +(\S+) ms  server p99 +(\S+) ms")
 
@@ -54,11 +53,7 @@ def test_lateness_is_measured_from_the_least_late_request() -> None:
 @pytest.mark.integration
 def test_a_short_search_prints_every_trial_and_ends_with_the_rate_they_give(tmp_path: Path) -> None:
     args = ["--no-vllm", "--trial-s", "0.1", "--start", "1600", "--repeats", "2"]
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
-    cmd = [sys.executable, str(BENCHMARKS / "loadgen_rate.py"), *args]
-    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    *lines, last = run.stdout.splitlines()
+    *lines, last = run_bench("loadgen_rate", args, cwd=tmp_path, timeout_s=120).splitlines()
     trials: list[tuple[float, int, float, float]] = []
     for line in lines:
         m = TRIAL.fullmatch(line)

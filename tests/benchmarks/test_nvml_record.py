@@ -6,16 +6,13 @@ with each other, the fake counter's 100 ms updates and the load's power show in 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.benchmarks.bench_module import BENCHMARKS, load_bench
+from tests.benchmarks.bench_module import load_bench, run_bench
 
 SCALE = 0.05  # the phases 0.5 + 1 + 1 + 1 + 0.1 s
 
@@ -25,13 +22,8 @@ def test_a_dry_run_writes_a_trace_its_phases_load_and_summary_that_agree(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rec"
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
-    cmd = [sys.executable, str(BENCHMARKS / "nvml_record.py"), "--dry-run", "--scale", str(SCALE)]
-    run = subprocess.run(
-        [*cmd, "--out", str(out)], cwd=BENCHMARKS.parent, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    recorded = re.search(r"^recorded (\d+) polls in \S+ s -> (.+)$", run.stdout, re.MULTILINE)
+    stdout = run_bench("nvml_record", ["--dry-run", "--scale", str(SCALE), "--out", str(out)], timeout_s=60)
+    recorded = re.search(r"^recorded (\d+) polls in \S+ s -> (.+)$", stdout, re.MULTILINE)
     assert recorded is not None and Path(recorded.group(2)) == out
     trace, record = load_bench("nvml_trace"), load_bench("nvml_record")
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.bench_module import BENCHMARKS
+from tests.benchmarks.bench_module import run_bench
 
 STREAMS, ROUNDS = 4, 2
 ARGS = ["--streams", str(STREAMS), "--rounds", str(ROUNDS), "--max-tokens", "4", "--token-ms", "5"]
@@ -27,11 +24,8 @@ ARGS += ["--ramp-s", "0", "--settle-s", "0.2"]
 def test_every_stream_is_proxied_and_the_last_line_is_the_median_of_the_pairs(
     tmp_path: Path, in_process: bool
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "TMPDIR": str(tmp_path)}  # its logs
-    cmd = [sys.executable, str(BENCHMARKS / "proxy_overhead.py"), *ARGS, *(["--in-process"] * in_process)]
-    run = subprocess.run(cmd, cwd=BENCHMARKS.parent, env=env, capture_output=True, text=True, timeout=90)
-    assert run.returncode == 0, run.stdout + run.stderr
-    lines = run.stdout.splitlines()
+    args = [*ARGS, *(["--in-process"] * in_process)]
+    lines = run_bench("proxy_overhead", args, env={"TMPDIR": str(tmp_path)}).splitlines()  # its logs in tmp
     rounds = [ln for ln in lines if re.match(r"round \d+ (direct|proxy) +TTFT p50 ", ln)]
     assert len(rounds) == 2 * ROUNDS
     assert json.loads(next(ln for ln in lines if ln.startswith("{"))) == {

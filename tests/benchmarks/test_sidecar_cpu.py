@@ -5,15 +5,12 @@ window's CPU per 1000 of the output tokens it printed."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.benchmarks.bench_module import BENCHMARKS, load_bench
+from tests.benchmarks.bench_module import load_bench, run_bench
 
 
 def test_the_engine_keeps_the_batch_full_and_prefills_at_most_a_chunk_a_step() -> None:
@@ -36,12 +33,8 @@ def test_the_engine_keeps_the_batch_full_and_prefills_at_most_a_chunk_a_step() -
 
 @pytest.mark.integration
 def test_a_short_run_reaches_the_sidecar_whole_and_ends_with_the_cpu_per_1000_tokens() -> None:
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
-    env["JOULETRACE_FIT_WARMUP_TICKS"] = "10"  # a 2 s stream is 20 ticks: the fit's 50 would wait 30 s
-    cmd = [sys.executable, str(BENCHMARKS / "sidecar_cpu.py"), "--seconds", "2", "--batch", "16"]
-    run = subprocess.run(cmd, cwd=BENCHMARKS.parent, env=env, capture_output=True, text=True, timeout=90)
-    assert run.returncode == 0, run.stdout + run.stderr
-    out = run.stdout
+    env = {"JOULETRACE_FIT_WARMUP_TICKS": "10"}  # a 2 s stream is 20 ticks: the fit's 50 would wait 30 s
+    out = run_bench("sidecar_cpu", ["--seconds", "2", "--batch", "16"], env=env)
     stream = re.search(r"^stream: batch 16, (\d+) steps of 12.5 ms .*, (\d+) output tokens$", out, re.M)
     counted = re.search(r"^sidecar counted: (.*)$", out, re.M)
     traffic = re.search(r"^with traffic: +(\S+) CPU s in (\S+) s ", out, re.M)
