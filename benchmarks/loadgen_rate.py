@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -161,6 +162,21 @@ def search(
     return lo
 
 
+@contextmanager
+def fake_server() -> Iterator[str]:
+    """The fast fake OpenAI server in its own process for the block; yields its base URL once it listens."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.loadgen.fake_server", "--port", str(port)]
+    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # its URL, once it listens
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trial-s", type=float, default=2.0, help="seconds of arrivals per trial")
@@ -168,13 +184,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="trials per rate; the best counts")
     ap.add_argument("--no-vllm", action="store_true", help="skip vllm bench serve")
     args = ap.parse_args()
-    port = free_port()
-    cmd = [sys.executable, "-m", "tests.loadgen.fake_server", "--port", str(port)]
-    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert server.stdout is not None
-        server.stdout.readline()  # its URL, once it listens
+    with fake_server() as url:
         ours = search(
             lambda r, n: loadgen_trial(url, r, n), args.trial_s, "loadgen", args.start, args.repeats
         )
@@ -187,9 +197,6 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 theirs = search(lambda r, n: vllm_trial(url, r, n, tokenizer, Path(tmp)),
                                 args.trial_s, "vllm-bench", args.start, args.repeats)  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(10)
     if theirs is not None and theirs > 0:
         print(f"loadgen {ours:.0f} req/s | vllm-bench {theirs:.0f} req/s | ratio {ours / theirs:.2f}")
     else:

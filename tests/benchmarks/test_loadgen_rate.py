@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,7 @@ import pytest
 
 from servers.models.cli import default_dir
 from servers.models.llm import build_llama
-from servers.ports import free_port
-from tests.benchmarks.bench_module import BENCHMARKS, load_bench, run_bench
+from tests.benchmarks.bench_module import load_bench, run_bench
 
 TRIAL = re.compile(r"(\S+) +(\S+) req/s  n= *(\d+)  client p99 +(\S+) ms  server p99 +(\S+) ms")
 
@@ -78,16 +75,9 @@ def test_a_short_search_prints_every_trial_and_ends_with_the_rate_they_give(tmp_
 @pytest.mark.integration
 def test_one_vllm_bench_trial_saves_a_send_time_per_request(tmp_path: Path) -> None:
     bench = load_bench("loadgen_rate")
-    port = free_port()
-    cmd = [sys.executable, "-m", "tests.loadgen.fake_server", "--port", str(port)]
-    server = subprocess.Popen(cmd, cwd=BENCHMARKS.parent, stdout=subprocess.PIPE, text=True)
-    try:
-        tokenizer = str(build_llama(default_dir("llama")))  # as the benchmark does (cached), while it starts
-        assert server.stdout is not None and server.stdout.readline()  # its URL, once it listens
-        client, at_server = bench.vllm_trial(f"http://127.0.0.1:{port}", 1000.0, 200, tokenizer, tmp_path)
-    finally:
-        server.terminate()
-        server.wait(10)
+    tokenizer = str(build_llama(default_dir("llama")))  # as the benchmark does (cached)
+    with bench.fake_server() as url:
+        client, at_server = bench.vllm_trial(url, 1000.0, 200, tokenizer, tmp_path)
     assert math.isfinite(client) and math.isfinite(at_server) and min(client, at_server) >= 0.0
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert (saved["completed"], saved["failed"], len(saved["start_times"])) == (200, 0, 200)
